@@ -1,0 +1,3 @@
+module github.com/ots-ota/ots-ota
+
+go 1.26
