@@ -1,0 +1,39 @@
+package cmd
+
+import (
+	"bytes"
+	"io"
+	"os"
+
+	"golang.org/x/term"
+)
+
+// IOStreams is where a command reads and writes. Results go to Out; logs,
+// progress and errors go to ErrOut.
+type IOStreams struct {
+	In         io.Reader
+	Out        io.Writer
+	ErrOut     io.Writer
+	OutTTY     bool
+	ErrTTY     bool
+	NoColorEnv bool // NO_COLOR is set
+}
+
+// System returns the process's streams with terminal detection.
+func System() *IOStreams {
+	_, noColor := os.LookupEnv("NO_COLOR")
+	return &IOStreams{
+		In:         os.Stdin,
+		Out:        os.Stdout,
+		ErrOut:     os.Stderr,
+		OutTTY:     term.IsTerminal(int(os.Stdout.Fd())),
+		ErrTTY:     term.IsTerminal(int(os.Stderr.Fd())),
+		NoColorEnv: noColor,
+	}
+}
+
+// TestStreams returns buffer-backed streams that are not terminals.
+func TestStreams() (*IOStreams, *bytes.Buffer, *bytes.Buffer) {
+	var out, errOut bytes.Buffer
+	return &IOStreams{In: &bytes.Buffer{}, Out: &out, ErrOut: &errOut}, &out, &errOut
+}

@@ -1,0 +1,114 @@
+package cmd
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/rogpeppe/go-internal/testscript"
+
+	"github.com/ots-ota/ots-ota/image"
+)
+
+func TestMain(m *testing.M) {
+	testscript.Main(m, map[string]func(){
+		"ots-ota": func() { os.Exit(Execute(context.Background(), os.Args[1:], System())) },
+	})
+}
+
+// sharedImages is the read-only third-party test data, when this checkout has it.
+func sharedImages() string {
+	p, _ := filepath.Abs(filepath.Join("..", "..", "shared", "testdata", "esp-images"))
+	if _, err := os.Stat(p); err != nil {
+		return ""
+	}
+	return p
+}
+
+func TestScripts(t *testing.T) {
+	testscript.Run(t, testscript.Params{
+		Dir:                 filepath.Join("testdata", "script"),
+		RequireExplicitExec: true,
+		Setup: func(e *testscript.Env) error {
+			e.Setenv("SHARED", sharedImages())
+			e.Setenv("NO_COLOR", "")
+			e.Setenv("XDG_CONFIG_HOME", filepath.Join(e.WorkDir, ".config"))
+			return nil
+		},
+		Condition: func(cond string) (bool, error) {
+			switch cond {
+			case "shared":
+				return sharedImages() != "", nil
+			}
+			return false, fmt.Errorf("unknown condition %q", cond)
+		},
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
+			"mkfile":   cmdMkfile,
+			"exitcode": cmdExitcode,
+		},
+	})
+}
+
+// cmdMkfile writes test inputs: `mkfile KIND OUT [chip project version size]`.
+// KIND is app, nodigest, corrupt-digest, elf or gzip.
+func cmdMkfile(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) < 2 {
+		ts.Fatalf("usage: mkfile KIND OUT [chip project version size]")
+	}
+	kind, out := args[0], ts.MkAbs(args[1])
+	o := image.BuildOptions{Chip: image.ChipESP32S3, Project: "ots-fw-main", Version: "1.0.1",
+		Built: time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC), Size: 300_000}
+	if len(args) >= 6 {
+		c, ok := image.ChipByName(args[2])
+		if !ok {
+			ts.Fatalf("unknown chip %s", args[2])
+		}
+		n, err := strconv.Atoi(args[5])
+		ts.Check(err)
+		o.Chip, o.Project, o.Version, o.Size = c, args[3], args[4], n
+	}
+	o.NoDigest = kind == "nodigest"
+	data, err := image.Build(o)
+	ts.Check(err)
+	switch kind {
+	case "app", "nodigest":
+	case "corrupt-digest":
+		data[len(data)-1] ^= 0xFF
+	case "elf":
+		data = append([]byte{0x7F, 'E', 'L', 'F', 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0x5E, 0}, make([]byte, 200)...)
+	case "gzip":
+		var b bytes.Buffer
+		zw := gzip.NewWriter(&b)
+		_, _ = zw.Write(data)
+		ts.Check(zw.Close())
+		data = b.Bytes()
+	default:
+		ts.Fatalf("unknown kind %s", kind)
+	}
+	ts.Check(os.WriteFile(out, data, 0o644))
+}
+
+// cmdExitcode runs ots-ota and checks its exit status: `exitcode N args...`.
+func cmdExitcode(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) < 1 {
+		ts.Fatalf("usage: exitcode N [args...]")
+	}
+	want, err := strconv.Atoi(args[0])
+	ts.Check(err)
+	err = ts.Exec("ots-ota", args[1:]...)
+	got := 0
+	if err != nil {
+		if _, scanErr := fmt.Sscanf(err.Error(), "exit status %d", &got); scanErr != nil {
+			ts.Fatalf("running ots-ota: %v", err)
+		}
+	}
+	if got != want {
+		ts.Fatalf("ots-ota %v: exit code %d, want %d", args[1:], got, want)
+	}
+}
