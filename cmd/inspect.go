@@ -55,26 +55,31 @@ Exit status: 0 when every file is uploadable, 1 when any has errors, 2 on usage 
 	return c
 }
 
-// chipNames lists the chips ChipByName knows, for completion and hints.
+// chipNames lists the chips image knows, for completion and hints.
 func chipNames() []string {
 	var names []string
-	for id := range 64 {
-		if n := image.Chip(id).String(); n != "" && n != "unknown" && !strings.Contains(n, " ") {
-			if _, ok := image.ChipByName(n); ok {
-				names = append(names, n)
-			}
-		}
+	for _, c := range image.Chips() {
+		names = append(names, c.String())
 	}
 	return names
+}
+
+// parseChip reads a --chip value; an unknown name is a usage error listing the known ones.
+func parseChip(name string) (image.Chip, error) {
+	c, ok := image.ChipByName(name)
+	if !ok {
+		return 0, usageErrorf("unknown chip %q (known: %s)", name, strings.Join(chipNames(), ", "))
+	}
+	return c, nil
 }
 
 // policyFromFlags turns --chip, --max-size and --partitions into a validation policy.
 func policyFromFlags(chip, maxSize, partitions string) (image.Policy, error) {
 	var p image.Policy
 	if chip != "" {
-		c, ok := image.ChipByName(chip)
-		if !ok {
-			return p, usageErrorf("unknown chip %q (known: %s)", chip, strings.Join(chipNames(), ", "))
+		c, err := parseChip(chip)
+		if err != nil {
+			return p, err
 		}
 		p.Chip, p.ChipSet = c, true
 	}

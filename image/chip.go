@@ -273,7 +273,7 @@ func FlashFreqName(c Chip, code byte) string {
 	return fmt.Sprintf("unknown (0x%x)", code)
 }
 
-// FlashMode returns the header flash mode name, e.g. "DIO".
+// FlashModeName returns the header flash mode name, e.g. "DIO".
 func (h Header) FlashModeName() string { return FlashModeName(h.FlashMode) }
 
 // FlashSize returns the header flash size name, e.g. "2MB".

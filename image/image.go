@@ -1,5 +1,15 @@
 // Package image identifies, parses, validates and builds ESP32-family
-// application images. It works on bytes only and knows nothing about networks.
+// application images. It works on bytes only and knows nothing about files
+// or networks.
+//
+// Parse tells what a file is (Kind: app, bootloader, partition table, merged
+// factory image, ELF, ESP8266 image, archive, …) and decodes the image
+// header, segments, checksum, appended SHA-256, esp_app_desc_t,
+// esp_bootloader_desc_t and Secure Boot signatures. Validate applies a
+// Policy (device chip, OTA slot size, running project and version) and
+// returns errors that must stop an upload and warnings that need not, each
+// with a stable Code and a hint. Build makes valid images for tests and
+// simulators. The formats are described in research/esp-image.md.
 package image
 
 // Kind names what a file is, as far as an OTA upload is concerned.

@@ -480,8 +480,6 @@ func TestMerged(t *testing.T) {
 		})
 	}
 	// A real bootloader + partition table + app, as merge_bin lays them out.
-	dir := testdataDir(t)
-	_ = dir
 	boot := readTestImage(t, "esf-esp32s3-bootloader.bin")
 	table := readTestImage(t, "esf-esp32-partition-table.bin")
 	m := place(place(place(nil, 0, boot), 0x8000, table), 0x10000, readTestImage(t, "esf-esp32s3-hello_world.bin"))

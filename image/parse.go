@@ -61,9 +61,10 @@ const (
 
 const hintAppBin = "give the application image: .pio/build/<env>/firmware.bin (PlatformIO), build/<project>.bin (ESP-IDF) or the sketch .bin exported by Arduino"
 
-// Parse identifies data and decodes an ESP32-family image. It never panics
-// and allocates O(1) beyond the returned values (segment counts and lengths
-// are bounded by the input before anything is allocated).
+// Parse identifies data and decodes an ESP32-family image. It never panics,
+// never modifies or retains data (digests are copied), and allocates O(1)
+// beyond the returned values: segment counts and lengths come from untrusted
+// bytes and are checked against the input before anything is allocated.
 //
 // A non-nil *Image is always returned, with Kind set and the other fields
 // filled as far as parsing got. The error is a *FileError when data is not a
@@ -75,7 +76,7 @@ func Parse(data []byte) (*Image, error) {
 	img := &Image{Kind: KindUnknown, Size: len(data)}
 	err := parseInto(img, data, true)
 	if err == nil {
-		return img, nil
+		return img, nil // not a typed nil inside the error interface
 	}
 	return img, err
 }
@@ -145,7 +146,7 @@ func parseInto(img *Image, data []byte, top bool) *FileError {
 			return notApp(img, KindUnknown, hintAppBin, "the file is all 0xFF (erased flash), not an application image")
 		}
 		return notApp(img, KindUnknown, hintAppBin,
-			"the file starts with 4 KB of 0xFF and no image follows at 0x1000 or 0x2000; not an application image")
+			"the file starts with 4 KB of 0xFF (a flash dump?) and holds no bootloader at 0x1000 or 0x2000; not an application image")
 	}
 	if allFF(data) {
 		return notApp(img, KindUnknown, hintAppBin, "the file is all 0xFF (erased flash), not an application image")

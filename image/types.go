@@ -154,12 +154,19 @@ type Finding struct {
 
 // Policy is what Validate checks an image against. Zero values skip the check.
 type Policy struct {
-	Chip          Chip
-	ChipSet       bool // Chip is meaningful (ChipESP32 is 0)
-	SlotSize      int64
+	Chip    Chip // the device's chip
+	ChipSet bool // Chip is meaningful (ChipESP32 is 0)
+	// SlotSize is the OTA partition size in bytes. The whole file is
+	// written, so the file size (image, signature and any padding) must fit.
+	SlotSize int64
+	// DeviceProject and DeviceVersion are what the device runs now (its
+	// app description); a different project or the same version is warned about.
 	DeviceProject string
 	DeviceVersion string
-	ExpectSigned  bool
+	// ExpectSigned: the device verifies signatures (secure boot or signed
+	// apps), so an unsigned image is warned about and a signature made for
+	// other bytes is an error.
+	ExpectSigned bool
 	// ChipRev is the device's chip revision (major*100+minor), checked
 	// against the image's min/max revision when ChipRevSet.
 	ChipRev    uint16
