@@ -25,12 +25,12 @@ type Options struct {
 	TableOffset uint32
 	// BootloaderOffset is where the primary bootloader lives (0x1000 on
 	// ESP32 and ESP32-S2, 0x0 on most others, 0x2000 on C5/P4). It is only
-	// used for "bootloader" rows whose offset is empty or N/A, and to size
-	// bootloader rows (TableOffset − BootloaderOffset).
+	// used by "bootloader" rows: the primary one is placed here, and every
+	// bootloader row is TableOffset − BootloaderOffset bytes long.
 	BootloaderOffset uint32
-	// RecoveryBootloaderOffset is used for a "bootloader, recovery" row
-	// whose offset is empty or N/A; 0 means not configured (then such a row
-	// is an error).
+	// RecoveryBootloaderOffset places a "bootloader, recovery" row. 0 means
+	// not configured: then the row's own Offset column is used (the build
+	// would demand --recovery-bootloader-offset instead).
 	RecoveryBootloaderOffset uint32
 	// SecureBootV1 requires app sizes to be 64 KB multiples, not 4 KB.
 	SecureBootV1 bool
@@ -74,10 +74,15 @@ func lineErr(line int, format string, args ...any) error {
 // ×1048576). An empty Offset is placed after the previous partition (the
 // first one after the table's sector), aligned to 64 KB for apps and 4 KB
 // otherwise. A Size of "-X" means "up to address X". Flags are
-// colon-separated "encrypted" and "readonly". Bootloader and partition_table
-// rows get their offset and size from Options when those columns are empty
-// or N/A. $VAR environment references are rejected (this package does not
-// read the environment).
+// colon-separated "encrypted" and "readonly" (case-insensitive here).
+// Names longer than 16 bytes are cut to 16, as the build does.
+//
+// Bootloader and partition_table rows (ESP-IDF v5.4+) follow the build: the
+// Size column is ignored (the table is 0x1000 bytes, a bootloader
+// TableOffset − BootloaderOffset); the primary rows' Offset column is
+// ignored too (they sit at Options.BootloaderOffset and Options.TableOffset);
+// "N/A" may be written in those columns. $VAR environment references are
+// rejected (this package does not read the environment).
 //
 // After parsing, the table is checked with Validate, as the ESP-IDF build
 // does. Every error names the line it is about.
@@ -88,6 +93,7 @@ func ParseCSV(r io.Reader) (Table, error) {
 // csvRow is a parsed line before offsets are resolved.
 type csvRow struct {
 	line       int
+	name       string // as written; e.Label may be cut to 16 bytes
 	e          Entry
 	offsetSet  bool  // offset column had a value (or was fixed by Options)
 	size       int64 // negative: "up to address -size"
@@ -137,9 +143,10 @@ func ParseCSVWith(r io.Reader, opts Options) (Table, error) {
 	lastEnd := uint64(tableOff) + TableSectorSize
 	t := make(Table, len(rows))
 	lines := make([]int, len(rows))
+	names := make([]string, len(rows))
 	for i := range rows {
 		row := &rows[i]
-		lines[i] = row.line
+		lines[i], names[i] = row.line, row.name
 		if !row.fixedPlace {
 			if row.offsetSet && uint64(row.e.Offset) < lastEnd {
 				if i == 0 || allFixed(rows[:i]) {
@@ -159,7 +166,7 @@ func ParseCSVWith(r io.Reader, opts Options) (Table, error) {
 		}
 		if row.size < 0 {
 			end := -row.size
-			if end <= int64(row.e.Offset) {
+			if end < int64(row.e.Offset) {
 				return nil, lineErr(row.line, "size -0x%x means \"up to 0x%x\", but the partition starts at 0x%x", end, end, row.e.Offset)
 			}
 			row.size = end - int64(row.e.Offset)
@@ -176,7 +183,7 @@ func ParseCSVWith(r io.Reader, opts Options) (Table, error) {
 		}
 		t[i] = row.e
 	}
-	if err := validate(t, lines, opts); err != nil {
+	if err := validate(t, lines, names, opts); err != nil {
 		return nil, err
 	}
 	return t, nil
@@ -287,8 +294,10 @@ func parseRow(line string, lineNo int, opts Options) (csvRow, error) {
 	row := csvRow{line: lineNo}
 	e := &row.e
 	e.Label = fields[0]
+	row.name = e.Label
 	if len(e.Label) > MaxLabelLen {
-		return row, lineErr(lineNo, "name %q is %d bytes long; the binary table holds at most %d", e.Label, len(e.Label), MaxLabelLen)
+		// gen_esp32part.py cuts it silently; the device sees the cut name.
+		e.Label = e.Label[:MaxLabelLen]
 	}
 	if strings.ContainsRune(e.Label, 0) {
 		return row, lineErr(lineNo, "name %q contains a NUL byte", e.Label)
@@ -373,23 +382,25 @@ func parseOffset(row *csvRow, s string, opts Options) error {
 	empty := s == "" || (isNA(s) && (e.Type == TypeBootloader || e.Type == TypePartitionTable))
 	switch {
 	case e.Type == TypeBootloader && e.SubType == SubTypeBootloaderPrimary:
+		// gen_esp32part.py ignores the column: the build configuration
+		// decides where the primary bootloader and table are.
 		row.fixedPlace = true
-		if empty {
-			e.Offset, row.offsetSet = opts.BootloaderOffset, true
-			return nil
-		}
+		e.Offset, row.offsetSet = opts.BootloaderOffset, true
+		return nil
 	case e.Type == TypePartitionTable && e.SubType == SubTypePartitionTablePrimary:
 		row.fixedPlace = true
-		if empty {
-			e.Offset, row.offsetSet = opts.tableOffset(), true
+		e.Offset, row.offsetSet = opts.tableOffset(), true
+		return nil
+	case e.Type == TypeBootloader && e.SubType == SubTypeBootloaderRecovery:
+		// gen_esp32part.py always takes --recovery-bootloader-offset; without
+		// it we accept the column rather than refuse the table.
+		if opts.RecoveryBootloaderOffset != 0 {
+			e.Offset, row.offsetSet = opts.RecoveryBootloaderOffset, true
 			return nil
 		}
-	case e.Type == TypeBootloader && e.SubType == SubTypeBootloaderRecovery && empty:
-		if opts.RecoveryBootloaderOffset == 0 {
-			return errors.New("a recovery bootloader row needs an explicit offset (the build sets it with --recovery-bootloader-offset)")
+		if empty {
+			return errors.New("a recovery bootloader row needs an offset (the build sets it with --recovery-bootloader-offset)")
 		}
-		e.Offset, row.offsetSet = opts.RecoveryBootloaderOffset, true
-		return nil
 	}
 	if empty {
 		return nil
@@ -413,14 +424,7 @@ func parseSizeField(row *csvRow, s string, opts Options) error {
 	case TypeBootloader:
 		// Computed like gen_esp32part.py, which ignores this column: the
 		// space between the primary bootloader and the table.
-		start := opts.BootloaderOffset
-		if row.e.SubType == SubTypeBootloaderPrimary {
-			start = row.e.Offset
-		}
-		if start >= opts.tableOffset() {
-			return fmt.Errorf("the primary bootloader at 0x%x must be below the partition table at 0x%x", start, opts.tableOffset())
-		}
-		row.size = int64(opts.tableOffset()) - int64(start)
+		row.size = int64(opts.tableOffset()) - int64(opts.BootloaderOffset)
 		return nil
 	case TypePartitionTable:
 		row.size = TableSectorSize
@@ -523,8 +527,10 @@ func parseNumber(s string) (int64, error) {
 }
 
 // FormatCSV renders t in gen_esp32part.py's CSV style (keywords, hex
-// offsets, K/M sizes). Offsets are always written, so ParseCSVWith with the
-// same Options reads the same table back. It fails for labels a CSV cannot
+// offsets, K/M sizes). Offsets are written except for the primary
+// bootloader and partition-table rows ("N/A", as their place comes from
+// Options), so ParseCSVWith with the Options the table was made with reads
+// the same table back. It fails for labels a CSV cannot
 // hold (commas, line breaks, NUL, leading '#', surrounding spaces, $NAME,
 // invalid UTF-8) and for flag bits without a name.
 func (t Table) FormatCSV() (string, error) {
@@ -537,7 +543,14 @@ func (t Table) FormatCSV() (string, error) {
 		if e.Flags&^(FlagEncrypted|FlagReadOnly) != 0 {
 			return "", fmt.Errorf("partition %d %q: flags 0x%x have bits a CSV cannot express", i, e.Label, e.Flags)
 		}
-		fmt.Fprintf(&b, "%s,%s,%s,0x%x,%s,%s\n", e.Label, e.TypeName(), e.SubTypeName(), e.Offset, FormatSize(int64(e.Size)), flagNames(e.Flags))
+		off, size := fmt.Sprintf("0x%x", e.Offset), FormatSize(int64(e.Size))
+		if isFixedPlace(e) {
+			off = "N/A" // taken from Options when read back, as gen_esp32part.py does
+		}
+		if e.Type == TypeBootloader || e.Type == TypePartitionTable {
+			size = "N/A"
+		}
+		fmt.Fprintf(&b, "%s,%s,%s,%s,%s,%s\n", e.Label, e.TypeName(), e.SubTypeName(), off, size, flagNames(e.Flags))
 	}
 	return b.String(), nil
 }

@@ -52,13 +52,20 @@ func TestParseCSV(t *testing.T) {
 		{"bootloader and partition_table rows", "bootloader, bootloader, primary, N/A, N/A\npartition_table, partition_table, primary, N/A, N/A\nfactory, app, factory, , 1M\nOtaBTLDR, bootloader, ota, , N/A\nOtaPrtTable, partition_table, ota, n/a, n/a",
 			Table{ent("bootloader", 2, 0, 0x1000, 0x7000), ent("partition_table", 3, 0, 0x8000, 0x1000), factory,
 				ent("OtaBTLDR", 2, 1, 0x110000, 0x7000), ent("OtaPrtTable", 3, 1, 0x117000, 0x1000)}},
-		{"primary bootloader with explicit offset", "bootloader, bootloader, primary, 0x0, N/A\nfactory, app, factory, , 1M",
-			Table{ent("bootloader", 2, 0, 0, 0x8000), factory}},
+		{"primary rows ignore offset and size columns like the build", "bootloader, bootloader, primary, 0x0, 8k\npartition_table, partition_table, primary, 0x300000, junk\nfactory, app, factory, , 1M",
+			Table{ent("bootloader", 2, 0, 0x1000, 0x7000), ent("partition_table", 3, 0, 0x8000, 0x1000), factory}},
+		{"recovery bootloader at its column", "factory, app, factory, , 1M\nrec, bootloader, recovery, 0x200000, N/A",
+			Table{factory, ent("rec", 2, 2, 0x200000, 0x7000)}},
+		{"long name cut to 16 bytes like the build", "abcdefghijklmnopq, app, factory, , 1M", Table{factory.withLabel("abcdefghijklmnop")}},
+		{"long UTF-8 name cut to 16 bytes", "ааааааааа, app, factory, , 1M", Table{factory.withLabel("аааааааа")}},
 		{"16-byte label", "abcdefghijklmnop, app, factory, , 1M", Table{factory.withLabel("abcdefghijklmnop")}},
 		{"UTF-8 label", "phy_инит, data, phy, 0xf000, 4K\nfactory,app,factory,,1M", Table{ent("phy_инит", 1, 1, 0xF000, 0x1000), factory}},
 		{"empty label", ",app,factory,,1M", Table{factory.withLabel("")}},
 		{"lone dollar is literal", "a$, app, factory, , 1M", Table{factory.withLabel("a$")}},
 		{"comment mentioning $VAR", "# uses $FOO\nfactory,app,factory,,1M", Table{factory}},
+		{"negative size up to own offset is empty", "factory,app,factory,0x10000,1M\nz,data,fat,0x200000,-0x200000", Table{factory, ent("z", 1, 0x81, 0x200000, 0)}},
+		{"names unique as written, even if cut alike", "abcdefghijklmnop1,app,factory,,1M\nabcdefghijklmnop2,app,ota_0,,1M",
+			Table{factory.withLabel("abcdefghijklmnop"), ent("abcdefghijklmnop", 0, 0x10, 0x110000, 0x100000)}},
 		{"zero is fine", "factory,app,factory,0x10000,1M\nz,data,fat,,0", Table{factory, ent("z", 1, 0x81, 0x110000, 0)}},
 	}
 	for _, tc := range tests {
@@ -113,7 +120,6 @@ func TestParseCSVErrors(t *testing.T) {
 		{"inline comment is an unknown flag", f + "nvs, data, nvs, , 16K, # comment", 2, "unknown flag"},
 		{"env var", f + "nvs, data, nvs, $NVS_OFFSET, 16K", 2, `environment variable "$NVS_OFFSET"`},
 		{"env var braces", f + "nvs, data, nvs, ${OFF}, 16K", 2, `"${OFF}"`},
-		{"label too long", "abcdefghijklmnopq, app, factory, , 1M", 1, "17 bytes long"},
 		{"label NUL", "a\x00b, app, factory, , 1M", 1, "NUL"},
 		{"invalid UTF-8", "# ok\nfactory,app,factory,,1M\n\xff\xfe\xfd,data,fat,,4K", 3, "not valid UTF-8"},
 		{"explicit offset overlaps table sector", "nvs, data, nvs, 0x8000, 0x4000", 1, "overlaps the partition table sector (0x8000–0x8fff); use 0x9000 or higher"},
@@ -128,7 +134,7 @@ func TestParseCSVErrors(t *testing.T) {
 		{"otadata readonly", f + "otadata, data, ota, , 0x2000, readonly", 2, "always read-write"},
 		{"coredump readonly", f + "cd, data, coredump, , 64K, readonly", 2, "always read-write"},
 		{"small rw nvs", f + "nvs, data, nvs, , 0x2000", 2, "read-write NVS must be at least 0x3000"},
-		{"recovery bootloader without offset", f + "rec, bootloader, recovery, N/A, N/A", 2, "recovery bootloader row needs an explicit offset"},
+		{"recovery bootloader without offset", f + "rec, bootloader, recovery, N/A, N/A", 2, "recovery bootloader row needs an offset"},
 		{"too many partitions", manyPartitions(MaxEntries + 1), MaxEntries + 1, "more than 94 partitions"},
 	}
 	for _, tc := range tests {
@@ -287,7 +293,8 @@ func TestParseCSVReadError(t *testing.T) {
 
 func TestCSVBinaryRoundTrip(t *testing.T) {
 	for name, in := range map[string]string{"two_ota": twoOTACSV, "ots": otsCSV,
-		"flags and custom": "factory,app,factory,,1M,encrypted\nx,0x40,0x33,,0x800,readonly\nk,data,nvs_keys,,4K,encrypted:readonly\nbl,bootloader,ota,,N/A"} {
+		"flags and custom": "factory,app,factory,,1M,encrypted\nx,0x40,0x33,,0x800,readonly\nk,data,nvs_keys,,4K,encrypted:readonly\nbl,bootloader,ota,,N/A",
+		"bootloader rows":  "bootloader,bootloader,primary,N/A,N/A\npartition_table,partition_table,primary,N/A,N/A\nfactory,app,factory,,1M\nOtaBTLDR,bootloader,ota,,N/A\nOtaPrtTable,partition_table,ota,,N/A"} {
 		t.Run(name, func(t *testing.T) {
 			tab, err := ParseCSV(strings.NewReader(in))
 			if err != nil {

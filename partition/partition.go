@@ -196,7 +196,7 @@ func (e Entry) OTAIndex() (n int, ok bool) {
 	return int(e.SubType - SubTypeAppOTAMin), true
 }
 
-// String is a one-line summary: `ota_0 app/ota_0 @0x110000 1M (0x100000) encrypted`.
+// String is a one-line summary: `"ota_0" app/ota_0 @0x110000 1M (0x100000) encrypted`.
 func (e Entry) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%q %s/%s @0x%x %s", e.Label, e.TypeName(), e.SubTypeName(), e.Offset, sizeString(uint64(e.Size)))

@@ -25,13 +25,21 @@ const OTADataSize = 0x2000
 // ParseCSV calls it; ParseBinary does not, because the bootloader itself only
 // checks the binary structure and a table it boots from should be readable.
 func (t Table) Validate(opts Options) error {
-	return validate(t, nil, opts)
+	return validate(t, nil, nil, opts)
 }
 
-// validate is Validate with CSV line numbers (lines[i] for t[i]) for messages.
-func validate(t Table, lines []int, opts Options) error {
+// validate is Validate with CSV line numbers (lines[i] for t[i]) for
+// messages, and the names as written (names[i]; labels may have been cut to
+// 16 bytes): like gen_esp32part.py, uniqueness is checked on those.
+func validate(t Table, lines []int, names []string, opts Options) error {
+	fullName := func(i int) string {
+		if i < len(names) {
+			return names[i]
+		}
+		return t[i].Label
+	}
 	name := func(i int) string {
-		s := fmt.Sprintf("partition %q", t[i].Label)
+		s := fmt.Sprintf("partition %q", fullName(i))
 		if i < len(lines) {
 			s += fmt.Sprintf(" (line %d)", lines[i])
 		}
@@ -68,11 +76,11 @@ func validate(t Table, lines []int, opts Options) error {
 	}
 
 	seen := make(map[string]int, len(t))
-	for i, e := range t {
-		if j, ok := seen[e.Label]; ok {
+	for i := range t {
+		if j, ok := seen[fullName(i)]; ok {
 			return fmt.Errorf("%s and %s: partition names must be unique", name(j), name(i))
 		}
-		seen[e.Label] = i
+		seen[fullName(i)] = i
 	}
 
 	order := make([]int, len(t))
