@@ -1,0 +1,424 @@
+package mdnsd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/miekg/dns"
+	"golang.org/x/net/ipv4"
+)
+
+const (
+	mdnsPort = 5353
+	// announceCount and announceGap follow RFC 6762 §8.3: at least two
+	// unsolicited responses, one second apart.
+	announceCount = 2
+	announceGap   = time.Second
+	defaultTTL    = 120 * time.Second
+	// maxReadErrors bounds a run of read errors (e.g. Windows reporting ICMP
+	// port unreachable on the next read) before Serve gives up.
+	maxReadErrors = 100
+)
+
+// ErrNoMulticast reports an interface without the MULTICAST flag.
+var ErrNoMulticast = errors.New("interface lacks the MULTICAST flag")
+
+// Config configures a Responder.
+type Config struct {
+	// Interface is the only interface the responder uses. Required: there is
+	// deliberately no "all interfaces" default.
+	Interface *net.Interface
+	// Logger receives debug and warning messages; nil discards them.
+	Logger *slog.Logger
+	// TTL of the advertised records; 0 means 120 s. Legacy unicast answers
+	// cap it at 10 s. Rounded down to whole seconds, at least 1 s.
+	TTL time.Duration
+}
+
+// Responder answers mDNS and DNS-SD queries for a set of hosts on one
+// interface. All methods are safe for concurrent use.
+type Responder struct {
+	ifi    *net.Interface
+	log    *slog.Logger
+	z      *zone
+	conn   *net.UDPConn
+	pc     *ipv4.PacketConn
+	cmOK   bool           // control messages tell the arrival interface
+	onLink []netip.Prefix // the interface's prefixes (RFC 6762 §11 source check)
+
+	mu      sync.Mutex
+	closed  bool
+	serving bool
+	timers  map[*hostEntry]*time.Timer
+}
+
+// New opens the mDNS socket on cfg.Interface: UDP port 5353 with
+// SO_REUSEADDR (so it coexists with a system responder), the group
+// 224.0.0.251 joined on that interface only, outgoing multicast pinned to it
+// (IP_MULTICAST_IF), loopback of own multicast on, and TTL 255.
+func New(cfg Config) (*Responder, error) {
+	if cfg.Interface == nil {
+		return nil, errors.New("mdnsd: Config.Interface is required")
+	}
+	ifi := cfg.Interface
+	if ifi.Flags&net.FlagUp == 0 {
+		return nil, fmt.Errorf("mdnsd: interface %s is down", ifi.Name)
+	}
+	if ifi.Flags&net.FlagMulticast == 0 {
+		return nil, fmt.Errorf("mdnsd: interface %s: %w%s", ifi.Name, ErrNoMulticast, multicastHint(ifi))
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	ttl := cfg.TTL
+	if ttl <= 0 {
+		ttl = defaultTTL
+	}
+	secs := uint32(min(max(ttl/time.Second, 1), 1<<31-1))
+
+	prefixes, err := interfacePrefixes(ifi)
+	if err != nil {
+		return nil, fmt.Errorf("mdnsd: addresses of %s: %w", ifi.Name, err)
+	}
+
+	// Go binds a multicast address as the wildcard address of its port
+	// with SO_REUSEADDR (so we coexist with a system responder). What
+	// confines the socket to ifi: SO_BINDTODEVICE where Linux allows it,
+	// the group joined on ifi only, IP_MULTICAST_IF, IP_MULTICAST_ALL off,
+	// and the arrival-interface filter in serveOne.
+	var devBound bool
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		devBound = bindToDevice(c, ifi.Name)
+		return nil
+	}}
+	pconn, err := lc.ListenPacket(context.Background(), "udp4", mdnsGroup().String())
+	if err != nil {
+		return nil, fmt.Errorf("mdnsd: listen on %s port %d: %w", ifi.Name, mdnsPort, err)
+	}
+	conn, ok := pconn.(*net.UDPConn)
+	if !ok {
+		pconn.Close()
+		return nil, fmt.Errorf("mdnsd: listen on %s: unexpected connection type %T", ifi.Name, pconn)
+	}
+	r := &Responder{
+		ifi:    ifi,
+		log:    log.With("iface", ifi.Name),
+		z:      newZone(secs),
+		conn:   conn,
+		pc:     ipv4.NewPacketConn(conn),
+		onLink: prefixes,
+		timers: make(map[*hostEntry]*time.Timer),
+	}
+	r.log.Debug("mdnsd: socket open", "bound_to_device", devBound)
+	if err := r.setup(); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return r, nil
+}
+
+func (r *Responder) setup() error {
+	if err := r.pc.JoinGroup(r.ifi, net.UDPAddrFromAddrPort(mdnsGroup())); err != nil {
+		return fmt.Errorf("mdnsd: join %s on %s: %w", mdnsGroup().Addr(), r.ifi.Name, err)
+	}
+	if err := r.pc.SetMulticastInterface(r.ifi); err != nil {
+		return fmt.Errorf("mdnsd: set multicast interface %s: %w", r.ifi.Name, err)
+	}
+	// Local browsers, the only audience on a loopback interface, hear us
+	// only through multicast loopback; make sure it is on.
+	if err := r.pc.SetMulticastLoopback(true); err != nil {
+		return fmt.Errorf("mdnsd: enable multicast loopback: %w", err)
+	}
+	if err := r.pc.SetMulticastTTL(255); err != nil {
+		return fmt.Errorf("mdnsd: set multicast TTL: %w", err)
+	}
+	if err := r.pc.SetControlMessage(ipv4.FlagInterface|ipv4.FlagDst, true); err != nil {
+		// Windows: no arrival interface; fall back to accepting only sources
+		// inside the interface's own prefixes.
+		r.log.Debug("mdnsd: no arrival-interface info, filtering by source address", "err", err)
+	} else {
+		r.cmOK = true
+	}
+	if err := restrictMulticastAll(r.conn); err != nil {
+		r.log.Debug("mdnsd: could not clear IP_MULTICAST_ALL", "err", err)
+	}
+	return nil
+}
+
+// Serve reads and answers queries until ctx is done or Close is called; it
+// then returns nil. It fails at once after Close or while another Serve
+// runs, and after a long run of read errors. Hosts may be added before or
+// while it runs; Serve may be called again after it returned.
+func (r *Responder) Serve(ctx context.Context) error {
+	r.mu.Lock()
+	switch {
+	case r.closed:
+		r.mu.Unlock()
+		return fmt.Errorf("mdnsd: serve: %w", net.ErrClosed)
+	case r.serving:
+		r.mu.Unlock()
+		return errors.New("mdnsd: serve: already serving")
+	}
+	r.serving = true
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		r.serving = false
+		r.mu.Unlock()
+	}()
+
+	if err := r.conn.SetReadDeadline(time.Time{}); err != nil {
+		return fmt.Errorf("mdnsd: serve: %w", err)
+	}
+	// A past deadline wakes the blocked read when ctx ends. Wait for that
+	// function on the way out so it cannot hit a later Serve.
+	woken := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		_ = r.conn.SetReadDeadline(time.Unix(1, 0))
+		close(woken)
+	})
+	defer func() {
+		if !stop() {
+			<-woken
+		}
+	}()
+
+	buf := make([]byte, 65536)
+	errs := 0
+	for {
+		n, cm, src, err := r.pc.ReadFrom(buf)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				// Not ours: nobody else sets deadlines, but never spin on one.
+				_ = r.conn.SetReadDeadline(time.Time{})
+				continue
+			}
+			if errs++; errs >= maxReadErrors {
+				return fmt.Errorf("mdnsd: read on %s: %w", r.ifi.Name, err)
+			}
+			r.log.Debug("mdnsd: read error", "err", err)
+			continue
+		}
+		errs = 0
+		r.serveOne(buf[:n], cm, src)
+	}
+}
+
+func (r *Responder) serveOne(pkt []byte, cm *ipv4.ControlMessage, src net.Addr) {
+	ua, ok := src.(*net.UDPAddr)
+	if !ok {
+		return
+	}
+	from := ua.AddrPort()
+	from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+	unicastDst := false
+	if r.cmOK {
+		if cm == nil || (cm.IfIndex != 0 && cm.IfIndex != r.ifi.Index) {
+			return // arrived on another interface: not ours to answer
+		}
+		unicastDst = cm.Dst != nil && !cm.Dst.IsMulticast()
+	} else if !r.isOnLink(from.Addr()) {
+		return
+	}
+	for _, out := range r.z.handle(pkt, from, unicastDst, r.log) {
+		if out.to.IsValid() && !r.isOnLink(out.to.Addr()) {
+			// RFC 6762 §11: unicast replies only to on-link sources.
+			r.log.Debug("mdnsd: not answering off-link source", "src", out.to)
+			continue
+		}
+		r.send(out.msg, out.to, out.from)
+	}
+}
+
+func (r *Responder) isOnLink(a netip.Addr) bool {
+	// A socket bound to 0.0.0.0 that multicasts through loopback may get
+	// source 0.0.0.0 (lo's 127.0.0.1 is host-scoped; Linux then picks no
+	// source), hashicorp/mdns's client among them. To 0.0.0.0 the kernel
+	// delivers locally, so on loopback a reply there stays on this host.
+	if a.IsUnspecified() && r.ifi.Flags&net.FlagLoopback != 0 {
+		return true
+	}
+	for _, p := range r.onLink {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// send writes one packet; an invalid to means the mDNS group. The packet
+// leaves through ifi (IP_PKTINFO where supported) and, when from is valid,
+// from that source address, so each simulated device answers from its own
+// address like a real one. Where the system refuses either, it falls back to
+// the plain socket (still pinned to ifi by IP_MULTICAST_IF and, on Linux,
+// SO_BINDTODEVICE when available).
+func (r *Responder) send(b []byte, to netip.AddrPort, from netip.Addr) {
+	if !to.IsValid() {
+		to = mdnsGroup()
+	}
+	dst := net.UDPAddrFromAddrPort(to)
+	cm := &ipv4.ControlMessage{IfIndex: r.ifi.Index}
+	if from.Is4() {
+		cm.Src = net.IP(from.AsSlice())
+	}
+	_, err := r.pc.WriteTo(b, cm, dst)
+	if err != nil && cm.Src != nil && !errors.Is(err, net.ErrClosed) {
+		r.log.Debug("mdnsd: send with source address failed, retrying without", "src", from, "err", err)
+		cm.Src = nil
+		_, err = r.pc.WriteTo(b, cm, dst)
+	}
+	if err != nil && !errors.Is(err, net.ErrClosed) {
+		r.log.Debug("mdnsd: send with interface index failed, retrying without", "err", err)
+		_, err = r.pc.WriteTo(b, nil, dst)
+	}
+	if err != nil && !errors.Is(err, net.ErrClosed) {
+		r.log.Warn("mdnsd: send failed", "to", to, "err", err)
+	}
+}
+
+// sendMsgs packs and multicasts messages from the given source address.
+func (r *Responder) sendMsgs(msgs []*dns.Msg, from netip.Addr) {
+	for _, m := range msgs {
+		b, err := m.Pack()
+		if err != nil {
+			r.log.Warn("mdnsd: pack response", "err", err)
+			continue
+		}
+		r.send(b, netip.AddrPort{}, from)
+	}
+}
+
+// Add registers h and announces it: an unsolicited response now and another
+// one second later. It fails when h is invalid, when its host name or one of
+// its instance names (per service type) is already registered, or after
+// Close.
+func (r *Responder) Add(h Host) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return fmt.Errorf("mdnsd: add %s: %w", h.Name, net.ErrClosed)
+	}
+	e, err := r.z.add(h)
+	if err != nil {
+		return fmt.Errorf("mdnsd: add: %w", err)
+	}
+	r.log.Debug("mdnsd: host added", "host", e.label, "services", len(e.svcs))
+	r.announce(e, announceCount)
+	return nil
+}
+
+// announce sends e's records and schedules the remaining announcements.
+// r.mu is held.
+func (r *Responder) announce(e *hostEntry, left int) {
+	r.sendMsgs(split(r.z.records(e, true), maxPayload, nil), e.src)
+	if left--; left <= 0 {
+		delete(r.timers, e)
+		return
+	}
+	r.timers[e] = time.AfterFunc(announceGap, func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		// Removed, re-added (a new entry) or closed meanwhile: stay quiet.
+		if r.closed || r.timers[e] == nil || r.z.lookup(e.label) != e {
+			return
+		}
+		r.announce(e, left)
+	})
+}
+
+// Remove unregisters the host with the given name (without ".local") and
+// sends goodbye records (TTL 0) so browsers drop it at once. Unknown names
+// are ignored.
+func (r *Responder) Remove(name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, gone := r.z.remove(name)
+	if e == nil {
+		r.log.Debug("mdnsd: remove of unknown host", "host", name)
+		return
+	}
+	if t := r.timers[e]; t != nil {
+		t.Stop()
+		delete(r.timers, e)
+	}
+	if r.closed {
+		return
+	}
+	gs := r.z.records(e, false)
+	for _, rr := range gone {
+		gs = append(gs, group{ans: rr, host: e})
+	}
+	r.sendMsgs(split(gs, maxPayload, goodbyeForm), e.src)
+	r.log.Debug("mdnsd: host removed", "host", e.label)
+}
+
+// Close sends goodbye records for every host still registered, closes the
+// socket and makes Serve return. It is safe to call more than once.
+func (r *Responder) Close() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	for e, t := range r.timers {
+		t.Stop()
+		delete(r.timers, e)
+	}
+	// Each device says goodbye for itself, as in announce.
+	for _, e := range r.z.all() {
+		r.sendMsgs(split(r.z.records(e, true), maxPayload, goodbyeForm), e.src)
+	}
+	r.closed = true
+	r.mu.Unlock()
+	if err := r.conn.Close(); err != nil {
+		return fmt.Errorf("mdnsd: close: %w", err)
+	}
+	return nil
+}
+
+// interfacePrefixes lists ifi's IP prefixes; on a loopback interface that
+// reports none it assumes 127.0.0.0/8 and ::1.
+func interfacePrefixes(ifi *net.Interface) ([]netip.Prefix, error) {
+	addrs, err := ifi.Addrs()
+	if err != nil {
+		return nil, err
+	}
+	var ps []netip.Prefix
+	for _, a := range addrs {
+		ipn, ok := a.(*net.IPNet)
+		if !ok {
+			continue
+		}
+		ip, ok := netip.AddrFromSlice(ipn.IP)
+		if !ok {
+			continue
+		}
+		ones, _ := ipn.Mask.Size()
+		ip = ip.Unmap()
+		if ip.Is4() && ones > 32 {
+			ones -= 96
+		}
+		ps = append(ps, netip.PrefixFrom(ip, ones).Masked())
+	}
+	if len(ps) == 0 && ifi.Flags&net.FlagLoopback != 0 {
+		ps = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+	}
+	return ps, nil
+}
+
+// mdnsGroup is 224.0.0.251:5353.
+func mdnsGroup() netip.AddrPort {
+	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{224, 0, 0, 251}), mdnsPort)
+}
