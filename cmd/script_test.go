@@ -5,8 +5,10 @@ import (
 	"compress/gzip"
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"testing"
 	"time"
@@ -45,12 +47,16 @@ func TestScripts(t *testing.T) {
 			switch cond {
 			case "shared":
 				return sharedImages() != "", nil
+			case "loopback127":
+				// 127.0.0.2 and up answer without set-up on Linux only.
+				return runtime.GOOS == "linux", nil
 			}
 			return false, fmt.Errorf("unknown condition %q", cond)
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"mkfile":   cmdMkfile,
 			"exitcode": cmdExitcode,
+			"waitport": cmdWaitport,
 		},
 	})
 }
@@ -110,5 +116,26 @@ func cmdExitcode(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	if got != want {
 		ts.Fatalf("ots-ota %v: exit code %d, want %d", args[1:], got, want)
+	}
+}
+
+// cmdWaitport waits until every HOST:PORT accepts TCP connections: `waitport ADDR...`.
+func cmdWaitport(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) == 0 {
+		ts.Fatalf("usage: waitport HOST:PORT...")
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for _, addr := range args {
+		for {
+			c, err := net.DialTimeout("tcp", addr, time.Second)
+			if err == nil {
+				c.Close()
+				break
+			}
+			if time.Now().After(deadline) {
+				ts.Fatalf("%s never accepted a connection: %v", addr, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 	}
 }

@@ -1,0 +1,366 @@
+package sim
+
+import (
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/ots-ota/ots-ota/auth"
+	"github.com/ots-ota/ots-ota/image"
+	"github.com/ots-ota/ots-ota/sim/mdnsd"
+)
+
+// Personality is the firmware a simulated device runs: which servers it
+// opens, what it advertises and which texts it answers with.
+type Personality string
+
+// The personalities (device-contract.md §1).
+const (
+	// Seed is the seed firmware: HTTP POST /update on TCP 3232 with Bearer
+	// auth, mDNS _ota._tcp + _http._tcp, version visible only on the serial log.
+	Seed Personality = "seed"
+	// OTS is the OTS firmware as shipped: HTTP POST /update on 3232 without
+	// auth, the web app on 80 (/api/status, /ota/upload), mDNS _arduino._tcp.
+	OTS Personality = "ots"
+	// Arduino is an arduino-esp32 sketch with ArduinoOTA: espota on UDP 3232.
+	Arduino Personality = "arduino"
+	// ESP8266 is an esp8266/Arduino sketch with ArduinoOTA: espota on UDP 8266.
+	ESP8266 Personality = "esp8266"
+)
+
+// Personalities lists every personality, in documentation order.
+func Personalities() []Personality { return []Personality{Seed, OTS, Arduino, ESP8266} }
+
+// ParsePersonality reads a personality name (case-insensitive).
+func ParsePersonality(s string) (Personality, error) {
+	p := Personality(strings.ToLower(strings.TrimSpace(s)))
+	for _, k := range Personalities() {
+		if p == k {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("unknown personality %q (want seed, ots, arduino or esp8266)", s)
+}
+
+// http reports whether the personality uploads over HTTP (else espota).
+func (p Personality) http() bool { return p == Seed || p == OTS }
+
+// DefaultOTAPort is the port the real firmware listens on for p.
+func (p Personality) DefaultOTAPort() int {
+	if p == ESP8266 {
+		return 8266
+	}
+	return 3232
+}
+
+// Timing holds every delay of the simulation. DefaultTiming is what real
+// ESP32-S3 devices do (device-contract.md §3); FastTiming suits tests.
+type Timing struct {
+	// EraseRate is how fast a slot is erased, in bytes per second; 0 = instant.
+	// HTTP uploads erase the whole slot before reading the first byte
+	// (esp_ota_begin with OTA_SIZE_UNKNOWN); espota uploads erase sector by
+	// sector as they write (the Arduino Updater).
+	EraseRate int64
+	// WriteRate caps how fast the device consumes the image, in bytes per
+	// second (the flash is the bottleneck on real devices); 0 = unlimited.
+	WriteRate int64
+	// BootTime is reset → network up.
+	BootTime time.Duration
+	// RebootDelayMin and RebootDelayMax bound the delay between the success
+	// reply and the reset; each reboot picks a value from the device's seeded
+	// random source.
+	RebootDelayMin, RebootDelayMax time.Duration
+	// ValidAfter is the stability window: a new image runs pending_verify
+	// that long before it marks itself valid (or, "unstable", invalid).
+	ValidAfter time.Duration
+	// CrashAfter is how long a crash-on-boot image runs before it crashes.
+	CrashAfter time.Duration
+	// WatchdogAfter is how long a no-network image hangs before the
+	// watchdog resets the chip.
+	WatchdogAfter time.Duration
+	// RecvTimeout is the httpd receive timeout; the firmware retries after it.
+	RecvTimeout time.Duration
+	// ErrorCloseDelay is how long the device keeps a connection open after
+	// an error answer sent while the client is still sending; then it
+	// closes, and the unread data makes the close an RST. 0 is exactly what
+	// lwIP does (the RST right behind the answer): curl 7.88 then reports
+	// "(55) Send failure: Connection reset by peer" and Go's net/http
+	// Transport "connection reset by peer" (golang/go#11745) instead of the
+	// device's text, while clients that read after a failed write
+	// (python-requests, a careful raw client) get it. Both timings use
+	// 100 ms so curl and net/http see the answer (5 ms sufficed on an idle
+	// machine); set 0 to test a client against the harshest case.
+	ErrorCloseDelay time.Duration
+	// ProtocolDelayScale scales the fixed sleeps of the espota protocol
+	// (ESP8266 waits 1 s before and after its final OK); 0 means 1.
+	ProtocolDelayScale float64
+}
+
+// DefaultTiming is the timing of a real ESP32-S3: a 2 MB slot erases in
+// about 4 s, flash writes run at 100 KiB/s, reboot to network takes 3 s, a
+// new image is confirmed after 30 s.
+func DefaultTiming() Timing {
+	return Timing{
+		EraseRate:       512 << 10,
+		WriteRate:       100 << 10,
+		BootTime:        3 * time.Second,
+		RebootDelayMin:  500 * time.Millisecond,
+		RebootDelayMax:  time.Second,
+		ValidAfter:      30 * time.Second,
+		CrashAfter:      time.Second,
+		WatchdogAfter:   10 * time.Second,
+		RecvTimeout:     5 * time.Second,
+		ErrorCloseDelay: 100 * time.Millisecond,
+	}
+}
+
+// FastTiming keeps the order of events of DefaultTiming but makes every
+// delay short, for tests: no erase or write limit, 50 ms boots, a 100 ms
+// stability window.
+func FastTiming() Timing {
+	return Timing{
+		BootTime:        50 * time.Millisecond,
+		RebootDelayMin:  10 * time.Millisecond,
+		RebootDelayMax:  20 * time.Millisecond,
+		ValidAfter:      100 * time.Millisecond,
+		CrashAfter:      20 * time.Millisecond,
+		WatchdogAfter:   100 * time.Millisecond,
+		RecvTimeout:     5 * time.Second,
+		ErrorCloseDelay: 100 * time.Millisecond,
+		// ESP8266's 1 s waits around the final OK become 10 ms.
+		ProtocolDelayScale: 0.01,
+	}
+}
+
+func (t Timing) check() error {
+	switch {
+	case t.EraseRate < 0, t.WriteRate < 0, t.ProtocolDelayScale < 0:
+		return fmt.Errorf("timing: negative rate")
+	case t.BootTime < 0, t.ErrorCloseDelay < 0, t.RebootDelayMin < 0, t.RebootDelayMax < 0, t.ValidAfter < 0,
+		t.CrashAfter < 0, t.WatchdogAfter < 0, t.RecvTimeout < 0:
+		return fmt.Errorf("timing: negative duration")
+	case t.RebootDelayMax < t.RebootDelayMin:
+		return fmt.Errorf("timing: reboot delay max %v below min %v", t.RebootDelayMax, t.RebootDelayMin)
+	}
+	return nil
+}
+
+// Config describes one simulated device. The zero value is a seed device
+// on 127.0.0.1 with ephemeral ports and realistic timing.
+type Config struct {
+	// Name is the mDNS host name without ".local"; default "ots-sim".
+	Name string
+	// Personality defaults to Seed.
+	Personality Personality
+	// Instance is the mDNS instance name; default per personality
+	// ("OTS Firmware Main", "OTS Firmware Main Controller", the host name for
+	// ArduinoOTA).
+	Instance string
+
+	// Chip is the device's chip (esptool name, default "esp32s3"; "esp8266"
+	// for the ESP8266 personality, which is the only chip it accepts).
+	Chip string
+	// Board is the Arduino variant advertised in TXT board= (default the chip
+	// name, "generic" on ESP8266).
+	Board string
+	// Project, Version and IDFVer describe the factory image; defaults
+	// "ots-fw-main", "1.0.0", "v5.2.2".
+	Project, Version, IDFVer string
+	// ImageSize is the size of the factory image built from the fields above;
+	// 0 = the image package's small default.
+	ImageSize int
+	// Factory, when set, is the factory image instead of a built one. It
+	// must pass validation for the device's chip and slot size.
+	Factory []byte
+	// SlotSize is the size of each app slot; default 2 MiB.
+	SlotSize int64
+
+	// Password: the Bearer token of the seed firmware (empty = a build
+	// without the auth check); the ArduinoOTA password of the espota
+	// personalities (empty = no auth). The OTS firmware has none.
+	Password auth.Secret
+	// Core is the arduino-esp32 core version of the Arduino personality:
+	// "3.3.0" and older use MD5 auth, newer (the default) PBKDF2.
+	Core string
+	// Extensions adds what ots-ota documents for firmware that wants it
+	// (device-contract.md §4): TXT keys and GET /ota/status.
+	Extensions bool
+	// SerialNumber and OwnerName appear in the OTS /api/status.
+	SerialNumber, OwnerName string
+
+	// Behaviours maps an image version to what that image does when booted.
+	Behaviours map[string]Behaviour
+	// Faults are armed from the start; see ParseFault.
+	Faults []Fault
+	// Seed seeds the device's random source (reboot delays, fault points).
+	Seed int64
+	// Timing; nil = DefaultTiming().
+	Timing *Timing
+	// HeaderLimit is the largest request header section the httpd accepts
+	// (CONFIG_HTTPD_MAX_REQ_HDR_LEN); default 512. Longer → 431.
+	HeaderLimit int
+
+	// IP to listen on; default 127.0.0.1. Anything outside 127.0.0.0/8 and
+	// ::1 is refused unless AllowNonLoopback.
+	IP netip.Addr
+	// AllowNonLoopback permits a non-loopback IP (deliberately, never by default).
+	AllowNonLoopback bool
+	// OTAPort is the upload port (TCP for seed/ots, UDP for espota); 0 = an
+	// ephemeral port, kept across reboots.
+	OTAPort int
+	// WebPort is the web server port (seed, ots); 0 = ephemeral, -1 = none.
+	WebPort int
+
+	// MDNS advertises the device while it is up; nil = not advertised.
+	MDNS *mdnsd.Responder
+	// Store shares image bytes between devices; nil = a private store.
+	Store *Store
+	// Logger receives debug logs; nil = discard.
+	Logger *slog.Logger
+	// OnEvent receives the device's events, one call at a time per device
+	// (devices of a fleet share one serialised sink). Keep it fast.
+	OnEvent func(Event)
+}
+
+// settings is a Config with defaults applied and names resolved.
+type settings struct {
+	Config
+	timing  Timing
+	chip    image.Chip
+	esp8266 bool
+	md5Auth bool
+}
+
+func resolve(c Config) (*settings, error) {
+	s := &settings{Config: c}
+	if s.Personality == "" {
+		s.Personality = Seed
+	}
+	if _, err := ParsePersonality(string(s.Personality)); err != nil {
+		return nil, err
+	}
+	if s.Name == "" {
+		s.Name = "ots-sim"
+	}
+	if s.Project == "" {
+		s.Project = "ots-fw-main"
+	}
+	if s.Version == "" {
+		s.Version = "1.0.0"
+	}
+	if s.IDFVer == "" {
+		s.IDFVer = "v5.2.2"
+	}
+	if s.SlotSize == 0 {
+		s.SlotSize = 2 << 20
+	}
+	if s.SlotSize < 4096 || s.SlotSize > 16<<20 {
+		return nil, fmt.Errorf("slot size %d out of range (4 KiB … 16 MiB)", s.SlotSize)
+	}
+	if s.HeaderLimit == 0 {
+		s.HeaderLimit = 512
+	}
+	if s.HeaderLimit < 64 {
+		return nil, fmt.Errorf("header limit %d too small", s.HeaderLimit)
+	}
+	if s.Timing != nil {
+		s.timing = *s.Timing
+	} else {
+		s.timing = DefaultTiming()
+	}
+	if err := s.timing.check(); err != nil {
+		return nil, err
+	}
+	if s.Personality == ESP8266 {
+		if s.Chip != "" && !strings.EqualFold(s.Chip, "esp8266") {
+			return nil, fmt.Errorf("personality esp8266 runs on chip esp8266, not %q", s.Chip)
+		}
+		s.Chip = "esp8266"
+		s.esp8266 = true
+		s.md5Auth = true
+		if s.Board == "" {
+			s.Board = "generic"
+		}
+	} else {
+		if s.Chip == "" {
+			s.Chip = "esp32s3"
+		}
+		chip, ok := image.ChipByName(s.Chip)
+		if !ok {
+			return nil, fmt.Errorf("unknown chip %q", s.Chip)
+		}
+		s.chip = chip
+		s.Chip = chip.String()
+		if s.Board == "" {
+			s.Board = s.Chip
+		}
+	}
+	if s.Personality == Arduino && s.Core != "" {
+		old, err := coreAtMost330(s.Core)
+		if err != nil {
+			return nil, err
+		}
+		s.md5Auth = old
+	}
+	if s.Instance == "" {
+		switch s.Personality {
+		case Seed:
+			s.Instance = "OTS Firmware Main"
+		case OTS:
+			s.Instance = "OTS Firmware Main Controller"
+		default:
+			s.Instance = s.Name
+		}
+	}
+	if s.SerialNumber == "" {
+		s.SerialNumber = "OTS-" + strings.ToUpper(strings.ReplaceAll(s.Name, "-", ""))
+	}
+	if s.OwnerName == "" {
+		s.OwnerName = "Simulator"
+	}
+	if !s.IP.IsValid() {
+		s.IP = netip.AddrFrom4([4]byte{127, 0, 0, 1})
+	}
+	s.IP = s.IP.Unmap()
+	if !s.IP.IsLoopback() && !s.AllowNonLoopback {
+		return nil, fmt.Errorf("refusing to listen on %s: not a loopback address (set AllowNonLoopback to override)", s.IP)
+	}
+	if s.OTAPort < 0 || s.OTAPort > 65535 || s.WebPort < -1 || s.WebPort > 65535 {
+		return nil, fmt.Errorf("port out of range (ota %d, web %d)", s.OTAPort, s.WebPort)
+	}
+	for v, b := range s.Behaviours {
+		if _, err := ParseBehaviour(string(b)); err != nil {
+			return nil, fmt.Errorf("behaviour for version %q: %w", v, err)
+		}
+	}
+	return s, nil
+}
+
+// coreAtMost330 reports whether an arduino-esp32 core version is ≤ 3.3.0,
+// the last release with MD5 OTA auth.
+func coreAtMost330(v string) (bool, error) {
+	var n [3]int
+	parts := strings.SplitN(strings.TrimPrefix(strings.TrimSpace(v), "v"), ".", 3)
+	for i, p := range parts {
+		if p == "" {
+			return false, fmt.Errorf("bad core version %q", v)
+		}
+		for _, ch := range p {
+			if ch < '0' || ch > '9' {
+				return false, fmt.Errorf("bad core version %q", v)
+			}
+			n[i] = n[i]*10 + int(ch-'0')
+			if n[i] > 1000 {
+				return false, fmt.Errorf("bad core version %q", v)
+			}
+		}
+	}
+	for i, want := range [3]int{3, 3, 0} {
+		if n[i] != want {
+			return n[i] < want, nil
+		}
+	}
+	return true, nil
+}

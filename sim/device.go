@@ -1,0 +1,969 @@
+package sim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/ots-ota/ots-ota/image"
+	"github.com/ots-ota/ots-ota/sim/mdnsd"
+)
+
+// ErrClosed is returned by waits on a closed device.
+var ErrClosed = errors.New("sim: device closed")
+
+// Phase is where a device is in its life.
+type Phase string
+
+// Phases.
+const (
+	PhaseUp      Phase = "up"      // serving
+	PhaseBooting Phase = "booting" // reset, not on the network yet
+	PhaseDown    Phase = "down"    // off the network for good (no-return, boot loop)
+	PhaseClosed  Phase = "closed"
+)
+
+// Device is one simulated device. Its methods are safe for concurrent use.
+type Device struct {
+	s     *settings
+	log   *slog.Logger
+	sink  *eventSink
+	store *Store
+
+	ctx       context.Context
+	cancel    context.CancelFunc
+	done      chan struct{}
+	closeOnce sync.Once
+
+	rebootCh chan string        // reset requests; one pending is enough
+	refuseCh chan time.Duration // refuse faults
+
+	mu         sync.Mutex
+	flash      *flash
+	rnd        *rand.Rand
+	faults     []Fault
+	behaviours map[string]Behaviour
+	phase      Phase
+	refusing   bool
+	downReason string
+	bootCount  int
+	rollbacks  int
+	bootedAt   time.Time
+	uploads    []UploadRecord
+	otaBusy    bool
+	changed    chan struct{}
+	otaPort    int
+	webPort    int
+	srv        *servers   // replaced under srvMu (and mu)
+	srvMu      sync.Mutex // serialises starting and stopping servers
+}
+
+// maxUploadLog bounds the upload log kept per device.
+const maxUploadLog = 64
+
+// Start boots a device and returns once it serves (or fails to bind). The
+// device runs until Close or until ctx ends.
+func Start(ctx context.Context, cfg Config) (*Device, error) {
+	return start(ctx, cfg, nil)
+}
+
+func start(ctx context.Context, cfg Config, sink *eventSink) (*Device, error) {
+	s, err := resolve(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("sim: start %s: %w", cfg.Name, err)
+	}
+	store := s.Store
+	if store == nil {
+		store = NewStore()
+	}
+	factory, err := makeFactory(s, store)
+	if err != nil {
+		return nil, fmt.Errorf("sim: start %s: %w", s.Name, err)
+	}
+	if sink == nil {
+		sink = newEventSink(s.OnEvent)
+	}
+	log := s.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	d := &Device{
+		s:          s,
+		log:        log.With("device", s.Name),
+		sink:       sink,
+		store:      store,
+		done:       make(chan struct{}),
+		rebootCh:   make(chan string, 1),
+		refuseCh:   make(chan time.Duration, 4),
+		flash:      newFlash(s.SlotSize, s.Personality != ESP8266, factory),
+		rnd:        rand.New(rand.NewPCG(uint64(s.Seed), uint64(s.Seed)^0x5eed0f0715)),
+		faults:     slices.Clone(s.Faults),
+		behaviours: make(map[string]Behaviour, len(s.Behaviours)),
+		phase:      PhaseBooting,
+		changed:    make(chan struct{}),
+		otaPort:    s.OTAPort,
+		webPort:    s.WebPort,
+	}
+	for v, b := range s.Behaviours {
+		d.behaviours[v], _ = ParseBehaviour(string(b)) // validated by resolve
+	}
+	d.ctx, d.cancel = context.WithCancel(ctx)
+	d.mu.Lock()
+	d.flash.boot()
+	d.bootCount = 1
+	d.bootedAt = time.Now()
+	d.mu.Unlock()
+	if err := d.startServers(); err != nil {
+		d.cancel()
+		return nil, fmt.Errorf("sim: start %s: %w", s.Name, err)
+	}
+	d.log.Debug("started", "personality", s.Personality, "ota", d.OTAAddr(), "web", d.WebAddr(),
+		"behaviours", formatBehaviours(d.behaviours))
+	for _, f := range d.faults {
+		if f.Kind == FaultRefuse {
+			d.refuseCh <- f.Duration
+		}
+	}
+	d.emitReady()
+	go d.run()
+	return d, nil
+}
+
+// makeFactory returns the factory image blob.
+func makeFactory(s *settings, store *Store) (*blob, error) {
+	if s.esp8266 {
+		data := s.Factory
+		if data == nil {
+			data = fakeESP8266Image(s.Project, s.Version, s.ImageSize)
+		} else if len(data) == 0 || data[0] != 0xE9 {
+			return nil, errors.New("factory image: first byte is not 0xE9")
+		}
+		if int64(len(data)) > s.SlotSize {
+			return nil, fmt.Errorf("factory image: %d bytes do not fit the %d-byte slot", len(data), s.SlotSize)
+		}
+		info := describe(data)
+		if info.Version == "" {
+			info = imgInfo{Project: s.Project, Version: s.Version, Chip: "esp8266"}
+		}
+		return store.internWith(data, &info), nil
+	}
+	if s.Factory != nil {
+		rep := image.Validate(s.Factory, image.Policy{Chip: s.chip, ChipSet: true, SlotSize: s.SlotSize})
+		if err := endError(rep); err != nil {
+			return nil, fmt.Errorf("factory image: %w", err)
+		}
+		return store.intern(s.Factory), nil
+	}
+	return store.build(buildKey{chip: s.chip, project: s.Project, version: s.Version, idf: s.IDFVer, size: s.ImageSize})
+}
+
+// fakeESP8266Image is a stand-in ESP8266 firmware: image.Build cannot make
+// ESP8266 images, and the ESP8266 Updater only checks the magic byte and
+// the MD5. The text inside tells project and version to a human.
+func fakeESP8266Image(project, version string, size int) []byte {
+	text := fmt.Sprintf("ots-sim esp8266 image project=%s version=%s", project, version)
+	n := max(size, 4096)
+	b := make([]byte, n)
+	copy(b, []byte{0xE9, 0x01, 0x02, 0x40, 0x00, 0x10, 0x10, 0x40})
+	copy(b[8:], text)
+	for i := 8 + len(text); i < n; i++ {
+		b[i] = byte(i*7 + len(text))
+	}
+	return b
+}
+
+// --- addresses --------------------------------------------------------------
+
+// Name is the device's host name (without ".local").
+func (d *Device) Name() string { return d.s.Name }
+
+// Personality is the device's firmware personality.
+func (d *Device) Personality() Personality { return d.s.Personality }
+
+// IP is the address the device listens on.
+func (d *Device) IP() netip.Addr { return d.s.IP }
+
+// OTAAddr is the upload address, host:port (TCP for seed/ots, UDP for espota).
+func (d *Device) OTAAddr() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return net.JoinHostPort(d.s.IP.String(), strconv.Itoa(d.otaPort))
+}
+
+// WebAddr is the web server address, or "" when the device has none.
+func (d *Device) WebAddr() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.s.Personality.http() || d.webPort < 0 {
+		return ""
+	}
+	return net.JoinHostPort(d.s.IP.String(), strconv.Itoa(d.webPort))
+}
+
+// OTAPort is the upload port.
+func (d *Device) OTAPort() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.otaPort
+}
+
+// Done is closed when the device has stopped.
+func (d *Device) Done() <-chan struct{} { return d.done }
+
+// --- runtime control --------------------------------------------------------
+
+// SetFaults replaces the armed faults. A refuse fault starts now; others
+// act on the next upload (slow and latency on the next read or reply).
+func (d *Device) SetFaults(faults ...Fault) {
+	d.mu.Lock()
+	d.faults = slices.Clone(faults)
+	d.mu.Unlock()
+	d.faultsChanged(faults)
+}
+
+// AddFault arms one more fault.
+func (d *Device) AddFault(f Fault) {
+	d.mu.Lock()
+	d.faults = append(d.faults, f)
+	d.mu.Unlock()
+	d.faultsChanged([]Fault{f})
+}
+
+// ClearFaults disarms every fault.
+func (d *Device) ClearFaults() { d.SetFaults() }
+
+// Faults returns the armed faults.
+func (d *Device) Faults() []Fault {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Clone(d.faults)
+}
+
+func (d *Device) faultsChanged(added []Fault) {
+	for _, f := range added {
+		if f.Kind == FaultRefuse {
+			select {
+			case d.refuseCh <- f.Duration:
+			default:
+			}
+		}
+	}
+	if !d.s.Personality.http() {
+		d.updateEspota() // latency and the espota switches live in its server
+	}
+}
+
+// SetBehaviour sets what images of version do when they boot.
+func (d *Device) SetBehaviour(version string, b Behaviour) error {
+	b, err := ParseBehaviour(string(b))
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	d.behaviours[version] = b
+	d.mu.Unlock()
+	return nil
+}
+
+// Reboot resets the device (like pressing its reset button); the running
+// image behaves as it does on any reset (a pending_verify image rolls back).
+func (d *Device) Reboot() { d.requestReboot("request") }
+
+func (d *Device) requestReboot(reason string) {
+	select {
+	case d.rebootCh <- reason:
+	default: // a reset is already pending
+	}
+}
+
+// Close stops the device and waits until it is gone. Safe to call twice.
+func (d *Device) Close() error {
+	d.closeOnce.Do(func() {
+		d.cancel()
+		<-d.done
+	})
+	return nil
+}
+
+// --- state ------------------------------------------------------------------
+
+// State is a snapshot of a device.
+type State struct {
+	Name        string      `json:"name"`
+	Personality Personality `json:"personality"`
+	Phase       Phase       `json:"phase"`
+	Up          bool        `json:"up"`
+	// Refusing: up, but the listeners are closed by a refuse fault.
+	Refusing   bool   `json:"refusing,omitempty"`
+	DownReason string `json:"down_reason,omitempty"`
+	OTAAddr    string `json:"ota_addr"`
+	WebAddr    string `json:"web_addr,omitempty"`
+	// Running and Boot are slot labels: the running slot and the one
+	// otadata selects for the next boot.
+	Running string `json:"running"`
+	Boot    string `json:"boot"`
+	// The running image.
+	Project       string         `json:"project"`
+	Version       string         `json:"version"`
+	IDFVer        string         `json:"idf,omitempty"`
+	Chip          string         `json:"chip"`
+	SecureVersion uint32         `json:"secure_version"`
+	ELFSHA256     string         `json:"elf_sha256,omitempty"`
+	AppState      AppState       `json:"state"`
+	Slots         []SlotState    `json:"slots"`
+	SlotSize      int64          `json:"slot_size"`
+	BootCount     int            `json:"boot_count"`
+	Rollbacks     int            `json:"rollbacks"`
+	Uptime        time.Duration  `json:"uptime"`
+	Uploads       []UploadRecord `json:"uploads,omitempty"`
+}
+
+// SlotState describes one app slot.
+type SlotState struct {
+	Label   string   `json:"label"`
+	Empty   bool     `json:"empty"`
+	Project string   `json:"project,omitempty"`
+	Version string   `json:"version,omitempty"`
+	Size    int      `json:"size,omitempty"`
+	SHA256  string   `json:"sha256,omitempty"`
+	State   AppState `json:"state"`
+}
+
+// UploadRecord is one upload attempt as the device saw it.
+type UploadRecord struct {
+	Start    time.Time     `json:"start"`
+	Duration time.Duration `json:"duration"`
+	Protocol string        `json:"protocol"` // http, espota
+	Path     string        `json:"path,omitempty"`
+	Remote   string        `json:"remote"`
+	Size     int64         `json:"size"`  // announced
+	Bytes    int64         `json:"bytes"` // received
+	// Outcome: "ok", "failed" (device answered an error), "aborted"
+	// (connection lost or a fault cut it), "auth_failed".
+	Outcome string `json:"outcome"`
+	Status  int    `json:"status,omitempty"`
+	Text    string `json:"text,omitempty"`
+	Version string `json:"version,omitempty"` // the accepted image's version
+	Reason  string `json:"reason,omitempty"`
+}
+
+// State returns a snapshot.
+func (d *Device) State() State {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.stateLocked()
+}
+
+func (d *Device) stateLocked() State {
+	f := d.flash
+	info := f.runningInfo()
+	st := State{
+		Name:          d.s.Name,
+		Personality:   d.s.Personality,
+		Phase:         d.phase,
+		Up:            d.phase == PhaseUp,
+		Refusing:      d.refusing,
+		DownReason:    d.downReason,
+		OTAAddr:       net.JoinHostPort(d.s.IP.String(), strconv.Itoa(d.otaPort)),
+		Running:       slotLabels[f.running],
+		Boot:          slotLabels[f.bootSlot()],
+		Project:       info.Project,
+		Version:       info.Version,
+		IDFVer:        info.IDFVer,
+		Chip:          d.s.Chip,
+		SecureVersion: info.SecureVersion,
+		ELFSHA256:     info.ELFSHA256,
+		AppState:      f.runningState(),
+		SlotSize:      f.slotSize,
+		BootCount:     d.bootCount,
+		Rollbacks:     d.rollbacks,
+		Uploads:       slices.Clone(d.uploads),
+	}
+	if d.s.Personality.http() && d.webPort >= 0 {
+		st.WebAddr = net.JoinHostPort(d.s.IP.String(), strconv.Itoa(d.webPort))
+	}
+	if d.phase == PhaseUp {
+		st.Uptime = time.Since(d.bootedAt)
+	}
+	for i, b := range f.slots {
+		ss := SlotState{Label: slotLabels[i], Empty: b == nil}
+		ss.State, _ = f.stateOf(i)
+		if b != nil {
+			ss.Project, ss.Version, ss.Size = b.info.Project, b.info.Version, len(b.data)
+			ss.SHA256 = fmt.Sprintf("%x", b.sum)
+		}
+		st.Slots = append(st.Slots, ss)
+	}
+	return st
+}
+
+// WaitState waits until pred holds for the device's state and returns that
+// state. It re-checks on every change (not on the passing of time: a
+// predicate on Uptime alone never fires by itself).
+func (d *Device) WaitState(ctx context.Context, pred func(State) bool) (State, error) {
+	for {
+		d.mu.Lock()
+		st := d.stateLocked()
+		ch := d.changed
+		d.mu.Unlock()
+		if pred(st) {
+			return st, nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return st, fmt.Errorf("sim: %s: wait: %w (phase %s, version %s, state %s)", d.s.Name, ctx.Err(), st.Phase, st.Version, st.AppState)
+		case <-d.done:
+			d.mu.Lock()
+			st = d.stateLocked()
+			d.mu.Unlock()
+			if pred(st) {
+				return st, nil
+			}
+			return st, ErrClosed
+		}
+	}
+}
+
+// WaitUp waits until the device serves.
+func (d *Device) WaitUp(ctx context.Context) error {
+	_, err := d.WaitState(ctx, func(s State) bool { return s.Up && !s.Refusing })
+	return err
+}
+
+// WaitVersion waits until the device serves running version with its app
+// state settled (not pending_verify).
+func (d *Device) WaitVersion(ctx context.Context, version string) (State, error) {
+	return d.WaitState(ctx, func(s State) bool {
+		return s.Up && s.Version == version && s.AppState != StatePendingVerify && s.AppState != StateNew
+	})
+}
+
+// notifyLocked wakes the waiters; d.mu is held.
+func (d *Device) notifyLocked() {
+	close(d.changed)
+	d.changed = make(chan struct{})
+}
+
+func (d *Device) setPhase(p Phase) {
+	d.mu.Lock()
+	d.phase = p
+	d.notifyLocked()
+	d.mu.Unlock()
+}
+
+func (d *Device) emit(e Event) {
+	e.Time = time.Now()
+	e.Device = d.s.Name
+	if e.Addr == "" {
+		e.Addr = d.OTAAddr()
+	}
+	d.sink.emit(e)
+}
+
+// --- random and fault lookups --------------------------------------------------
+
+func (d *Device) randFloat() float64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.rnd.Float64()
+}
+
+// rebootDelay picks the delay between a success reply and the reset.
+func (d *Device) rebootDelay() time.Duration {
+	t := d.s.timing
+	span := t.RebootDelayMax - t.RebootDelayMin
+	if span <= 0 {
+		return t.RebootDelayMin
+	}
+	return t.RebootDelayMin + time.Duration(d.randFloat()*float64(span))
+}
+
+// latency is the sum of the armed latency faults.
+func (d *Device) latency() time.Duration {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var l time.Duration
+	for _, f := range d.faults {
+		if f.Kind == FaultLatency {
+			l += f.Duration
+		}
+	}
+	return l
+}
+
+// chance draws whether a fault of kind acts on this session.
+func (d *Device) chance(kind FaultKind) (Fault, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, f := range d.faults {
+		if f.Kind != kind {
+			continue
+		}
+		if f.Chance >= 1 || d.rnd.Float64() < f.Chance {
+			return f, true
+		}
+	}
+	return Fault{}, false
+}
+
+// takeFaultLocked disarms the first fault of kind (one-shot faults); d.mu is held.
+func (d *Device) takeFaultLocked(kind FaultKind) bool {
+	for i, f := range d.faults {
+		if f.Kind == kind {
+			d.faults = slices.Delete(d.faults, i, i+1)
+			return true
+		}
+	}
+	return false
+}
+
+func (d *Device) behaviourFor(version string) Behaviour {
+	if b, ok := d.behaviours[version]; ok {
+		return b
+	}
+	return Healthy
+}
+
+// --- lifecycle ----------------------------------------------------------------
+
+// run is the device's life: serve, reset, boot, serve again.
+func (d *Device) run() {
+	defer close(d.done)
+	defer d.finish()
+	for {
+		reason, ok := d.upPhase()
+		if !ok {
+			return
+		}
+		d.stopServers()
+		d.emit(Event{Event: EventReboot, Reason: reason})
+		if !d.bootUntilUp() {
+			return
+		}
+	}
+}
+
+func (d *Device) finish() {
+	d.stopServers()
+	d.mu.Lock()
+	d.phase = PhaseClosed
+	d.notifyLocked()
+	d.mu.Unlock()
+	d.emit(Event{Event: EventStopped})
+}
+
+// upPhase serves until a reset is due; false when the device is closing.
+func (d *Device) emitReady() {
+	d.mu.Lock()
+	info := d.flash.runningInfo()
+	slot := slotLabels[d.flash.running]
+	state := d.flash.runningState()
+	boot := d.bootCount
+	d.mu.Unlock()
+	d.emit(Event{Event: EventReady, Web: d.WebAddr(), Host: d.s.Name + ".local", Personality: d.s.Personality,
+		Project: info.Project, Version: info.Version, Slot: slot, State: state, Boot: boot})
+}
+
+func (d *Device) upPhase() (string, bool) {
+	d.mu.Lock()
+	info := d.flash.runningInfo()
+	pending := d.flash.rollback && d.flash.runningState() == StatePendingVerify
+	beh := d.behaviourFor(info.Version)
+	slot := slotLabels[d.flash.running]
+	d.mu.Unlock()
+
+	var validC <-chan time.Time
+	if pending && (beh == Healthy || beh == Unstable) {
+		t := time.NewTimer(d.s.timing.ValidAfter)
+		defer t.Stop()
+		validC = t.C
+	}
+	var refuseC <-chan time.Time
+	var refuseT *time.Timer
+	defer func() {
+		if refuseT != nil {
+			refuseT.Stop()
+		}
+	}()
+	for {
+		select {
+		case <-d.ctx.Done():
+			return "", false
+		case reason := <-d.rebootCh:
+			return reason, true
+		case <-validC:
+			validC = nil
+			if beh == Unstable {
+				d.mu.Lock()
+				ok := d.flash.markInvalid()
+				d.notifyLocked()
+				d.mu.Unlock()
+				if ok {
+					return "self_check_failed", true
+				}
+				d.log.Debug("self-check failed but rollback is impossible; staying pending")
+				continue
+			}
+			d.mu.Lock()
+			ok := d.flash.markValid()
+			d.notifyLocked()
+			d.mu.Unlock()
+			if ok {
+				d.emit(Event{Event: EventValid, Project: info.Project, Version: info.Version, Slot: slot, State: StateValid})
+			}
+		case dur := <-d.refuseCh:
+			d.emit(Event{Event: EventFault, Fault: Fault{Kind: FaultRefuse, Duration: dur}.String()})
+			d.closeListeners()
+			if refuseT != nil {
+				refuseT.Stop()
+			}
+			refuseT = time.NewTimer(dur)
+			refuseC = refuseT.C
+		case <-refuseC:
+			refuseC = nil
+			if err := d.reopenListeners(); err != nil {
+				d.log.Warn("reopen after refuse failed", "err", err)
+				d.goDown("bind: " + err.Error())
+				<-d.ctx.Done()
+				return "", false
+			}
+		}
+	}
+}
+
+// bootUntilUp runs the bootloader and the boot until the device serves
+// again; false when it stays down or is closing.
+func (d *Device) bootUntilUp() bool {
+	t := d.s.timing
+	for {
+		d.mu.Lock()
+		d.phase = PhaseBooting
+		d.refusing = false
+		if d.takeFaultLocked(FaultNoReturn) {
+			d.mu.Unlock()
+			d.goDown("no_return")
+			<-d.ctx.Done()
+			return false
+		}
+		prevSlot := d.flash.running
+		prevInfo := d.flash.runningInfo()
+		res := d.flash.boot()
+		d.bootCount++
+		d.bootedAt = time.Now()
+		info := d.flash.runningInfo()
+		state := d.flash.runningState()
+		pending := d.flash.rollback && state == StatePendingVerify
+		beh := d.behaviourFor(info.Version)
+		prevState, _ := d.flash.stateOf(prevSlot)
+		rolled := res.fallback || res.slot != prevSlot && (prevState == StateAborted || prevState == StateInvalid)
+		if rolled {
+			d.rollbacks++
+		}
+		d.notifyLocked()
+		d.mu.Unlock()
+
+		if rolled {
+			reason := string(prevState)
+			if res.fallback {
+				reason = "no_image"
+			}
+			d.emit(Event{Event: EventRollback, Reason: reason, From: prevInfo.Version, Project: info.Project,
+				Version: info.Version, Slot: slotLabels[res.slot], State: state})
+		}
+		if res.noImage {
+			d.goDown("no_bootable_image")
+			<-d.ctx.Done()
+			return false
+		}
+		if beh == CrashOnBoot || beh == NoNetwork {
+			// Without a pending_verify state to abort, the bootloader boots
+			// the same image again: a boot loop that never reaches the network.
+			if !pending {
+				d.emit(Event{Event: EventReboot, Reason: failReason(beh)})
+				d.goDown("boot_loop")
+				<-d.ctx.Done()
+				return false
+			}
+			wait := t.CrashAfter
+			if beh == NoNetwork {
+				wait = t.WatchdogAfter
+			}
+			if !sleepCtx(d.ctx, wait) {
+				return false
+			}
+			d.emit(Event{Event: EventReboot, Reason: failReason(beh), Version: info.Version})
+			continue
+		}
+		if !sleepCtx(d.ctx, t.BootTime) {
+			return false
+		}
+		if err := d.startServers(); err != nil {
+			d.log.Warn("cannot serve after boot", "err", err)
+			d.goDown("bind: " + err.Error())
+			<-d.ctx.Done()
+			return false
+		}
+		d.emitReady()
+		return true
+	}
+}
+
+func failReason(b Behaviour) string {
+	if b == NoNetwork {
+		return "watchdog"
+	}
+	return "crash"
+}
+
+func (d *Device) goDown(reason string) {
+	d.mu.Lock()
+	d.phase = PhaseDown
+	d.downReason = reason
+	d.notifyLocked()
+	d.mu.Unlock()
+	d.emit(Event{Event: EventDown, Reason: reason})
+}
+
+// --- servers --------------------------------------------------------------------
+
+// servers are what a booted device listens with.
+type servers struct {
+	ota, web *httpd
+	esp      *espotaRunner
+}
+
+func (d *Device) listenTCP(port int) (net.Listener, error) {
+	addr := net.JoinHostPort(d.s.IP.String(), strconv.Itoa(port))
+	var lc net.ListenConfig
+	var err error
+	// A port in TIME_WAIT or just released may need a moment to rebind.
+	for i := 0; i < 20; i++ {
+		var ln net.Listener
+		ln, err = lc.Listen(d.ctx, "tcp", addr)
+		if err == nil {
+			return ln, nil
+		}
+		if port == 0 || !sleepCtx(d.ctx, 50*time.Millisecond) {
+			break
+		}
+	}
+	return nil, fmt.Errorf("listen on tcp %s: %w", addr, err)
+}
+
+func (d *Device) listenUDP(port int) (net.PacketConn, error) {
+	addr := net.JoinHostPort(d.s.IP.String(), strconv.Itoa(port))
+	var lc net.ListenConfig
+	var err error
+	for i := 0; i < 20; i++ {
+		var pc net.PacketConn
+		pc, err = lc.ListenPacket(d.ctx, "udp", addr)
+		if err == nil {
+			return pc, nil
+		}
+		if port == 0 || !sleepCtx(d.ctx, 50*time.Millisecond) {
+			break
+		}
+	}
+	return nil, fmt.Errorf("listen on udp %s: %w", addr, err)
+}
+
+func portOf(a net.Addr) int {
+	switch v := a.(type) {
+	case *net.TCPAddr:
+		return v.Port
+	case *net.UDPAddr:
+		return v.Port
+	}
+	return 0
+}
+
+// startServers opens the listeners of the personality and advertises the
+// device. Ports chosen on the first start are kept for later boots.
+func (d *Device) startServers() error {
+	d.srvMu.Lock()
+	defer d.srvMu.Unlock()
+	srv := &servers{}
+	d.mu.Lock()
+	otaPort, webPort := d.otaPort, d.webPort
+	d.mu.Unlock()
+	if d.s.Personality.http() {
+		ln, err := d.listenTCP(otaPort)
+		if err != nil {
+			return err
+		}
+		otaPort = portOf(ln.Addr())
+		srv.ota = newHTTPD(d, "ota", ln, d.otaRoutes())
+		if webPort >= 0 {
+			wl, err := d.listenTCP(webPort)
+			if err != nil {
+				ln.Close()
+				return err
+			}
+			webPort = portOf(wl.Addr())
+			srv.web = newHTTPD(d, "web", wl, d.webRoutes())
+		}
+	} else {
+		pc, err := d.listenUDP(otaPort)
+		if err != nil {
+			return err
+		}
+		otaPort = portOf(pc.LocalAddr())
+		srv.esp = d.newEspotaRunner(pc)
+	}
+	d.mu.Lock()
+	d.otaPort, d.webPort = otaPort, webPort
+	d.srv = srv
+	d.phase = PhaseUp
+	d.refusing = false
+	d.bootedAt = time.Now()
+	d.notifyLocked()
+	d.mu.Unlock()
+	if srv.ota != nil {
+		srv.ota.start()
+	}
+	if srv.web != nil {
+		srv.web.start()
+	}
+	if srv.esp != nil {
+		srv.esp.start()
+	}
+	if d.s.MDNS != nil {
+		if err := d.s.MDNS.Add(d.mdnsHost()); err != nil {
+			d.log.Warn("mdns add", "err", err)
+		}
+	}
+	return nil
+}
+
+// stopServers takes the device off the network: mDNS, listeners, connections.
+func (d *Device) stopServers() {
+	d.srvMu.Lock()
+	defer d.srvMu.Unlock()
+	d.mu.Lock()
+	srv := d.srv
+	d.srv = nil
+	if d.phase == PhaseUp {
+		d.phase = PhaseBooting
+	}
+	d.refusing = false
+	d.notifyLocked()
+	d.mu.Unlock()
+	if srv == nil {
+		return
+	}
+	if d.s.MDNS != nil {
+		d.s.MDNS.Remove(d.s.Name)
+	}
+	if srv.ota != nil {
+		srv.ota.close()
+	}
+	if srv.web != nil {
+		srv.web.close()
+	}
+	if srv.esp != nil {
+		srv.esp.stop()
+	}
+}
+
+// closeListeners is the refuse fault: new connections are refused,
+// running ones go on.
+func (d *Device) closeListeners() {
+	d.srvMu.Lock()
+	defer d.srvMu.Unlock()
+	d.mu.Lock()
+	srv := d.srv
+	d.mu.Unlock()
+	if srv == nil {
+		return
+	}
+	if srv.ota != nil {
+		srv.ota.closeListener()
+	}
+	if srv.web != nil {
+		srv.web.closeListener()
+	}
+	if srv.esp != nil {
+		srv.esp.stop()
+	}
+	d.mu.Lock()
+	d.refusing = true
+	d.notifyLocked()
+	d.mu.Unlock()
+}
+
+func (d *Device) reopenListeners() error {
+	d.srvMu.Lock()
+	defer d.srvMu.Unlock()
+	d.mu.Lock()
+	srv := d.srv
+	otaPort, webPort := d.otaPort, d.webPort
+	d.mu.Unlock()
+	if srv == nil {
+		return nil
+	}
+	if srv.ota != nil {
+		ln, err := d.listenTCP(otaPort)
+		if err != nil {
+			return err
+		}
+		srv.ota.reopen(ln)
+	}
+	if srv.web != nil {
+		ln, err := d.listenTCP(webPort)
+		if err != nil {
+			return err
+		}
+		srv.web.reopen(ln)
+	}
+	if srv.esp != nil {
+		pc, err := d.listenUDP(otaPort)
+		if err != nil {
+			return err
+		}
+		srv.esp = d.newEspotaRunner(pc)
+		srv.esp.start()
+	}
+	d.mu.Lock()
+	d.refusing = false
+	d.notifyLocked()
+	d.mu.Unlock()
+	return nil
+}
+
+// updateEspota recreates the espota server when the faults it holds
+// (latency, no-connect-back, lose-ok) changed. It aborts a running espota
+// transfer, so it does nothing when nothing changed.
+func (d *Device) updateEspota() {
+	d.srvMu.Lock()
+	defer d.srvMu.Unlock()
+	d.mu.Lock()
+	srv := d.srv
+	refusing := d.refusing
+	port := d.otaPort
+	d.mu.Unlock()
+	if srv == nil || srv.esp == nil || refusing || srv.esp.key == d.espotaKey() {
+		return
+	}
+	srv.esp.stop()
+	pc, err := d.listenUDP(port)
+	if err != nil {
+		d.log.Warn("espota restart", "err", err)
+		return
+	}
+	srv.esp = d.newEspotaRunner(pc)
+	srv.esp.start()
+}
+
+// mdnsHost is what the device advertises.
+func (d *Device) mdnsHost() mdnsd.Host {
+	return mdnsd.Host{Name: d.s.Name, Addrs: []netip.Addr{d.s.IP}, Services: d.services()}
+}

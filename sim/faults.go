@@ -1,0 +1,379 @@
+package sim
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// FaultKind names a fault.
+type FaultKind string
+
+// Fault kinds. The upload faults (drop, stall, error, power-loss) fire at a
+// point of every upload; slow and latency hold while armed; no-return and
+// refuse act once; no-connect-back and lose-ok act on espota sessions.
+const (
+	FaultDrop          FaultKind = "drop"
+	FaultStall         FaultKind = "stall"
+	FaultError         FaultKind = "error"
+	FaultPowerLoss     FaultKind = "power-loss"
+	FaultSlow          FaultKind = "slow"
+	FaultNoReturn      FaultKind = "no-return"
+	FaultRefuse        FaultKind = "refuse"
+	FaultLatency       FaultKind = "latency"
+	FaultNoConnectBack FaultKind = "no-connect-back"
+	FaultLoseOK        FaultKind = "lose-ok"
+)
+
+// Fault is one injected misbehaviour. Build it with ParseFault; the zero
+// value is not a valid fault.
+//
+// Syntax (the CLI's --fault):
+//
+//	drop@40%          close the connection (RST) when 40 % of the image is in
+//	drop@20-80%       … at a point drawn per upload between 20 and 80 %
+//	drop@64KiB        … at byte 65536 (B, KB, KiB, MB, MiB; KB = 1000)
+//	stall@50%:10s     stop reading for 10 s at 50 %
+//	error@30%         answer 500 "Write failed" at 30 % (espota: "Flash Write Failed")
+//	power-loss@60%    lose power at 60 %: no answer, reboot, the old image runs
+//	slow:20KB/s       cap the rate the device reads the image at
+//	no-return         after the next reboot the device never comes back
+//	refuse:5s         close the listeners for 5 s from now (connections refused)
+//	latency:5ms       delay every reply by 5 ms
+//	no-connect-back   espota: accept the invitation, never connect back
+//	lose-ok           espota: never send the final OK (the image is applied)
+//
+// drop, stall, error, power-loss, no-connect-back and lose-ok take an
+// optional "/P%" suffix: they act on P % of uploads only, drawn from the
+// device's seeded random source (error@30%/50%: half of the uploads fail).
+type Fault struct {
+	Kind FaultKind
+	// Percent: From and To are percentages of the image size, else byte offsets.
+	Percent  bool
+	From, To float64
+	// Duration is the stall or refuse time, or the latency.
+	Duration time.Duration
+	// Rate is the slow fault's bytes per second.
+	Rate int64
+	// Chance is the share of uploads a fault acts on, in (0, 1].
+	Chance float64
+}
+
+func (k FaultKind) hasPoint() bool {
+	return k == FaultDrop || k == FaultStall || k == FaultError || k == FaultPowerLoss
+}
+
+func (k FaultKind) hasChance() bool {
+	return k.hasPoint() || k == FaultNoConnectBack || k == FaultLoseOK
+}
+
+// ParseFault reads one fault spec (see Fault for the syntax).
+func ParseFault(spec string) (Fault, error) {
+	f, err := parseFault(strings.TrimSpace(spec))
+	if err != nil {
+		return Fault{}, fmt.Errorf("fault %q: %w", spec, err)
+	}
+	return f, nil
+}
+
+// ParseFaults reads several specs.
+func ParseFaults(specs []string) ([]Fault, error) {
+	out := make([]Fault, 0, len(specs))
+	for _, s := range specs {
+		f, err := ParseFault(s)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, f)
+	}
+	return out, nil
+}
+
+func parseFault(s string) (Fault, error) {
+	f := Fault{Chance: 1}
+	// The kind runs up to the first '@', ':' or '/'.
+	i := strings.IndexAny(s, "@:/")
+	name := s
+	rest := ""
+	if i >= 0 {
+		name, rest = s[:i], s[i:]
+	}
+	f.Kind = FaultKind(strings.ToLower(name))
+	switch f.Kind {
+	case FaultDrop, FaultStall, FaultError, FaultPowerLoss, FaultSlow, FaultNoReturn,
+		FaultRefuse, FaultLatency, FaultNoConnectBack, FaultLoseOK:
+	default:
+		return Fault{}, fmt.Errorf("unknown kind %q (want drop, stall, error, power-loss, slow, no-return, refuse, latency, no-connect-back or lose-ok)", name)
+	}
+	// The chance suffix: a trailing "/P%" on the kinds that take one.
+	if f.Kind.hasChance() {
+		if j := strings.LastIndexByte(rest, '/'); j >= 0 {
+			p, err := parsePercent(rest[j+1:])
+			if err != nil {
+				return Fault{}, fmt.Errorf("chance: %w", err)
+			}
+			if p <= 0 {
+				return Fault{}, errors.New("chance must be above 0%")
+			}
+			f.Chance = p / 100
+			rest = rest[:j]
+		}
+	}
+	if f.Kind.hasPoint() {
+		if !strings.HasPrefix(rest, "@") {
+			return Fault{}, fmt.Errorf("want %s@POINT, e.g. %s@40%%", f.Kind, f.Kind)
+		}
+		point := rest[1:]
+		arg := ""
+		if j := strings.IndexByte(point, ':'); j >= 0 {
+			point, arg = point[:j], point[j+1:]
+		}
+		if err := f.parsePoint(point); err != nil {
+			return Fault{}, err
+		}
+		if f.Kind == FaultStall {
+			if arg == "" {
+				return Fault{}, errors.New("want stall@POINT:DURATION, e.g. stall@50%:10s")
+			}
+			d, err := parseDuration(arg)
+			if err != nil {
+				return Fault{}, err
+			}
+			f.Duration = d
+		} else if arg != "" {
+			return Fault{}, fmt.Errorf("unexpected %q", ":"+arg)
+		}
+		return f, nil
+	}
+	switch f.Kind {
+	case FaultSlow:
+		r, ok := strings.CutPrefix(rest, ":")
+		if !ok {
+			return Fault{}, errors.New("want slow:RATE, e.g. slow:20KB/s")
+		}
+		rate, err := ParseRate(r)
+		if err != nil {
+			return Fault{}, err
+		}
+		f.Rate = rate
+	case FaultRefuse, FaultLatency:
+		d, ok := strings.CutPrefix(rest, ":")
+		if !ok {
+			return Fault{}, fmt.Errorf("want %s:DURATION, e.g. %s:5s", f.Kind, f.Kind)
+		}
+		dur, err := parseDuration(d)
+		if err != nil {
+			return Fault{}, err
+		}
+		if f.Kind == FaultRefuse && dur == 0 {
+			return Fault{}, errors.New("refuse needs a duration above 0")
+		}
+		f.Duration = dur
+	default: // no-return, no-connect-back, lose-ok
+		if rest != "" {
+			return Fault{}, fmt.Errorf("unexpected %q", rest)
+		}
+	}
+	return f, nil
+}
+
+func (f *Fault) parsePoint(p string) error {
+	if p == "" {
+		return errors.New("empty point")
+	}
+	if strings.HasSuffix(p, "%") {
+		f.Percent = true
+		body := strings.TrimSuffix(p, "%")
+		lo, hi, isRange := strings.Cut(body, "-")
+		a, err := parsePercent(lo + "%")
+		if err != nil {
+			return err
+		}
+		b := a
+		if isRange {
+			if b, err = parsePercent(hi + "%"); err != nil {
+				return err
+			}
+			if b < a {
+				return fmt.Errorf("range %s: end before start", p)
+			}
+		}
+		f.From, f.To = a, b
+		return nil
+	}
+	lo, hi, isRange := strings.Cut(p, "-")
+	a, err := parseBytes(lo)
+	if err != nil {
+		return err
+	}
+	b := a
+	if isRange {
+		if b, err = parseBytes(hi); err != nil {
+			return err
+		}
+		if b < a {
+			return fmt.Errorf("range %s: end before start", p)
+		}
+	}
+	f.From, f.To = float64(a), float64(b)
+	return nil
+}
+
+// parsePercent reads "40%" or "12.5%" in [0, 100].
+func parsePercent(s string) (float64, error) {
+	body, ok := strings.CutSuffix(strings.TrimSpace(s), "%")
+	if !ok {
+		return 0, fmt.Errorf("%q: want a percentage such as 40%%", s)
+	}
+	v, err := strconv.ParseFloat(body, 64)
+	if err != nil || math.IsNaN(v) || v < 0 || v > 100 || strings.ContainsAny(body, "eEinfxX_") {
+		return 0, fmt.Errorf("%q: want a percentage between 0%% and 100%%", s)
+	}
+	return v, nil
+}
+
+var byteUnits = []struct {
+	suffix string
+	mult   int64
+}{ // longest first
+	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"KB", 1000}, {"MB", 1000 * 1000},
+	{"kB", 1000}, {"K", 1000}, {"k", 1000}, {"M", 1000 * 1000}, {"B", 1},
+}
+
+// parseBytes reads "65536", "64KiB", "1.5MB".
+func parseBytes(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	mult := int64(1)
+	num := s
+	for _, u := range byteUnits {
+		if n, ok := strings.CutSuffix(s, u.suffix); ok {
+			num, mult = n, u.mult
+			break
+		}
+	}
+	v, err := strconv.ParseFloat(num, 64)
+	if err != nil || math.IsNaN(v) || v < 0 || strings.ContainsAny(num, "eEinfxX_") {
+		return 0, fmt.Errorf("%q: want a size such as 65536, 64KiB or 1.5MB", s)
+	}
+	b := v * float64(mult)
+	if b > 1<<40 {
+		return 0, fmt.Errorf("%q: too large", s)
+	}
+	return int64(b), nil
+}
+
+// ParseRate reads a rate such as "20KB/s", "1MiB/s" or "500B/s" (bytes per
+// second, above 0; KB = 1000, KiB = 1024), for Timing's rates.
+func ParseRate(s string) (int64, error) {
+	body, ok := strings.CutSuffix(strings.TrimSpace(s), "/s")
+	if !ok {
+		return 0, fmt.Errorf("%q: want a rate such as 20KB/s", s)
+	}
+	r, err := parseBytes(body)
+	if err != nil {
+		return 0, err
+	}
+	if r <= 0 {
+		return 0, fmt.Errorf("%q: rate must be above 0", s)
+	}
+	return r, nil
+}
+
+func parseDuration(s string) (time.Duration, error) {
+	d, err := time.ParseDuration(strings.TrimSpace(s))
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("%q: want a duration such as 10s or 500ms", s)
+	}
+	if d > 24*time.Hour {
+		return 0, fmt.Errorf("%q: longer than a day", s)
+	}
+	return d, nil
+}
+
+// String renders the fault in the ParseFault syntax (canonical form).
+func (f Fault) String() string {
+	var b strings.Builder
+	b.WriteString(string(f.Kind))
+	if f.Kind.hasPoint() {
+		b.WriteByte('@')
+		b.WriteString(f.pointString())
+		if f.Kind == FaultStall {
+			b.WriteByte(':')
+			b.WriteString(f.Duration.String())
+		}
+	}
+	switch f.Kind {
+	case FaultSlow:
+		fmt.Fprintf(&b, ":%dB/s", f.Rate)
+	case FaultRefuse, FaultLatency:
+		b.WriteByte(':')
+		b.WriteString(f.Duration.String())
+	}
+	if f.Kind.hasChance() && f.Chance > 0 && f.Chance < 1 {
+		pct := math.Round(f.Chance*100*1e6) / 1e6 // 0.33*100 is 33.00000000000001
+		fmt.Fprintf(&b, "/%s%%", strconv.FormatFloat(pct, 'f', -1, 64))
+	}
+	return b.String()
+}
+
+func (f Fault) pointString() string {
+	num := func(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
+	if f.Percent {
+		if f.From == f.To {
+			return num(f.From) + "%"
+		}
+		return num(f.From) + "-" + num(f.To) + "%"
+	}
+	if f.From == f.To {
+		return num(f.From) + "B"
+	}
+	return num(f.From) + "B-" + num(f.To) + "B"
+}
+
+// MarshalText makes faults print as their spec in JSON and logs.
+func (f Fault) MarshalText() ([]byte, error) { return []byte(f.String()), nil }
+
+// UnmarshalText parses a spec.
+func (f *Fault) UnmarshalText(b []byte) error {
+	v, err := ParseFault(string(b))
+	if err != nil {
+		return err
+	}
+	*f = v
+	return nil
+}
+
+// armedFault is an upload fault resolved for one upload: the byte at which
+// it fires.
+type armedFault struct {
+	Fault
+	at    int64
+	fired bool
+}
+
+// armUpload resolves the point faults for an upload of size bytes. rnd
+// returns uniform floats in [0,1) (the device's seeded source).
+func armUpload(faults []Fault, size int64, rnd func() float64) []armedFault {
+	var out []armedFault
+	for _, f := range faults {
+		if !f.Kind.hasPoint() {
+			continue
+		}
+		if f.Chance < 1 && rnd() >= f.Chance {
+			continue
+		}
+		p := f.From
+		if f.To > f.From {
+			p += (f.To - f.From) * rnd()
+		}
+		at := int64(p)
+		if f.Percent {
+			at = int64(float64(size) * p / 100)
+		}
+		out = append(out, armedFault{Fault: f, at: at})
+	}
+	return out
+}

@@ -1,0 +1,326 @@
+package sim
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"github.com/ots-ota/ots-ota/auth"
+	"net"
+	"net/netip"
+	"os"
+	"reflect"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/ots-ota/ots-ota/sim/mdnsd"
+)
+
+// Fleet tests use 127.42.0.0/16 so they do not collide with other packages
+// testing against a fleet on 127.0.0.2 and up. Linux routes all of
+// 127.0.0.0/8 to lo; elsewhere only 127.0.0.1 exists.
+func skipWithoutLoopbackRange(t testing.TB) {
+	if runtime.GOOS != "linux" {
+		t.Skip("needs 127.0.0.0/8 on the loopback interface (Linux)")
+	}
+}
+
+func TestFleet250(t *testing.T) {
+	skipWithoutLoopbackRange(t)
+	if testing.Short() {
+		t.Skip("short")
+	}
+	var ev eventLog
+	tmpl := testConfig(Seed)
+	tmpl.Extensions = true
+	start := time.Now()
+	f, err := StartFleet(context.Background(), FleetConfig{
+		N:        250,
+		BaseIP:   mustAddr(t, "127.42.0.2"),
+		Template: tmpl,
+		OnEvent:  ev.add,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("250 devices up in %v (web port %d)", time.Since(start), f.WebPort())
+	defer f.Close()
+	if f.Len() != 250 || ev.count(EventReady) != 250 {
+		t.Fatalf("%d devices, %d ready events", f.Len(), ev.count(EventReady))
+	}
+	names := map[string]bool{}
+	addrs := map[string]bool{}
+	instances := map[string]bool{}
+	for _, d := range f.Devices() {
+		names[d.Name()] = true
+		addrs[d.OTAAddr()] = true
+		instances[d.s.Instance] = true
+		if !strings.HasSuffix(d.OTAAddr(), ":3232") {
+			t.Fatalf("%s on %s, want port 3232", d.Name(), d.OTAAddr())
+		}
+	}
+	if len(names) != 250 || len(addrs) != 250 || len(instances) != 250 {
+		t.Errorf("not unique: %d names, %d addresses, %d instances", len(names), len(addrs), len(instances))
+	}
+	first, last := f.Devices()[0], f.Devices()[249]
+	if first.Name() != "ots-sim-001" || last.Name() != "ots-sim-250" || f.Device("ots-sim-100") == nil {
+		t.Errorf("names: %s … %s", first.Name(), last.Name())
+	}
+	if first.OTAAddr() != "127.42.0.2:3232" || first.s.Instance != "OTS Firmware Main" || last.s.Instance != "OTS Firmware Main-250" {
+		t.Errorf("first %s %q, last %q", first.OTAAddr(), first.s.Instance, last.s.Instance)
+	}
+	// The .255 and .0 addresses are skipped.
+	for a := range addrs {
+		if strings.HasSuffix(a, ".255:3232") || strings.HasSuffix(a, ".0:3232") {
+			t.Errorf("device on %s", a)
+		}
+	}
+	// Every device answers, and they share the factory image.
+	var wg sync.WaitGroup
+	errs := make(chan error, 250)
+	for _, d := range f.Devices() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			code, body, err := getGo(t, "http://"+d.OTAAddr()+"/ota/status")
+			if err != nil || code != 200 || !strings.Contains(body, `"version":"1.0.0"`) {
+				errs <- fmt.Errorf("%s: %d %q %v", d.Name(), code, body, err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if &first.flash.slots[0].data[0] != &last.flash.slots[0].data[0] {
+		t.Error("the factory image is not shared")
+	}
+	// Push to a few devices at once.
+	img := testImage(t, "1.0.1")
+	for _, d := range f.Devices()[:8] {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if s, b, err := postGo(t, "http://"+d.OTAAddr()+"/update", img, nil); err != nil || s != 200 {
+				t.Errorf("%s: %d %q %v", d.Name(), s, b, err)
+			}
+		}()
+	}
+	wg.Wait()
+	ctx := ctxFor(t, 20*time.Second)
+	for _, d := range f.Devices()[:8] {
+		if _, err := d.WaitVersion(ctx, "1.0.1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, b := f.Devices()[0].State(), f.Devices()[7].State()
+	if slot(a, "ota_0").SHA256 != slot(b, "ota_0").SHA256 {
+		t.Error("same upload, different slot contents")
+	}
+	if &f.Devices()[0].flash.slots[1].data[0] != &f.Devices()[7].flash.slots[1].data[0] {
+		t.Error("the pushed image is stored once per device")
+	}
+	f.Close()
+	f.Close()
+	if c, err := net.DialTimeout("tcp", first.OTAAddr(), time.Second); err == nil {
+		c.Close()
+		t.Error("a closed fleet still accepts connections")
+	}
+	if n := ev.count(EventStopped); n != 250 {
+		t.Errorf("%d stopped events", n)
+	}
+}
+
+func TestFleetMixed(t *testing.T) {
+	skipWithoutLoopbackRange(t)
+	ps := []Personality{Seed, OTS, Arduino, ESP8266}
+	f, err := StartFleet(context.Background(), FleetConfig{
+		N:        4,
+		BaseIP:   mustAddr(t, "127.42.1.2"),
+		Template: testConfig(Seed),
+		WebPort:  18080,
+		Configure: func(i int, c *Config) {
+			c.Personality = ps[i]
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	want := []string{"127.42.1.2:3232", "127.42.1.3:3232", "127.42.1.4:3232", "127.42.1.5:8266"}
+	for i, d := range f.Devices() {
+		if d.Personality() != ps[i] || d.OTAAddr() != want[i] || d.Name() != fmt.Sprintf("ots-sim-%02d", i+1) {
+			t.Errorf("device %d: %s %s %s", i, d.Name(), d.Personality(), d.OTAAddr())
+		}
+	}
+	if w := f.Devices()[1].WebAddr(); w != "127.42.1.3:18080" {
+		t.Errorf("web %q", w)
+	}
+	res, err := espotaPush(t, f.Devices()[2].OTAAddr(), testImage(t, "1.0.1"), "")
+	if err != nil || res.final != "OK" {
+		t.Fatalf("espota to the fleet: %+v %v", res, err)
+	}
+}
+
+func TestFleetRefusesNonLoopback(t *testing.T) {
+	for _, cfg := range []FleetConfig{
+		{N: 2, BaseIP: mustAddr(t, "10.0.0.1")},
+		{N: 2, Addrs: []netip.Addr{mustAddr(t, "127.0.0.5"), mustAddr(t, "192.168.1.20")}},
+		{N: 2, BaseIP: mustAddr(t, "::1")}, // ::2 is not loopback
+		{N: 0},
+		{N: 3, Addrs: []netip.Addr{mustAddr(t, "127.0.0.5")}},
+	} {
+		if f, err := StartFleet(context.Background(), cfg); err == nil {
+			f.Close()
+			t.Errorf("%+v: started", cfg)
+		}
+	}
+	if _, err := Start(context.Background(), Config{IP: mustAddr(t, "192.168.1.20")}); err == nil || !strings.Contains(err.Error(), "loopback") {
+		t.Errorf("single device on a LAN address: %v", err)
+	}
+}
+
+func TestFleetAddrs(t *testing.T) {
+	got, err := fleetAddrs(FleetConfig{N: 4, BaseIP: mustAddr(t, "127.0.0.253")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []netip.Addr{mustAddr(t, "127.0.0.253"), mustAddr(t, "127.0.0.254"), mustAddr(t, "127.0.1.1"), mustAddr(t, "127.0.1.2")}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("%v", got)
+	}
+	got, _ = fleetAddrs(FleetConfig{N: 1})
+	if got[0] != mustAddr(t, "127.0.0.2") {
+		t.Errorf("default base %v", got)
+	}
+}
+
+func TestEventJSON(t *testing.T) {
+	e := Event{Event: EventUploadFinished, Time: time.Unix(0, 0).UTC(), Device: "ots-sim-01", Addr: "127.0.0.2:3232",
+		Protocol: "http", Remote: "127.0.0.1:5000", Version: "1.0.1", Status: 200, Text: "OTA update successful, rebooting...",
+		Size: 1000, Bytes: 1000, Slot: "ota_0"}
+	b, err := json.Marshal(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"event":"upload_finished","time":"1970-01-01T00:00:00Z","device":"ots-sim-01","addr":"127.0.0.2:3232",` +
+		`"protocol":"http","remote":"127.0.0.1:5000","version":"1.0.1","slot":"ota_0","size":1000,"bytes":1000,` +
+		`"status":200,"text":"OTA update successful, rebooting..."}`
+	if string(b) != want {
+		t.Errorf("got  %s\nwant %s", b, want)
+	}
+}
+
+func TestServices(t *testing.T) {
+	txt := func(s ...string) []string { return s }
+	cases := []struct {
+		cfg  Config
+		want []mdnsd.Service
+	}{
+		{Config{Personality: Seed}, []mdnsd.Service{
+			{Instance: "OTS Firmware Main", Type: "_ota._tcp", Port: 3232},
+			{Instance: "OTS Firmware Main", Type: "_http._tcp", Port: 80}}},
+		{Config{Personality: Seed, Extensions: true, Password: auth.NewSecret("x")}, []mdnsd.Service{
+			{Instance: "OTS Firmware Main", Type: "_ota._tcp", Port: 3232, TXT: txt("version=1.0.0", "project=ots-fw-main", "chip=esp32s3", "board=esp32s3", "auth=bearer", "path=/update", "api=1")},
+			{Instance: "OTS Firmware Main", Type: "_http._tcp", Port: 80}}},
+		{Config{Personality: OTS}, []mdnsd.Service{
+			{Instance: "OTS Firmware Main Controller", Type: "_arduino._tcp", Port: 3232},
+			{Instance: "OTS Firmware Main Controller", Type: "_http._tcp", Port: 80}}},
+		{Config{Personality: OTS, Extensions: true}, []mdnsd.Service{
+			{Instance: "OTS Firmware Main Controller", Type: "_arduino._tcp", Port: 3232},
+			{Instance: "OTS Firmware Main Controller", Type: "_http._tcp", Port: 80},
+			{Instance: "OTS Firmware Main Controller", Type: "_ota._tcp", Port: 3232, TXT: txt("version=1.0.0", "project=ots-fw-main", "chip=esp32s3", "board=esp32s3", "auth=none", "path=/update", "api=1")}}},
+		{Config{Personality: Arduino, Password: auth.NewSecret("p")}, []mdnsd.Service{
+			{Instance: "ots-sim", Type: "_arduino._tcp", Port: 3232, TXT: txt("board=esp32s3", "tcp_check=no", "ssh_upload=no", "auth_upload=yes")}}},
+		{Config{Personality: ESP8266}, []mdnsd.Service{
+			{Instance: "ots-sim", Type: "_arduino._tcp", Port: 8266, TXT: txt("board=generic", "tcp_check=no", "ssh_upload=no", "auth_upload=no")}}},
+	}
+	for _, c := range cases {
+		// services() reads only settings, flash and ports: no sockets needed.
+		s, err := resolve(c.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fac, err := makeFactory(s, NewStore())
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := &Device{s: s, flash: newFlash(s.SlotSize, true, fac), otaPort: s.Personality.DefaultOTAPort(), webPort: 80}
+		if !s.Personality.http() {
+			d.webPort = -1
+		}
+		if got := d.services(); !reflect.DeepEqual(got, c.want) {
+			t.Errorf("%s ext=%v:\n got %+v\nwant %+v", s.Personality, s.Extensions, got, c.want)
+		}
+	}
+}
+
+// TestFleetMDNS browses the fleet over multicast DNS on the loopback
+// interface. Run it inside a network namespace (see the repository's test
+// notes) with OTS_OTA_MDNS_TESTS=1.
+func TestFleetMDNS(t *testing.T) {
+	if os.Getenv("OTS_OTA_MDNS_TESTS") != "1" {
+		t.Skip("set OTS_OTA_MDNS_TESTS=1 inside a network namespace")
+	}
+	ifi, err := mdnsd.LoopbackInterface()
+	if err != nil {
+		t.Skipf("no multicast loopback: %v", err)
+	}
+	f, err := StartFleet(context.Background(), FleetConfig{
+		N: 3, BaseIP: mustAddr(t, "127.42.2.2"), Template: testConfig(Seed), MDNSInterface: ifi, WebPort: 18081,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	// A legacy unicast query (source port ≠ 5353) gets a direct answer.
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	q := new(dns.Msg)
+	q.SetQuestion("_ota._tcp.local.", dns.TypePTR)
+	q.RecursionDesired = false
+	pkt, _ := q.Pack()
+	seen := map[string]bool{}
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) && len(seen) < 3 {
+		c.WriteToUDP(pkt, &net.UDPAddr{IP: net.IPv4(224, 0, 0, 251), Port: 5353})
+		c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		buf := make([]byte, 9000)
+		n, _, err := c.ReadFromUDP(buf)
+		if err != nil {
+			continue
+		}
+		var m dns.Msg
+		if m.Unpack(buf[:n]) != nil {
+			continue
+		}
+		for _, rr := range m.Answer {
+			if p, ok := rr.(*dns.PTR); ok {
+				seen[p.Ptr] = true
+			}
+		}
+	}
+	var got []string
+	for k := range seen {
+		got = append(got, k)
+	}
+	slices.Sort(got)
+	want := []string{`OTS\ Firmware\ Main-2._ota._tcp.local.`, `OTS\ Firmware\ Main-3._ota._tcp.local.`, `OTS\ Firmware\ Main._ota._tcp.local.`}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("browse: %q", got)
+	}
+	// A rebooting device leaves the zone and comes back.
+	d := f.Devices()[0]
+	push(t, d, "1.0.1")
+	if _, err := d.WaitVersion(ctxFor(t, 5*time.Second), "1.0.1"); err != nil {
+		t.Fatal(err)
+	}
+}

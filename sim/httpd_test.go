@@ -1,0 +1,151 @@
+package sim
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// parseRaw runs the request parser over raw bytes.
+func parseRaw(t testing.TB, raw []byte) (*request, int) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	go func() {
+		a.Write(raw)
+		a.Close()
+	}()
+	h := &httpd{hdrLimit: 512, timing: FastTiming()}
+	r := &request{h: h, conn: b, br: bufio.NewReaderSize(b, 16<<10)}
+	return r, r.parse()
+}
+
+func TestParseRequest(t *testing.T) {
+	r, code := parseRaw(t, []byte("POST http://host:3232/update?x=1 HTTP/1.1\r\nHost: h\r\ncontent-length: 12\r\nAuthorization:  Bearer abc \r\n\r\n"))
+	if code != 0 || r.method != "POST" || r.path != "/update" || r.contentLen != 12 {
+		t.Fatalf("%d %+v", code, r)
+	}
+	if v, ok := r.header("AUTHORIZATION"); !ok || v != "Bearer abc" {
+		t.Errorf("header %q", v)
+	}
+	r, code = parseRaw(t, []byte("GET / HTTP/1.0\nHost: h\n\n")) // bare LFs, HTTP/1.0
+	if code != 0 || r.path != "/" || r.contentLen != 0 {
+		t.Errorf("%d %+v", code, r)
+	}
+	_, code = parseRaw(t, []byte("POST /update HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"))
+	if code != 400 {
+		t.Errorf("conflicting lengths: %d", code)
+	}
+	_, code = parseRaw(t, []byte("POST /update HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 6\r\n\r\n"))
+	if code != 400 {
+		t.Errorf("chunked plus length: %d", code)
+	}
+	_, code = parseRaw(t, []byte("GET / HTTP/1.1\r\nHost"))
+	if code != -1 {
+		t.Errorf("cut off: %d", code)
+	}
+}
+
+func FuzzParseRequest(f *testing.F) {
+	for _, s := range []string{
+		"POST /update HTTP/1.1\r\nContent-Length: 10\r\n\r\n",
+		"GET /api/status HTTP/1.1\r\nHost: x\r\n\r\n",
+		"POST /update HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+		"GET http://a/b?c HTTP/1.0\n\n",
+		"\r\n\r\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		r, code := parseRaw(t, raw)
+		switch code {
+		case 0:
+			if !knownMethods[r.method] || !strings.HasPrefix(r.path, "/") || r.contentLen < 0 || len(r.uri) > maxURILen {
+				t.Fatalf("accepted a bad request: %+v", r)
+			}
+		case -1, 400, 408, 414, 431, 505:
+		default:
+			t.Fatalf("unexpected status %d", code)
+		}
+	})
+}
+
+// TestKeepAlive: a request that succeeds leaves the connection open for
+// the next one, as esp_http_server does.
+func TestKeepAlive(t *testing.T) {
+	d := startDevice(t, testConfig(OTS))
+	c, err := net.Dial("tcp", d.WebAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	for i := 0; i < 3; i++ {
+		c.Write([]byte("GET /api/status HTTP/1.1\r\nHost: x\r\n\r\n"))
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/json" || resp.Header.Get("Date") != "" {
+			t.Errorf("request %d: %d %v", i, resp.StatusCode, resp.Header)
+		}
+	}
+}
+
+// TestReceiveFailed: the client goes away mid-upload → "Receive failed".
+func TestReceiveFailed(t *testing.T) {
+	d := startDevice(t, testConfig(Seed))
+	c, err := net.Dial("tcp", d.OTAAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := testImage(t, "1.0.1")
+	c.Write([]byte("POST /update HTTP/1.1\r\nContent-Length: " + itoa(len(img)) + "\r\n\r\n"))
+	c.Write(img[:5000])
+	c.Close()
+	st := waitUploads(t, d, 1)
+	if rec := st.Uploads[0]; rec.Text != "Receive failed" || rec.Bytes != 5000 {
+		t.Errorf("%+v", rec)
+	}
+	if st.Version != "1.0.0" || !slot(st, "ota_0").Empty {
+		t.Errorf("state %+v", st)
+	}
+}
+
+// TestMaxOpenSockets: with 7 connections open the httpd accepts no more
+// until one closes (max_open_sockets, no LRU purge).
+func TestMaxOpenSockets(t *testing.T) {
+	d := startDevice(t, testConfig(OTS))
+	var idle []net.Conn
+	for i := 0; i < 7; i++ {
+		c, err := net.Dial("tcp", d.WebAddr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		idle = append(idle, c)
+	}
+	time.Sleep(50 * time.Millisecond)      // let the device take all seven
+	c, err := net.Dial("tcp", d.WebAddr()) // the kernel's backlog takes it
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("GET /api/status HTTP/1.1\r\n\r\n"))
+	c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if n, err := c.Read(make([]byte, 10)); err == nil {
+		t.Fatalf("an eighth connection was served (%d bytes)", n)
+	}
+	idle[0].Close()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("after a slot freed: %v %v", resp, err)
+	}
+}
