@@ -80,7 +80,7 @@ no-return, power-loss@60%, refuse:5s, latency:5ms, no-connect-back, lose-ok
 	f := c.Flags()
 	f.IntVarP(&o.Devices, "devices", "n", 1, "number of devices")
 	f.StringVar(&o.Personality, "personality", "seed", "firmware to imitate: seed, ots, arduino or esp8266")
-	f.StringVar(&o.Chip, "chip", "esp32s3", "the devices' chip")
+	f.StringVar(&o.Chip, "chip", "esp32s3", "the devices' chip (esp8266 for the esp8266 personality)")
 	f.StringVar(&o.Project, "project", "ots-fw-main", "project name of the running image")
 	f.StringVar(&o.Version, "version", "1.0.0", "version of the running image")
 	f.StringVar(&o.ImageSize, "image-size", "", "size of the running image (default: small)")
@@ -138,7 +138,10 @@ func simFleetConfig(cmd *cobra.Command, a *app, o *simOptions) (sim.FleetConfig,
 	if err != nil {
 		return fc, usageError{err}
 	}
-	if _, err := parseChip(o.Chip); err != nil && pers != sim.ESP8266 {
+	chip := o.Chip
+	if pers == sim.ESP8266 && !cmd.Flags().Changed("chip") {
+		chip = "esp8266" // the only chip that personality runs on
+	} else if _, err := parseChip(chip); err != nil {
 		return fc, err
 	}
 	slot, err := partition.ParseSize(o.SlotSize)
@@ -190,7 +193,7 @@ func simFleetConfig(cmd *cobra.Command, a *app, o *simOptions) (sim.FleetConfig,
 		Logger:  a.log,
 		Template: sim.Config{
 			Personality: pers,
-			Chip:        o.Chip,
+			Chip:        chip,
 			Project:     o.Project,
 			Version:     o.Version,
 			ImageSize:   int(imgSize),
