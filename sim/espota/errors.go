@@ -48,29 +48,19 @@ type errDef struct {
 }
 
 // errDefs gives the code and text each core uses (Updater.cpp/Updater.h of
-// arduino-esp32 and esp8266/Arduino). A function rather than a map variable:
-// no package-level mutable state.
+// arduino-esp32 and esp8266/Arduino). The cores share codes 1–7; they differ
+// in the MD5 and magic-byte texts, and ESP8266 lacks the ESP32-only kinds.
+// A function rather than a map variable: no package-level mutable state.
 func errDefs(f Flavor, k UpdateErrKind) errDef {
 	if f == ESP8266 {
 		switch k {
-		case ErrKindWrite:
-			return errDef{1, "Flash Write Failed"}
-		case ErrKindErase:
-			return errDef{2, "Flash Erase Failed"}
-		case ErrKindRead:
-			return errDef{3, "Flash Read Failed"}
-		case ErrKindSpace:
-			return errDef{4, "Not Enough Space"}
-		case ErrKindSize:
-			return errDef{5, "Bad Size Given"}
-		case ErrKindStream:
-			return errDef{6, "Stream Read Timeout"}
 		case ErrKindMD5:
 			return errDef{7, "MD5 verification failed"}
 		case ErrKindMagicByte:
 			return errDef{10, "Magic byte is not 0xE9"}
+		case ErrKindActivate, ErrKindNoPartition, ErrKindBadArgument, ErrKindAborted:
+			return errDef{255, "UNKNOWN"}
 		}
-		return errDef{255, "UNKNOWN"}
 	}
 	switch k {
 	case ErrKindWrite:
