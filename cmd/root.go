@@ -36,11 +36,6 @@ func (a *app) color() bool {
 	return a.io.OutTTY && !a.opts.NoColor && !a.io.NoColorEnv && !a.opts.JSON
 }
 
-// progress reports whether progress may be drawn on stderr.
-func (a *app) progress() bool {
-	return a.io.ErrTTY && !a.opts.Quiet && !a.opts.JSON
-}
-
 // Execute runs the command line and returns the process exit code.
 func Execute(ctx context.Context, args []string, streams *IOStreams) int {
 	a := &app{io: streams}

@@ -33,33 +33,31 @@ type segFact struct {
 }
 
 type appFact struct {
-	file          string
-	size          int
-	chip          Chip
-	segs          []segFact
-	entry         uint32
-	mode, sizeF   byte
-	freq          byte
-	minRev        byte
-	minFull       uint16
-	maxFull       uint16
-	csOff         int
-	cs            byte
-	imgLen        int
-	digest        string
-	project       string
-	version       string
-	idf           string
-	date, time    string
-	efMin, efMax  uint16
-	mmu           uint8
-	sig           string
-	freqName      string
-	elfSHA        string
-	irom0DataOff  int // data offset of the first IROM segment, 0 = don't check
-	iromSegIndex  int
-	wantWarnings  []string
-	trailingBytes int
+	file         string
+	size         int
+	chip         Chip
+	segs         []segFact
+	entry        uint32
+	mode, sizeF  byte
+	freq         byte
+	minRev       byte
+	minFull      uint16
+	maxFull      uint16
+	csOff        int
+	cs           byte
+	imgLen       int
+	digest       string
+	project      string
+	version      string
+	idf          string
+	date, time   string
+	efMin, efMax uint16
+	mmu          uint8
+	sig          string
+	freqName     string
+	elfSHA       string
+	irom0DataOff int // data offset of the first IROM segment, 0 = don't check
+	iromSegIndex int
 }
 
 var appFacts = []appFact{

@@ -453,13 +453,6 @@ func (d *Device) notifyLocked() {
 	d.changed = make(chan struct{})
 }
 
-func (d *Device) setPhase(p Phase) {
-	d.mu.Lock()
-	d.phase = p
-	d.notifyLocked()
-	d.mu.Unlock()
-}
-
 func (d *Device) emit(e Event) {
 	e.Time = time.Now()
 	e.Device = d.s.Name

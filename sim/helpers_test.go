@@ -55,7 +55,6 @@ var imageCache sync.Map
 type imgKey struct {
 	chip, version string
 	size          int
-	noDigest      bool
 }
 
 func testImage(t testing.TB, version string) []byte { return testImageOf(t, "esp32s3", version, 0) }
