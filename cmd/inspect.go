@@ -201,6 +201,9 @@ func inspectFile(path string, p image.Policy) inspectResult {
 		r.Segments = len(img.Segments)
 		r.Entry = fmt.Sprintf("0x%08X", img.Header.Entry)
 		r.ImageLen = img.Len
+	}
+	// Checksum and digest only mean something once parsing reached them (not on a truncated file).
+	if (img.Kind == image.KindApp || img.Kind == image.KindBootloader) && img.Len > 0 {
 		ck := img.ChecksumOK
 		r.ChecksumOK = &ck
 		if img.Digest != nil {

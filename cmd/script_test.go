@@ -62,7 +62,7 @@ func TestScripts(t *testing.T) {
 }
 
 // cmdMkfile writes test inputs: `mkfile KIND OUT [chip project version size]`.
-// KIND is app, nodigest, corrupt-digest, elf or gzip.
+// KIND is app, nodigest, truncated, corrupt-digest, elf or gzip.
 func cmdMkfile(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) < 2 {
 		ts.Fatalf("usage: mkfile KIND OUT [chip project version size]")
@@ -84,6 +84,8 @@ func cmdMkfile(ts *testscript.TestScript, neg bool, args []string) {
 	ts.Check(err)
 	switch kind {
 	case "app", "nodigest":
+	case "truncated":
+		data = data[:1000]
 	case "corrupt-digest":
 		data[len(data)-1] ^= 0xFF
 	case "elf":
