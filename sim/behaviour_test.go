@@ -82,6 +82,7 @@ func TestBehaviours(t *testing.T) {
 			if st.BootCount != c.boots {
 				t.Errorf("boots: %d, want %d", st.BootCount, c.boots)
 			}
+			ev.waitCount(t, EventRollback, 1)
 			e, ok := ev.find(EventRollback)
 			if !ok || e.From != "1.0.1" || e.Version != "1.0.0" || e.Reason != c.wantReason {
 				t.Errorf("rollback event: %+v", e)
@@ -182,9 +183,7 @@ func TestFactoryCrashIsBootLoop(t *testing.T) {
 	if st.DownReason != "boot_loop" {
 		t.Errorf("down reason %q", st.DownReason)
 	}
-	if _, ok := ev.find(EventDown); !ok {
-		t.Error("no down event")
-	}
+	ev.waitCount(t, EventDown, 1)
 }
 
 func TestStartWaitCloseContext(t *testing.T) {

@@ -195,6 +195,20 @@ func (l *eventLog) find(k EventKind) (Event, bool) {
 	return Event{}, false
 }
 
+// waitCount waits until at least n events of kind k arrived: events are
+// emitted after the state change that waiters see, so a test that has seen
+// the state must still wait for the event.
+func (l *eventLog) waitCount(t testing.TB, k EventKind, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for l.count(k) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d %s event(s) expected, have %v", n, k, l.kinds())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func (l *eventLog) count(k EventKind) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
