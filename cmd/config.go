@@ -56,7 +56,9 @@ func applyConfig(cmd *cobra.Command, a *app) error {
 
 	var ferr error
 	set := func(f *pflag.Flag) {
-		if ferr != nil || f.Changed || f.Name == "config" || f.Name == "help" || f.Name == "version" {
+		// The root's --version is cobra's own switch; `sim --version` is an ordinary option.
+		rootVersion := f.Name == "version" && !cmd.HasParent()
+		if ferr != nil || f.Changed || f.Name == "config" || f.Name == "help" || rootVersion {
 			return
 		}
 		// A command-scoped key (inspect.max-size) wins over a top-level one (max-size).
