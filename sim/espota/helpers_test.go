@@ -305,6 +305,14 @@ func (h *host) invitation(cmd, size int, md5Hex string) string {
 
 func (h *host) send(msg string) { h.sendFrom(h.udp, msg) }
 
+// startUpload invites a device without a password to take img and accepts its connect-back.
+func (h *host) startUpload(img []byte) *net.TCPConn {
+	h.t.Helper()
+	h.send(h.invitation(0, len(img), md5hex(img)))
+	h.expectReply("OK")
+	return h.mustAccept()
+}
+
 func (h *host) sendFrom(c *net.UDPConn, msg string) {
 	h.t.Helper()
 	if _, err := c.WriteToUDP([]byte(msg), h.dev); err != nil {

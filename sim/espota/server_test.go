@@ -374,9 +374,7 @@ func TestWriteFailure(t *testing.T) {
 			h := newHost(t, d.addr)
 			img := image(4000)
 			img[0] = 0x00
-			h.send(h.invitation(0, len(img), md5hex(img)))
-			h.expectReply("OK")
-			c := h.mustAccept()
+			c := h.startUpload(img)
 			got, err := lockstep(c, img, 1024, 3*time.Second)
 			// No count for the failing read, just the error text, then close.
 			if got != tt.want {
@@ -513,9 +511,7 @@ func TestCountsRunTogether(t *testing.T) {
 	d := startDevice(t, testConfig(espota.ESP32), nil)
 	h := newHost(t, d.addr)
 	img := image(64 * 1024)
-	h.send(h.invitation(0, len(img), md5hex(img)))
-	h.expectReply("OK")
-	c := h.mustAccept()
+	c := h.startUpload(img)
 	if _, err := c.Write(img); err != nil {
 		t.Fatalf("write: %v", err)
 	}
@@ -539,9 +535,7 @@ func TestReceiveTimeout(t *testing.T) {
 		d := startDevice(t, testConfig(espota.ESP32), nil)
 		h := newHost(t, d.addr)
 		img := image(5000)
-		h.send(h.invitation(0, len(img), md5hex(img)))
-		h.expectReply("OK")
-		c := h.mustAccept()
+		c := h.startUpload(img)
 		if _, err := c.Write(img[:1024]); err != nil {
 			t.Fatal(err)
 		}
@@ -578,9 +572,7 @@ func TestReceiveTimeout(t *testing.T) {
 		d := startDevice(t, testConfig(espota.ESP8266), nil)
 		h := newHost(t, d.addr)
 		img := image(5000)
-		h.send(h.invitation(0, len(img), md5hex(img)))
-		h.expectReply("OK")
-		c := h.mustAccept()
+		c := h.startUpload(img)
 		if _, err := c.Write(img[:1024]); err != nil {
 			t.Fatal(err)
 		}
@@ -606,9 +598,7 @@ func TestReceiveTimeout(t *testing.T) {
 		d := startDevice(t, testConfig(espota.ESP8266), nil)
 		h := newHost(t, d.addr)
 		img := image(5000)
-		h.send(h.invitation(0, len(img), md5hex(img)))
-		h.expectReply("OK")
-		c := h.mustAccept()
+		c := h.startUpload(img)
 		if _, err := c.Write(img[:1000]); err != nil {
 			t.Fatal(err)
 		}
@@ -723,9 +713,7 @@ func TestBusyDeviceIgnoresInvitations(t *testing.T) {
 			h := newHost(t, d.addr)
 			other := newHost(t, d.addr)
 			img := image(3000)
-			h.send(h.invitation(0, len(img), md5hex(img)))
-			h.expectReply("OK")
-			c := h.mustAccept()
+			c := h.startUpload(img)
 			if _, err := c.Write(img[:1000]); err != nil {
 				t.Fatal(err)
 			}
@@ -755,9 +743,7 @@ func TestESP32QueuedInvitationAnsweredAfterFailure(t *testing.T) {
 	h := newHost(t, d.addr)
 	other := newHost(t, d.addr)
 	img := image(3000)
-	h.send(h.invitation(0, len(img), md5hex(img)))
-	h.expectReply("OK")
-	c := h.mustAccept()
+	c := h.startUpload(img)
 	other.send(other.invitation(0, 10, md5hex(image(10))))
 	other.expectNoReply(other.udp, 50*time.Millisecond)
 	c.Close() // the update fails
@@ -812,9 +798,7 @@ func TestServeStopsOnCancelMidTransfer(t *testing.T) {
 	go func() { done <- srv.Serve(ctx, pc) }()
 	h := newHost(t, pc.LocalAddr().(*net.UDPAddr))
 	img := image(3000)
-	h.send(h.invitation(0, len(img), md5hex(img)))
-	h.expectReply("OK")
-	c := h.mustAccept()
+	c := h.startUpload(img)
 	if _, err := c.Write(img[:100]); err != nil {
 		t.Fatal(err)
 	}
@@ -912,9 +896,7 @@ func TestESP8266FinalOKDelay(t *testing.T) {
 	d := startDevice(t, cfg, nil)
 	h := newHost(t, d.addr)
 	img := image(1000)
-	h.send(h.invitation(0, len(img), md5hex(img)))
-	h.expectReply("OK")
-	c := h.mustAccept()
+	c := h.startUpload(img)
 	if _, err := c.Write(img); err != nil {
 		t.Fatal(err)
 	}
