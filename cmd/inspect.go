@@ -49,9 +49,7 @@ Exit status: 0 when every file is uploadable, 1 when any has errors, 2 on usage 
 	f.StringVar(&o.Partitions, "partitions", "", "partitions.csv or binary partition table to read the OTA slot size from")
 	c.MarkFlagsMutuallyExclusive("max-size", "partitions")
 	_ = c.MarkFlagFilename("partitions", "csv", "bin")
-	_ = c.RegisterFlagCompletionFunc("chip", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
-		return chipNames(), cobra.ShellCompDirectiveNoFileComp
-	})
+	completeChips(c)
 	return c
 }
 
@@ -62,6 +60,13 @@ func chipNames() []string {
 		names = append(names, c.String())
 	}
 	return names
+}
+
+// completeChips offers the known chip names for a command's --chip flag.
+func completeChips(c *cobra.Command) {
+	_ = c.RegisterFlagCompletionFunc("chip", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+		return chipNames(), cobra.ShellCompDirectiveNoFileComp
+	})
 }
 
 // parseChip reads a --chip value; an unknown name is a usage error listing the known ones.

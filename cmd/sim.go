@@ -106,7 +106,11 @@ no-return, power-loss@60%, refuse:5s, latency:5ms, no-connect-back, lose-ok
 	c.MarkFlagsMutuallyExclusive("base-ip", "listen")
 	c.MarkFlagsMutuallyExclusive("mdns-interface", "no-mdns")
 	_ = c.RegisterFlagCompletionFunc("personality", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
-		return []string{"seed", "ots", "arduino", "esp8266"}, cobra.ShellCompDirectiveNoFileComp
+		var names []string
+		for _, p := range sim.Personalities() {
+			names = append(names, string(p))
+		}
+		return names, cobra.ShellCompDirectiveNoFileComp
 	})
 	c.AddCommand(newSimImageCmd(a))
 	return c

@@ -47,9 +47,7 @@ It does not run on hardware: the segments hold deterministic filler.`,
 	f.StringVarP(&o.Output, "output", "o", "", "file to write (required)")
 	_ = c.MarkFlagRequired("output")
 	_ = c.MarkFlagFilename("output", "bin")
-	_ = c.RegisterFlagCompletionFunc("chip", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
-		return chipNames(), cobra.ShellCompDirectiveNoFileComp
-	})
+	completeChips(c)
 	return c
 }
 

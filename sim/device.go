@@ -735,38 +735,32 @@ type servers struct {
 }
 
 func (d *Device) listenTCP(port int) (net.Listener, error) {
-	addr := net.JoinHostPort(d.s.IP.String(), strconv.Itoa(port))
 	var lc net.ListenConfig
-	var err error
-	// A port in TIME_WAIT or just released may need a moment to rebind.
-	for i := 0; i < 20; i++ {
-		var ln net.Listener
-		ln, err = lc.Listen(d.ctx, "tcp", addr)
-		if err == nil {
-			return ln, nil
-		}
-		if port == 0 || !sleepCtx(d.ctx, 50*time.Millisecond) {
-			break
-		}
-	}
-	return nil, fmt.Errorf("listen on tcp %s: %w", addr, err)
+	return rebind(d, "tcp", port, func(addr string) (net.Listener, error) { return lc.Listen(d.ctx, "tcp", addr) })
 }
 
 func (d *Device) listenUDP(port int) (net.PacketConn, error) {
-	addr := net.JoinHostPort(d.s.IP.String(), strconv.Itoa(port))
 	var lc net.ListenConfig
-	var err error
+	return rebind(d, "udp", port, func(addr string) (net.PacketConn, error) { return lc.ListenPacket(d.ctx, "udp", addr) })
+}
+
+// rebind listens on the device's address; a fixed port just released by the
+// previous boot (or in TIME_WAIT) may need a moment, so it retries briefly.
+func rebind[T any](d *Device, network string, port int, listen func(addr string) (T, error)) (T, error) {
+	addr := net.JoinHostPort(d.s.IP.String(), strconv.Itoa(port))
+	var (
+		l   T
+		err error
+	)
 	for i := 0; i < 20; i++ {
-		var pc net.PacketConn
-		pc, err = lc.ListenPacket(d.ctx, "udp", addr)
-		if err == nil {
-			return pc, nil
+		if l, err = listen(addr); err == nil {
+			return l, nil
 		}
 		if port == 0 || !sleepCtx(d.ctx, 50*time.Millisecond) {
 			break
 		}
 	}
-	return nil, fmt.Errorf("listen on udp %s: %w", addr, err)
+	return l, fmt.Errorf("listen on %s %s: %w", network, addr, err)
 }
 
 func portOf(a net.Addr) int {

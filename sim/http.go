@@ -1,8 +1,6 @@
 package sim
 
 import (
-	"encoding/json"
-
 	"errors"
 	"fmt"
 	"github.com/ots-ota/ots-ota/auth"
@@ -174,14 +172,9 @@ type otaStatus struct {
 
 func (d *Device) handleOTAStatus(r *request) error {
 	st := d.State()
-	body, err := json.Marshal(otaStatus{
+	return r.sendJSON(otaStatus{
 		Project: st.Project, Version: st.Version, IDF: st.IDFVer, Chip: st.Chip,
 		Running: st.Running, Boot: st.Boot, State: st.AppState, SecureVersion: st.SecureVersion,
 		ELFSHA256: st.ELFSHA256, SlotSize: st.SlotSize, UptimeS: int64(st.Uptime / time.Second),
 	})
-	if err != nil {
-		r.sendErr(500, "")
-		return errClose
-	}
-	return r.send(200, typeJSON, string(body))
 }

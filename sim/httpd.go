@@ -28,6 +28,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -466,6 +467,16 @@ func (r *request) recv(buf []byte) (int, error) {
 }
 
 // send is httpd_resp_send.
+// sendJSON answers 200 with v as JSON; a value that cannot be encoded is a 500.
+func (r *request) sendJSON(v any) error {
+	body, err := json.Marshal(v)
+	if err != nil {
+		r.sendErr(500, "")
+		return errClose
+	}
+	return r.send(200, typeJSON, string(body))
+}
+
 func (r *request) send(code int, ctype, body string, extra ...header) error {
 	status, ok := statusLines[code]
 	if !ok {

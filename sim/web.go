@@ -1,7 +1,6 @@
 package sim
 
 import (
-	"encoding/json"
 	"fmt"
 	"html"
 	"time"
@@ -47,7 +46,7 @@ type apiStatus struct {
 
 func (d *Device) handleAPIStatus(r *request) error {
 	st := d.State()
-	body, err := json.Marshal(apiStatus{
+	return r.sendJSON(apiStatus{
 		FirmwareVersion: st.Version,
 		Mode:            "STA",
 		IP:              d.s.IP.String(),
@@ -59,11 +58,6 @@ func (d *Device) handleAPIStatus(r *request) error {
 		Uptime:          int64(st.Uptime / time.Second),
 		FreeHeap:        183_452,
 	})
-	if err != nil {
-		r.sendErr(500, "")
-		return errClose
-	}
-	return r.send(200, typeJSON, string(body))
 }
 
 // handleWebUpload is the web app's upload handler: the size check first,
