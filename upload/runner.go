@@ -218,6 +218,15 @@ type device struct {
 	lastByte  time.Time
 }
 
+// known is the target with its protocol once decided.
+func (d *device) known() Target {
+	t := d.t
+	if d.proto != Auto {
+		t.Protocol = d.proto
+	}
+	return t
+}
+
 type runner struct {
 	fw   *Firmware
 	opts Options
@@ -582,7 +591,7 @@ func (r *runner) update(ctx context.Context, d *device, stop *string) {
 		// lose-ok, an HTTP 200 cut by the reset): only the running
 		// version can tell whether it took.
 		if r.wholeTaken(d) && transient(de.Class) && !r.opts.NoVerify && r.canTell(d) {
-			v := r.verify(ctx, d, verifySpec{target: d.t, protocol: d.proto, img: r.img, before: d.facts, accepted: time.Now(), lostAnswer: true})
+			v := r.verify(ctx, d, verifySpec{target: d.known(), protocol: d.proto, img: r.img, before: d.facts, accepted: time.Now(), lostAnswer: true})
 			if v.outcome == Updated || v.outcome == RolledBack {
 				r.apply(d, v)
 				return
@@ -625,7 +634,7 @@ func (r *runner) update(ctx context.Context, d *device, stop *string) {
 		d.res.Outcome, d.res.Message = Accepted, "the device accepted the image (not verified: --no-verify)"
 		return
 	}
-	v := r.verify(ctx, d, verifySpec{target: d.t, protocol: d.proto, img: r.img, before: d.facts, accepted: time.Now()})
+	v := r.verify(ctx, d, verifySpec{target: d.known(), protocol: d.proto, img: r.img, before: d.facts, accepted: time.Now()})
 	r.apply(d, v)
 }
 

@@ -142,8 +142,10 @@ func (r *runner) verify(ctx context.Context, d *device, s verifySpec) verdict {
 		}
 		runsNew := f.Version != "" && (f.Version == newV && newV != oldV ||
 			s.img.elf != "" && sameELF(f.ELFSHA256, s.img.elf) && !sameELF(s.before.ELFSHA256, s.img.elf))
+		// uptime_s is in whole seconds: only an uptime a second shorter than
+		// the time since acceptance proves a restart.
 		rebooted := sawBack || runsNew ||
-			(f.UptimeKnown && f.Answered && f.Uptime < time.Since(s.accepted))
+			(f.UptimeKnown && f.Answered && s.before.UptimeKnown && s.before.Uptime > 0 && f.Uptime+time.Second < time.Since(s.accepted))
 		if !http {
 			// espota devices tell nothing but mDNS TXT: a fresh record with
 			// the new version is the only sign the image runs.
