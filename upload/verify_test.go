@@ -171,7 +171,6 @@ func TestVerifyAgainstSim(t *testing.T) {
 	}
 }
 
-
 func mustFault(spec string) sim.Fault {
 	f, err := sim.ParseFault(spec)
 	if err != nil {
