@@ -1,0 +1,634 @@
+package upload
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ots-ota/ots-ota/auth"
+	"github.com/ots-ota/ots-ota/sim"
+)
+
+// --- helpers (prefixed http… so they do not clash with the other transports' tests)
+
+var httpImages sync.Map
+
+// httpImage is a valid esp32s3 app image of about size bytes (0 = small).
+func httpImage(t testing.TB, version string, size int) *Firmware {
+	t.Helper()
+	k := version + "/" + strconv.Itoa(size)
+	if fw, ok := httpImages.Load(k); ok {
+		return fw.(*Firmware)
+	}
+	b, err := sim.Image("esp32s3", "ots-fw-main", version, size)
+	if err != nil {
+		t.Fatalf("build image: %v", err)
+	}
+	fw := NewFirmware("fw-"+version+".bin", b, false)
+	httpImages.Store(k, fw)
+	return fw
+}
+
+// httpTiming is FastTiming; tweak it per test.
+func httpTiming() *sim.Timing {
+	t := sim.FastTiming()
+	return &t
+}
+
+func httpDevice(t testing.TB, cfg sim.Config) *sim.Device {
+	t.Helper()
+	if cfg.Timing == nil {
+		cfg.Timing = httpTiming()
+	}
+	if cfg.Seed == 0 {
+		cfg.Seed = 1
+	}
+	d, err := sim.Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("start sim: %v", err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+// httpTarget is the device's OTA port as a Target.
+func httpTarget(t testing.TB, addr, path string) Target {
+	t.Helper()
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := strconv.Atoi(port)
+	return Target{Name: "dev", Host: host, Port: p, Path: path, Protocol: HTTP}
+}
+
+func httpCtx(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// events collects a transfer's events.
+type httpEvents struct {
+	mu sync.Mutex
+	ev []Event
+}
+
+func (l *httpEvents) emit(e Event) {
+	l.mu.Lock()
+	e.Time = time.Now()
+	l.ev = append(l.ev, e)
+	l.mu.Unlock()
+}
+
+func (l *httpEvents) all() []Event {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]Event(nil), l.ev...)
+}
+
+func asDeviceError(t testing.TB, err error) *DeviceError {
+	t.Helper()
+	var de *DeviceError
+	if !errors.As(err, &de) {
+		t.Fatalf("want a *DeviceError, got %T %v", err, err)
+	}
+	if de.Reason == "" {
+		t.Errorf("DeviceError without a reason: %+v", de)
+	}
+	return de
+}
+
+func waitHTTPUploads(t testing.TB, d *sim.Device, n int) sim.State {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := d.WaitState(ctx, func(s sim.State) bool { return len(s.Uploads) >= n })
+	if err != nil {
+		t.Fatalf("wait for %d uploads: %v", n, err)
+	}
+	return st
+}
+
+// waitValid waits until the device serves a valid image again (after an
+// update the sim reboots and answers "OTA begin failed" while pending).
+func waitValid(t testing.TB, d *sim.Device, version string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := d.WaitState(ctx, func(s sim.State) bool {
+		return s.Up && !s.Refusing && s.Version == version && s.AppState == sim.StateValid
+	}); err != nil {
+		t.Fatalf("device never came back valid on %s: %v", version, err)
+	}
+}
+
+// --- uploads against the simulator
+
+func TestHTTPSeedAuth(t *testing.T) {
+	fw := httpImage(t, "1.0.1", 128<<10)
+	d := httpDevice(t, sim.Config{Personality: sim.Seed, Password: auth.NewSecret("s3cret")})
+	tg := httpTarget(t, d.OTAAddr(), "")
+	tr := &HTTPTransport{}
+	for _, tc := range []struct {
+		name   string
+		cred   Credentials
+		status int
+		words  string
+	}{
+		{"missing", Credentials{}, 401, "Authentication required"},
+		{"wrong token", Credentials{Token: auth.NewSecret("wrong-token")}, 403, "Invalid credentials"},
+		{"basic to a bearer device", Credentials{User: "admin", Password: auth.NewSecret("s3cret")}, 403, "Invalid credentials"},
+		{"wrong password alone", Credentials{Password: auth.NewSecret("nope-nope")}, 403, "Invalid credentials"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var ev httpEvents
+			err := tr.Send(httpCtx(t), tg, fw, tc.cred, ev.emit)
+			de := asDeviceError(t, err)
+			if de.Class != ClassAuth || de.Status != tc.status || de.Words != tc.words {
+				t.Fatalf("got class %s status %d words %q, want auth %d %q", de.Class, de.Status, de.Words, tc.status, tc.words)
+			}
+			if de.Class.Retries(3) != 0 {
+				t.Errorf("auth failures must not be retried")
+			}
+			for _, s := range tc.cred.secrets() {
+				if strings.Contains(de.Error(), s) || strings.Contains(fmt.Sprintf("%+v %v", de, de.Err), s) {
+					t.Errorf("secret in error: %q", de.Error())
+				}
+				for _, e := range ev.all() {
+					if strings.Contains(fmt.Sprintf("%+v", e), s) {
+						t.Errorf("secret in event %+v", e)
+					}
+				}
+			}
+		})
+	}
+	st := d.State()
+	for _, u := range st.Uploads {
+		if u.Outcome != "auth_failed" {
+			t.Errorf("device saw an upload past auth: %+v", u)
+		}
+	}
+
+	// The right token, as --token and as --password alone: accepted.
+	for i, cred := range []Credentials{{Token: auth.NewSecret("s3cret")}, {Password: auth.NewSecret("s3cret")}} {
+		version := fmt.Sprintf("1.0.%d", 2+i)
+		fw := httpImage(t, version, 128<<10)
+		if err := tr.Send(httpCtx(t), tg, fw, cred, nil); err != nil {
+			t.Fatalf("right secret (%d): %v", i, err)
+		}
+		waitValid(t, d, version)
+	}
+}
+
+func TestHTTPOTS(t *testing.T) {
+	d := httpDevice(t, sim.Config{Personality: sim.OTS, WebPort: 0})
+	tr := &HTTPTransport{}
+	// Port 3232, /update: no auth enforced; a Basic header is accepted.
+	fw := httpImage(t, "1.0.1", 128<<10)
+	if err := tr.Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), fw, Credentials{User: "admin", Password: auth.NewSecret("x")}, nil); err != nil {
+		t.Fatalf("ots /update: %v", err)
+	}
+	st := waitHTTPUploads(t, d, 1)
+	if u := st.Uploads[0]; u.Outcome != "ok" || u.Text != "Update successful, rebooting..." || u.Bytes != fw.Size() {
+		t.Fatalf("device record %+v", u)
+	}
+	waitValid(t, d, "1.0.1")
+
+	// The web app on its own port: POST /ota/upload.
+	fw2 := httpImage(t, "1.0.2", 128<<10)
+	web := httpTarget(t, d.WebAddr(), "/ota/upload")
+	if err := tr.Send(httpCtx(t), web, fw2, Credentials{}, nil); err != nil {
+		t.Fatalf("ots web /ota/upload: %v", err)
+	}
+	st = waitHTTPUploads(t, d, 2)
+	if u := st.Uploads[1]; u.Outcome != "ok" || u.Path != "/ota/upload" || u.Text != "Upload successful. Rebooting..." {
+		t.Fatalf("device record %+v", u)
+	}
+	waitValid(t, d, "1.0.2")
+
+	// The web app refuses more than 3 MB before reading any of it.
+	big := &Firmware{Name: "big.bin", Data: make([]byte, 3<<20+1)}
+	big.Data[0] = 0xE9
+	de := asDeviceError(t, tr.Send(httpCtx(t), web, big, Credentials{}, nil))
+	if de.Class != ClassRejected || de.Status != 400 || de.Words != "Invalid firmware size" {
+		t.Fatalf("3 MB + 1 to the web app: %+v", de)
+	}
+	// A path no handler serves.
+	de = asDeviceError(t, tr.Send(httpCtx(t), httpTarget(t, d.OTAAddr(), "/nope"), fw2, Credentials{}, nil))
+	if de.Class != ClassRejected || de.Status != 404 {
+		t.Fatalf("unknown path: %+v", de)
+	}
+}
+
+// "Write failed" mid-upload with the RST right behind the answer (lwIP's
+// close with unread data): the device's words must still be reported.
+func TestHTTPWriteFailedWithRST(t *testing.T) {
+	tm := httpTiming()
+	tm.ErrorCloseDelay = 0
+	d := httpDevice(t, sim.Config{Personality: sim.Seed, Timing: tm})
+	f, err := sim.ParseFault("error@30%")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.SetFaults(f)
+	fw := httpImage(t, "1.0.1", 1<<20)
+	tr := &HTTPTransport{}
+	const tries = 5
+	for i := range tries {
+		de := asDeviceError(t, tr.Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), fw, Credentials{}, nil))
+		if de.Class != ClassWriteFailed || de.Status != 500 || de.Words != "Write failed" {
+			t.Fatalf("try %d: got %s %d %q (%v), want write-failed 500 \"Write failed\"", i, de.Class, de.Status, de.Words, de.Err)
+		}
+		st := waitHTTPUploads(t, d, i+1)
+		rec := st.Uploads[i]
+		if de.Taken < rec.Bytes || de.Taken >= fw.Size() {
+			t.Errorf("try %d: taken %d, the device read %d of %d", i, de.Taken, rec.Bytes, fw.Size())
+		}
+		if !strings.Contains(de.Error(), "Write failed") {
+			t.Errorf("error text %q lacks the device's words", de.Error())
+		}
+	}
+}
+
+// A first byte that is not 0xE9: the device answers Write failed at once.
+func TestHTTPWrongMagic(t *testing.T) {
+	tm := httpTiming()
+	tm.ErrorCloseDelay = 0
+	d := httpDevice(t, sim.Config{Personality: sim.OTS, Timing: tm})
+	bad := &Firmware{Name: "bad.bin", Data: make([]byte, 512<<10)}
+	de := asDeviceError(t, (&HTTPTransport{}).Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), bad, Credentials{}, nil))
+	if de.Class != ClassWriteFailed || de.Status != 500 || de.Words != "Write failed" {
+		t.Fatalf("got %+v", de)
+	}
+}
+
+// A corrupted image is received whole and rejected at esp_ota_end.
+func TestHTTPEndFailed(t *testing.T) {
+	d := httpDevice(t, sim.Config{Personality: sim.OTS})
+	fw := httpImage(t, "1.0.1", 128<<10)
+	data := append([]byte(nil), fw.Data...)
+	data[len(data)/2] ^= 0xFF
+	de := asDeviceError(t, (&HTTPTransport{}).Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), NewFirmware("c.bin", data, false), Credentials{}, nil))
+	if de.Class != ClassRejected || de.Status != 500 || de.Words != "OTA end failed" || de.Taken != int64(len(data)) {
+		t.Fatalf("got %+v", de)
+	}
+}
+
+// The device stops reading mid-upload: the idle timeout fires.
+func TestHTTPStallIdleTimeout(t *testing.T) {
+	d := httpDevice(t, sim.Config{Personality: sim.OTS})
+	f, _ := sim.ParseFault("stall@50%:30s")
+	d.SetFaults(f)
+	fw := httpImage(t, "1.0.1", 1<<20)
+	tr := &HTTPTransport{IdleTimeout: 500 * time.Millisecond, ProgressInterval: 20 * time.Millisecond}
+	de := asDeviceError(t, tr.Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), fw, Credentials{}, nil))
+	if de.Class != ClassTimeout || de.Status != 0 || de.Taken == 0 || de.Taken >= fw.Size() {
+		t.Fatalf("got %+v", de)
+	}
+	if de.Class.Retries(3) != 3 {
+		t.Errorf("a timeout is retried")
+	}
+}
+
+// The overall timeout bounds a device that keeps stalling.
+func TestHTTPOverallTimeout(t *testing.T) {
+	d := httpDevice(t, sim.Config{Personality: sim.OTS})
+	f, _ := sim.ParseFault("stall@10%:30s")
+	d.SetFaults(f)
+	fw := httpImage(t, "1.0.1", 256<<10)
+	tr := &HTTPTransport{Timeout: 300 * time.Millisecond}
+	de := asDeviceError(t, tr.Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), fw, Credentials{}, nil))
+	if de.Class != ClassTimeout || !strings.Contains(de.Reason, "overall timeout") {
+		t.Fatalf("got %+v", de)
+	}
+}
+
+// Ctrl-C: the upload stops, and the error says it was interrupted.
+func TestHTTPCancel(t *testing.T) {
+	d := httpDevice(t, sim.Config{Personality: sim.OTS})
+	f, _ := sim.ParseFault("stall@10%:30s")
+	d.SetFaults(f)
+	fw := httpImage(t, "1.0.1", 256<<10)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var once sync.Once
+	emit := func(e Event) {
+		if e.Phase == PhaseErasing || e.Phase == PhaseUploading {
+			once.Do(func() { go cancel() })
+		}
+	}
+	err := (&HTTPTransport{}).Send(ctx, httpTarget(t, d.OTAAddr(), ""), fw, Credentials{}, emit)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("got %v, want it to wrap context.Canceled", err)
+	}
+	asDeviceError(t, err)
+}
+
+// Faults that end the upload without an answer.
+func TestHTTPNoAnswerFaults(t *testing.T) {
+	fw := httpImage(t, "1.0.1", 1<<20)
+	for _, tc := range []struct {
+		fault string
+		want  []Class // today's sim closes on power loss; a silent one times out
+	}{
+		{"drop@40%", []Class{ClassNetwork}},
+		{"power-loss@60%", []Class{ClassNetwork, ClassTimeout}},
+	} {
+		t.Run(tc.fault, func(t *testing.T) {
+			tm := httpTiming()
+			tm.BootTime = time.Second // the device stays away while the client reports
+			d := httpDevice(t, sim.Config{Personality: sim.OTS, Timing: tm})
+			f, err := sim.ParseFault(tc.fault)
+			if err != nil {
+				t.Fatal(err)
+			}
+			d.SetFaults(f)
+			tr := &HTTPTransport{IdleTimeout: 2 * time.Second}
+			de := asDeviceError(t, tr.Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), fw, Credentials{}, nil))
+			ok := false
+			for _, c := range tc.want {
+				ok = ok || de.Class == c
+			}
+			if !ok || de.Status != 0 || de.Words != "" || de.Taken >= fw.Size() {
+				t.Fatalf("got %s %d %q taken %d: %s", de.Class, de.Status, de.Words, de.Taken, de.Reason)
+			}
+			if de.Class == ClassNetwork && !strings.Contains(de.Reason, "cut the upload at") {
+				t.Errorf("reason %q should say where the device cut the upload", de.Reason)
+			}
+		})
+	}
+}
+
+// A device whose listener is closed (refuse fault): a refused connect.
+func TestHTTPRefused(t *testing.T) {
+	d := httpDevice(t, sim.Config{Personality: sim.OTS})
+	f, _ := sim.ParseFault("refuse:30s")
+	d.SetFaults(f)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := d.WaitState(ctx, func(s sim.State) bool { return s.Refusing }); err != nil {
+		t.Fatal(err)
+	}
+	de := asDeviceError(t, (&HTTPTransport{}).Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), httpImage(t, "1.0.1", 0), Credentials{}, nil))
+	if de.Class != ClassNetwork || !strings.Contains(de.Reason, "refused") {
+		t.Fatalf("got %+v", de)
+	}
+	if len(d.State().Uploads) != 0 {
+		t.Errorf("an upload reached a refusing device")
+	}
+}
+
+// Progress: erasing at 0 taken first, then uploading, then finishing with
+// every byte; never backwards.
+func TestHTTPProgressShowsEraseStall(t *testing.T) {
+	tm := httpTiming()
+	tm.EraseRate = 4 << 20 // a 2 MiB slot erases in 0.5 s
+	tm.WriteRate = 4 << 20
+	d := httpDevice(t, sim.Config{Personality: sim.OTS, Timing: tm})
+	fw := httpImage(t, "1.0.1", 1<<20)
+	var ev httpEvents
+	tr := &HTTPTransport{ProgressInterval: 10 * time.Millisecond}
+	if err := tr.Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), fw, Credentials{}, ev.emit); err != nil {
+		t.Fatal(err)
+	}
+	all := ev.all()
+	if len(all) < 3 || all[0].Phase != PhaseConnecting || all[1].Phase != PhaseErasing || all[1].Done != 0 {
+		t.Fatalf("want connecting, then erasing at 0; got %+v", all)
+	}
+	last := all[len(all)-1]
+	if last.Phase != PhaseFinishing || last.Done != fw.Size() || last.Total != fw.Size() {
+		t.Fatalf("last event %+v, want finishing with all %d bytes", last, fw.Size())
+	}
+	order := map[Phase]int{PhaseConnecting: 0, PhaseErasing: 1, PhaseUploading: 2, PhaseFinishing: 3}
+	var prev Event
+	sawUploading := false
+	for i, e := range all {
+		if i > 0 && (e.Done < prev.Done || order[e.Phase] < order[prev.Phase]) {
+			t.Fatalf("event %d went backwards: %+v after %+v", i, e, prev)
+		}
+		if e.Phase == PhaseErasing && e.Done > eraseWindow {
+			// Today's sim takes what the loopback socket buffers during the
+			// erase; with a device-sized window this is the erase stall.
+			t.Logf("erasing with %d taken", e.Done)
+		}
+		sawUploading = sawUploading || e.Phase == PhaseUploading
+		prev = e
+	}
+	if !sawUploading {
+		t.Errorf("no uploading event in %+v", all)
+	}
+	// The stall is visible: the device took at most its window for a
+	// good part of the erase (several polls in a row at ≤ eraseWindow).
+	stalled := 0
+	for _, e := range all {
+		if e.Phase == PhaseErasing {
+			stalled++
+		}
+	}
+	t.Logf("%d events, %d while erasing: %+v", len(all), stalled, all)
+}
+
+// --- the wire, against raw listeners
+
+// rawServer accepts one connection and runs serve on it.
+func rawServer(t *testing.T, serve func(c net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		serve(c)
+	}()
+	t.Cleanup(func() { ln.Close(); <-done })
+	return ln.Addr().String()
+}
+
+// readRequest reads the head and body of one request.
+func readRequest(br *bufio.Reader) (head []string, body []byte, err error) {
+	for {
+		l, err := br.ReadString('\n')
+		if err != nil {
+			return head, nil, err
+		}
+		l = strings.TrimRight(l, "\r\n")
+		if l == "" {
+			break
+		}
+		head = append(head, l)
+	}
+	n := -1
+	for _, h := range head[1:] {
+		if k, v, _ := strings.Cut(h, ":"); strings.EqualFold(k, "content-length") {
+			n, _ = strconv.Atoi(strings.TrimSpace(v))
+		}
+	}
+	if n < 0 {
+		return head, nil, errors.New("no content-length")
+	}
+	body = make([]byte, n)
+	_, err = io.ReadFull(br, body)
+	return head, body, err
+}
+
+func TestHTTPRequestOnTheWire(t *testing.T) {
+	fw := &Firmware{Name: "x.bin", Data: []byte("\xe9 some image bytes")}
+	for _, tc := range []struct {
+		name string
+		cred Credentials
+		path string
+		port bool
+		auth string
+	}{
+		{"token", Credentials{Token: auth.NewSecret("tok"), Password: auth.NewSecret("pw")}, "", true, "Bearer tok"},
+		{"basic", Credentials{User: "admin", Password: auth.NewSecret("pw")}, "/ota/upload", true, "Basic YWRtaW46cHc="},
+		{"password alone", Credentials{Password: auth.NewSecret("pw")}, "", true, "Bearer pw"},
+		{"none", Credentials{}, "/update", true, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var head []string
+			var body []byte
+			addr := rawServer(t, func(c net.Conn) {
+				var err error
+				head, body, err = readRequest(bufio.NewReader(c))
+				if err != nil {
+					t.Errorf("server read: %v", err)
+				}
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 2\r\n\r\nok")
+			})
+			tg := httpTarget(t, addr, tc.path)
+			if err := (&HTTPTransport{}).Send(httpCtx(t), tg, fw, tc.cred, nil); err != nil {
+				t.Fatal(err)
+			}
+			path := tc.path
+			if path == "" {
+				path = "/update"
+			}
+			want := map[string]string{
+				"host": addr, "content-type": "application/octet-stream",
+				"content-length": strconv.Itoa(len(fw.Data)), "authorization": tc.auth,
+			}
+			if head[0] != "POST "+path+" HTTP/1.1" {
+				t.Errorf("request line %q", head[0])
+			}
+			got := map[string]string{}
+			size := 0
+			for _, h := range head[1:] {
+				k, v, _ := strings.Cut(h, ":")
+				got[strings.ToLower(k)] = strings.TrimSpace(v)
+				size += len(h) + 2
+			}
+			for k, v := range want {
+				if got[k] != v {
+					t.Errorf("header %s = %q, want %q", k, got[k], v)
+				}
+			}
+			for _, k := range []string{"transfer-encoding", "expect"} {
+				if _, ok := got[k]; ok {
+					t.Errorf("header %s must not be sent", k)
+				}
+			}
+			if size > 256 {
+				t.Errorf("headers take %d bytes; ESP-IDF's httpd allows 512 in all", size)
+			}
+			if string(body) != string(fw.Data) {
+				t.Errorf("body %q", body)
+			}
+		})
+	}
+}
+
+// A device that echoes the secret in its answer: the words are redacted.
+func TestHTTPRedactsEchoedSecret(t *testing.T) {
+	addr := rawServer(t, func(c net.Conn) {
+		head, _, _ := readRequest(bufio.NewReader(c))
+		var authz string
+		for _, h := range head {
+			if k, v, _ := strings.Cut(h, ":"); strings.EqualFold(k, "authorization") {
+				authz = strings.TrimSpace(v)
+			}
+		}
+		msg := "bad header " + authz
+		fmt.Fprintf(c, "HTTP/1.1 403 Forbidden\r\nContent-Length: %d\r\n\r\n%s", len(msg), msg)
+	})
+	fw := &Firmware{Data: []byte{0xE9, 1, 2, 3}}
+	err := (&HTTPTransport{}).Send(httpCtx(t), httpTarget(t, addr, ""), fw, Credentials{Token: auth.NewSecret("hunter22")}, nil)
+	de := asDeviceError(t, err)
+	if de.Class != ClassAuth || strings.Contains(de.Error(), "hunter22") || !strings.Contains(de.Words, "[redacted]") {
+		t.Fatalf("got %+v", de)
+	}
+}
+
+// A 200 before the image was sent is not an acceptance.
+func TestHTTPEarlyOKIsNotSuccess(t *testing.T) {
+	sent := make(chan struct{})
+	addr := rawServer(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			l, err := br.ReadString('\n')
+			if err != nil || l == "\r\n" {
+				break
+			}
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		// Then read nothing and keep the connection open.
+		<-sent
+	})
+	fw := &Firmware{Data: make([]byte, 8<<20)}
+	de := asDeviceError(t, (&HTTPTransport{IdleTimeout: 300 * time.Millisecond}).Send(httpCtx(t), httpTarget(t, addr, ""), fw, Credentials{}, nil))
+	close(sent)
+	if de.Class != ClassRejected || de.Status != 200 {
+		t.Fatalf("got %+v", de)
+	}
+}
+
+// Something that is not HTTP on the port.
+func TestHTTPNotHTTP(t *testing.T) {
+	addr := rawServer(t, func(c net.Conn) {
+		io.WriteString(c, "SSH-2.0-OpenSSH_9.2\r\n")
+	})
+	de := asDeviceError(t, (&HTTPTransport{}).Send(httpCtx(t), httpTarget(t, addr, ""), &Firmware{Data: []byte{0xE9}}, Credentials{}, nil))
+	if de.Class != ClassRejected || !strings.Contains(de.Reason, "not HTTP") {
+		t.Fatalf("got %+v", de)
+	}
+}
+
+func TestHTTPRejectsBadInputs(t *testing.T) {
+	tr := &HTTPTransport{}
+	tg := Target{Host: "127.0.0.1", Port: 1}
+	for _, tc := range []struct {
+		name string
+		tg   Target
+		fw   *Firmware
+		cred Credentials
+		want Class
+	}{
+		{"filesystem", tg, &Firmware{Data: []byte{1}, Filesystem: true}, Credentials{}, ClassRejected},
+		{"path with space", Target{Host: "127.0.0.1", Port: 1, Path: "/a b"}, &Firmware{Data: []byte{1}}, Credentials{}, ClassRejected},
+		{"relative path", Target{Host: "127.0.0.1", Port: 1, Path: "update"}, &Firmware{Data: []byte{1}}, Credentials{}, ClassRejected},
+		{"token with newline", tg, &Firmware{Data: []byte{1}}, Credentials{Token: auth.NewSecret("a\r\nX-Evil: 1")}, ClassAuth},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			de := asDeviceError(t, tr.Send(httpCtx(t), tc.tg, tc.fw, tc.cred, nil))
+			if de.Class != tc.want || strings.Contains(de.Error(), "Evil") {
+				t.Fatalf("got %+v", de)
+			}
+		})
+	}
+}
