@@ -577,7 +577,7 @@ func (r *runner) update(ctx context.Context, d *device, stop *string) {
 			d.res.Outcome, d.res.Message = Cancelled, "interrupted during the upload; the device keeps its running image"
 			return
 		}
-		de := asDeviceError(err)
+		de := deviceErrorOf(err)
 		d.res.Class, d.res.Status, d.res.Words, d.res.Message = de.Class, de.Status, de.Words, de.Error()
 		d.res.Outcome = Failed
 		if de.Class == ClassUnreachable {
@@ -716,7 +716,7 @@ func (r *runner) backoff(n int) time.Duration {
 	return d/2 + time.Duration(j)
 }
 
-func asDeviceError(err error) *DeviceError {
+func deviceErrorOf(err error) *DeviceError {
 	var de *DeviceError
 	if errors.As(err, &de) {
 		return de

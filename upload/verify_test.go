@@ -1,14 +1,10 @@
 package upload
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"net/netip"
 	"runtime"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -58,40 +54,9 @@ func targetsOf(f *sim.Fleet) []Target {
 	return ts
 }
 
-// rawHTTP is a minimal HTTP uploader for these tests, independent of the
-// real transport: one POST, the device's answer classified by the table.
-type rawHTTP struct{ token string }
-
-func (rawHTTP) Protocol() Protocol { return HTTP }
-
-func (h rawHTTP) Send(ctx context.Context, t Target, fw *Firmware, _ Credentials, emit Emit) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+t.Addr()+"/update", bytes.NewReader(fw.Data))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/octet-stream")
-	if h.token != "" {
-		req.Header.Set("Authorization", "Bearer "+h.token)
-	}
-	emit(Event{Phase: PhaseUploading, Total: fw.Size()})
-	resp, err := (&http.Client{Transport: &http.Transport{DisableKeepAlives: true}}).Do(req)
-	if err != nil {
-		return &DeviceError{Class: ClassNetwork, Reason: err.Error(), Err: err}
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	emit(Event{Phase: PhaseFinishing, Done: fw.Size(), Total: fw.Size()})
-	if resp.StatusCode == 200 {
-		return nil
-	}
-	words := strings.TrimSpace(string(body))
-	c, why := ClassifyAnswer(resp.StatusCode, words)
-	return &DeviceError{Class: c, Status: resp.StatusCode, Words: words, Reason: why}
-}
-
 func simOptions() Options {
 	return Options{
-		Transports: map[Protocol]Transport{HTTP: rawHTTP{}},
+		Transports: map[Protocol]Transport{HTTP: &HTTPTransport{ConnectTimeout: time.Second, IdleTimeout: 5 * time.Second}},
 		Observer:   &DeviceObserver{Timeout: 300 * time.Millisecond},
 		Parallel:   8, Retries: 3, Backoff: 5 * time.Millisecond, MaxBackoff: 50 * time.Millisecond,
 		StabilityWindow: 150 * time.Millisecond, VerifyTimeout: 10 * time.Second, RebootGrace: 2 * time.Second,
