@@ -135,7 +135,9 @@ func (r *runner) verify(ctx context.Context, d *device, s verifySpec) verdict {
 			if sawAway {
 				sawBack = true
 			}
-			last = f
+			if f.Version != "" || last.Version == "" {
+				last = f
+			}
 			if f.Version != "" {
 				seenVersion = true
 			}
@@ -207,7 +209,9 @@ func decide(s verifySpec, f Facts, runsNew, noWaitValid bool) (verdict, bool) {
 	newV, oldV := s.img.version, s.before.Version
 	switch {
 	case f.Version == "":
-		if s.protocol == Espota {
+		if s.protocol == Espota || s.before.Version != "" {
+			// It told a version before: a reply without one is a server
+			// still starting (or a request that failed), not the answer.
 			return v, false
 		}
 		v.outcome = Unverified
