@@ -103,6 +103,7 @@ back on the new version.`,
 	root.AddCommand(
 		newVersionCmd(a),
 		newInspectCmd(a),
+		newPushCmd(a),
 	)
 	for _, c := range extraCommands {
 		root.AddCommand(c(a))

@@ -214,7 +214,7 @@ type device struct {
 	mu        sync.Mutex
 	phase     Phase
 	taken     int64
-	firstByte time.Time
+	firstByte time.Time // the try's start
 	lastByte  time.Time
 }
 
@@ -251,9 +251,6 @@ func (r *runner) emit(d *device, e Event) {
 		d.phase = e.Phase
 	}
 	if e.Done > d.taken {
-		if d.taken == 0 && e.Phase == PhaseUploading {
-			d.firstByte = e.Time
-		}
 		d.taken = e.Done
 		d.lastByte = e.Time
 	}
@@ -649,7 +646,9 @@ func (r *runner) apply(d *device, v verdict) {
 // try is one upload: choose the protocol if still open, then send.
 func (r *runner) try(ctx context.Context, d *device) error {
 	d.mu.Lock()
-	d.phase, d.taken, d.firstByte, d.lastByte = "", 0, time.Time{}, time.Time{}
+	// The rate counts from the start of the try: the erase stall is part
+	// of what an upload costs.
+	d.phase, d.taken, d.firstByte, d.lastByte = "", 0, time.Now(), time.Time{}
 	d.mu.Unlock()
 	if d.proto == Auto {
 		p, err := r.opts.Probe(ctx, d.t)
@@ -666,7 +665,6 @@ func (r *runner) try(ctx context.Context, d *device) error {
 	if tr == nil {
 		return &DeviceError{Class: ClassRejected, Reason: fmt.Sprintf("no %s transport configured", d.proto)}
 	}
-	r.emit(d, Event{Phase: PhaseConnecting, Total: r.fw.Size()})
 	return tr.Send(ctx, d.t, r.fw, r.opts.Credentials, func(e Event) { r.emit(d, e) })
 }
 

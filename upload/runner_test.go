@@ -54,6 +54,7 @@ func (f *fakeFleet) add(host string, d *fakeDev) Target {
 func (f *fakeFleet) Protocol() Protocol { return HTTP }
 
 func (f *fakeFleet) Send(ctx context.Context, t Target, fw *Firmware, _ Credentials, emit Emit) error {
+	emit(Event{Phase: PhaseConnecting, Total: fw.Size()})
 	n := f.active.Add(1)
 	defer f.active.Add(-1)
 	for {

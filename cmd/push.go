@@ -1,0 +1,407 @@
+package cmd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ots-ota/ots-ota/auth"
+	"github.com/ots-ota/ots-ota/image"
+	"github.com/ots-ota/ots-ota/upload"
+)
+
+// ExitUnverified is push's exit code when --require-verified is given and
+// some device could not show its version (documented in the README).
+const ExitUnverified = 3
+
+type pushOptions struct {
+	Firmware string
+	Targets  []string
+
+	Protocol     string
+	Port         int
+	WebPort      int
+	Token        string
+	User         string
+	Password     string
+	PasswordFile string
+
+	Parallel       int
+	Retries        int
+	ConnectTimeout time.Duration
+	IdleTimeout    time.Duration
+	Timeout        time.Duration
+	VerifyTimeout  time.Duration
+	Stability      time.Duration
+	NoVerify       bool
+	NoWaitValid    bool
+	RequireVerify  bool
+
+	Canary      int
+	MaxFailures string
+	DryRun      bool
+	Force       bool
+	Reinstall   bool
+
+	Chip       string
+	MaxSize    string
+	Partitions string
+	Filesystem bool
+
+	HostIP   string
+	HostPort int
+}
+
+const pushLong = `Push validates FIRMWARE locally (the inspect rules), then sends it to every
+TARGET in parallel and verifies that each device came back running it.
+
+A TARGET is an IP address, a host name, HOST:PORT, a NAME.local name, or a URL
+(http://host:3232/update, http://host/ota/upload). Duplicates are merged.
+
+Before any device is touched the image must pass inspect's checks (--chip,
+--max-size, --partitions as in inspect; --force overrides only the chip, project
+and size expectations, never corruption). Then, per device, from what it tells
+(/ota/status, /api/status, mDNS TXT): another chip's or project's image is
+refused (unless --force), a device already running this image is skipped
+(unless --reinstall), and the image is checked against the device's slot.
+
+Outcomes: updated (the new version was seen running, and valid where the device
+tells its state), rolled-back, unchanged, unreachable, unverified (came back but
+exposes no version), failed (with the device's words), refused, skipped,
+accepted (--no-verify), not-started (canary or --max-failures stopped the
+rollout), cancelled (interrupted).
+
+Exit status:
+  0    every device updated, skipped, accepted (--no-verify) or unverified
+  1    a device failed, was refused, rolled back, stayed unchanged or was
+       unreachable; or the image failed its local checks (nothing sent)
+  2    usage error, before anything was sent
+  3    with --require-verified: a device could not show its version (1 wins)
+  130  interrupted (Ctrl-C); the summary is still printed`
+
+func newPushCmd(a *app) *cobra.Command {
+	o := &pushOptions{}
+	c := &cobra.Command{
+		Use:   "push FIRMWARE TARGET...",
+		Short: "Send a firmware image to devices in parallel and verify they run it",
+		Long:  pushLong,
+		Example: `  ots-ota push --token "$TOKEN" .pio/build/esp32-s3-dev/firmware.bin 192.168.1.40
+  ots-ota push --password "$PW" --canary 1 --max-failures 10% firmware.bin host1 host2 host3
+  ots-ota push --protocol espota --port 8266 firmware.bin esp8266.local
+  ots-ota push --dry-run firmware.bin 192.168.1.40 192.168.1.41`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.Firmware, o.Targets = args[0], args[1:]
+			return runPush(cmd.Context(), a, o)
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&o.Protocol, "protocol", "auto", "auto, http or espota (auto decides per device)")
+	f.IntVar(&o.Port, "port", 0, "OTA port of targets given without one (default 3232; 8266 for ESP8266 espota)")
+	f.IntVar(&o.WebPort, "web-port", 0, "web port for /api/status (default 80)")
+	f.StringVar(&o.Token, "token", "", "HTTP Bearer token (also $OTS_OTA_TOKEN or the config file)")
+	f.StringVar(&o.User, "user", "", "HTTP Basic user (with --password)")
+	f.StringVar(&o.Password, "password", "", "espota password; HTTP Bearer secret when no --token/--user (also $OTS_OTA_PASSWORD)")
+	f.StringVar(&o.PasswordFile, "password-file", "", "read the password from FILE (first line)")
+	f.IntVar(&o.Parallel, "parallel", 8, "devices updated at once (0 = all)")
+	f.IntVar(&o.Retries, "retries", 3, "further tries after a transient failure (never after auth or image rejections)")
+	f.DurationVar(&o.ConnectTimeout, "connect-timeout", 5*time.Second, "TCP connect timeout")
+	f.DurationVar(&o.IdleTimeout, "idle-timeout", 30*time.Second, "give up when the device takes nothing for this long (must outlast its slot erase)")
+	f.DurationVar(&o.Timeout, "timeout", 0, "bound on each device's uploads, all tries (0 = none)")
+	f.DurationVar(&o.VerifyTimeout, "verify-timeout", 90*time.Second, "how long to wait for a device to come back valid on the new image")
+	f.DurationVar(&o.Stability, "stability-window", 30*time.Second, "how long devices take to mark a new image valid; a busy device is retried after it")
+	f.BoolVar(&o.NoVerify, "no-verify", false, "stop at the device's acceptance (outcome accepted)")
+	f.BoolVar(&o.NoWaitValid, "no-wait-valid", false, "stop verifying once the new version runs, before it is marked valid")
+	f.BoolVar(&o.RequireVerify, "require-verified", false, "exit 3 when a device could not show its version")
+	f.IntVar(&o.Canary, "canary", 0, "update N devices first; the rest only if all of them end updated")
+	f.StringVar(&o.MaxFailures, "max-failures", "", "stop starting devices once more than N (or P%) have failed")
+	f.BoolVar(&o.DryRun, "dry-run", false, "print the plan (protocol, running version, skips, refusals) and send nothing")
+	f.BoolVar(&o.Force, "force", false, "send despite chip, project or slot size mismatches (never a corrupt image)")
+	f.BoolVar(&o.Reinstall, "reinstall", false, "send even to devices already running this image")
+	f.StringVar(&o.Chip, "chip", "", "chip the image must be built for (as in inspect)")
+	f.StringVar(&o.MaxSize, "max-size", "", "OTA slot size the image must fit (as in inspect)")
+	f.StringVar(&o.Partitions, "partitions", "", "partition table to read the OTA slot size from (as in inspect)")
+	f.BoolVar(&o.Filesystem, "filesystem", false, "send a filesystem image (SPIFFS/LittleFS) over espota; skips the app checks")
+	f.StringVar(&o.HostIP, "host-ip", "", "espota: local address devices connect back to (default: the one that routes to the device)")
+	f.IntVar(&o.HostPort, "host-port", 0, "espota: local port devices connect back to (default: random)")
+	c.MarkFlagsMutuallyExclusive("max-size", "partitions")
+	c.MarkFlagsMutuallyExclusive("password", "password-file")
+	_ = c.MarkFlagFilename("partitions", "csv", "bin")
+	_ = c.MarkFlagFilename("password-file")
+	_ = c.RegisterFlagCompletionFunc("protocol", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+		return []string{"auto", "http", "espota"}, cobra.ShellCompDirectiveNoFileComp
+	})
+	completeChips(c)
+	return c
+}
+
+// pushPlan is everything validated before any work starts.
+type pushPlan struct {
+	policy  image.Policy
+	targets []upload.Target
+	opts    upload.Options
+	proto   upload.Protocol
+}
+
+// validate checks every flag and argument; each error exits 2.
+func (o *pushOptions) validate() (*pushPlan, error) {
+	p := &pushPlan{}
+	var err error
+	if p.proto, err = upload.ParseProtocol(o.Protocol); err != nil {
+		return nil, usageErrorf("--protocol: %v", err)
+	}
+	if len(o.Targets) == 0 {
+		return nil, usageErrorf("no targets: give one or more devices after FIRMWARE (IP, host, host:port or URL)")
+	}
+	for _, c := range []struct {
+		name string
+		v    int
+	}{{"parallel", o.Parallel}, {"retries", o.Retries}, {"canary", o.Canary}, {"host-port", o.HostPort}, {"port", o.Port}, {"web-port", o.WebPort}} {
+		if c.v < 0 {
+			return nil, usageErrorf("--%s must not be negative", c.name)
+		}
+	}
+	if o.Port > 65535 || o.WebPort > 65535 || o.HostPort > 65535 {
+		return nil, usageErrorf("port out of range (1–65535)")
+	}
+	for _, c := range []struct {
+		name string
+		v    time.Duration
+	}{{"connect-timeout", o.ConnectTimeout}, {"idle-timeout", o.IdleTimeout}, {"timeout", o.Timeout}, {"verify-timeout", o.VerifyTimeout}, {"stability-window", o.Stability}} {
+		if c.v < 0 {
+			return nil, usageErrorf("--%s must not be negative", c.name)
+		}
+	}
+	budget, err := upload.ParseFailureBudget(o.MaxFailures)
+	if err != nil {
+		return nil, usageErrorf("--max-failures: %v", err)
+	}
+	if o.User != "" && o.Password == "" && o.PasswordFile == "" {
+		return nil, usageErrorf("--user needs --password or --password-file (HTTP Basic auth)")
+	}
+	if o.Filesystem && p.proto == upload.HTTP {
+		return nil, usageErrorf("--filesystem needs espota: HTTP devices (seed and OTS firmware) have no filesystem upload")
+	}
+	if o.HostIP != "" && net.ParseIP(o.HostIP) == nil {
+		return nil, usageErrorf("--host-ip %q is not an IP address", o.HostIP)
+	}
+	if !o.Filesystem {
+		if p.policy, err = policyFromFlags(o.Chip, o.MaxSize, o.Partitions); err != nil {
+			return nil, err
+		}
+	}
+	for _, s := range o.Targets {
+		t, err := parseTarget(s, o.Port, o.WebPort, p.proto)
+		if err != nil {
+			return nil, usageErrorf("target %q: %v", s, err)
+		}
+		p.targets = append(p.targets, t)
+	}
+	cred := upload.Credentials{Token: auth.NewSecret(o.Token), User: o.User, Password: auth.NewSecret(o.Password)}
+	if o.PasswordFile != "" {
+		pw, err := readSecretFile(o.PasswordFile)
+		if err != nil {
+			return nil, usageErrorf("--password-file: %v", err)
+		}
+		cred.Password = pw
+	}
+	p.opts = upload.Options{
+		Credentials: cred,
+		Parallel:    o.Parallel, Retries: o.Retries, Timeout: o.Timeout,
+		StabilityWindow: o.Stability, VerifyTimeout: o.VerifyTimeout,
+		NoVerify: o.NoVerify, NoWaitValid: o.NoWaitValid,
+		Canary: o.Canary, MaxFailures: budget,
+		DryRun: o.DryRun, Force: o.Force, Reinstall: o.Reinstall,
+		ProbeTimeout: min(o.ConnectTimeout, 2*time.Second),
+	}
+	return p, nil
+}
+
+// readSecretFile reads the first line of a password file.
+func readSecretFile(path string) (auth.Secret, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			return auth.Secret{}, fmt.Errorf("cannot read %s: %v", path, pe.Err)
+		}
+		return auth.Secret{}, fmt.Errorf("cannot read %s", path)
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	line = strings.TrimRight(line, "\r")
+	if line == "" {
+		return auth.Secret{}, fmt.Errorf("%s is empty", path)
+	}
+	return auth.NewSecret(line), nil
+}
+
+// parseTarget reads one TARGET: IP, host, host:port, name.local or URL.
+func parseTarget(s string, port, webPort int, proto upload.Protocol) (upload.Target, error) {
+	t := upload.Target{Name: s, Protocol: proto, Port: port, WebPort: webPort}
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return t, errors.New("empty")
+	}
+	if strings.Contains(s, "://") {
+		u, err := url.Parse(s)
+		if err != nil || u.Host == "" {
+			return t, errors.New("not a URL like http://host:3232/update")
+		}
+		if u.Scheme != "http" {
+			return t, fmt.Errorf("scheme %q: devices take plain http:// uploads", u.Scheme)
+		}
+		if u.User != nil {
+			return t, errors.New("credentials in the URL would be printed: use --token, --user or --password")
+		}
+		if proto == upload.Espota {
+			return t, errors.New("a URL names an HTTP upload, but --protocol is espota")
+		}
+		t.Protocol = upload.HTTP
+		t.Host = u.Hostname()
+		t.Port = 80
+		if p := u.Port(); p != "" {
+			n, err := strconv.Atoi(p)
+			if err != nil || n < 1 || n > 65535 {
+				return t, fmt.Errorf("port %q out of range", p)
+			}
+			t.Port = n
+		}
+		if u.Path != "" && u.Path != "/" {
+			t.Path = u.EscapedPath()
+		}
+		return t, nil
+	}
+	host := s
+	if h, p, err := net.SplitHostPort(s); err == nil {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 || n > 65535 {
+			return t, fmt.Errorf("port %q out of range", p)
+		}
+		host, t.Port = h, n
+	} else if strings.Count(s, ":") == 1 {
+		return t, errors.New("not HOST:PORT")
+	}
+	host = strings.Trim(host, "[]")
+	if host == "" || strings.ContainsAny(host, " /\\@?#") {
+		return t, errors.New("not an IP address or host name")
+	}
+	t.Host = host
+	return t, nil
+}
+
+// preflightImage reads FIRMWARE once and applies the inspect rules. It
+// returns nil and prints the findings when the image must not be sent.
+func preflightImage(a *app, o *pushOptions, p *pushPlan) (*upload.Firmware, error) {
+	data, tooBig, err := readFirmware(o.Firmware)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("read firmware: %v", unwrapPath(err))
+	case tooBig:
+		return nil, fmt.Errorf("%s is larger than %s: not an ESP32 application image", o.Firmware, humanBytes(maxFileRead))
+	case len(data) == 0:
+		return nil, fmt.Errorf("%s is empty", o.Firmware)
+	}
+	if o.Filesystem {
+		return upload.NewFirmware(o.Firmware, data, true), nil
+	}
+	rep := image.Validate(data, p.policy)
+	st := style{on: a.io.ErrTTY && !a.opts.NoColor && !a.io.NoColorEnv}
+	var blocking []image.Finding
+	for _, f := range rep.Errors {
+		if o.Force && expectationCode(f.Code) {
+			fmt.Fprintf(a.io.ErrOut, "%s %s: %s (sent anyway: --force)\n", st.yellow("warning:"), o.Firmware, f.Message)
+			continue
+		}
+		blocking = append(blocking, f)
+	}
+	if len(blocking) > 0 {
+		for _, f := range blocking {
+			fmt.Fprintf(a.io.ErrOut, "%s %s: %s\n", st.red("error:"), o.Firmware, f.Message)
+			if f.Hint != "" {
+				fmt.Fprintf(a.io.ErrOut, "       %s\n", f.Hint)
+			}
+		}
+		fmt.Fprintf(a.io.ErrOut, "ots-ota: %s is not uploadable; nothing was sent (see 'ots-ota inspect %s')\n", o.Firmware, o.Firmware)
+		return nil, silentError{ExitFailed}
+	}
+	if !a.opts.Quiet {
+		for _, f := range rep.Warnings {
+			fmt.Fprintf(a.io.ErrOut, "%s %s: %s\n", st.yellow("warning:"), o.Firmware, f.Message)
+		}
+	}
+	return upload.NewFirmware(o.Firmware, data, false), nil
+}
+
+// expectationCode: findings about what the image is expected to match (the
+// chip, the slot), which --force may override; never corruption.
+func expectationCode(code string) bool {
+	switch code {
+	case image.CodeChipMismatch, image.CodeTooLarge:
+		return true
+	}
+	return false
+}
+
+func unwrapPath(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("%s: %v", pe.Path, pe.Err)
+	}
+	return err
+}
+
+func runPush(ctx context.Context, a *app, o *pushOptions) error {
+	p, err := o.validate()
+	if err != nil {
+		return err
+	}
+	fw, err := preflightImage(a, o, p)
+	if err != nil {
+		return err
+	}
+	opts := p.opts
+	opts.Logger = a.log
+	opts.Observer = &upload.DeviceObserver{Timeout: opts.ProbeTimeout}
+	opts.Transports = map[upload.Protocol]upload.Transport{
+		upload.HTTP: &upload.HTTPTransport{ConnectTimeout: o.ConnectTimeout, IdleTimeout: o.IdleTimeout, Logger: a.log},
+	}
+	r := newPushRenderer(a, fw, len(upload.Merge(p.targets)))
+	opts.OnEvent = r.event
+	start := time.Now()
+	results := upload.Run(ctx, fw, p.targets, opts)
+	r.close()
+	code := pushExitCode(results, ctx.Err() != nil, o.RequireVerify)
+	r.summary(results, time.Since(start), code, o.DryRun)
+	if code == ExitOK {
+		return nil
+	}
+	return silentError{code}
+}
+
+// pushExitCode applies the exit code rules: 130 after an interrupt, then 1
+// for any bad outcome, then 3 for unverified devices with --require-verified.
+func pushExitCode(results []upload.Result, interrupted, requireVerified bool) int {
+	if interrupted {
+		return ExitCancelled
+	}
+	bad, unverified := false, false
+	for _, r := range results {
+		bad = bad || r.Outcome.Bad()
+		unverified = unverified || r.Outcome == upload.Unverified
+	}
+	switch {
+	case bad:
+		return ExitFailed
+	case unverified && requireVerified:
+		return ExitUnverified
+	}
+	return ExitOK
+}
