@@ -297,17 +297,20 @@ func cleanText(s string, max int) string {
 			space = b.Len() > 0
 			continue
 		}
-		if n >= max {
+		need := 1
+		if space {
+			need = 2
+		}
+		if n+need > max {
 			b.WriteString("…")
 			return b.String()
 		}
 		if space {
 			b.WriteByte(' ')
 			space = false
-			n++
 		}
 		b.WriteRune(r)
-		n++
+		n += need
 	}
 	return b.String()
 }
