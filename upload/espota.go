@@ -325,13 +325,20 @@ func (s *espotaSession) invite(ctx context.Context) (reply []byte, resent bool, 
 				s.log.Debug("invitation answered", "try", try)
 				return buf[:n], try > 1, nil
 			}
-			if isRefused(err) {
-				// ICMP port unreachable for an earlier copy: nothing listens
-				// there now (a rebooting device would be silent instead).
-				refused = true
-				continue
+			if isTimeout(err) || ctx.Err() != nil {
+				break // send the next copy
 			}
-			break // timeout: send the next copy
+			// ICMP port unreachable for an earlier copy (ECONNREFUSED; a
+			// reset on Windows): nothing listens there now. A rebooting
+			// device is silent instead. Wait out this try all the same.
+			refused = true
+			pause := time.Now().Add(20 * time.Millisecond)
+			if pause.After(deadline) {
+				pause = deadline
+			}
+			if !sleepUntil(ctx, pause) {
+				break
+			}
 		}
 	}
 	why := "no answer"
@@ -371,13 +378,16 @@ func (s *espotaSession) authenticate(ctx context.Context, nonce string, pbkdf2, 
 	readDeadline(ctx, s.udp, time.Now().Add(s.cfg.AuthTimeout))
 	for {
 		n, err := s.udp.Read(buf)
-		if err != nil && isRefused(err) {
-			continue
+		if err == nil {
+			return buf[:n], nil
 		}
-		if err != nil {
+		if isTimeout(err) || ctx.Err() != nil {
 			return nil, err
 		}
-		return buf[:n], nil
+		// An ICMP error for an earlier datagram: keep waiting.
+		if !sleepUntil(ctx, time.Now().Add(20*time.Millisecond)) {
+			return nil, ctx.Err()
+		}
 	}
 }
 
@@ -400,9 +410,9 @@ func (s *espotaSession) leaveWaitAuth() {
 // drain discards replies already queued on the UDP socket.
 func (s *espotaSession) drain() {
 	buf := make([]byte, 512)
-	for {
+	for range 64 {
 		_ = s.udp.SetReadDeadline(time.Now().Add(time.Millisecond))
-		if _, err := s.udp.Read(buf); err != nil && !isRefused(err) {
+		if _, err := s.udp.Read(buf); err != nil && isTimeout(err) {
 			return
 		}
 	}
@@ -444,6 +454,18 @@ func readDeadline(ctx context.Context, c net.Conn, t time.Time) {
 	_ = c.SetReadDeadline(t)
 	if ctx.Err() != nil {
 		_ = c.SetReadDeadline(time.Unix(1, 0))
+	}
+}
+
+// sleepUntil sleeps until t or ctx is done; it reports whether t came.
+func sleepUntil(ctx context.Context, t time.Time) bool {
+	timer := time.NewTimer(time.Until(t))
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-timer.C:
+		return true
 	}
 }
 

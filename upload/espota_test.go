@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -513,9 +514,12 @@ func TestEspotaFilesystem(t *testing.T) {
 // connect-back handed to its own upload by source address; two devices on
 // the same IP (different ports) take turns.
 func TestEspotaParallelSharedListener(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("needs 127.0.0.0/8 on the loopback interface (Linux)")
+	}
 	tm := sim.FastTiming()
 	fleet, err := sim.StartFleet(context.Background(), sim.FleetConfig{
-		N: 6, BaseIP: netip.MustParseAddr("127.0.0.2"), WebPort: -1, Seed: 7,
+		N: 6, BaseIP: netip.MustParseAddr("127.77.0.2"), WebPort: -1, Seed: 7,
 		Template: sim.Config{Personality: sim.Arduino, Timing: &tm},
 		Configure: func(i int, c *sim.Config) {
 			switch i % 3 {
@@ -571,6 +575,9 @@ func TestEspotaParallelSharedListener(t *testing.T) {
 // A connection from an address nobody waits for is closed, and does not
 // disturb the upload that waits.
 func TestEspotaListenerStrangers(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("needs 127.0.0.0/8 on the loopback interface (Linux)")
+	}
 	ln, err := NewEspotaListener("127.0.0.1", 0, nil)
 	if err != nil {
 		t.Fatal(err)
