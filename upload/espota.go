@@ -469,8 +469,6 @@ func sleepUntil(ctx context.Context, t time.Time) bool {
 	}
 }
 
-func isRefused(err error) bool { return errors.Is(err, syscall.ECONNREFUSED) }
-
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())

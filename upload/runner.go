@@ -13,10 +13,6 @@ import (
 	"time"
 )
 
-// arduinoDefaultSlot is the app slot of arduino-esp32's default partition
-// scheme (tools/partitions/default.csv: app0/app1 of 0x140000).
-const arduinoDefaultSlot = 0x140000
-
 // FailureBudget is --max-failures: stop starting devices once more than N
 // (or more than Percent % of the devices) have failed. The zero value
 // means no limit.
@@ -511,7 +507,7 @@ func (r *runner) preflight(ctx context.Context, d *device) bool {
 	}
 	if (f.Board != "" || d.proto == Espota && f.SlotSize == 0) && fw.Size() > arduinoDefaultSlot {
 		d.res.Warnings = append(d.res.Warnings, fmt.Sprintf(
-			"image is %s, larger than the 1.25 MiB app slot of arduino-esp32's default partition scheme; the device refuses it unless its partitions are larger", sizeText(fw.Size())))
+			"image is %s, larger than the 1.25 MiB app slot of arduino-esp32's default partition scheme; the device refuses it unless its partitions are larger", sizeLabel(fw.Size())))
 	}
 	for _, w := range d.res.Warnings {
 		r.emit(d, Event{Phase: PhaseChecking, Message: "warning: " + w})
@@ -522,7 +518,7 @@ func (r *runner) preflight(ctx context.Context, d *device) bool {
 func (r *runner) planMessage(d *device) string {
 	var b strings.Builder
 	b.WriteString("would send ")
-	b.WriteString(sizeText(r.fw.Size()))
+	b.WriteString(sizeLabel(r.fw.Size()))
 	if d.proto != Auto {
 		b.WriteString(" over " + string(d.proto))
 	}
@@ -534,7 +530,7 @@ func (r *runner) planMessage(d *device) string {
 	return b.String()
 }
 
-func sizeText(n int64) string {
+func sizeLabel(n int64) string {
 	switch {
 	case n >= 1<<20:
 		return fmt.Sprintf("%.2f MiB", float64(n)/(1<<20))

@@ -96,7 +96,8 @@ func TestRunSimFaults(t *testing.T) {
 			}
 			checkTruth(t, fl, res, "1.0.1")
 			uploads := len(fl.Devices()[0].State().Uploads)
-			if c.fault != "refuse:150ms" && uploads != r.Tries {
+			// Tries that found the device still rebooting reach no handler.
+			if uploads > r.Tries || c.tries > 0 && uploads != r.Tries {
 				t.Errorf("the device saw %d uploads, the result says %d tries", uploads, r.Tries)
 			}
 		})
