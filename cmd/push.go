@@ -370,8 +370,21 @@ func runPush(ctx context.Context, a *app, o *pushOptions) error {
 	opts := p.opts
 	opts.Logger = a.log
 	opts.Observer = &upload.DeviceObserver{Timeout: opts.ProbeTimeout}
+	// One connect-back listener serves every espota upload (an explicit
+	// --host-ip is bound now, so a taken port fails before any device).
+	ln, err := upload.NewEspotaListener(o.HostIP, o.HostPort, a.log)
+	if err != nil {
+		return fmt.Errorf("espota connect-back listener: %v", err)
+	}
+	defer ln.Close()
 	opts.Transports = map[upload.Protocol]upload.Transport{
 		upload.HTTP: &upload.HTTPTransport{ConnectTimeout: o.ConnectTimeout, IdleTimeout: o.IdleTimeout, Logger: a.log},
+		upload.Espota: &upload.EspotaTransport{Listener: ln, ConnectTimeout: o.ConnectTimeout, IdleTimeout: o.IdleTimeout,
+			Logger: a.log},
+	}
+	opts.Probe = func(ctx context.Context, t upload.Target) (upload.Protocol, error) {
+		d, err := upload.ChooseProtocol(ctx, t, upload.Hint{Protocol: p.proto}, o.ConnectTimeout)
+		return d.Protocol, err
 	}
 	r := newPushRenderer(a, fw, len(upload.Merge(p.targets)))
 	opts.OnEvent = r.event

@@ -425,8 +425,22 @@ func (r *runner) preflight(ctx context.Context, d *device) bool {
 		return false
 	}
 	r.emit(d, Event{Phase: PhaseChecking, Message: "reading what the device tells"})
+	if d.proto == Auto && r.opts.Probe != nil {
+		// One place decides the protocol (facts, else a TCP connect); a
+		// silent device is decided again by each try.
+		p, err := r.opts.Probe(ctx, d.t)
+		switch {
+		case err == nil:
+			d.proto = p
+		case r.opts.DryRun:
+			d.res.Outcome, d.res.Message = Unreachable, oneLine(err)
+			return false
+		default:
+			r.opts.Logger.Debug("protocol probe failed", "device", d.label, "err", err)
+		}
+	}
 	if r.opts.Observer != nil {
-		f, err := r.observe(ctx, d.t)
+		f, err := r.observe(ctx, d.known())
 		if err != nil {
 			r.opts.Logger.Debug("pre-flight read failed", "device", d.label, "err", err)
 		}
@@ -437,27 +451,8 @@ func (r *runner) preflight(ctx context.Context, d *device) bool {
 	if d.proto == Auto && f.Protocol != "" && f.Protocol != Auto {
 		d.proto = f.Protocol
 	}
-	if d.proto == Auto && f.Board != "" {
-		d.proto = Espota
-	}
-	if d.proto == Auto && f.Answered && !r.opts.DryRun {
-		// It answered HTTP on its OTA port: an HTTP device.
+	if d.proto == Auto && r.opts.Probe == nil {
 		d.proto = HTTP
-	}
-	if d.proto == Auto {
-		if r.opts.Probe == nil {
-			d.proto = HTTP
-		} else {
-			p, err := r.opts.Probe(ctx, d.t)
-			switch {
-			case err == nil:
-				d.proto = p
-			case r.opts.DryRun:
-				d.res.Outcome, d.res.Message = Unreachable, "did not answer: "+oneLine(err)
-				return false
-			}
-			// Otherwise the update's tries probe again, with retries.
-		}
 	}
 	img := r.img
 	fw := r.fw
@@ -583,7 +578,7 @@ func (r *runner) update(ctx context.Context, d *device, stop *string) {
 		// The device took the whole image but its answer was lost (espota
 		// lose-ok, an HTTP 200 cut by the reset): only the running
 		// version can tell whether it took.
-		if r.wholeTaken(d) && transient(de.Class) && !r.opts.NoVerify && r.canTell(d) {
+		if (r.wholeTaken(d) || errors.Is(err, ErrEspotaNoOK)) && transient(de.Class) && !r.opts.NoVerify && r.canTell(d) {
 			v := r.verify(ctx, d, verifySpec{target: d.known(), protocol: d.proto, img: r.img, before: d.facts, accepted: time.Now(), lostAnswer: true})
 			if v.outcome == Updated || v.outcome == RolledBack {
 				r.apply(d, v)
@@ -646,7 +641,7 @@ func (r *runner) try(ctx context.Context, d *device) error {
 	// of what an upload costs.
 	d.phase, d.taken, d.firstByte, d.lastByte = "", 0, time.Now(), time.Time{}
 	d.mu.Unlock()
-	if d.proto == Auto {
+	if d.proto == Auto && r.opts.Probe != nil {
 		p, err := r.opts.Probe(ctx, d.t)
 		if err != nil {
 			var de *DeviceError

@@ -115,6 +115,14 @@ func (r *runner) verify(ctx context.Context, d *device, s verifySpec) verdict {
 	defer cancel()
 
 	newV, oldV := s.img.version, s.before.Version
+	if s.protocol == Espota && oldV == "" && s.before.ELFSHA256 == "" {
+		// An espota device is seen only through mDNS TXT; one that told no
+		// version there before will not tell one now.
+		if s.lostAnswer {
+			return verdict{outcome: Unverified, message: "the device took the whole image but its OK was lost, and it tells no version on the network; not verified"}
+		}
+		return verdict{outcome: Unverified, message: "the device accepted the image (OK) but tells no version on the network; not verified"}
+	}
 	sawAway, sawBack := false, false
 	var last Facts
 	seenVersion := false
