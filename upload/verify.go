@@ -88,6 +88,9 @@ type verdict struct {
 	state   string
 	source  string
 	message string
+	// hold: the new version runs, but the device tells no app state: it
+	// counts once it kept running it through the stability window.
+	hold bool
 }
 
 // verifySpec is what one verification needs.
@@ -125,6 +128,7 @@ func (r *runner) verify(ctx context.Context, d *device, s verifySpec) verdict {
 	}
 	sawAway, sawBack := false, false
 	var last Facts
+	var heldSince time.Time
 	seenVersion := false
 	emitted := PhaseRebooting
 	r.emit(d, Event{Phase: PhaseRebooting, Message: "waiting for the device to restart"})
@@ -166,10 +170,25 @@ func (r *runner) verify(ctx context.Context, d *device, s verifySpec) verdict {
 				emitted = PhaseVerifying
 				r.emit(d, Event{Phase: PhaseVerifying, Message: "device is back; reading its version"})
 			}
-			if v, done := decide(s, f, runsNew, o.NoWaitValid); done {
+			v, done := decide(s, f, runsNew, o.NoWaitValid)
+			switch {
+			case done && v.hold:
+				if heldSince.IsZero() {
+					heldSince = time.Now()
+				}
+				if time.Since(heldSince) >= o.StabilityWindow {
+					v.message += fmt.Sprintf(" and kept running it through the %s stability window (it tells no app state)", round(o.StabilityWindow))
+					return v
+				}
+			case done:
 				return v
+			default:
+				heldSince = time.Time{}
 			}
-		} else if !sawAway && time.Now().After(graceEnd) && f.Answered && f.Version != "" && f.Version == oldV && newV != oldV {
+		} else {
+			heldSince = time.Time{}
+		}
+		if !rebooted && !sawAway && time.Now().After(graceEnd) && f.Answered && f.Version != "" && f.Version == oldV && newV != oldV {
 			return verdict{outcome: Unchanged, running: f.Version, state: f.State, source: f.VersionSource,
 				message: fmt.Sprintf("still runs %s and showed no sign of a reboot %s after accepting the image", f.Version, round(o.RebootGrace))}
 		}
@@ -196,6 +215,9 @@ func (r *runner) verify(ctx context.Context, d *device, s verifySpec) verdict {
 	case last.Version != "" && last.Version == newV && last.State != "":
 		return verdict{outcome: Unverified, running: last.Version, state: last.State, source: last.VersionSource,
 			message: fmt.Sprintf("runs %s but still %s after %s; it may roll back at its next restart", last.Version, last.State, vt)}
+	case last.Version != "" && last.Version == newV && last.State == "":
+		return verdict{outcome: Unverified, running: last.Version, source: last.VersionSource,
+			message: fmt.Sprintf("runs %s, but %s passed before it had run it through the %s stability window", last.Version, vt, round(o.StabilityWindow))}
 	case last.Version != "" && last.Version == oldV && !sawAway:
 		return verdict{outcome: Unchanged, running: last.Version, state: last.State, source: last.VersionSource,
 			message: fmt.Sprintf("still runs %s and showed no sign of a reboot within %s", last.Version, vt)}
@@ -228,8 +250,10 @@ func decide(s verifySpec, f Facts, runsNew, noWaitValid bool) (verdict, bool) {
 	case runsNew || f.Version == newV:
 		switch f.State {
 		case "", "valid", "undefined":
-			// No state told (or no rollback support): the version is all there is.
+			// No state told (or no rollback support): the version is all
+			// there is, held through the stability window (see verify).
 			v.outcome = Updated
+			v.hold = f.State == "" && !noWaitValid
 			v.message = "runs " + f.Version
 			if f.State == "valid" {
 				v.message += ", marked valid"

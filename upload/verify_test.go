@@ -59,7 +59,7 @@ func simOptions() Options {
 		Transports: map[Protocol]Transport{HTTP: &HTTPTransport{ConnectTimeout: time.Second, IdleTimeout: 5 * time.Second}},
 		Observer:   &DeviceObserver{Timeout: 300 * time.Millisecond},
 		Parallel:   8, Retries: 3, Backoff: 5 * time.Millisecond, MaxBackoff: 50 * time.Millisecond,
-		StabilityWindow: 150 * time.Millisecond, VerifyTimeout: 10 * time.Second, RebootGrace: 2 * time.Second,
+		StabilityWindow: 300 * time.Millisecond, VerifyTimeout: 10 * time.Second, RebootGrace: 2 * time.Second,
 		PollInterval: 5 * time.Millisecond, ProbeTimeout: 300 * time.Millisecond, Seed: 3,
 	}
 }
