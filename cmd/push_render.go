@@ -271,13 +271,16 @@ func newBarRenderer(w io.Writer, size int64, devices int) *barRenderer {
 	b.overview = devices > terminalHeight(w)-4
 	if b.overview {
 		all := b.size * int64(devices)
-		b.overall = b.p.AddBar(all,
+		// Built with total 0, then given its total: reaching it does not
+		// complete the bar (mpb stops drawing completed bars); close does.
+		b.overall = b.p.AddBar(0,
 			mpb.PrependDecorators(decor.Any(func(decor.Statistics) string {
 				b.mu.Lock()
 				defer b.mu.Unlock()
 				return fmt.Sprintf("%d/%d devices", b.done, b.total)
 			}, decor.WC{W: 18, C: decor.DindentRight})),
 			mpb.AppendDecorators(decor.CountersKibiByte("% .1f / % .1f"), decor.Name("  ETA "), decor.AverageETA(decor.ET_STYLE_GO)))
+		b.overall.SetTotal(all, false)
 		b.status = b.p.New(0, mpb.NopStyle(), mpb.PrependDecorators(decor.Any(func(decor.Statistics) string {
 			return b.activeLine()
 		})))
@@ -334,13 +337,16 @@ func (b *barRenderer) event(e upload.FleetEvent) {
 		b.order = append(b.order, e.Target)
 		if !b.overview {
 			dd := d
-			d.bar = b.p.AddBar(b.size,
+			// Total set after construction, as for the overall bar: a
+			// device at 100 % still has its reboot and verification ahead.
+			d.bar = b.p.AddBar(0,
 				mpb.PrependDecorators(decor.Name(e.Target, decor.WC{W: min(len(e.Target)+1, 24), C: decor.DindentRight})),
 				mpb.AppendDecorators(decor.Any(func(decor.Statistics) string {
 					b.mu.Lock()
 					defer b.mu.Unlock()
 					return phaseText(dd, b.size)
 				})))
+			d.bar.SetTotal(b.size, false)
 		}
 	}
 	if e.Phase != upload.PhaseDone && e.Phase != "" {
