@@ -118,14 +118,14 @@ func waitHTTPUploads(t testing.TB, d *sim.Device, n int) sim.State {
 	return st
 }
 
-// waitValid waits until the device serves a valid image again (after an
-// update the sim reboots and answers "OTA begin failed" while pending).
+// waitValid waits until the device serves version, no longer
+// pending_verify (until then it answers "OTA begin failed").
 func waitValid(t testing.TB, d *sim.Device, version string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if _, err := d.WaitState(ctx, func(s sim.State) bool {
-		return s.Up && !s.Refusing && s.Version == version && s.AppState == sim.StateValid
+		return s.Up && !s.Refusing && s.Version == version && (s.AppState == sim.StateValid || s.AppState == sim.StateUndefined)
 	}); err != nil {
 		t.Fatalf("device never came back valid on %s: %v", version, err)
 	}
