@@ -354,7 +354,7 @@ func (u *httpUpload) answered(r readResult, wrote *chan error, werr *error) erro
 	}
 	a := r.a
 	words := redact(a.Words(), u.cred)
-	if a.Status >= 200 && a.Status < 300 {
+	if Accepted(a.Status, words) {
 		// The device can only have read the whole body once it was all
 		// written: wait for the writer to say so.
 		if *wrote != nil {
