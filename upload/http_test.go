@@ -632,3 +632,16 @@ func TestHTTPRejectsBadInputs(t *testing.T) {
 		})
 	}
 }
+
+// The device takes the whole image and closes without a word: a network
+// failure that may hide an applied image.
+func TestHTTPAnswerLostAfterWholeImage(t *testing.T) {
+	addr := rawServer(t, func(c net.Conn) {
+		readRequest(bufio.NewReader(c))
+	})
+	fw := &Firmware{Data: make([]byte, 256<<10)}
+	de := asDeviceError(t, (&HTTPTransport{}).Send(httpCtx(t), httpTarget(t, addr, ""), fw, Credentials{}, nil))
+	if de.Class != ClassNetwork || de.Taken != fw.Size() || !errors.Is(de, ErrAnswerLost) {
+		t.Fatalf("got %+v (%v)", de, de.Err)
+	}
+}
