@@ -68,6 +68,8 @@ type HTTPTransport struct {
 	Logger *slog.Logger
 }
 
+var _ Transport = (*HTTPTransport)(nil)
+
 // Protocol implements Transport.
 func (*HTTPTransport) Protocol() Protocol { return HTTP }
 

@@ -59,6 +59,18 @@ func httpDevice(t testing.TB, cfg sim.Config) *sim.Device {
 	return d
 }
 
+// httpFaulty starts a device with the faults of specs armed.
+func httpFaulty(t testing.TB, cfg sim.Config, specs ...string) *sim.Device {
+	t.Helper()
+	faults, err := sim.ParseFaults(specs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := httpDevice(t, cfg)
+	d.SetFaults(faults...)
+	return d
+}
+
 // httpTarget is the device's OTA port as a Target.
 func httpTarget(t testing.TB, addr, path string) Target {
 	t.Helper()
@@ -234,12 +246,7 @@ func TestHTTPOTS(t *testing.T) {
 func TestHTTPWriteFailedWithRST(t *testing.T) {
 	tm := httpTiming()
 	tm.ErrorCloseDelay = 0
-	d := httpDevice(t, sim.Config{Personality: sim.Seed, Timing: tm})
-	f, err := sim.ParseFault("error@30%")
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.SetFaults(f)
+	d := httpFaulty(t, sim.Config{Personality: sim.Seed, Timing: tm}, "error@30%")
 	fw := httpImage(t, "1.0.1", 1<<20)
 	tr := &HTTPTransport{}
 	const tries = 5
@@ -285,9 +292,7 @@ func TestHTTPEndFailed(t *testing.T) {
 
 // The device stops reading mid-upload: the idle timeout fires.
 func TestHTTPStallIdleTimeout(t *testing.T) {
-	d := httpDevice(t, sim.Config{Personality: sim.OTS})
-	f, _ := sim.ParseFault("stall@50%:30s")
-	d.SetFaults(f)
+	d := httpFaulty(t, sim.Config{Personality: sim.OTS}, "stall@50%:30s")
 	fw := httpImage(t, "1.0.1", 1<<20)
 	tr := &HTTPTransport{IdleTimeout: 500 * time.Millisecond, ProgressInterval: 20 * time.Millisecond}
 	de := asDeviceError(t, tr.Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), fw, Credentials{}, nil))
@@ -301,9 +306,7 @@ func TestHTTPStallIdleTimeout(t *testing.T) {
 
 // The overall timeout bounds a device that keeps stalling.
 func TestHTTPOverallTimeout(t *testing.T) {
-	d := httpDevice(t, sim.Config{Personality: sim.OTS})
-	f, _ := sim.ParseFault("stall@10%:30s")
-	d.SetFaults(f)
+	d := httpFaulty(t, sim.Config{Personality: sim.OTS}, "stall@10%:30s")
 	fw := httpImage(t, "1.0.1", 256<<10)
 	tr := &HTTPTransport{Timeout: 300 * time.Millisecond}
 	de := asDeviceError(t, tr.Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), fw, Credentials{}, nil))
@@ -314,9 +317,7 @@ func TestHTTPOverallTimeout(t *testing.T) {
 
 // Ctrl-C: the upload stops, and the error says it was interrupted.
 func TestHTTPCancel(t *testing.T) {
-	d := httpDevice(t, sim.Config{Personality: sim.OTS})
-	f, _ := sim.ParseFault("stall@10%:30s")
-	d.SetFaults(f)
+	d := httpFaulty(t, sim.Config{Personality: sim.OTS}, "stall@10%:30s")
 	fw := httpImage(t, "1.0.1", 256<<10)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -346,12 +347,7 @@ func TestHTTPNoAnswerFaults(t *testing.T) {
 		t.Run(tc.fault, func(t *testing.T) {
 			tm := httpTiming()
 			tm.BootTime = time.Second // the device stays away while the client reports
-			d := httpDevice(t, sim.Config{Personality: sim.OTS, Timing: tm})
-			f, err := sim.ParseFault(tc.fault)
-			if err != nil {
-				t.Fatal(err)
-			}
-			d.SetFaults(f)
+			d := httpFaulty(t, sim.Config{Personality: sim.OTS, Timing: tm}, tc.fault)
 			tr := &HTTPTransport{IdleTimeout: 2 * time.Second}
 			de := asDeviceError(t, tr.Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), fw, Credentials{}, nil))
 			ok := false
@@ -370,9 +366,7 @@ func TestHTTPNoAnswerFaults(t *testing.T) {
 
 // A device whose listener is closed (refuse fault): a refused connect.
 func TestHTTPRefused(t *testing.T) {
-	d := httpDevice(t, sim.Config{Personality: sim.OTS})
-	f, _ := sim.ParseFault("refuse:30s")
-	d.SetFaults(f)
+	d := httpFaulty(t, sim.Config{Personality: sim.OTS}, "refuse:30s")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if _, err := d.WaitState(ctx, func(s sim.State) bool { return s.Refusing }); err != nil {
