@@ -351,9 +351,10 @@ func (u *httpUpload) report(phase Phase, done int64) {
 // answered turns what the reader got into Send's result.
 func (u *httpUpload) answered(r readResult, wrote *chan error, werr *error) error {
 	size := u.fw.Size()
-	if r.a == nil {
-		// The connection ended without an answer. The write under way
-		// ends with it: let it, so Written (and Taken) include it.
+	if r.a == nil || !Accepted(r.a.Status, r.a.Words()) {
+		// The write under way ends with the connection (a device closes,
+		// and resets, right after an error answer): let it, so Written,
+		// and with it Taken, include what it handed to the kernel.
 		u.awaitWriter(wrote, werr, writerSettle)
 	}
 	taken := u.bodyTaken()
