@@ -207,7 +207,7 @@ func authorization(cred Credentials) (string, error) {
 func (c Credentials) secrets() []string {
 	var s []string
 	for _, v := range []string{c.Token.Reveal(), c.Password.Reveal()} {
-		if len(v) >= 3 {
+		if v != "" {
 			s = append(s, v)
 		}
 	}
@@ -286,8 +286,8 @@ func (u *httpUpload) run() error {
 			taken := u.bodyTaken()
 			if taken != last {
 				last, lastChange = taken, time.Now()
-				u.progress(taken, wrote == nil && werr == nil)
 			}
+			u.progress(taken, wrote == nil && werr == nil)
 			if idle := u.h.idleTimeout(); time.Since(lastChange) >= idle {
 				return &DeviceError{Class: ClassTimeout, Taken: taken, Err: fmt.Errorf("idle for %v", idle),
 					Reason: u.silentReason(taken, idle)}
