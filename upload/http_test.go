@@ -2,10 +2,12 @@ package upload
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"strconv"
 	"strings"
@@ -507,8 +509,18 @@ func TestHTTPRequestOnTheWire(t *testing.T) {
 				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 2\r\n\r\nok")
 			})
 			tg := httpTarget(t, addr, tc.path)
-			if err := (&HTTPTransport{}).Send(httpCtx(t), tg, fw, tc.cred, nil); err != nil {
+			var logs bytes.Buffer
+			tr := &HTTPTransport{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+			if err := tr.Send(httpCtx(t), tg, fw, tc.cred, nil); err != nil {
 				t.Fatal(err)
+			}
+			for _, sec := range tc.cred.secrets() {
+				if strings.Contains(logs.String(), sec) {
+					t.Errorf("secret in the debug log: %s", logs.String())
+				}
+			}
+			if logs.Len() == 0 {
+				t.Errorf("no debug log")
 			}
 			path := tc.path
 			if path == "" {
