@@ -246,25 +246,30 @@ func TestHTTPOTS(t *testing.T) {
 // "Write failed" mid-upload with the RST right behind the answer (lwIP's
 // close with unread data): the device's words must still be reported.
 func TestHTTPWriteFailedWithRST(t *testing.T) {
-	tm := httpTiming()
-	tm.ErrorCloseDelay = 0
-	d := httpFaulty(t, sim.Config{Personality: sim.Seed, Timing: tm}, "error@30%")
 	fw := httpImage(t, "1.0.1", 1<<20)
 	tr := &HTTPTransport{}
-	const tries = 5
-	for i := range tries {
-		de := asDeviceError(t, tr.Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), fw, Credentials{}, nil))
-		if de.Class != ClassWriteFailed || de.Status != 500 || de.Words != "Write failed" {
-			t.Fatalf("try %d: got %s %d %q (%v), want write-failed 500 \"Write failed\"", i, de.Class, de.Status, de.Words, de.Err)
-		}
-		st := waitHTTPUploads(t, d, i+1)
-		rec := st.Uploads[i]
-		if de.Taken < rec.Bytes || de.Taken >= fw.Size() {
-			t.Errorf("try %d: taken %d, the device read %d of %d", i, de.Taken, rec.Bytes, fw.Size())
-		}
-		if !strings.Contains(de.Error(), "Write failed") {
-			t.Errorf("error text %q lacks the device's words", de.Error())
-		}
+	// Early (inside the first TCP window), midway, and at the last chunk.
+	for _, fault := range []string{"error@2KiB", "error@30%", "error@99%"} {
+		t.Run(fault, func(t *testing.T) {
+			tm := httpTiming()
+			tm.ErrorCloseDelay = 0
+			d := httpFaulty(t, sim.Config{Personality: sim.Seed, Timing: tm}, fault)
+			const tries = 4
+			for i := range tries {
+				de := asDeviceError(t, tr.Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), fw, Credentials{}, nil))
+				if de.Class != ClassWriteFailed || de.Status != 500 || de.Words != "Write failed" {
+					t.Fatalf("try %d: got %s %d %q (%v), want write-failed 500 \"Write failed\"", i, de.Class, de.Status, de.Words, de.Err)
+				}
+				st := waitHTTPUploads(t, d, i+1)
+				rec := st.Uploads[i]
+				if de.Taken < rec.Bytes || de.Taken > fw.Size() {
+					t.Errorf("try %d: taken %d, the device read %d of %d", i, de.Taken, rec.Bytes, fw.Size())
+				}
+				if !strings.Contains(de.Error(), "Write failed") {
+					t.Errorf("error text %q lacks the device's words", de.Error())
+				}
+			}
+		})
 	}
 }
 
