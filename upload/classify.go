@@ -53,6 +53,8 @@ func ClassifyAnswer(status int, words string) (Class, string) {
 		}
 	}
 	switch {
+	case status >= 300 && status < 400:
+		return ClassRejected, "the device redirects the upload elsewhere: give the URL it redirects to as the target"
 	case status == 401 || status == 403:
 		return ClassAuth, "the device refused the credentials: check --token, --user or --password"
 	case status == 404 || status == 405:

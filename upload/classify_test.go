@@ -30,6 +30,7 @@ func TestClassifyAnswer(t *testing.T) {
 		{0, "Stream Read Timeout", ClassNetwork},
 		{0, "ota end failed", ClassRejected},
 		{431, "Header fields are too long", ClassRejected},
+		{302, "", ClassRejected},
 		{414, "URI is too long", ClassRejected},
 		{411, "Client must specify Content-Length", ClassRejected},
 	} {
