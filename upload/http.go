@@ -51,8 +51,9 @@ const (
 // answer while it writes: a device that fails mid-upload answers at once
 // and resets the connection right behind its answer, and the answer must
 // still be reported (net/http's client reports the failed write instead).
-// Linux and macOS keep received data readable after a reset; Windows may
-// discard it, and then the error says the device cut the upload at N bytes.
+// Linux keeps received data readable after a reset (tested here); other
+// systems (Windows) may discard it, and then the error says the device cut
+// the upload at N bytes.
 //
 // The zero value is ready to use.
 type HTTPTransport struct {
