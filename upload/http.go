@@ -38,6 +38,9 @@ const (
 	// earlyAnswerGrace is how long a 2xx answer waits for the last bytes
 	// of the body to be written before it is taken for a premature one.
 	earlyAnswerGrace = 2 * time.Second
+	// writerSettle bounds the wait for a write under way when the
+	// connection ended: a closed or reset socket ends it at once.
+	writerSettle = time.Second
 )
 
 // HTTPTransport uploads with one HTTP POST of the raw image, the way the
@@ -48,6 +51,9 @@ const (
 // answer while it writes: a device that fails mid-upload answers at once
 // and resets the connection right behind its answer, and the answer must
 // still be reported (net/http's client reports the failed write instead).
+// Linux keeps received data readable after a reset (tested here); other
+// systems (Windows) may discard it, and then the error says the device cut
+// the upload at N bytes.
 //
 // The zero value is ready to use.
 type HTTPTransport struct {
@@ -64,6 +70,8 @@ type HTTPTransport struct {
 	// Logger receives debug logs (never a secret); nil discards them.
 	Logger *slog.Logger
 }
+
+var _ Transport = (*HTTPTransport)(nil)
 
 // Protocol implements Transport.
 func (*HTTPTransport) Protocol() Protocol { return HTTP }
@@ -128,6 +136,11 @@ func (h *HTTPTransport) Send(ctx context.Context, t Target, fw *Firmware, cred C
 	u := &httpUpload{h: h, ctx: ctx, ac: NewAckCounter(conn), head: head, fw: fw, emit: emit, cred: cred, addr: addr}
 	return u.run()
 }
+
+// ErrAnswerLost is wrapped in the DeviceError of an upload the device took
+// whole and then closed without answering: it may have applied the image,
+// so a runner should look at the device's version before retrying.
+var ErrAnswerLost = errors.New("the device took the whole image but no answer arrived")
 
 // errOverallTimeout is the cause of a context ended by Timeout.
 var errOverallTimeout = errors.New("overall timeout")
@@ -197,7 +210,7 @@ func authorization(cred Credentials) (string, error) {
 func (c Credentials) secrets() []string {
 	var s []string
 	for _, v := range []string{c.Token.Reveal(), c.Password.Reveal()} {
-		if len(v) >= 3 {
+		if v != "" {
 			s = append(s, v)
 		}
 	}
@@ -276,8 +289,8 @@ func (u *httpUpload) run() error {
 			taken := u.bodyTaken()
 			if taken != last {
 				last, lastChange = taken, time.Now()
-				u.progress(taken, wrote == nil && werr == nil)
 			}
+			u.progress(taken, wrote == nil && werr == nil)
 			if idle := u.h.idleTimeout(); time.Since(lastChange) >= idle {
 				return &DeviceError{Class: ClassTimeout, Taken: taken, Err: fmt.Errorf("idle for %v", idle),
 					Reason: u.silentReason(taken, idle)}
@@ -341,6 +354,12 @@ func (u *httpUpload) report(phase Phase, done int64) {
 // answered turns what the reader got into Send's result.
 func (u *httpUpload) answered(r readResult, wrote *chan error, werr *error) error {
 	size := u.fw.Size()
+	if r.a == nil || !Accepted(r.a.Status, r.a.Words()) {
+		// The write under way ends with the connection (a device closes,
+		// and resets, right after an error answer): let it, so Written,
+		// and with it Taken, include what it handed to the kernel.
+		u.awaitWriter(wrote, werr, writerSettle)
+	}
 	taken := u.bodyTaken()
 	if r.a == nil {
 		if errors.Is(r.err, errNotHTTP) {
@@ -350,21 +369,18 @@ func (u *httpUpload) answered(r readResult, wrote *chan error, werr *error) erro
 		if u.ctx.Err() != nil {
 			return u.ended(taken)
 		}
-		return &DeviceError{Class: ClassNetwork, Taken: taken, Err: r.err, Reason: cutReason(taken, size)}
+		err := r.err
+		if taken >= size {
+			err = errors.Join(ErrAnswerLost, r.err)
+		}
+		return &DeviceError{Class: ClassNetwork, Taken: taken, Err: err, Reason: cutReason(taken, size)}
 	}
 	a := r.a
 	words := redact(a.Words(), u.cred)
-	if a.Status >= 200 && a.Status < 300 {
+	if Accepted(a.Status, words) {
 		// The device can only have read the whole body once it was all
 		// written: wait for the writer to say so.
-		if *wrote != nil {
-			select {
-			case *werr = <-*wrote:
-				*wrote = nil
-			case <-time.After(min(earlyAnswerGrace, u.h.idleTimeout())):
-			case <-u.ctx.Done():
-			}
-		}
+		u.awaitWriter(wrote, werr, min(earlyAnswerGrace, u.h.idleTimeout()))
 		if *wrote == nil && *werr == nil {
 			u.report(PhaseFinishing, size)
 			u.h.log().Debug("accepted", "addr", u.addr, "status", a.Status, "words", words)
@@ -376,6 +392,21 @@ func (u *httpUpload) answered(r readResult, wrote *chan error, werr *error) erro
 	}
 	class, why := ClassifyAnswer(a.Status, words)
 	return &DeviceError{Class: class, Status: a.Status, Words: words, Taken: taken, Reason: why}
+}
+
+// awaitWriter waits at most d for the writer to return.
+func (u *httpUpload) awaitWriter(wrote *chan error, werr *error, d time.Duration) {
+	if *wrote == nil {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case *werr = <-*wrote:
+		*wrote = nil
+	case <-t.C:
+	case <-u.ctx.Done():
+	}
 }
 
 // ended is the error for a context that ended: the overall timeout, or
@@ -412,7 +443,7 @@ func (u *httpUpload) silentReason(taken int64, idle time.Duration) string {
 	case taken >= size:
 		return fmt.Sprintf("the device took the whole image but gave no answer for %v", idle)
 	case taken <= min(eraseWindow, size/2):
-		return fmt.Sprintf("the device took nothing for %v: still erasing a large slot (raise --idle-timeout), or it hung", idle)
+		return fmt.Sprintf("the device took nothing for %v: it may still be erasing a large slot (raise --idle-timeout), be busy with another upload, or have hung", idle)
 	}
 	return fmt.Sprintf("the device stopped taking data at %s of %s and was silent for %v: it stalled, lost power or dropped off Wi-Fi",
 		byteCount(taken), byteCount(size), idle)

@@ -2,10 +2,12 @@ package upload
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"strconv"
 	"strings"
@@ -56,6 +58,18 @@ func httpDevice(t testing.TB, cfg sim.Config) *sim.Device {
 		t.Fatalf("start sim: %v", err)
 	}
 	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+// httpFaulty starts a device with the faults of specs armed.
+func httpFaulty(t testing.TB, cfg sim.Config, specs ...string) *sim.Device {
+	t.Helper()
+	faults, err := sim.ParseFaults(specs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := httpDevice(t, cfg)
+	d.SetFaults(faults...)
 	return d
 }
 
@@ -118,14 +132,14 @@ func waitHTTPUploads(t testing.TB, d *sim.Device, n int) sim.State {
 	return st
 }
 
-// waitValid waits until the device serves a valid image again (after an
-// update the sim reboots and answers "OTA begin failed" while pending).
+// waitValid waits until the device serves version, no longer
+// pending_verify (until then it answers "OTA begin failed").
 func waitValid(t testing.TB, d *sim.Device, version string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if _, err := d.WaitState(ctx, func(s sim.State) bool {
-		return s.Up && !s.Refusing && s.Version == version && s.AppState == sim.StateValid
+		return s.Up && !s.Refusing && s.Version == version && (s.AppState == sim.StateValid || s.AppState == sim.StateUndefined)
 	}); err != nil {
 		t.Fatalf("device never came back valid on %s: %v", version, err)
 	}
@@ -232,30 +246,30 @@ func TestHTTPOTS(t *testing.T) {
 // "Write failed" mid-upload with the RST right behind the answer (lwIP's
 // close with unread data): the device's words must still be reported.
 func TestHTTPWriteFailedWithRST(t *testing.T) {
-	tm := httpTiming()
-	tm.ErrorCloseDelay = 0
-	d := httpDevice(t, sim.Config{Personality: sim.Seed, Timing: tm})
-	f, err := sim.ParseFault("error@30%")
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.SetFaults(f)
 	fw := httpImage(t, "1.0.1", 1<<20)
 	tr := &HTTPTransport{}
-	const tries = 5
-	for i := range tries {
-		de := asDeviceError(t, tr.Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), fw, Credentials{}, nil))
-		if de.Class != ClassWriteFailed || de.Status != 500 || de.Words != "Write failed" {
-			t.Fatalf("try %d: got %s %d %q (%v), want write-failed 500 \"Write failed\"", i, de.Class, de.Status, de.Words, de.Err)
-		}
-		st := waitHTTPUploads(t, d, i+1)
-		rec := st.Uploads[i]
-		if de.Taken < rec.Bytes || de.Taken >= fw.Size() {
-			t.Errorf("try %d: taken %d, the device read %d of %d", i, de.Taken, rec.Bytes, fw.Size())
-		}
-		if !strings.Contains(de.Error(), "Write failed") {
-			t.Errorf("error text %q lacks the device's words", de.Error())
-		}
+	// Early (inside the first TCP window), midway, and at the last chunk.
+	for _, fault := range []string{"error@2KiB", "error@30%", "error@99%"} {
+		t.Run(fault, func(t *testing.T) {
+			tm := httpTiming()
+			tm.ErrorCloseDelay = 0
+			d := httpFaulty(t, sim.Config{Personality: sim.Seed, Timing: tm}, fault)
+			const tries = 4
+			for i := range tries {
+				de := asDeviceError(t, tr.Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), fw, Credentials{}, nil))
+				if de.Class != ClassWriteFailed || de.Status != 500 || de.Words != "Write failed" {
+					t.Fatalf("try %d: got %s %d %q (%v), want write-failed 500 \"Write failed\"", i, de.Class, de.Status, de.Words, de.Err)
+				}
+				st := waitHTTPUploads(t, d, i+1)
+				rec := st.Uploads[i]
+				if de.Taken < rec.Bytes || de.Taken > fw.Size() {
+					t.Errorf("try %d: taken %d, the device read %d of %d", i, de.Taken, rec.Bytes, fw.Size())
+				}
+				if !strings.Contains(de.Error(), "Write failed") {
+					t.Errorf("error text %q lacks the device's words", de.Error())
+				}
+			}
+		})
 	}
 }
 
@@ -285,9 +299,7 @@ func TestHTTPEndFailed(t *testing.T) {
 
 // The device stops reading mid-upload: the idle timeout fires.
 func TestHTTPStallIdleTimeout(t *testing.T) {
-	d := httpDevice(t, sim.Config{Personality: sim.OTS})
-	f, _ := sim.ParseFault("stall@50%:30s")
-	d.SetFaults(f)
+	d := httpFaulty(t, sim.Config{Personality: sim.OTS}, "stall@50%:30s")
 	fw := httpImage(t, "1.0.1", 1<<20)
 	tr := &HTTPTransport{IdleTimeout: 500 * time.Millisecond, ProgressInterval: 20 * time.Millisecond}
 	de := asDeviceError(t, tr.Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), fw, Credentials{}, nil))
@@ -301,9 +313,7 @@ func TestHTTPStallIdleTimeout(t *testing.T) {
 
 // The overall timeout bounds a device that keeps stalling.
 func TestHTTPOverallTimeout(t *testing.T) {
-	d := httpDevice(t, sim.Config{Personality: sim.OTS})
-	f, _ := sim.ParseFault("stall@10%:30s")
-	d.SetFaults(f)
+	d := httpFaulty(t, sim.Config{Personality: sim.OTS}, "stall@10%:30s")
 	fw := httpImage(t, "1.0.1", 256<<10)
 	tr := &HTTPTransport{Timeout: 300 * time.Millisecond}
 	de := asDeviceError(t, tr.Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), fw, Credentials{}, nil))
@@ -314,9 +324,7 @@ func TestHTTPOverallTimeout(t *testing.T) {
 
 // Ctrl-C: the upload stops, and the error says it was interrupted.
 func TestHTTPCancel(t *testing.T) {
-	d := httpDevice(t, sim.Config{Personality: sim.OTS})
-	f, _ := sim.ParseFault("stall@10%:30s")
-	d.SetFaults(f)
+	d := httpFaulty(t, sim.Config{Personality: sim.OTS}, "stall@10%:30s")
 	fw := httpImage(t, "1.0.1", 256<<10)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -346,12 +354,7 @@ func TestHTTPNoAnswerFaults(t *testing.T) {
 		t.Run(tc.fault, func(t *testing.T) {
 			tm := httpTiming()
 			tm.BootTime = time.Second // the device stays away while the client reports
-			d := httpDevice(t, sim.Config{Personality: sim.OTS, Timing: tm})
-			f, err := sim.ParseFault(tc.fault)
-			if err != nil {
-				t.Fatal(err)
-			}
-			d.SetFaults(f)
+			d := httpFaulty(t, sim.Config{Personality: sim.OTS, Timing: tm}, tc.fault)
 			tr := &HTTPTransport{IdleTimeout: 2 * time.Second}
 			de := asDeviceError(t, tr.Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), fw, Credentials{}, nil))
 			ok := false
@@ -370,9 +373,7 @@ func TestHTTPNoAnswerFaults(t *testing.T) {
 
 // A device whose listener is closed (refuse fault): a refused connect.
 func TestHTTPRefused(t *testing.T) {
-	d := httpDevice(t, sim.Config{Personality: sim.OTS})
-	f, _ := sim.ParseFault("refuse:30s")
-	d.SetFaults(f)
+	d := httpFaulty(t, sim.Config{Personality: sim.OTS}, "refuse:30s")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if _, err := d.WaitState(ctx, func(s sim.State) bool { return s.Refusing }); err != nil {
@@ -513,8 +514,18 @@ func TestHTTPRequestOnTheWire(t *testing.T) {
 				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 2\r\n\r\nok")
 			})
 			tg := httpTarget(t, addr, tc.path)
-			if err := (&HTTPTransport{}).Send(httpCtx(t), tg, fw, tc.cred, nil); err != nil {
+			var logs bytes.Buffer
+			tr := &HTTPTransport{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+			if err := tr.Send(httpCtx(t), tg, fw, tc.cred, nil); err != nil {
 				t.Fatal(err)
+			}
+			for _, sec := range tc.cred.secrets() {
+				if strings.Contains(logs.String(), sec) {
+					t.Errorf("secret in the debug log: %s", logs.String())
+				}
+			}
+			if logs.Len() == 0 {
+				t.Errorf("no debug log")
 			}
 			path := tc.path
 			if path == "" {
@@ -630,5 +641,18 @@ func TestHTTPRejectsBadInputs(t *testing.T) {
 				t.Fatalf("got %+v", de)
 			}
 		})
+	}
+}
+
+// The device takes the whole image and closes without a word: a network
+// failure that may hide an applied image.
+func TestHTTPAnswerLostAfterWholeImage(t *testing.T) {
+	addr := rawServer(t, func(c net.Conn) {
+		readRequest(bufio.NewReader(c))
+	})
+	fw := &Firmware{Data: make([]byte, 256<<10)}
+	de := asDeviceError(t, (&HTTPTransport{}).Send(httpCtx(t), httpTarget(t, addr, ""), fw, Credentials{}, nil))
+	if de.Class != ClassNetwork || de.Taken != fw.Size() || !errors.Is(de, ErrAnswerLost) {
+		t.Fatalf("got %+v (%v)", de, de.Err)
 	}
 }
