@@ -328,8 +328,8 @@ func TestEspotaFaults(t *testing.T) {
 			}
 			d := espotaStart(t, sim.Config{Personality: c.p, Faults: []sim.Fault{f}})
 			tr := espotaFast()
-			tr.AcceptTimeout = 500 * time.Millisecond
-			tr.IdleTimeout = 400 * time.Millisecond
+			tr.AcceptTimeout = time.Second
+			tr.IdleTimeout = time.Second
 			start := time.Now()
 			err, _ = espotaSend(t, tr, espotaTarget(d), big, "")
 			de := espotaWantClass(t, err, c.class)

@@ -112,12 +112,12 @@ func TestEspotaWire(t *testing.T) {
 		}},
 		{name: "silent after all bytes", class: ClassTimeout, script: func(c net.Conn, size int) {
 			readAllCounting(c, size)
-			time.Sleep(time.Second)
+			time.Sleep(2 * time.Second)
 		}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			tg := espotaFakeDevice(t, c.script)
-			tr := &EspotaTransport{ConnectTimeout: time.Second, AcceptTimeout: time.Second, IdleTimeout: 400 * time.Millisecond}
+			tr := &EspotaTransport{ConnectTimeout: time.Second, AcceptTimeout: time.Second, IdleTimeout: 800 * time.Millisecond}
 			err := tr.Send(context.Background(), tg, fw, Credentials{}, nil)
 			if c.class == "" {
 				if err != nil {
