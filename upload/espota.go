@@ -43,6 +43,15 @@ var ErrEspotaNoOK = errors.New("espota: connection closed without the final OK")
 // only show it is alive. Progress is what the device's TCP stack
 // acknowledged (AckCounter); success is only the device's final "OK".
 //
+// ESP8266 (esp8266/Arduino, §2) differs, and one code path serves both:
+// it sends every UDP reply to the invitation's source port (hence one
+// socket for invitation and auth); it answers the invitation only after
+// Update.begin ("OK", or "ERR: <error>" for an image it cannot take, where
+// ESP32 says OK and then never connects back); it is MD5-only; it waits 1 s
+// before and after its final OK; its errors read "ERROR[<n>]: <text>"; and
+// it never times out on a stalled host, so every failure here closes the
+// connection.
+//
 // The zero value works for one upload at a time; for parallel uploads set
 // Listener to one EspotaListener shared by all.
 type EspotaTransport struct {
