@@ -219,9 +219,19 @@ func TestEspotaWordsClassified(t *testing.T) {
 		{"Stream Read Timeout", ClassNetwork},
 		{"Authentication Failed", ClassAuth},
 		{"ERROR[x]: Flash Write Failed", ClassRejected}, // not the ESP8266 framing: unknown words
+		{"ERROR[10]: Magic byte is wrong, not 0xE9", ClassRejected},
+		{"ERROR[12]: Signature verification failed", ClassRejected},
+		{"ERROR[8]: new Flash config wrong real: 1048576", ClassRejected},
+		{"ERROR[11]: Invalid bootstrapping state, reset ESP8266 before updating", ClassRejected},
+		{"ERROR[6]: Stream Read Timeout", ClassNetwork},
 	} {
-		if got, _ := classifyEspotaWords(c.words); got != c.want {
+		got, why := classifyEspotaWords(c.words)
+		if got != c.want {
 			t.Errorf("%q: %s, want %s", c.words, got, c.want)
+		}
+		_, unknown := ClassifyAnswer(0, "no such words")
+		if (why == unknown) != strings.HasPrefix(c.words, "ERROR[x]") {
+			t.Errorf("%q: reason %q", c.words, why)
 		}
 	}
 }
