@@ -666,3 +666,35 @@ func TestEspotaMidUploadError(t *testing.T) {
 	}
 	t.Logf("the words survived the reset %d of 6 times", words)
 }
+
+// One listener serves every espota upload of a fleet; the runner closes it
+// at the end.
+func ExampleEspotaListener() {
+	ln, err := NewEspotaListener("", 0, nil) // --host-ip, --host-port
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer ln.Close()
+	tr := &EspotaTransport{Listener: ln, IdleTimeout: 30 * time.Second}
+	fw := NewFirmware("firmware.bin", []byte{0xE9 /* … */}, false)
+	targets := []Target{{Host: "127.0.0.2"}, {Host: "127.0.0.3", Port: 8266}}
+	var wg sync.WaitGroup
+	for _, tg := range targets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := tr.Send(context.Background(), tg, fw, Credentials{Password: auth.NewSecret("…")}, func(e Event) {})
+			switch {
+			case err == nil:
+				fmt.Println(tg.Host, "accepted")
+			case errors.Is(err, ErrEspotaNoOK):
+				// All bytes taken, no OK: only the version after the reboot tells.
+				fmt.Println(tg.Host, "no OK:", err)
+			default:
+				fmt.Println(tg.Host, err)
+			}
+		}()
+	}
+	wg.Wait()
+}
