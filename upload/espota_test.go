@@ -89,7 +89,7 @@ func (e *espotaEvents) phases() []Phase {
 	return out
 }
 
-func espotaSend(t testing.TB, tr *EspotaTransport, tg Target, fw *Firmware, password string) (error, *espotaEvents) {
+func espotaSend(t testing.TB, tr *EspotaTransport, tg Target, fw *Firmware, password string) (*espotaEvents, error) {
 	t.Helper()
 	ev := &espotaEvents{}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -102,7 +102,7 @@ func espotaSend(t testing.TB, tr *EspotaTransport, tg Target, fw *Firmware, pass
 		}
 	}
 	espotaNoSecret(t, err, ev)
-	return err, ev
+	return ev, err
 }
 
 // espotaNoSecret fails when the password shows in an error or an event.
@@ -180,7 +180,7 @@ func TestEspotaUploadPersonalities(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			d := espotaStart(t, sim.Config{Personality: c.p, Core: c.core, Password: auth.NewSecret(c.password)})
 			fw := espotaImage(t, "1.0.1", 100<<10)
-			err, ev := espotaSend(t, espotaFast(), espotaTarget(d), fw, c.password)
+			ev, err := espotaSend(t, espotaFast(), espotaTarget(d), fw, c.password)
 			if err != nil {
 				t.Fatalf("upload: %v", err)
 			}
@@ -235,7 +235,7 @@ func TestEspotaWrongPassword(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			d := espotaStart(t, sim.Config{Personality: c.p, Core: c.core, Password: auth.NewSecret("the-right-one")})
-			err, _ := espotaSend(t, espotaFast(), espotaTarget(d), espotaImage(t, "1.0.1", 0), espotaTestPassword)
+			_, err := espotaSend(t, espotaFast(), espotaTarget(d), espotaImage(t, "1.0.1", 0), espotaTestPassword)
 			de := espotaWantClass(t, err, ClassAuth)
 			if de.Words != "Authentication Failed" {
 				t.Errorf("words %q", de.Words)
@@ -261,12 +261,12 @@ func TestEspotaWrongPassword(t *testing.T) {
 func TestEspotaMissingPassword(t *testing.T) {
 	d := espotaStart(t, sim.Config{Personality: sim.Arduino, Password: auth.NewSecret(espotaTestPassword)})
 	tr := espotaFast()
-	err, _ := espotaSend(t, tr, espotaTarget(d), espotaImage(t, "1.0.1", 0), "")
+	_, err := espotaSend(t, tr, espotaTarget(d), espotaImage(t, "1.0.1", 0), "")
 	if de := espotaWantClass(t, err, ClassAuth); !strings.Contains(de.Reason, "--password") {
 		t.Errorf("reason %q should say what to pass", de.Reason)
 	}
 	tr.InviteTries, tr.ConnectTimeout = 1, time.Second // a swallowed invitation would fail now
-	if err, _ := espotaSend(t, tr, espotaTarget(d), espotaImage(t, "1.0.1", 0), espotaTestPassword); err != nil {
+	if _, err := espotaSend(t, tr, espotaTarget(d), espotaImage(t, "1.0.1", 0), espotaTestPassword); err != nil {
 		t.Fatalf("the next upload: %v", err)
 	}
 	espotaWaitVersion(t, d, "1.0.1")
@@ -331,7 +331,7 @@ func TestEspotaFaults(t *testing.T) {
 			tr.AcceptTimeout = time.Second
 			tr.IdleTimeout = time.Second
 			start := time.Now()
-			err, _ = espotaSend(t, tr, espotaTarget(d), big, "")
+			_, err = espotaSend(t, tr, espotaTarget(d), big, "")
 			de := espotaWantClass(t, err, c.class)
 			if de.Words != c.words {
 				t.Errorf("words %q, want %q", de.Words, c.words)
@@ -371,7 +371,7 @@ func TestEspotaRejectedImages(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			d := espotaStart(t, sim.Config{Personality: c.p})
-			err, _ := espotaSend(t, espotaFast(), espotaTarget(d), NewFirmware("x.bin", c.data, false), "")
+			_, err := espotaSend(t, espotaFast(), espotaTarget(d), NewFirmware("x.bin", c.data, false), "")
 			de := espotaWantClass(t, err, ClassRejected)
 			if de.Words != c.words {
 				t.Errorf("words %q, want %q", de.Words, c.words)
@@ -391,7 +391,7 @@ func TestEspotaTooLarge(t *testing.T) {
 		d := espotaStart(t, sim.Config{Personality: sim.Arduino, SlotSize: 256 << 10})
 		tr := espotaFast()
 		tr.AcceptTimeout = 500 * time.Millisecond
-		err, _ := espotaSend(t, tr, espotaTarget(d), fw, "")
+		_, err := espotaSend(t, tr, espotaTarget(d), fw, "")
 		de := espotaWantClass(t, err, ClassNoConnectBack)
 		if !strings.Contains(de.Reason, "app slot") {
 			t.Errorf("reason %q", de.Reason)
@@ -399,7 +399,7 @@ func TestEspotaTooLarge(t *testing.T) {
 	})
 	t.Run("esp8266", func(t *testing.T) {
 		d := espotaStart(t, sim.Config{Personality: sim.ESP8266, SlotSize: 256 << 10})
-		err, _ := espotaSend(t, espotaFast(), espotaTarget(d), fw, "")
+		_, err := espotaSend(t, espotaFast(), espotaTarget(d), fw, "")
 		de := espotaWantClass(t, err, ClassRejected)
 		if !strings.Contains(de.Words, "Not Enough Space") {
 			t.Errorf("words %q", de.Words)
@@ -416,7 +416,7 @@ func TestEspotaUnreachable(t *testing.T) {
 		defer pc.Close()
 		tr := &EspotaTransport{ConnectTimeout: 300 * time.Millisecond, InviteTries: 3}
 		port := pc.LocalAddr().(*net.UDPAddr).Port
-		err, _ = espotaSend(t, tr, Target{Host: "127.0.0.1", Port: port}, espotaImage(t, "1.0.1", 0), "")
+		_, err = espotaSend(t, tr, Target{Host: "127.0.0.1", Port: port}, espotaImage(t, "1.0.1", 0), "")
 		de := espotaWantClass(t, err, ClassUnreachable)
 		if !strings.Contains(de.Reason, "3 espota invitations") {
 			t.Errorf("reason %q", de.Reason)
@@ -430,7 +430,7 @@ func TestEspotaUnreachable(t *testing.T) {
 		port := pc.LocalAddr().(*net.UDPAddr).Port
 		pc.Close()
 		tr := &EspotaTransport{ConnectTimeout: 300 * time.Millisecond, InviteTries: 3}
-		err, _ = espotaSend(t, tr, Target{Host: "127.0.0.1", Port: port}, espotaImage(t, "1.0.1", 0), "")
+		_, err = espotaSend(t, tr, Target{Host: "127.0.0.1", Port: port}, espotaImage(t, "1.0.1", 0), "")
 		espotaWantClass(t, err, ClassUnreachable)
 	})
 }
@@ -480,7 +480,7 @@ func TestEspotaFilesystem(t *testing.T) {
 		d := espotaStart(t, sim.Config{Personality: sim.Arduino})
 		tr := espotaFast()
 		tr.AcceptTimeout = 500 * time.Millisecond
-		err, _ := espotaSend(t, tr, espotaTarget(d), fs, "")
+		_, err := espotaSend(t, tr, espotaTarget(d), fs, "")
 		recs := espotaWaitRecords(t, d, 1)
 		switch {
 		case err == nil:
@@ -500,7 +500,7 @@ func TestEspotaFilesystem(t *testing.T) {
 	})
 	t.Run("esp8266", func(t *testing.T) {
 		d := espotaStart(t, sim.Config{Personality: sim.ESP8266})
-		err, _ := espotaSend(t, espotaFast(), espotaTarget(d), fs, "")
+		_, err := espotaSend(t, espotaFast(), espotaTarget(d), fs, "")
 		if err != nil {
 			de := espotaWantClass(t, err, ClassRejected)
 			if !strings.HasPrefix(de.Words, "ERR: ") {
@@ -553,7 +553,7 @@ func TestEspotaParallelSharedListener(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i], _ = espotaSend(t, tr, espotaTarget(d), fw, espotaTestPassword)
+			_, errs[i] = espotaSend(t, tr, espotaTarget(d), fw, espotaTestPassword)
 		}()
 	}
 	wg.Wait()
@@ -647,7 +647,7 @@ func TestEspotaMidUploadError(t *testing.T) {
 	words := 0
 	for i := 0; i < 6; i++ {
 		d := espotaStart(t, sim.Config{Personality: sim.Arduino, Faults: []sim.Fault{f}})
-		err, _ := espotaSend(t, espotaFast(), espotaTarget(d), fw, "")
+		_, err := espotaSend(t, espotaFast(), espotaTarget(d), fw, "")
 		var de *DeviceError
 		if !errors.As(err, &de) {
 			t.Fatalf("got %v", err)
