@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -182,7 +183,7 @@ func (t *EspotaTransport) send(ctx context.Context, tg Target, fw *Firmware, cre
 		if ctx.Err() != nil {
 			return ctxError(ctx, 0)
 		}
-		return s.noConnectBack(err)
+		return s.noConnectBack(err, turn.refused())
 	}
 	turn.release() // the next upload to this IP may invite now
 	s.log.Debug("device connected back", "remote", conn.RemoteAddr().String())
@@ -436,7 +437,12 @@ func (s *espotaSession) wordsError(text, fallback string) error {
 	return &DeviceError{Class: class, Words: w, Reason: why}
 }
 
-func (s *espotaSession) noConnectBack(err error) error {
+func (s *espotaSession) noConnectBack(err error, refused []string) error {
+	if len(refused) > 0 {
+		return &DeviceError{Class: ClassNoConnectBack, Err: err, Reason: fmt.Sprintf(
+			"the device accepted the invitation, but the only connections to %s came from %s, not from %s, and were refused while other uploads waited: upload to this device alone, or reach it without NAT",
+			s.local, strings.Join(refused, ", "), s.device.Addr())}
+	}
 	reason := fmt.Sprintf("the device accepted the invitation but never connected back to %s within %v: a host firewall blocking TCP port %d, NAT/WSL/VPN between host and device (pass --host-ip with an address the device can reach)",
 		s.local, s.cfg.AcceptTimeout, s.local.Port)
 	switch {

@@ -583,6 +583,12 @@ func TestEspotaListenerStrangers(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
+	// A fleet: another device was served before.
+	other, err := ln.reserve(context.Background(), netip.MustParseAddr("127.0.0.7"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other.release()
 	turn, err := ln.reserve(context.Background(), netip.MustParseAddr("127.0.0.9"))
 	if err != nil {
 		t.Fatal(err)
@@ -598,6 +604,15 @@ func TestEspotaListenerStrangers(t *testing.T) {
 		t.Errorf("a stranger's connection stayed open: %v", err)
 	}
 	c.Close()
+	if r := turn.refused(); len(r) != 1 || r[0] != "127.0.0.8" {
+		t.Errorf("refused %v", r)
+	}
+	s := &espotaSession{cfg: &EspotaTransport{AcceptTimeout: time.Second}, fw: NewFirmware("fw.bin", []byte{0xE9}, false),
+		local: turn.local, device: netip.MustParseAddrPort("127.0.0.9:3232")}
+	de := espotaWantClass(t, s.noConnectBack(errNoConnectBack, turn.refused()), ClassNoConnectBack)
+	if !strings.Contains(de.Reason, "came from 127.0.0.8, not from 127.0.0.9") {
+		t.Errorf("reason %q", de.Reason)
+	}
 	go func() {
 		c, err := (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.9")}}).Dial("tcp", addr)
 		if err == nil {
@@ -697,4 +712,21 @@ func ExampleEspotaListener() {
 		}()
 	}
 	wg.Wait()
+}
+
+// One device behind NAT: its connect-back comes from another address, and
+// is taken all the same when the listener serves that device alone.
+func TestEspotaConnectBackThroughNAT(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("needs 127.0.0.0/8 on the loopback interface (Linux)")
+	}
+	fw := NewFirmware("fw.bin", append([]byte{0xE9}, make([]byte, 9000)...), false)
+	tg := espotaFakeDeviceFrom(t, "127.0.0.66", func(c net.Conn, size int) {
+		readAllCounting(c, size)
+		fmt.Fprint(c, "OK")
+	})
+	tr := &EspotaTransport{ConnectTimeout: time.Second, AcceptTimeout: 2 * time.Second}
+	if err := tr.Send(context.Background(), tg, fw, Credentials{}, nil); err != nil {
+		t.Fatal(err)
+	}
 }

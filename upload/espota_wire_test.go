@@ -16,6 +16,13 @@ import (
 // then runs script on the data connection.
 func espotaFakeDevice(t *testing.T, script func(c net.Conn, size int)) Target {
 	t.Helper()
+	return espotaFakeDeviceFrom(t, "", script)
+}
+
+// espotaFakeDeviceFrom connects back from the local address from ("" = the
+// OS's choice), as a device behind NAT appears.
+func espotaFakeDeviceFrom(t *testing.T, from string, script func(c net.Conn, size int)) Target {
+	t.Helper()
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -23,7 +30,7 @@ func espotaFakeDevice(t *testing.T, script func(c net.Conn, size int)) Target {
 	t.Cleanup(func() { pc.Close() })
 	go func() {
 		buf := make([]byte, 512)
-		n, from, err := pc.ReadFrom(buf)
+		n, peer, err := pc.ReadFrom(buf)
 		if err != nil {
 			return
 		}
@@ -32,9 +39,13 @@ func espotaFakeDevice(t *testing.T, script func(c net.Conn, size int)) Target {
 		if _, err := fmt.Sscanf(string(buf[:n]), "%d %d %d %s", &cmd, &port, &size, &md5); err != nil {
 			return
 		}
-		_, _ = pc.WriteTo([]byte("OK"), from)
-		host := from.(*net.UDPAddr).IP.String()
-		c, err := net.Dial("tcp", net.JoinHostPort(host, fmt.Sprint(port)))
+		_, _ = pc.WriteTo([]byte("OK"), peer)
+		host := peer.(*net.UDPAddr).IP.String()
+		var d net.Dialer
+		if from != "" {
+			d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(from)}
+		}
+		c, err := d.Dial("tcp", net.JoinHostPort(host, fmt.Sprint(port)))
 		if err != nil {
 			return
 		}
