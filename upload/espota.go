@@ -497,13 +497,18 @@ const pollInterval = 50 * time.Millisecond
 // progressEvery limits uploading events to a few per second.
 const progressEvery = 100 * time.Millisecond
 
-// espotaLockstepBytes are sent stop-and-wait before the transfer goes
-// pipelined. The Arduino Updater checks the image once its 4096-byte buffer
-// is full (Wrong Magic Byte, Decryption error): answered while nothing else
-// is unread on the device, its close is a FIN and the words survive. With
-// data queued behind them the close is an RST, which on a fast path can
-// destroy the words before they are read.
-const espotaLockstepBytes = 4096 + 1460
+// espotaLockstepBytes are sent stop-and-wait, in espotaLockstepChunk
+// pieces, before the transfer goes pipelined. The Arduino Updater checks
+// the image once its 4096-byte buffer is full (Wrong Magic Byte,
+// Decryption error): answered while nothing else is unread on the device,
+// its close is a FIN and the words survive. With data queued behind them
+// the close is an RST, which on a fast path can destroy the words before
+// they are read. The pieces stay below any MSS (lwIP's default is 1440) so
+// that the device takes each in one read and answers it with one count.
+const (
+	espotaLockstepBytes = 4096 + 1024
+	espotaLockstepChunk = 1024
+)
 
 // transfer is the data phase: the first bytes lock-step, then the rest in
 // ChunkSize pieces as fast as TCP flow control allows, the device's stream
@@ -531,9 +536,11 @@ func (s *espotaSession) write(ac *AckCounter, st *streamState, quit <-chan struc
 	chunk := s.cfg.ChunkSize
 	lock := min(len(data), espotaLockstepBytes)
 	for off := 0; off < len(data); {
+		lockstep := off < lock
 		end := min(off+chunk, len(data))
-		if off < lock {
-			select { // forget counts for earlier chunks
+		if lockstep {
+			end = min(off+espotaLockstepChunk, len(data))
+			select { // forget counts for earlier pieces
 			case <-st.heardCh:
 			default:
 			}
@@ -541,7 +548,7 @@ func (s *espotaSession) write(ac *AckCounter, st *streamState, quit <-chan struc
 		if _, err := ac.Write(data[off:end]); err != nil {
 			return err
 		}
-		if off < lock && end < len(data) {
+		if lockstep && end < len(data) {
 			select {
 			case <-st.heardCh:
 			case <-st.ended:
@@ -678,7 +685,7 @@ func (s *espotaSession) watch(ctx context.Context, conn net.Conn, ac *AckCounter
 		if now.Sub(idleSince) >= s.cfg.IdleTimeout {
 			reason := fmt.Sprintf("the device took nothing and said nothing for %v, at %d of %d bytes (--idle-timeout)", s.cfg.IdleTimeout, taken, total)
 			if taken >= total {
-				reason = fmt.Sprintf("the device took all %d bytes but gave no answer within %v (--idle-timeout)", total, s.cfg.IdleTimeout)
+				reason = fmt.Sprintf("the device acknowledged all %d bytes but gave no answer within %v (--idle-timeout)", total, s.cfg.IdleTimeout)
 			}
 			return &DeviceError{Class: ClassTimeout, Taken: taken, Reason: reason}
 		}

@@ -172,12 +172,13 @@ func TestEspotaLockstepStart(t *testing.T) {
 	unread := make(chan int, 1)
 	tg := espotaFakeDevice(t, func(c net.Conn, size int) {
 		buf := make([]byte, 1460)
-		n, _ := io.ReadFull(c, buf)
+		if n, err := io.ReadFull(c, buf[:espotaLockstepChunk]); err != nil {
+			t.Errorf("first piece: %d bytes, %v", n, err)
+		}
 		time.Sleep(100 * time.Millisecond) // no count yet: nothing more may come
 		_ = c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
 		m, _ := c.Read(buf)
 		unread <- m
-		_ = n
 		fmt.Fprint(c, "Wrong Magic Byte\r\n")
 	})
 	tr := &EspotaTransport{ConnectTimeout: time.Second, AcceptTimeout: time.Second, IdleTimeout: time.Second}
