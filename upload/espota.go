@@ -258,7 +258,7 @@ func (s *espotaSession) handshake(ctx context.Context) error {
 		case replyOK:
 			return nil
 		case replyErr:
-			return s.wordsError(string(reply), "the device refused to begin the update")
+			return s.beginError(string(reply))
 		case replyAuthFailed:
 			// Not asked for: a reply meant for someone else's auth.
 			return &DeviceError{Class: ClassAuth, Words: cleanWords(string(reply)), Reason: "the device refused the authentication: check --password"}
@@ -301,7 +301,7 @@ func (s *espotaSession) handshake(ctx context.Context) error {
 			}
 			return &DeviceError{Class: ClassAuth, Words: "Authentication Failed", Reason: "wrong espota password: check --password"}
 		case replyErr:
-			return s.wordsError(string(answer), "the device refused to begin the update")
+			return s.beginError(string(answer))
 		default:
 			return &DeviceError{Class: ClassRejected, Words: cleanWords(string(answer)), Reason: "unexpected answer to the authentication"}
 		}
@@ -428,11 +428,16 @@ func (s *espotaSession) drain() {
 	}
 }
 
-func (s *espotaSession) wordsError(text, fallback string) error {
+// beginError is ESP8266's "ERR: <Update error>" answer to the invitation:
+// Update.begin refused the size or command.
+func (s *espotaSession) beginError(text string) error {
 	w := cleanWords(text)
 	class, why := classifyEspotaWords(w)
-	if w == "" {
-		why = fallback
+	switch {
+	case s.fw.Filesystem:
+		why = "the device has no filesystem area that takes this image (sketches built with no or a smaller filesystem)"
+	case w == "ERR:" || w == "ERR":
+		why = "the device refused to begin the update"
 	}
 	return &DeviceError{Class: class, Words: w, Reason: why}
 }

@@ -506,8 +506,8 @@ func TestEspotaFilesystem(t *testing.T) {
 		_, err := espotaSend(t, espotaFast(), espotaTarget(d), fs, "")
 		if err != nil {
 			de := espotaWantClass(t, err, ClassRejected)
-			if !strings.HasPrefix(de.Words, "ERR: ") {
-				t.Errorf("words %q", de.Words)
+			if !strings.HasPrefix(de.Words, "ERR: ") || !strings.Contains(de.Reason, "filesystem") {
+				t.Errorf("words %q, reason %q", de.Words, de.Reason)
 			}
 		}
 	})
