@@ -41,6 +41,12 @@ var wordClasses = []struct {
 	{"Partition Could Not be Found", ClassRejected, "the device has no partition for this upload"},
 	{"Bad Argument", ClassRejected, "the device refused the upload's parameters"},
 	{"Aborted", ClassNetwork, "the device aborted the upload"},
+	// esp8266/Arduino Updater texts (after its "ERROR[n]: " prefix).
+	{"Magic byte is wrong", ClassRejected, "the file is not an app image the device can boot"},
+	{"Signature verification failed", ClassRejected, "the device takes only images signed with its key: sign the image"},
+	{"Flash config wrong", ClassRejected, "the image's flash size or mode does not match the device's flash chip: build it for this board"},
+	{"New Flash config wrong", ClassRejected, "the image's flash size or mode does not match the device's flash chip: build it for this board"},
+	{"Invalid bootstrapping state", ClassRejected, "the ESP8266 must be reset (power-cycled) once after a serial flash before it can update over the air"},
 }
 
 // ClassifyAnswer turns a device's answer into a class and a one-line reason.

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -42,6 +43,15 @@ var ErrEspotaNoOK = errors.New("espota: connection closed without the final OK")
 // within TCP flow control and the device's counts, which then run together,
 // only show it is alive. Progress is what the device's TCP stack
 // acknowledged (AckCounter); success is only the device's final "OK".
+//
+// ESP8266 (esp8266/Arduino, §2) differs, and one code path serves both:
+// it sends every UDP reply to the invitation's source port (hence one
+// socket for invitation and auth); it answers the invitation only after
+// Update.begin ("OK", or "ERR: <error>" for an image it cannot take, where
+// ESP32 says OK and then never connects back); it is MD5-only; it waits 1 s
+// before and after its final OK; its errors read "ERROR[<n>]: <text>"; and
+// it never times out on a stalled host, so every failure here closes the
+// connection.
 //
 // The zero value works for one upload at a time; for parallel uploads set
 // Listener to one EspotaListener shared by all.
@@ -173,7 +183,7 @@ func (t *EspotaTransport) send(ctx context.Context, tg Target, fw *Firmware, cre
 		if ctx.Err() != nil {
 			return ctxError(ctx, 0)
 		}
-		return s.noConnectBack(err)
+		return s.noConnectBack(err, turn.refused())
 	}
 	turn.release() // the next upload to this IP may invite now
 	s.log.Debug("device connected back", "remote", conn.RemoteAddr().String())
@@ -248,7 +258,7 @@ func (s *espotaSession) handshake(ctx context.Context) error {
 		case replyOK:
 			return nil
 		case replyErr:
-			return s.wordsError(string(reply), "the device refused to begin the update")
+			return s.beginError(string(reply))
 		case replyAuthFailed:
 			// Not asked for: a reply meant for someone else's auth.
 			return &DeviceError{Class: ClassAuth, Words: cleanWords(string(reply)), Reason: "the device refused the authentication: check --password"}
@@ -291,7 +301,7 @@ func (s *espotaSession) handshake(ctx context.Context) error {
 			}
 			return &DeviceError{Class: ClassAuth, Words: "Authentication Failed", Reason: "wrong espota password: check --password"}
 		case replyErr:
-			return s.wordsError(string(answer), "the device refused to begin the update")
+			return s.beginError(string(answer))
 		default:
 			return &DeviceError{Class: ClassRejected, Words: cleanWords(string(answer)), Reason: "unexpected answer to the authentication"}
 		}
@@ -418,16 +428,26 @@ func (s *espotaSession) drain() {
 	}
 }
 
-func (s *espotaSession) wordsError(text, fallback string) error {
+// beginError is ESP8266's "ERR: <Update error>" answer to the invitation:
+// Update.begin refused the size or command.
+func (s *espotaSession) beginError(text string) error {
 	w := cleanWords(text)
 	class, why := classifyEspotaWords(w)
-	if w == "" {
-		why = fallback
+	switch {
+	case s.fw.Filesystem:
+		why = "the device has no filesystem area that takes this image (sketches built with no or a smaller filesystem)"
+	case w == "ERR:" || w == "ERR":
+		why = "the device refused to begin the update"
 	}
 	return &DeviceError{Class: class, Words: w, Reason: why}
 }
 
-func (s *espotaSession) noConnectBack(err error) error {
+func (s *espotaSession) noConnectBack(err error, refused []string) error {
+	if len(refused) > 0 {
+		return &DeviceError{Class: ClassNoConnectBack, Err: err, Reason: fmt.Sprintf(
+			"the device accepted the invitation, but the only connections to %s came from %s, not from %s, and were refused while other uploads waited: upload to this device alone, or reach it without NAT",
+			s.local, strings.Join(refused, ", "), s.device.Addr())}
+	}
 	reason := fmt.Sprintf("the device accepted the invitation but never connected back to %s within %v: a host firewall blocking TCP port %d, NAT/WSL/VPN between host and device (pass --host-ip with an address the device can reach)",
 		s.local, s.cfg.AcceptTimeout, s.local.Port)
 	switch {
@@ -480,13 +500,18 @@ const pollInterval = 50 * time.Millisecond
 // progressEvery limits uploading events to a few per second.
 const progressEvery = 100 * time.Millisecond
 
-// espotaLockstepBytes are sent stop-and-wait before the transfer goes
-// pipelined. The Arduino Updater checks the image once its 4096-byte buffer
-// is full (Wrong Magic Byte, Decryption error): answered while nothing else
-// is unread on the device, its close is a FIN and the words survive. With
-// data queued behind them the close is an RST, which on a fast path can
-// destroy the words before they are read.
-const espotaLockstepBytes = 4096 + 1460
+// espotaLockstepBytes are sent stop-and-wait, in espotaLockstepChunk
+// pieces, before the transfer goes pipelined. The Arduino Updater checks
+// the image once its 4096-byte buffer is full (Wrong Magic Byte,
+// Decryption error): answered while nothing else is unread on the device,
+// its close is a FIN and the words survive. With data queued behind them
+// the close is an RST, which on a fast path can destroy the words before
+// they are read. The pieces stay below any MSS (lwIP's default is 1440) so
+// that the device takes each in one read and answers it with one count.
+const (
+	espotaLockstepBytes = 4096 + 1024
+	espotaLockstepChunk = 1024
+)
 
 // transfer is the data phase: the first bytes lock-step, then the rest in
 // ChunkSize pieces as fast as TCP flow control allows, the device's stream
@@ -514,9 +539,11 @@ func (s *espotaSession) write(ac *AckCounter, st *streamState, quit <-chan struc
 	chunk := s.cfg.ChunkSize
 	lock := min(len(data), espotaLockstepBytes)
 	for off := 0; off < len(data); {
+		lockstep := off < lock
 		end := min(off+chunk, len(data))
-		if off < lock {
-			select { // forget counts for earlier chunks
+		if lockstep {
+			end = min(off+espotaLockstepChunk, len(data))
+			select { // forget counts for earlier pieces
 			case <-st.heardCh:
 			default:
 			}
@@ -524,7 +551,7 @@ func (s *espotaSession) write(ac *AckCounter, st *streamState, quit <-chan struc
 		if _, err := ac.Write(data[off:end]); err != nil {
 			return err
 		}
-		if off < lock && end < len(data) {
+		if lockstep && end < len(data) {
 			select {
 			case <-st.heardCh:
 			case <-st.ended:
@@ -661,7 +688,7 @@ func (s *espotaSession) watch(ctx context.Context, conn net.Conn, ac *AckCounter
 		if now.Sub(idleSince) >= s.cfg.IdleTimeout {
 			reason := fmt.Sprintf("the device took nothing and said nothing for %v, at %d of %d bytes (--idle-timeout)", s.cfg.IdleTimeout, taken, total)
 			if taken >= total {
-				reason = fmt.Sprintf("the device took all %d bytes but gave no answer within %v (--idle-timeout)", total, s.cfg.IdleTimeout)
+				reason = fmt.Sprintf("the device acknowledged all %d bytes but gave no answer within %v (--idle-timeout)", total, s.cfg.IdleTimeout)
 			}
 			return &DeviceError{Class: ClassTimeout, Taken: taken, Reason: reason}
 		}

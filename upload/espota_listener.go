@@ -140,11 +140,28 @@ func (l *EspotaListener) serve(ln net.Listener) {
 		ip := ap.Addr().Unmap()
 		l.mu.Lock()
 		w := l.waiting[ip]
+		if w == nil && err == nil && len(l.waiting) == 1 && len(l.turns) == 1 {
+			// Behind NAT (Docker, a VPN) the device appears from another
+			// address. When this listener only ever served one device it
+			// can only be that one, as espota.py assumes. In a fleet it
+			// might be a late connect-back of another device (to a copy
+			// of its invitation) that would take this device's image:
+			// refused.
+			for _, only := range l.waiting {
+				w = only
+			}
+			l.log.Debug("espota connect-back from another address than the device's", "remote", ap.String(), "device", w.device.String())
+		}
 		delivered := false
 		if err == nil && w != nil && !w.got {
 			w.got = true
 			w.conn <- c
 			delivered = true
+		}
+		if !delivered {
+			for _, t := range l.waiting {
+				t.strangers = append(t.strangers[:min(len(t.strangers), 3)], ap.Addr().String())
+			}
 		}
 		l.mu.Unlock()
 		if !delivered {
@@ -165,7 +182,8 @@ type espotaTurn struct {
 	conn      chan net.Conn
 	gone      chan struct{} // closed when the listener closes
 	closeOnce sync.Once
-	got       bool // guarded by l.mu
+	got       bool     // guarded by l.mu
+	strangers []string // guarded by l.mu: refused connect-backs from other addresses meanwhile
 	released  bool
 }
 
@@ -237,6 +255,14 @@ func (t *espotaTurn) accept(ctx context.Context, timeout time.Duration) (net.Con
 }
 
 var errNoConnectBack = errors.New("no connection from the device")
+
+// refused lists the addresses whose connections were refused while this
+// upload waited (at most 4).
+func (t *espotaTurn) refused() []string {
+	t.l.mu.Lock()
+	defer t.l.mu.Unlock()
+	return append([]string(nil), t.strangers...)
+}
 
 // release ends the claim: a connection arriving later is refused, and the
 // next upload to the same IP may invite.

@@ -89,7 +89,7 @@ func (e *espotaEvents) phases() []Phase {
 	return out
 }
 
-func espotaSend(t testing.TB, tr *EspotaTransport, tg Target, fw *Firmware, password string) (error, *espotaEvents) {
+func espotaSend(t testing.TB, tr *EspotaTransport, tg Target, fw *Firmware, password string) (*espotaEvents, error) {
 	t.Helper()
 	ev := &espotaEvents{}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -102,7 +102,7 @@ func espotaSend(t testing.TB, tr *EspotaTransport, tg Target, fw *Firmware, pass
 		}
 	}
 	espotaNoSecret(t, err, ev)
-	return err, ev
+	return ev, err
 }
 
 // espotaNoSecret fails when the password shows in an error or an event.
@@ -180,7 +180,7 @@ func TestEspotaUploadPersonalities(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			d := espotaStart(t, sim.Config{Personality: c.p, Core: c.core, Password: auth.NewSecret(c.password)})
 			fw := espotaImage(t, "1.0.1", 100<<10)
-			err, ev := espotaSend(t, espotaFast(), espotaTarget(d), fw, c.password)
+			ev, err := espotaSend(t, espotaFast(), espotaTarget(d), fw, c.password)
 			if err != nil {
 				t.Fatalf("upload: %v", err)
 			}
@@ -235,7 +235,7 @@ func TestEspotaWrongPassword(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			d := espotaStart(t, sim.Config{Personality: c.p, Core: c.core, Password: auth.NewSecret("the-right-one")})
-			err, _ := espotaSend(t, espotaFast(), espotaTarget(d), espotaImage(t, "1.0.1", 0), espotaTestPassword)
+			_, err := espotaSend(t, espotaFast(), espotaTarget(d), espotaImage(t, "1.0.1", 0), espotaTestPassword)
 			de := espotaWantClass(t, err, ClassAuth)
 			if de.Words != "Authentication Failed" {
 				t.Errorf("words %q", de.Words)
@@ -261,12 +261,12 @@ func TestEspotaWrongPassword(t *testing.T) {
 func TestEspotaMissingPassword(t *testing.T) {
 	d := espotaStart(t, sim.Config{Personality: sim.Arduino, Password: auth.NewSecret(espotaTestPassword)})
 	tr := espotaFast()
-	err, _ := espotaSend(t, tr, espotaTarget(d), espotaImage(t, "1.0.1", 0), "")
+	_, err := espotaSend(t, tr, espotaTarget(d), espotaImage(t, "1.0.1", 0), "")
 	if de := espotaWantClass(t, err, ClassAuth); !strings.Contains(de.Reason, "--password") {
 		t.Errorf("reason %q should say what to pass", de.Reason)
 	}
 	tr.InviteTries, tr.ConnectTimeout = 1, time.Second // a swallowed invitation would fail now
-	if err, _ := espotaSend(t, tr, espotaTarget(d), espotaImage(t, "1.0.1", 0), espotaTestPassword); err != nil {
+	if _, err := espotaSend(t, tr, espotaTarget(d), espotaImage(t, "1.0.1", 0), espotaTestPassword); err != nil {
 		t.Fatalf("the next upload: %v", err)
 	}
 	espotaWaitVersion(t, d, "1.0.1")
@@ -312,7 +312,10 @@ func TestEspotaFaults(t *testing.T) {
 		{name: "esp8266 drop", p: sim.ESP8266, fault: "drop@30%", class: ClassNetwork},
 		{name: "stall", p: sim.Arduino, fault: "stall@50%:20s", class: ClassTimeout,
 			check: func(t *testing.T, de *DeviceError) {
-				if de.Taken == 0 || de.Taken >= big.Size() || !strings.Contains(de.Reason, "idle-timeout") {
+				// Taken is what the device's TCP stack acknowledged: with
+				// lwIP's 5.7 KB window near the stall point, with a big
+				// kernel buffer possibly all of it.
+				if de.Taken == 0 || !strings.Contains(de.Reason, "idle-timeout") {
 					t.Errorf("%+v", de)
 				}
 			}},
@@ -328,10 +331,10 @@ func TestEspotaFaults(t *testing.T) {
 			}
 			d := espotaStart(t, sim.Config{Personality: c.p, Faults: []sim.Fault{f}})
 			tr := espotaFast()
-			tr.AcceptTimeout = 500 * time.Millisecond
-			tr.IdleTimeout = 400 * time.Millisecond
+			tr.AcceptTimeout = time.Second
+			tr.IdleTimeout = time.Second
 			start := time.Now()
-			err, _ = espotaSend(t, tr, espotaTarget(d), big, "")
+			_, err = espotaSend(t, tr, espotaTarget(d), big, "")
 			de := espotaWantClass(t, err, c.class)
 			if de.Words != c.words {
 				t.Errorf("words %q, want %q", de.Words, c.words)
@@ -371,7 +374,7 @@ func TestEspotaRejectedImages(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			d := espotaStart(t, sim.Config{Personality: c.p})
-			err, _ := espotaSend(t, espotaFast(), espotaTarget(d), NewFirmware("x.bin", c.data, false), "")
+			_, err := espotaSend(t, espotaFast(), espotaTarget(d), NewFirmware("x.bin", c.data, false), "")
 			de := espotaWantClass(t, err, ClassRejected)
 			if de.Words != c.words {
 				t.Errorf("words %q, want %q", de.Words, c.words)
@@ -391,7 +394,7 @@ func TestEspotaTooLarge(t *testing.T) {
 		d := espotaStart(t, sim.Config{Personality: sim.Arduino, SlotSize: 256 << 10})
 		tr := espotaFast()
 		tr.AcceptTimeout = 500 * time.Millisecond
-		err, _ := espotaSend(t, tr, espotaTarget(d), fw, "")
+		_, err := espotaSend(t, tr, espotaTarget(d), fw, "")
 		de := espotaWantClass(t, err, ClassNoConnectBack)
 		if !strings.Contains(de.Reason, "app slot") {
 			t.Errorf("reason %q", de.Reason)
@@ -399,7 +402,7 @@ func TestEspotaTooLarge(t *testing.T) {
 	})
 	t.Run("esp8266", func(t *testing.T) {
 		d := espotaStart(t, sim.Config{Personality: sim.ESP8266, SlotSize: 256 << 10})
-		err, _ := espotaSend(t, espotaFast(), espotaTarget(d), fw, "")
+		_, err := espotaSend(t, espotaFast(), espotaTarget(d), fw, "")
 		de := espotaWantClass(t, err, ClassRejected)
 		if !strings.Contains(de.Words, "Not Enough Space") {
 			t.Errorf("words %q", de.Words)
@@ -416,7 +419,7 @@ func TestEspotaUnreachable(t *testing.T) {
 		defer pc.Close()
 		tr := &EspotaTransport{ConnectTimeout: 300 * time.Millisecond, InviteTries: 3}
 		port := pc.LocalAddr().(*net.UDPAddr).Port
-		err, _ = espotaSend(t, tr, Target{Host: "127.0.0.1", Port: port}, espotaImage(t, "1.0.1", 0), "")
+		_, err = espotaSend(t, tr, Target{Host: "127.0.0.1", Port: port}, espotaImage(t, "1.0.1", 0), "")
 		de := espotaWantClass(t, err, ClassUnreachable)
 		if !strings.Contains(de.Reason, "3 espota invitations") {
 			t.Errorf("reason %q", de.Reason)
@@ -430,7 +433,7 @@ func TestEspotaUnreachable(t *testing.T) {
 		port := pc.LocalAddr().(*net.UDPAddr).Port
 		pc.Close()
 		tr := &EspotaTransport{ConnectTimeout: 300 * time.Millisecond, InviteTries: 3}
-		err, _ = espotaSend(t, tr, Target{Host: "127.0.0.1", Port: port}, espotaImage(t, "1.0.1", 0), "")
+		_, err = espotaSend(t, tr, Target{Host: "127.0.0.1", Port: port}, espotaImage(t, "1.0.1", 0), "")
 		espotaWantClass(t, err, ClassUnreachable)
 	})
 }
@@ -480,7 +483,7 @@ func TestEspotaFilesystem(t *testing.T) {
 		d := espotaStart(t, sim.Config{Personality: sim.Arduino})
 		tr := espotaFast()
 		tr.AcceptTimeout = 500 * time.Millisecond
-		err, _ := espotaSend(t, tr, espotaTarget(d), fs, "")
+		_, err := espotaSend(t, tr, espotaTarget(d), fs, "")
 		recs := espotaWaitRecords(t, d, 1)
 		switch {
 		case err == nil:
@@ -500,11 +503,11 @@ func TestEspotaFilesystem(t *testing.T) {
 	})
 	t.Run("esp8266", func(t *testing.T) {
 		d := espotaStart(t, sim.Config{Personality: sim.ESP8266})
-		err, _ := espotaSend(t, espotaFast(), espotaTarget(d), fs, "")
+		_, err := espotaSend(t, espotaFast(), espotaTarget(d), fs, "")
 		if err != nil {
 			de := espotaWantClass(t, err, ClassRejected)
-			if !strings.HasPrefix(de.Words, "ERR: ") {
-				t.Errorf("words %q", de.Words)
+			if !strings.HasPrefix(de.Words, "ERR: ") || !strings.Contains(de.Reason, "filesystem") {
+				t.Errorf("words %q, reason %q", de.Words, de.Reason)
 			}
 		}
 	})
@@ -553,7 +556,7 @@ func TestEspotaParallelSharedListener(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i], _ = espotaSend(t, tr, espotaTarget(d), fw, espotaTestPassword)
+			_, errs[i] = espotaSend(t, tr, espotaTarget(d), fw, espotaTestPassword)
 		}()
 	}
 	wg.Wait()
@@ -583,6 +586,12 @@ func TestEspotaListenerStrangers(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
+	// A fleet: another device was served before.
+	other, err := ln.reserve(context.Background(), netip.MustParseAddr("127.0.0.7"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other.release()
 	turn, err := ln.reserve(context.Background(), netip.MustParseAddr("127.0.0.9"))
 	if err != nil {
 		t.Fatal(err)
@@ -598,6 +607,15 @@ func TestEspotaListenerStrangers(t *testing.T) {
 		t.Errorf("a stranger's connection stayed open: %v", err)
 	}
 	c.Close()
+	if r := turn.refused(); len(r) != 1 || r[0] != "127.0.0.8" {
+		t.Errorf("refused %v", r)
+	}
+	s := &espotaSession{cfg: &EspotaTransport{AcceptTimeout: time.Second}, fw: NewFirmware("fw.bin", []byte{0xE9}, false),
+		local: turn.local, device: netip.MustParseAddrPort("127.0.0.9:3232")}
+	de := espotaWantClass(t, s.noConnectBack(errNoConnectBack, turn.refused()), ClassNoConnectBack)
+	if !strings.Contains(de.Reason, "came from 127.0.0.8, not from 127.0.0.9") {
+		t.Errorf("reason %q", de.Reason)
+	}
 	go func() {
 		c, err := (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.9")}}).Dial("tcp", addr)
 		if err == nil {
@@ -647,7 +665,7 @@ func TestEspotaMidUploadError(t *testing.T) {
 	words := 0
 	for i := 0; i < 6; i++ {
 		d := espotaStart(t, sim.Config{Personality: sim.Arduino, Faults: []sim.Fault{f}})
-		err, _ := espotaSend(t, espotaFast(), espotaTarget(d), fw, "")
+		_, err := espotaSend(t, espotaFast(), espotaTarget(d), fw, "")
 		var de *DeviceError
 		if !errors.As(err, &de) {
 			t.Fatalf("got %v", err)
@@ -665,4 +683,53 @@ func TestEspotaMidUploadError(t *testing.T) {
 		d.Close()
 	}
 	t.Logf("the words survived the reset %d of 6 times", words)
+}
+
+// One listener serves every espota upload of a fleet; the runner closes it
+// at the end.
+func ExampleEspotaListener() {
+	ln, err := NewEspotaListener("", 0, nil) // --host-ip, --host-port
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer ln.Close()
+	tr := &EspotaTransport{Listener: ln, IdleTimeout: 30 * time.Second}
+	fw := NewFirmware("firmware.bin", []byte{0xE9 /* … */}, false)
+	targets := []Target{{Host: "127.0.0.2"}, {Host: "127.0.0.3", Port: 8266}}
+	var wg sync.WaitGroup
+	for _, tg := range targets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := tr.Send(context.Background(), tg, fw, Credentials{Password: auth.NewSecret("…")}, func(e Event) {})
+			switch {
+			case err == nil:
+				fmt.Println(tg.Host, "accepted")
+			case errors.Is(err, ErrEspotaNoOK):
+				// All bytes taken, no OK: only the version after the reboot tells.
+				fmt.Println(tg.Host, "no OK:", err)
+			default:
+				fmt.Println(tg.Host, err)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// One device behind NAT: its connect-back comes from another address, and
+// is taken all the same when the listener serves that device alone.
+func TestEspotaConnectBackThroughNAT(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("needs 127.0.0.0/8 on the loopback interface (Linux)")
+	}
+	fw := NewFirmware("fw.bin", append([]byte{0xE9}, make([]byte, 9000)...), false)
+	tg := espotaFakeDeviceFrom(t, "127.0.0.66", func(c net.Conn, size int) {
+		readAllCounting(c, size)
+		fmt.Fprint(c, "OK")
+	})
+	tr := &EspotaTransport{ConnectTimeout: time.Second, AcceptTimeout: 2 * time.Second}
+	if err := tr.Send(context.Background(), tg, fw, Credentials{}, nil); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -16,6 +16,13 @@ import (
 // then runs script on the data connection.
 func espotaFakeDevice(t *testing.T, script func(c net.Conn, size int)) Target {
 	t.Helper()
+	return espotaFakeDeviceFrom(t, "", script)
+}
+
+// espotaFakeDeviceFrom connects back from the local address from ("" = the
+// OS's choice), as a device behind NAT appears.
+func espotaFakeDeviceFrom(t *testing.T, from string, script func(c net.Conn, size int)) Target {
+	t.Helper()
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -23,7 +30,7 @@ func espotaFakeDevice(t *testing.T, script func(c net.Conn, size int)) Target {
 	t.Cleanup(func() { pc.Close() })
 	go func() {
 		buf := make([]byte, 512)
-		n, from, err := pc.ReadFrom(buf)
+		n, peer, err := pc.ReadFrom(buf)
 		if err != nil {
 			return
 		}
@@ -32,9 +39,13 @@ func espotaFakeDevice(t *testing.T, script func(c net.Conn, size int)) Target {
 		if _, err := fmt.Sscanf(string(buf[:n]), "%d %d %d %s", &cmd, &port, &size, &md5); err != nil {
 			return
 		}
-		_, _ = pc.WriteTo([]byte("OK"), from)
-		host := from.(*net.UDPAddr).IP.String()
-		c, err := net.Dial("tcp", net.JoinHostPort(host, fmt.Sprint(port)))
+		_, _ = pc.WriteTo([]byte("OK"), peer)
+		host := peer.(*net.UDPAddr).IP.String()
+		var d net.Dialer
+		if from != "" {
+			d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(from)}
+		}
+		c, err := d.Dial("tcp", net.JoinHostPort(host, fmt.Sprint(port)))
 		if err != nil {
 			return
 		}
@@ -112,12 +123,12 @@ func TestEspotaWire(t *testing.T) {
 		}},
 		{name: "silent after all bytes", class: ClassTimeout, script: func(c net.Conn, size int) {
 			readAllCounting(c, size)
-			time.Sleep(time.Second)
+			time.Sleep(2 * time.Second)
 		}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			tg := espotaFakeDevice(t, c.script)
-			tr := &EspotaTransport{ConnectTimeout: time.Second, AcceptTimeout: time.Second, IdleTimeout: 400 * time.Millisecond}
+			tr := &EspotaTransport{ConnectTimeout: time.Second, AcceptTimeout: time.Second, IdleTimeout: 800 * time.Millisecond}
 			err := tr.Send(context.Background(), tg, fw, Credentials{}, nil)
 			if c.class == "" {
 				if err != nil {
@@ -161,12 +172,13 @@ func TestEspotaLockstepStart(t *testing.T) {
 	unread := make(chan int, 1)
 	tg := espotaFakeDevice(t, func(c net.Conn, size int) {
 		buf := make([]byte, 1460)
-		n, _ := io.ReadFull(c, buf)
+		if n, err := io.ReadFull(c, buf[:espotaLockstepChunk]); err != nil {
+			t.Errorf("first piece: %d bytes, %v", n, err)
+		}
 		time.Sleep(100 * time.Millisecond) // no count yet: nothing more may come
 		_ = c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
 		m, _ := c.Read(buf)
 		unread <- m
-		_ = n
 		fmt.Fprint(c, "Wrong Magic Byte\r\n")
 	})
 	tr := &EspotaTransport{ConnectTimeout: time.Second, AcceptTimeout: time.Second, IdleTimeout: time.Second}
@@ -219,9 +231,19 @@ func TestEspotaWordsClassified(t *testing.T) {
 		{"Stream Read Timeout", ClassNetwork},
 		{"Authentication Failed", ClassAuth},
 		{"ERROR[x]: Flash Write Failed", ClassRejected}, // not the ESP8266 framing: unknown words
+		{"ERROR[10]: Magic byte is wrong, not 0xE9", ClassRejected},
+		{"ERROR[12]: Signature verification failed", ClassRejected},
+		{"ERROR[8]: new Flash config wrong real: 1048576", ClassRejected},
+		{"ERROR[11]: Invalid bootstrapping state, reset ESP8266 before updating", ClassRejected},
+		{"ERROR[6]: Stream Read Timeout", ClassNetwork},
 	} {
-		if got, _ := classifyEspotaWords(c.words); got != c.want {
+		got, why := classifyEspotaWords(c.words)
+		if got != c.want {
 			t.Errorf("%q: %s, want %s", c.words, got, c.want)
+		}
+		_, unknown := ClassifyAnswer(0, "no such words")
+		if (why == unknown) != strings.HasPrefix(c.words, "ERROR[x]") {
+			t.Errorf("%q: reason %q", c.words, why)
 		}
 	}
 }
