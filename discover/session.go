@@ -36,6 +36,7 @@ const (
 	maxQuerySize = 1400             // fits an Ethernet MTU with IP/UDP headers
 	resolveGap   = 200 * time.Millisecond
 	resolveTries = 5
+	txtGrace     = 250 * time.Millisecond
 )
 
 // session is one browse: the sockets and the cache, driven by one goroutine.
@@ -466,6 +467,7 @@ func Browse(ctx context.Context, cfg Config, o BrowseOptions) ([]Device, error) 
 	bctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 	found := make(map[string]Device)
+	var grace *time.Timer
 	s.run(bctx, func(e Event) {
 		switch e.Kind {
 		case Added, Changed:
@@ -473,10 +475,24 @@ func Browse(ctx context.Context, cfg Config, o BrowseOptions) ([]Device, error) 
 		case Removed:
 			delete(found, e.Device.Key())
 		}
-		if o.Count > 0 && len(found) >= o.Count {
-			cancel()
+		if o.Count <= 0 || len(found) < o.Count {
+			return
 		}
+		// Enough devices: stop, but give a TXT record that travels in a
+		// packet of its own a moment to arrive.
+		for _, d := range found {
+			if d.TXT == nil {
+				if grace == nil {
+					grace = time.AfterFunc(txtGrace, cancel)
+				}
+				return
+			}
+		}
+		cancel()
 	})
+	if grace != nil {
+		grace.Stop()
+	}
 	out := slices.SortedFunc(mapValues(found), func(a, b Device) int {
 		return cmp.Or(cmp.Compare(strings.ToLower(a.Instance), strings.ToLower(b.Instance)), cmp.Compare(a.Service, b.Service))
 	})
