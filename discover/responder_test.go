@@ -30,10 +30,10 @@ type splitResponder struct {
 	ttl     uint32
 	txt     []string
 	lazy    bool
-	silent  bool             // answer nothing (a device that vanished)
-	gap     time.Duration    // between the packets of one answer
-	queries map[uint16]int   // questions received about our names, by type
-	asked   []dns.Question   // all of them, in order
+	silent  bool           // answer nothing (a device that vanished)
+	gap     time.Duration  // between the packets of one answer
+	queries map[uint16]int // questions received about our names, by type
+	asked   []dns.Question // all of them, in order
 	done    chan struct{}
 }
 
