@@ -34,7 +34,9 @@ type splitResponder struct {
 	gap     time.Duration  // between the packets of one answer
 	queries map[uint16]int // questions received about our names, by type
 	asked   []dns.Question // all of them, in order
+	times   []time.Duration
 	done    chan struct{}
+	start   time.Time
 }
 
 func newSplitResponder(t testing.TB, ifi *net.Interface, instance, host string, addr netip.Addr) *splitResponder {
@@ -52,7 +54,7 @@ func newSplitResponder(t testing.TB, ifi *net.Interface, instance, host string, 
 	_ = pc.SetMulticastTTL(255)
 	r := &splitResponder{t: t, pc: pc, conn: conn, instance: instance + "._ota._tcp.local.", host: host + ".local.",
 		addr: addr, port: 3232, ttl: 120, gap: 30 * time.Millisecond, txt: []string{"version=1.0.0"},
-		queries: map[uint16]int{}, done: make(chan struct{})}
+		queries: map[uint16]int{}, done: make(chan struct{}), start: time.Now()}
 	go r.serve()
 	t.Cleanup(func() { conn.Close(); <-r.done })
 	return r
@@ -156,6 +158,7 @@ func (r *splitResponder) serve() {
 			}
 			r.queries[qu.Qtype]++
 			r.asked = append(r.asked, qu)
+			r.times = append(r.times, time.Since(r.start))
 			out = append(out, rr)
 			if rr == ptr && !lazy {
 				out = append(out, srv, txt, a)
