@@ -289,15 +289,7 @@ func (s *session) assemble() map[string]Device {
 			if len(d.Addrs) == 0 {
 				continue
 			}
-			slices.SortFunc(d.Addrs, func(a, b netip.Addr) int {
-				if a.Is4() != b.Is4() {
-					if a.Is4() {
-						return -1
-					}
-					return 1
-				}
-				return a.Compare(b)
-			})
+			slices.SortFunc(d.Addrs, compareAddr)
 			if txt := s.cache.latest(inst, dns.TypeTXT); txt != nil {
 				d.TXT = parseTXTRecord(txt.rr.(*dns.TXT).Txt)
 			}
