@@ -78,9 +78,9 @@ func TestParseErrors(t *testing.T) {
 
 func TestAddKeepsCommentsAndDedups(t *testing.T) {
 	found := []Device{
-		{Name: "workshop-dup", Address: "10.20.0.7", Port: 3232},               // same address as workshop: skipped
+		{Name: "workshop-dup", Address: "10.20.0.7", Port: 3232},                 // same address as workshop: skipped
 		{Name: "ots-sim-01", Address: "127.0.0.2", Port: 3232, Protocol: "http"}, // new
-		{Name: "garage", Address: "127.0.0.3", Port: 3232},                     // name taken by another device: renamed
+		{Name: "garage", Address: "127.0.0.3", Port: 3232},                       // name taken by another device: renamed
 	}
 	out, added, err := AddToYAML([]byte(sample), found)
 	if err != nil {
