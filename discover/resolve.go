@@ -29,6 +29,8 @@ type Resolver struct {
 	LookupOS func(ctx context.Context, host string) ([]netip.Addr, error)
 	// NoOS skips the OS resolver for ".local" names.
 	NoOS bool
+	// NoMDNS skips the mDNS query (--inventory-only).
+	NoMDNS bool
 
 	mu    sync.Mutex
 	cache map[string]cached
@@ -89,7 +91,7 @@ func (r *Resolver) Lookup(ctx context.Context, host string) ([]netip.Addr, error
 	r.mu.Unlock()
 
 	var reasons []string
-	if IsLocal(host) {
+	if IsLocal(host) && !r.NoMDNS {
 		addrs, err := r.lookupMDNS(ctx, host)
 		if err == nil && len(addrs) > 0 {
 			r.Remember(host, addrs)

@@ -3,7 +3,6 @@ package discover
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -442,6 +441,9 @@ type BrowseOptions struct {
 	// Count, when positive, ends the browse as soon as that many devices
 	// are found.
 	Count int
+	// Until, when set, ends the browse as soon as it holds for the devices
+	// found so far.
+	Until func([]Device) bool
 }
 
 // Browse lists the devices that answer within the timeout, sorted by
@@ -467,7 +469,11 @@ func Browse(ctx context.Context, cfg Config, o BrowseOptions) ([]Device, error) 
 		case Removed:
 			delete(found, e.Device.Key())
 		}
-		if o.Count <= 0 || len(found) < o.Count {
+		enough := o.Count > 0 && len(found) >= o.Count
+		if !enough && o.Until != nil && e.Kind != Removed {
+			enough = o.Until(slices.Collect(mapValues(found)))
+		}
+		if !enough {
 			return
 		}
 		// Enough devices: stop, but give a TXT record that travels in a
@@ -513,8 +519,5 @@ func Watch(ctx context.Context, cfg Config, emit func(Event)) error {
 	}
 	defer s.close()
 	s.run(ctx, emit)
-	if err := ctx.Err(); err != nil && !errors.Is(err, context.Canceled) {
-		return err
-	}
 	return nil
 }
