@@ -36,6 +36,7 @@ const (
 	resolveGap   = 200 * time.Millisecond
 	resolveTries = 5
 	txtGrace     = 250 * time.Millisecond
+	resolveDelay = 100 * time.Millisecond
 )
 
 // session is one browse: the sockets and the cache, driven by one goroutine.
@@ -319,8 +320,14 @@ func parseTXTRecord(txt []string) map[string]string {
 func (s *session) resolveQuestions(now time.Time) ([]dns.Question, time.Time) {
 	var qs []dns.Question
 	var next time.Time
-	need := func(name string, rtype uint16) {
+	need := func(name string, rtype uint16, since time.Time) {
 		nt := nameType{lower(name), rtype}
+		// Give records that travel as additionals, or in the device's next
+		// packet, a moment before asking (RFC 6763 §12).
+		if wait := since.Add(resolveDelay); s.asked[nt] == nil && now.Before(wait) {
+			next = earliest(next, wait)
+			return
+		}
 		a := s.asked[nt]
 		if a == nil {
 			a = &ask{}
@@ -346,17 +353,17 @@ func (s *session) resolveQuestions(now time.Time) ([]dns.Question, time.Time) {
 			srv := s.cache.latest(inst, dns.TypeSRV)
 			if srv == nil {
 				wanted[nameType{lower(inst), dns.TypeSRV}] = true
-				need(inst, dns.TypeSRV)
+				need(inst, dns.TypeSRV, e.recv)
 				continue
 			}
 			if s.cache.latest(inst, dns.TypeTXT) == nil {
 				wanted[nameType{lower(inst), dns.TypeTXT}] = true
-				need(inst, dns.TypeTXT)
+				need(inst, dns.TypeTXT, srv.recv)
 			}
 			host := srv.rr.(*dns.SRV).Target
 			if len(s.cache.get(host, dns.TypeA)) == 0 && len(s.cache.get(host, dns.TypeAAAA)) == 0 {
 				wanted[nameType{lower(host), dns.TypeA}] = true
-				need(host, dns.TypeA)
+				need(host, dns.TypeA, srv.recv)
 			}
 		}
 	}
