@@ -29,8 +29,8 @@ type entry struct {
 	ttl     time.Duration
 	// stage counts the refresh queries sent for this copy (RFC 6762 §5.2:
 	// at 80, 85, 90 and 95 % of the TTL), jitter spreads them by up to 2 %.
-	stage   int
-	jitter  float64
+	stage  int
+	jitter float64
 	// goodbye: withdrawn (TTL 0) or flushed by a newer unique record; the
 	// record then lives until deadline, one second (RFC 6762 §10.1, §10.2).
 	goodbye  bool
