@@ -408,7 +408,7 @@ func pushExitCode(results []upload.Result, interrupted, requireVerified bool) in
 	bad, unverified := false, false
 	for _, r := range results {
 		bad = bad || r.Outcome.Bad()
-		unverified = unverified || r.Outcome == upload.Unverified
+		unverified = unverified || r.Outcome == upload.OutcomeUnverified
 	}
 	switch {
 	case bad:

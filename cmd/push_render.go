@@ -199,9 +199,9 @@ func fromTo(r upload.Result) string {
 func outcomeStyled(st style, r upload.Result) string {
 	t := r.OutcomeText()
 	switch {
-	case r.Outcome == upload.Updated, r.Outcome == upload.Skipped, r.Outcome == upload.Accepted:
+	case r.Outcome == upload.OutcomeUpdated, r.Outcome == upload.OutcomeSkipped, r.Outcome == upload.OutcomeAccepted:
 		return st.green(t)
-	case r.Outcome == upload.Unverified, r.Outcome == upload.NotStarted, r.Outcome == upload.Cancelled:
+	case r.Outcome == upload.OutcomeUnverified, r.Outcome == upload.OutcomeNotStarted, r.Outcome == upload.OutcomeCancelled:
 		return st.yellow(t)
 	case r.Outcome.Bad():
 		return st.red(t)
@@ -211,8 +211,8 @@ func outcomeStyled(st style, r upload.Result) string {
 
 // totalsLine is the last line: counts per outcome, unverified apart.
 func totalsLine(results []upload.Result, counts map[string]int, wall time.Duration) string {
-	order := []upload.Outcome{upload.Updated, upload.Accepted, upload.Skipped, upload.Planned, upload.Unverified,
-		upload.Failed, upload.Refused, upload.RolledBack, upload.Unchanged, upload.Unreachable, upload.NotStarted, upload.Cancelled}
+	order := []upload.Outcome{upload.OutcomeUpdated, upload.OutcomeAccepted, upload.OutcomeSkipped, upload.OutcomePlanned, upload.OutcomeUnverified,
+		upload.OutcomeFailed, upload.OutcomeRefused, upload.OutcomeRolledBack, upload.OutcomeUnchanged, upload.OutcomeUnreachable, upload.OutcomeNotStarted, upload.OutcomeCancelled}
 	var parts []string
 	for _, o := range order {
 		n := counts[string(o)]
@@ -220,7 +220,7 @@ func totalsLine(results []upload.Result, counts map[string]int, wall time.Durati
 			continue
 		}
 		p := fmt.Sprintf("%d %s", n, o)
-		if o == upload.Unverified {
+		if o == upload.OutcomeUnverified {
 			p += " (no version seen: not counted as updated)"
 		}
 		parts = append(parts, p)

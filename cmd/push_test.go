@@ -30,15 +30,15 @@ func TestPushExitCode(t *testing.T) {
 		require     bool
 		want        int
 	}{
-		{"all updated", res(upload.Updated, upload.Skipped, upload.Accepted), false, false, 0},
-		{"unverified is fine", res(upload.Updated, upload.Unverified), false, false, 0},
-		{"unverified required", res(upload.Updated, upload.Unverified), false, true, 3},
-		{"1 beats 3", res(upload.Unverified, upload.RolledBack), false, true, 1},
-		{"failed", res(upload.Failed), false, false, 1},
-		{"refused", res(upload.Refused), false, false, 1},
-		{"unchanged", res(upload.Unchanged), false, false, 1},
-		{"unreachable", res(upload.Unreachable), false, false, 1},
-		{"interrupted", res(upload.Cancelled, upload.Failed), true, true, 130},
+		{"all updated", res(upload.OutcomeUpdated, upload.OutcomeSkipped, upload.OutcomeAccepted), false, false, 0},
+		{"unverified is fine", res(upload.OutcomeUpdated, upload.OutcomeUnverified), false, false, 0},
+		{"unverified required", res(upload.OutcomeUpdated, upload.OutcomeUnverified), false, true, 3},
+		{"1 beats 3", res(upload.OutcomeUnverified, upload.OutcomeRolledBack), false, true, 1},
+		{"failed", res(upload.OutcomeFailed), false, false, 1},
+		{"refused", res(upload.OutcomeRefused), false, false, 1},
+		{"unchanged", res(upload.OutcomeUnchanged), false, false, 1},
+		{"unreachable", res(upload.OutcomeUnreachable), false, false, 1},
+		{"interrupted", res(upload.OutcomeCancelled, upload.OutcomeFailed), true, true, 130},
 	}
 	for _, c := range cases {
 		if got := pushExitCode(c.results, c.interrupted, c.require); got != c.want {

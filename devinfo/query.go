@@ -181,6 +181,18 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
+// Probe tells the protocol of an OTA port from a TCP connect (contract
+// §1): accepted → "http", refused → "espota"; "" when the device did not
+// answer, with the reason.
+func Probe(ctx context.Context, addr string, o Options) (proto string, reason string) {
+	var f Facts
+	p, _ := probe(ctx, addr, o.withDefaults(), &f)
+	if p.Value == "" && len(f.Notes) > 0 {
+		reason = f.Notes[0]
+	}
+	return p.Value, reason
+}
+
 // probe tells the protocol from a TCP connect (contract §1).
 func probe(ctx context.Context, addr string, o Options, f *Facts) (Fact, bool) {
 	cctx, cancel := context.WithTimeout(ctx, o.Timeout)

@@ -29,12 +29,20 @@ type entry struct {
 	ttl     time.Duration
 	// stage counts the refresh queries sent for this copy (RFC 6762 §5.2:
 	// at 80, 85, 90 and 95 % of the TTL), jitter spreads them by up to 2 %.
-	stage   int
-	jitter  float64
-	goodbye bool
+	stage  int
+	jitter float64
+	// goodbye: withdrawn (TTL 0) or flushed by a newer unique record; the
+	// record then lives until deadline, one second (RFC 6762 §10.1, §10.2).
+	goodbye  bool
+	deadline time.Time
 }
 
-func (e *entry) expires() time.Time { return e.recv.Add(e.ttl) }
+func (e *entry) expires() time.Time {
+	if e.goodbye {
+		return e.deadline
+	}
+	return e.recv.Add(e.ttl)
+}
 
 // refreshAt is when the next refresh query for e is due (zero: none left).
 func (e *entry) refreshAt() time.Time {
@@ -77,7 +85,7 @@ func (c *cache) add(rr dns.RR, ifIndex int, now time.Time) bool {
 		if e == nil || e.goodbye {
 			return false
 		}
-		e.goodbye, e.recv, e.ttl = true, now, goodbyeGrace
+		e.goodbye, e.deadline = true, now.Add(goodbyeGrace)
 		c.byeNames[byeName(rr)] = true
 		return true
 	}
@@ -87,7 +95,7 @@ func (c *cache) add(rr dns.RR, ifIndex int, now time.Time) bool {
 		// (RFC 6762 §10.2), unless they arrived in the last second.
 		for k, e := range set {
 			if k != key && now.Sub(e.recv) > time.Second && !e.goodbye {
-				e.goodbye, e.recv, e.ttl = true, now, goodbyeGrace
+				e.goodbye, e.deadline = true, now.Add(goodbyeGrace)
 				changed = true
 			}
 		}
@@ -120,26 +128,27 @@ func byeName(rr dns.RR) string {
 	return lower(rr.Header().Name)
 }
 
-// get returns the live records of a name and type (not those said goodbye to).
+// get returns the records of a name and type, including those in their
+// last second after a goodbye.
 func (c *cache) get(name string, rtype uint16) []*entry {
 	set := c.m[nameType{lower(name), rtype}]
 	out := make([]*entry, 0, len(set))
 	for _, e := range set {
-		if !e.goodbye {
-			out = append(out, e)
-		}
+		out = append(out, e)
 	}
 	return out
 }
 
-// latest is the most recently received live record, nil when none.
+// latest is the most recently received record, preferring those not said
+// goodbye to (a flushed TXT gives way to its successor at once); nil when none.
 func (c *cache) latest(name string, rtype uint16) *entry {
 	var best *entry
 	for _, e := range c.m[nameType{lower(name), rtype}] {
-		if e.goodbye {
-			continue
-		}
-		if best == nil || e.recv.After(best.recv) {
+		switch {
+		case best == nil, best.goodbye && !e.goodbye:
+			best = e
+		case e.goodbye && !best.goodbye:
+		case e.recv.After(best.recv):
 			best = e
 		}
 	}

@@ -3,7 +3,6 @@ package discover
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -36,6 +35,8 @@ const (
 	maxQuerySize = 1400             // fits an Ethernet MTU with IP/UDP headers
 	resolveGap   = 200 * time.Millisecond
 	resolveTries = 5
+	txtGrace     = 250 * time.Millisecond
+	resolveDelay = 100 * time.Millisecond
 )
 
 // session is one browse: the sockets and the cache, driven by one goroutine.
@@ -288,15 +289,7 @@ func (s *session) assemble() map[string]Device {
 			if len(d.Addrs) == 0 {
 				continue
 			}
-			slices.SortFunc(d.Addrs, func(a, b netip.Addr) int {
-				if a.Is4() != b.Is4() {
-					if a.Is4() {
-						return -1
-					}
-					return 1
-				}
-				return a.Compare(b)
-			})
+			slices.SortFunc(d.Addrs, compareAddr)
 			if txt := s.cache.latest(inst, dns.TypeTXT); txt != nil {
 				d.TXT = parseTXTRecord(txt.rr.(*dns.TXT).Txt)
 			}
@@ -327,8 +320,14 @@ func parseTXTRecord(txt []string) map[string]string {
 func (s *session) resolveQuestions(now time.Time) ([]dns.Question, time.Time) {
 	var qs []dns.Question
 	var next time.Time
-	need := func(name string, rtype uint16) {
+	need := func(name string, rtype uint16, since time.Time) {
 		nt := nameType{lower(name), rtype}
+		// Give records that travel as additionals, or in the device's next
+		// packet, a moment before asking (RFC 6763 §12).
+		if wait := since.Add(resolveDelay); s.asked[nt] == nil && now.Before(wait) {
+			next = earliest(next, wait)
+			return
+		}
 		a := s.asked[nt]
 		if a == nil {
 			a = &ask{}
@@ -354,17 +353,17 @@ func (s *session) resolveQuestions(now time.Time) ([]dns.Question, time.Time) {
 			srv := s.cache.latest(inst, dns.TypeSRV)
 			if srv == nil {
 				wanted[nameType{lower(inst), dns.TypeSRV}] = true
-				need(inst, dns.TypeSRV)
+				need(inst, dns.TypeSRV, e.recv)
 				continue
 			}
 			if s.cache.latest(inst, dns.TypeTXT) == nil {
 				wanted[nameType{lower(inst), dns.TypeTXT}] = true
-				need(inst, dns.TypeTXT)
+				need(inst, dns.TypeTXT, srv.recv)
 			}
 			host := srv.rr.(*dns.SRV).Target
 			if len(s.cache.get(host, dns.TypeA)) == 0 && len(s.cache.get(host, dns.TypeAAAA)) == 0 {
 				wanted[nameType{lower(host), dns.TypeA}] = true
-				need(host, dns.TypeA)
+				need(host, dns.TypeA, srv.recv)
 			}
 		}
 	}
@@ -449,6 +448,9 @@ type BrowseOptions struct {
 	// Count, when positive, ends the browse as soon as that many devices
 	// are found.
 	Count int
+	// Until, when set, ends the browse as soon as it holds for the devices
+	// found so far.
+	Until func([]Device) bool
 }
 
 // Browse lists the devices that answer within the timeout, sorted by
@@ -466,6 +468,7 @@ func Browse(ctx context.Context, cfg Config, o BrowseOptions) ([]Device, error) 
 	bctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 	found := make(map[string]Device)
+	var grace *time.Timer
 	s.run(bctx, func(e Event) {
 		switch e.Kind {
 		case Added, Changed:
@@ -473,10 +476,28 @@ func Browse(ctx context.Context, cfg Config, o BrowseOptions) ([]Device, error) 
 		case Removed:
 			delete(found, e.Device.Key())
 		}
-		if o.Count > 0 && len(found) >= o.Count {
-			cancel()
+		enough := o.Count > 0 && len(found) >= o.Count
+		if !enough && o.Until != nil && e.Kind != Removed {
+			enough = o.Until(slices.Collect(mapValues(found)))
 		}
+		if !enough {
+			return
+		}
+		// Enough devices: stop, but give a TXT record that travels in a
+		// packet of its own a moment to arrive.
+		for _, d := range found {
+			if d.TXT == nil {
+				if grace == nil {
+					grace = time.AfterFunc(txtGrace, cancel)
+				}
+				return
+			}
+		}
+		cancel()
 	})
+	if grace != nil {
+		grace.Stop()
+	}
 	out := slices.SortedFunc(mapValues(found), func(a, b Device) int {
 		return cmp.Or(cmp.Compare(strings.ToLower(a.Instance), strings.ToLower(b.Instance)), cmp.Compare(a.Service, b.Service))
 	})
@@ -505,8 +526,5 @@ func Watch(ctx context.Context, cfg Config, emit func(Event)) error {
 	}
 	defer s.close()
 	s.run(ctx, emit)
-	if err := ctx.Err(); err != nil && !errors.Is(err, context.Canceled) {
-		return err
-	}
 	return nil
 }

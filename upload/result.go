@@ -6,44 +6,44 @@ import "time"
 // appear in the summary table and the --json output.
 type Outcome string
 
-// The outcomes (issue "push" §6). Only Updated claims the new image runs,
+// The outcomes (issue "push" §6). Only OutcomeUpdated claims the new image runs,
 // and only after it was seen running.
 const (
-	// Updated: the new version was seen running, and valid where the device
+	// OutcomeUpdated: the new version was seen running, and valid where the device
 	// tells its app state (Result.Pending when --no-wait-valid stopped early).
-	Updated Outcome = "updated"
-	// RolledBack: back on the old version after accepting the new one.
-	RolledBack Outcome = "rolled-back"
-	// Unchanged: the old version, and no sign of a reboot.
-	Unchanged Outcome = "unchanged"
-	// Unreachable: nothing answered, or the device never came back.
-	Unreachable Outcome = "unreachable"
-	// Unverified: the device took the image and came back (or cannot be
+	OutcomeUpdated Outcome = "updated"
+	// OutcomeRolledBack: back on the old version after accepting the new one.
+	OutcomeRolledBack Outcome = "rolled-back"
+	// OutcomeUnchanged: the old version, and no sign of a reboot.
+	OutcomeUnchanged Outcome = "unchanged"
+	// OutcomeUnreachable: nothing answered, or the device never came back.
+	OutcomeUnreachable Outcome = "unreachable"
+	// OutcomeUnverified: the device took the image and came back (or cannot be
 	// seen coming back) but exposes no version; never counted as updated.
-	Unverified Outcome = "unverified"
-	// Failed: the upload failed; Result.Words holds the device's own words.
-	Failed Outcome = "failed"
-	// Refused: nothing was sent because the device told a chip, project or
+	OutcomeUnverified Outcome = "unverified"
+	// OutcomeFailed: the upload failed; Result.Words holds the device's own words.
+	OutcomeFailed Outcome = "failed"
+	// OutcomeRefused: nothing was sent because the device told a chip, project or
 	// slot size the image does not fit, or the upload kind it lacks.
-	Refused Outcome = "refused"
-	// Skipped: the device already runs this image.
-	Skipped Outcome = "skipped"
-	// Accepted: the device accepted the image and verification was off.
-	Accepted Outcome = "accepted"
-	// NotStarted: the rollout stopped before this device (a failed canary,
+	OutcomeRefused Outcome = "refused"
+	// OutcomeSkipped: the device already runs this image.
+	OutcomeSkipped Outcome = "skipped"
+	// OutcomeAccepted: the device accepted the image and verification was off.
+	OutcomeAccepted Outcome = "accepted"
+	// OutcomeNotStarted: the rollout stopped before this device (a failed canary,
 	// the failure budget, or an interrupt).
-	NotStarted Outcome = "not-started"
-	// Cancelled: interrupted while this device was being updated.
-	Cancelled Outcome = "cancelled"
-	// Planned: --dry-run; the device would be updated.
-	Planned Outcome = "planned"
+	OutcomeNotStarted Outcome = "not-started"
+	// OutcomeCancelled: interrupted while this device was being updated.
+	OutcomeCancelled Outcome = "cancelled"
+	// OutcomePlanned: --dry-run; the device would be updated.
+	OutcomePlanned Outcome = "planned"
 )
 
 // Bad reports whether the outcome makes the run fail (exit 1): the device
 // failed, refused, rolled back, stayed unchanged or never came back.
 func (o Outcome) Bad() bool {
 	switch o {
-	case Failed, Refused, RolledBack, Unchanged, Unreachable:
+	case OutcomeFailed, OutcomeRefused, OutcomeRolledBack, OutcomeUnchanged, OutcomeUnreachable:
 		return true
 	}
 	return false
@@ -95,7 +95,7 @@ type Result struct {
 
 // OutcomeText is the outcome as the summary prints it.
 func (r Result) OutcomeText() string {
-	if r.Outcome == Updated && r.Pending {
+	if r.Outcome == OutcomeUpdated && r.Pending {
 		return "updated (pending_verify)"
 	}
 	return string(r.Outcome)

@@ -342,7 +342,7 @@ func (r *runner) run(ctx context.Context, targets []Target) []Result {
 	}
 	if r.opts.DryRun {
 		for _, d := range go_ {
-			d.res.Outcome = Planned
+			d.res.Outcome = OutcomePlanned
 			d.res.Message = r.planMessage(d)
 			r.finish(d)
 		}
@@ -359,7 +359,7 @@ func (r *runner) run(ctx context.Context, targets []Target) []Result {
 		r.each(ctx, canary, func(d *device) { r.update(ctx, d, &stop) })
 		for _, d := range canary {
 			switch d.res.Outcome {
-			case Updated, Unverified, Accepted, Skipped:
+			case OutcomeUpdated, OutcomeUnverified, OutcomeAccepted, OutcomeSkipped:
 			default:
 				if stop == "" {
 					stop = fmt.Sprintf("canary %s ended %s", d.label, d.res.OutcomeText())
@@ -421,7 +421,7 @@ func (r *runner) finish(d *device) {
 // the outcome (skipped, refused, unreachable, cancelled).
 func (r *runner) preflight(ctx context.Context, d *device) bool {
 	if ctx.Err() != nil {
-		d.res.Outcome, d.res.Message = NotStarted, "interrupted before the device was checked"
+		d.res.Outcome, d.res.Message = OutcomeNotStarted, "interrupted before the device was checked"
 		return false
 	}
 	r.emit(d, Event{Phase: PhaseChecking, Message: "reading what the device tells"})
@@ -433,7 +433,7 @@ func (r *runner) preflight(ctx context.Context, d *device) bool {
 		case err == nil:
 			d.proto = p
 		case r.opts.DryRun:
-			d.res.Outcome, d.res.Message = Unreachable, oneLine(err)
+			d.res.Outcome, d.res.Message = OutcomeUnreachable, oneLine(err)
 			return false
 		default:
 			r.opts.Logger.Debug("protocol probe failed", "device", d.label, "err", err)
@@ -462,12 +462,12 @@ func (r *runner) preflight(ctx context.Context, d *device) bool {
 			d.res.Warnings = append(d.res.Warnings, msg+" (sent anyway: --force)")
 			return false
 		}
-		d.res.Outcome, d.res.Message = Refused, msg
+		d.res.Outcome, d.res.Message = OutcomeRefused, msg
 		return true
 	}
 	if fw.Filesystem {
 		if d.proto == HTTP {
-			d.res.Outcome = Refused
+			d.res.Outcome = OutcomeRefused
 			d.res.Message = "HTTP devices (seed and OTS firmware) have no filesystem upload; send filesystem images to espota devices"
 			return false
 		}
@@ -492,11 +492,11 @@ func (r *runner) preflight(ctx context.Context, d *device) bool {
 		switch {
 		case f.ELFSHA256 != "" && img.elf != "":
 			if sameELF(f.ELFSHA256, img.elf) {
-				d.res.Outcome, d.res.Message = Skipped, "already runs this image (same elf_sha256)"
+				d.res.Outcome, d.res.Message = OutcomeSkipped, "already runs this image (same elf_sha256)"
 				return false
 			}
 		case f.Version != "" && img.version != "" && f.Version == img.version:
-			d.res.Outcome, d.res.Message = Skipped, "already on "+f.Version
+			d.res.Outcome, d.res.Message = OutcomeSkipped, "already on "+f.Version
 			return false
 		}
 	}
@@ -539,11 +539,11 @@ func sizeLabel(n int64) string {
 func (r *runner) update(ctx context.Context, d *device, stop *string) {
 	defer r.finish(d)
 	if ctx.Err() != nil {
-		d.res.Outcome, d.res.Message = NotStarted, "interrupted before this device started"
+		d.res.Outcome, d.res.Message = OutcomeNotStarted, "interrupted before this device started"
 		return
 	}
 	if why := r.stopReason(stop); why != "" {
-		d.res.Outcome, d.res.Message = NotStarted, "not started: "+why
+		d.res.Outcome, d.res.Message = OutcomeNotStarted, "not started: "+why
 		return
 	}
 	d.start = time.Now()
@@ -562,14 +562,14 @@ func (r *runner) update(ctx context.Context, d *device, stop *string) {
 			break
 		}
 		if ctx.Err() != nil {
-			d.res.Outcome, d.res.Message = Cancelled, "interrupted during the upload; the device keeps its running image"
+			d.res.Outcome, d.res.Message = OutcomeCancelled, "interrupted during the upload; the device keeps its running image"
 			return
 		}
 		de := deviceErrorOf(err)
 		d.res.Class, d.res.Status, d.res.Words, d.res.Message = de.Class, de.Status, de.Words, de.Error()
-		d.res.Outcome = Failed
+		d.res.Outcome = OutcomeFailed
 		if de.Class == ClassUnreachable {
-			d.res.Outcome = Unreachable
+			d.res.Outcome = OutcomeUnreachable
 		}
 		if uctx.Err() != nil {
 			d.res.Message += fmt.Sprintf(" (gave up: --timeout %s)", round(r.opts.Timeout))
@@ -580,7 +580,7 @@ func (r *runner) update(ctx context.Context, d *device, stop *string) {
 		// version can tell whether it took.
 		if (r.wholeTaken(d) || errors.Is(err, ErrEspotaNoOK)) && transient(de.Class) && !r.opts.NoVerify && r.canTell(d) {
 			v := r.verify(ctx, d, verifySpec{target: d.known(), protocol: d.proto, img: r.img, before: d.facts, accepted: time.Now(), lostAnswer: true})
-			if v.outcome == Updated || v.outcome == RolledBack {
+			if v.outcome == OutcomeUpdated || v.outcome == OutcomeRolledBack {
 				r.apply(d, v)
 				return
 			}
@@ -605,7 +605,7 @@ func (r *runner) update(ctx context.Context, d *device, stop *string) {
 		r.emit(d, Event{Phase: PhaseRetrying, Message: why})
 		if !sleepCtx(uctx, wait) {
 			if ctx.Err() != nil {
-				d.res.Outcome, d.res.Message = Cancelled, "interrupted while waiting to retry; the device keeps its running image"
+				d.res.Outcome, d.res.Message = OutcomeCancelled, "interrupted while waiting to retry; the device keeps its running image"
 			}
 			return
 		}
@@ -619,7 +619,7 @@ func (r *runner) update(ctx context.Context, d *device, stop *string) {
 	}
 	d.mu.Unlock()
 	if r.opts.NoVerify {
-		d.res.Outcome, d.res.Message = Accepted, "the device accepted the image (not verified: --no-verify)"
+		d.res.Outcome, d.res.Message = OutcomeAccepted, "the device accepted the image (not verified: --no-verify)"
 		return
 	}
 	v := r.verify(ctx, d, verifySpec{target: d.known(), protocol: d.proto, img: r.img, before: d.facts, accepted: time.Now()})
@@ -629,7 +629,7 @@ func (r *runner) update(ctx context.Context, d *device, stop *string) {
 func (r *runner) apply(d *device, v verdict) {
 	d.res.Outcome, d.res.Pending, d.res.Running, d.res.State, d.res.VersionSource, d.res.Message =
 		v.outcome, v.pending, v.running, v.state, v.source, v.message
-	if v.outcome == Updated || v.outcome == RolledBack {
+	if v.outcome == OutcomeUpdated || v.outcome == OutcomeRolledBack {
 		d.res.Class, d.res.Status, d.res.Words = "", 0, ""
 	}
 }

@@ -38,12 +38,12 @@ func TestRunPersonalities(t *testing.T) {
 		cred Credentials
 		want Outcome
 	}{
-		{"seed with token", sim.Config{Personality: sim.Seed, Password: auth.NewSecret(pw), Extensions: true}, Credentials{Token: auth.NewSecret(pw)}, Updated},
-		{"seed password as bearer", sim.Config{Personality: sim.Seed, Password: auth.NewSecret(pw), Extensions: true}, Credentials{Password: auth.NewSecret(pw)}, Updated},
-		{"ots", sim.Config{Personality: sim.OTS}, Credentials{}, Updated},
-		{"arduino PBKDF2", sim.Config{Personality: sim.Arduino, Password: auth.NewSecret(pw)}, Credentials{Password: auth.NewSecret(pw)}, Unverified},
-		{"arduino MD5 core 3.3.0", sim.Config{Personality: sim.Arduino, Core: "3.3.0", Password: auth.NewSecret(pw)}, Credentials{Password: auth.NewSecret(pw)}, Unverified},
-		{"esp8266", sim.Config{Personality: sim.ESP8266, Password: auth.NewSecret(pw)}, Credentials{Password: auth.NewSecret(pw)}, Unverified},
+		{"seed with token", sim.Config{Personality: sim.Seed, Password: auth.NewSecret(pw), Extensions: true}, Credentials{Token: auth.NewSecret(pw)}, OutcomeUpdated},
+		{"seed password as bearer", sim.Config{Personality: sim.Seed, Password: auth.NewSecret(pw), Extensions: true}, Credentials{Password: auth.NewSecret(pw)}, OutcomeUpdated},
+		{"ots", sim.Config{Personality: sim.OTS}, Credentials{}, OutcomeUpdated},
+		{"arduino PBKDF2", sim.Config{Personality: sim.Arduino, Password: auth.NewSecret(pw)}, Credentials{Password: auth.NewSecret(pw)}, OutcomeUnverified},
+		{"arduino MD5 core 3.3.0", sim.Config{Personality: sim.Arduino, Core: "3.3.0", Password: auth.NewSecret(pw)}, Credentials{Password: auth.NewSecret(pw)}, OutcomeUnverified},
+		{"esp8266", sim.Config{Personality: sim.ESP8266, Password: auth.NewSecret(pw)}, Credentials{Password: auth.NewSecret(pw)}, OutcomeUnverified},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -78,10 +78,10 @@ func TestRunEspotaFaults(t *testing.T) {
 		tries int
 		class Class
 	}{
-		{"lose-ok", true, Unverified, 2, ""},
-		{"lose-ok", false, Failed, 4, ClassNetwork},
-		{"no-connect-back", true, Unverified, 2, ""},
-		{"no-connect-back", false, Failed, 2, ClassNoConnectBack},
+		{"lose-ok", true, OutcomeUnverified, 2, ""},
+		{"lose-ok", false, OutcomeFailed, 4, ClassNetwork},
+		{"no-connect-back", true, OutcomeUnverified, 2, ""},
+		{"no-connect-back", false, OutcomeFailed, 2, ClassNoConnectBack},
 	}
 	for _, c := range cases {
 		name := c.fault
@@ -123,7 +123,7 @@ func TestRunArduinoBootLoop(t *testing.T) {
 		cfg.Behaviours = map[string]sim.Behaviour{"1.0.1": sim.CrashOnBoot}
 	}, nil)
 	res := Run(context.Background(), simFirmware(t, "1.0.1"), targetsOf(fl), espotaRunOptions(t))
-	if r := res[0]; r.Outcome != Unverified && r.Outcome != Unreachable {
+	if r := res[0]; r.Outcome != OutcomeUnverified && r.Outcome != OutcomeUnreachable {
 		t.Fatalf("%s (%s), want unverified or unreachable", r.Outcome, r.Message)
 	}
 }

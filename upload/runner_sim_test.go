@@ -53,16 +53,16 @@ func TestRunSimFaults(t *testing.T) {
 		class    Class
 		wantText string
 	}{
-		{"drop@50%", true, Updated, 2, "", ""},
-		{"drop@50%", false, Failed, 4, ClassNetwork, ""},
+		{"drop@50%", true, OutcomeUpdated, 2, "", ""},
+		{"drop@50%", false, OutcomeFailed, 4, ClassNetwork, ""},
 		// On loopback the kernel acknowledges what a stalled sim does not read,
 		// so a stall shorter than the answer wait may pass without a retry.
-		{"stall@50%:600ms", true, Updated, -1, "", ""},
-		{"error@30%", true, Updated, 2, "", ""},
-		{"error@30%", false, Failed, 2, ClassWriteFailed, "Write failed"},
-		{"power-loss@60%", true, Updated, 0, "", ""},
-		{"refuse:150ms", false, Updated, 0, "", ""},
-		{"no-return", false, Unreachable, 1, "", ""},
+		{"stall@50%:600ms", true, OutcomeUpdated, -1, "", ""},
+		{"error@30%", true, OutcomeUpdated, 2, "", ""},
+		{"error@30%", false, OutcomeFailed, 2, ClassWriteFailed, "Write failed"},
+		{"power-loss@60%", true, OutcomeUpdated, 0, "", ""},
+		{"refuse:150ms", false, OutcomeUpdated, 0, "", ""},
+		{"no-return", false, OutcomeUnreachable, 1, "", ""},
 	}
 	for _, c := range cases {
 		name := c.fault
@@ -116,7 +116,7 @@ func TestRunWriteFailedWithRST(t *testing.T) {
 	}
 	defer fl.Close()
 	r := Run(context.Background(), simFirmware(t, "1.0.1"), targetsOf(fl), simOptions())[0]
-	if r.Outcome != Failed || r.Words != "Write failed" || r.Status != 500 || r.Tries != 2 {
+	if r.Outcome != OutcomeFailed || r.Words != "Write failed" || r.Status != 500 || r.Tries != 2 {
 		t.Fatalf("%s %d %q tries %d: %s", r.Outcome, r.Status, r.Words, r.Tries, r.Message)
 	}
 }
@@ -127,7 +127,7 @@ func TestRunWrongTokenOnce(t *testing.T) {
 	o := simOptions()
 	o.Credentials = Credentials{Token: auth.NewSecret("wrong")}
 	r := Run(context.Background(), simFirmware(t, "1.0.1"), targetsOf(fl), o)[0]
-	if r.Outcome != Failed || r.Class != ClassAuth || r.Tries != 1 || r.Words != "Invalid credentials" {
+	if r.Outcome != OutcomeFailed || r.Class != ClassAuth || r.Tries != 1 || r.Words != "Invalid credentials" {
 		t.Fatalf("%s %s tries %d %q", r.Outcome, r.Class, r.Tries, r.Words)
 	}
 	if n := len(fl.Devices()[0].State().Uploads); n > 1 {
@@ -144,7 +144,7 @@ func TestRunBusyDevice(t *testing.T) {
 	o := simOptions()
 	o.NoWaitValid = true
 	r := Run(context.Background(), simFirmware(t, "1.0.1"), targetsOf(fl), o)[0]
-	if r.Outcome != Updated || !r.Pending {
+	if r.Outcome != OutcomeUpdated || !r.Pending {
 		t.Fatalf("first push: %s (%s)", r.Outcome, r.Message)
 	}
 	var why string
@@ -154,7 +154,7 @@ func TestRunBusyDevice(t *testing.T) {
 		}
 	}
 	r = Run(context.Background(), simFirmware(t, "1.0.2"), targetsOf(fl), o)[0]
-	if r.Outcome != Failed || r.Class != ClassBusy || r.Tries != 2 || r.Words != "OTA begin failed" {
+	if r.Outcome != OutcomeFailed || r.Class != ClassBusy || r.Tries != 2 || r.Words != "OTA begin failed" {
 		t.Fatalf("second push: %s %s tries %d %q", r.Outcome, r.Class, r.Tries, r.Words)
 	}
 	if !strings.Contains(why, "pending_verify") {
@@ -178,7 +178,7 @@ func TestRunFifty(t *testing.T) {
 	o.Parallel = 0
 	res := Run(context.Background(), simFirmware(t, "1.0.1"), targetsOf(fl), o)
 	for i, r := range res {
-		if r.Outcome != Updated || r.Tries != 1 {
+		if r.Outcome != OutcomeUpdated || r.Tries != 1 {
 			t.Errorf("device %d: %s tries %d (%s)", i, r.Outcome, r.Tries, r.Message)
 		}
 	}

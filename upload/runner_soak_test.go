@@ -170,7 +170,7 @@ func TestRunSoak(t *testing.T) {
 			total++
 			counts[res.Outcome]++
 			st := fl.Devices()[i].State()
-			if res.Outcome == Updated {
+			if res.Outcome == OutcomeUpdated {
 				updated++
 				if st.Version != "1.0.1" {
 					t.Errorf("scenario %d (%s): reported updated (%s), but the sim runs %s (%s)", start+i, scen[i], res.Message, st.Version, st.AppState)

@@ -158,9 +158,9 @@ func TestRunRetriesByClass(t *testing.T) {
 			if r.Tries != c.tries || f.sendsTo("d1") != c.tries {
 				t.Errorf("tries %d (sends %d), want %d", r.Tries, f.sendsTo("d1"), c.tries)
 			}
-			want := Failed
+			want := OutcomeFailed
 			if c.class == ClassUnreachable {
-				want = Unreachable
+				want = OutcomeUnreachable
 			}
 			if r.Outcome != want || r.Class != c.class || r.Words != "words" {
 				t.Errorf("result %+v", r)
@@ -177,7 +177,7 @@ func TestRunRetryThenUpdated(t *testing.T) {
 	o.OnEvent = func(e FleetEvent) { events = append(events, e) }
 	res := Run(context.Background(), testFirmware(t, "1.0.1"), []Target{tg}, o)
 	r := res[0]
-	if r.Outcome != Updated || r.Tries != 3 || r.From != "1.0.0" || r.Running != "1.0.1" || r.Words != "" {
+	if r.Outcome != OutcomeUpdated || r.Tries != 3 || r.From != "1.0.0" || r.Running != "1.0.1" || r.Words != "" {
 		t.Fatalf("result %+v", r)
 	}
 	retries := 0
@@ -202,7 +202,7 @@ func TestRunBusyWaitsAndSaysWhy(t *testing.T) {
 		}
 	}
 	r := Run(context.Background(), testFirmware(t, "1.0.1"), []Target{tg}, o)[0]
-	if r.Outcome != Updated || r.Tries != 2 {
+	if r.Outcome != OutcomeUpdated || r.Tries != 2 {
 		t.Fatalf("result %+v", r)
 	}
 	if want := "pending_verify"; !strings.Contains(why, want) || !strings.Contains(why, "stability window") {
@@ -218,11 +218,11 @@ func TestRunVerifyOutcomes(t *testing.T) {
 		want   Outcome
 		pend   bool
 	}{
-		{"updated", fakeDev{}, false, Updated, false},
-		{"rolled back", fakeDev{rollTo: "1.0.0"}, false, RolledBack, false},
-		{"pending then stuck", fakeDev{nextSt: "pending_verify"}, false, Unverified, false},
-		{"pending no-wait-valid", fakeDev{nextSt: "pending_verify"}, true, Updated, true},
-		{"no version", fakeDev{hidden: true, facts: Facts{Answered: true, Project: "proj"}}, false, Unverified, false},
+		{"updated", fakeDev{}, false, OutcomeUpdated, false},
+		{"rolled back", fakeDev{rollTo: "1.0.0"}, false, OutcomeRolledBack, false},
+		{"pending then stuck", fakeDev{nextSt: "pending_verify"}, false, OutcomeUnverified, false},
+		{"pending no-wait-valid", fakeDev{nextSt: "pending_verify"}, true, OutcomeUpdated, true},
+		{"no version", fakeDev{hidden: true, facts: Facts{Answered: true, Project: "proj"}}, false, OutcomeUnverified, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -245,7 +245,7 @@ func TestRunVerifyOutcomes(t *testing.T) {
 		o := fastOptions(f)
 		o.VerifyTimeout = 100 * time.Millisecond
 		r := Run(context.Background(), testFirmware(t, "1.0.1"), []Target{tg}, o)[0]
-		if r.Outcome != Unreachable {
+		if r.Outcome != OutcomeUnreachable {
 			t.Fatalf("outcome %s (%s)", r.Outcome, r.Message)
 		}
 	})
@@ -260,12 +260,12 @@ func TestRunPreflight(t *testing.T) {
 		reinst bool
 		want   Outcome
 	}{
-		{"same version", Facts{Answered: true, Version: "1.0.1", Project: "proj"}, false, false, Skipped},
-		{"same version reinstall", Facts{Answered: true, Version: "1.0.1", Project: "proj"}, false, true, Updated},
-		{"other chip", Facts{Answered: true, Version: "1.0.0", Chip: "esp32c3"}, false, false, Refused},
-		{"other project", Facts{Answered: true, Version: "1.0.0", Project: "other"}, false, false, Refused},
-		{"other project forced", Facts{Answered: true, Version: "1.0.0", Project: "other"}, true, false, Updated},
-		{"slot too small", Facts{Answered: true, Version: "1.0.0", SlotSize: 4096}, false, false, Refused},
+		{"same version", Facts{Answered: true, Version: "1.0.1", Project: "proj"}, false, false, OutcomeSkipped},
+		{"same version reinstall", Facts{Answered: true, Version: "1.0.1", Project: "proj"}, false, true, OutcomeUpdated},
+		{"other chip", Facts{Answered: true, Version: "1.0.0", Chip: "esp32c3"}, false, false, OutcomeRefused},
+		{"other project", Facts{Answered: true, Version: "1.0.0", Project: "other"}, false, false, OutcomeRefused},
+		{"other project forced", Facts{Answered: true, Version: "1.0.0", Project: "other"}, true, false, OutcomeUpdated},
+		{"slot too small", Facts{Answered: true, Version: "1.0.0", SlotSize: 4096}, false, false, OutcomeRefused},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -277,7 +277,7 @@ func TestRunPreflight(t *testing.T) {
 			if r.Outcome != c.want {
 				t.Fatalf("outcome %s (%s), want %s", r.Outcome, r.Message, c.want)
 			}
-			if (c.want == Skipped || c.want == Refused) && f.sendsTo("d1") != 0 {
+			if (c.want == OutcomeSkipped || c.want == OutcomeRefused) && f.sendsTo("d1") != 0 {
 				t.Errorf("sent %d times to a %s device", f.sendsTo("d1"), c.want)
 			}
 		})
@@ -286,7 +286,7 @@ func TestRunPreflight(t *testing.T) {
 		f := newFakeFleet()
 		tg := f.add("d1", &fakeDev{})
 		r := Run(context.Background(), NewFirmware("fs.bin", make([]byte, 4096), true), []Target{tg}, fastOptions(f))[0]
-		if r.Outcome != Refused || f.sendsTo("d1") != 0 {
+		if r.Outcome != OutcomeRefused || f.sendsTo("d1") != 0 {
 			t.Fatalf("outcome %s (%s)", r.Outcome, r.Message)
 		}
 	})
@@ -305,7 +305,7 @@ func TestRunCanaryStopsTheRest(t *testing.T) {
 	o := fastOptions(f)
 	o.Canary = 2
 	res := Run(context.Background(), testFirmware(t, "1.0.1"), ts, o)
-	want := []Outcome{Updated, RolledBack, NotStarted, NotStarted, NotStarted}
+	want := []Outcome{OutcomeUpdated, OutcomeRolledBack, OutcomeNotStarted, OutcomeNotStarted, OutcomeNotStarted}
 	for i, r := range res {
 		if r.Outcome != want[i] {
 			t.Errorf("device %d: %s (%s), want %s", i, r.Outcome, r.Message, want[i])
@@ -333,7 +333,7 @@ func TestRunMaxFailures(t *testing.T) {
 	o.Parallel = 1
 	o.MaxFailures = FailureBudget{Set: true, N: 1}
 	res := Run(context.Background(), testFirmware(t, "1.0.1"), ts, o)
-	want := []Outcome{Failed, Failed, NotStarted, NotStarted, NotStarted, NotStarted}
+	want := []Outcome{OutcomeFailed, OutcomeFailed, OutcomeNotStarted, OutcomeNotStarted, OutcomeNotStarted, OutcomeNotStarted}
 	for i, r := range res {
 		if r.Outcome != want[i] {
 			t.Errorf("device %d: %s (%s), want %s", i, r.Outcome, r.Message, want[i])
@@ -356,7 +356,7 @@ func TestRunDryRunSendsNothing(t *testing.T) {
 	o := fastOptions(f)
 	o.DryRun = true
 	res := Run(context.Background(), testFirmware(t, "1.0.1"), ts, o)
-	if res[0].Outcome != Planned || res[1].Outcome != Skipped {
+	if res[0].Outcome != OutcomePlanned || res[1].Outcome != OutcomeSkipped {
 		t.Fatalf("%s / %s", res[0].Outcome, res[1].Outcome)
 	}
 	if f.sendsTo("a")+f.sendsTo("b") != 0 {
@@ -411,7 +411,7 @@ func TestRunInterruptKeepsResults(t *testing.T) {
 	<-started
 	cancel()
 	res := fl.Results()
-	want := []Outcome{Cancelled, Cancelled, NotStarted, NotStarted}
+	want := []Outcome{OutcomeCancelled, OutcomeCancelled, OutcomeNotStarted, OutcomeNotStarted}
 	for i, r := range res {
 		if r.Outcome != want[i] {
 			t.Errorf("device %d: %s (%s), want %s", i, r.Outcome, r.Message, want[i])

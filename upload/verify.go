@@ -122,9 +122,9 @@ func (r *runner) verify(ctx context.Context, d *device, s verifySpec) verdict {
 		// An espota device is seen only through mDNS TXT; one that told no
 		// version there before will not tell one now.
 		if s.lostAnswer {
-			return verdict{outcome: Unverified, message: "the device took the whole image but its OK was lost, and it tells no version on the network; not verified"}
+			return verdict{outcome: OutcomeUnverified, message: "the device took the whole image but its OK was lost, and it tells no version on the network; not verified"}
 		}
-		return verdict{outcome: Unverified, message: "the device accepted the image (OK) but tells no version on the network; not verified"}
+		return verdict{outcome: OutcomeUnverified, message: "the device accepted the image (OK) but tells no version on the network; not verified"}
 	}
 	sawAway, sawBack := false, false
 	var last Facts
@@ -189,7 +189,7 @@ func (r *runner) verify(ctx context.Context, d *device, s verifySpec) verdict {
 			heldSince = time.Time{}
 		}
 		if !rebooted && !sawAway && time.Now().After(graceEnd) && f.Answered && f.Version != "" && f.Version == oldV && newV != oldV {
-			return verdict{outcome: Unchanged, running: f.Version, state: f.State, source: f.VersionSource,
+			return verdict{outcome: OutcomeUnchanged, running: f.Version, state: f.State, source: f.VersionSource,
 				message: fmt.Sprintf("still runs %s and showed no sign of a reboot %s after accepting the image", f.Version, round(o.RebootGrace))}
 		}
 		if !sleepCtx(ctx, o.PollInterval) {
@@ -197,39 +197,39 @@ func (r *runner) verify(ctx context.Context, d *device, s verifySpec) verdict {
 		}
 	}
 	if parent.Err() != nil {
-		return verdict{outcome: Cancelled, message: "interrupted while verifying; the device had accepted the image"}
+		return verdict{outcome: OutcomeCancelled, message: "interrupted while verifying; the device had accepted the image"}
 	}
 	// The verify timeout passed.
 	vt := round(o.VerifyTimeout)
 	switch {
 	case s.protocol == Espota && !seenVersion:
 		if s.lostAnswer {
-			return verdict{outcome: Unreachable, message: fmt.Sprintf("the device took the image but its OK was lost, and it did not reappear within %s", vt)}
+			return verdict{outcome: OutcomeUnreachable, message: fmt.Sprintf("the device took the image but its OK was lost, and it did not reappear within %s", vt)}
 		}
 		if s.before.Version == "" {
-			return verdict{outcome: Unverified, message: "the device accepted the image (OK) but tells no version on the network; not verified"}
+			return verdict{outcome: OutcomeUnverified, message: "the device accepted the image (OK) but tells no version on the network; not verified"}
 		}
-		return verdict{outcome: Unreachable, message: fmt.Sprintf("accepted the image but did not reappear in mDNS within %s", vt)}
+		return verdict{outcome: OutcomeUnreachable, message: fmt.Sprintf("accepted the image but did not reappear in mDNS within %s", vt)}
 	case sawAway && !sawBack:
-		return verdict{outcome: Unreachable, message: fmt.Sprintf("accepted the image, restarted, and did not come back within %s", vt)}
+		return verdict{outcome: OutcomeUnreachable, message: fmt.Sprintf("accepted the image, restarted, and did not come back within %s", vt)}
 	case last.Version != "" && last.Version == newV && last.State != "":
-		return verdict{outcome: Unverified, running: last.Version, state: last.State, source: last.VersionSource,
+		return verdict{outcome: OutcomeUnverified, running: last.Version, state: last.State, source: last.VersionSource,
 			message: fmt.Sprintf("runs %s but still %s after %s; it may roll back at its next restart", last.Version, last.State, vt)}
 	case last.Version != "" && last.Version == newV && last.State == "":
-		return verdict{outcome: Unverified, running: last.Version, source: last.VersionSource,
+		return verdict{outcome: OutcomeUnverified, running: last.Version, source: last.VersionSource,
 			message: fmt.Sprintf("runs %s, but %s passed before it had run it through the %s stability window", last.Version, vt, round(o.StabilityWindow))}
 	case last.Version != "" && last.Version == oldV && !sawAway:
-		return verdict{outcome: Unchanged, running: last.Version, state: last.State, source: last.VersionSource,
+		return verdict{outcome: OutcomeUnchanged, running: last.Version, state: last.State, source: last.VersionSource,
 			message: fmt.Sprintf("still runs %s and showed no sign of a reboot within %s", last.Version, vt)}
 	case last.Version != "":
-		return verdict{outcome: Unverified, running: last.Version, state: last.State, source: last.VersionSource,
+		return verdict{outcome: OutcomeUnverified, running: last.Version, state: last.State, source: last.VersionSource,
 			message: fmt.Sprintf("runs %s, expected %s", last.Version, newV)}
 	case !last.Answered && !sawBack:
-		return verdict{outcome: Unreachable, message: fmt.Sprintf("accepted the image and did not answer again within %s", vt)}
+		return verdict{outcome: OutcomeUnreachable, message: fmt.Sprintf("accepted the image and did not answer again within %s", vt)}
 	case !sawAway:
-		return verdict{outcome: Unverified, message: "accepted the image and kept answering, but showed no reboot and exposes no version; not verified"}
+		return verdict{outcome: OutcomeUnverified, message: "accepted the image and kept answering, but showed no reboot and exposes no version; not verified"}
 	}
-	return verdict{outcome: Unverified, message: "came back after the update but exposes no version (no /ota/status, /api/status or mDNS TXT); not verified"}
+	return verdict{outcome: OutcomeUnverified, message: "came back after the update but exposes no version (no /ota/status, /api/status or mDNS TXT); not verified"}
 }
 
 // decide concludes from facts read after the device came back, or reports
@@ -244,7 +244,7 @@ func decide(s verifySpec, f Facts, runsNew, noWaitValid bool) (verdict, bool) {
 			// still starting (or a request that failed), not the answer.
 			return v, false
 		}
-		v.outcome = Unverified
+		v.outcome = OutcomeUnverified
 		v.message = "came back after the update but exposes no version (no /ota/status, /api/status or mDNS TXT); not verified"
 		return v, true
 	case runsNew || f.Version == newV:
@@ -252,7 +252,7 @@ func decide(s verifySpec, f Facts, runsNew, noWaitValid bool) (verdict, bool) {
 		case "", "valid", "undefined":
 			// No state told (or no rollback support): the version is all
 			// there is, held through the stability window (see verify).
-			v.outcome = Updated
+			v.outcome = OutcomeUpdated
 			v.hold = f.State == "" && !noWaitValid
 			v.message = "runs " + f.Version
 			if f.State == "valid" {
@@ -264,7 +264,7 @@ func decide(s verifySpec, f Facts, runsNew, noWaitValid bool) (verdict, bool) {
 			return v, true
 		case "pending_verify", "new":
 			if noWaitValid {
-				v.outcome, v.pending = Updated, true
+				v.outcome, v.pending = OutcomeUpdated, true
 				v.message = "runs " + f.Version + ", not yet marked valid (--no-wait-valid)"
 				return v, true
 			}
@@ -274,11 +274,11 @@ func decide(s verifySpec, f Facts, runsNew, noWaitValid bool) (verdict, bool) {
 		}
 	case f.Version == oldV:
 		if s.lostAnswer {
-			v.outcome = Unchanged
+			v.outcome = OutcomeUnchanged
 			v.message = "its answer was lost and it still runs " + f.Version
 			return v, true
 		}
-		v.outcome = RolledBack
+		v.outcome = OutcomeRolledBack
 		v.message = fmt.Sprintf("accepted %s, restarted, and came back on %s", newV, f.Version)
 		return v, true
 	}

@@ -72,7 +72,7 @@ func checkTruth(t testing.TB, f *sim.Fleet, res []Result, version string) {
 	t.Helper()
 	for i, r := range res {
 		st := f.Devices()[i].State()
-		if r.Outcome == Updated && st.Version != version {
+		if r.Outcome == OutcomeUpdated && st.Version != version {
 			t.Errorf("%s reported updated, but the sim runs %s (%s)", r.Device, st.Version, st.AppState)
 		}
 	}
@@ -89,29 +89,29 @@ func TestVerifyAgainstSim(t *testing.T) {
 		wantState string
 		from      string
 	}{
-		{"seed extensions healthy", func(c *sim.Config) { c.Extensions = true }, false, Updated, false, "/ota/status", "valid", "1.0.0"},
+		{"seed extensions healthy", func(c *sim.Config) { c.Extensions = true }, false, OutcomeUpdated, false, "/ota/status", "valid", "1.0.0"},
 		{"seed extensions crash-on-boot", func(c *sim.Config) {
 			c.Extensions = true
 			c.Behaviours = map[string]sim.Behaviour{"1.0.1": sim.CrashOnBoot}
-		}, false, RolledBack, false, "/ota/status", "undefined", "1.0.0"},
+		}, false, OutcomeRolledBack, false, "/ota/status", "undefined", "1.0.0"},
 		{"seed extensions unstable", func(c *sim.Config) {
 			c.Extensions = true
 			c.Behaviours = map[string]sim.Behaviour{"1.0.1": sim.Unstable}
-		}, false, RolledBack, false, "/ota/status", "undefined", "1.0.0"},
+		}, false, OutcomeRolledBack, false, "/ota/status", "undefined", "1.0.0"},
 		{"seed extensions unstable no-wait-valid", func(c *sim.Config) {
 			c.Extensions = true
 			c.Behaviours = map[string]sim.Behaviour{"1.0.1": sim.Unstable}
-		}, true, Updated, true, "/ota/status", "pending_verify", "1.0.0"},
-		{"ots healthy", func(c *sim.Config) { c.Personality = sim.OTS }, false, Updated, false, "/api/status", "", "1.0.0"},
+		}, true, OutcomeUpdated, true, "/ota/status", "pending_verify", "1.0.0"},
+		{"ots healthy", func(c *sim.Config) { c.Personality = sim.OTS }, false, OutcomeUpdated, false, "/api/status", "", "1.0.0"},
 		{"ots crash-on-boot", func(c *sim.Config) {
 			c.Personality = sim.OTS
 			c.Behaviours = map[string]sim.Behaviour{"1.0.1": sim.CrashOnBoot}
-		}, false, RolledBack, false, "/api/status", "", "1.0.0"},
-		{"seed without extensions", func(c *sim.Config) {}, false, Unverified, false, "", "", ""},
+		}, false, OutcomeRolledBack, false, "/api/status", "", "1.0.0"},
+		{"seed without extensions", func(c *sim.Config) {}, false, OutcomeUnverified, false, "", "", ""},
 		{"no-return", func(c *sim.Config) {
 			c.Extensions = true
 			c.Faults = []sim.Fault{mustFault("no-return")}
-		}, false, Unreachable, false, "", "", "1.0.0"},
+		}, false, OutcomeUnreachable, false, "", "", "1.0.0"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -119,7 +119,7 @@ func TestVerifyAgainstSim(t *testing.T) {
 			f := startFleet(t, 1, func(_ int, cfg *sim.Config) { c.cfg(cfg) })
 			o := simOptions()
 			o.NoWaitValid = c.noWait
-			if c.want == Unreachable {
+			if c.want == OutcomeUnreachable {
 				o.VerifyTimeout = time.Second
 			}
 			res := Run(context.Background(), simFirmware(t, "1.0.1"), targetsOf(f), o)
