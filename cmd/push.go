@@ -58,13 +58,20 @@ type pushOptions struct {
 
 	HostIP   string
 	HostPort int
+
+	sel    selectOptions
+	mdns   mdnsOptions
+	Browse time.Duration
 }
 
 const pushLong = `Push validates FIRMWARE locally (the inspect rules), then sends it to every
 TARGET in parallel and verifies that each device came back running it.
 
-A TARGET is an IP address, a host name, HOST:PORT, a NAME.local name, or a URL
-(http://host:3232/update, http://host/ota/upload). Duplicates are merged.
+A TARGET is an IP address, a host name, HOST:PORT, a NAME.local name, an inventory
+name, or a URL (http://host:3232/update, http://host/ota/upload). --all adds every
+device mDNS finds and the inventory lists; --group NAME an inventory group. Duplicates
+are merged. mDNS is used only for --all, --group, .local and inventory names (on
+--interface, default every multicast interface); plain addresses send no multicast.
 
 Before any device is touched the image must pass inspect's checks (--chip,
 --max-size, --partitions as in inspect; --force overrides only the chip, project
@@ -90,7 +97,7 @@ Exit status:
 func newPushCmd(a *app) *cobra.Command {
 	o := &pushOptions{}
 	c := &cobra.Command{
-		Use:   "push FIRMWARE TARGET...",
+		Use:   "push FIRMWARE TARGET... | --all | --group NAME",
 		Short: "Send a firmware image to devices in parallel and verify they run it",
 		Long:  pushLong,
 		Example: `  ots-ota push --token "$TOKEN" .pio/build/esp32-s3-dev/firmware.bin 192.168.1.40
@@ -98,6 +105,7 @@ func newPushCmd(a *app) *cobra.Command {
   ots-ota push --protocol espota --port 8266 firmware.bin esp8266.local
   ots-ota push --dry-run firmware.bin 192.168.1.40 192.168.1.41`,
 		Args: cobra.MinimumNArgs(1),
+		// FIRMWARE, then targets (or --all / --group).
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Firmware, o.Targets = args[0], args[1:]
 			return runPush(cmd.Context(), a, o)
@@ -132,6 +140,9 @@ func newPushCmd(a *app) *cobra.Command {
 	f.BoolVar(&o.Filesystem, "filesystem", false, "send a filesystem image (SPIFFS/LittleFS) over espota; skips the app checks")
 	f.StringVar(&o.HostIP, "host-ip", "", "espota: local address devices connect back to (default: the one that routes to the device)")
 	f.IntVar(&o.HostPort, "host-port", 0, "espota: local port devices connect back to (default: random)")
+	f.DurationVar(&o.Browse, "browse-timeout", 2*time.Second, "how long mDNS may listen (with --all, --group, .local names)")
+	o.sel.bind(c)
+	o.mdns.bind(c, false)
 	c.MarkFlagsMutuallyExclusive("max-size", "partitions")
 	c.MarkFlagsMutuallyExclusive("password", "password-file")
 	_ = c.MarkFlagFilename("partitions", "csv", "bin")
@@ -158,8 +169,11 @@ func (o *pushOptions) validate() (*pushPlan, error) {
 	if p.proto, err = upload.ParseProtocol(o.Protocol); err != nil {
 		return nil, usageErrorf("--protocol: %v", err)
 	}
-	if len(o.Targets) == 0 {
-		return nil, usageErrorf("no targets: give one or more devices after FIRMWARE (IP, host, host:port or URL)")
+	if len(o.Targets) == 0 && !o.sel.All && o.sel.Group == "" {
+		return nil, usageErrorf("no targets: give devices after FIRMWARE (IP, host, host:port, URL or inventory name), or --all or --group")
+	}
+	if o.Browse <= 0 {
+		return nil, usageErrorf("--browse-timeout must be positive")
 	}
 	for _, c := range []struct {
 		name string
@@ -367,9 +381,13 @@ func runPush(ctx context.Context, a *app, o *pushOptions) error {
 	if err != nil {
 		return err
 	}
+	pt, err := o.resolveTargets(ctx, a, p)
+	if err != nil {
+		return err
+	}
 	opts := p.opts
 	opts.Logger = a.log
-	opts.Observer = &upload.DeviceObserver{Timeout: opts.ProbeTimeout}
+	opts.Observer = &upload.DeviceObserver{Timeout: opts.ProbeTimeout, TXT: pt.txt}
 	// One connect-back listener serves every espota upload (an explicit
 	// --host-ip is bound now, so a taken port fails before any device).
 	ln, err := upload.NewEspotaListener(o.HostIP, o.HostPort, a.log)
@@ -383,13 +401,25 @@ func runPush(ctx context.Context, a *app, o *pushOptions) error {
 			Logger: a.log},
 	}
 	opts.Probe = func(ctx context.Context, t upload.Target) (upload.Protocol, error) {
-		d, err := upload.ChooseProtocol(ctx, t, upload.Hint{Protocol: p.proto}, o.ConnectTimeout)
+		h, ok := pt.hints[t.Addr()]
+		if !ok {
+			h = upload.Hint{Protocol: p.proto}
+		}
+		d, err := upload.ChooseProtocol(ctx, t, h, o.ConnectTimeout)
 		return d.Protocol, err
 	}
-	r := newPushRenderer(a, fw, len(upload.Merge(p.targets)))
+	if len(pt.targets)+len(pt.failed) == 0 {
+		fmt.Fprintln(a.io.ErrOut, "ots-ota: no devices found; try a longer --browse-timeout, --interface, or the inventory")
+		return silentError{ExitFailed}
+	}
+	r := newPushRenderer(a, fw, len(upload.Merge(pt.targets)))
 	opts.OnEvent = r.event
 	start := time.Now()
-	results := upload.Run(ctx, fw, p.targets, opts)
+	var results []upload.Result
+	if len(pt.targets) > 0 {
+		results = upload.Run(ctx, fw, pt.targets, opts)
+	}
+	results = append(results, pt.failed...)
 	r.close()
 	code := pushExitCode(results, ctx.Err() != nil, o.RequireVerify)
 	r.summary(results, time.Since(start), code, o.DryRun)

@@ -50,6 +50,16 @@ type ObserverFunc func(ctx context.Context, t Target) (Facts, error)
 // Observe calls f.
 func (f ObserverFunc) Observe(ctx context.Context, t Target) (Facts, error) { return f(ctx, t) }
 
+type verifyingKey struct{}
+
+// IsVerifying reports whether ctx is that of a verification read: what an
+// Observer returns then must be fresh (a TXT record cached from before the
+// update shows the old version and would read as a rollback).
+func IsVerifying(ctx context.Context) bool {
+	v, _ := ctx.Value(verifyingKey{}).(bool)
+	return v
+}
+
 // imageFacts are what the firmware says about itself.
 type imageFacts struct {
 	project, version, chip, elf string
@@ -114,6 +124,7 @@ func (r *runner) verify(ctx context.Context, d *device, s verifySpec) verdict {
 	deadline := s.accepted.Add(o.VerifyTimeout)
 	graceEnd := s.accepted.Add(o.RebootGrace)
 	parent := ctx
+	ctx = context.WithValue(ctx, verifyingKey{}, true)
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 

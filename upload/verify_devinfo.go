@@ -14,8 +14,8 @@ import (
 type DeviceObserver struct {
 	// Timeout bounds each connection and request; 0 = devinfo's default.
 	Timeout time.Duration
-	// TXT returns the device's current TXT record (from mDNS or the
-	// inventory), nil when none is known. nil = no TXT at all.
+	// TXT returns the device's TXT record, nil when none is known; while
+	// IsVerifying(ctx) it must be a fresh one. nil = no TXT at all.
 	TXT func(ctx context.Context, t Target) map[string]string
 }
 
@@ -28,12 +28,21 @@ func (o *DeviceObserver) Observe(ctx context.Context, t Target) (Facts, error) {
 	case Espota:
 		dt.Protocol = devinfo.ProtoEspota
 	}
-	if o.TXT != nil {
+	// TXT is the last source: ask for it (a browse, while verifying) only
+	// where the device's HTTP answers tell no version.
+	if o.TXT != nil && t.Protocol == Espota {
 		dt.TXT = o.TXT(ctx, t)
 	}
 	df, err := devinfo.Query(ctx, dt, devinfo.Options{Timeout: o.Timeout})
 	if err != nil {
 		return Facts{}, err
+	}
+	if o.TXT != nil && dt.TXT == nil && !df.Version.Known() && ctx.Err() == nil {
+		if dt.TXT = o.TXT(ctx, t); dt.TXT != nil {
+			if df, err = devinfo.Query(ctx, dt, devinfo.Options{Timeout: o.Timeout}); err != nil {
+				return Facts{}, err
+			}
+		}
 	}
 	return factsFromDevinfo(df, t.Protocol), nil
 }
