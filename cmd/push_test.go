@@ -113,14 +113,7 @@ func TestPushInterrupted(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer fl.Close()
-	data, err := image.Build(image.BuildOptions{Chip: image.ChipESP32S3, Project: "ots-fw-main", Version: "1.0.1", Size: 300_000})
-	if err != nil {
-		t.Fatal(err)
-	}
-	fw := filepath.Join(t.TempDir(), "fw.bin")
-	if err := os.WriteFile(fw, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	fw := writeTestFirmware(t, "1.0.1")
 	streams, out, errOut := TestStreams()
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
@@ -149,4 +142,18 @@ func TestPushInterrupted(t *testing.T) {
 			t.Errorf("%s runs %s after an interrupted upload", d.Name(), v)
 		}
 	}
+}
+
+// writeTestFirmware writes an ESP32-S3 ots-fw-main image of version v.
+func writeTestFirmware(t *testing.T, v string) string {
+	t.Helper()
+	data, err := image.Build(image.BuildOptions{Chip: image.ChipESP32S3, Project: "ots-fw-main", Version: v, Size: 300_000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fw := filepath.Join(t.TempDir(), "fw.bin")
+	if err := os.WriteFile(fw, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return fw
 }

@@ -7,8 +7,6 @@ import (
 	"context"
 	"io"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,7 +16,6 @@ import (
 	"github.com/creack/pty"
 	"golang.org/x/term"
 
-	"github.com/ots-ota/ots-ota/image"
 	"github.com/ots-ota/ots-ota/sim"
 )
 
@@ -46,14 +43,7 @@ func TestPushOnTerminal(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer fl.Close()
-			data, err := image.Build(image.BuildOptions{Chip: image.ChipESP32S3, Project: "ots-fw-main", Version: "1.0.1", Size: 300_000})
-			if err != nil {
-				t.Fatal(err)
-			}
-			fw := filepath.Join(t.TempDir(), "fw.bin")
-			if err := os.WriteFile(fw, data, 0o644); err != nil {
-				t.Fatal(err)
-			}
+			fw := writeTestFirmware(t, "1.0.1")
 
 			ptm, tty, err := pty.Open()
 			if err != nil {
