@@ -3,7 +3,6 @@ package cmd
 import (
 	"bytes"
 	"compress/gzip"
-	"context"
 	"fmt"
 	"net"
 	"os"
@@ -20,7 +19,7 @@ import (
 
 func TestMain(m *testing.M) {
 	testscript.Main(m, map[string]func(){
-		"ots-ota": func() { os.Exit(Execute(context.Background(), os.Args[1:], System())) },
+		"ots-ota": func() { os.Exit(Main()) },
 	})
 }
 
