@@ -18,7 +18,8 @@ package cmd
 // newlines (envListSeparators; no spec of any flag contains either).
 //
 // A top-level key is a flag name, a command's section (a mapping named after
-// the command) or a data section (dataSections). Data sections are not flag
+// the command) or a data section (dataSections). Where a flag and a command
+// share a name (`version`), a mapping is the section and a value the flag's. Data sections are not flag
 // values: the loader never parses them, and a command reads one raw with
 // config.Data, e.g. discover's static inventory:
 //
@@ -160,21 +161,23 @@ func loadConfig(cmd *cobra.Command, explicit string) (*config, error) {
 	// The sections that feed cmd, most specific first: sim.image, sim, top level.
 	type section struct {
 		node *yaml.Node
+		cmd  *cobra.Command // whose section it is
 		path string
 		rank int
 	}
 	var sections []section
 	if c.root != nil {
-		sections = append(sections, section{c.root, "", rankTop})
-		node, p := c.root, ""
+		sections = append(sections, section{c.root, cmd.Root(), "", rankTop})
+		node, p, sc := c.root, "", cmd.Root()
 		for i, name := range commandNames(cmd) {
 			_, v := mapGet(node, name)
-			if v == nil || v.Kind != yaml.MappingNode {
+			sc = subcommand(sc, name)
+			if v == nil || v.Kind != yaml.MappingNode || sc == nil {
 				break
 			}
 			p += name + "."
 			node = v
-			sections = append(sections, section{v, p, rankTop + i + 1})
+			sections = append(sections, section{v, sc, p, rankTop + i + 1})
 		}
 		slices.Reverse(sections)
 	}
@@ -203,7 +206,9 @@ func loadConfig(cmd *cobra.Command, explicit string) (*config, error) {
 		}
 		for _, s := range sections {
 			k, v := mapGet(s.node, f.Name)
-			if v == nil {
+			if v == nil || v.Kind == yaml.MappingNode && subcommand(s.cmd, f.Name) != nil {
+				// A mapping named like a command is that command's section
+				// (`version: {json: true}`), a value is the flag's (`version: 2.0.0`).
 				continue
 			}
 			where := fmt.Sprintf("%s: %s%s", c.path, s.path, f.Name)
@@ -375,7 +380,7 @@ func (c *config) checkKeys(root *cobra.Command) {
 			switch {
 			case !cmd.HasParent() && slices.Contains(dataSections, k.Value):
 				// data: read by the commands that use it
-			case subcommand(cmd, k.Value) != nil:
+			case subcommand(cmd, k.Value) != nil && (v.Kind == yaml.MappingNode || !known[k.Value]):
 				if v.Kind != yaml.MappingNode {
 					c.warnings = append(c.warnings, fmt.Sprintf("%s:%d: %s is the section of command %q: want keys under it; ignored", c.path, k.Line, key, k.Value))
 					continue
