@@ -18,7 +18,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	testscript.Main(m, map[string]func(){
+	testscript.Main(cleanupM{m}, map[string]func(){
 		"ots-ota": func() { os.Exit(Main()) },
 	})
 }
@@ -47,8 +47,7 @@ func TestScripts(t *testing.T) {
 			case "shared":
 				return sharedImages() != "", nil
 			case "loopback127":
-				// 127.0.0.2 and up answer without set-up on Linux only.
-				return runtime.GOOS == "linux", nil
+				return loopback127(), nil
 			}
 			return false, fmt.Errorf("unknown condition %q", cond)
 		},
@@ -59,6 +58,9 @@ func TestScripts(t *testing.T) {
 		},
 	})
 }
+
+// loopback127: 127.0.0.2 and up answer without set-up on Linux only.
+func loopback127() bool { return runtime.GOOS == "linux" }
 
 // cmdMkfile writes test inputs: `mkfile KIND OUT [chip project version size]`.
 // KIND is app, nodigest, truncated, corrupt-digest, elf or gzip.

@@ -214,6 +214,17 @@ func (o *simOptions) validate(a *app, _ []string) error {
 			}
 		}
 	}
+	// One spec at a time, so the message names the one that is wrong.
+	for _, spec := range o.Behave {
+		if _, _, err := sim.ParseBehaviourSpec(spec); err != nil {
+			return usageErrorf("--behave %s: %s", spec, rootCause(err))
+		}
+	}
+	for _, spec := range o.Faults {
+		if _, err := sim.ParseFault(spec); err != nil {
+			return usageErrorf("--fault %s: %s", spec, rootCause(err))
+		}
+	}
 	behaviours, err := sim.ParseBehaviourSpecs(o.Behave)
 	if err != nil {
 		return usageErrorf("--behave: %s", rootCause(err))
