@@ -7,39 +7,54 @@
 // A command lives in its own file (cmd/push.go) with three parts, like
 // inspect.go:
 //
-//	type pushOptions struct{ ... }            // every flag and argument
+//	type pushOptions struct {                 // every flag and argument
+//		Hosts []string
+//		policyFlags                           // --chip, --max-size, --partitions, as inspect has them
+//		Password string
+//	}
 //
 //	func newPushCmd(a *app) *cobra.Command {  // binds the flags into the options
 //		o := &pushOptions{}
-//		c := &cobra.Command{Use: "push FIRMWARE HOST...", Args: argsMin(1)}
-//		c.Flags().StringVar(&o.Password, "password", "", "...")
+//		c := &cobra.Command{Use: "push FIRMWARE HOST...", Args: argsMin(1, "a FIRMWARE file")}
 //		c.RunE = run(a, o, runPush)
+//		o.policyFlags.bind(c)
+//		c.Flags().StringVar(&o.Password, "password", "", "...")
 //		return c
 //	}
 //
 //	// validate checks and resolves every value before any work starts; each
-//	// error it returns exits 2. Name flags with a.flagError.
+//	// error it returns exits 2.
 //	func (o *pushOptions) validate(a *app, args []string) error { ... }
 //
 //	func runPush(ctx context.Context, a *app, o *pushOptions) error { ... }
 //
 // and one line in newRootCmd's AddCommand list below. Then:
 //
-//   - Flags come from the command line, the environment and the config file
+//   - Values come from the command line, the environment and the config file
 //     (config.go) with no code in the command: read the options struct.
-//     a.typed(name) says a value was typed, a.source(name) where it came from.
-//     Repeatable flags are StringArrayVar.
-//   - Data sections of the config file (the static inventory) are
-//     a.cfg.Data("inventory"); the file read is a.cfg.Path().
-//   - Arguments: argsNone, argsMin(n), argsExact(n) (typed usage errors).
-//   - Errors: return one line that says what failed, why and what to do; wrap
-//     a package's error once with what was being done, or use userError for
-//     errors whose wrap chain users must not see. usageErrorf marks exit 2,
-//     silentError{code} an outcome already reported. See exit.go.
-//   - ctx is cancelled on SIGINT/SIGTERM: stop promptly and return ctx's
-//     error (exit 130), or nil when Ctrl-C is the command's normal stop.
-//   - Results on a.io.Out (writeJSON with --json), progress and logs on
-//     a.io.ErrOut, a.log for -v/-vv.
+//     a.typed(name) says a value was typed, a.isSet(name) that it is not the
+//     default, a.source(name) where it came from ("OTS_OTA_PASSWORD").
+//     Repeatable flags are StringArrayVar: lists in the file, items split on
+//     envListSeparators in the environment.
+//   - Data sections of the config file: a.cfg.Data("inventory") is the raw
+//     *yaml.Node (nil when absent; add new sections to dataSections), and
+//     a.cfg.Path() the file that was read ("" when none).
+//   - validate: a.flagError(name, why) is the usage error for a bad value (it
+//     names the flag, the value unless secret, and where it came from);
+//     exclusive(a, x, y) settles two flags that say the same thing;
+//     usageErrorf for the rest. A flag naming a missing file is exit 2.
+//   - Arguments: argsNone, argsMin(n, what), argsExact(n, what): typed usage
+//     errors (cobra's own Args helpers return untyped errors: exit 1).
+//   - Errors from run: one line that says what failed, why and what to do;
+//     wrap a package's error once with what was being done, or show only its
+//     rootCause / netError. silentError{code} for an outcome already
+//     rendered. Exit codes live in exit.go (3 is push's to define).
+//   - ctx is cancelled on SIGINT/SIGTERM: stop promptly and return ctx.Err()
+//     (exit 130), or nil when Ctrl-C is the command's normal stop (sim).
+//     interrupted(ctx) tells an interrupt from a deadline.
+//   - Results on a.io.Out (writeJSON with --json); progress, warnings and
+//     logs on a.io.ErrOut via a.log: Warn is shown by default, Info with -v
+//     (say what is being done and what was ignored), Debug with -vv.
 package cmd
 
 import (

@@ -473,9 +473,10 @@ func runSim(ctx context.Context, a *app, o *simOptions) error {
 	fleet, err := sim.StartFleet(runCtx, fc)
 	if err != nil {
 		if ctx.Err() != nil {
-			return ctx.Err() // interrupted while starting
+			err = ctx.Err() // interrupted while starting: exit 130
+		} else {
+			err = startError(err)
 		}
-		err = startError(err)
 		mu.Lock()
 		defer mu.Unlock()
 		var stopped []sim.Event
@@ -486,7 +487,7 @@ func runSim(ctx context.Context, a *app, o *simOptions) error {
 			}
 			emit(e)
 		}
-		if a.opts.JSON {
+		if a.opts.JSON && ctx.Err() == nil {
 			emit(sim.Event{Event: simEventError, Time: time.Now(), Text: err.Error()})
 		}
 		for _, e := range stopped {
