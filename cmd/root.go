@@ -1,6 +1,9 @@
 // Package cmd is the ots-ota command line: it parses flags, calls the
 // packages that do the work and renders their results. It is the only
 // place that knows about cobra, the config file, terminals and exit codes.
+// The config file is read with go.yaml.in/yaml/v3 directly (not viper): the
+// loader must know where each value came from, keep data sections raw and
+// tell flags from sections, which viper does not expose.
 //
 // # Adding a command
 //
