@@ -227,7 +227,9 @@ devices on loopback that answer uploads like the real firmware (sim).`,
 // flags, then makes the logger the final -v/-q ask for.
 func (a *app) setUp(cmd *cobra.Command) error {
 	a.cmd = cmd
-	if cmd.Annotations["config"] == "skip" {
+	// help, completion and the shells' completion requests work whatever the
+	// environment and the config file hold.
+	if cmd.Annotations["config"] == "skip" || cmd.Name() == cobra.ShellCompRequestCmd || cmd.Name() == cobra.ShellCompNoDescRequestCmd {
 		return nil
 	}
 	cfg, err := loadConfig(cmd, a.opts.ConfigFile)
