@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -54,7 +55,8 @@ func newInspectCmd(a *app) *cobra.Command {
 		Short: "Tell what a firmware file is and whether it is safe to upload",
 		Long: `Inspect parses each file locally and says what it is (application image, ELF,
 bootloader, merged image, partition table, ESP8266 image, ...), for which chip, which
-project and version, and whether it may be uploaded over the air.
+project and version, and whether it may be uploaded over the air. "-" reads
+standard input.
 
 Exit status: 0 when every file is uploadable, 1 when any has errors, 2 on usage errors,
 130 when interrupted.`,
@@ -114,6 +116,9 @@ func exclusive(a *app, x, y string) (keep string, err error) {
 
 func (o *inspectOptions) validate(a *app, args []string) error {
 	o.Files = args
+	if n := slices.Index(args, "-"); n >= 0 && slices.Index(args[n+1:], "-") >= 0 {
+		return usageErrorf("standard input (-) can be read only once")
+	}
 	return o.resolve(a)
 }
 
@@ -171,10 +176,14 @@ func slotFromPartitions(a *app, path string) (int64, string, error) {
 	return n, note, nil
 }
 
-// errTooLarge reports a file over the read cap; size is from stat.
+// errTooLarge reports a file over the read cap; size is from stat, or 0 when
+// only reading found out (standard input, a file that grew).
 type errTooLarge struct{ size int64 }
 
 func (e errTooLarge) Error() string {
+	if e.size == 0 {
+		return fmt.Sprintf("more than %s: not an ESP32 application image", humanBytes(maxFileRead))
+	}
 	return fmt.Sprintf("file is %s (%d bytes), more than %s: not an ESP32 application image", humanBytes(e.size), e.size, humanBytes(maxFileRead))
 }
 
@@ -203,8 +212,13 @@ func readRegular(ctx context.Context, path string, limit int64) ([]byte, error) 
 	} else if err := regular(st); err != nil { // replaced since the first look
 		return nil, err
 	}
+	return readAll(ctx, f, limit, path)
+}
+
+// readAll reads r to the end, at most limit bytes, checking ctx between chunks.
+func readAll(ctx context.Context, r io.Reader, limit int64, path string) ([]byte, error) {
 	var buf bytes.Buffer
-	r := io.LimitReader(f, limit+1)
+	r = io.LimitReader(r, limit+1)
 	for {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -218,7 +232,7 @@ func readRegular(ctx context.Context, path string, limit int64) ([]byte, error) 
 		}
 	}
 	if int64(buf.Len()) > limit {
-		return nil, errTooLarge{int64(buf.Len())}
+		return nil, errTooLarge{}
 	}
 	return buf.Bytes(), nil
 }
@@ -316,17 +330,45 @@ func val[T any](p *T) T {
 	return *p
 }
 
-func inspectFile(ctx context.Context, path string, o *inspectOptions) (inspectResult, error) {
+// readStdin reads standard input (inspect -). A read that blocks is left
+// behind when ctx ends: the process is about to exit.
+func readStdin(ctx context.Context, in io.Reader) ([]byte, error) {
+	type result struct {
+		data []byte
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		data, err := readAll(ctx, in, maxFileRead, "standard input")
+		done <- result{data, err}
+	}()
+	select {
+	case r := <-done:
+		return r.data, r.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func inspectFile(ctx context.Context, a *app, path string, o *inspectOptions) (inspectResult, error) {
 	p := o.policy
 	r := inspectResult{File: path, Kind: "unreadable", Errors: []findingResult{}, Warnings: []findingResult{}}
-	data, err := readRegular(ctx, path, maxFileRead)
+	var data []byte
+	var err error
+	if path == "-" {
+		data, err = readStdin(ctx, a.io.In)
+	} else {
+		data, err = readRegular(ctx, path, maxFileRead)
+	}
 	var tl errTooLarge
 	switch {
 	case err != nil && ctx.Err() != nil:
 		return r, ctx.Err()
 	case errors.As(err, &tl):
 		r.Kind = string(image.KindUnknown)
-		r.Size = ptr(tl.size)
+		if tl.size > 0 {
+			r.Size = ptr(tl.size)
+		}
 		r.Errors = append(r.Errors, findingResult{Code: "too_large", Message: err.Error(),
 			Hint: "upload the application .bin from your build directory"})
 		return r, nil
@@ -389,7 +431,7 @@ func runInspect(ctx context.Context, a *app, o *inspectOptions) error {
 			return err
 		}
 		start := time.Now()
-		r, err := inspectFile(ctx, path, o)
+		r, err := inspectFile(ctx, a, path, o)
 		if err != nil {
 			return err
 		}
