@@ -29,8 +29,6 @@ type discoverOptions struct {
 	WatchFor      time.Duration // --watch with an explicit --timeout: stop after it
 }
 
-func init() { extraCommands = append(extraCommands, newDiscoverCmd) }
-
 func newDiscoverCmd(a *app) *cobra.Command {
 	o := &discoverOptions{}
 	c := &cobra.Command{

@@ -23,8 +23,6 @@ type infoOptions struct {
 	Browse  time.Duration
 }
 
-func init() { extraCommands = append(extraCommands, newInfoCmd) }
-
 func newInfoCmd(a *app) *cobra.Command {
 	o := &infoOptions{}
 	c := &cobra.Command{

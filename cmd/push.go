@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -17,10 +16,6 @@ import (
 	"github.com/ots-ota/ots-ota/image"
 	"github.com/ots-ota/ots-ota/upload"
 )
-
-// ExitUnverified is push's exit code when --require-verified is given and
-// some device could not show its version (documented in the README).
-const ExitUnverified = 3
 
 type pushOptions struct {
 	Firmware string
@@ -51,9 +46,7 @@ type pushOptions struct {
 	Force       bool
 	Reinstall   bool
 
-	Chip       string
-	MaxSize    string
-	Partitions string
+	policyFlags
 	Filesystem bool
 
 	HostIP   string
@@ -62,6 +55,8 @@ type pushOptions struct {
 	sel    selectOptions
 	mdns   mdnsOptions
 	Browse time.Duration
+
+	plan *pushPlan // resolved by validate
 }
 
 const pushLong = `Push validates FIRMWARE locally (the inspect rules), then sends it to every
@@ -104,13 +99,10 @@ func newPushCmd(a *app) *cobra.Command {
   ots-ota push --password "$PW" --canary 1 --max-failures 10% firmware.bin host1 host2 host3
   ots-ota push --protocol espota --port 8266 firmware.bin esp8266.local
   ots-ota push --dry-run firmware.bin 192.168.1.40 192.168.1.41`,
-		Args: cobra.MinimumNArgs(1),
-		// FIRMWARE, then targets (or --all / --group).
-		RunE: func(cmd *cobra.Command, args []string) error {
-			o.Firmware, o.Targets = args[0], args[1:]
-			return runPush(cmd.Context(), a, o)
-		},
+		Args: argsMin(1, "a FIRMWARE file, then TARGETs (or --all / --group)"),
 	}
+	c.RunE = run(a, o, runPush)
+	o.policyFlags.bind(c)
 	f := c.Flags()
 	f.StringVar(&o.Protocol, "protocol", "auto", "auto, http or espota (auto decides per device)")
 	f.IntVar(&o.Port, "port", 0, "OTA port of targets given without one (default 3232; 8266 for ESP8266 espota)")
@@ -134,23 +126,16 @@ func newPushCmd(a *app) *cobra.Command {
 	f.BoolVar(&o.DryRun, "dry-run", false, "print the plan (protocol, running version, skips, refusals) and send nothing")
 	f.BoolVar(&o.Force, "force", false, "send despite chip, project or slot size mismatches (never a corrupt image)")
 	f.BoolVar(&o.Reinstall, "reinstall", false, "send even to devices already running this image")
-	f.StringVar(&o.Chip, "chip", "", "chip the image must be built for (as in inspect)")
-	f.StringVar(&o.MaxSize, "max-size", "", "OTA slot size the image must fit (as in inspect)")
-	f.StringVar(&o.Partitions, "partitions", "", "partition table to read the OTA slot size from (as in inspect)")
 	f.BoolVar(&o.Filesystem, "filesystem", false, "send a filesystem image (SPIFFS/LittleFS) over espota; skips the app checks")
 	f.StringVar(&o.HostIP, "host-ip", "", "espota: local address devices connect back to (default: the one that routes to the device)")
 	f.IntVar(&o.HostPort, "host-port", 0, "espota: local port devices connect back to (default: random)")
 	f.DurationVar(&o.Browse, "browse-timeout", 2*time.Second, "how long mDNS may listen (with --all, --group, .local names)")
 	o.sel.bind(c)
 	o.mdns.bind(c, false)
-	c.MarkFlagsMutuallyExclusive("max-size", "partitions")
-	c.MarkFlagsMutuallyExclusive("password", "password-file")
-	_ = c.MarkFlagFilename("partitions", "csv", "bin")
 	_ = c.MarkFlagFilename("password-file")
 	_ = c.RegisterFlagCompletionFunc("protocol", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
 		return []string{"auto", "http", "espota"}, cobra.ShellCompDirectiveNoFileComp
 	})
-	completeChips(c)
 	return c
 }
 
@@ -162,25 +147,33 @@ type pushPlan struct {
 	proto   upload.Protocol
 }
 
-// validate checks every flag and argument; each error exits 2.
-func (o *pushOptions) validate() (*pushPlan, error) {
+// validate checks every flag and argument before anything is read or
+// sent; each error exits 2.
+func (o *pushOptions) validate(a *app, args []string) error {
+	o.Firmware, o.Targets = args[0], args[1:]
+	p, err := o.check(a)
+	o.plan = p
+	return err
+}
+
+func (o *pushOptions) check(a *app) (*pushPlan, error) {
 	p := &pushPlan{}
 	var err error
 	if p.proto, err = upload.ParseProtocol(o.Protocol); err != nil {
-		return nil, usageErrorf("--protocol: %v", err)
+		return nil, a.flagError("protocol", "want auto, http or espota")
 	}
 	if len(o.Targets) == 0 && !o.sel.All && o.sel.Group == "" {
 		return nil, usageErrorf("no targets: give devices after FIRMWARE (IP, host, host:port, URL or inventory name), or --all or --group")
 	}
 	if o.Browse <= 0 {
-		return nil, usageErrorf("--browse-timeout must be positive")
+		return nil, a.flagError("browse-timeout", "must be positive")
 	}
 	for _, c := range []struct {
 		name string
 		v    int
 	}{{"parallel", o.Parallel}, {"retries", o.Retries}, {"canary", o.Canary}, {"host-port", o.HostPort}, {"port", o.Port}, {"web-port", o.WebPort}} {
 		if c.v < 0 {
-			return nil, usageErrorf("--%s must not be negative", c.name)
+			return nil, a.flagError(c.name, "must not be negative")
 		}
 	}
 	if o.Port > 65535 || o.WebPort > 65535 || o.HostPort > 65535 {
@@ -191,12 +184,12 @@ func (o *pushOptions) validate() (*pushPlan, error) {
 		v    time.Duration
 	}{{"connect-timeout", o.ConnectTimeout}, {"idle-timeout", o.IdleTimeout}, {"timeout", o.Timeout}, {"verify-timeout", o.VerifyTimeout}, {"stability-window", o.Stability}} {
 		if c.v < 0 {
-			return nil, usageErrorf("--%s must not be negative", c.name)
+			return nil, a.flagError(c.name, "must not be negative")
 		}
 	}
 	budget, err := upload.ParseFailureBudget(o.MaxFailures)
 	if err != nil {
-		return nil, usageErrorf("--max-failures: %v", err)
+		return nil, a.flagError("max-failures", "%v", err)
 	}
 	if o.User != "" && o.Password == "" && o.PasswordFile == "" {
 		return nil, usageErrorf("--user needs --password or --password-file (HTTP Basic auth)")
@@ -205,12 +198,17 @@ func (o *pushOptions) validate() (*pushPlan, error) {
 		return nil, usageErrorf("--filesystem needs espota: HTTP devices (seed and OTS firmware) have no filesystem upload")
 	}
 	if o.HostIP != "" && net.ParseIP(o.HostIP) == nil {
-		return nil, usageErrorf("--host-ip %q is not an IP address", o.HostIP)
+		return nil, a.flagError("host-ip", "not an IP address")
 	}
 	if !o.Filesystem {
-		if p.policy, err = policyFromFlags(o.Chip, o.MaxSize, o.Partitions); err != nil {
+		if err := o.policyFlags.resolve(a); err != nil {
 			return nil, err
 		}
+		p.policy = o.policyFlags.policy
+	}
+	keepPW, err := exclusive(a, "password", "password-file")
+	if err != nil {
+		return nil, err
 	}
 	for _, s := range o.Targets {
 		t, err := parseTarget(s, o.Port, o.WebPort, p.proto)
@@ -220,10 +218,10 @@ func (o *pushOptions) validate() (*pushPlan, error) {
 		p.targets = append(p.targets, t)
 	}
 	cred := upload.Credentials{Token: auth.NewSecret(o.Token), User: o.User, Password: auth.NewSecret(o.Password)}
-	if o.PasswordFile != "" {
+	if o.PasswordFile != "" && keepPW != "password" {
 		pw, err := readSecretFile(o.PasswordFile)
 		if err != nil {
-			return nil, usageErrorf("--password-file: %v", err)
+			return nil, a.flagError("password-file", "%v", err)
 		}
 		cred.Password = pw
 	}
@@ -241,13 +239,9 @@ func (o *pushOptions) validate() (*pushPlan, error) {
 
 // readSecretFile reads the first line of a password file.
 func readSecretFile(path string) (auth.Secret, error) {
-	data, err := os.ReadFile(path)
+	data, err := readRegular(context.Background(), path, 64<<10)
 	if err != nil {
-		var pe *os.PathError
-		if errors.As(err, &pe) {
-			return auth.Secret{}, fmt.Errorf("cannot read %s: %v", path, pe.Err)
-		}
-		return auth.Secret{}, fmt.Errorf("cannot read %s", path)
+		return auth.Secret{}, err
 	}
 	line, _, _ := strings.Cut(string(data), "\n")
 	line = strings.TrimRight(line, "\r")
@@ -313,15 +307,15 @@ func parseTarget(s string, port, webPort int, proto upload.Protocol) (upload.Tar
 
 // preflightImage reads FIRMWARE once and applies the inspect rules. It
 // returns nil and prints the findings when the image must not be sent.
-func preflightImage(a *app, o *pushOptions, p *pushPlan) (*upload.Firmware, error) {
-	data, tooBig, err := readFirmware(o.Firmware)
+func preflightImage(ctx context.Context, a *app, o *pushOptions, p *pushPlan) (*upload.Firmware, error) {
+	data, err := readRegular(ctx, o.Firmware, maxFileRead)
 	switch {
+	case err != nil && ctx.Err() != nil:
+		return nil, ctx.Err()
 	case err != nil:
-		return nil, fmt.Errorf("read firmware: %v", unwrapPath(err))
-	case tooBig:
-		return nil, fmt.Errorf("%s is larger than %s: not an ESP32 application image", o.Firmware, humanBytes(maxFileRead))
+		return nil, fmt.Errorf("firmware: %v; nothing was sent", err)
 	case len(data) == 0:
-		return nil, fmt.Errorf("%s is empty", o.Firmware)
+		return nil, fmt.Errorf("%s is empty; nothing was sent", o.Firmware)
 	}
 	if o.Filesystem {
 		return upload.NewFirmware(o.Firmware, data, true), nil
@@ -364,20 +358,9 @@ func expectationCode(code string) bool {
 	return false
 }
 
-func unwrapPath(err error) error {
-	var pe *os.PathError
-	if errors.As(err, &pe) {
-		return fmt.Errorf("%s: %v", pe.Path, pe.Err)
-	}
-	return err
-}
-
 func runPush(ctx context.Context, a *app, o *pushOptions) error {
-	p, err := o.validate()
-	if err != nil {
-		return err
-	}
-	fw, err := preflightImage(a, o, p)
+	p := o.plan
+	fw, err := preflightImage(ctx, a, o, p)
 	if err != nil {
 		return err
 	}
@@ -421,7 +404,7 @@ func runPush(ctx context.Context, a *app, o *pushOptions) error {
 	}
 	results = append(results, pt.failed...)
 	r.close()
-	code := pushExitCode(results, ctx.Err() != nil, o.RequireVerify)
+	code := pushExitCode(results, interrupted(ctx), o.RequireVerify)
 	r.summary(results, time.Since(start), code, o.DryRun)
 	if code == ExitOK {
 		return nil
