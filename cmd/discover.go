@@ -48,7 +48,7 @@ interrupted. A device is removed by a goodbye, or when its SRV or address record
   ots-ota discover --timeout 5s --count 12 --json
   ots-ota discover --interface en0 --watch
   ots-ota discover --save`,
-		Args: cobra.NoArgs,
+		Args: argsNone,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.WatchFor = 0
 			if o.Watch && cmd.Flags().Changed("timeout") {

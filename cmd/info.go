@@ -41,6 +41,7 @@ Exit status: 0 when every device answered, 1 when any could not be resolved or r
   ots-ota info 192.168.1.40 kitchen --json
   ots-ota info --all
   ots-ota info --group downstairs --inventory-only`,
+		Args: argsMin(0, "TARGETs, --all or --group"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Targets = args
 			return runInfo(cmd.Context(), a, o)

@@ -105,7 +105,7 @@ func newPushCmd(a *app) *cobra.Command {
 	o.policyFlags.bind(c)
 	f := c.Flags()
 	f.StringVar(&o.Protocol, "protocol", "auto", "auto, http or espota (auto decides per device)")
-	f.IntVar(&o.Port, "port", 0, "OTA port of targets given without one (default 3232; 8266 for ESP8266 espota)")
+	f.IntVar(&o.Port, "port", 0, "OTA port of targets given without one (default 3232; ESP8266 espota devices use 8266)")
 	f.IntVar(&o.WebPort, "web-port", 0, "web port for /api/status (default 80)")
 	f.StringVar(&o.Token, "token", "", "HTTP Bearer token (also $OTS_OTA_TOKEN or the config file)")
 	f.StringVar(&o.User, "user", "", "HTTP Basic user (with --password)")

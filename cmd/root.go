@@ -216,6 +216,8 @@ devices on loopback that answer uploads like the real firmware (sim).`,
 	root.AddCommand(
 		newInspectCmd(a),
 		newPushCmd(a),
+		newDiscoverCmd(a),
+		newInfoCmd(a),
 		newSimCmd(a),
 		newVersionCmd(a),
 		newCompletionCmd(a),

@@ -184,3 +184,32 @@ func TestRunFifty(t *testing.T) {
 	}
 	checkTruth(t, fl, res, "1.0.1")
 }
+
+// TestRunDryRunAgainstSim: --dry-run reads, plans and sends nothing: the
+// devices' upload logs stay empty.
+func TestRunDryRunAgainstSim(t *testing.T) {
+	fl := startFleet(t, 3, func(i int, c *sim.Config) {
+		c.Extensions = true
+		if i == 1 {
+			c.Chip = "esp32c3" // refused
+		}
+		if i == 2 {
+			c.Personality = sim.Arduino
+		}
+	})
+	o := espotaRunOptions(t)
+	o.DryRun = true
+	res := Run(context.Background(), simFirmware(t, "1.0.1"), targetsOf(fl), o)
+	want := []Outcome{OutcomePlanned, OutcomeRefused, OutcomePlanned}
+	for i, r := range res {
+		if r.Outcome != want[i] {
+			t.Errorf("device %d: %s (%s), want %s", i, r.Outcome, r.Message, want[i])
+		}
+		if n := len(fl.Devices()[i].State().Uploads); n != 0 {
+			t.Errorf("device %d logged %d uploads in a dry run", i, n)
+		}
+	}
+	if res[2].Protocol != Espota || !strings.Contains(res[0].Message, "runs 1.0.0 (/ota/status)") {
+		t.Errorf("plan: %+v / %+v", res[0], res[2])
+	}
+}
