@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/ots-ota/ots-ota/inventory"
@@ -44,9 +45,9 @@ func TestSelectInventoryOnly(t *testing.T) {
 		},
 		Groups: map[string][]string{"down": {"kitchen", "hall"}},
 	}
-	lookups := 0
+	var lookups atomic.Int32
 	res := &Resolver{LookupOS: func(_ context.Context, h string) ([]netip.Addr, error) {
-		lookups++
+		lookups.Add(1)
 		if h == "hall.example" {
 			return []netip.Addr{netip.MustParseAddr("10.0.0.4")}, nil
 		}
@@ -74,8 +75,8 @@ func TestSelectInventoryOnly(t *testing.T) {
 	if sel[3].Target.Port != 8266 || sel[3].Target.Addrs[0].String() != "10.0.0.9" {
 		t.Errorf("address target %+v", sel[3])
 	}
-	if lookups != 2 {
-		t.Errorf("%d lookups", lookups)
+	if n := lookups.Load(); n != 2 {
+		t.Errorf("%d lookups", n)
 	}
 
 	if _, err := Select(context.Background(), Selection{InventoryOnly: true, Inventory: inv}); !errors.Is(err, ErrNoTargets) {
