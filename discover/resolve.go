@@ -198,21 +198,9 @@ func (r *Resolver) lookupMDNS(ctx context.Context, host string) ([]netip.Addr, e
 
 func (s *session) addrsOf(name string) []netip.Addr {
 	var out []netip.Addr
-	for _, t := range []uint16{dns.TypeA, dns.TypeAAAA} {
-		for _, e := range s.cache.get(name, t) {
-			var a netip.Addr
-			switch rr := e.rr.(type) {
-			case *dns.A:
-				a, _ = netip.AddrFromSlice(rr.A.To4())
-			case *dns.AAAA:
-				a, _ = netip.AddrFromSlice(rr.AAAA)
-				if a.IsLinkLocalUnicast() {
-					a = a.WithZone(s.ifNames[e.ifIndex])
-				}
-			}
-			if a.IsValid() && !slices.Contains(out, a) {
-				out = append(out, a)
-			}
+	for _, e := range s.addrEntries(name) {
+		if a := s.entryAddr(e); a.IsValid() && !slices.Contains(out, a) {
+			out = append(out, a)
 		}
 	}
 	slices.SortFunc(out, compareAddr)

@@ -2,6 +2,7 @@ package discover
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"strings"
@@ -21,6 +22,7 @@ type splitResponder struct {
 	t        testing.TB
 	pc       *ipv4.PacketConn
 	conn     net.PacketConn
+	service  string // "_ota._tcp.local."
 	instance string // "Split Device._ota._tcp.local."
 	host     string // "split-dev.local."
 	addr     netip.Addr
@@ -41,6 +43,13 @@ type splitResponder struct {
 
 func newSplitResponder(t testing.TB, ifi *net.Interface, instance, host string, addr netip.Addr) *splitResponder {
 	t.Helper()
+	return newResponderFor(t, ifi, "_ota._tcp", instance, host, addr)
+}
+
+// newResponderFor advertises a service type of the test's own, which no
+// other test on the shared loopback interface answers for.
+func newResponderFor(t testing.TB, ifi *net.Interface, service, instance, host string, addr netip.Addr) *splitResponder {
+	t.Helper()
 	conn, err := net.ListenPacket("udp4", "224.0.0.251:5353")
 	if err != nil {
 		t.Fatal(err)
@@ -52,7 +61,7 @@ func newSplitResponder(t testing.TB, ifi *net.Interface, instance, host string, 
 	_ = pc.SetMulticastInterface(ifi)
 	_ = pc.SetMulticastLoopback(true)
 	_ = pc.SetMulticastTTL(255)
-	r := &splitResponder{t: t, pc: pc, conn: conn, instance: instance + "._ota._tcp.local.", host: host + ".local.",
+	r := &splitResponder{t: t, pc: pc, conn: conn, service: service + ".local.", instance: instance + "." + service + ".local.", host: host + ".local.",
 		addr: addr, port: 3232, ttl: 120, gap: 30 * time.Millisecond, txt: []string{"version=1.0.0"},
 		queries: map[uint16]int{}, done: make(chan struct{}), start: time.Now()}
 	go r.serve()
@@ -82,7 +91,7 @@ func (r *splitResponder) records() (ptr, srv, txt, a dns.RR) {
 		}
 		return dns.RR_Header{Name: name, Rrtype: t, Class: cls, Ttl: r.ttl}
 	}
-	ptr = &dns.PTR{Hdr: h("_ota._tcp.local.", dns.TypePTR, false), Ptr: r.instance}
+	ptr = &dns.PTR{Hdr: h(r.service, dns.TypePTR, false), Ptr: r.instance}
 	srv = &dns.SRV{Hdr: h(r.instance, dns.TypeSRV, true), Port: r.port, Target: r.host}
 	txt = &dns.TXT{Hdr: h(r.instance, dns.TypeTXT, true), Txt: append([]string(nil), r.txt...)}
 	a = &dns.A{Hdr: h(r.host, dns.TypeA, true), A: r.addr.AsSlice()}
@@ -142,7 +151,7 @@ func (r *splitResponder) serve() {
 			name := strings.ToLower(qu.Name)
 			var rr dns.RR
 			switch {
-			case name == "_ota._tcp.local." && qu.Qtype == dns.TypePTR:
+			case name == r.service && qu.Qtype == dns.TypePTR:
 				if knows(&q, r.instance) {
 					continue // known-answer suppression
 				}
@@ -189,9 +198,9 @@ func TestSplitRecords(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			inst := "Split Dev " + map[bool]string{false: "A", true: "B"}[lazy]
-			r := newSplitResponder(t, ifi, strings.ReplaceAll(inst, " ", `\ `), "split-"+map[bool]string{false: "a", true: "b"}[lazy], netip.MustParseAddr("127.43.4.2"))
+			r := newResponderFor(t, ifi, "_split._tcp", strings.ReplaceAll(inst, " ", `\ `), "split-"+map[bool]string{false: "a", true: "b"}[lazy], netip.MustParseAddr("127.43.4.2"))
 			r.set(func(r *splitResponder) { r.lazy = lazy; r.txt = []string{"version=2.0.0", "project=split"} })
-			ds, err := Browse(context.Background(), loCfg(ifi, "_ota._tcp"), BrowseOptions{Timeout: 3 * time.Second, Count: 1})
+			ds, err := Browse(context.Background(), loCfg(ifi, "_split._tcp"), BrowseOptions{Timeout: 3 * time.Second, Count: 1})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -211,5 +220,26 @@ func TestSplitRecords(t *testing.T) {
 				t.Errorf("browser did not ask for SRV and A: %v", r.queries)
 			}
 		})
+	}
+}
+
+// TestBrowseCount: with Count, Browse returns once that many answered, long
+// before its timeout. A service type of its own keeps other tests out.
+func TestBrowseCount(t *testing.T) {
+	ifi := mdnsLoopback(t)
+	for i, a := range []string{"127.43.9.2", "127.43.9.3"} {
+		r := newResponderFor(t, ifi, "_cnt._tcp", fmt.Sprintf("Count%d", i), fmt.Sprintf("count%d", i), netip.MustParseAddr(a))
+		r.set(func(r *splitResponder) { r.gap = 0 })
+	}
+	start := time.Now()
+	ds, err := Browse(context.Background(), loCfg(ifi, "_cnt._tcp"), BrowseOptions{Timeout: 10 * time.Second, Count: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ds) != 2 || ds[0].Instance != "Count0" || ds[1].TXT["version"] != "1.0.0" {
+		t.Fatalf("found %+v", ds)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("Count 2 returned after %v", d)
 	}
 }

@@ -197,7 +197,7 @@ func ParseTarget(arg string) (Target, error) {
 			t.Addrs = []netip.Addr{ip.Unmap()}
 		}
 	}
-	if strings.ContainsAny(t.Host, " :[]") {
+	if len(t.Addrs) == 0 && strings.ContainsAny(t.Host, " :[]%") {
 		return Target{}, fmt.Errorf("%q is not a device: give a host name, an IP address or HOST:PORT", arg)
 	}
 	return t, nil

@@ -265,25 +265,13 @@ func (s *session) assemble() map[string]Device {
 			d := Device{Instance: label, Service: svc, Host: hostName(srv.Target), Port: int(srv.Port),
 				WebPort: web[lower(srv.Target)], Seen: srvE.recv, fqdn: lower(inst), hostFQDN: lower(srv.Target)}
 			ifs := map[string]bool{s.ifNames[srvE.ifIndex]: true}
-			for _, t := range []uint16{dns.TypeA, dns.TypeAAAA} {
-				for _, ae := range s.cache.get(srv.Target, t) {
-					var a netip.Addr
-					switch r := ae.rr.(type) {
-					case *dns.A:
-						a, _ = netip.AddrFromSlice(r.A.To4())
-					case *dns.AAAA:
-						a, _ = netip.AddrFromSlice(r.AAAA)
-						if a.IsLinkLocalUnicast() {
-							a = a.WithZone(s.ifNames[ae.ifIndex])
-						}
-					}
-					if a.IsValid() && !slices.Contains(d.Addrs, a) {
-						d.Addrs = append(d.Addrs, a)
-						ifs[s.ifNames[ae.ifIndex]] = true
-					}
-					if ae.recv.After(d.Seen) {
-						d.Seen = ae.recv
-					}
+			for _, ae := range s.addrEntries(srv.Target) {
+				if a := s.entryAddr(ae); a.IsValid() && !slices.Contains(d.Addrs, a) {
+					d.Addrs = append(d.Addrs, a)
+					ifs[s.ifNames[ae.ifIndex]] = true
+				}
+				if ae.recv.After(d.Seen) {
+					d.Seen = ae.recv
 				}
 			}
 			if len(d.Addrs) == 0 {
@@ -527,4 +515,25 @@ func Watch(ctx context.Context, cfg Config, emit func(Event)) error {
 	defer s.close()
 	s.run(ctx, emit)
 	return nil
+}
+
+// addrEntries are the A and AAAA records of a host.
+func (s *session) addrEntries(host string) []*entry {
+	return append(s.cache.get(host, dns.TypeA), s.cache.get(host, dns.TypeAAAA)...)
+}
+
+// entryAddr is an address record's address; link-local IPv6 addresses get
+// the zone of the interface they were heard on.
+func (s *session) entryAddr(e *entry) netip.Addr {
+	var a netip.Addr
+	switch rr := e.rr.(type) {
+	case *dns.A:
+		a, _ = netip.AddrFromSlice(rr.A.To4())
+	case *dns.AAAA:
+		a, _ = netip.AddrFromSlice(rr.AAAA)
+		if a.IsLinkLocalUnicast() {
+			a = a.WithZone(s.ifNames[e.ifIndex])
+		}
+	}
+	return a
 }

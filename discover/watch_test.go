@@ -79,9 +79,8 @@ func TestWatchExpiry(t *testing.T) {
 	if k := log.kinds(); len(k) != 1 || k[0] != Added {
 		t.Fatalf("events while answering refreshes: %v", k)
 	}
-	if n := r.count(dns.TypeSRV); n < 1 {
-		t.Errorf("only %d SRV refresh queries in 5 s with TTL 2 s: %v at %v", n, r.asked, r.times)
-	}
+	// (No count of refresh queries here: other browsers on lo, from tests
+	// running in parallel, may refresh the cache for us with their queries.)
 
 	r.set(func(r *splitResponder) { r.silent = true })
 	silentAt := time.Now()
