@@ -50,6 +50,9 @@ interrupted. A device is removed by a goodbye, or when its SRV or address record
   ots-ota discover --save`,
 		Args: argsNone,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := exclusiveFlags(cmd, [2]string{"watch", "save"}, [2]string{"watch", "inventory-only"}, [2]string{"save", "inventory-only"}); err != nil {
+				return err
+			}
 			o.WatchFor = 0
 			if o.Watch && cmd.Flags().Changed("timeout") {
 				o.WatchFor = o.Timeout
@@ -65,9 +68,6 @@ interrupted. A device is removed by a goodbye, or when its SRV or address record
 	f.BoolVar(&o.Save, "save", false, "add the devices found to the inventory in the config file")
 	f.BoolVar(&o.InventoryOnly, "inventory-only", false, "no mDNS: list only the inventory")
 	f.BoolVar(&o.NoProbe, "no-probe", false, "do not connect to devices to tell their protocol")
-	c.MarkFlagsMutuallyExclusive("watch", "save")
-	c.MarkFlagsMutuallyExclusive("watch", "inventory-only")
-	c.MarkFlagsMutuallyExclusive("save", "inventory-only")
 	return c
 }
 

@@ -43,6 +43,9 @@ Exit status: 0 when every device answered, 1 when any could not be resolved or r
   ots-ota info --group downstairs --inventory-only`,
 		Args: argsMin(0, "TARGETs, --all or --group"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := exclusiveFlags(cmd, [2]string{"all", "group"}); err != nil {
+				return err
+			}
 			o.Targets = args
 			return runInfo(cmd.Context(), a, o)
 		},

@@ -151,6 +151,9 @@ type pushPlan struct {
 // sent; each error exits 2.
 func (o *pushOptions) validate(a *app, args []string) error {
 	o.Firmware, o.Targets = args[0], args[1:]
+	if err := exclusiveFlags(a.cmd, [2]string{"all", "group"}); err != nil {
+		return err
+	}
 	p, err := o.check(a)
 	o.plan = p
 	return err

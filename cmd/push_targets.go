@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/ots-ota/ots-ota/discover"
 	"github.com/ots-ota/ots-ota/upload"
 )
@@ -26,6 +28,17 @@ type pushTargets struct {
 	// inventory names): verification then reads fresh TXT records.
 	mdns *discover.Config
 	mu   sync.Mutex
+}
+
+// exclusiveFlags is the usage error (exit 2) for flags of a pair given
+// together; cobra's own flag groups return untyped errors (exit 1).
+func exclusiveFlags(cmd *cobra.Command, pairs ...[2]string) error {
+	for _, p := range pairs {
+		if cmd.Flags().Changed(p[0]) && cmd.Flags().Changed(p[1]) {
+			return usageErrorf("--%s and --%s cannot be used together", p[0], p[1])
+		}
+	}
+	return nil
 }
 
 // needsDiscover says whether the targets need package discover: --all,

@@ -69,7 +69,6 @@ func (o *selectOptions) bind(c *cobra.Command) {
 	f.BoolVar(&o.All, "all", false, "every device: found by mDNS and listed in the inventory")
 	f.StringVar(&o.Group, "group", "", "the devices of an inventory group")
 	f.BoolVar(&o.InventoryOnly, "inventory-only", false, "no mDNS: only the inventory (and names the system resolves)")
-	c.MarkFlagsMutuallyExclusive("all", "group")
 }
 
 // inventoryPath is the config file that holds the inventory: the one the
