@@ -41,6 +41,8 @@ type simOptions struct {
 	WriteRate  string
 	Fast       bool
 
+	ErrorCloseDelay time.Duration
+
 	BaseIP   string
 	Listen   string
 	OTAPort  int
@@ -95,6 +97,7 @@ no-return, power-loss@60%, refuse:5s, latency:5ms, no-connect-back, lose-ok
 	f.DurationVar(&o.BootTime, "boot-time", 3*time.Second, "reset to network-ready time")
 	f.StringVar(&o.EraseRate, "erase-rate", "512KiB/s", "slot erase speed, e.g. 512KiB/s or 1MB/s (0 = instant)")
 	f.StringVar(&o.WriteRate, "write-rate", "100KiB/s", "flash write speed, e.g. 100KiB/s (0 = unlimited)")
+	f.DurationVar(&o.ErrorCloseDelay, "error-close-delay", 0, "keep a connection open this long after an error answer sent mid-upload (0 = lwIP's RST right behind it; 100ms lets curl read the answer)")
 	f.BoolVar(&o.Fast, "fast", false, "test timing: instant erase and writes, 50 ms boots (explicit flags still win)")
 	f.StringVar(&o.BaseIP, "base-ip", "127.0.0.2", "first device's loopback address")
 	f.StringVar(&o.Listen, "listen", "", "first device's address outside loopback (explicit opt-in; devices become reachable from the network)")
@@ -183,6 +186,10 @@ func simFleetConfig(cmd *cobra.Command, a *app, o *simOptions) (sim.FleetConfig,
 			return fc, err
 		}
 	}
+	if o.ErrorCloseDelay < 0 {
+		return fc, usageErrorf("--error-close-delay must not be negative")
+	}
+	timing.ErrorCloseDelay = o.ErrorCloseDelay
 	if !o.Fast || changed("write-rate") {
 		if timing.WriteRate, err = rate("write-rate", o.WriteRate); err != nil {
 			return fc, err

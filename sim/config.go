@@ -84,14 +84,13 @@ type Timing struct {
 	RecvTimeout time.Duration
 	// ErrorCloseDelay is how long the device keeps a connection open after
 	// an error answer sent while the client is still sending; then it
-	// closes, and the unread data makes the close an RST. 0 is exactly what
-	// lwIP does (the RST right behind the answer): curl 7.88 then reports
-	// "(55) Send failure: Connection reset by peer" and Go's net/http
-	// Transport "connection reset by peer" (golang/go#11745) instead of the
-	// device's text, while clients that read after a failed write
-	// (python-requests, a careful raw client) get it. Both timings use
-	// 100 ms so curl and net/http see the answer (5 ms sufficed on an idle
-	// machine); set 0 to test a client against the harshest case.
+	// closes, and the unread data makes the close an RST. 0, the default of
+	// both timings, is what lwIP does: the RST right behind the answer. curl
+	// 7.88 then reports "(55) Send failure: Connection reset by peer" and
+	// Go's net/http Transport "connection reset by peer" (golang/go#11745)
+	// instead of the device's text; clients that read after a failed write
+	// (python-requests, a careful raw client, what push must do) still get
+	// it. A positive delay is the lenient case (100 ms suffices for curl).
 	ErrorCloseDelay time.Duration
 	// ProtocolDelayScale scales the fixed sleeps of the espota protocol
 	// (ESP8266 waits 1 s before and after its final OK); 0 means 1.
@@ -103,16 +102,15 @@ type Timing struct {
 // new image is confirmed after 30 s.
 func DefaultTiming() Timing {
 	return Timing{
-		EraseRate:       512 << 10,
-		WriteRate:       100 << 10,
-		BootTime:        3 * time.Second,
-		RebootDelayMin:  500 * time.Millisecond,
-		RebootDelayMax:  time.Second,
-		ValidAfter:      30 * time.Second,
-		CrashAfter:      time.Second,
-		WatchdogAfter:   10 * time.Second,
-		RecvTimeout:     5 * time.Second,
-		ErrorCloseDelay: 100 * time.Millisecond,
+		EraseRate:      512 << 10,
+		WriteRate:      100 << 10,
+		BootTime:       3 * time.Second,
+		RebootDelayMin: 500 * time.Millisecond,
+		RebootDelayMax: time.Second,
+		ValidAfter:     30 * time.Second,
+		CrashAfter:     time.Second,
+		WatchdogAfter:  10 * time.Second,
+		RecvTimeout:    5 * time.Second,
 	}
 }
 
@@ -121,14 +119,13 @@ func DefaultTiming() Timing {
 // stability window.
 func FastTiming() Timing {
 	return Timing{
-		BootTime:        50 * time.Millisecond,
-		RebootDelayMin:  10 * time.Millisecond,
-		RebootDelayMax:  20 * time.Millisecond,
-		ValidAfter:      100 * time.Millisecond,
-		CrashAfter:      20 * time.Millisecond,
-		WatchdogAfter:   100 * time.Millisecond,
-		RecvTimeout:     5 * time.Second,
-		ErrorCloseDelay: 100 * time.Millisecond,
+		BootTime:       50 * time.Millisecond,
+		RebootDelayMin: 10 * time.Millisecond,
+		RebootDelayMax: 20 * time.Millisecond,
+		ValidAfter:     100 * time.Millisecond,
+		CrashAfter:     20 * time.Millisecond,
+		WatchdogAfter:  100 * time.Millisecond,
+		RecvTimeout:    5 * time.Second,
 		// ESP8266's 1 s waits around the final OK become 10 ms.
 		ProtocolDelayScale: 0.01,
 	}

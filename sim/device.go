@@ -811,7 +811,6 @@ func (d *Device) startServers() error {
 	d.srv = srv
 	d.phase = PhaseUp
 	d.refusing = false
-	d.bootedAt = time.Now()
 	d.notifyLocked()
 	d.mu.Unlock()
 	if srv.ota != nil {

@@ -36,9 +36,10 @@
 //     and slot size; a missing app description is not an error, as for
 //     esp_ota_end) with "OTA end failed". While the running image is still
 //     pending_verify, esp_ota_begin refuses: 500 "OTA begin failed".
-//   - A failure mid-upload is answered while the client is still sending;
-//     the connection is closed Timing.ErrorCloseDelay later (see there for
-//     why the default is 100 ms rather than lwIP's immediate RST).
+//   - A failure mid-upload is answered while the client is still sending,
+//     and the connection is closed at once: the unread data makes it an RST
+//     right behind the answer, as on lwIP (Timing.ErrorCloseDelay delays the
+//     close for lenient clients such as curl).
 //   - After the 200 the handler waits Timing.RebootDelayMin..Max (seeded),
 //     then the device resets: listeners and connections close, mDNS
 //     records are withdrawn, and after Timing.BootTime it serves again —

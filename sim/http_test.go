@@ -70,6 +70,8 @@ func TestSeedAuth(t *testing.T) {
 		{"wrong", "Bearer nope", 403, "Invalid credentials"},
 		{"basic", "Basic czNjcmV0", 403, "Invalid credentials"},
 		{"case", "bearer s3cret", 403, "Invalid credentials"},
+		// httpd_req_get_hdr_value_str keeps a trailing space.
+		{"trailing space", "Bearer s3cret ", 403, "Invalid credentials"},
 		{"too long for the 128-byte buffer", "Bearer " + strings.Repeat("x", 121), 401, "Authentication required"},
 	}
 	for _, c := range cases {

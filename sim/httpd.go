@@ -367,7 +367,10 @@ func (r *request) parse() int {
 		if !ok || name == "" || strings.ContainsAny(name, " \t") {
 			return 400
 		}
-		value = strings.Trim(value, " \t")
+		// http_parser skips the whitespace before a value and
+		// httpd_find_hdr_value skips spaces; nothing trims the end, so a
+		// trailing space is part of the value ("Bearer secret " is a 403).
+		value = strings.TrimLeft(value, " \t")
 		r.headers = append(r.headers, header{name, value})
 		switch strings.ToLower(name) {
 		case "content-length":
@@ -385,6 +388,7 @@ func (r *request) parse() int {
 		return 400
 	}
 	if haveCL {
+		cl = strings.TrimRight(cl, " \t") // http_parser's h_content_length skips spaces
 		n, err := strconv.ParseInt(cl, 10, 64)
 		if err != nil || n < 0 || strings.HasPrefix(cl, "+") {
 			return 400
