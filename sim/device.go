@@ -64,6 +64,21 @@ type Device struct {
 	webPort    int
 	srv        *servers   // replaced under srvMu (and mu)
 	srvMu      sync.Mutex // serialises starting and stopping servers
+
+	// hookPause, for tests, runs when the device resumes reading after it
+	// stopped to erase (HTTP: the slot erase; both: a stall fault ending),
+	// with the number of image bytes it has read so far. Set under mu.
+	hookPause func(read int64)
+}
+
+// pauseEnded runs the test hook, if any.
+func (d *Device) pauseEnded(read int64) {
+	d.mu.Lock()
+	h := d.hookPause
+	d.mu.Unlock()
+	if h != nil {
+		h(read)
+	}
 }
 
 // maxUploadLog bounds the upload log kept per device.
@@ -735,7 +750,7 @@ type servers struct {
 }
 
 func (d *Device) listenTCP(port int) (net.Listener, error) {
-	var lc net.ListenConfig
+	lc := net.ListenConfig{Control: lwipSockopts}
 	return rebind(d, "tcp", port, func(addr string) (net.Listener, error) { return lc.Listen(d.ctx, "tcp", addr) })
 }
 

@@ -48,6 +48,7 @@ func (d *Device) newEspotaRunner(pc net.PacketConn) *espotaRunner {
 		LoseFinalOK:   r.key.loseOK,
 		DelayScale:    d.s.timing.ProtocolDelayScale,
 		LocalIP:       net.IP(d.s.IP.AsSlice()),
+		DialControl:   lwipSockopts,
 		Logger:        d.log.With("server", "espota"),
 		OnEvent:       a.onEvent,
 		RecvTimeout:   0, // ArduinoOTA's 1000 ms

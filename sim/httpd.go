@@ -43,6 +43,10 @@ import (
 
 const maxURILen = 512 // CONFIG_HTTPD_MAX_URI_LEN
 
+// scratchSize is the httpd's header scratch buffer (the larger of the URI
+// and header limits).
+const scratchSize = 512
+
 // maxOpenSockets is HTTPD_DEFAULT_CONFIG's max_open_sockets: with all
 // sessions taken the httpd stops accepting (new connections wait in the
 // backlog) until one closes.
@@ -218,9 +222,11 @@ func (h *httpd) serveConn(c net.Conn) {
 		c.Close()
 		<-h.sessions
 	}()
-	// readLine enforces the header limits; the buffer only saves syscalls
-	// (the device's 1024-byte recv calls are served from it).
-	br := bufio.NewReaderSize(c, 16<<10)
+	// readLine enforces the header limits. The buffer is the size of
+	// esp_http_server's scratch buffer, so the device holds no more of the
+	// body than its TCP window plus what parsing the headers read ahead;
+	// the handler's 1024-byte reads bypass it once it is empty.
+	br := bufio.NewReaderSize(c, scratchSize)
 	for {
 		// select(): wait for data without holding the server.
 		c.SetReadDeadline(time.Time{})

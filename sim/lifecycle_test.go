@@ -173,9 +173,9 @@ func TestUploadWhilePendingVerify(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	s, b, err := postGo(t, "http://"+d.OTAAddr()+"/update", testImage(t, "1.0.2"), nil)
-	if err != nil || s != 500 || b != "OTA begin failed" {
-		t.Fatalf("upload while pending: %d %q %v", s, b, err)
+	r := rawPost(t, d.OTAAddr(), "POST", "/update", nil, testImage(t, "1.0.2"))
+	if r.status != 500 || r.body != "OTA begin failed" {
+		t.Fatalf("upload while pending: %d %q %v", r.status, r.body, r.readErr)
 	}
 	if rec := lastUpload(t, d); !strings.Contains(rec.Reason, "pending_verify") {
 		t.Errorf("reason: %q", rec.Reason)

@@ -91,6 +91,7 @@ func (u *upload) begin(sectorErase bool) otaErr {
 		if !sleepCtx(u.ctx, rateTime(d.s.SlotSize, d.s.timing.EraseRate)) {
 			return errCanceled
 		}
+		d.pauseEnded(0)
 	}
 	return errNone
 }
@@ -131,6 +132,7 @@ func (u *upload) write(p []byte) otaErr {
 			if !sleepCtx(u.ctx, f.Duration) {
 				return errCanceled
 			}
+			u.d.pauseEnded(u.w.n)
 		}
 	}
 	if u.w.n == 0 && len(p) > 0 && p[0] != 0xE9 {

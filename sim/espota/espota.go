@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/ots-ota/ots-ota/auth"
@@ -115,6 +116,9 @@ type Config struct {
 	// LocalIP is the address the device dials from when connecting back;
 	// nil = chosen by the OS.
 	LocalIP net.IP
+	// DialControl, if set, is the connect-back dialer's Control: it can give
+	// the socket the device's TCP window and MSS before the SYN.
+	DialControl func(network, address string, c syscall.RawConn) error
 	// NoConnectBack (fault): accept the invitation (Begin runs) but never
 	// connect back; the update is aborted as on a failed connect.
 	NoConnectBack bool

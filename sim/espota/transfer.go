@@ -49,7 +49,7 @@ func (s *Server) runUpdate(ctx context.Context, pc net.PacketConn, inv invitatio
 	}
 	port := inv.port & 0xFFFF // connect() takes a uint16_t
 	host := net.JoinHostPort(hostIP.String(), strconv.Itoa(port))
-	d := net.Dialer{Timeout: connectTimeout}
+	d := net.Dialer{Timeout: connectTimeout, Control: s.cfg.DialControl}
 	if s.cfg.LocalIP != nil {
 		d.LocalAddr = &net.TCPAddr{IP: s.cfg.LocalIP}
 	}
