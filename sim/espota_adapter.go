@@ -49,6 +49,7 @@ func (d *Device) newEspotaRunner(pc net.PacketConn) *espotaRunner {
 		DelayScale:    d.s.timing.ProtocolDelayScale,
 		LocalIP:       net.IP(d.s.IP.AsSlice()),
 		DialControl:   lwipSockopts,
+		Hold:          d.leaveConn,
 		Logger:        d.log.With("server", "espota"),
 		OnEvent:       a.onEvent,
 		RecvTimeout:   0, // ArduinoOTA's 1000 ms
@@ -89,14 +90,14 @@ func (r *espotaRunner) start() {
 	}()
 }
 
-// stop ends the server (aborting a running transfer) and closes the socket.
+// stop ends the server (aborting a running transfer); the socket stays
+// open, it is the device's.
 func (r *espotaRunner) stop() {
 	r.once.Do(func() {
 		r.cancel()
 		if r.started {
 			<-r.done
 		}
-		r.pc.Close()
 	})
 }
 
@@ -173,7 +174,7 @@ func (a *espotaUpdater) Write(p []byte) error {
 	case errPowerLoss:
 		a.u.fail(0, "", "")
 		a.d.requestReboot("power_loss")
-		return fmt.Errorf("power loss: %w", espota.ErrDisconnect)
+		return fmt.Errorf("power loss: %w", espota.ErrPowerLoss)
 	default: // drop, canceled
 		a.u.fail(0, "", "")
 		return fmt.Errorf("connection dropped: %w", espota.ErrDisconnect)

@@ -230,9 +230,8 @@ func TestFaultNoReturn(t *testing.T) {
 	if st.DownReason != "no_return" {
 		t.Errorf("down reason %q", st.DownReason)
 	}
-	if c, err := net.Dial("tcp", d.OTAAddr()); err == nil {
-		c.Close()
-		t.Error("a device that never came back accepted a connection")
+	if got := probeTCP(d.OTAAddr(), 300*time.Millisecond); got != silentOrRefused {
+		t.Errorf("a device that never came back: %s, want %s", got, silentOrRefused)
 	}
 }
 

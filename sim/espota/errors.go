@@ -10,6 +10,12 @@ import (
 // any text — a simulated link drop or power loss.
 var ErrDisconnect = errors.New("espota: connection dropped")
 
+// ErrPowerLoss: when Begin, Write or End returns an error wrapping it, the
+// device vanishes: no text and no close. With Config.Hold set the data
+// connection is handed to it untouched (the host's timeout must notice);
+// without, it is reset as for ErrDisconnect.
+var ErrPowerLoss = errors.New("espota: the device lost power")
+
 // UpdateError is an Update-class failure as the device reports it. Msg is
 // the error string (getErrorString / errorString); Code is the Update error
 // number, which ESP8266 prints as "ERROR[<Code>]: <Msg>". ESP32 prints only

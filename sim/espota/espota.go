@@ -125,6 +125,12 @@ type Config struct {
 	// LoseFinalOK (fault): after a successful End the final "OK" is never
 	// sent; the connection is still closed and the update applied.
 	LoseFinalOK bool
+	// Hold, if set, receives the data connection when the device vanishes
+	// mid-transfer (an Updater error wrapping ErrPowerLoss, or Serve's
+	// context ending): the connection is left open and unanswered, as a
+	// chip that lost power leaves it, and Hold decides when to end it.
+	// Without Hold the connection is closed.
+	Hold func(net.Conn)
 	// Logger receives debug/info logs; nil = discard. Secrets never appear.
 	Logger *slog.Logger
 	// OnEvent, if set, is called synchronously from the Serve goroutine.

@@ -364,6 +364,25 @@ func (r *Responder) Remove(name string) {
 	r.log.Debug("mdnsd: host removed", "host", e.label)
 }
 
+// Withdraw unregisters the host with the given name without a word: no
+// goodbye, as a device that resets or loses power sends none (ESP-IDF's
+// and Arduino's mDNS say goodbye only in mdns_free or when a service is
+// removed). Caches keep it until its records expire or it announces again.
+// Unknown names are ignored.
+func (r *Responder) Withdraw(name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, _ := r.z.remove(name)
+	if e == nil {
+		return
+	}
+	if t := r.timers[e]; t != nil {
+		t.Stop()
+		delete(r.timers, e)
+	}
+	r.log.Debug("mdnsd: host withdrawn silently", "host", e.label)
+}
+
 // Close sends goodbye records for every host still registered, closes the
 // socket and makes Serve return. It is safe to call more than once.
 func (r *Responder) Close() error {
