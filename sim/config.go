@@ -159,8 +159,9 @@ type Config struct {
 	// Chip is the device's chip (esptool name, default "esp32s3"; "esp8266"
 	// for the ESP8266 personality, which is the only chip it accepts).
 	Chip string
-	// Board is the Arduino variant advertised in TXT board= (default the chip
-	// name, "generic" on ESP8266).
+	// Board is the Arduino board advertised in TXT board=: the variant on
+	// ESP32 (default the chip name, as the Dev Module variants are named),
+	// build.board on ESP8266 (default "ESP8266_GENERIC").
 	Board string
 	// Project, Version and IDFVer describe the factory image; defaults
 	// "ots-fw-main", "1.0.0", "v5.2.2".
@@ -278,7 +279,9 @@ func resolve(c Config) (*settings, error) {
 		s.esp8266 = true
 		s.md5Auth = true
 		if s.Board == "" {
-			s.Board = "generic"
+			// build.board of the Arduino IDE's "Generic ESP8266 Module",
+			// which ESP8266mDNS sends as board= (STRINGIZE_VALUE_OF(ARDUINO_BOARD)).
+			s.Board = "ESP8266_GENERIC"
 		}
 	} else {
 		if s.Chip == "" {
