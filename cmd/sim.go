@@ -32,8 +32,10 @@ type simOptions struct {
 	Core        string
 	Extensions  bool
 	Behave      []string
-	Faults      []string
-	Seed        int64
+	// RollbackLater: the arduino sketch overrides verifyRollbackLater().
+	RollbackLater bool
+	Faults        []string
+	Seed          int64
 
 	ValidAfter time.Duration
 	BootTime   time.Duration
@@ -86,11 +88,12 @@ no-return, power-loss@60%, refuse:5s, latency:5ms, no-connect-back, lose-ok
 	f.StringVar(&o.Project, "project", "ots-fw-main", "project name of the running image")
 	f.StringVar(&o.Version, "version", "1.0.0", "version of the running image")
 	f.StringVar(&o.ImageSize, "image-size", "", "size of the running image (default: small)")
-	f.StringVar(&o.SlotSize, "slot-size", "2M", "size of each app slot")
+	f.StringVar(&o.SlotSize, "slot-size", "", "size of each app slot (default 2M; arduino: 1.25M, its default.csv)")
 	f.StringVar(&o.Password, "password", "", "seed: Bearer token; arduino/esp8266: OTA password (test devices only; also $OTS_OTA_PASSWORD)")
 	f.StringVar(&o.Core, "core", "", "arduino: arduino-esp32 core version; 3.3.0 and older use MD5 auth, newer PBKDF2")
 	f.BoolVar(&o.Extensions, "extensions", false, "add ots-ota's optional extras: _ota._tcp TXT keys and GET /ota/status")
 	f.StringArrayVar(&o.Behave, "behave", nil, "what an image version does when booted, VERSION=BEHAVIOUR (repeatable)")
+	f.BoolVar(&o.RollbackLater, "rollback-later", false, "arduino: the sketch confirms itself (overrides verifyRollbackLater), so new images can roll back")
 	f.StringArrayVar(&o.Faults, "fault", nil, "inject a fault on every device (repeatable; see above)")
 	f.Int64Var(&o.Seed, "seed", 1, "random seed for reboot delays and fault points (reproducible runs)")
 	f.DurationVar(&o.ValidAfter, "valid-after", 30*time.Second, "stability window before a new image marks itself valid")
@@ -151,9 +154,11 @@ func simFleetConfig(cmd *cobra.Command, a *app, o *simOptions) (sim.FleetConfig,
 	} else if _, err := parseChip(chip); err != nil {
 		return fc, err
 	}
-	slot, err := partition.ParseSize(o.SlotSize)
-	if err != nil {
-		return fc, usageErrorf("--slot-size: %v", err)
+	var slot int64
+	if o.SlotSize != "" {
+		if slot, err = partition.ParseSize(o.SlotSize); err != nil {
+			return fc, usageErrorf("--slot-size: %v", err)
+		}
 	}
 	var imgSize int64
 	if o.ImageSize != "" {
@@ -164,6 +169,12 @@ func simFleetConfig(cmd *cobra.Command, a *app, o *simOptions) (sim.FleetConfig,
 	behaviours, err := sim.ParseBehaviourSpecs(o.Behave)
 	if err != nil {
 		return fc, usageError{err}
+	}
+	if o.RollbackLater && pers != sim.Arduino {
+		return fc, usageErrorf("--rollback-later is for --personality arduino")
+	}
+	if err := sim.CheckBehaviours(pers, o.RollbackLater, behaviours); err != nil {
+		return fc, usageErrorf("%v (add --rollback-later for a sketch that does)", err)
 	}
 	faults, err := sim.ParseFaults(o.Faults)
 	if err != nil {
@@ -203,18 +214,19 @@ func simFleetConfig(cmd *cobra.Command, a *app, o *simOptions) (sim.FleetConfig,
 		Seed:    o.Seed,
 		Logger:  a.log,
 		Template: sim.Config{
-			Personality: pers,
-			Chip:        chip,
-			Project:     o.Project,
-			Version:     o.Version,
-			ImageSize:   int(imgSize),
-			SlotSize:    slot,
-			Password:    auth.NewSecret(o.Password),
-			Core:        o.Core,
-			Extensions:  o.Extensions,
-			Behaviours:  behaviours,
-			Faults:      faults,
-			Timing:      &timing,
+			Personality:   pers,
+			Chip:          chip,
+			Project:       o.Project,
+			Version:       o.Version,
+			ImageSize:     int(imgSize),
+			SlotSize:      slot,
+			Password:      auth.NewSecret(o.Password),
+			Core:          o.Core,
+			Extensions:    o.Extensions,
+			Behaviours:    behaviours,
+			RollbackLater: o.RollbackLater,
+			Faults:        faults,
+			Timing:        &timing,
 		},
 	}
 	base := o.BaseIP

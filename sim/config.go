@@ -172,8 +172,16 @@ type Config struct {
 	// Factory, when set, is the factory image instead of a built one. It
 	// must pass validation for the device's chip and slot size.
 	Factory []byte
-	// SlotSize is the size of each app slot; default 2 MiB.
+	// SlotSize is the size of each app slot; default 2 MiB, and 1.25 MiB
+	// (0x140000, arduino-esp32's default.csv) for the Arduino personality.
 	SlotSize int64
+	// RollbackLater (Arduino only) is a sketch that overrides
+	// verifyRollbackLater() to confirm itself: a new image stays
+	// pending_verify until Timing.ValidAfter, as on the ESP-IDF
+	// personalities. Without it initArduino() marks a new image valid before
+	// setup() runs, so a crashing image boot-loops instead of rolling back,
+	// and the Unstable and Unconfirmed behaviours cannot happen.
+	RollbackLater bool
 
 	// Password: the Bearer token of the seed firmware (empty = a build
 	// without the auth check); the ArduinoOTA password of the espota
@@ -253,6 +261,12 @@ func resolve(c Config) (*settings, error) {
 	}
 	if s.SlotSize == 0 {
 		s.SlotSize = 2 << 20
+		if s.Personality == Arduino {
+			s.SlotSize = arduinoAppSize
+		}
+	}
+	if s.RollbackLater && s.Personality != Arduino {
+		return nil, fmt.Errorf("RollbackLater is for the arduino personality (the others confirm themselves already)")
 	}
 	if s.SlotSize < 4096 || s.SlotSize > 16<<20 {
 		return nil, fmt.Errorf("slot size %d out of range (4 KiB … 16 MiB)", s.SlotSize)
@@ -335,7 +349,41 @@ func resolve(c Config) (*settings, error) {
 			return nil, fmt.Errorf("behaviour for version %q: %w", v, err)
 		}
 	}
+	if err := CheckBehaviours(s.Personality, s.RollbackLater, s.Behaviours); err != nil {
+		return nil, err
+	}
 	return s, nil
+}
+
+// arduino-esp32's tools/partitions/default.csv: app0 and app1 of 0x140000,
+// a spiffs data partition of 0x160000.
+const (
+	arduinoAppSize    = 0x140000
+	arduinoSPIFFSSize = 0x160000
+)
+
+// CheckBehaviours reports behaviours a device cannot show: on an Arduino
+// sketch that does not override verifyRollbackLater() (rollbackLater
+// false) the image is valid before it could fail a self-check, so Unstable
+// and Unconfirmed cannot happen.
+func CheckBehaviours(p Personality, rollbackLater bool, m map[string]Behaviour) error {
+	if p != Arduino || rollbackLater {
+		return nil
+	}
+	for v, b := range m {
+		if b, _ := ParseBehaviour(string(b)); b == Unstable || b == Unconfirmed {
+			return fmt.Errorf("behaviour %s for version %q cannot happen on an arduino device unless the sketch confirms itself (rollback later): initArduino() marks a new image valid before setup()", b, v)
+		}
+	}
+	return nil
+}
+
+// newDeviceFlash lays out the flash of the personality.
+func newDeviceFlash(s *settings, factory *blob) *flash {
+	if s.Personality == Arduino {
+		return newArduinoFlash(s.SlotSize, arduinoSPIFFSSize, factory)
+	}
+	return newFlash(s.SlotSize, s.Personality != ESP8266, factory)
 }
 
 // coreAtMost330 reports whether an arduino-esp32 core version is ≤ 3.3.0,

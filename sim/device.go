@@ -122,7 +122,7 @@ func start(ctx context.Context, cfg Config, sink *eventSink) (*Device, error) {
 		done:       make(chan struct{}),
 		rebootCh:   make(chan string, 1),
 		refuseCh:   make(chan time.Duration, 4),
-		flash:      newFlash(s.SlotSize, s.Personality != ESP8266, factory),
+		flash:      newDeviceFlash(s, factory),
 		rnd:        rand.New(rand.NewPCG(uint64(s.Seed), uint64(s.Seed)^0x5eed0f0715)),
 		faults:     slices.Clone(s.Faults),
 		behaviours: make(map[string]Behaviour, len(s.Behaviours)),
@@ -286,6 +286,9 @@ func (d *Device) SetBehaviour(version string, b Behaviour) error {
 	if err != nil {
 		return err
 	}
+	if err := CheckBehaviours(d.s.Personality, d.s.RollbackLater, map[string]Behaviour{version: b}); err != nil {
+		return err
+	}
 	d.mu.Lock()
 	d.behaviours[version] = b
 	d.mu.Unlock()
@@ -343,6 +346,9 @@ type State struct {
 	Rollbacks     int            `json:"rollbacks"`
 	Uptime        time.Duration  `json:"uptime"`
 	Uploads       []UploadRecord `json:"uploads,omitempty"`
+	// Filesystem is the data/spiffs partition, where the personality has
+	// one (Arduino); what espota -s wrote there.
+	Filesystem *SlotState `json:"filesystem,omitempty"`
 }
 
 // SlotState describes one app slot.
@@ -392,8 +398,8 @@ func (d *Device) stateLocked() State {
 		Refusing:      d.refusing,
 		DownReason:    d.downReason,
 		OTAAddr:       net.JoinHostPort(d.s.IP.String(), strconv.Itoa(d.otaPort)),
-		Running:       slotLabels[f.running],
-		Boot:          slotLabels[f.bootSlot()],
+		Running:       f.label(f.running),
+		Boot:          f.label(f.bootSlot()),
 		Project:       info.Project,
 		Version:       info.Version,
 		IDFVer:        info.IDFVer,
@@ -413,13 +419,22 @@ func (d *Device) stateLocked() State {
 		st.Uptime = time.Since(d.bootedAt)
 	}
 	for i, b := range f.slots {
-		ss := SlotState{Label: slotLabels[i], Empty: b == nil}
+		if i == slotFactory && f.noFactory {
+			continue
+		}
+		ss := SlotState{Label: f.label(i), Empty: b == nil}
 		ss.State, _ = f.stateOf(i)
 		if b != nil {
 			ss.Project, ss.Version, ss.Size = b.info.Project, b.info.Version, len(b.data)
 			ss.SHA256 = fmt.Sprintf("%x", b.sum)
 		}
 		st.Slots = append(st.Slots, ss)
+	}
+	if f.fsSize > 0 {
+		st.Filesystem = &SlotState{Label: fsLabel, Empty: f.fs == nil, State: StateUndefined}
+		if f.fs != nil {
+			st.Filesystem.Size, st.Filesystem.SHA256 = len(f.fs.data), fmt.Sprintf("%x", f.fs.sum)
+		}
 	}
 	return st
 }
@@ -577,7 +592,7 @@ func (d *Device) finish() {
 func (d *Device) emitReady() {
 	d.mu.Lock()
 	info := d.flash.runningInfo()
-	slot := slotLabels[d.flash.running]
+	slot := d.flash.label(d.flash.running)
 	state := d.flash.runningState()
 	boot := d.bootCount
 	d.mu.Unlock()
@@ -590,7 +605,7 @@ func (d *Device) upPhase() (string, bool) {
 	info := d.flash.runningInfo()
 	pending := d.flash.rollback && d.flash.runningState() == StatePendingVerify
 	beh := d.behaviourFor(info.Version)
-	slot := slotLabels[d.flash.running]
+	slot := d.flash.label(d.flash.running)
 	d.mu.Unlock()
 
 	var validC <-chan time.Time
@@ -672,6 +687,9 @@ func (d *Device) bootUntilUp() bool {
 		d.bootCount++
 		d.bootedAt = time.Now()
 		info := d.flash.runningInfo()
+		// initArduino() marks the new image valid before setup() runs,
+		// unless the sketch overrides verifyRollbackLater().
+		earlyValid := d.s.Personality == Arduino && !d.s.RollbackLater && d.flash.markValid()
 		state := d.flash.runningState()
 		pending := d.flash.rollback && state == StatePendingVerify
 		beh := d.behaviourFor(info.Version)
@@ -689,7 +707,10 @@ func (d *Device) bootUntilUp() bool {
 				reason = "no_image"
 			}
 			d.emit(Event{Event: EventRollback, Reason: reason, From: prevInfo.Version, Project: info.Project,
-				Version: info.Version, Slot: slotLabels[res.slot], State: state})
+				Version: info.Version, Slot: d.flash.label(res.slot), State: state})
+		}
+		if earlyValid {
+			d.emit(Event{Event: EventValid, Project: info.Project, Version: info.Version, Slot: d.flash.label(res.slot), State: StateValid})
 		}
 		if res.noImage {
 			d.goDown("no_bootable_image")

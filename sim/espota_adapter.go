@@ -110,7 +110,16 @@ type espotaUpdater struct {
 	remote string // UDP peer of the last invitation
 	u      *upload
 	sum    hash.Hash
+	// head holds the first sector of an ESP32 app image: the Updater
+	// buffers 4096 bytes (SPI_FLASH_SEC_SIZE) and looks at the first byte
+	// only when it writes them (_writeBuffer).
+	head    []byte
+	flushed bool
+	size    int
 }
+
+// updaterSector is arduino-esp32's Updater buffer, SPI_FLASH_SEC_SIZE.
+const updaterSector = 4096
 
 func (a *espotaUpdater) updErr(k espota.UpdateErrKind) *espota.UpdateError {
 	return espota.NewUpdateError(a.flavor, k)
@@ -127,11 +136,27 @@ func (a *espotaUpdater) Begin(size, cmd int) error {
 		a.u.fail(0, text, reason)
 		return err
 	}
+	a.head, a.flushed, a.size = a.head[:0], a.flavor == espota.ESP8266 || cmd != espota.CmdFlash, size
 	if cmd != espota.CmdFlash {
 		if a.flavor == espota.ESP8266 {
 			return fail(a.updErr(espota.ErrKindSpace), "no filesystem area")
 		}
-		return fail(a.updErr(espota.ErrKindNoPartition), "no spiffs partition")
+		a.d.mu.Lock()
+		fsSize := a.d.flash.fsSize
+		a.d.mu.Unlock()
+		switch {
+		case fsSize == 0:
+			return fail(a.updErr(espota.ErrKindNoPartition), "no spiffs partition")
+		case size == 0:
+			return fail(a.updErr(espota.ErrKindSize), "size 0")
+		case int64(size) > fsSize:
+			return fail(a.updErr(espota.ErrKindSize), fmt.Sprintf("%d bytes do not fit the %d-byte spiffs partition", size, fsSize))
+		}
+		a.u.fs = true
+		if e := a.u.begin(true); e != errNone {
+			return fail(a.updErr(espota.ErrKindAborted), "another upload is running")
+		}
+		return nil
 	}
 	switch {
 	case size == 0:
@@ -160,6 +185,25 @@ func (a *espotaUpdater) Write(p []byte) error {
 		return a.updErr(espota.ErrKindAborted)
 	}
 	a.sum.Write(p)
+	if !a.flushed {
+		// Update.write: bytes that fit the sector buffer are only copied
+		// (and acknowledged); the write that overflows it, or completes
+		// the image, writes the sector. With the default decrypt mode
+		// (U_AES_DECRYPT_AUTO) and no key, a first byte other than 0xE9
+		// means "encrypted image": decrypting fails before the magic check.
+		if n := len(a.head) + len(p); n <= updaterSector && n < a.size {
+			a.head = append(a.head, p...)
+			return nil
+		}
+		a.flushed = true
+		p = append(a.head, p...)
+		if p[0] != 0xE9 {
+			a.u.rec.Reason = fmt.Sprintf("first byte 0x%02x is not 0xE9: taken for an encrypted image, and no key is set", p[0])
+			err := a.updErr(espota.ErrKindDecrypt)
+			a.u.fail(0, err.Error(), "")
+			return err
+		}
+	}
 	e := a.u.write(p)
 	var err error
 	switch e {
