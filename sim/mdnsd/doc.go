@@ -48,8 +48,9 @@
 // carry the address records. A device's answers that exceed 9000 bytes are
 // split over several packets. It honours the QU bit (unicast reply), legacy
 // unicast queries (source port other than 5353: per device one conventional
-// reply to the source with the query's ID and question, TTL at most 10 s,
-// trimmed to 512 bytes or the querier's EDNS0 size, TC set only when answers
+// reply to the source with the query's ID and question, without cache-flush
+// bits but with the full TTLs, as ESP-IDF sends it (RFC 6762 §6.7 would cap
+// them at 10 s), trimmed to 512 bytes or the querier's EDNS0 size, TC set only when answers
 // had to go), and known-answer suppression. Answers go out at once, without
 // the random 20–120 ms delay RFC 6762 §6 suggests for shared records, and
 // without per-record rate limiting.

@@ -48,8 +48,8 @@ type Config struct {
 	Logger *slog.Logger
 	// TTL, when set, is the TTL of every advertised record, so tests can
 	// watch records expire in seconds. 0 means ESP-IDF's TTLs: PTR and TXT
-	// 4500 s, SRV, A and AAAA 120 s. Legacy unicast answers cap TTLs at
-	// 10 s. Rounded down to whole seconds, at least 1 s.
+	// 4500 s, SRV, A and AAAA 120 s, reverse-mapping PTRs 10 s. Rounded
+	// down to whole seconds, at least 1 s.
 	TTL time.Duration
 }
 
@@ -233,15 +233,22 @@ func (r *Responder) serveOne(pkt []byte, cm *ipv4.ControlMessage, src net.Addr) 
 	from := ua.AddrPort()
 	from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
 	unicastDst := false
+	var only netip.Addr // a query sent to one device's address reaches that device only
 	if r.cmOK {
 		if cm == nil || (cm.IfIndex != 0 && cm.IfIndex != r.ifi.Index) {
 			return // arrived on another interface: not ours to answer
 		}
 		unicastDst = cm.Dst != nil && !cm.Dst.IsMulticast()
+		if a, ok := netip.AddrFromSlice(cm.Dst); unicastDst && ok && r.z.isSource(a.Unmap()) {
+			only = a.Unmap()
+		}
 	} else if !r.isOnLink(from.Addr()) {
 		return
 	}
 	for _, out := range r.z.handle(pkt, from, unicastDst, r.log) {
+		if only.IsValid() && out.from != only {
+			continue
+		}
 		if out.to.IsValid() && !r.isOnLink(out.to.Addr()) {
 			// RFC 6762 §11: unicast replies only to on-link sources.
 			r.log.Debug("mdnsd: not answering off-link source", "src", out.to)

@@ -39,7 +39,6 @@ type Host struct {
 const (
 	classCacheFlush = 0x8000 // RFC 6762 §10.2, top bit of the rrclass
 	classUnicast    = 0x8000 // RFC 6762 §5.4, top bit of the qclass (QU)
-	legacyTTL       = 10     // RFC 6762 §6.7 caps legacy unicast TTLs at 10 s
 )
 
 // hostEntry holds one host's records, built once by add and shared read-only
@@ -74,16 +73,16 @@ type typeEntry struct {
 
 // ttls are the record TTLs in seconds, per kind of record.
 type ttls struct {
-	ptr, txt, srv, addr uint32
+	ptr, txt, srv, addr, rev uint32
 }
 
 // espIDFTTLs are ESP-IDF's mdns TTLs (mdns_private.h MDNS_ANSWER_*_TTL):
-// PTR and TXT 4500 s, SRV, A and AAAA 120 s. Reverse-mapping PTRs, which
-// ESP-IDF does not serve, get the address TTL (they name the host).
-var espIDFTTLs = ttls{ptr: 4500, txt: 4500, srv: 120, addr: 120}
+// PTR and TXT 4500 s, SRV, A and AAAA 120 s; reverse-mapping PTRs 10 s
+// (mdns_send.c, CONFIG_MDNS_RESPOND_REVERSE_QUERIES).
+var espIDFTTLs = ttls{ptr: 4500, txt: 4500, srv: 120, addr: 120, rev: 10}
 
 // uniformTTLs gives every record the same TTL (the override).
-func uniformTTLs(s uint32) ttls { return ttls{ptr: s, txt: s, srv: s, addr: s} }
+func uniformTTLs(s uint32) ttls { return ttls{ptr: s, txt: s, srv: s, addr: s, rev: s} }
 
 // zone is the responder's record store and its answer logic; it does no I/O,
 // so tests and the fuzzer drive it directly.
@@ -149,7 +148,7 @@ func (z *zone) add(h Host) (*hostEntry, error) {
 		if rname, err := dns.ReverseAddr(a.WithZone("").String()); err == nil {
 			if rk, ok := nameKey(rname); ok {
 				e.rev = append(e.rev, &dns.PTR{
-					Hdr: dns.RR_Header{Name: rname, Rrtype: dns.TypePTR, Class: dns.ClassINET | classCacheFlush, Ttl: z.ttl.addr},
+					Hdr: dns.RR_Header{Name: rname, Rrtype: dns.TypePTR, Class: dns.ClassINET | classCacheFlush, Ttl: z.ttl.rev},
 					Ptr: fqdn,
 				})
 				e.revK = append(e.revK, rk)
@@ -320,6 +319,18 @@ func (z *zone) lookup(name string) *hostEntry {
 	return z.hosts[key]
 }
 
+// isSource reports whether a is the address some host answers from.
+func (z *zone) isSource(a netip.Addr) bool {
+	z.mu.RLock()
+	defer z.mu.RUnlock()
+	for _, h := range z.hostsOrder {
+		if h.src == a {
+			return true
+		}
+	}
+	return false
+}
+
 // all returns every registered host.
 func (z *zone) all() []*hostEntry {
 	z.mu.RLock()
@@ -462,7 +473,8 @@ type reply struct {
 // each device answers in its own packets: answers are grouped by host, and a
 // host's answers are split over as many packets as needed. legacy selects
 // the conventional unicast DNS form (RFC 6762 §6.7): per device one message
-// with the query's ID and question, TTLs capped at 10 s, no cache-flush bits,
+// with the query's ID and question, no cache-flush bits (TTLs as they are:
+// ESP-IDF does not cap them as RFC 6762 §6.7 suggests),
 // trimmed to 512 bytes or the query's EDNS0 size. It returns nil when there
 // is nothing to answer.
 func (z *zone) respond(q *dns.Msg, legacy bool) []reply {
@@ -536,13 +548,13 @@ func (z *zone) legacyReply(q *dns.Msg, gs []group) *dns.Msg {
 	return m
 }
 
-// legacyForm returns a copier that caps the TTL and clears the cache-flush bit.
+// legacyForm returns a copier that clears the cache-flush bit
+// (mdns_send.c sends the flush bit only to port 5353).
 func legacyForm() func(dns.RR) dns.RR {
 	return func(rr dns.RR) dns.RR {
 		c := dns.Copy(rr)
 		h := c.Header()
 		h.Class &^= classCacheFlush
-		h.Ttl = min(h.Ttl, legacyTTL)
 		return c
 	}
 }
