@@ -100,7 +100,7 @@ no-return, power-loss@60%, refuse:5s, latency:5ms, no-connect-back, lose-ok
 	f.DurationVar(&o.BootTime, "boot-time", 3*time.Second, "reset to network-ready time")
 	f.StringVar(&o.EraseRate, "erase-rate", "512KiB/s", "slot erase speed, e.g. 512KiB/s or 1MB/s (0 = instant)")
 	f.StringVar(&o.WriteRate, "write-rate", "100KiB/s", "flash write speed, e.g. 100KiB/s (0 = unlimited)")
-	f.DurationVar(&o.ErrorCloseDelay, "error-close-delay", 0, "keep a connection open this long after an error answer sent mid-upload (0 = lwIP's RST right behind it; 100ms lets curl read the answer)")
+	f.DurationVar(&o.ErrorCloseDelay, "error-close-delay", 0, "keep a connection open this long after an error answer sent mid-upload (0 = lwIP's RST right behind it; 100ms lets clients that stop at a failed write read the answer)")
 	f.BoolVar(&o.Fast, "fast", false, "test timing: instant erase and writes, 50 ms boots (explicit flags still win)")
 	f.StringVar(&o.BaseIP, "base-ip", "127.0.0.2", "first device's loopback address")
 	f.StringVar(&o.Listen, "listen", "", "first device's address outside loopback (explicit opt-in; devices become reachable from the network)")

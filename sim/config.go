@@ -85,12 +85,13 @@ type Timing struct {
 	// ErrorCloseDelay is how long the device keeps a connection open after
 	// an error answer sent while the client is still sending; then it
 	// closes, and the unread data makes the close an RST. 0, the default of
-	// both timings, is what lwIP does: the RST right behind the answer. curl
-	// 7.88 then reports "(55) Send failure: Connection reset by peer" and
-	// Go's net/http Transport "connection reset by peer" (golang/go#11745)
-	// instead of the device's text; clients that read after a failed write
-	// (python-requests, a careful raw client, what push must do) still get
-	// it. A positive delay is the lenient case (100 ms suffices for curl).
+	// both timings, is what lwIP does: the RST right behind the answer. A
+	// client that stops at its failed write then reports a reset instead of
+	// the device's text: Go's net/http Transport does (golang/go#11745), and
+	// curl did with the old wide window ("(55) Send failure"); curl 7.88 with
+	// the device's small window reads the answer. Clients that read after a
+	// failed write (python-requests, a careful raw client, what push must
+	// do) get it. A positive delay is the lenient case (100 ms suffices).
 	ErrorCloseDelay time.Duration
 	// ProtocolDelayScale scales the fixed sleeps of the espota protocol
 	// (ESP8266 waits 1 s before and after its final OK); 0 means 1.
