@@ -263,7 +263,7 @@ func resolve(c Config) (*settings, error) {
 	if s.SlotSize == 0 {
 		s.SlotSize = 2 << 20
 		if s.Personality == Arduino {
-			s.SlotSize = arduinoAppSize
+			s.SlotSize = ArduinoAppSlotSize
 		}
 	}
 	if s.RollbackLater && s.Personality != Arduino {
@@ -356,12 +356,13 @@ func resolve(c Config) (*settings, error) {
 	return s, nil
 }
 
-// arduino-esp32's tools/partitions/default.csv: app0 and app1 of 0x140000,
-// a spiffs data partition of 0x160000.
-const (
-	arduinoAppSize    = 0x140000
-	arduinoSPIFFSSize = 0x160000
-)
+// ArduinoAppSlotSize is the app slot of arduino-esp32's
+// tools/partitions/default.csv (app0 and app1 of 0x140000), the Arduino
+// personality's default SlotSize.
+const ArduinoAppSlotSize = 0x140000
+
+// arduinoSPIFFSSize is default.csv's spiffs data partition.
+const arduinoSPIFFSSize = 0x160000
 
 // CheckBehaviours reports behaviours a device cannot show: on an Arduino
 // sketch that does not override verifyRollbackLater() (rollbackLater

@@ -1,0 +1,54 @@
+package upload
+
+import "testing"
+
+func TestClassifyAnswer(t *testing.T) {
+	for _, tc := range []struct {
+		status int
+		words  string
+		want   Class
+	}{
+		{401, "Authentication required", ClassAuth},
+		{403, "Invalid credentials", ClassAuth},
+		{403, "", ClassAuth},
+		{500, "OTA begin failed", ClassBusy},
+		{500, "Receive failed", ClassNetwork},
+		{500, "Upload failed", ClassNetwork},
+		{500, "Write failed", ClassWriteFailed},
+		{500, "OTA end failed", ClassRejected},
+		{400, "Invalid firmware size", ClassRejected},
+		{404, "Nothing matches the given URI", ClassRejected},
+		{408, "Server closed this connection", ClassTimeout},
+		{500, "something new", ClassRejected},
+		{0, "Authentication Failed", ClassAuth},
+		{0, "Wrong Magic Byte", ClassRejected},
+		{0, "Magic byte is not 0xE9", ClassRejected},
+		{0, "Decryption error\r\n", ClassRejected},
+		{0, "MD5 Check Failed", ClassRejected},
+		{0, "Not Enough Space", ClassRejected},
+		{0, "Flash Write Failed", ClassWriteFailed},
+		{0, "Stream Read Timeout", ClassNetwork},
+		{0, "ota end failed", ClassRejected},
+	} {
+		if got, why := ClassifyAnswer(tc.status, tc.words); got != tc.want || why == "" {
+			t.Errorf("ClassifyAnswer(%d, %q) = %s (%q), want %s", tc.status, tc.words, got, why, tc.want)
+		}
+	}
+}
+
+func TestRetries(t *testing.T) {
+	for _, tc := range []struct {
+		c      Class
+		budget int
+		want   int
+	}{
+		{ClassAuth, 3, 0}, {ClassRejected, 3, 0},
+		{ClassWriteFailed, 3, 1}, {ClassBusy, 3, 1}, {ClassNoConnectBack, 3, 1},
+		{ClassNetwork, 3, 3}, {ClassTimeout, 3, 3}, {ClassUnreachable, 3, 3},
+		{ClassWriteFailed, 0, 0}, {ClassNetwork, 0, 0},
+	} {
+		if got := tc.c.Retries(tc.budget); got != tc.want {
+			t.Errorf("%s.Retries(%d) = %d, want %d", tc.c, tc.budget, got, tc.want)
+		}
+	}
+}
