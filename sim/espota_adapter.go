@@ -150,7 +150,8 @@ func (a *espotaUpdater) Begin(size, cmd int) error {
 		case size == 0:
 			return fail(a.updErr(espota.ErrKindSize), "size 0")
 		case int64(size) > fsSize:
-			return fail(a.updErr(espota.ErrKindSize), fmt.Sprintf("%d bytes do not fit the %d-byte spiffs partition", size, fsSize))
+			err := a.updErr(espota.ErrKindSize)
+			return fail(err, fmt.Sprintf("Update.begin: %s (%d bytes do not fit the %d-byte spiffs partition)", err, size, fsSize))
 		}
 		a.u.fs = true
 		if e := a.u.begin(true); e != errNone {
@@ -166,7 +167,8 @@ func (a *espotaUpdater) Begin(size, cmd int) error {
 		if a.flavor == espota.ESP8266 {
 			k = espota.ErrKindSpace
 		}
-		return fail(a.updErr(k), fmt.Sprintf("%d bytes do not fit the %d-byte slot", size, a.d.s.SlotSize))
+		err := a.updErr(k)
+		return fail(err, fmt.Sprintf("Update.begin: %s (%d bytes do not fit the %d-byte slot)", err, size, a.d.s.SlotSize))
 	}
 	if f, hit := a.d.chance(FaultNoConnectBack); hit && f.Chance < 1 {
 		// Begin failing is what makes ESP32 skip the connect-back.

@@ -123,6 +123,22 @@ func TestRebootIsSilent(t *testing.T) {
 	}
 }
 
+// TestUptimeFromReset: uptime counts from the reset (esp_timer), so a
+// device that just came back has been up at least its boot time.
+func TestUptimeFromReset(t *testing.T) {
+	cfg := testConfig(Seed)
+	cfg.Timing.BootTime = 300 * time.Millisecond
+	d := startDevice(t, cfg)
+	d.Reboot()
+	st, err := d.WaitState(ctxFor(t, 10*time.Second), func(s State) bool { return s.Up && s.BootCount == 2 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Uptime < cfg.Timing.BootTime {
+		t.Errorf("uptime %v right after the boot, want at least the %v boot time", st.Uptime, cfg.Timing.BootTime)
+	}
+}
+
 // TestPowerLossIsSilent: power lost mid-upload leaves the client's
 // connection quiet (its idle timeout must fire) until the device is back.
 func TestPowerLossIsSilent(t *testing.T) {
