@@ -200,12 +200,13 @@ func (f *Fleet) Results() []Result {
 
 // device is one merged target during a run.
 type device struct {
-	t     Target
-	label string
-	proto Protocol
-	facts Facts
-	res   Result
-	start time.Time
+	t       Target
+	label   string
+	proto   Protocol
+	facts   Facts
+	factsAt time.Time // when facts were read
+	res     Result
+	start   time.Time
 	// transfer bookkeeping, updated from the transport's events
 	mu        sync.Mutex
 	phase     Phase
@@ -444,7 +445,7 @@ func (r *runner) preflight(ctx context.Context, d *device) bool {
 		if err != nil {
 			r.opts.Logger.Debug("pre-flight read failed", "device", d.label, "err", err)
 		}
-		d.facts = f
+		d.facts, d.factsAt = f, time.Now()
 	}
 	f := d.facts
 	d.res.From = f.Version
@@ -579,7 +580,7 @@ func (r *runner) update(ctx context.Context, d *device, stop *string) {
 		// lose-ok, an HTTP 200 cut by the reset): only the running
 		// version can tell whether it took.
 		if (r.wholeTaken(d) || errors.Is(err, ErrEspotaNoOK)) && transient(de.Class) && !r.opts.NoVerify && r.canTell(d) {
-			v := r.verify(ctx, d, verifySpec{target: d.known(), protocol: d.proto, img: r.img, before: d.facts, accepted: time.Now(), lostAnswer: true})
+			v := r.verify(ctx, d, verifySpec{target: d.known(), protocol: d.proto, img: r.img, before: d.facts, beforeAt: d.factsAt, accepted: time.Now(), lostAnswer: true})
 			if v.outcome == OutcomeUpdated || v.outcome == OutcomeRolledBack {
 				r.apply(d, v)
 				return
@@ -622,7 +623,7 @@ func (r *runner) update(ctx context.Context, d *device, stop *string) {
 		d.res.Outcome, d.res.Message = OutcomeAccepted, "the device accepted the image (not verified: --no-verify)"
 		return
 	}
-	v := r.verify(ctx, d, verifySpec{target: d.known(), protocol: d.proto, img: r.img, before: d.facts, accepted: time.Now()})
+	v := r.verify(ctx, d, verifySpec{target: d.known(), protocol: d.proto, img: r.img, before: d.facts, beforeAt: d.factsAt, accepted: time.Now()})
 	r.apply(d, v)
 }
 

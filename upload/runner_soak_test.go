@@ -44,6 +44,11 @@ func randomScenario(r *rand.Rand) soakScenario {
 		s.extensions = r.IntN(2) == 0
 	}
 	s.behaviour = sim.Behaviour(pick("healthy", "healthy", "healthy", "crash-on-boot", "unstable", "no-network", "unconfirmed"))
+	if s.personality == sim.Arduino && (s.behaviour == sim.Unstable || s.behaviour == sim.Unconfirmed) {
+		// initArduino() marks a new image valid before setup(): only a
+		// sketch that confirms itself can fail its own check.
+		s.behaviour = sim.CrashOnBoot
+	}
 	pct := func() string { return strconv.Itoa(5+r.IntN(90)) + "%" }
 	chance := func() string {
 		if r.IntN(2) == 0 {

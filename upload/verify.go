@@ -108,7 +108,8 @@ type verifySpec struct {
 	target   Target
 	protocol Protocol
 	img      imageFacts
-	before   Facts // pre-flight facts
+	before   Facts     // pre-flight facts
+	beforeAt time.Time // when they were read
 	accepted time.Time
 	// lostAnswer: the device took the whole image but its answer (200, OK)
 	// was lost; only a running new version makes it a success.
@@ -170,7 +171,7 @@ func (r *runner) verify(ctx context.Context, d *device, s verifySpec) verdict {
 		// uptime_s is in whole seconds: only an uptime a second shorter than
 		// the time since acceptance proves a restart.
 		rebooted := sawBack || runsNew ||
-			(f.UptimeKnown && f.Answered && s.before.UptimeKnown && s.before.Uptime > 0 && f.Uptime+time.Second < time.Since(s.accepted))
+			(f.Answered && uptimeReset(s, f))
 		if !http {
 			// espota devices tell nothing but mDNS TXT: a fresh record with
 			// the new version is the only sign the image runs.
@@ -241,6 +242,18 @@ func (r *runner) verify(ctx context.Context, d *device, s verifySpec) verdict {
 		return verdict{outcome: OutcomeUnverified, message: "accepted the image and kept answering, but showed no reboot and exposes no version; not verified"}
 	}
 	return verdict{outcome: OutcomeUnverified, message: "came back after the update but exposes no version (no /ota/status, /api/status or mDNS TXT); not verified"}
+}
+
+// uptimeReset reports whether the device's uptime proves a restart since
+// the pre-flight read, even when its silence was too short to be seen.
+// uptime_s counts whole seconds: only a shortfall of more than two seconds
+// against the uptime expected by now counts.
+func uptimeReset(s verifySpec, f Facts) bool {
+	if !f.UptimeKnown || !s.before.UptimeKnown || s.beforeAt.IsZero() {
+		return false
+	}
+	expected := s.before.Uptime + time.Since(s.beforeAt)
+	return f.Uptime+2*time.Second < expected
 }
 
 // decide concludes from facts read after the device came back, or reports

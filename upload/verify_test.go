@@ -32,6 +32,12 @@ func nextBase(t testing.TB) netip.Addr {
 func startFleet(t testing.TB, n int, configure func(i int, c *sim.Config)) *sim.Fleet {
 	t.Helper()
 	tm := sim.FastTiming()
+	// A reboot's silence long enough for the probes to see it (a device
+	// that reboots within one probe timeout looks like a slow answer).
+	tm.BootTime = 600 * time.Millisecond
+	// A stability window the probes can see into (each read may wait out
+	// a probe timeout); simOptions holds stateless devices longer.
+	tm.ValidAfter = 400 * time.Millisecond
 	// The devices live as long as this context: the test's whole run.
 	f, err := sim.StartFleet(context.Background(), sim.FleetConfig{
 		N: n, BaseIP: nextBase(t), Seed: 7, WebPort: 18080,
@@ -57,10 +63,10 @@ func targetsOf(f *sim.Fleet) []Target {
 func simOptions() Options {
 	return Options{
 		Transports: map[Protocol]Transport{HTTP: &HTTPTransport{ConnectTimeout: time.Second, IdleTimeout: 5 * time.Second}},
-		Observer:   &DeviceObserver{Timeout: 300 * time.Millisecond},
+		Observer:   &DeviceObserver{Timeout: 200 * time.Millisecond},
 		Parallel:   8, Retries: 3, Backoff: 5 * time.Millisecond, MaxBackoff: 50 * time.Millisecond,
-		StabilityWindow: 300 * time.Millisecond, VerifyTimeout: 10 * time.Second, RebootGrace: 2 * time.Second,
-		PollInterval: 5 * time.Millisecond, ProbeTimeout: 300 * time.Millisecond, Seed: 3,
+		StabilityWindow: 700 * time.Millisecond, VerifyTimeout: 10 * time.Second, RebootGrace: 2 * time.Second,
+		PollInterval: 5 * time.Millisecond, ProbeTimeout: 200 * time.Millisecond, Seed: 3,
 	}
 }
 
