@@ -656,3 +656,34 @@ func TestHTTPAnswerLostAfterWholeImage(t *testing.T) {
 		t.Fatalf("got %+v (%v)", de, de.Err)
 	}
 }
+
+// Many uploads at once share one Firmware read-only (run with -race).
+func TestHTTPParallelUploads(t *testing.T) {
+	const n = 20
+	fw := httpImage(t, "1.0.1", 256<<10)
+	sum := fw.MD5
+	devs := make([]*sim.Device, n)
+	for i := range devs {
+		devs[i] = httpDevice(t, sim.Config{Personality: sim.OTS, Seed: int64(i + 1), WebPort: -1})
+	}
+	tr := &HTTPTransport{}
+	errs := make(chan error, n)
+	ctx := httpCtx(t)
+	for _, d := range devs {
+		tg := httpTarget(t, d.OTAAddr(), "")
+		go func() { errs <- tr.Send(ctx, tg, fw, Credentials{}, nil) }()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	for _, d := range devs {
+		if st := waitHTTPUploads(t, d, 1); st.Uploads[0].Outcome != "ok" || st.Uploads[0].Version != "1.0.1" {
+			t.Errorf("%s: %+v", d.Name(), st.Uploads[0])
+		}
+	}
+	if NewFirmware("", fw.Data, false).MD5 != sum {
+		t.Fatal("the image changed while it was sent")
+	}
+}
