@@ -705,3 +705,38 @@ func TestHTTPParallelUploads(t *testing.T) {
 		t.Fatal("the image changed while it was sent")
 	}
 }
+
+// An IPv6 device: the address and the Host header are bracketed.
+func TestHTTPIPv6Host(t *testing.T) {
+	ln, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Skip("no IPv6 loopback")
+	}
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	got := make(chan string, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			got <- ""
+			return
+		}
+		defer c.Close()
+		head, _, _ := readRequest(bufio.NewReader(c))
+		host := ""
+		for _, h := range head {
+			if k, v, _ := strings.Cut(h, ":"); strings.EqualFold(k, "host") {
+				host = strings.TrimSpace(v)
+			}
+		}
+		got <- host
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+	}()
+	tg := Target{Host: "::1", Port: port}
+	if err := (&HTTPTransport{}).Send(httpCtx(t), tg, &Firmware{Data: []byte{0xE9}}, Credentials{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if h := <-got; h != "[::1]:"+strconv.Itoa(port) {
+		t.Fatalf("Host %q", h)
+	}
+}
