@@ -354,44 +354,55 @@ func (u *httpUpload) report(phase Phase, done int64) {
 // answered turns what the reader got into Send's result.
 func (u *httpUpload) answered(r readResult, wrote *chan error, werr *error) error {
 	size := u.fw.Size()
-	if r.a == nil || !Accepted(r.a.Status, r.a.Words()) {
-		// The write under way ends with the connection (a device closes,
-		// and resets, right after an error answer): let it, so Written,
-		// and with it Taken, include what it handed to the kernel.
+	if r.a != nil {
+		return u.answer(r.a, wrote, werr)
+	}
+	// The connection ended without an answer. The write under way ends
+	// with it: let it, so Written, and with it Taken, include what it
+	// handed to the kernel.
+	u.awaitWriter(wrote, werr, writerSettle)
+	taken := u.bodyTaken()
+	if errors.Is(r.err, errNotHTTP) {
+		return &DeviceError{Class: ClassRejected, Taken: taken, Err: r.err,
+			Reason: fmt.Sprintf("%s answered something that is not HTTP: is this the device's OTA port?", u.addr)}
+	}
+	if u.ctx.Err() != nil {
+		return u.ended(taken)
+	}
+	err := r.err
+	if taken >= size {
+		err = errors.Join(ErrAnswerLost, r.err)
+	}
+	return &DeviceError{Class: ClassNetwork, Taken: taken, Err: err, Reason: cutReason(taken, size)}
+}
+
+// answer judges the device's HTTP answer: accepted only when it is a 2xx
+// that does not say it failed, and came after the whole image was written.
+func (u *httpUpload) answer(a *answer, wrote *chan error, werr *error) error {
+	size := u.fw.Size()
+	words := redact(a.Words(), u.cred)
+	if !Accepted(a.Status, words) {
+		// A device closes, and resets, right after an error answer: the
+		// write under way ends with it; let it, so Taken includes it.
 		u.awaitWriter(wrote, werr, writerSettle)
+		class, why := ClassifyAnswer(a.Status, words)
+		return &DeviceError{Class: class, Status: a.Status, Words: words, Taken: u.bodyTaken(), Reason: why}
+	}
+	// The device can only have read the whole body once it was all
+	// written: wait for the writer to say so.
+	u.awaitWriter(wrote, werr, min(earlyAnswerGrace, u.h.idleTimeout()))
+	if *wrote == nil && *werr == nil {
+		u.report(PhaseFinishing, size)
+		u.h.log().Debug("accepted", "addr", u.addr, "status", a.Status, "words", words)
+		return nil
 	}
 	taken := u.bodyTaken()
-	if r.a == nil {
-		if errors.Is(r.err, errNotHTTP) {
-			return &DeviceError{Class: ClassRejected, Taken: taken, Err: r.err,
-				Reason: fmt.Sprintf("%s answered something that is not HTTP: is this the device's OTA port?", u.addr)}
-		}
-		if u.ctx.Err() != nil {
-			return u.ended(taken)
-		}
-		err := r.err
-		if taken >= size {
-			err = errors.Join(ErrAnswerLost, r.err)
-		}
-		return &DeviceError{Class: ClassNetwork, Taken: taken, Err: err, Reason: cutReason(taken, size)}
+	if *wrote != nil && u.ctx.Err() != nil {
+		return u.ended(taken)
 	}
-	a := r.a
-	words := redact(a.Words(), u.cred)
-	if Accepted(a.Status, words) {
-		// The device can only have read the whole body once it was all
-		// written: wait for the writer to say so.
-		u.awaitWriter(wrote, werr, min(earlyAnswerGrace, u.h.idleTimeout()))
-		if *wrote == nil && *werr == nil {
-			u.report(PhaseFinishing, size)
-			u.h.log().Debug("accepted", "addr", u.addr, "status", a.Status, "words", words)
-			return nil
-		}
-		return &DeviceError{Class: ClassRejected, Status: a.Status, Words: words, Taken: taken,
-			Reason: fmt.Sprintf("the device answered before it had the whole image (%s of %s): this is not an OTA upload handler, check the URL",
-				byteCount(taken), byteCount(size))}
-	}
-	class, why := ClassifyAnswer(a.Status, words)
-	return &DeviceError{Class: class, Status: a.Status, Words: words, Taken: taken, Reason: why}
+	return &DeviceError{Class: ClassRejected, Status: a.Status, Words: words, Taken: taken,
+		Reason: fmt.Sprintf("the device answered before it had the whole image (%s of %s): this is not an OTA upload handler, check the URL",
+			byteCount(taken), byteCount(size))}
 }
 
 // awaitWriter waits at most d for the writer to return.
