@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -368,7 +369,11 @@ func TestEspotaRejectedImages(t *testing.T) {
 		data  []byte
 		words string
 	}{
-		{"esp32 magic", sim.Arduino, notApp, "Wrong Magic Byte"},
+		// arduino-esp32's Updater checks the first byte once its 4096-byte
+		// buffer is full; newer cores (and the stricter sim) try to decrypt
+		// an image that does not start with 0xE9 and answer Decryption
+		// error, older ones Wrong Magic Byte.
+		{"esp32 magic", sim.Arduino, notApp, "Decryption error|Wrong Magic Byte"},
 		{"esp8266 magic", sim.ESP8266, notApp, "ERROR[10]: Magic byte is not 0xE9"},
 		{"esp32 wrong chip", sim.Arduino, otherChip, "Could Not Activate The Firmware"},
 	} {
@@ -376,7 +381,7 @@ func TestEspotaRejectedImages(t *testing.T) {
 			d := espotaStart(t, sim.Config{Personality: c.p})
 			_, err := espotaSend(t, espotaFast(), espotaTarget(d), NewFirmware("x.bin", c.data, false), "")
 			de := espotaWantClass(t, err, ClassRejected)
-			if de.Words != c.words {
+			if !slices.Contains(strings.Split(c.words, "|"), de.Words) {
 				t.Errorf("words %q, want %q", de.Words, c.words)
 			}
 			if ClassRejected.Retries(3) != 0 {
@@ -487,11 +492,13 @@ func TestEspotaFilesystem(t *testing.T) {
 		recs := espotaWaitRecords(t, d, 1)
 		switch {
 		case err == nil:
+			t.Log("written to the spiffs partition")
 			if recs[0].Outcome != "ok" || recs[0].Size != fs.Size() {
 				t.Errorf("accepted, but the device recorded %+v", recs[0])
 			}
 		default:
-			// The simulated device has no spiffs partition yet.
+			// A simulated device without a spiffs partition.
+			t.Log("refused: no spiffs partition")
 			espotaWantClass(t, err, ClassNoConnectBack)
 			if !strings.Contains(recs[0].Reason, "spiffs") {
 				t.Errorf("the device refused for another reason than the filesystem: %+v", recs[0])
