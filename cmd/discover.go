@@ -27,9 +27,10 @@ type discoverOptions struct {
 	InventoryOnly bool
 	NoProbe       bool
 	WatchFor      time.Duration // --watch with an explicit --timeout: stop after it
-}
 
-func init() { extraCommands = append(extraCommands, newDiscoverCmd) }
+	inv *inventory.Inventory
+	cfg discover.Config
+}
 
 func newDiscoverCmd(a *app) *cobra.Command {
 	o := &discoverOptions{}
@@ -50,15 +51,9 @@ interrupted. A device is removed by a goodbye, or when its SRV or address record
   ots-ota discover --timeout 5s --count 12 --json
   ots-ota discover --interface en0 --watch
   ots-ota discover --save`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			o.WatchFor = 0
-			if o.Watch && cmd.Flags().Changed("timeout") {
-				o.WatchFor = o.Timeout
-			}
-			return runDiscover(cmd.Context(), a, o)
-		},
+		Args: argsNone,
 	}
+	c.RunE = run(a, o, runDiscover)
 	o.mdns.bind(c, true)
 	f := c.Flags()
 	f.DurationVar(&o.Timeout, "timeout", 2*time.Second, "how long to listen for answers (with --watch: stop after it)")
@@ -67,10 +62,34 @@ interrupted. A device is removed by a goodbye, or when its SRV or address record
 	f.BoolVar(&o.Save, "save", false, "add the devices found to the inventory in the config file")
 	f.BoolVar(&o.InventoryOnly, "inventory-only", false, "no mDNS: list only the inventory")
 	f.BoolVar(&o.NoProbe, "no-probe", false, "do not connect to devices to tell their protocol")
-	c.MarkFlagsMutuallyExclusive("watch", "save")
-	c.MarkFlagsMutuallyExclusive("watch", "inventory-only")
-	c.MarkFlagsMutuallyExclusive("save", "inventory-only")
 	return c
+}
+
+func (o *discoverOptions) validate(a *app, _ []string) error {
+	switch {
+	case o.Timeout <= 0:
+		return a.flagError("timeout", "must be positive")
+	case o.Count < 0:
+		return a.flagError("count", "must not be negative")
+	case o.Watch && o.Save:
+		return usageErrorf("--watch and --save do not go together: save from a discover that ends")
+	case o.Watch && o.InventoryOnly, o.Save && o.InventoryOnly:
+		return usageErrorf("--inventory-only lists the inventory: it does not go with --watch or --save")
+	}
+	o.WatchFor = 0
+	if o.Watch && a.isSet("timeout") {
+		o.WatchFor = o.Timeout
+	}
+	var err error
+	if o.inv, err = loadInventory(a); err != nil {
+		return err
+	}
+	if !o.InventoryOnly {
+		if o.cfg, err = o.mdns.config(a); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // discoverRow is one device in the table and in --json.
@@ -94,27 +113,13 @@ type discoverRow struct {
 }
 
 func runDiscover(ctx context.Context, a *app, o *discoverOptions) error {
-	if o.Timeout <= 0 {
-		return usageErrorf("--timeout must be positive")
-	}
-	if o.Count < 0 {
-		return usageErrorf("--count must not be negative")
-	}
-	inv, err := loadInventory(a)
-	if err != nil {
-		return err
-	}
-	var cfg discover.Config
-	if !o.InventoryOnly {
-		if cfg, err = o.mdns.config(a); err != nil {
-			return err
-		}
-	}
+	inv, cfg := o.inv, o.cfg
 	if o.Watch {
 		return runWatch(ctx, a, cfg, o.WatchFor)
 	}
 	var found []discover.Device
 	if !o.InventoryOnly {
+		var err error
 		found, err = discover.Browse(ctx, cfg, discover.BrowseOptions{Timeout: o.Timeout, Count: o.Count})
 		if err != nil {
 			return fmt.Errorf("discover: %w", err)

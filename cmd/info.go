@@ -13,6 +13,7 @@ import (
 
 	"github.com/ots-ota/ots-ota/devinfo"
 	"github.com/ots-ota/ots-ota/discover"
+	"github.com/ots-ota/ots-ota/inventory"
 )
 
 type infoOptions struct {
@@ -21,9 +22,41 @@ type infoOptions struct {
 	mdns    mdnsOptions
 	Timeout time.Duration
 	Browse  time.Duration
+
+	inv *inventory.Inventory
+	cfg discover.Config
 }
 
-func init() { extraCommands = append(extraCommands, newInfoCmd) }
+func (o *infoOptions) validate(a *app, args []string) error {
+	o.Targets = args
+	if len(args) == 0 && !o.sel.All && o.sel.Group == "" {
+		return usageErrorf("name at least one device, or use --all or --group")
+	}
+	if err := o.sel.validate(); err != nil {
+		return err
+	}
+	if o.Timeout <= 0 {
+		return a.flagError("timeout", "must be positive")
+	}
+	if o.Browse <= 0 {
+		return a.flagError("browse-timeout", "must be positive")
+	}
+	var err error
+	if o.inv, err = loadInventory(a); err != nil {
+		return err
+	}
+	if o.sel.Group != "" {
+		if _, err := o.inv.Group(o.sel.Group); err != nil {
+			return usageError{err}
+		}
+	}
+	if !o.sel.InventoryOnly {
+		if o.cfg, err = o.mdns.config(a); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 func newInfoCmd(a *app) *cobra.Command {
 	o := &infoOptions{}
@@ -43,11 +76,9 @@ Exit status: 0 when every device answered, 1 when any could not be resolved or r
   ots-ota info 192.168.1.40 kitchen --json
   ots-ota info --all
   ots-ota info --group downstairs --inventory-only`,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			o.Targets = args
-			return runInfo(cmd.Context(), a, o)
-		},
+		Args: cobra.ArbitraryArgs, // validate wants targets unless --all or --group
 	}
+	c.RunE = run(a, o, runInfo)
 	o.sel.bind(c)
 	o.mdns.bind(c, false)
 	f := c.Flags()
@@ -64,22 +95,7 @@ type infoResult struct {
 }
 
 func runInfo(ctx context.Context, a *app, o *infoOptions) error {
-	if len(o.Targets) == 0 && !o.sel.All && o.sel.Group == "" {
-		return usageErrorf("name at least one device, or use --all or --group")
-	}
-	if o.Timeout <= 0 || o.Browse <= 0 {
-		return usageErrorf("timeouts must be positive")
-	}
-	inv, err := loadInventory(a)
-	if err != nil {
-		return err
-	}
-	var cfg discover.Config
-	if !o.sel.InventoryOnly {
-		if cfg, err = o.mdns.config(a); err != nil {
-			return err
-		}
-	}
+	inv, cfg := o.inv, o.cfg
 	sel, err := discover.Select(ctx, discover.Selection{
 		Args: o.Targets, All: o.sel.All, Group: o.sel.Group, InventoryOnly: o.sel.InventoryOnly,
 		Inventory: inv, Config: cfg, BrowseTimeout: o.Browse,
@@ -88,7 +104,7 @@ func runInfo(ctx context.Context, a *app, o *infoOptions) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if errors.Is(err, discover.ErrNoTargets) || o.sel.Group != "" {
+		if errors.Is(err, discover.ErrNoTargets) {
 			return usageError{err}
 		}
 		return err

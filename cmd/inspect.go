@@ -1,11 +1,16 @@
 package cmd
 
 import (
+	"bytes"
+	"context"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -14,10 +19,29 @@ import (
 )
 
 type inspectOptions struct {
-	Files      []string
+	Files []string
+	policyFlags
+}
+
+// policyFlags are --chip, --max-size and --partitions: what a firmware image
+// must match before it may be sent. inspect and push share them.
+type policyFlags struct {
 	Chip       string
 	MaxSize    string
 	Partitions string
+
+	policy   image.Policy // resolved by resolve
+	slotNote string       // why the slot size is what it is, when worth saying
+}
+
+// bind adds the flags to c.
+func (p *policyFlags) bind(c *cobra.Command) {
+	f := c.Flags()
+	f.StringVar(&p.Chip, "chip", "", "chip the image must be built for (esp32, esp32s3, esp32c3, ...)")
+	f.StringVar(&p.MaxSize, "max-size", "", "OTA slot size: 2M, 1536K, 0x200000 or 2097152")
+	f.StringVar(&p.Partitions, "partitions", "", "partitions.csv or binary partition table to read the OTA slot size from")
+	_ = c.MarkFlagFilename("partitions", "csv", "bin")
+	completeChips(c)
 }
 
 // maxFileRead bounds how much of a file inspect reads: no ESP app exceeds 16 MiB
@@ -31,25 +55,18 @@ func newInspectCmd(a *app) *cobra.Command {
 		Short: "Tell what a firmware file is and whether it is safe to upload",
 		Long: `Inspect parses each file locally and says what it is (application image, ELF,
 bootloader, merged image, partition table, ESP8266 image, ...), for which chip, which
-project and version, and whether it may be uploaded over the air.
+project and version, and whether it may be uploaded over the air. "-" reads
+standard input.
 
-Exit status: 0 when every file is uploadable, 1 when any has errors, 2 on usage errors.`,
+Exit status: 0 when every file is uploadable, 1 when any has errors, 2 on usage errors,
+130 when interrupted.`,
 		Example: `  ots-ota inspect .pio/build/esp32-s3-dev/firmware.bin
   ots-ota inspect --chip esp32s3 --partitions partitions.csv firmware.bin
   ots-ota inspect --max-size 2M --json *.bin`,
-		Args: cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			o.Files = args
-			return runInspect(a, o)
-		},
+		Args: argsMin(1, "at least one FILE"),
 	}
-	f := c.Flags()
-	f.StringVar(&o.Chip, "chip", "", "chip the image must be built for (esp32, esp32s3, esp32c3, ...)")
-	f.StringVar(&o.MaxSize, "max-size", "", "OTA slot size: 2M, 1536K, 0x200000 or 2097152")
-	f.StringVar(&o.Partitions, "partitions", "", "partitions.csv or binary partition table to read the OTA slot size from")
-	c.MarkFlagsMutuallyExclusive("max-size", "partitions")
-	_ = c.MarkFlagFilename("partitions", "csv", "bin")
-	completeChips(c)
+	c.RunE = run(a, o, runInspect)
+	o.bind(c)
 	return c
 }
 
@@ -69,103 +86,229 @@ func completeChips(c *cobra.Command) {
 	})
 }
 
-// parseChip reads a --chip value; an unknown name is a usage error listing the known ones.
-func parseChip(name string) (image.Chip, error) {
+// parseChip reads the --chip value; an unknown name is a usage error listing the known ones.
+func parseChip(a *app, name string) (image.Chip, error) {
 	c, ok := image.ChipByName(name)
 	if !ok {
-		return 0, usageErrorf("unknown chip %q (known: %s)", name, strings.Join(chipNames(), ", "))
+		return 0, a.flagError("chip", "unknown chip (known: %s)", strings.Join(chipNames(), ", "))
 	}
 	return c, nil
 }
 
-// policyFromFlags turns --chip, --max-size and --partitions into a validation policy.
-func policyFromFlags(chip, maxSize, partitions string) (image.Policy, error) {
-	var p image.Policy
-	if chip != "" {
-		c, err := parseChip(chip)
+// exclusive resolves two flags that say the same thing differently: the one
+// from the higher-ranked place wins (a typed --partitions beats max-size from
+// the config file); from the same place, they are a usage error.
+func exclusive(a *app, x, y string) (keep string, err error) {
+	ox, oy := a.cfg.origins[x], a.cfg.origins[y]
+	switch {
+	case ox.rank == rankDefault || oy.rank == rankDefault:
+		return "", nil
+	case ox.rank == oy.rank:
+		return "", usageErrorf("--%s and --%s say the same thing: give one (%s, %s)", x, y, ox.where, oy.where)
+	case ox.rank > oy.rank:
+		a.log.Info("ignoring a value overridden by another flag", "ignored", oy.where, "by", ox.where)
+		return x, nil
+	default:
+		a.log.Info("ignoring a value overridden by another flag", "ignored", ox.where, "by", oy.where)
+		return y, nil
+	}
+}
+
+func (o *inspectOptions) validate(a *app, args []string) error {
+	o.Files = args
+	if n := slices.Index(args, "-"); n >= 0 && slices.Index(args[n+1:], "-") >= 0 {
+		return usageErrorf("standard input (-) can be read only once")
+	}
+	return o.resolve(a)
+}
+
+// resolve checks the flags and turns them into a validation policy.
+func (o *policyFlags) resolve(a *app) error {
+	if o.Chip != "" {
+		c, err := parseChip(a, o.Chip)
 		if err != nil {
-			return p, err
+			return err
 		}
-		p.Chip, p.ChipSet = c, true
+		o.policy.Chip, o.policy.ChipSet = c, true
+	}
+	keep, err := exclusive(a, "max-size", "partitions")
+	if err != nil {
+		return err
 	}
 	switch {
-	case maxSize != "":
-		n, err := partition.ParseSize(maxSize)
+	case o.MaxSize != "" && keep != "partitions":
+		n, err := partition.ParseSize(o.MaxSize)
 		if err != nil {
-			return p, usageErrorf("--max-size: %v", err)
+			return a.flagError("max-size", "not a size (use 2M, 1536K, 0x200000 or 2097152)")
 		}
-		p.SlotSize = n
-	case partitions != "":
-		data, err := os.ReadFile(partitions)
+		if n <= 0 {
+			return a.flagError("max-size", "the slot size must be more than 0")
+		}
+		o.policy.SlotSize = n
+	case o.Partitions != "":
+		n, note, err := slotFromPartitions(a, o.Partitions)
 		if err != nil {
-			return p, fmt.Errorf("read partition table: %w", err)
+			return err
 		}
-		t, err := partition.Parse(data)
-		if err != nil {
-			return p, fmt.Errorf("partition table %s: %w", partitions, err)
-		}
-		n, err := t.OTASlotSize()
-		if err != nil {
-			return p, fmt.Errorf("partition table %s: %w", partitions, err)
-		}
-		p.SlotSize = n
+		o.policy.SlotSize, o.slotNote = n, note
 	}
-	return p, nil
+	return nil
 }
 
-// readFirmware reads at most maxFileRead bytes; a larger file is reported, not loaded.
-func readFirmware(path string) ([]byte, bool, error) {
+// slotFromPartitions reads the OTA slot size from a partition table file.
+func slotFromPartitions(a *app, path string) (int64, string, error) {
+	data, err := readRegular(context.Background(), path, 1<<20)
+	if err != nil {
+		return 0, "", a.flagError("partitions", "%s", err)
+	}
+	t, err := partition.Parse(data)
+	if err != nil {
+		return 0, "", a.flagError("partitions", "not a partition table: %s", rootCause(err))
+	}
+	n, err := t.OTASlotSize()
+	if err != nil {
+		return 0, "", a.flagError("partitions", "%s", err)
+	}
+	note := ""
+	if d := t.OTASlotSizesDiffer(); d != "" {
+		note = fmt.Sprintf("the OTA slots differ in size (%s): checked against the smallest, %s", d, humanBytes(n))
+	}
+	return n, note, nil
+}
+
+// errTooLarge reports a file over the read cap; size is from stat, or 0 when
+// only reading found out (standard input, a file that grew).
+type errTooLarge struct{ size int64 }
+
+func (e errTooLarge) Error() string {
+	if e.size == 0 {
+		return fmt.Sprintf("more than %s: not an ESP32 application image", humanBytes(maxFileRead))
+	}
+	return fmt.Sprintf("file is %s (%d bytes), more than %s: not an ESP32 application image", humanBytes(e.size), e.size, humanBytes(maxFileRead))
+}
+
+// readRegular reads a regular file of at most limit bytes. Anything else (a
+// FIFO, a directory, a device, a socket) is refused before it is opened, so
+// a read can never block; a larger file is refused from its size on disk.
+// The read stops when ctx is cancelled.
+func readRegular(ctx context.Context, path string, limit int64) ([]byte, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, fileError(path, err)
+	}
+	if err := regular(st); err != nil {
+		return nil, err
+	}
+	if st.Size() > limit {
+		return nil, errTooLarge{st.Size()}
+	}
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, false, err
+		return nil, fileError(path, err)
 	}
 	defer f.Close()
-	if st, err := f.Stat(); err == nil && st.IsDir() {
-		return nil, false, fmt.Errorf("%s is a directory", path)
+	if st, err = f.Stat(); err != nil {
+		return nil, fileError(path, err)
+	} else if err := regular(st); err != nil { // replaced since the first look
+		return nil, err
 	}
-	data, err := io.ReadAll(io.LimitReader(f, maxFileRead+1))
-	if err != nil {
-		return nil, false, err
-	}
-	if len(data) > maxFileRead {
-		return nil, true, nil
-	}
-	return data, false, nil
+	return readAll(ctx, f, limit, path)
 }
 
-// inspectResult is the --json shape: stable snake_case fields, additive only.
+// readAll reads r to the end, at most limit bytes, checking ctx between chunks.
+func readAll(ctx context.Context, r io.Reader, limit int64, path string) ([]byte, error) {
+	var buf bytes.Buffer
+	r = io.LimitReader(r, limit+1)
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		n, err := io.CopyN(&buf, r, 1<<20)
+		if err == io.EOF || (err == nil && n == 0) {
+			break
+		}
+		if err != nil {
+			return nil, fileError(path, err)
+		}
+	}
+	if int64(buf.Len()) > limit {
+		return nil, errTooLarge{}
+	}
+	return buf.Bytes(), nil
+}
+
+// regular refuses what is not a regular file, naming what it is.
+func regular(st os.FileInfo) error {
+	m := st.Mode()
+	var what string
+	switch {
+	case m.IsRegular():
+		return nil
+	case m.IsDir():
+		what = "a directory"
+	case m&os.ModeNamedPipe != 0:
+		what = "a FIFO"
+	case m&os.ModeSocket != 0:
+		what = "a socket"
+	case m&os.ModeDevice != 0:
+		what = "a device"
+	default:
+		what = "a special file"
+	}
+	return fmt.Errorf("not a regular file (%s): give the firmware file itself", what)
+}
+
+// fileError says in one line why a file could not be read.
+func fileError(path string, err error) error {
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("%s does not exist", path)
+	case errors.Is(err, os.ErrPermission):
+		return fmt.Errorf("%s: permission denied", path)
+	}
+	return fmt.Errorf("cannot read %s: %s", path, rootCause(err))
+}
+
+// inspectResult is the --json shape: stable snake_case fields, additive
+// only. Every field is present on every object; null where it does not apply.
+// Keep inspectJSONFields and the README in step.
 type inspectResult struct {
 	File          string          `json:"file"`
 	OK            bool            `json:"ok"`
 	Kind          string          `json:"kind"`
-	Chip          string          `json:"chip,omitempty"`
-	Project       string          `json:"project,omitempty"`
-	Version       string          `json:"version,omitempty"`
-	IDFVer        string          `json:"idf_ver,omitempty"`
-	Date          string          `json:"date,omitempty"`
-	Time          string          `json:"time,omitempty"`
-	SecureVersion *uint32         `json:"secure_version,omitempty"`
-	ELFSHA256     string          `json:"elf_sha256,omitempty"`
-	Size          int             `json:"size"`
-	ImageLen      int             `json:"image_len,omitempty"`
-	Segments      int             `json:"segments,omitempty"`
-	Entry         string          `json:"entry,omitempty"`
-	ChecksumOK    *bool           `json:"checksum_ok,omitempty"`
-	SHA256        string          `json:"sha256,omitempty"`
+	Chip          *string         `json:"chip"`
+	Project       *string         `json:"project"`
+	Version       *string         `json:"version"`
+	IDFVer        *string         `json:"idf_ver"`
+	Date          *string         `json:"date"`
+	Time          *string         `json:"time"`
+	SecureVersion *uint32         `json:"secure_version"`
+	ELFSHA256     *string         `json:"elf_sha256"`
+	Size          *int64          `json:"size"`
+	ImageLen      *int            `json:"image_len"`
+	Segments      *int            `json:"segments"`
+	Entry         *string         `json:"entry"`
+	ChecksumOK    *bool           `json:"checksum_ok"`
+	SHA256        *string         `json:"sha256"`
 	SHA256OK      *bool           `json:"sha256_ok"`
-	Signature     string          `json:"signature,omitempty"`
-	SigBlocks     int             `json:"signature_blocks,omitempty"`
-	SlotSize      int64           `json:"slot_size,omitempty"`
-	SlotPercent   float64         `json:"slot_percent,omitempty"`
-	AppOffset     int             `json:"app_offset,omitempty"`
+	Signature     *string         `json:"signature"`
+	SigBlocks     *int            `json:"signature_blocks"`
+	SlotSize      *int64          `json:"slot_size"`
+	SlotPercent   *float64        `json:"slot_percent"`
+	AppOffset     *int            `json:"app_offset"`
 	Errors        []findingResult `json:"errors"`
 	Warnings      []findingResult `json:"warnings"`
 }
 
+// inspectJSONFields are the documented fields of inspectResult, in order.
+var inspectJSONFields = []string{"file", "ok", "kind", "chip", "project", "version", "idf_ver", "date", "time",
+	"secure_version", "elf_sha256", "size", "image_len", "segments", "entry", "checksum_ok", "sha256", "sha256_ok",
+	"signature", "signature_blocks", "slot_size", "slot_percent", "app_offset", "errors", "warnings"}
+
 type findingResult struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
-	Hint    string `json:"hint,omitempty"`
+	Hint    string `json:"hint"`
 }
 
 func findings(fs []image.Finding) []findingResult {
@@ -176,73 +319,123 @@ func findings(fs []image.Finding) []findingResult {
 	return out
 }
 
-func inspectFile(path string, p image.Policy) inspectResult {
-	r := inspectResult{File: path, Errors: []findingResult{}, Warnings: []findingResult{}}
-	data, tooBig, err := readFirmware(path)
+func ptr[T any](v T) *T { return &v }
+
+// val is *p, or the zero value for nil.
+func val[T any](p *T) T {
+	if p == nil {
+		var zero T
+		return zero
+	}
+	return *p
+}
+
+// readStdin reads standard input (inspect -). A read that blocks is left
+// behind when ctx ends: the process is about to exit.
+func readStdin(ctx context.Context, in io.Reader) ([]byte, error) {
+	type result struct {
+		data []byte
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		data, err := readAll(ctx, in, maxFileRead, "standard input")
+		done <- result{data, err}
+	}()
+	select {
+	case r := <-done:
+		return r.data, r.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func inspectFile(ctx context.Context, a *app, path string, o *inspectOptions) (inspectResult, error) {
+	p := o.policy
+	r := inspectResult{File: path, Kind: "unreadable", Errors: []findingResult{}, Warnings: []findingResult{}}
+	var data []byte
+	var err error
+	if path == "-" {
+		data, err = readStdin(ctx, a.io.In)
+	} else {
+		data, err = readRegular(ctx, path, maxFileRead)
+	}
+	var tl errTooLarge
 	switch {
-	case err != nil:
-		r.Kind = "unreadable"
-		r.Errors = append(r.Errors, findingResult{Code: "unreadable", Message: err.Error(), Hint: "check the path"})
-		return r
-	case tooBig:
+	case err != nil && ctx.Err() != nil:
+		return r, ctx.Err()
+	case errors.As(err, &tl):
 		r.Kind = string(image.KindUnknown)
-		r.Errors = append(r.Errors, findingResult{Code: "too_large", Message: fmt.Sprintf("file is larger than %s: not an ESP32 application image", humanBytes(maxFileRead)),
+		if tl.size > 0 {
+			r.Size = ptr(tl.size)
+		}
+		r.Errors = append(r.Errors, findingResult{Code: "too_large", Message: err.Error(),
 			Hint: "upload the application .bin from your build directory"})
-		return r
+		return r, nil
+	case err != nil:
+		r.Errors = append(r.Errors, findingResult{Code: "unreadable", Message: err.Error(), Hint: "check the path"})
+		return r, nil
 	}
 	rep := image.Validate(data, p)
-	r.Size = len(data)
+	r.Size = ptr(int64(len(data)))
 	r.Errors, r.Warnings = findings(rep.Errors), findings(rep.Warnings)
 	r.OK = rep.OK()
+	if o.slotNote != "" {
+		r.Warnings = append(r.Warnings, findingResult{Code: "slot_sizes_differ", Message: o.slotNote,
+			Hint: "an image that fits the smallest slot fits every slot"})
+	}
+	if p.SlotSize > 0 && len(data) > 0 {
+		r.SlotSize = ptr(p.SlotSize)
+		r.SlotPercent = ptr(float64(int(float64(len(data))*1000/float64(p.SlotSize))) / 10)
+	}
 	img := rep.Image
 	if img == nil {
 		r.Kind = string(image.KindUnknown)
-		return r
+		return r, nil
 	}
 	r.Kind = string(img.Kind)
-	r.AppOffset = img.AppOffset
+	if img.AppOffset > 0 {
+		r.AppOffset = ptr(img.AppOffset)
+	}
 	if img.Kind == image.KindApp || img.Kind == image.KindBootloader {
-		r.Chip = img.Header.ChipID.String()
-		r.Segments = len(img.Segments)
-		r.Entry = fmt.Sprintf("0x%08X", img.Header.Entry)
-		r.ImageLen = img.Len
+		r.Chip = ptr(img.Header.ChipID.String())
+		r.Segments = ptr(len(img.Segments))
+		r.Entry = ptr(fmt.Sprintf("0x%08X", img.Header.Entry))
+		r.ImageLen = ptr(img.Len)
 	}
 	// Checksum and digest only mean something once parsing reached them (not on a truncated file).
 	if (img.Kind == image.KindApp || img.Kind == image.KindBootloader) && img.Len > 0 {
-		ck := img.ChecksumOK
-		r.ChecksumOK = &ck
+		r.ChecksumOK = ptr(img.ChecksumOK)
 		if img.Digest != nil {
-			ok := img.DigestOK
-			r.SHA256OK = &ok
-			r.SHA256 = hex.EncodeToString(img.Digest)
+			r.SHA256OK = ptr(img.DigestOK)
+			r.SHA256 = ptr(hex.EncodeToString(img.Digest))
 		}
-		r.Signature = img.Signature.Scheme
-		r.SigBlocks = len(img.Signature.Blocks)
+		r.Signature = ptr(img.Signature.Scheme)
+		r.SigBlocks = ptr(len(img.Signature.Blocks))
 	}
 	if d := img.App; d != nil {
-		r.Project, r.Version, r.IDFVer, r.Date, r.Time = d.ProjectName, d.Version, d.IDFVer, d.Date, d.Time
-		sv := d.SecureVersion
-		r.SecureVersion = &sv
+		r.Project, r.Version, r.IDFVer, r.Date, r.Time = ptr(d.ProjectName), ptr(d.Version), ptr(d.IDFVer), ptr(d.Date), ptr(d.Time)
+		r.SecureVersion = ptr(d.SecureVersion)
 		if d.ELFSHA256 != ([32]byte{}) {
-			r.ELFSHA256 = hex.EncodeToString(d.ELFSHA256[:])
+			r.ELFSHA256 = ptr(hex.EncodeToString(d.ELFSHA256[:]))
 		}
 	}
-	if p.SlotSize > 0 && r.Size > 0 {
-		r.SlotSize = p.SlotSize
-		r.SlotPercent = float64(int(float64(r.Size)*1000/float64(p.SlotSize))) / 10
-	}
-	return r
+	return r, nil
 }
 
-func runInspect(a *app, o *inspectOptions) error {
-	p, err := policyFromFlags(o.Chip, o.MaxSize, o.Partitions)
-	if err != nil {
-		return err
-	}
+func runInspect(ctx context.Context, a *app, o *inspectOptions) error {
 	failed := false
 	st := style{on: a.color()}
 	for i, path := range o.Files {
-		r := inspectFile(path, p)
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		start := time.Now()
+		r, err := inspectFile(ctx, a, path, o)
+		if err != nil {
+			return err
+		}
+		a.log.Debug("inspected", "file", path, "kind", r.Kind, "took", time.Since(start).Round(time.Microsecond))
 		failed = failed || !r.OK
 		if a.opts.JSON {
 			if err := writeJSON(a.io.Out, r); err != nil {
@@ -272,18 +465,18 @@ func renderInspect(w io.Writer, r inspectResult, st style) {
 			fmt.Fprintf(w, "  %-10s %s\n", k, v)
 		}
 	}
-	row("chip", r.Chip)
-	row("project", r.Project)
-	row("version", r.Version)
-	built := strings.TrimSpace(r.Date + " " + r.Time)
-	if r.IDFVer != "" {
-		built = strings.TrimSpace(built + ", ESP-IDF " + r.IDFVer)
+	row("chip", val(r.Chip))
+	row("project", val(r.Project))
+	row("version", val(r.Version))
+	built := strings.TrimSpace(val(r.Date) + " " + val(r.Time))
+	if v := val(r.IDFVer); v != "" {
+		built = strings.TrimSpace(built + ", ESP-IDF " + v)
 	}
 	row("built", built)
-	if r.Size > 0 {
-		size := fmt.Sprintf("%s (%d bytes)", humanBytes(int64(r.Size)), r.Size)
-		if r.SlotSize > 0 {
-			size += fmt.Sprintf(", %.1f %% of a %s slot", r.SlotPercent, humanBytes(r.SlotSize))
+	if n := val(r.Size); n > 0 {
+		size := fmt.Sprintf("%s (%d bytes)", humanBytes(n), n)
+		if r.SlotSize != nil {
+			size += fmt.Sprintf(", %.1f %% of a %s slot", val(r.SlotPercent), humanBytes(*r.SlotSize))
 		}
 		row("size", size)
 	}
@@ -292,19 +485,18 @@ func renderInspect(w io.Writer, r inspectResult, st style) {
 	}
 	switch {
 	case r.SHA256OK != nil:
-		row("sha256", okWord(*r.SHA256OK, st)+" ("+short(r.SHA256)+")")
+		row("sha256", okWord(*r.SHA256OK, st)+" ("+short(val(r.SHA256))+")")
 	case r.ChecksumOK != nil:
 		row("sha256", "not appended")
 	}
-	if r.Signature != "" {
-		sig := r.Signature
-		if r.SigBlocks > 0 {
-			sig += fmt.Sprintf(", %d block(s)", r.SigBlocks)
+	if sig := val(r.Signature); sig != "" {
+		if n := val(r.SigBlocks); n > 0 {
+			sig += fmt.Sprintf(", %d block(s)", n)
 		}
 		row("signature", sig)
 	}
-	if r.AppOffset > 0 {
-		row("app at", fmt.Sprintf("0x%X", r.AppOffset))
+	if r.AppOffset != nil {
+		row("app at", fmt.Sprintf("0x%X", *r.AppOffset))
 	}
 	for _, f := range r.Errors {
 		fmt.Fprintf(w, "  %s %s\n", st.red("error:"), f.Message)
@@ -339,7 +531,7 @@ func kindLabel(k string) string {
 	case image.KindUnknown:
 		return "unrecognised file"
 	}
-	return strings.ReplaceAll(k, "-", " ")
+	return strings.ReplaceAll(k, "_", " ")
 }
 
 func okWord(ok bool, st style) string {

@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -62,7 +63,12 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"inspect"}, ExitUsage},
 		{[]string{"inspect", "--chip", "esp99", "x"}, ExitUsage},
 		{[]string{"inspect", filepath.Join(t.TempDir(), "missing.bin")}, ExitFailed},
+		{[]string{"inspect", "--partitions", filepath.Join(t.TempDir(), "missing.csv"), "x"}, ExitUsage},
 		{[]string{"sim", "--devices", "0"}, ExitUsage},
+		{[]string{"sim", "image"}, ExitUsage},
+		{[]string{"help", "nothing"}, ExitUsage},
+		{[]string{"completion", "tcsh"}, ExitUsage},
+		{[]string{"sim", "nosuch"}, ExitUsage},
 	}
 	for _, c := range cases {
 		streams, _, errOut := TestStreams()
@@ -75,5 +81,92 @@ func TestExitCodes(t *testing.T) {
 	cancel()
 	if got := exitCode(ctx.Err()); got != ExitCancelled {
 		t.Errorf("cancelled: %d", got)
+	}
+	// An interrupted command exits 130 even when its error wraps the cancellation.
+	streams, _, errOut := TestStreams()
+	if got := Execute(ctx, []string{"inspect", "x"}, streams); got != ExitCancelled || errOut.String() != "ots-ota: error: interrupted\n" {
+		t.Errorf("inspect with a cancelled context: exit %d, %q", got, errOut)
+	}
+}
+
+// TestInspectJSONFields: every object carries every documented field, for
+// every kind of outcome, and the README documents them all.
+func TestInspectJSONFields(t *testing.T) {
+	dir := t.TempDir()
+	app1, err := image.Build(image.BuildOptions{Chip: image.ChipESP32S3, Project: "p", Version: "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string][]byte{
+		"app.bin":   app1,
+		"cut.bin":   app1[:100],
+		"text.bin":  []byte("hello"),
+		"empty.bin": nil,
+		"fw.elf":    append([]byte{0x7F, 'E', 'L', 'F', 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0x5E, 0}, make([]byte, 64)...),
+	}
+	args := []string{"inspect", "--json", "--max-size", "2M"}
+	for name, data := range files {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, p)
+	}
+	args = append(args, filepath.Join(dir, "missing.bin"), dir)
+	streams, out, errOut := TestStreams()
+	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
+	if code := Execute(context.Background(), args, streams); code != ExitFailed {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != len(files)+2 {
+		t.Fatalf("%d objects for %d files", len(lines), len(files)+2)
+	}
+	for _, line := range lines {
+		var m map[string]json.RawMessage
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range inspectJSONFields {
+			if _, ok := m[f]; !ok {
+				t.Errorf("%s: no %q field", m["file"], f)
+			}
+		}
+		if len(m) != len(inspectJSONFields) {
+			t.Errorf("%s: %d fields, %d documented", m["file"], len(m), len(inspectJSONFields))
+		}
+		var kind string
+		_ = json.Unmarshal(m["kind"], &kind)
+		if strings.ToLower(kind) != kind || strings.ContainsAny(kind, "- ") {
+			t.Errorf("kind %q is not snake_case", kind)
+		}
+	}
+	readme, err := os.ReadFile(filepath.Join("..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range inspectJSONFields {
+		if !strings.Contains(string(readme), "`"+f+"`") {
+			t.Errorf("README does not document inspect's %q field", f)
+		}
+	}
+}
+
+// TestColorEnv: no-color.org (a non-empty NO_COLOR) and TERM=dumb.
+func TestColorEnv(t *testing.T) {
+	cases := []struct {
+		env    map[string]string
+		forbid bool
+	}{
+		{map[string]string{}, false},
+		{map[string]string{"NO_COLOR": ""}, false},
+		{map[string]string{"NO_COLOR": "1"}, true},
+		{map[string]string{"TERM": "dumb"}, true},
+		{map[string]string{"TERM": "xterm-256color"}, false},
+	}
+	for _, c := range cases {
+		if got := envForbidsColor(func(k string) string { return c.env[k] }); got != c.forbid {
+			t.Errorf("%v: forbids colour %v, want %v", c.env, got, c.forbid)
+		}
 	}
 }

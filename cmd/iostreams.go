@@ -16,20 +16,25 @@ type IOStreams struct {
 	ErrOut     io.Writer
 	OutTTY     bool
 	ErrTTY     bool
-	NoColorEnv bool // NO_COLOR is set
+	NoColorEnv bool // the environment forbids colour: NO_COLOR non-empty, or TERM=dumb
 }
 
 // System returns the process's streams with terminal detection.
 func System() *IOStreams {
-	_, noColor := os.LookupEnv("NO_COLOR")
 	return &IOStreams{
 		In:         os.Stdin,
 		Out:        os.Stdout,
 		ErrOut:     os.Stderr,
 		OutTTY:     term.IsTerminal(int(os.Stdout.Fd())),
 		ErrTTY:     term.IsTerminal(int(os.Stderr.Fd())),
-		NoColorEnv: noColor,
+		NoColorEnv: envForbidsColor(os.Getenv),
 	}
+}
+
+// envForbidsColor applies no-color.org (a NO_COLOR that is set and not empty)
+// and the terminfo convention that TERM=dumb has no escape sequences.
+func envForbidsColor(getenv func(string) string) bool {
+	return getenv("NO_COLOR") != "" || getenv("TERM") == "dumb"
 }
 
 // TestStreams returns buffer-backed streams that are not terminals.

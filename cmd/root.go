@@ -1,6 +1,63 @@
 // Package cmd is the ots-ota command line: it parses flags, calls the
 // packages that do the work and renders their results. It is the only
-// place that knows about cobra, viper, terminals and exit codes.
+// place that knows about cobra, the config file, terminals and exit codes.
+// The config file is read with go.yaml.in/yaml/v3 directly (not viper): the
+// loader must know where each value came from, keep data sections raw and
+// tell flags from sections, which viper does not expose.
+//
+// # Adding a command
+//
+// A command lives in its own file (cmd/push.go) with three parts, like
+// inspect.go:
+//
+//	type pushOptions struct {                 // every flag and argument
+//		Hosts []string
+//		policyFlags                           // --chip, --max-size, --partitions, as inspect has them
+//		Password string
+//	}
+//
+//	func newPushCmd(a *app) *cobra.Command {  // binds the flags into the options
+//		o := &pushOptions{}
+//		c := &cobra.Command{Use: "push FIRMWARE HOST...", Args: argsMin(1, "a FIRMWARE file")}
+//		c.RunE = run(a, o, runPush)
+//		o.policyFlags.bind(c)
+//		c.Flags().StringVar(&o.Password, "password", "", "...")
+//		return c
+//	}
+//
+//	// validate checks and resolves every value before any work starts; each
+//	// error it returns exits 2.
+//	func (o *pushOptions) validate(a *app, args []string) error { ... }
+//
+//	func runPush(ctx context.Context, a *app, o *pushOptions) error { ... }
+//
+// and one line in newRootCmd's AddCommand list below. Then:
+//
+//   - Values come from the command line, the environment and the config file
+//     (config.go) with no code in the command: read the options struct.
+//     a.typed(name) says a value was typed, a.isSet(name) that it is not the
+//     default, a.source(name) where it came from ("OTS_OTA_PASSWORD").
+//     Repeatable flags are StringArrayVar: lists in the file, items split on
+//     envListSeparators in the environment.
+//   - Data sections of the config file: a.cfg.Data("inventory") is the raw
+//     *yaml.Node (nil when absent; add new sections to dataSections), and
+//     a.cfg.Path() the file that was read ("" when none).
+//   - validate: a.flagError(name, why) is the usage error for a bad value (it
+//     names the flag, the value unless secret, and where it came from);
+//     exclusive(a, x, y) settles two flags that say the same thing;
+//     usageErrorf for the rest. A flag naming a missing file is exit 2.
+//   - Arguments: argsNone, argsMin(n, what), argsExact(n, what): typed usage
+//     errors (cobra's own Args helpers return untyped errors: exit 1).
+//   - Errors from run: one line that says what failed, why and what to do;
+//     wrap a package's error once with what was being done, or show only its
+//     rootCause / netError. silentError{code} for an outcome already
+//     rendered. Exit codes live in exit.go (3 is push's to define).
+//   - ctx is cancelled on SIGINT/SIGTERM: stop promptly and return ctx.Err()
+//     (exit 130), or nil when Ctrl-C is the command's normal stop (sim).
+//     interrupted(ctx) tells an interrupt from a deadline.
+//   - Results on a.io.Out (writeJSON with --json); progress, warnings and
+//     logs on a.io.ErrOut via a.log: Warn is shown by default, Info with -v
+//     (say what is being done and what was ignored), Debug with -vv.
 package cmd
 
 import (
@@ -9,8 +66,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/ots-ota/ots-ota/internal/buildinfo"
 )
@@ -24,11 +84,32 @@ type globalOptions struct {
 	NoColor    bool
 }
 
-// app is what every command gets: streams, global options and a logger.
+// app is what every command gets: streams, global options, the loaded
+// configuration and a logger.
 type app struct {
-	io   *IOStreams
-	opts globalOptions
-	log  *slog.Logger
+	io    *IOStreams
+	opts  globalOptions
+	log   *slog.Logger
+	cfg   *config
+	cmd   *cobra.Command // the command being run
+	start time.Time
+}
+
+// options is what every command's options struct implements.
+type options interface {
+	// validate checks and resolves the flag values and arguments before any
+	// work starts. Every error it returns is a usage error (exit 2).
+	validate(a *app, args []string) error
+}
+
+// run wires a command: validate the options, then do the work.
+func run[O options](a *app, o O, work func(context.Context, *app, O) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := o.validate(a, args); err != nil {
+			return asUsage(err)
+		}
+		return work(cmd.Context(), a, o)
+	}
 }
 
 // color reports whether human output may use ANSI colour.
@@ -36,23 +117,57 @@ func (a *app) color() bool {
 	return a.io.OutTTY && !a.opts.NoColor && !a.io.NoColorEnv && !a.opts.JSON
 }
 
+// typed reports whether flag name was given on the command line.
+func (a *app) typed(name string) bool { return a.cfg.origins[name].rank == rankFlag }
+
+// isSet reports whether flag name has a value other than its default, from
+// any source.
+func (a *app) isSet(name string) bool { return a.cfg.origins[name].rank > rankDefault }
+
+// source says where flag name's value came from: "--chip", "OTS_OTA_CHIP",
+// "c.yaml: inspect.chip" or "default".
+func (a *app) source(name string) string {
+	if o, ok := a.cfg.origins[name]; ok {
+		return o.where
+	}
+	return "default"
+}
+
+// flagError is the usage error for a bad value of flag name. It names the
+// flag and its value (never a secret's) and, when the value was not typed,
+// where it came from: "--max-size lots (from OTS_OTA_MAX_SIZE): not a size".
+func (a *app) flagError(name, format string, args ...any) error {
+	ref := "--" + name
+	if f := a.cmd.Flags().Lookup(name); f != nil {
+		if v := f.Value.String(); !isList(f) {
+			ref += " " + shown(f, v)
+		}
+	}
+	if o := a.cfg.origins[name]; o.rank != rankFlag && o.rank != rankDefault {
+		ref += " (from " + o.where + ")"
+	}
+	return usageError{fmt.Errorf("%s: %s", ref, fmt.Sprintf(format, args...))}
+}
+
 // Execute runs the command line and returns the process exit code.
 func Execute(ctx context.Context, args []string, streams *IOStreams) int {
-	a := &app{io: streams}
+	a := &app{io: streams, cfg: &config{origins: map[string]origin{}}, start: time.Now()}
+	a.log = newLogger(streams.ErrOut, a.opts, a.start)
 	root := newRootCmd(a)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
-	if err != nil {
-		var se silentError
-		if !errors.As(err, &se) {
-			msg := err.Error()
-			if errors.Is(err, context.Canceled) {
-				msg = "cancelled"
-			}
-			fmt.Fprintf(streams.ErrOut, "ots-ota: error: %s\n", msg)
-			if exitCode(err) == ExitUsage {
-				fmt.Fprintf(streams.ErrOut, "ots-ota: hint: run '%s --help' for usage\n", commandPath(root, args))
-			}
+	if err != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+		err = context.Canceled // however deep, an interrupt is reported as one
+	}
+	var se silentError
+	if err != nil && !errors.As(err, &se) {
+		msg := err.Error()
+		if errors.Is(err, context.Canceled) {
+			msg = "interrupted"
+		}
+		fmt.Fprintf(streams.ErrOut, "ots-ota: error: %s\n", msg)
+		if exitCode(err) == ExitUsage {
+			fmt.Fprintf(streams.ErrOut, "ots-ota: hint: run '%s --help' for usage\n", commandPath(root, args))
 		}
 	}
 	return exitCode(err)
@@ -67,53 +182,140 @@ func commandPath(root *cobra.Command, args []string) string {
 	return c.CommandPath()
 }
 
+// newRootCmd builds the command tree. Every command is listed here, once.
 func newRootCmd(a *app) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "ots-ota",
-		Short: "Update the firmware of ESP32 devices over the network, safely",
-		Long: `ots-ota validates an ESP32 firmware image locally, streams it to one device or a
-whole fleet (HTTP POST /update or Arduino espota), and verifies that each device came
-back on the new version.`,
+		Short: "Check ESP32 firmware images, find devices and tell what they run, simulate ESP32 devices",
+		Long: `ots-ota is a tool for updating the firmware of ESP32 devices over the network.
+Today it checks firmware files before they are sent (inspect), finds devices by mDNS
+and the inventory (discover), tells what each device runs (info), and runs simulated
+devices on loopback that answer uploads like the real firmware (sim).`,
 		Version:       buildinfo.Get().Version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		// No Args on a root without RunE: cobra then reports unknown commands itself.
+		Args:          argsCommand,
+		RunE:          func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
-			if err := applyConfig(cmd, a); err != nil {
-				return usageError{err}
-			}
-			a.log = newLogger(a.io.ErrOut, a.opts)
-			return nil
+			return a.setUp(cmd)
 		},
 	}
 	root.SetIn(a.io.In)
 	root.SetOut(a.io.Out)
 	root.SetErr(a.io.ErrOut)
 	root.SetVersionTemplate("ots-ota {{.Version}}\n")
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.SetFlagErrorFunc(flagParseError)
 
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.opts.ConfigFile, "config", "", "config file (default $XDG_CONFIG_HOME/ots-ota/config.yaml, else ./ots-ota.yaml)")
 	pf.BoolVar(&a.opts.JSON, "json", false, "machine-readable JSON output on stdout")
-	pf.CountVarP(&a.opts.Verbose, "verbose", "v", "more log output on stderr (repeat for more)")
+	pf.CountVarP(&a.opts.Verbose, "verbose", "v", "more log output on stderr: -v config and steps, -vv every value's source and timings")
 	pf.BoolVarP(&a.opts.Quiet, "quiet", "q", false, "only errors on stderr; no progress")
-	pf.BoolVar(&a.opts.NoColor, "no-color", false, "no colour in output (also honours NO_COLOR)")
+	pf.BoolVar(&a.opts.NoColor, "no-color", false, "no colour in output (also a non-empty NO_COLOR, or TERM=dumb)")
 	_ = root.MarkPersistentFlagFilename("config", "yaml", "yml")
 
 	root.AddCommand(
-		newVersionCmd(a),
 		newInspectCmd(a),
+		newDiscoverCmd(a),
+		newInfoCmd(a),
+		newSimCmd(a),
+		newVersionCmd(a),
+		newCompletionCmd(a),
 	)
-	for _, c := range extraCommands {
-		root.AddCommand(c(a))
-	}
+	root.SetHelpCommand(newHelpCmd(a))
 	return root
 }
 
-// extraCommands lets command files register themselves without editing the list above.
-var extraCommands []func(*app) *cobra.Command
+// setUp runs before every command: it loads the configuration into the
+// flags, then makes the logger the final -v/-q ask for.
+func (a *app) setUp(cmd *cobra.Command) error {
+	a.cmd = cmd
+	// help, completion and the shells' completion requests work whatever the
+	// environment and the config file hold.
+	if cmd.Annotations["config"] == "skip" || cmd.Name() == cobra.ShellCompRequestCmd || cmd.Name() == cobra.ShellCompNoDescRequestCmd {
+		return nil
+	}
+	cfg, err := loadConfig(cmd, a.opts.ConfigFile)
+	if err != nil {
+		return usageError{err}
+	}
+	a.cfg = cfg
+	a.log = newLogger(a.io.ErrOut, a.opts, a.start)
+	for _, w := range cfg.warnings {
+		a.log.Warn(w)
+	}
+	if cfg.path != "" {
+		a.log.Info("config file read", "path", cfg.path)
+	} else {
+		p, _ := configPath("")
+		a.log.Info("no config file", "looked_for", p)
+	}
+	for _, name := range sortedKeys(cfg.origins) {
+		if o := cfg.origins[name]; o.rank > rankDefault && o.rank < rankFlag {
+			a.log.Debug("flag value", "flag", "--"+name, "from", o.where)
+		}
+	}
+	return nil
+}
 
-func newLogger(w io.Writer, o globalOptions) *slog.Logger {
+// flagParseError turns pflag's parse errors into one-line usage errors.
+func flagParseError(_ *cobra.Command, err error) error {
+	var ive *pflag.InvalidValueError
+	if errors.As(err, &ive) {
+		f := ive.GetFlag()
+		return usageErrorf("--%s %s: %s", f.Name, shown(f, ive.GetValue()), typeReason(f))
+	}
+	return usageError{err}
+}
+
+// argsNone accepts no arguments; on a command with subcommands an argument
+// is an unknown command.
+func argsNone(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		if cmd.HasSubCommands() {
+			return unknownCommand(cmd, args[0])
+		}
+		return usageErrorf("%s takes no arguments (got %q)", cmd.CommandPath(), args[0])
+	}
+	return nil
+}
+
+// argsCommand is the root's: any argument is a command name it does not know.
+func argsCommand(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return unknownCommand(cmd, args[0])
+	}
+	return nil
+}
+
+func unknownCommand(cmd *cobra.Command, name string) error {
+	msg := fmt.Sprintf("unknown command %q for %q", name, cmd.CommandPath())
+	if s := cmd.SuggestionsFor(name); len(s) > 0 {
+		msg += fmt.Sprintf(" (did you mean %s?)", strings.Join(s, " or "))
+	}
+	return usageError{errors.New(msg)}
+}
+
+// argsMin wants at least n arguments, argsExact exactly n.
+func argsMin(n int, what string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) < n {
+			return usageErrorf("%s needs %s", cmd.CommandPath(), what)
+		}
+		return nil
+	}
+}
+
+func argsExact(n int, what string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != n {
+			return usageErrorf("%s needs exactly %s (got %d arguments)", cmd.CommandPath(), what, len(args))
+		}
+		return nil
+	}
+}
+
+func newLogger(w io.Writer, o globalOptions, start time.Time) *slog.Logger {
 	level := slog.LevelWarn
 	switch {
 	case o.Quiet:
@@ -123,21 +325,94 @@ func newLogger(w io.Writer, o globalOptions) *slog.Logger {
 	case o.Verbose >= 2:
 		level = slog.LevelDebug
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+	return slog.New(newLineHandler(w, level, o.Verbose >= 2, start))
 }
 
+type noOptions struct{}
+
+func (noOptions) validate(*app, []string) error { return nil }
+
 func newVersionCmd(a *app) *cobra.Command {
-	return &cobra.Command{
+	c := &cobra.Command{
 		Use:   "version",
 		Short: "Print version, commit and build date",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			in := buildinfo.Get()
-			if a.opts.JSON {
-				return writeJSON(a.io.Out, in)
+		Args:  argsNone,
+	}
+	c.RunE = run(a, noOptions{}, func(_ context.Context, a *app, _ noOptions) error {
+		in := buildinfo.Get()
+		if a.opts.JSON {
+			return writeJSON(a.io.Out, in)
+		}
+		fmt.Fprintf(a.io.Out, "ots-ota %s\ncommit: %s\nbuilt:  %s\ngo:     %s\n", in.Version, in.Commit, in.Date, in.Go)
+		return nil
+	})
+	return c
+}
+
+// newHelpCmd replaces cobra's, which exits 0 on an unknown topic.
+func newHelpCmd(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:         "help [COMMAND]",
+		Short:       "Help about any command",
+		Annotations: map[string]string{"config": "skip"},
+		ValidArgsFunction: func(c *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
+			cmd, _, _ := c.Root().Find(args)
+			var names []string
+			for _, s := range cmd.Commands() {
+				if s.IsAvailableCommand() {
+					names = append(names, s.Name())
+				}
 			}
-			fmt.Fprintf(a.io.Out, "ots-ota %s\ncommit: %s\nbuilt:  %s\ngo:     %s\n", in.Version, in.Commit, in.Date, in.Go)
-			return nil
+			return names, cobra.ShellCompDirectiveNoFileComp
+		},
+		RunE: func(c *cobra.Command, args []string) error {
+			cmd, rest, _ := c.Root().Find(args)
+			if len(rest) > 0 {
+				return usageErrorf("no help for %q: %s", strings.Join(args, " "), "not a command")
+			}
+			return cmd.Help()
+		},
+	}
+}
+
+// newCompletionCmd replaces cobra's default, which exits 0 on an unknown shell.
+func newCompletionCmd(a *app) *cobra.Command {
+	shells := []string{"bash", "zsh", "fish", "powershell"}
+	return &cobra.Command{
+		Use:   "completion bash|zsh|fish|powershell",
+		Short: "Print the shell completion script (also shipped in completions/)",
+		Long: `Print the completion script for a shell. For example:
+
+  ots-ota completion bash > /etc/bash_completion.d/ots-ota
+  ots-ota completion zsh > "${fpath[1]}/_ots-ota"
+  ots-ota completion fish > ~/.config/fish/completions/ots-ota.fish
+  ots-ota completion powershell | Out-String | Invoke-Expression`,
+		ValidArgs:             shells,
+		Annotations:           map[string]string{"config": "skip"},
+		DisableFlagsInUseLine: true,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return usageErrorf("completion needs a shell: %s", strings.Join(shells, ", "))
+			}
+			for _, s := range shells {
+				if args[0] == s {
+					return nil
+				}
+			}
+			return usageErrorf("no completion for shell %q (have: %s)", args[0], strings.Join(shells, ", "))
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			root, out := cmd.Root(), a.io.Out
+			switch args[0] {
+			case "bash":
+				return root.GenBashCompletionV2(out, true)
+			case "zsh":
+				return root.GenZshCompletion(out)
+			case "fish":
+				return root.GenFishCompletion(out, true)
+			default:
+				return root.GenPowerShellCompletionWithDesc(out)
+			}
 		},
 	}
 }

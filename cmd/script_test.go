@@ -3,24 +3,25 @@ package cmd
 import (
 	"bytes"
 	"compress/gzip"
-	"context"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/rogpeppe/go-internal/testscript"
 
 	"github.com/ots-ota/ots-ota/image"
+	"github.com/ots-ota/ots-ota/partition"
 )
 
 func TestMain(m *testing.M) {
-	testscript.Main(m, map[string]func(){
-		"ots-ota": func() { os.Exit(Execute(context.Background(), os.Args[1:], System())) },
+	testscript.Main(cleanupM{m}, map[string]func(){
+		"ots-ota": func() { os.Exit(Main()) },
 	})
 }
 
@@ -49,8 +50,7 @@ func TestScripts(t *testing.T) {
 			case "shared":
 				return sharedImages() != "", nil
 			case "loopback127":
-				// 127.0.0.2 and up answer without set-up on Linux only.
-				return runtime.GOOS == "linux", nil
+				return loopback127(), nil
 			case "mdns":
 				// Multicast on lo, inside a private network namespace (.ci/run).
 				return runtime.GOOS == "linux" && os.Getenv("OTS_OTA_MDNS_TESTS") == "1", nil
@@ -61,12 +61,17 @@ func TestScripts(t *testing.T) {
 			"mkfile":   cmdMkfile,
 			"exitcode": cmdExitcode,
 			"waitport": cmdWaitport,
+			"mksparse": cmdMksparse,
 		},
 	})
 }
 
+// loopback127: 127.0.0.2 and up answer without set-up on Linux only.
+func loopback127() bool { return runtime.GOOS == "linux" }
+
 // cmdMkfile writes test inputs: `mkfile KIND OUT [chip project version size]`.
-// KIND is app, nodigest, truncated, corrupt-digest, elf or gzip.
+// KIND is app, nodigest, truncated, corrupt-digest, elf, elf-x86-64, gzip
+// or partition-table.
 func cmdMkfile(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) < 2 {
 		ts.Fatalf("usage: mkfile KIND OUT [chip project version size]")
@@ -83,6 +88,14 @@ func cmdMkfile(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Check(err)
 		o.Chip, o.Project, o.Version, o.Size = c, args[3], args[4], n
 	}
+	if kind == "partition-table" {
+		t, err := partition.ParseCSV(strings.NewReader("nvs,data,nvs,0x9000,0x6000\nfactory,app,factory,0x10000,1M\n"))
+		ts.Check(err)
+		data, err := t.MarshalBinary()
+		ts.Check(err)
+		ts.Check(os.WriteFile(out, data, 0o644))
+		return
+	}
 	o.NoDigest = kind == "nodigest"
 	data, err := image.Build(o)
 	ts.Check(err)
@@ -94,6 +107,8 @@ func cmdMkfile(ts *testscript.TestScript, neg bool, args []string) {
 		data[len(data)-1] ^= 0xFF
 	case "elf":
 		data = append([]byte{0x7F, 'E', 'L', 'F', 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0x5E, 0}, make([]byte, 200)...)
+	case "elf-x86-64":
+		data = append([]byte{0x7F, 'E', 'L', 'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0x3E, 0}, make([]byte, 200)...)
 	case "gzip":
 		var b bytes.Buffer
 		zw := gzip.NewWriter(&b)
@@ -104,6 +119,19 @@ func cmdMkfile(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Fatalf("unknown kind %s", kind)
 	}
 	ts.Check(os.WriteFile(out, data, 0o644))
+}
+
+// cmdMksparse makes a sparse file of a given size: `mksparse FILE SIZE`.
+func cmdMksparse(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: mksparse FILE SIZE")
+	}
+	n, err := strconv.ParseInt(args[1], 0, 64)
+	ts.Check(err)
+	f, err := os.Create(ts.MkAbs(args[0]))
+	ts.Check(err)
+	ts.Check(f.Truncate(n))
+	ts.Check(f.Close())
 }
 
 // cmdExitcode runs ots-ota and checks its exit status: `exitcode N args...`.

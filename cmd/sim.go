@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -15,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ots-ota/ots-ota/auth"
+	"github.com/ots-ota/ots-ota/image"
 	"github.com/ots-ota/ots-ota/partition"
 	"github.com/ots-ota/ots-ota/sim"
 	"github.com/ots-ota/ots-ota/sim/mdnsd"
@@ -48,9 +51,10 @@ type simOptions struct {
 	MDNSIf   string
 	NoMDNS   bool
 	Duration time.Duration
-}
 
-func init() { extraCommands = append(extraCommands, newSimCmd) }
+	fleet sim.FleetConfig // resolved by validate
+	mdns  *net.Interface  // nil: no mDNS
+}
 
 func newSimCmd(a *app) *cobra.Command {
 	o := &simOptions{}
@@ -62,21 +66,20 @@ on the real ports, advertised by mDNS on the loopback interface only. They answe
 uploads as the real firmware does (seed: HTTP POST /update with Bearer auth; ots: HTTP
 POST /update and the web app's /api/status and /ota/upload; arduino and esp8266: espota),
 erase and write at flash speed, reboot, and roll back images that crash or fail their
-self-check. Serves until interrupted.
+self-check. Serves until interrupted (Ctrl-C: exit 0) or --duration ends.
 
 Behaviours (--behave VERSION=B): healthy, crash-on-boot, unstable, no-network, unconfirmed.
 Faults (--fault SPEC, every device): drop@40%, stall@50%:10s, error@30%, slow:20KB/s,
 no-return, power-loss@60%, refuse:5s, latency:5ms, no-connect-back, lose-ok
-(most take "/P%" to act on P % of uploads only).`,
+(most take "/P%" to act on P % of uploads only). In the environment, separate several
+with ";" (OTS_OTA_FAULT='latency:5ms;error@30%'); in the config file, use a list.`,
 		Example: `  ots-ota sim --devices 5 --personality ots --extensions
   ots-ota sim --devices 3 --personality seed --password secret --behave 1.0.2=crash-on-boot
   ots-ota sim --devices 250 --json --fast
   ots-ota sim image --version 1.0.1 --size 1.2M -o fw.bin`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runSim(cmd.Context(), a, cmd, o)
-		},
+		Args: argsNone,
 	}
+	c.RunE = run(a, o, runSim)
 	f := c.Flags()
 	f.IntVarP(&o.Devices, "devices", "n", 1, "number of devices")
 	f.StringVar(&o.Personality, "personality", "seed", "firmware to imitate: seed, ots, arduino or esp8266")
@@ -84,7 +87,7 @@ no-return, power-loss@60%, refuse:5s, latency:5ms, no-connect-back, lose-ok
 	f.StringVar(&o.Project, "project", "ots-fw-main", "project name of the running image")
 	f.StringVar(&o.Version, "version", "1.0.0", "version of the running image")
 	f.StringVar(&o.ImageSize, "image-size", "", "size of the running image (default: small)")
-	f.StringVar(&o.SlotSize, "slot-size", "2M", "size of each app slot")
+	f.StringVar(&o.SlotSize, "slot-size", "2M", "size of each app slot (4K to 16M)")
 	f.StringVar(&o.Password, "password", "", "seed: Bearer token; arduino/esp8266: OTA password (test devices only; also $OTS_OTA_PASSWORD)")
 	f.StringVar(&o.Core, "core", "", "arduino: arduino-esp32 core version; 3.3.0 and older use MD5 auth, newer PBKDF2")
 	f.BoolVar(&o.Extensions, "extensions", false, "add ots-ota's optional extras: _ota._tcp TXT keys and GET /ota/status")
@@ -95,16 +98,14 @@ no-return, power-loss@60%, refuse:5s, latency:5ms, no-connect-back, lose-ok
 	f.DurationVar(&o.BootTime, "boot-time", 3*time.Second, "reset to network-ready time")
 	f.StringVar(&o.EraseRate, "erase-rate", "512KiB/s", "slot erase speed, e.g. 512KiB/s or 1MB/s (0 = instant)")
 	f.StringVar(&o.WriteRate, "write-rate", "100KiB/s", "flash write speed, e.g. 100KiB/s (0 = unlimited)")
-	f.BoolVar(&o.Fast, "fast", false, "test timing: instant erase and writes, 50 ms boots (explicit flags still win)")
+	f.BoolVar(&o.Fast, "fast", false, "test timing: instant erase and writes, 50 ms boots (values set by flag, environment or config still win)")
 	f.StringVar(&o.BaseIP, "base-ip", "127.0.0.2", "first device's loopback address")
-	f.StringVar(&o.Listen, "listen", "", "first device's address outside loopback (explicit opt-in; devices become reachable from the network)")
+	f.StringVar(&o.Listen, "listen", "", "first device's address outside loopback (typed on the command line only; devices become reachable from the network)")
 	f.IntVar(&o.OTAPort, "ota-port", 0, "OTA port (default: the personality's, 3232 or 8266)")
-	f.IntVar(&o.WebPort, "web-port", 0, "web app port (default 80 when it may be bound, else 8080; -1 = none)")
+	f.IntVar(&o.WebPort, "web-port", 0, "seed, ots: web app port (default 80 when it may be bound, else 8080; -1 = none)")
 	f.StringVar(&o.MDNSIf, "mdns-interface", "", "interface to advertise on (default: loopback; never all interfaces)")
 	f.BoolVar(&o.NoMDNS, "no-mdns", false, "do not advertise by mDNS")
 	f.DurationVar(&o.Duration, "duration", 0, "stop after this long (default: until interrupted)")
-	c.MarkFlagsMutuallyExclusive("base-ip", "listen")
-	c.MarkFlagsMutuallyExclusive("mdns-interface", "no-mdns")
 	_ = c.RegisterFlagCompletionFunc("personality", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
 		var names []string
 		for _, p := range sim.Personalities() {
@@ -117,7 +118,7 @@ no-return, power-loss@60%, refuse:5s, latency:5ms, no-connect-back, lose-ok
 }
 
 // rate reads "512KiB/s" (or "512KiB") as bytes per second; "0" means no limit.
-func rate(flag, s string) (int64, error) {
+func rate(a *app, flag, s string) (int64, error) {
 	s = strings.TrimSpace(s)
 	if s == "0" || s == "0/s" {
 		return 0, nil
@@ -127,74 +128,177 @@ func rate(flag, s string) (int64, error) {
 	}
 	n, err := sim.ParseRate(s)
 	if err != nil {
-		return 0, usageErrorf("--%s: %v", flag, err)
+		return 0, a.flagError(flag, "not a rate (use 512KiB/s, 1MB/s or 0)")
 	}
 	return n, nil
 }
 
-// simFleetConfig turns the flags into a fleet description.
-func simFleetConfig(cmd *cobra.Command, a *app, o *simOptions) (sim.FleetConfig, error) {
-	var fc sim.FleetConfig
+// simFlagUse says which personalities use a flag; others ignore it.
+var simFlagUse = []struct {
+	flag  string
+	only  []sim.Personality
+	means string
+}{
+	{"password", []sim.Personality{sim.Seed, sim.Arduino, sim.ESP8266}, "the ots firmware has no OTA password"},
+	{"core", []sim.Personality{sim.Arduino}, "only the arduino personality has an arduino-esp32 core"},
+	{"web-port", []sim.Personality{sim.Seed, sim.OTS}, "only seed and ots devices run a web server"},
+}
+
+// inapplicable refuses a typed flag the personality ignores; the same value
+// from the environment or the config file (OTS_OTA_PASSWORD set for push) is
+// dropped, and -v says so.
+func (o *simOptions) inapplicable(a *app, pers sim.Personality) error {
+	for _, u := range simFlagUse {
+		if !a.isSet(u.flag) || slices.Contains(u.only, pers) {
+			continue
+		}
+		if a.typed(u.flag) {
+			return usageErrorf("--%s does not apply to --personality %s: %s", u.flag, pers, u.means)
+		}
+		a.log.Info("ignoring a value the personality does not use", "from", a.source(u.flag), "personality", string(pers))
+		f := a.cmd.Flags().Lookup(u.flag)
+		_ = f.Value.Set(f.DefValue)
+	}
+	return nil
+}
+
+func (o *simOptions) validate(a *app, _ []string) error {
 	if o.Devices < 1 {
-		return fc, usageErrorf("--devices must be at least 1")
+		return a.flagError("devices", "need at least 1 device")
 	}
 	pers, err := sim.ParsePersonality(o.Personality)
 	if err != nil {
-		return fc, usageError{err}
+		return a.flagError("personality", "unknown personality (have: seed, ots, arduino, esp8266)")
+	}
+	if err := o.inapplicable(a, pers); err != nil {
+		return err
 	}
 	chip := o.Chip
-	if pers == sim.ESP8266 && !cmd.Flags().Changed("chip") {
-		chip = "esp8266" // the only chip that personality runs on
-	} else if _, err := parseChip(chip); err != nil {
-		return fc, err
+	switch {
+	case pers == sim.ESP8266 && !strings.EqualFold(chip, "esp8266") && a.typed("chip"):
+		return usageErrorf("--personality esp8266 runs on an ESP8266: --chip %s does not apply (leave --chip out)", chip)
+	case pers == sim.ESP8266:
+		if a.isSet("chip") && !strings.EqualFold(chip, "esp8266") {
+			a.log.Info("ignoring a chip the esp8266 personality cannot run on", "from", a.source("chip"))
+		}
+		chip = "esp8266"
+	case strings.EqualFold(chip, "esp8266"):
+		return a.flagError("chip", "an ESP8266 runs the esp8266 personality only (use --personality esp8266)")
+	default:
+		if _, err := parseChip(a, chip); err != nil {
+			return err
+		}
+	}
+	if pers == sim.Arduino && o.Core != "" && !coreVersion.MatchString(o.Core) {
+		return a.flagError("core", "not a core version (such as 3.3.0 or 2.0.17)")
 	}
 	slot, err := partition.ParseSize(o.SlotSize)
 	if err != nil {
-		return fc, usageErrorf("--slot-size: %v", err)
+		return a.flagError("slot-size", "not a size (use 2M, 1536K or 0x200000)")
+	}
+	if slot < 4<<10 || slot > 16<<20 {
+		return a.flagError("slot-size", "an app slot holds 4K to 16M")
 	}
 	var imgSize int64
 	if o.ImageSize != "" {
-		if imgSize, err = partition.ParseSize(o.ImageSize); err != nil {
-			return fc, usageErrorf("--image-size: %v", err)
+		if imgSize, err = approxSize(o.ImageSize); err != nil {
+			return a.flagError("image-size", "not a size (use 1.2M or 300K)")
+		}
+		if imgSize > slot {
+			return a.flagError("image-size", "larger than the %s slot (--slot-size)", humanBytes(slot))
+		}
+		if c, ok := image.ChipByName(chip); ok && pers != sim.ESP8266 {
+			if _, err := image.Build(image.BuildOptions{Chip: c, Size: int(imgSize)}); err != nil {
+				msg := strings.TrimPrefix(rootCause(err).Error(), "build image: ")
+				return a.flagError("image-size", "%s", strings.TrimPrefix(msg, fmt.Sprintf("size %d ", imgSize)))
+			}
+		}
+	}
+	// One spec at a time, so the message names the one that is wrong.
+	for _, spec := range o.Behave {
+		if _, _, err := sim.ParseBehaviourSpec(spec); err != nil {
+			return usageErrorf("--behave %s: %s", spec, rootCause(err))
+		}
+	}
+	for _, spec := range o.Faults {
+		if _, err := sim.ParseFault(spec); err != nil {
+			return usageErrorf("--fault %s: %s", spec, rootCause(err))
 		}
 	}
 	behaviours, err := sim.ParseBehaviourSpecs(o.Behave)
 	if err != nil {
-		return fc, usageError{err}
+		return usageErrorf("--behave: %s", rootCause(err))
 	}
 	faults, err := sim.ParseFaults(o.Faults)
 	if err != nil {
-		return fc, usageError{err}
+		return usageErrorf("--fault: %s", rootCause(err))
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"valid-after", o.ValidAfter}, {"boot-time", o.BootTime}, {"duration", o.Duration}} {
+		if d.v < 0 {
+			return a.flagError(d.name, "a duration cannot be negative")
+		}
+	}
+	if o.OTAPort < 0 || o.OTAPort > 65535 {
+		return a.flagError("ota-port", "a port is 1 to 65535 (0: the personality's)")
+	}
+	if o.WebPort < -1 || o.WebPort > 65535 {
+		return a.flagError("web-port", "a port is 1 to 65535 (0: 80 or 8080, -1: none)")
 	}
 
+	// --fast changes the defaults; a value from any source still wins.
 	timing := sim.DefaultTiming()
 	if o.Fast {
 		timing = sim.FastTiming()
 	}
-	changed := cmd.Flags().Changed
-	if !o.Fast || changed("valid-after") {
+	if !o.Fast || a.isSet("valid-after") {
 		timing.ValidAfter = o.ValidAfter
 	}
-	if !o.Fast || changed("boot-time") {
+	if !o.Fast || a.isSet("boot-time") {
 		timing.BootTime = o.BootTime
 	}
-	if !o.Fast || changed("erase-rate") {
-		if timing.EraseRate, err = rate("erase-rate", o.EraseRate); err != nil {
-			return fc, err
+	if !o.Fast || a.isSet("erase-rate") {
+		if timing.EraseRate, err = rate(a, "erase-rate", o.EraseRate); err != nil {
+			return err
 		}
 	}
-	if !o.Fast || changed("write-rate") {
-		if timing.WriteRate, err = rate("write-rate", o.WriteRate); err != nil {
-			return fc, err
+	if !o.Fast || a.isSet("write-rate") {
+		if timing.WriteRate, err = rate(a, "write-rate", o.WriteRate); err != nil {
+			return err
 		}
 	}
 
-	fc = sim.FleetConfig{
-		N:       o.Devices,
-		OTAPort: o.OTAPort,
-		WebPort: o.WebPort,
-		Seed:    o.Seed,
-		Logger:  a.log,
+	addrs, outside, err := o.addresses(a)
+	if err != nil {
+		return err
+	}
+	perDevice := 1
+	if pers == sim.Seed || pers == sim.OTS {
+		if o.WebPort != -1 {
+			perDevice = 2
+		}
+	}
+	if err := checkOpenFiles(o.Devices, perDevice); err != nil {
+		return err
+	}
+	if o.mdns, err = o.mdnsInterface(a); err != nil {
+		return err
+	}
+	if outside {
+		a.log.Warn(fmt.Sprintf("the devices listen on %s, outside loopback: anyone on that network can reach them", addrRange(addrs)))
+	}
+
+	o.fleet = sim.FleetConfig{
+		N:                o.Devices,
+		Addrs:            addrs,
+		AllowNonLoopback: outside,
+		OTAPort:          o.OTAPort,
+		WebPort:          o.WebPort,
+		Seed:             o.Seed,
+		Logger:           a.log,
+		MDNSInterface:    o.mdns,
 		Template: sim.Config{
 			Personality: pers,
 			Chip:        chip,
@@ -210,92 +314,223 @@ func simFleetConfig(cmd *cobra.Command, a *app, o *simOptions) (sim.FleetConfig,
 			Timing:      &timing,
 		},
 	}
-	base := o.BaseIP
-	if o.Listen != "" {
-		base, fc.AllowNonLoopback = o.Listen, true
-	}
-	if fc.BaseIP, err = netip.ParseAddr(base); err != nil {
-		return fc, usageErrorf("bad address %q: %v", base, err)
-	}
-	if !fc.AllowNonLoopback && !fc.BaseIP.IsLoopback() {
-		return fc, usageErrorf("--base-ip %s is not a loopback address; use --listen to bind elsewhere on purpose", base)
-	}
-	return fc, nil
+	return nil
 }
 
-// simMDNSInterface picks where to advertise: loopback unless told otherwise.
-func simMDNSInterface(o *simOptions) (*net.Interface, error) {
+var coreVersion = regexp.MustCompile(`^v?[0-9]{1,3}(\.[0-9]{1,3}){0,2}$`)
+
+// addresses lists the devices' addresses and whether they are outside
+// loopback. Loopback fleets must stay inside 127.0.0.0/8 (or be the one
+// device on ::1); a --listen fleet inside the first address's /24. Like the
+// fleet, the count skips .0 and .255.
+func (o *simOptions) addresses(a *app) ([]netip.Addr, bool, error) {
+	flag, outside := "base-ip", false
+	if keep, err := exclusive(a, "base-ip", "listen"); err != nil {
+		return nil, false, err
+	} else if o.Listen != "" && keep != "base-ip" {
+		flag, outside = "listen", true
+		if !a.typed("listen") {
+			return nil, false, a.flagError("listen", "binding outside loopback must be typed on the command line, not set in the environment or the config file")
+		}
+	}
+	text := o.BaseIP
+	if outside {
+		text = o.Listen
+	}
+	first, err := netip.ParseAddr(text)
+	if err != nil {
+		return nil, false, a.flagError(flag, "not an IP address (such as 127.0.0.2; names are not looked up)")
+	}
+	first = first.Unmap()
+	switch {
+	case first.IsUnspecified():
+		return nil, false, a.flagError(flag, "every device needs an address of its own: give the first device's address (such as 192.168.1.50), not the any-address")
+	case first.IsMulticast() || first == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		return nil, false, a.flagError(flag, "not a unicast address")
+	case !outside && !first.IsLoopback():
+		return nil, false, a.flagError(flag, "not a loopback address; to bind elsewhere on purpose, type --listen ADDR")
+	case outside && first.IsLoopback():
+		outside = false // --listen 127.0.0.5 is just a loopback fleet
+	}
+	if outside && first.Is4() && (first.As4()[3] == 0 || first.As4()[3] == 255) {
+		return nil, false, a.flagError(flag, "a network or broadcast address, not a host's")
+	}
+	addrs := make([]netip.Addr, 0, o.Devices)
+	for ip := first; len(addrs) < o.Devices; ip = ip.Next() {
+		switch {
+		case !outside && first.Is6():
+			if ip != first {
+				return nil, false, a.flagError(flag, "::1 is the only IPv6 loopback address: use -n 1, or an IPv4 --base-ip for more devices")
+			}
+		case !ip.IsValid() || !outside && !ip.IsLoopback():
+			return nil, false, a.flagError(flag, "%d devices would run past 127.255.255.254, the last loopback address: use a lower address or fewer devices", o.Devices)
+		}
+		if ip.Is4() && (ip.As4()[3] == 0 || ip.As4()[3] == 255) {
+			if outside {
+				return nil, false, a.flagError(flag, "%d devices would cross %s into the next network: use a lower address or fewer devices", o.Devices, ip)
+			}
+			continue
+		}
+		addrs = append(addrs, ip)
+	}
+	return addrs, outside, nil
+}
+
+func addrRange(addrs []netip.Addr) string {
+	if len(addrs) == 1 {
+		return addrs[0].String()
+	}
+	return addrs[0].String() + " … " + addrs[len(addrs)-1].String()
+}
+
+// mdnsInterface picks where to advertise: loopback unless told otherwise.
+func (o *simOptions) mdnsInterface(a *app) (*net.Interface, error) {
+	if keep, err := exclusive(a, "mdns-interface", "no-mdns"); err != nil {
+		return nil, err
+	} else if keep == "mdns-interface" {
+		o.NoMDNS = false
+	} else if keep == "no-mdns" {
+		o.MDNSIf = ""
+	}
 	if o.NoMDNS {
 		return nil, nil
 	}
-	if o.MDNSIf != "" {
-		ifi, err := net.InterfaceByName(o.MDNSIf)
+	if o.MDNSIf == "" {
+		ifi, err := mdnsd.LoopbackInterface()
 		if err != nil {
-			return nil, usageErrorf("--mdns-interface: %v", err)
+			// Devices are still useful without mDNS (static addresses); say why it is off.
+			a.log.Warn("not advertising by mDNS: " + err.Error())
+			return nil, nil
 		}
 		return ifi, nil
 	}
-	return mdnsd.LoopbackInterface()
+	ifi, err := net.InterfaceByName(o.MDNSIf)
+	if err != nil {
+		var names []string
+		if ifs, err := net.Interfaces(); err == nil {
+			for _, i := range ifs {
+				names = append(names, i.Name)
+			}
+		}
+		return nil, a.flagError("mdns-interface", "no such network interface (have: %s)", strings.Join(names, ", "))
+	}
+	if ifi.Flags&net.FlagLoopback == 0 {
+		if !a.typed("mdns-interface") {
+			return nil, a.flagError("mdns-interface", "advertising outside loopback must be typed on the command line, not set in the environment or the config file")
+		}
+		a.log.Warn(fmt.Sprintf("advertising by mDNS on %s: every host on that network sees the devices", ifi.Name))
+	}
+	return ifi, nil
 }
 
-func runSim(ctx context.Context, a *app, cmd *cobra.Command, o *simOptions) error {
-	fc, err := simFleetConfig(cmd, a, o)
-	if err != nil {
-		return err
+// checkOpenFiles refuses a fleet larger than the open-file limit allows:
+// every device holds perDevice sockets, plus room for clients and mDNS.
+func checkOpenFiles(devices, perDevice int) error {
+	limit, ok := openFileLimit()
+	if !ok {
+		return nil
 	}
-	ifi, err := simMDNSInterface(o)
-	if err != nil {
-		var ue usageError
-		if errors.As(err, &ue) {
-			return err
-		}
-		// Devices are still useful without mDNS (static addresses); say why it is off.
-		a.log.Warn("mDNS off", "err", err)
-		if !a.opts.JSON && !a.opts.Quiet {
-			fmt.Fprintf(a.io.ErrOut, "ots-ota: warning: not advertising by mDNS: %v\n", err)
-		}
+	const reserve = 64
+	need := uint64(devices)*uint64(perDevice) + reserve
+	if need > limit {
+		return usageErrorf("--devices %d needs about %d open files, but this process may open %d: raise the limit (ulimit -n) or start fewer devices",
+			devices, need, limit)
 	}
-	fc.MDNSInterface = ifi
+	return nil
+}
 
-	// Events go to stdout; one writer at a time keeps lines whole.
+func runSim(ctx context.Context, a *app, o *simOptions) error {
+	fc := o.fleet
+	// Events go to stdout (--json) or stderr; one writer at a time keeps lines
+	// whole. Until the fleet is up they are held back, so that a fleet that
+	// fails to start reports its error before the stopped events.
 	var mu sync.Mutex
-	ready := false
-	fc.OnEvent = func(e sim.Event) {
-		mu.Lock()
-		defer mu.Unlock()
+	var held []sim.Event
+	starting := true
+	emit := func(e sim.Event) {
 		if a.opts.JSON {
 			_ = writeJSON(a.io.Out, e)
-			return
-		}
-		if ready && !a.opts.Quiet {
+		} else if !starting && !a.opts.Quiet {
 			fmt.Fprintln(a.io.ErrOut, eventLine(e))
 		}
 	}
+	fc.OnEvent = func(e sim.Event) {
+		mu.Lock()
+		defer mu.Unlock()
+		if starting {
+			held = append(held, e)
+			return
+		}
+		emit(e)
+	}
+	runCtx := ctx
 	if o.Duration > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, o.Duration)
+		runCtx, cancel = context.WithTimeout(ctx, o.Duration)
 		defer cancel()
 	}
 	start := time.Now()
-	fleet, err := sim.StartFleet(ctx, fc)
+	fleet, err := sim.StartFleet(runCtx, fc)
 	if err != nil {
-		return fmt.Errorf("start simulated devices: %w", err)
+		if ctx.Err() != nil {
+			err = ctx.Err() // interrupted while starting: exit 130
+		} else {
+			err = startError(err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		var stopped []sim.Event
+		for _, e := range held {
+			if e.Event == sim.EventStopped {
+				stopped = append(stopped, e)
+				continue
+			}
+			emit(e)
+		}
+		if a.opts.JSON && ctx.Err() == nil {
+			emit(sim.Event{Event: simEventError, Time: time.Now(), Text: err.Error()})
+		}
+		for _, e := range stopped {
+			emit(e)
+		}
+		return err
 	}
-	defer fleet.Close()
+	a.log.Info("fleet started", "devices", fleet.Len(), "took", time.Since(start).Round(time.Millisecond))
 
 	mu.Lock()
-	if !a.opts.JSON {
-		renderFleet(a.io.Out, fleet, ifi, time.Since(start))
+	for _, e := range held {
+		emit(e)
 	}
-	ready = true
+	held, starting = nil, false
+	if !a.opts.JSON {
+		renderFleet(a.io.Out, fleet, o.mdns, time.Since(start))
+	}
 	mu.Unlock()
 
-	<-ctx.Done()
-	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		return nil
-	}
-	// Interrupted: the normal way to stop a simulator.
+	<-runCtx.Done()
+	a.log.Info("stopping", "why", stopReason(ctx))
+	fleet.Close()
+	// Ctrl-C is the normal way to stop a simulator: exit 0, as after --duration.
 	return nil
+}
+
+// simEventError is the --json event of a fleet that failed to start; Text
+// says why.
+const simEventError sim.EventKind = "error"
+
+func stopReason(ctx context.Context) string {
+	if interrupted(ctx) {
+		return "interrupted"
+	}
+	return "--duration reached"
+}
+
+// startError says in one line why the fleet did not start.
+func startError(err error) error {
+	if msg, ok := netError(err); ok {
+		return errors.New("cannot start the simulated devices: " + msg)
+	}
+	return fmt.Errorf("cannot start the simulated devices: %s", strings.TrimPrefix(rootCause(err).Error(), "sim: "))
 }
 
 func renderFleet(w io.Writer, f *sim.Fleet, ifi *net.Interface, took time.Duration) {

@@ -1,9 +1,11 @@
 package cmd
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -15,10 +17,13 @@ import (
 )
 
 type simImageOptions struct {
-	Chip, Project, Version, IDF, Size, Output string
-	SecureVersion                             uint32
-	NoDigest                                  bool
-	Seed                                      int64
+	Chip, Project, Version, IDF, Size, Output, Date string
+	SecureVersion                                   uint32
+	NoDigest                                        bool
+	Seed                                            int64
+
+	data []byte // built by validate
+	chip image.Chip
 }
 
 func newSimImageCmd(a *app) *cobra.Command {
@@ -28,60 +33,117 @@ func newSimImageCmd(a *app) *cobra.Command {
 		Short: "Write a valid test firmware image for any chip, project and version",
 		Long: `Write an ESP32-family application image that real tools accept (header, segments,
 checksum, SHA-256 and app description like ESP-IDF's), for tests and the simulator.
-It does not run on hardware: the segments hold deterministic filler.`,
-		Example: `  ots-ota sim image --chip esp32s3 --project ots-fw-main --version 1.0.1 --size 1.2M -o fw.bin`,
-		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runSimImage(a, o)
-		},
+It does not run on hardware: the segments hold deterministic filler.
+
+The same flags give the same bytes: the build date in the app description is
+--date, else $SOURCE_DATE_EPOCH, else a fixed date. -o - writes to stdout.`,
+		Example: `  ots-ota sim image --chip esp32s3 --project ots-fw-main --version 1.0.1 --size 1.2M -o fw.bin
+  ots-ota sim image --date 2026-11-27T12:00:00Z -o - | sha256sum`,
+		Args: argsNone,
 	}
+	c.RunE = run(a, o, runSimImage)
 	f := c.Flags()
 	f.StringVar(&o.Chip, "chip", "esp32s3", "target chip")
 	f.StringVar(&o.Project, "project", "ots-fw-main", "project name in the app description")
 	f.StringVar(&o.Version, "version", "1.0.1", "app version in the app description")
 	f.StringVar(&o.IDF, "idf", "v5.2.2", "ESP-IDF version in the app description")
 	f.StringVar(&o.Size, "size", "", "file size, e.g. 1.2M or 300K (default: small)")
+	f.StringVar(&o.Date, "date", "", "build date in the app description: 2026-11-27, 2026-11-27T12:00:00Z (default: $SOURCE_DATE_EPOCH, else fixed)")
 	f.Uint32Var(&o.SecureVersion, "secure-version", 0, "anti-rollback secure_version")
 	f.BoolVar(&o.NoDigest, "no-digest", false, "do not append the SHA-256 (like --dont-append-digest)")
 	f.Int64Var(&o.Seed, "seed", 1, "seed for the filler bytes")
-	f.StringVarP(&o.Output, "output", "o", "", "file to write (required)")
-	_ = c.MarkFlagRequired("output")
+	f.StringVarP(&o.Output, "output", "o", "", "file to write, - for stdout (required)")
 	_ = c.MarkFlagFilename("output", "bin")
 	completeChips(c)
 	return c
 }
 
-func runSimImage(a *app, o *simImageOptions) error {
-	chip, err := parseChip(o.Chip)
+// buildDate is --date, else SOURCE_DATE_EPOCH (reproducible-builds.org), else
+// the zero time (image.Build's fixed date).
+func (o *simImageOptions) buildDate(a *app) (time.Time, error) {
+	if o.Date != "" {
+		for _, layout := range []string{time.RFC3339, "2006-01-02T15:04:05", "2006-01-02 15:04:05", "2006-01-02"} {
+			if t, err := time.Parse(layout, o.Date); err == nil {
+				return t.UTC(), nil
+			}
+		}
+		return time.Time{}, a.flagError("date", "not a date (use 2026-11-27 or 2026-11-27T12:00:00Z)")
+	}
+	if v := os.Getenv("SOURCE_DATE_EPOCH"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			return time.Time{}, usageErrorf("SOURCE_DATE_EPOCH=%s: not a count of seconds since 1970", v)
+		}
+		return time.Unix(n, 0).UTC(), nil
+	}
+	return time.Time{}, nil
+}
+
+func (o *simImageOptions) validate(a *app, _ []string) error {
+	chip, err := parseChip(a, o.Chip)
 	if err != nil {
 		return err
 	}
-	var size int64
-	var data []byte
-	if o.Size != "" {
-		n, err := approxSize(o.Size)
-		if err != nil {
-			return usageErrorf("--size: %v", err)
+	o.chip = chip
+	switch {
+	case o.Output == "":
+		return usageErrorf("sim image needs -o FILE (or -o - for stdout)")
+	case o.Output == "-" && a.opts.JSON:
+		return usageErrorf("-o - and --json would both write to stdout: give -o FILE")
+	case o.Output == "-" && a.io.OutTTY:
+		return usageErrorf("-o -: refusing to write a binary image to a terminal (redirect stdout, or give -o FILE)")
+	case o.Output != "-":
+		if st, err := os.Stat(filepath.Dir(o.Output)); err != nil || !st.IsDir() {
+			return a.flagError("output", "the folder %s does not exist", filepath.Dir(o.Output))
 		}
-		size = n
 	}
-	data, err = image.Build(image.BuildOptions{
+	var size int64
+	if o.Size != "" {
+		if size, err = approxSize(o.Size); err != nil {
+			return a.flagError("size", "not a size (use 1.2M, 300K or 0x100000)")
+		}
+		if size > image.MaxBuildSize {
+			return a.flagError("size", "more than %s, the largest image built", humanBytes(image.MaxBuildSize))
+		}
+		if size == 0 {
+			return a.flagError("size", "an image cannot be empty (leave --size out for a small one)")
+		}
+	}
+	built, err := o.buildDate(a)
+	if err != nil {
+		return err
+	}
+	o.data, err = image.Build(image.BuildOptions{
 		Chip: chip, Project: o.Project, Version: o.Version, IDFVer: o.IDF,
-		Built: time.Now().UTC().Truncate(time.Second), Size: int(size),
+		Built: built, Size: int(size),
 		SecureVersion: o.SecureVersion, NoDigest: o.NoDigest, Seed: o.Seed,
 	})
 	if err != nil {
-		return fmt.Errorf("build image: %w", err)
+		// What is left is the size: too small for the chip's segment layout.
+		msg := strings.TrimPrefix(rootCause(err).Error(), "build image: ")
+		return a.flagError("size", "%s", strings.TrimPrefix(msg, fmt.Sprintf("size %d ", size)))
 	}
-	if err := os.WriteFile(o.Output, data, 0o644); err != nil {
-		return fmt.Errorf("write image: %w", err)
+	return nil
+}
+
+func runSimImage(_ context.Context, a *app, o *simImageOptions) error {
+	if o.Output == "-" {
+		if _, err := a.io.Out.Write(o.data); err != nil {
+			return fmt.Errorf("cannot write the image to stdout: %s", rootCause(err))
+		}
+	} else if err := os.WriteFile(o.Output, o.data, 0o644); err != nil {
+		return fmt.Errorf("cannot write %s: %s", o.Output, rootCause(err))
 	}
 	if a.opts.JSON {
-		return writeJSON(a.io.Out, map[string]any{"file": o.Output, "size": len(data), "chip": chip.String(),
+		return writeJSON(a.io.Out, map[string]any{"file": o.Output, "size": len(o.data), "chip": o.chip.String(),
 			"project": o.Project, "version": o.Version})
 	}
 	if !a.opts.Quiet {
-		fmt.Fprintf(a.io.ErrOut, "wrote %s: %s %s %s, %d bytes\n", o.Output, chip, o.Project, o.Version, len(data))
+		name := o.Output
+		if name == "-" {
+			name = "stdout"
+		}
+		fmt.Fprintf(a.io.ErrOut, "wrote %s: %s %s %s, %d bytes\n", name, o.chip, o.Project, o.Version, len(o.data))
 	}
 	return nil
 }

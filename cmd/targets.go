@@ -69,17 +69,22 @@ func (o *selectOptions) bind(c *cobra.Command) {
 	f.BoolVar(&o.All, "all", false, "every device: found by mDNS and listed in the inventory")
 	f.StringVar(&o.Group, "group", "", "the devices of an inventory group")
 	f.BoolVar(&o.InventoryOnly, "inventory-only", false, "no mDNS: only the inventory (and names the system resolves)")
-	c.MarkFlagsMutuallyExclusive("all", "group")
 }
 
-// inventoryPath is the config file that holds the inventory: the one the
-// config loader reads, or where `discover --save` creates one.
+func (o *selectOptions) validate() error {
+	if o.All && o.Group != "" {
+		return usageErrorf("--all and --group do not go together: --all already takes every device")
+	}
+	return nil
+}
+
+// inventoryPath is the config file that holds the inventory: the one that
+// was read, else where `discover --save` creates one.
 func inventoryPath(a *app) string {
-	p, required := configPath(a.opts.ConfigFile)
-	if required {
+	if p := a.cfg.Path(); p != "" {
 		return p
 	}
-	if _, err := os.Stat(p); err == nil {
+	if p, required := configPath(a.opts.ConfigFile); required {
 		return p
 	}
 	dir := os.Getenv("XDG_CONFIG_HOME")
@@ -87,15 +92,21 @@ func inventoryPath(a *app) string {
 		dir, _ = os.UserConfigDir()
 	}
 	if dir == "" {
-		return p
+		return "ots-ota.yaml"
 	}
 	return filepath.Join(dir, "ots-ota", "config.yaml")
 }
 
+// loadInventory reads the config file's inventory: section; a bad one is a
+// usage error naming the file.
 func loadInventory(a *app) (*inventory.Inventory, error) {
-	p, required := configPath(a.opts.ConfigFile)
-	if _, err := os.Stat(p); err != nil && !required {
+	n := a.cfg.Data(inventory.Key)
+	if n == nil {
 		return &inventory.Inventory{}, nil
 	}
-	return inventory.Load(p)
+	inv, err := inventory.FromNode(n)
+	if err != nil {
+		return nil, usageErrorf("config file %s: inventory: %v", a.cfg.Path(), err)
+	}
+	return inv, nil
 }

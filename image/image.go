@@ -12,20 +12,21 @@
 // simulators. The formats are described in research/esp-image.md.
 package image
 
-// Kind names what a file is, as far as an OTA upload is concerned.
+// Kind names what a file is, as far as an OTA upload is concerned. The
+// values are stable snake_case names (the CLI prints them in --json).
 type Kind string
 
 // Kinds of file. Only KindApp may be uploaded as firmware.
 const (
 	KindApp            Kind = "app"
 	KindBootloader     Kind = "bootloader"
-	KindPartitionTable Kind = "partition-table"
+	KindPartitionTable Kind = "partition_table"
 	KindMerged         Kind = "merged"
 	KindELF            Kind = "elf"
 	KindESP8266        Kind = "esp8266"
 	KindGzip           Kind = "gzip"
 	KindZip            Kind = "zip"
-	KindIntelHex       Kind = "intel-hex"
+	KindIntelHex       Kind = "intel_hex"
 	KindUF2            Kind = "uf2"
 	KindEncrypted      Kind = "encrypted"
 	KindLittleFS       Kind = "littlefs"

@@ -24,12 +24,37 @@ func parseELF(img *Image, data []byte) *FileError {
 		case 0xF3:
 			arch = "a RISC-V ELF file (ESP32-C/H/P series)"
 		default:
-			arch = fmt.Sprintf("an ELF file for machine 0x%x (not an ESP32 chip)", m)
+			arch = fmt.Sprintf("an ELF file for %s, not an ESP32 chip", elfMachine(m))
 		}
 	}
 	return notApp(img, KindELF,
 		"upload .pio/build/<env>/firmware.bin, not firmware.elf (ESP-IDF: build/<project>.bin; Arduino: Sketch > Export Compiled Binary)",
 		"this is %s, the linker output, not a flashable application image", arch)
+}
+
+// elfMachine names the common e_machine values (System V ABI); others by number.
+func elfMachine(m uint16) string {
+	switch m {
+	case 0x03:
+		return "x86"
+	case 0x3E:
+		return "x86-64"
+	case 0x28:
+		return "ARM"
+	case 0xB7:
+		return "ARM64 (AArch64)"
+	case 0x08:
+		return "MIPS"
+	case 0x14, 0x15:
+		return "PowerPC"
+	case 0x5E:
+		return "Xtensa"
+	case 0xF3:
+		return "RISC-V"
+	case 0x53:
+		return "AVR"
+	}
+	return fmt.Sprintf("machine type %d", m)
 }
 
 func plausible8266Addr(a uint32) bool {

@@ -102,9 +102,6 @@ const (
 // ErrNoOTASlots is returned (wrapped) by OTASlotSize when the table has no ota_N app.
 var ErrNoOTASlots = errors.New("no OTA app slots")
 
-// ErrOTASlotSizesDiffer is returned (wrapped) by OTASlotSize when ota_N sizes disagree.
-var ErrOTASlotSizesDiffer = errors.New("OTA app slots differ in size")
-
 var typeNames = map[uint8]string{
 	TypeApp:            "app",
 	TypeData:           "data",
@@ -260,8 +257,10 @@ func (t Table) OTASlots() Table {
 	return s
 }
 
-// OTASlotSize is the size of the ota_N app slots; an error when there are
-// none or they differ. A firmware image must not be larger than this.
+// OTASlotSize is the size of the smallest ota_N app slot: the largest image
+// every slot takes, so a firmware image must not be larger. ESP-IDF allows
+// slots of different sizes; OTASlotSizesDiffer says when they are. An error
+// when there are no OTA slots or the smallest has size 0.
 func (t Table) OTASlotSize() (int64, error) {
 	slots := t.OTASlots()
 	if len(slots) == 0 {
@@ -271,25 +270,30 @@ func (t Table) OTASlotSize() (int64, error) {
 		}
 		return 0, fmt.Errorf("%w: %s; a factory-only table cannot take OTA updates", ErrNoOTASlots, msg)
 	}
-	size := slots[0].Size
-	same := true
-	for _, e := range slots[1:] {
-		if e.Size != size {
-			same = false
-		}
-	}
-	if !same {
-		parts := make([]string, len(slots))
-		for i, e := range slots {
-			parts[i] = fmt.Sprintf("%s %q %s", e.SubTypeName(), e.Label, sizeString(uint64(e.Size)))
-		}
-		return 0, fmt.Errorf("%w: %s; the largest image that fits every slot is %s",
-			ErrOTASlotSizesDiffer, strings.Join(parts, ", "), sizeString(uint64(minSize(slots))))
-	}
+	size := minSize(slots)
 	if size == 0 {
 		return 0, fmt.Errorf("OTA app slots have size 0")
 	}
 	return int64(size), nil
+}
+
+// OTASlotSizesDiffer lists the OTA slots with their sizes when they are not
+// all the same size (`ota_0 "a" 2M (0x200000), ota_1 "b" 1M (0x100000)`),
+// "" when they are.
+func (t Table) OTASlotSizesDiffer() string {
+	slots := t.OTASlots()
+	same := true
+	for _, e := range slots {
+		same = same && e.Size == slots[0].Size
+	}
+	if same {
+		return ""
+	}
+	parts := make([]string, len(slots))
+	for i, e := range slots {
+		parts[i] = fmt.Sprintf("%s %q %s", e.SubTypeName(), e.Label, sizeString(uint64(e.Size)))
+	}
+	return strings.Join(parts, ", ")
 }
 
 func minSize(t Table) uint32 {

@@ -96,6 +96,21 @@ func TestTwoOTA(t *testing.T) {
 	}
 }
 
+func TestOTASlotSizesDiffer(t *testing.T) {
+	app := func(label string, sub uint8, size uint32) Entry {
+		return Entry{Label: label, Type: TypeApp, SubType: sub, Size: size}
+	}
+	if got := (Table{app("a", 0x10, 2<<20), app("b", 0x11, 2<<20)}).OTASlotSizesDiffer(); got != "" {
+		t.Errorf("equal slots: %q, want empty", got)
+	}
+	got := Table{app("first", 0x10, 2<<20), app("second", 0x11, 1<<20)}.OTASlotSizesDiffer()
+	for _, want := range []string{`ota_0 "first" 2M (0x200000)`, `ota_1 "second" 1M (0x100000)`} {
+		if !strings.Contains(got, want) {
+			t.Errorf("%q lacks %q", got, want)
+		}
+	}
+}
+
 func TestOTASlotSize(t *testing.T) {
 	app := func(label string, sub uint8, off, size uint32) Entry {
 		return Entry{Label: label, Type: TypeApp, SubType: sub, Offset: off, Size: size}
@@ -115,9 +130,8 @@ func TestOTASlotSize(t *testing.T) {
 			wantSub: []string{"no OTA app slots", `"factory"`, "factory-only table cannot take OTA updates"}},
 		{name: "empty", t: nil, wantIs: ErrNoOTASlots},
 		{name: "data ota is not an app slot", t: Table{{Label: "otadata", Type: TypeData, SubType: 0x10, Offset: 0x9000, Size: 0x2000}}, wantIs: ErrNoOTASlots},
-		{name: "mismatch", t: Table{app("first", 0x10, 0x10000, 2<<20), app("second", 0x11, 0x210000, 1<<20), app("third", 0x12, 0x310000, 2<<20)},
-			wantIs:  ErrOTASlotSizesDiffer,
-			wantSub: []string{`ota_0 "first" 2M (0x200000)`, `ota_1 "second" 1M (0x100000)`, `ota_2 "third" 2M`, "largest image that fits every slot is 1M"}},
+		{name: "different sizes: the smallest", t: Table{app("first", 0x10, 0x10000, 2<<20), app("second", 0x11, 0x210000, 1<<20), app("third", 0x12, 0x310000, 2<<20)},
+			want: 1 << 20},
 		{name: "zero size", t: Table{app("a", 0x10, 0x10000, 0)}, wantSub: []string{"size 0"}},
 	}
 	for _, tc := range tests {
