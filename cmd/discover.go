@@ -307,5 +307,7 @@ func runWatch(parent context.Context, a *app, cfg discover.Config, stopAfter tim
 	if err != nil {
 		return fmt.Errorf("watch: %w", err)
 	}
-	return parent.Err()
+	// Ctrl-C is how a watch ends: exit 0, as after --timeout.
+	a.log.Info("watch stopped", "interrupted", interrupted(parent))
+	return nil
 }

@@ -79,6 +79,7 @@ Exit status: 0 when every device answered, 1 when any could not be resolved or r
 		Args: cobra.ArbitraryArgs, // validate wants targets unless --all or --group
 	}
 	c.RunE = run(a, o, runInfo)
+	c.ValidArgsFunction = completeTargets(a)
 	o.sel.bind(c)
 	o.mdns.bind(c, false)
 	f := c.Flags()

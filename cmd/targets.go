@@ -3,6 +3,8 @@ package cmd
 import (
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -109,4 +111,33 @@ func loadInventory(a *app) (*inventory.Inventory, error) {
 		return nil, usageErrorf("config file %s: inventory: %v", a.cfg.Path(), err)
 	}
 	return inv, nil
+}
+
+// completeTargets offers the inventory's names and the hosts the last
+// discover found (its cache file), for TARGET arguments.
+func completeTargets(a *app) func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+	return func(_ *cobra.Command, args []string, prefix string) ([]string, cobra.ShellCompDirective) {
+		var out []string
+		seen := make(map[string]bool)
+		add := func(s string) {
+			if s != "" && !seen[s] && !slices.Contains(args, s) && strings.HasPrefix(s, prefix) {
+				seen[s] = true
+				out = append(out, s)
+			}
+		}
+		// Completion requests skip the config loader: read the file here.
+		if p, _ := configPath(a.opts.ConfigFile); p != "" {
+			if inv, err := inventory.Load(p); err == nil {
+				for _, d := range inv.Devices {
+					add(d.Name)
+				}
+			}
+		}
+		if ds, _, err := discover.LoadCache(); err == nil {
+			for _, d := range ds {
+				add(d.Host)
+			}
+		}
+		return out, cobra.ShellCompDirectiveNoFileComp
+	}
 }
