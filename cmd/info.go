@@ -205,7 +205,11 @@ func renderInfo(w io.Writer, r infoResult, st style) {
 		}
 		row("uptime", up, "")
 	}
-	for _, n := range r.Notes {
-		fmt.Fprintf(w, "  %-10s %s\n", "note", n)
+	// What failed matters when a fact is missing; otherwise it is noise
+	// (a seed with the extensions has no /api/status, and needs none).
+	if !r.Reachable || !r.Version.Known() {
+		for _, n := range r.Notes {
+			fmt.Fprintf(w, "  %-10s %s\n", "note", n)
+		}
 	}
 }
