@@ -394,28 +394,9 @@ func mapKeys[K comparable, V any](m map[K]V) func(func(K) bool) {
 	}
 }
 
-// sendQuestions multicasts one query on every socket; known answers that do
-// not fit go in follow-up packets, TC set on all but the last (§7.2).
+// sendQuestions multicasts one query on every socket.
 func (s *session) sendQuestions(qs []dns.Question, known []dns.RR) {
-	slices.SortFunc(known, func(a, b dns.RR) int { return cmp.Compare(a.String(), b.String()) })
-	var msgs []*dns.Msg
-	m := new(dns.Msg)
-	m.Question = qs
-	m.Compress = true
-	for _, rr := range known {
-		m.Answer = append(m.Answer, rr)
-		if m.Len() > maxQuerySize && len(m.Answer) > 1 {
-			m.Answer = m.Answer[:len(m.Answer)-1]
-			m.Truncated = true
-			msgs = append(msgs, m)
-			m = new(dns.Msg)
-			m.Compress = true
-			m.Answer = []dns.RR{rr}
-		}
-	}
-	msgs = append(msgs, m)
-	for _, msg := range msgs {
-		msg.RecursionDesired = false
+	for _, msg := range queryMessages(qs, known) {
 		b, err := msg.Pack()
 		if err != nil {
 			s.log.Debug("mdns: pack query", "err", err)
@@ -427,6 +408,34 @@ func (s *session) sendQuestions(qs []dns.Question, known []dns.RR) {
 			}
 		}
 	}
+}
+
+// queryMessages builds a query; known answers that do not fit in one
+// packet go in follow-up packets, with TC set on all but the last (RFC 6762
+// §7.2).
+func queryMessages(qs []dns.Question, known []dns.RR) []*dns.Msg {
+	known = slices.Clone(known)
+	slices.SortFunc(known, func(a, b dns.RR) int { return cmp.Compare(a.String(), b.String()) })
+	newMsg := func() *dns.Msg {
+		m := new(dns.Msg)
+		m.Compress = true
+		m.RecursionDesired = false
+		return m
+	}
+	var msgs []*dns.Msg
+	m := newMsg()
+	m.Question = qs
+	for _, rr := range known {
+		m.Answer = append(m.Answer, rr)
+		if m.Len() > maxQuerySize && len(m.Answer) > 1 {
+			m.Answer = m.Answer[:len(m.Answer)-1]
+			m.Truncated = true
+			msgs = append(msgs, m)
+			m = newMsg()
+			m.Answer = []dns.RR{rr}
+		}
+	}
+	return append(msgs, m)
 }
 
 // BrowseOptions bound a one-shot browse.
