@@ -36,13 +36,17 @@ type simOptions struct {
 	Extensions  bool
 	Behave      []string
 	Faults      []string
-	Seed        int64
+	// RollbackLater: the arduino sketch overrides verifyRollbackLater().
+	RollbackLater bool
+	Seed          int64
 
 	ValidAfter time.Duration
 	BootTime   time.Duration
 	EraseRate  string
 	WriteRate  string
 	Fast       bool
+
+	ErrorCloseDelay time.Duration
 
 	BaseIP   string
 	Listen   string
@@ -87,17 +91,19 @@ with ";" (OTS_OTA_FAULT='latency:5ms;error@30%'); in the config file, use a list
 	f.StringVar(&o.Project, "project", "ots-fw-main", "project name of the running image")
 	f.StringVar(&o.Version, "version", "1.0.0", "version of the running image")
 	f.StringVar(&o.ImageSize, "image-size", "", "size of the running image (default: small)")
-	f.StringVar(&o.SlotSize, "slot-size", "2M", "size of each app slot (4K to 16M)")
+	f.StringVar(&o.SlotSize, "slot-size", "2M", "size of each app slot (4K to 16M; arduino: 1.25M, its default.csv, unless set)")
 	f.StringVar(&o.Password, "password", "", "seed: Bearer token; arduino/esp8266: OTA password (test devices only; also $OTS_OTA_PASSWORD)")
 	f.StringVar(&o.Core, "core", "", "arduino: arduino-esp32 core version; 3.3.0 and older use MD5 auth, newer PBKDF2")
 	f.BoolVar(&o.Extensions, "extensions", false, "add ots-ota's optional extras: _ota._tcp TXT keys and GET /ota/status")
 	f.StringArrayVar(&o.Behave, "behave", nil, "what an image version does when booted, VERSION=BEHAVIOUR (repeatable)")
+	f.BoolVar(&o.RollbackLater, "rollback-later", false, "arduino: the sketch confirms itself (overrides verifyRollbackLater), so new images can roll back")
 	f.StringArrayVar(&o.Faults, "fault", nil, "inject a fault on every device (repeatable; see above)")
 	f.Int64Var(&o.Seed, "seed", 1, "random seed for reboot delays and fault points (reproducible runs)")
 	f.DurationVar(&o.ValidAfter, "valid-after", 30*time.Second, "stability window before a new image marks itself valid")
 	f.DurationVar(&o.BootTime, "boot-time", 3*time.Second, "reset to network-ready time")
 	f.StringVar(&o.EraseRate, "erase-rate", "512KiB/s", "slot erase speed, e.g. 512KiB/s or 1MB/s (0 = instant)")
 	f.StringVar(&o.WriteRate, "write-rate", "100KiB/s", "flash write speed, e.g. 100KiB/s (0 = unlimited)")
+	f.DurationVar(&o.ErrorCloseDelay, "error-close-delay", 0, "keep a connection open this long after an error answer sent mid-upload (0 = lwIP's RST right behind it; 100ms lets clients that stop at a failed write read the answer)")
 	f.BoolVar(&o.Fast, "fast", false, "test timing: instant erase and writes, 50 ms boots (values set by flag, environment or config still win)")
 	f.StringVar(&o.BaseIP, "base-ip", "127.0.0.2", "first device's loopback address")
 	f.StringVar(&o.Listen, "listen", "", "first device's address outside loopback (typed on the command line only; devices become reachable from the network)")
@@ -142,6 +148,7 @@ var simFlagUse = []struct {
 	{"password", []sim.Personality{sim.Seed, sim.Arduino, sim.ESP8266}, "the ots firmware has no OTA password"},
 	{"core", []sim.Personality{sim.Arduino}, "only the arduino personality has an arduino-esp32 core"},
 	{"web-port", []sim.Personality{sim.Seed, sim.OTS}, "only seed and ots devices run a web server"},
+	{"rollback-later", []sim.Personality{sim.Arduino}, "only an arduino sketch can defer confirming its image"},
 }
 
 // inapplicable refuses a typed flag the personality ignores; the same value
@@ -196,6 +203,9 @@ func (o *simOptions) validate(a *app, _ []string) error {
 	if err != nil {
 		return a.flagError("slot-size", "not a size (use 2M, 1536K or 0x200000)")
 	}
+	if pers == sim.Arduino && !a.isSet("slot-size") {
+		slot = sim.ArduinoAppSlotSize // arduino-esp32's default.csv
+	}
 	if slot < 4<<10 || slot > 16<<20 {
 		return a.flagError("slot-size", "an app slot holds 4K to 16M")
 	}
@@ -229,6 +239,9 @@ func (o *simOptions) validate(a *app, _ []string) error {
 	if err != nil {
 		return usageErrorf("--behave: %s", rootCause(err))
 	}
+	if err := sim.CheckBehaviours(pers, o.RollbackLater, behaviours); err != nil {
+		return usageErrorf("--behave: %s (add --rollback-later for a sketch that does)", rootCause(err))
+	}
 	faults, err := sim.ParseFaults(o.Faults)
 	if err != nil {
 		return usageErrorf("--fault: %s", rootCause(err))
@@ -236,7 +249,7 @@ func (o *simOptions) validate(a *app, _ []string) error {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"valid-after", o.ValidAfter}, {"boot-time", o.BootTime}, {"duration", o.Duration}} {
+	}{{"valid-after", o.ValidAfter}, {"boot-time", o.BootTime}, {"duration", o.Duration}, {"error-close-delay", o.ErrorCloseDelay}} {
 		if d.v < 0 {
 			return a.flagError(d.name, "a duration cannot be negative")
 		}
@@ -264,6 +277,7 @@ func (o *simOptions) validate(a *app, _ []string) error {
 			return err
 		}
 	}
+	timing.ErrorCloseDelay = o.ErrorCloseDelay
 	if !o.Fast || a.isSet("write-rate") {
 		if timing.WriteRate, err = rate(a, "write-rate", o.WriteRate); err != nil {
 			return err
@@ -300,18 +314,19 @@ func (o *simOptions) validate(a *app, _ []string) error {
 		Logger:           a.log,
 		MDNSInterface:    o.mdns,
 		Template: sim.Config{
-			Personality: pers,
-			Chip:        chip,
-			Project:     o.Project,
-			Version:     o.Version,
-			ImageSize:   int(imgSize),
-			SlotSize:    slot,
-			Password:    auth.NewSecret(o.Password),
-			Core:        o.Core,
-			Extensions:  o.Extensions,
-			Behaviours:  behaviours,
-			Faults:      faults,
-			Timing:      &timing,
+			Personality:   pers,
+			Chip:          chip,
+			Project:       o.Project,
+			Version:       o.Version,
+			ImageSize:     int(imgSize),
+			SlotSize:      slot,
+			Password:      auth.NewSecret(o.Password),
+			Core:          o.Core,
+			Extensions:    o.Extensions,
+			Behaviours:    behaviours,
+			Faults:        faults,
+			RollbackLater: o.RollbackLater,
+			Timing:        &timing,
 		},
 	}
 	return nil

@@ -84,14 +84,14 @@ type Timing struct {
 	RecvTimeout time.Duration
 	// ErrorCloseDelay is how long the device keeps a connection open after
 	// an error answer sent while the client is still sending; then it
-	// closes, and the unread data makes the close an RST. 0 is exactly what
-	// lwIP does (the RST right behind the answer): curl 7.88 then reports
-	// "(55) Send failure: Connection reset by peer" and Go's net/http
-	// Transport "connection reset by peer" (golang/go#11745) instead of the
-	// device's text, while clients that read after a failed write
-	// (python-requests, a careful raw client) get it. Both timings use
-	// 100 ms so curl and net/http see the answer (5 ms sufficed on an idle
-	// machine); set 0 to test a client against the harshest case.
+	// closes, and the unread data makes the close an RST. 0, the default of
+	// both timings, is what lwIP does: the RST right behind the answer. A
+	// client that stops at its failed write then reports a reset instead of
+	// the device's text: Go's net/http Transport does (golang/go#11745), and
+	// curl did with the old wide window ("(55) Send failure"); curl 7.88 with
+	// the device's small window reads the answer. Clients that read after a
+	// failed write (python-requests, a careful raw client, what push must
+	// do) get it. A positive delay is the lenient case (100 ms suffices).
 	ErrorCloseDelay time.Duration
 	// ProtocolDelayScale scales the fixed sleeps of the espota protocol
 	// (ESP8266 waits 1 s before and after its final OK); 0 means 1.
@@ -103,16 +103,15 @@ type Timing struct {
 // new image is confirmed after 30 s.
 func DefaultTiming() Timing {
 	return Timing{
-		EraseRate:       512 << 10,
-		WriteRate:       100 << 10,
-		BootTime:        3 * time.Second,
-		RebootDelayMin:  500 * time.Millisecond,
-		RebootDelayMax:  time.Second,
-		ValidAfter:      30 * time.Second,
-		CrashAfter:      time.Second,
-		WatchdogAfter:   10 * time.Second,
-		RecvTimeout:     5 * time.Second,
-		ErrorCloseDelay: 100 * time.Millisecond,
+		EraseRate:      512 << 10,
+		WriteRate:      100 << 10,
+		BootTime:       3 * time.Second,
+		RebootDelayMin: 500 * time.Millisecond,
+		RebootDelayMax: time.Second,
+		ValidAfter:     30 * time.Second,
+		CrashAfter:     time.Second,
+		WatchdogAfter:  10 * time.Second,
+		RecvTimeout:    5 * time.Second,
 	}
 }
 
@@ -121,14 +120,13 @@ func DefaultTiming() Timing {
 // stability window.
 func FastTiming() Timing {
 	return Timing{
-		BootTime:        50 * time.Millisecond,
-		RebootDelayMin:  10 * time.Millisecond,
-		RebootDelayMax:  20 * time.Millisecond,
-		ValidAfter:      100 * time.Millisecond,
-		CrashAfter:      20 * time.Millisecond,
-		WatchdogAfter:   100 * time.Millisecond,
-		RecvTimeout:     5 * time.Second,
-		ErrorCloseDelay: 100 * time.Millisecond,
+		BootTime:       50 * time.Millisecond,
+		RebootDelayMin: 10 * time.Millisecond,
+		RebootDelayMax: 20 * time.Millisecond,
+		ValidAfter:     100 * time.Millisecond,
+		CrashAfter:     20 * time.Millisecond,
+		WatchdogAfter:  100 * time.Millisecond,
+		RecvTimeout:    5 * time.Second,
 		// ESP8266's 1 s waits around the final OK become 10 ms.
 		ProtocolDelayScale: 0.01,
 	}
@@ -162,8 +160,9 @@ type Config struct {
 	// Chip is the device's chip (esptool name, default "esp32s3"; "esp8266"
 	// for the ESP8266 personality, which is the only chip it accepts).
 	Chip string
-	// Board is the Arduino variant advertised in TXT board= (default the chip
-	// name, "generic" on ESP8266).
+	// Board is the Arduino board advertised in TXT board=: the variant on
+	// ESP32 (default the chip name, as the Dev Module variants are named),
+	// build.board on ESP8266 (default "ESP8266_GENERIC").
 	Board string
 	// Project, Version and IDFVer describe the factory image; defaults
 	// "ots-fw-main", "1.0.0", "v5.2.2".
@@ -174,8 +173,16 @@ type Config struct {
 	// Factory, when set, is the factory image instead of a built one. It
 	// must pass validation for the device's chip and slot size.
 	Factory []byte
-	// SlotSize is the size of each app slot; default 2 MiB.
+	// SlotSize is the size of each app slot; default 2 MiB, and 1.25 MiB
+	// (0x140000, arduino-esp32's default.csv) for the Arduino personality.
 	SlotSize int64
+	// RollbackLater (Arduino only) is a sketch that overrides
+	// verifyRollbackLater() to confirm itself: a new image stays
+	// pending_verify until Timing.ValidAfter, as on the ESP-IDF
+	// personalities. Without it initArduino() marks a new image valid before
+	// setup() runs, so a crashing image boot-loops instead of rolling back,
+	// and the Unstable and Unconfirmed behaviours cannot happen.
+	RollbackLater bool
 
 	// Password: the Bearer token of the seed firmware (empty = a build
 	// without the auth check); the ArduinoOTA password of the espota
@@ -255,6 +262,12 @@ func resolve(c Config) (*settings, error) {
 	}
 	if s.SlotSize == 0 {
 		s.SlotSize = 2 << 20
+		if s.Personality == Arduino {
+			s.SlotSize = ArduinoAppSlotSize
+		}
+	}
+	if s.RollbackLater && s.Personality != Arduino {
+		return nil, fmt.Errorf("RollbackLater is for the arduino personality (the others confirm themselves already)")
 	}
 	if s.SlotSize < 4096 || s.SlotSize > 16<<20 {
 		return nil, fmt.Errorf("slot size %d out of range (4 KiB … 16 MiB)", s.SlotSize)
@@ -281,7 +294,9 @@ func resolve(c Config) (*settings, error) {
 		s.esp8266 = true
 		s.md5Auth = true
 		if s.Board == "" {
-			s.Board = "generic"
+			// build.board of the Arduino IDE's "Generic ESP8266 Module",
+			// which ESP8266mDNS sends as board= (STRINGIZE_VALUE_OF(ARDUINO_BOARD)).
+			s.Board = "ESP8266_GENERIC"
 		}
 	} else {
 		if s.Chip == "" {
@@ -335,7 +350,42 @@ func resolve(c Config) (*settings, error) {
 			return nil, fmt.Errorf("behaviour for version %q: %w", v, err)
 		}
 	}
+	if err := CheckBehaviours(s.Personality, s.RollbackLater, s.Behaviours); err != nil {
+		return nil, err
+	}
 	return s, nil
+}
+
+// ArduinoAppSlotSize is the app slot of arduino-esp32's
+// tools/partitions/default.csv (app0 and app1 of 0x140000), the Arduino
+// personality's default SlotSize.
+const ArduinoAppSlotSize = 0x140000
+
+// arduinoSPIFFSSize is default.csv's spiffs data partition.
+const arduinoSPIFFSSize = 0x160000
+
+// CheckBehaviours reports behaviours a device cannot show: on an Arduino
+// sketch that does not override verifyRollbackLater() (rollbackLater
+// false) the image is valid before it could fail a self-check, so Unstable
+// and Unconfirmed cannot happen.
+func CheckBehaviours(p Personality, rollbackLater bool, m map[string]Behaviour) error {
+	if p != Arduino || rollbackLater {
+		return nil
+	}
+	for v, b := range m {
+		if b, _ := ParseBehaviour(string(b)); b == Unstable || b == Unconfirmed {
+			return fmt.Errorf("behaviour %s for version %q cannot happen on an arduino device unless the sketch confirms itself (rollback later): initArduino() marks a new image valid before setup()", b, v)
+		}
+	}
+	return nil
+}
+
+// newDeviceFlash lays out the flash of the personality.
+func newDeviceFlash(s *settings, factory *blob) *flash {
+	if s.Personality == Arduino {
+		return newArduinoFlash(s.SlotSize, arduinoSPIFFSSize, factory)
+	}
+	return newFlash(s.SlotSize, s.Personality != ESP8266, factory)
 }
 
 // coreAtMost330 reports whether an arduino-esp32 core version is ≤ 3.3.0,

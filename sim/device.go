@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ots-ota/ots-ota/image"
@@ -64,6 +65,24 @@ type Device struct {
 	webPort    int
 	srv        *servers   // replaced under srvMu (and mu)
 	srvMu      sync.Mutex // serialises starting and stopping servers
+	net        netState   // under srvMu
+	leftMu     sync.Mutex
+	leftOut    []net.Conn // connections handed over outside srvMu (espota)
+
+	// hookPause, for tests, runs when the device resumes reading after it
+	// stopped to erase (HTTP: the slot erase; both: a stall fault ending),
+	// with the number of image bytes it has read so far. Set under mu.
+	hookPause func(read int64)
+}
+
+// pauseEnded runs the test hook, if any.
+func (d *Device) pauseEnded(read int64) {
+	d.mu.Lock()
+	h := d.hookPause
+	d.mu.Unlock()
+	if h != nil {
+		h(read)
+	}
 }
 
 // maxUploadLog bounds the upload log kept per device.
@@ -103,7 +122,7 @@ func start(ctx context.Context, cfg Config, sink *eventSink) (*Device, error) {
 		done:       make(chan struct{}),
 		rebootCh:   make(chan string, 1),
 		refuseCh:   make(chan time.Duration, 4),
-		flash:      newFlash(s.SlotSize, s.Personality != ESP8266, factory),
+		flash:      newDeviceFlash(s, factory),
 		rnd:        rand.New(rand.NewPCG(uint64(s.Seed), uint64(s.Seed)^0x5eed0f0715)),
 		faults:     slices.Clone(s.Faults),
 		behaviours: make(map[string]Behaviour, len(s.Behaviours)),
@@ -267,6 +286,9 @@ func (d *Device) SetBehaviour(version string, b Behaviour) error {
 	if err != nil {
 		return err
 	}
+	if err := CheckBehaviours(d.s.Personality, d.s.RollbackLater, map[string]Behaviour{version: b}); err != nil {
+		return err
+	}
 	d.mu.Lock()
 	d.behaviours[version] = b
 	d.mu.Unlock()
@@ -324,6 +346,9 @@ type State struct {
 	Rollbacks     int            `json:"rollbacks"`
 	Uptime        time.Duration  `json:"uptime"`
 	Uploads       []UploadRecord `json:"uploads,omitempty"`
+	// Filesystem is the data/spiffs partition, where the personality has
+	// one (Arduino); what espota -s wrote there.
+	Filesystem *SlotState `json:"filesystem,omitempty"`
 }
 
 // SlotState describes one app slot.
@@ -373,8 +398,8 @@ func (d *Device) stateLocked() State {
 		Refusing:      d.refusing,
 		DownReason:    d.downReason,
 		OTAAddr:       net.JoinHostPort(d.s.IP.String(), strconv.Itoa(d.otaPort)),
-		Running:       slotLabels[f.running],
-		Boot:          slotLabels[f.bootSlot()],
+		Running:       f.label(f.running),
+		Boot:          f.label(f.bootSlot()),
 		Project:       info.Project,
 		Version:       info.Version,
 		IDFVer:        info.IDFVer,
@@ -394,13 +419,22 @@ func (d *Device) stateLocked() State {
 		st.Uptime = time.Since(d.bootedAt)
 	}
 	for i, b := range f.slots {
-		ss := SlotState{Label: slotLabels[i], Empty: b == nil}
+		if i == slotFactory && f.noFactory {
+			continue
+		}
+		ss := SlotState{Label: f.label(i), Empty: b == nil}
 		ss.State, _ = f.stateOf(i)
 		if b != nil {
 			ss.Project, ss.Version, ss.Size = b.info.Project, b.info.Version, len(b.data)
 			ss.SHA256 = fmt.Sprintf("%x", b.sum)
 		}
 		st.Slots = append(st.Slots, ss)
+	}
+	if f.fsSize > 0 {
+		st.Filesystem = &SlotState{Label: fsLabel, Empty: f.fs == nil, State: StateUndefined}
+		if f.fs != nil {
+			st.Filesystem.Size, st.Filesystem.SHA256 = len(f.fs.data), fmt.Sprintf("%x", f.fs.sum)
+		}
 	}
 	return st
 }
@@ -537,7 +571,7 @@ func (d *Device) run() {
 		if !ok {
 			return
 		}
-		d.stopServers()
+		d.stopServers(false)
 		d.emit(Event{Event: EventReboot, Reason: reason})
 		if !d.bootUntilUp() {
 			return
@@ -546,7 +580,7 @@ func (d *Device) run() {
 }
 
 func (d *Device) finish() {
-	d.stopServers()
+	d.stopServers(true)
 	d.mu.Lock()
 	d.phase = PhaseClosed
 	d.notifyLocked()
@@ -558,7 +592,7 @@ func (d *Device) finish() {
 func (d *Device) emitReady() {
 	d.mu.Lock()
 	info := d.flash.runningInfo()
-	slot := slotLabels[d.flash.running]
+	slot := d.flash.label(d.flash.running)
 	state := d.flash.runningState()
 	boot := d.bootCount
 	d.mu.Unlock()
@@ -571,7 +605,7 @@ func (d *Device) upPhase() (string, bool) {
 	info := d.flash.runningInfo()
 	pending := d.flash.rollback && d.flash.runningState() == StatePendingVerify
 	beh := d.behaviourFor(info.Version)
-	slot := slotLabels[d.flash.running]
+	slot := d.flash.label(d.flash.running)
 	d.mu.Unlock()
 
 	var validC <-chan time.Time
@@ -653,6 +687,9 @@ func (d *Device) bootUntilUp() bool {
 		d.bootCount++
 		d.bootedAt = time.Now()
 		info := d.flash.runningInfo()
+		// initArduino() marks the new image valid before setup() runs,
+		// unless the sketch overrides verifyRollbackLater().
+		earlyValid := d.s.Personality == Arduino && !d.s.RollbackLater && d.flash.markValid()
 		state := d.flash.runningState()
 		pending := d.flash.rollback && state == StatePendingVerify
 		beh := d.behaviourFor(info.Version)
@@ -670,7 +707,10 @@ func (d *Device) bootUntilUp() bool {
 				reason = "no_image"
 			}
 			d.emit(Event{Event: EventRollback, Reason: reason, From: prevInfo.Version, Project: info.Project,
-				Version: info.Version, Slot: slotLabels[res.slot], State: state})
+				Version: info.Version, Slot: d.flash.label(res.slot), State: state})
+		}
+		if earlyValid {
+			d.emit(Event{Event: EventValid, Project: info.Project, Version: info.Version, Slot: d.flash.label(res.slot), State: StateValid})
 		}
 		if res.noImage {
 			d.goDown("no_bootable_image")
@@ -734,9 +774,31 @@ type servers struct {
 	esp      *espotaRunner
 }
 
-func (d *Device) listenTCP(port int) (net.Listener, error) {
-	var lc net.ListenConfig
-	return rebind(d, "tcp", port, func(addr string) (net.Listener, error) { return lc.Listen(d.ctx, "tcp", addr) })
+// netState is what the device keeps on the network across reboots: its
+// listening sockets (held silent while it boots, where the OS allows) and
+// the connections a reset left behind. Guarded by srvMu.
+type netState struct {
+	ota, web tcpPort
+	udp      net.PacketConn // espota's socket, bound for the device's life
+	udpQuiet func()         // stops the discarding while the device boots
+	left     []net.Conn     // connections the last reset left open
+}
+
+// tcpPort is one listening socket and, while it is held, how to release it.
+type tcpPort struct {
+	ln      *net.TCPListener
+	release func() error
+}
+
+func (d *Device) listenTCP(port int) (*net.TCPListener, error) {
+	lc := net.ListenConfig{Control: lwipSockopts}
+	return rebind(d, "tcp", port, func(addr string) (*net.TCPListener, error) {
+		l, err := lc.Listen(d.ctx, "tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		return l.(*net.TCPListener), nil
+	})
 }
 
 func (d *Device) listenUDP(port int) (net.PacketConn, error) {
@@ -773,6 +835,87 @@ func portOf(a net.Addr) int {
 	return 0
 }
 
+// takeTCP returns p's listener, released from its hold, or a new one.
+func (d *Device) takeTCP(p *tcpPort, port int) (*net.TCPListener, error) {
+	if p.ln != nil {
+		rel := p.release
+		p.release = nil
+		if rel == nil {
+			return p.ln, nil
+		}
+		if err := rel(); err == nil {
+			return p.ln, nil
+		}
+		p.ln.Close()
+		p.ln = nil
+	}
+	ln, err := d.listenTCP(port)
+	if err != nil {
+		return nil, err
+	}
+	p.ln = ln
+	return ln, nil
+}
+
+// holdTCP keeps p's listener silent through a reboot, or closes it where
+// the OS cannot (connections are then refused).
+func holdTCP(p *tcpPort) {
+	if p.ln == nil || p.release != nil {
+		return
+	}
+	if rel, ok := holdListener(p.ln); ok {
+		p.release = rel
+		return
+	}
+	p.ln.Close()
+	p.ln = nil
+}
+
+func closeTCP(p *tcpPort) {
+	if p.ln != nil {
+		p.ln.Close()
+	}
+	*p = tcpPort{}
+}
+
+// takeUDP returns the espota socket, stopping the boot-time discarding.
+func (d *Device) takeUDP(port int) (net.PacketConn, error) {
+	n := &d.net
+	if n.udpQuiet != nil {
+		n.udpQuiet()
+		n.udpQuiet = nil
+	}
+	if n.udp != nil {
+		return n.udp, nil
+	}
+	pc, err := d.listenUDP(port)
+	if err != nil {
+		return nil, err
+	}
+	n.udp = pc
+	return pc, nil
+}
+
+// resetLeftConns resets what the last reset left open: the device that
+// came back does not know those connections.
+func (d *Device) resetLeftConns() {
+	for _, c := range d.net.left {
+		if tc, ok := c.(*net.TCPConn); ok {
+			_ = tc.SetLinger(0)
+		}
+		c.Close()
+	}
+	d.net.left = nil
+}
+
+// leaveConn keeps a connection open but dead until the device is back
+// (espota's data connection on a power loss or a reset).
+func (d *Device) leaveConn(c net.Conn) {
+	d.leftMu.Lock()
+	d.leftOut = append(d.leftOut, c)
+	d.leftMu.Unlock()
+}
+
 // startServers opens the listeners of the personality and advertises the
 // device. Ports chosen on the first start are kept for later boots.
 func (d *Device) startServers() error {
@@ -783,23 +926,22 @@ func (d *Device) startServers() error {
 	otaPort, webPort := d.otaPort, d.webPort
 	d.mu.Unlock()
 	if d.s.Personality.http() {
-		ln, err := d.listenTCP(otaPort)
+		ln, err := d.takeTCP(&d.net.ota, otaPort)
 		if err != nil {
 			return err
 		}
 		otaPort = portOf(ln.Addr())
 		srv.ota = newHTTPD(d, "ota", ln, d.otaRoutes())
 		if webPort >= 0 {
-			wl, err := d.listenTCP(webPort)
+			wl, err := d.takeTCP(&d.net.web, webPort)
 			if err != nil {
-				ln.Close()
 				return err
 			}
 			webPort = portOf(wl.Addr())
 			srv.web = newHTTPD(d, "web", wl, d.webRoutes())
 		}
 	} else {
-		pc, err := d.listenUDP(otaPort)
+		pc, err := d.takeUDP(otaPort)
 		if err != nil {
 			return err
 		}
@@ -811,9 +953,13 @@ func (d *Device) startServers() error {
 	d.srv = srv
 	d.phase = PhaseUp
 	d.refusing = false
-	d.bootedAt = time.Now()
 	d.notifyLocked()
 	d.mu.Unlock()
+	d.leftMu.Lock()
+	d.net.left = append(d.net.left, d.leftOut...)
+	d.leftOut = nil
+	d.leftMu.Unlock()
+	d.resetLeftConns()
 	if srv.ota != nil {
 		srv.ota.start()
 	}
@@ -831,8 +977,12 @@ func (d *Device) startServers() error {
 	return nil
 }
 
-// stopServers takes the device off the network: mDNS, listeners, connections.
-func (d *Device) stopServers() {
+// stopServers takes the device off the network. A reset (final false) is
+// silent, as a chip that stops is: no mDNS goodbye, listeners held so that
+// connection attempts time out, open connections left unanswered and
+// unclosed, the espota UDP port still bound but deaf. Closing the device
+// (final true) sends the goodbyes and closes everything.
+func (d *Device) stopServers(final bool) {
 	d.srvMu.Lock()
 	defer d.srvMu.Unlock()
 	d.mu.Lock()
@@ -844,20 +994,74 @@ func (d *Device) stopServers() {
 	d.refusing = false
 	d.notifyLocked()
 	d.mu.Unlock()
-	if srv == nil {
+	if srv != nil {
+		if d.s.MDNS != nil {
+			if final {
+				d.s.MDNS.Remove(d.s.Name)
+			} else {
+				d.s.MDNS.Withdraw(d.s.Name)
+			}
+		}
+		if srv.ota != nil {
+			d.net.left = append(d.net.left, srv.ota.close(!final)...)
+		}
+		if srv.web != nil {
+			d.net.left = append(d.net.left, srv.web.close(!final)...)
+		}
+		if srv.esp != nil {
+			srv.esp.stop()
+		}
+	}
+	n := &d.net
+	if !final {
+		holdTCP(&n.ota)
+		holdTCP(&n.web)
+		if n.udp != nil && n.udpQuiet == nil {
+			n.udpQuiet = discardUDP(n.udp)
+		}
 		return
 	}
-	if d.s.MDNS != nil {
-		d.s.MDNS.Remove(d.s.Name)
+	closeTCP(&n.ota)
+	closeTCP(&n.web)
+	if n.udpQuiet != nil {
+		n.udpQuiet()
+		n.udpQuiet = nil
 	}
-	if srv.ota != nil {
-		srv.ota.close()
+	if n.udp != nil {
+		n.udp.Close()
+		n.udp = nil
 	}
-	if srv.web != nil {
-		srv.web.close()
-	}
-	if srv.esp != nil {
-		srv.esp.stop()
+	d.leftMu.Lock()
+	n.left = append(n.left, d.leftOut...)
+	d.leftOut = nil
+	d.leftMu.Unlock()
+	d.resetLeftConns()
+}
+
+// discardUDP reads and drops datagrams until the returned stop is called:
+// the port stays bound (no ICMP unreachable) and silent while the device boots.
+func discardUDP(pc net.PacketConn) (stop func()) {
+	done := make(chan struct{})
+	var stopping atomic.Bool
+	go func() {
+		defer close(done)
+		buf := make([]byte, 2048)
+		for {
+			if _, _, err := pc.ReadFrom(buf); err != nil {
+				if stopping.Load() || errors.Is(err, net.ErrClosed) {
+					return
+				}
+				if isTimeout(err) {
+					_ = pc.SetReadDeadline(time.Time{})
+				}
+			}
+		}
+	}()
+	return func() {
+		stopping.Store(true)
+		_ = pc.SetReadDeadline(aLongTimeAgo)
+		<-done
+		_ = pc.SetReadDeadline(time.Time{})
 	}
 }
 
@@ -874,12 +1078,16 @@ func (d *Device) closeListeners() {
 	}
 	if srv.ota != nil {
 		srv.ota.closeListener()
+		d.net.ota = tcpPort{}
 	}
 	if srv.web != nil {
 		srv.web.closeListener()
+		d.net.web = tcpPort{}
 	}
 	if srv.esp != nil {
 		srv.esp.stop()
+		d.net.udp.Close()
+		d.net.udp = nil
 	}
 	d.mu.Lock()
 	d.refusing = true
@@ -898,21 +1106,21 @@ func (d *Device) reopenListeners() error {
 		return nil
 	}
 	if srv.ota != nil {
-		ln, err := d.listenTCP(otaPort)
+		ln, err := d.takeTCP(&d.net.ota, otaPort)
 		if err != nil {
 			return err
 		}
 		srv.ota.reopen(ln)
 	}
 	if srv.web != nil {
-		ln, err := d.listenTCP(webPort)
+		ln, err := d.takeTCP(&d.net.web, webPort)
 		if err != nil {
 			return err
 		}
 		srv.web.reopen(ln)
 	}
 	if srv.esp != nil {
-		pc, err := d.listenUDP(otaPort)
+		pc, err := d.takeUDP(otaPort)
 		if err != nil {
 			return err
 		}
@@ -935,18 +1143,12 @@ func (d *Device) updateEspota() {
 	d.mu.Lock()
 	srv := d.srv
 	refusing := d.refusing
-	port := d.otaPort
 	d.mu.Unlock()
 	if srv == nil || srv.esp == nil || refusing || srv.esp.key == d.espotaKey() {
 		return
 	}
 	srv.esp.stop()
-	pc, err := d.listenUDP(port)
-	if err != nil {
-		d.log.Warn("espota restart", "err", err)
-		return
-	}
-	srv.esp = d.newEspotaRunner(pc)
+	srv.esp = d.newEspotaRunner(srv.esp.pc)
 	srv.esp.start()
 }
 

@@ -9,8 +9,10 @@
 // # Devices
 //
 // A Device (Start) has three app slots (factory, ota_0, ota_1; 2 MiB by
-// default), the two otadata entries and ESP-IDF's app states and rollback
-// rules (flash.go). It runs one of four personalities (device-contract.md
+// default; the Arduino personality has arduino-esp32's default.csv: app0
+// and app1 of 1.25 MiB and a spiffs partition), the two otadata entries and
+// ESP-IDF's app states and rollback rules (flash.go). docs/device-behaviour.md
+// in the repository lists the firmware facts mirrored, with their sources. It runs one of four personalities (device-contract.md
 // §1): Seed (HTTP POST /update on 3232, Bearer auth), OTS (POST /update on
 // 3232 without auth, web app on 80 with /api/status and /ota/upload),
 // Arduino (espota on UDP 3232, MD5 or PBKDF2 auth) and ESP8266 (espota on
@@ -36,16 +38,26 @@
 //     and slot size; a missing app description is not an error, as for
 //     esp_ota_end) with "OTA end failed". While the running image is still
 //     pending_verify, esp_ota_begin refuses: 500 "OTA begin failed".
-//   - A failure mid-upload is answered while the client is still sending;
-//     the connection is closed Timing.ErrorCloseDelay later (see there for
-//     why the default is 100 ms rather than lwIP's immediate RST).
-//   - After the 200 the handler waits Timing.RebootDelayMin..Max (seeded),
-//     then the device resets: listeners and connections close, mDNS
-//     records are withdrawn, and after Timing.BootTime it serves again —
-//     running the new image, or the old one per the image's Behaviour.
+//   - A failure mid-upload is answered while the client is still sending,
+//     and the connection is closed at once: the unread data makes it an RST
+//     right behind the answer, as on lwIP (Timing.ErrorCloseDelay delays the
+//     close for lenient clients such as curl).
+//   - The device's sockets have lwIP's 5760-byte receive window and 1440
+//     MSS (Linux), so a client sees its writes stall during the erase.
+//   - After the 200 the handler waits Timing.RebootDelayMin..Max (seeded)
+//     and restarts the chip itself: nothing queued behind it is served.
+//     While the device boots (Timing.BootTime) it is silent: its listeners
+//     are held so connects time out (Linux; elsewhere they are refused), open
+//     connections get nothing and are reset once it is back, the espota port
+//     stays bound and deaf, and mDNS sends no goodbye (Withdraw); at boot it
+//     probes and announces again. It then runs the new image, or the old one
+//     per the image's Behaviour.
 //   - espota devices erase sector by sector while writing (the Arduino
 //     Updater), report image verification failures as "Could Not Activate
-//     The Firmware", and reboot about 110 ms after their final OK.
+//     The Firmware", and reboot about 110 ms after their final OK. The
+//     arduino-esp32 Updater buffers 4096 bytes and takes a first byte other
+//     than 0xE9 for an encrypted image: "Decryption error". initArduino()
+//     marks a new image valid before setup() unless Config.RollbackLater.
 //   - ESP8266 devices have no rollback: a crashing image boot-loops and the
 //     device stays down. Their factory image is a stand-in (image.Build
 //     cannot make ESP8266 images); uploads are checked for the magic byte

@@ -48,6 +48,8 @@ func (d *Device) newEspotaRunner(pc net.PacketConn) *espotaRunner {
 		LoseFinalOK:   r.key.loseOK,
 		DelayScale:    d.s.timing.ProtocolDelayScale,
 		LocalIP:       net.IP(d.s.IP.AsSlice()),
+		DialControl:   lwipSockopts,
+		Hold:          d.leaveConn,
 		Logger:        d.log.With("server", "espota"),
 		OnEvent:       a.onEvent,
 		RecvTimeout:   0, // ArduinoOTA's 1000 ms
@@ -88,14 +90,14 @@ func (r *espotaRunner) start() {
 	}()
 }
 
-// stop ends the server (aborting a running transfer) and closes the socket.
+// stop ends the server (aborting a running transfer); the socket stays
+// open, it is the device's.
 func (r *espotaRunner) stop() {
 	r.once.Do(func() {
 		r.cancel()
 		if r.started {
 			<-r.done
 		}
-		r.pc.Close()
 	})
 }
 
@@ -108,7 +110,16 @@ type espotaUpdater struct {
 	remote string // UDP peer of the last invitation
 	u      *upload
 	sum    hash.Hash
+	// head holds the first sector of an ESP32 app image: the Updater
+	// buffers 4096 bytes (SPI_FLASH_SEC_SIZE) and looks at the first byte
+	// only when it writes them (_writeBuffer).
+	head    []byte
+	flushed bool
+	size    int
 }
+
+// updaterSector is arduino-esp32's Updater buffer, SPI_FLASH_SEC_SIZE.
+const updaterSector = 4096
 
 func (a *espotaUpdater) updErr(k espota.UpdateErrKind) *espota.UpdateError {
 	return espota.NewUpdateError(a.flavor, k)
@@ -125,11 +136,28 @@ func (a *espotaUpdater) Begin(size, cmd int) error {
 		a.u.fail(0, text, reason)
 		return err
 	}
+	a.head, a.flushed, a.size = a.head[:0], a.flavor == espota.ESP8266 || cmd != espota.CmdFlash, size
 	if cmd != espota.CmdFlash {
 		if a.flavor == espota.ESP8266 {
 			return fail(a.updErr(espota.ErrKindSpace), "no filesystem area")
 		}
-		return fail(a.updErr(espota.ErrKindNoPartition), "no spiffs partition")
+		a.d.mu.Lock()
+		fsSize := a.d.flash.fsSize
+		a.d.mu.Unlock()
+		switch {
+		case fsSize == 0:
+			return fail(a.updErr(espota.ErrKindNoPartition), "no spiffs partition")
+		case size == 0:
+			return fail(a.updErr(espota.ErrKindSize), "size 0")
+		case int64(size) > fsSize:
+			err := a.updErr(espota.ErrKindSize)
+			return fail(err, fmt.Sprintf("Update.begin: %s (%d bytes do not fit the %d-byte spiffs partition)", err, size, fsSize))
+		}
+		a.u.fs = true
+		if e := a.u.begin(true); e != errNone {
+			return fail(a.updErr(espota.ErrKindAborted), "another upload is running")
+		}
+		return nil
 	}
 	switch {
 	case size == 0:
@@ -139,7 +167,8 @@ func (a *espotaUpdater) Begin(size, cmd int) error {
 		if a.flavor == espota.ESP8266 {
 			k = espota.ErrKindSpace
 		}
-		return fail(a.updErr(k), fmt.Sprintf("%d bytes do not fit the %d-byte slot", size, a.d.s.SlotSize))
+		err := a.updErr(k)
+		return fail(err, fmt.Sprintf("Update.begin: %s (%d bytes do not fit the %d-byte slot)", err, size, a.d.s.SlotSize))
 	}
 	if f, hit := a.d.chance(FaultNoConnectBack); hit && f.Chance < 1 {
 		// Begin failing is what makes ESP32 skip the connect-back.
@@ -158,6 +187,25 @@ func (a *espotaUpdater) Write(p []byte) error {
 		return a.updErr(espota.ErrKindAborted)
 	}
 	a.sum.Write(p)
+	if !a.flushed {
+		// Update.write: bytes that fit the sector buffer are only copied
+		// (and acknowledged); the write that overflows it, or completes
+		// the image, writes the sector. With the default decrypt mode
+		// (U_AES_DECRYPT_AUTO) and no key, a first byte other than 0xE9
+		// means "encrypted image": decrypting fails before the magic check.
+		if n := len(a.head) + len(p); n <= updaterSector && n < a.size {
+			a.head = append(a.head, p...)
+			return nil
+		}
+		a.flushed = true
+		p = append(a.head, p...)
+		if p[0] != 0xE9 {
+			a.u.rec.Reason = fmt.Sprintf("first byte 0x%02x is not 0xE9: taken for an encrypted image, and no key is set", p[0])
+			err := a.updErr(espota.ErrKindDecrypt)
+			a.u.fail(0, err.Error(), "")
+			return err
+		}
+	}
 	e := a.u.write(p)
 	var err error
 	switch e {
@@ -172,7 +220,7 @@ func (a *espotaUpdater) Write(p []byte) error {
 	case errPowerLoss:
 		a.u.fail(0, "", "")
 		a.d.requestReboot("power_loss")
-		return fmt.Errorf("power loss: %w", espota.ErrDisconnect)
+		return fmt.Errorf("power loss: %w", espota.ErrPowerLoss)
 	default: // drop, canceled
 		a.u.fail(0, "", "")
 		return fmt.Errorf("connection dropped: %w", espota.ErrDisconnect)

@@ -34,7 +34,13 @@ const (
 	numSlots    = 3
 )
 
-var slotLabels = [numSlots]string{"factory", "ota_0", "ota_1"}
+// slotLabels are the partition labels of the ESP-IDF layout (the seed's and
+// OTS's partitions.csv); arduinoLabels those of arduino-esp32's
+// tools/partitions/default.csv, which has no factory slot.
+var (
+	slotLabels    = [numSlots]string{"factory", "ota_0", "ota_1"}
+	arduinoLabels = [numSlots]string{"", "app0", "app1"}
+)
 
 const seqErased = 0xFFFFFFFF
 
@@ -53,19 +59,51 @@ func (e otaEntry) valid() bool {
 func (e otaEntry) slotIndex() int { return slotOTA0 + int((e.seq-1)%2) }
 
 type flash struct {
-	slotSize int64
-	rollback bool // CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE
-	slots    [numSlots]*blob
-	otadata  [2]otaEntry
-	running  int
+	slotSize  int64
+	rollback  bool // CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE
+	noFactory bool // the partition table has no factory slot (Arduino)
+	labels    [numSlots]string
+	slots     [numSlots]*blob
+	otadata   [2]otaEntry
+	running   int
+	// fsSize is the data/spiffs partition's size (0: none); fs what was
+	// last written there.
+	fsSize int64
+	fs     *blob
 }
 
 func newFlash(slotSize int64, rollback bool, factory *blob) *flash {
-	f := &flash{slotSize: slotSize, rollback: rollback, running: slotFactory}
+	f := &flash{slotSize: slotSize, rollback: rollback, running: slotFactory, labels: slotLabels}
 	f.slots[slotFactory] = factory
 	f.otadata[0] = otaEntry{seq: seqErased, state: StateUndefined}
 	f.otadata[1] = otaEntry{seq: seqErased, state: StateUndefined}
 	return f
+}
+
+// newArduinoFlash is arduino-esp32's default.csv: app0 and app1, no
+// factory, a spiffs partition. The sketch was flashed over serial into
+// app0 with otadata erased, so the bootloader runs app0.
+func newArduinoFlash(slotSize, fsSize int64, factory *blob) *flash {
+	f := newFlash(slotSize, true, nil)
+	f.noFactory, f.labels, f.fsSize = true, arduinoLabels, fsSize
+	f.slots[slotOTA0] = factory
+	f.running = slotOTA0
+	return f
+}
+
+// fsLabel is the label of the filesystem partition (default.csv's spiffs).
+const fsLabel = "spiffs"
+
+// label is a slot's partition label.
+func (f *flash) label(slot int) string { return f.labels[slot] }
+
+// firstSlot is where the bootloader starts without a valid otadata entry:
+// factory, or ota_0 when the table has none.
+func (f *flash) firstSlot() int {
+	if f.noFactory {
+		return slotOTA0
+	}
+	return slotFactory
 }
 
 // active is bootloader_common_get_active_otadata: -1 when neither entry is valid.
@@ -90,7 +128,7 @@ func (f *flash) bootSlot() int {
 	if i := f.active(); i >= 0 {
 		return f.otadata[i].slotIndex()
 	}
-	return slotFactory
+	return f.firstSlot()
 }
 
 // stateOf is esp_ota_get_state_partition; ok is false for the factory slot
@@ -197,7 +235,7 @@ func (f *flash) boot() bootResult {
 			}
 		}
 	}
-	r.selected = slotFactory
+	r.selected = f.firstSlot()
 	if a := f.active(); a >= 0 {
 		r.selected = f.otadata[a].slotIndex()
 		if f.rollback && f.otadata[a].state == StateNew {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/ots-ota/ots-ota/sim/mdnsd"
 )
@@ -40,6 +41,9 @@ type FleetConfig struct {
 	// MDNSInterface is where the devices are advertised (use
 	// mdnsd.LoopbackInterface()); nil = no mDNS.
 	MDNSInterface *net.Interface
+	// MDNSTTL overrides the TTL of every mDNS record (mdnsd.Config.TTL), so
+	// discovery tests can watch records expire in seconds; 0 = ESP-IDF's.
+	MDNSTTL time.Duration
 	// Seed seeds device i with Seed+i.
 	Seed int64
 	// Configure, if set, adjusts device i's Config (0-based) before it
@@ -92,7 +96,7 @@ func StartFleet(ctx context.Context, cfg FleetConfig) (*Fleet, error) {
 		}
 	}
 	if cfg.MDNSInterface != nil {
-		r, err := mdnsd.New(mdnsd.Config{Interface: cfg.MDNSInterface, Logger: log})
+		r, err := mdnsd.New(mdnsd.Config{Interface: cfg.MDNSInterface, Logger: log, TTL: cfg.MDNSTTL})
 		if err != nil {
 			return nil, fmt.Errorf("sim: fleet: %w", err)
 		}

@@ -236,9 +236,9 @@ func TestServices(t *testing.T) {
 			{Instance: "OTS Firmware Main Controller", Type: "_http._tcp", Port: 80},
 			{Instance: "OTS Firmware Main Controller", Type: "_ota._tcp", Port: 3232, TXT: txt("version=1.0.0", "project=ots-fw-main", "chip=esp32s3", "board=esp32s3", "auth=none", "path=/update", "api=1")}}},
 		{Config{Personality: Arduino, Password: auth.NewSecret("p")}, []mdnsd.Service{
-			{Instance: "ots-sim", Type: "_arduino._tcp", Port: 3232, TXT: txt("board=esp32s3", "tcp_check=no", "ssh_upload=no", "auth_upload=yes")}}},
+			{Instance: "ots-sim", Type: "_arduino._tcp", Port: 3232, TXT: txt("auth_upload=yes", "ssh_upload=no", "tcp_check=no", "board=esp32s3")}}},
 		{Config{Personality: ESP8266}, []mdnsd.Service{
-			{Instance: "ots-sim", Type: "_arduino._tcp", Port: 8266, TXT: txt("board=generic", "tcp_check=no", "ssh_upload=no", "auth_upload=no")}}},
+			{Instance: "ots-sim", Type: "_arduino._tcp", Port: 8266, TXT: txt("auth_upload=no", "board=ESP8266_GENERIC", "ssh_upload=no", "tcp_check=no")}}},
 	}
 	for _, c := range cases {
 		// services() reads only settings, flash and ports: no sockets needed.
@@ -317,10 +317,77 @@ func TestFleetMDNS(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("browse: %q", got)
 	}
-	// A rebooting device leaves the zone and comes back.
+	// A rebooting device sends no goodbye; it announces again once back.
+	g, err := net.ListenMulticastUDP("udp4", ifi, &net.UDPAddr{IP: net.IPv4(224, 0, 0, 251), Port: 5353})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
 	d := f.Devices()[0]
 	push(t, d, "1.0.1")
 	if _, err := d.WaitVersion(ctxFor(t, 5*time.Second), "1.0.1"); err != nil {
 		t.Fatal(err)
+	}
+	announced := false
+	g.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 9000)
+	for !announced {
+		n, from, err := g.ReadFromUDP(buf)
+		if err != nil {
+			t.Fatalf("no announcement after the reboot: %v", err)
+		}
+		var m dns.Msg
+		if m.Unpack(buf[:n]) != nil || !m.Response || !from.IP.Equal(net.IPv4(127, 42, 2, 2)) {
+			continue
+		}
+		for _, rr := range append(m.Answer, m.Extra...) {
+			if rr.Header().Ttl == 0 {
+				t.Fatalf("goodbye on reboot: %v", rr)
+			}
+			if p, ok := rr.(*dns.PTR); ok && p.Hdr.Name == "_ota._tcp.local." && p.Hdr.Ttl == 4500 {
+				announced = true
+			}
+		}
+	}
+}
+
+// TestFleetMDNSTTL: the TTL override reaches every record.
+func TestFleetMDNSTTL(t *testing.T) {
+	if os.Getenv("OTS_OTA_MDNS_TESTS") != "1" {
+		t.Skip("set OTS_OTA_MDNS_TESTS=1 inside a network namespace")
+	}
+	ifi, err := mdnsd.LoopbackInterface()
+	if err != nil {
+		t.Skipf("no multicast loopback: %v", err)
+	}
+	g, err := net.ListenMulticastUDP("udp4", ifi, &net.UDPAddr{IP: net.IPv4(224, 0, 0, 251), Port: 5353})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	f, err := StartFleet(context.Background(), FleetConfig{
+		N: 1, BaseIP: mustAddr(t, "127.42.3.2"), Template: testConfig(Arduino), MDNSInterface: ifi, MDNSTTL: 3 * time.Second, OTAPort: 13232,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	g.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 9000)
+	for {
+		n, from, err := g.ReadFromUDP(buf)
+		if err != nil {
+			t.Fatalf("no announcement: %v", err)
+		}
+		var m dns.Msg
+		if m.Unpack(buf[:n]) != nil || !m.Response || !from.IP.Equal(net.IPv4(127, 42, 3, 2)) || len(m.Answer) == 0 {
+			continue
+		}
+		for _, rr := range append(m.Answer, m.Extra...) {
+			if rr.Header().Ttl != 3 {
+				t.Errorf("%v: TTL %d, want 3", rr, rr.Header().Ttl)
+			}
+		}
+		return
 	}
 }

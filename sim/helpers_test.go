@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -266,4 +268,21 @@ func mustAddr(t testing.TB, s string) netip.Addr {
 		t.Fatal(err)
 	}
 	return a
+}
+
+// probeTCP says what a client trying to connect sees: "accepted",
+// "refused" or "timeout" (after wait). A rebooting or dead device times
+// out, as a chip off the network does, where the OS lets the sim do that.
+func probeTCP(addr string, wait time.Duration) string {
+	c, err := net.DialTimeout("tcp", addr, wait)
+	switch {
+	case err == nil:
+		c.Close()
+		return "accepted"
+	case isTimeout(err):
+		return "timeout"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "refused"
+	}
+	return err.Error()
 }

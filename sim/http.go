@@ -112,8 +112,11 @@ func (d *Device) receiveImage(r *request, okText string) error {
 			case errDrop:
 				u.fail(0, "", "")
 			case errPowerLoss:
+				// No answer and no close: the connection just goes quiet
+				// and the client's own timeout must notice.
 				u.fail(0, "", "")
 				d.requestReboot("power_loss")
+				<-r.ctx.Done()
 			case errCanceled:
 				u.fail(0, "", "device going down")
 			default: // magic, space, injected write failure
@@ -135,10 +138,13 @@ func (d *Device) receiveImage(r *request, okText string) error {
 	}
 	u.succeed(200, okText)
 	r.send(200, typeHTML, okText)
-	// The handler delays, then esp_restart(): the socket just dies.
+	// The handler delays, then calls esp_restart() itself: it never
+	// returns, so nothing queued behind it on this server is served, and
+	// the socket just dies with the chip.
 	if sleepCtx(r.ctx, d.rebootDelay()) {
 		d.requestReboot("update")
 	}
+	<-r.ctx.Done()
 	return errClose
 }
 

@@ -43,6 +43,10 @@ import (
 
 const maxURILen = 512 // CONFIG_HTTPD_MAX_URI_LEN
 
+// scratchSize is the httpd's header scratch buffer (the larger of the URI
+// and header limits).
+const scratchSize = 512
+
 // maxOpenSockets is HTTPD_DEFAULT_CONFIG's max_open_sockets: with all
 // sessions taken the httpd stops accepting (new connections wait in the
 // backlog) until one closes.
@@ -117,15 +121,17 @@ type httpd struct {
 	log      *slog.Logger
 	lock     chan struct{} // held while a request is processed
 	sessions chan struct{} // one token per open connection
-	ln       net.Listener
+	ln       *net.TCPListener
 	ctx      context.Context
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 	mu       sync.Mutex
 	conns    map[net.Conn]struct{}
+	silent   bool       // stopping for a reset: connections are left open, not closed
+	left     []net.Conn // the connections a reset left behind
 }
 
-func newHTTPD(d *Device, name string, ln net.Listener, routes []route) *httpd {
+func newHTTPD(d *Device, name string, ln *net.TCPListener, routes []route) *httpd {
 	ctx, cancel := context.WithCancel(d.ctx)
 	return &httpd{
 		d: d, name: name, routes: routes,
@@ -143,16 +149,48 @@ func (h *httpd) start() {
 	go h.acceptLoop(h.ln)
 }
 
-// close stops accepting, closes every connection and waits for the handlers.
-func (h *httpd) close() {
+// close stops the server and waits for its handlers. For good (silent
+// false) it closes the listener and every connection. For a reset (silent
+// true) it closes nothing: the chip just stops, so the listener is left to
+// the caller (to hold it silent) and the open connections are returned
+// untouched, neither closed nor answered.
+func (h *httpd) close(silent bool) []net.Conn {
+	h.mu.Lock()
+	h.silent = silent
+	h.mu.Unlock()
 	h.cancel()
 	h.mu.Lock()
-	h.ln.Close()
+	if silent {
+		_ = h.ln.SetDeadline(aLongTimeAgo) // wakes Accept
+	} else {
+		h.ln.Close()
+	}
 	for c := range h.conns {
-		c.Close()
+		if silent {
+			_ = c.SetDeadline(aLongTimeAgo) // wakes the handler, keeps the socket
+		} else {
+			c.Close()
+		}
 	}
 	h.mu.Unlock()
 	h.wg.Wait()
+	if silent {
+		_ = h.ln.SetDeadline(time.Time{})
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	left := h.left
+	h.left = nil
+	return left
+}
+
+// drop ends a connection: closed, or left behind during a reset. h.mu is held.
+func (h *httpd) dropLocked(c net.Conn) {
+	if h.silent {
+		h.left = append(h.left, c)
+		return
+	}
+	c.Close()
 }
 
 // closeListener stops accepting but leaves connections alone (refuse fault).
@@ -163,7 +201,7 @@ func (h *httpd) closeListener() {
 }
 
 // reopen accepts again on ln after closeListener.
-func (h *httpd) reopen(ln net.Listener) {
+func (h *httpd) reopen(ln *net.TCPListener) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.ctx.Err() != nil {
@@ -175,7 +213,7 @@ func (h *httpd) reopen(ln net.Listener) {
 	go h.acceptLoop(ln)
 }
 
-func (h *httpd) acceptLoop(ln net.Listener) {
+func (h *httpd) acceptLoop(ln *net.TCPListener) {
 	defer h.wg.Done()
 	for {
 		select {
@@ -197,8 +235,8 @@ func (h *httpd) acceptLoop(ln net.Listener) {
 		}
 		h.mu.Lock()
 		if h.ctx.Err() != nil {
+			h.dropLocked(c)
 			h.mu.Unlock()
-			c.Close()
 			<-h.sessions
 			return
 		}
@@ -214,16 +252,21 @@ func (h *httpd) serveConn(c net.Conn) {
 	defer func() {
 		h.mu.Lock()
 		delete(h.conns, c)
+		h.dropLocked(c)
 		h.mu.Unlock()
-		c.Close()
 		<-h.sessions
 	}()
-	// readLine enforces the header limits; the buffer only saves syscalls
-	// (the device's 1024-byte recv calls are served from it).
-	br := bufio.NewReaderSize(c, 16<<10)
+	// readLine enforces the header limits. The buffer is the size of
+	// esp_http_server's scratch buffer, so the device holds no more of the
+	// body than its TCP window plus what parsing the headers read ahead;
+	// the handler's 1024-byte reads bypass it once it is empty.
+	br := bufio.NewReaderSize(c, scratchSize)
 	for {
 		// select(): wait for data without holding the server.
 		c.SetReadDeadline(time.Time{})
+		if h.ctx.Err() != nil { // close may have set its deadline just before
+			return
+		}
 		if _, err := br.Peek(1); err != nil {
 			return
 		}
@@ -367,7 +410,10 @@ func (r *request) parse() int {
 		if !ok || name == "" || strings.ContainsAny(name, " \t") {
 			return 400
 		}
-		value = strings.Trim(value, " \t")
+		// http_parser skips the whitespace before a value and
+		// httpd_find_hdr_value skips spaces; nothing trims the end, so a
+		// trailing space is part of the value ("Bearer secret " is a 403).
+		value = strings.TrimLeft(value, " \t")
 		r.headers = append(r.headers, header{name, value})
 		switch strings.ToLower(name) {
 		case "content-length":
@@ -385,6 +431,7 @@ func (r *request) parse() int {
 		return 400
 	}
 	if haveCL {
+		cl = strings.TrimRight(cl, " \t") // http_parser's h_content_length skips spaces
 		n, err := strconv.ParseInt(cl, 10, 64)
 		if err != nil || n < 0 || strings.HasPrefix(cl, "+") {
 			return 400
@@ -452,6 +499,9 @@ func (r *request) recv(buf []byte) (int, error) {
 		buf = buf[:r.remaining]
 	}
 	r.conn.SetReadDeadline(time.Now().Add(r.h.timing.RecvTimeout))
+	if r.ctx.Err() != nil {
+		return 0, r.ctx.Err()
+	}
 	n, err := r.br.Read(buf)
 	r.remaining -= int64(n)
 	if n > 0 {
@@ -493,6 +543,9 @@ func (r *request) send(code int, ctype, body string, extra ...header) error {
 		sleepCtx(r.ctx, lat)
 	}
 	r.conn.SetWriteDeadline(time.Now().Add(r.h.timing.RecvTimeout)) // send_wait_timeout
+	if r.ctx.Err() != nil {
+		return r.ctx.Err()
+	}
 	r.responded = true
 	_, err := r.conn.Write(b.Bytes())
 	if err != nil {
@@ -513,6 +566,9 @@ func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
 }
+
+// aLongTimeAgo is a deadline in the past: it wakes blocked calls at once.
+var aLongTimeAgo = time.Unix(1, 0)
 
 // sleepCtx sleeps for d; false when ctx ended first.
 func sleepCtx(ctx context.Context, d time.Duration) bool {

@@ -1,6 +1,8 @@
 package sim
 
 import (
+	"slices"
+
 	"github.com/ots-ota/ots-ota/sim/mdnsd"
 )
 
@@ -47,10 +49,21 @@ func (d *Device) services() []mdnsd.Service {
 		if !s.Password.IsZero() {
 			authUpload = "yes"
 		}
+		// The order the sketch adds the items in: ESPmDNS passes board,
+		// tcp_check, ssh_upload, auth_upload to mdns_service_add (auth_upload
+		// set to yes in place after); ESP8266mDNS adds tcp_check, ssh_upload,
+		// board, auth_upload one by one. A sketch's own items come after.
 		txt := []string{"board=" + s.Board, "tcp_check=no", "ssh_upload=no", "auth_upload=" + authUpload}
+		if s.esp8266 {
+			txt = []string{"tcp_check=no", "ssh_upload=no", "board=" + s.Board, "auth_upload=" + authUpload}
+		}
 		if s.Extensions {
 			txt = append(txt, "version="+info.Version, "project="+info.Project, "chip="+s.Chip, "api="+ContractAPIVersion)
 		}
+		// Both responders keep TXT items in a list they prepend to
+		// (ESP-IDF mdns allocate_txt_base and mdns_service_txt_item_set,
+		// LEAmDNS stcMDNSServiceTxts::add), so the wire order is reversed.
+		slices.Reverse(txt)
 		out = append(out, mdnsd.Service{Instance: s.Instance, Type: "_arduino._tcp", Port: otaPort, TXT: txt})
 	}
 	return out

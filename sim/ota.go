@@ -54,6 +54,9 @@ type upload struct {
 	sectorErase bool
 	erased      int64
 	done        bool
+	// fs: the image goes to the data/spiffs partition (espota command
+	// 100), not to an app slot.
+	fs bool
 }
 
 // newUpload records the start of an upload and announces it.
@@ -74,8 +77,14 @@ func (u *upload) begin(sectorErase bool) otaErr {
 	}
 	d.otaBusy = true
 	u.began = true
-	u.target = d.flash.nextUpdateSlot()
-	d.flash.erase(u.target)
+	limit := d.s.SlotSize
+	if u.fs {
+		u.target = -1
+		limit = d.flash.fsSize
+	} else {
+		u.target = d.flash.nextUpdateSlot()
+		d.flash.erase(u.target)
+	}
 	u.faults = armUpload(d.faults, u.rec.Size, d.rnd.Float64)
 	u.rate = d.s.timing.WriteRate
 	for _, f := range d.faults {
@@ -85,12 +94,13 @@ func (u *upload) begin(sectorErase bool) otaErr {
 	}
 	d.notifyLocked()
 	d.mu.Unlock()
-	u.w = newSlotWriter(d.store, d.s.SlotSize)
+	u.w = newSlotWriter(d.store, limit)
 	u.sectorErase = sectorErase
 	if !sectorErase && d.s.timing.EraseRate > 0 {
 		if !sleepCtx(u.ctx, rateTime(d.s.SlotSize, d.s.timing.EraseRate)) {
 			return errCanceled
 		}
+		d.pauseEnded(0)
 	}
 	return errNone
 }
@@ -131,9 +141,10 @@ func (u *upload) write(p []byte) otaErr {
 			if !sleepCtx(u.ctx, f.Duration) {
 				return errCanceled
 			}
+			u.d.pauseEnded(u.w.n)
 		}
 	}
-	if u.w.n == 0 && len(p) > 0 && p[0] != 0xE9 {
+	if !u.fs && u.w.n == 0 && len(p) > 0 && p[0] != 0xE9 {
 		u.rec.Reason = fmt.Sprintf("first byte 0x%02x is not 0xE9", p[0])
 		return errMagic
 	}
@@ -172,6 +183,14 @@ func (u *upload) end() otaErr {
 		u.rec.Reason = "nothing written"
 		return errEmpty
 	}
+	if u.fs { // a filesystem image: nothing to verify, nothing to boot
+		b := u.w.finish()
+		d.mu.Lock()
+		d.flash.fs = b
+		d.notifyLocked()
+		d.mu.Unlock()
+		return errNone
+	}
 	if !d.s.esp8266 {
 		rep := image.Validate(u.w.bytes(), image.Policy{Chip: d.s.chip, ChipSet: true, SlotSize: d.s.SlotSize})
 		if err := endError(rep); err != nil {
@@ -199,12 +218,17 @@ func (u *upload) end() otaErr {
 func (u *upload) succeed(status int, text string) {
 	u.finish("ok", status, text)
 	d := u.d
+	if u.fs {
+		d.emit(Event{Event: EventUploadFinished, Protocol: u.rec.Protocol, Remote: u.rec.Remote,
+			Size: u.rec.Size, Bytes: u.rec.Bytes, Text: text, Slot: fsLabel})
+		return
+	}
 	d.mu.Lock()
 	info := d.flash.slots[u.target].info
 	d.mu.Unlock()
 	d.emit(Event{Event: EventUploadFinished, Protocol: u.rec.Protocol, Path: u.rec.Path, Remote: u.rec.Remote,
 		Size: u.rec.Size, Bytes: u.rec.Bytes, Status: status, Text: text, Project: info.Project,
-		Version: info.Version, Slot: slotLabels[u.target]})
+		Version: info.Version, Slot: d.flash.label(u.target)})
 }
 
 // fail records a failed upload: outcome "failed" when the device answered

@@ -10,6 +10,12 @@ import (
 // any text — a simulated link drop or power loss.
 var ErrDisconnect = errors.New("espota: connection dropped")
 
+// ErrPowerLoss: when Begin, Write or End returns an error wrapping it, the
+// device vanishes: no text and no close. With Config.Hold set the data
+// connection is handed to it untouched (the host's timeout must notice);
+// without, it is reset as for ErrDisconnect.
+var ErrPowerLoss = errors.New("espota: the device lost power")
+
 // UpdateError is an Update-class failure as the device reports it. Msg is
 // the error string (getErrorString / errorString); Code is the Update error
 // number, which ESP8266 prints as "ERROR[<Code>]: <Msg>". ESP32 prints only
@@ -40,6 +46,7 @@ const (
 	ErrKindNoPartition                          // Partition Could Not be Found (ESP32)
 	ErrKindBadArgument                          // Bad Argument (ESP32)
 	ErrKindAborted                              // Aborted (ESP32)
+	ErrKindDecrypt                              // Decryption error (ESP32)
 )
 
 type errDef struct {
@@ -58,7 +65,7 @@ func errDefs(f Flavor, k UpdateErrKind) errDef {
 			return errDef{7, "MD5 verification failed"}
 		case ErrKindMagicByte:
 			return errDef{10, "Magic byte is not 0xE9"}
-		case ErrKindActivate, ErrKindNoPartition, ErrKindBadArgument, ErrKindAborted:
+		case ErrKindActivate, ErrKindNoPartition, ErrKindBadArgument, ErrKindAborted, ErrKindDecrypt:
 			return errDef{255, "UNKNOWN"}
 		}
 	}
@@ -87,6 +94,8 @@ func errDefs(f Flavor, k UpdateErrKind) errDef {
 		return errDef{11, "Bad Argument"}
 	case ErrKindAborted:
 		return errDef{12, "Aborted"}
+	case ErrKindDecrypt:
+		return errDef{13, "Decryption error"}
 	}
 	return errDef{255, "UNKNOWN"}
 }
@@ -129,7 +138,7 @@ func errorText(f Flavor, err error) string {
 // esp8266CodeFor guesses the ESP8266 error number from a text, for Updaters
 // that return plain errors.
 func esp8266CodeFor(msg string) int {
-	for k := ErrKindWrite; k <= ErrKindAborted; k++ {
+	for k := ErrKindWrite; k <= ErrKindDecrypt; k++ {
 		if errDefs(ESP32, k).msg == msg || errDefs(ESP8266, k).msg == msg {
 			return errDefs(ESP8266, k).code
 		}

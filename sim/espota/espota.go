@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/ots-ota/ots-ota/auth"
@@ -115,12 +116,21 @@ type Config struct {
 	// LocalIP is the address the device dials from when connecting back;
 	// nil = chosen by the OS.
 	LocalIP net.IP
+	// DialControl, if set, is the connect-back dialer's Control: it can give
+	// the socket the device's TCP window and MSS before the SYN.
+	DialControl func(network, address string, c syscall.RawConn) error
 	// NoConnectBack (fault): accept the invitation (Begin runs) but never
 	// connect back; the update is aborted as on a failed connect.
 	NoConnectBack bool
 	// LoseFinalOK (fault): after a successful End the final "OK" is never
 	// sent; the connection is still closed and the update applied.
 	LoseFinalOK bool
+	// Hold, if set, receives the data connection when the device vanishes
+	// mid-transfer (an Updater error wrapping ErrPowerLoss, or Serve's
+	// context ending): the connection is left open and unanswered, as a
+	// chip that lost power leaves it, and Hold decides when to end it.
+	// Without Hold the connection is closed.
+	Hold func(net.Conn)
 	// Logger receives debug/info logs; nil = discard. Secrets never appear.
 	Logger *slog.Logger
 	// OnEvent, if set, is called synchronously from the Serve goroutine.

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"sync/atomic"
 	"time"
 )
 
@@ -49,7 +50,7 @@ func (s *Server) runUpdate(ctx context.Context, pc net.PacketConn, inv invitatio
 	}
 	port := inv.port & 0xFFFF // connect() takes a uint16_t
 	host := net.JoinHostPort(hostIP.String(), strconv.Itoa(port))
-	d := net.Dialer{Timeout: connectTimeout}
+	d := net.Dialer{Timeout: connectTimeout, Control: s.cfg.DialControl}
 	if s.cfg.LocalIP != nil {
 		d.LocalAddr = &net.TCPAddr{IP: s.cfg.LocalIP}
 	}
@@ -61,9 +62,13 @@ func (s *Server) runUpdate(ctx context.Context, pc net.PacketConn, inv invitatio
 		return fail(nil, 0, fmt.Sprintf("connect back to %s: %v", host, err))
 	}
 	remote := conn.RemoteAddr()
-	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
-	defer stop()
 	rw := newReplier(conn, s.cfg.Latency, s.log)
+	stop := context.AfterFunc(ctx, func() {
+		if !rw.vanish(s.cfg.Hold) {
+			_ = conn.Close()
+		}
+	})
+	defer stop()
 
 	s.log.Info("update started", "host", remote.String(), "cmd", inv.cmd, "size", inv.size)
 	started := base
@@ -74,6 +79,10 @@ func (s *Server) runUpdate(ctx context.Context, pc net.PacketConn, inv invitatio
 	if err != nil {
 		var we *writeError
 		switch {
+		case errors.As(err, &we) && errors.Is(we.err, ErrPowerLoss):
+			if !rw.vanish(s.cfg.Hold) {
+				rw.abort()
+			}
 		case errors.As(err, &we) && errors.Is(we.err, ErrDisconnect):
 			rw.abort()
 		case errors.As(err, &we):
@@ -91,7 +100,11 @@ func (s *Server) runUpdate(ctx context.Context, pc net.PacketConn, inv invitatio
 	}
 
 	if err := s.u.End(inv.md5Lower()); err != nil {
-		if errors.Is(err, ErrDisconnect) {
+		if errors.Is(err, ErrPowerLoss) {
+			if !rw.vanish(s.cfg.Hold) {
+				rw.abort()
+			}
+		} else if errors.Is(err, ErrDisconnect) {
 			rw.abort()
 		} else {
 			rw.send(errorText(f, err))
@@ -218,6 +231,19 @@ type replier struct {
 	log     *slog.Logger
 	q       chan reply
 	done    chan struct{}
+	gone    atomic.Bool // handed over by vanish: never written or closed again
+}
+
+// vanish hands the connection to hold, untouched, once; false without hold.
+func (r *replier) vanish(hold func(net.Conn)) bool {
+	if hold == nil {
+		return false
+	}
+	if r.gone.CompareAndSwap(false, true) {
+		_ = r.conn.SetDeadline(aLongTimeAgo()) // wakes the device's own reads and writes
+		hold(r.conn)
+	}
+	return true
 }
 
 type reply struct {
@@ -251,6 +277,9 @@ func (r *replier) run() {
 }
 
 func (r *replier) write(b []byte) {
+	if r.gone.Load() {
+		return
+	}
 	_ = r.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
 	if _, err := r.conn.Write(b); err != nil {
 		r.log.Debug("tcp reply failed", "err", err)
@@ -281,7 +310,9 @@ func (r *replier) close() {
 		close(r.q)
 		<-r.done
 	}
-	_ = r.conn.Close()
+	if !r.gone.Load() {
+		_ = r.conn.Close()
+	}
 }
 
 // abort flushes what was already sent, then resets the connection: a link
@@ -290,6 +321,9 @@ func (r *replier) abort() {
 	if r.q != nil {
 		close(r.q)
 		<-r.done
+	}
+	if r.gone.Load() {
+		return
 	}
 	if tc, ok := r.conn.(*net.TCPConn); ok {
 		_ = tc.SetLinger(0)

@@ -48,14 +48,20 @@
 // carry the address records. A device's answers that exceed 9000 bytes are
 // split over several packets. It honours the QU bit (unicast reply), legacy
 // unicast queries (source port other than 5353: per device one conventional
-// reply to the source with the query's ID and question, TTL at most 10 s,
-// trimmed to 512 bytes or the querier's EDNS0 size, TC set only when answers
+// reply to the source with the query's ID and question, without cache-flush
+// bits but with the full TTLs, as ESP-IDF sends it (RFC 6762 §6.7 would cap
+// them at 10 s), trimmed to 512 bytes or the querier's EDNS0 size, TC set only when answers
 // had to go), and known-answer suppression. Answers go out at once, without
 // the random 20–120 ms delay RFC 6762 §6 suggests for shared records, and
 // without per-record rate limiting.
 //
-// Hosts are announced twice, one second apart, when added, and send goodbye
-// records (TTL 0) when removed or on Close. There is no probing or conflict
-// resolution: host and instance names are only checked for uniqueness within
-// the responder.
+// A host added is probed and announced on ESP-IDF's schedule: three probes
+// 250 ms apart starting 120–247 ms after Add (the first asking for unicast
+// replies), during which it answers nothing, then three announcements one
+// second apart. Remove and Close send goodbye records (TTL 0), as
+// mdns_free or removing a service does; Withdraw removes a host silently,
+// as a device that resets or loses power does. There is no conflict
+// resolution: host and instance names are only checked for uniqueness
+// within the responder. Record TTLs are ESP-IDF's (PTR and TXT 4500 s, SRV
+// and addresses 120 s) unless Config.TTL overrides them all.
 package mdnsd

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -46,6 +47,12 @@ type packet struct {
 // every response it sees.
 func groupListener(t *testing.T, lo *net.Interface) (*net.UDPConn, <-chan packet) {
 	t.Helper()
+	return groupListenerOf(t, lo, false)
+}
+
+// groupListenerOf is groupListener; queries too forwards queries (probes).
+func groupListenerOf(t *testing.T, lo *net.Interface, queries bool) (*net.UDPConn, <-chan packet) {
+	t.Helper()
 	c, err := net.ListenMulticastUDP("udp4", lo, net.UDPAddrFromAddrPort(mdnsGroup()))
 	if err != nil {
 		t.Fatalf("listen on group: %v", err)
@@ -61,7 +68,7 @@ func groupListener(t *testing.T, lo *net.Interface) (*net.UDPConn, <-chan packet
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		readLoop(c, ch)
+		readLoop(c, ch, queries)
 	}()
 	t.Cleanup(func() {
 		c.Close()
@@ -70,8 +77,9 @@ func groupListener(t *testing.T, lo *net.Interface) (*net.UDPConn, <-chan packet
 	return c, ch
 }
 
-// readLoop forwards responses read from c until c is closed.
-func readLoop(c *net.UDPConn, ch chan<- packet) {
+// readLoop forwards responses (and queries, when asked) read from c until
+// c is closed.
+func readLoop(c *net.UDPConn, ch chan<- packet, queries bool) {
 	buf := make([]byte, 65536)
 	for {
 		n, from, err := c.ReadFromUDPAddrPort(buf)
@@ -79,7 +87,7 @@ func readLoop(c *net.UDPConn, ch chan<- packet) {
 			return
 		}
 		var m dns.Msg
-		if m.Unpack(buf[:n]) != nil || !m.Response {
+		if m.Unpack(buf[:n]) != nil || (!m.Response && !queries) {
 			continue
 		}
 		select {
@@ -197,7 +205,8 @@ func TestMulticastLoopback(t *testing.T) {
 		t.Error("second Add of the same host succeeded")
 	}
 
-	// Announcements: two unsolicited responses per host, about 1 s apart.
+	// Announcements (after probing): unsolicited responses per host, about
+	// 1 s apart.
 	announced := func(m *dns.Msg) bool {
 		return has(m.Answer, "ots-sim-01.local. A 127.0.0.2") && has(m.Answer, "_ota._tcp.local. PTR "+seedInst+"._ota._tcp.local.")
 	}
@@ -236,16 +245,21 @@ func TestMulticastLoopback(t *testing.T) {
 	})
 
 	t.Run("service type enumeration", func(t *testing.T) {
+		// Each device answers for its own types, from its own address.
 		send(t, mc, query(q("_services._dns-sd._udp.local.", dns.TypePTR)), mdnsTo)
-		m := waitFor(t, ch, 2*time.Second, "enumeration response", func(m *dns.Msg) bool {
-			return len(m.Answer) > 0 && m.Answer[0].Header().Name == servicesName
-		})
-		want := []string{
-			"_services._dns-sd._udp.local. PTR _ota._tcp.local.",
-			"_services._dns-sd._udp.local. PTR _http._tcp.local.",
-			"_services._dns-sd._udp.local. PTR _arduino._tcp.local.",
+		got := map[netip.AddrPort][]string{}
+		for len(got) < 3 {
+			p := waitForPacket(t, ch, 2*time.Second, "enumeration responses", func(m *dns.Msg) bool {
+				return len(m.Answer) > 0 && m.Answer[0].Header().Name == servicesName
+			})
+			got[p.from] = describeAll(p.msg.Answer)
 		}
-		if got := describeAll(m.Answer); !slices.Equal(got, want) {
+		want := map[netip.AddrPort][]string{
+			netip.MustParseAddrPort("127.0.0.2:5353"): {"_services._dns-sd._udp.local. PTR _ota._tcp.local.", "_services._dns-sd._udp.local. PTR _http._tcp.local."},
+			netip.MustParseAddrPort("127.0.0.3:5353"): {"_services._dns-sd._udp.local. PTR _arduino._tcp.local.", "_services._dns-sd._udp.local. PTR _http._tcp.local."},
+			netip.MustParseAddrPort("127.0.0.4:5353"): {"_services._dns-sd._udp.local. PTR _arduino._tcp.local."},
+		}
+		if !reflect.DeepEqual(got, want) {
 			t.Errorf("got %q, want %q", got, want)
 		}
 	})
@@ -284,7 +298,7 @@ func TestMulticastLoopback(t *testing.T) {
 			t.Errorf("answers %q additionals %q", describeAll(m.Answer), describeAll(m.Extra))
 		}
 		for _, rr := range append(m.Answer, m.Extra...) {
-			if h := rr.Header(); h.Ttl > 10 || h.Class != dns.ClassINET {
+			if h := rr.Header(); h.Ttl != 120 || h.Class != dns.ClassINET {
 				t.Errorf("%s: TTL %d class %#x", describe(rr), h.Ttl, h.Class)
 			}
 		}
@@ -504,7 +518,7 @@ func TestIgnoresOtherInterfaces(t *testing.T) {
 		t.Fatal(err)
 	}
 	otherCh := make(chan packet, 64)
-	go readLoop(c, otherCh)
+	go readLoop(c, otherCh, false)
 	send(t, c, query(q("_ota._tcp.local.", dns.TypePTR)), mdnsGroup())
 
 	// The same query on loopback is answered, so silence above is the filter.
@@ -518,4 +532,71 @@ func TestIgnoresOtherInterfaces(t *testing.T) {
 	}
 	send(t, mc, query(q("_ota._tcp.local.", dns.TypePTR)), mdnsGroup())
 	waitFor(t, ch, 2*time.Second, "answer on lo", func(m *dns.Msg) bool { return len(m.Answer) > 0 })
+}
+
+// TestProbeAnnounceWithdraw: a host added is probed three times (the first
+// probe asking for unicast replies) and answers nothing meanwhile, then is
+// announced three times with ESP-IDF's TTLs; Withdraw sends no goodbye.
+func TestProbeAnnounceWithdraw(t *testing.T) {
+	lo := multicastLoopback(t)
+	mc, ch := groupListenerOf(t, lo, true)
+	r, stop := startResponder(t, lo)
+	defer stop()
+	if err := r.Add(arduinoHost()); err != nil {
+		t.Fatal(err)
+	}
+	// Asked while probing: no answer (the probe goes out first anyway).
+	send(t, mc, query(q("ots-sim-03.local.", dns.TypeA)), mdnsGroup())
+	var kinds []string
+	for len(kinds) < probeCount+announceCount {
+		p := waitForPacket(t, ch, 5*time.Second, "probe or announcement", func(m *dns.Msg) bool {
+			return len(m.Question) > 0 && m.Question[0].Qtype == dns.TypeANY || len(m.Answer) > 0
+		})
+		m := p.msg
+		if want := netip.MustParseAddrPort("127.0.0.4:5353"); p.from != want {
+			t.Errorf("packet from %v, want %v", p.from, want)
+		}
+		if !m.Response {
+			qu := m.Question[0].Qclass&classUnicast != 0
+			if qu != (len(kinds) == 0) {
+				t.Errorf("probe %d: QU %v", len(kinds)+1, qu)
+			}
+			if !has(m.Ns, "ots-sim-03.local. A 127.0.0.4") || !has(m.Ns, arduinoInst+"._arduino._tcp.local. SRV 0 0 3232 ots-sim-03.local.") {
+				t.Errorf("probe authority section %q", describeAll(m.Ns))
+			}
+			kinds = append(kinds, "probe")
+			continue
+		}
+		if len(m.Answer) == 1 && has(m.Answer, "ots-sim-03.local. A 127.0.0.4") {
+			t.Fatalf("answered while probing (after %v)", kinds)
+		}
+		for _, rr := range append(m.Answer, m.Extra...) {
+			want := map[uint16]uint32{dns.TypePTR: 4500, dns.TypeTXT: 4500, dns.TypeSRV: 120, dns.TypeA: 120, dns.TypeAAAA: 120}[rr.Header().Rrtype]
+			if strings.HasSuffix(rr.Header().Name, ".arpa.") {
+				want = 10 // reverse mapping
+			}
+			if rr.Header().Ttl != want {
+				t.Errorf("%s: TTL %d, want %d", describe(rr), rr.Header().Ttl, want)
+			}
+		}
+		kinds = append(kinds, "announce")
+	}
+	if want := []string{"probe", "probe", "probe", "announce", "announce", "announce"}; !slices.Equal(kinds, want) {
+		t.Errorf("sequence %q, want %q", kinds, want)
+	}
+	drain(ch, 300*time.Millisecond)
+	r.Withdraw("ots-sim-03")
+	send(t, mc, query(q("ots-sim-03.local.", dns.TypeA)), mdnsGroup())
+	deadline := time.After(700 * time.Millisecond)
+	for {
+		select {
+		case p := <-ch:
+			if p.msg.Response {
+				t.Fatalf("after Withdraw: %q (a reset sends no goodbye and answers nothing)", describeAll(p.msg.Answer))
+			}
+			continue
+		case <-deadline:
+		}
+		break
+	}
 }

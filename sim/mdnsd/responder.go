@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -18,11 +19,18 @@ import (
 
 const (
 	mdnsPort = 5353
-	// announceCount and announceGap follow RFC 6762 §8.3: at least two
-	// unsolicited responses, one second apart.
-	announceCount = 2
-	announceGap   = time.Second
-	defaultTTL    = 120 * time.Second
+	// A host is probed, then announced, on the schedule of ESP-IDF's mdns
+	// component (mdns_pcb.c): the first probe 120 ms plus a random 0–127 ms
+	// after it was added, three probes 250 ms apart (the first asking for
+	// unicast replies), the first announcement 250 ms after the last probe,
+	// three announcements one second apart. While probing it does not answer.
+	probeCount       = 3
+	probeDelay       = 120 * time.Millisecond
+	probeJitterMax   = 128 // ms, esp_random() & 0x7F
+	probeGap         = 250 * time.Millisecond
+	firstAnnounceGap = 250 * time.Millisecond
+	announceCount    = 3
+	announceGap      = time.Second
 	// maxReadErrors bounds a run of read errors (e.g. Windows reporting ICMP
 	// port unreachable on the next read) before Serve gives up.
 	maxReadErrors = 100
@@ -38,8 +46,10 @@ type Config struct {
 	Interface *net.Interface
 	// Logger receives debug and warning messages; nil discards them.
 	Logger *slog.Logger
-	// TTL of the advertised records; 0 means 120 s. Legacy unicast answers
-	// cap it at 10 s. Rounded down to whole seconds, at least 1 s.
+	// TTL, when set, is the TTL of every advertised record, so tests can
+	// watch records expire in seconds. 0 means ESP-IDF's TTLs: PTR and TXT
+	// 4500 s, SRV, A and AAAA 120 s, reverse-mapping PTRs 10 s. Rounded
+	// down to whole seconds, at least 1 s.
 	TTL time.Duration
 }
 
@@ -79,11 +89,10 @@ func New(cfg Config) (*Responder, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	ttl := cfg.TTL
-	if ttl <= 0 {
-		ttl = defaultTTL
+	t := espIDFTTLs
+	if cfg.TTL > 0 {
+		t = uniformTTLs(uint32(min(max(cfg.TTL/time.Second, 1), 1<<31-1)))
 	}
-	secs := uint32(min(max(ttl/time.Second, 1), 1<<31-1))
 
 	prefixes, err := interfacePrefixes(ifi)
 	if err != nil {
@@ -112,7 +121,7 @@ func New(cfg Config) (*Responder, error) {
 	r := &Responder{
 		ifi:    ifi,
 		log:    log.With("iface", ifi.Name),
-		z:      newZone(secs),
+		z:      newZone(t),
 		conn:   conn,
 		pc:     ipv4.NewPacketConn(conn),
 		onLink: prefixes,
@@ -224,15 +233,22 @@ func (r *Responder) serveOne(pkt []byte, cm *ipv4.ControlMessage, src net.Addr) 
 	from := ua.AddrPort()
 	from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
 	unicastDst := false
+	var only netip.Addr // a query sent to one device's address reaches that device only
 	if r.cmOK {
 		if cm == nil || (cm.IfIndex != 0 && cm.IfIndex != r.ifi.Index) {
 			return // arrived on another interface: not ours to answer
 		}
 		unicastDst = cm.Dst != nil && !cm.Dst.IsMulticast()
+		if a, ok := netip.AddrFromSlice(cm.Dst); unicastDst && ok && r.z.isSource(a.Unmap()) {
+			only = a.Unmap()
+		}
 	} else if !r.isOnLink(from.Addr()) {
 		return
 	}
 	for _, out := range r.z.handle(pkt, from, unicastDst, r.log) {
+		if only.IsValid() && out.from != only {
+			continue
+		}
 		if out.to.IsValid() && !r.isOnLink(out.to.Addr()) {
 			// RFC 6762 §11: unicast replies only to on-link sources.
 			r.log.Debug("mdnsd: not answering off-link source", "src", out.to)
@@ -300,10 +316,12 @@ func (r *Responder) sendMsgs(msgs []*dns.Msg, from netip.Addr) {
 	}
 }
 
-// Add registers h and announces it: an unsolicited response now and another
-// one second later. It fails when h is invalid, when its host name or one of
-// its instance names (per service type) is already registered, or after
-// Close.
+// Add registers h, probes for its names and then announces it, as an
+// ESP-IDF device does when its network comes up (see probeCount). It
+// answers queries once probing is over. It fails when h is invalid, when its
+// host name or one of its instance names (per service type) is already
+// registered, or after Close. There is no conflict resolution: the names are
+// only checked for uniqueness within the responder.
 func (r *Responder) Add(h Host) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -314,28 +332,46 @@ func (r *Responder) Add(h Host) error {
 	if err != nil {
 		return fmt.Errorf("mdnsd: add: %w", err)
 	}
+	r.z.setProbing(e, true)
 	r.log.Debug("mdnsd: host added", "host", e.label, "services", len(e.svcs))
-	r.announce(e, announceCount)
+	r.schedule(e, probeDelay+time.Duration(rand.IntN(probeJitterMax))*time.Millisecond, 0)
 	return nil
 }
 
-// announce sends e's records and schedules the remaining announcements.
-// r.mu is held.
-func (r *Responder) announce(e *hostEntry, left int) {
-	r.sendMsgs(split(r.z.records(e, true), maxPayload, nil), e.src)
-	if left--; left <= 0 {
-		delete(r.timers, e)
-		return
-	}
-	r.timers[e] = time.AfterFunc(announceGap, func() {
+// schedule runs step n of e's probe-and-announce sequence after d. r.mu is held.
+func (r *Responder) schedule(e *hostEntry, d time.Duration, n int) {
+	r.timers[e] = time.AfterFunc(d, func() {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		// Removed, re-added (a new entry) or closed meanwhile: stay quiet.
 		if r.closed || r.timers[e] == nil || r.z.lookup(e.label) != e {
 			return
 		}
-		r.announce(e, left)
+		r.step(e, n)
 	})
+}
+
+// step sends probe n (n < probeCount) or announcement n-probeCount and
+// schedules the next one. r.mu is held.
+func (r *Responder) step(e *hostEntry, n int) {
+	if n < probeCount {
+		r.sendMsgs([]*dns.Msg{r.z.probe(e, n == 0)}, e.src)
+		next := probeGap
+		if n == probeCount-1 {
+			next = firstAnnounceGap
+		}
+		r.schedule(e, next, n+1)
+		return
+	}
+	if n == probeCount {
+		r.z.setProbing(e, false)
+	}
+	r.sendMsgs(split(r.z.records(e, true), maxPayload, nil), e.src)
+	if n+1 >= probeCount+announceCount {
+		delete(r.timers, e)
+		return
+	}
+	r.schedule(e, announceGap, n+1)
 }
 
 // Remove unregisters the host with the given name (without ".local") and
@@ -362,6 +398,25 @@ func (r *Responder) Remove(name string) {
 	}
 	r.sendMsgs(split(gs, maxPayload, goodbyeForm), e.src)
 	r.log.Debug("mdnsd: host removed", "host", e.label)
+}
+
+// Withdraw unregisters the host with the given name without a word: no
+// goodbye, as a device that resets or loses power sends none (ESP-IDF's
+// and Arduino's mDNS say goodbye only in mdns_free or when a service is
+// removed). Caches keep it until its records expire or it announces again.
+// Unknown names are ignored.
+func (r *Responder) Withdraw(name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, _ := r.z.remove(name)
+	if e == nil {
+		return
+	}
+	if t := r.timers[e]; t != nil {
+		t.Stop()
+		delete(r.timers, e)
+	}
+	r.log.Debug("mdnsd: host withdrawn silently", "host", e.label)
 }
 
 // Close sends goodbye records for every host still registered, closes the

@@ -39,7 +39,6 @@ type Host struct {
 const (
 	classCacheFlush = 0x8000 // RFC 6762 §10.2, top bit of the rrclass
 	classUnicast    = 0x8000 // RFC 6762 §5.4, top bit of the qclass (QU)
-	legacyTTL       = 10     // RFC 6762 §6.7 caps legacy unicast TTLs at 10 s
 )
 
 // hostEntry holds one host's records, built once by add and shared read-only
@@ -52,6 +51,10 @@ type hostEntry struct {
 	rev   []dns.RR   // reverse-mapping PTRs, cache-flush
 	revK  []string
 	svcs  []*svcEntry
+	enum  []dns.RR // _services._dns-sd._udp -> each of its types: every device answers for itself
+	// probing: registered but not answering yet (the responder's probe
+	// phase); guarded by the zone's lock.
+	probing bool
 }
 
 type svcEntry struct {
@@ -65,28 +68,39 @@ type svcEntry struct {
 }
 
 type typeEntry struct {
-	enum dns.RR // _services._dns-sd._udp -> type, shared
 	svcs []*svcEntry
 }
+
+// ttls are the record TTLs in seconds, per kind of record.
+type ttls struct {
+	ptr, txt, srv, addr, rev uint32
+}
+
+// espIDFTTLs are ESP-IDF's mdns TTLs (mdns_private.h MDNS_ANSWER_*_TTL):
+// PTR and TXT 4500 s, SRV, A and AAAA 120 s; reverse-mapping PTRs 10 s
+// (mdns_send.c, CONFIG_MDNS_RESPOND_REVERSE_QUERIES).
+var espIDFTTLs = ttls{ptr: 4500, txt: 4500, srv: 120, addr: 120, rev: 10}
+
+// uniformTTLs gives every record the same TTL (the override).
+func uniformTTLs(s uint32) ttls { return ttls{ptr: s, txt: s, srv: s, addr: s, rev: s} }
 
 // zone is the responder's record store and its answer logic; it does no I/O,
 // so tests and the fuzzer drive it directly.
 type zone struct {
-	ttl        uint32
+	ttl        ttls
 	servicesK  string
 	mu         sync.RWMutex
 	hosts      map[string]*hostEntry
 	insts      map[string]*svcEntry
 	types      map[string]*typeEntry
-	typeOrder  []string // type keys in insertion order, for stable answers
 	rev        map[string][]*hostEntry
 	hostsOrder []*hostEntry
 }
 
-func newZone(ttlSeconds uint32) *zone {
+func newZone(t ttls) *zone {
 	k, _ := nameKey(servicesName)
 	return &zone{
-		ttl:       ttlSeconds,
+		ttl:       t,
 		servicesK: k,
 		hosts:     make(map[string]*hostEntry),
 		insts:     make(map[string]*svcEntry),
@@ -119,7 +133,7 @@ func (z *zone) add(h Host) (*hostEntry, error) {
 			return nil, fmt.Errorf("host %s: invalid address", label)
 		}
 		a = a.Unmap()
-		hdr := dns.RR_Header{Name: fqdn, Class: dns.ClassINET | classCacheFlush, Ttl: z.ttl}
+		hdr := dns.RR_Header{Name: fqdn, Class: dns.ClassINET | classCacheFlush, Ttl: z.ttl.addr}
 		if a.Is4() {
 			if !e.src.IsValid() {
 				e.src = a
@@ -134,7 +148,7 @@ func (z *zone) add(h Host) (*hostEntry, error) {
 		if rname, err := dns.ReverseAddr(a.WithZone("").String()); err == nil {
 			if rk, ok := nameKey(rname); ok {
 				e.rev = append(e.rev, &dns.PTR{
-					Hdr: dns.RR_Header{Name: rname, Rrtype: dns.TypePTR, Class: dns.ClassINET | classCacheFlush, Ttl: z.ttl},
+					Hdr: dns.RR_Header{Name: rname, Rrtype: dns.TypePTR, Class: dns.ClassINET | classCacheFlush, Ttl: z.ttl.rev},
 					Ptr: fqdn,
 				})
 				e.revK = append(e.revK, rk)
@@ -172,22 +186,28 @@ func (z *zone) add(h Host) (*hostEntry, error) {
 			key:     ikey,
 			typeKey: tkey,
 			ptr: &dns.PTR{
-				Hdr: dns.RR_Header{Name: typeFQDN, Rrtype: dns.TypePTR, Class: dns.ClassINET, Ttl: z.ttl},
+				Hdr: dns.RR_Header{Name: typeFQDN, Rrtype: dns.TypePTR, Class: dns.ClassINET, Ttl: z.ttl.ptr},
 				Ptr: inst,
 			},
 			srv: &dns.SRV{
-				Hdr:    dns.RR_Header{Name: inst, Rrtype: dns.TypeSRV, Class: dns.ClassINET | classCacheFlush, Ttl: z.ttl},
+				Hdr:    dns.RR_Header{Name: inst, Rrtype: dns.TypeSRV, Class: dns.ClassINET | classCacheFlush, Ttl: z.ttl.srv},
 				Port:   s.Port,
 				Target: fqdn,
 			},
 			txt: &dns.TXT{
-				Hdr: dns.RR_Header{Name: inst, Rrtype: dns.TypeTXT, Class: dns.ClassINET | classCacheFlush, Ttl: z.ttl},
+				Hdr: dns.RR_Header{Name: inst, Rrtype: dns.TypeTXT, Class: dns.ClassINET | classCacheFlush, Ttl: z.ttl.txt},
 				Txt: txt,
 			},
 		}
 		// RFC 6763 §12.1: SRV, TXT and the addresses go along with a PTR answer.
 		se.extra = append([]dns.RR{se.srv, se.txt}, e.addrs...)
 		e.svcs = append(e.svcs, se)
+		if !slices.ContainsFunc(e.enum, func(rr dns.RR) bool { return rr.(*dns.PTR).Ptr == typeFQDN }) {
+			e.enum = append(e.enum, &dns.PTR{
+				Hdr: dns.RR_Header{Name: servicesName, Rrtype: dns.TypePTR, Class: dns.ClassINET, Ttl: z.ttl.ptr},
+				Ptr: typeFQDN,
+			})
+		}
 	}
 
 	z.mu.Lock()
@@ -209,12 +229,8 @@ func (z *zone) add(h Host) (*hostEntry, error) {
 		z.insts[s.key] = s
 		t := z.types[s.typeKey]
 		if t == nil {
-			t = &typeEntry{enum: &dns.PTR{
-				Hdr: dns.RR_Header{Name: servicesName, Rrtype: dns.TypePTR, Class: dns.ClassINET, Ttl: z.ttl},
-				Ptr: s.ptr.Header().Name,
-			}}
+			t = &typeEntry{}
 			z.types[s.typeKey] = t
-			z.typeOrder = append(z.typeOrder, s.typeKey)
 		}
 		t.svcs = append(t.svcs, s)
 	}
@@ -254,11 +270,42 @@ func (z *zone) remove(name string) (*hostEntry, []dns.RR) {
 		t.svcs = slices.DeleteFunc(t.svcs, func(x *svcEntry) bool { return x == s })
 		if len(t.svcs) == 0 {
 			delete(z.types, s.typeKey)
-			z.typeOrder = slices.DeleteFunc(z.typeOrder, func(k string) bool { return k == s.typeKey })
-			gone = append(gone, t.enum)
+			typeFQDN := s.ptr.Header().Name
+			for _, rr := range e.enum {
+				if rr.(*dns.PTR).Ptr == typeFQDN && !slices.Contains(gone, rr) {
+					gone = append(gone, rr)
+				}
+			}
 		}
 	}
 	return e, gone
+}
+
+// setProbing marks a host as probing (not answering) or not.
+func (z *zone) setProbing(e *hostEntry, on bool) {
+	z.mu.Lock()
+	e.probing = on
+	z.mu.Unlock()
+}
+
+// probe is a probe query for e (RFC 6762 §8.1, as ESP-IDF builds it): an
+// ANY question for each instance name and for the host name, the proposed
+// SRV and address records in the authority section; qu asks for unicast
+// replies (the first probe does).
+func (z *zone) probe(e *hostEntry, qu bool) *dns.Msg {
+	m := new(dns.Msg)
+	m.Compress = true
+	cls := uint16(dns.ClassINET)
+	if qu {
+		cls |= classUnicast
+	}
+	for _, s := range e.svcs {
+		m.Question = append(m.Question, dns.Question{Name: s.srv.Header().Name, Qtype: dns.TypeANY, Qclass: cls})
+		m.Ns = append(m.Ns, s.srv)
+	}
+	m.Question = append(m.Question, dns.Question{Name: e.label + "." + localSuffix, Qtype: dns.TypeANY, Qclass: cls})
+	m.Ns = append(m.Ns, e.addrs...)
+	return m
 }
 
 // lookup returns the registered entry for a host name, or nil.
@@ -270,6 +317,18 @@ func (z *zone) lookup(name string) *hostEntry {
 	z.mu.RLock()
 	defer z.mu.RUnlock()
 	return z.hosts[key]
+}
+
+// isSource reports whether a is the address some host answers from.
+func (z *zone) isSource(a netip.Addr) bool {
+	z.mu.RLock()
+	defer z.mu.RUnlock()
+	for _, h := range z.hostsOrder {
+		if h.src == a {
+			return true
+		}
+	}
+	return false
 }
 
 // all returns every registered host.
@@ -293,22 +352,16 @@ func (z *zone) records(e *hostEntry, enum bool) []group {
 		gs = append(gs, group{ans: rr, host: e})
 	}
 	if enum {
-		z.mu.RLock()
-		done := make(map[string]bool)
-		for _, s := range e.svcs {
-			if t := z.types[s.typeKey]; t != nil && !done[s.typeKey] {
-				done[s.typeKey] = true
-				gs = append(gs, group{ans: t.enum, host: e})
-			}
+		for _, rr := range e.enum {
+			gs = append(gs, group{ans: rr, host: e})
 		}
-		z.mu.RUnlock()
 	}
 	return gs
 }
 
 // group is one answer and the additional records that go with it
 // (RFC 6763 §12); a group is never split across packets. host is the device
-// the answer belongs to (nil for the shared type enumeration).
+// the answer belongs to.
 type group struct {
 	ans   dns.RR
 	extra []dns.RR
@@ -318,7 +371,7 @@ type group struct {
 // answers collects the groups answering q's questions, without duplicates,
 // and drops what q's known-answer section already holds (RFC 6762 §7.1).
 func (z *zone) answers(q *dns.Msg) []group {
-	known := knownAnswers(q, z.ttl)
+	known := knownAnswers(q)
 	var gs []group
 	seen := make(map[dns.RR]bool)
 	addAns := func(h *hostEntry, rr dns.RR, extra []dns.RR) {
@@ -350,20 +403,30 @@ func (z *zone) answers(q *dns.Msg) []group {
 		is := func(t uint16) bool { return qt == t || qt == dns.TypeANY }
 
 		if key == z.servicesK && is(dns.TypePTR) {
-			for _, tk := range z.typeOrder {
-				addAns(nil, z.types[tk].enum, nil)
+			for _, h := range z.hostsOrder {
+				if h.probing {
+					continue
+				}
+				for _, rr := range h.enum {
+					addAns(h, rr, nil)
+				}
 			}
 			continue
 		}
 		if t := z.types[key]; t != nil {
 			if is(dns.TypePTR) {
 				for _, s := range t.svcs {
-					addAns(s.host, s.ptr, s.extra)
+					if !s.host.probing {
+						addAns(s.host, s.ptr, s.extra)
+					}
 				}
 			}
 			continue
 		}
 		if s := z.insts[key]; s != nil {
+			if s.host.probing {
+				continue
+			}
 			if is(dns.TypeSRV) {
 				addAns(s.host, s.srv, s.host.addrs) // RFC 6763 §12.2
 			}
@@ -373,6 +436,9 @@ func (z *zone) answers(q *dns.Msg) []group {
 			continue
 		}
 		if h := z.hosts[key]; h != nil {
+			if h.probing {
+				continue
+			}
 			for _, rr := range h.addrs {
 				if is(rr.Header().Rrtype) {
 					addAns(h, rr, nil)
@@ -382,6 +448,9 @@ func (z *zone) answers(q *dns.Msg) []group {
 		}
 		if hs := z.rev[key]; len(hs) > 0 && is(dns.TypePTR) {
 			for _, h := range hs {
+				if h.probing {
+					continue
+				}
 				for i, rk := range h.revK {
 					if rk == key {
 						addAns(h, h.rev[i], nil)
@@ -404,7 +473,8 @@ type reply struct {
 // each device answers in its own packets: answers are grouped by host, and a
 // host's answers are split over as many packets as needed. legacy selects
 // the conventional unicast DNS form (RFC 6762 §6.7): per device one message
-// with the query's ID and question, TTLs capped at 10 s, no cache-flush bits,
+// with the query's ID and question, no cache-flush bits (TTLs as they are:
+// ESP-IDF does not cap them as RFC 6762 §6.7 suggests),
 // trimmed to 512 bytes or the query's EDNS0 size. It returns nil when there
 // is nothing to answer.
 func (z *zone) respond(q *dns.Msg, legacy bool) []reply {
@@ -449,7 +519,7 @@ func (z *zone) legacyReply(q *dns.Msg, gs []group) *dns.Msg {
 	m := newResponse()
 	m.Id = q.Id
 	m.Question = slices.Clone(q.Question)
-	xf := legacyForm(z.ttl)
+	xf := legacyForm()
 	inAns := make(map[dns.RR]bool)
 	for _, g := range gs {
 		inAns[g.ans] = true
@@ -478,13 +548,13 @@ func (z *zone) legacyReply(q *dns.Msg, gs []group) *dns.Msg {
 	return m
 }
 
-// legacyForm returns a copier that caps the TTL and clears the cache-flush bit.
-func legacyForm(ttl uint32) func(dns.RR) dns.RR {
+// legacyForm returns a copier that clears the cache-flush bit
+// (mdns_send.c sends the flush bit only to port 5353).
+func legacyForm() func(dns.RR) dns.RR {
 	return func(rr dns.RR) dns.RR {
 		c := dns.Copy(rr)
 		h := c.Header()
 		h.Class &^= classCacheFlush
-		h.Ttl = min(ttl, legacyTTL)
 		return c
 	}
 }
@@ -507,15 +577,15 @@ func newResponse() *dns.Msg {
 // knownSet indexes a query's known answers by owner name.
 type knownSet map[string][]dns.RR
 
-// knownAnswers keeps the known answers whose TTL is at least half the true
-// TTL; only those suppress an answer (RFC 6762 §7.1).
-func knownAnswers(q *dns.Msg, ttl uint32) knownSet {
+// knownAnswers indexes a query's known answers; has counts only those
+// whose TTL is at least half the true TTL (RFC 6762 §7.1).
+func knownAnswers(q *dns.Msg) knownSet {
 	if len(q.Answer) == 0 {
 		return nil
 	}
 	ks := make(knownSet)
 	for _, rr := range q.Answer {
-		if rr == nil || rr.Header().Ttl < ttl/2 {
+		if rr == nil {
 			continue
 		}
 		if k, ok := nameKey(rr.Header().Name); ok {
@@ -534,7 +604,7 @@ func (ks knownSet) has(rr dns.RR) bool {
 		return false
 	}
 	for _, kr := range ks[k] {
-		if sameData(rr, kr) {
+		if kr.Header().Ttl >= rr.Header().Ttl/2 && sameData(rr, kr) {
 			return true
 		}
 	}

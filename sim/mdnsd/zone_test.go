@@ -47,7 +47,7 @@ func arduinoHost() Host {
 
 func testZone(t testing.TB) *zone {
 	t.Helper()
-	z := newZone(120)
+	z := newZone(uniformTTLs(120))
 	for _, h := range []Host{seedHost(), otsHost(), arduinoHost()} {
 		if _, err := z.add(h); err != nil {
 			t.Fatalf("add %s: %v", h.Name, err)
@@ -167,13 +167,17 @@ func TestRespond(t *testing.T) {
 			packets: 2, // one per device
 		},
 		{
+			// Every device answers for its own types, from its own address.
 			name: "service type enumeration",
 			q:    query(q("_services._dns-sd._udp.local.", dns.TypePTR)),
 			ans: []string{
 				"_services._dns-sd._udp.local. PTR _ota._tcp.local.",
 				"_services._dns-sd._udp.local. PTR _http._tcp.local.",
 				"_services._dns-sd._udp.local. PTR _arduino._tcp.local.",
+				"_services._dns-sd._udp.local. PTR _http._tcp.local.",
+				"_services._dns-sd._udp.local. PTR _arduino._tcp.local.",
 			},
+			packets: 3,
 		},
 		{
 			name:  "SRV carries the address",
@@ -295,8 +299,13 @@ func TestRespond(t *testing.T) {
 				}
 				ans = append(ans, describeAll(m.Answer)...)
 				extra = append(extra, describeAll(m.Extra)...)
-				// A device answers from its own address.
-				if from, want := replies[i].from, sourceOf(m); from != want {
+				// A device answers from its own address (the enumeration
+				// names no host: the devices answer in order).
+				want := sourceOf(m)
+				if tt.name == "service type enumeration" {
+					want = netip.AddrFrom4([4]byte{127, 0, 0, byte(i + 2)})
+				}
+				if from := replies[i].from; from != want {
 					t.Errorf("message %d from %v, want %v", i, from, want)
 				}
 			}
@@ -359,8 +368,8 @@ func TestRespondLegacy(t *testing.T) {
 		t.Fatalf("got %d answers, %d additionals; want 1, 1", len(m.Answer), len(m.Extra))
 	}
 	for _, rr := range append(m.Answer, m.Extra...) {
-		if h := rr.Header(); h.Ttl > 10 || h.Class != dns.ClassINET {
-			t.Errorf("%s: TTL %d class %#x; want ≤10, IN without cache-flush", describe(rr), h.Ttl, h.Class)
+		if h := rr.Header(); h.Ttl != 120 || h.Class != dns.ClassINET {
+			t.Errorf("%s: TTL %d class %#x; want 120 (not capped, as ESP-IDF), IN without cache-flush", describe(rr), h.Ttl, h.Class)
 		}
 	}
 	// The shared templates must be untouched by the legacy rewrite.
@@ -372,7 +381,7 @@ func TestRespondLegacy(t *testing.T) {
 // bigZone registers n hosts with a seed-style pair of services each.
 func bigZone(t testing.TB, n int) *zone {
 	t.Helper()
-	z := newZone(120)
+	z := newZone(uniformTTLs(120))
 	for i := range n {
 		name := fmt.Sprintf("ots-sim-%03d", i+1)
 		inst := fmt.Sprintf("OTS Firmware Main (%s)", name)
@@ -394,7 +403,7 @@ func bigZone(t testing.TB, n int) *zone {
 // A legacy querier gets one conventional reply per device, trimmed to 512
 // bytes or its EDNS0 size; TC is set only when answers had to go.
 func TestRespondLegacySize(t *testing.T) {
-	z := newZone(120)
+	z := newZone(uniformTTLs(120))
 	var big []string
 	for _, c := range "abcd" {
 		big = append(big, string(c)+"="+strings.Repeat("x", 240))
@@ -599,7 +608,7 @@ func TestAddValidation(t *testing.T) {
 			h := good()
 			h.Services = slices.Clone(h.Services)
 			tt.mutate(&h)
-			_, err := newZone(120).add(h)
+			_, err := newZone(uniformTTLs(120)).add(h)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("error %v, want one containing %q", err, tt.want)
 			}
@@ -608,7 +617,7 @@ func TestAddValidation(t *testing.T) {
 }
 
 func TestAddAccepts(t *testing.T) {
-	z := newZone(120)
+	z := newZone(uniformTTLs(120))
 	h := Host{
 		Name:  "Ots-Sim-7.local.", // suffix tolerated, case kept
 		Addrs: []netip.Addr{netip.MustParseAddr("::ffff:127.0.0.9")},
