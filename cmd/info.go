@@ -75,6 +75,7 @@ Exit status: 0 when every device answered, 1 when any could not be resolved or r
 		Example: `  ots-ota info ots-fw-main.local
   ots-ota info 192.168.1.40 kitchen --json
   ots-ota info --all
+  ots-ota info --all --cached
   ots-ota info --group downstairs --inventory-only`,
 		Args: cobra.ArbitraryArgs, // validate wants targets unless --all or --group
 	}
@@ -98,7 +99,7 @@ type infoResult struct {
 func runInfo(ctx context.Context, a *app, o *infoOptions) error {
 	inv, cfg := o.inv, o.cfg
 	sel, err := discover.Select(ctx, discover.Selection{
-		Args: o.Targets, All: o.sel.All, Group: o.sel.Group, InventoryOnly: o.sel.InventoryOnly,
+		Args: o.Targets, All: o.sel.All, Group: o.sel.Group, InventoryOnly: o.sel.InventoryOnly, Cached: o.sel.Cached,
 		Inventory: inv, Config: cfg, BrowseTimeout: o.Browse,
 	})
 	if err != nil {

@@ -64,6 +64,7 @@ type selectOptions struct {
 	All           bool
 	Group         string
 	InventoryOnly bool
+	Cached        bool
 }
 
 func (o *selectOptions) bind(c *cobra.Command) {
@@ -71,11 +72,15 @@ func (o *selectOptions) bind(c *cobra.Command) {
 	f.BoolVar(&o.All, "all", false, "every device: found by mDNS and listed in the inventory")
 	f.StringVar(&o.Group, "group", "", "the devices of an inventory group")
 	f.BoolVar(&o.InventoryOnly, "inventory-only", false, "no mDNS: only the inventory (and names the system resolves)")
+	f.BoolVar(&o.Cached, "cached", false, "with --all: the devices the last discover found (its cache file) instead of a new browse")
 }
 
 func (o *selectOptions) validate() error {
 	if o.All && o.Group != "" {
 		return usageErrorf("--all and --group do not go together: --all already takes every device")
+	}
+	if o.Cached && !o.All {
+		return usageErrorf("--cached goes with --all: it replaces the browse for every device")
 	}
 	return nil
 }
