@@ -77,7 +77,7 @@ func (o *discoverOptions) validate(a *app, _ []string) error {
 		return usageErrorf("--inventory-only lists the inventory: it does not go with --watch or --save")
 	}
 	o.WatchFor = 0
-	if o.Watch && a.isSet("timeout") {
+	if o.Watch && a.typed("timeout") { // a config file's timeout is for browses, not watches
 		o.WatchFor = o.Timeout
 	}
 	var err error
