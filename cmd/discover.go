@@ -7,7 +7,6 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -130,22 +129,12 @@ func runDiscover(ctx context.Context, a *app, o *discoverOptions) error {
 	}
 	targets := discover.Merge(found, inv.Devices)
 	rows := make([]discoverRow, len(targets))
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 32)
 	for i, t := range targets {
 		rows[i] = rowOf(t)
-		if o.NoProbe {
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			probeRow(ctx, &rows[i], t)
-		}()
 	}
-	wg.Wait()
+	if !o.NoProbe {
+		parallel(len(targets), 32, func(i int) { probeRow(ctx, &rows[i], targets[i]) })
+	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -116,28 +115,20 @@ func runInfo(ctx context.Context, a *app, o *infoOptions) error {
 		return silentError{ExitFailed}
 	}
 	results := make([]infoResult, len(sel))
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 16)
-	for i, s := range sel {
+	parallel(len(sel), 16, func(i int) {
+		s := sel[i]
 		results[i].Sources = s.Target.Sources
 		if s.Err != nil {
 			results[i].Target, results[i].Error = s.Target.Name, s.Err.Error()
-			continue
+			return
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			f, err := devinfo.Query(ctx, s.Target.Info(), devinfo.Options{Timeout: o.Timeout})
-			if err != nil {
-				results[i].Target, results[i].Error = s.Target.Name, err.Error()
-				return
-			}
-			results[i].Facts = f
-		}()
-	}
-	wg.Wait()
+		f, err := devinfo.Query(ctx, s.Target.Info(), devinfo.Options{Timeout: o.Timeout})
+		if err != nil {
+			results[i].Target, results[i].Error = s.Target.Name, err.Error()
+			return
+		}
+		results[i].Facts = f
+	})
 	if err := ctx.Err(); err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/spf13/cobra"
 
@@ -145,4 +146,20 @@ func completeTargets(a *app) func(*cobra.Command, []string, string) ([]string, c
 		}
 		return out, cobra.ShellCompDirectiveNoFileComp
 	}
+}
+
+// parallel runs fn(0) … fn(n-1), at most limit at a time, and waits for all.
+func parallel(n, limit int, fn func(i int)) {
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, limit)
+	for i := range n {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			fn(i)
+		}()
+	}
+	wg.Wait()
 }
