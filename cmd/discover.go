@@ -7,7 +7,6 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -27,6 +26,9 @@ type discoverOptions struct {
 	InventoryOnly bool
 	NoProbe       bool
 	WatchFor      time.Duration // --watch with an explicit --timeout: stop after it
+
+	inv *inventory.Inventory
+	cfg discover.Config
 }
 
 func newDiscoverCmd(a *app) *cobra.Command {
@@ -49,17 +51,8 @@ interrupted. A device is removed by a goodbye, or when its SRV or address record
   ots-ota discover --interface en0 --watch
   ots-ota discover --save`,
 		Args: argsNone,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := exclusiveFlags(cmd, [2]string{"watch", "save"}, [2]string{"watch", "inventory-only"}, [2]string{"save", "inventory-only"}); err != nil {
-				return err
-			}
-			o.WatchFor = 0
-			if o.Watch && cmd.Flags().Changed("timeout") {
-				o.WatchFor = o.Timeout
-			}
-			return runDiscover(cmd.Context(), a, o)
-		},
 	}
+	c.RunE = run(a, o, runDiscover)
 	o.mdns.bind(c, true)
 	f := c.Flags()
 	f.DurationVar(&o.Timeout, "timeout", 2*time.Second, "how long to listen for answers (with --watch: stop after it)")
@@ -69,6 +62,33 @@ interrupted. A device is removed by a goodbye, or when its SRV or address record
 	f.BoolVar(&o.InventoryOnly, "inventory-only", false, "no mDNS: list only the inventory")
 	f.BoolVar(&o.NoProbe, "no-probe", false, "do not connect to devices to tell their protocol")
 	return c
+}
+
+func (o *discoverOptions) validate(a *app, _ []string) error {
+	switch {
+	case o.Timeout <= 0:
+		return a.flagError("timeout", "must be positive")
+	case o.Count < 0:
+		return a.flagError("count", "must not be negative")
+	case o.Watch && o.Save:
+		return usageErrorf("--watch and --save do not go together: save from a discover that ends")
+	case o.Watch && o.InventoryOnly, o.Save && o.InventoryOnly:
+		return usageErrorf("--inventory-only lists the inventory: it does not go with --watch or --save")
+	}
+	o.WatchFor = 0
+	if o.Watch && a.typed("timeout") { // a config file's timeout is for browses, not watches
+		o.WatchFor = o.Timeout
+	}
+	var err error
+	if o.inv, err = loadInventory(a); err != nil {
+		return err
+	}
+	if !o.InventoryOnly {
+		if o.cfg, err = o.mdns.config(a); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // discoverRow is one device in the table and in --json.
@@ -92,27 +112,13 @@ type discoverRow struct {
 }
 
 func runDiscover(ctx context.Context, a *app, o *discoverOptions) error {
-	if o.Timeout <= 0 {
-		return usageErrorf("--timeout must be positive")
-	}
-	if o.Count < 0 {
-		return usageErrorf("--count must not be negative")
-	}
-	inv, err := loadInventory(a)
-	if err != nil {
-		return err
-	}
-	var cfg discover.Config
-	if !o.InventoryOnly {
-		if cfg, err = o.mdns.config(a); err != nil {
-			return err
-		}
-	}
+	inv, cfg := o.inv, o.cfg
 	if o.Watch {
 		return runWatch(ctx, a, cfg, o.WatchFor)
 	}
 	var found []discover.Device
 	if !o.InventoryOnly {
+		var err error
 		found, err = discover.Browse(ctx, cfg, discover.BrowseOptions{Timeout: o.Timeout, Count: o.Count})
 		if err != nil {
 			return fmt.Errorf("discover: %w", err)
@@ -123,22 +129,12 @@ func runDiscover(ctx context.Context, a *app, o *discoverOptions) error {
 	}
 	targets := discover.Merge(found, inv.Devices)
 	rows := make([]discoverRow, len(targets))
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 32)
 	for i, t := range targets {
 		rows[i] = rowOf(t)
-		if o.NoProbe {
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			probeRow(ctx, &rows[i], t)
-		}()
 	}
-	wg.Wait()
+	if !o.NoProbe {
+		parallel(len(targets), 32, func(i int) { probeRow(ctx, &rows[i], targets[i]) })
+	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -300,5 +296,7 @@ func runWatch(parent context.Context, a *app, cfg discover.Config, stopAfter tim
 	if err != nil {
 		return fmt.Errorf("watch: %w", err)
 	}
-	return parent.Err()
+	// Ctrl-C is how a watch ends: exit 0, as after --timeout.
+	a.log.Info("watch stopped", "interrupted", interrupted(parent))
+	return nil
 }

@@ -6,13 +6,13 @@ import (
 	"fmt"
 	"io"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/ots-ota/ots-ota/devinfo"
 	"github.com/ots-ota/ots-ota/discover"
+	"github.com/ots-ota/ots-ota/inventory"
 )
 
 type infoOptions struct {
@@ -21,6 +21,40 @@ type infoOptions struct {
 	mdns    mdnsOptions
 	Timeout time.Duration
 	Browse  time.Duration
+
+	inv *inventory.Inventory
+	cfg discover.Config
+}
+
+func (o *infoOptions) validate(a *app, args []string) error {
+	o.Targets = args
+	if len(args) == 0 && !o.sel.All && o.sel.Group == "" {
+		return usageErrorf("name at least one device, or use --all or --group")
+	}
+	if err := o.sel.validate(); err != nil {
+		return err
+	}
+	if o.Timeout <= 0 {
+		return a.flagError("timeout", "must be positive")
+	}
+	if o.Browse <= 0 {
+		return a.flagError("browse-timeout", "must be positive")
+	}
+	var err error
+	if o.inv, err = loadInventory(a); err != nil {
+		return err
+	}
+	if o.sel.Group != "" {
+		if _, err := o.inv.Group(o.sel.Group); err != nil {
+			return usageError{err}
+		}
+	}
+	if !o.sel.InventoryOnly {
+		if o.cfg, err = o.mdns.config(a); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func newInfoCmd(a *app) *cobra.Command {
@@ -40,16 +74,12 @@ Exit status: 0 when every device answered, 1 when any could not be resolved or r
 		Example: `  ots-ota info ots-fw-main.local
   ots-ota info 192.168.1.40 kitchen --json
   ots-ota info --all
+  ots-ota info --all --cached
   ots-ota info --group downstairs --inventory-only`,
-		Args: argsMin(0, "TARGETs, --all or --group"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := exclusiveFlags(cmd, [2]string{"all", "group"}); err != nil {
-				return err
-			}
-			o.Targets = args
-			return runInfo(cmd.Context(), a, o)
-		},
+		Args: cobra.ArbitraryArgs, // validate wants targets unless --all or --group
 	}
+	c.RunE = run(a, o, runInfo)
+	c.ValidArgsFunction = completeTargets(a)
 	o.sel.bind(c)
 	o.mdns.bind(c, false)
 	f := c.Flags()
@@ -66,31 +96,16 @@ type infoResult struct {
 }
 
 func runInfo(ctx context.Context, a *app, o *infoOptions) error {
-	if len(o.Targets) == 0 && !o.sel.All && o.sel.Group == "" {
-		return usageErrorf("name at least one device, or use --all or --group")
-	}
-	if o.Timeout <= 0 || o.Browse <= 0 {
-		return usageErrorf("timeouts must be positive")
-	}
-	inv, err := loadInventory(a)
-	if err != nil {
-		return err
-	}
-	var cfg discover.Config
-	if !o.sel.InventoryOnly {
-		if cfg, err = o.mdns.config(a); err != nil {
-			return err
-		}
-	}
+	inv, cfg := o.inv, o.cfg
 	sel, err := discover.Select(ctx, discover.Selection{
-		Args: o.Targets, All: o.sel.All, Group: o.sel.Group, InventoryOnly: o.sel.InventoryOnly,
+		Args: o.Targets, All: o.sel.All, Group: o.sel.Group, InventoryOnly: o.sel.InventoryOnly, Cached: o.sel.Cached,
 		Inventory: inv, Config: cfg, BrowseTimeout: o.Browse,
 	})
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if errors.Is(err, discover.ErrNoTargets) || o.sel.Group != "" {
+		if errors.Is(err, discover.ErrNoTargets) {
 			return usageError{err}
 		}
 		return err
@@ -100,28 +115,20 @@ func runInfo(ctx context.Context, a *app, o *infoOptions) error {
 		return silentError{ExitFailed}
 	}
 	results := make([]infoResult, len(sel))
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 16)
-	for i, s := range sel {
+	parallel(len(sel), 16, func(i int) {
+		s := sel[i]
 		results[i].Sources = s.Target.Sources
 		if s.Err != nil {
 			results[i].Target, results[i].Error = s.Target.Name, s.Err.Error()
-			continue
+			return
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			f, err := devinfo.Query(ctx, s.Target.Info(), devinfo.Options{Timeout: o.Timeout})
-			if err != nil {
-				results[i].Target, results[i].Error = s.Target.Name, err.Error()
-				return
-			}
-			results[i].Facts = f
-		}()
-	}
-	wg.Wait()
+		f, err := devinfo.Query(ctx, s.Target.Info(), devinfo.Options{Timeout: o.Timeout})
+		if err != nil {
+			results[i].Target, results[i].Error = s.Target.Name, err.Error()
+			return
+		}
+		results[i].Facts = f
+	})
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -190,7 +197,11 @@ func renderInfo(w io.Writer, r infoResult, st style) {
 		}
 		row("uptime", up, "")
 	}
-	for _, n := range r.Notes {
-		fmt.Fprintf(w, "  %-10s %s\n", "note", n)
+	// What failed matters when a fact is missing; otherwise it is noise
+	// (a seed with the extensions has no /api/status, and needs none).
+	if !r.Reachable || !r.Version.Known() {
+		for _, n := range r.Notes {
+			fmt.Fprintf(w, "  %-10s %s\n", "note", n)
+		}
 	}
 }

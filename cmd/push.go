@@ -13,7 +13,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ots-ota/ots-ota/auth"
+	"github.com/ots-ota/ots-ota/discover"
 	"github.com/ots-ota/ots-ota/image"
+	"github.com/ots-ota/ots-ota/inventory"
 	"github.com/ots-ota/ots-ota/upload"
 )
 
@@ -141,6 +143,8 @@ func newPushCmd(a *app) *cobra.Command {
 
 // pushPlan is everything validated before any work starts.
 type pushPlan struct {
+	inv     *inventory.Inventory
+	mdns    discover.Config
 	policy  image.Policy
 	targets []upload.Target
 	opts    upload.Options
@@ -151,12 +155,29 @@ type pushPlan struct {
 // sent; each error exits 2.
 func (o *pushOptions) validate(a *app, args []string) error {
 	o.Firmware, o.Targets = args[0], args[1:]
-	if err := exclusiveFlags(a.cmd, [2]string{"all", "group"}); err != nil {
+	if err := o.sel.validate(); err != nil {
 		return err
 	}
 	p, err := o.check(a)
+	if err != nil {
+		return err
+	}
 	o.plan = p
-	return err
+	// The inventory and the mDNS set-up are checked before anything is sent.
+	if p.inv, err = loadInventory(a); err != nil {
+		return err
+	}
+	if o.sel.Group != "" {
+		if _, err := p.inv.Group(o.sel.Group); err != nil {
+			return usageError{err}
+		}
+	}
+	if !o.sel.InventoryOnly {
+		if p.mdns, err = o.mdns.config(a); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (o *pushOptions) check(a *app) (*pushPlan, error) {

@@ -9,8 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/spf13/cobra"
-
 	"github.com/ots-ota/ots-ota/discover"
 	"github.com/ots-ota/ots-ota/upload"
 )
@@ -28,17 +26,6 @@ type pushTargets struct {
 	// inventory names): verification then reads fresh TXT records.
 	mdns *discover.Config
 	mu   sync.Mutex
-}
-
-// exclusiveFlags is the usage error (exit 2) for flags of a pair given
-// together; cobra's own flag groups return untyped errors (exit 1).
-func exclusiveFlags(cmd *cobra.Command, pairs ...[2]string) error {
-	for _, p := range pairs {
-		if cmd.Flags().Changed(p[0]) && cmd.Flags().Changed(p[1]) {
-			return usageErrorf("--%s and --%s cannot be used together", p[0], p[1])
-		}
-	}
-	return nil
 }
 
 // needsDiscover says whether the targets need package discover: --all,
@@ -66,19 +53,13 @@ func (o *pushOptions) needsDiscover(isInventory func(string) bool) bool {
 // resolveTargets turns the arguments, --all and --group into targets.
 func (o *pushOptions) resolveTargets(ctx context.Context, a *app, p *pushPlan) (*pushTargets, error) {
 	pt := &pushTargets{hints: map[string]upload.Hint{}}
-	inv, err := loadInventory(a)
-	if err != nil {
-		return nil, err
-	}
+	inv := p.inv
 	if !o.needsDiscover(func(name string) bool { _, ok := inv.Device(name); return ok }) {
 		pt.targets = p.targets
 		return pt, nil
 	}
-	var cfg discover.Config
+	cfg := p.mdns
 	if !o.sel.InventoryOnly {
-		if cfg, err = o.mdns.config(a); err != nil {
-			return nil, err
-		}
 		pt.mdns = &cfg
 	}
 	var args []string
@@ -91,7 +72,7 @@ func (o *pushOptions) resolveTargets(ctx context.Context, a *app, p *pushPlan) (
 		args = append(args, s)
 	}
 	sel, err := discover.Select(ctx, discover.Selection{
-		Args: args, All: o.sel.All, Group: o.sel.Group, InventoryOnly: o.sel.InventoryOnly,
+		Args: args, All: o.sel.All, Group: o.sel.Group, InventoryOnly: o.sel.InventoryOnly, Cached: o.sel.Cached,
 		Inventory: inv, Config: cfg, BrowseTimeout: o.Browse,
 	})
 	if err != nil {

@@ -3,6 +3,9 @@ package cmd
 import (
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
 
 	"github.com/spf13/cobra"
 
@@ -62,6 +65,7 @@ type selectOptions struct {
 	All           bool
 	Group         string
 	InventoryOnly bool
+	Cached        bool
 }
 
 func (o *selectOptions) bind(c *cobra.Command) {
@@ -69,16 +73,26 @@ func (o *selectOptions) bind(c *cobra.Command) {
 	f.BoolVar(&o.All, "all", false, "every device: found by mDNS and listed in the inventory")
 	f.StringVar(&o.Group, "group", "", "the devices of an inventory group")
 	f.BoolVar(&o.InventoryOnly, "inventory-only", false, "no mDNS: only the inventory (and names the system resolves)")
+	f.BoolVar(&o.Cached, "cached", false, "with --all: the devices the last discover found (its cache file) instead of a new browse")
 }
 
-// inventoryPath is the config file that holds the inventory: the one the
-// config loader reads, or where `discover --save` creates one.
+func (o *selectOptions) validate() error {
+	if o.All && o.Group != "" {
+		return usageErrorf("--all and --group do not go together: --all already takes every device")
+	}
+	if o.Cached && !o.All {
+		return usageErrorf("--cached goes with --all: it replaces the browse for every device")
+	}
+	return nil
+}
+
+// inventoryPath is the config file that holds the inventory: the one that
+// was read, else where `discover --save` creates one.
 func inventoryPath(a *app) string {
-	p, required := configPath(a.opts.ConfigFile)
-	if required {
+	if p := a.cfg.Path(); p != "" {
 		return p
 	}
-	if _, err := os.Stat(p); err == nil {
+	if p, required := configPath(a.opts.ConfigFile); required {
 		return p
 	}
 	dir := os.Getenv("XDG_CONFIG_HOME")
@@ -86,15 +100,66 @@ func inventoryPath(a *app) string {
 		dir, _ = os.UserConfigDir()
 	}
 	if dir == "" {
-		return p
+		return "ots-ota.yaml"
 	}
 	return filepath.Join(dir, "ots-ota", "config.yaml")
 }
 
+// loadInventory reads the config file's inventory: section; a bad one is a
+// usage error naming the file.
 func loadInventory(a *app) (*inventory.Inventory, error) {
-	p, required := configPath(a.opts.ConfigFile)
-	if _, err := os.Stat(p); err != nil && !required {
+	n := a.cfg.Data(inventory.Key)
+	if n == nil {
 		return &inventory.Inventory{}, nil
 	}
-	return inventory.Load(p)
+	inv, err := inventory.FromNode(n)
+	if err != nil {
+		return nil, usageErrorf("config file %s: inventory: %v", a.cfg.Path(), err)
+	}
+	return inv, nil
+}
+
+// completeTargets offers the inventory's names and the hosts the last
+// discover found (its cache file), for TARGET arguments.
+func completeTargets(a *app) func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+	return func(_ *cobra.Command, args []string, prefix string) ([]string, cobra.ShellCompDirective) {
+		var out []string
+		seen := make(map[string]bool)
+		add := func(s string) {
+			if s != "" && !seen[s] && !slices.Contains(args, s) && strings.HasPrefix(s, prefix) {
+				seen[s] = true
+				out = append(out, s)
+			}
+		}
+		// Completion requests skip the config loader: read the file here.
+		if p, _ := configPath(a.opts.ConfigFile); p != "" {
+			if inv, err := inventory.Load(p); err == nil {
+				for _, d := range inv.Devices {
+					add(d.Name)
+				}
+			}
+		}
+		if ds, _, err := discover.LoadCache(); err == nil {
+			for _, d := range ds {
+				add(d.Host)
+			}
+		}
+		return out, cobra.ShellCompDirectiveNoFileComp
+	}
+}
+
+// parallel runs fn(0) … fn(n-1), at most limit at a time, and waits for all.
+func parallel(n, limit int, fn func(i int)) {
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, limit)
+	for i := range n {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			fn(i)
+		}()
+	}
+	wg.Wait()
 }

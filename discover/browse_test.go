@@ -15,8 +15,13 @@ import (
 // until the last one was found.
 func recall(t *testing.T, n, runs int, base, prefix string) {
 	ifi := mdnsLoopback(t)
-	f := startFleet(t, ifi, n, base, prefix, uniqueInstances(prefix))
-	_ = f
+	startFleet(t, ifi, n, base, prefix, uniqueInstances(prefix))
+	// The devices probe their names before they answer (ESP-IDF: three
+	// probes 250 ms apart): measure a network whose devices are up.
+	if _, err := Browse(context.Background(), loCfg(ifi, "_ota._tcp"), BrowseOptions{Timeout: 10 * time.Second,
+		Until: func(ds []Device) bool { return len(ours(ds, prefix)) == n }}); err != nil {
+		t.Fatal(err)
+	}
 	var times []time.Duration
 	for run := range runs {
 		start := time.Now()

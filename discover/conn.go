@@ -23,6 +23,15 @@ var (
 	group6 = netip.AddrPortFrom(netip.MustParseAddr("ff02::fb"), mdnsPort)
 )
 
+// rawPacket is a datagram as read, before parsing: readers only copy, so
+// the socket's buffer drains as fast as it fills when a fleet answers at once.
+type rawPacket struct {
+	b    []byte
+	ifi  *net.Interface
+	src  netip.AddrPort
+	when time.Time
+}
+
 // packet is one received mDNS message.
 type packet struct {
 	msg  *dns.Msg
@@ -44,6 +53,17 @@ type mconn struct {
 	p6     *ipv6.PacketConn
 	cmOK   bool
 	log    *slog.Logger
+	// maxQuery is the largest query this interface carries unfragmented
+	// (its MTU less IP and UDP headers, at most mDNS's 9000 bytes).
+	maxQuery int
+}
+
+func maxQueryFor(ifi *net.Interface, v6 bool) int {
+	hdr := 28
+	if v6 {
+		hdr = 48
+	}
+	return min(max(ifi.MTU-hdr, 512), 9000)
 }
 
 // openConns opens an IPv4 and (unless v4only) an IPv6 socket on each
@@ -124,7 +144,7 @@ func open4(ifi *net.Interface, log *slog.Logger) (*mconn, error) {
 		}
 		legacy = true
 	}
-	c := &mconn{ifi: ifi, conn: uc, p4: ipv4.NewPacketConn(uc), legacy: legacy, log: log}
+	c := &mconn{ifi: ifi, conn: uc, p4: ipv4.NewPacketConn(uc), legacy: legacy, log: log, maxQuery: maxQueryFor(ifi, false)}
 	fail := func(what string, err error) (*mconn, error) {
 		uc.Close()
 		return nil, fmt.Errorf("mDNS socket on %s: %s: %w", ifi.Name, what, err)
@@ -150,7 +170,7 @@ func open6(ifi *net.Interface, log *slog.Logger) (*mconn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open mDNS IPv6 socket on %s: %w", ifi.Name, err)
 	}
-	c := &mconn{ifi: ifi, v6: true, conn: uc, p6: ipv6.NewPacketConn(uc), log: log}
+	c := &mconn{ifi: ifi, v6: true, conn: uc, p6: ipv6.NewPacketConn(uc), log: log, maxQuery: maxQueryFor(ifi, true)}
 	fail := func(what string, err error) (*mconn, error) {
 		uc.Close()
 		return nil, fmt.Errorf("mDNS IPv6 socket on %s: %s: %w", ifi.Name, what, err)
@@ -188,8 +208,9 @@ func (c *mconn) send(b []byte) error {
 	return nil
 }
 
-// read delivers parsed responses to out until the socket is closed.
-func (c *mconn) read(out chan<- packet, done <-chan struct{}) {
+// read hands every datagram that arrived on the socket's interface to out
+// until the socket is closed.
+func (c *mconn) read(out chan<- rawPacket, done <-chan struct{}) {
 	buf := make([]byte, 9000+512)
 	errs := 0
 	for {
@@ -226,16 +247,34 @@ func (c *mconn) read(out chan<- packet, done <-chan struct{}) {
 			continue // arrived on another interface
 		}
 		ua, ok := src.(*net.UDPAddr)
-		if !ok {
+		if !ok || n < 12 {
 			continue
-		}
-		m := new(dns.Msg)
-		if m.Unpack(buf[:n]) != nil || !m.Response || m.Opcode != dns.OpcodeQuery || m.Rcode != dns.RcodeSuccess {
-			continue // queries (our own loop back), malformed or other opcodes
 		}
 		ap := ua.AddrPort()
 		select {
-		case out <- packet{msg: m, ifi: c.ifi, src: netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), when: time.Now()}:
+		case out <- rawPacket{b: append([]byte(nil), buf[:n]...), ifi: c.ifi, src: netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), when: time.Now()}:
+		case <-done:
+			return
+		}
+	}
+}
+
+// parse turns datagrams into responses for the session, dropping queries
+// (our own loop back), malformed messages and other opcodes.
+func parse(in <-chan rawPacket, out chan<- packet, done <-chan struct{}) {
+	for {
+		var r rawPacket
+		select {
+		case r = <-in:
+		case <-done:
+			return
+		}
+		m := new(dns.Msg)
+		if m.Unpack(r.b) != nil || !m.Response || m.Opcode != dns.OpcodeQuery || m.Rcode != dns.RcodeSuccess {
+			continue
+		}
+		select {
+		case out <- packet{msg: m, ifi: r.ifi, src: r.src, when: r.when}:
 		case <-done:
 			return
 		}

@@ -36,6 +36,9 @@ type Resolver struct {
 	cache map[string]cached
 }
 
+// osTimeout bounds one lookup by the system's resolver.
+const osTimeout = 5 * time.Second
+
 type cached struct {
 	addrs []netip.Addr
 	until time.Time
@@ -115,7 +118,10 @@ func (r *Resolver) Lookup(ctx context.Context, host string) ([]netip.Addr, error
 			return net.DefaultResolver.LookupNetIP(ctx, "ip", h)
 		}
 	}
-	addrs, err := look(ctx, host)
+	// The system's resolver may try mDNS or LLMNR itself, for seconds.
+	octx, cancel := context.WithTimeout(ctx, osTimeout)
+	addrs, err := look(octx, host)
+	cancel()
 	if err == nil && len(addrs) > 0 {
 		for i, a := range addrs {
 			addrs[i] = a.Unmap()

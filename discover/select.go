@@ -27,6 +27,9 @@ type Selection struct {
 	// InventoryOnly: no mDNS at all (names must be inventory entries or
 	// resolve through the OS).
 	InventoryOnly bool
+	// Cached: with All, take the devices the last discover saved (the cache
+	// file) instead of browsing; named devices are still browsed for.
+	Cached bool
 	// Inventory; nil = empty.
 	Inventory *inventory.Inventory
 	// Config for mDNS.
@@ -82,6 +85,16 @@ func Select(ctx context.Context, s Selection) ([]Selected, error) {
 	}
 
 	switch {
+	case s.All && s.Cached && !s.InventoryOnly:
+		ds, _, err := LoadCache()
+		if err != nil {
+			return nil, err
+		}
+		browsed, didBrowse = ds, true
+		for _, d := range ds {
+			res.Remember(d.Host, d.Addrs)
+		}
+		targets = Merge(browsed, inv.Devices)
 	case s.All:
 		if err := browse(nil); err != nil {
 			return nil, err

@@ -118,3 +118,27 @@ func TestSelectAll(t *testing.T) {
 		t.Fatalf("named: %+v %v", sel, err)
 	}
 }
+
+// TestSelectCached: --all --cached takes the devices of the last discover
+// from the cache file, without a browse.
+func TestSelectCached(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("XDG_CACHE_HOME", dir)
+	t.Setenv("HOME", dir)
+	t.Setenv("LocalAppData", dir)
+	cached := []Device{{Instance: "OTS Firmware Main", Service: "_ota._tcp", Host: "ots-fw-main.local", Port: 3232,
+		Addrs: []netip.Addr{netip.MustParseAddr("10.0.0.7")}, TXT: map[string]string{"version": "1.2.3"}}}
+	if err := SaveCache(cached); err != nil {
+		t.Fatal(err)
+	}
+	inv := &inventory.Inventory{Devices: []inventory.Device{{Name: "lab", Address: "10.0.0.7"}, {Name: "far", Address: "10.9.9.9"}}}
+	// No interfaces: a browse would fail; the cache needs none.
+	sel, err := Select(context.Background(), Selection{All: true, Cached: true, Inventory: inv,
+		Config: Config{Interfaces: []*net.Interface{{Name: "none0", Index: 999, Flags: net.FlagUp | net.FlagMulticast}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sel) != 2 || sel[0].Target.Name != "lab" || sel[0].Target.TXT["version"] != "1.2.3" || sel[1].Target.Name != "far" {
+		t.Fatalf("selected %+v", sel)
+	}
+}

@@ -32,7 +32,6 @@ type Config struct {
 const (
 	firstRequery = time.Second      // RFC 6762 §5.2: at least 1 s after the first query
 	maxRequery   = 15 * time.Minute // then doubling up to this
-	maxQuerySize = 1400             // fits an Ethernet MTU with IP/UDP headers
 	resolveGap   = 200 * time.Millisecond
 	resolveTries = 5
 	txtGrace     = 250 * time.Millisecond
@@ -100,10 +99,12 @@ func open(cfg Config) (*session, error) {
 		return nil, fmt.Errorf("open mDNS sockets: %w", err)
 	}
 	s.conns = conns
+	raw := make(chan rawPacket, 4096)
 	for _, c := range conns {
 		s.ifNames[c.ifi.Index] = c.ifi.Name
-		go c.read(s.pkts, s.done)
+		go c.read(raw, s.done)
 	}
+	go parse(raw, s.pkts, s.done)
 	return s, nil
 }
 
@@ -394,39 +395,57 @@ func mapKeys[K comparable, V any](m map[K]V) func(func(K) bool) {
 	}
 }
 
-// sendQuestions multicasts one query on every socket; known answers that do
-// not fit go in follow-up packets, TC set on all but the last (§7.2).
+// sendQuestions multicasts one query on every socket, in packets the
+// socket's interface carries whole.
 func (s *session) sendQuestions(qs []dns.Question, known []dns.RR) {
-	slices.SortFunc(known, func(a, b dns.RR) int { return cmp.Compare(a.String(), b.String()) })
-	var msgs []*dns.Msg
-	m := new(dns.Msg)
-	m.Question = qs
-	m.Compress = true
-	for _, rr := range known {
-		m.Answer = append(m.Answer, rr)
-		if m.Len() > maxQuerySize && len(m.Answer) > 1 {
-			m.Answer = m.Answer[:len(m.Answer)-1]
-			m.Truncated = true
-			msgs = append(msgs, m)
-			m = new(dns.Msg)
-			m.Compress = true
-			m.Answer = []dns.RR{rr}
+	packed := make(map[int][][]byte)
+	for _, c := range s.conns {
+		bs, ok := packed[c.maxQuery]
+		if !ok {
+			for _, msg := range queryMessages(qs, known, c.maxQuery) {
+				b, err := msg.Pack()
+				if err != nil {
+					s.log.Debug("mdns: pack query", "err", err)
+					continue
+				}
+				bs = append(bs, b)
+			}
+			packed[c.maxQuery] = bs
 		}
-	}
-	msgs = append(msgs, m)
-	for _, msg := range msgs {
-		msg.RecursionDesired = false
-		b, err := msg.Pack()
-		if err != nil {
-			s.log.Debug("mdns: pack query", "err", err)
-			continue
-		}
-		for _, c := range s.conns {
+		for _, b := range bs {
 			if err := c.send(b); err != nil {
 				s.log.Debug("mdns: query not sent", "err", err)
 			}
 		}
 	}
+}
+
+// queryMessages builds a query of at most maxSize bytes; known answers that
+// do not fit go in follow-up packets, with TC set on all but the last (RFC 6762
+// §7.2).
+func queryMessages(qs []dns.Question, known []dns.RR, maxSize int) []*dns.Msg {
+	known = slices.Clone(known)
+	slices.SortFunc(known, func(a, b dns.RR) int { return cmp.Compare(a.String(), b.String()) })
+	newMsg := func() *dns.Msg {
+		m := new(dns.Msg)
+		m.Compress = true
+		m.RecursionDesired = false
+		return m
+	}
+	var msgs []*dns.Msg
+	m := newMsg()
+	m.Question = qs
+	for _, rr := range known {
+		m.Answer = append(m.Answer, rr)
+		if m.Len() > maxSize && len(m.Answer) > 1 {
+			m.Answer = m.Answer[:len(m.Answer)-1]
+			m.Truncated = true
+			msgs = append(msgs, m)
+			m = newMsg()
+			m.Answer = []dns.RR{rr}
+		}
+	}
+	return append(msgs, m)
 }
 
 // BrowseOptions bound a one-shot browse.

@@ -2,8 +2,11 @@ package discover
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net/http"
+	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -57,7 +60,11 @@ func TestWatchSimReboot(t *testing.T) {
 		e := l.last()
 		return e.Kind != Removed && e.Device.TXT["version"] == "1.0.1"
 	})
-	t.Logf("reboot seen as %v", l.kinds())
+	// ESP-IDF sends no goodbye on esp_restart() and announces again at boot:
+	// the watch sees a change, never a removal.
+	if k := l.kinds(); !slices.Equal(k, []EventKind{Added, Changed}) {
+		t.Errorf("reboot seen as %v, want [added changed]", k)
+	}
 
 	f.Close()
 	for inst, l := range logs {
@@ -65,5 +72,50 @@ func TestWatchSimReboot(t *testing.T) {
 		if e := l.last(); e.Reason != "goodbye" {
 			t.Errorf("%s: removal %+v", inst, e)
 		}
+	}
+}
+
+// TestWatchSimVanish: a device that reboots for longer than its records
+// live (records shortened to 1 s with MDNSTTL) is removed when its SRV and
+// A expire, unanswered refresh queries and all, and is added again when it
+// announces itself at boot. Its neighbour, answering refreshes, stays.
+func TestWatchSimVanish(t *testing.T) {
+	ifi := mdnsLoopback(t)
+	ft := sim.FastTiming()
+	slow := ft
+	slow.BootTime = 3 * time.Second
+	f, err := sim.StartFleet(context.Background(), sim.FleetConfig{
+		N: 2, BaseIP: netip.MustParseAddr("127.43.10.2"), NamePrefix: "vanish", MDNSInterface: ifi, WebPort: -1,
+		MDNSTTL:  time.Second,
+		Template: sim.Config{Personality: sim.Seed, Extensions: true, Timing: &ft},
+		Configure: func(i int, c *sim.Config) {
+			c.Instance = fmt.Sprintf("vanish-%03d", i+1)
+			if i == 0 {
+				c.Timing = &slow
+			}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	var gone, stays eventLog
+	watchOne, watchTwo := gone.add("vanish-001"), stays.add("vanish-002")
+	watch(t, loCfg(ifi, "_ota._tcp"), func(e Event) { watchOne(e); watchTwo(e) })
+	waitFor(t, "both added", 5*time.Second, func() bool { return gone.n() > 0 && stays.n() > 0 })
+
+	f.Device("vanish-01").Reboot()
+	rebootAt := time.Now()
+	waitFor(t, "removal by expiry", 3*time.Second, func() bool { return gone.last().Kind == Removed })
+	if e := gone.last(); e.Reason != "expired" {
+		t.Errorf("removal %+v, want expired", e)
+	}
+	t.Logf("removed %v after the reboot began (TTL 1 s)", time.Since(rebootAt).Round(10*time.Millisecond))
+	waitFor(t, "re-announcement at boot", 8*time.Second, func() bool { return gone.last().Kind == Added })
+	if k := gone.kinds(); !slices.Equal(k, []EventKind{Added, Removed, Added}) {
+		t.Errorf("vanish-001 events %v", k)
+	}
+	if k := stays.kinds(); !slices.Equal(k, []EventKind{Added}) {
+		t.Errorf("vanish-002 events %v: a device answering refreshes must stay", k)
 	}
 }
