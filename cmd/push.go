@@ -395,6 +395,7 @@ func runPush(ctx context.Context, a *app, o *pushOptions) error {
 	opts := p.opts
 	opts.Logger = a.log
 	opts.Observer = &upload.DeviceObserver{Timeout: opts.ProbeTimeout, TXT: pt.txt}
+	opts.CredentialsFor = pt.credentialsFor
 	// One connect-back listener serves every espota upload (an explicit
 	// --host-ip is bound now, so a taken port fails before any device).
 	ln, err := upload.NewEspotaListener(o.HostIP, o.HostPort, a.log)

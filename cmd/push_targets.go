@@ -3,13 +3,18 @@ package cmd
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/ots-ota/ots-ota/auth"
 	"github.com/ots-ota/ots-ota/discover"
+	"github.com/ots-ota/ots-ota/inventory"
 	"github.com/ots-ota/ots-ota/upload"
 )
 
@@ -22,6 +27,8 @@ type pushTargets struct {
 	failed []upload.Result
 	// hints by OTA address, for the protocol choice.
 	hints map[string]upload.Hint
+	// creds by OTA address: the inventory's per-device auth.
+	creds map[string]upload.Credentials
 	// mdns is set when mDNS is in use (--all, --group, .local names,
 	// inventory names): verification then reads fresh TXT records.
 	mdns *discover.Config
@@ -52,7 +59,7 @@ func (o *pushOptions) needsDiscover(isInventory func(string) bool) bool {
 
 // resolveTargets turns the arguments, --all and --group into targets.
 func (o *pushOptions) resolveTargets(ctx context.Context, a *app, p *pushPlan) (*pushTargets, error) {
-	pt := &pushTargets{hints: map[string]upload.Hint{}}
+	pt := &pushTargets{hints: map[string]upload.Hint{}, creds: map[string]upload.Credentials{}}
 	inv := p.inv
 	if !o.needsDiscover(func(name string) bool { _, ok := inv.Device(name); return ok }) {
 		pt.targets = p.targets
@@ -104,6 +111,16 @@ func (o *pushOptions) resolveTargets(ctx context.Context, a *app, p *pushPlan) (
 		if pr, err := upload.ParseProtocol(t.Protocol); err == nil && t.Protocol != "" {
 			ut.Protocol = pr // the inventory's word wins
 		}
+		if !t.Auth.IsZero() {
+			secret, err := inventorySecret(t.Auth)
+			if err != nil {
+				pt.failed = append(pt.failed, upload.Result{Device: ut.Name, Addr: ut.Addr(), Outcome: upload.OutcomeFailed,
+					Message: "nothing sent: the inventory's auth for this device: " + err.Error()})
+				continue
+			}
+			// The device's own secret: Bearer over HTTP, the espota password.
+			pt.creds[ut.Addr()] = upload.Credentials{Password: secret}
+		}
 		pt.targets = append(pt.targets, ut)
 		pt.hints[ut.Addr()] = upload.Hint{Protocol: ut.Protocol, Service: t.Service, TXT: t.TXT}
 	}
@@ -145,4 +162,29 @@ func (pt *pushTargets) txt(ctx context.Context, t upload.Target) map[string]stri
 		}
 	}
 	return nil
+}
+
+// credentialsFor gives a device the inventory's auth, when it has one.
+func (pt *pushTargets) credentialsFor(t upload.Target) (upload.Credentials, bool) {
+	c, ok := pt.creds[t.Addr()]
+	return c, ok
+}
+
+// inventorySecret reads the secret an inventory entry points to: an
+// environment variable or the first line of a file (~ is the home folder).
+func inventorySecret(ref inventory.AuthRef) (auth.Secret, error) {
+	if ref.Env != "" {
+		v := os.Getenv(ref.Env)
+		if v == "" {
+			return auth.Secret{}, fmt.Errorf("$%s is not set", ref.Env)
+		}
+		return auth.NewSecret(v), nil
+	}
+	path := ref.File
+	if rest, ok := strings.CutPrefix(path, "~/"); ok {
+		if home, err := os.UserHomeDir(); err == nil {
+			path = filepath.Join(home, rest)
+		}
+	}
+	return readSecretFile(path)
 }

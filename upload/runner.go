@@ -73,6 +73,9 @@ type Options struct {
 	// means nothing can be read, so no update can be verified.
 	Observer    Observer
 	Credentials Credentials
+	// CredentialsFor, when set, gives a device credentials of its own (the
+	// inventory's auth:); ok false means Credentials.
+	CredentialsFor func(t Target) (c Credentials, ok bool)
 
 	// Parallel bounds concurrent devices; 0 = all at once.
 	Parallel int
@@ -657,7 +660,13 @@ func (r *runner) try(ctx context.Context, d *device) error {
 	if tr == nil {
 		return &DeviceError{Class: ClassRejected, Reason: fmt.Sprintf("no %s transport configured", d.proto)}
 	}
-	return tr.Send(ctx, d.t, r.fw, r.opts.Credentials, func(e Event) { r.emit(d, e) })
+	cred := r.opts.Credentials
+	if r.opts.CredentialsFor != nil {
+		if c, ok := r.opts.CredentialsFor(d.t); ok {
+			cred = c
+		}
+	}
+	return tr.Send(ctx, d.t, r.fw, cred, func(e Event) { r.emit(d, e) })
 }
 
 // wholeTaken reports whether the device took (or was sent) the whole

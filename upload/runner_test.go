@@ -35,6 +35,7 @@ type fakeDev struct {
 	back    bool // false: never comes back
 	rollTo  string
 	hidden  bool // tells no version
+	stays   bool // accepts, but never restarts
 }
 
 func newFakeFleet() *fakeFleet { return &fakeFleet{devs: map[string]*fakeDev{}} }
@@ -80,7 +81,9 @@ func (f *fakeFleet) Send(ctx context.Context, t Target, fw *Firmware, _ Credenti
 	if d.rollTo != "" {
 		v = d.rollTo
 	}
-	d.next, d.down = v, d.downFor
+	if !d.stays {
+		d.next, d.down = v, d.downFor
+	}
 	return nil
 }
 
@@ -238,6 +241,16 @@ func TestRunVerifyOutcomes(t *testing.T) {
 			}
 		})
 	}
+	t.Run("unchanged", func(t *testing.T) {
+		f := newFakeFleet()
+		tg := f.add("d1", &fakeDev{stays: true})
+		o := fastOptions(f)
+		o.RebootGrace = 20 * time.Millisecond
+		r := Run(context.Background(), testFirmware(t, "1.0.1"), []Target{tg}, o)[0]
+		if r.Outcome != OutcomeUnchanged || r.Running != "1.0.0" {
+			t.Fatalf("outcome %s running %q (%s)", r.Outcome, r.Running, r.Message)
+		}
+	})
 	t.Run("never back", func(t *testing.T) {
 		f := newFakeFleet()
 		tg := f.add("d1", &fakeDev{})
