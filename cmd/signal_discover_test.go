@@ -29,7 +29,9 @@ func TestSignalWatch(t *testing.T) {
 	if _, code := w.wait(t); code != 0 || w.stderr.Len() != 0 {
 		t.Errorf("watch: exit %d, stderr %q", code, w.stderr)
 	}
-	if d := time.Since(start); d > 2*time.Second {
+	// A watch never ends by itself: any bound proves the signal ended it,
+	// and a loose one holds on a loaded CI machine.
+	if d := time.Since(start); d > 15*time.Second {
 		t.Errorf("watch took %v to stop", d)
 	}
 

@@ -650,7 +650,11 @@ func TestEspotaCancel(t *testing.T) {
 	}()
 	start := time.Now()
 	err := espotaFast().Send(ctx, espotaTarget(d), espotaImage(t, "1.0.1", 200<<10), Credentials{}, nil)
-	if el := time.Since(start); el > 2*time.Second {
+	// The stall lasts 30 s and the idle rule ends the upload after 3 s
+	// with a timeout, not context.Canceled: the error proves the cancel
+	// ended it, and the bound, loose enough for a loaded CI machine,
+	// only catches a cancel that waits out the stall.
+	if el := time.Since(start); el > 15*time.Second {
 		t.Errorf("cancel took %v", el)
 	}
 	if err == nil || !errors.Is(err, context.Canceled) {
