@@ -214,8 +214,9 @@ func loadConfig(cmd *cobra.Command, explicit string) (*config, error) {
 			where := fmt.Sprintf("%s: %s%s", c.path, s.path, f.Name)
 			items, err := nodeItems(f, v)
 			if err == nil && items == nil {
+				// An empty key hides nothing: a less specific one still counts.
 				c.warnings = append(c.warnings, fmt.Sprintf("%s:%d: %s%s has no value; ignored", c.path, k.Line, s.path, f.Name))
-				return
+				continue
 			}
 			if err == nil {
 				err = setValue(f, items)

@@ -48,6 +48,10 @@ func (p *policyFlags) bind(c *cobra.Command) {
 // (the largest app partition a 32-bit map allows is far below what we read).
 const maxFileRead = 64 << 20
 
+// maxTableRead bounds a --partitions file: a CSV of a few dozen lines, or
+// the 3 KiB binary table.
+const maxTableRead = 1 << 20
+
 func newInspectCmd(a *app) *cobra.Command {
 	o := &inspectOptions{}
 	c := &cobra.Command{
@@ -157,8 +161,12 @@ func (o *policyFlags) resolve(a *app) error {
 
 // slotFromPartitions reads the OTA slot size from a partition table file.
 func slotFromPartitions(a *app, path string) (int64, string, error) {
-	data, err := readRegular(context.Background(), path, 1<<20)
-	if err != nil {
+	data, err := readRegular(context.Background(), path, maxTableRead)
+	var tl errTooLarge
+	switch {
+	case errors.As(err, &tl):
+		return 0, "", a.flagError("partitions", "%s: not a partition table", err)
+	case err != nil:
 		return 0, "", a.flagError("partitions", "%s", err)
 	}
 	t, err := partition.Parse(data)
@@ -176,15 +184,15 @@ func slotFromPartitions(a *app, path string) (int64, string, error) {
 	return n, note, nil
 }
 
-// errTooLarge reports a file over the read cap; size is from stat, or 0 when
-// only reading found out (standard input, a file that grew).
-type errTooLarge struct{ size int64 }
+// errTooLarge reports a file over the read cap (limit); size is from stat,
+// or 0 when only reading found out (standard input, a file that grew).
+type errTooLarge struct{ size, limit int64 }
 
 func (e errTooLarge) Error() string {
 	if e.size == 0 {
-		return fmt.Sprintf("more than %s: not an ESP32 application image", humanBytes(maxFileRead))
+		return fmt.Sprintf("more than %s", humanBytes(e.limit))
 	}
-	return fmt.Sprintf("file is %s (%d bytes), more than %s: not an ESP32 application image", humanBytes(e.size), e.size, humanBytes(maxFileRead))
+	return fmt.Sprintf("file is %s (%d bytes), more than %s", humanBytes(e.size), e.size, humanBytes(e.limit))
 }
 
 // readRegular reads a regular file of at most limit bytes. Anything else (a
@@ -200,7 +208,7 @@ func readRegular(ctx context.Context, path string, limit int64) ([]byte, error) 
 		return nil, err
 	}
 	if st.Size() > limit {
-		return nil, errTooLarge{st.Size()}
+		return nil, errTooLarge{st.Size(), limit}
 	}
 	f, err := os.Open(path)
 	if err != nil {
@@ -232,30 +240,35 @@ func readAll(ctx context.Context, r io.Reader, limit int64, path string) ([]byte
 		}
 	}
 	if int64(buf.Len()) > limit {
-		return nil, errTooLarge{}
+		return nil, errTooLarge{0, limit}
 	}
 	return buf.Bytes(), nil
 }
 
 // regular refuses what is not a regular file, naming what it is.
 func regular(st os.FileInfo) error {
+	if st.Mode().IsRegular() {
+		return nil
+	}
+	return fmt.Errorf("not a regular file (%s): give the firmware file itself", fileKind(st))
+}
+
+// fileKind names what a file that is not a regular file is.
+func fileKind(st os.FileInfo) string {
 	m := st.Mode()
-	var what string
 	switch {
 	case m.IsRegular():
-		return nil
+		return "a regular file"
 	case m.IsDir():
-		what = "a directory"
+		return "a directory"
 	case m&os.ModeNamedPipe != 0:
-		what = "a FIFO"
+		return "a FIFO"
 	case m&os.ModeSocket != 0:
-		what = "a socket"
+		return "a socket"
 	case m&os.ModeDevice != 0:
-		what = "a device"
-	default:
-		what = "a special file"
+		return "a device"
 	}
-	return fmt.Errorf("not a regular file (%s): give the firmware file itself", what)
+	return "a special file"
 }
 
 // fileError says in one line why a file could not be read.
@@ -369,7 +382,7 @@ func inspectFile(ctx context.Context, a *app, path string, o *inspectOptions) (i
 		if tl.size > 0 {
 			r.Size = ptr(tl.size)
 		}
-		r.Errors = append(r.Errors, findingResult{Code: "too_large", Message: err.Error(),
+		r.Errors = append(r.Errors, findingResult{Code: "too_large", Message: err.Error() + ": not an ESP32 application image",
 			Hint: "upload the application .bin from your build directory"})
 		return r, nil
 	case err != nil:

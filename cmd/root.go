@@ -137,11 +137,23 @@ func (a *app) source(name string) string {
 // flag and its value (never a secret's) and, when the value was not typed,
 // where it came from: "--max-size lots (from OTS_OTA_MAX_SIZE): not a size".
 func (a *app) flagError(name, format string, args ...any) error {
+	value, show := "", false
+	if f := a.cmd.Flags().Lookup(name); f != nil && !isList(f) {
+		value, show = f.Value.String(), true
+	}
+	return a.valueError(name, value, show, format, args...)
+}
+
+// itemError is flagError for one item of a repeatable flag:
+// "--fault explode (from OTS_OTA_FAULT): unknown kind".
+func (a *app) itemError(name, item, format string, args ...any) error {
+	return a.valueError(name, item, true, format, args...)
+}
+
+func (a *app) valueError(name, value string, show bool, format string, args ...any) error {
 	ref := "--" + name
-	if f := a.cmd.Flags().Lookup(name); f != nil {
-		if v := f.Value.String(); !isList(f) {
-			ref += " " + shown(f, v)
-		}
+	if f := a.cmd.Flags().Lookup(name); f != nil && show {
+		ref += " " + shown(f, value)
 	}
 	if o := a.cfg.origins[name]; o.rank != rankFlag && o.rank != rankDefault {
 		ref += " (from " + o.where + ")"

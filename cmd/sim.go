@@ -210,6 +210,12 @@ func (o *simOptions) validate(a *app, _ []string) error {
 		return a.flagError("slot-size", "an app slot holds 4K to 16M")
 	}
 	var imgSize int64
+	if o.ImageSize == "" {
+		// The running image is the default one: it must fit the slot too.
+		if n := defaultImageSize(pers, chip); n > slot {
+			return a.flagError("slot-size", "smaller than the running image (%s): give a larger slot, or --image-size", humanBytes(n))
+		}
+	}
 	if o.ImageSize != "" {
 		if imgSize, err = approxSize(o.ImageSize); err != nil {
 			return a.flagError("image-size", "not a size (use 1.2M or 300K)")
@@ -227,24 +233,24 @@ func (o *simOptions) validate(a *app, _ []string) error {
 	// One spec at a time, so the message names the one that is wrong.
 	for _, spec := range o.Behave {
 		if _, _, err := sim.ParseBehaviourSpec(spec); err != nil {
-			return usageErrorf("--behave %s: %s", spec, rootCause(err))
+			return a.itemError("behave", spec, "%s", rootCause(err))
 		}
 	}
 	for _, spec := range o.Faults {
 		if _, err := sim.ParseFault(spec); err != nil {
-			return usageErrorf("--fault %s: %s", spec, rootCause(err))
+			return a.itemError("fault", spec, "%s", rootCause(err))
 		}
 	}
 	behaviours, err := sim.ParseBehaviourSpecs(o.Behave)
 	if err != nil {
-		return usageErrorf("--behave: %s", rootCause(err))
+		return a.flagError("behave", "%s", rootCause(err))
 	}
 	if err := sim.CheckBehaviours(pers, o.RollbackLater, behaviours); err != nil {
-		return usageErrorf("--behave: %s (add --rollback-later for a sketch that does)", rootCause(err))
+		return a.flagError("behave", "%s (add --rollback-later for a sketch that does)", rootCause(err))
 	}
 	faults, err := sim.ParseFaults(o.Faults)
 	if err != nil {
-		return usageErrorf("--fault: %s", rootCause(err))
+		return a.flagError("fault", "%s", rootCause(err))
 	}
 	for _, d := range []struct {
 		name string
@@ -259,6 +265,9 @@ func (o *simOptions) validate(a *app, _ []string) error {
 	}
 	if o.WebPort < -1 || o.WebPort > 65535 {
 		return a.flagError("web-port", "a port is 1 to 65535 (0: 80 or 8080, -1: none)")
+	}
+	if err := o.checkPorts(a, pers); err != nil {
+		return err
 	}
 
 	// --fast changes the defaults; a value from any source still wins.
@@ -294,7 +303,7 @@ func (o *simOptions) validate(a *app, _ []string) error {
 			perDevice = 2
 		}
 	}
-	if err := checkOpenFiles(o.Devices, perDevice); err != nil {
+	if err := checkOpenFiles(a, o.Devices, perDevice); err != nil {
 		return err
 	}
 	if o.mdns, err = o.mdnsInterface(a); err != nil {
@@ -328,6 +337,38 @@ func (o *simOptions) validate(a *app, _ []string) error {
 			RollbackLater: o.RollbackLater,
 			Timing:        &timing,
 		},
+	}
+	return nil
+}
+
+// defaultImageSize is the size of the image a device runs when --image-size
+// is not given (0 when unknown).
+func defaultImageSize(pers sim.Personality, chip string) int64 {
+	if pers == sim.ESP8266 {
+		return 0 // a 4 KiB stand-in, smaller than any slot allowed
+	}
+	c, ok := image.ChipByName(chip)
+	if !ok {
+		return 0
+	}
+	data, err := image.Build(image.BuildOptions{Chip: c})
+	if err != nil {
+		return 0
+	}
+	return int64(len(data))
+}
+
+// checkPorts refuses an OTA port the device's own web app would take: the
+// second listener would fail at start with "address in use".
+func (o *simOptions) checkPorts(a *app, pers sim.Personality) error {
+	if o.OTAPort == 0 || o.WebPort == -1 || (pers != sim.Seed && pers != sim.OTS) {
+		return nil
+	}
+	switch {
+	case o.WebPort == o.OTAPort:
+		return a.flagError("ota-port", "the same port as --web-port: each device needs two ports (give another, or --web-port -1 for no web app)")
+	case o.WebPort == 0 && (o.OTAPort == 80 || o.OTAPort == 8080):
+		return a.flagError("ota-port", "the web app takes port 80 (or 8080) unless --web-port says otherwise: give --web-port too, or another --ota-port")
 	}
 	return nil
 }
@@ -429,6 +470,12 @@ func (o *simOptions) mdnsInterface(a *app) (*net.Interface, error) {
 		}
 		return nil, a.flagError("mdns-interface", "no such network interface (have: %s)", strings.Join(names, ", "))
 	}
+	if ifi.Flags&net.FlagMulticast == 0 {
+		return nil, a.flagError("mdns-interface", "the interface has no MULTICAST flag, so mDNS cannot run on it (turn it on: ip link set %s multicast on; or give --no-mdns)", ifi.Name)
+	}
+	if ifi.Flags&net.FlagUp == 0 {
+		return nil, a.flagError("mdns-interface", "the interface is down (bring it up, or give --no-mdns)")
+	}
 	if ifi.Flags&net.FlagLoopback == 0 {
 		if !a.typed("mdns-interface") {
 			return nil, a.flagError("mdns-interface", "advertising outside loopback must be typed on the command line, not set in the environment or the config file")
@@ -440,7 +487,7 @@ func (o *simOptions) mdnsInterface(a *app) (*net.Interface, error) {
 
 // checkOpenFiles refuses a fleet larger than the open-file limit allows:
 // every device holds perDevice sockets, plus room for clients and mDNS.
-func checkOpenFiles(devices, perDevice int) error {
+func checkOpenFiles(a *app, devices, perDevice int) error {
 	limit, ok := openFileLimit()
 	if !ok {
 		return nil
@@ -448,8 +495,8 @@ func checkOpenFiles(devices, perDevice int) error {
 	const reserve = 64
 	need := uint64(devices)*uint64(perDevice) + reserve
 	if need > limit {
-		return usageErrorf("--devices %d needs about %d open files, but this process may open %d: raise the limit (ulimit -n) or start fewer devices",
-			devices, need, limit)
+		return a.flagError("devices", "needs about %d open files, but this process may open %d: raise the limit (ulimit -n) or start fewer devices",
+			need, limit)
 	}
 	return nil
 }

@@ -96,6 +96,9 @@ func (o *simImageOptions) validate(a *app, _ []string) error {
 		if st, err := os.Stat(filepath.Dir(o.Output)); err != nil || !st.IsDir() {
 			return a.flagError("output", "the folder %s does not exist", filepath.Dir(o.Output))
 		}
+		if st, err := os.Stat(o.Output); err == nil && !st.Mode().IsRegular() {
+			return a.flagError("output", "not a regular file (%s): give the path of the image file to write", fileKind(st))
+		}
 	}
 	var size int64
 	if o.Size != "" {
