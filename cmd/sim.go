@@ -225,8 +225,7 @@ func (o *simOptions) validate(a *app, _ []string) error {
 		}
 		if c, ok := image.ChipByName(chip); ok && pers != sim.ESP8266 {
 			if _, err := image.Build(image.BuildOptions{Chip: c, Size: int(imgSize)}); err != nil {
-				msg := strings.TrimPrefix(rootCause(err).Error(), "build image: ")
-				return a.flagError("image-size", "%s", strings.TrimPrefix(msg, fmt.Sprintf("size %d ", imgSize)))
+				return a.flagError("image-size", "%s", buildSizeReason(err))
 			}
 		}
 	}
@@ -587,12 +586,22 @@ func stopReason(ctx context.Context) string {
 	return "--duration reached"
 }
 
-// startError says in one line why the fleet did not start.
+// startError says in one line why the fleet did not start, from sim's typed
+// errors (never by editing its text).
 func startError(err error) error {
-	if msg, ok := netError(err); ok {
-		return errors.New("cannot start the simulated devices: " + msg)
+	const what = "cannot start the simulated devices: "
+	var se *sim.StartError
+	dev := ""
+	if errors.As(err, &se) {
+		dev = se.Device + ": "
 	}
-	return fmt.Errorf("cannot start the simulated devices: %s", strings.TrimPrefix(rootCause(err).Error(), "sim: "))
+	if msg, ok := netError(err); ok {
+		return errors.New(what + dev + msg)
+	}
+	if errors.Is(err, sim.ErrNotLoopback) {
+		return errors.New(what + dev + "an address outside loopback (type --listen ADDR to bind there on purpose)")
+	}
+	return errors.New(what + dev + rootCause(err).Error())
 }
 
 func renderFleet(w io.Writer, f *sim.Fleet, ifi *net.Interface, took time.Duration) {

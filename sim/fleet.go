@@ -223,7 +223,7 @@ func fleetAddrs(cfg FleetConfig) ([]netip.Addr, error) {
 	allow := cfg.AllowNonLoopback || cfg.Template.AllowNonLoopback
 	for _, a := range out {
 		if !a.Unmap().IsLoopback() && !allow {
-			return nil, fmt.Errorf("sim: fleet: refusing non-loopback address %s (set AllowNonLoopback to override)", a)
+			return nil, fmt.Errorf("sim: fleet: refusing %s: %w (set AllowNonLoopback to override)", a, ErrNotLoopback)
 		}
 	}
 	return out, nil
