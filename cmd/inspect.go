@@ -1,7 +1,6 @@
 package cmd
 
 import (
-	"bytes"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ots-ota/ots-ota/fwfile"
 	"github.com/ots-ota/ots-ota/image"
 	"github.com/ots-ota/ots-ota/partition"
 )
@@ -162,7 +162,7 @@ func (o *policyFlags) resolve(a *app) error {
 // slotFromPartitions reads the OTA slot size from a partition table file.
 func slotFromPartitions(a *app, path string) (int64, string, error) {
 	data, err := readRegular(context.Background(), path, maxTableRead)
-	var tl errTooLarge
+	var tl *fwfile.TooLargeError
 	switch {
 	case errors.As(err, &tl):
 		return 0, "", a.flagError("partitions", "%s: not a partition table", err)
@@ -184,103 +184,15 @@ func slotFromPartitions(a *app, path string) (int64, string, error) {
 	return n, note, nil
 }
 
-// errTooLarge reports a file over the read cap (limit); size is from stat,
-// or 0 when only reading found out (standard input, a file that grew).
-type errTooLarge struct{ size, limit int64 }
-
-func (e errTooLarge) Error() string {
-	if e.size == 0 {
-		return fmt.Sprintf("more than %s", humanBytes(e.limit))
-	}
-	return fmt.Sprintf("file is %s (%d bytes), more than %s", humanBytes(e.size), e.size, humanBytes(e.limit))
-}
-
-// readRegular reads a regular file of at most limit bytes. Anything else (a
-// FIFO, a directory, a device, a socket) is refused before it is opened, so
-// a read can never block; a larger file is refused from its size on disk.
-// The read stops when ctx is cancelled.
+// readRegular reads a regular file of at most limit bytes (fwfile.Read:
+// FIFOs, directories and devices refused up front, the size checked from
+// disk, the read stopped when ctx ends). push and info call it too.
 func readRegular(ctx context.Context, path string, limit int64) ([]byte, error) {
-	st, err := os.Stat(path)
-	if err != nil {
-		return nil, fileError(path, err)
-	}
-	if err := regular(st); err != nil {
-		return nil, err
-	}
-	if st.Size() > limit {
-		return nil, errTooLarge{st.Size(), limit}
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fileError(path, err)
-	}
-	defer f.Close()
-	if st, err = f.Stat(); err != nil {
-		return nil, fileError(path, err)
-	} else if err := regular(st); err != nil { // replaced since the first look
-		return nil, err
-	}
-	return readAll(ctx, f, limit, path)
-}
-
-// readAll reads r to the end, at most limit bytes, checking ctx between chunks.
-func readAll(ctx context.Context, r io.Reader, limit int64, path string) ([]byte, error) {
-	var buf bytes.Buffer
-	r = io.LimitReader(r, limit+1)
-	for {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		n, err := io.CopyN(&buf, r, 1<<20)
-		if err == io.EOF || (err == nil && n == 0) {
-			break
-		}
-		if err != nil {
-			return nil, fileError(path, err)
-		}
-	}
-	if int64(buf.Len()) > limit {
-		return nil, errTooLarge{0, limit}
-	}
-	return buf.Bytes(), nil
-}
-
-// regular refuses what is not a regular file, naming what it is.
-func regular(st os.FileInfo) error {
-	if st.Mode().IsRegular() {
-		return nil
-	}
-	return fmt.Errorf("not a regular file (%s): give the firmware file itself", fileKind(st))
+	return fwfile.Read(ctx, path, limit)
 }
 
 // fileKind names what a file that is not a regular file is.
-func fileKind(st os.FileInfo) string {
-	m := st.Mode()
-	switch {
-	case m.IsRegular():
-		return "a regular file"
-	case m.IsDir():
-		return "a directory"
-	case m&os.ModeNamedPipe != 0:
-		return "a FIFO"
-	case m&os.ModeSocket != 0:
-		return "a socket"
-	case m&os.ModeDevice != 0:
-		return "a device"
-	}
-	return "a special file"
-}
-
-// fileError says in one line why a file could not be read.
-func fileError(path string, err error) error {
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-		return fmt.Errorf("%s does not exist", path)
-	case errors.Is(err, os.ErrPermission):
-		return fmt.Errorf("%s: permission denied", path)
-	}
-	return fmt.Errorf("cannot read %s: %s", path, rootCause(err))
-}
+func fileKind(st os.FileInfo) string { return fwfile.Kind(st) }
 
 // inspectResult is the --json shape: stable snake_case fields, additive
 // only. Every field is present on every object; null where it does not apply.
@@ -343,44 +255,18 @@ func val[T any](p *T) T {
 	return *p
 }
 
-// readStdin reads standard input (inspect -). A read that blocks is left
-// behind when ctx ends: the process is about to exit.
-func readStdin(ctx context.Context, in io.Reader) ([]byte, error) {
-	type result struct {
-		data []byte
-		err  error
-	}
-	done := make(chan result, 1)
-	go func() {
-		data, err := readAll(ctx, in, maxFileRead, "standard input")
-		done <- result{data, err}
-	}()
-	select {
-	case r := <-done:
-		return r.data, r.err
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-}
-
 func inspectFile(ctx context.Context, a *app, path string, o *inspectOptions) (inspectResult, error) {
 	p := o.policy
 	r := inspectResult{File: path, Kind: "unreadable", Errors: []findingResult{}, Warnings: []findingResult{}}
-	var data []byte
-	var err error
-	if path == "-" {
-		data, err = readStdin(ctx, a.io.In)
-	} else {
-		data, err = readRegular(ctx, path, maxFileRead)
-	}
-	var tl errTooLarge
+	data, err := fwfile.ReadArg(ctx, path, a.io.In, maxFileRead)
+	var tl *fwfile.TooLargeError
 	switch {
 	case err != nil && ctx.Err() != nil:
 		return r, ctx.Err()
 	case errors.As(err, &tl):
 		r.Kind = string(image.KindUnknown)
-		if tl.size > 0 {
-			r.Size = ptr(tl.size)
+		if tl.Size > 0 {
+			r.Size = ptr(tl.Size)
 		}
 		r.Errors = append(r.Errors, findingResult{Code: "too_large", Message: err.Error() + ": not an ESP32 application image",
 			Hint: "upload the application .bin from your build directory"})
