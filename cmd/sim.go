@@ -374,10 +374,10 @@ func (o *simOptions) checkPorts(a *app, pers sim.Personality) error {
 
 var coreVersion = regexp.MustCompile(`^v?[0-9]{1,3}(\.[0-9]{1,3}){0,2}$`)
 
-// addresses lists the devices' addresses and whether they are outside
-// loopback. Loopback fleets must stay inside 127.0.0.0/8 (or be the one
-// device on ::1); a --listen fleet inside the first address's /24. Like the
-// fleet, the count skips .0 and .255.
+// addresses lists the devices' addresses (sim.FleetAddrs: loopback fleets
+// stay inside 127.0.0.0/8 skipping .0 and .255, or are the one device on
+// ::1; a --listen fleet stays inside its first address's /24) and whether
+// they are outside loopback.
 func (o *simOptions) addresses(a *app) ([]netip.Addr, bool, error) {
 	flag, outside := "base-ip", false
 	if keep, err := exclusive(a, "base-ip", "listen"); err != nil {
@@ -396,39 +396,24 @@ func (o *simOptions) addresses(a *app) ([]netip.Addr, bool, error) {
 	if err != nil {
 		return nil, false, a.flagError(flag, "not an IP address (such as 127.0.0.2; names are not looked up)")
 	}
-	first = first.Unmap()
+	// sim counts the addresses; this names the flag and says what to do.
+	addrs, err := sim.FleetAddrs(first, o.Devices, outside)
+	var cross *sim.CrossError
 	switch {
-	case first.IsUnspecified():
+	case err == nil:
+		return addrs, !addrs[0].IsLoopback(), nil // --listen 127.0.0.5 is just a loopback fleet
+	case errors.Is(err, sim.ErrAnyAddress):
 		return nil, false, a.flagError(flag, "every device needs an address of its own: give the first device's address (such as 192.168.1.50), not the any-address")
-	case first.IsMulticast() || first == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
-		return nil, false, a.flagError(flag, "not a unicast address")
-	case !outside && !first.IsLoopback():
+	case errors.Is(err, sim.ErrNotLoopback):
 		return nil, false, a.flagError(flag, "not a loopback address; to bind elsewhere on purpose, type --listen ADDR")
-	case outside && first.IsLoopback():
-		outside = false // --listen 127.0.0.5 is just a loopback fleet
+	case errors.Is(err, sim.ErrOneIPv6Loopback):
+		return nil, false, a.flagError(flag, "::1 is the only IPv6 loopback address: use -n 1, or an IPv4 --base-ip for more devices")
+	case errors.Is(err, sim.ErrPastLoopback):
+		return nil, false, a.flagError(flag, "%d devices would run past 127.255.255.254, the last loopback address: use a lower address or fewer devices", o.Devices)
+	case errors.As(err, &cross):
+		return nil, false, a.flagError(flag, "%d devices would cross %s into the next network: use a lower address or fewer devices", o.Devices, cross.At)
 	}
-	if outside && first.Is4() && (first.As4()[3] == 0 || first.As4()[3] == 255) {
-		return nil, false, a.flagError(flag, "a network or broadcast address, not a host's")
-	}
-	addrs := make([]netip.Addr, 0, o.Devices)
-	for ip := first; len(addrs) < o.Devices; ip = ip.Next() {
-		switch {
-		case !outside && first.Is6():
-			if ip != first {
-				return nil, false, a.flagError(flag, "::1 is the only IPv6 loopback address: use -n 1, or an IPv4 --base-ip for more devices")
-			}
-		case !ip.IsValid() || !outside && !ip.IsLoopback():
-			return nil, false, a.flagError(flag, "%d devices would run past 127.255.255.254, the last loopback address: use a lower address or fewer devices", o.Devices)
-		}
-		if ip.Is4() && (ip.As4()[3] == 0 || ip.As4()[3] == 255) {
-			if outside {
-				return nil, false, a.flagError(flag, "%d devices would cross %s into the next network: use a lower address or fewer devices", o.Devices, ip)
-			}
-			continue
-		}
-		addrs = append(addrs, ip)
-	}
-	return addrs, outside, nil
+	return nil, false, a.flagError(flag, "%s", err) // ErrNotUnicast, ErrNetworkAddress: the reason says it all
 }
 
 func addrRange(addrs []netip.Addr) string {
