@@ -18,7 +18,7 @@ package cmd
 // newlines (envListSeparators; no spec of any flag contains either).
 //
 // A top-level key is a flag name, a command's section (a mapping named after
-// the command) or a data section (dataSections). Where a flag and a command
+// the command) or a data section (dataSections()). Where a flag and a command
 // share a name (`version`), a mapping is the section and a value the flag's. Data sections are not flag
 // values: the loader never parses them, and a command reads one raw with
 // config.Data, e.g. discover's static inventory:
@@ -53,8 +53,11 @@ const envListSeparators = ";\n"
 
 // dataSections are the top-level keys that hold data for commands rather than
 // flag values. No flag may be named like one (TestConfigKeysDoNotCollide).
-var dataSections = []string{
-	"inventory", // discover and push: the static list of devices
+// A function, not a variable: nothing can append to it at run time.
+func dataSections() []string {
+	return []string{
+		"inventory", // discover and push: the static list of devices
+	}
 }
 
 // Ranks of the places a value can come from; a higher rank wins.
@@ -90,7 +93,7 @@ func (c *config) Path() string {
 // Data returns the raw YAML value of a data section (one of dataSections),
 // nil when the file has none. Decode it with node.Decode.
 func (c *config) Data(section string) *yaml.Node {
-	if c == nil || c.root == nil || !slices.Contains(dataSections, section) {
+	if c == nil || c.root == nil || !slices.Contains(dataSections(), section) {
 		return nil
 	}
 	_, v := mapGet(c.root, section)
@@ -379,7 +382,7 @@ func (c *config) checkKeys(root *cobra.Command) {
 			k, v := m.Content[i], m.Content[i+1]
 			key := prefix + k.Value
 			switch {
-			case !cmd.HasParent() && slices.Contains(dataSections, k.Value):
+			case !cmd.HasParent() && slices.Contains(dataSections(), k.Value):
 				// data: read by the commands that use it
 			case subcommand(cmd, k.Value) != nil && (v.Kind == yaml.MappingNode || !known[k.Value]):
 				if v.Kind != yaml.MappingNode {

@@ -196,7 +196,7 @@ func fileKind(st os.FileInfo) string { return fwfile.Kind(st) }
 
 // inspectResult is the --json shape: stable snake_case fields, additive
 // only. Every field is present on every object; null where it does not apply.
-// Keep inspectJSONFields and the README in step.
+// Keep inspectJSONFields (inspect_test.go) and the README in step.
 type inspectResult struct {
 	File          string          `json:"file"`
 	OK            bool            `json:"ok"`
@@ -224,11 +224,6 @@ type inspectResult struct {
 	Errors        []findingResult `json:"errors"`
 	Warnings      []findingResult `json:"warnings"`
 }
-
-// inspectJSONFields are the documented fields of inspectResult, in order.
-var inspectJSONFields = []string{"file", "ok", "kind", "chip", "project", "version", "idf_ver", "date", "time",
-	"secure_version", "elf_sha256", "size", "image_len", "segments", "entry", "checksum_ok", "sha256", "sha256_ok",
-	"signature", "signature_blocks", "slot_size", "slot_percent", "app_offset", "errors", "warnings"}
 
 type findingResult struct {
 	Code    string `json:"code"`

@@ -31,7 +31,8 @@
 //
 //	func runPush(ctx context.Context, a *app, o *pushOptions) error { ... }
 //
-// and one line in newRootCmd's AddCommand list below. Then:
+// and one line in newRootCmd's AddCommand list below (a subcommand: one line
+// under its parent there, as sim image has). Then:
 //
 //   - Values come from the command line, the environment and the config file
 //     (config.go) with no code in the command: read the options struct.
@@ -194,7 +195,8 @@ func commandPath(root *cobra.Command, args []string) string {
 	return c.CommandPath()
 }
 
-// newRootCmd builds the command tree. Every command is listed here, once.
+// newRootCmd builds the command tree. Every command and subcommand is listed
+// here, once; no init() and no package-level list adds any.
 func newRootCmd(a *app) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "ots-ota",
@@ -231,6 +233,9 @@ devices on loopback that answer uploads like the real firmware (sim).`,
 		newVersionCmd(a),
 		newCompletionCmd(a),
 	)
+	// Subcommands are wired here too, each under its parent, so that this
+	// function is the whole command tree.
+	subcommand(root, "sim").AddCommand(newSimImageCmd(a))
 	root.SetHelpCommand(newHelpCmd(a))
 	return root
 }

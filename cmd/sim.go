@@ -119,8 +119,7 @@ with ";" (OTS_OTA_FAULT='latency:5ms;error@30%'); in the config file, use a list
 		}
 		return names, cobra.ShellCompDirectiveNoFileComp
 	})
-	c.AddCommand(newSimImageCmd(a))
-	return c
+	return c // its subcommand, sim image, is wired in newRootCmd
 }
 
 // rate reads "512KiB/s" (or "512KiB") as bytes per second; "0" means no limit.
@@ -140,22 +139,27 @@ func rate(a *app, flag, s string) (int64, error) {
 }
 
 // simFlagUse says which personalities use a flag; others ignore it.
-var simFlagUse = []struct {
+func simFlagUse() []simFlag {
+	return []simFlag{
+		{"password", []sim.Personality{sim.Seed, sim.Arduino, sim.ESP8266}, "the ots firmware has no OTA password"},
+		{"core", []sim.Personality{sim.Arduino}, "only the arduino personality has an arduino-esp32 core"},
+		{"web-port", []sim.Personality{sim.Seed, sim.OTS}, "only seed and ots devices run a web server"},
+		{"rollback-later", []sim.Personality{sim.Arduino}, "only an arduino sketch can defer confirming its image"},
+	}
+}
+
+// simFlag is a flag only some personalities use.
+type simFlag struct {
 	flag  string
 	only  []sim.Personality
 	means string
-}{
-	{"password", []sim.Personality{sim.Seed, sim.Arduino, sim.ESP8266}, "the ots firmware has no OTA password"},
-	{"core", []sim.Personality{sim.Arduino}, "only the arduino personality has an arduino-esp32 core"},
-	{"web-port", []sim.Personality{sim.Seed, sim.OTS}, "only seed and ots devices run a web server"},
-	{"rollback-later", []sim.Personality{sim.Arduino}, "only an arduino sketch can defer confirming its image"},
 }
 
 // inapplicable refuses a typed flag the personality ignores; the same value
 // from the environment or the config file (OTS_OTA_PASSWORD set for push) is
 // dropped, and -v says so.
 func (o *simOptions) inapplicable(a *app, pers sim.Personality) error {
-	for _, u := range simFlagUse {
+	for _, u := range simFlagUse() {
 		if !a.isSet(u.flag) || slices.Contains(u.only, pers) {
 			continue
 		}
