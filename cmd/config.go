@@ -33,6 +33,7 @@ package cmd
 // the command line"; app.source tells where any value came from.
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -44,6 +45,8 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/ots-ota/ots-ota/fwfile"
 )
 
 const envPrefix = "OTS_OTA"
@@ -122,17 +125,26 @@ func configPath(explicit string) (path string, required bool) {
 	return "ots-ota.yaml", false
 }
 
-// readConfigFile parses the file at path; a missing optional file is no config.
-func readConfigFile(path string, required bool) (*config, error) {
+// maxConfigRead bounds the config file: a few hundred lines of YAML.
+const maxConfigRead = 1 << 20
+
+// readConfigFile parses the file at path; a missing optional file is no
+// config. Like every input file it must be a regular file (a FIFO would block
+// the read before any signal could stop it), read until ctx ends.
+func readConfigFile(ctx context.Context, path string, required bool) (*config, error) {
 	c := &config{origins: map[string]origin{}}
-	data, err := os.ReadFile(path)
-	switch {
-	case errors.Is(err, os.ErrNotExist) && !required:
-		return c, nil
-	case errors.Is(err, os.ErrNotExist):
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		if !required {
+			return c, nil
+		}
 		return nil, fmt.Errorf("config file %s does not exist", path)
+	}
+	data, err := fwfile.Read(ctx, path, maxConfigRead)
+	switch {
+	case err != nil && ctx.Err() != nil:
+		return nil, ctx.Err()
 	case err != nil:
-		return nil, fmt.Errorf("cannot read config file %s: %s", path, rootCause(err))
+		return nil, fmt.Errorf("config file %s: %s", path, err)
 	}
 	c.path = path
 	var doc yaml.Node
@@ -154,7 +166,11 @@ func readConfigFile(path string, required bool) (*config, error) {
 // typed from the environment or the file.
 func loadConfig(cmd *cobra.Command, explicit string) (*config, error) {
 	path, required := configPath(explicit)
-	c, err := readConfigFile(path, required)
+	ctx := cmd.Context()
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	c, err := readConfigFile(ctx, path, required)
 	if err != nil {
 		return nil, err
 	}

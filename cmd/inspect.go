@@ -255,6 +255,7 @@ func inspectFile(ctx context.Context, a *app, path string, o *inspectOptions) (i
 	r := inspectResult{File: path, Kind: "unreadable", Errors: []findingResult{}, Warnings: []findingResult{}}
 	data, err := fwfile.ReadArg(ctx, path, a.io.In, maxFileRead)
 	var tl *fwfile.TooLargeError
+	var nr *fwfile.NotRegularError
 	switch {
 	case err != nil && ctx.Err() != nil:
 		return r, ctx.Err()
@@ -265,6 +266,9 @@ func inspectFile(ctx context.Context, a *app, path string, o *inspectOptions) (i
 		}
 		r.Errors = append(r.Errors, findingResult{Code: "too_large", Message: err.Error() + ": not an ESP32 application image",
 			Hint: "upload the application .bin from your build directory"})
+		return r, nil
+	case errors.As(err, &nr):
+		r.Errors = append(r.Errors, findingResult{Code: "unreadable", Message: err.Error() + ": give the firmware file itself", Hint: "check the path"})
 		return r, nil
 	case err != nil:
 		r.Errors = append(r.Errors, findingResult{Code: "unreadable", Message: err.Error(), Hint: "check the path"})

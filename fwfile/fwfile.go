@@ -43,7 +43,7 @@ type NotRegularError struct {
 }
 
 func (e *NotRegularError) Error() string {
-	return fmt.Sprintf("not a regular file (%s): give the firmware file itself", e.Kind)
+	return fmt.Sprintf("not a regular file (%s)", e.Kind)
 }
 
 // Read reads the regular file at path, at most limit bytes. Anything else

@@ -35,7 +35,7 @@ func TestRead(t *testing.T) {
 				var e *TooLargeError
 				return errors.As(err, &e) && e.Size == 3000 && e.Limit == 1024
 			}},
-		{"directory", dir, 100, "not a regular file (a directory): give the firmware file itself",
+		{"directory", dir, 100, "not a regular file (a directory)",
 			func(err error) bool { var e *NotRegularError; return errors.As(err, &e) && e.Path == dir }},
 		{"missing", filepath.Join(dir, "nope.bin"), 100, filepath.Join(dir, "nope.bin") + " does not exist", nil},
 	} {
