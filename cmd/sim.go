@@ -224,6 +224,9 @@ func (o *simOptions) validate(a *app, _ []string) error {
 		if imgSize, err = approxSize(o.ImageSize); err != nil {
 			return a.flagError("image-size", "not a size (use 1.2M or 300K)")
 		}
+		if imgSize == 0 {
+			return a.flagError("image-size", "an image cannot be empty (leave --image-size out for a small one)")
+		}
 		if imgSize > slot {
 			return a.flagError("image-size", "larger than the %s slot (--slot-size)", humanBytes(slot))
 		}
@@ -364,13 +367,19 @@ func defaultImageSize(pers sim.Personality, chip string) int64 {
 // checkPorts refuses an OTA port the device's own web app would take: the
 // second listener would fail at start with "address in use".
 func (o *simOptions) checkPorts(a *app, pers sim.Personality) error {
-	if o.OTAPort == 0 || o.WebPort == -1 || (pers != sim.Seed && pers != sim.OTS) {
+	if o.WebPort == -1 || (pers != sim.Seed && pers != sim.OTS) {
 		return nil
 	}
+	ota := o.OTAPort
+	if ota == 0 {
+		ota = pers.DefaultOTAPort()
+	}
 	switch {
-	case o.WebPort == o.OTAPort:
+	case o.WebPort == ota && o.OTAPort == 0:
+		return a.flagError("web-port", "the personality's OTA port: each device needs two ports (give another, or -1 for no web app)")
+	case o.WebPort == ota:
 		return a.flagError("ota-port", "the same port as --web-port: each device needs two ports (give another, or --web-port -1 for no web app)")
-	case o.WebPort == 0 && (o.OTAPort == 80 || o.OTAPort == 8080):
+	case o.WebPort == 0 && (ota == 80 || ota == 8080):
 		return a.flagError("ota-port", "the web app takes port 80 (or 8080) unless --web-port says otherwise: give --web-port too, or another --ota-port")
 	}
 	return nil
