@@ -200,9 +200,10 @@ func commandPath(root *cobra.Command, args []string) string {
 func newRootCmd(a *app) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "ots-ota",
-		Short: "Check ESP32 firmware images and simulate ESP32 devices for over-the-air updates",
+		Short: "Check ESP32 firmware images, find devices and tell what they run, simulate ESP32 devices",
 		Long: `ots-ota is a tool for updating the firmware of ESP32 devices over the network.
-Today it checks firmware files before they are sent (inspect) and runs simulated
+Today it checks firmware files before they are sent (inspect), finds devices by mDNS
+and the inventory (discover), tells what each device runs (info), and runs simulated
 devices on loopback that answer uploads like the real firmware (sim).`,
 		Version:       buildinfo.Get().Version,
 		SilenceUsage:  true,
@@ -229,6 +230,8 @@ devices on loopback that answer uploads like the real firmware (sim).`,
 
 	root.AddCommand(
 		newInspectCmd(a),
+		newDiscoverCmd(a),
+		newInfoCmd(a),
 		newSimCmd(a),
 		newVersionCmd(a),
 		newCompletionCmd(a),

@@ -42,6 +42,7 @@ func TestScripts(t *testing.T) {
 			e.Setenv("SHARED", sharedImages())
 			e.Setenv("NO_COLOR", "")
 			e.Setenv("XDG_CONFIG_HOME", filepath.Join(e.WorkDir, ".config"))
+			e.Setenv("XDG_CACHE_HOME", filepath.Join(e.WorkDir, ".cache"))
 			return nil
 		},
 		Condition: func(cond string) (bool, error) {
@@ -50,6 +51,9 @@ func TestScripts(t *testing.T) {
 				return sharedImages() != "", nil
 			case "loopback127":
 				return loopback127(), nil
+			case "mdns":
+				// Multicast on lo, inside a private network namespace (.ci/run).
+				return runtime.GOOS == "linux" && os.Getenv("OTS_OTA_MDNS_TESTS") == "1", nil
 			}
 			return false, fmt.Errorf("unknown condition %q", cond)
 		},

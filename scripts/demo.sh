@@ -50,6 +50,13 @@ done
 addrs=$(grep '"event":"ready"' "$work/events.ndjson" | sed -E 's/.*"addr":"([^"]+)".*/\1/' | sort -u)
 echo "$addrs" | sed 's/^/  device at /'
 
+# mDNS only where it cannot leave the machine: the private namespace above.
+mdns=${OTS_OTA_DEMO_NETNS:-}
+if [ -n "$mdns" ]; then
+  step "Find them by mDNS (on lo only: --interface), with what their TXT records tell"
+  run "$ots" discover --interface lo --timeout 2s
+fi
+
 status() { curl -sS --max-time 2 "http://$1/ota/status" 2>/dev/null || echo '{"unreachable":true}'; }
 wait_version() { # addr version state
   for _ in $(seq 100); do
@@ -86,5 +93,9 @@ name=$(grep '"event":"ready"' "$work/events.ndjson" | grep "\"addr\":\"$first\""
 for _ in $(seq 150); do grep -q "\"event\":\"rollback\",.*\"device\":\"$name\"" "$work/events.ndjson" && break; sleep 0.1; done
 wait_version "$first" 1.0.1 valid && echo "  $first: $(status "$first")"
 grep "\"device\":\"$name\"" "$work/events.ndjson" | grep -E '"event":"(upload_finished|reboot|rollback)"' | tail -4 | sed 's/^/  event: /'
+if [ -n "$mdns" ]; then
+  step "What $first runs, and where each fact came from"
+  run "$ots" info --interface lo "$first"
+fi
 
 step "Done: the event log of the simulator has $(wc -l <"$work/events.ndjson") events"

@@ -1,0 +1,313 @@
+package cmd
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ots-ota/ots-ota/devinfo"
+	"github.com/ots-ota/ots-ota/discover"
+	"github.com/ots-ota/ots-ota/inventory"
+)
+
+type discoverOptions struct {
+	mdns          mdnsOptions
+	Timeout       time.Duration
+	Count         int
+	Watch         bool
+	Save          bool
+	InventoryOnly bool
+	NoProbe       bool
+	WatchFor      time.Duration // --watch with an explicit --timeout: stop after it
+
+	inv *inventory.Inventory
+	cfg discover.Config
+}
+
+func newDiscoverCmd(a *app) *cobra.Command {
+	o := &discoverOptions{}
+	c := &cobra.Command{
+		Use:   "discover",
+		Short: "Find devices by mDNS (_ota._tcp, _arduino._tcp) and list the inventory",
+		Long: `Discover browses mDNS for _ota._tcp and _arduino._tcp (and any --service) on every
+interface that is up and multicast-capable, or on the --interface ones, and lists what it
+found together with the inventory of the config file. For each device it probes the OTA
+port: a TCP connect that succeeds means HTTP, a refused one espota.
+
+--watch streams additions, changes (a new version after a reboot) and removals until
+interrupted. A device is removed by a goodbye, or when its SRV or address records expire
+(120 s on ESP-IDF) after the refresh queries of RFC 6762.
+
+--save adds the devices found to the inventory, keeping hand-written entries and comments.`,
+		Example: `  ots-ota discover
+  ots-ota discover --timeout 5s --count 12 --json
+  ots-ota discover --interface en0 --watch
+  ots-ota discover --save`,
+		Args: argsNone,
+	}
+	c.RunE = run(a, o, runDiscover)
+	o.mdns.bind(c, true)
+	f := c.Flags()
+	f.DurationVar(&o.Timeout, "timeout", 2*time.Second, "how long to listen for answers (with --watch: stop after it)")
+	f.IntVar(&o.Count, "count", 0, "return as soon as this many devices are found")
+	f.BoolVar(&o.Watch, "watch", false, "stream additions, changes and removals until interrupted")
+	f.BoolVar(&o.Save, "save", false, "add the devices found to the inventory in the config file")
+	f.BoolVar(&o.InventoryOnly, "inventory-only", false, "no mDNS: list only the inventory")
+	f.BoolVar(&o.NoProbe, "no-probe", false, "do not connect to devices to tell their protocol")
+	return c
+}
+
+func (o *discoverOptions) validate(a *app, _ []string) error {
+	switch {
+	case o.Timeout <= 0:
+		return a.flagError("timeout", "must be positive")
+	case o.Count < 0:
+		return a.flagError("count", "must not be negative")
+	case o.Watch && o.Save:
+		return usageErrorf("--watch and --save do not go together: save from a discover that ends")
+	case o.Watch && o.InventoryOnly, o.Save && o.InventoryOnly:
+		return usageErrorf("--inventory-only lists the inventory: it does not go with --watch or --save")
+	}
+	o.WatchFor = 0
+	if o.Watch && a.typed("timeout") { // a config file's timeout is for browses, not watches
+		o.WatchFor = o.Timeout
+	}
+	var err error
+	if o.inv, err = loadInventory(a); err != nil {
+		return err
+	}
+	if !o.InventoryOnly {
+		if o.cfg, err = o.mdns.config(a); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// discoverRow is one device in the table and in --json.
+type discoverRow struct {
+	Name      string            `json:"name"`
+	Instance  string            `json:"instance,omitempty"`
+	Host      string            `json:"host,omitempty"`
+	Addrs     []string          `json:"addrs"`
+	Port      int               `json:"port,omitempty"`
+	Service   string            `json:"service,omitempty"`
+	Protocol  string            `json:"protocol,omitempty"`
+	Reachable *bool             `json:"reachable,omitempty"`
+	Version   string            `json:"version,omitempty"`
+	Project   string            `json:"project,omitempty"`
+	Chip      string            `json:"chip,omitempty"`
+	Auth      string            `json:"auth,omitempty"`
+	WebPort   int               `json:"web_port,omitempty"`
+	TXT       map[string]string `json:"txt,omitempty"`
+	Sources   []string          `json:"sources"`
+	Note      string            `json:"note,omitempty"`
+}
+
+func runDiscover(ctx context.Context, a *app, o *discoverOptions) error {
+	inv, cfg := o.inv, o.cfg
+	if o.Watch {
+		return runWatch(ctx, a, cfg, o.WatchFor)
+	}
+	var found []discover.Device
+	if !o.InventoryOnly {
+		var err error
+		found, err = discover.Browse(ctx, cfg, discover.BrowseOptions{Timeout: o.Timeout, Count: o.Count})
+		if err != nil {
+			return mdnsError(ctx, err)
+		}
+		if err := discover.SaveCache(found); err != nil {
+			a.log.Warn("could not save the device cache", "err", err)
+		}
+	}
+	targets := discover.Merge(found, inv.Devices)
+	rows := make([]discoverRow, len(targets))
+	for i, t := range targets {
+		rows[i] = rowOf(t)
+	}
+	if !o.NoProbe {
+		parallel(len(targets), 32, func(i int) { probeRow(ctx, &rows[i], targets[i]) })
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if o.Save {
+		if err := saveFound(a, found, rows); err != nil {
+			return err
+		}
+	}
+	if a.opts.JSON {
+		for _, r := range rows {
+			if err := writeJSON(a.io.Out, r); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if len(rows) == 0 {
+		fmt.Fprintln(a.io.ErrOut, "no devices found; try a longer --timeout, --interface, or list devices under inventory: in the config file")
+		return nil
+	}
+	renderDiscover(a.io.Out, rows)
+	return nil
+}
+
+func rowOf(t discover.Target) discoverRow {
+	r := discoverRow{Name: t.Name, Host: t.Host, Port: t.Port, Service: t.Service, Protocol: t.Protocol,
+		WebPort: t.WebPort, TXT: t.TXT, Sources: t.Sources}
+	if r.Addrs = []string{}; len(t.Addrs) > 0 {
+		for _, a := range t.Addrs {
+			r.Addrs = append(r.Addrs, a.String())
+		}
+	}
+	if t.Service != "" {
+		r.Instance = t.Name
+	}
+	r.Version, r.Project, r.Chip = t.TXT["version"], t.TXT["project"], t.TXT["chip"]
+	r.Auth = t.TXT["auth"]
+	if r.Auth == "" {
+		switch t.TXT["auth_upload"] {
+		case "yes":
+			r.Auth = "required"
+		case "no":
+			r.Auth = "none"
+		}
+	}
+	return r
+}
+
+// probeRow tells the protocol per device-contract §1 (TCP connect).
+func probeRow(ctx context.Context, r *discoverRow, t discover.Target) {
+	host := t.Host
+	if len(t.Addrs) > 0 {
+		host = t.Addrs[0].String()
+	}
+	if host == "" {
+		return
+	}
+	port := t.Port
+	if port == 0 {
+		port = 3232
+	}
+	proto, reason := devinfo.Probe(ctx, net.JoinHostPort(host, strconv.Itoa(port)), devinfo.Options{Timeout: time.Second})
+	ok := proto != ""
+	r.Reachable = &ok
+	if ok && r.Protocol == "" {
+		r.Protocol = proto
+	}
+	if !ok {
+		r.Note = reason
+	}
+}
+
+func saveFound(a *app, found []discover.Device, rows []discoverRow) error {
+	proto := make(map[string]string)
+	for _, r := range rows {
+		if len(r.Addrs) > 0 {
+			proto[r.Addrs[0]] = r.Protocol
+		}
+	}
+	var devs []inventory.Device
+	seen := make(map[string]bool)
+	for _, t := range discover.Merge(found, nil) {
+		if len(t.Addrs) == 0 {
+			continue
+		}
+		addr := t.Addrs[0].String()
+		if seen[addr] {
+			continue
+		}
+		seen[addr] = true
+		devs = append(devs, inventory.Device{Name: strings.TrimSuffix(t.Host, ".local"), Address: addr, Port: t.Port,
+			Protocol: proto[addr], WebPort: t.WebPort})
+	}
+	path := inventoryPath(a)
+	added, err := inventory.Add(path, devs)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(a.io.ErrOut, "saved %d new device(s) to the inventory in %s\n", len(added), path)
+	return nil
+}
+
+func renderDiscover(w io.Writer, rows []discoverRow) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tHOST\tADDRESSES\tPORT\tSERVICE\tPROTOCOL\tVERSION\tPROJECT\tCHIP\tAUTH")
+	dash := func(s string) string {
+		if s == "" {
+			return "-"
+		}
+		return s
+	}
+	for _, r := range rows {
+		svc := r.Service
+		if svc == "" {
+			svc = "inventory"
+		}
+		proto := r.Protocol
+		if r.Reachable != nil && !*r.Reachable {
+			proto = "unreachable"
+		}
+		port := "-"
+		if r.Port > 0 {
+			port = strconv.Itoa(r.Port)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", dash(r.Name), dash(r.Host), dash(strings.Join(r.Addrs, ",")),
+			port, svc, dash(proto), dash(r.Version), dash(r.Project), dash(r.Chip), dash(r.Auth))
+	}
+	tw.Flush()
+}
+
+// runWatch streams events until interrupted.
+func runWatch(parent context.Context, a *app, cfg discover.Config, stopAfter time.Duration) error {
+	ctx := parent
+	if stopAfter > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(parent, stopAfter)
+		defer cancel()
+	}
+	err := discover.Watch(ctx, cfg, func(e discover.Event) {
+		if a.opts.JSON {
+			_ = writeJSON(a.io.Out, e)
+			return
+		}
+		d := e.Device
+		var addrs []string
+		for _, ad := range d.Addrs {
+			addrs = append(addrs, ad.String())
+		}
+		line := fmt.Sprintf("%s %-7s %s (%s) %s port %d %s", e.Time.Format("15:04:05"), e.Kind, d.Instance, d.Service,
+			strings.Join(addrs, ","), d.Port, d.Host)
+		if v := d.TXT["version"]; v != "" {
+			line += " version " + v
+		}
+		if e.Reason != "" {
+			line += " (" + e.Reason + ")"
+		}
+		fmt.Fprintln(a.io.Out, line)
+	})
+	if err != nil {
+		return mdnsError(parent, err)
+	}
+	// Ctrl-C is how a watch ends: exit 0, as after --timeout.
+	a.log.Info("watch stopped", "interrupted", interrupted(parent))
+	return nil
+}
+
+// mdnsError says in one line why mDNS could not run.
+func mdnsError(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if msg, ok := netError(err); ok {
+		return fmt.Errorf("mDNS: %s", msg)
+	}
+	return fmt.Errorf("mDNS: %v (try --interface NAME, or --inventory-only)", rootCause(err))
+}

@@ -1,0 +1,207 @@
+package cmd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ots-ota/ots-ota/devinfo"
+	"github.com/ots-ota/ots-ota/discover"
+	"github.com/ots-ota/ots-ota/inventory"
+)
+
+type infoOptions struct {
+	Targets []string
+	sel     selectOptions
+	mdns    mdnsOptions
+	Timeout time.Duration
+	Browse  time.Duration
+
+	inv *inventory.Inventory
+	cfg discover.Config
+}
+
+func (o *infoOptions) validate(a *app, args []string) error {
+	o.Targets = args
+	if len(args) == 0 && !o.sel.All && o.sel.Group == "" {
+		return usageErrorf("name at least one device, or use --all or --group")
+	}
+	if err := o.sel.validate(); err != nil {
+		return err
+	}
+	if o.Timeout <= 0 {
+		return a.flagError("timeout", "must be positive")
+	}
+	if o.Browse <= 0 {
+		return a.flagError("browse-timeout", "must be positive")
+	}
+	var err error
+	if o.inv, err = loadInventory(a); err != nil {
+		return err
+	}
+	if o.sel.Group != "" {
+		if _, err := o.inv.Group(o.sel.Group); err != nil {
+			return usageError{err}
+		}
+	}
+	if !o.sel.InventoryOnly {
+		if o.cfg, err = o.mdns.config(a); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func newInfoCmd(a *app) *cobra.Command {
+	o := &infoOptions{}
+	c := &cobra.Command{
+		Use:   "info TARGET... | --all | --group NAME",
+		Short: "Tell what each device runs, and where each fact came from",
+		Long: `Info asks each device what it runs, without changing anything on it: GET /ota/status
+on the OTA port (the ots-ota extension), GET /api/status on the web port (the OTS
+firmware's web app), and the device's mDNS TXT record, in that order. Each fact is shown
+with its source; when nothing tells the version, info says so and why.
+
+TARGET is an inventory name, an IP address, a host name (.local names are resolved by
+mDNS first) or HOST:PORT. Devices are queried in parallel.
+
+Exit status: 0 when every device answered, 1 when any could not be resolved or reached.`,
+		Example: `  ots-ota info ots-fw-main.local
+  ots-ota info 192.168.1.40 kitchen --json
+  ots-ota info --all
+  ots-ota info --all --cached
+  ots-ota info --group downstairs --inventory-only`,
+		Args: cobra.ArbitraryArgs, // validate wants targets unless --all or --group
+	}
+	c.RunE = run(a, o, runInfo)
+	c.ValidArgsFunction = completeTargets(a)
+	o.sel.bind(c)
+	o.mdns.bind(c, false)
+	f := c.Flags()
+	f.DurationVar(&o.Timeout, "timeout", 3*time.Second, "per-device connection and request timeout")
+	f.DurationVar(&o.Browse, "browse-timeout", 2*time.Second, "how long mDNS may listen (with --all, and for the TXT records of named devices)")
+	return c
+}
+
+// infoResult is one device in --json: the facts, or why there are none.
+type infoResult struct {
+	devinfo.Facts
+	Sources []string `json:"sources,omitempty"`
+	Error   string   `json:"error,omitempty"`
+}
+
+func runInfo(ctx context.Context, a *app, o *infoOptions) error {
+	inv, cfg := o.inv, o.cfg
+	sel, err := discover.Select(ctx, discover.Selection{
+		Args: o.Targets, All: o.sel.All, Group: o.sel.Group, InventoryOnly: o.sel.InventoryOnly, Cached: o.sel.Cached,
+		Inventory: inv, Config: cfg, BrowseTimeout: o.Browse,
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if errors.Is(err, discover.ErrNoTargets) {
+			return usageError{err}
+		}
+		return err
+	}
+	if len(sel) == 0 {
+		fmt.Fprintln(a.io.ErrOut, "no devices found; try a longer --browse-timeout, --interface, or the inventory")
+		return silentError{ExitFailed}
+	}
+	results := make([]infoResult, len(sel))
+	parallel(len(sel), 16, func(i int) {
+		s := sel[i]
+		results[i].Sources = s.Target.Sources
+		if s.Err != nil {
+			results[i].Target, results[i].Error = s.Target.Name, s.Err.Error()
+			return
+		}
+		f, err := devinfo.Query(ctx, s.Target.Info(), devinfo.Options{Timeout: o.Timeout})
+		if err != nil {
+			results[i].Target, results[i].Error = s.Target.Name, err.Error()
+			return
+		}
+		results[i].Facts = f
+	})
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	failed := false
+	st := style{on: a.color()}
+	for i, r := range results {
+		failed = failed || r.Error != "" || !r.Reachable
+		if a.opts.JSON {
+			if err := writeJSON(a.io.Out, r); err != nil {
+				return err
+			}
+			continue
+		}
+		if i > 0 {
+			fmt.Fprintln(a.io.Out)
+		}
+		renderInfo(a.io.Out, r, st)
+	}
+	if failed {
+		return silentError{ExitFailed}
+	}
+	return nil
+}
+
+func renderInfo(w io.Writer, r infoResult, st style) {
+	if r.Error != "" {
+		fmt.Fprintf(w, "%s: %s\n", st.bold(r.Target), st.red(r.Error))
+		return
+	}
+	reach := st.green("reachable")
+	if !r.Reachable {
+		reach = st.red("not reachable")
+	}
+	fmt.Fprintf(w, "%s (%s): %s\n", st.bold(r.Target), r.Address, reach)
+	row := func(k string, f devinfo.Fact, unknown string) {
+		v, src := f.Value, string(f.Source)
+		if v == "" {
+			if unknown == "" {
+				return
+			}
+			v, src = unknown, ""
+		}
+		if src != "" {
+			src = "  (" + src + ")"
+		}
+		fmt.Fprintf(w, "  %-10s %s%s\n", k, v, src)
+	}
+	row("protocol", r.Protocol, "unknown")
+	row("auth", r.Auth, "unknown")
+	row("project", r.Project, "")
+	if r.Version.Known() {
+		row("version", r.Version, "")
+	} else {
+		fmt.Fprintf(w, "  %-10s %s\n", "version", st.yellow(r.VersionNote))
+	}
+	row("chip", r.Chip, "")
+	row("board", r.Board, "")
+	row("idf", r.IDF, "")
+	row("running", r.Running, "")
+	row("boot", r.Boot, "")
+	row("app state", r.State, "")
+	if r.Uptime.Known() {
+		up := r.Uptime
+		if n, err := strconv.ParseInt(up.Value, 10, 64); err == nil {
+			up.Value = (time.Duration(n) * time.Second).String()
+		}
+		row("uptime", up, "")
+	}
+	// What failed matters when a fact is missing; otherwise it is noise
+	// (a seed with the extensions has no /api/status, and needs none).
+	if !r.Reachable || !r.Version.Known() {
+		for _, n := range r.Notes {
+			fmt.Fprintf(w, "  %-10s %s\n", "note", n)
+		}
+	}
+}

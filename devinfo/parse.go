@@ -1,0 +1,224 @@
+package devinfo
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+// maxValueLen bounds every string taken from a device: a fact is a short
+// word, and a device's bytes end up on the user's terminal.
+const maxValueLen = 128
+
+// OTAStatus is the body of GET /ota/status (device-contract.md §4). Every
+// string is cleaned (see Clean); fields the device left out are zero.
+type OTAStatus struct {
+	Project       string `json:"project,omitempty"`
+	Version       string `json:"version,omitempty"`
+	IDF           string `json:"idf,omitempty"`
+	Chip          string `json:"chip,omitempty"`
+	Running       string `json:"running,omitempty"`
+	Boot          string `json:"boot,omitempty"`
+	State         string `json:"state,omitempty"`
+	SecureVersion uint32 `json:"secure_version,omitempty"`
+	ELFSHA256     string `json:"elf_sha256,omitempty"`
+	SlotSize      int64  `json:"slot_size,omitempty"`
+	UptimeS       int64  `json:"uptime_s,omitempty"`
+	// Auth is not in contract §4, but firmware may add it (none, bearer, basic).
+	Auth string `json:"auth,omitempty"`
+}
+
+// AppStates are the values of OTAStatus.State (ESP-IDF's esp_ota_img_states_t).
+var AppStates = []string{"valid", "pending_verify", "new", "invalid", "aborted", "undefined"}
+
+// ParseOTAStatus reads a /ota/status body. It fails when the body is not a
+// JSON object or a field has the wrong type; an unknown state is kept as
+// the device wrote it (cleaned) and reported by the caller, not rejected.
+func ParseOTAStatus(b []byte) (OTAStatus, error) {
+	var raw struct {
+		Project       json.RawMessage `json:"project"`
+		Version       json.RawMessage `json:"version"`
+		IDF           json.RawMessage `json:"idf"`
+		Chip          json.RawMessage `json:"chip"`
+		Running       json.RawMessage `json:"running"`
+		Boot          json.RawMessage `json:"boot"`
+		State         json.RawMessage `json:"state"`
+		SecureVersion json.RawMessage `json:"secure_version"`
+		ELFSHA256     json.RawMessage `json:"elf_sha256"`
+		SlotSize      json.RawMessage `json:"slot_size"`
+		UptimeS       json.RawMessage `json:"uptime_s"`
+		Auth          json.RawMessage `json:"auth"`
+	}
+	if err := unmarshalObject(b, &raw); err != nil {
+		return OTAStatus{}, err
+	}
+	var s OTAStatus
+	var errs []error
+	str := func(name string, m json.RawMessage, dst *string) {
+		if err := jsonString(m, dst); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+		}
+	}
+	num := func(name string, m json.RawMessage, dst *int64) {
+		if err := jsonInt(m, dst); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+		}
+	}
+	str("project", raw.Project, &s.Project)
+	str("version", raw.Version, &s.Version)
+	str("idf", raw.IDF, &s.IDF)
+	str("chip", raw.Chip, &s.Chip)
+	str("running", raw.Running, &s.Running)
+	str("boot", raw.Boot, &s.Boot)
+	str("state", raw.State, &s.State)
+	str("elf_sha256", raw.ELFSHA256, &s.ELFSHA256)
+	str("auth", raw.Auth, &s.Auth)
+	var sv int64
+	num("secure_version", raw.SecureVersion, &sv)
+	if sv < 0 || sv > 1<<32-1 {
+		errs = append(errs, errors.New("secure_version: out of range"))
+		sv = 0
+	}
+	s.SecureVersion = uint32(sv)
+	num("slot_size", raw.SlotSize, &s.SlotSize)
+	num("uptime_s", raw.UptimeS, &s.UptimeS)
+	if s.SlotSize < 0 {
+		errs = append(errs, errors.New("slot_size: negative"))
+		s.SlotSize = 0
+	}
+	if s.UptimeS < 0 {
+		errs = append(errs, errors.New("uptime_s: negative"))
+		s.UptimeS = 0
+	}
+	s.State = strings.ToLower(s.State)
+	s.Auth = strings.ToLower(s.Auth)
+	if len(errs) > 0 {
+		return s, fmt.Errorf("ota status: %w", errors.Join(errs...))
+	}
+	return s, nil
+}
+
+// APIStatus is what ots-ota reads of the OTS web app's GET /api/status
+// (camelCase, as the firmware writes it).
+type APIStatus struct {
+	FirmwareVersion string `json:"firmwareVersion,omitempty"`
+	Hostname        string `json:"hostname,omitempty"`
+	SerialNumber    string `json:"serialNumber,omitempty"`
+	Uptime          int64  `json:"uptime,omitempty"`
+}
+
+// ParseAPIStatus reads a /api/status body. Fields other than those of
+// APIStatus are ignored; a wrongly typed one among those is an error.
+func ParseAPIStatus(b []byte) (APIStatus, error) {
+	var raw struct {
+		FirmwareVersion json.RawMessage `json:"firmwareVersion"`
+		Hostname        json.RawMessage `json:"hostname"`
+		SerialNumber    json.RawMessage `json:"serialNumber"`
+		Uptime          json.RawMessage `json:"uptime"`
+	}
+	if err := unmarshalObject(b, &raw); err != nil {
+		return APIStatus{}, err
+	}
+	var s APIStatus
+	err := errors.Join(
+		jsonString(raw.FirmwareVersion, &s.FirmwareVersion),
+		jsonString(raw.Hostname, &s.Hostname),
+		jsonString(raw.SerialNumber, &s.SerialNumber),
+		jsonInt(raw.Uptime, &s.Uptime),
+	)
+	if s.Uptime < 0 {
+		s.Uptime = 0
+	}
+	if err != nil {
+		return s, fmt.Errorf("api status: %w", err)
+	}
+	return s, nil
+}
+
+func unmarshalObject(b []byte, v any) error {
+	t := strings.TrimSpace(string(b))
+	if !strings.HasPrefix(t, "{") {
+		return errors.New("not a JSON object")
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		var se *json.SyntaxError
+		if errors.As(err, &se) {
+			return fmt.Errorf("invalid JSON at byte %d", se.Offset)
+		}
+		return errors.New("invalid JSON")
+	}
+	return nil
+}
+
+func jsonString(m json.RawMessage, dst *string) error {
+	if len(m) == 0 || string(m) == "null" {
+		return nil
+	}
+	var s string
+	if err := json.Unmarshal(m, &s); err != nil {
+		return errors.New("not a string")
+	}
+	*dst = Clean(s)
+	return nil
+}
+
+func jsonInt(m json.RawMessage, dst *int64) error {
+	if len(m) == 0 || string(m) == "null" {
+		return nil
+	}
+	var f json.Number
+	if err := json.Unmarshal(m, &f); err != nil {
+		return errors.New("not a number")
+	}
+	n, err := f.Int64()
+	if err != nil {
+		x, ferr := f.Float64()
+		if ferr != nil || x != x || x > 1<<62 || x < -(1<<62) {
+			return errors.New("not an integer")
+		}
+		n = int64(x)
+	}
+	*dst = n
+	return nil
+}
+
+// ParseTXT turns the strings of a DNS-SD TXT record into keys and values
+// (RFC 6763 §6): keys are case-insensitive and stored lower-case; the first
+// occurrence of a key wins; a string without '=' is a key with an empty
+// value; empty keys are dropped. Keys and values are cleaned.
+func ParseTXT(txt []string) map[string]string {
+	m := make(map[string]string, len(txt))
+	for _, s := range txt {
+		k, v, _ := strings.Cut(s, "=")
+		k = Clean(strings.ToLower(k))
+		if k == "" {
+			continue
+		}
+		if _, dup := m[k]; dup {
+			continue
+		}
+		m[k] = Clean(v)
+	}
+	return m
+}
+
+// Clean makes a device-supplied string safe to print: invalid UTF-8 and
+// control characters (ANSI escapes, newlines) become U+FFFD, surrounding
+// space is trimmed, and the result is cut to 128 bytes.
+func Clean(s string) string {
+	s = strings.TrimSpace(s)
+	var b strings.Builder
+	for _, r := range s {
+		if r == utf8.RuneError || unicode.IsControl(r) || (!unicode.IsPrint(r) && r != ' ') {
+			r = '\uFFFD'
+		}
+		if b.Len()+utf8.RuneLen(r) > maxValueLen {
+			break
+		}
+		b.WriteRune(r)
+	}
+	return strings.TrimSpace(b.String())
+}

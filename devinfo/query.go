@@ -1,0 +1,382 @@
+package devinfo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Source says where a fact came from.
+type Source string
+
+// The sources of facts.
+const (
+	FromOTAStatus Source = "/ota/status" // GET /ota/status on the OTA port
+	FromAPIStatus Source = "/api/status" // GET /api/status on the web port
+	FromTXT       Source = "txt"         // the mDNS TXT record
+	FromProbe     Source = "tcp-probe"   // a TCP connect to the OTA port
+	FromTarget    Source = "target"      // given by the caller (inventory, flag)
+)
+
+// Fact is one thing known about a device, with its source. The zero Fact
+// means unknown.
+type Fact struct {
+	Value  string `json:"value"`
+	Source Source `json:"source"`
+}
+
+// Known reports whether the fact has a value.
+func (f Fact) Known() bool { return f.Value != "" }
+
+// Protocols.
+const (
+	ProtoHTTP   = "http"
+	ProtoEspota = "espota"
+)
+
+// Target says where to ask. Host and Port are required in effect (Port 0
+// means 3232); everything else is optional knowledge from discovery or the
+// inventory.
+type Target struct {
+	// Name is how the user named the device (for messages only).
+	Name string
+	// Host is an IP address or a name the system resolves. Callers resolve
+	// ".local" names themselves (package discover) and pass the address.
+	Host string
+	// Port is the OTA port; 0 = 3232.
+	Port int
+	// WebPort is the web app's port; 0 = 80, negative = none.
+	WebPort int
+	// Protocol, when known ("http" or "espota"), skips the probe.
+	Protocol string
+	// TXT is the device's TXT record (ParseTXT), nil when unknown.
+	TXT map[string]string
+}
+
+// Options tune Query. The zero value is usable.
+type Options struct {
+	// Timeout bounds each connection and request; 0 = 3 s.
+	Timeout time.Duration
+	// Dial opens TCP connections; nil = a net.Dialer.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+// Facts is everything Query learned about one device.
+type Facts struct {
+	Target string `json:"target"`
+	// Address is the OTA endpoint asked, host:port.
+	Address   string `json:"address"`
+	Reachable bool   `json:"reachable"`
+	Protocol  Fact   `json:"protocol"`
+	// Auth: none, bearer, basic (TXT auth or /ota/status), required or none
+	// for espota (TXT auth_upload); unknown when nothing told.
+	Auth    Fact `json:"auth"`
+	Project Fact `json:"project"`
+	Version Fact `json:"version"`
+	// VersionNote is the one-line reason when Version is unknown.
+	VersionNote string `json:"version_note,omitempty"`
+	Chip        Fact   `json:"chip"`
+	Board       Fact   `json:"board"`
+	IDF         Fact   `json:"idf"`
+	Running     Fact   `json:"running"`
+	Boot        Fact   `json:"boot"`
+	State       Fact   `json:"state"`
+	// Uptime in whole seconds, as text.
+	Uptime Fact `json:"uptime_s"`
+	// OTA and API are the parsed bodies, nil when not served.
+	OTA *OTAStatus `json:"ota_status,omitempty"`
+	API *APIStatus `json:"api_status,omitempty"`
+	// Notes say what was tried and failed, one line each.
+	Notes []string `json:"notes,omitempty"`
+}
+
+// Sentinel errors for GetOTAStatus and GetAPIStatus.
+var (
+	// ErrNotServed: the device answered, but not with 200 (e.g. 404: the
+	// firmware has no such handler).
+	ErrNotServed = errors.New("not served")
+	// ErrRefused: the port refused the connection.
+	ErrRefused = errors.New("connection refused")
+	// ErrBadAnswer: the device answered 200 with a body that does not parse.
+	ErrBadAnswer = errors.New("unreadable answer")
+)
+
+const maxBody = 64 << 10
+
+// Query asks one device what it runs. It fails only for an unusable
+// target; an unreachable device is a result (Reachable false), not an error.
+func Query(ctx context.Context, t Target, o Options) (Facts, error) {
+	if strings.TrimSpace(t.Host) == "" {
+		return Facts{}, errors.New("query device: no host")
+	}
+	if t.Port < 0 || t.Port > 65535 || t.WebPort > 65535 {
+		return Facts{}, fmt.Errorf("query %s: port out of range", t.Host)
+	}
+	port := t.Port
+	if port == 0 {
+		port = 3232
+	}
+	name := t.Name
+	if name == "" {
+		name = t.Host
+	}
+	addr := net.JoinHostPort(t.Host, strconv.Itoa(port))
+	f := Facts{Target: name, Address: addr}
+	o = o.withDefaults()
+
+	switch t.Protocol {
+	case ProtoHTTP, ProtoEspota:
+		f.Protocol = Fact{t.Protocol, FromTarget}
+	default:
+		f.Protocol, f.Reachable = probe(ctx, addr, o, &f)
+	}
+	if f.Protocol.Value == ProtoHTTP {
+		st, err := GetOTAStatus(ctx, addr, o)
+		switch {
+		case err == nil:
+			f.Reachable = true
+			f.OTA = &st
+		case errors.Is(err, ErrNotServed), errors.Is(err, ErrBadAnswer):
+			f.Reachable = true
+			f.Notes = append(f.Notes, "GET /ota/status: "+err.Error())
+		default:
+			f.Notes = append(f.Notes, "GET /ota/status: "+err.Error())
+		}
+	}
+	if t.WebPort >= 0 && f.Protocol.Value != ProtoEspota && ctx.Err() == nil {
+		wp := t.WebPort
+		if wp == 0 {
+			wp = 80
+		}
+		st, err := GetAPIStatus(ctx, net.JoinHostPort(t.Host, strconv.Itoa(wp)), o)
+		switch {
+		case err == nil:
+			f.Reachable = true
+			f.API = &st
+		case errors.Is(err, ErrNotServed), errors.Is(err, ErrBadAnswer):
+			f.Reachable = true
+			f.Notes = append(f.Notes, "GET /api/status: "+err.Error())
+		default:
+			f.Notes = append(f.Notes, "GET /api/status: "+err.Error())
+		}
+	}
+	f.fill(t.TXT)
+	return f, nil
+}
+
+func (o Options) withDefaults() Options {
+	if o.Timeout <= 0 {
+		o.Timeout = 3 * time.Second
+	}
+	if o.Dial == nil {
+		d := &net.Dialer{}
+		o.Dial = d.DialContext
+	}
+	return o
+}
+
+// Probe tells the protocol of an OTA port from a TCP connect (contract
+// §1): accepted → "http", refused → "espota"; "" when the device did not
+// answer, with the reason.
+func Probe(ctx context.Context, addr string, o Options) (proto string, reason string) {
+	var f Facts
+	p, _ := probe(ctx, addr, o.withDefaults(), &f)
+	if p.Value == "" && len(f.Notes) > 0 {
+		reason = f.Notes[0]
+	}
+	return p.Value, reason
+}
+
+// probe tells the protocol from a TCP connect (contract §1).
+func probe(ctx context.Context, addr string, o Options, f *Facts) (Fact, bool) {
+	cctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	c, err := o.Dial(cctx, "tcp", addr)
+	if err == nil {
+		c.Close()
+		return Fact{ProtoHTTP, FromProbe}, true
+	}
+	if isRefused(err) {
+		// Refused means the host answered: it is up, listening on UDP only.
+		return Fact{ProtoEspota, FromProbe}, true
+	}
+	f.Notes = append(f.Notes, "TCP connect to "+addr+": "+dialReason(ctx, err))
+	return Fact{}, false
+}
+
+func dialReason(ctx context.Context, err error) string {
+	var ne net.Error
+	switch {
+	case ctx.Err() != nil:
+		return "cancelled"
+	case errors.As(err, &ne) && ne.Timeout():
+		return "timed out"
+	case isRefused(err):
+		return "refused"
+	default:
+		var oe *net.OpError
+		if errors.As(err, &oe) && oe.Err != nil {
+			return oe.Err.Error()
+		}
+		return err.Error()
+	}
+}
+
+// fill picks each fact from the best source (contract §4).
+func (f *Facts) fill(txt map[string]string) {
+	pick := func(dst *Fact, cands ...Fact) {
+		for _, c := range cands {
+			if c.Value != "" {
+				*dst = c
+				return
+			}
+		}
+	}
+	var ota OTAStatus
+	if f.OTA != nil {
+		ota = *f.OTA
+	}
+	var api APIStatus
+	if f.API != nil {
+		api = *f.API
+	}
+	tx := func(k string) Fact { return Fact{txt[k], FromTXT} }
+	oa := func(v string) Fact { return Fact{v, FromOTAStatus} }
+
+	pick(&f.Version, oa(ota.Version), Fact{api.FirmwareVersion, FromAPIStatus}, tx("version"))
+	pick(&f.Project, oa(ota.Project), tx("project"))
+	pick(&f.Chip, oa(ota.Chip), tx("chip"))
+	pick(&f.Board, tx("board"))
+	pick(&f.IDF, oa(ota.IDF))
+	pick(&f.Running, oa(ota.Running))
+	pick(&f.Boot, oa(ota.Boot))
+	pick(&f.State, oa(ota.State))
+	if f.OTA != nil {
+		f.Uptime = oa(strconv.FormatInt(ota.UptimeS, 10))
+	} else if f.API != nil {
+		f.Uptime = Fact{strconv.FormatInt(api.Uptime, 10), FromAPIStatus}
+	}
+	pick(&f.Auth, oa(authWord(ota.Auth)), Fact{authWord(txt["auth"]), FromTXT}, Fact{uploadAuth(txt), FromTXT})
+	if !f.Version.Known() {
+		f.VersionNote = f.versionReason(txt)
+	}
+}
+
+func authWord(s string) string {
+	switch strings.ToLower(s) {
+	case "none", "bearer", "basic":
+		return strings.ToLower(s)
+	}
+	return ""
+}
+
+// uploadAuth reads ArduinoOTA's auth_upload=yes|no.
+func uploadAuth(txt map[string]string) string {
+	switch strings.ToLower(txt["auth_upload"]) {
+	case "yes":
+		return "required"
+	case "no":
+		return "none"
+	}
+	return ""
+}
+
+func (f *Facts) versionReason(txt map[string]string) string {
+	switch {
+	case !f.Reachable:
+		return "version not observable: the device did not answer"
+	case f.Protocol.Value == ProtoEspota:
+		return "version not observable: ArduinoOTA firmware exposes no version on the network (add the TXT key version, see docs/firmware.md)"
+	case txt == nil:
+		return "version not observable: no /ota/status or /api/status, and no mDNS TXT record known (seed firmware without ots-ota extensions exposes no version)"
+	default:
+		return "version not observable: no /ota/status, no /api/status and no TXT version (seed firmware without ots-ota extensions exposes no version)"
+	}
+}
+
+// GetOTAStatus fetches and parses GET /ota/status from addr (host:port of
+// the OTA port). A device that answers without 200 gives ErrNotServed.
+func GetOTAStatus(ctx context.Context, addr string, o Options) (OTAStatus, error) {
+	b, err := get(ctx, addr, "/ota/status", o)
+	if err != nil {
+		return OTAStatus{}, err
+	}
+	st, err := ParseOTAStatus(b)
+	if err != nil {
+		return st, fmt.Errorf("%w: %v", ErrBadAnswer, err)
+	}
+	return st, nil
+}
+
+// GetAPIStatus fetches and parses the OTS web app's GET /api/status from
+// addr (host:port of the web port).
+func GetAPIStatus(ctx context.Context, addr string, o Options) (APIStatus, error) {
+	b, err := get(ctx, addr, "/api/status", o)
+	if err != nil {
+		return APIStatus{}, err
+	}
+	st, err := ParseAPIStatus(b)
+	if err != nil {
+		return st, fmt.Errorf("%w: %v", ErrBadAnswer, err)
+	}
+	return st, nil
+}
+
+// get is the package's only HTTP request: a GET, one connection, no
+// redirects, a bounded body.
+func get(ctx context.Context, addr, path string, o Options) ([]byte, error) {
+	o = o.withDefaults()
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	tr := &http.Transport{
+		DialContext:        o.Dial,
+		DisableKeepAlives:  true,
+		DisableCompression: true,
+		Proxy:              nil, // devices are local: never through a proxy
+	}
+	defer tr.CloseIdleConnections()
+	cl := &http.Client{
+		Transport:     tr,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
+	if err != nil {
+		return nil, fmt.Errorf("bad address %q", addr)
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := cl.Do(req)
+	if err != nil {
+		if isRefused(err) {
+			return nil, ErrRefused
+		}
+		return nil, errors.New(dialReason(ctx, unwrapURL(err)))
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%w (HTTP %d)", ErrNotServed, resp.StatusCode)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading the answer: %s", dialReason(ctx, err))
+	}
+	if len(b) > maxBody {
+		return nil, fmt.Errorf("answer larger than %d KiB", maxBody>>10)
+	}
+	return b, nil
+}
+
+func unwrapURL(err error) error {
+	var ue interface{ Unwrap() error }
+	if errors.As(err, &ue) {
+		if inner := ue.Unwrap(); inner != nil {
+			return inner
+		}
+	}
+	return err
+}

@@ -1,0 +1,218 @@
+package devinfo
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ots-ota/ots-ota/auth"
+	"github.com/ots-ota/ots-ota/sim"
+)
+
+func startSim(t *testing.T, p sim.Personality, ext bool, password string) *sim.Device {
+	t.Helper()
+	ft := sim.FastTiming()
+	cfg := sim.Config{
+		Personality: p, Extensions: ext, Timing: &ft, Version: "1.2.3", Project: "ots-fw-main",
+		IP: netip.MustParseAddr("127.0.0.1"),
+	}
+	if password != "" {
+		cfg.Password = auth.NewSecret(password)
+	}
+	d, err := sim.Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := d.WaitUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func webPort(t *testing.T, d *sim.Device) int {
+	if d.WebAddr() == "" {
+		return -1
+	}
+	_, p, err := net.SplitHostPort(d.WebAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, c := range p {
+		n = n*10 + int(c-'0')
+	}
+	return n
+}
+
+// TXT records as each personality advertises it (device-contract.md §1, §4).
+func txtFor(p sim.Personality, ext bool) map[string]string {
+	switch {
+	case p == sim.Arduino || p == sim.ESP8266:
+		m := map[string]string{"board": "esp32s3", "tcp_check": "no", "ssh_upload": "no", "auth_upload": "yes"}
+		if ext {
+			m["version"], m["project"], m["chip"] = "1.2.3", "ots-fw-main", "esp32s3"
+		}
+		return m
+	case ext:
+		a := "bearer"
+		if p == sim.OTS {
+			a = "none"
+		}
+		return map[string]string{"version": "1.2.3", "project": "ots-fw-main", "chip": "esp32s3", "auth": a, "path": "/update", "api": "1"}
+	default:
+		return nil // seed and OTS advertise no TXT
+	}
+}
+
+func TestQueryPersonalities(t *testing.T) {
+	type want struct {
+		proto, version string
+		vsrc           Source
+		auth           Fact
+		state          string
+		note           string
+	}
+	tests := []struct {
+		p    sim.Personality
+		ext  bool
+		pass string
+		want want
+	}{
+		{sim.Seed, false, "tok", want{ProtoHTTP, "", "", Fact{}, "", "seed firmware without ots-ota extensions exposes no version"}},
+		{sim.Seed, true, "tok", want{ProtoHTTP, "1.2.3", FromOTAStatus, Fact{"bearer", FromTXT}, "factory", ""}},
+		{sim.OTS, false, "", want{ProtoHTTP, "1.2.3", FromAPIStatus, Fact{}, "", ""}},
+		{sim.OTS, true, "", want{ProtoHTTP, "1.2.3", FromOTAStatus, Fact{"none", FromTXT}, "factory", ""}},
+		{sim.Arduino, false, "pw", want{ProtoEspota, "", "", Fact{"required", FromTXT}, "", "ArduinoOTA firmware exposes no version"}},
+		{sim.Arduino, true, "pw", want{ProtoEspota, "1.2.3", FromTXT, Fact{"required", FromTXT}, "", ""}},
+		{sim.ESP8266, false, "", want{ProtoEspota, "", "", Fact{"required", FromTXT}, "", "ArduinoOTA"}},
+	}
+	for _, tt := range tests {
+		name := string(tt.p)
+		if tt.ext {
+			name += "+extensions"
+		}
+		t.Run(name, func(t *testing.T) {
+			d := startSim(t, tt.p, tt.ext, tt.pass)
+			tgt := Target{Name: d.Name(), Host: "127.0.0.1", Port: d.OTAPort(), WebPort: webPort(t, d), TXT: txtFor(tt.p, tt.ext)}
+			f, err := Query(context.Background(), tgt, Options{Timeout: 2 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			w := tt.want
+			if !f.Reachable || f.Protocol != (Fact{w.proto, FromProbe}) {
+				t.Errorf("reachable %v protocol %+v, want %s (notes %q)", f.Reachable, f.Protocol, w.proto, f.Notes)
+			}
+			if f.Version.Value != w.version || f.Version.Source != w.vsrc {
+				t.Errorf("version %+v, want %q from %q (notes %q)", f.Version, w.version, w.vsrc, f.Notes)
+			}
+			if w.note == "" && f.VersionNote != "" || !strings.Contains(f.VersionNote, w.note) {
+				t.Errorf("version note %q, want %q", f.VersionNote, w.note)
+			}
+			if f.Auth != w.auth {
+				t.Errorf("auth %+v, want %+v", f.Auth, w.auth)
+			}
+			// w.state "factory": whatever the running factory image's state is.
+			if wantState := w.state; wantState == "factory" && f.State != (Fact{string(d.State().AppState), FromOTAStatus}) ||
+				wantState == "" && f.State.Known() {
+				t.Errorf("state %+v, want %q (device: %s)", f.State, w.state, d.State().AppState)
+			}
+			if tt.ext && tt.p.DefaultOTAPort() == 3232 && tt.p != sim.Arduino {
+				st := d.State()
+				if f.Running != (Fact{st.Running, FromOTAStatus}) || f.Chip.Value != st.Chip || f.IDF.Value != st.IDFVer || f.Uptime.Source != FromOTAStatus {
+					t.Errorf("facts %+v do not match the device %+v", f, st)
+				}
+			}
+			if tt.p == sim.OTS && !tt.ext && f.Uptime.Source != FromAPIStatus {
+				t.Errorf("uptime %+v, want from /api/status", f.Uptime)
+			}
+			if len(d.State().Uploads) != 0 {
+				t.Errorf("info started an upload: %+v", d.State().Uploads)
+			}
+		})
+	}
+}
+
+// TestQueryOnlyGets checks that nothing but GET ever reaches a device.
+func TestQueryOnlyGets(t *testing.T) {
+	var nonGet atomic.Int32
+	var seen atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen.Add(1)
+		if r.Method != http.MethodGet {
+			nonGet.Add(1)
+		}
+		switch r.URL.Path {
+		case "/ota/status":
+			w.Write([]byte(`{"version":"3.0.0","state":"pending_verify","running":"ota_1","auth":"basic"}`))
+		case "/api/status":
+			w.Write([]byte(`{"firmwareVersion":"2.0.0"}`))
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer srv.Close()
+	ap := netip.MustParseAddrPort(srv.Listener.Addr().String())
+	f, err := Query(context.Background(), Target{Host: ap.Addr().String(), Port: int(ap.Port()), WebPort: int(ap.Port())}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nonGet.Load() != 0 || seen.Load() != 2 {
+		t.Errorf("requests: %d, non-GET %d", seen.Load(), nonGet.Load())
+	}
+	if f.Version != (Fact{"3.0.0", FromOTAStatus}) || f.Auth != (Fact{"basic", FromOTAStatus}) || f.State.Value != "pending_verify" {
+		t.Errorf("facts %+v", f)
+	}
+}
+
+func TestQueryUnreachable(t *testing.T) {
+	// A listener that never accepts: connects succeed at the kernel, but a
+	// closed one refuses. Use a blackhole dialer to stand in for a silent device.
+	silent := func(ctx context.Context, _, _ string) (net.Conn, error) {
+		<-ctx.Done()
+		return nil, &net.OpError{Op: "dial", Err: timeoutErr{}}
+	}
+	start := time.Now()
+	f, err := Query(context.Background(), Target{Host: "192.0.2.1", Port: 3232}, Options{Timeout: 100 * time.Millisecond, Dial: silent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Reachable || f.Protocol.Known() || !strings.Contains(f.VersionNote, "did not answer") {
+		t.Errorf("facts %+v", f)
+	}
+	if len(f.Notes) == 0 || !strings.Contains(f.Notes[0], "timed out") {
+		t.Errorf("notes %q", f.Notes)
+	}
+	if time.Since(start) > 2*time.Second {
+		t.Errorf("took %v", time.Since(start))
+	}
+	if _, err := Query(context.Background(), Target{}, Options{}); err == nil {
+		t.Error("empty target accepted")
+	}
+}
+
+type timeoutErr struct{}
+
+func (timeoutErr) Error() string   { return "i/o timeout" }
+func (timeoutErr) Timeout() bool   { return true }
+func (timeoutErr) Temporary() bool { return true }
+
+func TestQueryCancelled(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	f, err := Query(ctx, Target{Host: "127.0.0.1", Port: 1}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Version.Known() {
+		t.Errorf("facts %+v", f)
+	}
+}

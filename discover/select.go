@@ -1,0 +1,262 @@
+package discover
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ots-ota/ots-ota/inventory"
+)
+
+// Selection says which devices a command acts on: named ones, a group, or
+// all (mDNS merged with the inventory).
+type Selection struct {
+	// Args: inventory names, IP addresses, host names, HOST:PORT.
+	Args []string
+	// All: every device mDNS finds plus every inventory entry.
+	All bool
+	// Group: an inventory group.
+	Group string
+	// InventoryOnly: no mDNS at all (names must be inventory entries or
+	// resolve through the OS).
+	InventoryOnly bool
+	// Cached: with All, take the devices the last discover saved (the cache
+	// file) instead of browsing; named devices are still browsed for.
+	Cached bool
+	// Inventory; nil = empty.
+	Inventory *inventory.Inventory
+	// Config for mDNS.
+	Config Config
+	// BrowseTimeout bounds the browse (for --all, and to learn the TXT
+	// records of named devices); 0 = 2 s.
+	BrowseTimeout time.Duration
+	// Resolver for host names; nil = one on Config.
+	Resolver *Resolver
+}
+
+// Selected is one target, or why it could not be used (the rest of the
+// batch goes on).
+type Selected struct {
+	Target Target
+	Err    error
+}
+
+// ErrNoTargets: nothing was named.
+var ErrNoTargets = errors.New("no devices named: give HOST arguments, --all or --group")
+
+// Select builds the target list. It fails only for a selection that cannot
+// work (unknown group, nothing named); per-device failures are in Selected.Err.
+func Select(ctx context.Context, s Selection) ([]Selected, error) {
+	inv := s.Inventory
+	if inv == nil {
+		inv = &inventory.Inventory{}
+	}
+	res := s.Resolver
+	if res == nil {
+		res = &Resolver{Config: s.Config}
+	}
+	if s.BrowseTimeout <= 0 {
+		s.BrowseTimeout = 2 * time.Second
+	}
+	var targets []Target
+	var browsed []Device
+	didBrowse := false
+	browse := func(until func([]Device) bool) error {
+		if s.InventoryOnly || didBrowse {
+			return nil
+		}
+		didBrowse = true
+		ds, err := browseUntil(ctx, s.Config, s.BrowseTimeout, until)
+		if err != nil {
+			return err
+		}
+		browsed = ds
+		for _, d := range ds {
+			res.Remember(d.Host, d.Addrs)
+		}
+		return nil
+	}
+
+	switch {
+	case s.All && s.Cached && !s.InventoryOnly:
+		ds, _, err := LoadCache()
+		if err != nil {
+			return nil, err
+		}
+		browsed, didBrowse = ds, true
+		for _, d := range ds {
+			res.Remember(d.Host, d.Addrs)
+		}
+		targets = Merge(browsed, inv.Devices)
+	case s.All:
+		if err := browse(nil); err != nil {
+			return nil, err
+		}
+		targets = Merge(browsed, inv.Devices)
+	case s.Group != "":
+		devs, err := inv.Group(s.Group)
+		if err != nil {
+			return nil, err
+		}
+		for _, d := range devs {
+			targets = append(targets, FromInventory(d))
+		}
+	}
+	for _, arg := range s.Args {
+		if d, ok := inv.Device(arg); ok {
+			targets = append(targets, FromInventory(d))
+			continue
+		}
+		t, err := ParseTarget(arg)
+		if err != nil {
+			return nil, err
+		}
+		targets = append(targets, t)
+	}
+	if len(targets) == 0 && !s.All {
+		return nil, ErrNoTargets
+	}
+
+	// Learn the TXT records of named devices: browse until each is seen.
+	if !s.All && !s.InventoryOnly {
+		if err := browse(func(ds []Device) bool {
+			for _, t := range targets {
+				if matchDevice(t, ds) < 0 {
+					return false
+				}
+			}
+			return true
+		}); err != nil && ctx.Err() == nil {
+			// Browsing is a bonus for named devices: go on without TXT.
+			if l := s.Config.Logger; l != nil {
+				l.Debug("mdns browse for TXT records failed", "err", err)
+			}
+		}
+	}
+	out := make([]Selected, len(targets))
+	var wg sync.WaitGroup
+	for i, t := range targets {
+		if i := matchDevice(t, browsed); i >= 0 {
+			t = enrich(t, browsed[i])
+		}
+		out[i].Target = t
+		if len(t.Addrs) > 0 || t.Host == "" {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := res
+			if s.InventoryOnly {
+				r = &Resolver{LookupOS: res.LookupOS, NoMDNS: true}
+			}
+			addrs, err := r.Lookup(ctx, t.Host)
+			if err != nil {
+				out[i].Err = err
+				return
+			}
+			out[i].Target.Addrs = addrs
+			if j := matchDevice(out[i].Target, browsed); j >= 0 {
+				out[i].Target = enrich(out[i].Target, browsed[j])
+			}
+		}()
+	}
+	wg.Wait()
+	return dedup(out), ctx.Err()
+}
+
+// dedup drops later targets with the same address and port as an earlier one.
+func dedup(in []Selected) []Selected {
+	var out []Selected
+	seen := make(map[string]bool)
+	for _, s := range in {
+		if s.Err == nil && len(s.Target.Addrs) > 0 {
+			k := netip.AddrPortFrom(s.Target.Addrs[0], uint16(s.Target.Port)).String()
+			if seen[k] {
+				continue
+			}
+			seen[k] = true
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// ParseTarget reads HOST, IP, HOST:PORT or [IPv6]:PORT.
+func ParseTarget(arg string) (Target, error) {
+	a := strings.TrimSpace(arg)
+	if a == "" || strings.Contains(a, "/") {
+		return Target{}, fmt.Errorf("%q is not a device: give a host name, an IP address or HOST:PORT", arg)
+	}
+	t := Target{Name: a, Host: a}
+	if ip, err := netip.ParseAddr(a); err == nil {
+		t.Addrs = []netip.Addr{ip.Unmap()}
+		return t, nil
+	}
+	if h, p, err := net.SplitHostPort(a); err == nil {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 || n > 65535 {
+			return Target{}, fmt.Errorf("%q: bad port %q", arg, p)
+		}
+		t.Host, t.Port = h, n
+		if ip, err := netip.ParseAddr(h); err == nil {
+			t.Addrs = []netip.Addr{ip.Unmap()}
+		}
+	}
+	if len(t.Addrs) == 0 && strings.ContainsAny(t.Host, " :[]%") {
+		return Target{}, fmt.Errorf("%q is not a device: give a host name, an IP address or HOST:PORT", arg)
+	}
+	return t, nil
+}
+
+// matchDevice finds the browsed device that is t (by host name or
+// address, and port when t has one), preferring _ota._tcp.
+func matchDevice(t Target, ds []Device) int {
+	best := -1
+	for i, d := range ds {
+		if t.Port != 0 && d.Port != t.Port {
+			continue
+		}
+		ok := t.Host != "" && strings.EqualFold(strings.TrimSuffix(t.Host, "."), d.Host)
+		for _, a := range t.Addrs {
+			ok = ok || slices.Contains(d.Addrs, a)
+		}
+		if ok && (best < 0 || serviceRank(d.Service) < serviceRank(ds[best].Service)) {
+			best = i
+		}
+	}
+	return best
+}
+
+func enrich(t Target, d Device) Target {
+	if len(t.Addrs) == 0 {
+		t.Addrs = slices.Clone(d.Addrs)
+	}
+	if t.Port == 0 {
+		t.Port = d.Port
+	}
+	if t.WebPort == 0 {
+		t.WebPort = d.WebPort
+		if t.WebPort == 0 && !slices.Contains(t.Sources, "inventory") {
+			t.WebPort = -1
+		}
+	}
+	t.TXT, t.Service = d.TXT, d.Service
+	if !slices.Contains(t.Sources, "mdns") {
+		t.Sources = append(t.Sources, "mdns")
+	}
+	return t
+}
+
+// browseUntil browses for up to timeout, stopping early once until holds
+// (and a moment more, for TXT records in packets of their own).
+func browseUntil(ctx context.Context, cfg Config, timeout time.Duration, until func([]Device) bool) ([]Device, error) {
+	return Browse(ctx, cfg, BrowseOptions{Timeout: timeout, Until: until})
+}

@@ -1,0 +1,144 @@
+package discover
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/ots-ota/ots-ota/inventory"
+)
+
+func TestParseTarget(t *testing.T) {
+	for in, want := range map[string]Target{
+		"192.168.1.4":         {Name: "192.168.1.4", Host: "192.168.1.4", Addrs: []netip.Addr{netip.MustParseAddr("192.168.1.4")}},
+		"ots.local":           {Name: "ots.local", Host: "ots.local"},
+		"ots.local:8266":      {Name: "ots.local:8266", Host: "ots.local", Port: 8266},
+		"[fe80::1%eth0]:3232": {Name: "[fe80::1%eth0]:3232", Host: "fe80::1%eth0", Port: 3232, Addrs: []netip.Addr{netip.MustParseAddr("fe80::1%eth0")}},
+		"fe80::1":             {Name: "fe80::1", Host: "fe80::1", Addrs: []netip.Addr{netip.MustParseAddr("fe80::1")}},
+	} {
+		got, err := ParseTarget(in)
+		if err != nil || got.Name != want.Name || got.Host != want.Host || got.Port != want.Port || len(got.Addrs) != len(want.Addrs) ||
+			(len(got.Addrs) > 0 && got.Addrs[0] != want.Addrs[0]) {
+			t.Errorf("ParseTarget(%q) = %+v, %v; want %+v", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "http://ots.local/update", "ots.local:0", "ots.local:99999", "a b"} {
+		if _, err := ParseTarget(bad); err == nil {
+			t.Errorf("ParseTarget(%q) accepted", bad)
+		}
+	}
+}
+
+// TestSelectInventoryOnly needs no network: names come from the inventory
+// and the (fake) system resolver.
+func TestSelectInventoryOnly(t *testing.T) {
+	inv := &inventory.Inventory{
+		Devices: []inventory.Device{
+			{Name: "kitchen", Address: "10.0.0.3", Port: 3232, Protocol: "espota"},
+			{Name: "hall", Address: "hall.example"},
+			{Name: "attic", Address: "attic.local"},
+			{Name: "kitchen-again", Address: "10.0.0.3", Port: 3232},
+		},
+		Groups: map[string][]string{"down": {"kitchen", "hall"}},
+	}
+	var lookups atomic.Int32
+	res := &Resolver{LookupOS: func(_ context.Context, h string) ([]netip.Addr, error) {
+		lookups.Add(1)
+		if h == "hall.example" {
+			return []netip.Addr{netip.MustParseAddr("10.0.0.4")}, nil
+		}
+		return nil, &net.DNSError{Err: "no such host", Name: h, IsNotFound: true}
+	}}
+	sel, err := Select(context.Background(), Selection{Group: "down", Args: []string{"attic", "kitchen-again", "10.0.0.9:8266"},
+		InventoryOnly: true, Inventory: inv, Resolver: res})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// kitchen-again has kitchen's address and port: one device.
+	if len(sel) != 4 {
+		t.Fatalf("selected %+v", sel)
+	}
+	if sel[0].Target.Name != "kitchen" || sel[0].Target.Protocol != "espota" || sel[0].Err != nil {
+		t.Errorf("kitchen %+v", sel[0])
+	}
+	if sel[1].Target.Name != "hall" || sel[1].Target.Addrs[0].String() != "10.0.0.4" {
+		t.Errorf("hall %+v", sel[1])
+	}
+	var re *ResolveError
+	if sel[2].Target.Name != "attic" || !errors.As(sel[2].Err, &re) || strings.Contains(sel[2].Err.Error(), "mDNS") {
+		t.Errorf("attic %+v", sel[2])
+	}
+	if sel[3].Target.Port != 8266 || sel[3].Target.Addrs[0].String() != "10.0.0.9" {
+		t.Errorf("address target %+v", sel[3])
+	}
+	if n := lookups.Load(); n != 2 {
+		t.Errorf("%d lookups", n)
+	}
+
+	if _, err := Select(context.Background(), Selection{InventoryOnly: true, Inventory: inv}); !errors.Is(err, ErrNoTargets) {
+		t.Errorf("nothing named: %v", err)
+	}
+	if _, err := Select(context.Background(), Selection{Group: "up", InventoryOnly: true, Inventory: inv}); err == nil {
+		t.Error("unknown group accepted")
+	}
+}
+
+// TestSelectAll merges a browse with the inventory.
+func TestSelectAll(t *testing.T) {
+	ifi := mdnsLoopback(t)
+	startFleet(t, ifi, 2, "127.43.8.2", "selall", uniqueInstances("selall"))
+	inv := &inventory.Inventory{Devices: []inventory.Device{
+		{Name: "named-one", Address: "127.43.8.3", Auth: inventory.AuthRef{Env: "X"}},
+		{Name: "elsewhere", Address: "127.43.8.99"},
+	}}
+	sel, err := Select(context.Background(), Selection{All: true, Inventory: inv, Config: loCfg(ifi, "_ota._tcp"), BrowseTimeout: 1500e6})
+	if err != nil {
+		t.Fatal(err)
+	}
+	byName := map[string]Selected{}
+	for _, s := range sel {
+		byName[s.Target.Name] = s
+	}
+	if s, ok := byName["named-one"]; !ok || s.Target.TXT["version"] != "1.0.0" || len(s.Target.Sources) != 2 || s.Target.Auth.Env != "X" {
+		t.Errorf("merged device %+v", s)
+	}
+	if _, ok := byName["selall-001"]; !ok {
+		t.Errorf("browsed device missing: %+v", sel)
+	}
+	if s, ok := byName["elsewhere"]; !ok || s.Target.Sources[0] != "inventory" {
+		t.Errorf("inventory device %+v", s)
+	}
+	// Named .local devices get their TXT from a browse that stops once all are seen.
+	sel, err = Select(context.Background(), Selection{Args: []string{"selall-02.local"}, Config: loCfg(ifi, "_ota._tcp"), BrowseTimeout: 5e9})
+	if err != nil || len(sel) != 1 || sel[0].Err != nil || sel[0].Target.TXT["version"] != "1.0.0" || sel[0].Target.Addrs[0].String() != "127.43.8.3" {
+		t.Fatalf("named: %+v %v", sel, err)
+	}
+}
+
+// TestSelectCached: --all --cached takes the devices of the last discover
+// from the cache file, without a browse.
+func TestSelectCached(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("XDG_CACHE_HOME", dir)
+	t.Setenv("HOME", dir)
+	t.Setenv("LocalAppData", dir)
+	cached := []Device{{Instance: "OTS Firmware Main", Service: "_ota._tcp", Host: "ots-fw-main.local", Port: 3232,
+		Addrs: []netip.Addr{netip.MustParseAddr("10.0.0.7")}, TXT: map[string]string{"version": "1.2.3"}}}
+	if err := SaveCache(cached); err != nil {
+		t.Fatal(err)
+	}
+	inv := &inventory.Inventory{Devices: []inventory.Device{{Name: "lab", Address: "10.0.0.7"}, {Name: "far", Address: "10.9.9.9"}}}
+	// No interfaces: a browse would fail; the cache needs none.
+	sel, err := Select(context.Background(), Selection{All: true, Cached: true, Inventory: inv,
+		Config: Config{Interfaces: []*net.Interface{{Name: "none0", Index: 999, Flags: net.FlagUp | net.FlagMulticast}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sel) != 2 || sel[0].Target.Name != "lab" || sel[0].Target.TXT["version"] != "1.2.3" || sel[1].Target.Name != "far" {
+		t.Fatalf("selected %+v", sel)
+	}
+}

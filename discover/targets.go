@@ -1,0 +1,130 @@
+package discover
+
+import (
+	"cmp"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/ots-ota/ots-ota/devinfo"
+	"github.com/ots-ota/ots-ota/inventory"
+)
+
+// Target is one device a command acts on, from mDNS, the inventory or both.
+type Target struct {
+	// Name: the inventory name, else the mDNS instance.
+	Name string `json:"name"`
+	// Host: the mDNS host name or the inventory address as written.
+	Host     string            `json:"host,omitempty"`
+	Addrs    []netip.Addr      `json:"addrs,omitempty"`
+	Port     int               `json:"port,omitempty"`
+	Protocol string            `json:"protocol,omitempty"`
+	WebPort  int               `json:"web_port,omitempty"`
+	Service  string            `json:"service,omitempty"`
+	TXT      map[string]string `json:"txt,omitempty"`
+	Auth     inventory.AuthRef `json:"auth,omitzero"`
+	// Sources: "mdns", "inventory".
+	Sources []string `json:"sources"`
+}
+
+// Info is the target for devinfo.Query. Host is the first address when one
+// is known, so the caller resolves names only for inventory entries.
+func (t Target) Info() devinfo.Target {
+	it := devinfo.Target{Name: t.Name, Host: t.Host, Port: t.Port, Protocol: t.Protocol, WebPort: t.WebPort, TXT: t.TXT}
+	if len(t.Addrs) > 0 {
+		it.Host = t.Addrs[0].String()
+	}
+	if it.WebPort == 0 && slices.Contains(t.Sources, "mdns") && !slices.Contains(t.Sources, "inventory") {
+		it.WebPort = -1 // mDNS named no web server: do not guess port 80
+	}
+	return it
+}
+
+// FromDevice makes a target of a browsed device.
+func FromDevice(d Device) Target {
+	return Target{Name: d.Instance, Host: d.Host, Addrs: slices.Clone(d.Addrs), Port: d.Port, WebPort: d.WebPort,
+		Service: d.Service, TXT: d.TXT, Sources: []string{"mdns"}}
+}
+
+// FromInventory makes a target of an inventory entry (its address is not
+// resolved here).
+func FromInventory(d inventory.Device) Target {
+	t := Target{Name: d.Name, Host: d.Address, Port: d.Port, Protocol: d.Protocol, WebPort: d.WebPort, Auth: d.Auth,
+		Sources: []string{"inventory"}}
+	if a, err := netip.ParseAddr(d.Address); err == nil {
+		t.Addrs = []netip.Addr{a.Unmap()}
+	}
+	return t
+}
+
+// Merge joins browsed devices and inventory entries into one target list,
+// deduplicated by address (or host name) and port. A device that
+// advertises both _ota._tcp and _arduino._tcp (the OTS firmware with the
+// extensions) is one target, described by _ota._tcp. An inventory entry
+// that matches a browsed device keeps its name, port, protocol and auth
+// and gains the device's TXT and addresses.
+func Merge(found []Device, inv []inventory.Device) []Target {
+	var out []Target
+	find := func(t Target) int {
+		for i, o := range out {
+			if t.Port != 0 && o.Port != 0 && t.Port != o.Port {
+				continue
+			}
+			if t.Host != "" && strings.EqualFold(strings.TrimSuffix(t.Host, "."), strings.TrimSuffix(o.Host, ".")) {
+				return i
+			}
+			for _, a := range t.Addrs {
+				if slices.Contains(o.Addrs, a) {
+					return i
+				}
+			}
+		}
+		return -1
+	}
+	// _ota._tcp first, so it describes devices that advertise both.
+	sorted := slices.Clone(found)
+	slices.SortStableFunc(sorted, func(a, b Device) int {
+		return cmp.Compare(serviceRank(a.Service), serviceRank(b.Service))
+	})
+	for _, d := range sorted {
+		t := FromDevice(d)
+		if i := find(t); i >= 0 {
+			if out[i].WebPort == 0 {
+				out[i].WebPort = t.WebPort
+			}
+			continue
+		}
+		out = append(out, t)
+	}
+	for _, d := range inv {
+		t := FromInventory(d)
+		i := find(t)
+		if i < 0 {
+			out = append(out, t)
+			continue
+		}
+		m := &out[i]
+		m.Name, m.Auth = t.Name, t.Auth
+		m.Sources = append(m.Sources, "inventory")
+		if t.Port != 0 {
+			m.Port = t.Port
+		}
+		if t.Protocol != "" {
+			m.Protocol = t.Protocol
+		}
+		if t.WebPort != 0 {
+			m.WebPort = t.WebPort
+		}
+	}
+	return out
+}
+
+func serviceRank(s string) int {
+	switch s {
+	case "_ota._tcp":
+		return 0
+	case "_arduino._tcp":
+		return 1
+	}
+	return 2
+}

@@ -1,0 +1,315 @@
+// Package inventory reads and extends the inventory: the devices and
+// groups listed under the `inventory:` key of the config file, for networks
+// mDNS cannot reach (other subnets, VLANs, VPNs). Secrets never live in it:
+// a device names an environment variable or a file that holds its password.
+//
+//	inventory:
+//	  devices:
+//	    - name: kitchen
+//	      address: 192.168.1.40     # an IP or a host name (".local" works)
+//	      port: 3232                # OTA port; default 3232 (8266 for esp8266 espota)
+//	      protocol: http            # http or espota; default: probed
+//	      web_port: 80              # the web app's port, for /api/status
+//	      auth: {env: KITCHEN_OTA_TOKEN}   # or {file: ~/.config/ots-ota/kitchen.token}
+//	  groups:
+//	    downstairs: [kitchen, hall]
+package inventory
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Key is the config file key that holds the inventory.
+const Key = "inventory"
+
+// Device is one hand-written (or saved) device.
+type Device struct {
+	Name     string  `yaml:"name" json:"name"`
+	Address  string  `yaml:"address" json:"address"`
+	Port     int     `yaml:"port,omitempty" json:"port,omitempty"`
+	Protocol string  `yaml:"protocol,omitempty" json:"protocol,omitempty"`
+	WebPort  int     `yaml:"web_port,omitempty" json:"web_port,omitempty"`
+	Auth     AuthRef `yaml:"auth,omitempty" json:"auth,omitzero"`
+}
+
+// AuthRef says where a device's password is: an environment variable or a
+// file. It is a reference, never the secret.
+type AuthRef struct {
+	Env  string `yaml:"env,omitempty" json:"env,omitempty"`
+	File string `yaml:"file,omitempty" json:"file,omitempty"`
+}
+
+// IsZero reports an empty reference.
+func (a AuthRef) IsZero() bool { return a.Env == "" && a.File == "" }
+
+// Inventory is the parsed `inventory:` section.
+type Inventory struct {
+	Devices []Device            `yaml:"devices,omitempty" json:"devices"`
+	Groups  map[string][]string `yaml:"groups,omitempty" json:"groups,omitempty"`
+}
+
+// Load reads the inventory section of a config file. A missing file or a
+// file without the section gives an empty inventory.
+func Load(path string) (*Inventory, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return &Inventory{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read inventory: %w", err)
+	}
+	inv, err := Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("inventory in %s: %w", path, err)
+	}
+	return inv, nil
+}
+
+// Parse reads the inventory section of a whole config file's YAML.
+func Parse(config []byte) (*Inventory, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(config, &doc); err != nil {
+		return nil, fmt.Errorf("not valid YAML: %s", yamlMessage(err))
+	}
+	sec := section(&doc)
+	if sec == nil {
+		return &Inventory{}, nil
+	}
+	return FromNode(sec)
+}
+
+// FromNode reads an already parsed `inventory:` value.
+func FromNode(n *yaml.Node) (*Inventory, error) {
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return &Inventory{}, nil
+	}
+	if err := checkSecrets(n); err != nil {
+		return nil, err
+	}
+	if err := checkShape(n); err != nil {
+		return nil, err
+	}
+	var inv Inventory
+	if err := n.Decode(&inv); err != nil {
+		return nil, errors.New(yamlMessage(err))
+	}
+	if err := inv.Validate(); err != nil {
+		return nil, err
+	}
+	return &inv, nil
+}
+
+// Keys each level of the section may have.
+var (
+	sectionKeys = []string{"devices", "groups"}
+	deviceKeys  = []string{"name", "address", "port", "protocol", "web_port", "auth"}
+	authKeys    = []string{"env", "file"}
+)
+
+// checkShape checks the section's structure and keys, with line numbers,
+// before it is decoded: a typo is an error, not a silently ignored key.
+func checkShape(n *yaml.Node) error {
+	keys := func(m *yaml.Node, what string, allowed []string) error {
+		if m.Kind != yaml.MappingNode {
+			return fmt.Errorf("line %d: %s: want keys (%s)", m.Line, what, strings.Join(allowed, ", "))
+		}
+		for i := 0; i+1 < len(m.Content); i += 2 {
+			if k := m.Content[i]; !slices.Contains(allowed, k.Value) {
+				return fmt.Errorf("line %d: %s: unknown key %q (known: %s)", k.Line, what, k.Value, strings.Join(allowed, ", "))
+			}
+		}
+		return nil
+	}
+	if err := keys(n, "inventory", sectionKeys); err != nil {
+		return err
+	}
+	if devs := mapValue(n, "devices"); devs != nil && devs.Tag != "!!null" {
+		if devs.Kind != yaml.SequenceNode {
+			return fmt.Errorf("line %d: inventory.devices: want a list of devices (- name: …)", devs.Line)
+		}
+		for _, d := range devs.Content {
+			if err := keys(d, "device", deviceKeys); err != nil {
+				return err
+			}
+			if a := mapValue(d, "auth"); a != nil {
+				if err := keys(a, "auth", authKeys); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	if gs := mapValue(n, "groups"); gs != nil && gs.Tag != "!!null" {
+		if gs.Kind != yaml.MappingNode {
+			return fmt.Errorf("line %d: inventory.groups: want group names, each with a list of device names", gs.Line)
+		}
+		for i := 1; i < len(gs.Content); i += 2 {
+			if g := gs.Content[i]; g.Kind != yaml.SequenceNode {
+				return fmt.Errorf("line %d: group %q: want a list of device names ([a, b])", g.Line, gs.Content[i-1].Value)
+			}
+		}
+	}
+	return nil
+}
+
+// typeErr matches yaml.v3's "cannot unmarshal !!str `abc` into int".
+var typeErr = regexp.MustCompile("cannot unmarshal !!(\\w+) (`[^`]*` )?into (\\S+)")
+
+func yamlMessage(err error) string {
+	s := err.Error()
+	s = strings.TrimPrefix(s, "yaml: ")
+	s = strings.ReplaceAll(s, "unmarshal errors:\n  ", "")
+	s = strings.ReplaceAll(s, "\n  ", "; ")
+	// Say what was wanted in words, not Go types.
+	return typeErr.ReplaceAllStringFunc(s, func(m string) string {
+		g := typeErr.FindStringSubmatch(m)
+		got := map[string]string{"str": "text", "int": "a number", "float": "a number", "bool": "true or false",
+			"seq": "a list", "map": "a mapping", "null": "nothing"}[g[1]]
+		if got == "" {
+			got = "this value"
+		}
+		if v := strings.Trim(strings.TrimSpace(g[2]), "`"); v != "" {
+			got += " " + strconv.Quote(v)
+		}
+		want := map[string]string{"int": "a whole number", "string": "text"}[g[3]]
+		if want == "" {
+			want = "what belongs here"
+		}
+		return got + " where " + want + " belongs"
+	})
+}
+
+// secretKeys are keys that would hold a secret inline.
+var secretKeys = []string{"password", "token", "secret", "key", "bearer", "pass"}
+
+// checkSecrets refuses a password written into the inventory, with a line
+// number and what to do instead.
+func checkSecrets(n *yaml.Node) error {
+	var walk func(*yaml.Node) error
+	walk = func(n *yaml.Node) error {
+		if n.Kind == yaml.MappingNode {
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				k := strings.ToLower(n.Content[i].Value)
+				if slices.Contains(secretKeys, k) {
+					return fmt.Errorf("line %d: %q holds a secret inline; put it in an environment variable or a file and write auth: {env: NAME} or auth: {file: PATH}", n.Content[i].Line, n.Content[i].Value)
+				}
+			}
+		}
+		for _, c := range n.Content {
+			if err := walk(c); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return walk(n)
+}
+
+// section finds the inventory mapping value in a document, nil if absent.
+func section(doc *yaml.Node) *yaml.Node {
+	root := doc
+	if root.Kind == yaml.DocumentNode {
+		if len(root.Content) == 0 {
+			return nil
+		}
+		root = root.Content[0]
+	}
+	if root.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		if root.Content[i].Value == Key {
+			return root.Content[i+1]
+		}
+	}
+	return nil
+}
+
+// Validate checks names, addresses, ports, protocols, auth references and
+// groups.
+func (inv *Inventory) Validate() error {
+	var errs []error
+	names := make(map[string]bool)
+	for i, d := range inv.Devices {
+		where := fmt.Sprintf("device %d", i+1)
+		if d.Name != "" {
+			where = fmt.Sprintf("device %q", d.Name)
+		}
+		switch {
+		case d.Name == "":
+			errs = append(errs, fmt.Errorf("%s: no name", where))
+		case names[strings.ToLower(d.Name)]:
+			errs = append(errs, fmt.Errorf("%s: listed twice", where))
+		}
+		names[strings.ToLower(d.Name)] = true
+		if strings.TrimSpace(d.Address) == "" {
+			errs = append(errs, fmt.Errorf("%s: no address", where))
+		} else if strings.ContainsAny(d.Address, " /:") {
+			if _, err := netip.ParseAddr(d.Address); err != nil {
+				errs = append(errs, fmt.Errorf("%s: address %q is neither an IP address nor a host name (no port or URL here)", where, d.Address))
+			}
+		}
+		if d.Port < 0 || d.Port > 65535 || d.WebPort < -1 || d.WebPort > 65535 {
+			errs = append(errs, fmt.Errorf("%s: port out of range", where))
+		}
+		switch d.Protocol {
+		case "", "http", "espota":
+		default:
+			errs = append(errs, fmt.Errorf("%s: protocol %q (want http or espota)", where, d.Protocol))
+		}
+		if d.Auth.Env != "" && d.Auth.File != "" {
+			errs = append(errs, fmt.Errorf("%s: auth names both env and file; pick one", where))
+		}
+	}
+	for g, members := range inv.Groups {
+		if g == "" {
+			errs = append(errs, errors.New("a group without a name"))
+		}
+		for _, m := range members {
+			if !names[strings.ToLower(m)] {
+				errs = append(errs, fmt.Errorf("group %q: no device named %q", g, m))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Device returns the device named name (case-insensitive).
+func (inv *Inventory) Device(name string) (Device, bool) {
+	for _, d := range inv.Devices {
+		if strings.EqualFold(d.Name, name) {
+			return d, true
+		}
+	}
+	return Device{}, false
+}
+
+// Group returns a group's devices, in the group's order.
+func (inv *Inventory) Group(name string) ([]Device, error) {
+	members, ok := inv.Groups[name]
+	if !ok {
+		var known []string
+		for g := range inv.Groups {
+			known = append(known, g)
+		}
+		slices.Sort(known)
+		if len(known) == 0 {
+			return nil, fmt.Errorf("no group %q: the inventory has no groups", name)
+		}
+		return nil, fmt.Errorf("no group %q (groups: %s)", name, strings.Join(known, ", "))
+	}
+	out := make([]Device, 0, len(members))
+	for _, m := range members {
+		d, _ := inv.Device(m)
+		out = append(out, d)
+	}
+	return out, nil
+}

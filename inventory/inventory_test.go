@@ -1,0 +1,140 @@
+package inventory
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const sample = `# my ots-ota config
+timeout: 5s   # flags may live here too
+
+inventory:
+  # the workshop is on another VLAN: mDNS cannot see it
+  devices:
+    - name: workshop
+      address: 10.20.0.7   # static lease
+      port: 3232
+      protocol: http
+      web_port: 80
+      auth: {env: WORKSHOP_TOKEN}
+    - name: garage
+      address: garage.local
+      auth:
+        file: ~/.config/ots-ota/garage.token
+  groups:
+    outside: [workshop, garage]
+`
+
+func TestParse(t *testing.T) {
+	inv, err := Parse([]byte(sample))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(inv.Devices) != 2 || inv.Devices[0] != (Device{Name: "workshop", Address: "10.20.0.7", Port: 3232, Protocol: "http", WebPort: 80, Auth: AuthRef{Env: "WORKSHOP_TOKEN"}}) {
+		t.Fatalf("devices %+v", inv.Devices)
+	}
+	g, err := inv.Group("outside")
+	if err != nil || len(g) != 2 || g[1].Name != "garage" || g[1].Auth.File == "" {
+		t.Fatalf("group %+v %v", g, err)
+	}
+	if _, err := inv.Group("inside"); err == nil || !strings.Contains(err.Error(), "groups: outside") {
+		t.Errorf("unknown group: %v", err)
+	}
+	if inv, err := Parse([]byte("timeout: 2s\n")); err != nil || len(inv.Devices) != 0 {
+		t.Errorf("no section: %v %v", inv, err)
+	}
+	if inv, err := Parse([]byte("inventory:\n")); err != nil || len(inv.Devices) != 0 {
+		t.Errorf("empty section: %v %v", inv, err)
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	for name, tc := range map[string]struct{ yaml, want string }{
+		"inline password":       {"inventory:\n  devices:\n    - name: a\n      address: 10.0.0.1\n      password: hunter2\n", `line 5: "password" holds a secret inline`},
+		"inline token":          {"inventory:\n  devices:\n    - name: a\n      address: 10.0.0.1\n      auth: {token: x}\n", `"token" holds a secret inline`},
+		"unknown key":           {"inventory:\n  devices:\n    - name: a\n      address: 10.0.0.1\n      colour: red\n", `line 5: device: unknown key "colour" (known: name, address`},
+		"a list, not a section": {"inventory:\n  - host: 1.2.3.4\n", "line 2: inventory: want keys (devices, groups)"},
+		"devices not a list":    {"inventory:\n  devices: {a: 1}\n", "line 2: inventory.devices: want a list of devices"},
+		"port not a number":     {"inventory:\n  devices:\n    - name: a\n      address: b\n      port: abc\n", `line 5: text "abc" where a whole number belongs`},
+		"group not a list":      {"inventory:\n  devices:\n    - {name: a, address: b}\n  groups:\n    g: a\n", `line 5: group "g": want a list of device names`},
+		"auth typo":             {"inventory:\n  devices:\n    - name: a\n      address: b\n      auth: {enf: X}\n", `line 5: auth: unknown key "enf"`},
+		"duplicate":             {"inventory:\n  devices:\n    - {name: a, address: 10.0.0.1}\n    - {name: A, address: 10.0.0.2}\n", "listed twice"},
+		"no address":            {"inventory:\n  devices:\n    - {name: a}\n", "no address"},
+		"url address":           {"inventory:\n  devices:\n    - {name: a, address: 'http://10.0.0.1:3232'}\n", "neither an IP address nor a host name"},
+		"bad protocol":          {"inventory:\n  devices:\n    - {name: a, address: x, protocol: ftp}\n", `protocol "ftp"`},
+		"both auth":             {"inventory:\n  devices:\n    - {name: a, address: x, auth: {env: A, file: b}}\n", "pick one"},
+		"bad group":             {"inventory:\n  devices:\n    - {name: a, address: x}\n  groups:\n    g: [a, b]\n", `group "g": no device named "b"`},
+		"bad port":              {"inventory:\n  devices:\n    - {name: a, address: x, port: 70000}\n", "port out of range"},
+		"not yaml":              {"inventory: [\n", "not valid YAML"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.yaml))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err %v, want %q", err, tc.want)
+			}
+			if strings.Contains(err.Error(), "hunter2") {
+				t.Error("secret in error")
+			}
+		})
+	}
+}
+
+func TestAddKeepsCommentsAndDedups(t *testing.T) {
+	found := []Device{
+		{Name: "workshop-dup", Address: "10.20.0.7", Port: 3232},                 // same address as workshop: skipped
+		{Name: "ots-sim-01", Address: "127.0.0.2", Port: 3232, Protocol: "http"}, // new
+		{Name: "garage", Address: "127.0.0.3", Port: 3232},                       // name taken by another device: renamed
+	}
+	out, added, err := AddToYAML([]byte(sample), found)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(added) != 2 || added[0].Name != "ots-sim-01" || added[1].Name != "garage-2" {
+		t.Fatalf("added %+v", added)
+	}
+	s := string(out)
+	for _, keep := range []string{"# my ots-ota config", "# flags may live here too", "# the workshop is on another VLAN", "# static lease", "timeout: 5s", "WORKSHOP_TOKEN", "outside:"} {
+		if !strings.Contains(s, keep) {
+			t.Errorf("lost %q:\n%s", keep, s)
+		}
+	}
+	inv, err := Parse(out)
+	if err != nil {
+		t.Fatalf("result does not parse: %v\n%s", err, s)
+	}
+	if len(inv.Devices) != 4 || inv.Devices[2].Address != "127.0.0.2" || inv.Devices[2].Protocol != "http" {
+		t.Errorf("devices %+v", inv.Devices)
+	}
+	// Adding the same again changes nothing.
+	out2, added2, err := AddToYAML(out, found)
+	if err != nil || len(added2) != 0 || string(out2) != s {
+		t.Errorf("second add: %v %+v", err, added2)
+	}
+}
+
+func TestAddFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "sub", "config.yaml")
+	added, err := Add(p, []Device{{Name: "a", Address: "127.0.0.2"}})
+	if err != nil || len(added) != 1 {
+		t.Fatalf("%v %v", added, err)
+	}
+	st, err := os.Stat(p)
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("file %v %v", st, err)
+	}
+	inv, err := Load(p)
+	if err != nil || len(inv.Devices) != 1 {
+		t.Fatalf("%+v %v", inv, err)
+	}
+	if inv, err := Load(filepath.Join(t.TempDir(), "none.yaml")); err != nil || len(inv.Devices) != 0 {
+		t.Errorf("missing file: %v %v", inv, err)
+	}
+	// Refuses to rewrite a file with an inline secret.
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(bad, []byte("inventory:\n  devices:\n    - {name: a, address: x, password: p}\n"), 0o600)
+	if _, err := Add(bad, []Device{{Name: "b", Address: "y"}}); err == nil {
+		t.Error("rewrote a file with an inline secret")
+	}
+}
