@@ -41,7 +41,7 @@
 //     Repeatable flags are StringArrayVar: lists in the file, items split on
 //     envListSeparators in the environment.
 //   - Data sections of the config file: a.cfg.Data("inventory") is the raw
-//     *yaml.Node (nil when absent; add new sections to dataSections), and
+//     *yaml.Node (nil when absent; add new sections to dataSections()), and
 //     a.cfg.Path() the file that was read ("" when none).
 //   - validate: a.flagError(name, why) is the usage error for a bad value (it
 //     names the flag, the value unless secret, and where it came from);
