@@ -299,10 +299,8 @@ func (o *simOptions) validate(a *app, _ []string) error {
 		}
 	}
 
-	addrs, outside, err := o.addresses(a)
-	if err != nil {
-		return err
-	}
+	// The open-file limit first: it bounds the count cheaply, before any
+	// address is listed.
 	perDevice := 1
 	if pers == sim.Seed || pers == sim.OTS {
 		if o.WebPort != -1 {
@@ -310,6 +308,10 @@ func (o *simOptions) validate(a *app, _ []string) error {
 		}
 	}
 	if err := checkOpenFiles(a, o.Devices, perDevice); err != nil {
+		return err
+	}
+	addrs, outside, err := o.addresses(a)
+	if err != nil {
 		return err
 	}
 	if o.mdns, err = o.mdnsInterface(a); err != nil {

@@ -50,7 +50,10 @@ func FleetAddrs(first netip.Addr, n int, allowNonLoopback bool) ([]netip.Addr, e
 	if outside && edge(first) {
 		return nil, ErrNetworkAddress
 	}
-	addrs := make([]netip.Addr, 0, n)
+	if !outside && n > 1<<24 {
+		return nil, ErrPastLoopback // more than 127.0.0.0/8 holds: fail before allocating
+	}
+	addrs := make([]netip.Addr, 0, min(n, 1<<10))
 	for ip := first; len(addrs) < n; ip = ip.Next() {
 		switch {
 		case !outside && first.Is6() && ip != first:

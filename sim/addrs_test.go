@@ -29,6 +29,7 @@ func TestFleetAddrsCount(t *testing.T) {
 		{first: "::1", n: 1, want: ips("::1")},
 		{first: "::1", n: 2, err: ErrOneIPv6Loopback},
 		{first: "127.255.255.254", n: 2, err: ErrPastLoopback},
+		{first: "127.0.0.2", n: 2_000_000_000, err: ErrPastLoopback}, // refused before any allocation
 		{first: "0.0.0.0", n: 1, allow: true, err: ErrAnyAddress},
 		{first: "::", n: 1, allow: true, err: ErrAnyAddress},
 		{first: "224.0.0.251", n: 1, allow: true, err: ErrNotUnicast},
