@@ -312,7 +312,7 @@ func nodeItems(f *pflag.Flag, v *yaml.Node) ([]string, error) {
 		}
 		items := []string{}
 		for _, e := range v.Content {
-			if e.Kind != yaml.ScalarNode {
+			if e = deref(e); e.Kind != yaml.ScalarNode {
 				return nil, fmt.Errorf("want a list of plain values")
 			}
 			items = append(items, e.Value)
@@ -383,10 +383,18 @@ func mapGet(m *yaml.Node, key string) (*yaml.Node, *yaml.Node) {
 	}
 	for i := 0; i+1 < len(m.Content); i += 2 {
 		if m.Content[i].Value == key {
-			return m.Content[i], m.Content[i+1]
+			return m.Content[i], deref(m.Content[i+1])
 		}
 	}
 	return nil, nil
+}
+
+// deref follows a YAML alias (*name) to the value it names.
+func deref(v *yaml.Node) *yaml.Node {
+	for i := 0; v != nil && v.Kind == yaml.AliasNode && v.Alias != nil && i < 8; i++ {
+		v = v.Alias
+	}
+	return v
 }
 
 // checkKeys warns about every key of the file that feeds nothing.
@@ -395,7 +403,7 @@ func (c *config) checkKeys(root *cobra.Command) {
 	walk = func(m *yaml.Node, cmd *cobra.Command, prefix string) {
 		known := flagNames(cmd)
 		for i := 0; i+1 < len(m.Content); i += 2 {
-			k, v := m.Content[i], m.Content[i+1]
+			k, v := m.Content[i], deref(m.Content[i+1])
 			key := prefix + k.Value
 			switch {
 			case !cmd.HasParent() && slices.Contains(dataSections(), k.Value):
