@@ -14,9 +14,10 @@ const (
 	ExitOK     = 0
 	ExitFailed = 1 // the command ran and found a problem (an image with errors, a failed device)
 	ExitUsage  = 2 // bad flags, arguments, config values or unknown command: nothing was done
-	// 3 is reserved for push: every device took the image, but not all were
-	// verified (with --require-verified).
-	ExitCancelled = 130 // interrupted by SIGINT or SIGTERM
+	// ExitUnverified is push's with --require-verified: a device took the
+	// image but showed no version (ExitFailed wins when both apply).
+	ExitUnverified = 3
+	ExitCancelled  = 130 // interrupted by SIGINT or SIGTERM
 )
 
 // usageError marks errors caused by how the command was called (exit 2).

@@ -230,6 +230,7 @@ devices on loopback that answer uploads like the real firmware (sim).`,
 
 	root.AddCommand(
 		newInspectCmd(a),
+		newPushCmd(a),
 		newDiscoverCmd(a),
 		newInfoCmd(a),
 		newSimCmd(a),

@@ -41,6 +41,12 @@ var wordClasses = []struct {
 	{"Partition Could Not be Found", ClassRejected, "the device has no partition for this upload"},
 	{"Bad Argument", ClassRejected, "the device refused the upload's parameters"},
 	{"Aborted", ClassNetwork, "the device aborted the upload"},
+	// esp8266/Arduino Updater texts (after its "ERROR[n]: " prefix).
+	{"Magic byte is wrong", ClassRejected, "the file is not an app image the device can boot"},
+	{"Signature verification failed", ClassRejected, "the device takes only images signed with its key: sign the image"},
+	{"Flash config wrong", ClassRejected, "the image's flash size or mode does not match the device's flash chip: build it for this board"},
+	{"New Flash config wrong", ClassRejected, "the image's flash size or mode does not match the device's flash chip: build it for this board"},
+	{"Invalid bootstrapping state", ClassRejected, "the ESP8266 must be reset (power-cycled) once after a serial flash before it can update over the air"},
 }
 
 // ClassifyAnswer turns a device's answer into a class and a one-line reason.
@@ -53,12 +59,22 @@ func ClassifyAnswer(status int, words string) (Class, string) {
 		}
 	}
 	switch {
+	case status >= 300 && status < 400:
+		return ClassRejected, "the device redirects the upload elsewhere: give the URL it redirects to as the target"
 	case status == 401 || status == 403:
 		return ClassAuth, "the device refused the credentials: check --token, --user or --password"
 	case status == 404 || status == 405:
 		return ClassRejected, "the device has no upload handler at this path: check the URL (/update, /ota/upload)"
 	case status == 408:
 		return ClassTimeout, "the device timed out waiting for data"
+	case status == 411:
+		return ClassRejected, "the device wants a Content-Length it did not get"
+	case status == 413:
+		return ClassRejected, "the image is larger than the device takes"
+	case status == 414:
+		return ClassRejected, "the device refused the URL as too long (ESP-IDF takes 512 bytes)"
+	case status == 431:
+		return ClassRejected, "the device refused the request headers as too long (ESP-IDF takes 512 bytes in all): use a shorter token"
 	case status >= 400 && status < 500:
 		return ClassRejected, "the device refused the request"
 	case status >= 500:
@@ -79,4 +95,26 @@ func (c Class) Retries(budget int) int {
 		return min(1, budget)
 	}
 	return budget
+}
+
+// failedDespiteOK are texts some firmware answers with a 2xx status although
+// the update failed (Tasmota's upload page answers 200 "Upload Failed" with
+// a reason, research/espota.md §6), matched case-insensitively anywhere in
+// the device's text.
+var failedDespiteOK = []string{"upload failed", "update failed", "ota failed"}
+
+// Accepted reports whether an answer means the device took the image: a 2xx
+// status whose text does not say the update failed. Everything else goes
+// through ClassifyAnswer.
+func Accepted(status int, words string) bool {
+	if status < 200 || status > 299 {
+		return false
+	}
+	w := strings.ToLower(words)
+	for _, f := range failedDespiteOK {
+		if strings.Contains(w, f) {
+			return false
+		}
+	}
+	return true
 }

@@ -29,6 +29,10 @@ func TestClassifyAnswer(t *testing.T) {
 		{0, "Flash Write Failed", ClassWriteFailed},
 		{0, "Stream Read Timeout", ClassNetwork},
 		{0, "ota end failed", ClassRejected},
+		{431, "Header fields are too long", ClassRejected},
+		{302, "", ClassRejected},
+		{414, "URI is too long", ClassRejected},
+		{411, "Client must specify Content-Length", ClassRejected},
 	} {
 		if got, why := ClassifyAnswer(tc.status, tc.words); got != tc.want || why == "" {
 			t.Errorf("ClassifyAnswer(%d, %q) = %s (%q), want %s", tc.status, tc.words, got, why, tc.want)
@@ -49,6 +53,28 @@ func TestRetries(t *testing.T) {
 	} {
 		if got := tc.c.Retries(tc.budget); got != tc.want {
 			t.Errorf("%s.Retries(%d) = %d, want %d", tc.c, tc.budget, got, tc.want)
+		}
+	}
+}
+
+func TestAccepted(t *testing.T) {
+	for _, tc := range []struct {
+		status int
+		words  string
+		want   bool
+	}{
+		{200, "OTA update successful, rebooting...", true},
+		{200, "Update successful, rebooting...", true},
+		{200, "Upload successful. Rebooting...", true},
+		{204, "", true},
+		{200, "Tasmota Upload Failed Not enough space", false},
+		{200, "Update failed!", false},
+		{500, "Write failed", false},
+		{302, "", false},
+		{100, "", false},
+	} {
+		if got := Accepted(tc.status, tc.words); got != tc.want {
+			t.Errorf("Accepted(%d, %q) = %v, want %v", tc.status, tc.words, got, tc.want)
 		}
 	}
 }

@@ -1,0 +1,460 @@
+package cmd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ots-ota/ots-ota/auth"
+	"github.com/ots-ota/ots-ota/discover"
+	"github.com/ots-ota/ots-ota/image"
+	"github.com/ots-ota/ots-ota/inventory"
+	"github.com/ots-ota/ots-ota/upload"
+)
+
+type pushOptions struct {
+	Firmware string
+	Targets  []string
+
+	Protocol     string
+	Port         int
+	WebPort      int
+	Token        string
+	User         string
+	Password     string
+	PasswordFile string
+
+	Parallel       int
+	Retries        int
+	ConnectTimeout time.Duration
+	IdleTimeout    time.Duration
+	Timeout        time.Duration
+	VerifyTimeout  time.Duration
+	Stability      time.Duration
+	NoVerify       bool
+	NoWaitValid    bool
+	RequireVerify  bool
+
+	Canary      int
+	MaxFailures string
+	DryRun      bool
+	Force       bool
+	Reinstall   bool
+
+	policyFlags
+	Filesystem bool
+
+	HostIP   string
+	HostPort int
+
+	sel    selectOptions
+	mdns   mdnsOptions
+	Browse time.Duration
+
+	plan *pushPlan // resolved by validate
+}
+
+const pushLong = `Push validates FIRMWARE locally (the inspect rules), then sends it to every
+TARGET in parallel and verifies that each device came back running it.
+
+A TARGET is an IP address, a host name, HOST:PORT, a NAME.local name, an inventory
+name, or a URL (http://host:3232/update, http://host/ota/upload). --all adds every
+device mDNS finds and the inventory lists; --group NAME an inventory group. Duplicates
+are merged. mDNS is used only for --all, --group, .local and inventory names (on
+--interface, default every multicast interface); plain addresses send no multicast.
+
+Before any device is touched the image must pass inspect's checks (--chip,
+--max-size, --partitions as in inspect; --force overrides only the chip, project
+and size expectations, never corruption). Then, per device, from what it tells
+(/ota/status, /api/status, mDNS TXT): another chip's or project's image is
+refused (unless --force), a device already running this image is skipped
+(unless --reinstall), and the image is checked against the device's slot.
+
+Outcomes: updated (the new version was seen running, and valid where the device
+tells its state), rolled-back, unchanged, unreachable, unverified (came back but
+exposes no version), failed (with the device's words), refused, skipped,
+accepted (--no-verify), not-started (canary or --max-failures stopped the
+rollout), cancelled (interrupted).
+
+Exit status:
+  0    every device updated, skipped, accepted (--no-verify) or unverified
+  1    a device failed, was refused, rolled back, stayed unchanged or was
+       unreachable; or the image failed its local checks (nothing sent)
+  2    usage error, before anything was sent
+  3    with --require-verified: a device could not show its version (1 wins)
+  130  interrupted (Ctrl-C); the summary is still printed`
+
+func newPushCmd(a *app) *cobra.Command {
+	o := &pushOptions{}
+	c := &cobra.Command{
+		Use:   "push FIRMWARE TARGET... | --all | --group NAME",
+		Short: "Send a firmware image to devices in parallel and verify they run it",
+		Long:  pushLong,
+		Example: `  ots-ota push --token "$TOKEN" .pio/build/esp32-s3-dev/firmware.bin 192.168.1.40
+  ots-ota push --password "$PW" --canary 1 --max-failures 10% firmware.bin host1 host2 host3
+  ots-ota push --protocol espota --port 8266 firmware.bin esp8266.local
+  ots-ota push --dry-run firmware.bin 192.168.1.40 192.168.1.41`,
+		Args: argsMin(1, "a FIRMWARE file, then TARGETs (or --all / --group)"),
+	}
+	c.RunE = run(a, o, runPush)
+	o.policyFlags.bind(c)
+	f := c.Flags()
+	f.StringVar(&o.Protocol, "protocol", "auto", "auto, http or espota (auto decides per device)")
+	f.IntVar(&o.Port, "port", 0, "OTA port of targets given without one (default 3232; ESP8266 espota devices use 8266)")
+	f.IntVar(&o.WebPort, "web-port", 0, "web port for /api/status (default 80)")
+	f.StringVar(&o.Token, "token", "", "HTTP Bearer token (also $OTS_OTA_TOKEN or the config file)")
+	f.StringVar(&o.User, "user", "", "HTTP Basic user (with --password)")
+	f.StringVar(&o.Password, "password", "", "espota password; HTTP Bearer secret when no --token/--user (also $OTS_OTA_PASSWORD)")
+	f.StringVar(&o.PasswordFile, "password-file", "", "read the password from FILE (first line)")
+	f.IntVar(&o.Parallel, "parallel", 8, "devices updated at once (0 = all)")
+	f.IntVar(&o.Retries, "retries", 3, "further tries after a transient failure (never after auth or image rejections)")
+	f.DurationVar(&o.ConnectTimeout, "connect-timeout", 5*time.Second, "TCP connect timeout")
+	f.DurationVar(&o.IdleTimeout, "idle-timeout", 30*time.Second, "give up when the device takes nothing for this long (must outlast its slot erase)")
+	f.DurationVar(&o.Timeout, "timeout", 0, "bound on each device's uploads, all tries (0 = none)")
+	f.DurationVar(&o.VerifyTimeout, "verify-timeout", 90*time.Second, "how long to wait for a device to come back valid on the new image")
+	f.DurationVar(&o.Stability, "stability-window", 30*time.Second, "how long devices take to mark a new image valid; a busy device is retried after it")
+	f.BoolVar(&o.NoVerify, "no-verify", false, "stop at the device's acceptance (outcome accepted)")
+	f.BoolVar(&o.NoWaitValid, "no-wait-valid", false, "stop verifying once the new version runs, before it is marked valid")
+	f.BoolVar(&o.RequireVerify, "require-verified", false, "exit 3 when a device could not show its version")
+	f.IntVar(&o.Canary, "canary", 0, "update N devices first; the rest only if all of them end updated")
+	f.StringVar(&o.MaxFailures, "max-failures", "", "stop starting devices once more than N (or P%) have failed")
+	f.BoolVar(&o.DryRun, "dry-run", false, "print the plan (protocol, running version, skips, refusals) and send nothing")
+	f.BoolVar(&o.Force, "force", false, "send despite chip, project or slot size mismatches (never a corrupt image)")
+	f.BoolVar(&o.Reinstall, "reinstall", false, "send even to devices already running this image")
+	f.BoolVar(&o.Filesystem, "filesystem", false, "send a filesystem image (SPIFFS/LittleFS) over espota; skips the app checks")
+	f.StringVar(&o.HostIP, "host-ip", "", "espota: local address devices connect back to (default: the one that routes to the device)")
+	f.IntVar(&o.HostPort, "host-port", 0, "espota: local port devices connect back to (default: random)")
+	f.DurationVar(&o.Browse, "browse-timeout", 2*time.Second, "how long mDNS may listen (with --all, --group, .local names)")
+	o.sel.bind(c)
+	o.mdns.bind(c, false)
+	_ = c.MarkFlagFilename("password-file")
+	_ = c.RegisterFlagCompletionFunc("protocol", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+		return []string{"auto", "http", "espota"}, cobra.ShellCompDirectiveNoFileComp
+	})
+	return c
+}
+
+// pushPlan is everything validated before any work starts.
+type pushPlan struct {
+	inv     *inventory.Inventory
+	mdns    discover.Config
+	policy  image.Policy
+	targets []upload.Target
+	opts    upload.Options
+	proto   upload.Protocol
+}
+
+// validate checks every flag and argument before anything is read or
+// sent; each error exits 2.
+func (o *pushOptions) validate(a *app, args []string) error {
+	o.Firmware, o.Targets = args[0], args[1:]
+	if err := o.sel.validate(); err != nil {
+		return err
+	}
+	p, err := o.check(a)
+	if err != nil {
+		return err
+	}
+	o.plan = p
+	// The inventory and the mDNS set-up are checked before anything is sent.
+	if p.inv, err = loadInventory(a); err != nil {
+		return err
+	}
+	if o.sel.Group != "" {
+		if _, err := p.inv.Group(o.sel.Group); err != nil {
+			return usageError{err}
+		}
+	}
+	if !o.sel.InventoryOnly {
+		if p.mdns, err = o.mdns.config(a); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (o *pushOptions) check(a *app) (*pushPlan, error) {
+	p := &pushPlan{}
+	var err error
+	if p.proto, err = upload.ParseProtocol(o.Protocol); err != nil {
+		return nil, a.flagError("protocol", "want auto, http or espota")
+	}
+	if len(o.Targets) == 0 && !o.sel.All && o.sel.Group == "" {
+		return nil, usageErrorf("no targets: give devices after FIRMWARE (IP, host, host:port, URL or inventory name), or --all or --group")
+	}
+	if o.Browse <= 0 {
+		return nil, a.flagError("browse-timeout", "must be positive")
+	}
+	for _, c := range []struct {
+		name string
+		v    int
+	}{{"parallel", o.Parallel}, {"retries", o.Retries}, {"canary", o.Canary}, {"host-port", o.HostPort}, {"port", o.Port}, {"web-port", o.WebPort}} {
+		if c.v < 0 {
+			return nil, a.flagError(c.name, "must not be negative")
+		}
+	}
+	if o.Port > 65535 || o.WebPort > 65535 || o.HostPort > 65535 {
+		return nil, usageErrorf("port out of range (1–65535)")
+	}
+	for _, c := range []struct {
+		name string
+		v    time.Duration
+	}{{"connect-timeout", o.ConnectTimeout}, {"idle-timeout", o.IdleTimeout}, {"timeout", o.Timeout}, {"verify-timeout", o.VerifyTimeout}, {"stability-window", o.Stability}} {
+		if c.v < 0 {
+			return nil, a.flagError(c.name, "must not be negative")
+		}
+	}
+	budget, err := upload.ParseFailureBudget(o.MaxFailures)
+	if err != nil {
+		return nil, a.flagError("max-failures", "%v", err)
+	}
+	if o.User != "" && o.Password == "" && o.PasswordFile == "" {
+		return nil, usageErrorf("--user needs --password or --password-file (HTTP Basic auth)")
+	}
+	if o.Filesystem && p.proto == upload.HTTP {
+		return nil, usageErrorf("--filesystem needs espota: HTTP devices (seed and OTS firmware) have no filesystem upload")
+	}
+	if o.HostIP != "" && net.ParseIP(o.HostIP) == nil {
+		return nil, a.flagError("host-ip", "not an IP address")
+	}
+	if !o.Filesystem {
+		if err := o.policyFlags.resolve(a); err != nil {
+			return nil, err
+		}
+		p.policy = o.policyFlags.policy
+	}
+	keepPW, err := exclusive(a, "password", "password-file")
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range o.Targets {
+		t, err := parseTarget(s, o.Port, o.WebPort, p.proto)
+		if err != nil {
+			return nil, usageErrorf("target %q: %v", s, err)
+		}
+		p.targets = append(p.targets, t)
+	}
+	cred := upload.Credentials{Token: auth.NewSecret(o.Token), User: o.User, Password: auth.NewSecret(o.Password)}
+	if o.PasswordFile != "" && keepPW != "password" {
+		pw, err := readSecretFile(o.PasswordFile)
+		if err != nil {
+			return nil, a.flagError("password-file", "%v", err)
+		}
+		cred.Password = pw
+	}
+	p.opts = upload.Options{
+		Credentials: cred,
+		Parallel:    o.Parallel, Retries: o.Retries, Timeout: o.Timeout,
+		StabilityWindow: o.Stability, VerifyTimeout: o.VerifyTimeout,
+		NoVerify: o.NoVerify, NoWaitValid: o.NoWaitValid,
+		Canary: o.Canary, MaxFailures: budget,
+		DryRun: o.DryRun, Force: o.Force, Reinstall: o.Reinstall,
+		// Shorter than the 2-6 s a rebooting ESP32 stays silent, so the
+		// silence is seen; a device on the LAN answers in milliseconds.
+		ProbeTimeout: min(o.ConnectTimeout, time.Second),
+	}
+	return p, nil
+}
+
+// readSecretFile reads the first line of a password file.
+func readSecretFile(path string) (auth.Secret, error) {
+	data, err := readRegular(context.Background(), path, 64<<10)
+	if err != nil {
+		return auth.Secret{}, err
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	line = strings.TrimRight(line, "\r")
+	if line == "" {
+		return auth.Secret{}, fmt.Errorf("%s is empty", path)
+	}
+	return auth.NewSecret(line), nil
+}
+
+// parseTarget reads one TARGET: IP, host, host:port, name.local or URL.
+func parseTarget(s string, port, webPort int, proto upload.Protocol) (upload.Target, error) {
+	t := upload.Target{Name: s, Protocol: proto, Port: port, WebPort: webPort}
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return t, errors.New("empty")
+	}
+	if strings.Contains(s, "://") {
+		u, err := url.Parse(s)
+		if err != nil || u.Host == "" {
+			return t, errors.New("not a URL like http://host:3232/update")
+		}
+		if u.Scheme != "http" {
+			return t, fmt.Errorf("scheme %q: devices take plain http:// uploads", u.Scheme)
+		}
+		if u.User != nil {
+			return t, errors.New("credentials in the URL would be printed: use --token, --user or --password")
+		}
+		if proto == upload.Espota {
+			return t, errors.New("a URL names an HTTP upload, but --protocol is espota")
+		}
+		t.Protocol = upload.HTTP
+		t.Host = u.Hostname()
+		t.Port = 80
+		if p := u.Port(); p != "" {
+			n, err := strconv.Atoi(p)
+			if err != nil || n < 1 || n > 65535 {
+				return t, fmt.Errorf("port %q out of range", p)
+			}
+			t.Port = n
+		}
+		if u.Path != "" && u.Path != "/" {
+			t.Path = u.EscapedPath()
+		}
+		return t, nil
+	}
+	host := s
+	if h, p, err := net.SplitHostPort(s); err == nil {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 || n > 65535 {
+			return t, fmt.Errorf("port %q out of range", p)
+		}
+		host, t.Port = h, n
+	} else if strings.Count(s, ":") == 1 {
+		return t, errors.New("not HOST:PORT")
+	}
+	host = strings.Trim(host, "[]")
+	if host == "" || strings.ContainsAny(host, " /\\@?#") {
+		return t, errors.New("not an IP address or host name")
+	}
+	t.Host = host
+	return t, nil
+}
+
+// preflightImage reads FIRMWARE once and applies the inspect rules. It
+// returns nil and prints the findings when the image must not be sent.
+func preflightImage(ctx context.Context, a *app, o *pushOptions, p *pushPlan) (*upload.Firmware, error) {
+	data, err := readRegular(ctx, o.Firmware, maxFileRead)
+	switch {
+	case err != nil && ctx.Err() != nil:
+		return nil, ctx.Err()
+	case err != nil:
+		return nil, fmt.Errorf("firmware: %v; nothing was sent", err)
+	case len(data) == 0:
+		return nil, fmt.Errorf("%s is empty; nothing was sent", o.Firmware)
+	}
+	if o.Filesystem {
+		return upload.NewFirmware(o.Firmware, data, true), nil
+	}
+	rep := image.Validate(data, p.policy)
+	st := style{on: a.io.ErrTTY && !a.opts.NoColor && !a.io.NoColorEnv}
+	var blocking []image.Finding
+	for _, f := range rep.Errors {
+		if o.Force && expectationCode(f.Code) {
+			fmt.Fprintf(a.io.ErrOut, "%s %s: %s (sent anyway: --force)\n", st.yellow("warning:"), o.Firmware, f.Message)
+			continue
+		}
+		blocking = append(blocking, f)
+	}
+	if len(blocking) > 0 {
+		for _, f := range blocking {
+			fmt.Fprintf(a.io.ErrOut, "%s %s: %s\n", st.red("error:"), o.Firmware, f.Message)
+			if f.Hint != "" {
+				fmt.Fprintf(a.io.ErrOut, "       %s\n", f.Hint)
+			}
+		}
+		fmt.Fprintf(a.io.ErrOut, "ots-ota: %s is not uploadable; nothing was sent (see 'ots-ota inspect %s')\n", o.Firmware, o.Firmware)
+		return nil, silentError{ExitFailed}
+	}
+	if !a.opts.Quiet {
+		for _, f := range rep.Warnings {
+			fmt.Fprintf(a.io.ErrOut, "%s %s: %s\n", st.yellow("warning:"), o.Firmware, f.Message)
+		}
+	}
+	return upload.NewFirmware(o.Firmware, data, false), nil
+}
+
+// expectationCode: findings about what the image is expected to match (the
+// chip, the slot), which --force may override; never corruption.
+func expectationCode(code string) bool {
+	switch code {
+	case image.CodeChipMismatch, image.CodeTooLarge:
+		return true
+	}
+	return false
+}
+
+func runPush(ctx context.Context, a *app, o *pushOptions) error {
+	p := o.plan
+	fw, err := preflightImage(ctx, a, o, p)
+	if err != nil {
+		return err
+	}
+	pt, err := o.resolveTargets(ctx, a, p)
+	if err != nil {
+		return err
+	}
+	opts := p.opts
+	opts.Logger = a.log
+	opts.Observer = &upload.DeviceObserver{Timeout: opts.ProbeTimeout, TXT: pt.txt}
+	opts.CredentialsFor = pt.credentialsFor
+	// One connect-back listener serves every espota upload (an explicit
+	// --host-ip is bound now, so a taken port fails before any device).
+	ln, err := upload.NewEspotaListener(o.HostIP, o.HostPort, a.log)
+	if err != nil {
+		return fmt.Errorf("espota connect-back listener: %v", err)
+	}
+	defer ln.Close()
+	opts.Transports = map[upload.Protocol]upload.Transport{
+		upload.HTTP: &upload.HTTPTransport{ConnectTimeout: o.ConnectTimeout, IdleTimeout: o.IdleTimeout, Logger: a.log},
+		upload.Espota: &upload.EspotaTransport{Listener: ln, ConnectTimeout: o.ConnectTimeout, IdleTimeout: o.IdleTimeout,
+			Logger: a.log},
+	}
+	opts.Probe = func(ctx context.Context, t upload.Target) (upload.Protocol, error) {
+		h, ok := pt.hints[t.Addr()]
+		if !ok {
+			h = upload.Hint{Protocol: p.proto}
+		}
+		d, err := upload.ChooseProtocol(ctx, t, h, o.ConnectTimeout)
+		return d.Protocol, err
+	}
+	if len(pt.targets)+len(pt.failed) == 0 {
+		fmt.Fprintln(a.io.ErrOut, "ots-ota: no devices found; try a longer --browse-timeout, --interface, or the inventory")
+		return silentError{ExitFailed}
+	}
+	r := newPushRenderer(a, fw, len(upload.Merge(pt.targets)))
+	opts.OnEvent = r.event
+	start := time.Now()
+	var results []upload.Result
+	if len(pt.targets) > 0 {
+		results = upload.Run(ctx, fw, pt.targets, opts)
+	}
+	results = append(results, pt.failed...)
+	r.close()
+	code := pushExitCode(results, interrupted(ctx), o.RequireVerify)
+	r.summary(results, time.Since(start), code, o.DryRun)
+	if code == ExitOK {
+		return nil
+	}
+	return silentError{code}
+}
+
+// pushExitCode applies the exit code rules: 130 after an interrupt, then 1
+// for any bad outcome, then 3 for unverified devices with --require-verified.
+func pushExitCode(results []upload.Result, interrupted, requireVerified bool) int {
+	if interrupted {
+		return ExitCancelled
+	}
+	bad, unverified := false, false
+	for _, r := range results {
+		bad = bad || r.Outcome.Bad()
+		unverified = unverified || r.Outcome == upload.OutcomeUnverified
+	}
+	switch {
+	case bad:
+		return ExitFailed
+	case unverified && requireVerified:
+		return ExitUnverified
+	}
+	return ExitOK
+}

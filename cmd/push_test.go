@@ -1,0 +1,159 @@
+package cmd
+
+import (
+	"context"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ots-ota/ots-ota/image"
+	"github.com/ots-ota/ots-ota/sim"
+	"github.com/ots-ota/ots-ota/upload"
+)
+
+func TestPushExitCode(t *testing.T) {
+	res := func(os ...upload.Outcome) []upload.Result {
+		var out []upload.Result
+		for _, o := range os {
+			out = append(out, upload.Result{Outcome: o})
+		}
+		return out
+	}
+	cases := []struct {
+		name        string
+		results     []upload.Result
+		interrupted bool
+		require     bool
+		want        int
+	}{
+		{"all updated", res(upload.OutcomeUpdated, upload.OutcomeSkipped, upload.OutcomeAccepted), false, false, 0},
+		{"unverified is fine", res(upload.OutcomeUpdated, upload.OutcomeUnverified), false, false, 0},
+		{"unverified required", res(upload.OutcomeUpdated, upload.OutcomeUnverified), false, true, 3},
+		{"1 beats 3", res(upload.OutcomeUnverified, upload.OutcomeRolledBack), false, true, 1},
+		{"failed", res(upload.OutcomeFailed), false, false, 1},
+		{"refused", res(upload.OutcomeRefused), false, false, 1},
+		{"unchanged", res(upload.OutcomeUnchanged), false, false, 1},
+		{"unreachable", res(upload.OutcomeUnreachable), false, false, 1},
+		{"interrupted", res(upload.OutcomeCancelled, upload.OutcomeFailed), true, true, 130},
+	}
+	for _, c := range cases {
+		if got := pushExitCode(c.results, c.interrupted, c.require); got != c.want {
+			t.Errorf("%s: exit %d, want %d", c.name, got, c.want)
+		}
+	}
+}
+
+func TestParseTarget(t *testing.T) {
+	cases := []struct {
+		in         string
+		host       string
+		port       int
+		path       string
+		proto      upload.Protocol
+		wantErr    bool
+		givenProto upload.Protocol
+	}{
+		{in: "192.168.1.40", host: "192.168.1.40", proto: upload.Auto},
+		{in: "192.168.1.40:8266", host: "192.168.1.40", port: 8266, proto: upload.Auto},
+		{in: "ots-fw-main.local", host: "ots-fw-main.local", proto: upload.Auto},
+		{in: "[fe80::1]:3232", host: "fe80::1", port: 3232, proto: upload.Auto},
+		{in: "fe80::1", host: "fe80::1", proto: upload.Auto},
+		{in: "http://host:3232/update", host: "host", port: 3232, path: "/update", proto: upload.HTTP},
+		{in: "http://host/ota/upload", host: "host", port: 80, path: "/ota/upload", proto: upload.HTTP},
+		{in: "https://host/update", wantErr: true},
+		{in: "http://user:pw@host/update", wantErr: true},
+		{in: "http://host/update", givenProto: upload.Espota, wantErr: true},
+		{in: "host:0", wantErr: true},
+		{in: "host:x", wantErr: true},
+		{in: "a b", wantErr: true},
+		{in: "", wantErr: true},
+	}
+	for _, c := range cases {
+		gp := c.givenProto
+		if gp == "" {
+			gp = upload.Auto
+		}
+		got, err := parseTarget(c.in, 0, 0, gp)
+		if c.wantErr {
+			if err == nil {
+				t.Errorf("%q: accepted as %+v", c.in, got)
+			}
+			continue
+		}
+		if err != nil || got.Host != c.host || got.Port != c.port || got.Path != c.path || got.Protocol != c.proto {
+			t.Errorf("%q: %+v %v", c.in, got, err)
+		}
+	}
+}
+
+// TestPushInterrupted: Ctrl-C (the context ends) during an upload stops
+// the run, still prints the summary, and exits 130.
+func TestPushInterrupted(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("needs 127.0.0.x loopback addresses (Linux)")
+	}
+	tm := sim.FastTiming()
+	tm.WriteRate = 50 << 10 // 300 KB take 6 s
+	started := make(chan struct{}, 10)
+	fl, err := sim.StartFleet(context.Background(), sim.FleetConfig{N: 3, BaseIP: netip.AddrFrom4([4]byte{127, 0, 72, 2}), WebPort: 18080,
+		Template: sim.Config{Timing: &tm, Extensions: true, Project: "ots-fw-main"},
+		OnEvent: func(e sim.Event) {
+			if e.Event == sim.EventUploadStarted {
+				select {
+				case started <- struct{}{}:
+				default:
+				}
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fl.Close()
+	fw := writeTestFirmware(t, "1.0.1")
+	streams, out, errOut := TestStreams()
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		// Interrupt once an upload is under way.
+		select {
+		case <-started:
+		case <-time.After(10 * time.Second):
+		}
+		time.Sleep(300 * time.Millisecond)
+		cancel()
+	}()
+	start := time.Now()
+	code := Execute(ctx, []string{"push", "--parallel", "1", fw, "127.0.72.2", "127.0.72.3", "127.0.72.4"}, streams)
+	if code != ExitCancelled {
+		t.Fatalf("exit %d, want 130\n%s\n%s", code, out, errOut)
+	}
+	if time.Since(start) > 5*time.Second {
+		t.Errorf("took %v to stop", time.Since(start))
+	}
+	s := out.String()
+	if !strings.Contains(s, "DEVICE") || !strings.Contains(s, "cancelled") || !strings.Contains(s, "not-started") {
+		t.Errorf("summary:\n%s", s)
+	}
+	for _, d := range fl.Devices() {
+		if v := d.State().Version; v != "1.0.0" {
+			t.Errorf("%s runs %s after an interrupted upload", d.Name(), v)
+		}
+	}
+}
+
+// writeTestFirmware writes an ESP32-S3 ots-fw-main image of version v.
+func writeTestFirmware(t *testing.T, v string) string {
+	t.Helper()
+	data, err := image.Build(image.BuildOptions{Chip: image.ChipESP32S3, Project: "ots-fw-main", Version: v, Size: 300_000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fw := filepath.Join(t.TempDir(), "fw.bin")
+	if err := os.WriteFile(fw, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return fw
+}

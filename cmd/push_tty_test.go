@@ -1,0 +1,125 @@
+//go:build linux
+
+package cmd
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/creack/pty"
+	"golang.org/x/term"
+
+	"github.com/ots-ota/ots-ota/sim"
+)
+
+// TestPushOnTerminal runs push with stderr on a real pseudo-terminal: bars
+// (one per device, or one overall bar when the devices outnumber the
+// terminal's lines), never the line-per-phase output, and the summary on
+// stdout.
+func TestPushOnTerminal(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		devices  int
+		rows     uint16
+		subnet   byte
+		overview bool
+	}{
+		{"bar per device", 2, 40, 70, false},
+		{"overall bar", 6, 6, 71, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			tm := sim.FastTiming()
+			tm.WriteRate = 2 << 20
+			fl, err := sim.StartFleet(context.Background(), sim.FleetConfig{N: c.devices, BaseIP: netip.AddrFrom4([4]byte{127, 0, c.subnet, 2}),
+				WebPort: 18080, Template: sim.Config{Timing: &tm, Extensions: true, Project: "ots-fw-main"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer fl.Close()
+			fw := writeTestFirmware(t, "1.0.1")
+
+			ptm, tty, err := pty.Open()
+			if err != nil {
+				t.Skipf("no pty: %v", err)
+			}
+			defer ptm.Close()
+			if err := pty.Setsize(tty, &pty.Winsize{Rows: c.rows, Cols: 120}); err != nil {
+				t.Fatal(err)
+			}
+			var screen syncBuffer
+			var wg sync.WaitGroup
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, _ = io.Copy(&screen, ptm)
+			}()
+			var out bytes.Buffer
+			streams := &IOStreams{In: &bytes.Buffer{}, Out: &out, ErrOut: tty, ErrTTY: term.IsTerminal(int(tty.Fd()))}
+			if !streams.ErrTTY {
+				t.Fatal("the pty is not a terminal")
+			}
+			args := []string{"push", "--stability-window", "200ms", fw}
+			for _, d := range fl.Devices() {
+				args = append(args, d.IP().String())
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			code := Execute(ctx, args, streams)
+			// Closing the terminal may drop what the reader has not taken
+			// yet: wait for the last frame (the totals are in it).
+			for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+				if s := screen.String(); strings.Contains(s, "updated") || strings.Contains(s, strconv.Itoa(c.devices)+"/"+strconv.Itoa(c.devices)+" devices") {
+					break
+				}
+			}
+			time.Sleep(50 * time.Millisecond)
+			tty.Close()
+			wg.Wait()
+			if code != 0 {
+				t.Fatalf("exit %d\nstdout:\n%s\nterminal:\n%q", code, out.String(), screen.String())
+			}
+			s := screen.String()
+			if !strings.Contains(s, "\x1b[") {
+				t.Errorf("no cursor control on the terminal: %q", s)
+			}
+			if strings.Contains(s, ": checking ") || strings.Contains(s, ": rebooting\n") {
+				t.Errorf("line-per-phase output on a terminal: %q", s)
+			}
+			if c.overview {
+				if !strings.Contains(s, "/6 devices") {
+					t.Errorf("no overall bar: %q", s)
+				}
+			} else if !strings.Contains(s, fl.Devices()[0].IP().String()) || !strings.Contains(s, "updated") {
+				t.Errorf("no per-device bar ending updated: %q", s)
+			}
+			if !strings.Contains(out.String(), "DEVICE") || strings.Count(out.String(), " updated ") != c.devices {
+				t.Errorf("summary:\n%s", out.String())
+			}
+		})
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for one writer and concurrent readers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

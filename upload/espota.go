@@ -1,0 +1,742 @@
+package upload
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/ots-ota/ots-ota/auth"
+)
+
+// espota command codes (Update.h U_FLASH, U_SPIFFS).
+const (
+	espotaCmdFlash = 0
+	espotaCmdFS    = 100
+)
+
+// arduinoDefaultSlot is the app slot of arduino-esp32's default partition
+// scheme (tools/partitions/default.csv: app0/app1 of 0x140000).
+const arduinoDefaultSlot = 0x140000
+
+// ErrEspotaNoOK marks an upload the device took whole but closed without
+// its final OK (errors.Is on a *DeviceError). The image may or may not have
+// been applied: only the version the device comes back with can tell.
+var ErrEspotaNoOK = errors.New("espota: connection closed without the final OK")
+
+// EspotaTransport uploads over Arduino's espota protocol (ArduinoOTA on
+// arduino-esp32 and esp8266/Arduino, research/espota.md §1–§3): a UDP
+// invitation to the device (3232; 8266 on ESP8266: pass the port in the
+// Target), an optional challenge/response on the same UDP socket, then the
+// device connects back over TCP and takes the image.
+//
+// Unlike espota.py the data is not sent stop-and-wait: it is kept in flight
+// within TCP flow control and the device's counts, which then run together,
+// only show it is alive. Progress is what the device's TCP stack
+// acknowledged (AckCounter); success is only the device's final "OK".
+//
+// ESP8266 (esp8266/Arduino, §2) differs, and one code path serves both:
+// it sends every UDP reply to the invitation's source port (hence one
+// socket for invitation and auth); it answers the invitation only after
+// Update.begin ("OK", or "ERR: <error>" for an image it cannot take, where
+// ESP32 says OK and then never connects back); it is MD5-only; it waits 1 s
+// before and after its final OK; its errors read "ERROR[<n>]: <text>"; and
+// it never times out on a stalled host, so every failure here closes the
+// connection.
+//
+// The zero value works for one upload at a time; for parallel uploads set
+// Listener to one EspotaListener shared by all.
+type EspotaTransport struct {
+	// Listener receives the devices' connect-backs. nil: each Send opens
+	// its own on HostIP:HostPort and closes it afterwards.
+	Listener *EspotaListener
+	// HostIP and HostPort are for a private listener (espota's -I, -P).
+	HostIP   string
+	HostPort int
+	// ConnectTimeout bounds the invitation: it is sent up to InviteTries
+	// times, ConnectTimeout/InviteTries apart, until the device answers
+	// (espota.py resends it up to 10 times). Default 5 s.
+	ConnectTimeout time.Duration
+	// InviteTries is how often the invitation datagram is sent; default 10.
+	InviteTries int
+	// AuthTimeout is the wait for the answer to the auth message; default
+	// 10 s (espota.py's; a device runs 10000 PBKDF2 rounds first).
+	AuthTimeout time.Duration
+	// AcceptTimeout is the wait for the device's connect-back after it
+	// accepted the invitation; default 10 s (espota.py's).
+	AcceptTimeout time.Duration
+	// IdleTimeout fails the transfer when the device neither takes bytes
+	// nor sends anything for this long; default 30 s.
+	IdleTimeout time.Duration
+	// ChunkSize is the size of each write; default 1460 (one TCP segment,
+	// what ArduinoOTA reads per loop).
+	ChunkSize int
+	// MD5Password skips the SHA-256 password hash on PBKDF2 devices and
+	// uses the MD5 one at once (espota's -m, for sketches that call
+	// setPasswordHash with an MD5 hash).
+	MD5Password bool
+	// Logger receives debug logs; nil = discard. Secrets never appear.
+	Logger *slog.Logger
+}
+
+// Protocol is Espota.
+func (t *EspotaTransport) Protocol() Protocol { return Espota }
+
+func (t *EspotaTransport) settings() EspotaTransport {
+	s := *t
+	if s.ConnectTimeout <= 0 {
+		s.ConnectTimeout = 5 * time.Second
+	}
+	if s.InviteTries <= 0 {
+		s.InviteTries = 10
+	}
+	if s.AuthTimeout <= 0 {
+		s.AuthTimeout = 10 * time.Second
+	}
+	if s.AcceptTimeout <= 0 {
+		s.AcceptTimeout = 10 * time.Second
+	}
+	if s.IdleTimeout <= 0 {
+		s.IdleTimeout = 30 * time.Second
+	}
+	if s.ChunkSize <= 0 {
+		s.ChunkSize = 1460
+	}
+	if s.Logger == nil {
+		s.Logger = slog.New(slog.DiscardHandler)
+	}
+	return s
+}
+
+// Send uploads fw to the device at t. It returns nil only once the device
+// answered its final OK.
+func (t *EspotaTransport) Send(ctx context.Context, tg Target, fw *Firmware, cred Credentials, emit Emit) error {
+	return t.send(ctx, tg, fw, cred, emit, (*espotaSession).transfer)
+}
+
+// send is Send with the data phase as a parameter (the benchmark swaps in a
+// stop-and-wait one).
+func (t *EspotaTransport) send(ctx context.Context, tg Target, fw *Firmware, cred Credentials, emit Emit,
+	data func(*espotaSession, context.Context, net.Conn) error) error {
+	cfg := t.settings()
+	if emit == nil {
+		emit = func(Event) {}
+	}
+	port := tg.Port
+	if port == 0 {
+		port = 3232
+	}
+	total := fw.Size()
+	emit(Event{Phase: PhaseConnecting, Total: total, Message: "resolving " + tg.Host})
+	ip, err := resolveIP(ctx, tg.Host)
+	if err != nil {
+		return err
+	}
+	device := netip.AddrPortFrom(ip, uint16(port))
+
+	ln := cfg.Listener
+	if ln == nil {
+		ln, err = NewEspotaListener(cfg.HostIP, cfg.HostPort, cfg.Logger)
+		if err != nil {
+			return &DeviceError{Class: ClassNetwork, Reason: err.Error() + ": choose another --host-ip/--host-port", Err: err}
+		}
+		defer ln.Close()
+	}
+	turn, err := ln.reserve(ctx, ip)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctxError(ctx, 0)
+		}
+		return &DeviceError{Class: ClassNetwork, Reason: err.Error(), Err: err}
+	}
+	defer turn.release()
+
+	var laddr *net.UDPAddr
+	if turn.bindUDP != nil {
+		laddr = &net.UDPAddr{IP: turn.bindUDP}
+	}
+	udp, err := net.DialUDP("udp", laddr, net.UDPAddrFromAddrPort(device))
+	if err != nil {
+		return &DeviceError{Class: ClassUnreachable, Reason: fmt.Sprintf("cannot send to %s: %v", device, err), Err: err}
+	}
+	defer udp.Close()
+	stop := context.AfterFunc(ctx, func() { _ = udp.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
+
+	s := &espotaSession{cfg: &cfg, tg: tg, fw: fw, cred: cred, emit: emit, device: device, udp: udp,
+		local: turn.local, log: cfg.Logger.With("device", device.String())}
+	if err := s.handshake(ctx); err != nil {
+		return err
+	}
+	emit(Event{Phase: PhaseConnecting, Total: total, Message: "waiting for the device to connect back to " + turn.local.String()})
+	conn, err := turn.accept(ctx, cfg.AcceptTimeout)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctxError(ctx, 0)
+		}
+		return s.noConnectBack(err, turn.refused())
+	}
+	turn.release() // the next upload to this IP may invite now
+	s.log.Debug("device connected back", "remote", conn.RemoteAddr().String())
+	return data(s, ctx, conn)
+}
+
+func resolveIP(ctx context.Context, host string) (netip.Addr, error) {
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return ip.Unmap(), nil
+	}
+	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	if err != nil || len(ips) == 0 {
+		if ctx.Err() != nil {
+			return netip.Addr{}, ctxError(ctx, 0)
+		}
+		return netip.Addr{}, &DeviceError{Class: ClassUnreachable, Reason: fmt.Sprintf("cannot resolve %s: check the name, or give its IP address", host), Err: err}
+	}
+	for _, ip := range ips { // prefer IPv4: ArduinoOTA is IPv4-only
+		if ip.Unmap().Is4() {
+			return ip.Unmap(), nil
+		}
+	}
+	return ips[0], nil
+}
+
+// ctxError is the DeviceError for a cancelled or expired context.
+func ctxError(ctx context.Context, taken int64) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return &DeviceError{Class: ClassTimeout, Taken: taken, Reason: "the upload ran out of time (--timeout)", Err: ctx.Err()}
+	}
+	return &DeviceError{Class: ClassNetwork, Taken: taken, Reason: "the upload was cancelled", Err: ctx.Err()}
+}
+
+// espotaSession is one upload's protocol state.
+type espotaSession struct {
+	cfg    *EspotaTransport
+	tg     Target
+	fw     *Firmware
+	cred   Credentials
+	emit   Emit
+	device netip.AddrPort
+	udp    *net.UDPConn
+	local  *net.TCPAddr
+	log    *slog.Logger
+}
+
+func (s *espotaSession) invitation() []byte {
+	cmd := espotaCmdFlash
+	if s.fw.Filesystem {
+		cmd = espotaCmdFS
+	}
+	// research/espota.md §1.3: "%d %d %d %s\n", lowercase MD5.
+	return fmt.Appendf(nil, "%d %d %d %s\n", cmd, s.local.Port, len(s.fw.Data), s.fw.MD5)
+}
+
+// handshake sends the invitation and, when the device asks, authenticates.
+// It returns nil once the device said OK (it is about to connect back).
+//
+// With a 64-hex nonce (PBKDF2, core ≥ 3.3.1) a failed SHA-256 password
+// hash is followed by a fresh invitation and the MD5 password hash, as
+// espota.py does for sketches that store an MD5 hash: one auth attempt.
+func (s *espotaSession) handshake(ctx context.Context) error {
+	usedMD5Fallback := false
+	reinvited := false
+	for {
+		reply, resent, err := s.invite(ctx)
+		if err != nil {
+			return err
+		}
+		kind, nonce := parseEspotaReply(reply)
+		switch kind {
+		case replyOK:
+			return nil
+		case replyErr:
+			return s.beginError(string(reply))
+		case replyAuthFailed:
+			// Not asked for: a reply meant for someone else's auth.
+			return &DeviceError{Class: ClassAuth, Words: cleanWords(string(reply)), Reason: "the device refused the authentication: check --password"}
+		case replyOther:
+			return &DeviceError{Class: ClassRejected, Words: cleanWords(string(reply)),
+				Reason: fmt.Sprintf("unexpected answer to the invitation from %s: is this an ArduinoOTA device?", s.device)}
+		}
+		// AUTH <nonce>.
+		if s.cred.Password.IsZero() {
+			s.leaveWaitAuth()
+			return &DeviceError{Class: ClassAuth, Reason: "the device asks for an OTA password: pass --password"}
+		}
+		if !isHexNonce(nonce) {
+			s.leaveWaitAuth()
+			return &DeviceError{Class: ClassRejected,
+				Reason: fmt.Sprintf("the device sent a %d-character nonce; known are 32 (MD5) and 64 (PBKDF2)", len(nonce))}
+		}
+		pbkdf2 := len(nonce) == 64
+		useMD5 := !pbkdf2 || s.cfg.MD5Password || usedMD5Fallback
+		answer, err := s.authenticate(ctx, nonce, pbkdf2, useMD5)
+		if err != nil {
+			if isTimeout(err) && resent && !reinvited && ctx.Err() == nil {
+				// A late AUTH to an earlier copy of the invitation: the
+				// copy reset the device, which then ignored our answer.
+				reinvited = true
+				continue
+			}
+			return s.authSilence(ctx, err)
+		}
+		switch k, _ := parseEspotaReply(answer); k {
+		case replyOK:
+			return nil
+		case replyAuthFailed:
+			if pbkdf2 && !useMD5 {
+				// The device is back in IDLE: invite again, then the MD5
+				// password hash inside PBKDF2.
+				usedMD5Fallback = true
+				s.drain()
+				continue
+			}
+			return &DeviceError{Class: ClassAuth, Words: "Authentication Failed", Reason: "wrong espota password: check --password"}
+		case replyErr:
+			return s.beginError(string(answer))
+		default:
+			return &DeviceError{Class: ClassRejected, Words: cleanWords(string(answer)), Reason: "unexpected answer to the authentication"}
+		}
+	}
+}
+
+// invite sends the invitation until the device answers. resent tells
+// whether more than one copy went out.
+func (s *espotaSession) invite(ctx context.Context) (reply []byte, resent bool, err error) {
+	msg := s.invitation()
+	tries := s.cfg.InviteTries
+	wait := max(s.cfg.ConnectTimeout/time.Duration(tries), 50*time.Millisecond)
+	s.emit(Event{Phase: PhaseConnecting, Total: s.fw.Size(), Message: "inviting " + s.device.String() + " (UDP)"})
+	refused := false
+	buf := make([]byte, 512)
+	for try := 1; try <= tries; try++ {
+		if _, err := s.udp.Write(msg); err != nil && !isRefused(err) {
+			if ctx.Err() != nil {
+				return nil, false, ctxError(ctx, 0)
+			}
+			return nil, false, &DeviceError{Class: ClassUnreachable, Reason: fmt.Sprintf("cannot send the invitation to %s: %v", s.device, err), Err: err}
+		}
+		deadline := time.Now().Add(wait)
+		for {
+			if ctx.Err() != nil {
+				return nil, false, ctxError(ctx, 0)
+			}
+			readDeadline(ctx, s.udp, deadline)
+			n, err := s.udp.Read(buf)
+			if err == nil {
+				s.log.Debug("invitation answered", "try", try)
+				return buf[:n], try > 1, nil
+			}
+			if isTimeout(err) || ctx.Err() != nil {
+				break // send the next copy
+			}
+			// ICMP port unreachable for an earlier copy (ECONNREFUSED; a
+			// reset on Windows): nothing listens there now. A rebooting
+			// device is silent instead. Wait out this try all the same.
+			refused = true
+			pause := time.Now().Add(20 * time.Millisecond)
+			if pause.After(deadline) {
+				pause = deadline
+			}
+			if !sleepUntil(ctx, pause) {
+				break
+			}
+		}
+	}
+	why := "no answer"
+	if refused {
+		why = "UDP port unreachable"
+	}
+	return nil, false, &DeviceError{Class: ClassUnreachable,
+		Reason: fmt.Sprintf("%s to %d espota invitations to %s within %v: the device is off, rebooting, busy with another upload, or not an ArduinoOTA device on that port (ESP8266 uses 8266)",
+			why, tries, s.device, s.cfg.ConnectTimeout)}
+}
+
+// authenticate sends the auth message for nonce and returns the answer.
+func (s *espotaSession) authenticate(ctx context.Context, nonce string, pbkdf2, md5Hash bool) ([]byte, error) {
+	var hash auth.Secret
+	how := "MD5"
+	switch {
+	case pbkdf2 && md5Hash:
+		hash, how = auth.EspotaPasswordHashMD5(s.cred.Password), "PBKDF2-HMAC-SHA256, MD5 password hash"
+	case pbkdf2:
+		hash, how = auth.EspotaPasswordHashSHA256(s.cred.Password), "PBKDF2-HMAC-SHA256"
+	default:
+		hash = auth.EspotaPasswordHashMD5(s.cred.Password)
+	}
+	s.emit(Event{Phase: PhaseAuth, Total: s.fw.Size(), Message: "authenticating (" + how + ")"})
+	// espota.py's cnonce: the device never recomputes it (§1.5, §1.6).
+	cnonce := auth.EspotaCnonce(s.fw.Name, len(s.fw.Data), s.fw.MD5, s.tg.Host, pbkdf2)
+	var response string
+	if pbkdf2 {
+		response = auth.EspotaPBKDF2Response(hash.Reveal(), nonce, cnonce)
+	} else {
+		response = auth.EspotaMD5Response(hash.Reveal(), nonce, cnonce)
+	}
+	if _, err := s.udp.Write([]byte("200 " + cnonce + " " + response + "\n")); err != nil {
+		return nil, err
+	}
+	buf := make([]byte, 512)
+	readDeadline(ctx, s.udp, time.Now().Add(s.cfg.AuthTimeout))
+	for {
+		n, err := s.udp.Read(buf)
+		if err == nil {
+			return buf[:n], nil
+		}
+		if isTimeout(err) || ctx.Err() != nil {
+			return nil, err
+		}
+		// An ICMP error for an earlier datagram: keep waiting.
+		if !sleepUntil(ctx, time.Now().Add(20*time.Millisecond)) {
+			return nil, ctx.Err()
+		}
+	}
+}
+
+func (s *espotaSession) authSilence(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctxError(ctx, 0)
+	}
+	return &DeviceError{Class: ClassTimeout, Err: err,
+		Reason: fmt.Sprintf("%s asked for a password but did not answer the authentication within %v", s.device, s.cfg.AuthTimeout)}
+}
+
+// leaveWaitAuth sends the device a datagram that is not an auth message:
+// a device left waiting for auth would take the next real invitation as
+// its answer and ignore it (research/espota.md §1.4). As an invitation it
+// is malformed (no MD5), so a device that is not waiting ignores it too.
+func (s *espotaSession) leaveWaitAuth() {
+	_, _ = s.udp.Write([]byte("0\n"))
+}
+
+// drain discards replies already queued on the UDP socket.
+func (s *espotaSession) drain() {
+	buf := make([]byte, 512)
+	for range 64 {
+		_ = s.udp.SetReadDeadline(time.Now().Add(time.Millisecond))
+		if _, err := s.udp.Read(buf); err != nil && isTimeout(err) {
+			return
+		}
+	}
+}
+
+// beginError is ESP8266's "ERR: <Update error>" answer to the invitation:
+// Update.begin refused the size or command.
+func (s *espotaSession) beginError(text string) error {
+	w := cleanWords(text)
+	class, why := classifyEspotaWords(w)
+	switch {
+	case s.fw.Filesystem:
+		why = "the device has no filesystem area that takes this image (sketches built with no or a smaller filesystem)"
+	case w == "ERR:" || w == "ERR":
+		why = "the device refused to begin the update"
+	}
+	return &DeviceError{Class: class, Words: w, Reason: why}
+}
+
+func (s *espotaSession) noConnectBack(err error, refused []string) error {
+	if len(refused) > 0 {
+		return &DeviceError{Class: ClassNoConnectBack, Err: err, Reason: fmt.Sprintf(
+			"the device accepted the invitation, but the only connections to %s came from %s, not from %s, and were refused while other uploads waited: upload to this device alone, or reach it without NAT",
+			s.local, strings.Join(refused, ", "), s.device.Addr())}
+	}
+	reason := fmt.Sprintf("the device accepted the invitation but never connected back to %s within %v: a host firewall blocking TCP port %d, NAT/WSL/VPN between host and device (pass --host-ip with an address the device can reach)",
+		s.local, s.cfg.AcceptTimeout, s.local.Port)
+	switch {
+	case s.fw.Filesystem:
+		reason += ", or the device has no filesystem partition of that size, so it refused to begin"
+	case len(s.fw.Data) > arduinoDefaultSlot:
+		reason += fmt.Sprintf(", or, likelier, the image (%s) is larger than the device's app slot (1.25 MiB on arduino-esp32's default partition scheme), so it refused to begin", sizeText(len(s.fw.Data)))
+	default:
+		reason += ", or an image larger than the device's app slot (1.25 MiB on arduino-esp32's default partition scheme), so it refused to begin"
+	}
+	return &DeviceError{Class: ClassNoConnectBack, Reason: reason, Err: err}
+}
+
+func sizeText(n int) string {
+	if n >= 1<<20 {
+		return strconv.FormatFloat(float64(n)/(1<<20), 'f', 2, 64) + " MiB"
+	}
+	return strconv.Itoa(n) + " bytes"
+}
+
+// readDeadline sets c's read deadline, or one in the past once ctx is done
+// (Send's AfterFunc may have fired just before).
+func readDeadline(ctx context.Context, c net.Conn, t time.Time) {
+	_ = c.SetReadDeadline(t)
+	if ctx.Err() != nil {
+		_ = c.SetReadDeadline(time.Unix(1, 0))
+	}
+}
+
+// sleepUntil sleeps until t or ctx is done; it reports whether t came.
+func sleepUntil(ctx context.Context, t time.Time) bool {
+	timer := time.NewTimer(time.Until(t))
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-timer.C:
+		return true
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+}
+
+// pollInterval is how often the transfer checks progress and the idle rule.
+const pollInterval = 50 * time.Millisecond
+
+// progressEvery limits uploading events to a few per second.
+const progressEvery = 100 * time.Millisecond
+
+// espotaLockstepBytes are sent stop-and-wait, in espotaLockstepChunk
+// pieces, before the transfer goes pipelined. The Arduino Updater checks
+// the image once its 4096-byte buffer is full (Wrong Magic Byte,
+// Decryption error): answered while nothing else is unread on the device,
+// its close is a FIN and the words survive. With data queued behind them
+// the close is an RST, which on a fast path can destroy the words before
+// they are read. The pieces stay below any MSS (lwIP's default is 1440) so
+// that the device takes each in one read and answers it with one count.
+const (
+	espotaLockstepBytes = 4096 + 1024
+	espotaLockstepChunk = 1024
+)
+
+// transfer is the data phase: the first bytes lock-step, then the rest in
+// ChunkSize pieces as fast as TCP flow control allows, the device's stream
+// read concurrently (its error text may arrive while we still write,
+// followed by a reset), progress from the acknowledged bytes, success on
+// "OK" only.
+//
+// ESP32 aborts after 1 s without data (three resends of its last count);
+// ESP8266 never times out on a stalled host, so every failure here closes
+// the connection to end its wait.
+func (s *espotaSession) transfer(ctx context.Context, conn net.Conn) error {
+	ac := NewAckCounter(conn)
+	st := newStreamState()
+	go readStream(conn, st)
+	quit := make(chan struct{})
+	writeDone := make(chan error, 1)
+	go func() { writeDone <- s.write(ac, st, quit) }()
+	return s.watch(ctx, conn, ac, st, writeDone, quit)
+}
+
+var errWriteStopped = errors.New("stopped writing")
+
+func (s *espotaSession) write(ac *AckCounter, st *streamState, quit <-chan struct{}) error {
+	data := s.fw.Data
+	chunk := s.cfg.ChunkSize
+	lock := min(len(data), espotaLockstepBytes)
+	for off := 0; off < len(data); {
+		lockstep := off < lock
+		end := min(off+chunk, len(data))
+		if lockstep {
+			end = min(off+espotaLockstepChunk, len(data))
+			select { // forget counts for earlier pieces
+			case <-st.heardCh:
+			default:
+			}
+		}
+		if _, err := ac.Write(data[off:end]); err != nil {
+			return err
+		}
+		if lockstep && end < len(data) {
+			select {
+			case <-st.heardCh:
+			case <-st.ended:
+				return errWriteStopped
+			case <-quit:
+				return errWriteStopped
+			}
+		}
+		off = end
+	}
+	return nil
+}
+
+// streamState is what the reader goroutine saw, shared with watch.
+type streamState struct {
+	mu      sync.Mutex
+	ans     espotaAnswer
+	heard   time.Time     // last bytes from the device
+	err     error         // how reading ended
+	heardCh chan struct{} // pinged after each read
+	final   chan struct{} // closed once the answer is complete
+	ended   chan struct{} // closed when reading ended
+	once    sync.Once
+}
+
+func newStreamState() *streamState {
+	return &streamState{heard: time.Now(), heardCh: make(chan struct{}, 1), final: make(chan struct{}), ended: make(chan struct{})}
+}
+
+func readStream(conn net.Conn, st *streamState) {
+	defer close(st.ended)
+	buf := make([]byte, 512)
+	for {
+		n, err := conn.Read(buf)
+		if n > 0 {
+			st.mu.Lock()
+			st.ans.feed(buf[:n])
+			st.heard = time.Now()
+			done := st.ans.complete()
+			st.mu.Unlock()
+			if done {
+				st.once.Do(func() { close(st.final) })
+			}
+			select {
+			case st.heardCh <- struct{}{}:
+			default:
+			}
+		}
+		if err != nil {
+			st.mu.Lock()
+			st.err = err
+			st.mu.Unlock()
+			return
+		}
+	}
+}
+
+// watch follows a transfer whose writer runs in the background until the
+// device's final answer, its silence, or the end of the connection.
+func (s *espotaSession) watch(ctx context.Context, conn net.Conn, ac *AckCounter, st *streamState, writeDone <-chan error, quit chan struct{}) error {
+	total := s.fw.Size()
+	writing := true
+	var writeErr error
+	defer func() {
+		close(quit)
+		_ = conn.Close()
+		if writing {
+			<-writeDone
+		}
+		<-st.ended
+	}()
+
+	phase := PhaseErasing
+	s.emit(Event{Phase: phase, Total: total, Message: "connected; the device erases as it writes"})
+	var lastTaken int64 = -1
+	lastProgress := time.Now()
+	lastEmit := time.Time{}
+	tick := time.NewTicker(pollInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctxError(ctx, min(ac.Taken(), total))
+		case <-st.final:
+			return s.finalAnswer(st, ac)
+		case err := <-writeDone:
+			writing = false
+			writeErr = err
+			if err != nil {
+				// The device cut the connection, usually right behind an
+				// error text: give the reader a moment to deliver it.
+				s.log.Debug("write ended", "err", err, "written", ac.Written())
+				select {
+				case <-st.ended:
+				case <-st.final:
+				case <-time.After(min(2*time.Second, s.cfg.IdleTimeout)):
+				}
+				return s.streamEnded(st, ac, writeErr)
+			}
+			continue
+		case <-st.ended:
+			return s.streamEnded(st, ac, writeErr)
+		case <-tick.C:
+		}
+		now := time.Now()
+		taken := ac.Taken()
+		if taken != lastTaken {
+			lastTaken = taken
+			lastProgress = now
+		}
+		next := phase
+		switch {
+		case taken >= total && !writing:
+			next = PhaseFinishing
+		case taken > 0:
+			next = PhaseUploading
+		}
+		if next != phase || (phase == PhaseUploading && now.Sub(lastEmit) >= progressEvery) {
+			phase = next
+			lastEmit = now
+			msg := ""
+			if phase == PhaseFinishing {
+				msg = "all sent; waiting for the device's OK"
+			}
+			s.emit(Event{Phase: phase, Done: taken, Total: total, Message: msg})
+		}
+		st.mu.Lock()
+		heard := st.heard
+		st.mu.Unlock()
+		idleSince := lastProgress
+		if heard.After(idleSince) {
+			idleSince = heard
+		}
+		if now.Sub(idleSince) >= s.cfg.IdleTimeout {
+			reason := fmt.Sprintf("the device took nothing and said nothing for %v, at %d of %d bytes (--idle-timeout)", s.cfg.IdleTimeout, taken, total)
+			if taken >= total {
+				reason = fmt.Sprintf("the device acknowledged all %d bytes but gave no answer within %v (--idle-timeout)", total, s.cfg.IdleTimeout)
+			}
+			return &DeviceError{Class: ClassTimeout, Taken: taken, Reason: reason}
+		}
+	}
+}
+
+// finalAnswer turns the device's final text into the result.
+func (s *espotaSession) finalAnswer(st *streamState, ac *AckCounter) error {
+	total := s.fw.Size()
+	st.mu.Lock()
+	ok, words := st.ans.ok(), st.ans.words()
+	st.mu.Unlock()
+	if ok {
+		s.emit(Event{Phase: PhaseFinishing, Done: total, Total: total, Message: "the device answered OK"})
+		return nil
+	}
+	class, why := classifyEspotaWords(words)
+	return &DeviceError{Class: class, Words: words, Taken: min(ac.Taken(), total), Reason: why}
+}
+
+// streamEnded explains a connection that ended without a final answer.
+func (s *espotaSession) streamEnded(st *streamState, ac *AckCounter, writeErr error) error {
+	total := s.fw.Size()
+	st.mu.Lock()
+	started, readErr := st.ans.started(), st.err
+	st.mu.Unlock()
+	if started {
+		return s.finalAnswer(st, ac)
+	}
+	taken := min(ac.Taken(), total)
+	err := readErr
+	if err == nil || errors.Is(err, io.EOF) {
+		if writeErr != nil && !errors.Is(writeErr, errWriteStopped) {
+			err = writeErr
+		}
+	}
+	// A FIN after every byte was acknowledged: the device read it all (an
+	// RST would mean it closed with data unread, whatever the kernel acked).
+	if taken >= total && ac.Written() >= total && errors.Is(readErr, io.EOF) {
+		return &DeviceError{Class: ClassNetwork, Taken: taken, Err: errors.Join(ErrEspotaNoOK, err),
+			Reason: fmt.Sprintf("the device took all %d bytes, then closed the connection without its OK: it may or may not have applied the image; only its version after the reboot can tell", total)}
+	}
+	if errors.Is(err, syscall.ECONNRESET) || errors.Is(writeErr, syscall.ECONNRESET) || errors.Is(writeErr, syscall.EPIPE) {
+		// An RST destroys what the device sent just before it if that was
+		// not read yet, so an Update error may have come and gone.
+		return &DeviceError{Class: ClassNetwork, Taken: taken, Err: err,
+			Reason: fmt.Sprintf("the device reset the connection after taking %d of %d bytes, and no answer survived: it lost Wi-Fi or power, or failed to write (an error text such as Flash Write Failed is lost when the reset overtakes it)", taken, total)}
+	}
+	return &DeviceError{Class: ClassNetwork, Taken: taken, Err: err,
+		Reason: fmt.Sprintf("the device closed the connection after taking %d of %d bytes without a word: it timed out waiting for data, or stopped the update", taken, total)}
+}

@@ -1,0 +1,512 @@
+package upload
+
+import (
+	"bufio"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ots-ota/ots-ota/internal/buildinfo"
+)
+
+// Defaults of HTTPTransport's timeouts (issue 9 §4).
+const (
+	DefaultConnectTimeout = 5 * time.Second
+	// DefaultIdleTimeout must outlast a full-slot erase: esp_ota_begin
+	// erases the whole slot (2–8 s for 2 MiB on an ESP32-S3, longer for
+	// bigger slots) before the device reads the first byte.
+	DefaultIdleTimeout = 30 * time.Second
+	// DefaultPath is where the seed and OTS firmware take uploads.
+	DefaultPath = "/update"
+)
+
+const (
+	defaultProgressInterval = 100 * time.Millisecond
+	// writeChunk bounds one socket write, so the count of written bytes
+	// (and with it Taken) follows the transfer closely.
+	writeChunk = 16 << 10
+	// eraseWindow is how many body bytes a device's TCP stack takes before
+	// its handler reads anything (lwIP's 5760-byte window, plus kernel
+	// rounding on the host): below it the device is still erasing.
+	eraseWindow = 16 << 10
+	// earlyAnswerGrace is how long a 2xx answer waits for the last bytes
+	// of the body to be written before it is taken for a premature one.
+	earlyAnswerGrace = 2 * time.Second
+	// writerSettle bounds the wait for a write under way when the
+	// connection ended: a closed or reset socket ends it at once.
+	writerSettle = time.Second
+)
+
+// HTTPTransport uploads with one HTTP POST of the raw image, the way the
+// seed and the OTS firmware take it (device-contract.md §2): Content-Length,
+// application/octet-stream, no chunked encoding, no Expect: 100-continue.
+//
+// It writes the request itself over a plain TCP connection and reads the
+// answer while it writes: a device that fails mid-upload answers at once
+// and resets the connection right behind its answer, and the answer must
+// still be reported (net/http's client reports the failed write instead).
+// Linux keeps received data readable after a reset (tested here); other
+// systems (Windows) may discard it, and then the error says the device cut
+// the upload at N bytes.
+//
+// The zero value is ready to use.
+type HTTPTransport struct {
+	// ConnectTimeout bounds the TCP connect; 0 means DefaultConnectTimeout.
+	ConnectTimeout time.Duration
+	// IdleTimeout ends an upload when the device takes no byte and gives
+	// no answer for this long; 0 means DefaultIdleTimeout.
+	IdleTimeout time.Duration
+	// Timeout bounds the whole upload; 0 means none beyond the idle rule.
+	Timeout time.Duration
+	// ProgressInterval is how often the taken bytes are polled and
+	// reported; 0 means 100 ms.
+	ProgressInterval time.Duration
+	// Logger receives debug logs (never a secret); nil discards them.
+	Logger *slog.Logger
+}
+
+var _ Transport = (*HTTPTransport)(nil)
+
+// Protocol implements Transport.
+func (*HTTPTransport) Protocol() Protocol { return HTTP }
+
+func (h *HTTPTransport) connectTimeout() time.Duration {
+	if h.ConnectTimeout > 0 {
+		return h.ConnectTimeout
+	}
+	return DefaultConnectTimeout
+}
+
+func (h *HTTPTransport) idleTimeout() time.Duration {
+	if h.IdleTimeout > 0 {
+		return h.IdleTimeout
+	}
+	return DefaultIdleTimeout
+}
+
+func (h *HTTPTransport) progressInterval() time.Duration {
+	if h.ProgressInterval > 0 {
+		return h.ProgressInterval
+	}
+	return defaultProgressInterval
+}
+
+func (h *HTTPTransport) log() *slog.Logger {
+	if h.Logger != nil {
+		return h.Logger
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// Send implements Transport: it returns nil only when the device answered
+// 2xx after taking the whole image, else a *DeviceError. When ctx ends the
+// error wraps ctx.Err() (errors.Is(err, context.Canceled) tells an
+// interrupted upload from a failed one).
+func (h *HTTPTransport) Send(ctx context.Context, t Target, fw *Firmware, cred Credentials, emit Emit) error {
+	if emit == nil {
+		emit = func(Event) {}
+	}
+	if fw.Filesystem {
+		return &DeviceError{Class: ClassRejected,
+			Reason: "HTTP devices take no filesystem image (the seed and OTS firmware update the app only): use an espota device, or send an app image"}
+	}
+	head, err := requestHead(t, fw.Size(), cred)
+	if err != nil {
+		return err
+	}
+	if h.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, h.Timeout, errOverallTimeout)
+		defer cancel()
+	}
+	addr := t.Addr()
+	emit(Event{Phase: PhaseConnecting, Total: fw.Size()})
+	d := net.Dialer{Timeout: h.connectTimeout()}
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return h.dialFailure(ctx, addr, err)
+	}
+	h.log().Debug("connected", "addr", addr, "path", uploadPathOf(t), "size", fw.Size())
+	u := &httpUpload{h: h, ctx: ctx, ac: NewAckCounter(conn), head: head, fw: fw, emit: emit, cred: cred, addr: addr}
+	return u.run()
+}
+
+// ErrAnswerLost is wrapped in the DeviceError of an upload the device took
+// whole and then closed without answering: it may have applied the image,
+// so a runner should look at the device's version before retrying.
+var ErrAnswerLost = errors.New("the device took the whole image but no answer arrived")
+
+// errOverallTimeout is the cause of a context ended by Timeout.
+var errOverallTimeout = errors.New("overall timeout")
+
+func uploadPathOf(t Target) string {
+	if t.Path == "" {
+		return DefaultPath
+	}
+	return t.Path
+}
+
+// requestHead is the request line and headers. Secrets go into the
+// Authorization header and nowhere else.
+func requestHead(t Target, size int64, cred Credentials) ([]byte, error) {
+	path := uploadPathOf(t)
+	if path[0] != '/' || strings.ContainsFunc(path, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+		return nil, &DeviceError{Class: ClassRejected, Reason: fmt.Sprintf("upload path %q is not an absolute URL path", cleanText(path, 80))}
+	}
+	authz, err := authorization(cred)
+	if err != nil {
+		return nil, err
+	}
+	host := t.Host
+	if strings.Contains(host, ":") && !strings.HasPrefix(host, "[") {
+		host = "[" + host + "]"
+	}
+	if t.Port != 0 && t.Port != 80 {
+		host += ":" + strconv.Itoa(t.Port)
+	} else if t.Port == 0 {
+		host += ":3232"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "POST %s HTTP/1.1\r\nHost: %s\r\n", path, host)
+	// ESP-IDF's httpd takes at most 512 bytes of headers: keep them few.
+	fmt.Fprintf(&b, "User-Agent: ots-ota/%s\r\n", cleanText(buildinfo.Version, 40))
+	b.WriteString("Content-Type: application/octet-stream\r\n")
+	fmt.Fprintf(&b, "Content-Length: %d\r\n", size)
+	if authz != "" {
+		b.WriteString("Authorization: " + authz + "\r\n")
+	}
+	b.WriteString("Connection: close\r\n\r\n")
+	return []byte(b.String()), nil
+}
+
+// authorization is the Authorization value for cred: Token → Bearer; User
+// (with Password) → Basic; Password alone → Bearer.
+func authorization(cred Credentials) (string, error) {
+	var v string
+	switch {
+	case !cred.Token.IsZero():
+		v = "Bearer " + cred.Token.Reveal()
+	case cred.User != "":
+		v = "Basic " + base64.StdEncoding.EncodeToString([]byte(cred.User+":"+cred.Password.Reveal()))
+	case !cred.Password.IsZero():
+		v = "Bearer " + cred.Password.Reveal()
+	default:
+		return "", nil
+	}
+	if strings.ContainsFunc(v, func(r rune) bool { return r < ' ' || r == 0x7f }) {
+		return "", &DeviceError{Class: ClassAuth, Reason: "the token or password contains a control character (a line break?) and cannot be sent in an HTTP header"}
+	}
+	return v, nil
+}
+
+// secrets are the strings that must never reach the user through a
+// device's echo of them.
+func (c Credentials) secrets() []string {
+	var s []string
+	for _, v := range []string{c.Token.Reveal(), c.Password.Reveal()} {
+		if v != "" {
+			s = append(s, v)
+		}
+	}
+	if c.User != "" {
+		s = append(s, base64.StdEncoding.EncodeToString([]byte(c.User+":"+c.Password.Reveal())))
+	}
+	return s
+}
+
+// redact removes any secret a device echoed back in its words.
+func redact(words string, cred Credentials) string {
+	for _, s := range cred.secrets() {
+		words = strings.ReplaceAll(words, s, "[redacted]")
+	}
+	return words
+}
+
+// httpUpload is one POST in flight.
+type httpUpload struct {
+	h    *HTTPTransport
+	ctx  context.Context
+	ac   *AckCounter
+	head []byte
+	fw   *Firmware
+	emit Emit
+	cred Credentials
+	addr string
+
+	phase Phase
+	done  int64 // body bytes last reported
+}
+
+type readResult struct {
+	a   *answer
+	err error
+}
+
+func (u *httpUpload) run() error {
+	answers := make(chan readResult, 1)
+	wrote := make(chan error, 1)
+	go func() {
+		a, err := readAnswer(bufio.NewReaderSize(u.ac.Conn, 4<<10))
+		answers <- readResult{a, err}
+	}()
+	go func() { wrote <- u.write() }()
+	// Closing the connection ends both goroutines; wait for them so none
+	// outlives Send.
+	defer func() {
+		u.ac.Close()
+		if wrote != nil {
+			<-wrote
+		}
+		if answers != nil {
+			<-answers
+		}
+	}()
+
+	u.report(PhaseErasing, 0)
+	tick := time.NewTicker(u.h.progressInterval())
+	defer tick.Stop()
+	last, lastChange := int64(-1), time.Now()
+	var werr error
+	for {
+		select {
+		case r := <-answers:
+			answers = nil
+			return u.answered(r, &wrote, &werr)
+		case werr = <-wrote:
+			// A failed write is not the end: the device's answer (or
+			// its reset) is still to be read.
+			wrote = nil
+			if werr != nil {
+				u.h.log().Debug("write ended", "err", werr, "written", u.ac.Written())
+			}
+		case <-tick.C:
+			taken := u.bodyTaken()
+			if taken != last {
+				last, lastChange = taken, time.Now()
+			}
+			u.progress(taken, wrote == nil && werr == nil)
+			if idle := u.h.idleTimeout(); time.Since(lastChange) >= idle {
+				return &DeviceError{Class: ClassTimeout, Taken: taken, Err: fmt.Errorf("idle for %v", idle),
+					Reason: u.silentReason(taken, idle)}
+			}
+		case <-u.ctx.Done():
+			return u.ended(u.bodyTaken())
+		}
+	}
+}
+
+// write sends the head and the body in chunks, so Written tracks the
+// transfer; it returns at the first failed write.
+func (u *httpUpload) write() error {
+	data := u.fw.Data
+	first := min(len(data), writeChunk)
+	buf := make([]byte, 0, len(u.head)+first)
+	buf = append(append(buf, u.head...), data[:first]...)
+	if _, err := u.ac.Write(buf); err != nil {
+		return err
+	}
+	for off := first; off < len(data); off += writeChunk {
+		if _, err := u.ac.Write(data[off:min(off+writeChunk, len(data))]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// bodyTaken is how many image bytes the device has acknowledged.
+func (u *httpUpload) bodyTaken() int64 {
+	return max(0, min(u.ac.Taken()-int64(len(u.head)), u.fw.Size()))
+}
+
+// progress emits the phase the taken bytes show: erasing while the device
+// has taken no more than its TCP window, uploading, then finishing once
+// every byte is taken.
+func (u *httpUpload) progress(taken int64, allWritten bool) {
+	size := u.fw.Size()
+	phase := u.phase
+	switch {
+	case taken >= size && allWritten:
+		phase = PhaseFinishing
+	case phase == PhaseErasing && taken > min(eraseWindow, size/2):
+		phase = PhaseUploading
+	}
+	u.report(phase, taken)
+}
+
+func (u *httpUpload) report(phase Phase, done int64) {
+	if phase == u.phase && done == u.done {
+		return
+	}
+	u.phase, u.done = phase, done
+	e := Event{Phase: phase, Done: done, Total: u.fw.Size()}
+	if phase == PhaseErasing && done == 0 {
+		e.Message = "waiting for the device to erase its update slot"
+	}
+	u.emit(e)
+}
+
+// answered turns what the reader got into Send's result.
+func (u *httpUpload) answered(r readResult, wrote *chan error, werr *error) error {
+	size := u.fw.Size()
+	if r.a != nil {
+		return u.answer(r.a, wrote, werr)
+	}
+	// The connection ended without an answer. The write under way ends
+	// with it: let it, so Written, and with it Taken, include what it
+	// handed to the kernel.
+	u.awaitWriter(wrote, werr, writerSettle)
+	taken := u.bodyTaken()
+	if errors.Is(r.err, errNotHTTP) {
+		return &DeviceError{Class: ClassRejected, Taken: taken, Err: r.err,
+			Reason: fmt.Sprintf("%s answered something that is not HTTP: is this the device's OTA port?", u.addr)}
+	}
+	if u.ctx.Err() != nil {
+		return u.ended(taken)
+	}
+	err := r.err
+	if taken >= size {
+		err = errors.Join(ErrAnswerLost, r.err)
+	}
+	return &DeviceError{Class: ClassNetwork, Taken: taken, Err: err, Reason: cutReason(taken, size)}
+}
+
+// answer judges the device's HTTP answer: accepted only when it is a 2xx
+// that does not say it failed, and came after the whole image was written.
+func (u *httpUpload) answer(a *answer, wrote *chan error, werr *error) error {
+	size := u.fw.Size()
+	words := redact(a.Words(), u.cred)
+	if !Accepted(a.Status, words) {
+		// A device closes, and resets, right after an error answer: the
+		// write under way ends with it; let it, so Taken includes it.
+		u.awaitWriter(wrote, werr, writerSettle)
+		class, why := ClassifyAnswer(a.Status, words)
+		return &DeviceError{Class: class, Status: a.Status, Words: words, Taken: u.bodyTaken(), Reason: why}
+	}
+	// The device can only have read the whole body once it was all
+	// written: wait for the writer to say so.
+	u.awaitWriter(wrote, werr, min(earlyAnswerGrace, u.h.idleTimeout()))
+	if *wrote == nil && *werr == nil {
+		u.report(PhaseFinishing, size)
+		u.h.log().Debug("accepted", "addr", u.addr, "status", a.Status, "words", words)
+		return nil
+	}
+	taken := u.bodyTaken()
+	if *wrote != nil && u.ctx.Err() != nil {
+		return u.ended(taken)
+	}
+	return &DeviceError{Class: ClassRejected, Status: a.Status, Words: words, Taken: taken,
+		Reason: fmt.Sprintf("the device answered before it had the whole image (%s of %s): this is not an OTA upload handler, check the URL",
+			byteCount(taken), byteCount(size))}
+}
+
+// awaitWriter waits at most d for the writer to return.
+func (u *httpUpload) awaitWriter(wrote *chan error, werr *error, d time.Duration) {
+	if *wrote == nil {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case *werr = <-*wrote:
+		*wrote = nil
+	case <-t.C:
+	case <-u.ctx.Done():
+	}
+}
+
+// ended is the error for a context that ended: the overall timeout, or
+// the caller's cancellation or deadline.
+func (u *httpUpload) ended(taken int64) error {
+	err := u.ctx.Err()
+	if errors.Is(context.Cause(u.ctx), errOverallTimeout) {
+		return &DeviceError{Class: ClassTimeout, Taken: taken, Err: err,
+			Reason: fmt.Sprintf("no answer within the overall timeout of %v (at %s of %s)", u.h.Timeout, byteCount(taken), byteCount(u.fw.Size()))}
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return &DeviceError{Class: ClassTimeout, Taken: taken, Err: err,
+			Reason: fmt.Sprintf("stopped at the deadline, at %s of %s", byteCount(taken), byteCount(u.fw.Size()))}
+	}
+	return &DeviceError{Class: ClassNetwork, Taken: taken, Err: err,
+		Reason: fmt.Sprintf("upload interrupted at %s of %s", byteCount(taken), byteCount(u.fw.Size()))}
+}
+
+// cutReason says what a connection closed without an answer usually means.
+func cutReason(taken, size int64) string {
+	at := fmt.Sprintf("at %s of %s", byteCount(taken), byteCount(size))
+	switch {
+	case taken >= size:
+		return "the device took the whole image, then closed the connection without answering: it may have rebooted into it (verification will tell) or lost its answer to a reset"
+	case taken == 0:
+		return "the device closed the connection before taking any of the image: another upload may be running, or it rebooted"
+	}
+	return "the device cut the upload " + at + " without an answer: it usually lost power, rebooted or dropped off Wi-Fi, or its error answer was lost to the connection reset"
+}
+
+func (u *httpUpload) silentReason(taken int64, idle time.Duration) string {
+	size := u.fw.Size()
+	switch {
+	case taken >= size:
+		return fmt.Sprintf("the device took the whole image but gave no answer for %v", idle)
+	case taken <= min(eraseWindow, size/2):
+		return fmt.Sprintf("the device took nothing for %v: it may still be erasing a large slot (raise --idle-timeout), be busy with another upload, or have hung", idle)
+	}
+	return fmt.Sprintf("the device stopped taking data at %s of %s and was silent for %v: it stalled, lost power or dropped off Wi-Fi",
+		byteCount(taken), byteCount(size), idle)
+}
+
+// dialFailure classifies a failed connect.
+func (h *HTTPTransport) dialFailure(ctx context.Context, addr string, err error) error {
+	if ctx.Err() != nil && !errors.Is(context.Cause(ctx), errOverallTimeout) && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return &DeviceError{Class: ClassNetwork, Err: ctx.Err(), Reason: "interrupted while connecting to " + addr}
+	}
+	class, reason := classifyDial(addr, h.connectTimeout(), err)
+	return &DeviceError{Class: class, Err: err, Reason: reason}
+}
+
+// classifyDial names a connect failure: refused (nothing listens on the TCP
+// port), silent (timeout: off, rebooting or out of reach), or no route.
+func classifyDial(addr string, timeout time.Duration, err error) (Class, string) {
+	var dnsErr *net.DNSError
+	var ne net.Error
+	switch {
+	case isRefused(err):
+		return ClassNetwork, fmt.Sprintf("connection refused by %s: nothing listens on that TCP port (an ArduinoOTA device speaks espota: try --protocol espota)", addr)
+	case errors.As(err, &dnsErr):
+		return ClassUnreachable, fmt.Sprintf("cannot resolve %s", dnsErr.Name)
+	case isUnreachable(err):
+		return ClassUnreachable, fmt.Sprintf("no route to %s: the device is not on a network this host reaches", addr)
+	case errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():
+		return ClassUnreachable, fmt.Sprintf("no answer from %s within %v: the device is off, rebooting or out of reach", addr, timeout)
+	case isReset(err):
+		return ClassNetwork, fmt.Sprintf("%s reset the connection", addr)
+	}
+	return ClassNetwork, fmt.Sprintf("cannot connect to %s: %s", addr, lastErrText(err))
+}
+
+// lastErrText is the innermost message of err, without Go's wrap chain.
+func lastErrText(err error) string {
+	for {
+		u := errors.Unwrap(err)
+		if u == nil {
+			return err.Error()
+		}
+		err = u
+	}
+}
+
+// byteCount prints a byte count the way the progress bars do.
+func byteCount(n int64) string {
+	switch {
+	case n < 10<<10:
+		return fmt.Sprintf("%d B", n)
+	case n < 10<<20:
+		return fmt.Sprintf("%d KiB", n>>10)
+	}
+	return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+}

@@ -1,0 +1,742 @@
+package upload
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ots-ota/ots-ota/auth"
+	"github.com/ots-ota/ots-ota/sim"
+)
+
+// --- helpers (prefixed http… so they do not clash with the other transports' tests)
+
+var httpImages sync.Map
+
+// httpImage is a valid esp32s3 app image of about size bytes (0 = small).
+func httpImage(t testing.TB, version string, size int) *Firmware {
+	t.Helper()
+	k := version + "/" + strconv.Itoa(size)
+	if fw, ok := httpImages.Load(k); ok {
+		return fw.(*Firmware)
+	}
+	b, err := sim.Image("esp32s3", "ots-fw-main", version, size)
+	if err != nil {
+		t.Fatalf("build image: %v", err)
+	}
+	fw := NewFirmware("fw-"+version+".bin", b, false)
+	httpImages.Store(k, fw)
+	return fw
+}
+
+// httpTiming is FastTiming; tweak it per test.
+func httpTiming() *sim.Timing {
+	t := sim.FastTiming()
+	return &t
+}
+
+func httpDevice(t testing.TB, cfg sim.Config) *sim.Device {
+	t.Helper()
+	if cfg.Timing == nil {
+		cfg.Timing = httpTiming()
+	}
+	if cfg.Seed == 0 {
+		cfg.Seed = 1
+	}
+	d, err := sim.Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("start sim: %v", err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+// httpFaulty starts a device with the faults of specs armed.
+func httpFaulty(t testing.TB, cfg sim.Config, specs ...string) *sim.Device {
+	t.Helper()
+	faults, err := sim.ParseFaults(specs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := httpDevice(t, cfg)
+	d.SetFaults(faults...)
+	return d
+}
+
+// httpTarget is the device's OTA port as a Target.
+func httpTarget(t testing.TB, addr, path string) Target {
+	t.Helper()
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := strconv.Atoi(port)
+	return Target{Name: "dev", Host: host, Port: p, Path: path, Protocol: HTTP}
+}
+
+func httpCtx(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// events collects a transfer's events.
+type httpEvents struct {
+	mu sync.Mutex
+	ev []Event
+}
+
+func (l *httpEvents) emit(e Event) {
+	l.mu.Lock()
+	e.Time = time.Now()
+	l.ev = append(l.ev, e)
+	l.mu.Unlock()
+}
+
+func (l *httpEvents) all() []Event {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]Event(nil), l.ev...)
+}
+
+func asDeviceError(t testing.TB, err error) *DeviceError {
+	t.Helper()
+	var de *DeviceError
+	if !errors.As(err, &de) {
+		t.Fatalf("want a *DeviceError, got %T %v", err, err)
+	}
+	if de.Reason == "" {
+		t.Errorf("DeviceError without a reason: %+v", de)
+	}
+	return de
+}
+
+func waitHTTPUploads(t testing.TB, d *sim.Device, n int) sim.State {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := d.WaitState(ctx, func(s sim.State) bool { return len(s.Uploads) >= n })
+	if err != nil {
+		t.Fatalf("wait for %d uploads: %v", n, err)
+	}
+	return st
+}
+
+// waitValid waits until the device serves version, no longer
+// pending_verify (until then it answers "OTA begin failed").
+func waitValid(t testing.TB, d *sim.Device, version string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := d.WaitState(ctx, func(s sim.State) bool {
+		return s.Up && !s.Refusing && s.Version == version && (s.AppState == sim.StateValid || s.AppState == sim.StateUndefined)
+	}); err != nil {
+		t.Fatalf("device never came back valid on %s: %v", version, err)
+	}
+}
+
+// --- uploads against the simulator
+
+func TestHTTPSeedAuth(t *testing.T) {
+	fw := httpImage(t, "1.0.1", 128<<10)
+	d := httpDevice(t, sim.Config{Personality: sim.Seed, Password: auth.NewSecret("s3cret")})
+	tg := httpTarget(t, d.OTAAddr(), "")
+	tr := &HTTPTransport{}
+	for _, tc := range []struct {
+		name   string
+		cred   Credentials
+		status int
+		words  string
+	}{
+		{"missing", Credentials{}, 401, "Authentication required"},
+		{"wrong token", Credentials{Token: auth.NewSecret("wrong-token")}, 403, "Invalid credentials"},
+		// device-contract §5: a trailing space is part of the value.
+		{"trailing space", Credentials{Token: auth.NewSecret("s3cret ")}, 403, "Invalid credentials"},
+		{"basic to a bearer device", Credentials{User: "admin", Password: auth.NewSecret("s3cret")}, 403, "Invalid credentials"},
+		{"wrong password alone", Credentials{Password: auth.NewSecret("nope-nope")}, 403, "Invalid credentials"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var ev httpEvents
+			err := tr.Send(httpCtx(t), tg, fw, tc.cred, ev.emit)
+			de := asDeviceError(t, err)
+			if de.Class != ClassAuth || de.Status != tc.status || de.Words != tc.words {
+				t.Fatalf("got class %s status %d words %q, want auth %d %q", de.Class, de.Status, de.Words, tc.status, tc.words)
+			}
+			if de.Class.Retries(3) != 0 {
+				t.Errorf("auth failures must not be retried")
+			}
+			for _, s := range tc.cred.secrets() {
+				if strings.Contains(de.Error(), s) || strings.Contains(fmt.Sprintf("%+v %v", de, de.Err), s) {
+					t.Errorf("secret in error: %q", de.Error())
+				}
+				for _, e := range ev.all() {
+					if strings.Contains(fmt.Sprintf("%+v", e), s) {
+						t.Errorf("secret in event %+v", e)
+					}
+				}
+			}
+		})
+	}
+	st := d.State()
+	for _, u := range st.Uploads {
+		if u.Outcome != "auth_failed" {
+			t.Errorf("device saw an upload past auth: %+v", u)
+		}
+	}
+
+	// The right token, as --token and as --password alone: accepted.
+	for i, cred := range []Credentials{{Token: auth.NewSecret("s3cret")}, {Password: auth.NewSecret("s3cret")}} {
+		version := fmt.Sprintf("1.0.%d", 2+i)
+		fw := httpImage(t, version, 128<<10)
+		if err := tr.Send(httpCtx(t), tg, fw, cred, nil); err != nil {
+			t.Fatalf("right secret (%d): %v", i, err)
+		}
+		waitValid(t, d, version)
+	}
+}
+
+func TestHTTPOTS(t *testing.T) {
+	d := httpDevice(t, sim.Config{Personality: sim.OTS, WebPort: 0})
+	tr := &HTTPTransport{}
+	// Port 3232, /update: no auth enforced; a Basic header is accepted.
+	fw := httpImage(t, "1.0.1", 128<<10)
+	if err := tr.Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), fw, Credentials{User: "admin", Password: auth.NewSecret("x")}, nil); err != nil {
+		t.Fatalf("ots /update: %v", err)
+	}
+	st := waitHTTPUploads(t, d, 1)
+	if u := st.Uploads[0]; u.Outcome != "ok" || u.Text != "Update successful, rebooting..." || u.Bytes != fw.Size() {
+		t.Fatalf("device record %+v", u)
+	}
+	waitValid(t, d, "1.0.1")
+
+	// The web app on its own port: POST /ota/upload.
+	fw2 := httpImage(t, "1.0.2", 128<<10)
+	web := httpTarget(t, d.WebAddr(), "/ota/upload")
+	if err := tr.Send(httpCtx(t), web, fw2, Credentials{}, nil); err != nil {
+		t.Fatalf("ots web /ota/upload: %v", err)
+	}
+	st = waitHTTPUploads(t, d, 2)
+	if u := st.Uploads[1]; u.Outcome != "ok" || u.Path != "/ota/upload" || u.Text != "Upload successful. Rebooting..." {
+		t.Fatalf("device record %+v", u)
+	}
+	waitValid(t, d, "1.0.2")
+
+	// The web app refuses more than 3 MB before reading any of it.
+	big := &Firmware{Name: "big.bin", Data: make([]byte, 3<<20+1)}
+	big.Data[0] = 0xE9
+	de := asDeviceError(t, tr.Send(httpCtx(t), web, big, Credentials{}, nil))
+	if de.Class != ClassRejected || de.Status != 400 || de.Words != "Invalid firmware size" {
+		t.Fatalf("3 MB + 1 to the web app: %+v", de)
+	}
+	// A path no handler serves.
+	de = asDeviceError(t, tr.Send(httpCtx(t), httpTarget(t, d.OTAAddr(), "/nope"), fw2, Credentials{}, nil))
+	if de.Class != ClassRejected || de.Status != 404 {
+		t.Fatalf("unknown path: %+v", de)
+	}
+}
+
+// "Write failed" mid-upload with the RST right behind the answer (lwIP's
+// close with unread data): the device's words must still be reported.
+func TestHTTPWriteFailedWithRST(t *testing.T) {
+	fw := httpImage(t, "1.0.1", 1<<20)
+	tr := &HTTPTransport{}
+	// Early (inside the first TCP window), midway, and at the last chunk.
+	for _, fault := range []string{"error@2KiB", "error@30%", "error@99%"} {
+		t.Run(fault, func(t *testing.T) {
+			tm := httpTiming()
+			tm.ErrorCloseDelay = 0
+			d := httpFaulty(t, sim.Config{Personality: sim.Seed, Timing: tm}, fault)
+			const tries = 4
+			for i := range tries {
+				de := asDeviceError(t, tr.Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), fw, Credentials{}, nil))
+				if de.Class != ClassWriteFailed || de.Status != 500 || de.Words != "Write failed" {
+					t.Fatalf("try %d: got %s %d %q (%v), want write-failed 500 \"Write failed\"", i, de.Class, de.Status, de.Words, de.Err)
+				}
+				st := waitHTTPUploads(t, d, i+1)
+				rec := st.Uploads[i]
+				// Taken counts what the device's TCP stack acknowledged: what
+				// its handler read, plus at most its window.
+				if de.Taken < rec.Bytes || de.Taken-rec.Bytes > eraseWindow {
+					t.Errorf("try %d: taken %d, the device read %d of %d", i, de.Taken, rec.Bytes, fw.Size())
+				}
+				if !strings.Contains(de.Error(), "Write failed") {
+					t.Errorf("error text %q lacks the device's words", de.Error())
+				}
+			}
+		})
+	}
+}
+
+// A first byte that is not 0xE9: the device answers Write failed at once.
+func TestHTTPWrongMagic(t *testing.T) {
+	tm := httpTiming()
+	tm.ErrorCloseDelay = 0
+	d := httpDevice(t, sim.Config{Personality: sim.OTS, Timing: tm})
+	bad := &Firmware{Name: "bad.bin", Data: make([]byte, 512<<10)}
+	de := asDeviceError(t, (&HTTPTransport{}).Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), bad, Credentials{}, nil))
+	if de.Class != ClassWriteFailed || de.Status != 500 || de.Words != "Write failed" {
+		t.Fatalf("got %+v", de)
+	}
+}
+
+// A corrupted image is received whole and rejected at esp_ota_end.
+func TestHTTPEndFailed(t *testing.T) {
+	d := httpDevice(t, sim.Config{Personality: sim.OTS})
+	fw := httpImage(t, "1.0.1", 128<<10)
+	data := append([]byte(nil), fw.Data...)
+	data[len(data)/2] ^= 0xFF
+	de := asDeviceError(t, (&HTTPTransport{}).Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), NewFirmware("c.bin", data, false), Credentials{}, nil))
+	if de.Class != ClassRejected || de.Status != 500 || de.Words != "OTA end failed" || de.Taken != int64(len(data)) {
+		t.Fatalf("got %+v", de)
+	}
+}
+
+// The device stops reading mid-upload: the idle timeout fires.
+func TestHTTPStallIdleTimeout(t *testing.T) {
+	d := httpFaulty(t, sim.Config{Personality: sim.OTS}, "stall@50%:30s")
+	fw := httpImage(t, "1.0.1", 1<<20)
+	tr := &HTTPTransport{IdleTimeout: 500 * time.Millisecond, ProgressInterval: 20 * time.Millisecond}
+	de := asDeviceError(t, tr.Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), fw, Credentials{}, nil))
+	if de.Class != ClassTimeout || de.Status != 0 || de.Taken == 0 || de.Taken >= fw.Size() {
+		t.Fatalf("got %+v", de)
+	}
+	if de.Class.Retries(3) != 3 {
+		t.Errorf("a timeout is retried")
+	}
+}
+
+// The overall timeout bounds a device that keeps stalling.
+func TestHTTPOverallTimeout(t *testing.T) {
+	d := httpFaulty(t, sim.Config{Personality: sim.OTS}, "stall@10%:30s")
+	fw := httpImage(t, "1.0.1", 256<<10)
+	tr := &HTTPTransport{Timeout: 300 * time.Millisecond}
+	de := asDeviceError(t, tr.Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), fw, Credentials{}, nil))
+	if de.Class != ClassTimeout || !strings.Contains(de.Reason, "overall timeout") {
+		t.Fatalf("got %+v", de)
+	}
+}
+
+// Ctrl-C: the upload stops, and the error says it was interrupted.
+func TestHTTPCancel(t *testing.T) {
+	d := httpFaulty(t, sim.Config{Personality: sim.OTS}, "stall@10%:30s")
+	fw := httpImage(t, "1.0.1", 256<<10)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var once sync.Once
+	emit := func(e Event) {
+		if e.Phase == PhaseErasing || e.Phase == PhaseUploading {
+			once.Do(func() { go cancel() })
+		}
+	}
+	err := (&HTTPTransport{}).Send(ctx, httpTarget(t, d.OTAAddr(), ""), fw, Credentials{}, emit)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("got %v, want it to wrap context.Canceled", err)
+	}
+	asDeviceError(t, err)
+}
+
+// Faults that end the upload without an answer.
+func TestHTTPNoAnswerFaults(t *testing.T) {
+	fw := httpImage(t, "1.0.1", 1<<20)
+	for _, tc := range []struct {
+		name  string
+		fault string
+		boot  time.Duration // the sim's reboot time
+		idle  time.Duration
+		want  Class
+		words string // in the reason
+	}{
+		// drop: the device resets the connection mid-upload.
+		{"drop", "drop@40%", 50 * time.Millisecond, 5 * time.Second, ClassNetwork, "cut the upload at"},
+		// power loss: the device goes silent; the idle timeout fires first…
+		{"power-loss silent", "power-loss@60%", 10 * time.Second, 500 * time.Millisecond, ClassTimeout, "stopped taking data at"},
+		// …or the device comes back first and resets the dead connection.
+		{"power-loss back", "power-loss@60%", 200 * time.Millisecond, 10 * time.Second, ClassNetwork, "cut the upload at"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tm := httpTiming()
+			tm.BootTime = tc.boot
+			d := httpFaulty(t, sim.Config{Personality: sim.OTS, Timing: tm}, tc.fault)
+			tr := &HTTPTransport{IdleTimeout: tc.idle, ProgressInterval: 20 * time.Millisecond}
+			de := asDeviceError(t, tr.Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), fw, Credentials{}, nil))
+			if de.Class != tc.want || de.Status != 0 || de.Words != "" || de.Taken == 0 || de.Taken >= fw.Size() {
+				t.Fatalf("got %s %d %q taken %d: %s", de.Class, de.Status, de.Words, de.Taken, de.Reason)
+			}
+			if !strings.Contains(de.Reason, tc.words) {
+				t.Errorf("reason %q should say %q", de.Reason, tc.words)
+			}
+		})
+	}
+}
+
+// A device whose listener is closed (refuse fault): a refused connect.
+func TestHTTPRefused(t *testing.T) {
+	d := httpFaulty(t, sim.Config{Personality: sim.OTS}, "refuse:30s")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := d.WaitState(ctx, func(s sim.State) bool { return s.Refusing }); err != nil {
+		t.Fatal(err)
+	}
+	de := asDeviceError(t, (&HTTPTransport{}).Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), httpImage(t, "1.0.1", 0), Credentials{}, nil))
+	if de.Class != ClassNetwork || !strings.Contains(de.Reason, "refused") {
+		t.Fatalf("got %+v", de)
+	}
+	if len(d.State().Uploads) != 0 {
+		t.Errorf("an upload reached a refusing device")
+	}
+}
+
+// Progress: erasing at 0 taken first, then uploading, then finishing with
+// every byte; never backwards.
+func TestHTTPProgressShowsEraseStall(t *testing.T) {
+	tm := httpTiming()
+	tm.EraseRate = 4 << 20 // a 2 MiB slot erases in 0.5 s
+	tm.WriteRate = 4 << 20
+	d := httpDevice(t, sim.Config{Personality: sim.OTS, Timing: tm})
+	fw := httpImage(t, "1.0.1", 1<<20)
+	var ev httpEvents
+	tr := &HTTPTransport{ProgressInterval: 10 * time.Millisecond}
+	if err := tr.Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), fw, Credentials{}, ev.emit); err != nil {
+		t.Fatal(err)
+	}
+	all := ev.all()
+	if len(all) < 3 || all[0].Phase != PhaseConnecting || all[1].Phase != PhaseErasing || all[1].Done != 0 {
+		t.Fatalf("want connecting, then erasing at 0; got %+v", all)
+	}
+	last := all[len(all)-1]
+	if last.Phase != PhaseFinishing || last.Done != fw.Size() || last.Total != fw.Size() {
+		t.Fatalf("last event %+v, want finishing with all %d bytes", last, fw.Size())
+	}
+	order := map[Phase]int{PhaseConnecting: 0, PhaseErasing: 1, PhaseUploading: 2, PhaseFinishing: 3}
+	var prev Event
+	sawUploading := false
+	for i, e := range all {
+		if i > 0 && (e.Done < prev.Done || order[e.Phase] < order[prev.Phase]) {
+			t.Fatalf("event %d went backwards: %+v after %+v", i, e, prev)
+		}
+		if e.Phase == PhaseErasing && e.Done > eraseWindow {
+			t.Errorf("erasing with %d taken, more than the device's window", e.Done)
+		}
+		sawUploading = sawUploading || e.Phase == PhaseUploading
+		prev = e
+	}
+	if !sawUploading {
+		t.Errorf("no uploading event in %+v", all)
+	}
+}
+
+// A device erasing a large slot takes no more than its TCP window until
+// the erase ends: an idle timeout shorter than the erase fires with the
+// bar at 0 and says the device may still be erasing.
+func TestHTTPIdleDuringErase(t *testing.T) {
+	tm := httpTiming()
+	tm.EraseRate = 64 << 10 // a 2 MiB slot erases in 32 s
+	d := httpDevice(t, sim.Config{Personality: sim.OTS, Timing: tm})
+	fw := httpImage(t, "1.0.1", 1<<20)
+	var ev httpEvents
+	tr := &HTTPTransport{IdleTimeout: 500 * time.Millisecond, ProgressInterval: 20 * time.Millisecond}
+	de := asDeviceError(t, tr.Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), fw, Credentials{}, ev.emit))
+	if de.Class != ClassTimeout || de.Taken > eraseWindow || !strings.Contains(de.Reason, "erasing") {
+		t.Fatalf("got %s taken %d: %s", de.Class, de.Taken, de.Reason)
+	}
+	for _, e := range ev.all() {
+		if e.Phase != PhaseConnecting && e.Phase != PhaseErasing {
+			t.Errorf("event %+v while the device erased", e)
+		}
+	}
+}
+
+// --- the wire, against raw listeners
+
+// rawServer accepts one connection and runs serve on it.
+func rawServer(t *testing.T, serve func(c net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		serve(c)
+	}()
+	t.Cleanup(func() { ln.Close(); <-done })
+	return ln.Addr().String()
+}
+
+// readRequest reads the head and body of one request.
+func readRequest(br *bufio.Reader) (head []string, body []byte, err error) {
+	for {
+		l, err := br.ReadString('\n')
+		if err != nil {
+			return head, nil, err
+		}
+		l = strings.TrimRight(l, "\r\n")
+		if l == "" {
+			break
+		}
+		head = append(head, l)
+	}
+	n := -1
+	for _, h := range head[1:] {
+		if k, v, _ := strings.Cut(h, ":"); strings.EqualFold(k, "content-length") {
+			n, _ = strconv.Atoi(strings.TrimSpace(v))
+		}
+	}
+	if n < 0 {
+		return head, nil, errors.New("no content-length")
+	}
+	body = make([]byte, n)
+	_, err = io.ReadFull(br, body)
+	return head, body, err
+}
+
+func TestHTTPRequestOnTheWire(t *testing.T) {
+	fw := &Firmware{Name: "x.bin", Data: []byte("\xe9 some image bytes")}
+	for _, tc := range []struct {
+		name string
+		cred Credentials
+		path string
+		port bool
+		auth string
+	}{
+		{"token", Credentials{Token: auth.NewSecret("tok"), Password: auth.NewSecret("pw")}, "", true, "Bearer tok"},
+		{"basic", Credentials{User: "admin", Password: auth.NewSecret("pw")}, "/ota/upload", true, "Basic YWRtaW46cHc="},
+		{"password alone", Credentials{Password: auth.NewSecret("pw")}, "", true, "Bearer pw"},
+		{"none", Credentials{}, "/update", true, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var head []string
+			var body []byte
+			addr := rawServer(t, func(c net.Conn) {
+				var err error
+				head, body, err = readRequest(bufio.NewReader(c))
+				if err != nil {
+					t.Errorf("server read: %v", err)
+				}
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 2\r\n\r\nok")
+			})
+			tg := httpTarget(t, addr, tc.path)
+			var logs bytes.Buffer
+			tr := &HTTPTransport{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+			if err := tr.Send(httpCtx(t), tg, fw, tc.cred, nil); err != nil {
+				t.Fatal(err)
+			}
+			for _, sec := range tc.cred.secrets() {
+				if strings.Contains(logs.String(), sec) {
+					t.Errorf("secret in the debug log: %s", logs.String())
+				}
+			}
+			if logs.Len() == 0 {
+				t.Errorf("no debug log")
+			}
+			path := tc.path
+			if path == "" {
+				path = "/update"
+			}
+			want := map[string]string{
+				"host": addr, "content-type": "application/octet-stream",
+				"content-length": strconv.Itoa(len(fw.Data)), "authorization": tc.auth,
+			}
+			if head[0] != "POST "+path+" HTTP/1.1" {
+				t.Errorf("request line %q", head[0])
+			}
+			got := map[string]string{}
+			size := 0
+			for _, h := range head[1:] {
+				k, v, _ := strings.Cut(h, ":")
+				got[strings.ToLower(k)] = strings.TrimSpace(v)
+				size += len(h) + 2
+			}
+			for k, v := range want {
+				if got[k] != v {
+					t.Errorf("header %s = %q, want %q", k, got[k], v)
+				}
+			}
+			for _, k := range []string{"transfer-encoding", "expect"} {
+				if _, ok := got[k]; ok {
+					t.Errorf("header %s must not be sent", k)
+				}
+			}
+			if size > 256 {
+				t.Errorf("headers take %d bytes; ESP-IDF's httpd allows 512 in all", size)
+			}
+			if string(body) != string(fw.Data) {
+				t.Errorf("body %q", body)
+			}
+		})
+	}
+}
+
+// A device that echoes the secret in its answer: the words are redacted.
+func TestHTTPRedactsEchoedSecret(t *testing.T) {
+	addr := rawServer(t, func(c net.Conn) {
+		head, _, _ := readRequest(bufio.NewReader(c))
+		var authz string
+		for _, h := range head {
+			if k, v, _ := strings.Cut(h, ":"); strings.EqualFold(k, "authorization") {
+				authz = strings.TrimSpace(v)
+			}
+		}
+		msg := "bad header " + authz
+		fmt.Fprintf(c, "HTTP/1.1 403 Forbidden\r\nContent-Length: %d\r\n\r\n%s", len(msg), msg)
+	})
+	fw := &Firmware{Data: []byte{0xE9, 1, 2, 3}}
+	err := (&HTTPTransport{}).Send(httpCtx(t), httpTarget(t, addr, ""), fw, Credentials{Token: auth.NewSecret("hunter22")}, nil)
+	de := asDeviceError(t, err)
+	if de.Class != ClassAuth || strings.Contains(de.Error(), "hunter22") || !strings.Contains(de.Words, "[redacted]") {
+		t.Fatalf("got %+v", de)
+	}
+}
+
+// A 200 before the image was sent is not an acceptance.
+func TestHTTPEarlyOKIsNotSuccess(t *testing.T) {
+	sent := make(chan struct{})
+	addr := rawServer(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			l, err := br.ReadString('\n')
+			if err != nil || l == "\r\n" {
+				break
+			}
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		// Then read nothing and keep the connection open.
+		<-sent
+	})
+	fw := &Firmware{Data: make([]byte, 8<<20)}
+	de := asDeviceError(t, (&HTTPTransport{IdleTimeout: 300 * time.Millisecond}).Send(httpCtx(t), httpTarget(t, addr, ""), fw, Credentials{}, nil))
+	close(sent)
+	if de.Class != ClassRejected || de.Status != 200 {
+		t.Fatalf("got %+v", de)
+	}
+}
+
+// Something that is not HTTP on the port.
+func TestHTTPNotHTTP(t *testing.T) {
+	addr := rawServer(t, func(c net.Conn) {
+		io.WriteString(c, "SSH-2.0-OpenSSH_9.2\r\n")
+	})
+	de := asDeviceError(t, (&HTTPTransport{}).Send(httpCtx(t), httpTarget(t, addr, ""), &Firmware{Data: []byte{0xE9}}, Credentials{}, nil))
+	if de.Class != ClassRejected || !strings.Contains(de.Reason, "not HTTP") {
+		t.Fatalf("got %+v", de)
+	}
+}
+
+func TestHTTPRejectsBadInputs(t *testing.T) {
+	tr := &HTTPTransport{}
+	tg := Target{Host: "127.0.0.1", Port: 1}
+	for _, tc := range []struct {
+		name string
+		tg   Target
+		fw   *Firmware
+		cred Credentials
+		want Class
+	}{
+		{"filesystem", tg, &Firmware{Data: []byte{1}, Filesystem: true}, Credentials{}, ClassRejected},
+		{"path with space", Target{Host: "127.0.0.1", Port: 1, Path: "/a b"}, &Firmware{Data: []byte{1}}, Credentials{}, ClassRejected},
+		{"relative path", Target{Host: "127.0.0.1", Port: 1, Path: "update"}, &Firmware{Data: []byte{1}}, Credentials{}, ClassRejected},
+		{"token with newline", tg, &Firmware{Data: []byte{1}}, Credentials{Token: auth.NewSecret("a\r\nX-Evil: 1")}, ClassAuth},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			de := asDeviceError(t, tr.Send(httpCtx(t), tc.tg, tc.fw, tc.cred, nil))
+			if de.Class != tc.want || strings.Contains(de.Error(), "Evil") {
+				t.Fatalf("got %+v", de)
+			}
+		})
+	}
+}
+
+// The device takes the whole image and closes without a word: a network
+// failure that may hide an applied image.
+func TestHTTPAnswerLostAfterWholeImage(t *testing.T) {
+	addr := rawServer(t, func(c net.Conn) {
+		readRequest(bufio.NewReader(c))
+	})
+	fw := &Firmware{Data: make([]byte, 256<<10)}
+	de := asDeviceError(t, (&HTTPTransport{}).Send(httpCtx(t), httpTarget(t, addr, ""), fw, Credentials{}, nil))
+	if de.Class != ClassNetwork || de.Taken != fw.Size() || !errors.Is(de, ErrAnswerLost) {
+		t.Fatalf("got %+v (%v)", de, de.Err)
+	}
+}
+
+// Many uploads at once share one Firmware read-only (run with -race).
+func TestHTTPParallelUploads(t *testing.T) {
+	const n = 20
+	fw := httpImage(t, "1.0.1", 256<<10)
+	sum := fw.MD5
+	devs := make([]*sim.Device, n)
+	for i := range devs {
+		devs[i] = httpDevice(t, sim.Config{Personality: sim.OTS, Seed: int64(i + 1), WebPort: -1})
+	}
+	tr := &HTTPTransport{}
+	errs := make(chan error, n)
+	ctx := httpCtx(t)
+	for _, d := range devs {
+		tg := httpTarget(t, d.OTAAddr(), "")
+		go func() { errs <- tr.Send(ctx, tg, fw, Credentials{}, nil) }()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	for _, d := range devs {
+		if st := waitHTTPUploads(t, d, 1); st.Uploads[0].Outcome != "ok" || st.Uploads[0].Version != "1.0.1" {
+			t.Errorf("%s: %+v", d.Name(), st.Uploads[0])
+		}
+	}
+	if NewFirmware("", fw.Data, false).MD5 != sum {
+		t.Fatal("the image changed while it was sent")
+	}
+}
+
+// An IPv6 device: the address and the Host header are bracketed.
+func TestHTTPIPv6Host(t *testing.T) {
+	ln, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Skip("no IPv6 loopback")
+	}
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	got := make(chan string, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			got <- ""
+			return
+		}
+		defer c.Close()
+		head, _, _ := readRequest(bufio.NewReader(c))
+		host := ""
+		for _, h := range head {
+			if k, v, _ := strings.Cut(h, ":"); strings.EqualFold(k, "host") {
+				host = strings.TrimSpace(v)
+			}
+		}
+		got <- host
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+	}()
+	tg := Target{Host: "::1", Port: port}
+	if err := (&HTTPTransport{}).Send(httpCtx(t), tg, &Firmware{Data: []byte{0xE9}}, Credentials{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if h := <-got; h != "[::1]:"+strconv.Itoa(port) {
+		t.Fatalf("Host %q", h)
+	}
+}

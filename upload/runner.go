@@ -1,0 +1,735 @@
+package upload
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// FailureBudget is --max-failures: stop starting devices once more than N
+// (or more than Percent % of the devices) have failed. The zero value
+// means no limit.
+type FailureBudget struct {
+	Set     bool
+	N       int
+	Percent float64
+}
+
+// ParseFailureBudget reads "N" or "P%".
+func ParseFailureBudget(s string) (FailureBudget, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return FailureBudget{}, nil
+	}
+	if p, ok := strings.CutSuffix(s, "%"); ok {
+		f, err := strconv.ParseFloat(strings.TrimSpace(p), 64)
+		if err != nil || f < 0 || f > 100 {
+			return FailureBudget{}, fmt.Errorf("%q is not a percentage between 0%% and 100%%", s)
+		}
+		return FailureBudget{Set: true, Percent: f}, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 {
+		return FailureBudget{}, fmt.Errorf("%q is not a count (N) or a percentage (P%%)", s)
+	}
+	return FailureBudget{Set: true, N: n}, nil
+}
+
+// exceeded reports whether failed failures out of total devices exceed the budget.
+func (b FailureBudget) exceeded(failed, total int) bool {
+	if !b.Set {
+		return false
+	}
+	if b.Percent > 0 {
+		return float64(failed)*100 > b.Percent*float64(total)
+	}
+	return failed > b.N
+}
+
+func (b FailureBudget) String() string {
+	if b.Percent > 0 {
+		return strconv.FormatFloat(b.Percent, 'f', -1, 64) + "%"
+	}
+	return strconv.Itoa(b.N)
+}
+
+// Options configure a fleet run. The zero value is usable with a Transport
+// for each protocol the targets speak; the CLI fills every field.
+type Options struct {
+	// Transports by protocol.
+	Transports map[Protocol]Transport
+	// Probe decides the protocol of a target whose Protocol is Auto and
+	// whose facts do not tell it (contract §1). nil: such a target is
+	// treated as HTTP.
+	Probe func(ctx context.Context, t Target) (Protocol, error)
+	// Observer reads what devices tell (pre-flight and verification); nil
+	// means nothing can be read, so no update can be verified.
+	Observer    Observer
+	Credentials Credentials
+	// CredentialsFor, when set, gives a device credentials of its own (the
+	// inventory's auth:); ok false means Credentials.
+	CredentialsFor func(t Target) (c Credentials, ok bool)
+
+	// Parallel bounds concurrent devices; 0 = all at once.
+	Parallel int
+	// Retries is the budget of further tries after a failure (--retries);
+	// Class.Retries decides how much of it each failure class may use.
+	Retries int
+	// Backoff is the first retry's wait (doubling, with jitter, up to
+	// MaxBackoff); 0 = 1 s. MaxBackoff 0 = 30 s.
+	Backoff, MaxBackoff time.Duration
+	// StabilityWindow is how long a device takes to mark a new image valid;
+	// a busy device ("OTA begin failed") is retried after it. 0 = 30 s.
+	StabilityWindow time.Duration
+	// Timeout bounds each device's uploads (all tries); 0 = none.
+	Timeout time.Duration
+
+	// NoVerify stops at the device's acceptance (Accepted).
+	NoVerify bool
+	// NoWaitValid stops verification once the new version is seen.
+	NoWaitValid bool
+	// VerifyTimeout bounds verification; 0 = 90 s.
+	VerifyTimeout time.Duration
+	// RebootGrace is how long a device that accepted an image may keep
+	// answering on the old version before it counts as unchanged; 0 = 15 s.
+	RebootGrace time.Duration
+	// PollInterval is the pause between reads while verifying; 0 = 250 ms.
+	PollInterval time.Duration
+	// ProbeTimeout bounds each read of a device's facts; 0 = 1 s (below
+	// the 2-6 s a rebooting ESP32 stays silent, so the silence is seen).
+	ProbeTimeout time.Duration
+
+	// Canary devices go first; the rest start only if every canary ends
+	// updated (or unverified: it cannot tell), or accepted with NoVerify.
+	Canary int
+	// MaxFailures stops new starts once exceeded.
+	MaxFailures FailureBudget
+	// DryRun reads and plans, and sends nothing.
+	DryRun bool
+	// Force overrides the device's chip, project and slot size checks.
+	Force bool
+	// Reinstall sends an image the device already runs.
+	Reinstall bool
+
+	// Seed seeds the backoff jitter (reproducible tests); 0 = random.
+	Seed uint64
+	// OnEvent receives every event, one call at a time. Keep it fast: it
+	// runs on the upload's goroutine.
+	OnEvent func(FleetEvent)
+	// Logger for debug logs; nil = discard.
+	Logger *slog.Logger
+}
+
+func (o Options) withDefaults() Options {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&o.Backoff, time.Second)
+	def(&o.MaxBackoff, 30*time.Second)
+	def(&o.StabilityWindow, 30*time.Second)
+	def(&o.VerifyTimeout, 90*time.Second)
+	def(&o.RebootGrace, 15*time.Second)
+	def(&o.PollInterval, 250*time.Millisecond)
+	def(&o.ProbeTimeout, time.Second)
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Retries < 0 {
+		o.Retries = 0
+	}
+	return o
+}
+
+// Run updates every target and returns one Result per device (duplicates
+// merged), in the order the targets were given. It returns when every
+// device has its result; after ctx ends it starts no device, lets the
+// running ones stop cleanly and still returns every result.
+func Run(ctx context.Context, fw *Firmware, targets []Target, opts Options) []Result {
+	r := &runner{fw: fw, opts: opts.withDefaults()}
+	r.rnd = newRand(r.opts.Seed)
+	return r.run(ctx, targets)
+}
+
+// newRand seeds the jitter source; seed 0 picks a random seed.
+func newRand(seed uint64) *rand.Rand {
+	if seed == 0 {
+		seed = rand.Uint64()
+	}
+	return rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+}
+
+// Fleet is a run in progress, for callers that prefer a channel to OnEvent.
+type Fleet struct {
+	events  chan FleetEvent
+	done    chan struct{}
+	results []Result
+}
+
+// Start runs Run in the background. Events must be drained; Results is
+// valid once Events is closed.
+func Start(ctx context.Context, fw *Firmware, targets []Target, opts Options) *Fleet {
+	f := &Fleet{events: make(chan FleetEvent, 256), done: make(chan struct{})}
+	user := opts.OnEvent
+	opts.OnEvent = func(e FleetEvent) {
+		if user != nil {
+			user(e)
+		}
+		f.events <- e
+	}
+	go func() {
+		f.results = Run(ctx, fw, targets, opts)
+		close(f.done)
+		close(f.events)
+	}()
+	return f
+}
+
+// Events is the stream of every device's events; it closes at the end.
+func (f *Fleet) Events() <-chan FleetEvent { return f.events }
+
+// Results waits for the run to end and returns its results.
+func (f *Fleet) Results() []Result {
+	<-f.done
+	return f.results
+}
+
+// device is one merged target during a run.
+type device struct {
+	t       Target
+	label   string
+	proto   Protocol
+	facts   Facts
+	factsAt time.Time // when facts were read
+	res     Result
+	start   time.Time
+	// transfer bookkeeping, updated from the transport's events
+	mu        sync.Mutex
+	phase     Phase
+	taken     int64
+	firstByte time.Time // the try's start
+	lastByte  time.Time
+}
+
+// known is the target with its protocol once decided.
+func (d *device) known() Target {
+	t := d.t
+	if d.proto != Auto {
+		t.Protocol = d.proto
+	}
+	return t
+}
+
+type runner struct {
+	fw   *Firmware
+	opts Options
+	img  imageFacts
+
+	emitMu sync.Mutex
+	rndMu  sync.Mutex
+	rnd    *rand.Rand
+
+	failMu sync.Mutex
+	failed int
+	total  int
+}
+
+func (r *runner) emit(d *device, e Event) {
+	if e.Time.IsZero() {
+		e.Time = time.Now()
+	}
+	e.Target = d.label
+	d.mu.Lock()
+	if e.Phase != "" && e.Phase != PhaseDone {
+		d.phase = e.Phase
+	}
+	if e.Done > d.taken {
+		d.taken = e.Done
+		d.lastByte = e.Time
+	}
+	if e.Try == 0 {
+		e.Try = d.res.Tries
+	}
+	d.mu.Unlock()
+	fe := FleetEvent{Event: e, Addr: d.t.Addr(), Protocol: d.proto}
+	if e.Phase == PhaseDone {
+		res := d.res
+		fe.Result = &res
+	}
+	if r.opts.OnEvent == nil {
+		return
+	}
+	r.emitMu.Lock()
+	defer r.emitMu.Unlock()
+	r.opts.OnEvent(fe)
+}
+
+// Merge drops duplicate targets (same address and port), keeping the
+// first; a name given to a later duplicate is kept when the first had none.
+func Merge(targets []Target) []Target {
+	var out []Target
+	seen := map[string]int{}
+	for _, t := range targets {
+		k := targetKey(t)
+		if i, ok := seen[k]; ok {
+			if out[i].Name == "" {
+				out[i].Name = t.Name
+			}
+			if out[i].Protocol == Auto || out[i].Protocol == "" {
+				out[i].Protocol = t.Protocol
+			}
+			continue
+		}
+		seen[k] = len(out)
+		out = append(out, t)
+	}
+	return out
+}
+
+func targetKey(t Target) string {
+	h := strings.ToLower(strings.TrimSuffix(strings.Trim(t.Host, "[]"), "."))
+	if ip := net.ParseIP(h); ip != nil {
+		h = ip.String()
+	}
+	return joinHostPort(h, portOr(t.Port))
+}
+
+func portOr(p int) int {
+	if p == 0 {
+		return 3232
+	}
+	return p
+}
+
+func (r *runner) run(ctx context.Context, targets []Target) []Result {
+	r.img = factsOf(r.fw)
+	targets = Merge(targets)
+	devs := make([]*device, len(targets))
+	labels := map[string]int{}
+	for i, t := range targets {
+		if t.Protocol == "" {
+			t.Protocol = Auto
+		}
+		label := t.Name
+		if label == "" {
+			label = t.Addr()
+		}
+		if labels[label] > 0 {
+			label += " (" + t.Addr() + ")"
+		}
+		labels[label]++
+		devs[i] = &device{t: t, label: label, proto: t.Protocol}
+		devs[i].res = Result{Target: t, Device: label, Addr: t.Addr(), To: r.img.version}
+	}
+	r.total = len(devs)
+
+	// Pre-flight: read every device, decide its protocol and whether it
+	// gets the image at all. Nothing is sent yet.
+	var go_ []*device
+	r.each(ctx, devs, func(d *device) {
+		if ok := r.preflight(ctx, d); ok {
+			return
+		}
+		r.finish(d)
+	})
+	for _, d := range devs {
+		if d.res.Outcome == "" {
+			go_ = append(go_, d)
+		}
+	}
+	if r.opts.DryRun {
+		for _, d := range go_ {
+			d.res.Outcome = OutcomePlanned
+			d.res.Message = r.planMessage(d)
+			r.finish(d)
+		}
+		return results(devs)
+	}
+
+	canary := go_[:min(max(r.opts.Canary, 0), len(go_))]
+	rest := go_[len(canary):]
+	for _, d := range canary {
+		d.res.Canary = true
+	}
+	stop := ""
+	if len(canary) > 0 {
+		r.each(ctx, canary, func(d *device) { r.update(ctx, d, &stop) })
+		for _, d := range canary {
+			switch d.res.Outcome {
+			case OutcomeUpdated, OutcomeUnverified, OutcomeAccepted, OutcomeSkipped:
+			default:
+				if stop == "" {
+					stop = fmt.Sprintf("canary %s ended %s", d.label, d.res.OutcomeText())
+				}
+			}
+		}
+	}
+	r.each(ctx, rest, func(d *device) { r.update(ctx, d, &stop) })
+	return results(devs)
+}
+
+func results(devs []*device) []Result {
+	out := make([]Result, len(devs))
+	for i, d := range devs {
+		out[i] = d.res
+	}
+	return out
+}
+
+// each runs fn for every device, at most Parallel at a time, in order.
+func (r *runner) each(ctx context.Context, devs []*device, fn func(*device)) {
+	par := r.opts.Parallel
+	if par <= 0 || par > len(devs) {
+		par = len(devs)
+	}
+	sem := make(chan struct{}, max(par, 1))
+	var wg sync.WaitGroup
+	for _, d := range devs {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			fn(d)
+		}()
+	}
+	wg.Wait()
+}
+
+// finish records the end of a device and emits its result.
+func (r *runner) finish(d *device) {
+	if !d.start.IsZero() {
+		d.res.Duration = time.Since(d.start)
+	}
+	d.res.Protocol = d.proto
+	if d.res.Protocol == Auto {
+		d.res.Protocol = ""
+	}
+	if d.res.Outcome.Bad() && d.res.Tries > 0 {
+		r.failMu.Lock()
+		r.failed++
+		r.failMu.Unlock()
+	}
+	r.emit(d, Event{Phase: PhaseDone, Message: d.res.OutcomeText()})
+}
+
+// preflight reads the device and decides whether it gets the image. It
+// reports true when the device should be updated; otherwise d.res holds
+// the outcome (skipped, refused, unreachable, cancelled).
+func (r *runner) preflight(ctx context.Context, d *device) bool {
+	if ctx.Err() != nil {
+		d.res.Outcome, d.res.Message = OutcomeNotStarted, "interrupted before the device was checked"
+		return false
+	}
+	r.emit(d, Event{Phase: PhaseChecking, Message: "reading what the device tells"})
+	if d.proto == Auto && r.opts.Probe != nil {
+		// One place decides the protocol (facts, else a TCP connect); a
+		// silent device is decided again by each try.
+		p, err := r.opts.Probe(ctx, d.t)
+		switch {
+		case err == nil:
+			d.proto = p
+		case r.opts.DryRun:
+			d.res.Outcome, d.res.Message = OutcomeUnreachable, oneLine(err)
+			return false
+		default:
+			r.opts.Logger.Debug("protocol probe failed", "device", d.label, "err", err)
+		}
+	}
+	if r.opts.Observer != nil {
+		f, err := r.observe(ctx, d.known())
+		if err != nil {
+			r.opts.Logger.Debug("pre-flight read failed", "device", d.label, "err", err)
+		}
+		d.facts, d.factsAt = f, time.Now()
+	}
+	f := d.facts
+	d.res.From = f.Version
+	if d.proto == Auto && f.Protocol != "" && f.Protocol != Auto {
+		d.proto = f.Protocol
+	}
+	if d.proto == Auto && r.opts.Probe == nil {
+		d.proto = HTTP
+	}
+	img := r.img
+	fw := r.fw
+	refuse := func(format string, a ...any) bool {
+		msg := fmt.Sprintf(format, a...)
+		if r.opts.Force {
+			d.res.Warnings = append(d.res.Warnings, msg+" (sent anyway: --force)")
+			return false
+		}
+		d.res.Outcome, d.res.Message = OutcomeRefused, msg
+		return true
+	}
+	if fw.Filesystem {
+		if d.proto == HTTP {
+			d.res.Outcome = OutcomeRefused
+			d.res.Message = "HTTP devices (seed and OTS firmware) have no filesystem upload; send filesystem images to espota devices"
+			return false
+		}
+		return true
+	}
+	if f.Chip != "" && img.chip != "" && !strings.EqualFold(f.Chip, img.chip) {
+		if refuse("image is built for %s, the device is %s", img.chip, f.Chip) {
+			return false
+		}
+	}
+	if f.Project != "" && img.project != "" && f.Project != img.project {
+		if refuse("image is project %q, the device runs %q", img.project, f.Project) {
+			return false
+		}
+	}
+	if f.SlotSize > 0 && fw.Size() > f.SlotSize {
+		if refuse("image is %d bytes but the device's app slot holds %d", fw.Size(), f.SlotSize) {
+			return false
+		}
+	}
+	if !r.opts.Reinstall {
+		switch {
+		case f.ELFSHA256 != "" && img.elf != "":
+			if sameELF(f.ELFSHA256, img.elf) {
+				d.res.Outcome, d.res.Message = OutcomeSkipped, "already runs this image (same elf_sha256)"
+				return false
+			}
+		case f.Version != "" && img.version != "" && f.Version == img.version:
+			d.res.Outcome, d.res.Message = OutcomeSkipped, "already on "+f.Version
+			return false
+		}
+	}
+	if (f.Board != "" || d.proto == Espota && f.SlotSize == 0) && fw.Size() > arduinoDefaultSlot {
+		d.res.Warnings = append(d.res.Warnings, fmt.Sprintf(
+			"image is %s, larger than the 1.25 MiB app slot of arduino-esp32's default partition scheme; the device refuses it unless its partitions are larger", sizeLabel(fw.Size())))
+	}
+	for _, w := range d.res.Warnings {
+		r.emit(d, Event{Phase: PhaseChecking, Message: "warning: " + w})
+	}
+	return true
+}
+
+func (r *runner) planMessage(d *device) string {
+	var b strings.Builder
+	b.WriteString("would send ")
+	b.WriteString(sizeLabel(r.fw.Size()))
+	if d.proto != Auto {
+		b.WriteString(" over " + string(d.proto))
+	}
+	if d.facts.Version != "" {
+		fmt.Fprintf(&b, "; runs %s (%s)", d.facts.Version, d.facts.VersionSource)
+	} else {
+		b.WriteString("; its version is not known")
+	}
+	return b.String()
+}
+
+func sizeLabel(n int64) string {
+	switch {
+	case n >= 1<<20:
+		return fmt.Sprintf("%.2f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+// update sends the image to one device with retries, then verifies.
+func (r *runner) update(ctx context.Context, d *device, stop *string) {
+	defer r.finish(d)
+	if ctx.Err() != nil {
+		d.res.Outcome, d.res.Message = OutcomeNotStarted, "interrupted before this device started"
+		return
+	}
+	if why := r.stopReason(stop); why != "" {
+		d.res.Outcome, d.res.Message = OutcomeNotStarted, "not started: "+why
+		return
+	}
+	d.start = time.Now()
+	uctx := ctx
+	if r.opts.Timeout > 0 {
+		var cancel context.CancelFunc
+		uctx, cancel = context.WithTimeout(ctx, r.opts.Timeout)
+		defer cancel()
+	}
+	perClass := map[Class]int{}
+	retried := 0
+	for {
+		d.res.Tries++
+		err := r.try(uctx, d)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			d.res.Outcome, d.res.Message = OutcomeCancelled, "interrupted during the upload; the device keeps its running image"
+			return
+		}
+		de := deviceErrorOf(err)
+		d.res.Class, d.res.Status, d.res.Words, d.res.Message = de.Class, de.Status, de.Words, de.Error()
+		d.res.Outcome = OutcomeFailed
+		if de.Class == ClassUnreachable {
+			d.res.Outcome = OutcomeUnreachable
+		}
+		if uctx.Err() != nil {
+			d.res.Message += fmt.Sprintf(" (gave up: --timeout %s)", round(r.opts.Timeout))
+			return
+		}
+		// The device took the whole image but its answer was lost (espota
+		// lose-ok, an HTTP 200 cut by the reset): only the running
+		// version can tell whether it took.
+		if (r.wholeTaken(d) || errors.Is(err, ErrEspotaNoOK)) && transient(de.Class) && !r.opts.NoVerify && r.canTell(d) {
+			v := r.verify(ctx, d, verifySpec{target: d.known(), protocol: d.proto, img: r.img, before: d.facts, beforeAt: d.factsAt, accepted: time.Now(), lostAnswer: true})
+			if v.outcome == OutcomeUpdated || v.outcome == OutcomeRolledBack {
+				r.apply(d, v)
+				return
+			}
+		}
+		allowed := de.Class.Retries(r.opts.Retries)
+		if de.Class == ClassWriteFailed && d.facts.SlotSize > 0 && r.fw.Size() > d.facts.SlotSize {
+			allowed = 0
+		}
+		if perClass[de.Class] >= allowed || retried >= r.opts.Retries {
+			if allowed == 0 && (de.Class == ClassAuth || de.Class == ClassRejected) {
+				d.res.Message += " (not retried)"
+			}
+			return
+		}
+		perClass[de.Class]++
+		retried++
+		wait, why := r.backoff(retried), "retrying: "+de.Error()
+		if de.Class == ClassBusy {
+			wait = r.opts.StabilityWindow + r.opts.StabilityWindow/10
+			why = fmt.Sprintf("device busy (%q: its running image is probably still pending_verify from an earlier update); waiting %s for its stability window, then trying once more", de.Words, round(wait))
+		}
+		r.emit(d, Event{Phase: PhaseRetrying, Message: why})
+		if !sleepCtx(uctx, wait) {
+			if ctx.Err() != nil {
+				d.res.Outcome, d.res.Message = OutcomeCancelled, "interrupted while waiting to retry; the device keeps its running image"
+			}
+			return
+		}
+	}
+	// Accepted.
+	d.res.Class, d.res.Status, d.res.Words = "", 0, ""
+	d.mu.Lock()
+	d.res.Bytes = d.taken
+	if !d.firstByte.IsZero() && d.lastByte.After(d.firstByte) {
+		d.res.Rate = float64(d.taken) / d.lastByte.Sub(d.firstByte).Seconds()
+	}
+	d.mu.Unlock()
+	if r.opts.NoVerify {
+		d.res.Outcome, d.res.Message = OutcomeAccepted, "the device accepted the image (not verified: --no-verify)"
+		return
+	}
+	v := r.verify(ctx, d, verifySpec{target: d.known(), protocol: d.proto, img: r.img, before: d.facts, beforeAt: d.factsAt, accepted: time.Now()})
+	r.apply(d, v)
+}
+
+func (r *runner) apply(d *device, v verdict) {
+	d.res.Outcome, d.res.Pending, d.res.Running, d.res.State, d.res.VersionSource, d.res.Message =
+		v.outcome, v.pending, v.running, v.state, v.source, v.message
+	if v.outcome == OutcomeUpdated || v.outcome == OutcomeRolledBack {
+		d.res.Class, d.res.Status, d.res.Words = "", 0, ""
+	}
+}
+
+// try is one upload: choose the protocol if still open, then send.
+func (r *runner) try(ctx context.Context, d *device) error {
+	d.mu.Lock()
+	// The rate counts from the start of the try: the erase stall is part
+	// of what an upload costs.
+	d.phase, d.taken, d.firstByte, d.lastByte = "", 0, time.Now(), time.Time{}
+	d.mu.Unlock()
+	if d.proto == Auto && r.opts.Probe != nil {
+		p, err := r.opts.Probe(ctx, d.t)
+		if err != nil {
+			var de *DeviceError
+			if errors.As(err, &de) {
+				return de
+			}
+			return &DeviceError{Class: ClassUnreachable, Reason: "did not answer: " + oneLine(err), Err: err}
+		}
+		d.proto = p
+	}
+	tr := r.opts.Transports[d.proto]
+	if tr == nil {
+		return &DeviceError{Class: ClassRejected, Reason: fmt.Sprintf("no %s transport configured", d.proto)}
+	}
+	cred := r.opts.Credentials
+	if r.opts.CredentialsFor != nil {
+		if c, ok := r.opts.CredentialsFor(d.t); ok {
+			cred = c
+		}
+	}
+	return tr.Send(ctx, d.t, r.fw, cred, func(e Event) { r.emit(d, e) })
+}
+
+// wholeTaken reports whether the device took (or was sent) the whole
+// image in the last try: its answer is what was missing.
+func (r *runner) wholeTaken(d *device) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.phase == PhaseFinishing || d.taken >= r.fw.Size() && r.fw.Size() > 0
+}
+
+// canTell reports whether the device showed a version before the update.
+func (r *runner) canTell(d *device) bool { return d.facts.Version != "" || d.facts.ELFSHA256 != "" }
+
+func transient(c Class) bool {
+	switch c {
+	case ClassNetwork, ClassTimeout, ClassUnreachable:
+		return true
+	}
+	return false
+}
+
+// stopReason says why no more devices may start, or "".
+func (r *runner) stopReason(stop *string) string {
+	r.failMu.Lock()
+	defer r.failMu.Unlock()
+	if *stop != "" {
+		return *stop
+	}
+	if r.opts.MaxFailures.exceeded(r.failed, r.total) {
+		*stop = fmt.Sprintf("%d device(s) failed, more than --max-failures %s", r.failed, r.opts.MaxFailures)
+		return *stop
+	}
+	return ""
+}
+
+// backoff is the wait before retry n (1-based): exponential with full
+// jitter in its upper half, so a fleet does not retry in lock-step.
+func (r *runner) backoff(n int) time.Duration {
+	d := r.opts.Backoff << min(n-1, 16)
+	if d > r.opts.MaxBackoff || d <= 0 {
+		d = r.opts.MaxBackoff
+	}
+	r.rndMu.Lock()
+	j := r.rnd.Int64N(int64(d)/2 + 1)
+	r.rndMu.Unlock()
+	return d/2 + time.Duration(j)
+}
+
+func deviceErrorOf(err error) *DeviceError {
+	var de *DeviceError
+	if errors.As(err, &de) {
+		return de
+	}
+	c := ClassNetwork
+	if errors.Is(err, context.DeadlineExceeded) {
+		c = ClassTimeout
+	}
+	return &DeviceError{Class: c, Reason: oneLine(err), Err: err}
+}
+
+// oneLine keeps the last part of a wrapped error chain: what a user can act on.
+func oneLine(err error) string {
+	s := err.Error()
+	return strings.ReplaceAll(s, "\n", " ")
+}

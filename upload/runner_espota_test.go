@@ -1,0 +1,129 @@
+package upload
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/ots-ota/ots-ota/auth"
+	"github.com/ots-ota/ots-ota/sim"
+)
+
+// espotaRunOptions are simOptions with an espota transport on a shared
+// connect-back listener.
+func espotaRunOptions(t *testing.T) Options {
+	t.Helper()
+	ln, err := NewEspotaListener("", 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	o := simOptions()
+	o.Transports[Espota] = &EspotaTransport{Listener: ln, ConnectTimeout: time.Second, AcceptTimeout: 500 * time.Millisecond,
+		AuthTimeout: 2 * time.Second, IdleTimeout: 2 * time.Second}
+	o.Probe = func(ctx context.Context, t Target) (Protocol, error) {
+		d, err := ChooseProtocol(ctx, t, Hint{}, time.Second)
+		return d.Protocol, err
+	}
+	return o
+}
+
+// TestRunPersonalities: each personality, one device, through the runner
+// with protocol auto.
+func TestRunPersonalities(t *testing.T) {
+	const pw = "canary-pw-77"
+	cases := []struct {
+		name string
+		cfg  sim.Config
+		cred Credentials
+		want Outcome
+	}{
+		{"seed with token", sim.Config{Personality: sim.Seed, Password: auth.NewSecret(pw), Extensions: true}, Credentials{Token: auth.NewSecret(pw)}, OutcomeUpdated},
+		{"seed password as bearer", sim.Config{Personality: sim.Seed, Password: auth.NewSecret(pw), Extensions: true}, Credentials{Password: auth.NewSecret(pw)}, OutcomeUpdated},
+		{"ots", sim.Config{Personality: sim.OTS}, Credentials{}, OutcomeUpdated},
+		{"arduino PBKDF2", sim.Config{Personality: sim.Arduino, Password: auth.NewSecret(pw)}, Credentials{Password: auth.NewSecret(pw)}, OutcomeUnverified},
+		{"arduino MD5 core 3.3.0", sim.Config{Personality: sim.Arduino, Core: "3.3.0", Password: auth.NewSecret(pw)}, Credentials{Password: auth.NewSecret(pw)}, OutcomeUnverified},
+		{"esp8266", sim.Config{Personality: sim.ESP8266, Password: auth.NewSecret(pw)}, Credentials{Password: auth.NewSecret(pw)}, OutcomeUnverified},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			fl := startFleet(t, 1, func(_ int, cfg *sim.Config) {
+				cfg.Personality, cfg.Password, cfg.Core, cfg.Extensions = c.cfg.Personality, c.cfg.Password, c.cfg.Core, c.cfg.Extensions
+			})
+			o := espotaRunOptions(t)
+			o.Credentials = c.cred
+			res := Run(context.Background(), simFirmware(t, "1.0.1"), targetsOf(fl), o)
+			r := res[0]
+			if r.Outcome != c.want || r.Tries != 1 {
+				t.Fatalf("%s tries %d (%s), want %s", r.Outcome, r.Tries, r.Message, c.want)
+			}
+			// Whatever push says, the device must really run the image.
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if _, err := fl.Devices()[0].WaitVersion(ctx, "1.0.1"); err != nil {
+				t.Fatal(err)
+			}
+			checkTruth(t, fl, res, "1.0.1")
+		})
+	}
+}
+
+// TestRunEspotaFaults: lose-ok and no-connect-back, once and always.
+func TestRunEspotaFaults(t *testing.T) {
+	cases := []struct {
+		fault string
+		once  bool
+		want  Outcome
+		tries int
+		class Class
+	}{
+		{"lose-ok", true, OutcomeUnverified, 2, ""},
+		{"lose-ok", false, OutcomeFailed, 4, ClassNetwork},
+		{"no-connect-back", true, OutcomeUnverified, 2, ""},
+		{"no-connect-back", false, OutcomeFailed, 2, ClassNoConnectBack},
+	}
+	for _, c := range cases {
+		name := c.fault
+		if c.once {
+			name += " once"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			fl := startFaultFleet(t, func(cfg *sim.Config) {
+				cfg.Personality = sim.Arduino
+				cfg.Faults = []sim.Fault{mustFault(c.fault)}
+			}, nil)
+			o := espotaRunOptions(t)
+			if c.once {
+				// The sim reports no event for these session faults: clear
+				// them when the runner decides to retry.
+				o.OnEvent = func(e FleetEvent) {
+					if e.Phase == PhaseRetrying {
+						fl.Devices()[0].ClearFaults()
+					}
+				}
+			}
+			o.Backoff, o.MaxBackoff = 100*time.Millisecond, 300*time.Millisecond
+			res := Run(context.Background(), simFirmware(t, "1.0.1"), targetsOf(fl), o)
+			r := res[0]
+			if r.Outcome != c.want || r.Tries != c.tries || r.Class != c.class {
+				t.Fatalf("%s tries %d class %q (%s), want %s %d %q", r.Outcome, r.Tries, r.Class, r.Message, c.want, c.tries, c.class)
+			}
+			checkTruth(t, fl, res, "1.0.1")
+		})
+	}
+}
+
+// TestRunArduinoBootLoop: an Arduino image that crashes boot-loops on the
+// new version (no rollback): never reported updated.
+func TestRunArduinoBootLoop(t *testing.T) {
+	fl := startFaultFleet(t, func(cfg *sim.Config) {
+		cfg.Personality = sim.Arduino
+		cfg.Behaviours = map[string]sim.Behaviour{"1.0.1": sim.CrashOnBoot}
+	}, nil)
+	res := Run(context.Background(), simFirmware(t, "1.0.1"), targetsOf(fl), espotaRunOptions(t))
+	if r := res[0]; r.Outcome != OutcomeUnverified && r.Outcome != OutcomeUnreachable {
+		t.Fatalf("%s (%s), want unverified or unreachable", r.Outcome, r.Message)
+	}
+}

@@ -1,0 +1,79 @@
+package upload
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/ots-ota/ots-ota/devinfo"
+)
+
+// DeviceObserver reads devices through package devinfo: GET /ota/status on
+// the OTA port, GET /api/status on the web port, and the mDNS TXT record
+// when TXT supplies one. It only reads.
+type DeviceObserver struct {
+	// Timeout bounds each connection and request; 0 = devinfo's default.
+	Timeout time.Duration
+	// TXT returns the device's TXT record, nil when none is known; while
+	// IsVerifying(ctx) it must be a fresh one. nil = no TXT at all.
+	TXT func(ctx context.Context, t Target) map[string]string
+}
+
+// Observe implements Observer.
+func (o *DeviceObserver) Observe(ctx context.Context, t Target) (Facts, error) {
+	dt := devinfo.Target{Name: t.Name, Host: t.Host, Port: t.Port, WebPort: t.WebPort}
+	switch t.Protocol {
+	case HTTP:
+		dt.Protocol = devinfo.ProtoHTTP
+	case Espota:
+		dt.Protocol = devinfo.ProtoEspota
+	}
+	// TXT is the last source: ask for it (a browse, while verifying) only
+	// where the device's HTTP answers tell no version.
+	if o.TXT != nil && t.Protocol == Espota {
+		dt.TXT = o.TXT(ctx, t)
+	}
+	df, err := devinfo.Query(ctx, dt, devinfo.Options{Timeout: o.Timeout})
+	if err != nil {
+		return Facts{}, err
+	}
+	if o.TXT != nil && dt.TXT == nil && !df.Version.Known() && ctx.Err() == nil {
+		if dt.TXT = o.TXT(ctx, t); dt.TXT != nil {
+			if df, err = devinfo.Query(ctx, dt, devinfo.Options{Timeout: o.Timeout}); err != nil {
+				return Facts{}, err
+			}
+		}
+	}
+	return factsFromDevinfo(df, t.Protocol), nil
+}
+
+func factsFromDevinfo(df devinfo.Facts, asked Protocol) Facts {
+	f := Facts{
+		Project: df.Project.Value, Version: df.Version.Value, Chip: df.Chip.Value,
+		State: df.State.Value, Board: df.Board.Value, VersionSource: string(df.Version.Source),
+	}
+	// Reachable after a TCP probe only means a connect succeeded; an answer
+	// is an HTTP reply (or, asked as HTTP, what Reachable then means).
+	f.Answered = df.OTA != nil || df.API != nil || df.Reachable && df.Protocol.Source != devinfo.FromProbe && df.Protocol.Value == devinfo.ProtoHTTP
+	if asked == Auto || asked == "" {
+		switch df.Protocol.Value {
+		case devinfo.ProtoHTTP:
+			f.Protocol = HTTP
+		case devinfo.ProtoEspota:
+			f.Protocol = Espota
+		}
+		if df.Board.Known() {
+			// TXT board/auth_upload on _arduino._tcp: ArduinoOTA (contract §1).
+			f.Protocol = Espota
+		}
+	}
+	if df.OTA != nil {
+		f.ELFSHA256, f.SlotSize = df.OTA.ELFSHA256, df.OTA.SlotSize
+	}
+	if df.Uptime.Known() {
+		if n, err := strconv.ParseInt(df.Uptime.Value, 10, 64); err == nil {
+			f.Uptime, f.UptimeKnown = time.Duration(n)*time.Second, true
+		}
+	}
+	return f
+}
