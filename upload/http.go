@@ -388,6 +388,12 @@ func (u *httpUpload) answer(a *answer, wrote *chan error, werr *error) error {
 	// The device can only have read the whole body once it was all
 	// written: wait for the writer to say so.
 	u.awaitWriter(wrote, werr, min(earlyAnswerGrace, u.h.idleTimeout()))
+	if *wrote != nil && u.ctx.Err() == nil {
+		// Past the grace the writer is blocked (the device stopped
+		// reading) or only unscheduled after its last write on a loaded
+		// machine: end the write, and its result tells which.
+		u.stopWriter(wrote, werr)
+	}
 	if *wrote == nil && *werr == nil {
 		u.report(PhaseFinishing, size)
 		u.h.log().Debug("accepted", "addr", u.addr, "status", a.Status, "words", words)
