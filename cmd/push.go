@@ -51,8 +51,9 @@ type pushOptions struct {
 	policyFlags
 	Filesystem bool
 
-	HostIP   string
-	HostPort int
+	HostIP      string
+	HostPort    int
+	MD5Password bool
 
 	sel    selectOptions
 	mdns   mdnsOptions
@@ -131,6 +132,7 @@ func newPushCmd(a *app) *cobra.Command {
 	f.BoolVar(&o.Filesystem, "filesystem", false, "send a filesystem image (SPIFFS/LittleFS) over espota; skips the app checks")
 	f.StringVar(&o.HostIP, "host-ip", "", "espota: local address devices connect back to (default: the one that routes to the device)")
 	f.IntVar(&o.HostPort, "host-port", 0, "espota: local port devices connect back to (default: random)")
+	f.BoolVar(&o.MD5Password, "md5-password", false, "espota: hash the password with MD5 only (espota.py's -m; devices that store an MD5 hash)")
 	f.DurationVar(&o.Browse, "browse-timeout", 2*time.Second, "how long mDNS may listen (with --all, --group, .local names)")
 	o.sel.bind(c)
 	o.mdns.bind(c, false)
@@ -344,6 +346,12 @@ func preflightImage(ctx context.Context, a *app, o *pushOptions, p *pushPlan) (*
 	if o.Filesystem {
 		return upload.NewFirmware(o.Firmware, data, true), nil
 	}
+	// ESP8266 sketches speak espota too (espota.py's other home): a whole
+	// ESP8266 image goes as it is; the ESP32 app checks do not apply to it.
+	if img, _ := image.Parse(data); p.proto == upload.Espota && img.Kind == image.KindESP8266 && img.ChecksumOK {
+		a.log.Info("ESP8266 image: the ESP32 app checks do not apply; sent as it is", "file", o.Firmware)
+		return upload.NewFirmware(o.Firmware, data, false), nil
+	}
 	rep := image.Validate(data, p.policy)
 	st := style{on: a.io.ErrTTY && !a.opts.NoColor && !a.io.NoColorEnv}
 	var blocking []image.Finding
@@ -406,7 +414,7 @@ func runPush(ctx context.Context, a *app, o *pushOptions) error {
 	opts.Transports = map[upload.Protocol]upload.Transport{
 		upload.HTTP: &upload.HTTPTransport{ConnectTimeout: o.ConnectTimeout, IdleTimeout: o.IdleTimeout, Logger: a.log},
 		upload.Espota: &upload.EspotaTransport{Listener: ln, ConnectTimeout: o.ConnectTimeout, IdleTimeout: o.IdleTimeout,
-			Logger: a.log},
+			MD5Password: o.MD5Password, Logger: a.log},
 	}
 	opts.Probe = func(ctx context.Context, t upload.Target) (upload.Protocol, error) {
 		h, ok := pt.hints[t.Addr()]

@@ -217,6 +217,7 @@ devices on loopback that answer uploads like the real firmware (sim).`,
 	root.AddCommand(
 		newInspectCmd(a),
 		newPushCmd(a),
+		newEspotaCmd(a),
 		newDiscoverCmd(a),
 		newInfoCmd(a),
 		newSimCmd(a),
