@@ -221,6 +221,7 @@ devices on loopback that answer uploads like the real firmware (sim).`,
 		newDiscoverCmd(a),
 		newInfoCmd(a),
 		newSimCmd(a),
+		newDemoCmd(a),
 		newVersionCmd(a),
 		newCompletionCmd(a),
 	)
