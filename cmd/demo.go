@@ -2,7 +2,7 @@ package cmd
 
 import (
 	"context"
-		"fmt"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
