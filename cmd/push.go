@@ -67,7 +67,8 @@ TARGET in parallel and verifies that each device came back running it.
 
 A TARGET is an IP address, a host name, HOST:PORT, a NAME.local name, an inventory
 name, or a URL (http://host:3232/update, http://host/ota/upload). --all adds every
-device mDNS finds and the inventory lists; --group NAME an inventory group. Duplicates
+device mDNS finds and the inventory lists; --group NAME an inventory group (the
+TARGETs "all" and "group:NAME" mean the same, for PlatformIO's upload_port). Duplicates
 are merged. mDNS is used only for --all, --group, .local and inventory names (on
 --interface, default every multicast interface); plain addresses send no multicast.
 
@@ -156,7 +157,11 @@ type pushPlan struct {
 // validate checks every flag and argument before anything is read or
 // sent; each error exits 2.
 func (o *pushOptions) validate(a *app, args []string) error {
-	o.Firmware, o.Targets = args[0], args[1:]
+	o.Firmware = args[0]
+	var err error
+	if o.Targets, err = selectorTargets(&o.sel, args[1:]); err != nil {
+		return err
+	}
 	if err := o.sel.validate(); err != nil {
 		return err
 	}
@@ -261,6 +266,29 @@ func (o *pushOptions) check(a *app) (*pushPlan, error) {
 		ProbeTimeout: min(o.ConnectTimeout, 2*time.Second),
 	}
 	return p, nil
+}
+
+// selectorTargets takes the TARGETs "all" and "group:NAME" as --all and
+// --group NAME, for tools that can pass one upload port only (PlatformIO's
+// upload_port); it returns the other targets.
+func selectorTargets(sel *selectOptions, targets []string) ([]string, error) {
+	var rest []string
+	for _, t := range targets {
+		name, ok := strings.CutPrefix(t, "group:")
+		switch {
+		case t == "all":
+			sel.All = true
+		case ok && name == "":
+			return nil, usageErrorf("target %q: name the group (group:NAME)", t)
+		case ok && sel.Group != "" && sel.Group != name:
+			return nil, usageErrorf("target %q: one group at a time (already %s)", t, sel.Group)
+		case ok:
+			sel.Group = name
+		default:
+			rest = append(rest, t)
+		}
+	}
+	return rest, nil
 }
 
 // readSecretFile reads the first line of a password file.
