@@ -121,7 +121,7 @@ func runDiscover(ctx context.Context, a *app, o *discoverOptions) error {
 		var err error
 		found, err = discover.Browse(ctx, cfg, discover.BrowseOptions{Timeout: o.Timeout, Count: o.Count})
 		if err != nil {
-			return fmt.Errorf("discover: %w", err)
+			return mdnsError(ctx, err)
 		}
 		if err := discover.SaveCache(found); err != nil {
 			a.log.Warn("could not save the device cache", "err", err)
@@ -294,9 +294,20 @@ func runWatch(parent context.Context, a *app, cfg discover.Config, stopAfter tim
 		fmt.Fprintln(a.io.Out, line)
 	})
 	if err != nil {
-		return fmt.Errorf("watch: %w", err)
+		return mdnsError(parent, err)
 	}
 	// Ctrl-C is how a watch ends: exit 0, as after --timeout.
 	a.log.Info("watch stopped", "interrupted", interrupted(parent))
 	return nil
+}
+
+// mdnsError says in one line why mDNS could not run.
+func mdnsError(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if msg, ok := netError(err); ok {
+		return fmt.Errorf("mDNS: %s", msg)
+	}
+	return fmt.Errorf("mDNS: %v (try --interface NAME, or --inventory-only)", rootCause(err))
 }

@@ -263,7 +263,9 @@ func (o *pushOptions) check(a *app) (*pushPlan, error) {
 		NoVerify: o.NoVerify, NoWaitValid: o.NoWaitValid,
 		Canary: o.Canary, MaxFailures: budget,
 		DryRun: o.DryRun, Force: o.Force, Reinstall: o.Reinstall,
-		ProbeTimeout: min(o.ConnectTimeout, 2*time.Second),
+		// Shorter than the 2-6 s a rebooting ESP32 stays silent, so the
+		// silence is seen; a device on the LAN answers in milliseconds.
+		ProbeTimeout: min(o.ConnectTimeout, time.Second),
 	}
 	return p, nil
 }

@@ -20,7 +20,9 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -93,9 +95,12 @@ func FromNode(n *yaml.Node) (*Inventory, error) {
 	if err := checkSecrets(n); err != nil {
 		return nil, err
 	}
-	var inv Inventory
-	if err := decodeStrict(n, &inv); err != nil {
+	if err := checkShape(n); err != nil {
 		return nil, err
+	}
+	var inv Inventory
+	if err := n.Decode(&inv); err != nil {
+		return nil, errors.New(yamlMessage(err))
 	}
 	if err := inv.Validate(); err != nil {
 		return nil, err
@@ -103,29 +108,83 @@ func FromNode(n *yaml.Node) (*Inventory, error) {
 	return &inv, nil
 }
 
-// decodeStrict decodes with unknown keys rejected.
-func decodeStrict(n *yaml.Node, v any) error {
-	b, err := yaml.Marshal(n)
-	if err != nil {
+// Keys each level of the section may have.
+var (
+	sectionKeys = []string{"devices", "groups"}
+	deviceKeys  = []string{"name", "address", "port", "protocol", "web_port", "auth"}
+	authKeys    = []string{"env", "file"}
+)
+
+// checkShape checks the section's structure and keys, with line numbers,
+// before it is decoded: a typo is an error, not a silently ignored key.
+func checkShape(n *yaml.Node) error {
+	keys := func(m *yaml.Node, what string, allowed []string) error {
+		if m.Kind != yaml.MappingNode {
+			return fmt.Errorf("line %d: %s: want keys (%s)", m.Line, what, strings.Join(allowed, ", "))
+		}
+		for i := 0; i+1 < len(m.Content); i += 2 {
+			if k := m.Content[i]; !slices.Contains(allowed, k.Value) {
+				return fmt.Errorf("line %d: %s: unknown key %q (known: %s)", k.Line, what, k.Value, strings.Join(allowed, ", "))
+			}
+		}
+		return nil
+	}
+	if err := keys(n, "inventory", sectionKeys); err != nil {
 		return err
 	}
-	dec := yaml.NewDecoder(strings.NewReader(string(b)))
-	dec.KnownFields(true)
-	if err := dec.Decode(v); err != nil {
-		return errors.New(yamlMessage(err))
+	if devs := mapValue(n, "devices"); devs != nil && devs.Tag != "!!null" {
+		if devs.Kind != yaml.SequenceNode {
+			return fmt.Errorf("line %d: inventory.devices: want a list of devices (- name: …)", devs.Line)
+		}
+		for _, d := range devs.Content {
+			if err := keys(d, "device", deviceKeys); err != nil {
+				return err
+			}
+			if a := mapValue(d, "auth"); a != nil {
+				if err := keys(a, "auth", authKeys); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	if gs := mapValue(n, "groups"); gs != nil && gs.Tag != "!!null" {
+		if gs.Kind != yaml.MappingNode {
+			return fmt.Errorf("line %d: inventory.groups: want group names, each with a list of device names", gs.Line)
+		}
+		for i := 1; i < len(gs.Content); i += 2 {
+			if g := gs.Content[i]; g.Kind != yaml.SequenceNode {
+				return fmt.Errorf("line %d: group %q: want a list of device names ([a, b])", g.Line, gs.Content[i-1].Value)
+			}
+		}
 	}
 	return nil
 }
+
+// typeErr matches yaml.v3's "cannot unmarshal !!str `abc` into int".
+var typeErr = regexp.MustCompile("cannot unmarshal !!(\\w+) (`[^`]*` )?into (\\S+)")
 
 func yamlMessage(err error) string {
 	s := err.Error()
 	s = strings.TrimPrefix(s, "yaml: ")
 	s = strings.ReplaceAll(s, "unmarshal errors:\n  ", "")
 	s = strings.ReplaceAll(s, "\n  ", "; ")
-	s = strings.ReplaceAll(s, " in type inventory.Inventory", "")
-	s = strings.ReplaceAll(s, " in type inventory.Device", "")
-	s = strings.ReplaceAll(s, " in type inventory.AuthRef", "")
-	return s
+	// Say what was wanted in words, not Go types.
+	return typeErr.ReplaceAllStringFunc(s, func(m string) string {
+		g := typeErr.FindStringSubmatch(m)
+		got := map[string]string{"str": "text", "int": "a number", "float": "a number", "bool": "true or false",
+			"seq": "a list", "map": "a mapping", "null": "nothing"}[g[1]]
+		if got == "" {
+			got = "this value"
+		}
+		if v := strings.Trim(strings.TrimSpace(g[2]), "`"); v != "" {
+			got += " " + strconv.Quote(v)
+		}
+		want := map[string]string{"int": "a whole number", "string": "text"}[g[3]]
+		if want == "" {
+			want = "what belongs here"
+		}
+		return got + " where " + want + " belongs"
+	})
 }
 
 // secretKeys are keys that would hold a secret inline.

@@ -52,17 +52,22 @@ func TestParse(t *testing.T) {
 
 func TestParseErrors(t *testing.T) {
 	for name, tc := range map[string]struct{ yaml, want string }{
-		"inline password": {"inventory:\n  devices:\n    - name: a\n      address: 10.0.0.1\n      password: hunter2\n", `line 5: "password" holds a secret inline`},
-		"inline token":    {"inventory:\n  devices:\n    - name: a\n      address: 10.0.0.1\n      auth: {token: x}\n", `"token" holds a secret inline`},
-		"unknown key":     {"inventory:\n  devices:\n    - name: a\n      address: 10.0.0.1\n      colour: red\n", "field colour not found"},
-		"duplicate":       {"inventory:\n  devices:\n    - {name: a, address: 10.0.0.1}\n    - {name: A, address: 10.0.0.2}\n", "listed twice"},
-		"no address":      {"inventory:\n  devices:\n    - {name: a}\n", "no address"},
-		"url address":     {"inventory:\n  devices:\n    - {name: a, address: 'http://10.0.0.1:3232'}\n", "neither an IP address nor a host name"},
-		"bad protocol":    {"inventory:\n  devices:\n    - {name: a, address: x, protocol: ftp}\n", `protocol "ftp"`},
-		"both auth":       {"inventory:\n  devices:\n    - {name: a, address: x, auth: {env: A, file: b}}\n", "pick one"},
-		"bad group":       {"inventory:\n  devices:\n    - {name: a, address: x}\n  groups:\n    g: [a, b]\n", `group "g": no device named "b"`},
-		"bad port":        {"inventory:\n  devices:\n    - {name: a, address: x, port: 70000}\n", "port out of range"},
-		"not yaml":        {"inventory: [\n", "not valid YAML"},
+		"inline password":       {"inventory:\n  devices:\n    - name: a\n      address: 10.0.0.1\n      password: hunter2\n", `line 5: "password" holds a secret inline`},
+		"inline token":          {"inventory:\n  devices:\n    - name: a\n      address: 10.0.0.1\n      auth: {token: x}\n", `"token" holds a secret inline`},
+		"unknown key":           {"inventory:\n  devices:\n    - name: a\n      address: 10.0.0.1\n      colour: red\n", `line 5: device: unknown key "colour" (known: name, address`},
+		"a list, not a section": {"inventory:\n  - host: 1.2.3.4\n", "line 2: inventory: want keys (devices, groups)"},
+		"devices not a list":    {"inventory:\n  devices: {a: 1}\n", "line 2: inventory.devices: want a list of devices"},
+		"port not a number":     {"inventory:\n  devices:\n    - name: a\n      address: b\n      port: abc\n", `line 5: text "abc" where a whole number belongs`},
+		"group not a list":      {"inventory:\n  devices:\n    - {name: a, address: b}\n  groups:\n    g: a\n", `line 5: group "g": want a list of device names`},
+		"auth typo":             {"inventory:\n  devices:\n    - name: a\n      address: b\n      auth: {enf: X}\n", `line 5: auth: unknown key "enf"`},
+		"duplicate":             {"inventory:\n  devices:\n    - {name: a, address: 10.0.0.1}\n    - {name: A, address: 10.0.0.2}\n", "listed twice"},
+		"no address":            {"inventory:\n  devices:\n    - {name: a}\n", "no address"},
+		"url address":           {"inventory:\n  devices:\n    - {name: a, address: 'http://10.0.0.1:3232'}\n", "neither an IP address nor a host name"},
+		"bad protocol":          {"inventory:\n  devices:\n    - {name: a, address: x, protocol: ftp}\n", `protocol "ftp"`},
+		"both auth":             {"inventory:\n  devices:\n    - {name: a, address: x, auth: {env: A, file: b}}\n", "pick one"},
+		"bad group":             {"inventory:\n  devices:\n    - {name: a, address: x}\n  groups:\n    g: [a, b]\n", `group "g": no device named "b"`},
+		"bad port":              {"inventory:\n  devices:\n    - {name: a, address: x, port: 70000}\n", "port out of range"},
+		"not yaml":              {"inventory: [\n", "not valid YAML"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := Parse([]byte(tc.yaml))

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -99,6 +100,11 @@ func AddToYAML(orig []byte, found []Device) ([]byte, []Device, error) {
 	}
 	if len(added) == 0 {
 		return orig, nil, nil
+	}
+	// Never write a file the next run would refuse.
+	merged := &Inventory{Devices: append(slices.Clone(inv.Devices), added...), Groups: inv.Groups}
+	if err := merged.Validate(); err != nil {
+		return nil, nil, fmt.Errorf("the devices found do not fit the inventory: %w", err)
 	}
 	var buf bytes.Buffer
 	enc := yaml.NewEncoder(&buf)

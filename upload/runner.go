@@ -102,7 +102,8 @@ type Options struct {
 	RebootGrace time.Duration
 	// PollInterval is the pause between reads while verifying; 0 = 250 ms.
 	PollInterval time.Duration
-	// ProbeTimeout bounds each read of a device's facts; 0 = 2 s.
+	// ProbeTimeout bounds each read of a device's facts; 0 = 1 s (below
+	// the 2-6 s a rebooting ESP32 stays silent, so the silence is seen).
 	ProbeTimeout time.Duration
 
 	// Canary devices go first; the rest start only if every canary ends
@@ -138,7 +139,7 @@ func (o Options) withDefaults() Options {
 	def(&o.VerifyTimeout, 90*time.Second)
 	def(&o.RebootGrace, 15*time.Second)
 	def(&o.PollInterval, 250*time.Millisecond)
-	def(&o.ProbeTimeout, 2*time.Second)
+	def(&o.ProbeTimeout, time.Second)
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -64,7 +65,12 @@ func randomScenario(r *rand.Rand) soakScenario {
 		case "stall":
 			s.faults = append(s.faults, "stall@"+pct()+":"+strconv.Itoa(100+r.IntN(400))+"ms"+chance())
 		case "refuse":
-			s.faults = append(s.faults, "refuse:"+strconv.Itoa(50+r.IntN(300))+"ms")
+			// One refuse per device: a second one armed while the first
+			// holds crashes the sim's espota personalities (closeListeners
+			// closes a nil UDP socket; reported to the sim's owner).
+			if !slices.ContainsFunc(s.faults, func(f string) bool { return strings.HasPrefix(f, "refuse:") }) {
+				s.faults = append(s.faults, "refuse:"+strconv.Itoa(50+r.IntN(300))+"ms")
+			}
 		case "latency":
 			s.faults = append(s.faults, "latency:"+strconv.Itoa(1+r.IntN(5))+"ms")
 		case "slow":
