@@ -69,6 +69,7 @@ func newEspotaCmd(a *app) *cobra.Command {
 	f.BoolVarP(&o.Progress, "progress", "r", false, "show progress output (accepted; push shows bars on a terminal)")
 	f.IntVarP(&o.Timeout, "timeout", "t", 10, "seconds to wait for the device to accept each invitation (sent up to 10 times)")
 	_ = c.MarkFlagFilename("file", "bin")
+	_ = c.RegisterFlagCompletionFunc("ip", completeTargets(a))
 	return c
 }
 

@@ -106,6 +106,7 @@ func newPushCmd(a *app) *cobra.Command {
 		Args: argsMin(1, "a FIRMWARE file, then TARGETs (or --all / --group)"),
 	}
 	c.RunE = run(a, o, runPush)
+	c.ValidArgsFunction = completePush(a)
 	o.policyFlags.bind(c)
 	f := c.Flags()
 	f.StringVar(&o.Protocol, "protocol", "auto", "auto, http or espota (auto decides per device)")
@@ -136,6 +137,7 @@ func newPushCmd(a *app) *cobra.Command {
 	f.BoolVar(&o.MD5Password, "md5-password", false, "espota: hash the password with MD5 only (espota.py's -m; devices that store an MD5 hash)")
 	f.DurationVar(&o.Browse, "browse-timeout", 2*time.Second, "how long mDNS may listen (with --all, --group, .local names)")
 	o.sel.bind(c)
+	_ = c.RegisterFlagCompletionFunc("group", completeGroups(a))
 	o.mdns.bind(c, false)
 	_ = c.MarkFlagFilename("password-file")
 	_ = c.RegisterFlagCompletionFunc("protocol", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
