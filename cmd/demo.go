@@ -131,7 +131,7 @@ func runDemo(ctx context.Context, a *app, _ *demoOptions) (err error) {
 
 	if resp != nil {
 		d.step("Find the devices by mDNS (on "+lo.Name+" only, here)", "ots-ota discover")
-		if code := d.exec(ctx, "discover", "--interface", lo.Name, "--timeout", "1500ms"); code != ExitOK {
+		if code := d.exec(ctx, "discover", "--interface", lo.Name, "--timeout", "1500ms", "--no-cache"); code != ExitOK {
 			return d.failed(ctx, "discover", code)
 		}
 	} else {
@@ -228,7 +228,7 @@ func (d *demo) startDevices(ctx context.Context, resp *mdnsd.Responder) ([]*demo
 	lo := netip.MustParseAddr("127.0.0.1")
 	base := func(name string, p sim.Personality) sim.Config {
 		tt := t
-		return sim.Config{Name: "demo-" + name, Personality: p, Project: "ots-fw-main", Version: "1.0.0",
+		return sim.Config{Name: "demo-" + name, Instance: "demo " + name, Personality: p, Project: "ots-fw-main", Version: "1.0.0",
 			IP: lo, Timing: &tt, MDNS: resp, Logger: d.a.log, Seed: 1}
 	}
 	devs := []*demoDevice{
