@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 
 	"github.com/spf13/cobra"
@@ -36,8 +37,8 @@ connects back is reported as such (a firewall on this computer, usually), transi
 failures are retried, and where the device tells its version afterwards it is
 verified. The output is push's.
 
-Not supported: espota.py's option abbreviations (--ti for --timeout), and the
-ESP8266 script's FILE.signed substitution (pass the signed file with -f).`
+As the ESP8266 script does, FILE.signed is sent instead of FILE when it exists.
+Not supported: espota.py's option abbreviations (--ti for --timeout).`
 
 func newEspotaCmd(a *app) *cobra.Command {
 	o := &espotaOptions{}
@@ -111,10 +112,18 @@ func (o *espotaOptions) pushArgs() ([]string, error) {
 }
 
 func runEspota(ctx context.Context, a *app, o *espotaOptions) error {
+	// The config loader is skipped, and with it the logger -v asks for.
+	a.log = newLogger(a.io.ErrOut, a.opts, a.start)
 	if o.IP == "" || o.File == "" {
 		// espota.py's own words and status for a missing -i or -f.
 		fmt.Fprintln(a.io.ErrOut, "ots-ota espota: Not enough arguments (-i ESP_IP and -f FILE are required).")
 		return silentError{ExitFailed}
+	}
+	// The ESP8266 script sends FILE.signed instead of FILE when it exists
+	// (the core's signed-update build step writes it).
+	if _, err := os.Stat(o.File + ".signed"); err == nil {
+		a.log.Info("sending the signed image, as the ESP8266 espota.py does", "file", o.File+".signed")
+		o.File += ".signed"
 	}
 	args, err := o.pushArgs()
 	if err != nil {
