@@ -25,7 +25,8 @@ and without hardware: it starts four simulated devices inside this process, on
 device with a token, an Arduino sketch with an espota password, and an OTS device
 whose new image crashes on boot), builds the firmware images, inspects the image,
 asks a device what it runs, pushes to all four (bars on a terminal, lines
-elsewhere), and ends with push's verification: three updated, one rolled back.
+elsewhere), and ends with push's verification: two updated, the Arduino one
+unverified (ArduinoOTA shows no version), one rolled back.
 
 Each step prints the command that does the same against your own devices. mDNS
 discovery is shown only where the loopback interface carries multicast; nothing
