@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"time"
 
 	"github.com/spf13/cobra"
 )
@@ -68,7 +69,7 @@ func newEspotaCmd(a *app) *cobra.Command {
 	f.BoolVarP(&o.Spiffs, "spiffs", "s", false, "transmit a SPIFFS/LittleFS image (no app-image check)")
 	f.BoolVarP(&o.Debug, "debug", "d", false, "show debug output")
 	f.BoolVarP(&o.Progress, "progress", "r", false, "show progress output (accepted; push shows bars on a terminal)")
-	f.IntVarP(&o.Timeout, "timeout", "t", 10, "seconds to wait for the device to accept each invitation (sent up to 10 times)")
+	f.IntVarP(&o.Timeout, "timeout", "t", 10, "invitation timeout: a silent device is given up after about 10 × TIMEOUT seconds, as espota.py does (spread over the retries)")
 	_ = c.MarkFlagFilename("file", "bin")
 	_ = c.RegisterFlagCompletionFunc("ip", completeTargets(a))
 	return c
@@ -87,9 +88,12 @@ func (o *espotaOptions) pushArgs() ([]string, error) {
 	case net.ParseIP(o.HostIP) == nil:
 		return nil, usageErrorf("-I %q: not an IP address", o.HostIP)
 	}
+	// espota.py waits -t seconds for each of its 10 invitations, then gives
+	// up. push tries espotaTries times, each with 10 invitations: the same
+	// total wait for a device that never answers, the retries for the rest.
+	perTry := time.Duration(o.Timeout) * 10 * time.Second / espotaTries
 	args := []string{"push", "--protocol", "espota", "--port", strconv.Itoa(o.Port),
-		// espota.py waits -t seconds for each of its 10 invitations.
-		"--connect-timeout", strconv.Itoa(10*o.Timeout) + "s"}
+		"--retries", strconv.Itoa(espotaTries - 1), "--connect-timeout", perTry.String()}
 	if o.HostIP != "0.0.0.0" && o.HostIP != "::" {
 		args = append(args, "--host-ip", o.HostIP)
 	}
@@ -110,6 +114,9 @@ func (o *espotaOptions) pushArgs() ([]string, error) {
 	}
 	return append(args, "--", o.File, o.IP), nil
 }
+
+// espotaTries is how often the drop-in tries one upload.
+const espotaTries = 4
 
 func runEspota(ctx context.Context, a *app, o *espotaOptions) error {
 	// The config loader is skipped, and with it the logger -v asks for.
