@@ -41,8 +41,10 @@ verified. The output is push's.
 As the ESP8266 script does, FILE.signed is sent instead of FILE when it exists.
 Not supported: espota.py's option abbreviations (--ti for --timeout).`
 
-func newEspotaCmd(a *app) *cobra.Command {
-	o := &espotaOptions{}
+func newEspotaCmd(a *app) *cobra.Command { return espotaCommand(a, &espotaOptions{}) }
+
+// espotaCommand binds the command line into o.
+func espotaCommand(a *app, o *espotaOptions) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "espota -i ESP_IP -f FILE [-I HOST_IP] [-p ESP_PORT] [-P HOST_PORT] [-a AUTH] [-m] [-s] [-d] [-r] [-t TIMEOUT]",
 		Short: "espota.py's command line, for Arduino IDE and PlatformIO espota set-ups",
