@@ -1071,9 +1071,11 @@ func (d *Device) closeListeners() {
 	d.srvMu.Lock()
 	defer d.srvMu.Unlock()
 	d.mu.Lock()
-	srv := d.srv
+	srv, already := d.srv, d.refusing
 	d.mu.Unlock()
-	if srv == nil {
+	// A second refuse fault while the first holds: the caller extends the
+	// window; the sockets are already closed.
+	if srv == nil || already {
 		return
 	}
 	if srv.ota != nil {

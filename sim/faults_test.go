@@ -312,3 +312,25 @@ func TestFaultsReproducible(t *testing.T) {
 		t.Errorf("a 70%% chance should spare some uploads and hit others: %v", a)
 	}
 }
+
+// A second refuse fault while the first still holds the ports closed extends
+// the refusal; it must not close sockets that are already gone (found by the
+// push soak: two refuse faults on an espota device panicked).
+func TestFaultRefuseTwice(t *testing.T) {
+	for _, p := range []Personality{OTS, Arduino, ESP8266} {
+		t.Run(string(p), func(t *testing.T) {
+			d := startDevice(t, testConfig(p))
+			d.SetFaults(mustFault(t, "refuse:300ms"))
+			if _, err := d.WaitState(ctxFor(t, 2*time.Second), func(s State) bool { return s.Refusing }); err != nil {
+				t.Fatal(err)
+			}
+			d.AddFault(mustFault(t, "refuse:300ms"))
+			if err := d.WaitUp(ctxFor(t, 5*time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			if st := d.State(); st.Refusing {
+				t.Errorf("still refusing after both windows: %+v", st.Phase)
+			}
+		})
+	}
+}

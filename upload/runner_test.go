@@ -445,3 +445,28 @@ func TestBackoffGrowsWithJitter(t *testing.T) {
 		}
 	}
 }
+
+// TestRunArduinoSizeWarning: an image over arduino-esp32's default 1.25 MiB
+// app slot for an ArduinoOTA device (TXT board) is sent with a warning.
+func TestRunArduinoSizeWarning(t *testing.T) {
+	data, err := image.Build(image.BuildOptions{Chip: image.ChipESP32S3, Project: "proj", Version: "1.0.1", Size: 1_400_000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFakeFleet()
+	tg := f.add("d1", &fakeDev{facts: Facts{Answered: true, Version: "1.0.0", Project: "proj", Board: "esp32s3"}})
+	var warned string
+	o := fastOptions(f)
+	o.OnEvent = func(e FleetEvent) {
+		if strings.HasPrefix(e.Message, "warning: ") {
+			warned = e.Message
+		}
+	}
+	r := Run(context.Background(), NewFirmware("big.bin", data, false), []Target{tg}, o)[0]
+	if len(r.Warnings) != 1 || !strings.Contains(r.Warnings[0], "1.25 MiB") || !strings.Contains(warned, "1.25 MiB") {
+		t.Fatalf("warnings %q, event %q", r.Warnings, warned)
+	}
+	if r.Outcome != OutcomeUpdated || f.sendsTo("d1") != 1 {
+		t.Errorf("%s after %d sends", r.Outcome, f.sendsTo("d1"))
+	}
+}
