@@ -141,13 +141,13 @@ func runDemo(ctx context.Context, a *app, _ *demoOptions) (err error) {
 		d.say("skipped: %v; the devices are listed in the demo's inventory instead", loErr)
 	}
 
-	d.step("Ask a device what it runs, and where each fact came from", "ots-ota info kitchen")
+	d.step("Ask a device what it runs, and where each fact came from", "ots-ota info kitchen   # or an IP, a .local name")
 	if code := d.exec(ctx, "info", "--inventory-only", "kitchen"); code != ExitOK {
 		return d.failed(ctx, "info", code)
 	}
 
 	d.step("Update all four in parallel, then verify each came back on 1.0.1",
-		"ots-ota push --stability-window 2s fw.bin kitchen hall garage attic")
+		"ots-ota push --stability-window 2s fw.bin kitchen hall garage attic   # names from your inventory (ots-ota.yaml), or IPs")
 	code := d.exec(ctx, "push", "--inventory-only", "--stability-window", "2s",
 		"--verify-timeout", "20s", fw, "kitchen", "hall", "garage", "attic")
 	if ctx.Err() != nil {
@@ -181,8 +181,10 @@ func (d *demo) step(title, command string) {
 	}
 	st := style{on: d.a.color()}
 	fmt.Fprintf(d.a.io.Out, "\n%s\n", st.bold(fmt.Sprintf("==> %d. %s", d.n, title)))
-	if command != "" {
-		fmt.Fprintf(d.a.io.Out, "$ %s\n", command)
+	for _, line := range strings.Split(command, "\n") {
+		if line != "" {
+			fmt.Fprintf(d.a.io.Out, "$ %s\n", line)
+		}
 	}
 }
 
@@ -249,7 +251,10 @@ func (d *demo) startDevices(ctx context.Context, resp *mdnsd.Responder) ([]*demo
 		}
 	}
 	d.step("Start four simulated devices on 127.0.0.1 (ports the system picks)",
-		"ots-ota sim --personality ots    # and seed --password, arduino --password, --behave 1.0.1=crash-on-boot")
+		"ots-ota sim --personality ots --base-ip 127.0.0.2 &\n"+
+			"OTS_OTA_PASSWORD=… ots-ota sim --personality seed --extensions --base-ip 127.0.0.3 &\n"+
+			"OTS_OTA_PASSWORD=… ots-ota sim --personality arduino --base-ip 127.0.0.4 &\n"+
+			"ots-ota sim --personality ots --behave 1.0.1=crash-on-boot --base-ip 127.0.0.5 &")
 	for _, dv := range devs {
 		dev, err := sim.Start(ctx, dv.cfg)
 		if err != nil {
