@@ -34,5 +34,12 @@ echo "--- binary sizes"
 for b in dist/ots-ota_*/ots-ota dist/ots-ota_*/ots-ota.exe; do
   [ -e "$b" ] && printf '%-48s %8.1f MiB\n' "$b" "$(echo "$(stat -c %s "$b" 2>/dev/null || stat -f %z "$b") / 1048576" | bc -l)"
 done
+host=$(go env GOOS)_$(go env GOARCH)
+for b in dist/ots-ota_"${host}"*/ots-ota; do
+  [ -x "$b" ] || continue
+  echo "--- $b version"; "$b" version
+  # Without a git remote goreleaser's snapshot fills in "none" for the commit.
+  "$b" version | grep -q '^commit: none' && echo "(no git remote here: a tagged release from a clone with one stamps the commit)"
+done
 [ "$fail" = 0 ] && echo "--- release check ok"
 exit "$fail"
