@@ -598,6 +598,7 @@ func (r *runner) update(ctx context.Context, d *device, stop *string) {
 			if allowed == 0 && (de.Class == ClassAuth || de.Class == ClassRejected) {
 				d.res.Message += " (not retried)"
 			}
+			r.tookEarlier(ctx, d, de.Class)
 			return
 		}
 		perClass[de.Class]++
@@ -607,11 +608,21 @@ func (r *runner) update(ctx context.Context, d *device, stop *string) {
 			wait = r.opts.StabilityWindow + r.opts.StabilityWindow/10
 			why = fmt.Sprintf("device busy (%q: its running image is probably still pending_verify from an earlier update); waiting %s for its stability window, then trying once more", de.Words, round(wait))
 		}
+		if r.tookEarlier(ctx, d, de.Class) {
+			return
+		}
 		r.emit(d, Event{Phase: PhaseRetrying, Message: why})
 		if !sleepCtx(uctx, wait) {
 			if ctx.Err() != nil {
 				d.res.Outcome, d.res.Message = OutcomeCancelled, "interrupted while waiting to retry; the device keeps its running image"
 			}
+			return
+		}
+		// A try given up on (idle timeout, reset) may still have reached the
+		// device in full: the kernel delivers what was buffered after the
+		// close. Sending again would install the image twice and report a
+		// failure over a device that runs it.
+		if r.tookEarlier(ctx, d, de.Class) {
 			return
 		}
 	}
@@ -629,6 +640,34 @@ func (r *runner) update(ctx context.Context, d *device, stop *string) {
 	}
 	v := r.verify(ctx, d, verifySpec{target: d.known(), protocol: d.proto, img: r.img, before: d.facts, beforeAt: d.factsAt, accepted: time.Now()})
 	r.apply(d, v)
+}
+
+// tookEarlier checks, after a transient failure or a busy answer, whether
+// the device runs the new image anyway (an earlier try reached it in full
+// although its answer was lost or the try was given up on). If so it
+// verifies the device and reports true with d.res holding the outcome.
+// Only HTTP devices that told their version before are read: espota ones
+// tell it by mDNS only, which a quick read cannot refresh.
+func (r *runner) tookEarlier(ctx context.Context, d *device, c Class) bool {
+	if ctx.Err() != nil || r.opts.NoVerify || r.opts.Observer == nil || d.proto == Espota || !r.canTell(d) {
+		return false
+	}
+	if !transient(c) && c != ClassBusy {
+		return false
+	}
+	s := verifySpec{target: d.known(), protocol: d.proto, img: r.img, before: d.facts, beforeAt: d.factsAt, lostAnswer: true}
+	f, err := r.observe(context.WithValue(ctx, verifyingKey{}, true), s.target)
+	if err != nil || !runsNewImage(s, f) {
+		return false
+	}
+	r.opts.Logger.Debug("device runs the new image after a failed try", "device", d.label, "version", f.Version, "state", f.State)
+	s.accepted = time.Now()
+	v := r.verify(ctx, d, s)
+	if v.outcome != OutcomeUpdated && v.outcome != OutcomeRolledBack {
+		return false
+	}
+	r.apply(d, v)
+	return true
 }
 
 func (r *runner) apply(d *device, v verdict) {
