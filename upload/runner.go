@@ -211,6 +211,9 @@ type device struct {
 	factsAt time.Time // when facts were read
 	res     Result
 	start   time.Time
+	// probed: Options.Probe chose the protocol (no fact on the target did),
+	// so a failure to reach the device that way may be decided again.
+	probed bool
 	// transfer bookkeeping, updated from the transport's events
 	mu        sync.Mutex
 	phase     Phase
@@ -436,7 +439,7 @@ func (r *runner) preflight(ctx context.Context, d *device) bool {
 		p, err := r.opts.Probe(ctx, d.t)
 		switch {
 		case err == nil:
-			d.proto = p
+			d.proto, d.probed = p, true
 		case r.opts.DryRun:
 			d.res.Outcome, d.res.Message = OutcomeUnreachable, oneLine(err)
 			return false
@@ -575,6 +578,12 @@ func (r *runner) update(ctx context.Context, d *device, stop *string) {
 		d.res.Outcome = OutcomeFailed
 		if de.Class == ClassUnreachable {
 			d.res.Outcome = OutcomeUnreachable
+			if d.probed && d.proto == Espota {
+				// A refused TCP connect chose espota, and espota got no
+				// answer either: an HTTP device whose server was not up
+				// yet (or a refusal fault) refuses too. Probe again next try.
+				d.proto = Auto
+			}
 		}
 		if uctx.Err() != nil {
 			d.res.Message += fmt.Sprintf(" (gave up: --timeout %s)", round(r.opts.Timeout))
@@ -694,7 +703,14 @@ func (r *runner) try(ctx context.Context, d *device) error {
 			}
 			return &DeviceError{Class: ClassUnreachable, Reason: "did not answer: " + oneLine(err), Err: err}
 		}
-		d.proto = p
+		d.proto, d.probed = p, true
+		if p == HTTP && d.facts.Version == "" && d.facts.ELFSHA256 == "" && r.opts.Observer != nil {
+			// Decided again as HTTP: what it tells now is the baseline the
+			// verification compares with (pre-flight read it as espota).
+			if f, err := r.observe(ctx, d.known()); err == nil {
+				d.facts, d.factsAt, d.res.From = f, time.Now(), f.Version
+			}
+		}
 	}
 	tr := r.opts.Transports[d.proto]
 	if tr == nil {
