@@ -245,7 +245,9 @@ func (o *pushOptions) check(a *app) (*pushPlan, error) {
 	if o.PasswordFile != "" && keepPW != "password" {
 		pw, err := readSecretFile(o.PasswordFile)
 		if err != nil {
-			return nil, a.flagError("password-file", "%v", err)
+			// Not flagError: it masks the value of a secret flag, and this
+			// value is a path the message already names.
+			return nil, usageErrorf("--password-file: %v", err)
 		}
 		cred.Password = pw
 	}
