@@ -215,6 +215,14 @@ func (o *pushOptions) check(a *app) (*pushPlan, error) {
 	if err != nil {
 		return nil, a.flagError("max-failures", "%v", err)
 	}
+	if o.NoVerify && (o.RequireVerify || o.NoWaitValid) {
+		// Either would be silently ignored: nothing is verified.
+		other := "--require-verified"
+		if !o.RequireVerify {
+			other = "--no-wait-valid"
+		}
+		return nil, usageErrorf("--no-verify and %s do not go together: --no-verify verifies nothing", other)
+	}
 	if o.User != "" && o.Password == "" && o.PasswordFile == "" {
 		return nil, usageErrorf("--user needs --password or --password-file (HTTP Basic auth)")
 	}
