@@ -159,7 +159,10 @@ func renderInfo(w io.Writer, r infoResult, st style) {
 		return
 	}
 	reach := st.green("reachable")
-	if !r.Reachable {
+	switch {
+	case r.Unconfirmed:
+		reach = st.yellow("espota assumed (TCP refused), not confirmed")
+	case !r.Reachable:
 		reach = st.red("not reachable")
 	}
 	fmt.Fprintf(w, "%s (%s): %s\n", st.bold(r.Target), r.Address, reach)
