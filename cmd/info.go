@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -43,6 +44,9 @@ func (o *infoOptions) validate(a *app, args []string) error {
 	var err error
 	if o.inv, err = loadInventory(a); err != nil {
 		return err
+	}
+	if err := discover.CheckArgs(args, o.inv); err != nil {
+		return usageError{err}
 	}
 	if o.sel.Group != "" {
 		if _, err := o.inv.Group(o.sel.Group); err != nil {
@@ -92,7 +96,9 @@ Exit status: 0 when every device answered, 1 when any could not be resolved or r
 type infoResult struct {
 	devinfo.Facts
 	Sources []string `json:"sources,omitempty"`
-	Error   string   `json:"error,omitempty"`
+	// Given: the arguments merged into this device (same address and port).
+	Given []string `json:"given,omitempty"`
+	Error string   `json:"error,omitempty"`
 }
 
 func runInfo(ctx context.Context, a *app, o *infoOptions) error {
@@ -105,7 +111,7 @@ func runInfo(ctx context.Context, a *app, o *infoOptions) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if errors.Is(err, discover.ErrNoTargets) {
+		if errors.Is(err, discover.ErrNoTargets) || errors.Is(err, discover.ErrBadTarget) {
 			return usageError{err}
 		}
 		return err
@@ -117,7 +123,7 @@ func runInfo(ctx context.Context, a *app, o *infoOptions) error {
 	results := make([]infoResult, len(sel))
 	parallel(len(sel), 16, func(i int) {
 		s := sel[i]
-		results[i].Sources = s.Target.Sources
+		results[i].Sources, results[i].Given = s.Target.Sources, s.Target.Given
 		if s.Err != nil {
 			results[i].Target, results[i].Error = s.Target.Name, s.Err.Error()
 			return
@@ -166,6 +172,10 @@ func renderInfo(w io.Writer, r infoResult, st style) {
 		reach = st.red("not reachable")
 	}
 	fmt.Fprintf(w, "%s (%s): %s\n", st.bold(r.Target), r.Address, reach)
+	if len(r.Given) > 1 {
+		// Several arguments named this one device: say so, once.
+		fmt.Fprintf(w, "  %-10s %s (one device: same address and port)\n", "given as", strings.Join(r.Given, ", "))
+	}
 	row := func(k string, f devinfo.Fact, unknown string) {
 		v, src := f.Value, string(f.Source)
 		if v == "" {

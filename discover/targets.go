@@ -25,6 +25,11 @@ type Target struct {
 	Auth     inventory.AuthRef `json:"auth,omitzero"`
 	// Sources: "mdns", "inventory".
 	Sources []string `json:"sources"`
+	// Given: every argument that named this device, when more than one
+	// did (Select merges targets of the same address and port).
+	Given []string `json:"given,omitempty"`
+	// Arg is the argument as the user wrote it ("" for --all, --group).
+	Arg string `json:"-"`
 }
 
 // Info is the target for devinfo.Query. Host is the first address when one
