@@ -70,12 +70,16 @@ func FromInventory(d inventory.Device) Target {
 // and gains the device's TXT and addresses.
 func Merge(found []Device, inv []inventory.Device) []Target {
 	var out []Target
-	find := func(t Target) int {
+	// browsed: t is a browsed device. Two browsed instances are one device
+	// only when they also share an address: one host name with different
+	// addresses is two devices in a name conflict, not one.
+	find := func(t Target, browsed bool) int {
 		for i, o := range out {
 			if t.Port != 0 && o.Port != 0 && t.Port != o.Port {
 				continue
 			}
-			if t.Host != "" && strings.EqualFold(strings.TrimSuffix(t.Host, "."), strings.TrimSuffix(o.Host, ".")) {
+			if t.Host != "" && strings.EqualFold(strings.TrimSuffix(t.Host, "."), strings.TrimSuffix(o.Host, ".")) &&
+				(!browsed || len(t.Addrs) == 0 || len(o.Addrs) == 0) {
 				return i
 			}
 			for _, a := range t.Addrs {
@@ -93,7 +97,7 @@ func Merge(found []Device, inv []inventory.Device) []Target {
 	})
 	for _, d := range sorted {
 		t := FromDevice(d)
-		if i := find(t); i >= 0 {
+		if i := find(t, true); i >= 0 {
 			if out[i].WebPort == 0 {
 				out[i].WebPort = t.WebPort
 			}
@@ -103,7 +107,7 @@ func Merge(found []Device, inv []inventory.Device) []Target {
 	}
 	for _, d := range inv {
 		t := FromInventory(d)
-		i := find(t)
+		i := find(t, false)
 		if i < 0 {
 			out = append(out, t)
 			continue
