@@ -72,6 +72,8 @@ func (o *discoverOptions) validate(a *app, _ []string) error {
 		return a.flagError("count", "must not be negative")
 	case o.Watch && o.Save:
 		return usageErrorf("--watch and --save do not go together: save from a discover that ends")
+	case o.Watch && a.typed("count"):
+		return usageErrorf("--watch and --count do not go together: --count ends a discover early, --watch never ends it")
 	case o.Watch && o.InventoryOnly, o.Save && o.InventoryOnly:
 		return usageErrorf("--inventory-only lists the inventory: it does not go with --watch or --save")
 	}
