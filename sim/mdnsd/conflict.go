@@ -106,11 +106,12 @@ func (r *Responder) rename(e *hostEntry, hostLost bool, svcLost []int) {
 		return
 	}
 	ne.given = e.given
-	var insts []string
+	// Warn: the user's device list no longer matches what the link sees.
+	attrs := []any{"was", e.label, "host", ne.label}
 	for _, i := range svcLost {
-		insts = append(insts, spec.Services[i].Instance)
+		attrs = append(attrs, "instance", spec.Services[i].Instance)
 	}
-	r.log.Info("mdnsd: name conflict: renamed, as ESP-IDF does", "was", e.label, "host", ne.label, "instances", insts)
+	r.log.Warn("mdns name taken by another host on the link: renamed, as ESP-IDF does", attrs...)
 	r.z.setProbing(ne, true)
 	r.schedule(ne, probeDelay+time.Duration(rand.IntN(probeJitterMax))*time.Millisecond, 0)
 }
