@@ -303,7 +303,7 @@ func (f *Facts) fill(txt map[string]string) {
 	} else if f.API != nil {
 		f.Uptime = Fact{strconv.FormatInt(api.Uptime, 10), FromAPIStatus}
 	}
-	pick(&f.Auth, oa(authWord(ota.Auth)), Fact{authWord(txt["auth"]), FromTXT}, Fact{uploadAuth(txt), FromTXT})
+	pick(&f.Auth, oa(authWord(ota.Auth)), Fact{AuthFromTXT(txt), FromTXT})
 	if !f.Version.Known() {
 		f.VersionNote = f.versionReason(txt)
 	}
@@ -315,6 +315,16 @@ func authWord(s string) string {
 		return strings.ToLower(s)
 	}
 	return ""
+}
+
+// AuthFromTXT reads what a TXT record says of upload auth: the ots-ota
+// key auth (none, bearer, basic), else ArduinoOTA's auth_upload=yes|no
+// (required, none); "" when it says nothing.
+func AuthFromTXT(txt map[string]string) string {
+	if a := authWord(txt["auth"]); a != "" {
+		return a
+	}
+	return uploadAuth(txt)
 }
 
 // uploadAuth reads ArduinoOTA's auth_upload=yes|no.

@@ -2,8 +2,10 @@ package discover
 
 import (
 	"cmp"
+	"net"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/ots-ota/ots-ota/devinfo"
@@ -43,6 +45,44 @@ func (t Target) Info() devinfo.Target {
 		it.WebPort = -1 // mDNS named no web server: do not guess port 80
 	}
 	return it
+}
+
+// OTAAddr is host:port of the OTA port (the first address when one is
+// known; port 3232 when none is), "" without a host.
+func (t Target) OTAAddr() string {
+	host := t.Host
+	if len(t.Addrs) > 0 {
+		host = t.Addrs[0].String()
+	}
+	if host == "" {
+		return ""
+	}
+	port := t.Port
+	if port == 0 {
+		port = 3232
+	}
+	return net.JoinHostPort(host, strconv.Itoa(port))
+}
+
+// SeenByMDNS reports whether mDNS saw the device in this run.
+func (t Target) SeenByMDNS() bool { return slices.Contains(t.Sources, "mdns") }
+
+// InventoryEntries are the inventory entries for devices found by mDNS
+// (for discover --save): one per address, named after the host, with the
+// protocol that protocol tells for its first address ("" when unknown).
+func InventoryEntries(found []Device, protocol func(netip.Addr) string) []inventory.Device {
+	var devs []inventory.Device
+	seen := make(map[netip.Addr]bool)
+	for _, t := range Merge(found, nil) {
+		if len(t.Addrs) == 0 || seen[t.Addrs[0]] {
+			continue
+		}
+		a := t.Addrs[0]
+		seen[a] = true
+		devs = append(devs, inventory.Device{Name: strings.TrimSuffix(t.Host, ".local"), Address: a.String(), Port: t.Port,
+			Protocol: protocol(a), WebPort: t.WebPort})
+	}
+	return devs
 }
 
 // FromDevice makes a target of a browsed device.
