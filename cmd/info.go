@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -138,20 +139,9 @@ func runInfo(ctx context.Context, a *app, o *infoOptions) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	failed := false
-	st := style{on: a.color()}
-	for i, r := range results {
-		failed = failed || r.Error != "" || !r.Reachable
-		if a.opts.JSON {
-			if err := writeJSON(a.io.Out, r); err != nil {
-				return err
-			}
-			continue
-		}
-		if i > 0 {
-			fmt.Fprintln(a.io.Out)
-		}
-		renderInfo(a.io.Out, r, st)
+	failed := slices.ContainsFunc(results, func(r infoResult) bool { return r.Error != "" || !r.Reachable })
+	if err := renderBlocks(a, results, renderInfo); err != nil {
+		return err
 	}
 	if failed {
 		return silentError{ExitFailed}
