@@ -47,18 +47,58 @@ func (r *Responder) resolveConflicts(pkt []byte) {
 	if r.closed {
 		return
 	}
-	for _, e := range r.z.all() {
-		hostLost, svcLost := collision(e, rrs)
-		if !hostLost && len(svcLost) == 0 {
-			continue
-		}
+	for e, l := range r.z.collisions(rrs) {
 		if !r.z.isProbing(e) {
 			r.log.Debug("mdnsd: announced name claimed by another host, probing again", "host", e.label)
 			r.reprobe(e)
 			continue
 		}
-		r.rename(e, hostLost, svcLost)
+		r.rename(e, l.host, l.svcs)
 	}
+}
+
+// loss is what a host lost in a conflict: its host name, and the instance
+// names of some services (indexes into spec.Services).
+type loss struct {
+	host bool
+	svcs []int
+}
+
+// collisions finds, for each record, the host that owns its name (a direct
+// lookup, so a fleet of hundreds costs no more per packet than one) and
+// tells what each host lost.
+func (z *zone) collisions(rrs []dns.RR) map[*hostEntry]*loss {
+	out := make(map[*hostEntry]*loss)
+	get := func(e *hostEntry) *loss {
+		if out[e] == nil {
+			out[e] = &loss{}
+		}
+		return out[e]
+	}
+	z.mu.RLock()
+	defer z.mu.RUnlock()
+	for _, rr := range rrs {
+		if rr == nil {
+			continue
+		}
+		key, ok := nameKey(rr.Header().Name)
+		if !ok {
+			continue
+		}
+		switch x := rr.(type) {
+		case *dns.A, *dns.AAAA:
+			if e := z.hosts[key]; e != nil && addrCollision(e, rr) == colLost {
+				get(e).host = true
+			}
+		case *dns.SRV:
+			if s := z.insts[key]; s != nil && srvCollision(s.srv.(*dns.SRV), x) == colLost {
+				if l := get(s.host); !slices.Contains(l.svcs, s.spec) {
+					l.svcs = append(l.svcs, s.spec)
+				}
+			}
+		}
+	}
+	return out
 }
 
 // reprobe stops e's schedule and starts probing again. r.mu is held.
@@ -129,33 +169,6 @@ func mangle(name string) string {
 	}
 	n, _ := strconv.Atoi(digits) // "" is 0, as strtol gives
 	return name[:i] + "-" + strconv.Itoa(n+1)
-}
-
-// collision tells whether e lost its host name, and which of its services
-// (indexes into e.spec.Services) lost their instance names, to rrs.
-func collision(e *hostEntry, rrs []dns.RR) (hostLost bool, svcLost []int) {
-	for _, rr := range rrs {
-		if rr == nil {
-			continue
-		}
-		key, ok := nameKey(rr.Header().Name)
-		if !ok {
-			continue
-		}
-		switch x := rr.(type) {
-		case *dns.A, *dns.AAAA:
-			if key == e.key && addrCollision(e, rr) == colLost {
-				hostLost = true
-			}
-		case *dns.SRV:
-			for _, s := range e.svcs {
-				if s.key == key && !slices.Contains(svcLost, s.spec) && srvCollision(s.srv.(*dns.SRV), x) == colLost {
-					svcLost = append(svcLost, s.spec)
-				}
-			}
-		}
-	}
-	return hostLost, svcLost
 }
 
 // classCollision: ESP-IDF lets a class above IN win and one of 0 lose.

@@ -3,6 +3,7 @@ package mdnsd
 import (
 	"net"
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/miekg/dns"
@@ -55,9 +56,47 @@ func TestCollision(t *testing.T) {
 		{"greater SRV target", srv("ots-sim-02.local."), false, 1},
 	}
 	for _, tt := range tests {
-		hostLost, svcLost := collision(e, []dns.RR{tt.rr})
+		var hostLost bool
+		var svcLost []int
+		for h, l := range z.collisions([]dns.RR{tt.rr}) {
+			if h != e {
+				t.Fatalf("%s: a loss for another host %s", tt.name, h.label)
+			}
+			hostLost, svcLost = l.host, l.svcs
+		}
 		if hostLost != tt.hostLost || len(svcLost) != tt.svcLost {
 			t.Errorf("%s: host lost %v, services lost %v; want %v, %d", tt.name, hostLost, svcLost, tt.hostLost, tt.svcLost)
 		}
 	}
+}
+
+// FuzzCollisions: arbitrary packets never panic the conflict check, and it
+// only ever names hosts of the zone.
+func FuzzCollisions(f *testing.F) {
+	z := testZone(f)
+	for _, e := range z.all() {
+		b, err := z.probe(e, true).Pack()
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, pkt []byte) {
+		var m dns.Msg
+		if m.Unpack(pkt) != nil {
+			return
+		}
+		hosts := z.all()
+		for e, l := range z.collisions(append(append(m.Answer, m.Ns...), m.Extra...)) {
+			if !slices.Contains(hosts, e) {
+				t.Fatalf("loss for a host not in the zone: %+v", l)
+			}
+			for _, i := range l.svcs {
+				if i < 0 || i >= len(e.spec.Services) {
+					t.Fatalf("service index %d of %d", i, len(e.spec.Services))
+				}
+			}
+		}
+	})
 }
