@@ -2,8 +2,9 @@ package cmd
 
 import (
 	"encoding/json"
-	"fmt"
 	"io"
+
+	"github.com/ots-ota/ots-ota/fwfile"
 )
 
 func writeJSON(w io.Writer, v any) error {
@@ -12,17 +13,9 @@ func writeJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-// humanBytes prints sizes the way flash sizes are spoken of (KiB/MiB).
-func humanBytes(n int64) string {
-	switch {
-	case n >= 1<<20:
-		return fmt.Sprintf("%.2f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	default:
-		return fmt.Sprintf("%d B", n)
-	}
-}
+// humanBytes prints sizes the way flash sizes are spoken of (KiB/MiB), as
+// fwfile's messages do.
+func humanBytes(n int64) string { return fwfile.HumanBytes(n) }
 
 // style wraps text in ANSI colour when allowed.
 type style struct{ on bool }

@@ -21,6 +21,20 @@ import (
 // ErrClosed is returned by waits on a closed device.
 var ErrClosed = errors.New("sim: device closed")
 
+// StartError is why device Device did not start; Err is the reason (a
+// *net.OpError when a socket could not be opened).
+type StartError struct {
+	Device string
+	Err    error
+}
+
+func (e *StartError) Error() string { return "sim: start " + e.Device + ": " + e.Err.Error() }
+func (e *StartError) Unwrap() error { return e.Err }
+
+// ErrNotLoopback is in the error for an address outside loopback without
+// AllowNonLoopback.
+var ErrNotLoopback = errors.New("not a loopback address")
+
 // Phase is where a device is in its life.
 type Phase string
 
@@ -97,7 +111,7 @@ func Start(ctx context.Context, cfg Config) (*Device, error) {
 func start(ctx context.Context, cfg Config, sink *eventSink) (*Device, error) {
 	s, err := resolve(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("sim: start %s: %w", cfg.Name, err)
+		return nil, &StartError{cfg.Name, err}
 	}
 	store := s.Store
 	if store == nil {
@@ -105,7 +119,7 @@ func start(ctx context.Context, cfg Config, sink *eventSink) (*Device, error) {
 	}
 	factory, err := makeFactory(s, store)
 	if err != nil {
-		return nil, fmt.Errorf("sim: start %s: %w", s.Name, err)
+		return nil, &StartError{s.Name, err}
 	}
 	if sink == nil {
 		sink = newEventSink(s.OnEvent)
@@ -144,7 +158,7 @@ func start(ctx context.Context, cfg Config, sink *eventSink) (*Device, error) {
 	d.mu.Unlock()
 	if err := d.startServers(); err != nil {
 		d.cancel()
-		return nil, fmt.Errorf("sim: start %s: %w", s.Name, err)
+		return nil, &StartError{s.Name, err}
 	}
 	d.log.Debug("started", "personality", s.Personality, "ota", d.OTAAddr(), "web", d.WebAddr(),
 		"behaviours", formatBehaviours(d.behaviours))
