@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 
 	"github.com/ots-ota/ots-ota/fwfile"

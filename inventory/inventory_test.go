@@ -143,8 +143,8 @@ func TestAddFile(t *testing.T) {
 // (review 68 #6).
 func TestErrorsOneLine(t *testing.T) {
 	for doc, want := range map[string]string{
-		"inventory: {devices: [{name: a, address: 127.0.0.77, port: 70000, protocol: ftp}]}":            "port out of range, and 1 more problem",
-		"inventory: {devices: [{name: a, address: x}, {name: a, address: y}], groups: {g: [a, nobody]}}": "listed twice, and 1 more problem",
+		"inventory: {devices: [{name: a, address: 127.0.0.77, port: 70000, protocol: ftp}]}":              "port out of range, and 1 more problem",
+		"inventory: {devices: [{name: a, address: x}, {name: a, address: y}], groups: {g: [a, nobody]}}":  "listed twice, and 1 more problem",
 		"inventory: {devices: [{name: a, address: x, port: -1, protocol: ftp, auth: {env: A, file: B}}]}": "and 2 more problems",
 	} {
 		_, err := Parse([]byte(doc))
