@@ -18,7 +18,7 @@ package cmd
 // newlines (envListSeparators; no spec of any flag contains either).
 //
 // A top-level key is a flag name, a command's section (a mapping named after
-// the command) or a data section (dataSections). Where a flag and a command
+// the command) or a data section (dataSections()). Where a flag and a command
 // share a name (`version`), a mapping is the section and a value the flag's. Data sections are not flag
 // values: the loader never parses them, and a command reads one raw with
 // config.Data, e.g. discover's static inventory:
@@ -33,6 +33,7 @@ package cmd
 // the command line"; app.source tells where any value came from.
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -44,6 +45,8 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/ots-ota/ots-ota/fwfile"
 )
 
 const envPrefix = "OTS_OTA"
@@ -53,8 +56,11 @@ const envListSeparators = ";\n"
 
 // dataSections are the top-level keys that hold data for commands rather than
 // flag values. No flag may be named like one (TestConfigKeysDoNotCollide).
-var dataSections = []string{
-	"inventory", // discover and push: the static list of devices
+// A function, not a variable: nothing can append to it at run time.
+func dataSections() []string {
+	return []string{
+		"inventory", // discover and push: the static list of devices
+	}
 }
 
 // Ranks of the places a value can come from; a higher rank wins.
@@ -90,7 +96,7 @@ func (c *config) Path() string {
 // Data returns the raw YAML value of a data section (one of dataSections),
 // nil when the file has none. Decode it with node.Decode.
 func (c *config) Data(section string) *yaml.Node {
-	if c == nil || c.root == nil || !slices.Contains(dataSections, section) {
+	if c == nil || c.root == nil || !slices.Contains(dataSections(), section) {
 		return nil
 	}
 	_, v := mapGet(c.root, section)
@@ -119,17 +125,26 @@ func configPath(explicit string) (path string, required bool) {
 	return "ots-ota.yaml", false
 }
 
-// readConfigFile parses the file at path; a missing optional file is no config.
-func readConfigFile(path string, required bool) (*config, error) {
+// maxConfigRead bounds the config file: a few hundred lines of YAML.
+const maxConfigRead = 1 << 20
+
+// readConfigFile parses the file at path; a missing optional file is no
+// config. Like every input file it must be a regular file (a FIFO would block
+// the read before any signal could stop it), read until ctx ends.
+func readConfigFile(ctx context.Context, path string, required bool) (*config, error) {
 	c := &config{origins: map[string]origin{}}
-	data, err := os.ReadFile(path)
-	switch {
-	case errors.Is(err, os.ErrNotExist) && !required:
-		return c, nil
-	case errors.Is(err, os.ErrNotExist):
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		if !required {
+			return c, nil
+		}
 		return nil, fmt.Errorf("config file %s does not exist", path)
+	}
+	data, err := fwfile.Read(ctx, path, maxConfigRead)
+	switch {
+	case err != nil && ctx.Err() != nil:
+		return nil, ctx.Err()
 	case err != nil:
-		return nil, fmt.Errorf("cannot read config file %s: %s", path, rootCause(err))
+		return nil, fmt.Errorf("config file %s: %s", path, err)
 	}
 	c.path = path
 	var doc yaml.Node
@@ -151,7 +166,11 @@ func readConfigFile(path string, required bool) (*config, error) {
 // typed from the environment or the file.
 func loadConfig(cmd *cobra.Command, explicit string) (*config, error) {
 	path, required := configPath(explicit)
-	c, err := readConfigFile(path, required)
+	ctx := cmd.Context()
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	c, err := readConfigFile(ctx, path, required)
 	if err != nil {
 		return nil, err
 	}
@@ -214,8 +233,9 @@ func loadConfig(cmd *cobra.Command, explicit string) (*config, error) {
 			where := fmt.Sprintf("%s: %s%s", c.path, s.path, f.Name)
 			items, err := nodeItems(f, v)
 			if err == nil && items == nil {
+				// An empty key hides nothing: a less specific one still counts.
 				c.warnings = append(c.warnings, fmt.Sprintf("%s:%d: %s%s has no value; ignored", c.path, k.Line, s.path, f.Name))
-				return
+				continue
 			}
 			if err == nil {
 				err = setValue(f, items)
@@ -292,7 +312,7 @@ func nodeItems(f *pflag.Flag, v *yaml.Node) ([]string, error) {
 		}
 		items := []string{}
 		for _, e := range v.Content {
-			if e.Kind != yaml.ScalarNode {
+			if e = deref(e); e.Kind != yaml.ScalarNode {
 				return nil, fmt.Errorf("want a list of plain values")
 			}
 			items = append(items, e.Value)
@@ -363,10 +383,18 @@ func mapGet(m *yaml.Node, key string) (*yaml.Node, *yaml.Node) {
 	}
 	for i := 0; i+1 < len(m.Content); i += 2 {
 		if m.Content[i].Value == key {
-			return m.Content[i], m.Content[i+1]
+			return m.Content[i], deref(m.Content[i+1])
 		}
 	}
 	return nil, nil
+}
+
+// deref follows a YAML alias (*name) to the value it names.
+func deref(v *yaml.Node) *yaml.Node {
+	for i := 0; v != nil && v.Kind == yaml.AliasNode && v.Alias != nil && i < 8; i++ {
+		v = v.Alias
+	}
+	return v
 }
 
 // checkKeys warns about every key of the file that feeds nothing.
@@ -375,10 +403,10 @@ func (c *config) checkKeys(root *cobra.Command) {
 	walk = func(m *yaml.Node, cmd *cobra.Command, prefix string) {
 		known := flagNames(cmd)
 		for i := 0; i+1 < len(m.Content); i += 2 {
-			k, v := m.Content[i], m.Content[i+1]
+			k, v := m.Content[i], deref(m.Content[i+1])
 			key := prefix + k.Value
 			switch {
-			case !cmd.HasParent() && slices.Contains(dataSections, k.Value):
+			case !cmd.HasParent() && slices.Contains(dataSections(), k.Value):
 				// data: read by the commands that use it
 			case subcommand(cmd, k.Value) != nil && (v.Kind == yaml.MappingNode || !known[k.Value]):
 				if v.Kind != yaml.MappingNode {

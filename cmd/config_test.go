@@ -276,7 +276,7 @@ func TestConfigKeysDoNotCollide(t *testing.T) {
 	streams, _, _ := TestStreams()
 	root := newRootCmd(&app{io: streams, cfg: &config{}})
 	all := flagNames(root)
-	for _, d := range dataSections {
+	for _, d := range dataSections() {
 		if all[d] || subcommand(root, d) != nil {
 			t.Errorf("data section %q is also a flag or a command", d)
 		}

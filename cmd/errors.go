@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 )
@@ -55,18 +56,24 @@ func netError(err error) (msg string, ok bool) {
 		addr = op.Addr.String()
 	}
 	what := fmt.Sprintf("cannot %s on %s %s", op.Op, op.Net, addr)
-	var errno syscall.Errno
 	switch {
-	case errors.As(err, &errno) && errno == syscall.EADDRINUSE:
+	case isErrno(err, errnoAddrInUse):
 		return what + ": the address is in use (another simulator running? pick another --base-ip or --ota-port)", true
-	case errors.As(err, &errno) && errno == syscall.EADDRNOTAVAIL && strings.HasPrefix(addr, "127."):
+	case isErrno(err, errnoAddrNotAvail) && strings.HasPrefix(addr, "127."):
 		return what + ": the address is not on this machine (on macOS add loopback aliases first: sudo ifconfig lo0 alias 127.0.0.2 up)", true
-	case errors.As(err, &errno) && errno == syscall.EADDRNOTAVAIL:
+	case isErrno(err, errnoAddrNotAvail):
 		return what + ": the address is not on this machine (give the address of one of its interfaces)", true
-	case errors.Is(err, os.ErrPermission):
+	case isErrno(err, errnoAccess) || errors.Is(err, os.ErrPermission):
 		return what + ": permission denied (ports below 1024 need privileges: pick another port)", true
-	case errors.As(err, &errno) && (errno == syscall.EMFILE || errno == syscall.ENFILE):
+	case isErrno(err, errnoTooManyFiles):
 		return what + ": too many open files (raise the limit with ulimit -n, or use fewer devices)", true
 	}
 	return what + ": " + rootCause(op.Err).Error(), true
+}
+
+// isErrno reports whether err carries one of the errnos (errno_*.go number
+// them per OS).
+func isErrno(err error, errnos []syscall.Errno) bool {
+	var e syscall.Errno
+	return errors.As(err, &e) && slices.Contains(errnos, e)
 }

@@ -1,7 +1,6 @@
 package cmd
 
 import (
-	"bytes"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ots-ota/ots-ota/fwfile"
 	"github.com/ots-ota/ots-ota/image"
 	"github.com/ots-ota/ots-ota/partition"
 )
@@ -47,6 +47,10 @@ func (p *policyFlags) bind(c *cobra.Command) {
 // maxFileRead bounds how much of a file inspect reads: no ESP app exceeds 16 MiB
 // (the largest app partition a 32-bit map allows is far below what we read).
 const maxFileRead = 64 << 20
+
+// maxTableRead bounds a --partitions file: a CSV of a few dozen lines, or
+// the 3 KiB binary table.
+const maxTableRead = 1 << 20
 
 func newInspectCmd(a *app) *cobra.Command {
 	o := &inspectOptions{}
@@ -157,8 +161,12 @@ func (o *policyFlags) resolve(a *app) error {
 
 // slotFromPartitions reads the OTA slot size from a partition table file.
 func slotFromPartitions(a *app, path string) (int64, string, error) {
-	data, err := readRegular(context.Background(), path, 1<<20)
-	if err != nil {
+	data, err := readRegular(context.Background(), path, maxTableRead)
+	var tl *fwfile.TooLargeError
+	switch {
+	case errors.As(err, &tl):
+		return 0, "", a.flagError("partitions", "%s: not a partition table", err)
+	case err != nil:
 		return 0, "", a.flagError("partitions", "%s", err)
 	}
 	t, err := partition.Parse(data)
@@ -176,102 +184,19 @@ func slotFromPartitions(a *app, path string) (int64, string, error) {
 	return n, note, nil
 }
 
-// errTooLarge reports a file over the read cap; size is from stat, or 0 when
-// only reading found out (standard input, a file that grew).
-type errTooLarge struct{ size int64 }
-
-func (e errTooLarge) Error() string {
-	if e.size == 0 {
-		return fmt.Sprintf("more than %s: not an ESP32 application image", humanBytes(maxFileRead))
-	}
-	return fmt.Sprintf("file is %s (%d bytes), more than %s: not an ESP32 application image", humanBytes(e.size), e.size, humanBytes(maxFileRead))
-}
-
-// readRegular reads a regular file of at most limit bytes. Anything else (a
-// FIFO, a directory, a device, a socket) is refused before it is opened, so
-// a read can never block; a larger file is refused from its size on disk.
-// The read stops when ctx is cancelled.
+// readRegular reads a regular file of at most limit bytes (fwfile.Read:
+// FIFOs, directories and devices refused up front, the size checked from
+// disk, the read stopped when ctx ends). push and info call it too.
 func readRegular(ctx context.Context, path string, limit int64) ([]byte, error) {
-	st, err := os.Stat(path)
-	if err != nil {
-		return nil, fileError(path, err)
-	}
-	if err := regular(st); err != nil {
-		return nil, err
-	}
-	if st.Size() > limit {
-		return nil, errTooLarge{st.Size()}
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fileError(path, err)
-	}
-	defer f.Close()
-	if st, err = f.Stat(); err != nil {
-		return nil, fileError(path, err)
-	} else if err := regular(st); err != nil { // replaced since the first look
-		return nil, err
-	}
-	return readAll(ctx, f, limit, path)
+	return fwfile.Read(ctx, path, limit)
 }
 
-// readAll reads r to the end, at most limit bytes, checking ctx between chunks.
-func readAll(ctx context.Context, r io.Reader, limit int64, path string) ([]byte, error) {
-	var buf bytes.Buffer
-	r = io.LimitReader(r, limit+1)
-	for {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		n, err := io.CopyN(&buf, r, 1<<20)
-		if err == io.EOF || (err == nil && n == 0) {
-			break
-		}
-		if err != nil {
-			return nil, fileError(path, err)
-		}
-	}
-	if int64(buf.Len()) > limit {
-		return nil, errTooLarge{}
-	}
-	return buf.Bytes(), nil
-}
-
-// regular refuses what is not a regular file, naming what it is.
-func regular(st os.FileInfo) error {
-	m := st.Mode()
-	var what string
-	switch {
-	case m.IsRegular():
-		return nil
-	case m.IsDir():
-		what = "a directory"
-	case m&os.ModeNamedPipe != 0:
-		what = "a FIFO"
-	case m&os.ModeSocket != 0:
-		what = "a socket"
-	case m&os.ModeDevice != 0:
-		what = "a device"
-	default:
-		what = "a special file"
-	}
-	return fmt.Errorf("not a regular file (%s): give the firmware file itself", what)
-}
-
-// fileError says in one line why a file could not be read.
-func fileError(path string, err error) error {
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-		return fmt.Errorf("%s does not exist", path)
-	case errors.Is(err, os.ErrPermission):
-		return fmt.Errorf("%s: permission denied", path)
-	}
-	return fmt.Errorf("cannot read %s: %s", path, rootCause(err))
-}
+// fileKind names what a file that is not a regular file is.
+func fileKind(st os.FileInfo) string { return fwfile.Kind(st) }
 
 // inspectResult is the --json shape: stable snake_case fields, additive
 // only. Every field is present on every object; null where it does not apply.
-// Keep inspectJSONFields and the README in step.
+// Keep inspectJSONFields (inspect_test.go) and the README in step.
 type inspectResult struct {
 	File          string          `json:"file"`
 	OK            bool            `json:"ok"`
@@ -300,11 +225,6 @@ type inspectResult struct {
 	Warnings      []findingResult `json:"warnings"`
 }
 
-// inspectJSONFields are the documented fields of inspectResult, in order.
-var inspectJSONFields = []string{"file", "ok", "kind", "chip", "project", "version", "idf_ver", "date", "time",
-	"secure_version", "elf_sha256", "size", "image_len", "segments", "entry", "checksum_ok", "sha256", "sha256_ok",
-	"signature", "signature_blocks", "slot_size", "slot_percent", "app_offset", "errors", "warnings"}
-
 type findingResult struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
@@ -330,47 +250,25 @@ func val[T any](p *T) T {
 	return *p
 }
 
-// readStdin reads standard input (inspect -). A read that blocks is left
-// behind when ctx ends: the process is about to exit.
-func readStdin(ctx context.Context, in io.Reader) ([]byte, error) {
-	type result struct {
-		data []byte
-		err  error
-	}
-	done := make(chan result, 1)
-	go func() {
-		data, err := readAll(ctx, in, maxFileRead, "standard input")
-		done <- result{data, err}
-	}()
-	select {
-	case r := <-done:
-		return r.data, r.err
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-}
-
 func inspectFile(ctx context.Context, a *app, path string, o *inspectOptions) (inspectResult, error) {
 	p := o.policy
 	r := inspectResult{File: path, Kind: "unreadable", Errors: []findingResult{}, Warnings: []findingResult{}}
-	var data []byte
-	var err error
-	if path == "-" {
-		data, err = readStdin(ctx, a.io.In)
-	} else {
-		data, err = readRegular(ctx, path, maxFileRead)
-	}
-	var tl errTooLarge
+	data, err := fwfile.ReadArg(ctx, path, a.io.In, maxFileRead)
+	var tl *fwfile.TooLargeError
+	var nr *fwfile.NotRegularError
 	switch {
 	case err != nil && ctx.Err() != nil:
 		return r, ctx.Err()
 	case errors.As(err, &tl):
 		r.Kind = string(image.KindUnknown)
-		if tl.size > 0 {
-			r.Size = ptr(tl.size)
+		if tl.Size > 0 {
+			r.Size = ptr(tl.Size)
 		}
-		r.Errors = append(r.Errors, findingResult{Code: "too_large", Message: err.Error(),
+		r.Errors = append(r.Errors, findingResult{Code: "too_large", Message: err.Error() + ": not an ESP32 application image",
 			Hint: "upload the application .bin from your build directory"})
+		return r, nil
+	case errors.As(err, &nr):
+		r.Errors = append(r.Errors, findingResult{Code: "unreadable", Message: err.Error() + ": give the firmware file itself", Hint: "check the path"})
 		return r, nil
 	case err != nil:
 		r.Errors = append(r.Errors, findingResult{Code: "unreadable", Message: err.Error(), Hint: "check the path"})

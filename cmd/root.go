@@ -31,7 +31,8 @@
 //
 //	func runPush(ctx context.Context, a *app, o *pushOptions) error { ... }
 //
-// and one line in newRootCmd's AddCommand list below. Then:
+// and one line in newRootCmd's AddCommand list below (a subcommand: one line
+// under its parent there, as sim image has). Then:
 //
 //   - Values come from the command line, the environment and the config file
 //     (config.go) with no code in the command: read the options struct.
@@ -40,7 +41,7 @@
 //     Repeatable flags are StringArrayVar: lists in the file, items split on
 //     envListSeparators in the environment.
 //   - Data sections of the config file: a.cfg.Data("inventory") is the raw
-//     *yaml.Node (nil when absent; add new sections to dataSections), and
+//     *yaml.Node (nil when absent; add new sections to dataSections()), and
 //     a.cfg.Path() the file that was read ("" when none).
 //   - validate: a.flagError(name, why) is the usage error for a bad value (it
 //     names the flag, the value unless secret, and where it came from);
@@ -137,11 +138,23 @@ func (a *app) source(name string) string {
 // flag and its value (never a secret's) and, when the value was not typed,
 // where it came from: "--max-size lots (from OTS_OTA_MAX_SIZE): not a size".
 func (a *app) flagError(name, format string, args ...any) error {
+	value, show := "", false
+	if f := a.cmd.Flags().Lookup(name); f != nil && !isList(f) {
+		value, show = f.Value.String(), true
+	}
+	return a.valueError(name, value, show, format, args...)
+}
+
+// itemError is flagError for one item of a repeatable flag:
+// "--fault explode (from OTS_OTA_FAULT): unknown kind".
+func (a *app) itemError(name, item, format string, args ...any) error {
+	return a.valueError(name, item, true, format, args...)
+}
+
+func (a *app) valueError(name, value string, show bool, format string, args ...any) error {
 	ref := "--" + name
-	if f := a.cmd.Flags().Lookup(name); f != nil {
-		if v := f.Value.String(); !isList(f) {
-			ref += " " + shown(f, v)
-		}
+	if f := a.cmd.Flags().Lookup(name); f != nil && show {
+		ref += " " + shown(f, value)
 	}
 	if o := a.cfg.origins[name]; o.rank != rankFlag && o.rank != rankDefault {
 		ref += " (from " + o.where + ")"
@@ -182,15 +195,18 @@ func commandPath(root *cobra.Command, args []string) string {
 	return c.CommandPath()
 }
 
-// newRootCmd builds the command tree. Every command is listed here, once.
+// newRootCmd builds the command tree. Every command and subcommand is listed
+// here, once; no init() and no package-level list adds any.
 func newRootCmd(a *app) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "ots-ota",
 		Short: "Check ESP32 firmware images, find devices and tell what they run, simulate ESP32 devices",
 		Long: `ots-ota is a tool for updating the firmware of ESP32 devices over the network.
-Today it checks firmware files before they are sent (inspect), finds devices by mDNS
-and the inventory (discover), tells what each device runs (info), and runs simulated
-devices on loopback that answer uploads like the real firmware (sim).`,
+Today it checks firmware files before they are sent (inspect), sends them to devices
+in parallel and checks what they run afterwards (push; espota takes espota.py's command
+line), finds devices by mDNS and the inventory (discover), tells what each device runs
+(info), and runs simulated devices on loopback that answer uploads like the real
+firmware (sim). Start with 'ots-ota demo'.`,
 		Version:       buildinfo.Get().Version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -217,12 +233,17 @@ devices on loopback that answer uploads like the real firmware (sim).`,
 	root.AddCommand(
 		newInspectCmd(a),
 		newPushCmd(a),
+		newEspotaCmd(a),
 		newDiscoverCmd(a),
 		newInfoCmd(a),
 		newSimCmd(a),
+		newDemoCmd(a),
 		newVersionCmd(a),
 		newCompletionCmd(a),
 	)
+	// Subcommands are wired here too, each under its parent, so that this
+	// function is the whole command tree.
+	subcommand(root, "sim").AddCommand(newSimImageCmd(a))
 	root.SetHelpCommand(newHelpCmd(a))
 	return root
 }

@@ -212,7 +212,7 @@ func TestOpenFileLimit(t *testing.T) {
 		return string(out), 0
 	}
 	out, code := run("1000")
-	if code != ExitUsage || !strings.Contains(out, "--devices 1000 needs about 2064 open files, but this process may open 256") ||
+	if code != ExitUsage || !strings.Contains(out, "--devices 1000: needs about 2064 open files, but this process may open 256") ||
 		!strings.Contains(out, "ulimit -n") {
 		t.Errorf("1000 devices under ulimit -n 256: exit %d:\n%s", code, out)
 	}

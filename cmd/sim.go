@@ -119,8 +119,7 @@ with ";" (OTS_OTA_FAULT='latency:5ms;error@30%'); in the config file, use a list
 		}
 		return names, cobra.ShellCompDirectiveNoFileComp
 	})
-	c.AddCommand(newSimImageCmd(a))
-	return c
+	return c // its subcommand, sim image, is wired in newRootCmd
 }
 
 // rate reads "512KiB/s" (or "512KiB") as bytes per second; "0" means no limit.
@@ -140,22 +139,27 @@ func rate(a *app, flag, s string) (int64, error) {
 }
 
 // simFlagUse says which personalities use a flag; others ignore it.
-var simFlagUse = []struct {
+func simFlagUse() []simFlag {
+	return []simFlag{
+		{"password", []sim.Personality{sim.Seed, sim.Arduino, sim.ESP8266}, "the ots firmware has no OTA password"},
+		{"core", []sim.Personality{sim.Arduino}, "only the arduino personality has an arduino-esp32 core"},
+		{"web-port", []sim.Personality{sim.Seed, sim.OTS}, "only seed and ots devices run a web server"},
+		{"rollback-later", []sim.Personality{sim.Arduino}, "only an arduino sketch can defer confirming its image"},
+	}
+}
+
+// simFlag is a flag only some personalities use.
+type simFlag struct {
 	flag  string
 	only  []sim.Personality
 	means string
-}{
-	{"password", []sim.Personality{sim.Seed, sim.Arduino, sim.ESP8266}, "the ots firmware has no OTA password"},
-	{"core", []sim.Personality{sim.Arduino}, "only the arduino personality has an arduino-esp32 core"},
-	{"web-port", []sim.Personality{sim.Seed, sim.OTS}, "only seed and ots devices run a web server"},
-	{"rollback-later", []sim.Personality{sim.Arduino}, "only an arduino sketch can defer confirming its image"},
 }
 
 // inapplicable refuses a typed flag the personality ignores; the same value
 // from the environment or the config file (OTS_OTA_PASSWORD set for push) is
 // dropped, and -v says so.
 func (o *simOptions) inapplicable(a *app, pers sim.Personality) error {
-	for _, u := range simFlagUse {
+	for _, u := range simFlagUse() {
 		if !a.isSet(u.flag) || slices.Contains(u.only, pers) {
 			continue
 		}
@@ -210,41 +214,49 @@ func (o *simOptions) validate(a *app, _ []string) error {
 		return a.flagError("slot-size", "an app slot holds 4K to 16M")
 	}
 	var imgSize int64
+	if o.ImageSize == "" {
+		// The running image is the default one: it must fit the slot too.
+		if n := defaultImageSize(pers, chip); n > slot {
+			return a.flagError("slot-size", "smaller than the running image (%s): give a larger slot, or --image-size", humanBytes(n))
+		}
+	}
 	if o.ImageSize != "" {
 		if imgSize, err = approxSize(o.ImageSize); err != nil {
 			return a.flagError("image-size", "not a size (use 1.2M or 300K)")
+		}
+		if imgSize == 0 {
+			return a.flagError("image-size", "an image cannot be empty (leave --image-size out for a small one)")
 		}
 		if imgSize > slot {
 			return a.flagError("image-size", "larger than the %s slot (--slot-size)", humanBytes(slot))
 		}
 		if c, ok := image.ChipByName(chip); ok && pers != sim.ESP8266 {
 			if _, err := image.Build(image.BuildOptions{Chip: c, Size: int(imgSize)}); err != nil {
-				msg := strings.TrimPrefix(rootCause(err).Error(), "build image: ")
-				return a.flagError("image-size", "%s", strings.TrimPrefix(msg, fmt.Sprintf("size %d ", imgSize)))
+				return a.flagError("image-size", "%s", buildSizeReason(err))
 			}
 		}
 	}
 	// One spec at a time, so the message names the one that is wrong.
 	for _, spec := range o.Behave {
 		if _, _, err := sim.ParseBehaviourSpec(spec); err != nil {
-			return usageErrorf("--behave %s: %s", spec, rootCause(err))
+			return a.itemError("behave", spec, "%s", rootCause(err))
 		}
 	}
 	for _, spec := range o.Faults {
 		if _, err := sim.ParseFault(spec); err != nil {
-			return usageErrorf("--fault %s: %s", spec, rootCause(err))
+			return a.itemError("fault", spec, "%s", rootCause(err))
 		}
 	}
 	behaviours, err := sim.ParseBehaviourSpecs(o.Behave)
 	if err != nil {
-		return usageErrorf("--behave: %s", rootCause(err))
+		return a.flagError("behave", "%s", rootCause(err))
 	}
 	if err := sim.CheckBehaviours(pers, o.RollbackLater, behaviours); err != nil {
-		return usageErrorf("--behave: %s (add --rollback-later for a sketch that does)", rootCause(err))
+		return a.flagError("behave", "%s (add --rollback-later for a sketch that does)", rootCause(err))
 	}
 	faults, err := sim.ParseFaults(o.Faults)
 	if err != nil {
-		return usageErrorf("--fault: %s", rootCause(err))
+		return a.flagError("fault", "%s", rootCause(err))
 	}
 	for _, d := range []struct {
 		name string
@@ -259,6 +271,9 @@ func (o *simOptions) validate(a *app, _ []string) error {
 	}
 	if o.WebPort < -1 || o.WebPort > 65535 {
 		return a.flagError("web-port", "a port is 1 to 65535 (0: 80 or 8080, -1: none)")
+	}
+	if err := o.checkPorts(a, pers); err != nil {
+		return err
 	}
 
 	// --fast changes the defaults; a value from any source still wins.
@@ -284,17 +299,19 @@ func (o *simOptions) validate(a *app, _ []string) error {
 		}
 	}
 
-	addrs, outside, err := o.addresses(a)
-	if err != nil {
-		return err
-	}
+	// The open-file limit first: it bounds the count cheaply, before any
+	// address is listed.
 	perDevice := 1
 	if pers == sim.Seed || pers == sim.OTS {
 		if o.WebPort != -1 {
 			perDevice = 2
 		}
 	}
-	if err := checkOpenFiles(o.Devices, perDevice); err != nil {
+	if err := checkOpenFiles(a, o.Devices, perDevice); err != nil {
+		return err
+	}
+	addrs, outside, err := o.addresses(a)
+	if err != nil {
 		return err
 	}
 	if o.mdns, err = o.mdnsInterface(a); err != nil {
@@ -332,12 +349,50 @@ func (o *simOptions) validate(a *app, _ []string) error {
 	return nil
 }
 
+// defaultImageSize is the size of the image a device runs when --image-size
+// is not given (0 when unknown).
+func defaultImageSize(pers sim.Personality, chip string) int64 {
+	if pers == sim.ESP8266 {
+		return 0 // a 4 KiB stand-in, smaller than any slot allowed
+	}
+	c, ok := image.ChipByName(chip)
+	if !ok {
+		return 0
+	}
+	data, err := image.Build(image.BuildOptions{Chip: c})
+	if err != nil {
+		return 0
+	}
+	return int64(len(data))
+}
+
+// checkPorts refuses an OTA port the device's own web app would take: the
+// second listener would fail at start with "address in use".
+func (o *simOptions) checkPorts(a *app, pers sim.Personality) error {
+	if o.WebPort == -1 || (pers != sim.Seed && pers != sim.OTS) {
+		return nil
+	}
+	ota := o.OTAPort
+	if ota == 0 {
+		ota = pers.DefaultOTAPort()
+	}
+	switch {
+	case o.WebPort == ota && o.OTAPort == 0:
+		return a.flagError("web-port", "the personality's OTA port: each device needs two ports (give another, or -1 for no web app)")
+	case o.WebPort == ota:
+		return a.flagError("ota-port", "the same port as --web-port: each device needs two ports (give another, or --web-port -1 for no web app)")
+	case o.WebPort == 0 && (ota == 80 || ota == 8080):
+		return a.flagError("ota-port", "the web app takes port 80 (or 8080) unless --web-port says otherwise: give --web-port too, or another --ota-port")
+	}
+	return nil
+}
+
 var coreVersion = regexp.MustCompile(`^v?[0-9]{1,3}(\.[0-9]{1,3}){0,2}$`)
 
-// addresses lists the devices' addresses and whether they are outside
-// loopback. Loopback fleets must stay inside 127.0.0.0/8 (or be the one
-// device on ::1); a --listen fleet inside the first address's /24. Like the
-// fleet, the count skips .0 and .255.
+// addresses lists the devices' addresses (sim.FleetAddrs: loopback fleets
+// stay inside 127.0.0.0/8 skipping .0 and .255, or are the one device on
+// ::1; a --listen fleet stays inside its first address's /24) and whether
+// they are outside loopback.
 func (o *simOptions) addresses(a *app) ([]netip.Addr, bool, error) {
 	flag, outside := "base-ip", false
 	if keep, err := exclusive(a, "base-ip", "listen"); err != nil {
@@ -356,39 +411,24 @@ func (o *simOptions) addresses(a *app) ([]netip.Addr, bool, error) {
 	if err != nil {
 		return nil, false, a.flagError(flag, "not an IP address (such as 127.0.0.2; names are not looked up)")
 	}
-	first = first.Unmap()
+	// sim counts the addresses; this names the flag and says what to do.
+	addrs, err := sim.FleetAddrs(first, o.Devices, outside)
+	var cross *sim.CrossError
 	switch {
-	case first.IsUnspecified():
+	case err == nil:
+		return addrs, !addrs[0].IsLoopback(), nil // --listen 127.0.0.5 is just a loopback fleet
+	case errors.Is(err, sim.ErrAnyAddress):
 		return nil, false, a.flagError(flag, "every device needs an address of its own: give the first device's address (such as 192.168.1.50), not the any-address")
-	case first.IsMulticast() || first == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
-		return nil, false, a.flagError(flag, "not a unicast address")
-	case !outside && !first.IsLoopback():
+	case errors.Is(err, sim.ErrNotLoopback):
 		return nil, false, a.flagError(flag, "not a loopback address; to bind elsewhere on purpose, type --listen ADDR")
-	case outside && first.IsLoopback():
-		outside = false // --listen 127.0.0.5 is just a loopback fleet
+	case errors.Is(err, sim.ErrOneIPv6Loopback):
+		return nil, false, a.flagError(flag, "::1 is the only IPv6 loopback address: use -n 1, or an IPv4 --base-ip for more devices")
+	case errors.Is(err, sim.ErrPastLoopback):
+		return nil, false, a.flagError(flag, "%d devices would run past 127.255.255.254, the last loopback address: use a lower address or fewer devices", o.Devices)
+	case errors.As(err, &cross):
+		return nil, false, a.flagError(flag, "%d devices would cross %s into the next network: use a lower address or fewer devices", o.Devices, cross.At)
 	}
-	if outside && first.Is4() && (first.As4()[3] == 0 || first.As4()[3] == 255) {
-		return nil, false, a.flagError(flag, "a network or broadcast address, not a host's")
-	}
-	addrs := make([]netip.Addr, 0, o.Devices)
-	for ip := first; len(addrs) < o.Devices; ip = ip.Next() {
-		switch {
-		case !outside && first.Is6():
-			if ip != first {
-				return nil, false, a.flagError(flag, "::1 is the only IPv6 loopback address: use -n 1, or an IPv4 --base-ip for more devices")
-			}
-		case !ip.IsValid() || !outside && !ip.IsLoopback():
-			return nil, false, a.flagError(flag, "%d devices would run past 127.255.255.254, the last loopback address: use a lower address or fewer devices", o.Devices)
-		}
-		if ip.Is4() && (ip.As4()[3] == 0 || ip.As4()[3] == 255) {
-			if outside {
-				return nil, false, a.flagError(flag, "%d devices would cross %s into the next network: use a lower address or fewer devices", o.Devices, ip)
-			}
-			continue
-		}
-		addrs = append(addrs, ip)
-	}
-	return addrs, outside, nil
+	return nil, false, a.flagError(flag, "%s", err) // ErrNotUnicast, ErrNetworkAddress: the reason says it all
 }
 
 func addrRange(addrs []netip.Addr) string {
@@ -429,6 +469,12 @@ func (o *simOptions) mdnsInterface(a *app) (*net.Interface, error) {
 		}
 		return nil, a.flagError("mdns-interface", "no such network interface (have: %s)", strings.Join(names, ", "))
 	}
+	if ifi.Flags&net.FlagMulticast == 0 {
+		return nil, a.flagError("mdns-interface", "the interface has no MULTICAST flag, so mDNS cannot run on it (turn it on: ip link set %s multicast on; or give --no-mdns)", ifi.Name)
+	}
+	if ifi.Flags&net.FlagUp == 0 {
+		return nil, a.flagError("mdns-interface", "the interface is down (bring it up, or give --no-mdns)")
+	}
 	if ifi.Flags&net.FlagLoopback == 0 {
 		if !a.typed("mdns-interface") {
 			return nil, a.flagError("mdns-interface", "advertising outside loopback must be typed on the command line, not set in the environment or the config file")
@@ -440,7 +486,7 @@ func (o *simOptions) mdnsInterface(a *app) (*net.Interface, error) {
 
 // checkOpenFiles refuses a fleet larger than the open-file limit allows:
 // every device holds perDevice sockets, plus room for clients and mDNS.
-func checkOpenFiles(devices, perDevice int) error {
+func checkOpenFiles(a *app, devices, perDevice int) error {
 	limit, ok := openFileLimit()
 	if !ok {
 		return nil
@@ -448,8 +494,8 @@ func checkOpenFiles(devices, perDevice int) error {
 	const reserve = 64
 	need := uint64(devices)*uint64(perDevice) + reserve
 	if need > limit {
-		return usageErrorf("--devices %d needs about %d open files, but this process may open %d: raise the limit (ulimit -n) or start fewer devices",
-			devices, need, limit)
+		return a.flagError("devices", "needs about %d open files, but this process may open %d: raise the limit (ulimit -n) or start fewer devices",
+			need, limit)
 	}
 	return nil
 }
@@ -540,12 +586,22 @@ func stopReason(ctx context.Context) string {
 	return "--duration reached"
 }
 
-// startError says in one line why the fleet did not start.
+// startError says in one line why the fleet did not start, from sim's typed
+// errors (never by editing its text).
 func startError(err error) error {
-	if msg, ok := netError(err); ok {
-		return errors.New("cannot start the simulated devices: " + msg)
+	const what = "cannot start the simulated devices: "
+	var se *sim.StartError
+	dev := ""
+	if errors.As(err, &se) {
+		dev = se.Device + ": "
 	}
-	return fmt.Errorf("cannot start the simulated devices: %s", strings.TrimPrefix(rootCause(err).Error(), "sim: "))
+	if msg, ok := netError(err); ok {
+		return errors.New(what + dev + msg)
+	}
+	if errors.Is(err, sim.ErrNotLoopback) {
+		return errors.New(what + dev + "an address outside loopback (type --listen ADDR to bind there on purpose)")
+	}
+	return errors.New(what + dev + rootCause(err).Error())
 }
 
 func renderFleet(w io.Writer, f *sim.Fleet, ifi *net.Interface, took time.Duration) {

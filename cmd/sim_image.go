@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -96,6 +97,9 @@ func (o *simImageOptions) validate(a *app, _ []string) error {
 		if st, err := os.Stat(filepath.Dir(o.Output)); err != nil || !st.IsDir() {
 			return a.flagError("output", "the folder %s does not exist", filepath.Dir(o.Output))
 		}
+		if st, err := os.Stat(o.Output); err == nil && !st.Mode().IsRegular() {
+			return a.flagError("output", "not a regular file (%s): give the path of the image file to write", fileKind(st))
+		}
 	}
 	var size int64
 	if o.Size != "" {
@@ -119,11 +123,19 @@ func (o *simImageOptions) validate(a *app, _ []string) error {
 		SecureVersion: o.SecureVersion, NoDigest: o.NoDigest, Seed: o.Seed,
 	})
 	if err != nil {
-		// What is left is the size: too small for the chip's segment layout.
-		msg := strings.TrimPrefix(rootCause(err).Error(), "build image: ")
-		return a.flagError("size", "%s", strings.TrimPrefix(msg, fmt.Sprintf("size %d ", size)))
+		return a.flagError("size", "%s", buildSizeReason(err))
 	}
 	return nil
+}
+
+// buildSizeReason says why image.Build refused a size; the message it goes
+// into names the size already.
+func buildSizeReason(err error) string {
+	var se *image.SizeError
+	if errors.As(err, &se) {
+		return se.Reason()
+	}
+	return rootCause(err).Error()
 }
 
 func runSimImage(_ context.Context, a *app, o *simImageOptions) error {

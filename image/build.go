@@ -11,6 +11,29 @@ import (
 	"time"
 )
 
+// SizeError is Build's answer to a size it cannot make: more than Max, or
+// less than Min, the smallest image that holds Chip's IROM segment behind
+// its first MMU page of Page bytes. Exactly one of Min and Max is set.
+type SizeError struct {
+	Size     int
+	Min, Max int
+	Chip     string
+	Page     int
+}
+
+func (e *SizeError) Error() string {
+	return "build image: size " + strconv.Itoa(e.Size) + " " + e.Reason()
+}
+
+// Reason is the error without the size it is about, for messages that name
+// the size already.
+func (e *SizeError) Reason() string {
+	if e.Max > 0 {
+		return fmt.Sprintf("exceeds %d bytes", e.Max)
+	}
+	return fmt.Sprintf("too small for %s: at least %d bytes (the IROM segment starts after the first %d KB page)", e.Chip, e.Min, e.Page/1024)
+}
+
 // MaxBuildSize is the largest image Build makes (16 MiB, the largest flash
 // an ESP32 app partition can be mapped from on most chips).
 const MaxBuildSize = 16 << 20
@@ -86,6 +109,8 @@ type buildSeg struct {
 // bytes. The file is exactly Size bytes rounded up to 16; Build fails for an
 // unknown chip, a negative size, more than MaxBuildSize or a size too small
 // to hold the IROM segment behind its first page.
+//
+// A size Build cannot make is a *SizeError, which carries the bounds.
 func Build(o BuildOptions) ([]byte, error) {
 	ci := lookupChip(o.Chip)
 	if ci == nil {
@@ -140,12 +165,11 @@ func Build(o BuildOptions) ([]byte, error) {
 	} else {
 		total = (o.Size + 15) &^ 15
 		if total > MaxBuildSize {
-			return nil, fmt.Errorf("build image: size %d exceeds %d bytes", o.Size, MaxBuildSize)
+			return nil, &SizeError{Size: o.Size, Max: MaxBuildSize}
 		}
 		iromLen = total - digest - 4 - iromDataOff // checksum at total-digest-1 after 3 zero bytes
 		if iromLen < 4 {
-			return nil, fmt.Errorf("build image: size %d too small for %s: at least %d bytes (the IROM segment starts after the first %d KB page)",
-				o.Size, ci.display, (iromDataOff+8+15)&^15+digest, page/1024)
+			return nil, &SizeError{Size: o.Size, Min: (iromDataOff+8+15)&^15 + digest, Chip: ci.display, Page: page}
 		}
 	}
 	csOff := total - digest - 1

@@ -2,6 +2,7 @@ package image
 
 import (
 	"bytes"
+	"errors"
 	"testing"
 	"time"
 )
@@ -54,5 +55,25 @@ func TestBuildDeterministic(t *testing.T) {
 	c, _ := Build(BuildOptions{Chip: ChipESP32S3, Seed: 2, Size: 300000})
 	if !bytes.Equal(a, b) || bytes.Equal(a, c) {
 		t.Fatal("Build is not deterministic per seed")
+	}
+}
+
+// TestBuildSizeError: a size Build cannot make is a *SizeError carrying the
+// bound, so callers need not parse the message.
+func TestBuildSizeError(t *testing.T) {
+	_, err := Build(BuildOptions{Chip: ChipESP32S3, Size: 100})
+	var se *SizeError
+	if !errors.As(err, &se) || se.Size != 100 || se.Min <= 100 || se.Max != 0 || se.Chip != "ESP32-S3" {
+		t.Fatalf("Build(size 100) = %v (%+v), want a SizeError with Min", err, se)
+	}
+	if _, err := Build(BuildOptions{Chip: ChipESP32S3, Size: se.Min}); err != nil {
+		t.Errorf("Build(size Min=%d) = %v, want an image", se.Min, err)
+	}
+	if _, err := Build(BuildOptions{Chip: ChipESP32S3, Size: se.Min - 16}); !errors.As(err, &se) {
+		t.Errorf("Build(size Min-16) = %v, want a SizeError", err)
+	}
+	_, err = Build(BuildOptions{Chip: ChipESP32S3, Size: MaxBuildSize + 1})
+	if !errors.As(err, &se) || se.Max != MaxBuildSize || se.Min != 0 {
+		t.Fatalf("Build(size > max) = %v, want a SizeError with Max", err)
 	}
 }

@@ -340,7 +340,7 @@ func resolve(c Config) (*settings, error) {
 	}
 	s.IP = s.IP.Unmap()
 	if !s.IP.IsLoopback() && !s.AllowNonLoopback {
-		return nil, fmt.Errorf("refusing to listen on %s: not a loopback address (set AllowNonLoopback to override)", s.IP)
+		return nil, fmt.Errorf("refusing to listen on %s: %w (set AllowNonLoopback to override)", s.IP, ErrNotLoopback)
 	}
 	if s.OTAPort < 0 || s.OTAPort > 65535 || s.WebPort < -1 || s.WebPort > 65535 {
 		return nil, fmt.Errorf("port out of range (ota %d, web %d)", s.OTAPort, s.WebPort)

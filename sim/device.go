@@ -21,6 +21,20 @@ import (
 // ErrClosed is returned by waits on a closed device.
 var ErrClosed = errors.New("sim: device closed")
 
+// StartError is why device Device did not start; Err is the reason (a
+// *net.OpError when a socket could not be opened).
+type StartError struct {
+	Device string
+	Err    error
+}
+
+func (e *StartError) Error() string { return "sim: start " + e.Device + ": " + e.Err.Error() }
+func (e *StartError) Unwrap() error { return e.Err }
+
+// ErrNotLoopback is in the error for an address outside loopback without
+// AllowNonLoopback.
+var ErrNotLoopback = errors.New("not a loopback address")
+
 // Phase is where a device is in its life.
 type Phase string
 
@@ -97,7 +111,7 @@ func Start(ctx context.Context, cfg Config) (*Device, error) {
 func start(ctx context.Context, cfg Config, sink *eventSink) (*Device, error) {
 	s, err := resolve(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("sim: start %s: %w", cfg.Name, err)
+		return nil, &StartError{cfg.Name, err}
 	}
 	store := s.Store
 	if store == nil {
@@ -105,7 +119,7 @@ func start(ctx context.Context, cfg Config, sink *eventSink) (*Device, error) {
 	}
 	factory, err := makeFactory(s, store)
 	if err != nil {
-		return nil, fmt.Errorf("sim: start %s: %w", s.Name, err)
+		return nil, &StartError{s.Name, err}
 	}
 	if sink == nil {
 		sink = newEventSink(s.OnEvent)
@@ -138,11 +152,13 @@ func start(ctx context.Context, cfg Config, sink *eventSink) (*Device, error) {
 	d.mu.Lock()
 	d.flash.boot()
 	d.bootCount = 1
-	d.bootedAt = time.Now()
+	// Uptime counts from reset, as after every later boot: a device that
+	// starts serving now was reset one boot time ago.
+	d.bootedAt = time.Now().Add(-s.timing.BootTime)
 	d.mu.Unlock()
 	if err := d.startServers(); err != nil {
 		d.cancel()
-		return nil, fmt.Errorf("sim: start %s: %w", s.Name, err)
+		return nil, &StartError{s.Name, err}
 	}
 	d.log.Debug("started", "personality", s.Personality, "ota", d.OTAAddr(), "web", d.WebAddr(),
 		"behaviours", formatBehaviours(d.behaviours))
@@ -709,8 +725,12 @@ func (d *Device) bootUntilUp() bool {
 			d.emit(Event{Event: EventRollback, Reason: reason, From: prevInfo.Version, Project: info.Project,
 				Version: info.Version, Slot: d.flash.label(res.slot), State: state})
 		}
-		if earlyValid {
-			d.emit(Event{Event: EventValid, Project: info.Project, Version: info.Version, Slot: d.flash.label(res.slot), State: StateValid})
+		// initArduino() marks the image valid when the app starts: say so
+		// then (just before ready, or before a crash), not at the reset.
+		emitEarlyValid := func() {
+			if earlyValid {
+				d.emit(Event{Event: EventValid, Project: info.Project, Version: info.Version, Slot: d.flash.label(res.slot), State: StateValid})
+			}
 		}
 		if res.noImage {
 			d.goDown("no_bootable_image")
@@ -721,7 +741,8 @@ func (d *Device) bootUntilUp() bool {
 			// Without a pending_verify state to abort, the bootloader boots
 			// the same image again: a boot loop that never reaches the network.
 			if !pending {
-				d.emit(Event{Event: EventReboot, Reason: failReason(beh)})
+				emitEarlyValid()
+				d.emit(Event{Event: EventReboot, Reason: failReason(beh), Version: info.Version})
 				d.goDown("boot_loop")
 				<-d.ctx.Done()
 				return false
@@ -745,6 +766,7 @@ func (d *Device) bootUntilUp() bool {
 			<-d.ctx.Done()
 			return false
 		}
+		emitEarlyValid()
 		d.emitReady()
 		return true
 	}

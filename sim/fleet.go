@@ -201,29 +201,20 @@ func fleetAddrs(cfg FleetConfig) ([]netip.Addr, error) {
 		}
 		out = append(out, cfg.Addrs[:cfg.N]...)
 	} else {
-		a := cfg.BaseIP
-		if !a.IsValid() {
-			a = netip.AddrFrom4([4]byte{127, 0, 0, 2})
+		first := cfg.BaseIP
+		if !first.IsValid() {
+			first = netip.AddrFrom4([4]byte{127, 0, 0, 2})
 		}
-		for len(out) < cfg.N {
-			if !a.IsValid() {
-				return nil, fmt.Errorf("sim: fleet: ran out of addresses after %d", len(out))
-			}
-			if a.Is4() {
-				b := a.As4()
-				if b[3] == 0 || b[3] == 255 {
-					a = a.Next()
-					continue
-				}
-			}
-			out = append(out, a)
-			a = a.Next()
+		addrs, err := FleetAddrs(first, cfg.N, cfg.AllowNonLoopback || cfg.Template.AllowNonLoopback)
+		if err != nil {
+			return nil, fmt.Errorf("sim: fleet: %w", err)
 		}
+		out = addrs
 	}
 	allow := cfg.AllowNonLoopback || cfg.Template.AllowNonLoopback
 	for _, a := range out {
 		if !a.Unmap().IsLoopback() && !allow {
-			return nil, fmt.Errorf("sim: fleet: refusing non-loopback address %s (set AllowNonLoopback to override)", a)
+			return nil, fmt.Errorf("sim: fleet: refusing %s: %w (set AllowNonLoopback to override)", a, ErrNotLoopback)
 		}
 	}
 	return out, nil
