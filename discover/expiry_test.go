@@ -1,6 +1,7 @@
 package discover
 
 import (
+	"net/netip"
 	"testing"
 	"time"
 
@@ -16,7 +17,7 @@ func TestCacheExpiryFollowsTTL(t *testing.T) {
 	t0 := time.Unix(1_000_000, 0)
 	srv := &dns.SRV{Hdr: dns.RR_Header{Name: "x._ota._tcp.local.", Rrtype: dns.TypeSRV, Class: dns.ClassINET | classCacheFlush, Ttl: 2},
 		Target: "x.local.", Port: 3232}
-	c.add(srv, 1, t0)
+	c.add(srv, 1, netip.MustParseAddr("127.43.5.9"), t0)
 	want := func(nameType) bool { return true }
 	for i, frac := range []float64{0.80, 0.85, 0.90, 0.95} {
 		before := t0.Add(time.Duration(float64(2*time.Second) * frac)).Add(-time.Millisecond)
