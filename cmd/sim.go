@@ -105,7 +105,7 @@ with ";" (OTS_OTA_FAULT='latency:5ms;error@30%'); in the config file, use a list
 	f.StringVar(&o.WriteRate, "write-rate", "100KiB/s", "flash write speed, e.g. 100KiB/s (0 = unlimited)")
 	f.DurationVar(&o.ErrorCloseDelay, "error-close-delay", 0, "keep a connection open this long after an error answer sent mid-upload (0 = lwIP's RST right behind it; 100ms lets clients that stop at a failed write read the answer)")
 	f.BoolVar(&o.Fast, "fast", false, "test timing: instant erase and writes, 50 ms boots (values set by flag, environment or config still win)")
-	f.StringVar(&o.BaseIP, "base-ip", "127.0.0.2", "first device's loopback address")
+	f.StringVar(&o.BaseIP, "base-ip", "127.0.0.2", "first device's loopback address; the fleet stays in its /24 (at most 253 devices per sim, .2 to .254)")
 	f.StringVar(&o.Listen, "listen", "", "first device's address outside loopback (typed on the command line only; devices become reachable from the network)")
 	f.IntVar(&o.OTAPort, "ota-port", 0, "OTA port (default: the personality's, 3232 or 8266)")
 	f.IntVar(&o.WebPort, "web-port", 0, "seed, ots: web app port (default 80 when it may be bound, else 8080; -1 = none)")
@@ -411,10 +411,20 @@ func (o *simOptions) addresses(a *app) ([]netip.Addr, bool, error) {
 	if err != nil {
 		return nil, false, a.flagError(flag, "not an IP address (such as 127.0.0.2; names are not looked up)")
 	}
+	// A loopback fleet from the command line stays inside one /24 too, as
+	// issue 7 asks: the Go API (sim.FleetAddrs) skips .0 and .255 and may
+	// span several, but a user who typed .250 with 10 devices, or .0, gets a
+	// reason rather than addresses they did not ask for.
+	loop4 := !outside && first.Unmap().Is4() && first.IsLoopback()
+	if loop4 && (first.Unmap().As4()[3] == 0 || first.Unmap().As4()[3] == 255) {
+		return nil, false, a.flagError(flag, "a network (.0) or broadcast (.255) address: the first device needs .1 to .254 (such as 127.0.0.2)")
+	}
 	// sim counts the addresses; this names the flag and says what to do.
 	addrs, err := sim.FleetAddrs(first, o.Devices, outside)
 	var cross *sim.CrossError
 	switch {
+	case err == nil && loop4 && addrs[len(addrs)-1].As4()[2] != addrs[0].As4()[2]:
+		return nil, false, a.flagError(flag, "%s", crossReason(addrs, o.Devices))
 	case err == nil:
 		return addrs, !addrs[0].IsLoopback(), nil // --listen 127.0.0.5 is just a loopback fleet
 	case errors.Is(err, sim.ErrAnyAddress):
@@ -429,6 +439,27 @@ func (o *simOptions) addresses(a *app) ([]netip.Addr, bool, error) {
 		return nil, false, a.flagError(flag, "%d devices would cross %s into the next network: use a lower address or fewer devices", o.Devices, cross.At)
 	}
 	return nil, false, a.flagError(flag, "%s", err) // ErrNotUnicast, ErrNetworkAddress: the reason says it all
+}
+
+// maxPerNet is how many devices one sim holds in a /24: .2 to .254 (.1 is
+// the host's usual loopback address, .0 and .255 are no host's).
+const maxPerNet = 253
+
+// crossReason says why a loopback fleet that leaves its first /24 is
+// refused, and what fits instead.
+func crossReason(addrs []netip.Addr, n int) string {
+	first, last := addrs[0], addrs[len(addrs)-1]
+	b := first.As4()
+	msg := fmt.Sprintf("%d devices would run from %s to %s, across %d.%d.%d.255: ", n, first, last, b[0], b[1], b[2])
+	if n > maxPerNet {
+		next := netip.AddrFrom4([4]byte{b[0], b[1], b[2], 255}).Next().Next().Next() // the next /24's .2
+		return msg + fmt.Sprintf("one sim process holds at most %d devices per /24 (.2 to .254): give --devices %d or fewer, and start another sim with --base-ip %s for the rest",
+			maxPerNet, maxPerNet, next)
+	}
+	low := b
+	low[3] = byte(255 - n)
+	return msg + fmt.Sprintf("give a lower --base-ip (%s at most) or fewer --devices (%d at most from %s); one sim process holds at most %d devices per /24",
+		netip.AddrFrom4(low), 255-int(b[3]), first, maxPerNet)
 }
 
 func addrRange(addrs []netip.Addr) string {
