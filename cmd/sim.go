@@ -200,6 +200,11 @@ func (o *simOptions) validate(a *app, _ []string) error {
 			return err
 		}
 	}
+	for _, t := range []struct{ flag, v string }{{"project", o.Project}, {"version", o.Version}} {
+		if err := descText(a, t.flag, t.v); err != nil {
+			return err
+		}
+	}
 	if pers == sim.Arduino && o.Core != "" && !coreVersion.MatchString(o.Core) {
 		return a.flagError("core", "not a core version (such as 3.3.0 or 2.0.17)")
 	}

@@ -80,10 +80,30 @@ func (o *simImageOptions) buildDate(a *app) (time.Time, error) {
 	return time.Time{}, nil
 }
 
+// descText refuses a string the app description cannot hold as given: empty
+// (the image would name no version), longer than its char[32], or with a NUL
+// (readers stop there). Build would truncate it silently.
+func descText(a *app, flag, s string) error {
+	switch {
+	case s == "":
+		return a.flagError(flag, "cannot be empty")
+	case len(s) > image.MaxDescText:
+		return a.flagError(flag, "at most %d bytes (the app description's field), not %d", image.MaxDescText, len(s))
+	case strings.IndexByte(s, 0) >= 0:
+		return a.flagError(flag, "contains a NUL byte")
+	}
+	return nil
+}
+
 func (o *simImageOptions) validate(a *app, _ []string) error {
 	chip, err := parseChip(a, o.Chip)
 	if err != nil {
 		return err
+	}
+	for _, t := range []struct{ flag, v string }{{"project", o.Project}, {"version", o.Version}, {"idf", o.IDF}} {
+		if err := descText(a, t.flag, t.v); err != nil {
+			return err
+		}
 	}
 	o.chip = chip
 	switch {
