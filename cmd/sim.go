@@ -322,6 +322,11 @@ func (o *simOptions) validate(a *app, _ []string) error {
 	if o.mdns, err = o.mdnsInterface(a); err != nil {
 		return err
 	}
+	// espota listens on UDP: on 5353 it meets the fleet's own mDNS socket
+	// (the port's wildcard), and the fleet would fail with "address in use".
+	if o.mdns != nil && (pers == sim.Arduino || pers == sim.ESP8266) && o.OTAPort == mdnsPort {
+		return a.flagError("ota-port", "the simulator's mDNS responder takes UDP port %d, and espota listens on UDP: give another --ota-port, or --no-mdns", mdnsPort)
+	}
 	if outside {
 		a.log.Warn(fmt.Sprintf("the devices listen on %s, outside loopback: anyone on that network can reach them", addrRange(addrs)))
 	}
@@ -391,6 +396,9 @@ func (o *simOptions) checkPorts(a *app, pers sim.Personality) error {
 	}
 	return nil
 }
+
+// mdnsPort is mDNS's UDP port (RFC 6762), which the fleet's responder binds.
+const mdnsPort = 5353
 
 var coreVersion = regexp.MustCompile(`^v?[0-9]{1,3}(\.[0-9]{1,3}){0,2}$`)
 
