@@ -412,7 +412,9 @@ func (o *simOptions) addresses(a *app) ([]netip.Addr, bool, error) {
 		return nil, false, err
 	} else if o.Listen != "" && keep != "base-ip" {
 		flag, outside = "listen", true
-		if !a.typed("listen") {
+		// A loopback --listen from the environment or the file is just a
+		// loopback fleet; only binding outside loopback must be typed.
+		if ip, err := netip.ParseAddr(o.Listen); !a.typed("listen") && err == nil && !ip.IsLoopback() {
 			return nil, false, a.flagError("listen", "binding outside loopback must be typed on the command line, not set in the environment or the config file")
 		}
 	}
@@ -428,7 +430,7 @@ func (o *simOptions) addresses(a *app) ([]netip.Addr, bool, error) {
 	// issue 7 asks: the Go API (sim.FleetAddrs) skips .0 and .255 and may
 	// span several, but a user who typed .250 with 10 devices, or .0, gets a
 	// reason rather than addresses they did not ask for.
-	loop4 := !outside && first.Unmap().Is4() && first.IsLoopback()
+	loop4 := first.Unmap().Is4() && first.IsLoopback()
 	if loop4 && (first.Unmap().As4()[3] == 0 || first.Unmap().As4()[3] == 255) {
 		return nil, false, a.flagError(flag, "a network (.0) or broadcast (.255) address: the first device needs .1 to .254 (such as 127.0.0.2)")
 	}
@@ -437,7 +439,7 @@ func (o *simOptions) addresses(a *app) ([]netip.Addr, bool, error) {
 	var cross *sim.CrossError
 	switch {
 	case err == nil && loop4 && addrs[len(addrs)-1].As4()[2] != addrs[0].As4()[2]:
-		return nil, false, a.flagError(flag, "%s", crossReason(addrs, o.Devices))
+		return nil, false, a.flagError(flag, "%s", crossReason(flag, addrs, o.Devices))
 	case err == nil:
 		return addrs, !addrs[0].IsLoopback(), nil // --listen 127.0.0.5 is just a loopback fleet
 	case errors.Is(err, sim.ErrAnyAddress):
@@ -460,19 +462,19 @@ const maxPerNet = 253
 
 // crossReason says why a loopback fleet that leaves its first /24 is
 // refused, and what fits instead.
-func crossReason(addrs []netip.Addr, n int) string {
+func crossReason(flag string, addrs []netip.Addr, n int) string {
 	first, last := addrs[0], addrs[len(addrs)-1]
 	b := first.As4()
 	msg := fmt.Sprintf("%d devices would run from %s to %s, across %d.%d.%d.255: ", n, first, last, b[0], b[1], b[2])
 	if n > maxPerNet {
 		next := netip.AddrFrom4([4]byte{b[0], b[1], b[2], 255}).Next().Next().Next() // the next /24's .2
-		return msg + fmt.Sprintf("one sim process holds at most %d devices per /24 (.2 to .254): give --devices %d or fewer, and start another sim with --base-ip %s for the rest",
-			maxPerNet, maxPerNet, next)
+		return msg + fmt.Sprintf("one sim process holds at most %d devices per /24 (.2 to .254): give --devices %d or fewer, and start another sim with --%s %s for the rest",
+			maxPerNet, maxPerNet, flag, next)
 	}
 	low := b
 	low[3] = byte(255 - n)
-	return msg + fmt.Sprintf("give a lower --base-ip (%s at most) or fewer --devices (%d at most from %s); one sim process holds at most %d devices per /24",
-		netip.AddrFrom4(low), 255-int(b[3]), first, maxPerNet)
+	return msg + fmt.Sprintf("give a lower --%s (%s at most) or fewer --devices (%d at most from %s); one sim process holds at most %d devices per /24",
+		flag, netip.AddrFrom4(low), 255-int(b[3]), first, maxPerNet)
 }
 
 func addrRange(addrs []netip.Addr) string {
