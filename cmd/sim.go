@@ -247,11 +247,24 @@ func (o *simOptions) validate(a *app, _ []string) error {
 			return a.itemError("behave", spec, "%s", rootCause(err))
 		}
 	}
+	keep := o.Faults[:0:0]
 	for _, spec := range o.Faults {
-		if _, err := sim.ParseFault(spec); err != nil {
+		f, err := sim.ParseFault(spec)
+		if err != nil {
 			return a.itemError("fault", spec, "%s", rootCause(err))
 		}
+		// espota's faults would do nothing on an HTTP device: refused when
+		// typed, dropped (and -v says so) from the environment or the file.
+		if espotaFault(f.Kind) && pers != sim.Arduino && pers != sim.ESP8266 {
+			if a.typed("fault") {
+				return a.itemError("fault", spec, "acts on espota sessions only: use --personality arduino or esp8266, or another fault")
+			}
+			a.log.Info("ignoring an espota fault the personality does not use", "fault", spec, "from", a.source("fault"), "personality", string(pers))
+			continue
+		}
+		keep = append(keep, spec)
 	}
+	o.Faults = keep
 	behaviours, err := sim.ParseBehaviourSpecs(o.Behave)
 	if err != nil {
 		return a.flagError("behave", "%s", rootCause(err))
@@ -357,6 +370,11 @@ func (o *simOptions) validate(a *app, _ []string) error {
 		},
 	}
 	return nil
+}
+
+// espotaFault: the fault acts on an espota session (invitation, final OK).
+func espotaFault(k sim.FaultKind) bool {
+	return k == sim.FaultNoConnectBack || k == sim.FaultLoseOK
 }
 
 // defaultImageSize is the size of the image a device runs when --image-size
