@@ -426,10 +426,24 @@ func kindLabel(k string) string {
 		return "Intel HEX file"
 	case image.KindEncrypted:
 		return "pre-encrypted image"
+	case image.KindBootloader:
+		return "bootloader image"
+	case image.KindGzip:
+		return "gzip archive"
+	case image.KindZip:
+		return "zip archive"
+	case image.KindUF2:
+		return "UF2 file"
+	case image.KindLittleFS:
+		return "LittleFS image"
+	case image.KindEmpty:
+		return "empty file"
 	case image.KindUnknown:
 		return "unrecognised file"
+	case "unreadable":
+		return "unreadable file"
 	}
-	return strings.ReplaceAll(k, "_", " ")
+	return strings.ReplaceAll(k, "_", " ") + " file"
 }
 
 func okWord(ok bool, st style) string {

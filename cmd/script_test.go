@@ -70,7 +70,8 @@ func TestScripts(t *testing.T) {
 func loopback127() bool { return runtime.GOOS == "linux" }
 
 // cmdMkfile writes test inputs: `mkfile KIND OUT [chip project version size]`.
-// KIND is app, nodigest, truncated, corrupt-digest, elf, elf-x86-64, gzip
+// KIND is app, nodigest, truncated, corrupt-digest, elf, elf-x86-64,
+// elf-riscv64, gzip
 // or partition-table.
 func cmdMkfile(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) < 2 {
@@ -107,6 +108,8 @@ func cmdMkfile(ts *testscript.TestScript, neg bool, args []string) {
 		data[len(data)-1] ^= 0xFF
 	case "elf":
 		data = append([]byte{0x7F, 'E', 'L', 'F', 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0x5E, 0}, make([]byte, 200)...)
+	case "elf-riscv64":
+		data = append([]byte{0x7F, 'E', 'L', 'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0xF3, 0}, make([]byte, 200)...)
 	case "elf-x86-64":
 		data = append([]byte{0x7F, 'E', 'L', 'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0x3E, 0}, make([]byte, 200)...)
 	case "gzip":
