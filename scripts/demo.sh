@@ -23,7 +23,11 @@ trap cleanup EXIT
 
 ots=${OTS_OTA_DEMO_BIN:-}
 if [ -z "$ots" ]; then ots="$work/ots-ota"; go build -o "$ots" .; fi
-step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+# Bold headings on a terminal only, and never with NO_COLOR (no-color.org:
+# any non-empty value) or TERM=dumb.
+bold= plain=
+if [ -t 1 ] && [ -z "${NO_COLOR:-}" ] && [ "${TERM:-dumb}" != dumb ]; then bold=$'\033[1m' plain=$'\033[0m'; fi
+step() { printf '\n%s==> %s%s\n' "$bold" "$*" "$plain"; }
 run() { printf '$ %s\n' "$*"; "$@"; }
 devices=4
 token=demo-token
