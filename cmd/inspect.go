@@ -163,9 +163,12 @@ func (o *policyFlags) resolve(a *app) error {
 func slotFromPartitions(a *app, path string) (int64, string, error) {
 	data, err := readRegular(context.Background(), path, maxTableRead)
 	var tl *fwfile.TooLargeError
+	var nr *fwfile.NotRegularError
 	switch {
 	case errors.As(err, &tl):
 		return 0, "", a.flagError("partitions", "%s: not a partition table", err)
+	case errors.As(err, &nr):
+		return 0, "", a.flagError("partitions", "%s: give the partition table file (partitions.csv, or the partitions.bin of a build)", err)
 	case err != nil:
 		return 0, "", a.flagError("partitions", "%s", err)
 	}
@@ -268,7 +271,8 @@ func inspectFile(ctx context.Context, a *app, path string, o *inspectOptions) (i
 			Hint: "upload the application .bin from your build directory"})
 		return r, nil
 	case errors.As(err, &nr):
-		r.Errors = append(r.Errors, findingResult{Code: "unreadable", Message: err.Error() + ": give the firmware file itself", Hint: "check the path"})
+		// The path is right, the file is not: the hint says what to give.
+		r.Errors = append(r.Errors, findingResult{Code: "unreadable", Message: err.Error() + ": give the firmware file itself", Hint: "or - to read it from stdin"})
 		return r, nil
 	case err != nil:
 		r.Errors = append(r.Errors, findingResult{Code: "unreadable", Message: err.Error(), Hint: "check the path"})
