@@ -256,6 +256,9 @@ func val[T any](p *T) T {
 func inspectFile(ctx context.Context, a *app, path string, o *inspectOptions) (inspectResult, error) {
 	p := o.policy
 	r := inspectResult{File: path, Kind: "unreadable", Errors: []findingResult{}, Warnings: []findingResult{}}
+	if p.SlotSize > 0 {
+		r.SlotSize = ptr(p.SlotSize) // the slot is known whatever the file holds
+	}
 	data, err := fwfile.ReadArg(ctx, path, a.io.In, maxFileRead)
 	var tl *fwfile.TooLargeError
 	var nr *fwfile.NotRegularError
@@ -286,7 +289,7 @@ func inspectFile(ctx context.Context, a *app, path string, o *inspectOptions) (i
 		r.Warnings = append(r.Warnings, findingResult{Code: "slot_sizes_differ", Message: o.slotNote,
 			Hint: "an image that fits the smallest slot fits every slot"})
 	}
-	if p.SlotSize > 0 && len(data) > 0 {
+	if p.SlotSize > 0 {
 		r.SlotSize = ptr(p.SlotSize)
 		r.SlotPercent = ptr(float64(int(float64(len(data))*1000/float64(p.SlotSize))) / 10)
 	}
@@ -298,6 +301,9 @@ func inspectFile(ctx context.Context, a *app, path string, o *inspectOptions) (i
 	r.Kind = string(img.Kind)
 	if img.AppOffset > 0 {
 		r.AppOffset = ptr(img.AppOffset)
+	}
+	if img.Kind == image.KindMerged {
+		r.Chip = ptr(img.Header.ChipID.String()) // the bootloader's, which the message names
 	}
 	if img.Kind == image.KindApp || img.Kind == image.KindBootloader {
 		r.Chip = ptr(img.Header.ChipID.String())

@@ -62,6 +62,7 @@ func TestScripts(t *testing.T) {
 			"exitcode": cmdExitcode,
 			"waitport": cmdWaitport,
 			"mksparse": cmdMksparse,
+			"mkflash":  cmdMkflash,
 		},
 	})
 }
@@ -175,4 +176,28 @@ func cmdWaitport(ts *testscript.TestScript, neg bool, args []string) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
+}
+
+// cmdMkflash lays files out as a merged flash image does, 0xFF between them:
+// `mkflash OUT FILE@OFFSET...` (mkflash m.bin boot.bin@0 table.bin@0x8000).
+func cmdMkflash(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) < 2 {
+		ts.Fatalf("usage: mkflash OUT FILE@OFFSET...")
+	}
+	var out []byte
+	for _, arg := range args[1:] {
+		name, offText, ok := strings.Cut(arg, "@")
+		if !ok {
+			ts.Fatalf("mkflash: %s: want FILE@OFFSET", arg)
+		}
+		off, err := strconv.ParseInt(offText, 0, 64)
+		ts.Check(err)
+		data, err := os.ReadFile(ts.MkAbs(name))
+		ts.Check(err)
+		for int64(len(out)) < off {
+			out = append(out, 0xFF)
+		}
+		out = append(out[:off], data...)
+	}
+	ts.Check(os.WriteFile(ts.MkAbs(args[0]), out, 0o644))
 }
