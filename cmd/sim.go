@@ -597,6 +597,7 @@ func runSim(ctx context.Context, a *app, o *simOptions) error {
 	start := time.Now()
 	fleet, err := sim.StartFleet(runCtx, fc)
 	if err != nil {
+		startErr := err
 		if ctx.Err() != nil {
 			err = ctx.Err() // interrupted while starting: exit 130
 		} else {
@@ -613,7 +614,16 @@ func runSim(ctx context.Context, a *app, o *simOptions) error {
 			emit(e)
 		}
 		if a.opts.JSON && ctx.Err() == nil {
-			emit(sim.Event{Event: simEventError, Time: time.Now(), Text: err.Error()})
+			// The device that failed and when, so the event reads in order
+			// before the stopped events of the devices closed after it.
+			ev := sim.Event{Event: simEventError, Time: time.Now(), Text: err.Error()}
+			if se := (*sim.StartError)(nil); errors.As(startErr, &se) {
+				ev.Device = se.Device
+				if !se.At.IsZero() {
+					ev.Time = se.At
+				}
+			}
+			emit(ev)
 		}
 		for _, e := range stopped {
 			emit(e)
