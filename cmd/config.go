@@ -112,17 +112,26 @@ func configPath(explicit string) (path string, required bool) {
 	if env := os.Getenv(envPrefix + "_CONFIG"); env != "" {
 		return env, true
 	}
+	places := configPlaces()
+	for _, p := range places[:len(places)-1] {
+		if _, err := os.Stat(p); err == nil {
+			return p, false
+		}
+	}
+	return places[len(places)-1], false
+}
+
+// configPlaces lists where an optional config file is looked for, in order:
+// the user's config directory, then the current one.
+func configPlaces() []string {
 	dir := os.Getenv("XDG_CONFIG_HOME")
 	if dir == "" {
 		dir, _ = os.UserConfigDir()
 	}
 	if dir != "" {
-		p := filepath.Join(dir, "ots-ota", "config.yaml")
-		if _, err := os.Stat(p); err == nil {
-			return p, false
-		}
+		return []string{filepath.Join(dir, "ots-ota", "config.yaml"), "ots-ota.yaml"}
 	}
-	return "ots-ota.yaml", false
+	return []string{"ots-ota.yaml"}
 }
 
 // maxConfigRead bounds the config file: a few hundred lines of YAML.

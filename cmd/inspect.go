@@ -149,18 +149,23 @@ func (o *policyFlags) resolve(a *app) error {
 			return a.flagError("max-size", "the slot size must be more than 0")
 		}
 		o.policy.SlotSize = n
+		a.log.Info("slot size", "bytes", n, "from", a.source("max-size"))
 	case o.Partitions != "":
 		n, note, err := slotFromPartitions(a, o.Partitions)
 		if err != nil {
 			return err
 		}
 		o.policy.SlotSize, o.slotNote = n, note
+		a.log.Info("slot size", "bytes", n, "from", "partition table "+o.Partitions+" ("+a.source("partitions")+")")
+	default:
+		a.log.Info("no slot size: the image is not checked against a slot (give --max-size or --partitions)")
 	}
 	return nil
 }
 
 // slotFromPartitions reads the OTA slot size from a partition table file.
 func slotFromPartitions(a *app, path string) (int64, string, error) {
+	start := time.Now()
 	data, err := readRegular(context.Background(), path, maxTableRead)
 	var tl *fwfile.TooLargeError
 	var nr *fwfile.NotRegularError
@@ -176,6 +181,7 @@ func slotFromPartitions(a *app, path string) (int64, string, error) {
 	if err != nil {
 		return 0, "", a.flagError("partitions", "not a partition table: %s", rootCause(err))
 	}
+	a.log.Debug("partition table read", "path", path, "bytes", len(data), "took", time.Since(start).Round(time.Microsecond))
 	n, err := t.OTASlotSize()
 	if err != nil {
 		return 0, "", a.flagError("partitions", "%s", err)

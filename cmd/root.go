@@ -265,11 +265,12 @@ func (a *app) setUp(cmd *cobra.Command) error {
 	if cfg.path != "" {
 		a.log.Info("config file read", "path", cfg.path)
 	} else {
-		p, _ := configPath("")
-		a.log.Info("no config file", "looked_for", p)
+		a.log.Info("no config file", "looked_for", strings.Join(configPlaces(), ", "))
 	}
+	// Every value that is not a default, typed ones too (never the value:
+	// it may be a secret).
 	for _, name := range sortedKeys(cfg.origins) {
-		if o := cfg.origins[name]; o.rank > rankDefault && o.rank < rankFlag {
+		if o := cfg.origins[name]; o.rank > rankDefault {
 			a.log.Debug("flag value", "flag", "--"+name, "from", o.where)
 		}
 	}

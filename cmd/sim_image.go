@@ -137,6 +137,7 @@ func (o *simImageOptions) validate(a *app, _ []string) error {
 	if err != nil {
 		return err
 	}
+	start := time.Now()
 	o.data, err = image.Build(image.BuildOptions{
 		Chip: chip, Project: o.Project, Version: o.Version, IDFVer: o.IDF,
 		Built: built, Size: int(size),
@@ -145,7 +146,16 @@ func (o *simImageOptions) validate(a *app, _ []string) error {
 	if err != nil {
 		return a.flagError("size", "%s", buildSizeReason(err))
 	}
+	a.log.Debug("built image", "chip", chip.String(), "bytes", len(o.data), "date", dateOrFixed(built), "took", time.Since(start).Round(time.Microsecond))
 	return nil
+}
+
+// dateOrFixed names the build date for -vv: image.Build's fixed one when zero.
+func dateOrFixed(t time.Time) string {
+	if t.IsZero() {
+		return "fixed"
+	}
+	return t.Format(time.RFC3339)
 }
 
 // buildSizeReason says why image.Build refused a size; the message it goes
@@ -159,6 +169,8 @@ func buildSizeReason(err error) string {
 }
 
 func runSimImage(_ context.Context, a *app, o *simImageOptions) error {
+	start := time.Now()
+	defer func() { a.log.Debug("wrote image", "to", o.Output, "took", time.Since(start).Round(time.Microsecond)) }()
 	if o.Output == "-" {
 		if _, err := a.io.Out.Write(o.data); err != nil {
 			return fmt.Errorf("cannot write the image to stdout: %s", rootCause(err))
