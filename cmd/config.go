@@ -239,7 +239,7 @@ func loadConfig(cmd *cobra.Command, explicit string) (*config, error) {
 				// (`version: {json: true}`), a value is the flag's (`version: 2.0.0`).
 				continue
 			}
-			where := fmt.Sprintf("%s: %s%s", c.path, s.path, f.Name)
+			where := fmt.Sprintf("%s:%d: %s%s", c.path, k.Line, s.path, f.Name)
 			items, err := nodeItems(f, v)
 			if err == nil && items == nil {
 				// An empty key hides nothing: a less specific one still counts.
