@@ -25,6 +25,7 @@ type discoverOptions struct {
 	Save          bool
 	InventoryOnly bool
 	NoProbe       bool
+	NoCache       bool
 	WatchFor      time.Duration // --watch with an explicit --timeout: stop after it
 
 	inv *inventory.Inventory
@@ -61,6 +62,7 @@ interrupted. A device is removed by a goodbye, or when its SRV or address record
 	f.BoolVar(&o.Save, "save", false, "add the devices found to the inventory in the config file")
 	f.BoolVar(&o.InventoryOnly, "inventory-only", false, "no mDNS: list only the inventory")
 	f.BoolVar(&o.NoProbe, "no-probe", false, "do not connect to devices to tell their protocol")
+	f.BoolVar(&o.NoCache, "no-cache", false, "do not replace the cache file (devices.json) with what this run found")
 	return c
 }
 
@@ -123,7 +125,9 @@ func runDiscover(ctx context.Context, a *app, o *discoverOptions) error {
 		if err != nil {
 			return mdnsError(ctx, err)
 		}
-		if err := discover.SaveCache(found); err != nil {
+		if o.NoCache {
+			// The cache is what --cached and completion read: kept as it was.
+		} else if err := discover.SaveCache(found); err != nil {
 			a.log.Warn("could not save the device cache", "err", err)
 		}
 	}

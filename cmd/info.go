@@ -81,6 +81,7 @@ Exit status: 0 when every device answered, 1 when any could not be resolved or r
 	c.RunE = run(a, o, runInfo)
 	c.ValidArgsFunction = completeTargets(a)
 	o.sel.bind(c)
+	_ = c.RegisterFlagCompletionFunc("group", completeGroups(a))
 	o.mdns.bind(c, false)
 	f := c.Flags()
 	f.DurationVar(&o.Timeout, "timeout", 3*time.Second, "per-device connection and request timeout")

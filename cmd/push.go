@@ -51,8 +51,9 @@ type pushOptions struct {
 	policyFlags
 	Filesystem bool
 
-	HostIP   string
-	HostPort int
+	HostIP      string
+	HostPort    int
+	MD5Password bool
 
 	sel    selectOptions
 	mdns   mdnsOptions
@@ -66,7 +67,8 @@ TARGET in parallel and verifies that each device came back running it.
 
 A TARGET is an IP address, a host name, HOST:PORT, a NAME.local name, an inventory
 name, or a URL (http://host:3232/update, http://host/ota/upload). --all adds every
-device mDNS finds and the inventory lists; --group NAME an inventory group. Duplicates
+device mDNS finds and the inventory lists; --group NAME an inventory group (the
+TARGETs "all" and "group:NAME" mean the same, for PlatformIO's upload_port). Duplicates
 are merged. mDNS is used only for --all, --group, .local and inventory names (on
 --interface, default every multicast interface); plain addresses send no multicast.
 
@@ -104,6 +106,7 @@ func newPushCmd(a *app) *cobra.Command {
 		Args: argsMin(1, "a FIRMWARE file, then TARGETs (or --all / --group)"),
 	}
 	c.RunE = run(a, o, runPush)
+	c.ValidArgsFunction = completePush(a)
 	o.policyFlags.bind(c)
 	f := c.Flags()
 	f.StringVar(&o.Protocol, "protocol", "auto", "auto, http or espota (auto decides per device)")
@@ -131,8 +134,10 @@ func newPushCmd(a *app) *cobra.Command {
 	f.BoolVar(&o.Filesystem, "filesystem", false, "send a filesystem image (SPIFFS/LittleFS) over espota; skips the app checks")
 	f.StringVar(&o.HostIP, "host-ip", "", "espota: local address devices connect back to (default: the one that routes to the device)")
 	f.IntVar(&o.HostPort, "host-port", 0, "espota: local port devices connect back to (default: random)")
+	f.BoolVar(&o.MD5Password, "md5-password", false, "espota: hash the password with MD5 only (espota.py's -m; devices that store an MD5 hash)")
 	f.DurationVar(&o.Browse, "browse-timeout", 2*time.Second, "how long mDNS may listen (with --all, --group, .local names)")
 	o.sel.bind(c)
+	_ = c.RegisterFlagCompletionFunc("group", completeGroups(a))
 	o.mdns.bind(c, false)
 	_ = c.MarkFlagFilename("password-file")
 	_ = c.RegisterFlagCompletionFunc("protocol", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
@@ -154,7 +159,11 @@ type pushPlan struct {
 // validate checks every flag and argument before anything is read or
 // sent; each error exits 2.
 func (o *pushOptions) validate(a *app, args []string) error {
-	o.Firmware, o.Targets = args[0], args[1:]
+	o.Firmware = args[0]
+	var err error
+	if o.Targets, err = selectorTargets(&o.sel, args[1:]); err != nil {
+		return err
+	}
 	if err := o.sel.validate(); err != nil {
 		return err
 	}
@@ -263,6 +272,29 @@ func (o *pushOptions) check(a *app) (*pushPlan, error) {
 	return p, nil
 }
 
+// selectorTargets takes the TARGETs "all" and "group:NAME" as --all and
+// --group NAME, for tools that can pass one upload port only (PlatformIO's
+// upload_port); it returns the other targets.
+func selectorTargets(sel *selectOptions, targets []string) ([]string, error) {
+	var rest []string
+	for _, t := range targets {
+		name, ok := strings.CutPrefix(t, "group:")
+		switch {
+		case t == "all":
+			sel.All = true
+		case ok && name == "":
+			return nil, usageErrorf("target %q: name the group (group:NAME)", t)
+		case ok && sel.Group != "" && sel.Group != name:
+			return nil, usageErrorf("target %q: one group at a time (already %s)", t, sel.Group)
+		case ok:
+			sel.Group = name
+		default:
+			rest = append(rest, t)
+		}
+	}
+	return rest, nil
+}
+
 // readSecretFile reads the first line of a password file.
 func readSecretFile(path string) (auth.Secret, error) {
 	data, err := readRegular(context.Background(), path, 64<<10)
@@ -346,6 +378,12 @@ func preflightImage(ctx context.Context, a *app, o *pushOptions, p *pushPlan) (*
 	if o.Filesystem {
 		return upload.NewFirmware(o.Firmware, data, true), nil
 	}
+	// ESP8266 sketches speak espota too (espota.py's other home): a whole
+	// ESP8266 image goes as it is; the ESP32 app checks do not apply to it.
+	if img, _ := image.Parse(data); p.proto == upload.Espota && img.Kind == image.KindESP8266 && img.ChecksumOK {
+		a.log.Info("ESP8266 image: the ESP32 app checks do not apply; sent as it is", "file", o.Firmware)
+		return upload.NewFirmware(o.Firmware, data, false), nil
+	}
 	rep := image.Validate(data, p.policy)
 	st := style{on: a.io.ErrTTY && !a.opts.NoColor && !a.io.NoColorEnv}
 	var blocking []image.Finding
@@ -408,7 +446,7 @@ func runPush(ctx context.Context, a *app, o *pushOptions) error {
 	opts.Transports = map[upload.Protocol]upload.Transport{
 		upload.HTTP: &upload.HTTPTransport{ConnectTimeout: o.ConnectTimeout, IdleTimeout: o.IdleTimeout, Logger: a.log},
 		upload.Espota: &upload.EspotaTransport{Listener: ln, ConnectTimeout: o.ConnectTimeout, IdleTimeout: o.IdleTimeout,
-			Logger: a.log},
+			MD5Password: o.MD5Password, Logger: a.log},
 	}
 	opts.Probe = func(ctx context.Context, t upload.Target) (upload.Protocol, error) {
 		h, ok := pt.hints[t.Addr()]

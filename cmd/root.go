@@ -202,9 +202,11 @@ func newRootCmd(a *app) *cobra.Command {
 		Use:   "ots-ota",
 		Short: "Check ESP32 firmware images, find devices and tell what they run, simulate ESP32 devices",
 		Long: `ots-ota is a tool for updating the firmware of ESP32 devices over the network.
-Today it checks firmware files before they are sent (inspect), finds devices by mDNS
-and the inventory (discover), tells what each device runs (info), and runs simulated
-devices on loopback that answer uploads like the real firmware (sim).`,
+Today it checks firmware files before they are sent (inspect), sends them to devices
+in parallel and checks what they run afterwards (push; espota takes espota.py's command
+line), finds devices by mDNS and the inventory (discover), tells what each device runs
+(info), and runs simulated devices on loopback that answer uploads like the real
+firmware (sim). Start with 'ots-ota demo'.`,
 		Version:       buildinfo.Get().Version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -231,9 +233,11 @@ devices on loopback that answer uploads like the real firmware (sim).`,
 	root.AddCommand(
 		newInspectCmd(a),
 		newPushCmd(a),
+		newEspotaCmd(a),
 		newDiscoverCmd(a),
 		newInfoCmd(a),
 		newSimCmd(a),
+		newDemoCmd(a),
 		newVersionCmd(a),
 		newCompletionCmd(a),
 	)

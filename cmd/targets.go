@@ -123,29 +123,82 @@ func loadInventory(a *app) (*inventory.Inventory, error) {
 // discover found (its cache file), for TARGET arguments.
 func completeTargets(a *app) func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
 	return func(_ *cobra.Command, args []string, prefix string) ([]string, cobra.ShellCompDirective) {
+		return targetCandidates(a, args, prefix, false), cobra.ShellCompDirectiveNoFileComp
+	}
+}
+
+// completePush offers *.bin files for FIRMWARE, then the targets, the
+// inventory's groups as group:NAME, and all.
+func completePush(a *app) func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+	return func(_ *cobra.Command, args []string, prefix string) ([]string, cobra.ShellCompDirective) {
+		if len(args) == 0 {
+			return []string{"bin"}, cobra.ShellCompDirectiveFilterFileExt
+		}
+		return targetCandidates(a, args, prefix, true), cobra.ShellCompDirectiveNoFileComp
+	}
+}
+
+// completeGroups offers the inventory's group names, for --group.
+func completeGroups(a *app) func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+	return func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
 		var out []string
-		seen := make(map[string]bool)
-		add := func(s string) {
-			if s != "" && !seen[s] && !slices.Contains(args, s) && strings.HasPrefix(s, prefix) {
-				seen[s] = true
-				out = append(out, s)
+		if inv := completionInventory(a); inv != nil {
+			for g := range inv.Groups {
+				out = append(out, g)
 			}
-		}
-		// Completion requests skip the config loader: read the file here.
-		if p, _ := configPath(a.opts.ConfigFile); p != "" {
-			if inv, err := inventory.Load(p); err == nil {
-				for _, d := range inv.Devices {
-					add(d.Name)
-				}
-			}
-		}
-		if ds, _, err := discover.LoadCache(); err == nil {
-			for _, d := range ds {
-				add(d.Host)
-			}
+			slices.Sort(out)
 		}
 		return out, cobra.ShellCompDirectiveNoFileComp
 	}
+}
+
+// completionInventory reads the inventory for a completion request, which
+// skips the config loader; nil when there is none.
+func completionInventory(a *app) *inventory.Inventory {
+	p, _ := configPath(a.opts.ConfigFile)
+	if p == "" {
+		return nil
+	}
+	inv, err := inventory.Load(p)
+	if err != nil {
+		return nil
+	}
+	return inv
+}
+
+func targetCandidates(a *app, args []string, prefix string, selectors bool) []string {
+	var out []string
+	seen := make(map[string]bool)
+	add := func(s string) {
+		if s != "" && !seen[s] && !slices.Contains(args, s) && strings.HasPrefix(s, prefix) {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	if inv := completionInventory(a); inv != nil {
+		for _, d := range inv.Devices {
+			add(d.Name)
+		}
+		if selectors {
+			groups := make([]string, 0, len(inv.Groups))
+			for g := range inv.Groups {
+				groups = append(groups, g)
+			}
+			slices.Sort(groups)
+			for _, g := range groups {
+				add("group:" + g)
+			}
+		}
+	}
+	if ds, _, err := discover.LoadCache(); err == nil {
+		for _, d := range ds {
+			add(d.Host)
+		}
+	}
+	if selectors {
+		add("all")
+	}
+	return out
 }
 
 // parallel runs fn(0) … fn(n-1), at most limit at a time, and waits for all.

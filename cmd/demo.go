@@ -1,0 +1,323 @@
+package cmd
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ots-ota/ots-ota/auth"
+	"github.com/ots-ota/ots-ota/image"
+	"github.com/ots-ota/ots-ota/sim"
+	"github.com/ots-ota/ots-ota/sim/mdnsd"
+)
+
+const demoLong = `Demo shows the whole product in under a minute, on any computer, without root
+and without hardware: it starts four simulated devices inside this process, on
+127.0.0.1 with ports the system picks (an OTS firmware device, a seed-firmware
+device with a token, an Arduino sketch with an espota password, and an OTS device
+whose new image crashes on boot), builds the firmware images, inspects the image,
+asks a device what it runs, pushes to all four (bars on a terminal, lines
+elsewhere), and ends with push's verification: two updated, the Arduino one
+unverified (ArduinoOTA shows no version), one rolled back.
+
+Each step prints the command that does the same against your own devices. mDNS
+discovery is shown only where the loopback interface carries multicast; nothing
+is ever sent off this computer. Everything it started is stopped, and its
+temporary folder removed, when it ends, fails or is interrupted.
+
+With --json every step is a {"type":"step"} line followed by that command's own
+JSON output.
+
+Exit status: 0 when the run went as shown (the rolled-back device is part of it),
+1 when something else happened, 130 when interrupted.`
+
+type demoOptions struct {
+	Keep bool
+}
+
+func (o *demoOptions) validate(*app, []string) error { return nil }
+
+func newDemoCmd(a *app) *cobra.Command {
+	o := &demoOptions{}
+	c := &cobra.Command{
+		Use:   "demo",
+		Short: "Run the whole product against simulated devices on this computer (no hardware, no root)",
+		Long:  demoLong,
+		Args:  argsNone,
+		// The demo's sub-commands must not read the user's config file or
+		// inventory: they get the demo's own.
+		Annotations: map[string]string{"config": "skip"},
+	}
+	c.RunE = run(a, o, runDemo)
+	return c
+}
+
+// demoDevice is one simulated device and how the demo describes it.
+type demoDevice struct {
+	name, what string
+	cfg        sim.Config
+	dev        *sim.Device
+	protocol   string
+	secretFile string
+}
+
+// demoSecrets are the test devices' secrets: shown nowhere, stored in the
+// demo's temporary folder for the inventory to point at.
+const (
+	demoToken    = "demo-token-51f3"
+	demoPassword = "demo-pw-9c2e"
+)
+
+func runDemo(ctx context.Context, a *app, _ *demoOptions) (err error) {
+	start := time.Now()
+	a.log = newLogger(a.io.ErrOut, a.opts, a.start) // the config loader, which makes it, is skipped
+	dir, err := os.MkdirTemp("", "ots-ota-demo-")
+	if err != nil {
+		return fmt.Errorf("demo: temporary folder: %v", err)
+	}
+	defer os.RemoveAll(dir)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	d := &demo{a: a, dir: dir}
+	d.step("Build the firmware images (what `pio run` makes)",
+		"ots-ota sim image --chip esp32s3 --project ots-fw-main --version 1.0.1 --size 900K -o fw.bin")
+	fw := filepath.Join(dir, "fw.bin")
+	data, err := image.Build(image.BuildOptions{Chip: image.ChipESP32S3, Project: "ots-fw-main", Version: "1.0.1",
+		Built: time.Now().UTC().Truncate(time.Second), Size: 900 << 10})
+	if err == nil {
+		err = os.WriteFile(fw, data, 0o644)
+	}
+	if err != nil {
+		return fmt.Errorf("demo: build the image: %v", err)
+	}
+	d.say("wrote fw.bin: esp32s3 ots-fw-main 1.0.1, %d bytes", len(data))
+
+	// mDNS only on a loopback interface that carries multicast.
+	var resp *mdnsd.Responder
+	lo, loErr := mdnsd.LoopbackInterface()
+	if loErr == nil {
+		if resp, loErr = mdnsd.New(mdnsd.Config{Interface: lo, Logger: a.log}); loErr == nil {
+			go func() { _ = resp.Serve(ctx) }()
+			defer resp.Close()
+		}
+	}
+
+	devs, err := d.startDevices(ctx, resp)
+	defer func() {
+		for _, dv := range devs {
+			if dv.dev != nil {
+				_ = dv.dev.Close()
+			}
+		}
+	}()
+	if err != nil {
+		return err
+	}
+	if d.cfg, err = d.writeInventory(devs); err != nil {
+		return err
+	}
+
+	d.step("Check the image before a byte leaves the computer", "ots-ota inspect --chip esp32s3 --max-size 2M fw.bin")
+	if code := d.exec(ctx, "inspect", "--chip", "esp32s3", "--max-size", "2M", fw); code != ExitOK {
+		return d.failed(ctx, "inspect", code)
+	}
+
+	if resp != nil {
+		d.step("Find the devices by mDNS (on "+lo.Name+" only, here)", "ots-ota discover")
+		if code := d.exec(ctx, "discover", "--interface", lo.Name, "--timeout", "1500ms", "--no-cache"); code != ExitOK {
+			return d.failed(ctx, "discover", code)
+		}
+	} else {
+		d.step("Find the devices by mDNS", "ots-ota discover")
+		d.say("skipped: %v; the devices are listed in the demo's inventory instead", loErr)
+	}
+
+	d.step("Ask a device what it runs, and where each fact came from", "ots-ota info kitchen   # or an IP, a .local name")
+	if code := d.exec(ctx, "info", "--inventory-only", "kitchen"); code != ExitOK {
+		return d.failed(ctx, "info", code)
+	}
+
+	d.step("Update all four in parallel, then verify each came back on 1.0.1",
+		"ots-ota push --stability-window 2s fw.bin kitchen hall garage attic   # names from your inventory (ots-ota.yaml), or IPs")
+	code := d.exec(ctx, "push", "--inventory-only", "--stability-window", "2s",
+		"--verify-timeout", "20s", fw, "kitchen", "hall", "garage", "attic")
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	// attic's new image crashes on boot and rolls back: push exits 1, as it
+	// must; anything else means the demo did not go as described.
+	if code != ExitFailed {
+		return d.failed(ctx, "push", code)
+	}
+	d.step("Done", "")
+	d.say("attic rolled back to 1.0.0 (its 1.0.1 crashed on boot), so push exited 1: a rollback is never an update.")
+	d.say("demo finished in %s; every simulated device is stopped and its files removed.", time.Since(start).Round(100*time.Millisecond))
+	d.say("next: ots-ota push --help, ots-ota sim --help, and the README's PlatformIO section")
+	return nil
+}
+
+type demo struct {
+	a   *app
+	dir string
+	cfg string // the demo's config file
+	n   int
+}
+
+// step announces a step and the command a user would type for it.
+func (d *demo) step(title, command string) {
+	d.n++
+	if d.a.opts.JSON {
+		_ = writeJSON(d.a.io.Out, map[string]any{"type": "step", "step": d.n, "title": title, "command": command})
+		return
+	}
+	st := style{on: d.a.color()}
+	fmt.Fprintf(d.a.io.Out, "\n%s\n", st.bold(fmt.Sprintf("==> %d. %s", d.n, title)))
+	for _, line := range strings.Split(command, "\n") {
+		if line != "" {
+			fmt.Fprintf(d.a.io.Out, "$ %s\n", line)
+		}
+	}
+}
+
+func (d *demo) say(format string, args ...any) {
+	if d.a.opts.JSON {
+		_ = writeJSON(d.a.io.Out, map[string]any{"type": "note", "step": d.n, "message": fmt.Sprintf(format, args...)})
+		return
+	}
+	fmt.Fprintf(d.a.io.Out, format+"\n", args...)
+}
+
+// exec runs one ots-ota command in this process, on the demo's streams.
+func (d *demo) exec(ctx context.Context, args ...string) int {
+	var global []string
+	if d.a.opts.JSON {
+		global = append(global, "--json")
+	}
+	if d.a.opts.NoColor {
+		global = append(global, "--no-color")
+	}
+	if d.a.opts.Quiet {
+		global = append(global, "--quiet")
+	}
+	for i := 0; i < d.a.opts.Verbose; i++ {
+		global = append(global, "-v")
+	}
+	// The demo's own config file (its inventory), never the user's.
+	global = append(global, "--config", d.cfg)
+	return Execute(ctx, append(global, args...), d.a.io)
+}
+
+func (d *demo) failed(ctx context.Context, what string, code int) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return fmt.Errorf("demo: %s ended with exit %d, not as the demo expects; run with -v for details", what, code)
+}
+
+// startDevices starts the four devices on 127.0.0.1, ephemeral ports.
+func (d *demo) startDevices(ctx context.Context, resp *mdnsd.Responder) ([]*demoDevice, error) {
+	t := sim.FastTiming()
+	// Slow enough to watch the bars, fast enough for the minute.
+	t.EraseRate, t.WriteRate = 4<<20, 1<<20
+	t.BootTime, t.ValidAfter, t.CrashAfter = 400*time.Millisecond, 1500*time.Millisecond, 300*time.Millisecond
+	lo := netip.MustParseAddr("127.0.0.1")
+	base := func(name string, p sim.Personality) sim.Config {
+		tt := t
+		return sim.Config{Name: "demo-" + name, Instance: "demo " + name, Personality: p, Project: "ots-fw-main", Version: "1.0.0",
+			IP: lo, Timing: &tt, MDNS: resp, Logger: d.a.log, Seed: 1}
+	}
+	devs := []*demoDevice{
+		{name: "kitchen", what: "OTS firmware (HTTP, web app on its own port)", cfg: base("kitchen", sim.OTS), protocol: "http"},
+		{name: "hall", what: "seed firmware with a Bearer token", cfg: base("hall", sim.Seed), protocol: "http"},
+		{name: "garage", what: "Arduino sketch, espota with a password", cfg: base("garage", sim.Arduino), protocol: "espota"},
+		{name: "attic", what: "OTS firmware whose 1.0.1 crashes on boot", cfg: base("attic", sim.OTS), protocol: "http"},
+	}
+	devs[1].cfg.Password, devs[1].cfg.Extensions = auth.NewSecret(demoToken), true
+	devs[2].cfg.Password = auth.NewSecret(demoPassword)
+	devs[3].cfg.Behaviours = map[string]sim.Behaviour{"1.0.1": sim.CrashOnBoot}
+	for i, s := range map[int]string{1: demoToken, 2: demoPassword} {
+		devs[i].secretFile = filepath.Join(d.dir, devs[i].name+".secret")
+		if err := os.WriteFile(devs[i].secretFile, []byte(s+"\n"), 0o600); err != nil {
+			return devs, fmt.Errorf("demo: %v", err)
+		}
+	}
+	d.step("Start four simulated devices on 127.0.0.1 (ports the system picks)",
+		"ots-ota sim --personality ots --base-ip 127.0.0.2 &\n"+
+			"OTS_OTA_PASSWORD=… ots-ota sim --personality seed --extensions --base-ip 127.0.0.3 &\n"+
+			"OTS_OTA_PASSWORD=… ots-ota sim --personality arduino --base-ip 127.0.0.4 &\n"+
+			"ots-ota sim --personality ots --behave 1.0.1=crash-on-boot --base-ip 127.0.0.5 &")
+	for _, dv := range devs {
+		dev, err := sim.Start(ctx, dv.cfg)
+		if err != nil {
+			return devs, fmt.Errorf("demo: start the simulated %s device: %v", dv.name, err)
+		}
+		dv.dev = dev
+	}
+	for _, dv := range devs {
+		if err := waitReady(ctx, dv); err != nil {
+			return devs, err
+		}
+		web := dv.dev.WebAddr()
+		if web == "" {
+			web = "-"
+		}
+		d.say("  %-8s OTA %-16s web %-16s %s", dv.name, dv.dev.OTAAddr(), web, dv.what)
+	}
+	return devs, nil
+}
+
+// waitReady waits until an HTTP device accepts connections (espota devices
+// answer UDP as soon as they are started).
+func waitReady(ctx context.Context, dv *demoDevice) error {
+	if dv.protocol != "http" {
+		return nil
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := (&net.Dialer{Timeout: time.Second}).DialContext(ctx, "tcp", dv.dev.OTAAddr())
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("demo: the simulated %s device never came up: %v", dv.name, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// writeInventory writes the demo's config file: its four devices with their
+// own ports and secrets, as a user lists devices mDNS cannot reach.
+func (d *demo) writeInventory(devs []*demoDevice) (string, error) {
+	var b strings.Builder
+	b.WriteString("inventory:\n  devices:\n")
+	for _, dv := range devs {
+		fmt.Fprintf(&b, "    - name: %s\n      address: 127.0.0.1\n      port: %d\n      protocol: %s\n", dv.name, dv.dev.OTAPort(), dv.protocol)
+		if w := dv.dev.WebAddr(); w != "" && dv.cfg.Personality == sim.OTS {
+			_, p, _ := net.SplitHostPort(w)
+			n, _ := strconv.Atoi(p)
+			fmt.Fprintf(&b, "      web_port: %d\n", n)
+		}
+		if dv.secretFile != "" {
+			fmt.Fprintf(&b, "      auth: {file: %q}\n", dv.secretFile)
+		}
+	}
+	b.WriteString("  groups:\n    demo: [kitchen, hall, garage, attic]\n")
+	path := filepath.Join(d.dir, "ots-ota.yaml")
+	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+		return "", fmt.Errorf("demo: write the inventory: %v", err)
+	}
+	return path, nil
+}

@@ -1,0 +1,47 @@
+package cmd
+
+import (
+	"context"
+	"net"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// TestDemoLeavesNothing: after the demo every port it printed is free again,
+// TCP and UDP (espota) alike.
+func TestDemoLeavesNothing(t *testing.T) {
+	streams, out, errOut := TestStreams()
+	if code := Execute(context.Background(), []string{"demo", "--no-color"}, streams); code != 0 {
+		t.Fatalf("demo: exit %d\n%s\n%s", code, out, errOut)
+	}
+	if !regexp.MustCompile(`(?m)^attic .*rolled-back`).MatchString(out.String()) {
+		t.Errorf("no rolled-back row:\n%s", out)
+	}
+	addrs := regexp.MustCompile(`(?m)^  \w+ +OTA (127\.0\.0\.1:\d+) +web (\S+)`).FindAllStringSubmatch(out.String(), -1)
+	if len(addrs) != 4 {
+		t.Fatalf("want 4 device lines, got %d:\n%s", len(addrs), out)
+	}
+	for _, m := range addrs {
+		for _, a := range m[1:] {
+			if a == "-" {
+				continue
+			}
+			ln, err := net.Listen("tcp", a)
+			if err != nil {
+				t.Errorf("TCP %s still taken after the demo: %v", a, err)
+			} else {
+				ln.Close()
+			}
+			pc, err := net.ListenPacket("udp", a)
+			if err != nil {
+				t.Errorf("UDP %s still taken after the demo: %v", a, err)
+			} else {
+				pc.Close()
+			}
+		}
+	}
+	if strings.Contains(out.String()+errOut.String(), demoToken) || strings.Contains(out.String()+errOut.String(), demoPassword) {
+		t.Error("a demo secret reached the output")
+	}
+}
