@@ -4,7 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -74,6 +74,8 @@ func (o *discoverOptions) validate(a *app, _ []string) error {
 		return a.flagError("count", "must not be negative")
 	case o.Watch && o.Save:
 		return usageErrorf("--watch and --save do not go together: save from a discover that ends")
+	case o.Watch && a.typed("count"):
+		return usageErrorf("--watch and --count do not go together: --count ends a discover early, --watch never ends it")
 	case o.Watch && o.InventoryOnly, o.Save && o.InventoryOnly:
 		return usageErrorf("--inventory-only lists the inventory: it does not go with --watch or --save")
 	}
@@ -95,22 +97,24 @@ func (o *discoverOptions) validate(a *app, _ []string) error {
 
 // discoverRow is one device in the table and in --json.
 type discoverRow struct {
-	Name      string            `json:"name"`
-	Instance  string            `json:"instance,omitempty"`
-	Host      string            `json:"host,omitempty"`
-	Addrs     []string          `json:"addrs"`
-	Port      int               `json:"port,omitempty"`
-	Service   string            `json:"service,omitempty"`
-	Protocol  string            `json:"protocol,omitempty"`
-	Reachable *bool             `json:"reachable,omitempty"`
-	Version   string            `json:"version,omitempty"`
-	Project   string            `json:"project,omitempty"`
-	Chip      string            `json:"chip,omitempty"`
-	Auth      string            `json:"auth,omitempty"`
-	WebPort   int               `json:"web_port,omitempty"`
-	TXT       map[string]string `json:"txt,omitempty"`
-	Sources   []string          `json:"sources"`
-	Note      string            `json:"note,omitempty"`
+	Name      string   `json:"name"`
+	Instance  string   `json:"instance,omitempty"`
+	Host      string   `json:"host,omitempty"`
+	Addrs     []string `json:"addrs"`
+	Port      int      `json:"port,omitempty"`
+	Service   string   `json:"service,omitempty"`
+	Protocol  string   `json:"protocol,omitempty"`
+	Reachable *bool    `json:"reachable,omitempty"`
+	// Unconfirmed: TCP refused and mDNS did not see it (espota assumed).
+	Unconfirmed bool              `json:"unconfirmed,omitempty"`
+	Version     string            `json:"version,omitempty"`
+	Project     string            `json:"project,omitempty"`
+	Chip        string            `json:"chip,omitempty"`
+	Auth        string            `json:"auth,omitempty"`
+	WebPort     int               `json:"web_port,omitempty"`
+	TXT         map[string]string `json:"txt,omitempty"`
+	Sources     []string          `json:"sources"`
+	Note        string            `json:"note,omitempty"`
 }
 
 func runDiscover(ctx context.Context, a *app, o *discoverOptions) error {
@@ -175,35 +179,26 @@ func rowOf(t discover.Target) discoverRow {
 		r.Instance = t.Name
 	}
 	r.Version, r.Project, r.Chip = t.TXT["version"], t.TXT["project"], t.TXT["chip"]
-	r.Auth = t.TXT["auth"]
-	if r.Auth == "" {
-		switch t.TXT["auth_upload"] {
-		case "yes":
-			r.Auth = "required"
-		case "no":
-			r.Auth = "none"
-		}
-	}
+	r.Auth = devinfo.AuthFromTXT(t.TXT)
 	return r
 }
 
-// probeRow tells the protocol per device-contract §1 (TCP connect).
+// probeRow tells the protocol per device-contract §1 (TCP connect). A
+// refusal shows an espota device only when mDNS saw it: otherwise nothing
+// confirms a device there.
 func probeRow(ctx context.Context, r *discoverRow, t discover.Target) {
-	host := t.Host
-	if len(t.Addrs) > 0 {
-		host = t.Addrs[0].String()
-	}
-	if host == "" {
+	addr := t.OTAAddr()
+	if addr == "" {
 		return
 	}
-	port := t.Port
-	if port == 0 {
-		port = 3232
-	}
-	proto, reason := devinfo.Probe(ctx, net.JoinHostPort(host, strconv.Itoa(port)), devinfo.Options{Timeout: time.Second})
+	proto, reason := devinfo.Probe(ctx, addr, devinfo.Options{Timeout: time.Second})
 	ok := proto != ""
+	if proto == devinfo.ProtoEspota && !t.SeenByMDNS() {
+		ok, r.Unconfirmed = false, true
+		reason = "TCP refused: espota assumed, not confirmed (no mDNS record of a device there)"
+	}
 	r.Reachable = &ok
-	if ok && r.Protocol == "" {
+	if proto != "" && r.Protocol == "" {
 		r.Protocol = proto
 	}
 	if !ok {
@@ -218,20 +213,7 @@ func saveFound(a *app, found []discover.Device, rows []discoverRow) error {
 			proto[r.Addrs[0]] = r.Protocol
 		}
 	}
-	var devs []inventory.Device
-	seen := make(map[string]bool)
-	for _, t := range discover.Merge(found, nil) {
-		if len(t.Addrs) == 0 {
-			continue
-		}
-		addr := t.Addrs[0].String()
-		if seen[addr] {
-			continue
-		}
-		seen[addr] = true
-		devs = append(devs, inventory.Device{Name: strings.TrimSuffix(t.Host, ".local"), Address: addr, Port: t.Port,
-			Protocol: proto[addr], WebPort: t.WebPort})
-	}
+	devs := discover.InventoryEntries(found, func(ad netip.Addr) string { return proto[ad.String()] })
 	path := inventoryPath(a)
 	added, err := inventory.Add(path, devs)
 	if err != nil {
@@ -256,7 +238,10 @@ func renderDiscover(w io.Writer, rows []discoverRow) {
 			svc = "inventory"
 		}
 		proto := r.Protocol
-		if r.Reachable != nil && !*r.Reachable {
+		switch {
+		case r.Unconfirmed:
+			proto += "?" // refused, not seen: espota assumed
+		case r.Reachable != nil && !*r.Reachable:
 			proto = "unreachable"
 		}
 		port := "-"

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -43,6 +45,9 @@ func (o *infoOptions) validate(a *app, args []string) error {
 	var err error
 	if o.inv, err = loadInventory(a); err != nil {
 		return err
+	}
+	if err := discover.CheckArgs(args, o.inv); err != nil {
+		return usageError{err}
 	}
 	if o.sel.Group != "" {
 		if _, err := o.inv.Group(o.sel.Group); err != nil {
@@ -93,7 +98,9 @@ Exit status: 0 when every device answered, 1 when any could not be resolved or r
 type infoResult struct {
 	devinfo.Facts
 	Sources []string `json:"sources,omitempty"`
-	Error   string   `json:"error,omitempty"`
+	// Given: the arguments merged into this device (same address and port).
+	Given []string `json:"given,omitempty"`
+	Error string   `json:"error,omitempty"`
 }
 
 func runInfo(ctx context.Context, a *app, o *infoOptions) error {
@@ -106,7 +113,7 @@ func runInfo(ctx context.Context, a *app, o *infoOptions) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if errors.Is(err, discover.ErrNoTargets) {
+		if errors.Is(err, discover.ErrNoTargets) || errors.Is(err, discover.ErrBadTarget) {
 			return usageError{err}
 		}
 		return err
@@ -118,7 +125,7 @@ func runInfo(ctx context.Context, a *app, o *infoOptions) error {
 	results := make([]infoResult, len(sel))
 	parallel(len(sel), 16, func(i int) {
 		s := sel[i]
-		results[i].Sources = s.Target.Sources
+		results[i].Sources, results[i].Given = s.Target.Sources, s.Target.Given
 		if s.Err != nil {
 			results[i].Target, results[i].Error = s.Target.Name, s.Err.Error()
 			return
@@ -133,20 +140,9 @@ func runInfo(ctx context.Context, a *app, o *infoOptions) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	failed := false
-	st := style{on: a.color()}
-	for i, r := range results {
-		failed = failed || r.Error != "" || !r.Reachable
-		if a.opts.JSON {
-			if err := writeJSON(a.io.Out, r); err != nil {
-				return err
-			}
-			continue
-		}
-		if i > 0 {
-			fmt.Fprintln(a.io.Out)
-		}
-		renderInfo(a.io.Out, r, st)
+	failed := slices.ContainsFunc(results, func(r infoResult) bool { return r.Error != "" || !r.Reachable })
+	if err := renderBlocks(a, results, renderInfo); err != nil {
+		return err
 	}
 	if failed {
 		return silentError{ExitFailed}
@@ -160,10 +156,17 @@ func renderInfo(w io.Writer, r infoResult, st style) {
 		return
 	}
 	reach := st.green("reachable")
-	if !r.Reachable {
+	switch {
+	case r.Unconfirmed:
+		reach = st.yellow("espota assumed (TCP refused), not confirmed")
+	case !r.Reachable:
 		reach = st.red("not reachable")
 	}
 	fmt.Fprintf(w, "%s (%s): %s\n", st.bold(r.Target), r.Address, reach)
+	if len(r.Given) > 1 {
+		// Several arguments named this one device: say so, once.
+		fmt.Fprintf(w, "  %-10s %s (one device: same address and port)\n", "given as", strings.Join(r.Given, ", "))
+	}
 	row := func(k string, f devinfo.Fact, unknown string) {
 		v, src := f.Value, string(f.Source)
 		if v == "" {

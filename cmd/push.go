@@ -355,6 +355,9 @@ func parseTarget(s string, port, webPort int, proto upload.Protocol) (upload.Tar
 	} else if strings.Count(s, ":") == 1 {
 		return t, errors.New("not HOST:PORT")
 	}
+	if strings.HasPrefix(host, "[") != strings.HasSuffix(host, "]") {
+		return t, errors.New("not an IP address or host name") // "[::1": an unclosed bracket
+	}
 	host = strings.Trim(host, "[]")
 	if host == "" || strings.ContainsAny(host, " /\\@?#") {
 		return t, errors.New("not an IP address or host name")

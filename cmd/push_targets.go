@@ -86,7 +86,7 @@ func (o *pushOptions) resolveTargets(ctx context.Context, a *app, p *pushPlan) (
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		if errors.Is(err, discover.ErrNoTargets) || o.sel.Group != "" {
+		if errors.Is(err, discover.ErrNoTargets) || errors.Is(err, discover.ErrBadTarget) || o.sel.Group != "" {
 			return nil, usageError{err}
 		}
 		return nil, err

@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 
 	"github.com/ots-ota/ots-ota/fwfile"
@@ -30,3 +31,22 @@ func (s style) red(t string) string    { return s.wrap("31", t) }
 func (s style) yellow(t string) string { return s.wrap("33", t) }
 func (s style) green(t string) string  { return s.wrap("32", t) }
 func (s style) bold(t string) string   { return s.wrap("1", t) }
+
+// renderBlocks prints one result per line in --json, else one block each,
+// a blank line apart.
+func renderBlocks[T any](a *app, items []T, render func(io.Writer, T, style)) error {
+	st := style{on: a.color()}
+	for i, it := range items {
+		if a.opts.JSON {
+			if err := writeJSON(a.io.Out, it); err != nil {
+				return err
+			}
+			continue
+		}
+		if i > 0 {
+			fmt.Fprintln(a.io.Out)
+		}
+		render(a.io.Out, it, st)
+	}
+	return nil
+}

@@ -96,7 +96,7 @@ func ParseOTAStatus(b []byte) (OTAStatus, error) {
 	s.State = strings.ToLower(s.State)
 	s.Auth = strings.ToLower(s.Auth)
 	if len(errs) > 0 {
-		return s, fmt.Errorf("ota status: %w", errors.Join(errs...))
+		return s, fmt.Errorf("ota status: %w", oneLine(errs))
 	}
 	return s, nil
 }
@@ -123,17 +123,22 @@ func ParseAPIStatus(b []byte) (APIStatus, error) {
 		return APIStatus{}, err
 	}
 	var s APIStatus
-	err := errors.Join(
-		jsonString(raw.FirmwareVersion, &s.FirmwareVersion),
-		jsonString(raw.Hostname, &s.Hostname),
-		jsonString(raw.SerialNumber, &s.SerialNumber),
-		jsonInt(raw.Uptime, &s.Uptime),
-	)
+	var errs []error
+	for _, e := range []error{
+		named("firmwareVersion", jsonString(raw.FirmwareVersion, &s.FirmwareVersion)),
+		named("hostname", jsonString(raw.Hostname, &s.Hostname)),
+		named("serialNumber", jsonString(raw.SerialNumber, &s.SerialNumber)),
+		named("uptime", jsonInt(raw.Uptime, &s.Uptime)),
+	} {
+		if e != nil {
+			errs = append(errs, e)
+		}
+	}
 	if s.Uptime < 0 {
 		s.Uptime = 0
 	}
-	if err != nil {
-		return s, fmt.Errorf("api status: %w", err)
+	if len(errs) > 0 {
+		return s, fmt.Errorf("api status: %w", oneLine(errs))
 	}
 	return s, nil
 }
@@ -221,4 +226,23 @@ func Clean(s string) string {
 		b.WriteRune(r)
 	}
 	return strings.TrimSpace(b.String())
+}
+
+func named(field string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%s: %w", field, err)
+}
+
+// oneLine words several field errors as one line (notes and errors are one
+// line each): the first, and how many more.
+func oneLine(errs []error) error {
+	switch len(errs) {
+	case 0:
+		return nil
+	case 1:
+		return errs[0]
+	}
+	return fmt.Errorf("%w, and %d more", errs[0], len(errs)-1)
 }

@@ -73,7 +73,12 @@ type Facts struct {
 	// Address is the OTA endpoint asked, host:port.
 	Address   string `json:"address"`
 	Reachable bool   `json:"reachable"`
-	Protocol  Fact   `json:"protocol"`
+	// Unconfirmed: the OTA port refused TCP, which an ArduinoOTA device
+	// does (it listens on UDP), but so does any host with nothing there.
+	// Without an mDNS record backing it, espota is assumed, not seen, and
+	// the device does not count as reachable.
+	Unconfirmed bool `json:"unconfirmed,omitempty"`
+	Protocol    Fact `json:"protocol"`
 	// Auth: none, bearer, basic (TXT auth or /ota/status), required or none
 	// for espota (TXT auth_upload); unknown when nothing told.
 	Auth    Fact `json:"auth"`
@@ -94,6 +99,8 @@ type Facts struct {
 	API *APIStatus `json:"api_status,omitempty"`
 	// Notes say what was tried and failed, one line each.
 	Notes []string `json:"notes,omitempty"`
+
+	otaAnswered bool // /ota/status answered 200 with a body that did not parse
 }
 
 // Sentinel errors for GetOTAStatus and GetAPIStatus.
@@ -130,13 +137,33 @@ func Query(ctx context.Context, t Target, o Options) (Facts, error) {
 	f := Facts{Target: name, Address: addr}
 	o = o.withDefaults()
 
+	// silent: the OTA port timed out, as a rebooting or powered-off device
+	// does; its web port would only spend another timeout.
+	silent := false
 	switch t.Protocol {
-	case ProtoHTTP, ProtoEspota:
-		f.Protocol = Fact{t.Protocol, FromTarget}
+	case ProtoHTTP:
+		f.Protocol = Fact{ProtoHTTP, FromTarget}
+	case ProtoEspota:
+		// ArduinoOTA answers nothing that does not change it (an invitation
+		// starts an update): a TCP connect is all that may be tried, as on
+		// the probe path, and TXT evidence decides the rest.
+		p, ok, timedOut := probe(ctx, addr, o, &f)
+		f.Protocol, f.Reachable, silent = Fact{ProtoEspota, FromTarget}, ok && p.Value == ProtoHTTP, timedOut
+		f.Unconfirmed = p.Value == ProtoEspota
 	default:
-		f.Protocol, f.Reachable = probe(ctx, addr, o, &f)
+		var ok bool
+		f.Protocol, ok, silent = probe(ctx, addr, o, &f)
+		f.Reachable = ok && f.Protocol.Value == ProtoHTTP
+		f.Unconfirmed = f.Protocol.Value == ProtoEspota
 	}
-	if f.Protocol.Value == ProtoHTTP {
+	if f.Unconfirmed && t.TXT != nil {
+		// The device answered mDNS moments ago: that is a sighting.
+		f.Reachable, f.Unconfirmed = true, false
+	}
+	if f.Unconfirmed {
+		f.Notes = append(f.Notes, "TCP connect to "+addr+" refused: espota assumed, not confirmed (no mDNS record of a device there)")
+	}
+	if f.Protocol.Value == ProtoHTTP && !silent {
 		st, err := GetOTAStatus(ctx, addr, o)
 		switch {
 		case err == nil:
@@ -144,8 +171,10 @@ func Query(ctx context.Context, t Target, o Options) (Facts, error) {
 			f.OTA = &st
 		case errors.Is(err, ErrNotServed), errors.Is(err, ErrBadAnswer):
 			f.Reachable = true
+			f.otaAnswered = errors.Is(err, ErrBadAnswer)
 			f.Notes = append(f.Notes, "GET /ota/status: "+err.Error())
 		default:
+			silent = silent || errors.Is(err, errTimedOut)
 			f.Notes = append(f.Notes, "GET /ota/status: "+err.Error())
 		}
 	}
@@ -154,16 +183,20 @@ func Query(ctx context.Context, t Target, o Options) (Facts, error) {
 		if wp == 0 {
 			wp = 80
 		}
-		st, err := GetAPIStatus(ctx, net.JoinHostPort(t.Host, strconv.Itoa(wp)), o)
-		switch {
-		case err == nil:
-			f.Reachable = true
-			f.API = &st
-		case errors.Is(err, ErrNotServed), errors.Is(err, ErrBadAnswer):
-			f.Reachable = true
-			f.Notes = append(f.Notes, "GET /api/status: "+err.Error())
-		default:
-			f.Notes = append(f.Notes, "GET /api/status: "+err.Error())
+		if silent {
+			f.Notes = append(f.Notes, "GET /api/status: not tried, the OTA port did not answer")
+		} else {
+			st, err := GetAPIStatus(ctx, net.JoinHostPort(t.Host, strconv.Itoa(wp)), o)
+			switch {
+			case err == nil:
+				f.Reachable = true
+				f.API = &st
+			case errors.Is(err, ErrNotServed), errors.Is(err, ErrBadAnswer):
+				f.Reachable = true
+				f.Notes = append(f.Notes, "GET /api/status: "+err.Error())
+			default:
+				f.Notes = append(f.Notes, "GET /api/status: "+err.Error())
+			}
 		}
 	}
 	f.fill(t.TXT)
@@ -186,36 +219,44 @@ func (o Options) withDefaults() Options {
 // answer, with the reason.
 func Probe(ctx context.Context, addr string, o Options) (proto string, reason string) {
 	var f Facts
-	p, _ := probe(ctx, addr, o.withDefaults(), &f)
+	p, _, _ := probe(ctx, addr, o.withDefaults(), &f)
 	if p.Value == "" && len(f.Notes) > 0 {
 		reason = f.Notes[0]
 	}
 	return p.Value, reason
 }
 
-// probe tells the protocol from a TCP connect (contract §1).
-func probe(ctx context.Context, addr string, o Options, f *Facts) (Fact, bool) {
+// probe tells the protocol from a TCP connect (contract §1). ok: the port
+// answered, accepted or refused; a refusal alone does not show a device.
+// timedOut: the connect met silence.
+func probe(ctx context.Context, addr string, o Options, f *Facts) (p Fact, ok, timedOut bool) {
 	cctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 	c, err := o.Dial(cctx, "tcp", addr)
 	if err == nil {
 		c.Close()
-		return Fact{ProtoHTTP, FromProbe}, true
+		return Fact{ProtoHTTP, FromProbe}, true, false
 	}
 	if isRefused(err) {
-		// Refused means the host answered: it is up, listening on UDP only.
-		return Fact{ProtoEspota, FromProbe}, true
+		return Fact{ProtoEspota, FromProbe}, true, false
 	}
-	f.Notes = append(f.Notes, "TCP connect to "+addr+": "+dialReason(ctx, err))
-	return Fact{}, false
+	r := dialReason(ctx, cctx, err)
+	f.Notes = append(f.Notes, "TCP connect to "+addr+": "+r)
+	return Fact{}, false, r == "timed out"
 }
 
-func dialReason(ctx context.Context, err error) string {
+// errTimedOut marks a request that ran out of its own time.
+var errTimedOut = errors.New("timed out")
+
+// dialReason words err in a few words. ctx is the caller's (cancelled
+// means the user stopped), rctx the request's own (its deadline passing
+// means timed out, whatever error the read or dial returned).
+func dialReason(ctx, rctx context.Context, err error) string {
 	var ne net.Error
 	switch {
 	case ctx.Err() != nil:
 		return "cancelled"
-	case errors.As(err, &ne) && ne.Timeout():
+	case rctx.Err() != nil, errors.As(err, &ne) && ne.Timeout():
 		return "timed out"
 	case isRefused(err):
 		return "refused"
@@ -262,7 +303,7 @@ func (f *Facts) fill(txt map[string]string) {
 	} else if f.API != nil {
 		f.Uptime = Fact{strconv.FormatInt(api.Uptime, 10), FromAPIStatus}
 	}
-	pick(&f.Auth, oa(authWord(ota.Auth)), Fact{authWord(txt["auth"]), FromTXT}, Fact{uploadAuth(txt), FromTXT})
+	pick(&f.Auth, oa(authWord(ota.Auth)), Fact{AuthFromTXT(txt), FromTXT})
 	if !f.Version.Known() {
 		f.VersionNote = f.versionReason(txt)
 	}
@@ -274,6 +315,16 @@ func authWord(s string) string {
 		return strings.ToLower(s)
 	}
 	return ""
+}
+
+// AuthFromTXT reads what a TXT record says of upload auth: the ots-ota
+// key auth (none, bearer, basic), else ArduinoOTA's auth_upload=yes|no
+// (required, none); "" when it says nothing.
+func AuthFromTXT(txt map[string]string) string {
+	if a := authWord(txt["auth"]); a != "" {
+		return a
+	}
+	return uploadAuth(txt)
 }
 
 // uploadAuth reads ArduinoOTA's auth_upload=yes|no.
@@ -289,10 +340,14 @@ func uploadAuth(txt map[string]string) string {
 
 func (f *Facts) versionReason(txt map[string]string) string {
 	switch {
+	case f.Unconfirmed:
+		return "version not observable: nothing confirms a device there (TCP refused, no mDNS record)"
 	case !f.Reachable:
 		return "version not observable: the device did not answer"
 	case f.Protocol.Value == ProtoEspota:
 		return "version not observable: ArduinoOTA firmware exposes no version on the network (add the TXT key version, see docs/firmware.md)"
+	case f.otaAnswered:
+		return "version not observable: /ota/status answered, but its body does not parse (see the note)"
 	case txt == nil:
 		return "version not observable: no /ota/status or /api/status, and no mDNS TXT record known (seed firmware without ots-ota extensions exposes no version)"
 	default:
@@ -332,7 +387,7 @@ func GetAPIStatus(ctx context.Context, addr string, o Options) (APIStatus, error
 // redirects, a bounded body.
 func get(ctx context.Context, addr, path string, o Options) ([]byte, error) {
 	o = o.withDefaults()
-	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	rctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 	tr := &http.Transport{
 		DialContext:        o.Dial,
@@ -345,7 +400,7 @@ func get(ctx context.Context, addr, path string, o Options) ([]byte, error) {
 		Transport:     tr,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
+	req, err := http.NewRequestWithContext(rctx, http.MethodGet, "http://"+addr+path, nil)
 	if err != nil {
 		return nil, fmt.Errorf("bad address %q", addr)
 	}
@@ -355,7 +410,11 @@ func get(ctx context.Context, addr, path string, o Options) ([]byte, error) {
 		if isRefused(err) {
 			return nil, ErrRefused
 		}
-		return nil, errors.New(dialReason(ctx, unwrapURL(err)))
+		r := dialReason(ctx, rctx, unwrapURL(err))
+		if r == "timed out" {
+			return nil, errTimedOut
+		}
+		return nil, errors.New(r)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
@@ -363,7 +422,11 @@ func get(ctx context.Context, addr, path string, o Options) ([]byte, error) {
 		return nil, fmt.Errorf("%w (HTTP %d)", ErrNotServed, resp.StatusCode)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("reading the answer: %s", dialReason(ctx, err))
+		r := dialReason(ctx, rctx, err)
+		if r == "timed out" {
+			return nil, fmt.Errorf("reading the answer: %w", errTimedOut)
+		}
+		return nil, fmt.Errorf("reading the answer: %s", r)
 	}
 	if len(b) > maxBody {
 		return nil, fmt.Errorf("answer larger than %d KiB", maxBody>>10)

@@ -216,3 +216,120 @@ func TestQueryCancelled(t *testing.T) {
 		t.Errorf("facts %+v", f)
 	}
 }
+
+// closedPort returns a loopback port nothing listens on (it refuses).
+func closedPort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	return p
+}
+
+// TestQueryRefused: a refused TCP connect alone is no sighting of an
+// espota device (review 68 #2), whether the protocol was probed or given by
+// the inventory (#1); an mDNS record (TXT) makes it one.
+func TestQueryRefused(t *testing.T) {
+	port := closedPort(t)
+	txt := map[string]string{"board": "esp32s3", "auth_upload": "yes"}
+	tests := []struct {
+		name      string
+		proto     string
+		txt       map[string]string
+		reachable bool
+		src       Source
+	}{
+		{"probed, no mDNS", "", nil, false, FromProbe},
+		{"probed, mDNS", "", txt, true, FromProbe},
+		{"inventory espota, no mDNS", ProtoEspota, nil, false, FromTarget},
+		{"inventory espota, mDNS", ProtoEspota, txt, true, FromTarget},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f, err := Query(context.Background(), Target{Host: "127.0.0.1", Port: port, Protocol: tt.proto, TXT: tt.txt}, Options{Timeout: time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if f.Reachable != tt.reachable || f.Unconfirmed == tt.reachable || f.Protocol != (Fact{ProtoEspota, tt.src}) {
+				t.Errorf("reachable %v unconfirmed %v protocol %+v, want reachable %v (notes %q)", f.Reachable, f.Unconfirmed, f.Protocol, tt.reachable, f.Notes)
+			}
+			if !tt.reachable && (len(f.Notes) == 0 || !strings.Contains(f.Notes[0], "not confirmed") || !strings.Contains(f.VersionNote, "nothing confirms")) {
+				t.Errorf("notes %q, version note %q", f.Notes, f.VersionNote)
+			}
+			if tt.reachable && (f.Auth != Fact{"required", FromTXT}) {
+				t.Errorf("auth %+v", f.Auth)
+			}
+		})
+	}
+}
+
+// TestQuerySilentSkipsWeb: once the OTA port timed out, the web port is not
+// tried, so a silent device costs one timeout, not two (review 68 #8).
+func TestQuerySilentSkipsWeb(t *testing.T) {
+	var dials atomic.Int32
+	silent := func(ctx context.Context, _, _ string) (net.Conn, error) {
+		dials.Add(1)
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	f, err := Query(context.Background(), Target{Host: "192.0.2.1", Port: 3232, WebPort: 80}, Options{Timeout: 50 * time.Millisecond, Dial: silent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dials.Load() != 1 || f.Reachable {
+		t.Errorf("%d dials, reachable %v, notes %q", dials.Load(), f.Reachable, f.Notes)
+	}
+	if len(f.Notes) == 0 || !strings.Contains(f.Notes[0], "timed out") {
+		t.Errorf("notes %q: a dial that ran out of its own time is a timeout, not a cancel", f.Notes)
+	}
+}
+
+// TestQueryBadOTAStatus: a malformed /ota/status is one note, and the version
+// reason says it answered (review 68 #4).
+func TestQueryBadOTAStatus(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/ota/status" {
+			w.Write([]byte(`{"version":1,"project":2,"uptime_s":-5}`))
+			return
+		}
+		http.NotFound(w, r)
+	}))
+	defer srv.Close()
+	ap := netip.MustParseAddrPort(srv.Listener.Addr().String())
+	f, err := Query(context.Background(), Target{Host: ap.Addr().String(), Port: int(ap.Port()), WebPort: -1}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range f.Notes {
+		if strings.Contains(n, "\n") {
+			t.Errorf("note spans lines: %q", n)
+		}
+	}
+	if !f.Reachable || !strings.Contains(f.VersionNote, "/ota/status answered") {
+		t.Errorf("reachable %v, version note %q", f.Reachable, f.VersionNote)
+	}
+}
+
+// TestQuerySlowBody: a body that outlives the request's timeout is "timed
+// out", not "cancelled" (review 68 #4).
+func TestQuerySlowBody(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(200)
+		w.Write([]byte(`{"firmwareVersion":`))
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer srv.Close()
+	defer close(release)
+	_, err := GetAPIStatus(context.Background(), srv.Listener.Addr().String(), Options{Timeout: 100 * time.Millisecond})
+	if err == nil || !strings.Contains(err.Error(), "timed out") {
+		t.Errorf("err %v, want timed out", err)
+	}
+}

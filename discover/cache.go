@@ -2,6 +2,7 @@ package discover
 
 import (
 	"math/rand/v2"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -25,6 +26,7 @@ type nameType struct {
 type entry struct {
 	rr      dns.RR
 	ifIndex int
+	src     netip.Addr // the packet's source address
 	recv    time.Time
 	ttl     time.Duration
 	// stage counts the refresh queries sent for this copy (RFC 6762 §5.2:
@@ -75,7 +77,7 @@ func rdataKey(rr dns.RR) string {
 
 // add merges one received record; it reports whether the cache changed in
 // a way that matters to devices (a new record, new data, or a goodbye).
-func (c *cache) add(rr dns.RR, ifIndex int, now time.Time) bool {
+func (c *cache) add(rr dns.RR, ifIndex int, src netip.Addr, now time.Time) bool {
 	h := rr.Header()
 	nt := nameType{lower(h.Name), h.Rrtype}
 	key := rdataKey(rr)
@@ -114,7 +116,7 @@ func (c *cache) add(rr dns.RR, ifIndex int, now time.Time) bool {
 	}
 	cp := dns.Copy(rr)
 	cp.Header().Class &^= classCacheFlush
-	*e = entry{rr: cp, ifIndex: ifIndex, recv: now, ttl: time.Duration(h.Ttl) * time.Second, jitter: rand.Float64() * 0.02}
+	*e = entry{rr: cp, ifIndex: ifIndex, src: src.Unmap(), recv: now, ttl: time.Duration(h.Ttl) * time.Second, jitter: rand.Float64() * 0.02}
 	delete(c.byeNames, byeName(rr))
 	return changed
 }

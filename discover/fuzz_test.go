@@ -2,6 +2,7 @@ package discover
 
 import (
 	"net"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -51,7 +52,7 @@ func FuzzAbsorb(f *testing.F) {
 		s := offlineSession()
 		now := time.Unix(1_700_000_000, 0)
 		for i := range 3 {
-			s.absorb(packet{msg: m, ifi: &net.Interface{Index: 1, Name: "lo"}, when: now})
+			s.absorb(packet{msg: m, ifi: &net.Interface{Index: 1, Name: "lo"}, src: netip.MustParseAddrPort("192.168.1.41:5353"), when: now})
 			s.update(now, func(e Event) {
 				d := e.Device
 				if e.Kind != Removed && (len(d.Addrs) == 0 || d.Host == "" || d.Service == "") {

@@ -109,7 +109,7 @@ func (r *Resolver) Lookup(ctx context.Context, host string) ([]netip.Addr, error
 			reasons = append(reasons, fmt.Sprintf("no mDNS answer within %v", r.timeout()))
 		}
 		if r.NoOS {
-			return nil, &ResolveError{host, strings.Join(reasons, "; ")}
+			return nil, &ResolveError{host, strings.Join(reasons, ", and ")}
 		}
 	}
 	look := r.LookupOS
@@ -132,24 +132,36 @@ func (r *Resolver) Lookup(ctx context.Context, host string) ([]netip.Addr, error
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
-	var dnsErr *net.DNSError
-	switch {
-	case errors.As(err, &dnsErr) && dnsErr.IsNotFound:
-		reasons = append(reasons, "the system resolver does not know it")
-	case err != nil:
-		reasons = append(reasons, "system resolver: "+oneLine(err))
-	default:
-		reasons = append(reasons, "the system resolver returned no address")
-	}
-	return nil, &ResolveError{host, strings.Join(reasons, "; ")}
+	reasons = append(reasons, osReason(err))
+	return nil, &ResolveError{host, strings.Join(reasons, ", and ")}
 }
 
-func oneLine(err error) string {
+// osReason words a system resolver's failure in a few words: Go's errors
+// carry the dial chain ("dial udp 10.0.0.53:53: connect: network is
+// unreachable"), of which a user can act on the last part only.
+func osReason(err error) string {
 	var dnsErr *net.DNSError
-	if errors.As(err, &dnsErr) {
-		return dnsErr.Err
+	switch {
+	case err == nil:
+		return "the system resolver returned no address"
+	case errors.As(err, &dnsErr) && dnsErr.IsNotFound:
+		return "the system resolver has no such name"
+	case errors.As(err, &dnsErr) && dnsErr.IsTimeout:
+		return "the system resolver timed out"
+	case errors.As(err, &dnsErr) && (strings.Contains(dnsErr.Err, "dial ") || strings.Contains(dnsErr.Err, "connect: ")):
+		return "the system resolver could not reach a DNS server (" + lastPart(dnsErr.Err) + ")"
+	case errors.As(err, &dnsErr):
+		return "system resolver: " + lastPart(dnsErr.Err)
 	}
-	return err.Error()
+	return "system resolver: " + lastPart(err.Error())
+}
+
+// lastPart is the innermost message of a "a: b: c" chain.
+func lastPart(s string) string {
+	if i := strings.LastIndex(s, ": "); i >= 0 {
+		return s[i+2:]
+	}
+	return s
 }
 
 func (r *Resolver) timeout() time.Duration {

@@ -44,7 +44,7 @@ func TestResolveLocal(t *testing.T) {
 	if !errors.As(err, &re) || osCalls != 1 {
 		t.Fatalf("err %v, OS calls %d", err, osCalls)
 	}
-	for _, want := range []string{"cannot resolve nobody-here.local", "no mDNS answer", "system resolver does not know it", "--interface", "IP address", "inventory"} {
+	for _, want := range []string{"cannot resolve nobody-here.local", "no mDNS answer", "system resolver has no such name", "--interface", "IP address", "inventory"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q lacks %q", err, want)
 		}
@@ -69,5 +69,24 @@ func TestResolveLiteralAndOS(t *testing.T) {
 	}
 	if !IsLocal("a.local.") || IsLocal(".local") || IsLocal("a.example") {
 		t.Error("IsLocal")
+	}
+}
+
+// TestOSReason: a system resolver's failure is a few words, never Go's dial
+// chain (review 68 #9).
+func TestOSReason(t *testing.T) {
+	for _, tt := range []struct {
+		err  error
+		want string
+	}{
+		{&net.DNSError{Err: "dial udp 10.255.255.53:53: connect: network is unreachable", Name: "x.local"}, "the system resolver could not reach a DNS server (network is unreachable)"},
+		{&net.DNSError{Err: "no such host", Name: "x.local", IsNotFound: true}, "the system resolver has no such name"},
+		{&net.DNSError{Err: "i/o timeout", Name: "x.local", IsTimeout: true}, "the system resolver timed out"},
+		{nil, "the system resolver returned no address"},
+	} {
+		got := osReason(tt.err)
+		if got != tt.want || strings.Contains(got, "dial") || strings.Contains(got, "10.255") {
+			t.Errorf("osReason(%v) = %q, want %q", tt.err, got, tt.want)
+		}
 	}
 }

@@ -109,9 +109,14 @@ func Select(ctx context.Context, s Selection) ([]Selected, error) {
 			targets = append(targets, FromInventory(d))
 		}
 	}
+	if err := CheckArgs(s.Args, inv); err != nil {
+		return nil, err // before any browse: a bad argument costs no time
+	}
 	for _, arg := range s.Args {
 		if d, ok := inv.Device(arg); ok {
-			targets = append(targets, FromInventory(d))
+			t := FromInventory(d)
+			t.Arg = arg
+			targets = append(targets, t)
 			continue
 		}
 		t, err := ParseTarget(arg)
@@ -172,30 +177,77 @@ func Select(ctx context.Context, s Selection) ([]Selected, error) {
 	return dedup(out), ctx.Err()
 }
 
-// dedup drops later targets with the same address and port as an earlier one.
+// dedup drops later targets with the same address and port as an earlier
+// one: the same device named twice (a name and its address, or one argument
+// given twice). The kept target lists every name it was given as, so the
+// merge is said, not silent. Different ports on one address stay apart.
 func dedup(in []Selected) []Selected {
 	var out []Selected
-	seen := make(map[string]bool)
+	seen := make(map[string]int)
 	for _, s := range in {
 		if s.Err == nil && len(s.Target.Addrs) > 0 {
 			k := netip.AddrPortFrom(s.Target.Addrs[0], uint16(s.Target.Port)).String()
-			if seen[k] {
+			if i, ok := seen[k]; ok {
+				t := &out[i].Target
+				if len(t.Given) == 0 {
+					t.Given = []string{givenName(*t)}
+				}
+				t.Given = append(t.Given, givenName(s.Target))
 				continue
 			}
-			seen[k] = true
+			seen[k] = len(out)
 		}
 		out = append(out, s)
 	}
 	return out
 }
 
-// ParseTarget reads HOST, IP, HOST:PORT or [IPv6]:PORT.
+func givenName(t Target) string {
+	if t.Arg != "" {
+		return t.Arg
+	}
+	return t.Name
+}
+
+// ErrBadTarget marks an argument that names no device the way it is written
+// (a usage error: the caller exits 2 before any work).
+var ErrBadTarget = errors.New("bad target")
+
+type badTarget struct{ msg string }
+
+func (e badTarget) Error() string        { return e.msg }
+func (e badTarget) Is(target error) bool { return target == ErrBadTarget }
+
+func badTargetf(format string, args ...any) error { return badTarget{fmt.Sprintf(format, args...)} }
+
+// CheckArgs parses every argument that is not an inventory name, so a
+// command can refuse a malformed one before it starts any work. The error
+// wraps ErrBadTarget.
+func CheckArgs(args []string, inv *inventory.Inventory) error {
+	for _, a := range args {
+		if inv != nil {
+			if _, ok := inv.Device(a); ok {
+				continue
+			}
+		}
+		if _, err := ParseTarget(a); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ParseTarget reads HOST, IP, HOST:PORT or [IPv6]:PORT. Its errors wrap
+// ErrBadTarget.
 func ParseTarget(arg string) (Target, error) {
 	a := strings.TrimSpace(arg)
-	if a == "" || strings.Contains(a, "/") {
-		return Target{}, fmt.Errorf("%q is not a device: give a host name, an IP address or HOST:PORT", arg)
+	bad := func() error {
+		return badTargetf("target %q is not a device: give a host name, an IP address or HOST:PORT", arg)
 	}
-	t := Target{Name: a, Host: a}
+	if a == "" || strings.Contains(a, "/") {
+		return Target{}, bad()
+	}
+	t := Target{Name: a, Host: a, Arg: arg}
 	if ip, err := netip.ParseAddr(a); err == nil {
 		t.Addrs = []netip.Addr{ip.Unmap()}
 		return t, nil
@@ -203,7 +255,10 @@ func ParseTarget(arg string) (Target, error) {
 	if h, p, err := net.SplitHostPort(a); err == nil {
 		n, err := strconv.Atoi(p)
 		if err != nil || n < 1 || n > 65535 {
-			return Target{}, fmt.Errorf("%q: bad port %q", arg, p)
+			return Target{}, badTargetf("target %q: bad port %q: give a port from 1 to 65535", arg, p)
+		}
+		if h == "" {
+			return Target{}, bad()
 		}
 		t.Host, t.Port = h, n
 		if ip, err := netip.ParseAddr(h); err == nil {
@@ -211,7 +266,7 @@ func ParseTarget(arg string) (Target, error) {
 		}
 	}
 	if len(t.Addrs) == 0 && strings.ContainsAny(t.Host, " :[]%") {
-		return Target{}, fmt.Errorf("%q is not a device: give a host name, an IP address or HOST:PORT", arg)
+		return Target{}, bad()
 	}
 	return t, nil
 }

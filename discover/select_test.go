@@ -142,3 +142,41 @@ func TestSelectCached(t *testing.T) {
 		t.Fatalf("selected %+v", sel)
 	}
 }
+
+// TestCheckArgs: every malformed argument is a bad target (a usage error),
+// found before any browse, and inventory names pass (review 68 #5).
+func TestCheckArgs(t *testing.T) {
+	inv := &inventory.Inventory{Devices: []inventory.Device{{Name: "kitchen", Address: "10.0.0.3"}}}
+	for _, bad := range []string{"127.0.0.2:abc", "", " ", "[::1", "127.0.0.2:0", "127.0.0.2:99999", ":3232", "a/b"} {
+		err := CheckArgs([]string{"kitchen", bad, "127.0.0.5"}, inv)
+		if !errors.Is(err, ErrBadTarget) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("CheckArgs(%q) = %v, want a one-line bad target", bad, err)
+		}
+		_, err = Select(context.Background(), Selection{Args: []string{bad}, InventoryOnly: true, Inventory: inv})
+		if !errors.Is(err, ErrBadTarget) {
+			t.Errorf("Select(%q) = %v, want a bad target", bad, err)
+		}
+	}
+	if err := CheckArgs([]string{"kitchen", "ots.local:8266", "10.0.0.9", "[::1]:3232"}, inv); err != nil {
+		t.Error(err)
+	}
+}
+
+// TestSelectGivenTwice: targets merge only on the same address and port,
+// and the merge is told, not silent (review 68 #11).
+func TestSelectGivenTwice(t *testing.T) {
+	sel, err := Select(context.Background(), Selection{
+		Args: []string{"127.0.0.2", "127.0.0.2", "127.0.0.2:8266", "127.0.0.2:3232", "127.0.0.3:8266"}, InventoryOnly: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, s := range sel {
+		got = append(got, s.Target.Name+"="+strings.Join(s.Target.Given, ","))
+	}
+	want := []string{"127.0.0.2=127.0.0.2,127.0.0.2", "127.0.0.2:8266=", "127.0.0.2:3232=", "127.0.0.3:8266="}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("selected %q, want %q", got, want)
+	}
+}

@@ -196,6 +196,12 @@ func (s *session) interested(nt nameType) bool {
 }
 
 func (s *session) absorb(p packet) {
+	// RFC 6762 §6: an mDNS response comes from port 5353, also when it
+	// answers a legacy query of ours sent from another port (§6.7: the reply
+	// goes to that port, from 5353). Anything else is not an mDNS responder.
+	if p.src.Port() != mdnsPort {
+		return
+	}
 	for _, sec := range [][]dns.RR{p.msg.Answer, p.msg.Extra} {
 		for _, rr := range sec {
 			if rr == nil {
@@ -206,7 +212,7 @@ func (s *session) absorb(p packet) {
 				if rr.Header().Class&^classCacheFlush != dns.ClassINET {
 					continue
 				}
-				s.cache.add(rr, p.ifi.Index, p.when)
+				s.cache.add(rr, p.ifi.Index, p.src.Addr(), p.when)
 			}
 		}
 	}
@@ -266,7 +272,7 @@ func (s *session) assemble() map[string]Device {
 			d := Device{Instance: label, Service: svc, Host: hostName(srv.Target), Port: int(srv.Port),
 				WebPort: web[lower(srv.Target)], Seen: srvE.recv, fqdn: lower(inst), hostFQDN: lower(srv.Target)}
 			ifs := map[string]bool{s.ifNames[srvE.ifIndex]: true}
-			for _, ae := range s.addrEntries(srv.Target) {
+			for _, ae := range s.hostAddrEntries(srv.Target, srvE.src) {
 				if a := s.entryAddr(ae); a.IsValid() && !slices.Contains(d.Addrs, a) {
 					d.Addrs = append(d.Addrs, a)
 					ifs[s.ifNames[ae.ifIndex]] = true
@@ -537,6 +543,26 @@ func Watch(ctx context.Context, cfg Config, emit func(Event)) error {
 }
 
 // addrEntries are the A and AAAA records of a host.
+// hostAddrEntries are the address records of host that the device which
+// sent the SRV (from src) announced itself, when it did: two devices that
+// claim one host name (a conflict not yet resolved, or never resolved by a
+// careless responder) must not become one device with both addresses. A
+// device's records come from its own address; a proxy that answers for
+// others (src matching no address) gets all of them.
+func (s *session) hostAddrEntries(host string, src netip.Addr) []*entry {
+	all := s.addrEntries(host)
+	var own []*entry
+	for _, e := range all {
+		if src.IsValid() && e.src == src {
+			own = append(own, e)
+		}
+	}
+	if len(own) > 0 {
+		return own
+	}
+	return all
+}
+
 func (s *session) addrEntries(host string) []*entry {
 	return append(s.cache.get(host, dns.TypeA), s.cache.get(host, dns.TypeAAAA)...)
 }

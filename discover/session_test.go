@@ -3,6 +3,8 @@ package discover
 import (
 	"fmt"
 	"net"
+	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -68,7 +70,7 @@ func TestAssembleLinkLocalZone(t *testing.T) {
 		&dns.TXT{Hdr: h(inst, dns.TypeTXT, 4500), Txt: []string{""}},
 	}
 	now := time.Now()
-	s.absorb(packet{msg: m, ifi: &net.Interface{Index: 7, Name: "wlan0"}, when: now})
+	s.absorb(packet{msg: m, ifi: &net.Interface{Index: 7, Name: "wlan0"}, src: netip.MustParseAddrPort("192.168.1.41:5353"), when: now})
 	var got []Event
 	s.update(now, func(e Event) { got = append(got, e) })
 	if len(got) != 1 || got[0].Kind != Added {
@@ -85,5 +87,45 @@ func TestAssembleLinkLocalZone(t *testing.T) {
 	s.update(later, func(e Event) { got = append(got, e) })
 	if len(got) != 1 || got[0].Kind != Removed || got[0].Reason != "expired" {
 		t.Fatalf("after SRV expiry: %+v", got)
+	}
+}
+
+// TestSharedHostName: two devices that claim one host name (a conflict no
+// responder resolved) stay two devices, each with the address it announced
+// itself; a response not from port 5353 is no mDNS answer (RFC 6762 §6).
+// Review 68 #3 and #13.
+func TestSharedHostName(t *testing.T) {
+	s := offlineSession()
+	h := func(n string, t uint16, ttl uint32) dns.RR_Header {
+		return dns.RR_Header{Name: n, Rrtype: t, Class: dns.ClassINET | classCacheFlush, Ttl: ttl}
+	}
+	announce := func(svc, ip string, port uint16) *dns.Msg {
+		inst := "ots-sim-01." + svc + ".local."
+		m := new(dns.Msg)
+		m.Response = true
+		m.Answer = []dns.RR{
+			&dns.PTR{Hdr: dns.RR_Header{Name: svc + ".local.", Rrtype: dns.TypePTR, Class: dns.ClassINET, Ttl: 4500}, Ptr: inst},
+			&dns.SRV{Hdr: h(inst, dns.TypeSRV, 120), Port: port, Target: "ots-sim-01.local."},
+			&dns.A{Hdr: h("ots-sim-01.local.", dns.TypeA, 120), A: net.ParseIP(ip)},
+		}
+		return m
+	}
+	now := time.Now()
+	lo := &net.Interface{Index: 1, Name: "lo"}
+	s.absorb(packet{msg: announce("_ota._tcp", "127.0.0.2", 3232), ifi: lo, src: netip.MustParseAddrPort("127.0.0.2:5353"), when: now})
+	s.absorb(packet{msg: announce("_arduino._tcp", "127.0.0.30", 3232), ifi: lo, src: netip.MustParseAddrPort("127.0.0.30:5353"), when: now})
+	s.absorb(packet{msg: announce("_arduino._tcp", "127.0.0.99", 3232), ifi: lo, src: netip.MustParseAddrPort("127.0.0.99:40000"), when: now})
+	var got []string
+	s.update(now, func(e Event) { got = append(got, e.Device.Service+"="+fmt.Sprint(e.Device.Addrs)) })
+	slices.Sort(got)
+	if want := []string{"_arduino._tcp=[127.0.0.30]", "_ota._tcp=[127.0.0.2]"}; !slices.Equal(got, want) {
+		t.Errorf("devices %q, want %q", got, want)
+	}
+	var ds []Device
+	for _, d := range s.devices {
+		ds = append(ds, d)
+	}
+	if ts := Merge(ds, nil); len(ts) != 2 {
+		t.Errorf("Merge made %d targets of two devices sharing a host name: %+v", len(ts), ts)
 	}
 }

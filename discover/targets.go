@@ -2,8 +2,10 @@ package discover
 
 import (
 	"cmp"
+	"net"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/ots-ota/ots-ota/devinfo"
@@ -25,6 +27,11 @@ type Target struct {
 	Auth     inventory.AuthRef `json:"auth,omitzero"`
 	// Sources: "mdns", "inventory".
 	Sources []string `json:"sources"`
+	// Given: every argument that named this device, when more than one
+	// did (Select merges targets of the same address and port).
+	Given []string `json:"given,omitempty"`
+	// Arg is the argument as the user wrote it ("" for --all, --group).
+	Arg string `json:"-"`
 }
 
 // Info is the target for devinfo.Query. Host is the first address when one
@@ -38,6 +45,44 @@ func (t Target) Info() devinfo.Target {
 		it.WebPort = -1 // mDNS named no web server: do not guess port 80
 	}
 	return it
+}
+
+// OTAAddr is host:port of the OTA port (the first address when one is
+// known; port 3232 when none is), "" without a host.
+func (t Target) OTAAddr() string {
+	host := t.Host
+	if len(t.Addrs) > 0 {
+		host = t.Addrs[0].String()
+	}
+	if host == "" {
+		return ""
+	}
+	port := t.Port
+	if port == 0 {
+		port = 3232
+	}
+	return net.JoinHostPort(host, strconv.Itoa(port))
+}
+
+// SeenByMDNS reports whether mDNS saw the device in this run.
+func (t Target) SeenByMDNS() bool { return slices.Contains(t.Sources, "mdns") }
+
+// InventoryEntries are the inventory entries for devices found by mDNS
+// (for discover --save): one per address, named after the host, with the
+// protocol that protocol tells for its first address ("" when unknown).
+func InventoryEntries(found []Device, protocol func(netip.Addr) string) []inventory.Device {
+	var devs []inventory.Device
+	seen := make(map[netip.Addr]bool)
+	for _, t := range Merge(found, nil) {
+		if len(t.Addrs) == 0 || seen[t.Addrs[0]] {
+			continue
+		}
+		a := t.Addrs[0]
+		seen[a] = true
+		devs = append(devs, inventory.Device{Name: strings.TrimSuffix(t.Host, ".local"), Address: a.String(), Port: t.Port,
+			Protocol: protocol(a), WebPort: t.WebPort})
+	}
+	return devs
 }
 
 // FromDevice makes a target of a browsed device.
@@ -65,12 +110,16 @@ func FromInventory(d inventory.Device) Target {
 // and gains the device's TXT and addresses.
 func Merge(found []Device, inv []inventory.Device) []Target {
 	var out []Target
-	find := func(t Target) int {
+	// browsed: t is a browsed device. Two browsed instances are one device
+	// only when they also share an address: one host name with different
+	// addresses is two devices in a name conflict, not one.
+	find := func(t Target, browsed bool) int {
 		for i, o := range out {
 			if t.Port != 0 && o.Port != 0 && t.Port != o.Port {
 				continue
 			}
-			if t.Host != "" && strings.EqualFold(strings.TrimSuffix(t.Host, "."), strings.TrimSuffix(o.Host, ".")) {
+			if t.Host != "" && strings.EqualFold(strings.TrimSuffix(t.Host, "."), strings.TrimSuffix(o.Host, ".")) &&
+				(!browsed || len(t.Addrs) == 0 || len(o.Addrs) == 0) {
 				return i
 			}
 			for _, a := range t.Addrs {
@@ -88,7 +137,7 @@ func Merge(found []Device, inv []inventory.Device) []Target {
 	})
 	for _, d := range sorted {
 		t := FromDevice(d)
-		if i := find(t); i >= 0 {
+		if i := find(t, true); i >= 0 {
 			if out[i].WebPort == 0 {
 				out[i].WebPort = t.WebPort
 			}
@@ -98,7 +147,7 @@ func Merge(found []Device, inv []inventory.Device) []Target {
 	}
 	for _, d := range inv {
 		t := FromInventory(d)
-		i := find(t)
+		i := find(t, false)
 		if i < 0 {
 			out = append(out, t)
 			continue

@@ -279,7 +279,17 @@ func (inv *Inventory) Validate() error {
 			}
 		}
 	}
-	return errors.Join(errs...)
+	// Errors are one line each (the CLI prints one): the first problem,
+	// and how many more there are.
+	switch len(errs) {
+	case 0:
+		return nil
+	case 1:
+		return errs[0]
+	case 2:
+		return fmt.Errorf("%w, and 1 more problem", errs[0])
+	}
+	return fmt.Errorf("%w, and %d more problems", errs[0], len(errs)-1)
 }
 
 // Device returns the device named name (case-insensitive).

@@ -138,3 +138,18 @@ func TestAddFile(t *testing.T) {
 		t.Error("rewrote a file with an inline secret")
 	}
 }
+
+// TestErrorsOneLine: several problems are one line, the first and a count
+// (review 68 #6).
+func TestErrorsOneLine(t *testing.T) {
+	for doc, want := range map[string]string{
+		"inventory: {devices: [{name: a, address: 127.0.0.77, port: 70000, protocol: ftp}]}":              "port out of range, and 1 more problem",
+		"inventory: {devices: [{name: a, address: x}, {name: a, address: y}], groups: {g: [a, nobody]}}":  "listed twice, and 1 more problem",
+		"inventory: {devices: [{name: a, address: x, port: -1, protocol: ftp, auth: {env: A, file: B}}]}": "and 2 more problems",
+	} {
+		_, err := Parse([]byte(doc))
+		if err == nil || strings.Contains(err.Error(), "\n") || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want one line with %q", doc, err, want)
+		}
+	}
+}

@@ -162,6 +162,9 @@ func mapValue(m *yaml.Node, key string) *yaml.Node {
 // writeAtomic replaces path through a temporary file in the same directory,
 // keeping the file's mode (0600 for a new one: it is the user's config).
 func writeAtomic(path string, data []byte) error {
+	// A symlinked config (dotfiles in a repository) is written where the
+	// link points: renaming over the link would replace it with a file.
+	path = linkTarget(path)
 	mode := os.FileMode(0o600)
 	if st, err := os.Stat(path); err == nil {
 		mode = st.Mode().Perm()
@@ -190,4 +193,24 @@ func writeAtomic(path string, data []byte) error {
 		return fmt.Errorf("save inventory: %w", err)
 	}
 	return nil
+}
+
+// linkTarget follows path's symbolic links, also a dangling one (its target
+// is created), up to a sane depth; path itself when it is no link.
+func linkTarget(path string) string {
+	for range 40 {
+		st, err := os.Lstat(path)
+		if err != nil || st.Mode()&os.ModeSymlink == 0 {
+			return path
+		}
+		to, err := os.Readlink(path)
+		if err != nil {
+			return path
+		}
+		if !filepath.IsAbs(to) {
+			to = filepath.Join(filepath.Dir(path), to)
+		}
+		path = to
+	}
+	return path
 }

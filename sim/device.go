@@ -155,7 +155,9 @@ func start(ctx context.Context, cfg Config, sink *eventSink) (*Device, error) {
 	d.mu.Lock()
 	d.flash.boot()
 	d.bootCount = 1
-	d.bootedAt = time.Now()
+	// Uptime counts from reset, as after every later boot: a device that
+	// starts serving now was reset one boot time ago.
+	d.bootedAt = time.Now().Add(-s.timing.BootTime)
 	d.mu.Unlock()
 	if err := d.startServers(); err != nil {
 		d.cancel()
@@ -726,8 +728,12 @@ func (d *Device) bootUntilUp() bool {
 			d.emit(Event{Event: EventRollback, Reason: reason, From: prevInfo.Version, Project: info.Project,
 				Version: info.Version, Slot: d.flash.label(res.slot), State: state})
 		}
-		if earlyValid {
-			d.emit(Event{Event: EventValid, Project: info.Project, Version: info.Version, Slot: d.flash.label(res.slot), State: StateValid})
+		// initArduino() marks the image valid when the app starts: say so
+		// then (just before ready, or before a crash), not at the reset.
+		emitEarlyValid := func() {
+			if earlyValid {
+				d.emit(Event{Event: EventValid, Project: info.Project, Version: info.Version, Slot: d.flash.label(res.slot), State: StateValid})
+			}
 		}
 		if res.noImage {
 			d.goDown("no_bootable_image")
@@ -738,7 +744,8 @@ func (d *Device) bootUntilUp() bool {
 			// Without a pending_verify state to abort, the bootloader boots
 			// the same image again: a boot loop that never reaches the network.
 			if !pending {
-				d.emit(Event{Event: EventReboot, Reason: failReason(beh)})
+				emitEarlyValid()
+				d.emit(Event{Event: EventReboot, Reason: failReason(beh), Version: info.Version})
 				d.goDown("boot_loop")
 				<-d.ctx.Done()
 				return false
@@ -762,6 +769,7 @@ func (d *Device) bootUntilUp() bool {
 			<-d.ctx.Done()
 			return false
 		}
+		emitEarlyValid()
 		d.emitReady()
 		return true
 	}

@@ -60,8 +60,9 @@
 // replies), during which it answers nothing, then three announcements one
 // second apart. Remove and Close send goodbye records (TTL 0), as
 // mdns_free or removing a service does; Withdraw removes a host silently,
-// as a device that resets or loses power does. There is no conflict
-// resolution: host and instance names are only checked for uniqueness
-// within the responder. Record TTLs are ESP-IDF's (PTR and TXT 4500 s, SRV
+// as a device that resets or loses power does. Names are unique within a
+// responder; a name another responder on the link claims is resolved as
+// ESP-IDF resolves it (conflict.go: the lower address yields and renames,
+// "ots-sim-01" → "ots-sim-2"). Record TTLs are ESP-IDF's (PTR and TXT 4500 s, SRV
 // and addresses 120 s) unless Config.TTL overrides them all.
 package mdnsd

@@ -245,6 +245,7 @@ func (r *Responder) serveOne(pkt []byte, cm *ipv4.ControlMessage, src net.Addr) 
 	} else if !r.isOnLink(from.Addr()) {
 		return
 	}
+	r.resolveConflicts(pkt)
 	for _, out := range r.z.handle(pkt, from, unicastDst, r.log) {
 		if only.IsValid() && out.from != only {
 			continue
@@ -320,13 +321,17 @@ func (r *Responder) sendMsgs(msgs []*dns.Msg, from netip.Addr) {
 // ESP-IDF device does when its network comes up (see probeCount). It
 // answers queries once probing is over. It fails when h is invalid, when its
 // host name or one of its instance names (per service type) is already
-// registered, or after Close. There is no conflict resolution: the names are
-// only checked for uniqueness within the responder.
+// registered, or after Close. A name another responder on the link holds
+// is resolved as ESP-IDF does (see resolveConflicts): the host may end up
+// under another name; Remove and Withdraw still take the name given here.
 func (r *Responder) Add(h Host) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
 		return fmt.Errorf("mdnsd: add %s: %w", h.Name, net.ErrClosed)
+	}
+	if cur, renamed := r.z.current(h.Name); renamed {
+		return fmt.Errorf("mdnsd: add: host %s: already registered as %s", h.Name, cur)
 	}
 	e, err := r.z.add(h)
 	if err != nil {
@@ -380,7 +385,8 @@ func (r *Responder) step(e *hostEntry, n int) {
 func (r *Responder) Remove(name string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	e, gone := r.z.remove(name)
+	cur, _ := r.z.current(name)
+	e, gone := r.z.remove(cur)
 	if e == nil {
 		r.log.Debug("mdnsd: remove of unknown host", "host", name)
 		return
@@ -408,7 +414,8 @@ func (r *Responder) Remove(name string) {
 func (r *Responder) Withdraw(name string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	e, _ := r.z.remove(name)
+	cur, _ := r.z.current(name)
+	e, _ := r.z.remove(cur)
 	if e == nil {
 		return
 	}

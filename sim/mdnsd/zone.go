@@ -55,9 +55,14 @@ type hostEntry struct {
 	// probing: registered but not answering yet (the responder's probe
 	// phase); guarded by the zone's lock.
 	probing bool
+	// spec is the Host it was built from, for a rename after a conflict;
+	// given is the name the caller registered it under.
+	spec  Host
+	given string
 }
 
 type svcEntry struct {
+	spec    int // index in host.spec.Services
 	host    *hostEntry
 	key     string // instance FQDN key
 	typeKey string
@@ -127,7 +132,8 @@ func (z *zone) add(h Host) (*hostEntry, error) {
 	if len(h.Addrs) > maxAddrs {
 		return nil, fmt.Errorf("host %s: %d addresses, at most %d", label, len(h.Addrs), maxAddrs)
 	}
-	e := &hostEntry{label: label, key: hkey}
+	e := &hostEntry{label: label, key: hkey, spec: h, given: label}
+	e.spec.Services = slices.Clone(h.Services)
 	for _, a := range h.Addrs {
 		if !a.IsValid() {
 			return nil, fmt.Errorf("host %s: invalid address", label)
@@ -182,6 +188,7 @@ func (z *zone) add(h Host) (*hostEntry, error) {
 		}
 		seen[ikey] = true
 		se := &svcEntry{
+			spec:    i,
 			host:    e,
 			key:     ikey,
 			typeKey: tkey,
@@ -286,6 +293,30 @@ func (z *zone) setProbing(e *hostEntry, on bool) {
 	z.mu.Lock()
 	e.probing = on
 	z.mu.Unlock()
+}
+
+// isProbing reports whether e is still probing.
+func (z *zone) isProbing(e *hostEntry) bool {
+	z.mu.RLock()
+	defer z.mu.RUnlock()
+	return e.probing
+}
+
+// current is the label a host registered as name goes by now; renamed
+// says it differs (a conflict renamed it). name itself when none is known.
+func (z *zone) current(name string) (label string, renamed bool) {
+	key, ok := nameKey(trimLocal(name) + "." + localSuffix)
+	if !ok {
+		return name, false
+	}
+	z.mu.RLock()
+	defer z.mu.RUnlock()
+	for _, e := range z.hostsOrder {
+		if k, ok := nameKey(e.given + "." + localSuffix); ok && k == key {
+			return e.label, e.key != key
+		}
+	}
+	return name, false
 }
 
 // probe is a probe query for e (RFC 6762 §8.1, as ESP-IDF builds it): an
