@@ -224,6 +224,14 @@ func (o *pushOptions) check(a *app) (*pushPlan, error) {
 	if err != nil {
 		return nil, a.flagError("max-failures", "%v", err)
 	}
+	if o.NoVerify && (o.RequireVerify || o.NoWaitValid) {
+		// Either would be silently ignored: nothing is verified.
+		other := "--require-verified"
+		if !o.RequireVerify {
+			other = "--no-wait-valid"
+		}
+		return nil, usageErrorf("--no-verify and %s do not go together: --no-verify verifies nothing", other)
+	}
 	if o.User != "" && o.Password == "" && o.PasswordFile == "" {
 		return nil, usageErrorf("--user needs --password or --password-file (HTTP Basic auth)")
 	}
@@ -254,7 +262,9 @@ func (o *pushOptions) check(a *app) (*pushPlan, error) {
 	if o.PasswordFile != "" && keepPW != "password" {
 		pw, err := readSecretFile(o.PasswordFile)
 		if err != nil {
-			return nil, a.flagError("password-file", "%v", err)
+			// Not flagError: it masks the value of a secret flag, and this
+			// value is a path the message already names.
+			return nil, usageErrorf("--password-file: %v", err)
 		}
 		cred.Password = pw
 	}

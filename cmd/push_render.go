@@ -34,7 +34,7 @@ func newPushRenderer(a *app, fw *upload.Firmware, devices int) *pushRenderer {
 	r := &pushRenderer{a: a, fw: fw, n: devices, json: a.opts.JSON, last: map[string]upload.Phase{}}
 	switch {
 	case a.opts.Quiet:
-	case a.io.ErrTTY && !a.opts.JSON:
+	case a.io.ErrTTY && !a.opts.JSON && !zeroSizeTerminal(a.io.ErrOut):
 		r.bars = newBarRenderer(a.io.ErrOut, fw.Size(), devices)
 	default:
 		r.lines = true
@@ -263,6 +263,18 @@ func terminalHeight(w io.Writer) int {
 		}
 	}
 	return 24
+}
+
+// zeroSizeTerminal reports a terminal that tells a width of 0 (a pty
+// nobody sized: script(1) without a terminal, some CI runners). Bars drawn
+// there are not shown at all, so such a terminal gets the lines instead.
+func zeroSizeTerminal(w io.Writer) bool {
+	if f, ok := w.(*os.File); ok {
+		if cols, _, err := term.GetSize(int(f.Fd())); err == nil && cols <= 0 {
+			return true
+		}
+	}
+	return false
 }
 
 func newBarRenderer(w io.Writer, size int64, devices int) *barRenderer {

@@ -30,9 +30,12 @@ func TestPushOnTerminal(t *testing.T) {
 		rows     uint16
 		subnet   byte
 		overview bool
+		cols     uint16 // 0 = 120
+		lines    bool   // a terminal of width 0: lines, not bars
 	}{
-		{"bar per device", 2, 40, 70, false},
-		{"overall bar", 6, 6, 71, true},
+		{"bar per device", 2, 40, 70, false, 0, false},
+		{"overall bar", 6, 6, 71, true, 0, false},
+		{"unsized terminal", 2, 0, 13, false, 0, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			tm := sim.FastTiming()
@@ -50,7 +53,11 @@ func TestPushOnTerminal(t *testing.T) {
 				t.Skipf("no pty: %v", err)
 			}
 			defer ptm.Close()
-			if err := pty.Setsize(tty, &pty.Winsize{Rows: c.rows, Cols: 120}); err != nil {
+			cols := c.cols
+			if cols == 0 && !c.lines {
+				cols = 120
+			}
+			if err := pty.Setsize(tty, &pty.Winsize{Rows: c.rows, Cols: cols}); err != nil {
 				t.Fatal(err)
 			}
 			var screen syncBuffer
@@ -86,6 +93,12 @@ func TestPushOnTerminal(t *testing.T) {
 				t.Fatalf("exit %d\nstdout:\n%s\nterminal:\n%q", code, out.String(), screen.String())
 			}
 			s := screen.String()
+			if c.lines {
+				if !strings.Contains(s, ": checking ") || !strings.Contains(s, ": updated: ") {
+					t.Errorf("no line-per-phase output on an unsized terminal: %q", s)
+				}
+				return
+			}
 			if !strings.Contains(s, "\x1b[") {
 				t.Errorf("no cursor control on the terminal: %q", s)
 			}

@@ -211,6 +211,9 @@ type device struct {
 	factsAt time.Time // when facts were read
 	res     Result
 	start   time.Time
+	// probed: Options.Probe chose the protocol (no fact on the target did),
+	// so a failure to reach the device that way may be decided again.
+	probed bool
 	// transfer bookkeeping, updated from the transport's events
 	mu        sync.Mutex
 	phase     Phase
@@ -436,7 +439,7 @@ func (r *runner) preflight(ctx context.Context, d *device) bool {
 		p, err := r.opts.Probe(ctx, d.t)
 		switch {
 		case err == nil:
-			d.proto = p
+			d.proto, d.probed = p, true
 		case r.opts.DryRun:
 			d.res.Outcome, d.res.Message = OutcomeUnreachable, oneLine(err)
 			return false
@@ -575,6 +578,12 @@ func (r *runner) update(ctx context.Context, d *device, stop *string) {
 		d.res.Outcome = OutcomeFailed
 		if de.Class == ClassUnreachable {
 			d.res.Outcome = OutcomeUnreachable
+			if d.probed && d.proto == Espota {
+				// A refused TCP connect chose espota, and espota got no
+				// answer either: an HTTP device whose server was not up
+				// yet (or a refusal fault) refuses too. Probe again next try.
+				d.proto = Auto
+			}
 		}
 		if uctx.Err() != nil {
 			d.res.Message += fmt.Sprintf(" (gave up: --timeout %s)", round(r.opts.Timeout))
@@ -598,6 +607,7 @@ func (r *runner) update(ctx context.Context, d *device, stop *string) {
 			if allowed == 0 && (de.Class == ClassAuth || de.Class == ClassRejected) {
 				d.res.Message += " (not retried)"
 			}
+			r.tookEarlier(ctx, d, de.Class)
 			return
 		}
 		perClass[de.Class]++
@@ -607,11 +617,21 @@ func (r *runner) update(ctx context.Context, d *device, stop *string) {
 			wait = r.opts.StabilityWindow + r.opts.StabilityWindow/10
 			why = fmt.Sprintf("device busy (%q: its running image is probably still pending_verify from an earlier update); waiting %s for its stability window, then trying once more", de.Words, round(wait))
 		}
+		if r.tookEarlier(ctx, d, de.Class) {
+			return
+		}
 		r.emit(d, Event{Phase: PhaseRetrying, Message: why})
 		if !sleepCtx(uctx, wait) {
 			if ctx.Err() != nil {
 				d.res.Outcome, d.res.Message = OutcomeCancelled, "interrupted while waiting to retry; the device keeps its running image"
 			}
+			return
+		}
+		// A try given up on (idle timeout, reset) may still have reached the
+		// device in full: the kernel delivers what was buffered after the
+		// close. Sending again would install the image twice and report a
+		// failure over a device that runs it.
+		if r.tookEarlier(ctx, d, de.Class) {
 			return
 		}
 	}
@@ -629,6 +649,34 @@ func (r *runner) update(ctx context.Context, d *device, stop *string) {
 	}
 	v := r.verify(ctx, d, verifySpec{target: d.known(), protocol: d.proto, img: r.img, before: d.facts, beforeAt: d.factsAt, accepted: time.Now()})
 	r.apply(d, v)
+}
+
+// tookEarlier checks, after a transient failure or a busy answer, whether
+// the device runs the new image anyway (an earlier try reached it in full
+// although its answer was lost or the try was given up on). If so it
+// verifies the device and reports true with d.res holding the outcome.
+// Only HTTP devices that told their version before are read: espota ones
+// tell it by mDNS only, which a quick read cannot refresh.
+func (r *runner) tookEarlier(ctx context.Context, d *device, c Class) bool {
+	if ctx.Err() != nil || r.opts.NoVerify || r.opts.Observer == nil || d.proto == Espota || !r.canTell(d) {
+		return false
+	}
+	if !transient(c) && c != ClassBusy {
+		return false
+	}
+	s := verifySpec{target: d.known(), protocol: d.proto, img: r.img, before: d.facts, beforeAt: d.factsAt, lostAnswer: true}
+	f, err := r.observe(context.WithValue(ctx, verifyingKey{}, true), s.target)
+	if err != nil || !runsNewImage(s, f) {
+		return false
+	}
+	r.opts.Logger.Debug("device runs the new image after a failed try", "device", d.label, "version", f.Version, "state", f.State)
+	s.accepted = time.Now()
+	v := r.verify(ctx, d, s)
+	if v.outcome != OutcomeUpdated && v.outcome != OutcomeRolledBack {
+		return false
+	}
+	r.apply(d, v)
+	return true
 }
 
 func (r *runner) apply(d *device, v verdict) {
@@ -655,7 +703,14 @@ func (r *runner) try(ctx context.Context, d *device) error {
 			}
 			return &DeviceError{Class: ClassUnreachable, Reason: "did not answer: " + oneLine(err), Err: err}
 		}
-		d.proto = p
+		d.proto, d.probed = p, true
+		if p == HTTP && d.facts.Version == "" && d.facts.ELFSHA256 == "" && r.opts.Observer != nil {
+			// Decided again as HTTP: what it tells now is the baseline the
+			// verification compares with (pre-flight read it as espota).
+			if f, err := r.observe(ctx, d.known()); err == nil {
+				d.facts, d.factsAt, d.res.From = f, time.Now(), f.Version
+			}
+		}
 	}
 	tr := r.opts.Transports[d.proto]
 	if tr == nil {

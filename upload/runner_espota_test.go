@@ -127,3 +127,19 @@ func TestRunArduinoBootLoop(t *testing.T) {
 		t.Fatalf("%s (%s), want unverified or unreachable", r.Outcome, r.Message)
 	}
 }
+
+// TestRunRefusingHTTPDeviceProbedAgain: an HTTP device whose server
+// refuses connections for a while (starting up, or the refuse fault) is
+// first taken for espota by the TCP probe; when espota gets no answer
+// either, the next try probes again and updates it over HTTP.
+func TestRunRefusingHTTPDeviceProbedAgain(t *testing.T) {
+	fl := startFaultFleet(t, func(c *sim.Config) { c.Faults = []sim.Fault{mustFault("refuse:800ms")} }, nil)
+	o := espotaRunOptions(t)
+	o.Backoff, o.MaxBackoff = 300*time.Millisecond, 600*time.Millisecond
+	res := Run(context.Background(), simFirmware(t, "1.0.1"), targetsOf(fl), o)
+	r := res[0]
+	if r.Outcome != OutcomeUpdated || r.Protocol != HTTP {
+		t.Fatalf("%s over %s after %d tries: %s", r.Outcome, r.Protocol, r.Tries, r.Message)
+	}
+	checkTruth(t, fl, res, "1.0.1")
+}

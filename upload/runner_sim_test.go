@@ -213,3 +213,28 @@ func TestRunDryRunAgainstSim(t *testing.T) {
 		t.Errorf("plan: %+v / %+v", res[0], res[2])
 	}
 }
+
+// TestRunGivenUpTryThatLanded: a device that stalls longer than the idle
+// timeout still gets the rest of the image the kernel had buffered, and
+// installs it. The retry must find it running the new image and verify it,
+// not send the image again and report a failure over an updated device.
+func TestRunGivenUpTryThatLanded(t *testing.T) {
+	fl := startFaultFleet(t, func(c *sim.Config) { c.Faults = []sim.Fault{mustFault("stall@50%:700ms")} }, nil)
+	o := simOptions()
+	o.Transports[HTTP] = &HTTPTransport{ConnectTimeout: 300 * time.Millisecond, IdleTimeout: 300 * time.Millisecond}
+	// The retry comes after the stalled device finished and restarted.
+	o.Backoff, o.MaxBackoff = 1500*time.Millisecond, 1500*time.Millisecond
+	res := Run(context.Background(), simFirmware(t, "1.0.1"), targetsOf(fl), o)
+	r := res[0]
+	st := fl.Devices()[0].State()
+	if st.Version != "1.0.1" {
+		t.Skipf("the stalled try did not land on this machine (the sim runs %s): nothing to check", st.Version)
+	}
+	if r.Outcome != OutcomeUpdated {
+		t.Fatalf("the sim runs 1.0.1 (%s), push says %s after %d tries: %s", st.AppState, r.Outcome, r.Tries, r.Message)
+	}
+	if n := len(st.Uploads); n != 1 {
+		t.Errorf("the device saw %d uploads, want 1 (the image sent again)", n)
+	}
+	checkTruth(t, fl, res, "1.0.1")
+}

@@ -166,8 +166,7 @@ func (r *runner) verify(ctx context.Context, d *device, s verifySpec) verdict {
 				seenVersion = true
 			}
 		}
-		runsNew := f.Version != "" && (f.Version == newV && newV != oldV ||
-			s.img.elf != "" && sameELF(f.ELFSHA256, s.img.elf) && !sameELF(s.before.ELFSHA256, s.img.elf))
+		runsNew := runsNewImage(s, f)
 		// uptime_s is in whole seconds: only an uptime a second shorter than
 		// the time since acceptance proves a restart.
 		rebooted := sawBack || runsNew ||
@@ -242,6 +241,15 @@ func (r *runner) verify(ctx context.Context, d *device, s verifySpec) verdict {
 		return verdict{outcome: OutcomeUnverified, message: "accepted the image and kept answering, but showed no reboot and exposes no version; not verified"}
 	}
 	return verdict{outcome: OutcomeUnverified, message: "came back after the update but exposes no version (no /ota/status, /api/status or mDNS TXT); not verified"}
+}
+
+// runsNewImage reports whether f shows the device running the image being
+// sent, where before it ran another: a new version string, or the image's
+// elf_sha256 where the device tells it.
+func runsNewImage(s verifySpec, f Facts) bool {
+	newV, oldV := s.img.version, s.before.Version
+	return f.Version != "" && (f.Version == newV && newV != oldV ||
+		s.img.elf != "" && sameELF(f.ELFSHA256, s.img.elf) && !sameELF(s.before.ELFSHA256, s.img.elf))
 }
 
 // uptimeReset reports whether the device's uptime proves a restart since
