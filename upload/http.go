@@ -248,7 +248,7 @@ type readResult struct {
 	err error
 }
 
-func (u *httpUpload) run() error {
+func (u *httpUpload) run() (err error) {
 	answers := make(chan readResult, 1)
 	wrote := make(chan error, 1)
 	go func() {
@@ -259,6 +259,15 @@ func (u *httpUpload) run() error {
 	// Closing the connection ends both goroutines; wait for them so none
 	// outlives Send.
 	defer func() {
+		if err != nil {
+			// Given up (timeout, Ctrl-C) or failed: reset rather than
+			// close, so the kernel drops what it still buffered instead of
+			// delivering it to a stalled device that would then install
+			// the image push has just reported as failed.
+			if tc, ok := u.ac.Conn.(*net.TCPConn); ok {
+				_ = tc.SetLinger(0)
+			}
+		}
 		u.ac.Close()
 		if wrote != nil {
 			<-wrote
