@@ -112,17 +112,26 @@ func configPath(explicit string) (path string, required bool) {
 	if env := os.Getenv(envPrefix + "_CONFIG"); env != "" {
 		return env, true
 	}
+	places := configPlaces()
+	for _, p := range places[:len(places)-1] {
+		if _, err := os.Stat(p); err == nil {
+			return p, false
+		}
+	}
+	return places[len(places)-1], false
+}
+
+// configPlaces lists where an optional config file is looked for, in order:
+// the user's config directory, then the current one.
+func configPlaces() []string {
 	dir := os.Getenv("XDG_CONFIG_HOME")
 	if dir == "" {
 		dir, _ = os.UserConfigDir()
 	}
 	if dir != "" {
-		p := filepath.Join(dir, "ots-ota", "config.yaml")
-		if _, err := os.Stat(p); err == nil {
-			return p, false
-		}
+		return []string{filepath.Join(dir, "ots-ota", "config.yaml"), "ots-ota.yaml"}
 	}
-	return "ots-ota.yaml", false
+	return []string{"ots-ota.yaml"}
 }
 
 // maxConfigRead bounds the config file: a few hundred lines of YAML.
@@ -230,7 +239,7 @@ func loadConfig(cmd *cobra.Command, explicit string) (*config, error) {
 				// (`version: {json: true}`), a value is the flag's (`version: 2.0.0`).
 				continue
 			}
-			where := fmt.Sprintf("%s: %s%s", c.path, s.path, f.Name)
+			where := fmt.Sprintf("%s:%d: %s%s", c.path, k.Line, s.path, f.Name)
 			items, err := nodeItems(f, v)
 			if err == nil && items == nil {
 				// An empty key hides nothing: a less specific one still counts.

@@ -205,7 +205,7 @@ func TestSectionsNest(t *testing.T) {
 		}
 	}
 	write("name: top\nprobe:\n  name: mid\n  deep:\n    name: deep\n")
-	if r, _, e := runProbe(t, []string{"probe", "deep", "--config", cfg}); r.Name != "deep" || r.From["name"] != cfg+": probe.deep.name" {
+	if r, _, e := runProbe(t, []string{"probe", "deep", "--config", cfg}); r.Name != "deep" || r.From["name"] != cfg+":5: probe.deep.name" {
 		t.Errorf("deep: %+v %s", r, e)
 	}
 	if r, _, e := runProbe(t, []string{"probe", "--config", cfg}); r.Name != "mid" {
@@ -216,7 +216,7 @@ func TestSectionsNest(t *testing.T) {
 		t.Errorf("deep from parent section: %+v %s", r, e)
 	}
 	write("name: top\n")
-	if r, _, e := runProbe(t, []string{"probe", "deep", "--config", cfg}); r.Name != "top" || r.From["name"] != cfg+": name" {
+	if r, _, e := runProbe(t, []string{"probe", "deep", "--config", cfg}); r.Name != "top" || r.From["name"] != cfg+":1: name" {
 		t.Errorf("deep from top: %+v %s", r, e)
 	}
 	// A key named like both a flag and a command: a value is the flag's, a

@@ -149,23 +149,31 @@ func (o *policyFlags) resolve(a *app) error {
 			return a.flagError("max-size", "the slot size must be more than 0")
 		}
 		o.policy.SlotSize = n
+		a.log.Info("slot size", "bytes", n, "from", a.source("max-size"))
 	case o.Partitions != "":
 		n, note, err := slotFromPartitions(a, o.Partitions)
 		if err != nil {
 			return err
 		}
 		o.policy.SlotSize, o.slotNote = n, note
+		a.log.Info("slot size", "bytes", n, "from", "partition table "+o.Partitions+" ("+a.source("partitions")+")")
+	default:
+		a.log.Info("no slot size: the image is not checked against a slot (give --max-size or --partitions)")
 	}
 	return nil
 }
 
 // slotFromPartitions reads the OTA slot size from a partition table file.
 func slotFromPartitions(a *app, path string) (int64, string, error) {
+	start := time.Now()
 	data, err := readRegular(context.Background(), path, maxTableRead)
 	var tl *fwfile.TooLargeError
+	var nr *fwfile.NotRegularError
 	switch {
 	case errors.As(err, &tl):
 		return 0, "", a.flagError("partitions", "%s: not a partition table", err)
+	case errors.As(err, &nr):
+		return 0, "", a.flagError("partitions", "%s: give the partition table file (partitions.csv, or the partitions.bin of a build)", err)
 	case err != nil:
 		return 0, "", a.flagError("partitions", "%s", err)
 	}
@@ -173,6 +181,7 @@ func slotFromPartitions(a *app, path string) (int64, string, error) {
 	if err != nil {
 		return 0, "", a.flagError("partitions", "not a partition table: %s", rootCause(err))
 	}
+	a.log.Debug("partition table read", "path", path, "bytes", len(data), "took", time.Since(start).Round(time.Microsecond))
 	n, err := t.OTASlotSize()
 	if err != nil {
 		return 0, "", a.flagError("partitions", "%s", err)
@@ -253,6 +262,9 @@ func val[T any](p *T) T {
 func inspectFile(ctx context.Context, a *app, path string, o *inspectOptions) (inspectResult, error) {
 	p := o.policy
 	r := inspectResult{File: path, Kind: "unreadable", Errors: []findingResult{}, Warnings: []findingResult{}}
+	if p.SlotSize > 0 {
+		r.SlotSize = ptr(p.SlotSize) // the slot is known whatever the file holds
+	}
 	data, err := fwfile.ReadArg(ctx, path, a.io.In, maxFileRead)
 	var tl *fwfile.TooLargeError
 	var nr *fwfile.NotRegularError
@@ -268,7 +280,8 @@ func inspectFile(ctx context.Context, a *app, path string, o *inspectOptions) (i
 			Hint: "upload the application .bin from your build directory"})
 		return r, nil
 	case errors.As(err, &nr):
-		r.Errors = append(r.Errors, findingResult{Code: "unreadable", Message: err.Error() + ": give the firmware file itself", Hint: "check the path"})
+		// The path is right, the file is not: the hint says what to give.
+		r.Errors = append(r.Errors, findingResult{Code: "unreadable", Message: err.Error() + ": give the firmware file itself", Hint: "or - to read it from stdin"})
 		return r, nil
 	case err != nil:
 		r.Errors = append(r.Errors, findingResult{Code: "unreadable", Message: err.Error(), Hint: "check the path"})
@@ -282,7 +295,7 @@ func inspectFile(ctx context.Context, a *app, path string, o *inspectOptions) (i
 		r.Warnings = append(r.Warnings, findingResult{Code: "slot_sizes_differ", Message: o.slotNote,
 			Hint: "an image that fits the smallest slot fits every slot"})
 	}
-	if p.SlotSize > 0 && len(data) > 0 {
+	if p.SlotSize > 0 {
 		r.SlotSize = ptr(p.SlotSize)
 		r.SlotPercent = ptr(float64(int(float64(len(data))*1000/float64(p.SlotSize))) / 10)
 	}
@@ -294,6 +307,9 @@ func inspectFile(ctx context.Context, a *app, path string, o *inspectOptions) (i
 	r.Kind = string(img.Kind)
 	if img.AppOffset > 0 {
 		r.AppOffset = ptr(img.AppOffset)
+	}
+	if img.Kind == image.KindMerged {
+		r.Chip = ptr(img.Header.ChipID.String()) // the bootloader's, which the message names
 	}
 	if img.Kind == image.KindApp || img.Kind == image.KindBootloader {
 		r.Chip = ptr(img.Header.ChipID.String())
@@ -426,10 +442,24 @@ func kindLabel(k string) string {
 		return "Intel HEX file"
 	case image.KindEncrypted:
 		return "pre-encrypted image"
+	case image.KindBootloader:
+		return "bootloader image"
+	case image.KindGzip:
+		return "gzip archive"
+	case image.KindZip:
+		return "zip archive"
+	case image.KindUF2:
+		return "UF2 file"
+	case image.KindLittleFS:
+		return "LittleFS image"
+	case image.KindEmpty:
+		return "empty file"
 	case image.KindUnknown:
 		return "unrecognised file"
+	case "unreadable":
+		return "unreadable file"
 	}
-	return strings.ReplaceAll(k, "_", " ")
+	return strings.ReplaceAll(k, "_", " ") + " file"
 }
 
 func okWord(ok bool, st style) string {

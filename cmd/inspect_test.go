@@ -177,3 +177,19 @@ func inspectJSONFields() []string {
 		"secure_version", "elf_sha256", "size", "image_len", "segments", "entry", "checksum_ok", "sha256", "sha256_ok",
 		"signature", "signature_blocks", "slot_size", "slot_percent", "app_offset", "errors", "warnings"}
 }
+
+// TestKindLabels: every kind reads as a phrase in human output, in one style
+// (no raw JSON names such as "gzip" or "partition_table").
+func TestKindLabels(t *testing.T) {
+	kinds := []image.Kind{image.KindApp, image.KindBootloader, image.KindPartitionTable, image.KindMerged,
+		image.KindELF, image.KindESP8266, image.KindGzip, image.KindZip, image.KindIntelHex, image.KindUF2,
+		image.KindEncrypted, image.KindLittleFS, image.KindEmpty, image.KindUnknown, "unreadable"}
+	seen := map[string]bool{}
+	for _, k := range kinds {
+		l := kindLabel(string(k))
+		if !strings.Contains(l, " ") || strings.Contains(l, "_") || seen[l] {
+			t.Errorf("kind %s: label %q is not a distinct phrase", k, l)
+		}
+		seen[l] = true
+	}
+}

@@ -269,11 +269,12 @@ func (a *app) setUp(cmd *cobra.Command) error {
 	if cfg.path != "" {
 		a.log.Info("config file read", "path", cfg.path)
 	} else {
-		p, _ := configPath("")
-		a.log.Info("no config file", "looked_for", p)
+		a.log.Info("no config file", "looked_for", strings.Join(configPlaces(), ", "))
 	}
+	// Every value that is not a default, typed ones too (never the value:
+	// it may be a secret).
 	for _, name := range sortedKeys(cfg.origins) {
-		if o := cfg.origins[name]; o.rank > rankDefault && o.rank < rankFlag {
+		if o := cfg.origins[name]; o.rank > rankDefault {
 			a.log.Debug("flag value", "flag", "--"+name, "from", o.where)
 		}
 	}
@@ -294,6 +295,9 @@ func flagParseError(_ *cobra.Command, err error) error {
 // is an unknown command.
 func argsNone(cmd *cobra.Command, args []string) error {
 	if len(args) > 0 {
+		if cmd.HasSubCommands() && args[0] == "help" {
+			return subHelp(cmd, args[1:])
+		}
 		if cmd.HasSubCommands() {
 			return unknownCommand(cmd, args[0])
 		}
@@ -308,6 +312,19 @@ func argsCommand(cmd *cobra.Command, args []string) error {
 		return unknownCommand(cmd, args[0])
 	}
 	return nil
+}
+
+// subHelp is "ots-ota sim help [image]": cobra adds a help command to the
+// root only. The help printed, the command stops with exit 0.
+func subHelp(cmd *cobra.Command, topic []string) error {
+	target, rest, err := cmd.Find(topic)
+	if err != nil || len(rest) > 0 {
+		return usageErrorf("no help for %q: not a command of %s", strings.Join(topic, " "), cmd.CommandPath())
+	}
+	if err := target.Help(); err != nil {
+		return err
+	}
+	return silentError{code: ExitOK}
 }
 
 func unknownCommand(cmd *cobra.Command, name string) error {
@@ -359,6 +376,9 @@ func newVersionCmd(a *app) *cobra.Command {
 		Use:   "version",
 		Short: "Print version, commit and build date",
 		Args:  argsNone,
+		// It works whatever the environment and the config file hold (a
+		// bad OTS_OTA_JSON must not hide which build is running).
+		Annotations: map[string]string{"config": "skip"},
 	}
 	c.RunE = run(a, noOptions{}, func(_ context.Context, a *app, _ noOptions) error {
 		in := buildinfo.Get()
@@ -413,8 +433,11 @@ func newCompletionCmd(a *app) *cobra.Command {
 		Annotations:           map[string]string{"config": "skip"},
 		DisableFlagsInUseLine: true,
 		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) != 1 {
+			if len(args) == 0 {
 				return usageErrorf("completion needs a shell: %s", strings.Join(shells, ", "))
+			}
+			if len(args) > 1 {
+				return usageErrorf("completion takes one shell, not %d arguments (%s): give one of %s", len(args), strings.Join(args, " "), strings.Join(shells, ", "))
 			}
 			for _, s := range shells {
 				if args[0] == s {

@@ -62,6 +62,7 @@ func TestScripts(t *testing.T) {
 			"exitcode": cmdExitcode,
 			"waitport": cmdWaitport,
 			"mksparse": cmdMksparse,
+			"mkflash":  cmdMkflash,
 		},
 	})
 }
@@ -70,8 +71,8 @@ func TestScripts(t *testing.T) {
 func loopback127() bool { return runtime.GOOS == "linux" }
 
 // cmdMkfile writes test inputs: `mkfile KIND OUT [chip project version size]`.
-// KIND is app, nodigest, truncated, corrupt-digest, elf, elf-x86-64, gzip
-// esp8266 or partition-table.
+// KIND is app, nodigest, truncated, corrupt-digest, elf, elf-x86-64,
+// elf-riscv64, gzip, esp8266 or partition-table.
 func cmdMkfile(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) < 2 {
 		ts.Fatalf("usage: mkfile KIND OUT [chip project version size]")
@@ -111,6 +112,8 @@ func cmdMkfile(ts *testscript.TestScript, neg bool, args []string) {
 		data[len(data)-1] ^= 0xFF
 	case "elf":
 		data = append([]byte{0x7F, 'E', 'L', 'F', 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0x5E, 0}, make([]byte, 200)...)
+	case "elf-riscv64":
+		data = append([]byte{0x7F, 'E', 'L', 'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0xF3, 0}, make([]byte, 200)...)
 	case "elf-x86-64":
 		data = append([]byte{0x7F, 'E', 'L', 'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0x3E, 0}, make([]byte, 200)...)
 	case "gzip":
@@ -176,6 +179,30 @@ func cmdWaitport(ts *testscript.TestScript, neg bool, args []string) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
+}
+
+// cmdMkflash lays files out as a merged flash image does, 0xFF between them:
+// `mkflash OUT FILE@OFFSET...` (mkflash m.bin boot.bin@0 table.bin@0x8000).
+func cmdMkflash(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) < 2 {
+		ts.Fatalf("usage: mkflash OUT FILE@OFFSET...")
+	}
+	var out []byte
+	for _, arg := range args[1:] {
+		name, offText, ok := strings.Cut(arg, "@")
+		if !ok {
+			ts.Fatalf("mkflash: %s: want FILE@OFFSET", arg)
+		}
+		off, err := strconv.ParseInt(offText, 0, 64)
+		ts.Check(err)
+		data, err := os.ReadFile(ts.MkAbs(name))
+		ts.Check(err)
+		for int64(len(out)) < off {
+			out = append(out, 0xFF)
+		}
+		out = append(out[:off], data...)
+	}
+	ts.Check(os.WriteFile(ts.MkAbs(args[0]), out, 0o644))
 }
 
 // esp8266Image is a valid ESP8266 v1 image: the 8-byte header, one IRAM

@@ -105,7 +105,7 @@ with ";" (OTS_OTA_FAULT='latency:5ms;error@30%'); in the config file, use a list
 	f.StringVar(&o.WriteRate, "write-rate", "100KiB/s", "flash write speed, e.g. 100KiB/s (0 = unlimited)")
 	f.DurationVar(&o.ErrorCloseDelay, "error-close-delay", 0, "keep a connection open this long after an error answer sent mid-upload (0 = lwIP's RST right behind it; 100ms lets clients that stop at a failed write read the answer)")
 	f.BoolVar(&o.Fast, "fast", false, "test timing: instant erase and writes, 50 ms boots (values set by flag, environment or config still win)")
-	f.StringVar(&o.BaseIP, "base-ip", "127.0.0.2", "first device's loopback address")
+	f.StringVar(&o.BaseIP, "base-ip", "127.0.0.2", "first device's loopback address; the fleet stays in its /24 (at most 253 devices per sim, .2 to .254)")
 	f.StringVar(&o.Listen, "listen", "", "first device's address outside loopback (typed on the command line only; devices become reachable from the network)")
 	f.IntVar(&o.OTAPort, "ota-port", 0, "OTA port (default: the personality's, 3232 or 8266)")
 	f.IntVar(&o.WebPort, "web-port", 0, "seed, ots: web app port (default 80 when it may be bound, else 8080; -1 = none)")
@@ -200,6 +200,11 @@ func (o *simOptions) validate(a *app, _ []string) error {
 			return err
 		}
 	}
+	for _, t := range []struct{ flag, v string }{{"project", o.Project}, {"version", o.Version}} {
+		if err := descText(a, t.flag, t.v); err != nil {
+			return err
+		}
+	}
 	if pers == sim.Arduino && o.Core != "" && !coreVersion.MatchString(o.Core) {
 		return a.flagError("core", "not a core version (such as 3.3.0 or 2.0.17)")
 	}
@@ -242,11 +247,24 @@ func (o *simOptions) validate(a *app, _ []string) error {
 			return a.itemError("behave", spec, "%s", rootCause(err))
 		}
 	}
+	keep := o.Faults[:0:0]
 	for _, spec := range o.Faults {
-		if _, err := sim.ParseFault(spec); err != nil {
+		f, err := sim.ParseFault(spec)
+		if err != nil {
 			return a.itemError("fault", spec, "%s", rootCause(err))
 		}
+		// espota's faults would do nothing on an HTTP device: refused when
+		// typed, dropped (and -v says so) from the environment or the file.
+		if espotaFault(f.Kind) && pers != sim.Arduino && pers != sim.ESP8266 {
+			if a.typed("fault") {
+				return a.itemError("fault", spec, "acts on espota sessions only: use --personality arduino or esp8266, or another fault")
+			}
+			a.log.Info("ignoring an espota fault the personality does not use", "fault", spec, "from", a.source("fault"), "personality", string(pers))
+			continue
+		}
+		keep = append(keep, spec)
 	}
+	o.Faults = keep
 	behaviours, err := sim.ParseBehaviourSpecs(o.Behave)
 	if err != nil {
 		return a.flagError("behave", "%s", rootCause(err))
@@ -317,6 +335,11 @@ func (o *simOptions) validate(a *app, _ []string) error {
 	if o.mdns, err = o.mdnsInterface(a); err != nil {
 		return err
 	}
+	// espota listens on UDP: on 5353 it meets the fleet's own mDNS socket
+	// (the port's wildcard), and the fleet would fail with "address in use".
+	if o.mdns != nil && (pers == sim.Arduino || pers == sim.ESP8266) && o.OTAPort == mdnsPort {
+		return a.flagError("ota-port", "the simulator's mDNS responder takes UDP port %d, and espota listens on UDP: give another --ota-port, or --no-mdns", mdnsPort)
+	}
 	if outside {
 		a.log.Warn(fmt.Sprintf("the devices listen on %s, outside loopback: anyone on that network can reach them", addrRange(addrs)))
 	}
@@ -347,6 +370,11 @@ func (o *simOptions) validate(a *app, _ []string) error {
 		},
 	}
 	return nil
+}
+
+// espotaFault: the fault acts on an espota session (invitation, final OK).
+func espotaFault(k sim.FaultKind) bool {
+	return k == sim.FaultNoConnectBack || k == sim.FaultLoseOK
 }
 
 // defaultImageSize is the size of the image a device runs when --image-size
@@ -387,6 +415,9 @@ func (o *simOptions) checkPorts(a *app, pers sim.Personality) error {
 	return nil
 }
 
+// mdnsPort is mDNS's UDP port (RFC 6762), which the fleet's responder binds.
+const mdnsPort = 5353
+
 var coreVersion = regexp.MustCompile(`^v?[0-9]{1,3}(\.[0-9]{1,3}){0,2}$`)
 
 // addresses lists the devices' addresses (sim.FleetAddrs: loopback fleets
@@ -399,7 +430,9 @@ func (o *simOptions) addresses(a *app) ([]netip.Addr, bool, error) {
 		return nil, false, err
 	} else if o.Listen != "" && keep != "base-ip" {
 		flag, outside = "listen", true
-		if !a.typed("listen") {
+		// A loopback --listen from the environment or the file is just a
+		// loopback fleet; only binding outside loopback must be typed.
+		if ip, err := netip.ParseAddr(o.Listen); !a.typed("listen") && err == nil && !ip.IsLoopback() {
 			return nil, false, a.flagError("listen", "binding outside loopback must be typed on the command line, not set in the environment or the config file")
 		}
 	}
@@ -411,10 +444,20 @@ func (o *simOptions) addresses(a *app) ([]netip.Addr, bool, error) {
 	if err != nil {
 		return nil, false, a.flagError(flag, "not an IP address (such as 127.0.0.2; names are not looked up)")
 	}
+	// A loopback fleet from the command line stays inside one /24 too, as
+	// issue 7 asks: the Go API (sim.FleetAddrs) skips .0 and .255 and may
+	// span several, but a user who typed .250 with 10 devices, or .0, gets a
+	// reason rather than addresses they did not ask for.
+	loop4 := first.Unmap().Is4() && first.IsLoopback()
+	if loop4 && (first.Unmap().As4()[3] == 0 || first.Unmap().As4()[3] == 255) {
+		return nil, false, a.flagError(flag, "a network (.0) or broadcast (.255) address: the first device needs .1 to .254 (such as 127.0.0.2)")
+	}
 	// sim counts the addresses; this names the flag and says what to do.
 	addrs, err := sim.FleetAddrs(first, o.Devices, outside)
 	var cross *sim.CrossError
 	switch {
+	case err == nil && loop4 && addrs[len(addrs)-1].As4()[2] != addrs[0].As4()[2]:
+		return nil, false, a.flagError(flag, "%s", crossReason(flag, addrs, o.Devices))
 	case err == nil:
 		return addrs, !addrs[0].IsLoopback(), nil // --listen 127.0.0.5 is just a loopback fleet
 	case errors.Is(err, sim.ErrAnyAddress):
@@ -429,6 +472,27 @@ func (o *simOptions) addresses(a *app) ([]netip.Addr, bool, error) {
 		return nil, false, a.flagError(flag, "%d devices would cross %s into the next network: use a lower address or fewer devices", o.Devices, cross.At)
 	}
 	return nil, false, a.flagError(flag, "%s", err) // ErrNotUnicast, ErrNetworkAddress: the reason says it all
+}
+
+// maxPerNet is how many devices one sim holds in a /24: .2 to .254 (.1 is
+// the host's usual loopback address, .0 and .255 are no host's).
+const maxPerNet = 253
+
+// crossReason says why a loopback fleet that leaves its first /24 is
+// refused, and what fits instead.
+func crossReason(flag string, addrs []netip.Addr, n int) string {
+	first, last := addrs[0], addrs[len(addrs)-1]
+	b := first.As4()
+	msg := fmt.Sprintf("%d devices would run from %s to %s, across %d.%d.%d.255: ", n, first, last, b[0], b[1], b[2])
+	if n > maxPerNet {
+		next := netip.AddrFrom4([4]byte{b[0], b[1], b[2], 255}).Next().Next().Next() // the next /24's .2
+		return msg + fmt.Sprintf("one sim process holds at most %d devices per /24 (.2 to .254): give --devices %d or fewer, and start another sim with --%s %s for the rest",
+			maxPerNet, maxPerNet, flag, next)
+	}
+	low := b
+	low[3] = byte(255 - n)
+	return msg + fmt.Sprintf("give a lower --%s (%s at most) or fewer --devices (%d at most from %s); one sim process holds at most %d devices per /24",
+		flag, netip.AddrFrom4(low), 255-int(b[3]), first, maxPerNet)
 }
 
 func addrRange(addrs []netip.Addr) string {
@@ -533,6 +597,7 @@ func runSim(ctx context.Context, a *app, o *simOptions) error {
 	start := time.Now()
 	fleet, err := sim.StartFleet(runCtx, fc)
 	if err != nil {
+		startErr := err
 		if ctx.Err() != nil {
 			err = ctx.Err() // interrupted while starting: exit 130
 		} else {
@@ -549,7 +614,16 @@ func runSim(ctx context.Context, a *app, o *simOptions) error {
 			emit(e)
 		}
 		if a.opts.JSON && ctx.Err() == nil {
-			emit(sim.Event{Event: simEventError, Time: time.Now(), Text: err.Error()})
+			// The device that failed and when, so the event reads in order
+			// before the stopped events of the devices closed after it.
+			ev := sim.Event{Event: simEventError, Time: time.Now(), Text: err.Error()}
+			if se := (*sim.StartError)(nil); errors.As(startErr, &se) {
+				ev.Device = se.Device
+				if !se.At.IsZero() {
+					ev.Time = se.At
+				}
+			}
+			emit(ev)
 		}
 		for _, e := range stopped {
 			emit(e)

@@ -80,10 +80,30 @@ func (o *simImageOptions) buildDate(a *app) (time.Time, error) {
 	return time.Time{}, nil
 }
 
+// descText refuses a string the app description cannot hold as given: empty
+// (the image would name no version), longer than its char[32], or with a NUL
+// (readers stop there). Build would truncate it silently.
+func descText(a *app, flag, s string) error {
+	switch {
+	case s == "":
+		return a.flagError(flag, "cannot be empty")
+	case len(s) > image.MaxDescText:
+		return a.flagError(flag, "at most %d bytes (the app description's field), not %d", image.MaxDescText, len(s))
+	case strings.IndexByte(s, 0) >= 0:
+		return a.flagError(flag, "contains a NUL byte")
+	}
+	return nil
+}
+
 func (o *simImageOptions) validate(a *app, _ []string) error {
 	chip, err := parseChip(a, o.Chip)
 	if err != nil {
 		return err
+	}
+	for _, t := range []struct{ flag, v string }{{"project", o.Project}, {"version", o.Version}, {"idf", o.IDF}} {
+		if err := descText(a, t.flag, t.v); err != nil {
+			return err
+		}
 	}
 	o.chip = chip
 	switch {
@@ -117,6 +137,7 @@ func (o *simImageOptions) validate(a *app, _ []string) error {
 	if err != nil {
 		return err
 	}
+	start := time.Now()
 	o.data, err = image.Build(image.BuildOptions{
 		Chip: chip, Project: o.Project, Version: o.Version, IDFVer: o.IDF,
 		Built: built, Size: int(size),
@@ -125,7 +146,16 @@ func (o *simImageOptions) validate(a *app, _ []string) error {
 	if err != nil {
 		return a.flagError("size", "%s", buildSizeReason(err))
 	}
+	a.log.Debug("built image", "chip", chip.String(), "bytes", len(o.data), "date", dateOrFixed(built), "took", time.Since(start).Round(time.Microsecond))
 	return nil
+}
+
+// dateOrFixed names the build date for -vv: image.Build's fixed one when zero.
+func dateOrFixed(t time.Time) string {
+	if t.IsZero() {
+		return "fixed"
+	}
+	return t.Format(time.RFC3339)
 }
 
 // buildSizeReason says why image.Build refused a size; the message it goes
@@ -139,6 +169,8 @@ func buildSizeReason(err error) string {
 }
 
 func runSimImage(_ context.Context, a *app, o *simImageOptions) error {
+	start := time.Now()
+	defer func() { a.log.Debug("wrote image", "to", o.Output, "took", time.Since(start).Round(time.Microsecond)) }()
 	if o.Output == "-" {
 		if _, err := a.io.Out.Write(o.data); err != nil {
 			return fmt.Errorf("cannot write the image to stdout: %s", rootCause(err))

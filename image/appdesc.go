@@ -42,6 +42,10 @@ func parseBootDesc(b []byte) *BootloaderDesc {
 	}
 }
 
+// MaxDescText is the longest version, project_name or idf_ver string
+// esp_app_desc_t holds: a char[32] that keeps its NUL.
+const MaxDescText = 31
+
 // putCString writes s NUL-padded into dst, keeping room for a NUL as IDF does.
 func putCString(dst []byte, s string) {
 	if len(s) > len(dst)-1 {

@@ -386,7 +386,8 @@ func TestWrongKinds(t *testing.T) {
 	}{
 		{"empty", nil, KindEmpty, "empty"},
 		{"elf xtensa", elf(0x5E), KindELF, "Xtensa"},
-		{"elf riscv", elf(0xF3), KindELF, "RISC-V"},
+		{"elf riscv", elf(0xF3), KindELF, "a RISC-V ELF file (ESP32-C/H/P series)"},
+		{"elf riscv64", append(elf(0xF3)[:4:4], append([]byte{2}, elf(0xF3)[5:]...)...), KindELF, "a 64-bit RISC-V ELF file, not for an ESP32 chip"},
 		{"elf x86-64", elf(0x3E), KindELF, "ELF file for x86-64, not an ESP32 chip"},
 		{"elf arm", elf(0x28), KindELF, "ELF file for ARM,"},
 		{"elf unknown machine", elf(0x1234), KindELF, "machine type 4660"},

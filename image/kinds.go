@@ -18,10 +18,12 @@ func parseELF(img *Image, data []byte) *FileError {
 		} else {
 			m = binary.LittleEndian.Uint16(data[18:])
 		}
-		switch m {
-		case 0x5E:
+		switch {
+		case m == 0x5E:
 			arch = "an Xtensa ELF file (ESP32, ESP32-S2, ESP32-S3 or ESP8266)"
-		case 0xF3:
+		case m == 0xF3 && data[4] == 2: // EI_CLASS: ELFCLASS64
+			arch = "a 64-bit RISC-V ELF file, not for an ESP32 chip (their RISC-V cores are 32-bit)"
+		case m == 0xF3:
 			arch = "a RISC-V ELF file (ESP32-C/H/P series)"
 		default:
 			arch = fmt.Sprintf("an ELF file for %s, not an ESP32 chip", elfMachine(m))

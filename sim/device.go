@@ -26,6 +26,9 @@ var ErrClosed = errors.New("sim: device closed")
 type StartError struct {
 	Device string
 	Err    error
+	// At is when the start failed: before the fleet closes the devices
+	// that did start (their stopped events come later).
+	At time.Time
 }
 
 func (e *StartError) Error() string { return "sim: start " + e.Device + ": " + e.Err.Error() }
@@ -111,7 +114,7 @@ func Start(ctx context.Context, cfg Config) (*Device, error) {
 func start(ctx context.Context, cfg Config, sink *eventSink) (*Device, error) {
 	s, err := resolve(cfg)
 	if err != nil {
-		return nil, &StartError{cfg.Name, err}
+		return nil, &StartError{Device: cfg.Name, Err: err, At: time.Now()}
 	}
 	store := s.Store
 	if store == nil {
@@ -119,7 +122,7 @@ func start(ctx context.Context, cfg Config, sink *eventSink) (*Device, error) {
 	}
 	factory, err := makeFactory(s, store)
 	if err != nil {
-		return nil, &StartError{s.Name, err}
+		return nil, &StartError{Device: s.Name, Err: err, At: time.Now()}
 	}
 	if sink == nil {
 		sink = newEventSink(s.OnEvent)
@@ -158,7 +161,7 @@ func start(ctx context.Context, cfg Config, sink *eventSink) (*Device, error) {
 	d.mu.Unlock()
 	if err := d.startServers(); err != nil {
 		d.cancel()
-		return nil, &StartError{s.Name, err}
+		return nil, &StartError{Device: s.Name, Err: err, At: time.Now()}
 	}
 	d.log.Debug("started", "personality", s.Personality, "ota", d.OTAAddr(), "web", d.WebAddr(),
 		"behaviours", formatBehaviours(d.behaviours))

@@ -34,9 +34,6 @@ func TestConflictRenames(t *testing.T) {
 			if err := r2.Add(host("127.0.0.30")); err != nil {
 				t.Fatal(err)
 			}
-			// Probing, a rename, probing again and the first announcement.
-			time.Sleep(3 * time.Second)
-			drain(ch, 100*time.Millisecond)
 			answers := func(name string) []string {
 				send(t, mc, query(q(name, dns.TypeA)), mdnsGroup())
 				var got []string
@@ -55,11 +52,24 @@ func TestConflictRenames(t *testing.T) {
 					return got
 				}
 			}
-			if got := answers("ots-sim-01.local."); len(got) != 1 || got[0] != "127.0.0.30" {
-				t.Errorf("ots-sim-01.local answered by %q, want 127.0.0.30 only", got)
+			// Probing, a rename, probing again and the first announcement
+			// take about 3 s on an idle machine: ask until the names settle
+			// rather than trusting a fixed sleep on a loaded one.
+			only := func(got []string, ip string) bool { return len(got) == 1 && got[0] == ip }
+			var got01, got2 []string
+			for settle := time.Now().Add(20 * time.Second); ; {
+				drain(ch, 100*time.Millisecond)
+				got01, got2 = answers("ots-sim-01.local."), answers("ots-sim-2.local.")
+				if only(got01, "127.0.0.30") && only(got2, "127.0.0.2") || time.Now().After(settle) {
+					break
+				}
+				time.Sleep(250 * time.Millisecond)
 			}
-			if got := answers("ots-sim-2.local."); len(got) != 1 || got[0] != "127.0.0.2" {
-				t.Errorf("ots-sim-2.local answered by %q, want 127.0.0.2 only", got)
+			if !only(got01, "127.0.0.30") {
+				t.Errorf("ots-sim-01.local answered by %q, want 127.0.0.30 only", got01)
+			}
+			if !only(got2, "127.0.0.2") {
+				t.Errorf("ots-sim-2.local answered by %q, want 127.0.0.2 only", got2)
 			}
 			if cur, renamed := r1.z.current("ots-sim-01"); cur != "ots-sim-2" || !renamed {
 				t.Errorf("r1 holds %q (renamed %v)", cur, renamed)
