@@ -220,6 +220,15 @@ func (o *pushOptions) check(a *app) (*pushPlan, error) {
 			return nil, a.flagError(c.name, "must not be negative")
 		}
 	}
+	// These have no "none" value: 0 would silently mean the default.
+	for _, c := range []struct {
+		name string
+		v    time.Duration
+	}{{"connect-timeout", o.ConnectTimeout}, {"idle-timeout", o.IdleTimeout}, {"verify-timeout", o.VerifyTimeout}} {
+		if c.v == 0 {
+			return nil, a.flagError(c.name, "must be positive (for no overall bound, leave --timeout at 0)")
+		}
+	}
 	budget, err := upload.ParseFailureBudget(o.MaxFailures)
 	if err != nil {
 		return nil, a.flagError("max-failures", "%v", err)
