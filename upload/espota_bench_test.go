@@ -72,7 +72,7 @@ func BenchmarkEspotaLatency(b *testing.B) {
 // data phase and reports both times and their ratio.
 func espotaCompare(b *testing.B, d *sim.Device, pipelinedData, baselineData func(*espotaSession, context.Context, net.Conn) error, label string) {
 	size := 256 << 10
-	imgs := [2]*Firmware{espotaImage(b, "1.0.1", size), espotaImage(b, "1.0.2", size)}
+	imgs := [2]*Firmware{simImage(b, "1.0.1", size), simImage(b, "1.0.2", size)}
 	tg := espotaTarget(d)
 	tr := &EspotaTransport{ConnectTimeout: 5 * time.Second}
 	var pipelined, lockstep time.Duration

@@ -22,40 +22,6 @@ import (
 
 const espotaTestPassword = "s3cret-canary"
 
-func espotaStart(t testing.TB, cfg sim.Config) *sim.Device {
-	t.Helper()
-	if cfg.Timing == nil {
-		tm := sim.FastTiming()
-		cfg.Timing = &tm
-	}
-	if cfg.Seed == 0 {
-		cfg.Seed = 1
-	}
-	d, err := sim.Start(context.Background(), cfg)
-	if err != nil {
-		t.Fatalf("start sim: %v", err)
-	}
-	t.Cleanup(func() { d.Close() })
-	return d
-}
-
-var espotaImages sync.Map
-
-func espotaImage(t testing.TB, version string, size int) *Firmware {
-	t.Helper()
-	key := fmt.Sprint(version, size)
-	if fw, ok := espotaImages.Load(key); ok {
-		return fw.(*Firmware)
-	}
-	b, err := sim.Image("esp32s3", "ots-fw-main", version, size)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fw := NewFirmware("fw-"+version+".bin", b, false)
-	espotaImages.Store(key, fw)
-	return fw
-}
-
 func espotaTarget(d *sim.Device) Target {
 	ap := netip.MustParseAddrPort(d.OTAAddr())
 	return Target{Name: d.Name(), Host: ap.Addr().String(), Port: int(ap.Port()), Protocol: Espota}
@@ -179,8 +145,8 @@ func TestEspotaUploadPersonalities(t *testing.T) {
 		{"esp8266 MD5", sim.ESP8266, "", espotaTestPassword, "MD5"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			d := espotaStart(t, sim.Config{Personality: c.p, Core: c.core, Password: auth.NewSecret(c.password)})
-			fw := espotaImage(t, "1.0.1", 100<<10)
+			d := startSim(t, sim.Config{Personality: c.p, Core: c.core, Password: auth.NewSecret(c.password)})
+			fw := simImage(t, "1.0.1", 100<<10)
 			ev, err := espotaSend(t, espotaFast(), espotaTarget(d), fw, c.password)
 			if err != nil {
 				t.Fatalf("upload: %v", err)
@@ -235,8 +201,8 @@ func TestEspotaWrongPassword(t *testing.T) {
 		{"esp8266", sim.ESP8266, "", 1},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			d := espotaStart(t, sim.Config{Personality: c.p, Core: c.core, Password: auth.NewSecret("the-right-one")})
-			_, err := espotaSend(t, espotaFast(), espotaTarget(d), espotaImage(t, "1.0.1", 0), espotaTestPassword)
+			d := startSim(t, sim.Config{Personality: c.p, Core: c.core, Password: auth.NewSecret("the-right-one")})
+			_, err := espotaSend(t, espotaFast(), espotaTarget(d), simImage(t, "1.0.1", 0), espotaTestPassword)
 			de := espotaWantClass(t, err, ClassAuth)
 			if de.Words != "Authentication Failed" {
 				t.Errorf("words %q", de.Words)
@@ -260,21 +226,21 @@ func TestEspotaWrongPassword(t *testing.T) {
 // the device is not left waiting for auth (which would swallow the next
 // invitation).
 func TestEspotaMissingPassword(t *testing.T) {
-	d := espotaStart(t, sim.Config{Personality: sim.Arduino, Password: auth.NewSecret(espotaTestPassword)})
+	d := startSim(t, sim.Config{Personality: sim.Arduino, Password: auth.NewSecret(espotaTestPassword)})
 	tr := espotaFast()
-	_, err := espotaSend(t, tr, espotaTarget(d), espotaImage(t, "1.0.1", 0), "")
+	_, err := espotaSend(t, tr, espotaTarget(d), simImage(t, "1.0.1", 0), "")
 	if de := espotaWantClass(t, err, ClassAuth); !strings.Contains(de.Reason, "--password") {
 		t.Errorf("reason %q should say what to pass", de.Reason)
 	}
 	tr.InviteTries, tr.ConnectTimeout = 1, time.Second // a swallowed invitation would fail now
-	if _, err := espotaSend(t, tr, espotaTarget(d), espotaImage(t, "1.0.1", 0), espotaTestPassword); err != nil {
+	if _, err := espotaSend(t, tr, espotaTarget(d), simImage(t, "1.0.1", 0), espotaTestPassword); err != nil {
 		t.Fatalf("the next upload: %v", err)
 	}
 	espotaWaitVersion(t, d, "1.0.1")
 }
 
 func TestEspotaFaults(t *testing.T) {
-	big := espotaImage(t, "1.0.1", 200<<10)
+	big := simImage(t, "1.0.1", 200<<10)
 	for _, c := range []struct {
 		name    string
 		p       sim.Personality
@@ -330,7 +296,7 @@ func TestEspotaFaults(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			d := espotaStart(t, sim.Config{Personality: c.p, Faults: []sim.Fault{f}})
+			d := startSim(t, sim.Config{Personality: c.p, Faults: []sim.Fault{f}})
 			tr := espotaFast()
 			tr.AcceptTimeout = time.Second
 			tr.IdleTimeout = time.Second
@@ -357,7 +323,7 @@ func TestEspotaFaults(t *testing.T) {
 
 // The device's own words for images it refuses, classified as rejections.
 func TestEspotaRejectedImages(t *testing.T) {
-	good := espotaImage(t, "1.0.1", 0)
+	good := simImage(t, "1.0.1", 0)
 	notApp := append([]byte{0x00}, good.Data[1:]...)
 	otherChip, err := sim.Image("esp32c3", "ots-fw-main", "1.0.1", 0)
 	if err != nil {
@@ -378,7 +344,7 @@ func TestEspotaRejectedImages(t *testing.T) {
 		{"esp32 wrong chip", sim.Arduino, otherChip, "Could Not Activate The Firmware"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			d := espotaStart(t, sim.Config{Personality: c.p})
+			d := startSim(t, sim.Config{Personality: c.p})
 			_, err := espotaSend(t, espotaFast(), espotaTarget(d), NewFirmware("x.bin", c.data, false), "")
 			de := espotaWantClass(t, err, ClassRejected)
 			if !slices.Contains(strings.Split(c.words, "|"), de.Words) {
@@ -394,9 +360,9 @@ func TestEspotaRejectedImages(t *testing.T) {
 // An image larger than the slot: ESP32's Update.begin fails after the UDP
 // OK, so the device never connects back; ESP8266 answers ERR over UDP.
 func TestEspotaTooLarge(t *testing.T) {
-	fw := espotaImage(t, "1.0.1", 300<<10)
+	fw := simImage(t, "1.0.1", 300<<10)
 	t.Run("esp32", func(t *testing.T) {
-		d := espotaStart(t, sim.Config{Personality: sim.Arduino, SlotSize: 256 << 10})
+		d := startSim(t, sim.Config{Personality: sim.Arduino, SlotSize: 256 << 10})
 		tr := espotaFast()
 		tr.AcceptTimeout = 500 * time.Millisecond
 		_, err := espotaSend(t, tr, espotaTarget(d), fw, "")
@@ -406,7 +372,7 @@ func TestEspotaTooLarge(t *testing.T) {
 		}
 	})
 	t.Run("esp8266", func(t *testing.T) {
-		d := espotaStart(t, sim.Config{Personality: sim.ESP8266, SlotSize: 256 << 10})
+		d := startSim(t, sim.Config{Personality: sim.ESP8266, SlotSize: 256 << 10})
 		_, err := espotaSend(t, espotaFast(), espotaTarget(d), fw, "")
 		de := espotaWantClass(t, err, ClassRejected)
 		if !strings.Contains(de.Words, "Not Enough Space") {
@@ -424,7 +390,7 @@ func TestEspotaUnreachable(t *testing.T) {
 		defer pc.Close()
 		tr := &EspotaTransport{ConnectTimeout: 300 * time.Millisecond, InviteTries: 3}
 		port := pc.LocalAddr().(*net.UDPAddr).Port
-		_, err = espotaSend(t, tr, Target{Host: "127.0.0.1", Port: port}, espotaImage(t, "1.0.1", 0), "")
+		_, err = espotaSend(t, tr, Target{Host: "127.0.0.1", Port: port}, simImage(t, "1.0.1", 0), "")
 		de := espotaWantClass(t, err, ClassUnreachable)
 		if !strings.Contains(de.Reason, "3 espota invitations") {
 			t.Errorf("reason %q", de.Reason)
@@ -438,7 +404,7 @@ func TestEspotaUnreachable(t *testing.T) {
 		port := pc.LocalAddr().(*net.UDPAddr).Port
 		pc.Close()
 		tr := &EspotaTransport{ConnectTimeout: 300 * time.Millisecond, InviteTries: 3}
-		_, err = espotaSend(t, tr, Target{Host: "127.0.0.1", Port: port}, espotaImage(t, "1.0.1", 0), "")
+		_, err = espotaSend(t, tr, Target{Host: "127.0.0.1", Port: port}, simImage(t, "1.0.1", 0), "")
 		espotaWantClass(t, err, ClassUnreachable)
 	})
 }
@@ -485,7 +451,7 @@ func TestEspotaInvitationBytes(t *testing.T) {
 func TestEspotaFilesystem(t *testing.T) {
 	fs := NewFirmware("littlefs.bin", make([]byte, 48<<10), true)
 	t.Run("esp32", func(t *testing.T) {
-		d := espotaStart(t, sim.Config{Personality: sim.Arduino})
+		d := startSim(t, sim.Config{Personality: sim.Arduino})
 		tr := espotaFast()
 		tr.AcceptTimeout = 500 * time.Millisecond
 		_, err := espotaSend(t, tr, espotaTarget(d), fs, "")
@@ -509,7 +475,7 @@ func TestEspotaFilesystem(t *testing.T) {
 		}
 	})
 	t.Run("esp8266", func(t *testing.T) {
-		d := espotaStart(t, sim.Config{Personality: sim.ESP8266})
+		d := startSim(t, sim.Config{Personality: sim.ESP8266})
 		_, err := espotaSend(t, espotaFast(), espotaTarget(d), fs, "")
 		if err != nil {
 			de := espotaWantClass(t, err, ClassRejected)
@@ -547,7 +513,7 @@ func TestEspotaParallelSharedListener(t *testing.T) {
 	defer fleet.Close()
 	// Two more on 127.0.0.1, sharing an IP.
 	devs := append([]*sim.Device(nil), fleet.Devices()...)
-	devs = append(devs, espotaStart(t, sim.Config{Personality: sim.Arduino}), espotaStart(t, sim.Config{Personality: sim.Arduino, Name: "twin"}))
+	devs = append(devs, startSim(t, sim.Config{Personality: sim.Arduino}), startSim(t, sim.Config{Personality: sim.Arduino, Name: "twin"}))
 
 	ln, err := NewEspotaListener("", 0, nil)
 	if err != nil {
@@ -556,7 +522,7 @@ func TestEspotaParallelSharedListener(t *testing.T) {
 	defer ln.Close()
 	tr := espotaFast()
 	tr.Listener = ln
-	fw := espotaImage(t, "1.0.1", 200<<10)
+	fw := simImage(t, "1.0.1", 200<<10)
 	errs := make([]error, len(devs))
 	var wg sync.WaitGroup
 	for i, d := range devs {
@@ -642,14 +608,14 @@ func TestEspotaListenerStrangers(t *testing.T) {
 
 func TestEspotaCancel(t *testing.T) {
 	f, _ := sim.ParseFault("stall@20%:30s")
-	d := espotaStart(t, sim.Config{Personality: sim.ESP8266, Faults: []sim.Fault{f}})
+	d := startSim(t, sim.Config{Personality: sim.ESP8266, Faults: []sim.Fault{f}})
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
 		time.Sleep(300 * time.Millisecond)
 		cancel()
 	}()
 	start := time.Now()
-	err := espotaFast().Send(ctx, espotaTarget(d), espotaImage(t, "1.0.1", 200<<10), Credentials{}, nil)
+	err := espotaFast().Send(ctx, espotaTarget(d), simImage(t, "1.0.1", 200<<10), Credentials{}, nil)
 	// The stall lasts 30 s and the idle rule ends the upload after 3 s
 	// with a timeout, not context.Canceled: the error proves the cancel
 	// ended it, and the bound, loose enough for a loaded CI machine,
@@ -668,14 +634,14 @@ func TestEspotaCancel(t *testing.T) {
 // them (on loopback, about half the time) the failure is a reset, never a
 // success and never a lost OK.
 func TestEspotaMidUploadError(t *testing.T) {
-	fw := espotaImage(t, "1.0.1", 200<<10)
+	fw := simImage(t, "1.0.1", 200<<10)
 	f, err := sim.ParseFault("error@30%")
 	if err != nil {
 		t.Fatal(err)
 	}
 	words := 0
 	for i := 0; i < 6; i++ {
-		d := espotaStart(t, sim.Config{Personality: sim.Arduino, Faults: []sim.Fault{f}})
+		d := startSim(t, sim.Config{Personality: sim.Arduino, Faults: []sim.Fault{f}})
 		_, err := espotaSend(t, espotaFast(), espotaTarget(d), fw, "")
 		var de *DeviceError
 		if !errors.As(err, &de) {

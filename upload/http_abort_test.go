@@ -14,7 +14,7 @@ import (
 // rebooted, while push reported the device failed.)
 func TestHTTPGivenUpUploadNeverLands(t *testing.T) {
 	d := httpFaulty(t, sim.Config{Personality: sim.Seed, Extensions: true}, "stall@50%:700ms")
-	fw := httpImage(t, "1.0.1", 256<<10)
+	fw := simImage(t, "1.0.1", 256<<10)
 	tr := &HTTPTransport{IdleTimeout: 200 * time.Millisecond, ProgressInterval: 20 * time.Millisecond}
 	de := asDeviceError(t, tr.Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), fw, Credentials{}, nil))
 	if de.Class != ClassTimeout {

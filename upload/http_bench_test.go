@@ -25,12 +25,12 @@ func BenchmarkHTTPvsCurl(b *testing.B) {
 	if err != nil {
 		b.Skip("curl not installed")
 	}
-	fw := httpImage(b, "2.0.0", 4_000_000)
+	fw := simImage(b, "2.0.0", 4_000_000)
 	file := filepath.Join(b.TempDir(), "fw.bin")
 	if err := os.WriteFile(file, fw.Data, 0o644); err != nil {
 		b.Fatal(err)
 	}
-	d := httpDevice(b, sim.Config{Personality: sim.OTS, SlotSize: 8 << 20, IP: netip.MustParseAddr("127.0.0.2"), WebPort: -1})
+	d := startSim(b, sim.Config{Personality: sim.OTS, SlotSize: 8 << 20, IP: netip.MustParseAddr("127.0.0.2"), WebPort: -1})
 	addr := d.OTAAddr()
 	url := "http://" + addr + "/update"
 	tg := httpTarget(b, addr, "")

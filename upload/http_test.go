@@ -21,44 +21,10 @@ import (
 
 // --- helpers (prefixed http… so they do not clash with the other transports' tests)
 
-var httpImages sync.Map
-
-// httpImage is a valid esp32s3 app image of about size bytes (0 = small).
-func httpImage(t testing.TB, version string, size int) *Firmware {
-	t.Helper()
-	k := version + "/" + strconv.Itoa(size)
-	if fw, ok := httpImages.Load(k); ok {
-		return fw.(*Firmware)
-	}
-	b, err := sim.Image("esp32s3", "ots-fw-main", version, size)
-	if err != nil {
-		t.Fatalf("build image: %v", err)
-	}
-	fw := NewFirmware("fw-"+version+".bin", b, false)
-	httpImages.Store(k, fw)
-	return fw
-}
-
 // httpTiming is FastTiming; tweak it per test.
 func httpTiming() *sim.Timing {
 	t := sim.FastTiming()
 	return &t
-}
-
-func httpDevice(t testing.TB, cfg sim.Config) *sim.Device {
-	t.Helper()
-	if cfg.Timing == nil {
-		cfg.Timing = httpTiming()
-	}
-	if cfg.Seed == 0 {
-		cfg.Seed = 1
-	}
-	d, err := sim.Start(context.Background(), cfg)
-	if err != nil {
-		t.Fatalf("start sim: %v", err)
-	}
-	t.Cleanup(func() { d.Close() })
-	return d
 }
 
 // httpFaulty starts a device with the faults of specs armed.
@@ -68,7 +34,7 @@ func httpFaulty(t testing.TB, cfg sim.Config, specs ...string) *sim.Device {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := httpDevice(t, cfg)
+	d := startSim(t, cfg)
 	d.SetFaults(faults...)
 	return d
 }
@@ -148,8 +114,8 @@ func waitValid(t testing.TB, d *sim.Device, version string) {
 // --- uploads against the simulator
 
 func TestHTTPSeedAuth(t *testing.T) {
-	fw := httpImage(t, "1.0.1", 128<<10)
-	d := httpDevice(t, sim.Config{Personality: sim.Seed, Password: auth.NewSecret("s3cret")})
+	fw := simImage(t, "1.0.1", 128<<10)
+	d := startSim(t, sim.Config{Personality: sim.Seed, Password: auth.NewSecret("s3cret")})
 	tg := httpTarget(t, d.OTAAddr(), "")
 	tr := &HTTPTransport{}
 	for _, tc := range []struct {
@@ -197,7 +163,7 @@ func TestHTTPSeedAuth(t *testing.T) {
 	// The right token, as --token and as --password alone: accepted.
 	for i, cred := range []Credentials{{Token: auth.NewSecret("s3cret")}, {Password: auth.NewSecret("s3cret")}} {
 		version := fmt.Sprintf("1.0.%d", 2+i)
-		fw := httpImage(t, version, 128<<10)
+		fw := simImage(t, version, 128<<10)
 		if err := tr.Send(httpCtx(t), tg, fw, cred, nil); err != nil {
 			t.Fatalf("right secret (%d): %v", i, err)
 		}
@@ -206,10 +172,10 @@ func TestHTTPSeedAuth(t *testing.T) {
 }
 
 func TestHTTPOTS(t *testing.T) {
-	d := httpDevice(t, sim.Config{Personality: sim.OTS, WebPort: 0})
+	d := startSim(t, sim.Config{Personality: sim.OTS, WebPort: 0})
 	tr := &HTTPTransport{}
 	// Port 3232, /update: no auth enforced; a Basic header is accepted.
-	fw := httpImage(t, "1.0.1", 128<<10)
+	fw := simImage(t, "1.0.1", 128<<10)
 	if err := tr.Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), fw, Credentials{User: "admin", Password: auth.NewSecret("x")}, nil); err != nil {
 		t.Fatalf("ots /update: %v", err)
 	}
@@ -220,7 +186,7 @@ func TestHTTPOTS(t *testing.T) {
 	waitValid(t, d, "1.0.1")
 
 	// The web app on its own port: POST /ota/upload.
-	fw2 := httpImage(t, "1.0.2", 128<<10)
+	fw2 := simImage(t, "1.0.2", 128<<10)
 	web := httpTarget(t, d.WebAddr(), "/ota/upload")
 	if err := tr.Send(httpCtx(t), web, fw2, Credentials{}, nil); err != nil {
 		t.Fatalf("ots web /ota/upload: %v", err)
@@ -248,7 +214,7 @@ func TestHTTPOTS(t *testing.T) {
 // "Write failed" mid-upload with the RST right behind the answer (lwIP's
 // close with unread data): the device's words must still be reported.
 func TestHTTPWriteFailedWithRST(t *testing.T) {
-	fw := httpImage(t, "1.0.1", 1<<20)
+	fw := simImage(t, "1.0.1", 1<<20)
 	tr := &HTTPTransport{}
 	// Early (inside the first TCP window), midway, and at the last chunk.
 	for _, fault := range []string{"error@2KiB", "error@30%", "error@99%"} {
@@ -281,7 +247,7 @@ func TestHTTPWriteFailedWithRST(t *testing.T) {
 func TestHTTPWrongMagic(t *testing.T) {
 	tm := httpTiming()
 	tm.ErrorCloseDelay = 0
-	d := httpDevice(t, sim.Config{Personality: sim.OTS, Timing: tm})
+	d := startSim(t, sim.Config{Personality: sim.OTS, Timing: tm})
 	bad := &Firmware{Name: "bad.bin", Data: make([]byte, 512<<10)}
 	de := asDeviceError(t, (&HTTPTransport{}).Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), bad, Credentials{}, nil))
 	if de.Class != ClassWriteFailed || de.Status != 500 || de.Words != "Write failed" {
@@ -291,8 +257,8 @@ func TestHTTPWrongMagic(t *testing.T) {
 
 // A corrupted image is received whole and rejected at esp_ota_end.
 func TestHTTPEndFailed(t *testing.T) {
-	d := httpDevice(t, sim.Config{Personality: sim.OTS})
-	fw := httpImage(t, "1.0.1", 128<<10)
+	d := startSim(t, sim.Config{Personality: sim.OTS})
+	fw := simImage(t, "1.0.1", 128<<10)
 	data := append([]byte(nil), fw.Data...)
 	data[len(data)/2] ^= 0xFF
 	de := asDeviceError(t, (&HTTPTransport{}).Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), NewFirmware("c.bin", data, false), Credentials{}, nil))
@@ -304,7 +270,7 @@ func TestHTTPEndFailed(t *testing.T) {
 // The device stops reading mid-upload: the idle timeout fires.
 func TestHTTPStallIdleTimeout(t *testing.T) {
 	d := httpFaulty(t, sim.Config{Personality: sim.OTS}, "stall@50%:30s")
-	fw := httpImage(t, "1.0.1", 1<<20)
+	fw := simImage(t, "1.0.1", 1<<20)
 	tr := &HTTPTransport{IdleTimeout: 500 * time.Millisecond, ProgressInterval: 20 * time.Millisecond}
 	de := asDeviceError(t, tr.Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), fw, Credentials{}, nil))
 	if de.Class != ClassTimeout || de.Status != 0 || de.Taken == 0 || de.Taken >= fw.Size() {
@@ -318,7 +284,7 @@ func TestHTTPStallIdleTimeout(t *testing.T) {
 // The overall timeout bounds a device that keeps stalling.
 func TestHTTPOverallTimeout(t *testing.T) {
 	d := httpFaulty(t, sim.Config{Personality: sim.OTS}, "stall@10%:30s")
-	fw := httpImage(t, "1.0.1", 256<<10)
+	fw := simImage(t, "1.0.1", 256<<10)
 	tr := &HTTPTransport{Timeout: 300 * time.Millisecond}
 	de := asDeviceError(t, tr.Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), fw, Credentials{}, nil))
 	if de.Class != ClassTimeout || !strings.Contains(de.Reason, "overall timeout") {
@@ -329,7 +295,7 @@ func TestHTTPOverallTimeout(t *testing.T) {
 // Ctrl-C: the upload stops, and the error says it was interrupted.
 func TestHTTPCancel(t *testing.T) {
 	d := httpFaulty(t, sim.Config{Personality: sim.OTS}, "stall@10%:30s")
-	fw := httpImage(t, "1.0.1", 256<<10)
+	fw := simImage(t, "1.0.1", 256<<10)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var once sync.Once
@@ -347,7 +313,7 @@ func TestHTTPCancel(t *testing.T) {
 
 // Faults that end the upload without an answer.
 func TestHTTPNoAnswerFaults(t *testing.T) {
-	fw := httpImage(t, "1.0.1", 1<<20)
+	fw := simImage(t, "1.0.1", 1<<20)
 	for _, tc := range []struct {
 		name  string
 		fault string
@@ -387,7 +353,7 @@ func TestHTTPRefused(t *testing.T) {
 	if _, err := d.WaitState(ctx, func(s sim.State) bool { return s.Refusing }); err != nil {
 		t.Fatal(err)
 	}
-	de := asDeviceError(t, (&HTTPTransport{}).Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), httpImage(t, "1.0.1", 0), Credentials{}, nil))
+	de := asDeviceError(t, (&HTTPTransport{}).Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), simImage(t, "1.0.1", 0), Credentials{}, nil))
 	if de.Class != ClassNetwork || !strings.Contains(de.Reason, "refused") {
 		t.Fatalf("got %+v", de)
 	}
@@ -402,8 +368,8 @@ func TestHTTPProgressShowsEraseStall(t *testing.T) {
 	tm := httpTiming()
 	tm.EraseRate = 4 << 20 // a 2 MiB slot erases in 0.5 s
 	tm.WriteRate = 4 << 20
-	d := httpDevice(t, sim.Config{Personality: sim.OTS, Timing: tm})
-	fw := httpImage(t, "1.0.1", 1<<20)
+	d := startSim(t, sim.Config{Personality: sim.OTS, Timing: tm})
+	fw := simImage(t, "1.0.1", 1<<20)
 	var ev httpEvents
 	tr := &HTTPTransport{ProgressInterval: 10 * time.Millisecond}
 	if err := tr.Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), fw, Credentials{}, ev.emit); err != nil {
@@ -441,8 +407,8 @@ func TestHTTPProgressShowsEraseStall(t *testing.T) {
 func TestHTTPIdleDuringErase(t *testing.T) {
 	tm := httpTiming()
 	tm.EraseRate = 64 << 10 // a 2 MiB slot erases in 32 s
-	d := httpDevice(t, sim.Config{Personality: sim.OTS, Timing: tm})
-	fw := httpImage(t, "1.0.1", 1<<20)
+	d := startSim(t, sim.Config{Personality: sim.OTS, Timing: tm})
+	fw := simImage(t, "1.0.1", 1<<20)
 	var ev httpEvents
 	tr := &HTTPTransport{IdleTimeout: 500 * time.Millisecond, ProgressInterval: 20 * time.Millisecond}
 	de := asDeviceError(t, tr.Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), fw, Credentials{}, ev.emit))
@@ -678,11 +644,11 @@ func TestHTTPAnswerLostAfterWholeImage(t *testing.T) {
 // Many uploads at once share one Firmware read-only (run with -race).
 func TestHTTPParallelUploads(t *testing.T) {
 	const n = 20
-	fw := httpImage(t, "1.0.1", 256<<10)
+	fw := simImage(t, "1.0.1", 256<<10)
 	sum := fw.MD5
 	devs := make([]*sim.Device, n)
 	for i := range devs {
-		devs[i] = httpDevice(t, sim.Config{Personality: sim.OTS, Seed: int64(i + 1), WebPort: -1})
+		devs[i] = startSim(t, sim.Config{Personality: sim.OTS, Seed: int64(i + 1), WebPort: -1})
 	}
 	tr := &HTTPTransport{}
 	errs := make(chan error, n)

@@ -67,7 +67,7 @@ func TestChooseProtocolAgainstSim(t *testing.T) {
 				events = append(events, e.Event)
 				mu.Unlock()
 			}}
-			d := httpDevice(t, cfg)
+			d := startSim(t, cfg)
 			d2, err := ChooseProtocol(httpCtx(t), probeTarget(t, d.OTAAddr()), tc.hint, time.Second)
 			if err != nil {
 				t.Fatal(err)
@@ -110,7 +110,7 @@ func TestChooseProtocolSilentIsUnreachable(t *testing.T) {
 func TestChooseProtocolRebootingDevice(t *testing.T) {
 	tm := httpTiming()
 	tm.BootTime = 3 * time.Second
-	d := httpDevice(t, sim.Config{Personality: sim.Seed, Timing: tm})
+	d := startSim(t, sim.Config{Personality: sim.Seed, Timing: tm})
 	addr := d.OTAAddr()
 	d.Reboot()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
