@@ -56,35 +56,26 @@ func ParseOTAStatus(b []byte) (OTAStatus, error) {
 		return OTAStatus{}, err
 	}
 	var s OTAStatus
-	var errs []error
-	str := func(name string, m json.RawMessage, dst *string) {
-		if err := jsonString(m, dst); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", name, err))
-		}
-	}
-	num := func(name string, m json.RawMessage, dst *int64) {
-		if err := jsonInt(m, dst); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", name, err))
-		}
-	}
-	str("project", raw.Project, &s.Project)
-	str("version", raw.Version, &s.Version)
-	str("idf", raw.IDF, &s.IDF)
-	str("chip", raw.Chip, &s.Chip)
-	str("running", raw.Running, &s.Running)
-	str("boot", raw.Boot, &s.Boot)
-	str("state", raw.State, &s.State)
-	str("elf_sha256", raw.ELFSHA256, &s.ELFSHA256)
-	str("auth", raw.Auth, &s.Auth)
 	var sv int64
-	num("secure_version", raw.SecureVersion, &sv)
+	errs := fieldErrors(
+		named("project", jsonString(raw.Project, &s.Project)),
+		named("version", jsonString(raw.Version, &s.Version)),
+		named("idf", jsonString(raw.IDF, &s.IDF)),
+		named("chip", jsonString(raw.Chip, &s.Chip)),
+		named("running", jsonString(raw.Running, &s.Running)),
+		named("boot", jsonString(raw.Boot, &s.Boot)),
+		named("state", jsonString(raw.State, &s.State)),
+		named("elf_sha256", jsonString(raw.ELFSHA256, &s.ELFSHA256)),
+		named("auth", jsonString(raw.Auth, &s.Auth)),
+		named("secure_version", jsonInt(raw.SecureVersion, &sv)),
+		named("slot_size", jsonInt(raw.SlotSize, &s.SlotSize)),
+		named("uptime_s", jsonInt(raw.UptimeS, &s.UptimeS)),
+	)
 	if sv < 0 || sv > 1<<32-1 {
 		errs = append(errs, errors.New("secure_version: out of range"))
 		sv = 0
 	}
 	s.SecureVersion = uint32(sv)
-	num("slot_size", raw.SlotSize, &s.SlotSize)
-	num("uptime_s", raw.UptimeS, &s.UptimeS)
 	if s.SlotSize < 0 {
 		errs = append(errs, errors.New("slot_size: negative"))
 		s.SlotSize = 0
@@ -123,17 +114,12 @@ func ParseAPIStatus(b []byte) (APIStatus, error) {
 		return APIStatus{}, err
 	}
 	var s APIStatus
-	var errs []error
-	for _, e := range []error{
+	errs := fieldErrors(
 		named("firmwareVersion", jsonString(raw.FirmwareVersion, &s.FirmwareVersion)),
 		named("hostname", jsonString(raw.Hostname, &s.Hostname)),
 		named("serialNumber", jsonString(raw.SerialNumber, &s.SerialNumber)),
 		named("uptime", jsonInt(raw.Uptime, &s.Uptime)),
-	} {
-		if e != nil {
-			errs = append(errs, e)
-		}
-	}
+	)
 	if s.Uptime < 0 {
 		s.Uptime = 0
 	}
@@ -226,6 +212,17 @@ func Clean(s string) string {
 		b.WriteRune(r)
 	}
 	return strings.TrimSpace(b.String())
+}
+
+// fieldErrors keeps the non-nil errors, in field order.
+func fieldErrors(errs ...error) []error {
+	var out []error
+	for _, e := range errs {
+		if e != nil {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 func named(field string, err error) error {
