@@ -42,11 +42,13 @@ type pushOptions struct {
 	NoWaitValid    bool
 	RequireVerify  bool
 
-	Canary      int
-	MaxFailures string
-	DryRun      bool
-	Force       bool
-	Reinstall   bool
+	Canary           int
+	CanaryUnverified bool
+	ExpectVersion    string
+	MaxFailures      string
+	DryRun           bool
+	Force            bool
+	Reinstall        bool
 
 	policyFlags
 	Filesystem bool
@@ -79,16 +81,18 @@ and size expectations, never corruption). Then, per device, from what it tells
 refused (unless --force), a device already running this image is skipped
 (unless --reinstall), and the image is checked against the device's slot.
 
-Outcomes: updated (the new version was seen running, and valid where the device
-tells its state), rolled-back, unchanged, unreachable, unverified (came back but
-exposes no version), failed (with the device's words), refused, skipped,
-accepted (--no-verify), not-started (canary or --max-failures stopped the
-rollout), cancelled (interrupted).
+Outcomes: updated (the image was seen running after a restart or a change of
+image, and valid where the device tells its state), rolled-back (another image
+runs: the old one, factory or a third), unchanged, unreachable, unverified
+(what it tells cannot show it; the reason says why), failed (with the device's
+words), refused, skipped, accepted (--no-verify), not-started (canary or
+--max-failures stopped the rollout), cancelled (interrupted).
 
 Exit status:
   0    every device updated, skipped, accepted (--no-verify) or unverified
   1    a device failed, was refused, rolled back, stayed unchanged or was
-       unreachable; or the image failed its local checks (nothing sent)
+       unreachable, or a gate left devices not started; or the image failed
+       its local checks (nothing sent)
   2    usage error, before anything was sent
   3    with --require-verified: a device could not show its version (1 wins)
   130  interrupted (Ctrl-C); the summary is still printed`
@@ -120,13 +124,15 @@ func newPushCmd(a *app) *cobra.Command {
 	f.IntVar(&o.Retries, "retries", 3, "further tries after a transient failure (never after auth or image rejections)")
 	f.DurationVar(&o.ConnectTimeout, "connect-timeout", 5*time.Second, "TCP connect timeout")
 	f.DurationVar(&o.IdleTimeout, "idle-timeout", 30*time.Second, "give up when the device takes nothing for this long (must outlast its slot erase)")
-	f.DurationVar(&o.Timeout, "timeout", 0, "bound on each device's uploads, all tries (0 = none)")
+	f.DurationVar(&o.Timeout, "timeout", 0, "bound on each device's uploads, all tries (0 = per try: connect + idle timeout + the image at 8 KiB/s)")
 	f.DurationVar(&o.VerifyTimeout, "verify-timeout", 90*time.Second, "how long to wait for a device to come back valid on the new image")
 	f.DurationVar(&o.Stability, "stability-window", 30*time.Second, "how long devices take to mark a new image valid; a busy device is retried after it")
 	f.BoolVar(&o.NoVerify, "no-verify", false, "stop at the device's acceptance (outcome accepted)")
 	f.BoolVar(&o.NoWaitValid, "no-wait-valid", false, "stop verifying once the new version runs, before it is marked valid")
 	f.BoolVar(&o.RequireVerify, "require-verified", false, "exit 3 when a device could not show its version")
 	f.IntVar(&o.Canary, "canary", 0, "update N devices first; the rest only if all of them end updated")
+	f.BoolVar(&o.CanaryUnverified, "canary-accept-unverified", false, "let an unverified canary (a device that shows no version) pass the --canary gate")
+	f.StringVar(&o.ExpectVersion, "expect-version", "", "the version string devices report once they run the image (default: the image's own)")
 	f.StringVar(&o.MaxFailures, "max-failures", "", "stop starting devices once more than N (or P%) have failed")
 	f.BoolVar(&o.DryRun, "dry-run", false, "print the plan (protocol, running version, skips, refusals) and send nothing")
 	f.BoolVar(&o.Force, "force", false, "send despite chip, project or slot size mismatches (never a corrupt image)")
@@ -226,8 +232,11 @@ func (o *pushOptions) check(a *app) (*pushPlan, error) {
 		v    time.Duration
 	}{{"connect-timeout", o.ConnectTimeout}, {"idle-timeout", o.IdleTimeout}, {"verify-timeout", o.VerifyTimeout}} {
 		if c.v == 0 {
-			return nil, a.flagError(c.name, "must be positive (for no overall bound, leave --timeout at 0)")
+			return nil, a.flagError(c.name, "must be positive")
 		}
+	}
+	if o.CanaryUnverified && o.Canary <= 0 {
+		return nil, a.flagError("canary-accept-unverified", "needs --canary N: without canaries there is no gate to pass")
 	}
 	budget, err := upload.ParseFailureBudget(o.MaxFailures)
 	if err != nil {
@@ -282,7 +291,9 @@ func (o *pushOptions) check(a *app) (*pushPlan, error) {
 		Parallel:    o.Parallel, Retries: o.Retries, Timeout: o.Timeout,
 		StabilityWindow: o.Stability, VerifyTimeout: o.VerifyTimeout,
 		NoVerify: o.NoVerify, NoWaitValid: o.NoWaitValid,
-		Canary: o.Canary, MaxFailures: budget,
+		Canary: o.Canary, CanaryAcceptUnverified: o.CanaryUnverified, MaxFailures: budget,
+		ExpectVersion:  o.ExpectVersion,
+		ConnectTimeout: o.ConnectTimeout, IdleTimeout: o.IdleTimeout,
 		DryRun: o.DryRun, Force: o.Force, Reinstall: o.Reinstall,
 		// Shorter than the 2-6 s a rebooting ESP32 stays silent, so the
 		// silence is seen; a device on the LAN answers in milliseconds.
@@ -500,14 +511,15 @@ func runPush(ctx context.Context, a *app, o *pushOptions) error {
 }
 
 // pushExitCode applies the exit code rules: 130 after an interrupt, then 1
-// for any bad outcome, then 3 for unverified devices with --require-verified.
+// for any bad outcome or a device a gate left not started (a failed canary,
+// --max-failures), then 3 for unverified devices with --require-verified.
 func pushExitCode(results []upload.Result, interrupted, requireVerified bool) int {
 	if interrupted {
 		return ExitCancelled
 	}
 	bad, unverified := false, false
 	for _, r := range results {
-		bad = bad || r.Outcome.Bad()
+		bad = bad || r.Outcome.Bad() || r.Outcome == upload.OutcomeNotStarted
 		unverified = unverified || r.Outcome == upload.OutcomeUnverified
 	}
 	switch {

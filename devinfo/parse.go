@@ -14,19 +14,20 @@ import (
 const maxValueLen = 128
 
 // OTAStatus is the body of GET /ota/status (device-contract.md §4). Every
-// string is cleaned (see Clean); fields the device left out are zero.
+// string is cleaned (see Clean); strings the device left out are empty and
+// numbers it left out are nil: an uptime not told is unknown, never 0.
 type OTAStatus struct {
-	Project       string `json:"project,omitempty"`
-	Version       string `json:"version,omitempty"`
-	IDF           string `json:"idf,omitempty"`
-	Chip          string `json:"chip,omitempty"`
-	Running       string `json:"running,omitempty"`
-	Boot          string `json:"boot,omitempty"`
-	State         string `json:"state,omitempty"`
-	SecureVersion uint32 `json:"secure_version,omitempty"`
-	ELFSHA256     string `json:"elf_sha256,omitempty"`
-	SlotSize      int64  `json:"slot_size,omitempty"`
-	UptimeS       int64  `json:"uptime_s,omitempty"`
+	Project       string  `json:"project,omitempty"`
+	Version       string  `json:"version,omitempty"`
+	IDF           string  `json:"idf,omitempty"`
+	Chip          string  `json:"chip,omitempty"`
+	Running       string  `json:"running,omitempty"`
+	Boot          string  `json:"boot,omitempty"`
+	State         string  `json:"state,omitempty"`
+	SecureVersion *uint32 `json:"secure_version,omitempty"`
+	ELFSHA256     string  `json:"elf_sha256,omitempty"`
+	SlotSize      *int64  `json:"slot_size,omitempty"`
+	UptimeS       *int64  `json:"uptime_s,omitempty"`
 	// Auth is not in contract §4, but firmware may add it (none, bearer, basic).
 	Auth string `json:"auth,omitempty"`
 }
@@ -56,7 +57,6 @@ func ParseOTAStatus(b []byte) (OTAStatus, error) {
 		return OTAStatus{}, err
 	}
 	var s OTAStatus
-	var sv int64
 	errs := fieldErrors(
 		named("project", jsonString(raw.Project, &s.Project)),
 		named("version", jsonString(raw.Version, &s.Version)),
@@ -67,23 +67,10 @@ func ParseOTAStatus(b []byte) (OTAStatus, error) {
 		named("state", jsonString(raw.State, &s.State)),
 		named("elf_sha256", jsonString(raw.ELFSHA256, &s.ELFSHA256)),
 		named("auth", jsonString(raw.Auth, &s.Auth)),
-		named("secure_version", jsonInt(raw.SecureVersion, &sv)),
-		named("slot_size", jsonInt(raw.SlotSize, &s.SlotSize)),
-		named("uptime_s", jsonInt(raw.UptimeS, &s.UptimeS)),
+		named("secure_version", jsonUint32(raw.SecureVersion, &s.SecureVersion)),
+		named("slot_size", jsonNonNegative(raw.SlotSize, &s.SlotSize)),
+		named("uptime_s", jsonNonNegative(raw.UptimeS, &s.UptimeS)),
 	)
-	if sv < 0 || sv > 1<<32-1 {
-		errs = append(errs, errors.New("secure_version: out of range"))
-		sv = 0
-	}
-	s.SecureVersion = uint32(sv)
-	if s.SlotSize < 0 {
-		errs = append(errs, errors.New("slot_size: negative"))
-		s.SlotSize = 0
-	}
-	if s.UptimeS < 0 {
-		errs = append(errs, errors.New("uptime_s: negative"))
-		s.UptimeS = 0
-	}
 	s.State = strings.ToLower(s.State)
 	s.Auth = strings.ToLower(s.Auth)
 	if len(errs) > 0 {
@@ -98,7 +85,9 @@ type APIStatus struct {
 	FirmwareVersion string `json:"firmwareVersion,omitempty"`
 	Hostname        string `json:"hostname,omitempty"`
 	SerialNumber    string `json:"serialNumber,omitempty"`
-	Uptime          int64  `json:"uptime,omitempty"`
+	// Uptime in seconds, nil when not told (the OTS firmware as shipped
+	// tells none).
+	Uptime *int64 `json:"uptime,omitempty"`
 }
 
 // ParseAPIStatus reads a /api/status body. Fields other than those of
@@ -118,11 +107,8 @@ func ParseAPIStatus(b []byte) (APIStatus, error) {
 		named("firmwareVersion", jsonString(raw.FirmwareVersion, &s.FirmwareVersion)),
 		named("hostname", jsonString(raw.Hostname, &s.Hostname)),
 		named("serialNumber", jsonString(raw.SerialNumber, &s.SerialNumber)),
-		named("uptime", jsonInt(raw.Uptime, &s.Uptime)),
+		named("uptime", jsonNonNegative(raw.Uptime, &s.Uptime)),
 	)
-	if s.Uptime < 0 {
-		s.Uptime = 0
-	}
 	if len(errs) > 0 {
 		return s, fmt.Errorf("api status: %w", oneLine(errs))
 	}
@@ -173,6 +159,36 @@ func jsonInt(m json.RawMessage, dst *int64) error {
 		n = int64(x)
 	}
 	*dst = n
+	return nil
+}
+
+// jsonNonNegative reads a number that cannot be negative; dst stays nil
+// when the field is absent, null or wrong: a value not told is unknown.
+func jsonNonNegative(m json.RawMessage, dst **int64) error {
+	if len(m) == 0 || string(m) == "null" {
+		return nil
+	}
+	var n int64
+	if err := jsonInt(m, &n); err != nil {
+		return err
+	}
+	if n < 0 {
+		return errors.New("negative")
+	}
+	*dst = &n
+	return nil
+}
+
+func jsonUint32(m json.RawMessage, dst **uint32) error {
+	var n *int64
+	if err := jsonNonNegative(m, &n); err != nil || n == nil {
+		return err
+	}
+	if *n > 1<<32-1 {
+		return errors.New("out of range")
+	}
+	v := uint32(*n)
+	*dst = &v
 	return nil
 }
 

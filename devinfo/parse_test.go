@@ -1,6 +1,8 @@
 package devinfo
 
 import (
+	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -15,11 +17,13 @@ func TestParseOTAStatus(t *testing.T) {
 		wantErr string
 	}{
 		{"full", full, OTAStatus{Project: "ots-fw-main", Version: "1.0.1", IDF: "v5.2.2", Chip: "esp32s3",
-			Running: "ota_0", Boot: "ota_0", State: "pending_verify", ELFSHA256: "ab12", SlotSize: 2097152, UptimeS: 42}, ""},
+			Running: "ota_0", Boot: "ota_0", State: "pending_verify", ELFSHA256: "ab12", SlotSize: i64(2097152), UptimeS: i64(42), SecureVersion: u32(0)}, ""},
 		{"empty object", `{}`, OTAStatus{}, ""},
 		{"extra keys ignored", `{"version":"2","heap":1234,"x":[1,2]}`, OTAStatus{Version: "2"}, ""},
 		{"nulls", `{"version":null,"uptime_s":null}`, OTAStatus{}, ""},
-		{"float uptime", `{"uptime_s":12.7}`, OTAStatus{UptimeS: 12}, ""},
+		{"float uptime", `{"uptime_s":12.7}`, OTAStatus{UptimeS: i64(12)}, ""},
+		{"uptime told as 0 is a fact", `{"uptime_s":0}`, OTAStatus{UptimeS: i64(0)}, ""},
+		{"no uptime is unknown, not 0", `{"version":"1"}`, OTAStatus{Version: "1"}, ""},
 		{"upper-case state", `{"state":"VALID"}`, OTAStatus{State: "valid"}, ""},
 		{"auth extension", `{"auth":"Bearer"}`, OTAStatus{Auth: "bearer"}, ""},
 		{"escape sequences cleaned", `{"version":"1.0\u001b[31m"}`, OTAStatus{Version: "1.0\uFFFD[31m"}, ""},
@@ -43,8 +47,8 @@ func TestParseOTAStatus(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got != tt.want {
-				t.Errorf("got %+v\nwant %+v", got, tt.want)
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("got %s\nwant %s", dump(got), dump(tt.want))
 			}
 		})
 	}
@@ -55,8 +59,12 @@ func TestParseAPIStatus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (APIStatus{FirmwareVersion: "2.3.4", Hostname: "ots-fw-main", SerialNumber: "OTS-1", Uptime: 77}); got != want {
-		t.Errorf("got %+v, want %+v", got, want)
+	if want := (APIStatus{FirmwareVersion: "2.3.4", Hostname: "ots-fw-main", SerialNumber: "OTS-1", Uptime: i64(77)}); !reflect.DeepEqual(got, want) {
+		t.Errorf("got %s, want %s", dump(got), dump(want))
+	}
+	// The OTS firmware as shipped tells no uptime: unknown, never 0.
+	if got, err := ParseAPIStatus([]byte(`{"firmwareVersion":"1.0.0","mode":"STA"}`)); err != nil || got.Uptime != nil {
+		t.Errorf("absent uptime: got %s, %v; want nil", dump(got), err)
 	}
 	if _, err := ParseAPIStatus([]byte(`{"firmwareVersion":["x"]}`)); err == nil {
 		t.Error("wrong type accepted")
@@ -94,4 +102,12 @@ func TestClean(t *testing.T) {
 			t.Errorf("Clean(%q) = %q, want %q", in, got, want)
 		}
 	}
+}
+
+func i64(n int64) *int64   { return &n }
+func u32(n uint32) *uint32 { return &n }
+
+func dump(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -96,7 +97,11 @@ type Facts struct {
 	Uptime Fact `json:"uptime_s"`
 	// OTA and API are the parsed bodies, nil when not served.
 	OTA *OTAStatus `json:"ota_status,omitempty"`
-	API *APIStatus `json:"api_status,omitempty"`
+	// Silent: a connect met silence (timed out, or no route to the host),
+	// as a rebooting or powered-off device does; a refusal or a slow
+	// answer is not silence. Verification counts it towards a restart.
+	Silent bool       `json:"-"`
+	API    *APIStatus `json:"api_status,omitempty"`
 	// Notes say what was tried and failed, one line each.
 	Notes []string `json:"notes,omitempty"`
 
@@ -174,7 +179,7 @@ func Query(ctx context.Context, t Target, o Options) (Facts, error) {
 			f.otaAnswered = errors.Is(err, ErrBadAnswer)
 			f.Notes = append(f.Notes, "GET /ota/status: "+err.Error())
 		default:
-			silent = silent || errors.Is(err, errTimedOut)
+			silent = silent || errors.Is(err, errSilent)
 			f.Notes = append(f.Notes, "GET /ota/status: "+err.Error())
 		}
 	}
@@ -199,6 +204,7 @@ func Query(ctx context.Context, t Target, o Options) (Facts, error) {
 			}
 		}
 	}
+	f.Silent = silent
 	f.fill(t.TXT)
 	return f, nil
 }
@@ -242,11 +248,15 @@ func probe(ctx context.Context, addr string, o Options, f *Facts) (p Fact, ok, t
 	}
 	r := dialReason(ctx, cctx, err)
 	f.Notes = append(f.Notes, "TCP connect to "+addr+": "+r)
-	return Fact{}, false, r == "timed out"
+	return Fact{}, false, r == "timed out" || isUnreachable(err)
 }
 
 // errTimedOut marks a request that ran out of its own time.
 var errTimedOut = errors.New("timed out")
+
+// errSilent marks a request whose connect met silence: timed out, or no
+// route to the host. It wraps errTimedOut where the connect timed out.
+var errSilent = errors.New("no answer to the connect")
 
 // dialReason words err in a few words. ctx is the caller's (cancelled
 // means the user stopped), rctx the request's own (its deadline passing
@@ -254,8 +264,10 @@ var errTimedOut = errors.New("timed out")
 func dialReason(ctx, rctx context.Context, err error) string {
 	var ne net.Error
 	switch {
-	case ctx.Err() != nil:
+	case errors.Is(ctx.Err(), context.Canceled):
 		return "cancelled"
+	case ctx.Err() != nil:
+		return "timed out" // the caller's deadline: a timeout all the same
 	case rctx.Err() != nil, errors.As(err, &ne) && ne.Timeout():
 		return "timed out"
 	case isRefused(err):
@@ -298,10 +310,13 @@ func (f *Facts) fill(txt map[string]string) {
 	pick(&f.Running, oa(ota.Running))
 	pick(&f.Boot, oa(ota.Boot))
 	pick(&f.State, oa(ota.State))
-	if f.OTA != nil {
-		f.Uptime = oa(strconv.FormatInt(ota.UptimeS, 10))
-	} else if f.API != nil {
-		f.Uptime = Fact{strconv.FormatInt(api.Uptime, 10), FromAPIStatus}
+	// Only a told uptime is a fact: an absent one is unknown, not 0 (an
+	// uptime of 0 would read as a restart).
+	switch {
+	case ota.UptimeS != nil:
+		f.Uptime = oa(strconv.FormatInt(*ota.UptimeS, 10))
+	case api.Uptime != nil:
+		f.Uptime = Fact{strconv.FormatInt(*api.Uptime, 10), FromAPIStatus}
 	}
 	pick(&f.Auth, oa(authWord(ota.Auth)), Fact{AuthFromTXT(txt), FromTXT})
 	if !f.Version.Known() {
@@ -389,8 +404,21 @@ func get(ctx context.Context, addr, path string, o Options) ([]byte, error) {
 	o = o.withDefaults()
 	rctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
+	// connectSilent: the dial itself met silence, which a rebooting device
+	// gives; a timeout after the connect is a slow answer, not silence.
+	// (Atomic: the transport may still be dialling when Do gives up.)
+	var connectSilent, dialled atomic.Bool
+	dial := func(ctx context.Context, network, a string) (net.Conn, error) {
+		c, err := o.Dial(ctx, network, a)
+		if err != nil && !isRefused(err) {
+			var ne net.Error
+			connectSilent.Store(isUnreachable(err) || errors.As(err, &ne) && ne.Timeout() || errors.Is(ctx.Err(), context.DeadlineExceeded))
+		}
+		dialled.Store(err == nil)
+		return c, err
+	}
 	tr := &http.Transport{
-		DialContext:        o.Dial,
+		DialContext:        dial,
 		DisableKeepAlives:  true,
 		DisableCompression: true,
 		Proxy:              nil, // devices are local: never through a proxy
@@ -411,7 +439,15 @@ func get(ctx context.Context, addr, path string, o Options) ([]byte, error) {
 			return nil, ErrRefused
 		}
 		r := dialReason(ctx, rctx, unwrapURL(err))
-		if r == "timed out" {
+		// A request that ran out of time before its dial returned met
+		// silence too.
+		silent := connectSilent.Load() || r == "timed out" && !dialled.Load()
+		switch {
+		case silent && r == "timed out":
+			return nil, fmt.Errorf("%w (%w)", errTimedOut, errSilent)
+		case silent && r != "cancelled":
+			return nil, fmt.Errorf("%s (%w)", r, errSilent)
+		case r == "timed out":
 			return nil, errTimedOut
 		}
 		return nil, errors.New(r)

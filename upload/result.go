@@ -12,14 +12,16 @@ const (
 	// OutcomeUpdated: the new version was seen running, and valid where the device
 	// tells its app state (Result.Pending when --no-wait-valid stopped early).
 	OutcomeUpdated Outcome = "updated"
-	// OutcomeRolledBack: back on the old version after accepting the new one.
+	// OutcomeRolledBack: after accepting the image, a restart was proven or
+	// the identity changed, and the device runs another image than the one
+	// sent: the old one, the factory app or a third.
 	OutcomeRolledBack Outcome = "rolled-back"
 	// OutcomeUnchanged: the old version, and no sign of a reboot.
 	OutcomeUnchanged Outcome = "unchanged"
 	// OutcomeUnreachable: nothing answered, or the device never came back.
 	OutcomeUnreachable Outcome = "unreachable"
-	// OutcomeUnverified: the device took the image and came back (or cannot be
-	// seen coming back) but exposes no version; never counted as updated.
+	// OutcomeUnverified: the device took the image but what it tells cannot
+	// show that it runs it (Result.Reason says why); never counted as updated.
 	OutcomeUnverified Outcome = "unverified"
 	// OutcomeFailed: the upload failed; Result.Words holds the device's own words.
 	OutcomeFailed Outcome = "failed"
@@ -64,6 +66,10 @@ type Result struct {
 	// Running is the version seen after the update, "" when none was seen.
 	Running string  `json:"running,omitempty"`
 	Outcome Outcome `json:"outcome"`
+	// Reason says why an unverified device could not be verified
+	// (tells-nothing, image-has-no-identity, not-yet-valid,
+	// window-incomplete, same-identity, before-unknown); "" otherwise.
+	Reason Reason `json:"reason,omitempty"`
 	// Pending: updated, but stopped before the device marked the image
 	// valid (--no-wait-valid): "updated (pending_verify)".
 	Pending bool `json:"pending_verify,omitempty"`

@@ -88,8 +88,19 @@ type Options struct {
 	// StabilityWindow is how long a device takes to mark a new image valid;
 	// a busy device ("OTA begin failed") is retried after it. 0 = 30 s.
 	StabilityWindow time.Duration
-	// Timeout bounds each device's uploads (all tries); 0 = none.
+	// Timeout bounds each device's uploads (all tries). 0 = the default
+	// bound: each try gets ConnectTimeout + IdleTimeout (the slot erase)
+	// + the image's size at 8 KiB/s, and the tries and backoffs are bounded
+	// by Retries, so every device ends.
 	Timeout time.Duration
+	// ConnectTimeout and IdleTimeout are the transports' (for the default
+	// bound); 0 = 5 s and 30 s.
+	ConnectTimeout, IdleTimeout time.Duration
+
+	// ExpectVersion is the version string the device will report when it
+	// runs the image (--expect-version); "" = the image's own. It gives an
+	// identity to images that carry none.
+	ExpectVersion string
 
 	// NoVerify stops at the device's acceptance (Accepted).
 	NoVerify bool
@@ -107,8 +118,10 @@ type Options struct {
 	ProbeTimeout time.Duration
 
 	// Canary devices go first; the rest start only if every canary ends
-	// updated (or unverified: it cannot tell), or accepted with NoVerify.
-	Canary int
+	// updated, or accepted with NoVerify (or unverified, with
+	// CanaryAcceptUnverified).
+	Canary                 int
+	CanaryAcceptUnverified bool
 	// MaxFailures stops new starts once exceeded.
 	MaxFailures FailureBudget
 	// DryRun reads and plans, and sends nothing.
@@ -140,6 +153,8 @@ func (o Options) withDefaults() Options {
 	def(&o.RebootGrace, 15*time.Second)
 	def(&o.PollInterval, 250*time.Millisecond)
 	def(&o.ProbeTimeout, time.Second)
+	def(&o.ConnectTimeout, 5*time.Second)
+	def(&o.IdleTimeout, 30*time.Second)
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -214,6 +229,8 @@ type device struct {
 	// probed: Options.Probe chose the protocol (no fact on the target did),
 	// so a failure to reach the device that way may be decided again.
 	probed bool
+	// reached: some try got image bytes to the device.
+	reached bool
 	// transfer bookkeeping, updated from the transport's events
 	mu        sync.Mutex
 	phase     Phase
@@ -234,7 +251,9 @@ func (d *device) known() Target {
 type runner struct {
 	fw   *Firmware
 	opts Options
-	img  imageFacts
+	img  imageFacts // what the image says of itself
+	// expected is the identity the device must be seen running.
+	expected Identity
 
 	emitMu sync.Mutex
 	rndMu  sync.Mutex
@@ -314,6 +333,7 @@ func portOr(p int) int {
 
 func (r *runner) run(ctx context.Context, targets []Target) []Result {
 	r.img = factsOf(r.fw)
+	r.expected = r.expectedIdentity()
 	targets = Merge(targets)
 	devs := make([]*device, len(targets))
 	labels := map[string]int{}
@@ -330,7 +350,7 @@ func (r *runner) run(ctx context.Context, targets []Target) []Result {
 		}
 		labels[label]++
 		devs[i] = &device{t: t, label: label, proto: t.Protocol}
-		devs[i].res = Result{Target: t, Device: label, Addr: t.Addr(), To: r.img.version}
+		devs[i].res = Result{Target: t, Device: label, Addr: t.Addr(), To: r.expected.Version}
 	}
 	r.total = len(devs)
 
@@ -367,7 +387,11 @@ func (r *runner) run(ctx context.Context, targets []Target) []Result {
 		r.each(ctx, canary, func(d *device) { r.update(ctx, d, &stop) })
 		for _, d := range canary {
 			switch d.res.Outcome {
-			case OutcomeUpdated, OutcomeUnverified, OutcomeAccepted, OutcomeSkipped:
+			case OutcomeUpdated, OutcomeAccepted, OutcomeSkipped:
+			case OutcomeUnverified:
+				if !r.opts.CanaryAcceptUnverified && stop == "" {
+					stop = fmt.Sprintf("canary %s ended unverified (%s); --canary-accept-unverified lets the rest go on", d.label, d.res.Reason)
+				}
 			default:
 				if stop == "" {
 					stop = fmt.Sprintf("canary %s ended %s", d.label, d.res.OutcomeText())
@@ -416,7 +440,7 @@ func (r *runner) finish(d *device) {
 	if d.res.Protocol == Auto {
 		d.res.Protocol = ""
 	}
-	if d.res.Outcome.Bad() && d.res.Tries > 0 {
+	if d.res.Outcome.Bad() {
 		r.failMu.Lock()
 		r.failed++
 		r.failMu.Unlock()
@@ -491,7 +515,7 @@ func (r *runner) preflight(ctx context.Context, d *device) bool {
 			return false
 		}
 	}
-	if f.SlotSize > 0 && fw.Size() > f.SlotSize {
+	if f.SlotSizeKnown && fw.Size() > f.SlotSize {
 		if refuse("image is %d bytes but the device's app slot holds %d", fw.Size(), f.SlotSize) {
 			return false
 		}
@@ -503,12 +527,12 @@ func (r *runner) preflight(ctx context.Context, d *device) bool {
 				d.res.Outcome, d.res.Message = OutcomeSkipped, "already runs this image (same elf_sha256)"
 				return false
 			}
-		case f.Version != "" && img.version != "" && f.Version == img.version:
+		case f.ELFSHA256 == "" && f.Version != "" && r.expected.Version != "" && f.Version == r.expected.Version:
 			d.res.Outcome, d.res.Message = OutcomeSkipped, "already on "+f.Version
 			return false
 		}
 	}
-	if (f.Board != "" || d.proto == Espota && f.SlotSize == 0) && fw.Size() > arduinoDefaultSlot {
+	if (f.Board != "" || d.proto == Espota && !f.SlotSizeKnown) && fw.Size() > arduinoDefaultSlot {
 		d.res.Warnings = append(d.res.Warnings, fmt.Sprintf(
 			"image is %s, larger than the 1.25 MiB app slot of arduino-esp32's default partition scheme; the device refuses it unless its partitions are larger", sizeLabel(fw.Size())))
 	}
@@ -543,7 +567,10 @@ func sizeLabel(n int64) string {
 	return fmt.Sprintf("%d B", n)
 }
 
-// update sends the image to one device with retries, then verifies.
+// update sends the image to one device with retries, then verifies. No
+// image is sent again before the device was read: a try that reached the
+// device in full (or may have) is verified first, and resent only when
+// the device demonstrably did not install it.
 func (r *runner) update(ctx context.Context, d *device, stop *string) {
 	defer r.finish(d)
 	if ctx.Err() != nil {
@@ -565,7 +592,7 @@ func (r *runner) update(ctx context.Context, d *device, stop *string) {
 	retried := 0
 	for {
 		d.res.Tries++
-		err := r.try(uctx, d)
+		err := r.boundedTry(uctx, d)
 		if err == nil {
 			break
 		}
@@ -574,6 +601,7 @@ func (r *runner) update(ctx context.Context, d *device, stop *string) {
 			return
 		}
 		de := deviceErrorOf(err)
+		d.reached = d.reached || de.Taken > 0
 		d.res.Class, d.res.Status, d.res.Words, d.res.Message = de.Class, de.Status, de.Words, de.Error()
 		d.res.Outcome = OutcomeFailed
 		if de.Class == ClassUnreachable {
@@ -585,29 +613,34 @@ func (r *runner) update(ctx context.Context, d *device, stop *string) {
 				d.proto = Auto
 			}
 		}
-		if uctx.Err() != nil {
+		if uctx.Err() != nil && r.opts.Timeout > 0 {
 			d.res.Message += fmt.Sprintf(" (gave up: --timeout %s)", round(r.opts.Timeout))
-			return
 		}
-		// The device took the whole image but its answer was lost (espota
-		// lose-ok, an HTTP 200 cut by the reset): only the running
-		// version can tell whether it took.
-		if (r.wholeTaken(d) || errors.Is(err, ErrEspotaNoOK)) && transient(de.Class) && !r.opts.NoVerify && r.canTell(d) {
-			v := r.verify(ctx, d, verifySpec{target: d.known(), protocol: d.proto, img: r.img, before: d.facts, beforeAt: d.factsAt, accepted: time.Now(), lostAnswer: true})
-			if v.outcome == OutcomeUpdated || v.outcome == OutcomeRolledBack {
-				r.apply(d, v)
+		// The device took, or may have taken, the whole image (its answer
+		// was lost, or came too early): only reading it tells whether it
+		// installed it. Resend only when it demonstrably did not.
+		if answer, ok := r.mayHaveTaken(err, de); ok && !r.opts.NoVerify {
+			v := r.verify(ctx, d, verifySpec{target: d.known(), protocol: d.proto, before: d.facts, beforeAt: d.factsAt, accepted: time.Now(), answer: answer})
+			if v.Outcome != OutcomeUnchanged {
+				r.apply(d, v, de)
 				return
 			}
+			// Not installed: still the pre-flight image, no restart seen.
+			r.opts.Logger.Debug("device did not install the image; it may be sent again", "device", d.label, "running", v.Running)
+			d.res.Message = de.Error() + "; " + v.Message
+		}
+		if uctx.Err() != nil {
+			return
 		}
 		allowed := de.Class.Retries(r.opts.Retries)
-		if de.Class == ClassWriteFailed && d.facts.SlotSize > 0 && r.fw.Size() > d.facts.SlotSize {
+		if de.Class == ClassWriteFailed && d.facts.SlotSizeKnown && r.fw.Size() > d.facts.SlotSize {
 			allowed = 0
 		}
 		if perClass[de.Class] >= allowed || retried >= r.opts.Retries {
 			if allowed == 0 && (de.Class == ClassAuth || de.Class == ClassRejected) {
 				d.res.Message += " (not retried)"
 			}
-			r.tookEarlier(ctx, d, de.Class)
+			r.tookEarlier(ctx, d, de)
 			return
 		}
 		perClass[de.Class]++
@@ -617,7 +650,7 @@ func (r *runner) update(ctx context.Context, d *device, stop *string) {
 			wait = r.opts.StabilityWindow + r.opts.StabilityWindow/10
 			why = fmt.Sprintf("device busy (%q: its running image is probably still pending_verify from an earlier update); waiting %s for its stability window, then trying once more", de.Words, round(wait))
 		}
-		if r.tookEarlier(ctx, d, de.Class) {
+		if r.tookEarlier(ctx, d, de) {
 			return
 		}
 		r.emit(d, Event{Phase: PhaseRetrying, Message: why})
@@ -631,7 +664,7 @@ func (r *runner) update(ctx context.Context, d *device, stop *string) {
 		// device in full: the kernel delivers what was buffered after the
 		// close. Sending again would install the image twice and report a
 		// failure over a device that runs it.
-		if r.tookEarlier(ctx, d, de.Class) {
+		if r.tookEarlier(ctx, d, de) {
 			return
 		}
 	}
@@ -647,42 +680,92 @@ func (r *runner) update(ctx context.Context, d *device, stop *string) {
 		d.res.Outcome, d.res.Message = OutcomeAccepted, "the device accepted the image (not verified: --no-verify)"
 		return
 	}
-	v := r.verify(ctx, d, verifySpec{target: d.known(), protocol: d.proto, img: r.img, before: d.facts, beforeAt: d.factsAt, accepted: time.Now()})
-	r.apply(d, v)
+	v := r.verify(ctx, d, verifySpec{target: d.known(), protocol: d.proto, before: d.facts, beforeAt: d.factsAt, accepted: time.Now()})
+	r.apply(d, v, nil)
+}
+
+// tryBound is the default bound of one try: the connect, the slot erase
+// (the idle timeout) and the image at 8 KiB/s, a pace below any working
+// ESP32's flash.
+func (r *runner) tryBound() time.Duration {
+	return r.opts.ConnectTimeout + r.opts.IdleTimeout + time.Duration(r.fw.Size())*time.Second/(8<<10)
+}
+
+// boundedTry is one try, bounded by tryBound unless --timeout bounds the
+// whole upload instead.
+func (r *runner) boundedTry(ctx context.Context, d *device) error {
+	if r.opts.Timeout > 0 {
+		return r.try(ctx, d)
+	}
+	tctx, cancel := context.WithTimeout(ctx, r.tryBound())
+	defer cancel()
+	err := r.try(tctx, d)
+	if err != nil && tctx.Err() != nil && ctx.Err() == nil {
+		de := deviceErrorOf(err)
+		if de.Class != ClassTimeout {
+			de = &DeviceError{Class: ClassTimeout, Taken: de.Taken, Status: de.Status, Words: de.Words, Err: err}
+		}
+		de.Reason = fmt.Sprintf("the upload did not end within %s (connect %s + idle %s + %s at 8 KiB/s; --timeout sets another bound)",
+			round(r.tryBound()), round(r.opts.ConnectTimeout), round(r.opts.IdleTimeout), sizeLabel(r.fw.Size()))
+		return de
+	}
+	return err
+}
+
+// mayHaveTaken reports whether a failed try took, or may have taken, the
+// whole image: every byte acknowledged, or an answer lost or sent too
+// early. It never samples progress: only what the transport reports.
+func (r *runner) mayHaveTaken(err error, de *DeviceError) (Answer, bool) {
+	switch {
+	case errors.Is(err, ErrEarlyAnswer):
+		return AnswerEarly, true
+	case errors.Is(err, ErrAnswerLost), errors.Is(err, ErrEspotaNoOK):
+		return AnswerLost, true
+	case r.fw.Size() > 0 && de.Taken >= r.fw.Size() && de.Class != ClassAuth && de.Class != ClassRejected:
+		return AnswerLost, true
+	}
+	return AnswerNormal, false
 }
 
 // tookEarlier checks, after a transient failure or a busy answer, whether
 // the device runs the new image anyway (an earlier try reached it in full
 // although its answer was lost or the try was given up on). If so it
 // verifies the device and reports true with d.res holding the outcome.
-// Only HTTP devices that told their version before are read: espota ones
-// tell it by mDNS only, which a quick read cannot refresh.
-func (r *runner) tookEarlier(ctx context.Context, d *device, c Class) bool {
-	if ctx.Err() != nil || r.opts.NoVerify || r.opts.Observer == nil || d.proto == Espota || !r.canTell(d) {
+// Only HTTP devices are read: espota ones tell their version by mDNS
+// only, which a quick read cannot refresh.
+func (r *runner) tookEarlier(ctx context.Context, d *device, de *DeviceError) bool {
+	if ctx.Err() != nil || r.opts.NoVerify || r.opts.Observer == nil || d.proto == Espota || !r.expected.Known() {
 		return false
 	}
-	if !transient(c) && c != ClassBusy {
+	if !transient(de.Class) && de.Class != ClassBusy {
 		return false
 	}
-	s := verifySpec{target: d.known(), protocol: d.proto, img: r.img, before: d.facts, beforeAt: d.factsAt, lostAnswer: true}
+	s := verifySpec{target: d.known(), protocol: d.proto, before: d.facts, beforeAt: d.factsAt, answer: AnswerLost}
 	f, err := r.observe(context.WithValue(ctx, verifyingKey{}, true), s.target)
-	if err != nil || !runsNewImage(s, f) {
+	if err != nil || !f.Answered {
+		return false
+	}
+	id := identityOf(f)
+	if matches(r.expected, id) != yes || d.facts.Answered && sameBuild(identityOf(d.facts), id) != no {
 		return false
 	}
 	r.opts.Logger.Debug("device runs the new image after a failed try", "device", d.label, "version", f.Version, "state", f.State)
 	s.accepted = time.Now()
 	v := r.verify(ctx, d, s)
-	if v.outcome != OutcomeUpdated && v.outcome != OutcomeRolledBack {
+	if v.Outcome != OutcomeUpdated && v.Outcome != OutcomeRolledBack {
 		return false
 	}
-	r.apply(d, v)
+	r.apply(d, v, de)
 	return true
 }
 
-func (r *runner) apply(d *device, v verdict) {
-	d.res.Outcome, d.res.Pending, d.res.Running, d.res.State, d.res.VersionSource, d.res.Message =
-		v.outcome, v.pending, v.running, v.state, v.source, v.message
-	if v.outcome == OutcomeUpdated || v.outcome == OutcomeRolledBack {
+// apply records a verdict; after a failed try (de), the device's words
+// stay where the verdict did not supersede them.
+func (r *runner) apply(d *device, v Verdict, de *DeviceError) {
+	d.res.Outcome, d.res.Reason, d.res.Pending, d.res.Running, d.res.State, d.res.VersionSource, d.res.Message =
+		v.Outcome, v.Reason, v.Pending, v.Running, v.State, v.Source, v.Message
+	switch {
+	case v.Outcome == OutcomeUpdated || v.Outcome == OutcomeRolledBack:
 		d.res.Class, d.res.Status, d.res.Words = "", 0, ""
 	}
 }
@@ -694,6 +777,9 @@ func (r *runner) try(ctx context.Context, d *device) error {
 	// of what an upload costs.
 	d.phase, d.taken, d.firstByte, d.lastByte = "", 0, time.Now(), time.Time{}
 	d.mu.Unlock()
+	// Re-read only while no byte of the image has reached the device: a
+	// device that took part of one is no baseline.
+	reread := !d.reached
 	if d.proto == Auto && r.opts.Probe != nil {
 		p, err := r.opts.Probe(ctx, d.t)
 		if err != nil {
@@ -704,12 +790,13 @@ func (r *runner) try(ctx context.Context, d *device) error {
 			return &DeviceError{Class: ClassUnreachable, Reason: "did not answer: " + oneLine(err), Err: err}
 		}
 		d.proto, d.probed = p, true
-		if p == HTTP && d.facts.Version == "" && d.facts.ELFSHA256 == "" && r.opts.Observer != nil {
-			// Decided again as HTTP: what it tells now is the baseline the
-			// verification compares with (pre-flight read it as espota).
-			if f, err := r.observe(ctx, d.known()); err == nil {
-				d.facts, d.factsAt, d.res.From = f, time.Now(), f.Version
-			}
+	}
+	if reread && d.proto == HTTP && !identityOf(d.facts).Known() && r.opts.Observer != nil {
+		// The pre-flight read told no identity (it failed, or read the
+		// device as espota): what it tells now is the baseline the verdict
+		// compares with. Nothing was sent yet.
+		if f, err := r.observe(ctx, d.known()); err == nil && f.Answered {
+			d.facts, d.factsAt, d.res.From = f, time.Now(), f.Version
 		}
 	}
 	tr := r.opts.Transports[d.proto]
@@ -724,17 +811,6 @@ func (r *runner) try(ctx context.Context, d *device) error {
 	}
 	return tr.Send(ctx, d.t, r.fw, cred, func(e Event) { r.emit(d, e) })
 }
-
-// wholeTaken reports whether the device took (or was sent) the whole
-// image in the last try: its answer is what was missing.
-func (r *runner) wholeTaken(d *device) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.phase == PhaseFinishing || d.taken >= r.fw.Size() && r.fw.Size() > 0
-}
-
-// canTell reports whether the device showed a version before the update.
-func (r *runner) canTell(d *device) bool { return d.facts.Version != "" || d.facts.ELFSHA256 != "" }
 
 func transient(c Class) bool {
 	switch c {
@@ -787,4 +863,18 @@ func deviceErrorOf(err error) *DeviceError {
 func oneLine(err error) string {
 	s := err.Error()
 	return strings.ReplaceAll(s, "\n", " ")
+}
+
+// expectedIdentity is what the device must be seen running: the image's
+// elf and version, --expect-version overriding the version. Images with no
+// app descriptor (filesystem, ESP8266) carry none.
+func (r *runner) expectedIdentity() Identity {
+	id := Identity{ELF: r.img.elf, Version: r.img.version}
+	if r.fw != nil && r.fw.Filesystem {
+		id = Identity{}
+	}
+	if r.opts.ExpectVersion != "" {
+		id.Version = r.opts.ExpectVersion
+	}
+	return id
 }

@@ -78,8 +78,11 @@ func TestRunEspotaFaults(t *testing.T) {
 		tries int
 		class Class
 	}{
-		{"lose-ok", true, OutcomeUnverified, 2, ""},
-		{"lose-ok", false, OutcomeFailed, 4, ClassNetwork},
+		// The device took every byte and its OK was lost: it may run the
+		// image, and an ArduinoOTA device tells no version, so it is never
+		// sent again (issue "push never lies" §3): unverified after 1 try.
+		{"lose-ok", true, OutcomeUnverified, 1, ClassNetwork},
+		{"lose-ok", false, OutcomeUnverified, 1, ClassNetwork},
 		{"no-connect-back", true, OutcomeUnverified, 2, ""},
 		{"no-connect-back", false, OutcomeFailed, 2, ClassNoConnectBack},
 	}

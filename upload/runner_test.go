@@ -42,7 +42,9 @@ func newFakeFleet() *fakeFleet { return &fakeFleet{devs: map[string]*fakeDev{}} 
 
 func (f *fakeFleet) add(host string, d *fakeDev) Target {
 	if d.facts.Version == "" && d.facts.Project == "" {
-		d.facts = Facts{Answered: true, Version: "1.0.0", Project: "proj", Chip: "esp32s3", State: "valid", VersionSource: "/ota/status"}
+		// It tells its uptime, so a restart shows as the uptime falling.
+		d.facts = Facts{Answered: true, Version: "1.0.0", Project: "proj", Chip: "esp32s3", State: "valid", VersionSource: "/ota/status",
+			Uptime: time.Hour, UptimeKnown: true}
 	}
 	d.back = true
 	if d.downFor == 0 {
@@ -94,7 +96,10 @@ func (f *fakeFleet) Observe(_ context.Context, t Target) (Facts, error) {
 	if d.next != "" {
 		if d.down > 0 || !d.back {
 			d.down--
-			return Facts{}, errors.New("silent")
+			return Facts{Silent: true}, errors.New("silent")
+		}
+		if d.facts.UptimeKnown {
+			d.facts.Uptime = time.Second // it restarted
 		}
 		if !d.hidden {
 			d.facts.Version = d.next
@@ -274,11 +279,12 @@ func TestRunPreflight(t *testing.T) {
 		want   Outcome
 	}{
 		{"same version", Facts{Answered: true, Version: "1.0.1", Project: "proj"}, false, false, OutcomeSkipped},
-		{"same version reinstall", Facts{Answered: true, Version: "1.0.1", Project: "proj"}, false, true, OutcomeUpdated},
+		// The same version and no elf: the new image cannot be told from the old.
+		{"same version reinstall", Facts{Answered: true, Version: "1.0.1", Project: "proj"}, false, true, OutcomeUnverified},
 		{"other chip", Facts{Answered: true, Version: "1.0.0", Chip: "esp32c3"}, false, false, OutcomeRefused},
 		{"other project", Facts{Answered: true, Version: "1.0.0", Project: "other"}, false, false, OutcomeRefused},
 		{"other project forced", Facts{Answered: true, Version: "1.0.0", Project: "other"}, true, false, OutcomeUpdated},
-		{"slot too small", Facts{Answered: true, Version: "1.0.0", SlotSize: 4096}, false, false, OutcomeRefused},
+		{"slot too small", Facts{Answered: true, Version: "1.0.0", SlotSize: 4096, SlotSizeKnown: true}, false, false, OutcomeRefused},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -9,11 +9,17 @@ import (
 )
 
 // Facts are what a device tells about itself at one moment, each with
-// where it came from (device-contract.md §4). Zero fields are unknown.
+// where it came from (device-contract.md §4). Every fact is told or
+// unknown: a string not told is "" (an empty string identifies nothing),
+// a number not told has its Known flag false, never a zero standing in.
 type Facts struct {
 	// Answered: the device gave an HTTP reply (any status) on its OTA or web
-	// port just now. A rebooting device is silent: Answered false.
+	// port just now, or a fresh TXT record. A rebooting device is silent:
+	// Answered false.
 	Answered bool
+	// Silent: a connect met silence (timed out, no route), as a rebooting
+	// or powered-off device gives; a refusal is not silence.
+	Silent bool
 	// Protocol is what mDNS or the inventory says the device speaks ("" when
 	// they say nothing): TXT board/auth_upload on _arduino._tcp → Espota.
 	Protocol Protocol
@@ -24,11 +30,12 @@ type Facts struct {
 	// told by /ota/status only.
 	State     string
 	ELFSHA256 string
-	// SlotSize is the app slot size in bytes, 0 when not told.
-	SlotSize int64
+	// SlotSize is the app slot size in bytes, when SlotSizeKnown.
+	SlotSize      int64
+	SlotSizeKnown bool
 	// Board is the Arduino variant of TXT board=: an ArduinoOTA device.
 	Board string
-	// Uptime since the device's last boot; UptimeKnown says it was told.
+	// Uptime since the device's last boot, when UptimeKnown.
 	Uptime      time.Duration
 	UptimeKnown bool
 	// VersionSource is where Version came from: "/ota/status",
@@ -90,231 +97,70 @@ func sameELF(device, image string) bool {
 	return strings.HasPrefix(image, d)
 }
 
-// verdict is the verification's conclusion.
-type verdict struct {
-	outcome Outcome
-	pending bool
-	running string
-	state   string
-	source  string
-	message string
-	// hold: the new version runs, but the device tells no app state: it
-	// counts once it kept running it through the stability window.
-	hold bool
-}
-
 // verifySpec is what one verification needs.
 type verifySpec struct {
 	target   Target
 	protocol Protocol
-	img      imageFacts
 	before   Facts     // pre-flight facts
 	beforeAt time.Time // when they were read
 	accepted time.Time
-	// lostAnswer: the device took the whole image but its answer (200, OK)
-	// was lost; only a running new version makes it a success.
-	lostAnswer bool
+	answer   Answer
 }
 
-// verify waits for a device that accepted an image to go away and come
-// back, then reads its version (and app state, where told) until it can
-// say which outcome holds, or until o.VerifyTimeout. It never says Updated
-// unless the new version was seen running.
-func (r *runner) verify(ctx context.Context, d *device, s verifySpec) verdict {
+// verify reads a device that accepted an image (or may have) until the
+// verdict (Decide) concludes, or until o.VerifyTimeout: it waits for the
+// device to go away and come back, then for the image to be marked valid.
+// It never says Updated unless the expected image was seen running.
+func (r *runner) verify(ctx context.Context, d *device, s verifySpec) Verdict {
 	o := r.opts
 	deadline := s.accepted.Add(o.VerifyTimeout)
-	graceEnd := s.accepted.Add(o.RebootGrace)
 	parent := ctx
 	ctx = context.WithValue(ctx, verifyingKey{}, true)
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 
-	newV, oldV := s.img.version, s.before.Version
-	if s.protocol == Espota && oldV == "" && s.before.ELFSHA256 == "" {
+	spec := VerdictSpec{
+		Expected: r.expected, Before: s.before, BeforeAt: s.beforeAt, Accepted: s.accepted, Answer: s.answer,
 		// An espota device is seen only through mDNS TXT; one that told no
 		// version there before will not tell one now.
-		if s.lostAnswer {
-			return verdict{outcome: OutcomeUnverified, message: "the device took the whole image but its OK was lost, and it tells no version on the network; not verified"}
-		}
-		return verdict{outcome: OutcomeUnverified, message: "the device accepted the image (OK) but tells no version on the network; not verified"}
+		Unobservable:    s.protocol == Espota && !identityOf(s.before).Known(),
+		StabilityWindow: o.StabilityWindow, RebootGrace: o.RebootGrace, NoWaitValid: o.NoWaitValid,
 	}
-	sawAway, sawBack := false, false
-	var last Facts
-	var heldSince time.Time
-	seenVersion := false
-	emitted := PhaseRebooting
+	if v, done := Decide(spec, nil, time.Now(), false); done {
+		return v
+	}
 	r.emit(d, Event{Phase: PhaseRebooting, Message: "waiting for the device to restart"})
+	var obs []Observation
+	verifying := false
 	for {
+		at := time.Now()
 		f, err := r.observe(ctx, s.target)
 		if ctx.Err() != nil {
 			break
 		}
-		http := s.protocol != Espota
-		switch {
-		case http && !f.Answered:
-			if !sawAway {
-				sawAway = true
-			}
-		case http || err == nil:
-			if sawAway {
-				sawBack = true
-			}
-			if f.Version != "" || last.Version == "" {
-				last = f
-			}
-			if f.Version != "" {
-				seenVersion = true
-			}
+		if err != nil && s.protocol == Espota {
+			f.Answered = false
 		}
-		runsNew := runsNewImage(s, f)
-		// uptime_s is in whole seconds: only an uptime a second shorter than
-		// the time since acceptance proves a restart.
-		rebooted := sawBack || runsNew ||
-			(f.Answered && uptimeReset(s, f))
-		if !http {
-			// espota devices tell nothing but mDNS TXT: a fresh record with
-			// the new version is the only sign the image runs.
-			rebooted = runsNew
+		obs = append(obs, Observation{At: at, End: time.Now(), Silent: f.Silent && !f.Answered, Facts: f})
+		if !verifying && f.Answered && identityOf(f).Known() && matches(r.expected, identityOf(f)) == yes {
+			verifying = true
+			r.emit(d, Event{Phase: PhaseVerifying, Message: "the device runs the new image; checking it stays"})
 		}
-		if rebooted && (f.Answered || !http) {
-			if emitted != PhaseVerifying {
-				emitted = PhaseVerifying
-				r.emit(d, Event{Phase: PhaseVerifying, Message: "device is back; reading its version"})
-			}
-			v, done := decide(s, f, runsNew, o.NoWaitValid)
-			switch {
-			case done && v.hold:
-				if heldSince.IsZero() {
-					heldSince = time.Now()
-				}
-				if time.Since(heldSince) >= o.StabilityWindow {
-					v.message += fmt.Sprintf(" and kept running it through the %s stability window (it tells no app state)", round(o.StabilityWindow))
-					return v
-				}
-			case done:
-				return v
-			default:
-				heldSince = time.Time{}
-			}
-		} else {
-			heldSince = time.Time{}
-		}
-		if !rebooted && !sawAway && time.Now().After(graceEnd) && f.Answered && f.Version != "" && f.Version == oldV && newV != oldV {
-			return verdict{outcome: OutcomeUnchanged, running: f.Version, state: f.State, source: f.VersionSource,
-				message: fmt.Sprintf("still runs %s and showed no sign of a reboot %s after accepting the image", f.Version, round(o.RebootGrace))}
+		if v, done := Decide(spec, obs, time.Now(), false); done {
+			return v
 		}
 		if !sleepCtx(ctx, o.PollInterval) {
 			break
 		}
 	}
 	if parent.Err() != nil {
-		return verdict{outcome: OutcomeCancelled, message: "interrupted while verifying; the device had accepted the image"}
+		return Verdict{Outcome: OutcomeCancelled, Message: "interrupted while verifying; the device had accepted the image"}
 	}
-	// The verify timeout passed.
-	vt := round(o.VerifyTimeout)
-	switch {
-	case s.protocol == Espota && !seenVersion:
-		if s.lostAnswer {
-			return verdict{outcome: OutcomeUnreachable, message: fmt.Sprintf("the device took the image but its OK was lost, and it did not reappear within %s", vt)}
-		}
-		if s.before.Version == "" {
-			return verdict{outcome: OutcomeUnverified, message: "the device accepted the image (OK) but tells no version on the network; not verified"}
-		}
-		return verdict{outcome: OutcomeUnreachable, message: fmt.Sprintf("accepted the image but did not reappear in mDNS within %s", vt)}
-	case sawAway && !sawBack:
-		return verdict{outcome: OutcomeUnreachable, message: fmt.Sprintf("accepted the image, restarted, and did not come back within %s", vt)}
-	case last.Version != "" && last.Version == newV && last.State != "":
-		return verdict{outcome: OutcomeUnverified, running: last.Version, state: last.State, source: last.VersionSource,
-			message: fmt.Sprintf("runs %s but still %s after %s; it may roll back at its next restart", last.Version, last.State, vt)}
-	case last.Version != "" && last.Version == newV && last.State == "":
-		return verdict{outcome: OutcomeUnverified, running: last.Version, source: last.VersionSource,
-			message: fmt.Sprintf("runs %s, but %s passed before it had run it through the %s stability window", last.Version, vt, round(o.StabilityWindow))}
-	case last.Version != "" && last.Version == oldV && !sawAway:
-		return verdict{outcome: OutcomeUnchanged, running: last.Version, state: last.State, source: last.VersionSource,
-			message: fmt.Sprintf("still runs %s and showed no sign of a reboot within %s", last.Version, vt)}
-	case last.Version != "":
-		return verdict{outcome: OutcomeUnverified, running: last.Version, state: last.State, source: last.VersionSource,
-			message: fmt.Sprintf("runs %s, expected %s", last.Version, newV)}
-	case !last.Answered && !sawBack:
-		return verdict{outcome: OutcomeUnreachable, message: fmt.Sprintf("accepted the image and did not answer again within %s", vt)}
-	case !sawAway:
-		return verdict{outcome: OutcomeUnverified, message: "accepted the image and kept answering, but showed no reboot and exposes no version; not verified"}
+	v, _ := Decide(spec, obs, time.Now(), true)
+	if v.Outcome == OutcomeUnreachable || v.Outcome == OutcomeUnverified && v.Reason != ReasonNoIdentity && v.Reason != ReasonTellsNothing {
+		v.Message += fmt.Sprintf(" (verify timeout %s)", round(o.VerifyTimeout))
 	}
-	return verdict{outcome: OutcomeUnverified, message: "came back after the update but exposes no version (no /ota/status, /api/status or mDNS TXT); not verified"}
-}
-
-// runsNewImage reports whether f shows the device running the image being
-// sent, where before it ran another: a new version string, or the image's
-// elf_sha256 where the device tells it.
-func runsNewImage(s verifySpec, f Facts) bool {
-	newV, oldV := s.img.version, s.before.Version
-	return f.Version != "" && (f.Version == newV && newV != oldV ||
-		s.img.elf != "" && sameELF(f.ELFSHA256, s.img.elf) && !sameELF(s.before.ELFSHA256, s.img.elf))
-}
-
-// uptimeReset reports whether the device's uptime proves a restart since
-// the pre-flight read, even when its silence was too short to be seen.
-// uptime_s counts whole seconds: only a shortfall of more than two seconds
-// against the uptime expected by now counts.
-func uptimeReset(s verifySpec, f Facts) bool {
-	if !f.UptimeKnown || !s.before.UptimeKnown || s.beforeAt.IsZero() {
-		return false
-	}
-	expected := s.before.Uptime + time.Since(s.beforeAt)
-	return f.Uptime+2*time.Second < expected
-}
-
-// decide concludes from facts read after the device came back, or reports
-// that it must keep waiting (the stability window).
-func decide(s verifySpec, f Facts, runsNew, noWaitValid bool) (verdict, bool) {
-	v := verdict{running: f.Version, state: f.State, source: f.VersionSource}
-	newV, oldV := s.img.version, s.before.Version
-	switch {
-	case f.Version == "":
-		if s.protocol == Espota || s.before.Version != "" {
-			// It told a version before: a reply without one is a server
-			// still starting (or a request that failed), not the answer.
-			return v, false
-		}
-		v.outcome = OutcomeUnverified
-		v.message = "came back after the update but exposes no version (no /ota/status, /api/status or mDNS TXT); not verified"
-		return v, true
-	case runsNew || f.Version == newV:
-		switch f.State {
-		case "", "valid", "undefined":
-			// No state told (or no rollback support): the version is all
-			// there is, held through the stability window (see verify).
-			v.outcome = OutcomeUpdated
-			v.hold = f.State == "" && !noWaitValid
-			v.message = "runs " + f.Version
-			if f.State == "valid" {
-				v.message += ", marked valid"
-			}
-			if s.lostAnswer {
-				v.message += " (its answer to the upload was lost)"
-			}
-			return v, true
-		case "pending_verify", "new":
-			if noWaitValid {
-				v.outcome, v.pending = OutcomeUpdated, true
-				v.message = "runs " + f.Version + ", not yet marked valid (--no-wait-valid)"
-				return v, true
-			}
-			return v, false // wait through the stability window
-		default: // invalid, aborted: on its way back to the old image
-			return v, false
-		}
-	case f.Version == oldV:
-		if s.lostAnswer {
-			v.outcome = OutcomeUnchanged
-			v.message = "its answer was lost and it still runs " + f.Version
-			return v, true
-		}
-		v.outcome = OutcomeRolledBack
-		v.message = fmt.Sprintf("accepted %s, restarted, and came back on %s", newV, f.Version)
-		return v, true
-	}
-	return v, false
+	return v
 }
 
 // observe reads the device's facts with the probe timeout.

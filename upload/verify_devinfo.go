@@ -68,8 +68,12 @@ func factsFromDevinfo(df devinfo.Facts, asked Protocol) Facts {
 		}
 	}
 	if df.OTA != nil {
-		f.ELFSHA256, f.SlotSize = df.OTA.ELFSHA256, df.OTA.SlotSize
+		f.ELFSHA256 = df.OTA.ELFSHA256
+		if df.OTA.SlotSize != nil {
+			f.SlotSize, f.SlotSizeKnown = *df.OTA.SlotSize, true
+		}
 	}
+	f.Silent = df.Silent
 	if df.Uptime.Known() {
 		if n, err := strconv.ParseInt(df.Uptime.Value, 10, 64); err == nil {
 			f.Uptime, f.UptimeKnown = time.Duration(n)*time.Second, true

@@ -32,9 +32,10 @@ func nextBase(t testing.TB) netip.Addr {
 func startFleet(t testing.TB, n int, configure func(i int, c *sim.Config)) *sim.Fleet {
 	t.Helper()
 	tm := sim.FastTiming()
-	// A reboot's silence long enough for the probes to see it (a device
-	// that reboots within one probe timeout looks like a slow answer).
-	tm.BootTime = 600 * time.Millisecond
+	// A reboot's silence long enough to prove a restart (at least two
+	// silent reads over at least a second, as the verdict asks; a real
+	// ESP32 is silent for 2-6 s).
+	tm.BootTime = 1300 * time.Millisecond
 	// A stability window the probes can see into (each read may wait out
 	// a probe timeout); simOptions holds stateless devices longer.
 	tm.ValidAfter = 400 * time.Millisecond

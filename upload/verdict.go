@@ -1,0 +1,480 @@
+package upload
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Reason says why a device ended unverified (Result.Reason, "reason" in
+// the JSON). The values are stable.
+type Reason string
+
+// The reasons an update is not verified.
+const (
+	// ReasonTellsNothing: the device tells no version or build at all.
+	ReasonTellsNothing Reason = "tells-nothing"
+	// ReasonNoIdentity: the image carries nothing the device would report
+	// (a filesystem image, no app descriptor, an ESP8266 image) and no
+	// --expect-version was given.
+	ReasonNoIdentity Reason = "image-has-no-identity"
+	// ReasonNotYetValid: the device runs the image but still tells an app
+	// state other than valid when verification ends.
+	ReasonNotYetValid Reason = "not-yet-valid"
+	// ReasonWindowIncomplete: the device runs the image and tells no app
+	// state, but verification ended before the stability window did.
+	ReasonWindowIncomplete Reason = "window-incomplete"
+	// ReasonSameIdentity: what the device tells cannot tell the new image
+	// from the one it ran before (the same version and no build hash, or
+	// the same build and no restart seen).
+	ReasonSameIdentity Reason = "same-identity"
+	// ReasonBeforeUnknown: the device runs the image, but what it ran
+	// before is unknown (the pre-flight read failed), so neither a change
+	// of image nor, where only a version is told, a same-version rollback
+	// can be ruled out.
+	ReasonBeforeUnknown Reason = "before-unknown"
+)
+
+// Identity is what tells one build from another: the elf_sha256 and the
+// version string, each "" when not told (or, for an image, not known).
+type Identity struct {
+	ELF     string
+	Version string
+	// Source is where the device told Version; identities from different
+	// sources are compared by elf only (a web app may word the version
+	// otherwise than /ota/status).
+	Source string
+}
+
+// Known reports whether the identity tells anything.
+func (i Identity) Known() bool { return i.ELF != "" || i.Version != "" }
+
+func (i Identity) String() string {
+	switch {
+	case i.Version != "" && i.ELF != "":
+		return i.Version + " (elf " + shortELF(i.ELF) + ")"
+	case i.Version != "":
+		return i.Version
+	case i.ELF != "":
+		return "elf " + shortELF(i.ELF)
+	}
+	return "an unknown image"
+}
+
+func shortELF(s string) string { return s[:min(len(s), 8)] }
+
+// identityOf is what f tells of the running image. An elf_sha256 shorter
+// than 8 hex digits identifies nothing.
+func identityOf(f Facts) Identity {
+	id := Identity{Version: f.Version, Source: f.VersionSource}
+	if e := strings.ToLower(strings.TrimSpace(f.ELFSHA256)); len(e) >= 8 {
+		id.ELF = e
+	}
+	return id
+}
+
+// match is a three-way answer: the facts say yes, no, or nothing.
+type match int
+
+const (
+	unknown match = iota
+	yes
+	no
+)
+
+// matches compares what a device runs with the expected image. Where the
+// device tells its elf and the image's is known, the elf decides alone.
+func matches(expected, seen Identity) match {
+	switch {
+	case expected.ELF != "" && seen.ELF != "":
+		if sameELF(seen.ELF, expected.ELF) {
+			return yes
+		}
+		return no
+	case expected.Version != "" && seen.Version != "":
+		if seen.Version == expected.Version {
+			return yes
+		}
+		return no
+	}
+	return unknown
+}
+
+// sameBuild compares two identities a device told: by elf where both have
+// one, else by version where both came from the same source.
+func sameBuild(a, b Identity) match {
+	switch {
+	case a.ELF != "" && b.ELF != "":
+		if sameELF(a.ELF, b.ELF) || sameELF(b.ELF, a.ELF) {
+			return yes
+		}
+		return no
+	case a.ELF != "" || b.ELF != "":
+		// One told its elf, the other not: a source changed, not the build.
+		if a.Version != "" && a.Version == b.Version && a.Source == b.Source {
+			return yes
+		}
+		return unknown
+	case a.Version != "" && b.Version != "" && a.Source == b.Source:
+		if a.Version == b.Version {
+			return yes
+		}
+		return no
+	}
+	return unknown
+}
+
+// Answer is how the device's answer to the upload came.
+type Answer int
+
+const (
+	// AnswerNormal: the device accepted after taking the whole image.
+	AnswerNormal Answer = iota
+	// AnswerLost: the device took, or may have taken, the whole image,
+	// but its answer never came.
+	AnswerLost
+	// AnswerEarly: the device said success before it had taken the whole
+	// image.
+	AnswerEarly
+)
+
+// Observation is one read of a device after it accepted the image.
+type Observation struct {
+	// At is when the read started, End when it ended.
+	At, End time.Time
+	// Silent: the connect met silence (timed out, or no route), as a
+	// rebooting device does. A refusal is not silence.
+	Silent bool
+	// Facts is what the device told; Facts.Answered says it answered.
+	Facts Facts
+}
+
+// VerdictSpec is what the verdict knows besides the observations: what was
+// sent and what the device told before.
+type VerdictSpec struct {
+	// Expected is the identity the device must be seen running: the
+	// image's elf and version, or --expect-version. Unknown when the image
+	// carries none.
+	Expected Identity
+	// Before is the pre-flight read (Answered false when it failed), read
+	// at BeforeAt.
+	Before   Facts
+	BeforeAt time.Time
+	// Accepted is when the device accepted the image (or its answer was
+	// found lost).
+	Accepted time.Time
+	Answer   Answer
+	// Unobservable: nothing can be read from the device after the upload
+	// (an espota device with no TXT version).
+	Unobservable bool
+
+	StabilityWindow time.Duration
+	RebootGrace     time.Duration
+	NoWaitValid     bool
+}
+
+// Verdict is the verification's conclusion.
+type Verdict struct {
+	Outcome Outcome
+	Reason  Reason
+	Pending bool
+	Running string
+	State   string
+	Source  string
+	Message string
+}
+
+// Restart evidence: silence on at least silenceReads consecutive reads
+// spanning at least silenceSpan, then an answer; or a told uptime that
+// fell by more than uptimeSlack against the time passed (uptime_s counts
+// whole seconds).
+const (
+	silenceReads = 2
+	silenceSpan  = time.Second
+	uptimeSlack  = 2 * time.Second
+)
+
+// Decide is the verdict: from what was sent and told before, and the reads
+// since the device accepted the image, the outcome, or done false while it
+// must keep reading. now is the time of the call; final says verification
+// has run out of time and must conclude. It is a pure function: the
+// runner calls it after every read, and the tests call it over every
+// device shape.
+//
+// Only Updated claims the image runs, and only when the device was seen
+// running the expected identity after a proven restart or a change of
+// identity, in state valid (or, telling no state, for the whole stability
+// window). An absent fact proves nothing.
+func Decide(s VerdictSpec, obs []Observation, now time.Time, final bool) (Verdict, bool) {
+	before := identityOf(s.Before)
+	if !s.Before.Answered {
+		before = Identity{}
+	}
+	graceOver := !now.Before(s.Accepted.Add(s.RebootGrace))
+	lost := ""
+	switch s.Answer {
+	case AnswerLost:
+		lost = " (its answer to the upload was lost)"
+	case AnswerEarly:
+		lost = " (it answered before it had taken the whole image)"
+	}
+
+	if !s.Expected.Known() {
+		return decideNoIdentity(obs, graceOver || s.Unobservable, final || s.Unobservable)
+	}
+	if s.Unobservable {
+		msg := "the device accepted the image but tells no version on the network; not verified"
+		if s.Answer != AnswerNormal {
+			msg = "the device took the whole image" + lost + " and tells no version on the network: whether it installed it is not known; not verified"
+		}
+		return Verdict{Outcome: OutcomeUnverified, Reason: ReasonTellsNothing, Message: msg}, true
+	}
+	// same: the expected identity is the one the device ran before, so
+	// only a proven restart can show anything new happened.
+	same := matches(s.Expected, before) == yes
+
+	w := walk(s, obs)
+	if w.rolledBack != nil {
+		f := w.rolledBack.Facts
+		how := "restarted"
+		if !w.rolledBackRestart {
+			how = "changed image"
+		}
+		return Verdict{Outcome: OutcomeRolledBack, Running: f.Version, State: f.State, Source: f.VersionSource,
+			Message: fmt.Sprintf("accepted %s, %s, and came back on %s%s", s.Expected, how, identityOf(f), lost)}, true
+	}
+	// Decide on the last read that told an identity; a later answer that
+	// tells none (a server still starting) neither confirms nor denies it.
+	last := w.lastID
+	if last == nil {
+		last = w.last
+	}
+	if last != nil && !(w.silentNow && (!final || w.awayProven)) {
+		f := last.Facts
+		id := identityOf(f)
+		v := Verdict{Running: f.Version, State: f.State, Source: f.VersionSource}
+		switch m := matches(s.Expected, id); {
+		case m == yes && same && (id.ELF == "" || !w.restartSeen):
+			if w.restartSeen || graceOver || final {
+				v.Outcome, v.Reason = OutcomeUnverified, ReasonSameIdentity
+				v.Message = sameIdentityMessage(id, w.restartSeen)
+				return v, true
+			}
+		case m == yes && w.evidence:
+			switch f.State {
+			case "valid", "undefined":
+				v.Outcome = OutcomeUpdated
+				v.Message = "runs " + id.String()
+				if f.State == "valid" {
+					v.Message += ", marked valid"
+				}
+				return withNote(v, lost), true
+			case "pending_verify", "new":
+				if s.NoWaitValid {
+					v.Outcome, v.Pending = OutcomeUpdated, true
+					v.Message = "runs " + id.String() + ", not yet marked valid (--no-wait-valid)"
+					return withNote(v, lost), true
+				}
+			case "":
+				if s.NoWaitValid {
+					v.Outcome = OutcomeUpdated
+					v.Message = "runs " + id.String() + " (it tells no app state; --no-wait-valid)"
+					return withNote(v, lost), true
+				}
+				if last.At.Sub(w.heldSince) >= s.StabilityWindow {
+					v.Outcome = OutcomeUpdated
+					v.Message = fmt.Sprintf("runs %s and kept running it through the %s stability window (it tells no app state)", id, round(s.StabilityWindow))
+					return withNote(v, lost), true
+				}
+			}
+			if final {
+				v.Outcome = OutcomeUnverified
+				if f.State == "" {
+					v.Reason = ReasonWindowIncomplete
+					v.Message = fmt.Sprintf("runs %s, but verification ended before it had run it through the %s stability window (it tells no app state)", id, round(s.StabilityWindow))
+				} else {
+					v.Reason = ReasonNotYetValid
+					v.Message = fmt.Sprintf("runs %s but its app state is still %s; it may roll back at its next restart", id, f.State)
+				}
+				return v, true
+			}
+		case m == yes:
+			// It runs the image, but nothing shows it changed: what it ran
+			// before is unknown, and either no restart was seen or only a
+			// version is told (a same-version build would tell the same).
+			if w.restartSeen || graceOver || final {
+				v.Outcome, v.Reason = OutcomeUnverified, ReasonBeforeUnknown
+				v.Message = fmt.Sprintf("runs %s, but what it ran before the update is unknown (the first read failed), so the change cannot be shown; not verified", id)
+				return v, true
+			}
+		case m == no && !w.restartSeen:
+			// Not restarted yet, or never will: still the old image.
+			if graceOver || final {
+				v.Outcome = OutcomeUnchanged
+				v.Message = fmt.Sprintf("still runs %s and showed no sign of a restart %s after accepting the image%s", id, round(now.Sub(s.Accepted)), lost)
+				if s.Answer == AnswerLost {
+					v.Message = fmt.Sprintf("still runs %s and showed no sign of a restart%s", id, lost)
+				}
+				return v, true
+			}
+		case m == unknown && !before.Known() && !w.toldIdentity:
+			if w.restartSeen || graceOver || final {
+				v.Outcome, v.Reason = OutcomeUnverified, ReasonTellsNothing
+				v.Message = "took the image but tells no version or build on the network (no /ota/status, /api/status or TXT version); not verified"
+				return v, true
+			}
+		case m == unknown && final:
+			v.Outcome, v.Reason = OutcomeUnverified, ReasonTellsNothing
+			v.Message = "answers again but no longer tells its version or build; not verified"
+			return v, true
+		}
+	}
+	if !final {
+		return Verdict{}, false
+	}
+	if last == nil {
+		return Verdict{Outcome: OutcomeUnreachable, Message: "accepted the image and did not answer again" + lost}, true
+	}
+	return Verdict{Outcome: OutcomeUnreachable, Message: "accepted the image, went silent (restarting) and did not come back" + lost}, true
+}
+
+func withNote(v Verdict, note string) Verdict {
+	v.Message += note
+	return v
+}
+
+func sameIdentityMessage(id Identity, restarted bool) string {
+	if id.ELF == "" {
+		return fmt.Sprintf("the device reports %s as before and no build hash (elf_sha256), so the new image cannot be told from the old one; not verified", id)
+	}
+	_ = restarted
+	return fmt.Sprintf("the device still runs the same build (%s) and no restart was seen, so the reinstall is not verified", id)
+}
+
+// decideNoIdentity: with nothing to compare, the device's return is all
+// that can be seen.
+func decideNoIdentity(obs []Observation, graceOver, final bool) (Verdict, bool) {
+	answered := false
+	for _, o := range obs {
+		answered = answered || o.Facts.Answered
+	}
+	if answered && graceOver || final && (answered || len(obs) == 0) {
+		return Verdict{Outcome: OutcomeUnverified, Reason: ReasonNoIdentity,
+			Message: "the image carries no version the device would report (a filesystem image, no app descriptor, or an ESP8266 image); give --expect-version to verify"}, true
+	}
+	if final {
+		return Verdict{Outcome: OutcomeUnreachable, Message: "accepted the image and did not answer again"}, true
+	}
+	return Verdict{}, false
+}
+
+// walked is what the observations show, in order.
+type walked struct {
+	// last is the last read that answered, nil when none did; lastID the
+	// last that told an identity.
+	last, lastID *Observation
+	// silentNow: the reads since the last answer met silence: the device
+	// is away (restarting, or gone).
+	silentNow, awayProven bool
+	// restartSeen: a restart was proven before or at last.
+	restartSeen bool
+	// evidence: a restart was proven or the identity changed to the
+	// expected one, before or at last.
+	evidence bool
+	// heldSince is when the device began running the expected identity
+	// without a restart since (the stability window's start).
+	heldSince time.Time
+	// toldIdentity: some read after acceptance told an identity.
+	toldIdentity bool
+	// rolledBack is the read that shows a rollback: after a proven
+	// restart or a change of identity, an identity other than the
+	// expected one. rolledBackRestart says which.
+	rolledBack        *Observation
+	rolledBackRestart bool
+}
+
+func walk(s VerdictSpec, obs []Observation) walked {
+	var w walked
+	prev := Identity{}
+	if s.Before.Answered {
+		prev = identityOf(s.Before)
+	}
+	same := matches(s.Expected, prev) == yes
+	// sawOther: some read told a version other than the expected one, so
+	// a version-only match shows a change of image, not a same-version
+	// build.
+	sawOther := prev.Version != "" && s.Expected.Version != "" && prev.Version != s.Expected.Version
+	// The last told uptime and when: pre-flight's first.
+	upKnown, up, upAt := s.Before.Answered && s.Before.UptimeKnown, s.Before.Uptime, s.BeforeAt
+	run, runStart := 0, 0
+	holding := false
+	for i := range obs {
+		o := &obs[i]
+		if o.Silent {
+			if run == 0 {
+				runStart = i
+			}
+			run++
+			continue
+		}
+		if !o.Facts.Answered {
+			run = 0 // a refusal or an error breaks the silence
+			continue
+		}
+		restart := run >= silenceReads && obs[i-1].End.Sub(obs[runStart].At) >= silenceSpan
+		run = 0
+		f := o.Facts
+		if f.UptimeKnown {
+			if upKnown && f.Uptime+uptimeSlack < up+o.At.Sub(upAt) {
+				restart = true
+			}
+			upKnown, up, upAt = true, f.Uptime, o.At
+		}
+		if restart {
+			w.restartSeen = true
+			holding = false // a restart during the window starts it again
+		}
+		id := identityOf(f)
+		w.toldIdentity = w.toldIdentity || id.Known()
+		changed := sameBuild(prev, id) == no
+		if id.Known() {
+			prev = id
+		}
+		if id.Version != "" && s.Expected.Version != "" && id.Version != s.Expected.Version {
+			sawOther = true
+		}
+		switch matches(s.Expected, id) {
+		case yes:
+			byELF := s.Expected.ELF != "" && id.ELF != ""
+			switch {
+			case same:
+				w.evidence = w.evidence || w.restartSeen && byELF
+			case byELF:
+				w.evidence = w.evidence || w.restartSeen || changed
+			default:
+				w.evidence = w.evidence || sawOther && (w.restartSeen || changed)
+			}
+			if !holding {
+				holding, w.heldSince = true, o.At
+			}
+		case no:
+			holding = false
+			if w.restartSeen || changed {
+				w.rolledBack, w.rolledBackRestart = o, w.restartSeen
+				return w
+			}
+		default:
+			// A read that tells no identity neither holds nor breaks the
+			// window: a server still starting answers without it.
+		}
+		w.last = o
+		if id.Known() {
+			w.lastID = o
+		}
+	}
+	// Away: silent now, with the silence proven; or, until time is up, any
+	// silence at all (the next read may show the restart).
+	w.silentNow = run > 0
+	w.awayProven = run >= silenceReads && obs[len(obs)-1].End.Sub(obs[runStart].At) >= silenceSpan
+	return w
+}
