@@ -212,26 +212,59 @@ func TestHTTPUploadInstallsAndRestartsSilently(t *testing.T) {
 	}
 }
 
-func TestHTTPRollsBackToSameVersion(t *testing.T) {
+// TestHTTPLifecycles: what each After does, step by step.
+func TestHTTPLifecycles(t *testing.T) {
 	old := Build{Project: "ots-fw-main", Version: "1.0.1", ELF: ELFOf("older build")}
-	d, err := StartHTTP(HTTPConfig{Running: old, OTAStatus: true, After: RollsBack, BootTime: 300 * time.Millisecond, CrashAfter: 200 * time.Millisecond, RestartDelay: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	if code, body := post(t, d, testImage("1.0.1", "ots-fw-main", 0x22, 8000), ""); code != 200 {
-		t.Fatalf("upload: %d %q", code, body)
-	}
-	waitFor(t, "the rollback", func() bool {
-		ev := d.Events()
-		return len(ev) >= 6 && ev[len(ev)-1].What == "up" && ev[len(ev)-1].Build == old
-	})
-	var seen []string
-	for _, e := range d.Events() {
-		seen = append(seen, e.What+":"+e.Build.ELF[:4])
-	}
-	if got := strings.Join(seen, " "); got != "upload:"+old.ELF[:4]+" installed:"+old.ELF[:4]+" restart:"+old.ELF[:4]+" up:2222 restart:2222 up:"+old.ELF[:4] {
-		t.Fatalf("life: %s", got)
+	const n = "2222" // the uploaded image's ELF prefix
+	o := old.ELF[:4]
+	f := ELFOf("foreign")[:4]
+	third := ELFOf("factory")[:4]
+	for _, c := range []struct {
+		name   string
+		after  After
+		answer Answer
+		want   string // the events, each what:elf prefix
+	}{
+		{"installs and keeps", InstallsAndKeeps, AnswerNormal, "upload:O installed:O restart:O up:N state:N"},
+		{"never restarts", NeverRestarts, AnswerNormal, "upload:O installed:O"},
+		{"rolls back to a same-version build", RollsBack, AnswerNormal, "upload:O installed:O restart:O up:N restart:N up:O"},
+		{"falls to a third image", FallsToThird, AnswerNormal, "upload:O installed:O restart:O up:N restart:N up:T"},
+		{"crash-loops then old", CrashLoopsThenOld, AnswerNormal, "upload:O installed:O restart:O up:N restart:N up:N restart:N up:N restart:N up:O"},
+		{"pending then old", PendingThenOld, AnswerNormal, "upload:O installed:O restart:O up:N restart:N up:O"},
+		{"runs a foreign elf", RunsForeign, AnswerNormal, "upload:O installed:O restart:O up:F"},
+		{"never comes back", NeverComesBack, AnswerNormal, "upload:O installed:O restart:O"},
+		{"answer lost", InstallsAndKeeps, AnswerLost, "upload:O installed:O restart:O up:N state:N"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			d, err := StartHTTP(HTTPConfig{Running: old, OTAStatus: true, After: c.after, Answer: c.answer,
+				BootTime: 200 * time.Millisecond, CrashAfter: 100 * time.Millisecond, PendingFor: 100 * time.Millisecond, RestartDelay: -1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d.Close()
+			code, body := post(t, d, testImage("1.0.1", "ots-fw-main", 0x22, 8000), "")
+			switch {
+			case c.answer == AnswerLost && code != 0:
+				t.Fatalf("lost answer: got %d %q", code, body)
+			case c.answer == AnswerNormal && code != 200:
+				t.Fatalf("upload: %d %q", code, body)
+			}
+			want := strings.NewReplacer("O", o, "N", n, "F", f, "T", third).Replace(c.want)
+			var got string
+			waitFor(t, want, func() bool {
+				var seen []string
+				for _, e := range d.Events() {
+					seen = append(seen, e.What+":"+e.Build.ELF[:4])
+				}
+				got = strings.Join(seen, " ")
+				return got == want
+			})
+			time.Sleep(500 * time.Millisecond) // and nothing after it
+			if ev := d.Events(); len(ev) != len(strings.Fields(want)) {
+				t.Fatalf("more happened: %v", ev[len(strings.Fields(want)):])
+			}
+		})
 	}
 }
 

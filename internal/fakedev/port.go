@@ -112,8 +112,9 @@ func (p *port) quiesce() {
 	}
 	_ = setBacklog(p.tcp, 0)
 	// One queued connection fills a backlog of 0. If a client got in
-	// first the dial times out, and the queue is full anyway.
-	if c, err := net.DialTimeout("tcp4", p.tcp.Addr().String(), 300*time.Millisecond); err == nil {
+	// first the dial times out, and the queue is full anyway. The timeout
+	// is generous: a loaded machine may be slow to complete the handshake.
+	if c, err := net.DialTimeout("tcp4", p.tcp.Addr().String(), time.Second); err == nil {
 		p.mu.Lock()
 		p.fillers = append(p.fillers, c)
 		p.mu.Unlock()
