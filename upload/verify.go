@@ -127,7 +127,7 @@ func (r *runner) verify(ctx context.Context, d *device, s verifySpec) Verdict {
 		StabilityWindow: o.StabilityWindow, RebootGrace: o.RebootGrace, NoWaitValid: o.NoWaitValid,
 	}
 	if v, done := Decide(spec, nil, time.Now(), false); done {
-		return v
+		return r.worded(v, o, false)
 	}
 	r.emit(d, Event{Phase: PhaseRebooting, Message: "waiting for the device to restart"})
 	var obs []Observation
@@ -147,7 +147,7 @@ func (r *runner) verify(ctx context.Context, d *device, s verifySpec) Verdict {
 			r.emit(d, Event{Phase: PhaseVerifying, Message: "the device runs the new image; checking it stays"})
 		}
 		if v, done := Decide(spec, obs, time.Now(), false); done {
-			return v
+			return r.worded(v, o, false)
 		}
 		if !sleepCtx(ctx, o.PollInterval) {
 			break
@@ -157,7 +157,16 @@ func (r *runner) verify(ctx context.Context, d *device, s verifySpec) Verdict {
 		return Verdict{Outcome: OutcomeCancelled, Message: "interrupted while verifying; the device had accepted the image"}
 	}
 	v, _ := Decide(spec, obs, time.Now(), true)
-	if v.Outcome == OutcomeUnreachable || v.Outcome == OutcomeUnverified && v.Reason != ReasonNoIdentity && v.Reason != ReasonTellsNothing {
+	return r.worded(v, o, true)
+}
+
+// worded adds what only the runner knows to a verdict's message.
+func (r *runner) worded(v Verdict, o Options, timedOut bool) Verdict {
+	if v.Reason == ReasonNoIdentity && r.fw != nil && r.fw.Filesystem {
+		v.Message = "a filesystem image changes no version the device reports; the device took it, not verified"
+		return v
+	}
+	if timedOut && (v.Outcome == OutcomeUnreachable || v.Outcome == OutcomeUnverified) {
 		v.Message += fmt.Sprintf(" (verify timeout %s)", round(o.VerifyTimeout))
 	}
 	return v
