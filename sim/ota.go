@@ -2,6 +2,8 @@ package sim
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"time"
 
@@ -49,6 +51,8 @@ type upload struct {
 	began  bool
 	faults []armedFault
 	rate   int64
+	// chunk caps the bytes taken per read (trickle); 0 = the protocol's.
+	chunk  int
 	next   time.Time // pacing: when the flash is free again
 	// espota: the Arduino Updater erases sector by sector as it writes.
 	sectorErase bool
@@ -88,8 +92,16 @@ func (u *upload) begin(sectorErase bool) otaErr {
 	u.faults = armUpload(d.faults, u.rec.Size, d.rnd.Float64)
 	u.rate = d.s.timing.WriteRate
 	for _, f := range d.faults {
-		if f.Kind == FaultSlow && (u.rate == 0 || f.Rate < u.rate) {
+		if (f.Kind == FaultSlow || f.Kind == FaultTrickle) && (u.rate == 0 || f.Rate < u.rate) {
 			u.rate = f.Rate
+		}
+		if f.Kind == FaultTrickle {
+			// A quarter second's worth per read, at least a byte: progress
+			// never pauses long, however slow.
+			c := int(max(1, min(f.Rate/4, 1024)))
+			if u.chunk == 0 || c < u.chunk {
+				u.chunk = c
+			}
 		}
 	}
 	d.notifyLocked()
@@ -207,11 +219,35 @@ func (u *upload) end() otaErr {
 		d.mu.Unlock()
 		return errCanceled
 	}
+	if lookupBehaviour(d.behaviours, b.info, true) == ForeignELF {
+		b = foreignBuild(b)
+	}
 	d.flash.setBoot(u.target, b)
 	d.notifyLocked()
 	d.mu.Unlock()
 	u.rec.Version = b.info.Version
 	return errNone
+}
+
+// foreignBuild is what a ForeignELF image installs as: another build of
+// the same version, whose ELF SHA-256 (and image hash) differ from the one
+// sent. The bytes are shared; only what the device knows of them differs.
+func foreignBuild(b *blob) *blob {
+	in := b.info
+	elf := sha256.Sum256([]byte("foreign build of " + in.ELFSHA256))
+	in.ELFSHA256 = hex.EncodeToString(elf[:])
+	return &blob{data: b.data, sum: sha256.Sum256(append(b.sum[:], "foreign"...)), info: in}
+}
+
+// discard records an upload the device answered 200 but did not install
+// (early-answer:discard): outcome "discarded".
+func (u *upload) discard(status int, text, reason string) {
+	if u.rec.Reason == "" {
+		u.rec.Reason = reason
+	}
+	u.finish("discarded", status, text)
+	u.d.emit(Event{Event: EventUploadFailed, Protocol: u.rec.Protocol, Path: u.rec.Path, Remote: u.rec.Remote,
+		Size: u.rec.Size, Bytes: u.rec.Bytes, Status: status, Text: text, Reason: u.rec.Reason})
 }
 
 // succeed records the accepted upload.
