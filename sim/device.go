@@ -84,15 +84,15 @@ type Device struct {
 	// (status-error faults).
 	statusFails map[string]int
 	uploads     []UploadRecord
-	otaBusy    bool
-	changed    chan struct{}
-	otaPort    int
-	webPort    int
-	srv        *servers   // replaced under srvMu (and mu)
-	srvMu      sync.Mutex // serialises starting and stopping servers
-	net        netState   // under srvMu
-	leftMu     sync.Mutex
-	leftOut    []net.Conn // connections handed over outside srvMu (espota)
+	otaBusy     bool
+	changed     chan struct{}
+	otaPort     int
+	webPort     int
+	srv         *servers   // replaced under srvMu (and mu)
+	srvMu       sync.Mutex // serialises starting and stopping servers
+	net         netState   // under srvMu
+	leftMu      sync.Mutex
+	leftOut     []net.Conn // connections handed over outside srvMu (espota)
 
 	// hookPause, for tests, runs when the device resumes reading after it
 	// stopped to erase (HTTP: the slot erase; both: a stall fault ending),

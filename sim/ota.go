@@ -52,8 +52,8 @@ type upload struct {
 	faults []armedFault
 	rate   int64
 	// chunk caps the bytes taken per read (trickle); 0 = the protocol's.
-	chunk  int
-	next   time.Time // pacing: when the flash is free again
+	chunk int
+	next  time.Time // pacing: when the flash is free again
 	// espota: the Arduino Updater erases sector by sector as it writes.
 	sectorErase bool
 	erased      int64
