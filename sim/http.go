@@ -89,7 +89,7 @@ func (d *Device) receiveImage(r *request, okText string) error {
 		r.send(200, typeHTML, okText)
 		if early.Mode == ModeClose {
 			// The handler returns at once: the unread body makes the close an RST.
-			u.fail(200, okText, "fault "+early.Fault.String()+": closed after the early answer")
+			u.endAnswered("aborted", 200, okText, "fault "+early.Fault.String()+": closed after the early answer")
 			return false
 		}
 		return true
@@ -167,7 +167,7 @@ func (d *Device) receiveImage(r *request, okText string) error {
 		return errClose
 	}
 	if answered && early.Mode == ModeDiscard {
-		u.discard(200, okText, "fault "+early.Fault.String()+": image discarded")
+		u.endAnswered("discarded", 200, okText, "fault "+early.Fault.String()+": image discarded")
 		return nil
 	}
 	if e := u.end(); e != errNone {

@@ -53,7 +53,10 @@ type upload struct {
 	rate   int64
 	// chunk caps the bytes taken per read (trickle); 0 = the protocol's.
 	chunk int
-	next  time.Time // pacing: when the flash is free again
+	// prepaid: bytes already paced before they reached write (espota's
+	// buffered first sector under a trickle).
+	prepaid int64
+	next    time.Time // pacing: when the flash is free again
 	// espota: the Arduino Updater erases sector by sector as it writes.
 	sectorErase bool
 	erased      int64
@@ -165,7 +168,18 @@ func (u *upload) write(p []byte) otaErr {
 		return errSpace
 	}
 	u.rec.Bytes = u.w.n
-	cost := rateTime(int64(len(p)), u.rate)
+	n := int64(len(p))
+	if u.prepaid > 0 {
+		k := min(u.prepaid, n)
+		u.prepaid -= k
+		n -= k
+	}
+	return u.pace(int(n))
+}
+
+// pace waits until the flash (or a trickle) has taken n more bytes.
+func (u *upload) pace(n int) otaErr {
+	cost := rateTime(int64(n), u.rate)
 	if u.sectorErase && u.d.s.timing.EraseRate > 0 {
 		for u.erased < u.w.n {
 			u.erased += 4096
@@ -239,13 +253,14 @@ func foreignBuild(b *blob) *blob {
 	return &blob{data: b.data, sum: sha256.Sum256(append(b.sum[:], "foreign"...)), info: in}
 }
 
-// discard records an upload the device answered 200 but did not install
-// (early-answer:discard): outcome "discarded".
-func (u *upload) discard(status int, text, reason string) {
+// endAnswered records an upload the device answered 200 early but did not
+// install: outcome "discarded" (early-answer:discard) or "aborted"
+// (early-answer:close).
+func (u *upload) endAnswered(outcome string, status int, text, reason string) {
 	if u.rec.Reason == "" {
 		u.rec.Reason = reason
 	}
-	u.finish("discarded", status, text)
+	u.finish(outcome, status, text)
 	u.d.emit(Event{Event: EventUploadFailed, Protocol: u.rec.Protocol, Path: u.rec.Path, Remote: u.rec.Remote,
 		Size: u.rec.Size, Bytes: u.rec.Bytes, Status: status, Text: text, Reason: u.rec.Reason})
 }
