@@ -47,6 +47,10 @@ func ParsePersonality(s string) (Personality, error) {
 // http reports whether the personality uploads over HTTP (else espota).
 func (p Personality) http() bool { return p == Seed || p == OTS }
 
+// HTTP reports whether the personality uploads over HTTP (seed, ots) rather
+// than espota (arduino, esp8266).
+func (p Personality) HTTP() bool { return p.http() }
+
 // DefaultOTAPort is the port the real firmware listens on for p.
 func (p Personality) DefaultOTAPort() int {
 	if p == ESP8266 {
