@@ -277,7 +277,11 @@ func (o *simOptions) validate(a *app, _ []string) error {
 				}
 				return a.itemError("fault", spec, "acts on HTTP uploads only: use --personality seed or ots, or another fault")
 			}
-			a.log.Info("ignoring a fault the personality does not use", "fault", spec, "from", a.source("fault"), "personality", string(pers))
+			which := "an espota"
+			if proto == "http" {
+				which = "an HTTP"
+			}
+			a.log.Info("ignoring "+which+" fault the personality does not use", "fault", spec, "from", a.source("fault"), "personality", string(pers))
 			continue
 		}
 		keep = append(keep, spec)
