@@ -34,6 +34,10 @@ type simOptions struct {
 	Password    string
 	Core        string
 	Extensions  bool
+	Omit        []string
+	APIUptime   bool
+	BuildSeed   int64
+	FactoryVer  string
 	Behave      []string
 	Faults      []string
 	// RollbackLater: the arduino sketch overrides verifyRollbackLater().
@@ -72,11 +76,16 @@ POST /update and the web app's /api/status and /ota/upload; arduino and esp8266:
 erase and write at flash speed, reboot, and roll back images that crash or fail their
 self-check. Serves until interrupted (Ctrl-C: exit 0) or --duration ends.
 
-Behaviours (--behave VERSION=B): healthy, crash-on-boot, unstable, no-network, unconfirmed.
+Behaviours (--behave KEY=B, KEY a version, elf:HEX or @uploaded): healthy, crash-on-boot,
+unstable, no-network, unconfirmed, foreign-elf, crash-to-factory, crash-loop.
 Faults (--fault SPEC, every device): drop@40%, stall@50%:10s, error@30%, slow:20KB/s,
-no-return, power-loss@60%, refuse:5s, latency:5ms, no-connect-back, lose-ok
+trickle:8B/s, no-return, power-loss@60%, refuse:5s, latency:5ms, no-reboot; HTTP:
+early-answer@30%[:discard|:close], lose-answer[:reset], status-error[:N]; espota:
+no-connect-back, lose-ok, early-ok@30%[:close], chatter@50%[:250ms]
 (most take "/P%" to act on P % of uploads only). In the environment, separate several
-with ";" (OTS_OTA_FAULT='latency:5ms;error@30%'); in the config file, use a list.`,
+with ";" (OTS_OTA_FAULT='latency:5ms;error@30%'); in the config file, use a list.
+--omit FIELD leaves a fact out: ota-status, ota-status.uptime_s (any key), api-status,
+api-status.firmwareVersion, txt.version ...`,
 		Example: `  ots-ota sim --devices 5 --personality ots --extensions
   ots-ota sim --devices 3 --personality seed --password secret --behave 1.0.2=crash-on-boot
   ots-ota sim --devices 250 --json --fast
@@ -95,7 +104,11 @@ with ";" (OTS_OTA_FAULT='latency:5ms;error@30%'); in the config file, use a list
 	f.StringVar(&o.Password, "password", "", "seed: Bearer token; arduino/esp8266: OTA password (test devices only; also $OTS_OTA_PASSWORD)")
 	f.StringVar(&o.Core, "core", "", "arduino: arduino-esp32 core version; 3.3.0 and older use MD5 auth, newer PBKDF2")
 	f.BoolVar(&o.Extensions, "extensions", false, "add ots-ota's optional extras: _ota._tcp TXT keys and GET /ota/status")
-	f.StringArrayVar(&o.Behave, "behave", nil, "what an image version does when booted, VERSION=BEHAVIOUR (repeatable)")
+	f.StringArrayVar(&o.Behave, "behave", nil, "what an image does when booted, KEY=BEHAVIOUR; KEY is a version, elf:HEX or @uploaded (repeatable)")
+	f.StringArrayVar(&o.Omit, "omit", nil, "a fact the devices do not tell, e.g. ota-status.uptime_s, ota-status, api-status.firmwareVersion, txt.version (repeatable)")
+	f.BoolVar(&o.APIUptime, "api-uptime", false, "ots: /api/status also tells uptime (the firmware as shipped does not)")
+	f.Int64Var(&o.BuildSeed, "build-seed", 0, "another build of the running image: same version, other bytes and ELF SHA-256 (0: the build sim image makes)")
+	f.StringVar(&o.FactoryVer, "factory-version", "", "seed, ots: a factory app of this version, the running image in ota_0 (a device updated before)")
 	f.BoolVar(&o.RollbackLater, "rollback-later", false, "arduino: the sketch confirms itself (overrides verifyRollbackLater), so new images can roll back")
 	f.StringArrayVar(&o.Faults, "fault", nil, "inject a fault on every device (repeatable; see above)")
 	f.Int64Var(&o.Seed, "seed", 1, "random seed for reboot delays and fault points (reproducible runs)")
@@ -145,6 +158,8 @@ func simFlagUse() []simFlag {
 		{"core", []sim.Personality{sim.Arduino}, "only the arduino personality has an arduino-esp32 core"},
 		{"web-port", []sim.Personality{sim.Seed, sim.OTS}, "only seed and ots devices run a web server"},
 		{"rollback-later", []sim.Personality{sim.Arduino}, "only an arduino sketch can defer confirming its image"},
+		{"api-uptime", []sim.Personality{sim.OTS}, "only the ots web app serves /api/status"},
+		{"factory-version", []sim.Personality{sim.Seed, sim.OTS}, "only the seed and ots partition tables have a factory app"},
 	}
 }
 
@@ -253,13 +268,20 @@ func (o *simOptions) validate(a *app, _ []string) error {
 		if err != nil {
 			return a.itemError("fault", spec, "%s", rootCause(err))
 		}
-		// espota's faults would do nothing on an HTTP device: refused when
+		// A fault of the other protocol would do nothing: refused when
 		// typed, dropped (and -v says so) from the environment or the file.
-		if espotaFault(f.Kind) && pers != sim.Arduino && pers != sim.ESP8266 {
+		if proto := f.Kind.Protocol(); proto != "" && (proto == "espota") == pers.HTTP() {
 			if a.typed("fault") {
-				return a.itemError("fault", spec, "acts on espota sessions only: use --personality arduino or esp8266, or another fault")
+				if proto == "espota" {
+					return a.itemError("fault", spec, "acts on espota sessions only: use --personality arduino or esp8266, or another fault")
+				}
+				return a.itemError("fault", spec, "acts on HTTP uploads only: use --personality seed or ots, or another fault")
 			}
-			a.log.Info("ignoring an espota fault the personality does not use", "fault", spec, "from", a.source("fault"), "personality", string(pers))
+			which := "an espota"
+			if proto == "http" {
+				which = "an HTTP"
+			}
+			a.log.Info("ignoring "+which+" fault the personality does not use", "fault", spec, "from", a.source("fault"), "personality", string(pers))
 			continue
 		}
 		keep = append(keep, spec)
@@ -270,7 +292,20 @@ func (o *simOptions) validate(a *app, _ []string) error {
 		return a.flagError("behave", "%s", rootCause(err))
 	}
 	if err := sim.CheckBehaviours(pers, o.RollbackLater, behaviours); err != nil {
-		return a.flagError("behave", "%s (add --rollback-later for a sketch that does)", rootCause(err))
+		if pers == sim.Arduino && !o.RollbackLater && strings.Contains(err.Error(), "rollback later") {
+			return a.flagError("behave", "%s (add --rollback-later for a sketch that does)", rootCause(err))
+		}
+		return a.flagError("behave", "%s", rootCause(err))
+	}
+	for _, f := range o.Omit {
+		if err := sim.CheckOmit(pers, o.Extensions, o.APIUptime, []string{f}); err != nil {
+			return a.itemError("omit", f, "%s", strings.TrimPrefix(rootCause(err).Error(), fmt.Sprintf("omit %q: ", f)))
+		}
+	}
+	if o.FactoryVer != "" {
+		if err := descText(a, "factory-version", o.FactoryVer); err != nil {
+			return err
+		}
 	}
 	faults, err := sim.ParseFaults(o.Faults)
 	if err != nil {
@@ -354,27 +389,26 @@ func (o *simOptions) validate(a *app, _ []string) error {
 		Logger:           a.log,
 		MDNSInterface:    o.mdns,
 		Template: sim.Config{
-			Personality:   pers,
-			Chip:          chip,
-			Project:       o.Project,
-			Version:       o.Version,
-			ImageSize:     int(imgSize),
-			SlotSize:      slot,
-			Password:      auth.NewSecret(o.Password),
-			Core:          o.Core,
-			Extensions:    o.Extensions,
-			Behaviours:    behaviours,
-			Faults:        faults,
-			RollbackLater: o.RollbackLater,
-			Timing:        &timing,
+			Personality:    pers,
+			Chip:           chip,
+			Project:        o.Project,
+			Version:        o.Version,
+			ImageSize:      int(imgSize),
+			SlotSize:       slot,
+			Password:       auth.NewSecret(o.Password),
+			Core:           o.Core,
+			Extensions:     o.Extensions,
+			Omit:           o.Omit,
+			APIUptime:      o.APIUptime,
+			BuildSeed:      o.BuildSeed,
+			FactoryVersion: o.FactoryVer,
+			Behaviours:     behaviours,
+			Faults:         faults,
+			RollbackLater:  o.RollbackLater,
+			Timing:         &timing,
 		},
 	}
 	return nil
-}
-
-// espotaFault: the fault acts on an espota session (invitation, final OK).
-func espotaFault(k sim.FaultKind) bool {
-	return k == sim.FaultNoConnectBack || k == sim.FaultLoseOK
 }
 
 // defaultImageSize is the size of the image a device runs when --image-size

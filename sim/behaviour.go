@@ -7,8 +7,19 @@ import (
 )
 
 // Behaviour is what an image does when it boots. Behaviours are chosen by
-// the image's version (Config.Behaviours, the CLI's --behave 1.0.2=crash-on-boot).
+// a key naming the image (Config.Behaviours, the CLI's --behave
+// 1.0.2=crash-on-boot): its version; "elf:" and a prefix of its ELF SHA-256
+// (at least 8 hex digits), to tell apart two builds of one version; or
+// BehaveUploaded, every image the device received by upload (not the ones
+// it was started with). An ELF key wins over a version key, which wins over
+// BehaveUploaded; an image no key names is Healthy.
 type Behaviour string
+
+// BehaveUploaded is the Behaviours key for every image that arrived by upload.
+const BehaveUploaded = "@uploaded"
+
+// behaveELFPrefix starts a Behaviours key naming an image by its ELF SHA-256.
+const behaveELFPrefix = "elf:"
 
 // The behaviours. On ESP32 personalities the bootloader rolls back
 // (ESP-IDF app rollback); the ESP8266 has no rollback, so a bad image there
@@ -31,11 +42,68 @@ const (
 	// "will rollback on next boot" branch): it stays pending_verify, refuses
 	// new uploads ("OTA begin failed") and rolls back at the next reset.
 	Unconfirmed Behaviour = "unconfirmed"
+	// ForeignELF is installed as another build of the same version: the
+	// device boots and keeps it like Healthy, but what it runs, and tells
+	// as elf_sha256, is not the ELF of the image that was sent.
+	ForeignELF Behaviour = "foreign-elf"
+	// CrashToFactory crashes like CrashOnBoot, and its crash path erases
+	// otadata (a boot-loop counter or recovery pin doing a factory reset):
+	// the bootloader boots the factory app, which may be a third image
+	// (Config.FactoryVersion) rather than the one that ran before. ESP-IDF
+	// personalities only (the Arduino table has no factory app).
+	CrashToFactory Behaviour = "crash-to-factory"
+	// CrashLoop marks itself valid at start (as initArduino() does) and
+	// then crashes before the network is up, so the bootloader has nothing
+	// to roll back: it boot-loops, and after crashLoopCount crashes the
+	// firmware's boot counter sets the previously running slot as the boot
+	// partition (esp_ota_set_boot_partition) and restarts: the device comes
+	// back on the old image. Not on ESP8266 (no second slot to go back to
+	// in its model).
+	CrashLoop Behaviour = "crash-loop"
 )
+
+// crashLoopCount is how many crashes CrashLoop's boot counter allows.
+const crashLoopCount = 3
 
 // Behaviours lists every behaviour.
 func Behaviours() []Behaviour {
-	return []Behaviour{Healthy, CrashOnBoot, Unstable, NoNetwork, Unconfirmed}
+	return []Behaviour{Healthy, CrashOnBoot, Unstable, NoNetwork, Unconfirmed, ForeignELF, CrashToFactory, CrashLoop}
+}
+
+// checkBehaviourKey says whether k can name an image.
+func checkBehaviourKey(k string) error {
+	if hexPart, ok := strings.CutPrefix(k, behaveELFPrefix); ok {
+		if len(hexPart) < 8 || len(hexPart) > 64 || strings.Trim(strings.ToLower(hexPart), "0123456789abcdef") != "" {
+			return fmt.Errorf("%q: want elf: and 8 to 64 hex digits of the image's ELF SHA-256", k)
+		}
+		return nil
+	}
+	if strings.HasPrefix(k, "@") && k != BehaveUploaded {
+		return fmt.Errorf("%q: the only @ key is %s", k, BehaveUploaded)
+	}
+	if k == "" || len(k) > 31 {
+		return fmt.Errorf("%q: want an image version (1 to 31 bytes), elf:HEX or %s", k, BehaveUploaded)
+	}
+	return nil
+}
+
+// lookupBehaviour picks the behaviour of an image from m (see Behaviour
+// for the keys' precedence).
+func lookupBehaviour(m map[string]Behaviour, info imgInfo, uploaded bool) Behaviour {
+	if info.ELFSHA256 != "" {
+		for k, b := range m {
+			if h, ok := strings.CutPrefix(k, behaveELFPrefix); ok && strings.HasPrefix(info.ELFSHA256, strings.ToLower(h)) {
+				return b
+			}
+		}
+	}
+	if b, ok := m[info.Version]; ok {
+		return b
+	}
+	if b, ok := m[BehaveUploaded]; ok && uploaded {
+		return b
+	}
+	return Healthy
 }
 
 // ParseBehaviour reads a behaviour name; "" is Healthy.
@@ -60,12 +128,19 @@ func joinBehaviours() string {
 	return strings.Join(names, ", ")
 }
 
-// ParseBehaviourSpec reads "VERSION=BEHAVIOUR", the CLI's --behave syntax.
-func ParseBehaviourSpec(s string) (version string, b Behaviour, err error) {
+// ParseBehaviourSpec reads "KEY=BEHAVIOUR", the CLI's --behave syntax; KEY
+// is a version, elf:HEX or @uploaded (see Behaviour).
+func ParseBehaviourSpec(s string) (key string, b Behaviour, err error) {
 	v, name, ok := strings.Cut(s, "=")
 	v = strings.TrimSpace(v)
 	if !ok || v == "" {
-		return "", "", fmt.Errorf("behaviour %q: want VERSION=BEHAVIOUR, e.g. 1.0.2=crash-on-boot", s)
+		return "", "", fmt.Errorf("behaviour %q: want VERSION=BEHAVIOUR, e.g. 1.0.2=crash-on-boot (or elf:HEX=…, @uploaded=…)", s)
+	}
+	if err := checkBehaviourKey(v); err != nil {
+		return "", "", fmt.Errorf("behaviour %q: %w", s, err)
+	}
+	if h, ok := strings.CutPrefix(v, behaveELFPrefix); ok {
+		v = behaveELFPrefix + strings.ToLower(h)
 	}
 	b, err = ParseBehaviour(name)
 	if err != nil {
@@ -84,7 +159,7 @@ func ParseBehaviourSpecs(specs []string) (map[string]Behaviour, error) {
 			return nil, err
 		}
 		if _, dup := m[v]; dup {
-			return nil, fmt.Errorf("behaviour for version %q given twice", v)
+			return nil, fmt.Errorf("behaviour for %q given twice", v)
 		}
 		m[v] = b
 	}

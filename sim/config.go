@@ -47,6 +47,10 @@ func ParsePersonality(s string) (Personality, error) {
 // http reports whether the personality uploads over HTTP (else espota).
 func (p Personality) http() bool { return p == Seed || p == OTS }
 
+// HTTP reports whether the personality uploads over HTTP (seed, ots) rather
+// than espota (arduino, esp8266).
+func (p Personality) HTTP() bool { return p.http() }
+
 // DefaultOTAPort is the port the real firmware listens on for p.
 func (p Personality) DefaultOTAPort() int {
 	if p == ESP8266 {
@@ -173,6 +177,17 @@ type Config struct {
 	// Factory, when set, is the factory image instead of a built one. It
 	// must pass validation for the device's chip and slot size.
 	Factory []byte
+	// BuildSeed varies the bytes, and so the ELF SHA-256, of the image
+	// built from Project and Version (image.BuildOptions.Seed): a device
+	// whose running image has the version of the one sent to it, but is
+	// another build of it. 0 is the build `ots-ota sim image` makes.
+	BuildSeed int64
+	// FactoryVersion, when set, is a device that was updated once before:
+	// the factory slot holds a build of FactoryVersion and the device runs
+	// Version from ota_0, marked valid. An update then goes to ota_1, and a
+	// CrashToFactory image ends on a third image, the factory one. ESP-IDF
+	// personalities (seed, ots) only.
+	FactoryVersion string
 	// SlotSize is the size of each app slot; default 2 MiB, and 1.25 MiB
 	// (0x140000, arduino-esp32's default.csv) for the Arduino personality.
 	SlotSize int64
@@ -196,8 +211,17 @@ type Config struct {
 	Extensions bool
 	// SerialNumber and OwnerName appear in the OTS /api/status.
 	SerialNumber, OwnerName string
+	// APIUptime adds "uptime" (seconds since the reset) to the OTS web
+	// app's /api/status. The OTS firmware as shipped tells none there
+	// (device-contract.md §1), so the default leaves it out.
+	APIUptime bool
+	// Omit lists facts the device does not tell, such as "ota-status.uptime_s",
+	// "api-status.firmwareVersion", "txt.version" or "ota-status" (the whole
+	// endpoint): see OmittableFields for the names.
+	Omit []string
 
-	// Behaviours maps an image version to what that image does when booted.
+	// Behaviours maps an image, by version, "elf:HEX" or BehaveUploaded
+	// (see Behaviour), to what it does when booted.
 	Behaviours map[string]Behaviour
 	// Faults are armed from the start; see ParseFault.
 	Faults []Fault
@@ -238,6 +262,7 @@ type settings struct {
 	chip    image.Chip
 	esp8266 bool
 	md5Auth bool
+	omit    map[string]bool
 }
 
 func resolve(c Config) (*settings, error) {
@@ -346,9 +371,31 @@ func resolve(c Config) (*settings, error) {
 		return nil, fmt.Errorf("port out of range (ota %d, web %d)", s.OTAPort, s.WebPort)
 	}
 	for v, b := range s.Behaviours {
-		if _, err := ParseBehaviour(string(b)); err != nil {
-			return nil, fmt.Errorf("behaviour for version %q: %w", v, err)
+		if err := checkBehaviourKey(v); err != nil {
+			return nil, fmt.Errorf("behaviour key %w", err)
 		}
+		if _, err := ParseBehaviour(string(b)); err != nil {
+			return nil, fmt.Errorf("behaviour for %q: %w", v, err)
+		}
+	}
+	if s.FactoryVersion != "" && s.Personality != Seed && s.Personality != OTS {
+		return nil, fmt.Errorf("a factory version needs the factory slot of the seed or ots partition table (the %s personality has none)", s.Personality)
+	}
+	if s.FactoryVersion != "" && s.Factory != nil {
+		return nil, fmt.Errorf("give a factory image or a factory version, not both")
+	}
+	if len(s.FactoryVersion) > 31 {
+		return nil, fmt.Errorf("factory version %q: longer than the 31 bytes an app description holds", s.FactoryVersion)
+	}
+	if s.APIUptime && s.Personality != OTS {
+		return nil, fmt.Errorf("APIUptime is for the ots personality (only its web app serves /api/status)")
+	}
+	if err := CheckOmit(s.Personality, s.Extensions, s.APIUptime, s.Omit); err != nil {
+		return nil, err
+	}
+	s.omit = make(map[string]bool, len(s.Omit))
+	for _, f := range s.Omit {
+		s.omit[f] = true
 	}
 	if err := CheckBehaviours(s.Personality, s.RollbackLater, s.Behaviours); err != nil {
 		return nil, err
@@ -368,13 +415,20 @@ const arduinoSPIFFSSize = 0x160000
 // sketch that does not override verifyRollbackLater() (rollbackLater
 // false) the image is valid before it could fail a self-check, so Unstable
 // and Unconfirmed cannot happen.
+//
+// crash-to-factory needs a factory app (seed, ots); foreign-elf and
+// crash-loop need what the ESP8266 model lacks (an app description, two
+// app slots to switch between).
 func CheckBehaviours(p Personality, rollbackLater bool, m map[string]Behaviour) error {
-	if p != Arduino || rollbackLater {
-		return nil
-	}
 	for v, b := range m {
-		if b, _ := ParseBehaviour(string(b)); b == Unstable || b == Unconfirmed {
-			return fmt.Errorf("behaviour %s for version %q cannot happen on an arduino device unless the sketch confirms itself (rollback later): initArduino() marks a new image valid before setup()", b, v)
+		b, _ := ParseBehaviour(string(b))
+		switch {
+		case p == Arduino && !rollbackLater && (b == Unstable || b == Unconfirmed):
+			return fmt.Errorf("behaviour %s for %q cannot happen on an arduino device unless the sketch confirms itself (rollback later): initArduino() marks a new image valid before setup()", b, v)
+		case b == CrashToFactory && p != Seed && p != OTS:
+			return fmt.Errorf("behaviour %s for %q needs a factory app: the %s personality's partition table has none", b, v, p)
+		case (b == ForeignELF || b == CrashLoop) && p == ESP8266:
+			return fmt.Errorf("behaviour %s for %q cannot happen on the esp8266 personality (its images tell no ELF and it has no rollback)", b, v)
 		}
 	}
 	return nil

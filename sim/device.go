@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -75,16 +76,23 @@ type Device struct {
 	bootCount  int
 	rollbacks  int
 	bootedAt   time.Time
-	uploads    []UploadRecord
-	otaBusy    bool
-	changed    chan struct{}
-	otaPort    int
-	webPort    int
-	srv        *servers   // replaced under srvMu (and mu)
-	srvMu      sync.Mutex // serialises starting and stopping servers
-	net        netState   // under srvMu
-	leftMu     sync.Mutex
-	leftOut    []net.Conn // connections handed over outside srvMu (espota)
+	// loopCrashes counts CrashLoop's crashes since its image last reached
+	// the network; loopFrom is the slot that ran before it.
+	loopCrashes int
+	loopFrom    int
+	// statusFails counts the status reads still to fail, per path
+	// (status-error faults).
+	statusFails map[string]int
+	uploads     []UploadRecord
+	otaBusy     bool
+	changed     chan struct{}
+	otaPort     int
+	webPort     int
+	srv         *servers   // replaced under srvMu (and mu)
+	srvMu       sync.Mutex // serialises starting and stopping servers
+	net         netState   // under srvMu
+	leftMu      sync.Mutex
+	leftOut     []net.Conn // connections handed over outside srvMu (espota)
 
 	// hookPause, for tests, runs when the device resumes reading after it
 	// stopped to erase (HTTP: the slot erase; both: a stall fault ending),
@@ -124,6 +132,15 @@ func start(ctx context.Context, cfg Config, sink *eventSink) (*Device, error) {
 	if err != nil {
 		return nil, &StartError{Device: s.Name, Err: err, At: time.Now()}
 	}
+	var running *blob
+	if s.FactoryVersion != "" {
+		// Updated once before: factory holds the older build, ota_0 runs Version.
+		running = factory
+		factory, err = store.build(buildKey{chip: s.chip, project: s.Project, version: s.FactoryVersion, idf: s.IDFVer, size: s.ImageSize})
+		if err != nil {
+			return nil, &StartError{Device: s.Name, Err: err, At: time.Now()}
+		}
+	}
 	if sink == nil {
 		sink = newEventSink(s.OnEvent)
 	}
@@ -149,10 +166,17 @@ func start(ctx context.Context, cfg Config, sink *eventSink) (*Device, error) {
 		webPort:    s.WebPort,
 	}
 	for v, b := range s.Behaviours {
+		if h, ok := strings.CutPrefix(v, behaveELFPrefix); ok {
+			v = behaveELFPrefix + strings.ToLower(h)
+		}
 		d.behaviours[v], _ = ParseBehaviour(string(b)) // validated by resolve
 	}
+	d.statusFails = statusFailCounts(nil, d.faults)
 	d.ctx, d.cancel = context.WithCancel(ctx)
 	d.mu.Lock()
+	if running != nil {
+		d.flash.preinstall(running)
+	}
 	d.flash.boot()
 	d.bootCount = 1
 	// Uptime counts from reset, as after every later boot: a device that
@@ -180,7 +204,7 @@ func makeFactory(s *settings, store *Store) (*blob, error) {
 	if s.esp8266 {
 		data := s.Factory
 		if data == nil {
-			data = fakeESP8266Image(s.Project, s.Version, s.ImageSize)
+			data = fakeESP8266Image(s.Project, s.Version, s.ImageSize, s.BuildSeed)
 		} else if len(data) == 0 || data[0] != 0xE9 {
 			return nil, errors.New("factory image: first byte is not 0xE9")
 		}
@@ -200,14 +224,17 @@ func makeFactory(s *settings, store *Store) (*blob, error) {
 		}
 		return store.intern(s.Factory), nil
 	}
-	return store.build(buildKey{chip: s.chip, project: s.Project, version: s.Version, idf: s.IDFVer, size: s.ImageSize})
+	return store.build(buildKey{chip: s.chip, project: s.Project, version: s.Version, idf: s.IDFVer, size: s.ImageSize, seed: s.BuildSeed})
 }
 
 // fakeESP8266Image is a stand-in ESP8266 firmware: image.Build cannot make
 // ESP8266 images, and the ESP8266 Updater only checks the magic byte and
 // the MD5. The text inside tells project and version to a human.
-func fakeESP8266Image(project, version string, size int) []byte {
+func fakeESP8266Image(project, version string, size int, seed int64) []byte {
 	text := fmt.Sprintf("ots-sim esp8266 image project=%s version=%s", project, version)
+	if seed != 0 {
+		text += fmt.Sprintf(" build=%d", seed)
+	}
 	n := max(size, 4096)
 	b := make([]byte, n)
 	copy(b, []byte{0xE9, 0x01, 0x02, 0x40, 0x00, 0x10, 0x10, 0x40})
@@ -263,6 +290,7 @@ func (d *Device) Done() <-chan struct{} { return d.done }
 func (d *Device) SetFaults(faults ...Fault) {
 	d.mu.Lock()
 	d.faults = slices.Clone(faults)
+	d.statusFails = statusFailCounts(nil, faults)
 	d.mu.Unlock()
 	d.faultsChanged(faults)
 }
@@ -271,6 +299,7 @@ func (d *Device) SetFaults(faults ...Fault) {
 func (d *Device) AddFault(f Fault) {
 	d.mu.Lock()
 	d.faults = append(d.faults, f)
+	d.statusFails = statusFailCounts(d.statusFails, []Fault{f})
 	d.mu.Unlock()
 	d.faultsChanged([]Fault{f})
 }
@@ -299,8 +328,15 @@ func (d *Device) faultsChanged(added []Fault) {
 	}
 }
 
-// SetBehaviour sets what images of version do when they boot.
+// SetBehaviour sets what the images key names (a version, "elf:HEX" or
+// BehaveUploaded; see Behaviour) do when they boot.
 func (d *Device) SetBehaviour(version string, b Behaviour) error {
+	if err := checkBehaviourKey(version); err != nil {
+		return fmt.Errorf("behaviour key %w", err)
+	}
+	if h, ok := strings.CutPrefix(version, behaveELFPrefix); ok {
+		version = behaveELFPrefix + strings.ToLower(h)
+	}
 	b, err := ParseBehaviour(string(b))
 	if err != nil {
 		return err
@@ -391,7 +427,9 @@ type UploadRecord struct {
 	Size     int64         `json:"size"`  // announced
 	Bytes    int64         `json:"bytes"` // received
 	// Outcome: "ok", "failed" (device answered an error), "aborted"
-	// (connection lost or a fault cut it), "auth_failed".
+	// (connection lost or a fault cut it), "auth_failed", "discarded"
+	// (answered 200 early, read the rest, installed nothing: the
+	// early-answer:discard fault).
 	Outcome string `json:"outcome"`
 	Status  int    `json:"status,omitempty"`
 	Text    string `json:"text,omitempty"`
@@ -561,6 +599,22 @@ func (d *Device) chance(kind FaultKind) (Fault, bool) {
 	return Fault{}, false
 }
 
+// armPoint draws whether a point fault of kind acts on an upload of size
+// bytes, and where (the first such fault that does).
+func (d *Device) armPoint(kind FaultKind, size int64) (armedFault, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, f := range d.faults {
+		if f.Kind != kind {
+			continue
+		}
+		if a, ok := armOne(f, size, d.rnd.Float64); ok {
+			return a, true
+		}
+	}
+	return armedFault{}, false
+}
+
 // takeFaultLocked disarms the first fault of kind (one-shot faults); d.mu is held.
 func (d *Device) takeFaultLocked(kind FaultKind) bool {
 	for i, f := range d.faults {
@@ -572,11 +626,40 @@ func (d *Device) takeFaultLocked(kind FaultKind) bool {
 	return false
 }
 
-func (d *Device) behaviourFor(version string) Behaviour {
-	if b, ok := d.behaviours[version]; ok {
-		return b
+// behaviourOf is what the image in slot does when it boots; d.mu is held.
+func (d *Device) behaviourOf(slot int) Behaviour {
+	b := d.flash.slots[slot]
+	if b == nil {
+		return Healthy
 	}
-	return Healthy
+	return lookupBehaviour(d.behaviours, b.info, d.flash.uploaded[slot])
+}
+
+// statusFailCounts adds the status-error faults' counts to m (a new map
+// when nil): each status path fails that many more reads.
+func statusFailCounts(m map[string]int, faults []Fault) map[string]int {
+	if m == nil {
+		m = make(map[string]int)
+	}
+	for _, f := range faults {
+		if f.Kind == FaultStatusError {
+			for _, p := range []string{"/ota/status", "/api/status"} {
+				m[p] += f.Count
+			}
+		}
+	}
+	return m
+}
+
+// takeStatusFail reports whether this read of path fails (status-error).
+func (d *Device) takeStatusFail(path string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.statusFails[path] <= 0 {
+		return false
+	}
+	d.statusFails[path]--
+	return true
 }
 
 // --- lifecycle ----------------------------------------------------------------
@@ -623,12 +706,12 @@ func (d *Device) upPhase() (string, bool) {
 	d.mu.Lock()
 	info := d.flash.runningInfo()
 	pending := d.flash.rollback && d.flash.runningState() == StatePendingVerify
-	beh := d.behaviourFor(info.Version)
+	beh := d.behaviourOf(d.flash.running)
 	slot := d.flash.label(d.flash.running)
 	d.mu.Unlock()
 
 	var validC <-chan time.Time
-	if pending && (beh == Healthy || beh == Unstable) {
+	if pending && (beh == Healthy || beh == Unstable || beh == ForeignELF) {
 		t := time.NewTimer(d.s.timing.ValidAfter)
 		defer t.Stop()
 		validC = t.C
@@ -690,6 +773,10 @@ func (d *Device) upPhase() (string, bool) {
 // again; false when it stays down or is closing.
 func (d *Device) bootUntilUp() bool {
 	t := d.s.timing
+	// forced is why the last crash moved the boot partition itself
+	// (crash-to-factory, crash-loop's boot counter): the boot that follows
+	// lands on another image without the bootloader aborting anything.
+	forced := ""
 	for {
 		d.mu.Lock()
 		d.phase = PhaseBooting
@@ -708,22 +795,31 @@ func (d *Device) bootUntilUp() bool {
 		info := d.flash.runningInfo()
 		// initArduino() marks the new image valid before setup() runs,
 		// unless the sketch overrides verifyRollbackLater().
-		earlyValid := d.s.Personality == Arduino && !d.s.RollbackLater && d.flash.markValid()
+		beh := d.behaviourOf(res.slot)
+		// initArduino() marks the new image valid before setup() runs,
+		// unless the sketch overrides verifyRollbackLater(); a crash-loop
+		// image confirms itself as early.
+		earlyValid := (d.s.Personality == Arduino && !d.s.RollbackLater || beh == CrashLoop) && d.flash.markValid()
 		state := d.flash.runningState()
 		pending := d.flash.rollback && state == StatePendingVerify
-		beh := d.behaviourFor(info.Version)
 		prevState, _ := d.flash.stateOf(prevSlot)
-		rolled := res.fallback || res.slot != prevSlot && (prevState == StateAborted || prevState == StateInvalid)
+		rolled := res.fallback || res.slot != prevSlot && (prevState == StateAborted || prevState == StateInvalid || forced != "")
 		if rolled {
 			d.rollbacks++
+		}
+		if beh != CrashLoop && res.slot != prevSlot {
+			d.loopCrashes = 0
 		}
 		d.notifyLocked()
 		d.mu.Unlock()
 
 		if rolled {
 			reason := string(prevState)
-			if res.fallback {
+			switch {
+			case res.fallback:
 				reason = "no_image"
+			case forced != "":
+				reason = forced
 			}
 			d.emit(Event{Event: EventRollback, Reason: reason, From: prevInfo.Version, Project: info.Project,
 				Version: info.Version, Slot: d.flash.label(res.slot), State: state})
@@ -735,10 +831,62 @@ func (d *Device) bootUntilUp() bool {
 				d.emit(Event{Event: EventValid, Project: info.Project, Version: info.Version, Slot: d.flash.label(res.slot), State: StateValid})
 			}
 		}
+		forced = ""
 		if res.noImage {
 			d.goDown("no_bootable_image")
 			<-d.ctx.Done()
 			return false
+		}
+		switch beh {
+		case CrashToFactory:
+			// The crash path erases otadata: the factory app boots next.
+			// Running factory already, it is a plain boot loop.
+			if res.slot == slotFactory || !pending {
+				d.emit(Event{Event: EventReboot, Reason: "crash", Version: info.Version})
+				d.goDown("boot_loop")
+				<-d.ctx.Done()
+				return false
+			}
+			if !sleepCtx(d.ctx, t.CrashAfter) {
+				return false
+			}
+			d.mu.Lock()
+			d.flash.eraseOtadata()
+			d.notifyLocked()
+			d.mu.Unlock()
+			d.emit(Event{Event: EventReboot, Reason: "crash", Version: info.Version})
+			forced = "factory_reset"
+			continue
+		case CrashLoop:
+			emitEarlyValid()
+			d.mu.Lock()
+			if d.loopCrashes == 0 {
+				d.loopFrom = prevSlot
+			}
+			d.loopCrashes++
+			back := d.loopCrashes >= crashLoopCount
+			from := d.loopFrom
+			d.mu.Unlock()
+			if back && from == res.slot {
+				// Nothing else to go back to.
+				d.emit(Event{Event: EventReboot, Reason: "crash", Version: info.Version})
+				d.goDown("boot_loop")
+				<-d.ctx.Done()
+				return false
+			}
+			if !sleepCtx(d.ctx, t.CrashAfter) {
+				return false
+			}
+			if back {
+				d.mu.Lock()
+				d.flash.selectBoot(from)
+				d.loopCrashes = 0
+				d.notifyLocked()
+				d.mu.Unlock()
+				forced = "boot_counter"
+			}
+			d.emit(Event{Event: EventReboot, Reason: "crash", Version: info.Version})
+			continue
 		}
 		if beh == CrashOnBoot || beh == NoNetwork {
 			// Without a pending_verify state to abort, the bootloader boots

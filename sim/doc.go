@@ -74,8 +74,18 @@
 //
 // Every device reports typed Events (JSON with stable snake_case fields).
 // Faults (ParseFault: drop@40%, stall@50%:10s, error@30%, slow:20KB/s,
-// no-return, power-loss@60%, refuse:5s, latency:5ms, no-connect-back,
-// lose-ok) are drawn from a per-device seeded source, so runs reproduce.
-// Behaviours (healthy, crash-on-boot, unstable, no-network, unconfirmed)
-// are chosen by image version and act on the boots after Start.
+// trickle:8B/s, no-return, power-loss@60%, refuse:5s, latency:5ms,
+// no-reboot, early-answer@30%, lose-answer, status-error, no-connect-back,
+// lose-ok, early-ok@30%, chatter@50%) are drawn from a per-device seeded
+// source, so runs reproduce. Behaviours (healthy, crash-on-boot, unstable,
+// no-network, unconfirmed, foreign-elf, crash-to-factory, crash-loop) are
+// chosen by image version, ELF (elf:HEX) or BehaveUploaded and act on the
+// boots after Start.
+//
+// # Shapes
+//
+// A device can tell less than the contract allows (Config.Omit,
+// OmittableFields; the OTS /api/status has no uptime unless
+// Config.APIUptime), run another build of a version (Config.BuildSeed), or
+// have been updated before, with an older factory app (Config.FactoryVersion).
 package sim

@@ -116,6 +116,28 @@ type espotaUpdater struct {
 	head    []byte
 	flushed bool
 	size    int
+	// noReboot: this update's success does not restart the sketch
+	// (no-reboot: ArduinoOTA.setRebootOnSuccess(false)).
+	noReboot bool
+}
+
+// Shape draws this update's wire faults (trickle, early-ok, chatter).
+func (a *espotaUpdater) Shape() espota.Shape {
+	var sh espota.Shape
+	if a.u == nil {
+		return sh
+	}
+	sh.ReadMax = a.u.chunk
+	size := int64(a.size)
+	if f, ok := a.d.armPoint(FaultEarlyOK, size); ok {
+		a.d.emit(Event{Event: EventFault, Fault: f.Fault.String(), Protocol: "espota", Remote: a.remote, Size: size})
+		sh.EarlyOK, sh.EarlyOKAt, sh.EarlyOKClose = true, int(f.at), f.Mode == ModeClose
+	}
+	if f, ok := a.d.armPoint(FaultChatter, size); ok {
+		a.d.emit(Event{Event: EventFault, Fault: f.Fault.String(), Protocol: "espota", Remote: a.remote, Size: size})
+		sh.Chatter, sh.ChatterAt, sh.ChatterEvery = true, int(f.at), f.Duration
+	}
+	return sh
 }
 
 // updaterSector is arduino-esp32's Updater buffer, SPI_FLASH_SEC_SIZE.
@@ -127,6 +149,7 @@ func (a *espotaUpdater) updErr(k espota.UpdateErrKind) *espota.UpdateError {
 
 func (a *espotaUpdater) Begin(size, cmd int) error {
 	a.u = a.d.newUpload(a.ctx, "espota", "", a.remote, int64(size))
+	a.noReboot = false
 	a.sum = md5.New()
 	fail := func(err error, reason string) error {
 		text := ""
@@ -195,6 +218,14 @@ func (a *espotaUpdater) Write(p []byte) error {
 		// means "encrypted image": decrypting fails before the magic check.
 		if n := len(a.head) + len(p); n <= updaterSector && n < a.size {
 			a.head = append(a.head, p...)
+			if a.u.chunk > 0 {
+				// A trickle is the sketch taking data slowly, buffered or not.
+				if e := a.u.pace(len(p)); e != errNone {
+					a.u.fail(0, "", "device going down")
+					return fmt.Errorf("stopped: %w", espota.ErrDisconnect)
+				}
+				a.u.prepaid += int64(len(p))
+			}
 			return nil
 		}
 		a.flushed = true
@@ -250,6 +281,10 @@ func (a *espotaUpdater) End(md5hex string) error {
 		return err
 	}
 	a.u.succeed(0, "OK")
+	if f, hit := a.d.chance(FaultNoReboot); hit {
+		a.noReboot = true
+		a.d.emit(Event{Event: EventFault, Fault: f.String(), Protocol: "espota", Remote: a.remote})
+	}
 	if f, hit := a.d.chance(FaultLoseOK); hit && f.Chance < 1 {
 		a.d.emit(Event{Event: EventFault, Fault: f.String(), Protocol: "espota", Remote: a.remote})
 		a.scheduleReboot()
@@ -266,6 +301,9 @@ func (a *espotaUpdater) Abort() {
 
 func (a *espotaUpdater) scheduleReboot() {
 	d := a.d
+	if a.noReboot {
+		return
+	}
 	delay := min(espotaRebootDelay, max(d.s.timing.RebootDelayMax, time.Millisecond))
 	time.AfterFunc(delay, func() { d.requestReboot("update") })
 }

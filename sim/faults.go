@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -13,8 +14,11 @@ import (
 type FaultKind string
 
 // Fault kinds. The upload faults (drop, stall, error, power-loss) fire at a
-// point of every upload; slow and latency hold while armed; no-return and
-// refuse act once; no-connect-back and lose-ok act on espota sessions.
+// point of every upload; slow, trickle and latency hold while armed;
+// no-return, refuse and status-error act once; early-answer, lose-answer and
+// status-error act on HTTP devices only; no-connect-back, lose-ok, early-ok
+// and chatter on espota sessions only (on the other protocol they do nothing:
+// see FaultKind.Protocol).
 const (
 	FaultDrop          FaultKind = "drop"
 	FaultStall         FaultKind = "stall"
@@ -26,7 +30,69 @@ const (
 	FaultLatency       FaultKind = "latency"
 	FaultNoConnectBack FaultKind = "no-connect-back"
 	FaultLoseOK        FaultKind = "lose-ok"
+	// FaultEarlyAnswer: the HTTP handler answers its 200 once a point of
+	// the body was read (0 %: right after the headers, before the erase).
+	FaultEarlyAnswer FaultKind = "early-answer"
+	// FaultLoseAnswer: the HTTP handler installs the image and restarts
+	// without its 200 reaching the client.
+	FaultLoseAnswer FaultKind = "lose-answer"
+	// FaultNoReboot: the upload is accepted and answered, the new image is
+	// made the boot image, but the device never restarts: it keeps running
+	// the old one (a handler without esp_restart(); ArduinoOTA's
+	// setRebootOnSuccess(false)).
+	FaultNoReboot FaultKind = "no-reboot"
+	// FaultStatusError: the next status reads answer 500.
+	FaultStatusError FaultKind = "status-error"
+	// FaultTrickle: the device takes the image a few bytes at a time at a
+	// steady, very low rate.
+	FaultTrickle FaultKind = "trickle"
+	// FaultEarlyOK: espota sends its "OK" once a point of the image was taken.
+	FaultEarlyOK FaultKind = "early-ok"
+	// FaultChatter: espota stops taking data at a point and keeps repeating
+	// its last count, never sending OK.
+	FaultChatter FaultKind = "chatter"
 )
+
+// Modes of the faults that take one (Fault.Mode).
+const (
+	// ModeInstall (early-answer, early-ok; the default): after the early
+	// answer the device reads the rest, installs the image and restarts.
+	ModeInstall = "install"
+	// ModeDiscard (early-answer): it reads the rest but does not install
+	// the image, and does not restart.
+	ModeDiscard = "discard"
+	// ModeClose (early-answer, early-ok): it stops reading and closes the
+	// connection right after the answer (unread data makes it an RST); the
+	// old image keeps running.
+	ModeClose = "close"
+	// ModeSilent (lose-answer; the default): no answer at all, the
+	// connection goes quiet when the chip restarts.
+	ModeSilent = "silent"
+	// ModeReset (lose-answer): the connection is reset before the answer,
+	// then the chip restarts.
+	ModeReset = "reset"
+)
+
+// defaultChatterEvery is how often a chattering espota device repeats its count.
+const defaultChatterEvery = 250 * time.Millisecond
+
+// Protocol says which uploads a fault acts on: "http", "espota", or "" for both.
+func (k FaultKind) Protocol() string {
+	switch k {
+	case FaultEarlyAnswer, FaultLoseAnswer, FaultStatusError:
+		return "http"
+	case FaultNoConnectBack, FaultLoseOK, FaultEarlyOK, FaultChatter:
+		return "espota"
+	}
+	return ""
+}
+
+// FaultKinds lists every fault kind, in documentation order.
+func FaultKinds() []FaultKind {
+	return []FaultKind{FaultDrop, FaultStall, FaultError, FaultPowerLoss, FaultSlow, FaultTrickle, FaultNoReturn,
+		FaultRefuse, FaultLatency, FaultNoReboot, FaultEarlyAnswer, FaultLoseAnswer, FaultStatusError,
+		FaultNoConnectBack, FaultLoseOK, FaultEarlyOK, FaultChatter}
+}
 
 // Fault is one injected misbehaviour. Build it with ParseFault; the zero
 // value is not a valid fault.
@@ -45,10 +111,30 @@ const (
 //	latency:5ms       delay every reply by 5 ms
 //	no-connect-back   espota: accept the invitation, never connect back
 //	lose-ok           espota: never send the final OK (the image is applied)
+//	trickle:8B/s      take the image a few bytes at a time at 8 B/s (reads of
+//	                  at most a quarter second's worth, at least 1 byte)
+//	no-reboot         accept and answer, make the new image the boot image,
+//	                  never restart (the old image keeps running)
+//	early-answer@30%  HTTP: answer 200 when 30 % of the body was read (0 %:
+//	                  right after the headers), then read the rest, install
+//	                  and restart; ":discard" reads the rest and installs
+//	                  nothing, ":close" closes at once and installs nothing
+//	lose-answer       HTTP: install and restart without sending the 200;
+//	                  ":reset" resets the connection instead of the answer
+//	status-error      HTTP: the next read of /ota/status, and of /api/status,
+//	                  answers 500; "status-error:3" the next three of each
+//	early-ok@30%      espota: send "OK" when 30 % was taken, then take the
+//	                  rest and install (no second OK); ":close" closes at
+//	                  once and installs nothing
+//	chatter@50%       espota: stop taking data at 50 % and repeat the last
+//	                  count every 250 ms (":100ms" sets the pace) without
+//	                  ever sending OK or installing; chatter@100% does so
+//	                  after the last byte
 //
-// drop, stall, error, power-loss, no-connect-back and lose-ok take an
-// optional "/P%" suffix: they act on P % of uploads only, drawn from the
-// device's seeded random source (error@30%/50%: half of the uploads fail).
+// drop, stall, error, power-loss, early-answer, early-ok, chatter,
+// lose-answer, no-reboot, no-connect-back and lose-ok take an optional "/P%"
+// suffix: they act on P % of uploads only, drawn from the device's seeded
+// random source (error@30%/50%: half of the uploads fail).
 type Fault struct {
 	Kind FaultKind
 	// Percent: From and To are percentages of the image size, else byte offsets.
@@ -60,14 +146,57 @@ type Fault struct {
 	Rate int64
 	// Chance is the share of uploads a fault acts on, in (0, 1].
 	Chance float64
+	// Mode is what early-answer, early-ok and lose-answer do after (or
+	// instead of) the answer: ModeInstall, ModeDiscard, ModeClose,
+	// ModeSilent, ModeReset. Empty for the other kinds.
+	Mode string
+	// Count is how many status reads status-error fails (≥ 1).
+	Count int
 }
 
 func (k FaultKind) hasPoint() bool {
+	switch k {
+	case FaultDrop, FaultStall, FaultError, FaultPowerLoss, FaultEarlyAnswer, FaultEarlyOK, FaultChatter:
+		return true
+	}
+	return false
+}
+
+// writeFault: the point fault acts inside the flash write (upload.write);
+// the others at a point are the protocols' own.
+func (k FaultKind) writeFault() bool {
 	return k == FaultDrop || k == FaultStall || k == FaultError || k == FaultPowerLoss
 }
 
 func (k FaultKind) hasChance() bool {
-	return k.hasPoint() || k == FaultNoConnectBack || k == FaultLoseOK
+	return k.hasPoint() || k == FaultNoConnectBack || k == FaultLoseOK || k == FaultLoseAnswer || k == FaultNoReboot
+}
+
+// modes are the modes a kind accepts, the default first.
+func (k FaultKind) modes() []string {
+	switch k {
+	case FaultEarlyAnswer:
+		return []string{ModeInstall, ModeDiscard, ModeClose}
+	case FaultEarlyOK:
+		return []string{ModeInstall, ModeClose}
+	case FaultLoseAnswer:
+		return []string{ModeSilent, ModeReset}
+	}
+	return nil
+}
+
+func (f *Fault) parseMode(arg string) error {
+	modes := f.Kind.modes()
+	if arg == "" {
+		f.Mode = modes[0]
+		return nil
+	}
+	m := strings.ToLower(strings.TrimSpace(arg))
+	if !slices.Contains(modes, m) {
+		return fmt.Errorf("unknown mode %q (want %s)", arg, strings.Join(modes, " or "))
+	}
+	f.Mode = m
+	return nil
 }
 
 // ParseFault reads one fault spec (see Fault for the syntax).
@@ -102,11 +231,12 @@ func parseFault(s string) (Fault, error) {
 		name, rest = s[:i], s[i:]
 	}
 	f.Kind = FaultKind(strings.ToLower(name))
-	switch f.Kind {
-	case FaultDrop, FaultStall, FaultError, FaultPowerLoss, FaultSlow, FaultNoReturn,
-		FaultRefuse, FaultLatency, FaultNoConnectBack, FaultLoseOK:
-	default:
-		return Fault{}, fmt.Errorf("unknown kind %q (want drop, stall, error, power-loss, slow, no-return, refuse, latency, no-connect-back or lose-ok)", name)
+	if !slices.Contains(FaultKinds(), f.Kind) {
+		var names []string
+		for _, k := range FaultKinds() {
+			names = append(names, string(k))
+		}
+		return Fault{}, fmt.Errorf("unknown kind %q (want %s)", name, strings.Join(names, ", "))
 	}
 	// The chance suffix: a trailing "/P%" on the kinds that take one.
 	if f.Kind.hasChance() {
@@ -130,11 +260,15 @@ func parseFault(s string) (Fault, error) {
 		arg := ""
 		if j := strings.IndexByte(point, ':'); j >= 0 {
 			point, arg = point[:j], point[j+1:]
+			if arg == "" {
+				return Fault{}, errors.New(`nothing after ":"`)
+			}
 		}
 		if err := f.parsePoint(point); err != nil {
 			return Fault{}, err
 		}
-		if f.Kind == FaultStall {
+		switch {
+		case f.Kind == FaultStall:
 			if arg == "" {
 				return Fault{}, errors.New("want stall@POINT:DURATION, e.g. stall@50%:10s")
 			}
@@ -143,16 +277,32 @@ func parseFault(s string) (Fault, error) {
 				return Fault{}, err
 			}
 			f.Duration = d
-		} else if arg != "" {
+		case f.Kind == FaultChatter:
+			f.Duration = defaultChatterEvery
+			if arg != "" {
+				d, err := parseDuration(arg)
+				if err != nil {
+					return Fault{}, err
+				}
+				if d < time.Millisecond {
+					return Fault{}, errors.New("chatter needs a pace of at least 1ms")
+				}
+				f.Duration = d
+			}
+		case f.Kind.modes() != nil:
+			if err := f.parseMode(arg); err != nil {
+				return Fault{}, err
+			}
+		case arg != "":
 			return Fault{}, fmt.Errorf("unexpected %q", ":"+arg)
 		}
 		return f, nil
 	}
 	switch f.Kind {
-	case FaultSlow:
+	case FaultSlow, FaultTrickle:
 		r, ok := strings.CutPrefix(rest, ":")
 		if !ok {
-			return Fault{}, errors.New("want slow:RATE, e.g. slow:20KB/s")
+			return Fault{}, fmt.Errorf("want %s:RATE, e.g. %s:20KB/s", f.Kind, f.Kind)
 		}
 		rate, err := ParseRate(r)
 		if err != nil {
@@ -172,7 +322,29 @@ func parseFault(s string) (Fault, error) {
 			return Fault{}, errors.New("refuse needs a duration above 0")
 		}
 		f.Duration = dur
-	default: // no-return, no-connect-back, lose-ok
+	case FaultLoseAnswer:
+		arg, ok := strings.CutPrefix(rest, ":")
+		if !ok && rest != "" {
+			return Fault{}, fmt.Errorf("unexpected %q", rest)
+		}
+		if ok && arg == "" {
+			return Fault{}, errors.New("empty mode")
+		}
+		if err := f.parseMode(arg); err != nil {
+			return Fault{}, err
+		}
+	case FaultStatusError:
+		f.Count = 1
+		if n, ok := strings.CutPrefix(rest, ":"); ok {
+			v, err := strconv.Atoi(strings.TrimSpace(n))
+			if err != nil || v < 1 || v > 1000 {
+				return Fault{}, fmt.Errorf("%q: want a count of reads from 1 to 1000, e.g. status-error:3", n)
+			}
+			f.Count = v
+		} else if rest != "" {
+			return Fault{}, fmt.Errorf("unexpected %q", rest)
+		}
+	default: // no-return, no-connect-back, lose-ok, no-reboot
 		if rest != "" {
 			return Fault{}, fmt.Errorf("unexpected %q", rest)
 		}
@@ -300,13 +472,21 @@ func (f Fault) String() string {
 	if f.Kind.hasPoint() {
 		b.WriteByte('@')
 		b.WriteString(f.pointString())
-		if f.Kind == FaultStall {
+		if f.Kind == FaultStall || f.Kind == FaultChatter {
 			b.WriteByte(':')
 			b.WriteString(f.Duration.String())
 		}
 	}
+	if modes := f.Kind.modes(); modes != nil && f.Mode != "" && f.Mode != modes[0] {
+		b.WriteByte(':')
+		b.WriteString(f.Mode)
+	}
 	switch f.Kind {
-	case FaultSlow:
+	case FaultStatusError:
+		if f.Count > 1 {
+			fmt.Fprintf(&b, ":%d", f.Count)
+		}
+	case FaultSlow, FaultTrickle:
 		fmt.Fprintf(&b, ":%dB/s", f.Rate)
 	case FaultRefuse, FaultLatency:
 		b.WriteByte(':')
@@ -354,26 +534,34 @@ type armedFault struct {
 	fired bool
 }
 
-// armUpload resolves the point faults for an upload of size bytes. rnd
-// returns uniform floats in [0,1) (the device's seeded source).
+// armUpload resolves the faults that act inside the flash write for an
+// upload of size bytes. rnd returns uniform floats in [0,1) (the device's
+// seeded source).
 func armUpload(faults []Fault, size int64, rnd func() float64) []armedFault {
 	var out []armedFault
 	for _, f := range faults {
-		if !f.Kind.hasPoint() {
+		if !f.Kind.writeFault() {
 			continue
 		}
-		if f.Chance < 1 && rnd() >= f.Chance {
-			continue
+		if a, ok := armOne(f, size, rnd); ok {
+			out = append(out, a)
 		}
-		p := f.From
-		if f.To > f.From {
-			p += (f.To - f.From) * rnd()
-		}
-		at := int64(p)
-		if f.Percent {
-			at = int64(float64(size) * p / 100)
-		}
-		out = append(out, armedFault{Fault: f, at: at})
 	}
 	return out
+}
+
+// armOne draws whether f acts on this upload and, for a point fault, where.
+func armOne(f Fault, size int64, rnd func() float64) (armedFault, bool) {
+	if f.Chance < 1 && rnd() >= f.Chance {
+		return armedFault{}, false
+	}
+	p := f.From
+	if f.To > f.From {
+		p += (f.To - f.From) * rnd()
+	}
+	at := int64(p)
+	if f.Percent {
+		at = int64(float64(size) * p / 100)
+	}
+	return armedFault{Fault: f, at: at}, true
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"reflect"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -38,6 +39,21 @@ func TestParseFault(t *testing.T) {
 		{"no-connect-back/10%", Fault{Kind: FaultNoConnectBack, Chance: 0.1}, "no-connect-back/10%"},
 		{"lose-ok", Fault{Kind: FaultLoseOK, Chance: 1}, "lose-ok"},
 		{" lose-ok/50% ", Fault{Kind: FaultLoseOK, Chance: 0.5}, "lose-ok/50%"},
+		{"early-answer@0%", Fault{Kind: FaultEarlyAnswer, Percent: true, Chance: 1, Mode: ModeInstall}, "early-answer@0%"},
+		{"early-answer@30%:install", Fault{Kind: FaultEarlyAnswer, Percent: true, From: 30, To: 30, Chance: 1, Mode: ModeInstall}, "early-answer@30%"},
+		{"early-answer@30%:Discard/50%", Fault{Kind: FaultEarlyAnswer, Percent: true, From: 30, To: 30, Chance: 0.5, Mode: ModeDiscard}, "early-answer@30%:discard/50%"},
+		{"early-answer@1KiB:close", Fault{Kind: FaultEarlyAnswer, From: 1024, To: 1024, Chance: 1, Mode: ModeClose}, "early-answer@1024B:close"},
+		{"lose-answer", Fault{Kind: FaultLoseAnswer, Chance: 1, Mode: ModeSilent}, "lose-answer"},
+		{"lose-answer:reset/20%", Fault{Kind: FaultLoseAnswer, Chance: 0.2, Mode: ModeReset}, "lose-answer:reset/20%"},
+		{"no-reboot", Fault{Kind: FaultNoReboot, Chance: 1}, "no-reboot"},
+		{"no-reboot/50%", Fault{Kind: FaultNoReboot, Chance: 0.5}, "no-reboot/50%"},
+		{"status-error", Fault{Kind: FaultStatusError, Chance: 1, Count: 1}, "status-error"},
+		{"status-error:3", Fault{Kind: FaultStatusError, Chance: 1, Count: 3}, "status-error:3"},
+		{"trickle:8B/s", Fault{Kind: FaultTrickle, Rate: 8, Chance: 1}, "trickle:8B/s"},
+		{"early-ok@30%", Fault{Kind: FaultEarlyOK, Percent: true, From: 30, To: 30, Chance: 1, Mode: ModeInstall}, "early-ok@30%"},
+		{"early-ok@30%:close", Fault{Kind: FaultEarlyOK, Percent: true, From: 30, To: 30, Chance: 1, Mode: ModeClose}, "early-ok@30%:close"},
+		{"chatter@50%", Fault{Kind: FaultChatter, Percent: true, From: 50, To: 50, Chance: 1, Duration: 250 * time.Millisecond}, "chatter@50%:250ms"},
+		{"chatter@100%:100ms/50%", Fault{Kind: FaultChatter, Percent: true, From: 100, To: 100, Chance: 0.5, Duration: 100 * time.Millisecond}, "chatter@100%:100ms/50%"},
 	}
 	for _, c := range cases {
 		f, err := ParseFault(c.in)
@@ -62,6 +78,10 @@ func TestParseFault(t *testing.T) {
 		"error@x%", "slow", "slow:", "slow:20KB", "slow:0B/s", "slow:fastB/s", "no-return:5s", "refuse",
 		"refuse:0s", "refuse:5", "latency", "latency:-5ms", "lose-ok@5%", "no-connect-back:1s", "drop@1e3%",
 		"drop@0x10", "drop@NaN%", "stall@5%:48h", "slow:1/s/50%", "no-return/50%",
+		"early-answer", "early-answer@30%:maybe", "early-answer@30%:", "early-ok@30%:discard", "early-ok",
+		"lose-answer@30%", "lose-answer:", "lose-answer:close", "lose-answer:5s", "no-reboot:1s", "no-reboot@5%",
+		"status-error:0", "status-error:x", "status-error:1001", "status-error/50%", "status-error@5%",
+		"trickle", "trickle:8B", "trickle:0B/s", "trickle/50%", "chatter", "chatter@50%:0s", "chatter@50%:fast",
 	}
 	for _, in := range bad {
 		if f, err := ParseFault(in); err == nil {
@@ -92,7 +112,9 @@ func TestFaultJSON(t *testing.T) {
 
 func FuzzParseFault(f *testing.F) {
 	for _, s := range []string{"drop@40%", "stall@50%:10s", "error@30%/50%", "slow:20KB/s", "no-return",
-		"power-loss@60%", "refuse:5s", "latency:5ms", "no-connect-back", "lose-ok", "drop@1-2KiB", "drop@20-80%"} {
+		"power-loss@60%", "refuse:5s", "latency:5ms", "no-connect-back", "lose-ok", "drop@1-2KiB", "drop@20-80%",
+		"early-answer@0%", "early-answer@30%:discard/50%", "early-answer@1KiB:close", "lose-answer:reset/20%",
+		"no-reboot", "status-error:3", "trickle:8B/s", "early-ok@30%:close", "chatter@100%:100ms/50%"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -118,6 +140,12 @@ func FuzzParseFault(f *testing.F) {
 			if a.at < 0 {
 				t.Fatalf("negative point %d", a.at)
 			}
+		}
+		if a, ok := armOne(fault, 1<<20, func() float64 { return 0.999 }); ok && (a.at < 0 || fault.Percent && a.at > 1<<20) {
+			t.Fatalf("point %d out of range", a.at)
+		}
+		if m := fault.Kind.modes(); m != nil && !slices.Contains(m, fault.Mode) {
+			t.Fatalf("%q: mode %q not one of %v", s, fault.Mode, m)
 		}
 	})
 }

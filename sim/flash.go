@@ -70,6 +70,9 @@ type flash struct {
 	// last written there.
 	fsSize int64
 	fs     *blob
+	// uploaded marks the slots whose image arrived by upload (the key
+	// BehaveUploaded), as opposed to the images the device started with.
+	uploaded [numSlots]bool
 }
 
 func newFlash(slotSize int64, rollback bool, factory *blob) *flash {
@@ -189,11 +192,43 @@ func (f *flash) beginBlocked() bool {
 }
 
 // erase wipes a slot (esp_ota_begin, or the first sectors of an espota write).
-func (f *flash) erase(slot int) { f.slots[slot] = nil }
+func (f *flash) erase(slot int) { f.slots[slot], f.uploaded[slot] = nil, false }
+
+// preinstall is a device updated once before it was handed over: the
+// running image in ota_0, selected by a valid otadata entry, the factory
+// app kept in its slot.
+func (f *flash) preinstall(b *blob) {
+	f.slots[slotOTA0] = b
+	st := StateUndefined
+	if f.rollback {
+		st = StateValid
+	}
+	f.otadata[0] = otaEntry{seq: 1, state: st}
+}
+
+// eraseOtadata is esp_ota_set_boot_partition(factory) (and the
+// bootloader's factory reset): both entries erased, the factory app boots.
+func (f *flash) eraseOtadata() {
+	f.otadata[0] = otaEntry{seq: seqErased, state: StateUndefined}
+	f.otadata[1] = otaEntry{seq: seqErased, state: StateUndefined}
+}
+
+// selectBoot is esp_ota_set_boot_partition on a slot that holds its image
+// already: factory erases otadata, an OTA slot gets a new entry.
+func (f *flash) selectBoot(slot int) {
+	if slot == slotFactory {
+		f.eraseOtadata()
+		return
+	}
+	up := f.uploaded[slot]
+	f.setBoot(slot, f.slots[slot])
+	f.uploaded[slot] = up
+}
 
 // setBoot stores the image in slot and is esp_ota_set_boot_partition.
 func (f *flash) setBoot(slot int, b *blob) {
 	f.slots[slot] = b
+	f.uploaded[slot] = true
 	newState := StateUndefined
 	if f.rollback {
 		newState = StateNew

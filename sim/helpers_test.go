@@ -286,3 +286,27 @@ func probeTCP(addr string, wait time.Duration) string {
 	}
 	return err.Error()
 }
+
+// otaStatus decodes GET /ota/status (device-contract.md §4).
+type otaStatus struct {
+	Project       string   `json:"project"`
+	Version       string   `json:"version"`
+	IDF           string   `json:"idf"`
+	Chip          string   `json:"chip"`
+	Running       string   `json:"running"`
+	Boot          string   `json:"boot"`
+	State         AppState `json:"state"`
+	SecureVersion uint32   `json:"secure_version"`
+	ELFSHA256     string   `json:"elf_sha256"`
+	SlotSize      int64    `json:"slot_size"`
+	UptimeS       int64    `json:"uptime_s"`
+}
+
+// apiStatus decodes the OTS web app's GET /api/status.
+type apiStatus struct {
+	FirmwareVersion string `json:"firmwareVersion"`
+	Mode            string `json:"mode"`
+	IP              string `json:"ip"`
+	SerialNumber    string `json:"serialNumber"`
+	OwnerName       string `json:"ownerName"`
+}

@@ -2,6 +2,7 @@ package sim
 
 import (
 	"slices"
+	"strings"
 
 	"github.com/ots-ota/ots-ota/sim/mdnsd"
 )
@@ -18,7 +19,7 @@ func (d *Device) services() []mdnsd.Service {
 	otaPort, webPort := uint16(d.otaPort), d.webPort
 	d.mu.Unlock()
 	s := d.s
-	ext := []string{"version=" + info.Version, "project=" + info.Project, "chip=" + s.Chip, "board=" + s.Board}
+	ext := d.txtKeys([]string{"version=" + info.Version, "project=" + info.Project, "chip=" + s.Chip}, "board="+s.Board)
 	var out []mdnsd.Service
 	web := func() {
 		if webPort >= 0 {
@@ -58,7 +59,7 @@ func (d *Device) services() []mdnsd.Service {
 			txt = []string{"tcp_check=no", "ssh_upload=no", "board=" + s.Board, "auth_upload=" + authUpload}
 		}
 		if s.Extensions {
-			txt = append(txt, "version="+info.Version, "project="+info.Project, "chip="+s.Chip, "api="+ContractAPIVersion)
+			txt = append(txt, d.txtKeys([]string{"version=" + info.Version, "project=" + info.Project, "chip=" + s.Chip}, "api="+ContractAPIVersion)...)
 		}
 		// Both responders keep TXT items in a list they prepend to
 		// (ESP-IDF mdns allocate_txt_base and mdns_service_txt_item_set,
@@ -67,4 +68,17 @@ func (d *Device) services() []mdnsd.Service {
 		out = append(out, mdnsd.Service{Instance: s.Instance, Type: "_arduino._tcp", Port: otaPort, TXT: txt})
 	}
 	return out
+}
+
+// txtKeys is items less the TXT keys the device omits (Config.Omit "txt.KEY"),
+// then more.
+func (d *Device) txtKeys(items []string, more ...string) []string {
+	out := make([]string, 0, len(items)+len(more))
+	for _, it := range items {
+		k, _, _ := strings.Cut(it, "=")
+		if !d.omits(omitTXT + "." + k) {
+			out = append(out, it)
+		}
+	}
+	return append(out, more...)
 }

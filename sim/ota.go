@@ -2,6 +2,8 @@ package sim
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"time"
 
@@ -49,7 +51,12 @@ type upload struct {
 	began  bool
 	faults []armedFault
 	rate   int64
-	next   time.Time // pacing: when the flash is free again
+	// chunk caps the bytes taken per read (trickle); 0 = the protocol's.
+	chunk int
+	// prepaid: bytes already paced before they reached write (espota's
+	// buffered first sector under a trickle).
+	prepaid int64
+	next    time.Time // pacing: when the flash is free again
 	// espota: the Arduino Updater erases sector by sector as it writes.
 	sectorErase bool
 	erased      int64
@@ -88,8 +95,16 @@ func (u *upload) begin(sectorErase bool) otaErr {
 	u.faults = armUpload(d.faults, u.rec.Size, d.rnd.Float64)
 	u.rate = d.s.timing.WriteRate
 	for _, f := range d.faults {
-		if f.Kind == FaultSlow && (u.rate == 0 || f.Rate < u.rate) {
+		if (f.Kind == FaultSlow || f.Kind == FaultTrickle) && (u.rate == 0 || f.Rate < u.rate) {
 			u.rate = f.Rate
+		}
+		if f.Kind == FaultTrickle {
+			// A quarter second's worth per read, at least a byte: progress
+			// never pauses long, however slow.
+			c := int(max(1, min(f.Rate/4, 1024)))
+			if u.chunk == 0 || c < u.chunk {
+				u.chunk = c
+			}
 		}
 	}
 	d.notifyLocked()
@@ -153,7 +168,18 @@ func (u *upload) write(p []byte) otaErr {
 		return errSpace
 	}
 	u.rec.Bytes = u.w.n
-	cost := rateTime(int64(len(p)), u.rate)
+	n := int64(len(p))
+	if u.prepaid > 0 {
+		k := min(u.prepaid, n)
+		u.prepaid -= k
+		n -= k
+	}
+	return u.pace(int(n))
+}
+
+// pace waits until the flash (or a trickle) has taken n more bytes.
+func (u *upload) pace(n int) otaErr {
+	cost := rateTime(int64(n), u.rate)
 	if u.sectorErase && u.d.s.timing.EraseRate > 0 {
 		for u.erased < u.w.n {
 			u.erased += 4096
@@ -207,11 +233,36 @@ func (u *upload) end() otaErr {
 		d.mu.Unlock()
 		return errCanceled
 	}
+	if lookupBehaviour(d.behaviours, b.info, true) == ForeignELF {
+		b = foreignBuild(b)
+	}
 	d.flash.setBoot(u.target, b)
 	d.notifyLocked()
 	d.mu.Unlock()
 	u.rec.Version = b.info.Version
 	return errNone
+}
+
+// foreignBuild is what a ForeignELF image installs as: another build of
+// the same version, whose ELF SHA-256 (and image hash) differ from the one
+// sent. The bytes are shared; only what the device knows of them differs.
+func foreignBuild(b *blob) *blob {
+	in := b.info
+	elf := sha256.Sum256([]byte("foreign build of " + in.ELFSHA256))
+	in.ELFSHA256 = hex.EncodeToString(elf[:])
+	return &blob{data: b.data, sum: sha256.Sum256(append(b.sum[:], "foreign"...)), info: in}
+}
+
+// endAnswered records an upload the device answered 200 early but did not
+// install: outcome "discarded" (early-answer:discard) or "aborted"
+// (early-answer:close).
+func (u *upload) endAnswered(outcome string, status int, text, reason string) {
+	if u.rec.Reason == "" {
+		u.rec.Reason = reason
+	}
+	u.finish(outcome, status, text)
+	u.d.emit(Event{Event: EventUploadFailed, Protocol: u.rec.Protocol, Path: u.rec.Path, Remote: u.rec.Remote,
+		Size: u.rec.Size, Bytes: u.rec.Bytes, Status: status, Text: text, Reason: u.rec.Reason})
 }
 
 // succeed records the accepted upload.

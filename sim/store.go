@@ -118,6 +118,7 @@ type buildKey struct {
 	chip                  image.Chip
 	project, version, idf string
 	size                  int
+	seed                  int64
 }
 
 // build returns the image for the options, building it once per store.
@@ -128,7 +129,7 @@ func (s *Store) build(k buildKey) (*blob, error) {
 	if ok {
 		return b, nil
 	}
-	data, err := image.Build(image.BuildOptions{Chip: k.chip, Project: k.project, Version: k.version, IDFVer: k.idf, Size: k.size})
+	data, err := image.Build(image.BuildOptions{Chip: k.chip, Project: k.project, Version: k.version, IDFVer: k.idf, Size: k.size, Seed: k.seed})
 	if err != nil {
 		return nil, fmt.Errorf("build factory image: %w", err)
 	}

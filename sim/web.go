@@ -14,10 +14,10 @@ import (
 func (d *Device) webRoutes() []route {
 	rs := []route{{"GET", "/", d.handleIndex}}
 	if d.s.Personality == OTS {
-		rs = append(rs,
-			route{"GET", "/api/status", d.handleAPIStatus},
-			route{"POST", "/ota/upload", d.handleWebUpload},
-		)
+		if !d.omits(omitAPIStatus) {
+			rs = append(rs, route{"GET", "/api/status", d.handleAPIStatus})
+		}
+		rs = append(rs, route{"POST", "/ota/upload", d.handleWebUpload})
 	}
 	return rs
 }
@@ -29,35 +29,28 @@ func (d *Device) handleIndex(r *request) error {
 	return r.send(200, typeHTML, body)
 }
 
-// apiStatus is the OTS web app's GET /api/status (camelCase, as the
-// firmware's JSON is).
-type apiStatus struct {
-	FirmwareVersion string `json:"firmwareVersion"`
-	Mode            string `json:"mode"`
-	IP              string `json:"ip"`
-	Hostname        string `json:"hostname"`
-	SerialNumber    string `json:"serialNumber"`
-	OwnerName       string `json:"ownerName"`
-	WifiConnected   bool   `json:"wifiConnected"`
-	RSSI            int    `json:"rssi"`
-	Uptime          int64  `json:"uptime"`
-	FreeHeap        int    `json:"freeHeap"`
-}
-
+// handleAPIStatus is the OTS web app's GET /api/status (camelCase, as the
+// firmware's JSON is). The firmware as shipped tells no uptime there
+// (device-contract.md §1): only Config.APIUptime adds it.
 func (d *Device) handleAPIStatus(r *request) error {
+	if d.statusFault(r) {
+		return errClose
+	}
 	st := d.State()
-	return r.sendJSON(apiStatus{
-		FirmwareVersion: st.Version,
-		Mode:            "STA",
-		IP:              d.s.IP.String(),
-		Hostname:        d.s.Name,
-		SerialNumber:    d.s.SerialNumber,
-		OwnerName:       d.s.OwnerName,
-		WifiConnected:   true,
-		RSSI:            -52,
-		Uptime:          int64(st.Uptime / time.Second),
-		FreeHeap:        183_452,
-	})
+	fields := []jsonField{
+		{"firmwareVersion", st.Version}, {"mode", "STA"}, {"ip", d.s.IP.String()}, {"hostname", d.s.Name},
+		{"serialNumber", d.s.SerialNumber}, {"ownerName", d.s.OwnerName}, {"wifiConnected", true}, {"rssi", -52},
+	}
+	if d.s.APIUptime {
+		fields = append(fields, jsonField{"uptime", int64(st.Uptime / time.Second)})
+	}
+	fields = append(fields, jsonField{"freeHeap", 183_452})
+	body, err := d.objectJSON(omitAPIStatus, fields)
+	if err != nil {
+		r.sendErr(500, "")
+		return errClose
+	}
+	return r.send(200, typeJSON, string(body))
 }
 
 // handleWebUpload is the web app's upload handler: the size check first,

@@ -48,6 +48,37 @@ type Updater interface {
 	Abort()
 }
 
+// Shape is how one update departs from the protocol: the faults of a
+// simulated device that misbehaves on the wire. The zero value is the
+// faithful device.
+type Shape struct {
+	// ReadMax caps the bytes taken per read; 0 = the core's (1460 on ESP32,
+	// what is buffered on ESP8266). With a slow Updater it makes a trickle:
+	// small counts, often, rather than a full read and a long pause.
+	ReadMax int
+	// EarlyOK sends "OK" once EarlyOKAt bytes were taken (0: right after
+	// connecting back), before the image is complete; the final OK is then
+	// not sent again.
+	EarlyOK   bool
+	EarlyOKAt int
+	// EarlyOKClose: after the early OK the device stops taking data and
+	// closes the connection; the update is aborted.
+	EarlyOKClose bool
+	// Chatter: once ChatterAt bytes were taken (up to the whole image) the
+	// device stops taking data and repeats its last count every
+	// ChatterEvery, never sending OK, until the host goes away; the update
+	// is aborted.
+	Chatter      bool
+	ChatterAt    int
+	ChatterEvery time.Duration
+}
+
+// Shaper is an Updater that shapes its updates: Shape is called once per
+// update, right after Begin succeeded.
+type Shaper interface {
+	Shape() Shape
+}
+
 // Flavor selects whose ArduinoOTA to mirror.
 type Flavor int
 

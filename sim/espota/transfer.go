@@ -36,6 +36,10 @@ func (s *Server) runUpdate(ctx context.Context, pc net.PacketConn, inv invitatio
 		// ESP32 goes back to IDLE silently: the host only sees no connection.
 		return fail(nil, 0, "begin: "+describe(err))
 	}
+	var sh Shape
+	if sp, ok := s.u.(Shaper); ok {
+		sh = sp.Shape()
+	}
 	if f == ESP8266 {
 		s.replyUDP(ctx, pc, udpReplyTo, "OK")
 		if !sleepCtx(ctx, s.scaled(esp8266BeginDelay)) {
@@ -75,7 +79,7 @@ func (s *Server) runUpdate(ctx context.Context, pc net.PacketConn, inv invitatio
 	started.Kind, started.Remote = EventUploadStarted, remote
 	s.emit(started)
 
-	total, err := s.receive(ctx, conn, rw, inv, remote, base)
+	total, okSent, err := s.receive(ctx, conn, rw, inv, remote, base, sh)
 	if err != nil {
 		var we *writeError
 		switch {
@@ -119,7 +123,7 @@ func (s *Server) runUpdate(ctx context.Context, pc net.PacketConn, inv invitatio
 		rw.flush()
 		sleepCtx(ctx, s.scaled(esp8266OKDelay))
 	}
-	if !s.cfg.LoseFinalOK {
+	if !s.cfg.LoseFinalOK && !okSent {
 		rw.send("OK")
 	}
 	if f == ESP8266 {
@@ -156,16 +160,40 @@ func (e *writeError) Error() string {
 }
 
 // receive is the data loop. It returns the bytes accepted and nil once all
-// inv.size bytes were written, or the reason it stopped.
-func (s *Server) receive(ctx context.Context, conn net.Conn, rw *replier, inv invitation, remote net.Addr, base Event) (int, error) {
+// inv.size bytes were written, or the reason it stopped; okSent says an
+// early OK went out (Shape.EarlyOK).
+func (s *Server) receive(ctx context.Context, conn net.Conn, rw *replier, inv invitation, remote net.Addr, base Event, sh Shape) (int, bool, error) {
 	f := s.cfg.Flavor
 	bufSize := esp32ReadSize
 	if f == ESP8266 {
 		bufSize = esp8266ReadSize
 	}
+	if sh.ReadMax > 0 && sh.ReadMax < bufSize {
+		bufSize = sh.ReadMax
+	}
 	buf := make([]byte, bufSize)
 	total, written, tried := 0, 0, 0
+	okSent := false
+	// shaped applies the shape's early OK and chatter at this point; a
+	// non-nil error ends the update.
+	shaped := func() error {
+		if sh.EarlyOK && !okSent && total >= sh.EarlyOKAt {
+			okSent = true
+			s.log.Debug("early OK", "taken", total, "size", inv.size)
+			rw.send("OK")
+			if sh.EarlyOKClose {
+				return fmt.Errorf("closed after an early OK at %d of %d bytes", total, inv.size)
+			}
+		}
+		if sh.Chatter && total >= sh.ChatterAt {
+			return s.chatter(ctx, rw, written, total, inv.size, sh.ChatterEvery)
+		}
+		return nil
+	}
 	for total < inv.size {
+		if err := shaped(); err != nil {
+			return total, okSent, err
+		}
 		want := len(buf)
 		if f == ESP8266 && want > inv.size-total {
 			// Update.write(client) never takes more than remaining().
@@ -180,10 +208,10 @@ func (s *Server) receive(ctx context.Context, conn net.Conn, rw *replier, inv in
 				// ESP32 Update.write: len > remaining() → abort with
 				// UPDATE_ERROR_SPACE, nothing written.
 				s.u.Abort()
-				return total, &writeError{total: total, err: NewUpdateError(f, ErrKindSpace)}
+				return total, okSent, &writeError{total: total, err: NewUpdateError(f, ErrKindSpace)}
 			}
 			if werr := s.u.Write(p); werr != nil {
-				return total, &writeError{total: total, err: werr}
+				return total, okSent, &writeError{total: total, err: werr}
 			}
 			total += n
 			written = n
@@ -197,7 +225,7 @@ func (s *Server) receive(ctx context.Context, conn net.Conn, rw *replier, inv in
 			continue
 		}
 		if ctx.Err() != nil {
-			return total, fmt.Errorf("stopped after %d of %d bytes", total, inv.size)
+			return total, okSent, fmt.Errorf("stopped after %d of %d bytes", total, inv.size)
 		}
 		if isTimeout(err) {
 			if f == ESP8266 {
@@ -211,14 +239,40 @@ func (s *Server) receive(ctx context.Context, conn net.Conn, rw *replier, inv in
 				rw.send(strconv.Itoa(written))
 				continue
 			}
-			return total, fmt.Errorf("receive timeout after %d of %d bytes", total, inv.size)
+			return total, okSent, fmt.Errorf("receive timeout after %d of %d bytes", total, inv.size)
 		}
 		if errors.Is(err, io.EOF) {
-			return total, fmt.Errorf("host closed the connection after %d of %d bytes", total, inv.size)
+			return total, okSent, fmt.Errorf("host closed the connection after %d of %d bytes", total, inv.size)
 		}
-		return total, fmt.Errorf("read after %d of %d bytes: %w", total, inv.size, err)
+		return total, okSent, fmt.Errorf("read after %d of %d bytes: %w", total, inv.size, err)
 	}
-	return total, nil
+	if err := shaped(); err != nil {
+		return total, okSent, err
+	}
+	return total, okSent, nil
+}
+
+// chatter takes no more data and repeats the last count every pace until
+// the host goes away or the device stops (Shape.Chatter).
+func (s *Server) chatter(ctx context.Context, rw *replier, last, total, size int, pace time.Duration) error {
+	s.log.Debug("chatter", "taken", total, "size", size)
+	if pace <= 0 {
+		pace = 250 * time.Millisecond
+	}
+	count := strconv.Itoa(last)
+	t := time.NewTicker(pace)
+	defer t.Stop()
+	for {
+		rw.send(count)
+		if rw.broken.Load() {
+			return fmt.Errorf("chattered after %d of %d bytes until the host went away", total, size)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("stopped while chattering after %d of %d bytes", total, size)
+		case <-t.C:
+		}
+	}
 }
 
 // replier writes the device's TCP replies in order. With a latency each
@@ -232,6 +286,7 @@ type replier struct {
 	q       chan reply
 	done    chan struct{}
 	gone    atomic.Bool // handed over by vanish: never written or closed again
+	broken  atomic.Bool // a write failed: the host is gone
 }
 
 // vanish hands the connection to hold, untouched, once; false without hold.
@@ -282,6 +337,7 @@ func (r *replier) write(b []byte) {
 	}
 	_ = r.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
 	if _, err := r.conn.Write(b); err != nil {
+		r.broken.Store(true)
 		r.log.Debug("tcp reply failed", "err", err)
 	}
 }
