@@ -620,8 +620,14 @@ func (r *runner) update(ctx context.Context, d *device, stop *string) {
 		// was lost, or came too early): only reading it tells whether it
 		// installed it. Resend only when it demonstrably did not.
 		if answer, ok := r.mayHaveTaken(err, de); ok && !r.opts.NoVerify {
-			v := r.verify(ctx, d, verifySpec{target: d.known(), protocol: d.proto, before: d.facts, beforeAt: d.factsAt, accepted: time.Now(), answer: answer})
-			if v.Outcome != OutcomeUnchanged {
+			d.mu.Lock()
+			since := d.lastByte
+			if since.IsZero() {
+				since = d.firstByte
+			}
+			d.mu.Unlock()
+			v := r.verify(ctx, d, verifySpec{target: d.known(), protocol: d.proto, before: d.facts, beforeAt: d.factsAt, accepted: time.Now(), answer: answer, since: since})
+			if v.Outcome != OutcomeUnchanged || !v.NotInstalled {
 				r.apply(d, v, de)
 				return
 			}

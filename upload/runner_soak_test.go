@@ -2,6 +2,7 @@ package upload
 
 import (
 	"context"
+	"encoding/hex"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -15,40 +16,123 @@ import (
 	"github.com/ots-ota/ots-ota/sim"
 )
 
-// soakScenario is one device's random set-up.
+// soakScenario is one device's random set-up, drawn from every shape the
+// simulator can produce (issue "push never lies"): facts left out,
+// same-version rebuilds, a third image, early and lost answers, espota's
+// early OK, chatter and trickle, besides the classic faults.
 type soakScenario struct {
 	personality sim.Personality
 	extensions  bool
+	apiUptime   bool
+	omit        []string
 	behaviour   sim.Behaviour
-	faults      []string
-	wrongCred   bool
-	otherChip   bool
+	// buildSeed: the device runs another build of the image's version (a
+	// same-version rebuild); its behaviour then keys on @uploaded.
+	buildSeed int64
+	factory   string // the factory app's version: the third image
+	faults    []string
+	wrongCred bool
+	otherChip bool
 }
 
 func (s soakScenario) String() string {
-	return fmt.Sprintf("%s ext=%v behave=%s faults=%v wrongcred=%v otherchip=%v",
-		s.personality, s.extensions, s.behaviour, s.faults, s.wrongCred, s.otherChip)
+	return fmt.Sprintf("%s ext=%v apiuptime=%v omit=%v behave=%s buildseed=%d factory=%q faults=%v wrongcred=%v otherchip=%v",
+		s.personality, s.extensions, s.apiUptime, s.omit, s.behaviour, s.buildSeed, s.factory, s.faults, s.wrongCred, s.otherChip)
+}
+
+// shapes names what the scenario draws, for the soak's tally: every shape
+// must be drawn at least once.
+func (s soakScenario) shapes() []string {
+	out := []string{"personality:" + string(s.personality), "behaviour:" + string(s.behaviour)}
+	if s.extensions {
+		out = append(out, "extensions")
+	}
+	if s.apiUptime {
+		out = append(out, "api-uptime")
+	}
+	for _, f := range s.omit {
+		switch {
+		case f == "ota-status.uptime_s", f == "ota-status.elf_sha256", f == "ota-status.state", f == "ota-status.version",
+			f == "api-status.firmwareVersion", f == "txt.version":
+			out = append(out, "omit:"+f)
+		default:
+			out = append(out, "omit:other")
+		}
+	}
+	if s.buildSeed != 0 {
+		out = append(out, "same-version-rebuild")
+	}
+	if s.factory != "" {
+		out = append(out, "factory-app")
+	}
+	for _, f := range s.faults {
+		k, _, _ := strings.Cut(f, "@")
+		k, _, _ = strings.Cut(k, ":")
+		out = append(out, "fault:"+k)
+	}
+	if s.wrongCred {
+		out = append(out, "wrong-credentials")
+	}
+	if s.otherChip {
+		out = append(out, "other-chip")
+	}
+	return out
+}
+
+// soakShapes is every shape the soak must draw.
+var soakShapes = []string{
+	"personality:seed", "personality:ots", "personality:arduino", "extensions", "api-uptime",
+	"omit:ota-status.uptime_s", "omit:ota-status.elf_sha256", "omit:ota-status.state", "omit:ota-status.version",
+	"omit:api-status.firmwareVersion", "omit:other",
+	"behaviour:healthy", "behaviour:crash-on-boot", "behaviour:unstable", "behaviour:no-network", "behaviour:unconfirmed",
+	"behaviour:foreign-elf", "behaviour:crash-to-factory", "behaviour:crash-loop",
+	"same-version-rebuild", "factory-app",
+	"fault:drop", "fault:stall", "fault:error", "fault:power-loss", "fault:refuse", "fault:no-return", "fault:latency",
+	"fault:slow", "fault:lose-ok", "fault:no-connect-back", "fault:no-reboot", "fault:early-answer", "fault:lose-answer",
+	"fault:status-error", "fault:trickle", "fault:early-ok", "fault:chatter",
+	"wrong-credentials", "other-chip",
 }
 
 func randomScenario(r *rand.Rand) soakScenario {
 	pick := func(xs ...string) string { return xs[r.IntN(len(xs))] }
 	s := soakScenario{}
 	switch r.IntN(10) {
-	case 0, 1, 2, 3:
+	case 0, 1, 2:
 		s.personality, s.extensions = sim.Seed, true
-	case 4, 5:
+	case 3, 4:
 		s.personality = sim.Seed
-	case 6, 7:
+	case 5, 6, 7:
 		s.personality = sim.OTS
+		s.extensions = r.IntN(3) == 0
+		s.apiUptime = r.IntN(2) == 0
 	default:
 		s.personality = sim.Arduino
 		s.extensions = r.IntN(2) == 0
 	}
-	s.behaviour = sim.Behaviour(pick("healthy", "healthy", "healthy", "crash-on-boot", "unstable", "no-network", "unconfirmed"))
-	if s.personality == sim.Arduino && (s.behaviour == sim.Unstable || s.behaviour == sim.Unconfirmed) {
+	http := s.personality != sim.Arduino
+	s.behaviour = sim.Behaviour(pick("healthy", "healthy", "healthy", "crash-on-boot", "unstable", "no-network", "unconfirmed",
+		"foreign-elf", "crash-to-factory", "crash-loop"))
+	switch {
+	case s.personality == sim.Arduino && (s.behaviour == sim.Unstable || s.behaviour == sim.Unconfirmed):
 		// initArduino() marks a new image valid before setup(): only a
 		// sketch that confirms itself can fail its own check.
 		s.behaviour = sim.CrashOnBoot
+	case s.behaviour == sim.CrashToFactory && !http:
+		s.behaviour = sim.CrashLoop
+	}
+	if s.behaviour == sim.CrashToFactory || http && r.IntN(8) == 0 {
+		s.factory = "0.9.0"
+	}
+	if r.IntN(6) == 0 {
+		s.buildSeed = 1 + r.Int64N(1000)
+	}
+	if fields := sim.OmittableFields(s.personality, s.extensions, s.apiUptime); len(fields) > 0 && r.IntN(3) == 0 {
+		for range 1 + r.IntN(3) {
+			f := fields[r.IntN(len(fields))]
+			if !slices.Contains(s.omit, f) {
+				s.omit = append(s.omit, f)
+			}
+		}
 	}
 	pct := func() string { return strconv.Itoa(5+r.IntN(90)) + "%" }
 	chance := func() string {
@@ -57,17 +141,21 @@ func randomScenario(r *rand.Rand) soakScenario {
 		}
 		return "/" + strconv.Itoa(20+r.IntN(60)) + "%"
 	}
+	kinds := []string{"drop", "stall", "error", "power-loss", "refuse", "no-return", "latency", "slow", "no-reboot", "trickle"}
+	if http {
+		kinds = append(kinds, "early-answer", "lose-answer", "status-error")
+	} else {
+		// Weighted: espota devices are a fifth of the fleet.
+		kinds = append(kinds, "lose-ok", "no-connect-back", "early-ok", "chatter", "lose-ok", "no-connect-back", "early-ok", "chatter")
+	}
 	for range r.IntN(3) {
-		f := pick("drop", "stall", "error", "power-loss", "refuse", "no-return", "latency", "slow", "lose-ok", "no-connect-back")
+		f := kinds[r.IntN(len(kinds))]
 		switch f {
 		case "drop", "error", "power-loss":
 			s.faults = append(s.faults, f+"@"+pct()+chance())
 		case "stall":
 			s.faults = append(s.faults, "stall@"+pct()+":"+strconv.Itoa(100+r.IntN(400))+"ms"+chance())
 		case "refuse":
-			// One refuse per device: a second one armed while the first
-			// holds crashes the sim's espota personalities (closeListeners
-			// closes a nil UDP socket; reported to the sim's owner).
 			if !slices.ContainsFunc(s.faults, func(f string) bool { return strings.HasPrefix(f, "refuse:") }) {
 				s.faults = append(s.faults, "refuse:"+strconv.Itoa(50+r.IntN(300))+"ms")
 			}
@@ -75,9 +163,23 @@ func randomScenario(r *rand.Rand) soakScenario {
 			s.faults = append(s.faults, "latency:"+strconv.Itoa(1+r.IntN(5))+"ms")
 		case "slow":
 			s.faults = append(s.faults, "slow:"+strconv.Itoa(500+r.IntN(4000))+"KB/s")
-		case "no-return":
+		case "trickle":
+			// Slow enough to be a trickle, fast enough to end within the
+			// default per-try bound.
+			s.faults = append(s.faults, "trickle:"+strconv.Itoa(16+r.IntN(48))+"KB/s")
+		case "early-answer":
+			s.faults = append(s.faults, "early-answer@"+strconv.Itoa(r.IntN(60))+"%"+pick("", ":discard", ":close")+chance())
+		case "lose-answer":
+			s.faults = append(s.faults, "lose-answer"+pick("", ":reset")+chance())
+		case "status-error":
+			s.faults = append(s.faults, "status-error:"+strconv.Itoa(1+r.IntN(2)))
+		case "early-ok":
+			s.faults = append(s.faults, "early-ok@"+strconv.Itoa(10+r.IntN(70))+"%"+pick("", ":close")+chance())
+		case "chatter":
+			s.faults = append(s.faults, "chatter@"+pick("30%", "100%")+chance())
+		case "no-return", "no-reboot":
 			s.faults = append(s.faults, f)
-		default: // espota session faults
+		default: // lose-ok, no-connect-back
 			s.faults = append(s.faults, f+chance())
 		}
 	}
@@ -109,24 +211,39 @@ func TestRunSoak(t *testing.T) {
 	}
 	r := rand.New(rand.NewPCG(seed, seed+1))
 	fw := simFirmware(t, "1.0.1")
+	sentELF := hex.EncodeToString(fw.Image.App.ELFSHA256[:])
 	var updated, total int
 	counts := map[Outcome]int{}
+	drawn := map[string]int{}
 	for start := 0; start < n; start += batch {
 		size := min(batch, n-start)
 		scen := make([]soakScenario, size)
 		for i := range scen {
 			scen[i] = randomScenario(r)
+			for _, sh := range scen[i].shapes() {
+				drawn[sh]++
+			}
 		}
 		const pw = "soak-pw"
 		tm := sim.FastTiming()
 		tm.ErrorCloseDelay = time.Duration(r.IntN(2)) * 50 * time.Millisecond
+		// Boots long enough for the silence to prove a restart (2 reads
+		// over 1 s), as a real ESP32's 2-6 s do.
+		tm.BootTime = 1300 * time.Millisecond
 		fl, err := sim.StartFleet(context.Background(), sim.FleetConfig{
 			N: size, BaseIP: nextBase(t), Seed: int64(seed) + int64(start), WebPort: 18080,
 			Template: sim.Config{Timing: &tm, Project: "proj", Version: "1.0.0"},
 			Configure: func(i int, c *sim.Config) {
 				s := scen[i]
-				c.Personality, c.Extensions = s.personality, s.extensions
+				c.Personality, c.Extensions, c.APIUptime, c.Omit = s.personality, s.extensions, s.apiUptime, s.omit
 				c.Behaviours = map[string]sim.Behaviour{"1.0.1": s.behaviour}
+				if s.buildSeed != 0 {
+					// Another build of 1.0.1 runs; the behaviour follows the
+					// image that arrives, whatever its version.
+					c.Version, c.BuildSeed = "1.0.1", s.buildSeed
+					c.Behaviours = map[string]sim.Behaviour{sim.BehaveUploaded: s.behaviour}
+				}
+				c.FactoryVersion = s.factory
 				if s.personality != sim.OTS {
 					c.Password = auth.NewSecret(pw)
 				}
@@ -144,7 +261,7 @@ func TestRunSoak(t *testing.T) {
 		o := espotaRunOptions(t)
 		o.Parallel = 0
 		o.Retries = 2
-		o.VerifyTimeout, o.RebootGrace = 3*time.Second, time.Second
+		o.VerifyTimeout, o.RebootGrace = 8*time.Second, 2*time.Second
 		o.Backoff, o.MaxBackoff = 20*time.Millisecond, 200*time.Millisecond
 		o.Transports[HTTP] = &HTTPTransport{ConnectTimeout: 500 * time.Millisecond, IdleTimeout: time.Second}
 		o.Transports[Espota].(*EspotaTransport).IdleTimeout = time.Second
@@ -183,9 +300,19 @@ func TestRunSoak(t *testing.T) {
 			st := fl.Devices()[i].State()
 			if res.Outcome == OutcomeUpdated {
 				updated++
-				if st.Version != "1.0.1" {
-					t.Errorf("scenario %d (%s): reported updated (%s), but the sim runs %s (%s)", start+i, scen[i], res.Message, st.Version, st.AppState)
+				// The sim's own truth: the very build that was sent runs.
+				// A foreign build of the same version can be told apart
+				// only by a device that tells its elf.
+				tellsELF := scen[i].extensions && !slices.Contains(scen[i].omit, "ota-status") && !slices.Contains(scen[i].omit, "ota-status.elf_sha256")
+				if st.Version != "1.0.1" || st.ELFSHA256 != sentELF && (tellsELF || scen[i].behaviour != sim.ForeignELF) {
+					t.Errorf("scenario %d (%s): reported updated (%s), but the sim runs %s elf %.8s (%s)", start+i, scen[i], res.Message, st.Version, st.ELFSHA256, st.AppState)
 				}
+			}
+			if j, ok := resentAfterInstall(st.Uploads); ok {
+				t.Errorf("scenario %d (%s): upload %d follows an installed image (%s: %s): push sent it again before verifying", start+i, scen[i], j+1, res.Outcome, res.Message)
+			}
+			if res.Outcome == OutcomeUnverified && res.Reason == "" {
+				t.Errorf("scenario %d (%s): unverified without a reason (%s)", start+i, scen[i], res.Message)
 			}
 			if (res.Class == ClassAuth || res.Class == ClassRejected) && res.Tries > 1 {
 				// The last failure was a never-retry class: it must have been
@@ -199,6 +326,26 @@ func TestRunSoak(t *testing.T) {
 		fl.Close()
 	}
 	t.Logf("%d scenarios (seed %d): %v; %d updated, each confirmed by the simulator", total, seed, counts, updated)
+	var tally []string
+	for _, sh := range soakShapes {
+		tally = append(tally, fmt.Sprintf("%s=%d", sh, drawn[sh]))
+		if drawn[sh] == 0 && n >= 200 {
+			t.Errorf("shape %s was never drawn in %d scenarios: the soak does not cover it", sh, n)
+		}
+	}
+	t.Logf("shapes drawn: %s", strings.Join(tally, " "))
+}
+
+// resentAfterInstall finds an upload that follows one the device took and
+// installed ("ok"): nothing may be sent again before it was verified, and a
+// verified device is never sent to again.
+func resentAfterInstall(ups []sim.UploadRecord) (int, bool) {
+	for j, u := range ups {
+		if u.Outcome == "ok" && j+1 < len(ups) {
+			return j + 1, true
+		}
+	}
+	return 0, false
 }
 
 // retriedRejection finds an upload record that follows an auth failure or

@@ -164,6 +164,11 @@ type VerdictSpec struct {
 	// found lost).
 	Accepted time.Time
 	Answer   Answer
+	// Since is the last moment the device was known to be up before the
+	// reads began (the last byte it took); zero means Accepted. After a
+	// lost answer the reads start late, and a restart in between is seen
+	// only through the uptime.
+	Since time.Time
 	// Unobservable: nothing can be read from the device after the upload
 	// (an espota device with no TXT version).
 	Unobservable bool
@@ -182,6 +187,11 @@ type Verdict struct {
 	State   string
 	Source  string
 	Message string
+	// NotInstalled (with Unchanged): the device demonstrably did not
+	// install the image: no restart was seen, and its uptime shows it
+	// has been up since before Since. Only then may the image be sent
+	// again after a lost or early answer.
+	NotInstalled bool
 }
 
 // Restart evidence: silence on at least silenceReads consecutive reads
@@ -312,8 +322,11 @@ func Decide(s VerdictSpec, obs []Observation, now time.Time, final bool) (Verdic
 			if graceOver || final {
 				v.Outcome = OutcomeUnchanged
 				v.Message = fmt.Sprintf("still runs %s and showed no sign of a restart %s after accepting the image%s", id, round(now.Sub(s.Accepted)), lost)
-				if s.Answer == AnswerLost {
-					v.Message = fmt.Sprintf("still runs %s and showed no sign of a restart%s", id, lost)
+				v.NotInstalled = upThroughout(s, last)
+				if s.Answer != AnswerNormal && !v.NotInstalled {
+					v.Message = fmt.Sprintf("still runs %s%s; a restart (and rollback) while its answer was awaited cannot be ruled out, so the image is not sent again", id, lost)
+				} else if s.Answer != AnswerNormal {
+					v.Message = fmt.Sprintf("still runs %s and has been up since before it took the image%s", id, lost)
 				}
 				return v, true
 			}
@@ -336,6 +349,17 @@ func Decide(s VerdictSpec, obs []Observation, now time.Time, final bool) (Verdic
 		return Verdict{Outcome: OutcomeUnreachable, Message: "accepted the image and did not answer again" + lost}, true
 	}
 	return Verdict{Outcome: OutcomeUnreachable, Message: "accepted the image, went silent (restarting) and did not come back" + lost}, true
+}
+
+// upThroughout reports whether o's told uptime shows the device up since
+// before s.Since: no restart could have slipped by unseen.
+func upThroughout(s VerdictSpec, o *Observation) bool {
+	since := s.Since
+	if since.IsZero() {
+		since = s.Accepted
+	}
+	f := o.Facts
+	return f.UptimeKnown && f.Uptime > o.At.Sub(since)+uptimeSlack
 }
 
 func withNote(v Verdict, note string) Verdict {

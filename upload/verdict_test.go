@@ -301,6 +301,10 @@ func TestVerdictOver20736DeviceShapes(t *testing.T) {
 		if rolledBack && distinguishing && !v.Outcome.Bad() {
 			fail("(d) a device that told its identity did not end up on the image, and the run would exit 0")
 		}
+		// Only a device that never installed the image may get it again.
+		if v.NotInstalled && c.bh != neverRestarts {
+			fail("NotInstalled (the image may be sent again), but the device restarted")
+		}
 		// Every unverified outcome says why, and only unverified ones do.
 		if (v.Outcome == OutcomeUnverified) != (v.Reason != "") {
 			fail("an unverified outcome needs a reason, and only it")

@@ -105,6 +105,7 @@ type verifySpec struct {
 	beforeAt time.Time // when they were read
 	accepted time.Time
 	answer   Answer
+	since    time.Time // the last byte the device took (lost answers)
 }
 
 // verify reads a device that accepted an image (or may have) until the
@@ -120,7 +121,7 @@ func (r *runner) verify(ctx context.Context, d *device, s verifySpec) Verdict {
 	defer cancel()
 
 	spec := VerdictSpec{
-		Expected: r.expected, Before: s.before, BeforeAt: s.beforeAt, Accepted: s.accepted, Answer: s.answer,
+		Expected: r.expected, Before: s.before, BeforeAt: s.beforeAt, Accepted: s.accepted, Answer: s.answer, Since: s.since,
 		// An espota device is seen only through mDNS TXT; one that told no
 		// version there before will not tell one now.
 		Unobservable:    s.protocol == Espota && !identityOf(s.before).Known(),
