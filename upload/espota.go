@@ -810,26 +810,30 @@ func (x *espotaXfer) finalAnswer() error {
 	}
 	x.stopWriter()
 	taken := x.taken()
-	if x.writeErr == nil && at.allAcked(total) && (!x.ac.Exact() || taken >= total) {
+	st.mu.Lock()
+	tookMore := st.ans.countsAfterOK()
+	st.mu.Unlock()
+	if x.writeErr == nil && at.allAcked(total) && (!x.ac.Exact() || taken >= total) && !tookMore {
 		s.emit(Event{Phase: PhaseFinishing, Done: total, Total: total, Message: "the device answered OK"})
 		return nil
 	}
 	if x.ctx.Err() != nil {
 		return ctxError(x.ctx, taken)
 	}
-	s.log.Debug("early OK", "begun", at.begun, "written", at.written, "queued", at.queued, "exact", at.exact, "write", x.writeErr)
+	s.log.Debug("early OK", "begun", at.begun, "written", at.written, "queued", at.queued, "exact", at.exact,
+		"write", x.writeErr, "counts after OK", tookMore)
 	return &DeviceError{Class: ClassEarlyAnswer, Words: "OK", Taken: taken, Err: ErrEarlyAnswer,
-		Reason: earlyEspotaReason(at, total)}
+		Reason: earlyEspotaReason(taken, min(x.ac.Written(), total), total, x.ac.Exact())}
 }
 
-// earlyEspotaReason says how much of the image a device had when it said OK.
-func earlyEspotaReason(at ackSnapshot, total int64) string {
-	sent := max(0, min(at.written, total))
-	if !at.exact {
-		return fmt.Sprintf("the device said OK after only %d of %d bytes were sent: an OK before the whole image proves no update", sent, total)
+// earlyEspotaReason says how much of the image a device had when the
+// upload stopped right after its OK.
+func earlyEspotaReason(taken, sent, total int64, exact bool) string {
+	had := fmt.Sprintf("%d of %d bytes were sent and %d acknowledged", sent, total, taken)
+	if !exact {
+		had = fmt.Sprintf("%d of %d bytes were sent", sent, total)
 	}
-	acked := max(0, min(at.written-at.queued, total))
-	return fmt.Sprintf("the device said OK after only %d of %d bytes were sent and %d acknowledged: an OK before the whole image proves no update", sent, total, acked)
+	return fmt.Sprintf("the device said OK before it had the whole image: %s when the upload stopped; such an OK proves no update", had)
 }
 
 // streamEnded explains a connection that ended without a final answer.

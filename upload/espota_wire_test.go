@@ -23,6 +23,16 @@ func espotaFakeDevice(t *testing.T, script func(c net.Conn, size int)) Target {
 // OS's choice), as a device behind NAT appears.
 func espotaFakeDeviceFrom(t *testing.T, from string, script func(c net.Conn, size int)) Target {
 	t.Helper()
+	var d net.Dialer
+	if from != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(from)}
+	}
+	return espotaFakeDeviceDialer(t, &d, script)
+}
+
+// espotaFakeDeviceDialer connects back with d.
+func espotaFakeDeviceDialer(t *testing.T, d *net.Dialer, script func(c net.Conn, size int)) Target {
+	t.Helper()
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -41,10 +51,6 @@ func espotaFakeDeviceFrom(t *testing.T, from string, script func(c net.Conn, siz
 		}
 		_, _ = pc.WriteTo([]byte("OK"), peer)
 		host := peer.(*net.UDPAddr).IP.String()
-		var d net.Dialer
-		if from != "" {
-			d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(from)}
-		}
 		c, err := d.Dial("tcp", net.JoinHostPort(host, fmt.Sprint(port)))
 		if err != nil {
 			return

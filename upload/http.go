@@ -465,20 +465,19 @@ func (u *httpUpload) answer(a *answer, at ackSnapshot, wrote *chan error, werr *
 	u.h.log().Debug("early answer", "addr", u.addr, "status", a.Status, "begun", at.begun, "written", at.written,
 		"queued", at.queued, "exact", at.exact, "write", *werr)
 	return &DeviceError{Class: ClassEarlyAnswer, Status: a.Status, Words: words, Taken: taken, Err: ErrEarlyAnswer,
-		Reason: earlyReason(fmt.Sprintf("the device answered %d", a.Status), at, int64(len(u.head)), size)}
+		Reason: earlyReason(a.Status, taken, max(0, min(u.ac.Written()-int64(len(u.head)), size)), size, u.ac.Exact())}
 }
 
-// earlyReason says how much of the image a device had when it said it
-// accepted it. head is how many bytes went before the image on the stream.
-func earlyReason(said string, at ackSnapshot, head, size int64) string {
-	sent := max(0, min(at.written-head, size))
-	if !at.exact {
-		return fmt.Sprintf("%s after only %s of %s were sent: an answer before the whole image proves no update (is this the device's OTA upload handler? check the URL)",
-			said, byteCount(sent), byteCount(size))
+// earlyReason says how much of the image a device had when the upload
+// stopped right after its answer: the acknowledged count at the answer
+// itself is only known to within the write under way.
+func earlyReason(status int, taken, sent, size int64, exact bool) string {
+	had := fmt.Sprintf("it had acknowledged %s of %s (%s sent)", byteCount(taken), byteCount(size), byteCount(sent))
+	if !exact {
+		had = fmt.Sprintf("%s of %s were sent", byteCount(sent), byteCount(size))
 	}
-	acked := max(0, min(at.written-at.queued-head, size))
-	return fmt.Sprintf("%s after only %s of %s were acknowledged (%s sent): an answer before the whole image proves no update (is this the device's OTA upload handler? check the URL)",
-		said, byteCount(acked), byteCount(size), byteCount(sent))
+	return fmt.Sprintf("the device answered %d before it had the whole image: %s when the upload stopped; such an answer proves no update (is this the device's OTA upload handler? check the URL)",
+		status, had)
 }
 
 // stopWriter ends the write under way and waits for the writer to return,
