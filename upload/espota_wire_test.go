@@ -285,7 +285,7 @@ func TestEspotaReplyParser(t *testing.T) {
 // FuzzEspotaAnswer: any byte stream, split anywhere, gives the same answer
 // as fed whole; OK and words exclude each other; nothing grows unbounded.
 func FuzzEspotaAnswer(f *testing.F) {
-	for _, s := range []string{"14601460904OK", "1024Wrong Magic Byte\r\n", "ERROR[10]: Magic byte is not 0xE9\n", "O", "OK", "", "12\x00OK"} {
+	for _, s := range []string{"14601460904OK", "1460OK1460", "1024Wrong Magic Byte\r\n", "ERROR[10]: Magic byte is not 0xE9\n", "O", "OK", "", "12\x00OK"} {
 		f.Add([]byte(s), uint8(3))
 	}
 	f.Fuzz(func(t *testing.T, b []byte, step uint8) {
@@ -300,6 +300,9 @@ func FuzzEspotaAnswer(f *testing.F) {
 		}
 		if whole.ok() && whole.words() != "" {
 			t.Fatal("OK with words")
+		}
+		if whole.countsAfterOK() != parts.countsAfterOK() || whole.countsAfterOK() && !whole.ok() {
+			t.Fatalf("counts after OK: %+v vs %+v", whole, parts)
 		}
 		if len(whole.text) > maxAnswerText || len(whole.words()) > 200 {
 			t.Fatal("unbounded")

@@ -139,17 +139,19 @@ func TestHTTPAnswerAfterHeadersIsEarly(t *testing.T) {
 // keeping the connection: no false early verdict (run with -count=50).
 func TestHTTPAnswerAfterWholeBodyIsSuccess(t *testing.T) {
 	for _, tc := range []struct {
-		name  string
-		small bool
-		size  int
-		close bool
+		name    string
+		small   bool
+		size    int
+		close   bool
+		interim bool // a 100 Continue right after the headers
 	}{
-		{"device window", true, 300 << 10, false},
-		{"device window, closes at once", true, 300 << 10, true},
-		{"host window", false, 300 << 10, false},
-		{"host window, closes at once", false, 300 << 10, true},
-		{"one segment", true, 1000, true},
-		{"one byte", false, 1, true},
+		{"device window", true, 300 << 10, false, false},
+		{"device window, closes at once", true, 300 << 10, true, false},
+		{"host window", false, 300 << 10, false, false},
+		{"host window, closes at once", false, 300 << 10, true, false},
+		{"one segment", true, 1000, true, false},
+		{"one byte", false, 1, true, false},
+		{"an early 100 Continue, then 200 after the body", true, 300 << 10, true, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fw := &Firmware{Data: make([]byte, tc.size)}
@@ -158,6 +160,9 @@ func TestHTTPAnswerAfterWholeBodyIsSuccess(t *testing.T) {
 				br := bufio.NewReaderSize(c, 1024)
 				if err := readHead(br); err != nil {
 					return
+				}
+				if tc.interim {
+					io.WriteString(c, "HTTP/1.1 100 Continue\r\n\r\n")
 				}
 				if _, err := io.CopyN(io.Discard, br, fw.Size()); err != nil {
 					return
