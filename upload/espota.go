@@ -1,6 +1,7 @@
 package upload
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -602,7 +603,7 @@ func readStream(conn net.Conn, st *streamState, snap func() ackSnapshot) {
 			st.mu.Lock()
 			began := st.ans.started()
 			st.mu.Unlock()
-			if !began && !isDigits(string(buf[:n])) {
+			if !began && bytes.ContainsFunc(buf[:n], func(r rune) bool { return r < '0' || r > '9' }) {
 				at = snap() // the answer may begin in these bytes
 			}
 			st.mu.Lock()
