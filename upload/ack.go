@@ -22,6 +22,7 @@ type AckCounter struct {
 	raw     syscall.RawConn // nil when the conn exposes no fd
 	exact   bool            // raw can tell the unacknowledged bytes
 	written atomic.Int64
+	begun   atomic.Int64 // bytes handed to Write calls that have begun
 }
 
 // NewAckCounter wraps c. On systems without an unacknowledged-bytes query
@@ -43,8 +44,14 @@ func NewAckCounter(c net.Conn) *AckCounter {
 }
 
 func (a *AckCounter) Write(p []byte) (int, error) {
+	// begun is raised before the call and lowered by what it did not
+	// write: a reader that sees an answer while the writer is still being
+	// scheduled after its last write (written not yet raised) can still
+	// tell that the last write had begun.
+	a.begun.Add(int64(len(p)))
 	n, err := a.Conn.Write(p)
 	a.written.Add(int64(n))
+	a.begun.Add(int64(n - len(p)))
 	return n, err
 }
 
@@ -67,4 +74,39 @@ func (a *AckCounter) Taken() int64 {
 		return 0
 	}
 	return w - queued
+}
+
+// ackSnapshot is the counter at one moment, taken where the device's
+// answer arrives.
+type ackSnapshot struct {
+	begun   int64 // bytes handed to writes that had begun (written ≤ begun)
+	written int64 // bytes the local socket had accepted
+	queued  int64 // bytes written and not yet acknowledged; exact only
+	exact   bool  // queued was measured
+}
+
+// snapshot reads the counter. begun is read last, so a write that
+// completes during the call is counted in it.
+func (a *AckCounter) snapshot() ackSnapshot {
+	s := ackSnapshot{written: a.written.Load()}
+	if a.exact {
+		if n, ok := unacked(a.raw); ok {
+			s.queued, s.exact = int64(n), true
+		}
+	}
+	s.begun = a.begun.Load()
+	return s
+}
+
+// allAcked reports whether, at the snapshot, the first n bytes of the
+// stream had all been handed to the kernel (the last write had begun) and,
+// where the counter is exact, none was still unacknowledged. A peer's
+// answer that carries the acknowledgement of the last bytes is processed
+// by the kernel before the answer can be read, so a snapshot taken after
+// reading it sees the queue empty.
+func (s ackSnapshot) allAcked(n int64) bool {
+	if s.begun < n {
+		return false
+	}
+	return !s.exact || s.queued == 0
 }

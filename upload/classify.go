@@ -83,13 +83,21 @@ func ClassifyAnswer(status int, words string) (Class, string) {
 	return ClassRejected, "the device answered with an error"
 }
 
+// ClassEarlyAnswer: the device said it accepted the image (HTTP 2xx,
+// espota OK) before it had acknowledged every byte (ErrEarlyAnswer). Not
+// an OTA handler that installs what it was sent, or a device that may
+// still be reading: never resent blindly; DeviceError.Taken tells how much
+// it took.
+const ClassEarlyAnswer Class = "early-answer"
+
 // Retries is how many more tries a class allows after a failure, given the
-// user's --retries budget (see issue "push" §7): auth and rejections never;
-// Write failed and no-connect-back once; busy once, after waiting out the
-// stability window; network, timeouts and unreachable devices the budget.
+// user's --retries budget (see issue "push" §7): auth, rejections and early
+// answers never; Write failed and no-connect-back once; busy once, after
+// waiting out the stability window; network, timeouts and unreachable
+// devices the budget.
 func (c Class) Retries(budget int) int {
 	switch c {
-	case ClassAuth, ClassRejected:
+	case ClassAuth, ClassRejected, ClassEarlyAnswer:
 		return 0
 	case ClassWriteFailed, ClassNoConnectBack, ClassBusy:
 		return min(1, budget)

@@ -1,6 +1,7 @@
 package upload
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -517,19 +518,27 @@ const (
 // ChunkSize pieces as fast as TCP flow control allows, the device's stream
 // read concurrently (its error text may arrive while we still write,
 // followed by a reset), progress from the acknowledged bytes, success on
-// "OK" only.
+// an "OK" that came after every byte was sent and acknowledged only.
 //
 // ESP32 aborts after 1 s without data (three resends of its last count);
 // ESP8266 never times out on a stalled host, so every failure here closes
-// the connection to end its wait.
+// the connection to end its wait, with a reset, so that nothing still
+// buffered reaches the device after push gave up on it.
 func (s *espotaSession) transfer(ctx context.Context, conn net.Conn) error {
 	ac := NewAckCounter(conn)
 	st := newStreamState()
-	go readStream(conn, st)
-	quit := make(chan struct{})
-	writeDone := make(chan error, 1)
-	go func() { writeDone <- s.write(ac, st, quit) }()
-	return s.watch(ctx, conn, ac, st, writeDone, quit)
+	go readStream(conn, st, ac.snapshot)
+	x := &espotaXfer{s: s, ctx: ctx, conn: conn, ac: ac, st: st,
+		writeDone: make(chan error, 1), quit: make(chan struct{}), writing: true}
+	go func() { x.writeDone <- s.write(ac, st, x.quit) }()
+	err := x.watch()
+	if err != nil {
+		if tc, ok := conn.(*net.TCPConn); ok {
+			_ = tc.SetLinger(0)
+		}
+	}
+	x.close()
+	return err
 }
 
 var errWriteStopped = errors.New("stopped writing")
@@ -569,7 +578,8 @@ func (s *espotaSession) write(ac *AckCounter, st *streamState, quit <-chan struc
 type streamState struct {
 	mu      sync.Mutex
 	ans     espotaAnswer
-	heard   time.Time     // last bytes from the device
+	heard   time.Time     // last bytes from the device (counts included)
+	at      ackSnapshot   // the ack counter when the final answer began to arrive
 	err     error         // how reading ended
 	heardCh chan struct{} // pinged after each read
 	final   chan struct{} // closed once the answer is complete
@@ -581,15 +591,27 @@ func newStreamState() *streamState {
 	return &streamState{heard: time.Now(), heardCh: make(chan struct{}, 1), final: make(chan struct{}), ended: make(chan struct{})}
 }
 
-func readStream(conn net.Conn, st *streamState) {
+// readStream reads the device's side until it ends; snap is taken at the
+// read that brings the first byte of the final answer.
+func readStream(conn net.Conn, st *streamState, snap func() ackSnapshot) {
 	defer close(st.ended)
 	buf := make([]byte, 512)
 	for {
 		n, err := conn.Read(buf)
 		if n > 0 {
+			var at ackSnapshot
+			st.mu.Lock()
+			began := st.ans.started()
+			st.mu.Unlock()
+			if !began && bytes.ContainsFunc(buf[:n], func(r rune) bool { return r < '0' || r > '9' }) {
+				at = snap() // the answer may begin in these bytes
+			}
 			st.mu.Lock()
 			st.ans.feed(buf[:n])
 			st.heard = time.Now()
+			if !began && st.ans.started() {
+				st.at = at
+			}
 			done := st.ans.complete()
 			st.mu.Unlock()
 			if done {
@@ -609,21 +631,79 @@ func readStream(conn net.Conn, st *streamState) {
 	}
 }
 
-// watch follows a transfer whose writer runs in the background until the
-// device's final answer, its silence, or the end of the connection.
-func (s *espotaSession) watch(ctx context.Context, conn net.Conn, ac *AckCounter, st *streamState, writeDone <-chan error, quit chan struct{}) error {
-	total := s.fw.Size()
-	writing := true
-	var writeErr error
-	defer func() {
-		close(quit)
-		_ = conn.Close()
-		if writing {
-			<-writeDone
-		}
-		<-st.ended
-	}()
+// espotaXfer is one data phase under way: a writer goroutine sends the
+// image while watch follows the device's stream and the ack counter.
+type espotaXfer struct {
+	s         *espotaSession
+	ctx       context.Context
+	conn      net.Conn
+	ac        *AckCounter
+	st        *streamState
+	writeDone chan error
+	quit      chan struct{}
+	quitOnce  sync.Once
+	writing   bool  // the writer has not returned yet
+	writeErr  error // how the writer ended
+}
 
+// stopWriter ends the writer and waits for it, so Written (and with it
+// Taken) counts what it handed to the kernel: the deadline ends a blocked
+// write at once, quit a lock-step wait for a count. No timed wait: a
+// loaded machine can leave the writer unscheduled for any time.
+func (x *espotaXfer) stopWriter() {
+	x.quitOnce.Do(func() { close(x.quit) })
+	if !x.writing {
+		return
+	}
+	_ = x.conn.SetWriteDeadline(time.Now())
+	x.wrote(<-x.writeDone)
+}
+
+func (x *espotaXfer) wrote(err error) {
+	x.writing = false
+	if isTimeout(err) {
+		err = errWriteStopped
+	}
+	x.writeErr = err
+}
+
+// awaitWriter waits at most d for the writer to return by itself.
+func (x *espotaXfer) awaitWriter(d time.Duration) {
+	if !x.writing {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case err := <-x.writeDone:
+		x.wrote(err)
+	case <-t.C:
+	case <-x.ctx.Done():
+	}
+}
+
+// close ends the connection and waits for both goroutines.
+func (x *espotaXfer) close() {
+	x.quitOnce.Do(func() { close(x.quit) })
+	_ = x.conn.Close()
+	if x.writing {
+		<-x.writeDone
+		x.writing = false
+	}
+	<-x.st.ended
+}
+
+// taken is the image bytes the device acknowledged.
+func (x *espotaXfer) taken() int64 { return min(x.ac.Taken(), x.s.fw.Size()) }
+
+// watch follows the transfer until the device's final answer, its idle
+// timeout, or the end of the connection. The idle clock runs on bytes the
+// device took, never on what it sent: a device that keeps sending counts
+// without taking data, or that took every byte and never says OK, ends
+// within IdleTimeout.
+func (x *espotaXfer) watch() error {
+	s, st := x.s, x.st
+	total := s.fw.Size()
 	phase := PhaseErasing
 	s.emit(Event{Phase: phase, Total: total, Message: "connected; the device erases as it writes"})
 	var lastTaken int64 = -1
@@ -633,56 +713,42 @@ func (s *espotaSession) watch(ctx context.Context, conn net.Conn, ac *AckCounter
 	defer tick.Stop()
 	for {
 		select {
-		case <-ctx.Done():
-			return ctxError(ctx, min(ac.Taken(), total))
+		case <-x.ctx.Done():
+			x.stopWriter()
+			return ctxError(x.ctx, x.taken())
 		case <-st.final:
-			return s.finalAnswer(st, ac)
-		case err := <-writeDone:
-			writing = false
-			writeErr = err
+			return x.finalAnswer()
+		case err := <-x.writeDone:
+			x.wrote(err)
 			if err != nil {
 				// The device cut the connection, usually right behind an
 				// error text: give the reader a moment to deliver it.
-				s.log.Debug("write ended", "err", err, "written", ac.Written())
+				s.log.Debug("write ended", "err", err, "written", x.ac.Written())
 				select {
 				case <-st.ended:
 				case <-st.final:
 				case <-time.After(min(2*time.Second, s.cfg.IdleTimeout)):
 				}
-				return s.streamEnded(st, ac, writeErr)
+				return x.streamEnded()
 			}
 			continue
 		case <-st.ended:
-			if writing {
-				// Let the write under way return, so Written counts what
-				// it handed to the kernel: that count tells a device that
-				// read every byte and closed from one that closed midway,
-				// and a loaded machine can leave the writer unscheduled
-				// for any time, so no timed wait will do. The deadline
-				// ends a write that is blocked (nothing reads) at once.
-				_ = conn.SetWriteDeadline(time.Now())
-				select {
-				case writeErr = <-writeDone:
-					writing = false
-					if isTimeout(writeErr) {
-						writeErr = errWriteStopped
-					}
-				case <-ctx.Done():
-					return ctxError(ctx, min(ac.Taken(), total))
-				}
-			}
-			return s.streamEnded(st, ac, writeErr)
+			// Let the write under way return, so Written counts what it
+			// handed to the kernel: that count tells a device that read
+			// every byte and closed from one that closed midway.
+			x.stopWriter()
+			return x.streamEnded()
 		case <-tick.C:
 		}
 		now := time.Now()
-		taken := ac.Taken()
+		taken := x.taken()
 		if taken != lastTaken {
 			lastTaken = taken
 			lastProgress = now
 		}
 		next := phase
 		switch {
-		case taken >= total && !writing:
+		case taken >= total && !x.writing:
 			next = PhaseFinishing
 		case taken > 0:
 			next = PhaseUploading
@@ -696,47 +762,93 @@ func (s *espotaSession) watch(ctx context.Context, conn net.Conn, ac *AckCounter
 			}
 			s.emit(Event{Phase: phase, Done: taken, Total: total, Message: msg})
 		}
-		st.mu.Lock()
-		heard := st.heard
-		st.mu.Unlock()
-		idleSince := lastProgress
-		if heard.After(idleSince) {
-			idleSince = heard
-		}
-		if now.Sub(idleSince) >= s.cfg.IdleTimeout {
-			reason := fmt.Sprintf("the device took nothing and said nothing for %v, at %d of %d bytes (--idle-timeout)", s.cfg.IdleTimeout, taken, total)
-			if taken >= total {
-				reason = fmt.Sprintf("the device acknowledged all %d bytes but gave no answer within %v (--idle-timeout)", total, s.cfg.IdleTimeout)
-			}
-			return &DeviceError{Class: ClassTimeout, Taken: taken, Reason: reason}
+		if now.Sub(lastProgress) >= s.cfg.IdleTimeout {
+			return x.idle()
 		}
 	}
 }
 
-// finalAnswer turns the device's final text into the result.
-func (s *espotaSession) finalAnswer(st *streamState, ac *AckCounter) error {
+// idle is the error for a device that took nothing for IdleTimeout.
+func (x *espotaXfer) idle() error {
+	s := x.s
+	total, idle := s.fw.Size(), s.cfg.IdleTimeout
+	x.stopWriter()
+	taken := x.taken()
+	if taken >= total {
+		// It may have applied the image: ErrEspotaNoOK asks the runner to
+		// read the device before any resend.
+		return &DeviceError{Class: ClassTimeout, Taken: taken, Err: ErrEspotaNoOK,
+			Reason: fmt.Sprintf("the device took all %d bytes but sent no OK within %v (--idle-timeout): it may or may not have applied the image; only its version after the reboot can tell", total, idle)}
+	}
+	x.st.mu.Lock()
+	heard := x.st.heard
+	x.st.mu.Unlock()
+	reason := fmt.Sprintf("the device took no data for %v, at %d of %d bytes (--idle-timeout)", idle, taken, total)
+	if time.Since(heard) < idle {
+		reason = fmt.Sprintf("the device took no data for %v, at %d of %d bytes, though it kept sending counts (--idle-timeout)", idle, taken, total)
+	}
+	return &DeviceError{Class: ClassTimeout, Taken: taken, Err: fmt.Errorf("idle for %v", idle), Reason: reason}
+}
+
+// finalAnswer turns the device's final text into the result: OK is a
+// success only when it came after every byte was sent and acknowledged
+// (as far as the ack counter tells: see HTTPTransport.Send).
+func (x *espotaXfer) finalAnswer() error {
+	s, st := x.s, x.st
 	total := s.fw.Size()
 	st.mu.Lock()
-	ok, words := st.ans.ok(), st.ans.words()
+	ok, words, at := st.ans.ok(), st.ans.words(), st.at
 	st.mu.Unlock()
-	if ok {
+	if !ok {
+		x.stopWriter()
+		class, why := classifyEspotaWords(words)
+		return &DeviceError{Class: class, Words: words, Taken: x.taken(), Reason: why}
+	}
+	if at.allAcked(total) {
+		// Every byte had been handed to the kernel: the writer returns
+		// from its last write as soon as it is scheduled.
+		x.awaitWriter(min(2*time.Second, s.cfg.IdleTimeout))
+	}
+	x.stopWriter()
+	taken := x.taken()
+	st.mu.Lock()
+	tookMore := st.ans.countsAfterOK()
+	st.mu.Unlock()
+	if x.writeErr == nil && at.allAcked(total) && (!x.ac.Exact() || taken >= total) && !tookMore {
 		s.emit(Event{Phase: PhaseFinishing, Done: total, Total: total, Message: "the device answered OK"})
 		return nil
 	}
-	class, why := classifyEspotaWords(words)
-	return &DeviceError{Class: class, Words: words, Taken: min(ac.Taken(), total), Reason: why}
+	if x.ctx.Err() != nil {
+		return ctxError(x.ctx, taken)
+	}
+	s.log.Debug("early OK", "begun", at.begun, "written", at.written, "queued", at.queued, "exact", at.exact,
+		"write", x.writeErr, "counts after OK", tookMore)
+	return &DeviceError{Class: ClassEarlyAnswer, Words: "OK", Taken: taken, Err: ErrEarlyAnswer,
+		Reason: earlyEspotaReason(taken, min(x.ac.Written(), total), total, x.ac.Exact())}
+}
+
+// earlyEspotaReason says how much of the image a device had when the
+// upload stopped right after its OK.
+func earlyEspotaReason(taken, sent, total int64, exact bool) string {
+	had := fmt.Sprintf("%d of %d bytes were sent and %d acknowledged", sent, total, taken)
+	if !exact {
+		had = fmt.Sprintf("%d of %d bytes were sent", sent, total)
+	}
+	return fmt.Sprintf("the device said OK before it had the whole image: %s when the upload stopped; such an OK proves no update", had)
 }
 
 // streamEnded explains a connection that ended without a final answer.
-func (s *espotaSession) streamEnded(st *streamState, ac *AckCounter, writeErr error) error {
+// The writer has returned.
+func (x *espotaXfer) streamEnded() error {
+	s, st, ac, writeErr := x.s, x.st, x.ac, x.writeErr
 	total := s.fw.Size()
 	st.mu.Lock()
 	started, readErr := st.ans.started(), st.err
 	st.mu.Unlock()
 	if started {
-		return s.finalAnswer(st, ac)
+		return x.finalAnswer()
 	}
-	taken := min(ac.Taken(), total)
+	taken := x.taken()
 	err := readErr
 	if err == nil || errors.Is(err, io.EOF) {
 		if writeErr != nil && !errors.Is(writeErr, errWriteStopped) {

@@ -47,6 +47,13 @@ func (a *espotaAnswer) ok() bool {
 	return len(a.text) >= 2 && a.text[0] == 'O' && a.text[1] == 'K'
 }
 
+// countsAfterOK reports whether a count followed the OK: the device took
+// data after it said OK, so the OK came before it had the whole image
+// (ArduinoOTA sends nothing after its OK).
+func (a *espotaAnswer) countsAfterOK() bool {
+	return a.ok() && len(a.text) > 2 && a.text[2] >= '0' && a.text[2] <= '9'
+}
+
 // started reports whether the final answer has begun.
 func (a *espotaAnswer) started() bool { return len(a.text) > 0 }
 

@@ -23,6 +23,16 @@ func espotaFakeDevice(t *testing.T, script func(c net.Conn, size int)) Target {
 // OS's choice), as a device behind NAT appears.
 func espotaFakeDeviceFrom(t *testing.T, from string, script func(c net.Conn, size int)) Target {
 	t.Helper()
+	var d net.Dialer
+	if from != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(from)}
+	}
+	return espotaFakeDeviceDialer(t, &d, script)
+}
+
+// espotaFakeDeviceDialer connects back with d.
+func espotaFakeDeviceDialer(t *testing.T, d *net.Dialer, script func(c net.Conn, size int)) Target {
+	t.Helper()
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -41,10 +51,6 @@ func espotaFakeDeviceFrom(t *testing.T, from string, script func(c net.Conn, siz
 		}
 		_, _ = pc.WriteTo([]byte("OK"), peer)
 		host := peer.(*net.UDPAddr).IP.String()
-		var d net.Dialer
-		if from != "" {
-			d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(from)}
-		}
 		c, err := d.Dial("tcp", net.JoinHostPort(host, fmt.Sprint(port)))
 		if err != nil {
 			return
@@ -121,7 +127,7 @@ func TestEspotaWire(t *testing.T) {
 			readAllCounting(c, size)
 			fmt.Fprint(c, "Something new\r\n")
 		}},
-		{name: "silent after all bytes", class: ClassTimeout, script: func(c net.Conn, size int) {
+		{name: "silent after all bytes: it may have applied the image", class: ClassTimeout, noOK: true, script: func(c net.Conn, size int) {
 			readAllCounting(c, size)
 			_, _ = io.Copy(io.Discard, c) // silent until the client hangs up
 		}},
@@ -279,7 +285,7 @@ func TestEspotaReplyParser(t *testing.T) {
 // FuzzEspotaAnswer: any byte stream, split anywhere, gives the same answer
 // as fed whole; OK and words exclude each other; nothing grows unbounded.
 func FuzzEspotaAnswer(f *testing.F) {
-	for _, s := range []string{"14601460904OK", "1024Wrong Magic Byte\r\n", "ERROR[10]: Magic byte is not 0xE9\n", "O", "OK", "", "12\x00OK"} {
+	for _, s := range []string{"14601460904OK", "1460OK1460", "1024Wrong Magic Byte\r\n", "ERROR[10]: Magic byte is not 0xE9\n", "O", "OK", "", "12\x00OK"} {
 		f.Add([]byte(s), uint8(3))
 	}
 	f.Fuzz(func(t *testing.T, b []byte, step uint8) {
@@ -294,6 +300,9 @@ func FuzzEspotaAnswer(f *testing.F) {
 		}
 		if whole.ok() && whole.words() != "" {
 			t.Fatal("OK with words")
+		}
+		if whole.countsAfterOK() != parts.countsAfterOK() || whole.countsAfterOK() && !whole.ok() {
+			t.Fatalf("counts after OK: %+v vs %+v", whole, parts)
 		}
 		if len(whole.text) > maxAnswerText || len(whole.words()) > 200 {
 			t.Fatal("unbounded")

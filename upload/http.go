@@ -35,8 +35,9 @@ const (
 	// its handler reads anything (lwIP's 5760-byte window, plus kernel
 	// rounding on the host): below it the device is still erasing.
 	eraseWindow = 16 << 10
-	// earlyAnswerGrace is how long a 2xx answer waits for the last bytes
-	// of the body to be written before it is taken for a premature one.
+	// earlyAnswerGrace is how long a 2xx answer that came after every byte
+	// was handed to the kernel waits for the writer to return from its
+	// last write (it only needs to be scheduled on a loaded machine).
 	earlyAnswerGrace = 2 * time.Second
 )
 
@@ -102,9 +103,16 @@ func (h *HTTPTransport) log() *slog.Logger {
 }
 
 // Send implements Transport: it returns nil only when the device answered
-// 2xx after taking the whole image, else a *DeviceError. When ctx ends the
-// error wraps ctx.Err() (errors.Is(err, context.Canceled) tells an
+// 2xx after taking the whole image, else a *DeviceError whose Taken is the
+// image bytes the device had acknowledged when the try ended. When ctx ends
+// the error wraps ctx.Err() (errors.Is(err, context.Canceled) tells an
 // interrupted upload from a failed one).
+//
+// "After taking the whole image": where the ack counter is exact (Linux,
+// macOS) every byte was acknowledged when the answer arrived; elsewhere
+// every byte was written and the answer arrived after the last write began.
+// A 2xx before that is a DeviceError of ClassEarlyAnswer wrapping
+// ErrEarlyAnswer.
 func (h *HTTPTransport) Send(ctx context.Context, t Target, fw *Firmware, cred Credentials, emit Emit) error {
 	if emit == nil {
 		emit = func(Event) {}
@@ -243,14 +251,49 @@ type httpUpload struct {
 type readResult struct {
 	a   *answer
 	err error
+	at  ackSnapshot // the ack counter when the final status line arrived
+}
+
+// answerClock reads the device's answer and notes the ack counter at the
+// read that brought the final status line (readAnswerMarked's mark).
+// Only the reader goroutine uses it.
+type answerClock struct {
+	ac    *AckCounter
+	br    *bufio.Reader
+	last  ackSnapshot // at the latest read that brought bytes
+	mark  ackSnapshot
+	armed bool // the next read that brings bytes sets mark
+}
+
+func (c *answerClock) Read(p []byte) (int, error) {
+	n, err := c.ac.Conn.Read(p)
+	if n > 0 {
+		c.last = c.ac.snapshot()
+		if c.armed {
+			c.mark, c.armed = c.last, false
+		}
+	}
+	return n, err
+}
+
+// markStatus is called before each status line is read: one already in
+// the buffer came with the latest read, else it comes with the next one.
+func (c *answerClock) markStatus() {
+	if c.br.Buffered() > 0 {
+		c.mark, c.armed = c.last, false
+		return
+	}
+	c.armed = true
 }
 
 func (u *httpUpload) run() (err error) {
 	answers := make(chan readResult, 1)
 	wrote := make(chan error, 1)
 	go func() {
-		a, err := readAnswer(bufio.NewReaderSize(u.ac.Conn, 4<<10))
-		answers <- readResult{a, err}
+		clk := &answerClock{ac: u.ac}
+		clk.br = bufio.NewReaderSize(clk, 4<<10)
+		a, err := readAnswerMarked(clk.br, clk.markStatus)
+		answers <- readResult{a, err, clk.mark}
 	}()
 	go func() { wrote <- u.write() }()
 	// Closing the connection ends both goroutines; wait for them so none
@@ -298,10 +341,15 @@ func (u *httpUpload) run() (err error) {
 			}
 			u.progress(taken, wrote == nil && werr == nil)
 			if idle := u.h.idleTimeout(); time.Since(lastChange) >= idle {
+				// A blocked write may have handed part of its bytes to
+				// the kernel: end it, so Taken counts them.
+				u.stopWriter(&wrote, &werr)
+				taken = u.bodyTaken()
 				return &DeviceError{Class: ClassTimeout, Taken: taken, Err: fmt.Errorf("idle for %v", idle),
 					Reason: u.silentReason(taken, idle)}
 			}
 		case <-u.ctx.Done():
+			u.stopWriter(&wrote, &werr)
 			return u.ended(u.bodyTaken())
 		}
 	}
@@ -361,7 +409,7 @@ func (u *httpUpload) report(phase Phase, done int64) {
 func (u *httpUpload) answered(r readResult, wrote *chan error, werr *error) error {
 	size := u.fw.Size()
 	if r.a != nil {
-		return u.answer(r.a, wrote, werr)
+		return u.answer(r.a, r.at, wrote, werr)
 	}
 	// The connection ended without an answer. The write under way ends
 	// with it: let it, so Written, and with it Taken, include what it
@@ -383,8 +431,9 @@ func (u *httpUpload) answered(r readResult, wrote *chan error, werr *error) erro
 }
 
 // answer judges the device's HTTP answer: accepted only when it is a 2xx
-// that does not say it failed, and came after the whole image was written.
-func (u *httpUpload) answer(a *answer, wrote *chan error, werr *error) error {
+// that does not say it failed, and came after the whole image was taken
+// (at: the ack counter when it arrived; see Send).
+func (u *httpUpload) answer(a *answer, at ackSnapshot, wrote *chan error, werr *error) error {
 	size := u.fw.Size()
 	words := redact(a.Words(), u.cred)
 	if !Accepted(a.Status, words) {
@@ -394,44 +443,57 @@ func (u *httpUpload) answer(a *answer, wrote *chan error, werr *error) error {
 		class, why := ClassifyAnswer(a.Status, words)
 		return &DeviceError{Class: class, Status: a.Status, Words: words, Taken: u.bodyTaken(), Reason: why}
 	}
-	// The device can only have read the whole body once it was all
-	// written: wait for the writer to say so.
-	u.awaitWriter(wrote, werr, min(earlyAnswerGrace, u.h.idleTimeout()))
-	if *wrote != nil && u.ctx.Err() == nil {
-		// Past the grace the writer is blocked (the device stopped
-		// reading) or only unscheduled after its last write on a loaded
-		// machine: end the write, and its result tells which.
-		u.stopWriter(wrote, werr)
+	whole := int64(len(u.head)) + size
+	if at.allAcked(whole) {
+		// Every byte was handed to the kernel (and acknowledged, where
+		// that is measured) before the answer: the writer has returned
+		// from its last write or is about to, once scheduled.
+		u.awaitWriter(wrote, werr, min(earlyAnswerGrace, u.h.idleTimeout()))
 	}
-	if *wrote == nil && *werr == nil {
+	// Otherwise the answer came too early: end the write at once, so no
+	// more of the image reaches a device that may still be reading.
+	u.stopWriter(wrote, werr)
+	taken := u.bodyTaken()
+	if *werr == nil && at.allAcked(whole) && (!u.ac.Exact() || taken >= size) {
 		u.report(PhaseFinishing, size)
 		u.h.log().Debug("accepted", "addr", u.addr, "status", a.Status, "words", words)
 		return nil
 	}
-	taken := u.bodyTaken()
-	if *wrote != nil && u.ctx.Err() != nil {
+	if u.ctx.Err() != nil {
 		return u.ended(taken)
 	}
-	return &DeviceError{Class: ClassRejected, Status: a.Status, Words: words, Taken: taken,
-		Reason: fmt.Sprintf("the device answered before it had the whole image (%s of %s): this is not an OTA upload handler, check the URL",
-			byteCount(taken), byteCount(size))}
+	u.h.log().Debug("early answer", "addr", u.addr, "status", a.Status, "begun", at.begun, "written", at.written,
+		"queued", at.queued, "exact", at.exact, "write", *werr)
+	return &DeviceError{Class: ClassEarlyAnswer, Status: a.Status, Words: words, Taken: taken, Err: ErrEarlyAnswer,
+		Reason: earlyReason(a.Status, taken, max(0, min(u.ac.Written()-int64(len(u.head)), size)), size, u.ac.Exact())}
+}
+
+// earlyReason says how much of the image a device had when the upload
+// stopped right after its answer: the acknowledged count at the answer
+// itself is only known to within the write under way.
+func earlyReason(status int, taken, sent, size int64, exact bool) string {
+	had := fmt.Sprintf("it had acknowledged %s of %s (%s sent)", byteCount(taken), byteCount(size), byteCount(sent))
+	if !exact {
+		had = fmt.Sprintf("%s of %s were sent", byteCount(sent), byteCount(size))
+	}
+	return fmt.Sprintf("the device answered %d before it had the whole image: %s when the upload stopped; such an answer proves no update (is this the device's OTA upload handler? check the URL)",
+		status, had)
 }
 
 // stopWriter ends the write under way and waits for the writer to return,
 // so Written counts what it handed to the kernel. A timed wait would lose
 // that count whenever a loaded machine leaves the writer unscheduled for
 // longer than the wait; the write deadline ends a write that is blocked
-// (the device keeps the connection open without reading) at once instead.
+// (the device keeps the connection open without reading) at once instead,
+// and the writer returns at its first failed write, so the wait is short
+// even when ctx has ended.
 func (u *httpUpload) stopWriter(wrote *chan error, werr *error) {
 	if *wrote == nil {
 		return
 	}
 	_ = u.ac.SetWriteDeadline(time.Now())
-	select {
-	case *werr = <-*wrote:
-		*wrote = nil
-	case <-u.ctx.Done():
-	}
+	*werr = <-*wrote
+	*wrote = nil
 }
 
 // awaitWriter waits at most d for the writer to return.

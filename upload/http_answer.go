@@ -46,7 +46,17 @@ var errNotHTTP = errors.New("not an HTTP response")
 // came are the device's words. With no status line it returns the read
 // error (io.EOF, a reset) or errNotHTTP.
 func readAnswer(br *bufio.Reader) (*answer, error) {
+	return readAnswerMarked(br, nil)
+}
+
+// readAnswerMarked is readAnswer calling mark before it reads each status
+// line (an interim one, then the final one), so the caller can note when
+// the final answer began to arrive.
+func readAnswerMarked(br *bufio.Reader, mark func()) (*answer, error) {
 	for interim := 0; ; interim++ {
+		if mark != nil {
+			mark()
+		}
 		a, err := readStatusLine(br)
 		if err != nil {
 			return nil, err

@@ -115,7 +115,11 @@ func FuzzReadAnswer(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		a, err := readAnswer(bufio.NewReaderSize(&cutReader{data: string(b), err: errTestReset}, 4<<10))
+		marks := 0
+		a, err := readAnswerMarked(bufio.NewReaderSize(&cutReader{data: string(b), err: errTestReset}, 4<<10), func() { marks++ })
+		if marks < 1 || marks > maxInterim+1 {
+			t.Fatalf("status lines marked %d times", marks)
+		}
 		if a == nil {
 			if err == nil {
 				t.Fatal("no answer and no error")

@@ -588,7 +588,7 @@ func TestHTTPEarlyOKIsNotSuccess(t *testing.T) {
 	fw := &Firmware{Data: make([]byte, 8<<20)}
 	de := asDeviceError(t, (&HTTPTransport{IdleTimeout: 300 * time.Millisecond}).Send(httpCtx(t), httpTarget(t, addr, ""), fw, Credentials{}, nil))
 	close(sent)
-	if de.Class != ClassRejected || de.Status != 200 {
+	if de.Class != ClassEarlyAnswer || de.Status != 200 || !errors.Is(de, ErrEarlyAnswer) || de.Taken >= fw.Size() {
 		t.Fatalf("got %+v", de)
 	}
 }

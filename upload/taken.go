@@ -1,0 +1,34 @@
+package upload
+
+import "errors"
+
+// ErrEarlyAnswer is wrapped in the DeviceError of an upload the device
+// answered as a success (HTTP 2xx, espota OK) before it had acknowledged
+// every byte of the image: the answer is no proof it installed anything.
+// It says nothing about whether the device then took the rest: that is
+// DeviceError.Taken (see MayHaveTakenAll).
+var ErrEarlyAnswer = errors.New("the device answered before it had the whole image")
+
+// MayHaveTakenAll reports whether a device may hold the whole image after
+// an upload ended with err, so that it may install it (or have installed
+// it) although Send failed: a runner must read the device before it sends
+// the image again. True when
+//   - err is nil (the device accepted the whole image);
+//   - err wraps ErrAnswerLost or ErrEspotaNoOK (the device took every byte
+//     and its answer never came);
+//   - err is a *DeviceError whose Taken, the image bytes the device had
+//     acknowledged when the try ended, is at least size. This covers an
+//     interrupted or timed-out upload after the last byte, and an early
+//     answer (ErrEarlyAnswer) from a device that read on after it.
+//
+// An early answer with Taken < size is false: the connection was reset
+// with the rest unsent, so the device cannot hold the image. Taken comes
+// from the kernel's count of acknowledged bytes where it is exact (Linux,
+// macOS); elsewhere it trails the bytes written by the 16 KiB send buffer.
+func MayHaveTakenAll(err error, size int64) bool {
+	if err == nil || errors.Is(err, ErrAnswerLost) || errors.Is(err, ErrEspotaNoOK) {
+		return true
+	}
+	var de *DeviceError
+	return errors.As(err, &de) && de.Taken >= size
+}
