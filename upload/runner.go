@@ -719,18 +719,17 @@ func (r *runner) boundedTry(ctx context.Context, d *device) error {
 }
 
 // mayHaveTaken reports whether a failed try took, or may have taken, the
-// whole image: every byte acknowledged, or an answer lost or sent too
-// early. It never samples progress: only what the transport reports.
+// whole image (MayHaveTakenAll), and how its answer came. It never samples
+// progress: only what the transport reports. A device that answered with
+// its own words of rejection installed nothing.
 func (r *runner) mayHaveTaken(err error, de *DeviceError) (Answer, bool) {
 	switch {
+	case de.Class == ClassAuth || de.Class == ClassRejected || !MayHaveTakenAll(err, r.fw.Size()):
+		return AnswerNormal, false
 	case errors.Is(err, ErrEarlyAnswer):
 		return AnswerEarly, true
-	case errors.Is(err, ErrAnswerLost), errors.Is(err, ErrEspotaNoOK):
-		return AnswerLost, true
-	case r.fw.Size() > 0 && de.Taken >= r.fw.Size() && de.Class != ClassAuth && de.Class != ClassRejected:
-		return AnswerLost, true
 	}
-	return AnswerNormal, false
+	return AnswerLost, true
 }
 
 // tookEarlier checks, after a transient failure or a busy answer, whether

@@ -68,6 +68,7 @@ func (s soakScenario) shapes() []string {
 	for _, f := range s.faults {
 		k, _, _ := strings.Cut(f, "@")
 		k, _, _ = strings.Cut(k, ":")
+		k, _, _ = strings.Cut(k, "/")
 		out = append(out, "fault:"+k)
 	}
 	if s.wrongCred {
@@ -78,6 +79,9 @@ func (s soakScenario) shapes() []string {
 	}
 	return out
 }
+
+// espotaOnlyFaults are forced once every 25 scenarios.
+var espotaOnlyFaults = []string{"lose-ok", "no-connect-back/50%", "early-ok@30%", "chatter@100%"}
 
 // soakShapes is every shape the soak must draw.
 var soakShapes = []string{
@@ -127,8 +131,14 @@ func randomScenario(r *rand.Rand) soakScenario {
 		s.buildSeed = 1 + r.Int64N(1000)
 	}
 	if fields := sim.OmittableFields(s.personality, s.extensions, s.apiUptime); len(fields) > 0 && r.IntN(3) == 0 {
+		// Half the draws from the facts the verdict leans on.
+		key := slices.DeleteFunc([]string{"ota-status.uptime_s", "ota-status.elf_sha256", "ota-status.state", "ota-status.version",
+			"api-status.firmwareVersion", "txt.version"}, func(f string) bool { return !slices.Contains(fields, f) })
 		for range 1 + r.IntN(3) {
 			f := fields[r.IntN(len(fields))]
+			if len(key) > 0 && r.IntN(2) == 0 {
+				f = key[r.IntN(len(key))]
+			}
 			if !slices.Contains(s.omit, f) {
 				s.omit = append(s.omit, f)
 			}
@@ -220,6 +230,16 @@ func TestRunSoak(t *testing.T) {
 		scen := make([]soakScenario, size)
 		for i := range scen {
 			scen[i] = randomScenario(r)
+			if k := (start + i) % 25; k < len(espotaOnlyFaults) {
+				// espota devices are a fifth of the fleet and each of their
+				// session faults a rarer draw still: force one of each
+				// every 25 scenarios, so every shape is drawn.
+				scen[i].personality, scen[i].apiUptime, scen[i].omit = sim.Arduino, false, nil
+				if scen[i].behaviour == sim.Unstable || scen[i].behaviour == sim.Unconfirmed || scen[i].behaviour == sim.CrashToFactory {
+					scen[i].behaviour = sim.CrashOnBoot
+				}
+				scen[i].factory, scen[i].faults = "", []string{espotaOnlyFaults[k]}
+			}
 			for _, sh := range scen[i].shapes() {
 				drawn[sh]++
 			}
