@@ -619,7 +619,14 @@ func (r *runner) update(ctx context.Context, d *device, stop *string) {
 		// The device took, or may have taken, the whole image (its answer
 		// was lost, or came too early): only reading it tells whether it
 		// installed it. Resend only when it demonstrably did not.
-		if answer, ok := r.mayHaveTaken(err, de); ok && !r.opts.NoVerify {
+		answer, took := r.mayHaveTaken(err, de)
+		if took && r.opts.NoVerify {
+			// Nothing may be sent again unread, and --no-verify reads nothing.
+			d.res.Outcome = OutcomeAccepted
+			d.res.Message = "the device took the whole image but its answer " + map[Answer]string{AnswerLost: "was lost", AnswerEarly: "came early"}[answer] + "; not sent again, not verified (--no-verify)"
+			return
+		}
+		if took {
 			d.mu.Lock()
 			since := d.lastByte
 			if since.IsZero() {

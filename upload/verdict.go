@@ -67,7 +67,8 @@ func shortELF(s string) string { return s[:min(len(s), 8)] }
 // than 8 hex digits identifies nothing.
 func identityOf(f Facts) Identity {
 	id := Identity{Version: f.Version, Source: f.VersionSource}
-	if e := strings.ToLower(strings.TrimSpace(f.ELFSHA256)); len(e) >= 8 {
+	// An all-zero elf is a placeholder, as the image side treats it.
+	if e := strings.ToLower(strings.TrimSpace(f.ELFSHA256)); len(e) >= 8 && strings.Trim(e, "0") != "" {
 		id.ELF = e
 	}
 	return id
@@ -246,12 +247,11 @@ func Decide(s VerdictSpec, obs []Observation, now time.Time, final bool) (Verdic
 	w := walk(s, obs)
 	if w.rolledBack != nil {
 		f := w.rolledBack.Facts
-		how := "restarted"
+		msg := fmt.Sprintf("accepted %s, restarted, and came back on %s%s", s.Expected, identityOf(f), lost)
 		if !w.rolledBackRestart {
-			how = "changed image"
+			msg = fmt.Sprintf("accepted %s, and now runs another image, %s%s", s.Expected, identityOf(f), lost)
 		}
-		return Verdict{Outcome: OutcomeRolledBack, Running: f.Version, State: f.State, Source: f.VersionSource,
-			Message: fmt.Sprintf("accepted %s, %s, and came back on %s%s", s.Expected, how, identityOf(f), lost)}, true
+		return Verdict{Outcome: OutcomeRolledBack, Running: f.Version, State: f.State, Source: f.VersionSource, Message: msg}, true
 	}
 	// Decide on the last read that told an identity; a later answer that
 	// tells none (a server still starting) neither confirms nor denies it.
@@ -267,7 +267,7 @@ func Decide(s VerdictSpec, obs []Observation, now time.Time, final bool) (Verdic
 		case m == yes && same && (id.ELF == "" || !w.restartSeen):
 			if w.restartSeen || graceOver || final {
 				v.Outcome, v.Reason = OutcomeUnverified, ReasonSameIdentity
-				v.Message = sameIdentityMessage(id, w.restartSeen)
+				v.Message = sameIdentityMessage(id)
 				return v, true
 			}
 		case m == yes && w.evidence:
@@ -291,7 +291,7 @@ func Decide(s VerdictSpec, obs []Observation, now time.Time, final bool) (Verdic
 					v.Message = "runs " + id.String() + " (it tells no app state; --no-wait-valid)"
 					return withNote(v, lost), true
 				}
-				if last.At.Sub(w.heldSince) >= s.StabilityWindow {
+				if !w.tellsState && last.At.Sub(w.heldSince) >= s.StabilityWindow {
 					v.Outcome = OutcomeUpdated
 					v.Message = fmt.Sprintf("runs %s and kept running it through the %s stability window (it tells no app state)", id, round(s.StabilityWindow))
 					return withNote(v, lost), true
@@ -315,6 +315,9 @@ func Decide(s VerdictSpec, obs []Observation, now time.Time, final bool) (Verdic
 			if w.restartSeen || graceOver || final {
 				v.Outcome, v.Reason = OutcomeUnverified, ReasonBeforeUnknown
 				v.Message = fmt.Sprintf("runs %s, but what it ran before the update is unknown (the first read failed), so the change cannot be shown; not verified", id)
+				if s.Before.Answered {
+					v.Message = fmt.Sprintf("runs %s, but what it told before cannot be compared with what it tells now, and no restart was seen; not verified", id)
+				}
 				return v, true
 			}
 		case m == no && !w.restartSeen:
@@ -367,12 +370,11 @@ func withNote(v Verdict, note string) Verdict {
 	return v
 }
 
-func sameIdentityMessage(id Identity, restarted bool) string {
+func sameIdentityMessage(id Identity) string {
 	if id.ELF == "" {
 		return fmt.Sprintf("the device reports %s as before and no build hash (elf_sha256), so the new image cannot be told from the old one; not verified", id)
 	}
-	_ = restarted
-	return fmt.Sprintf("the device still runs the same build (%s) and no restart was seen, so the reinstall is not verified", id)
+	return fmt.Sprintf("the device runs the build it ran before (%s) and no restart was seen, so the reinstall is not verified", id)
 }
 
 // decideNoIdentity: with nothing to compare, the device's return is all
@@ -400,6 +402,9 @@ type walked struct {
 	// silentNow: the reads since the last answer met silence: the device
 	// is away (restarting, or gone).
 	silentNow, awayProven bool
+	// tellsState: some read told an app state: a later read without one
+	// (another source answering) is no "tells no state".
+	tellsState bool
 	// restartSeen: a restart was proven before or at last.
 	restartSeen bool
 	// evidence: a restart was proven or the identity changed to the
@@ -429,7 +434,13 @@ func walk(s VerdictSpec, obs []Observation) walked {
 	// build.
 	sawOther := prev.Version != "" && s.Expected.Version != "" && prev.Version != s.Expected.Version
 	// The last told uptime and when: pre-flight's first.
-	upKnown, up, upAt := s.Before.Answered && s.Before.UptimeKnown, s.Before.Uptime, s.BeforeAt
+	upKnown, up, upAt, upSrc := s.Before.Answered && s.Before.UptimeKnown, s.Before.Uptime, s.BeforeAt, s.Before.UptimeSource
+	before := prev
+	// tellsELF: the device told its elf; a later read without it (another
+	// source answering) identifies nothing, lest a version-only read undo
+	// what the elf decided.
+	tellsELF := prev.ELF != ""
+	w.tellsState = s.Before.Answered && s.Before.State != ""
 	run, runStart := 0, 0
 	holding := false
 	for i := range obs {
@@ -449,18 +460,25 @@ func walk(s VerdictSpec, obs []Observation) walked {
 		run = 0
 		f := o.Facts
 		if f.UptimeKnown {
-			if upKnown && f.Uptime+uptimeSlack < up+o.At.Sub(upAt) {
+			// Uptimes from different sources are not compared.
+			if upKnown && upSrc == f.UptimeSource && f.Uptime+uptimeSlack < up+o.At.Sub(upAt) {
 				restart = true
 			}
-			upKnown, up, upAt = true, f.Uptime, o.At
+			upKnown, up, upAt, upSrc = true, f.Uptime, o.At, f.UptimeSource
 		}
+		w.tellsState = w.tellsState || f.State != ""
 		if restart {
 			w.restartSeen = true
 			holding = false // a restart during the window starts it again
 		}
 		id := identityOf(f)
+		if id.ELF != "" {
+			tellsELF = true
+		} else if tellsELF {
+			id = Identity{}
+		}
 		w.toldIdentity = w.toldIdentity || id.Known()
-		changed := sameBuild(prev, id) == no
+		changed := sameBuild(prev, id) == no || sameBuild(before, id) == no
 		if id.Known() {
 			prev = id
 		}

@@ -155,8 +155,11 @@ func read(tl tells, b build, state string, uptime float64) Facts {
 	if tl.otaState {
 		f.State = state
 	}
-	if tl.otaUptime || tl.apiUptime {
-		f.Uptime, f.UptimeKnown = time.Duration(uptime)*time.Second, true
+	switch {
+	case tl.otaUptime:
+		f.Uptime, f.UptimeKnown, f.UptimeSource = time.Duration(uptime)*time.Second, true, "/ota/status"
+	case tl.apiUptime:
+		f.Uptime, f.UptimeKnown, f.UptimeSource = time.Duration(uptime)*time.Second, true, "/api/status"
 	}
 	return f
 }
@@ -380,6 +383,30 @@ func TestDecideEdges(t *testing.T) {
 		v, _ := Decide(s, obs, sec(11.5), true)
 		if v.Outcome != OutcomeUnreachable {
 			t.Fatalf("%s (%s), want unreachable", v.Outcome, v.Message)
+		}
+	})
+	t.Run("a read without the elf does not undo what the elf decided", func(t *testing.T) {
+		// /ota/status tells the new build pending once; afterwards only
+		// /api/status answers, with the version every 1.0.1 build shares.
+		s := base
+		s.StabilityWindow = 30 * time.Second
+		s.Before = Facts{Answered: true, Version: "1.0.1", ELFSHA256: sameVerELF, State: "valid", VersionSource: "/ota/status"}
+		obs := []Observation{silent(1), silent(2), up(3, "1.0.1", newELF, "pending_verify")}
+		for x := 4.0; x < 40; x++ {
+			obs = append(obs, Observation{At: sec(x), End: sec(x + 0.01), Facts: Facts{Answered: true, Version: "1.0.1", VersionSource: "/api/status"}})
+		}
+		v, _ := Decide(s, obs, sec(40), true)
+		if v.Outcome == OutcomeUpdated {
+			t.Fatalf("updated (%s) on version-only reads after the elf said pending", v.Message)
+		}
+	})
+	t.Run("uptimes from two sources are not compared", func(t *testing.T) {
+		s := base
+		s.Before = Facts{Answered: true, Version: "1.0.0", ELFSHA256: oldELF, Uptime: 100 * time.Second, UptimeKnown: true, UptimeSource: "/ota/status"}
+		o := up(3, "1.0.0", oldELF, "valid")
+		o.Facts.Uptime, o.Facts.UptimeKnown, o.Facts.UptimeSource = 60*time.Second, true, "/api/status"
+		if v, done := Decide(s, []Observation{o}, sec(3), false); done && v.Outcome == OutcomeRolledBack {
+			t.Fatalf("rolled-back (%s) on uptimes from two sources", v.Message)
 		}
 	})
 	t.Run("unobservable espota", func(t *testing.T) {

@@ -35,9 +35,11 @@ type Facts struct {
 	SlotSizeKnown bool
 	// Board is the Arduino variant of TXT board=: an ArduinoOTA device.
 	Board string
-	// Uptime since the device's last boot, when UptimeKnown.
-	Uptime      time.Duration
-	UptimeKnown bool
+	// Uptime since the device's last boot, when UptimeKnown, and where it
+	// was told (uptimes from different sources are not compared).
+	Uptime       time.Duration
+	UptimeKnown  bool
+	UptimeSource string
 	// VersionSource is where Version came from: "/ota/status",
 	// "/api/status" or "txt".
 	VersionSource string

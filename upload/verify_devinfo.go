@@ -76,7 +76,7 @@ func factsFromDevinfo(df devinfo.Facts, asked Protocol) Facts {
 	f.Silent = df.Silent
 	if df.Uptime.Known() {
 		if n, err := strconv.ParseInt(df.Uptime.Value, 10, 64); err == nil {
-			f.Uptime, f.UptimeKnown = time.Duration(n)*time.Second, true
+			f.Uptime, f.UptimeKnown, f.UptimeSource = time.Duration(n)*time.Second, true, string(df.Uptime.Source)
 		}
 	}
 	return f
