@@ -228,7 +228,9 @@ func (d *demo) startDevices(ctx context.Context, resp *mdnsd.Responder) ([]*demo
 	t := sim.FastTiming()
 	// Slow enough to watch the bars, fast enough for the minute.
 	t.EraseRate, t.WriteRate = 4<<20, 1<<20
-	t.BootTime, t.ValidAfter, t.CrashAfter = 400*time.Millisecond, 1500*time.Millisecond, 300*time.Millisecond
+	// Boots as long as a real ESP32's (2-6 s): push proves a restart by
+	// the silence, and the OTS firmware tells no uptime.
+	t.BootTime, t.ValidAfter, t.CrashAfter = 2500*time.Millisecond, 1500*time.Millisecond, 300*time.Millisecond
 	lo := netip.MustParseAddr("127.0.0.1")
 	base := func(name string, p sim.Personality) sim.Config {
 		tt := t

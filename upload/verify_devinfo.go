@@ -44,7 +44,12 @@ func (o *DeviceObserver) Observe(ctx context.Context, t Target) (Facts, error) {
 			}
 		}
 	}
-	return factsFromDevinfo(df, t.Protocol), nil
+	f := factsFromDevinfo(df, t.Protocol)
+	if dt.TXT != nil && IsVerifying(ctx) {
+		// A fresh TXT record is the device answering, over mDNS.
+		f.Answered = true
+	}
+	return f, nil
 }
 
 func factsFromDevinfo(df devinfo.Facts, asked Protocol) Facts {
