@@ -424,8 +424,14 @@ func (u *httpUpload) answered(r readResult, wrote *chan error, werr *error) erro
 		return u.ended(taken)
 	}
 	err := r.err
-	if taken >= size {
+	written := max(0, u.ac.Written()-int64(len(u.head)))
+	if mayHoldAll(written, taken, size) {
 		err = errors.Join(ErrAnswerLost, r.err)
+		if taken < size {
+			// Its reset overtook the ACK of the last bytes it read.
+			return &DeviceError{Class: ClassNetwork, Taken: taken, Err: err,
+				Reason: "the device closed the connection right after the last bytes, without answering: it may have taken the whole image (verification will tell)"}
+		}
 	}
 	return &DeviceError{Class: ClassNetwork, Taken: taken, Err: err, Reason: cutReason(taken, size)}
 }

@@ -328,7 +328,12 @@ func TestRunSoak(t *testing.T) {
 					t.Errorf("scenario %d (%s): reported updated (%s), but the sim runs %s elf %.8s (%s)", start+i, scen[i], res.Message, st.Version, st.ELFSHA256, st.AppState)
 				}
 			}
-			if j, ok := resentAfterInstall(st.Uploads); ok {
+			// A device that never restarts and tells no boot slot shows no
+			// sign of the image it took: the rule lets that one be
+			// sent again.
+			tellsBoot := scen[i].extensions && !slices.Contains(scen[i].omit, "ota-status") && !slices.Contains(scen[i].omit, "ota-status.boot")
+			silentInstall := slices.Contains(scen[i].faults, "no-reboot") && !tellsBoot
+			if j, ok := resentAfterInstall(st.Uploads); ok && !silentInstall {
 				t.Errorf("scenario %d (%s): upload %d follows an installed image (%s: %s): push sent it again before verifying", start+i, scen[i], j+1, res.Outcome, res.Message)
 			}
 			if res.Outcome == OutcomeUnverified && res.Reason == "" {

@@ -32,3 +32,15 @@ func MayHaveTakenAll(err error, size int64) bool {
 	var de *DeviceError
 	return errors.As(err, &de) && de.Taken >= size
 }
+
+// unackedTail bounds the image bytes a device may have read although their
+// ACK never reached the host: a device that reads the last bytes and resets
+// at once overtakes its own delayed ACK. Three lwIP windows (5760 B).
+const unackedTail = 16 << 10
+
+// mayHoldAll reports whether a connection the device ended without an
+// answer may have delivered the whole image: every byte written, and at
+// most unackedTail of it unacknowledged.
+func mayHoldAll(written, taken, size int64) bool {
+	return taken >= size || written >= size && size-taken <= unackedTail
+}

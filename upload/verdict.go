@@ -189,9 +189,10 @@ type Verdict struct {
 	Source  string
 	Message string
 	// NotInstalled (with Unchanged): the device demonstrably did not
-	// install the image: no restart was seen, and its uptime shows it
-	// has been up since before Since. Only then may the image be sent
-	// again after a lost or early answer.
+	// install the image: no restart was seen, and either its uptime shows
+	// it has been up since before Since or the reads watched it without a
+	// gap since then. Only then may the image be sent again after a lost
+	// or early answer.
 	NotInstalled bool
 }
 
@@ -325,7 +326,14 @@ func Decide(s VerdictSpec, obs []Observation, now time.Time, final bool) (Verdic
 			if graceOver || final {
 				v.Outcome = OutcomeUnchanged
 				v.Message = fmt.Sprintf("still runs %s and showed no sign of a restart %s after accepting the image%s", id, round(now.Sub(s.Accepted)), lost)
-				v.NotInstalled = upThroughout(s, last)
+				v.NotInstalled = upThroughout(s, last) || watchedThroughout(s, obs)
+				if f.Boot != "" && f.Running != "" && f.Boot != f.Running {
+					// otadata points at the other slot: it took an image and
+					// waits for a restart to boot it.
+					v.NotInstalled = false
+					v.Message = fmt.Sprintf("still runs %s, but boots %s next: it took the image and has not restarted%s", id, f.Boot, lost)
+					return v, true
+				}
 				if s.Answer != AnswerNormal && !v.NotInstalled {
 					v.Message = fmt.Sprintf("still runs %s%s; a restart (and rollback) while its answer was awaited cannot be ruled out, so the image is not sent again", id, lost)
 				} else if s.Answer != AnswerNormal {
@@ -363,6 +371,25 @@ func upThroughout(s VerdictSpec, o *Observation) bool {
 	}
 	f := o.Facts
 	return f.UptimeKnown && f.Uptime > o.At.Sub(since)+uptimeSlack
+}
+
+// watchedThroughout reports whether the reads left no gap a restart could
+// hide in: the first came within silenceSpan of s.Since and every one was
+// answered (an ESP32 is silent for seconds while it restarts).
+func watchedThroughout(s VerdictSpec, obs []Observation) bool {
+	since := s.Since
+	if since.IsZero() {
+		since = s.Accepted
+	}
+	if len(obs) == 0 || obs[0].At.Sub(since) >= silenceSpan {
+		return false
+	}
+	for i, o := range obs {
+		if !o.Facts.Answered || i > 0 && o.At.Sub(obs[i-1].End) >= silenceSpan {
+			return false
+		}
+	}
+	return true
 }
 
 func withNote(v Verdict, note string) Verdict {

@@ -40,6 +40,10 @@ type Facts struct {
 	Uptime       time.Duration
 	UptimeKnown  bool
 	UptimeSource string
+	// Running and Boot are the running slot and the one otadata boots
+	// next (/ota/status only): Boot ≠ Running means an image waits for
+	// the next restart.
+	Running, Boot string
 	// VersionSource is where Version came from: "/ota/status",
 	// "/api/status" or "txt".
 	VersionSource string

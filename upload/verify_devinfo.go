@@ -56,6 +56,7 @@ func factsFromDevinfo(df devinfo.Facts, asked Protocol) Facts {
 	f := Facts{
 		Project: df.Project.Value, Version: df.Version.Value, Chip: df.Chip.Value,
 		State: df.State.Value, Board: df.Board.Value, VersionSource: string(df.Version.Source),
+		Running: df.Running.Value, Boot: df.Boot.Value,
 	}
 	// Reachable after a TCP probe only means a connect succeeded; an answer
 	// is an HTTP reply (or, asked as HTTP, what Reachable then means).
