@@ -49,14 +49,114 @@ var wordClasses = []struct {
 	{"Invalid bootstrapping state", ClassRejected, "the ESP8266 must be reset (power-cycled) once after a serial flash before it can update over the air"},
 }
 
-// ClassifyAnswer turns a device's answer into a class and a one-line reason.
-// status is the HTTP status (0 for espota); words is the device's text.
-func ClassifyAnswer(status int, words string) (Class, string) {
-	w := strings.TrimSpace(words)
+// failureTexts are what the known uploaders put in an answer, often a
+// page answered with 200, when the update failed. Each is matched
+// case-insensitively (ASCII) anywhere in the answer's visible text, where
+// a page may put it after kilobytes of markup; whole ones only as the
+// entire text. class and why apply when nothing after the text names the
+// cause in wordClasses.
+var failureTexts = []struct {
+	text  string
+	whole bool
+	class Class
+	why   string
+}{
+	// arduino-esp32 HTTPUpdateServer and ESP8266HTTPUpdateServer (ESPEasy
+	// serves both): every result is 200 text/html, a failure reads
+	// "Update error: <the Updater's error>", on ESP8266 "Update error:
+	// ERROR[n]: <text>" (research/uploaders.md §2, §3, §7;
+	// device-contract.md §6).
+	{text: "Update error:", class: ClassRejected, why: "the device's updater refused the image (its words say why)"},
+	// WLED: 500 "Update failed!" and a reason (uploaders.md §5); the
+	// generic wording of any other page.
+	{text: "Update failed", class: ClassRejected, why: "the device says the update failed (its words say why)"},
+	// Tasmota's upload page: 200 HTML with "Upload" "Failed" and the
+	// reason in English builds (uploaders.md §6; localized builds word it
+	// in their language and are left to verification); the seed and OTS
+	// firmware's 500 "Upload failed" (device-contract.md §2).
+	{text: "Upload failed", class: ClassNetwork, why: "the device lost the connection while receiving"},
+	// Generic.
+	{text: "OTA failed", class: ClassRejected, why: "the device says the update failed (its words say why)"},
+	// ElegantOTA v2 on ESP32: 200 text/plain "FAIL" (uploaders.md §4.2).
+	{text: "FAIL", whole: true, class: ClassRejected, why: "the device's updater reported a failure it did not name"},
+}
+
+// failureAt is the byte index in text of the first failure text, -1 when
+// there is none.
+func failureAt(text string) int {
+	lower := asciiLower(text)
+	at := -1
+	for _, f := range failureTexts {
+		t := asciiLower(f.text)
+		if f.whole {
+			if strings.TrimSpace(lower) == t {
+				return strings.Index(lower, t)
+			}
+			continue
+		}
+		if i := strings.Index(lower, t); i >= 0 && (at < 0 || i < at) {
+			at = i
+		}
+	}
+	return at
+}
+
+// asciiLower lower-cases ASCII letters only, so byte offsets stay valid.
+func asciiLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
+}
+
+// cutErrorNumber drops the ESP8266 Updater's "ERROR[<n>]: " prefix.
+func cutErrorNumber(w string) string {
+	if rest, ok := strings.CutPrefix(w, "ERROR["); ok {
+		if i := strings.Index(rest, "]:"); i >= 0 && isDigits(rest[:i]) {
+			return strings.TrimSpace(rest[i+2:])
+		}
+	}
+	return w
+}
+
+func classifyWords(w string) (Class, string, bool) {
 	for _, e := range wordClasses {
 		if len(w) >= len(e.words) && strings.EqualFold(w[:len(e.words)], e.words) {
-			return e.class, e.why
+			return e.class, e.why, true
 		}
+	}
+	return "", "", false
+}
+
+// ClassifyAnswer turns a device's answer into a class and a one-line reason.
+// status is the HTTP status (0 for espota); words is the device's text.
+// Words that begin with a failure text ("Update error: ERROR[10]: Magic
+// byte is not 0xE9") are classified by the cause after it, else by the
+// failure text itself, whatever the status.
+func ClassifyAnswer(status int, words string) (Class, string) {
+	w := strings.TrimSpace(words)
+	for _, f := range failureTexts {
+		if f.whole && strings.EqualFold(w, f.text) {
+			return f.class, f.why
+		}
+		if f.whole || len(w) < len(f.text) || !strings.EqualFold(w[:len(f.text)], f.text) {
+			continue
+		}
+		// WLED's "Update failed!", Tasmota's "Upload Failed." or ":".
+		cause := cutErrorNumber(strings.TrimSpace(strings.TrimLeft(w[len(f.text):], "!.:- ")))
+		if c, why, ok := classifyWords(cause); ok {
+			return c, why
+		}
+		if c, why, ok := classifyWords(w); ok {
+			return c, why
+		}
+		return f.class, f.why
+	}
+	if c, why, ok := classifyWords(w); ok {
+		return c, why
 	}
 	switch {
 	case status >= 300 && status < 400:
@@ -105,24 +205,9 @@ func (c Class) Retries(budget int) int {
 	return budget
 }
 
-// failedDespiteOK are texts some firmware answers with a 2xx status although
-// the update failed (Tasmota's upload page answers 200 "Upload Failed" with
-// a reason, research/espota.md §6), matched case-insensitively anywhere in
-// the device's text.
-var failedDespiteOK = []string{"upload failed", "update failed", "ota failed"}
-
 // Accepted reports whether an answer means the device took the image: a 2xx
-// status whose text does not say the update failed. Everything else goes
-// through ClassifyAnswer.
+// status whose text holds no failure text (failureTexts). Everything else
+// goes through ClassifyAnswer.
 func Accepted(status int, words string) bool {
-	if status < 200 || status > 299 {
-		return false
-	}
-	w := strings.ToLower(words)
-	for _, f := range failedDespiteOK {
-		if strings.Contains(w, f) {
-			return false
-		}
-	}
-	return true
+	return status >= 200 && status <= 299 && failureAt(words) < 0
 }

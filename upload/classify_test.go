@@ -33,6 +33,15 @@ func TestClassifyAnswer(t *testing.T) {
 		{302, "", ClassRejected},
 		{414, "URI is too long", ClassRejected},
 		{411, "Client must specify Content-Length", ClassRejected},
+		// Failure pages: the cause after the failure text decides.
+		{200, "Update error: ERROR[10]: Magic byte is not 0xE9", ClassRejected},
+		{200, "Update error: Bad Size Given", ClassRejected},
+		{200, "Update error: Flash Write Failed", ClassWriteFailed},
+		{200, "Update error: ERROR[13]: No data supplied", ClassRejected},
+		{500, "Update failed! Firmware release name mismatch", ClassRejected},
+		{200, "Upload Failed Not enough space", ClassRejected},
+		{200, "Upload Failed. Upload aborted", ClassNetwork},
+		{200, "FAIL", ClassRejected},
 	} {
 		if got, why := ClassifyAnswer(tc.status, tc.words); got != tc.want || why == "" {
 			t.Errorf("ClassifyAnswer(%d, %q) = %s (%q), want %s", tc.status, tc.words, got, why, tc.want)
@@ -69,6 +78,12 @@ func TestAccepted(t *testing.T) {
 		{204, "", true},
 		{200, "Tasmota Upload Failed Not enough space", false},
 		{200, "Update failed!", false},
+		{200, "Update error: ERROR[10]: Magic byte is not 0xE9", false},
+		{200, "Firmware update Settings Update failed! Not Enough Space", false},
+		{200, "FAIL", false},
+		{200, "OK", true},
+		{200, "Update Success! Rebooting...", true},
+		{200, "Failsafe mode off", true},
 		{500, "Write failed", false},
 		{302, "", false},
 		{100, "", false},

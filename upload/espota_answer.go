@@ -104,12 +104,7 @@ func cleanWords(s string) string {
 func classifyEspotaWords(words string) (Class, string) {
 	w := strings.TrimSpace(words)
 	w = strings.TrimSpace(strings.TrimPrefix(w, "ERR:"))
-	if rest, ok := strings.CutPrefix(w, "ERROR["); ok {
-		if i := strings.Index(rest, "]:"); i >= 0 && isDigits(rest[:i]) {
-			w = strings.TrimSpace(rest[i+2:])
-		}
-	}
-	return ClassifyAnswer(0, w)
+	return ClassifyAnswer(0, cutErrorNumber(w))
 }
 
 func isDigits(s string) bool {

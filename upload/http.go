@@ -10,6 +10,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/ots-ota/ots-ota/internal/buildinfo"
@@ -150,6 +151,13 @@ var ErrAnswerLost = errors.New("the device took the whole image but no answer ar
 // errOverallTimeout is the cause of a context ended by Timeout.
 var errOverallTimeout = errors.New("overall timeout")
 
+// ErrFailurePage is wrapped in the DeviceError of an upload the device
+// answered with a 2xx status and a text that says the update failed
+// (arduino HTTPUpdateServer's 200 "Update error: …"; failureTexts): a
+// failure by its words, yet no proof either way, so a runner reads the
+// device before it concludes.
+var ErrFailurePage = errors.New("the device answered 2xx with a page that says the update failed")
+
 func uploadPathOf(t Target) string {
 	if t.Path == "" {
 		return DefaultPath
@@ -246,6 +254,9 @@ type httpUpload struct {
 
 	phase Phase
 	done  int64 // body bytes last reported
+	// heard is when the device last sent bytes of its answer (UnixNano):
+	// a page still arriving is no idle device.
+	heard atomic.Int64
 }
 
 type readResult struct {
@@ -260,6 +271,7 @@ type readResult struct {
 type answerClock struct {
 	ac    *AckCounter
 	br    *bufio.Reader
+	heard *atomic.Int64
 	last  ackSnapshot // at the latest read that brought bytes
 	mark  ackSnapshot
 	armed bool // the next read that brings bytes sets mark
@@ -268,6 +280,7 @@ type answerClock struct {
 func (c *answerClock) Read(p []byte) (int, error) {
 	n, err := c.ac.Conn.Read(p)
 	if n > 0 {
+		c.heard.Store(time.Now().UnixNano())
 		c.last = c.ac.snapshot()
 		if c.armed {
 			c.mark, c.armed = c.last, false
@@ -290,7 +303,7 @@ func (u *httpUpload) run() (err error) {
 	answers := make(chan readResult, 1)
 	wrote := make(chan error, 1)
 	go func() {
-		clk := &answerClock{ac: u.ac}
+		clk := &answerClock{ac: u.ac, heard: &u.heard}
 		clk.br = bufio.NewReaderSize(clk, 4<<10)
 		a, err := readAnswerMarked(clk.br, clk.markStatus)
 		answers <- readResult{a, err, clk.mark}
@@ -339,11 +352,22 @@ func (u *httpUpload) run() (err error) {
 			if taken != last {
 				last, lastChange = taken, time.Now()
 			}
+			if h := time.Unix(0, u.heard.Load()); h.After(lastChange) {
+				lastChange = h
+			}
 			u.progress(taken, wrote == nil && werr == nil)
 			if idle := u.h.idleTimeout(); time.Since(lastChange) >= idle {
 				// A blocked write may have handed part of its bytes to
 				// the kernel: end it, so Taken counts them.
 				u.stopWriter(&wrote, &werr)
+				// What arrived of an answer is the device's word: end the
+				// read and judge it.
+				_ = u.ac.SetReadDeadline(time.Now())
+				r := <-answers
+				answers = nil
+				if r.a != nil {
+					return u.answered(r, &wrote, &werr)
+				}
 				taken = u.bodyTaken()
 				return &DeviceError{Class: ClassTimeout, Taken: taken, Err: fmt.Errorf("idle for %v", idle),
 					Reason: u.silentReason(taken, idle)}
@@ -447,7 +471,11 @@ func (u *httpUpload) answer(a *answer, at ackSnapshot, wrote *chan error, werr *
 		// write under way ends with it; let it, so Taken includes it.
 		u.stopWriter(wrote, werr)
 		class, why := ClassifyAnswer(a.Status, words)
-		return &DeviceError{Class: class, Status: a.Status, Words: words, Taken: u.bodyTaken(), Reason: why}
+		de := &DeviceError{Class: class, Status: a.Status, Words: words, Taken: u.bodyTaken(), Reason: why}
+		if a.Status >= 200 && a.Status <= 299 {
+			de.Err = ErrFailurePage
+		}
+		return de
 	}
 	whole := int64(len(u.head)) + size
 	if at.allAcked(whole) {

@@ -18,9 +18,11 @@ import (
 const (
 	maxAnswerLine    = 2 << 10  // status line or one header line
 	maxAnswerHeaders = 16 << 10 // the whole header section
-	maxAnswerBody    = 4 << 10  // ESP-IDF's answers are one short sentence
-	maxInterim       = 8        // 1xx answers skipped before the real one
-	maxWords         = 200      // runes of the device's text kept for the user
+	// ESP-IDF's answers are one short sentence, but an uploader's page may
+	// say the update failed after kilobytes of markup (failureTexts).
+	maxAnswerBody = 64 << 10
+	maxInterim    = 8   // 1xx answers skipped before the real one
+	maxWords      = 200 // runes of the device's text kept for the user
 )
 
 // answer is a device's HTTP response, as much of it as arrived. ESP-IDF's
@@ -241,15 +243,26 @@ func readChunked(br *bufio.Reader, buf *bytes.Buffer) error {
 	return nil
 }
 
-// Words is the device's text for the user: the body as one line, with HTML
-// tags dropped (ESP-IDF sends plain text labelled text/html; other servers
-// send pages), control characters removed, at most maxWords runes.
+// Words is the device's text for the user, as one line of at most maxWords
+// runes: from the first failure text on where the answer holds one (a
+// page's "Update failed" after its menus), else from its start. HTML tags
+// are dropped (ESP-IDF sends plain text labelled text/html; other servers
+// send pages), control characters removed.
 func (a *answer) Words() string {
+	v := a.visible()
+	if i := failureAt(v); i > 0 {
+		v = v[i:]
+	}
+	return cleanText(v, maxWords)
+}
+
+// visible is the whole body as a reader sees it: tags dropped, one line.
+func (a *answer) visible() string {
 	body := string(a.Body)
 	if looksHTML(a.ContentType, body) {
 		body = stripTags(body)
 	}
-	return cleanText(body, maxWords)
+	return cleanText(body, len(body))
 }
 
 func looksHTML(ctype, body string) bool {

@@ -3,6 +3,7 @@ package upload
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -27,7 +28,10 @@ func (r *cutReader) Read(p []byte) (int, error) {
 var errTestReset = errors.New("connection reset by peer")
 
 func TestReadAnswer(t *testing.T) {
-	long := strings.Repeat("x", 10<<10)
+	long := strings.Repeat("x", 70<<10)
+	menu := strings.Repeat("<li><a href='/x'>Settings and information</a></li>\n", 14) // 14 × 24 visible
+	tasmota := "<b>Upload <font>Failed</font></b><br>x"
+	markup := strings.Repeat("<div class='row'><span>&nbsp;</span></div>\n", 200) // 8.6 KiB, nothing visible
 	for _, tc := range []struct {
 		name   string
 		in     string
@@ -50,7 +54,17 @@ func TestReadAnswer(t *testing.T) {
 		{name: "chunked cut", in: "HTTP/1.1 500 X\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nWri", err: errTestReset, status: 500, words: "Wri", cut: true},
 		{name: "html page", in: "HTTP/1.1 500 X\r\nContent-Type: text/html\r\n\r\n<html><head><title>Error</title><style>p{}</style></head><body><p>Write&nbsp;failed &amp; more</p></body></html>", status: 500, words: "Error Write failed & more"},
 		{name: "escape codes dropped", in: "HTTP/1.1 500 X\r\nContent-Length: 19\r\n\r\n\x1b[31mWrite\x07\r\nfailed", status: 500, words: "[31mWrite failed"},
-		{name: "bounded body", in: "HTTP/1.1 500 X\r\nContent-Length: 10240\r\n\r\n" + long, status: 500, cut: true},
+		{name: "bounded body", in: "HTTP/1.1 500 X\r\nContent-Length: 71680\r\n\r\n" + long, status: 500, cut: true},
+		// Failure texts are found in the whole body, and the words start there.
+		{name: "failure after 300 visible chars", in: "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n<html><body><ul>" + menu + "</ul><h2>Update failed!</h2><p>Not Enough Space</p></body></html>",
+			status: 200, words: "Update failed! Not Enough Space"},
+		{name: "failure after 8 KiB of markup, chunked", in: "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nTransfer-Encoding: chunked\r\n\r\n" +
+			fmt.Sprintf("%x\r\n%s\r\n", len(markup), markup) + fmt.Sprintf("%x\r\n%s\r\n0\r\n\r\n", len(tasmota), tasmota),
+			status: 200, words: "Upload Failed x"},
+		{name: "HTTPUpdateServer error", in: "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 49\r\n\r\nUpdate error: ERROR[10]: Magic byte is not 0xE9\r\n",
+			status: 200, words: "Update error: ERROR[10]: Magic byte is not 0xE9"},
+		{name: "HTTPUpdateServer success", in: "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n<META http-equiv=\"refresh\" content=\"15;URL=/\">Update Success! Rebooting...",
+			status: 200, words: "Update Success! Rebooting..."},
 		{name: "conflicting lengths read to close", in: "HTTP/1.1 500 X\r\nContent-Length: 3\r\nContent-Length: 5\r\n\r\nabcde", status: 500, words: "abcde"},
 		{name: "stray CRLF before", in: "\r\n\r\nHTTP/1.1 500 X\r\nContent-Length: 1\r\n\r\nz", status: 500, words: "z"},
 		{name: "not http", in: "SSH-2.0-OpenSSH\r\n", fail: true},
@@ -110,6 +124,9 @@ func FuzzReadAnswer(f *testing.F) {
 		"HTTP/1.1 500 X\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nWrite\r\n0\r\n\r\n",
 		"HTTP/1.0 404\n\n<html><body>nope</body></html>",
 		"HTTP/1.1 500 X\r\nContent-Length: -1\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n<p>menu</p><b>Upload <font>Failed</font></b><br>Not enough space",
+		"HTTP/1.1 200 OK\r\nContent-Length: 49\r\n\r\nUpdate error: ERROR[10]: Magic byte is not 0xE9\r\n",
+		"HTTP/1.1 200 OK\r\n\r\nFAIL",
 		"garbage",
 	} {
 		f.Add([]byte(s))
@@ -138,6 +155,11 @@ func FuzzReadAnswer(f *testing.F) {
 		}
 		if !utf8.ValidString(a.Reason) || strings.ContainsAny(a.Reason, "\r\n\x1b") {
 			t.Fatalf("reason %q", a.Reason)
+		}
+		// A failure text anywhere in what arrived makes a 2xx no success,
+		// and the words quote it; none, and they cannot.
+		if says := failureAt(a.visible()) >= 0; Accepted(200, w) == says {
+			t.Fatalf("failure text in the body %v, but Accepted(200, %q) = %v", says, w, !says)
 		}
 	})
 }

@@ -597,7 +597,7 @@ func (r *runner) update(ctx context.Context, d *device, stop *string) {
 			break
 		}
 		if ctx.Err() != nil {
-			d.res.Outcome, d.res.Message = OutcomeCancelled, "interrupted during the upload; the device keeps its running image"
+			d.res.Outcome, d.res.Message = OutcomeCancelled, r.interruptedMessage(d, err)
 			return
 		}
 		de := deviceErrorOf(err)
@@ -615,6 +615,9 @@ func (r *runner) update(ctx context.Context, d *device, stop *string) {
 		}
 		if uctx.Err() != nil && r.opts.Timeout > 0 {
 			d.res.Message += fmt.Sprintf(" (gave up: --timeout %s)", round(r.opts.Timeout))
+		}
+		if errors.Is(err, ErrFailurePage) && r.failurePage(ctx, d, err, de) {
+			return
 		}
 		// The device took, or may have taken, the whole image (its answer
 		// was lost, or came too early): only reading it tells whether it
@@ -731,7 +734,7 @@ func (r *runner) boundedTry(ctx context.Context, d *device) error {
 // its own words of rejection installed nothing.
 func (r *runner) mayHaveTaken(err error, de *DeviceError) (Answer, bool) {
 	switch {
-	case de.Class == ClassAuth || de.Class == ClassRejected || !MayHaveTakenAll(err, r.fw.Size()):
+	case de.Class == ClassAuth || de.Class == ClassRejected || errors.Is(err, ErrFailurePage) || !MayHaveTakenAll(err, r.fw.Size()):
 		return AnswerNormal, false
 	case errors.Is(err, ErrEarlyAnswer):
 		return AnswerEarly, true
@@ -769,6 +772,46 @@ func (r *runner) tookEarlier(ctx context.Context, d *device, de *DeviceError) bo
 	}
 	r.apply(d, v, de)
 	return true
+}
+
+// interruptedMessage says what an upload interrupted by the user left: a
+// device that may hold the whole image goes on to check and install it.
+func (r *runner) interruptedMessage(d *device, err error) string {
+	if MayHaveTakenAll(err, r.fw.Size()) {
+		return "interrupted after the device had taken the whole image: it may install it and restart; check what it runs with: ots-ota info " + d.t.Addr()
+	}
+	return "interrupted during the upload; the device keeps its running image"
+}
+
+// failurePage handles an answer of 2xx whose text says the update failed
+// (ErrFailurePage): the words say failed, the status says accepted, so the
+// device is read after the grace, as after any answer. It reports true
+// when d.res holds the outcome: updated with a warning quoting the page
+// when the device runs the expected image, else failed with its words.
+// False leaves the failure to the class's retries: the device could not
+// hold the image, cannot be read, or demonstrably did not install it.
+func (r *runner) failurePage(ctx context.Context, d *device, err error, de *DeviceError) bool {
+	if !MayHaveTakenAll(err, r.fw.Size()) || r.opts.NoVerify || r.opts.Observer == nil || !r.expected.Known() {
+		return false
+	}
+	d.mu.Lock()
+	since := d.lastByte
+	d.mu.Unlock()
+	r.emit(d, Event{Phase: PhaseRebooting, Message: "the device's answer says the update failed; reading what it runs"})
+	v := r.verify(ctx, d, verifySpec{target: d.known(), protocol: d.proto, before: d.facts, beforeAt: d.factsAt, accepted: time.Now(), since: since})
+	switch {
+	case v.Outcome == OutcomeUpdated:
+		r.apply(d, v, de)
+		d.res.Warnings = append(d.res.Warnings, fmt.Sprintf("the device answered %d with a page that says %q, yet it runs the new image", de.Status, de.Words))
+		return true
+	case v.Outcome == OutcomeCancelled:
+		d.res.Outcome = OutcomeCancelled
+		d.res.Message = de.Error() + "; interrupted while reading what the device runs: check with ots-ota info " + d.t.Addr()
+		return true
+	}
+	d.res.Running, d.res.State, d.res.VersionSource = v.Running, v.State, v.Source
+	d.res.Message = de.Error() + "; then: " + v.Message
+	return v.Outcome != OutcomeUnchanged || !v.NotInstalled
 }
 
 // apply records a verdict; after a failed try (de), the device's words

@@ -74,6 +74,12 @@ const (
 	// the body, installs nothing and never restarts. The connection is
 	// held for EarlyHold, then reset.
 	AnswerEarly
+	// AnswerFailurePage: 200 text/html with FailurePage as the body once
+	// the whole image was taken, as arduino's HTTPUpdateServer answers
+	// every result (device-contract.md §6). Then it does what After says:
+	// NeverRestarts for a device that meant it, InstallsAndKeeps for one
+	// whose page lied.
+	AnswerFailurePage
 )
 
 // HTTPConfig describes a fake HTTP OTA device (device-contract.md §2–§5,
@@ -106,6 +112,12 @@ type HTTPConfig struct {
 	// SuccessText is the 200 body; default the seed's
 	// "OTA update successful, rebooting...".
 	SuccessText string
+	// FailurePage is AnswerFailurePage's body; default ESP8266
+	// HTTPUpdateServer's "Update error: ERROR[10]: Magic byte is not 0xE9".
+	FailurePage string
+	// AnswerDelay is how long the device checks the image after its last
+	// byte before it answers (esp_ota_end validates the whole image).
+	AnswerDelay time.Duration
 
 	// OTAStatus serves GET /ota/status on the OTA port (else 404).
 	OTAStatus bool
@@ -160,6 +172,9 @@ func (c HTTPConfig) withDefaults() HTTPConfig {
 	}
 	if c.SuccessText == "" {
 		c.SuccessText = "OTA update successful, rebooting..."
+	}
+	if c.FailurePage == "" {
+		c.FailurePage = "Update error: ERROR[10]: Magic byte is not 0xE9"
 	}
 	if c.RestartDelay == 0 {
 		c.RestartDelay = 200 * time.Millisecond
@@ -469,6 +484,9 @@ func (d *HTTPDevice) handleUpdate(w http.ResponseWriter, r *http.Request) {
 		text(w, status, words)
 		return
 	}
+	if !d.sleep(d.cfg.AnswerDelay) {
+		return
+	}
 	b, err := IdentityOf(data)
 	if d.cfg.Expect != nil {
 		b, err = *d.cfg.Expect, nil
@@ -477,9 +495,11 @@ func (d *HTTPDevice) handleUpdate(w http.ResponseWriter, r *http.Request) {
 		text(w, http.StatusInternalServerError, "OTA end failed")
 		return
 	}
-	d.mu.Lock()
-	d.record("installed")
-	d.mu.Unlock()
+	if d.cfg.Answer != AnswerFailurePage || d.cfg.After != NeverRestarts {
+		d.mu.Lock()
+		d.record("installed")
+		d.mu.Unlock()
+	}
 	if d.cfg.Answer == AnswerLost {
 		// The last bytes are read and the connection goes at once.
 		if hj, ok := w.(http.Hijacker); ok {
@@ -491,7 +511,13 @@ func (d *HTTPDevice) handleUpdate(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	} else {
-		text(w, http.StatusOK, d.cfg.SuccessText)
+		if d.cfg.Answer == AnswerFailurePage {
+			w.Header().Set("Content-Type", "text/html")
+			w.WriteHeader(http.StatusOK)
+			_, _ = io.WriteString(w, d.cfg.FailurePage)
+		} else {
+			text(w, http.StatusOK, d.cfg.SuccessText)
+		}
 		if f, ok := w.(http.Flusher); ok {
 			f.Flush()
 		}
