@@ -706,3 +706,43 @@ func TestHTTPIPv6Host(t *testing.T) {
 		t.Fatalf("Host %q", h)
 	}
 }
+
+// A failure page that arrives slowly, past the idle timeout in all, is
+// read whole while bytes keep coming, and its failure text found at the end.
+func TestHTTPFailurePageTrickles(t *testing.T) {
+	addr := rawServer(t, func(c net.Conn) {
+		if _, _, err := readRequest(bufio.NewReader(c)); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nConnection: close\r\n\r\n<html><body>")
+		for range 25 { // 2.5 s against an idle timeout of 1 s
+			time.Sleep(100 * time.Millisecond)
+			io.WriteString(c, "<p>menu</p>\n")
+		}
+		io.WriteString(c, "Update error: ERROR[10]: Magic byte is not 0xE9\r\n</body></html>")
+	})
+	fw := &Firmware{Data: append([]byte{0xE9}, make([]byte, 64<<10)...)}
+	de := asDeviceError(t, (&HTTPTransport{IdleTimeout: time.Second}).Send(httpCtx(t), httpTarget(t, addr, ""), fw, Credentials{}, nil))
+	if de.Class != ClassRejected || de.Status != 200 || !errors.Is(de, ErrFailurePage) || de.Words != "Update error: ERROR[10]: Magic byte is not 0xE9" || de.Taken != fw.Size() {
+		t.Fatalf("got %+v", de)
+	}
+}
+
+// An answer whose sender then falls silent, the connection open: at the
+// idle timeout what arrived is the device's word, not a timeout.
+func TestHTTPIdleAfterPartialAnswer(t *testing.T) {
+	hold := make(chan struct{})
+	addr := rawServer(t, func(c net.Conn) {
+		if _, _, err := readRequest(bufio.NewReader(c)); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\nUpdate error: Not Enough Space\r\n")
+		<-hold
+	})
+	fw := &Firmware{Data: append([]byte{0xE9}, make([]byte, 4<<10)...)}
+	de := asDeviceError(t, (&HTTPTransport{IdleTimeout: 500 * time.Millisecond}).Send(httpCtx(t), httpTarget(t, addr, ""), fw, Credentials{}, nil))
+	close(hold)
+	if de.Class != ClassRejected || de.Status != 200 || !errors.Is(de, ErrFailurePage) || de.Words != "Update error: Not Enough Space" {
+		t.Fatalf("got %+v", de)
+	}
+}
