@@ -23,7 +23,9 @@ const (
 	espotaIdle     = 2 * time.Second
 	stability      = 1500 * time.Millisecond
 	verifyTimeout  = 12 * time.Second
-	rebootGrace    = 2 * time.Second
+	// Room for a loaded machine: a fake that restarts late must not read
+	// as unchanged (real devices restart 0.5-1 s after answering).
+	rebootGrace    = 4 * time.Second
 	pollInterval   = 100 * time.Millisecond
 	// runBound is how long any run may take here: a run still going then
 	// hangs.
