@@ -25,8 +25,8 @@ const (
 	verifyTimeout  = 12 * time.Second
 	// Room for a loaded machine: a fake that restarts late must not read
 	// as unchanged (real devices restart 0.5-1 s after answering).
-	rebootGrace    = 4 * time.Second
-	pollInterval   = 100 * time.Millisecond
+	rebootGrace  = 4 * time.Second
+	pollInterval = 100 * time.Millisecond
 	// runBound is how long any run may take here: a run still going then
 	// hangs.
 	runBound = 30 * time.Second
