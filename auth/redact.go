@@ -13,9 +13,9 @@ import (
 
 // MinHiddenLen is the shortest secret whose echoes in other forms (another
 // case, URL-encoded, reversed, base64) are hidden too. A shorter one is
-// removed only where it appears as it is: its variants are so short that
-// hiding them would blank out ordinary words, so it cannot be hidden
-// reliably.
+// removed only where it appears exactly as it is, as a word of its own:
+// hiding its variants, or its text inside other words, would blank out
+// ordinary output, so it cannot be hidden reliably.
 const MinHiddenLen = 6
 
 // Redactor removes secrets from text a person or a program will read: a
@@ -36,7 +36,10 @@ type Redactor struct {
 	short bool
 	re    *regexp.Regexp // built from pats; nil when none
 	exact []string       // patterns a regexp cannot hold
-	dirty bool
+	// shorts are secrets below MinHiddenLen, hidden where they stand as a
+	// word of their own: a password "42" must not blank out every 42.
+	shorts []string
+	dirty  bool
 }
 
 // Add makes r hide s (and, when s is long enough, its variants).
@@ -59,7 +62,9 @@ func (r *Redactor) add(user string, s Secret) {
 	r.dirty = true
 	if len(v) < MinHiddenLen {
 		r.short = true
-		r.pats[v] = r.pats[v] || false
+		if !slices.Contains(r.shorts, v) {
+			r.shorts = append(r.shorts, v)
+		}
 		if user != "" {
 			// The pair is long even when the password is not.
 			for _, b := range base64s(user + ":" + v) {
@@ -123,7 +128,39 @@ func (r *Redactor) Redact(s string) string {
 	for _, e := range exact {
 		s = strings.ReplaceAll(s, e, Redacted)
 	}
+	r.mu.RLock()
+	shorts := r.shorts
+	r.mu.RUnlock()
+	for _, w := range shorts {
+		s = replaceWord(s, w)
+	}
 	return s
+}
+
+// replaceWord replaces w in s where no letter or digit touches it.
+func replaceWord(s, w string) string {
+	var b strings.Builder
+	for {
+		i := strings.Index(s, w)
+		if i < 0 {
+			break
+		}
+		end := i + len(w)
+		if i > 0 && isAlnum(s[i-1]) || end < len(s) && isAlnum(s[end]) {
+			b.WriteString(s[:i+1])
+			s = s[i+1:]
+			continue
+		}
+		b.WriteString(s[:i])
+		b.WriteString(Redacted)
+		s = s[end:]
+	}
+	b.WriteString(s)
+	return b.String()
+}
+
+func isAlnum(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
 }
 
 // RedactAll redacts each string of ss into a new slice (nil stays nil).
@@ -178,4 +215,21 @@ func (r *Redactor) compiled() (*regexp.Regexp, []string) {
 	}
 	r.dirty = false
 	return r.re, r.exact
+}
+
+// StripUserinfo returns s without the user:password@ part of a URL (or of
+// a HOST:PORT typed with one), for showing what the user typed. It does
+// not need s to parse: everything up to the last "@" after "://" goes, so
+// a password holding "/" or "?" is never shown in part. Host names hold
+// no "@".
+func StripUserinfo(s string) string {
+	i := strings.Index(s, "://")
+	if i < 0 {
+		i = -3
+	}
+	rest := s[i+3:]
+	if at := strings.LastIndex(rest, "@"); at >= 0 {
+		return s[:i+3] + rest[at+1:]
+	}
+	return s
 }

@@ -61,6 +61,11 @@ func TestRedactorShortSecret(t *testing.T) {
 	}
 	for in, want := range map[string]string{
 		"x Pw1 y": "x [redacted] y",
+		"Pw1":     "[redacted]",
+		"(Pw1)":   "([redacted])",
+		// Not inside other words: a password "42" must not blank out
+		// every 420 in a table.
+		"xPw1 Pw12 Pw1": "xPw1 Pw12 [redacted]",
 		// Only the exact text: other forms of a short secret would blank
 		// out ordinary words.
 		"x pw1 y": "x pw1 y",
