@@ -162,7 +162,7 @@ type pushPlan struct {
 	// nil when it has none.
 	targetCreds []*upload.Credentials
 	opts        upload.Options
-	proto   upload.Protocol
+	proto       upload.Protocol
 }
 
 // validate checks every flag and argument before anything is read or
