@@ -70,8 +70,9 @@ TARGET in parallel and verifies that each device came back running it.
 A TARGET is an IP address, a host name, HOST:PORT, a NAME.local name, an inventory
 name, or a URL (http://host:3232/update, http://host/ota/upload). --all adds every
 device mDNS finds and the inventory lists; --group NAME an inventory group (the
-TARGETs "all" and "group:NAME" mean the same, for PlatformIO's upload_port). Duplicates
-are merged. mDNS is used only for --all, --group, .local and inventory names (on
+TARGETs "all" and "group:NAME" mean the same, for PlatformIO's upload_port). Targets
+whose resolved addresses meet on one port are one device, updated once under the first
+one's name. A URL's user:password@ are that device's HTTP Basic credentials. mDNS is used only for --all, --group, .local and inventory names (on
 --interface, default every multicast interface); plain addresses send no multicast.
 
 Before any device is touched the image must pass inspect's checks (--chip,
