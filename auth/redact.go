@@ -3,6 +3,7 @@ package auth
 import (
 	"cmp"
 	"encoding/base64"
+	"encoding/json"
 	"net/url"
 	"regexp"
 	"slices"
@@ -79,9 +80,27 @@ func (r *Redactor) add(user string, s Secret) {
 		forms = append(forms, base64s(user+":"+v)...)
 	}
 	for _, f := range forms {
-		r.pats[f] = true
-		r.pats[reverse(f)] = true
+		for _, g := range []string{f, reverse(f)} {
+			r.pats[g] = true
+			// As a JSON string holds it, for text already encoded.
+			if j := jsonEscaped(g); j != g {
+				r.pats[j] = true
+			}
+		}
 	}
+}
+
+// jsonEscaped is s as it stands inside a JSON string written without HTML
+// escaping (cmd's encoder).
+func jsonEscaped(s string) string {
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(s); err != nil {
+		return s
+	}
+	out := strings.TrimSuffix(b.String(), "\n")
+	return strings.TrimSuffix(strings.TrimPrefix(out, `"`), `"`)
 }
 
 // base64s are the standard and URL-alphabet encodings of s without their

@@ -90,3 +90,14 @@ func TestRedactorZeroAndNil(t *testing.T) {
 		}
 	}
 }
+
+// A secret holding JSON's special characters is found in text already
+// encoded as JSON, too.
+func TestRedactorJSONEncoded(t *testing.T) {
+	var r Redactor
+	r.Add(NewSecret(`pa"ss\word`))
+	got := r.Redact(`{"version":"1.0+pa\"ss\\word"}`)
+	if got != `{"version":"1.0+[redacted]"}` {
+		t.Errorf("got %s", got)
+	}
+}

@@ -207,3 +207,30 @@ func TestPushMergedDevicesDifferentAuth(t *testing.T) {
 		t.Errorf("same auth: exit %d\n%s\n%s", code, out, errOut)
 	}
 }
+
+// TestInfoRedactsVersionEcho: info shows a device's version redacted when
+// it holds a secret push would send it ($OTS_OTA_TOKEN), as text and JSON.
+func TestInfoRedactsVersionEcho(t *testing.T) {
+	const token = `Info"Tok3n\Echo`
+	t.Setenv("OTS_OTA_TOKEN", token)
+	d := startFake(t, fakedev.HTTPConfig{OTAStatus: true,
+		Running: fakedev.Build{Project: "ots-fw-main", Version: "2.0.0+" + token, ELF: fakedev.ELFOf("old")}})
+	cfg := filepath.Join(t.TempDir(), "cfg.yaml")
+	if err := os.WriteFile(cfg, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, json := range []bool{false, true} {
+		streams, out, errOut := TestStreams()
+		args := []string{"--config", cfg, "info", "--inventory-only", net.JoinHostPort(d.Host(), strconv.Itoa(d.Port()))}
+		if json {
+			args = append([]string{"--json"}, args...)
+		}
+		if code := Execute(context.Background(), args, streams); code != ExitOK {
+			t.Fatalf("exit %d\n%s\n%s", code, out, errOut)
+		}
+		noLeak(t, "stdout", out.String(), "Tok3n", token)
+		if !strings.Contains(out.String(), "2.0.0+[redacted]") {
+			t.Errorf("version not shown redacted:\n%s", out)
+		}
+	}
+}
