@@ -62,7 +62,7 @@ func runProbe(t *testing.T, args []string) (probeResult, int, string) {
 	t.Helper()
 	streams, out, errOut := TestStreams()
 	a := &app{io: streams, cfg: &config{origins: map[string]origin{}}}
-	a.log = newLogger(streams.ErrOut, a.opts, a.start)
+	a.log = newLogger(streams.ErrOut, a.opts, a.start, &a.secrets)
 	root := newRootCmd(a)
 	root.AddCommand(newProbeCmd(a))
 	root.SetArgs(args)
@@ -294,7 +294,7 @@ func TestConfigData(t *testing.T) {
 	streams, _, errOut := TestStreams()
 	var got *config
 	a := &app{io: streams, cfg: &config{origins: map[string]origin{}}}
-	a.log = newLogger(streams.ErrOut, a.opts, a.start)
+	a.log = newLogger(streams.ErrOut, a.opts, a.start, &a.secrets)
 	root := newRootCmd(a)
 	probe := newProbeCmd(a)
 	inner := probe.RunE

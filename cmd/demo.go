@@ -78,7 +78,7 @@ const (
 
 func runDemo(ctx context.Context, a *app, _ *demoOptions) (err error) {
 	start := time.Now()
-	a.log = newLogger(a.io.ErrOut, a.opts, a.start) // the config loader, which makes it, is skipped
+	a.log = newLogger(a.io.ErrOut, a.opts, a.start, &a.secrets) // the config loader, which makes it, is skipped
 	dir, err := os.MkdirTemp("", "ots-ota-demo-")
 	if err != nil {
 		return fmt.Errorf("demo: temporary folder: %v", err)

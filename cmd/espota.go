@@ -122,7 +122,7 @@ const espotaTries = 4
 
 func runEspota(ctx context.Context, a *app, o *espotaOptions) error {
 	// The config loader is skipped, and with it the logger -v asks for.
-	a.log = newLogger(a.io.ErrOut, a.opts, a.start)
+	a.log = newLogger(a.io.ErrOut, a.opts, a.start, &a.secrets)
 	if o.IP == "" || o.File == "" {
 		// espota.py's own words and status for a missing -i or -f.
 		fmt.Fprintln(a.io.ErrOut, "ots-ota espota: Not enough arguments (-i ESP_IP and -f FILE are required).")

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ots-ota/ots-ota/auth"
 	"github.com/ots-ota/ots-ota/devinfo"
 	"github.com/ots-ota/ots-ota/discover"
 	"github.com/ots-ota/ots-ota/inventory"
@@ -122,6 +124,7 @@ func runInfo(ctx context.Context, a *app, o *infoOptions) error {
 		fmt.Fprintln(a.io.ErrOut, "no devices found; try a longer --browse-timeout, --interface, or the inventory")
 		return silentError{ExitFailed}
 	}
+	infoSecrets(a, sel)
 	results := make([]infoResult, len(sel))
 	parallel(len(sel), 16, func(i int) {
 		s := sel[i]
@@ -206,6 +209,23 @@ func renderInfo(w io.Writer, r infoResult, st style) {
 	if !r.Reachable || !r.Version.Known() {
 		for _, n := range r.Notes {
 			fmt.Fprintf(w, "  %-10s %s\n", "note", n)
+		}
+	}
+}
+
+// infoSecrets makes the secrets push would send to these devices known to
+// the renderer, so a device that echoes one (a version holding its token)
+// does not get it printed: $OTS_OTA_TOKEN, $OTS_OTA_PASSWORD and the
+// inventory's auth: of each device. One that cannot be read is skipped:
+// info sends none of them.
+func infoSecrets(a *app, sel []discover.Selected) {
+	a.secrets.Add(auth.NewSecret(os.Getenv("OTS_OTA_TOKEN")))
+	a.secrets.Add(auth.NewSecret(os.Getenv("OTS_OTA_PASSWORD")))
+	for _, s := range sel {
+		if !s.Target.Auth.IsZero() {
+			if secret, err := inventorySecret(s.Target.Auth); err == nil {
+				a.secrets.Add(secret)
+			}
 		}
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/ots-ota/ots-ota/auth"
 )
 
 // lineHandler writes log records for people: "ots-ota: warning: msg k=v".
@@ -22,6 +24,8 @@ type lineHandler struct {
 	start   time.Time
 	attrs   []slog.Attr
 	group   string
+	// secrets are redacted from every line (nil: none).
+	secrets *auth.Redactor
 }
 
 func newLineHandler(w io.Writer, level slog.Level, timings bool, start time.Time) *lineHandler {
@@ -74,7 +78,7 @@ func (h *lineHandler) Handle(_ context.Context, r slog.Record) error {
 	b.WriteByte('\n')
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	_, err := io.WriteString(h.w, b.String())
+	_, err := io.WriteString(h.w, h.secrets.Redact(b.String()))
 	return err
 }
 

@@ -70,8 +70,9 @@ TARGET in parallel and verifies that each device came back running it.
 A TARGET is an IP address, a host name, HOST:PORT, a NAME.local name, an inventory
 name, or a URL (http://host:3232/update, http://host/ota/upload). --all adds every
 device mDNS finds and the inventory lists; --group NAME an inventory group (the
-TARGETs "all" and "group:NAME" mean the same, for PlatformIO's upload_port). Duplicates
-are merged. mDNS is used only for --all, --group, .local and inventory names (on
+TARGETs "all" and "group:NAME" mean the same, for PlatformIO's upload_port). Targets
+whose resolved addresses meet on one port are one device, updated once under the first
+one's name. A URL's user:password@ are that device's HTTP Basic credentials. mDNS is used only for --all, --group, .local and inventory names (on
 --interface, default every multicast interface); plain addresses send no multicast.
 
 Before any device is touched the image must pass inspect's checks (--chip,
@@ -158,8 +159,11 @@ type pushPlan struct {
 	mdns    discover.Config
 	policy  image.Policy
 	targets []upload.Target
-	opts    upload.Options
-	proto   upload.Protocol
+	// targetCreds[i] is targets[i]'s own credentials (a URL's user:password@),
+	// nil when it has none.
+	targetCreds []*upload.Credentials
+	opts        upload.Options
+	proto       upload.Protocol
 }
 
 // validate checks every flag and argument before anything is read or
@@ -270,11 +274,15 @@ func (o *pushOptions) check(a *app) (*pushPlan, error) {
 		return nil, err
 	}
 	for _, s := range o.Targets {
-		t, err := parseTarget(s, o.Port, o.WebPort, p.proto)
+		t, c, err := parseTarget(s, o.Port, o.WebPort, p.proto)
 		if err != nil {
-			return nil, usageErrorf("target %q: %v", s, err)
+			return nil, usageErrorf("target %q: %v", auth.StripUserinfo(s), err)
+		}
+		if c != nil {
+			a.secrets.AddBasic(c.User, c.Password)
 		}
 		p.targets = append(p.targets, t)
+		p.targetCreds = append(p.targetCreds, c)
 	}
 	cred := upload.Credentials{Token: auth.NewSecret(o.Token), User: o.User, Password: auth.NewSecret(o.Password)}
 	if o.PasswordFile != "" && keepPW != "password" {
@@ -286,6 +294,8 @@ func (o *pushOptions) check(a *app) (*pushPlan, error) {
 		}
 		cred.Password = pw
 	}
+	a.secrets.Add(cred.Token)
+	a.secrets.AddBasic(cred.User, cred.Password)
 	p.opts = upload.Options{
 		Credentials: cred,
 		Parallel:    o.Parallel, Retries: o.Retries, Timeout: o.Timeout,
@@ -340,25 +350,34 @@ func readSecretFile(path string) (auth.Secret, error) {
 }
 
 // parseTarget reads one TARGET: IP, host, host:port, name.local or URL.
-func parseTarget(s string, port, webPort int, proto upload.Protocol) (upload.Target, error) {
-	t := upload.Target{Name: s, Protocol: proto, Port: port, WebPort: webPort}
+// A URL's user:password@ is the device's own HTTP Basic credentials (with
+// an empty user, its Bearer secret), like --user and --password; the
+// label (Name) leaves them out, and they are never printed.
+func parseTarget(s string, port, webPort int, proto upload.Protocol) (upload.Target, *upload.Credentials, error) {
+	t := upload.Target{Name: auth.StripUserinfo(s), Protocol: proto, Port: port, WebPort: webPort}
 	s = strings.TrimSpace(s)
 	if s == "" {
-		return t, errors.New("empty")
+		return t, nil, errors.New("empty")
 	}
 	if strings.Contains(s, "://") {
 		u, err := url.Parse(s)
 		if err != nil || u.Host == "" {
-			return t, errors.New("not a URL like http://host:3232/update")
+			// url.Parse's error quotes the URL, credentials and all.
+			return t, nil, errors.New("not a URL like http://host:3232/update")
 		}
 		if u.Scheme != "http" {
-			return t, fmt.Errorf("scheme %q: devices take plain http:// uploads", u.Scheme)
-		}
-		if u.User != nil {
-			return t, errors.New("credentials in the URL would be printed: use --token, --user or --password")
+			return t, nil, fmt.Errorf("scheme %q: devices take plain http:// uploads", u.Scheme)
 		}
 		if proto == upload.Espota {
-			return t, errors.New("a URL names an HTTP upload, but --protocol is espota")
+			return t, nil, errors.New("a URL names an HTTP upload, but --protocol is espota")
+		}
+		var cred *upload.Credentials
+		if u.User != nil {
+			pw, ok := u.User.Password()
+			if !ok || pw == "" {
+				return t, nil, errors.New("the URL names a user without a password: give http://USER:PASSWORD@HOST/..., or --token")
+			}
+			cred = &upload.Credentials{User: u.User.Username(), Password: auth.NewSecret(pw)}
 		}
 		t.Protocol = upload.HTTP
 		t.Host = u.Hostname()
@@ -366,34 +385,37 @@ func parseTarget(s string, port, webPort int, proto upload.Protocol) (upload.Tar
 		if p := u.Port(); p != "" {
 			n, err := strconv.Atoi(p)
 			if err != nil || n < 1 || n > 65535 {
-				return t, fmt.Errorf("port %q out of range", p)
+				return t, nil, fmt.Errorf("port %q out of range", p)
 			}
 			t.Port = n
 		}
 		if u.Path != "" && u.Path != "/" {
 			t.Path = u.EscapedPath()
 		}
-		return t, nil
+		return t, cred, nil
+	}
+	if strings.Contains(s, "@") {
+		return t, nil, errors.New("not an IP address or host name (credentials go in a URL, http://USER:PASSWORD@HOST/update, or --user and --password)")
 	}
 	host := s
 	if h, p, err := net.SplitHostPort(s); err == nil {
 		n, err := strconv.Atoi(p)
 		if err != nil || n < 1 || n > 65535 {
-			return t, fmt.Errorf("port %q out of range", p)
+			return t, nil, fmt.Errorf("port %q out of range", p)
 		}
 		host, t.Port = h, n
 	} else if strings.Count(s, ":") == 1 {
-		return t, errors.New("not HOST:PORT")
+		return t, nil, errors.New("not HOST:PORT")
 	}
 	if strings.HasPrefix(host, "[") != strings.HasSuffix(host, "]") {
-		return t, errors.New("not an IP address or host name") // "[::1": an unclosed bracket
+		return t, nil, errors.New("not an IP address or host name") // "[::1": an unclosed bracket
 	}
 	host = strings.Trim(host, "[]")
 	if host == "" || strings.ContainsAny(host, " /\\@?#") {
-		return t, errors.New("not an IP address or host name")
+		return t, nil, errors.New("not an IP address or host name")
 	}
 	t.Host = host
-	return t, nil
+	return t, nil, nil
 }
 
 // preflightImage reads FIRMWARE once and applies the inspect rules. It
@@ -464,6 +486,9 @@ func runPush(ctx context.Context, a *app, o *pushOptions) error {
 	pt, err := o.resolveTargets(ctx, a, p)
 	if err != nil {
 		return err
+	}
+	if a.secrets.HasShort() {
+		a.log.Warn(fmt.Sprintf("a password or token shorter than %d bytes cannot be hidden reliably: output hides it only where it stands exactly as it is", auth.MinHiddenLen))
 	}
 	opts := p.opts
 	opts.Logger = a.log

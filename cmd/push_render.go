@@ -82,9 +82,27 @@ func resultJSON(r upload.Result, typ string) jsonResult {
 	return jsonResult{Type: typ, Result: r, OutcomeText: r.OutcomeText(), DurationMS: r.Duration.Milliseconds()}
 }
 
+// clean is res as it may be shown: every string a device or a user
+// supplied, redacted. The facts the verdict compared stay untouched.
+func (r *pushRenderer) clean(res upload.Result) upload.Result {
+	red := &r.a.secrets
+	res.Device, res.Addr = red.Redact(res.Device), red.Redact(res.Addr)
+	res.From, res.To, res.Running = red.Redact(res.From), red.Redact(res.To), red.Redact(res.Running)
+	res.State, res.VersionSource = red.Redact(res.State), red.Redact(res.VersionSource)
+	res.Words, res.Message = red.Redact(res.Words), red.Redact(res.Message)
+	res.Warnings = red.RedactAll(res.Warnings)
+	return res
+}
+
 func (r *pushRenderer) event(e upload.FleetEvent) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	red := &r.a.secrets
+	e.Target, e.Message, e.Addr = red.Redact(e.Target), red.Redact(e.Message), red.Redact(e.Addr)
+	if e.Result != nil {
+		res := r.clean(*e.Result)
+		e.Result = &res
+	}
 	if r.json {
 		if e.Phase == upload.PhaseDone && e.Result != nil {
 			_ = writeJSON(r.a.io.Out, resultJSON(*e.Result, "result"))
@@ -144,7 +162,7 @@ func (r *pushRenderer) summary(results []upload.Result, wall time.Duration, code
 			s.Version = r.fw.Image.App.Version
 		}
 		for _, res := range results {
-			s.Devices = append(s.Devices, resultJSON(res, ""))
+			s.Devices = append(s.Devices, resultJSON(r.clean(res), ""))
 		}
 		_ = writeJSON(r.a.io.Out, s)
 		return
@@ -173,8 +191,9 @@ func (r *pushRenderer) summary(results []upload.Result, wall time.Duration, code
 		for _, wmsg := range res.Warnings {
 			msg += " [warning: " + wmsg + "]"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", res.Device, res.Addr, proto, fromTo(res),
-			outcomeStyled(st, res), res.Tries, took, rate, msg)
+		// fromTo compares the versions as told; only the line is redacted.
+		fmt.Fprint(tw, r.a.secrets.Redact(fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", res.Device, res.Addr, proto, fromTo(res),
+			outcomeStyled(st, res), res.Tries, took, rate, msg)))
 	}
 	_ = tw.Flush()
 	fmt.Fprintln(w, totalsLine(results, counts, wall))

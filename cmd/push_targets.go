@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -57,30 +59,124 @@ func (o *pushOptions) needsDiscover(isInventory func(string) bool) bool {
 	return false
 }
 
-// resolveTargets turns the arguments, --all and --group into targets.
+// candidate is one target as given, before targets that name one device
+// are merged.
+type candidate struct {
+	t upload.Target
+	// addrs are the resolved addresses (nil: the name did not resolve;
+	// the target then stays a device of its own and fails on its own).
+	addrs []netip.Addr
+	// cred is the device's own credentials (the inventory's auth:, a
+	// URL's user:password@); nil means the command line's.
+	cred *upload.Credentials
+	hint upload.Hint
+}
+
+// resolveTargets turns the arguments, --all and --group into targets, one
+// per device: targets whose resolved addresses intersect, on the same
+// port, are merged before anything is sent.
 func (o *pushOptions) resolveTargets(ctx context.Context, a *app, p *pushPlan) (*pushTargets, error) {
 	pt := &pushTargets{hints: map[string]upload.Hint{}, creds: map[string]upload.Credentials{}}
+	var cands []candidate
 	inv := p.inv
+	res := &discover.Resolver{NoMDNS: true} // plain names: the system's resolver only
 	if !o.needsDiscover(func(name string) bool { _, ok := inv.Device(name); return ok }) {
-		pt.targets = p.targets
-		return pt, nil
+		for i, t := range p.targets {
+			cands = append(cands, candidate{t: t, cred: p.targetCreds[i]})
+		}
+	} else {
+		cfg := p.mdns
+		if !o.sel.InventoryOnly {
+			pt.mdns = &cfg
+		}
+		var err error
+		if cands, err = o.discoverTargets(ctx, a, p, pt); err != nil {
+			return nil, err
+		}
 	}
-	cfg := p.mdns
-	if !o.sel.InventoryOnly {
-		pt.mdns = &cfg
+	// Every name is resolved before any upload, so that two names of one
+	// device are seen to be one.
+	parallel(len(cands), 16, func(i int) {
+		c := &cands[i]
+		if c.addrs != nil {
+			return
+		}
+		if addrs, err := res.Lookup(ctx, c.t.Host); err == nil {
+			c.addrs = addrs
+		} else {
+			a.log.Debug("target not resolved before the upload", "target", c.t.Name, "err", err)
+		}
+	})
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
+	addrs := make([][]netip.Addr, len(cands))
+	ports := make([]int, len(cands))
+	for i, c := range cands {
+		addrs[i], ports[i] = c.addrs, portOr(c.t.Port)
+	}
+	for _, g := range discover.SameDevice(addrs, ports) {
+		first := cands[g.Items[0]]
+		if len(g.Items) > 1 {
+			names := make([]string, len(g.Items))
+			var cred *upload.Credentials
+			for k, i := range g.Items {
+				c := cands[i]
+				names[k] = c.t.Name
+				if c.cred == nil {
+					continue
+				}
+				if cred != nil && !sameCredentials(*cred, *c.cred) {
+					return nil, usageErrorf("%s are the same device (%s) but have different credentials (inventory auth:, or a URL's user:password@): give it one; nothing was sent",
+						joinNames(names[:k+1]), net.JoinHostPort(g.Shared.String(), strconv.Itoa(ports[i])))
+				}
+				cred = c.cred
+			}
+			// The first target labels the device (and is its Host
+			// header); the device's own credentials go with it.
+			first.cred = cred
+			if first.hint.TXT == nil {
+				for _, i := range g.Items[1:] {
+					if h := cands[i].hint; h.TXT != nil {
+						first.hint = h
+						break
+					}
+				}
+			}
+			if !a.opts.Quiet {
+				fmt.Fprintf(a.io.ErrOut, "ots-ota: %s are the same device (%s): updating it once as %s\n",
+					a.secrets.Redact(joinNames(names)), net.JoinHostPort(g.Shared.String(), strconv.Itoa(ports[g.Items[0]])),
+					a.secrets.Redact(first.t.Name))
+			}
+		}
+		t := first.t
+		pt.targets = append(pt.targets, t)
+		if first.cred != nil {
+			pt.creds[t.Addr()] = *first.cred
+		}
+		if first.hint.Protocol != "" || first.hint.TXT != nil {
+			pt.hints[t.Addr()] = first.hint
+		}
+	}
+	return pt, nil
+}
+
+// discoverTargets selects the devices package discover finds: inventory
+// names, .local names, --all, --group; URL targets are added as given.
+// Devices that could not be resolved become results of their own.
+func (o *pushOptions) discoverTargets(ctx context.Context, a *app, p *pushPlan, pt *pushTargets) ([]candidate, error) {
 	var args []string
-	var urls []upload.Target
+	var urls []candidate
 	for i, s := range o.Targets {
 		if strings.Contains(s, "://") {
-			urls = append(urls, p.targets[i])
+			urls = append(urls, candidate{t: p.targets[i], cred: p.targetCreds[i]})
 			continue
 		}
 		args = append(args, s)
 	}
 	sel, err := discover.Select(ctx, discover.Selection{
 		Args: args, All: o.sel.All, Group: o.sel.Group, InventoryOnly: o.sel.InventoryOnly, Cached: o.sel.Cached,
-		Inventory: inv, Config: cfg, BrowseTimeout: o.Browse,
+		Inventory: p.inv, Config: p.mdns, BrowseTimeout: o.Browse, KeepDuplicates: true,
 	})
 	if err != nil {
 		if ctx.Err() != nil {
@@ -91,6 +187,7 @@ func (o *pushOptions) resolveTargets(ctx context.Context, a *app, p *pushPlan) (
 		}
 		return nil, err
 	}
+	var cands []candidate
 	for _, s := range sel {
 		t := s.Target
 		if s.Err != nil {
@@ -111,6 +208,10 @@ func (o *pushOptions) resolveTargets(ctx context.Context, a *app, p *pushPlan) (
 		if pr, err := upload.ParseProtocol(t.Protocol); err == nil && t.Protocol != "" {
 			ut.Protocol = pr // the inventory's word wins
 		}
+		c := candidate{t: ut, addrs: slices.Clone(t.Addrs), hint: upload.Hint{Protocol: ut.Protocol, Service: t.Service, TXT: t.TXT}}
+		if c.addrs == nil {
+			c.addrs = []netip.Addr{} // resolved by Select: not to be looked up again
+		}
 		if !t.Auth.IsZero() {
 			secret, err := inventorySecret(t.Auth)
 			if err != nil {
@@ -119,13 +220,33 @@ func (o *pushOptions) resolveTargets(ctx context.Context, a *app, p *pushPlan) (
 				continue
 			}
 			// The device's own secret: Bearer over HTTP, the espota password.
-			pt.creds[ut.Addr()] = upload.Credentials{Password: secret}
+			c.cred = &upload.Credentials{Password: secret}
+			a.secrets.Add(secret)
 		}
-		pt.targets = append(pt.targets, ut)
-		pt.hints[ut.Addr()] = upload.Hint{Protocol: ut.Protocol, Service: t.Service, TXT: t.TXT}
+		cands = append(cands, c)
 	}
-	pt.targets = append(pt.targets, urls...)
-	return pt, nil
+	return append(cands, urls...), nil
+}
+
+// sameCredentials reports whether two per-device credentials send the
+// same thing.
+func sameCredentials(x, y upload.Credentials) bool {
+	return x.User == y.User && x.Token.Equal(y.Token) && x.Password.Equal(y.Password)
+}
+
+// joinNames is "a and b", "a, b and c".
+func joinNames(names []string) string {
+	if len(names) < 2 {
+		return strings.Join(names, "")
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " and " + names[len(names)-1]
+}
+
+func portOr(p int) int {
+	if p == 0 {
+		return 3232
+	}
+	return p
 }
 
 // txt is the observer's TXT source: what the selection's browse saw, for

@@ -56,6 +56,7 @@ func TestParseTarget(t *testing.T) {
 		proto      upload.Protocol
 		wantErr    bool
 		givenProto upload.Protocol
+		user, pw   string
 	}{
 		{in: "192.168.1.40", host: "192.168.1.40", proto: upload.Auto},
 		{in: "192.168.1.40:8266", host: "192.168.1.40", port: 8266, proto: upload.Auto},
@@ -65,7 +66,10 @@ func TestParseTarget(t *testing.T) {
 		{in: "http://host:3232/update", host: "host", port: 3232, path: "/update", proto: upload.HTTP},
 		{in: "http://host/ota/upload", host: "host", port: 80, path: "/ota/upload", proto: upload.HTTP},
 		{in: "https://host/update", wantErr: true},
-		{in: "http://user:pw@host/update", wantErr: true},
+		{in: "http://user:pw@host/update", host: "host", port: 80, path: "/update", proto: upload.HTTP, user: "user", pw: "pw"},
+		{in: "http://:tok@host/update", host: "host", port: 80, path: "/update", proto: upload.HTTP, pw: "tok"},
+		{in: "http://user@host/update", wantErr: true},
+		{in: "user:pw@host", wantErr: true},
 		{in: "http://host/update", givenProto: upload.Espota, wantErr: true},
 		{in: "host:0", wantErr: true},
 		{in: "host:x", wantErr: true},
@@ -77,7 +81,7 @@ func TestParseTarget(t *testing.T) {
 		if gp == "" {
 			gp = upload.Auto
 		}
-		got, err := parseTarget(c.in, 0, 0, gp)
+		got, cred, err := parseTarget(c.in, 0, 0, gp)
 		if c.wantErr {
 			if err == nil {
 				t.Errorf("%q: accepted as %+v", c.in, got)
@@ -86,6 +90,12 @@ func TestParseTarget(t *testing.T) {
 		}
 		if err != nil || got.Host != c.host || got.Port != c.port || got.Path != c.path || got.Protocol != c.proto {
 			t.Errorf("%q: %+v %v", c.in, got, err)
+		}
+		if (cred != nil) != (c.pw != "") || cred != nil && (cred.User != c.user || cred.Password.Reveal() != c.pw) {
+			t.Errorf("%q: credentials %+v, want user %q password %q", c.in, cred, c.user, c.pw)
+		}
+		if strings.Contains(got.Name, "@") {
+			t.Errorf("%q: label %q holds the URL's credentials", c.in, got.Name)
 		}
 	}
 }

@@ -73,6 +73,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/ots-ota/ots-ota/auth"
 	"github.com/ots-ota/ots-ota/internal/buildinfo"
 )
 
@@ -94,6 +95,9 @@ type app struct {
 	cfg   *config
 	cmd   *cobra.Command // the command being run
 	start time.Time
+	// secrets are what this run must never print; the log handler, the
+	// renderers and the error line redact them (commands add theirs).
+	secrets auth.Redactor
 }
 
 // options is what every command's options struct implements.
@@ -165,7 +169,7 @@ func (a *app) valueError(name, value string, show bool, format string, args ...a
 // Execute runs the command line and returns the process exit code.
 func Execute(ctx context.Context, args []string, streams *IOStreams) int {
 	a := &app{io: streams, cfg: &config{origins: map[string]origin{}}, start: time.Now()}
-	a.log = newLogger(streams.ErrOut, a.opts, a.start)
+	a.log = newLogger(streams.ErrOut, a.opts, a.start, &a.secrets)
 	root := newRootCmd(a)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
@@ -178,7 +182,7 @@ func Execute(ctx context.Context, args []string, streams *IOStreams) int {
 		if errors.Is(err, context.Canceled) {
 			msg = "interrupted"
 		}
-		fmt.Fprintf(streams.ErrOut, "ots-ota: error: %s\n", msg)
+		fmt.Fprintf(streams.ErrOut, "ots-ota: error: %s\n", a.secrets.Redact(msg))
 		if exitCode(err) == ExitUsage {
 			fmt.Fprintf(streams.ErrOut, "ots-ota: hint: run '%s --help' for usage\n", commandPath(root, args))
 		}
@@ -262,7 +266,7 @@ func (a *app) setUp(cmd *cobra.Command) error {
 		return usageError{err}
 	}
 	a.cfg = cfg
-	a.log = newLogger(a.io.ErrOut, a.opts, a.start)
+	a.log = newLogger(a.io.ErrOut, a.opts, a.start, &a.secrets)
 	for _, w := range cfg.warnings {
 		a.log.Warn(w)
 	}
@@ -354,7 +358,7 @@ func argsExact(n int, what string) cobra.PositionalArgs {
 	}
 }
 
-func newLogger(w io.Writer, o globalOptions, start time.Time) *slog.Logger {
+func newLogger(w io.Writer, o globalOptions, start time.Time, secrets *auth.Redactor) *slog.Logger {
 	level := slog.LevelWarn
 	switch {
 	case o.Quiet:
@@ -364,7 +368,9 @@ func newLogger(w io.Writer, o globalOptions, start time.Time) *slog.Logger {
 	case o.Verbose >= 2:
 		level = slog.LevelDebug
 	}
-	return slog.New(newLineHandler(w, level, o.Verbose >= 2, start))
+	h := newLineHandler(w, level, o.Verbose >= 2, start)
+	h.secrets = secrets
+	return slog.New(h)
 }
 
 type noOptions struct{}

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ots-ota/ots-ota/auth"
 	"github.com/ots-ota/ots-ota/inventory"
 )
 
@@ -39,6 +40,10 @@ type Selection struct {
 	BrowseTimeout time.Duration
 	// Resolver for host names; nil = one on Config.
 	Resolver *Resolver
+	// KeepDuplicates: return every target, even several that name one
+	// device, for a caller that merges them itself (push compares their
+	// credentials first).
+	KeepDuplicates bool
 }
 
 // Selected is one target, or why it could not be used (the rest of the
@@ -174,28 +179,33 @@ func Select(ctx context.Context, s Selection) ([]Selected, error) {
 		}()
 	}
 	wg.Wait()
+	if s.KeepDuplicates {
+		return out, ctx.Err()
+	}
 	return dedup(out), ctx.Err()
 }
 
-// dedup drops later targets with the same address and port as an earlier
-// one: the same device named twice (a name and its address, or one argument
-// given twice). The kept target lists every name it was given as, so the
-// merge is said, not silent. Different ports on one address stay apart.
+// dedup drops later targets that are the same device as an earlier one
+// (SameDevice: an address in common, the same port): one device named
+// twice, as a name and its address, or one argument given twice. The kept
+// target lists every name it was given as, so the merge is said, not
+// silent. Different ports on one address stay apart.
 func dedup(in []Selected) []Selected {
+	addrs := make([][]netip.Addr, len(in))
+	ports := make([]int, len(in))
+	for i, s := range in {
+		if s.Err == nil {
+			addrs[i] = s.Target.Addrs
+		}
+		ports[i] = s.Target.Port
+	}
 	var out []Selected
-	seen := make(map[string]int)
-	for _, s := range in {
-		if s.Err == nil && len(s.Target.Addrs) > 0 {
-			k := netip.AddrPortFrom(s.Target.Addrs[0], uint16(s.Target.Port)).String()
-			if i, ok := seen[k]; ok {
-				t := &out[i].Target
-				if len(t.Given) == 0 {
-					t.Given = []string{givenName(*t)}
-				}
-				t.Given = append(t.Given, givenName(s.Target))
-				continue
+	for _, g := range SameDevice(addrs, ports) {
+		s := in[g.Items[0]]
+		if len(g.Items) > 1 {
+			for _, i := range g.Items {
+				s.Target.Given = append(s.Target.Given, givenName(in[i].Target))
 			}
-			seen[k] = len(out)
 		}
 		out = append(out, s)
 	}
@@ -241,8 +251,9 @@ func CheckArgs(args []string, inv *inventory.Inventory) error {
 // ErrBadTarget.
 func ParseTarget(arg string) (Target, error) {
 	a := strings.TrimSpace(arg)
+	shown := auth.StripUserinfo(arg) // a URL's password is never printed
 	bad := func() error {
-		return badTargetf("target %q is not a device: give a host name, an IP address or HOST:PORT", arg)
+		return badTargetf("target %q is not a device: give a host name, an IP address or HOST:PORT", shown)
 	}
 	if a == "" || strings.Contains(a, "/") {
 		return Target{}, bad()
@@ -255,7 +266,7 @@ func ParseTarget(arg string) (Target, error) {
 	if h, p, err := net.SplitHostPort(a); err == nil {
 		n, err := strconv.Atoi(p)
 		if err != nil || n < 1 || n > 65535 {
-			return Target{}, badTargetf("target %q: bad port %q: give a port from 1 to 65535", arg, p)
+			return Target{}, badTargetf("target %q: bad port %q: give a port from 1 to 65535", shown, auth.StripUserinfo(p))
 		}
 		if h == "" {
 			return Target{}, bad()

@@ -180,3 +180,24 @@ func TestSelectGivenTwice(t *testing.T) {
 		t.Errorf("selected %q, want %q", got, want)
 	}
 }
+
+// TestSelectNameAndAddress: a name and an address of one device are one
+// target, merged on the resolved addresses (issue 14), not the text.
+func TestSelectNameAndAddress(t *testing.T) {
+	lookup := func(_ context.Context, host string) ([]netip.Addr, error) {
+		if host == "devbox" {
+			return []netip.Addr{netip.MustParseAddr("::1"), netip.MustParseAddr("127.0.0.1")}, nil
+		}
+		return nil, errors.New("no such host")
+	}
+	sel, err := Select(context.Background(), Selection{
+		Args: []string{"devbox:3232", "127.0.0.1:3232", "nowhere:3232"}, InventoryOnly: true,
+		Resolver: &Resolver{LookupOS: lookup},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sel) != 2 || strings.Join(sel[0].Target.Given, ",") != "devbox:3232,127.0.0.1:3232" || sel[1].Err == nil {
+		t.Errorf("selected %+v, want devbox given twice and nowhere unresolved", sel)
+	}
+}

@@ -177,3 +177,71 @@ func serviceRank(s string) int {
 	}
 	return 2
 }
+
+// DeviceGroup is one device that several targets name: Items are their
+// indexes, in order; Shared is an address the first merge was made on
+// (invalid when the group has one item).
+type DeviceGroup struct {
+	Items  []int
+	Shared netip.Addr
+}
+
+// SameDevice groups targets into devices: two targets are one device when
+// their address sets intersect and their ports are equal (the caller
+// fills in its default port), also through a third target. A target without
+// addresses (a name that did not resolve) is a device of its own. Groups
+// come in the order of their first target.
+func SameDevice(addrs [][]netip.Addr, ports []int) []DeviceGroup {
+	n := len(addrs)
+	parent := make([]int, n)
+	shared := make([]netip.Addr, n)
+	for i := range parent {
+		parent[i] = i
+	}
+	var root func(int) int
+	root = func(i int) int {
+		for parent[i] != i {
+			i = parent[i]
+		}
+		return i
+	}
+	for i := range n {
+		for j := range i {
+			if ports[i] != ports[j] {
+				continue
+			}
+			k := slices.IndexFunc(addrs[i], func(a netip.Addr) bool {
+				return slices.ContainsFunc(addrs[j], func(b netip.Addr) bool { return a.Unmap() == b.Unmap() })
+			})
+			if k < 0 {
+				continue
+			}
+			ri, rj := root(i), root(j)
+			if ri == rj {
+				continue
+			}
+			// The earlier target's group absorbs the later one.
+			lo, hi := min(ri, rj), max(ri, rj)
+			parent[hi] = lo
+			if !shared[lo].IsValid() {
+				shared[lo] = addrs[i][k].Unmap()
+			}
+		}
+	}
+	var out []DeviceGroup
+	at := map[int]int{}
+	for i := range n {
+		r := root(i)
+		g, ok := at[r]
+		if !ok {
+			g = len(out)
+			at[r] = g
+			out = append(out, DeviceGroup{})
+		}
+		out[g].Items = append(out[g].Items, i)
+	}
+	for r, g := range at {
+		out[g].Shared = shared[r]
+	}
+	return out
+}

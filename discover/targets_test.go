@@ -3,6 +3,7 @@ package discover
 import (
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -61,5 +62,45 @@ func TestCacheFile(t *testing.T) {
 	p, _ := CachePath()
 	if rel, err := filepath.Rel(dir, p); err != nil || rel[:2] == ".." {
 		t.Errorf("cache at %s, outside %s", p, dir)
+	}
+}
+
+func TestSameDevice(t *testing.T) {
+	as := func(ss ...string) []netip.Addr {
+		var out []netip.Addr
+		for _, s := range ss {
+			out = append(out, netip.MustParseAddr(s))
+		}
+		return out
+	}
+	tests := []struct {
+		name   string
+		addrs  [][]netip.Addr
+		ports  []int
+		want   [][]int
+		shared []string
+	}{
+		{"a name and its address", [][]netip.Addr{as("127.0.0.1", "::1"), as("127.0.0.1")}, []int{3232, 3232}, [][]int{{0, 1}}, []string{"127.0.0.1"}},
+		{"other port", [][]netip.Addr{as("127.0.0.1"), as("127.0.0.1")}, []int{3232, 8266}, [][]int{{0}, {1}}, []string{"", ""}},
+		{"unresolved stays apart", [][]netip.Addr{nil, as("10.0.0.1"), nil}, []int{3232, 3232, 3232}, [][]int{{0}, {1}, {2}}, []string{"", "", ""}},
+		{"through a third", [][]netip.Addr{as("10.0.0.1"), as("10.0.0.2"), as("10.0.0.2", "10.0.0.1")}, []int{80, 80, 80}, [][]int{{0, 1, 2}}, []string{"10.0.0.1"}},
+		{"v4-mapped", [][]netip.Addr{as("::ffff:10.0.0.1"), as("10.0.0.1")}, []int{1, 1}, [][]int{{0, 1}}, []string{"10.0.0.1"}},
+		{"disjoint", [][]netip.Addr{as("10.0.0.1"), as("10.0.0.2"), as("10.0.0.1")}, []int{1, 1, 1}, [][]int{{0, 2}, {1}}, []string{"10.0.0.1", ""}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := SameDevice(tt.addrs, tt.ports)
+			if len(got) != len(tt.want) {
+				t.Fatalf("groups %+v, want %v", got, tt.want)
+			}
+			for i, g := range got {
+				if !slices.Equal(g.Items, tt.want[i]) {
+					t.Errorf("group %d = %v, want %v", i, g.Items, tt.want[i])
+				}
+				if sh := tt.shared[i]; sh == "" && g.Shared.IsValid() || sh != "" && g.Shared.String() != sh {
+					t.Errorf("group %d shared %v, want %q", i, g.Shared, sh)
+				}
+			}
+		})
 	}
 }
