@@ -18,6 +18,7 @@ import (
 
 	"github.com/ots-ota/ots-ota/auth"
 	"github.com/ots-ota/ots-ota/image"
+	"github.com/ots-ota/ots-ota/internal/ifaceguard"
 	"github.com/ots-ota/ots-ota/partition"
 	"github.com/ots-ota/ots-ota/sim"
 	"github.com/ots-ota/ots-ota/sim/mdnsd"
@@ -555,7 +556,15 @@ func (o *simOptions) mdnsInterface(a *app) (*net.Interface, error) {
 			a.log.Warn("not advertising by mDNS: " + err.Error())
 			return nil, nil
 		}
+		if err := ifaceguard.Check(ifi.Name); err != nil {
+			a.log.Warn("not advertising by mDNS: " + err.Error())
+			return nil, nil
+		}
 		return ifi, nil
+	}
+	// The responder refuses it too (mdnsd.New); this says which flag.
+	if err := ifaceguard.Check(o.MDNSIf); err != nil {
+		return nil, a.flagError("mdns-interface", "%v", err)
 	}
 	ifi, err := net.InterfaceByName(o.MDNSIf)
 	if err != nil {

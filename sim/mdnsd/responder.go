@@ -15,6 +15,8 @@ import (
 
 	"github.com/miekg/dns"
 	"golang.org/x/net/ipv4"
+
+	"github.com/ots-ota/ots-ota/internal/ifaceguard"
 )
 
 const (
@@ -79,6 +81,9 @@ func New(cfg Config) (*Responder, error) {
 		return nil, errors.New("mdnsd: Config.Interface is required")
 	}
 	ifi := cfg.Interface
+	if err := ifaceguard.Check(ifi.Name); err != nil {
+		return nil, fmt.Errorf("mdnsd: %w", err)
+	}
 	if ifi.Flags&net.FlagUp == 0 {
 		return nil, fmt.Errorf("mdnsd: interface %s is down", ifi.Name)
 	}
