@@ -562,10 +562,6 @@ func (o *simOptions) mdnsInterface(a *app) (*net.Interface, error) {
 		}
 		return ifi, nil
 	}
-	// The responder refuses it too (mdnsd.New); this says which flag.
-	if err := ifaceguard.Check(o.MDNSIf); err != nil {
-		return nil, a.flagError("mdns-interface", "%v", err)
-	}
 	ifi, err := net.InterfaceByName(o.MDNSIf)
 	if err != nil {
 		var names []string
@@ -575,6 +571,10 @@ func (o *simOptions) mdnsInterface(a *app) (*net.Interface, error) {
 			}
 		}
 		return nil, a.flagError("mdns-interface", "no such network interface (have: %s)", strings.Join(names, ", "))
+	}
+	// The responder refuses it too (mdnsd.New); this says which flag.
+	if err := ifaceguard.Check(ifi.Name); err != nil {
+		return nil, a.flagError("mdns-interface", "%v", err)
 	}
 	if ifi.Flags&net.FlagMulticast == 0 {
 		return nil, a.flagError("mdns-interface", "the interface has no MULTICAST flag, so mDNS cannot run on it (turn it on: ip link set %s multicast on; or give --no-mdns)", ifi.Name)

@@ -316,12 +316,12 @@ func Interfaces() ([]*net.Interface, error) {
 func InterfacesByName(names []string) ([]*net.Interface, error) {
 	var out []*net.Interface
 	for _, n := range names {
-		if err := ifaceguard.Check(n); err != nil {
-			return nil, err
-		}
 		ifi, err := net.InterfaceByName(n)
 		if err != nil {
 			return nil, fmt.Errorf("no network interface %q", n)
+		}
+		if err := ifaceguard.Check(n); err != nil {
+			return nil, err
 		}
 		if ifi.Flags&net.FlagUp == 0 {
 			return nil, fmt.Errorf("network interface %s is down", n)

@@ -27,12 +27,10 @@ func TestGuardRefusesOtherInterfaces(t *testing.T) {
 			t.Errorf("%s: %q: want one line naming the interface and %s", what, msg, ifaceguard.Env)
 		}
 	}
-	_, err := InterfacesByName([]string{"ots-guard0"})
-	oneLine("InterfacesByName", err)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	cfg := Config{Interfaces: []*net.Interface{other}}
-	_, err = Browse(ctx, cfg, BrowseOptions{Timeout: time.Second})
+	_, err := Browse(ctx, cfg, BrowseOptions{Timeout: time.Second})
 	oneLine("Browse", err)
 	oneLine("Watch", Watch(ctx, cfg, func(Event) {}))
 	r := &Resolver{Config: cfg, NoOS: true}
@@ -40,6 +38,20 @@ func TestGuardRefusesOtherInterfaces(t *testing.T) {
 	var re *ResolveError
 	if !errors.As(err, &re) || !strings.Contains(re.Reason, ifaceguard.Env) {
 		t.Errorf("Lookup: %v: want the guard's refusal as the reason", err)
+	}
+}
+
+// An interface named by the user (--interface) that exists but is not
+// listed is refused.
+func TestGuardRefusesANamedInterface(t *testing.T) {
+	t.Setenv(ifaceguard.Env, "ots-guard-none0")
+	lo := strings.Split(ifaceguard.LoopbackNames(), ",")[0]
+	if _, err := net.InterfaceByName(lo); err != nil {
+		t.Skipf("no loopback interface here: %v", err)
+	}
+	_, err := InterfacesByName([]string{lo})
+	if err == nil || !strings.Contains(err.Error(), "interface "+lo+" is not in "+ifaceguard.Env) {
+		t.Errorf("InterfacesByName(%s): %v: want the guard's refusal", lo, err)
 	}
 }
 

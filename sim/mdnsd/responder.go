@@ -81,14 +81,14 @@ func New(cfg Config) (*Responder, error) {
 		return nil, errors.New("mdnsd: Config.Interface is required")
 	}
 	ifi := cfg.Interface
-	if err := ifaceguard.Check(ifi.Name); err != nil {
-		return nil, fmt.Errorf("mdnsd: %w", err)
-	}
 	if ifi.Flags&net.FlagUp == 0 {
 		return nil, fmt.Errorf("mdnsd: interface %s is down", ifi.Name)
 	}
 	if ifi.Flags&net.FlagMulticast == 0 {
 		return nil, fmt.Errorf("mdnsd: interface %s: %w%s", ifi.Name, ErrNoMulticast, multicastHint(ifi))
+	}
+	if err := ifaceguard.Check(ifi.Name); err != nil {
+		return nil, fmt.Errorf("mdnsd: %w", err)
 	}
 	log := cfg.Logger
 	if log == nil {
