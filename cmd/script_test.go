@@ -16,10 +16,14 @@ import (
 	"github.com/rogpeppe/go-internal/testscript"
 
 	"github.com/ots-ota/ots-ota/image"
+	"github.com/ots-ota/ots-ota/internal/ifaceguard"
 	"github.com/ots-ota/ots-ota/partition"
 )
 
 func TestMain(m *testing.M) {
+	// In-process tests (demo, push) and the processes they start browse
+	// loopback only.
+	ifaceguard.LoopbackOnly()
 	testscript.Main(cleanupM{m}, map[string]func(){
 		"ots-ota": func() { os.Exit(Main()) },
 	})
@@ -39,6 +43,9 @@ func TestScripts(t *testing.T) {
 		Dir:                 filepath.Join("testdata", "script"),
 		RequireExplicitExec: true,
 		Setup: func(e *testscript.Env) error {
+			// The ots-ota processes a script starts open mDNS sockets on
+			// loopback only (push group:lab, discover, info --all …).
+			e.Setenv(ifaceguard.Env, ifaceguard.LoopbackNames())
 			e.Setenv("SHARED", sharedImages())
 			e.Setenv("NO_COLOR", "")
 			e.Setenv("XDG_CONFIG_HOME", filepath.Join(e.WorkDir, ".config"))

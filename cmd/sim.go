@@ -18,6 +18,7 @@ import (
 
 	"github.com/ots-ota/ots-ota/auth"
 	"github.com/ots-ota/ots-ota/image"
+	"github.com/ots-ota/ots-ota/internal/ifaceguard"
 	"github.com/ots-ota/ots-ota/partition"
 	"github.com/ots-ota/ots-ota/sim"
 	"github.com/ots-ota/ots-ota/sim/mdnsd"
@@ -555,6 +556,10 @@ func (o *simOptions) mdnsInterface(a *app) (*net.Interface, error) {
 			a.log.Warn("not advertising by mDNS: " + err.Error())
 			return nil, nil
 		}
+		if err := ifaceguard.Check(ifi.Name); err != nil {
+			a.log.Warn("not advertising by mDNS: " + err.Error())
+			return nil, nil
+		}
 		return ifi, nil
 	}
 	ifi, err := net.InterfaceByName(o.MDNSIf)
@@ -566,6 +571,10 @@ func (o *simOptions) mdnsInterface(a *app) (*net.Interface, error) {
 			}
 		}
 		return nil, a.flagError("mdns-interface", "no such network interface (have: %s)", strings.Join(names, ", "))
+	}
+	// The responder refuses it too (mdnsd.New); this says which flag.
+	if err := ifaceguard.Check(ifi.Name); err != nil {
+		return nil, a.flagError("mdns-interface", "%v", err)
 	}
 	if ifi.Flags&net.FlagMulticast == 0 {
 		return nil, a.flagError("mdns-interface", "the interface has no MULTICAST flag, so mDNS cannot run on it (turn it on: ip link set %s multicast on; or give --no-mdns)", ifi.Name)

@@ -8,12 +8,15 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/miekg/dns"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
+
+	"github.com/ots-ota/ots-ota/internal/ifaceguard"
 )
 
 const mdnsPort = 5353
@@ -285,7 +288,7 @@ func (c *mconn) close() { c.conn.Close() }
 
 // Interfaces returns the interfaces mDNS uses by default: every one that is
 // up and multicast-capable. Loopback is included only when it has the
-// MULTICAST flag.
+// MULTICAST flag. When OTS_OTA_TEST_IFACES is set, only those it names.
 func Interfaces() ([]*net.Interface, error) {
 	all, err := net.Interfaces()
 	if err != nil {
@@ -301,6 +304,10 @@ func Interfaces() ([]*net.Interface, error) {
 	if len(out) == 0 {
 		return nil, errors.New("no network interface is up and multicast-capable")
 	}
+	if out = ifaceguard.Filter(out); len(out) == 0 {
+		names, _ := ifaceguard.Allowed()
+		return nil, fmt.Errorf("none of the interfaces in %s=%s is up and multicast-capable", ifaceguard.Env, strings.Join(names, ","))
+	}
 	return out, nil
 }
 
@@ -312,6 +319,9 @@ func InterfacesByName(names []string) ([]*net.Interface, error) {
 		ifi, err := net.InterfaceByName(n)
 		if err != nil {
 			return nil, fmt.Errorf("no network interface %q", n)
+		}
+		if err := ifaceguard.Check(n); err != nil {
+			return nil, err
 		}
 		if ifi.Flags&net.FlagUp == 0 {
 			return nil, fmt.Errorf("network interface %s is down", n)

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/ots-ota/ots-ota/internal/ifaceguard"
 )
 
 // Resolver turns host names into addresses: ".local" names by its own mDNS
@@ -114,6 +116,12 @@ func (r *Resolver) Lookup(ctx context.Context, host string) ([]netip.Addr, error
 	}
 	look := r.LookupOS
 	if look == nil {
+		// The system's resolver may send mDNS on every interface (nss-mdns,
+		// Bonjour), which the test guard forbids.
+		if _, guarded := ifaceguard.Allowed(); guarded && IsLocal(host) {
+			reasons = append(reasons, "the system resolver is not asked for .local names while "+ifaceguard.Env+" is set")
+			return nil, &ResolveError{host, strings.Join(reasons, ", and ")}
+		}
 		look = func(ctx context.Context, h string) ([]netip.Addr, error) {
 			return net.DefaultResolver.LookupNetIP(ctx, "ip", h)
 		}

@@ -14,6 +14,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/ots-ota/ots-ota/devinfo"
+	"github.com/ots-ota/ots-ota/internal/ifaceguard"
 )
 
 // Config says where and what to browse.
@@ -93,6 +94,14 @@ func open(cfg Config) (*session, error) {
 			return nil, err
 		}
 		s.services[lower(name+".local")] = name
+	}
+	// Every mDNS socket of the client (browse, watch, resolve) is opened
+	// here: the test guard checked here cannot be bypassed by a caller
+	// that builds Config.Interfaces itself.
+	for _, ifi := range ifs {
+		if err := ifaceguard.Check(ifi.Name); err != nil {
+			return nil, err
+		}
 	}
 	conns, err := openConns(ifs, cfg.IPv4Only, log)
 	if err != nil {

@@ -15,6 +15,8 @@ import (
 
 	"github.com/miekg/dns"
 	"golang.org/x/net/ipv4"
+
+	"github.com/ots-ota/ots-ota/internal/ifaceguard"
 )
 
 const (
@@ -84,6 +86,9 @@ func New(cfg Config) (*Responder, error) {
 	}
 	if ifi.Flags&net.FlagMulticast == 0 {
 		return nil, fmt.Errorf("mdnsd: interface %s: %w%s", ifi.Name, ErrNoMulticast, multicastHint(ifi))
+	}
+	if err := ifaceguard.Check(ifi.Name); err != nil {
+		return nil, fmt.Errorf("mdnsd: %w", err)
 	}
 	log := cfg.Logger
 	if log == nil {
