@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -117,6 +118,31 @@ func (o *espotaOptions) pushArgs() ([]string, error) {
 	return append(args, "--", o.File, o.IP), nil
 }
 
+// espotaWords rewrites push's flag names in messages into espota.py's, so
+// an Arduino IDE user is told a flag the espota command has. Push flags
+// with no espota counterpart are named as push's ("ots-ota push --force").
+var espotaWords = strings.NewReplacer(
+	"--token, --user or --password", "-a/--auth",
+	"--token or --password", "-a/--auth",
+	"--password-file", "ots-ota push --password-file",
+	"--password", "-a/--auth",
+	"--host-ip/--host-port", "-I/--host_ip and -P/--host_port",
+	"--host-ip", "-I/--host_ip",
+	"--host-port", "-P/--host_port",
+	"--idle-timeout", "the idle timeout",
+	"--connect-timeout", "-t/--timeout",
+	"--protocol espota", "-p with the device's espota port",
+	"--filesystem", "-s/--spiffs",
+	"--md5-password", "-m/--md5-target",
+	"--force", "ots-ota push --force",
+	"--timeout", "ots-ota push --timeout",
+	"--expect-version", "ots-ota push --expect-version",
+	"--no-verify", "ots-ota push --no-verify",
+	"--no-wait-valid", "ots-ota push --no-wait-valid",
+	"--retries", "ots-ota push --retries",
+	"--canary-accept-unverified", "ots-ota push --canary-accept-unverified",
+)
+
 // espotaTries is how often the drop-in tries one upload.
 const espotaTries = 4
 
@@ -147,7 +173,10 @@ func runEspota(ctx context.Context, a *app, o *espotaOptions) error {
 	if a.opts.ConfigFile != "" {
 		args = append([]string{"--config", a.opts.ConfigFile}, args...)
 	}
-	switch code := Execute(ctx, args, a.io); code {
+	// push's messages, in espota's flags.
+	streams := *a.io
+	streams.words = espotaWords.Replace
+	switch code := Execute(ctx, args, &streams); code {
 	case ExitOK, ExitCancelled:
 		return silentErrorOrNil(code)
 	default:

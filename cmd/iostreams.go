@@ -17,6 +17,10 @@ type IOStreams struct {
 	OutTTY     bool
 	ErrTTY     bool
 	NoColorEnv bool // the environment forbids colour: NO_COLOR non-empty, or TERM=dumb
+
+	// words rewrites flag names in messages for the command the user typed
+	// (the espota drop-in runs push through Execute); nil = as is.
+	words func(string) string
 }
 
 // System returns the process's streams with terminal detection.

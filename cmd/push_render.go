@@ -89,8 +89,11 @@ func (r *pushRenderer) clean(res upload.Result) upload.Result {
 	res.Device, res.Addr = red.Redact(res.Device), red.Redact(res.Addr)
 	res.From, res.To, res.Running = red.Redact(res.From), red.Redact(res.To), red.Redact(res.Running)
 	res.State, res.VersionSource = red.Redact(res.State), red.Redact(res.VersionSource)
-	res.Words, res.Message = red.Redact(res.Words), red.Redact(res.Message)
+	res.Words, res.Message = red.Redact(res.Words), red.Redact(r.a.said(res.Message))
 	res.Warnings = red.RedactAll(res.Warnings)
+	for i, w := range res.Warnings {
+		res.Warnings[i] = r.a.said(w)
+	}
 	return res
 }
 
@@ -98,7 +101,7 @@ func (r *pushRenderer) event(e upload.FleetEvent) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	red := &r.a.secrets
-	e.Target, e.Message, e.Addr = red.Redact(e.Target), red.Redact(e.Message), red.Redact(e.Addr)
+	e.Target, e.Message, e.Addr = red.Redact(e.Target), red.Redact(r.a.said(e.Message)), red.Redact(e.Addr)
 	if e.Result != nil {
 		res := r.clean(*e.Result)
 		e.Result = &res
@@ -187,9 +190,9 @@ func (r *pushRenderer) summary(results []upload.Result, wall time.Duration, code
 		if proto == "" {
 			proto = "-"
 		}
-		msg := res.Message
+		msg := r.a.said(res.Message)
 		for _, wmsg := range res.Warnings {
-			msg += " [warning: " + wmsg + "]"
+			msg += " [warning: " + r.a.said(wmsg) + "]"
 		}
 		// fromTo compares the versions as told; only the line is redacted.
 		fmt.Fprint(tw, r.a.secrets.Redact(fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", res.Device, res.Addr, proto, fromTo(res),

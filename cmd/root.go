@@ -98,6 +98,17 @@ type app struct {
 	// secrets are what this run must never print; the log handler, the
 	// renderers and the error line redact them (commands add theirs).
 	secrets auth.Redactor
+	// words rewrites what a message says of flags into the flags of the
+	// command the user typed (the espota drop-in runs push); nil = as is.
+	words func(string) string
+}
+
+// said is msg as the user's command would word it.
+func (a *app) said(msg string) string {
+	if a.words == nil {
+		return msg
+	}
+	return a.words(msg)
 }
 
 // options is what every command's options struct implements.
@@ -168,7 +179,7 @@ func (a *app) valueError(name, value string, show bool, format string, args ...a
 
 // Execute runs the command line and returns the process exit code.
 func Execute(ctx context.Context, args []string, streams *IOStreams) int {
-	a := &app{io: streams, cfg: &config{origins: map[string]origin{}}, start: time.Now()}
+	a := &app{io: streams, cfg: &config{origins: map[string]origin{}}, start: time.Now(), words: streams.words}
 	a.log = newLogger(streams.ErrOut, a.opts, a.start, &a.secrets)
 	root := newRootCmd(a)
 	root.SetArgs(args)
@@ -182,7 +193,7 @@ func Execute(ctx context.Context, args []string, streams *IOStreams) int {
 		if errors.Is(err, context.Canceled) {
 			msg = "interrupted"
 		}
-		fmt.Fprintf(streams.ErrOut, "ots-ota: error: %s\n", a.secrets.Redact(msg))
+		fmt.Fprintf(streams.ErrOut, "ots-ota: error: %s\n", a.secrets.Redact(a.said(msg)))
 		if exitCode(err) == ExitUsage {
 			fmt.Fprintf(streams.ErrOut, "ots-ota: hint: run '%s --help' for usage\n", commandPath(root, args))
 		}
