@@ -216,4 +216,3 @@ func cmdMkflash(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	ts.Check(os.WriteFile(ts.MkAbs(args[0]), out, 0o644))
 }
-
