@@ -37,7 +37,7 @@ type policyFlags struct {
 // bind adds the flags to c.
 func (p *policyFlags) bind(c *cobra.Command) {
 	f := c.Flags()
-	f.StringVar(&p.Chip, "chip", "", "chip the image must be built for (esp32, esp32s3, esp32c3, ...)")
+	f.StringVar(&p.Chip, "chip", "", "chip the image must be built for (esp32, esp32s3, esp32c3, ..., esp8266)")
 	f.StringVar(&p.MaxSize, "max-size", "", "OTA slot size: 2M, 1536K, 0x200000 or 2097152")
 	f.StringVar(&p.Partitions, "partitions", "", "partitions.csv or binary partition table to read the OTA slot size from")
 	_ = c.MarkFlagFilename("partitions", "csv", "bin")
@@ -80,7 +80,7 @@ func chipNames() []string {
 	for _, c := range image.Chips() {
 		names = append(names, c.String())
 	}
-	return names
+	return append(names, image.ChipESP8266.String())
 }
 
 // completeChips offers the known chip names for a command's --chip flag.
@@ -225,6 +225,7 @@ type inspectResult struct {
 	ChecksumOK    *bool           `json:"checksum_ok"`
 	SHA256        *string         `json:"sha256"`
 	SHA256OK      *bool           `json:"sha256_ok"`
+	Layout        *string         `json:"layout"`
 	Signature     *string         `json:"signature"`
 	SigBlocks     *int            `json:"signature_blocks"`
 	SlotSize      *int64          `json:"slot_size"`
@@ -317,6 +318,7 @@ func inspectFile(ctx context.Context, a *app, path string, o *inspectOptions) (i
 		r.Entry = ptr(fmt.Sprintf("0x%08X", img.Header.Entry))
 		r.ImageLen = ptr(img.Len)
 	}
+	inspectESP8266(&r, img)
 	// Checksum and digest only mean something once parsing reached them (not on a truncated file).
 	if (img.Kind == image.KindApp || img.Kind == image.KindBootloader) && img.Len > 0 {
 		r.ChecksumOK = ptr(img.ChecksumOK)
@@ -335,6 +337,35 @@ func inspectFile(ctx context.Context, a *app, path string, o *inspectOptions) (i
 		}
 	}
 	return r, nil
+}
+
+// inspectESP8266 fills what an ESP8266 image (or the one a gzip file
+// inflates to) tells: its layout, and for a v1 image its segments.
+func inspectESP8266(r *inspectResult, img *image.Image) {
+	e := img
+	if img.Kind == image.KindGzip {
+		e = img.Inner
+	}
+	if e == nil || e.Kind != image.KindESP8266 {
+		return
+	}
+	r.Chip = ptr(image.ChipESP8266.String())
+	r.Layout = ptr(string(e.Layout))
+	if e.Layout == image.LayoutArduino {
+		r.AppOffset = ptr(e.AppOffset)
+	}
+	if len(e.Segments) == 0 {
+		return
+	}
+	r.Segments = ptr(len(e.Segments))
+	r.Entry = ptr(fmt.Sprintf("0x%08X", e.Header.Entry))
+	r.ImageLen = ptr(e.Len)
+	r.ChecksumOK = ptr(e.ChecksumOK)
+	if e.Digest != nil {
+		r.SHA256OK = ptr(e.DigestOK)
+		r.SHA256 = ptr(hex.EncodeToString(e.Digest))
+	}
+	r.Signature = ptr(e.Signature.Scheme)
 }
 
 func runInspect(ctx context.Context, a *app, o *inspectOptions) error {
@@ -409,6 +440,7 @@ func renderInspect(w io.Writer, r inspectResult, st style) {
 		}
 		row("signature", sig)
 	}
+	row("layout", layoutLabel(val(r.Layout)))
 	if r.AppOffset != nil {
 		row("app at", fmt.Sprintf("0x%X", *r.AppOffset))
 	}
@@ -460,6 +492,21 @@ func kindLabel(k string) string {
 		return "unreadable file"
 	}
 	return strings.ReplaceAll(k, "_", " ") + " file"
+}
+
+// layoutLabel names an ESP8266 image's build for the text view.
+func layoutLabel(l string) string {
+	switch image.Layout(l) {
+	case image.LayoutArduino:
+		return "esp8266/Arduino (eboot at 0x0, sketch at 0x1000)"
+	case image.LayoutRTOS:
+		return "ESP8266_RTOS_SDK application"
+	case image.LayoutNONOS:
+		return "ESP8266 v1 image (NONOS SDK or esptool)"
+	case image.LayoutNONOSOTA:
+		return "ESP8266 NONOS SDK OTA image (0xEA)"
+	}
+	return l
 }
 
 func okWord(ok bool, st style) string {

@@ -175,7 +175,7 @@ func TestColorEnv(t *testing.T) {
 func inspectJSONFields() []string {
 	return []string{"file", "ok", "kind", "chip", "project", "version", "idf_ver", "date", "time",
 		"secure_version", "elf_sha256", "size", "image_len", "segments", "entry", "checksum_ok", "sha256", "sha256_ok",
-		"signature", "signature_blocks", "slot_size", "slot_percent", "app_offset", "errors", "warnings"}
+		"layout", "signature", "signature_blocks", "slot_size", "slot_percent", "app_offset", "errors", "warnings"}
 }
 
 // TestKindLabels: every kind reads as a phrase in human output, in one style

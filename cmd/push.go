@@ -78,8 +78,9 @@ one's name. A URL's user:password@ are that device's HTTP Basic credentials. mDN
 Before any device is touched the image must pass inspect's checks (--chip,
 --max-size, --partitions as in inspect; --force overrides only the chip, project
 and size expectations, never corruption). Then, per device, from what it tells
-(/ota/status, /api/status, mDNS TXT): another chip's or project's image is
-refused (unless --force), a device already running this image is skipped
+(/ota/status, /api/status, mDNS TXT chip or board): another chip's or project's
+image is refused (unless --force; an ESP32-family image to an ESP8266 or the
+reverse always), a device already running this image is skipped
 (unless --reinstall), and the image is checked against the device's slot.
 
 Outcomes: updated (the image was seen running after a restart or a change of
@@ -433,12 +434,8 @@ func preflightImage(ctx context.Context, a *app, o *pushOptions, p *pushPlan) (*
 	if o.Filesystem {
 		return upload.NewFirmware(o.Firmware, data, true), nil
 	}
-	// ESP8266 sketches speak espota too (espota.py's other home): a whole
-	// ESP8266 image goes as it is; the ESP32 app checks do not apply to it.
-	if img, _ := image.Parse(data); p.proto == upload.Espota && img.Kind == image.KindESP8266 && img.ChecksumOK {
-		a.log.Info("ESP8266 image: the ESP32 app checks do not apply; sent as it is", "file", o.Firmware)
-		return upload.NewFirmware(o.Firmware, data, false), nil
-	}
+	// ESP8266 images are checked too: only an esp8266/Arduino sketch (plain
+	// or gzip) goes, and never to another chip family, whatever --force says.
 	rep := image.Validate(data, p.policy)
 	st := style{on: a.io.ErrTTY && !a.opts.NoColor && !a.io.NoColorEnv}
 	var blocking []image.Finding

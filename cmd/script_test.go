@@ -79,7 +79,8 @@ func loopback127() bool { return runtime.GOOS == "linux" }
 
 // cmdMkfile writes test inputs: `mkfile KIND OUT [chip project version size]`.
 // KIND is app, nodigest, truncated, corrupt-digest, elf, elf-x86-64,
-// elf-riscv64, gzip, esp8266 or partition-table.
+// elf-riscv64, gzip, esp8266 (an esp8266/Arduino sketch), esp8266-gzip or
+// partition-table.
 func cmdMkfile(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) < 2 {
 		ts.Fatalf("usage: mkfile KIND OUT [chip project version size]")
@@ -96,8 +97,19 @@ func cmdMkfile(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Check(err)
 		o.Chip, o.Project, o.Version, o.Size = c, args[3], args[4], n
 	}
-	if kind == "esp8266" {
-		ts.Check(os.WriteFile(out, esp8266Image(64<<10), 0o644))
+	if kind == "esp8266" || kind == "esp8266-gzip" {
+		// An esp8266/Arduino sketch image (elf2bin's layout), or gzipped
+		// as the core's build can make it.
+		data, err := image.Build(image.BuildOptions{Chip: image.ChipESP8266, Project: o.Project, Version: o.Version, Size: 64 << 10})
+		ts.Check(err)
+		if kind == "esp8266-gzip" {
+			var b bytes.Buffer
+			zw := gzip.NewWriter(&b)
+			_, _ = zw.Write(data)
+			ts.Check(zw.Close())
+			data = b.Bytes()
+		}
+		ts.Check(os.WriteFile(out, data, 0o644))
 		return
 	}
 	if kind == "partition-table" {
@@ -210,21 +222,4 @@ func cmdMkflash(ts *testscript.TestScript, neg bool, args []string) {
 		out = append(out[:off], data...)
 	}
 	ts.Check(os.WriteFile(ts.MkAbs(args[0]), out, 0o644))
-}
-
-// esp8266Image is a valid ESP8266 v1 image: the 8-byte header, one IRAM
-// segment of n bytes, the padding and the XOR checksum (seed 0xEF).
-func esp8266Image(n int) []byte {
-	data := []byte{0xE9, 1, 0, 0x20, 0x04, 0x00, 0x10, 0x40}
-	data = append(data, 0x00, 0x00, 0x10, 0x40, byte(n), byte(n>>8), byte(n>>16), byte(n>>24))
-	xor := byte(0xEF)
-	for i := 0; i < n; i++ {
-		b := byte(i * 7)
-		data = append(data, b)
-		xor ^= b
-	}
-	for len(data)%16 != 15 {
-		data = append(data, 0)
-	}
-	return append(data, xor)
 }

@@ -36,6 +36,9 @@ func newSimImageCmd(a *app) *cobra.Command {
 checksum, SHA-256 and app description like ESP-IDF's), for tests and the simulator.
 It does not run on hardware: the segments hold deterministic filler.
 
+--chip esp8266 writes an esp8266/Arduino sketch image instead (eboot at 0x0,
+the sketch at 0x1000, with elf2bin's CRC); it has no app description.
+
 The same flags give the same bytes: the build date in the app description is
 --date, else $SOURCE_DATE_EPOCH, else a fixed date. -o - writes to stdout.`,
 		Example: `  ots-ota sim image --chip esp32s3 --project ots-fw-main --version 1.0.1 --size 1.2M -o fw.bin

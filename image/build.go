@@ -110,8 +110,14 @@ type buildSeg struct {
 // unknown chip, a negative size, more than MaxBuildSize or a size too small
 // to hold the IROM segment behind its first page.
 //
+// For ChipESP8266 it makes an esp8266/Arduino image instead (elf2bin's
+// layout, at most MaxBuildSizeESP8266), which has no app description.
+//
 // A size Build cannot make is a *SizeError, which carries the bounds.
 func Build(o BuildOptions) ([]byte, error) {
+	if o.Chip == ChipESP8266 {
+		return buildArduino8266(o)
+	}
 	ci := lookupChip(o.Chip)
 	if ci == nil {
 		return nil, fmt.Errorf("build image: unknown chip id %d", uint16(o.Chip))

@@ -2,6 +2,7 @@ package image
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -141,23 +142,81 @@ func Chips() []Chip {
 	return out
 }
 
-// ChipByName maps "esp32s3" (also "ESP32-S3", "esp32-s3", "esp32_s3") to its id.
+// ChipByName maps "esp32s3" (also "ESP32-S3", "esp32-s3", "esp32_s3") to its
+// id, and "esp8266" (or "esp8285", an ESP8266 with flash inside) to ChipESP8266.
 func ChipByName(name string) (Chip, bool) {
-	n := strings.ToLower(strings.TrimSpace(name))
-	n = strings.NewReplacer("-", "", "_", "", " ", "").Replace(n)
+	n := normChipName(name)
 	for i := range chipTable {
 		if chipTable[i].name == n {
 			return chipTable[i].id, true
 		}
 	}
+	if n == "esp8266" || n == "esp8285" {
+		return ChipESP8266, true
+	}
 	return 0, false
 }
 
-// String is the esptool --chip name, e.g. "esp32s3". Retired beta ids give
-// "pre-release chip (…)" and other ids "unknown chip (id N)".
+func normChipName(name string) string {
+	n := strings.ToLower(strings.TrimSpace(name))
+	return strings.NewReplacer("-", "", "_", "", " ", "", ".", "").Replace(n)
+}
+
+// BoardChip reads the chip out of an Arduino board name, as ArduinoOTA
+// devices tell it in TXT board= (ESP8266: build.board such as
+// "ESP8266_GENERIC"; ESP32: the variant such as "esp32s3" or
+// "adafruit_feather_esp32s3"). ok is false when the name holds no chip
+// name, or names two different chips: many boards ("d1_mini",
+// "nodemcu-32s") do not say.
+func BoardChip(board string) (Chip, bool) {
+	b := normChipName(board)
+	type hit struct {
+		at, n int
+		c     Chip
+	}
+	var hits []hit
+	try := func(name string, c Chip) {
+		for from := 0; ; {
+			i := strings.Index(b[from:], name)
+			if i < 0 {
+				return
+			}
+			hits = append(hits, hit{from + i, len(name), c})
+			from += i + 1
+		}
+	}
+	for i := range chipTable {
+		try(chipTable[i].name, chipTable[i].id)
+	}
+	try("esp8266", ChipESP8266)
+	try("esp8285", ChipESP8266)
+	// "esp32" inside "esp32s3", "esp32c6" inside "esp32c61": the longer
+	// name at the same place is the chip.
+	var found []Chip
+	for _, h := range hits {
+		inside := false
+		for _, o := range hits {
+			inside = inside || o.n > h.n && o.at <= h.at && h.at+h.n <= o.at+o.n
+		}
+		if !inside && !slices.Contains(found, h.c) {
+			found = append(found, h.c)
+		}
+	}
+	if len(found) != 1 {
+		return 0, false
+	}
+	return found[0], true
+}
+
+// String is the esptool --chip name, e.g. "esp32s3" ("esp8266" for
+// ChipESP8266). Retired beta ids give "pre-release chip (…)" and other ids
+// "unknown chip (id N)".
 func (c Chip) String() string {
 	if ci := lookupChip(c); ci != nil {
 		return ci.name
+	}
+	if c == ChipESP8266 {
+		return "esp8266"
 	}
 	if n, ok := preRelease[c]; ok {
 		return "pre-release chip (" + n + ")"
@@ -171,10 +230,14 @@ func (c Chip) DisplayName() string {
 	if ci := lookupChip(c); ci != nil {
 		return ci.display
 	}
+	if c == ChipESP8266 {
+		return "ESP8266"
+	}
 	return c.String()
 }
 
-// Known reports whether c is a released chip the package knows.
+// Known reports whether c is a released ESP32-family chip the package
+// knows (false for ChipESP8266, which has no chip id).
 func (c Chip) Known() bool { return lookupChip(c) != nil }
 
 // PreRelease reports whether c is a retired engineering-sample (beta) id.

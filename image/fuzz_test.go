@@ -35,6 +35,9 @@ func FuzzParse(f *testing.F) {
 			f.Add(b[:2048])
 		}
 	}
+	f.Add(tinyArduino())
+	f.Add(gzipped(tinyArduino()))
+	f.Add(gzipped([]byte("not an image")))
 	f.Add(makeBootloader(ChipESP32S3))
 	f.Add(makeTable([3]uint32{0, 0x10000, 0x100000}))
 	f.Add([]byte("\x7fELF\x01\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\x5e\x00"))
@@ -84,8 +87,15 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("segment %d out of bounds: %+v", i, s)
 			}
 		}
+		e8266 := img.esp8266Image()
 		if err == nil {
-			if img.Kind != KindApp || !img.ChecksumOK || img.Header.HashAppended && !img.DigestOK || img.Len > len(data) {
+			switch {
+			case e8266 != nil:
+				// An intact esp8266/Arduino image, maybe inflated from gzip.
+				if e8266.Layout != LayoutArduino || !e8266.ChecksumOK || e8266.CRCPresent && !e8266.CRCOK || e8266.Len > e8266.Size {
+					t.Fatalf("nil error but ESP8266 image %+v", e8266)
+				}
+			case img.Kind != KindApp || !img.ChecksumOK || img.Header.HashAppended && !img.DigestOK || img.Len > len(data):
 				t.Fatalf("nil error but kind %s checksum %v digest %v len %d", img.Kind, img.ChecksumOK, img.DigestOK, img.Len)
 			}
 		} else {
@@ -95,7 +105,11 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 		r := Validate(data, Policy{})
-		if r.OK() {
+		if r.OK() && e8266 != nil {
+			if err != nil || e8266.Layout != LayoutArduino {
+				t.Fatalf("Validate OK for ESP8266 layout %s (parse err %v)", e8266.Layout, err)
+			}
+		} else if r.OK() {
 			if r.Image.Kind != KindApp || !r.Image.ChecksumOK || r.Image.App == nil ||
 				r.Image.Header.HashAppended && !r.Image.DigestOK || err != nil {
 				t.Fatalf("Validate OK for kind %s checksum %v digest %v app %v (parse err %v)",

@@ -1,8 +1,6 @@
 package image
 
 import (
-	"bytes"
-	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"strings"
@@ -57,83 +55,6 @@ func elfMachine(m uint16) string {
 		return "AVR"
 	}
 	return fmt.Sprintf("machine type %d", m)
-}
-
-func plausible8266Addr(a uint32) bool {
-	return a == 0 ||
-		a >= 0x3FFE0000 && a < 0x40000000 ||
-		a >= 0x40100000 && a < 0x40110000 ||
-		a >= 0x40200000 && a < 0x40300000 ||
-		a >= 0x60000000 && a < 0x60002000
-}
-
-const hint8266 = "this tool updates ESP32-family devices; build the firmware for your ESP32 board and give its application .bin"
-
-// parseESP8266V1 checks the 8-byte-header ESP8266 layout (§5). ok is true
-// only when every segment fits and the checksum matches; then img describes
-// the ESP8266 image and err says so.
-func parseESP8266V1(img *Image, data []byte) (*FileError, bool) {
-	n := len(data)
-	if n < 8 || data[0] != imageMagic || data[1] == 0 || data[1] > maxSegments {
-		return nil, false
-	}
-	count := int(data[1])
-	var segs [maxSegments]Segment
-	off := 8
-	xor := byte(checksumSeed)
-	for i := 0; i < count; i++ {
-		if off+segHeaderLen > n {
-			return nil, false
-		}
-		load := binary.LittleEndian.Uint32(data[off:])
-		ln := binary.LittleEndian.Uint32(data[off+4:])
-		if !plausible8266Addr(load) || uint64(off)+segHeaderLen+uint64(ln) > uint64(n) {
-			return nil, false
-		}
-		d := off + segHeaderLen
-		segs[i] = Segment{Load: load, Len: ln, DataOffset: d, Padding: load == 0, Mapped: load >= 0x40200000 && load < 0x40300000}
-		xor ^= xorFold(data[d : d+int(ln)])
-		off = d + int(ln)
-	}
-	cs := off + 15 - off%16
-	if cs >= n || data[cs] != xor {
-		return nil, false
-	}
-	*img = Image{
-		Kind: KindESP8266, Size: n,
-		Header: Header{Magic: imageMagic, SegmentCount: count, FlashMode: data[2], FlashSizeFreq: data[3],
-			Entry: binary.LittleEndian.Uint32(data[4:])},
-		Segments:       append([]Segment(nil), segs[:count]...),
-		ChecksumOffset: cs, Checksum: data[cs], ComputedChecksum: xor, ChecksumOK: true,
-		Len: cs + 1,
-	}
-	what := "an ESP8266 image (8-byte ESP8266 header"
-	if cs+1+digestLen <= n {
-		sum := sha256.Sum256(data[:cs+1])
-		if bytes.Equal(sum[:], data[cs+1:cs+1+digestLen]) {
-			img.Digest = bytes.Clone(sum[:])
-			img.DigestOK = true
-			img.SHA256 = sum
-			img.Len += digestLen
-			what = "an ESP8266_RTOS_SDK application (8-byte ESP8266 header, unflagged SHA-256"
-		}
-	}
-	img.Signature = Signature{Scheme: SigNone, End: img.Len}
-	img.Trailing = n - img.Len
-	img.TrailingPadding = allFF(data[img.Len:])
-	return fileErr(KindESP8266, CodeNotApp, hint8266,
-		"this is %s, checksum valid at 0x%x), not an ESP32-family image", what, cs), true
-}
-
-// parseESP8266V2 describes a NONOS SDK OTA image (magic 0xEA, §5).
-func parseESP8266V2(img *Image, data []byte) *FileError {
-	img.Kind = KindESP8266
-	if len(data) >= 8 {
-		img.Header = Header{Magic: data[0], FlashMode: data[2], FlashSizeFreq: data[3],
-			Entry: binary.LittleEndian.Uint32(data[4:])}
-	}
-	return fileErr(KindESP8266, CodeNotApp, hint8266,
-		"this is an ESP8266 NONOS SDK OTA image (magic 0xEA, user1/user2.bin), not an ESP32-family image")
 }
 
 // partEntry is one esp_partition_info_t.

@@ -34,18 +34,21 @@ const (
 
 // Error codes shared by FileError.Code and Finding.Code.
 const (
-	CodeNotApp            = "not_app_image"
-	CodeTruncated         = "truncated"
-	CodeBadHeader         = "bad_header"
-	CodeBadSegment        = "bad_segment"
-	CodeChecksumMismatch  = "checksum_mismatch"
-	CodeDigestMismatch    = "digest_mismatch"
-	CodeChipMismatch      = "chip_mismatch"
-	CodeTooLarge          = "too_large"
-	CodeNoAppDesc         = "no_app_desc"
-	CodeSegmentMisaligned = "segment_misaligned"
-	CodeChipRevTooLow     = "chip_rev_too_low"
-	CodeSignatureMismatch = "signature_mismatch"
+	CodeNotApp           = "not_app_image"
+	CodeTruncated        = "truncated"
+	CodeBadHeader        = "bad_header"
+	CodeBadSegment       = "bad_segment"
+	CodeChecksumMismatch = "checksum_mismatch"
+	CodeDigestMismatch   = "digest_mismatch"
+	CodeChipMismatch     = "chip_mismatch"
+	// CodeChipFamilyMismatch: an ESP32-family image for an ESP8266 or the
+	// reverse; unlike chip_mismatch, never to be overridden.
+	CodeChipFamilyMismatch = "chip_family_mismatch"
+	CodeTooLarge           = "too_large"
+	CodeNoAppDesc          = "no_app_desc"
+	CodeSegmentMisaligned  = "segment_misaligned"
+	CodeChipRevTooLow      = "chip_rev_too_low"
+	CodeSignatureMismatch  = "signature_mismatch"
 	// Warnings.
 	CodeNoDigest        = "no_digest"
 	CodeProjectMismatch = "project_mismatch"
@@ -65,6 +68,11 @@ const hintAppBin = "give the application image: .pio/build/<env>/firmware.bin (P
 // never modifies or retains data (digests are copied), and allocates O(1)
 // beyond the returned values: segment counts and lengths come from untrusted
 // bytes and are checked against the input before anything is allocated.
+// The exception is a gzip file, inflated (to at most 2 MiB) to check the
+// ESP8266 image it should hold.
+//
+// An intact esp8266/Arduino image (Kind esp8266, Layout arduino), also
+// gzip-compressed, is an application image too: the error is nil.
 //
 // A non-nil *Image is always returned, with Kind set and the other fields
 // filled as far as parsing got. The error is a *FileError when data is not a
@@ -113,9 +121,7 @@ func parseInto(img *Image, data []byte, top bool) *FileError {
 			"give the application image (firmware.bin), not partition-table.bin / partitions.bin",
 			"this is a partition table%s, not application firmware", describeTable(data))
 	case n >= 2 && data[0] == 0x1F && data[1] == 0x8B:
-		return notApp(img, KindGzip,
-			"decompress it first (gunzip) and give the .bin inside; ESP-IDF OTA does not decompress",
-			"this is a gzip-compressed file, not a raw application image")
+		return parseGzip(img, data, top)
 	case bytes.HasPrefix(data, []byte("PK\x03\x04")) || bytes.HasPrefix(data, []byte("PK\x05\x06")):
 		return notApp(img, KindZip,
 			"extract the application .bin (firmware.bin) from the archive and give that",
@@ -174,8 +180,18 @@ func parseE9(img *Image, data []byte, top bool) *FileError {
 		return fileErr(KindUnknown, CodeBadHeader, hintAppBin,
 			"starts with 0xE9 but the header is not valid (hash_appended byte is 0x%02x, must be 0 or 1): corrupted, flash-encrypted or not an image", data[23])
 	}
+	if data[8] != 0xEE {
+		// Not the wp_pin byte every ESP-IDF app has: an ESP8266 v1 image
+		// (bytes 8-11 are its first load address) proves itself first.
+		var tmp Image
+		if err, ok := parseESP8266V1(&tmp, data); ok {
+			*img = tmp
+			img.Size = n
+			return err
+		}
+	}
 	serr := parseESP32(img, data)
-	if serr == nil && img.ChecksumOK {
+	if serr == nil && img.ChecksumOK && (img.Header.ChipID.Known() || img.Header.ChipID.PreRelease()) {
 		return finishESP32(img, data, top)
 	}
 	// The ESP32 layout does not check out: an ESP8266 image proves itself with its own checksum.

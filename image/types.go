@@ -67,6 +67,8 @@ const (
 	SigNone = "none"
 	SigV1   = "sbv1"
 	SigV2   = "sbv2"
+	// SigESP8266: a signed esp8266/Arduino sketch (signature, then its length as a u32).
+	SigESP8266 = "esp8266_signed"
 )
 
 // Signature describes what follows the image: nothing, an SBv1 signature or an SBv2 sector.
@@ -122,6 +124,17 @@ type Image struct {
 	// Misaligned lists mapped segments whose file offset and load address
 	// disagree modulo MMUPageSize (the bootloader refuses them).
 	Misaligned []int
+
+	// Layout is which build made an ESP8266 image ("" for other files).
+	// For LayoutArduino, Header and Segments are the sketch's at AppOffset
+	// 0x1000 (file offsets), behind the eboot bootloader at 0x0.
+	Layout Layout
+	// CRCPresent: an esp8266/Arduino image carries elf2bin's CRC-32 (cores
+	// since 2.7); CRC is the one computed, CRCOK whether it matched.
+	CRCPresent, CRCOK bool
+	CRC               uint32
+	// Inner is what a gzip file inflates to, parsed; nil when not inflated.
+	Inner *Image
 }
 
 // FileError says why a file is not an uploadable application image and

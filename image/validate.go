@@ -21,7 +21,12 @@ func Validate(data []byte, p Policy) *Report {
 	img, err := Parse(data)
 	r := &Report{Image: img}
 	var fe *FileError
-	if errors.As(err, &fe) {
+	errors.As(err, &fe)
+	if e := img.esp8266Image(); e != nil || img.Kind == KindGzip && fe == nil {
+		validateESP8266(r, img, fe, p)
+		return r
+	}
+	if fe != nil {
 		switch fe.Code {
 		case CodeNotApp, CodeTruncated, CodeBadHeader, CodeBadSegment:
 			r.addError(fe.Code, fe.Hint, "%s", fe.Reason)
@@ -45,17 +50,7 @@ func Validate(data []byte, p Policy) *Report {
 			"no SHA-256 digest appended (hash_appended = 0); only the 8-bit checksum protects the image")
 	}
 	checkChip(r, img, p)
-	if p.SlotSize > 0 {
-		size := int64(img.Size)
-		switch {
-		case size > p.SlotSize:
-			r.addError(CodeTooLarge, "shrink the firmware or use a partition table with larger OTA slots (flashed over serial)",
-				"image is %d bytes but the OTA slot holds %d (%d bytes too many)", size, p.SlotSize, size-p.SlotSize)
-		case size*100 > p.SlotSize*95:
-			r.addWarning(CodeNearlyFull, "plan for a larger OTA slot before the firmware outgrows it",
-				"image fills %.1f%% of the %d-byte OTA slot", float64(size)*100/float64(p.SlotSize), p.SlotSize)
-		}
-	}
+	checkSlot(r, img, p)
 	if img.App == nil {
 		r.addError(CodeNoAppDesc, "build with ESP-IDF ≥ 3.3, Arduino-ESP32 or PlatformIO so the image carries esp_app_desc_t",
 			"no application description (magic 0xABCD5432) at offset 0x20; ESP-IDF devices refuse such an image")
@@ -101,8 +96,53 @@ func Validate(data []byte, p Policy) *Report {
 	return r
 }
 
+// checkSlot: the whole file is written to the slot.
+func checkSlot(r *Report, img *Image, p Policy) {
+	if p.SlotSize <= 0 {
+		return
+	}
+	size := int64(img.Size)
+	switch {
+	case size > p.SlotSize:
+		r.addError(CodeTooLarge, "shrink the firmware or use a partition table with larger OTA slots (flashed over serial)",
+			"image is %d bytes but the OTA slot holds %d (%d bytes too many)", size, p.SlotSize, size-p.SlotSize)
+	case size*100 > p.SlotSize*95:
+		r.addWarning(CodeNearlyFull, "plan for a larger OTA slot before the firmware outgrows it",
+			"image fills %.1f%% of the %d-byte OTA slot", float64(size)*100/float64(p.SlotSize), p.SlotSize)
+	}
+}
+
+// validateESP8266 checks an ESP8266 image (or a gzip file): only an intact
+// esp8266/Arduino image may go, and only to an ESP8266.
+func validateESP8266(r *Report, img *Image, fe *FileError, p Policy) {
+	if fe != nil {
+		r.addError(fe.Code, fe.Hint, "%s", fe.Reason)
+		return
+	}
+	if p.ChipSet && !p.Chip.IsESP8266() {
+		r.addError(CodeChipFamilyMismatch, fmt.Sprintf("build the firmware for %s; this image is an esp8266/Arduino sketch", p.Chip.DisplayName()),
+			"image is built for ESP8266, the device is %s", p.Chip.DisplayName())
+	}
+	checkSlot(r, img, p)
+	e := img.esp8266Image()
+	if e == nil {
+		return
+	}
+	if e.Trailing > 0 && !e.TrailingPadding {
+		r.addWarning(CodeTrailingData, "give the image exactly as the build wrote it",
+			"%d bytes of unexpected data after the image end at offset 0x%x", e.Trailing, max(e.Len, e.Signature.End))
+	}
+}
+
 func checkChip(r *Report, img *Image, p Policy) {
 	c := img.Header.ChipID
+	if p.ChipSet && p.Chip.IsESP8266() {
+		// Not --force-able: an ESP8266 has no rollback, so a wrong image
+		// there needs a serial reflash.
+		r.addError(CodeChipFamilyMismatch, "build the sketch for ESP8266 with the esp8266/Arduino core; an ESP8266 has no rollback, so a wrong image needs a serial reflash",
+			"image is built for %s, the device is an ESP8266", c.DisplayName())
+		return
+	}
 	if p.ChipSet && c != p.Chip {
 		r.addError(CodeChipMismatch, fmt.Sprintf("build the firmware for %s (PlatformIO board / idf.py set-target %s)", p.Chip.DisplayName(), p.Chip),
 			"image is built for %s, the device is %s", c.DisplayName(), p.Chip.DisplayName())

@@ -331,6 +331,9 @@ func resolve(c Config) (*settings, error) {
 		if !ok {
 			return nil, fmt.Errorf("unknown chip %q", s.Chip)
 		}
+		if chip.IsESP8266() {
+			return nil, fmt.Errorf("chip %s runs the esp8266 personality, not %s", s.Chip, s.Personality)
+		}
 		s.chip = chip
 		s.Chip = chip.String()
 		if s.Board == "" {

@@ -6,6 +6,8 @@ import (
 	"runtime"
 	"testing"
 	"time"
+
+	"github.com/ots-ota/ots-ota/image"
 )
 
 func fakeBlob(version string) *blob {
@@ -249,8 +251,10 @@ func TestImageHelper(t *testing.T) {
 	if in := describe(a); in.Version != "2.0.0" || in.Project != "proj" || in.Chip != "esp32c3" {
 		t.Errorf("%+v", in)
 	}
-	if _, err := Image("esp8266", "p", "1", 0); err == nil {
-		t.Error("an ESP8266 image was built")
+	// esp8266: an esp8266/Arduino sketch image (elf2bin's layout).
+	e, err := Image("esp8266", "p", "1", 0)
+	if img, perr := image.Parse(e); err != nil || perr != nil || img.Layout != image.LayoutArduino {
+		t.Errorf("esp8266 image: %v %v", err, perr)
 	}
 }
 

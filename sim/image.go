@@ -9,7 +9,8 @@ import (
 // Image builds a valid application image for chip ("esp32s3", "esp32", …)
 // with the given project and version, about size bytes (0 = small), as the
 // simulated devices accept it. Equal arguments give equal bytes. This is
-// what `ots-ota sim image` writes.
+// what `ots-ota sim image` writes. For "esp8266" it is an esp8266/Arduino
+// sketch image, for the esp8266 personality.
 func Image(chip, project, version string, size int) ([]byte, error) {
 	return ImageWith(image.BuildOptions{Project: project, Version: version, Size: size}, chip)
 }

@@ -159,7 +159,8 @@ func (u *upload) write(p []byte) otaErr {
 			u.d.pauseEnded(u.w.n)
 		}
 	}
-	if !u.fs && u.w.n == 0 && len(p) > 0 && p[0] != 0xE9 {
+	// The esp8266/Arduino Updater also takes gzip (0x1F), which eboot inflates.
+	if !u.fs && u.w.n == 0 && len(p) > 0 && p[0] != 0xE9 && !(u.d.s.esp8266 && p[0] == 0x1F) {
 		u.rec.Reason = fmt.Sprintf("first byte 0x%02x is not 0xE9", p[0])
 		return errMagic
 	}

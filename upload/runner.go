@@ -505,10 +505,23 @@ func (r *runner) preflight(ctx context.Context, d *device) bool {
 		}
 		return true
 	}
-	if f.Chip != "" && img.chip != "" && !strings.EqualFold(f.Chip, img.chip) {
-		if refuse("image is built for %s, the device is %s", img.chip, f.Chip) {
+	if devChip, from := deviceChip(f); devChip != "" && img.chip != "" && !strings.EqualFold(devChip, img.chip) {
+		msg := fmt.Sprintf("image is built for %s, the device is %s (%s)", img.chip, devChip, from)
+		if otherFamily(img.chip, devChip) {
+			// Not even with --force: an ESP8266 has no rollback (a wrong
+			// image needs a serial reflash), and an ESP32 refuses it anyway.
+			d.res.Outcome, d.res.Message = OutcomeRefused, msg+"; --force does not send an image to another chip family"
 			return false
 		}
+		if refuse("%s", msg) {
+			return false
+		}
+	} else if devChip == "" && img.chip != "" && f.Board != "" {
+		d.res.Warnings = append(d.res.Warnings, fmt.Sprintf(
+			"the device's board %q names no chip ots-ota knows: the image's chip (%s) could not be checked against it", f.Board, img.chip))
+	} else if devChip == "" && img.chip == "esp8266" {
+		d.res.Warnings = append(d.res.Warnings,
+			"the device tells no chip (no mDNS TXT board): the ESP8266 image could not be checked against it")
 	}
 	if f.Project != "" && img.project != "" && f.Project != img.project {
 		if refuse("image is project %q, the device runs %q", img.project, f.Project) {

@@ -83,7 +83,9 @@ func factsOf(fw *Firmware) imageFacts {
 	if fw == nil || fw.Image == nil {
 		return f
 	}
-	f.chip = fw.Image.Header.ChipID.String()
+	if c, ok := fw.Image.ForChip(); ok {
+		f.chip = c.String()
+	}
 	if d := fw.Image.App; d != nil {
 		f.project, f.version = d.ProjectName, d.Version
 		if d.ELFSHA256 != ([32]byte{}) {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/ots-ota/ots-ota/devinfo"
+	"github.com/ots-ota/ots-ota/image"
 )
 
 // DeviceObserver reads devices through package devinfo: GET /ota/status on
@@ -86,4 +87,26 @@ func factsFromDevinfo(df devinfo.Facts, asked Protocol) Facts {
 		}
 	}
 	return f
+}
+
+// deviceChip is the device's chip as it tells it: the chip fact (/ota/status,
+// TXT chip=), else the chip its TXT board= names (ArduinoOTA: ESP8266_GENERIC,
+// esp32s3, …); from says which. "" when neither tells: the port (8266 or
+// 3232) is no chip fact, it only selects the protocol.
+func deviceChip(f Facts) (chip, from string) {
+	if f.Chip != "" {
+		return f.Chip, "it tells chip " + f.Chip
+	}
+	if c, ok := image.BoardChip(f.Board); ok {
+		return c.String(), "its board is " + f.Board
+	}
+	return "", ""
+}
+
+// otherFamily: one chip is an ESP8266 and the other is not. Names the
+// image package does not know count as neither.
+func otherFamily(a, b string) bool {
+	ca, oka := image.ChipByName(a)
+	cb, okb := image.ChipByName(b)
+	return oka && okb && ca.IsESP8266() != cb.IsESP8266()
 }

@@ -1,0 +1,64 @@
+package upload
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ots-ota/ots-ota/image"
+	"github.com/ots-ota/ots-ota/sim"
+)
+
+// TestRunChipFromBoard: the chip an ArduinoOTA device's TXT board= names is
+// checked before any byte goes out. Another chip family is refused even
+// with Force (an ESP8266 has no rollback); another chip of the family is
+// refused unless Force; an unknown board is a warning.
+func TestRunChipFromBoard(t *testing.T) {
+	b, err := image.Build(image.BuildOptions{Chip: image.ChipESP8266, Version: "1.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sketch := NewFirmware("sketch.bin", b, false)
+	esp32 := simFirmware(t, "1.0.1") // esp32s3
+	cases := []struct {
+		name    string
+		p       sim.Personality
+		chip    string
+		board   string // what TXT board= tells (the sims advertise it over mDNS)
+		fw      *Firmware
+		force   bool
+		want    Outcome
+		words   string
+		uploads int
+	}{
+		{"esp32 image to esp8266, forced", sim.ESP8266, "", "ESP8266_GENERIC", esp32, true, OutcomeRefused, "the device is esp8266 (its board is ESP8266_GENERIC); --force does not", 0},
+		{"esp8266 sketch to esp32, forced", sim.Arduino, "esp32", "esp32", sketch, true, OutcomeRefused, "image is built for esp8266, the device is esp32", 0},
+		{"esp32s3 image to esp32c3 board", sim.Arduino, "esp32c3", "XIAO_ESP32C3", esp32, false, OutcomeRefused, "the device is esp32c3 (its board is XIAO_ESP32C3)", 0},
+		{"esp8266 sketch to esp8266", sim.ESP8266, "", "ESP8266_GENERIC", sketch, false, OutcomeUnverified, "", 1},
+		{"unknown board", sim.Arduino, "esp32s3", "my_board", esp32, false, OutcomeUnverified, "", 1},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			fl := startFleet(t, 1, func(_ int, cfg *sim.Config) {
+				cfg.Personality, cfg.Chip, cfg.Board = c.p, c.chip, c.board
+			})
+			o := espotaRunOptions(t)
+			o.Force = c.force
+			o.Observer = &DeviceObserver{Timeout: 200 * time.Millisecond, TXT: func(context.Context, Target) map[string]string {
+				return map[string]string{"board": c.board, "tcp_check": "no", "ssh_upload": "no", "auth_upload": "no"}
+			}}
+			r := Run(context.Background(), c.fw, targetsOf(fl), o)[0]
+			if r.Outcome != c.want || !strings.Contains(r.Message, c.words) {
+				t.Fatalf("%s: %s", r.Outcome, r.Message)
+			}
+			if n := len(fl.Devices()[0].State().Uploads); n != c.uploads {
+				t.Errorf("%d uploads reached the device, want %d", n, c.uploads)
+			}
+			if c.board == "my_board" && (len(r.Warnings) == 0 || !strings.Contains(r.Warnings[0], `board "my_board" names no chip`)) {
+				t.Errorf("warnings %q", r.Warnings)
+			}
+		})
+	}
+}
