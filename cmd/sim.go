@@ -672,7 +672,7 @@ func runSim(ctx context.Context, a *app, o *simOptions) error {
 	}
 	held, starting = nil, false
 	if !a.opts.JSON {
-		renderFleet(a.io.Out, fleet, o.mdns, time.Since(start))
+		renderFleet(a.io.Out, fleet, o.mdns, time.Since(start), o.Duration)
 	}
 	mu.Unlock()
 
@@ -712,7 +712,7 @@ func startError(err error) error {
 	return errors.New(what + dev + rootCause(err).Error())
 }
 
-func renderFleet(w io.Writer, f *sim.Fleet, ifi *net.Interface, took time.Duration) {
+func renderFleet(w io.Writer, f *sim.Fleet, ifi *net.Interface, took, duration time.Duration) {
 	devs := f.Devices()
 	fmt.Fprintf(w, "started %d simulated device(s) in %v", len(devs), took.Round(time.Millisecond))
 	if ifi != nil {
@@ -730,7 +730,11 @@ func renderFleet(w io.Writer, f *sim.Fleet, ifi *net.Interface, took time.Durati
 		fmt.Fprintf(tw, "%s.local\t%s\t%s\t%s\t%s %s\n", d.Name(), d.OTAAddr(), web, d.Personality(), st.Project, st.Version)
 	}
 	_ = tw.Flush()
-	fmt.Fprintln(w, "serving until interrupted (Ctrl-C); events follow on stderr")
+	if duration > 0 {
+		fmt.Fprintf(w, "serving for %v or until interrupted (Ctrl-C); events follow on stderr\n", duration)
+	} else {
+		fmt.Fprintln(w, "serving until interrupted (Ctrl-C); events follow on stderr")
+	}
 }
 
 // eventLine is the human form of an event.
