@@ -243,3 +243,23 @@ func TestBrowseCount(t *testing.T) {
 		t.Errorf("Count 2 returned after %v", d)
 	}
 }
+
+// TestBrowseCountCaps: a fleet answers in one burst; Count still returns that
+// many devices, not the whole burst (issue 15: --count 5 printed 20).
+func TestBrowseCountCaps(t *testing.T) {
+	ifi := mdnsLoopback(t)
+	startFleet(t, ifi, 20, "127.43.15.2", "cap", uniqueInstances("cap"))
+	// Once all are announced, they answer a query together.
+	_, err := Browse(context.Background(), loCfg(ifi), BrowseOptions{Timeout: 10 * time.Second,
+		Until: func(ds []Device) bool { return len(ours(ds, "cap")) == 20 }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds, err := Browse(context.Background(), loCfg(ifi), BrowseOptions{Timeout: 10 * time.Second, Count: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ds) != 5 {
+		t.Fatalf("Count 5 found %d devices", len(ds))
+	}
+}

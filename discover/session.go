@@ -459,7 +459,7 @@ type BrowseOptions struct {
 	// Timeout is how long to listen; 0 = 2 s.
 	Timeout time.Duration
 	// Count, when positive, ends the browse as soon as that many devices
-	// are found.
+	// are found, and returns no more than that many.
 	Count int
 	// Until, when set, ends the browse as soon as it holds for the devices
 	// found so far.
@@ -485,6 +485,11 @@ func Browse(ctx context.Context, cfg Config, o BrowseOptions) ([]Device, error) 
 	s.run(bctx, func(e Event) {
 		switch e.Kind {
 		case Added, Changed:
+			// A fleet's answers come in one burst: once Count are found,
+			// the rest of it is not taken, only news of those found.
+			if _, known := found[e.Device.Key()]; !known && o.Count > 0 && len(found) >= o.Count {
+				return
+			}
 			found[e.Device.Key()] = e.Device
 		case Removed:
 			delete(found, e.Device.Key())
