@@ -485,11 +485,6 @@ func Browse(ctx context.Context, cfg Config, o BrowseOptions) ([]Device, error) 
 	s.run(bctx, func(e Event) {
 		switch e.Kind {
 		case Added, Changed:
-			// A fleet's answers come in one burst: once Count are found,
-			// the rest of it is not taken, only news of those found.
-			if _, known := found[e.Device.Key()]; !known && o.Count > 0 && len(found) >= o.Count {
-				return
-			}
 			found[e.Device.Key()] = e.Device
 		case Removed:
 			delete(found, e.Device.Key())
@@ -517,8 +512,13 @@ func Browse(ctx context.Context, cfg Config, o BrowseOptions) ([]Device, error) 
 		grace.Stop()
 	}
 	out := slices.SortedFunc(mapValues(found), func(a, b Device) int {
-		return cmp.Or(cmp.Compare(strings.ToLower(a.Instance), strings.ToLower(b.Instance)), cmp.Compare(a.Service, b.Service))
+		return cmp.Or(compareNames(a.Instance, b.Instance), cmp.Compare(a.Service, b.Service))
 	})
+	if o.Count > 0 && len(out) > o.Count {
+		// A fleet answers in one burst: the first Count by name, the same
+		// ones every time.
+		out = out[:o.Count]
+	}
 	if err := ctx.Err(); err != nil {
 		return out, err
 	}
