@@ -147,7 +147,7 @@ func runDemo(ctx context.Context, a *app, _ *demoOptions) (err error) {
 	}
 
 	d.step("Update all four in parallel, then verify each came back on 1.0.1",
-		"ots-ota push --stability-window 2s fw.bin kitchen hall garage attic   # names from your inventory (ots-ota.yaml), or IPs")
+		"OTS_OTA_PASSWORD=… ots-ota push --stability-window 2s fw.bin kitchen hall garage attic   # names from your inventory (ots-ota.yaml), or IPs")
 	code := d.exec(ctx, "push", "--inventory-only", "--stability-window", "2s",
 		"--verify-timeout", "20s", fw, "kitchen", "hall", "garage", "attic")
 	if ctx.Err() != nil {

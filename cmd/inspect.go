@@ -233,6 +233,10 @@ type inspectResult struct {
 	AppOffset     *int            `json:"app_offset"`
 	Errors        []findingResult `json:"errors"`
 	Warnings      []findingResult `json:"warnings"`
+
+	// digestCut: the header says a digest is appended, the file ends
+	// before it (an error tells that; the digest was not "not appended").
+	digestCut bool
 }
 
 type findingResult struct {
@@ -326,6 +330,7 @@ func inspectFile(ctx context.Context, a *app, path string, o *inspectOptions) (i
 			r.SHA256OK = ptr(img.DigestOK)
 			r.SHA256 = ptr(hex.EncodeToString(img.Digest))
 		}
+		r.digestCut = img.Header.HashAppended && img.Digest == nil
 		r.Signature = ptr(img.Signature.Scheme)
 		r.SigBlocks = ptr(len(img.Signature.Blocks))
 	}
@@ -431,7 +436,7 @@ func renderInspect(w io.Writer, r inspectResult, st style) {
 	switch {
 	case r.SHA256OK != nil:
 		row("sha256", okWord(*r.SHA256OK, st)+" ("+short(val(r.SHA256))+")")
-	case r.ChecksumOK != nil:
+	case r.ChecksumOK != nil && !r.digestCut:
 		row("sha256", "not appended")
 	}
 	if sig := val(r.Signature); sig != "" {

@@ -273,6 +273,12 @@ func (a *app) setUp(cmd *cobra.Command) error {
 		return nil
 	}
 	cfg, err := loadConfig(cmd, a.opts.ConfigFile)
+	if err != nil && cmd.Annotations["config"] == "lenient" {
+		// The flags keep what was typed or set before the bad value.
+		a.log = newLogger(a.io.ErrOut, a.opts, a.start, &a.secrets)
+		a.log.Warn(err.Error() + "; ignored")
+		return nil
+	}
 	if err != nil {
 		return usageError{err}
 	}
@@ -393,9 +399,10 @@ func newVersionCmd(a *app) *cobra.Command {
 		Use:   "version",
 		Short: "Print version, commit and build date",
 		Args:  argsNone,
-		// It works whatever the environment and the config file hold (a
-		// bad OTS_OTA_JSON must not hide which build is running).
-		Annotations: map[string]string{"config": "skip"},
+		// It takes --json from the environment and the config file like any
+		// command, but works whatever they hold (a bad OTS_OTA_JSON must not
+		// hide which build is running): a bad value is a warning.
+		Annotations: map[string]string{"config": "lenient"},
 	}
 	c.RunE = run(a, noOptions{}, func(_ context.Context, a *app, _ noOptions) error {
 		in := buildinfo.Get()

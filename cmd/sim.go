@@ -82,9 +82,11 @@ unstable, no-network, unconfirmed, foreign-elf, crash-to-factory, crash-loop.
 Faults (--fault SPEC, every device): drop@40%, stall@50%:10s, error@30%, slow:20KB/s,
 trickle:8B/s, no-return, power-loss@60%, refuse:5s, latency:5ms, no-reboot; HTTP:
 early-answer@30%[:discard|:close], lose-answer[:reset], status-error[:N]; espota:
-no-connect-back, lose-ok, early-ok@30%[:close], chatter@50%[:250ms]
-(most take "/P%" to act on P % of uploads only). In the environment, separate several
-with ";" (OTS_OTA_FAULT='latency:5ms;error@30%'); in the config file, use a list.
+no-connect-back, lose-ok, early-ok@30%[:close], chatter@50%[:250ms].
+All but slow, trickle, latency, refuse, no-return and status-error take "/P%" to act on
+P % of uploads only (error@30%/50%); those six take no "/P%". In the environment,
+separate several with ";" (OTS_OTA_FAULT='latency:5ms;error@30%'); in the config file,
+use a list.
 --omit FIELD leaves a fact out: ota-status, ota-status.uptime_s (any key), api-status,
 api-status.firmwareVersion, txt.version ...`,
 		Example: `  ots-ota sim --devices 5 --personality ots --extensions
@@ -681,7 +683,7 @@ func runSim(ctx context.Context, a *app, o *simOptions) error {
 	}
 	held, starting = nil, false
 	if !a.opts.JSON {
-		renderFleet(a.io.Out, fleet, o.mdns, time.Since(start))
+		renderFleet(a.io.Out, fleet, o.mdns, time.Since(start), o.Duration)
 	}
 	mu.Unlock()
 
@@ -721,7 +723,7 @@ func startError(err error) error {
 	return errors.New(what + dev + rootCause(err).Error())
 }
 
-func renderFleet(w io.Writer, f *sim.Fleet, ifi *net.Interface, took time.Duration) {
+func renderFleet(w io.Writer, f *sim.Fleet, ifi *net.Interface, took, duration time.Duration) {
 	devs := f.Devices()
 	fmt.Fprintf(w, "started %d simulated device(s) in %v", len(devs), took.Round(time.Millisecond))
 	if ifi != nil {
@@ -739,7 +741,11 @@ func renderFleet(w io.Writer, f *sim.Fleet, ifi *net.Interface, took time.Durati
 		fmt.Fprintf(tw, "%s.local\t%s\t%s\t%s\t%s %s\n", d.Name(), d.OTAAddr(), web, d.Personality(), st.Project, st.Version)
 	}
 	_ = tw.Flush()
-	fmt.Fprintln(w, "serving until interrupted (Ctrl-C); events follow on stderr")
+	if duration > 0 {
+		fmt.Fprintf(w, "serving for %v or until interrupted (Ctrl-C); events follow on stderr\n", duration)
+	} else {
+		fmt.Fprintln(w, "serving until interrupted (Ctrl-C); events follow on stderr")
+	}
 }
 
 // eventLine is the human form of an event.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +13,8 @@ import (
 
 	"github.com/miekg/dns"
 	"golang.org/x/net/ipv4"
+
+	"github.com/ots-ota/ots-ota/sim"
 )
 
 // splitResponder is a test responder for one device that sends every record
@@ -241,5 +244,38 @@ func TestBrowseCount(t *testing.T) {
 	}
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("Count 2 returned after %v", d)
+	}
+}
+
+// TestBrowseCountCaps: a fleet answers in one burst; Count still returns that
+// many devices, not the whole burst (issue 15: --count 5 printed 20). The
+// devices come in the order people count: cap-2 before cap-10.
+func TestBrowseCountCaps(t *testing.T) {
+	ifi := mdnsLoopback(t)
+	startFleet(t, ifi, 20, "127.43.15.2", "cap", func(i int, c *sim.Config) { c.Instance = fmt.Sprintf("cap-%d", i+1) })
+	// Once all are announced, they answer a query together.
+	all, err := Browse(context.Background(), loCfg(ifi), BrowseOptions{Timeout: 10 * time.Second,
+		Until: func(ds []Device) bool { return len(ours(ds, "cap-")) == 20 }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names, want []string
+	for i, d := range ours(all, "cap-") {
+		names = append(names, d.Instance)
+		want = append(want, fmt.Sprintf("cap-%d", i+1))
+	}
+	if !slices.Equal(names, want) {
+		t.Errorf("order %q, want %q", names, want)
+	}
+	ds, err := Browse(context.Background(), loCfg(ifi), BrowseOptions{Timeout: 10 * time.Second, Count: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ds) != 5 {
+		t.Fatalf("Count 5 found %d devices", len(ds))
+	}
+	// The first five by name, whichever answered first in the burst.
+	if ds = ours(ds, "cap-"); len(ds) == 5 && ds[4].Instance != "cap-5" {
+		t.Errorf("Count 5 ended with %q, want cap-5", ds[4].Instance)
 	}
 }

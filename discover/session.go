@@ -468,7 +468,7 @@ type BrowseOptions struct {
 	// Timeout is how long to listen; 0 = 2 s.
 	Timeout time.Duration
 	// Count, when positive, ends the browse as soon as that many devices
-	// are found.
+	// are found, and returns no more than that many.
 	Count int
 	// Until, when set, ends the browse as soon as it holds for the devices
 	// found so far.
@@ -521,8 +521,13 @@ func Browse(ctx context.Context, cfg Config, o BrowseOptions) ([]Device, error) 
 		grace.Stop()
 	}
 	out := slices.SortedFunc(mapValues(found), func(a, b Device) int {
-		return cmp.Or(cmp.Compare(strings.ToLower(a.Instance), strings.ToLower(b.Instance)), cmp.Compare(a.Service, b.Service))
+		return cmp.Or(compareNames(a.Instance, b.Instance), cmp.Compare(a.Service, b.Service))
 	})
+	if o.Count > 0 && len(out) > o.Count {
+		// A fleet answers in one burst: the first Count by name, the same
+		// ones every time.
+		out = out[:o.Count]
+	}
 	if err := ctx.Err(); err != nil {
 		return out, err
 	}

@@ -8,6 +8,7 @@ import (
 	"hash"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ots-ota/ots-ota/sim/espota"
@@ -108,8 +109,11 @@ type espotaUpdater struct {
 	ctx    context.Context
 	flavor espota.Flavor
 	remote string // UDP peer of the last invitation
-	u      *upload
-	sum    hash.Hash
+	// restarting: a reboot was requested (after the final OK, or a power
+	// loss): the device answers nothing more until the runner is replaced.
+	restarting atomic.Bool
+	u          *upload
+	sum        hash.Hash
 	// head holds the first sector of an ESP32 app image: the Updater
 	// buffers 4096 bytes (SPI_FLASH_SEC_SIZE) and looks at the first byte
 	// only when it writes them (_writeBuffer).
@@ -250,6 +254,7 @@ func (a *espotaUpdater) Write(p []byte) error {
 		err = a.updErr(espota.ErrKindWrite)
 	case errPowerLoss:
 		a.u.fail(0, "", "")
+		a.restarting.Store(true)
 		a.d.requestReboot("power_loss")
 		return fmt.Errorf("power loss: %w", espota.ErrPowerLoss)
 	default: // drop, canceled
@@ -299,11 +304,15 @@ func (a *espotaUpdater) Abort() {
 	}
 }
 
+// Restarting is espota.Restarter: a reboot is on its way.
+func (a *espotaUpdater) Restarting() bool { return a.restarting.Load() }
+
 func (a *espotaUpdater) scheduleReboot() {
 	d := a.d
 	if a.noReboot {
 		return
 	}
+	a.restarting.Store(true)
 	delay := min(espotaRebootDelay, max(d.s.timing.RebootDelayMax, time.Millisecond))
 	time.AfterFunc(delay, func() { d.requestReboot("update") })
 }

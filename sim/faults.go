@@ -239,6 +239,11 @@ func parseFault(s string) (Fault, error) {
 		return Fault{}, fmt.Errorf("unknown kind %q (want %s)", name, strings.Join(names, ", "))
 	}
 	// The chance suffix: a trailing "/P%" on the kinds that take one.
+	if j := strings.LastIndexByte(rest, '/'); j >= 0 && !f.Kind.hasChance() && strings.HasSuffix(rest, "%") {
+		if _, err := parsePercent(rest[j+1:]); err == nil {
+			return Fault{}, fmt.Errorf("%s takes no /P%%: it acts on every upload", f.Kind)
+		}
+	}
 	if f.Kind.hasChance() {
 		if j := strings.LastIndexByte(rest, '/'); j >= 0 {
 			p, err := parsePercent(rest[j+1:])

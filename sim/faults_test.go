@@ -90,6 +90,12 @@ func TestParseFault(t *testing.T) {
 			t.Errorf("%q: error %q does not say what it parsed", in, err)
 		}
 	}
+	// A chance on a fault that acts on every upload says so.
+	for _, in := range []string{"slow:20KB/s/50%", "trickle:8B/s/5%", "latency:5ms/50%", "refuse:5s/50%", "no-return/50%", "status-error:2/50%"} {
+		if _, err := ParseFault(in); err == nil || !strings.Contains(err.Error(), "takes no /P%: it acts on every upload") {
+			t.Errorf("%q: error %v, want one that says it takes no /P%%", in, err)
+		}
+	}
 }
 
 func TestFaultJSON(t *testing.T) {

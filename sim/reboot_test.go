@@ -49,6 +49,53 @@ func TestNothingServedAfterSuccess(t *testing.T) {
 	}
 }
 
+// TestEspotaSilentAfterOK: ArduinoOTA restarts the chip right after the
+// final OK, so an invitation sent then is never answered (not even once the
+// device is back: the reboot lost it) and no second upload starts.
+func TestEspotaSilentAfterOK(t *testing.T) {
+	for _, p := range []Personality{Arduino, ESP8266} {
+		t.Run(string(p), func(t *testing.T) {
+			var ev eventLog
+			cfg := testConfig(p)
+			// ArduinoOTA's full 110 ms between the OK and the restart.
+			cfg.Timing.RebootDelayMin = 110 * time.Millisecond
+			cfg.Timing.RebootDelayMax = 110 * time.Millisecond
+			cfg.OnEvent = ev.add
+			d := startDevice(t, cfg)
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			const runs = 2
+			for i := 0; i < runs; i++ {
+				version := fmt.Sprintf("1.0.%d", 100+i)
+				res, err := espotaPush(t, d.OTAAddr(), testImage(t, version), "")
+				if err != nil || res.final != "OK" {
+					t.Fatalf("run %d: %+v %v", i, res, err)
+				}
+				u, err := net.Dial("udp", d.OTAAddr())
+				if err != nil {
+					t.Fatal(err)
+				}
+				fmt.Fprintf(u, "0 %d 100 %s\n", ln.Addr().(*net.TCPAddr).Port, md5hex(make([]byte, 100)))
+				u.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+				n, err := u.Read(make([]byte, 64))
+				u.Close()
+				if !isTimeout(err) {
+					t.Fatalf("run %d: an invitation right after OK got %d bytes, %v; want silence", i, n, err)
+				}
+				if _, err := d.WaitVersion(ctxFor(t, 10*time.Second), version); err != nil {
+					t.Fatalf("run %d: %v", i, err)
+				}
+			}
+			if n := ev.count(EventUploadStarted); n != runs {
+				t.Errorf("%d uploads started, want %d", n, runs)
+			}
+		})
+	}
+}
+
 // TestRebootIsSilent: while a device reboots, connection attempts time out
 // (neither refused nor accepted), an open connection just stops, the espota
 // UDP port stays bound and says nothing; when the device is back the old

@@ -139,7 +139,8 @@ func (h *HTTPTransport) Send(ctx context.Context, t Target, fw *Firmware, cred C
 		return h.dialFailure(ctx, addr, err)
 	}
 	h.log().Debug("connected", "addr", addr, "path", uploadPathOf(t), "size", fw.Size())
-	u := &httpUpload{h: h, ctx: ctx, ac: NewAckCounter(conn), head: head, fw: fw, emit: emit, cred: cred, addr: addr}
+	u := &httpUpload{h: h, ctx: ctx, ac: NewAckCounter(conn), head: head, fw: fw, emit: emit, cred: cred, addr: addr,
+		phase: PhaseConnecting}
 	return u.run()
 }
 
@@ -330,7 +331,8 @@ func (u *httpUpload) run() (err error) {
 		}
 	}()
 
-	u.report(PhaseErasing, 0)
+	// Erasing is told at the first tick, not now: a device that refuses the
+	// request (401, 403, 404) answers at once and never erases.
 	tick := time.NewTicker(u.h.progressInterval())
 	defer tick.Stop()
 	last, lastChange := int64(-1), time.Now()
@@ -408,6 +410,10 @@ func (u *httpUpload) bodyTaken() int64 {
 func (u *httpUpload) progress(taken int64, allWritten bool) {
 	size := u.fw.Size()
 	phase := u.phase
+	if phase == PhaseConnecting {
+		// No refusal within a tick: as far as a client can tell, erasing.
+		phase = PhaseErasing
+	}
 	switch {
 	case taken >= size && allWritten:
 		phase = PhaseFinishing

@@ -746,3 +746,32 @@ func TestHTTPIdleAfterPartialAnswer(t *testing.T) {
 		t.Fatalf("got %+v", de)
 	}
 }
+
+// TestHTTPRefusalNeverErasing: a device that refuses the request (401, 403,
+// 404) answers before it erases anything: no event says erasing. The tick
+// is long so that only the answer's speed on loopback matters.
+func TestHTTPRefusalNeverErasing(t *testing.T) {
+	fw := simImage(t, "1.0.1", 128<<10)
+	d := startSim(t, sim.Config{Personality: sim.Seed, Password: auth.NewSecret("s3cret")})
+	tr := &HTTPTransport{ProgressInterval: 3 * time.Second}
+	for _, tc := range []struct {
+		path   string
+		cred   Credentials
+		status int
+	}{
+		{"", Credentials{}, 401},
+		{"", Credentials{Token: auth.NewSecret("wrong-token")}, 403},
+		{"/nope", Credentials{Token: auth.NewSecret("s3cret")}, 404},
+	} {
+		var ev httpEvents
+		de := asDeviceError(t, tr.Send(httpCtx(t), httpTarget(t, d.OTAAddr(), tc.path), fw, tc.cred, ev.emit))
+		if de.Status != tc.status {
+			t.Fatalf("status %d, want %d: %s", de.Status, tc.status, de.Reason)
+		}
+		for _, e := range ev.all() {
+			if e.Phase != PhaseConnecting {
+				t.Errorf("%d: event %+v, want none past connecting", tc.status, e)
+			}
+		}
+	}
+}

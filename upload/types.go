@@ -118,7 +118,7 @@ const (
 	PhaseChecking   Phase = "checking"   // reading what the device tells, choosing the protocol
 	PhaseConnecting Phase = "connecting" // TCP connect, or the espota invitation
 	PhaseAuth       Phase = "authenticating"
-	PhaseErasing    Phase = "erasing"   // connected, nothing taken yet: the device erases its slot
+	PhaseErasing    Phase = "erasing"   // connected, not refused, nothing taken yet: the device erases its slot
 	PhaseUploading  Phase = "uploading" // bytes are being taken
 	PhaseFinishing  Phase = "finishing" // all sent, waiting for the device's answer
 	PhaseRebooting  Phase = "rebooting"

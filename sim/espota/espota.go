@@ -79,6 +79,16 @@ type Shaper interface {
 	Shape() Shape
 }
 
+// Restarter is an Updater that tells when the device is going down: after
+// a successful update ArduinoOTA calls ESP.restart() right after the final
+// OK (unless setRebootOnSuccess(false)), and a power loss ends everything.
+// While Restarting is true the device answers no datagram: Serve reads and
+// drops them, until the model stops it for the reboot. Serve asks before
+// each datagram; an Updater without it is never restarting.
+type Restarter interface {
+	Restarting() bool
+}
+
 // Flavor selects whose ArduinoOTA to mirror.
 type Flavor int
 

@@ -153,6 +153,12 @@ func (s *Server) Serve(ctx context.Context, pc net.PacketConn) error {
 // following handle() → _runUpdate.
 func (s *Server) handleDatagram(ctx context.Context, pc net.PacketConn, sess *session, b []byte, from net.Addr) {
 	f := s.cfg.Flavor
+	if r, ok := s.u.(Restarter); ok && r.Restarting() {
+		// Restarting after the final OK: a rebooting chip hears nothing.
+		sess.state = stateIdle
+		s.ignored(from, "restarting")
+		return
+	}
 	if len(b) == 0 && f == ESP32 {
 		// parsePacket() returns 0 for an empty datagram: _onRx never runs.
 		s.ignored(from, "empty datagram")
