@@ -173,6 +173,16 @@ type demo struct {
 }
 
 // step announces a step and the command a user would type for it.
+// demoSimLines are the sim commands the demo's devices stand for. Each
+// process's mDNS names are its own: run together, they rename nothing
+// (TestDemoSimLinesRenameNothing).
+var demoSimLines = []string{
+	"ots-ota sim --personality ots --base-ip 127.0.0.2 --name-prefix kitchen &",
+	"OTS_OTA_PASSWORD=… ots-ota sim --personality seed --extensions --base-ip 127.0.0.3 --name-prefix hall &",
+	"OTS_OTA_PASSWORD=… ots-ota sim --personality arduino --base-ip 127.0.0.4 --name-prefix garage &",
+	"ots-ota sim --personality ots --behave 1.0.1=crash-on-boot --base-ip 127.0.0.5 --name-prefix attic &",
+}
+
 func (d *demo) step(title, command string) {
 	d.n++
 	if d.a.opts.JSON {
@@ -252,11 +262,7 @@ func (d *demo) startDevices(ctx context.Context, resp *mdnsd.Responder) ([]*demo
 			return devs, fmt.Errorf("demo: %v", err)
 		}
 	}
-	d.step("Start four simulated devices on 127.0.0.1 (ports the system picks)",
-		"ots-ota sim --personality ots --base-ip 127.0.0.2 &\n"+
-			"OTS_OTA_PASSWORD=… ots-ota sim --personality seed --extensions --base-ip 127.0.0.3 &\n"+
-			"OTS_OTA_PASSWORD=… ots-ota sim --personality arduino --base-ip 127.0.0.4 &\n"+
-			"ots-ota sim --personality ots --behave 1.0.1=crash-on-boot --base-ip 127.0.0.5 &")
+	d.step("Start four simulated devices on 127.0.0.1 (ports the system picks)", strings.Join(demoSimLines, "\n"))
 	for _, dv := range devs {
 		dev, err := sim.Start(ctx, dv.cfg)
 		if err != nil {

@@ -185,7 +185,8 @@ func rowOf(t discover.Target) discoverRow {
 
 // probeRow tells the protocol per device-contract §1 (TCP connect). A
 // refusal shows an espota device only when mDNS saw it: otherwise nothing
-// confirms a device there.
+// confirms a device there, and when the UDP port is unreachable too,
+// nothing listens there (as info and push read it).
 func probeRow(ctx context.Context, r *discoverRow, t discover.Target) {
 	addr := t.OTAAddr()
 	if addr == "" {
@@ -193,7 +194,12 @@ func probeRow(ctx context.Context, r *discoverRow, t discover.Target) {
 	}
 	proto, reason := devinfo.Probe(ctx, addr, devinfo.Options{Timeout: time.Second})
 	ok := proto != ""
-	if proto == devinfo.ProtoEspota && !t.SeenByMDNS() {
+	switch {
+	case proto != devinfo.ProtoEspota || t.SeenByMDNS():
+	case devinfo.UDPClosed(ctx, addr, 0):
+		ok, proto = false, ""
+		reason = "nothing listens at " + addr + ": TCP refused and the UDP port is unreachable"
+	default:
 		ok, r.Unconfirmed = false, true
 		reason = "TCP refused: espota assumed, not confirmed (no mDNS record of a device there)"
 	}

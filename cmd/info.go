@@ -160,6 +160,8 @@ func renderInfo(w io.Writer, r infoResult, st style) {
 	}
 	reach := st.green("reachable")
 	switch {
+	case r.NothingListens:
+		reach = st.red("nothing listens (TCP refused, UDP port unreachable)")
 	case r.Unconfirmed:
 		reach = st.yellow("espota assumed (TCP refused), not confirmed")
 	case !r.Reachable:

@@ -53,13 +53,14 @@ type simOptions struct {
 
 	ErrorCloseDelay time.Duration
 
-	BaseIP   string
-	Listen   string
-	OTAPort  int
-	WebPort  int
-	MDNSIf   string
-	NoMDNS   bool
-	Duration time.Duration
+	BaseIP     string
+	NamePrefix string
+	Listen     string
+	OTAPort    int
+	WebPort    int
+	MDNSIf     string
+	NoMDNS     bool
+	Duration   time.Duration
 
 	fleet sim.FleetConfig // resolved by validate
 	mdns  *net.Interface  // nil: no mDNS
@@ -122,6 +123,7 @@ api-status.firmwareVersion, txt.version ...`,
 	f.DurationVar(&o.ErrorCloseDelay, "error-close-delay", 0, "keep a connection open this long after an error answer sent mid-upload (0 = lwIP's RST right behind it; 100ms lets clients that stop at a failed write read the answer)")
 	f.BoolVar(&o.Fast, "fast", false, "test timing: instant erase and writes, 50 ms boots (values set by flag, environment or config still win)")
 	f.StringVar(&o.BaseIP, "base-ip", "127.0.0.2", "first device's loopback address; the fleet stays in its /24 (at most 253 devices per sim, .2 to .254)")
+	f.StringVar(&o.NamePrefix, "name-prefix", "", "host names PREFIX-01, PREFIX-02 … (default: each device named after its address, ots-sim-127-0-0-2 …, which no other sim process claims)")
 	f.StringVar(&o.Listen, "listen", "", "first device's address outside loopback (typed on the command line only; devices become reachable from the network)")
 	f.IntVar(&o.OTAPort, "ota-port", 0, "OTA port (default: the personality's, 3232 or 8266)")
 	f.IntVar(&o.WebPort, "web-port", 0, "seed, ots: web app port (default 80 when it may be bound, else 8080; -1 = none)")
@@ -194,6 +196,9 @@ func (o *simOptions) inapplicable(a *app, pers sim.Personality) error {
 func (o *simOptions) validate(a *app, _ []string) error {
 	if o.Devices < 1 {
 		return a.flagError("devices", "need at least 1 device")
+	}
+	if o.NamePrefix != "" && !hostPrefix.MatchString(o.NamePrefix) {
+		return a.flagError("name-prefix", "give 1 to 40 letters, digits and hyphens, starting with a letter or digit and not ending with a hyphen (a host name label)")
 	}
 	pers, err := sim.ParsePersonality(o.Personality)
 	if err != nil {
@@ -385,6 +390,9 @@ func (o *simOptions) validate(a *app, _ []string) error {
 	o.fleet = sim.FleetConfig{
 		N:                o.Devices,
 		Addrs:            addrs,
+		NamePrefix:       o.NamePrefix,
+		NameByAddress:    o.NamePrefix == "",
+		InstanceWithHost: true,
 		AllowNonLoopback: outside,
 		OTAPort:          o.OTAPort,
 		WebPort:          o.WebPort,
@@ -454,6 +462,10 @@ func (o *simOptions) checkPorts(a *app, pers sim.Personality) error {
 
 // mdnsPort is mDNS's UDP port (RFC 6762), which the fleet's responder binds.
 const mdnsPort = 5353
+
+// hostPrefix is a --name-prefix that leaves room in a 63-byte host label
+// for "-" and the device's number.
+var hostPrefix = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,38}[A-Za-z0-9])?$`)
 
 var coreVersion = regexp.MustCompile(`^v?[0-9]{1,3}(\.[0-9]{1,3}){0,2}$`)
 

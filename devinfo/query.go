@@ -79,7 +79,12 @@ type Facts struct {
 	// Without an mDNS record backing it, espota is assumed, not seen, and
 	// the device does not count as reachable.
 	Unconfirmed bool `json:"unconfirmed,omitempty"`
-	Protocol    Fact `json:"protocol"`
+	// NothingListens: the OTA port refused TCP and its UDP port answered
+	// an empty datagram with ICMP port unreachable, and no mDNS record
+	// backs a device there: neither HTTP nor espota listens at Address.
+	// Protocol is then unknown and Reachable false.
+	NothingListens bool `json:"nothing_listens,omitempty"`
+	Protocol       Fact `json:"protocol"`
 	// Auth: none, bearer, basic (TXT auth or /ota/status), required or none
 	// for espota (TXT auth_upload); unknown when nothing told.
 	Auth    Fact `json:"auth"`
@@ -160,6 +165,12 @@ func Query(ctx context.Context, t Target, o Options) (Facts, error) {
 		f.Protocol, ok, silent = probe(ctx, addr, o, &f)
 		f.Reachable = ok && f.Protocol.Value == ProtoHTTP
 		f.Unconfirmed = f.Protocol.Value == ProtoEspota
+		if f.Unconfirmed && t.TXT == nil && UDPClosed(ctx, addr, min(o.Timeout, UDPWait)) {
+			// The same rule as push's protocol probe: an ArduinoOTA device
+			// would have taken the empty datagram in silence.
+			f.Protocol, f.Unconfirmed, f.NothingListens = Fact{}, false, true
+			f.Notes = append(f.Notes, "nothing listens at "+addr+": TCP refused and the UDP port is unreachable, so it is neither an HTTP nor an espota device")
+		}
 	}
 	if f.Unconfirmed && t.TXT != nil {
 		// The device answered mDNS moments ago: that is a sighting.
@@ -355,6 +366,8 @@ func uploadAuth(txt map[string]string) string {
 
 func (f *Facts) versionReason(txt map[string]string) string {
 	switch {
+	case f.NothingListens:
+		return "version not observable: nothing listens there"
 	case f.Unconfirmed:
 		return "version not observable: nothing confirms a device there (TCP refused, no mDNS record)"
 	case !f.Reachable:

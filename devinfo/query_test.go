@@ -232,9 +232,11 @@ func closedPort(t *testing.T) int {
 
 // TestQueryRefused: a refused TCP connect alone is no sighting of an
 // espota device (review 68 #2), whether the protocol was probed or given by
-// the inventory (#1); an mDNS record (TXT) makes it one.
+// the inventory (#1); an mDNS record (TXT) makes it one. The port's UDP
+// socket takes datagrams in silence, as ArduinoOTA does (else nothing
+// listens there: TestQueryNothingListens).
 func TestQueryRefused(t *testing.T) {
-	port := closedPort(t)
+	port, _ := espotaPort(t)
 	txt := map[string]string{"board": "esp32s3", "auth_upload": "yes"}
 	tests := []struct {
 		name      string

@@ -4,6 +4,7 @@ package devinfo
 
 import (
 	"errors"
+	"net"
 	"syscall"
 )
 
@@ -14,3 +15,11 @@ func isRefused(err error) bool { return errors.Is(err, syscall.ECONNREFUSED) }
 func isUnreachable(err error) bool {
 	return errors.Is(err, syscall.EHOSTUNREACH) || errors.Is(err, syscall.ENETUNREACH)
 }
+
+// isPortUnreachable: a connected UDP socket's read or write after an ICMP
+// port unreachable.
+func isPortUnreachable(err error) bool { return errors.Is(err, syscall.ECONNREFUSED) }
+
+// reportPortUnreachable: Unix reports ICMP port unreachable on a connected
+// UDP socket by itself.
+func reportPortUnreachable(*net.UDPConn) error { return nil }

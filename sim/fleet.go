@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -34,6 +35,16 @@ type FleetConfig struct {
 	// NamePrefix of the host names; default "ots-sim" → ots-sim-01 … (three
 	// digits when N > 99).
 	NamePrefix string
+	// NameByAddress names each device after its address instead of its
+	// index: NamePrefix-127-0-0-2 ("." and ":" become "-"). Fleets on other
+	// addresses, in this process or another, then claim none of its host
+	// names, so mDNS renames none of them.
+	NameByAddress bool
+	// InstanceWithHost gives the seed and ots personalities' instance names,
+	// fixed in their firmware, the device's host name: "OTS Firmware Main
+	// (ots-sim-127-0-0-2)", unique wherever host names are, where two
+	// processes' "OTS Firmware Main" would rename one of them.
+	InstanceWithHost bool
 	// OTAPort; 0 = the personality's port (3232, 8266 for ESP8266).
 	OTAPort int
 	// WebPort; 0 = 80 when this process may bind it, else 8080; -1 = none.
@@ -125,6 +136,9 @@ func StartFleet(ctx context.Context, cfg FleetConfig) (*Fleet, error) {
 	for i := range configs {
 		c := cfg.Template
 		c.Name = fmt.Sprintf("%s-%0*d", prefix, width, i+1)
+		if cfg.NameByAddress {
+			c.Name = AddressName(prefix, addrs[i])
+		}
 		c.IP = addrs[i]
 		c.AllowNonLoopback = cfg.AllowNonLoopback || cfg.Template.AllowNonLoopback
 		c.Seed = cfg.Seed + int64(i)
@@ -145,6 +159,9 @@ func StartFleet(ctx context.Context, cfg FleetConfig) (*Fleet, error) {
 		}
 		if c.Instance == "" {
 			c.Instance = defaultInstance(c.Personality, c.Name)
+			if cfg.InstanceWithHost && c.Instance != c.Name {
+				c.Instance += " (" + c.Name + ")"
+			}
 		}
 		if used[c.Instance] {
 			// Like ESP-IDF mDNS renaming a conflicting instance: "<name>-N".
@@ -180,6 +197,17 @@ func StartFleet(ctx context.Context, cfg FleetConfig) (*Fleet, error) {
 		f.byName[d.Name()] = d
 	}
 	return f, nil
+}
+
+// AddressName is the host name of a device named after its address a:
+// prefix, "-", and the address with "-" for "." (ots-sim-127-0-0-2); an
+// IPv6 address gets "v6-" and "-" for ":" (ots-sim-v6-1 for ::1).
+func AddressName(prefix string, a netip.Addr) string {
+	a = a.Unmap().WithZone("")
+	if a.Is4() {
+		return prefix + "-" + strings.ReplaceAll(a.String(), ".", "-")
+	}
+	return prefix + "-v6-" + strings.Trim(strings.ReplaceAll(a.String(), ":", "-"), "-")
 }
 
 func defaultInstance(p Personality, name string) string {

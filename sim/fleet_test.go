@@ -391,3 +391,48 @@ func TestFleetMDNSTTL(t *testing.T) {
 		return
 	}
 }
+
+func TestAddressName(t *testing.T) {
+	for _, tc := range []struct{ prefix, addr, want string }{
+		{"ots-sim", "127.0.0.2", "ots-sim-127-0-0-2"},
+		{"ots-sim", "127.46.1.254", "ots-sim-127-46-1-254"},
+		{"lab", "::ffff:127.0.0.9", "lab-127-0-0-9"},
+		{"ots-sim", "::1", "ots-sim-v6-1"},
+		{"ots-sim", "fe80::1%lo", "ots-sim-v6-fe80--1"},
+	} {
+		if got := AddressName(tc.prefix, netip.MustParseAddr(tc.addr)); got != tc.want {
+			t.Errorf("AddressName(%q, %s) = %q, want %q", tc.prefix, tc.addr, got, tc.want)
+		}
+	}
+}
+
+// Names after the addresses, and the firmware's fixed instance names with
+// the host name: nothing another fleet on other addresses claims (issue 15
+// Build 3). ArduinoOTA's instance is the host name already.
+func TestFleetNameByAddress(t *testing.T) {
+	skipWithoutLoopbackRange(t)
+	ps := []Personality{Seed, Seed, OTS, Arduino}
+	f, err := StartFleet(context.Background(), FleetConfig{
+		N: 4, BaseIP: mustAddr(t, "127.42.2.2"), Template: testConfig(Seed), WebPort: 18080,
+		NameByAddress: true, InstanceWithHost: true,
+		Configure: func(i int, c *Config) { c.Personality = ps[i] },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	want := [][2]string{
+		{"ots-sim-127-42-2-2", "OTS Firmware Main (ots-sim-127-42-2-2)"},
+		{"ots-sim-127-42-2-3", "OTS Firmware Main (ots-sim-127-42-2-3)"},
+		{"ots-sim-127-42-2-4", "OTS Firmware Main Controller (ots-sim-127-42-2-4)"},
+		{"ots-sim-127-42-2-5", "ots-sim-127-42-2-5"},
+	}
+	for i, d := range f.Devices() {
+		if got := [2]string{d.Name(), d.s.Instance}; got != want[i] {
+			t.Errorf("device %d: %q, want %q", i, got, want[i])
+		}
+	}
+	if f.Device("ots-sim-127-42-2-3") != f.Devices()[1] {
+		t.Error("Device by name")
+	}
+}

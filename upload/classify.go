@@ -191,15 +191,16 @@ func ClassifyAnswer(status int, words string) (Class, string) {
 const ClassEarlyAnswer Class = "early-answer"
 
 // Retries is how many more tries a class allows after a failure, given the
-// user's --retries budget (see issue "push" §7): auth, rejections and early
-// answers never; Write failed and no-connect-back once; busy once, after
-// waiting out the stability window; network, timeouts and unreachable
-// devices the budget.
+// user's --retries budget (see issue "push" §7): auth, rejections, early
+// answers and names that do not resolve never; Write failed and
+// no-connect-back once; busy once, after waiting out the stability window;
+// nothing listening once, after NothingListensWait; network, timeouts and
+// unreachable devices the budget.
 func (c Class) Retries(budget int) int {
 	switch c {
-	case ClassAuth, ClassRejected, ClassEarlyAnswer:
+	case ClassAuth, ClassRejected, ClassEarlyAnswer, ClassUnresolved:
 		return 0
-	case ClassWriteFailed, ClassNoConnectBack, ClassBusy:
+	case ClassWriteFailed, ClassNoConnectBack, ClassBusy, ClassNothingListens:
 		return min(1, budget)
 	}
 	return budget

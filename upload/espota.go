@@ -200,7 +200,12 @@ func resolveIP(ctx context.Context, host string) (netip.Addr, error) {
 		if ctx.Err() != nil {
 			return netip.Addr{}, ctxError(ctx, 0)
 		}
-		return netip.Addr{}, &DeviceError{Class: ClassUnreachable, Reason: fmt.Sprintf("cannot resolve %s: check the name, or give its IP address", host), Err: err}
+		reason := "the system resolver returned no address"
+		var dnsErr *net.DNSError
+		if errors.As(err, &dnsErr) {
+			reason = resolverReason(dnsErr)
+		}
+		return netip.Addr{}, &DeviceError{Class: ClassUnresolved, Reason: fmt.Sprintf("cannot resolve %s: %s; check the name, or give its IP address", host, reason), Err: err}
 	}
 	for _, ip := range ips { // prefer IPv4: ArduinoOTA is IPv4-only
 		if ip.Unmap().Is4() {
@@ -352,11 +357,12 @@ func (s *espotaSession) invite(ctx context.Context) (reply []byte, resent bool, 
 			}
 		}
 	}
-	why := "no answer"
+	why, class := "no answer", ClassUnreachable
 	if refused {
-		why = "UDP port unreachable"
+		// ICMP port unreachable: nothing listens on the port (yet).
+		why, class = "UDP port unreachable", ClassNothingListens
 	}
-	return nil, false, &DeviceError{Class: ClassUnreachable,
+	return nil, false, &DeviceError{Class: class,
 		Reason: fmt.Sprintf("%s to %d espota invitations to %s within %v: the device is off, rebooting, busy with another upload, or not an ArduinoOTA device on that port (ESP8266 uses 8266)",
 			why, tries, s.device, s.cfg.ConnectTimeout)}
 }

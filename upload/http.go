@@ -609,7 +609,7 @@ func classifyDial(addr string, timeout time.Duration, err error) (Class, string)
 	case isRefused(err):
 		return ClassNetwork, fmt.Sprintf("connection refused by %s: nothing listens on that TCP port (an ArduinoOTA device speaks espota: try --protocol espota)", addr)
 	case errors.As(err, &dnsErr):
-		return ClassUnreachable, fmt.Sprintf("cannot resolve %s", dnsErr.Name)
+		return ClassUnresolved, fmt.Sprintf("cannot resolve %s: %s", dnsErr.Name, resolverReason(dnsErr))
 	case isUnreachable(err):
 		return ClassUnreachable, fmt.Sprintf("no route to %s: the device is not on a network this host reaches", addr)
 	case errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():
@@ -618,6 +618,29 @@ func classifyDial(addr string, timeout time.Duration, err error) (Class, string)
 		return ClassNetwork, fmt.Sprintf("%s reset the connection", addr)
 	}
 	return ClassNetwork, fmt.Sprintf("cannot connect to %s: %s", addr, lastErrText(err))
+}
+
+// resolverReason words the system resolver's failure in a few words: Go's
+// text carries the dial chain ("dial udp 10.0.0.53:53: connect: network is
+// unreachable"), of which a user can act on the last part only.
+func resolverReason(e *net.DNSError) string {
+	switch {
+	case e.IsNotFound:
+		return "the system resolver has no such name"
+	case e.IsTimeout:
+		return "the system resolver timed out"
+	case strings.Contains(e.Err, "dial ") || strings.Contains(e.Err, "connect: "):
+		return "the system resolver could not reach a DNS server (" + lastPart(e.Err) + ")"
+	}
+	return "system resolver: " + lastPart(e.Err)
+}
+
+// lastPart is the innermost message of an "a: b: c" chain.
+func lastPart(s string) string {
+	if i := strings.LastIndex(s, ": "); i >= 0 {
+		return s[i+2:]
+	}
+	return s
 }
 
 // lastErrText is the innermost message of err, without Go's wrap chain.

@@ -7,6 +7,8 @@ import (
 	"net"
 	"strings"
 	"time"
+
+	"github.com/ots-ota/ots-ota/devinfo"
 )
 
 // Hint is what is known about a device before any packet is sent to it:
@@ -73,6 +75,19 @@ func DecideFromHint(t Target, h Hint) (Decision, bool) {
 	return Decision{}, false
 }
 
+// refusedAddr is the address that refused err's connect, so the UDP probe
+// goes where the TCP one went without resolving the name again; addr when
+// err does not tell.
+func refusedAddr(err error, addr string) string {
+	var oe *net.OpError
+	if errors.As(err, &oe) {
+		if ta, ok := oe.Addr.(*net.TCPAddr); ok && ta != nil {
+			return ta.String()
+		}
+	}
+	return addr
+}
+
 func txtValue(txt map[string]string, key string) (string, bool) {
 	for k, v := range txt {
 		if strings.EqualFold(k, key) {
@@ -84,14 +99,17 @@ func txtValue(txt map[string]string, key string) (string, bool) {
 
 // ChooseProtocol decides how to update one device (device-contract.md §1):
 // the facts of DecideFromHint first; else a TCP connect to the OTA port.
-// Accepted → HTTP; refused → espota (ArduinoOTA listens on UDP only). A
-// connect that times out is a silent device (off, or rebooting: a
-// rebooting ESP32 neither refuses nor accepts) and yields a *DeviceError of
-// class ClassUnreachable, never espota.
+// Accepted → HTTP; refused → espota (ArduinoOTA listens on UDP only),
+// unless one empty datagram to the same UDP port draws ICMP port
+// unreachable: then nothing listens there, a *DeviceError of class
+// ClassNothingListens. A connect that times out is a silent device (off,
+// or rebooting: a rebooting ESP32 neither refuses nor accepts) and yields
+// one of class ClassUnreachable, never espota; a name that does not
+// resolve, one of class ClassUnresolved.
 //
 // No espota invitation is ever sent to probe: it would run the sketch's
 // onStart and, with a password, leave the device waiting for auth that
-// swallows the next real invitation.
+// swallows the next real invitation. ArduinoOTA ignores an empty datagram.
 func ChooseProtocol(ctx context.Context, t Target, h Hint, connectTimeout time.Duration) (Decision, error) {
 	if d, ok := DecideFromHint(t, h); ok {
 		return d, nil
@@ -107,6 +125,10 @@ func ChooseProtocol(ctx context.Context, t Target, h Hint, connectTimeout time.D
 		return Decision{Protocol: HTTP, Why: "TCP " + addr + " accepted a connection (HTTP)", Probed: true}, nil
 	}
 	if isRefused(err) {
+		if devinfo.UDPClosed(ctx, refusedAddr(err, addr), min(connectTimeout, devinfo.UDPWait)) {
+			return Decision{}, &DeviceError{Class: ClassNothingListens, Err: err,
+				Reason: "nothing listens at " + addr + ": TCP refused and the UDP port is unreachable, so it is neither an HTTP nor an espota device (check the address and port)"}
+		}
 		return Decision{Protocol: Espota, Why: "TCP " + addr + " refused a connection (espota listens on UDP only)", Probed: true}, nil
 	}
 	if ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {

@@ -229,6 +229,10 @@ type device struct {
 	// probed: Options.Probe chose the protocol (no fact on the target did),
 	// so a failure to reach the device that way may be decided again.
 	probed bool
+	// probeErr: the pre-flight probe found no device (nothing listens, or
+	// the name does not resolve); the first try reports it instead of
+	// probing again at once.
+	probeErr *DeviceError
 	// reached: some try got image bytes to the device.
 	reached bool
 	// transfer bookkeeping, updated from the transport's events
@@ -469,9 +473,12 @@ func (r *runner) preflight(ctx context.Context, d *device) bool {
 			return false
 		default:
 			r.opts.Logger.Debug("protocol probe failed", "device", d.label, "err", err)
+			if de := deviceErrorOf(err); de.Class == ClassNothingListens || de.Class == ClassUnresolved {
+				d.probeErr = de // nothing there to read
+			}
 		}
 	}
-	if r.opts.Observer != nil {
+	if r.opts.Observer != nil && d.probeErr == nil {
 		f, err := r.observe(ctx, d.known())
 		if err != nil {
 			r.opts.Logger.Debug("pre-flight read failed", "device", d.label, "err", err)
@@ -617,7 +624,7 @@ func (r *runner) update(ctx context.Context, d *device, stop *string) {
 		d.reached = d.reached || de.Taken > 0
 		d.res.Class, d.res.Status, d.res.Words, d.res.Message = de.Class, de.Status, de.Words, de.Error()
 		d.res.Outcome = OutcomeFailed
-		if de.Class == ClassUnreachable {
+		if de.Class.reachless() {
 			d.res.Outcome = OutcomeUnreachable
 			if d.probed && d.proto == Espota {
 				// A refused TCP connect chose espota, and espota got no
@@ -678,6 +685,10 @@ func (r *runner) update(ctx context.Context, d *device, stop *string) {
 		if de.Class == ClassBusy {
 			wait = r.opts.StabilityWindow + r.opts.StabilityWindow/10
 			why = fmt.Sprintf("device busy (%q: its running image is probably still pending_verify from an earlier update); waiting %s for its stability window, then trying once more", de.Words, round(wait))
+		}
+		if de.Class == ClassNothingListens {
+			wait = max(wait, NothingListensWait)
+			why = fmt.Sprintf("retrying once in %s (a booting device answers the same way): %s", round(wait), de.Error())
 		}
 		if r.tookEarlier(ctx, d, de) {
 			return
@@ -848,6 +859,11 @@ func (r *runner) try(ctx context.Context, d *device) error {
 	// Re-read only while no byte of the image has reached the device: a
 	// device that took part of one is no baseline.
 	reread := !d.reached
+	if d.proto == Auto && d.probeErr != nil {
+		de := d.probeErr
+		d.probeErr = nil
+		return de
+	}
 	if d.proto == Auto && r.opts.Probe != nil {
 		p, err := r.opts.Probe(ctx, d.t)
 		if err != nil {

@@ -181,7 +181,26 @@ const (
 	ClassNoConnectBack Class = "no-connect-back"
 	// ClassUnreachable: nothing answered at all. Retried.
 	ClassUnreachable Class = "unreachable"
+	// ClassNothingListens: the OTA port refused TCP and its UDP port
+	// answered ICMP port unreachable: neither HTTP nor espota listens there.
+	// Retried once, after NothingListensWait (a booting device answers the
+	// same way); the outcome is unreachable.
+	ClassNothingListens Class = "nothing-listens"
+	// ClassUnresolved: the host name did not resolve. Never retried; the
+	// outcome is unreachable.
+	ClassUnresolved Class = "unresolved"
 )
+
+// NothingListensWait is the least wait before the one retry of a device
+// where nothing listens: an ESP32 that is booting refuses TCP and UDP
+// alike until its sketch starts ArduinoOTA or its HTTP server.
+const NothingListensWait = 3 * time.Second
+
+// reachless: the class means nothing answered at the device's address
+// (outcome unreachable).
+func (c Class) reachless() bool {
+	return c == ClassUnreachable || c == ClassNothingListens || c == ClassUnresolved
+}
 
 // DeviceError is a failed upload, classified once, here.
 type DeviceError struct {

@@ -1,0 +1,191 @@
+package upload
+
+import (
+	"context"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// deadAddr is a loopback host:port where neither TCP nor UDP listens.
+func deadAddr(t *testing.T) string {
+	t.Helper()
+	for range 20 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := l.Addr().String()
+		l.Close()
+		u, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			continue // taken on UDP: try another
+		}
+		u.Close()
+		return addr
+	}
+	t.Fatal("no loopback port free on both TCP and UDP")
+	return ""
+}
+
+// quietUDP is a loopback port that refuses TCP and whose UDP socket
+// answers nothing, as ArduinoOTA does with an empty datagram; got returns
+// the datagrams it read.
+func quietUDP(t *testing.T) (addr string, got func() [][]byte) {
+	t.Helper()
+	for range 20 {
+		a := deadAddr(t)
+		u, err := net.ListenPacket("udp", a)
+		if err != nil {
+			continue
+		}
+		t.Cleanup(func() { u.Close() })
+		var mu sync.Mutex
+		var dgrams [][]byte
+		go func() {
+			b := make([]byte, 2048)
+			for {
+				n, _, err := u.ReadFrom(b)
+				if err != nil {
+					return
+				}
+				mu.Lock()
+				dgrams = append(dgrams, append([]byte{}, b[:n]...))
+				mu.Unlock()
+			}
+		}()
+		return a, func() [][]byte {
+			time.Sleep(50 * time.Millisecond) // let a late datagram show up
+			mu.Lock()
+			defer mu.Unlock()
+			return append([][]byte{}, dgrams...)
+		}
+	}
+	t.Fatal("no loopback port free on both TCP and UDP")
+	return "", nil
+}
+
+// TCP refused plus ICMP port unreachable for one empty datagram: nothing
+// listens, not espota (issue 15 Build 2). A quiet UDP port is espota, and
+// saw one empty datagram, never an invitation.
+func TestChooseProtocolNothingListens(t *testing.T) {
+	addr := deadAddr(t)
+	_, err := ChooseProtocol(httpCtx(t), probeTarget(t, addr), Hint{}, time.Second)
+	de := asDeviceError(t, err)
+	if de.Class != ClassNothingListens || !strings.HasPrefix(de.Reason, "nothing listens at "+addr+": ") || strings.Contains(de.Reason, "\n") {
+		t.Fatalf("got %+v", de)
+	}
+
+	quiet, got := quietUDP(t)
+	d, err := ChooseProtocol(httpCtx(t), probeTarget(t, quiet), Hint{}, time.Second)
+	if err != nil || d.Protocol != Espota || !d.Probed {
+		t.Fatalf("quiet UDP port: %+v, %v; want espota by probe", d, err)
+	}
+	if g := got(); len(g) != 1 || len(g[0]) != 0 {
+		t.Errorf("the device got %q, want one empty datagram", g)
+	}
+}
+
+// countingTransport counts Send calls and fails them.
+type countingTransport struct {
+	p     Protocol
+	sends atomic.Int32
+}
+
+func (c *countingTransport) Protocol() Protocol { return c.p }
+func (c *countingTransport) Send(context.Context, Target, *Firmware, Credentials, Emit) error {
+	c.sends.Add(1)
+	return &DeviceError{Class: ClassUnreachable, Reason: "counted"}
+}
+
+// deadRun runs one target through the runner with the real probe, counting
+// probes and sends (an espota send is the invitations).
+func deadRun(t *testing.T, tg Target) (Result, int32, int32) {
+	t.Helper()
+	o := simOptions()
+	espota, http := &countingTransport{p: Espota}, &countingTransport{p: HTTP}
+	o.Transports = map[Protocol]Transport{Espota: espota, HTTP: http}
+	var probes atomic.Int32
+	o.Probe = func(ctx context.Context, t Target) (Protocol, error) {
+		probes.Add(1)
+		d, err := ChooseProtocol(ctx, t, Hint{}, time.Second)
+		return d.Protocol, err
+	}
+	res := Run(context.Background(), simFirmware(t, "1.0.1"), []Target{tg}, o)
+	if len(res) != 1 {
+		t.Fatalf("%d results", len(res))
+	}
+	return res[0], probes.Load(), espota.sends.Load() + http.sends.Load()
+}
+
+// Push to an address where nothing listens: two probe rounds at least
+// NothingListensWait apart (a booting device answers the same way), no
+// invitation, then unreachable with the one-line reason.
+func TestRunNothingListens(t *testing.T) {
+	addr := deadAddr(t)
+	tg := probeTarget(t, addr)
+	start := time.Now()
+	r, probes, sends := deadRun(t, tg)
+	if r.Outcome != OutcomeUnreachable || r.Class != ClassNothingListens || r.Tries != 2 ||
+		!strings.HasPrefix(r.Message, "nothing listens at "+addr+": ") {
+		t.Errorf("%s (%s) after %d tries: %s", r.Outcome, r.Class, r.Tries, r.Message)
+	}
+	if probes != 2 || sends != 0 {
+		t.Errorf("%d probe rounds and %d sends, want 2 and none", probes, sends)
+	}
+	if el := time.Since(start); el < NothingListensWait {
+		t.Errorf("retried after %v, before the %v a booting device needs", el, NothingListensWait)
+	}
+}
+
+// A name that does not resolve fails once, with the resolver's reason.
+// ".invalid" never resolves (RFC 6761), but asking may still reach a DNS
+// server: only inside a network namespace with loopback alone.
+func TestRunUnresolvedOnce(t *testing.T) {
+	loopbackOnly(t)
+	r, probes, sends := deadRun(t, Target{Name: "nosuch", Host: "nosuch.invalid", Port: 3232})
+	if r.Outcome != OutcomeUnreachable || r.Class != ClassUnresolved || r.Tries != 1 ||
+		!strings.HasPrefix(r.Message, "cannot resolve nosuch.invalid: ") || strings.Contains(r.Message, "dial ") {
+		t.Errorf("%s (%s) after %d tries: %s", r.Outcome, r.Class, r.Tries, r.Message)
+	}
+	if probes != 1 || sends != 0 {
+		t.Errorf("%d lookups and %d sends, want 1 and none", probes, sends)
+	}
+}
+
+// loopbackOnly skips unless every interface is a loopback one (a fresh
+// network namespace): a name lookup there cannot leave the machine.
+func loopbackOnly(t *testing.T) {
+	t.Helper()
+	ifs, err := net.Interfaces()
+	if err != nil {
+		t.Skip(err)
+	}
+	for _, i := range ifs {
+		if i.Flags&net.FlagLoopback == 0 {
+			t.Skip("a name lookup here may reach a DNS server: run inside a network namespace with loopback alone (unshare -n)")
+		}
+	}
+}
+
+func TestResolverReason(t *testing.T) {
+	for _, tc := range []struct {
+		err  *net.DNSError
+		want string
+	}{
+		{&net.DNSError{Err: "no such host", Name: "x", IsNotFound: true}, "the system resolver has no such name"},
+		{&net.DNSError{Err: "i/o timeout", Name: "x", IsTimeout: true}, "the system resolver timed out"},
+		{&net.DNSError{Err: "dial udp 10.255.255.53:53: connect: network is unreachable", Name: "x"}, "the system resolver could not reach a DNS server (network is unreachable)"},
+		{&net.DNSError{Err: "server misbehaving", Name: "x"}, "system resolver: server misbehaving"},
+	} {
+		if got := resolverReason(tc.err); got != tc.want {
+			t.Errorf("%q: got %q, want %q", tc.err.Err, got, tc.want)
+		}
+	}
+	if c, r := classifyDial("x.invalid:3232", time.Second, &net.OpError{Op: "dial", Net: "tcp", Err: &net.DNSError{Err: "no such host", Name: "x.invalid", IsNotFound: true}}); c != ClassUnresolved || r != "cannot resolve x.invalid: the system resolver has no such name" {
+		t.Errorf("classifyDial: %s %q", c, r)
+	}
+}
