@@ -37,8 +37,8 @@ type Redactor struct {
 	short bool
 	re    *regexp.Regexp // built from pats; nil when none
 	exact []string       // patterns a regexp cannot hold
-	// shorts are secrets below MinHiddenLen, hidden where they stand as a
-	// word of their own: a password "42" must not blank out every 42.
+	// shorts are secrets below MinHiddenLen: only their exact text is
+	// hidden (wherever it stands), and the user is warned.
 	shorts []string
 	dirty  bool
 }
@@ -74,10 +74,15 @@ func (r *Redactor) add(user string, s Secret) {
 		}
 		return
 	}
-	forms := []string{v, url.QueryEscape(v), url.PathEscape(v)}
-	forms = append(forms, base64s(v)...)
+	var forms []string
+	encoded := base64s(v)
 	if user != "" {
-		forms = append(forms, base64s(user+":"+v)...)
+		encoded = append(encoded, base64s(user+":"+v)...)
+	}
+	// Each form also URL-escaped: a device may echo a header value, a
+	// base64 with + and / included, inside a URL.
+	for _, f := range append([]string{v}, encoded...) {
+		forms = append(forms, f, url.QueryEscape(f), url.PathEscape(f))
 	}
 	for _, f := range forms {
 		for _, g := range []string{f, reverse(f)} {
@@ -151,35 +156,9 @@ func (r *Redactor) Redact(s string) string {
 	shorts := r.shorts
 	r.mu.RUnlock()
 	for _, w := range shorts {
-		s = replaceWord(s, w)
+		s = strings.ReplaceAll(s, w, Redacted)
 	}
 	return s
-}
-
-// replaceWord replaces w in s where no letter or digit touches it.
-func replaceWord(s, w string) string {
-	var b strings.Builder
-	for {
-		i := strings.Index(s, w)
-		if i < 0 {
-			break
-		}
-		end := i + len(w)
-		if i > 0 && isAlnum(s[i-1]) || end < len(s) && isAlnum(s[end]) {
-			b.WriteString(s[:i+1])
-			s = s[i+1:]
-			continue
-		}
-		b.WriteString(s[:i])
-		b.WriteString(Redacted)
-		s = s[end:]
-	}
-	b.WriteString(s)
-	return b.String()
-}
-
-func isAlnum(c byte) bool {
-	return c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
 }
 
 // RedactAll redacts each string of ss into a new slice (nil stays nil).

@@ -63,9 +63,10 @@ func TestRedactorShortSecret(t *testing.T) {
 		"x Pw1 y": "x [redacted] y",
 		"Pw1":     "[redacted]",
 		"(Pw1)":   "([redacted])",
-		// Not inside other words: a password "42" must not blank out
-		// every 420 in a table.
-		"xPw1 Pw12 Pw1": "xPw1 Pw12 [redacted]",
+		// Wherever its exact text stands, inside other words too: a
+		// secret echoed as xPw1 is still the secret (the warning says
+		// short secrets may blank out more than themselves).
+		"xPw1 Pw12 Pw1": "x[redacted] [redacted]2 [redacted]",
 		// Only the exact text: other forms of a short secret would blank
 		// out ordinary words.
 		"x pw1 y": "x pw1 y",
@@ -73,6 +74,19 @@ func TestRedactorShortSecret(t *testing.T) {
 	} {
 		if got := r.Redact(in); got != want {
 			t.Errorf("Redact(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// The Basic pair's base64 holds + and / for many passwords: URL-encoded,
+// they become %2B and %2F, and are hidden all the same.
+func TestRedactorBase64URLEncoded(t *testing.T) {
+	var r Redactor
+	r.AddBasic("admin", NewSecret("pa55word?>>"))
+	pair := base64.StdEncoding.EncodeToString([]byte("admin:pa55word?>>"))
+	for _, in := range []string{url.QueryEscape("Basic " + pair), url.PathEscape(pair), url.QueryEscape(pair)} {
+		if got := r.Redact("denied " + in); strings.Contains(got, "YWRtaW46cGE1NXdvcmQ") {
+			t.Errorf("Redact(%q) = %q", in, got)
 		}
 	}
 }

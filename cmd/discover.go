@@ -119,8 +119,19 @@ type discoverRow struct {
 
 func runDiscover(ctx context.Context, a *app, o *discoverOptions) error {
 	inv, cfg := o.inv, o.cfg
+	// A device may echo a secret (a version holding its token): the ones
+	// push would send are hidden here too.
+	var sel []discover.Selected
+	if inv != nil {
+		for _, d := range inv.Devices {
+			sel = append(sel, discover.Selected{Target: discover.Target{Auth: d.Auth}})
+		}
+	}
+	infoSecrets(a, sel)
+	out := &lineRedactor{a: a, w: a.io.Out}
+	defer out.Close()
 	if o.Watch {
-		return runWatch(ctx, a, cfg, o.WatchFor)
+		return runWatch(ctx, a, out, cfg, o.WatchFor)
 	}
 	var found []discover.Device
 	if !o.InventoryOnly {
@@ -153,7 +164,7 @@ func runDiscover(ctx context.Context, a *app, o *discoverOptions) error {
 	}
 	if a.opts.JSON {
 		for _, r := range rows {
-			if err := writeJSON(a.io.Out, r); err != nil {
+			if err := writeJSON(out, r); err != nil {
 				return err
 			}
 		}
@@ -163,7 +174,7 @@ func runDiscover(ctx context.Context, a *app, o *discoverOptions) error {
 		fmt.Fprintln(a.io.ErrOut, "no devices found; try a longer --timeout, --interface, or list devices under inventory: in the config file")
 		return nil
 	}
-	renderDiscover(a.io.Out, rows)
+	renderDiscover(out, rows)
 	return nil
 }
 
@@ -261,7 +272,7 @@ func renderDiscover(w io.Writer, rows []discoverRow) {
 }
 
 // runWatch streams events until interrupted.
-func runWatch(parent context.Context, a *app, cfg discover.Config, stopAfter time.Duration) error {
+func runWatch(parent context.Context, a *app, out io.Writer, cfg discover.Config, stopAfter time.Duration) error {
 	ctx := parent
 	if stopAfter > 0 {
 		var cancel context.CancelFunc
@@ -270,7 +281,7 @@ func runWatch(parent context.Context, a *app, cfg discover.Config, stopAfter tim
 	}
 	err := discover.Watch(ctx, cfg, func(e discover.Event) {
 		if a.opts.JSON {
-			_ = writeJSON(a.io.Out, e)
+			_ = writeJSON(out, e)
 			return
 		}
 		d := e.Device
@@ -286,7 +297,7 @@ func runWatch(parent context.Context, a *app, cfg discover.Config, stopAfter tim
 		if e.Reason != "" {
 			line += " (" + e.Reason + ")"
 		}
-		fmt.Fprintln(a.io.Out, line)
+		fmt.Fprintln(out, line)
 	})
 	if err != nil {
 		return mdnsError(parent, err)

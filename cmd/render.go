@@ -55,3 +55,36 @@ func renderBlocks[T any](a *app, items []T, render func(io.Writer, T, style)) er
 	}
 	return nil
 }
+
+// lineRedactor writes what it is given to w line by line, each line with
+// the run's secrets redacted: for output written piecemeal (a tabwriter, a
+// stream of events) that must still never print a secret. Close writes a
+// last line without its newline.
+type lineRedactor struct {
+	a   *app
+	w   io.Writer
+	buf []byte
+}
+
+func (l *lineRedactor) Write(p []byte) (int, error) {
+	l.buf = append(l.buf, p...)
+	for {
+		i := bytes.IndexByte(l.buf, '\n')
+		if i < 0 {
+			return len(p), nil
+		}
+		if _, err := io.WriteString(l.w, l.a.secrets.Redact(string(l.buf[:i+1]))); err != nil {
+			return len(p), err
+		}
+		l.buf = l.buf[i+1:]
+	}
+}
+
+func (l *lineRedactor) Close() error {
+	if len(l.buf) == 0 {
+		return nil
+	}
+	_, err := io.WriteString(l.w, l.a.secrets.Redact(string(l.buf)))
+	l.buf = nil
+	return err
+}

@@ -26,6 +26,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/ots-ota/ots-ota/auth"
 )
 
 // Key is the config file key that holds the inventory.
@@ -254,7 +256,8 @@ func (inv *Inventory) Validate() error {
 			errs = append(errs, fmt.Errorf("%s: no address", where))
 		} else if strings.ContainsAny(d.Address, " /:") {
 			if _, err := netip.ParseAddr(d.Address); err != nil {
-				errs = append(errs, fmt.Errorf("%s: address %q is neither an IP address nor a host name (no port or URL here)", where, d.Address))
+				// A URL's user:password@ is never printed back.
+				errs = append(errs, fmt.Errorf("%s: address %q is neither an IP address nor a host name (no port or URL here)", where, auth.StripUserinfo(d.Address)))
 			}
 		}
 		if d.Port < 0 || d.Port > 65535 || d.WebPort < -1 || d.WebPort > 65535 {

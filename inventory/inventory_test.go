@@ -153,3 +153,17 @@ func TestErrorsOneLine(t *testing.T) {
 		}
 	}
 }
+
+// A URL with credentials as an address is refused without printing them
+// (issue 14: nothing from a URL's userinfo is ever printed).
+func TestValidateHidesUserinfo(t *testing.T) {
+	for _, addr := range []string{"http://admin:Hunter2Secret@127.0.0.1/update", "admin:Hunter2Secret@127.0.0.1"} {
+		inv, err := Parse([]byte("inventory:\n  devices:\n    - {name: a, address: '" + addr + "'}\n"))
+		if err == nil {
+			err = inv.Validate()
+		}
+		if err == nil || strings.Contains(err.Error(), "Hunter2") {
+			t.Errorf("%s: err %v", addr, err)
+		}
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ots-ota/ots-ota/auth"
 	"github.com/ots-ota/ots-ota/internal/buildinfo"
 )
 
@@ -219,27 +220,14 @@ func authorization(cred Credentials) (string, error) {
 	return v, nil
 }
 
-// secrets are the strings that must never reach the user through a
-// device's echo of them.
-func (c Credentials) secrets() []string {
-	var s []string
-	for _, v := range []string{c.Token.Reveal(), c.Password.Reveal()} {
-		if v != "" {
-			s = append(s, v)
-		}
-	}
-	if c.User != "" {
-		s = append(s, base64.StdEncoding.EncodeToString([]byte(c.User+":"+c.Password.Reveal())))
-	}
-	return s
-}
-
-// redact removes any secret a device echoed back in its words.
-func redact(words string, cred Credentials) string {
-	for _, s := range cred.secrets() {
-		words = strings.ReplaceAll(words, s, "[redacted]")
-	}
-	return words
+// redactor hides what a device may echo of the credentials (and their
+// encodings) from its words, before they are cut to length: a secret that
+// straddled the cut would leak half of itself. The renderers redact again.
+func (c Credentials) redactor() *auth.Redactor {
+	var r auth.Redactor
+	r.Add(c.Token)
+	r.AddBasic(c.User, c.Password)
+	return &r
 }
 
 // httpUpload is one POST in flight.
@@ -471,7 +459,7 @@ func (u *httpUpload) answered(r readResult, wrote *chan error, werr *error) erro
 // (at: the ack counter when it arrived; see Send).
 func (u *httpUpload) answer(a *answer, at ackSnapshot, wrote *chan error, werr *error) error {
 	size := u.fw.Size()
-	words := redact(a.Words(), u.cred)
+	words := a.wordsWith(u.cred.redactor().Redact)
 	if !Accepted(a.Status, words) {
 		// A device closes, and resets, right after an error answer: the
 		// write under way ends with it; let it, so Taken includes it.

@@ -248,8 +248,15 @@ func readChunked(br *bufio.Reader, buf *bytes.Buffer) error {
 // page's "Update failed" after its menus), else from its start. HTML tags
 // are dropped (ESP-IDF sends plain text labelled text/html; other servers
 // send pages), control characters removed.
-func (a *answer) Words() string {
+func (a *answer) Words() string { return a.wordsWith(nil) }
+
+// wordsWith is Words with clean applied to the whole visible text first
+// (redaction, before anything is cut).
+func (a *answer) wordsWith(clean func(string) string) string {
 	v := a.visible()
+	if clean != nil {
+		v = clean(v)
+	}
 	if i := failureAt(v); i > 0 {
 		v = v[i:]
 	}

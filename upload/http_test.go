@@ -141,7 +141,10 @@ func TestHTTPSeedAuth(t *testing.T) {
 			if de.Class.Retries(3) != 0 {
 				t.Errorf("auth failures must not be retried")
 			}
-			for _, s := range tc.cred.secrets() {
+			for _, s := range []string{tc.cred.Token.Reveal(), tc.cred.Password.Reveal()} {
+				if s == "" {
+					continue
+				}
 				if strings.Contains(de.Error(), s) || strings.Contains(fmt.Sprintf("%+v %v", de, de.Err), s) {
 					t.Errorf("secret in error: %q", de.Error())
 				}
@@ -503,8 +506,8 @@ func TestHTTPRequestOnTheWire(t *testing.T) {
 			if err := tr.Send(httpCtx(t), tg, fw, tc.cred, nil); err != nil {
 				t.Fatal(err)
 			}
-			for _, sec := range tc.cred.secrets() {
-				if strings.Contains(logs.String(), sec) {
+			for _, sec := range []string{tc.cred.Token.Reveal(), tc.cred.Password.Reveal()} {
+				if sec != "" && strings.Contains(logs.String(), sec) {
 					t.Errorf("secret in the debug log: %s", logs.String())
 				}
 			}
@@ -773,5 +776,22 @@ func TestHTTPRefusalNeverErasing(t *testing.T) {
 				t.Errorf("%d: event %+v, want none past connecting", tc.status, e)
 			}
 		}
+	}
+}
+
+// A secret a device echoes right where its words are cut to length is
+// hidden whole: redaction comes before the cut.
+func TestHTTPRedactsSecretAtTheCut(t *testing.T) {
+	const secret = "Hunter2Secret"
+	addr := rawServer(t, func(c net.Conn) {
+		head, _, _ := readRequest(bufio.NewReader(c))
+		_ = head
+		msg := strings.Repeat("x", 190) + " Bearer " + secret + " is wrong"
+		fmt.Fprintf(c, "HTTP/1.1 403 Forbidden\r\nContent-Length: %d\r\n\r\n%s", len(msg), msg)
+	})
+	fw := &Firmware{Data: []byte{0xE9, 1, 2, 3}}
+	de := asDeviceError(t, (&HTTPTransport{}).Send(httpCtx(t), httpTarget(t, addr, ""), fw, Credentials{Token: auth.NewSecret(secret)}, nil))
+	if strings.Contains(de.Words, "Hunter2") || strings.Contains(de.Error(), "Hunter2") {
+		t.Fatalf("part of the secret in %q", de.Words)
 	}
 }

@@ -163,7 +163,7 @@ func (r *runner) verify(ctx context.Context, d *device, s verifySpec) Verdict {
 		}
 	}
 	if parent.Err() != nil {
-		return Verdict{Outcome: OutcomeCancelled, Message: "interrupted while verifying; the device had accepted the image"}
+		return Verdict{Outcome: OutcomeCancelled, Message: "interrupted while verifying; the device had accepted the image: check what it runs with: ots-ota info " + d.t.Addr()}
 	}
 	v, _ := Decide(spec, obs, time.Now(), true)
 	return r.worded(v, o, true)
