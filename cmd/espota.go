@@ -141,6 +141,9 @@ var espotaWords = strings.NewReplacer(
 	"--no-wait-valid", "ots-ota push --no-wait-valid",
 	"--retries", "ots-ota push --retries",
 	"--canary-accept-unverified", "ots-ota push --canary-accept-unverified",
+	"--interface", "ots-ota push --interface",
+	"--inventory-only", "ots-ota push --inventory-only",
+	"--chip", "ots-ota push --chip",
 )
 
 // espotaTries is how often the drop-in tries one upload.

@@ -195,7 +195,7 @@ func (o *pushOptions) discoverTargets(ctx context.Context, a *app, p *pushPlan, 
 				Message: "could not resolve: " + s.Err.Error()})
 			continue
 		}
-		ut := upload.Target{Name: t.Name, Host: t.Host, Port: t.Port, WebPort: t.WebPort, Protocol: p.proto}
+		ut := upload.Target{Name: t.Name, Host: t.Host, Port: t.Port, WebPort: t.WebPort, Protocol: p.proto, Chip: t.Chip}
 		if len(t.Addrs) > 0 {
 			ut.Host = t.Addrs[0].String()
 		}

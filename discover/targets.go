@@ -17,14 +17,16 @@ type Target struct {
 	// Name: the inventory name, else the mDNS instance.
 	Name string `json:"name"`
 	// Host: the mDNS host name or the inventory address as written.
-	Host     string            `json:"host,omitempty"`
-	Addrs    []netip.Addr      `json:"addrs,omitempty"`
-	Port     int               `json:"port,omitempty"`
-	Protocol string            `json:"protocol,omitempty"`
-	WebPort  int               `json:"web_port,omitempty"`
-	Service  string            `json:"service,omitempty"`
-	TXT      map[string]string `json:"txt,omitempty"`
-	Auth     inventory.AuthRef `json:"auth,omitzero"`
+	Host     string       `json:"host,omitempty"`
+	Addrs    []netip.Addr `json:"addrs,omitempty"`
+	Port     int          `json:"port,omitempty"`
+	Protocol string       `json:"protocol,omitempty"`
+	WebPort  int          `json:"web_port,omitempty"`
+	// Chip: what the inventory says the device's chip is.
+	Chip    string            `json:"chip,omitempty"`
+	Service string            `json:"service,omitempty"`
+	TXT     map[string]string `json:"txt,omitempty"`
+	Auth    inventory.AuthRef `json:"auth,omitzero"`
 	// Sources: "mdns", "inventory".
 	Sources []string `json:"sources"`
 	// Given: every argument that named this device, when more than one
@@ -94,7 +96,7 @@ func FromDevice(d Device) Target {
 // FromInventory makes a target of an inventory entry (its address is not
 // resolved here).
 func FromInventory(d inventory.Device) Target {
-	t := Target{Name: d.Name, Host: d.Address, Port: d.Port, Protocol: d.Protocol, WebPort: d.WebPort, Auth: d.Auth,
+	t := Target{Name: d.Name, Host: d.Address, Port: d.Port, Protocol: d.Protocol, WebPort: d.WebPort, Auth: d.Auth, Chip: d.Chip,
 		Sources: []string{"inventory"}}
 	if a, err := netip.ParseAddr(d.Address); err == nil {
 		t.Addrs = []netip.Addr{a.Unmap()}
@@ -153,7 +155,7 @@ func Merge(found []Device, inv []inventory.Device) []Target {
 			continue
 		}
 		m := &out[i]
-		m.Name, m.Auth = t.Name, t.Auth
+		m.Name, m.Auth, m.Chip = t.Name, t.Auth, t.Chip
 		m.Sources = append(m.Sources, "inventory")
 		if t.Port != 0 {
 			m.Port = t.Port

@@ -28,6 +28,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/ots-ota/ots-ota/auth"
+	"github.com/ots-ota/ots-ota/image"
 )
 
 // Key is the config file key that holds the inventory.
@@ -35,12 +36,15 @@ const Key = "inventory"
 
 // Device is one hand-written (or saved) device.
 type Device struct {
-	Name     string  `yaml:"name" json:"name"`
-	Address  string  `yaml:"address" json:"address"`
-	Port     int     `yaml:"port,omitempty" json:"port,omitempty"`
-	Protocol string  `yaml:"protocol,omitempty" json:"protocol,omitempty"`
-	WebPort  int     `yaml:"web_port,omitempty" json:"web_port,omitempty"`
-	Auth     AuthRef `yaml:"auth,omitempty" json:"auth,omitzero"`
+	Name     string `yaml:"name" json:"name"`
+	Address  string `yaml:"address" json:"address"`
+	Port     int    `yaml:"port,omitempty" json:"port,omitempty"`
+	Protocol string `yaml:"protocol,omitempty" json:"protocol,omitempty"`
+	WebPort  int    `yaml:"web_port,omitempty" json:"web_port,omitempty"`
+	// Chip is the device's chip (esp32s3, esp8266, …) where no TXT tells
+	// it: push refuses an image for another chip before sending.
+	Chip string  `yaml:"chip,omitempty" json:"chip,omitempty"`
+	Auth AuthRef `yaml:"auth,omitempty" json:"auth,omitzero"`
 }
 
 // AuthRef says where a device's password is: an environment variable or a
@@ -113,7 +117,7 @@ func FromNode(n *yaml.Node) (*Inventory, error) {
 // Keys each level of the section may have.
 var (
 	sectionKeys = []string{"devices", "groups"}
-	deviceKeys  = []string{"name", "address", "port", "protocol", "web_port", "auth"}
+	deviceKeys  = []string{"name", "address", "port", "protocol", "web_port", "chip", "auth"}
 	authKeys    = []string{"env", "file"}
 )
 
@@ -267,6 +271,9 @@ func (inv *Inventory) Validate() error {
 		case "", "http", "espota":
 		default:
 			errs = append(errs, fmt.Errorf("%s: protocol %q (want http or espota)", where, d.Protocol))
+		}
+		if _, ok := image.ChipByName(d.Chip); d.Chip != "" && !ok {
+			errs = append(errs, fmt.Errorf("%s: chip %q is not one ots-ota knows (esp32, esp32s3, esp32c3, esp8266, …)", where, d.Chip))
 		}
 		if d.Auth.Env != "" && d.Auth.File != "" {
 			errs = append(errs, fmt.Errorf("%s: auth names both env and file; pick one", where))

@@ -167,3 +167,17 @@ func TestValidateHidesUserinfo(t *testing.T) {
 		}
 	}
 }
+
+func TestInventoryChip(t *testing.T) {
+	inv, err := Parse([]byte("inventory:\n  devices:\n    - {name: a, address: 10.0.0.1, chip: esp8266}\n"))
+	if err != nil || inv.Validate() != nil || inv.Devices[0].Chip != "esp8266" {
+		t.Fatalf("chip not read: %v %+v", err, inv)
+	}
+	inv, err = Parse([]byte("inventory:\n  devices:\n    - {name: a, address: 10.0.0.1, chip: esp99}\n"))
+	if err == nil {
+		err = inv.Validate()
+	}
+	if err == nil || !strings.Contains(err.Error(), `chip "esp99"`) {
+		t.Fatalf("unknown chip accepted: %v", err)
+	}
+}

@@ -322,8 +322,16 @@ func (s *espotaSession) invite(ctx context.Context) (reply []byte, resent bool, 
 	wait := max(s.cfg.ConnectTimeout/time.Duration(tries), 50*time.Millisecond)
 	s.emit(Event{Phase: PhaseConnecting, Total: s.fw.Size(), Message: "inviting " + s.device.String() + " (UDP)"})
 	refused := false
+	refusedRun := 0 // copies in a row that drew port unreachable
 	buf := make([]byte, 512)
 	for try := 1; try <= tries; try++ {
+		if refusedRun >= 2 {
+			// Two copies in a row drew ICMP port unreachable: nothing
+			// listens there. A device still booting answers the same way;
+			// the runner tries once more after a pause for that.
+			break
+		}
+		refusedThis := false
 		if _, err := s.udp.Write(msg); err != nil && !isRefused(err) {
 			if ctx.Err() != nil {
 				return nil, false, ctxError(ctx, 0)
@@ -347,7 +355,7 @@ func (s *espotaSession) invite(ctx context.Context) (reply []byte, resent bool, 
 			// ICMP port unreachable for an earlier copy (ECONNREFUSED; a
 			// reset on Windows): nothing listens there now. A rebooting
 			// device is silent instead. Wait out this try all the same.
-			refused = true
+			refused, refusedThis = true, true
 			pause := time.Now().Add(20 * time.Millisecond)
 			if pause.After(deadline) {
 				pause = deadline
@@ -356,11 +364,20 @@ func (s *espotaSession) invite(ctx context.Context) (reply []byte, resent bool, 
 				break
 			}
 		}
+		if refusedThis {
+			refusedRun++
+		} else {
+			refusedRun = 0
+		}
 	}
 	why, class := "no answer", ClassUnreachable
 	if refused {
 		// ICMP port unreachable: nothing listens on the port (yet).
 		why, class = "UDP port unreachable", ClassNothingListens
+	}
+	if refused {
+		return nil, false, &DeviceError{Class: class,
+			Reason: fmt.Sprintf("nothing listens for espota at %s (UDP port unreachable): not an ArduinoOTA device on that port (ESP8266 uses 8266), or not yet started", s.device)}
 	}
 	return nil, false, &DeviceError{Class: class,
 		Reason: fmt.Sprintf("%s to %d espota invitations to %s within %v: the device is off, rebooting, busy with another upload, or not an ArduinoOTA device on that port (ESP8266 uses 8266)",

@@ -403,12 +403,18 @@ func TestEspotaUnreachable(t *testing.T) {
 		}
 		port := pc.LocalAddr().(*net.UDPAddr).Port
 		pc.Close()
-		tr := &EspotaTransport{ConnectTimeout: 300 * time.Millisecond, InviteTries: 3}
+		// espota.py's 10 invitations over a long wait (the drop-in's -t 10
+		// gives 25 s a try): two port-unreachable answers in a row end it.
+		tr := &EspotaTransport{ConnectTimeout: 30 * time.Second, InviteTries: 10}
+		start := time.Now()
 		_, err = espotaSend(t, tr, Target{Host: "127.0.0.1", Port: port}, simImage(t, "1.0.1", 0), "")
 		// ICMP port unreachable: nothing listens (retried once, later).
 		de := espotaWantClass(t, err, ClassNothingListens)
 		if !strings.Contains(de.Reason, "UDP port unreachable") {
 			t.Errorf("reason %q", de.Reason)
+		}
+		if took := time.Since(start); took >= 15*time.Second {
+			t.Errorf("took %v: a port nothing listens on must not cost the whole invitation wait", took)
 		}
 	})
 }

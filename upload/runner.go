@@ -512,7 +512,7 @@ func (r *runner) preflight(ctx context.Context, d *device) bool {
 		}
 		return true
 	}
-	if devChip, from := deviceChip(f); devChip != "" && img.chip != "" && !strings.EqualFold(devChip, img.chip) {
+	if devChip, from := deviceChip(f, d.t); devChip != "" && img.chip != "" && !strings.EqualFold(devChip, img.chip) {
 		msg := fmt.Sprintf("image is built for %s, the device is %s (%s)", img.chip, devChip, from)
 		if otherFamily(img.chip, devChip) {
 			// Not even with --force: an ESP8266 has no rollback (a wrong
@@ -529,6 +529,15 @@ func (r *runner) preflight(ctx context.Context, d *device) bool {
 	} else if devChip == "" && img.chip == "esp8266" {
 		d.res.Warnings = append(d.res.Warnings,
 			"the device tells no chip (no mDNS TXT board): the ESP8266 image could not be checked against it")
+	} else if devChip == "" && img.chip != "" && d.proto == Espota {
+		// An ArduinoOTA device takes any image whose first byte fits; only
+		// TXT board (mDNS, a .local or inventory name) tells its chip. Port
+		// 8266 is no chip fact, but a strong hint.
+		w := fmt.Sprintf("the device tells no chip (no mDNS TXT board): the %s image could not be checked against it", img.chip)
+		if portOr(d.t.Port) == 8266 {
+			w += "; port 8266 is ESP8266's espota port, and an ESP8266 cannot boot an ESP32-family image (it would need a serial reflash)"
+		}
+		d.res.Warnings = append(d.res.Warnings, w)
 	}
 	if f.Project != "" && img.project != "" && f.Project != img.project {
 		if refuse("image is project %q, the device runs %q", img.project, f.Project) {

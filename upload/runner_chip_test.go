@@ -62,3 +62,38 @@ func TestRunChipFromBoard(t *testing.T) {
 		})
 	}
 }
+
+// TestRunNoChipToldOnESP8266Port: an ESP32 image to an espota device that
+// tells no chip, addressed by IP on 8266 (no TXT board): sent, with a
+// warning that names the risk (issue 15: port 8266 is no chip fact).
+func TestRunNoChipToldOnESP8266Port(t *testing.T) {
+	fl := startFleet(t, 1, func(_ int, cfg *sim.Config) { cfg.Personality = sim.ESP8266 })
+	o := espotaRunOptions(t)
+	ts := targetsOf(fl)
+	ts[0].Protocol = Espota
+	r := Run(context.Background(), simFirmware(t, "1.0.1"), ts, o)[0]
+	if ts[0].Port != 8266 {
+		t.Fatalf("the esp8266 sim listens on %d", ts[0].Port)
+	}
+	if len(r.Warnings) == 0 || !strings.Contains(strings.Join(r.Warnings, " "), "port 8266 is ESP8266's espota port") {
+		t.Fatalf("%s (%s), warnings %q", r.Outcome, r.Message, r.Warnings)
+	}
+}
+
+// TestRunChipFromInventory: the inventory's chip: is chip evidence where
+// the device tells none: an ESP32 image to an inventory esp8266 is refused
+// before a byte goes out, --force or not.
+func TestRunChipFromInventory(t *testing.T) {
+	fl := startFleet(t, 1, func(_ int, cfg *sim.Config) { cfg.Personality = sim.ESP8266 })
+	o := espotaRunOptions(t)
+	o.Force = true
+	ts := targetsOf(fl)
+	ts[0].Protocol, ts[0].Chip = Espota, "esp8266"
+	r := Run(context.Background(), simFirmware(t, "1.0.1"), ts, o)[0]
+	if r.Outcome != OutcomeRefused || !strings.Contains(r.Message, "the inventory says chip esp8266") {
+		t.Fatalf("%s (%s)", r.Outcome, r.Message)
+	}
+	if n := len(fl.Devices()[0].State().Uploads); n != 0 {
+		t.Errorf("%d uploads reached the device", n)
+	}
+}

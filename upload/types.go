@@ -79,6 +79,9 @@ type Target struct {
 	Protocol Protocol
 	// WebPort is where /api/status lives (OTS firmware); 0 means 80.
 	WebPort int
+	// Chip is what the inventory says the device's chip is ("" = not
+	// said): chip evidence where the device tells none.
+	Chip string
 }
 
 // Addr is host:port for the OTA port.

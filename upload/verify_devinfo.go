@@ -93,12 +93,15 @@ func factsFromDevinfo(df devinfo.Facts, asked Protocol) Facts {
 // TXT chip=), else the chip its TXT board= names (ArduinoOTA: ESP8266_GENERIC,
 // esp32s3, …); from says which. "" when neither tells: the port (8266 or
 // 3232) is no chip fact, it only selects the protocol.
-func deviceChip(f Facts) (chip, from string) {
+func deviceChip(f Facts, t Target) (chip, from string) {
 	if f.Chip != "" {
 		return f.Chip, "it tells chip " + f.Chip
 	}
 	if c, ok := image.BoardChip(f.Board); ok {
 		return c.String(), "its board is " + f.Board
+	}
+	if c, ok := image.ChipByName(t.Chip); ok {
+		return c.String(), "the inventory says chip " + t.Chip
 	}
 	return "", ""
 }
