@@ -40,7 +40,8 @@ func newDiscoverCmd(a *app) *cobra.Command {
 		Long: `Discover browses mDNS for _ota._tcp and _arduino._tcp (and any --service) on every
 interface that is up and multicast-capable, or on the --interface ones, and lists what it
 found together with the inventory of the config file. For each device it probes the OTA
-port: a TCP connect that succeeds means HTTP, a refused one espota.
+port: a TCP connect that succeeds means HTTP; a refused one means espota, unless the
+UDP port answers an empty datagram with "port unreachable": then nothing listens.
 
 --watch streams additions, changes (a new version after a reboot) and removals until
 interrupted. A device is removed by a goodbye, or when its SRV or address records expire

@@ -115,7 +115,9 @@ func (o *espotaOptions) pushArgs() ([]string, error) {
 	if o.Debug {
 		args = append(args, "-vv")
 	}
-	return append(args, "--", o.File, o.IP), nil
+	// HOST:PORT: espota's -p is explicit, and must win over the port mDNS
+	// gives a .local name.
+	return append(args, "--", o.File, net.JoinHostPort(strings.Trim(o.IP, "[]"), strconv.Itoa(o.Port))), nil
 }
 
 // espotaWords rewrites push's flag names in messages into espota.py's, so

@@ -7,6 +7,18 @@ import (
 
 // TestEspotaSpellings: espota.py's argparse spellings, in any order, give
 // the same push command line.
+// TestEspotaPortWins: -p is explicit, so it travels as HOST:PORT and wins
+// over the port mDNS gives a .local name.
+func TestEspotaPortWins(t *testing.T) {
+	for in, want := range map[string]string{"dev.local": "dev.local:9999", "10.0.0.5": "10.0.0.5:9999", "fe80::1": "[fe80::1]:9999", "[::1]": "[::1]:9999"} {
+		o := &espotaOptions{IP: in, File: "fw.bin", Port: 9999, HostIP: "0.0.0.0", Timeout: 10}
+		got, err := o.pushArgs()
+		if err != nil || got[len(got)-1] != want {
+			t.Errorf("-i %s -p 9999: %q, %v; want target %s", in, got, err, want)
+		}
+	}
+}
+
 func TestEspotaSpellings(t *testing.T) {
 	base := []string{"push", "--protocol", "espota", "--port", "3232", "--retries", "3", "--connect-timeout", "25s"}
 	for _, c := range []struct {
@@ -38,7 +50,7 @@ func TestEspotaSpellings(t *testing.T) {
 			t.Errorf("%q: %v", c.args, err)
 			continue
 		}
-		want := append(append(slices.Clone(base), c.want...), "--", c.file, "10.0.0.5")
+		want := append(append(slices.Clone(base), c.want...), "--", c.file, "10.0.0.5:3232")
 		if !slices.Equal(got, want) {
 			t.Errorf("%q:\n got %q\nwant %q", c.args, got, want)
 		}
