@@ -215,8 +215,8 @@ func commandPath(root *cobra.Command, args []string) string {
 func newRootCmd(a *app) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "ots-ota",
-		Short: "Check ESP32 firmware images, find devices and tell what they run, simulate ESP32 devices",
-		Long: `ots-ota is a tool for updating the firmware of ESP32 devices over the network.
+		Short: "Check ESP32 and ESP8266 firmware images, find devices and tell what they run, simulate devices",
+		Long: `ots-ota is a tool for updating the firmware of ESP32 and ESP8266 devices over the network.
 Today it checks firmware files before they are sent (inspect), sends them to devices
 in parallel and checks what they run afterwards (push; espota takes espota.py's command
 line), finds devices by mDNS and the inventory (discover), tells what each device runs

@@ -70,8 +70,8 @@ func newSimCmd(a *app) *cobra.Command {
 	o := &simOptions{}
 	c := &cobra.Command{
 		Use:   "sim",
-		Short: "Run simulated ESP32 devices on loopback that behave like the real firmware",
-		Long: `Start simulated ESP32 devices, each on its own loopback address (127.0.0.2, .3, ...)
+		Short: "Run simulated ESP32 and ESP8266 devices on loopback that behave like the real firmware",
+		Long: `Start simulated ESP32 and ESP8266 devices, each on its own loopback address (127.0.0.2, .3, ...)
 on the real ports, advertised by mDNS on the loopback interface only. They answer
 uploads as the real firmware does (seed: HTTP POST /update with Bearer auth; ots: HTTP
 POST /update and the web app's /api/status and /ota/upload; arduino and esp8266: espota),
