@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -38,9 +39,33 @@ func sharedImages() string {
 	return p
 }
 
+// mdnsScripts advertise or browse by mDNS on loopback: run side by side,
+// one's devices answer another's browse (a discover --count 3 satisfied by
+// the demo's devices). They run one after another, after the rest.
+var mdnsScripts = []string{"demo", "guard", "mdns", "sim_names"}
+
 func TestScripts(t *testing.T) {
-	testscript.Run(t, testscript.Params{
-		Dir:                 filepath.Join("testdata", "script"),
+	all, err := filepath.Glob(filepath.Join("testdata", "script", "*.txtar"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rest []string
+	for _, f := range all {
+		if !slices.Contains(mdnsScripts, strings.TrimSuffix(filepath.Base(f), ".txtar")) {
+			rest = append(rest, f)
+		}
+	}
+	t.Run("parallel", func(t *testing.T) { testscript.Run(t, scriptParams(rest)) })
+	for _, name := range mdnsScripts {
+		t.Run(name, func(t *testing.T) {
+			testscript.Run(t, scriptParams([]string{filepath.Join("testdata", "script", name+".txtar")}))
+		})
+	}
+}
+
+func scriptParams(files []string) testscript.Params {
+	return testscript.Params{
+		Files:               files,
 		RequireExplicitExec: true,
 		Setup: func(e *testscript.Env) error {
 			// The ots-ota processes a script starts open mDNS sockets on
@@ -71,7 +96,7 @@ func TestScripts(t *testing.T) {
 			"mksparse": cmdMksparse,
 			"mkflash":  cmdMkflash,
 		},
-	})
+	}
 }
 
 // loopback127: 127.0.0.2 and up answer without set-up on Linux only.
