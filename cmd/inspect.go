@@ -270,7 +270,8 @@ func inspectFile(ctx context.Context, a *app, path string, o *inspectOptions) (i
 	if p.SlotSize > 0 {
 		r.SlotSize = ptr(p.SlotSize) // the slot is known whatever the file holds
 	}
-	data, err := fwfile.ReadArg(ctx, path, a.io.In, maxFileRead)
+	// Mapped, not copied: inspect reads the file once, while hashing it.
+	data, release, err := fwfile.MapArg(ctx, path, a.io.In, maxFileRead)
 	var tl *fwfile.TooLargeError
 	var nr *fwfile.NotRegularError
 	switch {
@@ -292,7 +293,13 @@ func inspectFile(ctx context.Context, a *app, path string, o *inspectOptions) (i
 		r.Errors = append(r.Errors, findingResult{Code: "unreadable", Message: err.Error(), Hint: "check the path"})
 		return r, nil
 	}
-	rep := image.Validate(data, p)
+	defer release()
+	var rep *image.Report
+	// Validate copies what it keeps (digests, strings), so nothing of data outlives release.
+	if err := fwfile.Guard(path, func() { rep = image.Validate(data, p) }); err != nil {
+		r.Errors = append(r.Errors, findingResult{Code: "unreadable", Message: err.Error(), Hint: "inspect it again once it is fully written"})
+		return r, nil
+	}
 	r.Size = ptr(int64(len(data)))
 	r.Errors, r.Warnings = findings(rep.Errors), findings(rep.Warnings)
 	r.OK = rep.OK()

@@ -9,7 +9,6 @@
 package fwfile
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -50,27 +49,43 @@ func (e *NotRegularError) Error() string {
 // is refused before it is opened; a larger file is refused from its size on
 // disk. The read stops with ctx.Err() when ctx ends.
 func Read(ctx context.Context, path string, limit int64) ([]byte, error) {
-	st, err := os.Stat(path)
+	f, size, err := openRegular(path, limit)
 	if err != nil {
-		return nil, pathError(path, err)
-	}
-	if err := regular(path, st); err != nil {
 		return nil, err
 	}
+	defer f.Close()
+	return readSized(ctx, f, size, limit, path)
+}
+
+// openRegular opens the regular file at path after the checks Read
+// describes, and gives its size on disk.
+func openRegular(path string, limit int64) (*os.File, int64, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, 0, pathError(path, err)
+	}
+	if err := regular(path, st); err != nil {
+		return nil, 0, err
+	}
 	if st.Size() > limit {
-		return nil, &TooLargeError{Size: st.Size(), Limit: limit}
+		return nil, 0, &TooLargeError{Size: st.Size(), Limit: limit}
 	}
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, pathError(path, err)
+		return nil, 0, pathError(path, err)
 	}
-	defer f.Close()
 	if st, err = f.Stat(); err != nil {
-		return nil, pathError(path, err)
+		f.Close()
+		return nil, 0, pathError(path, err)
 	} else if err := regular(path, st); err != nil { // replaced since the first look
-		return nil, err
+		f.Close()
+		return nil, 0, err
 	}
-	return readAll(ctx, f, limit, path)
+	if st.Size() > limit {
+		f.Close()
+		return nil, 0, &TooLargeError{Size: st.Size(), Limit: limit}
+	}
+	return f, st.Size(), nil
 }
 
 // ReadStream reads r (standard input) to its end, at most limit bytes. A
@@ -105,24 +120,35 @@ func ReadArg(ctx context.Context, arg string, stdin io.Reader, limit int64) ([]b
 
 // readAll reads r to the end, at most limit bytes, checking ctx between chunks.
 func readAll(ctx context.Context, r io.Reader, limit int64, name string) ([]byte, error) {
-	var buf bytes.Buffer
+	return readSized(ctx, r, 0, limit, name)
+}
+
+// readSized is readAll for a reader expected to hold size bytes: the
+// buffer is allocated once, with a byte to spare to see the end, so the
+// data is copied once (a file that grew meanwhile still reads whole).
+func readSized(ctx context.Context, r io.Reader, size, limit int64, name string) ([]byte, error) {
+	buf := make([]byte, 0, min(size, limit)+1)
 	r = io.LimitReader(r, limit+1)
 	for {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		n, err := io.CopyN(&buf, r, chunk)
-		if err == io.EOF || (err == nil && n == 0) {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)] // grow
+		}
+		n, err := r.Read(buf[len(buf):min(cap(buf), len(buf)+chunk)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
 			break
 		}
 		if err != nil {
 			return nil, pathError(name, err)
 		}
 	}
-	if int64(buf.Len()) > limit {
+	if int64(len(buf)) > limit {
 		return nil, &TooLargeError{Limit: limit}
 	}
-	return buf.Bytes(), nil
+	return buf, nil
 }
 
 func regular(path string, st os.FileInfo) error {
