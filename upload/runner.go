@@ -811,7 +811,7 @@ func (r *runner) tookEarlier(ctx context.Context, d *device, de *DeviceError) bo
 // device that may hold the whole image goes on to check and install it.
 func (r *runner) interruptedMessage(d *device, err error) string {
 	if MayHaveTakenAll(err, r.fw.Size()) {
-		return "interrupted after the device had taken the whole image: it may install it and restart; check what it runs with: ots-ota info " + d.t.Addr()
+		return "interrupted after the device had taken the whole image: it may install it and restart; " + checkHint(d.t)
 	}
 	return "interrupted during the upload; the device keeps its running image"
 }
@@ -839,7 +839,7 @@ func (r *runner) failurePage(ctx context.Context, d *device, err error, de *Devi
 		return true
 	case v.Outcome == OutcomeCancelled:
 		d.res.Outcome = OutcomeCancelled
-		d.res.Message = de.Error() + "; interrupted while reading what the device runs: check with ots-ota info " + d.t.Addr()
+		d.res.Message = de.Error() + "; interrupted while reading what the device runs: " + checkHint(d.t)
 		return true
 	}
 	d.res.Running, d.res.State, d.res.VersionSource = v.Running, v.State, v.Source

@@ -362,26 +362,26 @@ func Decide(s VerdictSpec, obs []Observation, now time.Time, final bool) (Verdic
 	return Verdict{Outcome: OutcomeUnreachable, Message: "accepted the image, went silent (restarting) and did not come back" + lost}, true
 }
 
+// since is Since, or Accepted when not set.
+func (s VerdictSpec) since() time.Time {
+	if s.Since.IsZero() {
+		return s.Accepted
+	}
+	return s.Since
+}
+
 // upThroughout reports whether o's told uptime shows the device up since
 // before s.Since: no restart could have slipped by unseen.
 func upThroughout(s VerdictSpec, o *Observation) bool {
-	since := s.Since
-	if since.IsZero() {
-		since = s.Accepted
-	}
 	f := o.Facts
-	return f.UptimeKnown && f.Uptime > o.At.Sub(since)+uptimeSlack
+	return f.UptimeKnown && f.Uptime > o.At.Sub(s.since())+uptimeSlack
 }
 
 // watchedThroughout reports whether the reads left no gap a restart could
 // hide in: the first came within silenceSpan of s.Since and every one was
 // answered (an ESP32 is silent for seconds while it restarts).
 func watchedThroughout(s VerdictSpec, obs []Observation) bool {
-	since := s.Since
-	if since.IsZero() {
-		since = s.Accepted
-	}
-	if len(obs) == 0 || obs[0].At.Sub(since) >= silenceSpan {
+	if len(obs) == 0 || obs[0].At.Sub(s.since()) >= silenceSpan {
 		return false
 	}
 	for i, o := range obs {

@@ -163,11 +163,14 @@ func (r *runner) verify(ctx context.Context, d *device, s verifySpec) Verdict {
 		}
 	}
 	if parent.Err() != nil {
-		return Verdict{Outcome: OutcomeCancelled, Message: "interrupted while verifying; the device had accepted the image: check what it runs with: ots-ota info " + d.t.Addr()}
+		return Verdict{Outcome: OutcomeCancelled, Message: "interrupted while verifying; the device had accepted the image: " + checkHint(d.t)}
 	}
 	v, _ := Decide(spec, obs, time.Now(), true)
 	return r.worded(v, o, true)
 }
+
+// checkHint says how to see what a device runs after push was stopped.
+func checkHint(t Target) string { return "check what it runs with: ots-ota info " + t.Addr() }
 
 // worded adds what only the runner knows to a verdict's message.
 func (r *runner) worded(v Verdict, o Options, timedOut bool) Verdict {

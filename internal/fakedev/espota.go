@@ -457,21 +457,4 @@ func (d *EspotaDevice) lifecycle(n Build) {
 	d.mu.Unlock()
 }
 
-func (d *EspotaDevice) sleep(t time.Duration) bool {
-	if t <= 0 {
-		select {
-		case <-d.done:
-			return false
-		default:
-			return true
-		}
-	}
-	tm := time.NewTimer(t)
-	defer tm.Stop()
-	select {
-	case <-tm.C:
-		return true
-	case <-d.done:
-		return false
-	}
-}
+func (d *EspotaDevice) sleep(t time.Duration) bool { return sleepOrDone(d.done, t) }

@@ -585,10 +585,14 @@ func (d *HTTPDevice) answerEarly(w http.ResponseWriter) {
 }
 
 // sleep waits t or until Close; it reports whether the device still runs.
-func (d *HTTPDevice) sleep(t time.Duration) bool {
+func (d *HTTPDevice) sleep(t time.Duration) bool { return sleepOrDone(d.done, t) }
+
+// sleepOrDone waits t or until done closes; it reports whether done is
+// still open.
+func sleepOrDone(done <-chan struct{}, t time.Duration) bool {
 	if t <= 0 {
 		select {
-		case <-d.done:
+		case <-done:
 			return false
 		default:
 			return true
@@ -599,7 +603,7 @@ func (d *HTTPDevice) sleep(t time.Duration) bool {
 	select {
 	case <-tm.C:
 		return true
-	case <-d.done:
+	case <-done:
 		return false
 	}
 }
