@@ -515,7 +515,7 @@ func runPush(ctx context.Context, a *app, o *pushOptions) error {
 		fmt.Fprintln(a.io.ErrOut, "ots-ota: no devices found; try a longer --browse-timeout, --interface, or the inventory")
 		return silentError{ExitFailed}
 	}
-	r := newPushRenderer(a, fw, len(upload.Merge(pt.targets)))
+	r := newPushRenderer(a, fw, upload.Merge(pt.targets), opts.Retries)
 	opts.OnEvent = r.event
 	start := time.Now()
 	var results []upload.Result
