@@ -237,3 +237,35 @@ func TestTableProbesAllowed(t *testing.T) {
 		}
 	}
 }
+
+// TestAllowedProbesAreTheIssuesList pins the list to issue 17's words,
+// byte for byte: a probe added or changed in the code fails here first.
+func TestAllowedProbesAreTheIssuesList(t *testing.T) {
+	want := []string{
+		"tcp-connect", "udp-empty", "mdns",
+		"GET /ota/status", "GET /api/status", "GET /", "GET /json/info", "GET /json",
+		"GET /update", "GET /update/identity", "OPTIONS /update", "GET /cm?cmnd=Status%200 (with Referer)",
+	}
+	var got []string
+	for _, p := range AllowedProbes {
+		got = append(got, p.String())
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("allowed probes:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	for _, never := range []Probe{
+		{Kind: KindHTTP, Method: "GET", Target: "/ota/start"},
+		{Kind: KindHTTP, Method: "GET", Target: "/update?revert"},
+		{Kind: KindHTTP, Method: "GET", Target: "/up"},
+		{Kind: KindHTTP, Method: "GET", Target: "/rs"},
+		{Kind: KindHTTP, Method: "GET", Target: "/u1"},
+		{Kind: KindHTTP, Method: "GET", Target: "/cm?cmnd=Upgrade%201", Referer: true},
+		{Kind: KindHTTP, Method: "GET", Target: "/?rst="},
+		{Kind: KindHTTP, Method: "GET", Target: "/cm?cmnd=Status%200"}, // without the Referer it is not the probe
+		{Kind: KindHTTP, Method: "POST", Target: "/update"},
+	} {
+		if Allowed(never) {
+			t.Errorf("%s is allowed", never)
+		}
+	}
+}
