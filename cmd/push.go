@@ -85,6 +85,12 @@ image is refused (unless --force; an ESP32-family image to an ESP8266 or the
 reverse always), a device already running this image is skipped
 (unless --reinstall), and the image is checked against the device's slot.
 
+The protocol: --protocol, a URL or the inventory's protocol:, else mDNS, else
+a TCP connect and, to tell HTTP families apart, a few read-only GETs
+(docs/protocols/README.md). A device recognised as a family ots-ota does not
+speak yet (HTTPUpdateServer, ElegantOTA, ESPEasy, WLED, Tasmota, ESPHome) is
+refused before anything is sent.
+
 Outcomes: updated (the image was seen running after a restart or a change of
 image, and valid where the device tells its state), rolled-back (another image
 runs: the old one, factory or a third), unchanged, unreachable, unverified
