@@ -99,10 +99,10 @@ func Decide(ev Evidence) Decision {
 	}
 	// mDNS services that name a family by themselves.
 	if r := rowForService(svc); r != nil && !r.Spoken {
-		return refusal(*r, "mDNS service "+svc, "")
+		return refusal(*r, "mDNS service "+svc, false)
 	}
 	if svc == "_http._tcp" && hasAll(ev.TXT, esphomeTXTKeys) {
-		return refusal(*RowOf(FamilyESPHome), "mDNS _http._tcp with TXT version, mac and config_hash", "")
+		return refusal(*RowOf(FamilyESPHome), "mDNS _http._tcp with TXT version, mac and config_hash", false)
 	}
 	switch svc {
 	case "_ota._tcp":
@@ -245,13 +245,13 @@ func familyMark(ev Evidence, s Step, a *Answer) (Decision, bool) {
 	says := func(f Family) string { return fmt.Sprintf("%s answered %s", s.Probe, markFor(f, s.Probe).Says) }
 	switch {
 	case isTasmotaServer(*a):
-		return refusal(*RowOf(FamilyTasmota), fmt.Sprintf("%s answered with Server: %s", s.Probe, clean(a.Header.Get("Server"), 40)), ev.hintWord()), true
+		return refusal(*RowOf(FamilyTasmota), fmt.Sprintf("%s answered with Server: %s", s.Probe, clean(a.Header.Get("Server"), 40)), ev.udpClosed()), true
 	case isESPHomeByte(*a):
-		return refusal(*RowOf(FamilyESPHome), fmt.Sprintf("%s answered the single byte 0x80, ESPHome's native OTA error", s.Probe), ev.hintWord()), true
+		return refusal(*RowOf(FamilyESPHome), fmt.Sprintf("%s answered the single byte 0x80, ESPHome's native OTA error", s.Probe), ev.udpClosed()), true
 	}
 	for _, f := range []Family{FamilyWLED, FamilyESPEasy, FamilyTasmota, FamilyElegantOTA2} {
 		if matches(f, s.Probe, a) {
-			return refusal(*RowOf(f), says(f), ev.hintWord()), true
+			return refusal(*RowOf(f), says(f), ev.udpClosed()), true
 		}
 	}
 	return Decision{}, false
@@ -273,9 +273,9 @@ func followUp(ev Evidence, s Step, a *Answer, web bool) (Decision, bool) {
 			return d, true
 		}
 		if matches(FamilyESPEasy, probeJSON, j) {
-			return refusal(*RowOf(FamilyESPEasy), fmt.Sprintf("%s answered %s", st.Probe, markFor(FamilyESPEasy, probeJSON).Says), ev.hintWord()), true
+			return refusal(*RowOf(FamilyESPEasy), fmt.Sprintf("%s answered %s", st.Probe, markFor(FamilyESPEasy, probeJSON).Says), ev.udpClosed()), true
 		}
-		return refusal(*RowOf(FamilyHTTPUpdateServer), fmt.Sprintf("%s answered %s", s.Probe, markFor(FamilyHTTPUpdateServer, probeUpdate).Says), ev.hintWord()), true
+		return refusal(*RowOf(FamilyHTTPUpdateServer), fmt.Sprintf("%s answered %s", s.Probe, markFor(FamilyHTTPUpdateServer, probeUpdate).Says), ev.udpClosed()), true
 	case a.Gzip && a.Status == 200:
 		// ElegantOTA gzips its page always; v2 also has /update/identity.
 		st, id := at(probeIdentity)
@@ -283,10 +283,10 @@ func followUp(ev Evidence, s Step, a *Answer, web bool) (Decision, bool) {
 			return need(probeIdentity, web), true
 		}
 		if matches(FamilyElegantOTA2, probeIdentity, id) {
-			return refusal(*RowOf(FamilyElegantOTA2), fmt.Sprintf("%s answered %s", st.Probe, markFor(FamilyElegantOTA2, probeIdentity).Says), ev.hintWord()), true
+			return refusal(*RowOf(FamilyElegantOTA2), fmt.Sprintf("%s answered %s", st.Probe, markFor(FamilyElegantOTA2, probeIdentity).Says), ev.udpClosed()), true
 		}
 		if matches(FamilyElegantOTA3, probeUpdate, a) {
-			return refusal(*RowOf(FamilyElegantOTA3), fmt.Sprintf("%s answered %s", s.Probe, markFor(FamilyElegantOTA3, probeUpdate).Says), ev.hintWord()), true
+			return refusal(*RowOf(FamilyElegantOTA3), fmt.Sprintf("%s answered %s", s.Probe, markFor(FamilyElegantOTA3, probeUpdate).Says), ev.udpClosed()), true
 		}
 	case a.Status == 401:
 		// A web uploader behind HTTP auth: ESP8266HTTPUpdateServer's
@@ -296,23 +296,20 @@ func followUp(ev Evidence, s Step, a *Answer, web bool) (Decision, bool) {
 			return need(probeOptions, web), true
 		}
 		if matches(FamilyHTTPUpdateServer, probeOptions, o) {
-			return refusal(*RowOf(FamilyHTTPUpdateServer), fmt.Sprintf("%s answered %s", st.Probe, markFor(FamilyHTTPUpdateServer, probeOptions).Says), ev.hintWord()), true
+			return refusal(*RowOf(FamilyHTTPUpdateServer), fmt.Sprintf("%s answered %s", st.Probe, markFor(FamilyHTTPUpdateServer, probeOptions).Says), ev.udpClosed()), true
 		}
 	}
 	return Decision{}, false
 }
 
-// hintWord: the refusal hints at espota unless the UDP port was shown closed.
-func (ev Evidence) hintWord() string {
-	if ev.port != nil && ev.port.Kind == Closed {
-		return "closed"
-	}
-	return ""
-}
+// udpClosed: the OTA port's UDP side was shown closed, so a hint at
+// espota would not help.
+func (ev Evidence) udpClosed() bool { return ev.port != nil && ev.port.Kind == Closed }
 
-func refusal(r Row, evidence, udp string) Decision {
+// refusal is the one line for a device of a family ots-ota does not speak.
+func refusal(r Row, evidence string, udpClosed bool) Decision {
 	why := fmt.Sprintf("looks like %s (%s); ots-ota does not speak %s yet", r.Name, evidence, r.Name)
-	if r.Hint != "" && udp != "closed" {
+	if r.Hint != "" && !udpClosed {
 		why += "; " + r.Hint
 	}
 	return Decision{Refused: true, Family: r.Family, Why: why}
