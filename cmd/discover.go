@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ots-ota/ots-ota/detect"
 	"github.com/ots-ota/ots-ota/devinfo"
 	"github.com/ots-ota/ots-ota/discover"
 	"github.com/ots-ota/ots-ota/inventory"
@@ -204,16 +205,26 @@ func probeRow(ctx context.Context, r *discoverRow, t discover.Target) {
 	if addr == "" {
 		return
 	}
-	proto, reason := devinfo.Probe(ctx, addr, devinfo.Options{Timeout: time.Second})
-	ok := proto != ""
-	switch {
-	case proto != devinfo.ProtoEspota || t.SeenByMDNS():
-	case devinfo.UDPClosed(ctx, addr, 0):
-		ok, proto = false, ""
+	// The detection table's port step; the empty datagram only when mDNS
+	// did not see the device (a fresh sighting needs no proof).
+	p := detect.ProbePort(ctx, addr, detect.PortOptions{Timeout: time.Second, NoUDP: t.SeenByMDNS()})
+	var proto, reason string
+	ok := true
+	switch p.Kind {
+	case detect.Accepted:
+		proto = devinfo.ProtoHTTP
+	case detect.Refused:
+		proto = devinfo.ProtoEspota
+		if !t.SeenByMDNS() {
+			ok, r.Unconfirmed = false, true
+			reason = "TCP refused: espota assumed, not confirmed (no mDNS record of a device there)"
+		}
+	case detect.Closed:
+		ok = false
 		reason = "nothing listens at " + addr + ": TCP refused and the UDP port is unreachable"
 	default:
-		ok, r.Unconfirmed = false, true
-		reason = "TCP refused: espota assumed, not confirmed (no mDNS record of a device there)"
+		ok = false
+		reason = "TCP connect to " + addr + ": " + p.Words()
 	}
 	r.Reachable = &ok
 	if proto != "" && r.Protocol == "" {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ots-ota/ots-ota/auth"
+	"github.com/ots-ota/ots-ota/detect"
 	"github.com/ots-ota/ots-ota/discover"
 	"github.com/ots-ota/ots-ota/image"
 	"github.com/ots-ota/ots-ota/inventory"
@@ -83,6 +85,12 @@ image is refused (unless --force; an ESP32-family image to an ESP8266 or the
 reverse always), a device already running this image is skipped
 (unless --reinstall), and the image is checked against the device's slot.
 
+The protocol: --protocol, a URL or the inventory's protocol:, else mDNS, else
+a TCP connect and, to tell HTTP families apart, a few read-only GETs
+(docs/protocols/README.md). A device recognised as a family ots-ota does not
+speak yet (HTTPUpdateServer, ElegantOTA, ESPEasy, WLED, Tasmota, ESPHome) is
+refused before anything is sent.
+
 Outcomes: updated (the image was seen running after a restart or a change of
 image, and valid where the device tells its state), rolled-back (another image
 runs: the old one, factory or a third), unchanged, unreachable, unverified
@@ -115,7 +123,7 @@ func newPushCmd(a *app) *cobra.Command {
 	c.ValidArgsFunction = completePush(a)
 	o.policyFlags.bind(c)
 	f := c.Flags()
-	f.StringVar(&o.Protocol, "protocol", "auto", "auto, http or espota (auto decides per device)")
+	f.StringVar(&o.Protocol, "protocol", "auto", "auto (decide per device: docs/protocols/README.md), http (the image as a raw POST body: seed and OTS firmware) or espota (ArduinoOTA); wins over the inventory's protocol:")
 	f.IntVar(&o.Port, "port", 0, "OTA port of targets given without one (default 3232; ESP8266 espota devices use 8266)")
 	f.IntVar(&o.WebPort, "web-port", 0, "web port for /api/status (default 80)")
 	f.StringVar(&o.Token, "token", "", "HTTP Bearer token (also $OTS_OTA_TOKEN or the config file)")
@@ -204,6 +212,9 @@ func (o *pushOptions) check(a *app) (*pushPlan, error) {
 	p := &pushPlan{}
 	var err error
 	if p.proto, err = upload.ParseProtocol(o.Protocol); err != nil {
+		if slices.Contains(detect.Reserved(), detect.Protocol(strings.ToLower(o.Protocol))) {
+			return nil, a.flagError("protocol", "reserved for a family ots-ota recognises but does not speak yet (docs/protocols/README.md); want auto, http or espota")
+		}
 		return nil, a.flagError("protocol", "want auto, http or espota")
 	}
 	if len(o.Targets) == 0 && !o.sel.All && o.sel.Group == "" {
@@ -503,12 +514,11 @@ func runPush(ctx context.Context, a *app, o *pushOptions) error {
 		upload.Espota: &upload.EspotaTransport{Listener: ln, ConnectTimeout: o.ConnectTimeout, IdleTimeout: o.IdleTimeout,
 			MD5Password: o.MD5Password, Logger: a.log},
 	}
+	// The detection table decides every device's protocol, the user's
+	// word included (docs/protocols/README.md).
 	opts.Probe = func(ctx context.Context, t upload.Target) (upload.Protocol, error) {
-		h, ok := pt.hints[t.Addr()]
-		if !ok {
-			h = upload.Hint{Protocol: p.proto}
-		}
-		d, err := upload.ChooseProtocol(ctx, t, h, o.ConnectTimeout)
+		d, err := upload.ChooseProtocol(ctx, t, pt.hints[t.Addr()], o.ConnectTimeout)
+		a.log.Debug("protocol decided", "device", t.Name, "protocol", d.Protocol, "family", d.Family, "why", d.Why, "err", err)
 		return d.Protocol, err
 	}
 	if len(pt.targets)+len(pt.failed) == 0 {

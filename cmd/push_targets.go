@@ -82,7 +82,7 @@ func (o *pushOptions) resolveTargets(ctx context.Context, a *app, p *pushPlan) (
 	res := &discover.Resolver{NoMDNS: true} // plain names: the system's resolver only
 	if !o.needsDiscover(func(name string) bool { _, ok := inv.Device(name); return ok }) {
 		for i, t := range p.targets {
-			cands = append(cands, candidate{t: t, cred: p.targetCreds[i]})
+			cands = append(cands, candidate{t: t, cred: p.targetCreds[i], hint: wordHint(t, p.proto)})
 		}
 	} else {
 		cfg := p.mdns
@@ -150,13 +150,16 @@ func (o *pushOptions) resolveTargets(ctx context.Context, a *app, p *pushPlan) (
 			}
 		}
 		t := first.t
+		// Every device goes through the detection table (the runner's
+		// probe): the word (--protocol, a URL, the inventory) travels in
+		// the hint, so that a raw body never goes to a device recognised
+		// as a family ots-ota does not speak, whoever named http.
+		t.Protocol = upload.Auto
 		pt.targets = append(pt.targets, t)
 		if first.cred != nil {
 			pt.creds[t.Addr()] = *first.cred
 		}
-		if first.hint.Protocol != "" || first.hint.TXT != nil {
-			pt.hints[t.Addr()] = first.hint
-		}
+		pt.hints[t.Addr()] = first.hint
 	}
 	return pt, nil
 }
@@ -169,7 +172,7 @@ func (o *pushOptions) discoverTargets(ctx context.Context, a *app, p *pushPlan, 
 	var urls []candidate
 	for i, s := range o.Targets {
 		if strings.Contains(s, "://") {
-			urls = append(urls, candidate{t: p.targets[i], cred: p.targetCreds[i]})
+			urls = append(urls, candidate{t: p.targets[i], cred: p.targetCreds[i], hint: wordHint(p.targets[i], p.proto)})
 			continue
 		}
 		args = append(args, s)
@@ -195,7 +198,7 @@ func (o *pushOptions) discoverTargets(ctx context.Context, a *app, p *pushPlan, 
 				Message: "could not resolve: " + s.Err.Error()})
 			continue
 		}
-		ut := upload.Target{Name: t.Name, Host: t.Host, Port: t.Port, WebPort: t.WebPort, Protocol: p.proto, Chip: t.Chip}
+		ut := upload.Target{Name: t.Name, Host: t.Host, Port: t.Port, WebPort: t.WebPort, Protocol: upload.Auto, Chip: t.Chip}
 		if len(t.Addrs) > 0 {
 			ut.Host = t.Addrs[0].String()
 		}
@@ -205,10 +208,14 @@ func (o *pushOptions) discoverTargets(ctx context.Context, a *app, p *pushPlan, 
 		if ut.WebPort == 0 {
 			ut.WebPort = o.WebPort
 		}
-		if pr, err := upload.ParseProtocol(t.Protocol); err == nil && t.Protocol != "" {
-			ut.Protocol = pr // the inventory's word wins
+		h := upload.Hint{Service: t.Service, TXT: t.TXT}
+		// --protocol wins over the inventory's protocol: (docs/protocols).
+		if pr, err := upload.ParseProtocol(t.Protocol); p.proto == upload.Auto && err == nil && pr != upload.Auto {
+			h.Protocol, h.From = pr, "the inventory"
+		} else if p.proto != upload.Auto {
+			h.Protocol, h.From = p.proto, "--protocol"
 		}
-		c := candidate{t: ut, addrs: slices.Clone(t.Addrs), hint: upload.Hint{Protocol: ut.Protocol, Service: t.Service, TXT: t.TXT}}
+		c := candidate{t: ut, addrs: slices.Clone(t.Addrs), hint: h}
 		if c.addrs == nil {
 			c.addrs = []netip.Addr{} // resolved by Select: not to be looked up again
 		}
@@ -226,6 +233,18 @@ func (o *pushOptions) discoverTargets(ctx context.Context, a *app, p *pushPlan, 
 		cands = append(cands, c)
 	}
 	return append(cands, urls...), nil
+}
+
+// wordHint is what the command line says of a target's protocol: a URL
+// names raw HTTP, else --protocol when it is not auto.
+func wordHint(t upload.Target, flag upload.Protocol) upload.Hint {
+	switch {
+	case strings.Contains(t.Name, "://"):
+		return upload.Hint{Protocol: upload.HTTP, From: "the URL"}
+	case flag != upload.Auto && flag != "":
+		return upload.Hint{Protocol: flag, From: "--protocol"}
+	}
+	return upload.Hint{}
 }
 
 // sameCredentials reports whether two per-device credentials send the

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/ots-ota/ots-ota/detect"
 )
 
 // Source says where a fact came from.
@@ -157,20 +159,16 @@ func Query(ctx context.Context, t Target, o Options) (Facts, error) {
 		// ArduinoOTA answers nothing that does not change it (an invitation
 		// starts an update): a TCP connect is all that may be tried, as on
 		// the probe path, and TXT evidence decides the rest.
-		p, ok, timedOut := probe(ctx, addr, o, &f)
+		p, ok, timedOut := probe(ctx, addr, o, &f, true)
 		f.Protocol, f.Reachable, silent = Fact{ProtoEspota, FromTarget}, ok && p.Value == ProtoHTTP, timedOut
 		f.Unconfirmed = p.Value == ProtoEspota
 	default:
+		// The detection table's port step (package detect): the empty
+		// datagram only when no mDNS record backs a device there.
 		var ok bool
-		f.Protocol, ok, silent = probe(ctx, addr, o, &f)
+		f.Protocol, ok, silent = probe(ctx, addr, o, &f, t.TXT != nil)
 		f.Reachable = ok && f.Protocol.Value == ProtoHTTP
 		f.Unconfirmed = f.Protocol.Value == ProtoEspota
-		if f.Unconfirmed && t.TXT == nil && UDPClosed(ctx, addr, min(o.Timeout, UDPWait)) {
-			// The same rule as push's protocol probe: an ArduinoOTA device
-			// would have taken the empty datagram in silence.
-			f.Protocol, f.Unconfirmed, f.NothingListens = Fact{}, false, true
-			f.Notes = append(f.Notes, "nothing listens at "+addr+": TCP refused and the UDP port is unreachable, so it is neither an HTTP nor an espota device")
-		}
 	}
 	if f.Unconfirmed && t.TXT != nil {
 		// The device answered mDNS moments ago: that is a sighting.
@@ -231,35 +229,27 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-// Probe tells the protocol of an OTA port from a TCP connect (contract
-// §1): accepted → "http", refused → "espota"; "" when the device did not
-// answer, with the reason.
-func Probe(ctx context.Context, addr string, o Options) (proto string, reason string) {
-	var f Facts
-	p, _, _ := probe(ctx, addr, o.withDefaults(), &f)
-	if p.Value == "" && len(f.Notes) > 0 {
-		reason = f.Notes[0]
-	}
-	return p.Value, reason
-}
-
-// probe tells the protocol from a TCP connect (contract §1). ok: the port
-// answered, accepted or refused; a refusal alone does not show a device.
-// timedOut: the connect met silence.
-func probe(ctx context.Context, addr string, o Options, f *Facts) (p Fact, ok, timedOut bool) {
-	cctx, cancel := context.WithTimeout(ctx, o.Timeout)
-	defer cancel()
-	c, err := o.Dial(cctx, "tcp", addr)
-	if err == nil {
-		c.Close()
+// probe is the detection table's port step (detect.ProbePort): accepted
+// → "http", refused → "espota" (a refusal alone does not show a device),
+// refused with the UDP port unreachable → nothing listens (noUDP skips that
+// datagram). ok: the port answered, accepted or refused. timedOut: the
+// connect met silence.
+func probe(ctx context.Context, addr string, o Options, f *Facts, noUDP bool) (p Fact, ok, timedOut bool) {
+	pa := detect.ProbePort(ctx, addr, detect.PortOptions{Timeout: o.Timeout, UDPWait: min(o.Timeout, detect.UDPWait), NoUDP: noUDP, Dial: o.Dial})
+	switch pa.Kind {
+	case detect.Accepted:
 		return Fact{ProtoHTTP, FromProbe}, true, false
-	}
-	if isRefused(err) {
+	case detect.Refused:
 		return Fact{ProtoEspota, FromProbe}, true, false
+	case detect.Closed:
+		// An ArduinoOTA device would have taken the empty datagram in
+		// silence.
+		f.NothingListens = true
+		f.Notes = append(f.Notes, "nothing listens at "+addr+": TCP refused and the UDP port is unreachable, so it is neither an HTTP nor an espota device")
+		return Fact{}, false, false
 	}
-	r := dialReason(ctx, cctx, err)
-	f.Notes = append(f.Notes, "TCP connect to "+addr+": "+r)
-	return Fact{}, false, r == "timed out" || isUnreachable(err)
+	f.Notes = append(f.Notes, "TCP connect to "+addr+": "+pa.Words())
+	return Fact{}, false, pa.Silent()
 }
 
 // errTimedOut marks a request that ran out of its own time.
@@ -281,7 +271,7 @@ func dialReason(ctx, rctx context.Context, err error) string {
 		return "timed out" // the caller's deadline: a timeout all the same
 	case rctx.Err() != nil, errors.As(err, &ne) && ne.Timeout():
 		return "timed out"
-	case isRefused(err):
+	case detect.IsRefused(err):
 		return "refused"
 	default:
 		var oe *net.OpError
@@ -423,9 +413,9 @@ func get(ctx context.Context, addr, path string, o Options) ([]byte, error) {
 	var connectSilent, dialled atomic.Bool
 	dial := func(ctx context.Context, network, a string) (net.Conn, error) {
 		c, err := o.Dial(ctx, network, a)
-		if err != nil && !isRefused(err) {
+		if err != nil && !detect.IsRefused(err) {
 			var ne net.Error
-			connectSilent.Store(isUnreachable(err) || errors.As(err, &ne) && ne.Timeout() || errors.Is(ctx.Err(), context.DeadlineExceeded))
+			connectSilent.Store(detect.IsUnreachable(err) || errors.As(err, &ne) && ne.Timeout() || errors.Is(ctx.Err(), context.DeadlineExceeded))
 		}
 		dialled.Store(err == nil)
 		return c, err
@@ -448,7 +438,7 @@ func get(ctx context.Context, addr, path string, o Options) ([]byte, error) {
 	req.Header.Set("Accept", "application/json")
 	resp, err := cl.Do(req)
 	if err != nil {
-		if isRefused(err) {
+		if detect.IsRefused(err) {
 			return nil, ErrRefused
 		}
 		r := dialReason(ctx, rctx, unwrapURL(err))

@@ -63,27 +63,6 @@ func espotaPort(t *testing.T) (int, func() [][]byte) {
 	return 0, nil
 }
 
-func TestUDPClosed(t *testing.T) {
-	dead := net.JoinHostPort("127.0.0.1", strconv.Itoa(deadPort(t)))
-	if !UDPClosed(context.Background(), dead, 5*time.Second) {
-		t.Errorf("%s: nothing listens, but UDPClosed says something may", dead)
-	}
-	p, got := espotaPort(t)
-	live := net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
-	if UDPClosed(context.Background(), live, 200*time.Millisecond) {
-		t.Errorf("%s: a socket listens, but UDPClosed says nothing does", live)
-	}
-	// The probe is one empty datagram: never an invitation.
-	if g := got(); len(g) != 1 || len(g[0]) != 0 {
-		t.Errorf("the listener got %q, want one empty datagram", g)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if UDPClosed(ctx, dead, time.Second) {
-		t.Error("a cancelled probe says nothing listens")
-	}
-}
-
 // TestQueryNothingListens: TCP refused and UDP port unreachable, with no
 // mDNS record, is nothing at that address (issue 15 Build 2), the rule
 // push's probe uses; info says so in one line.

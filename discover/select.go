@@ -95,7 +95,9 @@ func Select(ctx context.Context, s Selection) ([]Selected, error) {
 		if err != nil {
 			return nil, err
 		}
-		browsed, didBrowse = ds, true
+		// The cache holds what the last discover browsed, --service types
+		// included; --all takes only what this run would browse.
+		browsed, didBrowse = Sweepable(ds, s.Config.Services), true
 		for _, d := range ds {
 			res.Remember(d.Host, d.Addrs)
 		}
@@ -183,6 +185,28 @@ func Select(ctx context.Context, s Selection) ([]Selected, error) {
 		return out, ctx.Err()
 	}
 	return dedup(out), ctx.Err()
+}
+
+// Sweepable keeps the devices --all may take: those found under a service
+// this run browses (services; nil = DefaultServices). A host seen only as
+// _http._tcp (a printer, a router) is never swept in: _http._tcp is
+// browsed for web ports alone, so it takes part only when it is named as a
+// service of its own, and then the detection table sends it nothing
+// without a family fingerprint (docs/protocols/README.md).
+func Sweepable(ds []Device, services []string) []Device {
+	if len(services) == 0 {
+		services = DefaultServices
+	}
+	var out []Device
+	for _, d := range ds {
+		for _, sv := range services {
+			if name, err := ServiceName(sv); err == nil && name == d.Service {
+				out = append(out, d)
+				break
+			}
+		}
+	}
+	return out
 }
 
 // dedup drops later targets that are the same device as an earlier one

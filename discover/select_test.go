@@ -5,9 +5,13 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/miekg/dns"
 
 	"github.com/ots-ota/ots-ota/inventory"
 )
@@ -199,5 +203,80 @@ func TestSelectNameAndAddress(t *testing.T) {
 	}
 	if len(sel) != 2 || strings.Join(sel[0].Target.Given, ",") != "devbox:3232,127.0.0.1:3232" || sel[1].Err == nil {
 		t.Errorf("selected %+v, want devbox given twice and nowhere unresolved", sel)
+	}
+}
+
+// TestSelectAllLeavesWebOnlyHosts: a host seen only as _http._tcp (a
+// printer) is never swept into --all: not from the cache a discover
+// --service _http._tcp left, not as what a named address gets enriched
+// with, and not into the inventory by --save (issue 17). Named as a
+// service of its own it takes part, still marked _http._tcp, so that the
+// detection table sends it nothing without a family fingerprint.
+func TestSelectAllLeavesWebOnlyHosts(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("XDG_CACHE_HOME", dir)
+	t.Setenv("HOME", dir)
+	t.Setenv("LocalAppData", dir)
+	ota := Device{Instance: "OTS Firmware Main", Service: "_ota._tcp", Host: "ots-fw-main.local", Port: 3232,
+		Addrs: []netip.Addr{netip.MustParseAddr("10.0.0.7")}}
+	printer := Device{Instance: "LaserJet Pro", Service: "_http._tcp", Host: "laserjet.local", Port: 80,
+		Addrs: []netip.Addr{netip.MustParseAddr("10.0.0.8")}}
+	wled := Device{Instance: "wled-a1b2c3", Service: "_wled._tcp", Host: "wled-a1b2c3.local", Port: 80,
+		Addrs: []netip.Addr{netip.MustParseAddr("10.0.0.9")}, TXT: map[string]string{"mac": "aabbcca1b2c3"}}
+	if err := SaveCache([]Device{ota, printer, wled}); err != nil {
+		t.Fatal(err)
+	}
+	noNet := []*net.Interface{{Name: "none0", Index: 999, Flags: net.FlagUp | net.FlagMulticast}}
+	sel, err := Select(context.Background(), Selection{All: true, Cached: true, Args: []string{"10.0.0.8"}, Config: Config{Interfaces: noNet}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, s := range sel {
+		got = append(got, s.Target.Name+"/"+s.Target.Service+"/"+strconv.Itoa(s.Target.Port))
+	}
+	if want := "OTS Firmware Main/_ota._tcp/3232 10.0.0.8//0"; strings.Join(got, " ") != want {
+		t.Errorf("--all --cached took %q, want %q (the printer named by address, not as its web service)", got, want)
+	}
+	sel, err = Select(context.Background(), Selection{All: true, Cached: true,
+		Config: Config{Interfaces: noNet, Services: []string{"_ota._tcp", "_arduino._tcp", "_http._tcp"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sel) != 2 || sel[1].Target.Name != "LaserJet Pro" || sel[1].Target.Service != "_http._tcp" {
+		t.Errorf("with _http._tcp named as a service: %+v", sel)
+	}
+	if entries := InventoryEntries([]Device{ota, printer}, func(netip.Addr) string { return "http" }); len(entries) != 1 || entries[0].Address != "10.0.0.7" {
+		t.Errorf("--save would write %+v, want the OTS device alone", entries)
+	}
+}
+
+// TestBrowseWebOnlyHostIsNoDevice: _http._tcp is browsed for web ports
+// only; a host that advertises nothing else is no device of a default
+// browse.
+func TestBrowseWebOnlyHostIsNoDevice(t *testing.T) {
+	ifi := mdnsLoopback(t)
+	r := newResponderFor(t, ifi, "_http._tcp", "LaserJet-t17", "laserjet-t17", netip.MustParseAddr("127.43.17.2"))
+	r.set(func(r *splitResponder) { r.port = 80 })
+	startFleet(t, ifi, 1, "127.43.17.3", "webonly", uniqueInstances("webonly"))
+	ds, err := Browse(context.Background(), loCfg(ifi), BrowseOptions{Timeout: 1500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ours(ds, "webonly")) != 1 {
+		t.Fatalf("the fleet's device is missing: %+v", ds)
+	}
+	if n := r.count(dns.TypePTR); n == 0 {
+		t.Fatalf("the browse asked no PTR of _http._tcp: the test shows nothing")
+	}
+	if len(ours(ds, "LaserJet")) != 0 {
+		t.Errorf("a host seen only as _http._tcp became a device: %+v", ours(ds, "LaserJet"))
+	}
+	ds, err = Browse(context.Background(), loCfg(ifi, "_ota._tcp", "_http._tcp"), BrowseOptions{Timeout: 1500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ours(ds, "LaserJet"); len(got) != 1 || got[0].Service != "_http._tcp" || got[0].Port != 80 {
+		t.Errorf("named as a service, the printer is %+v", got)
 	}
 }

@@ -72,11 +72,14 @@ func (t Target) SeenByMDNS() bool { return slices.Contains(t.Sources, "mdns") }
 // InventoryEntries are the inventory entries for devices found by mDNS
 // (for discover --save): one per address, named after the host, with the
 // protocol that protocol tells for its first address ("" when unknown).
+// Hosts seen only as _http._tcp are left out.
 func InventoryEntries(found []Device, protocol func(netip.Addr) string) []inventory.Device {
 	var devs []inventory.Device
 	seen := make(map[netip.Addr]bool)
 	for _, t := range Merge(found, nil) {
-		if len(t.Addrs) == 0 || seen[t.Addrs[0]] {
+		if len(t.Addrs) == 0 || seen[t.Addrs[0]] || t.Service == webService {
+			// A host seen only as _http._tcp is no device to save: in the
+			// inventory it would be swept into --all.
 			continue
 		}
 		a := t.Addrs[0]

@@ -12,7 +12,12 @@ import (
 	"github.com/ots-ota/ots-ota/sim"
 )
 
-func TestDecideFromHint(t *testing.T) {
+// TestChooseProtocolFacts: what decides without a packet. The target is
+// an address where nothing listens, so a decision that needed a probe
+// would come back as an error instead.
+func TestChooseProtocolFacts(t *testing.T) {
+	dead := probeTarget(t, deadAddr(t))
+	with := func(f func(*Target)) Target { tg := dead; f(&tg); return tg }
 	for _, tc := range []struct {
 		name string
 		t    Target
@@ -20,28 +25,39 @@ func TestDecideFromHint(t *testing.T) {
 		want Protocol // "" = a probe is needed
 		path string
 	}{
-		{"explicit on target", Target{Protocol: Espota}, Hint{Service: "_ota._tcp"}, Espota, ""},
-		{"explicit in hint", Target{}, Hint{Protocol: HTTP, Service: "_arduino._tcp", TXT: map[string]string{"board": "esp32"}}, HTTP, ""},
-		{"url", Target{Path: "/ota/upload"}, Hint{}, HTTP, ""},
-		{"arduino board", Target{}, Hint{Service: "_arduino._tcp", TXT: map[string]string{"board": "esp32s3", "tcp_check": "no"}}, Espota, ""},
-		{"arduino auth_upload only", Target{}, Hint{Service: "_arduino._tcp.local.", TXT: map[string]string{"auth_upload": "yes"}}, Espota, ""},
-		{"arduino key case", Target{}, Hint{Service: "_arduino._tcp", TXT: map[string]string{"Board": "x"}}, Espota, ""},
-		{"ots: _arduino._tcp without TXT", Target{}, Hint{Service: "_arduino._tcp"}, "", ""},
-		{"ots: _arduino._tcp empty TXT", Target{}, Hint{Service: "_arduino._tcp", TXT: map[string]string{}}, "", ""},
-		{"ota service", Target{}, Hint{Service: "_ota._tcp"}, HTTP, ""},
-		{"ota service path", Target{}, Hint{Service: "_ota._tcp", TXT: map[string]string{"path": "/fw"}}, HTTP, "/fw"},
-		{"board on another service is no proof", Target{}, Hint{Service: "_http._tcp", TXT: map[string]string{"board": "x"}}, "", ""},
-		{"nothing known", Target{Protocol: Auto}, Hint{}, "", ""},
+		{"explicit espota on target", with(func(t *Target) { t.Protocol = Espota }), Hint{Service: "_ota._tcp"}, Espota, ""},
+		{"espota in hint", dead, Hint{Protocol: Espota, From: "--protocol", Service: "_ota._tcp"}, Espota, ""},
+		{"arduino board", dead, Hint{Service: "_arduino._tcp", TXT: map[string]string{"board": "esp32s3", "tcp_check": "no"}}, Espota, ""},
+		{"arduino auth_upload only", dead, Hint{Service: "_arduino._tcp.local.", TXT: map[string]string{"auth_upload": "yes"}}, Espota, ""},
+		{"arduino key case", dead, Hint{Service: "_arduino._tcp", TXT: map[string]string{"Board": "x"}}, Espota, ""},
+		{"ota service", dead, Hint{Service: "_ota._tcp"}, HTTP, ""},
+		{"ota service path", dead, Hint{Service: "_ota._tcp", TXT: map[string]string{"path": "/fw"}}, HTTP, "/fw"},
+		{"http in hint with _ota._tcp", dead, Hint{Protocol: HTTP, From: "the inventory", Service: "_ota._tcp"}, HTTP, ""},
+		{"ots: _arduino._tcp without TXT", dead, Hint{Service: "_arduino._tcp"}, "", ""},
+		{"board on another service is no proof", dead, Hint{Service: "_http._tcp", TXT: map[string]string{"board": "x"}}, "", ""},
+		{"nothing known", dead, Hint{}, "", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			d, ok := DecideFromHint(tc.t, tc.h)
-			if ok != (tc.want != "") || d.Protocol != tc.want || d.Path != tc.path {
-				t.Fatalf("got %+v %v, want %q path %q", d, ok, tc.want, tc.path)
+			d, err := ChooseProtocol(httpCtx(t), tc.t, tc.h, time.Second)
+			if tc.want == "" {
+				if err == nil {
+					t.Fatalf("decided %+v without a device to probe", d)
+				}
+				return
 			}
-			if ok && (d.Why == "" || d.Probed) {
-				t.Errorf("decision %+v: needs a reason and no probe", d)
+			if err != nil || d.Protocol != tc.want || d.Path != tc.path || d.Why == "" || d.Probed {
+				t.Fatalf("got %+v, %v; want %q path %q, no probe", d, err, tc.want, tc.path)
 			}
 		})
+	}
+}
+
+// A family ots-ota does not speak is refused before anything is sent.
+func TestChooseProtocolRefusesUnspoken(t *testing.T) {
+	d, err := ChooseProtocol(httpCtx(t), probeTarget(t, deadAddr(t)), Hint{Service: "_wled._tcp"}, time.Second)
+	var re *RefusedError
+	if !errors.As(err, &re) || d.Family != "wled" || !strings.Contains(re.Reason, "looks like WLED (mDNS service _wled._tcp); ots-ota does not speak WLED yet") {
+		t.Fatalf("got %+v, %v", d, err)
 	}
 }
 

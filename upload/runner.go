@@ -66,8 +66,9 @@ type Options struct {
 	// Transports by protocol.
 	Transports map[Protocol]Transport
 	// Probe decides the protocol of a target whose Protocol is Auto and
-	// whose facts do not tell it (contract §1). nil: such a target is
-	// treated as HTTP.
+	// whose facts do not tell it (contract §1); a *RefusedError ends the
+	// device refused, with nothing sent. nil: such a target is treated as
+	// HTTP.
 	Probe func(ctx context.Context, t Target) (Protocol, error)
 	// Observer reads what devices tell (pre-flight and verification); nil
 	// means nothing can be read, so no update can be verified.
@@ -465,9 +466,14 @@ func (r *runner) preflight(ctx context.Context, d *device) bool {
 		// One place decides the protocol (facts, else a TCP connect); a
 		// silent device is decided again by each try.
 		p, err := r.opts.Probe(ctx, d.t)
+		var re *RefusedError
 		switch {
 		case err == nil:
 			d.proto, d.probed = p, true
+		case errors.As(err, &re):
+			// A family ots-ota does not speak: nothing is sent.
+			d.res.Outcome, d.res.Message = OutcomeRefused, re.Reason
+			return false
 		case r.opts.DryRun:
 			d.res.Outcome, d.res.Message = OutcomeUnreachable, oneLine(err)
 			return false
@@ -627,6 +633,12 @@ func (r *runner) update(ctx context.Context, d *device, stop *string) {
 		}
 		if ctx.Err() != nil {
 			d.res.Outcome, d.res.Message = OutcomeCancelled, r.interruptedMessage(d, err)
+			return
+		}
+		if re := (*RefusedError)(nil); errors.As(err, &re) {
+			// A later probe recognised a family ots-ota does not speak:
+			// nothing of the image was sent.
+			d.res.Outcome, d.res.Message = OutcomeRefused, re.Reason
 			return
 		}
 		de := deviceErrorOf(err)
@@ -879,6 +891,10 @@ func (r *runner) try(ctx context.Context, d *device) error {
 			var de *DeviceError
 			if errors.As(err, &de) {
 				return de
+			}
+			var re *RefusedError
+			if errors.As(err, &re) {
+				return re
 			}
 			return &DeviceError{Class: ClassUnreachable, Reason: "did not answer: " + oneLine(err), Err: err}
 		}

@@ -1,6 +1,6 @@
 //go:build windows
 
-package devinfo
+package detect
 
 import (
 	"errors"
@@ -13,7 +13,8 @@ import (
 // not match on Windows.
 const wsaeconnrefused = syscall.Errno(10061)
 
-func isRefused(err error) bool {
+// IsRefused reports whether err is a refused TCP connect.
+func IsRefused(err error) bool {
 	return errors.Is(err, wsaeconnrefused) || errors.Is(err, syscall.ECONNREFUSED)
 }
 
@@ -23,7 +24,8 @@ const (
 	wsaenetunreach  = syscall.Errno(10051)
 )
 
-func isUnreachable(err error) bool {
+// IsUnreachable reports whether err is "no route to the device".
+func IsUnreachable(err error) bool {
 	return errors.Is(err, wsaehostunreach) || errors.Is(err, wsaenetunreach) ||
 		errors.Is(err, syscall.EHOSTUNREACH) || errors.Is(err, syscall.ENETUNREACH)
 }

@@ -1,6 +1,6 @@
 //go:build !windows
 
-package devinfo
+package detect
 
 import (
 	"errors"
@@ -8,11 +8,12 @@ import (
 	"syscall"
 )
 
-func isRefused(err error) bool { return errors.Is(err, syscall.ECONNREFUSED) }
+// IsRefused reports whether err is a refused TCP connect.
+func IsRefused(err error) bool { return errors.Is(err, syscall.ECONNREFUSED) }
 
-// isUnreachable: no route to the device (ARP gave up on a host that is off
-// or rebooting).
-func isUnreachable(err error) bool {
+// IsUnreachable reports whether err is "no route to the device": ARP gave
+// up on a host that is off or rebooting.
+func IsUnreachable(err error) bool {
 	return errors.Is(err, syscall.EHOSTUNREACH) || errors.Is(err, syscall.ENETUNREACH)
 }
 

@@ -1,0 +1,360 @@
+package detect
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+)
+
+// Evidence is everything known about one device: what was said before
+// any packet (the user's word, the inventory, mDNS) and what the probes
+// answered so far.
+type Evidence struct {
+	// Word is the protocol the user or the inventory named ("" = none):
+	// --protocol, a URL target (always HTTP) or the inventory's protocol:.
+	Word Protocol
+	// WordFrom says who named it ("--protocol", "the URL", "the
+	// inventory"), for messages.
+	WordFrom string
+	// Service is the mDNS service type the device was found under
+	// ("_ota._tcp"); "" when mDNS did not find it.
+	Service string
+	// TXT is that record's TXT keys; nil when it had none.
+	TXT map[string]string
+	// NoWeb: there is no web port to ask (mDNS advertised none).
+	NoWeb bool
+
+	port    *PortAnswer
+	answers map[Step]*Answer
+}
+
+// Step is one probe to one of the device's ports.
+type Step struct {
+	Probe Probe
+	// Web: on the web port; else on the upload (OTA) port.
+	Web bool
+}
+
+// WithPort returns ev with the port probe's answer.
+func (ev Evidence) WithPort(p PortAnswer) Evidence {
+	ev.port = &p
+	return ev
+}
+
+// WithAnswer returns ev with the answer to one HTTP step.
+func (ev Evidence) WithAnswer(s Step, a Answer) Evidence {
+	m := make(map[Step]*Answer, len(ev.answers)+1)
+	maps.Copy(m, ev.answers)
+	m[s] = &a
+	ev.answers = m
+	return ev
+}
+
+// Decision is the table's verdict on one device, or the next probe it needs.
+type Decision struct {
+	// Protocol to send the image with: HTTP or Espota; "" when nothing
+	// is to be sent (Refused, Failure) or Need is set.
+	Protocol Protocol
+	// Family is the family recognised; "" when none was.
+	Family Family
+	// Why is one line for the user: which evidence decided.
+	Why string
+	// Probed: a packet to the device decided (not a word, not mDNS).
+	Probed bool
+	// Path is the upload path the device advertised (TXT path= on
+	// _ota._tcp); "" when it told none.
+	Path string
+	// Refused: nothing may be sent: the device belongs to a family ots-ota
+	// does not speak, or shows none where one is required. Why says which.
+	Refused bool
+	// Failure: no device answered to decide for.
+	Failure *Failure
+	// Need is the next probe to send; nil once decided.
+	Need *Step
+}
+
+// arduinoTXTKeys are the keys ArduinoOTA puts in its _arduino._tcp TXT
+// record; the OTS firmware's _arduino._tcp record has no TXT at all.
+var arduinoTXTKeys = []string{"board", "auth_upload", "tcp_check", "ssh_upload"}
+
+// esphomeTXTKeys: ESPHome without api: announces _http._tcp with these
+// (uploaders.md §8.7, since 2026.7.0).
+var esphomeTXTKeys = []string{"version", "mac", "config_hash"}
+
+// Decide applies the table to what is known: evidence wins in the order
+// the user's word, the inventory's protocol:, mDNS (service and TXT), then
+// the probes, cheapest first: TCP connect, one empty UDP datagram, then
+// HTTP fingerprints only to tell HTTP families apart. It sends nothing:
+// when a probe is needed, Need says which (Detector.Detect sends it).
+func Decide(ev Evidence) Decision {
+	svc := ServiceName(ev.Service)
+	// The word picks espota over everything: an ESPEasy or WLED that runs
+	// ArduinoOTA takes espota whatever its web server is.
+	if ev.Word == Espota {
+		return Decision{Protocol: Espota, Why: "espota set by " + ev.WordFrom}
+	}
+	if ev.Word != "" && ev.Word != HTTP {
+		return Decision{Refused: true, Why: fmt.Sprintf("%s names protocol %s, which ots-ota does not speak yet", ev.WordFrom, ev.Word)}
+	}
+	// mDNS services that name a family by themselves.
+	if r := rowForService(svc); r != nil && !r.Spoken {
+		return refusal(*r, "mDNS service "+svc, false)
+	}
+	if svc == "_http._tcp" && hasAll(ev.TXT, esphomeTXTKeys) {
+		return refusal(*RowOf(FamilyESPHome), "mDNS _http._tcp with TXT version, mac and config_hash", false)
+	}
+	switch svc {
+	case "_ota._tcp":
+		// The service ots-ota documents for raw-POST firmware
+		// (device-contract.md §4): no probe needed.
+		d := Decision{Protocol: HTTP, Family: FamilySeed, Why: "mDNS service _ota._tcp (HTTP OTA)"}
+		if ev.Word == HTTP {
+			d.Why = "http set by " + ev.WordFrom + "; mDNS service _ota._tcp"
+		}
+		if p, ok := txtValue(ev.TXT, "path"); ok && strings.HasPrefix(p, "/") {
+			d.Path = p
+		}
+		return d
+	case "_arduino._tcp":
+		if ev.Word == "" {
+			for _, k := range arduinoTXTKeys {
+				if v, ok := txtValue(ev.TXT, k); ok {
+					return Decision{Protocol: Espota, Family: FamilyArduinoOTA, Why: fmt.Sprintf("mDNS TXT %s=%s on _arduino._tcp (ArduinoOTA)", k, clean(v, 40))}
+				}
+			}
+		}
+	}
+	if ev.Word == HTTP {
+		// The word picks raw HTTP over espota, and skips the port probe;
+		// the fingerprints still keep a raw body from a family that
+		// takes none.
+		return ladder(ev, false, "http set by "+ev.WordFrom)
+	}
+	if svc == "_http._tcp" {
+		// A host seen only as a web server (a printer, a router) gets
+		// nothing without a family fingerprint.
+		return ladder(ev, true, "mDNS service _http._tcp")
+	}
+	if ev.port == nil {
+		return need(probeTCP, false)
+	}
+	p := ev.port
+	switch p.Kind {
+	case Accepted:
+		if svc == "_arduino._tcp" {
+			// _arduino._tcp without ArduinoOTA's TXT, and TCP accepted: the
+			// OTS firmware (device-contract.md §1).
+			return Decision{Protocol: HTTP, Family: FamilyOTS, Probed: true,
+				Why: "TCP " + p.Addr + " accepted a connection behind _arduino._tcp without ArduinoOTA's TXT keys (OTS firmware)"}
+		}
+		return ladder(ev, false, "TCP "+p.Addr+" accepted a connection")
+	case Refused:
+		return Decision{Protocol: Espota, Family: FamilyArduinoOTA, Probed: true,
+			Why: "TCP " + p.Addr + " refused a connection (espota listens on UDP only)"}
+	case Closed:
+		return webLadder(ev)
+	}
+	return Decision{Failure: p.failure(), Probed: true}
+}
+
+// ladder is the HTTP fingerprint ladder on the upload port, for a device
+// raw HTTP would go to. Each rung is asked only when the ones before it
+// left the family open; the first mark decides. strict: with no mark at
+// all, nothing is sent (a host seen only as _http._tcp).
+func ladder(ev Evidence, strict bool, why string) Decision {
+	up := func(p Probe) Step { return Step{Probe: p} }
+	raw := func(f Family, s Step, says string) Decision {
+		return Decision{Protocol: HTTP, Family: f, Probed: ev.port != nil || len(ev.answers) > 0,
+			Why: fmt.Sprintf("%s; %s answered %s", why, s.Probe, says)}
+	}
+	rungs := []Step{up(probeUpdate), up(probeOTAStatus), {Probe: probeAPIStatus, Web: true}, up(probeRoot), up(probeJSONInfo), up(probeJSON), up(probeTasmotaCmd)}
+	for _, s := range rungs {
+		if s.Web && ev.NoWeb {
+			continue
+		}
+		a := ev.answers[s]
+		if a == nil {
+			return need(s.Probe, s.Web)
+		}
+		if d, ok := familyMark(ev, s, a); ok {
+			return d
+		}
+		if !s.Web && (a.None || a.Status == 0) {
+			// Silence or a stranger's bytes on the upload port: ask no more.
+			if strict {
+				return noFamily(why, fmt.Sprintf("%s got no HTTP answer (%s)", s.Probe, a.Note))
+			}
+			return Decision{Protocol: HTTP, Probed: true, Why: fmt.Sprintf("%s; %s got no HTTP answer (%s), no family told", why, s.Probe, a.Note)}
+		}
+		switch s.Probe {
+		case probeUpdate:
+			if matches(FamilySeed, probeUpdate, a) {
+				return raw(FamilySeed, s, markFor(FamilySeed, probeUpdate).Says)
+			}
+			if d, ok := followUp(ev, s, a, false); ok {
+				return d
+			}
+		case probeOTAStatus:
+			if matches(FamilySeed, probeOTAStatus, a) {
+				return raw(FamilySeed, s, markFor(FamilySeed, probeOTAStatus).Says)
+			}
+		case probeAPIStatus:
+			if matches(FamilyOTS, probeAPIStatus, a) {
+				return raw(FamilyOTS, s, markFor(FamilyOTS, probeAPIStatus).Says)
+			}
+		}
+	}
+	if strict {
+		return noFamily(why, "no family answered the fingerprint probes")
+	}
+	return Decision{Protocol: HTTP, Probed: true, Why: why + "; no family fingerprint matched: raw HTTP POST"}
+}
+
+// webLadder: nothing listens at the OTA port; the web port may still name
+// a family that the user should hear about rather than "nothing listens".
+func webLadder(ev Evidence) Decision {
+	fail := Decision{Failure: ev.port.failure(), Probed: true}
+	if ev.NoWeb {
+		return fail
+	}
+	web := func(p Probe) Step { return Step{Probe: p, Web: true} }
+	for _, s := range []Step{web(probeUpdate), web(probeRoot), web(probeJSONInfo), web(probeJSON), web(probeTasmotaCmd)} {
+		a := ev.answers[s]
+		if a == nil {
+			return need(s.Probe, true)
+		}
+		if d, ok := familyMark(ev, s, a); ok {
+			return d
+		}
+		if a.None || a.Status == 0 {
+			return fail
+		}
+		if s.Probe == probeUpdate {
+			if d, ok := followUp(ev, s, a, true); ok {
+				return d
+			}
+		}
+	}
+	return fail
+}
+
+// familyMark checks the marks any answer may carry: Tasmota's Server
+// header, ESPHome's error byte, and the rung's own family marks.
+func familyMark(ev Evidence, s Step, a *Answer) (Decision, bool) {
+	says := func(f Family) string { return fmt.Sprintf("%s answered %s", s.Probe, markFor(f, s.Probe).Says) }
+	switch {
+	case isTasmotaServer(*a):
+		return refusal(*RowOf(FamilyTasmota), fmt.Sprintf("%s answered with Server: %s", s.Probe, clean(a.Header.Get("Server"), 40)), ev.udpClosed()), true
+	case isESPHomeByte(*a):
+		return refusal(*RowOf(FamilyESPHome), fmt.Sprintf("%s answered the single byte 0x80, ESPHome's native OTA error", s.Probe), ev.udpClosed()), true
+	}
+	for _, f := range []Family{FamilyWLED, FamilyESPEasy, FamilyTasmota, FamilyElegantOTA2} {
+		if matches(f, s.Probe, a) {
+			return refusal(*RowOf(f), says(f), ev.udpClosed()), true
+		}
+	}
+	return Decision{}, false
+}
+
+// followUp reads GET /update's answer: the web uploaders serve a page
+// there; one more probe may be needed to name which.
+func followUp(ev Evidence, s Step, a *Answer, web bool) (Decision, bool) {
+	at := func(p Probe) (Step, *Answer) {
+		st := Step{Probe: p, Web: web}
+		return st, ev.answers[st]
+	}
+	switch {
+	case matches(FamilyHTTPUpdateServer, probeUpdate, a):
+		// ESPEasy serves the same form: its /json tells it apart.
+		st, j := at(probeJSON)
+		if j == nil {
+			d := need(probeJSON, web)
+			return d, true
+		}
+		if matches(FamilyESPEasy, probeJSON, j) {
+			return refusal(*RowOf(FamilyESPEasy), fmt.Sprintf("%s answered %s", st.Probe, markFor(FamilyESPEasy, probeJSON).Says), ev.udpClosed()), true
+		}
+		return refusal(*RowOf(FamilyHTTPUpdateServer), fmt.Sprintf("%s answered %s", s.Probe, markFor(FamilyHTTPUpdateServer, probeUpdate).Says), ev.udpClosed()), true
+	case a.Gzip && a.Status == 200:
+		// ElegantOTA gzips its page always; v2 also has /update/identity.
+		st, id := at(probeIdentity)
+		if id == nil {
+			return need(probeIdentity, web), true
+		}
+		if matches(FamilyElegantOTA2, probeIdentity, id) {
+			return refusal(*RowOf(FamilyElegantOTA2), fmt.Sprintf("%s answered %s", st.Probe, markFor(FamilyElegantOTA2, probeIdentity).Says), ev.udpClosed()), true
+		}
+		if matches(FamilyElegantOTA3, probeUpdate, a) {
+			return refusal(*RowOf(FamilyElegantOTA3), fmt.Sprintf("%s answered %s", s.Probe, markFor(FamilyElegantOTA3, probeUpdate).Says), ev.udpClosed()), true
+		}
+	case a.Status == 401:
+		// A web uploader behind HTTP auth: ESP8266HTTPUpdateServer's
+		// OPTIONS route checks no credentials.
+		st, o := at(probeOptions)
+		if o == nil {
+			return need(probeOptions, web), true
+		}
+		if matches(FamilyHTTPUpdateServer, probeOptions, o) {
+			return refusal(*RowOf(FamilyHTTPUpdateServer), fmt.Sprintf("%s answered %s", st.Probe, markFor(FamilyHTTPUpdateServer, probeOptions).Says), ev.udpClosed()), true
+		}
+	}
+	return Decision{}, false
+}
+
+// udpClosed: the OTA port's UDP side was shown closed, so a hint at
+// espota would not help.
+func (ev Evidence) udpClosed() bool { return ev.port != nil && ev.port.Kind == Closed }
+
+// refusal is the one line for a device of a family ots-ota does not speak.
+func refusal(r Row, evidence string, udpClosed bool) Decision {
+	why := fmt.Sprintf("looks like %s (%s); ots-ota does not speak %s yet", r.Name, evidence, r.Name)
+	if r.Hint != "" && !udpClosed {
+		why += "; " + r.Hint
+	}
+	return Decision{Refused: true, Family: r.Family, Why: why}
+}
+
+func noFamily(why, what string) Decision {
+	return Decision{Refused: true, Probed: true,
+		Why: fmt.Sprintf("seen only as a web server (%s) and %s; nothing is sent to a host without a device family (a printer or a router?)", why, what)}
+}
+
+func need(p Probe, web bool) Decision { return Decision{Need: &Step{Probe: p, Web: web}} }
+
+func hasAll(txt map[string]string, keys []string) bool {
+	for _, k := range keys {
+		if _, ok := txtValue(txt, k); !ok {
+			return false
+		}
+	}
+	return len(keys) > 0
+}
+
+func txtValue(txt map[string]string, key string) (string, bool) {
+	for _, k := range slices.Sorted(maps.Keys(txt)) {
+		if strings.EqualFold(k, key) {
+			return txt[k], true
+		}
+	}
+	return "", false
+}
+
+// ServiceName normalises a service type: "_OTA._tcp.local." → "_ota._tcp".
+func ServiceName(s string) string {
+	return strings.ToLower(strings.TrimSuffix(strings.TrimSuffix(strings.TrimSpace(s), "."), ".local"))
+}
+
+// clean makes device text safe to quote on one line.
+func clean(s string, n int) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+	if len(s) > n {
+		s = s[:n] + "…"
+	}
+	return s
+}
