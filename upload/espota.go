@@ -25,10 +25,6 @@ const (
 	espotaCmdFS    = 100
 )
 
-// arduinoDefaultSlot is the app slot of arduino-esp32's default partition
-// scheme (tools/partitions/default.csv: app0/app1 of 0x140000).
-const arduinoDefaultSlot = 0x140000
-
 // ErrEspotaNoOK marks an upload the device took whole but closed without
 // its final OK (errors.Is on a *DeviceError). The image may or may not have
 // been applied: only the version the device comes back with can tell.
@@ -203,7 +199,7 @@ func resolveIP(ctx context.Context, host string) (netip.Addr, error) {
 		reason := "the system resolver returned no address"
 		var dnsErr *net.DNSError
 		if errors.As(err, &dnsErr) {
-			reason = resolverReason(dnsErr)
+			reason = ResolverReason(dnsErr)
 		}
 		return netip.Addr{}, &DeviceError{Class: ClassUnresolved, Reason: fmt.Sprintf("cannot resolve %s: %s; check the name, or give its IP address", host, reason), Err: err}
 	}
@@ -332,7 +328,7 @@ func (s *espotaSession) invite(ctx context.Context) (reply []byte, resent bool, 
 			break
 		}
 		refusedThis := false
-		if _, err := s.udp.Write(msg); err != nil && !isRefused(err) {
+		if _, err := s.udp.Write(msg); err != nil && !IsRefused(err) {
 			if ctx.Err() != nil {
 				return nil, false, ctxError(ctx, 0)
 			}
@@ -477,7 +473,7 @@ func (s *espotaSession) noConnectBack(err error, refused []string) error {
 	switch {
 	case s.fw.Filesystem:
 		reason += ", or the device has no filesystem partition of that size, so it refused to begin"
-	case len(s.fw.Data) > arduinoDefaultSlot:
+	case len(s.fw.Data) > ArduinoDefaultSlot:
 		reason += fmt.Sprintf(", or, likelier, the image (%s) is larger than the device's app slot (1.25 MiB on arduino-esp32's default partition scheme), so it refused to begin", sizeText(len(s.fw.Data)))
 	default:
 		reason += ", or an image larger than the device's app slot (1.25 MiB on arduino-esp32's default partition scheme), so it refused to begin"
@@ -550,7 +546,7 @@ const (
 func (s *espotaSession) transfer(ctx context.Context, conn net.Conn) error {
 	ac := NewAckCounter(conn)
 	st := newStreamState()
-	go readStream(conn, st, ac.snapshot)
+	go readStream(conn, st, ac.Snapshot)
 	x := &espotaXfer{s: s, ctx: ctx, conn: conn, ac: ac, st: st,
 		writeDone: make(chan error, 1), quit: make(chan struct{}), writing: true}
 	go func() { x.writeDone <- s.write(ac, st, x.quit) }()
@@ -602,7 +598,7 @@ type streamState struct {
 	mu      sync.Mutex
 	ans     espotaAnswer
 	heard   time.Time     // last bytes from the device (counts included)
-	at      ackSnapshot   // the ack counter when the final answer began to arrive
+	at      AckSnapshot   // the ack counter when the final answer began to arrive
 	err     error         // how reading ended
 	heardCh chan struct{} // pinged after each read
 	final   chan struct{} // closed once the answer is complete
@@ -616,13 +612,13 @@ func newStreamState() *streamState {
 
 // readStream reads the device's side until it ends; snap is taken at the
 // read that brings the first byte of the final answer.
-func readStream(conn net.Conn, st *streamState, snap func() ackSnapshot) {
+func readStream(conn net.Conn, st *streamState, snap func() AckSnapshot) {
 	defer close(st.ended)
 	buf := make([]byte, 512)
 	for {
 		n, err := conn.Read(buf)
 		if n > 0 {
-			var at ackSnapshot
+			var at AckSnapshot
 			st.mu.Lock()
 			began := st.ans.started()
 			st.mu.Unlock()
@@ -827,7 +823,7 @@ func (x *espotaXfer) finalAnswer() error {
 		class, why := classifyEspotaWords(words)
 		return &DeviceError{Class: class, Words: words, Taken: x.taken(), Reason: why}
 	}
-	if at.allAcked(total) {
+	if at.AllAcked(total) {
 		// Every byte had been handed to the kernel: the writer returns
 		// from its last write as soon as it is scheduled.
 		x.awaitWriter(min(2*time.Second, s.cfg.IdleTimeout))
@@ -837,14 +833,14 @@ func (x *espotaXfer) finalAnswer() error {
 	st.mu.Lock()
 	tookMore := st.ans.countsAfterOK()
 	st.mu.Unlock()
-	if x.writeErr == nil && at.allAcked(total) && (!x.ac.Exact() || taken >= total) && !tookMore {
+	if x.writeErr == nil && at.AllAcked(total) && (!x.ac.Exact() || taken >= total) && !tookMore {
 		s.emit(Event{Phase: PhaseFinishing, Done: total, Total: total, Message: "the device answered OK"})
 		return nil
 	}
 	if x.ctx.Err() != nil {
 		return ctxError(x.ctx, taken)
 	}
-	s.log.Debug("early OK", "begun", at.begun, "written", at.written, "queued", at.queued, "exact", at.exact,
+	s.log.Debug("early OK", "begun", at.Begun, "written", at.Written, "queued", at.Queued, "exact", at.Exact,
 		"write", x.writeErr, "counts after OK", tookMore)
 	return &DeviceError{Class: ClassEarlyAnswer, Words: "OK", Taken: taken, Err: ErrEarlyAnswer,
 		Reason: earlyEspotaReason(taken, min(x.ac.Written(), total), total, x.ac.Exact())}

@@ -104,19 +104,7 @@ func cleanWords(s string) string {
 func classifyEspotaWords(words string) (Class, string) {
 	w := strings.TrimSpace(words)
 	w = strings.TrimSpace(strings.TrimPrefix(w, "ERR:"))
-	return ClassifyAnswer(0, cutErrorNumber(w))
-}
-
-func isDigits(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return true
+	return ClassifyAnswer(0, CutErrorNumber(w))
 }
 
 // espotaReplyKind is what a device's UDP datagram says.

@@ -17,9 +17,9 @@ import (
 	"github.com/ots-ota/ots-ota/internal/buildinfo"
 )
 
-// Defaults of HTTPTransport's timeouts (issue 9 §4).
+// Defaults of HTTPTransport's timeouts (issue 9 §4); its connect timeout
+// is DefaultConnectTimeout.
 const (
-	DefaultConnectTimeout = 5 * time.Second
 	// DefaultIdleTimeout must outlast a full-slot erase: esp_ota_begin
 	// erases the whole slot (2–8 s for 2 MiB on an ESP32-S3, longer for
 	// bigger slots) before the device reads the first byte.
@@ -145,20 +145,8 @@ func (h *HTTPTransport) Send(ctx context.Context, t Target, fw *Firmware, cred C
 	return u.run()
 }
 
-// ErrAnswerLost is wrapped in the DeviceError of an upload the device took
-// whole and then closed without answering: it may have applied the image,
-// so a runner should look at the device's version before retrying.
-var ErrAnswerLost = errors.New("the device took the whole image but no answer arrived")
-
 // errOverallTimeout is the cause of a context ended by Timeout.
 var errOverallTimeout = errors.New("overall timeout")
-
-// ErrFailurePage is wrapped in the DeviceError of an upload the device
-// answered with a 2xx status and a text that says the update failed
-// (arduino HTTPUpdateServer's 200 "Update error: …"; failureTexts): a
-// failure by its words, yet no proof either way, so a runner reads the
-// device before it concludes.
-var ErrFailurePage = errors.New("the device answered 2xx with a page that says the update failed")
 
 func uploadPathOf(t Target) string {
 	if t.Path == "" {
@@ -172,7 +160,7 @@ func uploadPathOf(t Target) string {
 func requestHead(t Target, size int64, cred Credentials) ([]byte, error) {
 	path := uploadPathOf(t)
 	if path[0] != '/' || strings.ContainsFunc(path, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
-		return nil, &DeviceError{Class: ClassRejected, Reason: fmt.Sprintf("upload path %q is not an absolute URL path", cleanText(path, 80))}
+		return nil, &DeviceError{Class: ClassRejected, Reason: fmt.Sprintf("upload path %q is not an absolute URL path", CleanText(path, 80))}
 	}
 	authz, err := authorization(cred)
 	if err != nil {
@@ -190,7 +178,7 @@ func requestHead(t Target, size int64, cred Credentials) ([]byte, error) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "POST %s HTTP/1.1\r\nHost: %s\r\n", path, host)
 	// ESP-IDF's httpd takes at most 512 bytes of headers: keep them few.
-	fmt.Fprintf(&b, "User-Agent: ots-ota/%s\r\n", cleanText(buildinfo.Version, 40))
+	fmt.Fprintf(&b, "User-Agent: ots-ota/%s\r\n", CleanText(buildinfo.Version, 40))
 	b.WriteString("Content-Type: application/octet-stream\r\n")
 	fmt.Fprintf(&b, "Content-Length: %d\r\n", size)
 	if authz != "" {
@@ -251,7 +239,7 @@ type httpUpload struct {
 type readResult struct {
 	a   *answer
 	err error
-	at  ackSnapshot // the ack counter when the final status line arrived
+	at  AckSnapshot // the ack counter when the final status line arrived
 }
 
 // answerClock reads the device's answer and notes the ack counter at the
@@ -261,8 +249,8 @@ type answerClock struct {
 	ac    *AckCounter
 	br    *bufio.Reader
 	heard *atomic.Int64
-	last  ackSnapshot // at the latest read that brought bytes
-	mark  ackSnapshot
+	last  AckSnapshot // at the latest read that brought bytes
+	mark  AckSnapshot
 	armed bool // the next read that brings bytes sets mark
 }
 
@@ -270,7 +258,7 @@ func (c *answerClock) Read(p []byte) (int, error) {
 	n, err := c.ac.Conn.Read(p)
 	if n > 0 {
 		c.heard.Store(time.Now().UnixNano())
-		c.last = c.ac.snapshot()
+		c.last = c.ac.Snapshot()
 		if c.armed {
 			c.mark, c.armed = c.last, false
 		}
@@ -443,7 +431,7 @@ func (u *httpUpload) answered(r readResult, wrote *chan error, werr *error) erro
 	}
 	err := r.err
 	written := max(0, u.ac.Written()-int64(len(u.head)))
-	if mayHoldAll(written, taken, size) {
+	if MayHoldAll(written, taken, size) {
 		err = errors.Join(ErrAnswerLost, r.err)
 		if taken < size {
 			// Its reset overtook the ACK of the last bytes it read.
@@ -457,7 +445,7 @@ func (u *httpUpload) answered(r readResult, wrote *chan error, werr *error) erro
 // answer judges the device's HTTP answer: accepted only when it is a 2xx
 // that does not say it failed, and came after the whole image was taken
 // (at: the ack counter when it arrived; see Send).
-func (u *httpUpload) answer(a *answer, at ackSnapshot, wrote *chan error, werr *error) error {
+func (u *httpUpload) answer(a *answer, at AckSnapshot, wrote *chan error, werr *error) error {
 	size := u.fw.Size()
 	words := a.wordsWith(u.cred.redactor().Redact)
 	if !Accepted(a.Status, words) {
@@ -472,7 +460,7 @@ func (u *httpUpload) answer(a *answer, at ackSnapshot, wrote *chan error, werr *
 		return de
 	}
 	whole := int64(len(u.head)) + size
-	if at.allAcked(whole) {
+	if at.AllAcked(whole) {
 		// Every byte was handed to the kernel (and acknowledged, where
 		// that is measured) before the answer: the writer has returned
 		// from its last write or is about to, once scheduled.
@@ -482,7 +470,7 @@ func (u *httpUpload) answer(a *answer, at ackSnapshot, wrote *chan error, werr *
 	// more of the image reaches a device that may still be reading.
 	u.stopWriter(wrote, werr)
 	taken := u.bodyTaken()
-	if *werr == nil && at.allAcked(whole) && (!u.ac.Exact() || taken >= size) {
+	if *werr == nil && at.AllAcked(whole) && (!u.ac.Exact() || taken >= size) {
 		u.report(PhaseFinishing, size)
 		u.h.log().Debug("accepted", "addr", u.addr, "status", a.Status, "words", words)
 		return nil
@@ -490,8 +478,8 @@ func (u *httpUpload) answer(a *answer, at ackSnapshot, wrote *chan error, werr *
 	if u.ctx.Err() != nil {
 		return u.ended(taken)
 	}
-	u.h.log().Debug("early answer", "addr", u.addr, "status", a.Status, "begun", at.begun, "written", at.written,
-		"queued", at.queued, "exact", at.exact, "write", *werr)
+	u.h.log().Debug("early answer", "addr", u.addr, "status", a.Status, "begun", at.Begun, "written", at.Written,
+		"queued", at.Queued, "exact", at.Exact, "write", *werr)
 	return &DeviceError{Class: ClassEarlyAnswer, Status: a.Status, Words: words, Taken: taken, Err: ErrEarlyAnswer,
 		Reason: earlyReason(a.Status, taken, max(0, min(u.ac.Written()-int64(len(u.head)), size)), size, u.ac.Exact())}
 }
@@ -584,62 +572,8 @@ func (h *HTTPTransport) dialFailure(ctx context.Context, addr string, err error)
 	if ctx.Err() != nil && !errors.Is(context.Cause(ctx), errOverallTimeout) && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		return &DeviceError{Class: ClassNetwork, Err: ctx.Err(), Reason: "interrupted while connecting to " + addr}
 	}
-	class, reason := classifyDial(addr, h.connectTimeout(), err)
+	class, reason := ClassifyDial(addr, h.connectTimeout(), err)
 	return &DeviceError{Class: class, Err: err, Reason: reason}
-}
-
-// classifyDial names a connect failure: refused (nothing listens on the TCP
-// port), silent (timeout: off, rebooting or out of reach), or no route.
-func classifyDial(addr string, timeout time.Duration, err error) (Class, string) {
-	var dnsErr *net.DNSError
-	var ne net.Error
-	switch {
-	case isRefused(err):
-		return ClassNetwork, fmt.Sprintf("connection refused by %s: nothing listens on that TCP port (an ArduinoOTA device speaks espota: try --protocol espota)", addr)
-	case errors.As(err, &dnsErr):
-		return ClassUnresolved, fmt.Sprintf("cannot resolve %s: %s", dnsErr.Name, resolverReason(dnsErr))
-	case isUnreachable(err):
-		return ClassUnreachable, fmt.Sprintf("no route to %s: the device is not on a network this host reaches", addr)
-	case errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():
-		return ClassUnreachable, fmt.Sprintf("no answer from %s within %v: the device is off, rebooting or out of reach", addr, timeout)
-	case isReset(err):
-		return ClassNetwork, fmt.Sprintf("%s reset the connection", addr)
-	}
-	return ClassNetwork, fmt.Sprintf("cannot connect to %s: %s", addr, lastErrText(err))
-}
-
-// resolverReason words the system resolver's failure in a few words: Go's
-// text carries the dial chain ("dial udp 10.0.0.53:53: connect: network is
-// unreachable"), of which a user can act on the last part only.
-func resolverReason(e *net.DNSError) string {
-	switch {
-	case e.IsNotFound:
-		return "the system resolver has no such name"
-	case e.IsTimeout:
-		return "the system resolver timed out"
-	case strings.Contains(e.Err, "dial ") || strings.Contains(e.Err, "connect: "):
-		return "the system resolver could not reach a DNS server (" + lastPart(e.Err) + ")"
-	}
-	return "system resolver: " + lastPart(e.Err)
-}
-
-// lastPart is the innermost message of an "a: b: c" chain.
-func lastPart(s string) string {
-	if i := strings.LastIndex(s, ": "); i >= 0 {
-		return s[i+2:]
-	}
-	return s
-}
-
-// lastErrText is the innermost message of err, without Go's wrap chain.
-func lastErrText(err error) string {
-	for {
-		u := errors.Unwrap(err)
-		if u == nil {
-			return err.Error()
-		}
-		err = u
-	}
 }
 
 // byteCount prints a byte count the way the progress bars do.

@@ -62,7 +62,7 @@ func DecideFromHint(t Target, h Hint) (Decision, bool) {
 	case "_arduino._tcp":
 		for _, k := range arduinoTXTKeys {
 			if v, ok := txtValue(h.TXT, k); ok {
-				return Decision{Protocol: Espota, Why: fmt.Sprintf("mDNS TXT %s=%s on _arduino._tcp (ArduinoOTA)", k, cleanText(v, 40))}, true
+				return Decision{Protocol: Espota, Why: fmt.Sprintf("mDNS TXT %s=%s on _arduino._tcp (ArduinoOTA)", k, CleanText(v, 40))}, true
 			}
 		}
 	case "_ota._tcp":
@@ -124,7 +124,7 @@ func ChooseProtocol(ctx context.Context, t Target, h Hint, connectTimeout time.D
 		c.Close()
 		return Decision{Protocol: HTTP, Why: "TCP " + addr + " accepted a connection (HTTP)", Probed: true}, nil
 	}
-	if isRefused(err) {
+	if IsRefused(err) {
 		if devinfo.UDPClosed(ctx, refusedAddr(err, addr), min(connectTimeout, devinfo.UDPWait)) {
 			return Decision{}, &DeviceError{Class: ClassNothingListens, Err: err,
 				Reason: "nothing listens at " + addr + ": TCP refused and the UDP port is unreachable, so it is neither an HTTP nor an espota device (check the address and port)"}
@@ -134,7 +134,7 @@ func ChooseProtocol(ctx context.Context, t Target, h Hint, connectTimeout time.D
 	if ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		return Decision{}, &DeviceError{Class: ClassNetwork, Err: ctx.Err(), Reason: "interrupted while probing " + addr}
 	}
-	class, reason := classifyDial(addr, connectTimeout, err)
+	class, reason := ClassifyDial(addr, connectTimeout, err)
 	if class == ClassUnreachable {
 		reason += "; cannot tell HTTP from espota until it answers"
 	}

@@ -561,7 +561,7 @@ func (r *runner) preflight(ctx context.Context, d *device) bool {
 			return false
 		}
 	}
-	if (f.Board != "" || d.proto == Espota && !f.SlotSizeKnown) && fw.Size() > arduinoDefaultSlot {
+	if (f.Board != "" || d.proto == Espota && !f.SlotSizeKnown) && fw.Size() > ArduinoDefaultSlot {
 		d.res.Warnings = append(d.res.Warnings, fmt.Sprintf(
 			"image is %s, larger than the 1.25 MiB app slot of arduino-esp32's default partition scheme; the device refuses it unless its partitions are larger", sizeLabel(fw.Size())))
 	}
