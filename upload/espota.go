@@ -27,8 +27,16 @@ const (
 
 // ErrEspotaNoOK marks an upload the device took whole but closed without
 // its final OK (errors.Is on a *DeviceError). The image may or may not have
-// been applied: only the version the device comes back with can tell.
-var ErrEspotaNoOK = errors.New("espota: connection closed without the final OK")
+// been applied: only the version the device comes back with can tell. It
+// is an ErrAnswerLost too.
+var ErrEspotaNoOK error = noOK{}
+
+type noOK struct{}
+
+func (noOK) Error() string { return "espota: connection closed without the final OK" }
+
+// Is makes a lost OK a lost answer (errors.Is(err, ErrAnswerLost)).
+func (noOK) Is(target error) bool { return target == ErrAnswerLost }
 
 // EspotaTransport uploads over Arduino's espota protocol (ArduinoOTA on
 // arduino-esp32 and esp8266/Arduino, research/espota.md §1–§3): a UDP
@@ -85,8 +93,18 @@ type EspotaTransport struct {
 	Logger *slog.Logger
 }
 
+var _ WithTraits = (*EspotaTransport)(nil)
+
 // Protocol is Espota.
 func (t *EspotaTransport) Protocol() Protocol { return Espota }
+
+// Traits implements WithTraits. An ArduinoOTA sketch boots any image whose
+// first byte fits, has arduino-esp32's default partitions unless it tells
+// otherwise, tells its version in its mDNS TXT record only (if at all), and
+// is invited by a UDP datagram; its ESP8266 port is 8266.
+func (t *EspotaTransport) Traits() Traits {
+	return Traits{ChipUnchecked: true, ESP8266Port: 8266, ArduinoSlot: true, MDNSOnly: true, Datagram: true}
+}
 
 func (t *EspotaTransport) settings() EspotaTransport {
 	s := *t

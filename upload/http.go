@@ -71,10 +71,17 @@ type HTTPTransport struct {
 	Logger *slog.Logger
 }
 
-var _ Transport = (*HTTPTransport)(nil)
+var _ WithTraits = (*HTTPTransport)(nil)
 
 // Protocol implements Transport.
 func (*HTTPTransport) Protocol() Protocol { return HTTP }
+
+// Traits implements WithTraits: the seed and the OTS firmware take app
+// images only, check the image's chip (esp_ota_end) and tell what they run
+// over HTTP (/ota/status, /api/status).
+func (*HTTPTransport) Traits() Traits {
+	return Traits{NoFilesystem: "HTTP devices (seed and OTS firmware) have no filesystem upload; send filesystem images to espota devices"}
+}
 
 func (h *HTTPTransport) connectTimeout() time.Duration {
 	if h.ConnectTimeout > 0 {

@@ -26,8 +26,9 @@ var ErrFailurePage = errors.New("the device answered 2xx with a page that says t
 // it) although Send failed: a runner must read the device before it sends
 // the image again. True when
 //   - err is nil (the device accepted the whole image);
-//   - err wraps ErrAnswerLost or ErrEspotaNoOK (the device took every byte
-//     and its answer never came);
+//   - err wraps ErrAnswerLost (the device took every byte and its answer
+//     never came; a transport's own error for that, such as espota's lost
+//     OK, is an ErrAnswerLost too);
 //   - err is a *DeviceError whose Taken, the image bytes the device had
 //     acknowledged when the try ended, is at least size. This covers an
 //     interrupted or timed-out upload after the last byte, and an early
@@ -38,7 +39,7 @@ var ErrFailurePage = errors.New("the device answered 2xx with a page that says t
 // from the kernel's count of acknowledged bytes where it is exact (Linux,
 // macOS); elsewhere it trails the bytes written by the 16 KiB send buffer.
 func MayHaveTakenAll(err error, size int64) bool {
-	if err == nil || errors.Is(err, ErrAnswerLost) || errors.Is(err, ErrEspotaNoOK) {
+	if err == nil || errors.Is(err, ErrAnswerLost) {
 		return true
 	}
 	var de *DeviceError
