@@ -6,28 +6,15 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"github.com/ots-ota/ots-ota/upload/internal/testkit"
 	"io"
 	"net"
 	"regexp"
-	"syscall"
 	"testing"
 	"time"
 )
 
-// deviceWindow is lwIP's default TCP receive window
-// (CONFIG_LWIP_TCP_WND_DEFAULT, device-contract.md §5).
-const deviceWindow = 5760
-
-// smallWindow sets a device-sized receive buffer on a socket.
-func smallWindow(_, _ string, c syscall.RawConn) error {
-	var serr error
-	if err := c.Control(func(fd uintptr) {
-		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, deviceWindow)
-	}); err != nil {
-		return err
-	}
-	return serr
-}
+var smallWindow = testkit.SmallWindow
 
 // deviceServer is rawServer with a device-sized receive window (when small)
 // on the accepted connection.

@@ -21,12 +21,6 @@ import (
 
 // --- helpers (prefixed http… so they do not clash with the other transports' tests)
 
-// httpTiming is FastTiming; tweak it per test.
-func httpTiming() *sim.Timing {
-	t := sim.FastTiming()
-	return &t
-}
-
 // httpFaulty starts a device with the faults of specs armed.
 func httpFaulty(t testing.TB, cfg sim.Config, specs ...string) *sim.Device {
 	t.Helper()
@@ -37,23 +31,6 @@ func httpFaulty(t testing.TB, cfg sim.Config, specs ...string) *sim.Device {
 	d := startSim(t, cfg)
 	d.SetFaults(faults...)
 	return d
-}
-
-// httpTarget is the device's OTA port as a Target.
-func httpTarget(t testing.TB, addr, path string) Target {
-	t.Helper()
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, _ := strconv.Atoi(port)
-	return Target{Name: "dev", Host: host, Port: p, Path: path, Protocol: HTTP}
-}
-
-func httpCtx(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	t.Cleanup(cancel)
-	return ctx
 }
 
 // events collects a transfer's events.
@@ -73,18 +50,6 @@ func (l *httpEvents) all() []Event {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return append([]Event(nil), l.ev...)
-}
-
-func asDeviceError(t testing.TB, err error) *DeviceError {
-	t.Helper()
-	var de *DeviceError
-	if !errors.As(err, &de) {
-		t.Fatalf("want a *DeviceError, got %T %v", err, err)
-	}
-	if de.Reason == "" {
-		t.Errorf("DeviceError without a reason: %+v", de)
-	}
-	return de
 }
 
 func waitHTTPUploads(t testing.TB, d *sim.Device, n int) sim.State {
