@@ -114,7 +114,7 @@ func deadRun(t *testing.T, tg Target) (Result, int32, int32) {
 		d, err := ChooseProtocol(ctx, t, Hint{}, time.Second)
 		return d.Protocol, err
 	}
-	res := Run(context.Background(), simFirmware(t, "1.0.1"), []Target{tg}, o)
+	res := Run(context.Background(), testFirmware(t, "1.0.1"), []Target{tg}, o)
 	if len(res) != 1 {
 		t.Fatalf("%d results", len(res))
 	}

@@ -10,12 +10,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ots-ota/ots-ota/upload/internal/testkit"
 )
 
 // espotaDevice is an espota fake device with lwIP's receive window.
 func espotaDevice(t *testing.T, script func(c net.Conn, size int)) Target {
 	t.Helper()
-	return espotaFakeDeviceDialer(t, &net.Dialer{Control: smallWindow}, script)
+	return espotaFakeDeviceDialer(t, &net.Dialer{Control: testkit.SmallWindow}, script)
 }
 
 // chatter sends the device's last count every 50 ms until the connection

@@ -2,6 +2,7 @@ package upload
 
 import (
 	"testing"
+	"time"
 
 	"github.com/ots-ota/ots-ota/upload/internal/testkit"
 )
@@ -28,4 +29,16 @@ func httpTarget(t testing.TB, addr, path string) Target {
 func asDeviceError(t testing.TB, err error) *DeviceError {
 	t.Helper()
 	return testkit.DeviceError(t, err, func(de *DeviceError) string { return de.Reason })
+}
+
+// simOptions are the runner's options against simulated devices, with no
+// transport yet: each test adds those it needs.
+func simOptions() Options {
+	return Options{
+		Transports: map[Protocol]Transport{},
+		Observer:   &DeviceObserver{Timeout: 200 * time.Millisecond},
+		Parallel:   8, Retries: 3, Backoff: 5 * time.Millisecond, MaxBackoff: 50 * time.Millisecond,
+		StabilityWindow: 700 * time.Millisecond, VerifyTimeout: 10 * time.Second, RebootGrace: 2 * time.Second,
+		PollInterval: 5 * time.Millisecond, ProbeTimeout: 200 * time.Millisecond, Seed: 3,
+	}
 }

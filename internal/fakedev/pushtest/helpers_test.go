@@ -12,6 +12,7 @@ import (
 	"github.com/ots-ota/ots-ota/image"
 	"github.com/ots-ota/ots-ota/internal/fakedev"
 	"github.com/ots-ota/ots-ota/upload"
+	"github.com/ots-ota/ots-ota/upload/rawhttp"
 )
 
 // Short timings in place of push's defaults. The shapes keep their order:
@@ -51,7 +52,7 @@ func options(t *testing.T) upload.Options {
 		ProbeTimeout: probeTimeout,
 		Observer:     &upload.DeviceObserver{Timeout: probeTimeout},
 		Transports: map[upload.Protocol]upload.Transport{
-			upload.HTTP:   &upload.HTTPTransport{ConnectTimeout: connectTimeout, IdleTimeout: idleTimeout},
+			upload.HTTP:   &rawhttp.Transport{ConnectTimeout: connectTimeout, IdleTimeout: idleTimeout},
 			upload.Espota: &upload.EspotaTransport{Listener: ln, ConnectTimeout: connectTimeout, IdleTimeout: espotaIdle},
 		},
 		Probe: func(ctx context.Context, t upload.Target) (upload.Protocol, error) {
