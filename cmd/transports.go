@@ -5,6 +5,7 @@ import (
 	"log/slog"
 
 	"github.com/ots-ota/ots-ota/upload"
+	"github.com/ots-ota/ots-ota/upload/espota"
 	"github.com/ots-ota/ots-ota/upload/rawhttp"
 )
 
@@ -16,13 +17,13 @@ import (
 // serves every espota upload (an explicit --host-ip is bound now, so a taken
 // port fails before any device is touched).
 func pushTransports(o *pushOptions, log *slog.Logger) (transports map[upload.Protocol]upload.Transport, closeAll func(), err error) {
-	ln, err := upload.NewEspotaListener(o.HostIP, o.HostPort, log)
+	ln, err := espota.NewListener(o.HostIP, o.HostPort, log)
 	if err != nil {
 		return nil, nil, fmt.Errorf("espota connect-back listener: %v", err)
 	}
 	return map[upload.Protocol]upload.Transport{
 		upload.HTTP: &rawhttp.Transport{ConnectTimeout: o.ConnectTimeout, IdleTimeout: o.IdleTimeout, Logger: log},
-		upload.Espota: &upload.EspotaTransport{Listener: ln, ConnectTimeout: o.ConnectTimeout, IdleTimeout: o.IdleTimeout,
+		upload.Espota: &espota.Transport{Listener: ln, ConnectTimeout: o.ConnectTimeout, IdleTimeout: o.IdleTimeout,
 			MD5Password: o.MD5Password, Logger: log},
 	}, func() { ln.Close() }, nil
 }

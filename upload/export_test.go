@@ -3,7 +3,8 @@ package upload
 // What the external tests (package upload_test, which import the
 // transport packages) share with the internal ones.
 var (
-	SilentOrSkip = silentOrSkip
-	SimFirmware  = testFirmware
-	SimOptions   = simOptions
+	AsDeviceError = asDeviceError
+	SilentOrSkip  = silentOrSkip
+	SimFirmware   = testFirmware
+	SimOptions    = simOptions
 )

@@ -15,11 +15,6 @@ var (
 	httpTiming = testkit.FastTiming
 )
 
-// simImage is testkit.SimImage as firmware.
-func simImage(t testing.TB, version string, size int) *Firmware {
-	return NewFirmware("fw-"+version+".bin", testkit.SimImage(t, version, size), false)
-}
-
 // httpTarget is the device's OTA port as an HTTP Target.
 func httpTarget(t testing.TB, addr, path string) Target {
 	host, port := testkit.HostPort(t, addr)

@@ -8,19 +8,20 @@ import (
 	"github.com/ots-ota/ots-ota/auth"
 	"github.com/ots-ota/ots-ota/sim"
 	"github.com/ots-ota/ots-ota/upload"
+	"github.com/ots-ota/ots-ota/upload/espota"
 )
 
 // espotaRunOptions are simOptions with an espota transport on a shared
 // connect-back listener.
 func espotaRunOptions(t *testing.T) upload.Options {
 	t.Helper()
-	ln, err := upload.NewEspotaListener("", 0, nil)
+	ln, err := espota.NewListener("", 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
 	o := simOptions()
-	o.Transports[upload.Espota] = &upload.EspotaTransport{Listener: ln, ConnectTimeout: time.Second, AcceptTimeout: 500 * time.Millisecond,
+	o.Transports[upload.Espota] = &espota.Transport{Listener: ln, ConnectTimeout: time.Second, AcceptTimeout: 500 * time.Millisecond,
 		AuthTimeout: 2 * time.Second, IdleTimeout: 2 * time.Second}
 	o.Probe = func(ctx context.Context, t upload.Target) (upload.Protocol, error) {
 		d, err := upload.ChooseProtocol(ctx, t, upload.Hint{}, time.Second)

@@ -15,6 +15,7 @@ import (
 	"github.com/ots-ota/ots-ota/auth"
 	"github.com/ots-ota/ots-ota/sim"
 	"github.com/ots-ota/ots-ota/upload"
+	"github.com/ots-ota/ots-ota/upload/espota"
 	"github.com/ots-ota/ots-ota/upload/rawhttp"
 )
 
@@ -286,7 +287,7 @@ func TestRunSoak(t *testing.T) {
 		o.VerifyTimeout, o.RebootGrace = 8*time.Second, 2*time.Second
 		o.Backoff, o.MaxBackoff = 20*time.Millisecond, 200*time.Millisecond
 		o.Transports[upload.HTTP] = &rawhttp.Transport{ConnectTimeout: 500 * time.Millisecond, IdleTimeout: time.Second}
-		o.Transports[upload.Espota].(*upload.EspotaTransport).IdleTimeout = time.Second
+		o.Transports[upload.Espota].(*espota.Transport).IdleTimeout = time.Second
 		o.Seed = seed + uint64(start)
 		// Wrong credentials per device: the runner has one set, so those
 		// devices get a fleet of their own credentials by password mismatch.

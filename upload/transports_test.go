@@ -12,18 +12,13 @@ import (
 
 // The runner with the real transports where a family's trait decides.
 
-func asDeviceError(t testing.TB, err error) *upload.DeviceError {
-	t.Helper()
-	return testkit.DeviceError(t, err, func(de *upload.DeviceError) string { return de.Reason })
-}
-
 // A port that neither accepts nor refuses (a rebooting device): the HTTP
 // transport says unreachable, as the probe does
 // (TestChooseProtocolSilentIsUnreachable).
 func TestHTTPSilentIsUnreachable(t *testing.T) {
 	host, port := testkit.HostPort(t, upload.SilentOrSkip(t))
 	tg := upload.Target{Name: "dev", Host: host, Port: port, Protocol: upload.Auto}
-	de := asDeviceError(t, (&rawhttp.Transport{ConnectTimeout: 200 * time.Millisecond}).Send(testkit.Ctx(t), tg, &upload.Firmware{Data: []byte{0xE9}}, upload.Credentials{}, nil))
+	de := upload.AsDeviceError(t, (&rawhttp.Transport{ConnectTimeout: 200 * time.Millisecond}).Send(testkit.Ctx(t), tg, &upload.Firmware{Data: []byte{0xE9}}, upload.Credentials{}, nil))
 	if de.Class != upload.ClassUnreachable {
 		t.Fatalf("HTTP to a silent port: %+v", de)
 	}
