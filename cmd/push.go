@@ -502,18 +502,12 @@ func runPush(ctx context.Context, a *app, o *pushOptions) error {
 	opts.Logger = a.log
 	opts.Observer = &upload.DeviceObserver{Timeout: opts.ProbeTimeout, TXT: pt.txt}
 	opts.CredentialsFor = pt.credentialsFor
-	// One connect-back listener serves every espota upload (an explicit
-	// --host-ip is bound now, so a taken port fails before any device).
-	ln, err := upload.NewEspotaListener(o.HostIP, o.HostPort, a.log)
+	transports, closeTransports, err := pushTransports(o, a.log)
 	if err != nil {
-		return fmt.Errorf("espota connect-back listener: %v", err)
+		return err
 	}
-	defer ln.Close()
-	opts.Transports = map[upload.Protocol]upload.Transport{
-		upload.HTTP: &upload.HTTPTransport{ConnectTimeout: o.ConnectTimeout, IdleTimeout: o.IdleTimeout, Logger: a.log},
-		upload.Espota: &upload.EspotaTransport{Listener: ln, ConnectTimeout: o.ConnectTimeout, IdleTimeout: o.IdleTimeout,
-			MD5Password: o.MD5Password, Logger: a.log},
-	}
+	defer closeTransports()
+	opts.Transports = transports
 	// The detection table decides every device's protocol, the user's
 	// word included (docs/protocols/README.md).
 	opts.Probe = func(ctx context.Context, t upload.Target) (upload.Protocol, error) {

@@ -76,37 +76,37 @@ func (a *AckCounter) Taken() int64 {
 	return w - queued
 }
 
-// ackSnapshot is the counter at one moment, taken where the device's
+// AckSnapshot is the counter at one moment, taken where the device's
 // answer arrives.
-type ackSnapshot struct {
-	begun   int64 // bytes handed to writes that had begun (written ≤ begun)
-	written int64 // bytes the local socket had accepted
-	queued  int64 // bytes written and not yet acknowledged; exact only
-	exact   bool  // queued was measured
+type AckSnapshot struct {
+	Begun   int64 // bytes handed to writes that had begun (written ≤ begun)
+	Written int64 // bytes the local socket had accepted
+	Queued  int64 // bytes written and not yet acknowledged; exact only
+	Exact   bool  // queued was measured
 }
 
-// snapshot reads the counter. begun is read last, so a write that
+// Snapshot reads the counter. Begun is read last, so a write that
 // completes during the call is counted in it.
-func (a *AckCounter) snapshot() ackSnapshot {
-	s := ackSnapshot{written: a.written.Load()}
+func (a *AckCounter) Snapshot() AckSnapshot {
+	s := AckSnapshot{Written: a.written.Load()}
 	if a.exact {
 		if n, ok := unacked(a.raw); ok {
-			s.queued, s.exact = int64(n), true
+			s.Queued, s.Exact = int64(n), true
 		}
 	}
-	s.begun = a.begun.Load()
+	s.Begun = a.begun.Load()
 	return s
 }
 
-// allAcked reports whether, at the snapshot, the first n bytes of the
+// AllAcked reports whether, at the snapshot, the first n bytes of the
 // stream had all been handed to the kernel (the last write had begun) and,
 // where the counter is exact, none was still unacknowledged. A peer's
 // answer that carries the acknowledgement of the last bytes is processed
 // by the kernel before the answer can be read, so a snapshot taken after
 // reading it sees the queue empty.
-func (s ackSnapshot) allAcked(n int64) bool {
-	if s.begun < n {
+func (s AckSnapshot) AllAcked(n int64) bool {
+	if s.Begun < n {
 		return false
 	}
-	return !s.exact || s.queued == 0
+	return !s.Exact || s.Queued == 0
 }

@@ -81,9 +81,9 @@ var failureTexts = []struct {
 	{text: "FAIL", whole: true, class: ClassRejected, why: "the device's updater reported a failure it did not name"},
 }
 
-// failureAt is the byte index in text of the first failure text, -1 when
+// FailureTextAt is the byte index in text of the first failure text, -1 when
 // there is none.
-func failureAt(text string) int {
+func FailureTextAt(text string) int {
 	lower := asciiLower(text)
 	at := -1
 	for _, f := range failureTexts {
@@ -112,14 +112,26 @@ func asciiLower(s string) string {
 	return string(b)
 }
 
-// cutErrorNumber drops the ESP8266 Updater's "ERROR[<n>]: " prefix.
-func cutErrorNumber(w string) string {
+// CutErrorNumber drops the ESP8266 Updater's "ERROR[<n>]: " prefix.
+func CutErrorNumber(w string) string {
 	if rest, ok := strings.CutPrefix(w, "ERROR["); ok {
 		if i := strings.Index(rest, "]:"); i >= 0 && isDigits(rest[:i]) {
 			return strings.TrimSpace(rest[i+2:])
 		}
 	}
 	return w
+}
+
+func isDigits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 func classifyWords(w string) (Class, string, bool) {
@@ -146,7 +158,7 @@ func ClassifyAnswer(status int, words string) (Class, string) {
 			continue
 		}
 		// WLED's "Update failed!", Tasmota's "Upload Failed." or ":".
-		cause := cutErrorNumber(strings.TrimSpace(strings.TrimLeft(w[len(f.text):], "!.:- ")))
+		cause := CutErrorNumber(strings.TrimSpace(strings.TrimLeft(w[len(f.text):], "!.:- ")))
 		if c, why, ok := classifyWords(cause); ok {
 			return c, why
 		}
@@ -210,5 +222,5 @@ func (c Class) Retries(budget int) int {
 // status whose text holds no failure text (failureTexts). Everything else
 // goes through ClassifyAnswer.
 func Accepted(status int, words string) bool {
-	return status >= 200 && status <= 299 && failureAt(words) < 0
+	return status >= 200 && status <= 299 && FailureTextAt(words) < 0
 }

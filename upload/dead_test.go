@@ -114,7 +114,7 @@ func deadRun(t *testing.T, tg Target) (Result, int32, int32) {
 		d, err := ChooseProtocol(ctx, t, Hint{}, time.Second)
 		return d.Protocol, err
 	}
-	res := Run(context.Background(), simFirmware(t, "1.0.1"), []Target{tg}, o)
+	res := Run(context.Background(), testFirmware(t, "1.0.1"), []Target{tg}, o)
 	if len(res) != 1 {
 		t.Fatalf("%d results", len(res))
 	}
@@ -181,11 +181,11 @@ func TestResolverReason(t *testing.T) {
 		{&net.DNSError{Err: "dial udp 10.255.255.53:53: connect: network is unreachable", Name: "x"}, "the system resolver could not reach a DNS server (network is unreachable)"},
 		{&net.DNSError{Err: "server misbehaving", Name: "x"}, "system resolver: server misbehaving"},
 	} {
-		if got := resolverReason(tc.err); got != tc.want {
+		if got := ResolverReason(tc.err); got != tc.want {
 			t.Errorf("%q: got %q, want %q", tc.err.Err, got, tc.want)
 		}
 	}
-	if c, r := classifyDial("x.invalid:3232", time.Second, &net.OpError{Op: "dial", Net: "tcp", Err: &net.DNSError{Err: "no such host", Name: "x.invalid", IsNotFound: true}}); c != ClassUnresolved || r != "cannot resolve x.invalid: the system resolver has no such name" {
+	if c, r := ClassifyDial("x.invalid:3232", time.Second, &net.OpError{Op: "dial", Net: "tcp", Err: &net.DNSError{Err: "no such host", Name: "x.invalid", IsNotFound: true}}); c != ClassUnresolved || r != "cannot resolve x.invalid: the system resolver has no such name" {
 		t.Errorf("classifyDial: %s %q", c, r)
 	}
 }

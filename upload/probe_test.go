@@ -107,7 +107,8 @@ func TestChooseProtocolAgainstSim(t *testing.T) {
 }
 
 // A port that neither accepts nor refuses (a rebooting device): never
-// espota, always unreachable; the HTTP transport says the same.
+// espota, always unreachable; the HTTP transport says the same
+// (TestHTTPSilentIsUnreachable, in transports_test.go).
 func TestChooseProtocolSilentIsUnreachable(t *testing.T) {
 	addr := silentOrSkip(t)
 	tg := probeTarget(t, addr)
@@ -115,10 +116,6 @@ func TestChooseProtocolSilentIsUnreachable(t *testing.T) {
 	de := asDeviceError(t, err)
 	if de.Class != ClassUnreachable || !strings.Contains(de.Reason, "no answer") {
 		t.Fatalf("got %+v", de)
-	}
-	de = asDeviceError(t, (&HTTPTransport{ConnectTimeout: 200 * time.Millisecond}).Send(httpCtx(t), tg, &Firmware{Data: []byte{0xE9}}, Credentials{}, nil))
-	if de.Class != ClassUnreachable {
-		t.Fatalf("HTTP to a silent port: %+v", de)
 	}
 }
 

@@ -63,7 +63,8 @@ func (b FailureBudget) String() string {
 // Options configure a fleet run. The zero value is usable with a Transport
 // for each protocol the targets speak; the CLI fills every field.
 type Options struct {
-	// Transports by protocol.
+	// Transports by protocol. What the runner must know of a protocol's
+	// devices, its transport reports (WithTraits).
 	Transports map[Protocol]Transport
 	// Probe decides the protocol of a target whose Protocol is Auto and
 	// whose facts do not tell it (contract §1); a *RefusedError ends the
@@ -243,6 +244,9 @@ type device struct {
 	firstByte time.Time // the try's start
 	lastByte  time.Time
 }
+
+// traits are what the transport of d's protocol reports of its family.
+func (r *runner) traits(d *device) Traits { return traitsOf(r.opts.Transports[d.proto]) }
 
 // known is the target with its protocol once decided.
 func (d *device) known() Target {
@@ -501,6 +505,7 @@ func (r *runner) preflight(ctx context.Context, d *device) bool {
 	}
 	img := r.img
 	fw := r.fw
+	tr := r.traits(d)
 	refuse := func(format string, a ...any) bool {
 		msg := fmt.Sprintf(format, a...)
 		if r.opts.Force {
@@ -511,9 +516,8 @@ func (r *runner) preflight(ctx context.Context, d *device) bool {
 		return true
 	}
 	if fw.Filesystem {
-		if d.proto == HTTP {
-			d.res.Outcome = OutcomeRefused
-			d.res.Message = "HTTP devices (seed and OTS firmware) have no filesystem upload; send filesystem images to espota devices"
+		if tr.NoFilesystem != "" {
+			d.res.Outcome, d.res.Message = OutcomeRefused, tr.NoFilesystem
 			return false
 		}
 		return true
@@ -535,13 +539,13 @@ func (r *runner) preflight(ctx context.Context, d *device) bool {
 	} else if devChip == "" && img.chip == "esp8266" {
 		d.res.Warnings = append(d.res.Warnings,
 			"the device tells no chip (no mDNS TXT board): the ESP8266 image could not be checked against it")
-	} else if devChip == "" && img.chip != "" && d.proto == Espota {
-		// An ArduinoOTA device takes any image whose first byte fits; only
-		// TXT board (mDNS, a .local or inventory name) tells its chip. Port
-		// 8266 is no chip fact, but a strong hint.
+	} else if devChip == "" && img.chip != "" && tr.ChipUnchecked {
+		// The device takes any image whose first byte fits; only TXT board
+		// (mDNS, a .local or inventory name) tells its chip. The family's
+		// ESP8266 port is no chip fact, but a strong hint.
 		w := fmt.Sprintf("the device tells no chip (no mDNS TXT board): the %s image could not be checked against it", img.chip)
-		if portOr(d.t.Port) == 8266 {
-			w += "; port 8266 is ESP8266's espota port, and an ESP8266 cannot boot an ESP32-family image (it would need a serial reflash)"
+		if tr.ESP8266Port != 0 && portOr(d.t.Port) == tr.ESP8266Port {
+			w += fmt.Sprintf("; port %d is ESP8266's %s port, and an ESP8266 cannot boot an ESP32-family image (it would need a serial reflash)", tr.ESP8266Port, d.proto)
 		}
 		d.res.Warnings = append(d.res.Warnings, w)
 	}
@@ -567,7 +571,7 @@ func (r *runner) preflight(ctx context.Context, d *device) bool {
 			return false
 		}
 	}
-	if (f.Board != "" || d.proto == Espota && !f.SlotSizeKnown) && fw.Size() > arduinoDefaultSlot {
+	if (f.Board != "" || tr.ArduinoSlot && !f.SlotSizeKnown) && fw.Size() > ArduinoDefaultSlot {
 		d.res.Warnings = append(d.res.Warnings, fmt.Sprintf(
 			"image is %s, larger than the 1.25 MiB app slot of arduino-esp32's default partition scheme; the device refuses it unless its partitions are larger", sizeLabel(fw.Size())))
 	}
@@ -647,10 +651,10 @@ func (r *runner) update(ctx context.Context, d *device, stop *string) {
 		d.res.Outcome = OutcomeFailed
 		if de.Class.reachless() {
 			d.res.Outcome = OutcomeUnreachable
-			if d.probed && d.proto == Espota {
-				// A refused TCP connect chose espota, and espota got no
-				// answer either: an HTTP device whose server was not up
-				// yet (or a refusal fault) refuses too. Probe again next try.
+			if d.probed && r.traits(d).Datagram {
+				// A refused TCP connect chose this protocol, and it got no
+				// answer either: a device whose TCP server was not up yet
+				// (or a refusal fault) refuses too. Probe again next try.
 				d.proto = Auto
 			}
 		}
@@ -677,7 +681,7 @@ func (r *runner) update(ctx context.Context, d *device, stop *string) {
 				since = d.firstByte
 			}
 			d.mu.Unlock()
-			v := r.verify(ctx, d, verifySpec{target: d.known(), protocol: d.proto, before: d.facts, beforeAt: d.factsAt, accepted: time.Now(), answer: answer, since: since})
+			v := r.verify(ctx, d, verifySpec{target: d.known(), traits: r.traits(d), before: d.facts, beforeAt: d.factsAt, accepted: time.Now(), answer: answer, since: since})
 			if v.Outcome != OutcomeUnchanged || !v.NotInstalled {
 				r.apply(d, v, de)
 				return
@@ -741,7 +745,7 @@ func (r *runner) update(ctx context.Context, d *device, stop *string) {
 		d.res.Outcome, d.res.Message = OutcomeAccepted, "the device accepted the image (not verified: --no-verify)"
 		return
 	}
-	v := r.verify(ctx, d, verifySpec{target: d.known(), protocol: d.proto, before: d.facts, beforeAt: d.factsAt, accepted: time.Now()})
+	v := r.verify(ctx, d, verifySpec{target: d.known(), traits: r.traits(d), before: d.facts, beforeAt: d.factsAt, accepted: time.Now()})
 	r.apply(d, v, nil)
 }
 
@@ -791,16 +795,16 @@ func (r *runner) mayHaveTaken(err error, de *DeviceError) (Answer, bool) {
 // the device runs the new image anyway (an earlier try reached it in full
 // although its answer was lost or the try was given up on). If so it
 // verifies the device and reports true with d.res holding the outcome.
-// Only HTTP devices are read: espota ones tell their version by mDNS
-// only, which a quick read cannot refresh.
+// Devices that tell their version by mDNS only (Traits.MDNSOnly) are not
+// read: a quick read cannot refresh that.
 func (r *runner) tookEarlier(ctx context.Context, d *device, de *DeviceError) bool {
-	if ctx.Err() != nil || r.opts.NoVerify || r.opts.Observer == nil || d.proto == Espota || !r.expected.Known() {
+	if ctx.Err() != nil || r.opts.NoVerify || r.opts.Observer == nil || r.traits(d).MDNSOnly || !r.expected.Known() {
 		return false
 	}
 	if !transient(de.Class) && de.Class != ClassBusy {
 		return false
 	}
-	s := verifySpec{target: d.known(), protocol: d.proto, before: d.facts, beforeAt: d.factsAt, answer: AnswerLost}
+	s := verifySpec{target: d.known(), traits: r.traits(d), before: d.facts, beforeAt: d.factsAt, answer: AnswerLost}
 	f, err := r.observe(context.WithValue(ctx, verifyingKey{}, true), s.target)
 	if err != nil || !f.Answered {
 		return false
@@ -843,7 +847,7 @@ func (r *runner) failurePage(ctx context.Context, d *device, err error, de *Devi
 	since := d.lastByte
 	d.mu.Unlock()
 	r.emit(d, Event{Phase: PhaseRebooting, Message: "the device's answer says the update failed; reading what it runs"})
-	v := r.verify(ctx, d, verifySpec{target: d.known(), protocol: d.proto, before: d.facts, beforeAt: d.factsAt, accepted: time.Now(), since: since})
+	v := r.verify(ctx, d, verifySpec{target: d.known(), traits: r.traits(d), before: d.facts, beforeAt: d.factsAt, accepted: time.Now(), since: since})
 	switch {
 	case v.Outcome == OutcomeUpdated:
 		r.apply(d, v, de)
@@ -900,10 +904,10 @@ func (r *runner) try(ctx context.Context, d *device) error {
 		}
 		d.proto, d.probed = p, true
 	}
-	if reread && d.proto == HTTP && !identityOf(d.facts).Known() && r.opts.Observer != nil {
+	if reread && !r.traits(d).MDNSOnly && !identityOf(d.facts).Known() && r.opts.Observer != nil {
 		// The pre-flight read told no identity (it failed, or read the
-		// device as espota): what it tells now is the baseline the verdict
-		// compares with. Nothing was sent yet.
+		// device before its protocol was known): what it tells now is the
+		// baseline the verdict compares with. Nothing was sent yet.
 		if f, err := r.observe(ctx, d.known()); err == nil && f.Answered {
 			d.facts, d.factsAt, d.res.From = f, time.Now(), f.Version
 		}

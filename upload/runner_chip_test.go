@@ -1,4 +1,4 @@
-package upload
+package upload_test
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 
 	"github.com/ots-ota/ots-ota/image"
 	"github.com/ots-ota/ots-ota/sim"
+	"github.com/ots-ota/ots-ota/upload"
 )
 
 // TestRunChipFromBoard: the chip an ArduinoOTA device's TXT board= names is
@@ -19,24 +20,24 @@ func TestRunChipFromBoard(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sketch := NewFirmware("sketch.bin", b, false)
+	sketch := upload.NewFirmware("sketch.bin", b, false)
 	esp32 := simFirmware(t, "1.0.1") // esp32s3
 	cases := []struct {
 		name    string
 		p       sim.Personality
 		chip    string
 		board   string // what TXT board= tells (the sims advertise it over mDNS)
-		fw      *Firmware
+		fw      *upload.Firmware
 		force   bool
-		want    Outcome
+		want    upload.Outcome
 		words   string
 		uploads int
 	}{
-		{"esp32 image to esp8266, forced", sim.ESP8266, "", "ESP8266_GENERIC", esp32, true, OutcomeRefused, "the device is esp8266 (its board is ESP8266_GENERIC); --force does not", 0},
-		{"esp8266 sketch to esp32, forced", sim.Arduino, "esp32", "esp32", sketch, true, OutcomeRefused, "image is built for esp8266, the device is esp32", 0},
-		{"esp32s3 image to esp32c3 board", sim.Arduino, "esp32c3", "XIAO_ESP32C3", esp32, false, OutcomeRefused, "the device is esp32c3 (its board is XIAO_ESP32C3)", 0},
-		{"esp8266 sketch to esp8266", sim.ESP8266, "", "ESP8266_GENERIC", sketch, false, OutcomeUnverified, "", 1},
-		{"unknown board", sim.Arduino, "esp32s3", "my_board", esp32, false, OutcomeUnverified, "", 1},
+		{"esp32 image to esp8266, forced", sim.ESP8266, "", "ESP8266_GENERIC", esp32, true, upload.OutcomeRefused, "the device is esp8266 (its board is ESP8266_GENERIC); --force does not", 0},
+		{"esp8266 sketch to esp32, forced", sim.Arduino, "esp32", "esp32", sketch, true, upload.OutcomeRefused, "image is built for esp8266, the device is esp32", 0},
+		{"esp32s3 image to esp32c3 board", sim.Arduino, "esp32c3", "XIAO_ESP32C3", esp32, false, upload.OutcomeRefused, "the device is esp32c3 (its board is XIAO_ESP32C3)", 0},
+		{"esp8266 sketch to esp8266", sim.ESP8266, "", "ESP8266_GENERIC", sketch, false, upload.OutcomeUnverified, "", 1},
+		{"unknown board", sim.Arduino, "esp32s3", "my_board", esp32, false, upload.OutcomeUnverified, "", 1},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -46,10 +47,10 @@ func TestRunChipFromBoard(t *testing.T) {
 			})
 			o := espotaRunOptions(t)
 			o.Force = c.force
-			o.Observer = &DeviceObserver{Timeout: 200 * time.Millisecond, TXT: func(context.Context, Target) map[string]string {
+			o.Observer = &upload.DeviceObserver{Timeout: 200 * time.Millisecond, TXT: func(context.Context, upload.Target) map[string]string {
 				return map[string]string{"board": c.board, "tcp_check": "no", "ssh_upload": "no", "auth_upload": "no"}
 			}}
-			r := Run(context.Background(), c.fw, targetsOf(fl), o)[0]
+			r := upload.Run(context.Background(), c.fw, targetsOf(fl), o)[0]
 			if r.Outcome != c.want || !strings.Contains(r.Message, c.words) {
 				t.Fatalf("%s: %s", r.Outcome, r.Message)
 			}
@@ -70,8 +71,8 @@ func TestRunNoChipToldOnESP8266Port(t *testing.T) {
 	fl := startFleet(t, 1, func(_ int, cfg *sim.Config) { cfg.Personality = sim.ESP8266 })
 	o := espotaRunOptions(t)
 	ts := targetsOf(fl)
-	ts[0].Protocol = Espota
-	r := Run(context.Background(), simFirmware(t, "1.0.1"), ts, o)[0]
+	ts[0].Protocol = upload.Espota
+	r := upload.Run(context.Background(), simFirmware(t, "1.0.1"), ts, o)[0]
 	if ts[0].Port != 8266 {
 		t.Fatalf("the esp8266 sim listens on %d", ts[0].Port)
 	}
@@ -88,9 +89,9 @@ func TestRunChipFromInventory(t *testing.T) {
 	o := espotaRunOptions(t)
 	o.Force = true
 	ts := targetsOf(fl)
-	ts[0].Protocol, ts[0].Chip = Espota, "esp8266"
-	r := Run(context.Background(), simFirmware(t, "1.0.1"), ts, o)[0]
-	if r.Outcome != OutcomeRefused || !strings.Contains(r.Message, "the inventory says chip esp8266") {
+	ts[0].Protocol, ts[0].Chip = upload.Espota, "esp8266"
+	r := upload.Run(context.Background(), simFirmware(t, "1.0.1"), ts, o)[0]
+	if r.Outcome != upload.OutcomeRefused || !strings.Contains(r.Message, "the inventory says chip esp8266") {
 		t.Fatalf("%s (%s)", r.Outcome, r.Message)
 	}
 	if n := len(fl.Devices()[0].State().Uploads); n != 0 {

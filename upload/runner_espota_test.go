@@ -1,4 +1,4 @@
-package upload
+package upload_test
 
 import (
 	"context"
@@ -7,22 +7,24 @@ import (
 
 	"github.com/ots-ota/ots-ota/auth"
 	"github.com/ots-ota/ots-ota/sim"
+	"github.com/ots-ota/ots-ota/upload"
+	"github.com/ots-ota/ots-ota/upload/espota"
 )
 
 // espotaRunOptions are simOptions with an espota transport on a shared
 // connect-back listener.
-func espotaRunOptions(t *testing.T) Options {
+func espotaRunOptions(t *testing.T) upload.Options {
 	t.Helper()
-	ln, err := NewEspotaListener("", 0, nil)
+	ln, err := espota.NewListener("", 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
 	o := simOptions()
-	o.Transports[Espota] = &EspotaTransport{Listener: ln, ConnectTimeout: time.Second, AcceptTimeout: 500 * time.Millisecond,
+	o.Transports[upload.Espota] = &espota.Transport{Listener: ln, ConnectTimeout: time.Second, AcceptTimeout: 500 * time.Millisecond,
 		AuthTimeout: 2 * time.Second, IdleTimeout: 2 * time.Second}
-	o.Probe = func(ctx context.Context, t Target) (Protocol, error) {
-		d, err := ChooseProtocol(ctx, t, Hint{}, time.Second)
+	o.Probe = func(ctx context.Context, t upload.Target) (upload.Protocol, error) {
+		d, err := upload.ChooseProtocol(ctx, t, upload.Hint{}, time.Second)
 		return d.Protocol, err
 	}
 	return o
@@ -35,15 +37,15 @@ func TestRunPersonalities(t *testing.T) {
 	cases := []struct {
 		name string
 		cfg  sim.Config
-		cred Credentials
-		want Outcome
+		cred upload.Credentials
+		want upload.Outcome
 	}{
-		{"seed with token", sim.Config{Personality: sim.Seed, Password: auth.NewSecret(pw), Extensions: true}, Credentials{Token: auth.NewSecret(pw)}, OutcomeUpdated},
-		{"seed password as bearer", sim.Config{Personality: sim.Seed, Password: auth.NewSecret(pw), Extensions: true}, Credentials{Password: auth.NewSecret(pw)}, OutcomeUpdated},
-		{"ots", sim.Config{Personality: sim.OTS}, Credentials{}, OutcomeUpdated},
-		{"arduino PBKDF2", sim.Config{Personality: sim.Arduino, Password: auth.NewSecret(pw)}, Credentials{Password: auth.NewSecret(pw)}, OutcomeUnverified},
-		{"arduino MD5 core 3.3.0", sim.Config{Personality: sim.Arduino, Core: "3.3.0", Password: auth.NewSecret(pw)}, Credentials{Password: auth.NewSecret(pw)}, OutcomeUnverified},
-		{"esp8266", sim.Config{Personality: sim.ESP8266, Password: auth.NewSecret(pw)}, Credentials{Password: auth.NewSecret(pw)}, OutcomeUnverified},
+		{"seed with token", sim.Config{Personality: sim.Seed, Password: auth.NewSecret(pw), Extensions: true}, upload.Credentials{Token: auth.NewSecret(pw)}, upload.OutcomeUpdated},
+		{"seed password as bearer", sim.Config{Personality: sim.Seed, Password: auth.NewSecret(pw), Extensions: true}, upload.Credentials{Password: auth.NewSecret(pw)}, upload.OutcomeUpdated},
+		{"ots", sim.Config{Personality: sim.OTS}, upload.Credentials{}, upload.OutcomeUpdated},
+		{"arduino PBKDF2", sim.Config{Personality: sim.Arduino, Password: auth.NewSecret(pw)}, upload.Credentials{Password: auth.NewSecret(pw)}, upload.OutcomeUnverified},
+		{"arduino MD5 core 3.3.0", sim.Config{Personality: sim.Arduino, Core: "3.3.0", Password: auth.NewSecret(pw)}, upload.Credentials{Password: auth.NewSecret(pw)}, upload.OutcomeUnverified},
+		{"esp8266", sim.Config{Personality: sim.ESP8266, Password: auth.NewSecret(pw)}, upload.Credentials{Password: auth.NewSecret(pw)}, upload.OutcomeUnverified},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -53,7 +55,7 @@ func TestRunPersonalities(t *testing.T) {
 			})
 			o := espotaRunOptions(t)
 			o.Credentials = c.cred
-			res := Run(context.Background(), simFirmware(t, "1.0.1"), targetsOf(fl), o)
+			res := upload.Run(context.Background(), simFirmware(t, "1.0.1"), targetsOf(fl), o)
 			r := res[0]
 			if r.Outcome != c.want || r.Tries != 1 {
 				t.Fatalf("%s tries %d (%s), want %s", r.Outcome, r.Tries, r.Message, c.want)
@@ -74,17 +76,17 @@ func TestRunEspotaFaults(t *testing.T) {
 	cases := []struct {
 		fault string
 		once  bool
-		want  Outcome
+		want  upload.Outcome
 		tries int
-		class Class
+		class upload.Class
 	}{
 		// The device took every byte and its OK was lost: it may run the
 		// image, and an ArduinoOTA device tells no version, so it is never
 		// sent again (issue "push never lies" §3): unverified after 1 try.
-		{"lose-ok", true, OutcomeUnverified, 1, ClassNetwork},
-		{"lose-ok", false, OutcomeUnverified, 1, ClassNetwork},
-		{"no-connect-back", true, OutcomeUnverified, 2, ""},
-		{"no-connect-back", false, OutcomeFailed, 2, ClassNoConnectBack},
+		{"lose-ok", true, upload.OutcomeUnverified, 1, upload.ClassNetwork},
+		{"lose-ok", false, upload.OutcomeUnverified, 1, upload.ClassNetwork},
+		{"no-connect-back", true, upload.OutcomeUnverified, 2, ""},
+		{"no-connect-back", false, upload.OutcomeFailed, 2, upload.ClassNoConnectBack},
 	}
 	for _, c := range cases {
 		name := c.fault
@@ -101,14 +103,14 @@ func TestRunEspotaFaults(t *testing.T) {
 			if c.once {
 				// The sim reports no event for these session faults: clear
 				// them when the runner decides to retry.
-				o.OnEvent = func(e FleetEvent) {
-					if e.Phase == PhaseRetrying {
+				o.OnEvent = func(e upload.FleetEvent) {
+					if e.Phase == upload.PhaseRetrying {
 						fl.Devices()[0].ClearFaults()
 					}
 				}
 			}
 			o.Backoff, o.MaxBackoff = 100*time.Millisecond, 300*time.Millisecond
-			res := Run(context.Background(), simFirmware(t, "1.0.1"), targetsOf(fl), o)
+			res := upload.Run(context.Background(), simFirmware(t, "1.0.1"), targetsOf(fl), o)
 			r := res[0]
 			if r.Outcome != c.want || r.Tries != c.tries || r.Class != c.class {
 				t.Fatalf("%s tries %d class %q (%s), want %s %d %q", r.Outcome, r.Tries, r.Class, r.Message, c.want, c.tries, c.class)
@@ -125,8 +127,8 @@ func TestRunArduinoBootLoop(t *testing.T) {
 		cfg.Personality = sim.Arduino
 		cfg.Behaviours = map[string]sim.Behaviour{"1.0.1": sim.CrashOnBoot}
 	}, nil)
-	res := Run(context.Background(), simFirmware(t, "1.0.1"), targetsOf(fl), espotaRunOptions(t))
-	if r := res[0]; r.Outcome != OutcomeUnverified && r.Outcome != OutcomeUnreachable {
+	res := upload.Run(context.Background(), simFirmware(t, "1.0.1"), targetsOf(fl), espotaRunOptions(t))
+	if r := res[0]; r.Outcome != upload.OutcomeUnverified && r.Outcome != upload.OutcomeUnreachable {
 		t.Fatalf("%s (%s), want unverified or unreachable", r.Outcome, r.Message)
 	}
 }
@@ -139,9 +141,9 @@ func TestRunRefusingHTTPDeviceProbedAgain(t *testing.T) {
 	fl := startFaultFleet(t, func(c *sim.Config) { c.Faults = []sim.Fault{mustFault("refuse:800ms")} }, nil)
 	o := espotaRunOptions(t)
 	o.Backoff, o.MaxBackoff = 300*time.Millisecond, 600*time.Millisecond
-	res := Run(context.Background(), simFirmware(t, "1.0.1"), targetsOf(fl), o)
+	res := upload.Run(context.Background(), simFirmware(t, "1.0.1"), targetsOf(fl), o)
 	r := res[0]
-	if r.Outcome != OutcomeUpdated || r.Protocol != HTTP {
+	if r.Outcome != upload.OutcomeUpdated || r.Protocol != upload.HTTP {
 		t.Fatalf("%s over %s after %d tries: %s", r.Outcome, r.Protocol, r.Tries, r.Message)
 	}
 	checkTruth(t, fl, res, "1.0.1")

@@ -1,4 +1,4 @@
-package upload
+package upload_test
 
 import (
 	"context"
@@ -9,6 +9,8 @@ import (
 
 	"github.com/ots-ota/ots-ota/auth"
 	"github.com/ots-ota/ots-ota/sim"
+	"github.com/ots-ota/ots-ota/upload"
+	"github.com/ots-ota/ots-ota/upload/rawhttp"
 )
 
 // clearAfterFirst makes a fault act once: when the device reports it
@@ -48,21 +50,21 @@ func TestRunSimFaults(t *testing.T) {
 	cases := []struct {
 		fault    string
 		once     bool // the fault acts on the first upload only
-		want     Outcome
+		want     upload.Outcome
 		tries    int // exact; 0 = at least 2; -1 = any
-		class    Class
+		class    upload.Class
 		wantText string
 	}{
-		{"drop@50%", true, OutcomeUpdated, 2, "", ""},
-		{"drop@50%", false, OutcomeFailed, 4, ClassNetwork, ""},
+		{"drop@50%", true, upload.OutcomeUpdated, 2, "", ""},
+		{"drop@50%", false, upload.OutcomeFailed, 4, upload.ClassNetwork, ""},
 		// On loopback the kernel acknowledges what a stalled sim does not read,
 		// so a stall shorter than the answer wait may pass without a retry.
-		{"stall@50%:600ms", true, OutcomeUpdated, -1, "", ""},
-		{"error@30%", true, OutcomeUpdated, 2, "", ""},
-		{"error@30%", false, OutcomeFailed, 2, ClassWriteFailed, "Write failed"},
-		{"power-loss@60%", true, OutcomeUpdated, 0, "", ""},
-		{"refuse:150ms", false, OutcomeUpdated, 0, "", ""},
-		{"no-return", false, OutcomeUnreachable, 1, "", ""},
+		{"stall@50%:600ms", true, upload.OutcomeUpdated, -1, "", ""},
+		{"error@30%", true, upload.OutcomeUpdated, 2, "", ""},
+		{"error@30%", false, upload.OutcomeFailed, 2, upload.ClassWriteFailed, "Write failed"},
+		{"power-loss@60%", true, upload.OutcomeUpdated, 0, "", ""},
+		{"refuse:150ms", false, upload.OutcomeUpdated, 0, "", ""},
+		{"no-return", false, upload.OutcomeUnreachable, 1, "", ""},
 	}
 	for _, c := range cases {
 		name := c.fault
@@ -78,12 +80,12 @@ func TestRunSimFaults(t *testing.T) {
 			}
 			fl = startFaultFleet(t, func(cfg *sim.Config) { cfg.Faults = []sim.Fault{mustFault(c.fault)} }, hook)
 			o := simOptions()
-			o.Transports[HTTP] = &HTTPTransport{ConnectTimeout: 300 * time.Millisecond, IdleTimeout: 300 * time.Millisecond}
+			o.Transports[upload.HTTP] = &rawhttp.Transport{ConnectTimeout: 300 * time.Millisecond, IdleTimeout: 300 * time.Millisecond}
 			o.Backoff, o.MaxBackoff = 50*time.Millisecond, 400*time.Millisecond
 			o.VerifyTimeout = 3 * time.Second
 			ts := targetsOf(fl)
-			ts[0].Protocol = HTTP // a refusing device must not be taken for espota
-			res := Run(context.Background(), simFirmware(t, "1.0.1"), ts, o)
+			ts[0].Protocol = upload.HTTP // a refusing device must not be taken for espota
+			res := upload.Run(context.Background(), simFirmware(t, "1.0.1"), ts, o)
 			r := res[0]
 			if r.Outcome != c.want {
 				t.Fatalf("outcome %s (%s), want %s", r.Outcome, r.Message, c.want)
@@ -115,8 +117,8 @@ func TestRunWriteFailedWithRST(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer fl.Close()
-	r := Run(context.Background(), simFirmware(t, "1.0.1"), targetsOf(fl), simOptions())[0]
-	if r.Outcome != OutcomeFailed || r.Words != "Write failed" || r.Status != 500 || r.Tries != 2 {
+	r := upload.Run(context.Background(), simFirmware(t, "1.0.1"), targetsOf(fl), simOptions())[0]
+	if r.Outcome != upload.OutcomeFailed || r.Words != "Write failed" || r.Status != 500 || r.Tries != 2 {
 		t.Fatalf("%s %d %q tries %d: %s", r.Outcome, r.Status, r.Words, r.Tries, r.Message)
 	}
 }
@@ -125,9 +127,9 @@ func TestRunWriteFailedWithRST(t *testing.T) {
 func TestRunWrongTokenOnce(t *testing.T) {
 	fl := startFaultFleet(t, func(c *sim.Config) { c.Password = auth.NewSecret("right") }, nil)
 	o := simOptions()
-	o.Credentials = Credentials{Token: auth.NewSecret("wrong")}
-	r := Run(context.Background(), simFirmware(t, "1.0.1"), targetsOf(fl), o)[0]
-	if r.Outcome != OutcomeFailed || r.Class != ClassAuth || r.Tries != 1 || r.Words != "Invalid credentials" {
+	o.Credentials = upload.Credentials{Token: auth.NewSecret("wrong")}
+	r := upload.Run(context.Background(), simFirmware(t, "1.0.1"), targetsOf(fl), o)[0]
+	if r.Outcome != upload.OutcomeFailed || r.Class != upload.ClassAuth || r.Tries != 1 || r.Words != "Invalid credentials" {
 		t.Fatalf("%s %s tries %d %q", r.Outcome, r.Class, r.Tries, r.Words)
 	}
 	if n := len(fl.Devices()[0].State().Uploads); n > 1 {
@@ -143,18 +145,18 @@ func TestRunBusyDevice(t *testing.T) {
 	}, nil)
 	o := simOptions()
 	o.NoWaitValid = true
-	r := Run(context.Background(), simFirmware(t, "1.0.1"), targetsOf(fl), o)[0]
-	if r.Outcome != OutcomeUpdated || !r.Pending {
+	r := upload.Run(context.Background(), simFirmware(t, "1.0.1"), targetsOf(fl), o)[0]
+	if r.Outcome != upload.OutcomeUpdated || !r.Pending {
 		t.Fatalf("first push: %s (%s)", r.Outcome, r.Message)
 	}
 	var why string
-	o.OnEvent = func(e FleetEvent) {
-		if e.Phase == PhaseRetrying {
+	o.OnEvent = func(e upload.FleetEvent) {
+		if e.Phase == upload.PhaseRetrying {
 			why = e.Message
 		}
 	}
-	r = Run(context.Background(), simFirmware(t, "1.0.2"), targetsOf(fl), o)[0]
-	if r.Outcome != OutcomeFailed || r.Class != ClassBusy || r.Tries != 2 || r.Words != "OTA begin failed" {
+	r = upload.Run(context.Background(), simFirmware(t, "1.0.2"), targetsOf(fl), o)[0]
+	if r.Outcome != upload.OutcomeFailed || r.Class != upload.ClassBusy || r.Tries != 2 || r.Words != "OTA begin failed" {
 		t.Fatalf("second push: %s %s tries %d %q", r.Outcome, r.Class, r.Tries, r.Words)
 	}
 	if !strings.Contains(why, "pending_verify") {
@@ -176,9 +178,9 @@ func TestRunFifty(t *testing.T) {
 	defer fl.Close()
 	o := simOptions()
 	o.Parallel = 0
-	res := Run(context.Background(), simFirmware(t, "1.0.1"), targetsOf(fl), o)
+	res := upload.Run(context.Background(), simFirmware(t, "1.0.1"), targetsOf(fl), o)
 	for i, r := range res {
-		if r.Outcome != OutcomeUpdated || r.Tries != 1 {
+		if r.Outcome != upload.OutcomeUpdated || r.Tries != 1 {
 			t.Errorf("device %d: %s tries %d (%s)", i, r.Outcome, r.Tries, r.Message)
 		}
 	}
@@ -199,8 +201,8 @@ func TestRunDryRunAgainstSim(t *testing.T) {
 	})
 	o := espotaRunOptions(t)
 	o.DryRun = true
-	res := Run(context.Background(), simFirmware(t, "1.0.1"), targetsOf(fl), o)
-	want := []Outcome{OutcomePlanned, OutcomeRefused, OutcomePlanned}
+	res := upload.Run(context.Background(), simFirmware(t, "1.0.1"), targetsOf(fl), o)
+	want := []upload.Outcome{upload.OutcomePlanned, upload.OutcomeRefused, upload.OutcomePlanned}
 	for i, r := range res {
 		if r.Outcome != want[i] {
 			t.Errorf("device %d: %s (%s), want %s", i, r.Outcome, r.Message, want[i])
@@ -209,7 +211,7 @@ func TestRunDryRunAgainstSim(t *testing.T) {
 			t.Errorf("device %d logged %d uploads in a dry run", i, n)
 		}
 	}
-	if res[2].Protocol != Espota || !strings.Contains(res[0].Message, "runs 1.0.0 (/ota/status)") {
+	if res[2].Protocol != upload.Espota || !strings.Contains(res[0].Message, "runs 1.0.0 (/ota/status)") {
 		t.Errorf("plan: %+v / %+v", res[0], res[2])
 	}
 }
@@ -221,16 +223,16 @@ func TestRunDryRunAgainstSim(t *testing.T) {
 func TestRunGivenUpTryThatLanded(t *testing.T) {
 	fl := startFaultFleet(t, func(c *sim.Config) { c.Faults = []sim.Fault{mustFault("stall@50%:700ms")} }, nil)
 	o := simOptions()
-	o.Transports[HTTP] = &HTTPTransport{ConnectTimeout: 300 * time.Millisecond, IdleTimeout: 300 * time.Millisecond}
+	o.Transports[upload.HTTP] = &rawhttp.Transport{ConnectTimeout: 300 * time.Millisecond, IdleTimeout: 300 * time.Millisecond}
 	// The retry comes after the stalled device finished and restarted.
 	o.Backoff, o.MaxBackoff = 1500*time.Millisecond, 1500*time.Millisecond
-	res := Run(context.Background(), simFirmware(t, "1.0.1"), targetsOf(fl), o)
+	res := upload.Run(context.Background(), simFirmware(t, "1.0.1"), targetsOf(fl), o)
 	r := res[0]
 	st := fl.Devices()[0].State()
 	if st.Version != "1.0.1" {
 		t.Skipf("the stalled try did not land on this machine (the sim runs %s): nothing to check", st.Version)
 	}
-	if r.Outcome != OutcomeUpdated {
+	if r.Outcome != upload.OutcomeUpdated {
 		t.Fatalf("the sim runs 1.0.1 (%s), push says %s after %d tries: %s", st.AppState, r.Outcome, r.Tries, r.Message)
 	}
 	if n := len(st.Uploads); n != 1 {

@@ -1,4 +1,4 @@
-package upload
+package upload_test
 
 import (
 	"context"
@@ -14,6 +14,9 @@ import (
 
 	"github.com/ots-ota/ots-ota/auth"
 	"github.com/ots-ota/ots-ota/sim"
+	"github.com/ots-ota/ots-ota/upload"
+	"github.com/ots-ota/ots-ota/upload/espota"
+	"github.com/ots-ota/ots-ota/upload/rawhttp"
 )
 
 // soakScenario is one device's random set-up, drawn from every shape the
@@ -223,7 +226,7 @@ func TestRunSoak(t *testing.T) {
 	fw := simFirmware(t, "1.0.1")
 	sentELF := hex.EncodeToString(fw.Image.App.ELFSHA256[:])
 	var updated, total int
-	counts := map[Outcome]int{}
+	counts := map[upload.Outcome]int{}
 	drawn := map[string]int{}
 	for start := 0; start < n; start += batch {
 		size := min(batch, n-start)
@@ -283,15 +286,15 @@ func TestRunSoak(t *testing.T) {
 		o.Retries = 2
 		o.VerifyTimeout, o.RebootGrace = 8*time.Second, 2*time.Second
 		o.Backoff, o.MaxBackoff = 20*time.Millisecond, 200*time.Millisecond
-		o.Transports[HTTP] = &HTTPTransport{ConnectTimeout: 500 * time.Millisecond, IdleTimeout: time.Second}
-		o.Transports[Espota].(*EspotaTransport).IdleTimeout = time.Second
+		o.Transports[upload.HTTP] = &rawhttp.Transport{ConnectTimeout: 500 * time.Millisecond, IdleTimeout: time.Second}
+		o.Transports[upload.Espota].(*espota.Transport).IdleTimeout = time.Second
 		o.Seed = seed + uint64(start)
 		// Wrong credentials per device: the runner has one set, so those
 		// devices get a fleet of their own credentials by password mismatch.
-		good := Credentials{Password: auth.NewSecret(pw)}
-		bad := Credentials{Password: auth.NewSecret("wrong-" + pw)}
+		good := upload.Credentials{Password: auth.NewSecret(pw)}
+		bad := upload.Credentials{Password: auth.NewSecret("wrong-" + pw)}
 		targets := targetsOf(fl)
-		var goodT, badT []Target
+		var goodT, badT []upload.Target
 		var goodI, badI []int
 		for i, tg := range targets {
 			if scen[i].wrongCred {
@@ -300,17 +303,17 @@ func TestRunSoak(t *testing.T) {
 				goodT, goodI = append(goodT, tg), append(goodI, i)
 			}
 		}
-		results := make([]Result, size)
+		results := make([]upload.Result, size)
 		for _, part := range []struct {
-			ts   []Target
+			ts   []upload.Target
 			idx  []int
-			cred Credentials
+			cred upload.Credentials
 		}{{goodT, goodI, good}, {badT, badI, bad}} {
 			if len(part.ts) == 0 {
 				continue
 			}
 			o.Credentials = part.cred
-			for k, res := range Run(context.Background(), fw, part.ts, o) {
+			for k, res := range upload.Run(context.Background(), fw, part.ts, o) {
 				results[part.idx[k]] = res
 			}
 		}
@@ -318,7 +321,7 @@ func TestRunSoak(t *testing.T) {
 			total++
 			counts[res.Outcome]++
 			st := fl.Devices()[i].State()
-			if res.Outcome == OutcomeUpdated {
+			if res.Outcome == upload.OutcomeUpdated {
 				updated++
 				// The sim's own truth: the very build that was sent runs.
 				// A foreign build of the same version can be told apart
@@ -336,10 +339,10 @@ func TestRunSoak(t *testing.T) {
 			if j, ok := resentAfterInstall(st.Uploads); ok && !silentInstall {
 				t.Errorf("scenario %d (%s): upload %d follows an installed image (%s: %s): push sent it again before verifying", start+i, scen[i], j+1, res.Outcome, res.Message)
 			}
-			if res.Outcome == OutcomeUnverified && res.Reason == "" {
+			if res.Outcome == upload.OutcomeUnverified && res.Reason == "" {
 				t.Errorf("scenario %d (%s): unverified without a reason (%s)", start+i, scen[i], res.Message)
 			}
-			if (res.Class == ClassAuth || res.Class == ClassRejected) && res.Tries > 1 {
+			if (res.Class == upload.ClassAuth || res.Class == upload.ClassRejected) && res.Tries > 1 {
 				// The last failure was a never-retry class: it must have been
 				// the last try; the device log below checks the order.
 				t.Logf("scenario %d: %s after %d tries", start+i, res.Class, res.Tries)
@@ -400,6 +403,6 @@ func rejection(u sim.UploadRecord) bool {
 	if u.Outcome != "failed" {
 		return false
 	}
-	c, _ := ClassifyAnswer(u.Status, u.Text)
-	return c == ClassRejected && !strings.HasPrefix(u.Text, "Write failed")
+	c, _ := upload.ClassifyAnswer(u.Status, u.Text)
+	return c == upload.ClassRejected && !strings.HasPrefix(u.Text, "Write failed")
 }

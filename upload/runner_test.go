@@ -56,6 +56,11 @@ func (f *fakeFleet) add(host string, d *fakeDev) Target {
 
 func (f *fakeFleet) Protocol() Protocol { return HTTP }
 
+// Traits: the fake devices, like HTTP ones, take app images only.
+func (f *fakeFleet) Traits() Traits {
+	return Traits{NoFilesystem: "the fake devices take no filesystem image"}
+}
+
 func (f *fakeFleet) Send(ctx context.Context, t Target, fw *Firmware, _ Credentials, emit Emit) error {
 	emit(Event{Phase: PhaseConnecting, Total: fw.Size()})
 	n := f.active.Add(1)

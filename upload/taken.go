@@ -9,13 +9,26 @@ import "errors"
 // DeviceError.Taken (see MayHaveTakenAll).
 var ErrEarlyAnswer = errors.New("the device answered before it had the whole image")
 
+// ErrAnswerLost is wrapped in the DeviceError of an upload the device took
+// whole and then closed without answering: it may have applied the image,
+// so a runner should look at the device's version before retrying.
+var ErrAnswerLost = errors.New("the device took the whole image but no answer arrived")
+
+// ErrFailurePage is wrapped in the DeviceError of an upload the device
+// answered with a 2xx status and a text that says the update failed
+// (arduino HTTPUpdateServer's 200 "Update error: …"; failureTexts): a
+// failure by its words, yet no proof either way, so a runner reads the
+// device before it concludes.
+var ErrFailurePage = errors.New("the device answered 2xx with a page that says the update failed")
+
 // MayHaveTakenAll reports whether a device may hold the whole image after
 // an upload ended with err, so that it may install it (or have installed
 // it) although Send failed: a runner must read the device before it sends
 // the image again. True when
 //   - err is nil (the device accepted the whole image);
-//   - err wraps ErrAnswerLost or ErrEspotaNoOK (the device took every byte
-//     and its answer never came);
+//   - err wraps ErrAnswerLost (the device took every byte and its answer
+//     never came; a transport's own error for that, such as espota's lost
+//     OK, is an ErrAnswerLost too);
 //   - err is a *DeviceError whose Taken, the image bytes the device had
 //     acknowledged when the try ended, is at least size. This covers an
 //     interrupted or timed-out upload after the last byte, and an early
@@ -26,7 +39,7 @@ var ErrEarlyAnswer = errors.New("the device answered before it had the whole ima
 // from the kernel's count of acknowledged bytes where it is exact (Linux,
 // macOS); elsewhere it trails the bytes written by the 16 KiB send buffer.
 func MayHaveTakenAll(err error, size int64) bool {
-	if err == nil || errors.Is(err, ErrAnswerLost) || errors.Is(err, ErrEspotaNoOK) {
+	if err == nil || errors.Is(err, ErrAnswerLost) {
 		return true
 	}
 	var de *DeviceError
@@ -38,9 +51,9 @@ func MayHaveTakenAll(err error, size int64) bool {
 // at once overtakes its own delayed ACK. Three lwIP windows (5760 B).
 const unackedTail = 16 << 10
 
-// mayHoldAll reports whether a connection the device ended without an
+// MayHoldAll reports whether a connection the device ended without an
 // answer may have delivered the whole image: every byte written, and at
 // most unackedTail of it unacknowledged.
-func mayHoldAll(written, taken, size int64) bool {
+func MayHoldAll(written, taken, size int64) bool {
 	return taken >= size || written >= size && size-taken <= unackedTail
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 )
 
+// espota's lost OK: TestNoOKMayHaveTakenAll in upload/espota.
 func TestMayHaveTakenAll(t *testing.T) {
 	const size = 1000
 	for _, tc := range []struct {
@@ -16,8 +17,6 @@ func TestMayHaveTakenAll(t *testing.T) {
 	}{
 		{"accepted", nil, true},
 		{"answer lost", &DeviceError{Class: ClassNetwork, Taken: size, Err: errors.Join(ErrAnswerLost, errors.New("EOF"))}, true},
-		{"no OK after a close", &DeviceError{Class: ClassNetwork, Taken: size, Err: ErrEspotaNoOK}, true},
-		{"no OK within the idle timeout", &DeviceError{Class: ClassTimeout, Taken: size, Err: ErrEspotaNoOK}, true},
 		{"early answer after 30 %", &DeviceError{Class: ClassEarlyAnswer, Taken: 300, Err: ErrEarlyAnswer}, false},
 		{"early answer, then read on to the end", &DeviceError{Class: ClassEarlyAnswer, Taken: size, Err: ErrEarlyAnswer}, true},
 		{"cancelled after the last byte", &DeviceError{Class: ClassNetwork, Taken: size, Err: context.Canceled}, true},

@@ -108,7 +108,7 @@ func sameELF(device, image string) bool {
 // verifySpec is what one verification needs.
 type verifySpec struct {
 	target   Target
-	protocol Protocol
+	traits   Traits    // of the device's protocol family
 	before   Facts     // pre-flight facts
 	beforeAt time.Time // when they were read
 	accepted time.Time
@@ -130,9 +130,9 @@ func (r *runner) verify(ctx context.Context, d *device, s verifySpec) Verdict {
 
 	spec := VerdictSpec{
 		Expected: r.expected, Before: s.before, BeforeAt: s.beforeAt, Accepted: s.accepted, Answer: s.answer, Since: s.since,
-		// An espota device is seen only through mDNS TXT; one that told no
-		// version there before will not tell one now.
-		Unobservable:    s.protocol == Espota && !identityOf(s.before).Known(),
+		// A device seen only through mDNS TXT that told no version there
+		// before will not tell one now.
+		Unobservable:    s.traits.MDNSOnly && !identityOf(s.before).Known(),
 		StabilityWindow: o.StabilityWindow, RebootGrace: o.RebootGrace, NoWaitValid: o.NoWaitValid,
 	}
 	if v, done := Decide(spec, nil, time.Now(), false); done {
@@ -147,7 +147,7 @@ func (r *runner) verify(ctx context.Context, d *device, s verifySpec) Verdict {
 		if ctx.Err() != nil {
 			break
 		}
-		if err != nil && s.protocol == Espota {
+		if err != nil && s.traits.MDNSOnly {
 			f.Answered = false
 		}
 		obs = append(obs, Observation{At: at, End: time.Now(), Silent: f.Silent && !f.Answered, Facts: f})

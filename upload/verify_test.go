@@ -1,4 +1,4 @@
-package upload
+package upload_test
 
 import (
 	"context"
@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/ots-ota/ots-ota/sim"
+	"github.com/ots-ota/ots-ota/upload"
+	"github.com/ots-ota/ots-ota/upload/rawhttp"
 )
 
 // subnet hands each sim test its own 127.0.N.0/24, so tests in parallel
@@ -53,33 +55,30 @@ func startFleet(t testing.TB, n int, configure func(i int, c *sim.Config)) *sim.
 }
 
 // targetsOf lists the fleet as targets.
-func targetsOf(f *sim.Fleet) []Target {
-	var ts []Target
+func targetsOf(f *sim.Fleet) []upload.Target {
+	var ts []upload.Target
 	for _, d := range f.Devices() {
-		ts = append(ts, Target{Name: d.Name(), Host: d.IP().String(), Port: d.OTAPort(), WebPort: f.WebPort()})
+		ts = append(ts, upload.Target{Name: d.Name(), Host: d.IP().String(), Port: d.OTAPort(), WebPort: f.WebPort()})
 	}
 	return ts
 }
 
-func simOptions() Options {
-	return Options{
-		Transports: map[Protocol]Transport{HTTP: &HTTPTransport{ConnectTimeout: time.Second, IdleTimeout: 5 * time.Second}},
-		Observer:   &DeviceObserver{Timeout: 200 * time.Millisecond},
-		Parallel:   8, Retries: 3, Backoff: 5 * time.Millisecond, MaxBackoff: 50 * time.Millisecond,
-		StabilityWindow: 700 * time.Millisecond, VerifyTimeout: 10 * time.Second, RebootGrace: 2 * time.Second,
-		PollInterval: 5 * time.Millisecond, ProbeTimeout: 200 * time.Millisecond, Seed: 3,
-	}
+// simOptions are upload.SimOptions with the HTTP transport.
+func simOptions() upload.Options {
+	o := upload.SimOptions()
+	o.Transports[upload.HTTP] = &rawhttp.Transport{ConnectTimeout: time.Second, IdleTimeout: 5 * time.Second}
+	return o
 }
 
-func simFirmware(t testing.TB, version string) *Firmware { return testFirmware(t, version) }
+var simFirmware = upload.SimFirmware
 
 // checkTruth fails when a device reported updated does not run the new
 // version by the simulator's own state.
-func checkTruth(t testing.TB, f *sim.Fleet, res []Result, version string) {
+func checkTruth(t testing.TB, f *sim.Fleet, res []upload.Result, version string) {
 	t.Helper()
 	for i, r := range res {
 		st := f.Devices()[i].State()
-		if r.Outcome == OutcomeUpdated && st.Version != version {
+		if r.Outcome == upload.OutcomeUpdated && st.Version != version {
 			t.Errorf("%s reported updated, but the sim runs %s (%s)", r.Device, st.Version, st.AppState)
 		}
 	}
@@ -90,35 +89,35 @@ func TestVerifyAgainstSim(t *testing.T) {
 		name      string
 		cfg       func(c *sim.Config)
 		noWait    bool
-		want      Outcome
+		want      upload.Outcome
 		pending   bool
 		source    string
 		wantState string
 		from      string
 	}{
-		{"seed extensions healthy", func(c *sim.Config) { c.Extensions = true }, false, OutcomeUpdated, false, "/ota/status", "valid", "1.0.0"},
+		{"seed extensions healthy", func(c *sim.Config) { c.Extensions = true }, false, upload.OutcomeUpdated, false, "/ota/status", "valid", "1.0.0"},
 		{"seed extensions crash-on-boot", func(c *sim.Config) {
 			c.Extensions = true
 			c.Behaviours = map[string]sim.Behaviour{"1.0.1": sim.CrashOnBoot}
-		}, false, OutcomeRolledBack, false, "/ota/status", "undefined", "1.0.0"},
+		}, false, upload.OutcomeRolledBack, false, "/ota/status", "undefined", "1.0.0"},
 		{"seed extensions unstable", func(c *sim.Config) {
 			c.Extensions = true
 			c.Behaviours = map[string]sim.Behaviour{"1.0.1": sim.Unstable}
-		}, false, OutcomeRolledBack, false, "/ota/status", "undefined", "1.0.0"},
+		}, false, upload.OutcomeRolledBack, false, "/ota/status", "undefined", "1.0.0"},
 		{"seed extensions unstable no-wait-valid", func(c *sim.Config) {
 			c.Extensions = true
 			c.Behaviours = map[string]sim.Behaviour{"1.0.1": sim.Unstable}
-		}, true, OutcomeUpdated, true, "/ota/status", "pending_verify", "1.0.0"},
-		{"ots healthy", func(c *sim.Config) { c.Personality = sim.OTS }, false, OutcomeUpdated, false, "/api/status", "", "1.0.0"},
+		}, true, upload.OutcomeUpdated, true, "/ota/status", "pending_verify", "1.0.0"},
+		{"ots healthy", func(c *sim.Config) { c.Personality = sim.OTS }, false, upload.OutcomeUpdated, false, "/api/status", "", "1.0.0"},
 		{"ots crash-on-boot", func(c *sim.Config) {
 			c.Personality = sim.OTS
 			c.Behaviours = map[string]sim.Behaviour{"1.0.1": sim.CrashOnBoot}
-		}, false, OutcomeRolledBack, false, "/api/status", "", "1.0.0"},
-		{"seed without extensions", func(c *sim.Config) {}, false, OutcomeUnverified, false, "", "", ""},
+		}, false, upload.OutcomeRolledBack, false, "/api/status", "", "1.0.0"},
+		{"seed without extensions", func(c *sim.Config) {}, false, upload.OutcomeUnverified, false, "", "", ""},
 		{"no-return", func(c *sim.Config) {
 			c.Extensions = true
 			c.Faults = []sim.Fault{mustFault("no-return")}
-		}, false, OutcomeUnreachable, false, "", "", "1.0.0"},
+		}, false, upload.OutcomeUnreachable, false, "", "", "1.0.0"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -126,16 +125,16 @@ func TestVerifyAgainstSim(t *testing.T) {
 			f := startFleet(t, 1, func(_ int, cfg *sim.Config) { c.cfg(cfg) })
 			o := simOptions()
 			o.NoWaitValid = c.noWait
-			if c.want == OutcomeUnreachable {
+			if c.want == upload.OutcomeUnreachable {
 				o.VerifyTimeout = time.Second
 			}
-			res := Run(context.Background(), simFirmware(t, "1.0.1"), targetsOf(f), o)
+			res := upload.Run(context.Background(), simFirmware(t, "1.0.1"), targetsOf(f), o)
 			r := res[0]
 			if r.Outcome != c.want || r.Pending != c.pending || r.VersionSource != c.source || r.State != c.wantState {
 				t.Fatalf("got %s pending=%v source=%q state=%q (%s); want %s pending=%v source=%q state=%q",
 					r.Outcome, r.Pending, r.VersionSource, r.State, r.Message, c.want, c.pending, c.source, c.wantState)
 			}
-			if r.Protocol != HTTP || r.Tries != 1 || r.From != c.from {
+			if r.Protocol != upload.HTTP || r.Tries != 1 || r.From != c.from {
 				t.Errorf("protocol %s tries %d from %q", r.Protocol, r.Tries, r.From)
 			}
 			checkTruth(t, f, res, "1.0.1")

@@ -12,6 +12,8 @@ import (
 	"github.com/ots-ota/ots-ota/image"
 	"github.com/ots-ota/ots-ota/internal/fakedev"
 	"github.com/ots-ota/ots-ota/upload"
+	"github.com/ots-ota/ots-ota/upload/espota"
+	"github.com/ots-ota/ots-ota/upload/rawhttp"
 )
 
 // Short timings in place of push's defaults. The shapes keep their order:
@@ -38,7 +40,7 @@ const (
 // everything the tests do not shorten.
 func options(t *testing.T) upload.Options {
 	t.Helper()
-	ln, err := upload.NewEspotaListener("", 0, nil)
+	ln, err := espota.NewListener("", 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,8 +53,8 @@ func options(t *testing.T) upload.Options {
 		ProbeTimeout: probeTimeout,
 		Observer:     &upload.DeviceObserver{Timeout: probeTimeout},
 		Transports: map[upload.Protocol]upload.Transport{
-			upload.HTTP:   &upload.HTTPTransport{ConnectTimeout: connectTimeout, IdleTimeout: idleTimeout},
-			upload.Espota: &upload.EspotaTransport{Listener: ln, ConnectTimeout: connectTimeout, IdleTimeout: espotaIdle},
+			upload.HTTP:   &rawhttp.Transport{ConnectTimeout: connectTimeout, IdleTimeout: idleTimeout},
+			upload.Espota: &espota.Transport{Listener: ln, ConnectTimeout: connectTimeout, IdleTimeout: espotaIdle},
 		},
 		Probe: func(ctx context.Context, t upload.Target) (upload.Protocol, error) {
 			d, err := upload.ChooseProtocol(ctx, t, upload.Hint{Protocol: upload.Auto}, connectTimeout)

@@ -1,10 +1,11 @@
-package upload
+package rawhttp
 
 import (
 	"testing"
 	"time"
 
 	"github.com/ots-ota/ots-ota/sim"
+	"github.com/ots-ota/ots-ota/upload"
 )
 
 // An upload push gave up on must not complete on the device afterwards: the
@@ -15,9 +16,9 @@ import (
 func TestHTTPGivenUpUploadNeverLands(t *testing.T) {
 	d := httpFaulty(t, sim.Config{Personality: sim.Seed, Extensions: true}, "stall@50%:700ms")
 	fw := simImage(t, "1.0.1", 256<<10)
-	tr := &HTTPTransport{IdleTimeout: 200 * time.Millisecond, ProgressInterval: 20 * time.Millisecond}
-	de := asDeviceError(t, tr.Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), fw, Credentials{}, nil))
-	if de.Class != ClassTimeout {
+	tr := &Transport{IdleTimeout: 200 * time.Millisecond, ProgressInterval: 20 * time.Millisecond}
+	de := asDeviceError(t, tr.Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), fw, upload.Credentials{}, nil))
+	if de.Class != upload.ClassTimeout {
 		t.Fatalf("got %+v, want a timeout", de)
 	}
 	st := waitHTTPUploads(t, d, 1)

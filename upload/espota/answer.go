@@ -1,7 +1,9 @@
-package upload
+package espota
 
 import (
 	"strings"
+
+	"github.com/ots-ota/ots-ota/upload"
 )
 
 // maxAnswerText bounds what is kept of a device's non-count text: the
@@ -101,22 +103,10 @@ func cleanWords(s string) string {
 // classifyEspotaWords classifies a device's espota text through the one
 // table, after removing the ESP8266 framing: "ERR: " on the UDP answer to an
 // invitation whose Update.begin failed, "ERROR[<n>]: " from printError.
-func classifyEspotaWords(words string) (Class, string) {
+func classifyEspotaWords(words string) (upload.Class, string) {
 	w := strings.TrimSpace(words)
 	w = strings.TrimSpace(strings.TrimPrefix(w, "ERR:"))
-	return ClassifyAnswer(0, cutErrorNumber(w))
-}
-
-func isDigits(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return true
+	return upload.ClassifyAnswer(0, upload.CutErrorNumber(w))
 }
 
 // espotaReplyKind is what a device's UDP datagram says.

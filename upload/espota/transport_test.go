@@ -1,4 +1,4 @@
-package upload
+package espota
 
 import (
 	"context"
@@ -15,6 +15,7 @@ import (
 
 	"github.com/ots-ota/ots-ota/auth"
 	"github.com/ots-ota/ots-ota/sim"
+	"github.com/ots-ota/ots-ota/upload"
 )
 
 // Helpers are prefixed espota so they cannot clash with the HTTP
@@ -22,32 +23,32 @@ import (
 
 const espotaTestPassword = "s3cret-canary"
 
-func espotaTarget(d *sim.Device) Target {
+func espotaTarget(d *sim.Device) upload.Target {
 	ap := netip.MustParseAddrPort(d.OTAAddr())
-	return Target{Name: d.Name(), Host: ap.Addr().String(), Port: int(ap.Port()), Protocol: Espota}
+	return upload.Target{Name: d.Name(), Host: ap.Addr().String(), Port: int(ap.Port()), Protocol: upload.Espota}
 }
 
 // espotaFast is a transport with test-sized timeouts.
-func espotaFast() *EspotaTransport {
-	return &EspotaTransport{ConnectTimeout: 2 * time.Second, AcceptTimeout: 2 * time.Second, IdleTimeout: 3 * time.Second, AuthTimeout: 3 * time.Second}
+func espotaFast() *Transport {
+	return &Transport{ConnectTimeout: 2 * time.Second, AcceptTimeout: 2 * time.Second, IdleTimeout: 3 * time.Second, AuthTimeout: 3 * time.Second}
 }
 
 // espotaEvents collects the events of one Send.
 type espotaEvents struct {
 	mu sync.Mutex
-	ev []Event
+	ev []upload.Event
 }
 
-func (e *espotaEvents) add(ev Event) { e.mu.Lock(); e.ev = append(e.ev, ev); e.mu.Unlock() }
+func (e *espotaEvents) add(ev upload.Event) { e.mu.Lock(); e.ev = append(e.ev, ev); e.mu.Unlock() }
 
-func (e *espotaEvents) all() []Event {
+func (e *espotaEvents) all() []upload.Event {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return append([]Event(nil), e.ev...)
+	return append([]upload.Event(nil), e.ev...)
 }
 
-func (e *espotaEvents) phases() []Phase {
-	var out []Phase
+func (e *espotaEvents) phases() []upload.Phase {
+	var out []upload.Phase
 	for _, ev := range e.all() {
 		if len(out) == 0 || out[len(out)-1] != ev.Phase {
 			out = append(out, ev.Phase)
@@ -56,14 +57,14 @@ func (e *espotaEvents) phases() []Phase {
 	return out
 }
 
-func espotaSend(t testing.TB, tr *EspotaTransport, tg Target, fw *Firmware, password string) (*espotaEvents, error) {
+func espotaSend(t testing.TB, tr *Transport, tg upload.Target, fw *upload.Firmware, password string) (*espotaEvents, error) {
 	t.Helper()
 	ev := &espotaEvents{}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	err := tr.Send(ctx, tg, fw, Credentials{Password: auth.NewSecret(password)}, ev.add)
+	err := tr.Send(ctx, tg, fw, upload.Credentials{Password: auth.NewSecret(password)}, ev.add)
 	if err != nil {
-		var de *DeviceError
+		var de *upload.DeviceError
 		if !errors.As(err, &de) {
 			t.Fatalf("Send returned %T %v, want a *DeviceError", err, err)
 		}
@@ -85,9 +86,9 @@ func espotaNoSecret(t testing.TB, err error, ev *espotaEvents) {
 	}
 }
 
-func espotaWantClass(t testing.TB, err error, want Class) *DeviceError {
+func espotaWantClass(t testing.TB, err error, want upload.Class) *upload.DeviceError {
 	t.Helper()
-	var de *DeviceError
+	var de *upload.DeviceError
 	if !errors.As(err, &de) {
 		t.Fatalf("got %v, want a %s failure", err, want)
 	}
@@ -156,10 +157,10 @@ func TestEspotaUploadPersonalities(t *testing.T) {
 				t.Errorf("%d accepted uploads on the device, want 1", n)
 			}
 			var authMsg string
-			var last Event
+			var last upload.Event
 			var done int64
 			for _, e := range ev.all() {
-				if e.Phase == PhaseAuth {
+				if e.Phase == upload.PhaseAuth {
 					authMsg = e.Message
 				}
 				if e.Done < done || (e.Total != 0 && e.Done > e.Total) {
@@ -171,12 +172,12 @@ func TestEspotaUploadPersonalities(t *testing.T) {
 			if c.auth == "" && authMsg != "" || c.auth != "" && !strings.Contains(authMsg, "("+c.auth+")") {
 				t.Errorf("auth event %q, want %q", authMsg, c.auth)
 			}
-			if last.Phase != PhaseFinishing || last.Done != fw.Size() || last.Total != fw.Size() {
+			if last.Phase != upload.PhaseFinishing || last.Done != fw.Size() || last.Total != fw.Size() {
 				t.Errorf("last event %+v, want finishing at %d", last, fw.Size())
 			}
-			want := []Phase{PhaseConnecting, PhaseErasing}
+			want := []upload.Phase{upload.PhaseConnecting, upload.PhaseErasing}
 			if c.auth != "" {
-				want = []Phase{PhaseConnecting, PhaseAuth, PhaseConnecting, PhaseErasing}
+				want = []upload.Phase{upload.PhaseConnecting, upload.PhaseAuth, upload.PhaseConnecting, upload.PhaseErasing}
 			}
 			if got := ev.phases(); len(got) < len(want) || fmt.Sprint(got[:len(want)]) != fmt.Sprint(want) {
 				t.Errorf("phases %v, want them to start with %v", got, want)
@@ -203,11 +204,11 @@ func TestEspotaWrongPassword(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			d := startSim(t, sim.Config{Personality: c.p, Core: c.core, Password: auth.NewSecret("the-right-one")})
 			_, err := espotaSend(t, espotaFast(), espotaTarget(d), simImage(t, "1.0.1", 0), espotaTestPassword)
-			de := espotaWantClass(t, err, ClassAuth)
+			de := espotaWantClass(t, err, upload.ClassAuth)
 			if de.Words != "Authentication Failed" {
 				t.Errorf("words %q", de.Words)
 			}
-			if ClassAuth.Retries(3) != 0 {
+			if upload.ClassAuth.Retries(3) != 0 {
 				t.Error("auth failures must not be retried")
 			}
 			recs := espotaWaitRecords(t, d, c.failures)
@@ -229,7 +230,7 @@ func TestEspotaMissingPassword(t *testing.T) {
 	d := startSim(t, sim.Config{Personality: sim.Arduino, Password: auth.NewSecret(espotaTestPassword)})
 	tr := espotaFast()
 	_, err := espotaSend(t, tr, espotaTarget(d), simImage(t, "1.0.1", 0), "")
-	if de := espotaWantClass(t, err, ClassAuth); !strings.Contains(de.Reason, "--password") {
+	if de := espotaWantClass(t, err, upload.ClassAuth); !strings.Contains(de.Reason, "--password") {
 		t.Errorf("reason %q should say what to pass", de.Reason)
 	}
 	tr.InviteTries, tr.ConnectTimeout = 1, time.Second // a swallowed invitation would fail now
@@ -245,40 +246,40 @@ func TestEspotaFaults(t *testing.T) {
 		name    string
 		p       sim.Personality
 		fault   string
-		class   Class
+		class   upload.Class
 		words   string
 		applied bool // the device runs the new image afterwards
-		check   func(t *testing.T, de *DeviceError)
+		check   func(t *testing.T, de *upload.DeviceError)
 	}{
-		{name: "no-connect-back", p: sim.Arduino, fault: "no-connect-back", class: ClassNoConnectBack,
-			check: func(t *testing.T, de *DeviceError) {
+		{name: "no-connect-back", p: sim.Arduino, fault: "no-connect-back", class: upload.ClassNoConnectBack,
+			check: func(t *testing.T, de *upload.DeviceError) {
 				for _, w := range []string{"never connected back to 127.0.0.1:", "firewall", "NAT/WSL/VPN", "1.25 MiB"} {
 					if !strings.Contains(de.Reason, w) {
 						t.Errorf("reason %q lacks %q", de.Reason, w)
 					}
 				}
 			}},
-		{name: "lose-ok", p: sim.Arduino, fault: "lose-ok", class: ClassNetwork, applied: true,
-			check: func(t *testing.T, de *DeviceError) {
-				if !errors.Is(de, ErrEspotaNoOK) || de.Taken != big.Size() {
-					t.Errorf("want ErrEspotaNoOK with all %d bytes taken: %+v", big.Size(), de)
+		{name: "lose-ok", p: sim.Arduino, fault: "lose-ok", class: upload.ClassNetwork, applied: true,
+			check: func(t *testing.T, de *upload.DeviceError) {
+				if !errors.Is(de, ErrNoOK) || de.Taken != big.Size() {
+					t.Errorf("want ErrNoOK with all %d bytes taken: %+v", big.Size(), de)
 				}
 			}},
-		{name: "esp8266 lose-ok", p: sim.ESP8266, fault: "lose-ok", class: ClassNetwork, applied: true,
-			check: func(t *testing.T, de *DeviceError) {
-				if !errors.Is(de, ErrEspotaNoOK) {
-					t.Errorf("want ErrEspotaNoOK: %+v", de)
+		{name: "esp8266 lose-ok", p: sim.ESP8266, fault: "lose-ok", class: upload.ClassNetwork, applied: true,
+			check: func(t *testing.T, de *upload.DeviceError) {
+				if !errors.Is(de, ErrNoOK) {
+					t.Errorf("want ErrNoOK: %+v", de)
 				}
 			}},
-		{name: "drop", p: sim.Arduino, fault: "drop@50%", class: ClassNetwork,
-			check: func(t *testing.T, de *DeviceError) {
-				if errors.Is(de, ErrEspotaNoOK) || de.Taken >= big.Size() {
+		{name: "drop", p: sim.Arduino, fault: "drop@50%", class: upload.ClassNetwork,
+			check: func(t *testing.T, de *upload.DeviceError) {
+				if errors.Is(de, ErrNoOK) || de.Taken >= big.Size() {
 					t.Errorf("a drop at 50%% is not a lost OK: %+v", de)
 				}
 			}},
-		{name: "esp8266 drop", p: sim.ESP8266, fault: "drop@30%", class: ClassNetwork},
-		{name: "stall", p: sim.Arduino, fault: "stall@50%:20s", class: ClassTimeout,
-			check: func(t *testing.T, de *DeviceError) {
+		{name: "esp8266 drop", p: sim.ESP8266, fault: "drop@30%", class: upload.ClassNetwork},
+		{name: "stall", p: sim.Arduino, fault: "stall@50%:20s", class: upload.ClassTimeout,
+			check: func(t *testing.T, de *upload.DeviceError) {
 				// Taken is what the device's TCP stack acknowledged: with
 				// lwIP's 5.7 KB window near the stall point, with a big
 				// kernel buffer possibly all of it.
@@ -286,10 +287,10 @@ func TestEspotaFaults(t *testing.T) {
 					t.Errorf("%+v", de)
 				}
 			}},
-		{name: "esp8266 stall", p: sim.ESP8266, fault: "stall@10%:20s", class: ClassTimeout},
-		{name: "error early", p: sim.Arduino, fault: "error@2%", class: ClassWriteFailed, words: "Flash Write Failed"},
-		{name: "esp8266 error early", p: sim.ESP8266, fault: "error@2%", class: ClassWriteFailed, words: "ERROR[1]: Flash Write Failed"},
-		{name: "power-loss", p: sim.Arduino, fault: "power-loss@40%", class: ClassNetwork},
+		{name: "esp8266 stall", p: sim.ESP8266, fault: "stall@10%:20s", class: upload.ClassTimeout},
+		{name: "error early", p: sim.Arduino, fault: "error@2%", class: upload.ClassWriteFailed, words: "Flash Write Failed"},
+		{name: "esp8266 error early", p: sim.ESP8266, fault: "error@2%", class: upload.ClassWriteFailed, words: "ERROR[1]: Flash Write Failed"},
+		{name: "power-loss", p: sim.Arduino, fault: "power-loss@40%", class: upload.ClassNetwork},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			f, err := sim.ParseFault(c.fault)
@@ -345,12 +346,12 @@ func TestEspotaRejectedImages(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			d := startSim(t, sim.Config{Personality: c.p})
-			_, err := espotaSend(t, espotaFast(), espotaTarget(d), NewFirmware("x.bin", c.data, false), "")
-			de := espotaWantClass(t, err, ClassRejected)
+			_, err := espotaSend(t, espotaFast(), espotaTarget(d), upload.NewFirmware("x.bin", c.data, false), "")
+			de := espotaWantClass(t, err, upload.ClassRejected)
 			if !slices.Contains(strings.Split(c.words, "|"), de.Words) {
 				t.Errorf("words %q, want %q", de.Words, c.words)
 			}
-			if ClassRejected.Retries(3) != 0 {
+			if upload.ClassRejected.Retries(3) != 0 {
 				t.Error("rejections must not be retried")
 			}
 		})
@@ -366,7 +367,7 @@ func TestEspotaTooLarge(t *testing.T) {
 		tr := espotaFast()
 		tr.AcceptTimeout = 500 * time.Millisecond
 		_, err := espotaSend(t, tr, espotaTarget(d), fw, "")
-		de := espotaWantClass(t, err, ClassNoConnectBack)
+		de := espotaWantClass(t, err, upload.ClassNoConnectBack)
 		if !strings.Contains(de.Reason, "app slot") {
 			t.Errorf("reason %q", de.Reason)
 		}
@@ -374,7 +375,7 @@ func TestEspotaTooLarge(t *testing.T) {
 	t.Run("esp8266", func(t *testing.T) {
 		d := startSim(t, sim.Config{Personality: sim.ESP8266, SlotSize: 256 << 10})
 		_, err := espotaSend(t, espotaFast(), espotaTarget(d), fw, "")
-		de := espotaWantClass(t, err, ClassRejected)
+		de := espotaWantClass(t, err, upload.ClassRejected)
 		if !strings.Contains(de.Words, "Not Enough Space") {
 			t.Errorf("words %q", de.Words)
 		}
@@ -388,10 +389,10 @@ func TestEspotaUnreachable(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer pc.Close()
-		tr := &EspotaTransport{ConnectTimeout: 300 * time.Millisecond, InviteTries: 3}
+		tr := &Transport{ConnectTimeout: 300 * time.Millisecond, InviteTries: 3}
 		port := pc.LocalAddr().(*net.UDPAddr).Port
-		_, err = espotaSend(t, tr, Target{Host: "127.0.0.1", Port: port}, simImage(t, "1.0.1", 0), "")
-		de := espotaWantClass(t, err, ClassUnreachable)
+		_, err = espotaSend(t, tr, upload.Target{Host: "127.0.0.1", Port: port}, simImage(t, "1.0.1", 0), "")
+		de := espotaWantClass(t, err, upload.ClassUnreachable)
 		if !strings.Contains(de.Reason, "3 espota invitations") {
 			t.Errorf("reason %q", de.Reason)
 		}
@@ -405,11 +406,11 @@ func TestEspotaUnreachable(t *testing.T) {
 		pc.Close()
 		// espota.py's 10 invitations over a long wait (the drop-in's -t 10
 		// gives 25 s a try): two port-unreachable answers in a row end it.
-		tr := &EspotaTransport{ConnectTimeout: 30 * time.Second, InviteTries: 10}
+		tr := &Transport{ConnectTimeout: 30 * time.Second, InviteTries: 10}
 		start := time.Now()
-		_, err = espotaSend(t, tr, Target{Host: "127.0.0.1", Port: port}, simImage(t, "1.0.1", 0), "")
+		_, err = espotaSend(t, tr, upload.Target{Host: "127.0.0.1", Port: port}, simImage(t, "1.0.1", 0), "")
 		// ICMP port unreachable: nothing listens (retried once, later).
-		de := espotaWantClass(t, err, ClassNothingListens)
+		de := espotaWantClass(t, err, upload.ClassNothingListens)
 		if !strings.Contains(de.Reason, "UDP port unreachable") {
 			t.Errorf("reason %q", de.Reason)
 		}
@@ -428,15 +429,15 @@ func TestEspotaInvitationBytes(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer pc.Close()
-		ln, err := NewEspotaListener("127.0.0.1", 0, nil)
+		ln, err := NewListener("127.0.0.1", 0, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer ln.Close()
-		fw := NewFirmware("littlefs.bin", []byte("a filesystem image"), fs)
-		tr := &EspotaTransport{Listener: ln, ConnectTimeout: 200 * time.Millisecond, InviteTries: 2}
+		fw := upload.NewFirmware("littlefs.bin", []byte("a filesystem image"), fs)
+		tr := &Transport{Listener: ln, ConnectTimeout: 200 * time.Millisecond, InviteTries: 2}
 		go func() {
-			_ = tr.Send(context.Background(), Target{Host: "127.0.0.1", Port: pc.LocalAddr().(*net.UDPAddr).Port}, fw, Credentials{}, nil)
+			_ = tr.Send(context.Background(), upload.Target{Host: "127.0.0.1", Port: pc.LocalAddr().(*net.UDPAddr).Port}, fw, upload.Credentials{}, nil)
 		}()
 		buf := make([]byte, 256)
 		_ = pc.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -459,7 +460,7 @@ func TestEspotaInvitationBytes(t *testing.T) {
 // spiffs partition; a device without one (Update.begin fails) never
 // connects back, and ESP8266 says so over UDP.
 func TestEspotaFilesystem(t *testing.T) {
-	fs := NewFirmware("littlefs.bin", make([]byte, 48<<10), true)
+	fs := upload.NewFirmware("littlefs.bin", make([]byte, 48<<10), true)
 	t.Run("esp32", func(t *testing.T) {
 		d := startSim(t, sim.Config{Personality: sim.Arduino})
 		tr := espotaFast()
@@ -475,7 +476,7 @@ func TestEspotaFilesystem(t *testing.T) {
 		default:
 			// A simulated device without a spiffs partition.
 			t.Log("refused: no spiffs partition")
-			espotaWantClass(t, err, ClassNoConnectBack)
+			espotaWantClass(t, err, upload.ClassNoConnectBack)
 			if !strings.Contains(recs[0].Reason, "spiffs") {
 				t.Errorf("the device refused for another reason than the filesystem: %+v", recs[0])
 			}
@@ -488,7 +489,7 @@ func TestEspotaFilesystem(t *testing.T) {
 		d := startSim(t, sim.Config{Personality: sim.ESP8266})
 		_, err := espotaSend(t, espotaFast(), espotaTarget(d), fs, "")
 		if err != nil {
-			de := espotaWantClass(t, err, ClassRejected)
+			de := espotaWantClass(t, err, upload.ClassRejected)
 			if !strings.HasPrefix(de.Words, "ERR: ") || !strings.Contains(de.Reason, "filesystem") {
 				t.Errorf("words %q, reason %q", de.Words, de.Reason)
 			}
@@ -525,7 +526,7 @@ func TestEspotaParallelSharedListener(t *testing.T) {
 	devs := append([]*sim.Device(nil), fleet.Devices()...)
 	devs = append(devs, startSim(t, sim.Config{Personality: sim.Arduino}), startSim(t, sim.Config{Personality: sim.Arduino, Name: "twin"}))
 
-	ln, err := NewEspotaListener("", 0, nil)
+	ln, err := NewListener("", 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -564,7 +565,7 @@ func TestEspotaListenerStrangers(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("needs 127.0.0.0/8 on the loopback interface (Linux)")
 	}
-	ln, err := NewEspotaListener("127.0.0.1", 0, nil)
+	ln, err := NewListener("127.0.0.1", 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -593,9 +594,9 @@ func TestEspotaListenerStrangers(t *testing.T) {
 	if r := turn.refused(); len(r) != 1 || r[0] != "127.0.0.8" {
 		t.Errorf("refused %v", r)
 	}
-	s := &espotaSession{cfg: &EspotaTransport{AcceptTimeout: time.Second}, fw: NewFirmware("fw.bin", []byte{0xE9}, false),
+	s := &espotaSession{cfg: &Transport{AcceptTimeout: time.Second}, fw: upload.NewFirmware("fw.bin", []byte{0xE9}, false),
 		local: turn.local, device: netip.MustParseAddrPort("127.0.0.9:3232")}
-	de := espotaWantClass(t, s.noConnectBack(errNoConnectBack, turn.refused()), ClassNoConnectBack)
+	de := espotaWantClass(t, s.noConnectBack(errNoConnectBack, turn.refused()), upload.ClassNoConnectBack)
 	if !strings.Contains(de.Reason, "came from 127.0.0.8, not from 127.0.0.9") {
 		t.Errorf("reason %q", de.Reason)
 	}
@@ -625,7 +626,7 @@ func TestEspotaCancel(t *testing.T) {
 		cancel()
 	}()
 	start := time.Now()
-	err := espotaFast().Send(ctx, espotaTarget(d), simImage(t, "1.0.1", 200<<10), Credentials{}, nil)
+	err := espotaFast().Send(ctx, espotaTarget(d), simImage(t, "1.0.1", 200<<10), upload.Credentials{}, nil)
 	// The stall lasts 30 s and the idle rule ends the upload after 3 s
 	// with a timeout, not context.Canceled: the error proves the cancel
 	// ended it, and the bound, loose enough for a loaded CI machine,
@@ -653,14 +654,14 @@ func TestEspotaMidUploadError(t *testing.T) {
 	for i := 0; i < 6; i++ {
 		d := startSim(t, sim.Config{Personality: sim.Arduino, Faults: []sim.Fault{f}})
 		_, err := espotaSend(t, espotaFast(), espotaTarget(d), fw, "")
-		var de *DeviceError
+		var de *upload.DeviceError
 		if !errors.As(err, &de) {
 			t.Fatalf("got %v", err)
 		}
 		switch {
-		case de.Class == ClassWriteFailed && de.Words == "Flash Write Failed":
+		case de.Class == upload.ClassWriteFailed && de.Words == "Flash Write Failed":
 			words++
-		case de.Class == ClassNetwork && de.Words == "" && strings.Contains(de.Reason, "reset") && !errors.Is(de, ErrEspotaNoOK):
+		case de.Class == upload.ClassNetwork && de.Words == "" && strings.Contains(de.Reason, "reset") && !errors.Is(de, ErrNoOK):
 		default:
 			t.Errorf("try %d: %s %q %q", i, de.Class, de.Words, de.Reason)
 		}
@@ -674,26 +675,26 @@ func TestEspotaMidUploadError(t *testing.T) {
 
 // One listener serves every espota upload of a fleet; the runner closes it
 // at the end.
-func ExampleEspotaListener() {
-	ln, err := NewEspotaListener("", 0, nil) // --host-ip, --host-port
+func ExampleListener() {
+	ln, err := NewListener("", 0, nil) // --host-ip, --host-port
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
 	defer ln.Close()
-	tr := &EspotaTransport{Listener: ln, IdleTimeout: 30 * time.Second}
-	fw := NewFirmware("firmware.bin", []byte{0xE9 /* … */}, false)
-	targets := []Target{{Host: "127.0.0.2"}, {Host: "127.0.0.3", Port: 8266}}
+	tr := &Transport{Listener: ln, IdleTimeout: 30 * time.Second}
+	fw := upload.NewFirmware("firmware.bin", []byte{0xE9 /* … */}, false)
+	targets := []upload.Target{{Host: "127.0.0.2"}, {Host: "127.0.0.3", Port: 8266}}
 	var wg sync.WaitGroup
 	for _, tg := range targets {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			err := tr.Send(context.Background(), tg, fw, Credentials{Password: auth.NewSecret("…")}, func(e Event) {})
+			err := tr.Send(context.Background(), tg, fw, upload.Credentials{Password: auth.NewSecret("…")}, func(e upload.Event) {})
 			switch {
 			case err == nil:
 				fmt.Println(tg.Host, "accepted")
-			case errors.Is(err, ErrEspotaNoOK):
+			case errors.Is(err, ErrNoOK):
 				// All bytes taken, no OK: only the version after the reboot tells.
 				fmt.Println(tg.Host, "no OK:", err)
 			default:
@@ -710,13 +711,13 @@ func TestEspotaConnectBackThroughNAT(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("needs 127.0.0.0/8 on the loopback interface (Linux)")
 	}
-	fw := NewFirmware("fw.bin", append([]byte{0xE9}, make([]byte, 9000)...), false)
+	fw := upload.NewFirmware("fw.bin", append([]byte{0xE9}, make([]byte, 9000)...), false)
 	tg := espotaFakeDeviceFrom(t, "127.0.0.66", func(c net.Conn, size int) {
 		readAllCounting(c, size)
 		fmt.Fprint(c, "OK")
 	})
-	tr := &EspotaTransport{ConnectTimeout: time.Second, AcceptTimeout: 2 * time.Second}
-	if err := tr.Send(context.Background(), tg, fw, Credentials{}, nil); err != nil {
+	tr := &Transport{ConnectTimeout: time.Second, AcceptTimeout: 2 * time.Second}
+	if err := tr.Send(context.Background(), tg, fw, upload.Credentials{}, nil); err != nil {
 		t.Fatal(err)
 	}
 }

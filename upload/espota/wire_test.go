@@ -1,4 +1,4 @@
-package upload
+package espota
 
 import (
 	"context"
@@ -9,19 +9,21 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ots-ota/ots-ota/upload"
 )
 
 // A scripted espota device on raw sockets, written from research/espota.md
 // §1 and not from sim/: it answers the invitation with OK, connects back and
 // then runs script on the data connection.
-func espotaFakeDevice(t *testing.T, script func(c net.Conn, size int)) Target {
+func espotaFakeDevice(t *testing.T, script func(c net.Conn, size int)) upload.Target {
 	t.Helper()
 	return espotaFakeDeviceFrom(t, "", script)
 }
 
 // espotaFakeDeviceFrom connects back from the local address from ("" = the
 // OS's choice), as a device behind NAT appears.
-func espotaFakeDeviceFrom(t *testing.T, from string, script func(c net.Conn, size int)) Target {
+func espotaFakeDeviceFrom(t *testing.T, from string, script func(c net.Conn, size int)) upload.Target {
 	t.Helper()
 	var d net.Dialer
 	if from != "" {
@@ -31,7 +33,7 @@ func espotaFakeDeviceFrom(t *testing.T, from string, script func(c net.Conn, siz
 }
 
 // espotaFakeDeviceDialer connects back with d.
-func espotaFakeDeviceDialer(t *testing.T, d *net.Dialer, script func(c net.Conn, size int)) Target {
+func espotaFakeDeviceDialer(t *testing.T, d *net.Dialer, script func(c net.Conn, size int)) upload.Target {
 	t.Helper()
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
@@ -58,7 +60,7 @@ func espotaFakeDeviceDialer(t *testing.T, d *net.Dialer, script func(c net.Conn,
 		defer c.Close()
 		script(c, size)
 	}()
-	return Target{Host: "127.0.0.1", Port: pc.LocalAddr().(*net.UDPAddr).Port}
+	return upload.Target{Host: "127.0.0.1", Port: pc.LocalAddr().(*net.UDPAddr).Port}
 }
 
 // readAllCounting reads size bytes, answering each read with its count.
@@ -75,11 +77,11 @@ func readAllCounting(c net.Conn, size int) {
 }
 
 func TestEspotaWire(t *testing.T) {
-	fw := NewFirmware("fw.bin", append([]byte{0xE9}, make([]byte, 20000)...), false)
+	fw := upload.NewFirmware("fw.bin", append([]byte{0xE9}, make([]byte, 20000)...), false)
 	for _, c := range []struct {
 		name   string
 		script func(c net.Conn, size int)
-		class  Class // "" = success
+		class  upload.Class // "" = success
 		words  string
 		noOK   bool
 	}{
@@ -94,40 +96,40 @@ func TestEspotaWire(t *testing.T) {
 			fmt.Fprint(c, "K")
 			time.Sleep(50 * time.Millisecond)
 		}},
-		{name: "an O and a close is no OK", class: ClassRejected, words: "O", script: func(c net.Conn, size int) {
+		{name: "an O and a close is no OK", class: upload.ClassRejected, words: "O", script: func(c net.Conn, size int) {
 			readAllCounting(c, size)
 			fmt.Fprint(c, "O")
 		}},
-		{name: "counts then close: espota.py's success, ours a lost OK", class: ClassNetwork, noOK: true, script: func(c net.Conn, size int) {
+		{name: "counts then close: espota.py's success, ours a lost OK", class: upload.ClassNetwork, noOK: true, script: func(c net.Conn, size int) {
 			readAllCounting(c, size)
 		}},
-		{name: "close after half", class: ClassNetwork, script: func(c net.Conn, size int) {
+		{name: "close after half", class: upload.ClassNetwork, script: func(c net.Conn, size int) {
 			readAllCounting(c, size/2)
 		}},
-		{name: "MD5 Check Failed at the end", class: ClassRejected, words: "MD5 Check Failed", script: func(c net.Conn, size int) {
+		{name: "MD5 Check Failed at the end", class: upload.ClassRejected, words: "MD5 Check Failed", script: func(c net.Conn, size int) {
 			readAllCounting(c, size)
 			fmt.Fprint(c, "MD5 Check Failed\r\n")
 		}},
-		{name: "Decryption error after the first 4 KiB", class: ClassRejected, words: "Decryption error", script: func(c net.Conn, size int) {
+		{name: "Decryption error after the first 4 KiB", class: upload.ClassRejected, words: "Decryption error", script: func(c net.Conn, size int) {
 			readAllCounting(c, 4096)
 			fmt.Fprint(c, "Decryption error\r\n")
 			time.Sleep(20 * time.Millisecond)
 		}},
-		{name: "text without a line end, then close", class: ClassWriteFailed, words: "Flash Write Failed", script: func(c net.Conn, size int) {
+		{name: "text without a line end, then close", class: upload.ClassWriteFailed, words: "Flash Write Failed", script: func(c net.Conn, size int) {
 			readAllCounting(c, 8000)
 			fmt.Fprint(c, "Flash Write Fa")
 			time.Sleep(20 * time.Millisecond)
 			fmt.Fprint(c, "iled")
 		}},
-		{name: "ESP8266 MD5 text", class: ClassRejected, words: "ERROR[7]: MD5 verification failed: expected: 1, calculated: 2", script: func(c net.Conn, size int) {
+		{name: "ESP8266 MD5 text", class: upload.ClassRejected, words: "ERROR[7]: MD5 verification failed: expected: 1, calculated: 2", script: func(c net.Conn, size int) {
 			readAllCounting(c, size)
 			fmt.Fprint(c, "ERROR[7]: MD5 verification failed: expected: 1, calculated: 2\n")
 		}},
-		{name: "unknown words", class: ClassRejected, words: "Something new", script: func(c net.Conn, size int) {
+		{name: "unknown words", class: upload.ClassRejected, words: "Something new", script: func(c net.Conn, size int) {
 			readAllCounting(c, size)
 			fmt.Fprint(c, "Something new\r\n")
 		}},
-		{name: "silent after all bytes: it may have applied the image", class: ClassTimeout, noOK: true, script: func(c net.Conn, size int) {
+		{name: "silent after all bytes: it may have applied the image", class: upload.ClassTimeout, noOK: true, script: func(c net.Conn, size int) {
 			readAllCounting(c, size)
 			_, _ = io.Copy(io.Discard, c) // silent until the client hangs up
 		}},
@@ -136,11 +138,11 @@ func TestEspotaWire(t *testing.T) {
 			tg := espotaFakeDevice(t, c.script)
 			// Timeouts a loaded CI machine cannot run into; only the
 			// silent device, which waits for the client, meets the idle rule.
-			tr := &EspotaTransport{ConnectTimeout: 10 * time.Second, AcceptTimeout: 10 * time.Second, IdleTimeout: 10 * time.Second}
-			if c.class == ClassTimeout {
+			tr := &Transport{ConnectTimeout: 10 * time.Second, AcceptTimeout: 10 * time.Second, IdleTimeout: 10 * time.Second}
+			if c.class == upload.ClassTimeout {
 				tr.IdleTimeout = 800 * time.Millisecond
 			}
-			err := tr.Send(context.Background(), tg, fw, Credentials{}, nil)
+			err := tr.Send(context.Background(), tg, fw, upload.Credentials{}, nil)
 			if c.class == "" {
 				if err != nil {
 					t.Fatal(err)
@@ -151,7 +153,7 @@ func TestEspotaWire(t *testing.T) {
 			if de.Words != c.words {
 				t.Errorf("words %q, want %q", de.Words, c.words)
 			}
-			if errors.Is(err, ErrEspotaNoOK) != c.noOK {
+			if errors.Is(err, ErrNoOK) != c.noOK {
 				t.Errorf("lost OK %v, want %v: %v", !c.noOK, c.noOK, err)
 			}
 		})
@@ -162,15 +164,15 @@ func TestEspotaWire(t *testing.T) {
 // the idle rule ends the upload, and progress never left 0.
 func TestEspotaIdleAtZero(t *testing.T) {
 	tg := espotaFakeDevice(t, func(c net.Conn, size int) { time.Sleep(2 * time.Second) })
-	fw := NewFirmware("fw.bin", make([]byte, 4<<20), false)
+	fw := upload.NewFirmware("fw.bin", make([]byte, 4<<20), false)
 	ev := &espotaEvents{}
-	tr := &EspotaTransport{ConnectTimeout: time.Second, AcceptTimeout: time.Second, IdleTimeout: 300 * time.Millisecond}
-	de := espotaWantClass(t, tr.Send(context.Background(), tg, fw, Credentials{}, ev.add), ClassTimeout)
+	tr := &Transport{ConnectTimeout: time.Second, AcceptTimeout: time.Second, IdleTimeout: 300 * time.Millisecond}
+	de := espotaWantClass(t, tr.Send(context.Background(), tg, fw, upload.Credentials{}, ev.add), upload.ClassTimeout)
 	if de.Taken >= fw.Size() {
 		t.Errorf("taken %d", de.Taken)
 	}
 	for _, e := range ev.all() {
-		if e.Phase == PhaseFinishing {
+		if e.Phase == upload.PhaseFinishing {
 			t.Errorf("finishing without the device taking the image: %+v", e)
 		}
 	}
@@ -179,7 +181,7 @@ func TestEspotaIdleAtZero(t *testing.T) {
 // The lock-step start: no second chunk goes out before the device answered
 // the first, so an early rejection finds nothing unread on the device.
 func TestEspotaLockstepStart(t *testing.T) {
-	fw := NewFirmware("fw.bin", append([]byte{0xE9}, make([]byte, 100000)...), false)
+	fw := upload.NewFirmware("fw.bin", append([]byte{0xE9}, make([]byte, 100000)...), false)
 	unread := make(chan int, 1)
 	tg := espotaFakeDevice(t, func(c net.Conn, size int) {
 		buf := make([]byte, 1460)
@@ -192,12 +194,12 @@ func TestEspotaLockstepStart(t *testing.T) {
 		unread <- m
 		fmt.Fprint(c, "Wrong Magic Byte\r\n")
 	})
-	tr := &EspotaTransport{ConnectTimeout: time.Second, AcceptTimeout: time.Second, IdleTimeout: time.Second}
-	err := tr.Send(context.Background(), tg, fw, Credentials{}, nil)
+	tr := &Transport{ConnectTimeout: time.Second, AcceptTimeout: time.Second, IdleTimeout: time.Second}
+	err := tr.Send(context.Background(), tg, fw, upload.Credentials{}, nil)
 	if m := <-unread; m != 0 {
 		t.Errorf("%d more bytes arrived before the first count", m)
 	}
-	if de := espotaWantClass(t, err, ClassRejected); de.Words != "Wrong Magic Byte" {
+	if de := espotaWantClass(t, err, upload.ClassRejected); de.Words != "Wrong Magic Byte" {
 		t.Errorf("words %q", de.Words)
 	}
 }
@@ -231,28 +233,28 @@ func TestEspotaAnswerParser(t *testing.T) {
 func TestEspotaWordsClassified(t *testing.T) {
 	for _, c := range []struct {
 		words string
-		want  Class
+		want  upload.Class
 	}{
-		{"ERR: ERROR[4]: Not Enough Space", ClassRejected},
-		{"ERROR[1]: Flash Write Failed", ClassWriteFailed},
-		{"ERROR[7]: MD5 verification failed: expected: a, calculated: b", ClassRejected},
-		{"ERROR[10]: Magic byte is not 0xE9", ClassRejected},
-		{"Decryption error", ClassRejected},
-		{"Wrong Magic Byte", ClassRejected},
-		{"Stream Read Timeout", ClassNetwork},
-		{"Authentication Failed", ClassAuth},
-		{"ERROR[x]: Flash Write Failed", ClassRejected}, // not the ESP8266 framing: unknown words
-		{"ERROR[10]: Magic byte is wrong, not 0xE9", ClassRejected},
-		{"ERROR[12]: Signature verification failed", ClassRejected},
-		{"ERROR[8]: new Flash config wrong real: 1048576", ClassRejected},
-		{"ERROR[11]: Invalid bootstrapping state, reset ESP8266 before updating", ClassRejected},
-		{"ERROR[6]: Stream Read Timeout", ClassNetwork},
+		{"ERR: ERROR[4]: Not Enough Space", upload.ClassRejected},
+		{"ERROR[1]: Flash Write Failed", upload.ClassWriteFailed},
+		{"ERROR[7]: MD5 verification failed: expected: a, calculated: b", upload.ClassRejected},
+		{"ERROR[10]: Magic byte is not 0xE9", upload.ClassRejected},
+		{"Decryption error", upload.ClassRejected},
+		{"Wrong Magic Byte", upload.ClassRejected},
+		{"Stream Read Timeout", upload.ClassNetwork},
+		{"Authentication Failed", upload.ClassAuth},
+		{"ERROR[x]: Flash Write Failed", upload.ClassRejected}, // not the ESP8266 framing: unknown words
+		{"ERROR[10]: Magic byte is wrong, not 0xE9", upload.ClassRejected},
+		{"ERROR[12]: Signature verification failed", upload.ClassRejected},
+		{"ERROR[8]: new Flash config wrong real: 1048576", upload.ClassRejected},
+		{"ERROR[11]: Invalid bootstrapping state, reset ESP8266 before updating", upload.ClassRejected},
+		{"ERROR[6]: Stream Read Timeout", upload.ClassNetwork},
 	} {
 		got, why := classifyEspotaWords(c.words)
 		if got != c.want {
 			t.Errorf("%q: %s, want %s", c.words, got, c.want)
 		}
-		_, unknown := ClassifyAnswer(0, "no such words")
+		_, unknown := upload.ClassifyAnswer(0, "no such words")
 		if (why == unknown) != strings.HasPrefix(c.words, "ERROR[x]") {
 			t.Errorf("%q: reason %q", c.words, why)
 		}

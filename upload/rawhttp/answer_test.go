@@ -1,4 +1,4 @@
-package upload
+package rawhttp
 
 import (
 	"bufio"
@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/ots-ota/ots-ota/upload"
 )
 
 // cutReader returns its data, then err (a reset after the answer).
@@ -108,7 +110,7 @@ func TestCleanText(t *testing.T) {
 		"Über größe":             "Über größe",
 		strings.Repeat("a", 300): strings.Repeat("a", maxWords) + "…",
 	} {
-		if got := cleanText(in, maxWords); got != want {
+		if got := upload.CleanText(in, maxWords); got != want {
 			t.Errorf("cleanText(%q) = %q, want %q", in, got, want)
 		}
 	}
@@ -158,7 +160,7 @@ func FuzzReadAnswer(f *testing.F) {
 		}
 		// A failure text anywhere in what arrived makes a 2xx no success,
 		// and the words quote it; none, and they cannot.
-		if says := failureAt(a.visible()) >= 0; Accepted(200, w) == says {
+		if says := upload.FailureTextAt(a.visible()) >= 0; upload.Accepted(200, w) == says {
 			t.Fatalf("failure text in the body %v, but Accepted(200, %q) = %v", says, w, !says)
 		}
 	})

@@ -1,4 +1,4 @@
-package upload
+package espota
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ots-ota/ots-ota/sim"
+	"github.com/ots-ota/ots-ota/upload"
 )
 
 // stopAndWait is espota.py's data phase, the baseline of the benchmark:
@@ -72,9 +73,9 @@ func BenchmarkEspotaLatency(b *testing.B) {
 // data phase and reports both times and their ratio.
 func espotaCompare(b *testing.B, d *sim.Device, pipelinedData, baselineData func(*espotaSession, context.Context, net.Conn) error, label string) {
 	size := 256 << 10
-	imgs := [2]*Firmware{simImage(b, "1.0.1", size), simImage(b, "1.0.2", size)}
+	imgs := [2]*upload.Firmware{simImage(b, "1.0.1", size), simImage(b, "1.0.2", size)}
 	tg := espotaTarget(d)
-	tr := &EspotaTransport{ConnectTimeout: 5 * time.Second}
+	tr := &Transport{ConnectTimeout: 5 * time.Second}
 	var pipelined, lockstep time.Duration
 	run := func(i int, data func(*espotaSession, context.Context, net.Conn) error) time.Duration {
 		fw := imgs[i%2]
@@ -84,7 +85,7 @@ func espotaCompare(b *testing.B, d *sim.Device, pipelinedData, baselineData func
 			b.Fatal(err)
 		}
 		start := time.Now()
-		if err := tr.send(ctx, tg, fw, Credentials{}, nil, data); err != nil {
+		if err := tr.send(ctx, tg, fw, upload.Credentials{}, nil, data); err != nil {
 			b.Fatal(err)
 		}
 		el := time.Since(start)

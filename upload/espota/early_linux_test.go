@@ -1,6 +1,6 @@
 //go:build linux
 
-package upload
+package espota
 
 import (
 	"context"
@@ -10,12 +10,15 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ots-ota/ots-ota/upload"
+	"github.com/ots-ota/ots-ota/upload/internal/testkit"
 )
 
 // espotaDevice is an espota fake device with lwIP's receive window.
-func espotaDevice(t *testing.T, script func(c net.Conn, size int)) Target {
+func espotaDevice(t *testing.T, script func(c net.Conn, size int)) upload.Target {
 	t.Helper()
-	return espotaFakeDeviceDialer(t, &net.Dialer{Control: smallWindow}, script)
+	return espotaFakeDeviceDialer(t, &net.Dialer{Control: testkit.SmallWindow}, script)
 }
 
 // chatter sends the device's last count every 50 ms until the connection
@@ -45,22 +48,22 @@ func readPaced(c net.Conn, size int) {
 
 // espotaBounded runs Send under a generous deadline that the transport's
 // own rules must beat.
-func espotaBounded(t *testing.T, tr *EspotaTransport, tg Target, fw *Firmware) (error, time.Duration) {
+func espotaBounded(t *testing.T, tr *Transport, tg upload.Target, fw *upload.Firmware) (error, time.Duration) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	start := time.Now()
-	err := tr.Send(ctx, tg, fw, Credentials{}, nil)
+	err := tr.Send(ctx, tg, fw, upload.Credentials{}, nil)
 	if errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("only the test's deadline ended the upload: %v", err)
 	}
 	return err, time.Since(start)
 }
 
-func espotaTestImage(size int) *Firmware {
+func espotaTestImage(size int) *upload.Firmware {
 	data := make([]byte, size)
 	data[0] = 0xE9
-	return NewFirmware("fw.bin", data, false)
+	return upload.NewFirmware("fw.bin", data, false)
 }
 
 // An OK after 30 % of the image is not a success: the error names how much
@@ -86,21 +89,21 @@ func TestEspotaEarlyOK(t *testing.T) {
 				fmt.Fprint(c, "OK")
 				tc.then(c, size)
 			})
-			tr := &EspotaTransport{ConnectTimeout: 10 * time.Second, AcceptTimeout: 10 * time.Second, IdleTimeout: 10 * time.Second}
+			tr := &Transport{ConnectTimeout: 10 * time.Second, AcceptTimeout: 10 * time.Second, IdleTimeout: 10 * time.Second}
 			ev := &espotaEvents{}
-			err := tr.Send(context.Background(), tg, fw, Credentials{}, ev.add)
+			err := tr.Send(context.Background(), tg, fw, upload.Credentials{}, ev.add)
 			if err == nil {
 				t.Fatal("an OK after 30 % of the image counted as success")
 			}
-			de := espotaWantClass(t, err, ClassEarlyAnswer)
-			if !errors.Is(err, ErrEarlyAnswer) {
+			de := espotaWantClass(t, err, upload.ClassEarlyAnswer)
+			if !errors.Is(err, upload.ErrEarlyAnswer) {
 				t.Errorf("does not wrap ErrEarlyAnswer: %v", err)
 			}
 			if !strings.Contains(de.Reason, fmt.Sprintf("of %d bytes were sent and", fw.Size())) {
 				t.Errorf("reason does not name the bytes sent: %q", de.Reason)
 			}
 			for _, e := range ev.all() {
-				if e.Done > de.Taken || e.Phase == PhaseFinishing {
+				if e.Done > de.Taken || e.Phase == upload.PhaseFinishing {
 					t.Errorf("event %+v: more than the %d bytes acknowledged", e, de.Taken)
 				}
 			}
@@ -117,10 +120,10 @@ func TestEspotaCountsWithoutData(t *testing.T) {
 		readAllCounting(c, 8<<10) // past the lock-step start, then no more reads
 		chatter(c)
 	})
-	tr := &EspotaTransport{ConnectTimeout: 10 * time.Second, AcceptTimeout: 10 * time.Second, IdleTimeout: 500 * time.Millisecond}
+	tr := &Transport{ConnectTimeout: 10 * time.Second, AcceptTimeout: 10 * time.Second, IdleTimeout: 500 * time.Millisecond}
 	err, took := espotaBounded(t, tr, tg, fw)
-	de := espotaWantClass(t, err, ClassTimeout)
-	if de.Taken >= fw.Size() || errors.Is(err, ErrEspotaNoOK) || MayHaveTakenAll(err, fw.Size()) {
+	de := espotaWantClass(t, err, upload.ClassTimeout)
+	if de.Taken >= fw.Size() || errors.Is(err, ErrNoOK) || upload.MayHaveTakenAll(err, fw.Size()) {
 		t.Errorf("taken %d of %d, %v", de.Taken, fw.Size(), err)
 	}
 	if !strings.Contains(de.Reason, "took no data") {
@@ -137,10 +140,10 @@ func TestEspotaNoOKAfterEveryByte(t *testing.T) {
 		readAllCounting(c, size)
 		chatter(c)
 	})
-	tr := &EspotaTransport{ConnectTimeout: 10 * time.Second, AcceptTimeout: 10 * time.Second, IdleTimeout: 500 * time.Millisecond}
+	tr := &Transport{ConnectTimeout: 10 * time.Second, AcceptTimeout: 10 * time.Second, IdleTimeout: 500 * time.Millisecond}
 	err, took := espotaBounded(t, tr, tg, fw)
-	de := espotaWantClass(t, err, ClassTimeout)
-	if !errors.Is(err, ErrEspotaNoOK) || de.Taken != fw.Size() || !MayHaveTakenAll(err, fw.Size()) {
+	de := espotaWantClass(t, err, upload.ClassTimeout)
+	if !errors.Is(err, ErrNoOK) || de.Taken != fw.Size() || !upload.MayHaveTakenAll(err, fw.Size()) {
 		t.Fatalf("taken %d of %d, %v", de.Taken, fw.Size(), err)
 	}
 	t.Logf("ended after %v: %v", took, err)
@@ -156,13 +159,13 @@ func TestEspotaOKAfterEveryByte(t *testing.T) {
 				readAllCounting(c, size)
 				fmt.Fprint(c, "OK")
 			})
-			tr := &EspotaTransport{ConnectTimeout: 10 * time.Second, AcceptTimeout: 10 * time.Second, IdleTimeout: 10 * time.Second}
+			tr := &Transport{ConnectTimeout: 10 * time.Second, AcceptTimeout: 10 * time.Second, IdleTimeout: 10 * time.Second}
 			ev := &espotaEvents{}
-			if err := tr.Send(context.Background(), tg, fw, Credentials{}, ev.add); err != nil {
+			if err := tr.Send(context.Background(), tg, fw, upload.Credentials{}, ev.add); err != nil {
 				t.Fatal(err)
 			}
 			all := ev.all()
-			if last := all[len(all)-1]; last.Phase != PhaseFinishing || last.Done != fw.Size() {
+			if last := all[len(all)-1]; last.Phase != upload.PhaseFinishing || last.Done != fw.Size() {
 				t.Fatalf("last event %+v", last)
 			}
 		})

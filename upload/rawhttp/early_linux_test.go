@@ -1,6 +1,6 @@
 //go:build linux
 
-package upload
+package rawhttp
 
 import (
 	"bufio"
@@ -9,25 +9,12 @@ import (
 	"io"
 	"net"
 	"regexp"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ots-ota/ots-ota/upload"
+	"github.com/ots-ota/ots-ota/upload/internal/testkit"
 )
-
-// deviceWindow is lwIP's default TCP receive window
-// (CONFIG_LWIP_TCP_WND_DEFAULT, device-contract.md §5).
-const deviceWindow = 5760
-
-// smallWindow sets a device-sized receive buffer on a socket.
-func smallWindow(_, _ string, c syscall.RawConn) error {
-	var serr error
-	if err := c.Control(func(fd uintptr) {
-		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, deviceWindow)
-	}); err != nil {
-		return err
-	}
-	return serr
-}
 
 // deviceServer is rawServer with a device-sized receive window (when small)
 // on the accepted connection.
@@ -35,7 +22,7 @@ func deviceServer(t *testing.T, small bool, serve func(c net.Conn)) string {
 	t.Helper()
 	lc := net.ListenConfig{}
 	if small {
-		lc.Control = smallWindow
+		lc.Control = testkit.SmallWindow
 	}
 	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
@@ -102,17 +89,17 @@ func TestHTTPAnswerAfterHeadersIsEarly(t *testing.T) {
 				io.WriteString(c, okAnswer)
 				tc.then(c, br, client)
 			})
-			fw := &Firmware{Data: make([]byte, 300<<10)}
+			fw := &upload.Firmware{Data: make([]byte, 300<<10)}
 			fw.Data[0] = 0xE9
 			var ev httpEvents
-			tr := &HTTPTransport{IdleTimeout: 5 * time.Second, ProgressInterval: 5 * time.Millisecond}
-			err := tr.Send(httpCtx(t), httpTarget(t, addr, ""), fw, Credentials{}, ev.emit)
+			tr := &Transport{IdleTimeout: 5 * time.Second, ProgressInterval: 5 * time.Millisecond}
+			err := tr.Send(httpCtx(t), httpTarget(t, addr, ""), fw, upload.Credentials{}, ev.emit)
 			close(client)
 			if err == nil {
 				t.Fatalf("an answer after the headers counted as success; events %+v", ev.all())
 			}
 			de := asDeviceError(t, err)
-			if de.Class != ClassEarlyAnswer || !errors.Is(err, ErrEarlyAnswer) || de.Status != 200 {
+			if de.Class != upload.ClassEarlyAnswer || !errors.Is(err, upload.ErrEarlyAnswer) || de.Status != 200 {
 				t.Fatalf("got class %s status %d (%v), want an early answer", de.Class, de.Status, err)
 			}
 			if !regexp.MustCompile(`acknowledged \d+ (B|KiB) of 300 KiB \(`).MatchString(de.Reason) {
@@ -125,7 +112,7 @@ func TestHTTPAnswerAfterHeadersIsEarly(t *testing.T) {
 				t.Errorf("taken %d of %d", de.Taken, fw.Size())
 			}
 			for _, e := range ev.all() {
-				if e.Done > de.Taken || e.Phase == PhaseFinishing {
+				if e.Done > de.Taken || e.Phase == upload.PhaseFinishing {
 					t.Errorf("event %+v: more than the %d bytes acknowledged", e, de.Taken)
 				}
 			}
@@ -154,7 +141,7 @@ func TestHTTPAnswerAfterWholeBodyIsSuccess(t *testing.T) {
 		{"an early 100 Continue, then 200 after the body", true, 300 << 10, true, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			fw := &Firmware{Data: make([]byte, tc.size)}
+			fw := &upload.Firmware{Data: make([]byte, tc.size)}
 			fw.Data[0] = 0xE9
 			addr := deviceServer(t, tc.small, func(c net.Conn) {
 				br := bufio.NewReaderSize(c, 1024)
@@ -173,12 +160,12 @@ func TestHTTPAnswerAfterWholeBodyIsSuccess(t *testing.T) {
 				}
 			})
 			var ev httpEvents
-			tr := &HTTPTransport{ProgressInterval: 5 * time.Millisecond}
-			if err := tr.Send(httpCtx(t), httpTarget(t, addr, ""), fw, Credentials{}, ev.emit); err != nil {
+			tr := &Transport{ProgressInterval: 5 * time.Millisecond}
+			if err := tr.Send(httpCtx(t), httpTarget(t, addr, ""), fw, upload.Credentials{}, ev.emit); err != nil {
 				t.Fatal(err)
 			}
 			all := ev.all()
-			if last := all[len(all)-1]; last.Phase != PhaseFinishing || last.Done != fw.Size() {
+			if last := all[len(all)-1]; last.Phase != upload.PhaseFinishing || last.Done != fw.Size() {
 				t.Fatalf("last event %+v", last)
 			}
 		})

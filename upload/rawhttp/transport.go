@@ -1,4 +1,4 @@
-package upload
+package rawhttp
 
 import (
 	"bufio"
@@ -15,11 +15,12 @@ import (
 
 	"github.com/ots-ota/ots-ota/auth"
 	"github.com/ots-ota/ots-ota/internal/buildinfo"
+	"github.com/ots-ota/ots-ota/upload"
 )
 
-// Defaults of HTTPTransport's timeouts (issue 9 §4).
+// Defaults of Transport's timeouts (issue 9 §4); its connect timeout
+// is upload.DefaultConnectTimeout.
 const (
-	DefaultConnectTimeout = 5 * time.Second
 	// DefaultIdleTimeout must outlast a full-slot erase: esp_ota_begin
 	// erases the whole slot (2–8 s for 2 MiB on an ESP32-S3, longer for
 	// bigger slots) before the device reads the first byte.
@@ -43,7 +44,7 @@ const (
 	earlyAnswerGrace = 2 * time.Second
 )
 
-// HTTPTransport uploads with one HTTP POST of the raw image, the way the
+// Transport uploads with one HTTP POST of the raw image, the way the
 // seed and the OTS firmware take it (device-contract.md §2): Content-Length,
 // application/octet-stream, no chunked encoding, no Expect: 100-continue.
 //
@@ -56,8 +57,8 @@ const (
 // the upload at N bytes.
 //
 // The zero value is ready to use.
-type HTTPTransport struct {
-	// ConnectTimeout bounds the TCP connect; 0 means DefaultConnectTimeout.
+type Transport struct {
+	// ConnectTimeout bounds the TCP connect; 0 means upload.DefaultConnectTimeout.
 	ConnectTimeout time.Duration
 	// IdleTimeout ends an upload when the device takes no byte and gives
 	// no answer for this long; 0 means DefaultIdleTimeout.
@@ -71,41 +72,48 @@ type HTTPTransport struct {
 	Logger *slog.Logger
 }
 
-var _ Transport = (*HTTPTransport)(nil)
+var _ upload.WithTraits = (*Transport)(nil)
 
-// Protocol implements Transport.
-func (*HTTPTransport) Protocol() Protocol { return HTTP }
+// Protocol implements upload.Transport.
+func (*Transport) Protocol() upload.Protocol { return upload.HTTP }
 
-func (h *HTTPTransport) connectTimeout() time.Duration {
+// Traits implements upload.WithTraits: the seed and the OTS firmware take app
+// images only, check the image's chip (esp_ota_end) and tell what they run
+// over HTTP (/ota/status, /api/status).
+func (*Transport) Traits() upload.Traits {
+	return upload.Traits{NoFilesystem: "HTTP devices (seed and OTS firmware) have no filesystem upload; send filesystem images to espota devices"}
+}
+
+func (h *Transport) connectTimeout() time.Duration {
 	if h.ConnectTimeout > 0 {
 		return h.ConnectTimeout
 	}
-	return DefaultConnectTimeout
+	return upload.DefaultConnectTimeout
 }
 
-func (h *HTTPTransport) idleTimeout() time.Duration {
+func (h *Transport) idleTimeout() time.Duration {
 	if h.IdleTimeout > 0 {
 		return h.IdleTimeout
 	}
 	return DefaultIdleTimeout
 }
 
-func (h *HTTPTransport) progressInterval() time.Duration {
+func (h *Transport) progressInterval() time.Duration {
 	if h.ProgressInterval > 0 {
 		return h.ProgressInterval
 	}
 	return defaultProgressInterval
 }
 
-func (h *HTTPTransport) log() *slog.Logger {
+func (h *Transport) log() *slog.Logger {
 	if h.Logger != nil {
 		return h.Logger
 	}
 	return slog.New(slog.DiscardHandler)
 }
 
-// Send implements Transport: it returns nil only when the device answered
-// 2xx after taking the whole image, else a *DeviceError whose Taken is the
+// Send implements upload.Transport: it returns nil only when the device answered
+// 2xx after taking the whole image, else a *upload.DeviceError whose Taken is the
 // image bytes the device had acknowledged when the try ended. When ctx ends
 // the error wraps ctx.Err() (errors.Is(err, context.Canceled) tells an
 // interrupted upload from a failed one).
@@ -113,14 +121,14 @@ func (h *HTTPTransport) log() *slog.Logger {
 // "After taking the whole image": where the ack counter is exact (Linux,
 // macOS) every byte was acknowledged when the answer arrived; elsewhere
 // every byte was written and the answer arrived after the last write began.
-// A 2xx before that is a DeviceError of ClassEarlyAnswer wrapping
-// ErrEarlyAnswer.
-func (h *HTTPTransport) Send(ctx context.Context, t Target, fw *Firmware, cred Credentials, emit Emit) error {
+// A 2xx before that is a DeviceError of upload.ClassEarlyAnswer wrapping
+// upload.ErrEarlyAnswer.
+func (h *Transport) Send(ctx context.Context, t upload.Target, fw *upload.Firmware, cred upload.Credentials, emit upload.Emit) error {
 	if emit == nil {
-		emit = func(Event) {}
+		emit = func(upload.Event) {}
 	}
 	if fw.Filesystem {
-		return &DeviceError{Class: ClassRejected,
+		return &upload.DeviceError{Class: upload.ClassRejected,
 			Reason: "HTTP devices take no filesystem image (the seed and OTS firmware update the app only): use an espota device, or send an app image"}
 	}
 	head, err := requestHead(t, fw.Size(), cred)
@@ -133,34 +141,22 @@ func (h *HTTPTransport) Send(ctx context.Context, t Target, fw *Firmware, cred C
 		defer cancel()
 	}
 	addr := t.Addr()
-	emit(Event{Phase: PhaseConnecting, Total: fw.Size()})
+	emit(upload.Event{Phase: upload.PhaseConnecting, Total: fw.Size()})
 	d := net.Dialer{Timeout: h.connectTimeout()}
 	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return h.dialFailure(ctx, addr, err)
 	}
 	h.log().Debug("connected", "addr", addr, "path", uploadPathOf(t), "size", fw.Size())
-	u := &httpUpload{h: h, ctx: ctx, ac: NewAckCounter(conn), head: head, fw: fw, emit: emit, cred: cred, addr: addr,
-		phase: PhaseConnecting}
+	u := &httpUpload{h: h, ctx: ctx, ac: upload.NewAckCounter(conn), head: head, fw: fw, emit: emit, cred: cred, addr: addr,
+		phase: upload.PhaseConnecting}
 	return u.run()
 }
-
-// ErrAnswerLost is wrapped in the DeviceError of an upload the device took
-// whole and then closed without answering: it may have applied the image,
-// so a runner should look at the device's version before retrying.
-var ErrAnswerLost = errors.New("the device took the whole image but no answer arrived")
 
 // errOverallTimeout is the cause of a context ended by Timeout.
 var errOverallTimeout = errors.New("overall timeout")
 
-// ErrFailurePage is wrapped in the DeviceError of an upload the device
-// answered with a 2xx status and a text that says the update failed
-// (arduino HTTPUpdateServer's 200 "Update error: …"; failureTexts): a
-// failure by its words, yet no proof either way, so a runner reads the
-// device before it concludes.
-var ErrFailurePage = errors.New("the device answered 2xx with a page that says the update failed")
-
-func uploadPathOf(t Target) string {
+func uploadPathOf(t upload.Target) string {
 	if t.Path == "" {
 		return DefaultPath
 	}
@@ -169,10 +165,10 @@ func uploadPathOf(t Target) string {
 
 // requestHead is the request line and headers. Secrets go into the
 // Authorization header and nowhere else.
-func requestHead(t Target, size int64, cred Credentials) ([]byte, error) {
+func requestHead(t upload.Target, size int64, cred upload.Credentials) ([]byte, error) {
 	path := uploadPathOf(t)
 	if path[0] != '/' || strings.ContainsFunc(path, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
-		return nil, &DeviceError{Class: ClassRejected, Reason: fmt.Sprintf("upload path %q is not an absolute URL path", cleanText(path, 80))}
+		return nil, &upload.DeviceError{Class: upload.ClassRejected, Reason: fmt.Sprintf("upload path %q is not an absolute URL path", upload.CleanText(path, 80))}
 	}
 	authz, err := authorization(cred)
 	if err != nil {
@@ -190,7 +186,7 @@ func requestHead(t Target, size int64, cred Credentials) ([]byte, error) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "POST %s HTTP/1.1\r\nHost: %s\r\n", path, host)
 	// ESP-IDF's httpd takes at most 512 bytes of headers: keep them few.
-	fmt.Fprintf(&b, "User-Agent: ots-ota/%s\r\n", cleanText(buildinfo.Version, 40))
+	fmt.Fprintf(&b, "User-Agent: ots-ota/%s\r\n", upload.CleanText(buildinfo.Version, 40))
 	b.WriteString("Content-Type: application/octet-stream\r\n")
 	fmt.Fprintf(&b, "Content-Length: %d\r\n", size)
 	if authz != "" {
@@ -202,7 +198,7 @@ func requestHead(t Target, size int64, cred Credentials) ([]byte, error) {
 
 // authorization is the Authorization value for cred: Token → Bearer; User
 // (with Password) → Basic; Password alone → Bearer.
-func authorization(cred Credentials) (string, error) {
+func authorization(cred upload.Credentials) (string, error) {
 	var v string
 	switch {
 	case !cred.Token.IsZero():
@@ -215,7 +211,7 @@ func authorization(cred Credentials) (string, error) {
 		return "", nil
 	}
 	if strings.ContainsFunc(v, func(r rune) bool { return r < ' ' || r == 0x7f }) {
-		return "", &DeviceError{Class: ClassAuth, Reason: "the token or password contains a control character (a line break?) and cannot be sent in an HTTP header"}
+		return "", &upload.DeviceError{Class: upload.ClassAuth, Reason: "the token or password contains a control character (a line break?) and cannot be sent in an HTTP header"}
 	}
 	return v, nil
 }
@@ -223,7 +219,7 @@ func authorization(cred Credentials) (string, error) {
 // redactor hides what a device may echo of the credentials (and their
 // encodings) from its words, before they are cut to length: a secret that
 // straddled the cut would leak half of itself. The renderers redact again.
-func (c Credentials) redactor() *auth.Redactor {
+func redactor(c upload.Credentials) *auth.Redactor {
 	var r auth.Redactor
 	r.Add(c.Token)
 	r.AddBasic(c.User, c.Password)
@@ -232,16 +228,16 @@ func (c Credentials) redactor() *auth.Redactor {
 
 // httpUpload is one POST in flight.
 type httpUpload struct {
-	h    *HTTPTransport
+	h    *Transport
 	ctx  context.Context
-	ac   *AckCounter
+	ac   *upload.AckCounter
 	head []byte
-	fw   *Firmware
-	emit Emit
-	cred Credentials
+	fw   *upload.Firmware
+	emit upload.Emit
+	cred upload.Credentials
 	addr string
 
-	phase Phase
+	phase upload.Phase
 	done  int64 // body bytes last reported
 	// heard is when the device last sent bytes of its answer (UnixNano):
 	// a page still arriving is no idle device.
@@ -251,18 +247,18 @@ type httpUpload struct {
 type readResult struct {
 	a   *answer
 	err error
-	at  ackSnapshot // the ack counter when the final status line arrived
+	at  upload.AckSnapshot // the ack counter when the final status line arrived
 }
 
 // answerClock reads the device's answer and notes the ack counter at the
 // read that brought the final status line (readAnswerMarked's mark).
 // Only the reader goroutine uses it.
 type answerClock struct {
-	ac    *AckCounter
+	ac    *upload.AckCounter
 	br    *bufio.Reader
 	heard *atomic.Int64
-	last  ackSnapshot // at the latest read that brought bytes
-	mark  ackSnapshot
+	last  upload.AckSnapshot // at the latest read that brought bytes
+	mark  upload.AckSnapshot
 	armed bool // the next read that brings bytes sets mark
 }
 
@@ -270,7 +266,7 @@ func (c *answerClock) Read(p []byte) (int, error) {
 	n, err := c.ac.Conn.Read(p)
 	if n > 0 {
 		c.heard.Store(time.Now().UnixNano())
-		c.last = c.ac.snapshot()
+		c.last = c.ac.Snapshot()
 		if c.armed {
 			c.mark, c.armed = c.last, false
 		}
@@ -359,7 +355,7 @@ func (u *httpUpload) run() (err error) {
 					return u.answered(r, &wrote, &werr)
 				}
 				taken = u.bodyTaken()
-				return &DeviceError{Class: ClassTimeout, Taken: taken, Err: fmt.Errorf("idle for %v", idle),
+				return &upload.DeviceError{Class: upload.ClassTimeout, Taken: taken, Err: fmt.Errorf("idle for %v", idle),
 					Reason: u.silentReason(taken, idle)}
 			}
 		case <-u.ctx.Done():
@@ -398,26 +394,26 @@ func (u *httpUpload) bodyTaken() int64 {
 func (u *httpUpload) progress(taken int64, allWritten bool) {
 	size := u.fw.Size()
 	phase := u.phase
-	if phase == PhaseConnecting {
+	if phase == upload.PhaseConnecting {
 		// No refusal within a tick: as far as a client can tell, erasing.
-		phase = PhaseErasing
+		phase = upload.PhaseErasing
 	}
 	switch {
 	case taken >= size && allWritten:
-		phase = PhaseFinishing
-	case phase == PhaseErasing && taken > min(eraseWindow, size/2):
-		phase = PhaseUploading
+		phase = upload.PhaseFinishing
+	case phase == upload.PhaseErasing && taken > min(eraseWindow, size/2):
+		phase = upload.PhaseUploading
 	}
 	u.report(phase, taken)
 }
 
-func (u *httpUpload) report(phase Phase, done int64) {
+func (u *httpUpload) report(phase upload.Phase, done int64) {
 	if phase == u.phase && done == u.done {
 		return
 	}
 	u.phase, u.done = phase, done
-	e := Event{Phase: phase, Done: done, Total: u.fw.Size()}
-	if phase == PhaseErasing && done == 0 {
+	e := upload.Event{Phase: phase, Done: done, Total: u.fw.Size()}
+	if phase == upload.PhaseErasing && done == 0 {
 		e.Message = "waiting for the device to erase its update slot"
 	}
 	u.emit(e)
@@ -435,7 +431,7 @@ func (u *httpUpload) answered(r readResult, wrote *chan error, werr *error) erro
 	u.stopWriter(wrote, werr)
 	taken := u.bodyTaken()
 	if errors.Is(r.err, errNotHTTP) {
-		return &DeviceError{Class: ClassRejected, Taken: taken, Err: r.err,
+		return &upload.DeviceError{Class: upload.ClassRejected, Taken: taken, Err: r.err,
 			Reason: fmt.Sprintf("%s answered something that is not HTTP: is this the device's OTA port?", u.addr)}
 	}
 	if u.ctx.Err() != nil {
@@ -443,36 +439,36 @@ func (u *httpUpload) answered(r readResult, wrote *chan error, werr *error) erro
 	}
 	err := r.err
 	written := max(0, u.ac.Written()-int64(len(u.head)))
-	if mayHoldAll(written, taken, size) {
-		err = errors.Join(ErrAnswerLost, r.err)
+	if upload.MayHoldAll(written, taken, size) {
+		err = errors.Join(upload.ErrAnswerLost, r.err)
 		if taken < size {
 			// Its reset overtook the ACK of the last bytes it read.
-			return &DeviceError{Class: ClassNetwork, Taken: taken, Err: err,
+			return &upload.DeviceError{Class: upload.ClassNetwork, Taken: taken, Err: err,
 				Reason: "the device closed the connection right after the last bytes, without answering: it may have taken the whole image (verification will tell)"}
 		}
 	}
-	return &DeviceError{Class: ClassNetwork, Taken: taken, Err: err, Reason: cutReason(taken, size)}
+	return &upload.DeviceError{Class: upload.ClassNetwork, Taken: taken, Err: err, Reason: cutReason(taken, size)}
 }
 
 // answer judges the device's HTTP answer: accepted only when it is a 2xx
 // that does not say it failed, and came after the whole image was taken
 // (at: the ack counter when it arrived; see Send).
-func (u *httpUpload) answer(a *answer, at ackSnapshot, wrote *chan error, werr *error) error {
+func (u *httpUpload) answer(a *answer, at upload.AckSnapshot, wrote *chan error, werr *error) error {
 	size := u.fw.Size()
-	words := a.wordsWith(u.cred.redactor().Redact)
-	if !Accepted(a.Status, words) {
+	words := a.wordsWith(redactor(u.cred).Redact)
+	if !upload.Accepted(a.Status, words) {
 		// A device closes, and resets, right after an error answer: the
 		// write under way ends with it; let it, so Taken includes it.
 		u.stopWriter(wrote, werr)
-		class, why := ClassifyAnswer(a.Status, words)
-		de := &DeviceError{Class: class, Status: a.Status, Words: words, Taken: u.bodyTaken(), Reason: why}
+		class, why := upload.ClassifyAnswer(a.Status, words)
+		de := &upload.DeviceError{Class: class, Status: a.Status, Words: words, Taken: u.bodyTaken(), Reason: why}
 		if a.Status >= 200 && a.Status <= 299 {
-			de.Err = ErrFailurePage
+			de.Err = upload.ErrFailurePage
 		}
 		return de
 	}
 	whole := int64(len(u.head)) + size
-	if at.allAcked(whole) {
+	if at.AllAcked(whole) {
 		// Every byte was handed to the kernel (and acknowledged, where
 		// that is measured) before the answer: the writer has returned
 		// from its last write or is about to, once scheduled.
@@ -482,17 +478,17 @@ func (u *httpUpload) answer(a *answer, at ackSnapshot, wrote *chan error, werr *
 	// more of the image reaches a device that may still be reading.
 	u.stopWriter(wrote, werr)
 	taken := u.bodyTaken()
-	if *werr == nil && at.allAcked(whole) && (!u.ac.Exact() || taken >= size) {
-		u.report(PhaseFinishing, size)
+	if *werr == nil && at.AllAcked(whole) && (!u.ac.Exact() || taken >= size) {
+		u.report(upload.PhaseFinishing, size)
 		u.h.log().Debug("accepted", "addr", u.addr, "status", a.Status, "words", words)
 		return nil
 	}
 	if u.ctx.Err() != nil {
 		return u.ended(taken)
 	}
-	u.h.log().Debug("early answer", "addr", u.addr, "status", a.Status, "begun", at.begun, "written", at.written,
-		"queued", at.queued, "exact", at.exact, "write", *werr)
-	return &DeviceError{Class: ClassEarlyAnswer, Status: a.Status, Words: words, Taken: taken, Err: ErrEarlyAnswer,
+	u.h.log().Debug("early answer", "addr", u.addr, "status", a.Status, "begun", at.Begun, "written", at.Written,
+		"queued", at.Queued, "exact", at.Exact, "write", *werr)
+	return &upload.DeviceError{Class: upload.ClassEarlyAnswer, Status: a.Status, Words: words, Taken: taken, Err: upload.ErrEarlyAnswer,
 		Reason: earlyReason(a.Status, taken, max(0, min(u.ac.Written()-int64(len(u.head)), size)), size, u.ac.Exact())}
 }
 
@@ -544,14 +540,14 @@ func (u *httpUpload) awaitWriter(wrote *chan error, werr *error, d time.Duration
 func (u *httpUpload) ended(taken int64) error {
 	err := u.ctx.Err()
 	if errors.Is(context.Cause(u.ctx), errOverallTimeout) {
-		return &DeviceError{Class: ClassTimeout, Taken: taken, Err: err,
+		return &upload.DeviceError{Class: upload.ClassTimeout, Taken: taken, Err: err,
 			Reason: fmt.Sprintf("no answer within the overall timeout of %v (at %s of %s)", u.h.Timeout, byteCount(taken), byteCount(u.fw.Size()))}
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
-		return &DeviceError{Class: ClassTimeout, Taken: taken, Err: err,
+		return &upload.DeviceError{Class: upload.ClassTimeout, Taken: taken, Err: err,
 			Reason: fmt.Sprintf("stopped at the deadline, at %s of %s", byteCount(taken), byteCount(u.fw.Size()))}
 	}
-	return &DeviceError{Class: ClassNetwork, Taken: taken, Err: err,
+	return &upload.DeviceError{Class: upload.ClassNetwork, Taken: taken, Err: err,
 		Reason: fmt.Sprintf("upload interrupted at %s of %s", byteCount(taken), byteCount(u.fw.Size()))}
 }
 
@@ -580,66 +576,12 @@ func (u *httpUpload) silentReason(taken int64, idle time.Duration) string {
 }
 
 // dialFailure classifies a failed connect.
-func (h *HTTPTransport) dialFailure(ctx context.Context, addr string, err error) error {
+func (h *Transport) dialFailure(ctx context.Context, addr string, err error) error {
 	if ctx.Err() != nil && !errors.Is(context.Cause(ctx), errOverallTimeout) && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		return &DeviceError{Class: ClassNetwork, Err: ctx.Err(), Reason: "interrupted while connecting to " + addr}
+		return &upload.DeviceError{Class: upload.ClassNetwork, Err: ctx.Err(), Reason: "interrupted while connecting to " + addr}
 	}
-	class, reason := classifyDial(addr, h.connectTimeout(), err)
-	return &DeviceError{Class: class, Err: err, Reason: reason}
-}
-
-// classifyDial names a connect failure: refused (nothing listens on the TCP
-// port), silent (timeout: off, rebooting or out of reach), or no route.
-func classifyDial(addr string, timeout time.Duration, err error) (Class, string) {
-	var dnsErr *net.DNSError
-	var ne net.Error
-	switch {
-	case isRefused(err):
-		return ClassNetwork, fmt.Sprintf("connection refused by %s: nothing listens on that TCP port (an ArduinoOTA device speaks espota: try --protocol espota)", addr)
-	case errors.As(err, &dnsErr):
-		return ClassUnresolved, fmt.Sprintf("cannot resolve %s: %s", dnsErr.Name, resolverReason(dnsErr))
-	case isUnreachable(err):
-		return ClassUnreachable, fmt.Sprintf("no route to %s: the device is not on a network this host reaches", addr)
-	case errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():
-		return ClassUnreachable, fmt.Sprintf("no answer from %s within %v: the device is off, rebooting or out of reach", addr, timeout)
-	case isReset(err):
-		return ClassNetwork, fmt.Sprintf("%s reset the connection", addr)
-	}
-	return ClassNetwork, fmt.Sprintf("cannot connect to %s: %s", addr, lastErrText(err))
-}
-
-// resolverReason words the system resolver's failure in a few words: Go's
-// text carries the dial chain ("dial udp 10.0.0.53:53: connect: network is
-// unreachable"), of which a user can act on the last part only.
-func resolverReason(e *net.DNSError) string {
-	switch {
-	case e.IsNotFound:
-		return "the system resolver has no such name"
-	case e.IsTimeout:
-		return "the system resolver timed out"
-	case strings.Contains(e.Err, "dial ") || strings.Contains(e.Err, "connect: "):
-		return "the system resolver could not reach a DNS server (" + lastPart(e.Err) + ")"
-	}
-	return "system resolver: " + lastPart(e.Err)
-}
-
-// lastPart is the innermost message of an "a: b: c" chain.
-func lastPart(s string) string {
-	if i := strings.LastIndex(s, ": "); i >= 0 {
-		return s[i+2:]
-	}
-	return s
-}
-
-// lastErrText is the innermost message of err, without Go's wrap chain.
-func lastErrText(err error) string {
-	for {
-		u := errors.Unwrap(err)
-		if u == nil {
-			return err.Error()
-		}
-		err = u
-	}
+	class, reason := upload.ClassifyDial(addr, h.connectTimeout(), err)
+	return &upload.DeviceError{Class: class, Err: err, Reason: reason}
 }
 
 // byteCount prints a byte count the way the progress bars do.

@@ -1,4 +1,4 @@
-package upload
+package espota
 
 import (
 	"bytes"
@@ -16,6 +16,7 @@ import (
 
 	"github.com/ots-ota/ots-ota/auth"
 	"github.com/ots-ota/ots-ota/sim/espota"
+	"github.com/ots-ota/ots-ota/upload"
 )
 
 // memUpdater is the simplest Update class: it keeps the bytes and checks
@@ -73,8 +74,8 @@ func TestEspotaStoredMD5Hash(t *testing.T) {
 		tr.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 		ap := netip.MustParseAddrPort(pc.LocalAddr().String())
 		ev := &espotaEvents{}
-		fw := NewFirmware("fw.bin", append([]byte{0xE9}, make([]byte, 30000)...), false)
-		err = tr.Send(context.Background(), Target{Host: "127.0.0.1", Port: int(ap.Port())}, fw, Credentials{Password: auth.NewSecret(espotaTestPassword)}, ev.add)
+		fw := upload.NewFirmware("fw.bin", append([]byte{0xE9}, make([]byte, 30000)...), false)
+		err = tr.Send(context.Background(), upload.Target{Host: "127.0.0.1", Port: int(ap.Port())}, fw, upload.Credentials{Password: auth.NewSecret(espotaTestPassword)}, ev.add)
 		espotaNoSecret(t, err, ev)
 		if err != nil {
 			t.Fatalf("md5First=%v: %v", md5First, err)

@@ -1,4 +1,4 @@
-package upload
+package rawhttp
 
 import (
 	"context"
@@ -12,10 +12,11 @@ import (
 	"time"
 
 	"github.com/ots-ota/ots-ota/sim"
+	"github.com/ots-ota/ots-ota/upload"
 )
 
 // BenchmarkHTTPvsCurl is issue 9's measure (b): one unthrottled device with
-// an 8 MiB slot, a 4 MB image, HTTPTransport against curl in the same run,
+// an 8 MiB slot, a 4 MB image, Transport against curl in the same run,
 // alternating. It reports both times per upload and their ratio (target
 // ≤ 1.1). The device's reboot between uploads is not timed.
 //
@@ -34,7 +35,7 @@ func BenchmarkHTTPvsCurl(b *testing.B) {
 	addr := d.OTAAddr()
 	url := "http://" + addr + "/update"
 	tg := httpTarget(b, addr, "")
-	tr := &HTTPTransport{}
+	tr := &Transport{}
 	ctx := context.Background()
 	// ready waits for the reboot that follows an accepted upload (boots: the count before it) and for
 	// the new image to leave pending_verify.
@@ -63,8 +64,8 @@ func BenchmarkHTTPvsCurl(b *testing.B) {
 		runOurs := func() {
 			boots := d.State().BootCount
 			start := time.Now()
-			if err := tr.Send(ctx, tg, fw, Credentials{}, nil); err != nil {
-				b.Fatalf("HTTPTransport: %v", err)
+			if err := tr.Send(ctx, tg, fw, upload.Credentials{}, nil); err != nil {
+				b.Fatalf("Transport: %v", err)
 			}
 			ours += time.Since(start)
 			b.StopTimer()
@@ -104,6 +105,6 @@ func BenchmarkHTTPvsCurl(b *testing.B) {
 	b.ReportMetric(ms(curlOwn), "curl-transfer-ms/upload")
 	b.ReportMetric(ours.Seconds()/theirs.Seconds(), "ots/curl")
 	b.ReportMetric(ours.Seconds()/curlOwn.Seconds(), "ots/curl-transfer")
-	b.Logf("%s, %d uploads each: HTTPTransport %.1f ms, curl %.1f ms (its own time_total %.1f ms): ratio %.3f (%.3f against time_total)",
+	b.Logf("%s, %d uploads each: Transport %.1f ms, curl %.1f ms (its own time_total %.1f ms): ratio %.3f (%.3f against time_total)",
 		addr, b.N, ms(ours), ms(theirs), ms(curlOwn), ours.Seconds()/theirs.Seconds(), ours.Seconds()/curlOwn.Seconds())
 }

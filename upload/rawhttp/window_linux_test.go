@@ -1,6 +1,6 @@
 //go:build linux
 
-package upload
+package rawhttp
 
 import (
 	"bufio"
@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ots-ota/ots-ota/upload"
 )
 
 // A device-sized TCP window (lwIP's 5760 bytes) and a handler that erases
@@ -32,7 +34,7 @@ func TestHTTPEraseStallWithDeviceWindow(t *testing.T) {
 
 	var ev httpEvents
 	const erase = 400 * time.Millisecond
-	fw := &Firmware{Data: make([]byte, 512<<10)}
+	fw := &upload.Firmware{Data: make([]byte, 512<<10)}
 	fw.Data[0] = 0xE9
 	served := make(chan struct{})
 	go func() {
@@ -52,8 +54,8 @@ func TestHTTPEraseStallWithDeviceWindow(t *testing.T) {
 				break
 			}
 		}
-		time.Sleep(erase)                                          // esp_ota_begin erases the slot
-		ev.emit(Event{Phase: "marker", Message: "erase finished"}) // in the same log, in order
+		time.Sleep(erase)                                                 // esp_ota_begin erases the slot
+		ev.emit(upload.Event{Phase: "marker", Message: "erase finished"}) // in the same log, in order
 		buf := make([]byte, 1024)
 		for n := int64(0); n < fw.Size(); {
 			k, err := br.Read(buf)
@@ -65,8 +67,8 @@ func TestHTTPEraseStallWithDeviceWindow(t *testing.T) {
 		}
 		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 31\r\n\r\nUpdate successful, rebooting...")
 	}()
-	tr := &HTTPTransport{ProgressInterval: 10 * time.Millisecond}
-	if err := tr.Send(httpCtx(t), httpTarget(t, ln.Addr().String(), ""), fw, Credentials{}, ev.emit); err != nil {
+	tr := &Transport{ProgressInterval: 10 * time.Millisecond}
+	if err := tr.Send(httpCtx(t), httpTarget(t, ln.Addr().String(), ""), fw, upload.Credentials{}, ev.emit); err != nil {
 		t.Fatal(err)
 	}
 	<-served
@@ -77,10 +79,10 @@ func TestHTTPEraseStallWithDeviceWindow(t *testing.T) {
 			marker = i
 			break
 		}
-		if e.Phase != PhaseConnecting && e.Phase != PhaseErasing {
+		if e.Phase != upload.PhaseConnecting && e.Phase != upload.PhaseErasing {
 			t.Fatalf("event %d before the erase ended: %+v", i, e)
 		}
-		if e.Phase == PhaseErasing {
+		if e.Phase == upload.PhaseErasing {
 			erasing++
 			if e.Done > eraseWindow {
 				t.Fatalf("erasing with %d bytes taken, more than a device window: %+v", e.Done, e)
@@ -92,9 +94,9 @@ func TestHTTPEraseStallWithDeviceWindow(t *testing.T) {
 	}
 	var sawUploading bool
 	for _, e := range all[marker+1:] {
-		sawUploading = sawUploading || e.Phase == PhaseUploading
+		sawUploading = sawUploading || e.Phase == upload.PhaseUploading
 	}
-	if last := all[len(all)-1]; !sawUploading || last.Phase != PhaseFinishing || last.Done != fw.Size() {
+	if last := all[len(all)-1]; !sawUploading || last.Phase != upload.PhaseFinishing || last.Done != fw.Size() {
 		t.Fatalf("after the erase: %+v", all[marker+1:])
 	}
 }

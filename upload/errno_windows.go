@@ -9,7 +9,10 @@ import (
 	"golang.org/x/sys/windows"
 )
 
-func isRefused(err error) bool {
+// IsRefused reports whether err is a refusal: a TCP connect answered with
+// RST, or ICMP port unreachable for an earlier datagram on a connected UDP
+// socket.
+func IsRefused(err error) bool {
 	return errors.Is(err, windows.WSAECONNREFUSED) || errors.Is(err, syscall.ECONNREFUSED)
 }
 

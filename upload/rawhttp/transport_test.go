@@ -1,4 +1,4 @@
-package upload
+package rawhttp
 
 import (
 	"bufio"
@@ -17,15 +17,10 @@ import (
 
 	"github.com/ots-ota/ots-ota/auth"
 	"github.com/ots-ota/ots-ota/sim"
+	"github.com/ots-ota/ots-ota/upload"
 )
 
 // --- helpers (prefixed http… so they do not clash with the other transports' tests)
-
-// httpTiming is FastTiming; tweak it per test.
-func httpTiming() *sim.Timing {
-	t := sim.FastTiming()
-	return &t
-}
 
 // httpFaulty starts a device with the faults of specs armed.
 func httpFaulty(t testing.TB, cfg sim.Config, specs ...string) *sim.Device {
@@ -39,52 +34,23 @@ func httpFaulty(t testing.TB, cfg sim.Config, specs ...string) *sim.Device {
 	return d
 }
 
-// httpTarget is the device's OTA port as a Target.
-func httpTarget(t testing.TB, addr, path string) Target {
-	t.Helper()
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, _ := strconv.Atoi(port)
-	return Target{Name: "dev", Host: host, Port: p, Path: path, Protocol: HTTP}
-}
-
-func httpCtx(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 // events collects a transfer's events.
 type httpEvents struct {
 	mu sync.Mutex
-	ev []Event
+	ev []upload.Event
 }
 
-func (l *httpEvents) emit(e Event) {
+func (l *httpEvents) emit(e upload.Event) {
 	l.mu.Lock()
 	e.Time = time.Now()
 	l.ev = append(l.ev, e)
 	l.mu.Unlock()
 }
 
-func (l *httpEvents) all() []Event {
+func (l *httpEvents) all() []upload.Event {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return append([]Event(nil), l.ev...)
-}
-
-func asDeviceError(t testing.TB, err error) *DeviceError {
-	t.Helper()
-	var de *DeviceError
-	if !errors.As(err, &de) {
-		t.Fatalf("want a *DeviceError, got %T %v", err, err)
-	}
-	if de.Reason == "" {
-		t.Errorf("DeviceError without a reason: %+v", de)
-	}
-	return de
+	return append([]upload.Event(nil), l.ev...)
 }
 
 func waitHTTPUploads(t testing.TB, d *sim.Device, n int) sim.State {
@@ -117,25 +83,25 @@ func TestHTTPSeedAuth(t *testing.T) {
 	fw := simImage(t, "1.0.1", 128<<10)
 	d := startSim(t, sim.Config{Personality: sim.Seed, Password: auth.NewSecret("s3cret")})
 	tg := httpTarget(t, d.OTAAddr(), "")
-	tr := &HTTPTransport{}
+	tr := &Transport{}
 	for _, tc := range []struct {
 		name   string
-		cred   Credentials
+		cred   upload.Credentials
 		status int
 		words  string
 	}{
-		{"missing", Credentials{}, 401, "Authentication required"},
-		{"wrong token", Credentials{Token: auth.NewSecret("wrong-token")}, 403, "Invalid credentials"},
+		{"missing", upload.Credentials{}, 401, "Authentication required"},
+		{"wrong token", upload.Credentials{Token: auth.NewSecret("wrong-token")}, 403, "Invalid credentials"},
 		// device-contract §5: a trailing space is part of the value.
-		{"trailing space", Credentials{Token: auth.NewSecret("s3cret ")}, 403, "Invalid credentials"},
-		{"basic to a bearer device", Credentials{User: "admin", Password: auth.NewSecret("s3cret")}, 403, "Invalid credentials"},
-		{"wrong password alone", Credentials{Password: auth.NewSecret("nope-nope")}, 403, "Invalid credentials"},
+		{"trailing space", upload.Credentials{Token: auth.NewSecret("s3cret ")}, 403, "Invalid credentials"},
+		{"basic to a bearer device", upload.Credentials{User: "admin", Password: auth.NewSecret("s3cret")}, 403, "Invalid credentials"},
+		{"wrong password alone", upload.Credentials{Password: auth.NewSecret("nope-nope")}, 403, "Invalid credentials"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var ev httpEvents
 			err := tr.Send(httpCtx(t), tg, fw, tc.cred, ev.emit)
 			de := asDeviceError(t, err)
-			if de.Class != ClassAuth || de.Status != tc.status || de.Words != tc.words {
+			if de.Class != upload.ClassAuth || de.Status != tc.status || de.Words != tc.words {
 				t.Fatalf("got class %s status %d words %q, want auth %d %q", de.Class, de.Status, de.Words, tc.status, tc.words)
 			}
 			if de.Class.Retries(3) != 0 {
@@ -164,7 +130,7 @@ func TestHTTPSeedAuth(t *testing.T) {
 	}
 
 	// The right token, as --token and as --password alone: accepted.
-	for i, cred := range []Credentials{{Token: auth.NewSecret("s3cret")}, {Password: auth.NewSecret("s3cret")}} {
+	for i, cred := range []upload.Credentials{{Token: auth.NewSecret("s3cret")}, {Password: auth.NewSecret("s3cret")}} {
 		version := fmt.Sprintf("1.0.%d", 2+i)
 		fw := simImage(t, version, 128<<10)
 		if err := tr.Send(httpCtx(t), tg, fw, cred, nil); err != nil {
@@ -176,10 +142,10 @@ func TestHTTPSeedAuth(t *testing.T) {
 
 func TestHTTPOTS(t *testing.T) {
 	d := startSim(t, sim.Config{Personality: sim.OTS, WebPort: 0})
-	tr := &HTTPTransport{}
+	tr := &Transport{}
 	// Port 3232, /update: no auth enforced; a Basic header is accepted.
 	fw := simImage(t, "1.0.1", 128<<10)
-	if err := tr.Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), fw, Credentials{User: "admin", Password: auth.NewSecret("x")}, nil); err != nil {
+	if err := tr.Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), fw, upload.Credentials{User: "admin", Password: auth.NewSecret("x")}, nil); err != nil {
 		t.Fatalf("ots /update: %v", err)
 	}
 	st := waitHTTPUploads(t, d, 1)
@@ -191,7 +157,7 @@ func TestHTTPOTS(t *testing.T) {
 	// The web app on its own port: POST /ota/upload.
 	fw2 := simImage(t, "1.0.2", 128<<10)
 	web := httpTarget(t, d.WebAddr(), "/ota/upload")
-	if err := tr.Send(httpCtx(t), web, fw2, Credentials{}, nil); err != nil {
+	if err := tr.Send(httpCtx(t), web, fw2, upload.Credentials{}, nil); err != nil {
 		t.Fatalf("ots web /ota/upload: %v", err)
 	}
 	st = waitHTTPUploads(t, d, 2)
@@ -201,15 +167,15 @@ func TestHTTPOTS(t *testing.T) {
 	waitValid(t, d, "1.0.2")
 
 	// The web app refuses more than 3 MB before reading any of it.
-	big := &Firmware{Name: "big.bin", Data: make([]byte, 3<<20+1)}
+	big := &upload.Firmware{Name: "big.bin", Data: make([]byte, 3<<20+1)}
 	big.Data[0] = 0xE9
-	de := asDeviceError(t, tr.Send(httpCtx(t), web, big, Credentials{}, nil))
-	if de.Class != ClassRejected || de.Status != 400 || de.Words != "Invalid firmware size" {
+	de := asDeviceError(t, tr.Send(httpCtx(t), web, big, upload.Credentials{}, nil))
+	if de.Class != upload.ClassRejected || de.Status != 400 || de.Words != "Invalid firmware size" {
 		t.Fatalf("3 MB + 1 to the web app: %+v", de)
 	}
 	// A path no handler serves.
-	de = asDeviceError(t, tr.Send(httpCtx(t), httpTarget(t, d.OTAAddr(), "/nope"), fw2, Credentials{}, nil))
-	if de.Class != ClassRejected || de.Status != 404 {
+	de = asDeviceError(t, tr.Send(httpCtx(t), httpTarget(t, d.OTAAddr(), "/nope"), fw2, upload.Credentials{}, nil))
+	if de.Class != upload.ClassRejected || de.Status != 404 {
 		t.Fatalf("unknown path: %+v", de)
 	}
 }
@@ -218,7 +184,7 @@ func TestHTTPOTS(t *testing.T) {
 // close with unread data): the device's words must still be reported.
 func TestHTTPWriteFailedWithRST(t *testing.T) {
 	fw := simImage(t, "1.0.1", 1<<20)
-	tr := &HTTPTransport{}
+	tr := &Transport{}
 	// Early (inside the first TCP window), midway, and at the last chunk.
 	for _, fault := range []string{"error@2KiB", "error@30%", "error@99%"} {
 		t.Run(fault, func(t *testing.T) {
@@ -227,8 +193,8 @@ func TestHTTPWriteFailedWithRST(t *testing.T) {
 			d := httpFaulty(t, sim.Config{Personality: sim.Seed, Timing: tm}, fault)
 			const tries = 4
 			for i := range tries {
-				de := asDeviceError(t, tr.Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), fw, Credentials{}, nil))
-				if de.Class != ClassWriteFailed || de.Status != 500 || de.Words != "Write failed" {
+				de := asDeviceError(t, tr.Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), fw, upload.Credentials{}, nil))
+				if de.Class != upload.ClassWriteFailed || de.Status != 500 || de.Words != "Write failed" {
 					t.Fatalf("try %d: got %s %d %q (%v), want write-failed 500 \"Write failed\"", i, de.Class, de.Status, de.Words, de.Err)
 				}
 				st := waitHTTPUploads(t, d, i+1)
@@ -251,9 +217,9 @@ func TestHTTPWrongMagic(t *testing.T) {
 	tm := httpTiming()
 	tm.ErrorCloseDelay = 0
 	d := startSim(t, sim.Config{Personality: sim.OTS, Timing: tm})
-	bad := &Firmware{Name: "bad.bin", Data: make([]byte, 512<<10)}
-	de := asDeviceError(t, (&HTTPTransport{}).Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), bad, Credentials{}, nil))
-	if de.Class != ClassWriteFailed || de.Status != 500 || de.Words != "Write failed" {
+	bad := &upload.Firmware{Name: "bad.bin", Data: make([]byte, 512<<10)}
+	de := asDeviceError(t, (&Transport{}).Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), bad, upload.Credentials{}, nil))
+	if de.Class != upload.ClassWriteFailed || de.Status != 500 || de.Words != "Write failed" {
 		t.Fatalf("got %+v", de)
 	}
 }
@@ -264,8 +230,8 @@ func TestHTTPEndFailed(t *testing.T) {
 	fw := simImage(t, "1.0.1", 128<<10)
 	data := append([]byte(nil), fw.Data...)
 	data[len(data)/2] ^= 0xFF
-	de := asDeviceError(t, (&HTTPTransport{}).Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), NewFirmware("c.bin", data, false), Credentials{}, nil))
-	if de.Class != ClassRejected || de.Status != 500 || de.Words != "OTA end failed" || de.Taken != int64(len(data)) {
+	de := asDeviceError(t, (&Transport{}).Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), upload.NewFirmware("c.bin", data, false), upload.Credentials{}, nil))
+	if de.Class != upload.ClassRejected || de.Status != 500 || de.Words != "OTA end failed" || de.Taken != int64(len(data)) {
 		t.Fatalf("got %+v", de)
 	}
 }
@@ -274,9 +240,9 @@ func TestHTTPEndFailed(t *testing.T) {
 func TestHTTPStallIdleTimeout(t *testing.T) {
 	d := httpFaulty(t, sim.Config{Personality: sim.OTS}, "stall@50%:30s")
 	fw := simImage(t, "1.0.1", 1<<20)
-	tr := &HTTPTransport{IdleTimeout: 500 * time.Millisecond, ProgressInterval: 20 * time.Millisecond}
-	de := asDeviceError(t, tr.Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), fw, Credentials{}, nil))
-	if de.Class != ClassTimeout || de.Status != 0 || de.Taken == 0 || de.Taken >= fw.Size() {
+	tr := &Transport{IdleTimeout: 500 * time.Millisecond, ProgressInterval: 20 * time.Millisecond}
+	de := asDeviceError(t, tr.Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), fw, upload.Credentials{}, nil))
+	if de.Class != upload.ClassTimeout || de.Status != 0 || de.Taken == 0 || de.Taken >= fw.Size() {
 		t.Fatalf("got %+v", de)
 	}
 	if de.Class.Retries(3) != 3 {
@@ -288,9 +254,9 @@ func TestHTTPStallIdleTimeout(t *testing.T) {
 func TestHTTPOverallTimeout(t *testing.T) {
 	d := httpFaulty(t, sim.Config{Personality: sim.OTS}, "stall@10%:30s")
 	fw := simImage(t, "1.0.1", 256<<10)
-	tr := &HTTPTransport{Timeout: 300 * time.Millisecond}
-	de := asDeviceError(t, tr.Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), fw, Credentials{}, nil))
-	if de.Class != ClassTimeout || !strings.Contains(de.Reason, "overall timeout") {
+	tr := &Transport{Timeout: 300 * time.Millisecond}
+	de := asDeviceError(t, tr.Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), fw, upload.Credentials{}, nil))
+	if de.Class != upload.ClassTimeout || !strings.Contains(de.Reason, "overall timeout") {
 		t.Fatalf("got %+v", de)
 	}
 }
@@ -302,12 +268,12 @@ func TestHTTPCancel(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var once sync.Once
-	emit := func(e Event) {
-		if e.Phase == PhaseErasing || e.Phase == PhaseUploading {
+	emit := func(e upload.Event) {
+		if e.Phase == upload.PhaseErasing || e.Phase == upload.PhaseUploading {
 			once.Do(func() { go cancel() })
 		}
 	}
-	err := (&HTTPTransport{}).Send(ctx, httpTarget(t, d.OTAAddr(), ""), fw, Credentials{}, emit)
+	err := (&Transport{}).Send(ctx, httpTarget(t, d.OTAAddr(), ""), fw, upload.Credentials{}, emit)
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("got %v, want it to wrap context.Canceled", err)
 	}
@@ -322,22 +288,22 @@ func TestHTTPNoAnswerFaults(t *testing.T) {
 		fault string
 		boot  time.Duration // the sim's reboot time
 		idle  time.Duration
-		want  Class
+		want  upload.Class
 		words string // in the reason
 	}{
 		// drop: the device resets the connection mid-upload.
-		{"drop", "drop@40%", 50 * time.Millisecond, 5 * time.Second, ClassNetwork, "cut the upload at"},
+		{"drop", "drop@40%", 50 * time.Millisecond, 5 * time.Second, upload.ClassNetwork, "cut the upload at"},
 		// power loss: the device goes silent; the idle timeout fires first…
-		{"power-loss silent", "power-loss@60%", 10 * time.Second, 500 * time.Millisecond, ClassTimeout, "stopped taking data at"},
+		{"power-loss silent", "power-loss@60%", 10 * time.Second, 500 * time.Millisecond, upload.ClassTimeout, "stopped taking data at"},
 		// …or the device comes back first and resets the dead connection.
-		{"power-loss back", "power-loss@60%", 200 * time.Millisecond, 10 * time.Second, ClassNetwork, "cut the upload at"},
+		{"power-loss back", "power-loss@60%", 200 * time.Millisecond, 10 * time.Second, upload.ClassNetwork, "cut the upload at"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tm := httpTiming()
 			tm.BootTime = tc.boot
 			d := httpFaulty(t, sim.Config{Personality: sim.OTS, Timing: tm}, tc.fault)
-			tr := &HTTPTransport{IdleTimeout: tc.idle, ProgressInterval: 20 * time.Millisecond}
-			de := asDeviceError(t, tr.Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), fw, Credentials{}, nil))
+			tr := &Transport{IdleTimeout: tc.idle, ProgressInterval: 20 * time.Millisecond}
+			de := asDeviceError(t, tr.Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), fw, upload.Credentials{}, nil))
 			if de.Class != tc.want || de.Status != 0 || de.Words != "" || de.Taken == 0 || de.Taken >= fw.Size() {
 				t.Fatalf("got %s %d %q taken %d: %s", de.Class, de.Status, de.Words, de.Taken, de.Reason)
 			}
@@ -356,8 +322,8 @@ func TestHTTPRefused(t *testing.T) {
 	if _, err := d.WaitState(ctx, func(s sim.State) bool { return s.Refusing }); err != nil {
 		t.Fatal(err)
 	}
-	de := asDeviceError(t, (&HTTPTransport{}).Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), simImage(t, "1.0.1", 0), Credentials{}, nil))
-	if de.Class != ClassNetwork || !strings.Contains(de.Reason, "refused") {
+	de := asDeviceError(t, (&Transport{}).Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), simImage(t, "1.0.1", 0), upload.Credentials{}, nil))
+	if de.Class != upload.ClassNetwork || !strings.Contains(de.Reason, "refused") {
 		t.Fatalf("got %+v", de)
 	}
 	if len(d.State().Uploads) != 0 {
@@ -374,29 +340,29 @@ func TestHTTPProgressShowsEraseStall(t *testing.T) {
 	d := startSim(t, sim.Config{Personality: sim.OTS, Timing: tm})
 	fw := simImage(t, "1.0.1", 1<<20)
 	var ev httpEvents
-	tr := &HTTPTransport{ProgressInterval: 10 * time.Millisecond}
-	if err := tr.Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), fw, Credentials{}, ev.emit); err != nil {
+	tr := &Transport{ProgressInterval: 10 * time.Millisecond}
+	if err := tr.Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), fw, upload.Credentials{}, ev.emit); err != nil {
 		t.Fatal(err)
 	}
 	all := ev.all()
-	if len(all) < 3 || all[0].Phase != PhaseConnecting || all[1].Phase != PhaseErasing || all[1].Done != 0 {
+	if len(all) < 3 || all[0].Phase != upload.PhaseConnecting || all[1].Phase != upload.PhaseErasing || all[1].Done != 0 {
 		t.Fatalf("want connecting, then erasing at 0; got %+v", all)
 	}
 	last := all[len(all)-1]
-	if last.Phase != PhaseFinishing || last.Done != fw.Size() || last.Total != fw.Size() {
+	if last.Phase != upload.PhaseFinishing || last.Done != fw.Size() || last.Total != fw.Size() {
 		t.Fatalf("last event %+v, want finishing with all %d bytes", last, fw.Size())
 	}
-	order := map[Phase]int{PhaseConnecting: 0, PhaseErasing: 1, PhaseUploading: 2, PhaseFinishing: 3}
-	var prev Event
+	order := map[upload.Phase]int{upload.PhaseConnecting: 0, upload.PhaseErasing: 1, upload.PhaseUploading: 2, upload.PhaseFinishing: 3}
+	var prev upload.Event
 	sawUploading := false
 	for i, e := range all {
 		if i > 0 && (e.Done < prev.Done || order[e.Phase] < order[prev.Phase]) {
 			t.Fatalf("event %d went backwards: %+v after %+v", i, e, prev)
 		}
-		if e.Phase == PhaseErasing && e.Done > eraseWindow {
+		if e.Phase == upload.PhaseErasing && e.Done > eraseWindow {
 			t.Errorf("erasing with %d taken, more than the device's window", e.Done)
 		}
-		sawUploading = sawUploading || e.Phase == PhaseUploading
+		sawUploading = sawUploading || e.Phase == upload.PhaseUploading
 		prev = e
 	}
 	if !sawUploading {
@@ -413,13 +379,13 @@ func TestHTTPIdleDuringErase(t *testing.T) {
 	d := startSim(t, sim.Config{Personality: sim.OTS, Timing: tm})
 	fw := simImage(t, "1.0.1", 1<<20)
 	var ev httpEvents
-	tr := &HTTPTransport{IdleTimeout: 500 * time.Millisecond, ProgressInterval: 20 * time.Millisecond}
-	de := asDeviceError(t, tr.Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), fw, Credentials{}, ev.emit))
-	if de.Class != ClassTimeout || de.Taken > eraseWindow || !strings.Contains(de.Reason, "erasing") {
+	tr := &Transport{IdleTimeout: 500 * time.Millisecond, ProgressInterval: 20 * time.Millisecond}
+	de := asDeviceError(t, tr.Send(httpCtx(t), httpTarget(t, d.OTAAddr(), ""), fw, upload.Credentials{}, ev.emit))
+	if de.Class != upload.ClassTimeout || de.Taken > eraseWindow || !strings.Contains(de.Reason, "erasing") {
 		t.Fatalf("got %s taken %d: %s", de.Class, de.Taken, de.Reason)
 	}
 	for _, e := range ev.all() {
-		if e.Phase != PhaseConnecting && e.Phase != PhaseErasing {
+		if e.Phase != upload.PhaseConnecting && e.Phase != upload.PhaseErasing {
 			t.Errorf("event %+v while the device erased", e)
 		}
 	}
@@ -476,18 +442,18 @@ func readRequest(br *bufio.Reader) (head []string, body []byte, err error) {
 }
 
 func TestHTTPRequestOnTheWire(t *testing.T) {
-	fw := &Firmware{Name: "x.bin", Data: []byte("\xe9 some image bytes")}
+	fw := &upload.Firmware{Name: "x.bin", Data: []byte("\xe9 some image bytes")}
 	for _, tc := range []struct {
 		name string
-		cred Credentials
+		cred upload.Credentials
 		path string
 		port bool
 		auth string
 	}{
-		{"token", Credentials{Token: auth.NewSecret("tok"), Password: auth.NewSecret("pw")}, "", true, "Bearer tok"},
-		{"basic", Credentials{User: "admin", Password: auth.NewSecret("pw")}, "/ota/upload", true, "Basic YWRtaW46cHc="},
-		{"password alone", Credentials{Password: auth.NewSecret("pw")}, "", true, "Bearer pw"},
-		{"none", Credentials{}, "/update", true, ""},
+		{"token", upload.Credentials{Token: auth.NewSecret("tok"), Password: auth.NewSecret("pw")}, "", true, "Bearer tok"},
+		{"basic", upload.Credentials{User: "admin", Password: auth.NewSecret("pw")}, "/ota/upload", true, "Basic YWRtaW46cHc="},
+		{"password alone", upload.Credentials{Password: auth.NewSecret("pw")}, "", true, "Bearer pw"},
+		{"none", upload.Credentials{}, "/update", true, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var head []string
@@ -502,7 +468,7 @@ func TestHTTPRequestOnTheWire(t *testing.T) {
 			})
 			tg := httpTarget(t, addr, tc.path)
 			var logs bytes.Buffer
-			tr := &HTTPTransport{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+			tr := &Transport{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 			if err := tr.Send(httpCtx(t), tg, fw, tc.cred, nil); err != nil {
 				t.Fatal(err)
 			}
@@ -565,10 +531,10 @@ func TestHTTPRedactsEchoedSecret(t *testing.T) {
 		msg := "bad header " + authz
 		fmt.Fprintf(c, "HTTP/1.1 403 Forbidden\r\nContent-Length: %d\r\n\r\n%s", len(msg), msg)
 	})
-	fw := &Firmware{Data: []byte{0xE9, 1, 2, 3}}
-	err := (&HTTPTransport{}).Send(httpCtx(t), httpTarget(t, addr, ""), fw, Credentials{Token: auth.NewSecret("hunter22")}, nil)
+	fw := &upload.Firmware{Data: []byte{0xE9, 1, 2, 3}}
+	err := (&Transport{}).Send(httpCtx(t), httpTarget(t, addr, ""), fw, upload.Credentials{Token: auth.NewSecret("hunter22")}, nil)
 	de := asDeviceError(t, err)
-	if de.Class != ClassAuth || strings.Contains(de.Error(), "hunter22") || !strings.Contains(de.Words, "[redacted]") {
+	if de.Class != upload.ClassAuth || strings.Contains(de.Error(), "hunter22") || !strings.Contains(de.Words, "[redacted]") {
 		t.Fatalf("got %+v", de)
 	}
 }
@@ -588,10 +554,10 @@ func TestHTTPEarlyOKIsNotSuccess(t *testing.T) {
 		// Then read nothing and keep the connection open.
 		<-sent
 	})
-	fw := &Firmware{Data: make([]byte, 8<<20)}
-	de := asDeviceError(t, (&HTTPTransport{IdleTimeout: 300 * time.Millisecond}).Send(httpCtx(t), httpTarget(t, addr, ""), fw, Credentials{}, nil))
+	fw := &upload.Firmware{Data: make([]byte, 8<<20)}
+	de := asDeviceError(t, (&Transport{IdleTimeout: 300 * time.Millisecond}).Send(httpCtx(t), httpTarget(t, addr, ""), fw, upload.Credentials{}, nil))
 	close(sent)
-	if de.Class != ClassEarlyAnswer || de.Status != 200 || !errors.Is(de, ErrEarlyAnswer) || de.Taken >= fw.Size() {
+	if de.Class != upload.ClassEarlyAnswer || de.Status != 200 || !errors.Is(de, upload.ErrEarlyAnswer) || de.Taken >= fw.Size() {
 		t.Fatalf("got %+v", de)
 	}
 }
@@ -601,26 +567,26 @@ func TestHTTPNotHTTP(t *testing.T) {
 	addr := rawServer(t, func(c net.Conn) {
 		io.WriteString(c, "SSH-2.0-OpenSSH_9.2\r\n")
 	})
-	de := asDeviceError(t, (&HTTPTransport{}).Send(httpCtx(t), httpTarget(t, addr, ""), &Firmware{Data: []byte{0xE9}}, Credentials{}, nil))
-	if de.Class != ClassRejected || !strings.Contains(de.Reason, "not HTTP") {
+	de := asDeviceError(t, (&Transport{}).Send(httpCtx(t), httpTarget(t, addr, ""), &upload.Firmware{Data: []byte{0xE9}}, upload.Credentials{}, nil))
+	if de.Class != upload.ClassRejected || !strings.Contains(de.Reason, "not HTTP") {
 		t.Fatalf("got %+v", de)
 	}
 }
 
 func TestHTTPRejectsBadInputs(t *testing.T) {
-	tr := &HTTPTransport{}
-	tg := Target{Host: "127.0.0.1", Port: 1}
+	tr := &Transport{}
+	tg := upload.Target{Host: "127.0.0.1", Port: 1}
 	for _, tc := range []struct {
 		name string
-		tg   Target
-		fw   *Firmware
-		cred Credentials
-		want Class
+		tg   upload.Target
+		fw   *upload.Firmware
+		cred upload.Credentials
+		want upload.Class
 	}{
-		{"filesystem", tg, &Firmware{Data: []byte{1}, Filesystem: true}, Credentials{}, ClassRejected},
-		{"path with space", Target{Host: "127.0.0.1", Port: 1, Path: "/a b"}, &Firmware{Data: []byte{1}}, Credentials{}, ClassRejected},
-		{"relative path", Target{Host: "127.0.0.1", Port: 1, Path: "update"}, &Firmware{Data: []byte{1}}, Credentials{}, ClassRejected},
-		{"token with newline", tg, &Firmware{Data: []byte{1}}, Credentials{Token: auth.NewSecret("a\r\nX-Evil: 1")}, ClassAuth},
+		{"filesystem", tg, &upload.Firmware{Data: []byte{1}, Filesystem: true}, upload.Credentials{}, upload.ClassRejected},
+		{"path with space", upload.Target{Host: "127.0.0.1", Port: 1, Path: "/a b"}, &upload.Firmware{Data: []byte{1}}, upload.Credentials{}, upload.ClassRejected},
+		{"relative path", upload.Target{Host: "127.0.0.1", Port: 1, Path: "update"}, &upload.Firmware{Data: []byte{1}}, upload.Credentials{}, upload.ClassRejected},
+		{"token with newline", tg, &upload.Firmware{Data: []byte{1}}, upload.Credentials{Token: auth.NewSecret("a\r\nX-Evil: 1")}, upload.ClassAuth},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			de := asDeviceError(t, tr.Send(httpCtx(t), tc.tg, tc.fw, tc.cred, nil))
@@ -637,9 +603,9 @@ func TestHTTPAnswerLostAfterWholeImage(t *testing.T) {
 	addr := rawServer(t, func(c net.Conn) {
 		readRequest(bufio.NewReader(c))
 	})
-	fw := &Firmware{Data: make([]byte, 256<<10)}
-	de := asDeviceError(t, (&HTTPTransport{}).Send(httpCtx(t), httpTarget(t, addr, ""), fw, Credentials{}, nil))
-	if de.Class != ClassNetwork || de.Taken != fw.Size() || !errors.Is(de, ErrAnswerLost) {
+	fw := &upload.Firmware{Data: make([]byte, 256<<10)}
+	de := asDeviceError(t, (&Transport{}).Send(httpCtx(t), httpTarget(t, addr, ""), fw, upload.Credentials{}, nil))
+	if de.Class != upload.ClassNetwork || de.Taken != fw.Size() || !errors.Is(de, upload.ErrAnswerLost) {
 		t.Fatalf("got %+v (%v)", de, de.Err)
 	}
 }
@@ -653,12 +619,12 @@ func TestHTTPParallelUploads(t *testing.T) {
 	for i := range devs {
 		devs[i] = startSim(t, sim.Config{Personality: sim.OTS, Seed: int64(i + 1), WebPort: -1})
 	}
-	tr := &HTTPTransport{}
+	tr := &Transport{}
 	errs := make(chan error, n)
 	ctx := httpCtx(t)
 	for _, d := range devs {
 		tg := httpTarget(t, d.OTAAddr(), "")
-		go func() { errs <- tr.Send(ctx, tg, fw, Credentials{}, nil) }()
+		go func() { errs <- tr.Send(ctx, tg, fw, upload.Credentials{}, nil) }()
 	}
 	for range n {
 		if err := <-errs; err != nil {
@@ -670,7 +636,7 @@ func TestHTTPParallelUploads(t *testing.T) {
 			t.Errorf("%s: %+v", d.Name(), st.Uploads[0])
 		}
 	}
-	if NewFirmware("", fw.Data, false).MD5 != sum {
+	if upload.NewFirmware("", fw.Data, false).MD5 != sum {
 		t.Fatal("the image changed while it was sent")
 	}
 }
@@ -701,8 +667,8 @@ func TestHTTPIPv6Host(t *testing.T) {
 		got <- host
 		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
 	}()
-	tg := Target{Host: "::1", Port: port}
-	if err := (&HTTPTransport{}).Send(httpCtx(t), tg, &Firmware{Data: []byte{0xE9}}, Credentials{}, nil); err != nil {
+	tg := upload.Target{Host: "::1", Port: port}
+	if err := (&Transport{}).Send(httpCtx(t), tg, &upload.Firmware{Data: []byte{0xE9}}, upload.Credentials{}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if h := <-got; h != "[::1]:"+strconv.Itoa(port) {
@@ -724,9 +690,9 @@ func TestHTTPFailurePageTrickles(t *testing.T) {
 		}
 		io.WriteString(c, "Update error: ERROR[10]: Magic byte is not 0xE9\r\n</body></html>")
 	})
-	fw := &Firmware{Data: append([]byte{0xE9}, make([]byte, 64<<10)...)}
-	de := asDeviceError(t, (&HTTPTransport{IdleTimeout: time.Second}).Send(httpCtx(t), httpTarget(t, addr, ""), fw, Credentials{}, nil))
-	if de.Class != ClassRejected || de.Status != 200 || !errors.Is(de, ErrFailurePage) || de.Words != "Update error: ERROR[10]: Magic byte is not 0xE9" || de.Taken != fw.Size() {
+	fw := &upload.Firmware{Data: append([]byte{0xE9}, make([]byte, 64<<10)...)}
+	de := asDeviceError(t, (&Transport{IdleTimeout: time.Second}).Send(httpCtx(t), httpTarget(t, addr, ""), fw, upload.Credentials{}, nil))
+	if de.Class != upload.ClassRejected || de.Status != 200 || !errors.Is(de, upload.ErrFailurePage) || de.Words != "Update error: ERROR[10]: Magic byte is not 0xE9" || de.Taken != fw.Size() {
 		t.Fatalf("got %+v", de)
 	}
 }
@@ -742,10 +708,10 @@ func TestHTTPIdleAfterPartialAnswer(t *testing.T) {
 		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\nUpdate error: Not Enough Space\r\n")
 		<-hold
 	})
-	fw := &Firmware{Data: append([]byte{0xE9}, make([]byte, 4<<10)...)}
-	de := asDeviceError(t, (&HTTPTransport{IdleTimeout: 500 * time.Millisecond}).Send(httpCtx(t), httpTarget(t, addr, ""), fw, Credentials{}, nil))
+	fw := &upload.Firmware{Data: append([]byte{0xE9}, make([]byte, 4<<10)...)}
+	de := asDeviceError(t, (&Transport{IdleTimeout: 500 * time.Millisecond}).Send(httpCtx(t), httpTarget(t, addr, ""), fw, upload.Credentials{}, nil))
 	close(hold)
-	if de.Class != ClassRejected || de.Status != 200 || !errors.Is(de, ErrFailurePage) || de.Words != "Update error: Not Enough Space" {
+	if de.Class != upload.ClassRejected || de.Status != 200 || !errors.Is(de, upload.ErrFailurePage) || de.Words != "Update error: Not Enough Space" {
 		t.Fatalf("got %+v", de)
 	}
 }
@@ -756,15 +722,15 @@ func TestHTTPIdleAfterPartialAnswer(t *testing.T) {
 func TestHTTPRefusalNeverErasing(t *testing.T) {
 	fw := simImage(t, "1.0.1", 128<<10)
 	d := startSim(t, sim.Config{Personality: sim.Seed, Password: auth.NewSecret("s3cret")})
-	tr := &HTTPTransport{ProgressInterval: 3 * time.Second}
+	tr := &Transport{ProgressInterval: 3 * time.Second}
 	for _, tc := range []struct {
 		path   string
-		cred   Credentials
+		cred   upload.Credentials
 		status int
 	}{
-		{"", Credentials{}, 401},
-		{"", Credentials{Token: auth.NewSecret("wrong-token")}, 403},
-		{"/nope", Credentials{Token: auth.NewSecret("s3cret")}, 404},
+		{"", upload.Credentials{}, 401},
+		{"", upload.Credentials{Token: auth.NewSecret("wrong-token")}, 403},
+		{"/nope", upload.Credentials{Token: auth.NewSecret("s3cret")}, 404},
 	} {
 		var ev httpEvents
 		de := asDeviceError(t, tr.Send(httpCtx(t), httpTarget(t, d.OTAAddr(), tc.path), fw, tc.cred, ev.emit))
@@ -772,7 +738,7 @@ func TestHTTPRefusalNeverErasing(t *testing.T) {
 			t.Fatalf("status %d, want %d: %s", de.Status, tc.status, de.Reason)
 		}
 		for _, e := range ev.all() {
-			if e.Phase != PhaseConnecting {
+			if e.Phase != upload.PhaseConnecting {
 				t.Errorf("%d: event %+v, want none past connecting", tc.status, e)
 			}
 		}
@@ -789,8 +755,8 @@ func TestHTTPRedactsSecretAtTheCut(t *testing.T) {
 		msg := strings.Repeat("x", 190) + " Bearer " + secret + " is wrong"
 		fmt.Fprintf(c, "HTTP/1.1 403 Forbidden\r\nContent-Length: %d\r\n\r\n%s", len(msg), msg)
 	})
-	fw := &Firmware{Data: []byte{0xE9, 1, 2, 3}}
-	de := asDeviceError(t, (&HTTPTransport{}).Send(httpCtx(t), httpTarget(t, addr, ""), fw, Credentials{Token: auth.NewSecret(secret)}, nil))
+	fw := &upload.Firmware{Data: []byte{0xE9, 1, 2, 3}}
+	de := asDeviceError(t, (&Transport{}).Send(httpCtx(t), httpTarget(t, addr, ""), fw, upload.Credentials{Token: auth.NewSecret(secret)}, nil))
 	if strings.Contains(de.Words, "Hunter2") || strings.Contains(de.Error(), "Hunter2") {
 		t.Fatalf("part of the secret in %q", de.Words)
 	}

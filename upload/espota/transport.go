@@ -1,4 +1,4 @@
-package upload
+package espota
 
 import (
 	"bytes"
@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/ots-ota/ots-ota/auth"
+	"github.com/ots-ota/ots-ota/upload"
 )
 
 // espota command codes (Update.h U_FLASH, U_SPIFFS).
@@ -25,16 +26,20 @@ const (
 	espotaCmdFS    = 100
 )
 
-// arduinoDefaultSlot is the app slot of arduino-esp32's default partition
-// scheme (tools/partitions/default.csv: app0/app1 of 0x140000).
-const arduinoDefaultSlot = 0x140000
-
-// ErrEspotaNoOK marks an upload the device took whole but closed without
+// ErrNoOK marks an upload the device took whole but closed without
 // its final OK (errors.Is on a *DeviceError). The image may or may not have
-// been applied: only the version the device comes back with can tell.
-var ErrEspotaNoOK = errors.New("espota: connection closed without the final OK")
+// been applied: only the version the device comes back with can tell. It
+// is an upload.ErrAnswerLost too.
+var ErrNoOK error = noOK{}
 
-// EspotaTransport uploads over Arduino's espota protocol (ArduinoOTA on
+type noOK struct{}
+
+func (noOK) Error() string { return "espota: connection closed without the final OK" }
+
+// Is makes a lost OK a lost answer (errors.Is(err, upload.ErrAnswerLost)).
+func (noOK) Is(target error) bool { return target == upload.ErrAnswerLost }
+
+// Transport uploads over Arduino's espota protocol (ArduinoOTA on
 // arduino-esp32 and esp8266/Arduino, research/espota.md §1–§3): a UDP
 // invitation to the device (3232; 8266 on ESP8266: pass the port in the
 // Target), an optional challenge/response on the same UDP socket, then the
@@ -43,7 +48,7 @@ var ErrEspotaNoOK = errors.New("espota: connection closed without the final OK")
 // Unlike espota.py the data is not sent stop-and-wait: it is kept in flight
 // within TCP flow control and the device's counts, which then run together,
 // only show it is alive. Progress is what the device's TCP stack
-// acknowledged (AckCounter); success is only the device's final "OK".
+// acknowledged (upload.AckCounter); success is only the device's final "OK".
 //
 // ESP8266 (esp8266/Arduino, §2) differs, and one code path serves both:
 // it sends every UDP reply to the invitation's source port (hence one
@@ -55,11 +60,11 @@ var ErrEspotaNoOK = errors.New("espota: connection closed without the final OK")
 // connection.
 //
 // The zero value works for one upload at a time; for parallel uploads set
-// Listener to one EspotaListener shared by all.
-type EspotaTransport struct {
+// Listener to one Listener shared by all.
+type Transport struct {
 	// Listener receives the devices' connect-backs. nil: each Send opens
 	// its own on HostIP:HostPort and closes it afterwards.
-	Listener *EspotaListener
+	Listener *Listener
 	// HostIP and HostPort are for a private listener (espota's -I, -P).
 	HostIP   string
 	HostPort int
@@ -89,10 +94,20 @@ type EspotaTransport struct {
 	Logger *slog.Logger
 }
 
-// Protocol is Espota.
-func (t *EspotaTransport) Protocol() Protocol { return Espota }
+var _ upload.WithTraits = (*Transport)(nil)
 
-func (t *EspotaTransport) settings() EspotaTransport {
+// Protocol is upload.Espota.
+func (t *Transport) Protocol() upload.Protocol { return upload.Espota }
+
+// Traits implements upload.WithTraits. An ArduinoOTA sketch boots any image whose
+// first byte fits, has arduino-esp32's default partitions unless it tells
+// otherwise, tells its version in its mDNS TXT record only (if at all), and
+// is invited by a UDP datagram; its ESP8266 port is 8266.
+func (t *Transport) Traits() upload.Traits {
+	return upload.Traits{ChipUnchecked: true, ESP8266Port: 8266, ArduinoSlot: true, MDNSOnly: true, Datagram: true}
+}
+
+func (t *Transport) settings() Transport {
 	s := *t
 	if s.ConnectTimeout <= 0 {
 		s.ConnectTimeout = 5 * time.Second
@@ -120,24 +135,24 @@ func (t *EspotaTransport) settings() EspotaTransport {
 
 // Send uploads fw to the device at t. It returns nil only once the device
 // answered its final OK.
-func (t *EspotaTransport) Send(ctx context.Context, tg Target, fw *Firmware, cred Credentials, emit Emit) error {
+func (t *Transport) Send(ctx context.Context, tg upload.Target, fw *upload.Firmware, cred upload.Credentials, emit upload.Emit) error {
 	return t.send(ctx, tg, fw, cred, emit, (*espotaSession).transfer)
 }
 
 // send is Send with the data phase as a parameter (the benchmark swaps in a
 // stop-and-wait one).
-func (t *EspotaTransport) send(ctx context.Context, tg Target, fw *Firmware, cred Credentials, emit Emit,
+func (t *Transport) send(ctx context.Context, tg upload.Target, fw *upload.Firmware, cred upload.Credentials, emit upload.Emit,
 	data func(*espotaSession, context.Context, net.Conn) error) error {
 	cfg := t.settings()
 	if emit == nil {
-		emit = func(Event) {}
+		emit = func(upload.Event) {}
 	}
 	port := tg.Port
 	if port == 0 {
 		port = 3232
 	}
 	total := fw.Size()
-	emit(Event{Phase: PhaseConnecting, Total: total, Message: "resolving " + tg.Host})
+	emit(upload.Event{Phase: upload.PhaseConnecting, Total: total, Message: "resolving " + tg.Host})
 	ip, err := resolveIP(ctx, tg.Host)
 	if err != nil {
 		return err
@@ -146,9 +161,9 @@ func (t *EspotaTransport) send(ctx context.Context, tg Target, fw *Firmware, cre
 
 	ln := cfg.Listener
 	if ln == nil {
-		ln, err = NewEspotaListener(cfg.HostIP, cfg.HostPort, cfg.Logger)
+		ln, err = NewListener(cfg.HostIP, cfg.HostPort, cfg.Logger)
 		if err != nil {
-			return &DeviceError{Class: ClassNetwork, Reason: err.Error() + ": choose another --host-ip/--host-port", Err: err}
+			return &upload.DeviceError{Class: upload.ClassNetwork, Reason: err.Error() + ": choose another --host-ip/--host-port", Err: err}
 		}
 		defer ln.Close()
 	}
@@ -157,7 +172,7 @@ func (t *EspotaTransport) send(ctx context.Context, tg Target, fw *Firmware, cre
 		if ctx.Err() != nil {
 			return ctxError(ctx, 0)
 		}
-		return &DeviceError{Class: ClassNetwork, Reason: err.Error(), Err: err}
+		return &upload.DeviceError{Class: upload.ClassNetwork, Reason: err.Error(), Err: err}
 	}
 	defer turn.release()
 
@@ -167,7 +182,7 @@ func (t *EspotaTransport) send(ctx context.Context, tg Target, fw *Firmware, cre
 	}
 	udp, err := net.DialUDP("udp", laddr, net.UDPAddrFromAddrPort(device))
 	if err != nil {
-		return &DeviceError{Class: ClassUnreachable, Reason: fmt.Sprintf("cannot send to %s: %v", device, err), Err: err}
+		return &upload.DeviceError{Class: upload.ClassUnreachable, Reason: fmt.Sprintf("cannot send to %s: %v", device, err), Err: err}
 	}
 	defer udp.Close()
 	stop := context.AfterFunc(ctx, func() { _ = udp.SetReadDeadline(time.Unix(1, 0)) })
@@ -178,7 +193,7 @@ func (t *EspotaTransport) send(ctx context.Context, tg Target, fw *Firmware, cre
 	if err := s.handshake(ctx); err != nil {
 		return err
 	}
-	emit(Event{Phase: PhaseConnecting, Total: total, Message: "waiting for the device to connect back to " + turn.local.String()})
+	emit(upload.Event{Phase: upload.PhaseConnecting, Total: total, Message: "waiting for the device to connect back to " + turn.local.String()})
 	conn, err := turn.accept(ctx, cfg.AcceptTimeout)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -203,9 +218,9 @@ func resolveIP(ctx context.Context, host string) (netip.Addr, error) {
 		reason := "the system resolver returned no address"
 		var dnsErr *net.DNSError
 		if errors.As(err, &dnsErr) {
-			reason = resolverReason(dnsErr)
+			reason = upload.ResolverReason(dnsErr)
 		}
-		return netip.Addr{}, &DeviceError{Class: ClassUnresolved, Reason: fmt.Sprintf("cannot resolve %s: %s; check the name, or give its IP address", host, reason), Err: err}
+		return netip.Addr{}, &upload.DeviceError{Class: upload.ClassUnresolved, Reason: fmt.Sprintf("cannot resolve %s: %s; check the name, or give its IP address", host, reason), Err: err}
 	}
 	for _, ip := range ips { // prefer IPv4: ArduinoOTA is IPv4-only
 		if ip.Unmap().Is4() {
@@ -218,18 +233,18 @@ func resolveIP(ctx context.Context, host string) (netip.Addr, error) {
 // ctxError is the DeviceError for a cancelled or expired context.
 func ctxError(ctx context.Context, taken int64) error {
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		return &DeviceError{Class: ClassTimeout, Taken: taken, Reason: "the upload ran out of time (--timeout)", Err: ctx.Err()}
+		return &upload.DeviceError{Class: upload.ClassTimeout, Taken: taken, Reason: "the upload ran out of time (--timeout)", Err: ctx.Err()}
 	}
-	return &DeviceError{Class: ClassNetwork, Taken: taken, Reason: "the upload was cancelled", Err: ctx.Err()}
+	return &upload.DeviceError{Class: upload.ClassNetwork, Taken: taken, Reason: "the upload was cancelled", Err: ctx.Err()}
 }
 
 // espotaSession is one upload's protocol state.
 type espotaSession struct {
-	cfg    *EspotaTransport
-	tg     Target
-	fw     *Firmware
-	cred   Credentials
-	emit   Emit
+	cfg    *Transport
+	tg     upload.Target
+	fw     *upload.Firmware
+	cred   upload.Credentials
+	emit   upload.Emit
 	device netip.AddrPort
 	udp    *net.UDPConn
 	local  *net.TCPAddr
@@ -267,19 +282,19 @@ func (s *espotaSession) handshake(ctx context.Context) error {
 			return s.beginError(string(reply))
 		case replyAuthFailed:
 			// Not asked for: a reply meant for someone else's auth.
-			return &DeviceError{Class: ClassAuth, Words: cleanWords(string(reply)), Reason: "the device refused the authentication: check --password"}
+			return &upload.DeviceError{Class: upload.ClassAuth, Words: cleanWords(string(reply)), Reason: "the device refused the authentication: check --password"}
 		case replyOther:
-			return &DeviceError{Class: ClassRejected, Words: cleanWords(string(reply)),
+			return &upload.DeviceError{Class: upload.ClassRejected, Words: cleanWords(string(reply)),
 				Reason: fmt.Sprintf("unexpected answer to the invitation from %s: is this an ArduinoOTA device?", s.device)}
 		}
 		// AUTH <nonce>.
 		if s.cred.Password.IsZero() {
 			s.leaveWaitAuth()
-			return &DeviceError{Class: ClassAuth, Reason: "the device asks for an OTA password: pass --password"}
+			return &upload.DeviceError{Class: upload.ClassAuth, Reason: "the device asks for an OTA password: pass --password"}
 		}
 		if !isHexNonce(nonce) {
 			s.leaveWaitAuth()
-			return &DeviceError{Class: ClassRejected,
+			return &upload.DeviceError{Class: upload.ClassRejected,
 				Reason: fmt.Sprintf("the device sent a %d-character nonce; known are 32 (MD5) and 64 (PBKDF2)", len(nonce))}
 		}
 		pbkdf2 := len(nonce) == 64
@@ -305,11 +320,11 @@ func (s *espotaSession) handshake(ctx context.Context) error {
 				s.drain()
 				continue
 			}
-			return &DeviceError{Class: ClassAuth, Words: "Authentication Failed", Reason: "wrong espota password: check --password"}
+			return &upload.DeviceError{Class: upload.ClassAuth, Words: "Authentication Failed", Reason: "wrong espota password: check --password"}
 		case replyErr:
 			return s.beginError(string(answer))
 		default:
-			return &DeviceError{Class: ClassRejected, Words: cleanWords(string(answer)), Reason: "unexpected answer to the authentication"}
+			return &upload.DeviceError{Class: upload.ClassRejected, Words: cleanWords(string(answer)), Reason: "unexpected answer to the authentication"}
 		}
 	}
 }
@@ -320,7 +335,7 @@ func (s *espotaSession) invite(ctx context.Context) (reply []byte, resent bool, 
 	msg := s.invitation()
 	tries := s.cfg.InviteTries
 	wait := max(s.cfg.ConnectTimeout/time.Duration(tries), 50*time.Millisecond)
-	s.emit(Event{Phase: PhaseConnecting, Total: s.fw.Size(), Message: "inviting " + s.device.String() + " (UDP)"})
+	s.emit(upload.Event{Phase: upload.PhaseConnecting, Total: s.fw.Size(), Message: "inviting " + s.device.String() + " (UDP)"})
 	refused := false
 	refusedRun := 0 // copies in a row that drew port unreachable
 	buf := make([]byte, 512)
@@ -332,11 +347,11 @@ func (s *espotaSession) invite(ctx context.Context) (reply []byte, resent bool, 
 			break
 		}
 		refusedThis := false
-		if _, err := s.udp.Write(msg); err != nil && !isRefused(err) {
+		if _, err := s.udp.Write(msg); err != nil && !upload.IsRefused(err) {
 			if ctx.Err() != nil {
 				return nil, false, ctxError(ctx, 0)
 			}
-			return nil, false, &DeviceError{Class: ClassUnreachable, Reason: fmt.Sprintf("cannot send the invitation to %s: %v", s.device, err), Err: err}
+			return nil, false, &upload.DeviceError{Class: upload.ClassUnreachable, Reason: fmt.Sprintf("cannot send the invitation to %s: %v", s.device, err), Err: err}
 		}
 		deadline := time.Now().Add(wait)
 		for {
@@ -370,16 +385,16 @@ func (s *espotaSession) invite(ctx context.Context) (reply []byte, resent bool, 
 			refusedRun = 0
 		}
 	}
-	why, class := "no answer", ClassUnreachable
+	why, class := "no answer", upload.ClassUnreachable
 	if refused {
 		// ICMP port unreachable: nothing listens on the port (yet).
-		why, class = "UDP port unreachable", ClassNothingListens
+		why, class = "UDP port unreachable", upload.ClassNothingListens
 	}
 	if refused {
-		return nil, false, &DeviceError{Class: class,
+		return nil, false, &upload.DeviceError{Class: class,
 			Reason: fmt.Sprintf("nothing listens for espota at %s (UDP port unreachable): not an ArduinoOTA device on that port (ESP8266 uses 8266), or not yet started", s.device)}
 	}
-	return nil, false, &DeviceError{Class: class,
+	return nil, false, &upload.DeviceError{Class: class,
 		Reason: fmt.Sprintf("%s to %d espota invitations to %s within %v: the device is off, rebooting, busy with another upload, or not an ArduinoOTA device on that port (ESP8266 uses 8266)",
 			why, tries, s.device, s.cfg.ConnectTimeout)}
 }
@@ -396,7 +411,7 @@ func (s *espotaSession) authenticate(ctx context.Context, nonce string, pbkdf2, 
 	default:
 		hash = auth.EspotaPasswordHashMD5(s.cred.Password)
 	}
-	s.emit(Event{Phase: PhaseAuth, Total: s.fw.Size(), Message: "authenticating (" + how + ")"})
+	s.emit(upload.Event{Phase: upload.PhaseAuth, Total: s.fw.Size(), Message: "authenticating (" + how + ")"})
 	// espota.py's cnonce: the device never recomputes it (§1.5, §1.6).
 	cnonce := auth.EspotaCnonce(s.fw.Name, len(s.fw.Data), s.fw.MD5, s.tg.Host, pbkdf2)
 	var response string
@@ -429,7 +444,7 @@ func (s *espotaSession) authSilence(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
 		return ctxError(ctx, 0)
 	}
-	return &DeviceError{Class: ClassTimeout, Err: err,
+	return &upload.DeviceError{Class: upload.ClassTimeout, Err: err,
 		Reason: fmt.Sprintf("%s asked for a password but did not answer the authentication within %v", s.device, s.cfg.AuthTimeout)}
 }
 
@@ -463,12 +478,12 @@ func (s *espotaSession) beginError(text string) error {
 	case w == "ERR:" || w == "ERR":
 		why = "the device refused to begin the update"
 	}
-	return &DeviceError{Class: class, Words: w, Reason: why}
+	return &upload.DeviceError{Class: class, Words: w, Reason: why}
 }
 
 func (s *espotaSession) noConnectBack(err error, refused []string) error {
 	if len(refused) > 0 {
-		return &DeviceError{Class: ClassNoConnectBack, Err: err, Reason: fmt.Sprintf(
+		return &upload.DeviceError{Class: upload.ClassNoConnectBack, Err: err, Reason: fmt.Sprintf(
 			"the device accepted the invitation, but the only connections to %s came from %s, not from %s, and were refused while other uploads waited: upload to this device alone, or reach it without NAT",
 			s.local, strings.Join(refused, ", "), s.device.Addr())}
 	}
@@ -477,12 +492,12 @@ func (s *espotaSession) noConnectBack(err error, refused []string) error {
 	switch {
 	case s.fw.Filesystem:
 		reason += ", or the device has no filesystem partition of that size, so it refused to begin"
-	case len(s.fw.Data) > arduinoDefaultSlot:
+	case len(s.fw.Data) > upload.ArduinoDefaultSlot:
 		reason += fmt.Sprintf(", or, likelier, the image (%s) is larger than the device's app slot (1.25 MiB on arduino-esp32's default partition scheme), so it refused to begin", sizeText(len(s.fw.Data)))
 	default:
 		reason += ", or an image larger than the device's app slot (1.25 MiB on arduino-esp32's default partition scheme), so it refused to begin"
 	}
-	return &DeviceError{Class: ClassNoConnectBack, Reason: reason, Err: err}
+	return &upload.DeviceError{Class: upload.ClassNoConnectBack, Reason: reason, Err: err}
 }
 
 func sizeText(n int) string {
@@ -548,9 +563,9 @@ const (
 // the connection to end its wait, with a reset, so that nothing still
 // buffered reaches the device after push gave up on it.
 func (s *espotaSession) transfer(ctx context.Context, conn net.Conn) error {
-	ac := NewAckCounter(conn)
+	ac := upload.NewAckCounter(conn)
 	st := newStreamState()
-	go readStream(conn, st, ac.snapshot)
+	go readStream(conn, st, ac.Snapshot)
 	x := &espotaXfer{s: s, ctx: ctx, conn: conn, ac: ac, st: st,
 		writeDone: make(chan error, 1), quit: make(chan struct{}), writing: true}
 	go func() { x.writeDone <- s.write(ac, st, x.quit) }()
@@ -566,7 +581,7 @@ func (s *espotaSession) transfer(ctx context.Context, conn net.Conn) error {
 
 var errWriteStopped = errors.New("stopped writing")
 
-func (s *espotaSession) write(ac *AckCounter, st *streamState, quit <-chan struct{}) error {
+func (s *espotaSession) write(ac *upload.AckCounter, st *streamState, quit <-chan struct{}) error {
 	data := s.fw.Data
 	chunk := s.cfg.ChunkSize
 	lock := min(len(data), espotaLockstepBytes)
@@ -601,12 +616,12 @@ func (s *espotaSession) write(ac *AckCounter, st *streamState, quit <-chan struc
 type streamState struct {
 	mu      sync.Mutex
 	ans     espotaAnswer
-	heard   time.Time     // last bytes from the device (counts included)
-	at      ackSnapshot   // the ack counter when the final answer began to arrive
-	err     error         // how reading ended
-	heardCh chan struct{} // pinged after each read
-	final   chan struct{} // closed once the answer is complete
-	ended   chan struct{} // closed when reading ended
+	heard   time.Time          // last bytes from the device (counts included)
+	at      upload.AckSnapshot // the ack counter when the final answer began to arrive
+	err     error              // how reading ended
+	heardCh chan struct{}      // pinged after each read
+	final   chan struct{}      // closed once the answer is complete
+	ended   chan struct{}      // closed when reading ended
 	once    sync.Once
 }
 
@@ -616,13 +631,13 @@ func newStreamState() *streamState {
 
 // readStream reads the device's side until it ends; snap is taken at the
 // read that brings the first byte of the final answer.
-func readStream(conn net.Conn, st *streamState, snap func() ackSnapshot) {
+func readStream(conn net.Conn, st *streamState, snap func() upload.AckSnapshot) {
 	defer close(st.ended)
 	buf := make([]byte, 512)
 	for {
 		n, err := conn.Read(buf)
 		if n > 0 {
-			var at ackSnapshot
+			var at upload.AckSnapshot
 			st.mu.Lock()
 			began := st.ans.started()
 			st.mu.Unlock()
@@ -660,7 +675,7 @@ type espotaXfer struct {
 	s         *espotaSession
 	ctx       context.Context
 	conn      net.Conn
-	ac        *AckCounter
+	ac        *upload.AckCounter
 	st        *streamState
 	writeDone chan error
 	quit      chan struct{}
@@ -727,8 +742,8 @@ func (x *espotaXfer) taken() int64 { return min(x.ac.Taken(), x.s.fw.Size()) }
 func (x *espotaXfer) watch() error {
 	s, st := x.s, x.st
 	total := s.fw.Size()
-	phase := PhaseErasing
-	s.emit(Event{Phase: phase, Total: total, Message: "connected; the device erases as it writes"})
+	phase := upload.PhaseErasing
+	s.emit(upload.Event{Phase: phase, Total: total, Message: "connected; the device erases as it writes"})
 	var lastTaken int64 = -1
 	lastProgress := time.Now()
 	lastEmit := time.Time{}
@@ -772,18 +787,18 @@ func (x *espotaXfer) watch() error {
 		next := phase
 		switch {
 		case taken >= total && !x.writing:
-			next = PhaseFinishing
+			next = upload.PhaseFinishing
 		case taken > 0:
-			next = PhaseUploading
+			next = upload.PhaseUploading
 		}
-		if next != phase || (phase == PhaseUploading && now.Sub(lastEmit) >= progressEvery) {
+		if next != phase || (phase == upload.PhaseUploading && now.Sub(lastEmit) >= progressEvery) {
 			phase = next
 			lastEmit = now
 			msg := ""
-			if phase == PhaseFinishing {
+			if phase == upload.PhaseFinishing {
 				msg = "all sent; waiting for the device's OK"
 			}
-			s.emit(Event{Phase: phase, Done: taken, Total: total, Message: msg})
+			s.emit(upload.Event{Phase: phase, Done: taken, Total: total, Message: msg})
 		}
 		if now.Sub(lastProgress) >= s.cfg.IdleTimeout {
 			return x.idle()
@@ -798,9 +813,9 @@ func (x *espotaXfer) idle() error {
 	x.stopWriter()
 	taken := x.taken()
 	if taken >= total {
-		// It may have applied the image: ErrEspotaNoOK asks the runner to
+		// It may have applied the image: ErrNoOK asks the runner to
 		// read the device before any resend.
-		return &DeviceError{Class: ClassTimeout, Taken: taken, Err: ErrEspotaNoOK,
+		return &upload.DeviceError{Class: upload.ClassTimeout, Taken: taken, Err: ErrNoOK,
 			Reason: fmt.Sprintf("the device took all %d bytes but sent no OK within %v (--idle-timeout): it may or may not have applied the image; only its version after the reboot can tell", total, idle)}
 	}
 	x.st.mu.Lock()
@@ -810,12 +825,12 @@ func (x *espotaXfer) idle() error {
 	if time.Since(heard) < idle {
 		reason = fmt.Sprintf("the device took no data for %v, at %d of %d bytes, though it kept sending counts (--idle-timeout)", idle, taken, total)
 	}
-	return &DeviceError{Class: ClassTimeout, Taken: taken, Err: fmt.Errorf("idle for %v", idle), Reason: reason}
+	return &upload.DeviceError{Class: upload.ClassTimeout, Taken: taken, Err: fmt.Errorf("idle for %v", idle), Reason: reason}
 }
 
 // finalAnswer turns the device's final text into the result: OK is a
 // success only when it came after every byte was sent and acknowledged
-// (as far as the ack counter tells: see HTTPTransport.Send).
+// (as far as the ack counter tells: see rawhttp.Transport.Send).
 func (x *espotaXfer) finalAnswer() error {
 	s, st := x.s, x.st
 	total := s.fw.Size()
@@ -825,9 +840,9 @@ func (x *espotaXfer) finalAnswer() error {
 	if !ok {
 		x.stopWriter()
 		class, why := classifyEspotaWords(words)
-		return &DeviceError{Class: class, Words: words, Taken: x.taken(), Reason: why}
+		return &upload.DeviceError{Class: class, Words: words, Taken: x.taken(), Reason: why}
 	}
-	if at.allAcked(total) {
+	if at.AllAcked(total) {
 		// Every byte had been handed to the kernel: the writer returns
 		// from its last write as soon as it is scheduled.
 		x.awaitWriter(min(2*time.Second, s.cfg.IdleTimeout))
@@ -837,16 +852,16 @@ func (x *espotaXfer) finalAnswer() error {
 	st.mu.Lock()
 	tookMore := st.ans.countsAfterOK()
 	st.mu.Unlock()
-	if x.writeErr == nil && at.allAcked(total) && (!x.ac.Exact() || taken >= total) && !tookMore {
-		s.emit(Event{Phase: PhaseFinishing, Done: total, Total: total, Message: "the device answered OK"})
+	if x.writeErr == nil && at.AllAcked(total) && (!x.ac.Exact() || taken >= total) && !tookMore {
+		s.emit(upload.Event{Phase: upload.PhaseFinishing, Done: total, Total: total, Message: "the device answered OK"})
 		return nil
 	}
 	if x.ctx.Err() != nil {
 		return ctxError(x.ctx, taken)
 	}
-	s.log.Debug("early OK", "begun", at.begun, "written", at.written, "queued", at.queued, "exact", at.exact,
+	s.log.Debug("early OK", "begun", at.Begun, "written", at.Written, "queued", at.Queued, "exact", at.Exact,
 		"write", x.writeErr, "counts after OK", tookMore)
-	return &DeviceError{Class: ClassEarlyAnswer, Words: "OK", Taken: taken, Err: ErrEarlyAnswer,
+	return &upload.DeviceError{Class: upload.ClassEarlyAnswer, Words: "OK", Taken: taken, Err: upload.ErrEarlyAnswer,
 		Reason: earlyEspotaReason(taken, min(x.ac.Written(), total), total, x.ac.Exact())}
 }
 
@@ -881,15 +896,15 @@ func (x *espotaXfer) streamEnded() error {
 	// A FIN after every byte was acknowledged: the device read it all (an
 	// RST would mean it closed with data unread, whatever the kernel acked).
 	if taken >= total && ac.Written() >= total && errors.Is(readErr, io.EOF) {
-		return &DeviceError{Class: ClassNetwork, Taken: taken, Err: errors.Join(ErrEspotaNoOK, err),
+		return &upload.DeviceError{Class: upload.ClassNetwork, Taken: taken, Err: errors.Join(ErrNoOK, err),
 			Reason: fmt.Sprintf("the device took all %d bytes, then closed the connection without its OK: it may or may not have applied the image; only its version after the reboot can tell", total)}
 	}
 	if errors.Is(err, syscall.ECONNRESET) || errors.Is(writeErr, syscall.ECONNRESET) || errors.Is(writeErr, syscall.EPIPE) {
 		// An RST destroys what the device sent just before it if that was
 		// not read yet, so an Update error may have come and gone.
-		return &DeviceError{Class: ClassNetwork, Taken: taken, Err: err,
+		return &upload.DeviceError{Class: upload.ClassNetwork, Taken: taken, Err: err,
 			Reason: fmt.Sprintf("the device reset the connection after taking %d of %d bytes, and no answer survived: it lost Wi-Fi or power, or failed to write (an error text such as Flash Write Failed is lost when the reset overtakes it)", taken, total)}
 	}
-	return &DeviceError{Class: ClassNetwork, Taken: taken, Err: err,
+	return &upload.DeviceError{Class: upload.ClassNetwork, Taken: taken, Err: err,
 		Reason: fmt.Sprintf("the device closed the connection after taking %d of %d bytes without a word: it timed out waiting for data, or stopped the update", taken, total)}
 }

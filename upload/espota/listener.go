@@ -1,4 +1,4 @@
-package upload
+package espota
 
 import (
 	"context"
@@ -12,9 +12,9 @@ import (
 	"time"
 )
 
-// EspotaListener is the TCP listener espota devices connect back to. One
+// Listener is the TCP listener espota devices connect back to. One
 // serves a whole fleet: the runner creates it once, hands it to every
-// EspotaTransport, and closes it at the end. Connections are told apart by
+// Transport, and closes it at the end. Connections are told apart by
 // the connecting device's source address; while one upload waits for a
 // device's connect-back, another upload to the same IP (a second device on
 // the same address but another port) waits its turn before it invites.
@@ -23,7 +23,7 @@ import (
 // device (127.0.0.1 for 127.0.0.x), so the invitation's UDP source, which is
 // where the device connects back, is an address it listens on. With no host
 // port it takes a random free port and reuses it on every address it binds.
-type EspotaListener struct {
+type Listener struct {
 	hostIP net.IP // nil: per device, the routing address
 	port   int    // 0 until the first bind, when none was asked for
 	log    *slog.Logger
@@ -36,17 +36,17 @@ type EspotaListener struct {
 	wg      sync.WaitGroup
 }
 
-// NewEspotaListener prepares the connect-back listener on hostIP:hostPort
+// NewListener prepares the connect-back listener on hostIP:hostPort
 // (espota's -I/-P; "" and 0 for the defaults above). An explicit host IP is
 // bound at once, so a taken port fails before any device is touched.
-func NewEspotaListener(hostIP string, hostPort int, log *slog.Logger) (*EspotaListener, error) {
+func NewListener(hostIP string, hostPort int, log *slog.Logger) (*Listener, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	if hostPort < 0 || hostPort > 65535 {
 		return nil, fmt.Errorf("espota listener: host port %d out of range", hostPort)
 	}
-	l := &EspotaListener{port: hostPort, log: log, lns: map[string]net.Listener{},
+	l := &Listener{port: hostPort, log: log, lns: map[string]net.Listener{},
 		waiting: map[netip.Addr]*espotaTurn{}, turns: map[netip.Addr]chan struct{}{}}
 	if hostIP != "" {
 		ip := net.ParseIP(hostIP)
@@ -65,14 +65,14 @@ func NewEspotaListener(hostIP string, hostPort int, log *slog.Logger) (*EspotaLi
 }
 
 // Port is the TCP port devices connect back to (0 before the first bind).
-func (l *EspotaListener) Port() int {
+func (l *Listener) Port() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.port
 }
 
 // Close stops listening; uploads waiting for a connect-back fail.
-func (l *EspotaListener) Close() error {
+func (l *Listener) Close() error {
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
@@ -91,7 +91,7 @@ func (l *EspotaListener) Close() error {
 }
 
 // bindLocked listens on ip (once) and returns the address devices reach.
-func (l *EspotaListener) bindLocked(ip net.IP) (*net.TCPAddr, error) {
+func (l *Listener) bindLocked(ip net.IP) (*net.TCPAddr, error) {
 	if l.closed {
 		return nil, errors.New("espota listener closed")
 	}
@@ -120,7 +120,7 @@ func (l *EspotaListener) bindLocked(ip net.IP) (*net.TCPAddr, error) {
 
 // serve hands each connection to the upload waiting for its source IP and
 // closes any other.
-func (l *EspotaListener) serve(ln net.Listener) {
+func (l *Listener) serve(ln net.Listener) {
 	defer l.wg.Done()
 	for {
 		c, err := ln.Accept()
@@ -174,7 +174,7 @@ func (l *EspotaListener) serve(ln net.Listener) {
 // espotaTurn is one upload's claim on a device IP, from its invitation to
 // the device's connect-back.
 type espotaTurn struct {
-	l         *EspotaListener
+	l         *Listener
 	device    netip.Addr
 	local     *net.TCPAddr // where the device must connect: the UDP source and the invitation's port
 	bindUDP   net.IP       // the UDP socket's local IP; nil = the OS's choice
@@ -189,7 +189,7 @@ type espotaTurn struct {
 
 // reserve binds for device (if not yet) and waits until no other upload
 // waits for a connect-back from the same IP.
-func (l *EspotaListener) reserve(ctx context.Context, device netip.Addr) (*espotaTurn, error) {
+func (l *Listener) reserve(ctx context.Context, device netip.Addr) (*espotaTurn, error) {
 	device = device.Unmap()
 	route := l.hostIP
 	if route == nil || route.IsUnspecified() {

@@ -1,4 +1,4 @@
-package upload
+package rawhttp
 
 import (
 	"bufio"
@@ -9,8 +9,8 @@ import (
 	"io"
 	"strconv"
 	"strings"
-	"unicode"
-	"unicode/utf8"
+
+	"github.com/ots-ota/ots-ota/upload"
 )
 
 // Bounds on what is read of a device's answer: a device (or whatever else
@@ -19,7 +19,7 @@ const (
 	maxAnswerLine    = 2 << 10  // status line or one header line
 	maxAnswerHeaders = 16 << 10 // the whole header section
 	// ESP-IDF's answers are one short sentence, but an uploader's page may
-	// say the update failed after kilobytes of markup (failureTexts).
+	// say the update failed after kilobytes of markup (upload.FailureTextAt).
 	maxAnswerBody = 64 << 10
 	maxInterim    = 8   // 1xx answers skipped before the real one
 	maxWords      = 200 // runes of the device's text kept for the user
@@ -137,7 +137,7 @@ func parseStatusLine(l string) (*answer, error) {
 	if err != nil || n < 100 {
 		return nil, errNotHTTP
 	}
-	return &answer{Status: n, Reason: cleanText(reason, 60)}, nil
+	return &answer{Status: n, Reason: upload.CleanText(reason, 60)}, nil
 }
 
 // readAnswerHeaders reads the header section into a; clen is -1 when no
@@ -163,7 +163,7 @@ func readAnswerHeaders(br *bufio.Reader, a *answer) (clen int64, chunked bool, e
 		value = strings.TrimSpace(value)
 		switch strings.ToLower(strings.TrimSpace(name)) {
 		case "content-type":
-			a.ContentType = cleanText(value, 100)
+			a.ContentType = upload.CleanText(value, 100)
 		case "content-length":
 			n, perr := strconv.ParseInt(value, 10, 64)
 			switch {
@@ -257,10 +257,10 @@ func (a *answer) wordsWith(clean func(string) string) string {
 	if clean != nil {
 		v = clean(v)
 	}
-	if i := failureAt(v); i > 0 {
+	if i := upload.FailureTextAt(v); i > 0 {
 		v = v[i:]
 	}
-	return cleanText(v, maxWords)
+	return upload.CleanText(v, maxWords)
 }
 
 // visible is the whole body as a reader sees it: tags dropped, one line.
@@ -269,7 +269,7 @@ func (a *answer) visible() string {
 	if looksHTML(a.ContentType, body) {
 		body = stripTags(body)
 	}
-	return cleanText(body, len(body))
+	return upload.CleanText(body, len(body))
 }
 
 func looksHTML(ctype, body string) bool {
@@ -310,37 +310,6 @@ func stripTags(s string) string {
 			}
 		}
 		b.WriteByte(' ')
-	}
-	return b.String()
-}
-
-// cleanText makes untrusted device text safe to print on one line: valid
-// UTF-8, no control or escape characters, runs of space collapsed, at most
-// max runes ("…" marks a cut).
-func cleanText(s string, max int) string {
-	s = strings.ToValidUTF8(s, "\uFFFD")
-	var b strings.Builder
-	space := false
-	n := 0
-	for _, r := range s {
-		if unicode.IsSpace(r) || unicode.IsControl(r) || r == utf8.RuneError || !unicode.IsPrint(r) {
-			space = b.Len() > 0
-			continue
-		}
-		need := 1
-		if space {
-			need = 2
-		}
-		if n+need > max {
-			b.WriteString("…")
-			return b.String()
-		}
-		if space {
-			b.WriteByte(' ')
-			space = false
-		}
-		b.WriteRune(r)
-		n += need
 	}
 	return b.String()
 }

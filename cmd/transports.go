@@ -1,0 +1,29 @@
+package cmd
+
+import (
+	"fmt"
+	"log/slog"
+
+	"github.com/ots-ota/ots-ota/upload"
+	"github.com/ots-ota/ots-ota/upload/espota"
+	"github.com/ots-ota/ots-ota/upload/rawhttp"
+)
+
+// pushTransports builds the transport of every protocol family push speaks,
+// keyed by protocol as upload.Options.Transports takes them. It is the one
+// place cmd/ names the client packages under upload/, as a program names
+// its database/sql drivers: a new family is one more entry here. closeAll
+// releases what the transports share: the one connect-back listener that
+// serves every espota upload (an explicit --host-ip is bound now, so a taken
+// port fails before any device is touched).
+func pushTransports(o *pushOptions, log *slog.Logger) (transports map[upload.Protocol]upload.Transport, closeAll func(), err error) {
+	ln, err := espota.NewListener(o.HostIP, o.HostPort, log)
+	if err != nil {
+		return nil, nil, fmt.Errorf("espota connect-back listener: %v", err)
+	}
+	return map[upload.Protocol]upload.Transport{
+		upload.HTTP: &rawhttp.Transport{ConnectTimeout: o.ConnectTimeout, IdleTimeout: o.IdleTimeout, Logger: log},
+		upload.Espota: &espota.Transport{Listener: ln, ConnectTimeout: o.ConnectTimeout, IdleTimeout: o.IdleTimeout,
+			MD5Password: o.MD5Password, Logger: log},
+	}, func() { ln.Close() }, nil
+}

@@ -1,0 +1,54 @@
+package upload
+
+// ArduinoDefaultSlot is the app slot of arduino-esp32's default partition
+// scheme (tools/partitions/default.csv: app0/app1 of 0x140000).
+const ArduinoDefaultSlot = 0x140000
+
+// Traits are what the runner must know of a protocol family's devices to
+// decide for them: the transport of the device's protocol reports them
+// (WithTraits), so the runner, the verification and the retries name no
+// protocol. The zero value is a family with none of these traits: devices
+// that take every kind of image, check an image's chip themselves and
+// answer reads of their own.
+type Traits struct {
+	// NoFilesystem, when not "", says why the family's devices take no
+	// filesystem image: pre-flight refuses one, and nothing is sent.
+	NoFilesystem string
+	// ChipUnchecked: the devices boot any image whose first byte fits,
+	// without checking its chip, so pre-flight warns when such a device
+	// tells no chip.
+	ChipUnchecked bool
+	// ESP8266Port is the OTA port the family's ESP8266 devices listen on (0
+	// when it has none of its own): no chip fact, but a hint the chip
+	// warning names.
+	ESP8266Port int
+	// ArduinoSlot: the devices are Arduino sketches, whose app slot, unless
+	// they tell theirs, is ArduinoDefaultSlot: pre-flight warns of a larger
+	// image.
+	ArduinoSlot bool
+	// MDNSOnly: the devices tell what they run in their mDNS TXT record
+	// only, never in an answer of their own. A quick read cannot refresh
+	// that, a device that told no version there before the upload tells
+	// none after it, and a read that failed is no answer.
+	MDNSOnly bool
+	// Datagram: the family is reached by a datagram, not by a TCP connect
+	// to the OTA port, so a probe chose it only because that port refused
+	// TCP. When a try reaches nothing, the probe decides again: a device
+	// whose TCP server was not up yet refuses too.
+	Datagram bool
+}
+
+// WithTraits is a Transport that reports its family's Traits.
+type WithTraits interface {
+	Transport
+	Traits() Traits
+}
+
+// traitsOf is what tr reports of its family, the zero Traits when tr is
+// nil or reports none.
+func traitsOf(tr Transport) Traits {
+	if wt, ok := tr.(WithTraits); ok {
+		return wt.Traits()
+	}
+	return Traits{}
+}
