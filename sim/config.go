@@ -13,51 +13,9 @@ import (
 )
 
 // Personality is the firmware a simulated device runs: which servers it
-// opens, what it advertises and which texts it answers with.
+// opens, what it advertises and which texts it answers with. Each is
+// implemented by a Firmware of a device family (Register).
 type Personality string
-
-// The personalities (device-contract.md §1).
-const (
-	// Seed is the seed firmware: HTTP POST /update on TCP 3232 with Bearer
-	// auth, mDNS _ota._tcp + _http._tcp, version visible only on the serial log.
-	Seed Personality = "seed"
-	// OTS is the OTS firmware as shipped: HTTP POST /update on 3232 without
-	// auth, the web app on 80 (/api/status, /ota/upload), mDNS _arduino._tcp.
-	OTS Personality = "ots"
-	// Arduino is an arduino-esp32 sketch with ArduinoOTA: espota on UDP 3232.
-	Arduino Personality = "arduino"
-	// ESP8266 is an esp8266/Arduino sketch with ArduinoOTA: espota on UDP 8266.
-	ESP8266 Personality = "esp8266"
-)
-
-// Personalities lists every personality, in documentation order.
-func Personalities() []Personality { return []Personality{Seed, OTS, Arduino, ESP8266} }
-
-// ParsePersonality reads a personality name (case-insensitive).
-func ParsePersonality(s string) (Personality, error) {
-	p := Personality(strings.ToLower(strings.TrimSpace(s)))
-	for _, k := range Personalities() {
-		if p == k {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("unknown personality %q (want seed, ots, arduino or esp8266)", s)
-}
-
-// http reports whether the personality uploads over HTTP (else espota).
-func (p Personality) http() bool { return p == Seed || p == OTS }
-
-// HTTP reports whether the personality uploads over HTTP (seed, ots) rather
-// than espota (arduino, esp8266).
-func (p Personality) HTTP() bool { return p.http() }
-
-// DefaultOTAPort is the port the real firmware listens on for p.
-func (p Personality) DefaultOTAPort() int {
-	if p == ESP8266 {
-		return 8266
-	}
-	return 3232
-}
 
 // Timing holds every delay of the simulation. DefaultTiming is what real
 // ESP32-S3 devices do (device-contract.md §3); FastTiming suits tests.
@@ -258,21 +216,25 @@ type Config struct {
 // settings is a Config with defaults applied and names resolved.
 type settings struct {
 	Config
-	timing  Timing
-	chip    image.Chip
-	esp8266 bool
-	md5Auth bool
-	omit    map[string]bool
+	fw       Firmware
+	traits   Traits
+	timing   Timing
+	chip     image.Chip
+	platform Platform
+	omit     map[string]bool
 }
 
 func resolve(c Config) (*settings, error) {
 	s := &settings{Config: c}
 	if s.Personality == "" {
-		s.Personality = Seed
+		s.Personality = defaultPersonality()
 	}
 	if _, err := ParsePersonality(string(s.Personality)); err != nil {
 		return nil, err
 	}
+	s.fw, _ = Lookup(s.Personality)
+	s.traits = s.fw.Traits()
+	s.platform = s.traits.Platform
 	if s.Name == "" {
 		s.Name = "ots-sim"
 	}
@@ -287,12 +249,12 @@ func resolve(c Config) (*settings, error) {
 	}
 	if s.SlotSize == 0 {
 		s.SlotSize = 2 << 20
-		if s.Personality == Arduino {
+		if s.platform == PlatformArduinoESP32 {
 			s.SlotSize = ArduinoAppSlotSize
 		}
 	}
-	if s.RollbackLater && s.Personality != Arduino {
-		return nil, fmt.Errorf("RollbackLater is for the arduino personality (the others confirm themselves already)")
+	if err := checkKnobs(&s.Config, s.traits); err != nil {
+		return nil, err
 	}
 	if s.SlotSize < 4096 || s.SlotSize > 16<<20 {
 		return nil, fmt.Errorf("slot size %d out of range (4 KiB … 16 MiB)", s.SlotSize)
@@ -311,13 +273,11 @@ func resolve(c Config) (*settings, error) {
 	if err := s.timing.check(); err != nil {
 		return nil, err
 	}
-	if s.Personality == ESP8266 {
+	if s.platform == PlatformESP8266 {
 		if s.Chip != "" && !strings.EqualFold(s.Chip, "esp8266") {
-			return nil, fmt.Errorf("personality esp8266 runs on chip esp8266, not %q", s.Chip)
+			return nil, fmt.Errorf("personality %s runs on chip esp8266, not %q", s.Personality, s.Chip)
 		}
 		s.Chip = "esp8266"
-		s.esp8266 = true
-		s.md5Auth = true
 		if s.Board == "" {
 			// build.board of the Arduino IDE's "Generic ESP8266 Module",
 			// which ESP8266mDNS sends as board= (STRINGIZE_VALUE_OF(ARDUINO_BOARD)).
@@ -332,7 +292,8 @@ func resolve(c Config) (*settings, error) {
 			return nil, fmt.Errorf("unknown chip %q", s.Chip)
 		}
 		if chip.IsESP8266() {
-			return nil, fmt.Errorf("chip %s runs the esp8266 personality, not %s", s.Chip, s.Personality)
+			return nil, fmt.Errorf("chip %s runs the %s personality, not %s", s.Chip,
+				personalitiesWith(func(t Traits) bool { return t.Platform == PlatformESP8266 }), s.Personality)
 		}
 		s.chip = chip
 		s.Chip = chip.String()
@@ -340,22 +301,13 @@ func resolve(c Config) (*settings, error) {
 			s.Board = s.Chip
 		}
 	}
-	if s.Personality == Arduino && s.Core != "" {
-		old, err := coreAtMost330(s.Core)
-		if err != nil {
+	if c, ok := s.fw.(Checker); ok {
+		if err := c.Check(&s.Config); err != nil {
 			return nil, err
 		}
-		s.md5Auth = old
 	}
 	if s.Instance == "" {
-		switch s.Personality {
-		case Seed:
-			s.Instance = "OTS Firmware Main"
-		case OTS:
-			s.Instance = "OTS Firmware Main Controller"
-		default:
-			s.Instance = s.Name
-		}
+		s.Instance = DefaultInstance(s.Personality, s.Name)
 	}
 	if s.SerialNumber == "" {
 		s.SerialNumber = "OTS-" + strings.ToUpper(strings.ReplaceAll(s.Name, "-", ""))
@@ -381,17 +333,15 @@ func resolve(c Config) (*settings, error) {
 			return nil, fmt.Errorf("behaviour for %q: %w", v, err)
 		}
 	}
-	if s.FactoryVersion != "" && s.Personality != Seed && s.Personality != OTS {
-		return nil, fmt.Errorf("a factory version needs the factory slot of the seed or ots partition table (the %s personality has none)", s.Personality)
+	if s.FactoryVersion != "" && !s.platform.hasFactory() {
+		return nil, fmt.Errorf("a factory version needs the factory slot of the %s partition table (the %s personality has none)",
+			personalitiesWith(func(t Traits) bool { return t.Platform.hasFactory() }), s.Personality)
 	}
 	if s.FactoryVersion != "" && s.Factory != nil {
 		return nil, fmt.Errorf("give a factory image or a factory version, not both")
 	}
 	if len(s.FactoryVersion) > 31 {
 		return nil, fmt.Errorf("factory version %q: longer than the 31 bytes an app description holds", s.FactoryVersion)
-	}
-	if s.APIUptime && s.Personality != OTS {
-		return nil, fmt.Errorf("APIUptime is for the ots personality (only its web app serves /api/status)")
 	}
 	if err := CheckOmit(s.Personality, s.Extensions, s.APIUptime, s.Omit); err != nil {
 		return nil, err
@@ -423,51 +373,28 @@ const arduinoSPIFFSSize = 0x160000
 // crash-loop need what the ESP8266 model lacks (an app description, two
 // app slots to switch between).
 func CheckBehaviours(p Personality, rollbackLater bool, m map[string]Behaviour) error {
+	platform := traitsOf(p).Platform
 	for v, b := range m {
 		b, _ := ParseBehaviour(string(b))
 		switch {
-		case p == Arduino && !rollbackLater && (b == Unstable || b == Unconfirmed):
+		case platform == PlatformArduinoESP32 && !rollbackLater && (b == Unstable || b == Unconfirmed):
 			return fmt.Errorf("behaviour %s for %q cannot happen on an arduino device unless the sketch confirms itself (rollback later): initArduino() marks a new image valid before setup()", b, v)
-		case b == CrashToFactory && p != Seed && p != OTS:
+		case b == CrashToFactory && !platform.hasFactory():
 			return fmt.Errorf("behaviour %s for %q needs a factory app: the %s personality's partition table has none", b, v, p)
-		case (b == ForeignELF || b == CrashLoop) && p == ESP8266:
-			return fmt.Errorf("behaviour %s for %q cannot happen on the esp8266 personality (its images tell no ELF and it has no rollback)", b, v)
+		case (b == ForeignELF || b == CrashLoop) && platform == PlatformESP8266:
+			return fmt.Errorf("behaviour %s for %q cannot happen on the %s personality (its images tell no ELF and it has no rollback)", b, v, p)
 		}
 	}
 	return nil
 }
 
-// newDeviceFlash lays out the flash of the personality.
+// newDeviceFlash lays out the flash of the platform.
 func newDeviceFlash(s *settings, factory *blob) *flash {
-	if s.Personality == Arduino {
+	if s.platform == PlatformArduinoESP32 {
 		return newArduinoFlash(s.SlotSize, arduinoSPIFFSSize, factory)
 	}
-	return newFlash(s.SlotSize, s.Personality != ESP8266, factory)
+	return newFlash(s.SlotSize, s.platform != PlatformESP8266, factory)
 }
 
-// coreAtMost330 reports whether an arduino-esp32 core version is ≤ 3.3.0,
-// the last release with MD5 OTA auth.
-func coreAtMost330(v string) (bool, error) {
-	var n [3]int
-	parts := strings.SplitN(strings.TrimPrefix(strings.TrimSpace(v), "v"), ".", 3)
-	for i, p := range parts {
-		if p == "" {
-			return false, fmt.Errorf("bad core version %q", v)
-		}
-		for _, ch := range p {
-			if ch < '0' || ch > '9' {
-				return false, fmt.Errorf("bad core version %q", v)
-			}
-			n[i] = n[i]*10 + int(ch-'0')
-			if n[i] > 1000 {
-				return false, fmt.Errorf("bad core version %q", v)
-			}
-		}
-	}
-	for i, want := range [3]int{3, 3, 0} {
-		if n[i] != want {
-			return n[i] < want, nil
-		}
-	}
-	return true, nil
-}
+// hasFactory reports whether the platform's partition table has a factory app.
+func (p Platform) hasFactory() bool { return p == PlatformIDF }

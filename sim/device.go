@@ -12,11 +12,9 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/ots-ota/ots-ota/image"
-	"github.com/ots-ota/ots-ota/sim/mdnsd"
 )
 
 // ErrClosed is returned by waits on a closed device.
@@ -80,19 +78,22 @@ type Device struct {
 	// the network; loopFrom is the slot that ran before it.
 	loopCrashes int
 	loopFrom    int
-	// statusFails counts the status reads still to fail, per path
-	// (status-error faults).
-	statusFails map[string]int
-	uploads     []UploadRecord
-	otaBusy     bool
-	changed     chan struct{}
-	otaPort     int
-	webPort     int
-	srv         *servers   // replaced under srvMu (and mu)
-	srvMu       sync.Mutex // serialises starting and stopping servers
-	net         netState   // under srvMu
-	leftMu      sync.Mutex
-	leftOut     []net.Conn // connections handed over outside srvMu (espota)
+	// statusBudget is how many reads of each status endpoint the armed
+	// status-error faults fail; statusUsed how many each path failed since.
+	statusBudget int
+	statusUsed   map[string]int
+	uploads      []UploadRecord
+	otaBusy      bool
+	changed      chan struct{}
+	// ports are the device's ports, kept across reboots (an ephemeral one
+	// picked at the first boot); ports[PortWeb] is -1 without a web server.
+	ports   [numPorts]int
+	env     *Env
+	srv     *servers   // replaced under srvMu (and mu)
+	srvMu   sync.Mutex // serialises starting and stopping servers
+	net     netState   // under srvMu
+	leftMu  sync.Mutex
+	leftOut []net.Conn // connections handed over outside srvMu (espota)
 
 	// hookPause, for tests, runs when the device resumes reading after it
 	// stopped to erase (HTTP: the slot erase; both: a stall fault ending),
@@ -162,16 +163,16 @@ func start(ctx context.Context, cfg Config, sink *eventSink) (*Device, error) {
 		behaviours: make(map[string]Behaviour, len(s.Behaviours)),
 		phase:      PhaseBooting,
 		changed:    make(chan struct{}),
-		otaPort:    s.OTAPort,
-		webPort:    s.WebPort,
+		ports:      [numPorts]int{PortOTA: s.OTAPort, PortWeb: s.WebPort},
 	}
+	d.env = &Env{d: d}
 	for v, b := range s.Behaviours {
 		if h, ok := strings.CutPrefix(v, behaveELFPrefix); ok {
 			v = behaveELFPrefix + strings.ToLower(h)
 		}
 		d.behaviours[v], _ = ParseBehaviour(string(b)) // validated by resolve
 	}
-	d.statusFails = statusFailCounts(nil, d.faults)
+	d.setStatusBudgetLocked(d.faults)
 	d.ctx, d.cancel = context.WithCancel(ctx)
 	d.mu.Lock()
 	if running != nil {
@@ -201,7 +202,7 @@ func start(ctx context.Context, cfg Config, sink *eventSink) (*Device, error) {
 
 // makeFactory returns the factory image blob.
 func makeFactory(s *settings, store *Store) (*blob, error) {
-	if s.esp8266 {
+	if s.platform == PlatformESP8266 {
 		data := s.Factory
 		if data == nil {
 			data = fakeESP8266Image(s.Project, s.Version, s.ImageSize, s.BuildSeed)
@@ -260,24 +261,24 @@ func (d *Device) IP() netip.Addr { return d.s.IP }
 func (d *Device) OTAAddr() string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return net.JoinHostPort(d.s.IP.String(), strconv.Itoa(d.otaPort))
+	return net.JoinHostPort(d.s.IP.String(), strconv.Itoa(d.ports[PortOTA]))
 }
 
 // WebAddr is the web server address, or "" when the device has none.
 func (d *Device) WebAddr() string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if !d.s.Personality.http() || d.webPort < 0 {
+	if !d.s.traits.Web || d.ports[PortWeb] < 0 {
 		return ""
 	}
-	return net.JoinHostPort(d.s.IP.String(), strconv.Itoa(d.webPort))
+	return net.JoinHostPort(d.s.IP.String(), strconv.Itoa(d.ports[PortWeb]))
 }
 
 // OTAPort is the upload port.
 func (d *Device) OTAPort() int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.otaPort
+	return d.ports[PortOTA]
 }
 
 // Done is closed when the device has stopped.
@@ -290,7 +291,7 @@ func (d *Device) Done() <-chan struct{} { return d.done }
 func (d *Device) SetFaults(faults ...Fault) {
 	d.mu.Lock()
 	d.faults = slices.Clone(faults)
-	d.statusFails = statusFailCounts(nil, faults)
+	d.setStatusBudgetLocked(faults)
 	d.mu.Unlock()
 	d.faultsChanged(faults)
 }
@@ -299,7 +300,7 @@ func (d *Device) SetFaults(faults ...Fault) {
 func (d *Device) AddFault(f Fault) {
 	d.mu.Lock()
 	d.faults = append(d.faults, f)
-	d.statusFails = statusFailCounts(d.statusFails, []Fault{f})
+	d.statusBudget += statusFailCount([]Fault{f})
 	d.mu.Unlock()
 	d.faultsChanged([]Fault{f})
 }
@@ -323,9 +324,7 @@ func (d *Device) faultsChanged(added []Fault) {
 			}
 		}
 	}
-	if !d.s.Personality.http() {
-		d.updateEspota() // latency and the espota switches live in its server
-	}
+	d.refreshPacketServers() // latency and the espota switches live in its server
 }
 
 // SetBehaviour sets what the images key names (a version, "elf:HEX" or
@@ -454,7 +453,7 @@ func (d *Device) stateLocked() State {
 		Up:            d.phase == PhaseUp,
 		Refusing:      d.refusing,
 		DownReason:    d.downReason,
-		OTAAddr:       net.JoinHostPort(d.s.IP.String(), strconv.Itoa(d.otaPort)),
+		OTAAddr:       net.JoinHostPort(d.s.IP.String(), strconv.Itoa(d.ports[PortOTA])),
 		Running:       f.label(f.running),
 		Boot:          f.label(f.bootSlot()),
 		Project:       info.Project,
@@ -469,8 +468,8 @@ func (d *Device) stateLocked() State {
 		Rollbacks:     d.rollbacks,
 		Uploads:       slices.Clone(d.uploads),
 	}
-	if d.s.Personality.http() && d.webPort >= 0 {
-		st.WebAddr = net.JoinHostPort(d.s.IP.String(), strconv.Itoa(d.webPort))
+	if d.s.traits.Web && d.ports[PortWeb] >= 0 {
+		st.WebAddr = net.JoinHostPort(d.s.IP.String(), strconv.Itoa(d.ports[PortWeb]))
 	}
 	if d.phase == PhaseUp {
 		st.Uptime = time.Since(d.bootedAt)
@@ -601,7 +600,7 @@ func (d *Device) chance(kind FaultKind) (Fault, bool) {
 
 // armPoint draws whether a point fault of kind acts on an upload of size
 // bytes, and where (the first such fault that does).
-func (d *Device) armPoint(kind FaultKind, size int64) (armedFault, bool) {
+func (d *Device) armPoint(kind FaultKind, size int64) (ArmedFault, bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, f := range d.faults {
@@ -612,7 +611,15 @@ func (d *Device) armPoint(kind FaultKind, size int64) (armedFault, bool) {
 			return a, true
 		}
 	}
-	return armedFault{}, false
+	return ArmedFault{}, false
+}
+
+// runningPending reports esp_ota_begin's refusal while the running image
+// is still pending_verify.
+func (d *Device) runningPending() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.flash.beginBlocked()
 }
 
 // takeFaultLocked disarms the first fault of kind (one-shot faults); d.mu is held.
@@ -635,30 +642,33 @@ func (d *Device) behaviourOf(slot int) Behaviour {
 	return lookupBehaviour(d.behaviours, b.info, d.flash.uploaded[slot])
 }
 
-// statusFailCounts adds the status-error faults' counts to m (a new map
-// when nil): each status path fails that many more reads.
-func statusFailCounts(m map[string]int, faults []Fault) map[string]int {
-	if m == nil {
-		m = make(map[string]int)
-	}
+// statusFailCount is how many reads of each status endpoint the
+// status-error faults among faults fail.
+func statusFailCount(faults []Fault) int {
+	n := 0
 	for _, f := range faults {
 		if f.Kind == FaultStatusError {
-			for _, p := range []string{"/ota/status", "/api/status"} {
-				m[p] += f.Count
-			}
+			n += f.Count
 		}
 	}
-	return m
+	return n
 }
 
-// takeStatusFail reports whether this read of path fails (status-error).
+// setStatusBudgetLocked arms the status-error faults anew; d.mu is held.
+func (d *Device) setStatusBudgetLocked(faults []Fault) {
+	d.statusBudget = statusFailCount(faults)
+	d.statusUsed = make(map[string]int)
+}
+
+// takeStatusFail reports whether this read of path fails (status-error):
+// each status endpoint fails the armed count of reads.
 func (d *Device) takeStatusFail(path string) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.statusFails[path] <= 0 {
+	if d.statusUsed[path] >= d.statusBudget {
 		return false
 	}
-	d.statusFails[path]--
+	d.statusUsed[path]++
 	return true
 }
 
@@ -793,13 +803,11 @@ func (d *Device) bootUntilUp() bool {
 		d.bootCount++
 		d.bootedAt = time.Now()
 		info := d.flash.runningInfo()
-		// initArduino() marks the new image valid before setup() runs,
-		// unless the sketch overrides verifyRollbackLater().
 		beh := d.behaviourOf(res.slot)
 		// initArduino() marks the new image valid before setup() runs,
 		// unless the sketch overrides verifyRollbackLater(); a crash-loop
 		// image confirms itself as early.
-		earlyValid := (d.s.Personality == Arduino && !d.s.RollbackLater || beh == CrashLoop) && d.flash.markValid()
+		earlyValid := (d.s.platform == PlatformArduinoESP32 && !d.s.RollbackLater || beh == CrashLoop) && d.flash.markValid()
 		state := d.flash.runningState()
 		pending := d.flash.rollback && state == StatePendingVerify
 		prevState, _ := d.flash.stateOf(prevSlot)
@@ -847,7 +855,7 @@ func (d *Device) bootUntilUp() bool {
 				<-d.ctx.Done()
 				return false
 			}
-			if !sleepCtx(d.ctx, t.CrashAfter) {
+			if !Sleep(d.ctx, t.CrashAfter) {
 				return false
 			}
 			d.mu.Lock()
@@ -874,7 +882,7 @@ func (d *Device) bootUntilUp() bool {
 				<-d.ctx.Done()
 				return false
 			}
-			if !sleepCtx(d.ctx, t.CrashAfter) {
+			if !Sleep(d.ctx, t.CrashAfter) {
 				return false
 			}
 			if back {
@@ -902,13 +910,13 @@ func (d *Device) bootUntilUp() bool {
 			if beh == NoNetwork {
 				wait = t.WatchdogAfter
 			}
-			if !sleepCtx(d.ctx, wait) {
+			if !Sleep(d.ctx, wait) {
 				return false
 			}
 			d.emit(Event{Event: EventReboot, Reason: failReason(beh), Version: info.Version})
 			continue
 		}
-		if !sleepCtx(d.ctx, t.BootTime) {
+		if !Sleep(d.ctx, t.BootTime) {
 			return false
 		}
 		if err := d.startServers(); err != nil {
@@ -937,397 +945,4 @@ func (d *Device) goDown(reason string) {
 	d.notifyLocked()
 	d.mu.Unlock()
 	d.emit(Event{Event: EventDown, Reason: reason})
-}
-
-// --- servers --------------------------------------------------------------------
-
-// servers are what a booted device listens with.
-type servers struct {
-	ota, web *httpd
-	esp      *espotaRunner
-}
-
-// netState is what the device keeps on the network across reboots: its
-// listening sockets (held silent while it boots, where the OS allows) and
-// the connections a reset left behind. Guarded by srvMu.
-type netState struct {
-	ota, web tcpPort
-	udp      net.PacketConn // espota's socket, bound for the device's life
-	udpQuiet func()         // stops the discarding while the device boots
-	left     []net.Conn     // connections the last reset left open
-}
-
-// tcpPort is one listening socket and, while it is held, how to release it.
-type tcpPort struct {
-	ln      *net.TCPListener
-	release func() error
-}
-
-func (d *Device) listenTCP(port int) (*net.TCPListener, error) {
-	lc := net.ListenConfig{Control: lwipSockopts}
-	return rebind(d, "tcp", port, func(addr string) (*net.TCPListener, error) {
-		l, err := lc.Listen(d.ctx, "tcp", addr)
-		if err != nil {
-			return nil, err
-		}
-		return l.(*net.TCPListener), nil
-	})
-}
-
-func (d *Device) listenUDP(port int) (net.PacketConn, error) {
-	var lc net.ListenConfig
-	return rebind(d, "udp", port, func(addr string) (net.PacketConn, error) { return lc.ListenPacket(d.ctx, "udp", addr) })
-}
-
-// rebind listens on the device's address; a fixed port just released by the
-// previous boot (or in TIME_WAIT) may need a moment, so it retries briefly.
-func rebind[T any](d *Device, network string, port int, listen func(addr string) (T, error)) (T, error) {
-	addr := net.JoinHostPort(d.s.IP.String(), strconv.Itoa(port))
-	var (
-		l   T
-		err error
-	)
-	for i := 0; i < 20; i++ {
-		if l, err = listen(addr); err == nil {
-			return l, nil
-		}
-		if port == 0 || !sleepCtx(d.ctx, 50*time.Millisecond) {
-			break
-		}
-	}
-	return l, fmt.Errorf("listen on %s %s: %w", network, addr, err)
-}
-
-func portOf(a net.Addr) int {
-	switch v := a.(type) {
-	case *net.TCPAddr:
-		return v.Port
-	case *net.UDPAddr:
-		return v.Port
-	}
-	return 0
-}
-
-// takeTCP returns p's listener, released from its hold, or a new one.
-func (d *Device) takeTCP(p *tcpPort, port int) (*net.TCPListener, error) {
-	if p.ln != nil {
-		rel := p.release
-		p.release = nil
-		if rel == nil {
-			return p.ln, nil
-		}
-		if err := rel(); err == nil {
-			return p.ln, nil
-		}
-		p.ln.Close()
-		p.ln = nil
-	}
-	ln, err := d.listenTCP(port)
-	if err != nil {
-		return nil, err
-	}
-	p.ln = ln
-	return ln, nil
-}
-
-// holdTCP keeps p's listener silent through a reboot, or closes it where
-// the OS cannot (connections are then refused).
-func holdTCP(p *tcpPort) {
-	if p.ln == nil || p.release != nil {
-		return
-	}
-	if rel, ok := holdListener(p.ln); ok {
-		p.release = rel
-		return
-	}
-	p.ln.Close()
-	p.ln = nil
-}
-
-func closeTCP(p *tcpPort) {
-	if p.ln != nil {
-		p.ln.Close()
-	}
-	*p = tcpPort{}
-}
-
-// takeUDP returns the espota socket, stopping the boot-time discarding.
-func (d *Device) takeUDP(port int) (net.PacketConn, error) {
-	n := &d.net
-	if n.udpQuiet != nil {
-		n.udpQuiet()
-		n.udpQuiet = nil
-	}
-	if n.udp != nil {
-		return n.udp, nil
-	}
-	pc, err := d.listenUDP(port)
-	if err != nil {
-		return nil, err
-	}
-	n.udp = pc
-	return pc, nil
-}
-
-// resetLeftConns resets what the last reset left open: the device that
-// came back does not know those connections.
-func (d *Device) resetLeftConns() {
-	for _, c := range d.net.left {
-		if tc, ok := c.(*net.TCPConn); ok {
-			_ = tc.SetLinger(0)
-		}
-		c.Close()
-	}
-	d.net.left = nil
-}
-
-// leaveConn keeps a connection open but dead until the device is back
-// (espota's data connection on a power loss or a reset).
-func (d *Device) leaveConn(c net.Conn) {
-	d.leftMu.Lock()
-	d.leftOut = append(d.leftOut, c)
-	d.leftMu.Unlock()
-}
-
-// startServers opens the listeners of the personality and advertises the
-// device. Ports chosen on the first start are kept for later boots.
-func (d *Device) startServers() error {
-	d.srvMu.Lock()
-	defer d.srvMu.Unlock()
-	srv := &servers{}
-	d.mu.Lock()
-	otaPort, webPort := d.otaPort, d.webPort
-	d.mu.Unlock()
-	if d.s.Personality.http() {
-		ln, err := d.takeTCP(&d.net.ota, otaPort)
-		if err != nil {
-			return err
-		}
-		otaPort = portOf(ln.Addr())
-		srv.ota = newHTTPD(d, "ota", ln, d.otaRoutes())
-		if webPort >= 0 {
-			wl, err := d.takeTCP(&d.net.web, webPort)
-			if err != nil {
-				return err
-			}
-			webPort = portOf(wl.Addr())
-			srv.web = newHTTPD(d, "web", wl, d.webRoutes())
-		}
-	} else {
-		pc, err := d.takeUDP(otaPort)
-		if err != nil {
-			return err
-		}
-		otaPort = portOf(pc.LocalAddr())
-		srv.esp = d.newEspotaRunner(pc)
-	}
-	d.mu.Lock()
-	d.otaPort, d.webPort = otaPort, webPort
-	d.srv = srv
-	d.phase = PhaseUp
-	d.refusing = false
-	d.notifyLocked()
-	d.mu.Unlock()
-	d.leftMu.Lock()
-	d.net.left = append(d.net.left, d.leftOut...)
-	d.leftOut = nil
-	d.leftMu.Unlock()
-	d.resetLeftConns()
-	if srv.ota != nil {
-		srv.ota.start()
-	}
-	if srv.web != nil {
-		srv.web.start()
-	}
-	if srv.esp != nil {
-		srv.esp.start()
-	}
-	if d.s.MDNS != nil {
-		if err := d.s.MDNS.Add(d.mdnsHost()); err != nil {
-			d.log.Warn("mdns add", "err", err)
-		}
-	}
-	return nil
-}
-
-// stopServers takes the device off the network. A reset (final false) is
-// silent, as a chip that stops is: no mDNS goodbye, listeners held so that
-// connection attempts time out, open connections left unanswered and
-// unclosed, the espota UDP port still bound but deaf. Closing the device
-// (final true) sends the goodbyes and closes everything.
-func (d *Device) stopServers(final bool) {
-	d.srvMu.Lock()
-	defer d.srvMu.Unlock()
-	d.mu.Lock()
-	srv := d.srv
-	d.srv = nil
-	if d.phase == PhaseUp {
-		d.phase = PhaseBooting
-	}
-	d.refusing = false
-	d.notifyLocked()
-	d.mu.Unlock()
-	if srv != nil {
-		if d.s.MDNS != nil {
-			if final {
-				d.s.MDNS.Remove(d.s.Name)
-			} else {
-				d.s.MDNS.Withdraw(d.s.Name)
-			}
-		}
-		if srv.ota != nil {
-			d.net.left = append(d.net.left, srv.ota.close(!final)...)
-		}
-		if srv.web != nil {
-			d.net.left = append(d.net.left, srv.web.close(!final)...)
-		}
-		if srv.esp != nil {
-			srv.esp.stop()
-		}
-	}
-	n := &d.net
-	if !final {
-		holdTCP(&n.ota)
-		holdTCP(&n.web)
-		if n.udp != nil && n.udpQuiet == nil {
-			n.udpQuiet = discardUDP(n.udp)
-		}
-		return
-	}
-	closeTCP(&n.ota)
-	closeTCP(&n.web)
-	if n.udpQuiet != nil {
-		n.udpQuiet()
-		n.udpQuiet = nil
-	}
-	if n.udp != nil {
-		n.udp.Close()
-		n.udp = nil
-	}
-	d.leftMu.Lock()
-	n.left = append(n.left, d.leftOut...)
-	d.leftOut = nil
-	d.leftMu.Unlock()
-	d.resetLeftConns()
-}
-
-// discardUDP reads and drops datagrams until the returned stop is called:
-// the port stays bound (no ICMP unreachable) and silent while the device boots.
-func discardUDP(pc net.PacketConn) (stop func()) {
-	done := make(chan struct{})
-	var stopping atomic.Bool
-	go func() {
-		defer close(done)
-		buf := make([]byte, 2048)
-		for {
-			if _, _, err := pc.ReadFrom(buf); err != nil {
-				if stopping.Load() || errors.Is(err, net.ErrClosed) {
-					return
-				}
-				if isTimeout(err) {
-					_ = pc.SetReadDeadline(time.Time{})
-				}
-			}
-		}
-	}()
-	return func() {
-		stopping.Store(true)
-		_ = pc.SetReadDeadline(aLongTimeAgo)
-		<-done
-		_ = pc.SetReadDeadline(time.Time{})
-	}
-}
-
-// closeListeners is the refuse fault: new connections are refused,
-// running ones go on.
-func (d *Device) closeListeners() {
-	d.srvMu.Lock()
-	defer d.srvMu.Unlock()
-	d.mu.Lock()
-	srv, already := d.srv, d.refusing
-	d.mu.Unlock()
-	// A second refuse fault while the first holds: the caller extends the
-	// window; the sockets are already closed.
-	if srv == nil || already {
-		return
-	}
-	if srv.ota != nil {
-		srv.ota.closeListener()
-		d.net.ota = tcpPort{}
-	}
-	if srv.web != nil {
-		srv.web.closeListener()
-		d.net.web = tcpPort{}
-	}
-	if srv.esp != nil {
-		srv.esp.stop()
-		d.net.udp.Close()
-		d.net.udp = nil
-	}
-	d.mu.Lock()
-	d.refusing = true
-	d.notifyLocked()
-	d.mu.Unlock()
-}
-
-func (d *Device) reopenListeners() error {
-	d.srvMu.Lock()
-	defer d.srvMu.Unlock()
-	d.mu.Lock()
-	srv := d.srv
-	otaPort, webPort := d.otaPort, d.webPort
-	d.mu.Unlock()
-	if srv == nil {
-		return nil
-	}
-	if srv.ota != nil {
-		ln, err := d.takeTCP(&d.net.ota, otaPort)
-		if err != nil {
-			return err
-		}
-		srv.ota.reopen(ln)
-	}
-	if srv.web != nil {
-		ln, err := d.takeTCP(&d.net.web, webPort)
-		if err != nil {
-			return err
-		}
-		srv.web.reopen(ln)
-	}
-	if srv.esp != nil {
-		pc, err := d.takeUDP(otaPort)
-		if err != nil {
-			return err
-		}
-		srv.esp = d.newEspotaRunner(pc)
-		srv.esp.start()
-	}
-	d.mu.Lock()
-	d.refusing = false
-	d.notifyLocked()
-	d.mu.Unlock()
-	return nil
-}
-
-// updateEspota recreates the espota server when the faults it holds
-// (latency, no-connect-back, lose-ok) changed. It aborts a running espota
-// transfer, so it does nothing when nothing changed.
-func (d *Device) updateEspota() {
-	d.srvMu.Lock()
-	defer d.srvMu.Unlock()
-	d.mu.Lock()
-	srv := d.srv
-	refusing := d.refusing
-	d.mu.Unlock()
-	if srv == nil || srv.esp == nil || refusing || srv.esp.key == d.espotaKey() {
-		return
-	}
-	srv.esp.stop()
-	srv.esp = d.newEspotaRunner(srv.esp.pc)
-	srv.esp.start()
-}
-
-// mdnsHost is what the device advertises.
-func (d *Device) mdnsHost() mdnsd.Host {
-	return mdnsd.Host{Name: d.s.Name, Addrs: []netip.Addr{d.s.IP}, Services: d.services()}
 }

@@ -531,19 +531,19 @@ func (f *Fault) UnmarshalText(b []byte) error {
 	return nil
 }
 
-// armedFault is an upload fault resolved for one upload: the byte at which
-// it fires.
-type armedFault struct {
+// ArmedFault is a fault resolved for one upload: the byte at which it
+// fires.
+type ArmedFault struct {
 	Fault
-	at    int64
+	At    int64
 	fired bool
 }
 
 // armUpload resolves the faults that act inside the flash write for an
 // upload of size bytes. rnd returns uniform floats in [0,1) (the device's
 // seeded source).
-func armUpload(faults []Fault, size int64, rnd func() float64) []armedFault {
-	var out []armedFault
+func armUpload(faults []Fault, size int64, rnd func() float64) []ArmedFault {
+	var out []ArmedFault
 	for _, f := range faults {
 		if !f.Kind.writeFault() {
 			continue
@@ -556,9 +556,9 @@ func armUpload(faults []Fault, size int64, rnd func() float64) []armedFault {
 }
 
 // armOne draws whether f acts on this upload and, for a point fault, where.
-func armOne(f Fault, size int64, rnd func() float64) (armedFault, bool) {
+func armOne(f Fault, size int64, rnd func() float64) (ArmedFault, bool) {
 	if f.Chance < 1 && rnd() >= f.Chance {
-		return armedFault{}, false
+		return ArmedFault{}, false
 	}
 	p := f.From
 	if f.To > f.From {
@@ -568,5 +568,5 @@ func armOne(f Fault, size int64, rnd func() float64) (armedFault, bool) {
 	if f.Percent {
 		at = int64(float64(size) * p / 100)
 	}
-	return armedFault{Fault: f, at: at}, true
+	return ArmedFault{Fault: f, At: at}, true
 }

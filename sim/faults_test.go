@@ -143,12 +143,12 @@ func FuzzParseFault(f *testing.F) {
 		}
 		// Arming never panics and stays within the range.
 		for _, a := range armUpload([]Fault{fault}, 1<<20, func() float64 { return 0.999 }) {
-			if a.at < 0 {
-				t.Fatalf("negative point %d", a.at)
+			if a.At < 0 {
+				t.Fatalf("negative point %d", a.At)
 			}
 		}
-		if a, ok := armOne(fault, 1<<20, func() float64 { return 0.999 }); ok && (a.at < 0 || fault.Percent && a.at > 1<<20) {
-			t.Fatalf("point %d out of range", a.at)
+		if a, ok := armOne(fault, 1<<20, func() float64 { return 0.999 }); ok && (a.At < 0 || fault.Percent && a.At > 1<<20) {
+			t.Fatalf("point %d out of range", a.At)
 		}
 		if m := fault.Kind.modes(); m != nil && !slices.Contains(m, fault.Mode) {
 			t.Fatalf("%q: mode %q not one of %v", s, fault.Mode, m)

@@ -227,8 +227,8 @@ func TestResolveConfig(t *testing.T) {
 	}
 	for core, md5 := range map[string]bool{"3.3.0": true, "2.0.17": true, "3.3.1": false, "v3.3.11": false, "3": true, "4.0.0": false} {
 		s, err := resolve(Config{Personality: Arduino, Core: core})
-		if err != nil || s.md5Auth != md5 {
-			t.Errorf("core %s: md5 %v %v", core, s.md5Auth, err)
+		if got := ArduinoFirmware.(otaFirmware).md5Auth(&s.Config); err != nil || got != md5 {
+			t.Errorf("core %s: md5 %v %v", core, got, err)
 		}
 	}
 	if p, err := ParsePersonality(" OTS "); err != nil || p != OTS {

@@ -158,7 +158,7 @@ func StartFleet(ctx context.Context, cfg FleetConfig) (*Fleet, error) {
 			c.OTAPort = c.Personality.DefaultOTAPort()
 		}
 		if c.Instance == "" {
-			c.Instance = defaultInstance(c.Personality, c.Name)
+			c.Instance = DefaultInstance(c.Personality, c.Name)
 			if cfg.InstanceWithHost && c.Instance != c.Name {
 				c.Instance += " (" + c.Name + ")"
 			}
@@ -208,16 +208,6 @@ func AddressName(prefix string, a netip.Addr) string {
 		return prefix + "-" + strings.ReplaceAll(a.String(), ".", "-")
 	}
 	return prefix + "-v6-" + strings.Trim(strings.ReplaceAll(a.String(), ":", "-"), "-")
-}
-
-func defaultInstance(p Personality, name string) string {
-	switch p {
-	case Seed:
-		return "OTS Firmware Main"
-	case OTS:
-		return "OTS Firmware Main Controller"
-	}
-	return name
 }
 
 // fleetAddrs lists the N device addresses.

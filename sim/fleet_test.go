@@ -250,11 +250,12 @@ func TestServices(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		d := &Device{s: s, flash: newFlash(s.SlotSize, true, fac), otaPort: s.Personality.DefaultOTAPort(), webPort: 80}
-		if !s.Personality.http() {
-			d.webPort = -1
+		d := &Device{s: s, flash: newFlash(s.SlotSize, true, fac), ports: [numPorts]int{s.Personality.DefaultOTAPort(), 80}}
+		if !s.Personality.HTTP() {
+			d.ports[PortWeb] = -1
 		}
-		if got := d.services(); !reflect.DeepEqual(got, c.want) {
+		d.env = &Env{d: d}
+		if got := d.s.fw.Services(d.env); !reflect.DeepEqual(got, c.want) {
 			t.Errorf("%s ext=%v:\n got %+v\nwant %+v", s.Personality, s.Extensions, got, c.want)
 		}
 	}

@@ -93,29 +93,34 @@ var knownMethods = map[string]bool{
 	"M-SEARCH": true, "NOTIFY": true, "SUBSCRIBE": true, "UNSUBSCRIBE": true,
 }
 
+// Content types.
 const (
-	typeHTML = "text/html" // HTTPD_TYPE_TEXT: the default and what errors use
-	typeJSON = "application/json"
+	TypeHTML = "text/html" // HTTPD_TYPE_TEXT: the default and what errors use
+	TypeJSON = "application/json"
 )
 
-// errClose from a handler means ESP_FAIL: close the socket now.
-var errClose = errors.New("close connection")
+// ErrClose from a handler means ESP_FAIL: close the socket now.
+var ErrClose = errors.New("close connection")
 
-// errRecvTimeout is HTTPD_SOCK_ERR_TIMEOUT from httpd_req_recv.
-var errRecvTimeout = errors.New("recv timeout")
+// ErrRecvTimeout is HTTPD_SOCK_ERR_TIMEOUT from Request.Recv.
+var ErrRecvTimeout = errors.New("recv timeout")
 
-type route struct {
-	method, path string
-	h            func(*request) error
+// Route is one URI handler (httpd_uri_t): Method and Path (no query)
+// select it. Handle returning an error is ESP_FAIL: the socket is closed
+// at once; nil keeps the connection for the next request.
+type Route struct {
+	Method, Path string
+	Handle       func(*Request) error
 }
 
-type header struct{ name, value string }
+// Header is one request or extra response header.
+type Header struct{ Name, Value string }
 
 // httpd is one server instance (the OTA port, or the web app).
 type httpd struct {
 	d        *Device
 	name     string
-	routes   []route
+	routes   []Route
 	hdrLimit int
 	timing   Timing
 	log      *slog.Logger
@@ -131,7 +136,7 @@ type httpd struct {
 	left     []net.Conn // the connections a reset left behind
 }
 
-func newHTTPD(d *Device, name string, ln *net.TCPListener, routes []route) *httpd {
+func newHTTPD(d *Device, name string, ln *net.TCPListener, routes []Route) *httpd {
 	ctx, cancel := context.WithCancel(d.ctx)
 	return &httpd{
 		d: d, name: name, routes: routes,
@@ -228,7 +233,7 @@ func (h *httpd) acceptLoop(ln *net.TCPListener) {
 				return
 			}
 			h.log.Debug("accept", "err", err)
-			if !sleepCtx(h.ctx, 10*time.Millisecond) {
+			if !Sleep(h.ctx, 10*time.Millisecond) {
 				return
 			}
 			continue
@@ -283,15 +288,15 @@ func (h *httpd) serveConn(c net.Conn) {
 	}
 }
 
-// request is one parsed request (httpd_req_t).
-type request struct {
+// Request is one parsed request (httpd_req_t), as a handler sees it.
+type Request struct {
 	h          *httpd
 	ctx        context.Context
 	conn       net.Conn
 	br         *bufio.Reader
 	method     string
 	uri, path  string
-	headers    []header
+	headers    []Header
 	contentLen int64
 	remaining  int64
 	remote     string
@@ -300,21 +305,21 @@ type request struct {
 
 // serveOne reads, routes and answers one request; false = close the socket.
 func (h *httpd) serveOne(c net.Conn, br *bufio.Reader) bool {
-	r := &request{h: h, ctx: h.ctx, conn: c, br: br, remote: c.RemoteAddr().String()}
+	r := &Request{h: h, ctx: h.ctx, conn: c, br: br, remote: c.RemoteAddr().String()}
 	if code := r.parse(); code != 0 {
 		if code > 0 {
-			r.sendErr(code, "")
+			r.SendErr(code, "")
 		}
 		return false
 	}
-	var matched *route
+	var matched *Route
 	code := 404
 	for i := range h.routes {
 		rt := &h.routes[i]
-		if rt.path != r.path {
+		if rt.Path != r.path {
 			continue
 		}
-		if rt.method == r.method {
+		if rt.Method == r.method {
 			matched = rt
 			break
 		}
@@ -322,20 +327,20 @@ func (h *httpd) serveOne(c net.Conn, br *bufio.Reader) bool {
 	}
 	if matched == nil {
 		h.log.Debug("no handler", "method", r.method, "uri", r.uri, "status", code)
-		r.sendErr(code, "")
+		r.SendErr(code, "")
 		return false
 	}
-	if err := matched.h(r); err != nil {
+	if err := matched.Handle(r); err != nil {
 		if r.responded && r.remaining > 0 {
-			sleepCtx(r.ctx, h.timing.ErrorCloseDelay)
+			Sleep(r.ctx, h.timing.ErrorCloseDelay)
 		}
 		return false
 	}
 	// httpd_req_delete: purge what the handler did not read.
 	buf := make([]byte, 256)
 	for r.remaining > 0 {
-		n, err := r.recv(buf)
-		if errors.Is(err, errRecvTimeout) {
+		n, err := r.Recv(buf)
+		if errors.Is(err, ErrRecvTimeout) {
 			continue
 		}
 		if err != nil || n == 0 {
@@ -347,7 +352,7 @@ func (h *httpd) serveOne(c net.Conn, br *bufio.Reader) bool {
 
 // parse reads the request line and headers. It returns 0 on success, an
 // HTTP status to answer with, or -1 to close silently (client went away).
-func (r *request) parse() int {
+func (r *Request) parse() int {
 	limit := r.h.hdrLimit
 	r.conn.SetReadDeadline(time.Now().Add(r.h.timing.RecvTimeout))
 	line, code := r.readLine(maxURILen + 32)
@@ -414,7 +419,7 @@ func (r *request) parse() int {
 		// httpd_find_hdr_value skips spaces; nothing trims the end, so a
 		// trailing space is part of the value ("Bearer secret " is a 403).
 		value = strings.TrimLeft(value, " \t")
-		r.headers = append(r.headers, header{name, value})
+		r.headers = append(r.headers, Header{name, value})
 		switch strings.ToLower(name) {
 		case "content-length":
 			if haveCL && value != cl {
@@ -443,7 +448,7 @@ func (r *request) parse() int {
 }
 
 // readLine reads one CRLF- (or LF-) terminated line of at most max bytes.
-func (r *request) readLine(max int) (string, int) {
+func (r *Request) readLine(max int) (string, int) {
 	var line []byte
 	for {
 		chunk, err := r.br.ReadSlice('\n')
@@ -478,20 +483,36 @@ func parseHTTPVersion(s string) (int, int, bool) {
 	return int(a[0] - '0'), int(b[0] - '0'), true
 }
 
-// header returns the first header named name (case-insensitive), like
+// Header returns the first header named name (case-insensitive), like
 // httpd_req_get_hdr_value_str.
-func (r *request) header(name string) (string, bool) {
+func (r *Request) Header(name string) (string, bool) {
 	for _, h := range r.headers {
-		if strings.EqualFold(h.name, name) {
-			return h.value, true
+		if strings.EqualFold(h.Name, name) {
+			return h.Value, true
 		}
 	}
 	return "", false
 }
 
-// recv is httpd_req_recv: at most len(buf) bytes of the remaining body, one
-// read; errRecvTimeout after the recv timeout; io.EOF when the client closed.
-func (r *request) recv(buf []byte) (int, error) {
+// Context ends when the server stops (a reset, the device closing).
+func (r *Request) Context() context.Context { return r.ctx }
+
+// Conn is the client's connection.
+func (r *Request) Conn() net.Conn { return r.conn }
+
+// Path is the URI's path, without query or fragment.
+func (r *Request) Path() string { return r.path }
+
+// Remote is the client's address, host:port.
+func (r *Request) Remote() string { return r.remote }
+
+// ContentLength is what the client announced: 0 without Content-Length,
+// and for a chunked body (http_parser's -1, which httpd maps to 0).
+func (r *Request) ContentLength() int64 { return r.contentLen }
+
+// Recv is httpd_req_recv: at most len(buf) bytes of the remaining body, one
+// read; ErrRecvTimeout after the recv timeout; io.EOF when the client closed.
+func (r *Request) Recv(buf []byte) (int, error) {
 	if r.remaining <= 0 {
 		return 0, nil
 	}
@@ -508,7 +529,7 @@ func (r *request) recv(buf []byte) (int, error) {
 		return n, nil
 	}
 	if isTimeout(err) {
-		return 0, errRecvTimeout
+		return 0, ErrRecvTimeout
 	}
 	if err == nil {
 		err = io.ErrNoProgress
@@ -516,18 +537,19 @@ func (r *request) recv(buf []byte) (int, error) {
 	return 0, err
 }
 
-// send is httpd_resp_send.
-// sendJSON answers 200 with v as JSON; a value that cannot be encoded is a 500.
-func (r *request) sendJSON(v any) error {
+// SendJSON answers 200 with v as JSON; a value that cannot be encoded is a 500.
+func (r *Request) SendJSON(v any) error {
 	body, err := json.Marshal(v)
 	if err != nil {
-		r.sendErr(500, "")
-		return errClose
+		r.SendErr(500, "")
+		return ErrClose
 	}
-	return r.send(200, typeJSON, string(body))
+	return r.Send(200, TypeJSON, string(body))
 }
 
-func (r *request) send(code int, ctype, body string, extra ...header) error {
+// Send is httpd_resp_send: the response, exactly as esp_http_server
+// frames it (after any latency fault's delay).
+func (r *Request) Send(code int, ctype, body string, extra ...Header) error {
 	status, ok := statusLines[code]
 	if !ok {
 		status = strconv.Itoa(code) + " Unknown"
@@ -535,12 +557,12 @@ func (r *request) send(code int, ctype, body string, extra ...header) error {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n", status, ctype, len(body))
 	for _, h := range extra {
-		fmt.Fprintf(&b, "%s: %s\r\n", h.name, h.value)
+		fmt.Fprintf(&b, "%s: %s\r\n", h.Name, h.Value)
 	}
 	b.WriteString("\r\n")
 	b.WriteString(body)
 	if lat := r.h.d.latency(); lat > 0 {
-		sleepCtx(r.ctx, lat)
+		Sleep(r.ctx, lat)
 	}
 	r.conn.SetWriteDeadline(time.Now().Add(r.h.timing.RecvTimeout)) // send_wait_timeout
 	if r.ctx.Err() != nil {
@@ -554,12 +576,12 @@ func (r *request) send(code int, ctype, body string, extra ...header) error {
 	return err
 }
 
-// sendErr is httpd_resp_send_err: text/html, the given or the default text.
-func (r *request) sendErr(code int, msg string) error {
+// SendErr is httpd_resp_send_err: text/html, the given or the default text.
+func (r *Request) SendErr(code int, msg string) error {
 	if msg == "" {
 		msg = defaultErrText[code]
 	}
-	return r.send(code, typeHTML, msg)
+	return r.Send(code, TypeHTML, msg)
 }
 
 func isTimeout(err error) bool {
@@ -570,8 +592,8 @@ func isTimeout(err error) bool {
 // aLongTimeAgo is a deadline in the past: it wakes blocked calls at once.
 var aLongTimeAgo = time.Unix(1, 0)
 
-// sleepCtx sleeps for d; false when ctx ended first.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
+// Sleep sleeps for d; false when ctx ended first.
+func Sleep(ctx context.Context, d time.Duration) bool {
 	if d <= 0 {
 		return ctx.Err() == nil
 	}

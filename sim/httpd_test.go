@@ -11,7 +11,7 @@ import (
 )
 
 // parseRaw runs the request parser over raw bytes.
-func parseRaw(t testing.TB, raw []byte) (*request, int) {
+func parseRaw(t testing.TB, raw []byte) (*Request, int) {
 	a, b := net.Pipe()
 	defer a.Close()
 	defer b.Close()
@@ -20,7 +20,7 @@ func parseRaw(t testing.TB, raw []byte) (*request, int) {
 		a.Close()
 	}()
 	h := &httpd{hdrLimit: 512, timing: FastTiming()}
-	r := &request{h: h, conn: b, br: bufio.NewReaderSize(b, 16<<10)}
+	r := &Request{h: h, conn: b, br: bufio.NewReaderSize(b, 16<<10)}
 	return r, r.parse()
 }
 
@@ -30,14 +30,14 @@ func TestParseRequest(t *testing.T) {
 		t.Fatalf("%d %+v", code, r)
 	}
 	// Leading whitespace goes (http_parser), trailing stays (nothing trims it).
-	if v, ok := r.header("AUTHORIZATION"); !ok || v != "Bearer abc " {
+	if v, ok := r.Header("AUTHORIZATION"); !ok || v != "Bearer abc " {
 		t.Errorf("header %q", v)
 	}
 	r, code = parseRaw(t, []byte("POST /update HTTP/1.1\r\nContent-Length: 7 \r\nX:\t v\t\r\n\r\n"))
 	if code != 0 || r.contentLen != 7 {
 		t.Fatalf("content-length with a trailing space: %d %+v", code, r)
 	}
-	if v, _ := r.header("x"); v != "v\t" {
+	if v, _ := r.Header("x"); v != "v\t" {
 		t.Errorf("header %q", v)
 	}
 	r, code = parseRaw(t, []byte("GET / HTTP/1.0\nHost: h\n\n")) // bare LFs, HTTP/1.0

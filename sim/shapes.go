@@ -25,41 +25,19 @@ import (
 // A name for something the device does not serve (ota-status without
 // Extensions, api-status on any personality but ots) is an error.
 
-// The keys of GET /ota/status, in the order the device sends them.
-var otaStatusKeys = []string{"project", "version", "idf", "chip", "running", "boot", "state", "secure_version",
-	"elf_sha256", "slot_size", "uptime_s"}
-
-// The keys of the OTS web app's GET /api/status, in its order; "uptime"
-// only with Config.APIUptime.
-var apiStatusKeys = []string{"firmwareVersion", "mode", "ip", "hostname", "serialNumber", "ownerName",
-	"wifiConnected", "rssi", "uptime", "freeHeap"}
-
 // The Extensions TXT keys a device can leave out.
 var omitTXTKeys = []string{"version", "project", "chip"}
 
-const (
-	omitOTAStatus = "ota-status"
-	omitAPIStatus = "api-status"
-	omitTXT       = "txt"
-)
+const omitTXT = "txt"
 
 // OmittableFields lists the field names Config.Omit accepts for a device
-// of personality p with or without Extensions and APIUptime.
+// of personality p with or without Extensions and APIUptime: its
+// firmware's endpoints' (Teller), then the TXT keys.
 func OmittableFields(p Personality, extensions, apiUptime bool) []string {
 	var out []string
-	if extensions && p.http() {
-		out = append(out, omitOTAStatus)
-		for _, k := range otaStatusKeys {
-			out = append(out, omitOTAStatus+"."+k)
-		}
-	}
-	if p == OTS {
-		out = append(out, omitAPIStatus)
-		for _, k := range apiStatusKeys {
-			if k == "uptime" && !apiUptime {
-				continue
-			}
-			out = append(out, omitAPIStatus+"."+k)
+	if fw, ok := Lookup(p); ok {
+		if t, ok := fw.(Teller); ok {
+			out = append(out, t.Omittable(extensions, apiUptime)...)
 		}
 	}
 	if extensions {
@@ -77,49 +55,62 @@ func CheckOmit(p Personality, extensions, apiUptime bool, fields []string) error
 		if slices.Contains(have, f) {
 			continue
 		}
-		ep, key, _ := strings.Cut(f, ".")
-		switch {
-		case ep == omitOTAStatus && (!extensions || !p.http()):
-			return fmt.Errorf("omit %q: only an HTTP device with Extensions serves /ota/status", f)
-		case ep == omitAPIStatus && p != OTS:
-			return fmt.Errorf("omit %q: only the ots personality serves /api/status", f)
-		case ep == omitAPIStatus && key == "uptime":
-			return fmt.Errorf("omit %q: this /api/status tells no uptime already (APIUptime is off, as on the OTS firmware)", f)
-		case ep == omitTXT && !extensions:
-			return fmt.Errorf("omit %q: only a device with Extensions adds TXT keys", f)
+		if why := notOmittable(p, f, extensions, apiUptime); why != "" {
+			return fmt.Errorf("omit %q: %s", f, why)
 		}
 		return fmt.Errorf("omit %q: unknown field (have: %s)", f, strings.Join(have, ", "))
 	}
 	return nil
 }
 
+// notOmittable asks every firmware, p's first, why f cannot be omitted.
+func notOmittable(p Personality, f string, extensions, apiUptime bool) string {
+	ep, _, _ := strings.Cut(f, ".")
+	if ep == omitTXT && !extensions {
+		return "only a device with Extensions adds TXT keys"
+	}
+	ps := Personalities()
+	if i := slices.Index(ps, p); i > 0 {
+		ps = append(append([]Personality{p}, ps[:i]...), ps[i+1:]...)
+	}
+	for _, q := range ps {
+		fw, _ := Lookup(q)
+		if t, ok := fw.(Teller); ok {
+			if why := t.NotOmittable(p, f, extensions, apiUptime); why != "" {
+				return why
+			}
+		}
+	}
+	return ""
+}
+
 // omits reports whether the device leaves out field.
 func (d *Device) omits(field string) bool { return d.s.omit[field] }
 
-// jsonField is one key of a JSON object, in the order it is sent.
-type jsonField struct {
-	key string
-	val any
+// JSONField is one key of a JSON object, in the order it is sent.
+type JSONField struct {
+	Key string
+	Val any
 }
 
 // objectJSON encodes fields in order, leaving out the ones the device omits
 // (prefix is the endpoint's name in Config.Omit).
-func (d *Device) objectJSON(prefix string, fields []jsonField) ([]byte, error) {
+func (d *Device) objectJSON(prefix string, fields []JSONField) ([]byte, error) {
 	var b strings.Builder
 	b.WriteByte('{')
 	n := 0
 	for _, f := range fields {
-		if d.omits(prefix + "." + f.key) {
+		if d.omits(prefix + "." + f.Key) {
 			continue
 		}
-		v, err := json.Marshal(f.val)
+		v, err := json.Marshal(f.Val)
 		if err != nil {
 			return nil, err
 		}
 		if n > 0 {
 			b.WriteByte(',')
 		}
-		k, _ := json.Marshal(f.key)
+		k, _ := json.Marshal(f.Key)
 		b.Write(k)
 		b.WriteByte(':')
 		b.Write(v)

@@ -103,7 +103,7 @@ func TestOmitFields(t *testing.T) {
 				}
 			}
 			var txt []string
-			for _, s := range d.services() {
+			for _, s := range d.s.fw.Services(d.env) {
 				if s.Type == "_ota._tcp" {
 					txt = s.TXT
 				}

@@ -12,11 +12,11 @@ const (
 	lwipMSS        = 1440
 )
 
-// lwipSockopts gives a socket the device's small TCP receive window and
+// LWIPSockopts gives a socket the device's small TCP receive window and
 // MSS. It must run before listen or connect (net.ListenConfig.Control,
 // net.Dialer.Control): the window is fixed in the SYN, and without the MSS
 // Linux sizes the peer's send buffer from loopback's 64 KiB MSS.
-func lwipSockopts(_, _ string, c syscall.RawConn) error {
+func LWIPSockopts(_, _ string, c syscall.RawConn) error {
 	var serr error
 	err := c.Control(func(fd uintptr) {
 		if serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, lwipRecvWindow); serr != nil {

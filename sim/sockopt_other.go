@@ -4,6 +4,6 @@ package sim
 
 import "syscall"
 
-// lwipSockopts is Linux-only: elsewhere the sim's sockets keep the OS's
+// LWIPSockopts is Linux-only: elsewhere the sim's sockets keep the OS's
 // receive window, so the erase stall shows later (docs/device-behaviour.md).
-func lwipSockopts(_, _ string, _ syscall.RawConn) error { return nil }
+func LWIPSockopts(_, _ string, _ syscall.RawConn) error { return nil }

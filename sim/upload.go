@@ -10,21 +10,21 @@ import (
 	"github.com/ots-ota/ots-ota/image"
 )
 
-// otaErr is why an upload step failed, before it is put in a protocol's words.
-type otaErr int
+// OTAErr is why an upload step failed, before it is put in a protocol's words.
+type OTAErr int
 
+// Upload step outcomes.
 const (
-	errNone        otaErr = iota
-	errBegin              // esp_ota_begin failed: pending_verify app, or another upload running
-	errMagic              // first byte is not 0xE9
-	errSpace              // past the end of the slot
-	errWrite              // injected flash write failure
-	errValidate           // esp_ota_end: the image does not verify
-	errEmpty              // esp_ota_end with nothing written
-	errDrop               // fault: drop the connection
-	errPowerLoss          // fault: the device lost power
-	errCanceled           // the device is going down
-	errNoPartition        // espota: no partition for the command
+	OTANone      OTAErr = iota
+	OTABegin            // esp_ota_begin failed: pending_verify app, or another upload running
+	OTAMagic            // first byte is not 0xE9
+	OTASpace            // past the end of the slot
+	OTAWrite            // injected flash write failure
+	OTAValidate         // esp_ota_end: the image does not verify
+	OTAEmpty            // esp_ota_end with nothing written
+	OTADrop             // fault: drop the connection
+	OTAPowerLoss        // fault: the device lost power
+	OTACanceled         // the device is going down
 )
 
 // endError turns a validation report into the error esp_ota_end would
@@ -40,16 +40,17 @@ func endError(rep *image.Report) error {
 	return nil
 }
 
-// upload is one upload session, from the first byte of the request (or the
-// espota invitation) to the answer.
-type upload struct {
+// Upload is one upload session, from the first byte of the request (or the
+// espota invitation) to the answer: the flash side of a firmware's upload
+// handler. Its methods are called from the handler's goroutine only.
+type Upload struct {
 	d      *Device
 	ctx    context.Context
 	rec    UploadRecord
 	target int
 	w      *slotWriter
 	began  bool
-	faults []armedFault
+	faults []ArmedFault
 	rate   int64
 	// chunk caps the bytes taken per read (trickle); 0 = the protocol's.
 	chunk int
@@ -67,20 +68,20 @@ type upload struct {
 }
 
 // newUpload records the start of an upload and announces it.
-func (d *Device) newUpload(ctx context.Context, proto, path, remote string, size int64) *upload {
-	u := &upload{d: d, ctx: ctx, rec: UploadRecord{Start: time.Now(), Protocol: proto, Path: path, Remote: remote, Size: size}}
+func (d *Device) newUpload(ctx context.Context, proto, path, remote string, size int64) *Upload {
+	u := &Upload{d: d, ctx: ctx, rec: UploadRecord{Start: time.Now(), Protocol: proto, Path: path, Remote: remote, Size: size}}
 	d.emit(Event{Event: EventUploadStarted, Protocol: proto, Path: path, Remote: remote, Size: size})
 	return u
 }
 
-// begin is esp_ota_begin (HTTP: erase the whole slot now) or the Arduino
-// Updater's begin (espota: erase as it writes).
-func (u *upload) begin(sectorErase bool) otaErr {
+// Begin is esp_ota_begin (sectorErase false: erase the whole slot now) or
+// the Arduino Updater's begin (sectorErase: erase as it writes).
+func (u *Upload) Begin(sectorErase bool) OTAErr {
 	d := u.d
 	d.mu.Lock()
 	if d.otaBusy || (!sectorErase && d.flash.beginBlocked()) {
 		d.mu.Unlock()
-		return errBegin
+		return OTABegin
 	}
 	d.otaBusy = true
 	u.began = true
@@ -112,12 +113,12 @@ func (u *upload) begin(sectorErase bool) otaErr {
 	u.w = newSlotWriter(d.store, limit)
 	u.sectorErase = sectorErase
 	if !sectorErase && d.s.timing.EraseRate > 0 {
-		if !sleepCtx(u.ctx, rateTime(d.s.SlotSize, d.s.timing.EraseRate)) {
-			return errCanceled
+		if !Sleep(u.ctx, rateTime(d.s.SlotSize, d.s.timing.EraseRate)) {
+			return OTACanceled
 		}
 		d.pauseEnded(0)
 	}
-	return errNone
+	return OTANone
 }
 
 func rateTime(n, rate int64) time.Duration {
@@ -127,16 +128,16 @@ func rateTime(n, rate int64) time.Duration {
 	return time.Duration(float64(n) / float64(rate) * float64(time.Second))
 }
 
-// write is esp_ota_write of one received chunk, with the faults that fire
+// Write is esp_ota_write of one received chunk, with the faults that fire
 // at this point and the flash's pace.
-func (u *upload) write(p []byte) otaErr {
+func (u *Upload) Write(p []byte) OTAErr {
 	if u.ctx.Err() != nil {
-		return errCanceled
+		return OTACanceled
 	}
 	end := u.w.n + int64(len(p))
 	for i := range u.faults {
 		f := &u.faults[i]
-		if f.fired || end < f.at {
+		if f.fired || end < f.At {
 			continue
 		}
 		f.fired = true
@@ -145,28 +146,28 @@ func (u *upload) write(p []byte) otaErr {
 		switch f.Kind {
 		case FaultDrop:
 			u.rec.Reason = "fault " + f.Fault.String()
-			return errDrop
+			return OTADrop
 		case FaultPowerLoss:
 			u.rec.Reason = "fault " + f.Fault.String()
-			return errPowerLoss
+			return OTAPowerLoss
 		case FaultError:
 			u.rec.Reason = "fault " + f.Fault.String()
-			return errWrite
+			return OTAWrite
 		case FaultStall:
-			if !sleepCtx(u.ctx, f.Duration) {
-				return errCanceled
+			if !Sleep(u.ctx, f.Duration) {
+				return OTACanceled
 			}
 			u.d.pauseEnded(u.w.n)
 		}
 	}
 	// The esp8266/Arduino Updater also takes gzip (0x1F), which eboot inflates.
-	if !u.fs && u.w.n == 0 && len(p) > 0 && p[0] != 0xE9 && !(u.d.s.esp8266 && p[0] == 0x1F) {
+	if !u.fs && u.w.n == 0 && len(p) > 0 && p[0] != 0xE9 && !(u.d.s.platform == PlatformESP8266 && p[0] == 0x1F) {
 		u.rec.Reason = fmt.Sprintf("first byte 0x%02x is not 0xE9", p[0])
-		return errMagic
+		return OTAMagic
 	}
 	if err := u.w.write(p); err != nil {
 		u.rec.Reason = fmt.Sprintf("image larger than the %d-byte slot", u.d.s.SlotSize)
-		return errSpace
+		return OTASpace
 	}
 	u.rec.Bytes = u.w.n
 	n := int64(len(p))
@@ -175,11 +176,11 @@ func (u *upload) write(p []byte) otaErr {
 		u.prepaid -= k
 		n -= k
 	}
-	return u.pace(int(n))
+	return u.Pace(int(n))
 }
 
-// pace waits until the flash (or a trickle) has taken n more bytes.
-func (u *upload) pace(n int) otaErr {
+// Pace waits until the flash (or a trickle) has taken n more bytes.
+func (u *Upload) Pace(n int) OTAErr {
 	cost := rateTime(int64(n), u.rate)
 	if u.sectorErase && u.d.s.timing.EraseRate > 0 {
 		for u.erased < u.w.n {
@@ -194,21 +195,21 @@ func (u *upload) pace(n int) otaErr {
 		}
 		u.next = u.next.Add(cost)
 		if wait := time.Until(u.next); wait > time.Millisecond {
-			if !sleepCtx(u.ctx, wait) {
-				return errCanceled
+			if !Sleep(u.ctx, wait) {
+				return OTACanceled
 			}
 		}
 	}
-	return errNone
+	return OTANone
 }
 
-// end is esp_ota_end + esp_ota_set_boot_partition: verify the image and
+// End is esp_ota_end + esp_ota_set_boot_partition: verify the image and
 // make it the boot image. On success the device is due to reboot.
-func (u *upload) end() otaErr {
+func (u *Upload) End() OTAErr {
 	d := u.d
 	if u.w.n == 0 {
 		u.rec.Reason = "nothing written"
-		return errEmpty
+		return OTAEmpty
 	}
 	if u.fs { // a filesystem image: nothing to verify, nothing to boot
 		b := u.w.finish()
@@ -216,23 +217,23 @@ func (u *upload) end() otaErr {
 		d.flash.fs = b
 		d.notifyLocked()
 		d.mu.Unlock()
-		return errNone
+		return OTANone
 	}
-	if !d.s.esp8266 {
+	if d.s.platform != PlatformESP8266 {
 		rep := image.Validate(u.w.bytes(), image.Policy{Chip: d.s.chip, ChipSet: true, SlotSize: d.s.SlotSize})
 		if err := endError(rep); err != nil {
 			u.rec.Reason = err.Error()
-			return errValidate
+			return OTAValidate
 		}
 	}
 	b := u.w.finish()
-	if d.s.esp8266 && b.info.Version == "" {
+	if d.s.platform == PlatformESP8266 && b.info.Version == "" {
 		b = d.store.internWith(b.data, &imgInfo{Project: "unknown", Version: "unknown", Chip: "esp8266"})
 	}
 	d.mu.Lock()
 	if u.ctx.Err() != nil {
 		d.mu.Unlock()
-		return errCanceled
+		return OTACanceled
 	}
 	if lookupBehaviour(d.behaviours, b.info, true) == ForeignELF {
 		b = foreignBuild(b)
@@ -241,7 +242,7 @@ func (u *upload) end() otaErr {
 	d.notifyLocked()
 	d.mu.Unlock()
 	u.rec.Version = b.info.Version
-	return errNone
+	return OTANone
 }
 
 // foreignBuild is what a ForeignELF image installs as: another build of
@@ -254,10 +255,10 @@ func foreignBuild(b *blob) *blob {
 	return &blob{data: b.data, sum: sha256.Sum256(append(b.sum[:], "foreign"...)), info: in}
 }
 
-// endAnswered records an upload the device answered 200 early but did not
+// EndAnswered records an upload the device answered 200 early but did not
 // install: outcome "discarded" (early-answer:discard) or "aborted"
 // (early-answer:close).
-func (u *upload) endAnswered(outcome string, status int, text, reason string) {
+func (u *Upload) EndAnswered(outcome string, status int, text, reason string) {
 	if u.rec.Reason == "" {
 		u.rec.Reason = reason
 	}
@@ -266,8 +267,8 @@ func (u *upload) endAnswered(outcome string, status int, text, reason string) {
 		Size: u.rec.Size, Bytes: u.rec.Bytes, Status: status, Text: text, Reason: u.rec.Reason})
 }
 
-// succeed records the accepted upload.
-func (u *upload) succeed(status int, text string) {
+// Succeed records the accepted upload.
+func (u *Upload) Succeed(status int, text string) {
 	u.finish("ok", status, text)
 	d := u.d
 	if u.fs {
@@ -283,9 +284,10 @@ func (u *upload) succeed(status int, text string) {
 		Version: info.Version, Slot: d.flash.label(u.target)})
 }
 
-// fail records a failed upload: outcome "failed" when the device answered
-// (status/text), "aborted" when it did not.
-func (u *upload) fail(status int, text, reason string) {
+// Fail records a failed upload: outcome "failed" when the device answered
+// (status/text), "aborted" when it did not. reason is kept unless one was
+// set already.
+func (u *Upload) Fail(status int, text, reason string) {
 	if reason != "" && u.rec.Reason == "" {
 		u.rec.Reason = reason
 	}
@@ -298,7 +300,7 @@ func (u *upload) fail(status int, text, reason string) {
 		Size: u.rec.Size, Bytes: u.rec.Bytes, Status: status, Text: text, Reason: u.rec.Reason})
 }
 
-func (u *upload) finish(outcome string, status int, text string) {
+func (u *Upload) finish(outcome string, status int, text string) {
 	if u.done {
 		return
 	}
@@ -317,6 +319,27 @@ func (u *upload) finish(outcome string, status int, text string) {
 	d.notifyLocked()
 	d.mu.Unlock()
 }
+
+// Done reports whether the session was recorded (succeeded or failed).
+func (u *Upload) Done() bool { return u.done }
+
+// Written is how many image bytes were written so far.
+func (u *Upload) Written() int64 { return u.rec.Bytes }
+
+// Chunk caps the bytes a handler takes per read (a trickle fault); 0 =
+// the protocol's own.
+func (u *Upload) Chunk() int { return u.chunk }
+
+// Prepay counts n bytes as paced already (a handler that buffers bytes
+// and paced them when it took them).
+func (u *Upload) Prepay(n int64) { u.prepaid += n }
+
+// ToFilesystem sends the image to the data (spiffs) partition instead of
+// an app slot; call it before Begin.
+func (u *Upload) ToFilesystem() { u.fs = true }
+
+// SetReason says why the session fails, in place of any reason given so far.
+func (u *Upload) SetReason(reason string) { u.rec.Reason = reason }
 
 // recordAuthFailure logs a rejected request or espota session.
 func (d *Device) recordAuthFailure(proto, path, remote string, status int, text, reason string) {
