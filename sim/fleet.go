@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ots-ota/ots-ota/sim/core"
 	"github.com/ots-ota/ots-ota/sim/mdnsd"
 )
 
@@ -128,7 +129,16 @@ func StartFleet(ctx context.Context, cfg FleetConfig) (*Fleet, error) {
 	if onEvent == nil {
 		onEvent = cfg.Template.OnEvent
 	}
-	sink := newEventSink(onEvent)
+	// One call at a time across the fleet, as for one device.
+	var sinkMu sync.Mutex
+	sink := func(e Event) {
+		sinkMu.Lock()
+		defer sinkMu.Unlock()
+		onEvent(e)
+	}
+	if onEvent == nil {
+		sink = nil
+	}
 	width := max(2, len(strconv.Itoa(cfg.N)))
 
 	configs := make([]Config, cfg.N)
@@ -147,10 +157,10 @@ func StartFleet(ctx context.Context, cfg FleetConfig) (*Fleet, error) {
 		c.MDNS = f.mdns
 		c.Store = store
 		c.Logger = log
-		c.OnEvent = nil // the fleet's sink
 		if cfg.Configure != nil {
 			cfg.Configure(i, &c)
 		}
+		c.OnEvent = sink // the fleet's, whatever Configure set
 		if c.Personality == "" {
 			c.Personality = Seed
 		}
@@ -158,7 +168,7 @@ func StartFleet(ctx context.Context, cfg FleetConfig) (*Fleet, error) {
 			c.OTAPort = c.Personality.DefaultOTAPort()
 		}
 		if c.Instance == "" {
-			c.Instance = DefaultInstance(c.Personality, c.Name)
+			c.Instance = core.DefaultInstance(c.Personality, c.Name)
 			if cfg.InstanceWithHost && c.Instance != c.Name {
 				c.Instance += " (" + c.Name + ")"
 			}
@@ -185,7 +195,7 @@ func StartFleet(ctx context.Context, cfg FleetConfig) (*Fleet, error) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			f.devices[i], errs[i] = start(ctx, configs[i], sink)
+			f.devices[i], errs[i] = core.Start(ctx, configs[i])
 		}()
 	}
 	wg.Wait()

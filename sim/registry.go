@@ -1,8 +1,14 @@
 package sim
 
+import (
+	"github.com/ots-ota/ots-ota/sim/core"
+	"github.com/ots-ota/ots-ota/sim/espota"
+	"github.com/ots-ota/ots-ota/sim/rawhttp"
+)
+
 // The personalities this simulator assembles, in documentation order: a
-// device family adds its firmwares here, one line per family.
+// device family is one package on sim/core and one line here.
 func init() {
-	Register(SeedFirmware, OTSFirmware)
-	Register(ArduinoFirmware, ESP8266Firmware)
+	core.Register(rawhttp.SeedFirmware, rawhttp.OTSFirmware)
+	core.Register(espota.ArduinoFirmware, espota.ESP8266Firmware)
 }
