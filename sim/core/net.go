@@ -309,7 +309,13 @@ func discardUDP(pc net.PacketConn) (stop func()) {
 					return
 				}
 				if isTimeout(err) {
+					// A deadline left over from the server that ran on the
+					// socket. Clearing it may undo stop's deadline: stop
+					// sets stopping first, so look again after clearing.
 					_ = pc.SetReadDeadline(time.Time{})
+					if stopping.Load() {
+						return
+					}
 				}
 			}
 		}
