@@ -47,6 +47,8 @@ type (
 	Store = core.Store
 	// StartError is why a device did not start (core.StartError).
 	StartError = core.StartError
+	// HTTPRequest is one HTTP request a device received (Config.OnRequest).
+	HTTPRequest = core.HTTPRequest
 )
 
 // The personalities, one family's package each (registry.go).

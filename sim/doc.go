@@ -57,7 +57,8 @@
 // source, so runs reproduce. Behaviours (healthy, crash-on-boot, unstable,
 // no-network, unconfirmed, foreign-elf, crash-to-factory, crash-loop) are
 // chosen by image version, ELF (elf:HEX) or BehaveUploaded and act on the
-// boots after Start.
+// boots after Start. Config.OnRequest sees every HTTP request any
+// personality's servers receive, as it came (HTTPRequest).
 //
 // # Shapes
 //

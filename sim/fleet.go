@@ -31,7 +31,8 @@ type FleetConfig struct {
 	// AllowNonLoopback permits addresses outside 127.0.0.0/8 and ::1.
 	AllowNonLoopback bool
 	// Template is every device's Config; Name, IP, Seed, ports, MDNS, Store
-	// and OnEvent are set per device.
+	// and OnEvent are set per device, and OnRequest is called one call at a
+	// time across the fleet.
 	Template Config
 	// NamePrefix of the host names; default "ots-sim" → ots-sim-01 … (three
 	// digits when N > 99).
@@ -130,15 +131,11 @@ func StartFleet(ctx context.Context, cfg FleetConfig) (*Fleet, error) {
 		onEvent = cfg.Template.OnEvent
 	}
 	// One call at a time across the fleet, as for one device.
-	var sinkMu sync.Mutex
-	sink := func(e Event) {
-		sinkMu.Lock()
-		defer sinkMu.Unlock()
-		onEvent(e)
+	var sink func(Event)
+	if onEvent != nil {
+		sink = serialised(new(sync.Mutex), onEvent)
 	}
-	if onEvent == nil {
-		sink = nil
-	}
+	var reqMu sync.Mutex // one OnRequest call at a time across the fleet
 	width := max(2, len(strconv.Itoa(cfg.N)))
 
 	configs := make([]Config, cfg.N)
@@ -161,6 +158,9 @@ func StartFleet(ctx context.Context, cfg FleetConfig) (*Fleet, error) {
 			cfg.Configure(i, &c)
 		}
 		c.OnEvent = sink // the fleet's, whatever Configure set
+		if c.OnRequest != nil {
+			c.OnRequest = serialised(&reqMu, c.OnRequest)
+		}
 		if c.Personality == "" {
 			c.Personality = Seed
 		}
@@ -207,6 +207,16 @@ func StartFleet(ctx context.Context, cfg FleetConfig) (*Fleet, error) {
 		f.byName[d.Name()] = d
 	}
 	return f, nil
+}
+
+// serialised makes fn's calls, and those of every function serialised with
+// mu, one at a time.
+func serialised[T any](mu *sync.Mutex, fn func(T)) func(T) {
+	return func(v T) {
+		mu.Lock()
+		defer mu.Unlock()
+		fn(v)
+	}
 }
 
 // AddressName is the host name of a device named after its address a:

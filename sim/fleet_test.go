@@ -169,6 +169,50 @@ func TestFleetMixed(t *testing.T) {
 	}
 }
 
+// A fleet's devices hand their HTTP requests to the template's OnRequest,
+// one call at a time.
+func TestFleetOnRequest(t *testing.T) {
+	skipWithoutLoopbackRange(t)
+	var mu sync.Mutex
+	var inside bool
+	seen := map[string]string{}
+	tmpl := simtest.Config(Seed)
+	tmpl.OnRequest = func(r HTTPRequest) {
+		mu.Lock()
+		if inside {
+			t.Error("OnRequest called while another call runs")
+		}
+		inside = true
+		seen[r.Device] = r.Method + " " + r.URI
+		mu.Unlock()
+		time.Sleep(time.Millisecond)
+		mu.Lock()
+		inside = false
+		mu.Unlock()
+	}
+	f, err := StartFleet(context.Background(), FleetConfig{N: 3, BaseIP: simtest.MustAddr(t, "127.42.3.2"), Template: tmpl, WebPort: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var wg sync.WaitGroup
+	for _, d := range f.Devices() {
+		wg.Go(func() {
+			if code, _, err := simtest.GetGo(t, "http://"+d.OTAAddr()+"/nothing?x"); err != nil || code != 404 {
+				t.Errorf("%s: %d %v", d.Name(), code, err)
+			}
+		})
+	}
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	for _, d := range f.Devices() {
+		if seen[d.Name()] != "GET /nothing?x" {
+			t.Errorf("%s: seen %q", d.Name(), seen[d.Name()])
+		}
+	}
+}
+
 func TestFleetRefusesNonLoopback(t *testing.T) {
 	for _, cfg := range []FleetConfig{
 		{N: 2, BaseIP: simtest.MustAddr(t, "10.0.0.1")},

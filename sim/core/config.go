@@ -211,6 +211,12 @@ type Config struct {
 	// OnEvent receives the device's events, one call at a time per device
 	// (devices of a fleet share one serialised sink). Keep it fast.
 	OnEvent func(Event)
+	// OnRequest sees every HTTP request the device's servers receive, of
+	// any personality, as it came and before it is routed (a request the
+	// device refuses too, once its request line was read): one call at a
+	// time per device (a fleet's devices share one serialised sink), from
+	// the serving goroutine. Keep it fast.
+	OnRequest func(HTTPRequest)
 }
 
 // Resolve is the Config a device started with cfg runs with: the defaults

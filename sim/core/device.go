@@ -94,6 +94,7 @@ type Device struct {
 	net     netState   // under srvMu
 	leftMu  sync.Mutex
 	leftOut []net.Conn // connections handed over outside srvMu (espota)
+	reqMu   sync.Mutex // serialises Config.OnRequest
 
 	// hookPause, for tests, runs when the device resumes reading after it
 	// stopped to erase (HTTP: the slot erase; both: a stall fault ending),

@@ -29,7 +29,8 @@
 //   - HTTP (httpd.go): a small ESP-IDF httpd look-alike, not net/http: exact
 //     response bytes, one request at a time per server, no "100 Continue",
 //     404 "Nothing matches the given URI", 405, 431 over a 512-byte header
-//     section, 414 over a 512-byte URI; personalities give it routes.
+//     section, 414 over a 512-byte URI; personalities give it routes. Every
+//     request it receives goes to Config.OnRequest first (requests.go).
 //   - Faults, behaviours and events (faults.go, behaviour.go, events.go),
 //     drawn from a per-device seeded source so runs reproduce; what a device
 //     tells less of (shapes.go, Config.Omit).

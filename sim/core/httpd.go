@@ -120,6 +120,7 @@ type Header struct{ Name, Value string }
 type httpd struct {
 	d        *Device
 	name     string
+	addr     string // where it listens, across refuse faults too
 	routes   []Route
 	hdrLimit int
 	timing   Timing
@@ -139,7 +140,7 @@ type httpd struct {
 func newHTTPD(d *Device, name string, ln *net.TCPListener, routes []Route) *httpd {
 	ctx, cancel := context.WithCancel(d.ctx)
 	return &httpd{
-		d: d, name: name, routes: routes,
+		d: d, name: name, addr: ln.Addr().String(), routes: routes,
 		hdrLimit: d.s.HeaderLimit, timing: d.s.timing,
 		log:      d.log.With("server", name),
 		lock:     make(chan struct{}, 1),
@@ -306,14 +307,18 @@ type Request struct {
 // serveOne reads, routes and answers one request; false = close the socket.
 func (h *httpd) serveOne(c net.Conn, br *bufio.Reader) bool {
 	r := &Request{h: h, ctx: h.ctx, conn: c, br: br, remote: c.RemoteAddr().String()}
-	if code := r.parse(); code != 0 {
+	code := r.parse()
+	if r.method != "" {
+		h.d.logRequest(h, r)
+	}
+	if code != 0 {
 		if code > 0 {
 			r.SendErr(code, "")
 		}
 		return false
 	}
 	var matched *Route
-	code := 404
+	code = 404
 	for i := range h.routes {
 		rt := &h.routes[i]
 		if rt.Path != r.path {
