@@ -112,7 +112,7 @@ func (t Timing) check() error {
 type Config struct {
 	// Name is the mDNS host name without ".local"; default "ots-sim".
 	Name string
-	// Personality defaults to Seed.
+	// Personality defaults to the first one registered (sim: Seed).
 	Personality Personality
 	// Instance is the mDNS instance name; default per personality
 	// ("OTS Firmware Main", "OTS Firmware Main Controller", the host name for

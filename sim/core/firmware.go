@@ -70,7 +70,8 @@ func knobSet(c *Config, field string) bool {
 var knobFields = []string{"RollbackLater", "APIUptime"}
 
 // Checker is a Firmware with settings of its own to check (an ArduinoOTA
-// core version, say); Check runs after the core's defaults are applied.
+// core version, say); Start calls Check once the chip is resolved, before
+// the defaults that depend on the name and address.
 type Checker interface {
 	Check(c *Config) error
 }

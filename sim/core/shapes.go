@@ -10,7 +10,8 @@ import (
 // What a device tells, and how a test makes it tell less (Config.Omit, the
 // CLI's --omit). Real firmware varies: the OTS web app's /api/status has
 // no uptime, a firmware may have /ota/status without elf_sha256, or no
-// version in TXT. A field name is one of
+// version in TXT. A field name is one of (the endpoints are sim/rawhttp's:
+// each family lists its own, Teller)
 //
 //	ota-status            GET /ota/status itself (404, as without Extensions)
 //	ota-status.KEY        one key of /ota/status: project, version, idf, chip,
