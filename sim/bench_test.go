@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ots-ota/ots-ota/sim/internal/simtest"
 )
 
 // BenchmarkUploadThroughput measures how fast one unthrottled device takes
@@ -23,10 +25,10 @@ import (
 func BenchmarkUploadThroughput(b *testing.B) {
 	for _, size := range []int{1 << 20, 2<<20 - 64<<10} {
 		b.Run(strconv.Itoa(size>>10)+"KiB", func(b *testing.B) {
-			cfg := testConfig(Seed)
+			cfg := simtest.Config(Seed)
 			cfg.WebPort = -1
-			d := startDevice(b, cfg)
-			img := corrupt(testImageOf(b, "esp32s3", "1.0.1", size), size-1)
+			d := simtest.Start(b, cfg)
+			img := simtest.Corrupt(simtest.ImageOf(b, "esp32s3", "1.0.1", size), size-1)
 			head := fmt.Sprintf("POST /update HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n\r\n", d.OTAAddr(), len(img))
 			b.SetBytes(int64(len(img)))
 			b.ResetTimer()
@@ -67,14 +69,14 @@ func rssKiB() int64 {
 //	go test ./sim -run '^$' -bench Fleet250 -benchtime 3x
 func BenchmarkFleet250(b *testing.B) {
 	skipWithoutLoopbackRange(b)
-	tmpl := testConfig(Seed)
+	tmpl := simtest.Config(Seed)
 	tmpl.ImageSize = 1 << 20 // a realistic 1 MB factory image
 	for i := 0; i < b.N; i++ {
 		runtime.GC()
 		var before runtime.MemStats
 		runtime.ReadMemStats(&before)
 		start := time.Now()
-		f, err := StartFleet(context.Background(), FleetConfig{N: 250, BaseIP: mustAddr(b, "127.42.8.2"), Template: tmpl, WebPort: 18082})
+		f, err := StartFleet(context.Background(), FleetConfig{N: 250, BaseIP: simtest.MustAddr(b, "127.42.8.2"), Template: tmpl, WebPort: 18082})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"runtime"
 	"testing"
+
+	"github.com/ots-ota/ots-ota/sim/internal/simtest"
 )
 
 // TestStartErrorsTyped: callers learn which device failed and why from the
@@ -36,18 +38,16 @@ func TestStartErrorTime(t *testing.T) {
 	}
 	defer ln.Close()
 	port := ln.Addr().(*net.TCPAddr).Port
-	var log eventLog
-	cfg := FleetConfig{N: 3, OTAPort: port, WebPort: -1, OnEvent: log.add, Template: testConfig(Seed),
-		Addrs: []netip.Addr{mustAddr(t, "127.0.12.2"), mustAddr(t, "127.0.12.3"), mustAddr(t, "127.0.12.4")}}
+	var log simtest.EventLog
+	cfg := FleetConfig{N: 3, OTAPort: port, WebPort: -1, OnEvent: log.Add, Template: simtest.Config(Seed),
+		Addrs: []netip.Addr{simtest.MustAddr(t, "127.0.12.2"), simtest.MustAddr(t, "127.0.12.3"), simtest.MustAddr(t, "127.0.12.4")}}
 	_, err = StartFleet(context.Background(), cfg)
 	var se *StartError
 	if !errors.As(err, &se) || se.Device != "ots-sim-02" || se.At.IsZero() {
 		t.Fatalf("StartFleet with 127.0.12.3:%d taken = %v, want a StartError for the second device with its time", port, err)
 	}
-	log.waitCount(t, EventStopped, 2)
-	log.mu.Lock()
-	defer log.mu.Unlock()
-	for _, e := range log.ev {
+	log.WaitCount(t, EventStopped, 2)
+	for _, e := range log.Events() {
 		if e.Event == EventStopped && e.Time.Before(se.At) {
 			t.Errorf("%s stopped at %v, before the start failed at %v", e.Device, e.Time, se.At)
 		}

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ots-ota/ots-ota/sim/core"
 	"github.com/ots-ota/ots-ota/sim/mdnsd"
 )
 
@@ -30,7 +31,8 @@ type FleetConfig struct {
 	// AllowNonLoopback permits addresses outside 127.0.0.0/8 and ::1.
 	AllowNonLoopback bool
 	// Template is every device's Config; Name, IP, Seed, ports, MDNS, Store
-	// and OnEvent are set per device.
+	// and OnEvent are set per device, and OnRequest is called one call at a
+	// time across the fleet.
 	Template Config
 	// NamePrefix of the host names; default "ots-sim" → ots-sim-01 … (three
 	// digits when N > 99).
@@ -128,7 +130,12 @@ func StartFleet(ctx context.Context, cfg FleetConfig) (*Fleet, error) {
 	if onEvent == nil {
 		onEvent = cfg.Template.OnEvent
 	}
-	sink := newEventSink(onEvent)
+	// One call at a time across the fleet, as for one device.
+	var sink func(Event)
+	if onEvent != nil {
+		sink = serialised(new(sync.Mutex), onEvent)
+	}
+	var reqMu sync.Mutex // one OnRequest call at a time across the fleet
 	width := max(2, len(strconv.Itoa(cfg.N)))
 
 	configs := make([]Config, cfg.N)
@@ -147,9 +154,12 @@ func StartFleet(ctx context.Context, cfg FleetConfig) (*Fleet, error) {
 		c.MDNS = f.mdns
 		c.Store = store
 		c.Logger = log
-		c.OnEvent = nil // the fleet's sink
 		if cfg.Configure != nil {
 			cfg.Configure(i, &c)
+		}
+		c.OnEvent = sink // the fleet's, whatever Configure set
+		if c.OnRequest != nil {
+			c.OnRequest = serialised(&reqMu, c.OnRequest)
 		}
 		if c.Personality == "" {
 			c.Personality = Seed
@@ -158,7 +168,7 @@ func StartFleet(ctx context.Context, cfg FleetConfig) (*Fleet, error) {
 			c.OTAPort = c.Personality.DefaultOTAPort()
 		}
 		if c.Instance == "" {
-			c.Instance = defaultInstance(c.Personality, c.Name)
+			c.Instance = core.DefaultInstance(c.Personality, c.Name)
 			if cfg.InstanceWithHost && c.Instance != c.Name {
 				c.Instance += " (" + c.Name + ")"
 			}
@@ -185,7 +195,7 @@ func StartFleet(ctx context.Context, cfg FleetConfig) (*Fleet, error) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			f.devices[i], errs[i] = start(ctx, configs[i], sink)
+			f.devices[i], errs[i] = core.Start(ctx, configs[i])
 		}()
 	}
 	wg.Wait()
@@ -199,6 +209,16 @@ func StartFleet(ctx context.Context, cfg FleetConfig) (*Fleet, error) {
 	return f, nil
 }
 
+// serialised makes fn's calls, and those of every function serialised with
+// mu, one at a time.
+func serialised[T any](mu *sync.Mutex, fn func(T)) func(T) {
+	return func(v T) {
+		mu.Lock()
+		defer mu.Unlock()
+		fn(v)
+	}
+}
+
 // AddressName is the host name of a device named after its address a:
 // prefix, "-", and the address with "-" for "." (ots-sim-127-0-0-2); an
 // IPv6 address gets "v6-" and "-" for ":" (ots-sim-v6-1 for ::1).
@@ -208,16 +228,6 @@ func AddressName(prefix string, a netip.Addr) string {
 		return prefix + "-" + strings.ReplaceAll(a.String(), ".", "-")
 	}
 	return prefix + "-v6-" + strings.Trim(strings.ReplaceAll(a.String(), ":", "-"), "-")
-}
-
-func defaultInstance(p Personality, name string) string {
-	switch p {
-	case Seed:
-		return "OTS Firmware Main"
-	case OTS:
-		return "OTS Firmware Main Controller"
-	}
-	return name
 }
 
 // fleetAddrs lists the N device addresses.

@@ -2,9 +2,7 @@ package sim
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"github.com/ots-ota/ots-ota/auth"
 	"net"
 	"net/netip"
 	"os"
@@ -17,6 +15,9 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/ots-ota/ots-ota/auth"
+	"github.com/ots-ota/ots-ota/sim/core"
+	"github.com/ots-ota/ots-ota/sim/internal/simtest"
 	"github.com/ots-ota/ots-ota/sim/mdnsd"
 )
 
@@ -34,23 +35,23 @@ func TestFleet250(t *testing.T) {
 	if testing.Short() {
 		t.Skip("short")
 	}
-	var ev eventLog
-	tmpl := testConfig(Seed)
+	var ev simtest.EventLog
+	tmpl := simtest.Config(Seed)
 	tmpl.Extensions = true
 	start := time.Now()
 	f, err := StartFleet(context.Background(), FleetConfig{
 		N:        250,
-		BaseIP:   mustAddr(t, "127.42.0.2"),
+		BaseIP:   simtest.MustAddr(t, "127.42.0.2"),
 		Template: tmpl,
-		OnEvent:  ev.add,
+		OnEvent:  ev.Add,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("250 devices up in %v (web port %d)", time.Since(start), f.WebPort())
 	defer f.Close()
-	if f.Len() != 250 || ev.count(EventReady) != 250 {
-		t.Fatalf("%d devices, %d ready events", f.Len(), ev.count(EventReady))
+	if f.Len() != 250 || ev.Count(EventReady) != 250 {
+		t.Fatalf("%d devices, %d ready events", f.Len(), ev.Count(EventReady))
 	}
 	names := map[string]bool{}
 	addrs := map[string]bool{}
@@ -58,7 +59,7 @@ func TestFleet250(t *testing.T) {
 	for _, d := range f.Devices() {
 		names[d.Name()] = true
 		addrs[d.OTAAddr()] = true
-		instances[d.s.Instance] = true
+		instances[core.PeekAt(d).Instance()] = true
 		if !strings.HasSuffix(d.OTAAddr(), ":3232") {
 			t.Fatalf("%s on %s, want port 3232", d.Name(), d.OTAAddr())
 		}
@@ -70,8 +71,9 @@ func TestFleet250(t *testing.T) {
 	if first.Name() != "ots-sim-001" || last.Name() != "ots-sim-250" || f.Device("ots-sim-100") == nil {
 		t.Errorf("names: %s … %s", first.Name(), last.Name())
 	}
-	if first.OTAAddr() != "127.42.0.2:3232" || first.s.Instance != "OTS Firmware Main" || last.s.Instance != "OTS Firmware Main-250" {
-		t.Errorf("first %s %q, last %q", first.OTAAddr(), first.s.Instance, last.s.Instance)
+	firstIn, lastIn := core.PeekAt(first).Instance(), core.PeekAt(last).Instance()
+	if first.OTAAddr() != "127.42.0.2:3232" || firstIn != "OTS Firmware Main" || lastIn != "OTS Firmware Main-250" {
+		t.Errorf("first %s %q, last %q", first.OTAAddr(), firstIn, lastIn)
 	}
 	// The .255 and .0 addresses are skipped.
 	for a := range addrs {
@@ -86,7 +88,7 @@ func TestFleet250(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			code, body, err := getGo(t, "http://"+d.OTAAddr()+"/ota/status")
+			code, body, err := simtest.GetGo(t, "http://"+d.OTAAddr()+"/ota/status")
 			if err != nil || code != 200 || !strings.Contains(body, `"version":"1.0.0"`) {
 				errs <- fmt.Errorf("%s: %d %q %v", d.Name(), code, body, err)
 			}
@@ -97,32 +99,32 @@ func TestFleet250(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
-	if &first.flash.slots[0].data[0] != &last.flash.slots[0].data[0] {
+	if &core.PeekAt(first).SlotData(0)[0] != &core.PeekAt(last).SlotData(0)[0] {
 		t.Error("the factory image is not shared")
 	}
 	// Push to a few devices at once.
-	img := testImage(t, "1.0.1")
+	img := simtest.Image(t, "1.0.1")
 	for _, d := range f.Devices()[:8] {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if s, b, err := postGo(t, "http://"+d.OTAAddr()+"/update", img, nil); err != nil || s != 200 {
+			if s, b, err := simtest.PostGo(t, "http://"+d.OTAAddr()+"/update", img, nil); err != nil || s != 200 {
 				t.Errorf("%s: %d %q %v", d.Name(), s, b, err)
 			}
 		}()
 	}
 	wg.Wait()
-	ctx := ctxFor(t, 20*time.Second)
+	ctx := simtest.Ctx(t, 20*time.Second)
 	for _, d := range f.Devices()[:8] {
 		if _, err := d.WaitVersion(ctx, "1.0.1"); err != nil {
 			t.Fatal(err)
 		}
 	}
 	a, b := f.Devices()[0].State(), f.Devices()[7].State()
-	if slot(a, "ota_0").SHA256 != slot(b, "ota_0").SHA256 {
+	if simtest.Slot(a, "ota_0").SHA256 != simtest.Slot(b, "ota_0").SHA256 {
 		t.Error("same upload, different slot contents")
 	}
-	if &f.Devices()[0].flash.slots[1].data[0] != &f.Devices()[7].flash.slots[1].data[0] {
+	if &core.PeekAt(f.Devices()[0]).SlotData(1)[0] != &core.PeekAt(f.Devices()[7]).SlotData(1)[0] {
 		t.Error("the pushed image is stored once per device")
 	}
 	f.Close()
@@ -131,7 +133,7 @@ func TestFleet250(t *testing.T) {
 		c.Close()
 		t.Error("a closed fleet still accepts connections")
 	}
-	if n := ev.count(EventStopped); n != 250 {
+	if n := ev.Count(EventStopped); n != 250 {
 		t.Errorf("%d stopped events", n)
 	}
 }
@@ -141,8 +143,8 @@ func TestFleetMixed(t *testing.T) {
 	ps := []Personality{Seed, OTS, Arduino, ESP8266}
 	f, err := StartFleet(context.Background(), FleetConfig{
 		N:        4,
-		BaseIP:   mustAddr(t, "127.42.1.2"),
-		Template: testConfig(Seed),
+		BaseIP:   simtest.MustAddr(t, "127.42.1.2"),
+		Template: simtest.Config(Seed),
 		WebPort:  18080,
 		Configure: func(i int, c *Config) {
 			c.Personality = ps[i]
@@ -161,58 +163,86 @@ func TestFleetMixed(t *testing.T) {
 	if w := f.Devices()[1].WebAddr(); w != "127.42.1.3:18080" {
 		t.Errorf("web %q", w)
 	}
-	res, err := espotaPush(t, f.Devices()[2].OTAAddr(), testImage(t, "1.0.1"), "")
-	if err != nil || res.final != "OK" {
+	res, err := simtest.EspotaPush(t, f.Devices()[2].OTAAddr(), simtest.Image(t, "1.0.1"), "")
+	if err != nil || res.Final != "OK" {
 		t.Fatalf("espota to the fleet: %+v %v", res, err)
+	}
+}
+
+// A fleet's devices hand their HTTP requests to the template's OnRequest,
+// one call at a time.
+func TestFleetOnRequest(t *testing.T) {
+	skipWithoutLoopbackRange(t)
+	var mu sync.Mutex
+	var inside bool
+	seen := map[string]string{}
+	tmpl := simtest.Config(Seed)
+	tmpl.OnRequest = func(r HTTPRequest) {
+		mu.Lock()
+		if inside {
+			t.Error("OnRequest called while another call runs")
+		}
+		inside = true
+		seen[r.Device] = r.Method + " " + r.URI
+		mu.Unlock()
+		time.Sleep(time.Millisecond)
+		mu.Lock()
+		inside = false
+		mu.Unlock()
+	}
+	f, err := StartFleet(context.Background(), FleetConfig{N: 3, BaseIP: simtest.MustAddr(t, "127.42.3.2"), Template: tmpl, WebPort: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var wg sync.WaitGroup
+	for _, d := range f.Devices() {
+		wg.Go(func() {
+			if code, _, err := simtest.GetGo(t, "http://"+d.OTAAddr()+"/nothing?x"); err != nil || code != 404 {
+				t.Errorf("%s: %d %v", d.Name(), code, err)
+			}
+		})
+	}
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	for _, d := range f.Devices() {
+		if seen[d.Name()] != "GET /nothing?x" {
+			t.Errorf("%s: seen %q", d.Name(), seen[d.Name()])
+		}
 	}
 }
 
 func TestFleetRefusesNonLoopback(t *testing.T) {
 	for _, cfg := range []FleetConfig{
-		{N: 2, BaseIP: mustAddr(t, "10.0.0.1")},
-		{N: 2, Addrs: []netip.Addr{mustAddr(t, "127.0.0.5"), mustAddr(t, "192.168.1.20")}},
-		{N: 2, BaseIP: mustAddr(t, "::1")}, // ::2 is not loopback
+		{N: 2, BaseIP: simtest.MustAddr(t, "10.0.0.1")},
+		{N: 2, Addrs: []netip.Addr{simtest.MustAddr(t, "127.0.0.5"), simtest.MustAddr(t, "192.168.1.20")}},
+		{N: 2, BaseIP: simtest.MustAddr(t, "::1")}, // ::2 is not loopback
 		{N: 0},
-		{N: 3, Addrs: []netip.Addr{mustAddr(t, "127.0.0.5")}},
+		{N: 3, Addrs: []netip.Addr{simtest.MustAddr(t, "127.0.0.5")}},
 	} {
 		if f, err := StartFleet(context.Background(), cfg); err == nil {
 			f.Close()
 			t.Errorf("%+v: started", cfg)
 		}
 	}
-	if _, err := Start(context.Background(), Config{IP: mustAddr(t, "192.168.1.20")}); err == nil || !strings.Contains(err.Error(), "loopback") {
+	if _, err := Start(context.Background(), Config{IP: simtest.MustAddr(t, "192.168.1.20")}); err == nil || !strings.Contains(err.Error(), "loopback") {
 		t.Errorf("single device on a LAN address: %v", err)
 	}
 }
 
 func TestFleetAddrs(t *testing.T) {
-	got, err := fleetAddrs(FleetConfig{N: 4, BaseIP: mustAddr(t, "127.0.0.253")})
+	got, err := fleetAddrs(FleetConfig{N: 4, BaseIP: simtest.MustAddr(t, "127.0.0.253")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []netip.Addr{mustAddr(t, "127.0.0.253"), mustAddr(t, "127.0.0.254"), mustAddr(t, "127.0.1.1"), mustAddr(t, "127.0.1.2")}
+	want := []netip.Addr{simtest.MustAddr(t, "127.0.0.253"), simtest.MustAddr(t, "127.0.0.254"), simtest.MustAddr(t, "127.0.1.1"), simtest.MustAddr(t, "127.0.1.2")}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("%v", got)
 	}
 	got, _ = fleetAddrs(FleetConfig{N: 1})
-	if got[0] != mustAddr(t, "127.0.0.2") {
+	if got[0] != simtest.MustAddr(t, "127.0.0.2") {
 		t.Errorf("default base %v", got)
-	}
-}
-
-func TestEventJSON(t *testing.T) {
-	e := Event{Event: EventUploadFinished, Time: time.Unix(0, 0).UTC(), Device: "ots-sim-01", Addr: "127.0.0.2:3232",
-		Protocol: "http", Remote: "127.0.0.1:5000", Version: "1.0.1", Status: 200, Text: "OTA update successful, rebooting...",
-		Size: 1000, Bytes: 1000, Slot: "ota_0"}
-	b, err := json.Marshal(e)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := `{"event":"upload_finished","time":"1970-01-01T00:00:00Z","device":"ots-sim-01","addr":"127.0.0.2:3232",` +
-		`"protocol":"http","remote":"127.0.0.1:5000","version":"1.0.1","slot":"ota_0","size":1000,"bytes":1000,` +
-		`"status":200,"text":"OTA update successful, rebooting..."}`
-	if string(b) != want {
-		t.Errorf("got  %s\nwant %s", b, want)
 	}
 }
 
@@ -241,20 +271,21 @@ func TestServices(t *testing.T) {
 			{Instance: "ots-sim", Type: "_arduino._tcp", Port: 8266, TXT: txt("auth_upload=no", "board=ESP8266_GENERIC", "ssh_upload=no", "tcp_check=no")}}},
 	}
 	for _, c := range cases {
-		// services() reads only settings, flash and ports: no sockets needed.
-		s, err := resolve(c.cfg)
+		// Services read only settings, flash and ports: no sockets needed.
+		s, err := core.Resolve(c.cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
-		fac, err := makeFactory(s, NewStore())
+		web := 80
+		if !s.Personality.HTTP() {
+			web = -1
+		}
+		e, err := core.IdleEnv(c.cfg, s.Personality.DefaultOTAPort(), web)
 		if err != nil {
 			t.Fatal(err)
 		}
-		d := &Device{s: s, flash: newFlash(s.SlotSize, true, fac), otaPort: s.Personality.DefaultOTAPort(), webPort: 80}
-		if !s.Personality.http() {
-			d.webPort = -1
-		}
-		if got := d.services(); !reflect.DeepEqual(got, c.want) {
+		fw, _ := core.Lookup(s.Personality)
+		if got := fw.Services(e); !reflect.DeepEqual(got, c.want) {
 			t.Errorf("%s ext=%v:\n got %+v\nwant %+v", s.Personality, s.Extensions, got, c.want)
 		}
 	}
@@ -272,7 +303,7 @@ func TestFleetMDNS(t *testing.T) {
 		t.Skipf("no multicast loopback: %v", err)
 	}
 	f, err := StartFleet(context.Background(), FleetConfig{
-		N: 3, BaseIP: mustAddr(t, "127.42.2.2"), Template: testConfig(Seed), MDNSInterface: ifi, WebPort: 18081,
+		N: 3, BaseIP: simtest.MustAddr(t, "127.42.2.2"), Template: simtest.Config(Seed), MDNSInterface: ifi, WebPort: 18081,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -324,8 +355,8 @@ func TestFleetMDNS(t *testing.T) {
 	}
 	defer g.Close()
 	d := f.Devices()[0]
-	push(t, d, "1.0.1")
-	if _, err := d.WaitVersion(ctxFor(t, 5*time.Second), "1.0.1"); err != nil {
+	simtest.Push(t, d, "1.0.1")
+	if _, err := d.WaitVersion(simtest.Ctx(t, 5*time.Second), "1.0.1"); err != nil {
 		t.Fatal(err)
 	}
 	announced := false
@@ -366,7 +397,7 @@ func TestFleetMDNSTTL(t *testing.T) {
 	}
 	defer g.Close()
 	f, err := StartFleet(context.Background(), FleetConfig{
-		N: 1, BaseIP: mustAddr(t, "127.42.3.2"), Template: testConfig(Arduino), MDNSInterface: ifi, MDNSTTL: 3 * time.Second, OTAPort: 13232,
+		N: 1, BaseIP: simtest.MustAddr(t, "127.42.3.2"), Template: simtest.Config(Arduino), MDNSInterface: ifi, MDNSTTL: 3 * time.Second, OTAPort: 13232,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -413,7 +444,7 @@ func TestFleetNameByAddress(t *testing.T) {
 	skipWithoutLoopbackRange(t)
 	ps := []Personality{Seed, Seed, OTS, Arduino}
 	f, err := StartFleet(context.Background(), FleetConfig{
-		N: 4, BaseIP: mustAddr(t, "127.42.2.2"), Template: testConfig(Seed), WebPort: 18080,
+		N: 4, BaseIP: simtest.MustAddr(t, "127.42.2.2"), Template: simtest.Config(Seed), WebPort: 18080,
 		NameByAddress: true, InstanceWithHost: true,
 		Configure: func(i int, c *Config) { c.Personality = ps[i] },
 	})
@@ -428,7 +459,7 @@ func TestFleetNameByAddress(t *testing.T) {
 		{"ots-sim-127-42-2-5", "ots-sim-127-42-2-5"},
 	}
 	for i, d := range f.Devices() {
-		if got := [2]string{d.Name(), d.s.Instance}; got != want[i] {
+		if got := [2]string{d.Name(), core.PeekAt(d).Instance()}; got != want[i] {
 			t.Errorf("device %d: %q, want %q", i, got, want[i])
 		}
 	}

@@ -1,9 +1,3 @@
-// Package espota is the device side of the ArduinoOTA ("espota") protocol:
-// the UDP invitation/auth exchange, the TCP connect-back and the data phase
-// with its byte-count acknowledgements, as arduino-esp32 (core ≤ 3.3.0 MD5
-// and ≥ 3.3.1 PBKDF2) and esp8266/Arduino implement them. Simulated devices
-// plug their flash model in through [Updater]; everything on the wire is
-// decided here. See research/espota.md §1–§2 for the facts mirrored.
 package espota
 
 import (

@@ -1,0 +1,14 @@
+package sim
+
+import (
+	"github.com/ots-ota/ots-ota/sim/core"
+	"github.com/ots-ota/ots-ota/sim/espota"
+	"github.com/ots-ota/ots-ota/sim/rawhttp"
+)
+
+// The personalities this simulator assembles, in documentation order: a
+// device family is one package on sim/core and one line here.
+func init() {
+	core.Register(rawhttp.SeedFirmware, rawhttp.OTSFirmware)
+	core.Register(espota.ArduinoFirmware, espota.ESP8266Firmware)
+}

@@ -1,5 +1,0 @@
-package sim
-
-// silentOrRefused is what a client connecting to a rebooting device sees
-// here: Linux lets the sim hold its listeners silent.
-const silentOrRefused = "timeout"
