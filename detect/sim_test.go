@@ -1,10 +1,7 @@
 package detect
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -16,61 +13,11 @@ import (
 	"github.com/ots-ota/ots-ota/sim"
 )
 
-// recordingProxy forwards loopback TCP to addr and records every HTTP
-// request the client sends through it: what a device's request log would
-// show.
-func recordingProxy(t *testing.T, addr string, rec *recorder) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				up, err := net.Dial("tcp", addr)
-				if err != nil {
-					return
-				}
-				defer up.Close()
-				var sent bytes.Buffer
-				done := make(chan struct{})
-				go func() {
-					_, _ = io.Copy(c, up)
-					c.Close()
-					close(done)
-				}()
-				_, _ = io.Copy(io.MultiWriter(up, &sent), c)
-				<-done
-				br := bufio.NewReader(&sent)
-				for {
-					r, err := http.ReadRequest(br)
-					if err != nil {
-						if err != io.EOF {
-							rec.add(seen{method: "UNPARSED", target: err.Error(), header: http.Header{}})
-						}
-						return
-					}
-					n, _ := io.Copy(io.Discard, r.Body)
-					rec.add(seen{method: r.Method, target: r.RequestURI, header: r.Header, body: n})
-				}
-			}()
-		}
-	}()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // TestDetectSimPersonalities: detection of every simulated personality
 // asks allowed probes only, with no credentials, and changes nothing on
-// the device (no event but ready). The requests are read from a recording
-// proxy in front of the device's HTTP ports; espota devices are probed
-// directly (a proxy would accept the TCP connect they refuse).
+// the device (no event but ready). The requests are the device's own
+// request log (sim.Config.OnRequest), which sees every HTTP request any
+// personality receives, refused ones included.
 func TestDetectSimPersonalities(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -90,6 +37,14 @@ func TestDetectSimPersonalities(t *testing.T) {
 			cfg := tc.cfg
 			tm := sim.FastTiming()
 			cfg.Timing, cfg.Seed = &tm, 1
+			rec := &recorder{}
+			cfg.OnRequest = func(r sim.HTTPRequest) {
+				h := http.Header{}
+				for _, kv := range r.Headers {
+					h.Add(kv.Name, kv.Value)
+				}
+				rec.add(seen{method: r.Method, target: r.URI, header: h})
+			}
 			cfg.OnEvent = func(e sim.Event) {
 				mu.Lock()
 				events = append(events, e.Event)
@@ -100,15 +55,12 @@ func TestDetectSimPersonalities(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { d.Close() })
-			rec := &recorder{}
 			host, p, _ := net.SplitHostPort(d.OTAAddr())
 			port, _ := strconv.Atoi(p)
 			tg := Target{Host: host, Port: port, WebPort: -1}
-			if tc.cfg.Personality.HTTP() {
-				tg = Target{Host: "127.0.0.1", Port: recordingProxy(t, d.OTAAddr(), rec), WebPort: -1}
-				if w := d.WebAddr(); w != "" {
-					tg.WebPort = recordingProxy(t, w, rec)
-				}
+			if w := d.WebAddr(); w != "" {
+				_, wp, _ := net.SplitHostPort(w)
+				tg.WebPort, _ = strconv.Atoi(wp)
 			}
 			det := Detector{ConnectTimeout: time.Second, RequestTimeout: time.Second}
 			for _, ev := range []Evidence{{}, {Word: HTTP, WordFrom: "--protocol"}} {
@@ -120,7 +72,7 @@ func TestDetectSimPersonalities(t *testing.T) {
 					t.Fatalf("%+v: got %+v (failure %v), want %s", ev, dec, dec.Failure, tc.want)
 				}
 			}
-			time.Sleep(50 * time.Millisecond) // let the proxy log and a stray event show up
+			time.Sleep(50 * time.Millisecond) // let a stray request or event show up
 			reqs := rec.all()
 			checkProbes(t, tc.name, reqs)
 			if tc.cfg.Personality.HTTP() && len(reqs) == 0 {
