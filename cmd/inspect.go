@@ -375,7 +375,7 @@ func inspectESP8266(r *inspectResult, img *image.Image) {
 		return
 	}
 	r.Chip = ptr(image.ChipESP8266.String())
-	r.Layout = ptr(string(e.Layout))
+	r.Layout = nullString(string(e.Layout))
 	if e.Layout == image.LayoutArduino {
 		r.AppOffset = ptr(e.AppOffset)
 	}

@@ -88,7 +88,8 @@ image, and valid where the device tells its state), rolled-back (another image
 runs: the old one, factory or a third), unchanged, unreachable, unverified
 (what it tells cannot show it; the reason says why), failed (with the device's
 words), refused, skipped, accepted (--no-verify), not-started (canary or
---max-failures stopped the rollout), cancelled (interrupted).
+--max-failures stopped the rollout), cancelled (interrupted), planned
+(--dry-run: would be updated; nothing sent).
 
 Exit status:
   0    every device updated, skipped, accepted (--no-verify) or unverified
