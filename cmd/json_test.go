@@ -273,23 +273,29 @@ func TestJSONDocs(t *testing.T) {
 	}
 }
 
-// TestJSONOutputIsChecked: the in-process commands the other tests run
-// with --json are checked too; this one runs the smallest of each that
-// needs no device.
+// TestJSONOutputIsChecked: the commands that need no device, in-process:
+// version, sim image, and failures before any work.
 func TestJSONOutputIsChecked(t *testing.T) {
 	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
-	for _, args := range [][]string{
-		{"--json", "version"},
-		{"--json", "sim", "image", "-o", filepath.Join(t.TempDir(), "fw.bin")},
-		{"--json", "discover", "--inventory-only"},
-		{"--json", "info"},
-		{"--json", "no-such-command"},
-		{"--json", "espota", "-f", "fw.bin"},
+	img := filepath.Join(t.TempDir(), "fw.bin")
+	for _, c := range []struct {
+		args  []string
+		first string // how the output starts
+	}{
+		{[]string{"--json", "version"}, `{"type":"version","schema":2,"version":"`},
+		{[]string{"--json", "sim", "image", "-o", img}, `{"type":"image","schema":2,"file":"` + img + `",`},
+		{[]string{"--json", "discover", "--inventory-only"}, `{"type":"summary","schema":2,"command":"discover","exit_code":0,`},
+		{[]string{"--json", "info"}, `{"type":"error","schema":2,"command":"info","error":{"code":"usage",`},
+		{[]string{"--json", "no-such-command"}, `{"type":"error","schema":2,"command":"ots-ota","error":{"code":"usage",`},
+		{[]string{"--json", "espota", "-f", "fw.bin"}, `{"type":"error","schema":2,"command":"espota","error":{"code":"usage",`},
 	} {
 		streams, out, _ := TestStreams()
-		code := Execute(context.Background(), args, streams)
+		code := Execute(context.Background(), c.args, streams)
 		if err := checkJSONRun(out.Bytes(), code); err != nil {
-			t.Errorf("%v (exit %d): %v\n%s", args, code, err, out)
+			t.Errorf("%v (exit %d): %v\n%s", c.args, code, err, out)
+		}
+		if !strings.HasPrefix(out.String(), c.first) {
+			t.Errorf("%v: want output starting %s, got:\n%s", c.args, c.first, out)
 		}
 	}
 }
