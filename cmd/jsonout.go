@@ -26,8 +26,9 @@ type lineHead struct {
 func head(typ string) lineHead { return lineHead{Type: typ, Schema: jsonSchemaVersion} }
 
 // errorObject is how --json tells a failure: the error field of an error
-// line, and of an info line whose device failed. Code is stable; Message is
-// the line stderr shows; Hint is what to do, null when there is nothing to add.
+// line, of an info line whose device failed, and each inspect finding. Code
+// is stable; Message is one line for a person (stderr's, where stderr says
+// it in a line); Hint is what to do, null when there is nothing to add.
 type errorObject struct {
 	Code    string  `json:"code"`
 	Message string  `json:"message"`
