@@ -61,6 +61,14 @@ func goodLines(t *testing.T) map[string]struct {
 // writes, and refuse a line with a key too many, a value of the wrong type,
 // a required key missing, or another schema version.
 func TestJSONSchemasRejectBadLines(t *testing.T) {
+	if err := loadSchemas(); err != nil {
+		t.Fatal(err)
+	}
+	for file := range schemaIDs {
+		if _, err := schema(file); err != nil {
+			t.Errorf("%s does not compile: %v", file, err)
+		}
+	}
 	for name, c := range goodLines(t) {
 		b, err := marshalLine(c.line)
 		if err != nil {

@@ -42,13 +42,16 @@ func schemaDir() string {
 
 var (
 	schemasOnce sync.Once
-	schemas     map[string]*jsonschema.Schema // by file name: "push.json"
+	compiler    *jsonschema.Compiler
+	schemaIDs   map[string]string // $id by file name: "push.json"
 	schemasErr  error
+	compiledMu  sync.Mutex
+	compiled    = map[string]*jsonschema.Schema{}
 )
 
-// loadSchemas compiles every file of docs/schema with a maintained
-// validator (draft 2020-12), once per process.
-func loadSchemas() (map[string]*jsonschema.Schema, error) {
+// loadSchemas adds every file of docs/schema to a maintained validator
+// (draft 2020-12), once per process; schema compiles one, once.
+func loadSchemas() error {
 	schemasOnce.Do(func() {
 		dir := schemaDir()
 		files, err := filepath.Glob(filepath.Join(dir, "*.json"))
@@ -56,9 +59,9 @@ func loadSchemas() (map[string]*jsonschema.Schema, error) {
 			schemasErr = fmt.Errorf("no schema files in %s", dir)
 			return
 		}
-		c := jsonschema.NewCompiler()
-		c.AssertFormat()
-		ids := map[string]string{}
+		compiler = jsonschema.NewCompiler()
+		compiler.AssertFormat()
+		schemaIDs = map[string]string{}
 		for _, f := range files {
 			data, err := os.ReadFile(f)
 			if err != nil {
@@ -75,29 +78,42 @@ func loadSchemas() (map[string]*jsonschema.Schema, error) {
 				schemasErr = fmt.Errorf("%s: $id %q does not name the file", f, id)
 				return
 			}
-			if err := c.AddResource(id, doc); err != nil {
+			if err := compiler.AddResource(id, doc); err != nil {
 				schemasErr = err
 				return
 			}
-			ids[filepath.Base(f)] = id
-		}
-		schemas = map[string]*jsonschema.Schema{}
-		for name, id := range ids {
-			s, err := c.Compile(id)
-			if err != nil {
-				schemasErr = fmt.Errorf("%s: %v", name, err)
-				return
-			}
-			schemas[name] = s
+			schemaIDs[filepath.Base(f)] = id
 		}
 	})
-	return schemas, schemasErr
+	return schemasErr
+}
+
+// schema is the compiled schema of a file of docs/schema.
+func schema(file string) (*jsonschema.Schema, error) {
+	if err := loadSchemas(); err != nil {
+		return nil, err
+	}
+	compiledMu.Lock()
+	defer compiledMu.Unlock()
+	if s := compiled[file]; s != nil {
+		return s, nil
+	}
+	id, ok := schemaIDs[file]
+	if !ok {
+		return nil, fmt.Errorf("no schema file %s", file)
+	}
+	s, err := compiler.Compile(id)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %v", file, err)
+	}
+	compiled[file] = s
+	return s, nil
 }
 
 // schemaFile is the schema of a command's lines.
 func schemaFile(command string) string {
 	name := strings.ReplaceAll(command, " ", "-") + ".json"
-	if s, _ := loadSchemas(); s[name] != nil {
+	if loadSchemas() == nil && schemaIDs[name] != "" {
 		return name
 	}
 	return "common.json"
@@ -105,7 +121,7 @@ func schemaFile(command string) string {
 
 // checkLine validates one line against a schema file.
 func checkLine(file string, line []byte) error {
-	s, err := loadSchemas()
+	s, err := schema(file)
 	if err != nil {
 		return err
 	}
@@ -113,7 +129,7 @@ func checkLine(file string, line []byte) error {
 	if err != nil {
 		return fmt.Errorf("not JSON: %v", err)
 	}
-	if err := s[file].Validate(v); err != nil {
+	if err := s.Validate(v); err != nil {
 		return fmt.Errorf("%s: %v", file, err)
 	}
 	return nil
