@@ -34,7 +34,7 @@ is ever sent off this computer. Everything it started is stopped, and its
 temporary folder removed, when it ends, fails or is interrupted.
 
 With --json every step is a {"type":"step"} line followed by that command's own
-JSON output.
+JSON lines (its summary last), and the demo's summary ends the output.
 
 Exit status: 0 when the run went as shown (the rolled-back device is part of it),
 1 when something else happened, 130 when interrupted.`
@@ -186,7 +186,8 @@ var demoSimLines = []string{
 func (d *demo) step(title, command string) {
 	d.n++
 	if d.a.opts.JSON {
-		_ = writeJSON(d.a.io.Out, map[string]any{"type": "step", "step": d.n, "title": title, "command": command})
+		d.a.writeLine(stepLine{lineHead: head("step"), Step: d.n, Title: title, Command: nullString(command)})
+		summaryAs[*demoSummary](d.a).Steps = ptr(d.n)
 		return
 	}
 	st := style{on: d.a.color()}
@@ -200,10 +201,25 @@ func (d *demo) step(title, command string) {
 
 func (d *demo) say(format string, args ...any) {
 	if d.a.opts.JSON {
-		_ = writeJSON(d.a.io.Out, map[string]any{"type": "note", "step": d.n, "message": fmt.Sprintf(format, args...)})
+		d.a.writeLine(noteLine{lineHead: head("note"), Step: d.n, Message: fmt.Sprintf(format, args...)})
 		return
 	}
 	fmt.Fprintf(d.a.io.Out, format+"\n", args...)
+}
+
+// stepLine and noteLine are demo --json's own lines; each command it runs
+// adds its lines, its summary last, after the step's.
+type stepLine struct {
+	lineHead
+	Step    int     `json:"step"`
+	Title   string  `json:"title"`
+	Command *string `json:"command"` // what a user types for it; null for the last step
+}
+
+type noteLine struct {
+	lineHead
+	Step    int    `json:"step"`
+	Message string `json:"message"`
 }
 
 // exec runs one ots-ota command in this process, on the demo's streams.

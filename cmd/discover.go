@@ -97,7 +97,7 @@ func (o *discoverOptions) validate(a *app, _ []string) error {
 	return nil
 }
 
-// discoverRow is one device in the table and in --json.
+// discoverRow is one device in the table (its --json line is deviceLineOf's).
 type discoverRow struct {
 	Name      string   `json:"name"`
 	Instance  string   `json:"instance,omitempty"`
@@ -166,10 +166,9 @@ func runDiscover(ctx context.Context, a *app, o *discoverOptions) error {
 	}
 	if a.opts.JSON {
 		for _, r := range rows {
-			if err := writeJSON(out, r); err != nil {
-				return err
-			}
+			a.writeLine(deviceLineOf(r))
 		}
+		summaryAs[*discoverSummary](a).Count = ptr(len(rows))
 		return nil
 	}
 	if len(rows) == 0 {
@@ -291,9 +290,14 @@ func runWatch(parent context.Context, a *app, out io.Writer, cfg discover.Config
 		ctx, cancel = context.WithTimeout(parent, stopAfter)
 		defer cancel()
 	}
+	events := 0
+	if a.opts.JSON {
+		summaryAs[*discoverSummary](a).Events = &events
+	}
 	err := discover.Watch(ctx, cfg, func(e discover.Event) {
 		if a.opts.JSON {
-			_ = writeJSON(out, e)
+			events++
+			a.writeLine(watchLineOf(e))
 			return
 		}
 		d := e.Device
@@ -325,7 +329,7 @@ func mdnsError(ctx context.Context, err error) error {
 		return ctx.Err()
 	}
 	if msg, ok := netError(err); ok {
-		return fmt.Errorf("mDNS: %s", msg)
+		return withCode("mdns", fmt.Errorf("mDNS: %s", msg))
 	}
-	return fmt.Errorf("mDNS: %v (try --interface NAME, or --inventory-only)", rootCause(err))
+	return withCode("mdns", fmt.Errorf("mDNS: %v (try --interface NAME, or --inventory-only)", rootCause(err)))
 }

@@ -156,8 +156,9 @@ func runEspota(ctx context.Context, a *app, o *espotaOptions) error {
 	a.log = newLogger(a.io.ErrOut, a.opts, a.start, &a.secrets)
 	if o.IP == "" || o.File == "" {
 		// espota.py's own words and status for a missing -i or -f.
-		fmt.Fprintln(a.io.ErrOut, "ots-ota espota: Not enough arguments (-i ESP_IP and -f FILE are required).")
-		return silentError{ExitFailed}
+		const msg = "Not enough arguments (-i ESP_IP and -f FILE are required)."
+		fmt.Fprintln(a.io.ErrOut, "ots-ota espota: "+msg)
+		return silentError{code: ExitFailed, json: ptr(newErrorObject("usage", msg, "run 'ots-ota espota --help' for usage"))}
 	}
 	// The ESP8266 script sends FILE.signed instead of FILE when it exists
 	// (the core's signed-update build step writes it).
@@ -181,18 +182,15 @@ func runEspota(ctx context.Context, a *app, o *espotaOptions) error {
 	// push's messages, in espota's flags.
 	streams := *a.io
 	streams.words = espotaWords.Replace
+	// With --json, push's lines (its error lines and summary included) are
+	// espota's, followed by espota's own summary.
 	switch code := Execute(ctx, args, &streams); code {
-	case ExitOK, ExitCancelled:
-		return silentErrorOrNil(code)
+	case ExitOK:
+		return nil
+	case ExitCancelled:
+		return silentError{code: code}
 	default:
 		// espota.py knows two outcomes; push's 2 and 3 are failures here.
-		return silentError{ExitFailed}
+		return silentError{code: ExitFailed}
 	}
-}
-
-func silentErrorOrNil(code int) error {
-	if code == ExitOK {
-		return nil
-	}
-	return silentError{code}
 }

@@ -40,8 +40,13 @@ func asUsage(err error) error {
 	return usageError{err}
 }
 
-// silentError carries an exit code for a failure the command already reported.
-type silentError struct{ code int }
+// silentError carries an exit code for a failure the command already
+// reported on stderr (or in its table). json is what --json says of it:
+// nil when the command, or one it ran, wrote its error lines itself.
+type silentError struct {
+	code int
+	json *errorObject
+}
 
 func (e silentError) Error() string { return fmt.Sprintf("exit %d", e.code) }
 

@@ -96,13 +96,16 @@ Exit status: 0 when every device answered, 1 when any could not be resolved or r
 	return c
 }
 
-// infoResult is one device in --json: the facts, or why there are none.
+// infoResult is one device: the facts, or why there are none (its --json
+// line is infoLineOf's).
 type infoResult struct {
 	devinfo.Facts
-	Sources []string `json:"sources,omitempty"`
+	Sources []string
 	// Given: the arguments merged into this device (same address and port).
-	Given []string `json:"given,omitempty"`
-	Error string   `json:"error,omitempty"`
+	Given []string
+	Error string
+	// errCode is Error's code in --json: unresolved, failed.
+	errCode string
 }
 
 func runInfo(ctx context.Context, a *app, o *infoOptions) error {
@@ -121,8 +124,9 @@ func runInfo(ctx context.Context, a *app, o *infoOptions) error {
 		return err
 	}
 	if len(sel) == 0 {
-		fmt.Fprintln(a.io.ErrOut, "no devices found; try a longer --browse-timeout, --interface, or the inventory")
-		return silentError{ExitFailed}
+		const msg, hint = "no devices found", "try a longer --browse-timeout, --interface, or the inventory"
+		fmt.Fprintln(a.io.ErrOut, msg+"; "+hint)
+		return silentError{code: ExitFailed, json: ptr(newErrorObject("no_devices", msg, hint))}
 	}
 	infoSecrets(a, sel)
 	results := make([]infoResult, len(sel))
@@ -130,12 +134,12 @@ func runInfo(ctx context.Context, a *app, o *infoOptions) error {
 		s := sel[i]
 		results[i].Sources, results[i].Given = s.Target.Sources, s.Target.Given
 		if s.Err != nil {
-			results[i].Target, results[i].Error = s.Target.Name, s.Err.Error()
+			results[i].Target, results[i].Error, results[i].errCode = s.Target.Name, s.Err.Error(), "unresolved"
 			return
 		}
 		f, err := devinfo.Query(ctx, s.Target.Info(), devinfo.Options{Timeout: o.Timeout})
 		if err != nil {
-			results[i].Target, results[i].Error = s.Target.Name, err.Error()
+			results[i].Target, results[i].Error, results[i].errCode = s.Target.Name, err.Error(), "failed"
 			return
 		}
 		results[i].Facts = f
@@ -143,12 +147,15 @@ func runInfo(ctx context.Context, a *app, o *infoOptions) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if a.opts.JSON {
+		return infoJSON(a, results)
+	}
 	failed := slices.ContainsFunc(results, func(r infoResult) bool { return r.Error != "" || !r.Reachable })
 	if err := renderBlocks(a, results, renderInfo); err != nil {
 		return err
 	}
 	if failed {
-		return silentError{ExitFailed}
+		return silentError{code: ExitFailed}
 	}
 	return nil
 }

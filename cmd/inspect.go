@@ -3,6 +3,7 @@ package cmd
 import (
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -203,8 +204,9 @@ func readRegular(ctx context.Context, path string, limit int64) ([]byte, error) 
 // fileKind names what a file that is not a regular file is.
 func fileKind(st os.FileInfo) string { return fwfile.Kind(st) }
 
-// inspectResult is the --json shape: stable snake_case fields, additive
-// only. Every field is present on every object; null where it does not apply.
+// inspectResult is the --json shape (after the line's type and schema):
+// stable snake_case fields. Every field is present on every object; null
+// where it does not apply.
 // Keep inspectJSONFields (inspect_test.go) and the README in step.
 type inspectResult struct {
 	File          string          `json:"file"`
@@ -243,6 +245,17 @@ type findingResult struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
 	Hint    string `json:"hint"`
+}
+
+// MarshalJSON writes a finding as an error object: hint null when none.
+func (f findingResult) MarshalJSON() ([]byte, error) {
+	return json.Marshal(newErrorObject(f.Code, f.Message, f.Hint))
+}
+
+// inspectLine is one file in --json.
+type inspectLine struct {
+	lineHead
+	inspectResult
 }
 
 func findings(fs []image.Finding) []findingResult {
@@ -362,7 +375,7 @@ func inspectESP8266(r *inspectResult, img *image.Image) {
 		return
 	}
 	r.Chip = ptr(image.ChipESP8266.String())
-	r.Layout = ptr(string(e.Layout))
+	r.Layout = nullString(string(e.Layout))
 	if e.Layout == image.LayoutArduino {
 		r.AppOffset = ptr(e.AppOffset)
 	}
@@ -381,7 +394,7 @@ func inspectESP8266(r *inspectResult, img *image.Image) {
 }
 
 func runInspect(ctx context.Context, a *app, o *inspectOptions) error {
-	failed := false
+	var bad []string // files that are not ok
 	st := style{on: a.color()}
 	for i, path := range o.Files {
 		if err := ctx.Err(); err != nil {
@@ -393,11 +406,11 @@ func runInspect(ctx context.Context, a *app, o *inspectOptions) error {
 			return err
 		}
 		a.log.Debug("inspected", "file", path, "kind", r.Kind, "took", time.Since(start).Round(time.Microsecond))
-		failed = failed || !r.OK
+		if !r.OK {
+			bad = append(bad, path)
+		}
 		if a.opts.JSON {
-			if err := writeJSON(a.io.Out, r); err != nil {
-				return err
-			}
+			a.writeLine(inspectLine{head("file"), r})
 			continue
 		}
 		if i > 0 {
@@ -405,8 +418,13 @@ func runInspect(ctx context.Context, a *app, o *inspectOptions) error {
 		}
 		renderInspect(a.io.Out, r, st)
 	}
-	if failed {
-		return silentError{ExitFailed}
+	if a.opts.JSON {
+		s := summaryAs[*countSummary](a)
+		s.Count, s.Failed = ptr(len(o.Files)), ptr(len(bad))
+	}
+	if len(bad) > 0 {
+		return silentError{code: ExitFailed, json: ptr(newErrorObject("not_uploadable",
+			fmt.Sprintf("%d of %d file(s) not uploadable: %s", len(bad), len(o.Files), firstFew(bad)), "each file's errors say why"))}
 	}
 	return nil
 }

@@ -115,25 +115,29 @@ func TestInspectJSONFields(t *testing.T) {
 	args = append(args, filepath.Join(dir, "missing.bin"), dir)
 	streams, out, errOut := TestStreams()
 	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
-	if code := Execute(context.Background(), args, streams); code != ExitFailed {
+	code := Execute(context.Background(), args, streams)
+	if code != ExitFailed {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
+	requireJSONRun(t, out.Bytes(), code)
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	if len(lines) != len(files)+2 {
-		t.Fatalf("%d objects for %d files", len(lines), len(files)+2)
+	// A file line per file, then the error line and the summary.
+	if len(lines) != len(files)+4 {
+		t.Fatalf("%d lines for %d files", len(lines), len(files)+2)
 	}
-	for _, line := range lines {
+	for _, line := range lines[:len(files)+2] {
 		var m map[string]json.RawMessage
 		if err := json.Unmarshal([]byte(line), &m); err != nil {
 			t.Fatal(err)
 		}
-		for _, f := range inspectJSONFields() {
+		fields := append([]string{"type", "schema"}, inspectJSONFields()...)
+		for _, f := range fields {
 			if _, ok := m[f]; !ok {
 				t.Errorf("%s: no %q field", m["file"], f)
 			}
 		}
-		if len(m) != len(inspectJSONFields()) {
-			t.Errorf("%s: %d fields, %d documented", m["file"], len(m), len(inspectJSONFields()))
+		if len(m) != len(fields) {
+			t.Errorf("%s: %d fields, %d documented", m["file"], len(m), len(fields))
 		}
 		var kind string
 		_ = json.Unmarshal(m["kind"], &kind)

@@ -96,7 +96,8 @@ image, and valid where the device tells its state), rolled-back (another image
 runs: the old one, factory or a third), unchanged, unreachable, unverified
 (what it tells cannot show it; the reason says why), failed (with the device's
 words), refused, skipped, accepted (--no-verify), not-started (canary or
---max-failures stopped the rollout), cancelled (interrupted).
+--max-failures stopped the rollout), cancelled (interrupted), planned
+(--dry-run: would be updated; nothing sent).
 
 Exit status:
   0    every device updated, skipped, accepted (--no-verify) or unverified
@@ -438,9 +439,9 @@ func preflightImage(ctx context.Context, a *app, o *pushOptions, p *pushPlan) (*
 	case err != nil && ctx.Err() != nil:
 		return nil, ctx.Err()
 	case err != nil:
-		return nil, fmt.Errorf("firmware: %v; nothing was sent", err)
+		return nil, withCode("unreadable", fmt.Errorf("firmware: %v; nothing was sent", err))
 	case len(data) == 0:
-		return nil, fmt.Errorf("%s is empty; nothing was sent", o.Firmware)
+		return nil, withCode(image.CodeNotApp, fmt.Errorf("%s is empty; nothing was sent", o.Firmware))
 	}
 	if o.Filesystem {
 		return upload.NewFirmware(o.Firmware, data, true), nil
@@ -465,7 +466,8 @@ func preflightImage(ctx context.Context, a *app, o *pushOptions, p *pushPlan) (*
 			}
 		}
 		fmt.Fprintf(a.io.ErrOut, "ots-ota: %s is not uploadable; nothing was sent (see 'ots-ota inspect %s')\n", o.Firmware, o.Firmware)
-		return nil, silentError{ExitFailed}
+		jsonNotUploadable(a, o, blocking, upload.NewFirmware(o.Firmware, data, false))
+		return nil, silentError{code: ExitFailed}
 	}
 	if !a.opts.Quiet {
 		for _, f := range rep.Warnings {
@@ -473,6 +475,26 @@ func preflightImage(ctx context.Context, a *app, o *pushOptions, p *pushPlan) (*
 		}
 	}
 	return upload.NewFirmware(o.Firmware, data, false), nil
+}
+
+// jsonNotUploadable says with --json why the image was not sent: an error
+// line per blocking finding, with inspect's code, and what the summary
+// knows of the image.
+func jsonNotUploadable(a *app, o *pushOptions, blocking []image.Finding, fw *upload.Firmware) {
+	if !a.opts.JSON {
+		return
+	}
+	for _, f := range blocking {
+		hint := f.Hint
+		if hint == "" {
+			hint = "see 'ots-ota inspect " + o.Firmware + "'"
+		}
+		a.jsonFailure(newErrorObject(f.Code, o.Firmware+": "+f.Message+"; nothing was sent", hint))
+	}
+	s := summaryAs[*pushSummary](a)
+	no := false
+	s.Interrupted, s.DryRun, s.Counts, s.Devices = &no, &o.DryRun, map[string]int{}, []resultLine{}
+	fillFirmware(s, fw)
 }
 
 // expectationCode: findings about what the image is expected to match (the
@@ -516,8 +538,9 @@ func runPush(ctx context.Context, a *app, o *pushOptions) error {
 		return d.Protocol, err
 	}
 	if len(pt.targets)+len(pt.failed) == 0 {
-		fmt.Fprintln(a.io.ErrOut, "ots-ota: no devices found; try a longer --browse-timeout, --interface, or the inventory")
-		return silentError{ExitFailed}
+		const msg, hint = "no devices found", "try a longer --browse-timeout, --interface, or the inventory"
+		fmt.Fprintln(a.io.ErrOut, "ots-ota: "+msg+"; "+hint)
+		return silentError{code: ExitFailed, json: ptr(newErrorObject("no_devices", msg, hint))}
 	}
 	r := newPushRenderer(a, fw, upload.Merge(pt.targets), opts.Retries)
 	opts.OnEvent = r.event
@@ -533,7 +556,7 @@ func runPush(ctx context.Context, a *app, o *pushOptions) error {
 	if code == ExitOK {
 		return nil
 	}
-	return silentError{code}
+	return silentError{code: code, json: pushFailure(results, code)}
 }
 
 // pushExitCode applies the exit code rules: 130 after an interrupt, then 1

@@ -40,46 +40,6 @@ func newPushRenderer(a *app, fw *upload.Firmware, targets []upload.Target, retri
 	return r
 }
 
-// jsonEvent is one NDJSON line of progress (the schema is in the README).
-type jsonEvent struct {
-	Type     string          `json:"type"` // "progress"
-	Time     time.Time       `json:"time"`
-	Device   string          `json:"device"`
-	Address  string          `json:"address,omitempty"`
-	Protocol upload.Protocol `json:"protocol,omitempty"`
-	Phase    upload.Phase    `json:"phase"`
-	Done     int64           `json:"done,omitempty"`
-	Total    int64           `json:"total,omitempty"`
-	Try      int             `json:"try,omitempty"`
-	Message  string          `json:"message,omitempty"`
-}
-
-// jsonResult is a device's result line, and each element of the summary's
-// devices.
-type jsonResult struct {
-	Type string `json:"type,omitempty"` // "result" as an NDJSON line
-	upload.Result
-	OutcomeText string `json:"outcome_text"`
-	DurationMS  int64  `json:"duration_ms"`
-}
-
-type jsonSummary struct {
-	Type        string         `json:"type"` // "summary"
-	ExitCode    int            `json:"exit_code"`
-	Interrupted bool           `json:"interrupted,omitempty"`
-	DryRun      bool           `json:"dry_run,omitempty"`
-	Firmware    string         `json:"firmware"`
-	Version     string         `json:"version,omitempty"`
-	Size        int64          `json:"size"`
-	DurationMS  int64          `json:"duration_ms"`
-	Counts      map[string]int `json:"counts"`
-	Devices     []jsonResult   `json:"devices"`
-}
-
-func resultJSON(r upload.Result, typ string) jsonResult {
-	return jsonResult{Type: typ, Result: r, OutcomeText: r.OutcomeText(), DurationMS: r.Duration.Milliseconds()}
-}
-
 // clean is res as it may be shown: every string a device or a user
 // supplied, redacted. The facts the verdict compared stay untouched.
 func (r *pushRenderer) clean(res upload.Result) upload.Result {
@@ -105,12 +65,7 @@ func (r *pushRenderer) event(e upload.FleetEvent) {
 		e.Result = &res
 	}
 	if r.json {
-		if e.Phase == upload.PhaseDone && e.Result != nil {
-			_ = writeJSON(r.a.io.Out, resultJSON(*e.Result, "result"))
-			return
-		}
-		_ = writeJSON(r.a.io.Out, jsonEvent{Type: "progress", Time: e.Time, Device: e.Target, Address: e.Addr, Protocol: e.Protocol,
-			Phase: e.Phase, Done: e.Done, Total: e.Total, Try: e.Try, Message: e.Message})
+		r.jsonEvent(e)
 		return
 	}
 	if r.view != nil {
@@ -150,23 +105,15 @@ func (r *pushRenderer) close() {
 	}
 }
 
-// summary prints the table (or the JSON summary) on stdout.
+// summary prints the table on stdout (with --json, fills in the summary line).
 func (r *pushRenderer) summary(results []upload.Result, wall time.Duration, code int, dryRun bool) {
+	if r.json {
+		r.jsonSummary(results, wall, code, dryRun)
+		return
+	}
 	counts := map[string]int{}
 	for _, res := range results {
 		counts[string(res.Outcome)]++
-	}
-	if r.json {
-		s := jsonSummary{Type: "summary", ExitCode: code, Interrupted: code == ExitCancelled, DryRun: dryRun,
-			Firmware: r.fw.Name, Size: r.fw.Size(), DurationMS: wall.Milliseconds(), Counts: counts, Devices: []jsonResult{}}
-		if r.fw.Image != nil && r.fw.Image.App != nil {
-			s.Version = r.fw.Image.App.Version
-		}
-		for _, res := range results {
-			s.Devices = append(s.Devices, resultJSON(r.clean(res), ""))
-		}
-		_ = writeJSON(r.a.io.Out, s)
-		return
 	}
 	w := r.a.io.Out
 	if dryRun {

@@ -36,6 +36,9 @@ func runPushCmd(t *testing.T, configYAML string, args ...string) (int, string, s
 	}
 	streams, out, errOut := TestStreams()
 	code := Execute(context.Background(), append([]string{"--config", cfg, "push"}, args...), streams)
+	if slices.Contains(args, "--json") {
+		requireJSONRun(t, out.Bytes(), code)
+	}
 	return code, out.String(), errOut.String()
 }
 
@@ -229,6 +232,9 @@ func TestInfoRedactsVersionEcho(t *testing.T) {
 		}
 		if code := Execute(context.Background(), args, streams); code != ExitOK {
 			t.Fatalf("exit %d\n%s\n%s", code, out, errOut)
+		}
+		if json {
+			requireJSONRun(t, out.Bytes(), ExitOK)
 		}
 		noLeak(t, "stdout", out.String(), "Tok3n", token)
 		if !strings.Contains(out.String(), "2.0.0+[redacted]") {

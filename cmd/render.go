@@ -32,23 +32,17 @@ func (s style) yellow(t string) string { return s.wrap("33", t) }
 func (s style) green(t string) string  { return s.wrap("32", t) }
 func (s style) bold(t string) string   { return s.wrap("1", t) }
 
-// renderBlocks prints one result per line in --json, else one block each,
-// a blank line apart. What devices told is redacted here, as it is
-// printed (a.secrets): the results themselves keep it as told.
+// renderBlocks prints one block per result, a blank line apart (--json
+// writes lines instead: a.writeLine). What devices told is redacted here,
+// as it is printed (a.secrets): the results themselves keep it as told.
 func renderBlocks[T any](a *app, items []T, render func(io.Writer, T, style)) error {
 	st := style{on: a.color()}
 	for i, it := range items {
 		var b bytes.Buffer
-		if a.opts.JSON {
-			if err := writeJSON(&b, it); err != nil {
-				return err
-			}
-		} else {
-			if i > 0 {
-				b.WriteByte('\n')
-			}
-			render(&b, it, st)
+		if i > 0 {
+			b.WriteByte('\n')
 		}
+		render(&b, it, st)
 		if _, err := io.WriteString(a.io.Out, a.secrets.Redact(b.String())); err != nil {
 			return err
 		}

@@ -56,7 +56,8 @@
 //   - ctx is cancelled on SIGINT/SIGTERM: stop promptly and return ctx.Err()
 //     (exit 130), or nil when Ctrl-C is the command's normal stop (sim).
 //     interrupted(ctx) tells an interrupt from a deadline.
-//   - Results on a.io.Out (writeJSON with --json); progress, warnings and
+//   - Results on a.io.Out (a.writeLine with --json: every line starts with
+//     head(type); see docs/json.md); progress, warnings and
 //     logs on a.io.ErrOut via a.log: Warn is shown by default, Info with -v
 //     (say what is being done and what was ignored), Debug with -vv.
 package cmd
@@ -68,6 +69,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -101,6 +103,12 @@ type app struct {
 	// words rewrites what a message says of flags into the flags of the
 	// command the user typed (the espota drop-in runs push); nil = as is.
 	words func(string) string
+
+	// --json: lines are written whole (outMu); jsonErrors counts the error
+	// lines written; summary is the last line, filled in by the command.
+	outMu      sync.Mutex
+	jsonErrors int
+	summary    summaryLine
 }
 
 // said is msg as the user's command would word it.
@@ -188,17 +196,39 @@ func Execute(ctx context.Context, args []string, streams *IOStreams) int {
 		err = context.Canceled // however deep, an interrupt is reported as one
 	}
 	var se silentError
+	code := exitCode(err)
+	var msg, hint string
 	if err != nil && !errors.As(err, &se) {
-		msg := err.Error()
+		msg = err.Error()
 		if errors.Is(err, context.Canceled) {
 			msg = "interrupted"
 		}
-		fmt.Fprintf(streams.ErrOut, "ots-ota: error: %s\n", a.secrets.Redact(a.said(msg)))
-		if exitCode(err) == ExitUsage {
-			fmt.Fprintf(streams.ErrOut, "ots-ota: hint: run '%s --help' for usage\n", commandPath(root, args))
+		msg = a.secrets.Redact(a.said(msg))
+		fmt.Fprintf(streams.ErrOut, "ots-ota: error: %s\n", msg)
+		if code == ExitUsage {
+			hint = fmt.Sprintf("run '%s --help' for usage", commandPath(root, args))
+			fmt.Fprintf(streams.ErrOut, "ots-ota: hint: %s\n", hint)
 		}
 	}
-	return exitCode(err)
+	if a.opts.JSON && jsonRun(a.cmd, code) {
+		command := a.commandName()
+		if a.cmd == nil {
+			command = commandWords(commandPath(root, args))
+		}
+		a.endJSON(command, code, err, msg, hint)
+	}
+	return code
+}
+
+// jsonRun says whether a --json run ends with a summary: every command's
+// does, but not help or completion, which print no JSON. A run that failed
+// before its command started (an unknown command, a missing argument)
+// has no cmd yet, and says why.
+func jsonRun(cmd *cobra.Command, code int) bool {
+	if cmd == nil {
+		return code != ExitOK
+	}
+	return cmd.Annotations["json"] != "none" && cmd.Name() != cobra.ShellCompRequestCmd && cmd.Name() != cobra.ShellCompNoDescRequestCmd
 }
 
 // commandPath finds the deepest command the arguments name, for the usage hint.
@@ -227,6 +257,7 @@ firmware (sim). Start with 'ots-ota demo'.`,
 		SilenceErrors: true,
 		Args:          argsCommand,
 		RunE:          func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+		Annotations:   map[string]string{"json": "none"},
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
 			return a.setUp(cmd)
 		},
@@ -407,7 +438,8 @@ func newVersionCmd(a *app) *cobra.Command {
 	c.RunE = run(a, noOptions{}, func(_ context.Context, a *app, _ noOptions) error {
 		in := buildinfo.Get()
 		if a.opts.JSON {
-			return writeJSON(a.io.Out, in)
+			a.writeLine(versionLineOf(in))
+			return nil
 		}
 		fmt.Fprintf(a.io.Out, "ots-ota %s\ncommit: %s\nbuilt:  %s\ngo:     %s\n", in.Version, in.Commit, in.Date, in.Go)
 		return nil
@@ -415,12 +447,32 @@ func newVersionCmd(a *app) *cobra.Command {
 	return c
 }
 
+// versionLine is version --json: what the build does not know is null
+// (the human output says "none" and "unknown").
+type versionLine struct {
+	lineHead
+	Version string  `json:"version"`
+	Commit  *string `json:"commit"`
+	Date    *string `json:"date"`
+	Go      *string `json:"go"`
+}
+
+func versionLineOf(in buildinfo.Info) versionLine {
+	known := func(s string) *string {
+		if s == "none" || s == "unknown" {
+			return nil
+		}
+		return nullString(s)
+	}
+	return versionLine{lineHead: head("version"), Version: in.Version, Commit: known(in.Commit), Date: known(in.Date), Go: nullString(in.Go)}
+}
+
 // newHelpCmd replaces cobra's, which exits 0 on an unknown topic.
 func newHelpCmd(a *app) *cobra.Command {
 	return &cobra.Command{
 		Use:         "help [COMMAND]",
 		Short:       "Help about any command",
-		Annotations: map[string]string{"config": "skip"},
+		Annotations: map[string]string{"config": "skip", "json": "none"},
 		ValidArgsFunction: func(c *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
 			cmd, _, _ := c.Root().Find(args)
 			var names []string
@@ -454,7 +506,7 @@ func newCompletionCmd(a *app) *cobra.Command {
   ots-ota completion fish > ~/.config/fish/completions/ots-ota.fish
   ots-ota completion powershell | Out-String | Invoke-Expression`,
 		ValidArgs:             shells,
-		Annotations:           map[string]string{"config": "skip"},
+		Annotations:           map[string]string{"config": "skip", "json": "none"},
 		DisableFlagsInUseLine: true,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {

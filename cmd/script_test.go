@@ -26,7 +26,7 @@ func TestMain(m *testing.M) {
 	// loopback only.
 	ifaceguard.LoopbackOnly()
 	testscript.Main(cleanupM{m}, map[string]func(){
-		"ots-ota": func() { os.Exit(Main()) },
+		"ots-ota": func() { os.Exit(mainChecked()) },
 	})
 }
 
@@ -75,6 +75,16 @@ func scriptParams(files []string) testscript.Params {
 			e.Setenv("NO_COLOR", "")
 			e.Setenv("XDG_CONFIG_HOME", filepath.Join(e.WorkDir, ".config"))
 			e.Setenv("XDG_CACHE_HOME", filepath.Join(e.WorkDir, ".cache"))
+			// Every --json run is checked against docs/schema (mainChecked);
+			// a broken contract fails the script, whatever it expected.
+			e.Setenv(envSchemaDir, schemaDir())
+			violations := filepath.Join(e.WorkDir, ".json-violations")
+			e.Setenv(envViolations, violations)
+			e.Defer(func() {
+				if b, err := os.ReadFile(violations); err == nil && len(b) > 0 {
+					e.T().Fatal(string(b))
+				}
+			})
 			return nil
 		},
 		Condition: func(cond string) (bool, error) {

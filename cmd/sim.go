@@ -631,7 +631,7 @@ func runSim(ctx context.Context, a *app, o *simOptions) error {
 	starting := true
 	emit := func(e sim.Event) {
 		if a.opts.JSON {
-			_ = writeJSON(a.io.Out, e)
+			a.writeLine(simLineOf(e))
 		} else if !starting && !a.opts.Quiet {
 			fmt.Fprintln(a.io.ErrOut, eventLine(e))
 		}
@@ -671,16 +671,9 @@ func runSim(ctx context.Context, a *app, o *simOptions) error {
 			emit(e)
 		}
 		if a.opts.JSON && ctx.Err() == nil {
-			// The device that failed and when, so the event reads in order
+			// The device that failed and when, so the line reads in order
 			// before the stopped events of the devices closed after it.
-			ev := sim.Event{Event: simEventError, Time: time.Now(), Text: err.Error()}
-			if se := (*sim.StartError)(nil); errors.As(startErr, &se) {
-				ev.Device = se.Device
-				if !se.At.IsZero() {
-					ev.Time = se.At
-				}
-			}
-			emit(ev)
+			simStartFailure(a, err, startErr, time.Now())
 		}
 		for _, e := range stopped {
 			emit(e)
@@ -689,6 +682,9 @@ func runSim(ctx context.Context, a *app, o *simOptions) error {
 	}
 	a.log.Info("fleet started", "devices", fleet.Len(), "took", time.Since(start).Round(time.Millisecond))
 
+	if a.opts.JSON {
+		summaryAs[*simSummary](a).Count = ptr(fleet.Len())
+	}
 	mu.Lock()
 	for _, e := range held {
 		emit(e)
@@ -705,10 +701,6 @@ func runSim(ctx context.Context, a *app, o *simOptions) error {
 	// Ctrl-C is the normal way to stop a simulator: exit 0, as after --duration.
 	return nil
 }
-
-// simEventError is the --json event of a fleet that failed to start; Text
-// says why.
-const simEventError sim.EventKind = "error"
 
 func stopReason(ctx context.Context) string {
 	if interrupted(ctx) {
@@ -727,12 +719,12 @@ func startError(err error) error {
 		dev = se.Device + ": "
 	}
 	if msg, ok := netError(err); ok {
-		return errors.New(what + dev + msg)
+		return withCode("sim_start", errors.New(what+dev+msg))
 	}
 	if errors.Is(err, sim.ErrNotLoopback) {
-		return errors.New(what + dev + "an address outside loopback (type --listen ADDR to bind there on purpose)")
+		return withCode("sim_start", errors.New(what+dev+"an address outside loopback (type --listen ADDR to bind there on purpose)"))
 	}
-	return errors.New(what + dev + rootCause(err).Error())
+	return withCode("sim_start", errors.New(what+dev+rootCause(err).Error()))
 }
 
 func renderFleet(w io.Writer, f *sim.Fleet, ifi *net.Interface, took, duration time.Duration) {

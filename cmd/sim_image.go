@@ -182,8 +182,9 @@ func runSimImage(_ context.Context, a *app, o *simImageOptions) error {
 		return fmt.Errorf("cannot write %s: %s", o.Output, rootCause(err))
 	}
 	if a.opts.JSON {
-		return writeJSON(a.io.Out, map[string]any{"file": o.Output, "size": len(o.data), "chip": o.chip.String(),
-			"project": o.Project, "version": o.Version})
+		a.writeLine(imageLine{lineHead: head("image"), File: o.Output, Size: len(o.data), Chip: o.chip.String(),
+			Project: o.Project, Version: o.Version})
+		return nil
 	}
 	if !a.opts.Quiet {
 		name := o.Output
@@ -193,6 +194,16 @@ func runSimImage(_ context.Context, a *app, o *simImageOptions) error {
 		fmt.Fprintf(a.io.ErrOut, "wrote %s: %s %s %s, %d bytes\n", name, o.chip, o.Project, o.Version, len(o.data))
 	}
 	return nil
+}
+
+// imageLine is sim image --json: the image written.
+type imageLine struct {
+	lineHead
+	File    string `json:"file"`
+	Size    int    `json:"size"`
+	Chip    string `json:"chip"`
+	Project string `json:"project"`
+	Version string `json:"version"`
 }
 
 // approxSize reads a size where fractions round to whole bytes ("1.2M"),
