@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ots-ota/ots-ota/internal/testnet"
 )
 
 // Loopback fakes of each family's web server, written from the wire facts
@@ -262,7 +264,7 @@ func TestDetectFamilies(t *testing.T) {
 			if tc.ota != nil {
 				tg.Port = tc.ota(t, rec)
 			} else {
-				a := deadAddr(t)
+				a := testnet.DeadAddr(t)
 				_, p, _ := net.SplitHostPort(a)
 				tg.Port, _ = strconv.Atoi(p)
 			}
@@ -297,7 +299,7 @@ func fake(h http.HandlerFunc) func(*testing.T, *recorder) int {
 // An ArduinoOTA device: TCP refused, the UDP port quiet. Detection sends
 // one empty datagram and decides espota; no invitation, no HTTP.
 func TestDetectArduinoOTA(t *testing.T) {
-	addr, got := espotaAddr(t)
+	addr, got := testnet.QuietUDP(t)
 	host, p, _ := net.SplitHostPort(addr)
 	port, _ := strconv.Atoi(p)
 	var sent []Probe

@@ -230,7 +230,7 @@ func (p PortAnswer) failure() *Failure {
 	case p.Cancelled:
 		return &Failure{Kind: FailInterrupted, Err: context.Canceled, Reason: "interrupted while probing " + addr}
 	case errors.As(p.Err, &dnsErr):
-		return &Failure{Kind: FailUnresolved, Err: p.Err, Reason: fmt.Sprintf("cannot resolve %s: %s", dnsErr.Name, resolverReason(dnsErr))}
+		return &Failure{Kind: FailUnresolved, Err: p.Err, Reason: fmt.Sprintf("cannot resolve %s: %s", dnsErr.Name, ResolverReason(dnsErr))}
 	case p.NoRoute:
 		return &Failure{Kind: FailUnreachable, Err: p.Err,
 			Reason: fmt.Sprintf("no route to %s: the device is not on a network this host reaches; cannot tell HTTP from espota until it answers", addr)}
@@ -241,9 +241,10 @@ func (p PortAnswer) failure() *Failure {
 	return &Failure{Kind: FailNetwork, Err: p.Err, Reason: fmt.Sprintf("cannot connect to %s: %s", addr, p.Words())}
 }
 
-// resolverReason words the system resolver's failure in a few words: Go's
-// text carries the dial chain, of which a user can act on the last part only.
-func resolverReason(e *net.DNSError) string {
+// ResolverReason words the system resolver's failure in a few words: Go's
+// text carries the dial chain ("dial udp 10.0.0.53:53: connect: network is
+// unreachable"), of which a user can act on the last part only.
+func ResolverReason(e *net.DNSError) string {
 	switch {
 	case e.IsNotFound:
 		return "the system resolver has no such name"
@@ -255,6 +256,7 @@ func resolverReason(e *net.DNSError) string {
 	return "system resolver: " + lastPart(e.Err)
 }
 
+// lastPart is the innermost message of an "a: b: c" chain.
 func lastPart(s string) string {
 	if i := strings.LastIndex(s, ": "); i >= 0 {
 		return s[i+2:]

@@ -4,82 +4,25 @@ import (
 	"context"
 	"net"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ots-ota/ots-ota/internal/testnet"
 )
-
-// deadAddr is a loopback host:port where neither TCP nor UDP listens.
-func deadAddr(t *testing.T) string {
-	t.Helper()
-	for range 20 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := l.Addr().String()
-		l.Close()
-		u, err := net.ListenPacket("udp", addr)
-		if err != nil {
-			continue // taken on UDP: try another
-		}
-		u.Close()
-		return addr
-	}
-	t.Fatal("no loopback port free on both TCP and UDP")
-	return ""
-}
-
-// quietUDP is a loopback port that refuses TCP and whose UDP socket
-// answers nothing, as ArduinoOTA does with an empty datagram; got returns
-// the datagrams it read.
-func quietUDP(t *testing.T) (addr string, got func() [][]byte) {
-	t.Helper()
-	for range 20 {
-		a := deadAddr(t)
-		u, err := net.ListenPacket("udp", a)
-		if err != nil {
-			continue
-		}
-		t.Cleanup(func() { u.Close() })
-		var mu sync.Mutex
-		var dgrams [][]byte
-		go func() {
-			b := make([]byte, 2048)
-			for {
-				n, _, err := u.ReadFrom(b)
-				if err != nil {
-					return
-				}
-				mu.Lock()
-				dgrams = append(dgrams, append([]byte{}, b[:n]...))
-				mu.Unlock()
-			}
-		}()
-		return a, func() [][]byte {
-			time.Sleep(50 * time.Millisecond) // let a late datagram show up
-			mu.Lock()
-			defer mu.Unlock()
-			return append([][]byte{}, dgrams...)
-		}
-	}
-	t.Fatal("no loopback port free on both TCP and UDP")
-	return "", nil
-}
 
 // TCP refused plus ICMP port unreachable for one empty datagram: nothing
 // listens, not espota (issue 15 Build 2). A quiet UDP port is espota, and
 // saw one empty datagram, never an invitation.
 func TestChooseProtocolNothingListens(t *testing.T) {
-	addr := deadAddr(t)
+	addr := testnet.DeadAddr(t)
 	_, err := ChooseProtocol(httpCtx(t), probeTarget(t, addr), Hint{}, time.Second)
 	de := asDeviceError(t, err)
 	if de.Class != ClassNothingListens || !strings.HasPrefix(de.Reason, "nothing listens at "+addr+": ") || strings.Contains(de.Reason, "\n") {
 		t.Fatalf("got %+v", de)
 	}
 
-	quiet, got := quietUDP(t)
+	quiet, got := testnet.QuietUDP(t)
 	d, err := ChooseProtocol(httpCtx(t), probeTarget(t, quiet), Hint{}, time.Second)
 	if err != nil || d.Protocol != Espota || !d.Probed {
 		t.Fatalf("quiet UDP port: %+v, %v; want espota by probe", d, err)
@@ -125,7 +68,7 @@ func deadRun(t *testing.T, tg Target) (Result, int32, int32) {
 // NothingListensWait apart (a booting device answers the same way), no
 // invitation, then unreachable with the one-line reason.
 func TestRunNothingListens(t *testing.T) {
-	addr := deadAddr(t)
+	addr := testnet.DeadAddr(t)
 	tg := probeTarget(t, addr)
 	start := time.Now()
 	r, probes, sends := deadRun(t, tg)
