@@ -5,6 +5,8 @@ import (
 	"maps"
 	"slices"
 	"strings"
+
+	"github.com/ots-ota/ots-ota/internal/oneline"
 )
 
 // Evidence is everything known about one device: what was said before
@@ -346,15 +348,4 @@ func ServiceName(s string) string {
 }
 
 // clean makes device text safe to quote on one line.
-func clean(s string, n int) string {
-	s = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, s)
-	if len(s) > n {
-		s = s[:n] + "…"
-	}
-	return s
-}
+func clean(s string, n int) string { return oneline.Clean(s, n) }

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 // Answers for the table tests.
@@ -266,6 +267,23 @@ func TestAllowedProbesAreTheIssuesList(t *testing.T) {
 	} {
 		if Allowed(never) {
 			t.Errorf("%s is allowed", never)
+		}
+	}
+}
+
+// Device text quoted in a decision is one safe line: no C0 or C1 control,
+// no bidi override, valid UTF-8 even where it is cut.
+func TestDecideCleansDeviceText(t *testing.T) {
+	evil := "Tasmota/14.3.0\u009b31m\u202egnp.exe\x1b[2J" + strings.Repeat("é", 40)
+	for name, d := range map[string]Decision{
+		"Server header": func() Decision {
+			d, _ := run(t, Evidence{Word: HTTP, WordFrom: "--protocol"}, nil, []step{{up(probeUpdate), withHeader(status(404, ""), "Server", evil)}})
+			return d
+		}(),
+		"TXT value": Decide(Evidence{Service: "_arduino._tcp", TXT: map[string]string{"board": "esp32\u009b\u202e" + strings.Repeat("é", 40)}}),
+	} {
+		if strings.ContainsAny(d.Why, "\u009b\u202e\x1b") || !utf8.ValidString(d.Why) {
+			t.Errorf("%s: %q", name, d.Why)
 		}
 	}
 }
