@@ -100,11 +100,11 @@ func Decide(ev Evidence) Decision {
 		return Decision{Refused: true, Why: fmt.Sprintf("%s names protocol %s, which ots-ota does not speak yet", ev.WordFrom, ev.Word)}
 	}
 	// mDNS services that name a family by themselves.
-	if r := rowForService(svc); r != nil && !r.Spoken {
-		return refusal(*r, "mDNS service "+svc, false)
+	if r, ok := rowForService(svc); ok && !r.Spoken {
+		return refusal(r, "mDNS service "+svc, false)
 	}
 	if svc == "_http._tcp" && hasAll(ev.TXT, esphomeTXTKeys) {
-		return refusal(*RowOf(FamilyESPHome), "mDNS _http._tcp with TXT version, mac and config_hash", false)
+		return refusal(row(FamilyESPHome), "mDNS _http._tcp with TXT version, mac and config_hash", false)
 	}
 	switch svc {
 	case "_ota._tcp":
@@ -247,13 +247,13 @@ func familyMark(ev Evidence, s Step, a *Answer) (Decision, bool) {
 	says := func(f Family) string { return fmt.Sprintf("%s answered %s", s.Probe, markFor(f, s.Probe).Says) }
 	switch {
 	case isTasmotaServer(*a):
-		return refusal(*RowOf(FamilyTasmota), fmt.Sprintf("%s answered with Server: %s", s.Probe, clean(a.Header.Get("Server"), 40)), ev.udpClosed()), true
+		return refusal(row(FamilyTasmota), fmt.Sprintf("%s answered with Server: %s", s.Probe, clean(a.Header.Get("Server"), 40)), ev.udpClosed()), true
 	case isESPHomeByte(*a):
-		return refusal(*RowOf(FamilyESPHome), fmt.Sprintf("%s answered the single byte 0x80, ESPHome's native OTA error", s.Probe), ev.udpClosed()), true
+		return refusal(row(FamilyESPHome), fmt.Sprintf("%s answered the single byte 0x80, ESPHome's native OTA error", s.Probe), ev.udpClosed()), true
 	}
 	for _, f := range []Family{FamilyWLED, FamilyESPEasy, FamilyTasmota, FamilyElegantOTA2} {
 		if matches(f, s.Probe, a) {
-			return refusal(*RowOf(f), says(f), ev.udpClosed()), true
+			return refusal(row(f), says(f), ev.udpClosed()), true
 		}
 	}
 	return Decision{}, false
@@ -275,9 +275,9 @@ func followUp(ev Evidence, s Step, a *Answer, web bool) (Decision, bool) {
 			return d, true
 		}
 		if matches(FamilyESPEasy, probeJSON, j) {
-			return refusal(*RowOf(FamilyESPEasy), fmt.Sprintf("%s answered %s", st.Probe, markFor(FamilyESPEasy, probeJSON).Says), ev.udpClosed()), true
+			return refusal(row(FamilyESPEasy), fmt.Sprintf("%s answered %s", st.Probe, markFor(FamilyESPEasy, probeJSON).Says), ev.udpClosed()), true
 		}
-		return refusal(*RowOf(FamilyHTTPUpdateServer), fmt.Sprintf("%s answered %s", s.Probe, markFor(FamilyHTTPUpdateServer, probeUpdate).Says), ev.udpClosed()), true
+		return refusal(row(FamilyHTTPUpdateServer), fmt.Sprintf("%s answered %s", s.Probe, markFor(FamilyHTTPUpdateServer, probeUpdate).Says), ev.udpClosed()), true
 	case a.Gzip && a.Status == 200:
 		// ElegantOTA gzips its page always; v2 also has /update/identity.
 		st, id := at(probeIdentity)
@@ -285,10 +285,10 @@ func followUp(ev Evidence, s Step, a *Answer, web bool) (Decision, bool) {
 			return need(probeIdentity, web), true
 		}
 		if matches(FamilyElegantOTA2, probeIdentity, id) {
-			return refusal(*RowOf(FamilyElegantOTA2), fmt.Sprintf("%s answered %s", st.Probe, markFor(FamilyElegantOTA2, probeIdentity).Says), ev.udpClosed()), true
+			return refusal(row(FamilyElegantOTA2), fmt.Sprintf("%s answered %s", st.Probe, markFor(FamilyElegantOTA2, probeIdentity).Says), ev.udpClosed()), true
 		}
 		if matches(FamilyElegantOTA3, probeUpdate, a) {
-			return refusal(*RowOf(FamilyElegantOTA3), fmt.Sprintf("%s answered %s", s.Probe, markFor(FamilyElegantOTA3, probeUpdate).Says), ev.udpClosed()), true
+			return refusal(row(FamilyElegantOTA3), fmt.Sprintf("%s answered %s", s.Probe, markFor(FamilyElegantOTA3, probeUpdate).Says), ev.udpClosed()), true
 		}
 	case a.Status == 401:
 		// A web uploader behind HTTP auth: ESP8266HTTPUpdateServer's
@@ -298,7 +298,7 @@ func followUp(ev Evidence, s Step, a *Answer, web bool) (Decision, bool) {
 			return need(probeOptions, web), true
 		}
 		if matches(FamilyHTTPUpdateServer, probeOptions, o) {
-			return refusal(*RowOf(FamilyHTTPUpdateServer), fmt.Sprintf("%s answered %s", st.Probe, markFor(FamilyHTTPUpdateServer, probeOptions).Says), ev.udpClosed()), true
+			return refusal(row(FamilyHTTPUpdateServer), fmt.Sprintf("%s answered %s", st.Probe, markFor(FamilyHTTPUpdateServer, probeOptions).Says), ev.udpClosed()), true
 		}
 	}
 	return Decision{}, false

@@ -222,7 +222,7 @@ func TestDecideHint(t *testing.T) {
 // Every row's marks use allowed probes only, and every family but the
 // spoken ones is refused by name.
 func TestTableProbesAllowed(t *testing.T) {
-	for _, r := range Table {
+	for _, r := range Table() {
 		for _, m := range r.Marks {
 			if !Allowed(m.Probe) {
 				t.Errorf("%s: mark on %s, not an allowed probe", r.Name, m.Probe)
@@ -232,7 +232,7 @@ func TestTableProbesAllowed(t *testing.T) {
 			t.Errorf("%s: spoken %v but protocol %s", r.Name, r.Spoken, r.Protocol)
 		}
 	}
-	for _, p := range AllowedProbes {
+	for _, p := range AllowedProbes() {
 		if p.Kind == KindHTTP && (p.Method != "GET" && p.Method != "OPTIONS" || bytes.ContainsAny([]byte(p.Target), " \r\n")) {
 			t.Errorf("allowed probe %s is not a bodiless GET or OPTIONS", p)
 		}
@@ -248,7 +248,7 @@ func TestAllowedProbesAreTheIssuesList(t *testing.T) {
 		"GET /update", "GET /update/identity", "OPTIONS /update", "GET /cm?cmnd=Status%200 (with Referer)",
 	}
 	var got []string
-	for _, p := range AllowedProbes {
+	for _, p := range AllowedProbes() {
 		got = append(got, p.String())
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
@@ -285,5 +285,27 @@ func TestDecideCleansDeviceText(t *testing.T) {
 		if strings.ContainsAny(d.Why, "\u009b\u202e\x1b") || !utf8.ValidString(d.Why) {
 			t.Errorf("%s: %q", name, d.Why)
 		}
+	}
+}
+
+// The lists callers read are copies: changing them changes no decision.
+func TestTableIsReadOnly(t *testing.T) {
+	post := Probe{Kind: KindHTTP, Method: "POST", Target: "/update"}
+	ap := AllowedProbes()
+	ap[0] = post
+	_ = append(ap, post)
+	if Allowed(post) {
+		t.Error("a caller's change to AllowedProbes() made POST /update allowed")
+	}
+	tb := Table()
+	tb[0].Marks[0].Probe = post
+	tb[0].Services[0] = "_printer._tcp"
+	if r, ok := RowOf(tb[0].Family); !ok || r.Marks[0].Probe == post || r.Services[0] != "_ota._tcp" {
+		t.Errorf("a caller's change to Table() reached the table: %+v", r)
+	}
+	r, _ := RowOf(FamilyWLED)
+	r.Spoken = true
+	if d := Decide(Evidence{Service: "_wled._tcp"}); !d.Refused {
+		t.Errorf("a caller's change to RowOf made WLED spoken: %+v", d)
 	}
 }

@@ -315,3 +315,20 @@ func TestDetectArduinoOTA(t *testing.T) {
 		t.Errorf("probes %v, want a TCP connect and one datagram", sent)
 	}
 }
+
+// Detect sends no probe outside the allowed list, whatever the table asks:
+// the device sees nothing, and the decision is a refusal that says so.
+func TestDetectSendsOnlyAllowed(t *testing.T) {
+	rec := &recorder{}
+	port := serveHTTP(t, rec, routes(nil))
+	post := Probe{Kind: KindHTTP, Method: "POST", Target: "/update"}
+	det := Detector{ConnectTimeout: time.Second, RequestTimeout: time.Second,
+		decide: func(Evidence) Decision { return Decision{Need: &Step{Probe: post}} }}
+	d := det.Detect(context.Background(), Target{Host: "127.0.0.1", Port: port, WebPort: -1}, Evidence{})
+	if !d.Refused || d.Protocol != "" || !strings.Contains(d.Why, "POST /update, which is not one of its read-only probes; nothing sent") {
+		t.Fatalf("got %+v", d)
+	}
+	if reqs := rec.all(); len(reqs) != 0 {
+		t.Errorf("the device got %v", reqs)
+	}
+}

@@ -3,6 +3,7 @@ package detect
 import (
 	"bytes"
 	"encoding/json"
+	"slices"
 	"strings"
 )
 
@@ -112,27 +113,25 @@ var (
 	probeMDNS       = Probe{Kind: KindMDNS}
 )
 
-// AllowedProbes is every probe detection may ever send (issue 17), and
+// allowedProbes is every probe detection may ever send (issue 17), and
 // nothing else is sent to a device before its upload: all read-only, none
 // with credentials. Never probes: ElegantOTA v3's /ota/start (starts an
 // update), WLED's /update?revert (rolls back), Tasmota's /up, /rs, /u1 and
 // Upgrade (change state), an espota invitation (starts a session), and GET
-// / with a query (Tasmota's /?rst restarts).
-var AllowedProbes = []Probe{
+// / with a query (Tasmota's /?rst restarts). Unexported so that no caller
+// can add to it; AllowedProbes gives a copy.
+var allowedProbes = []Probe{
 	probeTCP, probeUDP, probeMDNS,
 	probeOTAStatus, probeAPIStatus, probeRoot, probeJSONInfo, probeJSON,
 	probeUpdate, probeIdentity, probeOptions, probeTasmotaCmd,
 }
 
-// Allowed reports whether p is one of AllowedProbes.
-func Allowed(p Probe) bool {
-	for _, a := range AllowedProbes {
-		if a == p {
-			return true
-		}
-	}
-	return false
-}
+// AllowedProbes is every probe detection may ever send, in a fresh slice.
+func AllowedProbes() []Probe { return slices.Clone(allowedProbes) }
+
+// Allowed reports whether p is one of AllowedProbes. Detector.Detect sends
+// nothing else.
+func Allowed(p Probe) bool { return slices.Contains(allowedProbes, p) }
 
 // Row is one family of the detection table.
 type Row struct {
@@ -161,9 +160,10 @@ type Mark struct {
 	match func(Answer) bool
 }
 
-// Table is the detection table: the families ots-ota tells apart, spoken
-// first. docs/protocols/README.md is its prose, with sources.
-var Table = []Row{
+// table is the detection table: the families ots-ota tells apart, spoken
+// first. docs/protocols/README.md is its prose, with sources. Unexported
+// so that no caller can change it; Table gives a copy.
+var table = []Row{
 	{Family: FamilySeed, Name: "seed firmware (raw POST)", Protocol: HTTP, Spoken: true, Services: []string{"_ota._tcp"},
 		Marks: []Mark{
 			{Probe: probeOTAStatus, Says: "ots-ota's status JSON", match: isOTAStatus},
@@ -199,35 +199,57 @@ var Table = []Row{
 		Hint:  "a WLED build with ArduinoOTA (WLED_ENABLE_AOTA) takes --protocol espota"},
 }
 
-// RowOf is the table's row for f; nil when f is not in the table.
-func RowOf(f Family) *Row {
-	for i := range Table {
-		if Table[i].Family == f {
-			return &Table[i]
+// Table is the detection table, a copy: changing it changes nothing.
+func Table() []Row {
+	out := make([]Row, len(table))
+	for i, r := range table {
+		out[i] = r.clone()
+	}
+	return out
+}
+
+// RowOf is a copy of the table's row for f; false when f is not in the
+// table.
+func RowOf(f Family) (Row, bool) {
+	for _, r := range table {
+		if r.Family == f {
+			return r.clone(), true
 		}
 	}
-	return nil
+	return Row{}, false
+}
+
+func (r Row) clone() Row {
+	r.Services = slices.Clone(r.Services)
+	r.Marks = slices.Clone(r.Marks)
+	return r
+}
+
+// row is the table's row for f, read-only; the zero Row when f is not in it.
+func row(f Family) Row {
+	for _, r := range table {
+		if r.Family == f {
+			return r
+		}
+	}
+	return Row{}
 }
 
 // rowForService is the row whose own mDNS service svc is.
-func rowForService(svc string) *Row {
-	for i := range Table {
-		for _, s := range Table[i].Services {
-			if s == svc {
-				return &Table[i]
-			}
+func rowForService(svc string) (Row, bool) {
+	for _, r := range table {
+		if slices.Contains(r.Services, svc) {
+			return r, true
 		}
 	}
-	return nil
+	return Row{}, false
 }
 
 // markFor is the mark of family f for probe p.
 func markFor(f Family, p Probe) Mark {
-	if r := RowOf(f); r != nil {
-		for _, m := range r.Marks {
-			if m.Probe == p {
-				return m
-			}
+	for _, m := range row(f).Marks {
+		if m.Probe == p {
+			return m
 		}
 	}
 	return Mark{Probe: p}
