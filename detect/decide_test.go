@@ -33,6 +33,8 @@ var (
 	tasmotaCm  = withHeader(status(200, `{"Status":{"Module":0},"StatusFWR":{"Version":"14.3.0(tasmota)"}}`), "Server", "Tasmota/14.3.0 (ESP32)")
 	tasmotaRaw = status(401, `{"WARNING":"Need user=<username>&password=<password>"}`)
 	esphome    = Answer{Raw: []byte{0x80}, Note: "not an HTTP answer"}
+	oldForm    = status(200, "<html><body><form method='POST' action='' enctype='multipart/form-data'><input type='file' name='update'><input type='submit' value='Update'></form></body></html>")
+	digestAuth = withHeader(status(401, ""), "WWW-Authenticate", `Digest realm="Login Required", qop="auth", nonce="0a1b", opaque="2c3d"`)
 	portOK     = PortAnswer{Kind: Accepted, Addr: "10.0.0.5:3232"}
 	portUDP    = PortAnswer{Kind: Refused, Addr: "10.0.0.5:3232", UDPAsked: true}
 	portDead   = PortAnswer{Kind: Closed, Addr: "10.0.0.5:3232", UDPAsked: true}
@@ -134,7 +136,11 @@ func TestDecide(t *testing.T) {
 		{name: "_http._tcp printer", ev: svc("_http._tcp", nil), refused: true, why: "nothing is sent to a host without a device family", asked: 7},
 		{name: "_http._tcp silent", ev: svc("_http._tcp", nil), script: []step{{up(probeUpdate), none}}, refused: true, asked: 1},
 		{name: "_http._tcp Tasmota", ev: svc("_http._tcp", nil), script: []step{{up(probeRoot), withHeader(status(200, "<html>"), "Server", "Tasmota/14.3.0 (ESP8266EX)")}}, refused: true, family: FamilyTasmota, why: "Server: Tasmota/14.3.0", asked: 4},
-		{name: "_http._tcp seed web page", ev: svc("_http._tcp", nil), script: []step{{up(probeUpdate), postOnly}}, want: HTTP, family: FamilySeed, asked: 1},
+		{name: "_http._tcp: 405 alone is no fingerprint", ev: svc("_http._tcp", nil), script: []step{{up(probeUpdate), postOnly}}, refused: true, why: "nothing is sent to a host without a device family", asked: 7},
+		{name: "_http._tcp seed with /ota/status", ev: svc("_http._tcp", nil), script: []step{{up(probeUpdate), postOnly}, {up(probeOTAStatus), otaStatus}}, want: HTTP, family: FamilySeed, why: "GET /ota/status answered ots-ota's status JSON", asked: 2},
+		{name: "_http._tcp OTS with /api/status", ev: svc("_http._tcp", nil), script: []step{{up(probeUpdate), postOnly}, {web(probeAPIStatus), apiStatus}}, want: HTTP, family: FamilyOTS, asked: 3},
+		{name: "_http._tcp with --protocol http: no raw POST without a fingerprint", ev: with(flag(HTTP), "_http._tcp", nil), refused: true, why: "nothing is sent to a host without a device family", asked: 7},
+		{name: "_http._tcp with the inventory's http, 405", ev: with(Evidence{Word: HTTP, WordFrom: "the inventory"}, "_http._tcp", nil), script: []step{{up(probeUpdate), postOnly}}, refused: true, asked: 7},
 		// The port probe.
 		{name: "plain address: seed", port: &portOK, script: []step{{up(probeUpdate), postOnly}}, want: HTTP, family: FamilySeed, why: "TCP 10.0.0.5:3232 accepted a connection; GET /update answered 405", asked: 2},
 		{name: "plain address: seed with /ota/status", port: &portOK, script: []step{{up(probeOTAStatus), otaStatus}}, want: HTTP, family: FamilySeed, asked: 3},
@@ -152,6 +158,21 @@ func TestDecide(t *testing.T) {
 		{name: "ElegantOTA v3", ev: flag(HTTP), script: []step{{up(probeUpdate), elegant3}}, refused: true, family: FamilyElegantOTA3, asked: 2},
 		{name: "ElegantOTA v2", ev: flag(HTTP), script: []step{{up(probeUpdate), elegant3}, {up(probeIdentity), identity}}, refused: true, family: FamilyElegantOTA2, asked: 2},
 		{name: "ESP8266HTTPUpdateServer behind auth", ev: flag(HTTP), script: []step{{up(probeUpdate), needAuth}, {up(probeOptions), husOptions}}, refused: true, family: FamilyHTTPUpdateServer, why: "200 y", asked: 2},
+		// A 401 on GET /update hides a web uploader: the seed and OTS answer 405.
+		{name: "401, OPTIONS not y", ev: flag(HTTP), script: []step{{up(probeUpdate), needAuth}}, refused: true, family: FamilyWebUploader, why: "looks like a web uploader behind a password (GET /update answered 401", asked: 8},
+		{name: "401 Digest by address", port: &portOK, script: []step{{up(probeUpdate), digestAuth}, {up(probeOptions), status(500, "")}}, refused: true, family: FamilyWebUploader, why: "update it from its web page at /update, or build it with ArduinoOTA and use --protocol espota", asked: 9},
+		{name: "401, WLED with its OTA lock", ev: flag(HTTP), script: []step{{up(probeUpdate), needAuth}, {up(probeJSONInfo), wledInfo}}, refused: true, family: FamilyWLED, asked: 6},
+		{name: "401 on _http._tcp", ev: svc("_http._tcp", nil), script: []step{{up(probeUpdate), needAuth}}, refused: true, family: FamilyWebUploader, why: "behind a password", asked: 8},
+		{name: "401 then silence", ev: flag(HTTP), script: []step{{up(probeUpdate), needAuth}, {up(probeOTAStatus), none}}, refused: true, family: FamilyWebUploader, asked: 3},
+		{name: "nothing listens, 401 on the web port", port: &portDead, script: []step{{web(probeUpdate), needAuth}}, refused: true, family: FamilyWebUploader, why: "behind a password", asked: 7},
+		// Any multipart form with a file input is a web uploader; name='firmware' names HTTPUpdateServer.
+		{name: "old form name='update'", ev: flag(HTTP), script: []step{{up(probeUpdate), oldForm}}, refused: true, family: FamilyWebUploader, why: "looks like a web uploader (GET /update answered a multipart form with a file input); ots-ota does not speak the web uploaders yet", asked: 7},
+		{name: "form name='update', WLED", ev: flag(HTTP), script: []step{{up(probeUpdate), oldForm}, {up(probeJSONInfo), wledInfo}}, refused: true, family: FamilyWLED, asked: 5},
+		{name: "form name='update', ESPEasy", ev: flag(HTTP), script: []step{{up(probeUpdate), oldForm}, {up(probeJSON), espeasy}}, refused: true, family: FamilyESPEasy, asked: 6},
+		{name: "nothing listens, a form on the web port", port: &portDead, script: []step{{web(probeUpdate), oldForm}}, refused: true, family: FamilyWebUploader, asked: 6},
+		{name: "HTTPUpdateServer hint", ev: flag(HTTP), script: []step{{up(probeUpdate), husForm}}, refused: true, family: FamilyHTTPUpdateServer, why: "ots-ota does not speak HTTPUpdateServer yet; update it from its web page at /update, or build it with ArduinoOTA and use --protocol espota", asked: 2},
+		{name: "ElegantOTA v3 hint", ev: flag(HTTP), script: []step{{up(probeUpdate), elegant3}}, refused: true, family: FamilyElegantOTA3, why: "; update it from its web page at /update, or build it with ArduinoOTA and use --protocol espota", asked: 2},
+		{name: "Tasmota on the web port keeps its hint", port: &portDead, script: []step{{web(probeRoot), withHeader(status(200, "<html>"), "Server", "Tasmota/14.3.0 (ESP32-DevKit)")}}, refused: true, family: FamilyTasmota, why: "looks like Tasmota (GET / answered with Server: Tasmota/14.3.0); ots-ota does not speak Tasmota yet; update it from its own web page", asked: 3},
 		{name: "WLED by URL", ev: Evidence{Word: HTTP, WordFrom: "the URL (/update)"}, script: []step{{up(probeUpdate), gzipped(status(200, "<html>WLED update"))}, {up(probeJSONInfo), wledInfo}}, refused: true, family: FamilyWLED, why: "ArduinoOTA", asked: 6},
 		{name: "Tasmota by /cm", ev: flag(HTTP), script: []step{{up(probeTasmotaCmd), tasmotaCm}}, refused: true, family: FamilyTasmota, asked: 7},
 		{name: "Tasmota by /cm 401", ev: flag(HTTP), script: []step{{up(probeTasmotaCmd), tasmotaRaw}}, refused: true, family: FamilyTasmota, asked: 7},
@@ -182,6 +203,9 @@ func TestDecide(t *testing.T) {
 			}
 			if text == "" || !strings.Contains(text, tc.why) || strings.Contains(text, "\n") {
 				t.Errorf("why %q, want it to contain %q", text, tc.why)
+			}
+			if nestedParens(text) {
+				t.Errorf("why %q has nested parentheses", text)
 			}
 			if tc.asked >= 0 && len(asked) != tc.asked {
 				t.Errorf("asked %d probes %v, want %d", len(asked), asked, tc.asked)
@@ -245,7 +269,7 @@ func TestAllowedProbesAreTheIssuesList(t *testing.T) {
 	want := []string{
 		"tcp-connect", "udp-empty", "mdns",
 		"GET /ota/status", "GET /api/status", "GET /", "GET /json/info", "GET /json",
-		"GET /update", "GET /update/identity", "OPTIONS /update", "GET /cm?cmnd=Status%200 (with Referer)",
+		"GET /update", "GET /update/identity", "OPTIONS /update", "GET /cm?cmnd=Status%200 with Referer",
 	}
 	var got []string
 	for _, p := range AllowedProbes() {
@@ -308,4 +332,21 @@ func TestTableIsReadOnly(t *testing.T) {
 	if d := Decide(Evidence{Service: "_wled._tcp"}); !d.Refused {
 		t.Errorf("a caller's change to RowOf made WLED spoken: %+v", d)
 	}
+}
+
+// nestedParens reports a parenthesis opened inside another.
+func nestedParens(s string) bool {
+	depth := 0
+	for _, r := range s {
+		switch r {
+		case '(':
+			depth++
+			if depth > 1 {
+				return true
+			}
+		case ')':
+			depth--
+		}
+	}
+	return false
 }
