@@ -84,16 +84,21 @@ func ProbePort(ctx context.Context, addr string, o PortOptions) PortAnswer {
 		d := &net.Dialer{}
 		o.Dial = d.DialContext
 	}
-	p := PortAnswer{Addr: addr, Timeout: o.Timeout}
 	cctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 	c, err := o.Dial(cctx, "tcp", addr)
 	if err == nil {
 		c.Close()
-		p.Kind = Accepted
-		return p
+		return PortAnswer{Kind: Accepted, Addr: addr, Timeout: o.Timeout}
 	}
-	p.Err = err
+	return connectFailure(ctx, addr, err, cctx.Err() != nil, o)
+}
+
+// connectFailure reads a failed TCP connect to addr as the port step does:
+// refused (then one empty datagram, unless o.NoUDP), silence (timedOut:
+// the connect's own deadline passed), no route, or interrupted.
+func connectFailure(ctx context.Context, addr string, err error, timedOut bool, o PortOptions) PortAnswer {
+	p := PortAnswer{Addr: addr, Timeout: o.Timeout, Err: err}
 	if IsRefused(err) {
 		p.Kind = Refused
 		if !o.NoUDP {
@@ -115,7 +120,7 @@ func ProbePort(ctx context.Context, addr string, o PortOptions) PortAnswer {
 	case ctx.Err() != nil:
 		p.TimedOut = errors.Is(ctx.Err(), context.DeadlineExceeded)
 		p.Cancelled = !p.TimedOut
-	case cctx.Err() != nil, errors.As(err, &ne) && ne.Timeout():
+	case timedOut, errors.As(err, &ne) && ne.Timeout():
 		p.TimedOut = true
 	case IsUnreachable(err):
 		p.NoRoute = true
@@ -127,7 +132,6 @@ func ProbePort(ctx context.Context, addr string, o PortOptions) PortAnswer {
 // "refused", "cancelled", the system's text), for notes that already name
 // the address.
 func (p PortAnswer) Words() string {
-	var oe *net.OpError
 	switch {
 	case p.Kind == Accepted:
 		return "accepted"
@@ -137,10 +141,8 @@ func (p PortAnswer) Words() string {
 		return "cancelled"
 	case p.TimedOut:
 		return "timed out"
-	case errors.As(p.Err, &oe) && oe.Err != nil:
-		return oe.Err.Error()
 	case p.Err != nil:
-		return p.Err.Error()
+		return connNote(p.Err, false)
 	}
 	return "failed"
 }

@@ -3,6 +3,7 @@ package upload
 import (
 	"context"
 	"net"
+	"net/http"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -48,16 +49,22 @@ func (c *countingTransport) Send(context.Context, Target, *Firmware, Credentials
 // probes and sends (an espota send is the invitations).
 func deadRun(t *testing.T, tg Target) (Result, int32, int32) {
 	t.Helper()
+	return deadRunHint(context.Background(), t, tg, Hint{}, time.Second)
+}
+
+// deadRunHint is deadRun with a hint and a connect timeout for the probe.
+func deadRunHint(ctx context.Context, t *testing.T, tg Target, h Hint, connect time.Duration) (Result, int32, int32) {
+	t.Helper()
 	o := simOptions()
 	espota, http := &countingTransport{p: Espota}, &countingTransport{p: HTTP}
 	o.Transports = map[Protocol]Transport{Espota: espota, HTTP: http}
 	var probes atomic.Int32
 	o.Probe = func(ctx context.Context, t Target) (Protocol, error) {
 		probes.Add(1)
-		d, err := ChooseProtocol(ctx, t, Hint{}, time.Second)
+		d, err := ChooseProtocol(ctx, t, h, connect)
 		return d.Protocol, err
 	}
-	res := Run(context.Background(), testFirmware(t, "1.0.1"), []Target{tg}, o)
+	res := Run(ctx, testFirmware(t, "1.0.1"), []Target{tg}, o)
 	if len(res) != 1 {
 		t.Fatalf("%d results", len(res))
 	}
@@ -81,6 +88,47 @@ func TestRunNothingListens(t *testing.T) {
 	}
 	if el := time.Since(start); el < NothingListensWait {
 		t.Errorf("retried after %v, before the %v a booting device needs", el, NothingListensWait)
+	}
+}
+
+// --protocol http to a silent device: the probe's connect meets the
+// silence, and the try ends unreachable there; the transport never waits
+// out a second connect timeout (it is never called).
+func TestRunWordHTTPSilent(t *testing.T) {
+	addr := testnet.SilentAddr(t)
+	r, probes, sends := deadRunHint(context.Background(), t, probeTarget(t, addr), Hint{Protocol: HTTP, From: "--protocol"}, 300*time.Millisecond)
+	if r.Outcome != OutcomeUnreachable || r.Class != ClassUnreachable ||
+		!strings.HasPrefix(r.Message, "no answer from "+addr+" within 300ms: the device is off, rebooting or out of reach") {
+		t.Errorf("%s (%s) after %d tries: %s", r.Outcome, r.Class, r.Tries, r.Message)
+	}
+	// One probe in the pre-flight, then one a try, as for any silent device.
+	if sends != 0 || probes != int32(r.Tries)+1 || r.Tries < 2 {
+		t.Errorf("%d probes and %d sends in %d tries; want the pre-flight's and one a try (retried), and no send", probes, sends, r.Tries)
+	}
+}
+
+// Ctrl-C while a probe waits for the device's answer ends the device as
+// a Ctrl-C during the TCP probe always did (not started), never with the
+// cut probe read as an answer (a host seen only as _http._tcp was refused).
+func TestRunInterruptedProbe(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cancel()
+		<-r.Context().Done()
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { srv.Close() })
+	r, probes, sends := deadRunHint(ctx, t, probeTarget(t, ln.Addr().String()), Hint{Service: "_http._tcp"}, 5*time.Second)
+	if r.Outcome != OutcomeNotStarted || !strings.Contains(r.Message, "interrupted") {
+		t.Errorf("%s: %s", r.Outcome, r.Message)
+	}
+	if probes != 1 || sends != 0 {
+		t.Errorf("%d probes and %d sends, want 1 and none", probes, sends)
 	}
 }
 

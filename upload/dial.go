@@ -54,5 +54,7 @@ func lastErrText(err error) string {
 // socket (detect.IsRefused).
 func IsRefused(err error) bool { return detect.IsRefused(err) }
 
+func isReset(err error) bool { return detect.IsReset(err) }
+
 // isUnreachable: no route to the device, or no local address to reach it from.
 func isUnreachable(err error) bool { return detect.IsUnreachable(err) || isAddrNotAvail(err) }

@@ -7,10 +7,6 @@ import (
 	"syscall"
 )
 
-func isReset(err error) bool {
-	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNABORTED)
-}
-
 // isAddrNotAvail: no local address to connect from (the interface went
 // down), which the runner counts as unreachable.
 func isAddrNotAvail(err error) bool { return errors.Is(err, syscall.EADDRNOTAVAIL) }
