@@ -180,3 +180,26 @@ func TestResolverReason(t *testing.T) {
 		t.Errorf("classifyDial: %s %q", c, r)
 	}
 }
+
+// Without a probe the runner names no protocol of its own: a target left
+// to auto takes the one transport configured, and with several it fails
+// before anything is sent (it used to be HTTP, whatever was configured).
+func TestRunNoProbeNamesNoProtocol(t *testing.T) {
+	run := func(trs ...*countingTransport) Result {
+		o := simOptions()
+		o.Observer, o.Retries = nil, 0
+		for _, tr := range trs {
+			o.Transports[tr.p] = tr
+		}
+		res := Run(context.Background(), testFirmware(t, "1.0.1"), []Target{{Name: "d", Host: "127.0.0.1", Port: 3232}}, o)
+		return res[0]
+	}
+	es := &countingTransport{p: Espota}
+	if r := run(es); es.sends.Load() != 1 || r.Protocol != Espota {
+		t.Errorf("espota alone: %d sends, %s over %q: %s", es.sends.Load(), r.Outcome, r.Protocol, r.Message)
+	}
+	es, ht := &countingTransport{p: Espota}, &countingTransport{p: HTTP}
+	if r := run(es, ht); es.sends.Load()+ht.sends.Load() != 0 || r.Outcome != OutcomeFailed || !strings.Contains(r.Message, "no protocol decided") {
+		t.Errorf("two transports: %d sends, %s: %s", es.sends.Load()+ht.sends.Load(), r.Outcome, r.Message)
+	}
+}

@@ -21,7 +21,9 @@ func ClassifyDial(addr string, timeout time.Duration, err error) (Class, string)
 	var ne net.Error
 	switch {
 	case IsRefused(err):
-		return ClassNetwork, fmt.Sprintf("connection refused by %s: nothing listens on that TCP port (an ArduinoOTA device speaks espota: try --protocol espota)", addr)
+		// Which protocol to try instead is the detection table's to say
+		// (package detect); a transport sees only its own connect.
+		return ClassNetwork, fmt.Sprintf("connection refused by %s: nothing listens on that TCP port", addr)
 	case errors.As(err, &dnsErr):
 		return ClassUnresolved, fmt.Sprintf("cannot resolve %s: %s", dnsErr.Name, ResolverReason(dnsErr))
 	case isUnreachable(err):

@@ -7,10 +7,15 @@
 // a package of its own that implements Transport and imports only this
 // core: upload/rawhttp (HTTP POST of the raw image, the seed and OTS
 // firmware) and upload/espota (Arduino's espota). What the runner must know
-// of a family's devices, its transport reports as Traits, so nothing here
-// names a protocol but the detection vocabulary (Protocol, the probe).
-// cmd/ builds the transports and hands them to the runner in
-// Options.Transports. The wire facts of each family are in
+// of a family's devices, its transport reports as Traits, and a target's
+// protocol comes from the target, from Options.Probe (cmd/ hands it the
+// detection table, package detect, through ChooseProtocol) or, with no
+// probe, from the one transport configured: the runner names no protocol.
+// Protocol names remain in the vocabulary (Protocol and its values, shared
+// with detection), in the one table of device answers (ClassifyAnswer
+// knows HTTP statuses and espota's texts) and where the observer reads
+// devinfo's facts. cmd/ builds the transports and hands them to the runner
+// in Options.Transports. The wire facts of each family are in
 // docs/protocols/<family>.md.
 //
 // The core holds what every family shares: the fleet runner (parallelism,
