@@ -110,7 +110,7 @@ const husPage = `<!DOCTYPE html><html lang='en'><body>
 <form method='POST' action='' enctype='multipart/form-data'>FileSystem:<br><input type='file' accept='.bin,.bin.gz,.image' name='filesystem'><input type='submit' value='Update FileSystem'></form>
 </body></html>`
 
-// oldHUSPage is ESP8266HTTPUpdateServer's page on cores before 2.5: one
+// oldHUSPage is ESP8266HTTPUpdateServer's page in its older releases: one
 // form, its file input named update.
 const oldHUSPage = `<html><body><form method='POST' action='' enctype='multipart/form-data'>
 <input type='file' name='update'>

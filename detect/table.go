@@ -382,7 +382,7 @@ var (
 )
 
 // isUploadForm: a web uploader's page: a multipart form with a file input,
-// whatever the input's name (ESP8266HTTPUpdateServer before core 2.5 named
+// whatever the input's name (older ESP8266HTTPUpdateServer releases named
 // it update, as do WLED and many sketches of their own).
 func isUploadForm(a Answer) bool {
 	return a.Status == 200 && bytes.Contains(bytes.ToLower(a.Body), []byte("multipart/form-data")) && fileInput.Match(a.Body)
