@@ -16,23 +16,30 @@ import (
 type pushRenderer struct {
 	a     *app
 	fw    *upload.Firmware
-	n     int
 	mu    sync.Mutex
 	json  bool
 	lines bool // one line per phase change on stderr
 	view  *fleetView
 	last  map[string]upload.Phase
+	// restoreVT undoes enableVT once the view is erased.
+	restoreVT func()
 }
 
 // newPushRenderer draws a run over targets (merged, in the runner's
 // order), whose devices each have retries+1 tries.
 func newPushRenderer(a *app, fw *upload.Firmware, targets []upload.Target, retries int) *pushRenderer {
-	r := &pushRenderer{a: a, fw: fw, n: len(targets), json: a.opts.JSON, last: map[string]upload.Phase{}}
+	r := &pushRenderer{a: a, fw: fw, json: a.opts.JSON, last: map[string]upload.Phase{}}
 	errf, _ := a.io.ErrOut.(*os.File)
 	switch {
 	case a.opts.Quiet:
 	// -v's logs on stderr would break into the view: lines then.
-	case a.io.ErrTTY && !a.opts.JSON && a.opts.Verbose == 0 && errf != nil && !zeroSizeTerminal(errf) && enableVT(errf):
+	case a.io.ErrTTY && !a.opts.JSON && a.opts.Verbose == 0 && errf != nil && !zeroSizeTerminal(errf):
+		restore, ok := enableVT(errf)
+		if !ok {
+			r.lines = true
+			break
+		}
+		r.restoreVT = restore
 		r.view = newFleetView(errf, fw.Size(), targets, retries+1, &a.secrets)
 	default:
 		r.lines = true
@@ -102,6 +109,7 @@ func (r *pushRenderer) event(e upload.FleetEvent) {
 func (r *pushRenderer) close() {
 	if r.view != nil {
 		r.view.close()
+		r.restoreVT()
 	}
 }
 

@@ -157,7 +157,13 @@ func TestPushInterrupted(t *testing.T) {
 // writeTestFirmware writes an ESP32-S3 ots-fw-main image of version v.
 func writeTestFirmware(t *testing.T, v string) string {
 	t.Helper()
-	data, err := image.Build(image.BuildOptions{Chip: image.ChipESP32S3, Project: "ots-fw-main", Version: v, Size: 300_000})
+	return writeTestFirmwareSize(t, v, 300_000)
+}
+
+// writeTestFirmwareSize writes an ESP32-S3 image of version v, size bytes.
+func writeTestFirmwareSize(t *testing.T, v string, size int) string {
+	t.Helper()
+	data, err := image.Build(image.BuildOptions{Chip: image.ChipESP32S3, Project: "ots-fw-main", Version: v, Size: size})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,7 +17,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/ots-ota/ots-ota/image"
 	"github.com/ots-ota/ots-ota/sim"
 )
 
@@ -61,14 +60,7 @@ func TestFleetViewInTmux(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer fl.Close()
-			data, err := image.Build(image.BuildOptions{Chip: image.ChipESP32S3, Project: "ots-fw-main", Version: "1.0.1", Size: 100_000})
-			if err != nil {
-				t.Fatal(err)
-			}
-			fw := filepath.Join(t.TempDir(), "fw.bin")
-			if err := os.WriteFile(fw, data, 0o644); err != nil {
-				t.Fatal(err)
-			}
+			fw := writeTestFirmwareSize(t, "1.0.1", 100_000)
 			// The targets in reverse: target order is then neither the
 			// devices' string order nor the order they happen to start in.
 			index := map[string]int{} // label → position in target order
