@@ -32,8 +32,9 @@ func newPushRenderer(a *app, fw *upload.Firmware, targets []upload.Target, retri
 	errf, _ := a.io.ErrOut.(*os.File)
 	switch {
 	case a.opts.Quiet:
-	// -v's logs on stderr would break into the view: lines then.
-	case a.io.ErrTTY && !a.opts.JSON && a.opts.Verbose == 0 && errf != nil && !zeroSizeTerminal(errf):
+	// -v's logs on stderr would break into the view, and a dumb terminal
+	// moves no cursor: lines then.
+	case a.io.ErrTTY && !a.opts.JSON && a.opts.Verbose == 0 && !a.io.DumbTerm && errf != nil && !zeroSizeTerminal(errf):
 		restore, ok := enableVT(errf)
 		if !ok {
 			r.lines = true

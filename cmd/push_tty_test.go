@@ -31,11 +31,13 @@ func TestPushOnTerminal(t *testing.T) {
 		subnet   byte
 		overview bool
 		cols     uint16 // 0 = 120
-		lines    bool   // a terminal of width 0: lines, not bars
+		lines    bool   // lines, not bars: a terminal of width 0, or dumb
+		dumb     bool   // TERM=dumb
 	}{
-		{"bar per device", 2, 40, 70, false, 0, false},
-		{"overall bar", 6, 6, 71, true, 0, false},
-		{"unsized terminal", 2, 0, 13, false, 0, true},
+		{"bar per device", 2, 40, 70, false, 0, false, false},
+		{"overall bar", 6, 6, 71, true, 0, false, false},
+		{"unsized terminal", 2, 0, 13, false, 0, true, false},
+		{"dumb terminal", 2, 40, 14, false, 0, true, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			tm := sim.FastTiming()
@@ -54,7 +56,7 @@ func TestPushOnTerminal(t *testing.T) {
 			}
 			defer ptm.Close()
 			cols := c.cols
-			if cols == 0 && !c.lines {
+			if cols == 0 && (!c.lines || c.dumb) {
 				cols = 120
 			}
 			if err := pty.Setsize(tty, &pty.Winsize{Rows: c.rows, Cols: cols}); err != nil {
@@ -68,7 +70,7 @@ func TestPushOnTerminal(t *testing.T) {
 				_, _ = io.Copy(&screen, ptm)
 			}()
 			var out bytes.Buffer
-			streams := &IOStreams{In: &bytes.Buffer{}, Out: &out, ErrOut: tty, ErrTTY: term.IsTerminal(int(tty.Fd()))}
+			streams := &IOStreams{In: &bytes.Buffer{}, Out: &out, ErrOut: tty, ErrTTY: term.IsTerminal(int(tty.Fd())), DumbTerm: c.dumb}
 			if !streams.ErrTTY {
 				t.Fatal("the pty is not a terminal")
 			}
@@ -93,8 +95,8 @@ func TestPushOnTerminal(t *testing.T) {
 			}
 			s := screen.String()
 			if c.lines {
-				if !strings.Contains(s, ": checking ") || !strings.Contains(s, ": updated: ") {
-					t.Errorf("no line-per-phase output on an unsized terminal: %q", s)
+				if !strings.Contains(s, ": checking ") || !strings.Contains(s, ": updated: ") || strings.Contains(s, "\x1b[") {
+					t.Errorf("no line-per-phase output, or escapes, on an unsized or dumb terminal: %q", s)
 				}
 				return
 			}
