@@ -51,14 +51,15 @@ type fleetView struct {
 type viewDev struct {
 	label   string
 	phase   upload.Phase
-	try     int    // the try the last event belongs to
-	why     string // the last failed try's message
-	taken   int64
+	try     int       // the try the last event belongs to
+	why     string    // the last failed try's message
+	taken   int64     // bytes the device took in this try (the last, once ended)
 	first   time.Time // the try's first byte
 	rate    float64
 	start   time.Time // the first step past the check
 	ended   bool
 	bad     bool
+	kind    upload.Outcome
 	outcome string
 	message string
 }
@@ -133,8 +134,11 @@ func (v *fleetView) event(e upload.FleetEvent) {
 		if e.Result == nil || d.ended {
 			break
 		}
-		d.ended, d.bad = true, e.Result.Outcome.Bad()
+		d.ended, d.bad, d.kind = true, e.Result.Outcome.Bad(), e.Result.Outcome
 		d.outcome, d.message = e.Result.OutcomeText(), oneLine(e.Result.Message)
+		// The result's count of the last try, where the progress events
+		// may have stopped short of the last byte.
+		d.taken = max(d.taken, e.Result.Bytes)
 		if !d.start.IsZero() {
 			v.took += e.Time.Sub(d.start)
 			v.tookN++
@@ -231,11 +235,7 @@ func (v *fleetView) block(now time.Time, width, height int) []string {
 		bw := min(max(width-lw-2-40, 10), 40)
 		var lines []string
 		for _, d := range v.devs {
-			taken := d.taken
-			if d.ended && !d.bad {
-				taken = v.size
-			}
-			lines = append(lines, fit(fitPad(d.label, lw)+" "+bar(taken, v.size, bw)+" "+v.status(d), width))
+			lines = append(lines, fit(fitPad(d.label, lw)+" "+bar(d.taken, v.size, bw)+" "+v.status(d), width))
 		}
 		return lines
 	}
@@ -265,25 +265,29 @@ func (v *fleetView) active(d *viewDev) bool {
 	return !d.ended && d.phase != "" && (d.phase != upload.PhaseChecking || !v.updating)
 }
 
-// overall is "done/total devices [bar] bytes ETA, failed, queued".
+// overall is "done/total devices [bar] bytes ETA, failed, queued". The
+// bytes are those the devices took (in their last try), of the image's
+// size for each device that is to be sent it: not those that ended without
+// a send (skipped, refused, not started, planned).
 func (v *fleetView) overall(now time.Time, width int) string {
-	done, failed, queued := 0, 0, 0
+	done, failed, queued, senders := 0, 0, 0, 0
 	var sent int64
 	for _, d := range v.devs {
+		sent += d.taken
+		if !d.ended || !sendsNothing(d.kind) {
+			senders++
+		}
 		switch {
 		case d.ended:
 			done++
-			sent += v.size
 			if d.bad {
 				failed++
 			}
 		case !v.active(d):
 			queued++
-		default:
-			sent += d.taken
 		}
 	}
-	total := v.size * int64(len(v.devs))
+	total := v.size * int64(senders)
 	left := fmt.Sprintf("%d/%d devices", done, len(v.devs))
 	tail := humanBytes(sent) + " / " + humanBytes(total)
 	if eta, ok := v.eta(now); ok {
@@ -303,6 +307,15 @@ func (v *fleetView) overall(now time.Time, width int) string {
 		return left + " " + bar(sent, total, min(bw, 60)) + " " + tail
 	}
 	return fit(left+"  "+tail, width)
+}
+
+// sendsNothing: outcomes of a device the image was never to be sent to.
+func sendsNothing(o upload.Outcome) bool {
+	switch o {
+	case upload.OutcomeSkipped, upload.OutcomeRefused, upload.OutcomeNotStarted, upload.OutcomePlanned:
+		return true
+	}
+	return false
 }
 
 // eta is the time the remaining devices need: none until a device has

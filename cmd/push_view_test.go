@@ -37,14 +37,16 @@ func (r *viewRun) ev(name string, ph upload.Phase, try int, done int64, msg stri
 	r.v.event(e)
 }
 
-func (r *viewRun) end(name string, o upload.Outcome, msg string) {
+// end ends a device: bytes is what its last try delivered, as the
+// runner's result tells it.
+func (r *viewRun) end(name string, o upload.Outcome, bytes int64, msg string) {
 	r.now = r.now.Add(100 * time.Millisecond)
 	i := 0
 	for i < len(r.v.devs) && r.v.devs[i].label != name {
 		i++
 	}
 	r.v.event(upload.FleetEvent{Event: upload.Event{Time: r.now, Target: name, Phase: upload.PhaseDone},
-		Addr: fmt.Sprintf("10.0.0.%d:3232", i+1), Result: &upload.Result{Outcome: o, Message: msg}})
+		Addr: fmt.Sprintf("10.0.0.%d:3232", i+1), Result: &upload.Result{Outcome: o, Bytes: bytes, Message: msg}})
 }
 
 func TestFleetViewBlock(t *testing.T) {
@@ -92,17 +94,17 @@ func TestFleetViewBlock(t *testing.T) {
 	})
 
 	r.ev("porch", upload.PhaseUploading, 2, 200, "")
-	r.end("attic", upload.OutcomeUpdated, "runs 1.0.1")
-	r.end("den", upload.OutcomeFailed, "device answered 500")
+	r.end("attic", upload.OutcomeUpdated, 1000, "runs 1.0.1")
+	r.end("den", upload.OutcomeFailed, 0, "device answered 500")
 	check("after the first ends", 60, 4, []string{
-		"2/8 devices  2.1 KiB / 7.8 KiB  ETA 1s  1 failed, 5 queued",
+		"2/8 devices  1.2 KiB / 7.8 KiB  ETA 1s  1 failed, 5 queued",
 		"porch    uploading  20 %  try 2/4: device answered 500 \"Wri…",
 	})
 	if want := []string{"den: failed: device answered 500"}; strings.Join(r.v.above, "\n") != strings.Join(want, "\n") {
 		t.Errorf("lines above the view: %q, want %q", r.v.above, want)
 	}
-	check("two lines", 30, 2, []string{"2/8 devices  2.1 KiB / 7.8 Ki…", "porch    uploading  20 %  try…"})
-	check("one line", 30, 1, []string{"2/8 devices  2.1 KiB / 7.8 Ki…"})
+	check("two lines", 30, 2, []string{"2/8 devices  1.2 KiB / 7.8 Ki…", "porch    uploading  20 %  try…"})
+	check("one line", 30, 1, []string{"2/8 devices  1.2 KiB / 7.8 Ki…"})
 	check("no room", 30, 0, nil)
 
 	// Room for every device: a line each, in target order.
@@ -123,6 +125,34 @@ func TestFleetViewBlock(t *testing.T) {
 	}
 }
 
+// TestFleetViewBytes: the overall line counts the bytes the devices took,
+// of the image's size for each device it is to be sent to.
+func TestFleetViewBytes(t *testing.T) {
+	r := newViewRun("up", "same", "half", "busy", "wait", "gated")
+	for _, n := range []string{"up", "same", "half", "busy", "wait", "gated"} {
+		r.ev(n, upload.PhaseChecking, 0, 0, "")
+	}
+	r.end("same", upload.OutcomeSkipped, 0, "already runs 1.0.1")
+	r.ev("up", upload.PhaseUploading, 1, 600, "")
+	r.end("up", upload.OutcomeUpdated, 1000, "runs 1.0.1") // its last progress event was short of the end
+	r.ev("half", upload.PhaseUploading, 1, 300, "")
+	r.end("half", upload.OutcomeFailed, 0, "device answered 500")
+	r.ev("busy", upload.PhaseUploading, 1, 500, "")
+	r.end("gated", upload.OutcomeNotStarted, 0, "not started: the canary failed")
+	// Sent: 1000 (up) + 300 (half) + 500 (busy); to send: 1000 for each of
+	// up, half, busy and wait (same and gated get nothing).
+	if got, want := r.v.overall(r.now, 60), "4/6 devices  1.8 KiB / 3.9 KiB  ETA 0s  1 failed, 1 queued"; got != want {
+		t.Errorf("overall line %q, want %q", got, want)
+	}
+	lines := strings.Join(r.v.block(r.now, 60, 20), "\n")
+	for _, want := range []string{"up    [===========] updated", "same  [           ] skipped",
+		"half  [==>        ] failed"} {
+		if !strings.Contains(lines, want) {
+			t.Errorf("no line %q in\n%s", want, lines)
+		}
+	}
+}
+
 func TestFleetViewETA(t *testing.T) {
 	r := newViewRun("a", "b", "c", "d", "e", "f")
 	for _, n := range []string{"a", "b", "c", "d", "e", "f"} {
@@ -137,7 +167,7 @@ func TestFleetViewETA(t *testing.T) {
 		t.Error("an ETA before any device ended")
 	}
 	r.now = r.now.Add(10 * time.Second)
-	r.end("a", upload.OutcomeUpdated, "") // took 10.2 s
+	r.end("a", upload.OutcomeUpdated, 1000, "") // took 10.2 s
 	// Two at once: b is nearly done, then c, d, e, f take 10.2 s each,
 	// two by two.
 	eta, ok := r.v.eta(r.now)
