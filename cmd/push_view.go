@@ -30,7 +30,7 @@ import (
 type fleetView struct {
 	f        *os.File // the terminal, for its size
 	size     int64    // the image's
-	maxTries int
+	maxTries int      // --retries + 1: a retry's when its event tells none
 
 	mu    sync.Mutex
 	devs  []*viewDev     // in target order
@@ -53,6 +53,7 @@ type viewDev struct {
 	phase   upload.Phase
 	try     int       // the try the last event belongs to
 	why     string    // the last failed try's message
+	max     int       // the most tries its last failure's class allows; 0 = not told
 	taken   int64     // bytes the device took in this try (the last, once ended)
 	first   time.Time // the try's first byte
 	rate    float64
@@ -165,7 +166,7 @@ func (v *fleetView) event(e upload.FleetEvent) {
 			d.taken, d.first, d.rate = 0, time.Time{}, 0
 		}
 		if e.Phase == upload.PhaseRetrying {
-			d.why = oneLine(strings.TrimPrefix(e.Message, "retrying: "))
+			d.why, d.max = oneLine(strings.TrimPrefix(e.Message, "retrying: ")), e.MaxTries
 		}
 		d.phase = e.Phase
 	}
@@ -340,8 +341,8 @@ func (v *fleetView) eta(now time.Time) (time.Duration, bool) {
 	return (work / time.Duration(v.maxInFlight)).Round(time.Second), true
 }
 
-// status is a device's phase as shown, with its try and the last failure's
-// reason once it has retried.
+// status is a device's phase as shown, with its try, of the most its last
+// failure allows, and that failure's reason once it has retried.
 func (v *fleetView) status(d *viewDev) string {
 	var s string
 	switch {
@@ -366,7 +367,11 @@ func (v *fleetView) status(d *viewDev) string {
 		try++ // the event counts the try that failed
 	}
 	if d.why != "" && try > 1 {
-		s += fmt.Sprintf("  try %d/%d: %s", try, max(v.maxTries, try), d.why)
+		most := d.max
+		if most == 0 {
+			most = v.maxTries
+		}
+		s += fmt.Sprintf("  try %d/%d: %s", try, max(most, try), d.why)
 	}
 	return s
 }

@@ -37,6 +37,18 @@ func (r *viewRun) ev(name string, ph upload.Phase, try int, done int64, msg stri
 	r.v.event(e)
 }
 
+// retry is a device's retrying event after try failed; max is the most
+// tries its failure allows (0: the event tells none).
+func (r *viewRun) retry(name string, try, max int, msg string) {
+	r.now = r.now.Add(100 * time.Millisecond)
+	i := 0
+	for i < len(r.v.devs) && r.v.devs[i].label != name {
+		i++
+	}
+	r.v.event(upload.FleetEvent{Event: upload.Event{Time: r.now, Target: name, Phase: upload.PhaseRetrying, Try: try, MaxTries: max, Message: msg},
+		Addr: fmt.Sprintf("10.0.0.%d:3232", i+1)})
+}
+
 // end ends a device: bytes is what its last try delivered, as the
 // runner's result tells it.
 func (r *viewRun) end(name string, o upload.Outcome, bytes int64, msg string) {
@@ -85,11 +97,11 @@ func TestFleetViewBlock(t *testing.T) {
 	r.ev("attic", upload.PhaseUploading, 1, 100, "")
 	r.ev("attic", upload.PhaseUploading, 1, 500, "")
 	r.ev("den", upload.PhaseConnecting, 1, 0, "")
-	r.ev("porch", upload.PhaseRetrying, 1, 0, "retrying: device answered 500 \"Write failed\"\n\x1b[2Jmore")
+	r.retry("porch", 1, 2, "retrying: device answered 500 \"Write failed\"\n\x1b[2Jmore")
 	check("uploading", 60, 6, []string{
 		"0/8 devices [>                   ] 500 B / 7.8 KiB  5 queued",
 		"attic    uploading  50 %    5 KB/s",
-		"porch    retrying  try 2/4: device answered 500 \"Write fail…",
+		"porch    retrying  try 2/2: device answered 500 \"Write fail…",
 		"den      connecting",
 	})
 
@@ -98,7 +110,7 @@ func TestFleetViewBlock(t *testing.T) {
 	r.end("den", upload.OutcomeFailed, 0, "device answered 500")
 	check("after the first ends", 60, 4, []string{
 		"2/8 devices  1.2 KiB / 7.8 KiB  ETA 1s  1 failed, 5 queued",
-		"porch    uploading  20 %  try 2/4: device answered 500 \"Wri…",
+		"porch    uploading  20 %  try 2/2: device answered 500 \"Wri…",
 	})
 	if want := []string{"den: failed: device answered 500"}; strings.Join(r.v.above, "\n") != strings.Join(want, "\n") {
 		t.Errorf("lines above the view: %q, want %q", r.v.above, want)
@@ -118,7 +130,7 @@ func TestFleetViewBlock(t *testing.T) {
 		}
 	}
 	for _, want := range []string{"attic   [=========] updated", "den     [         ] failed: device answered 500",
-		"barn    [         ] queued", "porch   [>        ] uploading  20 %  try 2/4: device answer…"} {
+		"barn    [         ] queued", "porch   [>        ] uploading  20 %  try 2/2: device answer…"} {
 		if !strings.Contains(strings.Join(lines, "\n"), want) {
 			t.Errorf("no line %q in\n%s", want, strings.Join(lines, "\n"))
 		}
@@ -149,6 +161,32 @@ func TestFleetViewBytes(t *testing.T) {
 		"half  [==>        ] failed"} {
 		if !strings.Contains(lines, want) {
 			t.Errorf("no line %q in\n%s", want, lines)
+		}
+	}
+}
+
+// TestFleetViewTries: a retrying device shows the try it is on of the most
+// its last failure's class allows, as the runner tells it.
+func TestFleetViewTries(t *testing.T) {
+	r := newViewRun("a", "b", "c")
+	for _, n := range []string{"a", "b", "c"} {
+		r.ev(n, upload.PhaseChecking, 0, 0, "")
+		r.ev(n, upload.PhaseConnecting, 1, 0, "")
+	}
+	r.retry("a", 1, 4, "retrying: connection reset")
+	r.ev("a", upload.PhaseConnecting, 2, 0, "")
+	r.retry("a", 2, 3, "retrying: device answered 500 Write failed")
+	r.retry("b", 1, 2, "device busy; waiting 1s for its stability window, then trying once more")
+	r.ev("b", upload.PhaseUploading, 2, 100, "")
+	r.retry("c", 1, 0, "retrying: connection reset") // tells no maximum: --retries + 1
+	want := map[string]string{
+		"a": "retrying  try 3/3: device answered 500 Write failed",
+		"b": "uploading  10 %  try 2/2: device busy; waiting 1s for its stability window, then trying once more",
+		"c": "retrying  try 2/4: connection reset",
+	}
+	for _, d := range r.v.devs {
+		if got := r.v.status(d); got != want[d.label] {
+			t.Errorf("%s: %q, want %q", d.label, got, want[d.label])
 		}
 	}
 }
