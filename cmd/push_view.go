@@ -114,6 +114,14 @@ func (v *fleetView) close() {
 	v.draw(true)
 }
 
+// failedBefore prints line above the view at the next redraw: a device
+// that ended before the run.
+func (v *fleetView) failedBefore(line string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.above = append(v.above, line)
+}
+
 // event records e (redacted) for the next redraw.
 func (v *fleetView) event(e upload.FleetEvent) {
 	v.mu.Lock()
@@ -145,11 +153,7 @@ func (v *fleetView) event(e upload.FleetEvent) {
 			v.tookN++
 		}
 		if d.bad {
-			line := d.label + ": " + d.outcome
-			if d.message != "" {
-				line += ": " + d.message
-			}
-			v.above = append(v.above, line)
+			v.above = append(v.above, endedLine(d.label, *e.Result))
 		}
 	default:
 		if e.Phase != upload.PhaseChecking && d.start.IsZero() {
