@@ -17,6 +17,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/ots-ota/ots-ota/sim"
+	"github.com/ots-ota/ots-ota/upload"
 )
 
 // TestPushOnTerminal runs push with stderr on a real pseudo-terminal: bars
@@ -136,4 +137,73 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestFleetViewRedrawAfterShrink: once the terminal is made smaller (80×24
+// to 60×15) the view moves up at most to the top row and writes no newline
+// past its block's last line (a newline on the last row scrolls the view
+// into the scrollback), nor any when it erases itself at the end.
+func TestFleetViewRedrawAfterShrink(t *testing.T) {
+	ptm, tty, err := pty.Open()
+	if err != nil {
+		t.Skipf("no pty: %v", err)
+	}
+	defer ptm.Close()
+	defer tty.Close()
+	if err := pty.Setsize(tty, &pty.Winsize{Rows: 24, Cols: 80}); err != nil {
+		t.Fatal(err)
+	}
+	var screen syncBuffer
+	go func() { _, _ = io.Copy(&screen, ptm) }()
+	var names []string
+	for i := range 250 {
+		names = append(names, fmt.Sprintf("greenhouse-%03d", i))
+	}
+	r := newViewRun(names...)
+	r.v.f = tty
+	for i, n := range names {
+		r.ev(n, upload.PhaseChecking, 0, 0, "")
+		if i%3 == 0 {
+			r.ev(n, upload.PhaseUploading, 1, 400, "")
+		}
+	}
+	// frame draws one frame and returns what reached the terminal.
+	n := 0
+	frame := func(last bool) string {
+		n++
+		r.v.draw(last)
+		mark := fmt.Sprintf("\x1b]2;frame %d\x07", n)
+		fmt.Fprint(tty, mark)
+		for end := time.Now().Add(10 * time.Second); !strings.Contains(screen.String(), mark); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(end) {
+				t.Fatalf("frame %d did not arrive", n)
+			}
+		}
+		s := screen.String()
+		s = s[:strings.Index(s, mark)]
+		if i := strings.LastIndex(s, "\x07"); i >= 0 {
+			s = s[i+1:]
+		}
+		return s
+	}
+	first := frame(false)
+	if got := strings.Count(first, "\n"); got != 23 {
+		t.Fatalf("first frame: %d lines, want 23 on a terminal of 24 rows: %q", got, first)
+	}
+	if err := pty.Setsize(tty, &pty.Winsize{Rows: 15, Cols: 60}); err != nil {
+		t.Fatal(err)
+	}
+	for _, last := range []bool{false, true} {
+		f := frame(last)
+		want := 14 // a block of 14 lines below the cursor's row
+		if last {
+			want = 0
+		}
+		if !strings.HasPrefix(f, "\r\x1b[14A") {
+			t.Errorf("frame after the shrink (last %v) does not begin by moving up 14 rows: %q", last, f)
+		}
+		if got := strings.Count(f, "\n"); got != want {
+			t.Errorf("frame after the shrink (last %v) writes %d newlines, want %d: %q", last, got, want, f)
+		}
+	}
 }

@@ -25,8 +25,12 @@ import (
 //
 // The block never scrolls: it is at most the terminal's height less one
 // line (the cursor's, below it) and no line of it reaches the last column,
-// so no line wraps and moving the cursor up by the lines drawn always
-// lands on the block's first line. The size is read again at each redraw.
+// so no line wraps and moving the cursor up by the lines drawn lands on
+// the block's first line. The size is read again at each redraw. After
+// the terminal was made smaller, the cursor moves up at most to the top
+// row (a shorter terminal has pushed the block's top away, or cut it), by
+// the rows the old lines take once rewrapped to a narrower width (as most
+// terminals do), and nothing below the block is written with a newline.
 type fleetView struct {
 	f        *os.File // the terminal, for its size
 	size     int64    // the image's
@@ -36,7 +40,7 @@ type fleetView struct {
 	devs  []*viewDev     // in target order
 	index map[string]int // redacted address → position in devs
 	above []string       // failure lines not printed yet
-	drawn int            // lines of the block on the screen
+	drawn []int          // the widths of the block's lines on the screen
 	// updating: some device is past its check. The runner checks every
 	// device before it sends to any, so a device still at "checking" then
 	// waits for its turn (queued).
@@ -184,30 +188,32 @@ func (v *fleetView) event(e upload.FleetEvent) {
 	}
 }
 
+// redrawHold is held by tests while they resize the terminal, so that no
+// frame made for the old size reaches the terminal after it changed.
+var redrawHold sync.RWMutex
+
 // draw writes one frame: up to the block's first line, the failure lines
 // due, the block (none when last), then blanks over the rows the last
 // frame used and this one does not. Only lines are erased, never the
 // screen: some terminals (tmux) push a screen erased from its top into
 // the scrollback.
 func (v *fleetView) draw(last bool) {
+	redrawHold.RLock()
+	defer redrawHold.RUnlock()
 	cols, rows := terminalSize(v.f)
 	v.mu.Lock()
 	var b bytes.Buffer
-	if v.drawn > 0 {
-		fmt.Fprintf(&b, "\r\x1b[%dA", v.drawn)
+	up := min(rowsOf(v.drawn, cols), rows-1) // rows from the block's first line to the cursor
+	if up > 0 {
+		fmt.Fprintf(&b, "\r\x1b[%dA", up)
 	}
 	used := 0 // rows written
 	for _, l := range v.above {
-		// A failure line is printed whole and may wrap. Erasing the rest
-		// of a line that ends in the last column would erase its last
-		// character instead.
-		w := runewidth.StringWidth(l)
-		b.WriteString(l)
-		if w%cols != 0 || w == 0 {
-			b.WriteString("\x1b[K")
-		}
-		b.WriteString("\n")
-		used += max((w+cols-1)/cols, 1)
+		// A failure line is printed whole and may wrap.
+		n := rowsOf([]int{runewidth.StringWidth(l)}, cols)
+		eraseRows(&b, n)
+		b.WriteString(l + "\n")
+		used += n
 	}
 	v.above = nil
 	var lines []string
@@ -215,16 +221,43 @@ func (v *fleetView) draw(last bool) {
 		lines = v.block(time.Now(), cols-1, rows-1)
 	}
 	for _, l := range lines {
-		b.WriteString(l + "\x1b[K\n")
+		eraseRows(&b, 1)
+		b.WriteString(l + "\n")
 	}
 	used += len(lines)
-	if left := v.drawn - used; left > 0 {
-		b.WriteString(strings.Repeat("\x1b[2K\n", left))
-		fmt.Fprintf(&b, "\x1b[%dA", left)
+	if left := up - used; left > 0 {
+		eraseRows(&b, left)
 	}
-	v.drawn = len(lines)
+	v.drawn = v.drawn[:0]
+	for _, l := range lines {
+		v.drawn = append(v.drawn, runewidth.StringWidth(l))
+	}
 	v.mu.Unlock()
 	_, _ = b.WriteTo(v.f)
+}
+
+// eraseRows erases n rows from the cursor's down, and leaves the cursor
+// where it was. A row is erased whole before it is written: a terminal
+// that rewrapped it (tmux) keeps it marked as continued on the next row
+// until then, and would join it to the next line when it rewraps again.
+// Never a newline, which scrolls on the last row: the cursor moves down,
+// which stops there (rows past it come in blank as the text scrolls).
+func eraseRows(b *bytes.Buffer, n int) {
+	if n == 1 {
+		b.WriteString("\x1b[2K")
+		return
+	}
+	b.WriteString("\x1b7\x1b[2K" + strings.Repeat("\x1b[B\x1b[2K", n-1) + "\x1b8")
+}
+
+// rowsOf is the rows lines of these widths take on a terminal cols wide:
+// one each as drawn, more once a terminal made narrower rewrapped them.
+func rowsOf(widths []int, cols int) int {
+	n := 0
+	for _, w := range widths {
+		n += max((w+cols-1)/max(cols, 1), 1)
+	}
+	return n
 }
 
 // block is the view's lines, each at most width wide, at most height of
