@@ -172,6 +172,9 @@ func TestColorEnv(t *testing.T) {
 		if got := envForbidsColor(func(k string) string { return c.env[k] }); got != c.forbid {
 			t.Errorf("%v: forbids colour %v, want %v", c.env, got, c.forbid)
 		}
+		if got, want := dumbTerminal(func(k string) string { return c.env[k] }), c.env["TERM"] == "dumb"; got != want {
+			t.Errorf("%v: dumb terminal %v, want %v", c.env, got, want)
+		}
 	}
 }
 

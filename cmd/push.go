@@ -543,6 +543,7 @@ func runPush(ctx context.Context, a *app, o *pushOptions) error {
 		return silentError{code: ExitFailed, json: ptr(newErrorObject("no_devices", msg, hint))}
 	}
 	r := newPushRenderer(a, fw, upload.Merge(pt.targets), opts.Retries)
+	r.failedBefore(pt.failed)
 	opts.OnEvent = r.event
 	start := time.Now()
 	var results []upload.Result

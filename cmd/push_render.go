@@ -16,23 +16,31 @@ import (
 type pushRenderer struct {
 	a     *app
 	fw    *upload.Firmware
-	n     int
 	mu    sync.Mutex
 	json  bool
 	lines bool // one line per phase change on stderr
 	view  *fleetView
 	last  map[string]upload.Phase
+	// restoreVT undoes enableVT once the view is erased.
+	restoreVT func()
 }
 
 // newPushRenderer draws a run over targets (merged, in the runner's
 // order), whose devices each have retries+1 tries.
 func newPushRenderer(a *app, fw *upload.Firmware, targets []upload.Target, retries int) *pushRenderer {
-	r := &pushRenderer{a: a, fw: fw, n: len(targets), json: a.opts.JSON, last: map[string]upload.Phase{}}
+	r := &pushRenderer{a: a, fw: fw, json: a.opts.JSON, last: map[string]upload.Phase{}}
 	errf, _ := a.io.ErrOut.(*os.File)
 	switch {
 	case a.opts.Quiet:
-	// -v's logs on stderr would break into the view: lines then.
-	case a.io.ErrTTY && !a.opts.JSON && a.opts.Verbose == 0 && errf != nil && !zeroSizeTerminal(errf) && enableVT(errf):
+	// -v's logs on stderr would break into the view, and a dumb terminal
+	// moves no cursor: lines then.
+	case a.io.ErrTTY && !a.opts.JSON && a.opts.Verbose == 0 && !a.io.DumbTerm && errf != nil && !zeroSizeTerminal(errf):
+		restore, ok := enableVT(errf)
+		if !ok {
+			r.lines = true
+			break
+		}
+		r.restoreVT = restore
 		r.view = newFleetView(errf, fw.Size(), targets, retries+1, &a.secrets)
 	default:
 		r.lines = true
@@ -75,33 +83,61 @@ func (r *pushRenderer) event(e upload.FleetEvent) {
 	if !r.lines {
 		return
 	}
-	w := r.a.io.ErrOut
+	// What a device or a user supplied is shown on one line, as in the view.
+	w, target := r.a.io.ErrOut, oneLine(e.Target)
 	switch {
 	case e.Phase == upload.PhaseDone && e.Result != nil:
-		res := e.Result
-		fmt.Fprintf(w, "%s: %s", e.Target, res.OutcomeText())
-		if res.Message != "" {
-			fmt.Fprintf(w, ": %s", res.Message)
-		}
-		fmt.Fprintln(w)
+		fmt.Fprintln(w, endedLine(target, *e.Result))
 	case e.Phase == upload.PhaseRetrying, strings.HasPrefix(e.Message, "warning: "):
-		fmt.Fprintf(w, "%s: %s\n", e.Target, e.Message)
+		fmt.Fprintf(w, "%s: %s\n", target, oneLine(e.Message))
 	case e.Phase != r.last[e.Target]:
-		line := e.Target + ": " + string(e.Phase)
+		line := target + ": " + string(e.Phase)
 		if e.Try > 1 {
 			line += fmt.Sprintf(" (try %d)", e.Try)
 		}
 		if e.Phase == upload.PhaseChecking || e.Phase == upload.PhaseConnecting {
-			line += " " + e.Addr
+			line += " " + oneLine(e.Addr)
 		}
 		fmt.Fprintln(w, line)
 	}
 	r.last[e.Target] = e.Phase
 }
 
+// endedLine is "device: outcome: message", one line.
+func endedLine(label string, res upload.Result) string {
+	line := label + ": " + res.OutcomeText()
+	if m := oneLine(res.Message); m != "" {
+		line += ": " + m
+	}
+	return line
+}
+
+// failedBefore shows the devices that ended before the run (a name that
+// did not resolve, an inventory secret that could not be read) as a device
+// that fails in the run is shown: a line above the view, or a line. The
+// --json lines carry them in the summary only.
+func (r *pushRenderer) failedBefore(results []upload.Result) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, res := range results {
+		res = r.clean(res)
+		label := res.Device
+		if label == "" {
+			label = res.Addr
+		}
+		switch {
+		case r.view != nil:
+			r.view.failedBefore(endedLine(oneLine(label), res))
+		case r.lines:
+			fmt.Fprintln(r.a.io.ErrOut, endedLine(oneLine(label), res))
+		}
+	}
+}
+
 func (r *pushRenderer) close() {
 	if r.view != nil {
 		r.view.close()
+		r.restoreVT()
 	}
 }
 

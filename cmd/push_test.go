@@ -2,15 +2,18 @@ package cmd
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ots-ota/ots-ota/image"
+	"github.com/ots-ota/ots-ota/internal/fakedev"
 	"github.com/ots-ota/ots-ota/sim"
 	"github.com/ots-ota/ots-ota/upload"
 )
@@ -157,7 +160,13 @@ func TestPushInterrupted(t *testing.T) {
 // writeTestFirmware writes an ESP32-S3 ots-fw-main image of version v.
 func writeTestFirmware(t *testing.T, v string) string {
 	t.Helper()
-	data, err := image.Build(image.BuildOptions{Chip: image.ChipESP32S3, Project: "ots-fw-main", Version: v, Size: 300_000})
+	return writeTestFirmwareSize(t, v, 300_000)
+}
+
+// writeTestFirmwareSize writes an ESP32-S3 image of version v, size bytes.
+func writeTestFirmwareSize(t *testing.T, v string, size int) string {
+	t.Helper()
+	data, err := image.Build(image.BuildOptions{Chip: image.ChipESP32S3, Project: "ots-fw-main", Version: v, Size: size})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,4 +175,31 @@ func writeTestFirmware(t *testing.T, v string) string {
 		t.Fatal(err)
 	}
 	return fw
+}
+
+// TestPushLinesEveryFailureOneLine: off a terminal (and with -v) a device
+// that fails before the run (its inventory secret cannot be read) gets its
+// line as one that fails in it does, and what a user or device supplied is
+// shown on one line: a name with a newline and an escape does not break the
+// lines nor reach the terminal.
+func TestPushLinesEveryFailureOneLine(t *testing.T) {
+	fw := writeTestFirmware(t, "1.0.1")
+	d := startFake(t, fakedev.HTTPConfig{OTAStatus: true})
+	inv := fmt.Sprintf(`inventory:
+  devices:
+    - {name: "kitchen\e[2J\nstove", address: 127.0.0.1, port: %d}
+    - {name: ghost, address: 127.0.0.1, port: %d, auth: {env: OTS_TEST_NEVER_SET}}`, d.Port(), d.Port()+1)
+	code, out, errOut := runPushCmd(t, inv, append(slices.Clone(pushFast), "-v", "--inventory-only", fw, "kitchen\x1b[2J\nstove", "ghost")...)
+	if code != ExitFailed {
+		t.Errorf("exit %d, want 1 (ghost)\n%s\n%s", code, out, errOut)
+	}
+	for _, want := range []string{"\nghost: failed: nothing sent: the inventory's auth for this device: $OTS_TEST_NEVER_SET is not set\n",
+		"\nkitchen [2J stove: checking ", "\nkitchen [2J stove: updated: "} {
+		if !strings.Contains("\n"+errOut, want) {
+			t.Errorf("stderr has no line %q:\n%s", strings.Trim(want, "\n"), errOut)
+		}
+	}
+	if strings.ContainsAny(errOut, "\x1b\r") || strings.Contains(errOut, "\nstove") {
+		t.Errorf("a name breaks the lines, or an escape reaches the terminal:\n%q", errOut)
+	}
 }

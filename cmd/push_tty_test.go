@@ -17,6 +17,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/ots-ota/ots-ota/sim"
+	"github.com/ots-ota/ots-ota/upload"
 )
 
 // TestPushOnTerminal runs push with stderr on a real pseudo-terminal: bars
@@ -31,11 +32,13 @@ func TestPushOnTerminal(t *testing.T) {
 		subnet   byte
 		overview bool
 		cols     uint16 // 0 = 120
-		lines    bool   // a terminal of width 0: lines, not bars
+		lines    bool   // lines, not bars: a terminal of width 0, or dumb
+		dumb     bool   // TERM=dumb
 	}{
-		{"bar per device", 2, 40, 70, false, 0, false},
-		{"overall bar", 6, 6, 71, true, 0, false},
-		{"unsized terminal", 2, 0, 13, false, 0, true},
+		{"bar per device", 2, 40, 70, false, 0, false, false},
+		{"overall bar", 6, 6, 71, true, 0, false, false},
+		{"unsized terminal", 2, 0, 13, false, 0, true, false},
+		{"dumb terminal", 2, 40, 14, false, 0, true, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			tm := sim.FastTiming()
@@ -54,7 +57,7 @@ func TestPushOnTerminal(t *testing.T) {
 			}
 			defer ptm.Close()
 			cols := c.cols
-			if cols == 0 && !c.lines {
+			if cols == 0 && (!c.lines || c.dumb) {
 				cols = 120
 			}
 			if err := pty.Setsize(tty, &pty.Winsize{Rows: c.rows, Cols: cols}); err != nil {
@@ -68,7 +71,7 @@ func TestPushOnTerminal(t *testing.T) {
 				_, _ = io.Copy(&screen, ptm)
 			}()
 			var out bytes.Buffer
-			streams := &IOStreams{In: &bytes.Buffer{}, Out: &out, ErrOut: tty, ErrTTY: term.IsTerminal(int(tty.Fd()))}
+			streams := &IOStreams{In: &bytes.Buffer{}, Out: &out, ErrOut: tty, ErrTTY: term.IsTerminal(int(tty.Fd())), DumbTerm: c.dumb}
 			if !streams.ErrTTY {
 				t.Fatal("the pty is not a terminal")
 			}
@@ -93,8 +96,8 @@ func TestPushOnTerminal(t *testing.T) {
 			}
 			s := screen.String()
 			if c.lines {
-				if !strings.Contains(s, ": checking ") || !strings.Contains(s, ": updated: ") {
-					t.Errorf("no line-per-phase output on an unsized terminal: %q", s)
+				if !strings.Contains(s, ": checking ") || !strings.Contains(s, ": updated: ") || strings.Contains(s, "\x1b[") {
+					t.Errorf("no line-per-phase output, or escapes, on an unsized or dumb terminal: %q", s)
 				}
 				return
 			}
@@ -134,4 +137,73 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestFleetViewRedrawAfterShrink: once the terminal is made smaller (80×24
+// to 60×15) the view moves up at most to the top row and writes no newline
+// past its block's last line (a newline on the last row scrolls the view
+// into the scrollback), nor any when it erases itself at the end.
+func TestFleetViewRedrawAfterShrink(t *testing.T) {
+	ptm, tty, err := pty.Open()
+	if err != nil {
+		t.Skipf("no pty: %v", err)
+	}
+	defer ptm.Close()
+	defer tty.Close()
+	if err := pty.Setsize(tty, &pty.Winsize{Rows: 24, Cols: 80}); err != nil {
+		t.Fatal(err)
+	}
+	var screen syncBuffer
+	go func() { _, _ = io.Copy(&screen, ptm) }()
+	var names []string
+	for i := range 250 {
+		names = append(names, fmt.Sprintf("greenhouse-%03d", i))
+	}
+	r := newViewRun(names...)
+	r.v.f = tty
+	for i, n := range names {
+		r.ev(n, upload.PhaseChecking, 0, 0, "")
+		if i%3 == 0 {
+			r.ev(n, upload.PhaseUploading, 1, 400, "")
+		}
+	}
+	// frame draws one frame and returns what reached the terminal.
+	n := 0
+	frame := func(last bool) string {
+		n++
+		r.v.draw(last)
+		mark := fmt.Sprintf("\x1b]2;frame %d\x07", n)
+		fmt.Fprint(tty, mark)
+		for end := time.Now().Add(10 * time.Second); !strings.Contains(screen.String(), mark); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(end) {
+				t.Fatalf("frame %d did not arrive", n)
+			}
+		}
+		s := screen.String()
+		s = s[:strings.Index(s, mark)]
+		if i := strings.LastIndex(s, "\x07"); i >= 0 {
+			s = s[i+1:]
+		}
+		return s
+	}
+	first := frame(false)
+	if got := strings.Count(first, "\n"); got != 23 {
+		t.Fatalf("first frame: %d lines, want 23 on a terminal of 24 rows: %q", got, first)
+	}
+	if err := pty.Setsize(tty, &pty.Winsize{Rows: 15, Cols: 60}); err != nil {
+		t.Fatal(err)
+	}
+	for _, last := range []bool{false, true} {
+		f := frame(last)
+		want := 14 // a block of 14 lines below the cursor's row
+		if last {
+			want = 0
+		}
+		if !strings.HasPrefix(f, "\r\x1b[14A") {
+			t.Errorf("frame after the shrink (last %v) does not begin by moving up 14 rows: %q", last, f)
+		}
+		if got := strings.Count(f, "\n"); got != want {
+			t.Errorf("frame after the shrink (last %v) writes %d newlines, want %d: %q", last, got, want, f)
+		}
+	}
 }

@@ -25,18 +25,22 @@ import (
 //
 // The block never scrolls: it is at most the terminal's height less one
 // line (the cursor's, below it) and no line of it reaches the last column,
-// so no line wraps and moving the cursor up by the lines drawn always
-// lands on the block's first line. The size is read again at each redraw.
+// so no line wraps and moving the cursor up by the lines drawn lands on
+// the block's first line. The size is read again at each redraw. After
+// the terminal was made smaller, the cursor moves up at most to the top
+// row (a shorter terminal has pushed the block's top away, or cut it), by
+// the rows the old lines take once rewrapped to a narrower width (as most
+// terminals do), and nothing below the block is written with a newline.
 type fleetView struct {
 	f        *os.File // the terminal, for its size
 	size     int64    // the image's
-	maxTries int
+	maxTries int      // --retries + 1: a retry's when its event tells none
 
 	mu    sync.Mutex
 	devs  []*viewDev     // in target order
 	index map[string]int // redacted address → position in devs
 	above []string       // failure lines not printed yet
-	drawn int            // lines of the block on the screen
+	drawn []int          // the widths of the block's lines on the screen
 	// updating: some device is past its check. The runner checks every
 	// device before it sends to any, so a device still at "checking" then
 	// waits for its turn (queued).
@@ -51,14 +55,16 @@ type fleetView struct {
 type viewDev struct {
 	label   string
 	phase   upload.Phase
-	try     int    // the try the last event belongs to
-	why     string // the last failed try's message
-	taken   int64
+	try     int       // the try the last event belongs to
+	why     string    // the last failed try's message
+	max     int       // the most tries its last failure's class allows; 0 = not told
+	taken   int64     // bytes the device took in this try (the last, once ended)
 	first   time.Time // the try's first byte
 	rate    float64
 	start   time.Time // the first step past the check
 	ended   bool
 	bad     bool
+	kind    upload.Outcome
 	outcome string
 	message string
 }
@@ -112,6 +118,14 @@ func (v *fleetView) close() {
 	v.draw(true)
 }
 
+// failedBefore prints line above the view at the next redraw: a device
+// that ended before the run.
+func (v *fleetView) failedBefore(line string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.above = append(v.above, line)
+}
+
 // event records e (redacted) for the next redraw.
 func (v *fleetView) event(e upload.FleetEvent) {
 	v.mu.Lock()
@@ -133,18 +147,17 @@ func (v *fleetView) event(e upload.FleetEvent) {
 		if e.Result == nil || d.ended {
 			break
 		}
-		d.ended, d.bad = true, e.Result.Outcome.Bad()
+		d.ended, d.bad, d.kind = true, e.Result.Outcome.Bad(), e.Result.Outcome
 		d.outcome, d.message = e.Result.OutcomeText(), oneLine(e.Result.Message)
+		// The result's count of the last try, where the progress events
+		// may have stopped short of the last byte.
+		d.taken = max(d.taken, e.Result.Bytes)
 		if !d.start.IsZero() {
 			v.took += e.Time.Sub(d.start)
 			v.tookN++
 		}
 		if d.bad {
-			line := d.label + ": " + d.outcome
-			if d.message != "" {
-				line += ": " + d.message
-			}
-			v.above = append(v.above, line)
+			v.above = append(v.above, endedLine(d.label, *e.Result))
 		}
 	default:
 		if e.Phase != upload.PhaseChecking && d.start.IsZero() {
@@ -161,7 +174,7 @@ func (v *fleetView) event(e upload.FleetEvent) {
 			d.taken, d.first, d.rate = 0, time.Time{}, 0
 		}
 		if e.Phase == upload.PhaseRetrying {
-			d.why = oneLine(strings.TrimPrefix(e.Message, "retrying: "))
+			d.why, d.max = oneLine(strings.TrimPrefix(e.Message, "retrying: ")), e.MaxTries
 		}
 		d.phase = e.Phase
 	}
@@ -175,30 +188,32 @@ func (v *fleetView) event(e upload.FleetEvent) {
 	}
 }
 
+// redrawHold is held by tests while they resize the terminal, so that no
+// frame made for the old size reaches the terminal after it changed.
+var redrawHold sync.RWMutex
+
 // draw writes one frame: up to the block's first line, the failure lines
 // due, the block (none when last), then blanks over the rows the last
 // frame used and this one does not. Only lines are erased, never the
 // screen: some terminals (tmux) push a screen erased from its top into
 // the scrollback.
 func (v *fleetView) draw(last bool) {
+	redrawHold.RLock()
+	defer redrawHold.RUnlock()
 	cols, rows := terminalSize(v.f)
 	v.mu.Lock()
 	var b bytes.Buffer
-	if v.drawn > 0 {
-		fmt.Fprintf(&b, "\r\x1b[%dA", v.drawn)
+	up := min(rowsOf(v.drawn, cols), rows-1) // rows from the block's first line to the cursor
+	if up > 0 {
+		fmt.Fprintf(&b, "\r\x1b[%dA", up)
 	}
 	used := 0 // rows written
 	for _, l := range v.above {
-		// A failure line is printed whole and may wrap. Erasing the rest
-		// of a line that ends in the last column would erase its last
-		// character instead.
-		w := runewidth.StringWidth(l)
-		b.WriteString(l)
-		if w%cols != 0 || w == 0 {
-			b.WriteString("\x1b[K")
-		}
-		b.WriteString("\n")
-		used += max((w+cols-1)/cols, 1)
+		// A failure line is printed whole and may wrap.
+		n := rowsOf([]int{runewidth.StringWidth(l)}, cols)
+		eraseRows(&b, n)
+		b.WriteString(l + "\n")
+		used += n
 	}
 	v.above = nil
 	var lines []string
@@ -206,16 +221,43 @@ func (v *fleetView) draw(last bool) {
 		lines = v.block(time.Now(), cols-1, rows-1)
 	}
 	for _, l := range lines {
-		b.WriteString(l + "\x1b[K\n")
+		eraseRows(&b, 1)
+		b.WriteString(l + "\n")
 	}
 	used += len(lines)
-	if left := v.drawn - used; left > 0 {
-		b.WriteString(strings.Repeat("\x1b[2K\n", left))
-		fmt.Fprintf(&b, "\x1b[%dA", left)
+	if left := up - used; left > 0 {
+		eraseRows(&b, left)
 	}
-	v.drawn = len(lines)
+	v.drawn = v.drawn[:0]
+	for _, l := range lines {
+		v.drawn = append(v.drawn, runewidth.StringWidth(l))
+	}
 	v.mu.Unlock()
 	_, _ = b.WriteTo(v.f)
+}
+
+// eraseRows erases n rows from the cursor's down, and leaves the cursor
+// where it was. A row is erased whole before it is written: a terminal
+// that rewrapped it (tmux) keeps it marked as continued on the next row
+// until then, and would join it to the next line when it rewraps again.
+// Never a newline, which scrolls on the last row: the cursor moves down,
+// which stops there (rows past it come in blank as the text scrolls).
+func eraseRows(b *bytes.Buffer, n int) {
+	if n == 1 {
+		b.WriteString("\x1b[2K")
+		return
+	}
+	b.WriteString("\x1b7\x1b[2K" + strings.Repeat("\x1b[B\x1b[2K", n-1) + "\x1b8")
+}
+
+// rowsOf is the rows lines of these widths take on a terminal cols wide:
+// one each as drawn, more once a terminal made narrower rewrapped them.
+func rowsOf(widths []int, cols int) int {
+	n := 0
+	for _, w := range widths {
+		n += max((w+cols-1)/max(cols, 1), 1)
+	}
+	return n
 }
 
 // block is the view's lines, each at most width wide, at most height of
@@ -231,11 +273,7 @@ func (v *fleetView) block(now time.Time, width, height int) []string {
 		bw := min(max(width-lw-2-40, 10), 40)
 		var lines []string
 		for _, d := range v.devs {
-			taken := d.taken
-			if d.ended && !d.bad {
-				taken = v.size
-			}
-			lines = append(lines, fit(fitPad(d.label, lw)+" "+bar(taken, v.size, bw)+" "+v.status(d), width))
+			lines = append(lines, fit(fitPad(d.label, lw)+" "+bar(d.taken, v.size, bw)+" "+v.status(d), width))
 		}
 		return lines
 	}
@@ -265,25 +303,29 @@ func (v *fleetView) active(d *viewDev) bool {
 	return !d.ended && d.phase != "" && (d.phase != upload.PhaseChecking || !v.updating)
 }
 
-// overall is "done/total devices [bar] bytes ETA, failed, queued".
+// overall is "done/total devices [bar] bytes ETA, failed, queued". The
+// bytes are those the devices took (in their last try), of the image's
+// size for each device that is to be sent it: not those that ended without
+// a send (skipped, refused, not started, planned).
 func (v *fleetView) overall(now time.Time, width int) string {
-	done, failed, queued := 0, 0, 0
+	done, failed, queued, senders := 0, 0, 0, 0
 	var sent int64
 	for _, d := range v.devs {
+		sent += d.taken
+		if !d.ended || !sendsNothing(d.kind) {
+			senders++
+		}
 		switch {
 		case d.ended:
 			done++
-			sent += v.size
 			if d.bad {
 				failed++
 			}
 		case !v.active(d):
 			queued++
-		default:
-			sent += d.taken
 		}
 	}
-	total := v.size * int64(len(v.devs))
+	total := v.size * int64(senders)
 	left := fmt.Sprintf("%d/%d devices", done, len(v.devs))
 	tail := humanBytes(sent) + " / " + humanBytes(total)
 	if eta, ok := v.eta(now); ok {
@@ -303,6 +345,15 @@ func (v *fleetView) overall(now time.Time, width int) string {
 		return left + " " + bar(sent, total, min(bw, 60)) + " " + tail
 	}
 	return fit(left+"  "+tail, width)
+}
+
+// sendsNothing: outcomes of a device the image was never to be sent to.
+func sendsNothing(o upload.Outcome) bool {
+	switch o {
+	case upload.OutcomeSkipped, upload.OutcomeRefused, upload.OutcomeNotStarted, upload.OutcomePlanned:
+		return true
+	}
+	return false
 }
 
 // eta is the time the remaining devices need: none until a device has
@@ -327,8 +378,8 @@ func (v *fleetView) eta(now time.Time) (time.Duration, bool) {
 	return (work / time.Duration(v.maxInFlight)).Round(time.Second), true
 }
 
-// status is a device's phase as shown, with its try and the last failure's
-// reason once it has retried.
+// status is a device's phase as shown, with its try, of the most its last
+// failure allows, and that failure's reason once it has retried.
 func (v *fleetView) status(d *viewDev) string {
 	var s string
 	switch {
@@ -353,7 +404,11 @@ func (v *fleetView) status(d *viewDev) string {
 		try++ // the event counts the try that failed
 	}
 	if d.why != "" && try > 1 {
-		s += fmt.Sprintf("  try %d/%d: %s", try, max(v.maxTries, try), d.why)
+		most := d.max
+		if most == 0 {
+			most = v.maxTries
+		}
+		s += fmt.Sprintf("  try %d/%d: %s", try, max(most, try), d.why)
 	}
 	return s
 }

@@ -37,14 +37,28 @@ func (r *viewRun) ev(name string, ph upload.Phase, try int, done int64, msg stri
 	r.v.event(e)
 }
 
-func (r *viewRun) end(name string, o upload.Outcome, msg string) {
+// retry is a device's retrying event after try failed; max is the most
+// tries its failure allows (0: the event tells none).
+func (r *viewRun) retry(name string, try, max int, msg string) {
+	r.now = r.now.Add(100 * time.Millisecond)
+	i := 0
+	for i < len(r.v.devs) && r.v.devs[i].label != name {
+		i++
+	}
+	r.v.event(upload.FleetEvent{Event: upload.Event{Time: r.now, Target: name, Phase: upload.PhaseRetrying, Try: try, MaxTries: max, Message: msg},
+		Addr: fmt.Sprintf("10.0.0.%d:3232", i+1)})
+}
+
+// end ends a device: bytes is what its last try delivered, as the
+// runner's result tells it.
+func (r *viewRun) end(name string, o upload.Outcome, bytes int64, msg string) {
 	r.now = r.now.Add(100 * time.Millisecond)
 	i := 0
 	for i < len(r.v.devs) && r.v.devs[i].label != name {
 		i++
 	}
 	r.v.event(upload.FleetEvent{Event: upload.Event{Time: r.now, Target: name, Phase: upload.PhaseDone},
-		Addr: fmt.Sprintf("10.0.0.%d:3232", i+1), Result: &upload.Result{Outcome: o, Message: msg}})
+		Addr: fmt.Sprintf("10.0.0.%d:3232", i+1), Result: &upload.Result{Outcome: o, Bytes: bytes, Message: msg}})
 }
 
 func TestFleetViewBlock(t *testing.T) {
@@ -83,26 +97,26 @@ func TestFleetViewBlock(t *testing.T) {
 	r.ev("attic", upload.PhaseUploading, 1, 100, "")
 	r.ev("attic", upload.PhaseUploading, 1, 500, "")
 	r.ev("den", upload.PhaseConnecting, 1, 0, "")
-	r.ev("porch", upload.PhaseRetrying, 1, 0, "retrying: device answered 500 \"Write failed\"\n\x1b[2Jmore")
+	r.retry("porch", 1, 2, "retrying: device answered 500 \"Write failed\"\n\x1b[2Jmore")
 	check("uploading", 60, 6, []string{
 		"0/8 devices [>                   ] 500 B / 7.8 KiB  5 queued",
 		"attic    uploading  50 %    5 KB/s",
-		"porch    retrying  try 2/4: device answered 500 \"Write fail…",
+		"porch    retrying  try 2/2: device answered 500 \"Write fail…",
 		"den      connecting",
 	})
 
 	r.ev("porch", upload.PhaseUploading, 2, 200, "")
-	r.end("attic", upload.OutcomeUpdated, "runs 1.0.1")
-	r.end("den", upload.OutcomeFailed, "device answered 500")
+	r.end("attic", upload.OutcomeUpdated, 1000, "runs 1.0.1")
+	r.end("den", upload.OutcomeFailed, 0, "device answered 500")
 	check("after the first ends", 60, 4, []string{
-		"2/8 devices  2.1 KiB / 7.8 KiB  ETA 1s  1 failed, 5 queued",
-		"porch    uploading  20 %  try 2/4: device answered 500 \"Wri…",
+		"2/8 devices  1.2 KiB / 7.8 KiB  ETA 1s  1 failed, 5 queued",
+		"porch    uploading  20 %  try 2/2: device answered 500 \"Wri…",
 	})
 	if want := []string{"den: failed: device answered 500"}; strings.Join(r.v.above, "\n") != strings.Join(want, "\n") {
 		t.Errorf("lines above the view: %q, want %q", r.v.above, want)
 	}
-	check("two lines", 30, 2, []string{"2/8 devices  2.1 KiB / 7.8 Ki…", "porch    uploading  20 %  try…"})
-	check("one line", 30, 1, []string{"2/8 devices  2.1 KiB / 7.8 Ki…"})
+	check("two lines", 30, 2, []string{"2/8 devices  1.2 KiB / 7.8 Ki…", "porch    uploading  20 %  try…"})
+	check("one line", 30, 1, []string{"2/8 devices  1.2 KiB / 7.8 Ki…"})
 	check("no room", 30, 0, nil)
 
 	// Room for every device: a line each, in target order.
@@ -116,9 +130,63 @@ func TestFleetViewBlock(t *testing.T) {
 		}
 	}
 	for _, want := range []string{"attic   [=========] updated", "den     [         ] failed: device answered 500",
-		"barn    [         ] queued", "porch   [>        ] uploading  20 %  try 2/4: device answer…"} {
+		"barn    [         ] queued", "porch   [>        ] uploading  20 %  try 2/2: device answer…"} {
 		if !strings.Contains(strings.Join(lines, "\n"), want) {
 			t.Errorf("no line %q in\n%s", want, strings.Join(lines, "\n"))
+		}
+	}
+}
+
+// TestFleetViewBytes: the overall line counts the bytes the devices took,
+// of the image's size for each device it is to be sent to.
+func TestFleetViewBytes(t *testing.T) {
+	r := newViewRun("up", "same", "half", "busy", "wait", "gated")
+	for _, n := range []string{"up", "same", "half", "busy", "wait", "gated"} {
+		r.ev(n, upload.PhaseChecking, 0, 0, "")
+	}
+	r.end("same", upload.OutcomeSkipped, 0, "already runs 1.0.1")
+	r.ev("up", upload.PhaseUploading, 1, 600, "")
+	r.end("up", upload.OutcomeUpdated, 1000, "runs 1.0.1") // its last progress event was short of the end
+	r.ev("half", upload.PhaseUploading, 1, 300, "")
+	r.end("half", upload.OutcomeFailed, 0, "device answered 500")
+	r.ev("busy", upload.PhaseUploading, 1, 500, "")
+	r.end("gated", upload.OutcomeNotStarted, 0, "not started: the canary failed")
+	// Sent: 1000 (up) + 300 (half) + 500 (busy); to send: 1000 for each of
+	// up, half, busy and wait (same and gated get nothing).
+	if got, want := r.v.overall(r.now, 60), "4/6 devices  1.8 KiB / 3.9 KiB  ETA 0s  1 failed, 1 queued"; got != want {
+		t.Errorf("overall line %q, want %q", got, want)
+	}
+	lines := strings.Join(r.v.block(r.now, 60, 20), "\n")
+	for _, want := range []string{"up    [===========] updated", "same  [           ] skipped",
+		"half  [==>        ] failed"} {
+		if !strings.Contains(lines, want) {
+			t.Errorf("no line %q in\n%s", want, lines)
+		}
+	}
+}
+
+// TestFleetViewTries: a retrying device shows the try it is on of the most
+// its last failure's class allows, as the runner tells it.
+func TestFleetViewTries(t *testing.T) {
+	r := newViewRun("a", "b", "c")
+	for _, n := range []string{"a", "b", "c"} {
+		r.ev(n, upload.PhaseChecking, 0, 0, "")
+		r.ev(n, upload.PhaseConnecting, 1, 0, "")
+	}
+	r.retry("a", 1, 4, "retrying: connection reset")
+	r.ev("a", upload.PhaseConnecting, 2, 0, "")
+	r.retry("a", 2, 3, "retrying: device answered 500 Write failed")
+	r.retry("b", 1, 2, "device busy; waiting 1s for its stability window, then trying once more")
+	r.ev("b", upload.PhaseUploading, 2, 100, "")
+	r.retry("c", 1, 0, "retrying: connection reset") // tells no maximum: --retries + 1
+	want := map[string]string{
+		"a": "retrying  try 3/3: device answered 500 Write failed",
+		"b": "uploading  10 %  try 2/2: device busy; waiting 1s for its stability window, then trying once more",
+		"c": "retrying  try 2/4: connection reset",
+	}
+	for _, d := range r.v.devs {
+		if got := r.v.status(d); got != want[d.label] {
+			t.Errorf("%s: %q, want %q", d.label, got, want[d.label])
 		}
 	}
 }
@@ -137,7 +205,7 @@ func TestFleetViewETA(t *testing.T) {
 		t.Error("an ETA before any device ended")
 	}
 	r.now = r.now.Add(10 * time.Second)
-	r.end("a", upload.OutcomeUpdated, "") // took 10.2 s
+	r.end("a", upload.OutcomeUpdated, 1000, "") // took 10.2 s
 	// Two at once: b is nearly done, then c, d, e, f take 10.2 s each,
 	// two by two.
 	eta, ok := r.v.eta(r.now)

@@ -4,5 +4,6 @@ package cmd
 
 import "os"
 
-// enableVT: terminals here handle escape sequences as they are.
-func enableVT(*os.File) bool { return true }
+// enableVT: terminals here handle escape sequences as they are; there is
+// nothing to restore.
+func enableVT(*os.File) (restore func(), ok bool) { return func() {}, true }

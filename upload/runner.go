@@ -721,7 +721,9 @@ func (r *runner) update(ctx context.Context, d *device, stop *string) {
 		if r.tookEarlier(ctx, d, de) {
 			return
 		}
-		r.emit(d, Event{Phase: PhaseRetrying, Message: why})
+		// The tries left: this class's own, within what is left of the budget.
+		maxTries := d.res.Tries + 1 + min(allowed-perClass[de.Class], r.opts.Retries-retried)
+		r.emit(d, Event{Phase: PhaseRetrying, MaxTries: maxTries, Message: why})
 		if !sleepCtx(uctx, wait) {
 			if ctx.Err() != nil {
 				d.res.Outcome, d.res.Message = OutcomeCancelled, "interrupted while waiting to retry; the device keeps its running image"

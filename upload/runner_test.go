@@ -204,6 +204,45 @@ func TestRunRetryThenUpdated(t *testing.T) {
 	}
 }
 
+// TestRunRetryEventsTellMaxTries: a retrying event tells the try it
+// failed and the most tries the failure's class allows (Class.Retries),
+// within what is left of --retries (3 here).
+func TestRunRetryEventsTellMaxTries(t *testing.T) {
+	net, wf, busy := devErr(ClassNetwork, ""), devErr(ClassWriteFailed, "Write failed"), devErr(ClassBusy, "OTA begin failed")
+	cases := []struct {
+		name   string
+		script []error
+		want   []string // try/max of each retrying event
+	}{
+		{"write failed", []error{wf, wf, wf}, []string{"1/2"}},
+		{"busy", []error{busy, busy}, []string{"1/2"}},
+		{"network", []error{net, net, net, net, net}, []string{"1/4", "2/4", "3/4"}},
+		// Write failed after a network error: one more try at most; then
+		// a network error again has the last of the budget.
+		{"network, write failed, network", []error{net, wf, net}, []string{"1/4", "2/3", "3/4"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			f := newFakeFleet()
+			tg := f.add("d1", &fakeDev{script: c.script})
+			var got []string
+			o := fastOptions(f)
+			o.OnEvent = func(e FleetEvent) {
+				switch {
+				case e.Phase == PhaseRetrying:
+					got = append(got, fmt.Sprintf("%d/%d", e.Try, e.MaxTries))
+				case e.MaxTries != 0:
+					t.Errorf("MaxTries %d on a %s event", e.MaxTries, e.Phase)
+				}
+			}
+			Run(context.Background(), testFirmware(t, "1.0.1"), []Target{tg}, o)
+			if strings.Join(got, " ") != strings.Join(c.want, " ") {
+				t.Errorf("retrying events (try/max) %v, want %v", got, c.want)
+			}
+		})
+	}
+}
+
 func TestRunBusyWaitsAndSaysWhy(t *testing.T) {
 	f := newFakeFleet()
 	tg := f.add("d1", &fakeDev{script: []error{devErr(ClassBusy, "OTA begin failed")}})

@@ -140,6 +140,12 @@ type Event struct {
 	Total   int64     `json:"total,omitempty"` // bytes to send
 	Try     int       `json:"try,omitempty"`
 	Message string    `json:"message,omitempty"`
+
+	// MaxTries, on a retrying event only: the most tries the device gets,
+	// the coming one included, if its failures stay of the class of the
+	// one that failed (Class.Retries: some classes get one retry, not the
+	// whole --retries). Not a field of push --json's lines.
+	MaxTries int `json:"-"`
 }
 
 // Emit receives events. It is called from the transfer's goroutine and must
