@@ -56,10 +56,10 @@ func ok() string          { return testkit.Reply(200, "text/plain", "OK") }
 func bad(w string) string { return testkit.Reply(400, "text/plain", w) }
 
 const (
-	basicChallenge = `WWW-Authenticate: Basic realm="Login Required"`
-	nonce          = "0123456789abcdef0123456789abcdef"
-	opaque         = "fedcba9876543210fedcba9876543210"
-	digestChallengeHeader   = `WWW-Authenticate: Digest realm="Login Required", qop="auth", nonce="` + nonce + `", opaque="` + opaque + `"`
+	basicChallenge        = `WWW-Authenticate: Basic realm="Login Required"`
+	nonce                 = "0123456789abcdef0123456789abcdef"
+	opaque                = "fedcba9876543210fedcba9876543210"
+	digestChallengeHeader = `WWW-Authenticate: Digest realm="Login Required", qop="auth", nonce="` + nonce + `", opaque="` + opaque + `"`
 )
 
 var user = upload.Credentials{User: "admin", Password: auth.NewSecret("s3cret-pass")}
