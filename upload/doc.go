@@ -6,9 +6,13 @@
 // and with the device's own words. Each protocol family's client lives in
 // a package of its own that implements Transport and imports only this
 // core: upload/rawhttp (HTTP POST of the raw image, the seed and OTS
-// firmware) and upload/espota (Arduino's espota). What the runner must know
-// of a family's devices, its transport reports as Traits, so nothing here
-// names a protocol but the detection vocabulary (Protocol, the probe).
+// firmware), upload/espota (Arduino's espota), upload/form (the Arduino
+// upload form) and upload/elegantota (ElegantOTA v3); the HTTP ones share
+// upload/internal/post. What the runner must know of a family's devices,
+// its transport reports as Traits (and, where a protocol's families differ
+// per device, as a Screener's refusal), and a failure after which nothing
+// may be sent again says so in DeviceError.NoRetry; so nothing here names
+// a protocol but the detection vocabulary (Protocol, the probe).
 // cmd/ builds the transports and hands them to the runner in
 // Options.Transports. The wire facts of each family are in
 // docs/protocols/<family>.md.
