@@ -231,7 +231,6 @@ func TestFormFilesystem(t *testing.T) {
 				if !errors.As(err, &re) || !strings.Contains(re.Reason, tc.refused) {
 					t.Fatalf("Send: %v", err)
 				}
-				time.Sleep(20 * time.Millisecond)
 				if n := len(dev.Requests()); n != 0 {
 					t.Fatalf("%d requests reached the device", n)
 				}
