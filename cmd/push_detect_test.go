@@ -1,6 +1,7 @@
 package cmd
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/ots-ota/ots-ota/detect"
+	"github.com/ots-ota/ots-ota/sim"
 )
 
 // webUploader is a loopback fake of an ESP8266HTTPUpdateServer sketch (its
@@ -19,6 +21,7 @@ import (
 type webUploader struct {
 	mu   sync.Mutex
 	reqs []string // "METHOD target"
+	refs []bool   // each request carried a Referer
 	auth []string // Authorization headers seen
 	body int64    // bytes of request bodies received
 	port int
@@ -36,6 +39,7 @@ func startWebUploader(t *testing.T) *webUploader {
 		n, _ := io.Copy(io.Discard, r.Body)
 		u.mu.Lock()
 		u.reqs = append(u.reqs, r.Method+" "+r.RequestURI)
+		u.refs = append(u.refs, r.Header.Get("Referer") != "")
 		if a := r.Header.Get("Authorization"); a != "" {
 			u.auth = append(u.auth, a)
 		}
@@ -58,10 +62,10 @@ func startWebUploader(t *testing.T) *webUploader {
 	return u
 }
 
-func (u *webUploader) seen() (reqs, auth []string, body int64) {
+func (u *webUploader) seen() (reqs []string, refs []bool, auth []string, body int64) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	return append([]string(nil), u.reqs...), append([]string(nil), u.auth...), u.body
+	return append([]string(nil), u.reqs...), append([]bool(nil), u.refs...), append([]string(nil), u.auth...), u.body
 }
 
 // TestPushRefusesUnspokenFamily: push to an ESP8266HTTPUpdateServer, as a
@@ -107,10 +111,10 @@ func TestPushRefusesUnspokenFamily(t *testing.T) {
 				!strings.Contains(res.Message, "ots-ota does not speak HTTPUpdateServer yet") {
 				t.Errorf("result %+v\n%s", res, out)
 			}
-			reqs, auth, body := u.seen()
-			for _, r := range reqs {
+			reqs, refs, auth, body := u.seen()
+			for i, r := range reqs {
 				m, target, _ := strings.Cut(r, " ")
-				if !detect.Allowed(detect.Probe{Kind: detect.KindHTTP, Method: m, Target: target, Referer: target == "/cm?cmnd=Status%200"}) {
+				if !detect.Allowed(detect.Probe{Kind: detect.KindHTTP, Method: m, Target: target, Referer: refs[i]}) {
 					t.Errorf("push sent %s to a device it refused", r)
 				}
 			}
@@ -131,5 +135,35 @@ func TestPushProtocolReserved(t *testing.T) {
 	code, _, errOut := runPushCmd(t, "", "--protocol", "wled", fw, "127.0.0.1")
 	if code != ExitUsage || !strings.Contains(errOut, "reserved for a family ots-ota recognises but does not speak yet") {
 		t.Errorf("exit %d: %s", code, errOut)
+	}
+}
+
+// TestPushProtocolBeatsInventory: --protocol wins over the inventory's
+// protocol: (docs/protocols §1): an inventory entry that says espota, for
+// a seed device, given --protocol http, is updated over http.
+func TestPushProtocolBeatsInventory(t *testing.T) {
+	tm := sim.FastTiming()
+	d, err := sim.Start(context.Background(), sim.Config{Personality: sim.Seed, Extensions: true, Timing: &tm, Seed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	_, ota, _ := net.SplitHostPort(d.OTAAddr())
+	_, web, _ := net.SplitHostPort(d.WebAddr())
+	fw := writeTestFirmware(t, "1.0.1")
+	args := append(append([]string{"--json", "--web-port", web, "--protocol", "http"}, pushFast...), fw, "--inventory-only", "garage")
+	code, out, errOut := runPushCmd(t, "inventory: {devices: [{name: garage, address: 127.0.0.1, port: "+ota+", protocol: espota}]}", args...)
+	var res struct{ Type, Outcome, Message, Protocol string }
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var r struct{ Type, Outcome, Message, Protocol string }
+		if json.Unmarshal([]byte(line), &r) == nil && r.Type == "result" {
+			res = r
+		}
+	}
+	if code != ExitOK || res.Protocol != "http" || res.Outcome != "updated" {
+		t.Errorf("exit %d, result %+v\n%s\n%s", code, res, out, errOut)
+	}
+	if n := len(d.State().Uploads); n != 1 {
+		t.Errorf("the device got %d uploads, want 1", n)
 	}
 }

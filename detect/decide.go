@@ -5,6 +5,8 @@ import (
 	"maps"
 	"slices"
 	"strings"
+
+	"github.com/ots-ota/ots-ota/internal/oneline"
 )
 
 // Evidence is everything known about one device: what was said before
@@ -98,11 +100,11 @@ func Decide(ev Evidence) Decision {
 		return Decision{Refused: true, Why: fmt.Sprintf("%s names protocol %s, which ots-ota does not speak yet", ev.WordFrom, ev.Word)}
 	}
 	// mDNS services that name a family by themselves.
-	if r := rowForService(svc); r != nil && !r.Spoken {
-		return refusal(*r, "mDNS service "+svc, false)
+	if r, ok := rowForService(svc); ok && !r.Spoken {
+		return refusal(r, "mDNS service "+svc, false)
 	}
 	if svc == "_http._tcp" && hasAll(ev.TXT, esphomeTXTKeys) {
-		return refusal(*RowOf(FamilyESPHome), "mDNS _http._tcp with TXT version, mac and config_hash", false)
+		return refusal(row(FamilyESPHome), "mDNS _http._tcp with TXT version, mac and config_hash", false)
 	}
 	switch svc {
 	case "_ota._tcp":
@@ -125,16 +127,27 @@ func Decide(ev Evidence) Decision {
 			}
 		}
 	}
+	if svc == "_http._tcp" {
+		// A host seen only as a web server (a printer, a router) gets
+		// nothing without a positive family fingerprint, whoever said
+		// http (docs/protocols §6).
+		why := "mDNS service _http._tcp"
+		if ev.Word == HTTP {
+			why = "http set by " + ev.WordFrom + "; " + why
+		}
+		if d, ok := connectFailed(ev); ok {
+			return d
+		}
+		return ladder(ev, true, why)
+	}
 	if ev.Word == HTTP {
 		// The word picks raw HTTP over espota, and skips the port probe;
 		// the fingerprints still keep a raw body from a family that
 		// takes none.
+		if d, ok := connectFailed(ev); ok {
+			return d
+		}
 		return ladder(ev, false, "http set by "+ev.WordFrom)
-	}
-	if svc == "_http._tcp" {
-		// A host seen only as a web server (a printer, a router) gets
-		// nothing without a family fingerprint.
-		return ladder(ev, true, "mDNS service _http._tcp")
 	}
 	if ev.port == nil {
 		return need(probeTCP, false)
@@ -158,16 +171,46 @@ func Decide(ev Evidence) Decision {
 	return Decision{Failure: p.failure(), Probed: true}
 }
 
+// connectFailed: on the paths that skip the port probe (the word http, a
+// host seen only as _http._tcp), the first probe's connect failed, and
+// Detect recorded that as the port probe's answer. It ends as the port
+// probe would: unreachable, nothing listens, a name that does not resolve.
+func connectFailed(ev Evidence) (Decision, bool) {
+	p := ev.port
+	switch {
+	case p == nil || p.Kind == Accepted:
+		return Decision{}, false
+	case p.Kind == Closed:
+		return webLadder(ev), true
+	case p.Kind == Refused:
+		// The UDP port did not refuse: ArduinoOTA's may listen there, but
+		// the word named http.
+		return Decision{Probed: true, Failure: &Failure{Kind: FailNetwork, Err: p.Err,
+			Reason: fmt.Sprintf("connection refused by %s: no HTTP server listens there; if it is an ArduinoOTA device, give HOST:PORT with --protocol espota", p.Addr)}}, true
+	}
+	f := p.failure()
+	if f.Kind == FailUnreachable {
+		// The protocol is named: the probe had nothing to tell apart.
+		f.Reason = strings.TrimSuffix(f.Reason, "; cannot tell HTTP from espota until it answers")
+	}
+	return Decision{Failure: f, Probed: true}, true
+}
+
 // ladder is the HTTP fingerprint ladder on the upload port, for a device
 // raw HTTP would go to. Each rung is asked only when the ones before it
-// left the family open; the first mark decides. strict: with no mark at
-// all, nothing is sent (a host seen only as _http._tcp).
+// left the family open; the first mark decides. A 401 or an unnamed
+// upload form on GET /update shows a web uploader whose family a later
+// rung may still name (WLED behind its OTA lock answers 401 too); with
+// none named, it is refused as that. strict (a host seen only as
+// _http._tcp): with no mark at all nothing is sent, and a 405 on /update
+// is no mark.
 func ladder(ev Evidence, strict bool, why string) Decision {
 	up := func(p Probe) Step { return Step{Probe: p} }
 	raw := func(f Family, s Step, says string) Decision {
 		return Decision{Protocol: HTTP, Family: f, Probed: ev.port != nil || len(ev.answers) > 0,
 			Why: fmt.Sprintf("%s; %s answered %s", why, s.Probe, says)}
 	}
+	var uploader *Decision // a web uploader no rung has named yet
 	rungs := []Step{up(probeUpdate), up(probeOTAStatus), {Probe: probeAPIStatus, Web: true}, up(probeRoot), up(probeJSONInfo), up(probeJSON), up(probeTasmotaCmd)}
 	for _, s := range rungs {
 		if s.Web && ev.NoWeb {
@@ -182,17 +225,24 @@ func ladder(ev Evidence, strict bool, why string) Decision {
 		}
 		if !s.Web && (a.None || a.Status == 0) {
 			// Silence or a stranger's bytes on the upload port: ask no more.
-			if strict {
-				return noFamily(why, fmt.Sprintf("%s got no HTTP answer (%s)", s.Probe, a.Note))
+			switch {
+			case uploader != nil:
+				return *uploader
+			case strict:
+				return noFamily(ev, fmt.Sprintf("%s got no HTTP answer: %s", s.Probe, a.Note))
 			}
-			return Decision{Protocol: HTTP, Probed: true, Why: fmt.Sprintf("%s; %s got no HTTP answer (%s), no family told", why, s.Probe, a.Note)}
+			return Decision{Protocol: HTTP, Probed: true, Why: fmt.Sprintf("%s; %s got no HTTP answer, %s; no family told", why, s.Probe, a.Note)}
 		}
 		switch s.Probe {
 		case probeUpdate:
-			if matches(FamilySeed, probeUpdate, a) {
+			if matches(FamilySeed, probeUpdate, a) && !strict {
 				return raw(FamilySeed, s, markFor(FamilySeed, probeUpdate).Says)
 			}
-			if d, ok := followUp(ev, s, a, false); ok {
+			d, ok := followUp(ev, s, a, false)
+			switch {
+			case ok && d.Need == nil && d.Family == FamilyWebUploader:
+				uploader = &d
+			case ok:
 				return d
 			}
 		case probeOTAStatus:
@@ -205,8 +255,11 @@ func ladder(ev Evidence, strict bool, why string) Decision {
 			}
 		}
 	}
-	if strict {
-		return noFamily(why, "no family answered the fingerprint probes")
+	switch {
+	case uploader != nil:
+		return *uploader
+	case strict:
+		return noFamily(ev, "no family answered the fingerprint probes")
 	}
 	return Decision{Protocol: HTTP, Probed: true, Why: why + "; no family fingerprint matched: raw HTTP POST"}
 }
@@ -218,6 +271,7 @@ func webLadder(ev Evidence) Decision {
 	if ev.NoWeb {
 		return fail
 	}
+	var uploader *Decision
 	web := func(p Probe) Step { return Step{Probe: p, Web: true} }
 	for _, s := range []Step{web(probeUpdate), web(probeRoot), web(probeJSONInfo), web(probeJSON), web(probeTasmotaCmd)} {
 		a := ev.answers[s]
@@ -228,13 +282,20 @@ func webLadder(ev Evidence) Decision {
 			return d
 		}
 		if a.None || a.Status == 0 {
-			return fail
+			break
 		}
 		if s.Probe == probeUpdate {
-			if d, ok := followUp(ev, s, a, true); ok {
+			d, ok := followUp(ev, s, a, true)
+			switch {
+			case ok && d.Need == nil && d.Family == FamilyWebUploader:
+				uploader = &d
+			case ok:
 				return d
 			}
 		}
+	}
+	if uploader != nil {
+		return *uploader
 	}
 	return fail
 }
@@ -245,20 +306,29 @@ func familyMark(ev Evidence, s Step, a *Answer) (Decision, bool) {
 	says := func(f Family) string { return fmt.Sprintf("%s answered %s", s.Probe, markFor(f, s.Probe).Says) }
 	switch {
 	case isTasmotaServer(*a):
-		return refusal(*RowOf(FamilyTasmota), fmt.Sprintf("%s answered with Server: %s", s.Probe, clean(a.Header.Get("Server"), 40)), ev.udpClosed()), true
+		return refusal(row(FamilyTasmota), fmt.Sprintf("%s answered with Server: %s", s.Probe, serverProduct(a.Header.Get("Server"))), ev.udpClosed()), true
 	case isESPHomeByte(*a):
-		return refusal(*RowOf(FamilyESPHome), fmt.Sprintf("%s answered the single byte 0x80, ESPHome's native OTA error", s.Probe), ev.udpClosed()), true
+		return refusal(row(FamilyESPHome), fmt.Sprintf("%s answered the single byte 0x80, ESPHome's native OTA error", s.Probe), ev.udpClosed()), true
 	}
 	for _, f := range []Family{FamilyWLED, FamilyESPEasy, FamilyTasmota, FamilyElegantOTA2} {
 		if matches(f, s.Probe, a) {
-			return refusal(*RowOf(f), says(f), ev.udpClosed()), true
+			return refusal(row(f), says(f), ev.udpClosed()), true
 		}
 	}
 	return Decision{}, false
 }
 
+// serverProduct is a Server header's first product token, cleaned: the
+// name and version, without the comment in parentheses.
+func serverProduct(h string) string {
+	h, _, _ = strings.Cut(strings.TrimSpace(h), " ")
+	h, _, _ = strings.Cut(h, "(")
+	return clean(h, 40)
+}
+
 // followUp reads GET /update's answer: the web uploaders serve a page
-// there; one more probe may be needed to name which.
+// there; one more probe may be needed to name which. A Decision of family
+// FamilyWebUploader is not final: a later rung may still name the family.
 func followUp(ev Evidence, s Step, a *Answer, web bool) (Decision, bool) {
 	at := func(p Probe) (Step, *Answer) {
 		st := Step{Probe: p, Web: web}
@@ -273,9 +343,9 @@ func followUp(ev Evidence, s Step, a *Answer, web bool) (Decision, bool) {
 			return d, true
 		}
 		if matches(FamilyESPEasy, probeJSON, j) {
-			return refusal(*RowOf(FamilyESPEasy), fmt.Sprintf("%s answered %s", st.Probe, markFor(FamilyESPEasy, probeJSON).Says), ev.udpClosed()), true
+			return refusal(row(FamilyESPEasy), fmt.Sprintf("%s answered %s", st.Probe, markFor(FamilyESPEasy, probeJSON).Says), ev.udpClosed()), true
 		}
-		return refusal(*RowOf(FamilyHTTPUpdateServer), fmt.Sprintf("%s answered %s", s.Probe, markFor(FamilyHTTPUpdateServer, probeUpdate).Says), ev.udpClosed()), true
+		return refusal(row(FamilyHTTPUpdateServer), fmt.Sprintf("%s answered %s", s.Probe, markFor(FamilyHTTPUpdateServer, probeUpdate).Says), ev.udpClosed()), true
 	case a.Gzip && a.Status == 200:
 		// ElegantOTA gzips its page always; v2 also has /update/identity.
 		st, id := at(probeIdentity)
@@ -283,12 +353,17 @@ func followUp(ev Evidence, s Step, a *Answer, web bool) (Decision, bool) {
 			return need(probeIdentity, web), true
 		}
 		if matches(FamilyElegantOTA2, probeIdentity, id) {
-			return refusal(*RowOf(FamilyElegantOTA2), fmt.Sprintf("%s answered %s", st.Probe, markFor(FamilyElegantOTA2, probeIdentity).Says), ev.udpClosed()), true
+			return refusal(row(FamilyElegantOTA2), fmt.Sprintf("%s answered %s", st.Probe, markFor(FamilyElegantOTA2, probeIdentity).Says), ev.udpClosed()), true
 		}
 		if matches(FamilyElegantOTA3, probeUpdate, a) {
-			return refusal(*RowOf(FamilyElegantOTA3), fmt.Sprintf("%s answered %s", s.Probe, markFor(FamilyElegantOTA3, probeUpdate).Says), ev.udpClosed()), true
+			return refusal(row(FamilyElegantOTA3), fmt.Sprintf("%s answered %s", s.Probe, markFor(FamilyElegantOTA3, probeUpdate).Says), ev.udpClosed()), true
 		}
-	case a.Status == 401:
+		if isUploadForm(*a) {
+			return webUploader(ev, s, false), true
+		}
+	case isUploadForm(*a):
+		return webUploader(ev, s, false), true
+	case isLogin(*a):
 		// A web uploader behind HTTP auth: ESP8266HTTPUpdateServer's
 		// OPTIONS route checks no credentials.
 		st, o := at(probeOptions)
@@ -296,10 +371,22 @@ func followUp(ev Evidence, s Step, a *Answer, web bool) (Decision, bool) {
 			return need(probeOptions, web), true
 		}
 		if matches(FamilyHTTPUpdateServer, probeOptions, o) {
-			return refusal(*RowOf(FamilyHTTPUpdateServer), fmt.Sprintf("%s answered %s", st.Probe, markFor(FamilyHTTPUpdateServer, probeOptions).Says), ev.udpClosed()), true
+			return refusal(row(FamilyHTTPUpdateServer), fmt.Sprintf("%s answered %s", st.Probe, markFor(FamilyHTTPUpdateServer, probeOptions).Says), ev.udpClosed()), true
 		}
+		return webUploader(ev, s, true), true
 	}
 	return Decision{}, false
+}
+
+// webUploader is the refusal of a web uploader no row names: an upload
+// form on GET /update, or a login there (login).
+func webUploader(ev Evidence, s Step, login bool) Decision {
+	r := row(FamilyWebUploader)
+	m := r.Marks[0]
+	if login {
+		r.Name, m = "a web uploader behind a password", r.Marks[1]
+	}
+	return refusal(r, fmt.Sprintf("%s answered %s", s.Probe, m.Says), ev.udpClosed())
 }
 
 // udpClosed: the OTA port's UDP side was shown closed, so a hint at
@@ -308,16 +395,27 @@ func (ev Evidence) udpClosed() bool { return ev.port != nil && ev.port.Kind == C
 
 // refusal is the one line for a device of a family ots-ota does not speak.
 func refusal(r Row, evidence string, udpClosed bool) Decision {
-	why := fmt.Sprintf("looks like %s (%s); ots-ota does not speak %s yet", r.Name, evidence, r.Name)
-	if r.Hint != "" && !udpClosed {
+	unspoken := r.Unspoken
+	if unspoken == "" {
+		unspoken = r.Name
+	}
+	why := fmt.Sprintf("looks like %s (%s); ots-ota does not speak %s yet", r.Name, evidence, unspoken)
+	if r.Hint != "" {
 		why += "; " + r.Hint
+	}
+	if r.EspotaHint != "" && !udpClosed {
+		why += "; " + r.EspotaHint
 	}
 	return Decision{Refused: true, Family: r.Family, Why: why}
 }
 
-func noFamily(why, what string) Decision {
-	return Decision{Refused: true, Probed: true,
-		Why: fmt.Sprintf("seen only as a web server (%s) and %s; nothing is sent to a host without a device family (a printer or a router?)", why, what)}
+// noFamily refuses a host seen only as _http._tcp that showed no family.
+func noFamily(ev Evidence, what string) Decision {
+	why := fmt.Sprintf("seen only as a web server, mDNS _http._tcp, and %s; nothing is sent to a host without a device family, such as a printer or a router", what)
+	if ev.Word == HTTP {
+		why += ", even with http set by " + ev.WordFrom
+	}
+	return Decision{Refused: true, Probed: true, Why: why}
 }
 
 func need(p Probe, web bool) Decision { return Decision{Need: &Step{Probe: p, Web: web}} }
@@ -346,15 +444,4 @@ func ServiceName(s string) string {
 }
 
 // clean makes device text safe to quote on one line.
-func clean(s string, n int) string {
-	s = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, s)
-	if len(s) > n {
-		s = s[:n] + "…"
-	}
-	return s
-}
+func clean(s string, n int) string { return oneline.Clean(s, n) }

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 // Answers for the table tests.
@@ -32,6 +33,8 @@ var (
 	tasmotaCm  = withHeader(status(200, `{"Status":{"Module":0},"StatusFWR":{"Version":"14.3.0(tasmota)"}}`), "Server", "Tasmota/14.3.0 (ESP32)")
 	tasmotaRaw = status(401, `{"WARNING":"Need user=<username>&password=<password>"}`)
 	esphome    = Answer{Raw: []byte{0x80}, Note: "not an HTTP answer"}
+	oldForm    = status(200, "<html><body><form method='POST' action='' enctype='multipart/form-data'><input type='file' name='update'><input type='submit' value='Update'></form></body></html>")
+	digestAuth = withHeader(status(401, ""), "WWW-Authenticate", `Digest realm="Login Required", qop="auth", nonce="0a1b", opaque="2c3d"`)
 	portOK     = PortAnswer{Kind: Accepted, Addr: "10.0.0.5:3232"}
 	portUDP    = PortAnswer{Kind: Refused, Addr: "10.0.0.5:3232", UDPAsked: true}
 	portDead   = PortAnswer{Kind: Closed, Addr: "10.0.0.5:3232", UDPAsked: true}
@@ -133,7 +136,11 @@ func TestDecide(t *testing.T) {
 		{name: "_http._tcp printer", ev: svc("_http._tcp", nil), refused: true, why: "nothing is sent to a host without a device family", asked: 7},
 		{name: "_http._tcp silent", ev: svc("_http._tcp", nil), script: []step{{up(probeUpdate), none}}, refused: true, asked: 1},
 		{name: "_http._tcp Tasmota", ev: svc("_http._tcp", nil), script: []step{{up(probeRoot), withHeader(status(200, "<html>"), "Server", "Tasmota/14.3.0 (ESP8266EX)")}}, refused: true, family: FamilyTasmota, why: "Server: Tasmota/14.3.0", asked: 4},
-		{name: "_http._tcp seed web page", ev: svc("_http._tcp", nil), script: []step{{up(probeUpdate), postOnly}}, want: HTTP, family: FamilySeed, asked: 1},
+		{name: "_http._tcp: 405 alone is no fingerprint", ev: svc("_http._tcp", nil), script: []step{{up(probeUpdate), postOnly}}, refused: true, why: "nothing is sent to a host without a device family", asked: 7},
+		{name: "_http._tcp seed with /ota/status", ev: svc("_http._tcp", nil), script: []step{{up(probeUpdate), postOnly}, {up(probeOTAStatus), otaStatus}}, want: HTTP, family: FamilySeed, why: "GET /ota/status answered ots-ota's status JSON", asked: 2},
+		{name: "_http._tcp OTS with /api/status", ev: svc("_http._tcp", nil), script: []step{{up(probeUpdate), postOnly}, {web(probeAPIStatus), apiStatus}}, want: HTTP, family: FamilyOTS, asked: 3},
+		{name: "_http._tcp with --protocol http: no raw POST without a fingerprint", ev: with(flag(HTTP), "_http._tcp", nil), refused: true, why: "nothing is sent to a host without a device family", asked: 7},
+		{name: "_http._tcp with the inventory's http, 405", ev: with(Evidence{Word: HTTP, WordFrom: "the inventory"}, "_http._tcp", nil), script: []step{{up(probeUpdate), postOnly}}, refused: true, asked: 7},
 		// The port probe.
 		{name: "plain address: seed", port: &portOK, script: []step{{up(probeUpdate), postOnly}}, want: HTTP, family: FamilySeed, why: "TCP 10.0.0.5:3232 accepted a connection; GET /update answered 405", asked: 2},
 		{name: "plain address: seed with /ota/status", port: &portOK, script: []step{{up(probeOTAStatus), otaStatus}}, want: HTTP, family: FamilySeed, asked: 3},
@@ -151,6 +158,21 @@ func TestDecide(t *testing.T) {
 		{name: "ElegantOTA v3", ev: flag(HTTP), script: []step{{up(probeUpdate), elegant3}}, refused: true, family: FamilyElegantOTA3, asked: 2},
 		{name: "ElegantOTA v2", ev: flag(HTTP), script: []step{{up(probeUpdate), elegant3}, {up(probeIdentity), identity}}, refused: true, family: FamilyElegantOTA2, asked: 2},
 		{name: "ESP8266HTTPUpdateServer behind auth", ev: flag(HTTP), script: []step{{up(probeUpdate), needAuth}, {up(probeOptions), husOptions}}, refused: true, family: FamilyHTTPUpdateServer, why: "200 y", asked: 2},
+		// A 401 on GET /update hides a web uploader: the seed and OTS answer 405.
+		{name: "401, OPTIONS not y", ev: flag(HTTP), script: []step{{up(probeUpdate), needAuth}}, refused: true, family: FamilyWebUploader, why: "looks like a web uploader behind a password (GET /update answered 401", asked: 8},
+		{name: "401 Digest by address", port: &portOK, script: []step{{up(probeUpdate), digestAuth}, {up(probeOptions), status(500, "")}}, refused: true, family: FamilyWebUploader, why: "update it from its web page at /update, or build it with ArduinoOTA and use --protocol espota", asked: 9},
+		{name: "401, WLED with its OTA lock", ev: flag(HTTP), script: []step{{up(probeUpdate), needAuth}, {up(probeJSONInfo), wledInfo}}, refused: true, family: FamilyWLED, asked: 6},
+		{name: "401 on _http._tcp", ev: svc("_http._tcp", nil), script: []step{{up(probeUpdate), needAuth}}, refused: true, family: FamilyWebUploader, why: "behind a password", asked: 8},
+		{name: "401 then silence", ev: flag(HTTP), script: []step{{up(probeUpdate), needAuth}, {up(probeOTAStatus), none}}, refused: true, family: FamilyWebUploader, asked: 3},
+		{name: "nothing listens, 401 on the web port", port: &portDead, script: []step{{web(probeUpdate), needAuth}}, refused: true, family: FamilyWebUploader, why: "behind a password", asked: 7},
+		// Any multipart form with a file input is a web uploader; name='firmware' names HTTPUpdateServer.
+		{name: "old form name='update'", ev: flag(HTTP), script: []step{{up(probeUpdate), oldForm}}, refused: true, family: FamilyWebUploader, why: "looks like a web uploader (GET /update answered a multipart form with a file input); ots-ota does not speak the web uploaders yet", asked: 7},
+		{name: "form name='update', WLED", ev: flag(HTTP), script: []step{{up(probeUpdate), oldForm}, {up(probeJSONInfo), wledInfo}}, refused: true, family: FamilyWLED, asked: 5},
+		{name: "form name='update', ESPEasy", ev: flag(HTTP), script: []step{{up(probeUpdate), oldForm}, {up(probeJSON), espeasy}}, refused: true, family: FamilyESPEasy, asked: 6},
+		{name: "nothing listens, a form on the web port", port: &portDead, script: []step{{web(probeUpdate), oldForm}}, refused: true, family: FamilyWebUploader, asked: 6},
+		{name: "HTTPUpdateServer hint", ev: flag(HTTP), script: []step{{up(probeUpdate), husForm}}, refused: true, family: FamilyHTTPUpdateServer, why: "ots-ota does not speak HTTPUpdateServer yet; update it from its web page at /update, or build it with ArduinoOTA and use --protocol espota", asked: 2},
+		{name: "ElegantOTA v3 hint", ev: flag(HTTP), script: []step{{up(probeUpdate), elegant3}}, refused: true, family: FamilyElegantOTA3, why: "; update it from its web page at /update, or build it with ArduinoOTA and use --protocol espota", asked: 2},
+		{name: "Tasmota on the web port keeps its hint", port: &portDead, script: []step{{web(probeRoot), withHeader(status(200, "<html>"), "Server", "Tasmota/14.3.0 (ESP32-DevKit)")}}, refused: true, family: FamilyTasmota, why: "looks like Tasmota (GET / answered with Server: Tasmota/14.3.0); ots-ota does not speak Tasmota yet; update it from its own web page", asked: 3},
 		{name: "WLED by URL", ev: Evidence{Word: HTTP, WordFrom: "the URL (/update)"}, script: []step{{up(probeUpdate), gzipped(status(200, "<html>WLED update"))}, {up(probeJSONInfo), wledInfo}}, refused: true, family: FamilyWLED, why: "ArduinoOTA", asked: 6},
 		{name: "Tasmota by /cm", ev: flag(HTTP), script: []step{{up(probeTasmotaCmd), tasmotaCm}}, refused: true, family: FamilyTasmota, asked: 7},
 		{name: "Tasmota by /cm 401", ev: flag(HTTP), script: []step{{up(probeTasmotaCmd), tasmotaRaw}}, refused: true, family: FamilyTasmota, asked: 7},
@@ -181,6 +203,9 @@ func TestDecide(t *testing.T) {
 			}
 			if text == "" || !strings.Contains(text, tc.why) || strings.Contains(text, "\n") {
 				t.Errorf("why %q, want it to contain %q", text, tc.why)
+			}
+			if nestedParens(text) {
+				t.Errorf("why %q has nested parentheses", text)
 			}
 			if tc.asked >= 0 && len(asked) != tc.asked {
 				t.Errorf("asked %d probes %v, want %d", len(asked), asked, tc.asked)
@@ -221,7 +246,7 @@ func TestDecideHint(t *testing.T) {
 // Every row's marks use allowed probes only, and every family but the
 // spoken ones is refused by name.
 func TestTableProbesAllowed(t *testing.T) {
-	for _, r := range Table {
+	for _, r := range Table() {
 		for _, m := range r.Marks {
 			if !Allowed(m.Probe) {
 				t.Errorf("%s: mark on %s, not an allowed probe", r.Name, m.Probe)
@@ -231,7 +256,7 @@ func TestTableProbesAllowed(t *testing.T) {
 			t.Errorf("%s: spoken %v but protocol %s", r.Name, r.Spoken, r.Protocol)
 		}
 	}
-	for _, p := range AllowedProbes {
+	for _, p := range AllowedProbes() {
 		if p.Kind == KindHTTP && (p.Method != "GET" && p.Method != "OPTIONS" || bytes.ContainsAny([]byte(p.Target), " \r\n")) {
 			t.Errorf("allowed probe %s is not a bodiless GET or OPTIONS", p)
 		}
@@ -244,10 +269,10 @@ func TestAllowedProbesAreTheIssuesList(t *testing.T) {
 	want := []string{
 		"tcp-connect", "udp-empty", "mdns",
 		"GET /ota/status", "GET /api/status", "GET /", "GET /json/info", "GET /json",
-		"GET /update", "GET /update/identity", "OPTIONS /update", "GET /cm?cmnd=Status%200 (with Referer)",
+		"GET /update", "GET /update/identity", "OPTIONS /update", "GET /cm?cmnd=Status%200 with Referer",
 	}
 	var got []string
-	for _, p := range AllowedProbes {
+	for _, p := range AllowedProbes() {
 		got = append(got, p.String())
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
@@ -268,4 +293,60 @@ func TestAllowedProbesAreTheIssuesList(t *testing.T) {
 			t.Errorf("%s is allowed", never)
 		}
 	}
+}
+
+// Device text quoted in a decision is one safe line: no C0 or C1 control,
+// no bidi override, valid UTF-8 even where it is cut.
+func TestDecideCleansDeviceText(t *testing.T) {
+	evil := "Tasmota/14.3.0\u009b31m\u202egnp.exe\x1b[2J" + strings.Repeat("é", 40)
+	for name, d := range map[string]Decision{
+		"Server header": func() Decision {
+			d, _ := run(t, Evidence{Word: HTTP, WordFrom: "--protocol"}, nil, []step{{up(probeUpdate), withHeader(status(404, ""), "Server", evil)}})
+			return d
+		}(),
+		"TXT value": Decide(Evidence{Service: "_arduino._tcp", TXT: map[string]string{"board": "esp32\u009b\u202e" + strings.Repeat("é", 40)}}),
+	} {
+		if strings.ContainsAny(d.Why, "\u009b\u202e\x1b") || !utf8.ValidString(d.Why) {
+			t.Errorf("%s: %q", name, d.Why)
+		}
+	}
+}
+
+// The lists callers read are copies: changing them changes no decision.
+func TestTableIsReadOnly(t *testing.T) {
+	post := Probe{Kind: KindHTTP, Method: "POST", Target: "/update"}
+	ap := AllowedProbes()
+	ap[0] = post
+	_ = append(ap, post)
+	if Allowed(post) {
+		t.Error("a caller's change to AllowedProbes() made POST /update allowed")
+	}
+	tb := Table()
+	tb[0].Marks[0].Probe = post
+	tb[0].Services[0] = "_printer._tcp"
+	if r, ok := RowOf(tb[0].Family); !ok || r.Marks[0].Probe == post || r.Services[0] != "_ota._tcp" {
+		t.Errorf("a caller's change to Table() reached the table: %+v", r)
+	}
+	r, _ := RowOf(FamilyWLED)
+	r.Spoken = true
+	if d := Decide(Evidence{Service: "_wled._tcp"}); !d.Refused {
+		t.Errorf("a caller's change to RowOf made WLED spoken: %+v", d)
+	}
+}
+
+// nestedParens reports a parenthesis opened inside another.
+func nestedParens(s string) bool {
+	depth := 0
+	for _, r := range s {
+		switch r {
+		case '(':
+			depth++
+			if depth > 1 {
+				return true
+			}
+		case ')':
+			depth--
+		}
+	}
+	return false
 }

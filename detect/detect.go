@@ -44,6 +44,10 @@ type Detector struct {
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// OnProbe, when set, is told of every probe before it is sent (logs).
 	OnProbe func(addr string, p Probe)
+
+	// decide is Decide; tests replace it to check that nothing outside
+	// the allowed probes is ever sent.
+	decide func(Evidence) Decision
 }
 
 // maxSteps bounds the probes of one detection: the ladder has fewer.
@@ -69,16 +73,25 @@ func (d *Detector) Detect(ctx context.Context, t Target, ev Evidence) Decision {
 	if t.WebPort < 0 {
 		ev.NoWeb = true
 	}
+	decide := d.decide
+	if decide == nil {
+		decide = Decide
+	}
 	for range maxSteps {
-		dec := Decide(ev)
+		dec := decide(ev)
 		if dec.Need == nil {
 			return dec
 		}
 		if ctx.Err() != nil {
-			return Decision{Failure: &Failure{Kind: FailInterrupted, Err: ctx.Err(), Reason: "interrupted while probing " + t.addr(false)}}
+			return interrupted(ctx, t)
 		}
 		s := *dec.Need
 		addr := t.addr(s.Web)
+		if !Allowed(s.Probe) {
+			// Nothing outside the list is ever sent, whatever the table
+			// asks; a test of every family fails on this refusal.
+			return Decision{Refused: true, Why: "detection asked for " + s.Probe.String() + ", which is not one of its read-only probes; nothing sent (a bug in ots-ota: please report it)"}
+		}
 		if d.OnProbe != nil {
 			d.OnProbe(addr, s.Probe)
 		}
@@ -90,13 +103,34 @@ func (d *Detector) Detect(ctx context.Context, t Target, ev Evidence) Decision {
 			}
 			ev = ev.WithPort(pa)
 		case KindHTTP:
-			ev = ev.WithAnswer(s, request(ctx, dial, addr, s.Probe, reqTimeout))
+			a := request(ctx, dial, addr, s.Probe, min(connect, reqTimeout), reqTimeout)
+			if a.connErr != nil && !s.Web && ev.port == nil && len(ev.answers) == 0 {
+				// The first packet to the upload port, on a path that
+				// skipped the port probe: its connect tells what the port
+				// probe would have, so that a silent device costs one
+				// connect timeout, not a second one in the transport.
+				pa := connectFailure(ctx, addr, a.connErr, a.connTimedOut, PortOptions{Timeout: min(connect, reqTimeout), UDPWait: d.UDPWait})
+				if pa.UDPAsked && d.OnProbe != nil {
+					d.OnProbe(addr, probeUDP)
+				}
+				ev = ev.WithPort(pa)
+				break
+			}
+			ev = ev.WithAnswer(s, a)
 		default:
 			// Decide asks for TCP and HTTP probes only; mDNS is the caller's.
 			return Decision{Failure: &Failure{Kind: FailNetwork, Reason: "cannot probe " + addr + " with " + s.Probe.String()}}
+		}
+		if ctx.Err() != nil {
+			// A probe cut by the interrupt is no answer to decide on.
+			return interrupted(ctx, t)
 		}
 	}
 	// Not reached: the table settles in fewer steps. Sending nothing is the
 	// safe answer if it ever does not.
 	return Decision{Refused: true, Probed: true, Why: "detection did not settle after " + strconv.Itoa(maxSteps) + " probes; nothing sent"}
+}
+
+func interrupted(ctx context.Context, t Target) Decision {
+	return Decision{Failure: &Failure{Kind: FailInterrupted, Err: ctx.Err(), Reason: "interrupted while probing " + t.addr(false)}}
 }

@@ -17,6 +17,11 @@ func IsUnreachable(err error) bool {
 	return errors.Is(err, syscall.EHOSTUNREACH) || errors.Is(err, syscall.ENETUNREACH)
 }
 
+// IsReset reports whether err is a connection the peer reset or broke.
+func IsReset(err error) bool {
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNABORTED)
+}
+
 // isPortUnreachable: a connected UDP socket's read or write after an ICMP
 // port unreachable.
 func isPortUnreachable(err error) bool { return errors.Is(err, syscall.ECONNREFUSED) }

@@ -30,6 +30,18 @@ func IsUnreachable(err error) bool {
 		errors.Is(err, syscall.EHOSTUNREACH) || errors.Is(err, syscall.ENETUNREACH)
 }
 
+// WSAECONNRESET and WSAECONNABORTED: the peer reset or broke the connection.
+const (
+	wsaeconnreset   = syscall.Errno(10054)
+	wsaeconnaborted = syscall.Errno(10053)
+)
+
+// IsReset reports whether err is a connection the peer reset or broke.
+func IsReset(err error) bool {
+	return errors.Is(err, wsaeconnreset) || errors.Is(err, wsaeconnaborted) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
 // isPortUnreachable: Windows reports an ICMP port unreachable as
 // WSAECONNRESET on the next UDP read, once SIO_UDP_CONNRESET is on.
 func isPortUnreachable(err error) bool {

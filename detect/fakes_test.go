@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ots-ota/ots-ota/internal/testnet"
 )
 
 // Loopback fakes of each family's web server, written from the wire facts
@@ -107,6 +109,35 @@ const husPage = `<!DOCTYPE html><html lang='en'><body>
 <form method='POST' action='' enctype='multipart/form-data'>Firmware:<br><input type='file' accept='.bin,.bin.gz' name='firmware'><input type='submit' value='Update Firmware'></form>
 <form method='POST' action='' enctype='multipart/form-data'>FileSystem:<br><input type='file' accept='.bin,.bin.gz,.image' name='filesystem'><input type='submit' value='Update FileSystem'></form>
 </body></html>`
+
+// oldHUSPage is ESP8266HTTPUpdateServer's page in its older releases: one
+// form, its file input named update.
+const oldHUSPage = `<html><body><form method='POST' action='' enctype='multipart/form-data'>
+<input type='file' name='update'>
+<input type='submit' value='Update'>
+</form></body></html>`
+
+// digestRequired is ESPAsyncWebServer's requestAuthentication(): Digest
+// by default.
+func digestRequired(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("WWW-Authenticate", `Digest realm="Login Required", qop="auth", nonce="0123456789abcdef0123456789abcdef", opaque="fedcba9876543210fedcba9876543210"`)
+	w.WriteHeader(http.StatusUnauthorized)
+}
+
+// asyncPrefix routes like ESPAsyncWebServer with a GET handler on path:
+// it also serves path + "/…" (so /update answers /update/identity);
+// anything else, OPTIONS included, is 404 "Not found".
+func asyncPrefix(path string, h func(http.ResponseWriter, *http.Request)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && (r.URL.Path == path || strings.HasPrefix(r.URL.Path, path+"/")) {
+			h(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain")
+		w.WriteHeader(http.StatusNotFound)
+		_, _ = io.WriteString(w, "Not found")
+	}
+}
 
 // loginRequired is the Arduino WebServer's requestAuthentication().
 func loginRequired(w http.ResponseWriter, _ *http.Request) {
@@ -240,6 +271,15 @@ func TestDetectFamilies(t *testing.T) {
 				w.Header().Set("Access-Control-Allow-Origin", "*")
 				text(200, "y")(w, r)
 			}})), refused: true, family: FamilyHTTPUpdateServer},
+		{name: "arduino-esp32 HTTPUpdateServer with credentials", ota: fake(routes(map[string]func(http.ResponseWriter, *http.Request){
+			"GET /update": loginRequired})), refused: true, family: FamilyWebUploader},
+		{name: "ESP8266HTTPUpdateServer before core 3.1.0, with credentials", ota: fake(routes(map[string]func(http.ResponseWriter, *http.Request){
+			"GET /update": loginRequired})), ev: urlWord, refused: true, family: FamilyWebUploader},
+		{name: "AsyncElegantOTA with Digest auth", ota: fake(asyncPrefix("/update", digestRequired)), refused: true, family: FamilyWebUploader},
+		{name: "WLED with its OTA lock", ota: fake(routes(map[string]func(http.ResponseWriter, *http.Request){
+			"GET /update": loginRequired, "GET /json/info": jsonBody(`{"ver":"0.15.5","brand":"WLED"}`)})), ev: urlWord, refused: true, family: FamilyWLED},
+		{name: "old ESP8266HTTPUpdateServer form name='update'", ota: fake(routes(map[string]func(http.ResponseWriter, *http.Request){"GET /update": text(200, oldHUSPage)})), ev: urlWord, refused: true, family: FamilyWebUploader},
+		{name: "ElegantOTA v3 async: /update/identity is the page", ota: fake(asyncPrefix("/update", gzPage("<html><head><title>ElegantOTA Lite</title></head></html>"))), ev: urlWord, refused: true, family: FamilyElegantOTA3},
 		{name: "ElegantOTA v3", ota: fake(routes(map[string]func(http.ResponseWriter, *http.Request){"GET /update": gzPage("<html><head><title>ElegantOTA Lite</title></head></html>")})), ev: urlWord, refused: true, family: FamilyElegantOTA3},
 		{name: "ElegantOTA v2", ota: fake(routes(map[string]func(http.ResponseWriter, *http.Request){
 			"GET /update": gzPage("<html><div id=app></div></html>"), "GET /update/identity": jsonBody(`{"id":"3C71BF4A2B10","hardware":"ESP8266"}`)})), ev: urlWord, refused: true, family: FamilyElegantOTA2},
@@ -253,6 +293,10 @@ func TestDetectFamilies(t *testing.T) {
 		{name: "Tasmota", ota: fake(tasmota(false)), ev: urlWord, refused: true, family: FamilyTasmota},
 		{name: "Tasmota with a password", ota: fake(tasmota(true)), refused: true, family: FamilyTasmota},
 		{name: "ESPHome native OTA", ota: esphomeOTA, refused: true, family: FamilyESPHome},
+		{name: "_http._tcp host answering 405 only", ota: fake(routes(map[string]func(http.ResponseWriter, *http.Request){"GET /update": text(405, "Method Not Allowed")})),
+			ev: Evidence{Service: "_http._tcp"}, refused: true},
+		{name: "printer seen as _http._tcp, inventory says http", ota: fake(routes(map[string]func(http.ResponseWriter, *http.Request){"GET /": text(200, "<html>LaserJet</html>")})),
+			ev: Evidence{Service: "_http._tcp", Word: HTTP, WordFrom: "the inventory"}, refused: true},
 		{name: "printer seen as _http._tcp", ota: fake(routes(map[string]func(http.ResponseWriter, *http.Request){"GET /": text(200, "<html>LaserJet</html>")})),
 			ev: Evidence{Service: "_http._tcp"}, refused: true},
 	} {
@@ -262,7 +306,7 @@ func TestDetectFamilies(t *testing.T) {
 			if tc.ota != nil {
 				tg.Port = tc.ota(t, rec)
 			} else {
-				a := deadAddr(t)
+				a := testnet.DeadAddr(t)
 				_, p, _ := net.SplitHostPort(a)
 				tg.Port, _ = strconv.Atoi(p)
 			}
@@ -276,7 +320,7 @@ func TestDetectFamilies(t *testing.T) {
 			det := Detector{ConnectTimeout: 2 * time.Second, RequestTimeout: 2 * time.Second,
 				OnProbe: func(addr string, p Probe) { sent = append(sent, addr+" "+p.String()) }}
 			d := det.Detect(context.Background(), tg, tc.ev)
-			if d.Refused != tc.refused || d.Protocol != tc.want || d.Family != tc.family || d.Failure != nil {
+			if d.Refused != tc.refused || d.Protocol != tc.want || d.Family != tc.family || d.Failure != nil || nestedParens(d.Why) {
 				t.Fatalf("got %+v (failure %v), want %q family %q refused %v\nprobes: %q", d, d.Failure, tc.want, tc.family, tc.refused, sent)
 			}
 			reqs := rec.all()
@@ -297,7 +341,7 @@ func fake(h http.HandlerFunc) func(*testing.T, *recorder) int {
 // An ArduinoOTA device: TCP refused, the UDP port quiet. Detection sends
 // one empty datagram and decides espota; no invitation, no HTTP.
 func TestDetectArduinoOTA(t *testing.T) {
-	addr, got := espotaAddr(t)
+	addr, got := testnet.QuietUDP(t)
 	host, p, _ := net.SplitHostPort(addr)
 	port, _ := strconv.Atoi(p)
 	var sent []Probe
@@ -311,5 +355,22 @@ func TestDetectArduinoOTA(t *testing.T) {
 	}
 	if fmt.Sprint(sent) != fmt.Sprint([]Probe{probeTCP, probeUDP}) {
 		t.Errorf("probes %v, want a TCP connect and one datagram", sent)
+	}
+}
+
+// Detect sends no probe outside the allowed list, whatever the table asks:
+// the device sees nothing, and the decision is a refusal that says so.
+func TestDetectSendsOnlyAllowed(t *testing.T) {
+	rec := &recorder{}
+	port := serveHTTP(t, rec, routes(nil))
+	post := Probe{Kind: KindHTTP, Method: "POST", Target: "/update"}
+	det := Detector{ConnectTimeout: time.Second, RequestTimeout: time.Second,
+		decide: func(Evidence) Decision { return Decision{Need: &Step{Probe: post}} }}
+	d := det.Detect(context.Background(), Target{Host: "127.0.0.1", Port: port, WebPort: -1}, Evidence{})
+	if !d.Refused || d.Protocol != "" || !strings.Contains(d.Why, "POST /update, which is not one of its read-only probes; nothing sent") {
+		t.Fatalf("got %+v", d)
+	}
+	if reqs := rec.all(); len(reqs) != 0 {
+		t.Errorf("the device got %v", reqs)
 	}
 }

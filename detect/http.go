@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -30,22 +31,31 @@ type Answer struct {
 	None bool
 	// Note says in a few words what went wrong, for logs.
 	Note string
+
+	// connErr is the connect's error when it failed (None is then set);
+	// connTimedOut: the connect's own deadline passed.
+	connErr      error
+	connTimedOut bool
 }
 
 // maxBody bounds what is read (and gunzipped) of an answer: the pages
 // fingerprinted are a few KiB; ElegantOTA's gzipped page is under 100 KiB.
 const maxBody = 512 << 10
 
-// request sends one probe to addr and reads the answer. It writes the
-// request by hand so that what goes on the wire is exactly the probe:
-// no Authorization, no cookies, no Accept-Encoding, no body, one request
-// per connection. Redirects are not followed.
-func request(ctx context.Context, dial func(context.Context, string, string) (net.Conn, error), addr string, p Probe, timeout time.Duration) Answer {
+// request sends one probe to addr and reads the answer, within timeout,
+// its connect within connect. It writes the request by hand so that what
+// goes on the wire is exactly the probe: no Authorization, no cookies, no
+// Accept-Encoding, no body, one request per connection. Redirects are not
+// followed.
+func request(ctx context.Context, dial func(context.Context, string, string) (net.Conn, error), addr string, p Probe, connect, timeout time.Duration) Answer {
 	rctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	c, err := dial(rctx, "tcp", addr)
+	cctx, ccancel := context.WithTimeout(rctx, connect)
+	c, err := dial(cctx, "tcp", addr)
+	timedOut := cctx.Err() != nil && ctx.Err() == nil
+	ccancel()
 	if err != nil {
-		return Answer{None: true, Note: "connect: " + PortAnswer{Kind: Failed, Err: err, TimedOut: rctx.Err() != nil}.Words()}
+		return Answer{None: true, Note: "connect: " + connNote(err, timedOut), connErr: err, connTimedOut: timedOut}
 	}
 	defer c.Close()
 	if dl, ok := rctx.Deadline(); ok {
@@ -63,7 +73,7 @@ func request(ctx context.Context, dial func(context.Context, string, string) (ne
 	}
 	b.WriteString("\r\n")
 	if _, err := io.WriteString(c, b.String()); err != nil {
-		return Answer{None: true, Note: "send: " + err.Error()}
+		return Answer{None: true, Note: "could not send the request: " + connNote(err, rctx.Err() != nil)}
 	}
 	br := bufio.NewReader(c)
 	first, err := br.Peek(1)
@@ -98,6 +108,31 @@ func request(ctx context.Context, dial func(context.Context, string, string) (ne
 	}
 	a.Body = body
 	return a
+}
+
+// connNote words a failed connect or send in a few plain words, for the
+// notes of a decision: never Go's chain of operation and addresses.
+func connNote(err error, timedOut bool) string {
+	var dnsErr *net.DNSError
+	var ne net.Error
+	switch {
+	case IsRefused(err):
+		return "connection refused"
+	case IsReset(err):
+		return "connection reset by the device"
+	case errors.Is(err, context.Canceled):
+		return "cancelled"
+	case errors.As(err, &dnsErr):
+		return fmt.Sprintf("cannot resolve %s: %s", dnsErr.Name, ResolverReason(dnsErr))
+	case timedOut, errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return "timed out"
+	case IsUnreachable(err):
+		return "no route to the device"
+	}
+	for errors.Unwrap(err) != nil {
+		err = errors.Unwrap(err)
+	}
+	return err.Error()
 }
 
 // hostForURL puts an IPv6 literal in brackets.

@@ -84,16 +84,21 @@ func ProbePort(ctx context.Context, addr string, o PortOptions) PortAnswer {
 		d := &net.Dialer{}
 		o.Dial = d.DialContext
 	}
-	p := PortAnswer{Addr: addr, Timeout: o.Timeout}
 	cctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 	c, err := o.Dial(cctx, "tcp", addr)
 	if err == nil {
 		c.Close()
-		p.Kind = Accepted
-		return p
+		return PortAnswer{Kind: Accepted, Addr: addr, Timeout: o.Timeout}
 	}
-	p.Err = err
+	return connectFailure(ctx, addr, err, cctx.Err() != nil, o)
+}
+
+// connectFailure reads a failed TCP connect to addr as the port step does:
+// refused (then one empty datagram, unless o.NoUDP), silence (timedOut:
+// the connect's own deadline passed), no route, or interrupted.
+func connectFailure(ctx context.Context, addr string, err error, timedOut bool, o PortOptions) PortAnswer {
+	p := PortAnswer{Addr: addr, Timeout: o.Timeout, Err: err}
 	if IsRefused(err) {
 		p.Kind = Refused
 		if !o.NoUDP {
@@ -115,7 +120,7 @@ func ProbePort(ctx context.Context, addr string, o PortOptions) PortAnswer {
 	case ctx.Err() != nil:
 		p.TimedOut = errors.Is(ctx.Err(), context.DeadlineExceeded)
 		p.Cancelled = !p.TimedOut
-	case cctx.Err() != nil, errors.As(err, &ne) && ne.Timeout():
+	case timedOut, errors.As(err, &ne) && ne.Timeout():
 		p.TimedOut = true
 	case IsUnreachable(err):
 		p.NoRoute = true
@@ -127,7 +132,6 @@ func ProbePort(ctx context.Context, addr string, o PortOptions) PortAnswer {
 // "refused", "cancelled", the system's text), for notes that already name
 // the address.
 func (p PortAnswer) Words() string {
-	var oe *net.OpError
 	switch {
 	case p.Kind == Accepted:
 		return "accepted"
@@ -137,10 +141,8 @@ func (p PortAnswer) Words() string {
 		return "cancelled"
 	case p.TimedOut:
 		return "timed out"
-	case errors.As(p.Err, &oe) && oe.Err != nil:
-		return oe.Err.Error()
 	case p.Err != nil:
-		return p.Err.Error()
+		return connNote(p.Err, false)
 	}
 	return "failed"
 }
@@ -230,7 +232,7 @@ func (p PortAnswer) failure() *Failure {
 	case p.Cancelled:
 		return &Failure{Kind: FailInterrupted, Err: context.Canceled, Reason: "interrupted while probing " + addr}
 	case errors.As(p.Err, &dnsErr):
-		return &Failure{Kind: FailUnresolved, Err: p.Err, Reason: fmt.Sprintf("cannot resolve %s: %s", dnsErr.Name, resolverReason(dnsErr))}
+		return &Failure{Kind: FailUnresolved, Err: p.Err, Reason: fmt.Sprintf("cannot resolve %s: %s", dnsErr.Name, ResolverReason(dnsErr))}
 	case p.NoRoute:
 		return &Failure{Kind: FailUnreachable, Err: p.Err,
 			Reason: fmt.Sprintf("no route to %s: the device is not on a network this host reaches; cannot tell HTTP from espota until it answers", addr)}
@@ -241,9 +243,10 @@ func (p PortAnswer) failure() *Failure {
 	return &Failure{Kind: FailNetwork, Err: p.Err, Reason: fmt.Sprintf("cannot connect to %s: %s", addr, p.Words())}
 }
 
-// resolverReason words the system resolver's failure in a few words: Go's
-// text carries the dial chain, of which a user can act on the last part only.
-func resolverReason(e *net.DNSError) string {
+// ResolverReason words the system resolver's failure in a few words: Go's
+// text carries the dial chain ("dial udp 10.0.0.53:53: connect: network is
+// unreachable"), of which a user can act on the last part only.
+func ResolverReason(e *net.DNSError) string {
 	switch {
 	case e.IsNotFound:
 		return "the system resolver has no such name"
@@ -255,6 +258,7 @@ func resolverReason(e *net.DNSError) string {
 	return "system resolver: " + lastPart(e.Err)
 }
 
+// lastPart is the innermost message of an "a: b: c" chain.
 func lastPart(s string) string {
 	if i := strings.LastIndex(s, ": "); i >= 0 {
 		return s[i+2:]

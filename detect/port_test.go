@@ -4,85 +4,19 @@ import (
 	"context"
 	"errors"
 	"net"
-	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/ots-ota/ots-ota/internal/testnet"
 )
 
-// closedPort is a loopback TCP port nothing listens on (now).
-func closedPort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	return p
-}
-
-// deadAddr is a loopback address where neither TCP nor UDP listens.
-func deadAddr(t *testing.T) string {
-	t.Helper()
-	for range 20 {
-		p := closedPort(t)
-		a := net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
-		u, err := net.ListenPacket("udp", a)
-		if err != nil {
-			continue // taken on UDP: try another
-		}
-		u.Close()
-		return a
-	}
-	t.Fatal("no loopback port free on both TCP and UDP")
-	return ""
-}
-
-// espotaAddr is a loopback address that refuses TCP and has a UDP socket
-// that reads and answers nothing, as ArduinoOTA does with an empty
-// datagram; got returns the datagrams it read.
-func espotaAddr(t *testing.T) (addr string, got func() [][]byte) {
-	t.Helper()
-	for range 20 {
-		a := net.JoinHostPort("127.0.0.1", strconv.Itoa(closedPort(t)))
-		u, err := net.ListenPacket("udp", a)
-		if err != nil {
-			continue
-		}
-		t.Cleanup(func() { u.Close() })
-		var mu sync.Mutex
-		var dgrams [][]byte
-		go func() {
-			b := make([]byte, 2048)
-			for {
-				n, _, err := u.ReadFrom(b)
-				if err != nil {
-					return
-				}
-				mu.Lock()
-				dgrams = append(dgrams, append([]byte{}, b[:n]...))
-				mu.Unlock()
-			}
-		}()
-		return a, func() [][]byte {
-			time.Sleep(50 * time.Millisecond) // let a late datagram show up
-			mu.Lock()
-			defer mu.Unlock()
-			return append([][]byte{}, dgrams...)
-		}
-	}
-	t.Fatal("no loopback port free on both TCP and UDP")
-	return "", nil
-}
-
 func TestUDPClosed(t *testing.T) {
-	dead := deadAddr(t)
+	dead := testnet.DeadAddr(t)
 	if !UDPClosed(context.Background(), dead, 5*time.Second) {
 		t.Errorf("%s: nothing listens, but UDPClosed says something may", dead)
 	}
-	live, got := espotaAddr(t)
+	live, got := testnet.QuietUDP(t)
 	if UDPClosed(context.Background(), live, 200*time.Millisecond) {
 		t.Errorf("%s: a socket listens, but UDPClosed says nothing does", live)
 	}
@@ -114,8 +48,8 @@ func TestProbePort(t *testing.T) {
 			c.Close()
 		}
 	}()
-	live, got := espotaAddr(t)
-	dead := deadAddr(t)
+	live, got := testnet.QuietUDP(t)
+	dead := testnet.DeadAddr(t)
 	ctx := context.Background()
 	for _, tc := range []struct {
 		name string

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -62,7 +63,12 @@ func TestDetectSimPersonalities(t *testing.T) {
 				_, wp, _ := net.SplitHostPort(w)
 				tg.WebPort, _ = strconv.Atoi(wp)
 			}
-			det := Detector{ConnectTimeout: time.Second, RequestTimeout: time.Second}
+			var sent atomic.Int32 // HTTP probes detection sent
+			det := Detector{ConnectTimeout: time.Second, RequestTimeout: time.Second, OnProbe: func(_ string, p Probe) {
+				if p.Kind == KindHTTP {
+					sent.Add(1)
+				}
+			}}
 			for _, ev := range []Evidence{{}, {Word: HTTP, WordFrom: "--protocol"}} {
 				if ev.Word == HTTP && !tc.cfg.Personality.HTTP() {
 					continue
@@ -72,8 +78,17 @@ func TestDetectSimPersonalities(t *testing.T) {
 					t.Fatalf("%+v: got %+v (failure %v), want %s", ev, dec, dec.Failure, tc.want)
 				}
 			}
-			time.Sleep(50 * time.Millisecond) // let a stray request or event show up
+			// The device logs a request as it reads it, which may be after
+			// the answer reached detection: wait until it logged as many
+			// as were sent (a generous deadline; more would be a defect).
+			deadline := time.Now().Add(10 * time.Second)
+			for len(rec.all()) < int(sent.Load()) && time.Now().Before(deadline) {
+				time.Sleep(5 * time.Millisecond)
+			}
 			reqs := rec.all()
+			if len(reqs) != int(sent.Load()) {
+				t.Errorf("the device logged %d requests, detection sent %d HTTP probes", len(reqs), sent.Load())
+			}
 			checkProbes(t, tc.name, reqs)
 			if tc.cfg.Personality.HTTP() && len(reqs) == 0 {
 				t.Error("the device saw no request: the test shows nothing")

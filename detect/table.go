@@ -3,6 +3,8 @@ package detect
 import (
 	"bytes"
 	"encoding/json"
+	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -55,6 +57,9 @@ const (
 	// FamilyArduinoOTA: a sketch running ArduinoOTA (espota).
 	FamilyArduinoOTA Family = "arduinoota"
 
+	// FamilyWebUploader: a web uploader no other row names: a multipart
+	// form with a file input on GET /update, or a 401 there.
+	FamilyWebUploader      Family = "webuploader"
 	FamilyHTTPUpdateServer Family = "httpupdateserver"
 	FamilyElegantOTA2      Family = "elegantota2"
 	FamilyElegantOTA3      Family = "elegantota3"
@@ -91,7 +96,7 @@ func (p Probe) String() string {
 	}
 	s := p.Method + " " + p.Target
 	if p.Referer {
-		s += " (with Referer)"
+		s += " with Referer"
 	}
 	return s
 }
@@ -112,27 +117,25 @@ var (
 	probeMDNS       = Probe{Kind: KindMDNS}
 )
 
-// AllowedProbes is every probe detection may ever send (issue 17), and
+// allowedProbes is every probe detection may ever send (issue 17), and
 // nothing else is sent to a device before its upload: all read-only, none
 // with credentials. Never probes: ElegantOTA v3's /ota/start (starts an
 // update), WLED's /update?revert (rolls back), Tasmota's /up, /rs, /u1 and
 // Upgrade (change state), an espota invitation (starts a session), and GET
-// / with a query (Tasmota's /?rst restarts).
-var AllowedProbes = []Probe{
+// / with a query (Tasmota's /?rst restarts). Unexported so that no caller
+// can add to it; AllowedProbes gives a copy.
+var allowedProbes = []Probe{
 	probeTCP, probeUDP, probeMDNS,
 	probeOTAStatus, probeAPIStatus, probeRoot, probeJSONInfo, probeJSON,
 	probeUpdate, probeIdentity, probeOptions, probeTasmotaCmd,
 }
 
-// Allowed reports whether p is one of AllowedProbes.
-func Allowed(p Probe) bool {
-	for _, a := range AllowedProbes {
-		if a == p {
-			return true
-		}
-	}
-	return false
-}
+// AllowedProbes is every probe detection may ever send, in a fresh slice.
+func AllowedProbes() []Probe { return slices.Clone(allowedProbes) }
+
+// Allowed reports whether p is one of AllowedProbes. Detector.Detect sends
+// nothing else.
+func Allowed(p Probe) bool { return slices.Contains(allowedProbes, p) }
 
 // Row is one family of the detection table.
 type Row struct {
@@ -148,8 +151,13 @@ type Row struct {
 	Services []string
 	// Marks are its fingerprints: which probe, what answer.
 	Marks []Mark
+	// Unspoken is what ots-ota does not speak yet, in the refusal; "" = Name.
+	Unspoken string
 	// Hint is advice added when a device of the family is refused.
 	Hint string
+	// EspotaHint is advice about the family's ArduinoOTA builds, left out
+	// where the device's UDP port was seen closed.
+	EspotaHint string
 }
 
 // Mark is one fingerprint: an answer to Probe that names the family.
@@ -161,73 +169,109 @@ type Mark struct {
 	match func(Answer) bool
 }
 
-// Table is the detection table: the families ots-ota tells apart, spoken
-// first. docs/protocols/README.md is its prose, with sources.
-var Table = []Row{
+// webHint is the advice for the web uploaders: what works today.
+const webHint = "update it from its web page at /update, or build it with ArduinoOTA and use --protocol espota"
+
+// table is the detection table: the families ots-ota tells apart, spoken
+// first. docs/protocols/README.md is its prose, with sources. Unexported
+// so that no caller can change it; Table gives a copy.
+var table = []Row{
 	{Family: FamilySeed, Name: "seed firmware (raw POST)", Protocol: HTTP, Spoken: true, Services: []string{"_ota._tcp"},
 		Marks: []Mark{
 			{Probe: probeOTAStatus, Says: "ots-ota's status JSON", match: isOTAStatus},
-			{Probe: probeUpdate, Says: "405 (a POST-only /update, as ESP-IDF's httpd answers)", match: isPostOnly},
+			{Probe: probeUpdate, Says: "405, a POST-only /update as ESP-IDF's httpd answers", match: isPostOnly},
 		}},
 	{Family: FamilyOTS, Name: "OTS firmware", Protocol: HTTP, Spoken: true,
-		Marks: []Mark{{Probe: probeAPIStatus, Says: "the OTS web app's JSON (firmwareVersion)", match: isAPIStatus}}},
+		Marks: []Mark{{Probe: probeAPIStatus, Says: "the OTS web app's JSON with firmwareVersion", match: isAPIStatus}}},
 	{Family: FamilyArduinoOTA, Name: "ArduinoOTA", Protocol: Espota, Spoken: true, Services: []string{"_arduino._tcp"},
 		Marks: []Mark{{Probe: probeUDP, Says: "silence to one empty datagram, after TCP refused"}}},
 	{Family: FamilyESPHome, Name: "ESPHome", Protocol: ProtoESPHome, Services: []string{"_esphomelib._tcp"},
-		Marks: []Mark{{Probe: probeUpdate, Says: "the single byte 0x80 (its native OTA's bad-magic error), not HTTP", match: isESPHomeByte}},
+		Marks: []Mark{{Probe: probeUpdate, Says: "the single byte 0x80, its native OTA's bad-magic error, not HTTP", match: isESPHomeByte}},
 		Hint:  "update it with esphome upload for now"},
 	{Family: FamilyTasmota, Name: "Tasmota", Protocol: ProtoTasmota,
 		Marks: []Mark{
 			{Probe: probeRoot, Says: "Server: Tasmota/…", match: isTasmotaServer},
 			{Probe: probeTasmotaCmd, Says: "Tasmota's Status JSON", match: isTasmotaStatus},
 		},
-		Hint: "update it from its own web page (Firmware Upgrade) for now"},
+		Hint: "update it from its own web page, Firmware Upgrade, for now"},
 	{Family: FamilyElegantOTA2, Name: "ElegantOTA v2", Protocol: ProtoForm,
-		Marks: []Mark{{Probe: probeIdentity, Says: `{"id":…,"hardware":…}`, match: isElegantIdentity}}},
+		Marks: []Mark{{Probe: probeIdentity, Says: `{"id":…,"hardware":…}`, match: isElegantIdentity}},
+		Hint:  webHint},
 	{Family: FamilyElegantOTA3, Name: "ElegantOTA v3", Protocol: ProtoElegantOTA,
-		Marks: []Mark{{Probe: probeUpdate, Says: "its gzipped ElegantOTA page", match: isElegantPage}}},
+		Marks: []Mark{{Probe: probeUpdate, Says: "its gzipped ElegantOTA page", match: isElegantPage}},
+		Hint:  webHint},
 	{Family: FamilyHTTPUpdateServer, Name: "HTTPUpdateServer", Protocol: ProtoForm,
 		Marks: []Mark{
-			{Probe: probeUpdate, Says: "the HTTPUpdateServer form (file input firmware)", match: isUpdateForm},
-			{Probe: probeOptions, Says: "200 y with Access-Control-Allow-Origin: * (ESP8266HTTPUpdateServer)", match: isUpdateOptions},
-		}},
+			{Probe: probeUpdate, Says: "the HTTPUpdateServer form with its file input firmware", match: isUpdateForm},
+			{Probe: probeOptions, Says: "200 y with Access-Control-Allow-Origin: *, as ESP8266HTTPUpdateServer does", match: isUpdateOptions},
+		},
+		Hint: webHint},
 	{Family: FamilyESPEasy, Name: "ESPEasy", Protocol: ProtoForm,
-		Marks: []Mark{{Probe: probeJSON, Says: "ESPEasy's JSON (System: Build, Git Build)", match: isESPEasyJSON}},
-		Hint:  "an ESPEasy build with ArduinoOTA takes --protocol espota (port 3232 on ESP32, 18266 on ESP8266)"},
+		Marks:      []Mark{{Probe: probeJSON, Says: "ESPEasy's JSON with System: Build or Git Build", match: isESPEasyJSON}},
+		EspotaHint: "an ESPEasy build with ArduinoOTA takes --protocol espota, on port 3232 on ESP32 and 18266 on ESP8266"},
 	{Family: FamilyWLED, Name: "WLED", Protocol: ProtoWLED, Services: []string{"_wled._tcp"},
-		Marks: []Mark{{Probe: probeJSONInfo, Says: `"brand":"WLED"`, match: isWLEDInfo}},
-		Hint:  "a WLED build with ArduinoOTA (WLED_ENABLE_AOTA) takes --protocol espota"},
+		Marks:      []Mark{{Probe: probeJSONInfo, Says: `"brand":"WLED"`, match: isWLEDInfo}},
+		EspotaHint: "a WLED build with ArduinoOTA, WLED_ENABLE_AOTA, takes --protocol espota"},
+	// Last: asked only when no row above named the device.
+	{Family: FamilyWebUploader, Name: "a web uploader", Protocol: ProtoForm, Unspoken: "the web uploaders",
+		Marks: []Mark{
+			{Probe: probeUpdate, Says: "a multipart form with a file input", match: isUploadForm},
+			{Probe: probeUpdate, Says: "401 asking for a password, and no later probe named the family", match: isLogin},
+		},
+		Hint: webHint},
 }
 
-// RowOf is the table's row for f; nil when f is not in the table.
-func RowOf(f Family) *Row {
-	for i := range Table {
-		if Table[i].Family == f {
-			return &Table[i]
+// Table is the detection table, a copy: changing it changes nothing.
+func Table() []Row {
+	out := make([]Row, len(table))
+	for i, r := range table {
+		out[i] = r.clone()
+	}
+	return out
+}
+
+// RowOf is a copy of the table's row for f; false when f is not in the
+// table.
+func RowOf(f Family) (Row, bool) {
+	for _, r := range table {
+		if r.Family == f {
+			return r.clone(), true
 		}
 	}
-	return nil
+	return Row{}, false
+}
+
+func (r Row) clone() Row {
+	r.Services = slices.Clone(r.Services)
+	r.Marks = slices.Clone(r.Marks)
+	return r
+}
+
+// row is the table's row for f, read-only; the zero Row when f is not in it.
+func row(f Family) Row {
+	for _, r := range table {
+		if r.Family == f {
+			return r
+		}
+	}
+	return Row{}
 }
 
 // rowForService is the row whose own mDNS service svc is.
-func rowForService(svc string) *Row {
-	for i := range Table {
-		for _, s := range Table[i].Services {
-			if s == svc {
-				return &Table[i]
-			}
+func rowForService(svc string) (Row, bool) {
+	for _, r := range table {
+		if slices.Contains(r.Services, svc) {
+			return r, true
 		}
 	}
-	return nil
+	return Row{}, false
 }
 
 // markFor is the mark of family f for probe p.
 func markFor(f Family, p Probe) Mark {
-	if r := RowOf(f); r != nil {
-		for _, m := range r.Marks {
-			if m.Probe == p {
-				return m
-			}
+	for _, m := range row(f).Marks {
+		if m.Probe == p {
+			return m
 		}
 	}
 	return Mark{Probe: p}
@@ -331,16 +375,30 @@ func isElegantPage(a Answer) bool {
 	return a.Status == 200 && a.Gzip && bytes.Contains(a.Body, []byte("ElegantOTA"))
 }
 
-// isUpdateForm: the HTTPUpdateServer page (arduino-esp32, ESP8266 and the
-// copy bundled with ESPEasy): a multipart form with a file input named
-// firmware.
-func isUpdateForm(a Answer) bool {
-	return a.Status == 200 && bytes.Contains(a.Body, []byte("multipart/form-data")) &&
-		bytes.Contains(a.Body, []byte("type='file'")) && bytes.Contains(a.Body, []byte("name='firmware'"))
+// fileInput is an HTML file input; firmwareInput one named firmware.
+var (
+	fileInput     = regexp.MustCompile(`(?is)<input\b[^>]*\btype\s*=\s*["']?file\b`)
+	firmwareInput = regexp.MustCompile(`(?is)<input\b[^>]*\bname\s*=\s*["']?firmware\b`)
+)
+
+// isUploadForm: a web uploader's page: a multipart form with a file input,
+// whatever the input's name (older ESP8266HTTPUpdateServer releases named
+// it update, as do WLED and many sketches of their own).
+func isUploadForm(a Answer) bool {
+	return a.Status == 200 && bytes.Contains(bytes.ToLower(a.Body), []byte("multipart/form-data")) && fileInput.Match(a.Body)
 }
 
+// isUpdateForm: the HTTPUpdateServer page (arduino-esp32, ESP8266 and the
+// copy bundled with ESPEasy): an upload form whose file input is named
+// firmware.
+func isUpdateForm(a Answer) bool { return isUploadForm(a) && firmwareInput.Match(a.Body) }
+
+// isLogin: 401, a web server asking for credentials. On GET /update it
+// hides a web uploader: the seed and OTS firmware answer 405 there.
+func isLogin(a Answer) bool { return a.Status == 401 }
+
 // isUpdateOptions: ESP8266HTTPUpdateServer's OPTIONS route (esp8266/Arduino
-// #6824, 2022), which checks no credentials.
+// core 3.1.0 and later), which checks no credentials.
 func isUpdateOptions(a Answer) bool {
 	return a.Status == 200 && strings.TrimSpace(string(a.Body)) == "y" && a.Header.Get("Access-Control-Allow-Origin") == "*"
 }

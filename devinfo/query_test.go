@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ots-ota/ots-ota/auth"
+	"github.com/ots-ota/ots-ota/internal/testnet"
 	"github.com/ots-ota/ots-ota/sim"
 )
 
@@ -218,25 +219,14 @@ func TestQueryCancelled(t *testing.T) {
 	}
 }
 
-// closedPort returns a loopback port nothing listens on (it refuses).
-func closedPort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	return p
-}
-
 // TestQueryRefused: a refused TCP connect alone is no sighting of an
 // espota device (review 68 #2), whether the protocol was probed or given by
 // the inventory (#1); an mDNS record (TXT) makes it one. The port's UDP
 // socket takes datagrams in silence, as ArduinoOTA does (else nothing
 // listens there: TestQueryNothingListens).
 func TestQueryRefused(t *testing.T) {
-	port, _ := espotaPort(t)
+	quiet, _ := testnet.QuietUDP(t)
+	port := testnet.PortOf(t, quiet)
 	txt := map[string]string{"board": "esp32s3", "auth_upload": "yes"}
 	tests := []struct {
 		name      string

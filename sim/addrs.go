@@ -7,7 +7,7 @@ import (
 )
 
 // The address problems FleetAddrs reports; test with errors.Is (and
-// errors.As for *CrossError). ErrNotLoopback (device.go) is one of them.
+// errors.As for *CrossError). ErrNotLoopback (api.go) is one of them.
 var (
 	// ErrAnyAddress: 0.0.0.0 or :: names no one device.
 	ErrAnyAddress = errors.New("every device needs an address of its own, not the any-address")

@@ -3,83 +3,27 @@ package upload
 import (
 	"context"
 	"net"
+	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ots-ota/ots-ota/internal/testnet"
 )
-
-// deadAddr is a loopback host:port where neither TCP nor UDP listens.
-func deadAddr(t *testing.T) string {
-	t.Helper()
-	for range 20 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := l.Addr().String()
-		l.Close()
-		u, err := net.ListenPacket("udp", addr)
-		if err != nil {
-			continue // taken on UDP: try another
-		}
-		u.Close()
-		return addr
-	}
-	t.Fatal("no loopback port free on both TCP and UDP")
-	return ""
-}
-
-// quietUDP is a loopback port that refuses TCP and whose UDP socket
-// answers nothing, as ArduinoOTA does with an empty datagram; got returns
-// the datagrams it read.
-func quietUDP(t *testing.T) (addr string, got func() [][]byte) {
-	t.Helper()
-	for range 20 {
-		a := deadAddr(t)
-		u, err := net.ListenPacket("udp", a)
-		if err != nil {
-			continue
-		}
-		t.Cleanup(func() { u.Close() })
-		var mu sync.Mutex
-		var dgrams [][]byte
-		go func() {
-			b := make([]byte, 2048)
-			for {
-				n, _, err := u.ReadFrom(b)
-				if err != nil {
-					return
-				}
-				mu.Lock()
-				dgrams = append(dgrams, append([]byte{}, b[:n]...))
-				mu.Unlock()
-			}
-		}()
-		return a, func() [][]byte {
-			time.Sleep(50 * time.Millisecond) // let a late datagram show up
-			mu.Lock()
-			defer mu.Unlock()
-			return append([][]byte{}, dgrams...)
-		}
-	}
-	t.Fatal("no loopback port free on both TCP and UDP")
-	return "", nil
-}
 
 // TCP refused plus ICMP port unreachable for one empty datagram: nothing
 // listens, not espota (issue 15 Build 2). A quiet UDP port is espota, and
 // saw one empty datagram, never an invitation.
 func TestChooseProtocolNothingListens(t *testing.T) {
-	addr := deadAddr(t)
+	addr := testnet.DeadAddr(t)
 	_, err := ChooseProtocol(httpCtx(t), probeTarget(t, addr), Hint{}, time.Second)
 	de := asDeviceError(t, err)
 	if de.Class != ClassNothingListens || !strings.HasPrefix(de.Reason, "nothing listens at "+addr+": ") || strings.Contains(de.Reason, "\n") {
 		t.Fatalf("got %+v", de)
 	}
 
-	quiet, got := quietUDP(t)
+	quiet, got := testnet.QuietUDP(t)
 	d, err := ChooseProtocol(httpCtx(t), probeTarget(t, quiet), Hint{}, time.Second)
 	if err != nil || d.Protocol != Espota || !d.Probed {
 		t.Fatalf("quiet UDP port: %+v, %v; want espota by probe", d, err)
@@ -105,16 +49,22 @@ func (c *countingTransport) Send(context.Context, Target, *Firmware, Credentials
 // probes and sends (an espota send is the invitations).
 func deadRun(t *testing.T, tg Target) (Result, int32, int32) {
 	t.Helper()
+	return deadRunHint(context.Background(), t, tg, Hint{}, time.Second)
+}
+
+// deadRunHint is deadRun with a hint and a connect timeout for the probe.
+func deadRunHint(ctx context.Context, t *testing.T, tg Target, h Hint, connect time.Duration) (Result, int32, int32) {
+	t.Helper()
 	o := simOptions()
 	espota, http := &countingTransport{p: Espota}, &countingTransport{p: HTTP}
 	o.Transports = map[Protocol]Transport{Espota: espota, HTTP: http}
 	var probes atomic.Int32
 	o.Probe = func(ctx context.Context, t Target) (Protocol, error) {
 		probes.Add(1)
-		d, err := ChooseProtocol(ctx, t, Hint{}, time.Second)
+		d, err := ChooseProtocol(ctx, t, h, connect)
 		return d.Protocol, err
 	}
-	res := Run(context.Background(), testFirmware(t, "1.0.1"), []Target{tg}, o)
+	res := Run(ctx, testFirmware(t, "1.0.1"), []Target{tg}, o)
 	if len(res) != 1 {
 		t.Fatalf("%d results", len(res))
 	}
@@ -125,7 +75,7 @@ func deadRun(t *testing.T, tg Target) (Result, int32, int32) {
 // NothingListensWait apart (a booting device answers the same way), no
 // invitation, then unreachable with the one-line reason.
 func TestRunNothingListens(t *testing.T) {
-	addr := deadAddr(t)
+	addr := testnet.DeadAddr(t)
 	tg := probeTarget(t, addr)
 	start := time.Now()
 	r, probes, sends := deadRun(t, tg)
@@ -138,6 +88,47 @@ func TestRunNothingListens(t *testing.T) {
 	}
 	if el := time.Since(start); el < NothingListensWait {
 		t.Errorf("retried after %v, before the %v a booting device needs", el, NothingListensWait)
+	}
+}
+
+// --protocol http to a silent device: the probe's connect meets the
+// silence, and the try ends unreachable there; the transport never waits
+// out a second connect timeout (it is never called).
+func TestRunWordHTTPSilent(t *testing.T) {
+	addr := testnet.SilentAddr(t)
+	r, probes, sends := deadRunHint(context.Background(), t, probeTarget(t, addr), Hint{Protocol: HTTP, From: "--protocol"}, 300*time.Millisecond)
+	if r.Outcome != OutcomeUnreachable || r.Class != ClassUnreachable ||
+		!strings.HasPrefix(r.Message, "no answer from "+addr+" within 300ms: the device is off, rebooting or out of reach") {
+		t.Errorf("%s (%s) after %d tries: %s", r.Outcome, r.Class, r.Tries, r.Message)
+	}
+	// One probe in the pre-flight, then one a try, as for any silent device.
+	if sends != 0 || probes != int32(r.Tries)+1 || r.Tries < 2 {
+		t.Errorf("%d probes and %d sends in %d tries; want the pre-flight's and one a try (retried), and no send", probes, sends, r.Tries)
+	}
+}
+
+// Ctrl-C while a probe waits for the device's answer ends the device as
+// a Ctrl-C during the TCP probe always did (not started), never with the
+// cut probe read as an answer (a host seen only as _http._tcp was refused).
+func TestRunInterruptedProbe(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cancel()
+		<-r.Context().Done()
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { srv.Close() })
+	r, probes, sends := deadRunHint(ctx, t, probeTarget(t, ln.Addr().String()), Hint{Service: "_http._tcp"}, 5*time.Second)
+	if r.Outcome != OutcomeNotStarted || !strings.Contains(r.Message, "interrupted") {
+		t.Errorf("%s: %s", r.Outcome, r.Message)
+	}
+	if probes != 1 || sends != 0 {
+		t.Errorf("%d probes and %d sends, want 1 and none", probes, sends)
 	}
 }
 
@@ -187,5 +178,28 @@ func TestResolverReason(t *testing.T) {
 	}
 	if c, r := ClassifyDial("x.invalid:3232", time.Second, &net.OpError{Op: "dial", Net: "tcp", Err: &net.DNSError{Err: "no such host", Name: "x.invalid", IsNotFound: true}}); c != ClassUnresolved || r != "cannot resolve x.invalid: the system resolver has no such name" {
 		t.Errorf("classifyDial: %s %q", c, r)
+	}
+}
+
+// Without a probe the runner names no protocol of its own: a target left
+// to auto takes the one transport configured, and with several it fails
+// before anything is sent (it used to be HTTP, whatever was configured).
+func TestRunNoProbeNamesNoProtocol(t *testing.T) {
+	run := func(trs ...*countingTransport) Result {
+		o := simOptions()
+		o.Observer, o.Retries = nil, 0
+		for _, tr := range trs {
+			o.Transports[tr.p] = tr
+		}
+		res := Run(context.Background(), testFirmware(t, "1.0.1"), []Target{{Name: "d", Host: "127.0.0.1", Port: 3232}}, o)
+		return res[0]
+	}
+	es := &countingTransport{p: Espota}
+	if r := run(es); es.sends.Load() != 1 || r.Protocol != Espota {
+		t.Errorf("espota alone: %d sends, %s over %q: %s", es.sends.Load(), r.Outcome, r.Protocol, r.Message)
+	}
+	es, ht := &countingTransport{p: Espota}, &countingTransport{p: HTTP}
+	if r := run(es, ht); es.sends.Load()+ht.sends.Load() != 0 || r.Outcome != OutcomeFailed || !strings.Contains(r.Message, "no protocol decided") {
+		t.Errorf("two transports: %d sends, %s: %s", es.sends.Load()+ht.sends.Load(), r.Outcome, r.Message)
 	}
 }

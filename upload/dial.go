@@ -5,8 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"strings"
 	"time"
+
+	"github.com/ots-ota/ots-ota/detect"
 )
 
 // DefaultConnectTimeout bounds a connect to a device where nothing else
@@ -20,7 +21,9 @@ func ClassifyDial(addr string, timeout time.Duration, err error) (Class, string)
 	var ne net.Error
 	switch {
 	case IsRefused(err):
-		return ClassNetwork, fmt.Sprintf("connection refused by %s: nothing listens on that TCP port (an ArduinoOTA device speaks espota: try --protocol espota)", addr)
+		// Which protocol to try instead is the detection table's to say
+		// (package detect); a transport sees only its own connect.
+		return ClassNetwork, fmt.Sprintf("connection refused by %s: nothing listens on that TCP port", addr)
 	case errors.As(err, &dnsErr):
 		return ClassUnresolved, fmt.Sprintf("cannot resolve %s: %s", dnsErr.Name, ResolverReason(dnsErr))
 	case isUnreachable(err):
@@ -33,28 +36,9 @@ func ClassifyDial(addr string, timeout time.Duration, err error) (Class, string)
 	return ClassNetwork, fmt.Sprintf("cannot connect to %s: %s", addr, lastErrText(err))
 }
 
-// ResolverReason words the system resolver's failure in a few words: Go's
-// text carries the dial chain ("dial udp 10.0.0.53:53: connect: network is
-// unreachable"), of which a user can act on the last part only.
-func ResolverReason(e *net.DNSError) string {
-	switch {
-	case e.IsNotFound:
-		return "the system resolver has no such name"
-	case e.IsTimeout:
-		return "the system resolver timed out"
-	case strings.Contains(e.Err, "dial ") || strings.Contains(e.Err, "connect: "):
-		return "the system resolver could not reach a DNS server (" + lastPart(e.Err) + ")"
-	}
-	return "system resolver: " + lastPart(e.Err)
-}
-
-// lastPart is the innermost message of an "a: b: c" chain.
-func lastPart(s string) string {
-	if i := strings.LastIndex(s, ": "); i >= 0 {
-		return s[i+2:]
-	}
-	return s
-}
+// ResolverReason words the system resolver's failure in a few words, as
+// the detection table does (detect.ResolverReason), for the transports.
+func ResolverReason(e *net.DNSError) string { return detect.ResolverReason(e) }
 
 // lastErrText is the innermost message of err, without Go's wrap chain.
 func lastErrText(err error) string {
@@ -66,3 +50,13 @@ func lastErrText(err error) string {
 		err = u
 	}
 }
+
+// IsRefused reports whether err is a refusal: a TCP connect answered with
+// RST, or ICMP port unreachable for an earlier datagram on a connected UDP
+// socket (detect.IsRefused).
+func IsRefused(err error) bool { return detect.IsRefused(err) }
+
+func isReset(err error) bool { return detect.IsReset(err) }
+
+// isUnreachable: no route to the device, or no local address to reach it from.
+func isUnreachable(err error) bool { return detect.IsUnreachable(err) || isAddrNotAvail(err) }

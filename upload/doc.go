@@ -10,12 +10,17 @@
 // upload form) and upload/elegantota (ElegantOTA v3); the HTTP ones share
 // upload/internal/post. What the runner must know of a family's devices,
 // its transport reports as Traits (and, where a protocol's families differ
-// per device, as a Screener's refusal), and a failure after which nothing
-// may be sent again says so in DeviceError.NoRetry; so nothing here names
-// a protocol but the detection vocabulary (Protocol, the probe).
-// cmd/ builds the transports and hands them to the runner in
-// Options.Transports. The wire facts of each family are in
-// docs/protocols/<family>.md.
+// per device, as a Screener's refusal); a failure after which nothing may
+// be sent again says so in DeviceError.NoRetry. A target's protocol comes
+// from the target, from Options.Probe (cmd/ hands it the detection table,
+// package detect, through ChooseProtocol) or, with no probe, from the one
+// transport configured: the runner names no protocol. Protocol names
+// remain in the vocabulary (Protocol and its values, shared with
+// detection), in the one table of device answers (ClassifyAnswer knows
+// HTTP statuses, espota's texts and the web uploaders' words) and where
+// the observer reads devinfo's facts. cmd/ builds the transports and hands
+// them to the runner in Options.Transports. The wire facts of each family
+// are in docs/protocols/<family>.md.
 //
 // The core holds what every family shares: the fleet runner (parallelism,
 // retries, canary, failure budget, pre-flight), the protocol probe,

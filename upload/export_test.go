@@ -4,7 +4,6 @@ package upload
 // transport packages) share with the internal ones.
 var (
 	AsDeviceError = asDeviceError
-	SilentOrSkip  = silentOrSkip
 	SimFirmware   = testFirmware
 	SimOptions    = simOptions
 )

@@ -59,7 +59,7 @@ func (e *RefusedError) Error() string { return e.Reason }
 // never taken for espota), ClassUnresolved, or ClassNetwork.
 //
 // No espota invitation is ever sent to probe, and no HTTP request outside
-// detect.AllowedProbes: every probe is read-only and carries no
+// detect.AllowedProbes(): every probe is read-only and carries no
 // credentials.
 func ChooseProtocol(ctx context.Context, t Target, h Hint, connectTimeout time.Duration) (Decision, error) {
 	ev := detect.Evidence{Service: h.Service, TXT: h.TXT}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ots-ota/ots-ota/auth"
+	"github.com/ots-ota/ots-ota/internal/testnet"
 	"github.com/ots-ota/ots-ota/sim"
 )
 
@@ -16,7 +17,7 @@ import (
 // an address where nothing listens, so a decision that needed a probe
 // would come back as an error instead.
 func TestChooseProtocolFacts(t *testing.T) {
-	dead := probeTarget(t, deadAddr(t))
+	dead := probeTarget(t, testnet.DeadAddr(t))
 	with := func(f func(*Target)) Target { tg := dead; f(&tg); return tg }
 	for _, tc := range []struct {
 		name string
@@ -54,7 +55,7 @@ func TestChooseProtocolFacts(t *testing.T) {
 
 // A family ots-ota does not speak is refused before anything is sent.
 func TestChooseProtocolRefusesUnspoken(t *testing.T) {
-	d, err := ChooseProtocol(httpCtx(t), probeTarget(t, deadAddr(t)), Hint{Service: "_wled._tcp"}, time.Second)
+	d, err := ChooseProtocol(httpCtx(t), probeTarget(t, testnet.DeadAddr(t)), Hint{Service: "_wled._tcp"}, time.Second)
 	var re *RefusedError
 	if !errors.As(err, &re) || d.Family != "wled" || !strings.Contains(re.Reason, "looks like WLED (mDNS service _wled._tcp); ots-ota does not speak WLED yet") {
 		t.Fatalf("got %+v, %v", d, err)
@@ -110,7 +111,7 @@ func TestChooseProtocolAgainstSim(t *testing.T) {
 // espota, always unreachable; the HTTP transport says the same
 // (TestHTTPSilentIsUnreachable, in transports_test.go).
 func TestChooseProtocolSilentIsUnreachable(t *testing.T) {
-	addr := silentOrSkip(t)
+	addr := testnet.SilentAddr(t)
 	tg := probeTarget(t, addr)
 	_, err := ChooseProtocol(httpCtx(t), tg, Hint{Service: "_arduino._tcp"}, 200*time.Millisecond)
 	de := asDeviceError(t, err)
@@ -157,7 +158,7 @@ func TestChooseProtocolRebootingDevice(t *testing.T) {
 }
 
 func TestChooseProtocolCanceled(t *testing.T) {
-	addr := silentOrSkip(t)
+	addr := testnet.SilentAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	_, err := ChooseProtocol(ctx, probeTarget(t, addr), Hint{}, time.Second)

@@ -68,8 +68,8 @@ type Options struct {
 	Transports map[Protocol]Transport
 	// Probe decides the protocol of a target whose Protocol is Auto and
 	// whose facts do not tell it (contract §1); a *RefusedError ends the
-	// device refused, with nothing sent. nil: such a target is treated as
-	// HTTP.
+	// device refused, with nothing sent. nil: such a target takes the one
+	// transport configured; with several, it fails with nothing sent.
 	Probe func(ctx context.Context, t Target) (Protocol, error)
 	// Observer reads what devices tell (pre-flight and verification); nil
 	// means nothing can be read, so no update can be verified.
@@ -500,8 +500,11 @@ func (r *runner) preflight(ctx context.Context, d *device) bool {
 	if d.proto == Auto && f.Protocol != "" && f.Protocol != Auto {
 		d.proto = f.Protocol
 	}
-	if d.proto == Auto && r.opts.Probe == nil {
-		d.proto = HTTP
+	if d.proto == Auto && r.opts.Probe == nil && len(r.opts.Transports) == 1 {
+		// No probe, and one way to send: the runner names no protocol.
+		for p := range r.opts.Transports {
+			d.proto = p
+		}
 	}
 	img := r.img
 	fw := r.fw
@@ -926,6 +929,9 @@ func (r *runner) try(ctx context.Context, d *device) error {
 		if f, err := r.observe(ctx, d.known()); err == nil && f.Answered {
 			d.facts, d.factsAt, d.res.From = f, time.Now(), f.Version
 		}
+	}
+	if d.proto == Auto {
+		return &DeviceError{Class: ClassRejected, Reason: "no protocol decided for this device: give it one, or let the detection probe it"}
 	}
 	tr := r.opts.Transports[d.proto]
 	if tr == nil {

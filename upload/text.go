@@ -1,38 +1,8 @@
 package upload
 
-import (
-	"strings"
-	"unicode"
-	"unicode/utf8"
-)
+import "github.com/ots-ota/ots-ota/internal/oneline"
 
 // CleanText makes untrusted device text safe to print on one line: valid
 // UTF-8, no control or escape characters, runs of space collapsed, at most
-// max runes ("…" marks a cut).
-func CleanText(s string, max int) string {
-	s = strings.ToValidUTF8(s, "\uFFFD")
-	var b strings.Builder
-	space := false
-	n := 0
-	for _, r := range s {
-		if unicode.IsSpace(r) || unicode.IsControl(r) || r == utf8.RuneError || !unicode.IsPrint(r) {
-			space = b.Len() > 0
-			continue
-		}
-		need := 1
-		if space {
-			need = 2
-		}
-		if n+need > max {
-			b.WriteString("…")
-			return b.String()
-		}
-		if space {
-			b.WriteByte(' ')
-			space = false
-		}
-		b.WriteRune(r)
-		n += need
-	}
-	return b.String()
-}
+// max runes ("…" marks a cut). The transports quote device text through it.
+func CleanText(s string, max int) string { return oneline.Clean(s, max) }

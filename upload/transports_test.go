@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ots-ota/ots-ota/internal/testnet"
 	"github.com/ots-ota/ots-ota/upload"
 	"github.com/ots-ota/ots-ota/upload/internal/testkit"
 	"github.com/ots-ota/ots-ota/upload/rawhttp"
@@ -16,7 +17,7 @@ import (
 // transport says unreachable, as the probe does
 // (TestChooseProtocolSilentIsUnreachable).
 func TestHTTPSilentIsUnreachable(t *testing.T) {
-	host, port := testkit.HostPort(t, upload.SilentOrSkip(t))
+	host, port := testkit.HostPort(t, testnet.SilentAddr(t))
 	tg := upload.Target{Name: "dev", Host: host, Port: port, Protocol: upload.Auto}
 	de := upload.AsDeviceError(t, (&rawhttp.Transport{ConnectTimeout: 200 * time.Millisecond}).Send(testkit.Ctx(t), tg, &upload.Firmware{Data: []byte{0xE9}}, upload.Credentials{}, nil))
 	if de.Class != upload.ClassUnreachable {

@@ -213,9 +213,11 @@ type Config struct {
 	OnEvent func(Event)
 	// OnRequest sees every HTTP request the device's servers receive, of
 	// any personality, as it came and before it is routed (a request the
-	// device refuses too, once its request line was read): one call at a
-	// time per device (a fleet's devices share one serialised sink), from
-	// the serving goroutine. Keep it fast.
+	// device refuses too, once its request line parsed into a method and a
+	// URI; a line without both, or longer than the device reads, is
+	// answered 400 or 414 unlogged): one call at a time per device (a
+	// fleet's devices share one serialised sink), from the serving
+	// goroutine. Keep it fast: a blocked sink stalls the device.
 	OnRequest func(HTTPRequest)
 }
 

@@ -1,6 +1,6 @@
 //go:build linux
 
-package upload
+package testnet
 
 import (
 	"net"
@@ -10,11 +10,11 @@ import (
 	"time"
 )
 
-// silentAddr is a loopback TCP port that neither accepts nor refuses: a
+// SilentAddr is a loopback host:port that neither accepts nor refuses: a
 // listener with a backlog of 0 whose one queue slot is taken, so the
 // kernel drops further SYNs and connects time out, as with a device that
-// is rebooting.
-func silentAddr(t *testing.T) string {
+// is rebooting. It skips the test where the kernel does not behave so.
+func SilentAddr(t testing.TB) string {
 	t.Helper()
 	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -31,17 +31,15 @@ func silentAddr(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(sa.(*syscall.SockaddrInet4).Port))
+	a := net.JoinHostPort("127.0.0.1", strconv.Itoa(sa.(*syscall.SockaddrInet4).Port))
 	// Fill the queue; further SYNs are dropped.
-	for i := 0; i < 4; i++ {
-		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+	for range 4 {
+		c, err := net.DialTimeout("tcp", a, 200*time.Millisecond)
 		if err != nil {
-			return addr
+			return a
 		}
 		t.Cleanup(func() { c.Close() })
 	}
 	t.Skip("cannot make a silent loopback port on this kernel")
 	return ""
 }
-
-func silentOrSkip(t *testing.T) string { return silentAddr(t) }
