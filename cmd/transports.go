@@ -5,7 +5,9 @@ import (
 	"log/slog"
 
 	"github.com/ots-ota/ots-ota/upload"
+	"github.com/ots-ota/ots-ota/upload/elegantota"
 	"github.com/ots-ota/ots-ota/upload/espota"
+	"github.com/ots-ota/ots-ota/upload/form"
 	"github.com/ots-ota/ots-ota/upload/rawhttp"
 )
 
@@ -25,5 +27,9 @@ func pushTransports(o *pushOptions, log *slog.Logger) (transports map[upload.Pro
 		upload.HTTP: &rawhttp.Transport{ConnectTimeout: o.ConnectTimeout, IdleTimeout: o.IdleTimeout, Logger: log},
 		upload.Espota: &espota.Transport{Listener: ln, ConnectTimeout: o.ConnectTimeout, IdleTimeout: o.IdleTimeout,
 			MD5Password: o.MD5Password, Logger: log},
+		// The Arduino web uploaders. The detection table still refuses
+		// their families; a target reaches these by its protocol.
+		upload.Form:       &form.Transport{ConnectTimeout: o.ConnectTimeout, IdleTimeout: o.IdleTimeout, Logger: log},
+		upload.ElegantOTA: &elegantota.Transport{ConnectTimeout: o.ConnectTimeout, IdleTimeout: o.IdleTimeout, Logger: log},
 	}, func() { ln.Close() }, nil
 }

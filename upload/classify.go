@@ -47,6 +47,18 @@ var wordClasses = []struct {
 	{"Flash config wrong", ClassRejected, "the image's flash size or mode does not match the device's flash chip: build it for this board"},
 	{"New Flash config wrong", ClassRejected, "the image's flash size or mode does not match the device's flash chip: build it for this board"},
 	{"Invalid bootstrapping state", ClassRejected, "the ESP8266 must be reset (power-cycled) once after a serial flash before it can update over the air"},
+	// ERROR[13]: the ESP8266 Updater buffers 4096 bytes and checks, before
+	// it writes that last buffer, that anything was written (core 3.0.0
+	// on), so an image of 4096 bytes or less is never taken.
+	{"No data supplied", ClassRejected, "the image is 4096 bytes or less, which an ESP8266 never takes: it is not a whole app image (check the file)"},
+	{"Out of memory", ClassRejected, "the device ran out of memory for the update: restart it and push again"},
+	// ERROR[15] (esp8266 core after 3.1.2): a begin while an update runs;
+	// the device drops both.
+	{"Update already running", ClassRejected, "another update was running on the device (it has now dropped it): push again once nothing else uploads to it"},
+
+	// The Arduino web uploaders (docs/protocols/form.md, elegantota.md).
+	{"Wrong origin received", ClassRejected, "the device's cross-site check refused the upload (its Origin header did not match its Host header): address the device directly, not through a proxy"},
+	{"MD5 parameter invalid", ClassRejected, "the device refused the image's MD5 as the hash parameter of /ota/start"},
 }
 
 // failureTexts are what the known uploaders put in an answer, often a
@@ -167,7 +179,9 @@ func ClassifyAnswer(status int, words string) (Class, string) {
 		}
 		return f.class, f.why
 	}
-	if c, why, ok := classifyWords(w); ok {
+	// ElegantOTA answers the ESP8266 Updater's "ERROR[13]: No data
+	// supplied" with no "Update error:" before it.
+	if c, why, ok := classifyWords(CutErrorNumber(w)); ok {
 		return c, why
 	}
 	switch {

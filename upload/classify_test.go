@@ -1,6 +1,9 @@
 package upload
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestClassifyAnswer(t *testing.T) {
 	for _, tc := range []struct {
@@ -90,6 +93,34 @@ func TestAccepted(t *testing.T) {
 	} {
 		if got := Accepted(tc.status, tc.words); got != tc.want {
 			t.Errorf("Accepted(%d, %q) = %v, want %v", tc.status, tc.words, got, tc.want)
+		}
+	}
+}
+
+// The Arduino web uploaders' words (docs/protocols/form.md,
+// elegantota.md): the cause decides the class and the reason says what it
+// means, with or without HTTPUpdateServer's "Update error: " before it
+// (ElegantOTA answers the Updater's text bare).
+func TestClassifyArduinoUploaderWords(t *testing.T) {
+	for _, tc := range []struct {
+		status int
+		words  string
+		want   Class
+		why    string // in the reason
+	}{
+		{200, "Update error: ERROR[13]: No data supplied", ClassRejected, "4096 bytes or less"},
+		{400, "ERROR[13]: No data supplied", ClassRejected, "4096 bytes or less"},
+		{400, "ERROR[10]: Magic byte is not 0xE9", ClassRejected, "not an app image"},
+		{400, "ERROR[15]: Update already running", ClassRejected, "another update was running"},
+		{200, "Update error: ERROR[14]: Out of memory", ClassRejected, "out of memory"},
+		{200, "Update error: Wrong origin received!", ClassRejected, "Origin"},
+		{400, "MD5 parameter invalid", ClassRejected, "MD5"},
+		{400, "Decryption error", ClassRejected, "decrypt"},
+		{200, "Update error: ERROR[6]: Stream Read Timeout", ClassNetwork, "waited too long"},
+	} {
+		got, why := ClassifyAnswer(tc.status, tc.words)
+		if got != tc.want || !strings.Contains(why, tc.why) {
+			t.Errorf("ClassifyAnswer(%d, %q) = %s (%q), want %s with %q", tc.status, tc.words, got, why, tc.want, tc.why)
 		}
 	}
 }

@@ -518,6 +518,10 @@ func (r *runner) preflight(ctx context.Context, d *device) bool {
 		d.res.Outcome, d.res.Message = OutcomeRefused, msg
 		return true
 	}
+	if why := screen(r.opts.Transports[d.proto], d.known(), fw); why != "" {
+		d.res.Outcome, d.res.Message = OutcomeRefused, why
+		return false
+	}
 	if fw.Filesystem {
 		if tr.NoFilesystem != "" {
 			d.res.Outcome, d.res.Message = OutcomeRefused, tr.NoFilesystem
@@ -640,6 +644,9 @@ func (r *runner) update(ctx context.Context, d *device, stop *string) {
 		}
 		if ctx.Err() != nil {
 			d.res.Outcome, d.res.Message = OutcomeCancelled, r.interruptedMessage(d, err)
+			if de := deviceErrorOf(err); de.NoRetry != "" {
+				d.res.Message += " (" + de.NoRetry + ")"
+			}
 			return
 		}
 		if re := (*RefusedError)(nil); errors.As(err, &re) {
@@ -700,8 +707,16 @@ func (r *runner) update(ctx context.Context, d *device, stop *string) {
 		if de.Class == ClassWriteFailed && d.facts.SlotSizeKnown && r.fw.Size() > d.facts.SlotSize {
 			allowed = 0
 		}
+		if de.NoRetry != "" {
+			// The try left the device in a state another try would
+			// corrupt: nothing is sent again, whatever the class.
+			allowed = 0
+		}
 		if perClass[de.Class] >= allowed || retried >= r.opts.Retries {
-			if allowed == 0 && (de.Class == ClassAuth || de.Class == ClassRejected) {
+			switch {
+			case de.NoRetry != "":
+				d.res.Message += " (not retried: " + de.NoRetry + ")"
+			case allowed == 0 && (de.Class == ClassAuth || de.Class == ClassRejected):
 				d.res.Message += " (not retried)"
 			}
 			r.tookEarlier(ctx, d, de)
@@ -773,7 +788,7 @@ func (r *runner) boundedTry(ctx context.Context, d *device) error {
 	if err != nil && tctx.Err() != nil && ctx.Err() == nil {
 		de := deviceErrorOf(err)
 		if de.Class != ClassTimeout {
-			de = &DeviceError{Class: ClassTimeout, Taken: de.Taken, Status: de.Status, Words: de.Words, Err: err}
+			de = &DeviceError{Class: ClassTimeout, Taken: de.Taken, Status: de.Status, Words: de.Words, NoRetry: de.NoRetry, Err: err}
 		}
 		de.Reason = fmt.Sprintf("the upload did not end within %s (connect %s + idle %s + %s at 8 KiB/s; --timeout sets another bound)",
 			round(r.tryBound()), round(r.opts.ConnectTimeout), round(r.opts.IdleTimeout), sizeLabel(r.fw.Size()))

@@ -52,3 +52,22 @@ func traitsOf(tr Transport) Traits {
 	}
 	return Traits{}
 }
+
+// Screener is a Transport whose protocol serves several families (or
+// chips) that differ in what they take, so its Traits cannot refuse for
+// all of them. Pre-flight asks it about each device: a refusal ends the
+// device refused, with nothing sent (--force does not override it).
+type Screener interface {
+	Transport
+	// Screen returns "" when fw may go to t, else one line for the user:
+	// why nothing is sent.
+	Screen(t Target, fw *Firmware) string
+}
+
+// screen is tr's refusal of fw for t, "" when tr screens nothing.
+func screen(tr Transport, t Target, fw *Firmware) string {
+	if s, ok := tr.(Screener); ok {
+		return s.Screen(t, fw)
+	}
+	return ""
+}

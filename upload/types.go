@@ -20,6 +20,13 @@ const (
 	Auto   Protocol = "auto"
 	HTTP   Protocol = "http"
 	Espota Protocol = "espota"
+	// Form is the Arduino web uploaders' multipart POST: arduino-esp32's
+	// HTTPUpdateServer, ESP8266HTTPUpdateServer and ESPEasy
+	// (docs/protocols/form.md).
+	Form Protocol = "form"
+	// ElegantOTA is ElegantOTA v3: GET /ota/start, then a multipart POST
+	// /ota/upload (docs/protocols/elegantota.md).
+	ElegantOTA Protocol = "elegantota"
 )
 
 // ParseProtocol reads a --protocol value.
@@ -82,6 +89,11 @@ type Target struct {
 	// Chip is what the inventory says the device's chip is ("" = not
 	// said): chip evidence where the device tells none.
 	Chip string
+	// Family is the device family detection recognised (the values of
+	// detect.Family: "httpupdateserver", "espeasy", …), "" when not
+	// known. A protocol that several libraries speak reads it where they
+	// differ (form: which of them takes a filesystem image).
+	Family string
 }
 
 // Addr is host:port for the OTA port.
@@ -223,6 +235,13 @@ type DeviceError struct {
 	// Reason is one line for the user: what happened and what it usually
 	// means. It never holds a secret.
 	Reason string
+	// NoRetry, when not "", forbids any further try of this upload,
+	// whatever the class: the failed try left the device in a state that
+	// another try would corrupt (ElegantOTA: an update begun that the next
+	// bytes would continue). It says, as a clause, what the user must do
+	// before pushing again ("restart the device, then push again"). The
+	// runner may still read the device; it never sends to it again.
+	NoRetry string
 	// Err is the underlying error, for -v logs only.
 	Err error
 }

@@ -4,8 +4,12 @@ import (
 	"testing"
 
 	"github.com/ots-ota/ots-ota/upload"
+	"github.com/ots-ota/ots-ota/upload/internal/post"
 	"github.com/ots-ota/ots-ota/upload/internal/testkit"
 )
+
+// eraseWindow is the body bytes below which a device counts as erasing.
+const eraseWindow = post.EraseWindow
 
 // The shared test kit, with upload's types.
 

@@ -1,4 +1,4 @@
-package rawhttp
+package post
 
 import (
 	"bufio"
@@ -23,38 +23,42 @@ const (
 	maxAnswerBody = 64 << 10
 	maxInterim    = 8   // 1xx answers skipped before the real one
 	maxWords      = 200 // runes of the device's text kept for the user
+	maxChallenges = 4   // WWW-Authenticate headers kept
 )
 
-// answer is a device's HTTP response, as much of it as arrived. ESP-IDF's
+// Answer is a device's HTTP response, as much of it as arrived. ESP-IDF's
 // httpd answers "HTTP/1.1 500 Internal Server Error", Content-Type
 // text/html, Content-Length, and a one-line body; other servers may send
 // chunked or close-delimited bodies, or be cut by an RST halfway.
-type answer struct {
+type Answer struct {
 	Status      int
 	Reason      string // the reason phrase of the status line
 	ContentType string
-	Body        []byte // at most maxAnswerBody bytes
+	// Challenges are the WWW-Authenticate values (at most maxChallenges,
+	// each as sent, at most one header line long): a 401's schemes.
+	Challenges []string
+	Body       []byte // at most maxAnswerBody bytes
 	// Cut: the connection ended (or the bound was hit) before the answer
 	// was complete; Status is still what the device said.
 	Cut bool
 }
 
-// errNotHTTP: the peer sent bytes that are not an HTTP response.
-var errNotHTTP = errors.New("not an HTTP response")
+// ErrNotHTTP: the peer sent bytes that are not an HTTP response.
+var ErrNotHTTP = errors.New("not an HTTP response")
 
-// readAnswer reads one final HTTP response from br (1xx interim answers are
+// ReadAnswer reads one final HTTP response from br (1xx interim answers are
 // skipped). It returns an answer as soon as the status line arrived, even
 // when the headers or body were then cut off: the status and whatever text
 // came are the device's words. With no status line it returns the read
-// error (io.EOF, a reset) or errNotHTTP.
-func readAnswer(br *bufio.Reader) (*answer, error) {
-	return readAnswerMarked(br, nil)
+// error (io.EOF, a reset) or ErrNotHTTP.
+func ReadAnswer(br *bufio.Reader) (*Answer, error) {
+	return ReadAnswerMarked(br, nil)
 }
 
-// readAnswerMarked is readAnswer calling mark before it reads each status
+// ReadAnswerMarked is ReadAnswer calling mark before it reads each status
 // line (an interim one, then the final one), so the caller can note when
 // the final answer began to arrive.
-func readAnswerMarked(br *bufio.Reader, mark func()) (*answer, error) {
+func ReadAnswerMarked(br *bufio.Reader, mark func()) (*Answer, error) {
 	for interim := 0; ; interim++ {
 		if mark != nil {
 			mark()
@@ -83,7 +87,7 @@ func readLine(br *bufio.Reader) (string, error) {
 	for {
 		chunk, err := br.ReadSlice('\n')
 		if len(line)+len(chunk) > maxAnswerLine {
-			return "", fmt.Errorf("answer line longer than %d bytes: %w", maxAnswerLine, errNotHTTP)
+			return "", fmt.Errorf("answer line longer than %d bytes: %w", maxAnswerLine, ErrNotHTTP)
 		}
 		line = append(line, chunk...)
 		if err == nil {
@@ -97,7 +101,7 @@ func readLine(br *bufio.Reader) (string, error) {
 	return string(bytes.TrimRight(line, "\r\n")), nil
 }
 
-func readStatusLine(br *bufio.Reader) (*answer, error) {
+func readStatusLine(br *bufio.Reader) (*Answer, error) {
 	var line string
 	for blank := 0; ; blank++ {
 		l, err := readLine(br)
@@ -123,26 +127,26 @@ func readStatusLine(br *bufio.Reader) (*answer, error) {
 
 // parseStatusLine reads "HTTP/1.1 500 Internal Server Error"; the reason
 // phrase may be missing, the version may be 1.0.
-func parseStatusLine(l string) (*answer, error) {
+func parseStatusLine(l string) (*Answer, error) {
 	proto, rest, _ := strings.Cut(l, " ")
 	if !strings.HasPrefix(proto, "HTTP/") {
-		return nil, errNotHTTP
+		return nil, ErrNotHTTP
 	}
 	rest = strings.TrimLeft(rest, " ")
 	code, reason, _ := strings.Cut(rest, " ")
 	if len(code) != 3 {
-		return nil, errNotHTTP
+		return nil, ErrNotHTTP
 	}
 	n, err := strconv.Atoi(code)
 	if err != nil || n < 100 {
-		return nil, errNotHTTP
+		return nil, ErrNotHTTP
 	}
-	return &answer{Status: n, Reason: upload.CleanText(reason, 60)}, nil
+	return &Answer{Status: n, Reason: upload.CleanText(reason, 60)}, nil
 }
 
 // readAnswerHeaders reads the header section into a; clen is -1 when no
 // usable Content-Length was given. An error means the section was cut.
-func readAnswerHeaders(br *bufio.Reader, a *answer) (clen int64, chunked bool, err error) {
+func readAnswerHeaders(br *bufio.Reader, a *Answer) (clen int64, chunked bool, err error) {
 	clen = -1
 	total := 0
 	for {
@@ -174,6 +178,10 @@ func readAnswerHeaders(br *bufio.Reader, a *answer) (clen int64, chunked bool, e
 			case clen != n:
 				clen = -2
 			}
+		case "www-authenticate":
+			if len(a.Challenges) < maxChallenges {
+				a.Challenges = append(a.Challenges, value)
+			}
 		case "transfer-encoding":
 			if strings.Contains(strings.ToLower(value), "chunked") {
 				chunked = true
@@ -184,7 +192,7 @@ func readAnswerHeaders(br *bufio.Reader, a *answer) (clen int64, chunked bool, e
 
 // readAnswerBody reads at most maxAnswerBody bytes of the body. A body the
 // connection cut short keeps what arrived and marks the answer Cut.
-func readAnswerBody(br *bufio.Reader, a *answer, clen int64, chunked bool) {
+func readAnswerBody(br *bufio.Reader, a *Answer, clen int64, chunked bool) {
 	if a.Status == 204 || a.Status == 304 || (a.Status >= 100 && a.Status < 200) {
 		return
 	}
@@ -224,7 +232,7 @@ func readChunked(br *bufio.Reader, buf *bytes.Buffer) error {
 		size, _, _ := strings.Cut(l, ";")
 		n, err := strconv.ParseInt(strings.TrimSpace(size), 16, 64)
 		if err != nil || n < 0 {
-			return errNotHTTP
+			return ErrNotHTTP
 		}
 		if n == 0 {
 			return nil // trailers are not read: nothing in them matters
@@ -248,11 +256,11 @@ func readChunked(br *bufio.Reader, buf *bytes.Buffer) error {
 // page's "Update failed" after its menus), else from its start. HTML tags
 // are dropped (ESP-IDF sends plain text labelled text/html; other servers
 // send pages), control characters removed.
-func (a *answer) Words() string { return a.wordsWith(nil) }
+func (a *Answer) Words() string { return a.WordsWith(nil) }
 
-// wordsWith is Words with clean applied to the whole visible text first
+// WordsWith is Words with clean applied to the whole visible text first
 // (redaction, before anything is cut).
-func (a *answer) wordsWith(clean func(string) string) string {
+func (a *Answer) WordsWith(clean func(string) string) string {
 	v := a.visible()
 	if clean != nil {
 		v = clean(v)
@@ -264,7 +272,7 @@ func (a *answer) wordsWith(clean func(string) string) string {
 }
 
 // visible is the whole body as a reader sees it: tags dropped, one line.
-func (a *answer) visible() string {
+func (a *Answer) visible() string {
 	body := string(a.Body)
 	if looksHTML(a.ContentType, body) {
 		body = stripTags(body)

@@ -1,4 +1,4 @@
-package rawhttp
+package post
 
 import (
 	"bufio"
@@ -79,7 +79,7 @@ func TestReadAnswer(t *testing.T) {
 			if r.err == nil {
 				r.err = io.EOF
 			}
-			a, err := readAnswer(bufio.NewReaderSize(r, 4<<10))
+			a, err := ReadAnswer(bufio.NewReaderSize(r, 4<<10))
 			if tc.fail {
 				if a != nil || err == nil {
 					t.Fatalf("want no answer, got %+v %v", a, err)
@@ -135,7 +135,7 @@ func FuzzReadAnswer(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		marks := 0
-		a, err := readAnswerMarked(bufio.NewReaderSize(&cutReader{data: string(b), err: errTestReset}, 4<<10), func() { marks++ })
+		a, err := ReadAnswerMarked(bufio.NewReaderSize(&cutReader{data: string(b), err: errTestReset}, 4<<10), func() { marks++ })
 		if marks < 1 || marks > maxInterim+1 {
 			t.Fatalf("status lines marked %d times", marks)
 		}
