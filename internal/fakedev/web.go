@@ -215,6 +215,9 @@ func StartWeb(cfg WebConfig) (*WebDevice, error) {
 		return nil, errors.New("ESPEasy's /update takes no credentials")
 	case cfg.Async && cfg.Family != ElegantOTA:
 		return nil, errors.New("only ElegantOTA runs on the async web server here")
+	case cfg.OriginCheck && (cfg.Family != HTTPUpdateServer || cfg.ESP8266):
+		// ESP8266HTTPUpdateServer and ESPEasy's ESP32 copy have no such check.
+		return nil, errors.New("only arduino-esp32's HTTPUpdateServer checks Origin")
 	}
 	switch cfg.After {
 	case InstallsAndKeeps, NeverRestarts, RollsBack, NeverComesBack:

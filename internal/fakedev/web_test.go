@@ -380,9 +380,12 @@ func TestWebESPEasy(t *testing.T) {
 			t.Fatalf("%v", sys)
 		}
 	})
-	t.Run("no credentials", func(t *testing.T) {
+	t.Run("no credentials, no Origin check", func(t *testing.T) {
 		if _, err := StartWeb(WebConfig{Family: ESPEasy, User: "admin", Password: "x"}); err == nil {
 			t.Fatal("ESPEasy with /update credentials started")
+		}
+		if _, err := StartWeb(WebConfig{Family: ESPEasy, OriginCheck: true}); err == nil {
+			t.Fatal("ESPEasy with an Origin check started")
 		}
 	})
 }
