@@ -73,13 +73,12 @@ func (s webStub) Send(ctx context.Context, t upload.Target, fw *upload.Firmware,
 }
 
 // webFirmware is an app image of project proj, version 1.0.1.
-func webFirmware(t *testing.T, chip image.Chip) *upload.Firmware {
-	t.Helper()
+func webFirmware(chip image.Chip) (*upload.Firmware, error) {
 	data, err := image.Build(image.BuildOptions{Chip: chip, Project: "proj", Version: "1.0.1", Size: 100 << 10})
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	return upload.NewFirmware("fw.bin", data, false)
+	return upload.NewFirmware("fw.bin", data, false), nil
 }
 
 // TestVerifyWebUploaders: devices of the web uploader families, written
@@ -137,16 +136,25 @@ func TestVerifyWebUploaders(t *testing.T) {
 		{name: "ESPEasy never restarts", cfg: fakedev.WebConfig{Family: fakedev.ESPEasy, EasyNext: next, After: fakedev.NeverRestarts},
 			expect: git, want: upload.OutcomeUnchanged, source: "/json", running: oldGit},
 	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			t.Parallel()
+	// The devices spend their time restarting: all run at once (t.Parallel
+	// runs two at a time on a two-core machine).
+	type outcome struct {
+		r       upload.Result
+		uploads int
+		err     error
+	}
+	done := make([]chan outcome, len(cases))
+	for i, c := range cases {
+		done[i] = make(chan outcome, 1)
+		go func() {
 			cfg := c.cfg
 			cfg.Running = running
 			// Silent long enough for two reads over a second (a restart).
 			cfg.BootTime, cfg.RestartDelay = 1300*time.Millisecond, 300*time.Millisecond
 			d, err := fakedev.StartWeb(cfg)
 			if err != nil {
-				t.Fatal(err)
+				done[i] <- outcome{err: err}
+				return
 			}
 			defer d.Close()
 			proto := c.proto
@@ -157,19 +165,34 @@ func TestVerifyWebUploaders(t *testing.T) {
 			if chip == 0 {
 				chip = image.ChipESP32
 			}
+			fw, err := webFirmware(chip)
+			if err != nil {
+				done[i] <- outcome{err: err}
+				return
+			}
 			o := upload.SimOptions()
 			o.Transports[proto] = webStub{proto}
 			o.ExpectVersion = c.expect
 			o.Observer = &upload.DeviceObserver{Timeout: 200 * time.Millisecond, ExpectVersion: c.expect}
 			o.Retries = 0
 			tg := upload.Target{Name: "dev", Host: d.Host(), Port: d.Port(), Protocol: proto}
-			r := upload.Run(context.Background(), webFirmware(t, chip), []upload.Target{tg}, o)[0]
+			r := upload.Run(context.Background(), fw, []upload.Target{tg}, o)[0]
+			done[i] <- outcome{r: r, uploads: d.Uploads()}
+		}()
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got := <-done[i]
+			if got.err != nil {
+				t.Fatal(got.err)
+			}
+			r := got.r
 			if r.Outcome != c.want || r.Reason != c.reason || r.VersionSource != c.source || r.Running != c.running {
 				t.Fatalf("%s %s source %q running %q (%s); want %s %s source %q running %q",
 					r.Outcome, r.Reason, r.VersionSource, r.Running, r.Message, c.want, c.reason, c.source, c.running)
 			}
-			if d.Uploads() != 1 {
-				t.Errorf("%d uploads, want 1", d.Uploads())
+			if got.uploads != 1 {
+				t.Errorf("%d uploads, want 1", got.uploads)
 			}
 		})
 	}

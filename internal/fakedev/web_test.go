@@ -168,6 +168,7 @@ func statusVersion(t *testing.T, d *WebDevice) string {
 const success = `<META http-equiv="refresh" content="15;URL=/">Update Success! Rebooting...`
 
 func TestWebHTTPUpdateServerAnswers(t *testing.T) {
+	t.Parallel()
 	img := testImage("1.0.1", "sketch", 0x11, 20000)
 	notE9 := append([]byte{0x12}, img[1:]...)
 	tiny := testImage("1.0.1", "sketch", 0x11, 2000)
@@ -243,6 +244,7 @@ func TestWebHTTPUpdateServerAnswers(t *testing.T) {
 }
 
 func TestWebHTTPUpdateServerAuthAndOrigin(t *testing.T) {
+	t.Parallel()
 	img := testImage("1.0.1", "sketch", 0x11, 20000)
 	t.Run("credentials", func(t *testing.T) {
 		d := startWeb(t, WebConfig{Family: HTTPUpdateServer, User: "admin", Password: "pw"})
@@ -286,6 +288,7 @@ func TestWebHTTPUpdateServerAuthAndOrigin(t *testing.T) {
 // TestWebMultipartStrictness: what the sync servers' parser refuses or
 // ignores (research18.md §1.1).
 func TestWebMultipartStrictness(t *testing.T) {
+	t.Parallel()
 	img := testImage("1.0.1", "sketch", 0x11, 9000)
 	part := func(headers string) []byte {
 		return []byte("--XyZ\r\n" + headers + "\r\n\r\n" + string(img) + "\r\n--XyZ--\r\n")
@@ -322,6 +325,7 @@ func TestWebMultipartStrictness(t *testing.T) {
 }
 
 func TestWebESPEasy(t *testing.T) {
+	t.Parallel()
 	img := testImage("1.0.1", "sketch", 0x11, 20000)
 	next := EasyBuild{Build: "20241019", GitBuild: "mega-20241019", BuildTime: "Oct 19 2024 22:36:19", BinaryFilename: "ESP_Easy_mega_20241019_normal_ESP32_4M316k"}
 	readJSON := func(t *testing.T, d *WebDevice) map[string]any {
@@ -391,6 +395,7 @@ func TestWebESPEasy(t *testing.T) {
 }
 
 func TestWebElegantOTA(t *testing.T) {
+	t.Parallel()
 	img := testImage("1.0.1", "sketch", 0x11, 20000)
 	start := func(t *testing.T, d *WebDevice, q string, hdr ...string) webAnswer {
 		t.Helper()
@@ -537,6 +542,7 @@ func TestWebElegantOTA(t *testing.T) {
 
 // TestWebWithCurl: each family's own documented command line.
 func TestWebWithCurl(t *testing.T) {
+	t.Parallel()
 	curl, err := exec.LookPath("curl")
 	if err != nil {
 		t.Skip("no curl")
