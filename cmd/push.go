@@ -522,7 +522,7 @@ func runPush(ctx context.Context, a *app, o *pushOptions) error {
 	}
 	opts := p.opts
 	opts.Logger = a.log
-	opts.Observer = &upload.DeviceObserver{Timeout: opts.ProbeTimeout, TXT: pt.txt}
+	opts.Observer = &upload.DeviceObserver{Timeout: opts.ProbeTimeout, TXT: pt.txt, ExpectVersion: opts.ExpectVersion}
 	opts.CredentialsFor = pt.credentialsFor
 	transports, closeTransports, err := pushTransports(o, a.log)
 	if err != nil {

@@ -72,3 +72,27 @@ func FuzzParseTXT(f *testing.F) {
 		}
 	})
 }
+
+func FuzzParseESPEasyJSON(f *testing.F) {
+	for _, s := range []string{
+		`{"System":{"Build":20241019,"Git Build":"mega-20241019","Build Time":"Oct 19 2024 22:36:19","Uptime":42,"Uptime (ms)":2520345,"Unit Number":3}}`,
+		`{"System":{"Build":"20117","Uptime (ms)":"300123"}}`, `{"TTL":1,"System":{"Git Build":"x"}}`,
+		`{"System":{"Build":1,"Uptime (ms)":-1}}`, `{"System":{"Build":1e400}}`, `{"System":{"Git Build":"\u001b"}}`, `{"System":[`, `{`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		s, err := ParseESPEasyJSON(b)
+		if err != nil && s != (ESPEasyJSON{}) && !strings.HasPrefix(err.Error(), "espeasy json:") {
+			t.Fatalf("partial result with unexpected error %v", err)
+		}
+		for _, v := range []string{s.Build, s.GitBuild, s.BuildTime, s.BinaryFilename, s.UnitName, s.ChipModel, s.LastBootCause, s.ResetReason} {
+			checkClean(t, "espeasy json", v)
+		}
+		for _, n := range []*int64{s.UnitNumber, s.UptimeMin, s.UptimeMS} {
+			if n != nil && *n < 0 {
+				t.Fatalf("negative number in %+v", s)
+			}
+		}
+	})
+}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -258,4 +259,156 @@ func oneLine(errs []error) error {
 		return errs[0]
 	}
 	return fmt.Errorf("%w, and %d more", errs[0], len(errs)-1)
+}
+
+// ESPEasyJSON is what ots-ota reads of ESPEasy's GET /json: the build and
+// uptime facts of its System object, in ESPEasy's own labels (its web UI's
+// row names). ESPEasy writes a value that looks like a number as a bare
+// JSON number and anything else as a string, so each field takes either.
+// Strings not told are empty and numbers not told nil: unknown, never 0.
+type ESPEasyJSON struct {
+	// Build is the build number, shown as a date ("20241019").
+	Build string `json:"Build,omitempty"`
+	// GitBuild is the release tag of a CI build ("mega-20241019"), else
+	// "<branch>_<commit>" of a build made with ESPEasy's scripts, else
+	// "(custom)".
+	GitBuild string `json:"Git Build,omitempty"`
+	// BuildTime is the compiler's __DATE__ and __TIME__ ("Oct 19 2024
+	// 22:36:19"): it differs between any two builds.
+	BuildTime      string `json:"Build Time,omitempty"`
+	BinaryFilename string `json:"Binary Filename,omitempty"`
+	UnitName       string `json:"Unit Name,omitempty"`
+	UnitNumber     *int64 `json:"Unit Number,omitempty"`
+	ChipModel      string `json:"ESP Chip Model,omitempty"`
+	LastBootCause  string `json:"Last Boot Cause,omitempty"`
+	ResetReason    string `json:"Reset Reason,omitempty"`
+	// UptimeMin is "Uptime", in whole minutes: too coarse to show a
+	// restart against the time between two reads.
+	UptimeMin *int64 `json:"Uptime,omitempty"`
+	// UptimeMS is "Uptime (ms)" (ESPEasy since 2021).
+	UptimeMS *int64 `json:"Uptime (ms),omitempty"`
+}
+
+// errNotESPEasy: the body is JSON, but no ESPEasy System object.
+var errNotESPEasy = errors.New("not ESPEasy's JSON (no System object with Build or Git Build)")
+
+// ParseESPEasyJSON reads a GET /json body. Only the System object is read,
+// and it comes first, so a body cut short after it still parses (the rest
+// lists every task's values and may be long). It fails when System is
+// missing or has neither Build nor Git Build (a sketch's own /json), or
+// when a field it reads has the wrong type.
+func ParseESPEasyJSON(b []byte) (ESPEasyJSON, error) {
+	if !strings.HasPrefix(strings.TrimSpace(string(b)), "{") {
+		return ESPEasyJSON{}, errors.New("not a JSON object")
+	}
+	sys, err := firstObject(b, "System")
+	if err != nil {
+		return ESPEasyJSON{}, err
+	}
+	if sys == nil {
+		return ESPEasyJSON{}, errNotESPEasy
+	}
+	_, hasBuild := sys["Build"]
+	_, hasGit := sys["Git Build"]
+	if !hasBuild && !hasGit {
+		return ESPEasyJSON{}, errNotESPEasy
+	}
+	var s ESPEasyJSON
+	errs := fieldErrors(
+		named("Build", jsonText(sys["Build"], &s.Build)),
+		named("Git Build", jsonText(sys["Git Build"], &s.GitBuild)),
+		named("Build Time", jsonText(sys["Build Time"], &s.BuildTime)),
+		named("Binary Filename", jsonText(sys["Binary Filename"], &s.BinaryFilename)),
+		named("Unit Name", jsonText(sys["Unit Name"], &s.UnitName)),
+		named("Unit Number", jsonCount(sys["Unit Number"], &s.UnitNumber)),
+		named("ESP Chip Model", jsonText(sys["ESP Chip Model"], &s.ChipModel)),
+		named("Last Boot Cause", jsonText(sys["Last Boot Cause"], &s.LastBootCause)),
+		named("Reset Reason", jsonText(sys["Reset Reason"], &s.ResetReason)),
+		named("Uptime", jsonCount(sys["Uptime"], &s.UptimeMin)),
+		named("Uptime (ms)", jsonCount(sys["Uptime (ms)"], &s.UptimeMS)),
+	)
+	if len(errs) > 0 {
+		return s, fmt.Errorf("espeasy json: %w", oneLine(errs))
+	}
+	return s, nil
+}
+
+// firstObject decodes the members of the top-level object in b up to key
+// and returns key's value as an object; nil when the object has no such
+// member. Members after key are not read.
+func firstObject(b []byte, key string) (map[string]json.RawMessage, error) {
+	dec := json.NewDecoder(strings.NewReader(string(b)))
+	dec.UseNumber()
+	bad := func(err error) error {
+		var se *json.SyntaxError
+		if errors.As(err, &se) {
+			return fmt.Errorf("invalid JSON at byte %d", se.Offset)
+		}
+		return errors.New("invalid JSON")
+	}
+	if _, err := dec.Token(); err != nil { // the opening brace
+		return nil, bad(err)
+	}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return nil, bad(err)
+		}
+		k, _ := t.(string)
+		if k != key {
+			var skip json.RawMessage
+			if err := dec.Decode(&skip); err != nil {
+				return nil, bad(err)
+			}
+			continue
+		}
+		var m map[string]json.RawMessage
+		if err := dec.Decode(&m); err != nil {
+			var te *json.UnmarshalTypeError
+			if errors.As(err, &te) {
+				return nil, fmt.Errorf("%s: not an object", key)
+			}
+			return nil, bad(err)
+		}
+		return m, nil
+	}
+	return nil, nil
+}
+
+// jsonText reads a string, or a number as the digits the device wrote.
+func jsonText(m json.RawMessage, dst *string) error {
+	t := strings.TrimSpace(string(m))
+	if t == "" || t == "null" {
+		return nil
+	}
+	if t[0] != '"' {
+		var n json.Number
+		if err := json.Unmarshal(m, &n); err != nil {
+			return errors.New("not a string")
+		}
+		*dst = Clean(n.String())
+		return nil
+	}
+	return jsonString(m, dst)
+}
+
+// jsonCount reads a count that cannot be negative, written as a number or
+// as a string of digits; dst stays nil when the field is absent, null or
+// empty: a value not told is unknown.
+func jsonCount(m json.RawMessage, dst **int64) error {
+	t := strings.TrimSpace(string(m))
+	if t != "" && t[0] == '"' {
+		var s string
+		if err := json.Unmarshal(m, &s); err != nil {
+			return errors.New("not a number")
+		}
+		if s = strings.TrimSpace(s); s == "" {
+			return nil
+		}
+		m = json.RawMessage(s)
+		if _, err := strconv.ParseFloat(s, 64); err != nil {
+			return errors.New("not a number")
+		}
+	}
+	return jsonNonNegative(m, dst)
 }

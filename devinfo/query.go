@@ -23,6 +23,7 @@ const (
 	FromOTAStatus Source = "/ota/status" // GET /ota/status on the OTA port
 	FromAPIStatus Source = "/api/status" // GET /api/status on the web port
 	FromTXT       Source = "txt"         // the mDNS TXT record
+	FromJSON      Source = "/json"       // ESPEasy's GET /json on the web port
 	FromProbe     Source = "tcp-probe"   // a TCP connect to the OTA port
 	FromTarget    Source = "target"      // given by the caller (inventory, flag)
 )
@@ -60,6 +61,9 @@ type Target struct {
 	Protocol string
 	// TXT is the device's TXT record (ParseTXT), nil when unknown.
 	TXT map[string]string
+	// ReadJSON: also GET /json on the web port, where ESPEasy tells its
+	// build (the Arduino web uploaders tell no version of their own).
+	ReadJSON bool
 }
 
 // Options tune Query. The zero value is usable.
@@ -109,6 +113,9 @@ type Facts struct {
 	// answer is not silence. Verification counts it towards a restart.
 	Silent bool       `json:"-"`
 	API    *APIStatus `json:"api_status,omitempty"`
+	// ESPEasy is what ESPEasy's GET /json told (Target.ReadJSON), nil when
+	// not read or not ESPEasy's.
+	ESPEasy *ESPEasyJSON `json:"espeasy,omitempty"`
 	// Notes say what was tried and failed, one line each.
 	Notes []string `json:"notes,omitempty"`
 
@@ -212,9 +219,22 @@ func Query(ctx context.Context, t Target, o Options) (Facts, error) {
 				f.Notes = append(f.Notes, "GET /api/status: "+err.Error())
 			}
 		}
+		if t.ReadJSON && !silent && ctx.Err() == nil {
+			st, err := GetESPEasyJSON(ctx, net.JoinHostPort(t.Host, strconv.Itoa(wp)), o)
+			switch {
+			case err == nil:
+				f.Reachable = true
+				f.ESPEasy = &st
+			case errors.Is(err, ErrNotServed), errors.Is(err, ErrBadAnswer):
+				f.Reachable = true
+				f.Notes = append(f.Notes, "GET /json: "+err.Error())
+			default:
+				f.Notes = append(f.Notes, "GET /json: "+err.Error())
+			}
+		}
 	}
 	f.Silent = silent
-	f.fill(t.TXT)
+	f.fill(t)
 	return f, nil
 }
 
@@ -283,7 +303,8 @@ func dialReason(ctx, rctx context.Context, err error) string {
 }
 
 // fill picks each fact from the best source (contract §4).
-func (f *Facts) fill(txt map[string]string) {
+func (f *Facts) fill(t Target) {
+	txt := t.TXT
 	pick := func(dst *Fact, cands ...Fact) {
 		for _, c := range cands {
 			if c.Value != "" {
@@ -300,10 +321,17 @@ func (f *Facts) fill(txt map[string]string) {
 	if f.API != nil {
 		api = *f.API
 	}
+	var easy ESPEasyJSON
+	if f.ESPEasy != nil {
+		easy = *f.ESPEasy
+	}
 	tx := func(k string) Fact { return Fact{txt[k], FromTXT} }
 	oa := func(v string) Fact { return Fact{v, FromOTAStatus} }
 
-	pick(&f.Version, oa(ota.Version), Fact{api.FirmwareVersion, FromAPIStatus}, tx("version"))
+	// ESPEasy's Git Build is its release tag: the name a user knows the
+	// build by (its Build Time tells builds apart, but nobody knows it
+	// before the build ran).
+	pick(&f.Version, oa(ota.Version), Fact{api.FirmwareVersion, FromAPIStatus}, Fact{easy.GitBuild, FromJSON}, tx("version"))
 	pick(&f.Project, oa(ota.Project), tx("project"))
 	pick(&f.Chip, oa(ota.Chip), tx("chip"))
 	pick(&f.Board, tx("board"))
@@ -318,10 +346,14 @@ func (f *Facts) fill(txt map[string]string) {
 		f.Uptime = oa(strconv.FormatInt(*ota.UptimeS, 10))
 	case api.Uptime != nil:
 		f.Uptime = Fact{strconv.FormatInt(*api.Uptime, 10), FromAPIStatus}
+	case easy.UptimeMS != nil:
+		// "Uptime" alone (minutes) is no fact here: read a minute apart,
+		// two whole-minute values would look like a restart.
+		f.Uptime = Fact{strconv.FormatInt(*easy.UptimeMS/1000, 10), FromJSON}
 	}
 	pick(&f.Auth, oa(authWord(ota.Auth)), Fact{AuthFromTXT(txt), FromTXT})
 	if !f.Version.Known() {
-		f.VersionNote = f.versionReason(txt)
+		f.VersionNote = f.versionReason(t)
 	}
 }
 
@@ -354,7 +386,8 @@ func uploadAuth(txt map[string]string) string {
 	return ""
 }
 
-func (f *Facts) versionReason(txt map[string]string) string {
+func (f *Facts) versionReason(t Target) string {
+	txt := t.TXT
 	switch {
 	case f.NothingListens:
 		return "version not observable: nothing listens there"
@@ -366,6 +399,8 @@ func (f *Facts) versionReason(txt map[string]string) string {
 		return "version not observable: ArduinoOTA firmware exposes no version on the network (add the TXT key version, see docs/firmware.md)"
 	case f.otaAnswered:
 		return "version not observable: /ota/status answered, but its body does not parse (see the note)"
+	case t.ReadJSON:
+		return "version not observable: no /ota/status, no /api/status and no ESPEasy /json (a web uploader tells no version of its own)"
 	case txt == nil:
 		return "version not observable: no /ota/status or /api/status, and no mDNS TXT record known (seed firmware without ots-ota extensions exposes no version)"
 	default:
@@ -401,9 +436,29 @@ func GetAPIStatus(ctx context.Context, addr string, o Options) (APIStatus, error
 	return st, nil
 }
 
+// GetESPEasyJSON fetches and parses ESPEasy's GET /json from addr (host:port
+// of the web port). A body longer than the limit is cut, not refused: its
+// System object comes first.
+func GetESPEasyJSON(ctx context.Context, addr string, o Options) (ESPEasyJSON, error) {
+	b, err := getBody(ctx, addr, "/json", o, true)
+	if err != nil {
+		return ESPEasyJSON{}, err
+	}
+	st, err := ParseESPEasyJSON(b)
+	if err != nil {
+		return st, fmt.Errorf("%w: %v", ErrBadAnswer, err)
+	}
+	return st, nil
+}
+
 // get is the package's only HTTP request: a GET, one connection, no
 // redirects, a bounded body.
 func get(ctx context.Context, addr, path string, o Options) ([]byte, error) {
+	return getBody(ctx, addr, path, o, false)
+}
+
+// getBody is get; cut keeps the first maxBody bytes of a longer body.
+func getBody(ctx context.Context, addr, path string, o Options, cut bool) ([]byte, error) {
 	o = o.withDefaults()
 	rctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
@@ -468,6 +523,9 @@ func get(ctx context.Context, addr, path string, o Options) ([]byte, error) {
 		return nil, fmt.Errorf("reading the answer: %s", r)
 	}
 	if len(b) > maxBody {
+		if cut {
+			return b[:maxBody], nil
+		}
 		return nil, fmt.Errorf("answer larger than %d KiB", maxBody>>10)
 	}
 	return b, nil

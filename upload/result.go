@@ -76,7 +76,8 @@ type Result struct {
 	// State is the app state the device last reported ("" when it tells none).
 	State string `json:"state,omitempty"`
 	// VersionSource is where Running (or the failure to see it) came from:
-	// "/ota/status", "/api/status", "txt", or "" when nothing told.
+	// "/ota/status", "/api/status", "/json" (ESPEasy), "txt", or "" when
+	// nothing told.
 	VersionSource string `json:"version_source,omitempty"`
 	// Tries is how many uploads were started (0 when none was).
 	Tries int `json:"tries"`

@@ -45,7 +45,7 @@ type Facts struct {
 	// the next restart.
 	Running, Boot string
 	// VersionSource is where Version came from: "/ota/status",
-	// "/api/status" or "txt".
+	// "/api/status", "/json" (ESPEasy) or "txt".
 	VersionSource string
 }
 

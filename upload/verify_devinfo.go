@@ -3,21 +3,38 @@ package upload
 import (
 	"context"
 	"strconv"
+	"strings"
 	"time"
 
+	"github.com/ots-ota/ots-ota/detect"
 	"github.com/ots-ota/ots-ota/devinfo"
 	"github.com/ots-ota/ots-ota/image"
 )
 
 // DeviceObserver reads devices through package devinfo: GET /ota/status on
 // the OTA port, GET /api/status on the web port, and the mDNS TXT record
-// when TXT supplies one. It only reads.
+// when TXT supplies one. The Arduino web uploaders (protocols form and
+// elegantota) tell no version of their own: for them it reads
+// /ota/status and /api/status on the web server that takes the upload (a
+// sketch may add either) and ESPEasy's GET /json. It only reads.
 type DeviceObserver struct {
 	// Timeout bounds each connection and request; 0 = devinfo's default.
 	Timeout time.Duration
 	// TXT returns the device's TXT record, nil when none is known; while
 	// IsVerifying(ctx) it must be a fresh one. nil = no TXT at all.
 	TXT func(ctx context.Context, t Target) map[string]string
+	// ExpectVersion is --expect-version. ESPEasy's /json tells a version
+	// only when it is given: the device's Git Build, or ExpectVersion
+	// itself when it equals the device's Build Time. Without it the
+	// expected version is the image's own (its app descriptor's), which no
+	// ESPEasy build tells, so a Git Build would read as another image.
+	ExpectVersion string
+}
+
+// webUploader: the protocol's devices are Arduino web uploaders
+// (HTTPUpdateServer, ESPEasy, ElegantOTA), one web server for everything.
+func webUploader(p Protocol) bool {
+	return p == Protocol(detect.ProtoForm) || p == Protocol(detect.ProtoElegantOTA)
 }
 
 // Observe implements Observer.
@@ -28,6 +45,14 @@ func (o *DeviceObserver) Observe(ctx context.Context, t Target) (Facts, error) {
 		dt.Protocol = devinfo.ProtoHTTP
 	case Espota:
 		dt.Protocol = devinfo.ProtoEspota
+	}
+	if webUploader(t.Protocol) {
+		// The upload's web server answers the reads too, unless the
+		// target names another web port.
+		dt.Protocol, dt.ReadJSON = devinfo.ProtoHTTP, true
+		if t.WebPort == 0 {
+			dt.WebPort = t.Port
+		}
 	}
 	// TXT is the last source: ask for it (a browse, while verifying) only
 	// where the device's HTTP answers tell no version.
@@ -45,7 +70,7 @@ func (o *DeviceObserver) Observe(ctx context.Context, t Target) (Facts, error) {
 			}
 		}
 	}
-	f := factsFromDevinfo(df, t.Protocol)
+	f := factsFromDevinfo(df, t.Protocol, o.ExpectVersion)
 	if dt.TXT != nil && IsVerifying(ctx) {
 		// A fresh TXT record is the device answering, over mDNS.
 		f.Answered = true
@@ -53,11 +78,17 @@ func (o *DeviceObserver) Observe(ctx context.Context, t Target) (Facts, error) {
 	return f, nil
 }
 
-func factsFromDevinfo(df devinfo.Facts, asked Protocol) Facts {
+func factsFromDevinfo(df devinfo.Facts, asked Protocol, expect string) Facts {
 	f := Facts{
 		Project: df.Project.Value, Version: df.Version.Value, Chip: df.Chip.Value,
 		State: df.State.Value, Board: df.Board.Value, VersionSource: string(df.Version.Source),
 		Running: df.Running.Value, Boot: df.Boot.Value,
+	}
+	if df.Version.Source == devinfo.FromJSON {
+		f.Version = espeasyVersion(df.ESPEasy, expect)
+		if f.Version == "" {
+			f.VersionSource = ""
+		}
 	}
 	// Reachable after a TCP probe only means a connect succeeded; an answer
 	// is an HTTP reply (or, asked as HTTP, what Reachable then means).
@@ -87,6 +118,21 @@ func factsFromDevinfo(df devinfo.Facts, asked Protocol) Facts {
 		}
 	}
 	return f
+}
+
+// espeasyVersion is the version ESPEasy's /json tells when --expect-version
+// (expect) is given: expect itself when the device's Build Time says the
+// same (the compiler's __DATE__ pads the day with a space, so spaces are
+// not counted), else its Git Build. "" when expect is not given, or
+// nothing was told.
+func espeasyVersion(e *devinfo.ESPEasyJSON, expect string) string {
+	if e == nil || expect == "" {
+		return ""
+	}
+	if e.BuildTime != "" && strings.Join(strings.Fields(e.BuildTime), " ") == strings.Join(strings.Fields(expect), " ") {
+		return expect
+	}
+	return e.GitBuild
 }
 
 // deviceChip is the device's chip as it tells it: the chip fact (/ota/status,

@@ -1,11 +1,14 @@
 // Package fakedev runs fake OTA devices on loopback for tests: HTTP devices
-// (POST /update, GET /ota/status, /api/status on a second port) and
-// ArduinoOTA devices (espota over UDP and a TCP connect-back).
+// (POST /update, GET /ota/status, /api/status on a second port), ArduinoOTA
+// devices (espota over UDP and a TCP connect-back) and the Arduino web
+// uploaders (StartWeb: arduino-esp32's HTTPUpdateServer,
+// ESP8266HTTPUpdateServer, ESPEasy and ElegantOTA v3, sync and async).
 //
 // It exists to test push against devices written independently of the
 // client and of the simulator. It is written only from the device contract
-// (../shared/device-contract.md), docs/firmware.md and the espota research
-// notes, and it shares no code with sim/, upload/, devinfo/, image/ or
+// (../shared/device-contract.md), docs/firmware.md, the espota research
+// notes and, for the web uploaders, the notes research18.md and
+// research/uploaders.md, and it shares no code with sim/, upload/, devinfo/, image/ or
 // auth/: it imports the standard library alone (a test checks that with
 // go list -deps). A fake that reused the client's parsers or the
 // simulator's device core would agree with their bugs.

@@ -74,7 +74,13 @@ func (p *port) Accept() (net.Conn, error) {
 		p.mu.Lock()
 		if !p.up || p.closed {
 			p.held = append(p.held, c)
+			down := !p.up && !p.closed
 			p.mu.Unlock()
+			if down {
+				// The accept raced the deadline and took a queued
+				// connection (perhaps the filler): fill the queue again.
+				p.fill()
+			}
 			continue
 		}
 		p.mu.Unlock()
@@ -111,14 +117,28 @@ func (p *port) quiesce() {
 		return
 	}
 	_ = setBacklog(p.tcp, 0)
-	// One queued connection fills a backlog of 0. If a client got in
-	// first the dial times out, and the queue is full anyway. The timeout
-	// is generous: a loaded machine may be slow to complete the handshake.
-	if c, err := net.DialTimeout("tcp4", p.tcp.Addr().String(), time.Second); err == nil {
-		p.mu.Lock()
-		p.fillers = append(p.fillers, c)
-		p.mu.Unlock()
+	p.fill()
+}
+
+// fill queues a connect of our own while the listener is silent: one
+// queued connection fills a backlog of 0. If a client got in first the
+// dial times out, and the queue is full anyway. The timeout is generous:
+// a loaded machine may be slow to complete the handshake.
+func (p *port) fill() {
+	if !silentConnects {
+		return
 	}
+	c, err := net.DialTimeout("tcp4", p.tcp.Addr().String(), time.Second)
+	if err != nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.up || p.closed {
+		c.Close()
+		return
+	}
+	p.fillers = append(p.fillers, c)
 }
 
 // resume makes the listener answer again: whatever queued while it was
