@@ -6,6 +6,7 @@ import (
 	"github.com/ots-ota/ots-ota/image"
 	"github.com/ots-ota/ots-ota/sim/core"
 	"github.com/ots-ota/ots-ota/sim/espota"
+	"github.com/ots-ota/ots-ota/sim/form"
 	"github.com/ots-ota/ots-ota/sim/rawhttp"
 )
 
@@ -57,6 +58,11 @@ const (
 	OTS     = rawhttp.OTS
 	Arduino = espota.ArduinoSketch
 	ESP8266 = espota.ESP8266Sketch
+	// HTTPUpdateServer is a sketch with arduino-esp32's HTTPUpdateServer
+	// (Config.Chip "esp8266": esp8266/Arduino's ESP8266HTTPUpdateServer).
+	HTTPUpdateServer = form.HTTPUpdateServer
+	// ESPEasy is ESPEasy on ESP32 (Config.Chip "esp8266": on ESP8266).
+	ESPEasy = form.ESPEasy
 )
 
 // Phases.
@@ -212,6 +218,12 @@ func ParseBehaviourSpecs(specs []string) (map[string]Behaviour, error) {
 // CheckBehaviours reports behaviours a device of p cannot show.
 func CheckBehaviours(p Personality, rollbackLater bool, m map[string]Behaviour) error {
 	return core.CheckBehaviours(p, rollbackLater, m)
+}
+
+// CheckBehavioursOn is CheckBehaviours for a device of p with chip (the
+// web-uploader personalities run on ESP8266 with chip "esp8266").
+func CheckBehavioursOn(p Personality, chip string, rollbackLater bool, m map[string]Behaviour) error {
+	return core.CheckBehavioursOn(p, chip, rollbackLater, m)
 }
 
 // OmittableFields lists the field names Config.Omit accepts for a device

@@ -3,6 +3,7 @@ package sim
 import (
 	"github.com/ots-ota/ots-ota/sim/core"
 	"github.com/ots-ota/ots-ota/sim/espota"
+	"github.com/ots-ota/ots-ota/sim/form"
 	"github.com/ots-ota/ots-ota/sim/rawhttp"
 )
 
@@ -11,4 +12,5 @@ import (
 func init() {
 	core.Register(rawhttp.SeedFirmware, rawhttp.OTSFirmware)
 	core.Register(espota.ArduinoFirmware, espota.ESP8266Firmware)
+	core.Register(form.HTTPUpdateServerFirmware, form.ESPEasyFirmware)
 }
