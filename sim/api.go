@@ -5,6 +5,7 @@ import (
 
 	"github.com/ots-ota/ots-ota/image"
 	"github.com/ots-ota/ots-ota/sim/core"
+	"github.com/ots-ota/ots-ota/sim/elegantota"
 	"github.com/ots-ota/ots-ota/sim/espota"
 	"github.com/ots-ota/ots-ota/sim/form"
 	"github.com/ots-ota/ots-ota/sim/rawhttp"
@@ -63,6 +64,9 @@ const (
 	HTTPUpdateServer = form.HTTPUpdateServer
 	// ESPEasy is ESPEasy on ESP32 (Config.Chip "esp8266": on ESP8266).
 	ESPEasy = form.ESPEasy
+	// ElegantOTA is ElegantOTA v3's demo sketch (Config.Async: its async
+	// build; Config.Chip "esp8266": on ESP8266).
+	ElegantOTA = elegantota.ElegantOTA
 )
 
 // Phases.
