@@ -114,6 +114,7 @@ type body struct {
 	buf  [4096]byte
 	i, n int
 	eof  bool
+	gone bool // the client went away before the end of its body
 }
 
 // fill reads more; false at the end of the body (or when the client went
@@ -134,6 +135,7 @@ func (b *body) fill() bool {
 		}
 		if err != nil || n == 0 {
 			b.eof = true
+			b.gone = err != nil || b.r.Remaining() > 0
 			return false
 		}
 		b.i, b.n = 0, n
@@ -375,7 +377,7 @@ func ReadAsync(r *core.Request, up AsyncFunc) bool {
 	ct = strings.TrimSpace(ct)
 	if !strings.HasPrefix(strings.ToLower(ct), "multipart/") {
 		Drain(r)
-		return r.Context().Err() == nil
+		return r.Remaining() == 0 && r.Context().Err() == nil
 	}
 	boundary := ct
 	if i := strings.Index(ct, "boundary="); i >= 0 {
@@ -385,7 +387,9 @@ func ReadAsync(r *core.Request, up AsyncFunc) bool {
 	b := &body{r: r}
 	ok := parseAsync(b, boundary, up)
 	Drain(r)
-	return ok && r.Context().Err() == nil
+	// A client gone before the end of its body: the request is deleted
+	// unanswered, its upload never got its final call.
+	return ok && !b.gone && r.Remaining() == 0 && r.Context().Err() == nil
 }
 
 // parseAsync walks the multipart body: "--boundary\r\n" first, then each
