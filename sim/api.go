@@ -51,7 +51,19 @@ type (
 	StartError = core.StartError
 	// HTTPRequest is one HTTP request a device received (Config.OnRequest).
 	HTTPRequest = core.HTTPRequest
+	// Platform is what a firmware is built on (core.Platform).
+	Platform = core.Platform
 )
+
+// Platforms.
+const (
+	PlatformIDF          = core.PlatformIDF
+	PlatformArduinoESP32 = core.PlatformArduinoESP32
+	PlatformESP8266      = core.PlatformESP8266
+)
+
+// PlatformOf is the platform a device of p runs on with chip.
+func PlatformOf(p Personality, chip string) Platform { return core.PlatformOf(p, chip) }
 
 // The personalities, one family's package each (registry.go).
 const (

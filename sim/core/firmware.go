@@ -262,6 +262,10 @@ func traitsOf(p Personality) Traits {
 // than espota (arduino, esp8266).
 func (p Personality) HTTP() bool { return traitsOf(p).Protocol == "http" }
 
+// BothCores reports whether p is built for arduino-esp32 and esp8266/Arduino
+// alike (the chip decides; Traits.BothCores).
+func (p Personality) BothCores() bool { return traitsOf(p).BothCores }
+
 // DefaultOTAPort is the port the real firmware listens on for p.
 func (p Personality) DefaultOTAPort() int { return traitsOf(p).OTAPort }
 
