@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"crypto/md5"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -292,4 +293,31 @@ func TestExtensions(t *testing.T) {
 	if err != nil || code != 200 || !strings.Contains(body, `"version":"1.0.0"`) || strings.Contains(body, "elf_sha256") {
 		t.Errorf("/ota/status: %d %q %v", code, body, err)
 	}
+}
+
+// TestContinue: the async server answers "Expect: 100-continue" before the
+// body; the sync servers never do (curl waits its second, then sends).
+func TestContinue(t *testing.T) {
+	for _, v := range []variant{variants[0], variants[2]} {
+		t.Run(v.name, func(t *testing.T) {
+			d := simtest.Start(t, v.config())
+			c, err := net.Dial("tcp", d.OTAAddr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			fmt.Fprintf(c, "POST /ota/upload HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n")
+			c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+			buf := make([]byte, 25)
+			n, err := io.ReadFull(c, buf)
+			if got := string(buf[:n]); v.async && got != "HTTP/1.1 100 Continue\r\n\r\n" || !v.async && (n != 0 || !isTimeout(err)) {
+				t.Errorf("before the body: %q %v", got, err)
+			}
+		})
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return err != nil && errors.As(err, &ne) && ne.Timeout()
 }

@@ -125,3 +125,23 @@ func TestCurlRawBody(t *testing.T) {
 		t.Errorf("got exit %d, code %s; want 52 (empty reply)", exit, code)
 	}
 }
+
+// TestCurlDigest: ESPEasy's pages ask for the admin password by Digest;
+// the sync server checks the answer against its own last challenge (and,
+// on arduino-esp32, the request's path).
+func TestCurlDigest(t *testing.T) {
+	for _, v := range variants[2:] {
+		t.Run(v.name, func(t *testing.T) {
+			cfg := v.config()
+			cfg.Password = auth.NewSecret("s3cret")
+			d := simtest.Start(t, cfg)
+			body, code, exit := curl(t, "--digest", "-u", "admin:s3cret", "http://"+d.OTAAddr()+"/")
+			if exit != 0 || code != "200" || !strings.Contains(body, "ESP Easy Mega: ots-sim") {
+				t.Errorf("with the password: exit %d, %s %q", exit, code, body)
+			}
+			if _, code, _ := curl(t, "--digest", "-u", "admin:wrong", "http://"+d.OTAAddr()+"/"); code != "401" {
+				t.Errorf("wrong password: %s", code)
+			}
+		})
+	}
+}
