@@ -152,6 +152,8 @@ func (d *device) handleUpload(r *core.Request) error {
 		return d.afterEarly(r, early)
 	}
 	if !d.authOK(r) {
+		// A sync upload's bytes reached a begun update all the same.
+		up.Answered(401, "")
 		return d.challenge(r)
 	}
 	if up.HasError() {

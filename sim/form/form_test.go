@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -457,8 +458,26 @@ func TestFaultsAct(t *testing.T) {
 		cfg := variants[1].config()
 		cfg.Faults = []core.Fault{simtest.MustFault(t, "early-answer@10%")}
 		d := simtest.Start(t, cfg)
-		if r := upload(t, d, "firmware", img, nil); r.Body != textSuccess {
-			t.Fatalf("got %d %q", r.Status, r.Body)
+		// A client that sends the whole body whatever came back (RawPost
+		// closes once it has the answer, which aborts the upload).
+		body, ct := form(t, "firmware", "fw.bin", img)
+		c, err := net.Dial("tcp", d.OTAAddr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		done := make(chan error, 1)
+		go func() {
+			_, err := fmt.Fprintf(c, "POST /update HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s", ct, len(body), body)
+			done <- err
+		}()
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("answer: %v %v", resp, err)
+		}
+		if err := <-done; err != nil {
+			t.Fatalf("send: %v", err)
 		}
 		if _, err := d.WaitVersion(simtest.Ctx(t, 10*time.Second), "1.0.1"); err != nil {
 			t.Fatal(err)

@@ -121,7 +121,10 @@ func (d *device) handleUpdate(r *core.Request) error {
 	}
 	if up.HasError() {
 		text := textErrorPrefix + d.updaterError
-		up.Answered(200, text)
+		if !up.Answered(200, text) {
+			// It failed before a byte was written (its begin).
+			e.NewUpload(r.Context(), "http", r.Path(), r.Remote(), r.ContentLength()).Fail(200, text, "Update.begin failed")
+		}
 		return w.Reply(r, 200, arduino.TypeHTML, text, d.cors()...)
 	}
 	return d.succeed(r)

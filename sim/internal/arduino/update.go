@@ -445,23 +445,26 @@ func (up *Update) resetLocked() {
 // Answered records what the device answered about this update: the
 // session that ended (installed, or failed) takes status and text (0 and
 // "" when it answered nothing). A session still running is left open.
-func (up *Update) Answered(status int, text string) {
+// false when there was no session to record it in.
+func (up *Update) Answered(status int, text string) bool {
 	up.mu.Lock()
 	defer up.mu.Unlock()
-	up.closeSessionLocked(status, text, "")
+	return up.closeSessionLocked(status, text, "")
 }
 
-func (up *Update) closeSessionLocked(status int, text, reason string) {
+func (up *Update) closeSessionLocked(status int, text, reason string) bool {
 	switch {
 	case up.u == nil || up.u.Done():
+		return false
 	case up.installed:
 		up.u.Succeed(status, text)
 	case up.failed || !up.running:
 		up.u.Fail(status, text, reason)
 	default:
-		return
+		return true
 	}
 	up.u, up.installed, up.failed = nil, false, false
+	return true
 }
 
 // Installed reports whether the last end() made a new boot image whose
