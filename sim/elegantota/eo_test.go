@@ -321,3 +321,32 @@ func isTimeout(err error) bool {
 	var ne net.Error
 	return err != nil && errors.As(err, &ne) && ne.Timeout()
 }
+
+// TestFilesystem: mode=fs begins the filesystem (ESP32: the spiffs
+// partition; ESP8266: the FS area); the upload writes it and the sketch
+// restarts on the image it runs.
+func TestFilesystem(t *testing.T) {
+	for _, v := range variants {
+		t.Run(v.name, func(t *testing.T) {
+			var ev simtest.EventLog
+			cfg := v.config()
+			cfg.OnEvent = ev.Add
+			d := simtest.Start(t, cfg)
+			fs := filler(64 << 10)
+			if r := simtest.RawPost(t, d.OTAAddr(), "GET", "/ota/start?mode=fs&hash="+md5hex(fs), nil, nil); r.Status != 200 || r.Body != "OK" {
+				t.Fatalf("start: %d %q", r.Status, r.Body)
+			}
+			if r := send(t, d, fs, nil); r.Status != 200 || r.Body != "OK" {
+				t.Fatalf("upload: %d %q", r.Status, r.Body)
+			}
+			ev.WaitCount(t, core.EventReboot, 1)
+			st, err := d.WaitState(simtest.Ctx(t, 10*time.Second), func(s core.State) bool { return s.Up && s.BootCount == 2 })
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Version != "1.0.0" || st.Filesystem == nil || st.Filesystem.Size != len(fs) {
+				t.Errorf("state: %+v %+v", st, st.Filesystem)
+			}
+		})
+	}
+}
