@@ -33,6 +33,7 @@ type simOptions struct {
 	ImageSize   string
 	SlotSize    string
 	Password    string
+	Username    string
 	Core        string
 	Extensions  bool
 	Omit        []string
@@ -43,6 +44,10 @@ type simOptions struct {
 	Faults      []string
 	// RollbackLater: the arduino sketch overrides verifyRollbackLater().
 	RollbackLater bool
+	// Async, NoOriginCheck, NoLoop: the web uploaders' builds (sim.Config).
+	Async         bool
+	NoOriginCheck bool
+	NoLoop        bool
 	Seed          int64
 
 	ValidAfter time.Duration
@@ -74,9 +79,12 @@ func newSimCmd(a *app) *cobra.Command {
 		Long: `Start simulated ESP32 and ESP8266 devices, each on its own loopback address (127.0.0.2, .3, ...)
 on the real ports, advertised by mDNS on the loopback interface only. They answer
 uploads as the real firmware does (seed: HTTP POST /update with Bearer auth; ots: HTTP
-POST /update and the web app's /api/status and /ota/upload; arduino and esp8266: espota),
-erase and write at flash speed, reboot, and roll back images that crash or fail their
-self-check. Serves until interrupted (Ctrl-C: exit 0) or --duration ends.
+POST /update and the web app's /api/status and /ota/upload; arduino and esp8266: espota;
+httpupdateserver and espeasy: the Arduino web form, multipart POST /update on port 80;
+elegantota: ElegantOTA v3's /ota/start and /ota/upload, --async for its async build; these
+three run on ESP32 or, with --chip esp8266, on ESP8266), erase and write at flash speed,
+reboot, and roll back images that crash or fail their self-check. Serves until interrupted
+(Ctrl-C: exit 0) or --duration ends.
 
 Behaviours (--behave KEY=B, KEY a version, elf:HEX or @uploaded): healthy, crash-on-boot,
 unstable, no-network, unconfirmed, foreign-elf, crash-to-factory, crash-loop.
@@ -92,6 +100,8 @@ use a list.
 api-status.firmwareVersion, txt.version ...`,
 		Example: `  ots-ota sim --devices 5 --personality ots --extensions
   ots-ota sim --devices 3 --personality seed --password secret --behave 1.0.2=crash-on-boot
+  ots-ota sim --devices 3 --personality espeasy --chip esp8266
+  ots-ota sim --personality elegantota --async --username admin --password secret
   ots-ota sim --devices 250 --json --fast
   ots-ota sim image --version 1.0.1 --size 1.2M -o fw.bin`,
 		Args: argsNone,
@@ -99,13 +109,17 @@ api-status.firmwareVersion, txt.version ...`,
 	c.RunE = run(a, o, runSim)
 	f := c.Flags()
 	f.IntVarP(&o.Devices, "devices", "n", 1, "number of devices")
-	f.StringVar(&o.Personality, "personality", "seed", "firmware to imitate: seed, ots, arduino or esp8266")
-	f.StringVar(&o.Chip, "chip", "esp32s3", "the devices' chip (esp8266 for the esp8266 personality)")
+	f.StringVar(&o.Personality, "personality", "seed", "firmware to imitate: "+personalityList("or"))
+	f.StringVar(&o.Chip, "chip", "esp32s3", "the devices' chip (esp8266 for the esp8266 personality; httpupdateserver, espeasy and elegantota run on either)")
 	f.StringVar(&o.Project, "project", "ots-fw-main", "project name of the running image")
 	f.StringVar(&o.Version, "version", "1.0.0", "version of the running image")
 	f.StringVar(&o.ImageSize, "image-size", "", "size of the running image (default: small)")
 	f.StringVar(&o.SlotSize, "slot-size", "2M", "size of each app slot (4K to 16M; arduino: 1.25M, its default.csv, unless set)")
-	f.StringVar(&o.Password, "password", "", "seed: Bearer token; arduino/esp8266: OTA password (test devices only; also $OTS_OTA_PASSWORD)")
+	f.StringVar(&o.Password, "password", "", "seed: Bearer token; arduino/esp8266: OTA password; httpupdateserver/elegantota: HTTP password (with --username); espeasy: admin password (test devices only; also $OTS_OTA_PASSWORD)")
+	f.StringVar(&o.Username, "username", "", "httpupdateserver, elegantota: HTTP user; the libraries ask for credentials only when user and password are both set")
+	f.BoolVar(&o.Async, "async", false, "elegantota: its async build (ESPAsyncWebServer: Digest challenges, concurrent requests)")
+	f.BoolVar(&o.NoOriginCheck, "no-origin-check", false, "httpupdateserver on ESP32: a build from before arduino-esp32's CSRF fix, which takes any Origin (which releases have the check is unconfirmed)")
+	f.BoolVar(&o.NoLoop, "no-loop", false, "elegantota: a sketch that never calls ElegantOTA.loop(), so it never restarts after an upload")
 	f.StringVar(&o.Core, "core", "", "arduino: arduino-esp32 core version; 3.3.0 and older use MD5 auth, newer PBKDF2")
 	f.BoolVar(&o.Extensions, "extensions", false, "add ots-ota's optional extras: _ota._tcp TXT keys and GET /ota/status")
 	f.StringArrayVar(&o.Behave, "behave", nil, "what an image does when booted, KEY=BEHAVIOUR; KEY is a version, elf:HEX or @uploaded (repeatable)")
@@ -113,7 +127,7 @@ api-status.firmwareVersion, txt.version ...`,
 	f.BoolVar(&o.APIUptime, "api-uptime", false, "ots: /api/status also tells uptime (the firmware as shipped does not)")
 	f.Int64Var(&o.BuildSeed, "build-seed", 0, "another build of the running image: same version, other bytes and ELF SHA-256 (0: the build sim image makes)")
 	f.StringVar(&o.FactoryVer, "factory-version", "", "seed, ots: a factory app of this version, the running image in ota_0 (a device updated before)")
-	f.BoolVar(&o.RollbackLater, "rollback-later", false, "arduino: the sketch confirms itself (overrides verifyRollbackLater), so new images can roll back")
+	f.BoolVar(&o.RollbackLater, "rollback-later", false, "arduino (and httpupdateserver, elegantota on ESP32): the sketch confirms itself (overrides verifyRollbackLater), so new images can roll back")
 	f.StringArrayVar(&o.Faults, "fault", nil, "inject a fault on every device (repeatable; see above)")
 	f.Int64Var(&o.Seed, "seed", 1, "random seed for reboot delays and fault points (reproducible runs)")
 	f.DurationVar(&o.ValidAfter, "valid-after", 30*time.Second, "stability window before a new image marks itself valid")
@@ -125,7 +139,7 @@ api-status.firmwareVersion, txt.version ...`,
 	f.StringVar(&o.BaseIP, "base-ip", "127.0.0.2", "first device's loopback address; the fleet stays in its /24 (at most 253 devices per sim, .2 to .254)")
 	f.StringVar(&o.NamePrefix, "name-prefix", "", "host names PREFIX-01, PREFIX-02 … (default: each device named after its address, ots-sim-127-0-0-2 …, which no other sim process claims)")
 	f.StringVar(&o.Listen, "listen", "", "first device's address outside loopback (typed on the command line only; devices become reachable from the network)")
-	f.IntVar(&o.OTAPort, "ota-port", 0, "OTA port (default: the personality's, 3232 or 8266)")
+	f.IntVar(&o.OTAPort, "ota-port", 0, "OTA port (default: the personality's, 3232 or 8266; the web uploaders' 80, or 8080 when 80 may not be bound)")
 	f.IntVar(&o.WebPort, "web-port", 0, "seed, ots: web app port (default 80 when it may be bound, else 8080; -1 = none)")
 	f.StringVar(&o.MDNSIf, "mdns-interface", "", "interface to advertise on (default: loopback; never all interfaces)")
 	f.BoolVar(&o.NoMDNS, "no-mdns", false, "do not advertise by mDNS")
@@ -138,6 +152,18 @@ api-status.firmwareVersion, txt.version ...`,
 		return names, cobra.ShellCompDirectiveNoFileComp
 	})
 	return c // its subcommand, sim image, is wired in newRootCmd
+}
+
+// personalityList names every personality, joined with conj before the last.
+func personalityList(conj string) string {
+	var names []string
+	for _, p := range sim.Personalities() {
+		names = append(names, string(p))
+	}
+	if len(names) < 2 {
+		return strings.Join(names, "")
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " " + conj + " " + names[len(names)-1]
 }
 
 // rate reads "512KiB/s" (or "512KiB") as bytes per second; "0" means no limit.
@@ -159,10 +185,14 @@ func rate(a *app, flag, s string) (int64, error) {
 // simFlagUse says which personalities use a flag; others ignore it.
 func simFlagUse() []simFlag {
 	return []simFlag{
-		{"password", []sim.Personality{sim.Seed, sim.Arduino, sim.ESP8266}, "the ots firmware has no OTA password"},
+		{"password", []sim.Personality{sim.Seed, sim.Arduino, sim.ESP8266, sim.HTTPUpdateServer, sim.ESPEasy, sim.ElegantOTA}, "the ots firmware has no OTA password"},
+		{"username", []sim.Personality{sim.HTTPUpdateServer, sim.ElegantOTA}, "only HTTPUpdateServer and ElegantOTA sketches ask for a user"},
+		{"async", []sim.Personality{sim.ElegantOTA}, "only ElegantOTA has an async build"},
+		{"no-origin-check", []sim.Personality{sim.HTTPUpdateServer}, "only arduino-esp32's HTTPUpdateServer checks Origin"},
+		{"no-loop", []sim.Personality{sim.ElegantOTA}, "only ElegantOTA restarts from the sketch's loop()"},
 		{"core", []sim.Personality{sim.Arduino}, "only the arduino personality has an arduino-esp32 core"},
 		{"web-port", []sim.Personality{sim.Seed, sim.OTS}, "only seed and ots devices run a web server"},
-		{"rollback-later", []sim.Personality{sim.Arduino}, "only an arduino sketch can defer confirming its image"},
+		{"rollback-later", []sim.Personality{sim.Arduino, sim.HTTPUpdateServer, sim.ElegantOTA}, "only an arduino-esp32 sketch can defer confirming its image"},
 		{"api-uptime", []sim.Personality{sim.OTS}, "only the ots web app serves /api/status"},
 		{"factory-version", []sim.Personality{sim.Seed, sim.OTS}, "only the seed and ots partition tables have a factory app"},
 	}
@@ -202,13 +232,24 @@ func (o *simOptions) validate(a *app, _ []string) error {
 	}
 	pers, err := sim.ParsePersonality(o.Personality)
 	if err != nil {
-		return a.flagError("personality", "unknown personality (have: seed, ots, arduino, esp8266)")
+		return a.flagError("personality", "unknown personality (have: %s)", personalityList("and"))
 	}
 	if err := o.inapplicable(a, pers); err != nil {
 		return err
 	}
 	chip := o.Chip
 	switch {
+	case pers.BothCores() && strings.EqualFold(chip, "esp8266"):
+		chip = "esp8266"
+		for _, fl := range []struct{ flag, why string }{
+			{"rollback-later", "an ESP8266 has no rollback"},
+			{"no-origin-check", "the ESP8266 HTTPUpdateServer checks no Origin"},
+		} {
+			if a.typed(fl.flag) {
+				return usageErrorf("--%s does not apply to --personality %s on an ESP8266 (--chip esp8266): %s", fl.flag, pers, fl.why)
+			}
+		}
+		o.RollbackLater, o.NoOriginCheck = false, false
 	case pers == sim.ESP8266 && !strings.EqualFold(chip, "esp8266") && a.typed("chip"):
 		return usageErrorf("--personality esp8266 runs on an ESP8266: --chip %s does not apply (leave --chip out)", chip)
 	case pers == sim.ESP8266:
@@ -217,7 +258,7 @@ func (o *simOptions) validate(a *app, _ []string) error {
 		}
 		chip = "esp8266"
 	case strings.EqualFold(chip, "esp8266"):
-		return a.flagError("chip", "an ESP8266 runs the esp8266 personality only (use --personality esp8266)")
+		return a.flagError("chip", "an ESP8266 runs the esp8266, httpupdateserver, espeasy or elegantota personality (use --personality esp8266 for ArduinoOTA)")
 	default:
 		if _, err := parseChip(a, chip); err != nil {
 			return err
@@ -235,7 +276,7 @@ func (o *simOptions) validate(a *app, _ []string) error {
 	if err != nil {
 		return a.flagError("slot-size", "not a size (use 2M, 1536K or 0x200000)")
 	}
-	if pers == sim.Arduino && !a.isSet("slot-size") {
+	if sim.PlatformOf(pers, chip) == sim.PlatformArduinoESP32 && !a.isSet("slot-size") {
 		slot = sim.ArduinoAppSlotSize // arduino-esp32's default.csv
 	}
 	if slot < 4<<10 || slot > 16<<20 {
@@ -258,7 +299,7 @@ func (o *simOptions) validate(a *app, _ []string) error {
 		if imgSize > slot {
 			return a.flagError("image-size", "larger than the %s slot (--slot-size)", humanBytes(slot))
 		}
-		if c, ok := image.ChipByName(chip); ok && pers != sim.ESP8266 {
+		if c, ok := image.ChipByName(chip); ok && !strings.EqualFold(chip, "esp8266") {
 			if _, err := image.Build(image.BuildOptions{Chip: c, Size: int(imgSize)}); err != nil {
 				return a.flagError("image-size", "%s", buildSizeReason(err))
 			}
@@ -283,7 +324,7 @@ func (o *simOptions) validate(a *app, _ []string) error {
 				if proto == "espota" {
 					return a.itemError("fault", spec, "acts on espota sessions only: use --personality arduino or esp8266, or another fault")
 				}
-				return a.itemError("fault", spec, "acts on HTTP uploads only: use --personality seed or ots, or another fault")
+				return a.itemError("fault", spec, "acts on HTTP uploads only: use --personality seed, ots, httpupdateserver, espeasy or elegantota, or another fault")
 			}
 			which := "an espota"
 			if proto == "http" {
@@ -299,8 +340,8 @@ func (o *simOptions) validate(a *app, _ []string) error {
 	if err != nil {
 		return a.flagError("behave", "%s", rootCause(err))
 	}
-	if err := sim.CheckBehaviours(pers, o.RollbackLater, behaviours); err != nil {
-		if pers == sim.Arduino && !o.RollbackLater && strings.Contains(err.Error(), "rollback later") {
+	if err := sim.CheckBehavioursOn(pers, chip, o.RollbackLater, behaviours); err != nil {
+		if sim.PlatformOf(pers, chip) == sim.PlatformArduinoESP32 && !o.RollbackLater && strings.Contains(err.Error(), "rollback later") {
 			return a.flagError("behave", "%s (add --rollback-later for a sketch that does)", rootCause(err))
 		}
 		return a.flagError("behave", "%s", rootCause(err))
@@ -407,6 +448,10 @@ func (o *simOptions) validate(a *app, _ []string) error {
 			ImageSize:      int(imgSize),
 			SlotSize:       slot,
 			Password:       auth.NewSecret(o.Password),
+			Username:       o.Username,
+			Async:          o.Async,
+			NoOriginCheck:  o.NoOriginCheck,
+			NoLoop:         o.NoLoop,
 			Core:           o.Core,
 			Extensions:     o.Extensions,
 			Omit:           o.Omit,
@@ -425,7 +470,7 @@ func (o *simOptions) validate(a *app, _ []string) error {
 // defaultImageSize is the size of the image a device runs when --image-size
 // is not given (0 when unknown).
 func defaultImageSize(pers sim.Personality, chip string) int64 {
-	if pers == sim.ESP8266 {
+	if strings.EqualFold(chip, "esp8266") {
 		return 0 // a 4 KiB stand-in, smaller than any slot allowed
 	}
 	c, ok := image.ChipByName(chip)

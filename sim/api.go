@@ -5,7 +5,9 @@ import (
 
 	"github.com/ots-ota/ots-ota/image"
 	"github.com/ots-ota/ots-ota/sim/core"
+	"github.com/ots-ota/ots-ota/sim/elegantota"
 	"github.com/ots-ota/ots-ota/sim/espota"
+	"github.com/ots-ota/ots-ota/sim/form"
 	"github.com/ots-ota/ots-ota/sim/rawhttp"
 )
 
@@ -49,7 +51,19 @@ type (
 	StartError = core.StartError
 	// HTTPRequest is one HTTP request a device received (Config.OnRequest).
 	HTTPRequest = core.HTTPRequest
+	// Platform is what a firmware is built on (core.Platform).
+	Platform = core.Platform
 )
+
+// Platforms.
+const (
+	PlatformIDF          = core.PlatformIDF
+	PlatformArduinoESP32 = core.PlatformArduinoESP32
+	PlatformESP8266      = core.PlatformESP8266
+)
+
+// PlatformOf is the platform a device of p runs on with chip.
+func PlatformOf(p Personality, chip string) Platform { return core.PlatformOf(p, chip) }
 
 // The personalities, one family's package each (registry.go).
 const (
@@ -57,6 +71,14 @@ const (
 	OTS     = rawhttp.OTS
 	Arduino = espota.ArduinoSketch
 	ESP8266 = espota.ESP8266Sketch
+	// HTTPUpdateServer is a sketch with arduino-esp32's HTTPUpdateServer
+	// (Config.Chip "esp8266": esp8266/Arduino's ESP8266HTTPUpdateServer).
+	HTTPUpdateServer = form.HTTPUpdateServer
+	// ESPEasy is ESPEasy on ESP32 (Config.Chip "esp8266": on ESP8266).
+	ESPEasy = form.ESPEasy
+	// ElegantOTA is ElegantOTA v3's demo sketch (Config.Async: its async
+	// build; Config.Chip "esp8266": on ESP8266).
+	ElegantOTA = elegantota.ElegantOTA
 )
 
 // Phases.
@@ -212,6 +234,12 @@ func ParseBehaviourSpecs(specs []string) (map[string]Behaviour, error) {
 // CheckBehaviours reports behaviours a device of p cannot show.
 func CheckBehaviours(p Personality, rollbackLater bool, m map[string]Behaviour) error {
 	return core.CheckBehaviours(p, rollbackLater, m)
+}
+
+// CheckBehavioursOn is CheckBehaviours for a device of p with chip (the
+// web-uploader personalities run on ESP8266 with chip "esp8266").
+func CheckBehavioursOn(p Personality, chip string, rollbackLater bool, m map[string]Behaviour) error {
+	return core.CheckBehavioursOn(p, chip, rollbackLater, m)
 }
 
 // OmittableFields lists the field names Config.Omit accepts for a device

@@ -20,6 +20,12 @@
 //     the OTS web app on 80 (/api/status, POST /ota/upload).
 //   - sim/espota: ArduinoOTA (personalities arduino, esp8266): the espota
 //     wire server and the sketch around it.
+//   - sim/form: the Arduino web form (personalities httpupdateserver,
+//     espeasy): multipart POST /update on the sketch's web server.
+//   - sim/elegantota: ElegantOTA v3 (personality elegantota; sync and async
+//     builds): /ota/start, then /ota/upload.
+//   - sim/internal/arduino: what the web uploaders share (the Arduino web
+//     servers, their multipart parsers, the Update class of both cores).
 //   - sim/mdnsd: the mDNS responder that advertises fleets.
 //
 // A new device family is one package on sim/core, a Firmware per
@@ -32,13 +38,16 @@
 // and app1 of 1.25 MiB and a spiffs partition), the two otadata entries and
 // ESP-IDF's app states and rollback rules. docs/device-behaviour.md in the
 // repository lists the firmware facts mirrored, with their sources; each
-// package's documentation says which it mirrors. A device runs one of four
-// personalities (device-contract.md §1): Seed (HTTP POST /update on 3232,
-// Bearer auth), OTS (POST /update on 3232 without auth, web app on 80 with
-// /api/status and /ota/upload), Arduino (espota on UDP 3232, MD5 or PBKDF2
-// auth) and ESP8266 (espota on UDP 8266). Config.Extensions adds the TXT
-// keys and GET /ota/status that ots-ota documents (contract §4); without it
-// a device shows exactly what the real firmware shows.
+// package's documentation says which it mirrors. A device runs one of seven
+// personalities: Seed (HTTP POST /update on 3232, Bearer auth), OTS (POST
+// /update on 3232 without auth, web app on 80 with /api/status and
+// /ota/upload), Arduino (espota on UDP 3232, MD5 or PBKDF2 auth), ESP8266
+// (espota on UDP 8266) (device-contract.md §1), and the web uploaders on
+// their web server, ESP32 or (Config.Chip "esp8266") ESP8266:
+// HTTPUpdateServer, ESPEasy and ElegantOTA. Config.Extensions adds the TXT
+// keys and GET /ota/status that ots-ota documents (contract §4; the web
+// uploaders: GET /ota/status only); without it a device shows exactly what
+// the real firmware shows.
 //
 // # Fleets
 //

@@ -47,7 +47,8 @@ type FleetConfig struct {
 	// (ots-sim-127-0-0-2)", unique wherever host names are, where two
 	// processes' "OTS Firmware Main" would rename one of them.
 	InstanceWithHost bool
-	// OTAPort; 0 = the personality's port (3232, 8266 for ESP8266).
+	// OTAPort; 0 = the personality's port (3232, 8266 for ESP8266; the web
+	// uploaders' 80, or 8080 where this process may not bind 80).
 	OTAPort int
 	// WebPort; 0 = 80 when this process may bind it, else 8080; -1 = none.
 	WebPort int
@@ -137,6 +138,7 @@ func StartFleet(ctx context.Context, cfg FleetConfig) (*Fleet, error) {
 	}
 	var reqMu sync.Mutex // one OnRequest call at a time across the fleet
 	width := max(2, len(strconv.Itoa(cfg.N)))
+	otaWeb := 0 // port 80 or 8080, for a personality whose OTA port is 80
 
 	configs := make([]Config, cfg.N)
 	used := make(map[string]bool, cfg.N)
@@ -166,6 +168,14 @@ func StartFleet(ctx context.Context, cfg FleetConfig) (*Fleet, error) {
 		}
 		if c.OTAPort == 0 {
 			c.OTAPort = c.Personality.DefaultOTAPort()
+			if c.OTAPort == 80 {
+				// The web uploaders take uploads on their web server: 8080
+				// where this process may not bind 80, as the web apps.
+				if otaWeb == 0 {
+					otaWeb = pickWebPort(addrs[0])
+				}
+				c.OTAPort = otaWeb
+			}
 		}
 		if c.Instance == "" {
 			c.Instance = core.DefaultInstance(c.Personality, c.Name)

@@ -2,7 +2,9 @@ package sim
 
 import (
 	"github.com/ots-ota/ots-ota/sim/core"
+	"github.com/ots-ota/ots-ota/sim/elegantota"
 	"github.com/ots-ota/ots-ota/sim/espota"
+	"github.com/ots-ota/ots-ota/sim/form"
 	"github.com/ots-ota/ots-ota/sim/rawhttp"
 )
 
@@ -11,4 +13,6 @@ import (
 func init() {
 	core.Register(rawhttp.SeedFirmware, rawhttp.OTSFirmware)
 	core.Register(espota.ArduinoFirmware, espota.ESP8266Firmware)
+	core.Register(form.HTTPUpdateServerFirmware, form.ESPEasyFirmware)
+	core.Register(elegantota.Firmware)
 }

@@ -55,8 +55,10 @@ type Timing struct {
 	// failed write (python-requests, a careful raw client, what push must
 	// do) get it. A positive delay is the lenient case (100 ms suffices).
 	ErrorCloseDelay time.Duration
-	// ProtocolDelayScale scales the fixed sleeps of the espota protocol
-	// (ESP8266 waits 1 s before and after its final OK); 0 means 1.
+	// ProtocolDelayScale scales the fixed sleeps of the firmware's own
+	// code: the espota protocol's (ESP8266 waits 1 s before and after its
+	// final OK), HTTPUpdateServer's 100 ms before its restart, ElegantOTA's
+	// 2 s reboot timer; 0 means 1.
 	ProtocolDelayScale float64
 }
 
@@ -159,8 +161,29 @@ type Config struct {
 
 	// Password: the Bearer token of the seed firmware (empty = a build
 	// without the auth check); the ArduinoOTA password of the espota
-	// personalities (empty = no auth). The OTS firmware has none.
+	// personalities (empty = no auth); with Username, the web uploaders'
+	// HTTP credentials (httpupdateserver, elegantota); ESPEasy's admin
+	// password (its pages ask for it, its /update never does). The OTS
+	// firmware has none.
 	Password auth.Secret
+	// Username (httpupdateserver, elegantota) is the user of the sketch's
+	// setup(server, path, user, pass) or ElegantOTA.setAuth: the libraries
+	// ask for credentials only when both Username and Password are set.
+	Username string
+	// Async (elegantota) is a build with ELEGANTOTA_USE_ASYNC_WEBSERVER=1:
+	// ESPAsyncWebServer (ESP32Async) instead of the core's WebServer, so
+	// Digest challenges, concurrent requests, prefix routes and answers
+	// written after the whole request.
+	Async bool
+	// NoOriginCheck (httpupdateserver on an ESP32 chip) is an
+	// arduino-esp32 HTTPUpdateServer from before its CSRF fix (PR #11530,
+	// 2025), which compares Origin with "http://" + Host. Which releases
+	// carry the check is unconfirmed; the default has it, as the library's
+	// newest source does.
+	NoOriginCheck bool
+	// NoLoop (elegantota) is a sketch that never calls ElegantOTA.loop():
+	// the restart it schedules 2 s after a successful upload never comes.
+	NoLoop bool
 	// Core is the arduino-esp32 core version of the Arduino personality:
 	// "3.3.0" and older use MD5 auth, newer (the default) PBKDF2.
 	Core string
@@ -257,6 +280,9 @@ func resolve(c Config) (*settings, error) {
 	s.fw, _ = Lookup(s.Personality)
 	s.traits = s.fw.Traits()
 	s.platform = s.traits.Platform
+	if s.traits.BothCores && strings.EqualFold(strings.TrimSpace(s.Chip), "esp8266") {
+		s.platform = PlatformESP8266
+	}
 	if s.Name == "" {
 		s.Name = "ots-sim"
 	}
@@ -372,10 +398,20 @@ func resolve(c Config) (*settings, error) {
 	for _, f := range s.Omit {
 		s.omit[f] = true
 	}
-	if err := CheckBehaviours(s.Personality, s.RollbackLater, s.Behaviours); err != nil {
+	if err := checkBehaviours(s.Personality, s.platform, s.RollbackLater, s.Behaviours); err != nil {
 		return nil, err
 	}
 	return s, nil
+}
+
+// PlatformOf is the platform a device of personality p runs on with chip
+// (a firmware built for both cores runs on ESP8266 with chip "esp8266").
+func PlatformOf(p Personality, chip string) Platform {
+	t := traitsOf(p)
+	if t.BothCores && strings.EqualFold(strings.TrimSpace(chip), "esp8266") {
+		return PlatformESP8266
+	}
+	return t.Platform
 }
 
 // ArduinoAppSlotSize is the app slot of arduino-esp32's
@@ -394,8 +430,19 @@ const arduinoSPIFFSSize = 0x160000
 // crash-to-factory needs a factory app (seed, ots); foreign-elf and
 // crash-loop need what the ESP8266 model lacks (an app description, two
 // app slots to switch between).
+//
+// A personality built for both cores (Traits.BothCores) is checked as on
+// its default platform; CheckBehavioursOn names the chip.
 func CheckBehaviours(p Personality, rollbackLater bool, m map[string]Behaviour) error {
-	platform := traitsOf(p).Platform
+	return checkBehaviours(p, traitsOf(p).Platform, rollbackLater, m)
+}
+
+// CheckBehavioursOn is CheckBehaviours for a device of p with chip.
+func CheckBehavioursOn(p Personality, chip string, rollbackLater bool, m map[string]Behaviour) error {
+	return checkBehaviours(p, PlatformOf(p, chip), rollbackLater, m)
+}
+
+func checkBehaviours(p Personality, platform Platform, rollbackLater bool, m map[string]Behaviour) error {
 	for v, b := range m {
 		b, _ := ParseBehaviour(string(b))
 		switch {
@@ -415,7 +462,11 @@ func newDeviceFlash(s *settings, factory *blob) *flash {
 	if s.platform == PlatformArduinoESP32 {
 		return newArduinoFlash(s.SlotSize, arduinoSPIFFSSize, factory)
 	}
-	return newFlash(s.SlotSize, s.platform != PlatformESP8266, factory)
+	f := newFlash(s.SlotSize, s.platform != PlatformESP8266, factory)
+	if s.platform == PlatformESP8266 {
+		f.fsSize = s.traits.ESP8266FS
+	}
+	return f
 }
 
 // hasFactory reports whether the platform's partition table has a factory app.

@@ -334,7 +334,7 @@ func (d *Device) SetBehaviour(version string, b Behaviour) error {
 	if err != nil {
 		return err
 	}
-	if err := CheckBehaviours(d.s.Personality, d.s.RollbackLater, map[string]Behaviour{version: b}); err != nil {
+	if err := checkBehaviours(d.s.Personality, d.s.platform, d.s.RollbackLater, map[string]Behaviour{version: b}); err != nil {
 		return err
 	}
 	d.mu.Lock()

@@ -1,7 +1,7 @@
 // Package core is the simulated device without its firmware: the chip, its
 // SDK and its flash. A personality (a Firmware, registered with Register)
-// says what runs on it; sim/rawhttp and sim/espota are the families so far,
-// and sim assembles them.
+// says what runs on it; sim/rawhttp, sim/espota, sim/form and
+// sim/elegantota are the families so far, and sim assembles them.
 //
 // What the core mirrors (docs/device-behaviour.md lists the sources):
 //
@@ -29,8 +29,11 @@
 //   - HTTP (httpd.go): a small ESP-IDF httpd look-alike, not net/http: exact
 //     response bytes, one request at a time per server, no "100 Continue",
 //     404 "Nothing matches the given URI", 405, 431 over a 512-byte header
-//     section, 414 over a 512-byte URI; personalities give it routes. Every
-//     request it receives goes to Config.OnRequest first (requests.go).
+//     section, 414 over a 512-byte URI; personalities give it routes. A
+//     server with Server.NotFound is an Arduino web server instead: lenient
+//     parsing, its own not-found answer, answers framed by the personality
+//     (Request.SendRaw), optionally concurrent and with "100 Continue".
+//     Every request it receives goes to Config.OnRequest first (requests.go).
 //   - Faults, behaviours and events (faults.go, behaviour.go, events.go),
 //     drawn from a per-device seeded source so runs reproduce; what a device
 //     tells less of (shapes.go, Config.Omit).

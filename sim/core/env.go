@@ -16,8 +16,21 @@ type Env struct{ d *Device }
 // change it.
 func (e *Env) Config() *Config { return &e.d.s.Config }
 
+// Platform is what the device's firmware is built on (for a firmware built
+// for both cores, the chip decided).
+func (e *Env) Platform() Platform { return e.d.s.platform }
+
 // Timing is the device's timing with the defaults applied.
 func (e *Env) Timing() Timing { return e.d.s.timing }
+
+// FirmwareDelay is a fixed sleep of the firmware's own code (a delay(100)
+// before ESP.restart(), say) scaled by Timing.ProtocolDelayScale.
+func (e *Env) FirmwareDelay(d time.Duration) time.Duration {
+	if sc := e.d.s.timing.ProtocolDelayScale; sc > 0 {
+		return time.Duration(float64(d) * sc)
+	}
+	return d
+}
 
 // Logger is the device's logger (debug logs; discarded by default).
 func (e *Env) Logger() *slog.Logger { return e.d.log }

@@ -45,11 +45,20 @@ type Traits struct {
 	// Knobs are the Config fields only this firmware (and the others that
 	// name them) reads; a device of another personality refuses them.
 	Knobs []Knob
+	// BothCores: the firmware is built for arduino-esp32 and for
+	// esp8266/Arduino alike (a library sketch, not a chip's SDK): Config.Chip
+	// "esp8266" runs it on PlatformESP8266, any other chip on Platform.
+	BothCores bool
+	// ESP8266FS is the size of the filesystem area of its flash layout on
+	// ESP8266 (FS_end - FS_start), where the core's ESP8266 layout has
+	// none; 0 = none.
+	ESP8266FS int64
 }
 
 // Knob is a Config field only some personalities read.
 type Knob struct {
-	// Field is the Config field's name: "APIUptime" or "RollbackLater".
+	// Field is the Config field's name: "APIUptime", "RollbackLater",
+	// "Username", "Async", "NoOriginCheck" or "NoLoop".
 	Field string
 	// Why says in a few words why the others do not read it.
 	Why string
@@ -62,12 +71,20 @@ func knobSet(c *Config, field string) bool {
 		return c.APIUptime
 	case "RollbackLater":
 		return c.RollbackLater
+	case "Username":
+		return c.Username != ""
+	case "Async":
+		return c.Async
+	case "NoOriginCheck":
+		return c.NoOriginCheck
+	case "NoLoop":
+		return c.NoLoop
 	}
 	return false
 }
 
 // knobFields are the fields knobSet knows, in the order they are checked.
-var knobFields = []string{"RollbackLater", "APIUptime"}
+var knobFields = []string{"RollbackLater", "APIUptime", "Username", "Async", "NoOriginCheck", "NoLoop"}
 
 // Checker is a Firmware with settings of its own to check (an ArduinoOTA
 // core version, say); Start calls Check once the chip is resolved, before
@@ -140,6 +157,19 @@ type Server struct {
 	// Routes make it a TCP server: the esp_http_server look-alike (httpd.go)
 	// with these routes.
 	Routes []Route
+	// NotFound makes the TCP server an Arduino web server rather than
+	// ESP-IDF's httpd (WebServer, ESP8266WebServer, ESPAsyncWebServer): it
+	// answers every request no route takes, whatever its method (those
+	// servers have no 405), and the request line and headers are read
+	// leniently: any method token, no 414, 431 or 505, a header section of
+	// up to 16 KiB (a longer one is dropped without an answer).
+	NotFound func(*Request) error
+	// Concurrent serves requests at once instead of one at a time
+	// (ESPAsyncWebServer).
+	Concurrent bool
+	// Continue answers "Expect: 100-continue" with an interim 100 before
+	// the body (ESPAsyncWebServer; the others never do).
+	Continue bool
 	// Packet makes it a UDP server on the device's socket for Port, which
 	// stays bound for the device's life: Packet is called at boot, and
 	// again whenever the server must be made anew (a refuse fault ended,
@@ -231,6 +261,10 @@ func traitsOf(p Personality) Traits {
 // HTTP reports whether the personality uploads over HTTP (seed, ots) rather
 // than espota (arduino, esp8266).
 func (p Personality) HTTP() bool { return traitsOf(p).Protocol == "http" }
+
+// BothCores reports whether p is built for arduino-esp32 and esp8266/Arduino
+// alike (the chip decides; Traits.BothCores).
+func (p Personality) BothCores() bool { return traitsOf(p).BothCores }
 
 // DefaultOTAPort is the port the real firmware listens on for p.
 func (p Personality) DefaultOTAPort() int { return traitsOf(p).OTAPort }

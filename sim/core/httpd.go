@@ -43,6 +43,11 @@ import (
 
 const maxURILen = 512 // CONFIG_HTTPD_MAX_URI_LEN
 
+// arduinoHeaderLimit bounds the request line and header section of an
+// Arduino web server (Server.NotFound), which reads them into Strings until
+// the heap gives out.
+const arduinoHeaderLimit = 16 << 10
+
 // scratchSize is the httpd's header scratch buffer (the larger of the URI
 // and header limits).
 const scratchSize = 512
@@ -111,6 +116,17 @@ var ErrRecvTimeout = errors.New("recv timeout")
 type Route struct {
 	Method, Path string
 	Handle       func(*Request) error
+	// Prefix also takes Path + "/…" (ESPAsyncWebServer matches a route's
+	// path exactly or as a prefix followed by "/").
+	Prefix bool
+}
+
+// matches reports whether the route's path takes path.
+func (rt *Route) matches(path string) bool {
+	if rt.Path == path {
+		return true
+	}
+	return rt.Prefix && strings.HasPrefix(path, rt.Path+"/")
 }
 
 // Header is one request or extra response header.
@@ -122,6 +138,9 @@ type httpd struct {
 	name     string
 	addr     string // where it listens, across refuse faults too
 	routes   []Route
+	notFound func(*Request) error // an Arduino web server (Server.NotFound)
+	par      bool                 // Server.Concurrent
+	cont     bool                 // Server.Continue
 	hdrLimit int
 	timing   Timing
 	log      *slog.Logger
@@ -137,12 +156,13 @@ type httpd struct {
 	left     []net.Conn // the connections a reset left behind
 }
 
-func newHTTPD(d *Device, name string, ln *net.TCPListener, routes []Route) *httpd {
+func newHTTPD(d *Device, def Server, ln *net.TCPListener) *httpd {
 	ctx, cancel := context.WithCancel(d.ctx)
 	return &httpd{
-		d: d, name: name, addr: ln.Addr().String(), routes: routes,
+		d: d, name: def.Name, addr: ln.Addr().String(), routes: def.Routes,
+		notFound: def.NotFound, par: def.Concurrent, cont: def.Continue,
 		hdrLimit: d.s.HeaderLimit, timing: d.s.timing,
-		log:      d.log.With("server", name),
+		log:      d.log.With("server", def.Name),
 		lock:     make(chan struct{}, 1),
 		sessions: make(chan struct{}, maxOpenSockets),
 		ln:       ln, ctx: ctx, cancel: cancel,
@@ -276,6 +296,12 @@ func (h *httpd) serveConn(c net.Conn) {
 		if _, err := br.Peek(1); err != nil {
 			return
 		}
+		if h.par {
+			if !h.serveOne(c, br) {
+				return
+			}
+			continue
+		}
 		select {
 		case h.lock <- struct{}{}:
 		case <-h.ctx.Done():
@@ -302,6 +328,7 @@ type Request struct {
 	remaining  int64
 	remote     string
 	responded  bool
+	minor      int // the request's HTTP/1.x
 }
 
 // serveOne reads, routes and answers one request; false = close the socket.
@@ -317,11 +344,19 @@ func (h *httpd) serveOne(c net.Conn, br *bufio.Reader) bool {
 		}
 		return false
 	}
+	if h.cont {
+		if v, ok := r.Header("Expect"); ok && strings.EqualFold(strings.TrimSpace(v), "100-continue") {
+			c.SetWriteDeadline(time.Now().Add(h.timing.RecvTimeout))
+			if _, err := io.WriteString(c, "HTTP/1.1 100 Continue\r\n\r\n"); err != nil {
+				return false
+			}
+		}
+	}
 	var matched *Route
 	code = 404
 	for i := range h.routes {
 		rt := &h.routes[i]
-		if rt.Path != r.path {
+		if !rt.matches(r.path) {
 			continue
 		}
 		if rt.Method == r.method {
@@ -329,6 +364,9 @@ func (h *httpd) serveOne(c net.Conn, br *bufio.Reader) bool {
 			break
 		}
 		code = 405
+	}
+	if matched == nil && h.notFound != nil {
+		matched = &Route{Handle: h.notFound}
 	}
 	if matched == nil {
 		h.log.Debug("no handler", "method", r.method, "uri", r.uri, "status", code)
@@ -359,9 +397,20 @@ func (h *httpd) serveOne(c net.Conn, br *bufio.Reader) bool {
 // HTTP status to answer with, or -1 to close silently (client went away).
 func (r *Request) parse() int {
 	limit := r.h.hdrLimit
+	arduino := r.h.notFound != nil
+	if arduino {
+		limit = arduinoHeaderLimit
+	}
 	r.conn.SetReadDeadline(time.Now().Add(r.h.timing.RecvTimeout))
-	line, code := r.readLine(maxURILen + 32)
+	lineMax := maxURILen + 32
+	if arduino {
+		lineMax = arduinoHeaderLimit
+	}
+	line, code := r.readLine(lineMax)
 	if code != 0 {
+		if arduino {
+			return -1 // the String grows until the heap gives out: no answer
+		}
 		if code == 431 {
 			code = 414 // still in the request line
 		}
@@ -369,21 +418,34 @@ func (r *Request) parse() int {
 	}
 	parts := strings.Split(line, " ")
 	if len(parts) != 3 || parts[0] == "" || parts[1] == "" {
+		if arduino {
+			return -1 // "Invalid request": the client is stopped
+		}
 		return 400
 	}
 	r.method, r.uri = parts[0], parts[1]
-	if !knownMethods[r.method] {
-		return 400 // http_parser rejects the method token
-	}
-	if len(r.uri) > maxURILen {
-		return 414
-	}
 	major, minor, ok := parseHTTPVersion(parts[2])
-	if !ok {
-		return 400
-	}
-	if major != 1 && minor != 1 { // verify_url's (odd) test, kept as is
-		return 505
+	if arduino {
+		// Any method token and version: the Arduino servers map what they
+		// do not know to GET, and answer HTTP/1.x as asked.
+		r.minor = 1
+		if ok && major == 1 {
+			r.minor = minor
+		}
+	} else {
+		if !knownMethods[r.method] {
+			return 400 // http_parser rejects the method token
+		}
+		if len(r.uri) > maxURILen {
+			return 414
+		}
+		if !ok {
+			return 400
+		}
+		if major != 1 && minor != 1 { // verify_url's (odd) test, kept as is
+			return 505
+		}
+		r.minor = minor
 	}
 	r.path = r.uri
 	if strings.HasPrefix(r.path, "http://") || strings.HasPrefix(r.path, "https://") {
@@ -399,6 +461,9 @@ func (r *Request) parse() int {
 		r.path = r.path[:i]
 	}
 	if r.path == "" || r.path[0] != '/' {
+		if arduino {
+			return -1
+		}
 		return 400
 	}
 	total := 0
@@ -407,6 +472,9 @@ func (r *Request) parse() int {
 	for {
 		l, code := r.readLine(limit - total + 2)
 		if code != 0 {
+			if arduino {
+				return -1
+			}
 			return code
 		}
 		total += len(l) + 2
@@ -414,10 +482,18 @@ func (r *Request) parse() int {
 			break
 		}
 		if total > limit {
+			if arduino {
+				return -1
+			}
 			return 431
 		}
 		name, value, ok := strings.Cut(l, ":")
 		if !ok || name == "" || strings.ContainsAny(name, " \t") {
+			if arduino {
+				// A line without ":" ends the Arduino servers' header loop;
+				// the sim refuses it rather than guess at what follows.
+				return -1
+			}
 			return 400
 		}
 		// http_parser skips the whitespace before a value and
@@ -437,12 +513,15 @@ func (r *Request) parse() int {
 			}
 		}
 	}
-	if chunked && haveCL {
+	if chunked && haveCL && !arduino {
 		return 400
 	}
 	if haveCL {
 		cl = strings.TrimRight(cl, " \t") // http_parser's h_content_length skips spaces
 		n, err := strconv.ParseInt(cl, 10, 64)
+		if arduino && (err != nil || n < 0) {
+			n, err = 0, nil // String.toInt(): 0 for what is not a number
+		}
 		if err != nil || n < 0 || strings.HasPrefix(cl, "+") {
 			return 400
 		}
@@ -498,6 +577,28 @@ func (r *Request) Header(name string) (string, bool) {
 	}
 	return "", false
 }
+
+// Method is the request's method token.
+func (r *Request) Method() string { return r.method }
+
+// URI is the request target as sent.
+func (r *Request) URI() string { return r.uri }
+
+// Query is what follows "?" in the URI (up to a "#"), "" when nothing does.
+func (r *Request) Query() string {
+	_, q, ok := strings.Cut(r.uri, "?")
+	if !ok {
+		return ""
+	}
+	q, _, _ = strings.Cut(q, "#")
+	return q
+}
+
+// Minor is the request's HTTP/1.x minor version (0 or 1).
+func (r *Request) Minor() int { return r.minor }
+
+// Remaining is how many body bytes (per Content-Length) are still unread.
+func (r *Request) Remaining() int64 { return r.remaining }
 
 // Context ends when the server stops (a reset, the device closing).
 func (r *Request) Context() context.Context { return r.ctx }
@@ -566,6 +667,30 @@ func (r *Request) Send(code int, ctype, body string, extra ...Header) error {
 	}
 	b.WriteString("\r\n")
 	b.WriteString(body)
+	return r.write(code, b.Bytes())
+}
+
+// SendRaw answers with exactly this status line ("HTTP/1.<minor> <code>
+// <reason>"), these headers in this order and body: for servers that frame
+// their answers otherwise than esp_http_server (the Arduino web servers).
+// The latency fault delays it as Send.
+func (r *Request) SendRaw(code, minor int, headers []Header, body string) error {
+	status, ok := statusLines[code]
+	if !ok {
+		status = strconv.Itoa(code) + " Unknown"
+	}
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "HTTP/1.%d %s\r\n", minor, status)
+	for _, h := range headers {
+		fmt.Fprintf(&b, "%s: %s\r\n", h.Name, h.Value)
+	}
+	b.WriteString("\r\n")
+	b.WriteString(body)
+	return r.write(code, b.Bytes())
+}
+
+// write sends a framed answer after any latency fault's delay.
+func (r *Request) write(code int, msg []byte) error {
 	if lat := r.h.d.latency(); lat > 0 {
 		Sleep(r.ctx, lat)
 	}
@@ -574,7 +699,7 @@ func (r *Request) Send(code int, ctype, body string, extra ...Header) error {
 		return r.ctx.Err()
 	}
 	r.responded = true
-	_, err := r.conn.Write(b.Bytes())
+	_, err := r.conn.Write(msg)
 	if err != nil {
 		r.h.log.Debug("send", "status", code, "err", err)
 	}

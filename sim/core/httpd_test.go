@@ -78,3 +78,60 @@ func FuzzParseRequest(f *testing.F) {
 		}
 	})
 }
+
+// TestParseArduino: an Arduino web server (Server.NotFound) reads requests
+// leniently: any method token and version, no 414/431/505, a 16 KiB header
+// section; what it cannot read is dropped without an answer.
+func TestParseArduino(t *testing.T) {
+	parse := func(raw string) (*Request, int) {
+		a, b := net.Pipe()
+		defer a.Close()
+		defer b.Close()
+		go func() {
+			a.Write([]byte(raw))
+			a.Close()
+		}()
+		h := &httpd{hdrLimit: 512, timing: FastTiming(), notFound: func(*Request) error { return nil }}
+		r := &Request{h: h, conn: b, br: bufio.NewReaderSize(b, 32<<10)}
+		return r, r.parse()
+	}
+	long := strings.Repeat("a", 2000)
+	cases := []struct {
+		name, raw string
+		code      int
+		method    string
+		minor     int
+		cl        int64
+	}{
+		{"unknown method", "FROB /x HTTP/1.1\r\n\r\n", 0, "FROB", 1, 0},
+		{"long URI", "GET /" + long + " HTTP/1.1\r\n\r\n", 0, "GET", 1, 0},
+		{"long header", "GET / HTTP/1.1\r\nX: " + long + "\r\n\r\n", 0, "GET", 1, 0},
+		{"HTTP/1.0", "GET / HTTP/1.0\r\n\r\n", 0, "GET", 0, 0},
+		{"HTTP/2.0", "GET / HTTP/2.0\r\n\r\n", 0, "GET", 1, 0},
+		{"length not a number", "POST / HTTP/1.1\r\nContent-Length: abc\r\n\r\n", 0, "POST", 1, 0},
+		{"chunked and length", "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n", 0, "POST", 1, 3},
+		{"header over 16 KiB", "GET / HTTP/1.1\r\nX: " + strings.Repeat(long, 9) + "\r\n\r\n", -1, "", 0, 0},
+		{"no colon", "GET / HTTP/1.1\r\nnonsense\r\n\r\n", -1, "", 0, 0},
+		{"bad request line", "GET\r\n\r\n", -1, "", 0, 0},
+	}
+	for _, c := range cases {
+		r, code := parse(c.raw)
+		if code != c.code || code == 0 && (r.method != c.method || r.minor != c.minor || r.contentLen != c.cl) {
+			t.Errorf("%s: %d %q 1.%d %d", c.name, code, r.method, r.minor, r.contentLen)
+		}
+	}
+}
+
+// TestRoutePrefix: a Prefix route takes its path and what follows a "/".
+func TestRoutePrefix(t *testing.T) {
+	exact := Route{Path: "/update"}
+	prefix := Route{Path: "/update", Prefix: true}
+	for _, c := range []struct {
+		path          string
+		exact, prefix bool
+	}{{"/update", true, true}, {"/update/identity", false, true}, {"/updates", false, false}, {"/", false, false}} {
+		if exact.matches(c.path) != c.exact || prefix.matches(c.path) != c.prefix {
+			t.Errorf("%s: exact %v prefix %v", c.path, exact.matches(c.path), prefix.matches(c.path))
+		}
+	}
+}

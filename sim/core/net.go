@@ -198,7 +198,7 @@ func (d *Device) startServers() error {
 				return err
 			}
 			ports[def.Port] = portOf(ln.Addr())
-			r.http = newHTTPD(d, def.Name, ln, def.Routes)
+			r.http = newHTTPD(d, def, ln)
 		}
 		srv.list = append(srv.list, r)
 	}

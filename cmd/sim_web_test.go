@@ -1,0 +1,51 @@
+package cmd
+
+import (
+	"context"
+	"strings"
+	"testing"
+)
+
+// TestSimWebUploaders: the web-uploader personalities' flags, on ESP32 and
+// ESP8266, as sim checks them before it binds anything, and a fleet of each.
+func TestSimWebUploaders(t *testing.T) {
+	cases := []struct {
+		args []string
+		code int
+		want string // in stderr (exit 2) or stdout (exit 0)
+	}{
+		{[]string{"--personality", "espeasy", "--async"}, ExitUsage, "--async does not apply to --personality espeasy: only ElegantOTA has an async build"},
+		{[]string{"--personality", "httpupdateserver", "--chip", "esp8266", "--no-origin-check"}, ExitUsage, "checks no Origin"},
+		{[]string{"--personality", "elegantota", "--chip", "esp8266", "--rollback-later"}, ExitUsage, "an ESP8266 has no rollback"},
+		{[]string{"--personality", "espeasy", "--username", "admin"}, ExitUsage, "--username does not apply to --personality espeasy"},
+		{[]string{"--personality", "seed", "--no-loop"}, ExitUsage, "--no-loop does not apply to --personality seed"},
+		{[]string{"--personality", "seed", "--chip", "esp8266"}, ExitUsage, "an ESP8266 runs the esp8266, httpupdateserver, espeasy or elegantota personality"},
+		{[]string{"--personality", "nope"}, ExitUsage, "have: seed, ots, arduino, esp8266, httpupdateserver, espeasy and elegantota"},
+		{[]string{"--personality", "elegantota", "--fault", "no-connect-back"}, ExitUsage, "acts on espota sessions only"},
+		{[]string{"--personality", "httpupdateserver", "--behave", "1.0.1=unstable"}, ExitUsage, "add --rollback-later"},
+		{[]string{"--personality", "espeasy", "--chip", "esp8266", "--behave", "1.0.1=crash-loop"}, ExitUsage, "cannot happen on the espeasy personality"},
+		{[]string{"--personality", "httpupdateserver", "--chip", "esp8266", "--base-ip", "127.0.9.120", "--ota-port", "13320"}, 0,
+			"127.0.9.120:13320  -    httpupdateserver"},
+		{[]string{"--personality", "elegantota", "--async", "--username", "admin", "--password", "pw", "--base-ip", "127.0.9.121", "--ota-port", "13321"}, 0,
+			"127.0.9.121:13321  -    elegantota"},
+		{[]string{"--personality", "espeasy", "--base-ip", "127.0.9.122", "--ota-port", "13322", "--slot-size", "2M"}, 0,
+			"127.0.9.122:13322  -    espeasy"},
+	}
+	for _, c := range cases {
+		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
+			streams, out, errOut := TestStreams()
+			args := append([]string{"sim", "--no-mdns", "--fast", "--duration", "100ms"}, c.args...)
+			code := Execute(context.Background(), args, streams)
+			if code != c.code {
+				t.Fatalf("exit %d, want %d\nstdout: %s\nstderr: %s", code, c.code, out, errOut)
+			}
+			got := errOut.String()
+			if c.code == 0 {
+				got = out.String()
+			}
+			if !strings.Contains(got, c.want) {
+				t.Errorf("want %q in\n%s", c.want, got)
+			}
+		})
+	}
+}
