@@ -28,7 +28,7 @@ func goodLines(t *testing.T) map[string]struct {
 	uptime := int64(42)
 	res := upload.Result{Device: "kitchen", Addr: "127.0.0.1:3232", Protocol: upload.HTTP, From: "1.0.0", To: "1.0.1", Running: "1.0.1",
 		Outcome: upload.OutcomeUpdated, State: "valid", VersionSource: "/ota/status", Tries: 1, Duration: 1500 * time.Millisecond,
-		Bytes: 1000, Rate: 49056986.42868493}
+		Bytes: ptr(int64(1000)), Rate: 49056986.42868493}
 	push := &pushSummary{summaryHead: summaryHead{lineHead: head("summary"), Command: "push"}, Counts: map[string]int{"updated": 1},
 		Devices: []resultLine{resultOf(res)}}
 	return map[string]struct {
