@@ -296,6 +296,14 @@ func TestJSONOutputIsChecked(t *testing.T) {
 		{[]string{"--json", "info"}, `{"type":"error","schema":2,"command":"info","error":{"code":"usage",`},
 		{[]string{"--json", "no-such-command"}, `{"type":"error","schema":2,"command":"ots-ota","error":{"code":"usage",`},
 		{[]string{"--json", "espota", "-f", "fw.bin"}, `{"type":"error","schema":2,"command":"espota","error":{"code":"usage",`},
+		// A flag that does not parse, before --json: still JSON (it printed
+		// nothing on stdout).
+		{[]string{"push", "--bogus", "--json", "fw.bin", "127.0.0.2"},
+			`{"type":"error","schema":2,"command":"push","error":{"code":"usage","message":"unknown flag: --bogus",`},
+		// help and completion: usage errors in JSON, as every command's.
+		{[]string{"--json", "help", "nosuch"}, `{"type":"error","schema":2,"command":"help","error":{"code":"usage",`},
+		{[]string{"--json", "completion"}, `{"type":"error","schema":2,"command":"completion","error":{"code":"usage",`},
+		{[]string{"--json", "sim", "help", "nosuch"}, `{"type":"error","schema":2,"command":"sim","error":{"code":"usage",`},
 	} {
 		streams, out, _ := TestStreams()
 		code := Execute(context.Background(), c.args, streams)
@@ -304,6 +312,20 @@ func TestJSONOutputIsChecked(t *testing.T) {
 		}
 		if !strings.HasPrefix(out.String(), c.first) {
 			t.Errorf("%v: want output starting %s, got:\n%s", c.args, c.first, out)
+		}
+	}
+	// OTS_OTA_JSON asks for JSON as --json does, a bad flag or not.
+	t.Setenv("OTS_OTA_JSON", "1")
+	streams, out, _ := TestStreams()
+	code := Execute(context.Background(), []string{"push", "--bogus", "fw.bin", "127.0.0.2"}, streams)
+	if err := checkJSONRun(out.Bytes(), code); err != nil || code != ExitUsage {
+		t.Errorf("OTS_OTA_JSON=1 push --bogus: exit %d: %v\n%s", code, err, out)
+	}
+	// What help and completion print when they work is text, not JSON.
+	for _, args := range [][]string{{"--json", "help", "push"}, {"--json", "completion", "bash"}, {"--json", "push", "--help"}} {
+		streams, out, _ := TestStreams()
+		if code := Execute(context.Background(), args, streams); code != ExitOK || strings.Contains(out.String(), `"type":`) {
+			t.Errorf("%v: exit %d, output:\n%.300s", args, code, out)
 		}
 	}
 }
