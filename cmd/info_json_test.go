@@ -3,6 +3,7 @@ package cmd
 import (
 	"net"
 	"os"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -66,4 +67,17 @@ func nullOr(p *string) string {
 		return "null"
 	}
 	return *p
+}
+
+// TestDiscoverLineNoProbe: with --no-probe nothing was tried: unconfirmed
+// is null, as reachable is (it said false).
+func TestDiscoverLineNoProbe(t *testing.T) {
+	for _, c := range []struct {
+		reachable *bool
+		want      string
+	}{{nil, `"reachable":null,"unconfirmed":null,`}, {ptr(true), `"reachable":true,"unconfirmed":false,`}} {
+		if l := mustLine(t, deviceLineOf(discoverRow{Name: "lab", Reachable: c.reachable})); !strings.Contains(l, c.want) {
+			t.Errorf("want %s in %s", c.want, l)
+		}
+	}
 }

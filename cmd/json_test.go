@@ -344,6 +344,20 @@ func TestJSONOutputIsChecked(t *testing.T) {
 			t.Errorf("%v: want output starting %s, got:\n%s", c.args, c.first, out)
 		}
 	}
+	// espota's usage errors point to espota's help, not to the push
+	// command line it built.
+	{
+		streams, out, errOut := TestStreams()
+		code := Execute(context.Background(), []string{"--json", "espota", "-i", "bad host!", "-f", "fw.bin"}, streams)
+		if err := checkJSONRun(out.Bytes(), code); err != nil || code != ExitFailed {
+			t.Errorf("espota -i 'bad host!': exit %d: %v\n%s", code, err, out)
+		}
+		for _, o := range []string{out.String(), errOut.String()} {
+			if !strings.Contains(o, "run 'ots-ota espota --help' for usage") || strings.Contains(o, "push --help") {
+				t.Errorf("espota -i 'bad host!': want espota's help named:\n%s", o)
+			}
+		}
+	}
 	// OTS_OTA_JSON asks for JSON as --json does, a bad flag or not.
 	t.Setenv("OTS_OTA_JSON", "1")
 	streams, out, _ := TestStreams()

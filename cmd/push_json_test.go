@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/netip"
 	"os"
 	"runtime"
@@ -158,4 +159,31 @@ func TestPushJSONInterruptedBrowse(t *testing.T) {
 		t.Fatalf("exit %d, want 130\n%s\n%s", code, out, errOut.buf.String())
 	}
 	checkImageKnown(t, summaryOf(t, out.String()), true)
+}
+
+// TestSimPasswordRedacted: sim's --password is a secret of the run: what
+// the devices say is printed without it, in JSON and on stderr (a version
+// that holds it printed it).
+func TestSimPasswordRedacted(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("needs 127.0.0.x loopback addresses (Linux)")
+	}
+	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
+	const secret = "s3cret-version-7"
+	for i, json := range []bool{true, false} {
+		args := []string{"sim", "-n", "1", "--no-mdns", "--fast", "--base-ip", fmt.Sprintf("127.47.2.%d", 2+i), "--web-port", "-1",
+			"--duration", "200ms", "--password", secret, "--version", secret}
+		if json {
+			args = append(args, "--json")
+		}
+		streams, out, errOut := TestStreams()
+		code := Execute(context.Background(), args, streams)
+		if json {
+			requireJSONRun(t, out.Bytes(), code)
+		}
+		all := out.String() + errOut.String()
+		if code != ExitOK || strings.Contains(all, secret) || !strings.Contains(all, "[redacted]") {
+			t.Errorf("json %v: exit %d, the secret printed or nothing redacted:\n%s", json, code, all)
+		}
+	}
 }

@@ -211,7 +211,7 @@ func Execute(ctx context.Context, args []string, streams *IOStreams) int {
 		msg = a.secrets.Redact(a.said(msg))
 		fmt.Fprintf(streams.ErrOut, "ots-ota: error: %s\n", msg)
 		if code == ExitUsage {
-			hint = fmt.Sprintf("run '%s --help' for usage", commandPath(root, args))
+			hint = a.said(fmt.Sprintf("run '%s --help' for usage", commandPath(root, args)))
 			fmt.Fprintf(streams.ErrOut, "ots-ota: hint: %s\n", hint)
 		}
 	}
