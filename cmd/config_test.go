@@ -33,8 +33,9 @@ func newProbeCmd(a *app) *cobra.Command {
 		o := &probeOptions{}
 		c := &cobra.Command{Use: use, Args: argsNone}
 		c.RunE = run(a, o, func(_ context.Context, a *app, o *probeOptions) error {
-			return writeJSON(a.io.Out, map[string]any{"name": o.Name, "on": o.On, "level": o.Level, "items": o.Items, "deep": o.Deep,
+			a.writeLine(map[string]any{"name": o.Name, "on": o.On, "level": o.Level, "items": o.Items, "deep": o.Deep,
 				"from": map[string]string{"name": a.source("name"), "on": a.source("on"), "level": a.source("level"), "items": a.source("items")}})
+			return nil
 		})
 		c.Flags().StringVar(&o.Name, "name", "default", "")
 		c.Flags().BoolVar(&o.On, "on", false, "")

@@ -99,24 +99,24 @@ func (o *discoverOptions) validate(a *app, _ []string) error {
 
 // discoverRow is one device in the table (its --json line is deviceLineOf's).
 type discoverRow struct {
-	Name      string   `json:"name"`
-	Instance  string   `json:"instance,omitempty"`
-	Host      string   `json:"host,omitempty"`
-	Addrs     []string `json:"addrs"`
-	Port      int      `json:"port,omitempty"`
-	Service   string   `json:"service,omitempty"`
-	Protocol  string   `json:"protocol,omitempty"`
-	Reachable *bool    `json:"reachable,omitempty"`
+	Name      string
+	Instance  string
+	Host      string
+	Addrs     []string
+	Port      int
+	Service   string
+	Protocol  string
+	Reachable *bool // nil: not probed
 	// Unconfirmed: TCP refused and mDNS did not see it (espota assumed).
-	Unconfirmed bool              `json:"unconfirmed,omitempty"`
-	Version     string            `json:"version,omitempty"`
-	Project     string            `json:"project,omitempty"`
-	Chip        string            `json:"chip,omitempty"`
-	Auth        string            `json:"auth,omitempty"`
-	WebPort     int               `json:"web_port,omitempty"`
-	TXT         map[string]string `json:"txt,omitempty"`
-	Sources     []string          `json:"sources"`
-	Note        string            `json:"note,omitempty"`
+	Unconfirmed bool
+	Version     string
+	Project     string
+	Chip        string
+	Auth        string
+	WebPort     int
+	TXT         map[string]string
+	Sources     []string
+	Note        string
 }
 
 func runDiscover(ctx context.Context, a *app, o *discoverOptions) error {

@@ -19,9 +19,10 @@ type deviceLine struct {
 	Port     *int     `json:"port"`
 	Service  *string  `json:"service"`
 	Protocol *string  `json:"protocol"`
-	// Reachable is null with --no-probe (nothing was tried).
+	// Reachable and Unconfirmed are null with --no-probe (nothing was
+	// tried).
 	Reachable   *bool             `json:"reachable"`
-	Unconfirmed bool              `json:"unconfirmed"`
+	Unconfirmed *bool             `json:"unconfirmed"`
 	Version     *string           `json:"version"`
 	Project     *string           `json:"project"`
 	Chip        *string           `json:"chip"`
@@ -33,11 +34,15 @@ type deviceLine struct {
 }
 
 func deviceLineOf(r discoverRow) deviceLine {
-	return deviceLine{lineHead: head("device"), Name: r.Name, Instance: nullString(r.Instance), Host: nullString(r.Host),
+	l := deviceLine{lineHead: head("device"), Name: r.Name, Instance: nullString(r.Instance), Host: nullString(r.Host),
 		Addrs: listOf(r.Addrs), Port: nullPositive(r.Port), Service: nullString(r.Service), Protocol: nullString(r.Protocol),
-		Reachable: r.Reachable, Unconfirmed: r.Unconfirmed, Version: nullString(r.Version), Project: nullString(r.Project),
+		Reachable: r.Reachable, Version: nullString(r.Version), Project: nullString(r.Project),
 		Chip: nullString(r.Chip), Auth: nullString(r.Auth), WebPort: nullPositive(r.WebPort), TXT: r.TXT,
 		Sources: listOf(r.Sources), Note: nullString(r.Note)}
+	if r.Reachable != nil {
+		l.Unconfirmed = &r.Unconfirmed
+	}
+	return l
 }
 
 // watchLine is one --watch event: its type is the event's kind. Event is

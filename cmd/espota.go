@@ -124,6 +124,8 @@ func (o *espotaOptions) pushArgs() ([]string, error) {
 // an Arduino IDE user is told a flag the espota command has. Push flags
 // with no espota counterpart are named as push's ("ots-ota push --force").
 var espotaWords = strings.NewReplacer(
+	// The usage hint of the push command line espota built.
+	"'ots-ota push --help'", "'ots-ota espota --help'",
 	"--token, --user or --password", "-a/--auth",
 	"--token or --password", "-a/--auth",
 	"--password-file", "ots-ota push --password-file",

@@ -103,9 +103,14 @@ type infoResult struct {
 	Sources []string
 	// Given: the arguments merged into this device (same address and port).
 	Given []string
+	// Error is why there are no facts, as the human output says it.
 	Error string
-	// errCode is Error's code in --json: unresolved, failed.
-	errCode string
+	// errJSON is Error as --json tells it: code unresolved or failed, the
+	// hint apart.
+	errJSON *errorObject
+	// timeout is --timeout, the connect timeout the words of a failed
+	// connect name.
+	timeout time.Duration
 }
 
 func runInfo(ctx context.Context, a *app, o *infoOptions) error {
@@ -131,18 +136,18 @@ func runInfo(ctx context.Context, a *app, o *infoOptions) error {
 	infoSecrets(a, sel)
 	results := make([]infoResult, len(sel))
 	parallel(len(sel), 16, func(i int) {
-		s := sel[i]
-		results[i].Sources, results[i].Given = s.Target.Sources, s.Target.Given
+		s, r := sel[i], &results[i]
+		r.Sources, r.Given, r.timeout = s.Target.Sources, s.Target.Given, o.Timeout
 		if s.Err != nil {
-			results[i].Target, results[i].Error, results[i].errCode = s.Target.Name, s.Err.Error(), "unresolved"
+			r.Target, r.Error, r.errJSON = s.Target.Name, s.Err.Error(), unresolved(s.Err)
 			return
 		}
 		f, err := devinfo.Query(ctx, s.Target.Info(), devinfo.Options{Timeout: o.Timeout})
 		if err != nil {
-			results[i].Target, results[i].Error, results[i].errCode = s.Target.Name, err.Error(), "failed"
+			r.Target, r.Error, r.errJSON = s.Target.Name, err.Error(), ptr(newErrorObject("failed", err.Error(), ""))
 			return
 		}
-		results[i].Facts = f
+		r.Facts = f
 	})
 	if err := ctx.Err(); err != nil {
 		return err
@@ -160,19 +165,42 @@ func runInfo(ctx context.Context, a *app, o *infoOptions) error {
 	return nil
 }
 
+// unresolved is --json's error of a name that did not resolve: what to
+// try goes in the hint, not in the message.
+func unresolved(err error) *errorObject {
+	if re := (*discover.ResolveError)(nil); errors.As(err, &re) {
+		return ptr(newErrorObject("unresolved", re.Plain(), re.Hint()))
+	}
+	return ptr(newErrorObject("unresolved", err.Error(), ""))
+}
+
+// reach says how a device that has facts answered, as the human block
+// and the --json error say it: "" when it did; else the error code and the
+// words, "at ADDRESS" in them when at is (the human block names the
+// address before them).
+func (r infoResult) reach(at string) (code, words string) {
+	switch {
+	case r.Reachable:
+		return "", ""
+	case r.NothingListens:
+		return "nothing_listens", "nothing listens" + at + " (TCP refused, UDP port unreachable)"
+	case r.Unconfirmed:
+		return "unconfirmed", "espota assumed" + at + " (TCP refused), not confirmed"
+	}
+	return "unreachable", "not reachable" + at
+}
+
 func renderInfo(w io.Writer, r infoResult, st style) {
 	if r.Error != "" {
 		fmt.Fprintf(w, "%s: %s\n", st.bold(r.Target), st.red(r.Error))
 		return
 	}
 	reach := st.green("reachable")
-	switch {
-	case r.NothingListens:
-		reach = st.red("nothing listens (TCP refused, UDP port unreachable)")
-	case r.Unconfirmed:
-		reach = st.yellow("espota assumed (TCP refused), not confirmed")
-	case !r.Reachable:
-		reach = st.red("not reachable")
+	switch code, words := r.reach(""); code {
+	case "unconfirmed":
+		reach = st.yellow(words)
+	case "nothing_listens", "unreachable":
+		reach = st.red(words)
 	}
 	fmt.Fprintf(w, "%s (%s): %s\n", st.bold(r.Target), r.Address, reach)
 	if len(r.Given) > 1 {

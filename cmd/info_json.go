@@ -3,9 +3,9 @@ package cmd
 import (
 	"fmt"
 	"strconv"
-	"strings"
 
 	"github.com/ots-ota/ots-ota/devinfo"
+	"github.com/ots-ota/ots-ota/upload"
 )
 
 // info --json: one info line per device, then the error line of a failed
@@ -86,7 +86,7 @@ func infoLineOf(r infoResult) infoLine {
 		Sources: listOf(r.Sources), Reachable: r.Reachable, Unconfirmed: r.Unconfirmed, NothingListens: r.NothingListens,
 		Protocol: factOf(r.Protocol), Auth: factOf(r.Auth), Project: factOf(r.Project), Version: factOf(r.Version),
 		VersionNote: nullString(r.VersionNote), Chip: factOf(r.Chip), Board: factOf(r.Board), IDF: factOf(r.IDF),
-		Running: factOf(r.Running), Boot: factOf(r.Boot), State: factOf(r.State), Notes: listOf(r.Notes), Error: r.errorObject()}
+		Running: factOf(r.Running), Boot: factOf(r.Boot), State: factOf(r.State), Notes: listOf(r.Notes), Error: r.failure()}
 	if r.Uptime.Known() {
 		if n, err := strconv.ParseInt(r.Uptime.Value, 10, 64); err == nil {
 			l.UptimeS = &uptimeJSON{Value: n, Source: nullString(string(r.Uptime.Source))}
@@ -105,32 +105,28 @@ func infoLineOf(r infoResult) infoLine {
 	return l
 }
 
-// errorObject is why the device counts as failed (exit 1), nil when it
-// answered. The messages are the human output's.
-func (r infoResult) errorObject() *errorObject {
-	var e errorObject
-	switch {
-	case r.Error != "":
-		code := r.errCode
-		if code == "" {
-			code = "failed"
-		}
-		e = newErrorObject(code, r.Error, "")
-	case r.Reachable:
-		return nil
-	case r.NothingListens:
-		e = newErrorObject("nothing_listens", "nothing listens at "+r.Address+" (TCP refused, UDP port unreachable)", "")
-	case r.Unconfirmed:
-		e = newErrorObject("unconfirmed", "espota assumed at "+r.Address+" (TCP refused), not confirmed",
-			"an ArduinoOTA device shows itself by mDNS: try ots-ota discover")
-	default:
-		msg := "not reachable at " + r.Address
-		if len(r.Notes) > 0 {
-			msg += ": " + strings.Join(r.Notes, "; ")
-		}
-		e = newErrorObject("unreachable", msg, "")
+// failure is why the device counts as failed (exit 1), nil when it
+// answered. Each message is one line: a failed connect in push's words
+// (upload.ClassifyDial); the notes keep every step.
+func (r infoResult) failure() *errorObject {
+	if r.errJSON != nil {
+		return r.errJSON
 	}
-	return &e
+	code, words := r.reach(" at " + r.Address)
+	switch code {
+	case "":
+		return nil
+	case "unconfirmed":
+		return ptr(newErrorObject(code, words, "an ArduinoOTA device shows itself by mDNS: try ots-ota discover"))
+	case "unreachable":
+		switch {
+		case r.ConnectErr != nil:
+			_, words = upload.ClassifyDial(r.Address, r.timeout, r.ConnectErr)
+		case len(r.Notes) > 0:
+			words += ": " + r.Notes[0]
+		}
+	}
+	return ptr(newErrorObject(code, words, ""))
 }
 
 // infoJSON writes the lines, and fills in the summary.

@@ -14,6 +14,7 @@ import (
 	"github.com/ots-ota/ots-ota/auth"
 	"github.com/ots-ota/ots-ota/devinfo"
 	"github.com/ots-ota/ots-ota/discover"
+	"github.com/ots-ota/ots-ota/internal/buildinfo"
 	"github.com/ots-ota/ots-ota/sim"
 	"github.com/ots-ota/ots-ota/upload"
 )
@@ -28,7 +29,7 @@ func goodLines(t *testing.T) map[string]struct {
 	uptime := int64(42)
 	res := upload.Result{Device: "kitchen", Addr: "127.0.0.1:3232", Protocol: upload.HTTP, From: "1.0.0", To: "1.0.1", Running: "1.0.1",
 		Outcome: upload.OutcomeUpdated, State: "valid", VersionSource: "/ota/status", Tries: 1, Duration: 1500 * time.Millisecond,
-		Bytes: 1000, Rate: 49056986.42868493}
+		Bytes: ptr(int64(1000)), Rate: 49056986.42868493}
 	push := &pushSummary{summaryHead: summaryHead{lineHead: head("summary"), Command: "push"}, Counts: map[string]int{"updated": 1},
 		Devices: []resultLine{resultOf(res)}}
 	return map[string]struct {
@@ -54,6 +55,25 @@ func goodLines(t *testing.T) map[string]struct {
 			Errors: []findingResult{{Code: "not_app_image", Message: "not an image"}}, Warnings: []findingResult{}}}},
 		"summary": {"inspect.json", &countSummary{summaryHead: summaryHead{lineHead: head("summary"), Command: "inspect", ExitCode: 1},
 			Count: ptr(1), Failed: ptr(1)}},
+		"info summary": {"info.json", &countSummary{summaryHead: summaryHead{lineHead: head("summary"), Command: "info", ExitCode: 1},
+			Count: ptr(2), Failed: ptr(1)}},
+		"discover summary": {"discover.json", &discoverSummary{summaryHead: summaryHead{lineHead: head("summary"), Command: "discover"},
+			Count: ptr(1)}},
+		"watch summary": {"discover.json", &discoverSummary{summaryHead: summaryHead{lineHead: head("summary"), Command: "discover"},
+			Events: ptr(3)}},
+		"sim error": {"sim.json", simErrorLine{errorLine: errorLine{lineHead: head("error"), Command: "sim",
+			Error: newErrorObject("sim_start", "127.0.0.2:3232 is taken", "")}, Event: "error", Time: time.Now(),
+			Device: nullString("ots-sim-1"), Text: "127.0.0.2:3232 is taken"}},
+		"sim summary":     {"sim.json", &simSummary{summaryHead: summaryHead{lineHead: head("summary"), Command: "sim"}, Count: ptr(2)}},
+		"step":            {"demo.json", stepLine{lineHead: head("step"), Step: 1, Title: "Check the image", Command: nullString("ots-ota inspect fw.bin")}},
+		"note":            {"demo.json", noteLine{lineHead: head("note"), Step: 2, Message: "no device answered"}},
+		"demo summary":    {"demo.json", &demoSummary{summaryHead: summaryHead{lineHead: head("summary"), Command: "demo"}, Steps: ptr(5)}},
+		"espota summary":  {"espota.json", &summaryHead{lineHead: head("summary"), Command: "espota", ExitCode: 1}},
+		"version":         {"version.json", versionLineOf(buildinfo.Info{Version: "1.2.3", Commit: "abc123", Date: "2026-01-02T03:04:05Z", Go: "go1.26.0"})},
+		"version summary": {"version.json", &summaryHead{lineHead: head("summary"), Command: "version"}},
+		"image": {"sim-image.json", imageLine{lineHead: head("image"), File: "fw.bin", Size: 300000, Chip: "ESP32-S3", Project: "ots-fw-main",
+			Version: "1.0.1"}},
+		"image summary": {"sim-image.json", &summaryHead{lineHead: head("summary"), Command: "sim image"}},
 	}
 }
 
@@ -117,15 +137,25 @@ func TestJSONSchemasRejectBadLines(t *testing.T) {
 		}
 	}
 	// Today's complaints, one each: unknown as "", a string uptime, a
-	// float rate, sim's event without type.
-	for _, c := range []struct{ file, line string }{
-		{"info.json", strings.Replace(mustLine(t, goodLines(t)["info"].line), `"board":null`, `"board":{"value":"","source":""}`, 1)},
-		{"info.json", strings.Replace(mustLine(t, goodLines(t)["info"].line), `"uptime_s":{"value":42`, `"uptime_s":{"value":"42"`, 1)},
-		{"push.json", strings.Replace(mustLine(t, goodLines(t)["result"].line), `"rate":49056986`, `"rate":49056986.42868493`, 1)},
-		{"sim.json", strings.Replace(mustLine(t, goodLines(t)["sim event"].line), `"type":"upload_failed",`, ``, 1)},
+	// float rate, a string byte count; sim's event without type.
+	if err := checkLine("sim.json", []byte(strings.Replace(mustLine(t, goodLines(t)["sim event"].line), `"type":"upload_failed",`, ``, 1))); err == nil {
+		t.Error("sim.json accepts an event without type")
+	}
+	for _, c := range []struct{ file, line, field string }{
+		{"info.json", strings.Replace(mustLine(t, goodLines(t)["info"].line), `"board":null`, `"board":{"value":"","source":""}`, 1), "board/value"},
+		{"info.json", strings.Replace(mustLine(t, goodLines(t)["info"].line), `"uptime_s":{"value":42`, `"uptime_s":{"value":"42"`, 1), "uptime_s/value"},
+		{"push.json", strings.Replace(mustLine(t, goodLines(t)["result"].line), `"rate":49056986`, `"rate":49056986.42868493`, 1), "rate"},
+		{"push.json", strings.Replace(mustLine(t, goodLines(t)["push summary"].line), `"bytes":1000`, `"bytes":"1000"`, 1), "devices/0/bytes"},
 	} {
-		if err := checkLine(c.file, []byte(c.line)); err == nil {
+		err := checkLine(c.file, []byte(c.line))
+		if err == nil {
 			t.Errorf("%s accepts %s", c.file, c.line)
+			continue
+		}
+		// The failure names the field, without the complaints of the
+		// other kinds of line the schema lists.
+		if !strings.Contains(err.Error(), "at '/"+c.field) || strings.Contains(err.Error(), "value must be '") {
+			t.Errorf("%s: the failure does not name %s alone: %v", c.file, c.field, err)
 		}
 	}
 }
@@ -296,6 +326,14 @@ func TestJSONOutputIsChecked(t *testing.T) {
 		{[]string{"--json", "info"}, `{"type":"error","schema":2,"command":"info","error":{"code":"usage",`},
 		{[]string{"--json", "no-such-command"}, `{"type":"error","schema":2,"command":"ots-ota","error":{"code":"usage",`},
 		{[]string{"--json", "espota", "-f", "fw.bin"}, `{"type":"error","schema":2,"command":"espota","error":{"code":"usage",`},
+		// A flag that does not parse, before --json: still JSON (it printed
+		// nothing on stdout).
+		{[]string{"push", "--bogus", "--json", "fw.bin", "127.0.0.2"},
+			`{"type":"error","schema":2,"command":"push","error":{"code":"usage","message":"unknown flag: --bogus",`},
+		// help and completion: usage errors in JSON, as every command's.
+		{[]string{"--json", "help", "nosuch"}, `{"type":"error","schema":2,"command":"help","error":{"code":"usage",`},
+		{[]string{"--json", "completion"}, `{"type":"error","schema":2,"command":"completion","error":{"code":"usage",`},
+		{[]string{"--json", "sim", "help", "nosuch"}, `{"type":"error","schema":2,"command":"sim","error":{"code":"usage",`},
 	} {
 		streams, out, _ := TestStreams()
 		code := Execute(context.Background(), c.args, streams)
@@ -304,6 +342,34 @@ func TestJSONOutputIsChecked(t *testing.T) {
 		}
 		if !strings.HasPrefix(out.String(), c.first) {
 			t.Errorf("%v: want output starting %s, got:\n%s", c.args, c.first, out)
+		}
+	}
+	// espota's usage errors point to espota's help, not to the push
+	// command line it built.
+	{
+		streams, out, errOut := TestStreams()
+		code := Execute(context.Background(), []string{"--json", "espota", "-i", "bad host!", "-f", "fw.bin"}, streams)
+		if err := checkJSONRun(out.Bytes(), code); err != nil || code != ExitFailed {
+			t.Errorf("espota -i 'bad host!': exit %d: %v\n%s", code, err, out)
+		}
+		for _, o := range []string{out.String(), errOut.String()} {
+			if !strings.Contains(o, "run 'ots-ota espota --help' for usage") || strings.Contains(o, "push --help") {
+				t.Errorf("espota -i 'bad host!': want espota's help named:\n%s", o)
+			}
+		}
+	}
+	// OTS_OTA_JSON asks for JSON as --json does, a bad flag or not.
+	t.Setenv("OTS_OTA_JSON", "1")
+	streams, out, _ := TestStreams()
+	code := Execute(context.Background(), []string{"push", "--bogus", "fw.bin", "127.0.0.2"}, streams)
+	if err := checkJSONRun(out.Bytes(), code); err != nil || code != ExitUsage {
+		t.Errorf("OTS_OTA_JSON=1 push --bogus: exit %d: %v\n%s", code, err, out)
+	}
+	// What help and completion print when they work is text, not JSON.
+	for _, args := range [][]string{{"--json", "help", "push"}, {"--json", "completion", "bash"}, {"--json", "push", "--help"}} {
+		streams, out, _ := TestStreams()
+		if code := Execute(context.Background(), args, streams); code != ExitOK || strings.Contains(out.String(), `"type":`) {
+			t.Errorf("%v: exit %d, output:\n%.300s", args, code, out)
 		}
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
+	"github.com/santhosh-tekuri/jsonschema/v6/kind"
 )
 
 // The --json contract (docs/json.md) is checked on every --json run of
@@ -130,9 +131,59 @@ func checkLine(file string, line []byte) error {
 		return fmt.Errorf("not JSON: %v", err)
 	}
 	if err := s.Validate(v); err != nil {
+		var ve *jsonschema.ValidationError
+		if errors.As(err, &ve) {
+			return fmt.Errorf("%s: %s", file, strings.Join(fieldErrors(ve), "; "))
+		}
 		return fmt.Errorf("%s: %v", file, err)
 	}
 	return nil
+}
+
+// fieldErrors names what is wrong with a line, each failure with its field
+// and the schema rule it broke. The schemas pick a line's rules by its type
+// (a oneOf over the line types), whose every branch complains: only the
+// branches of the line's own type are kept, when any is.
+func fieldErrors(e *jsonschema.ValidationError) []string {
+	var out []string
+	var walk func(e *jsonschema.ValidationError)
+	walk = func(e *jsonschema.ValidationError) {
+		causes := e.Causes
+		if _, ok := e.ErrorKind.(*kind.OneOf); ok {
+			var own []*jsonschema.ValidationError
+			for _, c := range causes {
+				if !otherType(c) {
+					own = append(own, c)
+				}
+			}
+			if len(own) > 0 {
+				causes = own
+			}
+		}
+		if len(causes) == 0 {
+			out = append(out, fmt.Sprintf("%#v", e)) // at '/rate' [schema location]: got number, want …
+			return
+		}
+		for _, c := range causes {
+			walk(c)
+		}
+	}
+	walk(e)
+	return out
+}
+
+// otherType reports whether a branch failed on the line's type: the rules
+// of another kind of line.
+func otherType(e *jsonschema.ValidationError) bool {
+	if _, ok := e.ErrorKind.(*kind.Const); ok && len(e.InstanceLocation) == 1 && e.InstanceLocation[0] == "type" {
+		return true
+	}
+	for _, c := range e.Causes {
+		if otherType(c) {
+			return true
+		}
+	}
+	return false
 }
 
 // checkJSONRun checks what a --json run printed and its exit code against

@@ -491,9 +491,19 @@ func jsonNotUploadable(a *app, o *pushOptions, blocking []image.Finding, fw *upl
 		}
 		a.jsonFailure(newErrorObject(f.Code, o.Firmware+": "+f.Message+"; nothing was sent", hint))
 	}
+	jsonImageRead(a, o, fw, false)
+}
+
+// jsonImageRead says in the summary, with --json, what is known once the
+// image was read: the image, --dry-run, whether the run was interrupted,
+// and no devices yet. A run that ends before its rollout (no devices found,
+// Ctrl-C while browsing) keeps it; the rollout's own summary replaces it.
+func jsonImageRead(a *app, o *pushOptions, fw *upload.Firmware, interrupted bool) {
+	if !a.opts.JSON {
+		return
+	}
 	s := summaryAs[*pushSummary](a)
-	no := false
-	s.Interrupted, s.DryRun, s.Counts, s.Devices = &no, &o.DryRun, map[string]int{}, []resultLine{}
+	s.Interrupted, s.DryRun, s.Counts, s.Devices = &interrupted, &o.DryRun, map[string]int{}, []resultLine{}
 	fillFirmware(s, fw)
 }
 
@@ -513,8 +523,11 @@ func runPush(ctx context.Context, a *app, o *pushOptions) error {
 	if err != nil {
 		return err
 	}
+	jsonImageRead(a, o, fw, false)
 	pt, err := o.resolveTargets(ctx, a, p)
 	if err != nil {
+		// As Execute reads it: exit 130.
+		jsonImageRead(a, o, fw, ctx.Err() != nil && errors.Is(err, ctx.Err()) || exitCode(err) == ExitCancelled)
 		return err
 	}
 	if a.secrets.HasShort() {

@@ -43,8 +43,8 @@ type resultLine struct {
 	VersionSource *string  `json:"version_source"`
 	Tries         int      `json:"tries"`
 	DurationMS    int64    `json:"duration_ms"`
-	Bytes         *int64   `json:"bytes"` // taken in the last try; null when none was made
-	Rate          *int64   `json:"rate"`  // bytes/s of the last try, rounded; null when unknown
+	Bytes         *int64   `json:"bytes"` // taken in the last try that sent any of the image; null when none did
+	Rate          *int64   `json:"rate"`  // bytes/s of that try, rounded; null when unknown
 	Class         *string  `json:"class"`
 	Status        *int     `json:"status"`
 	Words         *string  `json:"words"`
@@ -74,16 +74,12 @@ func progressOf(e upload.FleetEvent) progressLine {
 
 // resultOf is r (already redacted: pushRenderer.clean) as a result line.
 func resultOf(r upload.Result) resultLine {
-	l := resultLine{lineHead: head("result"), Device: r.Device, Address: nullString(r.Addr),
+	return resultLine{lineHead: head("result"), Device: r.Device, Address: nullString(r.Addr),
 		Protocol: nullString(string(r.Protocol)), From: nullString(r.From), To: nullString(r.To), Running: nullString(r.Running),
 		Outcome: string(r.Outcome), OutcomeText: r.OutcomeText(), PendingVerify: r.Pending, Reason: nullString(string(r.Reason)),
 		State: nullString(r.State), VersionSource: nullString(r.VersionSource), Tries: r.Tries, DurationMS: r.Duration.Milliseconds(),
 		Rate: bytesPerSecond(r.Rate), Class: nullString(string(r.Class)), Status: nullPositive(r.Status), Words: nullString(r.Words),
-		Message: nullString(r.Message), Warnings: listOf(r.Warnings), Canary: r.Canary}
-	if r.Tries > 0 {
-		l.Bytes = &r.Bytes
-	}
-	return l
+		Message: nullString(r.Message), Warnings: listOf(r.Warnings), Canary: r.Canary, Bytes: r.Bytes}
 }
 
 // jsonEvent writes e as a progress or result line.

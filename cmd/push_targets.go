@@ -177,6 +177,11 @@ func (o *pushOptions) discoverTargets(ctx context.Context, a *app, p *pushPlan, 
 		}
 		args = append(args, s)
 	}
+	if o.sel.InventoryOnly {
+		a.log.Info("selecting devices from the inventory")
+	} else {
+		a.log.Info("selecting devices: mDNS and the inventory", "browse_timeout", o.Browse)
+	}
 	sel, err := discover.Select(ctx, discover.Selection{
 		Args: args, All: o.sel.All, Group: o.sel.Group, InventoryOnly: o.sel.InventoryOnly, Cached: o.sel.Cached,
 		Inventory: p.inv, Config: p.mdns, BrowseTimeout: o.Browse, KeepDuplicates: true,

@@ -104,56 +104,91 @@ func TestParseTarget(t *testing.T) {
 }
 
 // TestPushInterrupted: Ctrl-C (the context ends) during an upload stops
-// the run, still prints the summary, and exits 130.
+// the run, still prints the summary, and exits 130; with --json, the lines
+// keep the contract, the cancelled device tells the bytes it took, and the
+// summary says interrupted.
 func TestPushInterrupted(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("needs 127.0.0.x loopback addresses (Linux)")
 	}
-	tm := sim.FastTiming()
-	tm.WriteRate = 50 << 10 // 300 KB take 6 s
-	started := make(chan struct{}, 10)
-	fl, err := sim.StartFleet(context.Background(), sim.FleetConfig{N: 3, BaseIP: netip.AddrFrom4([4]byte{127, 0, 72, 2}), WebPort: 18080,
-		Template: sim.Config{Timing: &tm, Extensions: true, Project: "ots-fw-main"},
-		OnEvent: func(e sim.Event) {
-			if e.Event == sim.EventUploadStarted {
+	for _, mode := range []struct {
+		name string
+		base [4]byte
+		json bool
+	}{{"table", [4]byte{127, 0, 72, 2}, false}, {"json", [4]byte{127, 47, 1, 2}, true}} {
+		t.Run(mode.name, func(t *testing.T) {
+			tm := sim.FastTiming()
+			tm.WriteRate = 50 << 10 // 300 KB take 6 s
+			started := make(chan struct{}, 10)
+			fl, err := sim.StartFleet(context.Background(), sim.FleetConfig{N: 3, BaseIP: netip.AddrFrom4(mode.base), WebPort: 18080,
+				Template: sim.Config{Timing: &tm, Extensions: true, Project: "ots-fw-main"},
+				OnEvent: func(e sim.Event) {
+					if e.Event == sim.EventUploadStarted {
+						select {
+						case started <- struct{}{}:
+						default:
+						}
+					}
+				}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer fl.Close()
+			fw := writeTestFirmware(t, "1.0.1")
+			streams, out, errOut := TestStreams()
+			ctx, cancel := context.WithCancel(context.Background())
+			go func() {
+				// Interrupt once an upload is under way.
 				select {
-				case started <- struct{}{}:
-				default:
+				case <-started:
+				case <-time.After(10 * time.Second):
+				}
+				time.Sleep(300 * time.Millisecond)
+				cancel()
+			}()
+			args := []string{"push", "--parallel", "1", fw}
+			if mode.json {
+				args = append(args, "--json")
+			}
+			for _, d := range fl.Devices() {
+				args = append(args, d.OTAAddr())
+			}
+			start := time.Now()
+			code := Execute(ctx, args, streams)
+			if code != ExitCancelled {
+				t.Fatalf("exit %d, want 130\n%s\n%s", code, out, errOut)
+			}
+			if time.Since(start) > 5*time.Second {
+				t.Errorf("took %v to stop", time.Since(start))
+			}
+			s := out.String()
+			if mode.json {
+				requireJSONRun(t, out.Bytes(), code)
+				if !strings.Contains(s, `"code":"interrupted"`) || !strings.Contains(s, `"interrupted":true`) {
+					t.Errorf("no interrupted error line or summary:\n%s", s)
+				}
+				cancelled := 0
+				for _, r := range linesOf(jsonLines(t, s), "result") {
+					if r["outcome"] != "cancelled" {
+						continue
+					}
+					cancelled++
+					if b, ok := r["bytes"].(float64); !ok || b <= 0 {
+						t.Errorf("the cancelled device took %v bytes, want some: %v", r["bytes"], r)
+					}
+				}
+				if cancelled != 1 {
+					t.Errorf("%d cancelled devices, want 1:\n%s", cancelled, s)
+				}
+			} else if !strings.Contains(s, "DEVICE") || !strings.Contains(s, "cancelled") || !strings.Contains(s, "not-started") {
+				t.Errorf("summary:\n%s", s)
+			}
+			for _, d := range fl.Devices() {
+				if v := d.State().Version; v != "1.0.0" {
+					t.Errorf("%s runs %s after an interrupted upload", d.Name(), v)
 				}
 			}
-		}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fl.Close()
-	fw := writeTestFirmware(t, "1.0.1")
-	streams, out, errOut := TestStreams()
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() {
-		// Interrupt once an upload is under way.
-		select {
-		case <-started:
-		case <-time.After(10 * time.Second):
-		}
-		time.Sleep(300 * time.Millisecond)
-		cancel()
-	}()
-	start := time.Now()
-	code := Execute(ctx, []string{"push", "--parallel", "1", fw, "127.0.72.2", "127.0.72.3", "127.0.72.4"}, streams)
-	if code != ExitCancelled {
-		t.Fatalf("exit %d, want 130\n%s\n%s", code, out, errOut)
-	}
-	if time.Since(start) > 5*time.Second {
-		t.Errorf("took %v to stop", time.Since(start))
-	}
-	s := out.String()
-	if !strings.Contains(s, "DEVICE") || !strings.Contains(s, "cancelled") || !strings.Contains(s, "not-started") {
-		t.Errorf("summary:\n%s", s)
-	}
-	for _, d := range fl.Devices() {
-		if v := d.State().Version; v != "1.0.0" {
-			t.Errorf("%s runs %s after an interrupted upload", d.Name(), v)
-		}
+		})
 	}
 }
 

@@ -151,7 +151,9 @@ func (v *fleetView) event(e upload.FleetEvent) {
 		d.outcome, d.message = e.Result.OutcomeText(), oneLine(e.Result.Message)
 		// The result's count of the last try, where the progress events
 		// may have stopped short of the last byte.
-		d.taken = max(d.taken, e.Result.Bytes)
+		if b := e.Result.Bytes; b != nil {
+			d.taken = max(d.taken, *b)
+		}
 		if !d.start.IsZero() {
 			v.took += e.Time.Sub(d.start)
 			v.tookN++

@@ -57,8 +57,12 @@ func (r *viewRun) end(name string, o upload.Outcome, bytes int64, msg string) {
 	for i < len(r.v.devs) && r.v.devs[i].label != name {
 		i++
 	}
+	res := &upload.Result{Outcome: o, Message: msg}
+	if bytes > 0 { // no try reached the transfer: the runner tells no count
+		res.Bytes = &bytes
+	}
 	r.v.event(upload.FleetEvent{Event: upload.Event{Time: r.now, Target: name, Phase: upload.PhaseDone},
-		Addr: fmt.Sprintf("10.0.0.%d:3232", i+1), Result: &upload.Result{Outcome: o, Bytes: bytes, Message: msg}})
+		Addr: fmt.Sprintf("10.0.0.%d:3232", i+1), Result: res})
 }
 
 func TestFleetViewBlock(t *testing.T) {

@@ -2,17 +2,10 @@ package cmd
 
 import (
 	"bytes"
-	"encoding/json"
 	"io"
 
 	"github.com/ots-ota/ots-ota/fwfile"
 )
-
-func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	return enc.Encode(v)
-}
 
 // humanBytes prints sizes the way flash sizes are spoken of (KiB/MiB), as
 // fwfile's messages do.

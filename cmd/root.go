@@ -68,6 +68,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -109,6 +111,9 @@ type app struct {
 	outMu      sync.Mutex
 	jsonErrors int
 	summary    summaryLine
+	// jsonKnown: opts.JSON holds the final word (the flags parsed and, for
+	// commands that read them, the environment and the config file).
+	jsonKnown bool
 }
 
 // said is msg as the user's command would word it.
@@ -206,11 +211,18 @@ func Execute(ctx context.Context, args []string, streams *IOStreams) int {
 		msg = a.secrets.Redact(a.said(msg))
 		fmt.Fprintf(streams.ErrOut, "ots-ota: error: %s\n", msg)
 		if code == ExitUsage {
-			hint = fmt.Sprintf("run '%s --help' for usage", commandPath(root, args))
+			hint = a.said(fmt.Sprintf("run '%s --help' for usage", commandPath(root, args)))
 			fmt.Fprintf(streams.ErrOut, "ots-ota: hint: %s\n", hint)
 		}
 	}
-	if a.opts.JSON && jsonRun(a.cmd, code) {
+	jsonOn := a.opts.JSON
+	if !a.jsonKnown {
+		// The run failed before its flags or configuration were read (a
+		// bad flag before --json): the command line and the environment
+		// still say whether the error is wanted in JSON.
+		jsonOn = jsonAsked(args)
+	}
+	if jsonOn && jsonRun(a.cmd, code) {
 		command := a.commandName()
 		if a.cmd == nil {
 			command = commandWords(commandPath(root, args))
@@ -221,14 +233,42 @@ func Execute(ctx context.Context, args []string, streams *IOStreams) int {
 }
 
 // jsonRun says whether a --json run ends with a summary: every command's
-// does, but not help or completion, which print no JSON. A run that failed
-// before its command started (an unknown command, a missing argument)
-// has no cmd yet, and says why.
+// does, and so does every failed run, before its command started (an
+// unknown command, a bad flag) or not; help and completion print no JSON
+// when they succeed (their output is text), and the shells' completion
+// requests never do.
 func jsonRun(cmd *cobra.Command, code int) bool {
-	if cmd == nil {
-		return code != ExitOK
+	if cmd != nil && (cmd.Name() == cobra.ShellCompRequestCmd || cmd.Name() == cobra.ShellCompNoDescRequestCmd) {
+		return false
 	}
-	return cmd.Annotations["json"] != "none" && cmd.Name() != cobra.ShellCompRequestCmd && cmd.Name() != cobra.ShellCompNoDescRequestCmd
+	return code != ExitOK || cmd != nil && cmd.Annotations["json"] != "none"
+}
+
+// jsonAsked reads --json from the command line (up to "--") and
+// OTS_OTA_JSON as the flags and the environment would set it, for a run
+// whose flags did not parse. The last word wins; a value that is not a
+// boolean says nothing (it is the usage error).
+func jsonAsked(args []string) bool {
+	on := false
+	if v := os.Getenv(envName("json")); v != "" {
+		if b, err := strconv.ParseBool(v); err == nil {
+			on = b
+		}
+	}
+	for _, arg := range args {
+		v, isJSON := strings.CutPrefix(arg, "--json")
+		switch {
+		case arg == "--":
+			return on
+		case isJSON && v == "":
+			on = true
+		case isJSON && strings.HasPrefix(v, "="):
+			if b, err := strconv.ParseBool(v[1:]); err == nil {
+				on = b
+			}
+		}
+	}
+	return on
 }
 
 // commandPath finds the deepest command the arguments name, for the usage hint.
@@ -301,11 +341,13 @@ func (a *app) setUp(cmd *cobra.Command) error {
 	// help, completion and the shells' completion requests work whatever the
 	// environment and the config file hold.
 	if cmd.Annotations["config"] == "skip" || cmd.Name() == cobra.ShellCompRequestCmd || cmd.Name() == cobra.ShellCompNoDescRequestCmd {
+		a.jsonKnown = true
 		return nil
 	}
 	cfg, err := loadConfig(cmd, a.opts.ConfigFile)
 	if err != nil && cmd.Annotations["config"] == "lenient" {
 		// The flags keep what was typed or set before the bad value.
+		a.jsonKnown = true
 		a.log = newLogger(a.io.ErrOut, a.opts, a.start, &a.secrets)
 		a.log.Warn(err.Error() + "; ignored")
 		return nil
@@ -313,7 +355,7 @@ func (a *app) setUp(cmd *cobra.Command) error {
 	if err != nil {
 		return usageError{err}
 	}
-	a.cfg = cfg
+	a.cfg, a.jsonKnown = cfg, true
 	a.log = newLogger(a.io.ErrOut, a.opts, a.start, &a.secrets)
 	for _, w := range cfg.warnings {
 		a.log.Warn(w)

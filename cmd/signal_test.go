@@ -23,6 +23,10 @@ type started struct {
 	cmd    *exec.Cmd
 	lines  chan string // stdout, closed at EOF
 	stderr *bytes.Buffer
+	// json: the run asked for --json; wait checks all it printed (out)
+	// against the contract, as the scripts' runs are.
+	json bool
+	out  []string
 }
 
 func startOts(t *testing.T, dir string, args ...string) *started {
@@ -39,7 +43,7 @@ func startOts(t *testing.T, dir string, args ...string) *started {
 	if err := c.Start(); err != nil {
 		t.Fatal(err)
 	}
-	s := &started{cmd: c, lines: make(chan string, 1024), stderr: &stderr}
+	s := &started{cmd: c, lines: make(chan string, 1024), stderr: &stderr, json: jsonWanted(args)}
 	go func() {
 		defer close(s.lines)
 		sc := bufio.NewScanner(out)
@@ -64,6 +68,7 @@ func (s *started) waitLines(t *testing.T, want string, n int) []string {
 	var seen []string
 	for line := range s.lines {
 		seen = append(seen, line)
+		s.out = append(s.out, line)
 		if strings.Contains(line, want) {
 			if n--; n == 0 {
 				return seen
@@ -74,24 +79,30 @@ func (s *started) waitLines(t *testing.T, want string, n int) []string {
 	return nil
 }
 
-// wait reads the rest of stdout and returns it with the exit code.
+// wait reads the rest of stdout and returns it with the exit code. A
+// --json run's whole output is checked against the contract.
 func (s *started) wait(t *testing.T) ([]string, int) {
 	t.Helper()
 	var rest []string
 	for line := range s.lines {
 		rest = append(rest, line)
 	}
+	s.out = append(s.out, rest...)
 	err := s.cmd.Wait()
 	var ee *exec.ExitError
+	code := -1
 	switch {
 	case err == nil:
-		return rest, 0
+		code = 0
 	case errors.As(err, &ee) && ee.ExitCode() >= 0:
-		return rest, ee.ExitCode()
+		code = ee.ExitCode()
 	default:
 		t.Fatalf("ots-ota did not exit normally: %v; stderr:\n%s", err, s.stderr)
 	}
-	return nil, -1
+	if s.json {
+		requireJSONRun(t, []byte(strings.Join(s.out, "\n")+"\n"), code)
+	}
+	return rest, code
 }
 
 // TestSignalInspect: SIGINT or SIGTERM during a long multi-file inspect stops

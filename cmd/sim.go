@@ -428,6 +428,9 @@ func (o *simOptions) validate(a *app, _ []string) error {
 		a.log.Warn(fmt.Sprintf("the devices listen on %s, outside loopback: anyone on that network can reach them", addrRange(addrs)))
 	}
 
+	// The devices' secret is a secret in what the run prints too.
+	password := auth.NewSecret(o.Password)
+	a.secrets.Add(password)
 	o.fleet = sim.FleetConfig{
 		N:                o.Devices,
 		Addrs:            addrs,
@@ -447,7 +450,7 @@ func (o *simOptions) validate(a *app, _ []string) error {
 			Version:        o.Version,
 			ImageSize:      int(imgSize),
 			SlotSize:       slot,
-			Password:       auth.NewSecret(o.Password),
+			Password:       password,
 			Username:       o.Username,
 			Async:          o.Async,
 			NoOriginCheck:  o.NoOriginCheck,
@@ -678,7 +681,7 @@ func runSim(ctx context.Context, a *app, o *simOptions) error {
 		if a.opts.JSON {
 			a.writeLine(simLineOf(e))
 		} else if !starting && !a.opts.Quiet {
-			fmt.Fprintln(a.io.ErrOut, eventLine(e))
+			fmt.Fprintln(a.io.ErrOut, a.secrets.Redact(eventLine(e)))
 		}
 	}
 	fc.OnEvent = func(e sim.Event) {
@@ -736,7 +739,9 @@ func runSim(ctx context.Context, a *app, o *simOptions) error {
 	}
 	held, starting = nil, false
 	if !a.opts.JSON {
-		renderFleet(a.io.Out, fleet, o.mdns, time.Since(start), o.Duration)
+		lr := &lineRedactor{a: a, w: a.io.Out}
+		renderFleet(lr, fleet, o.mdns, time.Since(start), o.Duration)
+		_ = lr.Close()
 	}
 	mu.Unlock()
 

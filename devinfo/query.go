@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -118,6 +119,10 @@ type Facts struct {
 	ESPEasy *ESPEasyJSON `json:"espeasy,omitempty"`
 	// Notes say what was tried and failed, one line each.
 	Notes []string `json:"notes,omitempty"`
+	// ConnectErr is the first connect that failed, when the device did not
+	// answer (Reachable false): for a caller to word it in one line
+	// (upload.ClassifyDial, as push words its own). Nil otherwise.
+	ConnectErr error `json:"-"`
 
 	otaAnswered bool // /ota/status answered 200 with a body that did not parse
 }
@@ -155,6 +160,22 @@ func Query(ctx context.Context, t Target, o Options) (Facts, error) {
 	addr := net.JoinHostPort(t.Host, strconv.Itoa(port))
 	f := Facts{Target: name, Address: addr}
 	o = o.withDefaults()
+	// The first failed connect, whichever step made it (the port probe,
+	// a GET): what a device that does not answer is reported by.
+	var connMu sync.Mutex
+	var connErr error
+	dial := o.Dial
+	o.Dial = func(ctx context.Context, network, a string) (net.Conn, error) {
+		c, err := dial(ctx, network, a)
+		if err != nil {
+			connMu.Lock()
+			if connErr == nil {
+				connErr = err
+			}
+			connMu.Unlock()
+		}
+		return c, err
+	}
 
 	// silent: the OTA port timed out, as a rebooting or powered-off device
 	// does; its web port would only spend another timeout.
@@ -235,6 +256,11 @@ func Query(ctx context.Context, t Target, o Options) (Facts, error) {
 	}
 	f.Silent = silent
 	f.fill(t)
+	if !f.Reachable {
+		connMu.Lock()
+		f.ConnectErr = connErr
+		connMu.Unlock()
+	}
 	return f, nil
 }
 
@@ -293,6 +319,8 @@ func dialReason(ctx, rctx context.Context, err error) string {
 		return "timed out"
 	case detect.IsRefused(err):
 		return "refused"
+	case detect.IsUnreachable(err):
+		return "no route to the device"
 	default:
 		var oe *net.OpError
 		if errors.As(err, &oe) && oe.Err != nil {

@@ -2,12 +2,15 @@ package devinfo
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"os"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -324,5 +327,37 @@ func TestQuerySlowBody(t *testing.T) {
 	_, err := GetAPIStatus(context.Background(), srv.Listener.Addr().String(), Options{Timeout: 100 * time.Millisecond})
 	if err == nil || !strings.Contains(err.Error(), "timed out") {
 		t.Errorf("err %v, want timed out", err)
+	}
+}
+
+// TestQueryConnectErr: a device that does not answer keeps the first
+// failed connect for its caller to word (ConnectErr); the notes say a
+// missing route in words, never the system's "connect: network is
+// unreachable", whether the port was probed or the protocol given.
+func TestQueryConnectErr(t *testing.T) {
+	noRoute := &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ENETUNREACH)}
+	dial := func(context.Context, string, string) (net.Conn, error) { return nil, noRoute }
+	for _, proto := range []string{"", ProtoHTTP} {
+		f, err := Query(context.Background(), Target{Host: "192.0.2.1", Port: 3232, WebPort: 80, Protocol: proto},
+			Options{Timeout: time.Second, Dial: dial})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.Reachable || !errors.Is(f.ConnectErr, syscall.ENETUNREACH) {
+			t.Errorf("protocol %q: reachable %v, connect error %v", proto, f.Reachable, f.ConnectErr)
+		}
+		for _, n := range f.Notes {
+			if strings.Contains(n, "connect:") || strings.Contains(n, "network is unreachable") {
+				t.Errorf("protocol %q: note %q holds the system's words", proto, n)
+			}
+		}
+		if len(f.Notes) == 0 || !strings.Contains(f.Notes[0], "no route to the device") {
+			t.Errorf("protocol %q: notes %q", proto, f.Notes)
+		}
+	}
+	d := startSim(t, sim.Seed, true, "")
+	f, err := Query(context.Background(), Target{Host: "127.0.0.1", Port: d.OTAPort(), WebPort: -1}, Options{Timeout: time.Second})
+	if err != nil || !f.Reachable || f.ConnectErr != nil {
+		t.Errorf("a device that answers: reachable %v, connect error %v, %v", f.Reachable, f.ConnectErr, err)
 	}
 }

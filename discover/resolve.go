@@ -52,8 +52,15 @@ type ResolveError struct {
 	Reason string
 }
 
-func (e *ResolveError) Error() string {
-	return fmt.Sprintf("cannot resolve %s: %s; try --interface, the device's IP address, or an inventory entry", e.Host, e.Reason)
+func (e *ResolveError) Error() string { return e.Plain() + "; " + e.Hint() }
+
+// Plain is the error without what to try, for output that carries the
+// hint apart (--json).
+func (e *ResolveError) Plain() string { return fmt.Sprintf("cannot resolve %s: %s", e.Host, e.Reason) }
+
+// Hint is what to try when a name does not resolve.
+func (e *ResolveError) Hint() string {
+	return "try --interface, the device's IP address, or an inventory entry"
 }
 
 // Remember stores addresses learnt elsewhere (a browse) for host.

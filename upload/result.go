@@ -83,9 +83,14 @@ type Result struct {
 	Tries int `json:"tries"`
 	// Duration is from the device's start to its result.
 	Duration time.Duration `json:"-"`
-	// Bytes the device took in the last try, and the transfer rate of that
-	// try in bytes per second (0 when unknown).
-	Bytes int64   `json:"bytes,omitempty"`
+	// Bytes is what the device acknowledged in the last try that got to
+	// sending the image (connected, not refused before the first byte),
+	// whatever its end: accepted, failed or interrupted. Nil when no try
+	// got that far (no connection, or a session that ended before the
+	// image, as a failed espota authentication does). Rate is that try's
+	// transfer rate in bytes per second from the try's start (0 when
+	// unknown).
+	Bytes *int64  `json:"bytes,omitempty"`
 	Rate  float64 `json:"rate,omitempty"`
 	// Class is the failure class of the last failed try, if any.
 	Class Class `json:"class,omitempty"`

@@ -238,8 +238,11 @@ type device struct {
 	// reached: some try got image bytes to the device.
 	reached bool
 	// transfer bookkeeping, updated from the transport's events
-	mu        sync.Mutex
-	phase     Phase
+	mu    sync.Mutex
+	phase Phase
+	// sending: this try got to sending the image (a transfer phase, or a
+	// byte acknowledged).
+	sending   bool
 	taken     int64
 	firstByte time.Time // the try's start
 	lastByte  time.Time
@@ -286,6 +289,11 @@ func (r *runner) emit(d *device, e Event) {
 		d.taken = e.Done
 		d.lastByte = e.Time
 	}
+	switch e.Phase {
+	case PhaseErasing, PhaseUploading, PhaseFinishing:
+		d.sending = true
+	}
+	d.sending = d.sending || e.Done > 0
 	if e.Try == 0 {
 		e.Try = d.res.Tries
 	}
@@ -639,6 +647,7 @@ func (r *runner) update(ctx context.Context, d *device, stop *string) {
 	for {
 		d.res.Tries++
 		err := r.boundedTry(uctx, d)
+		d.noteTransfer(err)
 		if err == nil {
 			break
 		}
@@ -755,18 +764,35 @@ func (r *runner) update(ctx context.Context, d *device, stop *string) {
 	}
 	// Accepted.
 	d.res.Class, d.res.Status, d.res.Words = "", 0, ""
-	d.mu.Lock()
-	d.res.Bytes = d.taken
-	if !d.firstByte.IsZero() && d.lastByte.After(d.firstByte) {
-		d.res.Rate = float64(d.taken) / d.lastByte.Sub(d.firstByte).Seconds()
-	}
-	d.mu.Unlock()
 	if r.opts.NoVerify {
 		d.res.Outcome, d.res.Message = OutcomeAccepted, "the device accepted the image (not verified: --no-verify)"
 		return
 	}
 	v := r.verify(ctx, d, verifySpec{target: d.known(), traits: r.traits(d), before: d.facts, beforeAt: d.factsAt, accepted: time.Now()})
 	r.apply(d, v, nil)
+}
+
+// noteTransfer records the bytes and rate of a try that got to sending the
+// image, however it ended (err): a failed or interrupted try reports what
+// the device took as an accepted one does. A try that never got that far
+// (nothing answered, refused before the image) leaves the last such try's
+// figures, or none.
+func (d *device) noteTransfer(err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	taken := d.taken
+	var de *DeviceError
+	if errors.As(err, &de) {
+		// The transport's count at the end may be ahead of its last event.
+		taken = max(taken, de.Taken)
+	}
+	if !d.sending && taken == 0 && err != nil {
+		return
+	}
+	d.res.Bytes, d.res.Rate = &taken, 0
+	if !d.firstByte.IsZero() && d.lastByte.After(d.firstByte) {
+		d.res.Rate = float64(d.taken) / d.lastByte.Sub(d.firstByte).Seconds()
+	}
 }
 
 // tryBound is the default bound of one try: the connect, the slot erase
@@ -899,7 +925,7 @@ func (r *runner) try(ctx context.Context, d *device) error {
 	d.mu.Lock()
 	// The rate counts from the start of the try: the erase stall is part
 	// of what an upload costs.
-	d.phase, d.taken, d.firstByte, d.lastByte = "", 0, time.Now(), time.Time{}
+	d.phase, d.sending, d.taken, d.firstByte, d.lastByte = "", false, 0, time.Now(), time.Time{}
 	d.mu.Unlock()
 	// Re-read only while no byte of the image has reached the device: a
 	// device that took part of one is no baseline.

@@ -2,6 +2,7 @@ package upload_test
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -97,13 +98,30 @@ func TestRunSimFaults(t *testing.T) {
 				t.Errorf("class %q words %q, want %q %q", r.Class, r.Words, c.class, c.wantText)
 			}
 			checkTruth(t, fl, res, "1.0.1")
-			uploads := len(fl.Devices()[0].State().Uploads)
+			ups := fl.Devices()[0].State().Uploads
+			// Bytes is the last try's that reached the device, however it
+			// ended: what its handler read, plus at most the TCP window its
+			// stack acknowledged unread.
+			if len(ups) > 0 {
+				read := ups[len(ups)-1].Bytes
+				if r.Bytes == nil || *r.Bytes < read || *r.Bytes-read > 16<<10 {
+					t.Errorf("bytes %v, the device read %d in its last upload", fmtBytes(r.Bytes), read)
+				}
+			}
+			uploads := len(ups)
 			// Tries that found the device still rebooting reach no handler.
 			if uploads > r.Tries || c.tries > 0 && uploads != r.Tries {
 				t.Errorf("the device saw %d uploads, the result says %d tries", uploads, r.Tries)
 			}
 		})
 	}
+}
+
+func fmtBytes(p *int64) string {
+	if p == nil {
+		return "nil"
+	}
+	return strconv.FormatInt(*p, 10)
 }
 
 // TestRunWriteFailedWithRST: the RST right behind the answer (lwIP's
