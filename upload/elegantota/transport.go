@@ -138,7 +138,11 @@ func (h *Transport) Send(ctx context.Context, t upload.Target, fw *upload.Firmwa
 			digest = &c
 		}
 	}
-	if de := startFailure(a, a.WordsWith(redact), cred.User != ""); de != nil {
+	// Judged on the device's own words; only the kept words are redacted.
+	if de := startFailure(a, a.Words(), cred.User != ""); de != nil {
+		if de.Words != "" {
+			de.Words = a.WordsWith(redact)
+		}
 		return de
 	}
 

@@ -85,6 +85,13 @@ func TestFormAnswers(t *testing.T) {
 		{name: "esp32 success", reply: page(successPage)},
 		{name: "esp8266 success", reply: page(successPage, cors, cors2)},
 		{name: "success with credentials", reply: page(successPage), cred: user},
+		// A short password inside the device's words: judged on what the
+		// device said, redacted only in what is kept.
+		{name: "success, a password inside its words", reply: page(successPage),
+			cred: upload.Credentials{User: "admin", Password: auth.NewSecret("p")}},
+		{name: "esp8266 4096 bytes, a password inside its words", reply: page("Update error: ERROR[13]: No data supplied\n", cors, cors2),
+			cred:  upload.Credentials{User: "admin", Password: auth.NewSecret("p")},
+			class: upload.ClassRejected, words: "U[redacted]date error: ERROR[13]: No data su[redacted][redacted]lied", why: "4096 bytes or less", page: true},
 		{name: "esp32 not an app image", reply: page("Update error: Decryption error\r\n"),
 			class: upload.ClassRejected, words: "Update error: Decryption error", why: "decrypt", page: true},
 		{name: "esp8266 image of 4096 bytes or less", reply: page("Update error: ERROR[13]: No data supplied\n", cors, cors2),

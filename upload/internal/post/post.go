@@ -103,7 +103,8 @@ type Request struct {
 	Redact func(string) string
 	// Judge decides what an answer means: nil when the device accepted
 	// the image, else the failure (Taken is filled in here). words is the
-	// device's text for the user (redacted, one line). An accepted answer
+	// device's text, one line, NOT redacted: judge on it, and put it in
+	// DeviceError.Words; Send redacts what is kept. An accepted answer
 	// counts only when it came after the whole body was taken (else
 	// upload.ClassEarlyAnswer).
 	Judge func(a *Answer, words string) *upload.DeviceError
@@ -406,18 +407,34 @@ func (u *request) answered(r readResult, wrote *chan error, werr *error) error {
 	return &upload.DeviceError{Class: upload.ClassNetwork, Taken: taken, Err: err, Reason: cutReason(taken, u.size)}
 }
 
+// keptWords is words as a failure keeps them: redacted, when they are the
+// device's (Judge put Answer.Words there).
+func keptWords(a *Answer, words string, redact func(string) string) string {
+	if words == "" || redact == nil {
+		return words
+	}
+	if words == a.Words() {
+		return a.WordsWith(redact)
+	}
+	return redact(words)
+}
+
 // answer judges the device's HTTP answer: accepted only when Judge accepts
 // it and it came after the whole body was taken (at: the ack counter when
 // it arrived; see Send).
 func (u *request) answer(a *Answer, at upload.AckSnapshot, wrote *chan error, werr *error) error {
-	words := a.WordsWith(u.r.Redact)
-	if de := u.r.Judge(a, words); de != nil {
+	// Judge the device's own words: redaction could hide the very words
+	// that tell success or failure (a short password inside "Update
+	// Success!"); only the words kept for the user are redacted.
+	if de := u.r.Judge(a, a.Words()); de != nil {
+		de.Words = keptWords(a, de.Words, u.r.Redact)
 		// A device closes, and resets, right after an error answer: the
 		// write under way ends with it; let it, so Taken includes it.
 		u.stopWriter(wrote, werr)
 		de.Taken = u.bodyTaken()
 		return de
 	}
+	words := a.WordsWith(u.r.Redact) // for the log and an early answer
 	whole := u.whole()
 	if at.AllAcked(whole) {
 		// Every byte was handed to the kernel (and acknowledged, where
