@@ -644,6 +644,15 @@ func (r *runner) update(ctx context.Context, d *device, stop *string) {
 	}
 	perClass := map[Class]int{}
 	retried := 0
+	// A try that left the device in a state another try would corrupt
+	// says so on every way the device ends short of its new image
+	// (cancelled, timed out, read after a failure page or a lost answer).
+	noRetry := ""
+	defer func() {
+		if noRetry != "" && d.res.Outcome != OutcomeUpdated && d.res.Outcome != OutcomeAccepted && !strings.Contains(d.res.Message, noRetry) {
+			d.res.Message += " (not retried: " + noRetry + ")"
+		}
+	}()
 	for {
 		d.res.Tries++
 		err := r.boundedTry(uctx, d)
@@ -651,11 +660,9 @@ func (r *runner) update(ctx context.Context, d *device, stop *string) {
 		if err == nil {
 			break
 		}
+		noRetry = deviceErrorOf(err).NoRetry
 		if ctx.Err() != nil {
 			d.res.Outcome, d.res.Message = OutcomeCancelled, r.interruptedMessage(d, err)
-			if de := deviceErrorOf(err); de.NoRetry != "" {
-				d.res.Message += " (" + de.NoRetry + ")"
-			}
 			return
 		}
 		if re := (*RefusedError)(nil); errors.As(err, &re) {
@@ -723,8 +730,7 @@ func (r *runner) update(ctx context.Context, d *device, stop *string) {
 		}
 		if perClass[de.Class] >= allowed || retried >= r.opts.Retries {
 			switch {
-			case de.NoRetry != "":
-				d.res.Message += " (not retried: " + de.NoRetry + ")"
+			case de.NoRetry != "": // said by the deferred func
 			case allowed == 0 && (de.Class == ClassAuth || de.Class == ClassRejected):
 				d.res.Message += " (not retried)"
 			}

@@ -66,3 +66,29 @@ func TestRunScreenerRefusesBeforeSending(t *testing.T) {
 		t.Errorf("d2: %s after %d sends: %s", r.Outcome, f.sendsTo("d2"), r.Message)
 	}
 }
+
+// The NoRetry hint reaches the result on the ways out that return before
+// the retry budget is looked at: a 200 failure page the runner reads the
+// device after, and an answer lost after the whole image.
+func TestRunNoRetryHintOnEveryWayOut(t *testing.T) {
+	const hint = "restart the device, then push again"
+	for _, tc := range []struct {
+		name string
+		err  error
+	}{
+		{"failure page", &DeviceError{Class: ClassRejected, Reason: "the device answered 200 in no known words", Err: ErrFailurePage, NoRetry: hint}},
+		{"answer lost", &DeviceError{Class: ClassNetwork, Reason: "no answer after the whole image", Err: ErrAnswerLost, Taken: 1 << 20, NoRetry: hint}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFakeFleet()
+			tg := f.add("d1", &fakeDev{script: []error{tc.err, tc.err}})
+			r := Run(context.Background(), testFirmware(t, "1.0.1"), []Target{tg}, fastOptions(f))[0]
+			if r.Outcome == OutcomeUpdated || f.sendsTo("d1") != 1 {
+				t.Fatalf("%s after %d sends: %s", r.Outcome, f.sendsTo("d1"), r.Message)
+			}
+			if !strings.Contains(r.Message, "(not retried: "+hint+")") {
+				t.Errorf("%s: message %q does not say what to do", r.Outcome, r.Message)
+			}
+		})
+	}
+}
