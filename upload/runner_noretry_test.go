@@ -81,7 +81,7 @@ func TestRunNoRetryHintOnEveryWayOut(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFakeFleet()
-			tg := f.add("d1", &fakeDev{script: []error{tc.err, tc.err}})
+			tg := f.add("d1", &fakeDev{script: []error{tc.err, tc.err}, facts: Facts{Answered: true, Version: "1.0.0", Project: "proj", Board: "esp32s3"}})
 			r := Run(context.Background(), testFirmware(t, "1.0.1"), []Target{tg}, fastOptions(f))[0]
 			if r.Outcome == OutcomeUpdated || f.sendsTo("d1") != 1 {
 				t.Fatalf("%s after %d sends: %s", r.Outcome, f.sendsTo("d1"), r.Message)
