@@ -178,7 +178,7 @@ func TestDecide(t *testing.T) {
 		{name: "401 then silence", ev: flag(HTTP), script: []step{{up(probeUpdate), needAuth}, {up(probeOTAStatus), none}}, refused: true, family: FamilyWebUploader, asked: 3},
 		{name: "nothing listens, 401 on the web port", port: &portDead, script: []step{{web(probeUpdate), needAuth}}, refused: true, family: FamilyWebUploader, why: "behind a password", asked: 7},
 		// Any multipart form with a file input is a web uploader; name='firmware' names HTTPUpdateServer.
-		{name: "old form name='update'", ev: flag(HTTP), script: []step{{up(probeUpdate), oldForm}}, refused: true, family: FamilyWebUploader, why: "looks like a web uploader (GET /update answered a multipart form with a file input); ots-ota does not speak the web uploaders yet", asked: 7},
+		{name: "old form name='update'", ev: flag(HTTP), script: []step{{up(probeUpdate), oldForm}}, refused: true, family: FamilyWebUploader, why: "looks like a web uploader (GET /update answered a multipart form with a file input); ots-ota does not speak a web uploader it cannot name yet; if it runs HTTPUpdateServer, ESPEasy or ElegantOTA v3, name it with --protocol form", asked: 7},
 		{name: "form name='update', WLED", ev: flag(HTTP), script: []step{{up(probeUpdate), oldForm}, {up(probeJSONInfo), wledInfo}}, refused: true, family: FamilyWLED, asked: 5},
 		{name: "form name='update', ESPEasy", ev: flag(HTTP), script: []step{{up(probeUpdate), oldForm}, {up(probeJSON), espeasy}}, want: ProtoForm, family: FamilyESPEasy, asked: 6},
 		{name: "nothing listens, a form on the web port", port: &portDead, script: []step{{web(probeUpdate), oldForm}}, refused: true, family: FamilyWebUploader, asked: 6},

@@ -175,6 +175,10 @@ type Mark struct {
 // webHint is the advice for the web uploaders: what works today.
 const webHint = "update it from its web page at /update, or build it with ArduinoOTA and use --protocol espota"
 
+// webUploaderHint: a web uploader no probe named (behind a password, or a
+// form of its own): the user may name its protocol.
+const webUploaderHint = "if it runs HTTPUpdateServer, ESPEasy or ElegantOTA v3, name it with --protocol form or --protocol elegantota (and --user, --password); else " + webHint
+
 // table is the detection table: the families ots-ota tells apart, spoken
 // first. docs/protocols/README.md is its prose, with sources. Unexported
 // so that no caller can change it; Table gives a copy.
@@ -213,12 +217,12 @@ var table = []Row{
 		Marks:      []Mark{{Probe: probeJSONInfo, Says: `"brand":"WLED"`, match: isWLEDInfo}},
 		EspotaHint: "a WLED build with ArduinoOTA, WLED_ENABLE_AOTA, takes --protocol espota"},
 	// Last: asked only when no row above named the device.
-	{Family: FamilyWebUploader, Name: "a web uploader", Protocol: ProtoForm, Unspoken: "the web uploaders",
+	{Family: FamilyWebUploader, Name: "a web uploader", Protocol: ProtoForm, Unspoken: "a web uploader it cannot name",
 		Marks: []Mark{
 			{Probe: probeUpdate, Says: "a multipart form with a file input", match: isUploadForm},
 			{Probe: probeUpdate, Says: "401 asking for a password, and no later probe named the family", match: isLogin},
 		},
-		Hint: webHint},
+		Hint: webUploaderHint},
 }
 
 // Table is the detection table, a copy: changing it changes nothing.
