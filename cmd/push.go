@@ -545,10 +545,12 @@ func runPush(ctx context.Context, a *app, o *pushOptions) error {
 	opts.Transports = transports
 	// The detection table decides every device's protocol, the user's
 	// word included (docs/protocols/README.md).
-	opts.Probe = func(ctx context.Context, t upload.Target) (upload.Protocol, error) {
+	// What it learned (family, chip, a web uploader's web port) goes into
+	// the target.
+	opts.Detect = func(ctx context.Context, t upload.Target) (upload.Decision, error) {
 		d, err := upload.ChooseProtocol(ctx, t, pt.hints[t.Addr()], o.ConnectTimeout)
-		a.log.Debug("protocol decided", "device", t.Name, "protocol", d.Protocol, "family", d.Family, "why", d.Why, "err", err)
-		return d.Protocol, err
+		a.log.Debug("protocol decided", "device", t.Name, "protocol", d.Protocol, "family", d.Family, "chip", d.Chip, "port", d.Port, "why", d.Why, "err", err)
+		return d, err
 	}
 	if len(pt.targets)+len(pt.failed) == 0 {
 		const msg, hint = "no devices found", "try a longer --browse-timeout, --interface, or the inventory"

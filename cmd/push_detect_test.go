@@ -70,10 +70,12 @@ func (u *webUploader) seen() (reqs []string, refs []bool, auth []string, body in
 
 // TestPushRefusesUnspokenFamily: push to an ESP8266HTTPUpdateServer, as a
 // URL, as HOST:PORT, with --protocol http and with the inventory's
-// protocol: http, is refused before anything is sent: no POST, no body,
-// no credentials on the probes, one line naming the family; outcome
-// refused, exit 1 (issue 17). Before, push sent the raw image and then
-// claimed the device "may have rebooted into it".
+// protocol: http, never sends a raw body (issue 17; before, push sent the
+// raw image and then claimed the device "may have rebooted into it").
+// Since issue 18 the family is spoken (protocol form) and its OPTIONS
+// /update tells the chip: the ESP32-S3 image is refused for that ESP8266
+// before anything is sent: no POST, no body, no credentials on the
+// probes; outcome refused, exit 1.
 func TestPushRefusesUnspokenFamily(t *testing.T) {
 	fw := writeTestFirmware(t, "1.0.1")
 	for _, tc := range []struct {
@@ -106,9 +108,8 @@ func TestPushRefusesUnspokenFamily(t *testing.T) {
 					res = r
 				}
 			}
-			if res.Outcome != "refused" || res.Protocol != "" ||
-				!strings.HasPrefix(res.Message, "looks like HTTPUpdateServer (GET /update answered the HTTPUpdateServer form") ||
-				!strings.Contains(res.Message, "ots-ota does not speak HTTPUpdateServer yet") {
+			if res.Outcome != "refused" || res.Protocol != "form" ||
+				!strings.Contains(res.Message, "the device is esp8266 (its OPTIONS /update answers as ESP8266HTTPUpdateServer does)") {
 				t.Errorf("result %+v\n%s", res, out)
 			}
 			reqs, refs, auth, body := u.seen()

@@ -68,6 +68,7 @@ func (r *pushRenderer) event(e upload.FleetEvent) {
 	defer r.mu.Unlock()
 	red := &r.a.secrets
 	e.Target, e.Message, e.Addr = red.Redact(e.Target), red.Redact(r.a.said(e.Message)), red.Redact(e.Addr)
+	e.Key = red.Redact(e.Key)
 	if e.Result != nil {
 		res := r.clean(*e.Result)
 		e.Result = &res

@@ -130,10 +130,16 @@ func (v *fleetView) failedBefore(line string) {
 func (v *fleetView) event(e upload.FleetEvent) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	i, ok := v.index[e.Addr]
+	key := e.Addr
+	if e.Key != "" {
+		// The address the device began with: detection may move Addr to
+		// a web uploader's web port.
+		key = e.Key
+	}
+	i, ok := v.index[key]
 	if !ok {
 		i = len(v.devs)
-		v.index[e.Addr] = i
+		v.index[key] = i
 		v.devs = append(v.devs, &viewDev{})
 	}
 	d := v.devs[i]

@@ -55,8 +55,9 @@ func (ev Evidence) WithAnswer(s Step, a Answer) Evidence {
 
 // Decision is the table's verdict on one device, or the next probe it needs.
 type Decision struct {
-	// Protocol to send the image with: HTTP or Espota; "" when nothing
-	// is to be sent (Refused, Failure) or Need is set.
+	// Protocol to send the image with: HTTP, Espota, ProtoForm or
+	// ProtoElegantOTA; "" when nothing is to be sent (Refused, Failure) or
+	// Need is set.
 	Protocol Protocol
 	// Family is the family recognised; "" when none was.
 	Family Family
@@ -64,6 +65,13 @@ type Decision struct {
 	Why string
 	// Probed: a packet to the device decided (not a word, not mDNS).
 	Probed bool
+	// Web: the family was found on the web port, not the upload (OTA)
+	// port: the upload goes there (the web uploaders serve their form on
+	// the web server, port 80, where nothing listens at 3232).
+	Web bool
+	// Chip is the chip family a fingerprint told ("esp8266": OPTIONS
+	// /update answered as ESP8266HTTPUpdateServer does); "" when none told.
+	Chip string
 	// Path is the upload path the device advertised (TXT path= on
 	// _ota._tcp); "" when it told none.
 	Path string
@@ -95,6 +103,11 @@ func Decide(ev Evidence) Decision {
 	// ArduinoOTA takes espota whatever its web server is.
 	if ev.Word == Espota {
 		return Decision{Protocol: Espota, Why: "espota set by " + ev.WordFrom}
+	}
+	if ev.Word == ProtoForm || ev.Word == ProtoElegantOTA {
+		// A web uploader's protocol by word: no probe, as for espota (a
+		// form behind a password shows no family to the probes).
+		return Decision{Protocol: ev.Word, Why: string(ev.Word) + " set by " + ev.WordFrom}
 	}
 	if ev.Word != "" && ev.Word != HTTP {
 		return Decision{Refused: true, Why: fmt.Sprintf("%s names protocol %s, which ots-ota does not speak yet", ev.WordFrom, ev.Word)}
@@ -312,7 +325,7 @@ func familyMark(ev Evidence, s Step, a *Answer) (Decision, bool) {
 	}
 	for _, f := range []Family{FamilyWLED, FamilyESPEasy, FamilyTasmota, FamilyElegantOTA2} {
 		if matches(f, s.Probe, a) {
-			return refusal(row(f), says(f), ev.udpClosed()), true
+			return verdict(ev, row(f), says(f), s.Web, ""), true
 		}
 	}
 	return Decision{}, false
@@ -343,9 +356,20 @@ func followUp(ev Evidence, s Step, a *Answer, web bool) (Decision, bool) {
 			return d, true
 		}
 		if matches(FamilyESPEasy, probeJSON, j) {
-			return refusal(row(FamilyESPEasy), fmt.Sprintf("%s answered %s", st.Probe, markFor(FamilyESPEasy, probeJSON).Says), ev.udpClosed()), true
+			return verdict(ev, row(FamilyESPEasy), fmt.Sprintf("%s answered %s", st.Probe, markFor(FamilyESPEasy, probeJSON).Says), web, ""), true
 		}
-		return refusal(row(FamilyHTTPUpdateServer), fmt.Sprintf("%s answered %s", s.Probe, markFor(FamilyHTTPUpdateServer, probeUpdate).Says), ev.udpClosed()), true
+		// OPTIONS /update tells ESP8266HTTPUpdateServer (core 3.1.0 and
+		// later) from arduino-esp32's, which has no such route: the chip,
+		// which decides where a filesystem image may go.
+		so, o := at(probeOptions)
+		if o == nil {
+			return need(probeOptions, web), true
+		}
+		says := fmt.Sprintf("%s answered %s", s.Probe, markFor(FamilyHTTPUpdateServer, probeUpdate).Says)
+		if matches(FamilyHTTPUpdateServer, probeOptions, o) {
+			return verdict(ev, row(FamilyHTTPUpdateServer), fmt.Sprintf("%s, and %s answered %s", says, so.Probe, markFor(FamilyHTTPUpdateServer, probeOptions).Says), web, "esp8266"), true
+		}
+		return verdict(ev, row(FamilyHTTPUpdateServer), says, web, ""), true
 	case a.Gzip && a.Status == 200:
 		// ElegantOTA gzips its page always; v2 also has /update/identity.
 		st, id := at(probeIdentity)
@@ -353,10 +377,10 @@ func followUp(ev Evidence, s Step, a *Answer, web bool) (Decision, bool) {
 			return need(probeIdentity, web), true
 		}
 		if matches(FamilyElegantOTA2, probeIdentity, id) {
-			return refusal(row(FamilyElegantOTA2), fmt.Sprintf("%s answered %s", st.Probe, markFor(FamilyElegantOTA2, probeIdentity).Says), ev.udpClosed()), true
+			return verdict(ev, row(FamilyElegantOTA2), fmt.Sprintf("%s answered %s", st.Probe, markFor(FamilyElegantOTA2, probeIdentity).Says), web, ""), true
 		}
 		if matches(FamilyElegantOTA3, probeUpdate, a) {
-			return refusal(row(FamilyElegantOTA3), fmt.Sprintf("%s answered %s", s.Probe, markFor(FamilyElegantOTA3, probeUpdate).Says), ev.udpClosed()), true
+			return verdict(ev, row(FamilyElegantOTA3), fmt.Sprintf("%s answered %s", s.Probe, markFor(FamilyElegantOTA3, probeUpdate).Says), web, ""), true
 		}
 		if isUploadForm(*a) {
 			return webUploader(ev, s, false), true
@@ -371,8 +395,13 @@ func followUp(ev Evidence, s Step, a *Answer, web bool) (Decision, bool) {
 			return need(probeOptions, web), true
 		}
 		if matches(FamilyHTTPUpdateServer, probeOptions, o) {
-			return refusal(row(FamilyHTTPUpdateServer), fmt.Sprintf("%s answered %s", st.Probe, markFor(FamilyHTTPUpdateServer, probeOptions).Says), ev.udpClosed()), true
+			// The 401 and OPTIONS name the family: spoken, with the
+			// credentials the user gives (--user, --password); without
+			// them the device's 401 ends the upload as an auth failure.
+			return verdict(ev, row(FamilyHTTPUpdateServer), fmt.Sprintf("%s answered 401, and %s answered %s", s.Probe, st.Probe, markFor(FamilyHTTPUpdateServer, probeOptions).Says), web, "esp8266"), true
 		}
+		// No rung names the family behind the 401: refused as before,
+		// credentials or not (a probe never carries them).
 		return webUploader(ev, s, true), true
 	}
 	return Decision{}, false
@@ -387,6 +416,17 @@ func webUploader(ev Evidence, s Step, login bool) Decision {
 		r.Name, m = "a web uploader behind a password", r.Marks[1]
 	}
 	return refusal(r, fmt.Sprintf("%s answered %s", s.Probe, m.Says), ev.udpClosed())
+}
+
+// verdict is the decision for a family a fingerprint named: its protocol
+// when ots-ota speaks it (on the web port when found there, with the chip
+// the fingerprint told), else the refusal.
+func verdict(ev Evidence, r Row, evidence string, web bool, chip string) Decision {
+	if !r.Spoken {
+		return refusal(r, evidence, ev.udpClosed())
+	}
+	return Decision{Protocol: r.Protocol, Family: r.Family, Probed: true, Web: web, Chip: chip,
+		Why: fmt.Sprintf("looks like %s (%s)", r.Name, evidence)}
 }
 
 // udpClosed: the OTA port's UDP side was shown closed, so a hint at

@@ -106,6 +106,8 @@ func TestDecide(t *testing.T) {
 		fail    FailKind
 		why     string // a part of Why (or of the failure's reason)
 		asked   int    // probes asked; -1: do not check
+		onWeb   bool   // the upload goes to the web port
+		chip    string // the chip the fingerprint told
 	}{
 		// The word: espota wins over everything, and sends nothing.
 		{name: "--protocol espota", ev: flag(Espota), want: Espota, why: "espota set by --protocol"},
@@ -116,8 +118,18 @@ func TestDecide(t *testing.T) {
 		// The word http skips the port probe, not the fingerprints.
 		{name: "--protocol http, seed", ev: flag(HTTP), script: []step{{up(probeUpdate), postOnly}}, want: HTTP, family: FamilySeed, why: "http set by --protocol; GET /update answered 405", asked: 1},
 		{name: "--protocol http, _ota._tcp: no probe", ev: with(flag(HTTP), "_ota._tcp", nil), want: HTTP, family: FamilySeed, asked: 0},
-		{name: "URL to an ESP8266HTTPUpdateServer", ev: Evidence{Word: HTTP, WordFrom: "the URL (/update)"}, script: []step{{up(probeUpdate), husForm}}, refused: true, family: FamilyHTTPUpdateServer, why: "looks like HTTPUpdateServer (GET /update answered the HTTPUpdateServer form", asked: 2},
-		{name: "URL to ESPEasy", ev: Evidence{Word: HTTP, WordFrom: "the URL (/update)"}, script: []step{{up(probeUpdate), husForm}, {up(probeJSON), espeasy}}, refused: true, family: FamilyESPEasy, why: "looks like ESPEasy (GET /json answered ESPEasy's JSON", asked: 2},
+		// A URL (or --protocol http) to a web uploader ots-ota speaks: its
+		// own form, never a raw body (issue 18).
+		{name: "URL to an ESP8266HTTPUpdateServer", ev: Evidence{Word: HTTP, WordFrom: "the URL (/update)"}, script: []step{{up(probeUpdate), husForm}, {up(probeOptions), husOptions}}, want: ProtoForm, family: FamilyHTTPUpdateServer, chip: "esp8266", why: "looks like HTTPUpdateServer (GET /update answered the HTTPUpdateServer form", asked: 3},
+		{name: "URL to an arduino-esp32 HTTPUpdateServer", ev: Evidence{Word: HTTP, WordFrom: "the URL (/update)"}, script: []step{{up(probeUpdate), husForm}}, want: ProtoForm, family: FamilyHTTPUpdateServer, why: "looks like HTTPUpdateServer", asked: 3},
+		{name: "URL to ESPEasy", ev: Evidence{Word: HTTP, WordFrom: "the URL (/update)"}, script: []step{{up(probeUpdate), husForm}, {up(probeJSON), espeasy}}, want: ProtoForm, family: FamilyESPEasy, why: "looks like ESPEasy (GET /json answered ESPEasy's JSON", asked: 2},
+		{name: "--protocol form: no probe", ev: flag(ProtoForm), want: ProtoForm, why: "form set by --protocol", asked: 0},
+		{name: "inventory elegantota: no probe", ev: Evidence{Word: ProtoElegantOTA, WordFrom: "the inventory"}, want: ProtoElegantOTA, why: "elegantota set by the inventory", asked: 0},
+		{name: "nothing listens, HTTPUpdateServer on the web port", port: &portDead, script: []step{{web(probeUpdate), husForm}}, want: ProtoForm, family: FamilyHTTPUpdateServer, onWeb: true, asked: 4},
+		{name: "nothing listens, ESP8266HTTPUpdateServer on the web port", port: &portDead, script: []step{{web(probeUpdate), husForm}, {web(probeOptions), husOptions}}, want: ProtoForm, family: FamilyHTTPUpdateServer, chip: "esp8266", onWeb: true, asked: 4},
+		{name: "nothing listens, ESPEasy on the web port", port: &portDead, script: []step{{web(probeUpdate), husForm}, {web(probeJSON), espeasy}}, want: ProtoForm, family: FamilyESPEasy, onWeb: true, asked: 3},
+		{name: "nothing listens, ElegantOTA v3 on the web port", port: &portDead, script: []step{{web(probeUpdate), elegant3}}, want: ProtoElegantOTA, family: FamilyElegantOTA3, onWeb: true, asked: 3},
+		{name: "nothing listens, ElegantOTA v2 on the web port", port: &portDead, script: []step{{web(probeUpdate), elegant3}, {web(probeIdentity), identity}}, refused: true, family: FamilyElegantOTA2, asked: 3},
 		{name: "URL to the OTS web app", ev: Evidence{Word: HTTP, WordFrom: "the URL (/ota/upload)"}, script: []step{{web(probeAPIStatus), apiStatus}}, want: HTTP, family: FamilyOTS, asked: 3},
 		{name: "URL to an unknown raw-POST server", ev: Evidence{Word: HTTP, WordFrom: "the URL (/fw)"}, want: HTTP, why: "no family fingerprint matched", asked: 7},
 		{name: "http word, silent upload port", ev: flag(HTTP), script: []step{{up(probeUpdate), none}}, want: HTTP, why: "got no HTTP answer", asked: 1},
@@ -155,9 +167,9 @@ func TestDecide(t *testing.T) {
 		{name: "nothing listens, WLED on 80", port: &portDead, script: []step{{web(probeJSONInfo), wledInfo}}, refused: true, family: FamilyWLED, why: `looks like WLED (GET /json/info answered "brand":"WLED"); ots-ota does not speak WLED yet`, asked: 4},
 		{name: "nothing listens, WLED: no espota hint", port: &portDead, script: []step{{web(probeJSONInfo), wledInfo}}, refused: true, family: FamilyWLED, asked: 4},
 		// The web uploaders on the upload port.
-		{name: "ElegantOTA v3", ev: flag(HTTP), script: []step{{up(probeUpdate), elegant3}}, refused: true, family: FamilyElegantOTA3, asked: 2},
+		{name: "ElegantOTA v3", ev: flag(HTTP), script: []step{{up(probeUpdate), elegant3}}, want: ProtoElegantOTA, family: FamilyElegantOTA3, asked: 2},
 		{name: "ElegantOTA v2", ev: flag(HTTP), script: []step{{up(probeUpdate), elegant3}, {up(probeIdentity), identity}}, refused: true, family: FamilyElegantOTA2, asked: 2},
-		{name: "ESP8266HTTPUpdateServer behind auth", ev: flag(HTTP), script: []step{{up(probeUpdate), needAuth}, {up(probeOptions), husOptions}}, refused: true, family: FamilyHTTPUpdateServer, why: "200 y", asked: 2},
+		{name: "ESP8266HTTPUpdateServer behind auth", ev: flag(HTTP), script: []step{{up(probeUpdate), needAuth}, {up(probeOptions), husOptions}}, want: ProtoForm, family: FamilyHTTPUpdateServer, chip: "esp8266", why: "GET /update answered 401, and OPTIONS /update answered 200 y", asked: 2},
 		// A 401 on GET /update hides a web uploader: the seed and OTS answer 405.
 		{name: "401, OPTIONS not y", ev: flag(HTTP), script: []step{{up(probeUpdate), needAuth}}, refused: true, family: FamilyWebUploader, why: "looks like a web uploader behind a password (GET /update answered 401", asked: 8},
 		{name: "401 Digest by address", port: &portOK, script: []step{{up(probeUpdate), digestAuth}, {up(probeOptions), status(500, "")}}, refused: true, family: FamilyWebUploader, why: "update it from its web page at /update, or build it with ArduinoOTA and use --protocol espota", asked: 9},
@@ -166,12 +178,11 @@ func TestDecide(t *testing.T) {
 		{name: "401 then silence", ev: flag(HTTP), script: []step{{up(probeUpdate), needAuth}, {up(probeOTAStatus), none}}, refused: true, family: FamilyWebUploader, asked: 3},
 		{name: "nothing listens, 401 on the web port", port: &portDead, script: []step{{web(probeUpdate), needAuth}}, refused: true, family: FamilyWebUploader, why: "behind a password", asked: 7},
 		// Any multipart form with a file input is a web uploader; name='firmware' names HTTPUpdateServer.
-		{name: "old form name='update'", ev: flag(HTTP), script: []step{{up(probeUpdate), oldForm}}, refused: true, family: FamilyWebUploader, why: "looks like a web uploader (GET /update answered a multipart form with a file input); ots-ota does not speak the web uploaders yet", asked: 7},
+		{name: "old form name='update'", ev: flag(HTTP), script: []step{{up(probeUpdate), oldForm}}, refused: true, family: FamilyWebUploader, why: "looks like a web uploader (GET /update answered a multipart form with a file input); ots-ota does not speak a web uploader it cannot name yet; if it runs HTTPUpdateServer, ESPEasy or ElegantOTA v3, name it with --protocol form", asked: 7},
 		{name: "form name='update', WLED", ev: flag(HTTP), script: []step{{up(probeUpdate), oldForm}, {up(probeJSONInfo), wledInfo}}, refused: true, family: FamilyWLED, asked: 5},
-		{name: "form name='update', ESPEasy", ev: flag(HTTP), script: []step{{up(probeUpdate), oldForm}, {up(probeJSON), espeasy}}, refused: true, family: FamilyESPEasy, asked: 6},
+		{name: "form name='update', ESPEasy", ev: flag(HTTP), script: []step{{up(probeUpdate), oldForm}, {up(probeJSON), espeasy}}, want: ProtoForm, family: FamilyESPEasy, asked: 6},
 		{name: "nothing listens, a form on the web port", port: &portDead, script: []step{{web(probeUpdate), oldForm}}, refused: true, family: FamilyWebUploader, asked: 6},
-		{name: "HTTPUpdateServer hint", ev: flag(HTTP), script: []step{{up(probeUpdate), husForm}}, refused: true, family: FamilyHTTPUpdateServer, why: "ots-ota does not speak HTTPUpdateServer yet; update it from its web page at /update, or build it with ArduinoOTA and use --protocol espota", asked: 2},
-		{name: "ElegantOTA v3 hint", ev: flag(HTTP), script: []step{{up(probeUpdate), elegant3}}, refused: true, family: FamilyElegantOTA3, why: "; update it from its web page at /update, or build it with ArduinoOTA and use --protocol espota", asked: 2},
+		{name: "ElegantOTA v2 hint", ev: flag(HTTP), script: []step{{up(probeUpdate), elegant3}, {up(probeIdentity), identity}}, refused: true, family: FamilyElegantOTA2, why: "ots-ota does not speak ElegantOTA v2 yet; update it from its web page at /update, or build it with ArduinoOTA and use --protocol espota", asked: 2},
 		{name: "Tasmota on the web port keeps its hint", port: &portDead, script: []step{{web(probeRoot), withHeader(status(200, "<html>"), "Server", "Tasmota/14.3.0 (ESP32-DevKit)")}}, refused: true, family: FamilyTasmota, why: "looks like Tasmota (GET / answered with Server: Tasmota/14.3.0); ots-ota does not speak Tasmota yet; update it from its own web page", asked: 3},
 		{name: "WLED by URL", ev: Evidence{Word: HTTP, WordFrom: "the URL (/update)"}, script: []step{{up(probeUpdate), gzipped(status(200, "<html>WLED update"))}, {up(probeJSONInfo), wledInfo}}, refused: true, family: FamilyWLED, why: "ArduinoOTA", asked: 6},
 		{name: "Tasmota by /cm", ev: flag(HTTP), script: []step{{up(probeTasmotaCmd), tasmotaCm}}, refused: true, family: FamilyTasmota, asked: 7},
@@ -197,6 +208,9 @@ func TestDecide(t *testing.T) {
 				if d.Protocol != tc.want || d.Refused || d.Failure != nil {
 					t.Fatalf("got %+v, want %s", d, tc.want)
 				}
+			}
+			if d.Web != tc.onWeb || d.Chip != tc.chip {
+				t.Errorf("web %v chip %q, want %v %q (%s)", d.Web, d.Chip, tc.onWeb, tc.chip, text)
 			}
 			if tc.family != "" && d.Family != tc.family {
 				t.Errorf("family %q, want %q (%s)", d.Family, tc.family, text)
@@ -252,7 +266,7 @@ func TestTableProbesAllowed(t *testing.T) {
 				t.Errorf("%s: mark on %s, not an allowed probe", r.Name, m.Probe)
 			}
 		}
-		if r.Spoken != (r.Protocol == HTTP || r.Protocol == Espota) {
+		if r.Spoken != (r.Protocol == HTTP || r.Protocol == Espota || r.Family != FamilyWebUploader && r.Family != FamilyElegantOTA2 && (r.Protocol == ProtoForm || r.Protocol == ProtoElegantOTA)) {
 			t.Errorf("%s: spoken %v but protocol %s", r.Name, r.Spoken, r.Protocol)
 		}
 	}

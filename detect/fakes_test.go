@@ -263,14 +263,14 @@ func TestDetectFamilies(t *testing.T) {
 		{name: "OTS web app by URL", ota: fake(routes(map[string]func(http.ResponseWriter, *http.Request){
 			"GET /api/status": jsonBody(`{"firmwareVersion":"2.1.0"}`), "GET /": text(200, "<html>OTS</html>")})),
 			webIsOTA: true, ev: Evidence{Word: HTTP, WordFrom: "the URL (/ota/upload)"}, want: HTTP, family: FamilyOTS},
-		{name: "arduino-esp32 HTTPUpdateServer", ota: fake(routes(map[string]func(http.ResponseWriter, *http.Request){"GET /update": text(200, husPage)})), ev: urlWord, refused: true, family: FamilyHTTPUpdateServer},
+		{name: "arduino-esp32 HTTPUpdateServer", ota: fake(routes(map[string]func(http.ResponseWriter, *http.Request){"GET /update": text(200, husPage)})), ev: urlWord, want: ProtoForm, family: FamilyHTTPUpdateServer},
 		{name: "ESP8266HTTPUpdateServer behind auth", ota: fake(routes(map[string]func(http.ResponseWriter, *http.Request){
 			"GET /update": loginRequired,
 			"OPTIONS /update": func(w http.ResponseWriter, r *http.Request) {
 				w.Header().Set("Access-Control-Allow-Headers", "*")
 				w.Header().Set("Access-Control-Allow-Origin", "*")
 				text(200, "y")(w, r)
-			}})), refused: true, family: FamilyHTTPUpdateServer},
+			}})), want: ProtoForm, family: FamilyHTTPUpdateServer},
 		{name: "arduino-esp32 HTTPUpdateServer with credentials", ota: fake(routes(map[string]func(http.ResponseWriter, *http.Request){
 			"GET /update": loginRequired})), refused: true, family: FamilyWebUploader},
 		{name: "ESP8266HTTPUpdateServer before core 3.1.0, with credentials", ota: fake(routes(map[string]func(http.ResponseWriter, *http.Request){
@@ -279,12 +279,12 @@ func TestDetectFamilies(t *testing.T) {
 		{name: "WLED with its OTA lock", ota: fake(routes(map[string]func(http.ResponseWriter, *http.Request){
 			"GET /update": loginRequired, "GET /json/info": jsonBody(`{"ver":"0.15.5","brand":"WLED"}`)})), ev: urlWord, refused: true, family: FamilyWLED},
 		{name: "old ESP8266HTTPUpdateServer form name='update'", ota: fake(routes(map[string]func(http.ResponseWriter, *http.Request){"GET /update": text(200, oldHUSPage)})), ev: urlWord, refused: true, family: FamilyWebUploader},
-		{name: "ElegantOTA v3 async: /update/identity is the page", ota: fake(asyncPrefix("/update", gzPage("<html><head><title>ElegantOTA Lite</title></head></html>"))), ev: urlWord, refused: true, family: FamilyElegantOTA3},
-		{name: "ElegantOTA v3", ota: fake(routes(map[string]func(http.ResponseWriter, *http.Request){"GET /update": gzPage("<html><head><title>ElegantOTA Lite</title></head></html>")})), ev: urlWord, refused: true, family: FamilyElegantOTA3},
+		{name: "ElegantOTA v3 async: /update/identity is the page", ota: fake(asyncPrefix("/update", gzPage("<html><head><title>ElegantOTA Lite</title></head></html>"))), ev: urlWord, want: ProtoElegantOTA, family: FamilyElegantOTA3},
+		{name: "ElegantOTA v3", ota: fake(routes(map[string]func(http.ResponseWriter, *http.Request){"GET /update": gzPage("<html><head><title>ElegantOTA Lite</title></head></html>")})), ev: urlWord, want: ProtoElegantOTA, family: FamilyElegantOTA3},
 		{name: "ElegantOTA v2", ota: fake(routes(map[string]func(http.ResponseWriter, *http.Request){
 			"GET /update": gzPage("<html><div id=app></div></html>"), "GET /update/identity": jsonBody(`{"id":"3C71BF4A2B10","hardware":"ESP8266"}`)})), ev: urlWord, refused: true, family: FamilyElegantOTA2},
 		{name: "ESPEasy", ota: fake(routes(map[string]func(http.ResponseWriter, *http.Request){
-			"GET /update": text(200, husPage), "GET /json": jsonBody(`{"System":{"Build":20100,"Git Build":"mega-20241019"},"WiFi":{"Hostname":"espeasy"}}`)})), ev: urlWord, refused: true, family: FamilyESPEasy},
+			"GET /update": text(200, husPage), "GET /json": jsonBody(`{"System":{"Build":20100,"Git Build":"mega-20241019"},"WiFi":{"Hostname":"espeasy"}}`)})), ev: urlWord, want: ProtoForm, family: FamilyESPEasy},
 		{name: "WLED", ota: fake(routes(map[string]func(http.ResponseWriter, *http.Request){
 			"GET /update": gzPage("<html>WLED Update</html>"), "GET /": gzPage("<html>WLED</html>"),
 			"GET /json/info": jsonBody(`{"ver":"0.15.5","vid":2504110,"brand":"WLED","arch":"esp32"}`)})), ev: urlWord, refused: true, family: FamilyWLED},

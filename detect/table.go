@@ -21,11 +21,12 @@ const (
 	Espota Protocol = "espota"
 )
 
-// Protocol values reserved for the families ots-ota recognises but does
-// not speak yet; no --protocol accepts them before their client exists.
+// The web uploaders' protocols (spoken since issue 18), and the values
+// reserved for the families ots-ota recognises but does not speak yet.
 const (
 	// ProtoForm: a multipart POST of the Arduino web uploaders
-	// (HTTPUpdateServer, ESP8266HTTPUpdateServer, ESPEasy, ElegantOTA v2).
+	// (HTTPUpdateServer, ESP8266HTTPUpdateServer, ESPEasy; ElegantOTA v2's
+	// row names it, unspoken).
 	ProtoForm Protocol = "form"
 	// ProtoElegantOTA: ElegantOTA v3 (GET /ota/start, multipart POST /ota/upload).
 	ProtoElegantOTA Protocol = "elegantota"
@@ -37,7 +38,9 @@ const (
 	ProtoESPHome Protocol = "esphome"
 )
 
-// Reserved lists the reserved protocol values, in table order.
+// Reserved lists the protocol values of the table's families other than
+// http and espota, in table order (form and elegantota are spoken now;
+// Spoken tells which are).
 func Reserved() []Protocol {
 	return []Protocol{ProtoForm, ProtoElegantOTA, ProtoWLED, ProtoTasmota, ProtoESPHome}
 }
@@ -172,6 +175,10 @@ type Mark struct {
 // webHint is the advice for the web uploaders: what works today.
 const webHint = "update it from its web page at /update, or build it with ArduinoOTA and use --protocol espota"
 
+// webUploaderHint: a web uploader no probe named (behind a password, or a
+// form of its own): the user may name its protocol.
+const webUploaderHint = "if it runs HTTPUpdateServer, ESPEasy or ElegantOTA v3, name it with --protocol form or --protocol elegantota (and --user, --password); else " + webHint
+
 // table is the detection table: the families ots-ota tells apart, spoken
 // first. docs/protocols/README.md is its prose, with sources. Unexported
 // so that no caller can change it; Table gives a copy.
@@ -197,28 +204,25 @@ var table = []Row{
 	{Family: FamilyElegantOTA2, Name: "ElegantOTA v2", Protocol: ProtoForm,
 		Marks: []Mark{{Probe: probeIdentity, Says: `{"id":…,"hardware":…}`, match: isElegantIdentity}},
 		Hint:  webHint},
-	{Family: FamilyElegantOTA3, Name: "ElegantOTA v3", Protocol: ProtoElegantOTA,
-		Marks: []Mark{{Probe: probeUpdate, Says: "its gzipped ElegantOTA page", match: isElegantPage}},
-		Hint:  webHint},
-	{Family: FamilyHTTPUpdateServer, Name: "HTTPUpdateServer", Protocol: ProtoForm,
+	{Family: FamilyElegantOTA3, Name: "ElegantOTA v3", Protocol: ProtoElegantOTA, Spoken: true,
+		Marks: []Mark{{Probe: probeUpdate, Says: "its gzipped ElegantOTA page", match: isElegantPage}}},
+	{Family: FamilyHTTPUpdateServer, Name: "HTTPUpdateServer", Protocol: ProtoForm, Spoken: true,
 		Marks: []Mark{
 			{Probe: probeUpdate, Says: "the HTTPUpdateServer form with its file input firmware", match: isUpdateForm},
 			{Probe: probeOptions, Says: "200 y with Access-Control-Allow-Origin: *, as ESP8266HTTPUpdateServer does", match: isUpdateOptions},
-		},
-		Hint: webHint},
-	{Family: FamilyESPEasy, Name: "ESPEasy", Protocol: ProtoForm,
-		Marks:      []Mark{{Probe: probeJSON, Says: "ESPEasy's JSON with System: Build or Git Build", match: isESPEasyJSON}},
-		EspotaHint: "an ESPEasy build with ArduinoOTA takes --protocol espota, on port 3232 on ESP32 and 18266 on ESP8266"},
+		}},
+	{Family: FamilyESPEasy, Name: "ESPEasy", Protocol: ProtoForm, Spoken: true,
+		Marks: []Mark{{Probe: probeJSON, Says: "ESPEasy's JSON with System: Build or Git Build", match: isESPEasyJSON}}},
 	{Family: FamilyWLED, Name: "WLED", Protocol: ProtoWLED, Services: []string{"_wled._tcp"},
 		Marks:      []Mark{{Probe: probeJSONInfo, Says: `"brand":"WLED"`, match: isWLEDInfo}},
 		EspotaHint: "a WLED build with ArduinoOTA, WLED_ENABLE_AOTA, takes --protocol espota"},
 	// Last: asked only when no row above named the device.
-	{Family: FamilyWebUploader, Name: "a web uploader", Protocol: ProtoForm, Unspoken: "the web uploaders",
+	{Family: FamilyWebUploader, Name: "a web uploader", Protocol: ProtoForm, Unspoken: "a web uploader it cannot name",
 		Marks: []Mark{
 			{Probe: probeUpdate, Says: "a multipart form with a file input", match: isUploadForm},
 			{Probe: probeUpdate, Says: "401 asking for a password, and no later probe named the family", match: isLogin},
 		},
-		Hint: webHint},
+		Hint: webUploaderHint},
 }
 
 // Table is the detection table, a copy: changing it changes nothing.

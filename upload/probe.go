@@ -36,6 +36,14 @@ type Decision struct {
 	// Family is the device family recognised (detect.Family), "" when
 	// none was.
 	Family string
+	// Port is the port the upload goes to when it is not the target's:
+	// the web port where a web uploader was found (nothing listens at the
+	// OTA port), or the web port for form/elegantota named without a
+	// port; 0 = the target's own.
+	Port int
+	// Chip is the chip family a fingerprint told ("esp8266"), "" when none
+	// told; ChipFrom says which fingerprint, as a clause.
+	Chip, ChipFrom string
 }
 
 // RefusedError is a probe's verdict that the device gets nothing: it was
@@ -64,9 +72,9 @@ func (e *RefusedError) Error() string { return e.Reason }
 func ChooseProtocol(ctx context.Context, t Target, h Hint, connectTimeout time.Duration) (Decision, error) {
 	ev := detect.Evidence{Service: h.Service, TXT: h.TXT}
 	switch {
-	case t.Protocol == HTTP || t.Protocol == Espota:
+	case named(t.Protocol):
 		ev.Word, ev.WordFrom = detect.Protocol(t.Protocol), "the target's protocol"
-	case h.Protocol == HTTP || h.Protocol == Espota:
+	case named(h.Protocol):
 		ev.Word, ev.WordFrom = detect.Protocol(h.Protocol), h.From
 		if ev.WordFrom == "" {
 			ev.WordFrom = "--protocol or the inventory"
@@ -85,7 +93,32 @@ func ChooseProtocol(ctx context.Context, t Target, h Hint, connectTimeout time.D
 	case d.Refused:
 		return Decision{Why: d.Why, Probed: d.Probed, Family: string(d.Family)}, &RefusedError{Reason: d.Why}
 	}
-	return Decision{Protocol: Protocol(d.Protocol), Why: d.Why, Probed: d.Probed, Path: d.Path, Family: string(d.Family)}, nil
+	out := Decision{Protocol: Protocol(d.Protocol), Why: d.Why, Probed: d.Probed, Path: d.Path, Family: string(d.Family), Chip: d.Chip}
+	if d.Chip != "" {
+		// detect tells a chip from one fingerprint only.
+		out.ChipFrom = "its OPTIONS /update answers as ESP8266HTTPUpdateServer does"
+	}
+	web := t.WebPort
+	if web <= 0 {
+		web = 80
+	}
+	switch {
+	case d.Web:
+		out.Port = web
+	case t.Port == 0 && (out.Protocol == Form || out.Protocol == ElegantOTA) && !d.Probed:
+		// Named by word with no port: the web server these libraries
+		// upload on, not the OTA port 3232.
+		out.Port = web
+	case t.Port == 0 && (out.Protocol == Form || out.Protocol == ElegantOTA):
+		// Found at the OTA port itself: the transports' default is 80.
+		out.Port = 3232
+	}
+	return out, nil
+}
+
+// named: a protocol the user or the inventory named (not auto).
+func named(p Protocol) bool {
+	return p == HTTP || p == Espota || p == Form || p == ElegantOTA
 }
 
 // failureClass is the runner's class of a detection failure.

@@ -118,8 +118,13 @@ func (r Result) OutcomeText() string {
 // device's final Result.
 type FleetEvent struct {
 	Event
-	// Addr is the device's OTA address.
+	// Addr is the device's upload address: the OTA port, or where
+	// detection found its upload (a web uploader's web port).
 	Addr string `json:"address,omitempty"`
+	// Key is the target's address when the run began (Target.Addr()),
+	// the same on every event of the device even after detection moved
+	// its Addr to the web port: what a view keys a device by.
+	Key string `json:"-"`
 	// Protocol is the device's protocol once chosen.
 	Protocol Protocol `json:"protocol,omitempty"`
 	// Result is set on PhaseDone only.

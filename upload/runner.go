@@ -71,6 +71,12 @@ type Options struct {
 	// device refused, with nothing sent. nil: such a target takes the one
 	// transport configured; with several, it fails with nothing sent.
 	Probe func(ctx context.Context, t Target) (Protocol, error)
+	// Detect, when set, is used instead of Probe: it decides the protocol
+	// and tells what detection learned, which the runner writes into the
+	// target before sending: its family, the chip a fingerprint told
+	// (where the target names none) and the port the upload goes to (a
+	// web uploader's web port). The runner reads nothing else of it.
+	Detect func(ctx context.Context, t Target) (Decision, error)
 	// Observer reads what devices tell (pre-flight and verification); nil
 	// means nothing can be read, so no update can be verified.
 	Observer    Observer
@@ -223,6 +229,7 @@ func (f *Fleet) Results() []Result {
 type device struct {
 	t       Target
 	label   string
+	key     string // t.Addr() when the run began: FleetEvent.Key
 	proto   Protocol
 	facts   Facts
 	factsAt time.Time // when facts were read
@@ -298,7 +305,7 @@ func (r *runner) emit(d *device, e Event) {
 		e.Try = d.res.Tries
 	}
 	d.mu.Unlock()
-	fe := FleetEvent{Event: e, Addr: d.t.Addr(), Protocol: d.proto}
+	fe := FleetEvent{Event: e, Addr: d.t.Addr(), Key: d.key, Protocol: d.proto}
 	if e.Phase == PhaseDone {
 		res := d.res
 		fe.Result = &res
@@ -341,6 +348,36 @@ func targetKey(t Target) string {
 	return joinHostPort(h, portOr(t.Port))
 }
 
+// probes: a protocol probe is configured (Options.Detect or Probe).
+func (r *runner) probes() bool { return r.opts.Detect != nil || r.opts.Probe != nil }
+
+// probe decides d's protocol with Options.Detect (writing what it learned
+// into d.t) or Options.Probe.
+func (r *runner) probe(ctx context.Context, d *device) (Protocol, error) {
+	if r.opts.Detect == nil {
+		return r.opts.Probe(ctx, d.t)
+	}
+	dec, err := r.opts.Detect(ctx, d.t)
+	if err != nil {
+		return "", err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if dec.Family != "" {
+		d.t.Family = dec.Family
+	}
+	if dec.Chip != "" && d.t.Chip == "" {
+		d.t.Chip, d.t.ChipFrom = dec.Chip, dec.ChipFrom
+	}
+	if dec.Port != 0 && dec.Port != d.t.Port {
+		// The address the result and later events name; the first events
+		// keep the address the run began with as their key (FleetEvent.Key).
+		d.t.Port = dec.Port
+		d.res.Target, d.res.Addr = d.t, d.t.Addr()
+	}
+	return dec.Protocol, nil
+}
+
 func portOr(p int) int {
 	if p == 0 {
 		return 3232
@@ -366,7 +403,7 @@ func (r *runner) run(ctx context.Context, targets []Target) []Result {
 			label += " (" + t.Addr() + ")"
 		}
 		labels[label]++
-		devs[i] = &device{t: t, label: label, proto: t.Protocol}
+		devs[i] = &device{t: t, label: label, key: t.Addr(), proto: t.Protocol}
 		devs[i].res = Result{Target: t, Device: label, Addr: t.Addr(), To: r.expected.Version}
 	}
 	r.total = len(devs)
@@ -474,10 +511,10 @@ func (r *runner) preflight(ctx context.Context, d *device) bool {
 		return false
 	}
 	r.emit(d, Event{Phase: PhaseChecking, Message: "reading what the device tells"})
-	if d.proto == Auto && r.opts.Probe != nil {
+	if d.proto == Auto && r.probes() {
 		// One place decides the protocol (facts, else a TCP connect); a
 		// silent device is decided again by each try.
-		p, err := r.opts.Probe(ctx, d.t)
+		p, err := r.probe(ctx, d)
 		var re *RefusedError
 		switch {
 		case err == nil:
@@ -508,7 +545,7 @@ func (r *runner) preflight(ctx context.Context, d *device) bool {
 	if d.proto == Auto && f.Protocol != "" && f.Protocol != Auto {
 		d.proto = f.Protocol
 	}
-	if d.proto == Auto && r.opts.Probe == nil && len(r.opts.Transports) == 1 {
+	if d.proto == Auto && !r.probes() && len(r.opts.Transports) == 1 {
 		// No probe, and one way to send: the runner names no protocol.
 		for p := range r.opts.Transports {
 			d.proto = p
@@ -941,8 +978,8 @@ func (r *runner) try(ctx context.Context, d *device) error {
 		d.probeErr = nil
 		return de
 	}
-	if d.proto == Auto && r.opts.Probe != nil {
-		p, err := r.opts.Probe(ctx, d.t)
+	if d.proto == Auto && r.probes() {
+		p, err := r.probe(ctx, d)
 		if err != nil {
 			var de *DeviceError
 			if errors.As(err, &de) {

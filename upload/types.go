@@ -89,6 +89,9 @@ type Target struct {
 	// Chip is what the inventory says the device's chip is ("" = not
 	// said): chip evidence where the device tells none.
 	Chip string
+	// ChipFrom says who told Chip, as a clause ("its OPTIONS /update
+	// answers as ESP8266HTTPUpdateServer does"); "" = the inventory.
+	ChipFrom string
 	// Family is the device family detection recognised (the values of
 	// detect.Family: "httpupdateserver", "espeasy", …), "" when not
 	// known. A protocol that several libraries speak reads it where they

@@ -147,6 +147,9 @@ func deviceChip(f Facts, t Target) (chip, from string) {
 		return c.String(), "its board is " + f.Board
 	}
 	if c, ok := image.ChipByName(t.Chip); ok {
+		if t.ChipFrom != "" {
+			return c.String(), t.ChipFrom
+		}
 		return c.String(), "the inventory says chip " + t.Chip
 	}
 	return "", ""
