@@ -173,25 +173,30 @@ func TestPushMixedFleet(t *testing.T) {
 		}
 	}
 
-	// The ArduinoOTA sims tell, in their own words, that they took it:
-	// stopped, each device printed upload_finished with espota's OK.
+	// The sims' own words: each ArduinoOTA device printed upload_finished
+	// with espota's OK; the refused devices never saw an upload start.
 	for i, s := range sims {
 		g := groups[i]
-		if g.protocol != "espota" {
+		if g.protocol != "espota" && g.outcome != "refused" {
 			continue
 		}
 		if err := s.cmd.Process.Signal(syscall.SIGINT); err != nil {
 			t.Fatal(err)
 		}
 		s.wait(t) // s.out: all it printed
-		n := 0
+		finished, started := 0, 0
 		for _, line := range s.out {
 			if strings.Contains(line, `"event":"upload_finished"`) && strings.Contains(line, `"text":"OK"`) {
-				n++
+				finished++
+			}
+			if strings.Contains(line, `"event":"upload_started"`) {
+				started++
 			}
 		}
-		if n != g.n {
-			t.Errorf("%s sims: %d upload_finished OK events, want %d:\n%s", g.name, n, g.n, strings.Join(s.out, "\n"))
+		if g.outcome == "refused" && started != 0 {
+			t.Errorf("%s sims: %d uploads started, want none:\n%s", g.name, started, strings.Join(s.out, "\n"))
+		} else if g.outcome != "refused" && finished != g.n {
+			t.Errorf("%s sims: %d upload_finished OK events, want %d:\n%s", g.name, finished, g.n, strings.Join(s.out, "\n"))
 		}
 	}
 }
