@@ -2,11 +2,14 @@ package cmd
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/ots-ota/ots-ota/image"
 	"github.com/ots-ota/ots-ota/internal/fakedev"
 )
 
@@ -37,6 +40,24 @@ func TestPushProtocolWebUploaders(t *testing.T) {
 				!strings.Contains(errOut, "want auto, http, espota, form or elegantota") {
 				t.Errorf("--protocol %s: exit %d: %s", p, code, errOut)
 			}
+		}
+	})
+	// An ESP8266 image of 4096 bytes or less (which its Updater answers
+	// with ERROR[13], internal/fakedev/pushtest) never leaves: push's own
+	// image checks find it truncated first.
+	t.Run("tiny ESP8266 image", func(t *testing.T) {
+		full, err := image.Build(image.BuildOptions{Chip: image.ChipESP8266})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tiny := filepath.Join(t.TempDir(), "tiny.bin")
+		if err := os.WriteFile(tiny, full[:4096], 0o644); err != nil {
+			t.Fatal(err)
+		}
+		d := startWebFake(t, fakedev.WebConfig{Family: fakedev.HTTPUpdateServer, ESP8266: true})
+		code, _, errOut := runPushCmd(t, "", append(slices.Clone(pushFast), "--protocol", "form", tiny, fmt.Sprintf("127.0.0.1:%d", d.Port()))...)
+		if code != ExitFailed || !strings.Contains(errOut, "truncated") || !strings.Contains(errOut, "nothing was sent") || d.Uploads() != 0 {
+			t.Errorf("exit %d, %d uploads: %s", code, d.Uploads(), errOut)
 		}
 	})
 	cases := []struct {
