@@ -124,7 +124,7 @@ func newPushCmd(a *app) *cobra.Command {
 	c.ValidArgsFunction = completePush(a)
 	o.policyFlags.bind(c)
 	f := c.Flags()
-	f.StringVar(&o.Protocol, "protocol", "auto", "auto (decide per device: docs/protocols/README.md), http (the image as a raw POST body: seed and OTS firmware) or espota (ArduinoOTA); wins over the inventory's protocol:")
+	f.StringVar(&o.Protocol, "protocol", "auto", "auto (decide per device: docs/protocols/README.md), http (the image as a raw POST body: seed and OTS firmware), espota (ArduinoOTA), form (a multipart POST /update: HTTPUpdateServer, ESP8266HTTPUpdateServer, ESPEasy) or elegantota (ElegantOTA v3); wins over the inventory's protocol:")
 	f.IntVar(&o.Port, "port", 0, "OTA port of targets given without one (default 3232; ESP8266 espota devices use 8266)")
 	f.IntVar(&o.WebPort, "web-port", 0, "web port for /api/status (default 80)")
 	f.StringVar(&o.Token, "token", "", "HTTP Bearer token (also $OTS_OTA_TOKEN or the config file)")
@@ -148,7 +148,7 @@ func newPushCmd(a *app) *cobra.Command {
 	f.BoolVar(&o.DryRun, "dry-run", false, "print the plan (protocol, running version, skips, refusals) and send nothing")
 	f.BoolVar(&o.Force, "force", false, "send despite chip, project or slot size mismatches (never a corrupt image)")
 	f.BoolVar(&o.Reinstall, "reinstall", false, "send even to devices already running this image")
-	f.BoolVar(&o.Filesystem, "filesystem", false, "send a filesystem image (SPIFFS/LittleFS) over espota; skips the app checks")
+	f.BoolVar(&o.Filesystem, "filesystem", false, "send a filesystem image (SPIFFS/LittleFS) over espota, form or elegantota; skips the app checks")
 	f.StringVar(&o.HostIP, "host-ip", "", "espota: local address devices connect back to (default: the one that routes to the device)")
 	f.IntVar(&o.HostPort, "host-port", 0, "espota: local port devices connect back to (default: random)")
 	f.BoolVar(&o.MD5Password, "md5-password", false, "espota: hash the password with MD5 only (espota.py's -m; devices that store an MD5 hash)")
@@ -158,10 +158,13 @@ func newPushCmd(a *app) *cobra.Command {
 	o.mdns.bind(c, false)
 	_ = c.MarkFlagFilename("password-file")
 	_ = c.RegisterFlagCompletionFunc("protocol", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
-		return []string{"auto", "http", "espota"}, cobra.ShellCompDirectiveNoFileComp
+		return []string{"auto", "http", "espota", "form", "elegantota"}, cobra.ShellCompDirectiveNoFileComp
 	})
 	return c
 }
+
+// protocolValues are the --protocol values push speaks (upload.ParseProtocol).
+const protocolValues = "auto, http, espota, form or elegantota"
 
 // pushPlan is everything validated before any work starts.
 type pushPlan struct {
@@ -214,9 +217,9 @@ func (o *pushOptions) check(a *app) (*pushPlan, error) {
 	var err error
 	if p.proto, err = upload.ParseProtocol(o.Protocol); err != nil {
 		if slices.Contains(detect.Reserved(), detect.Protocol(strings.ToLower(o.Protocol))) {
-			return nil, a.flagError("protocol", "reserved for a family ots-ota recognises but does not speak yet (docs/protocols/README.md); want auto, http or espota")
+			return nil, a.flagError("protocol", "reserved for a family ots-ota recognises but does not speak yet (docs/protocols/README.md); want "+protocolValues)
 		}
-		return nil, a.flagError("protocol", "want auto, http or espota")
+		return nil, a.flagError("protocol", "want "+protocolValues)
 	}
 	if len(o.Targets) == 0 && !o.sel.All && o.sel.Group == "" {
 		return nil, usageErrorf("no targets: give devices after FIRMWARE (IP, host, host:port, URL or inventory name), or --all or --group")
@@ -271,7 +274,7 @@ func (o *pushOptions) check(a *app) (*pushPlan, error) {
 		return nil, usageErrorf("--user needs --password or --password-file (HTTP Basic auth)")
 	}
 	if o.Filesystem && p.proto == upload.HTTP {
-		return nil, usageErrorf("--filesystem needs espota: HTTP devices (seed and OTS firmware) have no filesystem upload")
+		return nil, usageErrorf("--filesystem needs espota, form or elegantota: HTTP devices (seed and OTS firmware) have no filesystem upload")
 	}
 	if o.HostIP != "" && net.ParseIP(o.HostIP) == nil {
 		return nil, a.flagError("host-ip", "not an IP address")
@@ -392,7 +395,13 @@ func parseTarget(s string, port, webPort int, proto upload.Protocol) (upload.Tar
 			}
 			cred = &upload.Credentials{User: u.User.Username(), Password: auth.NewSecret(pw)}
 		}
+		// A URL names raw HTTP, unless --protocol names a web uploader:
+		// then it is that uploader's page (ElegantOTA's and
+		// HTTPUpdateServer's users know their device by http://HOST/update).
 		t.Protocol = upload.HTTP
+		if proto == upload.Form || proto == upload.ElegantOTA {
+			t.Protocol = proto
+		}
 		t.Host = u.Hostname()
 		t.Port = 80
 		if p := u.Port(); p != "" {

@@ -241,9 +241,12 @@ func (o *pushOptions) discoverTargets(ctx context.Context, a *app, p *pushPlan, 
 }
 
 // wordHint is what the command line says of a target's protocol: a URL
-// names raw HTTP, else --protocol when it is not auto.
+// names raw HTTP unless --protocol names a web uploader, else --protocol
+// when it is not auto.
 func wordHint(t upload.Target, flag upload.Protocol) upload.Hint {
 	switch {
+	case flag == upload.Form || flag == upload.ElegantOTA:
+		return upload.Hint{Protocol: flag, From: "--protocol"}
 	case strings.Contains(t.Name, "://"):
 		return upload.Hint{Protocol: upload.HTTP, From: "the URL"}
 	case flag != upload.Auto && flag != "":

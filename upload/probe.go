@@ -70,6 +70,19 @@ func (e *RefusedError) Error() string { return e.Reason }
 // detect.AllowedProbes(): every probe is read-only and carries no
 // credentials.
 func ChooseProtocol(ctx context.Context, t Target, h Hint, connectTimeout time.Duration) (Decision, error) {
+	// form and elegantota, named by the user, decide at once with no
+	// probe, as espota does (docs/protocols/README.md §7).
+	for _, w := range []struct {
+		p    Protocol
+		from string
+	}{{t.Protocol, "the target's protocol"}, {h.Protocol, h.From}} {
+		if w.p == Form || w.p == ElegantOTA {
+			if w.from == "" {
+				w.from = "--protocol or the inventory"
+			}
+			return Decision{Protocol: w.p, Why: string(w.p) + " set by " + w.from}, nil
+		}
+	}
 	ev := detect.Evidence{Service: h.Service, TXT: h.TXT}
 	switch {
 	case named(t.Protocol):

@@ -32,12 +32,12 @@ const (
 // ParseProtocol reads a --protocol value.
 func ParseProtocol(s string) (Protocol, error) {
 	switch p := Protocol(s); p {
-	case Auto, HTTP, Espota:
+	case Auto, HTTP, Espota, Form, ElegantOTA:
 		return p, nil
 	case "":
 		return Auto, nil
 	}
-	return "", fmt.Errorf("unknown protocol %q (want auto, http or espota)", s)
+	return "", fmt.Errorf("unknown protocol %q (want auto, http, espota, form or elegantota)", s)
 }
 
 // Firmware is the image to send: read once, shared read-only by every upload.
