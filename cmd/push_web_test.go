@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -67,6 +68,12 @@ func TestPushProtocolWebUploaders(t *testing.T) {
 		args   func(port int) []string
 		starts int
 	}{
+		// A bare host: the upload, the label and verification all go to
+		// the web port, never to the OTA port 3232.
+		{name: "--protocol elegantota, a host and --web-port", cfg: fakedev.WebConfig{Family: fakedev.ElegantOTA},
+			args: func(port int) []string {
+				return []string{"--protocol", "elegantota", "--web-port", strconv.Itoa(port), "127.0.0.1"}
+			}, starts: 1},
 		{name: "--protocol form", cfg: fakedev.WebConfig{Family: fakedev.HTTPUpdateServer, OriginCheck: true},
 			args: func(port int) []string { return []string{"--protocol", "form", fmt.Sprintf("127.0.0.1:%d", port)} }},
 		{name: "--protocol form, a URL", cfg: fakedev.WebConfig{Family: fakedev.ESPEasy},
@@ -94,8 +101,8 @@ func TestPushProtocolWebUploaders(t *testing.T) {
 			}
 			args := append(append(slices.Clone(pushFast), fw), c.args(d.Port())...)
 			code, out, errOut := runPushCmd(t, inv, args...)
-			if code != ExitOK || !strings.Contains(out, "unverified") {
-				t.Errorf("exit %d, want 0 and unverified:\n%s%s", code, out, errOut)
+			if code != ExitOK || !strings.Contains(out, "unverified") || !strings.Contains(out, fmt.Sprintf("127.0.0.1:%d", d.Port())) {
+				t.Errorf("exit %d, want 0, unverified at 127.0.0.1:%d:\n%s%s", code, d.Port(), out, errOut)
 			}
 			if d.Uploads() != 1 || d.Starts() != c.starts {
 				t.Errorf("the device got %d uploads and %d /ota/start, want 1 and %d", d.Uploads(), d.Starts(), c.starts)

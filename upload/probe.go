@@ -80,7 +80,13 @@ func ChooseProtocol(ctx context.Context, t Target, h Hint, connectTimeout time.D
 			if w.from == "" {
 				w.from = "--protocol or the inventory"
 			}
-			return Decision{Protocol: w.p, Why: string(w.p) + " set by " + w.from}, nil
+			d := Decision{Protocol: w.p, Why: string(w.p) + " set by " + w.from}
+			if t.Port == 0 {
+				// No port given: the web server these libraries upload
+				// on (--web-port, else 80), not the OTA port 3232.
+				d.Port = webPortOr80(t)
+			}
+			return d, nil
 		}
 	}
 	ev := detect.Evidence{Service: h.Service, TXT: h.TXT}
@@ -111,22 +117,23 @@ func ChooseProtocol(ctx context.Context, t Target, h Hint, connectTimeout time.D
 		// detect tells a chip from one fingerprint only.
 		out.ChipFrom = "its OPTIONS /update answers as ESP8266HTTPUpdateServer does"
 	}
-	web := t.WebPort
-	if web <= 0 {
-		web = 80
-	}
 	switch {
 	case d.Web:
-		out.Port = web
-	case t.Port == 0 && (out.Protocol == Form || out.Protocol == ElegantOTA) && !d.Probed:
-		// Named by word with no port: the web server these libraries
-		// upload on, not the OTA port 3232.
-		out.Port = web
+		out.Port = webPortOr80(t)
 	case t.Port == 0 && (out.Protocol == Form || out.Protocol == ElegantOTA):
 		// Found at the OTA port itself: the transports' default is 80.
 		out.Port = 3232
 	}
 	return out, nil
+}
+
+// webPortOr80 is the device's web port: --web-port or the inventory's,
+// else 80.
+func webPortOr80(t Target) int {
+	if t.WebPort > 0 {
+		return t.WebPort
+	}
+	return 80
 }
 
 // named: a protocol the user or the inventory named (not auto).
