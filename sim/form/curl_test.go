@@ -1,10 +1,7 @@
 package form
 
 import (
-	"bytes"
-	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -14,32 +11,10 @@ import (
 	"github.com/ots-ota/ots-ota/sim/internal/simtest"
 )
 
-// curl runs the real curl binary and returns the body, the status code and
-// curl's exit code (0 = fine).
+// curl is simtest.Curl: the real curl binary.
 func curl(t *testing.T, args ...string) (body, code string, exit int) {
 	t.Helper()
-	bin, err := exec.LookPath("curl")
-	if err != nil {
-		t.Skip("curl not installed")
-	}
-	args = append([]string{"-sS", "--max-time", "30", "-w", "\n%{http_code}"}, args...)
-	var out, errb bytes.Buffer
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Run(); err != nil {
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) {
-			t.Fatalf("curl: %v", err)
-		}
-		exit = ee.ExitCode()
-		t.Logf("curl %v: exit %d: %s", args, exit, errb.String())
-	}
-	s := out.String()
-	i := strings.LastIndexByte(s, '\n')
-	if i < 0 {
-		return s, "", exit
-	}
-	return s[:i], s[i+1:], exit
+	return simtest.Curl(t, args...)
 }
 
 func writeFile(t *testing.T, name string, b []byte) string {
