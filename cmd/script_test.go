@@ -73,6 +73,10 @@ func scriptParams(files []string) testscript.Params {
 			e.Setenv(ifaceguard.Env, ifaceguard.LoopbackNames())
 			e.Setenv("SHARED", sharedImages())
 			e.Setenv("NO_COLOR", "")
+			// A race-enabled test binary sleeps 1 s in every process that
+			// exits, to let late race reports out; the scripts start
+			// hundreds. A race still fails the run (exit 66).
+			e.Setenv("GORACE", "atexit_sleep_ms=0")
 			e.Setenv("XDG_CONFIG_HOME", filepath.Join(e.WorkDir, ".config"))
 			e.Setenv("XDG_CACHE_HOME", filepath.Join(e.WorkDir, ".cache"))
 			// Every --json run is checked against docs/schema (mainChecked);
