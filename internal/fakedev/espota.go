@@ -8,7 +8,6 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -90,20 +89,16 @@ func (c EspotaConfig) withDefaults() EspotaConfig {
 
 // EspotaDevice is a running fake ArduinoOTA device on 127.0.0.1.
 type EspotaDevice struct {
+	life
 	cfg EspotaConfig
 	udp *net.UDPConn
 
-	mu         sync.Mutex
 	running    Build
 	busy       bool // a transfer runs: ArduinoOTA answers no invitation then
 	restarting bool
 	uploads    int
 	received   []int // bytes taken per transfer
-	events     []Event
 	conns      map[net.Conn]struct{}
-	done       chan struct{}
-	closed     bool
-	wg         sync.WaitGroup
 }
 
 // StartEspota starts a fake ArduinoOTA device; Close stops it.
@@ -113,7 +108,7 @@ func StartEspota(cfg EspotaConfig) (*EspotaDevice, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &EspotaDevice{cfg: cfg, udp: u, running: cfg.Running, conns: map[net.Conn]struct{}{}, done: make(chan struct{})}
+	d := &EspotaDevice{cfg: cfg, udp: u, running: cfg.Running, conns: map[net.Conn]struct{}{}, life: newLife()}
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
@@ -149,13 +144,6 @@ func (d *EspotaDevice) Running() Build {
 	return d.running
 }
 
-// Events is the device's life so far.
-func (d *EspotaDevice) Events() []Event {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return append([]Event(nil), d.events...)
-}
-
 // TXT is the record the device's mDNS responder would advertise on
 // _arduino._tcp now (nil while it restarts, or with NoTXT): ArduinoOTA's
 // keys, and version and project with TellsVersion.
@@ -179,12 +167,10 @@ func (d *EspotaDevice) TXT() map[string]string {
 // Close stops the device and waits for its goroutines.
 func (d *EspotaDevice) Close() error {
 	d.mu.Lock()
-	if d.closed {
+	if !d.stopLocked() {
 		d.mu.Unlock()
 		return nil
 	}
-	d.closed = true
-	close(d.done)
 	for c := range d.conns {
 		c.Close()
 	}
@@ -195,7 +181,7 @@ func (d *EspotaDevice) Close() error {
 }
 
 func (d *EspotaDevice) record(what string) {
-	d.events = append(d.events, Event{At: time.Now(), What: what, Build: d.running})
+	d.logEvent(Event{What: what, Build: d.running})
 }
 
 // invitation is a parsed "<cmd> <port> <size> <md5>\n".

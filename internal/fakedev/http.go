@@ -230,30 +230,26 @@ type Event struct {
 
 // HTTPDevice is a running fake HTTP OTA device on 127.0.0.1.
 type HTTPDevice struct {
+	life
 	cfg      HTTPConfig
 	ota, web *port
 	srvs     []*http.Server
 
 	handler sync.Mutex // ESP-IDF's httpd serves one request at a time
 
-	mu         sync.Mutex
 	running    Build
 	slot       string
 	state      string
 	bootAt     time.Time
 	uploads    int
-	events     []Event
 	failedOnce map[string]bool
-	done       chan struct{}
-	closed     bool
-	wg         sync.WaitGroup
 }
 
 // StartHTTP starts a fake HTTP device; Close stops it.
 func StartHTTP(cfg HTTPConfig) (*HTTPDevice, error) {
 	cfg = cfg.withDefaults()
 	d := &HTTPDevice{cfg: cfg, running: cfg.Running, slot: "ota_0", state: "valid",
-		bootAt: time.Now().Add(-cfg.InitialUptime), failedOnce: map[string]bool{}, done: make(chan struct{})}
+		bootAt: time.Now().Add(-cfg.InitialUptime), failedOnce: map[string]bool{}, life: newLife()}
 	if cfg.NoRollback {
 		d.state = "undefined"
 	}
@@ -312,22 +308,13 @@ func (d *HTTPDevice) Running() (Build, string) {
 	return d.running, d.state
 }
 
-// Events is the device's life so far.
-func (d *HTTPDevice) Events() []Event {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return append([]Event(nil), d.events...)
-}
-
 // Close stops the device and waits for its goroutines.
 func (d *HTTPDevice) Close() error {
 	d.mu.Lock()
-	if d.closed {
+	if !d.stopLocked() {
 		d.mu.Unlock()
 		return nil
 	}
-	d.closed = true
-	close(d.done)
 	d.mu.Unlock()
 	for _, s := range d.srvs {
 		_ = s.Close()
@@ -339,7 +326,7 @@ func (d *HTTPDevice) Close() error {
 }
 
 func (d *HTTPDevice) record(what string) {
-	d.events = append(d.events, Event{At: time.Now(), What: what, Build: d.running, State: d.state})
+	d.logEvent(Event{What: what, Build: d.running, State: d.state})
 }
 
 // alive answers only while the port is up: a request that arrives as the

@@ -183,12 +183,12 @@ func (c WebConfig) withDefaults() WebConfig {
 
 // WebDevice is a running fake web uploader on 127.0.0.1.
 type WebDevice struct {
+	life
 	cfg  WebConfig
 	p    *port
 	srv  *http.Server
 	busy sync.Mutex // a sync web server serves one request at a time
 
-	mu       sync.Mutex
 	running  Build
 	easy     EasyBuild
 	bootAt   time.Time
@@ -200,10 +200,6 @@ type WebDevice struct {
 	uploads  int
 	starts   int
 	fsImages int
-	events   []Event
-	done     chan struct{}
-	closed   bool
-	wg       sync.WaitGroup
 }
 
 // StartWeb starts a fake web uploader; Close stops it.
@@ -226,7 +222,7 @@ func StartWeb(cfg WebConfig) (*WebDevice, error) {
 	}
 	cfg = cfg.withDefaults()
 	d := &WebDevice{cfg: cfg, running: cfg.Running, easy: cfg.Easy,
-		bootAt: time.Now().Add(-cfg.InitialUptime), done: make(chan struct{}),
+		bootAt: time.Now().Add(-cfg.InitialUptime), life: newLife(),
 		upd: updater{esp8266: cfg.ESP8266, master: cfg.CoreMaster, core274: cfg.Core274}}
 	var err error
 	if d.p, err = listenPort(); err != nil {
@@ -289,23 +285,13 @@ func (d *WebDevice) Boots() int {
 	return d.boots
 }
 
-// Events is the device's life so far ("upload", "installed", "restart",
-// "up").
-func (d *WebDevice) Events() []Event {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return append([]Event(nil), d.events...)
-}
-
 // Close stops the device and waits for its goroutines.
 func (d *WebDevice) Close() error {
 	d.mu.Lock()
-	if d.closed {
+	if !d.stopLocked() {
 		d.mu.Unlock()
 		return nil
 	}
-	d.closed = true
-	close(d.done)
 	d.mu.Unlock()
 	_ = d.srv.Close()
 	d.p.Close()
@@ -314,7 +300,7 @@ func (d *WebDevice) Close() error {
 }
 
 func (d *WebDevice) record(what string) {
-	d.events = append(d.events, Event{At: time.Now(), What: what, Build: d.running})
+	d.logEvent(Event{What: what, Build: d.running})
 }
 
 func (d *WebDevice) creds() bool { return d.cfg.User != "" && d.cfg.Password != "" }

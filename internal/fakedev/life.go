@@ -1,0 +1,42 @@
+package fakedev
+
+import (
+	"sync"
+	"time"
+)
+
+// life is what every fake device keeps of its own life: one lock, the
+// events so far, and its stop (done closed once, goroutines waited for).
+type life struct {
+	mu     sync.Mutex
+	events []Event
+	done   chan struct{}
+	closed bool
+	wg     sync.WaitGroup
+}
+
+func newLife() life { return life{done: make(chan struct{})} }
+
+// Events is the device's life so far.
+func (l *life) Events() []Event {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]Event(nil), l.events...)
+}
+
+// logEvent adds an event, stamped now; the caller holds mu.
+func (l *life) logEvent(e Event) {
+	e.At = time.Now()
+	l.events = append(l.events, e)
+}
+
+// stopLocked marks the device closed and closes done; false when it was
+// already. The caller holds mu.
+func (l *life) stopLocked() bool {
+	if l.closed {
+		return false
+	}
+	l.closed = true
+	close(l.done)
+	return true
+}
