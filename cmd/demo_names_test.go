@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -14,9 +13,7 @@ import (
 // at once, as a user would paste them: no process renames another's
 // devices over mDNS (issue 15 Build 3; they made 7 rename warnings).
 func TestDemoSimLinesRenameNothing(t *testing.T) {
-	if runtime.GOOS != "linux" || os.Getenv("OTS_OTA_MDNS_TESTS") != "1" {
-		t.Skip("multicast test: run with OTS_OTA_MDNS_TESTS=1 inside `unshare -n` (see .ci/run)")
-	}
+	needMulticast(t)
 	bin := otsBinary(t)
 	home := t.TempDir()
 	var wg sync.WaitGroup

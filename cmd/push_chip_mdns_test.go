@@ -5,13 +5,11 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 
 	"github.com/ots-ota/ots-ota/image"
 	"github.com/ots-ota/ots-ota/sim"
-	"github.com/ots-ota/ots-ota/sim/mdnsd"
 )
 
 // TestPushWrongChipFamilyOverMDNS: the TXT board= an ArduinoOTA device
@@ -20,13 +18,7 @@ import (
 // (board ESP8266_GENERIC), an ESP8266 sketch to an ESP32 (board esp32).
 // Multicast only inside a private network namespace (OTS_OTA_MDNS_TESTS=1).
 func TestPushWrongChipFamilyOverMDNS(t *testing.T) {
-	if runtime.GOOS != "linux" || os.Getenv("OTS_OTA_MDNS_TESTS") != "1" {
-		t.Skip("multicast test: run with OTS_OTA_MDNS_TESTS=1 inside `unshare -n` (see .ci/run)")
-	}
-	lo, err := mdnsd.LoopbackInterface()
-	if err != nil {
-		t.Skip(err)
-	}
+	lo := multicastLo(t)
 	tm := sim.FastTiming()
 	start := func(prefix string, ip [4]byte, cfg sim.Config) *sim.Device {
 		cfg.Timing = &tm

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
-	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -144,9 +143,7 @@ func (w *cancelOn) Write(p []byte) (int, error) {
 // after the image was read: exit 130, and the summary tells the image and
 // interrupted true (it said null).
 func TestPushJSONInterruptedBrowse(t *testing.T) {
-	if runtime.GOOS != "linux" || os.Getenv("OTS_OTA_MDNS_TESTS") != "1" {
-		t.Skip("multicast test: run with OTS_OTA_MDNS_TESTS=1 inside `unshare -n` (see .ci/run)")
-	}
+	needMulticast(t)
 	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

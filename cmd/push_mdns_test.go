@@ -5,13 +5,11 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ots-ota/ots-ota/sim"
-	"github.com/ots-ota/ots-ota/sim/mdnsd"
 )
 
 // TestPushGroupOverMDNS: an inventory group of ArduinoOTA devices. mDNS
@@ -19,13 +17,7 @@ import (
 // TXT record after the reboot. Multicast only inside a private network
 // namespace (OTS_OTA_MDNS_TESTS=1, as .ci/run sets up).
 func TestPushGroupOverMDNS(t *testing.T) {
-	if runtime.GOOS != "linux" || os.Getenv("OTS_OTA_MDNS_TESTS") != "1" {
-		t.Skip("multicast test: run with OTS_OTA_MDNS_TESTS=1 inside `unshare -n` (see .ci/run)")
-	}
-	lo, err := mdnsd.LoopbackInterface()
-	if err != nil {
-		t.Skip(err)
-	}
+	lo := multicastLo(t)
 	tm := sim.FastTiming()
 	tm.BootTime = 300 * time.Millisecond
 	// Host names of their own: other tests' devices share this lo.
