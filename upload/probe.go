@@ -70,25 +70,6 @@ func (e *RefusedError) Error() string { return e.Reason }
 // detect.AllowedProbes(): every probe is read-only and carries no
 // credentials.
 func ChooseProtocol(ctx context.Context, t Target, h Hint, connectTimeout time.Duration) (Decision, error) {
-	// form and elegantota, named by the user, decide at once with no
-	// probe, as espota does (docs/protocols/README.md §7).
-	for _, w := range []struct {
-		p    Protocol
-		from string
-	}{{t.Protocol, "the target's protocol"}, {h.Protocol, h.From}} {
-		if w.p == Form || w.p == ElegantOTA {
-			if w.from == "" {
-				w.from = "--protocol or the inventory"
-			}
-			d := Decision{Protocol: w.p, Why: string(w.p) + " set by " + w.from}
-			if t.Port == 0 {
-				// No port given: the web server these libraries upload
-				// on (--web-port, else 80), not the OTA port 3232.
-				d.Port = webPortOr80(t)
-			}
-			return d, nil
-		}
-	}
 	ev := detect.Evidence{Service: h.Service, TXT: h.TXT}
 	switch {
 	case named(t.Protocol):
@@ -119,6 +100,10 @@ func ChooseProtocol(ctx context.Context, t Target, h Hint, connectTimeout time.D
 	}
 	switch {
 	case d.Web:
+		out.Port = webPortOr80(t)
+	case t.Port == 0 && (out.Protocol == Form || out.Protocol == ElegantOTA) && !d.Probed:
+		// Named by word, with no port given (detect sends no probe then):
+		// the web server these libraries upload on, not the OTA port.
 		out.Port = webPortOr80(t)
 	case t.Port == 0 && (out.Protocol == Form || out.Protocol == ElegantOTA):
 		// Found at the OTA port itself: the transports' default is 80.
