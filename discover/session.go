@@ -498,11 +498,23 @@ func Browse(ctx context.Context, cfg Config, o BrowseOptions) ([]Device, error) 
 		case Removed:
 			delete(found, e.Device.Key())
 		}
-		enough := o.Count > 0 && len(found) >= o.Count
+		counted := o.Count > 0 && len(found) >= o.Count
+		enough := counted
 		if !enough && o.Until != nil && e.Kind != Removed {
 			enough = o.Until(slices.Collect(mapValues(found)))
 		}
 		if !enough {
+			return
+		}
+		if counted {
+			// A fleet answers one query in a burst that a loaded host reads
+			// over several packets: wait until it has been quiet for a
+			// moment, so the first Count by name are the same every time.
+			if grace == nil {
+				grace = time.AfterFunc(txtGrace, cancel)
+			} else if e.Kind != Removed {
+				grace.Reset(txtGrace)
+			}
 			return
 		}
 		// Enough devices: stop, but give a TXT record that travels in a
