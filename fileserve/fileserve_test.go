@@ -319,6 +319,7 @@ func TestRanges(t *testing.T) {
 		{"suffix", []string{"Range: bytes=-100"}, 206, 900, size, "bytes 900-999/1000"},
 		{"suffix longer than file", []string{"Range: bytes=-5000"}, 206, 0, size, "bytes 0-999/1000"},
 		{"end past the file", []string{"Range: bytes=990-5000"}, 206, 990, size, "bytes 990-999/1000"},
+		{"last byte named one past the end (esp_https_ota)", []string{"Range: bytes=990-1000"}, 206, 990, size, "bytes 990-999/1000"},
 		{"unit case", []string{"Range: BYTES=0-0"}, 206, 0, 1, "bytes 0-0/1000"},
 		{"spaces", []string{"Range: bytes= 5-9 "}, 206, 5, 10, "bytes 5-9/1000"},
 		{"start at size", []string{"Range: bytes=1000-"}, 416, 0, 0, "bytes */1000"},
