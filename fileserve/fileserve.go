@@ -11,6 +11,7 @@
 package fileserve
 
 import (
+	"cmp"
 	"crypto/md5"
 	"crypto/rand"
 	"encoding/base64"
@@ -54,8 +55,9 @@ type Config struct {
 	Files map[string]string
 	// OnFetch, if set, is called once per request after it is answered,
 	// refused ones too, from the request's goroutine (so concurrently for
-	// concurrent requests; it should return quickly). It is never called
-	// after Close has returned.
+	// concurrent requests; it should return quickly, and must not call
+	// Close, which waits for it). It is never called after Close has
+	// returned.
 	OnFetch func(Fetch)
 	// Logger receives one Info line per request (never the token) and
 	// Debug detail; nil logs nothing.
@@ -63,6 +65,8 @@ type Config struct {
 	// Advertise, if valid, is the IP put in URLs instead of the bound one;
 	// required when Addr is a wildcard. (Addition to the session's API.)
 	Advertise netip.Addr
+
+	stall time.Duration // tests shorten stallTimeout
 }
 
 // Fetch is what one request asked and got.
@@ -77,7 +81,7 @@ type Fetch struct {
 	// Additions to the session's API:
 	Method  string // the request's method
 	Version string // the device's x-ESP8266-version / x-ESP32-version (Tasmota: version and image); "" when not told
-	Length  int64  // the body length announced (Content-Length); Bytes < Length means the transfer was cut
+	Length  int64  // the body length announced (Content-Length; 0 for HEAD); Bytes < Length means the transfer was cut
 }
 
 // file is one served name, as it was when the server started.
@@ -96,6 +100,7 @@ type Server struct {
 	files   map[string]file
 	onFetch func(Fetch)
 	log     *slog.Logger
+	stall   time.Duration
 
 	hs     *http.Server
 	served chan struct{} // closed when Serve has returned
@@ -126,6 +131,7 @@ func Start(cfg Config) (*Server, error) {
 		files:   make(map[string]file, len(cfg.Files)),
 		onFetch: cfg.OnFetch,
 		log:     cfg.Logger,
+		stall:   cmp.Or(cfg.stall, stallTimeout),
 		served:  make(chan struct{}),
 	}
 	if s.log == nil {
@@ -447,7 +453,7 @@ func (s *Server) send(w *countingWriter, r *http.Request, f file, fe *Fetch) {
 	for {
 		// A deadline per chunk: a slow device is fine, a vanished one is
 		// let go after stallTimeout of no progress.
-		_ = rc.SetWriteDeadline(time.Now().Add(stallTimeout))
+		_ = rc.SetWriteDeadline(time.Now().Add(s.stall))
 		n, rerr := body.Read(buf)
 		if n > 0 {
 			if _, werr := w.Write(buf[:n]); werr != nil {

@@ -711,6 +711,44 @@ func TestCloseDuringSlowTransfer(t *testing.T) {
 	}
 }
 
+// A device that stops reading and never comes back is let go after the
+// stall time, without waiting for Close.
+func TestStalledTransferIsLetGo(t *testing.T) {
+	dir := t.TempDir()
+	big := filepath.Join(dir, "big.bin")
+	f, err := os.Create(big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(64 << 20); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	done := make(chan Fetch, 1)
+	s, err := Start(Config{Addr: "127.0.0.1:0", Files: map[string]string{"big.bin": big}, OnFetch: func(f Fetch) { done <- f }, stall: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	c, err := net.Dial("tcp", s.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "GET /%s/big.bin HTTP/1.0\r\n\r\n", strings.Split(s.URL("big.bin"), "/")[3])
+	if _, err := io.ReadFull(c, make([]byte, 4096)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case f := <-done:
+		if f.Status != 200 || f.Bytes >= f.Length {
+			t.Errorf("fetch = %+v, want a cut transfer", f)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("a stalled transfer was never let go")
+	}
+}
+
 func TestRouteAddr(t *testing.T) {
 	got, err := RouteAddr(netip.MustParseAddr("127.0.0.1"))
 	if err != nil || got != netip.MustParseAddr("127.0.0.1") {
