@@ -20,11 +20,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -118,9 +120,9 @@ func Start(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("serve address %q is not IP:PORT (an IP address is required, not a host name)", cfg.Addr)
 	}
-	urlIP := ap.Addr()
+	urlIP := ap.Addr().Unmap()
 	if cfg.Advertise.IsValid() {
-		urlIP = cfg.Advertise
+		urlIP = cfg.Advertise.Unmap()
 	} else if urlIP.IsUnspecified() {
 		return nil, fmt.Errorf("serve address %s binds every interface: devices need one address to fetch from; bind that address", cfg.Addr)
 	}
@@ -137,25 +139,19 @@ func Start(cfg Config) (*Server, error) {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
-	for name, path := range cfg.Files {
-		if !validName(name) {
-			return nil, fmt.Errorf("cannot serve a file under the name %q: use letters, digits, '.', '_' and '-' (not first)", name)
-		}
-		f, err := hashFile(path)
-		if err != nil {
-			return nil, err
-		}
-		s.files[name] = f
-	}
 	tok := make([]byte, tokenBytes)
 	if _, err := rand.Read(tok); err != nil {
 		return nil, fmt.Errorf("file server: no randomness for the URL token: %v", err)
 	}
 	s.token = base64.RawURLEncoding.EncodeToString(tok)
 
-	// Check every URL against the device limit before anything listens;
-	// the port is unknown yet, so count the longest one (5 digits).
-	for name := range s.files {
+	names := slices.Sorted(maps.Keys(cfg.Files)) // the same error first, every run
+	for _, name := range names {
+		if !validName(name) {
+			return nil, fmt.Errorf("cannot serve a file under the name %q: use letters, digits, '.', '_' and '-' (not first)", name)
+		}
+		// Check every URL against the device limit before reading files;
+		// the port may be unknown yet, so count the longest one.
 		port := ap.Port()
 		if port == 0 {
 			port = 65535
@@ -163,6 +159,13 @@ func Start(cfg Config) (*Server, error) {
 		if n := len(s.buildURL(netip.AddrPortFrom(urlIP, port), name)); n > MaxURLLen {
 			return nil, fmt.Errorf("the URL for %s would be %d characters, devices take at most %d: serve it under a shorter name", name, n, MaxURLLen)
 		}
+	}
+	for _, name := range names {
+		f, err := hashFile(cfg.Files[name])
+		if err != nil {
+			return nil, err
+		}
+		s.files[name] = f
 	}
 
 	ln, err := net.Listen("tcp", ap.String())
@@ -186,10 +189,6 @@ func Start(cfg Config) (*Server, error) {
 		defer close(s.served)
 		_ = s.hs.Serve(ln)
 	}()
-	names := make([]string, 0, len(s.files))
-	for n := range s.files {
-		names = append(names, n)
-	}
 	s.log.Info("file server listening", "addr", s.addr.String(), "files", names)
 	return s, nil
 }
