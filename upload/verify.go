@@ -129,7 +129,7 @@ func (r *runner) verify(ctx context.Context, d *device, s verifySpec) Verdict {
 	defer cancel()
 
 	spec := VerdictSpec{
-		Expected: r.expected, Before: s.before, BeforeAt: s.beforeAt, Accepted: s.accepted, Answer: s.answer, Since: s.since,
+		Expected: r.expectedFor(d), Before: s.before, BeforeAt: s.beforeAt, Accepted: s.accepted, Answer: s.answer, Since: s.since,
 		// A device seen only through mDNS TXT that told no version there
 		// before will not tell one now.
 		Unobservable:    s.traits.MDNSOnly && !identityOf(s.before).Known(),
@@ -151,7 +151,7 @@ func (r *runner) verify(ctx context.Context, d *device, s verifySpec) Verdict {
 			f.Answered = false
 		}
 		obs = append(obs, Observation{At: at, End: time.Now(), Silent: f.Silent && !f.Answered, Facts: f})
-		if !verifying && f.Answered && identityOf(f).Known() && matches(r.expected, identityOf(f)) == yes {
+		if !verifying && f.Answered && identityOf(f).Known() && matches(spec.Expected, identityOf(f)) == yes {
 			verifying = true
 			r.emit(d, Event{Phase: PhaseVerifying, Message: "the device runs the new image; checking it stays"})
 		}
