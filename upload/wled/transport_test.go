@@ -70,6 +70,8 @@ type seen struct {
 type fakeWLED struct {
 	info   string
 	answer func(try int) (status int, body string)
+	// infoFn, when set, is asked for /json/info each time instead of info.
+	infoFn func() string
 
 	mu    sync.Mutex
 	reqs  []seen
@@ -96,6 +98,10 @@ func (d *fakeWLED) serve(w http.ResponseWriter, r *http.Request) {
 		d.mu.Unlock()
 	}()
 	switch {
+	case r.Method == "GET" && r.URL.Path == "/json/info" && d.infoFn != nil:
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, d.infoFn())
+		return
 	case r.Method == "GET" && r.URL.Path == "/json/info":
 		if d.info == "" {
 			http.Error(w, "Not found", 404)
