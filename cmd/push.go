@@ -84,6 +84,9 @@ and size expectations, never corruption). Then, per device, from what it tells
 image is refused (unless --force; an ESP32-family image to an ESP8266 or the
 reverse always), a device already running this image is skipped
 (unless --reinstall), and the image is checked against the device's slot.
+To WLED (--protocol wled) an image goes only when its WLED release metadata names
+the device's release (GET /json/info); --force skips that check and sends
+skipValidation=1, so WLED skips its own, with a warning.
 
 The protocol: --protocol, a URL or the inventory's protocol:, else mDNS, else
 a TCP connect and, to tell HTTP families apart, a few read-only GETs
@@ -146,7 +149,7 @@ func newPushCmd(a *app) *cobra.Command {
 	f.StringVar(&o.ExpectVersion, "expect-version", "", "the version string devices report once they run the image (default: the image's own)")
 	f.StringVar(&o.MaxFailures, "max-failures", "", "stop starting devices once more than N (or P%) have failed")
 	f.BoolVar(&o.DryRun, "dry-run", false, "print the plan (protocol, running version, skips, refusals) and send nothing")
-	f.BoolVar(&o.Force, "force", false, "send despite chip, project or slot size mismatches (never a corrupt image)")
+	f.BoolVar(&o.Force, "force", false, "send despite chip, project or slot size mismatches, or WLED's release check (never a corrupt image)")
 	f.BoolVar(&o.Reinstall, "reinstall", false, "send even to devices already running this image")
 	f.BoolVar(&o.Filesystem, "filesystem", false, "send a filesystem image (SPIFFS/LittleFS) over espota, form or elegantota; skips the app checks")
 	f.StringVar(&o.HostIP, "host-ip", "", "espota: local address devices connect back to (default: the one that routes to the device)")
@@ -158,13 +161,13 @@ func newPushCmd(a *app) *cobra.Command {
 	o.mdns.bind(c, false)
 	_ = c.MarkFlagFilename("password-file")
 	_ = c.RegisterFlagCompletionFunc("protocol", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
-		return []string{"auto", "http", "espota", "form", "elegantota"}, cobra.ShellCompDirectiveNoFileComp
+		return []string{"auto", "http", "espota", "form", "elegantota", "wled"}, cobra.ShellCompDirectiveNoFileComp
 	})
 	return c
 }
 
 // protocolValues are the --protocol values push speaks (upload.ParseProtocol).
-const protocolValues = "auto, http, espota, form or elegantota"
+const protocolValues = "auto, http, espota, form, elegantota or wled"
 
 // pushPlan is everything validated before any work starts.
 type pushPlan struct {
@@ -399,7 +402,7 @@ func parseTarget(s string, port, webPort int, proto upload.Protocol) (upload.Tar
 		// then it is that uploader's page (ElegantOTA's and
 		// HTTPUpdateServer's users know their device by http://HOST/update).
 		t.Protocol = upload.HTTP
-		if proto == upload.Form || proto == upload.ElegantOTA {
+		if proto == upload.Form || proto == upload.ElegantOTA || proto == upload.WLED {
 			t.Protocol = proto
 		}
 		t.Host = u.Hostname()

@@ -133,7 +133,7 @@ func TestPushRefusesUnspokenFamily(t *testing.T) {
 // that says so.
 func TestPushProtocolReserved(t *testing.T) {
 	fw := writeTestFirmware(t, "1.0.1")
-	code, _, errOut := runPushCmd(t, "", "--protocol", "wled", fw, "127.0.0.1")
+	code, _, errOut := runPushCmd(t, "", "--protocol", "tasmota", fw, "127.0.0.1")
 	if code != ExitUsage || !strings.Contains(errOut, "reserved for a family ots-ota recognises but does not speak yet") {
 		t.Errorf("exit %d: %s", code, errOut)
 	}

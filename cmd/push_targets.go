@@ -245,7 +245,7 @@ func (o *pushOptions) discoverTargets(ctx context.Context, a *app, p *pushPlan, 
 // when it is not auto.
 func wordHint(t upload.Target, flag upload.Protocol) upload.Hint {
 	switch {
-	case flag == upload.Form || flag == upload.ElegantOTA:
+	case flag == upload.Form || flag == upload.ElegantOTA || flag == upload.WLED:
 		return upload.Hint{Protocol: flag, From: "--protocol"}
 	case strings.Contains(t.Name, "://"):
 		return upload.Hint{Protocol: upload.HTTP, From: "the URL"}

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/ots-ota/ots-ota/upload"
+	"github.com/ots-ota/ots-ota/upload/wled"
 )
 
 // Every transport push builds sits under its own protocol, the Arduino web
@@ -16,7 +17,7 @@ func TestPushTransportsKeyedByProtocol(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer closeAll()
-	for _, p := range []upload.Protocol{upload.HTTP, upload.Espota, upload.Form, upload.ElegantOTA} {
+	for _, p := range []upload.Protocol{upload.HTTP, upload.Espota, upload.Form, upload.ElegantOTA, upload.WLED} {
 		x, ok := tr[p]
 		if !ok || x.Protocol() != p {
 			t.Errorf("%s: %T", p, x)
@@ -26,7 +27,23 @@ func TestPushTransportsKeyedByProtocol(t *testing.T) {
 			t.Errorf("%s: %T reports no traits", p, x)
 		}
 	}
-	if len(tr) != 4 {
+	if len(tr) != 5 {
 		t.Errorf("%d transports", len(tr))
+	}
+}
+
+// --force reaches WLED's transport as SkipValidation (skipValidation=1,
+// no release check), and only with --force.
+func TestPushForceSkipsWLEDValidation(t *testing.T) {
+	for _, force := range []bool{false, true} {
+		tr, closeAll, err := pushTransports(&pushOptions{HostIP: "127.0.0.1", Force: force}, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		closeAll()
+		w, ok := tr[upload.WLED].(*wled.Transport)
+		if !ok || w.SkipValidation != force {
+			t.Errorf("--force %v: %#v", force, tr[upload.WLED])
+		}
 	}
 }

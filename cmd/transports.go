@@ -9,6 +9,7 @@ import (
 	"github.com/ots-ota/ots-ota/upload/espota"
 	"github.com/ots-ota/ots-ota/upload/form"
 	"github.com/ots-ota/ots-ota/upload/rawhttp"
+	"github.com/ots-ota/ots-ota/upload/wled"
 )
 
 // pushTransports builds the transport of every protocol family push speaks,
@@ -31,5 +32,7 @@ func pushTransports(o *pushOptions, log *slog.Logger) (transports map[upload.Pro
 		// their families; a target reaches these by its protocol.
 		upload.Form:       &form.Transport{ConnectTimeout: o.ConnectTimeout, IdleTimeout: o.IdleTimeout, Logger: log},
 		upload.ElegantOTA: &elegantota.Transport{ConnectTimeout: o.ConnectTimeout, IdleTimeout: o.IdleTimeout, Logger: log},
+		// --force skips WLED's release check, on both sides (skipValidation=1).
+		upload.WLED: &wled.Transport{ConnectTimeout: o.ConnectTimeout, IdleTimeout: o.IdleTimeout, SkipValidation: o.Force, Logger: log},
 	}, func() { ln.Close() }, nil
 }

@@ -114,7 +114,8 @@ func TestDecide(t *testing.T) {
 		{name: "--protocol espota beats _ota._tcp", ev: with(flag(Espota), "_ota._tcp", nil), want: Espota},
 		{name: "--protocol espota to a WLED (its ArduinoOTA)", ev: with(flag(Espota), "_wled._tcp", map[string]string{"mac": "aabbccddeeff"}), want: Espota},
 		{name: "inventory espota", ev: Evidence{Word: Espota, WordFrom: "the inventory"}, want: Espota, why: "the inventory"},
-		{name: "reserved word", ev: flag(ProtoWLED), refused: true, why: "does not speak yet"},
+		{name: "reserved word", ev: flag(ProtoTasmota), refused: true, why: "does not speak yet"},
+		{name: "--protocol wled: no probe", ev: flag(ProtoWLED), want: ProtoWLED, why: "wled set by --protocol", asked: 0},
 		// The word http skips the port probe, not the fingerprints.
 		{name: "--protocol http, seed", ev: flag(HTTP), script: []step{{up(probeUpdate), postOnly}}, want: HTTP, family: FamilySeed, why: "http set by --protocol; GET /update answered 405", asked: 1},
 		{name: "--protocol http, _ota._tcp: no probe", ev: with(flag(HTTP), "_ota._tcp", nil), want: HTTP, family: FamilySeed, asked: 0},

@@ -65,6 +65,10 @@ type Target struct {
 	// ReadJSON: also GET /json on the web port, where ESPEasy tells its
 	// build (the Arduino web uploaders tell no version of their own).
 	ReadJSON bool
+	// WLED: the device is WLED: only GET /json/info on the web port is
+	// asked, WLED's one server (it serves no /ota/status and no
+	// /api/status).
+	WLED bool
 }
 
 // Options tune Query. The zero value is usable.
@@ -117,6 +121,9 @@ type Facts struct {
 	// ESPEasy is what ESPEasy's GET /json told (Target.ReadJSON), nil when
 	// not read or not ESPEasy's.
 	ESPEasy *ESPEasyJSON `json:"espeasy,omitempty"`
+	// WLED is what WLED's GET /json/info told (Target.WLED), nil when not
+	// read or not WLED's.
+	WLED *WLEDInfo `json:"wled,omitempty"`
 	// Notes say what was tried and failed, one line each.
 	Notes []string `json:"notes,omitempty"`
 	// ConnectErr is the first connect that failed, when the device did not
@@ -175,6 +182,14 @@ func Query(ctx context.Context, t Target, o Options) (Facts, error) {
 			connMu.Unlock()
 		}
 		return c, err
+	}
+
+	if t.WLED {
+		return queryWLED(ctx, t, o, &f, func() error {
+			connMu.Lock()
+			defer connMu.Unlock()
+			return connErr
+		}), nil
 	}
 
 	// silent: the OTA port timed out, as a rebooting or powered-off device

@@ -36,6 +36,12 @@ type Traits struct {
 	// TCP. When a try reaches nothing, the probe decides again: a device
 	// whose TCP server was not up yet refuses too.
 	Datagram bool
+	// NoImageIdentity: what the devices report as their version is the
+	// firmware's own (WLED's ver), never the image's app descriptor, so
+	// the image tells nothing to expect: the expected identity is
+	// --expect-version alone, and without it verification ends unverified
+	// (image-has-no-identity) once the device is back.
+	NoImageIdentity bool
 }
 
 // WithTraits is a Transport that reports its family's Traits.

@@ -27,17 +27,20 @@ const (
 	// ElegantOTA is ElegantOTA v3: GET /ota/start, then a multipart POST
 	// /ota/upload (docs/protocols/elegantota.md).
 	ElegantOTA Protocol = "elegantota"
+	// WLED is WLED's multipart POST /update, after a release check
+	// against its GET /json/info (docs/protocols/wled.md).
+	WLED Protocol = "wled"
 )
 
 // ParseProtocol reads a --protocol value.
 func ParseProtocol(s string) (Protocol, error) {
 	switch p := Protocol(s); p {
-	case Auto, HTTP, Espota, Form, ElegantOTA:
+	case Auto, HTTP, Espota, Form, ElegantOTA, WLED:
 		return p, nil
 	case "":
 		return Auto, nil
 	}
-	return "", fmt.Errorf("unknown protocol %q (want auto, http, espota, form or elegantota)", s)
+	return "", fmt.Errorf("unknown protocol %q (want auto, http, espota, form, elegantota or wled)", s)
 }
 
 // Firmware is the image to send: read once, shared read-only by every upload.

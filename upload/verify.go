@@ -129,14 +129,14 @@ func (r *runner) verify(ctx context.Context, d *device, s verifySpec) Verdict {
 	defer cancel()
 
 	spec := VerdictSpec{
-		Expected: r.expected, Before: s.before, BeforeAt: s.beforeAt, Accepted: s.accepted, Answer: s.answer, Since: s.since,
+		Expected: r.expectedFor(d), Before: s.before, BeforeAt: s.beforeAt, Accepted: s.accepted, Answer: s.answer, Since: s.since,
 		// A device seen only through mDNS TXT that told no version there
 		// before will not tell one now.
 		Unobservable:    s.traits.MDNSOnly && !identityOf(s.before).Known(),
 		StabilityWindow: o.StabilityWindow, RebootGrace: o.RebootGrace, NoWaitValid: o.NoWaitValid,
 	}
 	if v, done := Decide(spec, nil, time.Now(), false); done {
-		return r.worded(v, o, false)
+		return r.worded(v, o, s.traits, false)
 	}
 	r.emit(d, Event{Phase: PhaseRebooting, Message: "waiting for the device to restart"})
 	var obs []Observation
@@ -151,12 +151,12 @@ func (r *runner) verify(ctx context.Context, d *device, s verifySpec) Verdict {
 			f.Answered = false
 		}
 		obs = append(obs, Observation{At: at, End: time.Now(), Silent: f.Silent && !f.Answered, Facts: f})
-		if !verifying && f.Answered && identityOf(f).Known() && matches(r.expected, identityOf(f)) == yes {
+		if !verifying && f.Answered && identityOf(f).Known() && matches(spec.Expected, identityOf(f)) == yes {
 			verifying = true
 			r.emit(d, Event{Phase: PhaseVerifying, Message: "the device runs the new image; checking it stays"})
 		}
 		if v, done := Decide(spec, obs, time.Now(), false); done {
-			return r.worded(v, o, false)
+			return r.worded(v, o, s.traits, false)
 		}
 		if !sleepCtx(ctx, o.PollInterval) {
 			break
@@ -166,16 +166,23 @@ func (r *runner) verify(ctx context.Context, d *device, s verifySpec) Verdict {
 		return Verdict{Outcome: OutcomeCancelled, Message: "interrupted while verifying; the device had accepted the image: " + checkHint(d.t)}
 	}
 	v, _ := Decide(spec, obs, time.Now(), true)
-	return r.worded(v, o, true)
+	return r.worded(v, o, s.traits, true)
 }
 
 // checkHint says how to see what a device runs after push was stopped.
 func checkHint(t Target) string { return "check what it runs with: ots-ota info " + t.Addr() }
 
 // worded adds what only the runner knows to a verdict's message.
-func (r *runner) worded(v Verdict, o Options, timedOut bool) Verdict {
+func (r *runner) worded(v Verdict, o Options, tr Traits, timedOut bool) Verdict {
 	if v.Reason == ReasonNoIdentity && r.fw != nil && r.fw.Filesystem {
 		v.Message = "a filesystem image changes no version the device reports; the device took it, not verified"
+		return v
+	}
+	if v.Reason == ReasonNoIdentity && tr.NoImageIdentity && v.Outcome == OutcomeUnverified {
+		v.Message = "the device reports its firmware's own version, which the image does not carry; give --expect-version (the version it reports once it runs the image) to verify"
+		if timedOut {
+			v.Message += fmt.Sprintf(" (verify timeout %s)", round(o.VerifyTimeout))
+		}
 		return v
 	}
 	if timedOut && (v.Outcome == OutcomeUnreachable || v.Outcome == OutcomeUnverified) {

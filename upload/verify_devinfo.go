@@ -16,7 +16,8 @@ import (
 // when TXT supplies one. The Arduino web uploaders (protocols form and
 // elegantota) tell no version of their own: for them it reads
 // /ota/status and /api/status on the web server that takes the upload (a
-// sketch may add either) and ESPEasy's GET /json. It only reads.
+// sketch may add either) and ESPEasy's GET /json. For WLED it reads GET
+// /json/info only. It only reads.
 type DeviceObserver struct {
 	// Timeout bounds each connection and request; 0 = devinfo's default.
 	Timeout time.Duration
@@ -45,6 +46,14 @@ func (o *DeviceObserver) Observe(ctx context.Context, t Target) (Facts, error) {
 		dt.Protocol = devinfo.ProtoHTTP
 	case Espota:
 		dt.Protocol = devinfo.ProtoEspota
+	}
+	if t.Protocol == WLED {
+		// WLED answers everything on its one web server, where the upload
+		// goes: GET /json/info is all that is read.
+		dt.Protocol, dt.WLED = devinfo.ProtoHTTP, true
+		if t.WebPort == 0 {
+			dt.WebPort = t.Port
+		}
 	}
 	if webUploader(t.Protocol) {
 		// The upload's web server answers the reads too, unless the

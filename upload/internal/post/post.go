@@ -4,7 +4,7 @@
 // device acknowledged, an answer that came before the whole body was taken
 // never counted as a success. The body is streamed from the firmware's own
 // bytes between a prefix and a suffix (a multipart form's framing), never
-// copied. The HTTP clients (rawhttp, form, elegantota) share it, so their
+// copied. The HTTP clients (rawhttp, form, elegantota, wled) share it, so their
 // timing rules cannot drift apart; what an answer means is each client's
 // (Request.Judge).
 package post
