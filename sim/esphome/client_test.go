@@ -35,7 +35,7 @@ type transcript struct {
 	answer   []byte // 40, 46, or 48 + flags
 	authKind byte   // 41 (none asked), 01 or 02
 	nonceLen int
-	acks     int  // 47s seen
+	acks     int // 47s seen
 	got44    bool
 	got45    bool
 	errByte  byte   // the error byte, 0 = none

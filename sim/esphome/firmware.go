@@ -1,8 +1,8 @@
 package esphome
 
 import (
-	"context"
 	"bytes"
+	"context"
 	"fmt"
 	"hash/fnv"
 	"net"

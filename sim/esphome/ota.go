@@ -151,16 +151,16 @@ var errAbort = errors.New("session over")
 
 // session is one client's OTA session.
 type session struct {
-	e       *core.Env
-	f       firmware
-	o       Options
-	st      *nodeState
-	ctx     context.Context
-	c       net.Conn
-	remote  string
-	accept  time.Time
-	feat    byte
-	u       *core.Upload
+	e      *core.Env
+	f      firmware
+	o      Options
+	st     *nodeState
+	ctx    context.Context
+	c      net.Conn
+	remote string
+	accept time.Time
+	feat   byte
+	u      *core.Upload
 	// What receive saw: the MD5 hex of the payload and, on ESP8266, a
 	// first byte that is neither 0xE9 nor gzip (the current backend stages
 	// it and refuses it at the end).

@@ -192,7 +192,9 @@ func TestEveryErrorByte(t *testing.T) {
 	}
 }
 
-func hexByte(b byte) string { return strings.ToUpper(string("0123456789abcdef"[b>>4]) + string("0123456789abcdef"[b&15])) }
+func hexByte(b byte) string {
+	return strings.ToUpper(string("0123456789abcdef"[b>>4]) + string("0123456789abcdef"[b&15]))
+}
 
 // TestFailCount: a fault for the first session only; the retry installs.
 func TestFailCount(t *testing.T) {
