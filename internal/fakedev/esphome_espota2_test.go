@@ -22,7 +22,8 @@ func TestESPHomeGenuineEspota2(t *testing.T) {
 import logging, sys
 from esphome import espota2
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-sys.exit(espota2.run_ota(sys.argv[1], int(sys.argv[2]), sys.argv[3] or None, sys.argv[4]))
+r = espota2.run_ota(sys.argv[1], int(sys.argv[2]), sys.argv[3] or None, sys.argv[4])
+sys.exit(r[0] if isinstance(r, tuple) else r)  # 2026: (code, address)
 `
 	img := e9Image(200000)
 	file := filepath.Join(t.TempDir(), "firmware.bin")
