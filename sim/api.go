@@ -258,3 +258,7 @@ func OmittableFields(p Personality, extensions, apiUptime bool) []string {
 func CheckOmit(p Personality, extensions, apiUptime bool, fields []string) error {
 	return core.CheckOmit(p, extensions, apiUptime, fields)
 }
+
+// Resolve is the Config a device started with cfg runs with, or the error
+// Start would report (core.Resolve).
+func Resolve(cfg Config) (Config, error) { return core.Resolve(cfg) }

@@ -317,3 +317,72 @@ func readFor(c net.Conn, b []byte, d time.Duration) (int, error) {
 	_ = c.SetReadDeadline(time.Now().Add(d))
 	return io.ReadFull(c, b)
 }
+
+func TestParseOption(t *testing.T) {
+	cases := []struct {
+		spec string
+		want func(Options) bool
+		bad  bool
+	}{
+		{spec: "version=1", want: func(o Options) bool { return o.Version == 1 }},
+		{spec: "version=3", bad: true},
+		{spec: "extended=false", want: func(o Options) bool { return o.NoExtended }},
+		{spec: "auth=MD5", want: func(o Options) bool { return o.Auth == AuthMD5 }},
+		{spec: "mode=2024", want: func(o Options) bool { return o.Mode2024 }},
+		{spec: "fail=8b", want: func(o Options) bool { return o.Fail == 0x8B }},
+		{spec: "fail=0xFF", want: func(o Options) bool { return o.Fail == 0xFF }},
+		{spec: "fail=7F", bad: true},
+		{spec: "api-encryption", want: func(o Options) bool { return o.APIEncryption }},
+		{spec: "data-timeout=2s", want: func(o Options) bool { return o.DataTimeout == 2*time.Second }},
+		{spec: "data-timeout=soon", bad: true},
+		{spec: "identity=1.4.0:v1.4:0badc0de", want: func(o Options) bool {
+			return o.Identities["1.4.0"] == Identity{ProjectVersion: "v1.4", ConfigHash: "0badc0de"}
+		}},
+		{spec: "identity=1.4.0", bad: true},
+		{spec: "mac=A0:B1:C2:D3:E4:F5", want: func(o Options) bool { return o.MAC == "a0b1c2d3e4f5" }},
+		{spec: "project", bad: true},
+		{spec: "colour=red", bad: true},
+	}
+	for _, c := range cases {
+		var o Options
+		err := ParseOption(&o, c.spec)
+		if (err != nil) != c.bad || !c.bad && !c.want(o) {
+			t.Errorf("%s: %+v, %v", c.spec, o, err)
+		}
+	}
+}
+
+// TestCheckRefuses: combinations no ESPHome build has are refused at start.
+func TestCheckRefuses(t *testing.T) {
+	for _, c := range []struct {
+		p    core.Personality
+		pass string
+		o    Options
+	}{
+		{ESP32, "", Options{Fail: 0x88}},
+		{ESP8266, "", Options{Fail: 0x89}},
+		{ESP32, "", Options{Fail: 0x8C}},
+		{ESP32, "", Options{Fail: 0x82}},
+		{ESP32, "", Options{Fail: 0x8E, NoExtended: true}},
+		{ESP32, "", Options{Fail: 0x90}},
+		{ESP32, "", Options{Fail: 0x94}},
+		{ESP32, "", Options{Mode2024: true, Auth: AuthSHA256}},
+		{ESP32, "pw", Options{Noise: NoiseRequired}},
+		{ESP32, "", Options{Version: 3}},
+		{ESP32, "", Options{MAC: "xyz"}},
+	} {
+		cfg := simtest.Config(c.p)
+		cfg.Options, cfg.Password = c.o, auth.NewSecret(c.pass)
+		if c.p == ESP8266 {
+			cfg.Chip = "esp8266"
+		}
+		if _, err := core.Resolve(cfg); err == nil {
+			t.Errorf("%s %+v accepted", c.p, c.o)
+		}
+	}
+	cfg := simtest.Config(core.Personality("esphome"))
+	cfg.Options = struct{}{}
+	if _, err := core.Resolve(cfg); err == nil {
+		t.Error("foreign options accepted")
+	}
+}
