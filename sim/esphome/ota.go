@@ -222,7 +222,8 @@ func (s *session) write(b ...byte) error {
 func (s *session) answerError(b byte, reason string) {
 	s.e.Logger().Debug("esphome ota error", "byte", fmt.Sprintf("%02X", b), "reason", reason)
 	if s.u != nil && !s.u.Done() {
-		s.u.Fail(int(b), fmt.Sprintf("%02X", b), reason)
+		// No HTTP status: the device's words are its one byte.
+		s.u.Fail(0, fmt.Sprintf("error byte %02X", b), reason)
 	}
 	if s.write(b) != nil {
 		return
@@ -314,7 +315,7 @@ func (s *session) auth() error {
 	kind := byte(respAuthMD5)
 	switch {
 	case s.o.Auth == AuthSHA256 && s.feat&clientSHA256 == 0:
-		s.e.RecordAuthFailure("esphome", "", s.remote, errAuth, "82", "the client does not offer SHA-256 auth")
+		s.e.RecordAuthFailure("esphome", "", s.remote, 0, "error byte 82", "the client does not offer SHA-256 auth")
 		s.answerError(errAuth, "sha256 required")
 		return errAbort
 	case s.o.Auth != AuthMD5 && s.feat&clientSHA256 != 0:
@@ -360,7 +361,7 @@ func (s *session) auth() error {
 		if ok {
 			reason = "fault"
 		}
-		s.e.RecordAuthFailure("esphome", "", s.remote, errAuth, "82", reason)
+		s.e.RecordAuthFailure("esphome", "", s.remote, 0, "error byte 82", reason)
 		s.answerError(errAuth, reason)
 		return errAbort
 	}
