@@ -281,7 +281,7 @@ func (f firmware) Services(e *core.Env) []mdnsd.Service {
 		txt = append(txt, "project_name="+o.ProjectName, "project_version="+id.ProjectVersion)
 	}
 	slices.Reverse(txt)
-	return []mdnsd.Service{{Instance: c.Name, Type: "_esphomelib._tcp", Port: APIPort, TXT: txt}}
+	return []mdnsd.Service{{Instance: c.Instance, Type: "_esphomelib._tcp", Port: APIPort, TXT: txt}}
 }
 
 // ConfigHashOf is the config hash the sim gives an image of version for a
