@@ -21,6 +21,7 @@ import (
 	"github.com/ots-ota/ots-ota/internal/ifaceguard"
 	"github.com/ots-ota/ots-ota/partition"
 	"github.com/ots-ota/ots-ota/sim"
+	"github.com/ots-ota/ots-ota/sim/esphome"
 	"github.com/ots-ota/ots-ota/sim/mdnsd"
 )
 
@@ -48,7 +49,9 @@ type simOptions struct {
 	Async         bool
 	NoOriginCheck bool
 	NoLoop        bool
-	Seed          int64
+	// ESPHome: esphome, esphome-esp8266 settings, KEY=VALUE (esphome.ParseOption).
+	ESPHome []string
+	Seed    int64
 
 	ValidAfter time.Duration
 	BootTime   time.Duration
@@ -82,7 +85,9 @@ uploads as the real firmware does (seed: HTTP POST /update with Bearer auth; ots
 POST /update and the web app's /api/status and /ota/upload; arduino and esp8266: espota;
 httpupdateserver and espeasy: the Arduino web form, multipart POST /update on port 80;
 elegantota: ElegantOTA v3's /ota/start and /ota/upload, --async for its async build; these
-three run on ESP32 or, with --chip esp8266, on ESP8266), erase and write at flash speed,
+three run on ESP32 or, with --chip esp8266, on ESP8266; esphome and esphome-esp8266:
+ESPHome's native OTA on TCP 3232 or 8266, _esphomelib._tcp in mDNS, build settings with
+--esphome KEY=VALUE), erase and write at flash speed,
 reboot, and roll back images that crash or fail their self-check. Serves until interrupted
 (Ctrl-C: exit 0) or --duration ends.
 
@@ -120,6 +125,7 @@ api-status.firmwareVersion, txt.version ...`,
 	f.BoolVar(&o.Async, "async", false, "elegantota: its async build (ESPAsyncWebServer: Digest challenges, concurrent requests)")
 	f.BoolVar(&o.NoOriginCheck, "no-origin-check", false, "httpupdateserver on ESP32: a build from before arduino-esp32's CSRF fix, which takes any Origin (which releases have the check is unconfirmed)")
 	f.BoolVar(&o.NoLoop, "no-loop", false, "elegantota: a sketch that never calls ElegantOTA.loop(), so it never restarts after an upload")
+	f.StringArrayVar(&o.ESPHome, "esphome", nil, "esphome, esphome-esp8266: a build setting KEY=VALUE (repeatable): version=1|2, extended=false, auth=md5|sha256|sha256-md5, compression=on|off, mode=2024, noise=offered|required, partition-access, fail=8B, fail-count=N, handshake-timeout=20s, data-timeout=90s, release=2026.7.0, project=author.name, friendly-name=NAME, api-encryption, config-hash=HEX8, mac=HEX12, identity=IMAGE_VERSION:PROJECT_VERSION:CONFIG_HASH")
 	f.StringVar(&o.Core, "core", "", "arduino: arduino-esp32 core version; 3.3.0 and older use MD5 auth, newer PBKDF2")
 	f.BoolVar(&o.Extensions, "extensions", false, "add ots-ota's optional extras: _ota._tcp TXT keys and GET /ota/status")
 	f.StringArrayVar(&o.Behave, "behave", nil, "what an image does when booted, KEY=BEHAVIOUR; KEY is a version, elf:HEX or @uploaded (repeatable)")
@@ -185,7 +191,8 @@ func rate(a *app, flag, s string) (int64, error) {
 // simFlagUse says which personalities use a flag; others ignore it.
 func simFlagUse() []simFlag {
 	return []simFlag{
-		{"password", []sim.Personality{sim.Seed, sim.Arduino, sim.ESP8266, sim.HTTPUpdateServer, sim.ESPEasy, sim.ElegantOTA}, "the ots firmware has no OTA password"},
+		{"password", []sim.Personality{sim.Seed, sim.Arduino, sim.ESP8266, sim.HTTPUpdateServer, sim.ESPEasy, sim.ElegantOTA, sim.ESPHome, sim.ESPHome8266}, "the ots firmware has no OTA password"},
+		{"esphome", []sim.Personality{sim.ESPHome, sim.ESPHome8266}, "only ESPHome nodes have these build settings"},
 		{"username", []sim.Personality{sim.HTTPUpdateServer, sim.ElegantOTA}, "only HTTPUpdateServer and ElegantOTA sketches ask for a user"},
 		{"async", []sim.Personality{sim.ElegantOTA}, "only ElegantOTA has an async build"},
 		{"no-origin-check", []sim.Personality{sim.HTTPUpdateServer}, "only arduino-esp32's HTTPUpdateServer checks Origin"},
@@ -250,15 +257,15 @@ func (o *simOptions) validate(a *app, _ []string) error {
 			}
 		}
 		o.RollbackLater, o.NoOriginCheck = false, false
-	case pers == sim.ESP8266 && !strings.EqualFold(chip, "esp8266") && a.typed("chip"):
-		return usageErrorf("--personality esp8266 runs on an ESP8266: --chip %s does not apply (leave --chip out)", chip)
-	case pers == sim.ESP8266:
+	case (pers == sim.ESP8266 || pers == sim.ESPHome8266) && !strings.EqualFold(chip, "esp8266") && a.typed("chip"):
+		return usageErrorf("--personality %s runs on an ESP8266: --chip %s does not apply (leave --chip out)", pers, chip)
+	case pers == sim.ESP8266 || pers == sim.ESPHome8266:
 		if a.isSet("chip") && !strings.EqualFold(chip, "esp8266") {
-			a.log.Info("ignoring a chip the esp8266 personality cannot run on", "from", a.source("chip"))
+			a.log.Info("ignoring a chip the "+string(pers)+" personality cannot run on", "from", a.source("chip"))
 		}
 		chip = "esp8266"
 	case strings.EqualFold(chip, "esp8266"):
-		return a.flagError("chip", "an ESP8266 runs the esp8266, httpupdateserver, espeasy or elegantota personality (use --personality esp8266 for ArduinoOTA)")
+		return a.flagError("chip", "an ESP8266 runs the esp8266, httpupdateserver, espeasy, elegantota or esphome-esp8266 personality (use --personality esp8266 for ArduinoOTA)")
 	default:
 		if _, err := parseChip(a, chip); err != nil {
 			return err
@@ -319,8 +326,12 @@ func (o *simOptions) validate(a *app, _ []string) error {
 		}
 		// A fault of the other protocol would do nothing: refused when
 		// typed, dropped (and -v says so) from the environment or the file.
-		if proto := f.Kind.Protocol(); proto != "" && (proto == "espota") == pers.HTTP() {
+		esphomeNode := pers == sim.ESPHome || pers == sim.ESPHome8266
+		if proto := f.Kind.Protocol(); proto != "" && (esphomeNode || (proto == "espota") == pers.HTTP()) {
 			if a.typed("fault") {
+				if esphomeNode {
+					return a.itemError("fault", spec, "acts on %s uploads only, not on ESPHome's native OTA: use --esphome fail=BYTE for its error bytes, or another fault", proto)
+				}
 				if proto == "espota" {
 					return a.itemError("fault", spec, "acts on espota sessions only: use --personality arduino or esp8266, or another fault")
 				}
@@ -354,6 +365,21 @@ func (o *simOptions) validate(a *app, _ []string) error {
 	if o.FactoryVer != "" {
 		if err := descText(a, "factory-version", o.FactoryVer); err != nil {
 			return err
+		}
+	}
+	var esphomeOpts any
+	if len(o.ESPHome) > 0 {
+		var eo esphome.Options
+		for _, spec := range o.ESPHome {
+			if err := esphome.ParseOption(&eo, spec); err != nil {
+				return a.itemError("esphome", spec, "%s", err)
+			}
+		}
+		esphomeOpts = eo
+		// What no ESPHome build has (an ESP8266 error byte on an ESP32, say)
+		// is refused now, not when the devices start.
+		if _, err := sim.Resolve(sim.Config{Personality: pers, Chip: chip, Options: eo, Password: auth.NewSecret(o.Password)}); err != nil {
+			return a.flagError("esphome", "%s", strings.TrimPrefix(rootCause(err).Error(), "esphome: "))
 		}
 	}
 	faults, err := sim.ParseFaults(o.Faults)
@@ -464,6 +490,7 @@ func (o *simOptions) validate(a *app, _ []string) error {
 			Behaviours:     behaviours,
 			Faults:         faults,
 			RollbackLater:  o.RollbackLater,
+			Options:        esphomeOpts,
 			Timing:         &timing,
 		},
 	}

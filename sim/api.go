@@ -6,6 +6,7 @@ import (
 	"github.com/ots-ota/ots-ota/image"
 	"github.com/ots-ota/ots-ota/sim/core"
 	"github.com/ots-ota/ots-ota/sim/elegantota"
+	"github.com/ots-ota/ots-ota/sim/esphome"
 	"github.com/ots-ota/ots-ota/sim/espota"
 	"github.com/ots-ota/ots-ota/sim/form"
 	"github.com/ots-ota/ots-ota/sim/rawhttp"
@@ -79,6 +80,11 @@ const (
 	// ElegantOTA is ElegantOTA v3's demo sketch (Config.Async: its async
 	// build; Config.Chip "esp8266": on ESP8266).
 	ElegantOTA = elegantota.ElegantOTA
+	// ESPHome is an ESPHome node on ESP32 (native OTA on TCP 3232;
+	// Config.Options: esphome.Options).
+	ESPHome = esphome.ESP32
+	// ESPHome8266 is an ESPHome node on ESP8266 (TCP 8266, gzip offered).
+	ESPHome8266 = esphome.ESP8266
 )
 
 // Phases.
@@ -252,3 +258,7 @@ func OmittableFields(p Personality, extensions, apiUptime bool) []string {
 func CheckOmit(p Personality, extensions, apiUptime bool, fields []string) error {
 	return core.CheckOmit(p, extensions, apiUptime, fields)
 }
+
+// Resolve is the Config a device started with cfg runs with, or the error
+// Start would report (core.Resolve).
+func Resolve(cfg Config) (Config, error) { return core.Resolve(cfg) }

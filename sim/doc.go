@@ -24,6 +24,12 @@
 //     espeasy): multipart POST /update on the sketch's web server.
 //   - sim/elegantota: ElegantOTA v3 (personality elegantota; sync and async
 //     builds): /ota/start, then /ota/upload.
+//   - sim/esphome: ESPHome's native OTA (personalities esphome on ESP32,
+//     TCP 3232, and esphome-esp8266, TCP 8266 with gzip): the device side
+//     of its own TCP protocol on the core's plain-TCP server kind
+//     (Server.Stream), _esphomelib._tcp whose project_version and
+//     config_hash follow the image; its build settings are esphome.Options
+//     in Config.Options.
 //   - sim/internal/arduino: what the web uploaders share (the Arduino web
 //     servers, their multipart parsers, the Update class of both cores).
 //   - sim/mdnsd: the mDNS responder that advertises fleets.

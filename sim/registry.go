@@ -3,6 +3,7 @@ package sim
 import (
 	"github.com/ots-ota/ots-ota/sim/core"
 	"github.com/ots-ota/ots-ota/sim/elegantota"
+	"github.com/ots-ota/ots-ota/sim/esphome"
 	"github.com/ots-ota/ots-ota/sim/espota"
 	"github.com/ots-ota/ots-ota/sim/form"
 	"github.com/ots-ota/ots-ota/sim/rawhttp"
@@ -15,4 +16,5 @@ func init() {
 	core.Register(espota.ArduinoFirmware, espota.ESP8266Firmware)
 	core.Register(form.HTTPUpdateServerFirmware, form.ESPEasyFirmware)
 	core.Register(elegantota.Firmware)
+	core.Register(esphome.ESP32Firmware, esphome.ESP8266Firmware)
 }

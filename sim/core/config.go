@@ -187,6 +187,10 @@ type Config struct {
 	// Core is the arduino-esp32 core version of the Arduino personality:
 	// "3.3.0" and older use MD5 auth, newer (the default) PBKDF2.
 	Core string
+	// Options are the settings only one family reads, of that family's own
+	// type (esphome.Options, say); nil = its defaults. A device whose
+	// firmware does not take them (OptionsTaker) refuses them.
+	Options any
 	// Extensions adds what ots-ota documents for firmware that wants it
 	// (device-contract.md §4): TXT keys and GET /ota/status.
 	Extensions bool
@@ -347,6 +351,11 @@ func resolve(c Config) (*settings, error) {
 		s.Chip = chip.String()
 		if s.Board == "" {
 			s.Board = s.Chip
+		}
+	}
+	if s.Options != nil {
+		if t, ok := s.fw.(OptionsTaker); !ok || !t.TakesOptions(s.Options) {
+			return nil, fmt.Errorf("settings of type %T are not for the %s personality", s.Options, s.Personality)
 		}
 	}
 	if c, ok := s.fw.(Checker); ok {

@@ -1,7 +1,8 @@
 // Package core is the simulated device without its firmware: the chip, its
 // SDK and its flash. A personality (a Firmware, registered with Register)
-// says what runs on it; sim/rawhttp, sim/espota, sim/form and
-// sim/elegantota are the families so far, and sim assembles them.
+// says what runs on it; sim/rawhttp, sim/espota, sim/form,
+// sim/elegantota and sim/esphome are the families so far, and sim
+// assembles them. A family's own settings travel in Config.Options.
 //
 // What the core mirrors (docs/device-behaviour.md lists the sources):
 //
@@ -34,6 +35,9 @@
 //     parsing, its own not-found answer, answers framed by the personality
 //     (Request.SendRaw), optionally concurrent and with "100 Continue".
 //     Every request it receives goes to Config.OnRequest first (requests.go).
+//   - Plain TCP (stream.go, Server.Stream): a protocol of the firmware's
+//     own, one connection at a time; the next client waits in the listen
+//     backlog, and a reset leaves the open connection unanswered.
 //   - Faults, behaviours and events (faults.go, behaviour.go, events.go),
 //     drawn from a per-device seeded source so runs reproduce; what a device
 //     tells less of (shapes.go, Config.Omit).

@@ -1,6 +1,7 @@
 package core
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"slices"
@@ -93,6 +94,12 @@ type Checker interface {
 	Check(c *Config) error
 }
 
+// OptionsTaker is a Firmware with settings of its own (Config.Options):
+// TakesOptions reports whether o is of its type (its Check validates them).
+type OptionsTaker interface {
+	TakesOptions(o any) bool
+}
+
 // Teller is a Firmware whose endpoints tell facts that Config.Omit can
 // leave out (an HTTP status endpoint and its keys).
 type Teller interface {
@@ -148,7 +155,7 @@ const (
 )
 
 // Server is one server a firmware runs after a boot: an HTTP server
-// (Routes) or a UDP one (Packet).
+// (Routes), a UDP one (Packet) or a plain TCP one (Stream).
 type Server struct {
 	// Name tells the server in logs ("ota", "web", "espota").
 	Name string
@@ -175,6 +182,14 @@ type Server struct {
 	// again whenever the server must be made anew (a refuse fault ended,
 	// or it went Stale).
 	Packet func(pc net.PacketConn) PacketServer
+	// Stream makes it a plain TCP server (a protocol of its own, not HTTP):
+	// each accepted connection is handed to Stream, one at a time, so a
+	// second client waits in the listen backlog until the first is done
+	// (and is reset by the device's next reboot if it is still queued).
+	// ctx ends when the server stops; on a reset the connection is left
+	// open and unanswered, so Stream must not close c once ctx is done.
+	// The server closes c when Stream returns, unless the device resets.
+	Stream func(ctx context.Context, c net.Conn)
 }
 
 // PacketServer is a UDP server on a device's socket, alive for one boot

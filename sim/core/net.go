@@ -21,6 +21,7 @@ type servers struct {
 type running struct {
 	def  Server
 	http *httpd         // Routes
+	tcp  *streamd       // Stream
 	pkt  PacketServer   // Packet
 	pc   net.PacketConn // the socket pkt runs on
 }
@@ -198,7 +199,11 @@ func (d *Device) startServers() error {
 				return err
 			}
 			ports[def.Port] = portOf(ln.Addr())
-			r.http = newHTTPD(d, def, ln)
+			if def.Stream != nil {
+				r.tcp = newStreamd(d, def, ln)
+			} else {
+				r.http = newHTTPD(d, def, ln)
+			}
 		}
 		srv.list = append(srv.list, r)
 	}
@@ -215,9 +220,12 @@ func (d *Device) startServers() error {
 	d.leftMu.Unlock()
 	d.resetLeftConns()
 	for _, r := range srv.list {
-		if r.http != nil {
+		switch {
+		case r.http != nil:
 			r.http.start()
-		} else {
+		case r.tcp != nil:
+			r.tcp.start()
+		default:
 			r.pkt.Start()
 		}
 	}
@@ -255,9 +263,12 @@ func (d *Device) stopServers(final bool) {
 			}
 		}
 		for _, r := range srv.list {
-			if r.http != nil {
+			switch {
+			case r.http != nil:
 				d.net.left = append(d.net.left, r.http.close(!final)...)
-			} else {
+			case r.tcp != nil:
+				d.net.left = append(d.net.left, r.tcp.close(!final)...)
+			default:
 				r.pkt.Stop()
 			}
 		}
@@ -342,10 +353,14 @@ func (d *Device) closeListeners() {
 		return
 	}
 	for _, r := range srv.list {
-		if r.http != nil {
+		switch {
+		case r.http != nil:
 			r.http.closeListener()
 			d.net.tcp[r.def.Port] = tcpPort{}
-		} else {
+		case r.tcp != nil:
+			r.tcp.closeListener()
+			d.net.tcp[r.def.Port] = tcpPort{}
+		default:
 			r.pkt.Stop()
 			u := &d.net.udp[r.def.Port]
 			u.pc.Close()
@@ -370,12 +385,16 @@ func (d *Device) reopenListeners() error {
 	}
 	for _, r := range srv.list {
 		p := r.def.Port
-		if r.http != nil {
+		if r.http != nil || r.tcp != nil {
 			ln, err := d.takeTCP(&d.net.tcp[p], ports[p])
 			if err != nil {
 				return err
 			}
-			r.http.reopen(ln)
+			if r.http != nil {
+				r.http.reopen(ln)
+			} else {
+				r.tcp.reopen(ln)
+			}
 			continue
 		}
 		pc, err := d.takeUDP(&d.net.udp[p], ports[p])
