@@ -244,6 +244,9 @@ type device struct {
 	probeErr *DeviceError
 	// reached: some try got image bytes to the device.
 	reached bool
+	// sentVia is the transport of the last try that was handed the image
+	// (nil: none was): its Finish, if it has one, ends the device.
+	sentVia Transport
 	// transfer bookkeeping, updated from the transport's events
 	mu    sync.Mutex
 	phase Phase
@@ -554,6 +557,7 @@ func (r *runner) preflight(ctx context.Context, d *device) bool {
 	img := r.img
 	fw := r.fw
 	tr := r.traits(d)
+	d.res.To = r.expectedFor(d).Version
 	refuse := func(format string, a ...any) bool {
 		msg := fmt.Sprintf(format, a...)
 		if r.opts.Force {
@@ -618,7 +622,7 @@ func (r *runner) preflight(ctx context.Context, d *device) bool {
 				d.res.Outcome, d.res.Message = OutcomeSkipped, "already runs this image (same elf_sha256)"
 				return false
 			}
-		case f.ELFSHA256 == "" && f.Version != "" && r.expected.Version != "" && f.Version == r.expected.Version:
+		case f.ELFSHA256 == "" && f.Version != "" && r.expectedFor(d).Version != "" && f.Version == r.expectedFor(d).Version:
 			d.res.Outcome, d.res.Message = OutcomeSkipped, "already on "+f.Version
 			return false
 		}
@@ -664,6 +668,7 @@ func sizeLabel(n int64) string {
 // the device demonstrably did not install it.
 func (r *runner) update(ctx context.Context, d *device, stop *string) {
 	defer r.finish(d)
+	defer r.undo(ctx, d)
 	if ctx.Err() != nil {
 		d.res.Outcome, d.res.Message = OutcomeNotStarted, "interrupted before this device started"
 		return
@@ -887,7 +892,10 @@ func (r *runner) mayHaveTaken(err error, de *DeviceError) (Answer, bool) {
 // Devices that tell their version by mDNS only (Traits.MDNSOnly) are not
 // read: a quick read cannot refresh that.
 func (r *runner) tookEarlier(ctx context.Context, d *device, de *DeviceError) bool {
-	if ctx.Err() != nil || r.opts.NoVerify || r.opts.Observer == nil || r.traits(d).MDNSOnly || !r.expected.Known() {
+	// A family that must not be read while it may be installing is not
+	// read between tries either: the verification after an upload waits
+	// for it first.
+	if ctx.Err() != nil || r.opts.NoVerify || r.opts.Observer == nil || r.traits(d).MDNSOnly || r.traits(d).QuietProbe > 0 || !r.expectedFor(d).Known() {
 		return false
 	}
 	if !transient(de.Class) && de.Class != ClassBusy {
@@ -899,7 +907,7 @@ func (r *runner) tookEarlier(ctx context.Context, d *device, de *DeviceError) bo
 		return false
 	}
 	id := identityOf(f)
-	if matches(r.expected, id) != yes || d.facts.Answered && sameBuild(identityOf(d.facts), id) != no {
+	if matches(r.expectedFor(d), id) != yes || d.facts.Answered && sameBuild(identityOf(d.facts), id) != no {
 		return false
 	}
 	r.opts.Logger.Debug("device runs the new image after a failed try", "device", d.label, "version", f.Version, "state", f.State)
@@ -929,7 +937,7 @@ func (r *runner) interruptedMessage(d *device, err error) string {
 // False leaves the failure to the class's retries: the device could not
 // hold the image, cannot be read, or demonstrably did not install it.
 func (r *runner) failurePage(ctx context.Context, d *device, err error, de *DeviceError) bool {
-	if !MayHaveTakenAll(err, r.fw.Size()) || r.opts.NoVerify || r.opts.Observer == nil || !r.expected.Known() {
+	if !MayHaveTakenAll(err, r.fw.Size()) || r.opts.NoVerify || r.opts.Observer == nil || !r.expectedFor(d).Known() {
 		return false
 	}
 	d.mu.Lock()
@@ -1008,13 +1016,36 @@ func (r *runner) try(ctx context.Context, d *device) error {
 	if tr == nil {
 		return &DeviceError{Class: ClassRejected, Reason: fmt.Sprintf("no %s transport configured", d.proto)}
 	}
-	cred := r.opts.Credentials
+	d.sentVia = tr
+	return tr.Send(ctx, d.t, r.fw, r.credentials(d), func(e Event) { r.emit(d, e) })
+}
+
+// credentials are d's: its own, else the run's.
+func (r *runner) credentials(d *device) Credentials {
 	if r.opts.CredentialsFor != nil {
 		if c, ok := r.opts.CredentialsFor(d.t); ok {
-			cred = c
+			return c
 		}
 	}
-	return tr.Send(ctx, d.t, r.fw, cred, func(e Event) { r.emit(d, e) })
+	return r.opts.Credentials
+}
+
+// undoTimeout bounds a transport's Finish.
+const undoTimeout = 30 * time.Second
+
+// undo lets the transport that was handed the image end what it began
+// on the device (Finisher), once d's outcome is final, even after an
+// interrupt; what went wrong becomes a warning.
+func (r *runner) undo(ctx context.Context, d *device) {
+	fin, ok := d.sentVia.(Finisher)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
+	defer cancel()
+	if w := fin.Finish(ctx, d.t, r.credentials(d)); w != "" {
+		d.res.Warnings = append(d.res.Warnings, w)
+	}
 }
 
 func transient(c Class) bool {
@@ -1068,6 +1099,23 @@ func deviceErrorOf(err error) *DeviceError {
 func oneLine(err error) string {
 	s := err.Error()
 	return strings.ReplaceAll(s, "\n", " ")
+}
+
+// expectedFor is the identity d must be seen running: the run's, or only
+// --expect-version where d's family never reports an image's own
+// (Traits.NoImageIdentity).
+func (r *runner) expectedFor(d *device) Identity {
+	return r.expectedWith(r.traits(d))
+}
+
+func (r *runner) expectedWith(tr Traits) Identity {
+	if !tr.NoImageIdentity {
+		return r.expected
+	}
+	if r.fw != nil && r.fw.Filesystem {
+		return Identity{}
+	}
+	return Identity{Version: r.opts.ExpectVersion}
 }
 
 // expectedIdentity is what the device must be seen running: the image's

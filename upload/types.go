@@ -27,17 +27,21 @@ const (
 	// ElegantOTA is ElegantOTA v3: GET /ota/start, then a multipart POST
 	// /ota/upload (docs/protocols/elegantota.md).
 	ElegantOTA Protocol = "elegantota"
+	// Tasmota is Tasmota's web upload (GET /up, multipart POST /u2) or,
+	// by URL, its OtaUrl and Upgrade commands over /cm
+	// (docs/protocols/tasmota.md).
+	Tasmota Protocol = "tasmota"
 )
 
 // ParseProtocol reads a --protocol value.
 func ParseProtocol(s string) (Protocol, error) {
 	switch p := Protocol(s); p {
-	case Auto, HTTP, Espota, Form, ElegantOTA:
+	case Auto, HTTP, Espota, Form, ElegantOTA, Tasmota:
 		return p, nil
 	case "":
 		return Auto, nil
 	}
-	return "", fmt.Errorf("unknown protocol %q (want auto, http, espota, form or elegantota)", s)
+	return "", fmt.Errorf("unknown protocol %q (want auto, http, espota, form, elegantota or tasmota)", s)
 }
 
 // Firmware is the image to send: read once, shared read-only by every upload.
