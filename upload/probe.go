@@ -101,11 +101,11 @@ func ChooseProtocol(ctx context.Context, t Target, h Hint, connectTimeout time.D
 	switch {
 	case d.Web:
 		out.Port = webPortOr80(t)
-	case t.Port == 0 && (out.Protocol == Form || out.Protocol == ElegantOTA) && !d.Probed:
+	case t.Port == 0 && (out.Protocol == Form || out.Protocol == ElegantOTA || out.Protocol == Tasmota) && !d.Probed:
 		// Named by word, with no port given (detect sends no probe then):
 		// the web server these libraries upload on, not the OTA port.
 		out.Port = webPortOr80(t)
-	case t.Port == 0 && (out.Protocol == Form || out.Protocol == ElegantOTA):
+	case t.Port == 0 && (out.Protocol == Form || out.Protocol == ElegantOTA || out.Protocol == Tasmota):
 		// Found at the OTA port itself: the transports' default is 80.
 		out.Port = 3232
 	}
@@ -123,7 +123,7 @@ func webPortOr80(t Target) int {
 
 // named: a protocol the user or the inventory named (not auto).
 func named(p Protocol) bool {
-	return p == HTTP || p == Espota || p == Form || p == ElegantOTA
+	return p == HTTP || p == Espota || p == Form || p == ElegantOTA || p == Tasmota
 }
 
 // failureClass is the runner's class of a detection failure.

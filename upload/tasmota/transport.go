@@ -49,10 +49,11 @@ const (
 // break the flash.
 const (
 	QuietProbe = 2 * time.Second
-	// QuietHold: the success page of the upgrade reloads after 24 s on an
-	// ESP8266 (10 s on an ESP32); a device not seen away by then restarted
-	// between two connects, or not at all.
-	QuietHold = 30 * time.Second
+	// QuietHold: Tasmota restarts a second or two after it answered the
+	// upload (or, by URL, after it fetched the last byte: it writes while
+	// it downloads); a device not seen away 10 s later restarted between
+	// two connects, or not at all, and is no longer writing its flash.
+	QuietHold = 10 * time.Second
 )
 
 // Transport upgrades Tasmota devices by file or, with ViaURL, by URL.

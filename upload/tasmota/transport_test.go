@@ -411,7 +411,18 @@ func TestByURL(t *testing.T) {
 			tg := startFake(t, dev)
 			tr := &Transport{ViaURL: true, Server: srv}
 			cred := upload.Credentials{Password: auth.NewSecret("pw")}
-			err := tr.Send(testkit.Ctx(t), tg, fw, cred, nil)
+			var msgs []string
+			var mu sync.Mutex
+			err := tr.Send(testkit.Ctx(t), tg, fw, cred, func(e upload.Event) {
+				mu.Lock()
+				msgs = append(msgs, e.Message)
+				mu.Unlock()
+			})
+			for _, m := range msgs {
+				if strings.Contains(m, "0123456789abcdef01234567") {
+					t.Errorf("the URL's token in an event: %q", m)
+				}
+			}
 			switch {
 			case tc.refused != "":
 				var re *upload.RefusedError

@@ -338,7 +338,7 @@ func (h *Transport) sendByURL(ctx context.Context, t upload.Target, fw *upload.F
 	// From here the device's OtaUrl may change: Finish puts it back.
 	key := t.Addr()
 	srv.setRestore(key, st.OtaURL)
-	emit(upload.Event{Phase: upload.PhaseConnecting, Total: total, Message: "telling the device to fetch its new image from " + u})
+	emit(upload.Event{Phase: upload.PhaseConnecting, Total: total, Message: "telling the device to fetch its new image from " + hideToken(u)})
 	if _, err := h.command(ctx, t, authz, "Backlog OtaUrl "+u+"; Upgrade 1"); err != nil {
 		var de *upload.DeviceError
 		if errors.As(err, &de) && de.Status != 0 {
@@ -413,6 +413,17 @@ func (h *Transport) awaitFetch(ctx context.Context, srv *Server, set *fileSet, f
 				Reason: "stopped while waiting for the device to fetch its image (last: " + last + ")"}
 		}
 	}
+}
+
+// hideToken is a served URL without its path token, which is the server's
+// only secret: "http://IP:PORT/…/fw.bin".
+func hideToken(u string) string {
+	rest, ok := strings.CutPrefix(u, "http://")
+	host, path, ok2 := strings.Cut(rest, "/")
+	if !ok || !ok2 {
+		return "push's file server"
+	}
+	return "http://" + host + "/…/" + path[strings.LastIndexByte(path, '/')+1:]
 }
 
 // describe words one fetch for the user.
