@@ -157,7 +157,7 @@ func (r *runner) verify(ctx context.Context, d *device, s verifySpec) Verdict {
 			return r.worded(v, o, false)
 		}
 	}
-	verifying := false
+	verifying, loader := false, ""
 	for {
 		at := time.Now()
 		f, err := r.observe(ctx, s.target)
@@ -168,6 +168,10 @@ func (r *runner) verify(ctx context.Context, d *device, s verifySpec) Verdict {
 			f.Answered = false
 		}
 		obs = append(obs, Observation{At: at, End: time.Now(), Silent: f.Silent && !f.Answered, Facts: f})
+		if f.Answered && f.Intermediate != "" && f.Intermediate != loader {
+			loader = f.Intermediate
+			r.emit(d, Event{Phase: PhaseRebooting, Message: "the device runs its " + loader + " image, a step of the upgrade; waiting for the new firmware"})
+		}
 		if !verifying && f.Answered && f.Intermediate == "" && identityOf(f).Known() && matches(expected, identityOf(f)) == yes {
 			verifying = true
 			r.emit(d, Event{Phase: PhaseVerifying, Message: "the device runs the new image; checking it stays"})

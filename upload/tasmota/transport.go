@@ -179,6 +179,23 @@ func (h *Transport) sendFile(ctx context.Context, t upload.Target, fw *upload.Fi
 	addr, host := post.HostPort(t.Host, t.Port, DefaultPort)
 	redact := post.Redactor(cred)
 
+	emit(upload.Event{Phase: upload.PhaseConnecting, Total: fw.Size(), Message: "reading the device's Status 0 (its chip and free space)"})
+	if body, err := h.command(ctx, t, authz, "Status 0"); err == nil {
+		if st, _ := devinfo.ParseTasmotaStatus(body); st.Chip() == "esp8266" && st.FreeKiB != nil && len(fw.Data) > 0 && fw.Data[0] == 0xE9 && fw.Size() > *st.FreeKiB*1024 {
+			// Its updater would fail at the first byte past the free space
+			// ("Not enough space", on a 200 page), the whole upload spent.
+			return &upload.RefusedError{Reason: fmt.Sprintf("the image (%s) does not fit in this ESP8266's free program space (%d KiB): Tasmota upgrades it in two steps through its -minimal image; use --via-url with tasmota-minimal.bin beside the firmware, or upload the minimal image first", post.ByteCount(fw.Size()), *st.FreeKiB)}
+		}
+	} else {
+		var de *upload.DeviceError
+		if !errors.As(err, &de) || de.Status == 0 || de.Class == upload.ClassAuth {
+			// No answer (the Referer check's silence, a connect that
+			// failed), or the credentials: the page would get the same.
+			return err
+		}
+		// Another answer (no /cm?): the upgrade page may still be there.
+		h.log().Debug("Status 0 not read before the upload", "addr", addr, "err", err)
+	}
 	emit(upload.Event{Phase: upload.PhaseConnecting, Total: fw.Size(), Message: "opening the device's upgrade page (GET " + upPath + ")"})
 	a, err := post.Exchange(ctx, h.smallConfig(), addr, "GET "+upPath, post.Head("GET", upPath, host, referer(host), authz))
 	if err != nil {

@@ -141,6 +141,8 @@ func (f *fakeTasmota) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.log("CMD " + cmnd)
 		w.Header().Set("Content-Type", "application/json")
 		switch {
+		case cmnd == "Status 0" && f.status0 == "-":
+			http.NotFound(w, r)
 		case cmnd == "Status 0":
 			_, _ = io.WriteString(w, f.status0)
 		case strings.HasPrefix(cmnd, "Backlog OtaUrl "):
@@ -194,17 +196,21 @@ func TestByFile(t *testing.T) {
 		reason   string
 		requests []string
 		idle     time.Duration
+		refused  string
 	}{
-		{name: "success page", dev: &fakeTasmota{uploadPage: pageOK}, requests: []string{"GET /up", "POST /u2?fsz=70000"}},
-		{name: "failure page is no decision", dev: &fakeTasmota{uploadPage: pageFailed}, requests: []string{"GET /up", "POST /u2?fsz=70000"}},
-		{name: "German success", dev: &fakeTasmota{uploadPage: pageDeOK}, requests: []string{"GET /up", "POST /u2?fsz=70000"}},
-		{name: "German failure", dev: &fakeTasmota{uploadPage: pageDeFail}, requests: []string{"GET /up", "POST /u2?fsz=70000"}},
-		{name: "password", dev: &fakeTasmota{uploadPage: pageOK, password: "s3cret"}, cred: pw, requests: []string{"GET /up", "POST /u2?fsz=70000"}},
-		{name: "password missing", dev: &fakeTasmota{password: "s3cret"}, class: upload.ClassAuth, status: 401, reason: "pass --password", requests: []string{"401 /up"}},
-		{name: "password wrong", dev: &fakeTasmota{password: "other"}, cred: pw, class: upload.ClassAuth, status: 401, reason: "check --password", requests: []string{"401 /up"}},
-		{name: "Referer gate's silence", dev: &fakeTasmota{gate: "strict-other"}, class: upload.ClassNetwork, reason: "Referer check", requests: []string{"SILENCE /up"}},
-		{name: "Referer gate holding the connection", dev: &fakeTasmota{gate: "strict-other", hangOnGate: true}, idle: 500 * time.Millisecond, class: upload.ClassTimeout, reason: "Referer check", requests: []string{"SILENCE /up"}},
-		{name: "upload 500", dev: &fakeTasmota{uploadCode: 500, uploadPage: "oops"}, class: upload.ClassRejected, status: 500, requests: []string{"GET /up", "POST /u2?fsz=70000"}},
+		{name: "success page", dev: &fakeTasmota{uploadPage: pageOK}, requests: []string{"CMD Status 0", "GET /up", "POST /u2?fsz=70000"}},
+		{name: "failure page is no decision", dev: &fakeTasmota{uploadPage: pageFailed}, requests: []string{"CMD Status 0", "GET /up", "POST /u2?fsz=70000"}},
+		{name: "German success", dev: &fakeTasmota{uploadPage: pageDeOK}, requests: []string{"CMD Status 0", "GET /up", "POST /u2?fsz=70000"}},
+		{name: "German failure", dev: &fakeTasmota{uploadPage: pageDeFail}, requests: []string{"CMD Status 0", "GET /up", "POST /u2?fsz=70000"}},
+		{name: "password", dev: &fakeTasmota{uploadPage: pageOK, password: "s3cret"}, cred: pw, requests: []string{"CMD Status 0", "GET /up", "POST /u2?fsz=70000"}},
+		{name: "password missing", dev: &fakeTasmota{password: "s3cret"}, class: upload.ClassAuth, status: 401, reason: "pass --password", requests: []string{"401 /cm"}},
+		{name: "password wrong", dev: &fakeTasmota{password: "other"}, cred: pw, class: upload.ClassAuth, status: 401, reason: "check --password", requests: []string{"401 /cm"}},
+		{name: "Referer gate's silence", dev: &fakeTasmota{gate: "strict-other"}, class: upload.ClassNetwork, reason: "Referer check", requests: []string{"SILENCE /cm"}},
+		{name: "Referer gate holding the connection", dev: &fakeTasmota{gate: "strict-other", hangOnGate: true}, idle: 500 * time.Millisecond, class: upload.ClassTimeout, reason: "Referer check", requests: []string{"SILENCE /cm"}},
+		{name: "ESP8266 image too large for its free space", dev: &fakeTasmota{status0: status0("14.2.0(tasmota)", "ESP8266EX", "http://x/tasmota.bin", 40)}, refused: "two steps", requests: []string{"CMD Status 0"}},
+		{name: "ESP8266 image that fits", dev: &fakeTasmota{status0: status0("14.2.0(tasmota)", "ESP8266EX", "http://x/tasmota.bin", 400), uploadPage: pageOK}, requests: []string{"CMD Status 0", "GET /up", "POST /u2?fsz=70000"}},
+		{name: "no /cm", dev: &fakeTasmota{status0: "-", uploadPage: pageOK}, requests: []string{"CMD Status 0", "GET /up", "POST /u2?fsz=70000"}},
+		{name: "upload 500", dev: &fakeTasmota{uploadCode: 500, uploadPage: "oops"}, class: upload.ClassRejected, status: 500, requests: []string{"CMD Status 0", "GET /up", "POST /u2?fsz=70000"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dev := tc.dev
@@ -222,7 +228,12 @@ func TestByFile(t *testing.T) {
 				idle = 5 * time.Second
 			}
 			err := (&Transport{IdleTimeout: idle}).Send(testkit.Ctx(t), tg, firmware(70000, "/tmp/tasmota.bin"), tc.cred, nil)
-			if tc.class == "" {
+			if tc.refused != "" {
+				var re *upload.RefusedError
+				if !errors.As(err, &re) || !strings.Contains(re.Reason, tc.refused) {
+					t.Fatalf("want refused %q, got %v", tc.refused, err)
+				}
+			} else if tc.class == "" {
 				if err != nil {
 					t.Fatalf("Send: %v", err)
 				}
