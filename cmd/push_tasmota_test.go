@@ -208,6 +208,7 @@ func TestPushViaURLFlags(t *testing.T) {
 		{args: []string{"--via-url", "--protocol", "tasmota", "--serve-addr", "host.example"}, want: "IP address or IP:PORT"},
 		{args: []string{"--via-url", "--protocol", "tasmota", "--filesystem"}, want: "firmware only"},
 		{args: []string{"--protocol", "tasmota", "--filesystem"}, want: "firmware only"},
+		{args: []string{"--protocol", "tasmota", "--expect-version", "14.3.0(tasmota)"}, want: "digits and dots"},
 	} {
 		code, _, errOut := runPushCmd(t, "", append(tc.args, fw, "127.0.0.1")...)
 		if code != ExitUsage || !strings.Contains(errOut, tc.want) {

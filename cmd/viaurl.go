@@ -14,6 +14,9 @@ import (
 // checkViaURL validates --via-url and --serve-addr before any work: the
 // file server is Tasmota's, for firmware images, bound to one IP.
 func (o *pushOptions) checkViaURL(a *app, proto upload.Protocol) error {
+	if proto == upload.Tasmota && o.ExpectVersion != "" && strings.Trim(o.ExpectVersion, "0123456789.") != "" {
+		return a.flagError("expect-version", "Tasmota reports its release as digits and dots (14.3.0 of \"14.3.0(tasmota)\"): give that")
+	}
 	if o.ServeAddr != "" && !o.ViaURL {
 		return a.flagError("serve-addr", "needs --via-url: only the upgrade by URL runs a file server")
 	}
