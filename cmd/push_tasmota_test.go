@@ -168,6 +168,7 @@ func TestPushTasmota(t *testing.T) {
 		{name: "by URL", args: []string{"--via-url", "--expect-version", "14.3.0"}, want: "updated", viaURL: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			d := startTasmotaDevice(t, "s3cret")
 			old := d.otaURL
 			args := append(append(append([]string{}, pushFast...), "--protocol", "tasmota", "--password", "s3cret", "--json"), tc.args...)

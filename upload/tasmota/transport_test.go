@@ -588,3 +588,37 @@ func TestFindFiles(t *testing.T) {
 		}
 	}
 }
+
+// TestFetchedGoesToItsDevice: a fetch reaches the device whose MAC it
+// carries, wherever it came from; without a MAC, the devices at its
+// address.
+func TestFetchedGoesToItsDevice(t *testing.T) {
+	s := &Server{}
+	a, stopA := s.watch(netip.MustParseAddr("127.0.0.1"), "AA:AA:AA:AA:AA:AA")
+	defer stopA()
+	b, stopB := s.watch(netip.MustParseAddr("127.0.0.1"), "BB:BB:BB:BB:BB:BB")
+	c, stopC := s.watch(netip.MustParseAddr("127.0.0.2"), "")
+	defer stopC()
+	got := func(ch chan Fetch) int {
+		n := 0
+		for {
+			select {
+			case <-ch:
+				n++
+			default:
+				return n
+			}
+		}
+	}
+	s.fetched(Fetch{Name: "fw.bin", Remote: "127.0.0.9:1000", MAC: "bb:bb:bb:bb:bb:bb"})
+	s.fetched(Fetch{Name: "fw.bin", Remote: "127.0.0.1:1000"})
+	s.fetched(Fetch{Name: "fw.bin", Remote: "127.0.0.2:1000", MAC: "CC:CC:CC:CC:CC:CC"})
+	if na, nb, nc := got(a), got(b), got(c); na != 1 || nb != 2 || nc != 1 {
+		t.Fatalf("fetches handed: a %d, b %d, c %d; want 1, 2, 1", na, nb, nc)
+	}
+	stopB()
+	s.fetched(Fetch{Name: "fw.bin", Remote: "127.0.0.1:1000", MAC: "BB:BB:BB:BB:BB:BB"})
+	if na, nb := got(a), got(b); na != 0 || nb != 0 {
+		t.Fatalf("after stop: a %d, b %d", na, nb)
+	}
+}

@@ -72,7 +72,7 @@ type Server struct {
 	mu      sync.Mutex
 	set     *fileSet
 	servers map[string]FileServer // by bind address
-	watches map[netip.Addr]chan Fetch
+	watches map[*watcher]bool
 	// restore is the OtaUrl each device told before push set its own
 	// (by target address), until Finish puts it back.
 	restore map[string]string
@@ -203,38 +203,59 @@ func (s *Server) serverFor(ip netip.Addr, set *fileSet) (FileServer, error) {
 	return fs, nil
 }
 
-// fetched logs a fetch and hands it to the device that made it.
+// watcher is one device waiting for its fetches: by its MAC where it told
+// one (the fetch's x-ESP*-STA-MAC says who fetched), else by its address.
+type watcher struct {
+	ip  netip.Addr
+	mac string
+	ch  chan Fetch
+}
+
+// fetched logs a fetch and hands it to the device that made it: the one
+// whose MAC it carries, else those at its address that the MAC does not
+// rule out.
 func (s *Server) fetched(f Fetch) {
 	s.log().Info("device fetched", "name", f.Name, "remote", f.Remote, "mac", f.MAC, "status", f.Status, "bytes", f.Bytes, "range", f.Range)
-	ap, err := netip.ParseAddrPort(f.Remote)
-	if err != nil {
-		return
+	var ip netip.Addr
+	if ap, err := netip.ParseAddrPort(f.Remote); err == nil {
+		ip = ap.Addr().Unmap()
 	}
 	s.mu.Lock()
-	ch := s.watches[ap.Addr().Unmap()]
+	var to []*watcher
+	for w := range s.watches {
+		if f.MAC != "" && w.mac != "" && strings.EqualFold(w.mac, f.MAC) {
+			to = append(to, w)
+		}
+	}
+	if len(to) == 0 {
+		for w := range s.watches {
+			if w.ip == ip && (w.mac == "" || f.MAC == "") {
+				to = append(to, w)
+			}
+		}
+	}
 	s.mu.Unlock()
-	if ch != nil {
+	for _, w := range to {
 		select {
-		case ch <- f:
+		case w.ch <- f:
 		default: // a device fetching in a loop: its waiter reads the latest
 		}
 	}
 }
 
-// watch hands the fetches from ip to the returned channel until stop.
-func (s *Server) watch(ip netip.Addr) (ch chan Fetch, stop func()) {
-	ch = make(chan Fetch, 64)
+// watch hands the fetches of the device at ip (with mac, "" when not
+// known) to the returned channel until stop.
+func (s *Server) watch(ip netip.Addr, mac string) (ch chan Fetch, stop func()) {
+	w := &watcher{ip: ip, mac: mac, ch: make(chan Fetch, 64)}
 	s.mu.Lock()
 	if s.watches == nil {
-		s.watches = map[netip.Addr]chan Fetch{}
+		s.watches = map[*watcher]bool{}
 	}
-	s.watches[ip] = ch
+	s.watches[w] = true
 	s.mu.Unlock()
-	return ch, func() {
+	return w.ch, func() {
 		s.mu.Lock()
-		if s.watches[ip] == ch {
-			delete(s.watches, ip)
-		}
+		delete(s.watches, w)
 		s.mu.Unlock()
 	}
 }
@@ -332,7 +353,7 @@ func (h *Transport) sendByURL(ctx context.Context, t upload.Target, fw *upload.F
 		return &upload.RefusedError{Reason: err.Error()}
 	}
 	u := fs.URL(set.main)
-	fetches, stop := srv.watch(ip)
+	fetches, stop := srv.watch(ip, st.Mac)
 	defer stop()
 
 	// From here the device's OtaUrl may change: Finish puts it back.
