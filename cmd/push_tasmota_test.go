@@ -208,6 +208,8 @@ func TestPushViaURLFlags(t *testing.T) {
 		{args: []string{"--serve-addr", "127.0.0.1", "--protocol", "tasmota"}, want: "needs --via-url"},
 		{args: []string{"--via-url", "--protocol", "tasmota", "--serve-addr", "host.example"}, want: "IP address or IP:PORT"},
 		{args: []string{"--via-url", "--protocol", "tasmota", "--filesystem"}, want: "firmware only"},
+		{args: []string{"--via-url", "--protocol", "tasmota", "--serve-addr", "0.0.0.0:8000"}, want: "wildcard"},
+		{args: []string{"--via-url", "--protocol", "tasmota", "--serve-addr", "[::]"}, want: "wildcard"},
 		{args: []string{"--protocol", "tasmota", "--filesystem"}, want: "firmware only"},
 		{args: []string{"--protocol", "tasmota", "--expect-version", "14.3.0(tasmota)"}, want: "digits and dots"},
 	} {

@@ -30,7 +30,7 @@ func (o *pushOptions) checkViaURL(a *app, proto upload.Protocol) error {
 		return usageErrorf("--via-url sends firmware only: Tasmota's upgrade by URL takes no filesystem image")
 	}
 	if o.ServeAddr != "" {
-		if _, err := parseServeAddr(o.ServeAddr); err != nil {
+		if err := checkServeAddr(o.ServeAddr); err != nil {
 			return a.flagError("serve-addr", "%v", err)
 		}
 	}
@@ -48,6 +48,20 @@ func parseServeAddr(s string) (netip.AddrPort, error) {
 		return netip.AddrPort{}, errBadServeAddr
 	}
 	return netip.AddrPortFrom(a, 0), nil
+}
+
+// checkServeAddr refuses what the file server must not bind: a wildcard
+// would offer the image (and the Wi-Fi credentials in it) on every
+// network this host is on.
+func checkServeAddr(s string) error {
+	ap, err := parseServeAddr(s)
+	if err != nil {
+		return err
+	}
+	if ap.Addr().IsUnspecified() {
+		return errors.New("a wildcard address would serve the image on every network this host is on: give this host's address on the devices' network")
+	}
+	return nil
 }
 
 var errBadServeAddr = errors.New("want an IP address or IP:PORT")
