@@ -69,7 +69,8 @@ type Target struct {
 	ReadJSON bool
 	// Tasmota: the device runs Tasmota, whose only source is Status 0 over
 	// its HTTP API on Port (GET /cm, with the Referer its check wants);
-	// nothing else is asked.
+	// nothing else is asked. Port is its web port (0 still means 3232:
+	// give 80).
 	Tasmota bool
 	// Authorization is the Authorization header's value for Tasmota's
 	// /cm ("Basic …"), empty for none. It is never printed.

@@ -8,8 +8,9 @@
 // core: upload/rawhttp (HTTP POST of the raw image, the seed and OTS
 // firmware), upload/espota (Arduino's espota), upload/form (the Arduino
 // upload form), upload/elegantota (ElegantOTA v3) and upload/tasmota
-// (Tasmota, by file or by URL); the HTTP ones share upload/internal/post. What the runner must know of a family's devices,
-// its transport reports as Traits (and, where a protocol's families differ
+// (Tasmota, by file or by URL); the HTTP ones share upload/internal/post.
+// What the runner must know of a family's devices, its transport reports
+// as Traits (and, where a protocol's families differ
 // per device, as a Screener's refusal); a failure after which nothing may
 // be sent again says so in DeviceError.NoRetry. A target's protocol comes
 // from the target, from Options.Probe (cmd/ hands it the detection table,
