@@ -59,6 +59,9 @@ type pushOptions struct {
 	HostPort    int
 	MD5Password bool
 
+	ViaURL    bool
+	ServeAddr string
+
 	sel    selectOptions
 	mdns   mdnsOptions
 	Browse time.Duration
@@ -127,7 +130,7 @@ func newPushCmd(a *app) *cobra.Command {
 	c.ValidArgsFunction = completePush(a)
 	o.policyFlags.bind(c)
 	f := c.Flags()
-	f.StringVar(&o.Protocol, "protocol", "auto", "auto (decide per device: docs/protocols/README.md), http (the image as a raw POST body: seed and OTS firmware), espota (ArduinoOTA), form (a multipart POST /update: HTTPUpdateServer, ESP8266HTTPUpdateServer, ESPEasy) or elegantota (ElegantOTA v3); wins over the inventory's protocol:")
+	f.StringVar(&o.Protocol, "protocol", "auto", "auto (decide per device: docs/protocols/README.md), http (the image as a raw POST body: seed and OTS firmware), espota (ArduinoOTA), form (a multipart POST /update: HTTPUpdateServer, ESP8266HTTPUpdateServer, ESPEasy) elegantota (ElegantOTA v3) or tasmota (Tasmota's upgrade page, or with --via-url its OtaUrl); wins over the inventory's protocol:")
 	f.IntVar(&o.Port, "port", 0, "OTA port of targets given without one (default 3232; ESP8266 espota devices use 8266)")
 	f.IntVar(&o.WebPort, "web-port", 0, "web port for /api/status (default 80)")
 	f.StringVar(&o.Token, "token", "", "HTTP Bearer token (also $OTS_OTA_TOKEN or the config file)")
@@ -155,19 +158,21 @@ func newPushCmd(a *app) *cobra.Command {
 	f.StringVar(&o.HostIP, "host-ip", "", "espota: local address devices connect back to (default: the one that routes to the device)")
 	f.IntVar(&o.HostPort, "host-port", 0, "espota: local port devices connect back to (default: random)")
 	f.BoolVar(&o.MD5Password, "md5-password", false, "espota: hash the password with MD5 only (espota.py's -m; devices that store an MD5 hash)")
+	f.BoolVar(&o.ViaURL, "via-url", false, "tasmota: devices fetch the image (and a -minimal image beside it) from a file server push runs until it ends; for ESP32 safeboot layouts and the ESP8266 two-step upgrade")
+	f.StringVar(&o.ServeAddr, "serve-addr", "", "with --via-url: the address the file server binds, IP or IP:PORT (default: the local address that routes to each device, any port)")
 	f.DurationVar(&o.Browse, "browse-timeout", 2*time.Second, "how long mDNS may listen (with --all, --group, .local names)")
 	o.sel.bind(c)
 	_ = c.RegisterFlagCompletionFunc("group", completeGroups(a))
 	o.mdns.bind(c, false)
 	_ = c.MarkFlagFilename("password-file")
 	_ = c.RegisterFlagCompletionFunc("protocol", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
-		return []string{"auto", "http", "espota", "form", "elegantota", "wled"}, cobra.ShellCompDirectiveNoFileComp
+		return []string{"auto", "http", "espota", "form", "elegantota", "wled", "tasmota"}, cobra.ShellCompDirectiveNoFileComp
 	})
 	return c
 }
 
 // protocolValues are the --protocol values push speaks (upload.ParseProtocol).
-const protocolValues = "auto, http, espota, form, elegantota or wled"
+const protocolValues = "auto, http, espota, form, elegantota, wled or tasmota"
 
 // pushPlan is everything validated before any work starts.
 type pushPlan struct {
@@ -279,8 +284,14 @@ func (o *pushOptions) check(a *app) (*pushPlan, error) {
 	if o.Filesystem && p.proto == upload.HTTP {
 		return nil, usageErrorf("--filesystem needs espota, form or elegantota: HTTP devices (seed and OTS firmware) have no filesystem upload")
 	}
+	if o.Filesystem && p.proto == upload.Tasmota {
+		return nil, usageErrorf("--filesystem needs espota, form or elegantota: Tasmota's upgrade takes firmware only")
+	}
 	if o.HostIP != "" && net.ParseIP(o.HostIP) == nil {
 		return nil, a.flagError("host-ip", "not an IP address")
+	}
+	if err := o.checkViaURL(a, p.proto); err != nil {
+		return nil, err
 	}
 	if !o.Filesystem {
 		if err := o.policyFlags.resolve(a); err != nil {
@@ -402,7 +413,7 @@ func parseTarget(s string, port, webPort int, proto upload.Protocol) (upload.Tar
 		// then it is that uploader's page (ElegantOTA's and
 		// HTTPUpdateServer's users know their device by http://HOST/update).
 		t.Protocol = upload.HTTP
-		if proto == upload.Form || proto == upload.ElegantOTA || proto == upload.WLED {
+		if proto == upload.Form || proto == upload.ElegantOTA || proto == upload.WLED || proto == upload.Tasmota {
 			t.Protocol = proto
 		}
 		t.Host = u.Hostname()
@@ -547,8 +558,15 @@ func runPush(ctx context.Context, a *app, o *pushOptions) error {
 	}
 	opts := p.opts
 	opts.Logger = a.log
-	opts.Observer = &upload.DeviceObserver{Timeout: opts.ProbeTimeout, TXT: pt.txt, ExpectVersion: opts.ExpectVersion}
 	opts.CredentialsFor = pt.credentialsFor
+	opts.Observer = &upload.DeviceObserver{Timeout: opts.ProbeTimeout, TXT: pt.txt, ExpectVersion: opts.ExpectVersion,
+		// Tasmota's Status 0 behind a web password needs the device's.
+		Credentials: func(t upload.Target) upload.Credentials {
+			if c, ok := pt.credentialsFor(t); ok {
+				return c
+			}
+			return opts.Credentials
+		}}
 	transports, closeTransports, err := pushTransports(o, a.log)
 	if err != nil {
 		return err

@@ -35,10 +35,10 @@ func startWebFake(t *testing.T, cfg fakedev.WebConfig) *fakedev.WebDevice {
 func TestPushProtocolWebUploaders(t *testing.T) {
 	fw := writeTestFirmware(t, "1.0.1")
 	t.Run("reserved", func(t *testing.T) {
-		for _, p := range []string{"tasmota", "esphome", "ESPHome"} {
+		for _, p := range []string{"esphome", "ESPHome"} {
 			code, _, errOut := runPushCmd(t, "", "--protocol", p, fw, "127.0.0.1")
 			if code != ExitUsage || !strings.Contains(errOut, "reserved for a family ots-ota recognises but does not speak yet") ||
-				!strings.Contains(errOut, "want auto, http, espota, form, elegantota or wled") {
+				!strings.Contains(errOut, "want auto, http, espota, form, elegantota, wled or tasmota") {
 				t.Errorf("--protocol %s: exit %d: %s", p, code, errOut)
 			}
 		}

@@ -10,6 +10,7 @@ import (
 	"github.com/ots-ota/ots-ota/upload/form"
 	"github.com/ots-ota/ots-ota/upload/rawhttp"
 	"github.com/ots-ota/ots-ota/upload/wled"
+	"github.com/ots-ota/ots-ota/upload/tasmota"
 )
 
 // pushTransports builds the transport of every protocol family push speaks,
@@ -18,21 +19,24 @@ import (
 // its database/sql drivers: a new family is one more entry here. closeAll
 // releases what the transports share: the one connect-back listener that
 // serves every espota upload (an explicit --host-ip is bound now, so a taken
-// port fails before any device is touched).
+// port fails before any device is touched) and Tasmota's file servers
+// (--via-url), which serve the image until the push ends.
 func pushTransports(o *pushOptions, log *slog.Logger) (transports map[upload.Protocol]upload.Transport, closeAll func(), err error) {
 	ln, err := espota.NewListener(o.HostIP, o.HostPort, log)
 	if err != nil {
 		return nil, nil, fmt.Errorf("espota connect-back listener: %v", err)
 	}
+	files := &tasmota.Server{Serve: serveFiles(log), Route: routeAddr, Addr: o.ServeAddr, Logger: log}
 	return map[upload.Protocol]upload.Transport{
 		upload.HTTP: &rawhttp.Transport{ConnectTimeout: o.ConnectTimeout, IdleTimeout: o.IdleTimeout, Logger: log},
 		upload.Espota: &espota.Transport{Listener: ln, ConnectTimeout: o.ConnectTimeout, IdleTimeout: o.IdleTimeout,
 			MD5Password: o.MD5Password, Logger: log},
-		// The Arduino web uploaders. The detection table still refuses
-		// their families; a target reaches these by its protocol.
+		// The web uploaders: the Arduino libraries, WLED and Tasmota.
 		upload.Form:       &form.Transport{ConnectTimeout: o.ConnectTimeout, IdleTimeout: o.IdleTimeout, Logger: log},
 		upload.ElegantOTA: &elegantota.Transport{ConnectTimeout: o.ConnectTimeout, IdleTimeout: o.IdleTimeout, Logger: log},
 		// --force skips WLED's release check, on both sides (skipValidation=1).
 		upload.WLED: &wled.Transport{ConnectTimeout: o.ConnectTimeout, IdleTimeout: o.IdleTimeout, SkipValidation: o.Force, Logger: log},
-	}, func() { ln.Close() }, nil
+		upload.Tasmota: &tasmota.Transport{ConnectTimeout: o.ConnectTimeout, IdleTimeout: o.IdleTimeout, Logger: log,
+			ViaURL: o.ViaURL, Server: files},
+	}, func() { ln.Close(); files.Close() }, nil
 }

@@ -104,7 +104,7 @@ func Decide(ev Evidence) Decision {
 	if ev.Word == Espota {
 		return Decision{Protocol: Espota, Why: "espota set by " + ev.WordFrom}
 	}
-	if ev.Word == ProtoForm || ev.Word == ProtoElegantOTA || ev.Word == ProtoWLED {
+	if ev.Word == ProtoForm || ev.Word == ProtoElegantOTA || ev.Word == ProtoWLED || ev.Word == ProtoTasmota {
 		// A web uploader's protocol by word: no probe, as for espota (a
 		// form behind a password shows no family to the probes).
 		return Decision{Protocol: ev.Word, Why: string(ev.Word) + " set by " + ev.WordFrom}

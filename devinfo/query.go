@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ots-ota/ots-ota/auth"
 	"github.com/ots-ota/ots-ota/detect"
 )
 
@@ -26,6 +27,7 @@ const (
 	FromTXT       Source = "txt"         // the mDNS TXT record
 	FromJSON      Source = "/json"       // ESPEasy's GET /json on the web port
 	FromProbe     Source = "tcp-probe"   // a TCP connect to the OTA port
+	FromTasmota   Source = "Status 0"    // Tasmota's GET /cm?cmnd=Status%200
 	FromTarget    Source = "target"      // given by the caller (inventory, flag)
 )
 
@@ -69,6 +71,14 @@ type Target struct {
 	// asked, WLED's one server (it serves no /ota/status and no
 	// /api/status).
 	WLED bool
+	// Tasmota: the device runs Tasmota, whose only source is Status 0 over
+	// its HTTP API on Port (GET /cm, with the Referer its check wants);
+	// nothing else is asked. Port is its web port (0 still means 3232:
+	// give 80).
+	Tasmota bool
+	// Authorization is the Authorization header's value for Tasmota's
+	// /cm ("Basic …"), empty for none. It is never printed.
+	Authorization auth.Secret
 }
 
 // Options tune Query. The zero value is usable.
@@ -124,6 +134,9 @@ type Facts struct {
 	// WLED is what WLED's GET /json/info told (Target.WLED), nil when not
 	// read or not WLED's.
 	WLED *WLEDInfo `json:"wled,omitempty"`
+	// Tasmota is what Tasmota's Status 0 told (Target.Tasmota), nil when
+	// not read.
+	Tasmota *TasmotaStatus `json:"tasmota,omitempty"`
 	// Notes say what was tried and failed, one line each.
 	Notes []string `json:"notes,omitempty"`
 	// ConnectErr is the first connect that failed, when the device did not
@@ -192,6 +205,16 @@ func Query(ctx context.Context, t Target, o Options) (Facts, error) {
 		}), nil
 	}
 
+	if t.Tasmota {
+		queryTasmota(ctx, t, addr, o, &f)
+		f.fill(t)
+		if !f.Reachable {
+			connMu.Lock()
+			f.ConnectErr = connErr
+			connMu.Unlock()
+		}
+		return f, nil
+	}
 	// silent: the OTA port timed out, as a rebooting or powered-off device
 	// does; its web port would only spend another timeout.
 	silent := false
@@ -368,15 +391,22 @@ func (f *Facts) fill(t Target) {
 	if f.ESPEasy != nil {
 		easy = *f.ESPEasy
 	}
+	var tas TasmotaStatus
+	if f.Tasmota != nil {
+		tas = *f.Tasmota
+	}
 	tx := func(k string) Fact { return Fact{txt[k], FromTXT} }
 	oa := func(v string) Fact { return Fact{v, FromOTAStatus} }
 
 	// ESPEasy's Git Build is its release tag: the name a user knows the
 	// build by (its Build Time tells builds apart, but nobody knows it
 	// before the build ran).
-	pick(&f.Version, oa(ota.Version), Fact{api.FirmwareVersion, FromAPIStatus}, Fact{easy.GitBuild, FromJSON}, tx("version"))
+	// Tasmota's release is the numeric part of its Version; a loader
+	// image (minimal, safeboot) tells its release too, but is a step of
+	// an upgrade: its caller reads Tasmota.Intermediate().
+	pick(&f.Version, oa(ota.Version), Fact{api.FirmwareVersion, FromAPIStatus}, Fact{easy.GitBuild, FromJSON}, Fact{tas.Release(), FromTasmota}, tx("version"))
 	pick(&f.Project, oa(ota.Project), tx("project"))
-	pick(&f.Chip, oa(ota.Chip), tx("chip"))
+	pick(&f.Chip, oa(ota.Chip), Fact{tas.Chip(), FromTasmota}, tx("chip"))
 	pick(&f.Board, tx("board"))
 	pick(&f.IDF, oa(ota.IDF))
 	pick(&f.Running, oa(ota.Running))
@@ -389,6 +419,8 @@ func (f *Facts) fill(t Target) {
 		f.Uptime = oa(strconv.FormatInt(*ota.UptimeS, 10))
 	case api.Uptime != nil:
 		f.Uptime = Fact{strconv.FormatInt(*api.Uptime, 10), FromAPIStatus}
+	case tas.UptimeS != nil:
+		f.Uptime = Fact{strconv.FormatInt(*tas.UptimeS, 10), FromTasmota}
 	case easy.UptimeMS != nil:
 		// "Uptime" alone (minutes) is no fact here: read a minute apart,
 		// two whole-minute values would look like a restart.
@@ -442,6 +474,8 @@ func (f *Facts) versionReason(t Target) string {
 		return "version not observable: ArduinoOTA firmware exposes no version on the network (add the TXT key version, see docs/firmware.md)"
 	case f.otaAnswered:
 		return "version not observable: /ota/status answered, but its body does not parse (see the note)"
+	case t.Tasmota:
+		return "version not observable: Tasmota's Status 0 told no StatusFWR.Version (see the notes)"
 	case t.ReadJSON:
 		return "version not observable: no /ota/status, no /api/status and no ESPEasy /json (a web uploader tells no version of its own)"
 	case txt == nil:
@@ -500,8 +534,9 @@ func get(ctx context.Context, addr, path string, o Options) ([]byte, error) {
 	return getBody(ctx, addr, path, o, false)
 }
 
-// getBody is get; cut keeps the first maxBody bytes of a longer body.
-func getBody(ctx context.Context, addr, path string, o Options, cut bool) ([]byte, error) {
+// getBody is get; cut keeps the first maxBody bytes of a longer body;
+// headers are added to the request ("Name", "value" pairs).
+func getBody(ctx context.Context, addr, path string, o Options, cut bool, headers ...string) ([]byte, error) {
 	o = o.withDefaults()
 	rctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
@@ -534,6 +569,9 @@ func getBody(ctx context.Context, addr, path string, o Options, cut bool) ([]byt
 		return nil, fmt.Errorf("bad address %q", addr)
 	}
 	req.Header.Set("Accept", "application/json")
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
 	resp, err := cl.Do(req)
 	if err != nil {
 		if detect.IsRefused(err) {

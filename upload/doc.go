@@ -7,10 +7,11 @@
 // a package of its own that implements Transport and imports only this
 // core: upload/rawhttp (HTTP POST of the raw image, the seed and OTS
 // firmware), upload/espota (Arduino's espota), upload/form (the Arduino
-// upload form), upload/elegantota (ElegantOTA v3) and upload/wled (WLED's
-// update page, after its release check); the HTTP ones share
-// upload/internal/post. What the runner must know of a family's devices,
-// its transport reports as Traits (and, where a protocol's families differ
+// upload form), upload/elegantota (ElegantOTA v3), upload/wled (WLED's
+// update page, after its release check) and upload/tasmota (Tasmota, by
+// file or by URL); the HTTP ones share upload/internal/post. What the
+// runner must know of a family's devices, its transport reports as Traits
+// (and, where a protocol's families differ
 // per device, as a Screener's refusal); a failure after which nothing may
 // be sent again says so in DeviceError.NoRetry. A target's protocol comes
 // from the target, from Options.Probe (cmd/ hands it the detection table,

@@ -129,7 +129,7 @@ func named(p Protocol) bool {
 // webUpload: the protocol uploads on the device's web server (port 80
 // unless told), not on an OTA port of its own.
 func webUpload(p Protocol) bool {
-	return p == Form || p == ElegantOTA || p == WLED
+	return p == Form || p == ElegantOTA || p == WLED || p == Tasmota
 }
 
 // failureClass is the runner's class of a detection failure.

@@ -244,6 +244,9 @@ type device struct {
 	probeErr *DeviceError
 	// reached: some try got image bytes to the device.
 	reached bool
+	// sentVia is the transport of the last try that was handed the image
+	// (nil: none was): its Finish, if it has one, ends the device.
+	sentVia Transport
 	// transfer bookkeeping, updated from the transport's events
 	mu    sync.Mutex
 	phase Phase
@@ -665,6 +668,7 @@ func sizeLabel(n int64) string {
 // the device demonstrably did not install it.
 func (r *runner) update(ctx context.Context, d *device, stop *string) {
 	defer r.finish(d)
+	defer r.undo(ctx, d)
 	if ctx.Err() != nil {
 		d.res.Outcome, d.res.Message = OutcomeNotStarted, "interrupted before this device started"
 		return
@@ -888,7 +892,10 @@ func (r *runner) mayHaveTaken(err error, de *DeviceError) (Answer, bool) {
 // Devices that tell their version by mDNS only (Traits.MDNSOnly) are not
 // read: a quick read cannot refresh that.
 func (r *runner) tookEarlier(ctx context.Context, d *device, de *DeviceError) bool {
-	if ctx.Err() != nil || r.opts.NoVerify || r.opts.Observer == nil || r.traits(d).MDNSOnly || !r.expectedFor(d).Known() {
+	// A family that must not be read while it may be installing is not
+	// read between tries either: the verification after an upload waits
+	// for it first.
+	if ctx.Err() != nil || r.opts.NoVerify || r.opts.Observer == nil || r.traits(d).MDNSOnly || r.traits(d).QuietProbe > 0 || !r.expectedFor(d).Known() {
 		return false
 	}
 	if !transient(de.Class) && de.Class != ClassBusy {
@@ -1009,13 +1016,36 @@ func (r *runner) try(ctx context.Context, d *device) error {
 	if tr == nil {
 		return &DeviceError{Class: ClassRejected, Reason: fmt.Sprintf("no %s transport configured", d.proto)}
 	}
-	cred := r.opts.Credentials
+	d.sentVia = tr
+	return tr.Send(ctx, d.t, r.fw, r.credentials(d), func(e Event) { r.emit(d, e) })
+}
+
+// credentials are d's: its own, else the run's.
+func (r *runner) credentials(d *device) Credentials {
 	if r.opts.CredentialsFor != nil {
 		if c, ok := r.opts.CredentialsFor(d.t); ok {
-			cred = c
+			return c
 		}
 	}
-	return tr.Send(ctx, d.t, r.fw, cred, func(e Event) { r.emit(d, e) })
+	return r.opts.Credentials
+}
+
+// undoTimeout bounds a transport's Finish.
+const undoTimeout = 30 * time.Second
+
+// undo lets the transport that was handed the image end what it began
+// on the device (Finisher), once d's outcome is final, even after an
+// interrupt; what went wrong becomes a warning.
+func (r *runner) undo(ctx context.Context, d *device) {
+	fin, ok := d.sentVia.(Finisher)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
+	defer cancel()
+	if w := fin.Finish(ctx, d.t, r.credentials(d)); w != "" {
+		d.res.Warnings = append(d.res.Warnings, w)
+	}
 }
 
 func transient(c Class) bool {
@@ -1071,14 +1101,21 @@ func oneLine(err error) string {
 	return strings.ReplaceAll(s, "\n", " ")
 }
 
-// expectedFor is what device d must be seen running: the expected
-// identity, or only --expect-version for a family whose devices never
-// report the image's own identity (Traits.NoImageIdentity).
+// expectedFor is the identity d must be seen running: the run's, or only
+// --expect-version where d's family never reports an image's own
+// (Traits.NoImageIdentity).
 func (r *runner) expectedFor(d *device) Identity {
-	if r.traits(d).NoImageIdentity {
-		return Identity{Version: r.opts.ExpectVersion}
+	return r.expectedWith(r.traits(d))
+}
+
+func (r *runner) expectedWith(tr Traits) Identity {
+	if !tr.NoImageIdentity {
+		return r.expected
 	}
-	return r.expected
+	if r.fw != nil && r.fw.Filesystem {
+		return Identity{}
+	}
+	return Identity{Version: r.opts.ExpectVersion}
 }
 
 // expectedIdentity is what the device must be seen running: the image's

@@ -1,5 +1,10 @@
 package upload
 
+import (
+	"context"
+	"time"
+)
+
 // ArduinoDefaultSlot is the app slot of arduino-esp32's default partition
 // scheme (tools/partitions/default.csv: app0/app1 of 0x140000).
 const ArduinoDefaultSlot = 0x140000
@@ -36,11 +41,22 @@ type Traits struct {
 	// TCP. When a try reaches nothing, the probe decides again: a device
 	// whose TCP server was not up yet refuses too.
 	Datagram bool
-	// NoImageIdentity: what the devices report as their version is the
-	// firmware's own (WLED's ver), never the image's app descriptor, so
-	// the image tells nothing to expect: the expected identity is
-	// --expect-version alone, and without it verification ends unverified
-	// (image-has-no-identity) once the device is back.
+	// QuietProbe, when > 0: a read of the device while it installs an
+	// image may break its flash (Tasmota's maintainers say so of Status).
+	// After an upload, until the device was seen away and back, the only
+	// thing that reaches it is a TCP connect to its port, at most once
+	// per QuietProbe; its facts are read only then, or once QuietHold has
+	// passed without it being seen away (a restart quicker than the
+	// connects).
+	QuietProbe time.Duration
+	QuietHold  time.Duration
+	// Port is where the family's devices serve when the target names no
+	// port (0: the OTA port's 3232): the quiet connects go there.
+	Port int
+	// NoImageIdentity: what the devices report is never what an image's
+	// app descriptor says (WLED's ver, Tasmota's Version are their own), so
+	// only --expect-version gives an image an identity to verify; without
+	// it verification ends unverified (image-has-no-identity).
 	NoImageIdentity bool
 }
 
@@ -76,4 +92,15 @@ func screen(tr Transport, t Target, fw *Firmware) string {
 		return s.Screen(t, fw)
 	}
 	return ""
+}
+
+// Finisher is a Transport that has something to undo on a device once its
+// outcome is final, whatever it is (Tasmota by URL restores the OtaUrl it
+// set). The runner calls Finish once per device it sent to, after the
+// verification; Finish returns a warning for the user, "" when all went
+// well. ctx is not the push's: it still runs after an interrupt, bounded
+// by the transport.
+type Finisher interface {
+	Transport
+	Finish(ctx context.Context, t Target, cred Credentials) string
 }

@@ -30,17 +30,21 @@ const (
 	// WLED is WLED's multipart POST /update, after a release check
 	// against its GET /json/info (docs/protocols/wled.md).
 	WLED Protocol = "wled"
+	// Tasmota is Tasmota's web upload (GET /up, multipart POST /u2) or,
+	// by URL, its OtaUrl and Upgrade commands over /cm
+	// (docs/protocols/tasmota.md).
+	Tasmota Protocol = "tasmota"
 )
 
 // ParseProtocol reads a --protocol value.
 func ParseProtocol(s string) (Protocol, error) {
 	switch p := Protocol(s); p {
-	case Auto, HTTP, Espota, Form, ElegantOTA, WLED:
+	case Auto, HTTP, Espota, Form, ElegantOTA, WLED, Tasmota:
 		return p, nil
 	case "":
 		return Auto, nil
 	}
-	return "", fmt.Errorf("unknown protocol %q (want auto, http, espota, form, elegantota or wled)", s)
+	return "", fmt.Errorf("unknown protocol %q (want auto, http, espota, form, elegantota, wled or tasmota)", s)
 }
 
 // Firmware is the image to send: read once, shared read-only by every upload.

@@ -234,6 +234,11 @@ func Decide(s VerdictSpec, obs []Observation, now time.Time, final bool) (Verdic
 	if !s.Expected.Known() {
 		return decideNoIdentity(obs, graceOver || s.Unobservable, final || s.Unobservable)
 	}
+	if final {
+		if v, ok := stuckIntermediate(obs, lost); ok {
+			return v, true
+		}
+	}
 	if s.Unobservable {
 		msg := "the device accepted the image but tells no version on the network; not verified"
 		if s.Answer != AnswerNormal {
@@ -404,12 +409,49 @@ func sameIdentityMessage(id Identity) string {
 	return fmt.Sprintf("the device runs the build it ran before (%s) and no restart was seen, so the reinstall is not verified", id)
 }
 
+// stuckIntermediate: the device's latest answer came from a loader image
+// (Facts.Intermediate), a step of the upgrade that never ended in the
+// firmware: failed when it still answers so, unreachable when it went
+// silent after it. ok false when the latest answer came from firmware.
+func stuckIntermediate(obs []Observation, lost string) (Verdict, bool) {
+	var latest *Observation
+	silentAfter := false
+	for i := range obs {
+		o := &obs[i]
+		switch {
+		case o.Facts.Answered:
+			latest, silentAfter = o, false
+		case o.Silent:
+			silentAfter = true
+		}
+	}
+	if latest == nil || latest.Facts.Intermediate == "" {
+		return Verdict{}, false
+	}
+	f := latest.Facts
+	runs := f.Image
+	if runs == "" {
+		runs = f.Version
+	}
+	if silentAfter {
+		return Verdict{Outcome: OutcomeUnreachable, Running: f.Version, Source: f.VersionSource,
+			Message: fmt.Sprintf("last seen running its %s image (%s), a step of the upgrade, then went silent and did not come back%s", f.Intermediate, runs, lost)}, true
+	}
+	return Verdict{Outcome: OutcomeFailed, Running: f.Version, Source: f.VersionSource,
+		Message: fmt.Sprintf("the device still runs its %s image (%s), a step of the upgrade, and did not go on to the new firmware%s: it needs the full image installed (from its own web page, or push again)", f.Intermediate, runs, lost)}, true
+}
+
 // decideNoIdentity: with nothing to compare, the device's return is all
-// that can be seen.
+// that can be seen (a loader image's answer is no return: it goes on).
 func decideNoIdentity(obs []Observation, graceOver, final bool) (Verdict, bool) {
+	if final {
+		if v, ok := stuckIntermediate(obs, ""); ok {
+			return v, true
+		}
+	}
 	answered := false
 	for _, o := range obs {
-		answered = answered || o.Facts.Answered
+		answered = answered || o.Facts.Answered && o.Facts.Intermediate == ""
 	}
 	if answered && graceOver || final && (answered || len(obs) == 0) {
 		return Verdict{Outcome: OutcomeUnverified, Reason: ReasonNoIdentity,
@@ -479,8 +521,10 @@ func walk(s VerdictSpec, obs []Observation) walked {
 			run++
 			continue
 		}
-		if !o.Facts.Answered {
-			run = 0 // a refusal or an error breaks the silence
+		if !o.Facts.Answered || o.Facts.Intermediate != "" {
+			// A refusal or an error breaks the silence; so does a loader
+			// image, which tells nothing of the firmware to come.
+			run = 0
 			continue
 		}
 		restart := run >= silenceReads && obs[i-1].End.Sub(obs[runStart].At) >= silenceSpan

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"strings"
 	"time"
 )
@@ -45,8 +46,16 @@ type Facts struct {
 	// the next restart.
 	Running, Boot string
 	// VersionSource is where Version came from: "/ota/status",
-	// "/api/status", "/json" (ESPEasy) or "txt".
+	// "/api/status", "/json" (ESPEasy), "Status 0" (Tasmota) or "txt".
 	VersionSource string
+	// Intermediate names the loader image the device runs, a step of an
+	// upgrade and never its end ("minimal", "safeboot": Tasmota); ""
+	// when it runs firmware or does not tell. Verification reads on
+	// through it.
+	Intermediate string
+	// Image is the full build name the device tells where Version is
+	// only its release ("14.3.0(tasmota)"), for messages; "" = Version.
+	Image string
 }
 
 // Observer reads what a device tells. Observe returns what it could learn;
@@ -128,8 +137,9 @@ func (r *runner) verify(ctx context.Context, d *device, s verifySpec) Verdict {
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 
+	expected := r.expectedWith(s.traits)
 	spec := VerdictSpec{
-		Expected: r.expectedFor(d), Before: s.before, BeforeAt: s.beforeAt, Accepted: s.accepted, Answer: s.answer, Since: s.since,
+		Expected: expected, Before: s.before, BeforeAt: s.beforeAt, Accepted: s.accepted, Answer: s.answer, Since: s.since,
 		// A device seen only through mDNS TXT that told no version there
 		// before will not tell one now.
 		Unobservable:    s.traits.MDNSOnly && !identityOf(s.before).Known(),
@@ -140,7 +150,14 @@ func (r *runner) verify(ctx context.Context, d *device, s verifySpec) Verdict {
 	}
 	r.emit(d, Event{Phase: PhaseRebooting, Message: "waiting for the device to restart"})
 	var obs []Observation
-	verifying := false
+	if s.traits.QuietProbe > 0 {
+		// Nothing but a TCP connect until the device has restarted.
+		obs = r.quiet(ctx, d, s)
+		if v, done := Decide(spec, obs, time.Now(), false); done {
+			return r.worded(v, o, s.traits, false)
+		}
+	}
+	verifying, loader := false, ""
 	for {
 		at := time.Now()
 		f, err := r.observe(ctx, s.target)
@@ -151,7 +168,11 @@ func (r *runner) verify(ctx context.Context, d *device, s verifySpec) Verdict {
 			f.Answered = false
 		}
 		obs = append(obs, Observation{At: at, End: time.Now(), Silent: f.Silent && !f.Answered, Facts: f})
-		if !verifying && f.Answered && identityOf(f).Known() && matches(spec.Expected, identityOf(f)) == yes {
+		if f.Answered && f.Intermediate != "" && f.Intermediate != loader {
+			loader = f.Intermediate
+			r.emit(d, Event{Phase: PhaseRebooting, Message: "the device runs its " + loader + " image, a step of the upgrade; waiting for the new firmware"})
+		}
+		if !verifying && f.Answered && f.Intermediate == "" && identityOf(f).Known() && matches(expected, identityOf(f)) == yes {
 			verifying = true
 			r.emit(d, Event{Phase: PhaseVerifying, Message: "the device runs the new image; checking it stays"})
 		}
@@ -167,6 +188,62 @@ func (r *runner) verify(ctx context.Context, d *device, s verifySpec) Verdict {
 	}
 	v, _ := Decide(spec, obs, time.Now(), true)
 	return r.worded(v, o, s.traits, true)
+}
+
+// defaultQuietHold is Traits.QuietHold when the family sets none.
+const defaultQuietHold = 30 * time.Second
+
+// quiet waits, with TCP connects only (Traits.QuietProbe), for the device
+// to go away and come back, or for QuietHold to pass with every connect
+// accepted; it returns the connects that met silence, as observations
+// (they count towards a restart). It returns early when ctx ends.
+func (r *runner) quiet(ctx context.Context, d *device, s verifySpec) []Observation {
+	tr := s.traits
+	hold := tr.QuietHold
+	if hold <= 0 {
+		hold = defaultQuietHold
+	}
+	t := s.target
+	if t.Port == 0 && tr.Port != 0 {
+		t.Port = tr.Port
+	}
+	addr := t.Addr()
+	r.emit(d, Event{Phase: PhaseRebooting, Message: fmt.Sprintf("waiting for the device to install the image and restart (nothing but a TCP connect to %s every %s until then)", addr, round(tr.QuietProbe))})
+	var obs []Observation
+	start, away := time.Now(), false
+	for {
+		at := time.Now()
+		up, silent := r.connects(ctx, addr)
+		if ctx.Err() != nil {
+			return obs
+		}
+		switch {
+		case !up:
+			away = true
+			if silent {
+				obs = append(obs, Observation{At: at, End: time.Now(), Silent: true})
+			}
+		case away || time.Since(start) >= hold:
+			return obs
+		}
+		if !sleepCtx(ctx, tr.QuietProbe-time.Since(at)) {
+			return obs
+		}
+	}
+}
+
+// connects reports whether a TCP connect to addr succeeds within the probe
+// timeout (closed at once, nothing sent) and, when not, whether it met
+// silence rather than a refusal.
+func (r *runner) connects(ctx context.Context, addr string) (up, silent bool) {
+	d := net.Dialer{Timeout: r.opts.ProbeTimeout}
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err == nil {
+		c.Close()
+		return true, false
+	}
+	class, _ := ClassifyDial(addr, r.opts.ProbeTimeout, err)
+	return false, class == ClassTimeout || class == ClassUnreachable
 }
 
 // checkHint says how to see what a device runs after push was stopped.

@@ -2,10 +2,12 @@ package upload
 
 import (
 	"context"
+	"encoding/base64"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/ots-ota/ots-ota/auth"
 	"github.com/ots-ota/ots-ota/detect"
 	"github.com/ots-ota/ots-ota/devinfo"
 	"github.com/ots-ota/ots-ota/image"
@@ -30,6 +32,25 @@ type DeviceObserver struct {
 	// expected version is the image's own (its app descriptor's), which no
 	// ESPEasy build tells, so a Git Build would read as another image.
 	ExpectVersion string
+	// Credentials gives a device's credentials, for the families whose
+	// reads need them (Tasmota's /cm behind a WebPassword); nil = none.
+	Credentials func(t Target) Credentials
+}
+
+// TasmotaUser is the one user Tasmota's web server knows.
+const TasmotaUser = "admin"
+
+// TasmotaBasic is the HTTP Basic credential Tasmota takes: cred's user, or
+// TasmotaUser when only a password is given; zero when no password is.
+func TasmotaBasic(cred Credentials) auth.Secret {
+	if cred.Password.IsZero() {
+		return auth.Secret{}
+	}
+	user := cred.User
+	if user == "" {
+		user = TasmotaUser
+	}
+	return auth.NewSecret("Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+cred.Password.Reveal())))
 }
 
 // webUploader: the protocol's devices are Arduino web uploaders
@@ -55,6 +76,17 @@ func (o *DeviceObserver) Observe(ctx context.Context, t Target) (Facts, error) {
 			dt.WebPort = t.Port
 		}
 	}
+	if t.Protocol == Tasmota {
+		// Status 0 on its web server, nothing else: Tasmota tells
+		// everything there.
+		dt.Protocol, dt.Tasmota = devinfo.ProtoHTTP, true
+		if dt.Port == 0 {
+			dt.Port = 80
+		}
+		if o.Credentials != nil {
+			dt.Authorization = TasmotaBasic(o.Credentials(t))
+		}
+	}
 	if webUploader(t.Protocol) {
 		// The upload's web server answers the reads too, unless the
 		// target names another web port.
@@ -72,7 +104,7 @@ func (o *DeviceObserver) Observe(ctx context.Context, t Target) (Facts, error) {
 	if err != nil {
 		return Facts{}, err
 	}
-	if o.TXT != nil && dt.TXT == nil && !df.Version.Known() && ctx.Err() == nil {
+	if o.TXT != nil && dt.TXT == nil && !dt.Tasmota && !df.Version.Known() && ctx.Err() == nil {
 		if dt.TXT = o.TXT(ctx, t); dt.TXT != nil {
 			if df, err = devinfo.Query(ctx, dt, devinfo.Options{Timeout: o.Timeout}); err != nil {
 				return Facts{}, err
@@ -113,6 +145,9 @@ func factsFromDevinfo(df devinfo.Facts, asked Protocol, expect string) Facts {
 			// TXT board/auth_upload on _arduino._tcp: ArduinoOTA (contract §1).
 			f.Protocol = Espota
 		}
+	}
+	if df.Tasmota != nil {
+		f.Intermediate, f.Image = df.Tasmota.Intermediate(), df.Tasmota.Version
 	}
 	if df.OTA != nil {
 		f.ELFSHA256 = df.OTA.ELFSHA256
