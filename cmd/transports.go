@@ -9,8 +9,8 @@ import (
 	"github.com/ots-ota/ots-ota/upload/espota"
 	"github.com/ots-ota/ots-ota/upload/form"
 	"github.com/ots-ota/ots-ota/upload/rawhttp"
-	"github.com/ots-ota/ots-ota/upload/wled"
 	"github.com/ots-ota/ots-ota/upload/tasmota"
+	"github.com/ots-ota/ots-ota/upload/wled"
 )
 
 // pushTransports builds the transport of every protocol family push speaks,
