@@ -101,15 +101,29 @@ func ChooseProtocol(ctx context.Context, t Target, h Hint, connectTimeout time.D
 	switch {
 	case d.Web:
 		out.Port = webPortOr80(t)
-	case t.Port == 0 && (out.Protocol == Form || out.Protocol == ElegantOTA) && !d.Probed:
-		// Named by word, with no port given (detect sends no probe then):
-		// the web server these libraries upload on, not the OTA port.
+	case t.Port == 0 && onWebServer(out.Protocol) && !d.Probed:
+		// Named by word or by mDNS, with no port given (detect sends no
+		// probe then): the web server these firmwares upload on, not the
+		// OTA port.
 		out.Port = webPortOr80(t)
-	case t.Port == 0 && (out.Protocol == Form || out.Protocol == ElegantOTA):
+	case t.Port == 0 && onWebServer(out.Protocol):
 		// Found at the OTA port itself: the transports' default is 80.
 		out.Port = 3232
 	}
 	return out, nil
+}
+
+// The protocols of WLED and Tasmota (detect's words; spoken since issue
+// 19). Their transports live in their own packages.
+const (
+	protoWLED    = Protocol(detect.ProtoWLED)
+	protoTasmota = Protocol(detect.ProtoTasmota)
+)
+
+// onWebServer: p uploads through the device's web server (port 80 unless
+// told), not its OTA port.
+func onWebServer(p Protocol) bool {
+	return p == Form || p == ElegantOTA || p == protoWLED || p == protoTasmota
 }
 
 // webPortOr80 is the device's web port: --web-port or the inventory's,
@@ -123,7 +137,7 @@ func webPortOr80(t Target) int {
 
 // named: a protocol the user or the inventory named (not auto).
 func named(p Protocol) bool {
-	return p == HTTP || p == Espota || p == Form || p == ElegantOTA
+	return p == HTTP || p == Espota || onWebServer(p)
 }
 
 // failureClass is the runner's class of a detection failure.
