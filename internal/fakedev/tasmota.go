@@ -44,8 +44,10 @@ import (
 //     fetch "<name>-minimal<ext>" instead, boot that, and fetch the full
 //     image from the stored OtaUrl again; on an ESP32 safeboot layout the
 //     app restarts into safeboot, which fetches the image.
-//   - Status 0 tells every section; StatusFWR.Version is
-//     "<version>(<image>)"; BootCount counts every boot.
+//   - Status 0 tells every section (the fake: Status, StatusPRM,
+//     StatusFWR, StatusMEM, StatusNET, StatusSTS); StatusFWR.Version is
+//     "<version>(<image>)"; StatusMEM.Free is the free program space in
+//     KiB; BootCount counts every boot.
 
 // TasmotaBuild is a Tasmota build as Status 2 tells it.
 type TasmotaBuild struct {
@@ -675,7 +677,7 @@ func uptimeText(d time.Duration) string {
 // Status section alone.
 func (d *TasmotaDevice) status(n string) string {
 	d.mu.Lock()
-	b, up, boots, ota := d.running, time.Since(d.bootAt), d.bootCount, d.otaURL
+	b, up, boots, ota, free := d.running, time.Since(d.bootAt), d.bootCount, d.otaURL, d.freeSpace()
 	d.mu.Unlock()
 	reason := "Software/System restart"
 	sections := []struct {
@@ -687,6 +689,8 @@ func (d *TasmotaDevice) status(n string) string {
 			"RestartReason": reason, "Uptime": uptimeText(up), "StartupUTC": time.Now().Add(-up).UTC().Format("2006-01-02T15:04:05"),
 			"Sleep": 50, "CfgHolder": 4617, "BootCount": boots, "BCResetTime": "2024-10-20T10:00:00", "SaveCount": 120}},
 		{"2", "StatusFWR", d.fwr(b)},
+		{"4", "StatusMEM", map[string]any{"ProgramSize": 600, "Free": free / 1024, "Heap": 25, "ProgramFlashSize": d.cfg.FlashSize / 1024,
+			"FlashSize": d.cfg.FlashSize / 1024, "FlashChipId": "1640EF", "FlashFrequency": 40, "FlashMode": "DOUT"}},
 		{"5", "StatusNET", map[string]any{"Hostname": d.cfg.Hostname, "IPAddress": "127.0.0.1", "Mac": "AA:BB:CC:A1:B2:C3", "Webserver": 2,
 			"HTTP_API": boolInt(d.cfg.NoRefererCheck)}},
 		{"11", "StatusSTS", d.sts(up)},

@@ -124,6 +124,9 @@ func TestTasmotaServerHeaderAndStatus(t *testing.T) {
 	if prm["BootCount"] != float64(17) || !strings.HasPrefix(prm["Uptime"].(string), "0T01:00:") || prm["OtaUrl"] == "" {
 		t.Errorf("StatusPRM: %v", prm)
 	}
+	if m["StatusMEM"]["Free"] != float64(0x1E0000/1024) {
+		t.Errorf("StatusMEM: %v", m["StatusMEM"])
+	}
 	if up, _ := m["StatusSTS"]["UptimeSec"].(float64); up < 3600 {
 		t.Errorf("StatusSTS: %v", m["StatusSTS"])
 	}
