@@ -106,6 +106,11 @@ type TasmotaConfig struct {
 	// (default 2.5 s); BacklogDelay between Backlog commands (default
 	// 200 ms, SetOption34).
 	UpgradeDelay, RetryDelay, RestartDelay, BootTime, BacklogDelay time.Duration
+	// LoaderDelay is between the boot of a loader build (the ESP8266's
+	// minimal, an ESP32's safeboot) that carries an upgrade on and its
+	// fetch; default 6 s (it sets ota_state_flag to 6, counted down once
+	// a second). The upgrade runs all along: the Status tripwire is armed.
+	LoaderDelay time.Duration
 	// InitialUptime is the uptime at start; default 1 h.
 	InitialUptime time.Duration
 	// NoUptimeSec: Status 0 tells no StatusSTS.UptimeSec (whether every
@@ -151,7 +156,8 @@ func (c TasmotaConfig) withDefaults() TasmotaConfig {
 		v   *time.Duration
 		def time.Duration
 	}{{&c.UpgradeDelay, 3 * time.Second}, {&c.RetryDelay, 2 * time.Second}, {&c.RestartDelay, 2 * time.Second},
-		{&c.BootTime, 2500 * time.Millisecond}, {&c.BacklogDelay, 200 * time.Millisecond}, {&c.InitialUptime, time.Hour}} {
+		{&c.BootTime, 2500 * time.Millisecond}, {&c.BacklogDelay, 200 * time.Millisecond}, {&c.InitialUptime, time.Hour},
+		{&c.LoaderDelay, 6 * time.Second}} {
 		if *d.v == 0 {
 			*d.v = d.def
 		}
@@ -1018,7 +1024,7 @@ func (d *TasmotaDevice) restart(into *TasmotaBuild) {
 		// RtcSettings.ota_loader survived the restart: the minimal (or
 		// safeboot) build fetches the image from the stored OtaUrl.
 		d.wg.Add(1)
-		go d.upgrade(2 * d.cfg.UpgradeDelay)
+		go d.upgrade(d.cfg.LoaderDelay)
 	}
 }
 

@@ -26,7 +26,7 @@ func startTasmota(t *testing.T, c TasmotaConfig) *TasmotaDevice {
 		v   *time.Duration
 		def time.Duration
 	}{{&c.BootTime, webBoot}, {&c.RestartDelay, webRestart}, {&c.UpgradeDelay, 100 * time.Millisecond},
-		{&c.RetryDelay, 100 * time.Millisecond}, {&c.BacklogDelay, 20 * time.Millisecond}} {
+		{&c.RetryDelay, 100 * time.Millisecond}, {&c.BacklogDelay, 20 * time.Millisecond}, {&c.LoaderDelay, 200 * time.Millisecond}} {
 		if *d.v == 0 {
 			*d.v = d.def
 		}
@@ -372,9 +372,15 @@ func TestTasmotaMinimalTwoStep(t *testing.T) {
 	full := testImage("x", "tasmota", 0x44, 600_000)
 	minimal := testImage("x", "minimal", 0x45, 300_000)
 	fs := serveFiles(t, map[string][]byte{"tok/tasmota.bin": full, "tok/tasmota-minimal.bin": minimal})
-	d := startTasmota(t, TasmotaConfig{ESP8266: true})
+	d := startTasmota(t, TasmotaConfig{ESP8266: true, LoaderDelay: 1500 * time.Millisecond})
 	if a := tasCmd(t, d, "Backlog OtaUrl "+fs.base+"/tok/tasmota.bin; Upgrade 1"); a.body != "{}" {
 		t.Fatalf("Backlog: %s", a)
+	}
+	// Up on the minimal build, the upgrade still runs: a Status now trips
+	// the wire.
+	waitTasBoots(t, d, 1)
+	if a := tasCmd(t, d, "Status 2"); !strings.Contains(a.body, "14.3.0(minimal)") || len(d.StatusDuringUpgrade()) != 1 {
+		t.Errorf("Status 2 on the minimal build: %s; tripwire %+v", a, d.StatusDuringUpgrade())
 	}
 	waitTasBoots(t, d, 2)
 	if got := strings.Join(ups(d), " "); got != "14.3.0(minimal) 14.3.0(tasmota)" {

@@ -210,7 +210,7 @@ func startTasmota(t *testing.T, cfg fakedev.TasmotaConfig) *fakedev.TasmotaDevic
 		v   *time.Duration
 		def time.Duration
 	}{{&cfg.BootTime, 5 * time.Second}, {&cfg.RestartDelay, 300 * time.Millisecond}, {&cfg.UpgradeDelay, 300 * time.Millisecond},
-		{&cfg.RetryDelay, 200 * time.Millisecond}, {&cfg.BacklogDelay, 50 * time.Millisecond}} {
+		{&cfg.RetryDelay, 200 * time.Millisecond}, {&cfg.BacklogDelay, 50 * time.Millisecond}, {&cfg.LoaderDelay, 3 * time.Second}} {
 		if *d.v == 0 {
 			*d.v = d.def
 		}
@@ -228,11 +228,16 @@ func tasTarget(name string, d *fakedev.TasmotaDevice) upload.Target {
 }
 
 // tasFirmware writes an image to a temporary directory (the upgrade by
-// URL serves files from disk) with, when minimal, a -minimal companion.
+// URL serves files from disk) with, when minimal, a -minimal companion;
+// an ESP8266 image when name is "tasmota", else an ESP32 one.
 func tasFirmware(t *testing.T, name string, size int, minimal bool, seed int64) *upload.Firmware {
 	t.Helper()
 	dir := t.TempDir()
-	b, err := image.Build(image.BuildOptions{Chip: image.ChipESP32, Project: "tasmota", Version: "14.4.0", Seed: seed, Size: size})
+	chip := image.ChipESP32
+	if name == "tasmota" {
+		chip = image.ChipESP8266
+	}
+	b, err := image.Build(image.BuildOptions{Chip: chip, Project: "tasmota", Version: "14.4.0", Seed: seed, Size: size})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -241,7 +246,7 @@ func tasFirmware(t *testing.T, name string, size int, minimal bool, seed int64) 
 		t.Fatal(err)
 	}
 	if minimal {
-		mb, err := image.Build(image.BuildOptions{Chip: image.ChipESP32, Project: "tasmota-minimal", Version: "14.4.0", Seed: seed + 1, Size: 300_000})
+		mb, err := image.Build(image.BuildOptions{Chip: chip, Project: "tasmota-minimal", Version: "14.4.0", Seed: seed + 1, Size: 300_000})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -311,6 +316,8 @@ func TestFakes19_TasmotaPassword(t *testing.T) {
 	d := startTasmota(t, fakedev.TasmotaConfig{Password: "t4s-pw", Language: "de", Next: &tasNext})
 	o := fakes19Options(t, false, "14.4.0")
 	o.Credentials = upload.Credentials{User: "admin", Password: auth.NewSecret("t4s-pw")}
+	// As push passes them: the upload's and the verification's reads.
+	o.Observer.(*upload.DeviceObserver).Credentials = func(upload.Target) upload.Credentials { return o.Credentials }
 	rr = run(t, fw, []upload.Target{tasTarget("tas", d)}, o)
 	r = rr.result(t, "tas")
 	wantOutcome(t, r, upload.OutcomeUpdated)
@@ -367,13 +374,17 @@ func containsCmd(cmds []string, want string) bool {
 
 // By URL on an ESP8266 whose image does not fit twice: the -minimal
 // companion beside FIRMWARE is fetched, booted, and the full image after
-// it; updated only once the full build runs.
+// it; updated only once the full build runs. The minimal build is a step
+// of the upgrade, not its end: it fetches and flashes the full image
+// moments after its boot, so no Status may reach it either.
 func TestFakes19_TasmotaViaURLMinimalTwoStep(t *testing.T) {
 	t.Parallel()
 	fw := tasFirmware(t, "tasmota", 600_000, true, 1916)
 	next := fakedev.TasmotaBuild{Version: "14.4.0", Image: "tasmota", BuildDateTime: "2024-12-01T10:00:00"}
-	d := startTasmota(t, fakedev.TasmotaConfig{ESP8266: true, Next: &next})
-	rr := run(t, fw, []upload.Target{tasTarget("tas", d)}, fakes19Options(t, true, "14.4.0"))
+	d := startTasmota(t, fakedev.TasmotaConfig{ESP8266: true, Next: &next, BootTime: 4 * time.Second})
+	o := fakes19Options(t, true, "14.4.0")
+	o.VerifyTimeout = 24 * time.Second // two restarts, each seen by connects 2 s apart
+	rr := run(t, fw, []upload.Target{tasTarget("tas", d)}, o)
 	r := rr.result(t, "tas")
 	wantOutcome(t, r, upload.OutcomeUpdated)
 	noStatusDuringUpgrade(t, "tas", d)
