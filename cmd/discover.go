@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -37,12 +38,14 @@ func newDiscoverCmd(a *app) *cobra.Command {
 	o := &discoverOptions{}
 	c := &cobra.Command{
 		Use:   "discover",
-		Short: "Find devices by mDNS (_ota._tcp, _arduino._tcp) and list the inventory",
-		Long: `Discover browses mDNS for _ota._tcp and _arduino._tcp (and any --service) on every
-interface that is up and multicast-capable, or on the --interface ones, and lists what it
-found together with the inventory of the config file. For each device it probes the OTA
+		Short: "Find devices by mDNS (_ota._tcp, _arduino._tcp, _wled._tcp) and list the inventory",
+		Long: `Discover browses mDNS for _ota._tcp, _arduino._tcp and _wled._tcp (and any --service) on
+every interface that is up and multicast-capable, or on the --interface ones, and lists what
+it found together with the inventory of the config file. For each device it probes the OTA
 port: a TCP connect that succeeds means HTTP; a refused one means espota, unless the
-UDP port answers an empty datagram with "port unreachable": then nothing listens.
+UDP port answers an empty datagram with "port unreachable": then nothing listens. A service
+that names its family (_wled._tcp) gives that family's protocol (wled); the probe then only
+tells whether the device answers.
 
 --watch streams additions, changes (a new version after a reboot) and removals until
 interrupted. A device is removed by a goodbye, or when its SRV or address records expire
@@ -192,7 +195,23 @@ func rowOf(t discover.Target) discoverRow {
 	}
 	r.Version, r.Project, r.Chip = t.TXT["version"], t.TXT["project"], t.TXT["chip"]
 	r.Auth = devinfo.AuthFromTXT(t.TXT)
+	if r.Protocol == "" {
+		r.Protocol = serviceProtocol(t.Service)
+	}
 	return r
+}
+
+// serviceProtocol is the protocol of a spoken family that an mDNS service
+// type names by itself (_wled._tcp: wled), from the detection table; ""
+// for any other service (_ota._tcp and _arduino._tcp are told apart by
+// the probe and the TXT).
+func serviceProtocol(svc string) string {
+	for _, r := range detect.Table() {
+		if r.Spoken && r.Protocol != detect.HTTP && r.Protocol != detect.Espota && slices.Contains(r.Services, detect.ServiceName(svc)) {
+			return string(r.Protocol)
+		}
+	}
+	return ""
 }
 
 // probeRow tells the protocol per device-contract §1 (TCP connect). A

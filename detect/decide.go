@@ -55,9 +55,9 @@ func (ev Evidence) WithAnswer(s Step, a Answer) Evidence {
 
 // Decision is the table's verdict on one device, or the next probe it needs.
 type Decision struct {
-	// Protocol to send the image with: HTTP, Espota, ProtoForm or
-	// ProtoElegantOTA; "" when nothing is to be sent (Refused, Failure) or
-	// Need is set.
+	// Protocol to send the image with: HTTP, Espota, ProtoForm,
+	// ProtoElegantOTA, ProtoWLED or ProtoTasmota; "" when nothing is to be
+	// sent (Refused, Failure) or Need is set.
 	Protocol Protocol
 	// Family is the family recognised; "" when none was.
 	Family Family
@@ -104,17 +104,29 @@ func Decide(ev Evidence) Decision {
 	if ev.Word == Espota {
 		return Decision{Protocol: Espota, Why: "espota set by " + ev.WordFrom}
 	}
-	if ev.Word == ProtoForm || ev.Word == ProtoElegantOTA || ev.Word == ProtoWLED || ev.Word == ProtoTasmota {
-		// A web uploader's protocol by word: no probe, as for espota (a
-		// form behind a password shows no family to the probes).
-		return Decision{Protocol: ev.Word, Why: string(ev.Word) + " set by " + ev.WordFrom}
+	if ev.Word != "" && ev.Word != HTTP && spokenWord(ev.Word) {
+		// A family's own protocol by word (form, elegantota, wled,
+		// tasmota): no probe, as for espota (a form behind a password shows
+		// no family to the probes). wled and tasmota name their family too;
+		// form and elegantota leave it to the transport, as since issue 18.
+		d := Decision{Protocol: ev.Word, Why: string(ev.Word) + " set by " + ev.WordFrom}
+		if ev.Word != ProtoForm && ev.Word != ProtoElegantOTA {
+			d.Family = familyOfWord(ev.Word)
+		}
+		return d
 	}
 	if ev.Word != "" && ev.Word != HTTP {
 		return Decision{Refused: true, Why: fmt.Sprintf("%s names protocol %s, which ots-ota does not speak yet", ev.WordFrom, ev.Word)}
 	}
-	// mDNS services that name a family by themselves.
+	// mDNS services that name a family by themselves (_wled._tcp,
+	// _esphomelib._tcp): its protocol, or its refusal, with no probe. The
+	// word http does not change that: a family's own protocol is used,
+	// never a raw body.
 	if r, ok := rowForService(svc); ok && !r.Spoken {
 		return refusal(r, "mDNS service "+svc, false)
+	} else if ok && r.Protocol != HTTP && r.Protocol != Espota {
+		// _ota._tcp and _arduino._tcp are read below, with their TXT.
+		return Decision{Protocol: r.Protocol, Family: r.Family, Why: fmt.Sprintf("looks like %s (mDNS service %s)", r.Name, svc)}
 	}
 	if svc == "_http._tcp" && hasAll(ev.TXT, esphomeTXTKeys) {
 		return refusal(row(FamilyESPHome), "mDNS _http._tcp with TXT version, mac and config_hash", false)
@@ -319,7 +331,7 @@ func familyMark(ev Evidence, s Step, a *Answer) (Decision, bool) {
 	says := func(f Family) string { return fmt.Sprintf("%s answered %s", s.Probe, markFor(f, s.Probe).Says) }
 	switch {
 	case isTasmotaServer(*a):
-		return refusal(row(FamilyTasmota), fmt.Sprintf("%s answered with Server: %s", s.Probe, serverProduct(a.Header.Get("Server"))), ev.udpClosed()), true
+		return verdict(ev, row(FamilyTasmota), fmt.Sprintf("%s answered with Server: %s", s.Probe, serverProduct(a.Header.Get("Server"))), s.Web, ""), true
 	case isESPHomeByte(*a):
 		return refusal(row(FamilyESPHome), fmt.Sprintf("%s answered the single byte 0x80, ESPHome's native OTA error", s.Probe), ev.udpClosed()), true
 	}
@@ -459,6 +471,32 @@ func noFamily(ev Evidence, what string) Decision {
 }
 
 func need(p Probe, web bool) Decision { return Decision{Need: &Step{Probe: p, Web: web}} }
+
+// spokenWord: p is the protocol of a row ots-ota speaks.
+func spokenWord(p Protocol) bool {
+	for _, r := range table {
+		if r.Spoken && r.Protocol == p {
+			return true
+		}
+	}
+	return false
+}
+
+// familyOfWord is the one family whose protocol p is; "" when several
+// rows share it (form) or none does.
+func familyOfWord(p Protocol) Family {
+	var f Family
+	for _, r := range table {
+		if r.Protocol != p || r.Family == FamilyWebUploader {
+			continue
+		}
+		if f != "" {
+			return ""
+		}
+		f = r.Family
+	}
+	return f
+}
 
 func hasAll(txt map[string]string, keys []string) bool {
 	for _, k := range keys {

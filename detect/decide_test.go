@@ -114,8 +114,11 @@ func TestDecide(t *testing.T) {
 		{name: "--protocol espota beats _ota._tcp", ev: with(flag(Espota), "_ota._tcp", nil), want: Espota},
 		{name: "--protocol espota to a WLED (its ArduinoOTA)", ev: with(flag(Espota), "_wled._tcp", map[string]string{"mac": "aabbccddeeff"}), want: Espota},
 		{name: "inventory espota", ev: Evidence{Word: Espota, WordFrom: "the inventory"}, want: Espota, why: "the inventory"},
-		{name: "reserved word", ev: flag(ProtoTasmota), refused: true, why: "does not speak yet"},
-		{name: "--protocol wled: no probe", ev: flag(ProtoWLED), want: ProtoWLED, why: "wled set by --protocol", asked: 0},
+		{name: "a word no row speaks", ev: flag(Protocol("zigbee")), refused: true, why: "names protocol zigbee, which ots-ota does not speak yet"},
+		// Issue 19: wled and tasmota by word decide at once, with their family.
+		{name: "--protocol wled: no probe", ev: flag(ProtoWLED), want: ProtoWLED, family: FamilyWLED, why: "wled set by --protocol", asked: 0},
+		{name: "inventory tasmota: no probe", ev: Evidence{Word: ProtoTasmota, WordFrom: "the inventory"}, want: ProtoTasmota, family: FamilyTasmota, why: "tasmota set by the inventory", asked: 0},
+		{name: "--protocol tasmota beats _wled._tcp", ev: with(flag(ProtoTasmota), "_wled._tcp", nil), want: ProtoTasmota, family: FamilyTasmota, asked: 0},
 		// The word http skips the port probe, not the fingerprints.
 		{name: "--protocol http, seed", ev: flag(HTTP), script: []step{{up(probeUpdate), postOnly}}, want: HTTP, family: FamilySeed, why: "http set by --protocol; GET /update answered 405", asked: 1},
 		{name: "--protocol http, _ota._tcp: no probe", ev: with(flag(HTTP), "_ota._tcp", nil), want: HTTP, family: FamilySeed, asked: 0},
@@ -138,17 +141,17 @@ func TestDecide(t *testing.T) {
 		{name: "_ota._tcp", ev: svc("_ota._tcp", nil), want: HTTP, family: FamilySeed, asked: 0},
 		{name: "_ota._tcp path", ev: svc("_ota._tcp.local.", map[string]string{"path": "/fw"}), want: HTTP, asked: 0},
 		{name: "ArduinoOTA TXT", ev: svc("_arduino._tcp", map[string]string{"board": "esp32s3", "auth_upload": "yes"}), want: Espota, family: FamilyArduinoOTA, why: "mDNS TXT", asked: 0},
-		{name: "_wled._tcp", ev: svc("_wled._tcp", map[string]string{"mac": "aabbccddeeff"}), refused: true, family: FamilyWLED, why: "looks like WLED (mDNS service _wled._tcp)", asked: 0},
+		{name: "_wled._tcp", ev: svc("_wled._tcp", map[string]string{"mac": "aabbccddeeff"}), want: ProtoWLED, family: FamilyWLED, why: "looks like WLED (mDNS service _wled._tcp)", asked: 0},
 		{name: "_esphomelib._tcp", ev: svc("_esphomelib._tcp", map[string]string{"version": "2026.7.0"}), refused: true, family: FamilyESPHome, asked: 0},
 		{name: "ESPHome's _http._tcp TXT", ev: svc("_http._tcp", map[string]string{"version": "2026.7.0", "mac": "aabbccddeeff", "config_hash": "0a1b2c3d"}), refused: true, family: FamilyESPHome, asked: 0},
-		{name: "_wled._tcp with --protocol http", ev: with(flag(HTTP), "_wled._tcp", nil), refused: true, family: FamilyWLED, asked: 0},
+		{name: "_wled._tcp with --protocol http: WLED's own protocol", ev: with(flag(HTTP), "_wled._tcp", nil), want: ProtoWLED, family: FamilyWLED, asked: 0},
 		// OTS: _arduino._tcp without TXT, TCP accepted.
 		{name: "OTS behind _arduino._tcp", ev: svc("_arduino._tcp", nil), port: &portOK, want: HTTP, family: FamilyOTS, asked: 1},
 		{name: "_arduino._tcp without TXT, refused", ev: svc("_arduino._tcp", nil), port: &portUDP, want: Espota, asked: 1},
 		// Only _http._tcp: a positive fingerprint or nothing.
 		{name: "_http._tcp printer", ev: svc("_http._tcp", nil), refused: true, why: "nothing is sent to a host without a device family", asked: 7},
 		{name: "_http._tcp silent", ev: svc("_http._tcp", nil), script: []step{{up(probeUpdate), none}}, refused: true, asked: 1},
-		{name: "_http._tcp Tasmota", ev: svc("_http._tcp", nil), script: []step{{up(probeRoot), withHeader(status(200, "<html>"), "Server", "Tasmota/14.3.0 (ESP8266EX)")}}, refused: true, family: FamilyTasmota, why: "Server: Tasmota/14.3.0", asked: 4},
+		{name: "_http._tcp Tasmota", ev: svc("_http._tcp", nil), script: []step{{up(probeRoot), withHeader(status(200, "<html>"), "Server", "Tasmota/14.3.0 (ESP8266EX)")}}, want: ProtoTasmota, family: FamilyTasmota, why: "looks like Tasmota (GET / answered with Server: Tasmota/14.3.0)", asked: 4},
 		{name: "_http._tcp: 405 alone is no fingerprint", ev: svc("_http._tcp", nil), script: []step{{up(probeUpdate), postOnly}}, refused: true, why: "nothing is sent to a host without a device family", asked: 7},
 		{name: "_http._tcp seed with /ota/status", ev: svc("_http._tcp", nil), script: []step{{up(probeUpdate), postOnly}, {up(probeOTAStatus), otaStatus}}, want: HTTP, family: FamilySeed, why: "GET /ota/status answered ots-ota's status JSON", asked: 2},
 		{name: "_http._tcp OTS with /api/status", ev: svc("_http._tcp", nil), script: []step{{up(probeUpdate), postOnly}, {web(probeAPIStatus), apiStatus}}, want: HTTP, family: FamilyOTS, asked: 3},
@@ -165,8 +168,8 @@ func TestDecide(t *testing.T) {
 		// Nothing listens at the OTA port: the web port may name a family.
 		{name: "nothing listens", port: &portDead, fail: FailNothingListens, why: "nothing listens at 10.0.0.5:3232", asked: 6},
 		{name: "nothing listens, no web port", ev: Evidence{NoWeb: true}, port: &portDead, fail: FailNothingListens, asked: 1},
-		{name: "nothing listens, WLED on 80", port: &portDead, script: []step{{web(probeJSONInfo), wledInfo}}, refused: true, family: FamilyWLED, why: `looks like WLED (GET /json/info answered "brand":"WLED"); ots-ota does not speak WLED yet`, asked: 4},
-		{name: "nothing listens, WLED: no espota hint", port: &portDead, script: []step{{web(probeJSONInfo), wledInfo}}, refused: true, family: FamilyWLED, asked: 4},
+		{name: "nothing listens, WLED on 80", port: &portDead, script: []step{{web(probeJSONInfo), wledInfo}}, want: ProtoWLED, family: FamilyWLED, onWeb: true, why: `looks like WLED (GET /json/info answered "brand":"WLED")`, asked: 4},
+		{name: "nothing listens, Tasmota's 404 on the web port", port: &portDead, script: []step{{web(probeUpdate), withHeader(status(404, "File Not Found"), "Server", "Tasmota/15.1.0 (ESP32)")}}, want: ProtoTasmota, family: FamilyTasmota, onWeb: true, why: "GET /update answered with Server: Tasmota/15.1.0", asked: 2},
 		// The web uploaders on the upload port.
 		{name: "ElegantOTA v3", ev: flag(HTTP), script: []step{{up(probeUpdate), elegant3}}, want: ProtoElegantOTA, family: FamilyElegantOTA3, asked: 2},
 		{name: "ElegantOTA v2", ev: flag(HTTP), script: []step{{up(probeUpdate), elegant3}, {up(probeIdentity), identity}}, refused: true, family: FamilyElegantOTA2, asked: 2},
@@ -174,21 +177,24 @@ func TestDecide(t *testing.T) {
 		// A 401 on GET /update hides a web uploader: the seed and OTS answer 405.
 		{name: "401, OPTIONS not y", ev: flag(HTTP), script: []step{{up(probeUpdate), needAuth}}, refused: true, family: FamilyWebUploader, why: "looks like a web uploader behind a password (GET /update answered 401", asked: 8},
 		{name: "401 Digest by address", port: &portOK, script: []step{{up(probeUpdate), digestAuth}, {up(probeOptions), status(500, "")}}, refused: true, family: FamilyWebUploader, why: "update it from its web page at /update, or build it with ArduinoOTA and use --protocol espota", asked: 9},
-		{name: "401, WLED with its OTA lock", ev: flag(HTTP), script: []step{{up(probeUpdate), needAuth}, {up(probeJSONInfo), wledInfo}}, refused: true, family: FamilyWLED, asked: 6},
+		{name: "401, WLED with its OTA lock", ev: flag(HTTP), script: []step{{up(probeUpdate), needAuth}, {up(probeJSONInfo), wledInfo}}, want: ProtoWLED, family: FamilyWLED, asked: 6},
 		{name: "401 on _http._tcp", ev: svc("_http._tcp", nil), script: []step{{up(probeUpdate), needAuth}}, refused: true, family: FamilyWebUploader, why: "behind a password", asked: 8},
 		{name: "401 then silence", ev: flag(HTTP), script: []step{{up(probeUpdate), needAuth}, {up(probeOTAStatus), none}}, refused: true, family: FamilyWebUploader, asked: 3},
 		{name: "nothing listens, 401 on the web port", port: &portDead, script: []step{{web(probeUpdate), needAuth}}, refused: true, family: FamilyWebUploader, why: "behind a password", asked: 7},
 		// Any multipart form with a file input is a web uploader; name='firmware' names HTTPUpdateServer.
 		{name: "old form name='update'", ev: flag(HTTP), script: []step{{up(probeUpdate), oldForm}}, refused: true, family: FamilyWebUploader, why: "looks like a web uploader (GET /update answered a multipart form with a file input); ots-ota does not speak a web uploader it cannot name yet; if it runs HTTPUpdateServer, ESPEasy or ElegantOTA v3, name it with --protocol form", asked: 7},
-		{name: "form name='update', WLED", ev: flag(HTTP), script: []step{{up(probeUpdate), oldForm}, {up(probeJSONInfo), wledInfo}}, refused: true, family: FamilyWLED, asked: 5},
+		{name: "form name='update', WLED", ev: flag(HTTP), script: []step{{up(probeUpdate), oldForm}, {up(probeJSONInfo), wledInfo}}, want: ProtoWLED, family: FamilyWLED, asked: 5},
 		{name: "form name='update', ESPEasy", ev: flag(HTTP), script: []step{{up(probeUpdate), oldForm}, {up(probeJSON), espeasy}}, want: ProtoForm, family: FamilyESPEasy, asked: 6},
 		{name: "nothing listens, a form on the web port", port: &portDead, script: []step{{web(probeUpdate), oldForm}}, refused: true, family: FamilyWebUploader, asked: 6},
 		{name: "ElegantOTA v2 hint", ev: flag(HTTP), script: []step{{up(probeUpdate), elegant3}, {up(probeIdentity), identity}}, refused: true, family: FamilyElegantOTA2, why: "ots-ota does not speak ElegantOTA v2 yet; update it from its web page at /update, or build it with ArduinoOTA and use --protocol espota", asked: 2},
-		{name: "Tasmota on the web port keeps its hint", port: &portDead, script: []step{{web(probeRoot), withHeader(status(200, "<html>"), "Server", "Tasmota/14.3.0 (ESP32-DevKit)")}}, refused: true, family: FamilyTasmota, why: "looks like Tasmota (GET / answered with Server: Tasmota/14.3.0); ots-ota does not speak Tasmota yet; update it from its own web page", asked: 3},
-		{name: "WLED by URL", ev: Evidence{Word: HTTP, WordFrom: "the URL (/update)"}, script: []step{{up(probeUpdate), gzipped(status(200, "<html>WLED update"))}, {up(probeJSONInfo), wledInfo}}, refused: true, family: FamilyWLED, why: "ArduinoOTA", asked: 6},
-		{name: "Tasmota by /cm", ev: flag(HTTP), script: []step{{up(probeTasmotaCmd), tasmotaCm}}, refused: true, family: FamilyTasmota, asked: 7},
-		{name: "Tasmota by /cm 401", ev: flag(HTTP), script: []step{{up(probeTasmotaCmd), tasmotaRaw}}, refused: true, family: FamilyTasmota, asked: 7},
-		{name: "Tasmota header on the first answer", ev: flag(HTTP), script: []step{{up(probeUpdate), withHeader(status(404, ""), "Server", "Tasmota/13.1.0 (ESP8266EX)")}}, refused: true, family: FamilyTasmota, asked: 1},
+		{name: "Tasmota on the web port", port: &portDead, script: []step{{web(probeRoot), withHeader(status(200, "<html>"), "Server", "Tasmota/14.3.0 (ESP32-DevKit)")}}, want: ProtoTasmota, family: FamilyTasmota, onWeb: true, why: "looks like Tasmota (GET / answered with Server: Tasmota/14.3.0)", asked: 3},
+		{name: "WLED by URL", ev: Evidence{Word: HTTP, WordFrom: "the URL (/update)"}, script: []step{{up(probeUpdate), gzipped(status(200, "<html>WLED update"))}, {up(probeJSONInfo), wledInfo}}, want: ProtoWLED, family: FamilyWLED, why: `looks like WLED (GET /json/info answered "brand":"WLED")`, asked: 6},
+		{name: "Tasmota by /cm", ev: flag(HTTP), script: []step{{up(probeTasmotaCmd), tasmotaCm}}, want: ProtoTasmota, family: FamilyTasmota, asked: 7},
+		{name: "Tasmota by /cm 401", ev: flag(HTTP), script: []step{{up(probeTasmotaCmd), tasmotaRaw}}, want: ProtoTasmota, family: FamilyTasmota, why: "Tasmota's Status JSON", asked: 7},
+		{name: "Tasmota by /cm 401, a German build", ev: flag(HTTP), script: []step{{up(probeTasmotaCmd), status(401, `{"WARNING":"Benötige user=<Benutzername>&password=<Passwort>"}`)}}, want: ProtoTasmota, family: FamilyTasmota, asked: 7},
+		{name: "a WARNING that asks for nothing is no Tasmota", ev: flag(HTTP), script: []step{{up(probeTasmotaCmd), status(401, `{"WARNING":"go away"}`)}}, want: HTTP, why: "no family fingerprint matched", asked: 7},
+		{name: "Tasmota header on the first answer", ev: flag(HTTP), script: []step{{up(probeUpdate), withHeader(status(404, ""), "Server", "Tasmota/13.1.0 (ESP8266EX)")}}, want: ProtoTasmota, family: FamilyTasmota, asked: 1},
+		{name: "Tasmota's 401 JSON behind its password on the web port", port: &portDead, script: []step{{web(probeUpdate), needAuth}, {web(probeTasmotaCmd), tasmotaRaw}}, want: ProtoTasmota, family: FamilyTasmota, onWeb: true, asked: 7},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d, asked := run(t, tc.ev, tc.port, tc.script)
@@ -245,16 +251,26 @@ func TestDecideOrder(t *testing.T) {
 	}
 }
 
-// The refusal hint about espota is left out where the UDP port was seen
-// closed: it would not help there.
-func TestDecideHint(t *testing.T) {
-	d, _ := run(t, Evidence{Word: HTTP, WordFrom: "the URL (/update)"}, nil, []step{{up(probeJSONInfo), wledInfo}})
-	if !strings.Contains(d.Why, "--protocol espota") {
-		t.Errorf("URL to a WLED: %q, want the espota hint", d.Why)
-	}
-	d, _ = run(t, Evidence{}, &portDead, []step{{web(probeJSONInfo), wledInfo}})
-	if strings.Contains(d.Why, "espota") {
-		t.Errorf("nothing listens, WLED on 80: %q, want no espota hint", d.Why)
+// Issue 19: WLED and Tasmota are spoken, so no refusal names them; one
+// found on the web port is updated there, one at the upload port there.
+func TestDecideWLEDTasmotaSpoken(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		ev    Evidence
+		port  *PortAnswer
+		steps []step
+		want  Protocol
+		web   bool
+	}{
+		{"URL to a WLED", Evidence{Word: HTTP, WordFrom: "the URL (/update)"}, nil, []step{{up(probeJSONInfo), wledInfo}}, ProtoWLED, false},
+		{"WLED on 80", Evidence{}, &portDead, []step{{web(probeJSONInfo), wledInfo}}, ProtoWLED, true},
+		{"Tasmota at the upload port", Evidence{}, &portOK, []step{{up(probeRoot), withHeader(status(200, "<html>"), "Server", "Tasmota/14.3.0 (ESP8266EX)")}}, ProtoTasmota, false},
+		{"Tasmota on 80", Evidence{}, &portDead, []step{{web(probeTasmotaCmd), tasmotaCm}}, ProtoTasmota, true},
+	} {
+		d, _ := run(t, tc.ev, tc.port, tc.steps)
+		if d.Protocol != tc.want || d.Refused || d.Web != tc.web || !d.Probed || strings.Contains(d.Why, "does not speak") {
+			t.Errorf("%s: %+v, want %s (web %v) by probe", tc.name, d, tc.want, tc.web)
+		}
 	}
 }
 
@@ -267,7 +283,8 @@ func TestTableProbesAllowed(t *testing.T) {
 				t.Errorf("%s: mark on %s, not an allowed probe", r.Name, m.Probe)
 			}
 		}
-		if r.Spoken != (r.Protocol == HTTP || r.Protocol == Espota || r.Family != FamilyWebUploader && r.Family != FamilyElegantOTA2 && (r.Protocol == ProtoForm || r.Protocol == ProtoElegantOTA)) {
+		unspoken := r.Family == FamilyWebUploader || r.Family == FamilyElegantOTA2 || r.Family == FamilyESPHome
+		if r.Spoken == unspoken {
 			t.Errorf("%s: spoken %v but protocol %s", r.Name, r.Spoken, r.Protocol)
 		}
 	}
@@ -343,9 +360,9 @@ func TestTableIsReadOnly(t *testing.T) {
 		t.Errorf("a caller's change to Table() reached the table: %+v", r)
 	}
 	r, _ := RowOf(FamilyWLED)
-	r.Spoken = true
-	if d := Decide(Evidence{Service: "_wled._tcp"}); !d.Refused {
-		t.Errorf("a caller's change to RowOf made WLED spoken: %+v", d)
+	r.Spoken = false
+	if d := Decide(Evidence{Service: "_wled._tcp"}); d.Refused || d.Protocol != ProtoWLED {
+		t.Errorf("a caller's change to RowOf made WLED unspoken: %+v", d)
 	}
 }
 

@@ -277,7 +277,7 @@ func TestDetectFamilies(t *testing.T) {
 			"GET /update": loginRequired})), ev: urlWord, refused: true, family: FamilyWebUploader},
 		{name: "AsyncElegantOTA with Digest auth", ota: fake(asyncPrefix("/update", digestRequired)), refused: true, family: FamilyWebUploader},
 		{name: "WLED with its OTA lock", ota: fake(routes(map[string]func(http.ResponseWriter, *http.Request){
-			"GET /update": loginRequired, "GET /json/info": jsonBody(`{"ver":"0.15.5","brand":"WLED"}`)})), ev: urlWord, refused: true, family: FamilyWLED},
+			"GET /update": loginRequired, "GET /json/info": jsonBody(`{"ver":"0.15.5","brand":"WLED"}`)})), ev: urlWord, want: ProtoWLED, family: FamilyWLED},
 		{name: "old ESP8266HTTPUpdateServer form name='update'", ota: fake(routes(map[string]func(http.ResponseWriter, *http.Request){"GET /update": text(200, oldHUSPage)})), ev: urlWord, refused: true, family: FamilyWebUploader},
 		{name: "ElegantOTA v3 async: /update/identity is the page", ota: fake(asyncPrefix("/update", gzPage("<html><head><title>ElegantOTA Lite</title></head></html>"))), ev: urlWord, want: ProtoElegantOTA, family: FamilyElegantOTA3},
 		{name: "ElegantOTA v3", ota: fake(routes(map[string]func(http.ResponseWriter, *http.Request){"GET /update": gzPage("<html><head><title>ElegantOTA Lite</title></head></html>")})), ev: urlWord, want: ProtoElegantOTA, family: FamilyElegantOTA3},
@@ -287,11 +287,11 @@ func TestDetectFamilies(t *testing.T) {
 			"GET /update": text(200, husPage), "GET /json": jsonBody(`{"System":{"Build":20100,"Git Build":"mega-20241019"},"WiFi":{"Hostname":"espeasy"}}`)})), ev: urlWord, want: ProtoForm, family: FamilyESPEasy},
 		{name: "WLED", ota: fake(routes(map[string]func(http.ResponseWriter, *http.Request){
 			"GET /update": gzPage("<html>WLED Update</html>"), "GET /": gzPage("<html>WLED</html>"),
-			"GET /json/info": jsonBody(`{"ver":"0.15.5","vid":2504110,"brand":"WLED","arch":"esp32"}`)})), ev: urlWord, refused: true, family: FamilyWLED},
+			"GET /json/info": jsonBody(`{"ver":"0.15.5","vid":2504110,"brand":"WLED","arch":"esp32"}`)})), ev: urlWord, want: ProtoWLED, family: FamilyWLED},
 		{name: "WLED on 80, nothing on the OTA port", web: fake(routes(map[string]func(http.ResponseWriter, *http.Request){
-			"GET /json/info": jsonBody(`{"ver":"0.15.5","brand":"WLED"}`)})), refused: true, family: FamilyWLED},
-		{name: "Tasmota", ota: fake(tasmota(false)), ev: urlWord, refused: true, family: FamilyTasmota},
-		{name: "Tasmota with a password", ota: fake(tasmota(true)), refused: true, family: FamilyTasmota},
+			"GET /json/info": jsonBody(`{"ver":"0.15.5","brand":"WLED"}`)})), want: ProtoWLED, family: FamilyWLED},
+		{name: "Tasmota", ota: fake(tasmota(false)), ev: urlWord, want: ProtoTasmota, family: FamilyTasmota},
+		{name: "Tasmota with a password", ota: fake(tasmota(true)), want: ProtoTasmota, family: FamilyTasmota},
 		{name: "ESPHome native OTA", ota: esphomeOTA, refused: true, family: FamilyESPHome},
 		{name: "_http._tcp host answering 405 only", ota: fake(routes(map[string]func(http.ResponseWriter, *http.Request){"GET /update": text(405, "Method Not Allowed")})),
 			ev: Evidence{Service: "_http._tcp"}, refused: true},

@@ -21,8 +21,9 @@ const (
 	Espota Protocol = "espota"
 )
 
-// The web uploaders' protocols (spoken since issue 18), and the values
-// reserved for the families ots-ota recognises but does not speak yet.
+// The web uploaders' protocols (form and elegantota spoken since issue
+// 18, wled and tasmota since issue 19), and the values reserved for the
+// families ots-ota recognises but does not speak yet.
 const (
 	// ProtoForm: a multipart POST of the Arduino web uploaders
 	// (HTTPUpdateServer, ESP8266HTTPUpdateServer, ESPEasy; ElegantOTA v2's
@@ -39,8 +40,8 @@ const (
 )
 
 // Reserved lists the protocol values of the table's families other than
-// http and espota, in table order (form and elegantota are spoken now;
-// Spoken tells which are).
+// http and espota, in table order (form, elegantota, wled and tasmota are
+// spoken now; Spoken tells which are).
 func Reserved() []Protocol {
 	return []Protocol{ProtoForm, ProtoElegantOTA, ProtoWLED, ProtoTasmota, ProtoESPHome}
 }
@@ -195,12 +196,11 @@ var table = []Row{
 	{Family: FamilyESPHome, Name: "ESPHome", Protocol: ProtoESPHome, Services: []string{"_esphomelib._tcp"},
 		Marks: []Mark{{Probe: probeUpdate, Says: "the single byte 0x80, its native OTA's bad-magic error, not HTTP", match: isESPHomeByte}},
 		Hint:  "update it with esphome upload for now"},
-	{Family: FamilyTasmota, Name: "Tasmota", Protocol: ProtoTasmota,
+	{Family: FamilyTasmota, Name: "Tasmota", Protocol: ProtoTasmota, Spoken: true,
 		Marks: []Mark{
 			{Probe: probeRoot, Says: "Server: Tasmota/…", match: isTasmotaServer},
 			{Probe: probeTasmotaCmd, Says: "Tasmota's Status JSON", match: isTasmotaStatus},
-		},
-		Hint: "update it from its own web page, Firmware Upgrade, for now"},
+		}},
 	{Family: FamilyElegantOTA2, Name: "ElegantOTA v2", Protocol: ProtoForm,
 		Marks: []Mark{{Probe: probeIdentity, Says: `{"id":…,"hardware":…}`, match: isElegantIdentity}},
 		Hint:  webHint},
@@ -213,9 +213,8 @@ var table = []Row{
 		}},
 	{Family: FamilyESPEasy, Name: "ESPEasy", Protocol: ProtoForm, Spoken: true,
 		Marks: []Mark{{Probe: probeJSON, Says: "ESPEasy's JSON with System: Build or Git Build", match: isESPEasyJSON}}},
-	{Family: FamilyWLED, Name: "WLED", Protocol: ProtoWLED, Services: []string{"_wled._tcp"},
-		Marks:      []Mark{{Probe: probeJSONInfo, Says: `"brand":"WLED"`, match: isWLEDInfo}},
-		EspotaHint: "a WLED build with ArduinoOTA, WLED_ENABLE_AOTA, takes --protocol espota"},
+	{Family: FamilyWLED, Name: "WLED", Protocol: ProtoWLED, Spoken: true, Services: []string{"_wled._tcp"},
+		Marks: []Mark{{Probe: probeJSONInfo, Says: `"brand":"WLED"`, match: isWLEDInfo}}},
 	// Last: asked only when no row above named the device.
 	{Family: FamilyWebUploader, Name: "a web uploader", Protocol: ProtoForm, Unspoken: "a web uploader it cannot name",
 		Marks: []Mark{
@@ -349,7 +348,9 @@ func isTasmotaServer(a Answer) bool {
 }
 
 // isTasmotaStatus: /cm?cmnd=Status 0 answered Tasmota's status sections,
-// or its 401 JSON asking for user and password.
+// or its 401 JSON asking for user and password. The warning's text is
+// translated per build language (de_DE: "Benötige user=<Benutzername>&…"),
+// its key and the query words user= and password= are not.
 func isTasmotaStatus(a Answer) bool {
 	if isTasmotaServer(a) {
 		return true
@@ -359,7 +360,7 @@ func isTasmotaStatus(a Answer) bool {
 		return true
 	}
 	w, ok := jsonString(m["WARNING"])
-	return ok && a.Status == 401 && strings.HasPrefix(w, "Need user=")
+	return ok && a.Status == 401 && strings.Contains(w, "user=") && strings.Contains(w, "password=")
 }
 
 // isElegantIdentity: ElegantOTA v2's GET /update/identity.

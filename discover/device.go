@@ -11,8 +11,10 @@ import (
 	"github.com/ots-ota/ots-ota/devinfo"
 )
 
-// Default services browsed (device-contract.md §1).
-var DefaultServices = []string{"_ota._tcp", "_arduino._tcp"}
+// Default services browsed: the contract's two (device-contract.md §1) and
+// WLED's own, which names its family by itself (WLED is spoken since issue
+// 19; docs/protocols/README.md §4).
+var DefaultServices = []string{"_ota._tcp", "_arduino._tcp", "_wled._tcp"}
 
 // webService is resolved alongside, only to learn each host's web port.
 const webService = "_http._tcp"

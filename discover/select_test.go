@@ -235,7 +235,9 @@ func TestSelectAllLeavesWebOnlyHosts(t *testing.T) {
 	for _, s := range sel {
 		got = append(got, s.Target.Name+"/"+s.Target.Service+"/"+strconv.Itoa(s.Target.Port))
 	}
-	if want := "OTS Firmware Main/_ota._tcp/3232 10.0.0.8//0"; strings.Join(got, " ") != want {
+	// The WLED is swept in by its own service (issue 19), the printer only
+	// as the address named.
+	if want := "OTS Firmware Main/_ota._tcp/3232 wled-a1b2c3/_wled._tcp/80 10.0.0.8//0"; strings.Join(got, " ") != want {
 		t.Errorf("--all --cached took %q, want %q (the printer named by address, not as its web service)", got, want)
 	}
 	sel, err = Select(context.Background(), Selection{All: true, Cached: true,
@@ -278,5 +280,28 @@ func TestBrowseWebOnlyHostIsNoDevice(t *testing.T) {
 	}
 	if got := ours(ds, "LaserJet"); len(got) != 1 || got[0].Service != "_http._tcp" || got[0].Port != 80 {
 		t.Errorf("named as a service, the printer is %+v", got)
+	}
+}
+
+// TestBrowseWLED: a default browse asks for _wled._tcp beside the others
+// (issue 19) and keeps the device with its TXT mac; it is a device of its
+// own, swept into --all.
+func TestBrowseWLED(t *testing.T) {
+	ifi := mdnsLoopback(t)
+	r := newResponderFor(t, ifi, "_wled._tcp", "wled-t19a1b2", "wled-t19a1b2", netip.MustParseAddr("127.43.19.2"))
+	r.set(func(r *splitResponder) { r.port, r.txt = 80, []string{"mac=aabbcc19a1b2"} })
+	ds, err := Browse(context.Background(), loCfg(ifi), BrowseOptions{Timeout: 1500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := r.count(dns.TypePTR); n == 0 {
+		t.Fatal("the default browse asked no PTR of _wled._tcp")
+	}
+	got := ours(ds, "wled-t19")
+	if len(got) != 1 || got[0].Service != "_wled._tcp" || got[0].Port != 80 || got[0].TXT["mac"] != "aabbcc19a1b2" {
+		t.Fatalf("the WLED is %+v", got)
+	}
+	if sw := Sweepable(got, nil); len(sw) != 1 {
+		t.Errorf("--all leaves the WLED out: %+v", sw)
 	}
 }

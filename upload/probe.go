@@ -102,8 +102,9 @@ func ChooseProtocol(ctx context.Context, t Target, h Hint, connectTimeout time.D
 	case d.Web:
 		out.Port = webPortOr80(t)
 	case t.Port == 0 && webUpload(out.Protocol) && !d.Probed:
-		// Named by word, with no port given (detect sends no probe then):
-		// the web server these libraries upload on, not the OTA port.
+		// Named by word or by mDNS, with no port given (detect sends no
+		// probe then): the web server these firmwares upload on, not the
+		// OTA port.
 		out.Port = webPortOr80(t)
 	case t.Port == 0 && webUpload(out.Protocol):
 		// Found at the OTA port itself: the transports' default is 80.

@@ -55,10 +55,42 @@ func TestChooseProtocolFacts(t *testing.T) {
 
 // A family ots-ota does not speak is refused before anything is sent.
 func TestChooseProtocolRefusesUnspoken(t *testing.T) {
-	d, err := ChooseProtocol(httpCtx(t), probeTarget(t, testnet.DeadAddr(t)), Hint{Service: "_wled._tcp"}, time.Second)
+	d, err := ChooseProtocol(httpCtx(t), probeTarget(t, testnet.DeadAddr(t)), Hint{Service: "_esphomelib._tcp"}, time.Second)
 	var re *RefusedError
-	if !errors.As(err, &re) || d.Family != "wled" || !strings.Contains(re.Reason, "looks like WLED (mDNS service _wled._tcp); ots-ota does not speak WLED yet") {
+	if !errors.As(err, &re) || d.Family != "esphome" || !strings.Contains(re.Reason, "looks like ESPHome (mDNS service _esphomelib._tcp); ots-ota does not speak ESPHome yet") {
 		t.Fatalf("got %+v, %v", d, err)
+	}
+}
+
+// Issue 19: WLED and Tasmota by mDNS or by word decide with no packet;
+// without a port they go to the web port (80, or the target's).
+func TestChooseProtocolWLEDTasmota(t *testing.T) {
+	dead := probeTarget(t, testnet.DeadAddr(t))
+	noPort := dead
+	noPort.Port = 0
+	webPort := noPort
+	webPort.WebPort = 8080
+	for _, tc := range []struct {
+		name   string
+		t      Target
+		h      Hint
+		want   Protocol
+		family string
+		port   int
+	}{
+		{"_wled._tcp at its SRV port", dead, Hint{Service: "_wled._tcp", TXT: map[string]string{"mac": "aabbccddeeff"}}, "wled", "wled", 0},
+		{"_wled._tcp without a port", noPort, Hint{Service: "_wled._tcp"}, "wled", "wled", 80},
+		{"--protocol wled, --web-port", webPort, Hint{Protocol: "wled", From: "--protocol"}, "wled", "wled", 8080},
+		{"inventory tasmota", noPort, Hint{Protocol: "tasmota", From: "the inventory"}, "tasmota", "tasmota", 80},
+		{"target's tasmota with its port", func() Target { tg := dead; tg.Protocol = "tasmota"; return tg }(), Hint{}, "tasmota", "tasmota", 0},
+		{"--protocol http to _wled._tcp: WLED's own", dead, Hint{Protocol: HTTP, From: "--protocol", Service: "_wled._tcp"}, "wled", "wled", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d, err := ChooseProtocol(httpCtx(t), tc.t, tc.h, time.Second)
+			if err != nil || d.Protocol != tc.want || d.Family != tc.family || d.Port != tc.port || d.Probed || d.Why == "" {
+				t.Fatalf("got %+v, %v; want %s family %s port %d, no probe", d, err, tc.want, tc.family, tc.port)
+			}
+		})
 	}
 }
 

@@ -2,7 +2,9 @@
 // (POST /update, GET /ota/status, /api/status on a second port), ArduinoOTA
 // devices (espota over UDP and a TCP connect-back) and the Arduino web
 // uploaders (StartWeb: arduino-esp32's HTTPUpdateServer,
-// ESP8266HTTPUpdateServer, ESPEasy and ElegantOTA v3, sync and async).
+// ESP8266HTTPUpdateServer, ESPEasy and ElegantOTA v3, sync and async),
+// WLED (StartWLED) and Tasmota (StartTasmota, which fetches an image by
+// URL itself, from loopback only).
 //
 // It exists to test push against devices written independently of the
 // client and of the simulator. It is written only from the device contract
