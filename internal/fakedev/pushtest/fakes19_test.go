@@ -1,9 +1,4 @@
-//go:build fakes19
-
 // Issue 19's push tests against the independent WLED and Tasmota fakes.
-// They need the wled and tasmota transports and package fileserve, which
-// other branches bring: the build tag keeps them out until the lead
-// enables them after the merge (drop the tag, or run with -tags fakes19).
 
 package pushtest
 
