@@ -152,7 +152,7 @@ func (r *runner) verify(ctx context.Context, d *device, s verifySpec) Verdict {
 	var obs []Observation
 	if s.traits.QuietProbe > 0 {
 		// Nothing but a TCP connect until the device has restarted.
-		obs = r.quiet(ctx, d, s)
+		obs = r.quiet(ctx, d, s, true)
 		if v, done := Decide(spec, obs, time.Now(), false); done {
 			return r.worded(v, o, s.traits, false)
 		}
@@ -171,6 +171,15 @@ func (r *runner) verify(ctx context.Context, d *device, s verifySpec) Verdict {
 		if f.Answered && f.Intermediate != "" && f.Intermediate != loader {
 			loader = f.Intermediate
 			r.emit(d, Event{Phase: PhaseRebooting, Message: "the device runs its " + loader + " image, a step of the upgrade; waiting for the new firmware"})
+			if s.traits.QuietProbe > 0 {
+				// The loader image installs the final one now: it is not
+				// read again until it was seen away and back, however
+				// long that takes (a read while it flashes may break it).
+				obs = append(obs, r.quiet(ctx, d, s, false)...)
+				if ctx.Err() != nil {
+					break
+				}
+			}
 		}
 		if !verifying && f.Answered && f.Intermediate == "" && identityOf(f).Known() && matches(expected, identityOf(f)) == yes {
 			verifying = true
@@ -194,10 +203,11 @@ func (r *runner) verify(ctx context.Context, d *device, s verifySpec) Verdict {
 const defaultQuietHold = 30 * time.Second
 
 // quiet waits, with TCP connects only (Traits.QuietProbe), for the device
-// to go away and come back, or for QuietHold to pass with every connect
-// accepted; it returns the connects that met silence, as observations
-// (they count towards a restart). It returns early when ctx ends.
-func (r *runner) quiet(ctx context.Context, d *device, s verifySpec) []Observation {
+// to go away and come back, or, when held, for QuietHold to pass with
+// every connect accepted; it returns the connects that met silence, as
+// observations (they count towards a restart). It returns early when ctx
+// ends.
+func (r *runner) quiet(ctx context.Context, d *device, s verifySpec, held bool) []Observation {
 	tr := s.traits
 	hold := tr.QuietHold
 	if hold <= 0 {
@@ -223,7 +233,7 @@ func (r *runner) quiet(ctx context.Context, d *device, s verifySpec) []Observati
 			if silent {
 				obs = append(obs, Observation{At: at, End: time.Now(), Silent: true})
 			}
-		case away || time.Since(start) >= hold:
+		case away || held && time.Since(start) >= hold:
 			return obs
 		}
 		if !sleepCtx(ctx, tr.QuietProbe-time.Since(at)) {
