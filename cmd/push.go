@@ -47,6 +47,7 @@ type pushOptions struct {
 	Canary           int
 	CanaryUnverified bool
 	ExpectVersion    string
+	ExpectConfigHash string
 	MaxFailures      string
 	DryRun           bool
 	Force            bool
@@ -88,8 +89,13 @@ reverse always), a device already running this image is skipped
 The protocol: --protocol, a URL or the inventory's protocol:, else mDNS, else
 a TCP connect and, to tell HTTP families apart, a few read-only GETs
 (docs/protocols/README.md). A device recognised as a family ots-ota does not
-speak yet (HTTPUpdateServer, ElegantOTA, ESPEasy, WLED, Tasmota, ESPHome) is
-refused before anything is sent.
+speak yet (ElegantOTA v2, WLED, Tasmota) is refused before anything is sent.
+ESPHome is chosen by auto only from its _esphomelib._tcp mDNS record or the
+inventory's protocol: esphome; its OTA port is its platform's default (ESP32
+3232, ESP8266 8266) unless HOST:PORT or the inventory says otherwise. An ESPHome
+device tells only what its YAML sets: --expect-version is compared with its TXT
+project_version, --expect-config-hash with its TXT config_hash; without either
+its update ends unverified.
 
 Outcomes: updated (the image was seen running after a restart or a change of
 image, and valid where the device tells its state), rolled-back (another image
@@ -117,6 +123,7 @@ func newPushCmd(a *app) *cobra.Command {
 		Example: `  ots-ota push --token "$TOKEN" .pio/build/esp32-s3-dev/firmware.bin 192.168.1.40
   ots-ota push --password "$PW" --canary 1 --max-failures 10% firmware.bin host1 host2 host3
   ots-ota push --protocol espota --port 8266 firmware.bin esp8266.local
+  ots-ota push --protocol esphome --expect-config-hash 1a2b3c4d --password "$PW" firmware.ota.bin kitchen.local
   ots-ota push --dry-run firmware.bin 192.168.1.40 192.168.1.41`,
 		Args: argsMin(1, "a FIRMWARE file, then TARGETs (or --all / --group)"),
 	}
@@ -124,7 +131,7 @@ func newPushCmd(a *app) *cobra.Command {
 	c.ValidArgsFunction = completePush(a)
 	o.policyFlags.bind(c)
 	f := c.Flags()
-	f.StringVar(&o.Protocol, "protocol", "auto", "auto (decide per device: docs/protocols/README.md), http (the image as a raw POST body: seed and OTS firmware), espota (ArduinoOTA), form (a multipart POST /update: HTTPUpdateServer, ESP8266HTTPUpdateServer, ESPEasy) or elegantota (ElegantOTA v3); wins over the inventory's protocol:")
+	f.StringVar(&o.Protocol, "protocol", "auto", "auto (decide per device: docs/protocols/README.md), http (the image as a raw POST body: seed and OTS firmware), espota (ArduinoOTA), form (a multipart POST /update: HTTPUpdateServer, ESP8266HTTPUpdateServer, ESPEasy), elegantota (ElegantOTA v3) or esphome (ESPHome's native OTA); wins over the inventory's protocol:")
 	f.IntVar(&o.Port, "port", 0, "OTA port of targets given without one (default 3232; ESP8266 espota devices use 8266)")
 	f.IntVar(&o.WebPort, "web-port", 0, "web port for /api/status (default 80)")
 	f.StringVar(&o.Token, "token", "", "HTTP Bearer token (also $OTS_OTA_TOKEN or the config file)")
@@ -143,7 +150,8 @@ func newPushCmd(a *app) *cobra.Command {
 	f.BoolVar(&o.RequireVerify, "require-verified", false, "exit 3 when a device could not show its version")
 	f.IntVar(&o.Canary, "canary", 0, "update N devices first; the rest only if all of them end updated")
 	f.BoolVar(&o.CanaryUnverified, "canary-accept-unverified", false, "let an unverified canary (a device that shows no version) pass the --canary gate")
-	f.StringVar(&o.ExpectVersion, "expect-version", "", "the version string devices report once they run the image (default: the image's own)")
+	f.StringVar(&o.ExpectVersion, "expect-version", "", "the version string devices report once they run the image (default: the image's own; ESPHome: its TXT project_version)")
+	f.StringVar(&o.ExpectConfigHash, "expect-config-hash", "", "ESPHome: the config hash devices report once they run the image (8 hex digits, as esphome config-hash prints; TXT config_hash)")
 	f.StringVar(&o.MaxFailures, "max-failures", "", "stop starting devices once more than N (or P%) have failed")
 	f.BoolVar(&o.DryRun, "dry-run", false, "print the plan (protocol, running version, skips, refusals) and send nothing")
 	f.BoolVar(&o.Force, "force", false, "send despite chip, project or slot size mismatches (never a corrupt image)")
@@ -158,13 +166,13 @@ func newPushCmd(a *app) *cobra.Command {
 	o.mdns.bind(c, false)
 	_ = c.MarkFlagFilename("password-file")
 	_ = c.RegisterFlagCompletionFunc("protocol", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
-		return []string{"auto", "http", "espota", "form", "elegantota"}, cobra.ShellCompDirectiveNoFileComp
+		return []string{"auto", "http", "espota", "form", "elegantota", "esphome"}, cobra.ShellCompDirectiveNoFileComp
 	})
 	return c
 }
 
 // protocolValues are the --protocol values push speaks (upload.ParseProtocol).
-const protocolValues = "auto, http, espota, form or elegantota"
+const protocolValues = "auto, http, espota, form, elegantota or esphome"
 
 // pushPlan is everything validated before any work starts.
 type pushPlan struct {
@@ -212,6 +220,20 @@ func (o *pushOptions) validate(a *app, args []string) error {
 	return nil
 }
 
+// parseConfigHash reads --expect-config-hash: ESPHome's config hash, 8 hex
+// digits (esphome config-hash prints it; 0x and case are tolerated).
+func parseConfigHash(s string) (string, error) {
+	s = strings.ToLower(strings.TrimSpace(s))
+	if s == "" {
+		return "", nil
+	}
+	h := strings.TrimPrefix(s, "0x")
+	if len(h) != 8 || strings.Trim(h, "0123456789abcdef") != "" {
+		return "", fmt.Errorf("%q is not a config hash (8 hex digits, as esphome config-hash prints)", s)
+	}
+	return h, nil
+}
+
 func (o *pushOptions) check(a *app) (*pushPlan, error) {
 	p := &pushPlan{}
 	var err error
@@ -257,6 +279,10 @@ func (o *pushOptions) check(a *app) (*pushPlan, error) {
 	}
 	if o.CanaryUnverified && o.Canary <= 0 {
 		return nil, a.flagError("canary-accept-unverified", "needs --canary N: without canaries there is no gate to pass")
+	}
+	configHash, err := parseConfigHash(o.ExpectConfigHash)
+	if err != nil {
+		return nil, a.flagError("expect-config-hash", "%v", err)
 	}
 	budget, err := upload.ParseFailureBudget(o.MaxFailures)
 	if err != nil {
@@ -319,6 +345,7 @@ func (o *pushOptions) check(a *app) (*pushPlan, error) {
 		NoVerify: o.NoVerify, NoWaitValid: o.NoWaitValid,
 		Canary: o.Canary, CanaryAcceptUnverified: o.CanaryUnverified, MaxFailures: budget,
 		ExpectVersion:  o.ExpectVersion,
+		ExpectBuild:    configHash,
 		ConnectTimeout: o.ConnectTimeout, IdleTimeout: o.IdleTimeout,
 		DryRun: o.DryRun, Force: o.Force, Reinstall: o.Reinstall,
 		// Shorter than the 2-6 s a rebooting ESP32 stays silent, so the
@@ -384,8 +411,8 @@ func parseTarget(s string, port, webPort int, proto upload.Protocol) (upload.Tar
 		if u.Scheme != "http" {
 			return t, nil, fmt.Errorf("scheme %q: devices take plain http:// uploads", u.Scheme)
 		}
-		if proto == upload.Espota {
-			return t, nil, errors.New("a URL names an HTTP upload, but --protocol is espota")
+		if proto == upload.Espota || proto == upload.ESPHome {
+			return t, nil, fmt.Errorf("a URL names an HTTP upload, but --protocol is %s", proto)
 		}
 		var cred *upload.Credentials
 		if u.User != nil {

@@ -65,6 +65,10 @@ type Target struct {
 	// ReadJSON: also GET /json on the web port, where ESPEasy tells its
 	// build (the Arduino web uploaders tell no version of their own).
 	ReadJSON bool
+	// Service is the mDNS service type TXT came from ("" = not told).
+	// _esphomelib._tcp (or Protocol esphome) reads the record alone and
+	// sends nothing: ESPHome's OTA port takes no other request.
+	Service string
 }
 
 // Options tune Query. The zero value is usable.
@@ -117,6 +121,9 @@ type Facts struct {
 	// ESPEasy is what ESPEasy's GET /json told (Target.ReadJSON), nil when
 	// not read or not ESPEasy's.
 	ESPEasy *ESPEasyJSON `json:"espeasy,omitempty"`
+	// ESPHome is what an ESPHome device's _esphomelib._tcp TXT record
+	// told, nil when it is no ESPHome device or no record was found.
+	ESPHome *ESPHomeTXT `json:"esphome,omitempty"`
 	// Notes say what was tried and failed, one line each.
 	Notes []string `json:"notes,omitempty"`
 	// ConnectErr is the first connect that failed, when the device did not
@@ -160,6 +167,10 @@ func Query(ctx context.Context, t Target, o Options) (Facts, error) {
 	addr := net.JoinHostPort(t.Host, strconv.Itoa(port))
 	f := Facts{Target: name, Address: addr}
 	o = o.withDefaults()
+	if t.Protocol == ProtoESPHome || strings.EqualFold(strings.TrimSuffix(t.Service, ".local"), ESPHomeService) {
+		f.queryESPHome(t)
+		return f, nil
+	}
 	// The first failed connect, whichever step made it (the port probe,
 	// a GET): what a device that does not answer is reported by.
 	var connMu sync.Mutex

@@ -311,7 +311,7 @@ func ParseTarget(arg string) (Target, error) {
 func matchDevice(t Target, ds []Device) int {
 	best := -1
 	for i, d := range ds {
-		if t.Port != 0 && d.Port != t.Port {
+		if t.Port != 0 && d.OTAPort() != t.Port && d.OTAPort() != 0 {
 			continue
 		}
 		ok := t.Host != "" && strings.EqualFold(strings.TrimSuffix(t.Host, "."), d.Host)
@@ -330,7 +330,7 @@ func enrich(t Target, d Device) Target {
 		t.Addrs = slices.Clone(d.Addrs)
 	}
 	if t.Port == 0 {
-		t.Port = d.Port
+		t.Port = d.OTAPort()
 	}
 	if t.WebPort == 0 {
 		t.WebPort = d.WebPort

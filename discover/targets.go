@@ -92,7 +92,7 @@ func InventoryEntries(found []Device, protocol func(netip.Addr) string) []invent
 
 // FromDevice makes a target of a browsed device.
 func FromDevice(d Device) Target {
-	return Target{Name: d.Instance, Host: d.Host, Addrs: slices.Clone(d.Addrs), Port: d.Port, WebPort: d.WebPort,
+	return Target{Name: d.Instance, Host: d.Host, Addrs: slices.Clone(d.Addrs), Port: d.OTAPort(), WebPort: d.WebPort,
 		Service: d.Service, TXT: d.TXT, Sources: []string{"mdns"}}
 }
 

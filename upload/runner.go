@@ -109,6 +109,10 @@ type Options struct {
 	// runs the image (--expect-version); "" = the image's own. It gives an
 	// identity to images that carry none.
 	ExpectVersion string
+	// ExpectBuild is the build identity the device will report when it
+	// runs the image (Facts.Build: ESPHome's config hash,
+	// --expect-config-hash); "" = none expected.
+	ExpectBuild string
 
 	// NoVerify stops at the device's acceptance (Accepted).
 	NoVerify bool
@@ -554,6 +558,12 @@ func (r *runner) preflight(ctx context.Context, d *device) bool {
 	img := r.img
 	fw := r.fw
 	tr := r.traits(d)
+	d.res.To = r.expectedFor(d).Version
+	if tr.ImageUntold {
+		// The image's descriptor is nothing such a device tells (its
+		// project name is not the device's either).
+		img = imageFacts{chip: img.chip}
+	}
 	refuse := func(format string, a ...any) bool {
 		msg := fmt.Sprintf(format, a...)
 		if r.opts.Force {
@@ -618,7 +628,7 @@ func (r *runner) preflight(ctx context.Context, d *device) bool {
 				d.res.Outcome, d.res.Message = OutcomeSkipped, "already runs this image (same elf_sha256)"
 				return false
 			}
-		case f.ELFSHA256 == "" && f.Version != "" && r.expected.Version != "" && f.Version == r.expected.Version:
+		case f.ELFSHA256 == "" && f.Version != "" && r.expectedFor(d).Version != "" && f.Version == r.expectedFor(d).Version:
 			d.res.Outcome, d.res.Message = OutcomeSkipped, "already on "+f.Version
 			return false
 		}
@@ -887,7 +897,7 @@ func (r *runner) mayHaveTaken(err error, de *DeviceError) (Answer, bool) {
 // Devices that tell their version by mDNS only (Traits.MDNSOnly) are not
 // read: a quick read cannot refresh that.
 func (r *runner) tookEarlier(ctx context.Context, d *device, de *DeviceError) bool {
-	if ctx.Err() != nil || r.opts.NoVerify || r.opts.Observer == nil || r.traits(d).MDNSOnly || !r.expected.Known() {
+	if ctx.Err() != nil || r.opts.NoVerify || r.opts.Observer == nil || r.traits(d).MDNSOnly || !r.expectedFor(d).Known() {
 		return false
 	}
 	if !transient(de.Class) && de.Class != ClassBusy {
@@ -899,7 +909,7 @@ func (r *runner) tookEarlier(ctx context.Context, d *device, de *DeviceError) bo
 		return false
 	}
 	id := identityOf(f)
-	if matches(r.expected, id) != yes || d.facts.Answered && sameBuild(identityOf(d.facts), id) != no {
+	if matches(r.expectedFor(d), id) != yes || d.facts.Answered && sameBuild(identityOf(d.facts), id) != no {
 		return false
 	}
 	r.opts.Logger.Debug("device runs the new image after a failed try", "device", d.label, "version", f.Version, "state", f.State)
@@ -929,7 +939,7 @@ func (r *runner) interruptedMessage(d *device, err error) string {
 // False leaves the failure to the class's retries: the device could not
 // hold the image, cannot be read, or demonstrably did not install it.
 func (r *runner) failurePage(ctx context.Context, d *device, err error, de *DeviceError) bool {
-	if !MayHaveTakenAll(err, r.fw.Size()) || r.opts.NoVerify || r.opts.Observer == nil || !r.expected.Known() {
+	if !MayHaveTakenAll(err, r.fw.Size()) || r.opts.NoVerify || r.opts.Observer == nil || !r.expectedFor(d).Known() {
 		return false
 	}
 	d.mu.Lock()
@@ -1068,6 +1078,16 @@ func deviceErrorOf(err error) *DeviceError {
 func oneLine(err error) string {
 	s := err.Error()
 	return strings.ReplaceAll(s, "\n", " ")
+}
+
+// expectedFor is the identity device d must be seen running: the run's,
+// unless its family tells nothing the image carries (Traits.ImageUntold);
+// then only what the user expects.
+func (r *runner) expectedFor(d *device) Identity {
+	if r.traits(d).ImageUntold {
+		return Identity{Version: r.opts.ExpectVersion, Build: strings.ToLower(strings.TrimSpace(r.opts.ExpectBuild))}
+	}
+	return r.expected
 }
 
 // expectedIdentity is what the device must be seen running: the image's

@@ -36,6 +36,15 @@ type Traits struct {
 	// TCP. When a try reaches nothing, the probe decides again: a device
 	// whose TCP server was not up yet refuses too.
 	Datagram bool
+	// ImageUntold: what the devices tell of their build is set by their
+	// own configuration, never read from the image (ESPHome's TXT
+	// project_version and config_hash): the image's app descriptor
+	// identifies nothing on them, and only what the user expects
+	// (Options.ExpectVersion, Options.ExpectBuild) can verify an update.
+	ImageUntold bool
+	// NoIdentityHint, when not "", is the advice an update left unverified
+	// for want of an expected identity gives (reason image-has-no-identity).
+	NoIdentityHint string
 }
 
 // WithTraits is a Transport that reports its family's Traits.

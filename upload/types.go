@@ -27,17 +27,19 @@ const (
 	// ElegantOTA is ElegantOTA v3: GET /ota/start, then a multipart POST
 	// /ota/upload (docs/protocols/elegantota.md).
 	ElegantOTA Protocol = "elegantota"
+	// ESPHome is ESPHome's native OTA over TCP (docs/protocols/esphome.md).
+	ESPHome Protocol = "esphome"
 )
 
 // ParseProtocol reads a --protocol value.
 func ParseProtocol(s string) (Protocol, error) {
 	switch p := Protocol(s); p {
-	case Auto, HTTP, Espota, Form, ElegantOTA:
+	case Auto, HTTP, Espota, Form, ElegantOTA, ESPHome:
 		return p, nil
 	case "":
 		return Auto, nil
 	}
-	return "", fmt.Errorf("unknown protocol %q (want auto, http, espota, form or elegantota)", s)
+	return "", fmt.Errorf("unknown protocol %q (want auto, http, espota, form, elegantota or esphome)", s)
 }
 
 // Firmware is the image to send: read once, shared read-only by every upload.
@@ -97,6 +99,11 @@ type Target struct {
 	// known. A protocol that several libraries speak reads it where they
 	// differ (form: which of them takes a filesystem image).
 	Family string
+	// Platform is the platform the device's mDNS record names where the
+	// record tells a platform rather than a chip (ESPHome's TXT platform:
+	// ESP32, ESP8266, RP2, …); "" when none was told. A transport's Screen
+	// reads it.
+	Platform string
 }
 
 // Addr is host:port for the OTA port.

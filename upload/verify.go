@@ -47,6 +47,10 @@ type Facts struct {
 	// VersionSource is where Version came from: "/ota/status",
 	// "/api/status", "/json" (ESPEasy) or "txt".
 	VersionSource string
+	// Build is a build identity other than the elf that the device tells
+	// and the user can know before the update (ESPHome's TXT config_hash,
+	// which esphome config-hash prints); "" when not told.
+	Build string
 }
 
 // Observer reads what a device tells. Observe returns what it could learn;
@@ -129,14 +133,15 @@ func (r *runner) verify(ctx context.Context, d *device, s verifySpec) Verdict {
 	defer cancel()
 
 	spec := VerdictSpec{
-		Expected: r.expected, Before: s.before, BeforeAt: s.beforeAt, Accepted: s.accepted, Answer: s.answer, Since: s.since,
-		// A device seen only through mDNS TXT that told no version there
-		// before will not tell one now.
-		Unobservable:    s.traits.MDNSOnly && !identityOf(s.before).Known(),
+		Expected: r.expectedFor(d), Before: s.before, BeforeAt: s.beforeAt, Accepted: s.accepted, Answer: s.answer, Since: s.since,
+		// A device seen only through mDNS TXT that told nothing there
+		// before that the expected identity could be compared with will
+		// not tell it now.
+		Unobservable:    s.traits.MDNSOnly && !overlap(r.expectedFor(d), identityOf(s.before)),
 		StabilityWindow: o.StabilityWindow, RebootGrace: o.RebootGrace, NoWaitValid: o.NoWaitValid,
 	}
 	if v, done := Decide(spec, nil, time.Now(), false); done {
-		return r.worded(v, o, false)
+		return r.worded(v, o, s.traits, false)
 	}
 	r.emit(d, Event{Phase: PhaseRebooting, Message: "waiting for the device to restart"})
 	var obs []Observation
@@ -151,12 +156,12 @@ func (r *runner) verify(ctx context.Context, d *device, s verifySpec) Verdict {
 			f.Answered = false
 		}
 		obs = append(obs, Observation{At: at, End: time.Now(), Silent: f.Silent && !f.Answered, Facts: f})
-		if !verifying && f.Answered && identityOf(f).Known() && matches(r.expected, identityOf(f)) == yes {
+		if !verifying && f.Answered && identityOf(f).Known() && matches(spec.Expected, identityOf(f)) == yes {
 			verifying = true
 			r.emit(d, Event{Phase: PhaseVerifying, Message: "the device runs the new image; checking it stays"})
 		}
 		if v, done := Decide(spec, obs, time.Now(), false); done {
-			return r.worded(v, o, false)
+			return r.worded(v, o, s.traits, false)
 		}
 		if !sleepCtx(ctx, o.PollInterval) {
 			break
@@ -166,16 +171,23 @@ func (r *runner) verify(ctx context.Context, d *device, s verifySpec) Verdict {
 		return Verdict{Outcome: OutcomeCancelled, Message: "interrupted while verifying; the device had accepted the image: " + checkHint(d.t)}
 	}
 	v, _ := Decide(spec, obs, time.Now(), true)
-	return r.worded(v, o, true)
+	return r.worded(v, o, s.traits, true)
 }
 
 // checkHint says how to see what a device runs after push was stopped.
 func checkHint(t Target) string { return "check what it runs with: ots-ota info " + t.Addr() }
 
 // worded adds what only the runner knows to a verdict's message.
-func (r *runner) worded(v Verdict, o Options, timedOut bool) Verdict {
+func (r *runner) worded(v Verdict, o Options, tr Traits, timedOut bool) Verdict {
 	if v.Reason == ReasonNoIdentity && r.fw != nil && r.fw.Filesystem {
 		v.Message = "a filesystem image changes no version the device reports; the device took it, not verified"
+		return v
+	}
+	if v.Reason == ReasonNoIdentity && tr.ImageUntold {
+		v.Message = "the device tells only what its own configuration sets (its mDNS record), nothing the image carries; not verified"
+		if tr.NoIdentityHint != "" {
+			v.Message += ": " + tr.NoIdentityHint
+		}
 		return v
 	}
 	if timedOut && (v.Outcome == OutcomeUnreachable || v.Outcome == OutcomeUnverified) {
