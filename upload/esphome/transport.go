@@ -166,12 +166,12 @@ func (*Transport) Protocol() upload.Protocol { return upload.ESPHome }
 // the app only.
 func (*Transport) Traits() upload.Traits {
 	return upload.Traits{
-		NoFilesystem:    "ESPHome's native OTA takes app images only; nothing was sent",
-		ChipUnchecked:   true,
-		ESP8266Port:     PortESP8266,
-		MDNSOnly:        true,
-		ImageUntold:     true,
-		NoIdentityHint:  "give --expect-version (the YAML's project version, TXT project_version) or --expect-config-hash (what esphome config-hash prints) to verify",
+		NoFilesystem:   "ESPHome's native OTA takes app images only; nothing was sent",
+		ChipUnchecked:  true,
+		ESP8266Port:    PortESP8266,
+		MDNSOnly:       true,
+		ImageUntold:    true,
+		NoIdentityHint: "give --expect-version (the YAML's project version, TXT project_version) or --expect-config-hash (what esphome config-hash prints) to verify",
 	}
 }
 
