@@ -55,8 +55,8 @@ func (ev Evidence) WithAnswer(s Step, a Answer) Evidence {
 
 // Decision is the table's verdict on one device, or the next probe it needs.
 type Decision struct {
-	// Protocol to send the image with: HTTP, Espota, ProtoForm or
-	// ProtoElegantOTA; "" when nothing is to be sent (Refused, Failure) or
+	// Protocol to send the image with: HTTP, Espota, ProtoForm,
+	// ProtoElegantOTA or ProtoESPHome; "" when nothing is to be sent (Refused, Failure) or
 	// Need is set.
 	Protocol Protocol
 	// Family is the family recognised; "" when none was.
@@ -131,7 +131,7 @@ func Decide(ev Evidence) Decision {
 		return Decision{Protocol: ProtoESPHome, Family: FamilyESPHome, Why: "mDNS service " + svc + " (ESPHome)", Chip: esphomeChip(ev, svc)}
 	}
 	if svc == "_http._tcp" && hasAll(ev.TXT, esphomeTXTKeys) {
-		return esphomeUnnamed("mDNS _http._tcp with TXT version, mac and config_hash (ESPHome without its native API)")
+		return esphomeUnnamed("mDNS _http._tcp with TXT version, mac and config_hash, as ESPHome without its native API announces")
 	}
 	switch svc {
 	case "_ota._tcp":
