@@ -238,6 +238,11 @@ func (o *pushOptions) check(a *app) (*pushPlan, error) {
 	p := &pushPlan{}
 	var err error
 	if p.proto, err = upload.ParseProtocol(o.Protocol); err != nil {
+		if low := strings.ToLower(o.Protocol); low != o.Protocol {
+			if _, e := upload.ParseProtocol(low); e == nil {
+				return nil, a.flagError("protocol", "protocol names are lower case: --protocol %s", low)
+			}
+		}
 		if slices.Contains(detect.Reserved(), detect.Protocol(strings.ToLower(o.Protocol))) {
 			return nil, a.flagError("protocol", "reserved for a family ots-ota recognises but does not speak yet (docs/protocols/README.md); want "+protocolValues)
 		}

@@ -16,7 +16,7 @@ func TestPushTransportsKeyedByProtocol(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer closeAll()
-	for _, p := range []upload.Protocol{upload.HTTP, upload.Espota, upload.Form, upload.ElegantOTA} {
+	for _, p := range []upload.Protocol{upload.HTTP, upload.Espota, upload.Form, upload.ElegantOTA, upload.ESPHome} {
 		x, ok := tr[p]
 		if !ok || x.Protocol() != p {
 			t.Errorf("%s: %T", p, x)
@@ -26,7 +26,7 @@ func TestPushTransportsKeyedByProtocol(t *testing.T) {
 			t.Errorf("%s: %T reports no traits", p, x)
 		}
 	}
-	if len(tr) != 4 {
+	if len(tr) != 5 {
 		t.Errorf("%d transports", len(tr))
 	}
 }

@@ -159,8 +159,10 @@ var (
 // Protocol implements upload.Transport.
 func (*Transport) Protocol() upload.Protocol { return upload.ESPHome }
 
-// Traits implements upload.WithTraits: the devices tell what they run only
-// in their mDNS TXT record; what they tell (project_version, config_hash)
+// Traits implements upload.WithTraits: the devices check an image's chip
+// themselves (ESP-IDF's image check, the ESP8266 Updater's header check),
+// and Screen refuses another chip family where TXT names the platform.
+// They tell what they run only in their mDNS TXT record; what they tell (project_version, config_hash)
 // is set by their YAML, never read from the image, so only what the user
 // expects identifies an update. No filesystem image: the native OTA writes
 // the app only.
