@@ -162,15 +162,13 @@ func (*Transport) Protocol() upload.Protocol { return upload.ESPHome }
 // Traits implements upload.WithTraits: the devices check an image's chip
 // themselves (ESP-IDF's image check, the ESP8266 Updater's header check),
 // and Screen refuses another chip family where TXT names the platform.
-// They tell what they run only in their mDNS TXT record; what they tell (project_version, config_hash)
-// is set by their YAML, never read from the image, so only what the user
-// expects identifies an update. No filesystem image: the native OTA writes
-// the app only.
+// They tell what they run only in their mDNS TXT record; what they tell
+// (project_version, config_hash) is set by their YAML, never read from the
+// image, so only what the user expects identifies an update. No
+// filesystem image: the native OTA writes the app only.
 func (*Transport) Traits() upload.Traits {
 	return upload.Traits{
 		NoFilesystem:   "ESPHome's native OTA takes app images only; nothing was sent",
-		ChipUnchecked:  true,
-		ESP8266Port:    PortESP8266,
 		MDNSOnly:       true,
 		ImageUntold:    true,
 		NoIdentityHint: "give --expect-version (the YAML's project version, TXT project_version) or --expect-config-hash (what esphome config-hash prints) to verify",
