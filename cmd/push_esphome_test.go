@@ -286,5 +286,18 @@ func TestESPHomeReadmeLines(t *testing.T) {
 		if p := dev.payloads()[0]; len(p) < 2 || p[0] != 0x1f || p[1] != 0x8b {
 			t.Error("the ESP8266 payload is not gzip")
 		}
+
+		// --all without ESPHome asked for leaves ESPHome devices found by
+		// mDNS alone out: kitchen-plug gets nothing (plug-1, listed in the
+		// inventory, is named there).
+		streams, out, errOut = TestStreams()
+		empty := filepath.Join(t.TempDir(), "empty.yaml")
+		if err := os.WriteFile(empty, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		code = Execute(context.Background(), []string{"push", "--config", empty, "--interface", lo.Name, "--all", fwESP32}, streams)
+		if strings.Contains(out.String(), "kitchen-plug") || strings.Contains(out.String(), "plug-1") || len(dev.payloads()) != 1 {
+			t.Errorf("--all: exit %d\n%s\n%s", code, out, errOut)
+		}
 	})
 }

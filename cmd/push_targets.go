@@ -186,6 +186,11 @@ func (o *pushOptions) discoverTargets(ctx context.Context, a *app, p *pushPlan, 
 	sel, err := discover.Select(ctx, discover.Selection{
 		Args: args, All: o.sel.All, Group: o.sel.Group, InventoryOnly: o.sel.InventoryOnly, Cached: o.sel.Cached,
 		Inventory: p.inv, Config: p.mdns, BrowseTimeout: o.Browse, KeepDuplicates: true,
+		// --all takes ESPHome devices only when ESPHome is asked for.
+		SkipESPHome: p.proto != upload.ESPHome && !slices.ContainsFunc(o.mdns.Services, func(s string) bool {
+			n, err := discover.ServiceName(s)
+			return err == nil && n == devinfo.ESPHomeService
+		}),
 	})
 	if err != nil {
 		if ctx.Err() != nil {
