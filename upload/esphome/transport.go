@@ -605,7 +605,13 @@ func (s *session) transfer(body []byte, ver byte, data time.Duration) error {
 			}
 		}
 	}()
+	received := false
 	defer func() {
+		if received {
+			// The device has every byte: the writer's last call returns.
+			<-wdone
+			return
+		}
 		// A writer blocked on a device that stopped reading ends with the
 		// connection.
 		select {
@@ -673,7 +679,7 @@ func (s *session) transfer(body []byte, ver byte, data time.Duration) error {
 				s.sent = true
 			}
 		case b == respReceiveOK:
-			s.sent = true
+			s.sent, received = true, true
 			s.emit(upload.Event{Phase: upload.PhaseUploading, Done: s.size, Total: s.size})
 			return nil
 		default:
