@@ -187,7 +187,9 @@ func readmeCommands(sec string) [][]string {
 // ESPHome devices on mDNS: the image path the section names, the push by
 // name with --expect-config-hash, and the inventory group with
 // --expect-version. Each device must end updated: its record went away
-// and came back with the expected config hash or project version.
+// and came back with the expected config hash or project version. And
+// discover and info show an ESPHome record's TXT, each fact from txt, the
+// ESPHome release never read as the firmware's version.
 func TestESPHomeReadmeLines(t *testing.T) {
 	lo := multicastLo(t)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -246,6 +248,41 @@ func TestESPHomeReadmeLines(t *testing.T) {
 		if code != ExitOK || !strings.Contains(out.String(), `"outcome":"unverified"`) || !strings.Contains(out.String(), `"reason":"same-identity"`) ||
 			!strings.Contains(out.String(), `"protocol":"esphome"`) || len(dev.payloads()) != 2 {
 			t.Fatalf("again: exit %d, %d uploads\n%s\n%s", code, len(dev.payloads()), out, errOut)
+		}
+	})
+
+	t.Run("discover and info", func(t *testing.T) {
+		startESPHomeDevice(t, r, &esphomeTestDevice{name: "lamp", addr: netip.MustParseAddr("127.0.75.4"),
+			txt: []string{"friendly_name=Lamp", "version=2026.7.0", "platform=ESP8266", "board=d1_mini", "mac=aabbccddee04",
+				"config_hash=0000dddd", "project_name=acme.lamp", "project_version=3.1", "api_encryption=Noise_NNpsk0_25519_ChaChaPoly_SHA256"}}, 8266)
+		empty := filepath.Join(t.TempDir(), "empty.yaml")
+		if err := os.WriteFile(empty, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		streams, out, errOut := TestStreams()
+		code := Execute(context.Background(), []string{"discover", "--config", empty, "--interface", lo.Name, "--no-probe", "--json"}, streams)
+		requireJSONRun(t, out.Bytes(), code)
+		var line string
+		for _, l := range strings.Split(out.String(), "\n") {
+			if strings.Contains(l, `"instance":"lamp"`) {
+				line = l
+			}
+		}
+		for _, want := range []string{`"service":"_esphomelib._tcp"`, `"protocol":"esphome"`, `"port":8266`, `"version":"3.1"`, `"chip":"esp8266"`, `"config_hash":"0000dddd"`} {
+			if !strings.Contains(line, want) {
+				t.Errorf("discover line lacks %s: %s\n%s", want, line, errOut)
+			}
+		}
+		streams, out, errOut = TestStreams()
+		code = Execute(context.Background(), []string{"info", "--config", empty, "--interface", lo.Name, "lamp.local"}, streams)
+		text := out.String()
+		for _, want := range []string{"esphome  (txt)", "3.1  (txt)", "2026.7.0  (txt)", "ESP8266  (txt)", "d1_mini  (txt)", "0000dddd  (txt)", "Lamp  (txt)"} {
+			if !strings.Contains(text, want) {
+				t.Errorf("info lacks %q (exit %d)\n%s\n%s", want, code, text, errOut)
+			}
+		}
+		if strings.Contains(text, "version    2026.7.0") {
+			t.Errorf("info reads the ESPHome release as the version:\n%s", text)
 		}
 	})
 
