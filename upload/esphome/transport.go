@@ -178,19 +178,20 @@ func (*Transport) Traits() upload.Traits {
 // Screen implements upload.Screener: an image for another chip family
 // than the platform the device's mDNS record names never goes to it.
 func (*Transport) Screen(t upload.Target, fw *upload.Firmware) string {
-	if fw.Image == nil || t.Platform == "" {
+	p := strings.ToUpper(t.Platform)
+	if p == "" {
+		return ""
+	}
+	if p != "ESP8266" && p != "ESP32" {
+		// Its OTA port is neither default either: nothing is sent.
+		return fmt.Sprintf("the device's mDNS record says platform %s: ots-ota updates ESP32 and ESP8266 devices only", t.Platform)
+	}
+	if fw.Image == nil {
 		return ""
 	}
 	c, ok := fw.Image.ForChip()
-	if !ok {
-		return ""
-	}
-	p := strings.ToUpper(t.Platform)
-	switch {
-	case p == "ESP8266" && !c.IsESP8266(), p == "ESP32" && c.IsESP8266():
+	if ok && (p == "ESP8266") != c.IsESP8266() {
 		return fmt.Sprintf("image is built for %s, the device's mDNS record says platform %s; an image for another chip family is never sent", c, t.Platform)
-	case p != "ESP8266" && p != "ESP32":
-		return fmt.Sprintf("the device's mDNS record says platform %s: ots-ota updates ESP32 and ESP8266 devices only", t.Platform)
 	}
 	return ""
 }

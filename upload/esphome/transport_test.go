@@ -578,6 +578,10 @@ func TestScreen(t *testing.T) {
 			t.Errorf("platform %q: Screen = %q, want a refusal: %v", c.platform, got, c.refuse)
 		}
 	}
+	// A platform ots-ota does not update is refused whatever the image.
+	if tr.Screen(upload.Target{Platform: "RP2"}, upload.NewFirmware("x.bin", []byte{1, 2, 3}, false)) == "" {
+		t.Error("RP2 with an unparsed image: no refusal")
+	}
 }
 
 func TestNoFilesystem(t *testing.T) {
