@@ -338,3 +338,20 @@ func TestESPHomeReadmeLines(t *testing.T) {
 		}
 	})
 }
+
+// --expect-config-hash takes 8 hex digits (as esphome config-hash prints
+// them); anything else exits 2 before anything is sent.
+func TestExpectConfigHashFlag(t *testing.T) {
+	fw := writeTestFirmware(t, "1.0.1")
+	for _, bad := range []string{"xyz", "1a2b3c4", "1a2b3c4d5", "1a2b3c4g"} {
+		code, _, errOut := runPushCmd(t, "", "--dry-run", "--expect-config-hash", bad, fw, "127.0.0.1")
+		if code != ExitUsage || !strings.Contains(errOut, "--expect-config-hash") || !strings.Contains(errOut, "8 hex digits") {
+			t.Errorf("--expect-config-hash %s: exit %d: %s", bad, code, errOut)
+		}
+	}
+	for _, good := range []string{"1a2b3c4d", "0x1A2B3C4D"} {
+		if h, err := parseConfigHash(good); err != nil || h != "1a2b3c4d" {
+			t.Errorf("parseConfigHash(%q) = %q, %v", good, h, err)
+		}
+	}
+}
