@@ -120,6 +120,8 @@ type discoverRow struct {
 	TXT         map[string]string
 	Sources     []string
 	Note        string
+	// ESPHome is an _esphomelib._tcp record's TXT, nil for other devices.
+	ESPHome *devinfo.ESPHomeTXT
 }
 
 func runDiscover(ctx context.Context, a *app, o *discoverOptions) error {
@@ -195,6 +197,13 @@ func rowOf(t discover.Target) discoverRow {
 	}
 	r.Version, r.Project, r.Chip = t.TXT["version"], t.TXT["project"], t.TXT["chip"]
 	r.Auth = devinfo.AuthFromTXT(t.TXT)
+	if t.Service == devinfo.ESPHomeService {
+		// TXT version is the ESPHome release, never the firmware's: the
+		// firmware's is project_version, when the YAML sets a project.
+		e := devinfo.ParseESPHomeTXT(t.TXT)
+		r.Protocol, r.ESPHome = devinfo.ProtoESPHome, e
+		r.Version, r.Project, r.Chip, r.Auth = e.ProjectVersion, e.ProjectName, devinfo.ESPHomeChip(e.Platform), ""
+	}
 	if r.Protocol == "" {
 		r.Protocol = serviceProtocol(t.Service)
 	}
@@ -299,6 +308,33 @@ func renderDiscover(w io.Writer, rows []discoverRow) {
 			port, svc, dash(proto), dash(r.Version), dash(r.Project), dash(r.Chip), dash(r.Auth))
 	}
 	tw.Flush()
+	for _, r := range rows {
+		if e := r.ESPHome; e != nil {
+			fmt.Fprintf(w, "%s: %s\n", dash(r.Name), esphomeLine(e))
+		}
+	}
+}
+
+// esphomeLine is an ESPHome record's TXT in one line, keys as the device
+// names them; keys it does not carry are left out.
+func esphomeLine(e *devinfo.ESPHomeTXT) string {
+	var parts []string
+	add := func(k, v string) {
+		if v != "" {
+			parts = append(parts, k+"="+v)
+		}
+	}
+	add("version", e.Release)
+	add("platform", e.Platform)
+	add("board", e.Board)
+	add("mac", e.MAC)
+	add("config_hash", e.ConfigHash)
+	add("project_name", e.ProjectName)
+	add("project_version", e.ProjectVersion)
+	add("api_encryption", e.APIEncryption)
+	add("api_encryption_supported", e.APIEncryptionSupported)
+	add("friendly_name", e.FriendlyName)
+	return "ESPHome " + strings.Join(parts, " ")
 }
 
 // runWatch streams events until interrupted.
@@ -326,7 +362,9 @@ func runWatch(parent context.Context, a *app, out io.Writer, cfg discover.Config
 		}
 		line := fmt.Sprintf("%s %-7s %s (%s) %s port %d %s", e.Time.Format("15:04:05"), e.Kind, d.Instance, d.Service,
 			strings.Join(addrs, ","), d.Port, d.Host)
-		if v := d.TXT["version"]; v != "" {
+		if d.Service == devinfo.ESPHomeService {
+			line += " " + esphomeLine(devinfo.ParseESPHomeTXT(d.TXT))
+		} else if v := d.TXT["version"]; v != "" {
 			line += " version " + v
 		}
 		if e.Reason != "" {

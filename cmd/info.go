@@ -241,6 +241,21 @@ func renderInfo(w io.Writer, r infoResult, st style) {
 		}
 		row("uptime", up, "")
 	}
+	if e := r.ESPHome; e != nil {
+		// The record's own words, each from TXT; version is the ESPHome
+		// release, never the firmware's (that is project_version).
+		txt := func(k, v string) { row(k, devinfo.Fact{Value: v, Source: devinfo.FromTXT}, "") }
+		txt("esphome", e.Release)
+		txt("platform", e.Platform)
+		txt("board", e.Board)
+		txt("mac", e.MAC)
+		txt("config", e.ConfigHash)
+		txt("name", e.FriendlyName)
+		txt("api noise", e.APIEncryption)
+		if e.APIEncryption == "" && e.APIEncryptionSupported != "" {
+			txt("api noise", "supported, no key yet")
+		}
+	}
 	// What failed matters when a fact is missing; otherwise it is noise
 	// (a seed with the extensions has no /api/status, and needs none).
 	if !r.Reachable || !r.Version.Known() {

@@ -47,6 +47,23 @@ type apiStatusJSON struct {
 	Uptime          *int64  `json:"uptime"`
 }
 
+// esphomeJSON is an ESPHome device's _esphomelib._tcp TXT record, each
+// key null when the record does not carry it. version is the ESPHome
+// release, never the firmware's version (project_version is that).
+type esphomeJSON struct {
+	Version                *string `json:"version"`
+	Platform               *string `json:"platform"`
+	Board                  *string `json:"board"`
+	MAC                    *string `json:"mac"`
+	ConfigHash             *string `json:"config_hash"`
+	ProjectName            *string `json:"project_name"`
+	ProjectVersion         *string `json:"project_version"`
+	APIEncryption          *string `json:"api_encryption"`
+	APIEncryptionSupported *string `json:"api_encryption_supported"`
+	FriendlyName           *string `json:"friendly_name"`
+	Network                *string `json:"network"`
+}
+
 type infoLine struct {
 	lineHead
 	Target         string         `json:"target"`
@@ -70,6 +87,7 @@ type infoLine struct {
 	UptimeS        *uptimeJSON    `json:"uptime_s"`
 	OTAStatus      *otaStatusJSON `json:"ota_status"`
 	APIStatus      *apiStatusJSON `json:"api_status"`
+	ESPHome        *esphomeJSON   `json:"esphome_txt"`
 	Notes          []string       `json:"notes"`
 	Error          *errorObject   `json:"error"`
 }
@@ -101,6 +119,13 @@ func infoLineOf(r infoResult) infoLine {
 	if s := r.API; s != nil {
 		l.APIStatus = &apiStatusJSON{FirmwareVersion: nullString(s.FirmwareVersion), Hostname: nullString(s.Hostname),
 			SerialNumber: nullString(s.SerialNumber), Uptime: s.Uptime}
+	}
+	if e := r.ESPHome; e != nil {
+		l.ESPHome = &esphomeJSON{Version: nullString(e.Release), Platform: nullString(e.Platform), Board: nullString(e.Board),
+			MAC: nullString(e.MAC), ConfigHash: nullString(e.ConfigHash), ProjectName: nullString(e.ProjectName),
+			ProjectVersion: nullString(e.ProjectVersion), APIEncryption: nullString(e.APIEncryption),
+			APIEncryptionSupported: nullString(e.APIEncryptionSupported), FriendlyName: nullString(e.FriendlyName),
+			Network: nullString(e.Network)}
 	}
 	return l
 }

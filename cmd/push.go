@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -14,7 +13,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ots-ota/ots-ota/auth"
-	"github.com/ots-ota/ots-ota/detect"
 	"github.com/ots-ota/ots-ota/discover"
 	"github.com/ots-ota/ots-ota/image"
 	"github.com/ots-ota/ots-ota/inventory"
@@ -47,6 +45,7 @@ type pushOptions struct {
 	Canary           int
 	CanaryUnverified bool
 	ExpectVersion    string
+	ExpectConfigHash string
 	MaxFailures      string
 	DryRun           bool
 	Force            bool
@@ -94,8 +93,13 @@ skipValidation=1, so WLED skips its own, with a warning.
 The protocol: --protocol, a URL or the inventory's protocol:, else mDNS, else
 a TCP connect and, to tell HTTP families apart, a few read-only GETs
 (docs/protocols/README.md). A device recognised as a family ots-ota does not
-speak yet (HTTPUpdateServer, ElegantOTA, ESPEasy, WLED, Tasmota, ESPHome) is
-refused before anything is sent.
+speak yet (ElegantOTA v2, WLED, Tasmota) is refused before anything is sent.
+ESPHome is chosen by auto only from its _esphomelib._tcp mDNS record or the
+inventory's protocol: esphome; its OTA port is its platform's default (ESP32
+3232, ESP8266 8266) unless HOST:PORT or the inventory says otherwise. An ESPHome
+device tells only what its YAML sets: --expect-version is compared with its TXT
+project_version, --expect-config-hash with its TXT config_hash; without either
+its update ends unverified.
 
 Outcomes: updated (the image was seen running after a restart or a change of
 image, and valid where the device tells its state), rolled-back (another image
@@ -123,6 +127,7 @@ func newPushCmd(a *app) *cobra.Command {
 		Example: `  ots-ota push --token "$TOKEN" .pio/build/esp32-s3-dev/firmware.bin 192.168.1.40
   ots-ota push --password "$PW" --canary 1 --max-failures 10% firmware.bin host1 host2 host3
   ots-ota push --protocol espota --port 8266 firmware.bin esp8266.local
+  ots-ota push --protocol esphome --expect-config-hash 1a2b3c4d --password "$PW" firmware.ota.bin kitchen.local
   ots-ota push --dry-run firmware.bin 192.168.1.40 192.168.1.41`,
 		Args: argsMin(1, "a FIRMWARE file, then TARGETs (or --all / --group)"),
 	}
@@ -130,7 +135,7 @@ func newPushCmd(a *app) *cobra.Command {
 	c.ValidArgsFunction = completePush(a)
 	o.policyFlags.bind(c)
 	f := c.Flags()
-	f.StringVar(&o.Protocol, "protocol", "auto", "auto (decide per device: docs/protocols/README.md), http (the image as a raw POST body: seed and OTS firmware), espota (ArduinoOTA), form (a multipart POST /update: HTTPUpdateServer, ESP8266HTTPUpdateServer, ESPEasy) elegantota (ElegantOTA v3) or tasmota (Tasmota's upgrade page, or with --via-url its OtaUrl); wins over the inventory's protocol:")
+	f.StringVar(&o.Protocol, "protocol", "auto", "auto (decide per device: docs/protocols/README.md), http (the image as a raw POST body: seed and OTS firmware), espota (ArduinoOTA), form (a multipart POST /update: HTTPUpdateServer, ESP8266HTTPUpdateServer, ESPEasy), elegantota (ElegantOTA v3), wled (WLED's update page), tasmota (Tasmota's upgrade page, or with --via-url its OtaUrl) or esphome (ESPHome's native OTA); wins over the inventory's protocol:")
 	f.IntVar(&o.Port, "port", 0, "OTA port of targets given without one (default 3232; ESP8266 espota devices use 8266)")
 	f.IntVar(&o.WebPort, "web-port", 0, "web port for /api/status (default 80)")
 	f.StringVar(&o.Token, "token", "", "HTTP Bearer token (also $OTS_OTA_TOKEN or the config file)")
@@ -149,7 +154,8 @@ func newPushCmd(a *app) *cobra.Command {
 	f.BoolVar(&o.RequireVerify, "require-verified", false, "exit 3 when a device could not show its version")
 	f.IntVar(&o.Canary, "canary", 0, "update N devices first; the rest only if all of them end updated")
 	f.BoolVar(&o.CanaryUnverified, "canary-accept-unverified", false, "let an unverified canary (a device that shows no version) pass the --canary gate")
-	f.StringVar(&o.ExpectVersion, "expect-version", "", "the version string devices report once they run the image (default: the image's own)")
+	f.StringVar(&o.ExpectVersion, "expect-version", "", "the version string devices report once they run the image (default: the image's own; ESPHome: its TXT project_version)")
+	f.StringVar(&o.ExpectConfigHash, "expect-config-hash", "", "ESPHome: the config hash devices report once they run the image (8 hex digits, as esphome config-hash prints; TXT config_hash)")
 	f.StringVar(&o.MaxFailures, "max-failures", "", "stop starting devices once more than N (or P%) have failed")
 	f.BoolVar(&o.DryRun, "dry-run", false, "print the plan (protocol, running version, skips, refusals) and send nothing")
 	f.BoolVar(&o.Force, "force", false, "send despite chip, project or slot size mismatches, or WLED's release check (never a corrupt image)")
@@ -166,13 +172,13 @@ func newPushCmd(a *app) *cobra.Command {
 	o.mdns.bind(c, false)
 	_ = c.MarkFlagFilename("password-file")
 	_ = c.RegisterFlagCompletionFunc("protocol", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
-		return []string{"auto", "http", "espota", "form", "elegantota", "wled", "tasmota"}, cobra.ShellCompDirectiveNoFileComp
+		return []string{"auto", "http", "espota", "form", "elegantota", "wled", "tasmota", "esphome"}, cobra.ShellCompDirectiveNoFileComp
 	})
 	return c
 }
 
 // protocolValues are the --protocol values push speaks (upload.ParseProtocol).
-const protocolValues = "auto, http, espota, form, elegantota, wled or tasmota"
+const protocolValues = "auto, http, espota, form, elegantota, wled, tasmota or esphome"
 
 // pushPlan is everything validated before any work starts.
 type pushPlan struct {
@@ -220,12 +226,28 @@ func (o *pushOptions) validate(a *app, args []string) error {
 	return nil
 }
 
+// parseConfigHash reads --expect-config-hash: ESPHome's config hash, 8 hex
+// digits (esphome config-hash prints it; 0x and case are tolerated).
+func parseConfigHash(s string) (string, error) {
+	s = strings.ToLower(strings.TrimSpace(s))
+	if s == "" {
+		return "", nil
+	}
+	h := strings.TrimPrefix(s, "0x")
+	if len(h) != 8 || strings.Trim(h, "0123456789abcdef") != "" {
+		return "", fmt.Errorf("%q is not a config hash (8 hex digits, as esphome config-hash prints)", s)
+	}
+	return h, nil
+}
+
 func (o *pushOptions) check(a *app) (*pushPlan, error) {
 	p := &pushPlan{}
 	var err error
 	if p.proto, err = upload.ParseProtocol(o.Protocol); err != nil {
-		if slices.Contains(detect.Reserved(), detect.Protocol(strings.ToLower(o.Protocol))) {
-			return nil, a.flagError("protocol", "reserved for a family ots-ota recognises but does not speak yet (docs/protocols/README.md); want "+protocolValues)
+		if low := strings.ToLower(o.Protocol); low != o.Protocol {
+			if _, e := upload.ParseProtocol(low); e == nil {
+				return nil, a.flagError("protocol", "protocol names are lower case: --protocol %s", low)
+			}
 		}
 		return nil, a.flagError("protocol", "want "+protocolValues)
 	}
@@ -265,6 +287,10 @@ func (o *pushOptions) check(a *app) (*pushPlan, error) {
 	}
 	if o.CanaryUnverified && o.Canary <= 0 {
 		return nil, a.flagError("canary-accept-unverified", "needs --canary N: without canaries there is no gate to pass")
+	}
+	configHash, err := parseConfigHash(o.ExpectConfigHash)
+	if err != nil {
+		return nil, a.flagError("expect-config-hash", "%v", err)
 	}
 	budget, err := upload.ParseFailureBudget(o.MaxFailures)
 	if err != nil {
@@ -333,6 +359,7 @@ func (o *pushOptions) check(a *app) (*pushPlan, error) {
 		NoVerify: o.NoVerify, NoWaitValid: o.NoWaitValid,
 		Canary: o.Canary, CanaryAcceptUnverified: o.CanaryUnverified, MaxFailures: budget,
 		ExpectVersion:  o.ExpectVersion,
+		ExpectBuild:    configHash,
 		ConnectTimeout: o.ConnectTimeout, IdleTimeout: o.IdleTimeout,
 		DryRun: o.DryRun, Force: o.Force, Reinstall: o.Reinstall,
 		// Shorter than the 2-6 s a rebooting ESP32 stays silent, so the
@@ -398,8 +425,8 @@ func parseTarget(s string, port, webPort int, proto upload.Protocol) (upload.Tar
 		if u.Scheme != "http" {
 			return t, nil, fmt.Errorf("scheme %q: devices take plain http:// uploads", u.Scheme)
 		}
-		if proto == upload.Espota {
-			return t, nil, errors.New("a URL names an HTTP upload, but --protocol is espota")
+		if proto == upload.Espota || proto == upload.ESPHome {
+			return t, nil, fmt.Errorf("a URL names an HTTP upload, but --protocol is %s", proto)
 		}
 		var cred *upload.Credentials
 		if u.User != nil {

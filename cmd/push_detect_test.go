@@ -129,16 +129,6 @@ func TestPushRefusesUnspokenFamily(t *testing.T) {
 	}
 }
 
-// TestPushProtocolReserved: a reserved protocol value is a usage error
-// that says so.
-func TestPushProtocolReserved(t *testing.T) {
-	fw := writeTestFirmware(t, "1.0.1")
-	code, _, errOut := runPushCmd(t, "", "--protocol", "tasmota", fw, "127.0.0.1")
-	if code != ExitUsage || !strings.Contains(errOut, "reserved for a family ots-ota recognises but does not speak yet") {
-		t.Errorf("exit %d: %s", code, errOut)
-	}
-}
-
 // TestPushProtocolBeatsInventory: --protocol wins over the inventory's
 // protocol: (docs/protocols §1): an inventory entry that says espota, for
 // a seed device, given --protocol http, is updated over http.

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ots-ota/ots-ota/auth"
+	"github.com/ots-ota/ots-ota/devinfo"
 	"github.com/ots-ota/ots-ota/discover"
 	"github.com/ots-ota/ots-ota/inventory"
 	"github.com/ots-ota/ots-ota/upload"
@@ -185,6 +186,11 @@ func (o *pushOptions) discoverTargets(ctx context.Context, a *app, p *pushPlan, 
 	sel, err := discover.Select(ctx, discover.Selection{
 		Args: args, All: o.sel.All, Group: o.sel.Group, InventoryOnly: o.sel.InventoryOnly, Cached: o.sel.Cached,
 		Inventory: p.inv, Config: p.mdns, BrowseTimeout: o.Browse, KeepDuplicates: true,
+		// --all takes ESPHome devices only when ESPHome is asked for.
+		SkipESPHome: p.proto != upload.ESPHome && !slices.ContainsFunc(o.mdns.Services, func(s string) bool {
+			n, err := discover.ServiceName(s)
+			return err == nil && n == devinfo.ESPHomeService
+		}),
 	})
 	if err != nil {
 		if ctx.Err() != nil {
@@ -204,6 +210,10 @@ func (o *pushOptions) discoverTargets(ctx context.Context, a *app, p *pushPlan, 
 			continue
 		}
 		ut := upload.Target{Name: t.Name, Host: t.Host, Port: t.Port, WebPort: t.WebPort, Protocol: upload.Auto, Chip: t.Chip}
+		if t.Service == devinfo.ESPHomeService {
+			// The platform its record names, for the transport's screen.
+			ut.Platform = t.TXT["platform"]
+		}
 		if len(t.Addrs) > 0 {
 			ut.Host = t.Addrs[0].String()
 		}
@@ -297,7 +307,11 @@ func (pt *pushTargets) txt(ctx context.Context, t upload.Target) map[string]stri
 	if port == 0 {
 		port = 3232
 	}
-	match := func(d discover.Device) bool { return d.Port == port && slices.Contains(d.Addrs, addr) }
+	// An ESPHome record names its API port, not the OTA port: OTAPort maps it.
+	match := func(d discover.Device) bool {
+		p := d.OTAPort()
+		return (p == port || p == 0 && t.Protocol == upload.ESPHome) && slices.Contains(d.Addrs, addr)
+	}
 	ds, err := discover.Browse(ctx, *pt.mdns, discover.BrowseOptions{Timeout: 2 * time.Second, Until: func(ds []discover.Device) bool {
 		return slices.ContainsFunc(ds, func(d discover.Device) bool { return match(d) && d.TXT != nil })
 	}})

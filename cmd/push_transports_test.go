@@ -17,7 +17,7 @@ func TestPushTransportsKeyedByProtocol(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer closeAll()
-	for _, p := range []upload.Protocol{upload.HTTP, upload.Espota, upload.Form, upload.ElegantOTA, upload.WLED, upload.Tasmota} {
+	for _, p := range []upload.Protocol{upload.HTTP, upload.Espota, upload.Form, upload.ElegantOTA, upload.WLED, upload.Tasmota, upload.ESPHome} {
 		x, ok := tr[p]
 		if !ok || x.Protocol() != p {
 			t.Errorf("%s: %T", p, x)

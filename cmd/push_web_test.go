@@ -30,17 +30,14 @@ func startWebFake(t *testing.T, cfg fakedev.WebConfig) *fakedev.WebDevice {
 // inventory's protocol: form, are spoken: each device of the family (an
 // independent fake) gets one upload over its own wire, with no probe, and
 // ends unverified (the family tells no version). A URL with --protocol
-// elegantota is ElegantOTA's page, not a raw HTTP upload. tasmota and
-// esphome stay reserved: a usage error, nothing sent.
+// elegantota is ElegantOTA's page, not a raw HTTP upload. Protocol names
+// are lower case.
 func TestPushProtocolWebUploaders(t *testing.T) {
 	fw := writeTestFirmware(t, "1.0.1")
-	t.Run("reserved", func(t *testing.T) {
-		for _, p := range []string{"esphome", "ESPHome"} {
-			code, _, errOut := runPushCmd(t, "", "--protocol", p, fw, "127.0.0.1")
-			if code != ExitUsage || !strings.Contains(errOut, "reserved for a family ots-ota recognises but does not speak yet") ||
-				!strings.Contains(errOut, "want auto, http, espota, form, elegantota, wled or tasmota") {
-				t.Errorf("--protocol %s: exit %d: %s", p, code, errOut)
-			}
+	t.Run("lower case", func(t *testing.T) {
+		code, _, errOut := runPushCmd(t, "", "--protocol", "ESPHome", fw, "127.0.0.1")
+		if code != ExitUsage || !strings.Contains(errOut, "lower case") || strings.Contains(errOut, "reserved") {
+			t.Errorf("--protocol ESPHome: exit %d: %s", code, errOut)
 		}
 	})
 	// An ESP8266 image of 4096 bytes or less (which its Updater answers

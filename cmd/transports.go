@@ -6,6 +6,7 @@ import (
 
 	"github.com/ots-ota/ots-ota/upload"
 	"github.com/ots-ota/ots-ota/upload/elegantota"
+	"github.com/ots-ota/ots-ota/upload/esphome"
 	"github.com/ots-ota/ots-ota/upload/espota"
 	"github.com/ots-ota/ots-ota/upload/form"
 	"github.com/ots-ota/ots-ota/upload/rawhttp"
@@ -38,5 +39,8 @@ func pushTransports(o *pushOptions, log *slog.Logger) (transports map[upload.Pro
 		upload.WLED: &wled.Transport{ConnectTimeout: o.ConnectTimeout, IdleTimeout: o.IdleTimeout, SkipValidation: o.Force, Logger: log},
 		upload.Tasmota: &tasmota.Transport{ConnectTimeout: o.ConnectTimeout, IdleTimeout: o.IdleTimeout, Logger: log,
 			ViaURL: o.ViaURL, Server: files},
+		// ESPHome's native OTA keeps its own data timeout (160 s: the
+		// device allows 90 s without data); one gzip per push, shared.
+		upload.ESPHome: &esphome.Transport{ConnectTimeout: o.ConnectTimeout, Logger: log},
 	}, func() { ln.Close(); files.Close() }, nil
 }

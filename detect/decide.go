@@ -56,8 +56,8 @@ func (ev Evidence) WithAnswer(s Step, a Answer) Evidence {
 // Decision is the table's verdict on one device, or the next probe it needs.
 type Decision struct {
 	// Protocol to send the image with: HTTP, Espota, ProtoForm,
-	// ProtoElegantOTA, ProtoWLED or ProtoTasmota; "" when nothing is to be
-	// sent (Refused, Failure) or Need is set.
+	// ProtoElegantOTA, ProtoWLED, ProtoTasmota or ProtoESPHome; "" when
+	// nothing is to be sent (Refused, Failure) or Need is set.
 	Protocol Protocol
 	// Family is the family recognised; "" when none was.
 	Family Family
@@ -104,6 +104,12 @@ func Decide(ev Evidence) Decision {
 	if ev.Word == Espota {
 		return Decision{Protocol: Espota, Why: "espota set by " + ev.WordFrom}
 	}
+	if ev.Word == ProtoESPHome {
+		// The user or the inventory names ESPHome: its OTA port takes the
+		// session, no probe (a GET there only draws its error byte).
+		return Decision{Protocol: ProtoESPHome, Family: FamilyESPHome, Why: "esphome set by " + ev.WordFrom,
+			Chip: esphomeChip(ev, svc)}
+	}
 	if ev.Word != "" && ev.Word != HTTP && spokenWord(ev.Word) {
 		// A family's own protocol by word (form, elegantota, wled,
 		// tasmota): no probe, as for espota (a form behind a password shows
@@ -120,8 +126,17 @@ func Decide(ev Evidence) Decision {
 	}
 	// mDNS services that name a family by themselves (_wled._tcp,
 	// _esphomelib._tcp): its protocol, or its refusal, with no probe. The
-	// word http does not change that: a family's own protocol is used,
-	// never a raw body.
+	// word http never sends them a raw body: WLED's own protocol is used,
+	// and ESPHome, whose protocol auto chooses only unasked, is refused
+	// with the way to name it.
+	if r, ok := rowForService(svc); ok && r.Family == FamilyESPHome {
+		if ev.Word == HTTP {
+			// A raw body never goes to a family that takes none.
+			return Decision{Refused: true, Family: FamilyESPHome, Why: fmt.Sprintf(
+				"looks like ESPHome (mDNS service %s), but http was set by %s: ESPHome takes no raw POST; name it with --protocol esphome", svc, ev.WordFrom)}
+		}
+		return Decision{Protocol: ProtoESPHome, Family: FamilyESPHome, Why: "mDNS service " + svc + " (ESPHome)", Chip: esphomeChip(ev, svc)}
+	}
 	if r, ok := rowForService(svc); ok && !r.Spoken {
 		return refusal(r, "mDNS service "+svc, false)
 	} else if ok && r.Protocol != HTTP && r.Protocol != Espota {
@@ -129,7 +144,7 @@ func Decide(ev Evidence) Decision {
 		return Decision{Protocol: r.Protocol, Family: r.Family, Why: fmt.Sprintf("looks like %s (mDNS service %s)", r.Name, svc)}
 	}
 	if svc == "_http._tcp" && hasAll(ev.TXT, esphomeTXTKeys) {
-		return refusal(row(FamilyESPHome), "mDNS _http._tcp with TXT version, mac and config_hash", false)
+		return esphomeUnnamed("mDNS _http._tcp with TXT version, mac and config_hash, as ESPHome without its native API announces")
 	}
 	switch svc {
 	case "_ota._tcp":
@@ -333,7 +348,7 @@ func familyMark(ev Evidence, s Step, a *Answer) (Decision, bool) {
 	case isTasmotaServer(*a):
 		return verdict(ev, row(FamilyTasmota), fmt.Sprintf("%s answered with Server: %s", s.Probe, serverProduct(a.Header.Get("Server"))), s.Web, ""), true
 	case isESPHomeByte(*a):
-		return refusal(row(FamilyESPHome), fmt.Sprintf("%s answered the single byte 0x80, ESPHome's native OTA error", s.Probe), ev.udpClosed()), true
+		return esphomeUnnamed(fmt.Sprintf("%s answered the single byte 0x80, ESPHome's native OTA error", s.Probe)), true
 	}
 	for _, f := range []Family{FamilyWLED, FamilyESPEasy, FamilyTasmota, FamilyElegantOTA2} {
 		if matches(f, s.Probe, a) {
@@ -341,6 +356,26 @@ func familyMark(ev Evidence, s Step, a *Answer) (Decision, bool) {
 		}
 	}
 	return Decision{}, false
+}
+
+// esphomeUnnamed refuses an ESPHome device that auto may not choose: no
+// _esphomelib._tcp record and no word named it (docs/protocols/README.md).
+func esphomeUnnamed(evidence string) Decision {
+	return Decision{Refused: true, Family: FamilyESPHome, Why: fmt.Sprintf("looks like ESPHome (%s); %s", evidence, esphomeHint)}
+}
+
+// esphomeChip is the chip an ESPHome record's TXT platform tells:
+// "esp8266" for ESP8266, "" otherwise (ESP32 names no variant).
+func esphomeChip(ev Evidence, svc string) string {
+	if p, ok := txtValue(ev.TXT, "platform"); ok && rowForServiceFamily(svc) == FamilyESPHome && strings.EqualFold(p, "ESP8266") {
+		return "esp8266"
+	}
+	return ""
+}
+
+func rowForServiceFamily(svc string) Family {
+	r, _ := rowForService(svc)
+	return r.Family
 }
 
 // serverProduct is a Server header's first product token, cleaned: the

@@ -142,8 +142,15 @@ func TestDecide(t *testing.T) {
 		{name: "_ota._tcp path", ev: svc("_ota._tcp.local.", map[string]string{"path": "/fw"}), want: HTTP, asked: 0},
 		{name: "ArduinoOTA TXT", ev: svc("_arduino._tcp", map[string]string{"board": "esp32s3", "auth_upload": "yes"}), want: Espota, family: FamilyArduinoOTA, why: "mDNS TXT", asked: 0},
 		{name: "_wled._tcp", ev: svc("_wled._tcp", map[string]string{"mac": "aabbccddeeff"}), want: ProtoWLED, family: FamilyWLED, why: "looks like WLED (mDNS service _wled._tcp)", asked: 0},
-		{name: "_esphomelib._tcp", ev: svc("_esphomelib._tcp", map[string]string{"version": "2026.7.0"}), refused: true, family: FamilyESPHome, asked: 0},
-		{name: "ESPHome's _http._tcp TXT", ev: svc("_http._tcp", map[string]string{"version": "2026.7.0", "mac": "aabbccddeeff", "config_hash": "0a1b2c3d"}), refused: true, family: FamilyESPHome, asked: 0},
+		// ESPHome (issue 20): chosen from its own record, or the word; never
+		// by a fingerprint alone, and nothing is probed.
+		{name: "_esphomelib._tcp", ev: svc("_esphomelib._tcp", map[string]string{"version": "2026.7.0"}), want: ProtoESPHome, family: FamilyESPHome, why: "mDNS service _esphomelib._tcp", asked: 0},
+		{name: "_esphomelib._tcp ESP8266 tells the chip", ev: svc("_esphomelib._tcp", map[string]string{"platform": "ESP8266"}), want: ProtoESPHome, family: FamilyESPHome, chip: "esp8266", asked: 0},
+		{name: "_esphomelib._tcp ESP32 tells no variant", ev: svc("_esphomelib._tcp", map[string]string{"platform": "ESP32"}), want: ProtoESPHome, family: FamilyESPHome, asked: 0},
+		{name: "_esphomelib._tcp with --protocol http", ev: with(flag(HTTP), "_esphomelib._tcp", nil), refused: true, family: FamilyESPHome, why: "--protocol esphome", asked: 0},
+		{name: "--protocol esphome: no probe", ev: flag(ProtoESPHome), want: ProtoESPHome, family: FamilyESPHome, why: "esphome set by --protocol", asked: 0},
+		{name: "inventory esphome: no probe", ev: Evidence{Word: ProtoESPHome, WordFrom: "the inventory"}, want: ProtoESPHome, family: FamilyESPHome, why: "esphome set by the inventory", asked: 0},
+		{name: "ESPHome's _http._tcp TXT", ev: svc("_http._tcp", map[string]string{"version": "2026.7.0", "mac": "aabbccddeeff", "config_hash": "0a1b2c3d"}), refused: true, family: FamilyESPHome, why: "--protocol esphome", asked: 0},
 		{name: "_wled._tcp with --protocol http: WLED's own protocol", ev: with(flag(HTTP), "_wled._tcp", nil), want: ProtoWLED, family: FamilyWLED, asked: 0},
 		// OTS: _arduino._tcp without TXT, TCP accepted.
 		{name: "OTS behind _arduino._tcp", ev: svc("_arduino._tcp", nil), port: &portOK, want: HTTP, family: FamilyOTS, asked: 1},
@@ -162,7 +169,7 @@ func TestDecide(t *testing.T) {
 		{name: "plain address: seed with /ota/status", port: &portOK, script: []step{{up(probeOTAStatus), otaStatus}}, want: HTTP, family: FamilySeed, asked: 3},
 		{name: "plain address: OTS", port: &portOK, script: []step{{web(probeAPIStatus), apiStatus}}, want: HTTP, family: FamilyOTS, asked: 4},
 		{name: "plain address: no web port", ev: Evidence{NoWeb: true}, port: &portOK, want: HTTP, asked: 7},
-		{name: "plain address: ESPHome native OTA", port: &portOK, script: []step{{up(probeUpdate), esphome}}, refused: true, family: FamilyESPHome, why: "0x80", asked: 2},
+		{name: "plain address: ESPHome native OTA", port: &portOK, script: []step{{up(probeUpdate), esphome}}, refused: true, family: FamilyESPHome, why: "0x80, ESPHome's native OTA error); auto chooses ESPHome only from its _esphomelib._tcp mDNS record", asked: 2},
 		{name: "plain address: ArduinoOTA", port: &portUDP, want: Espota, family: FamilyArduinoOTA, why: "refused a connection", asked: 1},
 		{name: "plain address: silent", port: &portSilent, fail: FailUnreachable, why: "no answer from 10.0.0.5:3232", asked: 1},
 		// Nothing listens at the OTA port: the web port may name a family.
@@ -283,7 +290,7 @@ func TestTableProbesAllowed(t *testing.T) {
 				t.Errorf("%s: mark on %s, not an allowed probe", r.Name, m.Probe)
 			}
 		}
-		unspoken := r.Family == FamilyWebUploader || r.Family == FamilyElegantOTA2 || r.Family == FamilyESPHome
+		unspoken := r.Family == FamilyWebUploader || r.Family == FamilyElegantOTA2
 		if r.Spoken == unspoken {
 			t.Errorf("%s: spoken %v but protocol %s", r.Name, r.Spoken, r.Protocol)
 		}

@@ -39,13 +39,6 @@ const (
 	ProtoESPHome Protocol = "esphome"
 )
 
-// Reserved lists the protocol values of the table's families other than
-// http and espota, in table order (form, elegantota, wled and tasmota are
-// spoken now; Spoken tells which are).
-func Reserved() []Protocol {
-	return []Protocol{ProtoForm, ProtoElegantOTA, ProtoWLED, ProtoTasmota, ProtoESPHome}
-}
-
 // Family is a kind of device firmware, as the table tells them apart.
 type Family string
 
@@ -173,6 +166,10 @@ type Mark struct {
 	match func(Answer) bool
 }
 
+// esphomeHint: an ESPHome device auto does not choose (no _esphomelib._tcp
+// record, no inventory protocol:) is named by the user.
+const esphomeHint = "auto chooses ESPHome only from its _esphomelib._tcp mDNS record or the inventory's protocol: esphome; name it with --protocol esphome (HOST:PORT for its OTA port)"
+
 // webHint is the advice for the web uploaders: what works today.
 const webHint = "update it from its web page at /update, or build it with ArduinoOTA and use --protocol espota"
 
@@ -193,9 +190,12 @@ var table = []Row{
 		Marks: []Mark{{Probe: probeAPIStatus, Says: "the OTS web app's JSON with firmwareVersion", match: isAPIStatus}}},
 	{Family: FamilyArduinoOTA, Name: "ArduinoOTA", Protocol: Espota, Spoken: true, Services: []string{"_arduino._tcp"},
 		Marks: []Mark{{Probe: probeUDP, Says: "silence to one empty datagram, after TCP refused"}}},
-	{Family: FamilyESPHome, Name: "ESPHome", Protocol: ProtoESPHome, Services: []string{"_esphomelib._tcp"},
+	// Spoken, but chosen by auto only from its own mDNS record or the
+	// inventory's protocol: (the magic never goes to a port nothing named
+	// ESPHome's); a fingerprint alone refuses with esphomeHint.
+	{Family: FamilyESPHome, Name: "ESPHome", Protocol: ProtoESPHome, Spoken: true, Services: []string{"_esphomelib._tcp"},
 		Marks: []Mark{{Probe: probeUpdate, Says: "the single byte 0x80, its native OTA's bad-magic error, not HTTP", match: isESPHomeByte}},
-		Hint:  "update it with esphome upload for now"},
+		Hint:  esphomeHint},
 	{Family: FamilyTasmota, Name: "Tasmota", Protocol: ProtoTasmota, Spoken: true,
 		Marks: []Mark{
 			{Probe: probeRoot, Says: "Server: Tasmota/…", match: isTasmotaServer},

@@ -79,6 +79,10 @@ type Target struct {
 	// Authorization is the Authorization header's value for Tasmota's
 	// /cm ("Basic …"), empty for none. It is never printed.
 	Authorization auth.Secret
+	// Service is the mDNS service type TXT came from ("" = not told).
+	// _esphomelib._tcp (or Protocol esphome) reads the record alone and
+	// sends nothing: ESPHome's OTA port takes no other request.
+	Service string
 }
 
 // Options tune Query. The zero value is usable.
@@ -137,6 +141,9 @@ type Facts struct {
 	// Tasmota is what Tasmota's Status 0 told (Target.Tasmota), nil when
 	// not read.
 	Tasmota *TasmotaStatus `json:"tasmota,omitempty"`
+	// ESPHome is what an ESPHome device's _esphomelib._tcp TXT record
+	// told, nil when it is no ESPHome device or no record was found.
+	ESPHome *ESPHomeTXT `json:"esphome,omitempty"`
 	// Notes say what was tried and failed, one line each.
 	Notes []string `json:"notes,omitempty"`
 	// ConnectErr is the first connect that failed, when the device did not
@@ -180,6 +187,10 @@ func Query(ctx context.Context, t Target, o Options) (Facts, error) {
 	addr := net.JoinHostPort(t.Host, strconv.Itoa(port))
 	f := Facts{Target: name, Address: addr}
 	o = o.withDefaults()
+	if t.Protocol == ProtoESPHome || strings.EqualFold(strings.TrimSuffix(t.Service, ".local"), ESPHomeService) {
+		f.queryESPHome(t)
+		return f, nil
+	}
 	// The first failed connect, whichever step made it (the port probe,
 	// a GET): what a device that does not answer is reported by.
 	var connMu sync.Mutex

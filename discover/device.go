@@ -11,10 +11,10 @@ import (
 	"github.com/ots-ota/ots-ota/devinfo"
 )
 
-// Default services browsed: the contract's two (device-contract.md §1) and
-// WLED's own, which names its family by itself (WLED is spoken since issue
-// 19; docs/protocols/README.md §4).
-var DefaultServices = []string{"_ota._tcp", "_arduino._tcp", "_wled._tcp"}
+// Default services browsed: the contract's two (device-contract.md §1),
+// WLED's own, which names its family by itself (docs/protocols/README.md),
+// and ESPHome's native API record (docs/protocols/esphome.md).
+var DefaultServices = []string{"_ota._tcp", "_arduino._tcp", "_wled._tcp", devinfo.ESPHomeService}
 
 // webService is resolved alongside, only to learn each host's web port.
 const webService = "_http._tcp"
@@ -59,9 +59,20 @@ func (d Device) Addr() netip.Addr {
 	return netip.Addr{}
 }
 
+// OTAPort is the port d's device takes updates on: the record's own port,
+// except for ESPHome's _esphomelib._tcp, whose record names the native API
+// port (6053): its OTA port is not advertised, so it is the default of the
+// platform TXT names (ESP32 3232, ESP8266 8266), 0 when TXT names none.
+func (d Device) OTAPort() int {
+	if d.Service == devinfo.ESPHomeService {
+		return devinfo.ESPHomeOTAPort(d.TXT["platform"])
+	}
+	return d.Port
+}
+
 // Target describes d for devinfo.Query.
 func (d Device) Target() devinfo.Target {
-	t := devinfo.Target{Name: d.Instance, Host: d.Host, Port: d.Port, TXT: d.TXT, WebPort: d.WebPort}
+	t := devinfo.Target{Name: d.Instance, Host: d.Host, Port: d.OTAPort(), TXT: d.TXT, WebPort: d.WebPort, Service: d.Service}
 	if a := d.Addr(); a.IsValid() {
 		t.Host = a.String()
 	}

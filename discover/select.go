@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ots-ota/ots-ota/auth"
+	"github.com/ots-ota/ots-ota/devinfo"
 	"github.com/ots-ota/ots-ota/inventory"
 )
 
@@ -44,6 +45,12 @@ type Selection struct {
 	// device, for a caller that merges them itself (push compares their
 	// credentials first).
 	KeepDuplicates bool
+	// SkipESPHome: All leaves out devices found only by their
+	// _esphomelib._tcp record (an inventory entry keeps one in). push sets
+	// it unless ESPHome is asked for: an ESPHome device takes only an image
+	// built from its own YAML, and nothing else it tells could refuse
+	// another one.
+	SkipESPHome bool
 }
 
 // Selected is one target, or why it could not be used (the rest of the
@@ -115,6 +122,11 @@ func Select(ctx context.Context, s Selection) ([]Selected, error) {
 		for _, d := range devs {
 			targets = append(targets, FromInventory(d))
 		}
+	}
+	if s.All && s.SkipESPHome {
+		targets = slices.DeleteFunc(targets, func(t Target) bool {
+			return t.Service == devinfo.ESPHomeService && !slices.Contains(t.Sources, "inventory")
+		})
 	}
 	if err := CheckArgs(s.Args, inv); err != nil {
 		return nil, err // before any browse: a bad argument costs no time
@@ -311,7 +323,7 @@ func ParseTarget(arg string) (Target, error) {
 func matchDevice(t Target, ds []Device) int {
 	best := -1
 	for i, d := range ds {
-		if t.Port != 0 && d.Port != t.Port {
+		if t.Port != 0 && d.OTAPort() != t.Port && d.OTAPort() != 0 {
 			continue
 		}
 		ok := t.Host != "" && strings.EqualFold(strings.TrimSuffix(t.Host, "."), d.Host)
@@ -330,7 +342,7 @@ func enrich(t Target, d Device) Target {
 		t.Addrs = slices.Clone(d.Addrs)
 	}
 	if t.Port == 0 {
-		t.Port = d.Port
+		t.Port = d.OTAPort()
 	}
 	if t.WebPort == 0 {
 		t.WebPort = d.WebPort

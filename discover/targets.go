@@ -39,7 +39,7 @@ type Target struct {
 // Info is the target for devinfo.Query. Host is the first address when one
 // is known, so the caller resolves names only for inventory entries.
 func (t Target) Info() devinfo.Target {
-	it := devinfo.Target{Name: t.Name, Host: t.Host, Port: t.Port, Protocol: t.Protocol, WebPort: t.WebPort, TXT: t.TXT}
+	it := devinfo.Target{Name: t.Name, Host: t.Host, Port: t.Port, Protocol: t.Protocol, WebPort: t.WebPort, TXT: t.TXT, Service: t.Service}
 	if len(t.Addrs) > 0 {
 		it.Host = t.Addrs[0].String()
 	}
@@ -92,7 +92,7 @@ func InventoryEntries(found []Device, protocol func(netip.Addr) string) []invent
 
 // FromDevice makes a target of a browsed device.
 func FromDevice(d Device) Target {
-	return Target{Name: d.Instance, Host: d.Host, Addrs: slices.Clone(d.Addrs), Port: d.Port, WebPort: d.WebPort,
+	return Target{Name: d.Instance, Host: d.Host, Addrs: slices.Clone(d.Addrs), Port: d.OTAPort(), WebPort: d.WebPort,
 		Service: d.Service, TXT: d.TXT, Sources: []string{"mdns"}}
 }
 

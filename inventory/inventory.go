@@ -8,7 +8,7 @@
 //	    - name: kitchen
 //	      address: 192.168.1.40     # an IP or a host name (".local" works)
 //	      port: 3232                # OTA port; default 3232 (8266 for esp8266 espota)
-//	      protocol: http            # http, espota, form, elegantota, wled or tasmota; default: probed
+//	      protocol: http            # http, espota, form, elegantota, wled, tasmota or esphome; default: probed
 //	      web_port: 80              # the web app's port, for /api/status
 //	      auth: {env: KITCHEN_OTA_TOKEN}   # or {file: ~/.config/ots-ota/kitchen.token}
 //	  groups:
@@ -268,9 +268,9 @@ func (inv *Inventory) Validate() error {
 			errs = append(errs, fmt.Errorf("%s: port out of range", where))
 		}
 		switch d.Protocol {
-		case "", "http", "espota", "form", "elegantota", "wled", "tasmota":
+		case "", "http", "espota", "form", "elegantota", "wled", "tasmota", "esphome":
 		default:
-			errs = append(errs, fmt.Errorf("%s: protocol %q (want http, espota, form, elegantota, wled or tasmota)", where, d.Protocol))
+			errs = append(errs, fmt.Errorf("%s: protocol %q (want http, espota, form, elegantota, wled, tasmota or esphome)", where, d.Protocol))
 		}
 		if _, ok := image.ChipByName(d.Chip); d.Chip != "" && !ok {
 			errs = append(errs, fmt.Errorf("%s: chip %q is not one ots-ota knows (esp32, esp32s3, esp32c3, esp8266, …)", where, d.Chip))

@@ -94,7 +94,10 @@ func ChooseProtocol(ctx context.Context, t Target, h Hint, connectTimeout time.D
 		return Decision{Why: d.Why, Probed: d.Probed, Family: string(d.Family)}, &RefusedError{Reason: d.Why}
 	}
 	out := Decision{Protocol: Protocol(d.Protocol), Why: d.Why, Probed: d.Probed, Path: d.Path, Family: string(d.Family), Chip: d.Chip}
-	if d.Chip != "" {
+	switch {
+	case d.Chip != "" && d.Family == detect.FamilyESPHome:
+		out.ChipFrom = "its mDNS record says platform ESP8266"
+	case d.Chip != "":
 		// detect tells a chip from one fingerprint only.
 		out.ChipFrom = "its OPTIONS /update answers as ESP8266HTTPUpdateServer does"
 	}
@@ -124,7 +127,7 @@ func webPortOr80(t Target) int {
 
 // named: a protocol the user or the inventory named (not auto).
 func named(p Protocol) bool {
-	return p == HTTP || p == Espota || webUpload(p)
+	return p == HTTP || p == Espota || p == ESPHome || webUpload(p)
 }
 
 // webUpload: the protocol uploads on the device's web server (port 80

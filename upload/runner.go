@@ -109,6 +109,10 @@ type Options struct {
 	// runs the image (--expect-version); "" = the image's own. It gives an
 	// identity to images that carry none.
 	ExpectVersion string
+	// ExpectBuild is the build identity the device will report when it
+	// runs the image (Facts.Build: ESPHome's config hash,
+	// --expect-config-hash); "" = none expected.
+	ExpectBuild string
 
 	// NoVerify stops at the device's acceptance (Accepted).
 	NoVerify bool
@@ -558,6 +562,11 @@ func (r *runner) preflight(ctx context.Context, d *device) bool {
 	fw := r.fw
 	tr := r.traits(d)
 	d.res.To = r.expectedFor(d).Version
+	if tr.NoImageIdentity {
+		// The image's descriptor is nothing such a device tells (its
+		// project name is not the device's either).
+		img = imageFacts{chip: img.chip}
+	}
 	refuse := func(format string, a ...any) bool {
 		msg := fmt.Sprintf(format, a...)
 		if r.opts.Force {
@@ -1102,7 +1111,7 @@ func oneLine(err error) string {
 }
 
 // expectedFor is the identity d must be seen running: the run's, or only
-// --expect-version where d's family never reports an image's own
+// what the user expects where d's family never reports an image's own
 // (Traits.NoImageIdentity).
 func (r *runner) expectedFor(d *device) Identity {
 	return r.expectedWith(r.traits(d))
@@ -1115,7 +1124,7 @@ func (r *runner) expectedWith(tr Traits) Identity {
 	if r.fw != nil && r.fw.Filesystem {
 		return Identity{}
 	}
-	return Identity{Version: r.opts.ExpectVersion}
+	return Identity{Version: r.opts.ExpectVersion, Build: strings.ToLower(strings.TrimSpace(r.opts.ExpectBuild))}
 }
 
 // expectedIdentity is what the device must be seen running: the image's

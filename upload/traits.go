@@ -55,9 +55,15 @@ type Traits struct {
 	Port int
 	// NoImageIdentity: what the devices report is never what an image's
 	// app descriptor says (WLED's ver, Tasmota's Version are their own), so
-	// only --expect-version gives an image an identity to verify; without
-	// it verification ends unverified (image-has-no-identity).
+	// only what the user expects (Options.ExpectVersion, and
+	// Options.ExpectBuild for ESPHome's config_hash) gives an image an
+	// identity to verify; without it verification ends unverified
+	// (image-has-no-identity). The image's descriptor is not compared
+	// with the device's facts in pre-flight either.
 	NoImageIdentity bool
+	// NoIdentityHint, when not "", is the advice an update left unverified
+	// for want of an expected identity gives (reason image-has-no-identity).
+	NoIdentityHint string
 }
 
 // WithTraits is a Transport that reports its family's Traits.

@@ -34,17 +34,19 @@ const (
 	// by URL, its OtaUrl and Upgrade commands over /cm
 	// (docs/protocols/tasmota.md).
 	Tasmota Protocol = "tasmota"
+	// ESPHome is ESPHome's native OTA over TCP (docs/protocols/esphome.md).
+	ESPHome Protocol = "esphome"
 )
 
 // ParseProtocol reads a --protocol value.
 func ParseProtocol(s string) (Protocol, error) {
 	switch p := Protocol(s); p {
-	case Auto, HTTP, Espota, Form, ElegantOTA, WLED, Tasmota:
+	case Auto, HTTP, Espota, Form, ElegantOTA, WLED, Tasmota, ESPHome:
 		return p, nil
 	case "":
 		return Auto, nil
 	}
-	return "", fmt.Errorf("unknown protocol %q (want auto, http, espota, form, elegantota, wled or tasmota)", s)
+	return "", fmt.Errorf("unknown protocol %q (want auto, http, espota, form, elegantota, wled, tasmota or esphome)", s)
 }
 
 // Firmware is the image to send: read once, shared read-only by every upload.
@@ -104,6 +106,11 @@ type Target struct {
 	// known. A protocol that several libraries speak reads it where they
 	// differ (form: which of them takes a filesystem image).
 	Family string
+	// Platform is the platform the device's mDNS record names where the
+	// record tells a platform rather than a chip (ESPHome's TXT platform:
+	// ESP32, ESP8266, RP2, …); "" when none was told. A transport's Screen
+	// reads it.
+	Platform string
 }
 
 // Addr is host:port for the OTA port.

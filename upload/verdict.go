@@ -44,12 +44,27 @@ type Identity struct {
 	// sources are compared by elf only (a web app may word the version
 	// otherwise than /ota/status).
 	Source string
+	// Build is a build identity other than the elf (Facts.Build: ESPHome's
+	// config hash), "" when not told or not expected.
+	Build string
 }
 
 // Known reports whether the identity tells anything.
-func (i Identity) Known() bool { return i.ELF != "" || i.Version != "" }
+func (i Identity) Known() bool { return i.ELF != "" || i.Version != "" || i.Build != "" }
+
+// overlap reports whether the two identities tell a common field, so that
+// they can be compared at all.
+func overlap(a, b Identity) bool {
+	return a.ELF != "" && b.ELF != "" || a.Build != "" && b.Build != "" || a.Version != "" && b.Version != ""
+}
 
 func (i Identity) String() string {
+	if i.Build != "" && i.ELF == "" {
+		if i.Version != "" {
+			return i.Version + " (build " + i.Build + ")"
+		}
+		return "build " + i.Build
+	}
 	switch {
 	case i.Version != "" && i.ELF != "":
 		return i.Version + " (elf " + shortELF(i.ELF) + ")"
@@ -66,7 +81,7 @@ func shortELF(s string) string { return s[:min(len(s), 8)] }
 // identityOf is what f tells of the running image. An elf_sha256 shorter
 // than 8 hex digits identifies nothing.
 func identityOf(f Facts) Identity {
-	id := Identity{Version: f.Version, Source: f.VersionSource}
+	id := Identity{Version: f.Version, Source: f.VersionSource, Build: strings.ToLower(strings.TrimSpace(f.Build))}
 	// An all-zero elf is a placeholder, as the image side treats it.
 	if e := strings.ToLower(strings.TrimSpace(f.ELFSHA256)); len(e) >= 8 && strings.Trim(e, "0") != "" {
 		id.ELF = e
@@ -84,21 +99,29 @@ const (
 )
 
 // matches compares what a device runs with the expected image. Where the
-// device tells its elf and the image's is known, the elf decides alone.
+// device tells its elf and the image's is known, the elf decides alone;
+// else the build and the version must both match where both are told.
 func matches(expected, seen Identity) match {
-	switch {
-	case expected.ELF != "" && seen.ELF != "":
+	if expected.ELF != "" && seen.ELF != "" {
 		if sameELF(seen.ELF, expected.ELF) {
 			return yes
 		}
 		return no
-	case expected.Version != "" && seen.Version != "":
-		if seen.Version == expected.Version {
-			return yes
-		}
-		return no
 	}
-	return unknown
+	m := unknown
+	if expected.Build != "" && seen.Build != "" {
+		if seen.Build != expected.Build {
+			return no
+		}
+		m = yes
+	}
+	if expected.Version != "" && seen.Version != "" {
+		if seen.Version != expected.Version {
+			return no
+		}
+		m = yes
+	}
+	return m
 }
 
 // sameBuild compares two identities a device told: by elf where both have
@@ -107,6 +130,11 @@ func sameBuild(a, b Identity) match {
 	switch {
 	case a.ELF != "" && b.ELF != "":
 		if sameELF(a.ELF, b.ELF) || sameELF(b.ELF, a.ELF) {
+			return yes
+		}
+		return no
+	case a.Build != "" && b.Build != "":
+		if a.Build == b.Build {
 			return yes
 		}
 		return no
@@ -403,6 +431,9 @@ func withNote(v Verdict, note string) Verdict {
 }
 
 func sameIdentityMessage(id Identity) string {
+	if id.ELF == "" && id.Build != "" {
+		return fmt.Sprintf("the device reports the build it reported before (%s), so the new image cannot be told from the old one; not verified", id)
+	}
 	if id.ELF == "" {
 		return fmt.Sprintf("the device reports %s as before and no build hash (elf_sha256), so the new image cannot be told from the old one; not verified", id)
 	}
@@ -559,10 +590,12 @@ func walk(s VerdictSpec, obs []Observation) walked {
 		switch matches(s.Expected, id) {
 		case yes:
 			byELF := s.Expected.ELF != "" && id.ELF != ""
+			// A build the user expects names the new image as an elf does.
+			byBuild := s.Expected.Build != "" && id.Build != ""
 			switch {
 			case same:
 				w.evidence = w.evidence || w.restartSeen && byELF
-			case byELF:
+			case byELF || byBuild:
 				w.evidence = w.evidence || w.restartSeen || changed
 			default:
 				w.evidence = w.evidence || sawOther && (w.restartSeen || changed)

@@ -56,6 +56,10 @@ type Facts struct {
 	// Image is the full build name the device tells where Version is
 	// only its release ("14.3.0(tasmota)"), for messages; "" = Version.
 	Image string
+	// Build is a build identity other than the elf that the device tells
+	// and the user can know before the update (ESPHome's TXT config_hash,
+	// which esphome config-hash prints); "" when not told.
+	Build string
 }
 
 // Observer reads what a device tells. Observe returns what it could learn;
@@ -140,9 +144,10 @@ func (r *runner) verify(ctx context.Context, d *device, s verifySpec) Verdict {
 	expected := r.expectedWith(s.traits)
 	spec := VerdictSpec{
 		Expected: expected, Before: s.before, BeforeAt: s.beforeAt, Accepted: s.accepted, Answer: s.answer, Since: s.since,
-		// A device seen only through mDNS TXT that told no version there
-		// before will not tell one now.
-		Unobservable:    s.traits.MDNSOnly && !identityOf(s.before).Known(),
+		// A device seen only through mDNS TXT that told nothing there
+		// before that the expected identity could be compared with will
+		// not tell it now.
+		Unobservable:    s.traits.MDNSOnly && !overlap(expected, identityOf(s.before)),
 		StabilityWindow: o.StabilityWindow, RebootGrace: o.RebootGrace, NoWaitValid: o.NoWaitValid,
 	}
 	if v, done := Decide(spec, nil, time.Now(), false); done {
@@ -266,7 +271,12 @@ func (r *runner) worded(v Verdict, o Options, tr Traits, timedOut bool) Verdict 
 		return v
 	}
 	if v.Reason == ReasonNoIdentity && tr.NoImageIdentity && v.Outcome == OutcomeUnverified {
-		v.Message = "the device reports its firmware's own version, which the image does not carry; give --expect-version (the version it reports once it runs the image) to verify"
+		v.Message = "the device reports what its own firmware or configuration sets, which the image does not carry; not verified"
+		hint := tr.NoIdentityHint
+		if hint == "" {
+			hint = "give --expect-version (the version it reports once it runs the image) to verify"
+		}
+		v.Message += ": " + hint
 		if timedOut {
 			v.Message += fmt.Sprintf(" (verify timeout %s)", round(o.VerifyTimeout))
 		}

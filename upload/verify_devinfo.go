@@ -3,6 +3,7 @@ package upload
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"strconv"
 	"strings"
 	"time"
@@ -61,6 +62,9 @@ func webUploader(p Protocol) bool {
 
 // Observe implements Observer.
 func (o *DeviceObserver) Observe(ctx context.Context, t Target) (Facts, error) {
+	if t.Protocol == ESPHome {
+		return o.observeTXT(ctx, t)
+	}
 	dt := devinfo.Target{Name: t.Name, Host: t.Host, Port: t.Port, WebPort: t.WebPort}
 	switch t.Protocol {
 	case HTTP:
@@ -119,6 +123,32 @@ func (o *DeviceObserver) Observe(ctx context.Context, t Target) (Facts, error) {
 	return f, nil
 }
 
+// observeTXT reads a device that tells what it runs in its mDNS TXT
+// record only (ESPHome): nothing is sent to it. While verifying, no record
+// is a device that does not answer (restarting, or gone): silent.
+func (o *DeviceObserver) observeTXT(ctx context.Context, t Target) (Facts, error) {
+	var txt map[string]string
+	if o.TXT != nil {
+		txt = o.TXT(ctx, t)
+	}
+	if txt == nil {
+		if IsVerifying(ctx) {
+			return Facts{Silent: true}, nil
+		}
+		return Facts{}, errors.New("no mDNS record of the device: ESPHome tells what it runs only there")
+	}
+	df, err := devinfo.Query(ctx, devinfo.Target{Name: t.Name, Host: t.Host, Port: t.Port, Protocol: devinfo.ProtoESPHome, TXT: txt}, devinfo.Options{Timeout: o.Timeout})
+	if err != nil {
+		return Facts{}, err
+	}
+	f := factsFromDevinfo(df, t.Protocol, o.ExpectVersion)
+	f.Answered = true
+	if df.ESPHome != nil {
+		f.Build = df.ESPHome.ConfigHash
+	}
+	return f, nil
+}
+
 func factsFromDevinfo(df devinfo.Facts, asked Protocol, expect string) Facts {
 	f := Facts{
 		Project: df.Project.Value, Version: df.Version.Value, Chip: df.Chip.Value,
@@ -140,6 +170,8 @@ func factsFromDevinfo(df devinfo.Facts, asked Protocol, expect string) Facts {
 			f.Protocol = HTTP
 		case devinfo.ProtoEspota:
 			f.Protocol = Espota
+		case devinfo.ProtoESPHome:
+			f.Protocol = ESPHome
 		}
 		if df.Board.Known() {
 			// TXT board/auth_upload on _arduino._tcp: ArduinoOTA (contract §1).

@@ -1,0 +1,121 @@
+package upload
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// txtFleet is a family whose devices tell what they run in their mDNS TXT
+// only, set by their own configuration (Traits.NoImageIdentity): a project
+// version and a build hash the image does not carry.
+type txtFleet struct {
+	mu   sync.Mutex
+	devs map[string]*txtDev
+}
+
+type txtDev struct {
+	version, build         string // what it tells now
+	nextVersion, nextBuild string // what it tells after the upload's restart
+	down                   int    // silent reads left
+	sent                   bool
+}
+
+func (f *txtFleet) Protocol() Protocol { return "txtonly" }
+
+func (f *txtFleet) Traits() Traits {
+	return Traits{MDNSOnly: true, NoImageIdentity: true, NoIdentityHint: "give the build hint"}
+}
+
+func (f *txtFleet) Send(_ context.Context, t Target, fw *Firmware, _ Credentials, emit Emit) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	d := f.devs[t.Host]
+	emit(Event{Phase: PhaseUploading, Done: fw.Size(), Total: fw.Size()})
+	d.sent, d.down = true, 3
+	return nil
+}
+
+func (f *txtFleet) Observe(_ context.Context, t Target) (Facts, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	d := f.devs[t.Host]
+	if d.sent && d.down > 0 {
+		d.down--
+		return Facts{Silent: true}, nil
+	}
+	if d.sent {
+		d.version, d.build = d.nextVersion, d.nextBuild
+	}
+	// The TXT project name is the YAML's, not the image's descriptor's.
+	return Facts{Answered: true, Version: d.version, VersionSource: "txt", Build: d.build, Project: "author.other"}, nil
+}
+
+func TestImageUntoldVerification(t *testing.T) {
+	fw := testFirmware(t, "1.0.0") // its descriptor says 1.0.0, project proj
+	for _, c := range []struct {
+		name          string
+		dev           txtDev
+		expectVersion string
+		expectBuild   string
+		outcome       Outcome
+		reason        Reason
+		says          string
+	}{
+		{name: "no expectation", dev: txtDev{version: "1.5", build: "0000aaaa", nextVersion: "2.0", nextBuild: "0000bbbb"},
+			outcome: OutcomeUnverified, reason: ReasonNoIdentity, says: "give the build hint"},
+		{name: "expected build seen", dev: txtDev{version: "1.5", build: "0000aaaa", nextVersion: "1.5", nextBuild: "0000bbbb"},
+			expectBuild: "0000BBBB", outcome: OutcomeUpdated},
+		{name: "expected build equals the one before", dev: txtDev{version: "1.5", build: "0000aaaa", nextVersion: "1.5", nextBuild: "0000aaaa"},
+			expectBuild: "0000aaaa", outcome: OutcomeUnverified, reason: ReasonSameIdentity},
+		{name: "expected project version seen", dev: txtDev{version: "1.5", build: "0000aaaa", nextVersion: "2.0", nextBuild: "0000bbbb"},
+			expectVersion: "2.0", outcome: OutcomeUpdated},
+		{name: "build and version must both match", dev: txtDev{version: "1.5", build: "0000aaaa", nextVersion: "1.9", nextBuild: "0000bbbb"},
+			expectVersion: "2.0", expectBuild: "0000bbbb", outcome: OutcomeRolledBack},
+		{name: "came back on the old build", dev: txtDev{version: "1.5", build: "0000aaaa", nextVersion: "1.5", nextBuild: "0000aaaa"},
+			expectBuild: "0000bbbb", outcome: OutcomeUnchanged},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			d := c.dev
+			f := &txtFleet{devs: map[string]*txtDev{"10.0.0.9": &d}}
+			o := Options{Transports: map[Protocol]Transport{"txtonly": f}, Observer: f,
+				StabilityWindow: time.Millisecond, VerifyTimeout: 5 * time.Second, RebootGrace: 500 * time.Millisecond,
+				PollInterval: time.Millisecond, ProbeTimeout: time.Second, Seed: 1,
+				ExpectVersion: c.expectVersion, ExpectBuild: c.expectBuild}
+			res := Run(context.Background(), fw, []Target{{Name: "d", Host: "10.0.0.9", Protocol: "txtonly"}}, o)
+			r := res[0]
+			if r.Outcome != c.outcome || r.Reason != c.reason {
+				t.Fatalf("%s %s (%s), want %s %s", r.Outcome, r.Reason, r.Message, c.outcome, c.reason)
+			}
+			if c.says != "" && !strings.Contains(r.Message, c.says) {
+				t.Errorf("message %q does not say %q", r.Message, c.says)
+			}
+			if !d.sent {
+				t.Error("nothing was sent: the image's own project or version must not refuse or skip it")
+			}
+		})
+	}
+}
+
+func TestIdentityBuild(t *testing.T) {
+	for _, c := range []struct {
+		exp, seen Identity
+		want      match
+	}{
+		{Identity{Build: "aa"}, Identity{Build: "aa"}, yes},
+		{Identity{Build: "aa"}, Identity{Build: "bb"}, no},
+		{Identity{Build: "aa"}, Identity{Version: "1"}, unknown},
+		{Identity{Build: "aa", Version: "1"}, Identity{Build: "aa", Version: "2"}, no},
+		{Identity{Build: "aa", Version: "1"}, Identity{Build: "aa"}, yes},
+		{Identity{Version: "1"}, Identity{Build: "aa", Version: "1"}, yes},
+	} {
+		if got := matches(c.exp, c.seen); got != c.want {
+			t.Errorf("matches(%+v, %+v) = %v, want %v", c.exp, c.seen, got, c.want)
+		}
+	}
+	if !overlap(Identity{Build: "a"}, Identity{Build: "b"}) || overlap(Identity{Build: "a"}, Identity{Version: "1"}) {
+		t.Error("overlap: a build is comparable with a build only")
+	}
+}
