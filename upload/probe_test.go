@@ -53,11 +53,11 @@ func TestChooseProtocolFacts(t *testing.T) {
 	}
 }
 
-// A family ots-ota does not speak is refused before anything is sent.
-func TestChooseProtocolRefusesUnspoken(t *testing.T) {
+// ESPHome's own record decides with no packet sent (issue 20): its OTA
+// port takes only its own magic.
+func TestChooseProtocolESPHomeByRecord(t *testing.T) {
 	d, err := ChooseProtocol(httpCtx(t), probeTarget(t, testnet.DeadAddr(t)), Hint{Service: "_esphomelib._tcp"}, time.Second)
-	var re *RefusedError
-	if !errors.As(err, &re) || d.Family != "esphome" || !strings.Contains(re.Reason, "looks like ESPHome (mDNS service _esphomelib._tcp); ots-ota does not speak ESPHome yet") {
+	if err != nil || d.Protocol != ESPHome || d.Family != "esphome" || d.Probed || !strings.Contains(d.Why, "_esphomelib._tcp") {
 		t.Fatalf("got %+v, %v", d, err)
 	}
 }

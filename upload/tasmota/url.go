@@ -369,7 +369,12 @@ func (h *Transport) sendByURL(ctx context.Context, t upload.Target, fw *upload.F
 		}
 		return withNoRetry(err)
 	}
-	return h.awaitFetch(ctx, srv, set, fetches, emit)
+	// An ESP8266 whose free space the image exceeds fetches the -minimal
+	// image first: its fetch of the firmware before that is not the end,
+	// however many bytes the server wrote (a refused download still fills
+	// the socket's buffers).
+	twoStep := st.Chip() == "esp8266" && set.minimal && st.FreeKiB != nil && total > *st.FreeKiB*1024
+	return h.awaitFetch(ctx, srv, set, twoStep, fetches, emit)
 }
 
 // NoRetryHint is what a by-URL failure after the upgrade command tells the
@@ -385,14 +390,16 @@ func withNoRetry(err error) error {
 }
 
 // awaitFetch waits until the device has fetched the whole firmware (the
-// image or its .gz), reporting each fetch.
-func (h *Transport) awaitFetch(ctx context.Context, srv *Server, set *fileSet, fetches <-chan Fetch, emit upload.Emit) error {
+// image or its .gz), after the whole -minimal image when twoStep,
+// reporting each fetch.
+func (h *Transport) awaitFetch(ctx context.Context, srv *Server, set *fileSet, twoStep bool, fetches <-chan Fetch, emit upload.Emit) error {
 	total := set.sizes[set.main]
 	idle := srv.fetchIdle()
 	timer := time.NewTimer(idle)
 	defer timer.Stop()
 	got := map[string]int64{} // bytes of 206 answers, per name
 	last := "nothing"
+	minimalDone := false
 	for {
 		select {
 		case f := <-fetches:
@@ -412,10 +419,11 @@ func (h *Transport) awaitFetch(ctx context.Context, srv *Server, set *fileSet, f
 			last = describe(f, size)
 			firmware := f.Name == set.main || f.Name == set.main+".gz"
 			switch {
-			case complete && firmware:
+			case complete && firmware && (!twoStep || minimalDone):
 				emit(upload.Event{Phase: upload.PhaseFinishing, Done: total, Total: total, Message: "the device fetched " + last})
 				return nil
 			case complete && strings.Contains(f.Name, minimalTag):
+				minimalDone = true
 				emit(upload.Event{Phase: upload.PhaseUploading, Total: total, Message: "the device fetched " + last + ": it restarts into Tasmota's minimal image, which then fetches the firmware"})
 			case !served:
 				emit(upload.Event{Phase: upload.PhaseUploading, Total: total, Message: fmt.Sprintf("the device asked for a file push does not serve (answered %d): its upgrade may be failing", f.Status)})
