@@ -9,6 +9,7 @@ import (
 	"github.com/ots-ota/ots-ota/sim/espota"
 	"github.com/ots-ota/ots-ota/sim/form"
 	"github.com/ots-ota/ots-ota/sim/rawhttp"
+	"github.com/ots-ota/ots-ota/sim/wled"
 )
 
 // The simulator's API is the device core's (sim/core) and the families'
@@ -79,6 +80,9 @@ const (
 	// ElegantOTA is ElegantOTA v3's demo sketch (Config.Async: its async
 	// build; Config.Chip "esp8266": on ESP8266).
 	ElegantOTA = elegantota.ElegantOTA
+	// WLED is WLED 0.15.x (from 0.15.2) or 16.x, as Config.Version says
+	// (Config.Chip "esp8266": the ESP8266 build).
+	WLED = wled.WLED
 )
 
 // Phases.

@@ -95,6 +95,9 @@ type Device struct {
 	leftMu  sync.Mutex
 	leftOut []net.Conn // connections handed over outside srvMu (espota)
 	reqMu   sync.Mutex // serialises Config.OnRequest
+	// persist is the firmware's state across resets (Env.Persistent).
+	persistMu sync.Mutex
+	persist   any
 
 	// hookPause, for tests, runs when the device resumes reading after it
 	// stopped to erase (HTTP: the slot erase; both: a stall fault ending),

@@ -70,6 +70,7 @@ var statusLines = map[int]string{
 	431: "431 Request Header Fields Too Large",
 	500: "500 Internal Server Error",
 	501: "501 Method Not Implemented",
+	503: "503 Service Unavailable",
 	505: "505 Version Not Supported",
 }
 
