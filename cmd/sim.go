@@ -90,10 +90,11 @@ Behaviours (--behave KEY=B, KEY a version, elf:HEX or @uploaded): healthy, crash
 unstable, no-network, unconfirmed, foreign-elf, crash-to-factory, crash-loop.
 Faults (--fault SPEC, every device): drop@40%, stall@50%:10s, error@30%, slow:20KB/s,
 trickle:8B/s, no-return, power-loss@60%, refuse:5s, latency:5ms, no-reboot; HTTP:
-early-answer@30%[:discard|:close], lose-answer[:reset], status-error[:N]; espota:
+early-answer@30%[:discard|:close], lose-answer[:reset], status-error[:N]; tasmota:
+status-during-upgrade; espota:
 no-connect-back, lose-ok, early-ok@30%[:close], chatter@50%[:250ms].
-All but slow, trickle, latency, refuse, no-return and status-error take "/P%" to act on
-P % of uploads only (error@30%/50%); those six take no "/P%". In the environment,
+All but slow, trickle, latency, refuse, no-return, status-error and status-during-upgrade
+take "/P%" to act on P % of uploads only (error@30%/50%); those seven take no "/P%". In the environment,
 separate several with ";" (OTS_OTA_FAULT='latency:5ms;error@30%'); in the config file,
 use a list.
 --omit FIELD leaves a fact out: ota-status, ota-status.uptime_s (any key), api-status,

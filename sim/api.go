@@ -9,6 +9,7 @@ import (
 	"github.com/ots-ota/ots-ota/sim/espota"
 	"github.com/ots-ota/ots-ota/sim/form"
 	"github.com/ots-ota/ots-ota/sim/rawhttp"
+	"github.com/ots-ota/ots-ota/sim/tasmota"
 	"github.com/ots-ota/ots-ota/sim/wled"
 )
 
@@ -83,6 +84,9 @@ const (
 	// WLED is WLED 0.15.x (from 0.15.2) or 16.x, as Config.Version says
 	// (Config.Chip "esp8266": the ESP8266 build).
 	WLED = wled.WLED
+	// Tasmota is Tasmota on ESP32 (Config.Safeboot: the safeboot layout)
+	// or, with Config.Chip "esp8266", on ESP8266.
+	Tasmota = tasmota.Tasmota
 )
 
 // Phases.
@@ -134,9 +138,12 @@ const (
 	FaultLoseAnswer    = core.FaultLoseAnswer
 	FaultNoReboot      = core.FaultNoReboot
 	FaultStatusError   = core.FaultStatusError
-	FaultTrickle       = core.FaultTrickle
-	FaultEarlyOK       = core.FaultEarlyOK
-	FaultChatter       = core.FaultChatter
+	// FaultStatusDuringUpgrade: tasmota, a Status command during an
+	// upgrade corrupts the image being written.
+	FaultStatusDuringUpgrade = core.FaultStatusDuringUpgrade
+	FaultTrickle             = core.FaultTrickle
+	FaultEarlyOK             = core.FaultEarlyOK
+	FaultChatter             = core.FaultChatter
 )
 
 // Fault modes.

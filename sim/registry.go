@@ -6,6 +6,7 @@ import (
 	"github.com/ots-ota/ots-ota/sim/espota"
 	"github.com/ots-ota/ots-ota/sim/form"
 	"github.com/ots-ota/ots-ota/sim/rawhttp"
+	"github.com/ots-ota/ots-ota/sim/tasmota"
 	"github.com/ots-ota/ots-ota/sim/wled"
 )
 
@@ -16,5 +17,5 @@ func init() {
 	core.Register(espota.ArduinoFirmware, espota.ESP8266Firmware)
 	core.Register(form.HTTPUpdateServerFirmware, form.ESPEasyFirmware)
 	core.Register(elegantota.Firmware)
-	core.Register(wled.Firmware)
+	core.Register(wled.Firmware, tasmota.Firmware)
 }

@@ -39,6 +39,17 @@ func (e *Env) Logger() *slog.Logger { return e.d.log }
 // Context ends when the device is closed.
 func (e *Env) Context() context.Context { return e.d.ctx }
 
+// BootContext ends when this boot does (the next reset, or the device
+// closing): the life of a firmware's own task, such as a download it runs.
+func (e *Env) BootContext() context.Context {
+	e.d.mu.Lock()
+	defer e.d.mu.Unlock()
+	if e.d.bootCtx == nil {
+		return e.d.ctx
+	}
+	return e.d.bootCtx
+}
+
 // State is a snapshot of the device.
 func (e *Env) State() State { return e.d.State() }
 

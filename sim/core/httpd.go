@@ -59,6 +59,7 @@ const maxOpenSockets = 7
 
 var statusLines = map[int]string{
 	200: "200 OK",
+	302: "302 Found",
 	400: "400 Bad Request",
 	401: "401 Unauthorized",
 	403: "403 Forbidden",
