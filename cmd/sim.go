@@ -48,7 +48,16 @@ type simOptions struct {
 	Async         bool
 	NoOriginCheck bool
 	NoLoop        bool
-	Seed          int64
+	// The wled and tasmota knobs (sim.Config fields of the same names).
+	Release         string
+	SettingsPIN     bool
+	OTALock         bool
+	OTAAnySubnet    bool
+	Subnet          string
+	NoBootloaderOTA bool
+	Language        string
+	Safeboot        bool
+	Seed            int64
 
 	ValidAfter time.Duration
 	BootTime   time.Duration
@@ -81,8 +90,10 @@ on the real ports, advertised by mDNS on the loopback interface only. They answe
 uploads as the real firmware does (seed: HTTP POST /update with Bearer auth; ots: HTTP
 POST /update and the web app's /api/status and /ota/upload; arduino and esp8266: espota;
 httpupdateserver and espeasy: the Arduino web form, multipart POST /update on port 80;
-elegantota: ElegantOTA v3's /ota/start and /ota/upload, --async for its async build; these
-three run on ESP32 or, with --chip esp8266, on ESP8266), erase and write at flash speed,
+elegantota: ElegantOTA v3's /ota/start and /ota/upload, --async for its async build;
+wled: WLED 0.15.x or 16.x (--version) with its gates and release check; tasmota: Tasmota's
+/up and /u2, /cm and the upgrade by URL (the device fetches the image itself, from loopback);
+these five run on ESP32 or, with --chip esp8266, on ESP8266), erase and write at flash speed,
 reboot, and roll back images that crash or fail their self-check. Serves until interrupted
 (Ctrl-C: exit 0) or --duration ends.
 
@@ -111,9 +122,9 @@ api-status.firmwareVersion, txt.version ...`,
 	f := c.Flags()
 	f.IntVarP(&o.Devices, "devices", "n", 1, "number of devices")
 	f.StringVar(&o.Personality, "personality", "seed", "firmware to imitate: "+personalityList("or"))
-	f.StringVar(&o.Chip, "chip", "esp32s3", "the devices' chip (esp8266 for the esp8266 personality; httpupdateserver, espeasy and elegantota run on either)")
-	f.StringVar(&o.Project, "project", "ots-fw-main", "project name of the running image")
-	f.StringVar(&o.Version, "version", "1.0.0", "version of the running image")
+	f.StringVar(&o.Chip, "chip", "esp32s3", "the devices' chip (esp8266 for the esp8266 personality; httpupdateserver, espeasy, elegantota, wled and tasmota run on either)")
+	f.StringVar(&o.Project, "project", "ots-fw-main", "project name of the running image (tasmota: its image name, default tasmota; wled: WLED)")
+	f.StringVar(&o.Version, "version", "1.0.0", "version of the running image (wled: 16.0.1, or 0.15.2 and later of 0.15.x; tasmota: 15.4.0)")
 	f.StringVar(&o.ImageSize, "image-size", "", "size of the running image (default: small)")
 	f.StringVar(&o.SlotSize, "slot-size", "2M", "size of each app slot (4K to 16M; arduino: 1.25M, its default.csv, unless set)")
 	f.StringVar(&o.Password, "password", "", "seed: Bearer token; arduino/esp8266: OTA password; httpupdateserver/elegantota: HTTP password (with --username); espeasy: admin password (test devices only; also $OTS_OTA_PASSWORD)")
@@ -121,6 +132,14 @@ api-status.firmwareVersion, txt.version ...`,
 	f.BoolVar(&o.Async, "async", false, "elegantota: its async build (ESPAsyncWebServer: Digest challenges, concurrent requests)")
 	f.BoolVar(&o.NoOriginCheck, "no-origin-check", false, "httpupdateserver on ESP32: a build from before arduino-esp32's CSRF fix, which takes any Origin (which releases have the check is unconfirmed)")
 	f.BoolVar(&o.NoLoop, "no-loop", false, "elegantota: a sketch that never calls ElegantOTA.loop(), so it never restarts after an upload")
+	f.StringVar(&o.Release, "release", "", "wled: the release name of the running build (default per chip: ESP32, ESP8266 …)")
+	f.BoolVar(&o.SettingsPIN, "settings-pin", false, "wled: a settings PIN nobody entered: every upload is refused")
+	f.BoolVar(&o.OTALock, "ota-lock", false, "wled: the OTA lock is on: /update refuses")
+	f.BoolVar(&o.OTAAnySubnet, "ota-any-subnet", false, "wled 16.x: \"only allow update from same network\" off (clients from the private ranges pass)")
+	f.StringVar(&o.Subnet, "subnet", "", "wled 16.x: the devices' network for its subnet gate, e.g. 127.0.0.0/16 (default: each device's /24)")
+	f.BoolVar(&o.NoBootloaderOTA, "no-bootloader-ota", false, "wled 16.x on ESP32: a build without /updatebootloader")
+	f.StringVar(&o.Language, "language", "", "tasmota: the build language of its pages, en or de")
+	f.BoolVar(&o.Safeboot, "safeboot", false, "tasmota on ESP32: the safeboot partition layout (upgrades restart into safeboot first)")
 	f.StringVar(&o.Core, "core", "", "arduino: arduino-esp32 core version; 3.3.0 and older use MD5 auth, newer PBKDF2")
 	f.BoolVar(&o.Extensions, "extensions", false, "add ots-ota's optional extras: _ota._tcp TXT keys and GET /ota/status")
 	f.StringArrayVar(&o.Behave, "behave", nil, "what an image does when booted, KEY=BEHAVIOUR; KEY is a version, elf:HEX or @uploaded (repeatable)")
@@ -196,6 +215,14 @@ func simFlagUse() []simFlag {
 		{"rollback-later", []sim.Personality{sim.Arduino, sim.HTTPUpdateServer, sim.ElegantOTA}, "only an arduino-esp32 sketch can defer confirming its image"},
 		{"api-uptime", []sim.Personality{sim.OTS}, "only the ots web app serves /api/status"},
 		{"factory-version", []sim.Personality{sim.Seed, sim.OTS}, "only the seed and ots partition tables have a factory app"},
+		{"release", []sim.Personality{sim.WLED}, "only WLED builds carry a release name"},
+		{"settings-pin", []sim.Personality{sim.WLED}, "only WLED has a settings PIN"},
+		{"ota-lock", []sim.Personality{sim.WLED}, "only WLED has an OTA lock"},
+		{"ota-any-subnet", []sim.Personality{sim.WLED}, "only WLED 16.x gates uploads by subnet"},
+		{"subnet", []sim.Personality{sim.WLED}, "only WLED 16.x gates uploads by subnet"},
+		{"no-bootloader-ota", []sim.Personality{sim.WLED}, "only WLED 16.x updates its bootloader"},
+		{"language", []sim.Personality{sim.Tasmota}, "only Tasmota's pages are translated"},
+		{"safeboot", []sim.Personality{sim.Tasmota}, "only Tasmota has a safeboot layout"},
 	}
 }
 
@@ -259,7 +286,7 @@ func (o *simOptions) validate(a *app, _ []string) error {
 		}
 		chip = "esp8266"
 	case strings.EqualFold(chip, "esp8266"):
-		return a.flagError("chip", "an ESP8266 runs the esp8266, httpupdateserver, espeasy or elegantota personality (use --personality esp8266 for ArduinoOTA)")
+		return a.flagError("chip", "an ESP8266 runs the esp8266, httpupdateserver, espeasy, elegantota, wled or tasmota personality (use --personality esp8266 for ArduinoOTA)")
 	default:
 		if _, err := parseChip(a, chip); err != nil {
 			return err
@@ -325,7 +352,7 @@ func (o *simOptions) validate(a *app, _ []string) error {
 				if proto == "espota" {
 					return a.itemError("fault", spec, "acts on espota sessions only: use --personality arduino or esp8266, or another fault")
 				}
-				return a.itemError("fault", spec, "acts on HTTP uploads only: use --personality seed, ots, httpupdateserver, espeasy or elegantota, or another fault")
+				return a.itemError("fault", spec, "acts on HTTP uploads only: use --personality seed, ots, httpupdateserver, espeasy, elegantota, wled or tasmota, or another fault")
 			}
 			which := "an espota"
 			if proto == "http" {
@@ -429,6 +456,13 @@ func (o *simOptions) validate(a *app, _ []string) error {
 		a.log.Warn(fmt.Sprintf("the devices listen on %s, outside loopback: anyone on that network can reach them", addrRange(addrs)))
 	}
 
+	var subnet netip.Prefix
+	if o.Subnet != "" {
+		if subnet, err = netip.ParsePrefix(o.Subnet); err != nil {
+			return a.flagError("subnet", "not a network (such as 127.0.0.0/16)")
+		}
+		subnet = subnet.Masked()
+	}
 	// The devices' secret is a secret in what the run prints too.
 	password := auth.NewSecret(o.Password)
 	a.secrets.Add(password)
@@ -445,30 +479,55 @@ func (o *simOptions) validate(a *app, _ []string) error {
 		Logger:           a.log,
 		MDNSInterface:    o.mdns,
 		Template: sim.Config{
-			Personality:    pers,
-			Chip:           chip,
-			Project:        o.Project,
-			Version:        o.Version,
-			ImageSize:      int(imgSize),
-			SlotSize:       slot,
-			Password:       password,
-			Username:       o.Username,
-			Async:          o.Async,
-			NoOriginCheck:  o.NoOriginCheck,
-			NoLoop:         o.NoLoop,
-			Core:           o.Core,
-			Extensions:     o.Extensions,
-			Omit:           o.Omit,
-			APIUptime:      o.APIUptime,
-			BuildSeed:      o.BuildSeed,
-			FactoryVersion: o.FactoryVer,
-			Behaviours:     behaviours,
-			Faults:         faults,
-			RollbackLater:  o.RollbackLater,
-			Timing:         &timing,
+			Personality:     pers,
+			Chip:            chip,
+			Project:         o.project(a, pers),
+			Version:         o.version(a, pers),
+			ImageSize:       int(imgSize),
+			SlotSize:        slot,
+			Password:        password,
+			Username:        o.Username,
+			Async:           o.Async,
+			NoOriginCheck:   o.NoOriginCheck,
+			NoLoop:          o.NoLoop,
+			Release:         o.Release,
+			SettingsPIN:     o.SettingsPIN,
+			OTALock:         o.OTALock,
+			OTAAnySubnet:    o.OTAAnySubnet,
+			Subnet:          subnet,
+			NoBootloaderOTA: o.NoBootloaderOTA,
+			Language:        o.Language,
+			Safeboot:        o.Safeboot,
+			Core:            o.Core,
+			Extensions:      o.Extensions,
+			Omit:            o.Omit,
+			APIUptime:       o.APIUptime,
+			BuildSeed:       o.BuildSeed,
+			FactoryVersion:  o.FactoryVer,
+			Behaviours:      behaviours,
+			Faults:          faults,
+			RollbackLater:   o.RollbackLater,
+			Timing:          &timing,
 		},
 	}
 	return nil
+}
+
+// project and version are --project and --version, or, when neither was
+// given, what the personality's own firmware is (WLED 16.0.1, Tasmota
+// 15.4.0): "" lets it choose.
+func (o *simOptions) project(a *app, pers sim.Personality) string {
+	if a.isSet("project") || (pers != sim.WLED && pers != sim.Tasmota) {
+		return o.Project
+	}
+	return ""
+}
+
+func (o *simOptions) version(a *app, pers sim.Personality) string {
+	if a.isSet("version") || (pers != sim.WLED && pers != sim.Tasmota) {
+		return o.Version
+	}
+	return ""
 }
 
 // defaultImageSize is the size of the image a device runs when --image-size

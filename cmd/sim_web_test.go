@@ -19,7 +19,7 @@ func TestSimWebUploaders(t *testing.T) {
 		{[]string{"--personality", "elegantota", "--chip", "esp8266", "--rollback-later"}, ExitUsage, "an ESP8266 has no rollback"},
 		{[]string{"--personality", "espeasy", "--username", "admin"}, ExitUsage, "--username does not apply to --personality espeasy"},
 		{[]string{"--personality", "seed", "--no-loop"}, ExitUsage, "--no-loop does not apply to --personality seed"},
-		{[]string{"--personality", "seed", "--chip", "esp8266"}, ExitUsage, "an ESP8266 runs the esp8266, httpupdateserver, espeasy or elegantota personality"},
+		{[]string{"--personality", "seed", "--chip", "esp8266"}, ExitUsage, "an ESP8266 runs the esp8266, httpupdateserver, espeasy, elegantota, wled or tasmota personality"},
 		{[]string{"--personality", "nope"}, ExitUsage, "have: seed, ots, arduino, esp8266, httpupdateserver, espeasy, elegantota, wled and tasmota"},
 		{[]string{"--personality", "elegantota", "--fault", "no-connect-back"}, ExitUsage, "acts on espota sessions only"},
 		{[]string{"--personality", "httpupdateserver", "--behave", "1.0.1=unstable"}, ExitUsage, "add --rollback-later"},
@@ -30,6 +30,17 @@ func TestSimWebUploaders(t *testing.T) {
 			"127.0.9.121:13321  -    elegantota"},
 		{[]string{"--personality", "espeasy", "--base-ip", "127.0.9.122", "--ota-port", "13322", "--slot-size", "2M"}, 0,
 			"127.0.9.122:13322  -    espeasy"},
+		{[]string{"--personality", "wled", "--language", "de"}, ExitUsage, "--language does not apply to --personality wled: only Tasmota's pages are translated"},
+		{[]string{"--personality", "tasmota", "--ota-lock"}, ExitUsage, "--ota-lock does not apply to --personality tasmota: only WLED has an OTA lock"},
+		{[]string{"--personality", "wled", "--subnet", "nope"}, ExitUsage, "not a network"},
+		{[]string{"--personality", "wled", "--ota-lock", "--subnet", "127.0.0.0/16", "--base-ip", "127.0.9.123", "--ota-port", "13323"}, 0,
+			"127.0.9.123:13323  -    wled"},
+		{[]string{"--personality", "wled", "--chip", "esp8266", "--version", "0.15.5", "--base-ip", "127.0.9.124", "--ota-port", "13324"}, 0,
+			"127.0.9.124:13324  -    wled"},
+		{[]string{"--personality", "tasmota", "--chip", "esp8266", "--language", "de", "--base-ip", "127.0.9.125", "--ota-port", "13325"}, 0,
+			"127.0.9.125:13325  -    tasmota"},
+		{[]string{"--personality", "tasmota", "--safeboot", "--fault", "status-during-upgrade", "--base-ip", "127.0.9.126", "--ota-port", "13326"}, 0,
+			"127.0.9.126:13326  -    tasmota"},
 	}
 	for _, c := range cases {
 		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
