@@ -408,3 +408,22 @@ func TestChecks(t *testing.T) {
 		})
 	}
 }
+
+// TestServices: _http._tcp and _wled._tcp on the web port, the latter with
+// TXT mac=, the MAC /json/info tells.
+func TestServices(t *testing.T) {
+	cfg := variants[1].config()
+	e, err := core.IdleEnv(cfg, 80, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := Firmware.Services(e)
+	if len(got) != 2 || got[0].Type != "_http._tcp" || got[1].Type != "_wled._tcp" || got[0].Port != 80 || got[1].Port != 80 ||
+		len(got[1].TXT) != 1 || !strings.HasPrefix(got[1].TXT[0], "mac=") {
+		t.Fatalf("services %+v", got)
+	}
+	d := simtest.Start(t, cfg)
+	if mac := info(t, d)["mac"]; "mac="+fmt.Sprint(mac) != got[1].TXT[0] {
+		t.Errorf("TXT %s, /json/info mac %v", got[1].TXT[0], mac)
+	}
+}
