@@ -95,15 +95,30 @@ func (tasFirmware) Services(*core.Env) []mdnsd.Service { return nil }
 // …) and version, about size bytes (0 = small). ESP32 images tell both in
 // their app description; ESP8266 images (esp8266/Arduino layout) in the
 // readable string the image package writes into the sketch.
+// The same arguments give the same bytes (built once; do not modify them).
 func Image(chip, name, version string, size int) ([]byte, error) {
 	if name == "" {
 		name = imageTasmota
 	}
-	if strings.EqualFold(chip, "esp8266") {
-		return image.Build(image.BuildOptions{Chip: image.ChipESP8266, Project: name, Version: version, Size: size})
+	key := fmt.Sprintf("%s/%s/%s/%d", strings.ToLower(chip), name, version, size)
+	if b, ok := imageCache.Load(key); ok {
+		return b.([]byte), nil
 	}
-	return core.Image(chip, name, version, size)
+	var b []byte
+	var err error
+	if strings.EqualFold(chip, "esp8266") {
+		b, err = image.Build(image.BuildOptions{Chip: image.ChipESP8266, Project: name, Version: version, Size: size})
+	} else {
+		b, err = core.Image(chip, name, version, size)
+	}
+	if err != nil {
+		return nil, err
+	}
+	imageCache.Store(key, b)
+	return b, nil
 }
+
+var imageCache sync.Map // "chip/name/version/size" → []byte
 
 // marker finds the project and version an ESP8266 image tells (the image
 // package's sketch string, or the core's stand-in image's).

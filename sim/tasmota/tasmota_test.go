@@ -504,3 +504,15 @@ func TestChecks(t *testing.T) {
 		})
 	}
 }
+
+// TestFaults: the core's HTTP faults act here too: a write failing is
+// Update's error, which Tasmota shows as "Not enough space".
+func TestFaults(t *testing.T) {
+	cfg := variants[1].config()
+	cfg.Faults = []core.Fault{simtest.MustFault(t, "error@50%")}
+	d := simtest.Start(t, cfg)
+	r := upload(t, d, variants[1].image(t, "tasmota", "15.5.0", 0), nil)
+	if r.code != 200 || !strings.Contains(r.body, "Failed</font></b><br><br>Not enough space") {
+		t.Fatalf("got %d %q", r.code, r.body)
+	}
+}

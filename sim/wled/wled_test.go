@@ -427,3 +427,14 @@ func TestServices(t *testing.T) {
 		t.Errorf("TXT %s, /json/info mac %v", got[1].TXT[0], mac)
 	}
 }
+
+// TestFaults: a flash write failing is Update's error in the 500 page.
+func TestFaults(t *testing.T) {
+	cfg := variants[1].config()
+	cfg.Faults = []core.Fault{simtest.MustFault(t, "error@50%")}
+	d := simtest.Start(t, cfg)
+	r := post(t, d, "/update", file(variants[1].image(t, ImageOptions{Version: "16.0.2"})))
+	if r.Status != 500 || !strings.Contains(r.Body, page(textUpdateFailed, "Flash Write Failed")) {
+		t.Fatalf("got %d %q", r.Status, r.Body)
+	}
+}
