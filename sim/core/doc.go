@@ -1,7 +1,8 @@
 // Package core is the simulated device without its firmware: the chip, its
 // SDK and its flash. A personality (a Firmware, registered with Register)
-// says what runs on it; sim/rawhttp, sim/espota, sim/form and
-// sim/elegantota are the families so far, and sim assembles them.
+// says what runs on it; sim/rawhttp, sim/espota, sim/form,
+// sim/elegantota, sim/wled and sim/tasmota are the families so far, and
+// sim assembles them.
 //
 // What the core mirrors (docs/device-behaviour.md lists the sources):
 //
