@@ -516,3 +516,42 @@ func TestFaults(t *testing.T) {
 		t.Fatalf("got %d %q", r.code, r.body)
 	}
 }
+
+// TestUploadNoPassword: with a web password, an upload without
+// credentials is written all the same (the loop checks nothing), then the
+// answer is the Basic challenge and nothing restarts.
+func TestUploadNoPassword(t *testing.T) {
+	v := variants[1]
+	cfg := v.config()
+	cfg.Password = auth.NewSecret("s3cret")
+	d := simtest.Start(t, cfg)
+	body, ct := form(t, "fw.bin", v.image(t, "tasmota", "15.5.0", 0))
+	r := do(t, "POST", "http://"+d.OTAAddr()+"/u2", bytes.NewReader(body), map[string]string{"Referer": referer(d), "Content-Type": ct})
+	if r.code != 401 || r.body != "" {
+		t.Fatalf("got %d %q", r.code, r.body)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if st := d.State(); st.Boot == st.Running || st.BootCount != 1 {
+		t.Errorf("want the image staged and no restart: %+v", st)
+	}
+}
+
+// TestErrorStays: an error no answer showed (the Referer gate swallowed
+// it) stays: the next upload is ignored and its answer shows the old error.
+func TestErrorStays(t *testing.T) {
+	v := variants[1]
+	d := simtest.Start(t, v.config())
+	body, ct := form(t, "fw.bin", append([]byte{0}, make([]byte, 3000)...))
+	req := fmt.Sprintf("POST /u2 HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s", ct, len(body), body)
+	if !silent(t, d.OTAAddr(), req) {
+		t.Fatal("answered without Referer")
+	}
+	r := upload(t, d, v.image(t, "tasmota", "15.5.0", 0), nil)
+	if r.code != 200 || !strings.Contains(r.body, "Magic byte is not 0xE9") {
+		t.Fatalf("got %d %q", r.code, r.body)
+	}
+	if r := upload(t, d, v.image(t, "tasmota", "15.5.0", 0), nil); !strings.Contains(r.body, "Successful") {
+		t.Fatalf("once shown, the error is gone: %q", r.body)
+	}
+	rebooted(t, d, 1)
+}
