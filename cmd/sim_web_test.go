@@ -1,9 +1,14 @@
 package cmd
 
 import (
+	"bytes"
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/ots-ota/ots-ota/image"
 )
 
 // TestSimWebUploaders: the web-uploader personalities' flags, on ESP32 and
@@ -58,5 +63,30 @@ func TestSimWebUploaders(t *testing.T) {
 				t.Errorf("want %q in\n%s", c.want, got)
 			}
 		})
+	}
+}
+
+// TestSimImageWLED: sim image --wled-release writes an image with WLED's
+// release metadata ("WSTS" in memory order), which stays a valid image.
+func TestSimImageWLED(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "wled.bin")
+	streams, _, errOut := TestStreams()
+	args := []string{"sim", "image", "--chip", "esp32", "--version", "16.0.2", "--wled-release", "ESP32", "-o", out}
+	if code := Execute(context.Background(), args, streams); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := image.Parse(b)
+	if err != nil || !img.ChecksumOK || !img.DigestOK || !bytes.Contains(b, []byte("STSW")) {
+		t.Fatalf("image: %v", err)
+	}
+	streams, _, errOut = TestStreams()
+	args = []string{"sim", "image", "--chip", "esp8266", "--wled-release", strings.Repeat("R", 48), "-o", out}
+	if code := Execute(context.Background(), args, streams); code != ExitUsage || !strings.Contains(errOut.String(), "--wled-release") ||
+		!strings.Contains(errOut.String(), "shorter than 48 bytes") {
+		t.Errorf("a release name too long: exit %d: %s", code, errOut)
 	}
 }

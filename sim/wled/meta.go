@@ -173,17 +173,42 @@ func Image(o ImageOptions) ([]byte, error) {
 		return nil, fmt.Errorf("wled image: %w", err)
 	}
 	if !o.NoMetadata {
-		m := encodeMetadata(metadata{descVersion: o.DescVersion, version: o.Version, release: o.Release, safe: o.Safe})
-		at := metaAtESP32
-		if chip == image.ChipESP8266 {
-			at = metaAtESP8266
-		}
-		if err := patch(data, at, m); err != nil {
+		m := metadata{descVersion: o.DescVersion, version: o.Version, release: o.Release, safe: o.Safe}
+		if err := addMetadata(data, m, chip == image.ChipESP8266); err != nil {
 			return nil, err
 		}
 	}
 	imageCache.Store(o, data)
 	return data, nil
+}
+
+// AddMetadata returns a copy of img (an application image the image
+// package built, ESP32 or esp8266/Arduino) that carries WLED's release
+// metadata for version and release where WLED's builds do, its checksum,
+// SHA-256 and CRC mended: an image a wled device of that release takes
+// without skipValidation.
+func AddMetadata(img []byte, version, release string) ([]byte, error) {
+	if len(version) >= metaStrLen || len(release) >= metaStrLen {
+		return nil, errors.New("wled metadata: version and release name must be shorter than 48 bytes")
+	}
+	parsed, err := image.Parse(img)
+	if err != nil || parsed == nil {
+		return nil, errors.New("wled metadata: not an application image")
+	}
+	out := bytes.Clone(img)
+	m := metadata{descVersion: 1, version: version, release: release}
+	if err := addMetadata(out, m, parsed.Layout == image.LayoutArduino); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func addMetadata(data []byte, m metadata, esp8266 bool) error {
+	at := metaAtESP32
+	if esp8266 {
+		at = metaAtESP8266
+	}
+	return patch(data, at, encodeMetadata(m))
 }
 
 // patch writes p into data at off, inside a segment's data, and mends the
@@ -200,7 +225,7 @@ func patch(data []byte, off int, p []byte) error {
 		}
 	}
 	if !inside || img.ChecksumOffset <= 0 {
-		return errors.New("wled image: no segment holds the metadata")
+		return errors.New("wled metadata: the image is too small to hold it where WLED's builds do")
 	}
 	x := byte(0)
 	for i, c := range p {

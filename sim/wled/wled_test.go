@@ -438,3 +438,35 @@ func TestFaults(t *testing.T) {
 		t.Fatalf("got %d %q", r.Status, r.Body)
 	}
 }
+
+// TestAddMetadata: any image the image package builds takes WLED's
+// metadata and stays valid; a device of that release takes it.
+func TestAddMetadata(t *testing.T) {
+	for _, v := range []variant{variants[1], variants[3]} {
+		t.Run(v.name, func(t *testing.T) {
+			base, err := core.Image(v.chip, "my-fork", "16.0.3", 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := AddMetadata(base, "16.0.3", DefaultRelease(v.chip))
+			if err != nil {
+				t.Fatal(err)
+			}
+			img, err := image.Parse(b)
+			if err != nil || !img.ChecksumOK || img.Digest != nil && !img.DigestOK || img.CRCPresent && !img.CRCOK {
+				t.Fatalf("does not verify: %v %+v", err, img)
+			}
+			d := simtest.Start(t, v.config())
+			if r := post(t, d, "/update", file(b)); r.Status != 200 {
+				t.Fatalf("got %d %q", r.Status, r.Body)
+			}
+			rebooted(t, d, 1)
+			if got := info(t, d)["ver"]; got != "16.0.3" {
+				t.Errorf("ver %v", got)
+			}
+		})
+	}
+	if _, err := AddMetadata([]byte("nope"), "1", "x"); err == nil {
+		t.Error("took a file that is no image")
+	}
+}
