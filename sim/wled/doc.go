@@ -37,7 +37,7 @@
 //   - Success: 200 "Update successful!" "Rebooting now...", then the reset
 //     450 ms later (WLED::reset()), and silence while the chip boots.
 //   - The answers are msg.htm pages sent with a template processor: no
-//     Content-Length, the body ends with the connection.
+//     Content-Length, chunked to HTTP/1.1 clients, then the close.
 //   - GET /update: 401 with the OTA lock, a PIN page with a PIN, else the
 //     update form (hidden skipValidation before the file input "update").
 //   - POST /updatebootloader: 16.x on ESP32 unless Config.NoBootloaderOTA;

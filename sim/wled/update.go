@@ -64,15 +64,18 @@ func message(head, sub string, option int) string {
 }
 
 // serveMessage answers as WLED's serveMessage does: send_P with a template
-// processor, so ESPAsyncWebServer knows no length: no Content-Length, the
-// body runs to the close.
+// processor, for which ESPAsyncWebServer knows no length
+// (AsyncAbstractResponse: no Content-Length, chunked): chunked to an
+// HTTP/1.1 client, to the close to an HTTP/1.0 one.
 func (d *device) serveMessage(r *core.Request, code int, head, sub string, option int) error {
+	body := message(head, sub, option)
 	hs := []core.Header{{Name: "Connection", Value: "close"}}
 	if r.Minor() >= 1 {
-		hs = append(hs, core.Header{Name: "Accept-Ranges", Value: "none"})
+		hs = append(hs, core.Header{Name: "Accept-Ranges", Value: "none"}, core.Header{Name: "Transfer-Encoding", Value: "chunked"})
+		body = fmt.Sprintf("%x\r\n%s\r\n0\r\n\r\n", len(body), body)
 	}
 	hs = append(hs, core.Header{Name: "Content-Type", Value: arduino.TypeHTML})
-	r.SendRaw(code, r.Minor(), hs, message(head, sub, option))
+	r.SendRaw(code, r.Minor(), hs, body)
 	return core.ErrClose
 }
 

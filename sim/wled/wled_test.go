@@ -470,3 +470,32 @@ func TestAddMetadata(t *testing.T) {
 		t.Error("took a file that is no image")
 	}
 }
+
+// TestMessageFraming: WLED's message pages have no length: chunked to an
+// HTTP/1.1 client, plain to the close for HTTP/1.0.
+func TestMessageFraming(t *testing.T) {
+	cfg := variants[1].config()
+	cfg.OTALock = true
+	d := simtest.Start(t, cfg)
+	for _, c := range []struct {
+		proto   string
+		chunked bool
+	}{{"HTTP/1.1", true}, {"HTTP/1.0", false}} {
+		conn, err := net.Dial("tcp", d.OTAAddr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprintf(conn, "GET /update %s\r\nHost: x\r\n\r\n", c.proto)
+		var b bytes.Buffer
+		b.ReadFrom(conn)
+		conn.Close()
+		raw := b.String()
+		head, body, _ := strings.Cut(raw, "\r\n\r\n")
+		if !strings.HasPrefix(head, c.proto+" 401 Unauthorized") || strings.Contains(head, "Content-Length") ||
+			strings.Contains(head, "Transfer-Encoding: chunked") != c.chunked || !strings.Contains(body, page(textAccessDenied, textUnlockOTA)) ||
+			strings.HasSuffix(body, "0\r\n\r\n") != c.chunked {
+			t.Errorf("%s: %q", c.proto, raw)
+		}
+	}
+}
