@@ -35,6 +35,7 @@ func TestSimWebUploaders(t *testing.T) {
 			"127.0.9.121:13321  -    elegantota"},
 		{[]string{"--personality", "espeasy", "--base-ip", "127.0.9.122", "--ota-port", "13322", "--slot-size", "2M"}, 0,
 			"127.0.9.122:13322  -    espeasy"},
+		{[]string{"--personality", "wled", "--password", "x"}, ExitUsage, "--password does not apply to --personality wled"},
 		{[]string{"--personality", "wled", "--language", "de"}, ExitUsage, "--language does not apply to --personality wled: only Tasmota's pages are translated"},
 		{[]string{"--personality", "tasmota", "--ota-lock"}, ExitUsage, "--ota-lock does not apply to --personality tasmota: only WLED has an OTA lock"},
 		{[]string{"--personality", "wled", "--subnet", "nope"}, ExitUsage, "not a network"},

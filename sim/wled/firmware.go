@@ -78,6 +78,10 @@ func (wledFirmware) Check(c *core.Config) error {
 		return errors.New("NoBootloaderOTA is for WLED 16.x on ESP32: other builds have no bootloader update")
 	case c.RollbackLater:
 		return errors.New("RollbackLater: WLED marks a new image valid at boot")
+	case c.Extensions:
+		return errors.New("Extensions: WLED adds no /ota/status")
+	case !c.Password.IsZero():
+		return errors.New("Password: WLED's web update asks for none (its gates are the PIN and the OTA lock)")
 	}
 	if c.Subnet.IsValid() && !c.Subnet.Contains(c.IP.Unmap()) && c.IP.IsValid() {
 		return fmt.Errorf("subnet %s does not hold the device's address %s", c.Subnet, c.IP)
