@@ -205,7 +205,8 @@ func rate(a *app, flag, s string) (int64, error) {
 // simFlagUse says which personalities use a flag; others ignore it.
 func simFlagUse() []simFlag {
 	return []simFlag{
-		{"password", []sim.Personality{sim.Seed, sim.Arduino, sim.ESP8266, sim.HTTPUpdateServer, sim.ESPEasy, sim.ElegantOTA, sim.Tasmota}, "the ots firmware and WLED's web updater ask for no password"},
+		{"password", []sim.Personality{sim.Seed, sim.Arduino, sim.ESP8266, sim.HTTPUpdateServer, sim.ESPEasy, sim.ElegantOTA, sim.Tasmota, sim.WLED}, "the ots firmware has no OTA password"},
+		{"password", []sim.Personality{sim.Seed, sim.Arduino, sim.ESP8266, sim.HTTPUpdateServer, sim.ESPEasy, sim.ElegantOTA, sim.Tasmota}, "WLED's web update asks for none (its gates are a PIN and the OTA lock)"},
 		{"username", []sim.Personality{sim.HTTPUpdateServer, sim.ElegantOTA}, "only HTTPUpdateServer and ElegantOTA sketches ask for a user"},
 		{"async", []sim.Personality{sim.ElegantOTA}, "only ElegantOTA has an async build"},
 		{"no-origin-check", []sim.Personality{sim.HTTPUpdateServer}, "only arduino-esp32's HTTPUpdateServer checks Origin"},
