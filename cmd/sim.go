@@ -51,7 +51,16 @@ type simOptions struct {
 	NoLoop        bool
 	// ESPHome: esphome, esphome-esp8266 settings, KEY=VALUE (esphome.ParseOption).
 	ESPHome []string
-	Seed    int64
+	// The wled and tasmota knobs (sim.Config fields of the same names).
+	Release         string
+	SettingsPIN     bool
+	OTALock         bool
+	OTAAnySubnet    bool
+	Subnet          string
+	NoBootloaderOTA bool
+	Language        string
+	Safeboot        bool
+	Seed            int64
 
 	ValidAfter time.Duration
 	BootTime   time.Duration
@@ -84,8 +93,10 @@ on the real ports, advertised by mDNS on the loopback interface only. They answe
 uploads as the real firmware does (seed: HTTP POST /update with Bearer auth; ots: HTTP
 POST /update and the web app's /api/status and /ota/upload; arduino and esp8266: espota;
 httpupdateserver and espeasy: the Arduino web form, multipart POST /update on port 80;
-elegantota: ElegantOTA v3's /ota/start and /ota/upload, --async for its async build; these
-three run on ESP32 or, with --chip esp8266, on ESP8266; esphome and esphome-esp8266:
+elegantota: ElegantOTA v3's /ota/start and /ota/upload, --async for its async build;
+wled: WLED 0.15.x or 16.x (--version) with its gates and release check; tasmota: Tasmota's
+/up and /u2, /cm and the upgrade by URL (the device fetches the image itself, from loopback);
+these five run on ESP32 or, with --chip esp8266, on ESP8266; esphome and esphome-esp8266:
 ESPHome's native OTA on TCP 3232 or 8266, _esphomelib._tcp in mDNS, build settings with
 --esphome KEY=VALUE), erase and write at flash speed,
 reboot, and roll back images that crash or fail their self-check. Serves until interrupted
@@ -95,10 +106,11 @@ Behaviours (--behave KEY=B, KEY a version, elf:HEX or @uploaded): healthy, crash
 unstable, no-network, unconfirmed, foreign-elf, crash-to-factory, crash-loop.
 Faults (--fault SPEC, every device): drop@40%, stall@50%:10s, error@30%, slow:20KB/s,
 trickle:8B/s, no-return, power-loss@60%, refuse:5s, latency:5ms, no-reboot; HTTP:
-early-answer@30%[:discard|:close], lose-answer[:reset], status-error[:N]; espota:
+early-answer@30%[:discard|:close], lose-answer[:reset], status-error[:N]; tasmota:
+status-during-upgrade; espota:
 no-connect-back, lose-ok, early-ok@30%[:close], chatter@50%[:250ms].
-All but slow, trickle, latency, refuse, no-return and status-error take "/P%" to act on
-P % of uploads only (error@30%/50%); those six take no "/P%". In the environment,
+All but slow, trickle, latency, refuse, no-return, status-error and status-during-upgrade
+take "/P%" to act on P % of uploads only (error@30%/50%); those seven take no "/P%". In the environment,
 separate several with ";" (OTS_OTA_FAULT='latency:5ms;error@30%'); in the config file,
 use a list.
 --omit FIELD leaves a fact out: ota-status, ota-status.uptime_s (any key), api-status,
@@ -115,17 +127,25 @@ api-status.firmwareVersion, txt.version ...`,
 	f := c.Flags()
 	f.IntVarP(&o.Devices, "devices", "n", 1, "number of devices")
 	f.StringVar(&o.Personality, "personality", "seed", "firmware to imitate: "+personalityList("or"))
-	f.StringVar(&o.Chip, "chip", "esp32s3", "the devices' chip (esp8266 for the esp8266 personality; httpupdateserver, espeasy and elegantota run on either)")
-	f.StringVar(&o.Project, "project", "ots-fw-main", "project name of the running image")
-	f.StringVar(&o.Version, "version", "1.0.0", "version of the running image")
+	f.StringVar(&o.Chip, "chip", "esp32s3", "the devices' chip (esp8266 for the esp8266 personality; httpupdateserver, espeasy, elegantota, wled and tasmota run on either)")
+	f.StringVar(&o.Project, "project", "ots-fw-main", "project name of the running image (tasmota: its image name, default tasmota; wled: WLED)")
+	f.StringVar(&o.Version, "version", "1.0.0", "version of the running image (wled: 16.0.1, or 0.15.2 and later of 0.15.x; tasmota: 15.4.0)")
 	f.StringVar(&o.ImageSize, "image-size", "", "size of the running image (default: small)")
 	f.StringVar(&o.SlotSize, "slot-size", "2M", "size of each app slot (4K to 16M; arduino: 1.25M, its default.csv, unless set)")
-	f.StringVar(&o.Password, "password", "", "seed: Bearer token; arduino/esp8266: OTA password; httpupdateserver/elegantota: HTTP password (with --username); espeasy: admin password (test devices only; also $OTS_OTA_PASSWORD)")
+	f.StringVar(&o.Password, "password", "", "seed: Bearer token; arduino/esp8266: OTA password; httpupdateserver/elegantota: HTTP password (with --username); espeasy: admin password; tasmota: WebPassword, user admin (test devices only; also $OTS_OTA_PASSWORD)")
 	f.StringVar(&o.Username, "username", "", "httpupdateserver, elegantota: HTTP user; the libraries ask for credentials only when user and password are both set")
 	f.BoolVar(&o.Async, "async", false, "elegantota: its async build (ESPAsyncWebServer: Digest challenges, concurrent requests)")
 	f.BoolVar(&o.NoOriginCheck, "no-origin-check", false, "httpupdateserver on ESP32: a build from before arduino-esp32's CSRF fix, which takes any Origin (which releases have the check is unconfirmed)")
 	f.BoolVar(&o.NoLoop, "no-loop", false, "elegantota: a sketch that never calls ElegantOTA.loop(), so it never restarts after an upload")
 	f.StringArrayVar(&o.ESPHome, "esphome", nil, "esphome, esphome-esp8266: a build setting KEY=VALUE (repeatable): version=1|2, extended=false, auth=md5|sha256|sha256-md5, compression=on|off, mode=2024, noise=offered|required, partition-access, fail=8B, fail-count=N, handshake-timeout=20s, data-timeout=90s, release=2026.7.0, project=author.name, friendly-name=NAME, api-encryption, config-hash=HEX8, mac=HEX12, identity=IMAGE_VERSION:PROJECT_VERSION:CONFIG_HASH")
+	f.StringVar(&o.Release, "release", "", "wled: the release name of the running build (default per chip: ESP32, ESP8266 …)")
+	f.BoolVar(&o.SettingsPIN, "settings-pin", false, "wled: a settings PIN nobody entered: every upload is refused")
+	f.BoolVar(&o.OTALock, "ota-lock", false, "wled: the OTA lock is on: /update refuses")
+	f.BoolVar(&o.OTAAnySubnet, "ota-any-subnet", false, "wled 16.x: \"only allow update from same network\" off (clients from the private ranges pass)")
+	f.StringVar(&o.Subnet, "subnet", "", "wled 16.x: the devices' network for its subnet gate, e.g. 127.0.0.0/16 (default: each device's /24)")
+	f.BoolVar(&o.NoBootloaderOTA, "no-bootloader-ota", false, "wled 16.x on ESP32: a build without /updatebootloader")
+	f.StringVar(&o.Language, "language", "", "tasmota: the build language of its pages, en or de")
+	f.BoolVar(&o.Safeboot, "safeboot", false, "tasmota on ESP32: the safeboot partition layout (upgrades restart into safeboot first)")
 	f.StringVar(&o.Core, "core", "", "arduino: arduino-esp32 core version; 3.3.0 and older use MD5 auth, newer PBKDF2")
 	f.BoolVar(&o.Extensions, "extensions", false, "add ots-ota's optional extras: _ota._tcp TXT keys and GET /ota/status")
 	f.StringArrayVar(&o.Behave, "behave", nil, "what an image does when booted, KEY=BEHAVIOUR; KEY is a version, elf:HEX or @uploaded (repeatable)")
@@ -191,7 +211,8 @@ func rate(a *app, flag, s string) (int64, error) {
 // simFlagUse says which personalities use a flag; others ignore it.
 func simFlagUse() []simFlag {
 	return []simFlag{
-		{"password", []sim.Personality{sim.Seed, sim.Arduino, sim.ESP8266, sim.HTTPUpdateServer, sim.ESPEasy, sim.ElegantOTA, sim.ESPHome, sim.ESPHome8266}, "the ots firmware has no OTA password"},
+		{"password", []sim.Personality{sim.Seed, sim.Arduino, sim.ESP8266, sim.HTTPUpdateServer, sim.ESPEasy, sim.ElegantOTA, sim.Tasmota, sim.WLED, sim.ESPHome, sim.ESPHome8266}, "the ots firmware has no OTA password"},
+		{"password", []sim.Personality{sim.Seed, sim.Arduino, sim.ESP8266, sim.HTTPUpdateServer, sim.ESPEasy, sim.ElegantOTA, sim.Tasmota, sim.ESPHome, sim.ESPHome8266}, "WLED's web update asks for none (its gates are a PIN and the OTA lock)"},
 		{"esphome", []sim.Personality{sim.ESPHome, sim.ESPHome8266}, "only ESPHome nodes have these build settings"},
 		{"username", []sim.Personality{sim.HTTPUpdateServer, sim.ElegantOTA}, "only HTTPUpdateServer and ElegantOTA sketches ask for a user"},
 		{"async", []sim.Personality{sim.ElegantOTA}, "only ElegantOTA has an async build"},
@@ -202,6 +223,14 @@ func simFlagUse() []simFlag {
 		{"rollback-later", []sim.Personality{sim.Arduino, sim.HTTPUpdateServer, sim.ElegantOTA}, "only an arduino-esp32 sketch can defer confirming its image"},
 		{"api-uptime", []sim.Personality{sim.OTS}, "only the ots web app serves /api/status"},
 		{"factory-version", []sim.Personality{sim.Seed, sim.OTS}, "only the seed and ots partition tables have a factory app"},
+		{"release", []sim.Personality{sim.WLED}, "only WLED builds carry a release name"},
+		{"settings-pin", []sim.Personality{sim.WLED}, "only WLED has a settings PIN"},
+		{"ota-lock", []sim.Personality{sim.WLED}, "only WLED has an OTA lock"},
+		{"ota-any-subnet", []sim.Personality{sim.WLED}, "only WLED 16.x gates uploads by subnet"},
+		{"subnet", []sim.Personality{sim.WLED}, "only WLED 16.x gates uploads by subnet"},
+		{"no-bootloader-ota", []sim.Personality{sim.WLED}, "only WLED 16.x updates its bootloader"},
+		{"language", []sim.Personality{sim.Tasmota}, "only Tasmota's pages are translated"},
+		{"safeboot", []sim.Personality{sim.Tasmota}, "only Tasmota has a safeboot layout"},
 	}
 }
 
@@ -265,7 +294,7 @@ func (o *simOptions) validate(a *app, _ []string) error {
 		}
 		chip = "esp8266"
 	case strings.EqualFold(chip, "esp8266"):
-		return a.flagError("chip", "an ESP8266 runs the esp8266, httpupdateserver, espeasy, elegantota or esphome-esp8266 personality (use --personality esp8266 for ArduinoOTA)")
+		return a.flagError("chip", "an ESP8266 runs the esp8266, httpupdateserver, espeasy, elegantota, wled, tasmota or esphome-esp8266 personality (use --personality esp8266 for ArduinoOTA)")
 	default:
 		if _, err := parseChip(a, chip); err != nil {
 			return err
@@ -335,7 +364,7 @@ func (o *simOptions) validate(a *app, _ []string) error {
 				if proto == "espota" {
 					return a.itemError("fault", spec, "acts on espota sessions only: use --personality arduino or esp8266, or another fault")
 				}
-				return a.itemError("fault", spec, "acts on HTTP uploads only: use --personality seed, ots, httpupdateserver, espeasy or elegantota, or another fault")
+				return a.itemError("fault", spec, "acts on HTTP uploads only: use --personality seed, ots, httpupdateserver, espeasy, elegantota, wled or tasmota, or another fault")
 			}
 			which := "an espota"
 			if proto == "http" {
@@ -454,6 +483,13 @@ func (o *simOptions) validate(a *app, _ []string) error {
 		a.log.Warn(fmt.Sprintf("the devices listen on %s, outside loopback: anyone on that network can reach them", addrRange(addrs)))
 	}
 
+	var subnet netip.Prefix
+	if o.Subnet != "" {
+		if subnet, err = netip.ParsePrefix(o.Subnet); err != nil {
+			return a.flagError("subnet", "not a network (such as 127.0.0.0/16)")
+		}
+		subnet = subnet.Masked()
+	}
 	// The devices' secret is a secret in what the run prints too.
 	password := auth.NewSecret(o.Password)
 	a.secrets.Add(password)
@@ -470,31 +506,56 @@ func (o *simOptions) validate(a *app, _ []string) error {
 		Logger:           a.log,
 		MDNSInterface:    o.mdns,
 		Template: sim.Config{
-			Personality:    pers,
-			Chip:           chip,
-			Project:        o.Project,
-			Version:        o.Version,
-			ImageSize:      int(imgSize),
-			SlotSize:       slot,
-			Password:       password,
-			Username:       o.Username,
-			Async:          o.Async,
-			NoOriginCheck:  o.NoOriginCheck,
-			NoLoop:         o.NoLoop,
-			Core:           o.Core,
-			Extensions:     o.Extensions,
-			Omit:           o.Omit,
-			APIUptime:      o.APIUptime,
-			BuildSeed:      o.BuildSeed,
-			FactoryVersion: o.FactoryVer,
-			Behaviours:     behaviours,
-			Faults:         faults,
-			RollbackLater:  o.RollbackLater,
-			Options:        esphomeOpts,
-			Timing:         &timing,
+			Personality:     pers,
+			Chip:            chip,
+			Project:         o.project(a, pers),
+			Version:         o.version(a, pers),
+			ImageSize:       int(imgSize),
+			SlotSize:        slot,
+			Password:        password,
+			Username:        o.Username,
+			Async:           o.Async,
+			NoOriginCheck:   o.NoOriginCheck,
+			NoLoop:          o.NoLoop,
+			Release:         o.Release,
+			SettingsPIN:     o.SettingsPIN,
+			OTALock:         o.OTALock,
+			OTAAnySubnet:    o.OTAAnySubnet,
+			Subnet:          subnet,
+			NoBootloaderOTA: o.NoBootloaderOTA,
+			Language:        o.Language,
+			Safeboot:        o.Safeboot,
+			Core:            o.Core,
+			Extensions:      o.Extensions,
+			Omit:            o.Omit,
+			APIUptime:       o.APIUptime,
+			BuildSeed:       o.BuildSeed,
+			FactoryVersion:  o.FactoryVer,
+			Behaviours:      behaviours,
+			Faults:          faults,
+			RollbackLater:   o.RollbackLater,
+			Options:         esphomeOpts,
+			Timing:          &timing,
 		},
 	}
 	return nil
+}
+
+// project and version are --project and --version, or, when neither was
+// given, what the personality's own firmware is (WLED 16.0.1, Tasmota
+// 15.4.0): "" lets it choose.
+func (o *simOptions) project(a *app, pers sim.Personality) string {
+	if a.isSet("project") || (pers != sim.WLED && pers != sim.Tasmota) {
+		return o.Project
+	}
+	return ""
+}
+
+func (o *simOptions) version(a *app, pers sim.Personality) string {
+	if a.isSet("version") || (pers != sim.WLED && pers != sim.Tasmota) {
+		return o.Version
+	}
+	return ""
 }
 
 // defaultImageSize is the size of the image a device runs when --image-size

@@ -15,6 +15,7 @@ import (
 
 	"github.com/ots-ota/ots-ota/image"
 	"github.com/ots-ota/ots-ota/partition"
+	"github.com/ots-ota/ots-ota/sim/wled"
 )
 
 type simImageOptions struct {
@@ -22,6 +23,8 @@ type simImageOptions struct {
 	SecureVersion                                   uint32
 	NoDigest                                        bool
 	Seed                                            int64
+	// WLEDRelease adds WLED's release metadata (sim/wled).
+	WLEDRelease string
 
 	data []byte // built by validate
 	chip image.Chip
@@ -56,6 +59,7 @@ The same flags give the same bytes: the build date in the app description is
 	f.Uint32Var(&o.SecureVersion, "secure-version", 0, "anti-rollback secure_version")
 	f.BoolVar(&o.NoDigest, "no-digest", false, "do not append the SHA-256 (like --dont-append-digest)")
 	f.Int64Var(&o.Seed, "seed", 1, "seed for the filler bytes")
+	f.StringVar(&o.WLEDRelease, "wled-release", "", "add WLED's release metadata for this release name (ESP32, ESP8266 …) and --version, so a wled device takes the image without skipValidation")
 	f.StringVarP(&o.Output, "output", "o", "", "file to write, - for stdout (required)")
 	_ = c.MarkFlagFilename("output", "bin")
 	completeChips(c)
@@ -148,6 +152,11 @@ func (o *simImageOptions) validate(a *app, _ []string) error {
 	})
 	if err != nil {
 		return a.flagError("size", "%s", buildSizeReason(err))
+	}
+	if o.WLEDRelease != "" {
+		if o.data, err = wled.AddMetadata(o.data, o.Version, o.WLEDRelease); err != nil {
+			return a.flagError("wled-release", "%s", strings.TrimPrefix(rootCause(err).Error(), "wled metadata: "))
+		}
 	}
 	a.log.Debug("built image", "chip", chip.String(), "bytes", len(o.data), "date", dateOrFixed(built), "took", time.Since(start).Round(time.Microsecond))
 	return nil

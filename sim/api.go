@@ -10,6 +10,8 @@ import (
 	"github.com/ots-ota/ots-ota/sim/espota"
 	"github.com/ots-ota/ots-ota/sim/form"
 	"github.com/ots-ota/ots-ota/sim/rawhttp"
+	"github.com/ots-ota/ots-ota/sim/tasmota"
+	"github.com/ots-ota/ots-ota/sim/wled"
 )
 
 // The simulator's API is the device core's (sim/core) and the families'
@@ -85,6 +87,12 @@ const (
 	ESPHome = esphome.ESP32
 	// ESPHome8266 is an ESPHome node on ESP8266 (TCP 8266, gzip offered).
 	ESPHome8266 = esphome.ESP8266
+	// WLED is WLED 0.15.x (from 0.15.2) or 16.x, as Config.Version says
+	// (Config.Chip "esp8266": the ESP8266 build).
+	WLED = wled.WLED
+	// Tasmota is Tasmota on ESP32 (Config.Safeboot: the safeboot layout)
+	// or, with Config.Chip "esp8266", on ESP8266.
+	Tasmota = tasmota.Tasmota
 )
 
 // Phases.
@@ -136,9 +144,12 @@ const (
 	FaultLoseAnswer    = core.FaultLoseAnswer
 	FaultNoReboot      = core.FaultNoReboot
 	FaultStatusError   = core.FaultStatusError
-	FaultTrickle       = core.FaultTrickle
-	FaultEarlyOK       = core.FaultEarlyOK
-	FaultChatter       = core.FaultChatter
+	// FaultStatusDuringUpgrade: tasmota, a Status command during an
+	// upgrade corrupts the image being written.
+	FaultStatusDuringUpgrade = core.FaultStatusDuringUpgrade
+	FaultTrickle             = core.FaultTrickle
+	FaultEarlyOK             = core.FaultEarlyOK
+	FaultChatter             = core.FaultChatter
 )
 
 // Fault modes.

@@ -30,6 +30,13 @@
 //     (Server.Stream), _esphomelib._tcp whose project_version and
 //     config_hash follow the image; its build settings are esphome.Options
 //     in Config.Options.
+//   - sim/wled: WLED 0.15.x (from 0.15.2) and 16.x (personality wled):
+//     multipart POST /update behind the subnet, PIN and OTA-lock gates,
+//     the release-metadata check, /json/info, _wled._tcp.
+//   - sim/tasmota: Tasmota on ESP8266 and ESP32 (personality tasmota; the
+//     ESP32 safeboot layout with Config.Safeboot): /up and /u2, /cm, the
+//     Referer gate, translated pages, the upgrade by URL the device fetches
+//     itself (the ESP8266 minimal two-step).
 //   - sim/internal/arduino: what the web uploaders share (the Arduino web
 //     servers, their multipart parsers, the Update class of both cores).
 //   - sim/mdnsd: the mDNS responder that advertises fleets.
@@ -44,13 +51,13 @@
 // and app1 of 1.25 MiB and a spiffs partition), the two otadata entries and
 // ESP-IDF's app states and rollback rules. docs/device-behaviour.md in the
 // repository lists the firmware facts mirrored, with their sources; each
-// package's documentation says which it mirrors. A device runs one of seven
+// package's documentation says which it mirrors. A device runs one of nine
 // personalities: Seed (HTTP POST /update on 3232, Bearer auth), OTS (POST
 // /update on 3232 without auth, web app on 80 with /api/status and
 // /ota/upload), Arduino (espota on UDP 3232, MD5 or PBKDF2 auth), ESP8266
 // (espota on UDP 8266) (device-contract.md §1), and the web uploaders on
 // their web server, ESP32 or (Config.Chip "esp8266") ESP8266:
-// HTTPUpdateServer, ESPEasy and ElegantOTA. Config.Extensions adds the TXT
+// HTTPUpdateServer, ESPEasy, ElegantOTA, WLED and Tasmota. Config.Extensions adds the TXT
 // keys and GET /ota/status that ots-ota documents (contract §4; the web
 // uploaders: GET /ota/status only); without it a device shows exactly what
 // the real firmware shows.

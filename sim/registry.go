@@ -7,6 +7,8 @@ import (
 	"github.com/ots-ota/ots-ota/sim/espota"
 	"github.com/ots-ota/ots-ota/sim/form"
 	"github.com/ots-ota/ots-ota/sim/rawhttp"
+	"github.com/ots-ota/ots-ota/sim/tasmota"
+	"github.com/ots-ota/ots-ota/sim/wled"
 )
 
 // The personalities this simulator assembles, in documentation order: a
@@ -17,4 +19,5 @@ func init() {
 	core.Register(form.HTTPUpdateServerFirmware, form.ESPEasyFirmware)
 	core.Register(elegantota.Firmware)
 	core.Register(esphome.ESP32Firmware, esphome.ESP8266Firmware)
+	core.Register(wled.Firmware, tasmota.Firmware)
 }

@@ -184,6 +184,32 @@ type Config struct {
 	// NoLoop (elegantota) is a sketch that never calls ElegantOTA.loop():
 	// the restart it schedules 2 s after a successful upload never comes.
 	NoLoop bool
+	// Release (wled) is the WLED release name (WLED_RELEASE_NAME) of the
+	// factory image; default per chip ("ESP32", "ESP32-S3", "ESP8266" …).
+	Release string
+	// SettingsPIN (wled) is a device with a settings PIN that nobody
+	// entered: every upload is refused (the PIN gate).
+	SettingsPIN bool
+	// OTALock (wled) is the security setting "Disable OTA when not in AP
+	// mode" (otaLock): /update refuses.
+	OTALock bool
+	// OTAAnySubnet (wled 16.x) turns the security setting "Only allow
+	// update from same network/WiFi" (otaSameSubnet, on by default) off:
+	// clients from the private ranges are taken too.
+	OTAAnySubnet bool
+	// Subnet (wled 16.x) is the device's network, which its subnet gate
+	// compares a client's address with; zero = the device's IP/24.
+	Subnet netip.Prefix
+	// NoBootloaderOTA (wled 16.x on ESP32) is a build without the
+	// /updatebootloader endpoint.
+	NoBootloaderOTA bool
+	// Language (tasmota) is the build language of the pages: "en"
+	// (default, en_GB) or "de" (de_DE).
+	Language string
+	// Safeboot (tasmota on ESP32) is the safeboot partition layout: one
+	// app partition and a factory "safeboot" image, so an upgrade restarts
+	// into safeboot first.
+	Safeboot bool
 	// Core is the arduino-esp32 core version of the Arduino personality:
 	// "3.3.0" and older use MD5 auth, newer (the default) PBKDF2.
 	Core string
@@ -291,7 +317,13 @@ func resolve(c Config) (*settings, error) {
 		s.Name = "ots-sim"
 	}
 	if s.Project == "" {
+		s.Project = s.traits.Project
+	}
+	if s.Project == "" {
 		s.Project = "ots-fw-main"
+	}
+	if s.Version == "" {
+		s.Version = s.traits.Version
 	}
 	if s.Version == "" {
 		s.Version = "1.0.0"

@@ -95,6 +95,12 @@ type Device struct {
 	leftMu  sync.Mutex
 	leftOut []net.Conn // connections handed over outside srvMu (espota)
 	reqMu   sync.Mutex // serialises Config.OnRequest
+	// bootCtx ends at the reset that ends this boot (Env.BootContext).
+	bootCtx    context.Context
+	bootCancel context.CancelFunc
+	// persist is the firmware's state across resets (Env.Persistent).
+	persistMu sync.Mutex
+	persist   any
 
 	// hookPause, for tests, runs when the device resumes reading after it
 	// stopped to erase (HTTP: the slot erase; both: a stall fault ending),

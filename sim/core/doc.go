@@ -1,8 +1,9 @@
 // Package core is the simulated device without its firmware: the chip, its
 // SDK and its flash. A personality (a Firmware, registered with Register)
 // says what runs on it; sim/rawhttp, sim/espota, sim/form,
-// sim/elegantota and sim/esphome are the families so far, and sim
-// assembles them. A family's own settings travel in Config.Options.
+// sim/elegantota, sim/esphome, sim/wled and sim/tasmota are the families
+// so far, and sim assembles them. A family's own settings travel in
+// Config.Options.
 //
 // What the core mirrors (docs/device-behaviour.md lists the sources):
 //

@@ -2,6 +2,7 @@ package core
 
 import (
 	"context"
+	"crypto/sha256"
 	"log/slog"
 	"net"
 	"time"
@@ -37,6 +38,17 @@ func (e *Env) Logger() *slog.Logger { return e.d.log }
 
 // Context ends when the device is closed.
 func (e *Env) Context() context.Context { return e.d.ctx }
+
+// BootContext ends when this boot does (the next reset, or the device
+// closing): the life of a firmware's own task, such as a download it runs.
+func (e *Env) BootContext() context.Context {
+	e.d.mu.Lock()
+	defer e.d.mu.Unlock()
+	if e.d.bootCtx == nil {
+		return e.d.ctx
+	}
+	return e.d.bootCtx
+}
 
 // State is a snapshot of the device.
 func (e *Env) State() State { return e.d.State() }
@@ -120,3 +132,38 @@ func (e *Env) FilesystemSize() int64 {
 // reset, then resets it (a connection the firmware handed to no server,
 // such as espota's data connection on a power loss).
 func (e *Env) Hold(c net.Conn) { e.d.leaveConn(c) }
+
+// RunningImage is the bytes of the image the device runs (read-only, shared
+// with the device's store): what a firmware reads of itself, such as a
+// build tag compiled into it.
+func (e *Env) RunningImage() []byte {
+	e.d.mu.Lock()
+	defer e.d.mu.Unlock()
+	if b := e.d.flash.slots[e.d.flash.running]; b != nil {
+		return b.data
+	}
+	return nil
+}
+
+// Persistent is the firmware's state that outlives a reset (its settings
+// in flash, RTC memory): made by mk at the first call of the device's
+// life, the same value at every later call, every boot.
+func (e *Env) Persistent(mk func() any) any {
+	e.d.persistMu.Lock()
+	defer e.d.persistMu.Unlock()
+	if e.d.persist == nil {
+		e.d.persist = mk()
+	}
+	return e.d.persist
+}
+
+// MAC is the device's station MAC address: Espressif's OUI and three bytes
+// derived from the device's name, so a device keeps it across runs.
+func (e *Env) MAC() net.HardwareAddr {
+	sum := sha256.Sum256([]byte(e.d.s.Name))
+	oui := []byte{0x24, 0x0A, 0xC4}
+	if e.d.s.platform == PlatformESP8266 {
+		oui = []byte{0x5C, 0xCF, 0x7F}
+	}
+	return append(net.HardwareAddr(oui), sum[:3]...)
+}

@@ -43,6 +43,11 @@ const (
 	FaultNoReboot FaultKind = "no-reboot"
 	// FaultStatusError: the next status reads answer 500.
 	FaultStatusError FaultKind = "status-error"
+	// FaultStatusDuringUpgrade (tasmota): a Status command that arrives
+	// while an upgrade runs corrupts the image being written, as Tasmota's
+	// maintainers warn it can: the upgrade fails and the old image keeps
+	// running. Armed, it lets a test prove a client never asks.
+	FaultStatusDuringUpgrade FaultKind = "status-during-upgrade"
 	// FaultTrickle: the device takes the image a few bytes at a time at a
 	// steady, very low rate.
 	FaultTrickle FaultKind = "trickle"
@@ -79,7 +84,7 @@ const defaultChatterEvery = 250 * time.Millisecond
 // Protocol says which uploads a fault acts on: "http", "espota", or "" for both.
 func (k FaultKind) Protocol() string {
 	switch k {
-	case FaultEarlyAnswer, FaultLoseAnswer, FaultStatusError:
+	case FaultEarlyAnswer, FaultLoseAnswer, FaultStatusError, FaultStatusDuringUpgrade:
 		return "http"
 	case FaultNoConnectBack, FaultLoseOK, FaultEarlyOK, FaultChatter:
 		return "espota"
@@ -91,7 +96,7 @@ func (k FaultKind) Protocol() string {
 func FaultKinds() []FaultKind {
 	return []FaultKind{FaultDrop, FaultStall, FaultError, FaultPowerLoss, FaultSlow, FaultTrickle, FaultNoReturn,
 		FaultRefuse, FaultLatency, FaultNoReboot, FaultEarlyAnswer, FaultLoseAnswer, FaultStatusError,
-		FaultNoConnectBack, FaultLoseOK, FaultEarlyOK, FaultChatter}
+		FaultStatusDuringUpgrade, FaultNoConnectBack, FaultLoseOK, FaultEarlyOK, FaultChatter}
 }
 
 // Fault is one injected misbehaviour. Build it with ParseFault; the zero
@@ -123,6 +128,9 @@ func FaultKinds() []FaultKind {
 //	                  ":reset" resets the connection instead of the answer
 //	status-error      HTTP: the next read of /ota/status, and of /api/status,
 //	                  answers 500; "status-error:3" the next three of each
+//	status-during-upgrade
+//	                  tasmota: a Status command during an upgrade corrupts
+//	                  the image being written (the upgrade fails)
 //	early-ok@30%      espota: send "OK" when 30 % was taken, then take the
 //	                  rest and install (no second OK); ":close" closes at
 //	                  once and installs nothing
@@ -349,7 +357,7 @@ func parseFault(s string) (Fault, error) {
 		} else if rest != "" {
 			return Fault{}, fmt.Errorf("unexpected %q", rest)
 		}
-	default: // no-return, no-connect-back, lose-ok, no-reboot
+	default: // no-return, no-connect-back, lose-ok, no-reboot, status-during-upgrade
 		if rest != "" {
 			return Fault{}, fmt.Errorf("unexpected %q", rest)
 		}

@@ -50,6 +50,9 @@ type Traits struct {
 	// esp8266/Arduino alike (a library sketch, not a chip's SDK): Config.Chip
 	// "esp8266" runs it on PlatformESP8266, any other chip on Platform.
 	BothCores bool
+	// Project and Version are the factory image's project and version
+	// when the Config gives none; "" = "ots-fw-main" and "1.0.0".
+	Project, Version string
 	// ESP8266FS is the size of the filesystem area of its flash layout on
 	// ESP8266 (FS_end - FS_start), where the core's ESP8266 layout has
 	// none; 0 = none.
@@ -59,7 +62,9 @@ type Traits struct {
 // Knob is a Config field only some personalities read.
 type Knob struct {
 	// Field is the Config field's name: "APIUptime", "RollbackLater",
-	// "Username", "Async", "NoOriginCheck" or "NoLoop".
+	// "Username", "Async", "NoOriginCheck", "NoLoop", "Release",
+	// "SettingsPIN", "OTALock", "OTAAnySubnet", "Subnet",
+	// "NoBootloaderOTA", "Language" or "Safeboot".
 	Field string
 	// Why says in a few words why the others do not read it.
 	Why string
@@ -80,12 +85,29 @@ func knobSet(c *Config, field string) bool {
 		return c.NoOriginCheck
 	case "NoLoop":
 		return c.NoLoop
+	case "Release":
+		return c.Release != ""
+	case "SettingsPIN":
+		return c.SettingsPIN
+	case "OTALock":
+		return c.OTALock
+	case "OTAAnySubnet":
+		return c.OTAAnySubnet
+	case "Subnet":
+		return c.Subnet.IsValid()
+	case "NoBootloaderOTA":
+		return c.NoBootloaderOTA
+	case "Language":
+		return c.Language != ""
+	case "Safeboot":
+		return c.Safeboot
 	}
 	return false
 }
 
 // knobFields are the fields knobSet knows, in the order they are checked.
-var knobFields = []string{"RollbackLater", "APIUptime", "Username", "Async", "NoOriginCheck", "NoLoop"}
+var knobFields = []string{"RollbackLater", "APIUptime", "Username", "Async", "NoOriginCheck", "NoLoop",
+	"Release", "SettingsPIN", "OTALock", "OTAAnySubnet", "Subnet", "NoBootloaderOTA", "Language", "Safeboot"}
 
 // Checker is a Firmware with settings of its own to check (an ArduinoOTA
 // core version, say); Start calls Check once the chip is resolved, before

@@ -59,6 +59,7 @@ const maxOpenSockets = 7
 
 var statusLines = map[int]string{
 	200: "200 OK",
+	302: "302 Found",
 	400: "400 Bad Request",
 	401: "401 Unauthorized",
 	403: "403 Forbidden",
@@ -70,6 +71,7 @@ var statusLines = map[int]string{
 	431: "431 Request Header Fields Too Large",
 	500: "500 Internal Server Error",
 	501: "501 Method Not Implemented",
+	503: "503 Service Unavailable",
 	505: "505 Version Not Supported",
 }
 

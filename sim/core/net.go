@@ -1,6 +1,7 @@
 package core
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -180,6 +181,7 @@ func (d *Device) startServers() error {
 	srv := &servers{}
 	d.mu.Lock()
 	ports := d.ports
+	d.bootCtx, d.bootCancel = context.WithCancel(d.ctx)
 	d.mu.Unlock()
 	for _, def := range d.s.fw.Servers(d.env) {
 		if def.Port == PortWeb && ports[PortWeb] < 0 {
@@ -248,6 +250,9 @@ func (d *Device) stopServers(final bool) {
 	d.mu.Lock()
 	srv := d.srv
 	d.srv = nil
+	if d.bootCancel != nil {
+		d.bootCancel()
+	}
 	if d.phase == PhaseUp {
 		d.phase = PhaseBooting
 	}

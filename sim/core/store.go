@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"regexp"
 	"sync"
 	"weak"
 
@@ -54,9 +55,19 @@ func describe(data []byte) imgInfo {
 		in.Project, in.Version, in.IDFVer = a.ProjectName, a.Version, a.IDFVer
 		in.SecureVersion = a.SecureVersion
 		in.ELFSHA256 = hex.EncodeToString(a.ELFSHA256[:])
+	} else if img.Layout == image.LayoutArduino {
+		// An ESP8266 sketch has no app description; the images the image
+		// package builds name project and version in a readable string.
+		if m := sketchTag.FindSubmatch(data[:min(len(data), 16<<10)]); m != nil {
+			in.Project, in.Version, in.Chip = string(m[1]), string(m[2]), "esp8266"
+		}
 	}
 	return in
 }
+
+// sketchTag is the string image.Build writes into an esp8266/Arduino
+// sketch it makes.
+var sketchTag = regexp.MustCompile(`ots-ota sim esp8266 sketch project=([^ \x00]+) version=([^ \x00]+)`)
 
 // intern returns the shared blob for data, adding it when new. The store
 // keeps data (the caller must not modify it afterwards).

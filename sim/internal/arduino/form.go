@@ -372,7 +372,13 @@ type AsyncFunc func(p *Part, data []byte, final bool) error
 // filename= or a Content-Type; a malformed body is ignored from the first
 // byte that does not fit), any other body read and dropped (the route has
 // no body handler). false: up stopped it (a fault), answer nothing.
-func ReadAsync(r *core.Request, up AsyncFunc) bool {
+func ReadAsync(r *core.Request, up AsyncFunc) bool { return ReadAsyncForm(r, nil, up) }
+
+// ReadAsyncForm is ReadAsync that also hands each field that is no file to
+// field when its part ends (the server adds it to the request's params
+// then, so an upload callback sees the fields sent before its file part,
+// and only those).
+func ReadAsyncForm(r *core.Request, field func(name, value string), up AsyncFunc) bool {
 	ct, _ := r.Header("Content-Type")
 	ct = strings.TrimSpace(ct)
 	if !strings.HasPrefix(strings.ToLower(ct), "multipart/") {
@@ -385,7 +391,7 @@ func ReadAsync(r *core.Request, up AsyncFunc) bool {
 	}
 	boundary = strings.Trim(boundary, `"`)
 	b := &body{r: r}
-	ok := parseAsync(b, boundary, up)
+	ok := parseAsync(b, boundary, field, up)
 	Drain(r)
 	// A client gone before the end of its body: the request is deleted
 	// unanswered, its upload never got its final call.
@@ -394,7 +400,7 @@ func ReadAsync(r *core.Request, up AsyncFunc) bool {
 
 // parseAsync walks the multipart body: "--boundary\r\n" first, then each
 // part's headers, its data up to "\r\n--boundary", and "--" or "\r\n".
-func parseAsync(b *body, boundary string, up AsyncFunc) bool {
+func parseAsync(b *body, boundary string, field func(name, value string), up AsyncFunc) bool {
 	first := "--" + boundary + "\r\n"
 	for i := 0; i < len(first); i++ {
 		c, ok := b.readByte()
@@ -434,8 +440,19 @@ func parseAsync(b *body, boundary string, up AsyncFunc) bool {
 			}
 		}
 		cur := make([]byte, 0, asyncBufLen)
+		var value []byte // a field's value (kept short, as the server's String)
 		flush := func(final bool) error {
-			if !isFile || up == nil {
+			if !isFile {
+				if len(value) < 4096 {
+					value = append(value, cur[:min(len(cur), 4096-len(value))]...)
+				}
+				if final && field != nil {
+					field(part.Name, string(value))
+				}
+				cur = cur[:0]
+				return nil
+			}
+			if up == nil {
 				cur = cur[:0]
 				return nil
 			}

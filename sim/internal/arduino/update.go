@@ -134,6 +134,21 @@ func (up *Update) ErrText(e Err) string {
 	return t
 }
 
+// ErrorString is the last error's text alone: arduino-esp32's
+// errorString(), esp8266/Arduino's getErrorString() ("No Error" when
+// there is none).
+func (up *Update) ErrorString() string {
+	up.mu.Lock()
+	defer up.mu.Unlock()
+	if up.err == ErrNone {
+		return "No Error"
+	}
+	if t := errText[up.err]; t != "" {
+		return t
+	}
+	return "UNKNOWN"
+}
+
 // PrintError is what Update.printError(str) puts in a String.
 func (up *Update) PrintError() string {
 	up.mu.Lock()
