@@ -27,7 +27,7 @@ func TestDiscoverRowWLED(t *testing.T) {
 	if err := checkLine("discover.json", line); err != nil {
 		t.Errorf("%s: %v", line, err)
 	}
-	for svc, want := range map[string]string{"_ota._tcp": "", "_arduino._tcp": "", "_http._tcp": "", "_esphomelib._tcp": "", "_WLED._tcp.local.": "wled"} {
+	for svc, want := range map[string]string{"_ota._tcp": "", "_arduino._tcp": "", "_http._tcp": "", "_esphomelib._tcp": "esphome", "_WLED._tcp.local.": "wled"} {
 		if got := serviceProtocol(svc); got != want {
 			t.Errorf("serviceProtocol(%q) = %q, want %q", svc, got, want)
 		}

@@ -27,7 +27,7 @@ func TestPushTransportsKeyedByProtocol(t *testing.T) {
 			t.Errorf("%s: %T reports no traits", p, x)
 		}
 	}
-	if len(tr) != 5 {
+	if len(tr) != 7 {
 		t.Errorf("%d transports", len(tr))
 	}
 }

@@ -132,7 +132,7 @@ api-status.firmwareVersion, txt.version ...`,
 	f.StringVar(&o.Version, "version", "1.0.0", "version of the running image (wled: 16.0.1, or 0.15.2 and later of 0.15.x; tasmota: 15.4.0)")
 	f.StringVar(&o.ImageSize, "image-size", "", "size of the running image (default: small)")
 	f.StringVar(&o.SlotSize, "slot-size", "2M", "size of each app slot (4K to 16M; arduino: 1.25M, its default.csv, unless set)")
-	f.StringVar(&o.Password, "password", "", "seed: Bearer token; arduino/esp8266: OTA password; httpupdateserver/elegantota: HTTP password (with --username); espeasy: admin password; tasmota: WebPassword, user admin (test devices only; also $OTS_OTA_PASSWORD)")
+	f.StringVar(&o.Password, "password", "", "seed: Bearer token; arduino/esp8266: OTA password; httpupdateserver/elegantota: HTTP password (with --username); espeasy: admin password; tasmota: WebPassword, user admin; esphome: its OTA password (test devices only; also $OTS_OTA_PASSWORD)")
 	f.StringVar(&o.Username, "username", "", "httpupdateserver, elegantota: HTTP user; the libraries ask for credentials only when user and password are both set")
 	f.BoolVar(&o.Async, "async", false, "elegantota: its async build (ESPAsyncWebServer: Digest challenges, concurrent requests)")
 	f.BoolVar(&o.NoOriginCheck, "no-origin-check", false, "httpupdateserver on ESP32: a build from before arduino-esp32's CSRF fix, which takes any Origin (which releases have the check is unconfirmed)")
