@@ -356,6 +356,17 @@ func TestByURL(t *testing.T) {
 	full := func(fs *fakeServer, size int64) []Fetch {
 		return []Fetch{{Name: "fw.bin", Remote: "127.0.0.1:40001", Status: 200, Bytes: size, MAC: "AA:BB:CC:DD:EE:FF"}}
 	}
+	// An ESP8266 the image does not fit: its first download of the
+	// firmware is refused after the server wrote it all into the socket's
+	// buffers, then it fetches the -minimal image and, from that, the
+	// firmware.
+	twoStep := func(fs *fakeServer, size int64) []Fetch {
+		return []Fetch{
+			{Name: "fw.bin", Remote: "127.0.0.1:40001", Status: 200, Bytes: size, MAC: "AA:BB:CC:DD:EE:FF"},
+			{Name: "fw-minimal.bin.gz", Remote: "127.0.0.1:40001", Status: 200, Bytes: size / 2, MAC: "AA:BB:CC:DD:EE:FF"},
+			{Name: "fw.bin", Remote: "127.0.0.1:40002", Status: 200, Bytes: size, MAC: "AA:BB:CC:DD:EE:FF"},
+		}
+	}
 	for _, tc := range []struct {
 		name        string
 		main        string
@@ -381,7 +392,9 @@ func TestByURL(t *testing.T) {
 			},
 			served: []string{"fw-minimal.bin", "fw.bin", "fw.bin.gz"}, commands: []string{"Status 0", "Backlog OtaUrl URL; Upgrade 1", "OtaUrl " + old}, finalOtaURL: old},
 		{name: "ESP8266 minimal of a translated build", main: "tasmota-DE.bin", companions: []string{"tasmota-minimal.bin.gz"}, status0: status0("14.2.0(tasmota)", "ESP8266EX", old, 40),
-			fetches: full, served: []string{"fw-minimal.bin.gz", "fw.bin"}, commands: []string{"Status 0", "Backlog OtaUrl URL; Upgrade 1", "OtaUrl " + old}, finalOtaURL: old},
+			fetches: twoStep, served: []string{"fw-minimal.bin.gz", "fw.bin"}, commands: []string{"Status 0", "Backlog OtaUrl URL; Upgrade 1", "OtaUrl " + old}, finalOtaURL: old},
+		{name: "ESP8266 two-step: the firmware's fetch before the minimal's is not the end", main: "tasmota.bin", companions: []string{"tasmota-minimal.bin.gz"}, status0: status0("14.2.0(tasmota)", "ESP8266EX", old, 40),
+			fetches: full, class: upload.ClassTimeout, served: []string{"fw-minimal.bin.gz", "fw.bin"}, commands: []string{"Status 0", "Backlog OtaUrl URL; Upgrade 1", "OtaUrl " + old}, finalOtaURL: old},
 		{name: "ESP8266 needs minimal, none", main: "tasmota.bin", status0: status0("14.2.0(tasmota)", "ESP8266EX", old, 40), refused: "-minimal", commands: []string{"Status 0"}, finalOtaURL: ""},
 		{name: "ESP8266 fits", main: "tasmota.bin.gz", status0: status0("14.2.0(tasmota)", "ESP8266EX", old, 600),
 			fetches: func(fs *fakeServer, size int64) []Fetch {
