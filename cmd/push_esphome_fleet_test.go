@@ -41,7 +41,7 @@ type esphomeFleetGroup struct {
 func TestPushESPHomeFleet(t *testing.T) {
 	multicastLo(t)
 	dir := t.TempDir()
-	fw, err := image.Build(image.BuildOptions{Chip: image.ChipESP32, Project: "ots-fw-main", Version: "1.0.1", Size: 160 << 10})
+	fw, err := image.Build(image.BuildOptions{Chip: image.ChipESP32, Project: "ots-fw-main", Version: "1.0.1", Size: 80 << 10})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,11 +160,14 @@ func TestPushESPHomeFleet(t *testing.T) {
 
 	// The sims' own words: every device that took the image finished it
 	// once (upload_finished); the refused and Noise devices saw no upload.
-	for i, s := range sims {
-		g := groups[i]
+	// Stop them all first: a race-enabled binary lingers a second at exit.
+	for _, s := range sims {
 		if err := s.cmd.Process.Signal(syscall.SIGINT); err != nil {
 			t.Fatal(err)
 		}
+	}
+	for i, s := range sims {
+		g := groups[i]
 		s.wait(t)
 		finished, started := 0, 0
 		for _, line := range s.out {
