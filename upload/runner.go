@@ -886,7 +886,8 @@ func (r *runner) boundedTry(ctx context.Context, d *device) error {
 // its own words of rejection installed nothing.
 func (r *runner) mayHaveTaken(err error, de *DeviceError) (Answer, bool) {
 	switch {
-	case de.Class == ClassAuth || de.Class == ClassRejected || errors.Is(err, ErrFailurePage) || !MayHaveTakenAll(err, r.fw.Size()):
+	case de.Class == ClassAuth || de.Class == ClassRejected || errors.Is(err, ErrFailurePage) || errors.Is(err, ErrRefusedWhole) ||
+		!MayHaveTakenAll(err, r.fw.Size()):
 		return AnswerNormal, false
 	case errors.Is(err, ErrEarlyAnswer):
 		return AnswerEarly, true

@@ -21,6 +21,13 @@ var ErrAnswerLost = errors.New("the device took the whole image but no answer ar
 // device before it concludes.
 var ErrFailurePage = errors.New("the device answered 2xx with a page that says the update failed")
 
+// ErrRefusedWhole is wrapped in the DeviceError of an upload the device
+// took whole and then answered with its own error word (ESPHome's 8B, MD5
+// mismatch, after its 44): it says it installed nothing, so no answer was
+// lost and there is nothing to read before concluding. DeviceError.NoRetry
+// still decides whether it may be sent again.
+var ErrRefusedWhole = errors.New("the device took the whole image and answered that the update failed")
+
 // MayHaveTakenAll reports whether a device may hold the whole image after
 // an upload ended with err, so that it may install it (or have installed
 // it) although Send failed: a runner must read the device before it sends

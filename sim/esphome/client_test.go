@@ -28,6 +28,7 @@ type script struct {
 	badMagic  bool          // send another magic
 	pauseAt   string        // "features": wait pause before sending the feature byte; "data": stop half-way
 	pause     time.Duration // how long
+	stream    bool          // send the whole image, then read the 47s (as ots-ota does)
 }
 
 type transcript struct {
@@ -184,7 +185,7 @@ func push(t testing.TB, addr string, s script) transcript {
 		if _, err := c.Write(s.payload[off:end]); err != nil {
 			break // the device stopped reading: its answer follows
 		}
-		if v2 {
+		if v2 && !s.stream {
 			b, ok = one("data")
 			if !ok || isErr(b, "data") {
 				return tr
@@ -193,6 +194,15 @@ func push(t testing.TB, addr string, s script) transcript {
 				t.Fatalf("chunk answer %02X", b)
 			}
 			tr.acks++
+		}
+	}
+	for n := (len(s.payload) + 8191) / 8192; v2 && s.stream && tr.acks < n; tr.acks++ {
+		b, ok = one("data")
+		if !ok || isErr(b, "data") {
+			return tr
+		}
+		if b != 0x47 {
+			t.Fatalf("chunk answer %02X", b)
 		}
 	}
 	b, ok = one("receive")

@@ -15,6 +15,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ots-ota/ots-ota/sim/core"
@@ -521,6 +522,8 @@ func (s *session) receive(size int64) (int, string, bool) {
 		failAt = size / 2
 	}
 	lastData := time.Now()
+	acks := s.ackSender()
+	defer acks.flush()
 	for total < size {
 		if failAt >= 0 && total >= failAt {
 			return int(s.o.Fail), "fault", false
@@ -573,7 +576,7 @@ func (s *session) receive(size int64) (int, string, bool) {
 		total += int64(k)
 		if s.o.Version == 2 {
 			for acked+blockSize <= total || total == size && acked < size {
-				if s.write(respChunkOK) != nil {
+				if acks.send() != nil {
 					s.abort("connection lost")
 					return noAnswer, "", false
 				}
@@ -584,6 +587,75 @@ func (s *session) receive(size int64) (int, string, bool) {
 	s.sum = hex.EncodeToString(sum.Sum(nil))
 	s.badMagic = badMagic
 	return 0, "", gz
+}
+
+// ackSender sends the data phase's 47s. A latency fault delays each
+// reply as a slow network would: the 47 arrives late, but the device does
+// not stop reading meanwhile (a stop-and-wait client pays the latency on
+// every block, a streaming one does not). Without latency it writes at
+// once.
+func (s *session) ackSender() *ackSender {
+	a := &ackSender{s: s, lat: s.e.Latency()}
+	if a.lat > 0 {
+		a.due = make(chan time.Time, 1024)
+		a.done = make(chan struct{})
+		go a.run()
+	}
+	return a
+}
+
+type ackSender struct {
+	s    *session
+	lat  time.Duration
+	due  chan time.Time
+	done chan struct{}
+	mu   sync.Mutex
+	err  error
+}
+
+func (a *ackSender) send() error {
+	if a.due == nil {
+		return a.s.write(respChunkOK)
+	}
+	a.mu.Lock()
+	err := a.err
+	a.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	select {
+	case a.due <- time.Now().Add(a.lat):
+		return nil
+	case <-a.s.ctx.Done():
+		return errAbort
+	}
+}
+
+// run writes each 47 when it is due, in order.
+func (a *ackSender) run() {
+	defer close(a.done)
+	for at := range a.due {
+		if !core.Sleep(a.s.ctx, time.Until(at)) {
+			return
+		}
+		_ = a.s.c.SetWriteDeadline(time.Now().Add(max(a.s.o.DataTimeout, 2*time.Second)))
+		if _, err := a.s.c.Write([]byte{respChunkOK}); err != nil {
+			a.mu.Lock()
+			a.err = err
+			a.mu.Unlock()
+			return
+		}
+	}
+}
+
+// flush waits until every 47 is out, so that what follows (44 or an error
+// byte) comes after them.
+func (a *ackSender) flush() {
+	if a.due == nil {
+		return
+	}
+	close(a.due)
+	<-a.done
 }
 
 // write1 hands one received chunk to the backend; a non-zero byte is its

@@ -208,6 +208,22 @@ func TestFailCount(t *testing.T) {
 	}
 }
 
+// TestLatencyDelaysAnswers: under a latency fault the 47s come late but
+// all of them, before 44 and 45, whether the client waits for each (as
+// espota2.py) or streams the image and reads them after (as ots-ota).
+func TestLatencyDelaysAnswers(t *testing.T) {
+	img := simtest.ImageOf(t, "esp32s3", "2.0.0", 0)
+	for _, stream := range []bool{false, true} {
+		cfg := simtest.Config(ESP32)
+		cfg.Faults = []core.Fault{simtest.MustFault(t, "latency:20ms")}
+		d := simtest.Start(t, cfg)
+		tr := push(t, d.OTAAddr(), script{features: 0x06, payload: img, stream: stream})
+		if want := (len(img) + 8191) / 8192; !tr.got45 || tr.acks != want {
+			t.Errorf("stream %v: %v, want %d acks then 45", stream, tr, want)
+		}
+	}
+}
+
 // TestIdentityAcrossUpdate: TXT version stays the ESPHome release while
 // project_version and config_hash follow the image; the restart is
 // silent and the record comes back.

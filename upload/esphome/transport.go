@@ -87,6 +87,11 @@ const NoiseRefusal = "the device uses Noise-encrypted OTA (ota: encryption:), wh
 // tells the user (upload.DeviceError.NoRetry).
 const NoRetryHint = "the device had the whole image and may have installed it: check what it runs before pushing again"
 
+// RefusedWholeHint is what a failure the device answered after it held
+// the whole image tells the user: it installed nothing, and ots-ota does
+// not send a whole image twice unread.
+const RefusedWholeHint = "the device had the whole image when it refused it; push again once the cause is fixed"
+
 // errByte is what one of the device's error bytes means.
 type errByte struct {
 	class   upload.Class
@@ -346,7 +351,11 @@ func (h *Transport) dial(ctx context.Context, t upload.Target) (net.Conn, string
 func (s *session) fail(de *upload.DeviceError) error {
 	if s.sent {
 		de.Taken = s.size
-		if de.NoRetry == "" {
+		switch {
+		case de.NoRetry != "":
+		case errors.Is(de.Err, upload.ErrRefusedWhole):
+			de.NoRetry = RefusedWholeHint
+		default:
 			de.NoRetry = NoRetryHint
 		}
 	}
@@ -416,6 +425,11 @@ func (s *session) deviceError(b byte, want string) error {
 		de := &upload.DeviceError{Class: e.class, Words: words, Reason: e.meaning}
 		if b == 0x94 {
 			de.Reason = NoiseRefusal
+		}
+		if s.sent {
+			// The device's own word after the whole image: it aborted the
+			// update, no answer was lost (still never sent again: fail).
+			de.Err = upload.ErrRefusedWhole
 		}
 		return s.fail(de)
 	}
