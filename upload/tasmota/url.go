@@ -399,7 +399,11 @@ func (h *Transport) awaitFetch(ctx context.Context, srv *Server, set *fileSet, t
 	defer timer.Stop()
 	got := map[string]int64{} // bytes of 206 answers, per name
 	last := "nothing"
-	minimalDone := false
+	// firmwareDone: the device fetched the whole firmware while a -minimal
+	// fetch was still expected. A device that took it in one go (its free
+	// space was enough after all) fetches nothing more: when the idle
+	// timer runs out, verification decides (it waits by the quiet rule).
+	minimalDone, firmwareDone := false, false
 	for {
 		select {
 		case f := <-fetches:
@@ -422,8 +426,11 @@ func (h *Transport) awaitFetch(ctx context.Context, srv *Server, set *fileSet, t
 			case complete && firmware && (!twoStep || minimalDone):
 				emit(upload.Event{Phase: upload.PhaseFinishing, Done: total, Total: total, Message: "the device fetched " + last})
 				return nil
+			case complete && firmware:
+				firmwareDone = true
+				emit(upload.Event{Phase: upload.PhaseUploading, Done: total, Total: total, Message: "the device fetched " + last + "; waiting for its -minimal fetch, if it makes one"})
 			case complete && strings.Contains(f.Name, minimalTag):
-				minimalDone = true
+				minimalDone, firmwareDone = true, false
 				emit(upload.Event{Phase: upload.PhaseUploading, Total: total, Message: "the device fetched " + last + ": it restarts into Tasmota's minimal image, which then fetches the firmware"})
 			case !served:
 				emit(upload.Event{Phase: upload.PhaseUploading, Total: total, Message: fmt.Sprintf("the device asked for a file push does not serve (answered %d): its upgrade may be failing", f.Status)})
@@ -435,6 +442,10 @@ func (h *Transport) awaitFetch(ctx context.Context, srv *Server, set *fileSet, t
 				emit(upload.Event{Phase: upload.PhaseUploading, Done: done, Total: total, Message: "the device fetched " + last})
 			}
 		case <-timer.C:
+			if firmwareDone {
+				emit(upload.Event{Phase: upload.PhaseFinishing, Done: total, Total: total, Message: fmt.Sprintf("the device fetched the whole firmware and nothing more for %s: it took it in one step", idle)})
+				return nil
+			}
 			return &upload.DeviceError{Class: upload.ClassTimeout, NoRetry: NoRetryHint,
 				Reason: fmt.Sprintf("the device fetched nothing more for %s after it was told to upgrade (last: %s): its upgrade failed or never began (its log, Weblog 3, tells why)", idle, last)}
 		case <-ctx.Done():
