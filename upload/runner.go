@@ -548,7 +548,7 @@ func (r *runner) preflight(ctx context.Context, d *device) bool {
 		d.facts, d.factsAt = f, time.Now()
 	}
 	f := d.facts
-	d.res.From = f.Version
+	d.res.From = fromOf(f)
 	if d.proto == Auto && f.Protocol != "" && f.Protocol != Auto {
 		d.proto = f.Protocol
 	}
@@ -626,6 +626,9 @@ func (r *runner) preflight(ctx context.Context, d *device) bool {
 	}
 	if !r.opts.Reinstall {
 		switch {
+		case f.Intermediate != "":
+			// A loader image (Tasmota's minimal) is a step of an upgrade
+			// that did not end: never "already on", whatever its release.
 		case f.ELFSHA256 != "" && img.elf != "":
 			if sameELF(f.ELFSHA256, img.elf) {
 				d.res.Outcome, d.res.Message = OutcomeSkipped, "already runs this image (same elf_sha256)"
@@ -644,6 +647,16 @@ func (r *runner) preflight(ctx context.Context, d *device) bool {
 		r.emit(d, Event{Phase: PhaseChecking, Message: "warning: " + w})
 	}
 	return true
+}
+
+// fromOf is what the device ran before, as Result.From shows it: the full
+// image name where the device tells one beside its release (Tasmota's
+// "14.3.0(minimal)"), so a loader image is not shown as the release.
+func fromOf(f Facts) string {
+	if f.Image != "" {
+		return f.Image
+	}
+	return f.Version
 }
 
 func (r *runner) planMessage(d *device) string {
@@ -1015,7 +1028,7 @@ func (r *runner) try(ctx context.Context, d *device) error {
 		// device before its protocol was known): what it tells now is the
 		// baseline the verdict compares with. Nothing was sent yet.
 		if f, err := r.observe(ctx, d.known()); err == nil && f.Answered {
-			d.facts, d.factsAt, d.res.From = f, time.Now(), f.Version
+			d.facts, d.factsAt, d.res.From = f, time.Now(), fromOf(f)
 		}
 	}
 	if d.proto == Auto {
