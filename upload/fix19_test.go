@@ -2,7 +2,10 @@ package upload
 
 import (
 	"context"
+	"net"
+	"strconv"
 	"testing"
+	"time"
 )
 
 // factsDevice is a device whose pre-flight read tells fixed facts; it is
@@ -43,5 +46,28 @@ func TestLoaderImageIsNeverAlreadyOn(t *testing.T) {
 				t.Fatalf("outcome %s (%s), from %q; want %s, from %q", r.Outcome, r.Message, r.From, tc.want, tc.from)
 			}
 		})
+	}
+}
+
+// TestFinishNotSettled: a device interrupted while it may be installing
+// (never seen back) is finished as not settled, and at once.
+func TestFinishNotSettled(t *testing.T) {
+	q := &quietDevice{addr: "127.0.0.1:0", away: time.Hour, version: "14.2.0", upSince: time.Now().Add(-time.Hour)}
+	q.listen(t)
+	host, port, _ := net.SplitHostPort(q.addr)
+	p, _ := strconv.Atoi(port)
+	ctx, cancel := context.WithCancel(context.Background())
+	opts := Options{Transports: map[Protocol]Transport{Tasmota: q}, Observer: q, ExpectVersion: "14.3.0",
+		VerifyTimeout: time.Minute, PollInterval: 20 * time.Millisecond, ProbeTimeout: time.Second, Seed: 1,
+		OnEvent: func(e FleetEvent) {
+			if e.Phase == PhaseRebooting {
+				cancel() // Ctrl-C while it restarts
+			}
+		}}
+	res := Run(ctx, testFirmware(t, "14.3.0"), []Target{{Host: host, Port: p, Protocol: Tasmota}}, opts)
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if res[0].Outcome != OutcomeCancelled || q.finishes != 1 || q.settled {
+		t.Fatalf("outcome %s (%s), finishes %d, settled %v; want cancelled, one Finish, not settled", res[0].Outcome, res[0].Message, q.finishes, q.settled)
 	}
 }

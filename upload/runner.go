@@ -251,6 +251,9 @@ type device struct {
 	// sentVia is the transport of the last try that was handed the image
 	// (nil: none was): its Finish, if it has one, ends the device.
 	sentVia Transport
+	// settled: verification's latest read was answered by the device's
+	// firmware (not a loader image): Ending.Settled.
+	settled bool
 	// transfer bookkeeping, updated from the transport's events
 	mu    sync.Mutex
 	phase Phase
@@ -1065,7 +1068,7 @@ func (r *runner) undo(ctx context.Context, d *device) {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
 	defer cancel()
-	if w := fin.Finish(ctx, d.t, r.credentials(d)); w != "" {
+	if w := fin.Finish(ctx, d.t, r.credentials(d), Ending{Settled: d.settled}); w != "" {
 		d.res.Warnings = append(d.res.Warnings, w)
 	}
 }

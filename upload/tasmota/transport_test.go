@@ -464,11 +464,11 @@ func TestByURL(t *testing.T) {
 			case err != nil:
 				t.Fatalf("Send: %v", err)
 			}
-			warn := tr.Finish(testkit.Ctx(t), tg, cred)
+			warn := tr.Finish(testkit.Ctx(t), tg, cred, upload.Ending{Settled: true})
 			if !strings.Contains(warn, tc.finishWarn) || tc.finishWarn == "" && warn != "" {
 				t.Fatalf("Finish: %q, want %q", warn, tc.finishWarn)
 			}
-			if again := tr.Finish(testkit.Ctx(t), tg, cred); again != "" {
+			if again := tr.Finish(testkit.Ctx(t), tg, cred, upload.Ending{Settled: true}); again != "" {
 				t.Fatalf("second Finish: %q", again)
 			}
 			var got []string
@@ -545,7 +545,7 @@ func TestByURLGateAndAuth(t *testing.T) {
 			if de.Class != tc.class || !strings.Contains(de.Reason, tc.reason) {
 				t.Fatalf("got %s %q", de.Class, de.Reason)
 			}
-			if w := tr.Finish(testkit.Ctx(t), tg, upload.Credentials{}); w != "" {
+			if w := tr.Finish(testkit.Ctx(t), tg, upload.Credentials{}, upload.Ending{Settled: true}); w != "" {
 				t.Fatalf("Finish after a refusal: %q", w)
 			}
 			for _, r := range dev.seen() {

@@ -483,8 +483,12 @@ func describe(f Fetch, size int64) string {
 
 // Finish implements upload.Finisher: by URL, it puts back the OtaUrl the
 // device told before push set its own; "" when there was nothing to put
-// back or it is back, else a warning that says what to do.
-func (h *Transport) Finish(ctx context.Context, t upload.Target, cred upload.Credentials) string {
+// back or it is back, else a warning that says what to do. A device that
+// is not settled (not seen back on its firmware: interrupted, given up,
+// or in its minimal image, which fetches the stored OtaUrl again) gets no
+// command: the quiet rule holds, and the old URL would redirect the
+// minimal image's fetch. The warning names the command to run later.
+func (h *Transport) Finish(ctx context.Context, t upload.Target, cred upload.Credentials, end upload.Ending) string {
 	if h.Server == nil {
 		return ""
 	}
@@ -494,6 +498,10 @@ func (h *Transport) Finish(ctx context.Context, t upload.Target, cred upload.Cre
 	}
 	if old == "" {
 		return "the device's OtaUrl was empty before the upgrade and now names push's file server, which has stopped: set yours with the command OtaUrl <url>"
+	}
+	cmd := "OtaUrl " + upload.CleanText(old, 100)
+	if !end.Settled {
+		return "the device's OtaUrl still names push's file server, which has stopped: the device was not seen back on its firmware, so nothing more was sent while it may be installing; once it runs its firmware, set it back with the command " + cmd
 	}
 	authz, err := basic(cred)
 	if err == nil {
@@ -508,5 +516,5 @@ func (h *Transport) Finish(ctx context.Context, t upload.Target, cred upload.Cre
 			err = errors.New("it answered with another OtaUrl")
 		}
 	}
-	return fmt.Sprintf("could not put back the device's OtaUrl (%s): set it with the command OtaUrl %s", upload.CleanText(err.Error(), 160), upload.CleanText(old, 100))
+	return fmt.Sprintf("could not put back the device's OtaUrl (%s): set it with the command %s", upload.CleanText(err.Error(), 160), cmd)
 }
