@@ -3,9 +3,10 @@ package tasmota
 import (
 	"strings"
 	"testing"
+	"time"
 
-	"github.com/ots-ota/ots-ota/upload/internal/testkit"
 	"github.com/ots-ota/ots-ota/upload"
+	"github.com/ots-ota/ots-ota/upload/internal/testkit"
 )
 
 // TestFinishQuietRule: Finish sends OtaUrl <old> only to a settled
@@ -42,5 +43,33 @@ func TestFinishQuietRule(t *testing.T) {
 				t.Fatalf("OtaUrl %q, want %q", dev.otaURL, old)
 			}
 		})
+	}
+}
+
+// TestFinishHidesURLSecrets: the old OtaUrl's userinfo and password-like
+// query values appear in no warning, sent or not.
+func TestFinishHidesURLSecrets(t *testing.T) {
+	for _, tc := range []struct {
+		old, shown string
+	}{
+		{"http://admin:hunter2@nas.lan/tasmota/fw.bin", "OtaUrl http://nas.lan/tasmota/fw.bin (with the credentials it had"},
+		{"http://nas.lan/fw.bin?user=a&password=hunter2", "OtaUrl http://nas.lan/fw.bin?user=a&password=…"},
+		{"http://nas.lan/fw.bin?token=hunter2", "OtaUrl http://nas.lan/fw.bin?token=…"},
+		{"http://admin:hunter2@bad host/fw.bin", "OtaUrl http://bad host/fw.bin"},
+	} {
+		for _, settled := range []bool{false, true} {
+			srv, _ := byURL(t)
+			// settled, but the device answers nothing (no Referer passes
+			// for "localhost"): the failure's warning.
+			dev := &fakeTasmota{}
+			tg := startFake(t, dev)
+			tg.Host = "localhost"
+			srv.setRestore(tg.Addr(), tc.old)
+			tr := &Transport{ViaURL: true, Server: srv, IdleTimeout: 2 * time.Second}
+			w := tr.Finish(testkit.Ctx(t), tg, upload.Credentials{}, upload.Ending{Settled: settled})
+			if strings.Contains(w, "hunter2") || !strings.Contains(w, tc.shown) {
+				t.Fatalf("%s (settled %v): warning %q, want %q and no secret", tc.old, settled, w, tc.shown)
+			}
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -487,7 +488,8 @@ func describe(f Fetch, size int64) string {
 // is not settled (not seen back on its firmware: interrupted, given up,
 // or in its minimal image, which fetches the stored OtaUrl again) gets no
 // command: the quiet rule holds, and the old URL would redirect the
-// minimal image's fetch. The warning names the command to run later.
+// minimal image's fetch. The warning names the command to run later,
+// without the URL's credentials.
 func (h *Transport) Finish(ctx context.Context, t upload.Target, cred upload.Credentials, end upload.Ending) string {
 	if h.Server == nil {
 		return ""
@@ -499,7 +501,11 @@ func (h *Transport) Finish(ctx context.Context, t upload.Target, cred upload.Cre
 	if old == "" {
 		return "the device's OtaUrl was empty before the upgrade and now names push's file server, which has stopped: set yours with the command OtaUrl <url>"
 	}
-	cmd := "OtaUrl " + upload.CleanText(old, 100)
+	shown, hidden := safeURL(old)
+	cmd := "OtaUrl " + upload.CleanText(shown, 200)
+	if hidden {
+		cmd += " (with the credentials it had, not shown here)"
+	}
 	if !end.Settled {
 		return "the device's OtaUrl still names push's file server, which has stopped: the device was not seen back on its firmware, so nothing more was sent while it may be installing; once it runs its firmware, set it back with the command " + cmd
 	}
@@ -516,5 +522,58 @@ func (h *Transport) Finish(ctx context.Context, t upload.Target, cred upload.Cre
 			err = errors.New("it answered with another OtaUrl")
 		}
 	}
+	// The error never quotes the command (only its name), so old's
+	// credentials are not in it.
 	return fmt.Sprintf("could not put back the device's OtaUrl (%s): set it with the command %s", upload.CleanText(err.Error(), 160), cmd)
+}
+
+// safeURL is u for the user's eyes: without userinfo (user:pass@) and
+// with the value of any query parameter that names a password or token
+// hidden; hidden reports whether anything was taken out.
+func safeURL(u string) (shown string, hidden bool) {
+	pu, err := url.Parse(u)
+	if err != nil {
+		// Not a URL Go reads: hide everything between "//" and the last
+		// "@" before the path, and any query.
+		shown = u
+		if i := strings.Index(shown, "//"); i >= 0 {
+			rest := shown[i+2:]
+			end := strings.IndexAny(rest, "/?#")
+			if end < 0 {
+				end = len(rest)
+			}
+			if at := strings.LastIndexByte(rest[:end], '@'); at >= 0 {
+				shown, hidden = shown[:i+2]+rest[at+1:], true
+			}
+		}
+		if q := strings.IndexByte(shown, '?'); q >= 0 {
+			shown, hidden = shown[:q], true
+		}
+		return shown, hidden
+	}
+	if pu.User != nil {
+		pu.User, hidden = nil, true
+	}
+	if pu.RawQuery != "" {
+		parts := strings.Split(pu.RawQuery, "&")
+		for i, p := range parts {
+			k, _, ok := strings.Cut(p, "=")
+			if ok && secretKey(k) {
+				parts[i], hidden = k+"=…", true
+			}
+		}
+		pu.RawQuery = strings.Join(parts, "&")
+	}
+	return pu.String(), hidden
+}
+
+// secretKey: a query parameter whose name says it holds a secret.
+func secretKey(k string) bool {
+	k = strings.ToLower(k)
+	for _, w := range []string{"pass", "pwd", "pw", "token", "secret", "key", "auth"} {
+		if strings.Contains(k, w) {
+			return true
+		}
+	}
+	return false
 }
