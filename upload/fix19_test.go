@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -69,5 +70,40 @@ func TestFinishNotSettled(t *testing.T) {
 	defer q.mu.Unlock()
 	if res[0].Outcome != OutcomeCancelled || q.finishes != 1 || q.settled {
 		t.Fatalf("outcome %s (%s), finishes %d, settled %v; want cancelled, one Finish, not settled", res[0].Outcome, res[0].Message, q.finishes, q.settled)
+	}
+}
+
+// TestDecideNoIdentityNoRestart: without an expected identity, a device
+// that answered every read and showed no restart is said not to have
+// installed the image; one seen away, or whose uptime fell, is not.
+func TestDecideNoIdentityNoRestart(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
+	before := Facts{Answered: true, Version: "14.2.0", Uptime: time.Hour, UptimeKnown: true, UptimeSource: "Status 0"}
+	up := func(s float64, uptime time.Duration, known bool) Observation {
+		return Observation{At: at(s), End: at(s + 0.1), Facts: Facts{Answered: true, Version: "14.2.0", Uptime: uptime, UptimeKnown: known, UptimeSource: "Status 0"}}
+	}
+	silent := func(s float64) Observation { return Observation{At: at(s), End: at(s + 0.5), Silent: true} }
+	for _, tc := range []struct {
+		name string
+		obs  []Observation
+		want string
+		not  string
+	}{
+		{name: "uptime ran on", obs: []Observation{up(16, time.Hour+16*time.Second, true)}, want: "did not restart after the upload (its uptime ran on"},
+		{name: "no uptime told, every read answered", obs: []Observation{up(1, 0, false), up(16, 0, false)}, want: "no restart was seen"},
+		{name: "uptime fell", obs: []Observation{up(16, 3*time.Second, true)}, not: "restart"},
+		{name: "seen away", obs: []Observation{silent(2), silent(3), up(16, 0, false)}, not: "restart"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			spec := VerdictSpec{Before: before, BeforeAt: t0, Accepted: t0, StabilityWindow: 10 * time.Second, RebootGrace: 15 * time.Second}
+			v, done := Decide(spec, tc.obs, at(17), false)
+			if !done || v.Outcome != OutcomeUnverified || v.Reason != ReasonNoIdentity {
+				t.Fatalf("got %v %s %s %q", done, v.Outcome, v.Reason, v.Message)
+			}
+			if tc.want != "" && !strings.Contains(v.Message, tc.want) || tc.not != "" && strings.Contains(v.Message, tc.not) {
+				t.Fatalf("message %q: want %q, not %q", v.Message, tc.want, tc.not)
+			}
+		})
 	}
 }

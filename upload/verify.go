@@ -275,6 +275,9 @@ func (r *runner) worded(v Verdict, o Options, tr Traits, timedOut bool) Verdict 
 	}
 	if v.Reason == ReasonNoIdentity && tr.NoImageIdentity && v.Outcome == OutcomeUnverified {
 		v.Message = "the device reports what its own firmware or configuration sets, which the image does not carry; not verified"
+		if v.NoRestart {
+			v.Message = noRestartNote(v.NoRestartUptime) + "; " + v.Message
+		}
 		hint := tr.NoIdentityHint
 		if hint == "" {
 			hint = "give --expect-version (the version it reports once it runs the image) to verify"

@@ -12,6 +12,7 @@
 package tasmota
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -207,6 +208,12 @@ func (h *Transport) sendFile(ctx context.Context, t upload.Target, fw *upload.Fi
 		}
 		return de
 	}
+	if factoryUpload(a.Body) {
+		// The app of a safeboot layout cannot take the upload ("Not enough
+		// space", no restart): the page restarts into safeboot first
+		// (GET /u4), which push never sends.
+		return &upload.RefusedError{Reason: "this device has the safeboot layout (its upgrade page restarts it into safeboot before it uploads, which push does not do): use --via-url; nothing was sent"}
+	}
 	target := uploadPath + "?fsz=" + strconv.FormatInt(fw.Size(), 10)
 	head := post.Head("POST", target, host,
 		referer(host),
@@ -220,6 +227,14 @@ func (h *Transport) sendFile(ctx context.Context, t upload.Target, fw *upload.Fi
 		de.Reason += "; " + gateHint(host)
 	}
 	return err
+}
+
+// factoryUpload reports whether an upgrade page is the one Tasmota serves
+// on an ESP32 safeboot layout's app (HTTP_FORM_RST_UPG_FCT: its button
+// calls the page script's upl(), which restarts into safeboot before it
+// submits). Markup only: the page's words are translated.
+func factoryUpload(page []byte) bool {
+	return bytes.Contains(page, []byte("upl(this)")) || bytes.Contains(page, []byte("data-fct"))
 }
 
 // judgeUpload reads the answer to POST /u2: any 200 is the device's page
