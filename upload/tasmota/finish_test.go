@@ -1,7 +1,11 @@
 package tasmota
 
 import (
+	"context"
+	"log/slog"
+	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -71,5 +75,60 @@ func TestFinishHidesURLSecrets(t *testing.T) {
 				t.Fatalf("%s (settled %v): warning %q, want %q and no secret", tc.old, settled, w, tc.shown)
 			}
 		}
+	}
+}
+
+// logLines records what a logger was given.
+type logLines struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (l *logLines) Enabled(context.Context, slog.Level) bool { return true }
+func (l *logLines) Handle(_ context.Context, r slog.Record) error {
+	s := r.Level.String() + " " + r.Message
+	r.Attrs(func(a slog.Attr) bool { s += " " + a.String(); return true })
+	l.mu.Lock()
+	l.lines = append(l.lines, s)
+	l.mu.Unlock()
+	return nil
+}
+func (l *logLines) WithAttrs([]slog.Attr) slog.Handler { return l }
+func (l *logLines) WithGroup(string) slog.Handler      { return l }
+
+// TestServerLogs: the file server logs each fetch at Info itself; the
+// Server adds nothing at Info, and names the address the server got, not
+// the port 0 it asked for.
+func TestServerLogs(t *testing.T) {
+	_, fw := files(t, "tasmota32.bin", 5000)
+	srv, fs := byURL(t)
+	logs := &logLines{}
+	srv.Logger = slog.New(logs)
+	serve := srv.Serve
+	srv.Serve = func(addr string, files map[string]string, onFetch func(Fetch)) (FileServer, error) {
+		s, err := serve(addr, files, onFetch)
+		fs.mu.Lock()
+		fs.addr = "127.0.0.1:4321" // the port it got
+		fs.mu.Unlock()
+		return s, err
+	}
+	if _, err := srv.serverFor(netip.MustParseAddr("127.0.0.1"), srv.files(fw)); err != nil {
+		t.Fatal(err)
+	}
+	srv.fetched(Fetch{Name: "fw.bin", Remote: "127.0.0.1:5555", Status: 200, Bytes: 5000})
+	logs.mu.Lock()
+	defer logs.mu.Unlock()
+	bound := false
+	for _, l := range logs.lines {
+		if strings.HasPrefix(l, "INFO") {
+			t.Errorf("an Info line the file server already logs: %q", l)
+		}
+		bound = bound || strings.Contains(l, "addr=127.0.0.1:4321")
+		if strings.Contains(l, "addr=127.0.0.1:0") {
+			t.Errorf("the requested port, not the bound one: %q", l)
+		}
+	}
+	if !bound {
+		t.Errorf("no line names the bound address: %q", logs.lines)
 	}
 }

@@ -200,7 +200,9 @@ func (s *Server) serverFor(ip netip.Addr, set *fileSet) (FileServer, error) {
 		s.servers = map[string]FileServer{}
 	}
 	s.servers[bind] = fs
-	s.log().Info("serving the image by URL", "addr", bind, "files", len(set.files))
+	// The file server logs its start and every fetch at Info; this adds
+	// only which bind it answers for, at the address it got.
+	s.log().Debug("serving the image by URL", "addr", boundAddr(fs.URL(set.main)), "bind", bind, "files", len(set.files))
 	return fs, nil
 }
 
@@ -216,7 +218,8 @@ type watcher struct {
 // whose MAC it carries, else those at its address that the MAC does not
 // rule out.
 func (s *Server) fetched(f Fetch) {
-	s.log().Info("device fetched", "name", f.Name, "remote", f.Remote, "mac", f.MAC, "status", f.Status, "bytes", f.Bytes, "range", f.Range)
+	// The file server logs each fetch at Info already.
+	s.log().Debug("device fetched", "name", f.Name, "remote", f.Remote, "mac", f.MAC, "status", f.Status, "bytes", f.Bytes, "range", f.Range)
 	var ip netip.Addr
 	if ap, err := netip.ParseAddrPort(f.Remote); err == nil {
 		ip = ap.Addr().Unmap()
@@ -465,6 +468,13 @@ func hideToken(u string) string {
 		return "push's file server"
 	}
 	return "http://" + host + "/…/" + path[strings.LastIndexByte(path, '/')+1:]
+}
+
+// boundAddr is the IP:PORT of a served URL ("" when it has none).
+func boundAddr(u string) string {
+	rest, _ := strings.CutPrefix(u, "http://")
+	host, _, _ := strings.Cut(rest, "/")
+	return host
 }
 
 // describe words one fetch for the user.
