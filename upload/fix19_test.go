@@ -107,3 +107,21 @@ func TestDecideNoIdentityNoRestart(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckingNamesTheDecidedPort: a web family's device is first shown
+// at the port detection decided (its web port), not the OTA port 3232.
+func TestCheckingNamesTheDecidedPort(t *testing.T) {
+	dev := &factsDevice{f: Facts{Answered: true, Version: "14.2.0", VersionSource: "Status 0"}}
+	var first *FleetEvent
+	opts := Options{Transports: map[Protocol]Transport{Tasmota: dev}, Observer: dev, DryRun: true,
+		Detect: func(context.Context, Target) (Decision, error) { return Decision{Protocol: Tasmota, Port: 80}, nil },
+		OnEvent: func(e FleetEvent) {
+			if first == nil {
+				first = &e
+			}
+		}}
+	Run(context.Background(), testFirmware(t, "14.3.0"), []Target{{Host: "127.0.0.1"}}, opts)
+	if first == nil || first.Phase != PhaseChecking || first.Addr != "127.0.0.1:80" {
+		t.Fatalf("first event %+v, want checking at 127.0.0.1:80", first)
+	}
+}

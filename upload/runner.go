@@ -520,11 +520,18 @@ func (r *runner) preflight(ctx context.Context, d *device) bool {
 		d.res.Outcome, d.res.Message = OutcomeNotStarted, "interrupted before the device was checked"
 		return false
 	}
-	r.emit(d, Event{Phase: PhaseChecking, Message: "reading what the device tells"})
+	// The first event names the address the device is reached on: after
+	// the probe, which may move it to a web uploader's port (a web family
+	// named by --protocol is decided without a packet).
+	checking := func() { r.emit(d, Event{Phase: PhaseChecking, Message: "reading what the device tells"}) }
+	if d.proto != Auto || !r.probes() {
+		checking()
+	}
 	if d.proto == Auto && r.probes() {
 		// One place decides the protocol (facts, else a TCP connect); a
 		// silent device is decided again by each try.
 		p, err := r.probe(ctx, d)
+		checking()
 		var re *RefusedError
 		switch {
 		case err == nil:
