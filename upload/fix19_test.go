@@ -125,3 +125,21 @@ func TestCheckingNamesTheDecidedPort(t *testing.T) {
 		t.Fatalf("first event %+v, want checking at 127.0.0.1:80", first)
 	}
 }
+
+// TestDecideNoIdentityAfterRestart: without an expected identity, a device
+// seen away and back is decided at once, not after the reboot grace.
+func TestDecideNoIdentityAfterRestart(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
+	before := Facts{Answered: true, Version: "14.2.0", Uptime: time.Hour, UptimeKnown: true, UptimeSource: "Status 0"}
+	back := Observation{At: at(4), End: at(4.1), Facts: Facts{Answered: true, Version: "14.3.0", Uptime: time.Second, UptimeKnown: true, UptimeSource: "Status 0"}}
+	obs := []Observation{{At: at(2), End: at(2.5), Silent: true}, {At: at(3), End: at(3.5), Silent: true}, back}
+	spec := VerdictSpec{Before: before, BeforeAt: t0, Accepted: t0, StabilityWindow: 10 * time.Second, RebootGrace: 15 * time.Second}
+	if v, done := Decide(spec, obs, at(5), false); !done || v.Outcome != OutcomeUnverified || v.Reason != ReasonNoIdentity {
+		t.Fatalf("got %v %s %s %q; want unverified at once", done, v.Outcome, v.Reason, v.Message)
+	}
+	// Still on its old image, not yet away: the grace runs.
+	if v, done := Decide(spec, []Observation{{At: at(1), End: at(1.1), Facts: before}}, at(5), false); done {
+		t.Fatalf("decided within the grace: %s %q", v.Outcome, v.Message)
+	}
+}

@@ -490,10 +490,13 @@ func decideNoIdentity(s VerdictSpec, obs []Observation, graceOver, final bool) (
 	for _, o := range obs {
 		answered = answered || o.Facts.Answered && o.Facts.Intermediate == ""
 	}
-	if answered && graceOver || final && (answered || len(obs) == 0) {
+	// Once a restart was seen and the device answered after it, there is
+	// nothing more to wait for: no grace for an old image to hold on.
+	w := walk(s, obs)
+	if answered && (graceOver || w.restartSeen && w.last != nil && w.last.Facts.Intermediate == "") || final && (answered || len(obs) == 0) {
 		v := Verdict{Outcome: OutcomeUnverified, Reason: ReasonNoIdentity,
 			Message: "the image carries no version the device would report (a filesystem image, no app descriptor, or an ESP8266 image); give --expect-version to verify"}
-		if answered && !walk(s, obs).restartSeen && !slices.ContainsFunc(obs, func(o Observation) bool { return o.Silent }) {
+		if answered && !w.restartSeen && !slices.ContainsFunc(obs, func(o Observation) bool { return o.Silent }) {
 			var last *Observation
 			for i := range obs {
 				if obs[i].Facts.Answered {
