@@ -71,8 +71,9 @@ func (d *tasmotaDevice) install() {
 	d.mu.Unlock()
 	time.Sleep(300 * time.Millisecond)
 	srv.Close()
-	// Longer than push's 2 s between connects, so one meets the closed port.
-	time.Sleep(2500 * time.Millisecond)
+	// Longer than four of push's connects (tasmotaQuiet), so one meets the
+	// closed port.
+	time.Sleep(1200 * time.Millisecond)
 	d.mu.Lock()
 	d.version, d.up, d.installing = d.next, time.Now(), false
 	d.boots++

@@ -72,6 +72,10 @@ type Transport struct {
 	ProgressInterval time.Duration
 	// Logger receives debug logs (never a secret); nil discards them.
 	Logger *slog.Logger
+	// QuietProbe and QuietHold override the quiet rule's timing
+	// (upload.Traits): 0 means the package's QuietProbe and QuietHold.
+	// Tests shorten them along with their fake device's restart.
+	QuietProbe, QuietHold time.Duration
 
 	// ViaURL: the devices fetch the image themselves from a file server
 	// that Files starts (see Server); nothing is uploaded.
@@ -92,12 +96,19 @@ func (*Transport) Protocol() upload.Protocol { return upload.Tasmota }
 // Tasmota's updater checks an image's first byte, not its chip; no Status
 // request reaches a device that may be installing; and what a device
 // reports (its Version) is never an image's app descriptor.
-func (*Transport) Traits() upload.Traits {
+func (h *Transport) Traits() upload.Traits {
+	probe, hold := QuietProbe, QuietHold
+	if h != nil && h.QuietProbe > 0 {
+		probe = h.QuietProbe
+	}
+	if h != nil && h.QuietHold > 0 {
+		hold = h.QuietHold
+	}
 	return upload.Traits{
 		NoFilesystem:    "Tasmota's upgrade takes firmware images only (its filesystem is managed from its own web page)",
 		ChipUnchecked:   true,
-		QuietProbe:      QuietProbe,
-		QuietHold:       QuietHold,
+		QuietProbe:      probe,
+		QuietHold:       hold,
 		Port:            DefaultPort,
 		NoImageIdentity: true,
 	}
