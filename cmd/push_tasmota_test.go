@@ -71,8 +71,9 @@ func (d *tasmotaDevice) install() {
 	d.mu.Unlock()
 	time.Sleep(300 * time.Millisecond)
 	srv.Close()
-	// Longer than push's 2 s between connects, so one meets the closed port.
-	time.Sleep(2500 * time.Millisecond)
+	// Longer than four of push's connects (tasmotaQuiet), so one meets the
+	// closed port.
+	time.Sleep(1200 * time.Millisecond)
 	d.mu.Lock()
 	d.version, d.up, d.installing = d.next, time.Now(), false
 	d.boots++
@@ -199,6 +200,11 @@ func TestPushTasmota(t *testing.T) {
 // work (exit 2).
 func TestPushViaURLFlags(t *testing.T) {
 	fw := writeTestFirmware(t, "1.0.1")
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
 	for _, tc := range []struct {
 		args []string
 		want string
@@ -210,6 +216,9 @@ func TestPushViaURLFlags(t *testing.T) {
 		{args: []string{"--via-url", "--protocol", "tasmota", "--filesystem"}, want: "firmware only"},
 		{args: []string{"--via-url", "--protocol", "tasmota", "--serve-addr", "0.0.0.0:8000"}, want: "wildcard"},
 		{args: []string{"--via-url", "--protocol", "tasmota", "--serve-addr", "[::]"}, want: "wildcard"},
+		// Bound up front: not an address of this host (TEST-NET-1), a taken port.
+		{args: []string{"--via-url", "--protocol", "tasmota", "--serve-addr", "192.0.2.1"}, want: "192.0.2.1 is not an address of this host"},
+		{args: []string{"--via-url", "--protocol", "tasmota", "--serve-addr", taken.Addr().String()}, want: "is in use on this host"},
 		{args: []string{"--protocol", "tasmota", "--filesystem"}, want: "firmware only"},
 		{args: []string{"--protocol", "tasmota", "--expect-version", "14.3.0(tasmota)"}, want: "digits and dots"},
 	} {

@@ -3,6 +3,7 @@ package cmd
 import (
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/ots-ota/ots-ota/upload"
 	"github.com/ots-ota/ots-ota/upload/elegantota"
@@ -13,6 +14,11 @@ import (
 	"github.com/ots-ota/ots-ota/upload/tasmota"
 	"github.com/ots-ota/ots-ota/upload/wled"
 )
+
+// tasmotaQuiet shortens Tasmota's quiet rule (tasmota.Transport's
+// QuietProbe, QuietHold; zero = the package's) for this package's tests,
+// whose stand-in devices restart in a fraction of a real one's time.
+var tasmotaQuiet struct{ probe, hold time.Duration }
 
 // pushTransports builds the transport of every protocol family push speaks,
 // keyed by protocol as upload.Options.Transports takes them. It is the one
@@ -38,7 +44,7 @@ func pushTransports(o *pushOptions, log *slog.Logger) (transports map[upload.Pro
 		// --force skips WLED's release check, on both sides (skipValidation=1).
 		upload.WLED: &wled.Transport{ConnectTimeout: o.ConnectTimeout, IdleTimeout: o.IdleTimeout, SkipValidation: o.Force, Logger: log},
 		upload.Tasmota: &tasmota.Transport{ConnectTimeout: o.ConnectTimeout, IdleTimeout: o.IdleTimeout, Logger: log,
-			ViaURL: o.ViaURL, Server: files},
+			ViaURL: o.ViaURL, Server: files, QuietProbe: tasmotaQuiet.probe, QuietHold: tasmotaQuiet.hold},
 		// ESPHome's native OTA keeps its own data timeout (160 s: the
 		// device allows 90 s without data); one gzip per push, shared.
 		upload.ESPHome: &esphome.Transport{ConnectTimeout: o.ConnectTimeout, Logger: log},

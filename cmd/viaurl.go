@@ -2,7 +2,9 @@ package cmd
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"strings"
 
@@ -61,6 +63,19 @@ func checkServeAddr(s string) error {
 	if ap.Addr().IsUnspecified() {
 		return errors.New("a wildcard address would serve the image on every network this host is on: give this host's address on the devices' network")
 	}
+	// Bound now, and let go, as --host-ip is: an address this host does
+	// not have fails before any device is touched, not per device.
+	ln, err := net.Listen("tcp", ap.String())
+	if err != nil {
+		switch {
+		case isErrno(err, errnoAddrNotAvail):
+			return fmt.Errorf("%s is not an address of this host: give this host's address on the devices' network", ap.Addr())
+		case isErrno(err, errnoAddrInUse):
+			return fmt.Errorf("port %d is in use on this host: pick another port, or give the IP alone (any free port)", ap.Port())
+		}
+		return fmt.Errorf("cannot serve on it: %v", rootCause(err))
+	}
+	ln.Close()
 	return nil
 }
 

@@ -72,6 +72,7 @@ type quietDevice struct {
 	upSince  time.Time
 	finishes int
 	finishAt time.Time
+	settled  bool // what Finish was told
 	expect   bool // Send's image has an app descriptor whose version the device reports
 }
 
@@ -134,10 +135,11 @@ func (q *quietDevice) Send(ctx context.Context, t Target, fw *Firmware, _ Creden
 	return nil
 }
 
-func (q *quietDevice) Finish(context.Context, Target, Credentials) string {
+func (q *quietDevice) Finish(_ context.Context, _ Target, _ Credentials, end Ending) string {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.finishes++
+	q.settled = end.Settled
 	q.finishAt = time.Now()
 	return "put back: test"
 }
@@ -212,8 +214,8 @@ func TestRunQuiet(t *testing.T) {
 			if tc.away == 0 && len(after) < 2 {
 				t.Fatalf("%d connects during the hold", len(after))
 			}
-			if q.finishes != 1 || len(r.Warnings) == 0 || r.Warnings[len(r.Warnings)-1] != "put back: test" {
-				t.Fatalf("finishes %d, warnings %q", q.finishes, r.Warnings)
+			if q.finishes != 1 || !q.settled || len(r.Warnings) == 0 || r.Warnings[len(r.Warnings)-1] != "put back: test" {
+				t.Fatalf("finishes %d (settled %v), warnings %q", q.finishes, q.settled, r.Warnings)
 			}
 			if last := q.reads[len(q.reads)-1]; q.finishAt.Before(last) {
 				t.Fatalf("Finish before the last read")

@@ -251,6 +251,9 @@ type device struct {
 	// sentVia is the transport of the last try that was handed the image
 	// (nil: none was): its Finish, if it has one, ends the device.
 	sentVia Transport
+	// settled: verification's latest read was answered by the device's
+	// firmware (not a loader image): Ending.Settled.
+	settled bool
 	// transfer bookkeeping, updated from the transport's events
 	mu    sync.Mutex
 	phase Phase
@@ -517,11 +520,18 @@ func (r *runner) preflight(ctx context.Context, d *device) bool {
 		d.res.Outcome, d.res.Message = OutcomeNotStarted, "interrupted before the device was checked"
 		return false
 	}
-	r.emit(d, Event{Phase: PhaseChecking, Message: "reading what the device tells"})
+	// The first event names the address the device is reached on: after
+	// the probe, which may move it to a web uploader's port (a web family
+	// named by --protocol is decided without a packet).
+	checking := func() { r.emit(d, Event{Phase: PhaseChecking, Message: "reading what the device tells"}) }
+	if d.proto != Auto || !r.probes() {
+		checking()
+	}
 	if d.proto == Auto && r.probes() {
 		// One place decides the protocol (facts, else a TCP connect); a
 		// silent device is decided again by each try.
 		p, err := r.probe(ctx, d)
+		checking()
 		var re *RefusedError
 		switch {
 		case err == nil:
@@ -548,7 +558,7 @@ func (r *runner) preflight(ctx context.Context, d *device) bool {
 		d.facts, d.factsAt = f, time.Now()
 	}
 	f := d.facts
-	d.res.From = f.Version
+	d.res.From = fromOf(f)
 	if d.proto == Auto && f.Protocol != "" && f.Protocol != Auto {
 		d.proto = f.Protocol
 	}
@@ -626,6 +636,9 @@ func (r *runner) preflight(ctx context.Context, d *device) bool {
 	}
 	if !r.opts.Reinstall {
 		switch {
+		case f.Intermediate != "":
+			// A loader image (Tasmota's minimal) is a step of an upgrade
+			// that did not end: never "already on", whatever its release.
 		case f.ELFSHA256 != "" && img.elf != "":
 			if sameELF(f.ELFSHA256, img.elf) {
 				d.res.Outcome, d.res.Message = OutcomeSkipped, "already runs this image (same elf_sha256)"
@@ -644,6 +657,16 @@ func (r *runner) preflight(ctx context.Context, d *device) bool {
 		r.emit(d, Event{Phase: PhaseChecking, Message: "warning: " + w})
 	}
 	return true
+}
+
+// fromOf is what the device ran before, as Result.From shows it: the full
+// image name where the device tells one beside its release (Tasmota's
+// "14.3.0(minimal)"), so a loader image is not shown as the release.
+func fromOf(f Facts) string {
+	if f.Image != "" {
+		return f.Image
+	}
+	return f.Version
 }
 
 func (r *runner) planMessage(d *device) string {
@@ -1016,7 +1039,7 @@ func (r *runner) try(ctx context.Context, d *device) error {
 		// device before its protocol was known): what it tells now is the
 		// baseline the verdict compares with. Nothing was sent yet.
 		if f, err := r.observe(ctx, d.known()); err == nil && f.Answered {
-			d.facts, d.factsAt, d.res.From = f, time.Now(), f.Version
+			d.facts, d.factsAt, d.res.From = f, time.Now(), fromOf(f)
 		}
 	}
 	if d.proto == Auto {
@@ -1053,7 +1076,7 @@ func (r *runner) undo(ctx context.Context, d *device) {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
 	defer cancel()
-	if w := fin.Finish(ctx, d.t, r.credentials(d)); w != "" {
+	if w := fin.Finish(ctx, d.t, r.credentials(d), Ending{Settled: d.settled}); w != "" {
 		d.res.Warnings = append(d.res.Warnings, w)
 	}
 }

@@ -105,8 +105,19 @@ func screen(tr Transport, t Target, fw *Firmware) string {
 // set). The runner calls Finish once per device it sent to, after the
 // verification; Finish returns a warning for the user, "" when all went
 // well. ctx is not the push's: it still runs after an interrupt, bounded
-// by the transport.
+// by the runner (30 s).
 type Finisher interface {
 	Transport
-	Finish(ctx context.Context, t Target, cred Credentials) string
+	Finish(ctx context.Context, t Target, cred Credentials, end Ending) string
+}
+
+// Ending is what the runner tells a Finisher of how the device ended.
+type Ending struct {
+	// Settled: after the upload the device answered a read, from its
+	// firmware (not a loader image), so it has restarted (or the quiet
+	// hold passed) and is not writing its flash. A family with the quiet
+	// rule (Traits.QuietProbe) sends nothing to a device that is not
+	// settled: it may still be installing (interrupted, given up, or still
+	// in a loader image that fetches again).
+	Settled bool
 }

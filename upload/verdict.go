@@ -2,6 +2,7 @@ package upload
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -222,6 +223,11 @@ type Verdict struct {
 	// gap since then. Only then may the image be sent again after a lost
 	// or early answer.
 	NotInstalled bool
+	// NoRestart (with Unverified, image-has-no-identity): every read after
+	// the upload answered and none showed a restart, so the device most
+	// likely did not install the image; NoRestartUptime: its told uptime
+	// ran on through the upload, which proves it.
+	NoRestart, NoRestartUptime bool
 }
 
 // Restart evidence: silence on at least silenceReads consecutive reads
@@ -260,7 +266,7 @@ func Decide(s VerdictSpec, obs []Observation, now time.Time, final bool) (Verdic
 	}
 
 	if !s.Expected.Known() {
-		return decideNoIdentity(obs, graceOver || s.Unobservable, final || s.Unobservable)
+		return decideNoIdentity(s, obs, graceOver || s.Unobservable, final || s.Unobservable)
 	}
 	if final {
 		if v, ok := stuckIntermediate(obs, lost); ok {
@@ -474,7 +480,7 @@ func stuckIntermediate(obs []Observation, lost string) (Verdict, bool) {
 
 // decideNoIdentity: with nothing to compare, the device's return is all
 // that can be seen (a loader image's answer is no return: it goes on).
-func decideNoIdentity(obs []Observation, graceOver, final bool) (Verdict, bool) {
+func decideNoIdentity(s VerdictSpec, obs []Observation, graceOver, final bool) (Verdict, bool) {
 	if final {
 		if v, ok := stuckIntermediate(obs, ""); ok {
 			return v, true
@@ -484,14 +490,36 @@ func decideNoIdentity(obs []Observation, graceOver, final bool) (Verdict, bool) 
 	for _, o := range obs {
 		answered = answered || o.Facts.Answered && o.Facts.Intermediate == ""
 	}
-	if answered && graceOver || final && (answered || len(obs) == 0) {
-		return Verdict{Outcome: OutcomeUnverified, Reason: ReasonNoIdentity,
-			Message: "the image carries no version the device would report (a filesystem image, no app descriptor, or an ESP8266 image); give --expect-version to verify"}, true
+	// Once a restart was seen and the device answered after it, there is
+	// nothing more to wait for: no grace for an old image to hold on.
+	w := walk(s, obs)
+	if answered && (graceOver || w.restartSeen && w.last != nil && w.last.Facts.Intermediate == "") || final && (answered || len(obs) == 0) {
+		v := Verdict{Outcome: OutcomeUnverified, Reason: ReasonNoIdentity,
+			Message: "the image carries no version the device would report (a filesystem image, no app descriptor, or an ESP8266 image); give --expect-version to verify"}
+		if answered && !w.restartSeen && !slices.ContainsFunc(obs, func(o Observation) bool { return o.Silent }) {
+			var last *Observation
+			for i := range obs {
+				if obs[i].Facts.Answered {
+					last = &obs[i]
+				}
+			}
+			v.NoRestart, v.NoRestartUptime = true, upThroughout(s, last)
+			v.Message = noRestartNote(v.NoRestartUptime) + "; " + v.Message
+		}
+		return v, true
 	}
 	if final {
 		return Verdict{Outcome: OutcomeUnreachable, Message: "accepted the image and did not answer again"}, true
 	}
 	return Verdict{}, false
+}
+
+// noRestartNote words Verdict.NoRestart.
+func noRestartNote(uptime bool) string {
+	if uptime {
+		return "the device did not restart after the upload (its uptime ran on through it), so it did not install the image"
+	}
+	return "no restart was seen after the upload (every read answered), so the device most likely did not install the image"
 }
 
 // walked is what the observations show, in order.

@@ -173,6 +173,9 @@ func (r *runner) verify(ctx context.Context, d *device, s verifySpec) Verdict {
 			f.Answered = false
 		}
 		obs = append(obs, Observation{At: at, End: time.Now(), Silent: f.Silent && !f.Answered, Facts: f})
+		// Reads come only after the quiet rule let them: an answer from the
+		// firmware says the device is not writing its flash now.
+		d.settled = f.Answered && f.Intermediate == ""
 		if f.Answered && f.Intermediate != "" && f.Intermediate != loader {
 			loader = f.Intermediate
 			r.emit(d, Event{Phase: PhaseRebooting, Message: "the device runs its " + loader + " image, a step of the upgrade; waiting for the new firmware"})
@@ -272,6 +275,9 @@ func (r *runner) worded(v Verdict, o Options, tr Traits, timedOut bool) Verdict 
 	}
 	if v.Reason == ReasonNoIdentity && tr.NoImageIdentity && v.Outcome == OutcomeUnverified {
 		v.Message = "the device reports what its own firmware or configuration sets, which the image does not carry; not verified"
+		if v.NoRestart {
+			v.Message = noRestartNote(v.NoRestartUptime) + "; " + v.Message
+		}
 		hint := tr.NoIdentityHint
 		if hint == "" {
 			hint = "give --expect-version (the version it reports once it runs the image) to verify"

@@ -19,16 +19,20 @@ func (d *device) handleUpgradePage(r *core.Request) error {
 	d.p.mu.Lock()
 	url := d.p.otaURL
 	d.p.mu.Unlock()
-	action := "u2"
+	// The button submits the form; on the safeboot layout's app
+	// (HTTP_FORM_RST_UPG_FCT) it calls the page script's upl() instead,
+	// which restarts into safeboot (GET /u4?u4=fct) before it submits.
+	submit, factory := "this.form.submit();", ""
 	if d.e.Config().Safeboot && !d.runningFactory() {
-		action = "u2' data-fct='1" // HTTP_FORM_RST_UPG_FCT: the page's script restarts into safeboot first
+		submit = "return upl(this);"
+		factory = "<div id='f3' style='display:none;'></div>"
 	}
 	body := "<fieldset><legend><b>&nbsp;" + d.l.otaURLTxt + "&nbsp;</b></legend><form method='get' action='u1'>" +
 		"<input id='o' placeholder=\"OTA_URL\" value=\"" + html.EscapeString(url) + "\"><br><br>" +
 		"<button type='submit'>" + d.l.startUpgrade + "</button></form></fieldset><br><br>" +
 		"<fieldset><legend><b>&nbsp;" + d.l.upgradeByFile + "&nbsp;</b></legend>" +
-		"<form method='post' action='" + action + "' enctype='multipart/form-data'><br><input type='file' name='u2'><br><br>" +
-		"<button type='submit'>" + d.l.startUpgrade + "</button></form></fieldset>"
+		"<form method='post' action='u2?fsz=' enctype='multipart/form-data'><br><input type='file' name='u2'><br><br>" +
+		"<button type='submit' onclick='this.form.action+=this.form[\"u2\"].files[0].size;" + submit + "'>" + d.l.startUpgrade + "</button></form></fieldset>" + factory
 	d.mu.Lock()
 	d.uploadType = uplTasmota
 	d.mu.Unlock()

@@ -12,6 +12,7 @@
 package tasmota
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -71,6 +72,10 @@ type Transport struct {
 	ProgressInterval time.Duration
 	// Logger receives debug logs (never a secret); nil discards them.
 	Logger *slog.Logger
+	// QuietProbe and QuietHold override the quiet rule's timing
+	// (upload.Traits): 0 means the package's QuietProbe and QuietHold.
+	// Tests shorten them along with their fake device's restart.
+	QuietProbe, QuietHold time.Duration
 
 	// ViaURL: the devices fetch the image themselves from a file server
 	// that Files starts (see Server); nothing is uploaded.
@@ -91,12 +96,19 @@ func (*Transport) Protocol() upload.Protocol { return upload.Tasmota }
 // Tasmota's updater checks an image's first byte, not its chip; no Status
 // request reaches a device that may be installing; and what a device
 // reports (its Version) is never an image's app descriptor.
-func (*Transport) Traits() upload.Traits {
+func (h *Transport) Traits() upload.Traits {
+	probe, hold := QuietProbe, QuietHold
+	if h != nil && h.QuietProbe > 0 {
+		probe = h.QuietProbe
+	}
+	if h != nil && h.QuietHold > 0 {
+		hold = h.QuietHold
+	}
 	return upload.Traits{
 		NoFilesystem:    "Tasmota's upgrade takes firmware images only (its filesystem is managed from its own web page)",
 		ChipUnchecked:   true,
-		QuietProbe:      QuietProbe,
-		QuietHold:       QuietHold,
+		QuietProbe:      probe,
+		QuietHold:       hold,
 		Port:            DefaultPort,
 		NoImageIdentity: true,
 	}
@@ -207,6 +219,12 @@ func (h *Transport) sendFile(ctx context.Context, t upload.Target, fw *upload.Fi
 		}
 		return de
 	}
+	if factoryUpload(a.Body) {
+		// The app of a safeboot layout cannot take the upload ("Not enough
+		// space", no restart): the page restarts into safeboot first
+		// (GET /u4), which push never sends.
+		return &upload.RefusedError{Reason: "this device has the safeboot layout (its upgrade page restarts it into safeboot before it uploads, which push does not do): use --via-url; nothing was sent"}
+	}
 	target := uploadPath + "?fsz=" + strconv.FormatInt(fw.Size(), 10)
 	head := post.Head("POST", target, host,
 		referer(host),
@@ -220,6 +238,14 @@ func (h *Transport) sendFile(ctx context.Context, t upload.Target, fw *upload.Fi
 		de.Reason += "; " + gateHint(host)
 	}
 	return err
+}
+
+// factoryUpload reports whether an upgrade page is the one Tasmota serves
+// on an ESP32 safeboot layout's app (HTTP_FORM_RST_UPG_FCT: its button
+// calls the page script's upl(), which restarts into safeboot before it
+// submits). Markup only: the page's words are translated.
+func factoryUpload(page []byte) bool {
+	return bytes.Contains(page, []byte("upl(this)")) || bytes.Contains(page, []byte("data-fct"))
 }
 
 // judgeUpload reads the answer to POST /u2: any 200 is the device's page

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -199,7 +200,9 @@ func (s *Server) serverFor(ip netip.Addr, set *fileSet) (FileServer, error) {
 		s.servers = map[string]FileServer{}
 	}
 	s.servers[bind] = fs
-	s.log().Info("serving the image by URL", "addr", bind, "files", len(set.files))
+	// The file server logs its start and every fetch at Info; this adds
+	// only which bind it answers for, at the address it got.
+	s.log().Debug("serving the image by URL", "addr", boundAddr(fs.URL(set.main)), "bind", bind, "files", len(set.files))
 	return fs, nil
 }
 
@@ -215,7 +218,8 @@ type watcher struct {
 // whose MAC it carries, else those at its address that the MAC does not
 // rule out.
 func (s *Server) fetched(f Fetch) {
-	s.log().Info("device fetched", "name", f.Name, "remote", f.Remote, "mac", f.MAC, "status", f.Status, "bytes", f.Bytes, "range", f.Range)
+	// The file server logs each fetch at Info already.
+	s.log().Debug("device fetched", "name", f.Name, "remote", f.Remote, "mac", f.MAC, "status", f.Status, "bytes", f.Bytes, "range", f.Range)
 	var ip netip.Addr
 	if ap, err := netip.ParseAddrPort(f.Remote); err == nil {
 		ip = ap.Addr().Unmap()
@@ -399,7 +403,11 @@ func (h *Transport) awaitFetch(ctx context.Context, srv *Server, set *fileSet, t
 	defer timer.Stop()
 	got := map[string]int64{} // bytes of 206 answers, per name
 	last := "nothing"
-	minimalDone := false
+	// firmwareDone: the device fetched the whole firmware while a -minimal
+	// fetch was still expected. A device that took it in one go (its free
+	// space was enough after all) fetches nothing more: when the idle
+	// timer runs out, verification decides (it waits by the quiet rule).
+	minimalDone, firmwareDone := false, false
 	for {
 		select {
 		case f := <-fetches:
@@ -422,8 +430,11 @@ func (h *Transport) awaitFetch(ctx context.Context, srv *Server, set *fileSet, t
 			case complete && firmware && (!twoStep || minimalDone):
 				emit(upload.Event{Phase: upload.PhaseFinishing, Done: total, Total: total, Message: "the device fetched " + last})
 				return nil
+			case complete && firmware:
+				firmwareDone = true
+				emit(upload.Event{Phase: upload.PhaseUploading, Done: total, Total: total, Message: "the device fetched " + last + "; waiting for its -minimal fetch, if it makes one"})
 			case complete && strings.Contains(f.Name, minimalTag):
-				minimalDone = true
+				minimalDone, firmwareDone = true, false
 				emit(upload.Event{Phase: upload.PhaseUploading, Total: total, Message: "the device fetched " + last + ": it restarts into Tasmota's minimal image, which then fetches the firmware"})
 			case !served:
 				emit(upload.Event{Phase: upload.PhaseUploading, Total: total, Message: fmt.Sprintf("the device asked for a file push does not serve (answered %d): its upgrade may be failing", f.Status)})
@@ -435,6 +446,10 @@ func (h *Transport) awaitFetch(ctx context.Context, srv *Server, set *fileSet, t
 				emit(upload.Event{Phase: upload.PhaseUploading, Done: done, Total: total, Message: "the device fetched " + last})
 			}
 		case <-timer.C:
+			if firmwareDone {
+				emit(upload.Event{Phase: upload.PhaseFinishing, Done: total, Total: total, Message: fmt.Sprintf("the device fetched the whole firmware and nothing more for %s: it took it in one step", idle)})
+				return nil
+			}
 			return &upload.DeviceError{Class: upload.ClassTimeout, NoRetry: NoRetryHint,
 				Reason: fmt.Sprintf("the device fetched nothing more for %s after it was told to upgrade (last: %s): its upgrade failed or never began (its log, Weblog 3, tells why)", idle, last)}
 		case <-ctx.Done():
@@ -455,6 +470,13 @@ func hideToken(u string) string {
 	return "http://" + host + "/…/" + path[strings.LastIndexByte(path, '/')+1:]
 }
 
+// boundAddr is the IP:PORT of a served URL ("" when it has none).
+func boundAddr(u string) string {
+	rest, _ := strings.CutPrefix(u, "http://")
+	host, _, _ := strings.Cut(rest, "/")
+	return host
+}
+
 // describe words one fetch for the user.
 func describe(f Fetch, size int64) string {
 	if f.Name == "" {
@@ -472,8 +494,13 @@ func describe(f Fetch, size int64) string {
 
 // Finish implements upload.Finisher: by URL, it puts back the OtaUrl the
 // device told before push set its own; "" when there was nothing to put
-// back or it is back, else a warning that says what to do.
-func (h *Transport) Finish(ctx context.Context, t upload.Target, cred upload.Credentials) string {
+// back or it is back, else a warning that says what to do. A device that
+// is not settled (not seen back on its firmware: interrupted, given up,
+// or in its minimal image, which fetches the stored OtaUrl again) gets no
+// command: the quiet rule holds, and the old URL would redirect the
+// minimal image's fetch. The warning names the command to run later,
+// without the URL's credentials.
+func (h *Transport) Finish(ctx context.Context, t upload.Target, cred upload.Credentials, end upload.Ending) string {
 	if h.Server == nil {
 		return ""
 	}
@@ -483,6 +510,14 @@ func (h *Transport) Finish(ctx context.Context, t upload.Target, cred upload.Cre
 	}
 	if old == "" {
 		return "the device's OtaUrl was empty before the upgrade and now names push's file server, which has stopped: set yours with the command OtaUrl <url>"
+	}
+	shown, hidden := safeURL(old)
+	cmd := "OtaUrl " + upload.CleanText(shown, 200)
+	if hidden {
+		cmd += " (with the credentials it had, not shown here)"
+	}
+	if !end.Settled {
+		return "the device's OtaUrl still names push's file server, which has stopped: the device was not seen back on its firmware, so nothing more was sent while it may be installing; once it runs its firmware, set it back with the command " + cmd
 	}
 	authz, err := basic(cred)
 	if err == nil {
@@ -497,5 +532,58 @@ func (h *Transport) Finish(ctx context.Context, t upload.Target, cred upload.Cre
 			err = errors.New("it answered with another OtaUrl")
 		}
 	}
-	return fmt.Sprintf("could not put back the device's OtaUrl (%s): set it with the command OtaUrl %s", upload.CleanText(err.Error(), 160), upload.CleanText(old, 100))
+	// The error never quotes the command (only its name), so old's
+	// credentials are not in it.
+	return fmt.Sprintf("could not put back the device's OtaUrl (%s): set it with the command %s", upload.CleanText(err.Error(), 160), cmd)
+}
+
+// safeURL is u for the user's eyes: without userinfo (user:pass@) and
+// with the value of any query parameter that names a password or token
+// hidden; hidden reports whether anything was taken out.
+func safeURL(u string) (shown string, hidden bool) {
+	pu, err := url.Parse(u)
+	if err != nil {
+		// Not a URL Go reads: hide everything between "//" and the last
+		// "@" before the path, and any query.
+		shown = u
+		if i := strings.Index(shown, "//"); i >= 0 {
+			rest := shown[i+2:]
+			end := strings.IndexAny(rest, "/?#")
+			if end < 0 {
+				end = len(rest)
+			}
+			if at := strings.LastIndexByte(rest[:end], '@'); at >= 0 {
+				shown, hidden = shown[:i+2]+rest[at+1:], true
+			}
+		}
+		if q := strings.IndexByte(shown, '?'); q >= 0 {
+			shown, hidden = shown[:q], true
+		}
+		return shown, hidden
+	}
+	if pu.User != nil {
+		pu.User, hidden = nil, true
+	}
+	if pu.RawQuery != "" {
+		parts := strings.Split(pu.RawQuery, "&")
+		for i, p := range parts {
+			k, _, ok := strings.Cut(p, "=")
+			if ok && secretKey(k) {
+				parts[i], hidden = k+"=…", true
+			}
+		}
+		pu.RawQuery = strings.Join(parts, "&")
+	}
+	return pu.String(), hidden
+}
+
+// secretKey: a query parameter whose name says it holds a secret.
+func secretKey(k string) bool {
+	k = strings.ToLower(k)
+	for _, w := range []string{"pass", "pwd", "pw", "token", "secret", "key", "auth"} {
+		if strings.Contains(k, w) {
+			return true
+		}
+	}
+	return false
 }

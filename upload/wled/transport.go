@@ -267,9 +267,11 @@ func (h *Transport) check(ctx context.Context, cfg post.Config, addr, host strin
 // structure version above 2; all of them refuse an image whose SafeFrom is
 // above their version. Only 16.0 and later inflate a gzipped ESP8266
 // image to look; before, the check reads its compressed bytes and fails.
-// WLED older than 0.15.2 checks nothing: an image without metadata (every
-// WLED build before 0.15.2 has none) goes as it is; one whose metadata
-// names another release than the device's is refused all the same.
+// WLED older than 0.15.2 checks nothing; ots-ota does it for it: an image
+// without metadata (every WLED build before 0.15.2 has none) is refused,
+// since nothing says it is a WLED build for the device's release (--force
+// sends it), and one whose metadata names another release than the
+// device's is refused too.
 func Decide(info devinfo.WLEDInfo, fw *upload.Firmware) (why, note string) {
 	esp8266 := info.Chip() == "esp8266"
 	if info.Arch == "" && fw.Image != nil {
@@ -287,7 +289,10 @@ func Decide(info devinfo.WLEDInfo, fw *upload.Firmware) (why, note string) {
 			return mismatch(meta, info, devName), ""
 		}
 		if err != nil {
-			return "", fmt.Sprintf("%s checks no release metadata (0.15.2 added the check) and the image carries none: sent as it is", devName)
+			// The device would take it, but nothing says the image is a
+			// WLED build, let alone one for this device's release: a wrong
+			// one may leave it unbootable (an ESP8266 has no rollback).
+			return fmt.Sprintf("%s checks no release metadata (0.15.2 added the check) and the image carries none, so nothing says it is a WLED build for this device's release", devName), ""
 		}
 		return "", ""
 	}

@@ -26,7 +26,10 @@ func fakes19Options(t *testing.T, viaURL bool, expect string) upload.Options {
 	t.Helper()
 	o := options(t)
 	o.Transports[upload.WLED] = &wled.Transport{ConnectTimeout: connectTimeout, IdleTimeout: idleTimeout, BusyWait: 300 * time.Millisecond}
-	tt := &tasmota.Transport{ConnectTimeout: connectTimeout, IdleTimeout: idleTimeout}
+	// The quiet rule's timing, shortened with the fakes' restart
+	// (startTasmota): connects every 250 ms, and a device never seen away
+	// read after 3 s, ten times its restart delay.
+	tt := &tasmota.Transport{ConnectTimeout: connectTimeout, IdleTimeout: idleTimeout, QuietProbe: 250 * time.Millisecond, QuietHold: 3 * time.Second}
 	if viaURL {
 		tt.ViaURL = true
 		tt.Server = &tasmota.Server{
@@ -197,14 +200,15 @@ func TestFakes19_WLEDRollsBack(t *testing.T) {
 	wantOutcome(t, rr.result(t, "wled"), upload.OutcomeRolledBack)
 }
 
-// Tasmota: a restart is seen by TCP connects at most every 2 s, so the
-// fakes stay silent long enough for two of them.
+// Tasmota: a restart is seen by TCP connects at most every QuietProbe
+// (250 ms here, fakes19Options), so the fakes stay silent long enough for
+// four of them.
 func startTasmota(t *testing.T, cfg fakedev.TasmotaConfig) *fakedev.TasmotaDevice {
 	t.Helper()
 	for _, d := range []struct {
 		v   *time.Duration
 		def time.Duration
-	}{{&cfg.BootTime, 5 * time.Second}, {&cfg.RestartDelay, 300 * time.Millisecond}, {&cfg.UpgradeDelay, 300 * time.Millisecond},
+	}{{&cfg.BootTime, 1200 * time.Millisecond}, {&cfg.RestartDelay, 300 * time.Millisecond}, {&cfg.UpgradeDelay, 300 * time.Millisecond},
 		{&cfg.RetryDelay, 200 * time.Millisecond}, {&cfg.BacklogDelay, 50 * time.Millisecond}, {&cfg.LoaderDelay, 3 * time.Second}} {
 		if *d.v == 0 {
 			*d.v = d.def
@@ -376,9 +380,9 @@ func TestFakes19_TasmotaViaURLMinimalTwoStep(t *testing.T) {
 	t.Parallel()
 	fw := tasFirmware(t, "tasmota", 600_000, true, 1916)
 	next := fakedev.TasmotaBuild{Version: "14.4.0", Image: "tasmota", BuildDateTime: "2024-12-01T10:00:00"}
-	d := startTasmota(t, fakedev.TasmotaConfig{ESP8266: true, Next: &next, BootTime: 4 * time.Second})
+	d := startTasmota(t, fakedev.TasmotaConfig{ESP8266: true, Next: &next})
 	o := fakes19Options(t, true, "14.4.0")
-	o.VerifyTimeout = 24 * time.Second // two restarts, each seen by connects 2 s apart
+	o.VerifyTimeout = 24 * time.Second // two restarts and the minimal image's wait, with room
 	rr := run(t, fw, []upload.Target{tasTarget("tas", d)}, o)
 	r := rr.result(t, "tas")
 	wantOutcome(t, r, upload.OutcomeUpdated)
