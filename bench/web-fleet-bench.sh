@@ -36,6 +36,8 @@
 #     device (20 devices take about 20 × 20 s); WRITE_RATE: the sims'
 #     flash write speed (default theirs, 100KiB/s)
 #
+# Measured numbers, the machine and how to read them: bench/README.md.
+#
 # Network safety: the script runs itself in a fresh network namespace
 # (unshare -n: only lo, with the multicast route on lo) and refuses to run
 # where any interface but lo exists. Devices and the file servers bind
@@ -184,7 +186,10 @@ measure() {
     stop_all
     walls+="$w "; outs+="${o:-none} "
   done
-  echo "${name%%:*}|$n|$name|$(echo "$walls" | median)" >>"$work/rows"
+  # all: every run ended with every device updated (no other outcome).
+  local all
+  all=$(echo "$outs" | tr ' ,' '\n\n' | awk -F: 'NF == 0 { next } NF != 2 || ($1 != "updated" && $2 != 0) { bad = 1 } END { print bad ? "no" : "yes" }')
+  echo "${name%%:*}|$n|$name|$(echo "$walls" | median)|$all" >>"$work/rows"
   printf '%-40s %3s  %7ss   %-26s %s\n' "$name" "$n" "$(echo "$walls" | median)" "$walls" "$(echo "$outs" | tr ' ' '\n' | sed '/^$/d' | sort | uniq -c | awk '{ printf "%s×{%s} ", $1, $2 }')" | tee -a "$work/results"
 }
 
@@ -213,7 +218,9 @@ done
 echo
 echo "ratios (curl side's median ÷ ots-ota's; above 1: ots-ota is faster):"
 awk -F'|' '
-  { key = $1 "|" $2; if ($3 ~ /curl/) base[key] = $4; else { k[++m] = key; side[m] = $3; wall[m] = $4 } }
+  { key = $1 "|" $2; if ($3 ~ /curl/) { base[key] = $4; ball[key] = $5 } else { k[++m] = key; side[m] = $3; wall[m] = $4; all[m] = $5 } }
   END { for (i = 1; i <= m; i++) if (base[k[i]] != "" && wall[i] > 0) {
-          split(k[i], kk, "|"); printf "  %-40s %3s device(s): %5.2f\n", side[i], kk[2], base[k[i]] / wall[i] } }
+          split(k[i], kk, "|")
+          if (all[i] != "yes" || ball[k[i]] != "yes") printf "  %-40s %3s device(s):   n/a (not every device updated in every run)\n", side[i], kk[2]
+          else printf "  %-40s %3s device(s): %5.2f\n", side[i], kk[2], base[k[i]] / wall[i] } }
 ' "$work/rows"
