@@ -187,7 +187,7 @@ func Start(cfg Config) (*Server, error) {
 	}
 	go func() {
 		defer close(s.served)
-		_ = s.hs.Serve(ln)
+		_ = s.hs.Serve(smallSendBuffer{ln})
 	}()
 	s.log.Info("file server listening", "addr", s.addr.String(), "files", names)
 	return s, nil
@@ -524,4 +524,23 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	c.n += int64(n)
 	return n, err
+}
+
+// sendBuffer bounds what a connection's kernel buffer holds ahead of the
+// device. A fetch reported complete then means the device has nearly all of
+// it: with the kernel's default (megabytes on loopback and fast LANs) the
+// whole image is "sent" while an ESP, whose TCP window is a few KiB, is
+// still writing it to flash, and its restart looks late by that long. It
+// costs nothing: the device's window, not this buffer, bounds the rate.
+const sendBuffer = 32 << 10
+
+// smallSendBuffer gives every accepted TCP connection sendBuffer.
+type smallSendBuffer struct{ net.Listener }
+
+func (l smallSendBuffer) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetWriteBuffer(sendBuffer)
+	}
+	return c, err
 }

@@ -287,7 +287,14 @@ func (d *device) client() *http.Client {
 			if !ip.IsLoopback() && !allow {
 				return nil, errors.New("the sim fetches from loopback only")
 			}
-			return dialer.DialContext(ctx, network, addr)
+			c, err := dialer.DialContext(ctx, network, addr)
+			if tc, ok := c.(*net.TCPConn); ok {
+				// lwIP's receive window (TCP_WND, 5760 bytes on both
+				// cores): the server cannot run megabytes ahead of what
+				// the device has written to flash.
+				_ = tc.SetReadBuffer(5760)
+			}
+			return c, err
 		},
 	}
 	return &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
