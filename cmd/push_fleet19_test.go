@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/ots-ota/ots-ota/image"
 	"github.com/ots-ota/ots-ota/sim"
@@ -31,6 +32,7 @@ import (
 // "Mixed fleets" says how a real fleet of several firmwares is updated:
 // one run per firmware, each with its image and its --expect-version.
 func TestPushMixedFleet19(t *testing.T) {
+	t.Parallel() // its own addresses (127.19.x); mostly waiting on devices
 	dir := t.TempDir()
 	fw, err := image.Build(image.BuildOptions{Chip: image.ChipESP32, Project: "ots-fw-main", Version: "1.0.1", Size: 200 << 10})
 	if err != nil {
@@ -72,6 +74,7 @@ func TestPushMixedFleet19(t *testing.T) {
 	inv.WriteString("inventory:\n  devices:\n")
 	var names []string
 	var sims []*started
+	start := time.Now()
 	for _, g := range groups {
 		args := append([]string{"sim", "-n", fmt.Sprint(g.n), "--base-ip", "127.19." + g.base + ".2",
 			"--fast", "--no-mdns", "--duration", "60s", "--json"}, g.simArgs...)
@@ -94,6 +97,7 @@ func TestPushMixedFleet19(t *testing.T) {
 	for i, s := range sims {
 		s.waitLines(t, `"event":"ready"`, groups[i].n)
 	}
+	t.Logf("40 devices ready in %s", time.Since(start).Round(time.Millisecond))
 	if len(names) != 40 {
 		t.Fatalf("%d devices, want 40", len(names))
 	}
@@ -102,7 +106,9 @@ func TestPushMixedFleet19(t *testing.T) {
 	// nothing; the rest end well inside it.
 	p := startOts(t, dir, "push", "--group", "fleet", "--inventory-only", "--parallel", "0", "--json", "--expect-version", "1.0.1",
 		"--verify-timeout", "10s", "--stability-window", "1s", "fw.bin")
+	began := time.Now()
 	out, code := p.wait(t)
+	t.Logf("push to %d devices of four families: %s (race %v)", len(names), time.Since(began).Round(time.Millisecond), raceEnabled)
 	if code != ExitFailed { // the refused devices
 		t.Errorf("push exit %d, want %d; stderr:\n%s", code, ExitFailed, p.stderr)
 	}
@@ -171,11 +177,15 @@ func TestPushMixedFleet19(t *testing.T) {
 	// ArduinoOTA ones with espota's OK), the refused ones saw none start;
 	// no Tasmota device met a Status request while it installed, nor
 	// failed a Referer check.
-	for i, s := range sims {
-		g := groups[i]
+	// Stop them all first: each race-enabled process lingers a second as
+	// it exits.
+	for _, s := range sims {
 		if err := s.cmd.Process.Signal(syscall.SIGINT); err != nil {
 			t.Fatal(err)
 		}
+	}
+	for i, s := range sims {
+		g := groups[i]
 		s.wait(t)
 		finished, started, bad := 0, 0, 0
 		for _, line := range s.out {

@@ -285,6 +285,7 @@ func (d *tasmotaDevice) stray(u string) {
 // (listings, other names, other tokens, climbing paths, other methods) is
 // refused with no body, and once push has returned nothing listens there.
 func TestPushFileServerRefusesStrays(t *testing.T) {
+	t.Parallel()
 	fw := writeTestFirmware(t, "1.0.1")
 	d := startTasmotaDevice(t, "")
 	d.probe = true
