@@ -102,10 +102,11 @@ func TestPushMixedFleet19(t *testing.T) {
 		t.Fatalf("%d devices, want 40", len(names))
 	}
 
-	// --verify-timeout bounds the wait of the ArduinoOTA devices, which tell
-	// nothing; the rest end well inside it.
+	// --verify-timeout is generous for a loaded machine: a Tasmota device is
+	// read only once its restart was seen through 2-second TCP connects.
+	// Every device ends long before it when all goes well (≈ 6 s).
 	p := startOts(t, dir, "push", "--group", "fleet", "--inventory-only", "--parallel", "0", "--json", "--expect-version", "1.0.1",
-		"--verify-timeout", "10s", "--stability-window", "1s", "fw.bin")
+		"--verify-timeout", "40s", "--stability-window", "1s", "fw.bin")
 	began := time.Now()
 	out, code := p.wait(t)
 	t.Logf("push to %d devices of four families: %s (race %v)", len(names), time.Since(began).Round(time.Millisecond), raceEnabled)
