@@ -17,6 +17,7 @@ import (
 	"github.com/ots-ota/ots-ota/devinfo"
 	"github.com/ots-ota/ots-ota/discover"
 	"github.com/ots-ota/ots-ota/inventory"
+	"github.com/ots-ota/ots-ota/upload"
 )
 
 type infoOptions struct {
@@ -142,12 +143,19 @@ func runInfo(ctx context.Context, a *app, o *infoOptions) error {
 			r.Target, r.Error, r.errJSON = s.Target.Name, s.Err.Error(), unresolved(s.Err)
 			return
 		}
-		f, err := devinfo.Query(ctx, s.Target.Info(), devinfo.Options{Timeout: o.Timeout})
+		f, err := devinfo.Query(ctx, familyInfo(s.Target), devinfo.Options{Timeout: o.Timeout})
 		if err != nil {
 			r.Target, r.Error, r.errJSON = s.Target.Name, err.Error(), ptr(newErrorObject("failed", err.Error(), ""))
 			return
 		}
 		r.Facts = f
+		if f.WLED != nil || f.Tasmota != nil {
+			// The family push speaks to it, as push names it.
+			r.Protocol = devinfo.Fact{Value: s.Target.Protocol, Source: devinfo.FromTarget}
+			if f.WLED != nil && s.Target.Protocol != string(upload.WLED) {
+				r.Protocol = devinfo.Fact{Value: string(upload.WLED), Source: devinfo.FromTXT} // its _wled._tcp record
+			}
+		}
 	})
 	if err := ctx.Err(); err != nil {
 		return err
@@ -256,6 +264,25 @@ func renderInfo(w io.Writer, r infoResult, st style) {
 			txt("api noise", "supported, no key yet")
 		}
 	}
+	if w := r.WLED; w != nil {
+		js := func(k, v string) { row(k, devinfo.Fact{Value: v, Source: devinfo.FromJSONInfo}, "") }
+		js("release", w.Release) // what WLED's release check compares
+		js("build", w.VID)
+		js("name", w.Name)
+		js("mac", w.MAC)
+	}
+	if ts := r.Tasmota; ts != nil {
+		// OtaUrl is left out: it may hold credentials for the update server.
+		st := func(k, v string) { row(k, devinfo.Fact{Value: v, Source: devinfo.FromTasmota}, "") }
+		st("image", ts.Image())
+		st("built", ts.BuildDateTime)
+		st("hardware", ts.Hardware)
+		st("hostname", ts.Hostname)
+		st("mac", ts.Mac)
+		if ts.BootCount != nil {
+			st("boots", strconv.FormatInt(*ts.BootCount, 10))
+		}
+	}
 	// What failed matters when a fact is missing; otherwise it is noise
 	// (a seed with the extensions has no /api/status, and needs none).
 	if !r.Reachable || !r.Version.Known() {
@@ -263,6 +290,34 @@ func renderInfo(w io.Writer, r infoResult, st style) {
 			fmt.Fprintf(w, "  %-10s %s\n", "note", n)
 		}
 	}
+}
+
+// familyInfo is what to ask a device whose family tells its facts in its
+// own place: WLED (the inventory's protocol: wled, or its _wled._tcp
+// record) its /json/info, Tasmota (protocol: tasmota) its Status 0, on
+// their web port, as push's verification reads them. A Tasmota device
+// behind a web password gets the inventory's auth: of that device, the
+// secret push would send it, in a Basic header.
+func familyInfo(t discover.Target) devinfo.Target {
+	it := t.Info()
+	switch {
+	case it.Protocol == string(upload.WLED) || strings.EqualFold(strings.TrimSuffix(it.Service, ".local"), "_wled._tcp"):
+		it.Protocol, it.WLED = devinfo.ProtoHTTP, true
+		if it.WebPort <= 0 {
+			it.WebPort = it.Port // 0: queryWLED's 80
+		}
+	case it.Protocol == string(upload.Tasmota):
+		it.Protocol, it.Tasmota = devinfo.ProtoHTTP, true
+		if it.Port == 0 {
+			it.Port = 80
+		}
+		if !t.Auth.IsZero() {
+			if secret, err := inventorySecret(t.Auth); err == nil {
+				it.Authorization = upload.TasmotaBasic(upload.Credentials{Password: secret})
+			}
+		}
+	}
+	return it
 }
 
 // infoSecrets makes the secrets push would send to these devices known to

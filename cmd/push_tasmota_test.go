@@ -34,6 +34,11 @@ type tasmotaDevice struct {
 	fetched               int64
 	fetchMAC              bool
 	uploads               int
+	// probe: before its own download the device tries every other path
+	// on push's file server; strays records what each was answered.
+	probe  bool
+	strays []string
+	url    string // the OtaUrl push set
 }
 
 func startTasmotaDevice(t *testing.T, password string) *tasmotaDevice {
@@ -136,6 +141,13 @@ func (d *tasmotaDevice) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // fetch is the device's own download of its new image, then its restart.
 func (d *tasmotaDevice) fetch(u string) {
 	time.Sleep(200 * time.Millisecond)
+	d.mu.Lock()
+	d.url = u
+	probe := d.probe
+	d.mu.Unlock()
+	if probe {
+		d.stray(u)
+	}
 	req, _ := http.NewRequest("GET", u, nil)
 	req.Header.Set("x-ESP32-STA-MAC", "AA:BB:CC:DD:EE:FF")
 	resp, err := http.DefaultClient.Do(req)
@@ -226,5 +238,89 @@ func TestPushViaURLFlags(t *testing.T) {
 		if code != ExitUsage || !strings.Contains(errOut, tc.want) {
 			t.Errorf("%q: exit %d: %s", tc.args, code, errOut)
 		}
+	}
+}
+
+// stray asks push's file server for everything but the one URL it was
+// given: the root (a listing), the token's directory, the token alone,
+// another name beside the image, the image under another token or none,
+// a path that climbs back to it, a companion the push does not serve,
+// and the right URL with a method other than GET and HEAD.
+func (d *tasmotaDevice) stray(u string) {
+	i := strings.LastIndex(u, "/")
+	dir, name := u[:i], u[i+1:]
+	j := strings.LastIndex(dir, "/")
+	root, token := dir[:j], dir[j+1:]
+	other := []byte(token)
+	other[0] ^= 1 // another token of the same length (base64url stays printable)
+	if other[0] == '/' || other[0] == '.' {
+		other[0] = 'A'
+	}
+	tries := []struct{ method, url string }{
+		{"GET", root + "/"},
+		{"GET", dir + "/"},
+		{"GET", dir},
+		{"GET", dir + "/other.bin"},
+		{"GET", dir + "/fw-minimal.bin"},
+		{"GET", dir + "/" + name + ".gz"},
+		{"GET", root + "/" + string(other) + "/" + name},
+		{"GET", root + "/" + name},
+		{"GET", dir + "/../" + token + "/" + name},
+		{"GET", dir + "/%2e%2e/" + name},
+		{"POST", u},
+		{"PUT", u},
+	}
+	for _, tr := range tries {
+		req, err := http.NewRequest(tr.method, tr.url, nil)
+		if err != nil {
+			d.t.Errorf("%s %s: %v", tr.method, tr.url, err)
+			continue
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			d.t.Errorf("%s %s: %v", tr.method, tr.url, err)
+			continue
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		d.mu.Lock()
+		d.strays = append(d.strays, fmt.Sprintf("%s %s: %d %d bytes", tr.method, strings.TrimPrefix(tr.url, root), resp.StatusCode, len(b)))
+		d.mu.Unlock()
+	}
+}
+
+// TestPushFileServerRefusesStrays: the file server push starts for
+// --via-url answers only the one URL it gave the device: every other path
+// (listings, other names, other tokens, climbing paths, other methods) is
+// refused with no body, and once push has returned nothing listens there.
+func TestPushFileServerRefusesStrays(t *testing.T) {
+	t.Parallel()
+	fw := writeTestFirmware(t, "1.0.1")
+	d := startTasmotaDevice(t, "")
+	d.probe = true
+	args := append(append([]string{}, pushFast...), "--protocol", "tasmota", "--via-url", "--expect-version", "14.3.0", "--json", fw, d.addr)
+	code, out, errOut := runPushCmd(t, "", args...)
+	if code != 0 || !strings.Contains(out, `"outcome":"updated"`) {
+		t.Fatalf("exit %d:\n%s\n%s", code, out, errOut)
+	}
+	d.mu.Lock()
+	u, strays, fetched := d.url, d.strays, d.fetched
+	d.mu.Unlock()
+	if fetched == 0 || len(strays) != 12 {
+		t.Fatalf("fetched %d bytes; %d stray requests answered: %q", fetched, len(strays), strays)
+	}
+	t.Logf("served %s; stray requests: %q", u, strays)
+	for _, s := range strays {
+		// 404 for every path, 405 for the right path with another method;
+		// never a byte of body (no listing, no hint).
+		if !strings.HasSuffix(s, ": 404 0 bytes") && !(strings.Contains(s, "/fw.bin: 405 0 bytes") && !strings.HasPrefix(s, "GET")) {
+			t.Errorf("stray request answered %s", s)
+		}
+	}
+	// push has returned: its server is gone, the URL answers nothing.
+	resp, err := http.Get(u)
+	if err == nil {
+		resp.Body.Close()
+		t.Fatalf("after push, %s answered %s", u, resp.Status)
 	}
 }

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"compress/gzip"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -109,6 +111,7 @@ func scriptParams(files []string) testscript.Params {
 			"waitport": cmdWaitport,
 			"mksparse": cmdMksparse,
 			"mkflash":  cmdMkflash,
+			"httpget":  cmdHTTPGet,
 		},
 	}
 }
@@ -261,4 +264,40 @@ func cmdMkflash(ts *testscript.TestScript, neg bool, args []string) {
 		out = append(out[:off], data...)
 	}
 	ts.Check(os.WriteFile(ts.MkAbs(args[0]), out, 0o644))
+}
+
+// cmdHTTPGet asks a device as a browser would and prints the body:
+// `httpget URL [Name:Value...]` (credentials as user:password@ in URL, sent
+// in a Basic header). The status must be 200; with !, the request must
+// fail to connect (nothing listens there any more).
+func cmdHTTPGet(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) < 1 {
+		ts.Fatalf("usage: httpget URL [Name:Value...]")
+	}
+	req, err := http.NewRequest("GET", args[0], nil)
+	ts.Check(err)
+	for _, h := range args[1:] {
+		k, v, ok := strings.Cut(h, ":")
+		if !ok {
+			ts.Fatalf("httpget: header %q: want Name:Value", h)
+		}
+		req.Header.Set(k, strings.TrimSpace(v))
+	}
+	c := &http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Do(req)
+	if neg {
+		if err == nil {
+			resp.Body.Close()
+			ts.Fatalf("httpget %s: answered %s, want no connection", args[0], resp.Status)
+		}
+		return
+	}
+	ts.Check(err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	ts.Check(err)
+	_, _ = ts.Stdout().Write(b)
+	if resp.StatusCode != http.StatusOK {
+		ts.Fatalf("httpget %s: %s", args[0], resp.Status)
+	}
 }

@@ -653,6 +653,9 @@ func (r *runner) preflight(ctx context.Context, d *device) bool {
 		d.res.Warnings = append(d.res.Warnings, fmt.Sprintf(
 			"image is %s, larger than the 1.25 MiB app slot of arduino-esp32's default partition scheme; the device refuses it unless its partitions are larger", sizeLabel(fw.Size())))
 	}
+	if tr.Warning != "" {
+		d.res.Warnings = append(d.res.Warnings, tr.Warning)
+	}
 	for _, w := range d.res.Warnings {
 		r.emit(d, Event{Phase: PhaseChecking, Message: "warning: " + w})
 	}

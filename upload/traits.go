@@ -64,6 +64,10 @@ type Traits struct {
 	// NoIdentityHint, when not "", is the advice an update left unverified
 	// for want of an expected identity gives (reason image-has-no-identity).
 	NoIdentityHint string
+	// Warning, when not "", is a remark for every device sent to with this
+	// transport as configured (WLED with --force: skipValidation=1): the
+	// result carries it, as it does pre-flight's own warnings.
+	Warning string
 }
 
 // WithTraits is a Transport that reports its family's Traits.

@@ -91,13 +91,21 @@ func (*Transport) Protocol() upload.Protocol { return upload.WLED }
 // release check stands in for that), and the device tells its chip in
 // /json/info. What it reports (ver) is WLED's own version, never the
 // image's app descriptor: the expected identity is --expect-version alone.
-func (*Transport) Traits() upload.Traits {
-	return upload.Traits{
+func (h *Transport) Traits() upload.Traits {
+	tr := upload.Traits{
 		NoFilesystem:    "WLED's /update takes app images only (it has no filesystem upload)",
 		ChipUnchecked:   true,
 		NoImageIdentity: true,
 	}
+	if h.SkipValidation {
+		// In the result too, not only in the progress lines.
+		tr.Warning = forceWarning
+	}
+	return tr
 }
+
+// forceWarning is what every device sent to with SkipValidation is told.
+const forceWarning = "--force sends skipValidation=1: WLED will not check that the image is a build of its release"
 
 // Send implements upload.Transport. Unless SkipValidation, it first reads
 // GET /json/info and returns a *upload.RefusedError, with nothing of the
@@ -121,9 +129,7 @@ func (h *Transport) Send(ctx context.Context, t upload.Target, fw *upload.Firmwa
 	addr, host := post.HostPort(t.Host, t.Port, DefaultPort)
 	skip := ""
 	if h.SkipValidation {
-		skip = "1"
-		emit(upload.Event{Phase: upload.PhaseConnecting, Total: fw.Size(),
-			Message: "warning: --force sends skipValidation=1: WLED will not check that the image is a build of its release"})
+		skip = "1" // Traits().Warning says so
 	} else if err := h.check(ctx, cfg, addr, host, fw, emit); err != nil {
 		return err
 	}

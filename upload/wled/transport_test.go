@@ -262,7 +262,7 @@ func TestWLED(t *testing.T) {
 		{name: "not WLED: 404", image: esp32Image, want: "refused: GET /json/info answered 404, not WLED's device info: is this a WLED device?", reqs: []seen{getInfo}},
 		{name: "not WLED: other JSON", info: `{"temperature":21}`, image: esp32Image, want: "refused: GET /json/info did not answer as WLED does", reqs: []seen{getInfo}},
 		{name: "force: no check, skipValidation=1", force: true, image: noMeta, answer: always(200, successBody),
-			reqs: []seen{post("1", noMeta)}, note: "warning: --force sends skipValidation=1"},
+			reqs: []seen{post("1", noMeta)}},
 
 		{name: "device's release check", info: info("0.15.5", "ESP32", "esp32"), image: esp32Image,
 			answer: always(500, msgPage("Update failed!", "Firmware release name mismatch: current='ESP32', uploaded='ESP32'. Enable 'Ignore firmware validation' to proceed anyway.")),
@@ -341,6 +341,10 @@ func TestWLED(t *testing.T) {
 			}
 			if tc.note != "" && !strings.Contains(ev.messages(), tc.note) {
 				t.Errorf("events %q lack %q", ev.messages(), tc.note)
+			}
+			// --force's warning goes to every result (Traits), once.
+			if w := tr.Traits().Warning; tc.force != strings.Contains(w, "--force sends skipValidation=1") || strings.Contains(ev.messages(), "skipValidation") {
+				t.Errorf("force %v: Traits().Warning %q; events %q", tc.force, w, ev.messages())
 			}
 		})
 	}
