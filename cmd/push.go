@@ -76,8 +76,11 @@ name, or a URL (http://host:3232/update, http://host/ota/upload). --all adds eve
 device mDNS finds and the inventory lists; --group NAME an inventory group (the
 TARGETs "all" and "group:NAME" mean the same, for PlatformIO's upload_port). Targets
 whose resolved addresses meet on one port are one device, updated once under the first
-one's name. A URL's user:password@ are that device's HTTP Basic credentials. mDNS is used only for --all, --group, .local and inventory names (on
---interface, default every multicast interface); plain addresses send no multicast.
+one's name. A URL's user:password@ are that device's HTTP Basic credentials. mDNS is
+used only for --all, --group, .local and inventory names, and with --protocol esphome
+(an ESPHome device tells its platform and build only in its mDNS record), on
+--interface (default every multicast interface); otherwise plain addresses send no
+multicast.
 
 Before any device is touched the image must pass inspect's checks (--chip,
 --max-size, --partitions as in inspect; --force overrides only the chip, project

@@ -39,10 +39,13 @@ type pushTargets struct {
 }
 
 // needsDiscover says whether the targets need package discover: --all,
-// --group, .local names or inventory names. Plain addresses, host names
-// and URLs do not, and then push sends no multicast at all.
-func (o *pushOptions) needsDiscover(isInventory func(string) bool) bool {
-	if o.sel.All || o.sel.Group != "" {
+// --group, .local names, inventory names, or --protocol esphome (an
+// ESPHome device tells its platform and what it runs only in its
+// _esphomelib._tcp record, which is matched to a plain address too).
+// Otherwise plain addresses, host names and URLs do not, and then push
+// sends no multicast at all.
+func (o *pushOptions) needsDiscover(proto upload.Protocol, isInventory func(string) bool) bool {
+	if o.sel.All || o.sel.Group != "" || proto == upload.ESPHome {
 		return true
 	}
 	for _, t := range o.Targets {
@@ -81,7 +84,7 @@ func (o *pushOptions) resolveTargets(ctx context.Context, a *app, p *pushPlan) (
 	var cands []candidate
 	inv := p.inv
 	res := &discover.Resolver{NoMDNS: true} // plain names: the system's resolver only
-	if !o.needsDiscover(func(name string) bool { _, ok := inv.Device(name); return ok }) {
+	if !o.needsDiscover(p.proto, func(name string) bool { _, ok := inv.Device(name); return ok }) {
 		for i, t := range p.targets {
 			cands = append(cands, candidate{t: t, cred: p.targetCreds[i], hint: wordHint(t, p.proto)})
 		}

@@ -1,0 +1,63 @@
+package cmd
+
+import (
+	"context"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/ots-ota/ots-ota/image"
+	"github.com/ots-ota/ots-ota/sim/mdnsd"
+)
+
+// esphomeResponder serves _esphomelib._tcp records on the loopback for the
+// tests of this file.
+func esphomeResponder(t *testing.T) (*mdnsd.Responder, string) {
+	t.Helper()
+	lo := multicastLo(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	r, err := mdnsd.New(mdnsd.Config{Interface: lo})
+	if err != nil {
+		t.Skip(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	go r.Serve(ctx)
+	return r, lo.Name
+}
+
+func writeESP8266Firmware(t *testing.T, v string) string {
+	t.Helper()
+	data, err := image.Build(image.BuildOptions{Chip: image.ChipESP8266, Version: v, Size: 200_000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fw := filepath.Join(t.TempDir(), "firmware.bin")
+	if err := os.WriteFile(fw, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return fw
+}
+
+// A device named by its address gets its ESPHome record too: the platform
+// screen runs before anything is sent, and verification reads the new TXT.
+func TestPushESPHomeByAddress(t *testing.T) {
+	r, lo := esphomeResponder(t)
+	dev := startESPHomeDevice(t, r, &esphomeTestDevice{name: "ip-plug", addr: netip.MustParseAddr("127.0.84.2"), compress: true,
+		txt:  []string{"version=2026.7.0", "platform=ESP8266", "config_hash=0000bbbb", "project_name=acme.plug", "project_version=2.4.0"},
+		next: []string{"version=2026.7.0", "platform=ESP8266", "config_hash=0000cccc", "project_name=acme.plug", "project_version=2.4.1"}}, 8266)
+	common := []string{"--interface", lo, "--protocol", "esphome", "--stability-window", "1s", "--verify-timeout", "40s"}
+
+	// An ESP32 image to an ESP8266: refused, nothing sent.
+	code, out, errOut := runPushCmd(t, "", append(common, writeTestFirmware(t, "2.4.1"), "127.0.84.2")...)
+	if code != ExitFailed || !strings.Contains(out, "refused") || len(dev.payloads()) != 0 {
+		t.Fatalf("ESP32 image: exit %d, %d uploads\n%s\n%s", code, len(dev.payloads()), out, errOut)
+	}
+	// Its own image: sent, and seen running through the new record.
+	code, out, errOut = runPushCmd(t, "", append(common, "--expect-version", "2.4.1", writeESP8266Firmware(t, "2.4.1"), "127.0.84.2")...)
+	if code != ExitOK || !strings.Contains(out, " updated ") || len(dev.payloads()) != 1 {
+		t.Fatalf("ESP8266 image: exit %d, %d uploads\n%s\n%s", code, len(dev.payloads()), out, errOut)
+	}
+}
