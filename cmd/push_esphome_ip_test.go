@@ -61,3 +61,25 @@ func TestPushESPHomeByAddress(t *testing.T) {
 		t.Fatalf("ESP8266 image: exit %d, %d uploads\n%s\n%s", code, len(dev.payloads()), out, errOut)
 	}
 }
+
+// An ESPHome device on an OTA port of its own (HOST:PORT, the inventory's
+// port:) keeps its record: the platform screen and verification still run.
+func TestPushESPHomeOTAPortOverride(t *testing.T) {
+	r, lo := esphomeResponder(t)
+	dev := startESPHomeDevice(t, r, &esphomeTestDevice{name: "port-plug", addr: netip.MustParseAddr("127.0.84.3"),
+		txt:  []string{"version=2026.7.0", "platform=ESP32", "config_hash=0000aaaa", "project_name=acme.plug", "project_version=1.0.0"},
+		next: []string{"version=2026.7.0", "platform=ESP32", "config_hash=0000dddd", "project_name=acme.plug", "project_version=1.0.1"}}, 4000)
+	common := []string{"--interface", lo, "--stability-window", "1s", "--verify-timeout", "40s"}
+
+	// An ESP8266 image to an ESP32 on port 4000: refused, nothing sent.
+	code, out, errOut := runPushCmd(t, "", append(common, "--protocol", "esphome", writeESP8266Firmware(t, "1.0.1"), "127.0.84.3:4000")...)
+	if code != ExitFailed || !strings.Contains(out, "refused") || len(dev.payloads()) != 0 {
+		t.Fatalf("ESP8266 image: exit %d, %d uploads\n%s\n%s", code, len(dev.payloads()), out, errOut)
+	}
+	// By the inventory's port: sent, and seen running.
+	inv := "inventory:\n  devices:\n    - name: port-plug\n      address: 127.0.84.3\n      port: 4000\n      protocol: esphome\n"
+	code, out, errOut = runPushCmd(t, inv, append(common, "--expect-version", "1.0.1", writeTestFirmware(t, "1.0.1"), "port-plug")...)
+	if code != ExitOK || !strings.Contains(out, " updated ") || len(dev.payloads()) != 1 {
+		t.Fatalf("inventory port: exit %d, %d uploads\n%s\n%s", code, len(dev.payloads()), out, errOut)
+	}
+}

@@ -310,10 +310,11 @@ func (pt *pushTargets) txt(ctx context.Context, t upload.Target) map[string]stri
 	if port == 0 {
 		port = 3232
 	}
-	// An ESPHome record names its API port, not the OTA port: OTAPort maps it.
+	// An ESPHome record names its API port, not the OTA port, which is
+	// only its platform's default unless HOST:PORT or the inventory says
+	// otherwise: it matches by address alone.
 	match := func(d discover.Device) bool {
-		p := d.OTAPort()
-		return (p == port || p == 0 && t.Protocol == upload.ESPHome) && slices.Contains(d.Addrs, addr)
+		return (d.Service == devinfo.ESPHomeService || d.OTAPort() == port) && slices.Contains(d.Addrs, addr)
 	}
 	ds, err := discover.Browse(ctx, *pt.mdns, discover.BrowseOptions{Timeout: 2 * time.Second, Until: func(ds []discover.Device) bool {
 		return slices.ContainsFunc(ds, func(d discover.Device) bool { return match(d) && d.TXT != nil })

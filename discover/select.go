@@ -319,11 +319,14 @@ func ParseTarget(arg string) (Target, error) {
 }
 
 // matchDevice finds the browsed device that is t (by host name or
-// address, and port when t has one), preferring _ota._tcp.
+// address, and port when t has one), preferring _ota._tcp. An ESPHome
+// record matches by host or address alone: it names the API port, and its
+// OTA port is only the platform's default, which HOST:PORT or the
+// inventory may override.
 func matchDevice(t Target, ds []Device) int {
 	best := -1
 	for i, d := range ds {
-		if t.Port != 0 && d.OTAPort() != t.Port && d.OTAPort() != 0 {
+		if t.Port != 0 && d.OTAPort() != t.Port && d.OTAPort() != 0 && d.Service != devinfo.ESPHomeService {
 			continue
 		}
 		ok := t.Host != "" && strings.EqualFold(strings.TrimSuffix(t.Host, "."), d.Host)
