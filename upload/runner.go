@@ -631,8 +631,8 @@ func (r *runner) preflight(ctx context.Context, d *device) bool {
 				d.res.Outcome, d.res.Message = OutcomeSkipped, "already runs this image (same elf_sha256)"
 				return false
 			}
-		case f.ELFSHA256 == "" && f.Version != "" && r.expectedFor(d).Version != "" && f.Version == r.expectedFor(d).Version:
-			d.res.Outcome, d.res.Message = OutcomeSkipped, "already on "+f.Version
+		case f.ELFSHA256 == "" && alreadyOn(r.expectedFor(d), identityOf(f)):
+			d.res.Outcome, d.res.Message = OutcomeSkipped, "already on "+Identity{Version: f.Version, Build: r.expectedFor(d).Build}.String()
 			return false
 		}
 	}
@@ -644,6 +644,18 @@ func (r *runner) preflight(ctx context.Context, d *device) bool {
 		r.emit(d, Event{Phase: PhaseChecking, Message: "warning: " + w})
 	}
 	return true
+}
+
+// alreadyOn: the device tells the whole expected identity, a version and
+// (when one is expected) a build, and both match. A version alone is not
+// the image when another build is expected (ESPHome's config hash); a
+// build alone is not skipped, since the same one before and after
+// identifies nothing new (ReasonSameIdentity).
+func alreadyOn(expected, seen Identity) bool {
+	if expected.Version == "" || seen.Version == "" || expected.Build != "" && seen.Build == "" {
+		return false
+	}
+	return matches(expected, seen) == yes
 }
 
 func (r *runner) planMessage(d *device) string {

@@ -119,3 +119,41 @@ func TestIdentityBuild(t *testing.T) {
 		t.Error("overlap: a build is comparable with a build only")
 	}
 }
+
+// "Already on" needs the whole expected identity: a device on the expected
+// version with another build (ESPHome's config hash) is updated, not
+// skipped; one on both is skipped; a build alone is never a skip (the same
+// build before and after identifies nothing new).
+func TestAlreadyOnWholeIdentity(t *testing.T) {
+	fw := testFirmware(t, "1.0.0")
+	for _, c := range []struct {
+		name                       string
+		dev                        txtDev
+		expectVersion, expectBuild string
+		skipped                    bool
+	}{
+		{name: "version matches, build differs", dev: txtDev{version: "1.0.0", build: "0000aaaa", nextVersion: "1.0.0", nextBuild: "deadbeef"},
+			expectVersion: "1.0.0", expectBuild: "deadbeef"},
+		{name: "version matches, no build told", dev: txtDev{version: "1.0.0", nextVersion: "1.0.0", nextBuild: "deadbeef"},
+			expectVersion: "1.0.0", expectBuild: "deadbeef"},
+		{name: "both match", dev: txtDev{version: "1.0.0", build: "deadbeef"}, expectVersion: "1.0.0", expectBuild: "DEADBEEF", skipped: true},
+		{name: "version alone expected and matching", dev: txtDev{version: "1.0.0", build: "0000aaaa"}, expectVersion: "1.0.0", skipped: true},
+		{name: "build alone", dev: txtDev{version: "1.0.0", build: "deadbeef", nextVersion: "1.0.0", nextBuild: "deadbeef"}, expectBuild: "deadbeef"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			d := c.dev
+			f := &txtFleet{devs: map[string]*txtDev{"10.0.0.9": &d}}
+			o := Options{Transports: map[Protocol]Transport{"txtonly": f}, Observer: f,
+				StabilityWindow: time.Millisecond, VerifyTimeout: 5 * time.Second, RebootGrace: 500 * time.Millisecond,
+				PollInterval: time.Millisecond, ProbeTimeout: time.Second, Seed: 1,
+				ExpectVersion: c.expectVersion, ExpectBuild: c.expectBuild}
+			r := Run(context.Background(), fw, []Target{{Name: "d", Host: "10.0.0.9", Protocol: "txtonly"}}, o)[0]
+			if got := r.Outcome == OutcomeSkipped; got != c.skipped || d.sent == c.skipped {
+				t.Fatalf("%s (%s), sent %v; want skipped %v", r.Outcome, r.Message, d.sent, c.skipped)
+			}
+			if c.skipped && !strings.Contains(r.Message, "already on 1.0.0") {
+				t.Errorf("message %q", r.Message)
+			}
+		})
+	}
+}
