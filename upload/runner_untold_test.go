@@ -157,3 +157,46 @@ func TestAlreadyOnWholeIdentity(t *testing.T) {
 		})
 	}
 }
+
+// A device whose old firmware told nothing the expected identity could be
+// compared with (no project_version before the YAML's first project:, no
+// config_hash before the release that added it) is watched: the new
+// image's record may tell it.
+func TestUntoldBeforeIsWatched(t *testing.T) {
+	fw := testFirmware(t, "1.0.0")
+	for _, c := range []struct {
+		name                       string
+		dev                        txtDev
+		expectVersion, expectBuild string
+		outcome                    Outcome
+		reason                     Reason
+	}{
+		{name: "first project:", dev: txtDev{build: "0000aaaa", nextVersion: "2.0", nextBuild: "0000bbbb"},
+			expectVersion: "2.0", outcome: OutcomeUpdated},
+		{name: "first config_hash", dev: txtDev{version: "1.5", nextVersion: "1.5", nextBuild: "0000bbbb"},
+			expectBuild: "0000bbbb", outcome: OutcomeUpdated},
+		{name: "told nothing before", dev: txtDev{nextVersion: "2.0"}, expectVersion: "2.0", outcome: OutcomeUpdated},
+		{name: "the new image tells nothing either", dev: txtDev{version: "1.5"}, expectBuild: "0000bbbb",
+			outcome: OutcomeUnverified, reason: ReasonTellsNothing},
+		{name: "nothing before or after", dev: txtDev{}, expectVersion: "2.0", outcome: OutcomeUnverified, reason: ReasonTellsNothing},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			d := c.dev
+			f := &txtFleet{devs: map[string]*txtDev{"10.0.0.9": &d}}
+			o := Options{Transports: map[Protocol]Transport{"txtonly": f}, Observer: f,
+				// Three silent reads 600 ms apart: a restart seen (the
+				// reads span more than silenceSpan).
+				StabilityWindow: time.Millisecond, VerifyTimeout: 6 * time.Second, RebootGrace: 100 * time.Millisecond,
+				PollInterval: 600 * time.Millisecond, ProbeTimeout: time.Second, Seed: 1,
+				ExpectVersion: c.expectVersion, ExpectBuild: c.expectBuild}
+			r := Run(context.Background(), fw, []Target{{Name: "d", Host: "10.0.0.9", Protocol: "txtonly"}}, o)[0]
+			if r.Outcome != c.outcome || r.Reason != c.reason || !d.sent {
+				t.Fatalf("%s %s (%s), sent %v; want %s %s", r.Outcome, r.Reason, r.Message, d.sent, c.outcome, c.reason)
+			}
+			// Told nothing in the end: concluded only when time ran out.
+			if c.reason == ReasonTellsNothing && !strings.Contains(r.Message, "verify timeout") {
+				t.Errorf("concluded before the verify timeout: %s", r.Message)
+			}
+		})
+	}
+}
