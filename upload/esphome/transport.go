@@ -609,9 +609,7 @@ func (s *session) transfer(body []byte, ver byte, data time.Duration) error {
 	received := false
 	defer func() {
 		if received {
-			// The device has every byte: the writer's last call returns.
-			<-wdone
-			return
+			return // the writer ended
 		}
 		// A writer blocked on a device that stopped reading ends with the
 		// connection.
@@ -680,7 +678,18 @@ func (s *session) transfer(body []byte, ver byte, data time.Duration) error {
 				s.sent = true
 			}
 		case b == respReceiveOK:
-			s.sent, received = true, true
+			// The writer's last call returns once the device read every
+			// byte; a device that said 0x44 early and stopped reading
+			// would hold it forever: it gets DataTimeout.
+			_ = s.conn.SetWriteDeadline(time.Now().Add(data))
+			<-wdone
+			received = true
+			if we := werr.Load(); we != nil {
+				taken := min(s.ac.Taken(), n)
+				return &upload.DeviceError{Class: upload.ClassEarlyAnswer, Words: "0x44", Taken: image(taken), Err: errors.Join(upload.ErrEarlyAnswer, *we),
+					Reason: fmt.Sprintf("%s answered 0x44 (received) before it had taken the whole image, then took no data for %s", s.addr, data.Round(time.Second))}
+			}
+			s.sent = true
 			s.emit(upload.Event{Phase: upload.PhaseUploading, Done: s.size, Total: s.size})
 			return nil
 		default:
