@@ -21,11 +21,19 @@ var ErrAnswerLost = errors.New("the device took the whole image but no answer ar
 // device before it concludes.
 var ErrFailurePage = errors.New("the device answered 2xx with a page that says the update failed")
 
+// ErrNotInstalled is wrapped in the DeviceError of an upload the device
+// ended with its own definite refusal, one its protocol sends only as it
+// aborts the update (ESPHome's error bytes after 0x44: update end, MD5,
+// signature, downgrade): the answer arrived, and the device installed
+// nothing, however much of the image it held.
+var ErrNotInstalled = errors.New("the device aborted the update and said so")
+
 // MayHaveTakenAll reports whether a device may hold the whole image after
 // an upload ended with err, so that it may install it (or have installed
 // it) although Send failed: a runner must read the device before it sends
 // the image again. True when
 //   - err is nil (the device accepted the whole image);
+//   - never when err wraps ErrNotInstalled;
 //   - err wraps ErrAnswerLost (the device took every byte and its answer
 //     never came; a transport's own error for that, such as espota's lost
 //     OK, is an ErrAnswerLost too);
@@ -39,6 +47,9 @@ var ErrFailurePage = errors.New("the device answered 2xx with a page that says t
 // from the kernel's count of acknowledged bytes where it is exact (Linux,
 // macOS); elsewhere it trails the bytes written by the 16 KiB send buffer.
 func MayHaveTakenAll(err error, size int64) bool {
+	if errors.Is(err, ErrNotInstalled) {
+		return false
+	}
 	if err == nil || errors.Is(err, ErrAnswerLost) {
 		return true
 	}

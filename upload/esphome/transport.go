@@ -417,6 +417,14 @@ func (s *session) deviceError(b byte, want string) error {
 		if b == 0x94 {
 			de.Reason = NoiseRefusal
 		}
+		if b != 0xFF && s.sent {
+			// The device sends a named error byte only as it aborts the
+			// update (§8 of the research: 84 end, 8B MD5, 8D signature,
+			// 93 downgrade after 0x44): it installed nothing, and said so.
+			// 0xFF (unknown) stays a failure that may have installed.
+			de.Taken, de.Err = s.size, upload.ErrNotInstalled
+			return de
+		}
 		return s.fail(de)
 	}
 	return s.fail(&upload.DeviceError{Class: upload.ClassRejected, Words: words,

@@ -338,6 +338,9 @@ func TestSend(t *testing.T) {
 		noRetry    bool
 		sentNone   bool // nothing of the image reached the device
 		answerLost bool
+		// notInstalled: the device held the image and aborted the update
+		// with its own error byte (upload.ErrNotInstalled).
+		notInstalled bool
 	}
 	cases := []struct {
 		name     string
@@ -377,9 +380,15 @@ func TestSend(t *testing.T) {
 		{name: "closed after the whole image", sc: script{version: 2, closeAt: "end"},
 			want: want{class: upload.ClassNetwork, noRetry: true, answerLost: true}},
 		{name: "update end 0x84", sc: script{version: 2, errAt: "end", errByte: 0x84},
-			want: want{class: upload.ClassRejected, words: "0x84", noRetry: true}},
+			want: want{class: upload.ClassRejected, words: "0x84", notInstalled: true}},
 		{name: "md5 mismatch 0x8B", sc: script{version: 1, errAt: "end", errByte: 0x8B},
-			want: want{class: upload.ClassWriteFailed, words: "0x8B", noRetry: true}},
+			want: want{class: upload.ClassWriteFailed, words: "0x8B", notInstalled: true}},
+		{name: "signature 0x8D", sc: script{version: 2, errAt: "end", errByte: 0x8D},
+			want: want{class: upload.ClassRejected, words: "0x8D", notInstalled: true}},
+		{name: "downgrade 0x93", sc: script{version: 2, errAt: "end", errByte: 0x93},
+			want: want{class: upload.ClassRejected, words: "0x93", notInstalled: true}},
+		{name: "unknown 0xFF after the whole image", sc: script{version: 2, errAt: "end", errByte: 0xFF},
+			want: want{class: upload.ClassNetwork, words: "0xFF", noRetry: true}},
 	}
 	// Every error byte, where the device answers the size.
 	for b, e := range errorBytes {
@@ -449,8 +458,11 @@ func TestSend(t *testing.T) {
 			if (de.NoRetry != "") != c.want.noRetry {
 				t.Errorf("NoRetry %q, want set: %v", de.NoRetry, c.want.noRetry)
 			}
-			if c.want.noRetry && de.Taken != fw.Size() {
+			if (c.want.noRetry || c.want.notInstalled) && de.Taken != fw.Size() {
 				t.Errorf("Taken %d after the whole image, want %d", de.Taken, fw.Size())
+			}
+			if errors.Is(err, upload.ErrNotInstalled) != c.want.notInstalled || c.want.notInstalled && upload.MayHaveTakenAll(err, fw.Size()) {
+				t.Errorf("not installed: %v, want %v", errors.Is(err, upload.ErrNotInstalled), c.want.notInstalled)
 			}
 			if c.want.sentNone && (len(s.payload) > 0 || s.afterFeatures > 0 || de.Taken > 0) {
 				t.Errorf("image bytes reached the device: payload %d, after features %d, taken %d", len(s.payload), s.afterFeatures, de.Taken)
