@@ -295,6 +295,10 @@ func (o *pushOptions) check(a *app) (*pushPlan, error) {
 	if err != nil {
 		return nil, a.flagError("expect-config-hash", "%v", err)
 	}
+	if configHash != "" && p.proto != upload.Auto && p.proto != upload.ESPHome {
+		// --protocol wins over the inventory's: no device is ESPHome.
+		return nil, a.flagError("expect-config-hash", "ESPHome's config hash (TXT config_hash), but --protocol is %s: drop it, or use --protocol esphome or auto", p.proto)
+	}
 	budget, err := upload.ParseFailureBudget(o.MaxFailures)
 	if err != nil {
 		return nil, a.flagError("max-failures", "%v", err)

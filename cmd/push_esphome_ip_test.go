@@ -83,3 +83,20 @@ func TestPushESPHomeOTAPortOverride(t *testing.T) {
 		t.Fatalf("inventory port: exit %d, %d uploads\n%s\n%s", code, len(dev.payloads()), out, errOut)
 	}
 }
+
+// --expect-config-hash is ESPHome's: with a --protocol no ESPHome device
+// speaks it exits 2 before any work; with auto or esphome it goes on.
+func TestExpectConfigHashNeedsESPHome(t *testing.T) {
+	fw := writeTestFirmware(t, "1.0.1")
+	for _, p := range []string{"espota", "http", "tasmota"} {
+		code, _, errOut := runPushCmd(t, "", "--dry-run", "--protocol", p, "--expect-config-hash", "1a2b3c4d", fw, "127.0.0.1")
+		if code != ExitUsage || !strings.Contains(errOut, "--expect-config-hash") || !strings.Contains(errOut, "ESPHome") || !strings.Contains(errOut, p) {
+			t.Errorf("--protocol %s: exit %d: %s", p, code, errOut)
+		}
+	}
+	for _, p := range []string{"auto", "esphome"} {
+		if code, _, errOut := runPushCmd(t, "", "--dry-run", "--protocol", p, "--expect-config-hash", "1a2b3c4d", "--browse-timeout", "100ms", fw, "127.0.0.1"); code == ExitUsage {
+			t.Errorf("--protocol %s: exit 2: %s", p, errOut)
+		}
+	}
+}
