@@ -617,7 +617,13 @@ func runPush(ctx context.Context, a *app, o *pushOptions) error {
 		return d, err
 	}
 	if len(pt.targets)+len(pt.failed) == 0 {
-		const msg, hint = "no devices found", "try a longer --browse-timeout, --interface, or the inventory"
+		msg, hint := "no devices found", "try a longer --browse-timeout, --interface, or the inventory"
+		if pt.leftOut > 0 {
+			// Found, but ESPHome devices take only an image built from
+			// their own YAML: --all takes them only when asked.
+			msg = fmt.Sprintf("no devices to update: %d ESPHome device(s) found were left out (each takes only an image built from its own YAML)", pt.leftOut)
+			hint = "include them with --protocol esphome or --service _esphomelib._tcp"
+		}
 		fmt.Fprintln(a.io.ErrOut, "ots-ota: "+msg+"; "+hint)
 		return silentError{code: ExitFailed, json: ptr(newErrorObject("no_devices", msg, hint))}
 	}

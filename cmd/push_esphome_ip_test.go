@@ -100,3 +100,16 @@ func TestExpectConfigHashNeedsESPHome(t *testing.T) {
 		}
 	}
 }
+
+// push --all that found only ESPHome devices, left out by design, says so
+// and how to include them, not "no devices found".
+func TestPushAllOnlyESPHomeLeftOut(t *testing.T) {
+	r, lo := esphomeResponder(t)
+	dev := startESPHomeDevice(t, r, &esphomeTestDevice{name: "lone-plug", addr: netip.MustParseAddr("127.0.84.4"),
+		txt: []string{"version=2026.7.0", "platform=ESP32", "config_hash=0000aaaa"}}, 3232)
+	code, out, errOut := runPushCmd(t, "", "--interface", lo, "--all", writeTestFirmware(t, "1.0.1"))
+	if code != ExitFailed || len(dev.payloads()) != 0 || !strings.Contains(errOut, "1 ESPHome device(s) found were left out") ||
+		!strings.Contains(errOut, "--protocol esphome") || strings.Contains(errOut, "no devices found") {
+		t.Fatalf("exit %d, %d uploads\n%s\n%s", code, len(dev.payloads()), out, errOut)
+	}
+}

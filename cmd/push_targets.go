@@ -35,7 +35,10 @@ type pushTargets struct {
 	// mdns is set when mDNS is in use (--all, --group, .local names,
 	// inventory names): verification then reads fresh TXT records.
 	mdns *discover.Config
-	mu   sync.Mutex
+	// leftOut counts the ESPHome devices --all found and left out
+	// (ESPHome was not asked for).
+	leftOut int
+	mu      sync.Mutex
 }
 
 // needsDiscover says whether the targets need package discover: --all,
@@ -194,6 +197,7 @@ func (o *pushOptions) discoverTargets(ctx context.Context, a *app, p *pushPlan, 
 			n, err := discover.ServiceName(s)
 			return err == nil && n == devinfo.ESPHomeService
 		}),
+		SkippedESPHome: func(n int) { pt.leftOut = n },
 	})
 	if err != nil {
 		if ctx.Err() != nil {

@@ -51,6 +51,9 @@ type Selection struct {
 	// built from its own YAML, and nothing else it tells could refuse
 	// another one.
 	SkipESPHome bool
+	// SkippedESPHome, when set, is told how many devices SkipESPHome left
+	// out (so that "no devices" can say why).
+	SkippedESPHome func(n int)
 }
 
 // Selected is one target, or why it could not be used (the rest of the
@@ -124,9 +127,13 @@ func Select(ctx context.Context, s Selection) ([]Selected, error) {
 		}
 	}
 	if s.All && s.SkipESPHome {
+		n := len(targets)
 		targets = slices.DeleteFunc(targets, func(t Target) bool {
 			return t.Service == devinfo.ESPHomeService && !slices.Contains(t.Sources, "inventory")
 		})
+		if s.SkippedESPHome != nil {
+			s.SkippedESPHome(n - len(targets))
+		}
 	}
 	if err := CheckArgs(s.Args, inv); err != nil {
 		return nil, err // before any browse: a bad argument costs no time
