@@ -96,7 +96,7 @@ skipValidation=1, so WLED skips its own, with a warning.
 The protocol: --protocol, a URL or the inventory's protocol:, else mDNS, else
 a TCP connect and, to tell HTTP families apart, a few read-only GETs
 (docs/protocols/README.md). A device recognised as a family ots-ota does not
-speak yet (ElegantOTA v2, WLED, Tasmota) is refused before anything is sent.
+speak yet (ElegantOTA v2, a web uploader it cannot name) is refused before anything is sent.
 ESPHome is chosen by auto only from its _esphomelib._tcp mDNS record or the
 inventory's protocol: esphome; its OTA port is its platform's default (ESP32
 3232, ESP8266 8266) unless HOST:PORT or the inventory says otherwise. An ESPHome
