@@ -80,8 +80,14 @@ const (
 
 var magic = []byte{0x6C, 0x26, 0xF7, 0x5C, 0x45}
 
-// NoiseRefusal is why a device that wants Noise-encrypted OTA gets nothing.
-const NoiseRefusal = "the device uses Noise-encrypted OTA (ota: encryption:), which ots-ota does not support yet; nothing of the image was sent"
+// NoiseRefusal is why a device that wants Noise-encrypted OTA gets nothing
+// (an upload.RefusedError: nothing of the image was sent).
+const NoiseRefusal = "the device uses Noise-encrypted OTA (ota: encryption:), not supported yet; nothing of the image was sent"
+
+// noiseRefused is NoiseRefusal with what the device answered.
+func noiseRefused(answer string) error {
+	return &upload.RefusedError{Reason: strings.Replace(NoiseRefusal, "encryption:)", "encryption:; it answered "+answer+")", 1)}
+}
 
 // NoRetryHint is what a failure after the device held the whole image
 // tells the user (upload.DeviceError.NoRetry).
@@ -414,8 +420,9 @@ func (s *session) deviceError(b byte, want string) error {
 	words := fmt.Sprintf("0x%02X", b)
 	if e, ok := errorBytes[b]; ok {
 		de := &upload.DeviceError{Class: e.class, Words: words, Reason: e.meaning}
-		if b == 0x94 {
-			de.Reason = NoiseRefusal
+		if b == 0x94 && !s.sent {
+			// Noise required: refused before any image byte.
+			return noiseRefused("0x94, encryption required")
 		}
 		if b != 0xFF && s.sent {
 			// The device sends a named error byte only as it aborts the
@@ -483,7 +490,8 @@ func (s *session) run(fw *upload.Firmware, pk *payload, cred upload.Credentials)
 			return err
 		}
 		if flags&serverNoise != 0 {
-			return &upload.DeviceError{Class: upload.ClassRejected, Words: fmt.Sprintf("0x48 0x%02X", flags), Reason: NoiseRefusal}
+			// Refused, as a family ots-ota does not speak: nothing sent.
+			return noiseRefused(fmt.Sprintf("0x48 0x%02X", flags))
 		}
 		extended, compress = true, flags&serverCompression != 0
 	default:

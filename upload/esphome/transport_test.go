@@ -341,6 +341,8 @@ func TestSend(t *testing.T) {
 		// notInstalled: the device held the image and aborted the update
 		// with its own error byte (upload.ErrNotInstalled).
 		notInstalled bool
+		// refused: an upload.RefusedError (Noise), before any image byte.
+		refused bool
 	}
 	cases := []struct {
 		name     string
@@ -355,7 +357,7 @@ func TestSend(t *testing.T) {
 		{name: "extended no flags", sc: script{version: 2, extended: true}, want: want{ok: true, extended: true}},
 		{name: "extended compression flag", sc: script{version: 2, extended: true, compression: true}, want: want{ok: true, extended: true, compressed: true}},
 		{name: "extended noise flag refused", sc: script{version: 2, extended: true, noise: true},
-			want: want{class: upload.ClassRejected, reason: "not support yet", sentNone: true}},
+			want: want{refused: true, reason: "not supported yet", sentNone: true}},
 		{name: "2024 mode, md5 auth right", sc: script{version: 2, old: true, password: "pw", compression: true}, password: "pw", want: want{ok: true, compressed: true}},
 		{name: "2024 mode, no auth", sc: script{version: 1, old: true}, want: want{ok: true}},
 		{name: "md5 auth right", sc: script{version: 2, password: "pw"}, password: "pw", want: want{ok: true}},
@@ -370,7 +372,7 @@ func TestSend(t *testing.T) {
 		{name: "no 0x00 first", sc: script{version: 2, firstByte: bp(0x13)}, want: want{class: upload.ClassRejected, words: "0x13", sentNone: true}},
 		{name: "unexpected feature answer", sc: script{version: 2, featAnswer: bp(0x50)}, want: want{class: upload.ClassRejected, words: "0x50", sentNone: true}},
 		{name: "encryption required 0x94", sc: script{version: 2, errAt: "features", errByte: 0x94},
-			want: want{class: upload.ClassRejected, words: "0x94", reason: "not support yet", sentNone: true}},
+			want: want{refused: true, reason: "not supported yet", sentNone: true}},
 		{name: "flash write 0x83 mid-data", sc: script{version: 2, errAt: "data", errByte: 0x83, errAfter: 16384},
 			want: want{class: upload.ClassWriteFailed, words: "0x83"}},
 		{name: "unknown 0xFF mid-data", sc: script{version: 1, errAt: "data", errByte: 0xFF, errAfter: 8192},
@@ -398,7 +400,7 @@ func TestSend(t *testing.T) {
 			password string
 			want     want
 		}{name: fmt.Sprintf("error byte 0x%02X at size", b), sc: script{version: 2, extended: true, errAt: "size", errByte: b},
-			want: want{class: e.class, words: fmt.Sprintf("0x%02X", b), sentNone: true, extended: true}})
+			want: want{class: e.class, words: fmt.Sprintf("0x%02X", b), sentNone: true, extended: true, refused: b == 0x94}})
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -440,6 +442,16 @@ func TestSend(t *testing.T) {
 					t.Error("no final 0x00 after 0x45")
 				}
 				checkProgress(t, events, fw.Size(), c.want.compressed)
+				return
+			}
+			if c.want.refused {
+				var re *upload.RefusedError
+				if !errors.As(err, &re) || !strings.Contains(re.Reason, "not supported yet") {
+					t.Fatalf("Send = %v, want a refusal that says not supported yet", err)
+				}
+				if len(s.payload) > 0 || s.afterFeatures > 0 {
+					t.Errorf("image bytes reached the device: payload %d, after features %d", len(s.payload), s.afterFeatures)
+				}
 				return
 			}
 			var de *upload.DeviceError
