@@ -281,6 +281,7 @@ type session struct {
 	size   int64 // the image's bytes (progress is reported in these)
 	wire   int64 // the bytes sent (the gzip where compressed)
 	sent   bool  // the device held every byte of the payload
+	inData bool  // the image is being sent (error bytes are worded by step)
 	ctx    context.Context
 	closed atomic.Bool
 }
@@ -420,6 +421,11 @@ func (s *session) deviceError(b byte, want string) error {
 	words := fmt.Sprintf("0x%02X", b)
 	if e, ok := errorBytes[b]; ok {
 		de := &upload.DeviceError{Class: e.class, Words: words, Reason: e.meaning}
+		if b == 0x80 && s.inData {
+			// Not the session's magic: ESP-IDF's check of the image's own
+			// magic byte as the first bytes are written.
+			de.Reason = "the device refused the image as it arrived: its first bytes are not an app image's (ESP-IDF checks the magic byte 0xE9)"
+		}
 		if b == 0x94 && !s.sent {
 			// Noise required: refused before any image byte.
 			return noiseRefused("0x94, encryption required")
@@ -652,6 +658,8 @@ func (s *session) transfer(body []byte, ver byte, data time.Duration) error {
 	}
 	last, lastAt, reported := int64(-1), time.Now(), int64(-1)
 	s.emit(upload.Event{Phase: upload.PhaseUploading, Total: s.size})
+	s.inData = true
+	defer func() { s.inData = false }()
 	for {
 		_ = s.conn.SetReadDeadline(time.Now().Add(tick))
 		b, err := s.r.ReadByte()

@@ -375,6 +375,8 @@ func TestSend(t *testing.T) {
 			want: want{refused: true, reason: "not supported yet", sentNone: true}},
 		{name: "flash write 0x83 mid-data", sc: script{version: 2, errAt: "data", errByte: 0x83, errAfter: 16384},
 			want: want{class: upload.ClassWriteFailed, words: "0x83"}},
+		{name: "image magic 0x80 mid-data", sc: script{version: 2, errAt: "data", errByte: 0x80, errAfter: 1024},
+			want: want{class: upload.ClassRejected, words: "0x80", reason: "not an app image"}},
 		{name: "unknown 0xFF mid-data", sc: script{version: 1, errAt: "data", errByte: 0xFF, errAfter: 8192},
 			want: want{class: upload.ClassNetwork, words: "0xFF"}},
 		{name: "closed mid-data", sc: script{version: 2, closeAt: "data", errAfter: 8192},
