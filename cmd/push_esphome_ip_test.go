@@ -113,3 +113,26 @@ func TestPushAllOnlyESPHomeLeftOut(t *testing.T) {
 		t.Fatalf("exit %d, %d uploads\n%s\n%s", code, len(dev.payloads()), out, errOut)
 	}
 }
+
+// An ESPHome device with no record and no port is tried at 3232, then at
+// 8266: the result names the port the image went to.
+func TestPushESPHomeFallbackPortShown(t *testing.T) {
+	r, lo := esphomeResponder(t)
+	// No record: withdrawn at once, the OTA port alone listens.
+	dev := startESPHomeDevice(t, r, &esphomeTestDevice{name: "bare", addr: netip.MustParseAddr("127.0.84.5")}, 8266)
+	r.Withdraw("bare")
+	code, out, errOut := runPushCmd(t, "", "--interface", lo, "--protocol", "esphome", "--browse-timeout", "300ms", "--json",
+		writeESP8266Firmware(t, "1.0.1"), "127.0.84.5")
+	if len(dev.payloads()) != 1 || !strings.Contains(out, `"address":"127.0.84.5:8266"`) || strings.Contains(out, `"type":"result","address":"127.0.84.5:3232"`) {
+		t.Fatalf("exit %d, %d uploads\n%s\n%s", code, len(dev.payloads()), out, errOut)
+	}
+	var result string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, `"type":"result"`) {
+			result = l
+		}
+	}
+	if !strings.Contains(result, `"address":"127.0.84.5:8266"`) {
+		t.Errorf("result line: %s", result)
+	}
+}

@@ -260,6 +260,9 @@ type device struct {
 	taken     int64
 	firstByte time.Time // the try's start
 	lastByte  time.Time
+	// connected is the address the transport said it connected to
+	// (Event.Addr), "" when it did not say.
+	connected string
 }
 
 // traits are what the transport of d's protocol reports of its family.
@@ -311,8 +314,15 @@ func (r *runner) emit(d *device, e Event) {
 	if e.Try == 0 {
 		e.Try = d.res.Tries
 	}
+	if e.Addr != "" {
+		d.connected = e.Addr
+	}
+	addr := d.t.Addr()
+	if d.connected != "" {
+		addr = d.connected
+	}
 	d.mu.Unlock()
-	fe := FleetEvent{Event: e, Addr: d.t.Addr(), Key: d.key, Protocol: d.proto}
+	fe := FleetEvent{Event: e, Addr: addr, Key: d.key, Protocol: d.proto}
 	if e.Phase == PhaseDone {
 		res := d.res
 		fe.Result = &res
@@ -849,6 +859,10 @@ func (r *runner) update(ctx context.Context, d *device, stop *string) {
 func (d *device) noteTransfer(err error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.connected != "" {
+		// The port the transport chose (ESPHome's defaults in turn).
+		d.res.Addr = d.connected
+	}
 	taken := d.taken
 	var de *DeviceError
 	if errors.As(err, &de) {

@@ -307,6 +307,10 @@ func (h *Transport) Send(ctx context.Context, t upload.Target, fw *upload.Firmwa
 	if err != nil {
 		return err
 	}
+	if t.Port == 0 {
+		// A default port, maybe the second one tried: the result names it.
+		emit(upload.Event{Phase: upload.PhaseConnecting, Total: fw.Size(), Addr: addr})
+	}
 	s := &session{h: h, conn: conn, ac: upload.NewAckCounter(conn), addr: addr, emit: emit, size: fw.Size(), ctx: ctx}
 	s.r = bufio.NewReaderSize(conn, 64)
 	stop := context.AfterFunc(ctx, func() { s.closed.Store(true); conn.Close() })
