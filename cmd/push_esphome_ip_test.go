@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"context"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -117,10 +118,23 @@ func TestPushAllOnlyESPHomeLeftOut(t *testing.T) {
 // An ESPHome device with no record and no port is tried at 3232, then at
 // 8266: the result names the port the image went to.
 func TestPushESPHomeFallbackPortShown(t *testing.T) {
-	r, lo := esphomeResponder(t)
-	// No record: withdrawn at once, the OTA port alone listens.
-	dev := startESPHomeDevice(t, r, &esphomeTestDevice{name: "bare", addr: netip.MustParseAddr("127.0.84.5")}, 8266)
-	r.Withdraw("bare")
+	_, lo := esphomeResponder(t)
+	// No record: the OTA port alone listens.
+	dev := &esphomeTestDevice{t: t, name: "bare", addr: netip.MustParseAddr("127.0.84.5")}
+	ln, err := net.Listen("tcp", "127.0.84.5:8266")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			dev.serve(c)
+		}
+	}()
 	code, out, errOut := runPushCmd(t, "", "--interface", lo, "--protocol", "esphome", "--browse-timeout", "300ms", "--json",
 		writeESP8266Firmware(t, "1.0.1"), "127.0.84.5")
 	if len(dev.payloads()) != 1 || !strings.Contains(out, `"address":"127.0.84.5:8266"`) || strings.Contains(out, `"type":"result","address":"127.0.84.5:3232"`) {
