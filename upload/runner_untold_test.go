@@ -183,10 +183,16 @@ func TestUntoldBeforeIsWatched(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			d := c.dev
 			f := &txtFleet{devs: map[string]*txtDev{"10.0.0.9": &d}}
+			// Generous where the update is seen (about 2 s in); short where
+			// nothing will be told and the timeout is what is tested.
+			timeout := 10 * time.Second
+			if c.reason == ReasonTellsNothing {
+				timeout = 2 * time.Second
+			}
 			o := Options{Transports: map[Protocol]Transport{"txtonly": f}, Observer: f,
 				// Three silent reads 600 ms apart: a restart seen (the
 				// reads span more than silenceSpan).
-				StabilityWindow: time.Millisecond, VerifyTimeout: 6 * time.Second, RebootGrace: 100 * time.Millisecond,
+				StabilityWindow: time.Millisecond, VerifyTimeout: timeout, RebootGrace: 100 * time.Millisecond,
 				PollInterval: 600 * time.Millisecond, ProbeTimeout: time.Second, Seed: 1,
 				ExpectVersion: c.expectVersion, ExpectBuild: c.expectBuild}
 			r := Run(context.Background(), fw, []Target{{Name: "d", Host: "10.0.0.9", Protocol: "txtonly"}}, o)[0]
