@@ -76,8 +76,11 @@ name, or a URL (http://host:3232/update, http://host/ota/upload). --all adds eve
 device mDNS finds and the inventory lists; --group NAME an inventory group (the
 TARGETs "all" and "group:NAME" mean the same, for PlatformIO's upload_port). Targets
 whose resolved addresses meet on one port are one device, updated once under the first
-one's name. A URL's user:password@ are that device's HTTP Basic credentials. mDNS is used only for --all, --group, .local and inventory names (on
---interface, default every multicast interface); plain addresses send no multicast.
+one's name. A URL's user:password@ are that device's HTTP Basic credentials. mDNS is
+used only for --all, --group, .local and inventory names, and with --protocol esphome
+(an ESPHome device tells its platform and build only in its mDNS record), on
+--interface (default every multicast interface); otherwise plain addresses send no
+multicast.
 
 Before any device is touched the image must pass inspect's checks (--chip,
 --max-size, --partitions as in inspect; --force overrides only the chip, project
@@ -93,7 +96,7 @@ skipValidation=1, so WLED skips its own, with a warning.
 The protocol: --protocol, a URL or the inventory's protocol:, else mDNS, else
 a TCP connect and, to tell HTTP families apart, a few read-only GETs
 (docs/protocols/README.md). A device recognised as a family ots-ota does not
-speak yet (ElegantOTA v2, WLED, Tasmota) is refused before anything is sent.
+speak yet (ElegantOTA v2, a web uploader it cannot name) is refused before anything is sent.
 ESPHome is chosen by auto only from its _esphomelib._tcp mDNS record or the
 inventory's protocol: esphome; its OTA port is its platform's default (ESP32
 3232, ESP8266 8266) unless HOST:PORT or the inventory says otherwise. An ESPHome
@@ -291,6 +294,10 @@ func (o *pushOptions) check(a *app) (*pushPlan, error) {
 	configHash, err := parseConfigHash(o.ExpectConfigHash)
 	if err != nil {
 		return nil, a.flagError("expect-config-hash", "%v", err)
+	}
+	if configHash != "" && p.proto != upload.Auto && p.proto != upload.ESPHome {
+		// --protocol wins over the inventory's: no device is ESPHome.
+		return nil, a.flagError("expect-config-hash", "ESPHome's config hash (TXT config_hash), but --protocol is %s: drop it, or use --protocol esphome or auto", p.proto)
 	}
 	budget, err := upload.ParseFailureBudget(o.MaxFailures)
 	if err != nil {
@@ -610,7 +617,13 @@ func runPush(ctx context.Context, a *app, o *pushOptions) error {
 		return d, err
 	}
 	if len(pt.targets)+len(pt.failed) == 0 {
-		const msg, hint = "no devices found", "try a longer --browse-timeout, --interface, or the inventory"
+		msg, hint := "no devices found", "try a longer --browse-timeout, --interface, or the inventory"
+		if pt.leftOut > 0 {
+			// Found, but ESPHome devices take only an image built from
+			// their own YAML: --all takes them only when asked.
+			msg = fmt.Sprintf("no devices to update: %d ESPHome device(s) found were left out (each takes only an image built from its own YAML)", pt.leftOut)
+			hint = "include them with --protocol esphome or --service _esphomelib._tcp"
+		}
 		fmt.Fprintln(a.io.ErrOut, "ots-ota: "+msg+"; "+hint)
 		return silentError{code: ExitFailed, json: ptr(newErrorObject("no_devices", msg, hint))}
 	}

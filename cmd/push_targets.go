@@ -35,14 +35,20 @@ type pushTargets struct {
 	// mdns is set when mDNS is in use (--all, --group, .local names,
 	// inventory names): verification then reads fresh TXT records.
 	mdns *discover.Config
-	mu   sync.Mutex
+	// leftOut counts the ESPHome devices --all found and left out
+	// (ESPHome was not asked for).
+	leftOut int
+	mu      sync.Mutex
 }
 
 // needsDiscover says whether the targets need package discover: --all,
-// --group, .local names or inventory names. Plain addresses, host names
-// and URLs do not, and then push sends no multicast at all.
-func (o *pushOptions) needsDiscover(isInventory func(string) bool) bool {
-	if o.sel.All || o.sel.Group != "" {
+// --group, .local names, inventory names, or --protocol esphome (an
+// ESPHome device tells its platform and what it runs only in its
+// _esphomelib._tcp record, which is matched to a plain address too).
+// Otherwise plain addresses, host names and URLs do not, and then push
+// sends no multicast at all.
+func (o *pushOptions) needsDiscover(proto upload.Protocol, isInventory func(string) bool) bool {
+	if o.sel.All || o.sel.Group != "" || proto == upload.ESPHome {
 		return true
 	}
 	for _, t := range o.Targets {
@@ -81,7 +87,7 @@ func (o *pushOptions) resolveTargets(ctx context.Context, a *app, p *pushPlan) (
 	var cands []candidate
 	inv := p.inv
 	res := &discover.Resolver{NoMDNS: true} // plain names: the system's resolver only
-	if !o.needsDiscover(func(name string) bool { _, ok := inv.Device(name); return ok }) {
+	if !o.needsDiscover(p.proto, func(name string) bool { _, ok := inv.Device(name); return ok }) {
 		for i, t := range p.targets {
 			cands = append(cands, candidate{t: t, cred: p.targetCreds[i], hint: wordHint(t, p.proto)})
 		}
@@ -191,6 +197,7 @@ func (o *pushOptions) discoverTargets(ctx context.Context, a *app, p *pushPlan, 
 			n, err := discover.ServiceName(s)
 			return err == nil && n == devinfo.ESPHomeService
 		}),
+		SkippedESPHome: func(n int) { pt.leftOut = n },
 	})
 	if err != nil {
 		if ctx.Err() != nil {
@@ -307,10 +314,11 @@ func (pt *pushTargets) txt(ctx context.Context, t upload.Target) map[string]stri
 	if port == 0 {
 		port = 3232
 	}
-	// An ESPHome record names its API port, not the OTA port: OTAPort maps it.
+	// An ESPHome record names its API port, not the OTA port, which is
+	// only its platform's default unless HOST:PORT or the inventory says
+	// otherwise: it matches by address alone.
 	match := func(d discover.Device) bool {
-		p := d.OTAPort()
-		return (p == port || p == 0 && t.Protocol == upload.ESPHome) && slices.Contains(d.Addrs, addr)
+		return (d.Service == devinfo.ESPHomeService || d.OTAPort() == port) && slices.Contains(d.Addrs, addr)
 	}
 	ds, err := discover.Browse(ctx, *pt.mdns, discover.BrowseOptions{Timeout: 2 * time.Second, Until: func(ds []discover.Device) bool {
 		return slices.ContainsFunc(ds, func(d discover.Device) bool { return match(d) && d.TXT != nil })

@@ -51,6 +51,9 @@ type Selection struct {
 	// built from its own YAML, and nothing else it tells could refuse
 	// another one.
 	SkipESPHome bool
+	// SkippedESPHome, when set, is told how many devices SkipESPHome left
+	// out (so that "no devices" can say why).
+	SkippedESPHome func(n int)
 }
 
 // Selected is one target, or why it could not be used (the rest of the
@@ -124,9 +127,13 @@ func Select(ctx context.Context, s Selection) ([]Selected, error) {
 		}
 	}
 	if s.All && s.SkipESPHome {
+		n := len(targets)
 		targets = slices.DeleteFunc(targets, func(t Target) bool {
 			return t.Service == devinfo.ESPHomeService && !slices.Contains(t.Sources, "inventory")
 		})
+		if s.SkippedESPHome != nil {
+			s.SkippedESPHome(n - len(targets))
+		}
 	}
 	if err := CheckArgs(s.Args, inv); err != nil {
 		return nil, err // before any browse: a bad argument costs no time
@@ -319,11 +326,14 @@ func ParseTarget(arg string) (Target, error) {
 }
 
 // matchDevice finds the browsed device that is t (by host name or
-// address, and port when t has one), preferring _ota._tcp.
+// address, and port when t has one), preferring _ota._tcp. An ESPHome
+// record matches by host or address alone: it names the API port, and its
+// OTA port is only the platform's default, which HOST:PORT or the
+// inventory may override.
 func matchDevice(t Target, ds []Device) int {
 	best := -1
 	for i, d := range ds {
-		if t.Port != 0 && d.OTAPort() != t.Port && d.OTAPort() != 0 {
+		if t.Port != 0 && d.OTAPort() != t.Port && d.OTAPort() != 0 && d.Service != devinfo.ESPHomeService {
 			continue
 		}
 		ok := t.Host != "" && strings.EqualFold(strings.TrimSuffix(t.Host, "."), d.Host)

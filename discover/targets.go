@@ -120,7 +120,9 @@ func Merge(found []Device, inv []inventory.Device) []Target {
 	// addresses is two devices in a name conflict, not one.
 	find := func(t Target, browsed bool) int {
 		for i, o := range out {
-			if t.Port != 0 && o.Port != 0 && t.Port != o.Port {
+			// An ESPHome record's port is only its platform's default OTA
+			// port, which the inventory may override.
+			if t.Port != 0 && o.Port != 0 && t.Port != o.Port && o.Service != devinfo.ESPHomeService {
 				continue
 			}
 			if t.Host != "" && strings.EqualFold(strings.TrimSuffix(t.Host, "."), strings.TrimSuffix(o.Host, ".")) &&

@@ -263,6 +263,9 @@ type device struct {
 	taken     int64
 	firstByte time.Time // the try's start
 	lastByte  time.Time
+	// connected is the address the transport said it connected to
+	// (Event.Addr), "" when it did not say.
+	connected string
 }
 
 // traits are what the transport of d's protocol reports of its family.
@@ -314,8 +317,15 @@ func (r *runner) emit(d *device, e Event) {
 	if e.Try == 0 {
 		e.Try = d.res.Tries
 	}
+	if e.Addr != "" {
+		d.connected = e.Addr
+	}
+	addr := d.t.Addr()
+	if d.connected != "" {
+		addr = d.connected
+	}
 	d.mu.Unlock()
-	fe := FleetEvent{Event: e, Addr: d.t.Addr(), Key: d.key, Protocol: d.proto}
+	fe := FleetEvent{Event: e, Addr: addr, Key: d.key, Protocol: d.proto}
 	if e.Phase == PhaseDone {
 		res := d.res
 		fe.Result = &res
@@ -644,8 +654,8 @@ func (r *runner) preflight(ctx context.Context, d *device) bool {
 				d.res.Outcome, d.res.Message = OutcomeSkipped, "already runs this image (same elf_sha256)"
 				return false
 			}
-		case f.ELFSHA256 == "" && f.Version != "" && r.expectedFor(d).Version != "" && f.Version == r.expectedFor(d).Version:
-			d.res.Outcome, d.res.Message = OutcomeSkipped, "already on "+f.Version
+		case f.ELFSHA256 == "" && alreadyOn(r.expectedFor(d), identityOf(f)):
+			d.res.Outcome, d.res.Message = OutcomeSkipped, "already on "+Identity{Version: f.Version, Build: r.expectedFor(d).Build}.String()
 			return false
 		}
 	}
@@ -670,6 +680,18 @@ func fromOf(f Facts) string {
 		return f.Image
 	}
 	return f.Version
+}
+
+// alreadyOn: the device tells the whole expected identity, a version and
+// (when one is expected) a build, and both match. A version alone is not
+// the image when another build is expected (ESPHome's config hash); a
+// build alone is not skipped, since the same one before and after
+// identifies nothing new (ReasonSameIdentity).
+func alreadyOn(expected, seen Identity) bool {
+	if expected.Version == "" || seen.Version == "" || expected.Build != "" && seen.Build == "" {
+		return false
+	}
+	return matches(expected, seen) == yes
 }
 
 func (r *runner) planMessage(d *device) string {
@@ -863,6 +885,10 @@ func (r *runner) update(ctx context.Context, d *device, stop *string) {
 func (d *device) noteTransfer(err error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.connected != "" {
+		// The port the transport chose (ESPHome's defaults in turn).
+		d.res.Addr = d.connected
+	}
 	taken := d.taken
 	var de *DeviceError
 	if errors.As(err, &de) {

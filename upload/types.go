@@ -170,6 +170,12 @@ type Event struct {
 	Try     int       `json:"try,omitempty"`
 	Message string    `json:"message,omitempty"`
 
+	// Addr, set by a transport that chose the port itself (ESPHome's
+	// default ports tried in turn), is the address it connected to: the
+	// result and later events show it. Not a field of push --json's lines
+	// (their address says it).
+	Addr string `json:"-"`
+
 	// MaxTries, on a retrying event only: the most tries the device gets,
 	// the coming one included, if its failures stay of the class of the
 	// one that failed (Class.Retries: some classes get one retry, not the

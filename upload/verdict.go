@@ -202,6 +202,11 @@ type VerdictSpec struct {
 	// Unobservable: nothing can be read from the device after the upload
 	// (an espota device with no TXT version).
 	Unobservable bool
+	// WatchUntold: the device told nothing before that the expected
+	// identity could be compared with, but the new image may tell it (an
+	// ESPHome YAML that adds a project:, a release that adds config_hash):
+	// a read that tells nothing comparable concludes nothing until final.
+	WatchUntold bool
 
 	StabilityWindow time.Duration
 	RebootGrace     time.Duration
@@ -381,7 +386,7 @@ func Decide(s VerdictSpec, obs []Observation, now time.Time, final bool) (Verdic
 				return v, true
 			}
 		case m == unknown && !before.Known() && !w.toldIdentity:
-			if w.restartSeen || graceOver || final {
+			if final || !s.WatchUntold && (w.restartSeen || graceOver) {
 				v.Outcome, v.Reason = OutcomeUnverified, ReasonTellsNothing
 				v.Message = "took the image but tells no version or build on the network (no /ota/status, /api/status or TXT version); not verified"
 				return v, true
@@ -389,6 +394,9 @@ func Decide(s VerdictSpec, obs []Observation, now time.Time, final bool) (Verdic
 		case m == unknown && final:
 			v.Outcome, v.Reason = OutcomeUnverified, ReasonTellsNothing
 			v.Message = "answers again but no longer tells its version or build; not verified"
+			if s.WatchUntold {
+				v.Message = fmt.Sprintf("took the image and answers again, but tells no version or build to compare with %s; not verified", s.Expected)
+			}
 			return v, true
 		}
 	}
@@ -561,6 +569,10 @@ func walk(s VerdictSpec, obs []Observation) walked {
 	// a version-only match shows a change of image, not a same-version
 	// build.
 	sawOther := prev.Version != "" && s.Expected.Version != "" && prev.Version != s.Expected.Version
+	// WatchUntold: the device's record, read before, told no version at
+	// all where its family's records tell everything it runs: the old
+	// image had none, so the expected one seen later is another image.
+	sawOther = sawOther || s.WatchUntold && s.Before.Answered && prev.Version == "" && s.Expected.Version != ""
 	// The last told uptime and when: pre-flight's first.
 	upKnown, up, upAt, upSrc := s.Before.Answered && s.Before.UptimeKnown, s.Before.Uptime, s.BeforeAt, s.Before.UptimeSource
 	before := prev

@@ -142,12 +142,17 @@ func (r *runner) verify(ctx context.Context, d *device, s verifySpec) Verdict {
 	defer cancel()
 
 	expected := r.expectedWith(s.traits)
+	// A device seen only through mDNS TXT that told nothing there before
+	// that the expected identity could be compared with: an espota
+	// sketch's TXT will not tell it now. A family whose devices tell what
+	// their own configuration sets (ESPHome) may tell it from the new
+	// image on (a YAML that adds a project:, a release that adds
+	// config_hash): it is watched until the verify timeout.
+	untold := s.traits.MDNSOnly && !overlap(expected, identityOf(s.before))
+	watch := untold && s.traits.NoImageIdentity && expected.Known()
 	spec := VerdictSpec{
 		Expected: expected, Before: s.before, BeforeAt: s.beforeAt, Accepted: s.accepted, Answer: s.answer, Since: s.since,
-		// A device seen only through mDNS TXT that told nothing there
-		// before that the expected identity could be compared with will
-		// not tell it now.
-		Unobservable:    s.traits.MDNSOnly && !overlap(expected, identityOf(s.before)),
+		Unobservable: untold && !watch, WatchUntold: watch,
 		StabilityWindow: o.StabilityWindow, RebootGrace: o.RebootGrace, NoWaitValid: o.NoWaitValid,
 	}
 	if v, done := Decide(spec, nil, time.Now(), false); done {

@@ -59,8 +59,12 @@ func FuzzAnswers(f *testing.F) {
 			t.Fatalf("success without 0x44 and 0x45 in %x", answers)
 		}
 		var de *upload.DeviceError
-		if err != nil && !errors.As(err, &de) {
-			t.Fatalf("error %v is no DeviceError", err)
+		var re *upload.RefusedError
+		if err != nil && !errors.As(err, &de) && !errors.As(err, &re) {
+			t.Fatalf("error %v is neither a DeviceError nor a refusal", err)
+		}
+		if re != nil && bytes.Contains(sent, img[:64]) {
+			t.Fatalf("refused after image bytes were sent: answers %x", answers)
 		}
 		if i := bytes.IndexByte(answers, 0x43); i < 0 && bytes.Contains(sent, img[:64]) {
 			t.Fatalf("image bytes sent without the device's 0x43: answers %x", answers)

@@ -80,8 +80,14 @@ const (
 
 var magic = []byte{0x6C, 0x26, 0xF7, 0x5C, 0x45}
 
-// NoiseRefusal is why a device that wants Noise-encrypted OTA gets nothing.
-const NoiseRefusal = "the device uses Noise-encrypted OTA (ota: encryption:), which ots-ota does not support yet; nothing of the image was sent"
+// NoiseRefusal is why a device that wants Noise-encrypted OTA gets nothing
+// (an upload.RefusedError: nothing of the image was sent).
+const NoiseRefusal = "the device uses Noise-encrypted OTA (ota: encryption:), not supported yet; nothing of the image was sent"
+
+// noiseRefused is NoiseRefusal with what the device answered.
+func noiseRefused(answer string) error {
+	return &upload.RefusedError{Reason: strings.Replace(NoiseRefusal, "encryption:)", "encryption:; it answered "+answer+")", 1)}
+}
 
 // NoRetryHint is what a failure after the device held the whole image
 // tells the user (upload.DeviceError.NoRetry).
@@ -280,6 +286,7 @@ type session struct {
 	size   int64 // the image's bytes (progress is reported in these)
 	wire   int64 // the bytes sent (the gzip where compressed)
 	sent   bool  // the device held every byte of the payload
+	inData bool  // the image is being sent (error bytes are worded by step)
 	ctx    context.Context
 	closed atomic.Bool
 }
@@ -304,6 +311,10 @@ func (h *Transport) Send(ctx context.Context, t upload.Target, fw *upload.Firmwa
 	conn, addr, err := h.dial(ctx, t)
 	if err != nil {
 		return err
+	}
+	if t.Port == 0 {
+		// A default port, maybe the second one tried: the result names it.
+		emit(upload.Event{Phase: upload.PhaseConnecting, Total: fw.Size(), Addr: addr})
 	}
 	s := &session{h: h, conn: conn, ac: upload.NewAckCounter(conn), addr: addr, emit: emit, size: fw.Size(), ctx: ctx}
 	s.r = bufio.NewReaderSize(conn, 64)
@@ -423,12 +434,22 @@ func (s *session) deviceError(b byte, want string) error {
 	words := fmt.Sprintf("0x%02X", b)
 	if e, ok := errorBytes[b]; ok {
 		de := &upload.DeviceError{Class: e.class, Words: words, Reason: e.meaning}
-		if b == 0x94 {
-			de.Reason = NoiseRefusal
+		if b == 0x80 && s.inData {
+			// Not the session's magic: ESP-IDF's check of the image's own
+			// magic byte as the first bytes are written.
+			de.Reason = "the device refused the image as it arrived: its first bytes are not an app image's (ESP-IDF checks the magic byte 0xE9)"
 		}
-		if s.sent {
-			// The device's own word after the whole image: it aborted the
-			// update, no answer was lost (still never sent again: fail).
+		if b == 0x94 && !s.sent {
+			// Noise required: refused before any image byte.
+			return noiseRefused("0x94, encryption required")
+		}
+		if b != 0xFF && s.sent {
+			// The device sends a named error byte only as it aborts the
+			// update (§8 of the research: 84 end, 8B MD5, 8D signature,
+			// 93 downgrade after 0x44): no answer was lost, so nothing is
+			// read before concluding, and it is still never sent again
+			// (fail). 0xFF (unknown) stays a failure that may have
+			// installed: verified first.
 			de.Err = upload.ErrRefusedWhole
 		}
 		return s.fail(de)
@@ -489,7 +510,8 @@ func (s *session) run(fw *upload.Firmware, pk *payload, cred upload.Credentials)
 			return err
 		}
 		if flags&serverNoise != 0 {
-			return &upload.DeviceError{Class: upload.ClassRejected, Words: fmt.Sprintf("0x48 0x%02X", flags), Reason: NoiseRefusal}
+			// Refused, as a family ots-ota does not speak: nothing sent.
+			return noiseRefused(fmt.Sprintf("0x48 0x%02X", flags))
 		}
 		extended, compress = true, flags&serverCompression != 0
 	default:
@@ -623,9 +645,7 @@ func (s *session) transfer(body []byte, ver byte, data time.Duration) error {
 	received := false
 	defer func() {
 		if received {
-			// The device has every byte: the writer's last call returns.
-			<-wdone
-			return
+			return // the writer ended
 		}
 		// A writer blocked on a device that stopped reading ends with the
 		// connection.
@@ -652,6 +672,8 @@ func (s *session) transfer(body []byte, ver byte, data time.Duration) error {
 	}
 	last, lastAt, reported := int64(-1), time.Now(), int64(-1)
 	s.emit(upload.Event{Phase: upload.PhaseUploading, Total: s.size})
+	s.inData = true
+	defer func() { s.inData = false }()
 	for {
 		_ = s.conn.SetReadDeadline(time.Now().Add(tick))
 		b, err := s.r.ReadByte()
@@ -694,7 +716,18 @@ func (s *session) transfer(body []byte, ver byte, data time.Duration) error {
 				s.sent = true
 			}
 		case b == respReceiveOK:
-			s.sent, received = true, true
+			// The writer's last call returns once the device read every
+			// byte; a device that said 0x44 early and stopped reading
+			// would hold it forever: it gets DataTimeout.
+			_ = s.conn.SetWriteDeadline(time.Now().Add(data))
+			<-wdone
+			received = true
+			if we := werr.Load(); we != nil {
+				taken := min(s.ac.Taken(), n)
+				return &upload.DeviceError{Class: upload.ClassEarlyAnswer, Words: "0x44", Taken: image(taken), Err: errors.Join(upload.ErrEarlyAnswer, *we),
+					Reason: fmt.Sprintf("%s answered 0x44 (received) before it had taken the whole image, then took no data for %s", s.addr, data.Round(time.Second))}
+			}
+			s.sent = true
 			s.emit(upload.Event{Phase: upload.PhaseUploading, Done: s.size, Total: s.size})
 			return nil
 		default:

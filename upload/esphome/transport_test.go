@@ -338,6 +338,11 @@ func TestSend(t *testing.T) {
 		noRetry    bool
 		sentNone   bool // nothing of the image reached the device
 		answerLost bool
+		// notInstalled: the device held the image and aborted the update
+		// with its own error byte (upload.ErrRefusedWhole): never resent.
+		notInstalled bool
+		// refused: an upload.RefusedError (Noise), before any image byte.
+		refused bool
 	}
 	cases := []struct {
 		name     string
@@ -352,7 +357,7 @@ func TestSend(t *testing.T) {
 		{name: "extended no flags", sc: script{version: 2, extended: true}, want: want{ok: true, extended: true}},
 		{name: "extended compression flag", sc: script{version: 2, extended: true, compression: true}, want: want{ok: true, extended: true, compressed: true}},
 		{name: "extended noise flag refused", sc: script{version: 2, extended: true, noise: true},
-			want: want{class: upload.ClassRejected, reason: "not support yet", sentNone: true}},
+			want: want{refused: true, reason: "not supported yet", sentNone: true}},
 		{name: "2024 mode, md5 auth right", sc: script{version: 2, old: true, password: "pw", compression: true}, password: "pw", want: want{ok: true, compressed: true}},
 		{name: "2024 mode, no auth", sc: script{version: 1, old: true}, want: want{ok: true}},
 		{name: "md5 auth right", sc: script{version: 2, password: "pw"}, password: "pw", want: want{ok: true}},
@@ -367,9 +372,11 @@ func TestSend(t *testing.T) {
 		{name: "no 0x00 first", sc: script{version: 2, firstByte: bp(0x13)}, want: want{class: upload.ClassRejected, words: "0x13", sentNone: true}},
 		{name: "unexpected feature answer", sc: script{version: 2, featAnswer: bp(0x50)}, want: want{class: upload.ClassRejected, words: "0x50", sentNone: true}},
 		{name: "encryption required 0x94", sc: script{version: 2, errAt: "features", errByte: 0x94},
-			want: want{class: upload.ClassRejected, words: "0x94", reason: "not support yet", sentNone: true}},
+			want: want{refused: true, reason: "not supported yet", sentNone: true}},
 		{name: "flash write 0x83 mid-data", sc: script{version: 2, errAt: "data", errByte: 0x83, errAfter: 16384},
 			want: want{class: upload.ClassWriteFailed, words: "0x83"}},
+		{name: "image magic 0x80 mid-data", sc: script{version: 2, errAt: "data", errByte: 0x80, errAfter: 1024},
+			want: want{class: upload.ClassRejected, words: "0x80", reason: "not an app image"}},
 		{name: "unknown 0xFF mid-data", sc: script{version: 1, errAt: "data", errByte: 0xFF, errAfter: 8192},
 			want: want{class: upload.ClassNetwork, words: "0xFF"}},
 		{name: "closed mid-data", sc: script{version: 2, closeAt: "data", errAfter: 8192},
@@ -377,9 +384,15 @@ func TestSend(t *testing.T) {
 		{name: "closed after the whole image", sc: script{version: 2, closeAt: "end"},
 			want: want{class: upload.ClassNetwork, noRetry: true, answerLost: true}},
 		{name: "update end 0x84", sc: script{version: 2, errAt: "end", errByte: 0x84},
-			want: want{class: upload.ClassRejected, words: "0x84", noRetry: true}},
+			want: want{class: upload.ClassRejected, words: "0x84", noRetry: true, notInstalled: true}},
 		{name: "md5 mismatch 0x8B", sc: script{version: 1, errAt: "end", errByte: 0x8B},
-			want: want{class: upload.ClassWriteFailed, words: "0x8B", noRetry: true}},
+			want: want{class: upload.ClassWriteFailed, words: "0x8B", noRetry: true, notInstalled: true}},
+		{name: "signature 0x8D", sc: script{version: 2, errAt: "end", errByte: 0x8D},
+			want: want{class: upload.ClassRejected, words: "0x8D", noRetry: true, notInstalled: true}},
+		{name: "downgrade 0x93", sc: script{version: 2, errAt: "end", errByte: 0x93},
+			want: want{class: upload.ClassRejected, words: "0x93", noRetry: true, notInstalled: true}},
+		{name: "unknown 0xFF after the whole image", sc: script{version: 2, errAt: "end", errByte: 0xFF},
+			want: want{class: upload.ClassNetwork, words: "0xFF", noRetry: true}},
 	}
 	// Every error byte, where the device answers the size.
 	for b, e := range errorBytes {
@@ -389,7 +402,7 @@ func TestSend(t *testing.T) {
 			password string
 			want     want
 		}{name: fmt.Sprintf("error byte 0x%02X at size", b), sc: script{version: 2, extended: true, errAt: "size", errByte: b},
-			want: want{class: e.class, words: fmt.Sprintf("0x%02X", b), sentNone: true, extended: true}})
+			want: want{class: e.class, words: fmt.Sprintf("0x%02X", b), sentNone: true, extended: true, refused: b == 0x94}})
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -433,6 +446,16 @@ func TestSend(t *testing.T) {
 				checkProgress(t, events, fw.Size(), c.want.compressed)
 				return
 			}
+			if c.want.refused {
+				var re *upload.RefusedError
+				if !errors.As(err, &re) || !strings.Contains(re.Reason, "not supported yet") {
+					t.Fatalf("Send = %v, want a refusal that says not supported yet", err)
+				}
+				if len(s.payload) > 0 || s.afterFeatures > 0 {
+					t.Errorf("image bytes reached the device: payload %d, after features %d", len(s.payload), s.afterFeatures)
+				}
+				return
+			}
 			var de *upload.DeviceError
 			if !errors.As(err, &de) {
 				t.Fatalf("Send = %v, want a DeviceError", err)
@@ -449,8 +472,11 @@ func TestSend(t *testing.T) {
 			if (de.NoRetry != "") != c.want.noRetry {
 				t.Errorf("NoRetry %q, want set: %v", de.NoRetry, c.want.noRetry)
 			}
-			if c.want.noRetry && de.Taken != fw.Size() {
+			if (c.want.noRetry || c.want.notInstalled) && de.Taken != fw.Size() {
 				t.Errorf("Taken %d after the whole image, want %d", de.Taken, fw.Size())
+			}
+			if errors.Is(err, upload.ErrRefusedWhole) != c.want.notInstalled || c.want.notInstalled && de.NoRetry != RefusedWholeHint {
+				t.Errorf("refused whole: %v (no retry %q), want %v", errors.Is(err, upload.ErrRefusedWhole), de.NoRetry, c.want.notInstalled)
 			}
 			if c.want.sentNone && (len(s.payload) > 0 || s.afterFeatures > 0 || de.Taken > 0) {
 				t.Errorf("image bytes reached the device: payload %d, after features %d, taken %d", len(s.payload), s.afterFeatures, de.Taken)
