@@ -35,7 +35,7 @@ type esphomeFleetGroup struct {
 // timing, and ESP8266 builds. Devices whose TXT project_version then
 // matches end updated; the others end as the verdict table says: a build
 // announcing another project_version rolled-back, a YAML without
-// esphome: project: unverified, faults failed, Noise failed before any
+// esphome: project: unverified, faults failed, Noise refused before any
 // image byte, the ESP8266 builds refused for the ESP32 image. Each
 // device's outcome is asserted, and the sims' own logs.
 func TestPushESPHomeFleet(t *testing.T) {
@@ -69,7 +69,7 @@ func TestPushESPHomeFleet(t *testing.T) {
 			outcome: "rolled-back", running: "1.0.1-rc1", tries: 1, says: "came back on 1.0.1-rc1"},
 		{name: "no room (81)", simArgs: withPW(esp32("--esphome", "fail=81", "--esphome", "auth=md5")...), n: 4, port: "3232",
 			outcome: "failed", tries: 1, says: "0x81"},
-		{name: "Noise required", simArgs: esp32("--esphome", "noise=required"), n: 2, port: "3232", outcome: "failed", tries: 1, says: "Noise"},
+		{name: "Noise required", simArgs: esp32("--esphome", "noise=required"), n: 2, port: "3232", outcome: "refused", tries: 1, says: "Noise"},
 		{name: "no esphome: project:", simArgs: []string{"--personality", "esphome", "--chip", "esp32"}, n: 2, port: "3232",
 			outcome: "unverified", reason: "tells-nothing", tries: 1},
 	}

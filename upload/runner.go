@@ -672,11 +672,11 @@ func (r *runner) preflight(ctx context.Context, d *device) bool {
 	return true
 }
 
-// fromOf is what the device ran before, as Result.From shows it: the full
-// image name where the device tells one beside its release (Tasmota's
-// "14.3.0(minimal)"), so a loader image is not shown as the release.
+// fromOf is what the device ran before, as Result.From shows it: its
+// release, or the full image name when it runs a loader image (Tasmota's
+// "14.3.0(minimal)"), which is not the release it names.
 func fromOf(f Facts) string {
-	if f.Image != "" {
+	if f.Intermediate != "" && f.Image != "" {
 		return f.Image
 	}
 	return f.Version
