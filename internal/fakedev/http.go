@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log"
 	"net"
 	"net/http"
 	"sync"
@@ -272,14 +271,7 @@ func StartHTTP(cfg HTTPConfig) (*HTTPDevice, error) {
 		p *port
 		h http.Handler
 	}{{d.ota, otaMux}, {d.web, webMux}} {
-		srv := &http.Server{Handler: s.h, ReadHeaderTimeout: 5 * time.Second, ErrorLog: log.New(io.Discard, "", 0)}
-		srv.SetKeepAlivesEnabled(false)
-		d.srvs = append(d.srvs, srv)
-		d.wg.Add(1)
-		go func() {
-			defer d.wg.Done()
-			_ = srv.Serve(s.p)
-		}()
+		d.srvs = append(d.srvs, serve(s.p, s.h, &d.wg))
 	}
 	return d, nil
 }
@@ -310,19 +302,13 @@ func (d *HTTPDevice) Running() (Build, string) {
 
 // Close stops the device and waits for its goroutines.
 func (d *HTTPDevice) Close() error {
-	d.mu.Lock()
-	if !d.stopLocked() {
-		d.mu.Unlock()
-		return nil
-	}
-	d.mu.Unlock()
-	for _, s := range d.srvs {
-		_ = s.Close()
-	}
-	d.ota.Close()
-	d.web.Close()
-	d.wg.Wait()
-	return nil
+	return d.closeWith(func() {
+		for _, s := range d.srvs {
+			_ = s.Close()
+		}
+		d.ota.Close()
+		d.web.Close()
+	})
 }
 
 func (d *HTTPDevice) record(what string) {
@@ -333,13 +319,8 @@ func (d *HTTPDevice) record(what string) {
 // device restarts is held unanswered, as on a chip that just stopped.
 func (d *HTTPDevice) alive(p *port, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if !p.isUp() {
-			if hj, ok := w.(http.Hijacker); ok {
-				if c, _, err := hj.Hijack(); err == nil {
-					p.hold(c)
-					return
-				}
-			}
+		if p.holdIfDown(w) {
+			return
 		}
 		h(w, r)
 	}

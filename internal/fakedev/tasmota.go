@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log"
 	"mime"
 	"mime/multipart"
 	"net"
@@ -187,8 +186,7 @@ type StatusProbe struct {
 type TasmotaDevice struct {
 	life
 	cfg TasmotaConfig
-	p   *port
-	srv *http.Server
+	webServer
 
 	running   TasmotaBuild
 	otaURL    string
@@ -226,25 +224,11 @@ func StartTasmota(cfg TasmotaConfig) (*TasmotaDevice, error) {
 	cfg = cfg.withDefaults()
 	d := &TasmotaDevice{cfg: cfg, life: newLife(), running: cfg.Running, otaURL: cfg.OtaURL,
 		bootAt: time.Now().Add(-cfg.InitialUptime), bootCount: cfg.BootCount}
-	var err error
-	if d.p, err = listenPort(); err != nil {
+	if err := d.listen(d, &d.wg); err != nil {
 		return nil, err
 	}
-	d.srv = &http.Server{Handler: d, ReadHeaderTimeout: 5 * time.Second, ErrorLog: log.New(io.Discard, "", 0)}
-	d.srv.SetKeepAlivesEnabled(false)
-	d.wg.Add(1)
-	go func() {
-		defer d.wg.Done()
-		_ = d.srv.Serve(d.p)
-	}()
 	return d, nil
 }
-
-// Host is the device's address.
-func (d *TasmotaDevice) Host() string { return "127.0.0.1" }
-
-// Port is its web server's port (80 on a real one).
-func (d *TasmotaDevice) Port() int { return d.p.portNumber() }
 
 // Base is "http://127.0.0.1:PORT".
 func (d *TasmotaDevice) Base() string { return fmt.Sprintf("http://127.0.0.1:%d", d.Port()) }
@@ -347,18 +331,7 @@ func (d *TasmotaDevice) BootCount() int {
 }
 
 // Close stops the device and waits for its goroutines.
-func (d *TasmotaDevice) Close() error {
-	d.mu.Lock()
-	if !d.stopLocked() {
-		d.mu.Unlock()
-		return nil
-	}
-	d.mu.Unlock()
-	_ = d.srv.Close()
-	d.p.Close()
-	d.wg.Wait()
-	return nil
-}
+func (d *TasmotaDevice) Close() error { return d.closeWith(d.shut) }
 
 // record logs an event; the caller holds mu.
 func (d *TasmotaDevice) record(what string) {
@@ -408,13 +381,8 @@ func (d *TasmotaDevice) words() tasWords { return tasLanguages[d.cfg.Language] }
 // ServeHTTP routes a request as Tasmota's web server does: one request at
 // a time (the sync ESP8266WebServer).
 func (d *TasmotaDevice) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if !d.p.isUp() {
-		if hj, ok := w.(http.Hijacker); ok {
-			if c, _, err := hj.Hijack(); err == nil {
-				d.p.hold(c)
-				return
-			}
-		}
+	if d.p.holdIfDown(w) {
+		return
 	}
 	d.busy.Lock()
 	defer d.busy.Unlock()

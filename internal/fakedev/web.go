@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log"
 	"net"
 	"net/http"
 	"strconv"
@@ -184,9 +183,8 @@ func (c WebConfig) withDefaults() WebConfig {
 // WebDevice is a running fake web uploader on 127.0.0.1.
 type WebDevice struct {
 	life
-	cfg  WebConfig
-	p    *port
-	srv  *http.Server
+	cfg WebConfig
+	webServer
 	busy sync.Mutex // a sync web server serves one request at a time
 
 	running  Build
@@ -224,22 +222,11 @@ func StartWeb(cfg WebConfig) (*WebDevice, error) {
 	d := &WebDevice{cfg: cfg, running: cfg.Running, easy: cfg.Easy,
 		bootAt: time.Now().Add(-cfg.InitialUptime), life: newLife(),
 		upd: updater{esp8266: cfg.ESP8266, master: cfg.CoreMaster, core274: cfg.Core274}}
-	var err error
-	if d.p, err = listenPort(); err != nil {
+	if err := d.listen(d, &d.wg); err != nil {
 		return nil, err
 	}
-	d.srv = &http.Server{Handler: d, ReadHeaderTimeout: 5 * time.Second, ErrorLog: log.New(io.Discard, "", 0)}
-	d.srv.SetKeepAlivesEnabled(false)
-	d.wg.Add(1)
-	go func() {
-		defer d.wg.Done()
-		_ = d.srv.Serve(d.p)
-	}()
 	return d, nil
 }
-
-// Host is the device's address.
-func (d *WebDevice) Host() string { return "127.0.0.1" }
 
 // Port is the web server's port: uploads and reads alike.
 func (d *WebDevice) Port() int { return d.p.portNumber() }
@@ -286,18 +273,7 @@ func (d *WebDevice) Boots() int {
 }
 
 // Close stops the device and waits for its goroutines.
-func (d *WebDevice) Close() error {
-	d.mu.Lock()
-	if !d.stopLocked() {
-		d.mu.Unlock()
-		return nil
-	}
-	d.mu.Unlock()
-	_ = d.srv.Close()
-	d.p.Close()
-	d.wg.Wait()
-	return nil
-}
+func (d *WebDevice) Close() error { return d.closeWith(d.shut) }
 
 func (d *WebDevice) record(what string) {
 	d.logEvent(Event{What: what, Build: d.running})
@@ -307,14 +283,8 @@ func (d *WebDevice) creds() bool { return d.cfg.User != "" && d.cfg.Password != 
 
 // ServeHTTP routes a request as the family's web server would.
 func (d *WebDevice) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if !d.p.isUp() {
-		// A request that reached the device as it restarted goes unanswered.
-		if hj, ok := w.(http.Hijacker); ok {
-			if c, _, err := hj.Hijack(); err == nil {
-				d.p.hold(c)
-				return
-			}
-		}
+	if d.p.holdIfDown(w) {
+		return
 	}
 	if !d.cfg.Async {
 		d.busy.Lock()

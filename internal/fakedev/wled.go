@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log"
 	"mime"
 	"mime/multipart"
 	"net/http"
@@ -150,8 +149,7 @@ func (c WLEDConfig) withDefaults() WLEDConfig {
 type WLEDDevice struct {
 	life
 	cfg WLEDConfig
-	p   *port
-	srv *http.Server
+	webServer
 
 	running  WLEDBuild
 	bootAt   time.Time
@@ -176,25 +174,11 @@ func StartWLED(cfg WLEDConfig) (*WLEDDevice, error) {
 	cfg = cfg.withDefaults()
 	d := &WLEDDevice{cfg: cfg, life: newLife(), running: cfg.Running, busy: cfg.Busy,
 		bootAt: time.Now().Add(-cfg.InitialUptime)}
-	var err error
-	if d.p, err = listenPort(); err != nil {
+	if err := d.listen(d, &d.wg); err != nil {
 		return nil, err
 	}
-	d.srv = &http.Server{Handler: d, ReadHeaderTimeout: 5 * time.Second, ErrorLog: log.New(io.Discard, "", 0)}
-	d.srv.SetKeepAlivesEnabled(false)
-	d.wg.Add(1)
-	go func() {
-		defer d.wg.Done()
-		_ = d.srv.Serve(d.p)
-	}()
 	return d, nil
 }
-
-// Host is the device's address.
-func (d *WLEDDevice) Host() string { return "127.0.0.1" }
-
-// Port is its web server's port (80 on a real one).
-func (d *WLEDDevice) Port() int { return d.p.portNumber() }
 
 // URL is its upload URL.
 func (d *WLEDDevice) URL() string { return fmt.Sprintf("http://127.0.0.1:%d/update", d.Port()) }
@@ -236,18 +220,7 @@ func (d *WLEDDevice) Boots() int {
 }
 
 // Close stops the device and waits for its goroutines.
-func (d *WLEDDevice) Close() error {
-	d.mu.Lock()
-	if !d.stopLocked() {
-		d.mu.Unlock()
-		return nil
-	}
-	d.mu.Unlock()
-	_ = d.srv.Close()
-	d.p.Close()
-	d.wg.Wait()
-	return nil
-}
+func (d *WLEDDevice) Close() error { return d.closeWith(d.shut) }
 
 func (d *WLEDDevice) record(what string) {
 	d.logEvent(Event{What: what, Build: Build{Project: "WLED", Version: d.running.Ver}})
@@ -280,13 +253,8 @@ const wledUpdatePage = `<!DOCTYPE html><html><head><meta charset="utf-8"><title>
 
 // ServeHTTP routes a request as WLED's ESPAsyncWebServer does.
 func (d *WLEDDevice) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if !d.p.isUp() {
-		if hj, ok := w.(http.Hijacker); ok {
-			if c, _, err := hj.Hijack(); err == nil {
-				d.p.hold(c)
-				return
-			}
-		}
+	if d.p.holdIfDown(w) {
+		return
 	}
 	switch {
 	case r.URL.Path == "/json/info" && r.Method == http.MethodGet:
