@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"github.com/ots-ota/ots-ota/sim/internal/ordered"
 	"strconv"
 	"strings"
 	"time"
@@ -215,7 +216,7 @@ func (d *device) cmdStatus(index int, data string) string {
 	return strings.Join(parts, ",")
 }
 
-// kv and object write JSON in Tasmota's order, without spaces.
+// kv and object write JSON in the device's order, without spaces.
 type kv struct {
 	k string
 	v any
@@ -224,23 +225,7 @@ type kv struct {
 type object []kv
 
 func (o object) MarshalJSON() ([]byte, error) {
-	var b strings.Builder
-	b.WriteByte('{')
-	for i, e := range o {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		k, _ := json.Marshal(e.k)
-		v, err := json.Marshal(e.v)
-		if err != nil {
-			return nil, err
-		}
-		b.Write(k)
-		b.WriteByte(':')
-		b.Write(v)
-	}
-	b.WriteByte('}')
-	return []byte(b.String()), nil
+	return ordered.Marshal(o, func(e kv) (string, any) { return e.k, e.v })
 }
 
 // uptime is GetUptime(): "<days>T<hh>:<mm>:<ss>".

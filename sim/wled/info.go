@@ -2,6 +2,7 @@ package wled
 
 import (
 	"encoding/json"
+	"github.com/ots-ota/ots-ota/sim/internal/ordered"
 	"strings"
 	"time"
 
@@ -9,8 +10,7 @@ import (
 	"github.com/ots-ota/ots-ota/sim/internal/arduino"
 )
 
-// kv is one key of an ordered JSON object (ArduinoJson keeps the order
-// of insertion and writes no spaces).
+// kv and object write JSON in the device's order, without spaces.
 type kv struct {
 	k string
 	v any
@@ -19,23 +19,7 @@ type kv struct {
 type object []kv
 
 func (o object) MarshalJSON() ([]byte, error) {
-	var b strings.Builder
-	b.WriteByte('{')
-	for i, e := range o {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		k, _ := json.Marshal(e.k)
-		v, err := json.Marshal(e.v)
-		if err != nil {
-			return nil, err
-		}
-		b.Write(k)
-		b.WriteByte(':')
-		b.Write(v)
-	}
-	b.WriteByte('}')
-	return []byte(b.String()), nil
+	return ordered.Marshal(o, func(e kv) (string, any) { return e.k, e.v })
 }
 
 // info is serializeInfo (json.cpp): the keys a client reads (ver, vid,
