@@ -5,10 +5,7 @@ package cmd
 import (
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/ots-ota/ots-ota/image"
@@ -45,9 +42,7 @@ func TestPushESPHomeFleet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "fw.bin"), fw, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFirmware(t, dir, fw)
 	const pw = "fleet-ota-s3cret"
 	esp32 := func(args ...string) []string {
 		return append([]string{"--personality", "esphome", "--chip", "esp32", "--esphome", "project=acme.node"}, args...)
@@ -119,28 +114,20 @@ func TestPushESPHomeFleet(t *testing.T) {
 		}
 		return *p
 	}
-	seen := map[string]bool{}
 	for _, line := range out {
-		if !strings.HasPrefix(line, `{"type":"result"`) {
-			continue
-		}
 		if strings.Contains(line, pw) {
 			t.Errorf("the password was printed: %s", line)
 		}
+	}
+	checkFleetResults(t, out, want, func(g esphomeFleetGroup) string { return g.name }, func(line string, g esphomeFleetGroup) {
 		var r result
 		if err := json.Unmarshal([]byte(line), &r); err != nil {
 			t.Fatalf("result line: %v\n%s", err, line)
 		}
-		g, ok := want[r.Address]
-		if !ok || seen[r.Address] {
-			t.Errorf("unexpected or repeated result for %q:\n%s", r.Address, line)
-			continue
-		}
-		seen[r.Address] = true
 		if str(r.Protocol) != "esphome" && g.outcome != "refused" || r.Outcome != g.outcome || str(r.Reason) != g.reason || str(r.Running) != g.running {
 			t.Errorf("%s (%s): protocol %q, outcome %s, reason %q, running %q; want esphome, %s, %q, %q\n%s",
 				r.Address, g.name, str(r.Protocol), r.Outcome, str(r.Reason), str(r.Running), g.outcome, g.reason, g.running, line)
-			continue
+			return
 		}
 		if g.tries != 0 && r.Tries != g.tries {
 			t.Errorf("%s (%s): %d tries, want %d\n%s", r.Address, g.name, r.Tries, g.tries, line)
@@ -151,33 +138,14 @@ func TestPushESPHomeFleet(t *testing.T) {
 		if (g.outcome == "refused" || g.says == "Noise") && r.Bytes != nil {
 			t.Errorf("%s (%s): %d image bytes sent, want none\n%s", r.Address, g.name, *r.Bytes, line)
 		}
-	}
-	for addr, g := range want {
-		if !seen[addr] {
-			t.Errorf("no result for %s (%s)", addr, g.name)
-		}
-	}
+	})
 
 	// The sims' own words: every device that took the image finished it
 	// once (upload_finished); the refused and Noise devices saw no upload.
-	// Stop them all first: a race-enabled binary lingers a second at exit.
-	for _, s := range sims {
-		if err := s.cmd.Process.Signal(syscall.SIGINT); err != nil {
-			t.Fatal(err)
-		}
-	}
+	stopSims(t, sims)
 	for i, s := range sims {
 		g := groups[i]
-		s.wait(t)
-		finished, started := 0, 0
-		for _, line := range s.out {
-			if strings.Contains(line, `"event":"upload_finished"`) {
-				finished++
-			}
-			if strings.Contains(line, `"event":"upload_started"`) {
-				started++
-			}
-		}
+		started, finished := simUploads(s.out, false)
 		switch g.outcome {
 		case "refused":
 			if started != 0 {

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -41,9 +40,7 @@ func TestPushMixedFleet19(t *testing.T) {
 	if fw, err = wled.AddMetadata(fw, "1.0.1", "ESP32"); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "fw.bin"), fw, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFirmware(t, dir, fw)
 
 	// Boot times long enough for the restart to be seen: Tasmota's 2 s TCP
 	// connects, WLED's uptime in whole seconds.
@@ -73,29 +70,19 @@ func TestPushMixedFleet19(t *testing.T) {
 	var inv strings.Builder
 	inv.WriteString("inventory:\n  devices:\n")
 	var names []string
-	var sims []*started
 	start := time.Now()
-	for _, g := range groups {
-		args := append([]string{"sim", "-n", fmt.Sprint(g.n), "--base-ip", "127.19." + g.base + ".2",
-			"--fast", "--no-mdns", "--duration", "60s", "--json"}, g.simArgs...)
-		sims = append(sims, startOts(t, dir, args...))
-		for i := range g.n {
-			ip := fmt.Sprintf("127.19.%s.%d", g.base, 2+i)
-			name := fmt.Sprintf("%s-%d", strings.ReplaceAll(g.name, " ", "-"), i)
-			fmt.Fprintf(&inv, "    - {name: %s, address: %s, port: %s, protocol: %s}\n", name, ip, g.port, g.protocol)
-			names = append(names, name)
-			want[ip+":"+g.port] = g
-		}
-	}
+	sims := startFleetSims(t, dir, "127.19", groups, func(g fleetGroup, i int, ip string) {
+		name := fmt.Sprintf("%s-%d", strings.ReplaceAll(g.name, " ", "-"), i)
+		fmt.Fprintf(&inv, "    - {name: %s, address: %s, port: %s, protocol: %s}\n", name, ip, g.port, g.protocol)
+		names = append(names, name)
+		want[ip+":"+g.port] = g
+	})
 	fmt.Fprintf(&inv, "  groups:\n    fleet: [%s]\n", strings.Join(names, ", "))
 	if err := os.MkdirAll(filepath.Join(dir, "ots-ota"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "ots-ota", "config.yaml"), []byte(inv.String()), 0o644); err != nil {
 		t.Fatal(err)
-	}
-	for i, s := range sims {
-		s.waitLines(t, `"event":"ready"`, groups[i].n)
 	}
 	t.Logf("40 devices ready in %s", time.Since(start).Round(time.Millisecond))
 	if len(names) != 40 {
@@ -114,88 +101,20 @@ func TestPushMixedFleet19(t *testing.T) {
 		t.Errorf("push exit %d, want %d; stderr:\n%s", code, ExitFailed, p.stderr)
 	}
 
-	type result struct {
-		Address  string   `json:"address"`
-		Protocol *string  `json:"protocol"`
-		Outcome  string   `json:"outcome"`
-		Reason   *string  `json:"reason"`
-		Running  *string  `json:"running"`
-		Bytes    *int     `json:"bytes"`
-		Message  string   `json:"message"`
-		Warnings []string `json:"warnings"`
-	}
-	str := func(p *string) string {
-		if p == nil {
-			return "<null>"
-		}
-		return *p
-	}
-	seen := map[string]bool{}
-	for _, line := range out {
-		if !strings.HasPrefix(line, `{"type":"result"`) {
-			continue
-		}
-		var r result
-		if err := json.Unmarshal([]byte(line), &r); err != nil {
-			t.Fatalf("result line: %v\n%s", err, line)
-		}
-		g, ok := want[r.Address]
-		if !ok || seen[r.Address] {
-			t.Errorf("unexpected or repeated result for %q:\n%s", r.Address, line)
-			continue
-		}
-		seen[r.Address] = true
-		wantReason := g.reason
-		if wantReason == "" {
-			wantReason = "<null>"
-		}
-		if str(r.Protocol) != g.protocol || r.Outcome != g.outcome || str(r.Reason) != wantReason {
-			t.Errorf("%s (%s): protocol %s, outcome %s, reason %s; want %s, %s, %s\n%s",
-				r.Address, g.name, str(r.Protocol), r.Outcome, str(r.Reason), g.protocol, g.outcome, wantReason, line)
-			continue
-		}
-		if !strings.Contains(r.Message+"\n"+strings.Join(r.Warnings, "\n"), g.says) {
-			t.Errorf("%s (%s): result does not say %q:\n%s", r.Address, g.name, g.says, line)
-		}
-		switch g.outcome {
-		case "updated":
-			if str(r.Running) != "1.0.1" {
-				t.Errorf("%s (%s): updated but running %s", r.Address, g.name, str(r.Running))
-			}
-		case "refused":
-			if r.Bytes != nil {
-				t.Errorf("%s (%s): refused but %d bytes sent", r.Address, g.name, *r.Bytes)
-			}
-		}
-	}
-	for addr, g := range want {
-		if !seen[addr] {
-			t.Errorf("no result for %s (%s)", addr, g.name)
-		}
-	}
+	checkFleetResults(t, out, want, func(g fleetGroup) string { return g.name }, func(line string, g fleetGroup) {
+		checkFleetResult(t, line, g)
+	})
 
 	// The sims' own words: every device sent to finished one upload (the
 	// ArduinoOTA ones with espota's OK), the refused ones saw none start;
 	// no Tasmota device met a Status request while it installed, nor
 	// failed a Referer check.
-	// Stop them all first: each race-enabled process lingers a second as
-	// it exits.
-	for _, s := range sims {
-		if err := s.cmd.Process.Signal(syscall.SIGINT); err != nil {
-			t.Fatal(err)
-		}
-	}
+	stopSims(t, sims)
 	for i, s := range sims {
 		g := groups[i]
-		s.wait(t)
-		finished, started, bad := 0, 0, 0
+		started, finished := simUploads(s.out, g.protocol == "espota")
+		bad := 0
 		for _, line := range s.out {
-			if strings.Contains(line, `"event":"upload_finished"`) && (g.protocol != "espota" || strings.Contains(line, `"text":"OK"`)) {
-				finished++
-			}
-			if strings.Contains(line, `"event":"upload_started"`) {
-				started++
-			}
 			if strings.Contains(line, `"event":"auth_failed"`) || strings.Contains(line, `"event":"fault"`) {
 				bad++
 			}

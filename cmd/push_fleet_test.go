@@ -3,10 +3,6 @@
 package cmd
 
 import (
-	"encoding/json"
-	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -43,9 +39,7 @@ func TestPushMixedFleet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "fw.bin"), fw, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFirmware(t, dir, fw)
 
 	groups := []fleetGroup{
 		{name: "seed", simArgs: []string{"--personality", "seed", "--extensions", "--version", "1.0.0"}, n: 4, base: "1",
@@ -72,24 +66,14 @@ func TestPushMixedFleet(t *testing.T) {
 	// Start every sim, then wait for all their devices to be ready.
 	want := map[string]fleetGroup{} // address → group
 	var targets []string
-	var sims []*started
-	for _, g := range groups {
-		args := append([]string{"sim", "-n", fmt.Sprint(g.n), "--base-ip", "127.18." + g.base + ".2",
-			"--fast", "--no-mdns", "--duration", "60s", "--json"}, g.simArgs...)
-		sims = append(sims, startOts(t, dir, args...))
-		for i := range g.n {
-			ip := fmt.Sprintf("127.18.%s.%d", g.base, 2+i)
-			target := ip
-			if g.port == "8266" {
-				target += ":8266" // by address: nothing else says 8266
-			}
-			targets = append(targets, target)
-			want[ip+":"+g.port] = g
+	sims := startFleetSims(t, dir, "127.18", groups, func(g fleetGroup, _ int, ip string) {
+		target := ip
+		if g.port == "8266" {
+			target += ":8266" // by address: nothing else says 8266
 		}
-	}
-	for i, s := range sims {
-		s.waitLines(t, `"event":"ready"`, groups[i].n)
-	}
+		targets = append(targets, target)
+		want[ip+":"+g.port] = g
+	})
 	if len(targets) != 30 {
 		t.Fatalf("%d targets, want 30", len(targets))
 	}
@@ -111,86 +95,17 @@ func TestPushMixedFleet(t *testing.T) {
 		t.Errorf("no rusage for the push process")
 	}
 
-	type result struct {
-		Type     string   `json:"type"`
-		Address  string   `json:"address"`
-		Protocol *string  `json:"protocol"`
-		Outcome  string   `json:"outcome"`
-		Reason   *string  `json:"reason"`
-		Running  *string  `json:"running"`
-		Bytes    *int     `json:"bytes"`
-		Message  string   `json:"message"`
-		Warnings []string `json:"warnings"`
-	}
-	seen := map[string]bool{}
-	for _, line := range out {
-		if !strings.HasPrefix(line, `{"type":"result"`) {
-			continue
-		}
-		var r result
-		if err := json.Unmarshal([]byte(line), &r); err != nil {
-			t.Fatalf("result line: %v\n%s", err, line)
-		}
-		g, ok := want[r.Address]
-		if !ok || seen[r.Address] {
-			t.Errorf("unexpected or repeated result for %q:\n%s", r.Address, line)
-			continue
-		}
-		seen[r.Address] = true
-		str := func(p *string) string {
-			if p == nil {
-				return "<null>"
-			}
-			return *p
-		}
-		reason := str(r.Reason)
-		wantReason := g.reason
-		if wantReason == "" {
-			wantReason = "<null>"
-		}
-		if str(r.Protocol) != g.protocol || r.Outcome != g.outcome || reason != wantReason {
-			t.Errorf("%s (%s): protocol %s, outcome %s, reason %s; want %s, %s, %s\n%s",
-				r.Address, g.name, str(r.Protocol), r.Outcome, reason, g.protocol, g.outcome, wantReason, line)
-			continue
-		}
-		if g.says != "" && !strings.Contains(r.Message+"\n"+strings.Join(r.Warnings, "\n"), g.says) {
-			t.Errorf("%s (%s): result does not say %q:\n%s", r.Address, g.name, g.says, line)
-		}
-		switch g.outcome {
-		case "updated":
-			if str(r.Running) != "1.0.1" {
-				t.Errorf("%s (%s): updated but running %s", r.Address, g.name, str(r.Running))
-			}
-		case "refused":
-			if r.Bytes != nil {
-				t.Errorf("%s (%s): refused but %d bytes sent", r.Address, g.name, *r.Bytes)
-			}
-		}
-	}
-	for addr, g := range want {
-		if !seen[addr] {
-			t.Errorf("no result for %s (%s)", addr, g.name)
-		}
-	}
+	checkFleetResults(t, out, want, func(g fleetGroup) string { return g.name }, func(line string, g fleetGroup) {
+		checkFleetResult(t, line, g)
+	})
 
 	// The sims' own words (their --json checked against the contract too):
 	// each device sent to printed upload_finished, the ArduinoOTA ones with
 	// espota's OK; the refused devices never saw an upload start.
+	stopSims(t, sims)
 	for i, s := range sims {
 		g := groups[i]
-		if err := s.cmd.Process.Signal(syscall.SIGINT); err != nil {
-			t.Fatal(err)
-		}
-		s.wait(t) // s.out: all it printed
-		finished, started := 0, 0
-		for _, line := range s.out {
-			if strings.Contains(line, `"event":"upload_finished"`) && (g.protocol != "espota" || strings.Contains(line, `"text":"OK"`)) {
-				finished++
-			}
-			if strings.Contains(line, `"event":"upload_started"`) {
-				started++
-			}
-		}
+		started, finished := simUploads(s.out, g.protocol == "espota")
 		if g.outcome == "refused" && started != 0 {
 			t.Errorf("%s sims: %d uploads started, want none:\n%s", g.name, started, strings.Join(s.out, "\n"))
 		} else if g.outcome != "refused" && finished != g.n {

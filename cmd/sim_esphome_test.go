@@ -1,8 +1,6 @@
 package cmd
 
 import (
-	"context"
-	"strings"
 	"testing"
 	"time"
 
@@ -12,11 +10,7 @@ import (
 // TestSimESPHome: the esphome personalities' flags as sim checks them
 // before it binds anything, and a device of each.
 func TestSimESPHome(t *testing.T) {
-	cases := []struct {
-		args []string
-		code int
-		want string // in stderr (exit 2) or stdout (exit 0)
-	}{
+	runSimFlagCases(t, []simFlagCase{
 		{[]string{"--personality", "seed", "--esphome", "version=1"}, ExitUsage, "--esphome does not apply to --personality seed"},
 		{[]string{"--personality", "esphome", "--esphome", "colour=red"}, ExitUsage, `unknown key "colour"`},
 		{[]string{"--personality", "esphome", "--esphome", "fail=88"}, ExitUsage, "error byte 88 comes from ESP8266 builds only"},
@@ -28,24 +22,7 @@ func TestSimESPHome(t *testing.T) {
 			"127.0.9.130:13330  -    esphome"},
 		{[]string{"--personality", "esphome-esp8266", "--base-ip", "127.0.9.131", "--ota-port", "13331", "--password", "pw",
 			"--esphome", "auth=md5", "--esphome", "version=1"}, 0, "127.0.9.131:13331  -    esphome-esp8266"},
-	}
-	for _, c := range cases {
-		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
-			streams, out, errOut := TestStreams()
-			args := append([]string{"sim", "--no-mdns", "--fast", "--duration", "100ms"}, c.args...)
-			code := Execute(context.Background(), args, streams)
-			if code != c.code {
-				t.Fatalf("exit %d, want %d\nstdout: %s\nstderr: %s", code, c.code, out, errOut)
-			}
-			got := errOut.String()
-			if c.code == 0 {
-				got = out.String()
-			}
-			if !strings.Contains(got, c.want) {
-				t.Errorf("want %q in\n%s", c.want, got)
-			}
-		})
-	}
+	})
 }
 
 // TestSimESPHomeJSON: an ESPHome node's events fit sim.json (its protocol

@@ -14,11 +14,7 @@ import (
 // TestSimWebUploaders: the web-uploader personalities' flags, on ESP32 and
 // ESP8266, as sim checks them before it binds anything, and a fleet of each.
 func TestSimWebUploaders(t *testing.T) {
-	cases := []struct {
-		args []string
-		code int
-		want string // in stderr (exit 2) or stdout (exit 0)
-	}{
+	runSimFlagCases(t, []simFlagCase{
 		{[]string{"--personality", "espeasy", "--async"}, ExitUsage, "--async does not apply to --personality espeasy: only ElegantOTA has an async build"},
 		{[]string{"--personality", "httpupdateserver", "--chip", "esp8266", "--no-origin-check"}, ExitUsage, "checks no Origin"},
 		{[]string{"--personality", "elegantota", "--chip", "esp8266", "--rollback-later"}, ExitUsage, "an ESP8266 has no rollback"},
@@ -47,7 +43,20 @@ func TestSimWebUploaders(t *testing.T) {
 			"127.0.9.125:13325  -    tasmota"},
 		{[]string{"--personality", "tasmota", "--safeboot", "--fault", "status-during-upgrade", "--base-ip", "127.0.9.126", "--ota-port", "13326"}, 0,
 			"127.0.9.126:13326  -    tasmota"},
-	}
+	})
+}
+
+// simFlagCase is one short sim run (no mDNS, 100 ms) and how it ends.
+type simFlagCase struct {
+	args []string
+	code int
+	want string // in stderr (exit 2) or stdout (exit 0)
+}
+
+// runSimFlagCases runs each case as a subtest: its exit code, and its
+// words in stderr (a usage error) or stdout (a device listed).
+func runSimFlagCases(t *testing.T, cases []simFlagCase) {
+	t.Helper()
 	for _, c := range cases {
 		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
 			streams, out, errOut := TestStreams()
