@@ -256,17 +256,10 @@ func Query(ctx context.Context, t Target, o Options) (Facts, error) {
 	}
 	if f.Protocol.Value == ProtoHTTP && !silent {
 		st, err := GetOTAStatus(ctx, addr, o)
-		switch {
-		case err == nil:
-			f.Reachable = true
+		silent = f.noteRead("GET /ota/status", err) || silent
+		f.otaAnswered = errors.Is(err, ErrBadAnswer)
+		if err == nil {
 			f.OTA = &st
-		case errors.Is(err, ErrNotServed), errors.Is(err, ErrBadAnswer):
-			f.Reachable = true
-			f.otaAnswered = errors.Is(err, ErrBadAnswer)
-			f.Notes = append(f.Notes, "GET /ota/status: "+err.Error())
-		default:
-			silent = silent || errors.Is(err, errSilent)
-			f.Notes = append(f.Notes, "GET /ota/status: "+err.Error())
 		}
 	}
 	if t.WebPort >= 0 && f.Protocol.Value != ProtoEspota && ctx.Err() == nil {
@@ -278,28 +271,16 @@ func Query(ctx context.Context, t Target, o Options) (Facts, error) {
 			f.Notes = append(f.Notes, "GET /api/status: not tried, the OTA port did not answer")
 		} else {
 			st, err := GetAPIStatus(ctx, net.JoinHostPort(t.Host, strconv.Itoa(wp)), o)
-			switch {
-			case err == nil:
-				f.Reachable = true
+			f.noteRead("GET /api/status", err)
+			if err == nil {
 				f.API = &st
-			case errors.Is(err, ErrNotServed), errors.Is(err, ErrBadAnswer):
-				f.Reachable = true
-				f.Notes = append(f.Notes, "GET /api/status: "+err.Error())
-			default:
-				f.Notes = append(f.Notes, "GET /api/status: "+err.Error())
 			}
 		}
 		if t.ReadJSON && !silent && ctx.Err() == nil {
 			st, err := GetESPEasyJSON(ctx, net.JoinHostPort(t.Host, strconv.Itoa(wp)), o)
-			switch {
-			case err == nil:
-				f.Reachable = true
+			f.noteRead("GET /json", err)
+			if err == nil {
 				f.ESPEasy = &st
-			case errors.Is(err, ErrNotServed), errors.Is(err, ErrBadAnswer):
-				f.Reachable = true
-				f.Notes = append(f.Notes, "GET /json: "+err.Error())
-			default:
-				f.Notes = append(f.Notes, "GET /json: "+err.Error())
 			}
 		}
 	}
@@ -353,6 +334,23 @@ var errTimedOut = errors.New("timed out")
 // errSilent marks a request whose connect met silence: timed out, or no
 // route to the host. It wraps errTimedOut where the connect timed out.
 var errSilent = errors.New("no answer to the connect")
+
+// noteRead records one status read in f: a device that answered, even
+// "not served" or with an answer that did not parse, is reachable; a
+// failed read is a note (what: the request). It tells whether the read met
+// silence (no answer to the connect).
+func (f *Facts) noteRead(what string, err error) (silent bool) {
+	if err == nil {
+		f.Reachable = true
+		return false
+	}
+	f.Notes = append(f.Notes, what+": "+err.Error())
+	if errors.Is(err, ErrNotServed) || errors.Is(err, ErrBadAnswer) {
+		f.Reachable = true
+		return false
+	}
+	return errors.Is(err, errSilent)
+}
 
 // dialReason words err in a few words. ctx is the caller's (cancelled
 // means the user stopped), rctx the request's own (its deadline passing

@@ -239,16 +239,9 @@ func hostHeader(addr string) string {
 func queryTasmota(ctx context.Context, t Target, addr string, o Options, f *Facts) {
 	f.Protocol = Fact{ProtoHTTP, FromTarget}
 	st, err := GetTasmotaStatus(ctx, addr, t.Authorization, o)
-	switch {
-	case err == nil:
-		f.Reachable = true
+	f.Silent = f.noteRead("GET /cm Status 0", err)
+	if err == nil {
 		f.Tasmota = &st
-	case errors.Is(err, ErrNotServed), errors.Is(err, ErrBadAnswer):
-		f.Reachable = true
-		f.Notes = append(f.Notes, "GET /cm Status 0: "+err.Error())
-	default:
-		f.Silent = errors.Is(err, errSilent)
-		f.Notes = append(f.Notes, "GET /cm Status 0: "+err.Error())
 	}
 }
 

@@ -107,16 +107,9 @@ func queryWLED(ctx context.Context, t Target, o Options, f *Facts, connErr func(
 	f.Address = addr
 	f.Protocol = Fact{ProtoHTTP, FromTarget}
 	st, err := GetWLEDInfo(ctx, addr, o)
-	switch {
-	case err == nil:
-		f.Reachable = true
+	f.Silent = f.noteRead("GET /json/info", err)
+	if err == nil {
 		f.WLED = &st
-	case errors.Is(err, ErrNotServed), errors.Is(err, ErrBadAnswer):
-		f.Reachable = true
-		f.Notes = append(f.Notes, "GET /json/info: "+err.Error())
-	default:
-		f.Silent = errors.Is(err, errSilent)
-		f.Notes = append(f.Notes, "GET /json/info: "+err.Error())
 	}
 	if f.WLED != nil {
 		w := f.WLED
