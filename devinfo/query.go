@@ -335,6 +335,20 @@ var errTimedOut = errors.New("timed out")
 // route to the host. It wraps errTimedOut where the connect timed out.
 var errSilent = errors.New("no answer to the connect")
 
+// parseAnswer parses a read's body; an answer that does not parse is
+// ErrBadAnswer, a read that failed its own error.
+func parseAnswer[T any](b []byte, err error, parse func([]byte) (T, error)) (T, error) {
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	st, err := parse(b)
+	if err != nil {
+		return st, fmt.Errorf("%w: %v", ErrBadAnswer, err)
+	}
+	return st, nil
+}
+
 // noteRead records one status read in f: a device that answered, even
 // "not served" or with an answer that did not parse, is reachable; a
 // failed read is a note (what: the request). It tells whether the read met
@@ -498,28 +512,14 @@ func (f *Facts) versionReason(t Target) string {
 // the OTA port). A device that answers without 200 gives ErrNotServed.
 func GetOTAStatus(ctx context.Context, addr string, o Options) (OTAStatus, error) {
 	b, err := get(ctx, addr, "/ota/status", o)
-	if err != nil {
-		return OTAStatus{}, err
-	}
-	st, err := ParseOTAStatus(b)
-	if err != nil {
-		return st, fmt.Errorf("%w: %v", ErrBadAnswer, err)
-	}
-	return st, nil
+	return parseAnswer(b, err, ParseOTAStatus)
 }
 
 // GetAPIStatus fetches and parses the OTS web app's GET /api/status from
 // addr (host:port of the web port).
 func GetAPIStatus(ctx context.Context, addr string, o Options) (APIStatus, error) {
 	b, err := get(ctx, addr, "/api/status", o)
-	if err != nil {
-		return APIStatus{}, err
-	}
-	st, err := ParseAPIStatus(b)
-	if err != nil {
-		return st, fmt.Errorf("%w: %v", ErrBadAnswer, err)
-	}
-	return st, nil
+	return parseAnswer(b, err, ParseAPIStatus)
 }
 
 // GetESPEasyJSON fetches and parses ESPEasy's GET /json from addr (host:port
@@ -527,14 +527,7 @@ func GetAPIStatus(ctx context.Context, addr string, o Options) (APIStatus, error
 // System object comes first.
 func GetESPEasyJSON(ctx context.Context, addr string, o Options) (ESPEasyJSON, error) {
 	b, err := getBody(ctx, addr, "/json", o, true)
-	if err != nil {
-		return ESPEasyJSON{}, err
-	}
-	st, err := ParseESPEasyJSON(b)
-	if err != nil {
-		return st, fmt.Errorf("%w: %v", ErrBadAnswer, err)
-	}
-	return st, nil
+	return parseAnswer(b, err, ParseESPEasyJSON)
 }
 
 // get is the package's only HTTP request: a GET, one connection, no

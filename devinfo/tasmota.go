@@ -212,14 +212,7 @@ func GetTasmotaStatus(ctx context.Context, addr string, authz auth.Secret, o Opt
 	// Status 0 grows with the sensors a build reads: its sections come
 	// first, so a cut body still parses up to them.
 	b, err := getBody(ctx, addr, TasmotaStatusPath, o, true, hdr...)
-	if err != nil {
-		return TasmotaStatus{}, err
-	}
-	st, err := ParseTasmotaStatus(b)
-	if err != nil {
-		return st, fmt.Errorf("%w: %v", ErrBadAnswer, err)
-	}
-	return st, nil
+	return parseAnswer(b, err, ParseTasmotaStatus)
 }
 
 // hostHeader is what Go's client sends as Host for addr: the port is

@@ -85,14 +85,7 @@ func (w WLEDInfo) Chip() string {
 // (host:port of the web port).
 func GetWLEDInfo(ctx context.Context, addr string, o Options) (WLEDInfo, error) {
 	b, err := get(ctx, addr, "/json/info", o)
-	if err != nil {
-		return WLEDInfo{}, err
-	}
-	st, err := ParseWLEDInfo(b)
-	if err != nil {
-		return st, fmt.Errorf("%w: %v", ErrBadAnswer, err)
-	}
-	return st, nil
+	return parseAnswer(b, err, ParseWLEDInfo)
 }
 
 // queryWLED is Query for a WLED device (Target.WLED): one GET /json/info
