@@ -130,11 +130,7 @@ func StartESPHome(cfg ESPHomeConfig) (*ESPHomeDevice, error) {
 func (d *ESPHomeDevice) Addr() string { return d.p.Addr().String() }
 
 // Sessions is how many connections the device served.
-func (d *ESPHomeDevice) Sessions() int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.sessions
-}
+func (d *ESPHomeDevice) Sessions() int { return locked(&d.mu, &d.sessions) }
 
 // Installed is how many images it accepted, and the last one (inflated).
 func (d *ESPHomeDevice) Installed() (int, []byte) {

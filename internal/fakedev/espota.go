@@ -124,25 +124,13 @@ func (d *EspotaDevice) Host() string { return "127.0.0.1" }
 func (d *EspotaDevice) Port() int { return d.udp.LocalAddr().(*net.UDPAddr).Port }
 
 // Uploads is how many transfers began (the device connected back).
-func (d *EspotaDevice) Uploads() int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.uploads
-}
+func (d *EspotaDevice) Uploads() int { return locked(&d.mu, &d.uploads) }
 
 // Received is how many bytes each transfer took.
-func (d *EspotaDevice) Received() []int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return append([]int(nil), d.received...)
-}
+func (d *EspotaDevice) Received() []int { return lockedCopy(&d.mu, &d.received) }
 
 // Running is the image the device runs now.
-func (d *EspotaDevice) Running() Build {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.running
-}
+func (d *EspotaDevice) Running() Build { return locked(&d.mu, &d.running) }
 
 // TXT is the record the device's mDNS responder would advertise on
 // _arduino._tcp now (nil while it restarts, or with NoTXT): ArduinoOTA's

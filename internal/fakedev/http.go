@@ -287,11 +287,7 @@ func (d *HTTPDevice) WebPort() int { return d.web.portNumber() }
 
 // Uploads is how many POST /update requests reached the device (refused
 // ones included).
-func (d *HTTPDevice) Uploads() int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.uploads
-}
+func (d *HTTPDevice) Uploads() int { return locked(&d.mu, &d.uploads) }
 
 // Running is what the device runs now and its app state.
 func (d *HTTPDevice) Running() (Build, string) {

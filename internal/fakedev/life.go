@@ -40,3 +40,18 @@ func (l *life) stopLocked() bool {
 	close(l.done)
 	return true
 }
+
+// locked reads *v under mu: a device's counters and state, read by a test
+// while the device runs.
+func locked[T any](mu *sync.Mutex, v *T) T {
+	mu.Lock()
+	defer mu.Unlock()
+	return *v
+}
+
+// lockedCopy copies *v under mu, so that the caller holds its own.
+func lockedCopy[T any](mu *sync.Mutex, v *[]T) []T {
+	mu.Lock()
+	defer mu.Unlock()
+	return append([]T(nil), (*v)...)
+}

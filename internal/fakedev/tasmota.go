@@ -237,25 +237,13 @@ func (d *TasmotaDevice) Base() string { return fmt.Sprintf("http://127.0.0.1:%d"
 func (d *TasmotaDevice) Referer() string { return d.Base() + "/" }
 
 // Running is the build the device runs now.
-func (d *TasmotaDevice) Running() TasmotaBuild {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.running
-}
+func (d *TasmotaDevice) Running() TasmotaBuild { return locked(&d.mu, &d.running) }
 
 // OtaURL is the stored OtaUrl now.
-func (d *TasmotaDevice) OtaURL() string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.otaURL
-}
+func (d *TasmotaDevice) OtaURL() string { return locked(&d.mu, &d.otaURL) }
 
 // Boots is how many times the device came back from a restart.
-func (d *TasmotaDevice) Boots() int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.boots
-}
+func (d *TasmotaDevice) Boots() int { return locked(&d.mu, &d.boots) }
 
 // Upgrading: an upgrade runs (the Status tripwire is armed).
 func (d *TasmotaDevice) Upgrading() bool {
@@ -265,26 +253,14 @@ func (d *TasmotaDevice) Upgrading() bool {
 }
 
 // Uploads is how many POST /u2 reached the device.
-func (d *TasmotaDevice) Uploads() int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.uploads
-}
+func (d *TasmotaDevice) Uploads() int { return locked(&d.mu, &d.uploads) }
 
 // Commands is every /cm command the device ran, Backlog's parts each on
 // their own, in order.
-func (d *TasmotaDevice) Commands() []string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return append([]string(nil), d.commands...)
-}
+func (d *TasmotaDevice) Commands() []string { return lockedCopy(&d.mu, &d.commands) }
 
 // Statuses is every Status command the device got.
-func (d *TasmotaDevice) Statuses() []StatusProbe {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return append([]StatusProbe(nil), d.statuses...)
-}
+func (d *TasmotaDevice) Statuses() []StatusProbe { return lockedCopy(&d.mu, &d.statuses) }
 
 // StatusDuringUpgrade is the tripwire: the Status commands that came while
 // an upgrade ran. Tasmota's maintainers report that they can break the
@@ -303,32 +279,16 @@ func (d *TasmotaDevice) StatusDuringUpgrade() []StatusProbe {
 
 // SetOption128 is every SetOption128 (or SO128) command the device got;
 // a client must never change it.
-func (d *TasmotaDevice) SetOption128() []string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return append([]string(nil), d.so128...)
-}
+func (d *TasmotaDevice) SetOption128() []string { return lockedCopy(&d.mu, &d.so128) }
 
 // Fetches is every image fetch by URL, in order.
-func (d *TasmotaDevice) Fetches() []TasmotaFetch {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return append([]TasmotaFetch(nil), d.fetches...)
-}
+func (d *TasmotaDevice) Fetches() []TasmotaFetch { return lockedCopy(&d.mu, &d.fetches) }
 
 // Silences is how many requests the Referer gate left unanswered.
-func (d *TasmotaDevice) Silences() int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.silences
-}
+func (d *TasmotaDevice) Silences() int { return locked(&d.mu, &d.silences) }
 
 // BootCount is StatusPRM.BootCount now.
-func (d *TasmotaDevice) BootCount() int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.bootCount
-}
+func (d *TasmotaDevice) BootCount() int { return locked(&d.mu, &d.bootCount) }
 
 // Close stops the device and waits for its goroutines.
 func (d *TasmotaDevice) Close() error { return d.closeWith(d.shut) }

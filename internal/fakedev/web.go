@@ -237,25 +237,13 @@ func (d *WebDevice) URL() string { return fmt.Sprintf("http://127.0.0.1:%d/updat
 
 // Uploads is how many POSTs reached the upload route (/update, or
 // /ota/upload), refused ones included.
-func (d *WebDevice) Uploads() int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.uploads
-}
+func (d *WebDevice) Uploads() int { return locked(&d.mu, &d.uploads) }
 
 // Starts is how many GET /ota/start reached an ElegantOTA device.
-func (d *WebDevice) Starts() int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.starts
-}
+func (d *WebDevice) Starts() int { return locked(&d.mu, &d.starts) }
 
 // Filesystems is how many filesystem images the device took.
-func (d *WebDevice) Filesystems() int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.fsImages
-}
+func (d *WebDevice) Filesystems() int { return locked(&d.mu, &d.fsImages) }
 
 // Running is the app the device runs now (what its sketch's status routes
 // tell) and, for ESPEasy, what its /json tells.
@@ -266,11 +254,7 @@ func (d *WebDevice) Running() (Build, EasyBuild) {
 }
 
 // Boots is how many times the device came back from a restart.
-func (d *WebDevice) Boots() int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.boots
-}
+func (d *WebDevice) Boots() int { return locked(&d.mu, &d.boots) }
 
 // Close stops the device and waits for its goroutines.
 func (d *WebDevice) Close() error { return d.closeWith(d.shut) }

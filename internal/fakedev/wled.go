@@ -184,40 +184,20 @@ func StartWLED(cfg WLEDConfig) (*WLEDDevice, error) {
 func (d *WLEDDevice) URL() string { return fmt.Sprintf("http://127.0.0.1:%d/update", d.Port()) }
 
 // Uploads is how many POST /update reached the device, refused ones included.
-func (d *WLEDDevice) Uploads() int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.uploads
-}
+func (d *WLEDDevice) Uploads() int { return locked(&d.mu, &d.uploads) }
 
 // Skipped is how many uploads carried skipValidation=1 before the file.
-func (d *WLEDDevice) Skipped() int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.skipped
-}
+func (d *WLEDDevice) Skipped() int { return locked(&d.mu, &d.skipped) }
 
 // Reverts is how many GET /update?revert reached the device (a client
 // must never send one).
-func (d *WLEDDevice) Reverts() int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.reverts
-}
+func (d *WLEDDevice) Reverts() int { return locked(&d.mu, &d.reverts) }
 
 // Running is the build the device runs now.
-func (d *WLEDDevice) Running() WLEDBuild {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.running
-}
+func (d *WLEDDevice) Running() WLEDBuild { return locked(&d.mu, &d.running) }
 
 // Boots is how many times the device came back from a restart.
-func (d *WLEDDevice) Boots() int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.boots
-}
+func (d *WLEDDevice) Boots() int { return locked(&d.mu, &d.boots) }
 
 // Close stops the device and waits for its goroutines.
 func (d *WLEDDevice) Close() error { return d.closeWith(d.shut) }
