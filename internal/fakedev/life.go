@@ -55,3 +55,20 @@ func lockedCopy[T any](mu *sync.Mutex, v *[]T) []T {
 	defer mu.Unlock()
 	return append([]T(nil), (*v)...)
 }
+
+// newAppRuns is the boot into a new app, as After has it: up false when
+// the device never comes back (or was closed); rolled when the new app
+// died before its network was up and the old one booted, a second boot
+// of boot later.
+func (l *life) newAppRuns(after After, boot time.Duration) (up, rolled bool) {
+	switch after {
+	case NeverComesBack:
+		return false, false
+	case RollsBack:
+		if !sleepOrDone(l.done, boot) {
+			return false, false
+		}
+		return true, true
+	}
+	return true, false
+}

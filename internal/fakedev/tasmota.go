@@ -922,13 +922,11 @@ func (d *TasmotaDevice) restart(into *TasmotaBuild) {
 	}
 	final := next.Image != "minimal" && next.Image != "safeboot"
 	if final && next != old {
-		switch d.cfg.After {
-		case NeverComesBack:
+		up, rolled := d.newAppRuns(d.cfg.After, d.cfg.BootTime)
+		if !up {
 			return
-		case RollsBack:
-			if !sleepOrDone(d.done, d.cfg.BootTime) {
-				return
-			}
+		}
+		if rolled {
 			next = old
 		}
 	}

@@ -511,14 +511,11 @@ func (d *WebDevice) restartAfter(c net.Conn, next *Build, nextEasy *EasyBuild) {
 		if !d.sleep(d.cfg.BootTime) {
 			return
 		}
-		switch d.cfg.After {
-		case NeverComesBack:
+		up, rolled := d.newAppRuns(d.cfg.After, d.cfg.BootTime)
+		if !up {
 			return
-		case RollsBack:
-			// The new app dies before its network is up; the old one boots.
-			if !d.sleep(d.cfg.BootTime) {
-				return
-			}
+		}
+		if rolled {
 			next, nextEasy = &old, &oldEasy
 		}
 		d.mu.Lock()

@@ -576,13 +576,11 @@ func (d *WLEDDevice) restartInto(next WLEDBuild) {
 		if !sleepOrDone(d.done, d.cfg.BootTime) {
 			return
 		}
-		switch d.cfg.After {
-		case NeverComesBack:
+		up, rolled := d.newAppRuns(d.cfg.After, d.cfg.BootTime)
+		if !up {
 			return
-		case RollsBack:
-			if !sleepOrDone(d.done, d.cfg.BootTime) {
-				return
-			}
+		}
+		if rolled {
 			next = old
 		}
 		d.mu.Lock()
