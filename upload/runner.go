@@ -661,7 +661,7 @@ func (r *runner) preflight(ctx context.Context, d *device) bool {
 	}
 	if (f.Board != "" || tr.ArduinoSlot && !f.SlotSizeKnown) && fw.Size() > ArduinoDefaultSlot {
 		d.res.Warnings = append(d.res.Warnings, fmt.Sprintf(
-			"image is %s, larger than the 1.25 MiB app slot of arduino-esp32's default partition scheme; the device refuses it unless its partitions are larger", sizeLabel(fw.Size())))
+			"image is %s, larger than the 1.25 MiB app slot of arduino-esp32's default partition scheme; the device refuses it unless its partitions are larger", SizeLabel(fw.Size())))
 	}
 	if tr.Warning != "" {
 		d.res.Warnings = append(d.res.Warnings, tr.Warning)
@@ -697,7 +697,7 @@ func alreadyOn(expected, seen Identity) bool {
 func (r *runner) planMessage(d *device) string {
 	var b strings.Builder
 	b.WriteString("would send ")
-	b.WriteString(sizeLabel(r.fw.Size()))
+	b.WriteString(SizeLabel(r.fw.Size()))
 	if d.proto != Auto {
 		b.WriteString(" over " + string(d.proto))
 	}
@@ -709,7 +709,17 @@ func (r *runner) planMessage(d *device) string {
 	return b.String()
 }
 
-func sizeLabel(n int64) string {
+// OrDiscard is l, or a logger that drops everything when l is nil: a
+// transport's Logger is optional.
+func OrDiscard(l *slog.Logger) *slog.Logger {
+	if l != nil {
+		return l
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// SizeLabel is n bytes for a message: "1.23 MiB", "456.7 KiB", "89 B".
+func SizeLabel(n int64) string {
 	switch {
 	case n >= 1<<20:
 		return fmt.Sprintf("%.2f MiB", float64(n)/(1<<20))
@@ -926,7 +936,7 @@ func (r *runner) boundedTry(ctx context.Context, d *device) error {
 			de = &DeviceError{Class: ClassTimeout, Taken: de.Taken, Status: de.Status, Words: de.Words, NoRetry: de.NoRetry, Err: err}
 		}
 		de.Reason = fmt.Sprintf("the upload did not end within %s (connect %s + idle %s + %s at 8 KiB/s; --timeout sets another bound)",
-			round(r.tryBound()), round(r.opts.ConnectTimeout), round(r.opts.IdleTimeout), sizeLabel(r.fw.Size()))
+			round(r.tryBound()), round(r.opts.ConnectTimeout), round(r.opts.IdleTimeout), SizeLabel(r.fw.Size()))
 		return de
 	}
 	return err

@@ -64,3 +64,14 @@ const unackedTail = 16 << 10
 func MayHoldAll(written, taken, size int64) bool {
 	return taken >= size || written >= size && size-taken <= unackedTail
 }
+
+// MarkNoRetry gives err's DeviceError, when it has one and no NoRetry yet,
+// hint as its NoRetry: a family's failure after the point from which
+// nothing may be sent to the device again. It returns err.
+func MarkNoRetry(err error, hint string) error {
+	var de *DeviceError
+	if errors.As(err, &de) && de.NoRetry == "" {
+		de.NoRetry = hint
+	}
+	return err
+}

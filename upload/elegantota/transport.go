@@ -9,7 +9,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -149,7 +148,8 @@ func (h *Transport) Send(ctx context.Context, t upload.Target, fw *upload.Firmwa
 	authz := basic
 	if digest != nil {
 		if authz, err = digestHeader(*digest, cred, "POST", uploadPath, 2); err != nil {
-			return withNoRetry(err)
+			// A failure after /ota/start succeeded: nothing may be sent again.
+			return upload.MarkNoRetry(err, NoRetryHint)
 		}
 	}
 	head := post.Head("POST", uploadPath, host,
@@ -159,24 +159,11 @@ func (h *Transport) Send(ctx context.Context, t upload.Target, fw *upload.Firmwa
 		authz)
 	err = post.Send(ctx, cfg, post.Request{Addr: addr, Head: head, Prefix: form.Prefix, Suffix: form.Suffix, Data: fw.Data,
 		Redact: redact, Judge: judgeUpload(cred.User != ""), Waiting: "waiting for the device to read the upload"}, emit)
-	return withNoRetry(err)
+	return upload.MarkNoRetry(err, NoRetryHint)
 }
 
 func (h *Transport) log() *slog.Logger {
-	if h.Logger != nil {
-		return h.Logger
-	}
-	return slog.New(slog.DiscardHandler)
-}
-
-// withNoRetry marks a failure after /ota/start succeeded: nothing may be
-// sent to the device again.
-func withNoRetry(err error) error {
-	var de *upload.DeviceError
-	if errors.As(err, &de) && de.NoRetry == "" {
-		de.NoRetry = NoRetryHint
-	}
-	return err
+	return upload.OrDiscard(h.Logger)
 }
 
 // digestChallenge is the first Digest challenge of a 401 this client can

@@ -262,10 +262,7 @@ func (h *Transport) compressed(fw *upload.Firmware) *payload {
 }
 
 func (h *Transport) log() *slog.Logger {
-	if h.Logger != nil {
-		return h.Logger
-	}
-	return slog.New(slog.DiscardHandler)
+	return upload.OrDiscard(h.Logger)
 }
 
 func orDefault(d, def time.Duration) time.Duration {
@@ -531,7 +528,7 @@ func (s *session) run(fw *upload.Firmware, pk *payload, cred upload.Credentials)
 	if compress {
 		saved := 100 - float64(len(body))*100/float64(max(len(fw.Data), 1))
 		s.emit(upload.Event{Phase: upload.PhaseConnecting, Total: s.size, Message: fmt.Sprintf(
-			"the device takes a gzip payload: %s instead of %s (%.0f%% less)", sizeText(int64(len(body))), sizeText(s.size), saved)})
+			"the device takes a gzip payload: %s instead of %s (%.0f%% less)", upload.SizeLabel(int64(len(body))), upload.SizeLabel(s.size), saved)})
 	}
 
 	b, err = s.readByte(hs, "waiting for the auth answer")
@@ -739,14 +736,4 @@ func (s *session) transfer(body []byte, ver byte, data time.Duration) error {
 			return de
 		}
 	}
-}
-
-func sizeText(n int64) string {
-	switch {
-	case n >= 1<<20:
-		return fmt.Sprintf("%.2f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
 }

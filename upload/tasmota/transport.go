@@ -159,10 +159,7 @@ func (h *Transport) config(idle time.Duration) post.Config {
 }
 
 func (h *Transport) log() *slog.Logger {
-	if h.Logger != nil {
-		return h.Logger
-	}
-	return slog.New(slog.DiscardHandler)
+	return upload.OrDiscard(h.Logger)
 }
 
 // smallConfig is the timing of a request without a body.

@@ -146,10 +146,7 @@ func findFiles(name string) *fileSet {
 }
 
 func (s *Server) log() *slog.Logger {
-	if s.Logger != nil {
-		return s.Logger
-	}
-	return slog.New(slog.DiscardHandler)
+	return upload.OrDiscard(s.Logger)
 }
 
 func (s *Server) fetchIdle() time.Duration {
@@ -371,7 +368,7 @@ func (h *Transport) sendByURL(ctx context.Context, t upload.Target, fw *upload.F
 			srv.takeRestore(key)
 			return err
 		}
-		return withNoRetry(err)
+		return upload.MarkNoRetry(err, NoRetryHint)
 	}
 	// An ESP8266 whose free space the image exceeds fetches the -minimal
 	// image first: its fetch of the firmware before that is not the end,
@@ -384,14 +381,6 @@ func (h *Transport) sendByURL(ctx context.Context, t upload.Target, fw *upload.F
 // NoRetryHint is what a by-URL failure after the upgrade command tells the
 // user: the device may still be upgrading.
 const NoRetryHint = "the device was told to upgrade and may still be at it: read it with ots-ota info before pushing again"
-
-func withNoRetry(err error) error {
-	var de *upload.DeviceError
-	if errors.As(err, &de) && de.NoRetry == "" {
-		de.NoRetry = NoRetryHint
-	}
-	return err
-}
 
 // awaitFetch waits until the device has fetched the whole firmware (the
 // image or its .gz), after the whole -minimal image when twoStep,

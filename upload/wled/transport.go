@@ -171,10 +171,7 @@ func (h *Transport) Send(ctx context.Context, t upload.Target, fw *upload.Firmwa
 }
 
 func (h *Transport) log() *slog.Logger {
-	if h.Logger != nil {
-		return h.Logger
-	}
-	return slog.New(slog.DiscardHandler)
+	return upload.OrDiscard(h.Logger)
 }
 
 // busy: the device answered 503, its sign that another upload runs.
