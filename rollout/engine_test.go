@@ -24,6 +24,8 @@ type rig struct {
 	mu     sync.Mutex
 	events []upload.FleetEvent
 	waves  []WaveEvent
+	// between runs between an interrupted run and its resumption
+	between func()
 }
 
 // newRig writes an image and its -minimal companion, creates the state

@@ -141,7 +141,7 @@ func decide(spec DeviceSpec, reports []Report, now time.Time, final bool) (Verdi
 			v.Message = fmt.Sprintf("the device still runs its %s image (%s), a step of the upgrade, and its download of the new firmware failed (%s): it needs the full image installed (from its own web page, or roll out again)", w.inter.Facts.Intermediate, w.inter.Facts.Version, quoteWords(f.Words))
 			return v, true
 		}
-		if !w.restart && cls != upload.ClassRejected && tries < 1+max(spec.Retries, 0) && !final {
+		if !w.restart && cls != upload.ClassRejected && tries < 1+max(spec.Retries, 0) && spec.Resumed.IsZero() && !final {
 			return Verdict{Retry: true, Phase: upload.PhaseRetrying, Class: cls, Words: f.Words,
 				Message: fmt.Sprintf("reported a failed download (%s); commanding it again", quoteWords(f.Words))}, false
 		}
@@ -151,6 +151,8 @@ func decide(spec DeviceSpec, reports []Report, now time.Time, final bool) (Verdi
 			v.Message += "; not commanded again: it restarted since the command"
 		case cls == upload.ClassRejected:
 			v.Message += "; not commanded again: the image itself was refused"
+		case !spec.Resumed.IsZero() && tries < 1+max(spec.Retries, 0):
+			v.Message += "; not commanded again: it was in flight when the rollout was interrupted (its download may have been cut then)"
 		case tries > 1:
 			v.Message += fmt.Sprintf(" (after %d commands)", tries)
 		}

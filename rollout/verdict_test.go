@@ -196,6 +196,8 @@ func TestDecide(t *testing.T) {
 			want{done: true, outcome: upload.OutcomeUpdated}},
 		{"resumed after the bound: a reboot window before the read", func(s *DeviceSpec) { s.Resumed = at(200) }, []Report{rStarted(11)}, 205, false,
 			want{wake: 230}},
+		{"resumed: a failed download is not commanded again", func(s *DeviceSpec) { s.Resumed = at(200) }, []Report{rFailed(201, "Failed")}, 202, false,
+			want{done: true, outcome: upload.OutcomeFailed, msg: "interrupted"}},
 		{"resumed: the read", func(s *DeviceSpec) { s.Resumed = at(200) }, []Report{rStarted(11)}, 230, false, want{reread: true}},
 	}
 	for _, c := range cases {
