@@ -88,6 +88,7 @@ type engine struct {
 	log   *slog.Logger
 	proto upload.Protocol
 	img   Image
+	hash  string            // the image's SHA-256
 	have  []string          // companions served beside the image
 	files map[string]string // served name → path
 	url   string            // what devices are told
@@ -199,6 +200,7 @@ func (e *engine) image() error {
 	if e.rec.Firmware.SHA256 != "" && e.rec.Firmware.SHA256 != hash {
 		return fmt.Errorf("%s changed since rollout %s began (its SHA-256 differs); devices still fetching would get other bytes: start a new rollout", p, e.rec.ID)
 	}
+	e.hash = hash
 	e.img = Image{Name: filepath.Base(p), Size: int64(len(data))}
 	if img, err := image.Parse(data); err == nil && img.Kind == image.KindApp && (img.Header.ChipID.Known() || img.Header.ChipID.IsESP8266()) {
 		e.img.Chip = img.Header.ChipID.String()
@@ -267,7 +269,7 @@ func (e *engine) publish() (*fileserve.Server, error) {
 		r.Serve.Token = tok
 		r.Serve.Bound = srv.Addr().String()
 		if r.Firmware.SHA256 == "" {
-			r.Firmware.Size = e.img.Size
+			r.Firmware.SHA256, r.Firmware.Size = e.hash, e.img.Size
 		}
 	})
 	if err != nil {

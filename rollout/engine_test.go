@@ -318,3 +318,28 @@ func TestURLTooLongStopsBeforeAnything(t *testing.T) {
 		t.Errorf("updated though the public URL leads nowhere: %+v", res[0])
 	}
 }
+
+// A resumed rollout serves the bytes its devices were told about: an image
+// changed since is refused before anything is published.
+func TestResumeRefusesAChangedImage(t *testing.T) {
+	r := newRig(t, Plan{}, succeed)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	res := r.run(ctx)
+	if res[0].Outcome != upload.OutcomeNotStarted || r.f.commands(r.devs[0].Topic) != 0 {
+		t.Fatalf("a cancelled run started a device: %+v", res[0])
+	}
+	if rec := r.cfg.State.Record(); rec.Finished || len(rec.Firmware.SHA256) != 64 {
+		t.Fatalf("state after a cancelled run: finished %v sha %q", rec.Finished, rec.Firmware.SHA256)
+	}
+	if err := os.WriteFile(r.cfg.ImagePath, []byte("other bytes"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	watches := r.f.watches
+	if _, err := Run(context.Background(), r.cfg); err == nil || !strings.Contains(err.Error(), "changed") {
+		t.Errorf("Run with a changed image: %v", err)
+	}
+	if r.f.watches != watches || r.f.commands(r.devs[0].Topic) != 0 {
+		t.Errorf("watched or commanded with a changed image")
+	}
+}
