@@ -10,7 +10,7 @@ import (
 	"github.com/ots-ota/ots-ota/rollout"
 )
 
-func i64(n int64) *int64 { return &n }
+func i64(n int64) *int64   { return &n }
 func str(s string) *string { return &s }
 
 func TestParseReports(t *testing.T) {
