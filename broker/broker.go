@@ -643,9 +643,21 @@ func (c *Client) waitLink(ctx context.Context) error {
 		c.mu.Lock()
 		ch := c.linkUp
 		c.mu.Unlock()
+		// linkUp follows paho's callbacks, which run a moment after
+		// paho's own state changes: a link paho already knows lost is
+		// waited for too, polling until the callback catches up.
+		wake, tick := (<-chan struct{})(ch), (<-chan time.Time)(nil)
 		select {
 		case <-ch:
-			return nil
+			if c.pc.IsConnectionOpen() {
+				return nil
+			}
+			wake, tick = nil, time.After(50*time.Millisecond)
+		default:
+		}
+		select {
+		case <-wake:
+		case <-tick:
 		case <-c.stop:
 			return errors.New("the MQTT client is closed")
 		case <-ctx.Done():
