@@ -272,6 +272,7 @@ func connect(ctx context.Context, cfg Config, clean bool) (*Client, error) {
 	o.SetKeepAlive(keepAlive)
 	o.SetPingTimeout(pingTimeout)
 	o.SetResumeSubs(true)
+	o.SetStore(newCopyStore())
 	// Our own delivery goroutine calls the handlers, so paho's router
 	// never blocks on them and a handler may Publish.
 	o.SetOrderMatters(true)
