@@ -47,7 +47,8 @@ func newFamily(t *testing.T, b *testbroker.Broker, opts Options) *Family {
 type fakeDevice struct {
 	t                *testing.T
 	c                mqtt.Client
-	cmnd, stat, tele string // topic bases, ending in "/"
+	cmnd, stat, tele string      // topic bases, ending in "/"
+	old              atomic.Bool // a build before 9.5: Status0 answers in sections
 
 	mu    sync.Mutex
 	cmds  []string // "Command payload", in order
@@ -98,19 +99,31 @@ func (d *fakeDevice) commands() []string {
 	return append([]string(nil), d.cmds...)
 }
 
-// answerStatus answers Status 0 with the split sections and Status 2 with
-// STATUS2, as Tasmota does over MQTT.
+// answerStatus answers Status0 with one STATUS0 message (Tasmota 9.5 and
+// later) or, as older builds, with the split sections; Status 0 with the
+// split sections; Status 2 with STATUS2.
 func answerStatus(d *fakeDevice, cmd, payload string) bool {
-	if !strings.EqualFold(cmd, "Status") {
-		return false
-	}
-	switch strings.TrimSpace(payload) {
-	case "0":
+	split := func() {
 		for _, sub := range []string{"STATUS", "STATUS1", "STATUS2", "STATUS3", "STATUS4", "STATUS5", "STATUS6", "STATUS7", "STATUS10", "STATUS11"} {
 			d.statPub(sub, status0Split[sub])
 		}
-	case "2":
+	}
+	switch {
+	case strings.EqualFold(cmd, "Status0") && d.old.Load():
+		split()
+	case strings.EqualFold(cmd, "Status0"):
+		var all []string
+		for _, sub := range []string{"STATUS", "STATUS1", "STATUS2", "STATUS3", "STATUS4", "STATUS5", "STATUS6", "STATUS7", "STATUS10", "STATUS11"} {
+			all = append(all, status0Split[sub])
+		}
+		// As Tasmota joins them: "}{" becomes ",".
+		d.statPub("STATUS0", strings.ReplaceAll(strings.Join(all, ""), "}{", ","))
+	case strings.EqualFold(cmd, "Status") && strings.TrimSpace(payload) == "0":
+		split()
+	case strings.EqualFold(cmd, "Status") && strings.TrimSpace(payload) == "2":
 		d.statPub("STATUS2", `{"StatusFWR":{"Version":"14.3.0(tasmota)","BuildDateTime":"2024-10-08T10:00:00","Hardware":"ESP8266EX"}}`)
+	default:
+		return false
 	}
 	return true
 }
@@ -309,7 +322,7 @@ func TestUpgradeReported(t *testing.T) {
 			}
 		}
 	}
-	wantCmds := []string{"Status 0", "Backlog OtaUrl " + url + "; Upgrade 1", "Status 2", "OtaUrl http://ota.tasmota.com/tasmota/release/tasmota.bin.gz"}
+	wantCmds := []string{"Status0 0", "Backlog OtaUrl " + url + "; Upgrade 1", "Status 2", "OtaUrl http://ota.tasmota.com/tasmota/release/tasmota.bin.gz"}
 	if backlogs != 1 || !reflect.DeepEqual(cmds, wantCmds) {
 		t.Fatalf("commands %q", cmds)
 	}
@@ -373,6 +386,7 @@ func TestOwnFullTopic(t *testing.T) {
 			d.statPub("RESULT", `{"Upgrade":"Version 14.2.0 from http://h/fw.bin"}`)
 		}
 	})
+	own.old.Store(true)
 	def := startDevice(t, b, "cmnd/plug/", "stat/plug/", "tele/plug/", answerStatusOnly)
 	f := newFamily(t, b, Options{})
 	lamp := rollout.Device{Topic: "lamp", FullTopic: "home/%topic%/%prefix%/"}
@@ -397,7 +411,7 @@ func TestOwnFullTopic(t *testing.T) {
 	if c := own.commands(); len(c) != 2 || c[1] != "Backlog OtaUrl http://h/fw.bin; Upgrade 1" {
 		t.Fatalf("lamp: %q", c)
 	}
-	if c := def.commands(); len(c) != 1 || c[0] != "Status 0" {
+	if c := def.commands(); len(c) != 1 || c[0] != "Status0 0" {
 		t.Fatalf("plug: %q", c)
 	}
 }
