@@ -46,10 +46,11 @@ func (d *device) otaStep(ctx context.Context) {
 		d.otaLoader = false
 		d.mu.Unlock()
 		d.otaRetry = d.attempts()
+		d.otaErr = ""
 	}
 	if d.otaFlag <= 0 {
 		d.otaFlag = 92
-		d.otaOK, d.otaErr = false, ""
+		d.otaOK = false // the last try's error stays (getLastErrorString)
 		d.otaRetry--
 		if d.otaRetry > 0 {
 			u := d.getOtaURL()
@@ -70,7 +71,11 @@ func (d *device) otaStep(ctx context.Context) {
 				}
 			}
 			attempt := d.attempts() - d.otaRetry
-			d.otaOK, d.otaErr = d.fetch(ctx, u, attempt)
+			var why string
+			d.otaOK, why = d.fetch(ctx, u, attempt)
+			if !d.otaOK {
+				d.otaErr = why
+			}
 			if ctx.Err() != nil {
 				return
 			}
