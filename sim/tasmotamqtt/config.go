@@ -210,6 +210,13 @@ type Config struct {
 	Logger  *slog.Logger
 }
 
+// CheckBroker says what is wrong with a broker URL for the devices, nil
+// when nothing is (nothing is connected).
+func CheckBroker(raw string) error {
+	_, err := brokerAddr(raw)
+	return err
+}
+
 // brokerAddr checks Broker and returns host:port.
 func brokerAddr(raw string) (string, error) {
 	u, err := url.Parse(raw)
