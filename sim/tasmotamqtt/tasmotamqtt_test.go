@@ -218,3 +218,24 @@ func TestFleet200(t *testing.T) {
 	}
 	t.Logf("goroutines: %d", runtime.NumGoroutine())
 }
+
+func TestBrokerRestart(t *testing.T) {
+	// A broker restart is a lost link, not a boot: the device reconnects at
+	// once and says Online, with no INFO.
+	b := startBroker(t)
+	w := watch(t, b, "tele/#")
+	_, ev := startFleet(t, testConfig(b, Device{Topic: "br"}))
+	n := w.waitFor(0, "INFO3", is("tele/br/INFO3", "BootCount")) + 1
+	b.restart()
+	// Live, or retained when the watcher resubscribed after the device.
+	i := w.waitFor(n, "LWT Online after the restart", is("tele/br/LWT", "Online"))
+	time.Sleep(10 * 20 * time.Millisecond)
+	for _, m := range w.all()[i:] {
+		if strings.Contains(m.Topic, "/INFO") {
+			t.Fatalf("INFO after a reconnect: %s", m)
+		}
+	}
+	if !ev.has("br", EventLinkDown) {
+		t.Fatalf("events %v", ev.kinds("br"))
+	}
+}
