@@ -201,3 +201,20 @@ func TestFaultSilentAndNoInfo(t *testing.T) {
 	w.publish("cmnd/blank/Status", "2", false)
 	w.waitFor(i, "STATUS2 of the no-info device", is("stat/blank/STATUS2", `"Version":"15.4.0(tasmota32)"`))
 }
+
+func TestWrongChip(t *testing.T) {
+	t.Run("esp32 image on esp8266", func(t *testing.T) {
+		// The ESP8266 updater checks the first byte and the flash size only:
+		// an ESP32 image is written, and the device never boots again.
+		img := buildImage(t, "esp32", "tasmota32", "15.5.0", 0)
+		r := runFault(t, Device{Topic: "brick", Chip: "esp8266"}, nil, map[string][]byte{"/fw.bin": img}, "/fw.bin")
+		r.waitEvent(t, "brick", EventGone)
+		expectSeq(t, r.w, "brick", r.start, append(r.commanded(), "LWT Offline", "LWT Online", "POWER ", `UPGRADE {"Upgrade":"Successful. Restarting"}`))
+	})
+	t.Run("esp32s3 image on esp32", func(t *testing.T) {
+		img := buildImage(t, "esp32s3", "tasmota32", "15.5.0", 0)
+		r := runFault(t, Device{Topic: "wrong"}, nil, map[string][]byte{"/fw.bin": img}, "/fw.bin")
+		r.w.waitFor(r.start, "UPGRADE", is("stat/wrong/UPGRADE", "Failed"))
+		expectSeq(t, r.w, "wrong", r.start, append(r.commanded(), `UPGRADE {"Upgrade":"Failed Update error: Could Not Activate The Firmware"}`))
+	})
+}
