@@ -106,7 +106,8 @@ func startMosquitto(t testing.TB, users ...string) *testMosquitto {
 			t.Cleanup(func() {
 				m.stop()
 				if t.Failed() {
-					t.Logf("mosquitto log:\n%s", m.log.String())
+					l := strings.Split(m.log.String(), "\n")
+					t.Logf("mosquitto log (the last 80 lines):\n%s", strings.Join(l[max(0, len(l)-80):], "\n"))
 				}
 			})
 			return m
