@@ -128,8 +128,9 @@ type TasmotaMQTT struct {
 	// (the will fires) and comes back a tick after the download, with no
 	// restart and so no INFO.
 	BrokerDrop bool
-	// LoseOutcome: after the download the link stays down until the
-	// restart, so stat/<t>/UPGRADE is lost (published while disconnected).
+	// LoseOutcome: the link drops as the download starts and comes back
+	// only after stat/<t>/UPGRADE was published, so that is lost (a
+	// message published while disconnected is gone).
 	LoseOutcome bool
 	// AbruptRestart: restarts cut the link with no DISCONNECT (a watchdog
 	// or a power cut rather than EspRestart), so the broker publishes the
@@ -341,7 +342,7 @@ func (d *TasmotaMQTTDevice) TeleTopic(sub string) string {
 }
 
 // Commands is every message that reached the device on a command topic,
-// "<topic> <payload>", in order.
+// "<topic> <payload>" (the topic alone for an empty payload), in order.
 func (d *TasmotaMQTTDevice) Commands() []string { return lockedCopy(&d.mu, &d.commands) }
 
 // Upgrades is how many Upgrade commands the device took.
@@ -782,7 +783,11 @@ func (d *TasmotaMQTTDevice) commandsLoop() {
 // received is MqttDataHandler: which topic, which command.
 func (d *TasmotaMQTTDevice) received(m mqttMessage) {
 	d.mu.Lock()
-	d.commands = append(d.commands, m.Topic+" "+string(m.Payload))
+	line := m.Topic
+	if len(m.Payload) > 0 {
+		line += " " + string(m.Payload)
+	}
+	d.commands = append(d.commands, line)
 	if m.Retained {
 		d.retainedSeen = true
 	}
@@ -1104,6 +1109,7 @@ func (d *TasmotaMQTTDevice) upgrade(boot int) {
 	}
 	if !fetched {
 		d.publish(d.StatTopic("UPGRADE"), jsonOf(map[string]string{"Upgrade": "Failed " + words}))
+		d.release(true)
 		d.mu.Lock()
 		d.upgrading = false
 		d.loader = false
@@ -1112,6 +1118,7 @@ func (d *TasmotaMQTTDevice) upgrade(boot int) {
 		return
 	}
 	d.publish(d.StatTopic("UPGRADE"), `{"Upgrade":"Successful. Restarting"}`)
+	d.release(true)
 	if !sleepOrDone(d.done, d.ticks(2)) || !d.current(boot) {
 		return
 	}
@@ -1159,7 +1166,8 @@ func (d *TasmotaMQTTDevice) fetch(u string, inLoader, minimal bool) (words strin
 	}
 	req.Header.Set("User-Agent", chip+"-http-Update")
 	for k, v := range map[string]string{"STA-MAC": macColons(d.mac), "AP-MAC": macColons(d.mac), "free-space": strconv.FormatInt(free, 10),
-		"sketch-size": "634880", "chip-size": "4194304", "sdk-version": "fake", "mode": "sketch", "version": version} {
+		"sketch-size": "634880", "sketch-md5": "0123456789abcdef0123456789abcdef", "chip-size": "4194304", "sdk-version": "fake",
+		"mode": "sketch", "version": version} {
 		req.Header.Set("x-"+chip+"-"+k, v)
 	}
 	client := http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true},
@@ -1181,6 +1189,13 @@ func (d *TasmotaMQTTDevice) fetch(u string, inLoader, minimal bool) (words strin
 	case resp.ContentLength > free, d.cfg.TwoStep && d.esp8266 && !inLoader && !minimal:
 		return "Not Enough space", true
 	}
+	// ESP8266: WiFiClient::stopAllExcept closes the MQTT socket (no
+	// DISCONNECT) once code, size and room are fine; it comes back after
+	// the download.
+	if d.esp8266 || d.cfg.LoseOutcome {
+		d.dropLink("the updater closed every other socket")
+	}
+	defer d.release(false)
 	want := resp.Header.Get("x-MD5")
 	if want != "" && len(want) != 32 {
 		return "Wrong MD5", false
@@ -1200,12 +1215,7 @@ func (d *TasmotaMQTTDevice) fetch(u string, inLoader, minimal bool) (words strin
 	drop := d.cfg.BrokerDrop && !d.dropped
 	d.dropped = d.dropped || drop
 	d.mu.Unlock()
-	// ESP8266: WiFiClient::stopAllExcept closes the MQTT socket (no
-	// DISCONNECT) as the body starts; it comes back after the download.
-	if d.esp8266 || d.cfg.LoseOutcome {
-		d.dropLink("the updater closed every other socket")
-	}
-	defer d.release()
+
 	h, sent := md5.New(), md5.New() // what arrived, what the server sent
 	h.Write(head)
 	sent.Write(head)
@@ -1244,8 +1254,8 @@ func (d *TasmotaMQTTDevice) fetch(u string, inLoader, minimal bool) (words strin
 			}
 		}
 	}
-	// The download is over: the firmware's MqttCheck reconnects at once
-	// (a tick), after LoseOutcome only once the restart is done.
+	// The download is over: the firmware's MqttCheck reconnects a tick
+	// later (release), after LoseOutcome only once the outcome is lost.
 	d.mu.Lock()
 	d.logf("fetched %d of %d bytes", got, resp.ContentLength)
 	d.mu.Unlock()
@@ -1286,11 +1296,11 @@ func (d *TasmotaMQTTDevice) dropLink(why string) {
 }
 
 // release ends a download's hold on the link: the device reconnects a tick
-// later; with LoseOutcome only its restart brings the link back.
-func (d *TasmotaMQTTDevice) release() {
+// later. With LoseOutcome only the outcome's publish (force) does.
+func (d *TasmotaMQTTDevice) release(force bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.holdOpen && !d.cfg.LoseOutcome {
+	if d.holdOpen && (force || !d.cfg.LoseOutcome) {
 		close(d.hold)
 		d.holdOpen = false
 	}

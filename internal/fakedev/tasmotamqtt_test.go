@@ -221,7 +221,7 @@ func TestTasmotaMQTTUpgrade(t *testing.T) {
 		t.Fatalf("server saw %q", gets)
 	}
 	cmds := d.Commands()
-	if !slices.Contains(cmds, "cmnd/kitchen/Backlog OtaUrl "+u+"; Upgrade 1") || !slices.Contains(cmds, "cmnd/kitchen/Status0 ") {
+	if !slices.Contains(cmds, "cmnd/kitchen/Backlog OtaUrl "+u+"; Upgrade 1") || !slices.Contains(cmds, "cmnd/kitchen/Status0") {
 		t.Fatalf("commands %q", cmds)
 	}
 	// The empty POWER each connection publishes on its own command topic.
@@ -402,6 +402,17 @@ func TestTasmotaMQTTFaults(t *testing.T) {
 			running: "14.3.0(tasmota32)",
 			check: func(t *testing.T, m *testMosquitto, w *watcher, d *TasmotaMQTTDevice, at []int) {
 				w.noneBetween(t, 0, at[1], "UPGRADE", func(m mqttMessage) bool { return strings.HasSuffix(m.Topic, "/UPGRADE") })
+			}},
+		{name: "outcome lost on a failure: back online, no restart", cfg: TasmotaMQTT{Version: "14.2.0(tasmota32)", LoseOutcome: true, DownloadCut: true},
+			steps: func(tp, u string) []step {
+				return []step{{"tele/" + tp + "/LWT", "Offline"}, {"tele/" + tp + "/LWT", "Online"}}
+			},
+			running: "14.2.0(tasmota32)", fetches: func(u string) []string { return []string{u, u, u, u} },
+			check: func(t *testing.T, m *testMosquitto, w *watcher, d *TasmotaMQTTDevice, at []int) {
+				mk := w.marker(t, d, 9)
+				w.noneBetween(t, 0, mk, "UPGRADE or INFO", func(m mqttMessage) bool {
+					return strings.HasSuffix(m.Topic, "/UPGRADE") || strings.Contains(m.Topic, "/INFO")
+				})
 			}},
 	}
 	for _, c := range cases {
