@@ -1103,8 +1103,14 @@ func (d *TasmotaMQTTDevice) upgrade(boot int) {
 			return
 		}
 	}
-	// 92 → 91 → 90: time for MQTT to come back, then one outcome.
+	// 92 → 91 → 90: time for MQTT to come back, then one outcome. The
+	// fake waits for its link (the firmware's two seconds are its
+	// reconnect's time; a loaded test machine may need more), except
+	// with LoseOutcome.
 	if !sleepOrDone(d.done, d.ticks(2)) || !d.current(boot) {
+		return
+	}
+	if !d.cfg.LoseOutcome && !d.awaitLink(30*time.Second) {
 		return
 	}
 	if !fetched {
@@ -1275,6 +1281,30 @@ func (d *TasmotaMQTTDevice) fetch(u string, inLoader, minimal bool) (words strin
 		return "Update error: MD5 Check Failed", false
 	}
 	return "", false
+}
+
+// awaitLink waits until a link is up and its on-connect work done; false
+// when the device closed.
+func (d *TasmotaMQTTDevice) awaitLink(limit time.Duration) bool {
+	deadline := time.Now().Add(limit)
+	for {
+		d.mu.Lock()
+		up, ready := d.link != nil, d.linkReady
+		d.mu.Unlock()
+		if up {
+			select {
+			case <-ready:
+				return true
+			default:
+			}
+		}
+		if time.Now().After(deadline) {
+			return true // published and lost, as the firmware's would be
+		}
+		if !sleepOrDone(d.done, 5*time.Millisecond) {
+			return false
+		}
+	}
 }
 
 // dropLink cuts the MQTT link without DISCONNECT (the broker publishes the
