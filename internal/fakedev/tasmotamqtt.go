@@ -65,6 +65,9 @@ type TasmotaMQTT struct {
 	// Version is what INFO1 and StatusFWR tell: "<release>(<image>)";
 	// default "14.2.0(tasmota)".
 	Version string
+	// CodeCores is appended to the Version INFO1 and StatusFWR tell
+	// (GetCodeCores: "single-core" on ESP32 solo builds, else "").
+	CodeCores string
 	// NextVersion is what a fetched full image runs; default Version (a
 	// rebuild of the same release). A minimal step tells NextVersion's
 	// release with "(minimal)".
@@ -111,11 +114,15 @@ type TasmotaMQTT struct {
 	// the first FaultFetches fetches (0: every one).
 	DownloadCut, BadMD5 bool
 	FaultFetches        int
-	// RollsBack: the new build crashes before its network is up; the old
-	// one comes back with a crash restart reason ("Exception" on ESP8266,
-	// or a crash dump object with CrashDump; "Software reset CPU" on ESP32,
-	// which cannot tell a crash from a restart).
+	// RollsBack: the new build crashes and the old one comes back with a
+	// crash restart reason ("Exception" on ESP8266, or a crash dump object
+	// with CrashDump; "Software reset CPU" on ESP32, which cannot tell a
+	// crash from a restart). With CrashAfter 0 the new build dies before
+	// its network is up and tells nothing; else it boots, reports (INFO1
+	// with the new version) and crashes CrashAfter later, without
+	// DISCONNECT, so the broker publishes the will.
 	RollsBack, CrashDump bool
+	CrashAfter           time.Duration
 	// NeverComesBack: after "Successful. Restarting" it disconnects and
 	// stays away.
 	NeverComesBack bool
@@ -171,7 +178,8 @@ type TasmotaMQTTDevice struct {
 	upgrades      int
 	fetches       []string
 	faultHits     int
-	dropped       bool // BrokerDrop done
+	dropped       bool   // BrokerDrop done
+	rollbackTo    string // RollsBack with CrashAfter: the build the crash brings back
 	statusDuring  int
 	statuses      int
 	retainedSeen  bool
@@ -196,6 +204,7 @@ type bootPlan struct {
 	version string
 	newApp  bool // a new final build: RollsBack and NeverComesBack apply
 	abrupt  bool
+	crash   bool // boots after a crash: the restart reason says so
 }
 
 var tasmotaMQTTSeq struct {
@@ -621,7 +630,7 @@ func (d *TasmotaMQTTDevice) online(c *mqttClient, first bool) {
 			module = "ESP32-DevKit"
 		}
 		info1 := fmt.Sprintf(`"Module":%s,"Version":%s,"FallbackTopic":%s,"GroupTopic":%s`,
-			jsonOf(module), jsonOf(v), jsonOf(d.fallbackPrefix()), jsonOf(d.groupPrefix()))
+			jsonOf(module), jsonOf(v+d.cfg.CodeCores), jsonOf(d.fallbackPrefix()), jsonOf(d.groupPrefix()))
 		info2 := fmt.Sprintf(`"WebServerMode":"Admin","Hostname":%s,"IPAddress":"127.0.0.1"`, jsonOf(d.hostname))
 		info3 := `"RestartReason":` + jsonOf(reason)
 		if d.cfg.FlatInfo {
@@ -644,6 +653,20 @@ func (d *TasmotaMQTTDevice) online(c *mqttClient, first bool) {
 	case <-d.firstOnline:
 	default:
 		close(d.firstOnline)
+	}
+	d.mu.Lock()
+	back, boot := d.rollbackTo, d.boot
+	d.rollbackTo = ""
+	d.mu.Unlock()
+	if first && back != "" {
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			if sleepOrDone(d.done, d.cfg.CrashAfter) && d.current(boot) {
+				d.note("the new build crashed; the old one boots")
+				d.requestRestart(bootPlan{version: back, abrupt: true, crash: true})
+			}
+		}()
 	}
 	if first && loader && (img == "minimal" || img == "safeboot") {
 		// A loader build at network-up with ota_loader set (ESP8266) or
@@ -708,6 +731,10 @@ func (d *TasmotaMQTTDevice) reboot(plan bootPlan) bool {
 			d.note("the new build never comes back")
 			<-d.done
 			return false
+		case d.cfg.RollsBack && d.cfg.CrashAfter > 0:
+			d.mu.Lock()
+			d.rollbackTo = old // online arms the crash
+			d.mu.Unlock()
 		case d.cfg.RollsBack:
 			// The new build died before its network was up; the old one
 			// boots a while later.
@@ -715,17 +742,11 @@ func (d *TasmotaMQTTDevice) reboot(plan bootPlan) bool {
 			if !sleepOrDone(d.done, d.cfg.RebootTime) {
 				return false
 			}
-			next = old
-			switch {
-			case !d.esp8266:
-				reason = "Software reset CPU"
-			case d.cfg.CrashDump:
-				reason = map[string]any{"Exception": 28, "Reason": "Exception", "EPC": []string{"40221c5e", "00000000", "00000000"},
-					"EXCVADDR": "00000000", "DEPC": "00000000", "CallChain": []string{"40221c5e", "4021a8b1"}}
-			default:
-				reason = "Exception"
-			}
+			next, plan.crash = old, true
 		}
+	}
+	if plan.crash {
+		reason = d.crashReason()
 	}
 	_, img := splitVersion(next)
 	d.mu.Lock()
@@ -741,6 +762,18 @@ func (d *TasmotaMQTTDevice) reboot(plan bootPlan) bool {
 	d.logf("boot %s", next)
 	d.mu.Unlock()
 	return true
+}
+
+// crashReason is what the build after a crash tells.
+func (d *TasmotaMQTTDevice) crashReason() any {
+	switch {
+	case !d.esp8266:
+		return "Software reset CPU"
+	case d.cfg.CrashDump:
+		return map[string]any{"Exception": 28, "Reason": "Exception", "EPC": []string{"40221c5e", "00000000", "00000000"},
+			"EXCVADDR": "00000000", "DEPC": "00000000", "CallChain": []string{"40221c5e", "4021a8b1"}}
+	}
+	return "Exception"
 }
 
 // requestRestart hands a restart to life; false when the device closed.
@@ -964,7 +997,7 @@ func (d *TasmotaMQTTDevice) statusSections() []statusSection {
 		reason = "Exception"
 	}
 	now := time.Now().UTC()
-	fwr := map[string]any{"Version": v, "BuildDateTime": "2024-10-20T10:00:00", "Core": "3_1_0", "SDK": "5.3.1",
+	fwr := map[string]any{"Version": v + d.cfg.CodeCores, "BuildDateTime": "2024-10-20T10:00:00", "Core": "3_1_0", "SDK": "5.3.1",
 		"CpuFrequency": 160, "Hardware": d.cfg.Hardware, "CR": "380/699"}
 	if d.esp8266 {
 		fwr["BootVersion"], fwr["Core"], fwr["SDK"], fwr["CpuFrequency"] = 31, "2_7_8", "2.2.2-dev(38a443e)", 80

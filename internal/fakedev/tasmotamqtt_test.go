@@ -235,7 +235,8 @@ func TestTasmotaMQTTShapes(t *testing.T) {
 		t.Run(fmt.Sprintf("flat=%v", flat), func(t *testing.T) {
 			topic := fmt.Sprintf("shape%v", flat)
 			w := newWatcher(t, m.Addr(), "w"+topic, "tele/"+topic+"/#", "stat/"+topic+"/#")
-			d := StartTasmotaMQTT(t, m.Addr(), TasmotaMQTT{Topic: topic, Version: "14.2.0(tasmota32)", Tick: testTick, FlatInfo: flat})
+			d := StartTasmotaMQTT(t, m.Addr(), TasmotaMQTT{Topic: topic, Version: "14.2.0(tasmota32solo1)", CodeCores: "single-core",
+				Tick: testTick, FlatInfo: flat})
 			if d.esp8266 {
 				t.Fatal("a tasmota32 image is an ESP32")
 			}
@@ -243,11 +244,11 @@ func TestTasmotaMQTTShapes(t *testing.T) {
 			i3 := w.wait(t, 0, "INFO3", is("tele/"+topic+"/INFO3", ""))
 			p1, p3 := w.messages()[i1].Payload, w.messages()[i3].Payload
 			if flat {
-				if jsonField(t, p1, "Version") != "14.2.0(tasmota32)" || jsonField(t, p3, "RestartReason") != "Software reset CPU" ||
+				if jsonField(t, p1, "Version") != "14.2.0(tasmota32solo1)single-core" || jsonField(t, p3, "RestartReason") != "Software reset CPU" ||
 					jsonField(t, p3, "BootCount") != nil {
 					t.Fatalf("flat INFO1 %s INFO3 %s", p1, p3)
 				}
-			} else if jsonField(t, p1, "Info1", "Version") != "14.2.0(tasmota32)" || jsonField(t, p3, "Info3", "BootCount") != 17.0 {
+			} else if jsonField(t, p1, "Info1", "Version") != "14.2.0(tasmota32solo1)single-core" || jsonField(t, p3, "Info3", "BootCount") != 17.0 {
 				t.Fatalf("wrapped INFO1 %s INFO3 %s", p1, p3)
 			}
 			// Status 0 answers section by section; Status0 merges them
@@ -262,7 +263,7 @@ func TestTasmotaMQTTShapes(t *testing.T) {
 				w.wait(t, from, "STATUS11 again", is("stat/"+topic+"/STATUS11", ""))
 			} else {
 				i := w.wait(t, from, "STATUS0", is("stat/"+topic+"/STATUS0", ""))
-				if jsonField(t, w.messages()[i].Payload, "StatusFWR", "Version") != "14.2.0(tasmota32)" {
+				if jsonField(t, w.messages()[i].Payload, "StatusFWR", "Version") != "14.2.0(tasmota32solo1)single-core" {
 					t.Fatalf("STATUS0 %s", w.messages()[i].Payload)
 				}
 			}
@@ -329,6 +330,15 @@ func TestTasmotaMQTTFaults(t *testing.T) {
 			steps: func(tp, u string) []step {
 				return []step{{"stat/" + tp + "/UPGRADE", `{"Upgrade":"Successful. Restarting"}`},
 					{"tele/" + tp + "/INFO3", `{"Info3":{"RestartReason":{*`}}
+			},
+			running: "14.2.0(tasmota)"},
+		{name: "boots, reports, then crashes back", cfg: TasmotaMQTT{RollsBack: true, CrashAfter: 5 * testTick},
+			steps: func(tp, u string) []step {
+				return []step{{"stat/" + tp + "/UPGRADE", `{"Upgrade":"Successful. Restarting"}`},
+					{"tele/" + tp + "/INFO1", `*"Version":"14.3.0(tasmota)"*`},
+					{"tele/" + tp + "/LWT", "Offline"},
+					{"tele/" + tp + "/INFO1", `*"Version":"14.2.0(tasmota)"*`},
+					{"tele/" + tp + "/INFO3", `{"Info3":{"RestartReason":"Exception","BootCount":19}}`}}
 			},
 			running: "14.2.0(tasmota)"},
 		{name: "rolls back (ESP32): the reason cannot tell", cfg: TasmotaMQTT{Version: "14.2.0(tasmota32)", NextVersion: "14.3.0(tasmota32)", RollsBack: true},
