@@ -19,10 +19,10 @@ import (
 )
 
 // A fake Tasmota that pulls its image, driven over MQTT, written from the
-// Tasmota MQTT facts (notes/tasmota-mqtt-facts.md, docs/protocols/
-// tasmota-mqtt.md: arendst/Tasmota xdrv_02_9_mqtt.ino, support_command.ino,
-// support_tasmota.ino; esp8266/Arduino ESP8266httpUpdate.cpp) in these
-// words:
+// Tasmota MQTT facts (docs/protocols/tasmota-mqtt.md: arendst/Tasmota
+// xdrv_02_9_mqtt.ino, support_command.ino, support_tasmota.ino,
+// support_wifi.ino; esp8266/Arduino ESP8266httpUpdate.cpp) in these words
+// (it fetches from loopback only):
 //
 //   - CONNECT: client id DVES_XXXXXX, keep alive 30 s, clean session, will
 //     tele/<t>/LWT "Offline" at QoS 1, retained. On every connection:
