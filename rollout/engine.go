@@ -287,17 +287,8 @@ func (e *engine) run(ctx context.Context) ([]upload.Result, error) {
 	defer srv.Close()
 	e.log.Info("publishing the image", "url", redactURL(e.url), "files", len(e.files))
 
-	wctx, stopWatch := context.WithCancel(ctx)
-	defer stopWatch()
-	devs := make([]Device, len(e.devs))
-	for i, d := range e.devs {
-		devs[i] = d.d
-	}
-	if err := e.cfg.Family.Watch(wctx, devs, e.onReport); err != nil {
-		return nil, err
-	}
-
-	// Restore what the state holds: results and reports.
+	// Restore what the state holds, before any new report: results, and
+	// the reports a resumed device is judged with (older ones first).
 	resumed := time.Now()
 	for _, d := range e.devs {
 		r := e.rec.Devices[d.idx]
@@ -312,6 +303,16 @@ func (e *engine) run(ctx context.Context) ([]upload.Result, error) {
 			d.res, d.done = *r.Result, true
 			e.emitDone(d)
 		}
+	}
+
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	devs := make([]Device, len(e.devs))
+	for i, d := range e.devs {
+		devs[i] = d.d
+	}
+	if err := e.cfg.Family.Watch(wctx, devs, e.onReport); err != nil {
+		return nil, err
 	}
 
 	waves := e.waves()

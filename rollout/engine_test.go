@@ -104,7 +104,25 @@ func TestRunVerdicts(t *testing.T) {
 		{upload.OutcomeRefused, 0, ""},
 	}
 	r := newRig(t, Plan{MaxFailures: upload.FailureBudget{Set: true, Percent: 100}}, bs...)
+	// The state file says commanded before the device takes the command.
+	var stateErrs []string
+	var serrMu sync.Mutex
+	r.f.beforeCommand = func(topic string, n int) {
+		rec, err := Read(filepath.Join(r.dir, "state"), r.cfg.State.ID())
+		ok := false
+		for _, d := range rec.Devices {
+			ok = ok || d.Topic == topic && d.Phase == PhaseCommanded && len(d.Commands) == n
+		}
+		if err != nil || !ok {
+			serrMu.Lock()
+			stateErrs = append(stateErrs, topic)
+			serrMu.Unlock()
+		}
+	}
 	res := r.run(context.Background())
+	if len(stateErrs) > 0 {
+		t.Errorf("commanded before the state file said so: %v", stateErrs)
+	}
 	for i, w := range want {
 		got := res[i]
 		if got.Outcome != w.outcome || got.Tries != w.cmds || got.VersionSource != w.source {

@@ -71,6 +71,7 @@ type fakeFamily struct {
 	afterPreflight func(topic string)
 	afterCommand   func(topic string)
 	afterFetch     func(topic string)
+	beforeCommand  func(topic string, n int) // n: the commands taken, this one included
 	onReport       func(Report)
 	onWatch        func(n int)
 	wg             sync.WaitGroup
@@ -200,8 +201,11 @@ func (f *fakeFamily) Command(ctx context.Context, d Device, url string) error {
 	f.wg.Add(1)
 	go f.script(fd, url, n)
 	f.mu.Lock()
-	afterCommand := f.afterCommand
+	afterCommand, beforeCommand := f.afterCommand, f.beforeCommand
 	f.mu.Unlock()
+	if h := beforeCommand; h != nil {
+		h(d.Topic, n)
+	}
 	if h := afterCommand; h != nil {
 		h(d.Topic)
 	}

@@ -18,15 +18,19 @@ func (r Report) source() string {
 }
 
 // class is the failure class of a failed report: the family's, else what
-// the words suggest. A device that cannot take the image (MD5, space,
-// magic byte) would fail the same way again; anything else is taken for a
-// download that may succeed on a further command.
+// the words suggest. What another command would meet again (no space, an
+// image that does not fit or fails its checks, a file the server does not
+// have or a proxy refuses) is rejected; anything else (a connection or
+// read error, a cut download) is taken for a download that may succeed on
+// a further command. The words are the ESP updaters' (Arduino's
+// ESP8266httpUpdate and its ESP32 ports), which Tasmota passes on.
 func (r Report) class() upload.Class {
 	if r.Class != "" {
 		return r.Class
 	}
 	w := strings.ToLower(r.Words)
-	for _, k := range []string{"md5", "space", "magic", "too big", "too large", "invalid", "wrong", "size", "signature"} {
+	for _, k := range []string{"md5", "space", "does not fit", "magic", "bin header", "not found", "forbidden",
+		"wrong http code", "did not report size", "partition", "signature", "too big", "too large"} {
 		if strings.Contains(w, k) {
 			return upload.ClassRejected
 		}
