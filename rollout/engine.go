@@ -100,6 +100,10 @@ type engine struct {
 	pre   chan struct{}
 	emitM sync.Mutex
 	total int
+
+	// loaders: a companion is a loader image (the family's Loader),
+	// which a device writes, boots, and then fetches the image from.
+	loaders bool
 }
 
 // dev is one device's run.
@@ -119,6 +123,10 @@ type dev struct {
 	withheld bool   // the state dropped its OtaURL (it held userinfo)
 
 	holding bool // holds a MaxFetches slot
+	// fetched is the served name of the device's latest fetch told apart
+	// (by its MAC or address), fetchAt when it ended; under mu.
+	fetched string
+	fetchAt time.Time
 	start   time.Time
 	res     upload.Result
 	done    bool // has its result for this run (cancelled included)
@@ -211,6 +219,7 @@ func (e *engine) image() error {
 		if st, err := os.Stat(cp); err == nil && st.Mode().IsRegular() {
 			e.files[c] = cp
 			e.have = append(e.have, c)
+			e.loaders = e.loaders || e.isLoader(c)
 		}
 	}
 	e.bound = e.cfg.Timeout
@@ -544,6 +553,9 @@ func (e *engine) onFetch(f fileserve.Fetch) {
 			continue
 		}
 		if f.MAC != "" && strings.EqualFold(b.MAC, f.MAC) || f.MAC == "" && host != "" && b.IP == host {
+			d.mu.Lock()
+			d.fetched, d.fetchAt = f.Name, time.Now()
+			d.mu.Unlock()
 			msg := "fetched " + f.Name
 			if f.Bytes < f.Length {
 				msg = "fetch of " + f.Name + " cut"
