@@ -92,6 +92,7 @@ type engine struct {
 	have  []string          // companions served beside the image
 	files map[string]string // served name → path
 	url   string            // what devices are told
+	token string            // its token: never in a device's words (redact)
 	bound time.Duration
 	rec   Record // at the start
 	devs  []*dev // in state (wave) order
@@ -242,6 +243,7 @@ func (e *engine) publish() (*fileserve.Server, error) {
 	sc := e.cfg.Serve
 	sc.Files = e.files
 	sc.Token = tok
+	e.token = tok
 	if e.rec.Serve.Bound != "" {
 		// Resumed: the same address and port, so the URLs told still work.
 		if ap, err := netip.ParseAddrPort(sc.Addr); err != nil || ap.Port() == 0 {
@@ -502,7 +504,7 @@ func (e *engine) onReport(r Report) {
 	if r.At.IsZero() {
 		r.At = time.Now()
 	}
-	r.Words = oneline.Clean(r.Words, 200)
+	r.Words = oneline.Clean(e.redact(r.Words), 200)
 	d.mu.Lock()
 	d.reports = append(d.reports, r)
 	switch r.Kind {
@@ -583,6 +585,17 @@ func (e *engine) emit(d *dev, ev upload.Event) {
 
 func (e *engine) emitDone(d *dev) {
 	e.emit(d, upload.Event{Phase: upload.PhaseDone, Try: d.res.Tries, Message: d.res.OutcomeText()})
+}
+
+// redact hides the URL token in a device's words: Tasmota repeats the
+// OtaUrl it was told ("Version 14.2.0 from http://…/<token>/fw.bin"), and
+// the token is all that guards the image (which holds Wi-Fi credentials)
+// while the rollout serves it.
+func (e *engine) redact(words string) string {
+	if e.token == "" {
+		return words
+	}
+	return strings.ReplaceAll(words, e.token, "…")
 }
 
 // redactURL hides the token for logs.
