@@ -102,23 +102,57 @@ func (e *engine) release(d *dev) {
 }
 
 // fetchOver reports whether the device's fetch after its last command has
-// ended: it told a result or restarted, or its bound is over.
+// ended: it told a failure, or booted its final image, or wrote the image
+// (unless it wrote a loader, which restarts and then fetches the image),
+// or its bound is over. A loader's boot (Intermediate) is not the end: the
+// loader fetches the image next, and keeps the slot for it.
 func (e *engine) fetchOver(d *dev, spec DeviceSpec, now time.Time) bool {
 	if len(spec.Commands) == 0 {
 		return true
 	}
 	last := spec.Commands[len(spec.Commands)-1]
-	if !now.Before(last.Add(spec.Bound)) {
-		return true
-	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	over, inter := false, false
 	for _, r := range d.reports {
-		if !r.At.Before(last) && (r.Kind == ReportSuccess || r.Kind == ReportFailed || r.Kind == ReportBooted) {
-			return true
+		if r.At.Before(last) {
+			continue
+		}
+		switch r.Kind {
+		case ReportFailed:
+			over = true
+		case ReportSuccess:
+			over = !e.loaderWritten(d, last)
+		case ReportBooted:
+			over = r.Facts.Intermediate == ""
+			inter = inter || !over
 		}
 	}
-	return false
+	bound := spec.Bound
+	if inter {
+		bound *= 2 // as the verdict allows a two-step
+	}
+	return over || !now.Before(last.Add(bound))
+}
+
+// loaderWritten reports whether a success after the last command may be
+// that of a loader image (Tasmota's -minimal) rather than the image: a
+// loader is published, and the device's latest fetch since the command
+// was one, or none of its fetches could be told apart (no MAC or address
+// to match). d.mu is held.
+func (e *engine) loaderWritten(d *dev, last time.Time) bool {
+	if !e.loaders {
+		return false
+	}
+	if d.fetchAt.Before(last) {
+		return true
+	}
+	return e.isLoader(d.fetched)
+}
+
+func (e *engine) isLoader(name string) bool {
+	l, ok := e.cfg.Family.(interface{ Loader(name string) bool })
+	return ok && l.Loader(name)
 }
 
 // command tells the device to fetch the image. The state says commanded

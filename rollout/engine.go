@@ -92,6 +92,7 @@ type engine struct {
 	have  []string          // companions served beside the image
 	files map[string]string // served name → path
 	url   string            // what devices are told
+	token string            // its token: never in a device's words (redact)
 	bound time.Duration
 	rec   Record // at the start
 	devs  []*dev // in state (wave) order
@@ -100,6 +101,10 @@ type engine struct {
 	pre   chan struct{}
 	emitM sync.Mutex
 	total int
+
+	// loaders: a companion is a loader image (the family's Loader),
+	// which a device writes, boots, and then fetches the image from.
+	loaders bool
 }
 
 // dev is one device's run.
@@ -119,6 +124,10 @@ type dev struct {
 	withheld bool   // the state dropped its OtaURL (it held userinfo)
 
 	holding bool // holds a MaxFetches slot
+	// fetched is the served name of the device's latest fetch told apart
+	// (by its MAC or address), fetchAt when it ended; under mu.
+	fetched string
+	fetchAt time.Time
 	start   time.Time
 	res     upload.Result
 	done    bool // has its result for this run (cancelled included)
@@ -211,6 +220,7 @@ func (e *engine) image() error {
 		if st, err := os.Stat(cp); err == nil && st.Mode().IsRegular() {
 			e.files[c] = cp
 			e.have = append(e.have, c)
+			e.loaders = e.loaders || e.isLoader(c)
 		}
 	}
 	e.bound = e.cfg.Timeout
@@ -233,6 +243,7 @@ func (e *engine) publish() (*fileserve.Server, error) {
 	sc := e.cfg.Serve
 	sc.Files = e.files
 	sc.Token = tok
+	e.token = tok
 	if e.rec.Serve.Bound != "" {
 		// Resumed: the same address and port, so the URLs told still work.
 		if ap, err := netip.ParseAddrPort(sc.Addr); err != nil || ap.Port() == 0 {
@@ -494,7 +505,7 @@ func (e *engine) onReport(r Report) {
 	if r.At.IsZero() {
 		r.At = time.Now()
 	}
-	r.Words = oneline.Clean(r.Words, 200)
+	r.Words = oneline.Clean(e.redact(r.Words), 200)
 	d.mu.Lock()
 	d.reports = append(d.reports, r)
 	switch r.Kind {
@@ -545,6 +556,9 @@ func (e *engine) onFetch(f fileserve.Fetch) {
 			continue
 		}
 		if f.MAC != "" && strings.EqualFold(b.MAC, f.MAC) || f.MAC == "" && host != "" && b.IP == host {
+			d.mu.Lock()
+			d.fetched, d.fetchAt = f.Name, time.Now()
+			d.mu.Unlock()
 			msg := "fetched " + f.Name
 			if f.Bytes < f.Length {
 				msg = "fetch of " + f.Name + " cut"
@@ -572,6 +586,17 @@ func (e *engine) emit(d *dev, ev upload.Event) {
 
 func (e *engine) emitDone(d *dev) {
 	e.emit(d, upload.Event{Phase: upload.PhaseDone, Try: d.res.Tries, Message: d.res.OutcomeText()})
+}
+
+// redact hides the URL token in a device's words: Tasmota repeats the
+// OtaUrl it was told ("Version 14.2.0 from http://…/<token>/fw.bin"), and
+// the token is all that guards the image (which holds Wi-Fi credentials)
+// while the rollout serves it.
+func (e *engine) redact(words string) string {
+	if e.token == "" {
+		return words
+	}
+	return strings.ReplaceAll(words, e.token, "…")
 }
 
 // redactURL hides the token for logs.

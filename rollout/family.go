@@ -90,6 +90,13 @@ type Family interface {
 	Screen(f Facts, img Image, have []string) string
 }
 
+// A Family may also have these methods, which the engine then uses:
+//   - Protocol() upload.Protocol: the results' protocol label (else Name);
+//   - ReadSource() string: Result.VersionSource of a verdict from Reread;
+//   - Loader(name string) bool: the served companion is a loader image
+//     (Tasmota's -minimal), which a device writes, boots, and then fetches
+//     the image from: it keeps its --max-fetches slot until its final boot.
+
 // Image is what the engine tells a family about the image it publishes.
 type Image struct {
 	Name string // the served name (FIRMWARE's base name)

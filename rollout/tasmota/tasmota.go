@@ -43,6 +43,7 @@ import (
 	"github.com/ots-ota/ots-ota/broker"
 	"github.com/ots-ota/ots-ota/image"
 	"github.com/ots-ota/ots-ota/rollout"
+	"github.com/ots-ota/ots-ota/upload"
 )
 
 // Options tune the family.
@@ -206,6 +207,20 @@ func New(client *broker.Client, opts Options) *Family {
 
 // Name is "tasmota".
 func (f *Family) Name() string { return "tasmota" }
+
+// Protocol labels the rollout's results: "tasmota-mqtt".
+func (f *Family) Protocol() upload.Protocol { return "tasmota-mqtt" }
+
+// ReadSource names the one read after a missed report (Reread) in
+// results: "Status 2".
+func (f *Family) ReadSource() string { return "Status 2" }
+
+// Loader reports whether a served name is a loader image: Tasmota's
+// ESP8266 -minimal build, which a device writes when the image does not
+// fit, boots, and then fetches the image itself (Companions' first name).
+func (f *Family) Loader(name string) bool {
+	return strings.Contains(strings.ToLower(name), "-minimal")
+}
 
 // target is d's checked pattern and key.
 func (f *Family) target(d rollout.Device) (pattern, string, error) {
