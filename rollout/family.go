@@ -1,0 +1,98 @@
+package rollout
+
+import (
+	"context"
+	"time"
+
+	"github.com/ots-ota/ots-ota/upload"
+)
+
+// Device is one device of the rollout.
+type Device struct {
+	Name      string // label shown to the user: inventory name, else the topic
+	Topic     string // the family's key for the device (Tasmota: %topic%)
+	FullTopic string // the device's FullTopic pattern; "" = the family's default
+}
+
+// label is Name, else Topic.
+func (d Device) label() string {
+	if d.Name != "" {
+		return d.Name
+	}
+	return d.Topic
+}
+
+// Facts a device told; "" / nil = not told (unknown), never zero.
+type Facts struct {
+	Version       string  `json:"version,omitempty"`      // as told ("14.3.0(tasmota)")
+	Release       string  `json:"release,omitempty"`      // numeric part ("14.3.0"), "" when none
+	Intermediate  string  `json:"intermediate,omitempty"` // "minimal" / "safeboot" / ""
+	OtaURL        *string `json:"ota_url,omitempty"`
+	UptimeS       *int64  `json:"uptime_s,omitempty"`
+	BootCount     *int64  `json:"boot_count,omitempty"`
+	Chip          string  `json:"chip,omitempty"` // image package's words ("esp8266", "esp32s3"), "" unknown
+	FreeKiB       *int64  `json:"free_kib,omitempty"`
+	RestartReason string  `json:"restart_reason,omitempty"`
+
+	// Additions: where the device is on the network, so that a fetch of
+	// the file server can be matched to it (byte progress). "" = not told.
+	MAC string `json:"mac,omitempty"` // AA:BB:CC:DD:EE:FF, upper case
+	IP  string `json:"ip,omitempty"`
+}
+
+// ReportKind is what a report tells.
+type ReportKind string
+
+// The report kinds.
+const (
+	ReportOnline  ReportKind = "online"  // LWT Online
+	ReportOffline ReportKind = "offline" // LWT Offline (the broker's will, or a clean goodbye)
+	ReportStarted ReportKind = "started" // the device took the command (Tasmota RESULT {"Upgrade":"Version … from …"})
+	ReportFailed  ReportKind = "failed"  // the device's download/flash failed, it keeps running (Tasmota UPGRADE "Failed …")
+	ReportSuccess ReportKind = "success" // written, restarting (Tasmota UPGRADE "Successful. Restarting")
+	ReportBooted  ReportKind = "booted"  // the device booted and says what it runs (Tasmota INFO1 [+INFO3]) — a proof of a boot
+	ReportStatus  ReportKind = "status"  // an answer to a read (Status 0 / Status 2): facts, no proof of a boot
+)
+
+// Report is one thing a device told.
+type Report struct {
+	Topic string // which device
+	Kind  ReportKind
+	At    time.Time
+	Words string // the device's own words (for failed/success/started), cleaned to one line
+	Facts Facts  // for booted/status
+
+	// Additions. Source is where Facts came from in the family's words
+	// ("INFO1", "Status 2"); it becomes Result.VersionSource ("" = the
+	// kind's name). Class, on a failed report, is the failure class when
+	// the family knows it ("" = judged from Words).
+	Source string
+	Class  upload.Class
+}
+
+// Family is one kind of pulling device: how to watch, read and command it.
+type Family interface {
+	Name() string // "tasmota"
+	// Watch starts delivering reports of these devices (and, with discovery, of any device) to fn, from
+	// now until ctx ends. Called once per run, before any command.
+	Watch(ctx context.Context, devs []Device, fn func(Report)) error
+	// Discover lists the devices the broker knows (Tasmota: retained tele/+/LWT), waiting at most wait.
+	Discover(ctx context.Context, wait time.Duration) ([]Device, error)
+	Preflight(ctx context.Context, d Device) (Facts, error)     // one read before commanding (Status 0); error = no answer within ctx
+	Command(ctx context.Context, d Device, url string) error    // tell it to fetch url and install (once per call)
+	Reread(ctx context.Context, d Device) (Facts, error)        // the one read after a missed report (Status 2)
+	Restore(ctx context.Context, d Device, otaURL string) error // put back what Preflight told (OtaUrl)
+	// Companions: the names the device may fetch besides the image (Tasmota: "fw-minimal.bin", "fw.bin.gz",
+	// "fw-minimal.bin.gz" for "fw.bin"); the engine publishes those that exist beside FIRMWARE.
+	Companions(imageName string) []string
+	// Screen: "" when this device can take the image, else the one-line reason it is refused before any
+	// command (chip told and ≠ img.Chip; ESP8266 whose FreeKiB < image size and no "-minimal" among have).
+	Screen(f Facts, img Image, have []string) string
+}
+
+// Image is what the engine tells a family about the image it publishes.
+type Image struct {
+	Name string // the served name (FIRMWARE's base name)
+	Size int64
+	Chip string // image package words, "" unknown
+}
