@@ -67,6 +67,11 @@ type Config struct {
 	// Advertise, if valid, is the IP put in URLs instead of the bound one;
 	// required when Addr is a wildcard. (Addition to the session's API.)
 	Advertise netip.Addr
+	// Token, if not "", is the URL token to serve under instead of a new
+	// random one: a resumed rollout serves the URLs its devices were told.
+	// At least 22 characters of the URL-safe base64 alphabet. (Addition to
+	// the session's API.)
+	Token string
 
 	stall time.Duration // tests shorten stallTimeout
 }
@@ -139,11 +144,14 @@ func Start(cfg Config) (*Server, error) {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
-	tok := make([]byte, tokenBytes)
-	if _, err := rand.Read(tok); err != nil {
-		return nil, fmt.Errorf("file server: no randomness for the URL token: %v", err)
+	if cfg.Token != "" {
+		if !ValidToken(cfg.Token) {
+			return nil, errors.New("file server: the URL token to reuse is not one this server makes")
+		}
+		s.token = cfg.Token
+	} else if s.token, err = NewToken(); err != nil {
+		return nil, err
 	}
-	s.token = base64.RawURLEncoding.EncodeToString(tok)
 
 	names := slices.Sorted(maps.Keys(cfg.Files)) // the same error first, every run
 	for _, name := range names {
@@ -191,6 +199,32 @@ func Start(cfg Config) (*Server, error) {
 	}()
 	s.log.Info("file server listening", "addr", s.addr.String(), "files", names)
 	return s, nil
+}
+
+// NewToken makes a random URL token (128 bits, 22 characters), for a
+// caller that must know the URLs before the server starts. (Addition to
+// the session's API.)
+func NewToken() (string, error) {
+	tok := make([]byte, tokenBytes)
+	if _, err := rand.Read(tok); err != nil {
+		return "", fmt.Errorf("file server: no randomness for the URL token: %v", err)
+	}
+	return base64.RawURLEncoding.EncodeToString(tok), nil
+}
+
+// ValidToken reports whether tok can serve as Config.Token: at least as
+// long as NewToken's and URL-safe, so no path can be built around it.
+func ValidToken(tok string) bool {
+	if len(tok) < base64.RawURLEncoding.EncodedLen(tokenBytes) || len(tok) > 64 {
+		return false
+	}
+	for i := 0; i < len(tok); i++ {
+		c := tok[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // URL is where a device fetches name: "http://IP:PORT/<token>/<name>", at

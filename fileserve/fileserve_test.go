@@ -787,3 +787,30 @@ func TestRouteAddr(t *testing.T) {
 		t.Errorf("status %d", resp.StatusCode)
 	}
 }
+
+// A resumed rollout serves under the token its devices were told; a token
+// that is short or would change the path is refused.
+func TestReusedToken(t *testing.T) {
+	files := writeFiles(t, map[string][]byte{"fw.bin": pattern(10)})
+	tok, err := NewToken()
+	if err != nil || !ValidToken(tok) {
+		t.Fatalf("NewToken = %q, %v", tok, err)
+	}
+	srv, err := Start(Config{Addr: "127.0.0.1:0", Files: files, Token: tok})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	if u := srv.URL("fw.bin"); !strings.HasSuffix(u, "/"+tok+"/fw.bin") {
+		t.Errorf("URL = %q, want the token given", u)
+	}
+	if a := raw(t, srv.Addr(), "GET", "/"+tok+"/fw.bin"); a.status != 200 {
+		t.Errorf("GET under the reused token: %d", a.status)
+	}
+	for _, bad := range []string{"short", strings.Repeat("a", 21), strings.Repeat("a", 21) + "/", strings.Repeat("a", 22) + "%2e", strings.Repeat("a", 65)} {
+		if s, err := Start(Config{Addr: "127.0.0.1:0", Files: files, Token: bad}); err == nil {
+			s.Close()
+			t.Errorf("token %q accepted", bad)
+		}
+	}
+}

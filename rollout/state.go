@@ -1,7 +1,22 @@
 package rollout
 
 import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
 	"time"
+
+	"github.com/gofrs/flock"
 
 	"github.com/ots-ota/ots-ota/upload"
 )
@@ -114,20 +129,181 @@ type ReportRecord struct {
 	Class  upload.Class `json:"class,omitempty"`
 }
 
+// stateFormat is the state file's format version.
+const stateFormat = 1
+
+// maxReports bounds the reports kept per device in the file.
+const maxReports = 64
+
 // State is an open, locked rollout state file. Its methods are safe for
 // concurrent use.
 type State struct {
-	dir  string
-	path string
-	rec  Record
+	dir     string // dir/rollouts
+	path    string
+	dirLock *flock.Flock
+	lock    *flock.Flock
+
+	mu  sync.Mutex
+	rec Record
 }
 
-// CreateState starts a new rollout's state file under dir/rollouts, locked.
-func CreateState(dir string, meta Meta) (*State, error) { return nil, nil }
+func rolloutsDir(dir string) string { return filepath.Join(dir, "rollouts") }
+
+// CreateState starts a new rollout's state file under dir/rollouts and
+// locks it. A rollout already running on dir (create or resume) makes it
+// fail with one line naming it.
+func CreateState(dir string, meta Meta) (*State, error) {
+	rd := rolloutsDir(dir)
+	if err := os.MkdirAll(rd, 0o700); err != nil {
+		return nil, fmt.Errorf("cannot create the state directory %s: %v", rd, unwrapPath(err))
+	}
+	s := &State{dir: rd}
+	if err := s.lockDir(); err != nil {
+		return nil, err
+	}
+	fw := meta.Firmware
+	if abs, err := filepath.Abs(fw); err == nil {
+		fw = abs
+	}
+	now := time.Now().UTC()
+	rec := Record{
+		Format:   stateFormat,
+		Created:  now,
+		Family:   meta.Family,
+		Firmware: FileRecord{Path: fw, SHA256: meta.SHA256, Size: meta.Size},
+		Expect:   meta.Expect,
+		Plan:     planRecord(meta.Plan),
+		Serve:    ServeRecord{Addr: meta.ServeAddr, PublicURL: stripUserinfo(meta.PublicURL)},
+		Broker:   stripUserinfo(meta.Broker),
+		ClientID: meta.ClientID,
+	}
+	split := meta.Plan.Split(len(meta.Devices))
+	for w, idx := range split {
+		for _, i := range idx {
+			d := meta.Devices[i]
+			rec.Devices = append(rec.Devices, DeviceRecord{Name: d.Name, Topic: d.Topic, FullTopic: d.FullTopic,
+				Phase: PhasePending, Wave: w, Canary: meta.Plan.Canary > 0 && w == 0})
+		}
+	}
+	// An id that sorts by time, made unique by the exclusive create.
+	for range 10 {
+		rec.ID = now.Format("20060102-150405") + "-" + randHex(2)
+		s.path = filepath.Join(rd, rec.ID+".json")
+		f, err := os.OpenFile(s.path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+		if errors.Is(err, fs.ErrExist) {
+			continue
+		}
+		if err != nil {
+			s.unlockDir()
+			return nil, fmt.Errorf("cannot create the state file %s: %v", s.path, unwrapPath(err))
+		}
+		f.Close()
+		break
+	}
+	s.lock = flock.New(s.path + ".lock")
+	if ok, err := s.lock.TryLock(); err != nil || !ok {
+		s.unlockDir()
+		return nil, fmt.Errorf("cannot lock the state file %s", s.path)
+	}
+	s.rec = rec
+	if err := s.saveLocked(); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
 
 // OpenState opens and locks the rollout id under dir ("" = the latest
-// unfinished one), for --resume.
-func OpenState(dir, id string) (*State, error) { return nil, nil }
+// unfinished one), for --resume. A finished rollout is not reopened.
+func OpenState(dir, id string) (*State, error) {
+	rd := rolloutsDir(dir)
+	if id == "" {
+		l, err := Latest(dir)
+		if err != nil {
+			return nil, err
+		}
+		id = l
+	}
+	if !validID(id) {
+		return nil, fmt.Errorf("%q is not a rollout id (see `ots-ota rollout status`)", id)
+	}
+	s := &State{dir: rd, path: filepath.Join(rd, id+".json")}
+	if _, err := os.Stat(s.path); err != nil {
+		return nil, fmt.Errorf("no rollout %s under %s", id, rd)
+	}
+	if err := s.lockDir(); err != nil {
+		return nil, err
+	}
+	s.lock = flock.New(s.path + ".lock")
+	if ok, err := s.lock.TryLock(); err != nil || !ok {
+		s.unlockDir()
+		return nil, fmt.Errorf("rollout %s is running in another process", id)
+	}
+	rec, err := readRecord(s.path)
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	if rec.Finished {
+		s.Close()
+		return nil, fmt.Errorf("rollout %s has finished; start a new rollout to go on", id)
+	}
+	s.rec = rec
+	return s, nil
+}
+
+// lockDir takes the directory's lock: one rollout at a time per state
+// directory, whichever devices it drives.
+func (s *State) lockDir() error {
+	s.dirLock = flock.New(filepath.Join(s.dir, "active.lock"))
+	ok, err := s.dirLock.TryLock()
+	if err != nil {
+		return fmt.Errorf("cannot lock the state directory %s: %v", s.dir, unwrapPath(err))
+	}
+	if !ok {
+		if id := runningID(s.dir); id != "" {
+			return fmt.Errorf("rollout %s is running on the state directory %s; wait for it to end (or stop it), or use another --state-dir", id, s.dir)
+		}
+		return fmt.Errorf("another rollout is running on the state directory %s; wait for it to end (or stop it), or use another --state-dir", s.dir)
+	}
+	return nil
+}
+
+func (s *State) unlockDir() {
+	if s.dirLock != nil {
+		_ = s.dirLock.Unlock()
+		s.dirLock = nil
+	}
+}
+
+// runningID finds the rollout whose file lock is held.
+func runningID(rd string) string {
+	ents, _ := os.ReadDir(rd)
+	for _, e := range ents {
+		id, ok := strings.CutSuffix(e.Name(), ".json")
+		if !ok || !validID(id) {
+			continue
+		}
+		if isLocked(filepath.Join(rd, e.Name())) {
+			return id
+		}
+	}
+	return ""
+}
+
+// isLocked reports whether another holder has path's lock.
+func isLocked(path string) bool {
+	l := flock.New(path + ".lock")
+	ok, err := l.TryLock()
+	if err != nil {
+		return false
+	}
+	if ok {
+		_ = l.Unlock()
+		return false
+	}
+	return true
+}
 
 // ID is the rollout's id.
 func (s *State) ID() string { return s.rec.ID }
@@ -136,10 +312,193 @@ func (s *State) ID() string { return s.rec.ID }
 func (s *State) Path() string { return s.path }
 
 // Record is a copy of what the file holds now.
-func (s *State) Record() Record { return s.rec }
+func (s *State) Record() Record {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rec.clone()
+}
 
-// Close releases the locks.
-func (s *State) Close() error { return nil }
+// Close releases the locks (the file stays).
+func (s *State) Close() error {
+	if s.lock != nil {
+		_ = s.lock.Unlock()
+		s.lock = nil
+	}
+	s.unlockDir()
+	return nil
+}
+
+// update changes the record and writes it, atomically.
+func (s *State) update(fn func(*Record)) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fn(&s.rec)
+	return s.saveLocked()
+}
+
+func (s *State) saveLocked() error {
+	s.rec.Updated = time.Now().UTC()
+	b, err := json.MarshalIndent(s.rec, "", "  ")
+	if err != nil {
+		return fmt.Errorf("cannot write the state file: %v", err)
+	}
+	return writeAtomic(s.path, append(b, '\n'))
+}
+
+// writeAtomic writes a temporary file beside path and renames it over
+// path, so a crash leaves the old file or the new one, never half of one.
+func writeAtomic(path string, b []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return fmt.Errorf("cannot write the state file %s: %v", path, unwrapPath(err))
+	}
+	tmp := f.Name()
+	_ = f.Chmod(0o600) // CreateTemp's mode already; Windows ignores it
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("cannot write the state file %s: %v", path, unwrapPath(err))
+	}
+	return nil
+}
+
+func readRecord(path string) (Record, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Record{}, fmt.Errorf("cannot read the state file %s: %v", path, unwrapPath(err))
+	}
+	var rec Record
+	if err := json.Unmarshal(b, &rec); err != nil {
+		return Record{}, fmt.Errorf("the state file %s is damaged (%v); move it away to go on", path, err)
+	}
+	if rec.Format != stateFormat {
+		return Record{}, fmt.Errorf("the state file %s has format %d, this ots-ota reads format %d", path, rec.Format, stateFormat)
+	}
+	return rec, nil
+}
+
+func (r Record) clone() Record {
+	b, _ := json.Marshal(r)
+	var c Record
+	_ = json.Unmarshal(b, &c)
+	return c
+}
+
+// Meta is what the record says of the rollout, as CreateState took it
+// (for --resume to build its Config).
+func (r Record) Meta() (Meta, error) {
+	p, err := r.Plan.plan()
+	if err != nil {
+		return Meta{}, fmt.Errorf("the state file's plan: %v", err)
+	}
+	m := Meta{Family: r.Family, Firmware: r.Firmware.Path, SHA256: r.Firmware.SHA256, Size: r.Firmware.Size,
+		Expect: r.Expect, Plan: p, ServeAddr: r.Serve.Addr, PublicURL: r.Serve.PublicURL, Broker: r.Broker, ClientID: r.ClientID}
+	for _, d := range r.Devices {
+		m.Devices = append(m.Devices, Device{Name: d.Name, Topic: d.Topic, FullTopic: d.FullTopic})
+	}
+	return m, nil
+}
+
+func planRecord(p Plan) PlanRecord {
+	var steps []string
+	for _, s := range p.Waves {
+		steps = append(steps, s.String())
+	}
+	pr := PlanRecord{Canary: p.Canary, Waves: strings.Join(steps, ",")}
+	if p.MaxFailures.Set {
+		pr.MaxFailures = p.MaxFailures.String()
+	}
+	if p.WavePause > 0 {
+		pr.WavePause = p.WavePause.String()
+	}
+	return pr
+}
+
+func (pr PlanRecord) plan() (Plan, error) {
+	w, err := ParseWaves(pr.Waves)
+	if err != nil {
+		return Plan{}, err
+	}
+	p := Plan{Canary: pr.Canary, Waves: w}
+	if p.MaxFailures, err = upload.ParseFailureBudget(pr.MaxFailures); err != nil {
+		return Plan{}, err
+	}
+	if pr.WavePause != "" {
+		if p.WavePause, err = time.ParseDuration(pr.WavePause); err != nil {
+			return Plan{}, err
+		}
+	}
+	return p, nil
+}
+
+// stripUserinfo drops user and password from a URL; a string that does
+// not parse as one is kept only when it holds no '@'.
+func stripUserinfo(s string) string {
+	if s == "" {
+		return ""
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		if strings.Contains(s, "@") {
+			return ""
+		}
+		return s
+	}
+	u.User = nil
+	return u.String()
+}
+
+// safeFacts is f as the state file may hold it: an OtaUrl with userinfo
+// (a password) is dropped.
+func safeFacts(f *Facts) *Facts {
+	if f == nil {
+		return nil
+	}
+	c := *f
+	if c.OtaURL != nil {
+		if u, err := url.Parse(*c.OtaURL); err != nil || u.User != nil || strings.Contains(*c.OtaURL, "@") {
+			c.OtaURL = nil
+		}
+	}
+	return &c
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// validID: what CreateState makes (and nothing that could leave the
+// directory).
+func validID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for _, c := range id {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+func unwrapPath(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
 
 // Summary is one rollout as `rollout status` lists it.
 type Summary struct {
@@ -151,22 +510,118 @@ type Summary struct {
 	Firmware string
 	Expect   string
 	Finished bool
-	Running  bool // another process holds its lock
+	Running  bool // a process holds its lock now
 	Stopped  string
 	Devices  int
 	Phases   map[string]int         // pending|commanded|done → count
 	Outcomes map[upload.Outcome]int // of the devices with a result
 }
 
-// DefaultDir is the state directory: $OTS_OTA_STATE_DIR, else the OS's
-// per-user state directory + "ots-ota".
-func DefaultDir() (string, error) { return "", nil }
+// DefaultDir is the state directory: $OTS_OTA_STATE_DIR, else Linux
+// $XDG_STATE_HOME/ots-ota or ~/.local/state/ots-ota, macOS
+// ~/Library/Application Support/ots-ota, Windows %LocalAppData%\ots-ota.
+func DefaultDir() (string, error) {
+	if d := os.Getenv("OTS_OTA_STATE_DIR"); d != "" {
+		return d, nil
+	}
+	switch runtime.GOOS {
+	case "windows":
+		if d := os.Getenv("LocalAppData"); d != "" {
+			return filepath.Join(d, "ots-ota"), nil
+		}
+		return "", errors.New("no state directory: %LocalAppData% is not set; give --state-dir")
+	case "darwin", "ios":
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return "", errors.New("no state directory: the home directory is unknown; give --state-dir")
+		}
+		return filepath.Join(home, "Library", "Application Support", "ots-ota"), nil
+	}
+	if d := os.Getenv("XDG_STATE_HOME"); filepath.IsAbs(d) {
+		return filepath.Join(d, "ots-ota"), nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", errors.New("no state directory: $HOME is not set; give --state-dir")
+	}
+	return filepath.Join(home, ".local", "state", "ots-ota"), nil
+}
 
-// List summarises every rollout under dir, newest first.
-func List(dir string) ([]Summary, error) { return nil, nil }
+// List summarises every rollout under dir, newest first. A missing
+// directory is an empty list; a damaged file is skipped.
+func List(dir string) ([]Summary, error) {
+	rd := rolloutsDir(dir)
+	ents, err := os.ReadDir(rd)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cannot read the state directory %s: %v", rd, unwrapPath(err))
+	}
+	var out []Summary
+	for _, e := range ents {
+		id, ok := strings.CutSuffix(e.Name(), ".json")
+		if !ok || !validID(id) {
+			continue
+		}
+		p := filepath.Join(rd, e.Name())
+		rec, err := readRecord(p)
+		if err != nil || rec.ID != id {
+			continue
+		}
+		sm := Summary{ID: id, Path: p, Created: rec.Created, Updated: rec.Updated, Family: rec.Family,
+			Firmware: rec.Firmware.Path, Expect: rec.Expect, Finished: rec.Finished, Running: isLocked(p),
+			Stopped: rec.Stopped, Devices: len(rec.Devices), Phases: map[string]int{}, Outcomes: map[upload.Outcome]int{}}
+		for _, d := range rec.Devices {
+			sm.Phases[d.Phase]++
+			if d.Result != nil {
+				sm.Outcomes[d.Result.Outcome]++
+			}
+		}
+		out = append(out, sm)
+	}
+	slices.SortFunc(out, func(a, b Summary) int {
+		if c := b.Created.Compare(a.Created); c != 0 {
+			return c
+		}
+		return strings.Compare(b.ID, a.ID)
+	})
+	return out, nil
+}
 
 // Latest is the id of the newest unfinished rollout under dir.
-func Latest(dir string) (string, error) { return "", nil }
+func Latest(dir string) (string, error) {
+	l, err := List(dir)
+	if err != nil {
+		return "", err
+	}
+	for _, s := range l {
+		if !s.Finished {
+			return s.ID, nil
+		}
+	}
+	return "", fmt.Errorf("no unfinished rollout under %s", rolloutsDir(dir))
+}
 
-// Read loads one rollout's record without locking it (for status).
-func Read(dir, id string) (Record, error) { return Record{}, nil }
+// Read loads one rollout's record without locking it (for status); id ""
+// is the newest rollout, finished or not.
+func Read(dir, id string) (Record, error) {
+	if id == "" {
+		l, err := List(dir)
+		if err != nil {
+			return Record{}, err
+		}
+		if len(l) == 0 {
+			return Record{}, fmt.Errorf("no rollout under %s", rolloutsDir(dir))
+		}
+		id = l[0].ID
+	}
+	if !validID(id) {
+		return Record{}, fmt.Errorf("%q is not a rollout id (see `ots-ota rollout status`)", id)
+	}
+	p := filepath.Join(rolloutsDir(dir), id+".json")
+	if _, err := os.Stat(p); err != nil {
+		return Record{}, fmt.Errorf("no rollout %s under %s", id, rolloutsDir(dir))
+	}
+	return readRecord(p)
+}

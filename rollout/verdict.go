@@ -35,6 +35,11 @@ type DeviceSpec struct {
 	// that time, RereadAnswered says whether one came.
 	Reread         time.Time
 	RereadAnswered bool
+	// Resumed is when a resumed run began to observe the device again
+	// (zero: not resumed). What it told before counts; but the read is
+	// due no earlier than a reboot window after it, and a stability window
+	// starts again then.
+	Resumed time.Time
 }
 
 // Verdict is the per-device conclusion, or what the engine must do next.
