@@ -343,16 +343,15 @@ func CheckTopic(t string) error {
 	return nil
 }
 
-// CheckFullTopic checks a FullTopic pattern as Tasmota takes it: topic
-// levels with %prefix% (cmnd/stat/tele) and %topic% in them, no wildcard.
+// CheckFullTopic checks what any FullTopic pattern must be: topic levels
+// with no "+" wildcard, no space or control character. Which tokens it
+// must hold is the device family's rule (rollout/tasmota checks them).
 func CheckFullTopic(p string) error {
 	switch {
-	case !strings.Contains(p, "%prefix%"):
-		return errors.New("it must contain %prefix% (cmnd, stat and tele go there)")
-	case !strings.Contains(p, "%topic%"):
-		return errors.New("it must contain %topic% (the device's own topic goes there)")
-	case strings.ContainsAny(p, "+#"):
-		return errors.New("a FullTopic has no wildcard (+ or #)")
+	case strings.TrimSpace(p) == "":
+		return errors.New("empty")
+	case strings.Contains(p, "+"):
+		return errors.New("a FullTopic has no + wildcard")
 	case strings.IndexFunc(p, func(r rune) bool { return r <= ' ' || r == 0x7f }) >= 0:
 		return errors.New("a FullTopic has no space or control character")
 	}

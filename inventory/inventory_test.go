@@ -72,9 +72,8 @@ func TestParseErrors(t *testing.T) {
 		"topic space":           {"inventory:\n  devices:\n    - {name: a, address: x, mqtt_topic: 'my plug'}\n", "no space"},
 		"topic empty level":     {"inventory:\n  devices:\n    - {name: a, address: x, mqtt_topic: 'plug/'}\n", "empty topic level"},
 		"topic twice":           {"inventory:\n  devices:\n    - {name: a, address: x, mqtt_topic: p}\n    - {name: b, address: y, mqtt_topic: p}\n", `device "b": mqtt_topic "p" is a's too`},
-		"full topic no prefix":  {"inventory:\n  devices:\n    - {name: a, address: x, mqtt_topic: p, full_topic: 'home/%topic%/'}\n", "must contain %prefix%"},
-		"full topic no topic":   {"inventory:\n  devices:\n    - {name: a, address: x, mqtt_topic: p, full_topic: '%prefix%/home/'}\n", "must contain %topic%"},
-		"full topic wildcard":   {"inventory:\n  devices:\n    - {name: a, address: x, mqtt_topic: p, full_topic: '%prefix%/#/%topic%'}\n", "no wildcard"},
+		"full topic wildcard":   {"inventory:\n  devices:\n    - {name: a, address: x, mqtt_topic: p, full_topic: '%prefix%/+/%topic%'}\n", "no + wildcard"},
+		"full topic space":      {"inventory:\n  devices:\n    - {name: a, address: x, mqtt_topic: p, full_topic: '%prefix%/a b/%topic%'}\n", "no space"},
 		"full topic alone":      {"inventory:\n  devices:\n    - {name: a, address: x, full_topic: '%prefix%/%topic%/'}\n", "full_topic without mqtt_topic"},
 	} {
 		t.Run(name, func(t *testing.T) {
