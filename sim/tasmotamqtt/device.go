@@ -1,0 +1,497 @@
+package tasmotamqtt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+)
+
+// device is one simulated Tasmota across its boots.
+type device struct {
+	f       *Fleet
+	cfg     Device // as configured (resolved)
+	idx     int
+	mac     [6]byte
+	esp8266 bool
+	// clientID is MqttClient (MQTT_CLIENT_ID "DVES_%06X"), hostname
+	// WIFI_HOSTNAME "%s-%04d", id NetworkUniqueId (the MAC in hex).
+	clientID, hostname, id, ip string
+
+	upgrades atomic.Int64
+
+	mu sync.Mutex // guards what Fleet's getters read
+	// What runs and what survives a restart: the settings (OtaUrl,
+	// BootCount, SetOption4), the RTC memory (ota_loader).
+	version, image string
+	programKiB     int
+	freeKiB        int
+	otaURL         string
+	bootCount      int
+	so4            bool
+	otaLoader      bool
+	restartReason  any // a string, or a crash dump object
+	bootAt         time.Time
+
+	// The link to the broker (one per connection).
+	linkMu sync.Mutex
+	link   *link
+
+	// Per boot, owned by the boot's goroutine.
+	inbox       *inbox
+	firstConn   bool // Mqtt.initial_connection_state: INFO1–3 not sent yet this boot
+	backlog     []string
+	backlogDue  time.Time
+	otaFlag     int
+	otaRetry    int
+	otaOK       bool
+	otaErr      string
+	restartFlag int
+	retryWait   int
+	dropArmed   bool // FaultBrokerDrop: this Upgrade's fetch drops the link
+	pending     *install
+}
+
+// install is an image written, to run from the next boot.
+type install struct {
+	info *imageInfo
+}
+
+// link is one connection to the broker.
+type link struct {
+	client mqtt.Client
+	conn   net.Conn
+	lost   atomic.Bool
+}
+
+func newDevice(f *Fleet, idx int, cfg Device, mac [6]byte) *device {
+	tail := fmt.Sprintf("%02X%02X%02X", mac[3], mac[4], mac[5])
+	chipID := uint32(mac[3])<<16 | uint32(mac[4])<<8 | uint32(mac[5])
+	d := &device{
+		f: f, cfg: cfg, idx: idx, mac: mac, esp8266: cfg.Chip == "esp8266",
+		clientID:   "DVES_" + tail,
+		hostname:   fmt.Sprintf("tasmota-%s-%04d", tail, chipID&0x1FFF),
+		id:         fmt.Sprintf("%02X%02X%02X%02X%02X%02X", mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]),
+		ip:         netip.AddrFrom4([4]byte{198, 18, byte(idx >> 8), byte(idx)}).String(), // RFC 2544's range: no device's real address
+		version:    cfg.Version,
+		image:      cfg.Image,
+		programKiB: cfg.ProgramKiB,
+		freeKiB:    cfg.FreeKiB,
+		otaURL:     cfg.OtaURL,
+		bootCount:  cfg.BootCount,
+		so4:        cfg.SetOption4,
+	}
+	return d
+}
+
+// versionString is INFO1's and Status 2's Version: "<version>(<image>)".
+// Called with d.mu held.
+func (d *device) versionString() string { return d.version + "(" + d.image + ")" }
+
+func (d *device) isMinimal() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.image == "minimal" || d.image == "safeboot"
+}
+
+func (d *device) emit(e Event) {
+	e.Device = d.cfg.Topic
+	d.f.emit(e)
+}
+
+// powerOn is the first boot's start: the boot counter and reason.
+func (d *device) powerOn() {
+	d.mu.Lock()
+	d.bootCount++
+	d.bootAt = time.Now()
+	d.restartReason = "Vbat power on reset"
+	if d.esp8266 {
+		d.restartReason = "Power On"
+	}
+	d.mu.Unlock()
+	d.startBoot()
+}
+
+// startBoot resets what a boot starts without; a minimal build told to
+// go on (RtcSettings.ota_loader) fetches OtaUrl once the network is up.
+func (d *device) startBoot() {
+	d.inbox = newInbox()
+	d.firstConn = true
+	d.backlog, d.otaFlag, d.restartFlag, d.retryWait, d.dropArmed, d.pending = nil, 0, 0, 0, false, nil
+	if d.isMinimal() {
+		d.mu.Lock()
+		if d.otaLoader {
+			d.otaLoader = false
+			d.otaFlag = 3
+		}
+		d.mu.Unlock()
+	}
+}
+
+// run is the device's life after Start's first connect: boots until the
+// fleet closes.
+func (d *device) run(ctx context.Context) {
+	defer d.emit(Event{Event: EventStopped})
+	for {
+		next := d.live(ctx)
+		if ctx.Err() != nil {
+			d.dropLink("")
+			return
+		}
+		if !d.restart(ctx, next) {
+			d.dropLink("")
+			<-ctx.Done()
+			return
+		}
+	}
+}
+
+// live runs one boot from its first connection to its restart (the
+// install to boot, nil for a plain restart).
+func (d *device) live(ctx context.Context) *install {
+	tick := time.NewTicker(d.f.cfg.Tick)
+	defer tick.Stop()
+	var backlogTimer <-chan time.Time
+	for {
+		if len(d.backlog) > 0 && backlogTimer == nil {
+			backlogTimer = time.After(max(time.Until(d.backlogDue), 0))
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-d.inbox.ready():
+			for _, m := range d.inbox.take() {
+				d.handle(ctx, m)
+			}
+		case <-backlogTimer:
+			backlogTimer = nil
+			if len(d.backlog) > 0 {
+				line := d.backlog[0]
+				d.backlog = d.backlog[1:]
+				d.execute(ctx, line, false)
+				d.backlogDue = time.Now().Add(d.f.cfg.Tick / 5) // SetOption34: 200 ms
+			}
+		case <-tick.C:
+			// Every250mSeconds: the upgrade at x.0, the restart at x.25,
+			// MqttCheck at x.75.
+			d.otaStep(ctx)
+			if d.restartFlag > 0 && len(d.backlog) == 0 {
+				if d.restartFlag--; d.restartFlag <= 0 {
+					return d.pending
+				}
+			}
+			d.mqttCheck(ctx)
+		}
+	}
+}
+
+// restart is EspRestart: a clean MQTT DISCONNECT (WifiShutdown →
+// MqttDisconnect: the broker does not publish the will), the reboot, and
+// the next boot's first connection. false: the device stays away.
+func (d *device) restart(ctx context.Context, next *install) bool {
+	d.disconnect()
+	d.mu.Lock()
+	old := d.versionString()
+	d.mu.Unlock()
+	reboot := d.cfg.RebootTime
+	reason := "Software reset CPU"
+	if d.esp8266 {
+		reason = "Software/System restart"
+	}
+	if next != nil {
+		switch {
+		case next.info.foreign:
+			d.emit(Event{Event: EventGone, Text: "an image for another chip was written: the ESP8266 cannot boot it"})
+			return false
+		case d.cfg.has(FaultNeverComesBack):
+			d.emit(Event{Event: EventGone, Text: "fault never-comes-back: the new image never reaches the network"})
+			return false
+		case d.cfg.has(FaultCrashOnBoot):
+			// The new image crashes before it is marked valid; the
+			// bootloader boots the old one. Two boots' time.
+			if !sleep(ctx, reboot) {
+				return false
+			}
+			reboot = d.cfg.RebootTime
+			reason = crashReason
+			d.emit(Event{Event: EventRolledBack, Version: old, Text: "fault crash-on-boot: the new image crashed at boot; the bootloader runs the old one"})
+		default:
+			d.mu.Lock()
+			d.image, d.version = next.info.project, next.info.version
+			if d.image == "" {
+				d.image = "tasmota"
+				if !d.esp8266 {
+					d.image = "tasmota32"
+				}
+			}
+			if d.version == "" {
+				d.version = d.f.cfg.InstallVersion
+			}
+			if d.esp8266 {
+				// The sketch area stays; what the new sketch takes moves.
+				d.freeKiB = max(d.freeKiB+d.programKiB-next.info.sizeKiB, 0)
+				d.programKiB = next.info.sizeKiB
+			}
+			d.mu.Unlock()
+		}
+	}
+	if !sleep(ctx, reboot) {
+		return false
+	}
+	d.mu.Lock()
+	d.bootCount++
+	d.bootAt = time.Now()
+	d.restartReason = reason
+	d.mu.Unlock()
+	d.startBoot()
+	// Network up: the first connection attempt; MqttCheck retries.
+	if err := d.connect(ctx); err != nil {
+		d.retryWait = mqttRetryTicks
+	}
+	return true
+}
+
+// crashReason is what INFO3 and Status 1 tell after a crash.
+const crashReason = "Exception"
+
+// mqttRetryTicks is MQTT_RETRY_SECS.
+const mqttRetryTicks = 10
+
+// mqttCheck is MqttCheck: a lost link is noticed here; the first
+// reconnect goes at once, later ones every MQTT_RETRY_SECS.
+func (d *device) mqttCheck(ctx context.Context) {
+	if d.connected() {
+		return
+	}
+	if d.retryWait > 0 {
+		d.retryWait--
+		return
+	}
+	if err := d.connect(ctx); err != nil {
+		d.retryWait = mqttRetryTicks
+	}
+}
+
+func (d *device) connected() bool {
+	d.linkMu.Lock()
+	defer d.linkMu.Unlock()
+	return d.link != nil && !d.link.lost.Load()
+}
+
+// connect is MqttReconnect and MqttConnected: CONNECT with the will, LWT
+// Online, the empty POWER publish, the subscriptions, and on the boot's
+// first connection INFO1–3.
+func (d *device) connect(ctx context.Context) error {
+	cfg := d.f.cfg
+	l := &link{}
+	opts := mqtt.NewClientOptions().
+		AddBroker("tcp://"+d.f.addr).
+		SetClientID(d.clientID).
+		SetCleanSession(true).
+		SetKeepAlive(cfg.KeepAlive).
+		SetWill(d.topic(prefixTele, "LWT"), "Offline", 1, true).
+		SetAutoReconnect(false).
+		SetConnectRetry(false).
+		SetConnectTimeout(5 * time.Second).
+		SetWriteTimeout(5 * time.Second).
+		SetOrderMatters(false).
+		SetCustomOpenConnectionFn(func(u *url.URL, _ mqtt.ClientOptions) (net.Conn, error) {
+			c, err := d.dial(ctx, u.Host)
+			if err == nil {
+				l.conn = c
+			}
+			return c, err
+		}).
+		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
+			if l.lost.Swap(true) {
+				return // the device's own doing, told already
+			}
+			why := "the broker closed the connection"
+			if err != nil && !errors.Is(err, net.ErrClosed) {
+				why += " (" + err.Error() + ")"
+			}
+			d.emit(Event{Event: EventLinkDown, Text: why})
+		})
+	if cfg.Username != "" {
+		opts.SetUsername(cfg.Username)
+		opts.SetPassword(cfg.Password.Reveal())
+	}
+	c := mqtt.NewClient(opts)
+	tok := c.Connect()
+	if !tok.WaitTimeout(6 * time.Second) {
+		c.Disconnect(0)
+		return fmt.Errorf("cannot reach the broker at %s: no answer", d.f.addr)
+	}
+	if err := tok.Error(); err != nil {
+		return fmt.Errorf("cannot connect to the broker at %s: %v", d.f.addr, err)
+	}
+	l.client = c
+	d.linkMu.Lock()
+	d.link = l
+	d.linkMu.Unlock()
+
+	d.publish(d.topic(prefixTele, "LWT"), "Online", true)
+	d.publish(d.topic(prefixCmnd, "POWER"), "", false) // for iobroker (SetOption90 off)
+	in := d.inbox
+	handler := func(_ mqtt.Client, m mqtt.Message) {
+		in.put(message{topic: m.Topic(), payload: string(m.Payload()), retained: m.Retained()})
+	}
+	subs := []string{d.topic(prefixCmnd, "#")}
+	if strings.Contains(d.cfg.FullTopic, "%topic%") {
+		subs = append(subs, topicOf(d.cfg.FullTopic, prefixCmnd, d.cfg.GroupTopic, d.hostname, d.id, "#"),
+			"cmnd/"+d.clientID+"_fb/#")
+	}
+	for _, s := range subs {
+		st := c.Subscribe(s, 0, handler)
+		if !st.WaitTimeout(5*time.Second) || st.Error() != nil {
+			d.dropLink("")
+			return fmt.Errorf("the broker at %s did not take the subscription to %s", d.f.addr, s)
+		}
+	}
+	first := d.firstConn
+	if first {
+		d.firstConn = false
+		d.publishInfo()
+	}
+	d.mu.Lock()
+	v := d.versionString()
+	bc := d.bootCount
+	d.mu.Unlock()
+	how := "reconnect"
+	if first {
+		how = "boot"
+		d.emit(Event{Event: EventBooted, Version: v, BootCount: bc})
+	}
+	d.emit(Event{Event: EventOnline, Version: v, Text: how})
+	return nil
+}
+
+// dial opens the link's socket: loopback only unless allowed.
+func (d *device) dial(ctx context.Context, addr string) (net.Conn, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	if host == "localhost" {
+		addr = net.JoinHostPort("127.0.0.1", addr[strings.LastIndexByte(addr, ':')+1:])
+		host = "127.0.0.1"
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return nil, errors.New("the simulated devices resolve no host names: give the broker's IP address")
+	}
+	if !ip.IsLoopback() && !d.f.cfg.AllowNonLoopback {
+		return nil, errors.New("the simulated devices reach loopback only")
+	}
+	var dl net.Dialer
+	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	return dl.DialContext(dctx, "tcp", addr)
+}
+
+// publish is MqttPublishPayload: QoS 0; lost when the link is down (the
+// firmware logs it and goes on).
+func (d *device) publish(topic, payload string, retained bool) bool {
+	d.linkMu.Lock()
+	l := d.link
+	d.linkMu.Unlock()
+	if l == nil || l.lost.Load() {
+		return false
+	}
+	t := l.client.Publish(topic, 0, retained, payload)
+	return t.WaitTimeout(5*time.Second) && t.Error() == nil
+}
+
+// disconnect is MqttDisconnect: a clean DISCONNECT, no will.
+func (d *device) disconnect() {
+	d.linkMu.Lock()
+	l := d.link
+	d.link = nil
+	d.linkMu.Unlock()
+	if l != nil && !l.lost.Load() {
+		l.lost.Store(true)
+		l.client.Disconnect(50)
+	}
+}
+
+// dropLink breaks the link without a DISCONNECT (the broker publishes the
+// will), as a power cut or an expired keepalive does. why "" says nothing.
+func (d *device) dropLink(why string) {
+	d.linkMu.Lock()
+	l := d.link
+	d.linkMu.Unlock()
+	if l == nil || l.lost.Swap(true) {
+		return
+	}
+	if why != "" {
+		d.emit(Event{Event: EventLinkDown, Text: why})
+	}
+	if l.conn != nil {
+		_ = l.conn.Close()
+	}
+	go l.client.Disconnect(0) // paho's goroutines end; the socket is already gone
+}
+
+// topic is the device's topic for prefix and subtopic.
+func (d *device) topic(prefix, subtopic string) string {
+	return topicOf(d.cfg.FullTopic, prefix, d.cfg.Topic, d.hostname, d.id, subtopic)
+}
+
+// message is one delivered PUBLISH.
+type message struct {
+	topic, payload string
+	retained       bool
+}
+
+// inbox holds delivered messages until the device's loop takes them: paho
+// never waits for a device busy downloading.
+type inbox struct {
+	mu   sync.Mutex
+	msgs []message
+	sig  chan struct{}
+}
+
+func newInbox() *inbox { return &inbox{sig: make(chan struct{}, 1)} }
+
+func (b *inbox) put(m message) {
+	b.mu.Lock()
+	b.msgs = append(b.msgs, m)
+	b.mu.Unlock()
+	select {
+	case b.sig <- struct{}{}:
+	default:
+	}
+}
+
+func (b *inbox) ready() <-chan struct{} { return b.sig }
+
+func (b *inbox) take() []message {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	m := b.msgs
+	b.msgs = nil
+	return m
+}
+
+// sleep waits d or until ctx ends (false).
+func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

@@ -1,0 +1,319 @@
+package tasmotamqtt
+
+import (
+	"context"
+	"crypto/md5"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/ots-ota/ots-ota/sim/tasmota"
+)
+
+// testBroker is a private stand-in for internal/testbroker (same names)
+// until that package is merged: mosquitto on 127.0.0.1 and a free port,
+// with a configuration file of its own.
+type testBroker struct{ addr string }
+
+func (b *testBroker) URL() string  { return "mqtt://" + b.addr }
+func (b *testBroker) Addr() string { return b.addr }
+
+func startBroker(t testing.TB) *testBroker {
+	t.Helper()
+	bin, err := exec.LookPath("mosquitto")
+	if err != nil {
+		bin = "/usr/sbin/mosquitto"
+	}
+	if _, err := os.Stat(bin); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("mosquitto is required (CI=true): install Debian's mosquitto package")
+		}
+		t.Skip("no mosquitto here: install it (Debian: apt-get install mosquitto) to run this test")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	conf := filepath.Join(t.TempDir(), "mosquitto.conf")
+	text := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\nmax_keepalive 65535\n", port)
+	if os.Geteuid() == 0 {
+		text += "user root\n"
+	}
+	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-c", conf)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	b := &testBroker{addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port))}
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if c, err := net.Dial("tcp", b.addr); err == nil {
+			c.Close()
+			return b
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("mosquitto did not start listening")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// msg is one message a watcher saw.
+type msg struct {
+	Topic, Payload string
+	Retained       bool
+}
+
+func (m msg) String() string {
+	r := ""
+	if m.Retained {
+		r = " (retained)"
+	}
+	return m.Topic + " " + m.Payload + r
+}
+
+// watcher subscribes to everything and keeps what it sees, in order.
+type watcher struct {
+	t      testing.TB
+	client mqtt.Client
+	mu     sync.Mutex
+	msgs   []msg
+	sig    chan struct{}
+}
+
+func watch(t testing.TB, b *testBroker, filter string) *watcher {
+	t.Helper()
+	w := &watcher{t: t, sig: make(chan struct{}, 1)}
+	opts := mqtt.NewClientOptions().AddBroker("tcp://" + b.addr).SetClientID(fmt.Sprintf("watcher-%d", time.Now().UnixNano())).
+		SetCleanSession(true).SetAutoReconnect(false).SetOrderMatters(true)
+	w.client = mqtt.NewClient(opts)
+	if tok := w.client.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("watcher: connect: %v", tok.Error())
+	}
+	tok := w.client.Subscribe(filter, 1, func(_ mqtt.Client, m mqtt.Message) {
+		w.mu.Lock()
+		w.msgs = append(w.msgs, msg{m.Topic(), string(m.Payload()), m.Retained()})
+		w.mu.Unlock()
+		select {
+		case w.sig <- struct{}{}:
+		default:
+		}
+	})
+	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("watcher: subscribe: %v", tok.Error())
+	}
+	t.Cleanup(func() { w.client.Disconnect(50) })
+	return w
+}
+
+func (w *watcher) all() []msg {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]msg(nil), w.msgs...)
+}
+
+// waitFor waits until a message from index from on satisfies ok; returns
+// its index.
+func (w *watcher) waitFor(from int, what string, ok func(msg) bool) int {
+	w.t.Helper()
+	deadline := time.After(30 * time.Second)
+	for {
+		for i, m := range w.all() {
+			if i >= from && ok(m) {
+				return i
+			}
+		}
+		select {
+		case <-w.sig:
+		case <-deadline:
+			w.t.Fatalf("no %s; saw:\n%s", what, w.dump())
+		}
+	}
+}
+
+func (w *watcher) dump() string {
+	var b strings.Builder
+	for i, m := range w.all() {
+		fmt.Fprintf(&b, "  %3d %s\n", i, m)
+	}
+	return b.String()
+}
+
+func (w *watcher) publish(topic, payload string, retained bool) {
+	w.t.Helper()
+	tok := w.client.Publish(topic, 1, retained, payload)
+	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		w.t.Fatalf("publish %s: %v", topic, tok.Error())
+	}
+}
+
+// is matches a message by topic and a payload fragment.
+func is(topic, fragment string) func(msg) bool {
+	return func(m msg) bool { return m.Topic == topic && strings.Contains(m.Payload, fragment) }
+}
+
+// expectSeq checks that the device's messages (topics under its name),
+// from index from on, are exactly want, each "TOPIC-TAIL FRAGMENT":
+// "RESULT {"OtaUrl"" matches stat/<t>/RESULT with that fragment.
+func expectSeq(t testing.TB, w *watcher, topic string, from int, want []string) {
+	t.Helper()
+	var got []msg
+	for i, m := range w.all() {
+		if i >= from && strings.Contains(m.Topic, "/"+topic+"/") {
+			got = append(got, m)
+		}
+	}
+	bad := len(got) != len(want)
+	for i := 0; !bad && i < len(want); i++ {
+		tail, frag, _ := strings.Cut(want[i], " ")
+		if !strings.HasSuffix(got[i].Topic, "/"+tail) || !strings.Contains(got[i].Payload, frag) {
+			bad = true
+		}
+	}
+	if bad {
+		var b strings.Builder
+		for _, m := range got {
+			fmt.Fprintf(&b, "  %s\n", m)
+		}
+		t.Fatalf("device %s: messages\n%swant\n  %s", topic, b.String(), strings.Join(want, "\n  "))
+	}
+}
+
+// images serves files on 127.0.0.1 with Content-Length and x-MD5 (as the
+// rollout's file server does), counting requests per path.
+type images struct {
+	srv   *httptest.Server
+	mu    sync.Mutex
+	hits  []string
+	noMD5 bool
+}
+
+func serve(t testing.TB, files map[string][]byte) *images {
+	t.Helper()
+	im := &images{}
+	im.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		im.mu.Lock()
+		im.hits = append(im.hits, r.URL.Path)
+		noMD5 := im.noMD5
+		im.mu.Unlock()
+		b, ok := files[r.URL.Path]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		sum := md5.Sum(b)
+		if !noMD5 {
+			w.Header().Set("x-MD5", hex.EncodeToString(sum[:]))
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+		w.Header().Set("Content-Type", "application/octet-stream")
+		_, _ = w.Write(b)
+	}))
+	t.Cleanup(im.srv.Close)
+	return im
+}
+
+func (im *images) url(path string) string { return im.srv.URL + path }
+
+func (im *images) requests() []string {
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	return append([]string(nil), im.hits...)
+}
+
+func buildImage(t testing.TB, chip, name, version string, size int) []byte {
+	t.Helper()
+	b, err := tasmota.Image(chip, name, version, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// testConfig is a fleet on b with fast firmware timing.
+func testConfig(b *testBroker, devs ...Device) Config {
+	for i := range devs {
+		if devs[i].FlashRate == 0 {
+			devs[i].FlashRate = -1
+		}
+		if devs[i].RebootTime == 0 {
+			devs[i].RebootTime = 50 * time.Millisecond
+		}
+	}
+	return Config{Broker: b.URL(), Devices: devs, Tick: 20 * time.Millisecond}
+}
+
+// events records a fleet's events.
+type events struct {
+	mu  sync.Mutex
+	all []Event
+}
+
+func (e *events) add(ev Event) { e.mu.Lock(); e.all = append(e.all, ev); e.mu.Unlock() }
+
+func (e *events) kinds(topic string) []EventKind {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []EventKind
+	for _, ev := range e.all {
+		if ev.Device == topic {
+			out = append(out, ev.Event)
+		}
+	}
+	return out
+}
+
+func (e *events) has(topic string, k EventKind) bool {
+	for _, x := range e.kinds(topic) {
+		if x == k {
+			return true
+		}
+	}
+	return false
+}
+
+func startFleet(t testing.TB, cfg Config) (*Fleet, *events) {
+	t.Helper()
+	ev := &events{}
+	cfg.OnEvent = ev.add
+	f, err := Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.Close)
+	return f, ev
+}
+
+// field reads one string field of a nested JSON payload ("Info1.Version").
+func field(t testing.TB, payload, path string) any {
+	t.Helper()
+	var v any
+	if err := json.Unmarshal([]byte(payload), &v); err != nil {
+		t.Fatalf("not JSON: %s", payload)
+	}
+	for _, k := range strings.Split(path, ".") {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil
+		}
+		v = m[k]
+	}
+	return v
+}

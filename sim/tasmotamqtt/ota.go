@@ -1,0 +1,303 @@
+package tasmotamqtt
+
+import (
+	"context"
+	"crypto/md5"
+	"encoding/hex"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// otaAttempts is OTA_ATTEMPTS: the counter starts there and each try takes
+// one, so a device tries OTA_ATTEMPTS-1 times.
+const otaAttempts = 5
+
+// otaStep is the upgrade part of Every250mSeconds (once a second, while no
+// backlog command waits):
+//   - Upgrade sets the flag to 3; at 2 ota_loader is cleared (the requested
+//     image first) and the counter set to OTA_ATTEMPTS; at 0 a try runs,
+//     the flag becomes 92.
+//   - ESP8266, not minimal: with ota_loader set the URL's file name gets
+//     "-minimal"; when the counter drops below OTA_ATTEMPTS/2 ".gz" is
+//     appended (a URL with ".gz" already makes that try the last).
+//   - A failed try sets the flag to 2 (the next try two seconds later);
+//     "Not Enough space" sets ota_loader on an ESP8266 full build.
+//   - 92 → 91 → 90: UPGRADE is published once: "Successful. Restarting"
+//     (the restart follows) or "Failed <error>" (the device runs on).
+func (d *device) otaStep(ctx context.Context) {
+	if d.otaFlag <= 0 || len(d.backlog) > 0 {
+		return
+	}
+	d.otaFlag--
+	if d.otaFlag == 2 {
+		d.mu.Lock()
+		d.otaLoader = false
+		d.mu.Unlock()
+		d.otaRetry = otaAttempts
+	}
+	if d.otaFlag <= 0 {
+		d.otaFlag = 92
+		d.otaOK, d.otaErr = false, ""
+		d.otaRetry--
+		if d.otaRetry > 0 {
+			d.mu.Lock()
+			u := d.otaURL
+			loader := d.otaLoader
+			d.mu.Unlock()
+			minimal := d.isMinimal()
+			if d.esp8266 {
+				if !minimal && loader {
+					u = minimalURL(u)
+				}
+				if d.otaRetry < otaAttempts/2 {
+					if strings.Contains(strings.ToLower(u), ".gz") {
+						d.otaRetry = 1
+					} else {
+						u += ".gz"
+					}
+				}
+			}
+			attempt := otaAttempts - d.otaRetry
+			d.otaOK, d.otaErr = d.fetch(ctx, u, attempt)
+			if ctx.Err() != nil {
+				return
+			}
+			if !d.otaOK {
+				if d.esp8266 && !minimal && d.otaErr == errNotEnoughSpace {
+					d.mu.Lock()
+					d.otaLoader = true
+					d.mu.Unlock()
+				}
+				d.otaFlag = 2
+			}
+		}
+	}
+	if d.otaFlag == 90 {
+		d.otaFlag = 0
+		// Always stat/<t>/UPGRADE: a publish of its own, not a reply.
+		words := "Successful. Restarting"
+		if !d.otaOK {
+			words = "Failed " + d.otaErr
+		}
+		sent := d.publish(d.topic(prefixStat, "UPGRADE"), object{{"Upgrade", words}}.String(), false)
+		if !d.otaOK {
+			text := words
+			if !sent {
+				text += " (not delivered: the link is down)"
+			}
+			d.emit(Event{Event: EventUpgradeFailed, Text: text})
+			d.pending = nil
+			return
+		}
+		text := "upgrade"
+		if !sent {
+			text += " (UPGRADE not delivered: the link is down)"
+		}
+		d.emit(Event{Event: EventRestarting, Text: text})
+		d.restartFlag = 2
+	}
+}
+
+// minimalURL is the minimal image's URL as the firmware makes it: after
+// the last '/', the name is cut at its last '-' (anywhere after the '/')
+// or else at its first '.', then "-minimal" and the type from that first
+// '.' follow: tasmota.bin.gz → tasmota-minimal.bin.gz, tasmota-DE.bin →
+// tasmota-minimal.bin, fw-1.2.bin → fw-minimal.bin.
+func minimalURL(u string) string {
+	b := strings.LastIndexByte(u, '/') + 1
+	e := strings.IndexByte(u[b:], '.')
+	if e < 0 {
+		e = len(u)
+	} else {
+		e += b
+	}
+	typ := u[e:]
+	p := strings.LastIndexByte(u[b:], '-')
+	if p < 0 {
+		p = e
+	} else {
+		p += b
+	}
+	return u[:p] + "-minimal" + typ
+}
+
+// fetch is ESPhttpUpdate.update(url): the GET with the core's headers,
+// the checks, the write at flash speed, x-MD5 at the end. The firmware's
+// loop does not run meanwhile: commands wait, and a download longer than
+// 1.5 × the keepalive loses the broker link.
+func (d *device) fetch(ctx context.Context, raw string, attempt int) (bool, string) {
+	d.emit(Event{Event: EventFetching, URL: raw, Attempt: attempt})
+	fail := func(why string) (bool, string) {
+		d.emit(Event{Event: EventFetchFailed, URL: raw, Attempt: attempt, Text: why})
+		return false, why
+	}
+	start := time.Now()
+	pu, err := url.Parse(raw)
+	if err != nil || !strings.EqualFold(pu.Scheme, "http") || pu.Host == "" {
+		return fail(errConnect)
+	}
+	req, err := http.NewRequestWithContext(ctx, "GET", raw, nil)
+	if err != nil {
+		return fail(errConnect)
+	}
+	d.mu.Lock()
+	ver := d.versionString()
+	free := int64(d.freeKiB) << 10
+	program := d.programKiB
+	d.mu.Unlock()
+	mac := strings.ToUpper(net.HardwareAddr(d.mac[:]).String())
+	p, ua := "x-ESP32-", "ESP32-http-Update"
+	if d.esp8266 {
+		p, ua = "x-ESP8266-", "ESP8266-http-Update"
+	}
+	for k, v := range map[string]string{"User-Agent": ua, p + "STA-MAC": mac, p + "free-space": strconv.FormatInt(free, 10),
+		p + "sketch-size": strconv.Itoa(program << 10), p + "chip-size": "4194304", p + "mode": "sketch", p + "version": ver} {
+		req.Header[k] = []string{v}
+	}
+	resp, err := d.client().Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return false, ""
+		}
+		return fail(errConnect)
+	}
+	defer resp.Body.Close()
+	size := resp.ContentLength
+	switch {
+	case resp.StatusCode == http.StatusNotModified:
+		return fail(errNoUpdate)
+	case resp.StatusCode == http.StatusNotFound:
+		return fail(errNotFound)
+	case resp.StatusCode == http.StatusForbidden:
+		return fail(errForbidden)
+	case resp.StatusCode != http.StatusOK:
+		return fail(errWrongCode)
+	case size <= 0:
+		return fail(errNoSize)
+	case size > free:
+		return fail(errNotEnoughSpace)
+	}
+	wantMD5 := strings.ToLower(resp.Header.Get("x-MD5"))
+	cut := int64(-1)
+	if d.cfg.has(FaultDownloadCut) {
+		cut = size / 2
+	}
+	drop := int64(-1)
+	if d.dropArmed {
+		d.dropArmed = false
+		drop = size / 2
+	}
+	dl := d.f.store.begin()
+	defer dl.release()
+	h := md5.New()
+	buf := make([]byte, sectorSize)
+	rate := d.cfg.FlashRate
+	keepalive := d.f.cfg.KeepAlive * 3 / 2
+	var got int64
+	for got < size {
+		want := min(int64(len(buf)), size-got)
+		if cut >= 0 && got+want > cut {
+			want = cut - got
+		}
+		n, rerr := io.ReadFull(resp.Body, buf[:want])
+		if n > 0 {
+			if got == 0 && buf[0] != 0xE9 && !(d.esp8266 && buf[0] == 0x1F) {
+				return fail(errHeader) // both updaters peek at the first byte
+			}
+			h.Write(buf[:n])
+			dl.add(buf[:n])
+			got += int64(n)
+		}
+		if rerr != nil {
+			if ctx.Err() != nil {
+				return false, ""
+			}
+			return fail(streamError(d.esp8266))
+		}
+		if got == cut {
+			_ = resp.Body.Close()
+			d.emit(Event{Event: EventFault, URL: raw, Bytes: got, Text: "fault download-cut: the connection broke halfway"})
+			return fail(streamError(d.esp8266))
+		}
+		if got >= drop && drop >= 0 {
+			drop = -1
+			d.dropLink("fault broker-drop: the link broke during the download")
+		}
+		if time.Since(start) > keepalive && d.connected() {
+			d.dropLink("the download outlasted 1.5 × the keepalive: the broker dropped the link")
+		}
+		if rate > 0 {
+			if due := start.Add(time.Duration(float64(got) / float64(rate) * float64(time.Second))); !sleep(ctx, time.Until(due)) {
+				return false, ""
+			}
+		}
+	}
+	sum := hex.EncodeToString(h.Sum(nil))
+	if d.cfg.has(FaultMD5Mismatch) {
+		if wantMD5 == "" {
+			d.emit(Event{Event: EventFault, URL: raw, Text: "fault md5-mismatch: no x-MD5 was sent, nothing to check"})
+		} else {
+			corrupt := md5.Sum([]byte("corrupted " + sum))
+			sum = hex.EncodeToString(corrupt[:])
+			d.emit(Event{Event: EventFault, URL: raw, Text: "fault md5-mismatch: the bytes written differ from those sent"})
+		}
+	}
+	if wantMD5 != "" && sum != wantMD5 {
+		return fail(md5Error(d.esp8266, wantMD5, sum))
+	}
+	info := dl.info(d.cfg.Chip)
+	if !info.ok {
+		return fail(info.why)
+	}
+	d.pending = &install{info: info}
+	v := info.version
+	if v == "" {
+		v = d.f.cfg.InstallVersion
+	}
+	d.emit(Event{Event: EventFetched, URL: raw, Attempt: attempt, Bytes: got, Version: v})
+	return true, ""
+}
+
+// client fetches one URL per connection, from loopback only unless the
+// fleet allows more. The receive buffer stands for a device's small TCP
+// window (32 KiB as sim/tasmota: lwIP's 5760 bytes make loopback's delayed
+// ACKs far slower than Wi-Fi).
+func (d *device) client() *http.Client {
+	allow := d.f.cfg.AllowNonLoopback
+	dialer := &net.Dialer{Timeout: 5 * time.Second}
+	tr := &http.Transport{
+		DisableKeepAlives:     true,
+		DisableCompression:    true,
+		ResponseHeaderTimeout: 5 * time.Second,
+		Proxy:                 nil,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			host, port, err := net.SplitHostPort(addr)
+			if err != nil {
+				return nil, err
+			}
+			if host == "localhost" {
+				host, addr = "127.0.0.1", net.JoinHostPort("127.0.0.1", port)
+			}
+			ip, err := netip.ParseAddr(host)
+			if err != nil {
+				return nil, errors.New("the sim resolves no host names")
+			}
+			if !ip.IsLoopback() && !allow {
+				return nil, errors.New("the sim fetches from loopback only")
+			}
+			c, err := dialer.DialContext(ctx, network, addr)
+			if tc, ok := c.(*net.TCPConn); ok {
+				_ = tc.SetReadBuffer(32 << 10)
+			}
+			return c, err
+		},
+	}
+	return &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}

@@ -1,0 +1,183 @@
+package tasmotamqtt
+
+import (
+	"context"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+// boot is what a subscriber sees when a device comes up after a boot.
+var boot = []string{"LWT Online", "POWER ", "INFO1 {\"Info1\":", "INFO2 {\"Info2\":", "INFO3 {\"Info3\":"}
+
+func TestUpgrade(t *testing.T) {
+	for _, chip := range []string{"esp32", "esp8266"} {
+		t.Run(chip, func(t *testing.T) {
+			b := startBroker(t)
+			name := "tasmota32"
+			if chip == "esp8266" {
+				name = "tasmota"
+			}
+			img := buildImage(t, chip, name, "15.5.0", 80<<10)
+			srv := serve(t, map[string][]byte{"/fw.bin": img})
+			w := watch(t, b, "#")
+			f, ev := startFleet(t, testConfig(b, Device{Topic: "plug1", Chip: chip, Version: "15.4.0"}))
+			start := w.waitFor(0, "INFO3 at start", is("tele/plug1/INFO3", "BootCount\":1"))
+			if got := f.Running("plug1"); got != "15.4.0("+name+")" {
+				t.Fatalf("running %q", got)
+			}
+			w.publish("cmnd/plug1/Backlog", "OtaUrl "+srv.url("/fw.bin")+"; Upgrade 1", false)
+			end := w.waitFor(start, "INFO3 after the upgrade", is("tele/plug1/INFO3", `"BootCount":2`))
+			want := append([]string{
+				"Backlog OtaUrl",
+				`RESULT {"OtaUrl":"` + srv.url("/fw.bin") + `"}`,
+				`RESULT {"Upgrade":"Version 15.4.0 from ` + srv.url("/fw.bin") + `"}`,
+				`UPGRADE {"Upgrade":"Successful. Restarting"}`,
+			}, boot...)
+			expectSeq(t, w, "plug1", start+1, want)
+			all := w.all()
+			if v := field(t, all[end-2].Payload, "Info1.Version"); v != "15.5.0("+name+")" {
+				t.Fatalf("INFO1 Version %v", v)
+			}
+			reason := "Software reset CPU"
+			if chip == "esp8266" {
+				reason = "Software/System restart"
+			}
+			if v := field(t, all[end].Payload, "Info3.RestartReason"); v != reason {
+				t.Fatalf("INFO3 RestartReason %v", v)
+			}
+			if f.Commands("plug1") != 1 || f.Running("plug1") != "15.5.0("+name+")" {
+				t.Fatalf("commands %d, running %q", f.Commands("plug1"), f.Running("plug1"))
+			}
+			if got := srv.requests(); len(got) != 1 {
+				t.Fatalf("fetched %v", got)
+			}
+			if !ev.has("plug1", EventFetched) || !ev.has("plug1", EventRestarting) {
+				t.Fatalf("events %v", ev.kinds("plug1"))
+			}
+			// A clean restart leaves no "Offline" anywhere.
+			for _, m := range all {
+				if m.Payload == "Offline" {
+					t.Fatalf("the will was published: %s", m)
+				}
+			}
+		})
+	}
+}
+
+func TestStatus(t *testing.T) {
+	b := startBroker(t)
+	w := watch(t, b, "stat/#")
+	startFleet(t, testConfig(b, Device{Topic: "s1", Chip: "esp8266", Version: "14.2.0", FreeKiB: 300}))
+	w.publish("cmnd/s1/Status", "0", false)
+	last := w.waitFor(0, "STATUS11", is("stat/s1/STATUS11", `"StatusSTS"`))
+	expectSeq(t, w, "s1", 0, []string{"STATUS {\"Status\":{\"Module\"", "STATUS1 {\"StatusPRM\":", "STATUS2 {\"StatusFWR\":{\"Version\":\"14.2.0(tasmota)\"",
+		"STATUS3 {\"StatusLOG\"", "STATUS4 {\"StatusMEM\"", "STATUS5 {\"StatusNET\"", "STATUS6 {\"StatusMQT\"", "STATUS7 {\"StatusTIM\"",
+		"STATUS10 {\"StatusSNS\"", "STATUS11 {\"StatusSTS\""})
+	all := w.all()
+	if v := field(t, all[4].Payload, "StatusMEM.Free"); v != float64(300) {
+		t.Fatalf("Free %v", v)
+	}
+	if v := field(t, all[1].Payload, "StatusPRM.BootCount"); v != float64(1) {
+		t.Fatalf("BootCount %v", v)
+	}
+	w.publish("cmnd/s1/Status0", "", false)
+	i := w.waitFor(last+1, "STATUS0", is("stat/s1/STATUS0", `"StatusFWR"`))
+	for _, k := range []string{"Status.Topic", "StatusPRM.OtaUrl", "StatusFWR.Version", "StatusMEM.Free", "StatusSTS.UptimeSec"} {
+		if field(t, w.all()[i].Payload, k) == nil {
+			t.Fatalf("STATUS0 lacks %s: %s", k, w.all()[i].Payload)
+		}
+	}
+	w.publish("cmnd/s1/Status", "2", false)
+	w.waitFor(i+1, "STATUS2", is("stat/s1/STATUS2", `{"StatusFWR":{"Version":"14.2.0(tasmota)"`))
+}
+
+func TestFullTopicAndOption4(t *testing.T) {
+	b := startBroker(t)
+	w := watch(t, b, "#")
+	startFleet(t, testConfig(b, Device{Topic: "lamp", FullTopic: "tasmota/%topic%/%prefix%/", SetOption4: true}))
+	w.waitFor(0, "INFO1", is("tasmota/lamp/tele/INFO1", "Version"))
+	w.publish("tasmota/lamp/cmnd/OtaUrl", "http://127.0.0.1:1/x.bin", false)
+	w.waitFor(0, "the OtaUrl reply on its own topic", is("tasmota/lamp/stat/OTAURL", `{"OtaUrl":"http://127.0.0.1:1/x.bin"}`))
+	// The group topic reaches it too.
+	w.publish("tasmota/tasmotas/cmnd/Upgrade", "0.1", false)
+	w.waitFor(0, "the Upgrade refusal", is("tasmota/lamp/stat/UPGRADE", `{"Upgrade":"1 or >15.4.0 to upgrade"}`))
+}
+
+func TestRetainedUpgradeRunsAgain(t *testing.T) {
+	b := startBroker(t)
+	img := buildImage(t, "esp32", "tasmota32", "15.5.0", 0)
+	srv := serve(t, map[string][]byte{"/fw.bin": img})
+	w := watch(t, b, "#")
+	f, _ := startFleet(t, testConfig(b, Device{Topic: "r1"}))
+	w.waitFor(0, "INFO3", is("tele/r1/INFO3", "BootCount"))
+	w.publish("cmnd/r1/Backlog", "OtaUrl "+srv.url("/fw.bin")+"; Upgrade 1", true)
+	// The retained command runs again after the restart's resubscribe.
+	w.waitFor(0, "the third boot", is("tele/r1/INFO3", `"BootCount":3`))
+	w.publish("cmnd/r1/Backlog", "", true) // clear it
+	if n := f.Commands("r1"); n < 2 {
+		t.Fatalf("a retained Upgrade was taken %d times", n)
+	}
+}
+
+func TestStartErrors(t *testing.T) {
+	l := startBroker(t) // a port that then closes
+	addr := l.Addr()
+	_ = addr
+	for _, tc := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{Broker: "mqtts://127.0.0.1:8883", Devices: []Device{{}}}, "plain MQTT"},
+		{Config{Broker: "mqtt://u:p@127.0.0.1", Devices: []Device{{}}}, "apart from the broker URL"},
+		{Config{Broker: "mqtt://127.0.0.1:1", Devices: []Device{{}}}, "127.0.0.1:1"},
+		{Config{Broker: "mqtt://192.0.2.1:1883", Devices: []Device{{}}}, "loopback only"},
+		{Config{Broker: l.URL(), Devices: []Device{{Chip: "esp32", Faults: []Fault{FaultTwoStep}}}}, "ESP8266"},
+		{Config{Broker: l.URL(), Devices: []Device{{Chip: "esp8266", Faults: []Fault{FaultCrashOnBoot}}}}, "no rollback"},
+		{Config{Broker: l.URL(), Devices: []Device{{Topic: "a"}, {Topic: "a"}}}, "taken"},
+	} {
+		_, err := Start(context.Background(), tc.cfg)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: error %v, want %q", tc.cfg.Broker, err, tc.want)
+		}
+	}
+}
+
+func TestFleet200(t *testing.T) {
+	b := startBroker(t)
+	img := buildImage(t, "esp32", "tasmota32", "15.5.0", 96<<10)
+	srv := serve(t, map[string][]byte{"/fw.bin": img})
+	devs := make([]Device, 200)
+	cfg := testConfig(b, devs...)
+	cfg.Tick = 50 * time.Millisecond
+	w := watch(t, b, "tele/+/INFO1")
+	f, _ := startFleet(t, cfg)
+	topics := f.Topics()
+	if len(topics) != 200 {
+		t.Fatalf("%d topics", len(topics))
+	}
+	w.publish("cmnd/tasmotas/Backlog", "OtaUrl "+srv.url("/fw.bin")+"; Upgrade 1", false)
+	deadline := time.Now().Add(2 * time.Minute)
+	for _, tp := range topics {
+		for f.Running(tp) != "15.5.0(tasmota32)" {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s runs %s; fleet: %v", tp, f.Running(tp), f.Counts())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if n := f.Commands(tp); n != 1 {
+			t.Fatalf("%s took %d commands", tp, n)
+		}
+	}
+	if n := len(srv.requests()); n != 200 {
+		t.Fatalf("%d fetches", n)
+	}
+	f.store.mu.Lock()
+	held, infos := len(f.store.sectors), len(f.store.infos)
+	f.store.mu.Unlock()
+	if held != 0 || infos != 1 {
+		t.Fatalf("after the fleet's downloads the store holds %d sectors and %d images", held, infos)
+	}
+	t.Logf("goroutines: %d", runtime.NumGoroutine())
+}
