@@ -74,10 +74,13 @@ func newRolloutRenderer(a *app, fw *upload.Firmware, targets []upload.Target, re
 }
 
 func (r *rolloutRenderer) event(e upload.FleetEvent) {
-	// The view keys devices by their target's address: a device's topic.
-	if e.Key == "" && e.Result != nil {
-		e.Key = e.Result.Target.Addr()
+	// The engine keys a device's events by its topic; the view keys its
+	// targets by their address (rolloutTarget).
+	key := e.Key
+	if key == "" {
+		key = e.Addr
 	}
+	e.Key = upload.Target{Host: key}.Addr()
 	r.pushRenderer.event(e)
 }
 

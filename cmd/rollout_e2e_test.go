@@ -1,0 +1,278 @@
+package cmd
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ots-ota/ots-ota/image"
+	"github.com/ots-ota/ots-ota/internal/testbroker"
+	"github.com/ots-ota/ots-ota/sim/tasmotamqtt"
+)
+
+// rolloutFleet is a broker, a simulated Tasmota fleet that pulls, and a
+// subscriber on cmnd/#, for one test.
+type rolloutFleet struct {
+	url   string
+	fleet *tasmotamqtt.Fleet
+	watch *brokerLog
+	fw    string // an ESP32 image that tells 15.5.0
+	state string
+
+	mu     sync.Mutex
+	events []tasmotamqtt.Event
+	seen   chan struct{}
+}
+
+func startRolloutFleet(t *testing.T, devs []tasmotamqtt.Device) *rolloutFleet {
+	t.Helper()
+	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
+	t.Setenv("OTS_OTA_STATE_DIR", "")
+	b := testbroker.Start(t, testbroker.KeepLogs())
+	rf := &rolloutFleet{url: b.URL(), watch: watchBroker(t, b.URL(), "cmnd/#"), seen: make(chan struct{}, 1)}
+	for i := range devs {
+		// Quick devices: a restart takes half a second, flash is fast.
+		devs[i].RebootTime, devs[i].FlashRate = 500*time.Millisecond, 2<<20
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	f, err := tasmotamqtt.Start(ctx, tasmotamqtt.Config{Broker: b.URL(), Devices: devs, Tick: 100 * time.Millisecond,
+		OnEvent: func(e tasmotamqtt.Event) {
+			rf.mu.Lock()
+			rf.events = append(rf.events, e)
+			rf.mu.Unlock()
+			select {
+			case rf.seen <- struct{}{}:
+			default:
+			}
+		}})
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); f.Close() })
+	rf.fleet = f
+	dir := t.TempDir()
+	data, err := image.Build(image.BuildOptions{Chip: image.ChipESP32, Project: "tasmota32", Version: "15.5.0", Size: 200_000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rf.fw = filepath.Join(dir, "tasmota32.bin")
+	if err := os.WriteFile(rf.fw, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rf.state = filepath.Join(dir, "state")
+	return rf
+}
+
+// waitEvent waits until the fleet told an event of kind (60 s at most).
+func (rf *rolloutFleet) waitEvent(t *testing.T, kind tasmotamqtt.EventKind) {
+	t.Helper()
+	deadline := time.After(60 * time.Second)
+	for {
+		rf.mu.Lock()
+		ok := slices.ContainsFunc(rf.events, func(e tasmotamqtt.Event) bool { return e.Event == kind })
+		rf.mu.Unlock()
+		if ok {
+			return
+		}
+		select {
+		case <-rf.seen:
+		case <-deadline:
+			t.Fatalf("no %s event from the fleet in 60 s", kind)
+		}
+	}
+}
+
+// rollout runs ots-ota rollout --json against the fleet (the broker and
+// state directory filled in; with --resume only the state directory); ctx
+// may be cancelled to stand for Ctrl-C. The lines are checked against the
+// schema.
+func (rf *rolloutFleet) rollout(t *testing.T, ctx context.Context, args ...string) (int, []map[string]any, string) {
+	t.Helper()
+	full := []string{"rollout", "--json", "--state-dir", rf.state, "--stability-window", "1s", "--verify-timeout", "10s"}
+	if !slices.Contains(args, "--resume") {
+		full = append(full, "--broker", rf.url, "--serve-addr", "127.0.0.1", "--family", "tasmota", "--expect-version", "15.5.0", rf.fw)
+	}
+	return runJSON(t, ctx, append(full, args...))
+}
+
+// status runs ots-ota rollout status --json.
+func (rf *rolloutFleet) status(t *testing.T) (int, []map[string]any) {
+	t.Helper()
+	code, lines, _ := runJSON(t, context.Background(), []string{"rollout", "status", "--json", "--state-dir", rf.state})
+	return code, lines
+}
+
+func runJSON(t *testing.T, ctx context.Context, args []string) (int, []map[string]any, string) {
+	t.Helper()
+	streams, out, errOut := TestStreams()
+	code := Execute(ctx, args, streams)
+	requireJSONRun(t, out.Bytes(), code)
+	var lines []map[string]any
+	for _, l := range bytes.Split(bytes.TrimSpace(out.Bytes()), []byte("\n")) {
+		var m map[string]any
+		if err := json.Unmarshal(l, &m); err != nil {
+			t.Fatalf("not JSON: %s", l)
+		}
+		lines = append(lines, m)
+	}
+	return code, lines, errOut.String()
+}
+
+// outcomes is each device's outcome as the result lines tell it.
+func outcomes(lines []map[string]any) map[string]string {
+	out := map[string]string{}
+	for _, l := range lines {
+		if l["type"] == "result" {
+			out[l["address"].(string)] = l["outcome"].(string)
+		}
+	}
+	return out
+}
+
+func waveStates(lines []map[string]any) []string {
+	var out []string
+	for _, l := range lines {
+		if l["type"] == "wave" {
+			out = append(out, l["state"].(string))
+		}
+	}
+	return out
+}
+
+// checkCommands: the subscriber saw at most max Upgrade commands per
+// device, none retained, and the devices took as many as they were sent.
+func (rf *rolloutFleet) checkCommands(t *testing.T, max int) map[string]int {
+	t.Helper()
+	msgs := rf.watch.fence(t, rf.url, "cmnd/test-fence/Fence")
+	got := map[string]int{}
+	for _, m := range msgs {
+		if m.Retained {
+			t.Errorf("a retained command: %s %q", m.Topic, m.Payload)
+		}
+		parts := strings.Split(m.Topic, "/")
+		if len(parts) == 3 && strings.EqualFold(parts[2], "Backlog") && strings.Contains(strings.ToLower(string(m.Payload)), "upgrade") {
+			got[parts[1]]++
+		}
+	}
+	for topic, n := range got {
+		if n > max {
+			t.Errorf("%s got %d Upgrade commands, at most %d allowed", topic, n, max)
+		}
+		if took := rf.fleet.Commands(topic); took != n {
+			t.Errorf("%s: %d commands sent, the device took %d", topic, n, took)
+		}
+	}
+	return got
+}
+
+// TestRolloutCanaryWaves: a canary, then two waves, every device updated
+// with one command each; the wave lines tell each wave's start and pass.
+func TestRolloutCanaryWaves(t *testing.T) {
+	rf := startRolloutFleet(t, make([]tasmotamqtt.Device, 5))
+	code, lines, errOut := rf.rollout(t, context.Background(), "--all", "--canary", "1", "--waves", "50%,100%", "--discover-wait", "1s")
+	if code != ExitOK {
+		t.Fatalf("exit %d, want 0\n%s", code, errOut)
+	}
+	got := outcomes(lines)
+	for _, topic := range rf.fleet.Topics() {
+		if got[topic] != "updated" {
+			t.Errorf("%s: %q, want updated", topic, got[topic])
+		}
+		if v := rf.fleet.Running(topic); !strings.HasPrefix(v, "15.5.0") {
+			t.Errorf("%s runs %s", topic, v)
+		}
+	}
+	if w := waveStates(lines); !slices.Equal(w, []string{"started", "passed", "started", "passed", "started", "passed"}) {
+		t.Errorf("waves %v, want three started and passed", w)
+	}
+	if n := rf.checkCommands(t, 1); len(n) != 5 {
+		t.Errorf("%d devices commanded, want 5", len(n))
+	}
+	code, lines = rf.status(t)
+	if code != ExitOK || len(lines) != 2 || lines[0]["state"] != "finished" || lines[0]["waves_passed"] != float64(3) {
+		t.Errorf("status: exit %d, %v", code, lines)
+	}
+}
+
+// TestRolloutCanaryFails: a canary that rolls back stops the rollout:
+// the others are not-started and never commanded, exit 1.
+func TestRolloutCanaryFails(t *testing.T) {
+	devs := make([]tasmotamqtt.Device, 3)
+	devs[0] = tasmotamqtt.Device{Topic: "canary_1", Faults: []tasmotamqtt.Fault{tasmotamqtt.FaultCrashOnBoot}}
+	devs[1], devs[2] = tasmotamqtt.Device{Topic: "rest_1"}, tasmotamqtt.Device{Topic: "rest_2"}
+	rf := startRolloutFleet(t, devs)
+	code, lines, errOut := rf.rollout(t, context.Background(), "--canary", "1", "canary_1", "rest_1", "rest_2")
+	if code != ExitFailed {
+		t.Fatalf("exit %d, want 1\n%s", code, errOut)
+	}
+	got := outcomes(lines)
+	if got["canary_1"] != "rolled-back" || got["rest_1"] != "not-started" || got["rest_2"] != "not-started" {
+		t.Errorf("outcomes %v", got)
+	}
+	if w := waveStates(lines); !slices.Equal(w, []string{"started", "stopped"}) {
+		t.Errorf("waves %v, want the canary started and stopped", w)
+	}
+	cmds := rf.checkCommands(t, 1)
+	if cmds["rest_1"]+cmds["rest_2"] != 0 || cmds["canary_1"] != 1 {
+		t.Errorf("commands %v: only the canary may be commanded", cmds)
+	}
+	if !strings.Contains(lines[len(lines)-2]["error"].(map[string]any)["message"].(string), "not updated") {
+		t.Errorf("error line %v", lines[len(lines)-2])
+	}
+}
+
+// TestRolloutResume: Ctrl-C once a device was commanded (exit 130, the
+// state kept), then --resume: every device updated, none commanded twice,
+// and status says finished.
+func TestRolloutResume(t *testing.T) {
+	devs := make([]tasmotamqtt.Device, 4)
+	for i := range devs {
+		devs[i].FlashRate = 64 << 10 // slow enough to be caught in flight
+	}
+	rf := startRolloutFleet(t, devs)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	var code int
+	var lines []map[string]any
+	go func() {
+		defer close(done)
+		code, lines, _ = rf.rollout(t, ctx, "--all", "--waves", "100%", "--discover-wait", "1s")
+	}()
+	rf.waitEvent(t, tasmotamqtt.EventFetching)
+	cancel()
+	<-done
+	if code != ExitCancelled {
+		t.Fatalf("exit %d, want 130", code)
+	}
+	s := lines[len(lines)-1]
+	if s["interrupted"] != true || s["id"] == nil {
+		t.Errorf("summary %v", s)
+	}
+	code, lines = rf.status(t)
+	if code != ExitOK || lines[0]["state"] != "interrupted" || len(lines[0]["in_flight"].([]any)) == 0 {
+		t.Errorf("status after Ctrl-C: exit %d, %v", code, lines)
+	}
+	code, lines, errOut := rf.rollout(t, context.Background(), "--resume")
+	if code != ExitOK {
+		t.Fatalf("resume: exit %d, want 0\n%s", code, errOut)
+	}
+	got := outcomes(lines)
+	for _, topic := range rf.fleet.Topics() {
+		if got[topic] != "updated" {
+			t.Errorf("%s: %q after --resume, want updated", topic, got[topic])
+		}
+	}
+	rf.checkCommands(t, 1)
+	code, lines = rf.status(t)
+	if code != ExitOK || lines[0]["state"] != "finished" {
+		t.Errorf("status after --resume: exit %d, %v", code, lines)
+	}
+}
