@@ -193,6 +193,26 @@ func parseURL(raw string) (*url.URL, string, error) {
 // delivered to the handler of the first Subscribe whose filter matches
 // them.
 func Connect(ctx context.Context, cfg Config) (*Client, error) {
+	return connect(ctx, cfg, false)
+}
+
+// Forget ends the session the broker keeps under cfg.ClientID (its
+// subscriptions, and the QoS 1 messages it queues for them while no one
+// is connected): one connect with the clean session on, then a clean
+// disconnect. For the end of a rollout, after the Client with that ID was
+// closed (a connect with the same ID takes its place). Errors as
+// Connect's.
+func Forget(ctx context.Context, cfg Config) error {
+	cfg.OnLink = nil
+	c, err := connect(ctx, cfg, true)
+	if err != nil {
+		return err
+	}
+	c.Close()
+	return nil
+}
+
+func connect(ctx context.Context, cfg Config, clean bool) (*Client, error) {
 	u, user, err := parseURL(cfg.URL)
 	if err != nil {
 		return nil, err
@@ -237,7 +257,7 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 	o := mqtt.NewClientOptions()
 	o.AddBroker(u.String())
 	o.SetClientID(cfg.ClientID)
-	o.SetCleanSession(false)
+	o.SetCleanSession(clean)
 	o.SetProtocolVersion(4) // 3.1.1 only: no second CONNECT (with the credentials) as 3.1
 	if cfg.Username != "" {
 		o.SetUsername(cfg.Username)
@@ -245,7 +265,7 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 	if !cfg.Password.IsZero() {
 		o.SetPassword(cfg.Password.Reveal())
 	}
-	o.SetAutoReconnect(true)
+	o.SetAutoReconnect(!clean)
 	o.SetConnectRetry(false)
 	o.SetMaxReconnectInterval(maxReconnect)
 	o.SetConnectTimeout(connectTimeout)
@@ -271,7 +291,7 @@ func Connect(ctx context.Context, cfg Config) (*Client, error) {
 	case <-tok.Done():
 	case <-ctx.Done():
 		c.abandon()
-		return nil, fmt.Errorf("no answer from the MQTT broker at %s: %v", c.addr, context.Cause(ctx))
+		return nil, fmt.Errorf("no answer from the MQTT broker at %s %s", c.addr, ctxWords(ctx))
 	}
 	c.dialMu.Lock()
 	c.dialCtx = nil
@@ -357,7 +377,11 @@ func (c *Client) connectError(rc byte, err error) error {
 	case packets.ErrRefusedBadProtocolVersion:
 		return fmt.Errorf("the MQTT broker at %s does not speak MQTT 3.1.1", c.addr)
 	}
-	return fmt.Errorf("cannot reach the MQTT broker at %s: %s", c.addr, netWords(err))
+	var de *dialError
+	if errors.As(err, &de) {
+		return fmt.Errorf("cannot reach the MQTT broker at %s: %s", c.addr, netWords(err))
+	}
+	return fmt.Errorf("no MQTT answer from the broker at %s: %s", c.addr, netWords(err))
 }
 
 // netWords is the last, user-facing part of a network error.
@@ -395,6 +419,15 @@ func lastPart(err error) string {
 		return s[i+2:]
 	}
 	return s
+}
+
+// ctxWords says why a wait ended early: "in time" for a deadline, else
+// "(cancelled)".
+func ctxWords(ctx context.Context) string {
+	if errors.Is(ctx.Err(), context.Canceled) {
+		return "(cancelled)"
+	}
+	return "in time"
 }
 
 func oneLine(err error) string {
@@ -537,6 +570,11 @@ func (c *Client) deliver() {
 // the connect, first). Handlers run one at a time, in arrival order, on
 // one goroutine of the client: h may Publish, but a slow h delays every
 // other. While the link is down it waits for it (or ctx).
+//
+// Every filter is subscribed again after each reconnect, so the broker
+// sends its retained messages (Retained true) once more: they tell the
+// state after the gap. Subscribing twice to one filter gives h and the
+// first handler each message (and the retained ones again).
 func (c *Client) Subscribe(ctx context.Context, filter string, h func(Message)) error {
 	if err := validFilter(filter); err != nil {
 		return err
@@ -569,7 +607,7 @@ func (c *Client) Subscribe(ctx context.Context, filter string, h func(Message)) 
 	select {
 	case <-tok.Done():
 	case <-ctx.Done():
-		return fmt.Errorf("the MQTT broker at %s did not confirm the subscription to %s: %v", c.addr, filter, context.Cause(ctx))
+		return fmt.Errorf("the MQTT broker at %s did not confirm the subscription to %s %s", c.addr, filter, ctxWords(ctx))
 	}
 	if err := tok.Error(); err != nil {
 		c.removeSub(filter)
@@ -605,13 +643,25 @@ func (c *Client) waitLink(ctx context.Context) error {
 		c.mu.Lock()
 		ch := c.linkUp
 		c.mu.Unlock()
+		// linkUp follows paho's callbacks, which run a moment after
+		// paho's own state changes: a link paho already knows lost is
+		// waited for too, polling until the callback catches up.
+		wake, tick := (<-chan struct{})(ch), (<-chan time.Time)(nil)
 		select {
 		case <-ch:
-			return nil
+			if c.pc.IsConnectionOpen() {
+				return nil
+			}
+			wake, tick = nil, time.After(50*time.Millisecond)
+		default:
+		}
+		select {
+		case <-wake:
+		case <-tick:
 		case <-c.stop:
 			return errors.New("the MQTT client is closed")
 		case <-ctx.Done():
-			return fmt.Errorf("the link to the MQTT broker at %s is down: %v", c.addr, context.Cause(ctx))
+			return fmt.Errorf("the link to the MQTT broker at %s is down and did not come back %s", c.addr, ctxWords(ctx))
 		}
 	}
 }

@@ -18,7 +18,7 @@ import (
 // wait is the generous bound of every wait on an event here.
 const wait = 20 * time.Second
 
-func connect(t *testing.T, url, id string, mod ...func(*Config)) *Client {
+func dial(t *testing.T, url, id string, mod ...func(*Config)) *Client {
 	t.Helper()
 	cfg := Config{URL: url, ClientID: id}
 	for _, m := range mod {
@@ -84,8 +84,8 @@ func ctxT(t *testing.T) context.Context {
 
 func TestPublishSubscribeNotRetained(t *testing.T) {
 	b := testbroker.Start(t, testbroker.KeepLogs())
-	sub := connect(t, b.URL(), "sub1")
-	pub := connect(t, b.URL(), "pub1")
+	sub := dial(t, b.URL(), "sub1")
+	pub := dial(t, b.URL(), "pub1")
 	in := newInbox()
 	if err := sub.Subscribe(ctxT(t), "cmnd/+/Backlog", in.add); err != nil {
 		t.Fatal(err)
@@ -98,7 +98,7 @@ func TestPublishSubscribeNotRetained(t *testing.T) {
 		t.Fatalf("got %+v", m)
 	}
 	// A subscriber that comes later gets nothing: nothing was retained.
-	late := connect(t, b.URL(), "late1")
+	late := dial(t, b.URL(), "late1")
 	in2 := newInbox()
 	if err := late.Subscribe(ctxT(t), "cmnd/#", in2.add); err != nil {
 		t.Fatal(err)
@@ -113,7 +113,7 @@ func TestRetainedMessageIsMarked(t *testing.T) {
 	b := testbroker.Start(t)
 	dev := rawClient(t, b.Addr())
 	dev.publishRetained(t, "tele/dev1/LWT", "Online")
-	c := connect(t, b.URL(), "watch1")
+	c := dial(t, b.URL(), "watch1")
 	in := newInbox()
 	if err := c.Subscribe(ctxT(t), "tele/+/LWT", in.add); err != nil {
 		t.Fatal(err)
@@ -267,7 +267,7 @@ func TestReconnectAfterRestart(t *testing.T) {
 	links := make(chan bool, 10)
 	var errText string
 	var mu sync.Mutex
-	c := connect(t, b.URL(), "recon1", func(c *Config) {
+	c := dial(t, b.URL(), "recon1", func(c *Config) {
 		c.Password = auth.NewSecret("")
 		c.OnLink = func(up bool, err error) {
 			if !up {
@@ -318,7 +318,7 @@ func TestReconnectAfterRestart(t *testing.T) {
 // Publish while the broker is down waits for the link, then sends.
 func TestPublishWaitsForLink(t *testing.T) {
 	b := testbroker.Start(t)
-	c := connect(t, b.URL(), "waiter1")
+	c := dial(t, b.URL(), "waiter1")
 	b.Stop()
 	deadline := time.Now().Add(wait)
 	for c.Connected() {
@@ -352,16 +352,16 @@ func TestPublishWaitsForLink(t *testing.T) {
 // connects again, to the first Subscribe whose filter matches them.
 func TestPersistentSession(t *testing.T) {
 	b := testbroker.Start(t)
-	c := connect(t, b.URL(), "persist1")
+	c := dial(t, b.URL(), "persist1")
 	if err := c.Subscribe(ctxT(t), "stat/+/UPGRADE", func(Message) {}); err != nil {
 		t.Fatal(err)
 	}
 	c.Close()
-	pub := connect(t, b.URL(), "pub2")
+	pub := dial(t, b.URL(), "pub2")
 	if err := pub.Publish(ctxT(t), "stat/dev1/UPGRADE", []byte(`{"Upgrade":"Failed Wrong MD5"}`)); err != nil {
 		t.Fatal(err)
 	}
-	c2 := connect(t, b.URL(), "persist1")
+	c2 := dial(t, b.URL(), "persist1")
 	in := newInbox()
 	if err := c2.Subscribe(ctxT(t), "stat/+/UPGRADE", in.add); err != nil {
 		t.Fatal(err)
@@ -373,7 +373,7 @@ func TestPersistentSession(t *testing.T) {
 
 func TestHandlerMayPublish(t *testing.T) {
 	b := testbroker.Start(t)
-	c := connect(t, b.URL(), "echo1")
+	c := dial(t, b.URL(), "echo1")
 	in := newInbox()
 	if err := c.Subscribe(ctxT(t), "b/x", in.add); err != nil {
 		t.Fatal(err)
@@ -403,4 +403,28 @@ func TestNewClientID(t *testing.T) {
 			t.Fatalf("%q", a)
 		}
 	}
+}
+
+// Forget ends the kept session: nothing published after it is delivered
+// to the next connect with the same client ID.
+func TestForget(t *testing.T) {
+	b := testbroker.Start(t)
+	c := dial(t, b.URL(), "forget1")
+	if err := c.Subscribe(ctxT(t), "stat/+/UPGRADE", func(Message) {}); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if err := Forget(ctxT(t), Config{URL: b.URL(), ClientID: "forget1"}); err != nil {
+		t.Fatal(err)
+	}
+	pub := dial(t, b.URL(), "pub3")
+	if err := pub.Publish(ctxT(t), "stat/dev1/UPGRADE", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	c2 := dial(t, b.URL(), "forget1")
+	in := newInbox()
+	if err := c2.Subscribe(ctxT(t), "stat/+/UPGRADE", in.add); err != nil {
+		t.Fatal(err)
+	}
+	in.none(t, time.Second)
 }

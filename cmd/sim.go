@@ -81,6 +81,7 @@ type simOptions struct {
 
 	fleet sim.FleetConfig // resolved by validate
 	mdns  *net.Interface  // nil: no mDNS
+	pull  pullOptions     // --personality tasmota-mqtt
 }
 
 func newSimCmd(a *app) *cobra.Command {
@@ -114,17 +115,31 @@ take "/P%" to act on P % of uploads only (error@30%/50%); those seven take no "/
 separate several with ";" (OTS_OTA_FAULT='latency:5ms;error@30%'); in the config file,
 use a list.
 --omit FIELD leaves a fact out: ota-status, ota-status.uptime_s (any key), api-status,
-api-status.firmwareVersion, txt.version ...`,
+api-status.firmwareVersion, txt.version ...
+
+tasmota-mqtt: Tasmota devices that pull their updates, N of them (--count) in this process
+with no addresses of their own, each connected to --broker as the firmware connects (will
+tele/<topic>/LWT Offline, LWT Online, INFO1-3 after a boot; topics tasmota_XXXXXX from a
+fake MAC, --topic-prefix, --full-topic). They answer Status over MQTT, take OtaUrl, Upgrade
+and Backlog on cmnd/<topic>/ (and the group topic cmnd/tasmotas/), fetch the image over HTTP
+themselves at --write-rate (loopback only), check x-MD5, publish UPGRADE, restart (a clean
+DISCONNECT: no will) and come back after --boot-time telling their new Version. Its faults
+(--fault KIND[:N], on N devices or all): download-cut, md5-mismatch, crash-on-boot (ESP32:
+back on the old version), never-comes-back, two-step (ESP8266 with little room: the
+-minimal image first), broker-drop (the link breaks mid-download, UPGRADE is lost), silent
+(no Status answers), no-info (INFO1 without Version).`,
 		Example: `  ots-ota sim --devices 5 --personality ots --extensions
   ots-ota sim --devices 3 --personality seed --password secret --behave 1.0.2=crash-on-boot
   ots-ota sim --devices 3 --personality espeasy --chip esp8266
   ots-ota sim --personality elegantota --async --username admin --password secret
   ots-ota sim --devices 250 --json --fast
+  ots-ota sim --personality tasmota-mqtt --broker mqtt://127.0.0.1:1883 --count 200 --fault download-cut:5
   ots-ota sim image --version 1.0.1 --size 1.2M -o fw.bin`,
 		Args: argsNone,
 	}
 	c.RunE = run(a, o, runSim)
 	f := c.Flags()
+	addPullFlags(f, &o.pull)
 	f.IntVarP(&o.Devices, "devices", "n", 1, "number of devices")
 	f.StringVar(&o.Personality, "personality", "seed", "firmware to imitate: "+personalityList("or"))
 	f.StringVar(&o.Chip, "chip", "esp32s3", "the devices' chip (esp8266 for the esp8266 personality; httpupdateserver, espeasy, elegantota, wled and tasmota run on either)")
@@ -172,7 +187,7 @@ api-status.firmwareVersion, txt.version ...`,
 	f.DurationVar(&o.Duration, "duration", 0, "stop after this long (default: until interrupted)")
 	_ = c.RegisterFlagCompletionFunc("personality", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
 		var names []string
-		for _, p := range sim.Personalities() {
+		for _, p := range append(sim.Personalities(), sim.PullPersonalities()...) {
 			names = append(names, string(p))
 		}
 		return names, cobra.ShellCompDirectiveNoFileComp
@@ -183,7 +198,7 @@ api-status.firmwareVersion, txt.version ...`,
 // personalityList names every personality, joined with conj before the last.
 func personalityList(conj string) string {
 	var names []string
-	for _, p := range sim.Personalities() {
+	for _, p := range append(sim.Personalities(), sim.PullPersonalities()...) {
 		names = append(names, string(p))
 	}
 	if len(names) < 2 {
@@ -262,6 +277,14 @@ func (o *simOptions) inapplicable(a *app, pers sim.Personality) error {
 func (o *simOptions) validate(a *app, _ []string) error {
 	if o.Devices < 1 {
 		return a.flagError("devices", "need at least 1 device")
+	}
+	if isPull(o.Personality) {
+		return o.validatePull(a)
+	}
+	for _, name := range pullFlags {
+		if a.typed(name) {
+			return usageErrorf("--%s applies to --personality tasmota-mqtt only", name)
+		}
 	}
 	if o.NamePrefix != "" && !hostPrefix.MatchString(o.NamePrefix) {
 		return a.flagError("name-prefix", "give 1 to 40 letters, digits and hyphens, starting with a letter or digit and not ending with a hyphen (a host name label)")
@@ -758,6 +781,9 @@ func checkOpenFiles(a *app, devices, perDevice int) error {
 }
 
 func runSim(ctx context.Context, a *app, o *simOptions) error {
+	if o.pull.cfg != nil {
+		return runPullSim(ctx, a, o)
+	}
 	fc := o.fleet
 	// Events go to stdout (--json) or stderr; one writer at a time keeps lines
 	// whole. Until the fleet is up they are held back, so that a fleet that

@@ -2,10 +2,24 @@ package rollout
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
 	"log/slog"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/ots-ota/ots-ota/fileserve"
+	"github.com/ots-ota/ots-ota/image"
+	"github.com/ots-ota/ots-ota/internal/oneline"
 	"github.com/ots-ota/ots-ota/upload"
 )
 
@@ -44,8 +58,525 @@ type WaveEvent struct {
 	Reason    string
 }
 
+// floorRate is the slowest fetch the per-device bound allows for, as
+// push's bound does: 8 KiB/s.
+const floorRate = 8 << 10
+
+// preflightParallel bounds the reads in flight before commanding.
+const preflightParallel = 16
+
 // Run rolls the image out. The error is only for what stops the whole run
 // before devices (file server, URL too long, broker); the results hold
 // every device, in Config.Devices order (not-started for those a gate
 // left).
-func Run(ctx context.Context, cfg Config) ([]upload.Result, error) { return nil, nil }
+//
+// Devices already done in cfg.State keep their results; devices it holds
+// as commanded (an interrupted run) are only observed, never commanded
+// again. When ctx ends, devices in flight end cancelled and stay commanded
+// in the state, the rest not-started, and the state stays unfinished for
+// --resume.
+func Run(ctx context.Context, cfg Config) ([]upload.Result, error) {
+	e, err := newEngine(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return e.run(ctx)
+}
+
+type engine struct {
+	cfg   Config
+	log   *slog.Logger
+	proto upload.Protocol
+	img   Image
+	have  []string          // companions served beside the image
+	files map[string]string // served name → path
+	url   string            // what devices are told
+	bound time.Duration
+	rec   Record // at the start
+	devs  []*dev // in state (wave) order
+	byTop map[string]*dev
+	fetch chan struct{} // MaxFetches
+	pre   chan struct{}
+	emitM sync.Mutex
+	total int
+}
+
+// dev is one device's run.
+type dev struct {
+	d      Device
+	idx    int // in the state's Devices
+	wave   int
+	canary bool
+
+	mu       sync.Mutex
+	reports  []Report
+	online   *bool // the last word on its link; nil = none
+	notify   chan struct{}
+	phase    string // as in the state
+	commands []time.Time
+	before   *Facts // this run's pre-flight read (OtaURL kept), else the state's
+	withheld bool   // the state dropped its OtaURL (it held userinfo)
+
+	holding bool // holds a MaxFetches slot
+	start   time.Time
+	res     upload.Result
+	done    bool // has its result for this run (cancelled included)
+}
+
+func (c Config) withDefaults() Config {
+	if c.MaxFetches <= 0 {
+		c.MaxFetches = 10
+	}
+	if c.RebootWindow <= 0 {
+		c.RebootWindow = 90 * time.Second
+	}
+	if c.Stability <= 0 {
+		c.Stability = 30 * time.Second
+	}
+	if c.ReadTimeout <= 0 {
+		c.ReadTimeout = 15 * time.Second
+	}
+	if c.Retries < 0 {
+		c.Retries = 0
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+func newEngine(cfg Config) (*engine, error) {
+	cfg = cfg.withDefaults()
+	if cfg.Family == nil || cfg.State == nil {
+		return nil, errors.New("rollout: no device family or no state file")
+	}
+	e := &engine{cfg: cfg, log: cfg.Logger, rec: cfg.State.Record(), byTop: map[string]*dev{}}
+	e.proto = cfg.Protocol
+	if e.proto == "" {
+		if p, ok := cfg.Family.(interface{ Protocol() upload.Protocol }); ok {
+			e.proto = p.Protocol()
+		} else {
+			e.proto = upload.Protocol(cfg.Family.Name())
+		}
+	}
+	// The state's devices, in wave order, must be the ones asked for.
+	for i, r := range e.rec.Devices {
+		d := &dev{d: Device{Name: r.Name, Topic: r.Topic, FullTopic: r.FullTopic}, idx: i, wave: r.Wave, canary: r.Canary,
+			notify: make(chan struct{}, 1), phase: r.Phase, commands: slices.Clone(r.Commands), before: r.Before, withheld: r.OtaURLWithheld}
+		if _, dup := e.byTop[r.Topic]; dup {
+			return nil, fmt.Errorf("the state file %s names the device %s twice", cfg.State.Path(), r.Topic)
+		}
+		e.byTop[r.Topic] = d
+		e.devs = append(e.devs, d)
+	}
+	if len(cfg.Devices) != len(e.devs) {
+		return nil, fmt.Errorf("the devices given differ from those of the state file %s", cfg.State.Path())
+	}
+	for _, d := range cfg.Devices {
+		if _, ok := e.byTop[d.Topic]; !ok {
+			return nil, fmt.Errorf("the device %s is not in the state file %s", d.label(), cfg.State.Path())
+		}
+	}
+	e.total = len(e.devs)
+	e.fetch = make(chan struct{}, cfg.MaxFetches)
+	e.pre = make(chan struct{}, preflightParallel)
+	if err := e.image(); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// image reads the image once: its size, chip and hash (a resumed rollout
+// must serve the same bytes), and finds its companions.
+func (e *engine) image() error {
+	p := e.cfg.ImagePath
+	data, err := os.ReadFile(p)
+	if err != nil {
+		return fmt.Errorf("cannot read %s: %v", p, unwrapPath(err))
+	}
+	sum := sha256.Sum256(data)
+	hash := hex.EncodeToString(sum[:])
+	if e.rec.Firmware.SHA256 != "" && e.rec.Firmware.SHA256 != hash {
+		return fmt.Errorf("%s changed since rollout %s began (its SHA-256 differs); devices still fetching would get other bytes: start a new rollout", p, e.rec.ID)
+	}
+	e.img = Image{Name: filepath.Base(p), Size: int64(len(data))}
+	if img, err := image.Parse(data); err == nil && img.Kind == image.KindApp && (img.Header.ChipID.Known() || img.Header.ChipID.IsESP8266()) {
+		e.img.Chip = img.Header.ChipID.String()
+	}
+	e.files = map[string]string{e.img.Name: p}
+	for _, c := range e.cfg.Family.Companions(e.img.Name) {
+		cp := filepath.Join(filepath.Dir(p), c)
+		if st, err := os.Stat(cp); err == nil && st.Mode().IsRegular() {
+			e.files[c] = cp
+			e.have = append(e.have, c)
+		}
+	}
+	e.bound = e.cfg.Timeout
+	if e.bound <= 0 {
+		e.bound = time.Duration(float64(e.img.Size)/floorRate*float64(time.Second)) + e.cfg.RebootWindow
+	}
+	return nil
+}
+
+// publish starts the file server under the rollout's token, after checking
+// the URL devices will be told.
+func (e *engine) publish() (*fileserve.Server, error) {
+	tok := e.rec.Serve.Token
+	if tok == "" {
+		var err error
+		if tok, err = fileserve.NewToken(); err != nil {
+			return nil, err
+		}
+	}
+	sc := e.cfg.Serve
+	sc.Files = e.files
+	sc.Token = tok
+	if e.rec.Serve.Bound != "" {
+		// Resumed: the same address and port, so the URLs told still work.
+		if ap, err := netip.ParseAddrPort(sc.Addr); err != nil || ap.Port() == 0 {
+			sc.Addr = e.rec.Serve.Bound
+		}
+	}
+	if e.cfg.PublicURL != "" {
+		u, err := url.Parse(e.cfg.PublicURL)
+		if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+			return nil, fmt.Errorf("--public-url %q is not an http:// or https:// base URL (scheme, host and an optional path)", e.cfg.PublicURL)
+		}
+		base := strings.TrimRight(e.cfg.PublicURL, "/")
+		for name := range e.files {
+			if n := len(base + "/" + tok + "/" + name); n > fileserve.MaxURLLen {
+				return nil, fmt.Errorf("the URL for %s under --public-url would be %d characters, devices take at most %d: use a shorter --public-url or file name", name, n, fileserve.MaxURLLen)
+			}
+		}
+		e.url = base + "/" + tok + "/" + e.img.Name
+		if ap, err := netip.ParseAddrPort(sc.Addr); err == nil && ap.Addr().IsUnspecified() && !sc.Advertise.IsValid() {
+			// Devices are told the public URL; the server's own URLs are
+			// never handed out.
+			sc.Advertise = netip.IPv4Unspecified().Next()
+		}
+	}
+	sc.OnFetch = e.onFetch
+	srv, err := fileserve.Start(sc)
+	if err != nil {
+		return nil, err
+	}
+	if e.url == "" {
+		e.url = srv.URL(e.img.Name)
+	}
+	err = e.cfg.State.update(func(r *Record) {
+		r.Serve.Token = tok
+		r.Serve.Bound = srv.Addr().String()
+		if r.Firmware.SHA256 == "" {
+			r.Firmware.Size = e.img.Size
+		}
+	})
+	if err != nil {
+		srv.Close()
+		return nil, err
+	}
+	return srv, nil
+}
+
+func (e *engine) run(ctx context.Context) ([]upload.Result, error) {
+	srv, err := e.publish()
+	if err != nil {
+		return nil, err
+	}
+	defer srv.Close()
+	e.log.Info("publishing the image", "url", redactURL(e.url), "files", len(e.files))
+
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	devs := make([]Device, len(e.devs))
+	for i, d := range e.devs {
+		devs[i] = d.d
+	}
+	if err := e.cfg.Family.Watch(wctx, devs, e.onReport); err != nil {
+		return nil, err
+	}
+
+	// Restore what the state holds: results and reports.
+	resumed := time.Now()
+	for _, d := range e.devs {
+		r := e.rec.Devices[d.idx]
+		for _, rr := range r.Reports {
+			rep := Report{Topic: d.d.Topic, Kind: rr.Kind, At: rr.At, Words: rr.Words, Source: rr.Source, Class: rr.Class}
+			if rr.Facts != nil {
+				rep.Facts = *rr.Facts
+			}
+			d.reports = append(d.reports, rep)
+		}
+		if r.Phase == PhaseDone && r.Result != nil {
+			d.res, d.done = *r.Result, true
+			e.emitDone(d)
+		}
+	}
+
+	waves := e.waves()
+	stopped := ""
+	if e.rec.Stopped != "" {
+		stopped = e.rec.Stopped
+	}
+	for wi, w := range waves {
+		if stopped != "" || ctx.Err() != nil {
+			break
+		}
+		pending := slices.ContainsFunc(w, func(d *dev) bool { return !d.done })
+		if wi > 0 && pending && !e.pause(ctx, w) {
+			break
+		}
+		ev := WaveEvent{Index: wi, Of: len(waves), Canary: w[0].canary, Devices: names(w)}
+		if pending {
+			ev.State = "started"
+			e.wave(ev)
+			var wg sync.WaitGroup
+			for _, d := range w {
+				if d.done {
+					continue
+				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					e.device(ctx, d, resumed)
+				}()
+			}
+			wg.Wait()
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		var wr, all []upload.Result
+		for _, d := range w {
+			wr = append(wr, d.res)
+		}
+		for _, d := range e.devs {
+			if d.done {
+				all = append(all, d.res)
+			}
+		}
+		if reason := e.cfg.Plan.Gate(ev.Canary, wi, len(waves), wr, all, e.total); reason != "" {
+			stopped = reason
+			ev.State, ev.Reason = "stopped", reason
+		} else {
+			ev.State = "passed"
+		}
+		if pending || ev.State == "stopped" {
+			e.wave(ev)
+		}
+		if ev.State == "passed" && wi+1 < len(waves) && e.cfg.Plan.WavePause > 0 && pending {
+			until := time.Now().Add(e.cfg.Plan.WavePause)
+			e.save(func(r *Record) { r.PauseUntil = until })
+		}
+	}
+
+	cancelled := ctx.Err() != nil
+	for _, d := range e.devs {
+		if d.done {
+			continue
+		}
+		d.res = e.baseResult(d)
+		d.res.Outcome = upload.OutcomeNotStarted
+		switch {
+		case cancelled:
+			d.res.Message = "interrupted before this device started"
+		default:
+			d.res.Message = "not started: " + stopped
+			d.done = true
+			e.save(func(r *Record) { r.Devices[d.idx].Result = ptr(d.res) })
+		}
+		e.emitDone(d)
+	}
+	e.save(func(r *Record) {
+		r.PauseUntil = time.Time{}
+		if !cancelled {
+			r.Finished = true
+			r.Stopped = stopped
+		}
+	})
+
+	out := make([]upload.Result, 0, len(e.cfg.Devices))
+	for _, d := range e.cfg.Devices {
+		out = append(out, e.byTop[d.Topic].res)
+	}
+	return out, nil
+}
+
+// waves groups the devices by the wave the state file gave them.
+func (e *engine) waves() [][]*dev {
+	var waves [][]*dev
+	for _, d := range e.devs {
+		for len(waves) <= d.wave {
+			waves = append(waves, nil)
+		}
+		waves[d.wave] = append(waves[d.wave], d)
+	}
+	return slices.DeleteFunc(waves, func(w []*dev) bool { return len(w) == 0 })
+}
+
+// pause waits out the pause before wave w (a resumed run only what was
+// left of it, and none once the wave began); false when ctx ended.
+func (e *engine) pause(ctx context.Context, w []*dev) bool {
+	for _, d := range w {
+		d.mu.Lock()
+		began := d.phase != PhasePending || d.before != nil
+		d.mu.Unlock()
+		if began {
+			return true
+		}
+	}
+	until := e.cfg.State.Record().PauseUntil
+	if until.IsZero() {
+		return true
+	}
+	t := time.NewTimer(time.Until(until))
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (e *engine) wave(ev WaveEvent) {
+	e.save(func(r *Record) {
+		for i := range r.Waves {
+			if r.Waves[i].Index == ev.Index {
+				r.Waves[i].State, r.Waves[i].Reason = ev.State, ev.Reason
+				return
+			}
+		}
+		r.Waves = append(r.Waves, WaveRecord{Index: ev.Index, Canary: ev.Canary, State: ev.State, Reason: ev.Reason})
+	})
+	if e.cfg.OnWave != nil {
+		e.cfg.OnWave(ev)
+	}
+}
+
+func names(w []*dev) []string {
+	var n []string
+	for _, d := range w {
+		n = append(n, d.d.label())
+	}
+	return n
+}
+
+func (e *engine) baseResult(d *dev) upload.Result {
+	r := upload.Result{Device: d.d.label(), Addr: d.d.Topic, Protocol: e.proto, To: e.cfg.Expect, Canary: d.canary}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.before != nil {
+		r.From = d.before.Version
+	}
+	r.Tries = len(d.commands)
+	return r
+}
+
+// save changes the state; a failed write is logged (the run goes on: the
+// devices are already being updated) and the next save tries again.
+func (e *engine) save(fn func(*Record)) {
+	if err := e.cfg.State.update(fn); err != nil {
+		e.log.Warn("cannot save the rollout state", "err", err)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// onReport receives the family's reports, from its goroutine.
+func (e *engine) onReport(r Report) {
+	d := e.byTop[r.Topic]
+	if d == nil {
+		return
+	}
+	if r.At.IsZero() {
+		r.At = time.Now()
+	}
+	r.Words = oneline.Clean(r.Words, 200)
+	d.mu.Lock()
+	d.reports = append(d.reports, r)
+	switch r.Kind {
+	case ReportOffline:
+		d.online = ptr(false)
+	case ReportOnline, ReportBooted, ReportStarted, ReportFailed, ReportSuccess:
+		d.online = ptr(true)
+	case ReportStatus:
+		if r.Facts.Version != "" {
+			d.online = ptr(true)
+		}
+	}
+	commanded := d.phase == PhaseCommanded
+	d.mu.Unlock()
+	if commanded {
+		// Keep what a resumed run judges with: the reports since the command.
+		rr := ReportRecord{Kind: r.Kind, At: r.At, Words: r.Words, Source: r.Source, Class: r.Class}
+		if r.Kind == ReportBooted || r.Kind == ReportStatus {
+			rr.Facts = safeFacts(&r.Facts)
+		}
+		e.save(func(rec *Record) {
+			dr := &rec.Devices[d.idx]
+			dr.Reports = append(dr.Reports, rr)
+			if n := len(dr.Reports); n > maxReports {
+				dr.Reports = slices.Delete(dr.Reports, 0, n-maxReports)
+			}
+		})
+	}
+	select {
+	case d.notify <- struct{}{}:
+	default:
+	}
+}
+
+// onFetch shows a device's fetch as byte progress, where the fetch can be
+// told to be that device's: by the MAC its updater sends, else by its
+// address as it told it.
+func (e *engine) onFetch(f fileserve.Fetch) {
+	if f.Name == "" || f.Method == "HEAD" {
+		return
+	}
+	host, _, _ := net.SplitHostPort(f.Remote)
+	for _, d := range e.devs {
+		d.mu.Lock()
+		b, tries, ok := d.before, len(d.commands), d.phase == PhaseCommanded
+		d.mu.Unlock()
+		if !ok || b == nil {
+			continue
+		}
+		if f.MAC != "" && strings.EqualFold(b.MAC, f.MAC) || f.MAC == "" && host != "" && b.IP == host {
+			msg := "fetched " + f.Name
+			if f.Bytes < f.Length {
+				msg = "fetch of " + f.Name + " cut"
+			}
+			e.emit(d, upload.Event{Phase: upload.PhaseUploading, Done: f.Bytes, Total: f.Length, Try: tries, Message: msg})
+			return
+		}
+	}
+}
+
+func (e *engine) emit(d *dev, ev upload.Event) {
+	if e.cfg.OnEvent == nil {
+		return
+	}
+	ev.Time = time.Now()
+	ev.Target = d.d.label()
+	e.emitM.Lock()
+	defer e.emitM.Unlock()
+	fe := upload.FleetEvent{Event: ev, Addr: d.d.Topic, Key: d.d.Topic, Protocol: e.proto}
+	if ev.Phase == upload.PhaseDone {
+		fe.Result = ptr(d.res)
+	}
+	e.cfg.OnEvent(fe)
+}
+
+func (e *engine) emitDone(d *dev) {
+	e.emit(d, upload.Event{Phase: upload.PhaseDone, Try: d.res.Tries, Message: d.res.OutcomeText()})
+}
+
+// redactURL hides the token for logs.
+func redactURL(u string) string {
+	i := strings.LastIndex(u, "/")
+	j := strings.LastIndex(u[:max(i, 0)], "/")
+	if i <= 0 || j < 0 {
+		return u
+	}
+	return u[:j+1] + "…" + u[i:]
+}

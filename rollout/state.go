@@ -113,6 +113,9 @@ type DeviceRecord struct {
 	// its OtaURL is dropped when it holds userinfo.
 	Before   *Facts    `json:"before,omitempty"`
 	BeforeAt time.Time `json:"before_at,omitzero"`
+	// OtaURLWithheld: the device told an OtaURL with a password in it,
+	// which the file does not keep (a resumed run cannot put it back).
+	OtaURLWithheld bool `json:"ota_url_withheld,omitempty"`
 	// Reports are what the device told since its first command (the
 	// latest ones), so that a resumed run judges with them.
 	Reports []ReportRecord `json:"reports,omitempty"`

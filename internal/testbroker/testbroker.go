@@ -28,6 +28,8 @@ type options struct {
 	users    map[string]string
 	keepLogs bool
 	persist  bool
+	certFile string
+	keyFile  string
 }
 
 // WithUser makes the broker require a user name and password (anonymous
@@ -49,6 +51,13 @@ func KeepLogs() Option { return func(o *options) { o.keepLogs = true } }
 // stops, and load them when Restart starts it again, as a production
 // broker does. Without it a Restart forgets every session.
 func WithPersistence() Option { return func(o *options) { o.persist = true } }
+
+// WithTLS makes the listener TLS only (mqtts), with the server
+// certificate and key in these PEM files (the certificate must name
+// 127.0.0.1).
+func WithTLS(certFile, keyFile string) Option {
+	return func(o *options) { o.certFile, o.keyFile = certFile, keyFile }
+}
 
 // Broker is a running mosquitto.
 type Broker struct {
@@ -140,6 +149,9 @@ func (b *Broker) writeConfig() error {
 	_, port, _ := net.SplitHostPort(b.addr)
 	var c strings.Builder
 	fmt.Fprintf(&c, "listener %s 127.0.0.1\n", port)
+	if b.opts.certFile != "" {
+		fmt.Fprintf(&c, "certfile %s\nkeyfile %s\n", b.opts.certFile, b.opts.keyFile)
+	}
 	fmt.Fprintf(&c, "log_dest file %s\n", b.logFile())
 	c.WriteString("log_type error\nlog_type warning\nlog_type notice\nlog_type information\nconnection_messages true\nlog_timestamp_format %H:%M:%S\n")
 	if os.Geteuid() == 0 {
@@ -237,8 +249,13 @@ func (b *Broker) tail() string {
 	return strings.Join(lines, " | ")
 }
 
-// URL is mqtt://127.0.0.1:PORT.
-func (b *Broker) URL() string { return "mqtt://" + b.addr }
+// URL is mqtt://127.0.0.1:PORT (mqtts:// WithTLS).
+func (b *Broker) URL() string {
+	if b.opts.certFile != "" {
+		return "mqtts://" + b.addr
+	}
+	return "mqtt://" + b.addr
+}
 
 // Addr is 127.0.0.1:PORT.
 func (b *Broker) Addr() string { return b.addr }

@@ -12,10 +12,6 @@ import (
 	"time"
 )
 
-// otaURLMax is the longest OtaUrl kept (a longer one is cut), as
-// sim/tasmota keeps it.
-const otaURLMax = 100
-
 // handle is MqttDataHandler → CommandHandler: the command is the topic's
 // last level, the payload its data. Retained messages are run like any
 // other: the firmware has no check (so a retained Upgrade runs again after
@@ -68,10 +64,7 @@ func (d *device) execute(ctx context.Context, line string, retained bool) {
 		case data == "1":
 			d.otaURL = d.cfg.OtaURL
 		case data != "":
-			if len(data) > otaURLMax {
-				data = data[:otaURLMax]
-			}
-			d.otaURL = data
+			d.otaURL = data // kept whole; GetOtaUrl cuts it where it is used
 		}
 		u := d.otaURL
 		d.mu.Unlock()
@@ -134,8 +127,8 @@ func (d *device) reply(command string, o object) {
 func (d *device) cmdUpgrade(data string) {
 	d.mu.Lock()
 	running := d.version
-	u := d.otaURL
 	d.mu.Unlock()
+	u := d.getOtaURL()
 	if data == "1" || (len(data) >= 3 && newerVersion(data, running)) {
 		d.otaFlag = 3
 		d.dropArmed = d.cfg.has(FaultBrokerDrop)
@@ -229,7 +222,7 @@ func (d *device) publishInfo() {
 	d.mu.Lock()
 	v := d.versionString()
 	reason := d.restartReason
-	bc := d.bootCount
+	bc := d.bootCount + 1 // Settings.bootcount counts this boot after BOOT_LOOP_TIME
 	d.mu.Unlock()
 	module := "ESP32-DevKit"
 	if d.esp8266 {
@@ -247,6 +240,27 @@ func (d *device) publishInfo() {
 	d.publish(d.topic(prefixTele, "INFO2"), object{{"Info2", object{{"WebServerMode", "Admin"},
 		{"Hostname", d.hostname}, {"IPAddress", d.ip}}}}.String(), false)
 	d.publish(d.topic(prefixTele, "INFO3"), object{{"Info3", object{{"RestartReason", reason}, {"BootCount", bc}}}}.String(), false)
+	// MqttPublishAllPowerState: the Sonoff Basic's one relay (the ESP32
+	// DevKit module has none).
+	if d.esp8266 {
+		d.reply("POWER", object{{"POWER", "OFF"}})
+		d.publish(d.topic(prefixStat, "POWER"), "OFF", false)
+	}
+	d.tele = 5 // TelePeriod - 5 … the first STATE
+}
+
+// state is tele/<t>/STATE.
+func (d *device) state() object {
+	d.mu.Lock()
+	up := time.Since(d.bootAt)
+	d.mu.Unlock()
+	o := object{{"Time", now()}, {"Uptime", uptime(up)}, {"UptimeSec", int64(up / time.Second)}, {"Heap", 25},
+		{"SleepMode", "Dynamic"}, {"Sleep", 50}, {"LoadAvg", 19}, {"MqttCount", 1}}
+	if d.esp8266 {
+		o = append(o, kv{"POWER", "OFF"})
+	}
+	return append(o, kv{"Wifi", object{{"AP", 1}, {"SSId", "ots-sim"}, {"BSSId", "00:00:00:00:00:00"}, {"Channel", 1},
+		{"Mode", "11n"}, {"RSSI", 80}, {"Signal", -60}, {"LinkCount", 1}, {"Downtime", "0T00:00:03"}}})
 }
 
 // kv and object write JSON in the firmware's order, without spaces and

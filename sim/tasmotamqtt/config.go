@@ -128,7 +128,7 @@ const (
 	// DefaultKeepAlive is MQTT_KEEPALIVE.
 	DefaultKeepAlive = 30 * time.Second
 	// TwoStepFreeKiB is the free sketch space of a FaultTwoStep device.
-	TwoStepFreeKiB = 32
+	TwoStepFreeKiB = 64
 	// esp8266ProgramKiB is the running sketch's size on an ESP8266 unless
 	// Device.ProgramKiB says otherwise (a tasmota.bin of the 14.x line).
 	esp8266ProgramKiB = 616
@@ -208,6 +208,13 @@ type Config struct {
 	// per device).
 	OnEvent func(Event)
 	Logger  *slog.Logger
+}
+
+// CheckBroker says what is wrong with a broker URL for the devices, nil
+// when nothing is (nothing is connected).
+func CheckBroker(raw string) error {
+	_, err := brokerAddr(raw)
+	return err
 }
 
 // brokerAddr checks Broker and returns host:port.

@@ -35,11 +35,13 @@ type device struct {
 	programKiB     int
 	freeKiB        int
 	otaURL         string
-	bootCount      int
-	so4            bool
-	otaLoader      bool
-	restartReason  any // a string, or a crash dump object
-	bootAt         time.Time
+	// bootCount is Settings.bootcount: a boot counts once it has run
+	// BOOT_LOOP_TIME (10 s); INFO3 tells it +1 before that.
+	bootCount     int
+	so4           bool
+	otaLoader     bool
+	restartReason any // a string, or a crash dump object
+	bootAt        time.Time
 
 	// The link to the broker (one per connection).
 	linkMu sync.Mutex
@@ -56,6 +58,8 @@ type device struct {
 	otaErr      string
 	restartFlag int
 	retryWait   int
+	uptime      int  // the boot's seconds (ticks)
+	tele        int  // ticks to the next tele/<t>/STATE; 0 = none due
 	dropArmed   bool // FaultBrokerDrop: this Upgrade's fetch drops the link
 	pending     *install
 }
@@ -92,6 +96,32 @@ func newDevice(f *Fleet, idx int, cfg Device, mac [6]byte) *device {
 	return d
 }
 
+// chipID is ESP.getChipId(): the MAC's last three bytes.
+func (d *device) chipID() uint32 {
+	return uint32(d.mac[3])<<16 | uint32(d.mac[4])<<8 | uint32(d.mac[5])
+}
+
+// getOtaURL is GetOtaUrl: OtaUrl with a "%04d" (chip id & 0x1FFF) or "%d"
+// (chip id) filled, cut to TOPSZ-1 characters.
+func (d *device) getOtaURL() string {
+	d.mu.Lock()
+	u := d.otaURL
+	d.mu.Unlock()
+	switch {
+	case strings.Contains(u, "%04d"):
+		u = strings.Replace(u, "%04d", fmt.Sprintf("%04d", d.chipID()&0x1FFF), 1)
+	case strings.Contains(u, "%d"):
+		u = strings.Replace(u, "%d", fmt.Sprint(d.chipID()), 1)
+	}
+	if len(u) > topSize-1 {
+		u = u[:topSize-1]
+	}
+	return u
+}
+
+// topSize is TOPSZ.
+const topSize = 151
+
 // versionString is INFO1's and Status 2's Version: "<version>(<image>)".
 // Called with d.mu held.
 func (d *device) versionString() string { return d.version + "(" + d.image + ")" }
@@ -110,7 +140,6 @@ func (d *device) emit(e Event) {
 // powerOn is the first boot's start: the boot counter and reason.
 func (d *device) powerOn() {
 	d.mu.Lock()
-	d.bootCount++
 	d.bootAt = time.Now()
 	d.restartReason = "Vbat power on reset"
 	if d.esp8266 {
@@ -126,6 +155,7 @@ func (d *device) startBoot() {
 	d.inbox = newInbox()
 	d.firstConn = true
 	d.backlog, d.otaFlag, d.restartFlag, d.retryWait, d.dropArmed, d.pending = nil, 0, 0, 0, false, nil
+	d.uptime, d.tele = 0, 0
 	if d.isMinimal() {
 		d.mu.Lock()
 		if d.otaLoader {
@@ -180,6 +210,7 @@ func (d *device) live(ctx context.Context) *install {
 				d.backlogDue = time.Now().Add(d.f.cfg.Tick / 5) // SetOption34: 200 ms
 			}
 		case <-tick.C:
+			d.everySecond()
 			// Every250mSeconds: the upgrade at x.0, the restart at x.25,
 			// MqttCheck at x.75.
 			d.otaStep(ctx)
@@ -189,6 +220,29 @@ func (d *device) live(ctx context.Context) *install {
 				}
 			}
 			d.mqttCheck(ctx)
+		}
+	}
+}
+
+// bootLoopTime is BOOT_LOOP_TIME: a boot that ran this long counts.
+const bootLoopTime = 10
+
+// telePeriod is TelePeriod's default.
+const telePeriod = 300
+
+// everySecond is the boot's clock: the boot counter, and tele/<t>/STATE
+// five seconds after the boot's first connection, then every TelePeriod.
+func (d *device) everySecond() {
+	d.uptime++
+	if d.uptime == bootLoopTime {
+		d.mu.Lock()
+		d.bootCount++
+		d.mu.Unlock()
+	}
+	if d.tele > 0 {
+		if d.tele--; d.tele == 0 {
+			d.publish(d.topic(prefixTele, "STATE"), d.state().String(), false)
+			d.tele = telePeriod
 		}
 	}
 }
@@ -221,7 +275,8 @@ func (d *device) restart(ctx context.Context, next *install) bool {
 				return false
 			}
 			reboot = d.cfg.RebootTime
-			reason = crashReason
+			// A panic resets through a software CPU reset: the old image
+			// tells the same reason as after any restart.
 			d.emit(Event{Event: EventRolledBack, Version: old, Text: "fault crash-on-boot: the new image crashed at boot; the bootloader runs the old one"})
 		default:
 			d.mu.Lock()
@@ -247,7 +302,6 @@ func (d *device) restart(ctx context.Context, next *install) bool {
 		return false
 	}
 	d.mu.Lock()
-	d.bootCount++
 	d.bootAt = time.Now()
 	d.restartReason = reason
 	d.mu.Unlock()
@@ -258,9 +312,6 @@ func (d *device) restart(ctx context.Context, next *install) bool {
 	}
 	return true
 }
-
-// crashReason is what INFO3 and Status 1 tell after a crash.
-const crashReason = "Exception"
 
 // mqttRetryTicks is MQTT_RETRY_SECS.
 const mqttRetryTicks = 10
@@ -363,7 +414,7 @@ func (d *device) connect(ctx context.Context) error {
 	}
 	d.mu.Lock()
 	v := d.versionString()
-	bc := d.bootCount
+	bc := d.bootCount + 1
 	d.mu.Unlock()
 	how := "reconnect"
 	if first {

@@ -15,15 +15,20 @@ import (
 	"time"
 )
 
-// otaAttempts is OTA_ATTEMPTS: the counter starts there and each try takes
-// one, so a device tries OTA_ATTEMPTS-1 times.
-const otaAttempts = 5
+// attempts is OTA_ATTEMPTS (tasmota.h: ESP8266 10, ESP32 5): the counter
+// starts there and each try takes one, so a device tries 9 or 4 times.
+func (d *device) attempts() int {
+	if d.esp8266 {
+		return 10
+	}
+	return 5
+}
 
 // otaStep is the upgrade part of Every250mSeconds (once a second, while no
 // backlog command waits):
 //   - Upgrade sets the flag to 3; at 2 ota_loader is cleared (the requested
 //     image first) and the counter set to OTA_ATTEMPTS; at 0 a try runs,
-//     the flag becomes 92.
+//     the flag becomes 92. OtaUrl is read then (GetOtaUrl).
 //   - ESP8266, not minimal: with ota_loader set the URL's file name gets
 //     "-minimal"; when the counter drops below OTA_ATTEMPTS/2 ".gz" is
 //     appended (a URL with ".gz" already makes that try the last).
@@ -40,15 +45,16 @@ func (d *device) otaStep(ctx context.Context) {
 		d.mu.Lock()
 		d.otaLoader = false
 		d.mu.Unlock()
-		d.otaRetry = otaAttempts
+		d.otaRetry = d.attempts()
+		d.otaErr = ""
 	}
 	if d.otaFlag <= 0 {
 		d.otaFlag = 92
-		d.otaOK, d.otaErr = false, ""
+		d.otaOK = false // the last try's error stays (getLastErrorString)
 		d.otaRetry--
 		if d.otaRetry > 0 {
+			u := d.getOtaURL()
 			d.mu.Lock()
-			u := d.otaURL
 			loader := d.otaLoader
 			d.mu.Unlock()
 			minimal := d.isMinimal()
@@ -56,7 +62,7 @@ func (d *device) otaStep(ctx context.Context) {
 				if !minimal && loader {
 					u = minimalURL(u)
 				}
-				if d.otaRetry < otaAttempts/2 {
+				if d.otaRetry < d.attempts()/2 {
 					if strings.Contains(strings.ToLower(u), ".gz") {
 						d.otaRetry = 1
 					} else {
@@ -64,8 +70,12 @@ func (d *device) otaStep(ctx context.Context) {
 					}
 				}
 			}
-			attempt := otaAttempts - d.otaRetry
-			d.otaOK, d.otaErr = d.fetch(ctx, u, attempt)
+			attempt := d.attempts() - d.otaRetry
+			var why string
+			d.otaOK, why = d.fetch(ctx, u, attempt)
+			if !d.otaOK {
+				d.otaErr = why
+			}
 			if ctx.Err() != nil {
 				return
 			}
@@ -157,8 +167,19 @@ func (d *device) fetch(ctx context.Context, raw string, attempt int) (bool, stri
 	if d.esp8266 {
 		p, ua = "x-ESP8266-", "ESP8266-http-Update"
 	}
-	for k, v := range map[string]string{"User-Agent": ua, p + "STA-MAC": mac, p + "free-space": strconv.FormatInt(free, 10),
-		p + "sketch-size": strconv.Itoa(program << 10), p + "chip-size": "4194304", p + "mode": "sketch", p + "version": ver} {
+	ap := d.mac
+	ap[5]++
+	hdr := map[string]string{"User-Agent": ua, p + "STA-MAC": mac, p + "AP-MAC": strings.ToUpper(net.HardwareAddr(ap[:]).String()),
+		p + "free-space": strconv.FormatInt(free, 10), p + "sketch-size": strconv.Itoa(program << 10),
+		p + "sketch-md5": d.sketchMD5(ver), p + "chip-size": "4194304", p + "sdk-version": "2.2.2-dev(38a443e)",
+		p + "mode": "sketch", p + "version": ver}
+	if d.esp8266 {
+		hdr[p+"Chip-ID"] = strconv.FormatUint(uint64(d.chipID()), 10)
+	} else {
+		hdr[p+"sdk-version"] = "v5.3.2"
+		hdr["Cache-Control"] = "no-cache"
+	}
+	for k, v := range hdr {
 		req.Header[k] = []string{v}
 	}
 	resp, err := d.client().Do(req)
@@ -172,7 +193,10 @@ func (d *device) fetch(ctx context.Context, raw string, attempt int) (bool, stri
 	size := resp.ContentLength
 	switch {
 	case resp.StatusCode == http.StatusNotModified:
-		return fail(errNoUpdate)
+		// HTTP_UPDATE_NO_UPDATES is not HTTP_UPDATE_FAILED: Tasmota counts
+		// it a success and restarts on what it runs.
+		d.emit(Event{Event: EventFetched, URL: raw, Attempt: attempt, Text: "304 Not Modified: nothing written, counted a success"})
+		return true, ""
 	case resp.StatusCode == http.StatusNotFound:
 		return fail(errNotFound)
 	case resp.StatusCode == http.StatusForbidden:
@@ -185,6 +209,12 @@ func (d *device) fetch(ctx context.Context, raw string, attempt int) (bool, stri
 		return fail(errNotEnoughSpace)
 	}
 	wantMD5 := strings.ToLower(resp.Header.Get("x-MD5"))
+	if d.esp8266 {
+		// ESP8266httpUpdate closes every other socket before the body
+		// (WiFiClient::stopAllExcept): the MQTT link goes without a
+		// DISCONNECT, and the broker publishes the will.
+		d.dropLink("the ESP8266 updater closes every other connection for the download")
+	}
 	cut := int64(-1)
 	if d.cfg.has(FaultDownloadCut) {
 		cut = size / 2
@@ -229,6 +259,9 @@ func (d *device) fetch(ctx context.Context, raw string, attempt int) (bool, stri
 		if got >= drop && drop >= 0 {
 			drop = -1
 			d.dropLink("fault broker-drop: the link broke during the download")
+			// …and the first reconnect fails: the next is MQTT_RETRY_SECS
+			// away, past the UPGRADE publish, which is lost.
+			d.retryWait = mqttRetryTicks
 		}
 		if time.Since(start) > keepalive && d.connected() {
 			d.dropLink("the download outlasted 1.5 × the keepalive: the broker dropped the link")
@@ -263,6 +296,12 @@ func (d *device) fetch(ctx context.Context, raw string, attempt int) (bool, stri
 	}
 	d.emit(Event{Event: EventFetched, URL: raw, Attempt: attempt, Bytes: got, Version: v})
 	return true, ""
+}
+
+// sketchMD5 stands for the running sketch's MD5 (derived from what runs).
+func (d *device) sketchMD5(version string) string {
+	sum := md5.Sum([]byte(d.id + " " + version))
+	return hex.EncodeToString(sum[:])
 }
 
 // client fetches one URL per connection, from loopback only unless the

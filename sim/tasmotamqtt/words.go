@@ -13,7 +13,6 @@ const (
 	errForbidden      = "Forbidden (403)"
 	errWrongCode      = "Wrong HTTP Code"
 	errHeader         = "Verify Bin Header Failed"
-	errNoUpdate       = "Update error: no update"
 	errConnect        = "HTTP error: connection failed"
 	// ESP32 only (UPDATE_ERROR_ACTIVATE: the image does not verify).
 	errActivate = "Update error: Could Not Activate The Firmware"

@@ -1,0 +1,314 @@
+package cmd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/ots-ota/ots-ota/auth"
+	"github.com/ots-ota/ots-ota/sim"
+	"github.com/ots-ota/ots-ota/sim/tasmotamqtt"
+)
+
+// sim --personality tasmota-mqtt: pulling Tasmota devices on the user's
+// broker (sim/tasmotamqtt). They have no addresses, ports or mDNS of their
+// own, so most of sim's flags do not apply; these are theirs.
+type pullOptions struct {
+	Broker      string
+	Count       int
+	TopicPrefix string
+	FullTopic   string
+	FreeKiB     int
+	MQTTUser    string
+	MQTTPWFile  string
+
+	cfg *tasmotamqtt.Config // resolved by validatePull
+}
+
+// pullFlags are the flags only tasmota-mqtt uses.
+var pullFlags = []string{"broker", "count", "topic-prefix", "full-topic", "free-kib", "mqtt-user", "mqtt-password-file"}
+
+// pullUses are sim's other flags tasmota-mqtt uses.
+var pullUses = []string{"personality", "devices", "chip", "version", "project", "fault", "write-rate", "boot-time", "fast", "seed", "duration", "no-mdns"}
+
+func addPullFlags(f *pflag.FlagSet, o *pullOptions) {
+	f.StringVar(&o.Broker, "broker", "", "tasmota-mqtt: the MQTT broker the devices connect to, mqtt://HOST[:PORT]")
+	f.IntVar(&o.Count, "count", 0, "tasmota-mqtt: number of devices (the same as --devices)")
+	f.StringVar(&o.TopicPrefix, "topic-prefix", "", "tasmota-mqtt: topics PREFIX_XXXXXX instead of tasmota_XXXXXX (XXXXXX from each device's MAC)")
+	f.StringVar(&o.FullTopic, "full-topic", "", "tasmota-mqtt: the devices' FullTopic pattern (default %prefix%/%topic%/)")
+	f.IntVar(&o.FreeKiB, "free-kib", 0, "tasmota-mqtt: free sketch space in KiB (default: ESP8266 408, 64 with --fault two-step; ESP32 2880)")
+	f.StringVar(&o.MQTTUser, "mqtt-user", "", "tasmota-mqtt: the user the devices log in with")
+	f.StringVar(&o.MQTTPWFile, "mqtt-password-file", "", "tasmota-mqtt: read the devices' broker password from FILE (also $OTS_OTA_MQTT_PASSWORD)")
+}
+
+func isPull(p string) bool { return strings.EqualFold(strings.TrimSpace(p), string(sim.TasmotaMQTT)) }
+
+// validatePull checks the flags of a tasmota-mqtt fleet and builds its
+// configuration.
+func (o *simOptions) validatePull(a *app) error {
+	p := &o.pull
+	var drop []string
+	a.cmd.LocalFlags().VisitAll(func(f *pflag.Flag) {
+		if !a.isSet(f.Name) || slices.Contains(pullFlags, f.Name) || slices.Contains(pullUses, f.Name) {
+			return
+		}
+		drop = append(drop, f.Name)
+	})
+	for _, name := range drop {
+		if a.typed(name) {
+			return usageErrorf("--%s does not apply to --personality tasmota-mqtt: its devices have no addresses, ports or servers of their own (they connect to --broker)", name)
+		}
+		a.log.Info("ignoring a value the personality does not use", "from", a.source(name), "personality", string(sim.TasmotaMQTT))
+	}
+	if p.Broker == "" {
+		return usageErrorf("--personality tasmota-mqtt needs --broker mqtt://HOST[:PORT]: the broker its devices connect to")
+	}
+	n := o.Devices
+	if a.isSet("count") {
+		if a.typed("count") && a.typed("devices") && p.Count != o.Devices {
+			return usageErrorf("--count and --devices say the same thing: give one")
+		}
+		n = p.Count
+	}
+	if n < 1 {
+		return a.flagError("count", "need at least 1 device")
+	}
+	if err := checkOpenFiles(a, n, 2); err != nil { // a broker link, and a download at times
+		return err
+	}
+	chip := strings.ToLower(o.Chip)
+	if chip != "esp8266" {
+		if _, err := parseChip(a, chip); err != nil {
+			return err
+		}
+	}
+	version := tasmotamqtt.DefaultVersion
+	if a.isSet("version") {
+		if err := descText(a, "version", o.Version); err != nil {
+			return err
+		}
+		version = o.Version
+	}
+	imageName := ""
+	if a.isSet("project") {
+		if err := descText(a, "project", o.Project); err != nil {
+			return err
+		}
+		imageName = o.Project
+	}
+	if p.TopicPrefix != "" && strings.ContainsAny(p.TopicPrefix, "/+# ") {
+		return a.flagError("topic-prefix", "a Tasmota topic has no '/', '+', '#' or space")
+	}
+	if p.FullTopic != "" && !strings.Contains(p.FullTopic, "%topic%") {
+		return a.flagError("full-topic", "the pattern must hold %%topic%% (such as %%prefix%%/%%topic%%/)")
+	}
+	if p.FreeKiB < 0 {
+		return a.flagError("free-kib", "cannot be negative")
+	}
+	var specs []tasmotamqtt.FaultSpec
+	for _, s := range o.Faults {
+		f, err := tasmotamqtt.ParseFault(s)
+		if err != nil {
+			return a.itemError("fault", s, "%s", strings.TrimPrefix(err.Error(), "fault "+s+": "))
+		}
+		switch {
+		case f.Kind == tasmotamqtt.FaultTwoStep && chip != "esp8266":
+			return a.itemError("fault", s, "only an ESP8266 takes the minimal two-step: add --chip esp8266")
+		case f.Kind == tasmotamqtt.FaultCrashOnBoot && chip == "esp8266":
+			return a.itemError("fault", s, "an ESP8266 has no rollback (a crashing image boot-loops): use never-comes-back")
+		}
+		specs = append(specs, f)
+	}
+	rebootTime := o.BootTime
+	flash := int64(tasmotamqtt.DefaultFlashRate)
+	tick := time.Second
+	if o.Fast {
+		// The firmware's own seconds too: an upgrade's countdowns take
+		// about seven of them.
+		tick, flash, rebootTime = 10*time.Millisecond, -1, 50*time.Millisecond
+		if a.isSet("boot-time") {
+			rebootTime = o.BootTime
+		}
+	}
+	if a.isSet("write-rate") || !o.Fast {
+		r, err := rate(a, "write-rate", o.WriteRate)
+		if err != nil {
+			return err
+		}
+		flash = r
+		if r == 0 {
+			flash = -1
+		}
+	}
+	if rebootTime < 0 || o.Duration < 0 {
+		return usageErrorf("a duration cannot be negative")
+	}
+	cfg := &tasmotamqtt.Config{Broker: p.Broker, Username: p.MQTTUser, Tick: tick, Seed: o.Seed, TopicPrefix: p.TopicPrefix}
+	if p.MQTTPWFile != "" {
+		pw, err := readSecretFile(p.MQTTPWFile)
+		if err != nil {
+			return usageErrorf("--mqtt-password-file: %v", err)
+		}
+		cfg.Password = pw
+	} else if v := os.Getenv("OTS_OTA_MQTT_PASSWORD"); v != "" {
+		cfg.Password = auth.NewSecret(v)
+	}
+	if cfg.Password.Reveal() != "" && p.MQTTUser == "" {
+		return usageErrorf("a broker password needs --mqtt-user")
+	}
+	a.secrets.Add(cfg.Password)
+	if err := tasmotamqtt.CheckBroker(p.Broker); err != nil {
+		return a.flagError("broker", "%s", err)
+	}
+	for range n {
+		cfg.Devices = append(cfg.Devices, tasmotamqtt.Device{Chip: chip, Version: version, Image: imageName, FullTopic: p.FullTopic,
+			FreeKiB: p.FreeKiB, FlashRate: flash, RebootTime: rebootTime})
+	}
+	if err := tasmotamqtt.AssignFaults(cfg.Devices, specs); err != nil {
+		return a.flagError("fault", "%s", err)
+	}
+	p.cfg = cfg
+	return nil
+}
+
+// pullLine is one tasmota-mqtt event in --json (docs/schema/sim.json,
+// pull_event).
+type pullLine struct {
+	Type        string    `json:"type"`
+	Schema      int       `json:"schema"`
+	Time        time.Time `json:"time"`
+	Device      string    `json:"device"`
+	Personality string    `json:"personality"`
+	Version     *string   `json:"version"`
+	URL         *string   `json:"url"`
+	Attempt     *int      `json:"attempt"`
+	Bytes       *int64    `json:"bytes"`
+	BootCount   *int      `json:"boot_count"`
+	Text        *string   `json:"text"`
+}
+
+func pullLineOf(e tasmotamqtt.Event) pullLine {
+	return pullLine{Type: string(e.Event), Schema: jsonSchemaVersion, Time: e.Time, Device: e.Device,
+		Personality: string(sim.TasmotaMQTT), Version: nullString(e.Version), URL: nullString(e.URL),
+		Attempt: nullPositive(e.Attempt), Bytes: nullPositive(e.Bytes), BootCount: nullPositive(e.BootCount), Text: nullString(e.Text)}
+}
+
+func pullEventLine(e tasmotamqtt.Event) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %-14s %s", e.Time.Format("15:04:05.000"), e.Device, e.Event)
+	add := func(k, v string) {
+		if v != "" {
+			fmt.Fprintf(&b, " %s=%s", k, v)
+		}
+	}
+	add("version", e.Version)
+	add("url", e.URL)
+	if e.Attempt > 0 {
+		add("attempt", fmt.Sprint(e.Attempt))
+	}
+	if e.Bytes > 0 {
+		add("bytes", fmt.Sprint(e.Bytes))
+	}
+	if e.BootCount > 0 {
+		add("boot", fmt.Sprint(e.BootCount))
+	}
+	if e.Text != "" {
+		add("text", fmt.Sprintf("%q", e.Text))
+	}
+	return b.String()
+}
+
+func runPullSim(ctx context.Context, a *app, o *simOptions) error {
+	cfg := *o.pull.cfg
+	var mu sync.Mutex
+	var held []tasmotamqtt.Event
+	starting := true
+	emit := func(e tasmotamqtt.Event) {
+		if a.opts.JSON {
+			a.writeLine(pullLineOf(e))
+		} else if !a.opts.Quiet {
+			fmt.Fprintln(a.io.ErrOut, a.secrets.Redact(pullEventLine(e)))
+		}
+	}
+	cfg.OnEvent = func(e tasmotamqtt.Event) {
+		mu.Lock()
+		defer mu.Unlock()
+		if starting {
+			held = append(held, e)
+			return
+		}
+		emit(e)
+	}
+	cfg.Logger = a.log
+	runCtx := ctx
+	if o.Duration > 0 {
+		var cancel context.CancelFunc
+		runCtx, cancel = context.WithTimeout(ctx, o.Duration)
+		defer cancel()
+	}
+	start := time.Now()
+	fleet, err := tasmotamqtt.Start(runCtx, cfg)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		err = withCode("sim_start", errors.New("cannot start the simulated devices: "+err.Error()))
+		if a.opts.JSON {
+			simStartFailure(a, err, nil, time.Now())
+		}
+		return err
+	}
+	a.log.Info("fleet started", "devices", len(cfg.Devices), "took", time.Since(start).Round(time.Millisecond))
+	if a.opts.JSON {
+		summaryAs[*simSummary](a).Count = ptr(len(cfg.Devices))
+	}
+	mu.Lock()
+	if !a.opts.JSON {
+		lr := &lineRedactor{a: a, w: a.io.Out}
+		renderPullFleet(lr, fleet, cfg.Broker, time.Since(start), o.Duration)
+		_ = lr.Close()
+	}
+	for _, e := range held {
+		emit(e)
+	}
+	held, starting = nil, false
+	mu.Unlock()
+
+	<-runCtx.Done()
+	a.log.Info("stopping", "why", stopReason(ctx))
+	fleet.Close()
+	return nil
+}
+
+func renderPullFleet(w io.Writer, f *tasmotamqtt.Fleet, broker string, took, duration time.Duration) {
+	devs := f.Devices()
+	fmt.Fprintf(w, "started %d simulated Tasmota device(s) on %s in %v\n", len(devs), broker, took.Round(time.Millisecond))
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "TOPIC\tCHIP\tFULLTOPIC\tRUNNING\tFAULTS")
+	for _, d := range devs {
+		faults := "-"
+		if len(d.Faults) > 0 {
+			var s []string
+			for _, x := range d.Faults {
+				s = append(s, string(x))
+			}
+			faults = strings.Join(s, ",")
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.Topic, d.Chip, d.FullTopic, f.Running(d.Topic), faults)
+	}
+	_ = tw.Flush()
+	if duration > 0 {
+		fmt.Fprintf(w, "running for %v or until interrupted (Ctrl-C); events follow on stderr\n", duration)
+	} else {
+		fmt.Fprintln(w, "running until interrupted (Ctrl-C); events follow on stderr")
+	}
+}

@@ -1,0 +1,141 @@
+package cmd
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ots-ota/ots-ota/sim/tasmotamqtt"
+)
+
+// TestSimPullFlags: tasmota-mqtt's flags as sim checks them before any
+// device connects.
+func TestSimPullFlags(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--personality", "tasmota-mqtt"}, "needs --broker mqtt://HOST[:PORT]"},
+		{[]string{"--personality", "tasmota-mqtt", "--broker", "mqtts://127.0.0.1"}, "plain MQTT only"},
+		{[]string{"--personality", "tasmota-mqtt", "--broker", "mqtt://127.0.0.1", "--base-ip", "127.0.0.9"}, "--base-ip does not apply to --personality tasmota-mqtt"},
+		{[]string{"--personality", "seed", "--broker", "mqtt://127.0.0.1"}, "--broker applies to --personality tasmota-mqtt only"},
+		{[]string{"--personality", "tasmota-mqtt", "--broker", "mqtt://127.0.0.1", "--fault", "two-step"}, "add --chip esp8266"},
+		{[]string{"--personality", "tasmota-mqtt", "--broker", "mqtt://127.0.0.1", "--chip", "esp8266", "--fault", "crash-on-boot"}, "no rollback"},
+		{[]string{"--personality", "tasmota-mqtt", "--broker", "mqtt://127.0.0.1", "--fault", "explode"}, `unknown fault "explode"`},
+		{[]string{"--personality", "tasmota-mqtt", "--broker", "mqtt://127.0.0.1", "--count", "2", "--fault", "silent:3"}, "only 2 of 2 devices"},
+		{[]string{"--personality", "tasmota-mqtt", "--broker", "mqtt://127.0.0.1", "--count", "0"}, "need at least 1 device"},
+		{[]string{"--personality", "tasmota-mqtt", "--broker", "mqtt://127.0.0.1", "--full-topic", "%prefix%/x/"}, "must hold %topic%"},
+	} {
+		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
+			streams, out, errOut := TestStreams()
+			code := Execute(context.Background(), append([]string{"sim"}, c.args...), streams)
+			if code != ExitUsage || !strings.Contains(errOut.String(), c.want) {
+				t.Fatalf("exit %d, want %d and %q\nstdout: %s\nstderr: %s", code, ExitUsage, c.want, out, errOut)
+			}
+		})
+	}
+}
+
+// TestSimPullJSON: every tasmota-mqtt event fits sim.json.
+func TestSimPullJSON(t *testing.T) {
+	for _, e := range []tasmotamqtt.Event{
+		{Event: tasmotamqtt.EventBooted, Time: time.Now(), Device: "tasmota_1A2B3C", Version: "15.4.0(tasmota)", BootCount: 3},
+		{Event: tasmotamqtt.EventFetching, Time: time.Now(), Device: "t", URL: "http://127.0.0.1:8080/x/fw.bin", Attempt: 2},
+		{Event: tasmotamqtt.EventFetched, Time: time.Now(), Device: "t", Bytes: 1 << 20, Version: "15.5.0(tasmota32)"},
+		{Event: tasmotamqtt.EventUpgradeFailed, Time: time.Now(), Device: "t", Text: "Failed File Not Found (404)"},
+		{Event: tasmotamqtt.EventStopped, Time: time.Now(), Device: "t"},
+	} {
+		if err := checkLine("sim.json", []byte(mustLine(t, pullLineOf(e)))); err != nil {
+			t.Errorf("%s: %v", e.Event, err)
+		}
+	}
+}
+
+// TestSimPullRun: three devices on a broker, --json: their boots, then the
+// summary; every line fits sim.json.
+func TestSimPullRun(t *testing.T) {
+	url := startMosquitto(t)
+	streams, out, errOut := TestStreams()
+	args := []string{"sim", "--personality", "tasmota-mqtt", "--broker", url, "--count", "3", "--chip", "esp8266",
+		"--fault", "no-info:1", "--fast", "--duration", "500ms", "--json"}
+	if code := Execute(context.Background(), args, streams); code != 0 {
+		t.Fatalf("exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
+	}
+	booted, faults := 0, 0
+	var last map[string]any
+	sc := bufio.NewScanner(strings.NewReader(out.String()))
+	for sc.Scan() {
+		if err := checkLine("sim.json", sc.Bytes()); err != nil {
+			t.Errorf("%s: %v", sc.Text(), err)
+		}
+		last = map[string]any{}
+		_ = json.Unmarshal(sc.Bytes(), &last)
+		switch last["type"] {
+		case "booted":
+			booted++
+			if !strings.HasPrefix(fmt.Sprint(last["device"]), "tasmota_") || last["version"] != "15.4.0(tasmota)" {
+				t.Errorf("booted: %s", sc.Text())
+			}
+		case "fault":
+			faults++
+		}
+	}
+	if booted != 3 || faults != 1 || last["type"] != "summary" || last["count"] != float64(3) {
+		t.Fatalf("%d booted, %d faults; output:\n%s", booted, faults, out)
+	}
+}
+
+// startMosquitto runs mosquitto on 127.0.0.1 and a free port for the test
+// (a stand-in for internal/testbroker until it is merged); it skips
+// without mosquitto unless CI=true.
+func startMosquitto(t *testing.T) string {
+	t.Helper()
+	bin, err := exec.LookPath("mosquitto")
+	if err != nil {
+		bin = "/usr/sbin/mosquitto"
+	}
+	if _, err := os.Stat(bin); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("mosquitto is required (CI=true): install Debian's mosquitto package")
+		}
+		t.Skip("no mosquitto here: install it (Debian: apt-get install mosquitto) to run this test")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	conf := filepath.Join(t.TempDir(), "mosquitto.conf")
+	text := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\n", port)
+	if os.Geteuid() == 0 {
+		text += "user root\n"
+	}
+	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-c", conf)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return "mqtt://" + addr
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("mosquitto did not start listening")
+		}
+	}
+}

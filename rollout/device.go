@@ -1,0 +1,318 @@
+package rollout
+
+import (
+	"context"
+	"slices"
+	"time"
+
+	"github.com/ots-ota/ots-ota/internal/oneline"
+	"github.com/ots-ota/ots-ota/upload"
+)
+
+// device runs one device: the read before, the command, and the watch
+// until its verdict; a device the state holds as commanded is only
+// watched.
+func (e *engine) device(ctx context.Context, d *dev, resumed time.Time) {
+	d.start = time.Now()
+	spec := DeviceSpec{Expect: e.cfg.Expect, Retries: e.cfg.Retries, Bound: e.bound,
+		RebootWindow: e.cfg.RebootWindow, Stability: e.cfg.Stability}
+	d.mu.Lock()
+	phase := d.phase
+	spec.Before, spec.Commands = d.before, slices.Clone(d.commands)
+	d.mu.Unlock()
+
+	if phase == PhaseCommanded {
+		// Interrupted in flight: watched again, never commanded again.
+		spec.Resumed = resumed
+		if spec.Before != nil {
+			spec.Refusal = e.cfg.Family.Screen(*spec.Before, e.img, e.have)
+		}
+		e.emit(d, upload.Event{Phase: upload.PhaseVerifying, Try: len(spec.Commands), Message: "watched again after the rollout resumed"})
+		if !e.fetchOver(d, spec, time.Now()) && !e.acquire(ctx, d) {
+			e.cancelled(d)
+			return
+		}
+	} else {
+		if !e.preflight(ctx, d, &spec) {
+			return
+		}
+		if !e.acquire(ctx, d) {
+			return // not started: left pending
+		}
+		e.command(ctx, d, &spec)
+	}
+	e.observe(ctx, d, &spec)
+}
+
+// preflight reads the device before any command; false when it is done
+// (skipped, refused, unreachable) or ctx ended.
+func (e *engine) preflight(ctx context.Context, d *dev, spec *DeviceSpec) bool {
+	select {
+	case e.pre <- struct{}{}:
+	case <-ctx.Done():
+		return false
+	}
+	defer func() { <-e.pre }()
+	e.emit(d, upload.Event{Phase: upload.PhaseChecking, Message: "reading what the device tells"})
+	rctx, cancel := context.WithTimeout(ctx, e.cfg.ReadTimeout)
+	f, err := e.cfg.Family.Preflight(rctx, d.d)
+	cancel()
+	if ctx.Err() != nil {
+		return false
+	}
+	now := time.Now()
+	if err != nil {
+		e.log.Debug("pre-flight read unanswered", "device", d.d.label(), "err", err)
+	} else {
+		spec.Before = &f
+		spec.Refusal = e.cfg.Family.Screen(f, e.img, e.have)
+		safe := safeFacts(&f)
+		withheld := f.OtaURL != nil && safe.OtaURL == nil
+		d.mu.Lock()
+		d.before, d.withheld = &f, withheld
+		d.mu.Unlock()
+		e.save(func(r *Record) {
+			dr := &r.Devices[d.idx]
+			dr.Before, dr.BeforeAt, dr.OtaURLWithheld = safe, now.UTC(), withheld
+		})
+	}
+	if v, done := Decide(*spec, nil, now, false); done {
+		e.finish(ctx, d, v, *spec)
+		return false
+	}
+	return true
+}
+
+// acquire takes a MaxFetches slot; false when ctx ended first.
+func (e *engine) acquire(ctx context.Context, d *dev) bool {
+	select {
+	case e.fetch <- struct{}{}:
+		d.holding = true
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (e *engine) release(d *dev) {
+	if d.holding {
+		d.holding = false
+		<-e.fetch
+	}
+}
+
+// fetchOver reports whether the device's fetch after its last command has
+// ended: it told a result or restarted, or its bound is over.
+func (e *engine) fetchOver(d *dev, spec DeviceSpec, now time.Time) bool {
+	if len(spec.Commands) == 0 {
+		return true
+	}
+	last := spec.Commands[len(spec.Commands)-1]
+	if !now.Before(last.Add(spec.Bound)) {
+		return true
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, r := range d.reports {
+		if !r.At.Before(last) && (r.Kind == ReportSuccess || r.Kind == ReportFailed || r.Kind == ReportBooted) {
+			return true
+		}
+	}
+	return false
+}
+
+// command tells the device to fetch the image. The state says commanded
+// before the command is published, so no run can command it twice.
+func (e *engine) command(ctx context.Context, d *dev, spec *DeviceSpec) {
+	now := time.Now()
+	spec.Commands = append(spec.Commands, now)
+	d.mu.Lock()
+	d.phase = PhaseCommanded
+	d.commands = append(d.commands, now)
+	d.mu.Unlock()
+	e.save(func(r *Record) {
+		dr := &r.Devices[d.idx]
+		dr.Phase = PhaseCommanded
+		dr.Commands = append(dr.Commands, now.UTC())
+	})
+	e.emit(d, upload.Event{Phase: upload.PhaseConnecting, Try: len(spec.Commands), Message: "commanded"})
+	if err := e.cfg.Family.Command(ctx, d.d, e.url); err != nil && ctx.Err() == nil {
+		// It may still have reached the device: watch it all the same.
+		e.log.Warn("command not confirmed", "device", d.d.label(), "err", err)
+		d.res.Warnings = append(d.res.Warnings, "the command may not have reached the device: "+oneLine(err))
+	}
+}
+
+// observe watches the device until its verdict.
+func (e *engine) observe(ctx context.Context, d *dev, spec *DeviceSpec) {
+	var lastPhase upload.Phase
+	for {
+		if ctx.Err() != nil {
+			e.cancelled(d)
+			return
+		}
+		d.mu.Lock()
+		reps := slices.Clone(d.reports)
+		d.mu.Unlock()
+		now := time.Now()
+		last := spec.Commands[len(spec.Commands)-1]
+		hard := maxTime(last, spec.Resumed).Add(2*spec.Bound + spec.RebootWindow + spec.Stability + 2*e.cfg.ReadTimeout)
+		v, done := Decide(*spec, reps, now, !now.Before(hard))
+		if d.holding && e.fetchOver(d, *spec, now) {
+			e.release(d)
+		}
+		if done {
+			e.finish(ctx, d, v, *spec)
+			return
+		}
+		if v.Phase != "" && v.Phase != lastPhase {
+			lastPhase = v.Phase
+			e.emit(d, upload.Event{Phase: v.Phase, Try: len(spec.Commands), Message: phaseWords(v.Phase)})
+		}
+		switch {
+		case v.Retry:
+			e.release(d)
+			e.emit(d, upload.Event{Phase: upload.PhaseRetrying, Try: len(spec.Commands), MaxTries: 1 + e.cfg.Retries, Message: v.Message})
+			if !e.acquire(ctx, d) {
+				e.cancelled(d)
+				return
+			}
+			e.command(ctx, d, spec)
+			continue
+		case v.Reread:
+			spec.Reread = time.Now()
+			rctx, cancel := context.WithTimeout(ctx, e.cfg.ReadTimeout)
+			f, err := e.cfg.Family.Reread(rctx, d.d)
+			cancel()
+			if ctx.Err() != nil {
+				e.cancelled(d)
+				return
+			}
+			if err == nil {
+				spec.RereadAnswered = true
+				e.onReport(Report{Topic: d.d.Topic, Kind: ReportStatus, At: time.Now(), Facts: f, Source: e.readSource()})
+			} else {
+				e.log.Debug("read after the reboot window unanswered", "device", d.d.label(), "err", err)
+			}
+			continue
+		}
+		wake := hard
+		if !v.Wake.IsZero() && v.Wake.Before(wake) {
+			wake = v.Wake
+		}
+		t := time.NewTimer(max(time.Until(wake), time.Millisecond))
+		select {
+		case <-d.notify:
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
+	}
+}
+
+// readSource names the one read in results ("Status 2"): the family's
+// ReadSource() if it has one.
+func (e *engine) readSource() string {
+	if f, ok := e.cfg.Family.(interface{ ReadSource() string }); ok {
+		return f.ReadSource()
+	}
+	return "read"
+}
+
+func phaseWords(p upload.Phase) string {
+	switch p {
+	case upload.PhaseConnecting:
+		return "commanded"
+	case upload.PhaseUploading:
+		return "fetching"
+	case upload.PhaseRebooting:
+		return "restarting"
+	case upload.PhaseVerifying:
+		return "runs the new version; watching it"
+	case upload.PhaseRetrying:
+		return "commanding again"
+	}
+	return string(p)
+}
+
+// finish records a device's verdict, puts back the OTA URL it had where
+// it was commanded, and emits the result.
+func (e *engine) finish(ctx context.Context, d *dev, v Verdict, spec DeviceSpec) {
+	e.release(d)
+	res := e.baseResult(d)
+	res.Warnings = append(res.Warnings, d.res.Warnings...)
+	res.Outcome, res.Reason, res.Running, res.VersionSource = v.Outcome, v.Reason, v.Running, v.Source
+	res.Words, res.Class, res.Message = v.Words, v.Class, v.Message
+	if v.Outcome == upload.OutcomeFailed && res.Class == "" {
+		res.Class = upload.ClassRejected
+	}
+	res.Duration = time.Since(d.start)
+	if len(spec.Commands) > 0 && ctx.Err() == nil {
+		if w := e.restore(ctx, d, v); w != "" {
+			res.Warnings = append(res.Warnings, w)
+		}
+	}
+	d.res, d.done = res, true
+	d.mu.Lock()
+	d.phase = PhaseDone
+	d.mu.Unlock()
+	e.save(func(r *Record) {
+		dr := &r.Devices[d.idx]
+		dr.Phase, dr.Result = PhaseDone, ptr(res)
+	})
+	e.emitDone(d)
+}
+
+// restore puts back the OTA URL the device had before, once its final
+// image runs or it was given up, if it is online; "" or a warning.
+func (e *engine) restore(ctx context.Context, d *dev, v Verdict) string {
+	d.mu.Lock()
+	b, withheld, online := d.before, d.withheld, d.online
+	d.mu.Unlock()
+	if b == nil || b.OtaURL == nil {
+		if withheld {
+			return "its previous OTA URL held a password, which the state file does not keep: put it back by hand"
+		}
+		return ""
+	}
+	if *b.OtaURL == e.url {
+		return ""
+	}
+	up := v.Outcome != upload.OutcomeUnreachable
+	if online != nil {
+		up = *online
+	}
+	if !up {
+		return "its previous OTA URL was not put back: the device is offline"
+	}
+	rctx, cancel := context.WithTimeout(ctx, e.cfg.ReadTimeout)
+	defer cancel()
+	if err := e.cfg.Family.Restore(rctx, d.d, *b.OtaURL); err != nil {
+		return "its previous OTA URL could not be put back: " + oneLine(err)
+	}
+	return ""
+}
+
+// cancelled: ctx ended while the device was in flight. The state keeps it
+// commanded, so --resume watches it again.
+func (e *engine) cancelled(d *dev) {
+	e.release(d)
+	res := e.baseResult(d)
+	res.Warnings = append(res.Warnings, d.res.Warnings...)
+	res.Outcome = upload.OutcomeCancelled
+	res.Message = "interrupted while the device was being updated; --resume watches it again without commanding it"
+	res.Duration = time.Since(d.start)
+	d.res, d.done = res, true
+	e.emitDone(d)
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+func oneLine(err error) string { return oneLineString(err.Error()) }
+
+func oneLineString(s string) string { return oneline.Clean(s, 200) }

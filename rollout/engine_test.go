@@ -1,0 +1,318 @@
+package rollout
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ots-ota/ots-ota/fileserve"
+	"github.com/ots-ota/ots-ota/upload"
+)
+
+type rig struct {
+	t      *testing.T
+	dir    string
+	f      *fakeFamily
+	devs   []Device
+	cfg    Config
+	mu     sync.Mutex
+	events []upload.FleetEvent
+	waves  []WaveEvent
+}
+
+// newRig writes an image and its -minimal companion, creates the state
+// and a Config with short windows and generous bounds.
+func newRig(t *testing.T, plan Plan, bs ...behaviour) *rig {
+	t.Helper()
+	r := &rig{t: t, dir: t.TempDir()}
+	r.f, r.devs = newFake(t, bs...)
+	img := filepath.Join(r.dir, "fw.bin")
+	data := make([]byte, 40<<10)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	if err := os.WriteFile(img, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(r.dir, "fw-minimal.bin"), data[:8<<10], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	st, err := CreateState(filepath.Join(r.dir, "state"), Meta{Family: "fake", Firmware: img, Expect: "14.3.0", Plan: plan,
+		ServeAddr: "127.0.0.1:0", Broker: "mqtts://user:hunter2@broker.example:8883", ClientID: "ots-ota-test", Devices: r.devs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	r.cfg = Config{Family: r.f, Devices: r.devs, Plan: plan, Expect: "14.3.0", ImagePath: img,
+		Serve: fileserve.Config{Addr: "127.0.0.1:0"}, MaxFetches: 3, Retries: 1,
+		Timeout: 2 * time.Second, RebootWindow: 400 * time.Millisecond, Stability: 150 * time.Millisecond,
+		ReadTimeout: 300 * time.Millisecond, State: st, OnEvent: r.onEvent, OnWave: r.onWave}
+	return r
+}
+
+func (r *rig) onEvent(e upload.FleetEvent) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.events = append(r.events, e)
+}
+
+func (r *rig) onWave(w WaveEvent) {
+	r.mu.Lock()
+	r.waves = append(r.waves, w)
+	r.mu.Unlock()
+}
+
+func (r *rig) run(ctx context.Context) []upload.Result {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	res, err := Run(ctx, r.cfg)
+	if err != nil {
+		r.t.Fatalf("Run: %v", err)
+	}
+	if len(res) != len(r.devs) {
+		r.t.Fatalf("%d results for %d devices", len(res), len(r.devs))
+	}
+	return res
+}
+
+func TestRunVerdicts(t *testing.T) {
+	bs := []behaviour{succeed, failThenSucceed, failAlways, rollback, neverBack, twoStep, silentUpdate, hang, noPreflight, current, wrongChip}
+	want := []struct {
+		outcome upload.Outcome
+		cmds    int
+		source  string
+	}{
+		{upload.OutcomeUpdated, 1, "INFO1"},
+		{upload.OutcomeUpdated, 2, "INFO1"},
+		{upload.OutcomeFailed, 2, ""},
+		{upload.OutcomeRolledBack, 1, "INFO1"},
+		{upload.OutcomeUnreachable, 1, ""},
+		{upload.OutcomeUpdated, 1, "INFO1"},
+		{upload.OutcomeUpdated, 1, "Status 2"},
+		{upload.OutcomeUnchanged, 1, "Status 2"},
+		{upload.OutcomeUnreachable, 0, ""},
+		{upload.OutcomeSkipped, 0, ""},
+		{upload.OutcomeRefused, 0, ""},
+	}
+	r := newRig(t, Plan{MaxFailures: upload.FailureBudget{Set: true, Percent: 100}}, bs...)
+	res := r.run(context.Background())
+	for i, w := range want {
+		got := res[i]
+		if got.Outcome != w.outcome || got.Tries != w.cmds || got.VersionSource != w.source {
+			t.Errorf("%s (behaviour %d): %s tries %d source %q (%s), want %s tries %d source %q", got.Device, bs[i], got.Outcome, got.Tries, got.VersionSource, got.Message, w.outcome, w.cmds, w.source)
+		}
+		if c := r.f.commands(r.devs[i].Topic); c != w.cmds {
+			t.Errorf("%s: the device took %d commands, want %d", got.Device, c, w.cmds)
+		}
+		if got.Protocol != "fake" || got.Addr != r.devs[i].Topic || got.To != "14.3.0" {
+			t.Errorf("%s: protocol %q addr %q to %q", got.Device, got.Protocol, got.Addr, got.To)
+		}
+		if w.cmds > 0 && got.From != fakeOld {
+			t.Errorf("%s: from %q", got.Device, got.From)
+		}
+	}
+	if res[2].Words == "" || res[2].Class != upload.ClassNetwork {
+		t.Errorf("failed device: words %q class %q", res[2].Words, res[2].Class)
+	}
+	// The old OTA URL goes back where the device is online at its end,
+	// never to one that is offline.
+	r.f.mu.Lock()
+	for i, b := range bs {
+		n := len(r.f.restores[r.devs[i].Topic])
+		wantRestore := want[i].cmds > 0 && b != neverBack
+		if wantRestore != (n == 1) {
+			t.Errorf("%s: %d restores, want restore %v", r.devs[i].Topic, n, wantRestore)
+		}
+	}
+	if r.f.maxInflight > r.cfg.MaxFetches {
+		t.Errorf("%d devices fetching at once, --max-fetches %d", r.f.maxInflight, r.cfg.MaxFetches)
+	}
+	// Every device fetched what it was told, from the one token.
+	tok := ""
+	for _, d := range r.f.devs {
+		for _, u := range d.urls {
+			parts := strings.Split(u, "/")
+			if tok == "" {
+				tok = parts[3]
+			}
+			if parts[3] != tok || len(u) > fileserve.MaxURLLen {
+				t.Errorf("URL %q: another token or too long", u)
+			}
+		}
+		for _, f := range d.fetched {
+			if !strings.HasSuffix(f, " true") {
+				t.Errorf("%s: fetch %s failed", d.topic, f)
+			}
+		}
+	}
+	r.f.mu.Unlock()
+	if !strings.Contains(res[4].Warnings[0], "offline") {
+		t.Errorf("never-back device: warnings %q", res[4].Warnings)
+	}
+
+	// Progress: the phases of the plain device, with the fetch's bytes.
+	var phases []upload.Phase
+	var fetched int64
+	for _, e := range r.events {
+		if e.Key != r.devs[0].Topic {
+			continue
+		}
+		if len(phases) == 0 || phases[len(phases)-1] != e.Phase {
+			phases = append(phases, e.Phase)
+		}
+		if e.Phase == upload.PhaseUploading && e.Done > 0 {
+			fetched = e.Done
+		}
+		if e.Phase == upload.PhaseDone && (e.Result == nil || e.Result.Outcome != upload.OutcomeUpdated) {
+			t.Errorf("done event without the result: %+v", e)
+		}
+	}
+	for _, p := range []upload.Phase{upload.PhaseChecking, upload.PhaseConnecting, upload.PhaseUploading, upload.PhaseRebooting, upload.PhaseVerifying, upload.PhaseDone} {
+		if !slices.Contains(phases, p) {
+			t.Errorf("phases %v lack %s", phases, p)
+		}
+	}
+	if fetched != 40<<10 {
+		t.Errorf("byte progress %d, want the image's %d", fetched, 40<<10)
+	}
+
+	// The state: finished, every device done, no secret, private.
+	rec := r.cfg.State.Record()
+	if !rec.Finished {
+		t.Errorf("state not finished")
+	}
+	for _, d := range rec.Devices {
+		if d.Phase != PhaseDone || d.Result == nil {
+			t.Errorf("%s: phase %s result %v", d.Topic, d.Phase, d.Result)
+		}
+	}
+	b, err := os.ReadFile(r.cfg.State.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), "hunter2") || strings.Contains(string(b), "user@") {
+		t.Errorf("the state file holds the broker's userinfo")
+	}
+	if rec.Broker != "mqtts://broker.example:8883" || rec.Serve.Token == "" {
+		t.Errorf("broker %q token %q", rec.Broker, rec.Serve.Token)
+	}
+	if st, _ := os.Stat(r.cfg.State.Path()); runtime.GOOS != "windows" && st.Mode().Perm() != 0o600 {
+		t.Errorf("state file mode %v", st.Mode().Perm())
+	}
+}
+
+func TestMaxFetches(t *testing.T) {
+	r := newRig(t, Plan{}, succeed, succeed, succeed, succeed, succeed, succeed, succeed)
+	r.cfg.MaxFetches = 2
+	r.f.step = 30 * time.Millisecond
+	for _, res := range r.run(context.Background()) {
+		if res.Outcome != upload.OutcomeUpdated {
+			t.Errorf("%s: %s (%s)", res.Device, res.Outcome, res.Message)
+		}
+	}
+	if r.f.maxInflight > 2 || r.f.maxInflight < 1 {
+		t.Errorf("%d devices fetching at once, --max-fetches 2", r.f.maxInflight)
+	}
+}
+
+func TestGatesLeaveNotStarted(t *testing.T) {
+	n := func(k int) upload.FailureBudget { return upload.FailureBudget{Set: true, N: k} }
+	cases := []struct {
+		name    string
+		plan    Plan
+		bs      []behaviour
+		want    []upload.Outcome
+		stopped string // a word of the reason; "" = ran to the end
+		waves   []string
+	}{
+		{"canary rolled back", Plan{Canary: 1, Waves: steps("100%"), MaxFailures: n(5)},
+			[]behaviour{rollback, succeed, succeed},
+			[]upload.Outcome{upload.OutcomeRolledBack, upload.OutcomeNotStarted, upload.OutcomeNotStarted}, "canary dev0 ended rolled-back",
+			[]string{"0 started", "0 stopped"}},
+		{"a wave over its budget", Plan{Canary: 1, Waves: steps("2,100%")},
+			[]behaviour{succeed, failAlways, succeed, succeed},
+			[]upload.Outcome{upload.OutcomeUpdated, upload.OutcomeFailed, upload.OutcomeUpdated, upload.OutcomeNotStarted}, "wave 2 of 3",
+			[]string{"0 started", "0 passed", "1 started", "1 stopped"}},
+		{"within the budget", Plan{Canary: 1, Waves: steps("2,100%"), MaxFailures: n(1)},
+			[]behaviour{succeed, failAlways, succeed, succeed},
+			[]upload.Outcome{upload.OutcomeUpdated, upload.OutcomeFailed, upload.OutcomeUpdated, upload.OutcomeUpdated}, "",
+			[]string{"0 started", "0 passed", "1 started", "1 passed", "2 started", "2 passed"}},
+		{"the rollout over its budget", Plan{Waves: steps("1,2,100%"), MaxFailures: n(1)},
+			[]behaviour{noPreflight, wrongChip, succeed},
+			[]upload.Outcome{upload.OutcomeUnreachable, upload.OutcomeRefused, upload.OutcomeNotStarted}, "the rollout: 2 of its 3",
+			[]string{"0 started", "0 passed", "1 started", "1 stopped"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := newRig(t, c.plan, c.bs...)
+			res := r.run(context.Background())
+			for i, w := range c.want {
+				if res[i].Outcome != w {
+					t.Errorf("%s: %s (%s), want %s", res[i].Device, res[i].Outcome, res[i].Message, w)
+				}
+				if w == upload.OutcomeNotStarted {
+					if r.f.commands(r.devs[i].Topic) != 0 || !strings.Contains(res[i].Message, c.stopped) {
+						t.Errorf("%s: commanded %d, message %q", res[i].Device, r.f.commands(r.devs[i].Topic), res[i].Message)
+					}
+				}
+			}
+			var ws []string
+			for _, w := range r.waves {
+				ws = append(ws, strings.Join([]string{string(rune('0' + w.Index)), w.State}, " "))
+				if w.State == "stopped" && !strings.Contains(w.Reason, c.stopped) {
+					t.Errorf("stopped wave's reason %q", w.Reason)
+				}
+			}
+			if !slices.Equal(ws, c.waves) {
+				t.Errorf("waves %v, want %v", ws, c.waves)
+			}
+			rec := r.cfg.State.Record()
+			if !rec.Finished || (c.stopped != "") != (rec.Stopped != "") {
+				t.Errorf("finished %v stopped %q", rec.Finished, rec.Stopped)
+			}
+		})
+	}
+}
+
+func TestURLTooLongStopsBeforeAnything(t *testing.T) {
+	r := newRig(t, Plan{}, succeed)
+	r.cfg.PublicURL = "https://a-rather-long-reverse-proxy-host-name.example.org/ota/firmware/files"
+	_, err := Run(context.Background(), r.cfg)
+	if err == nil || !strings.Contains(err.Error(), "characters") {
+		t.Fatalf("Run = %v, want the URL refused", err)
+	}
+	if r.f.commands(r.devs[0].Topic) != 0 || r.f.watches != 0 {
+		t.Errorf("commanded or watched before refusing the URL")
+	}
+	r.cfg.PublicURL = "ftp://host/x"
+	if _, err := Run(context.Background(), r.cfg); err == nil {
+		t.Errorf("an ftp public URL accepted")
+	}
+	// A short public URL is what devices are told.
+	r.cfg.PublicURL = "http://proxy.example:8080/ota/"
+	res, err := Run(context.Background(), r.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.f.mu.Lock()
+	u := r.f.devs[r.devs[0].Topic].urls
+	r.f.mu.Unlock()
+	for _, u := range u {
+		if !strings.HasPrefix(u, "http://proxy.example:8080/ota/") || !strings.HasSuffix(u, "/fw.bin") || len(u) > fileserve.MaxURLLen {
+			t.Errorf("told %q", u)
+		}
+	}
+	if len(u) == 0 {
+		t.Errorf("never commanded")
+	}
+	if res[0].Outcome == upload.OutcomeUpdated {
+		t.Errorf("updated though the public URL leads nowhere: %+v", res[0])
+	}
+}

@@ -1,0 +1,314 @@
+package rollout
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// behaviour is how a fake device answers a command.
+type behaviour int
+
+const (
+	succeed         behaviour = iota
+	failThenSucceed           // the first download fails, the device keeps running
+	failAlways                // every download fails
+	rollback                  // writes, restarts, comes back on the old image
+	neverBack                 // writes, restarts, never comes back
+	twoStep                   // minimal image first, then the full one
+	silentUpdate              // updates without a word: only the read tells
+	hang                      // takes the command, then nothing
+	noPreflight               // never answers
+	current                   // already runs the target
+	wrongChip                 // tells another chip than the image's
+)
+
+const (
+	fakeOld = "14.2.0(tasmota)"
+	fakeNew = "14.3.0(tasmota)"
+	fakeMin = "14.3.0(minimal)"
+)
+
+type fakeDev struct {
+	topic   string
+	b       behaviour
+	version string
+	online  bool
+	mac     string
+	cmds    int
+	urls    []string
+	fetched []string // names fetched with their status
+	gate    chan struct{}
+}
+
+// fakeFamily is an in-memory family: devices follow scripted behaviours,
+// fetch over real HTTP from the engine's file server, and report through
+// Watch. Reports made while nobody watches are queued for the next Watch
+// (a persistent session), unless lose is set.
+type fakeFamily struct {
+	t     testing.TB
+	step  time.Duration
+	mu    sync.Mutex
+	devs  map[string]*fakeDev
+	fn    func(Report)
+	wctx  context.Context
+	queue []Report
+	lose  bool
+
+	inflight, maxInflight int // commanded, no success/failed/boot yet
+	watches               int
+	restores              map[string][]string
+	rereads               map[string]int
+
+	// hooks, called without the lock
+	afterPreflight func(topic string)
+	afterCommand   func(topic string)
+	onReport       func(Report)
+	wg             sync.WaitGroup
+}
+
+func newFake(t testing.TB, bs ...behaviour) (*fakeFamily, []Device) {
+	f := &fakeFamily{t: t, step: 15 * time.Millisecond, devs: map[string]*fakeDev{}, restores: map[string][]string{}, rereads: map[string]int{}}
+	var devs []Device
+	for i, b := range bs {
+		topic := fmt.Sprintf("tasmota_%06X", i)
+		v := fakeOld
+		if b == current {
+			v = fakeNew
+		}
+		f.devs[topic] = &fakeDev{topic: topic, b: b, version: v, online: true, mac: fmt.Sprintf("AA:BB:CC:00:00:%02X", i)}
+		devs = append(devs, Device{Name: fmt.Sprintf("dev%d", i), Topic: topic})
+	}
+	t.Cleanup(f.wg.Wait)
+	return f, devs
+}
+
+func (f *fakeFamily) Name() string { return "fake" }
+
+func (f *fakeFamily) Watch(ctx context.Context, devs []Device, fn func(Report)) error {
+	f.mu.Lock()
+	f.fn, f.wctx = fn, ctx
+	f.watches++
+	q := f.queue
+	f.queue = nil
+	f.mu.Unlock()
+	for _, r := range q {
+		fn(r)
+	}
+	return nil
+}
+
+func (f *fakeFamily) Discover(context.Context, time.Duration) ([]Device, error) { return nil, nil }
+
+func facts2(ver, mac string) Facts {
+	fc := facts(ver)
+	u := "http://ota.tasmota.com/tasmota/release/tasmota.bin.gz"
+	fc.OtaURL = &u
+	fc.MAC = mac
+	fc.Chip = "esp8266"
+	return fc
+}
+
+func (f *fakeFamily) Preflight(ctx context.Context, d Device) (Facts, error) {
+	f.mu.Lock()
+	fd := f.devs[d.Topic]
+	fc := facts2(fd.version, fd.mac)
+	if fd.b == wrongChip {
+		fc.Chip = "esp32"
+	}
+	f.mu.Unlock()
+	if h := f.afterPreflight; h != nil {
+		h(d.Topic)
+	}
+	if fd.b == noPreflight {
+		<-ctx.Done()
+		return Facts{}, errors.New("no answer")
+	}
+	return fc, nil
+}
+
+func (f *fakeFamily) Reread(ctx context.Context, d Device) (Facts, error) {
+	f.mu.Lock()
+	fd := f.devs[d.Topic]
+	f.rereads[d.Topic]++
+	online, v := fd.online, fd.version
+	f.mu.Unlock()
+	if !online {
+		<-ctx.Done()
+		return Facts{}, errors.New("no answer")
+	}
+	return facts2(v, fd.mac), nil
+}
+
+func (f *fakeFamily) Restore(ctx context.Context, d Device, u string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.restores[d.Topic] = append(f.restores[d.Topic], u)
+	return nil
+}
+
+func (f *fakeFamily) Companions(name string) []string {
+	base := strings.TrimSuffix(name, ".bin")
+	return []string{base + "-minimal.bin", name + ".gz"}
+}
+
+func (f *fakeFamily) Screen(fc Facts, img Image, have []string) string {
+	// The test images carry no chip: the fake refuses what tells esp32.
+	if fc.Chip == "esp32" {
+		return "the image is for esp8266, the device tells esp32"
+	}
+	return ""
+}
+
+func (f *fakeFamily) ReadSource() string { return "Status 2" }
+
+func (f *fakeFamily) commands(topic string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.devs[topic].cmds
+}
+
+func (f *fakeFamily) Command(ctx context.Context, d Device, url string) error {
+	f.mu.Lock()
+	fd := f.devs[d.Topic]
+	fd.cmds++
+	fd.urls = append(fd.urls, url)
+	n := fd.cmds
+	f.inflight++
+	f.maxInflight = max(f.maxInflight, f.inflight)
+	f.mu.Unlock()
+	f.wg.Add(1)
+	go f.script(fd, url, n)
+	if h := f.afterCommand; h != nil {
+		h(d.Topic)
+	}
+	return nil
+}
+
+// report delivers r now if someone watches, else queues (or loses) it.
+func (f *fakeFamily) report(fd *fakeDev, k ReportKind, words, ver string) {
+	r := Report{Topic: fd.topic, Kind: k, At: time.Now(), Words: words}
+	f.mu.Lock()
+	switch k {
+	case ReportOffline:
+		fd.online = false
+	case ReportOnline:
+		fd.online = true
+	}
+	if k == ReportBooted {
+		r.Facts, r.Source = facts2(ver, fd.mac), "INFO1"
+		fd.version, fd.online = ver, true
+	}
+	fn, ctx := f.fn, f.wctx
+	watching := fn != nil && ctx != nil && ctx.Err() == nil
+	if !watching && !f.lose {
+		f.queue = append(f.queue, r)
+	}
+	f.mu.Unlock()
+	if watching {
+		fn(r)
+	}
+	if h := f.onReport; h != nil {
+		h(r)
+	}
+}
+
+func (f *fakeFamily) fetchEnded() {
+	f.mu.Lock()
+	f.inflight--
+	f.mu.Unlock()
+}
+
+// fetch gets url as an ESP8266 updater would; true on the whole file.
+func (f *fakeFamily) fetch(fd *fakeDev, url string) bool {
+	req, _ := http.NewRequest("GET", url, nil)
+	req.Header.Set("x-ESP8266-STA-MAC", fd.mac)
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Do(req)
+	ok := false
+	if err == nil {
+		n, _ := io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		ok = resp.StatusCode == 200 && n == resp.ContentLength && n > 0
+	}
+	f.mu.Lock()
+	fd.fetched = append(fd.fetched, fmt.Sprintf("%s %v", url[strings.LastIndex(url, "/")+1:], ok))
+	f.mu.Unlock()
+	return ok
+}
+
+func (f *fakeFamily) script(fd *fakeDev, url string, n int) {
+	defer f.wg.Done()
+	s := func() { time.Sleep(f.step) }
+	s()
+	f.report(fd, ReportStarted, "Version 14.3.0 from "+url, "")
+	switch b := fd.b; {
+	case b == hang:
+		f.fetchEnded()
+		return
+	case b == failAlways || b == failThenSucceed && n == 1:
+		s()
+		f.fetchEnded()
+		f.report(fd, ReportFailed, "Failed. HTTP error: connection lost", "")
+		return
+	case b == silentUpdate:
+		f.fetch(fd, url)
+		f.fetchEnded()
+		f.mu.Lock()
+		fd.version = fakeNew
+		f.mu.Unlock()
+		return
+	case b == twoStep:
+		min := strings.TrimSuffix(url, ".bin") + "-minimal.bin"
+		if !f.fetch(fd, min) {
+			f.fetchEnded()
+			f.report(fd, ReportFailed, "Failed. HTTP error: 404", "")
+			return
+		}
+		f.fetchEnded()
+		f.report(fd, ReportSuccess, "Successful. Restarting", "")
+		f.report(fd, ReportOffline, "", "")
+		s()
+		f.report(fd, ReportOnline, "", "")
+		f.report(fd, ReportBooted, "", fakeMin)
+		if fd.gate != nil {
+			<-fd.gate // the test cancels the rollout while the device sits on its loader
+		}
+		s()
+		if !f.fetch(fd, url) {
+			f.report(fd, ReportFailed, "Failed. HTTP error: connection refused", "")
+			return
+		}
+		f.report(fd, ReportSuccess, "Successful. Restarting", "")
+		f.report(fd, ReportOffline, "", "")
+		s()
+		f.report(fd, ReportOnline, "", "")
+		f.report(fd, ReportBooted, "", fakeNew)
+		return
+	}
+	ok := f.fetch(fd, url)
+	f.fetchEnded()
+	if !ok {
+		f.report(fd, ReportFailed, "Failed. HTTP error: connection refused", "")
+		return
+	}
+	f.report(fd, ReportSuccess, "Successful. Restarting", "")
+	f.report(fd, ReportOffline, "", "")
+	s()
+	switch fd.b {
+	case neverBack:
+		return
+	case rollback:
+		f.report(fd, ReportOnline, "", "")
+		f.report(fd, ReportBooted, "", fakeOld)
+		return
+	}
+	f.report(fd, ReportOnline, "", "")
+	f.report(fd, ReportBooted, "", fakeNew)
+}

@@ -1,0 +1,12 @@
+package sim
+
+// TasmotaMQTT is the pulling Tasmota (sim/tasmotamqtt): devices without
+// addresses of their own that connect to the user's MQTT broker and fetch
+// their updates themselves. It serves nothing, so it is no personality of
+// the device core (Personalities does not list it): the CLI starts it with
+// tasmotamqtt.Start.
+const TasmotaMQTT Personality = "tasmota-mqtt"
+
+// PullPersonalities lists the personalities whose devices pull their
+// updates.
+func PullPersonalities() []Personality { return []Personality{TasmotaMQTT} }
