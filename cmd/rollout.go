@@ -459,6 +459,20 @@ func (o *rolloutOptions) devicesOf() []rollout.Device {
 const brokerTimeout = 15 * time.Second
 
 func runRollout(ctx context.Context, a *app, o *rolloutOptions) error {
+	if a.secrets.HasShort() {
+		a.log.Warn(fmt.Sprintf("a password shorter than %d bytes cannot be hidden reliably: output hides it only where it stands exactly as it is", auth.MinHiddenLen))
+	}
+	err := startRollout(ctx, a, o)
+	// --json: a run stopped before its rollout (Ctrl-C while connecting
+	// or listing devices) says so in its summary too.
+	if s := rolloutSummaryOf(a); s != nil && s.Interrupted != nil && exitCode(err) == ExitCancelled {
+		yes := true
+		s.Interrupted = &yes
+	}
+	return err
+}
+
+func startRollout(ctx context.Context, a *app, o *rolloutOptions) error {
 	if o.Resume {
 		return resumeRollout(ctx, a, o)
 	}

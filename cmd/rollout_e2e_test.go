@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ots-ota/ots-ota/auth"
 	"github.com/ots-ota/ots-ota/image"
 	"github.com/ots-ota/ots-ota/internal/testbroker"
 	"github.com/ots-ota/ots-ota/sim/tasmotamqtt"
@@ -33,16 +34,32 @@ type rolloutFleet struct {
 
 func startRolloutFleet(t *testing.T, devs []tasmotamqtt.Device) *rolloutFleet {
 	t.Helper()
+	return startRolloutFleetAuth(t, devs, "", "")
+}
+
+// startRolloutFleetAuth: the broker wants user and password (when user
+// is not ""), and the devices log in with them.
+func startRolloutFleetAuth(t *testing.T, devs []tasmotamqtt.Device, user, password string) *rolloutFleet {
+	t.Helper()
 	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
 	t.Setenv("OTS_OTA_STATE_DIR", "")
-	b := testbroker.Start(t, testbroker.KeepLogs())
-	rf := &rolloutFleet{url: b.URL(), watch: watchBroker(t, b.URL(), "cmnd/#"), seen: make(chan struct{}, 1)}
+	t.Setenv("OTS_OTA_MQTT_PASSWORD", "")
+	opts := []testbroker.Option{testbroker.KeepLogs()}
+	if user != "" {
+		opts = append(opts, testbroker.WithUser(user, password))
+	}
+	b := testbroker.Start(t, opts...)
+	rf := &rolloutFleet{url: b.URL(), seen: make(chan struct{}, 1)}
+	if user == "" {
+		rf.watch = watchBroker(t, b.URL(), "cmnd/#")
+	}
 	for i := range devs {
 		// Quick devices: a restart takes half a second, flash is fast.
 		devs[i].RebootTime, devs[i].FlashRate = 500*time.Millisecond, 2<<20
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	f, err := tasmotamqtt.Start(ctx, tasmotamqtt.Config{Broker: b.URL(), Devices: devs, Tick: 100 * time.Millisecond,
+		Username: user, Password: auth.NewSecret(password),
 		OnEvent: func(e tasmotamqtt.Event) {
 			rf.mu.Lock()
 			rf.events = append(rf.events, e)
@@ -274,5 +291,50 @@ func TestRolloutResume(t *testing.T) {
 	code, lines = rf.status(t)
 	if code != ExitOK || lines[0]["state"] != "finished" {
 		t.Errorf("status after --resume: exit %d, %v", code, lines)
+	}
+}
+
+// TestRolloutBrokerSecret: the broker's password works from the
+// environment and never shows: not on stdout or stderr (with -vv), not in
+// JSON, not in the state file; a wrong one is exit 1 before anything is
+// published, naming the broker, not the password.
+func TestRolloutBrokerSecret(t *testing.T) {
+	const secret = "Mqtt-s3cret-Pw-4821"
+	rf := startRolloutFleetAuth(t, make([]tasmotamqtt.Device, 2), "ota", secret)
+	pwFile := filepath.Join(t.TempDir(), "pw")
+	if err := os.WriteFile(pwFile, []byte("wrong-"+secret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut := rf.rollout(t, context.Background(), "--all", "--discover-wait", "1s", "--mqtt-user", "ota", "--mqtt-password-file", pwFile)
+	if code != ExitFailed || !strings.Contains(errOut, "127.0.0.1") || strings.Contains(errOut, secret) {
+		t.Errorf("wrong password: exit %d, want 1 naming the broker and not the password:\n%s", code, errOut)
+	}
+	if _, err := os.Stat(filepath.Join(rf.state, "rollouts")); err == nil {
+		if l, _ := os.ReadDir(filepath.Join(rf.state, "rollouts")); len(l) > 0 {
+			t.Errorf("a refused login left a state file: %v", l)
+		}
+	}
+	t.Setenv("OTS_OTA_MQTT_PASSWORD", secret)
+	streams, out, errBuf := TestStreams()
+	code = Execute(context.Background(), []string{"rollout", "-vv", "--json", "--state-dir", rf.state, "--stability-window", "1s",
+		"--broker", rf.url, "--mqtt-user", "ota", "--serve-addr", "127.0.0.1", "--family", "tasmota", "--expect-version", "15.5.0",
+		"--all", "--discover-wait", "1s", rf.fw}, streams)
+	requireJSONRun(t, out.Bytes(), code)
+	if code != ExitOK {
+		t.Fatalf("exit %d, want 0\n%s", code, errBuf)
+	}
+	if strings.Contains(out.String()+errBuf.String(), secret) {
+		t.Errorf("the password printed")
+	}
+	files, _ := filepath.Glob(filepath.Join(rf.state, "rollouts", "*.json"))
+	if len(files) != 1 {
+		t.Fatalf("state files %v, want one", files)
+	}
+	b, err := os.ReadFile(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), secret) || strings.Contains(string(b), "ota@") {
+		t.Errorf("the state file holds the credentials:\n%s", b)
 	}
 }

@@ -148,34 +148,48 @@ func (m *scriptMQTT) record(msg broker.Message) {
 	}
 }
 
-// waitFor waits until a message whose topic and payload match re arrived
-// (deadline: 60 s), the messages so far in hand.
-func (m *scriptMQTT) waitFor(ts *testscript.TestScript, re *regexp.Regexp) {
+// waitFor waits until n messages whose "TOPIC PAYLOAD" matches re arrived
+// under cmnd/# (deadline: 60 s).
+func (m *scriptMQTT) waitFor(ts *testscript.TestScript, re *regexp.Regexp, n int) {
 	deadline := time.After(60 * time.Second)
 	for {
 		m.mu.Lock()
-		found := slices.ContainsFunc(m.msgs, func(msg broker.Message) bool { return re.MatchString(msg.Topic + " " + string(msg.Payload)) })
+		got := 0
+		for _, msg := range m.msgs {
+			if re.MatchString(msg.Topic + " " + string(msg.Payload)) {
+				got++
+			}
+		}
 		m.mu.Unlock()
-		if found {
+		if got >= n {
 			return
 		}
 		select {
 		case <-m.got:
 		case <-deadline:
-			ts.Fatalf("no message matching %q under cmnd/# within 60 s", re)
+			ts.Fatalf("%d of %d messages matching %q under cmnd/# within 60 s", got, n, re)
 		}
 	}
 }
 
-// cmdWaitMQTT waits for a command under cmnd/# ("TOPIC PAYLOAD" matching
-// the pattern): `waitmqtt PATTERN`.
+// cmdWaitMQTT waits for messages under cmnd/# ("TOPIC PAYLOAD" matching
+// the pattern): `waitmqtt [-n N] PATTERN` (default one). Devices publish
+// an empty cmnd/<topic>/POWER when they connect: waiting for N of those
+// waits for a fleet of N.
 func cmdWaitMQTT(ts *testscript.TestScript, neg bool, args []string) {
+	n := 1
+	if len(args) == 3 && args[0] == "-n" {
+		var err error
+		n, err = strconv.Atoi(args[1])
+		ts.Check(err)
+		args = args[2:]
+	}
 	if neg || len(args) != 1 {
-		ts.Fatalf("usage: waitmqtt PATTERN")
+		ts.Fatalf("usage: waitmqtt [-n N] PATTERN")
 	}
 	re, err := regexp.Compile(args[0])
 	ts.Check(err)
-	mqttOf(ts).waitFor(ts, re)
+	mqttOf(ts).waitFor(ts, re, n)
 }
 
 // cmdMQTTCmds checks what devices were told: `mqttcmds [-max N]`. It
@@ -228,7 +242,7 @@ func cmdMQTTCmds(ts *testscript.TestScript, neg bool, args []string) {
 	case <-ctx.Done():
 		ts.Fatalf("the fence never came back")
 	}
-	m.waitFor(ts, regexp.MustCompile("^"+regexp.QuoteMeta(fenceTopic)+" "))
+	m.waitFor(ts, regexp.MustCompile("^"+regexp.QuoteMeta(fenceTopic)+" "), 1)
 	freshMu.Lock()
 	if len(retained) > 0 {
 		ts.Fatalf("retained messages remain under cmnd/#: %s", strings.Join(retained, ", "))

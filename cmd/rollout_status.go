@@ -64,11 +64,12 @@ type rolloutStand struct {
 	waves     int    // the plan's waves; 0 when unknown
 	passed    int
 	inFlight  []string
+	pending   int  // not commanded, and no verdict (a gate's not-started is one)
 	unchecked bool // the record could not be read: only the summary is known
 }
 
 func standOf(dir string, s rollout.Summary) rolloutStand {
-	st := rolloutStand{sum: s}
+	st := rolloutStand{sum: s, pending: s.Phases[rollout.PhasePending]}
 	switch {
 	case s.Running:
 		st.state = "running"
@@ -93,9 +94,13 @@ func standOf(dir string, s rollout.Summary) rolloutStand {
 			st.passed++
 		}
 	}
+	st.pending = 0
 	for _, d := range rec.Devices {
-		if d.Phase == rollout.PhaseCommanded {
+		switch {
+		case d.Phase == rollout.PhaseCommanded:
 			st.inFlight = append(st.inFlight, d.Name)
+		case d.Phase == rollout.PhasePending && d.Result == nil:
+			st.pending++
 		}
 	}
 	return st
@@ -169,7 +174,7 @@ func writeStand(w io.Writer, a *app, st rolloutStand) {
 		}
 		row("waves", fmt.Sprintf("%d of %s passed (%s)", st.passed, of, plan))
 	}
-	row("devices", fmt.Sprintf("%d: %s", s.Devices, standCounts(s)))
+	row("devices", fmt.Sprintf("%d: %s", s.Devices, standCounts(st)))
 	if len(st.inFlight) > 0 {
 		row("in flight", firstFew(st.inFlight))
 	}
@@ -179,7 +184,8 @@ func writeStand(w io.Writer, a *app, st rolloutStand) {
 }
 
 // standCounts is "3 updated, 1 failed, 2 in flight, 14 pending".
-func standCounts(s rollout.Summary) string {
+func standCounts(st rolloutStand) string {
+	s := st.sum
 	var parts []string
 	for _, o := range outcomeOrder() {
 		if n := s.Outcomes[o]; n > 0 {
@@ -189,8 +195,8 @@ func standCounts(s rollout.Summary) string {
 	if n := s.Phases[rollout.PhaseCommanded]; n > 0 {
 		parts = append(parts, fmt.Sprintf("%d in flight", n))
 	}
-	if n := s.Phases[rollout.PhasePending]; n > 0 {
-		parts = append(parts, fmt.Sprintf("%d pending", n))
+	if st.pending > 0 {
+		parts = append(parts, fmt.Sprintf("%d pending", st.pending))
 	}
 	if len(parts) == 0 {
 		return "none started"
@@ -244,7 +250,7 @@ func rolloutStatusLineOf(st rolloutStand) rolloutStatusLine {
 	s := st.sum
 	l := rolloutStatusLine{lineHead: head("rollout"), ID: s.ID, State: st.state, Created: s.Created, Updated: s.Updated,
 		Family: s.Family, Firmware: s.Firmware, Expect: s.Expect, Devices: s.Devices, Counts: map[string]int{},
-		Pending: s.Phases[rollout.PhasePending], InFlight: listOf(st.inFlight), Stopped: nullString(s.Stopped), Path: s.Path}
+		Pending: st.pending, InFlight: listOf(st.inFlight), Stopped: nullString(s.Stopped), Path: s.Path}
 	for o, n := range s.Outcomes {
 		if n > 0 {
 			l.Counts[string(o)] = n
