@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -336,5 +338,65 @@ func TestRolloutBrokerSecret(t *testing.T) {
 	}
 	if strings.Contains(string(b), secret) || strings.Contains(string(b), "ota@") {
 		t.Errorf("the state file holds the credentials:\n%s", b)
+	}
+}
+
+// TestRolloutInventoryPublicURL: devices named by the inventory (a group,
+// mqtt_topic: and one device's own full_topic:), told --public-url rather
+// than the bound address: results carry the inventory's names, every
+// command's URL starts with the public base, and all are updated.
+func TestRolloutInventoryPublicURL(t *testing.T) {
+	devs := []tasmotamqtt.Device{{Topic: "barn_pump"}, {Topic: "shed_light", FullTopic: "farm/%prefix%/%topic%/"}, {Topic: "other"}}
+	rf := startRolloutFleet(t, devs)
+	dir := os.Getenv("XDG_CONFIG_HOME")
+	cfg := `inventory:
+  devices:
+    - {name: pump, address: 10.8.0.21, mqtt_topic: barn_pump}
+    - {name: light, address: 10.8.0.22, mqtt_topic: shed_light, full_topic: "farm/%prefix%/%topic%/"}
+    - {name: other, address: 10.8.0.23, mqtt_topic: other}
+  groups:
+    farm: [pump, light]
+`
+	if err := os.MkdirAll(filepath.Join(dir, "ots-ota"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "ots-ota", "config.yaml"), []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	public := fmt.Sprintf("http://localhost:%d", port)
+	code, lines, errOut := runJSON(t, context.Background(), []string{"rollout", "--json", "--state-dir", rf.state, "--stability-window", "1s",
+		"--broker", rf.url, "--serve-addr", fmt.Sprintf("127.0.0.1:%d", port), "--public-url", public + "/",
+		"--family", "tasmota", "--expect-version", "15.5.0", "--group", "farm", rf.fw})
+	if code != ExitOK {
+		t.Fatalf("exit %d, want 0\n%s", code, errOut)
+	}
+	names := map[string]string{}
+	for _, l := range lines {
+		if l["type"] == "result" {
+			names[l["device"].(string)] = l["address"].(string) + " " + l["outcome"].(string)
+		}
+	}
+	if names["pump"] != "barn_pump updated" || names["light"] != "shed_light updated" || len(names) != 2 {
+		t.Errorf("results %v, want pump and light updated", names)
+	}
+	n := 0
+	for _, m := range rf.watch.fence(t, rf.url, "cmnd/test-fence/Fence") {
+		if strings.Contains(string(m.Payload), "Upgrade") {
+			n++
+			if !strings.Contains(string(m.Payload), "OtaUrl "+public+"/") {
+				t.Errorf("%s told %q, not the public URL", m.Topic, m.Payload)
+			}
+		}
+	}
+	// The watcher hears cmnd/#: the FullTopic device's commands go to
+	// farm/cmnd/shed_light/, which it does not, so one here.
+	if n != 1 || rf.fleet.Commands("shed_light") != 1 || rf.fleet.Commands("other") != 0 {
+		t.Errorf("%d commands under cmnd/#, shed_light took %d, other %d", n, rf.fleet.Commands("shed_light"), rf.fleet.Commands("other"))
 	}
 }

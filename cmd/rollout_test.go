@@ -13,6 +13,8 @@ import (
 
 	"github.com/ots-ota/ots-ota/broker"
 	"github.com/ots-ota/ots-ota/internal/testbroker"
+	"github.com/ots-ota/ots-ota/rollout"
+	"github.com/ots-ota/ots-ota/upload"
 )
 
 // brokerLog records every message a broker delivers under a filter.
@@ -276,5 +278,29 @@ func TestRolloutBeforeBroker(t *testing.T) {
 				t.Errorf("the state directory was made: %v", err)
 			}
 		})
+	}
+}
+
+// TestRolloutViewKeys: the terminal view keys devices by their target's
+// address, the engine its events by topic: every event lands on the
+// device it names, none adds a line of its own.
+func TestRolloutViewKeys(t *testing.T) {
+	streams, _, _ := TestStreams()
+	a := &app{io: streams, cfg: &config{origins: map[string]origin{}}}
+	devs := []rollout.Device{{Name: "pump", Topic: "barn_pump"}, {Name: "shed_light", Topic: "shed_light"}}
+	targets := []upload.Target{rolloutTarget(devs[0]), rolloutTarget(devs[1])}
+	view := makeFleetView(1000, targets, 2, &a.secrets)
+	r := &rolloutRenderer{&pushRenderer{a: a, view: view, last: map[string]upload.Phase{}}}
+	for _, d := range devs {
+		r.event(upload.FleetEvent{Event: upload.Event{Time: time.Now(), Target: d.Name, Phase: upload.PhaseConnecting, Try: 1},
+			Addr: d.Topic, Key: d.Topic, Protocol: "tasmota-mqtt"})
+	}
+	r.event(upload.FleetEvent{Event: upload.Event{Time: time.Now(), Target: "pump", Phase: upload.PhaseDone},
+		Addr: "barn_pump", Key: "barn_pump", Result: &upload.Result{Device: "pump", Addr: "barn_pump", Outcome: upload.OutcomeUpdated}})
+	if len(view.devs) != 2 {
+		t.Fatalf("%d lines in the view, want 2", len(view.devs))
+	}
+	if !view.devs[0].ended || view.devs[1].phase != upload.PhaseConnecting || view.devs[0].label != "pump" {
+		t.Errorf("view %+v %+v", *view.devs[0], *view.devs[1])
 	}
 }
