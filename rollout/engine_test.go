@@ -268,6 +268,10 @@ func TestGatesLeaveNotStarted(t *testing.T) {
 			[]behaviour{noPreflight, wrongChip, succeed},
 			[]upload.Outcome{upload.OutcomeUnreachable, upload.OutcomeRefused, upload.OutcomeNotStarted}, "the rollout: 2 of its 3",
 			[]string{"0 started", "0 passed", "1 started", "1 stopped"}},
+		{"a canary that already runs the target took no image", Plan{Canary: 1, MaxFailures: n(5)},
+			[]behaviour{current, succeed, succeed},
+			[]upload.Outcome{upload.OutcomeSkipped, upload.OutcomeNotStarted, upload.OutcomeNotStarted}, "at least one must end updated",
+			[]string{"0 started", "0 stopped"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
