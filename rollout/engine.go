@@ -257,13 +257,24 @@ func (e *engine) publish() (*fileserve.Server, error) {
 			sc.Advertise = netip.IPv4Unspecified().Next()
 		}
 	}
+	if err := e.checkFamily(e.url); err != nil {
+		return nil, err
+	}
 	sc.OnFetch = e.onFetch
 	srv, err := fileserve.Start(sc)
 	if err != nil {
 		return nil, err
 	}
 	if e.url == "" {
+		// The URL is known once the server is bound: checked before any
+		// device is told it.
 		e.url = srv.URL(e.img.Name)
+		if c, ok := e.cfg.Family.(URLChecker); ok {
+			if err := c.CheckURL(e.url); err != nil {
+				srv.Close()
+				return nil, err
+			}
+		}
 	}
 	err = e.cfg.State.update(func(r *Record) {
 		r.Serve.Token = tok
@@ -277,6 +288,26 @@ func (e *engine) publish() (*fileserve.Server, error) {
 		return nil, err
 	}
 	return srv, nil
+}
+
+// checkFamily asks the family's optional checks about the companions and,
+// when known before the server binds (u != ""), the URL.
+func (e *engine) checkFamily(u string) error {
+	if c, ok := e.cfg.Family.(CompanionChecker); ok {
+		comp := map[string]string{}
+		for name, p := range e.files {
+			if name != e.img.Name {
+				comp[name] = p
+			}
+		}
+		if err := c.CheckCompanions(e.cfg.ImagePath, comp); err != nil {
+			return err
+		}
+	}
+	if c, ok := e.cfg.Family.(URLChecker); ok && u != "" {
+		return c.CheckURL(u)
+	}
+	return nil
 }
 
 func (e *engine) run(ctx context.Context) ([]upload.Result, error) {
