@@ -14,6 +14,11 @@
 //     them only on its first MQTT connection after a boot, so they are
 //     the proof of a boot. The three of one boot make ONE booted report
 //     (sent when INFO3 arrives, or 3 s after INFO1 without it);
+//   - retained messages other than the LWT (INFO1..3 with InfoRetain 1,
+//     or anything someone published retained) are left out: the broker
+//     sends them again on each subscribe, long after they were said, so
+//     they are neither a boot nor an answer (Discover still counts the
+//     device as seen);
 //   - stat/<t>/STATUS0 (or STATUS, STATUS1..11 from builds before 9.5)
 //     and STATUS2: the answers to Status0 and Status 2.
 //
@@ -293,6 +298,19 @@ func (f *Family) handle(dev, sub string, msg broker.Message) {
 	t := parseMessage(sub, msg.Payload)
 	up := strings.ToUpper(sub)
 	f.mu.Lock()
+	if msg.Retained && up != "LWT" {
+		// Only the LWT is retained on purpose. A retained INFOn
+		// (InfoRetain 1), RESULT, UPGRADE or STATUSn was said at some time
+		// before, and the broker sends it again on every (re)subscribe: it
+		// is neither an event (a boot, an outcome) nor the answer to a read.
+		// It still tells that the device exists.
+		if t.info == 1 || t.info == 2 {
+			f.seen[dev] = true
+		}
+		f.mu.Unlock()
+		f.log.Debug("retained message left out", "topic", dev, "subtopic", up)
+		return
+	}
 	for w := range f.waiters {
 		if w.dev == dev && w.subs[up] {
 			select {
