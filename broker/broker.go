@@ -1,7 +1,12 @@
 // Package broker is ots-ota's MQTT client for the user's own broker: a
 // persistent session (clean session off, a fixed client ID) with QoS 1
-// subscriptions, so that what devices report while the link is down is
-// kept by the broker and arrives after the reconnect.
+// subscriptions, so that QoS 1 messages published while the link is down
+// (a device's will, among others) are kept by the broker and arrive after
+// the reconnect. A broker keeps no QoS 0 message for an absent client
+// (mosquitto's default), and Tasmota publishes everything but its will at
+// QoS 0: after each reconnect every filter is therefore subscribed again,
+// which makes the broker send the retained messages (the devices' LWT
+// state) once more; what else was said during the gap is lost.
 //
 // Nothing it publishes is retained: a retained command would be taken
 // again by a device on every reconnect.
@@ -272,6 +277,7 @@ func connect(ctx context.Context, cfg Config, clean bool) (*Client, error) {
 	o.SetKeepAlive(keepAlive)
 	o.SetPingTimeout(pingTimeout)
 	o.SetResumeSubs(true)
+	o.SetStore(newCopyStore())
 	// Our own delivery goroutine calls the handlers, so paho's router
 	// never blocks on them and a handler may Publish.
 	o.SetOrderMatters(true)

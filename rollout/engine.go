@@ -88,6 +88,7 @@ type engine struct {
 	log   *slog.Logger
 	proto upload.Protocol
 	img   Image
+	hash  string            // the image's SHA-256
 	have  []string          // companions served beside the image
 	files map[string]string // served name → path
 	url   string            // what devices are told
@@ -199,6 +200,7 @@ func (e *engine) image() error {
 	if e.rec.Firmware.SHA256 != "" && e.rec.Firmware.SHA256 != hash {
 		return fmt.Errorf("%s changed since rollout %s began (its SHA-256 differs); devices still fetching would get other bytes: start a new rollout", p, e.rec.ID)
 	}
+	e.hash = hash
 	e.img = Image{Name: filepath.Base(p), Size: int64(len(data))}
 	if img, err := image.Parse(data); err == nil && img.Kind == image.KindApp && (img.Header.ChipID.Known() || img.Header.ChipID.IsESP8266()) {
 		e.img.Chip = img.Header.ChipID.String()
@@ -255,19 +257,30 @@ func (e *engine) publish() (*fileserve.Server, error) {
 			sc.Advertise = netip.IPv4Unspecified().Next()
 		}
 	}
+	if err := e.checkFamily(e.url); err != nil {
+		return nil, err
+	}
 	sc.OnFetch = e.onFetch
 	srv, err := fileserve.Start(sc)
 	if err != nil {
 		return nil, err
 	}
 	if e.url == "" {
+		// The URL is known once the server is bound: checked before any
+		// device is told it.
 		e.url = srv.URL(e.img.Name)
+		if c, ok := e.cfg.Family.(URLChecker); ok {
+			if err := c.CheckURL(e.url); err != nil {
+				srv.Close()
+				return nil, err
+			}
+		}
 	}
 	err = e.cfg.State.update(func(r *Record) {
 		r.Serve.Token = tok
 		r.Serve.Bound = srv.Addr().String()
 		if r.Firmware.SHA256 == "" {
-			r.Firmware.Size = e.img.Size
+			r.Firmware.SHA256, r.Firmware.Size = e.hash, e.img.Size
 		}
 	})
 	if err != nil {
@@ -275,6 +288,26 @@ func (e *engine) publish() (*fileserve.Server, error) {
 		return nil, err
 	}
 	return srv, nil
+}
+
+// checkFamily asks the family's optional checks about the companions and,
+// when known before the server binds (u != ""), the URL.
+func (e *engine) checkFamily(u string) error {
+	if c, ok := e.cfg.Family.(CompanionChecker); ok {
+		comp := map[string]string{}
+		for name, p := range e.files {
+			if name != e.img.Name {
+				comp[name] = p
+			}
+		}
+		if err := c.CheckCompanions(e.cfg.ImagePath, comp); err != nil {
+			return err
+		}
+	}
+	if c, ok := e.cfg.Family.(URLChecker); ok && u != "" {
+		return c.CheckURL(u)
+	}
+	return nil
 }
 
 func (e *engine) run(ctx context.Context) ([]upload.Result, error) {
@@ -285,17 +318,8 @@ func (e *engine) run(ctx context.Context) ([]upload.Result, error) {
 	defer srv.Close()
 	e.log.Info("publishing the image", "url", redactURL(e.url), "files", len(e.files))
 
-	wctx, stopWatch := context.WithCancel(ctx)
-	defer stopWatch()
-	devs := make([]Device, len(e.devs))
-	for i, d := range e.devs {
-		devs[i] = d.d
-	}
-	if err := e.cfg.Family.Watch(wctx, devs, e.onReport); err != nil {
-		return nil, err
-	}
-
-	// Restore what the state holds: results and reports.
+	// Restore what the state holds, before any new report: results, and
+	// the reports a resumed device is judged with (older ones first).
 	resumed := time.Now()
 	for _, d := range e.devs {
 		r := e.rec.Devices[d.idx]
@@ -310,6 +334,16 @@ func (e *engine) run(ctx context.Context) ([]upload.Result, error) {
 			d.res, d.done = *r.Result, true
 			e.emitDone(d)
 		}
+	}
+
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	devs := make([]Device, len(e.devs))
+	for i, d := range e.devs {
+		devs[i] = d.d
+	}
+	if err := e.cfg.Family.Watch(wctx, devs, e.onReport); err != nil {
+		return nil, err
 	}
 
 	waves := e.waves()

@@ -24,6 +24,8 @@ type rig struct {
 	mu     sync.Mutex
 	events []upload.FleetEvent
 	waves  []WaveEvent
+	// between runs between an interrupted run and its resumption
+	between func()
 }
 
 // newRig writes an image and its -minimal companion, creates the state
@@ -102,7 +104,25 @@ func TestRunVerdicts(t *testing.T) {
 		{upload.OutcomeRefused, 0, ""},
 	}
 	r := newRig(t, Plan{MaxFailures: upload.FailureBudget{Set: true, Percent: 100}}, bs...)
+	// The state file says commanded before the device takes the command.
+	var stateErrs []string
+	var serrMu sync.Mutex
+	r.f.beforeCommand = func(topic string, n int) {
+		rec, err := Read(filepath.Join(r.dir, "state"), r.cfg.State.ID())
+		ok := false
+		for _, d := range rec.Devices {
+			ok = ok || d.Topic == topic && d.Phase == PhaseCommanded && len(d.Commands) == n
+		}
+		if err != nil || !ok {
+			serrMu.Lock()
+			stateErrs = append(stateErrs, topic)
+			serrMu.Unlock()
+		}
+	}
 	res := r.run(context.Background())
+	if len(stateErrs) > 0 {
+		t.Errorf("commanded before the state file said so: %v", stateErrs)
+	}
 	for i, w := range want {
 		got := res[i]
 		if got.Outcome != w.outcome || got.Tries != w.cmds || got.VersionSource != w.source {
@@ -248,6 +268,10 @@ func TestGatesLeaveNotStarted(t *testing.T) {
 			[]behaviour{noPreflight, wrongChip, succeed},
 			[]upload.Outcome{upload.OutcomeUnreachable, upload.OutcomeRefused, upload.OutcomeNotStarted}, "the rollout: 2 of its 3",
 			[]string{"0 started", "0 passed", "1 started", "1 stopped"}},
+		{"a canary that already runs the target took no image", Plan{Canary: 1, MaxFailures: n(5)},
+			[]behaviour{current, succeed, succeed},
+			[]upload.Outcome{upload.OutcomeSkipped, upload.OutcomeNotStarted, upload.OutcomeNotStarted}, "at least one must end updated",
+			[]string{"0 started", "0 stopped"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -314,5 +338,30 @@ func TestURLTooLongStopsBeforeAnything(t *testing.T) {
 	}
 	if res[0].Outcome == upload.OutcomeUpdated {
 		t.Errorf("updated though the public URL leads nowhere: %+v", res[0])
+	}
+}
+
+// A resumed rollout serves the bytes its devices were told about: an image
+// changed since is refused before anything is published.
+func TestResumeRefusesAChangedImage(t *testing.T) {
+	r := newRig(t, Plan{}, succeed)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	res := r.run(ctx)
+	if res[0].Outcome != upload.OutcomeNotStarted || r.f.commands(r.devs[0].Topic) != 0 {
+		t.Fatalf("a cancelled run started a device: %+v", res[0])
+	}
+	if rec := r.cfg.State.Record(); rec.Finished || len(rec.Firmware.SHA256) != 64 {
+		t.Fatalf("state after a cancelled run: finished %v sha %q", rec.Finished, rec.Firmware.SHA256)
+	}
+	if err := os.WriteFile(r.cfg.ImagePath, []byte("other bytes"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	watches := r.f.watches
+	if _, err := Run(context.Background(), r.cfg); err == nil || !strings.Contains(err.Error(), "changed") {
+		t.Errorf("Run with a changed image: %v", err)
+	}
+	if r.f.watches != watches || r.f.commands(r.devs[0].Topic) != 0 {
+		t.Errorf("watched or commanded with a changed image")
 	}
 }

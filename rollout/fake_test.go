@@ -43,8 +43,9 @@ type fakeDev struct {
 	mac     string
 	cmds    int
 	urls    []string
-	fetched []string // names fetched with their status
-	gate    chan struct{}
+	fetched []string      // names fetched with their status
+	gate    chan struct{} // a two-step waits on its loader until closed
+	hold    chan struct{} // the fetch waits until closed
 }
 
 // fakeFamily is an in-memory family: devices follow scripted behaviours,
@@ -69,8 +70,12 @@ type fakeFamily struct {
 	// hooks, called without the lock
 	afterPreflight func(topic string)
 	afterCommand   func(topic string)
+	afterFetch     func(topic string)
+	beforeCommand  func(topic string, n int) // n: the commands taken, this one included
 	onReport       func(Report)
+	onWatch        func(n int)
 	wg             sync.WaitGroup
+	stop           chan struct{}
 }
 
 func newFake(t testing.TB, bs ...behaviour) (*fakeFamily, []Device) {
@@ -85,7 +90,9 @@ func newFake(t testing.TB, bs ...behaviour) (*fakeFamily, []Device) {
 		f.devs[topic] = &fakeDev{topic: topic, b: b, version: v, online: true, mac: fmt.Sprintf("AA:BB:CC:00:00:%02X", i)}
 		devs = append(devs, Device{Name: fmt.Sprintf("dev%d", i), Topic: topic})
 	}
+	f.stop = make(chan struct{})
 	t.Cleanup(f.wg.Wait)
+	t.Cleanup(func() { close(f.stop) }) // first: no script waits forever on a failed test
 	return f, devs
 }
 
@@ -97,9 +104,14 @@ func (f *fakeFamily) Watch(ctx context.Context, devs []Device, fn func(Report)) 
 	f.watches++
 	q := f.queue
 	f.queue = nil
+	n := f.watches
+	onWatch := f.onWatch
 	f.mu.Unlock()
 	for _, r := range q {
 		fn(r)
+	}
+	if h := onWatch; h != nil {
+		h(n)
 	}
 	return nil
 }
@@ -123,7 +135,10 @@ func (f *fakeFamily) Preflight(ctx context.Context, d Device) (Facts, error) {
 		fc.Chip = "esp32"
 	}
 	f.mu.Unlock()
-	if h := f.afterPreflight; h != nil {
+	f.mu.Lock()
+	afterPreflight := f.afterPreflight
+	f.mu.Unlock()
+	if h := afterPreflight; h != nil {
 		h(d.Topic)
 	}
 	if fd.b == noPreflight {
@@ -185,7 +200,13 @@ func (f *fakeFamily) Command(ctx context.Context, d Device, url string) error {
 	f.mu.Unlock()
 	f.wg.Add(1)
 	go f.script(fd, url, n)
-	if h := f.afterCommand; h != nil {
+	f.mu.Lock()
+	afterCommand, beforeCommand := f.afterCommand, f.beforeCommand
+	f.mu.Unlock()
+	if h := beforeCommand; h != nil {
+		h(d.Topic, n)
+	}
+	if h := afterCommand; h != nil {
 		h(d.Topic)
 	}
 	return nil
@@ -205,7 +226,7 @@ func (f *fakeFamily) report(fd *fakeDev, k ReportKind, words, ver string) {
 		r.Facts, r.Source = facts2(ver, fd.mac), "INFO1"
 		fd.version, fd.online = ver, true
 	}
-	fn, ctx := f.fn, f.wctx
+	fn, ctx, onReport := f.fn, f.wctx, f.onReport
 	watching := fn != nil && ctx != nil && ctx.Err() == nil
 	if !watching && !f.lose {
 		f.queue = append(f.queue, r)
@@ -214,7 +235,7 @@ func (f *fakeFamily) report(fd *fakeDev, k ReportKind, words, ver string) {
 	if watching {
 		fn(r)
 	}
-	if h := f.onReport; h != nil {
+	if h := onReport; h != nil {
 		h(r)
 	}
 }
@@ -278,7 +299,12 @@ func (f *fakeFamily) script(fd *fakeDev, url string, n int) {
 		f.report(fd, ReportOnline, "", "")
 		f.report(fd, ReportBooted, "", fakeMin)
 		if fd.gate != nil {
-			<-fd.gate // the test cancels the rollout while the device sits on its loader
+			// The test cancels the rollout while the device sits on its loader.
+			select {
+			case <-fd.gate:
+			case <-f.stop:
+				return
+			}
 		}
 		s()
 		if !f.fetch(fd, url) {
@@ -292,8 +318,22 @@ func (f *fakeFamily) script(fd *fakeDev, url string, n int) {
 		f.report(fd, ReportBooted, "", fakeNew)
 		return
 	}
+	if fd.hold != nil {
+		select {
+		case <-fd.hold:
+		case <-f.stop:
+			f.fetchEnded()
+			return
+		}
+	}
 	ok := f.fetch(fd, url)
 	f.fetchEnded()
+	f.mu.Lock()
+	afterFetch := f.afterFetch
+	f.mu.Unlock()
+	if h := afterFetch; h != nil {
+		h(fd.topic)
+	}
 	if !ok {
 		f.report(fd, ReportFailed, "Failed. HTTP error: connection refused", "")
 		return

@@ -2,6 +2,7 @@ package rollout
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/ots-ota/ots-ota/upload"
@@ -88,6 +89,29 @@ type Family interface {
 	// Screen: "" when this device can take the image, else the one-line reason it is refused before any
 	// command (chip told and ≠ img.Chip; ESP8266 whose FreeKiB < image size and no "-minimal" among have).
 	Screen(f Facts, img Image, have []string) string
+}
+
+// ErrNotSent is wrapped by a Family's Command error when the command
+// surely did not leave (a URL or topic it refused, a link that stayed
+// down): the device can be left pending. Any other Command error means
+// the command may still reach the device.
+var ErrNotSent = errors.New("the command was not sent")
+
+// URLChecker is an optional Family method: CheckURL refuses, with a
+// one-line error, an image URL its devices cannot be told (the family's
+// own rules on characters or schemes). The engine calls it before it
+// publishes anything.
+type URLChecker interface {
+	CheckURL(url string) error
+}
+
+// CompanionChecker is an optional Family method: CheckCompanions refuses,
+// with a one-line error, companion files that do not fit the image
+// (image is FIRMWARE's path, companions maps each served companion's name
+// to its path; empty when none is beside it). The engine calls it before
+// it publishes anything.
+type CompanionChecker interface {
+	CheckCompanions(image string, companions map[string]string) error
 }
 
 // Image is what the engine tells a family about the image it publishes.

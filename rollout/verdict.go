@@ -37,8 +37,8 @@ type DeviceSpec struct {
 	RereadAnswered bool
 	// Resumed is when a resumed run began to observe the device again
 	// (zero: not resumed). What it told before counts; but the read is
-	// due no earlier than a reboot window after it, and a stability window
-	// starts again then.
+	// due no earlier than a reboot window after it, a stability window
+	// starts again then, and the device is never commanded again.
 	Resumed time.Time
 }
 

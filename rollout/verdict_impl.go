@@ -18,15 +18,19 @@ func (r Report) source() string {
 }
 
 // class is the failure class of a failed report: the family's, else what
-// the words suggest. A device that cannot take the image (MD5, space,
-// magic byte) would fail the same way again; anything else is taken for a
-// download that may succeed on a further command.
+// the words suggest. What another command would meet again (no space, an
+// image that does not fit or fails its checks, a file the server does not
+// have or a proxy refuses) is rejected; anything else (a connection or
+// read error, a cut download) is taken for a download that may succeed on
+// a further command. The words are the ESP updaters' (Arduino's
+// ESP8266httpUpdate and its ESP32 ports), which Tasmota passes on.
 func (r Report) class() upload.Class {
 	if r.Class != "" {
 		return r.Class
 	}
 	w := strings.ToLower(r.Words)
-	for _, k := range []string{"md5", "space", "magic", "too big", "too large", "invalid", "wrong", "size", "signature"} {
+	for _, k := range []string{"md5", "space", "does not fit", "magic", "bin header", "not found", "forbidden",
+		"wrong http code", "did not report size", "partition", "signature", "too big", "too large"} {
 		if strings.Contains(w, k) {
 			return upload.ClassRejected
 		}
@@ -141,7 +145,7 @@ func decide(spec DeviceSpec, reports []Report, now time.Time, final bool) (Verdi
 			v.Message = fmt.Sprintf("the device still runs its %s image (%s), a step of the upgrade, and its download of the new firmware failed (%s): it needs the full image installed (from its own web page, or roll out again)", w.inter.Facts.Intermediate, w.inter.Facts.Version, quoteWords(f.Words))
 			return v, true
 		}
-		if !w.restart && cls != upload.ClassRejected && tries < 1+max(spec.Retries, 0) && !final {
+		if !w.restart && cls != upload.ClassRejected && tries < 1+max(spec.Retries, 0) && spec.Resumed.IsZero() && !final {
 			return Verdict{Retry: true, Phase: upload.PhaseRetrying, Class: cls, Words: f.Words,
 				Message: fmt.Sprintf("reported a failed download (%s); commanding it again", quoteWords(f.Words))}, false
 		}
@@ -151,6 +155,8 @@ func decide(spec DeviceSpec, reports []Report, now time.Time, final bool) (Verdi
 			v.Message += "; not commanded again: it restarted since the command"
 		case cls == upload.ClassRejected:
 			v.Message += "; not commanded again: the image itself was refused"
+		case !spec.Resumed.IsZero() && tries < 1+max(spec.Retries, 0):
+			v.Message += "; not commanded again: it was in flight when the rollout was interrupted (its download may have been cut then)"
 		case tries > 1:
 			v.Message += fmt.Sprintf(" (after %d commands)", tries)
 		}

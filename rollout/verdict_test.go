@@ -92,6 +92,17 @@ func TestDecide(t *testing.T) {
 		// The normal course.
 		{"updated after the stability window", nil, happy, 81, false,
 			want{done: true, outcome: upload.OutcomeUpdated, source: "INFO1", msg: "stability window"}},
+		// Tasmota's own order on ESP8266 (docs/protocols/tasmota-mqtt.md): the
+		// link drops while the body is fetched, no Offline for the planned
+		// restart, and the UPGRADE message may be lost.
+		{"ESP8266 order", nil, []Report{rStarted(11), rOff(14), rOn(16), rSuccess(40), rOn(45), rBooted(46, newV)}, 66, false,
+			want{done: true, outcome: upload.OutcomeUpdated, source: "INFO1"}},
+		{"ESP8266 order, the success lost", nil, []Report{rStarted(11), rOff(14), rOn(16), rOn(45), rBooted(46, newV)}, 66, false,
+			want{done: true, outcome: upload.OutcomeUpdated}},
+		{"ESP8266 two-step order", nil, []Report{rStarted(11), rOff(14), rOn(16), rSuccess(40), rOn(45), rBooted(46, minV),
+			rOff(50), rOn(52), rSuccess(80), rOn(85), rBooted(86, newV)}, 106, false,
+			want{done: true, outcome: upload.OutcomeUpdated}},
+		{"success, no Offline (a clean goodbye), boot report missed: the read", nil, []Report{rStarted(11), rSuccess(40)}, 70, false, want{reread: true}},
 		{"target seen, window running", nil, happy, 70, false, want{wake: 81}},
 		{"booted before any command is no proof", nil, []Report{rBooted(5, newV)}, 80, false, want{wake: 110}},
 		{"a stale boot from before the command, at the bound: the read", nil, []Report{rBooted(9.9, newV)}, 110, false, want{reread: true}},
@@ -174,6 +185,12 @@ func TestDecide(t *testing.T) {
 			want{done: true, outcome: upload.OutcomeFailed, msg: "restarted since"}},
 		{"failed on an MD5 mismatch: not again", nil, []Report{rFailed(30, "Failed. MD5 mismatch")}, 31, false,
 			want{done: true, outcome: upload.OutcomeFailed, class: upload.ClassRejected}},
+		{"a file the server does not have: not again", nil, []Report{rFailed(30, "Failed File Not Found (404)")}, 31, false,
+			want{done: true, outcome: upload.OutcomeFailed, class: upload.ClassRejected}},
+		{"no space (after the device's own tries of -minimal): not again", nil, []Report{rFailed(30, "Failed Not Enough space")}, 31, false,
+			want{done: true, outcome: upload.OutcomeFailed, class: upload.ClassRejected}},
+		{"a cut download: again", nil, []Report{rFailed(30, "Failed Update error: Stream Read Timeout")}, 31, false,
+			want{retry: true}},
 		{"the family's class decides", nil, []Report{{Kind: ReportFailed, At: at(30), Words: "Failed 5", Class: upload.ClassRejected}}, 31, false,
 			want{done: true, outcome: upload.OutcomeFailed, class: upload.ClassRejected}},
 
@@ -196,6 +213,8 @@ func TestDecide(t *testing.T) {
 			want{done: true, outcome: upload.OutcomeUpdated}},
 		{"resumed after the bound: a reboot window before the read", func(s *DeviceSpec) { s.Resumed = at(200) }, []Report{rStarted(11)}, 205, false,
 			want{wake: 230}},
+		{"resumed: a failed download is not commanded again", func(s *DeviceSpec) { s.Resumed = at(200) }, []Report{rFailed(201, "Failed")}, 202, false,
+			want{done: true, outcome: upload.OutcomeFailed, msg: "interrupted"}},
 		{"resumed: the read", func(s *DeviceSpec) { s.Resumed = at(200) }, []Report{rStarted(11)}, 230, false, want{reread: true}},
 	}
 	for _, c := range cases {

@@ -4,7 +4,9 @@
 // uploaders (StartWeb: arduino-esp32's HTTPUpdateServer,
 // ESP8266HTTPUpdateServer, ESPEasy and ElegantOTA v3, sync and async),
 // WLED (StartWLED) and Tasmota (StartTasmota, which fetches an image by
-// URL itself, from loopback only).
+// URL itself, from loopback only), and a Tasmota that pulls its image when
+// told over MQTT (StartTasmotaMQTT, from the Tasmota MQTT facts and the
+// MQTT 3.1.1 specification, with a client of its own).
 //
 // It exists to test push against devices written independently of the
 // client and of the simulator. It is written only from the device contract

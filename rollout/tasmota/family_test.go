@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -47,7 +48,8 @@ func newFamily(t *testing.T, b *testbroker.Broker, opts Options) *Family {
 type fakeDevice struct {
 	t                *testing.T
 	c                mqtt.Client
-	cmnd, stat, tele string // topic bases, ending in "/"
+	cmnd, stat, tele string      // topic bases, ending in "/"
+	old              atomic.Bool // a build before 9.5: Status0 answers in sections
 
 	mu    sync.Mutex
 	cmds  []string // "Command payload", in order
@@ -98,19 +100,31 @@ func (d *fakeDevice) commands() []string {
 	return append([]string(nil), d.cmds...)
 }
 
-// answerStatus answers Status 0 with the split sections and Status 2 with
-// STATUS2, as Tasmota does over MQTT.
+// answerStatus answers Status0 with one STATUS0 message (Tasmota 9.5 and
+// later) or, as older builds, with the split sections; Status 0 with the
+// split sections; Status 2 with STATUS2.
 func answerStatus(d *fakeDevice, cmd, payload string) bool {
-	if !strings.EqualFold(cmd, "Status") {
-		return false
-	}
-	switch strings.TrimSpace(payload) {
-	case "0":
+	split := func() {
 		for _, sub := range []string{"STATUS", "STATUS1", "STATUS2", "STATUS3", "STATUS4", "STATUS5", "STATUS6", "STATUS7", "STATUS10", "STATUS11"} {
 			d.statPub(sub, status0Split[sub])
 		}
-	case "2":
+	}
+	switch {
+	case strings.EqualFold(cmd, "Status0") && d.old.Load():
+		split()
+	case strings.EqualFold(cmd, "Status0"):
+		var all []string
+		for _, sub := range []string{"STATUS", "STATUS1", "STATUS2", "STATUS3", "STATUS4", "STATUS5", "STATUS6", "STATUS7", "STATUS10", "STATUS11"} {
+			all = append(all, status0Split[sub])
+		}
+		// As Tasmota joins them: "}{" becomes ",".
+		d.statPub("STATUS0", strings.ReplaceAll(strings.Join(all, ""), "}{", ","))
+	case strings.EqualFold(cmd, "Status") && strings.TrimSpace(payload) == "0":
+		split()
+	case strings.EqualFold(cmd, "Status") && strings.TrimSpace(payload) == "2":
 		d.statPub("STATUS2", `{"StatusFWR":{"Version":"14.3.0(tasmota)","BuildDateTime":"2024-10-08T10:00:00","Hardware":"ESP8266EX"}}`)
+	default:
+		return false
 	}
 	return true
 }
@@ -185,6 +199,12 @@ type cmndMonitor struct {
 
 func monitor(t *testing.T, b *testbroker.Broker, filter string) *cmndMonitor {
 	t.Helper()
+	m, _ := monitorClient(t, b, filter)
+	return m
+}
+
+func monitorClient(t *testing.T, b *testbroker.Broker, filter string) (*cmndMonitor, *broker.Client) {
+	t.Helper()
 	m := &cmndMonitor{}
 	c, err := broker.Connect(ctxT(t), broker.Config{URL: b.URL(), ClientID: fmt.Sprintf("mon%d", idN.Add(1))})
 	if err != nil {
@@ -201,21 +221,56 @@ func monitor(t *testing.T, b *testbroker.Broker, filter string) *cmndMonitor {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	return m
+	return m, c
 }
 
+// seen is what the monitor got, markers left out, and how many were
+// retained.
 func (m *cmndMonitor) seen() ([]string, int) {
+	got, retained := m.seenAll()
+	return slices.DeleteFunc(got, func(s string) bool { return strings.HasPrefix(s, markerTopic+" ") }), retained
+}
+
+func (m *cmndMonitor) seenAll() ([]string, int) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return append([]string(nil), m.got...), m.retained
+}
+
+// markerTopic is where markers go (no device has this topic).
+const markerTopic = "cmnd/zz/marker"
+
+var markerN atomic.Int32
+
+// sync publishes a marker from c and waits until m saw it: the broker
+// delivers in order, so what it sent m before (retained messages at the
+// subscribe, and whatever c published before) has arrived by then. A
+// negative assertion made after it needs no sleep.
+func (m *cmndMonitor) sync(t *testing.T, c *broker.Client) {
+	t.Helper()
+	payload := fmt.Sprintf("marker %d", markerN.Add(1))
+	if err := c.Publish(ctxT(t), markerTopic, []byte(payload)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		got, _ := m.seenAll()
+		if slices.Contains(got, markerTopic+" "+payload) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the marker never came back: %q", got)
+		}
+		time.Sleep(10 * time.Millisecond) // polls a condition
+	}
 }
 
 // noRetainedCommands asserts that a client subscribing now gets no
 // retained message under cmnd/#.
 func noRetainedCommands(t *testing.T, b *testbroker.Broker) {
 	t.Helper()
-	late := monitor(t, b, "cmnd/#")
-	time.Sleep(500 * time.Millisecond) // retained messages come right after SUBACK
+	late, c := monitorClient(t, b, "cmnd/#")
+	late.sync(t, c) // retained messages come at the subscribe, before it
 	if got, _ := late.seen(); len(got) > 0 {
 		t.Fatalf("retained under cmnd/#: %q", got)
 	}
@@ -309,7 +364,7 @@ func TestUpgradeReported(t *testing.T) {
 			}
 		}
 	}
-	wantCmds := []string{"Status 0", "Backlog OtaUrl " + url + "; Upgrade 1", "Status 2", "OtaUrl http://ota.tasmota.com/tasmota/release/tasmota.bin.gz"}
+	wantCmds := []string{"Status0 0", "Backlog OtaUrl " + url + "; Upgrade 1", "Status 2", "OtaUrl http://ota.tasmota.com/tasmota/release/tasmota.bin.gz"}
 	if backlogs != 1 || !reflect.DeepEqual(cmds, wantCmds) {
 		t.Fatalf("commands %q", cmds)
 	}
@@ -373,6 +428,7 @@ func TestOwnFullTopic(t *testing.T) {
 			d.statPub("RESULT", `{"Upgrade":"Version 14.2.0 from http://h/fw.bin"}`)
 		}
 	})
+	own.old.Store(true)
 	def := startDevice(t, b, "cmnd/plug/", "stat/plug/", "tele/plug/", answerStatusOnly)
 	f := newFamily(t, b, Options{})
 	lamp := rollout.Device{Topic: "lamp", FullTopic: "home/%topic%/%prefix%/"}
@@ -397,7 +453,7 @@ func TestOwnFullTopic(t *testing.T) {
 	if c := own.commands(); len(c) != 2 || c[1] != "Backlog OtaUrl http://h/fw.bin; Upgrade 1" {
 		t.Fatalf("lamp: %q", c)
 	}
-	if c := def.commands(); len(c) != 1 || c[0] != "Status 0" {
+	if c := def.commands(); len(c) != 1 || c[0] != "Status0 0" {
 		t.Fatalf("plug: %q", c)
 	}
 }
@@ -462,7 +518,7 @@ func TestRestoreEmptySendsNothing(t *testing.T) {
 	if err := f.Command(ctxT(t), rollout.Device{Topic: "tasmotas/#"}, "http://h/fw.bin"); err == nil {
 		t.Fatal("a wildcard topic taken")
 	}
-	time.Sleep(300 * time.Millisecond)
+	mon.sync(t, f.c) // after anything the family published
 	if seen, _ := mon.seen(); len(seen) != 0 {
 		t.Fatalf("sent %q", seen)
 	}
@@ -507,5 +563,119 @@ func TestWatchAcrossBrokerRestart(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// status0All is a Status0 answer in one message, as Tasmota 9.5 and later
+// send it.
+func status0All() string {
+	var all []string
+	for _, sub := range []string{"STATUS", "STATUS1", "STATUS2", "STATUS3", "STATUS4", "STATUS5", "STATUS6", "STATUS7", "STATUS10", "STATUS11"} {
+		all = append(all, status0Split[sub])
+	}
+	return strings.ReplaceAll(strings.Join(all, ""), "}{", ",")
+}
+
+// Retained INFO1..3 (InfoRetain 1), and a retained RESULT, UPGRADE and
+// STATUS0 (anyone's), are sent again by the broker on each subscribe,
+// after a broker restart too: none is a report, and none answers a read.
+// Only the LWT is taken from a retained message.
+func TestRetainedAreNotEvents(t *testing.T) {
+	b := testbroker.Start(t, testbroker.WithPersistence(), testbroker.KeepLogs())
+	dev := startDevice(t, b, "cmnd/ret/", "stat/ret/", "tele/ret/", nil)
+	dev.pubRetained("INFO1", `{"Info1":{"Module":"Generic","Version":"14.1.0(tasmota)"}}`)
+	dev.pubRetained("INFO2", `{"Info2":{"IPAddress":"192.168.1.9"}}`)
+	dev.pubRetained("INFO3", `{"Info3":{"RestartReason":"Power On","BootCount":3}}`)
+	dev.publish("stat/ret/RESULT", `{"Upgrade":"Version 14.1.0(tasmota) from http://h/fw.bin"}`, true)
+	dev.publish("stat/ret/UPGRADE", `{"Upgrade":"Failed Wrong MD5"}`, true)
+	dev.publish("stat/ret/STATUS0", status0All(), true)
+	// A retained marker on a filter subscribed after the family's: the
+	// broker sends it, on the first subscribe and after each reconnect,
+	// only once every retained message of the family's filters was sent.
+	dev.publish("zz/marker", "retained", true)
+
+	f := newFamily(t, b, Options{})
+	d := rollout.Device{Topic: "ret"}
+	rs := newReports()
+	// "mark" only ever sends live LWTs: a report of it, in order behind
+	// whatever the messages before it made.
+	if err := f.Watch(ctxT(t), []rollout.Device{d, {Topic: "mark"}}, rs.add); err != nil {
+		t.Fatal(err)
+	}
+	p, _, err := f.target(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.ensure(ctxT(t), p, readSubs); err != nil {
+		t.Fatal(err)
+	}
+	marks := make(chan struct{}, 10)
+	if err := f.c.Subscribe(ctxT(t), "zz/marker", func(broker.Message) { marks <- struct{}{} }); err != nil {
+		t.Fatal(err)
+	}
+	awaitMark := func() {
+		t.Helper()
+		select {
+		case <-marks:
+		case <-time.After(wait):
+			t.Fatal("no retained marker")
+		}
+	}
+	// onlyLWT sends the n-th live marker and, once it is reported,
+	// asserts that the device has only LWT reports.
+	onlyLWT := func(from *fakeDevice, n int, when string) {
+		t.Helper()
+		from.publish("tele/mark/LWT", "Online", false)
+		got := rs.until(t, fmt.Sprint("marker ", n), func(rs []rollout.Report) bool {
+			c := 0
+			for _, r := range rs {
+				if r.Topic == "mark" {
+					c++
+				}
+			}
+			return c >= n
+		})
+		lwt := 0
+		for _, r := range got {
+			if r.Topic == "ret" && r.Source != "LWT" {
+				t.Fatalf("%s: a retained message made a report: %+v", when, r)
+			}
+			if r.Topic == "ret" {
+				lwt++
+			}
+		}
+		if lwt == 0 {
+			t.Fatalf("%s: not even the retained LWT was reported", when)
+		}
+	}
+	awaitMark()
+	onlyLWT(dev, 1, "at the subscribe")
+
+	// A read waiting while the broker restarts: the retained STATUS0 sent
+	// again at the resubscribe is no answer.
+	pctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	type result struct {
+		f   rollout.Facts
+		err error
+	}
+	pre := make(chan result, 1)
+	go func() {
+		fa, err := f.Preflight(pctx, d)
+		pre <- result{fa, err}
+	}()
+	for deadline := time.Now().Add(wait); !slices.Contains(dev.commands(), "Status0 0"); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the read was not sent")
+		}
+	}
+	b.Restart()
+	awaitMark() // every filter subscribed again, retained messages sent again
+	// The device comes back (its client does not reconnect by itself).
+	dev2 := startDevice(t, b, "cmnd/ret/", "stat/ret/", "tele/ret/", nil)
+	onlyLWT(dev2, 2, "after the broker restarted")
+	cancel()
+	if r := <-pre; r.err == nil {
+		t.Fatalf("a retained STATUS0 answered the read: %+v", r.f)
 	}
 }

@@ -14,9 +14,15 @@
 //     them only on its first MQTT connection after a boot, so they are
 //     the proof of a boot. The three of one boot make ONE booted report
 //     (sent when INFO3 arrives, or 3 s after INFO1 without it);
-//   - stat/<t>/STATUS, STATUS0..11: the answers to Status 0 and Status 2.
+//   - retained messages other than the LWT (INFO1..3 with InfoRetain 1,
+//     or anything someone published retained) are left out: the broker
+//     sends them again on each subscribe, long after they were said, so
+//     they are neither a boot nor an answer (Discover still counts the
+//     device as seen);
+//   - stat/<t>/STATUS0 (or STATUS, STATUS1..11 from builds before 9.5)
+//     and STATUS2: the answers to Status0 and Status 2.
 //
-// Status is never sent on the family's own: Preflight (Status 0) before
+// Status is never sent on the family's own: Preflight (Status0) before
 // the command, and Reread (Status 2) only when the engine calls it, which
 // it does only after the device's reboot window. Polling Status during an
 // upgrade can break the flash (arendst/Tasmota#21807).
@@ -292,6 +298,19 @@ func (f *Family) handle(dev, sub string, msg broker.Message) {
 	t := parseMessage(sub, msg.Payload)
 	up := strings.ToUpper(sub)
 	f.mu.Lock()
+	if msg.Retained && up != "LWT" {
+		// Only the LWT is retained on purpose. A retained INFOn
+		// (InfoRetain 1), RESULT, UPGRADE or STATUSn was said at some time
+		// before, and the broker sends it again on every (re)subscribe: it
+		// is neither an event (a boot, an outcome) nor the answer to a read.
+		// It still tells that the device exists.
+		if t.info == 1 || t.info == 2 {
+			f.seen[dev] = true
+		}
+		f.mu.Unlock()
+		f.log.Debug("retained message left out", "topic", dev, "subtopic", up)
+		return
+	}
 	for w := range f.waiters {
 		if w.dev == dev && w.subs[up] {
 			select {
@@ -519,26 +538,28 @@ func (f *Family) send(ctx context.Context, p pattern, dev, cmd, payload string) 
 
 var statusTopics = []string{"STATUS", "STATUS0", "STATUS1", "STATUS2", "STATUS4", "STATUS5", "STATUS11"}
 
-// Preflight sends Status 0 (cmnd/<t>/Status "0") and reads the answer:
-// one STATUS0 message, or the sections as STATUS, STATUS1 … STATUS11
-// (Tasmota splits Status 0 so), ended by STATUS11 or statusQuiet after
-// the firmware and parameters sections. Facts: Version (StatusFWR), Chip
+// Preflight sends Status0 (cmnd/<t>/Status0, payload "0") and reads the
+// answer: one STATUS0 message holding every section (Tasmota 9.5 and
+// later), or, from older builds, the sections as STATUS, STATUS1 …
+// STATUS11, ended by STATUS11 or statusQuiet after the firmware and
+// parameters sections. Facts: Version (StatusFWR), Chip
 // (StatusFWR.Hardware), OtaUrl as told byte for byte, Uptime, BootCount,
 // RestartReason (StatusPRM), FreeKiB (StatusMEM.Free), MAC and IP
-// (StatusNET). An error: the Status command was not sent, or no answer
-// came before ctx ended (an answer cut by ctx gives what it told).
+// (StatusNET). An error: the command was not sent, or no answer came
+// before ctx ended (an answer cut by ctx gives what it told).
 func (f *Family) Preflight(ctx context.Context, d rollout.Device) (rollout.Facts, error) {
-	return f.status(ctx, d, "0")
+	return f.status(ctx, d, "Status0", "0")
 }
 
-// Reread sends Status 2 and reads StatusFWR: Version (and so Release and
-// Intermediate) and Chip. Never while the device may be installing: the
-// engine calls it only after the device's reboot window.
+// Reread sends Status 2 (cmnd/<t>/Status, payload "2") and reads
+// StatusFWR: Version (and so Release and Intermediate) and Chip. Never
+// while the device may be installing: the engine calls it only after the
+// device's reboot window.
 func (f *Family) Reread(ctx context.Context, d rollout.Device) (rollout.Facts, error) {
-	return f.status(ctx, d, "2")
+	return f.status(ctx, d, "Status", "2")
 }
 
-func (f *Family) status(ctx context.Context, d rollout.Device, which string) (rollout.Facts, error) {
+func (f *Family) status(ctx context.Context, d rollout.Device, cmd, which string) (rollout.Facts, error) {
 	p, dev, err := f.target(d)
 	if err != nil {
 		return rollout.Facts{}, fmt.Errorf("%s: %w", label(d), err)
@@ -548,8 +569,12 @@ func (f *Family) status(ctx context.Context, d rollout.Device, which string) (ro
 	}
 	w := f.read(dev, statusTopics...)
 	defer f.unread(w)
-	if err := f.send(ctx, p, dev, "Status", which); err != nil {
-		return rollout.Facts{}, fmt.Errorf("%s: Status %s: %w", label(d), which, err)
+	what := "Status 2"
+	if which == "0" {
+		what = "Status 0"
+	}
+	if err := f.send(ctx, p, dev, cmd, which); err != nil {
+		return rollout.Facts{}, fmt.Errorf("%s: %s: %w", label(d), what, err)
 	}
 	sections := map[string]json.RawMessage{}
 	has := func(k string) bool {
@@ -584,7 +609,7 @@ func (f *Family) status(ctx context.Context, d rollout.Device, which string) (ro
 	}
 	facts, ok := statusFacts(sections)
 	if !ok {
-		return rollout.Facts{}, fmt.Errorf("%s did not answer Status %s in time (is it online, and is its MQTT topic %q?)", label(d), which, dev)
+		return rollout.Facts{}, fmt.Errorf("%s did not answer %s in time (is it online, and is its MQTT topic %q?)", label(d), what, dev)
 	}
 	return facts, nil
 }
@@ -594,7 +619,7 @@ func (f *Family) status(ctx context.Context, d rollout.Device, which string) (ro
 // wrapping broker.ErrMaybeSent: it may still arrive). The device's
 // answers come to Watch. url must be http:// or https://, with no space,
 // ";" (Backlog's separator) or "%" (Tasmota fills %d in an OtaUrl), and
-// at most 150 bytes (Tasmota cuts a longer one).
+// at most 100 bytes (Tasmota's documented limit; builds cut at 150).
 func (f *Family) Command(ctx context.Context, d rollout.Device, otaURL string) error {
 	p, dev, err := f.target(d)
 	if err != nil {
@@ -610,9 +635,9 @@ func (f *Family) Command(ctx context.Context, d rollout.Device, otaURL string) e
 	return nil
 }
 
-// maxOtaURL is the longest OtaUrl Tasmota uses whole (GetOtaUrl copies it
-// into TOPSZ 151 bytes).
-const maxOtaURL = 150
+// maxOtaURL is the longest OtaUrl told: Tasmota documents 100 characters
+// (older builds had a field of that size; newer ones cut at 150).
+const maxOtaURL = 100
 
 func checkOtaURL(s string) error {
 	u, err := url.Parse(s)
@@ -622,7 +647,7 @@ func checkOtaURL(s string) error {
 	case strings.ContainsAny(s, ";%") || strings.ContainsFunc(s, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }):
 		return errors.New("the image URL told to a Tasmota device may not hold a space, \";\" or \"%\"")
 	case len(s) > maxOtaURL:
-		return fmt.Errorf("the image URL is %d bytes long; Tasmota uses at most %d", len(s), maxOtaURL)
+		return fmt.Errorf("the image URL is %d bytes long; Tasmota takes at most %d", len(s), maxOtaURL)
 	}
 	return nil
 }

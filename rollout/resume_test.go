@@ -1,0 +1,228 @@
+package rollout
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ots-ota/ots-ota/upload"
+)
+
+// TestResumeAfterCancel interrupts a rollout at every phase, resumes it,
+// and checks that no device was commanded twice across the two runs and
+// that every device ends updated.
+func TestResumeAfterCancel(t *testing.T) {
+	plan := Plan{Canary: 1, Waves: steps("50%,100%")} // waves of 1, 2 and 1 devices
+	cases := []struct {
+		name  string
+		bs    []behaviour
+		lose  bool // reports made while nobody watches are lost
+		pause time.Duration
+		arm   func(r *rig, cancel func())
+		// run1 is what the first run must have left: outcome per device
+		// ("" = not checked); final what the resumed run ends with (nil:
+		// every device updated); source the first device's version source
+		// at the end ("" = not checked).
+		run1   []upload.Outcome
+		final  []upload.Outcome
+		source string
+		plan   *Plan
+	}{
+		{name: "after the pre-flight read", bs: []behaviour{succeed, succeed, succeed, succeed},
+			arm: func(r *rig, cancel func()) {
+				r.f.afterPreflight = func(topic string) {
+					if topic == r.devs[0].Topic {
+						cancel()
+					}
+				}
+			},
+			run1: []upload.Outcome{upload.OutcomeNotStarted, upload.OutcomeNotStarted, upload.OutcomeNotStarted, upload.OutcomeNotStarted}},
+		{name: "after commanding, fetched once the resumed run serves again", bs: []behaviour{succeed, succeed, succeed, succeed},
+			arm: func(r *rig, cancel func()) {
+				hold := make(chan struct{})
+				r.f.devs[r.devs[1].Topic].hold = hold
+				r.f.devs[r.devs[2].Topic].hold = hold
+				r.f.afterCommand = func(topic string) {
+					if topic == r.devs[1].Topic {
+						cancel()
+					}
+				}
+				r.f.onWatch = func(n int) {
+					if n == 2 {
+						close(hold)
+					}
+				}
+			},
+			run1: []upload.Outcome{"", "", "", upload.OutcomeNotStarted}},
+		{name: "after commanding, the fetch cut by the stop", bs: []behaviour{succeed, succeed, succeed, succeed},
+			plan: &Plan{Waves: steps("1,100%"), MaxFailures: upload.FailureBudget{Set: true, Percent: 100}},
+			arm: func(r *rig, cancel func()) {
+				hold := make(chan struct{})
+				r.f.devs[r.devs[0].Topic].hold = hold
+				r.f.afterCommand = func(topic string) {
+					if topic == r.devs[0].Topic {
+						cancel()
+					}
+				}
+				r.between = func() { close(hold) } // fetches while nothing serves
+			},
+			final: []upload.Outcome{upload.OutcomeFailed, upload.OutcomeUpdated, upload.OutcomeUpdated, upload.OutcomeUpdated}},
+		{name: "after the fetch, reports lost while away: the read tells", bs: []behaviour{succeed, succeed, succeed, succeed}, lose: true,
+			arm: func(r *rig, cancel func()) {
+				r.f.afterFetch = func(topic string) {
+					if topic == r.devs[0].Topic {
+						cancel()
+					}
+				}
+			},
+			run1:   []upload.Outcome{upload.OutcomeCancelled, upload.OutcomeNotStarted, upload.OutcomeNotStarted, upload.OutcomeNotStarted},
+			source: "Status 2"},
+		{name: "after success", bs: []behaviour{succeed, succeed, succeed, succeed},
+			arm: func(r *rig, cancel func()) {
+				r.f.onReport = func(rep Report) {
+					if rep.Topic == r.devs[0].Topic && rep.Kind == ReportSuccess {
+						cancel()
+					}
+				}
+			},
+			run1: []upload.Outcome{upload.OutcomeCancelled, upload.OutcomeNotStarted, upload.OutcomeNotStarted, upload.OutcomeNotStarted}},
+		{name: "after the target booted, in the stability window", bs: []behaviour{succeed, succeed, succeed, succeed},
+			arm: func(r *rig, cancel func()) {
+				r.f.onReport = func(rep Report) {
+					if rep.Topic == r.devs[0].Topic && rep.Kind == ReportBooted {
+						cancel()
+					}
+				}
+			},
+			run1: []upload.Outcome{upload.OutcomeCancelled, upload.OutcomeNotStarted, upload.OutcomeNotStarted, upload.OutcomeNotStarted}},
+		{name: "on the loader of a two-step", bs: []behaviour{twoStep, succeed, succeed, succeed},
+			arm: func(r *rig, cancel func()) {
+				gate := make(chan struct{})
+				r.f.devs[r.devs[0].Topic].gate = gate
+				r.f.onReport = func(rep Report) {
+					if rep.Topic == r.devs[0].Topic && rep.Kind == ReportBooted {
+						cancel()
+					}
+				}
+				// The loader fetches the full image only once the resumed
+				// run serves it again, at the same URL.
+				r.f.onWatch = func(n int) {
+					if n == 2 {
+						close(gate)
+					}
+				}
+			},
+			run1: []upload.Outcome{upload.OutcomeCancelled, upload.OutcomeNotStarted, upload.OutcomeNotStarted, upload.OutcomeNotStarted}},
+		{name: "in the pause between waves", bs: []behaviour{succeed, succeed, succeed, succeed}, pause: 300 * time.Millisecond,
+			arm: func(r *rig, cancel func()) {
+				r.cfg.OnWave = func(w WaveEvent) {
+					r.onWave(w)
+					if w.Index == 0 && w.State == "passed" {
+						cancel()
+					}
+				}
+			},
+			run1: []upload.Outcome{upload.OutcomeUpdated, upload.OutcomeNotStarted, upload.OutcomeNotStarted, upload.OutcomeNotStarted}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p := plan
+			if c.plan != nil {
+				p = *c.plan
+			}
+			p.WavePause = c.pause
+			r := newRig(t, p, c.bs...)
+			r.f.lose = c.lose
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			var once sync.Once
+			c.arm(r, func() { once.Do(cancel) })
+			res1 := r.run(ctx)
+			for i, w := range c.run1 {
+				if w != "" && res1[i].Outcome != w {
+					t.Errorf("run 1: %s %s (%s), want %s", res1[i].Device, res1[i].Outcome, res1[i].Message, w)
+				}
+			}
+			rec := r.cfg.State.Record()
+			if rec.Finished {
+				t.Fatalf("an interrupted rollout is marked finished")
+			}
+			for i, res := range res1 {
+				ph := rec.Devices[i].Phase
+				switch res.Outcome {
+				case upload.OutcomeCancelled:
+					if ph != PhaseCommanded || r.f.commands(r.devs[i].Topic) != 1 {
+						t.Errorf("run 1: cancelled %s is %s in the state, commanded %d times", res.Device, ph, r.f.commands(r.devs[i].Topic))
+					}
+				case upload.OutcomeNotStarted:
+					if ph != PhasePending || r.f.commands(r.devs[i].Topic) != 0 {
+						t.Errorf("run 1: not-started %s is %s in the state, commanded %d times", res.Device, ph, r.f.commands(r.devs[i].Topic))
+					}
+				}
+			}
+
+			// Let the devices go on with nobody watching, then resume.
+			if r.between != nil {
+				r.between()
+			}
+			time.Sleep(4 * r.f.step)
+			id := r.cfg.State.ID()
+			r.cfg.State.Close()
+			st, err := OpenState(filepath.Join(r.dir, "state"), "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			if st.ID() != id {
+				t.Fatalf("resumed %s, want the latest unfinished %s", st.ID(), id)
+			}
+			r.f.mu.Lock()
+			r.f.afterPreflight, r.f.afterCommand, r.f.afterFetch, r.f.onReport = nil, nil, nil, nil
+			r.f.mu.Unlock()
+			r.cfg.OnWave = r.onWave
+			r.cfg.State = st
+			res2 := r.run(context.Background())
+			for i, res := range res2 {
+				want := upload.OutcomeUpdated
+				if c.final != nil {
+					want = c.final[i]
+				}
+				if res.Outcome != want {
+					t.Errorf("run 2: %s %s (%s), want %s", res.Device, res.Outcome, res.Message, want)
+				}
+				if n := r.f.commands(r.devs[i].Topic); n != 1 {
+					t.Errorf("%s commanded %d times across the two runs", res.Device, n)
+				}
+				if res.Tries != 1 {
+					t.Errorf("%s: tries %d", res.Device, res.Tries)
+				}
+			}
+			if c.source != "" && res2[0].VersionSource != c.source {
+				t.Errorf("run 2: %s told by %q, want %q", res2[0].Device, res2[0].VersionSource, c.source)
+			}
+			if !st.Record().Finished {
+				t.Errorf("the resumed rollout did not finish")
+			}
+			// Devices commanded in either run were told one URL.
+			urls := map[string]bool{}
+			r.f.mu.Lock()
+			for _, d := range r.f.devs {
+				for _, u := range d.urls {
+					urls[u] = true
+				}
+				for _, f := range d.fetched {
+					if !strings.HasSuffix(f, " true") && c.final == nil {
+						t.Errorf("%s: fetch %s failed", d.topic, f)
+					}
+				}
+			}
+			r.f.mu.Unlock()
+			if len(urls) != 1 {
+				t.Errorf("devices were told %d URLs across the runs: %v", len(urls), urls)
+			}
+		})
+	}
+}

@@ -1,0 +1,151 @@
+package rollout
+
+import (
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ots-ota/ots-ota/upload"
+)
+
+func testMeta() Meta {
+	return Meta{Family: "tasmota", Firmware: "fw.bin", SHA256: "ab", Size: 10, Expect: "14.3.0",
+		Plan:      Plan{Canary: 1, Waves: steps("10%,100%"), MaxFailures: upload.FailureBudget{Set: true, Percent: 5}, WavePause: time.Minute},
+		ServeAddr: "192.0.2.1:8080", PublicURL: "http://u:pw@proxy.example/ota", Broker: "mqtt://alice:s3cret@broker:1883",
+		ClientID: "ots-ota-1", Devices: []Device{{Name: "a", Topic: "ta"}, {Name: "b", Topic: "tb", FullTopic: "%prefix%/%topic%/"}, {Topic: "tc"}}}
+}
+
+func TestStateLockAndResume(t *testing.T) {
+	dir := t.TempDir()
+	st, err := CreateState(dir, testMeta())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A second rollout on the same directory is refused, naming the first.
+	if _, err := CreateState(dir, testMeta()); err == nil || !strings.Contains(err.Error(), st.ID()) || strings.Contains(err.Error(), "\n") {
+		t.Errorf("second CreateState: %v, want one line naming %s", err, st.ID())
+	}
+	if _, err := OpenState(dir, st.ID()); err == nil || !strings.Contains(err.Error(), st.ID()) {
+		t.Errorf("OpenState while running: %v", err)
+	}
+	l, err := List(dir)
+	if err != nil || len(l) != 1 || !l[0].Running || l[0].Finished || l[0].Devices != 3 || l[0].Phases[PhasePending] != 3 {
+		t.Errorf("List while running = %+v, %v", l, err)
+	}
+
+	rec := st.Record()
+	if rec.Broker != "mqtt://broker:1883" || rec.Serve.PublicURL != "http://proxy.example/ota" {
+		t.Errorf("userinfo kept: broker %q public %q", rec.Broker, rec.Serve.PublicURL)
+	}
+	if !filepath.IsAbs(rec.Firmware.Path) {
+		t.Errorf("firmware path %q not absolute", rec.Firmware.Path)
+	}
+	// The canary is wave 0; the plan reads back as it was given.
+	if !rec.Devices[0].Canary || rec.Devices[0].Wave != 0 || rec.Devices[1].Wave != 1 || rec.Devices[2].Wave != 2 {
+		t.Errorf("waves in the state: %+v", rec.Devices)
+	}
+	m, err := rec.Meta()
+	if err != nil || m.Plan.Canary != 1 || len(m.Plan.Waves) != 2 || m.Plan.MaxFailures.Percent != 5 || m.Plan.WavePause != time.Minute ||
+		len(m.Devices) != 3 || m.Devices[1].FullTopic != "%prefix%/%topic%/" || m.ClientID != "ots-ota-1" {
+		t.Errorf("Meta() = %+v, %v", m, err)
+	}
+
+	// An OtaUrl with a password is not written.
+	secret := "http://admin:pw@old.example/fw.bin"
+	plain := "http://old.example/fw.bin"
+	if err := st.update(func(r *Record) {
+		r.Devices[0].Before = safeFacts(&Facts{Version: "1", OtaURL: &secret})
+		r.Devices[1].Before = safeFacts(&Facts{Version: "1", OtaURL: &plain})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(st.Path())
+	for _, s := range []string{"s3cret", "alice", "pw@", "admin"} {
+		if strings.Contains(string(b), s) {
+			t.Errorf("the state file holds %q", s)
+		}
+	}
+	if !strings.Contains(string(b), plain) {
+		t.Errorf("a plain OtaUrl was dropped")
+	}
+	if fi, _ := os.Stat(st.Path()); runtime.GOOS != "windows" && fi.Mode().Perm() != 0o600 {
+		t.Errorf("mode %v", fi.Mode().Perm())
+	}
+	if tmp, _ := filepath.Glob(filepath.Join(dir, "rollouts", "*.tmp")); len(tmp) != 0 {
+		t.Errorf("temporary files left: %v", tmp)
+	}
+
+	// Closed: resumable, as the latest unfinished.
+	st.Close()
+	if id, err := Latest(dir); err != nil || id != st.ID() {
+		t.Errorf("Latest = %q, %v", id, err)
+	}
+	st2, err := OpenState(dir, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st2.Record().Devices[1].Before == nil {
+		t.Errorf("reopened state lost the pre-flight facts")
+	}
+	if err := st2.update(func(r *Record) { r.Finished = true }); err != nil {
+		t.Fatal(err)
+	}
+	st2.Close()
+	if _, err := OpenState(dir, ""); err == nil {
+		t.Errorf("resumed with no unfinished rollout")
+	}
+	if _, err := OpenState(dir, st.ID()); err == nil || !strings.Contains(err.Error(), "finished") {
+		t.Errorf("OpenState of a finished rollout: %v", err)
+	}
+	for _, bad := range []string{"../x", "nope", "a/b"} {
+		if _, err := OpenState(dir, bad); err == nil {
+			t.Errorf("OpenState(%q) accepted", bad)
+		}
+	}
+	if r, err := Read(dir, ""); err != nil || r.ID != st.ID() || !r.Finished {
+		t.Errorf("Read = %+v, %v", r.ID, err)
+	}
+	if l, _ := List(dir); len(l) != 1 || l[0].Running || !l[0].Finished {
+		t.Errorf("List after the end = %+v", l)
+	}
+	// A damaged file is skipped by List, and named by Read.
+	os.WriteFile(filepath.Join(dir, "rollouts", "20990101-000000-ffff.json"), []byte("{"), 0o600)
+	if l, _ := List(dir); len(l) != 1 {
+		t.Errorf("List with a damaged file: %d entries", len(l))
+	}
+	if _, err := Read(dir, "20990101-000000-ffff"); err == nil || !strings.Contains(err.Error(), "damaged") {
+		t.Errorf("Read of a damaged file: %v", err)
+	}
+}
+
+func TestListEmpty(t *testing.T) {
+	l, err := List(filepath.Join(t.TempDir(), "none"))
+	if err != nil || len(l) != 0 {
+		t.Errorf("List of a missing dir = %v, %v", l, err)
+	}
+	if _, err := Latest(t.TempDir()); err == nil {
+		t.Errorf("Latest of an empty dir: no error")
+	}
+}
+
+func TestDefaultDir(t *testing.T) {
+	t.Setenv("OTS_OTA_STATE_DIR", "/somewhere")
+	if d, err := DefaultDir(); err != nil || d != "/somewhere" {
+		t.Errorf("DefaultDir with OTS_OTA_STATE_DIR = %q, %v", d, err)
+	}
+	t.Setenv("OTS_OTA_STATE_DIR", "")
+	if runtime.GOOS == "linux" {
+		t.Setenv("XDG_STATE_HOME", "/xdg")
+		if d, _ := DefaultDir(); d != "/xdg/ots-ota" {
+			t.Errorf("DefaultDir with XDG_STATE_HOME = %q", d)
+		}
+		t.Setenv("XDG_STATE_HOME", "relative")
+		t.Setenv("HOME", "/home/u")
+		if d, _ := DefaultDir(); d != "/home/u/.local/state/ots-ota" {
+			t.Errorf("DefaultDir = %q", d)
+		}
+	}
+}
