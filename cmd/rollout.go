@@ -73,9 +73,10 @@ const rolloutLong = `Rollout updates devices that fetch their image themselves, 
 already use: past one LAN, behind NAT, on networks this host is not on. It publishes
 FIRMWARE with a built-in file server under one unguessable URL, tells each device over
 the broker to fetch it, and watches what the devices report, in waves: --canary N devices
-first, then --waves steps counted cumulatively over the rest. A wave starts only when the
-one before it passed: every device of it updated (skipped ones count as passed), and
---max-failures (per wave and for the whole rollout) not exceeded. A gate that stops the
+first, then --waves steps counted cumulatively over the rest. The canary passes when none
+of its devices failed and at least one ended updated; a wave starts only when the one
+before it passed, its failures (anything but updated or skipped) within --max-failures,
+counted per wave and for the whole rollout (default: none allowed). A gate that stops the
 rollout leaves the rest not-started, and exit 1.
 
 Family tasmota: each device gets one Status 0 read, then one command, QoS 1 and never
@@ -138,7 +139,7 @@ func newRolloutCmd(a *app) *cobra.Command {
 	f.StringVar(&o.ExpectVersion, "expect-version", "", "the version devices report once they run the image (Tasmota: the digits and dots of INFO1's Version); required")
 	f.BoolVar(&o.All, "all", false, "every device the broker knows and every inventory device with an mqtt_topic")
 	f.StringVar(&o.Group, "group", "", "the devices of an inventory group")
-	f.IntVar(&o.Canary, "canary", 0, "update N devices first; the waves start only if all of them end updated")
+	f.IntVar(&o.Canary, "canary", 0, "update N devices first; the waves start only if none of them failed and one at least ended updated")
 	f.StringVar(&o.Waves, "waves", "10%,50%,100%", "after the canary, the devices updated by the end of each wave: percentages or counts, cumulative, the last 100%")
 	f.StringVar(&o.MaxFailures, "max-failures", "", "failures a wave and the whole rollout may have, N or P% (default none)")
 	f.DurationVar(&o.WavePause, "wave-pause", 0, "wait this long after a wave passed before the next starts")
