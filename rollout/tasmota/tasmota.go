@@ -28,7 +28,15 @@
 // upgrade can break the flash (arendst/Tasmota#21807).
 //
 // Every command goes to one device's own topic, at QoS 1, never retained
-// (the broker package retains nothing), never to a group topic.
+// (the broker package retains nothing), never to a group topic. QoS 1 can
+// deliver a command twice: when the link drops before the broker's
+// acknowledgement, the client resends it after the reconnect, and a broker
+// that had passed the first copy on passes the second on too (Tasmota
+// subscribes at QoS 0 and cannot tell). The device then answers twice and
+// may fetch, or even flash and restart, once more; the verdict takes the
+// second started, success or boot as the same update (a boot into the
+// target still gives updated after the stability window), and Tries counts
+// only the commands sent.
 package tasmota
 
 import (
@@ -749,15 +757,7 @@ func checkGzip(gzName, gzPath, plain, plainPath string) error {
 // may still arrive. Any other error wraps rollout.ErrNotSent: the command
 // surely did not leave (a URL or topic refused, a link that stayed down).
 // The device's answers come to Watch. url must pass CheckURL.
-//
-// A QoS 1 command can reach the device twice: when the link drops before
-// the broker's acknowledgement, the client sends it again (marked as a
-// duplicate) after the reconnect, and a broker that had already passed
-// it on passes it on again (Tasmota subscribes at QoS 0 and takes both).
-// The device then answers twice ("Version … from …"), may fetch again,
-// and may even restart twice into the same image; the verdict takes a
-// second started, success or boot as the same update, and Tries counts
-// only the commands sent here.
+// It may reach the device twice (see the package doc).
 func (f *Family) Command(ctx context.Context, d rollout.Device, otaURL string) error {
 	p, dev, err := f.target(d)
 	if err != nil {
