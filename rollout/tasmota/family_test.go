@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
+	"net"
 	"reflect"
 	"slices"
 	"strings"
@@ -33,7 +36,7 @@ var idN atomic.Int32
 // newFamily connects a broker client and returns the family over it.
 func newFamily(t *testing.T, b *testbroker.Broker, opts Options) *Family {
 	t.Helper()
-	c, err := broker.Connect(ctxT(t), broker.Config{URL: b.URL(), ClientID: fmt.Sprintf("otsota%d", idN.Add(1))})
+	c, err := broker.Connect(ctxT(t), broker.Config{URL: b.URL(), ClientID: fmt.Sprintf("otsota%d", idN.Add(1)), Logger: opts.Logger})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,6 +130,24 @@ func answerStatus(d *fakeDevice, cmd, payload string) bool {
 		return false
 	}
 	return true
+}
+
+// syncBuffer is a log destination safe for concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // reports collects a watch's reports.
@@ -307,7 +328,8 @@ func TestUpgradeReported(t *testing.T) {
 			d.statPub("RESULT", `{"OtaUrl":"`+otaURL.Load().(string)+`"}`)
 		}
 	})
-	f := newFamily(t, b, Options{})
+	var logs syncBuffer
+	f := newFamily(t, b, Options{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	d := rollout.Device{Name: "kitchen", Topic: "dev1"}
 
 	rs := newReports()
@@ -341,8 +363,18 @@ func TestUpgradeReported(t *testing.T) {
 	if boot.Topic != "dev1" || boot.Source != "INFO1" || !reflect.DeepEqual(boot.Facts, wantFacts) || boot.At.IsZero() {
 		t.Fatalf("booted: %+v", boot)
 	}
-	if got[1].Words != "Version 14.2.0(tasmota) from "+url || got[2].Words != "Successful. Restarting" {
+	if got[1].Words != "Version 14.2.0(tasmota) from http://10.0.0.2:8070/…/fw.bin" || got[2].Words != "Successful. Restarting" {
 		t.Fatalf("words: %q %q", got[1].Words, got[2].Words)
+	}
+	// The URL's token is a capability: in no report and no log line.
+	const token = "Zm9vYmFy"
+	for _, r := range got {
+		if s := fmt.Sprintf("%+v", r); strings.Contains(s, token) {
+			t.Errorf("the token in a report: %s", s)
+		}
+	}
+	if l := logs.String(); strings.Contains(l, token) || !strings.Contains(l, "commanded") {
+		t.Errorf("the token in the log, or no log: %s", l)
 	}
 
 	after, err := f.Reread(ctxT(t), d)
@@ -677,5 +709,92 @@ func TestRetainedAreNotEvents(t *testing.T) {
 	cancel()
 	if r := <-pre; r.err == nil {
 		t.Fatalf("a retained STATUS0 answered the read: %+v", r.f)
+	}
+}
+
+// muteProxy forwards TCP to the broker; once muted it drops what the
+// broker sends (its acknowledgements among them).
+type muteProxy struct {
+	addr  string
+	muted atomic.Bool
+}
+
+func startMuteProxy(t *testing.T, upstream string) *muteProxy {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	p := &muteProxy{addr: l.Addr().String()}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", upstream)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			t.Cleanup(func() { c.Close(); u.Close() })
+			go func() { _, _ = io.Copy(u, c); u.Close() }()
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 4096)
+				for {
+					n, err := u.Read(buf)
+					if n > 0 && !p.muted.Load() {
+						if _, werr := c.Write(buf[:n]); werr != nil {
+							return
+						}
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return p
+}
+
+// Command's errors tell a command that may have left (no acknowledgement
+// in time: broker.ErrMaybeSent) from one that surely did not (the link
+// down: rollout.ErrNotSent), for the engine to leave the device pending.
+func TestCommandSentOrNot(t *testing.T) {
+	b := testbroker.Start(t)
+	px := startMuteProxy(t, b.Addr())
+	c, err := broker.Connect(ctxT(t), broker.Config{URL: "mqtt://" + px.addr, ClientID: fmt.Sprintf("otsota%d", idN.Add(1))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	f := New(c, Options{})
+	d := rollout.Device{Name: "kitchen", Topic: "dev"}
+	const u = "http://10.0.0.2:8070/Zm9vYmFy/fw.bin"
+	if err := f.Command(ctxT(t), d, u); err != nil {
+		t.Fatal(err)
+	}
+	px.muted.Store(true)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	err = f.Command(ctx, d, u)
+	if !errors.Is(err, broker.ErrMaybeSent) || errors.Is(err, rollout.ErrNotSent) {
+		t.Fatalf("no acknowledgement: %v", err)
+	}
+	b.Stop()
+	for deadline := time.Now().Add(wait); c.Connected(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the link never went down")
+		}
+	}
+	ctx2, cancel2 := context.WithTimeout(context.Background(), time.Second)
+	defer cancel2()
+	err = f.Command(ctx2, d, u)
+	if !errors.Is(err, rollout.ErrNotSent) || errors.Is(err, broker.ErrMaybeSent) || strings.Contains(err.Error(), "Zm9vYmFy") ||
+		!strings.HasPrefix(err.Error(), "kitchen: ") {
+		t.Fatalf("link down: %v", err)
 	}
 }
