@@ -492,8 +492,10 @@ func startRollout(ctx context.Context, a *app, o *rolloutOptions) error {
 	if err != nil {
 		return err
 	}
-	defer client.Close()
-	family := tasmota.New(client, tasmota.Options{FullTopic: o.FullTopic, Logger: a.log})
+	// Until a state file names the session, nothing will come back for it.
+	var st *rollout.State
+	defer func() { client.end(st == nil || st.Record().Finished) }()
+	family := tasmota.New(client.Client, tasmota.Options{FullTopic: o.FullTopic, Logger: a.log})
 	devs := o.devicesOf()
 	if o.All {
 		found, err := family.Discover(ctx, o.DiscoverWait)
@@ -515,7 +517,7 @@ func startRollout(ctx context.Context, a *app, o *rolloutOptions) error {
 		return err
 	}
 	sum := sha256.Sum256(fw.Data)
-	st, err := rollout.CreateState(o.StateDir, rollout.Meta{
+	st, err = rollout.CreateState(o.StateDir, rollout.Meta{
 		Family: "tasmota", Firmware: abs, SHA256: hex.EncodeToString(sum[:]), Size: fw.Size(), Expect: o.ExpectVersion,
 		Plan: o.plan, ServeAddr: serve, PublicURL: o.PublicURL, Broker: o.Broker, ClientID: clientID, Devices: devs,
 	})
@@ -583,20 +585,46 @@ func newClientID() string {
 	return "ots-ota-" + hex.EncodeToString(b)
 }
 
+// brokerSession is the rollout's client and the config it connected
+// with: the broker keeps its session (subscriptions, queued reports) under
+// the client ID until it is forgotten.
+type brokerSession struct {
+	*broker.Client
+	cfg broker.Config
+	log interface{ Warn(string, ...any) }
+}
+
+// end closes the client; with forget, it also ends the session the
+// broker keeps (a rollout that finished, or one that never started, will
+// not come back for it: the broker would queue the fleet's reports for it
+// for ever).
+func (b *brokerSession) end(forget bool) {
+	b.Close()
+	if !forget {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), brokerTimeout)
+	defer cancel()
+	if err := broker.Forget(ctx, b.cfg); err != nil {
+		b.log.Warn("the broker keeps this rollout's MQTT session (client "+b.cfg.ClientID+"): "+err.Error(), "broker", b.cfg.URL)
+	}
+}
+
 // connectBroker makes the one bounded first connect: an unreachable
 // broker, refused credentials or a bad certificate end the run (exit 1)
 // before anything is published.
-func connectBroker(ctx context.Context, a *app, o *rolloutOptions, brokerURL, clientID string) (*broker.Client, error) {
-	cctx, cancel := context.WithTimeout(ctx, brokerTimeout)
-	defer cancel()
-	c, err := broker.Connect(cctx, broker.Config{URL: brokerURL, Username: o.MQTTUser, Password: o.password, CAFile: o.MQTTCA,
+func connectBroker(ctx context.Context, a *app, o *rolloutOptions, brokerURL, clientID string) (*brokerSession, error) {
+	cfg := broker.Config{URL: brokerURL, Username: o.MQTTUser, Password: o.password, CAFile: o.MQTTCA,
 		ClientID: clientID, Logger: a.log, OnLink: func(up bool, err error) {
 			if up {
 				a.log.Warn("the broker is back: the rollout goes on", "broker", brokerURL)
 				return
 			}
 			a.log.Warn("lost the broker: the rollout waits and reconnects", "broker", brokerURL, "err", err)
-		}})
+		}}
+	cctx, cancel := context.WithTimeout(ctx, brokerTimeout)
+	defer cancel()
+	c, err := broker.Connect(cctx, cfg)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
@@ -604,7 +632,7 @@ func connectBroker(ctx context.Context, a *app, o *rolloutOptions, brokerURL, cl
 		msg := a.secrets.Redact(err.Error())
 		return nil, withCode("broker", fmt.Errorf("%s; nothing was published or sent", msg))
 	}
-	return c, nil
+	return &brokerSession{Client: c, cfg: cfg, log: a.log}, nil
 }
 
 // rolloutImage reads FIRMWARE once and applies the inspect rules, as push
@@ -727,8 +755,8 @@ func resumeRollout(ctx context.Context, a *app, o *rolloutOptions) error {
 	if err != nil {
 		return err
 	}
-	defer client.Close()
-	family := tasmota.New(client, tasmota.Options{Logger: a.log})
+	defer func() { client.end(st.Record().Finished) }()
+	family := tasmota.New(client.Client, tasmota.Options{Logger: a.log})
 	cfg := o.engineConfig(family, st, meta.Devices, meta.Firmware)
 	cfg.Plan, cfg.Expect, cfg.PublicURL = meta.Plan, meta.Expect, meta.PublicURL
 	// The same address and port as before: devices in flight may still

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ots-ota/ots-ota/auth"
+	"github.com/ots-ota/ots-ota/broker"
 	"github.com/ots-ota/ots-ota/image"
 	"github.com/ots-ota/ots-ota/internal/testbroker"
 	"github.com/ots-ota/ots-ota/sim/tasmotamqtt"
@@ -219,6 +220,11 @@ func TestRolloutCanaryWaves(t *testing.T) {
 	if code != ExitOK || len(lines) != 2 || lines[0]["state"] != "finished" || lines[0]["waves_passed"] != float64(3) {
 		t.Errorf("status: exit %d, %v", code, lines)
 	}
+	// Finished: the broker keeps no session for it, queuing the fleet's
+	// reports for a client that never comes back.
+	if sessionKept(t, rf.url, clientIDOf(t, rf.state)) {
+		t.Error("the finished rollout's MQTT session is still kept on the broker")
+	}
 }
 
 // TestRolloutCanaryFails: a canary that rolls back stops the rollout:
@@ -399,4 +405,71 @@ func TestRolloutInventoryPublicURL(t *testing.T) {
 	if n != 1 || rf.fleet.Commands("shed_light") != 1 || rf.fleet.Commands("other") != 0 {
 		t.Errorf("%d commands under cmnd/#, shed_light took %d, other %d", n, rf.fleet.Commands("shed_light"), rf.fleet.Commands("other"))
 	}
+}
+
+// sessionKept reports whether the broker still keeps a session under
+// clientID: a QoS 1 message published now under tele/ is queued for it
+// only then, and handed over when the client connects again. It takes
+// the session over (and ends it): only for a rollout that is over.
+func sessionKept(t *testing.T, url, clientID string) bool {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	pub, err := broker.Connect(ctx, broker.Config{URL: url, ClientID: fmt.Sprintf("test-pub-%d", time.Now().UnixNano())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	if err := pub.Publish(ctx, "tele/session_probe/INFO2", []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	c, err := broker.Connect(ctx, broker.Config{URL: url, ClientID: clientID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		c.Close()
+		_ = broker.Forget(ctx, broker.Config{URL: url, ClientID: clientID})
+	}()
+	got := make(chan string, 16)
+	if err := c.Subscribe(ctx, "tele/#", func(m broker.Message) { got <- m.Topic }); err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.Publish(ctx, "tele/session_fence/INFO2", []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	kept := false
+	for {
+		select {
+		case topic := <-got:
+			switch topic {
+			case "tele/session_probe/INFO2":
+				kept = true
+			case "tele/session_fence/INFO2":
+				return kept
+			}
+		case <-ctx.Done():
+			t.Fatal("the fence never arrived")
+		}
+	}
+}
+
+// clientIDOf is the MQTT client id the rollout's state file records.
+func clientIDOf(t *testing.T, state string) string {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(state, "rollouts", "*.json"))
+	if len(files) != 1 {
+		t.Fatalf("state files %v, want one", files)
+	}
+	b, err := os.ReadFile(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec struct {
+		ClientID string `json:"client_id"`
+	}
+	if err := json.Unmarshal(b, &rec); err != nil || rec.ClientID == "" {
+		t.Fatalf("no client id in the state file: %v", err)
+	}
+	return rec.ClientID
 }
