@@ -11,7 +11,7 @@ import (
 
 // device runs one device: the read before, the command, and the watch
 // until its verdict; a device the state holds as commanded is only
-// watched.
+// watched. Any other comes holding a MaxFetches slot.
 func (e *engine) device(ctx context.Context, d *dev, resumed time.Time) {
 	d.start = time.Now()
 	spec := DeviceSpec{Expect: e.cfg.Expect, Retries: e.cfg.Retries, Bound: e.bound,
@@ -33,11 +33,16 @@ func (e *engine) device(ctx context.Context, d *dev, resumed time.Time) {
 			return
 		}
 	} else {
+		// runWave gave it a MaxFetches slot.
 		if !e.preflight(ctx, d, &spec) {
+			e.release(d)
 			return
 		}
-		if !e.acquire(ctx, d) {
-			return // not started: left pending
+		if e.stopped() != "" {
+			// A budget was exceeded during the read: not started, left
+			// pending.
+			e.release(d)
+			return
 		}
 		e.command(ctx, d, &spec)
 	}
@@ -158,12 +163,12 @@ func (e *engine) observe(ctx context.Context, d *dev, spec *DeviceSpec) {
 		last := spec.Commands[len(spec.Commands)-1]
 		hard := maxTime(last, spec.Resumed).Add(2*spec.Bound + spec.RebootWindow + spec.Stability + 2*e.cfg.ReadTimeout)
 		v, done := Decide(*spec, reps, now, !now.Before(hard))
+		if done {
+			e.finish(ctx, d, v, *spec) // counts the verdict, then gives up the slot
+			return
+		}
 		if d.holding && e.fetchOver(d, *spec, now) {
 			e.release(d)
-		}
-		if done {
-			e.finish(ctx, d, v, *spec)
-			return
 		}
 		if v.Phase != "" && v.Phase != lastPhase {
 			lastPhase = v.Phase
@@ -238,7 +243,6 @@ func phaseWords(p upload.Phase) string {
 // finish records a device's verdict, puts back the OTA URL it had where
 // it was commanded, and emits the result.
 func (e *engine) finish(ctx context.Context, d *dev, v Verdict, spec DeviceSpec) {
-	e.release(d)
 	res := e.baseResult(d)
 	res.Warnings = append(res.Warnings, d.res.Warnings...)
 	res.Outcome, res.Reason, res.Running, res.VersionSource = v.Outcome, v.Reason, v.Running, v.Source
@@ -247,6 +251,10 @@ func (e *engine) finish(ctx context.Context, d *dev, v Verdict, spec DeviceSpec)
 		res.Class = upload.ClassRejected
 	}
 	res.Duration = time.Since(d.start)
+	// Counted before the slot is given up, so that no device takes the
+	// slot and a command past a budget this verdict exceeds.
+	e.tally(d, res)
+	e.release(d)
 	if len(spec.Commands) > 0 && ctx.Err() == nil {
 		if w := e.restore(ctx, d, v); w != "" {
 			res.Warnings = append(res.Warnings, w)

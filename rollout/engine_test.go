@@ -365,3 +365,67 @@ func TestResumeRefusesAChangedImage(t *testing.T) {
 		t.Errorf("watched or commanded with a changed image")
 	}
 }
+
+// A failure budget stops the rollout inside a wave, the default single
+// wave included: devices not yet commanded when it is exceeded end
+// not-started, left pending in the state, and are never commanded.
+func TestBudgetStopsInsideAWave(t *testing.T) {
+	n := func(k int) upload.FailureBudget { return upload.FailureBudget{Set: true, N: k} }
+	cases := []struct {
+		name    string
+		plan    Plan
+		bs      []behaviour
+		decided int    // the devices before the stop, which get their verdicts
+		stopped string // a part of the not-started devices' message
+	}{
+		{"one wave, none allowed", Plan{}, []behaviour{failAlways, succeed, succeed, succeed, succeed}, 1, "wave 1 of 1: 1 of its 5 devices failed, none is allowed"},
+		{"a wave's budget", Plan{Waves: steps("1,100%"), MaxFailures: n(1)},
+			[]behaviour{succeed, failAlways, failAlways, succeed, succeed}, 3, "wave 2 of 2: 2 of its 4 devices failed"},
+		{"the rollout's budget inside a wave", Plan{Waves: steps("1,100%"), MaxFailures: n(1)},
+			[]behaviour{failAlways, failAlways, succeed, succeed}, 2, "the rollout: 2 of its 4 devices failed so far"},
+		{"a canary of two", Plan{Canary: 2, MaxFailures: n(5)}, []behaviour{failAlways, succeed, succeed}, 1, "the canary dev0 ended failed"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := newRig(t, c.plan, c.bs...)
+			r.cfg.MaxFetches, r.cfg.Retries = 1, 0
+			res := r.run(context.Background())
+			rec := r.cfg.State.Record()
+			for i, got := range res {
+				cmds := r.f.commands(r.devs[i].Topic)
+				if i < c.decided {
+					if got.Outcome == upload.OutcomeNotStarted || cmds == 0 {
+						t.Errorf("%s: %s, %d commands; want a verdict", got.Device, got.Outcome, cmds)
+					}
+					continue
+				}
+				if got.Outcome != upload.OutcomeNotStarted || cmds != 0 || !strings.Contains(got.Message, c.stopped) {
+					t.Errorf("%s: %s (%s), %d commands; want not-started naming %q", got.Device, got.Outcome, got.Message, cmds, c.stopped)
+				}
+				if d := rec.Devices[i]; d.Phase != PhasePending || len(d.Commands) != 0 {
+					t.Errorf("%s: %s with %d commands in the state, want pending", got.Device, d.Phase, len(d.Commands))
+				}
+			}
+			if !rec.Finished || !strings.Contains(rec.Stopped, c.stopped) {
+				t.Errorf("state: finished %v, stopped %q", rec.Finished, rec.Stopped)
+			}
+		})
+	}
+}
+
+// A device is read just before its command: once it holds a MaxFetches
+// slot, not when its wave starts, so the facts screened and restored are
+// fresh however long it waited.
+func TestReadOnceHoldingASlot(t *testing.T) {
+	r := newRig(t, Plan{}, succeed, succeed)
+	r.cfg.MaxFetches = 1
+	for _, res := range r.run(context.Background()) {
+		if res.Outcome != upload.OutcomeUpdated {
+			t.Errorf("%s: %s (%s)", res.Device, res.Outcome, res.Message)
+		}
+	}
+	freed, read := r.f.logged("success "+r.devs[0].Topic), r.f.logged("preflight "+r.devs[1].Topic)
+	if freed < 0 || read < freed {
+		t.Errorf("dev1 was read at %d, before dev0 gave up its slot at %d: %v", read, freed, r.f.log)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -66,6 +67,7 @@ type fakeFamily struct {
 	watches               int
 	restores              map[string][]string
 	rereads               map[string]int
+	log                   []string // "preflight|command|<report kind> <topic>", in order
 
 	// hooks, called without the lock
 	afterPreflight func(topic string)
@@ -130,6 +132,7 @@ func facts2(ver, mac string) Facts {
 func (f *fakeFamily) Preflight(ctx context.Context, d Device) (Facts, error) {
 	f.mu.Lock()
 	fd := f.devs[d.Topic]
+	f.log = append(f.log, "preflight "+d.Topic)
 	fc := facts2(fd.version, fd.mac)
 	if fd.b == wrongChip {
 		fc.Chip = "esp32"
@@ -183,6 +186,13 @@ func (f *fakeFamily) Screen(fc Facts, img Image, have []string) string {
 
 func (f *fakeFamily) ReadSource() string { return "Status 2" }
 
+// logged is where entry is in the fake's log, -1 when it is not.
+func (f *fakeFamily) logged(entry string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Index(f.log, entry)
+}
+
 func (f *fakeFamily) commands(topic string) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -194,6 +204,7 @@ func (f *fakeFamily) Command(ctx context.Context, d Device, url string) error {
 	fd := f.devs[d.Topic]
 	fd.cmds++
 	fd.urls = append(fd.urls, url)
+	f.log = append(f.log, "command "+d.Topic)
 	n := fd.cmds
 	f.inflight++
 	f.maxInflight = max(f.maxInflight, f.inflight)
@@ -216,6 +227,7 @@ func (f *fakeFamily) Command(ctx context.Context, d Device, url string) error {
 func (f *fakeFamily) report(fd *fakeDev, k ReportKind, words, ver string) {
 	r := Report{Topic: fd.topic, Kind: k, At: time.Now(), Words: words}
 	f.mu.Lock()
+	f.log = append(f.log, string(k)+" "+fd.topic)
 	switch k {
 	case ReportOffline:
 		fd.online = false
