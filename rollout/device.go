@@ -106,24 +106,35 @@ func (e *engine) release(d *dev) {
 	}
 }
 
-// fetchOver reports whether the device's fetch after its last command has
-// ended: it told a result or restarted, or its bound is over.
+// fetchOver reports whether the device is done fetching after its last
+// command: it told a failed download, or it runs (booted, or answered a
+// read) a version that is no loader, or its bound is over (twice it once
+// a loader was seen). A success keeps the slot: it may be a two-step's
+// loader, which fetches the full image after its own boot.
 func (e *engine) fetchOver(d *dev, spec DeviceSpec, now time.Time) bool {
 	if len(spec.Commands) == 0 {
 		return true
 	}
 	last := spec.Commands[len(spec.Commands)-1]
-	if !now.Before(last.Add(spec.Bound)) {
-		return true
-	}
+	bound := spec.Bound
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, r := range d.reports {
-		if !r.At.Before(last) && (r.Kind == ReportSuccess || r.Kind == ReportFailed || r.Kind == ReportBooted) {
+		if r.At.Before(last) {
+			continue
+		}
+		f := r.Facts
+		switch {
+		case r.Kind == ReportFailed:
+			return true
+		case r.Kind != ReportBooted && r.Kind != ReportStatus:
+		case f.Intermediate != "":
+			bound = 2 * spec.Bound
+		case f.Version != "":
 			return true
 		}
 	}
-	return false
+	return !now.Before(last.Add(bound))
 }
 
 // command tells the device to fetch the image. The state says commanded

@@ -2,6 +2,7 @@ package rollout
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -228,17 +229,24 @@ func TestRunVerdicts(t *testing.T) {
 	}
 }
 
+// At most MaxFetches devices are commanded and fetching at once: a
+// two-step device keeps its slot from its command to the end of its
+// second fetch, after its loader booted.
 func TestMaxFetches(t *testing.T) {
-	r := newRig(t, Plan{}, succeed, succeed, succeed, succeed, succeed, succeed, succeed)
-	r.cfg.MaxFetches = 2
-	r.f.step = 30 * time.Millisecond
-	for _, res := range r.run(context.Background()) {
-		if res.Outcome != upload.OutcomeUpdated {
-			t.Errorf("%s: %s (%s)", res.Device, res.Outcome, res.Message)
-		}
-	}
-	if r.f.maxInflight > 2 || r.f.maxInflight < 1 {
-		t.Errorf("%d devices fetching at once, --max-fetches 2", r.f.maxInflight)
+	for _, n := range []int{1, 2} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			r := newRig(t, Plan{}, twoStep, succeed, twoStep, succeed, succeed, twoStep, succeed)
+			r.cfg.MaxFetches = n
+			r.f.step = 30 * time.Millisecond
+			for _, res := range r.run(context.Background()) {
+				if res.Outcome != upload.OutcomeUpdated {
+					t.Errorf("%s: %s (%s)", res.Device, res.Outcome, res.Message)
+				}
+			}
+			if r.f.maxInflight > n || r.f.maxInflight < 1 {
+				t.Errorf("%d devices fetching at once, --max-fetches %d", r.f.maxInflight, n)
+			}
+		})
 	}
 }
 
@@ -384,6 +392,8 @@ func TestBudgetStopsInsideAWave(t *testing.T) {
 		{"the rollout's budget inside a wave", Plan{Waves: steps("1,100%"), MaxFailures: n(1)},
 			[]behaviour{failAlways, failAlways, succeed, succeed}, 2, "the rollout: 2 of its 4 devices failed so far"},
 		{"a canary of two", Plan{Canary: 2, MaxFailures: n(5)}, []behaviour{failAlways, succeed, succeed}, 1, "the canary dev0 ended failed"},
+		{"a rollback keeps its slot to its verdict", Plan{}, []behaviour{rollback, succeed, succeed}, 1, "wave 1 of 1: 1 of its 3 devices failed"},
+		{"a loader that fails", Plan{MaxFailures: n(0)}, []behaviour{loaderFails, succeed}, 1, "wave 1 of 1: 1 of its 2 devices failed"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
