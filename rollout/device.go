@@ -38,13 +38,12 @@ func (e *engine) device(ctx context.Context, d *dev, resumed time.Time) {
 			e.release(d)
 			return
 		}
-		if e.stopped() != "" {
-			// A budget was exceeded during the read: not started, left
-			// pending.
+		if e.stopped() != "" || !e.command(ctx, d, &spec) {
+			// A budget was exceeded during the read, or the state file
+			// cannot record the command: not started, left pending.
 			e.release(d)
 			return
 		}
-		e.command(ctx, d, &spec)
 	}
 	e.observe(ctx, d, &spec)
 }
@@ -137,26 +136,42 @@ func (e *engine) fetchOver(d *dev, spec DeviceSpec, now time.Time) bool {
 	return !now.Before(last.Add(bound))
 }
 
-// command tells the device to fetch the image. The state says commanded
-// before the command is published, so no run can command it twice.
-func (e *engine) command(ctx context.Context, d *dev, spec *DeviceSpec) {
+// command tells the device to fetch the image, once the state file says
+// it is commanded, so that no run can command it twice. A command the file
+// cannot record is not sent (a --resume would send it again), and the
+// rollout stops: no further command could be recorded either, and the
+// devices already commanded are still watched. false when not sent.
+func (e *engine) command(ctx context.Context, d *dev, spec *DeviceSpec) bool {
 	now := time.Now()
+	d.mu.Lock()
+	was := d.phase
+	d.mu.Unlock()
+	err := e.cfg.State.updateOr(func(r *Record) {
+		dr := &r.Devices[d.idx]
+		dr.Phase = PhaseCommanded
+		dr.Commands = append(dr.Commands, now.UTC())
+	}, func(r *Record) {
+		dr := &r.Devices[d.idx]
+		dr.Phase = was
+		dr.Commands = dr.Commands[:len(dr.Commands)-1]
+	})
+	if err != nil {
+		e.log.Warn("command not sent: the state file cannot record it", "device", d.d.label(), "err", err)
+		e.stopWith("the state file cannot record commands (" + oneLine(err) + ")")
+		return false
+	}
 	spec.Commands = append(spec.Commands, now)
 	d.mu.Lock()
 	d.phase = PhaseCommanded
 	d.commands = append(d.commands, now)
 	d.mu.Unlock()
-	e.save(func(r *Record) {
-		dr := &r.Devices[d.idx]
-		dr.Phase = PhaseCommanded
-		dr.Commands = append(dr.Commands, now.UTC())
-	})
 	e.emit(d, upload.Event{Phase: upload.PhaseConnecting, Try: len(spec.Commands), Message: "commanded"})
 	if err := e.cfg.Family.Command(ctx, d.d, e.url); err != nil && ctx.Err() == nil {
 		// It may still have reached the device: watch it all the same.
 		e.log.Warn("command not confirmed", "device", d.d.label(), "err", err)
 		d.res.Warnings = append(d.res.Warnings, "the command may not have reached the device: "+oneLine(err))
 	}
+	return true
 }
 
 // observe watches the device until its verdict.
@@ -193,7 +208,14 @@ func (e *engine) observe(ctx context.Context, d *dev, spec *DeviceSpec) {
 				e.cancelled(d)
 				return
 			}
-			e.command(ctx, d, spec)
+			if reason := e.stopped(); reason != "" || !e.command(ctx, d, spec) {
+				// The rollout stopped (a budget, or a state file that
+				// cannot record the command): its failure is its verdict.
+				v, _ := Decide(*spec, reps, now, true)
+				v.Message += "; not commanded again: the rollout stopped (" + e.stopped() + ")"
+				e.finish(ctx, d, v, *spec)
+				return
+			}
 			continue
 		case v.Reread:
 			spec.Reread = time.Now()

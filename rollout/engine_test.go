@@ -439,3 +439,69 @@ func TestReadOnceHoldingASlot(t *testing.T) {
 		t.Errorf("dev1 was read at %d, before dev0 gave up its slot at %d: %v", read, freed, r.f.log)
 	}
 }
+
+// breakState makes every later write of the rig's state file fail, as a
+// full disk or a file held open on Windows would (even for root): its
+// directory is moved away and a plain file takes its name. It returns
+// where the file is now.
+func (r *rig) breakState() string {
+	rd := filepath.Join(r.dir, "state", "rollouts")
+	if err := os.Rename(rd, rd+".away"); err != nil {
+		r.t.Fatal(err)
+	}
+	if err := os.WriteFile(rd, nil, 0o600); err != nil {
+		r.t.Fatal(err)
+	}
+	return filepath.Join(rd+".away", filepath.Base(r.cfg.State.Path()))
+}
+
+// A command goes out only once the state file says so: when the file
+// cannot record it, nothing is sent, the rollout stops, and the file on
+// disk still tells what was sent.
+func TestCommandNotSentUnrecorded(t *testing.T) {
+	t.Run("first command", func(t *testing.T) {
+		r := newRig(t, Plan{MaxFailures: upload.FailureBudget{Set: true, Percent: 100}}, succeed, succeed)
+		r.cfg.MaxFetches = 1
+		var path string
+		var once sync.Once
+		r.f.afterPreflight = func(string) { once.Do(func() { path = r.breakState() }) }
+		res := r.run(context.Background())
+		for i, got := range res {
+			if n := r.f.commands(r.devs[i].Topic); n != 0 || got.Outcome != upload.OutcomeNotStarted ||
+				!strings.Contains(got.Message, "the state file cannot record commands") || strings.Contains(got.Message, "\n") {
+				t.Errorf("%s: %d commands, %s (%s)", got.Device, n, got.Outcome, got.Message)
+			}
+		}
+		rec, err := readRecord(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range rec.Devices {
+			if d.Phase != PhasePending || len(d.Commands) != 0 {
+				t.Errorf("%s on disk: %s, %d commands", d.Topic, d.Phase, len(d.Commands))
+			}
+		}
+	})
+	t.Run("retry", func(t *testing.T) {
+		r := newRig(t, Plan{}, failThenSucceed)
+		var path string
+		var once sync.Once
+		r.f.beforeReport = func(rep Report) {
+			if rep.Kind == ReportFailed {
+				once.Do(func() { path = r.breakState() })
+			}
+		}
+		got := r.run(context.Background())[0]
+		if n := r.f.commands(r.devs[0].Topic); n != 1 || got.Outcome != upload.OutcomeFailed || got.Tries != 1 ||
+			!strings.Contains(got.Message, "not commanded again: the rollout stopped (the state file cannot record commands") {
+			t.Errorf("%d commands, %s tries %d (%s)", n, got.Outcome, got.Tries, got.Message)
+		}
+		rec, err := readRecord(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := rec.Devices[0]; len(d.Commands) != 1 {
+			t.Errorf("on disk: %s, %d commands", d.Phase, len(d.Commands))
+		}
+	})
+}

@@ -77,6 +77,7 @@ type fakeFamily struct {
 	afterFetch     func(topic string)
 	beforeCommand  func(topic string, n int) // n: the commands taken, this one included
 	onReport       func(Report)
+	beforeReport   func(Report) // before the report is delivered
 	onWatch        func(n int)
 	wg             sync.WaitGroup
 	stop           chan struct{}
@@ -239,12 +240,15 @@ func (f *fakeFamily) report(fd *fakeDev, k ReportKind, words, ver string) {
 		r.Facts, r.Source = facts2(ver, fd.mac), "INFO1"
 		fd.version, fd.online = ver, true
 	}
-	fn, ctx, onReport := f.fn, f.wctx, f.onReport
+	fn, ctx, onReport, beforeReport := f.fn, f.wctx, f.onReport, f.beforeReport
 	watching := fn != nil && ctx != nil && ctx.Err() == nil
 	if !watching && !f.lose {
 		f.queue = append(f.queue, r)
 	}
 	f.mu.Unlock()
+	if h := beforeReport; h != nil {
+		h(r)
+	}
 	if watching {
 		fn(r)
 	}
