@@ -33,13 +33,13 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/eclipse/paho.mqtt.golang/packets"
 
 	"github.com/ots-ota/ots-ota/auth"
+	"github.com/ots-ota/ots-ota/detect"
 )
 
 // Config says which broker to use and how.
@@ -398,7 +398,7 @@ func netWords(err error) string {
 	var hn x509.HostnameError
 	var dnsErr *net.DNSError
 	switch {
-	case errors.Is(err, syscall.ECONNREFUSED):
+	case detect.IsRefused(err): // Windows: WSAECONNREFUSED, not syscall.ECONNREFUSED
 		return "connection refused"
 	case errors.As(err, &ua), errors.As(err, &cve) && errors.As(cve.Err, &ua):
 		return "its certificate is signed by an authority not trusted here (give its CA file)"
@@ -410,7 +410,7 @@ func netWords(err error) string {
 		return "cannot resolve the host name"
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):
 		return "no answer in time"
-	case errors.Is(err, io.EOF), errors.Is(err, syscall.ECONNRESET):
+	case errors.Is(err, io.EOF), detect.IsReset(err):
 		return "it closed the connection (is it an MQTT listener, TLS or plain as the URL says?)"
 	case errors.As(err, &de):
 		return lastPart(de.err)

@@ -15,6 +15,7 @@ import (
 	"github.com/ots-ota/ots-ota/devinfo"
 	"github.com/ots-ota/ots-ota/discover"
 	"github.com/ots-ota/ots-ota/internal/buildinfo"
+	"github.com/ots-ota/ots-ota/rollout"
 	"github.com/ots-ota/ots-ota/sim"
 	"github.com/ots-ota/ots-ota/upload"
 )
@@ -74,6 +75,24 @@ func goodLines(t *testing.T) map[string]struct {
 		"image": {"sim-image.json", imageLine{lineHead: head("image"), File: "fw.bin", Size: 300000, Chip: "ESP32-S3", Project: "ots-fw-main",
 			Version: "1.0.1"}},
 		"image summary": {"sim-image.json", &summaryHead{lineHead: head("summary"), Command: "sim image"}},
+		"rollout progress": {"rollout.json", progressOf(upload.FleetEvent{Event: upload.Event{Time: time.Now(), Target: "plug-1",
+			Phase: upload.PhaseRebooting, Try: 1}, Addr: "tasmota_A1", Protocol: "tasmota-mqtt"})},
+		"wave": {"rollout.json", waveOf(rollout.WaveEvent{Index: 0, Of: 3, Canary: true, Devices: []string{"plug-1"}, State: "stopped",
+			Reason: "the canary plug-1 ended failed"}, time.Now())},
+		"rollout result": {"rollout.json", resultOf(upload.Result{Device: "plug-1", Addr: "tasmota_A1", Protocol: "tasmota-mqtt",
+			From: "15.4.0(tasmota)", To: "15.5.0", Running: "15.5.0(tasmota)", Outcome: upload.OutcomeUpdated, VersionSource: "INFO1",
+			Tries: 1, Duration: time.Minute, Canary: true})},
+		"rollout summary": {"rollout.json", &rolloutSummary{summaryHead: summaryHead{lineHead: head("summary"), Command: "rollout", ExitCode: 130},
+			ID: ptr("20261207-235012-ab12"), Resumed: ptr(false), Interrupted: ptr(true), Firmware: ptr("tasmota.bin"), Size: ptr(int64(600_000)),
+			Counts: map[string]int{"cancelled": 1}, Devices: []resultLine{resultOf(upload.Result{Device: "plug-1", Addr: "tasmota_A1",
+				Protocol: "tasmota-mqtt", Outcome: upload.OutcomeCancelled, Tries: 1})}}},
+		"rollout status": {"rollout-status.json", rolloutStatusLineOf(rolloutStand{sum: rollout.Summary{ID: "20261207-235012-ab12",
+			Path: "/s/rollouts/20261207-235012-ab12.json", Created: time.Now(), Updated: time.Now(), Family: "tasmota", Firmware: "/fw/tasmota.bin",
+			Expect: "15.5.0", Devices: 3, Phases: map[string]int{"done": 1, "commanded": 1, "pending": 1},
+			Outcomes: map[upload.Outcome]int{upload.OutcomeUpdated: 1}}, state: "interrupted", waves: 3, passed: 1, inFlight: []string{"plug-2"},
+			rec: rollout.Record{Firmware: rollout.FileRecord{SHA256: "ab", Size: 600_000}, Broker: "mqtt://127.0.0.1:1883"}})},
+		"rollout status summary": {"rollout-status.json", &rolloutStatusSummary{summaryHead: summaryHead{lineHead: head("summary"),
+			Command: "rollout status"}, Count: ptr(1)}},
 	}
 }
 

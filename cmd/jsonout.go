@@ -127,6 +127,10 @@ func newSummary(command string) summaryLine {
 		return &simSummary{}
 	case "demo":
 		return &demoSummary{}
+	case "rollout":
+		return &rolloutSummary{}
+	case "rollout status":
+		return &rolloutStatusSummary{}
 	}
 	return &summaryHead{}
 }

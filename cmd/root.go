@@ -289,8 +289,9 @@ func newRootCmd(a *app) *cobra.Command {
 		Long: `ots-ota is a tool for updating the firmware of ESP32 and ESP8266 devices over the network.
 Today it checks firmware files before they are sent (inspect), sends them to devices
 in parallel and checks what they run afterwards (push; espota takes espota.py's command
-line), finds devices by mDNS and the inventory (discover), tells what each device runs
-(info), and runs simulated devices on loopback that answer uploads like the real
+line), rolls firmware out in waves to Tasmota devices over their MQTT broker, past one
+LAN (rollout), finds devices by mDNS and the inventory (discover), tells what each device
+runs (info), and runs simulated devices on loopback that answer uploads like the real
 firmware (sim). Start with 'ots-ota demo'.`,
 		Version:       buildinfo.Get().Version,
 		SilenceUsage:  true,
@@ -322,6 +323,7 @@ firmware (sim). Start with 'ots-ota demo'.`,
 		newEspotaCmd(a),
 		newDiscoverCmd(a),
 		newInfoCmd(a),
+		newRolloutCmd(a),
 		newSimCmd(a),
 		newDemoCmd(a),
 		newVersionCmd(a),
@@ -330,6 +332,7 @@ firmware (sim). Start with 'ots-ota demo'.`,
 	// Subcommands are wired here too, each under its parent, so that this
 	// function is the whole command tree.
 	subcommand(root, "sim").AddCommand(newSimImageCmd(a))
+	subcommand(root, "rollout").AddCommand(newRolloutStatusCmd(a))
 	root.SetHelpCommand(newHelpCmd(a))
 	return root
 }

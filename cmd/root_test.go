@@ -20,7 +20,7 @@ func TestCommandTree(t *testing.T) {
 	for _, c := range root.Commands() {
 		names = append(names, c.Name())
 	}
-	if want := []string{"completion", "demo", "discover", "espota", "info", "inspect", "push", "sim", "version"}; !slices.Equal(names, want) {
+	if want := []string{"completion", "demo", "discover", "espota", "info", "inspect", "push", "rollout", "sim", "version"}; !slices.Equal(names, want) {
 		t.Errorf("commands %v, want %v", names, want)
 	}
 	files, err := filepath.Glob("*.go")

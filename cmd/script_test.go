@@ -99,6 +99,8 @@ func scriptParams(files []string) testscript.Params {
 				return sharedImages() != "", nil
 			case "loopback127":
 				return loopback127(), nil
+			case "mosquitto":
+				return condMosquitto()
 			case "mdns":
 				// Multicast on lo, inside a private network namespace (.ci/run).
 				return runtime.GOOS == "linux" && os.Getenv("OTS_OTA_MDNS_TESTS") == "1", nil
@@ -112,6 +114,11 @@ func scriptParams(files []string) testscript.Params {
 			"mksparse": cmdMksparse,
 			"mkflash":  cmdMkflash,
 			"httpget":  cmdHTTPGet,
+			// rollout's: a mosquitto of the script's own, and a
+			// subscriber on cmnd/# (rollout_script_test.go).
+			"mqttbroker": cmdMQTTBroker,
+			"waitmqtt":   cmdWaitMQTT,
+			"mqttcmds":   cmdMQTTCmds,
 		},
 	}
 }

@@ -11,6 +11,8 @@
 //	      protocol: http            # http, espota, form, elegantota, wled, tasmota or esphome; default: probed
 //	      web_port: 80              # the web app's port, for /api/status
 //	      auth: {env: KITCHEN_OTA_TOKEN}   # or {file: ~/.config/ots-ota/kitchen.token}
+//	      mqtt_topic: kitchen_plug  # rollout: the device's Tasmota %topic% on the broker
+//	      full_topic: "%prefix%/%topic%/"  # rollout: its FullTopic, when not the default
 //	  groups:
 //	    downstairs: [kitchen, hall]
 package inventory
@@ -45,6 +47,12 @@ type Device struct {
 	// it: push refuses an image for another chip before sending.
 	Chip string  `yaml:"chip,omitempty" json:"chip,omitempty"`
 	Auth AuthRef `yaml:"auth,omitempty" json:"auth,omitzero"`
+	// MQTTTopic is the device's topic on the user's broker (Tasmota's
+	// %topic%), for rollout; "" = not reached over MQTT by name.
+	MQTTTopic string `yaml:"mqtt_topic,omitempty" json:"mqtt_topic,omitempty"`
+	// FullTopic is the device's FullTopic pattern when it is not the
+	// family's default ("%prefix%/%topic%/" for Tasmota).
+	FullTopic string `yaml:"full_topic,omitempty" json:"full_topic,omitempty"`
 }
 
 // AuthRef says where a device's password is: an environment variable or a
@@ -117,7 +125,7 @@ func FromNode(n *yaml.Node) (*Inventory, error) {
 // Keys each level of the section may have.
 var (
 	sectionKeys = []string{"devices", "groups"}
-	deviceKeys  = []string{"name", "address", "port", "protocol", "web_port", "chip", "auth"}
+	deviceKeys  = []string{"name", "address", "port", "protocol", "web_port", "chip", "auth", "mqtt_topic", "full_topic"}
 	authKeys    = []string{"env", "file"}
 )
 
@@ -244,6 +252,7 @@ func section(doc *yaml.Node) *yaml.Node {
 func (inv *Inventory) Validate() error {
 	var errs []error
 	names := make(map[string]bool)
+	topics := make(map[string]string) // MQTT topic → the device that has it
 	for i, d := range inv.Devices {
 		where := fmt.Sprintf("device %d", i+1)
 		if d.Name != "" {
@@ -278,6 +287,21 @@ func (inv *Inventory) Validate() error {
 		if d.Auth.Env != "" && d.Auth.File != "" {
 			errs = append(errs, fmt.Errorf("%s: auth names both env and file; pick one", where))
 		}
+		if err := CheckTopic(d.MQTTTopic); d.MQTTTopic != "" && err != nil {
+			errs = append(errs, fmt.Errorf("%s: mqtt_topic %q: %v", where, d.MQTTTopic, err))
+		} else if other, ok := topics[d.MQTTTopic]; ok && d.MQTTTopic != "" {
+			// One command on that topic would reach both.
+			errs = append(errs, fmt.Errorf("%s: mqtt_topic %q is %s's too", where, d.MQTTTopic, other))
+		} else if d.MQTTTopic != "" {
+			topics[d.MQTTTopic] = d.Name
+		}
+		if d.FullTopic != "" {
+			if err := CheckFullTopic(d.FullTopic); err != nil {
+				errs = append(errs, fmt.Errorf("%s: full_topic %q: %v", where, d.FullTopic, err))
+			} else if d.MQTTTopic == "" {
+				errs = append(errs, fmt.Errorf("%s: full_topic without mqtt_topic: give the device's topic too", where))
+			}
+		}
 	}
 	for g, members := range inv.Groups {
 		if g == "" {
@@ -300,6 +324,38 @@ func (inv *Inventory) Validate() error {
 		return fmt.Errorf("%w, and 1 more problem", errs[0])
 	}
 	return fmt.Errorf("%w, and %d more problems", errs[0], len(errs)-1)
+}
+
+// CheckTopic checks a device's MQTT topic (Tasmota's %topic%): one or more
+// topic levels a device publishes under, so no wildcard, no space or
+// control character, no empty level.
+func CheckTopic(t string) error {
+	switch {
+	case t == "":
+		return errors.New("empty")
+	case strings.ContainsAny(t, "+#"):
+		return errors.New("a device's topic has no wildcard (+ or #)")
+	case strings.IndexFunc(t, func(r rune) bool { return r <= ' ' || r == 0x7f }) >= 0:
+		return errors.New("a device's topic has no space or control character")
+	case strings.HasPrefix(t, "/") || strings.HasSuffix(t, "/") || strings.Contains(t, "//"):
+		return errors.New("an empty topic level (a leading, trailing or doubled /)")
+	}
+	return nil
+}
+
+// CheckFullTopic checks what any FullTopic pattern must be: topic levels
+// with no "+" wildcard, no space or control character. Which tokens it
+// must hold is the device family's rule (rollout/tasmota checks them).
+func CheckFullTopic(p string) error {
+	switch {
+	case strings.TrimSpace(p) == "":
+		return errors.New("empty")
+	case strings.Contains(p, "+"):
+		return errors.New("a FullTopic has no + wildcard")
+	case strings.IndexFunc(p, func(r rune) bool { return r <= ' ' || r == 0x7f }) >= 0:
+		return errors.New("a FullTopic has no space or control character")
+	}
+	return nil
 }
 
 // Device returns the device named name (case-insensitive).

@@ -68,6 +68,13 @@ func TestParseErrors(t *testing.T) {
 		"bad group":             {"inventory:\n  devices:\n    - {name: a, address: x}\n  groups:\n    g: [a, b]\n", `group "g": no device named "b"`},
 		"bad port":              {"inventory:\n  devices:\n    - {name: a, address: x, port: 70000}\n", "port out of range"},
 		"not yaml":              {"inventory: [\n", "not valid YAML"},
+		"topic wildcard":        {"inventory:\n  devices:\n    - {name: a, address: x, mqtt_topic: 'plug/+'}\n", `mqtt_topic "plug/+": a device's topic has no wildcard`},
+		"topic space":           {"inventory:\n  devices:\n    - {name: a, address: x, mqtt_topic: 'my plug'}\n", "no space"},
+		"topic empty level":     {"inventory:\n  devices:\n    - {name: a, address: x, mqtt_topic: 'plug/'}\n", "empty topic level"},
+		"topic twice":           {"inventory:\n  devices:\n    - {name: a, address: x, mqtt_topic: p}\n    - {name: b, address: y, mqtt_topic: p}\n", `device "b": mqtt_topic "p" is a's too`},
+		"full topic wildcard":   {"inventory:\n  devices:\n    - {name: a, address: x, mqtt_topic: p, full_topic: '%prefix%/+/%topic%'}\n", "no + wildcard"},
+		"full topic space":      {"inventory:\n  devices:\n    - {name: a, address: x, mqtt_topic: p, full_topic: '%prefix%/a b/%topic%'}\n", "no space"},
+		"full topic alone":      {"inventory:\n  devices:\n    - {name: a, address: x, full_topic: '%prefix%/%topic%/'}\n", "full_topic without mqtt_topic"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := Parse([]byte(tc.yaml))
@@ -179,5 +186,18 @@ func TestInventoryChip(t *testing.T) {
 	}
 	if err == nil || !strings.Contains(err.Error(), `chip "esp99"`) {
 		t.Fatalf("unknown chip accepted: %v", err)
+	}
+}
+
+func TestInventoryMQTTTopic(t *testing.T) {
+	inv, err := Parse([]byte("inventory:\n  devices:\n    - {name: a, address: 10.0.0.1, mqtt_topic: site2/plug_1, full_topic: 'home/%prefix%/%topic%/'}\n    - {name: b, address: 10.0.0.2}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := inv.Devices[0]; d.MQTTTopic != "site2/plug_1" || d.FullTopic != "home/%prefix%/%topic%/" {
+		t.Fatalf("topic not read: %+v", d)
+	}
+	if d := inv.Devices[1]; d.MQTTTopic != "" || d.FullTopic != "" {
+		t.Fatalf("topic where none was written: %+v", d)
 	}
 }

@@ -11,7 +11,7 @@ import (
 
 // device runs one device: the read before, the command, and the watch
 // until its verdict; a device the state holds as commanded is only
-// watched.
+// watched. Any other comes holding a MaxFetches slot.
 func (e *engine) device(ctx context.Context, d *dev, resumed time.Time) {
 	d.start = time.Now()
 	spec := DeviceSpec{Expect: e.cfg.Expect, Retries: e.cfg.Retries, Bound: e.bound,
@@ -33,13 +33,17 @@ func (e *engine) device(ctx context.Context, d *dev, resumed time.Time) {
 			return
 		}
 	} else {
+		// runWave gave it a MaxFetches slot.
 		if !e.preflight(ctx, d, &spec) {
+			e.release(d)
 			return
 		}
-		if !e.acquire(ctx, d) {
-			return // not started: left pending
+		if e.stopped() != "" || !e.command(ctx, d, &spec) {
+			// A budget was exceeded during the read, or the state file
+			// cannot record the command: not started, left pending.
+			e.release(d)
+			return
 		}
-		e.command(ctx, d, &spec)
 	}
 	e.observe(ctx, d, &spec)
 }
@@ -101,80 +105,73 @@ func (e *engine) release(d *dev) {
 	}
 }
 
-// fetchOver reports whether the device's fetch after its last command has
-// ended: it told a failure, or booted its final image, or wrote the image
-// (unless it wrote a loader, which restarts and then fetches the image),
-// or its bound is over. A loader's boot (Intermediate) is not the end: the
-// loader fetches the image next, and keeps the slot for it.
+// fetchOver reports whether the device is done fetching after its last
+// command: it told a failed download, or it runs (booted, or answered a
+// read) a version that is no loader, or its bound is over (twice it once
+// a loader was seen). A success keeps the slot: it may be a two-step's
+// loader, which fetches the full image after its own boot.
 func (e *engine) fetchOver(d *dev, spec DeviceSpec, now time.Time) bool {
 	if len(spec.Commands) == 0 {
 		return true
 	}
 	last := spec.Commands[len(spec.Commands)-1]
+	bound := spec.Bound
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	over, inter := false, false
 	for _, r := range d.reports {
 		if r.At.Before(last) {
 			continue
 		}
-		switch r.Kind {
-		case ReportFailed:
-			over = true
-		case ReportSuccess:
-			over = !e.loaderWritten(d, last)
-		case ReportBooted:
-			over = r.Facts.Intermediate == ""
-			inter = inter || !over
+		f := r.Facts
+		switch {
+		case r.Kind == ReportFailed:
+			return true
+		case r.Kind != ReportBooted && r.Kind != ReportStatus:
+		case f.Intermediate != "":
+			bound = 2 * spec.Bound
+		case f.Version != "":
+			return true
 		}
 	}
-	bound := spec.Bound
-	if inter {
-		bound *= 2 // as the verdict allows a two-step
-	}
-	return over || !now.Before(last.Add(bound))
+	return !now.Before(last.Add(bound))
 }
 
-// loaderWritten reports whether a success after the last command may be
-// that of a loader image (Tasmota's -minimal) rather than the image: a
-// loader is published, and the device's latest fetch since the command
-// was one, or none of its fetches could be told apart (no MAC or address
-// to match). d.mu is held.
-func (e *engine) loaderWritten(d *dev, last time.Time) bool {
-	if !e.loaders {
+// command tells the device to fetch the image, once the state file says
+// it is commanded, so that no run can command it twice. A command the file
+// cannot record is not sent (a --resume would send it again), and the
+// rollout stops: no further command could be recorded either, and the
+// devices already commanded are still watched. false when not sent.
+func (e *engine) command(ctx context.Context, d *dev, spec *DeviceSpec) bool {
+	now := time.Now()
+	d.mu.Lock()
+	was := d.phase
+	d.mu.Unlock()
+	err := e.cfg.State.updateOr(func(r *Record) {
+		dr := &r.Devices[d.idx]
+		dr.Phase = PhaseCommanded
+		dr.Commands = append(dr.Commands, now.UTC())
+	}, func(r *Record) {
+		dr := &r.Devices[d.idx]
+		dr.Phase = was
+		dr.Commands = dr.Commands[:len(dr.Commands)-1]
+	})
+	if err != nil {
+		e.log.Warn("command not sent: the state file cannot record it", "device", d.d.label(), "err", err)
+		e.stopWith("the state file cannot record commands (" + oneLine(err) + ")")
 		return false
 	}
-	if d.fetchAt.Before(last) {
-		return true
-	}
-	return e.isLoader(d.fetched)
-}
-
-func (e *engine) isLoader(name string) bool {
-	l, ok := e.cfg.Family.(interface{ Loader(name string) bool })
-	return ok && l.Loader(name)
-}
-
-// command tells the device to fetch the image. The state says commanded
-// before the command is published, so no run can command it twice.
-func (e *engine) command(ctx context.Context, d *dev, spec *DeviceSpec) {
-	now := time.Now()
 	spec.Commands = append(spec.Commands, now)
 	d.mu.Lock()
 	d.phase = PhaseCommanded
 	d.commands = append(d.commands, now)
 	d.mu.Unlock()
-	e.save(func(r *Record) {
-		dr := &r.Devices[d.idx]
-		dr.Phase = PhaseCommanded
-		dr.Commands = append(dr.Commands, now.UTC())
-	})
 	e.emit(d, upload.Event{Phase: upload.PhaseConnecting, Try: len(spec.Commands), Message: "commanded"})
 	if err := e.cfg.Family.Command(ctx, d.d, e.url); err != nil && ctx.Err() == nil {
 		// It may still have reached the device: watch it all the same.
 		e.log.Warn("command not confirmed", "device", d.d.label(), "err", err)
 		d.res.Warnings = append(d.res.Warnings, "the command may not have reached the device: "+oneLine(err))
 	}
+	return true
 }
 
 // observe watches the device until its verdict.
@@ -192,12 +189,12 @@ func (e *engine) observe(ctx context.Context, d *dev, spec *DeviceSpec) {
 		last := spec.Commands[len(spec.Commands)-1]
 		hard := maxTime(last, spec.Resumed).Add(2*spec.Bound + spec.RebootWindow + spec.Stability + 2*e.cfg.ReadTimeout)
 		v, done := Decide(*spec, reps, now, !now.Before(hard))
+		if done {
+			e.finish(ctx, d, v, *spec) // counts the verdict, then gives up the slot
+			return
+		}
 		if d.holding && e.fetchOver(d, *spec, now) {
 			e.release(d)
-		}
-		if done {
-			e.finish(ctx, d, v, *spec)
-			return
 		}
 		if v.Phase != "" && v.Phase != lastPhase {
 			lastPhase = v.Phase
@@ -211,7 +208,14 @@ func (e *engine) observe(ctx context.Context, d *dev, spec *DeviceSpec) {
 				e.cancelled(d)
 				return
 			}
-			e.command(ctx, d, spec)
+			if reason := e.stopped(); reason != "" || !e.command(ctx, d, spec) {
+				// The rollout stopped (a budget, or a state file that
+				// cannot record the command): its failure is its verdict.
+				v, _ := Decide(*spec, reps, now, true)
+				v.Message += "; not commanded again: the rollout stopped (" + e.stopped() + ")"
+				e.finish(ctx, d, v, *spec)
+				return
+			}
 			continue
 		case v.Reread:
 			spec.Reread = time.Now()
@@ -272,7 +276,6 @@ func phaseWords(p upload.Phase) string {
 // finish records a device's verdict, puts back the OTA URL it had where
 // it was commanded, and emits the result.
 func (e *engine) finish(ctx context.Context, d *dev, v Verdict, spec DeviceSpec) {
-	e.release(d)
 	res := e.baseResult(d)
 	res.Warnings = append(res.Warnings, d.res.Warnings...)
 	res.Outcome, res.Reason, res.Running, res.VersionSource = v.Outcome, v.Reason, v.Running, v.Source
@@ -281,6 +284,10 @@ func (e *engine) finish(ctx context.Context, d *dev, v Verdict, spec DeviceSpec)
 		res.Class = upload.ClassRejected
 	}
 	res.Duration = time.Since(d.start)
+	// Counted before the slot is given up, so that no device takes the
+	// slot and a command past a budget this verdict exceeds.
+	e.tally(d, res)
+	e.release(d)
 	if len(spec.Commands) > 0 && ctx.Err() == nil {
 		if w := e.restore(ctx, d, v); w != "" {
 			res.Warnings = append(res.Warnings, w)

@@ -102,9 +102,18 @@ type engine struct {
 	emitM sync.Mutex
 	total int
 
-	// loaders: a companion is a loader image (the family's Loader),
-	// which a device writes, boots, and then fetches the image from.
-	loaders bool
+	// The running failure count: a wave's failures (by its index in the
+	// state) and the rollout's, updated as each verdict lands, so that a
+	// budget stops the rollout inside a wave, not only after it. stop is
+	// the first gate exceeded (it stays exceeded: the sizes are fixed);
+	// devices not yet commanded then end not-started.
+	gateM    sync.Mutex
+	waveFail map[int]int
+	allFail  int
+	stop     string
+	wavePos  map[int]int // state wave index → position among waves()
+	waveSize map[int]int
+	nWaves   int
 }
 
 // dev is one device's run.
@@ -124,10 +133,6 @@ type dev struct {
 	withheld bool   // the state dropped its OtaURL (it held userinfo)
 
 	holding bool // holds a MaxFetches slot
-	// fetched is the served name of the device's latest fetch told apart
-	// (by its MAC or address), fetchAt when it ended; under mu.
-	fetched string
-	fetchAt time.Time
 	start   time.Time
 	res     upload.Result
 	done    bool // has its result for this run (cancelled included)
@@ -188,6 +193,11 @@ func newEngine(cfg Config) (*engine, error) {
 		}
 	}
 	e.total = len(e.devs)
+	e.waveFail, e.wavePos, e.waveSize = map[int]int{}, map[int]int{}, map[int]int{}
+	for i, w := range e.waves() {
+		e.wavePos[w[0].wave], e.waveSize[w[0].wave] = i, len(w)
+		e.nWaves++
+	}
 	e.fetch = make(chan struct{}, cfg.MaxFetches)
 	e.pre = make(chan struct{}, preflightParallel)
 	if err := e.image(); err != nil {
@@ -220,7 +230,6 @@ func (e *engine) image() error {
 		if st, err := os.Stat(cp); err == nil && st.Mode().IsRegular() {
 			e.files[c] = cp
 			e.have = append(e.have, c)
-			e.loaders = e.loaders || e.isLoader(c)
 		}
 	}
 	e.bound = e.cfg.Timeout
@@ -268,13 +277,24 @@ func (e *engine) publish() (*fileserve.Server, error) {
 			sc.Advertise = netip.IPv4Unspecified().Next()
 		}
 	}
+	if err := e.checkFamily(e.url); err != nil {
+		return nil, err
+	}
 	sc.OnFetch = e.onFetch
 	srv, err := fileserve.Start(sc)
 	if err != nil {
 		return nil, err
 	}
 	if e.url == "" {
+		// The URL is known once the server is bound: checked before any
+		// device is told it.
 		e.url = srv.URL(e.img.Name)
+		if c, ok := e.cfg.Family.(URLChecker); ok {
+			if err := c.CheckURL(e.url); err != nil {
+				srv.Close()
+				return nil, err
+			}
+		}
 	}
 	err = e.cfg.State.update(func(r *Record) {
 		r.Serve.Token = tok
@@ -288,6 +308,26 @@ func (e *engine) publish() (*fileserve.Server, error) {
 		return nil, err
 	}
 	return srv, nil
+}
+
+// checkFamily asks the family's optional checks about the companions and,
+// when known before the server binds (u != ""), the URL.
+func (e *engine) checkFamily(u string) error {
+	if c, ok := e.cfg.Family.(CompanionChecker); ok {
+		comp := map[string]string{}
+		for name, p := range e.files {
+			if name != e.img.Name {
+				comp[name] = p
+			}
+		}
+		if err := c.CheckCompanions(e.cfg.ImagePath, comp); err != nil {
+			return err
+		}
+	}
+	if c, ok := e.cfg.Family.(URLChecker); ok && u != "" {
+		return c.CheckURL(u)
+	}
+	return nil
 }
 
 func (e *engine) run(ctx context.Context) ([]upload.Result, error) {
@@ -312,6 +352,7 @@ func (e *engine) run(ctx context.Context) ([]upload.Result, error) {
 		}
 		if r.Phase == PhaseDone && r.Result != nil {
 			d.res, d.done = *r.Result, true
+			e.tally(d, d.res)
 			e.emitDone(d)
 		}
 	}
@@ -327,9 +368,9 @@ func (e *engine) run(ctx context.Context) ([]upload.Result, error) {
 	}
 
 	waves := e.waves()
-	stopped := ""
-	if e.rec.Stopped != "" {
-		stopped = e.rec.Stopped
+	stopped := e.rec.Stopped
+	if stopped == "" {
+		stopped = e.stopped()
 	}
 	for wi, w := range waves {
 		if stopped != "" || ctx.Err() != nil {
@@ -343,18 +384,7 @@ func (e *engine) run(ctx context.Context) ([]upload.Result, error) {
 		if pending {
 			ev.State = "started"
 			e.wave(ev)
-			var wg sync.WaitGroup
-			for _, d := range w {
-				if d.done {
-					continue
-				}
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					e.device(ctx, d, resumed)
-				}()
-			}
-			wg.Wait()
+			e.runWave(ctx, w, resumed)
 		}
 		if ctx.Err() != nil {
 			break
@@ -368,7 +398,11 @@ func (e *engine) run(ctx context.Context) ([]upload.Result, error) {
 				all = append(all, d.res)
 			}
 		}
-		if reason := e.cfg.Plan.Gate(ev.Canary, wi, len(waves), wr, all, e.total); reason != "" {
+		reason := e.stopped() // a budget exceeded inside the wave
+		if reason == "" {
+			reason = e.cfg.Plan.Gate(ev.Canary, wi, len(waves), wr, all, e.total)
+		}
+		if reason != "" {
 			stopped = reason
 			ev.State, ev.Reason = "stopped", reason
 		} else {
@@ -413,6 +447,46 @@ func (e *engine) run(ctx context.Context) ([]upload.Result, error) {
 		out = append(out, e.byTop[d.Topic].res)
 	}
 	return out, nil
+}
+
+// runWave runs the devices of a wave not done yet. Devices a resumed run
+// holds as in flight are watched at once. The others go in the wave's
+// order, each once it holds a MaxFetches slot: its read comes just before
+// its command, and none starts once a failure budget is exceeded (left
+// pending).
+func (e *engine) runWave(ctx context.Context, w []*dev, resumed time.Time) {
+	var wg sync.WaitGroup
+	start := func(d *dev) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e.device(ctx, d, resumed)
+		}()
+	}
+	var fresh []*dev
+	for _, d := range w {
+		d.mu.Lock()
+		inFlight := d.phase == PhaseCommanded
+		d.mu.Unlock()
+		switch {
+		case d.done:
+		case inFlight:
+			start(d)
+		default:
+			fresh = append(fresh, d)
+		}
+	}
+	for _, d := range fresh {
+		if !e.acquire(ctx, d) {
+			break // interrupted: the rest not started
+		}
+		if e.stopped() != "" {
+			e.release(d)
+			break
+		}
+		start(d)
+	}
+	wg.Wait()
 }
 
 // waves groups the devices by the wave the state file gave them.
@@ -496,6 +570,42 @@ func (e *engine) save(fn func(*Record)) {
 
 func ptr[T any](v T) *T { return &v }
 
+// tally counts a device's verdict against the failure budgets, and stops
+// the rollout once one is exceeded (a canary: at its first failure).
+func (e *engine) tally(d *dev, res upload.Result) {
+	if !failed(res.Outcome) || res.Outcome == upload.OutcomeNotStarted || res.Outcome == upload.OutcomeCancelled {
+		return
+	}
+	e.gateM.Lock()
+	defer e.gateM.Unlock()
+	e.waveFail[d.wave]++
+	e.allFail++
+	if e.stop != "" {
+		return
+	}
+	if d.canary {
+		e.stop = fmt.Sprintf("the canary %s ended %s", res.Device, res.OutcomeText())
+		return
+	}
+	e.stop = e.cfg.Plan.over(e.wavePos[d.wave], e.nWaves, e.waveFail[d.wave], e.waveSize[d.wave], e.allFail, e.total)
+}
+
+// stopped is the gate that stopped the rollout so far, "" none.
+func (e *engine) stopped() string {
+	e.gateM.Lock()
+	defer e.gateM.Unlock()
+	return e.stop
+}
+
+// stopWith stops the rollout for reason, unless a gate already did.
+func (e *engine) stopWith(reason string) {
+	e.gateM.Lock()
+	defer e.gateM.Unlock()
+	if e.stop == "" {
+		e.stop = reason
+	}
+}
+
 // onReport receives the family's reports, from its goroutine.
 func (e *engine) onReport(r Report) {
 	d := e.byTop[r.Topic]
@@ -556,9 +666,6 @@ func (e *engine) onFetch(f fileserve.Fetch) {
 			continue
 		}
 		if f.MAC != "" && strings.EqualFold(b.MAC, f.MAC) || f.MAC == "" && host != "" && b.IP == host {
-			d.mu.Lock()
-			d.fetched, d.fetchAt = f.Name, time.Now()
-			d.mu.Unlock()
 			msg := "fetched " + f.Name
 			if f.Bytes < f.Length {
 				msg = "fetch of " + f.Name + " cut"

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -27,6 +28,7 @@ const (
 	noPreflight               // never answers
 	current                   // already runs the target
 	wrongChip                 // tells another chip than the image's
+	loaderFails               // a two-step whose loader fails to fetch the full image
 )
 
 const (
@@ -44,6 +46,7 @@ type fakeDev struct {
 	cmds    int
 	urls    []string
 	fetched []string      // names fetched with their status
+	busy    bool          // commanded, or fetching, until its upgrade's last fetch ended
 	gate    chan struct{} // a two-step waits on its loader until closed
 	hold    chan struct{} // the fetch waits until closed
 }
@@ -62,10 +65,11 @@ type fakeFamily struct {
 	queue []Report
 	lose  bool
 
-	inflight, maxInflight int // commanded, no success/failed/boot yet
+	inflight, maxInflight int // devices busy: from a command, or any fetch, to the end of the upgrade's last fetch
 	watches               int
 	restores              map[string][]string
 	rereads               map[string]int
+	log                   []string // "preflight|command|<report kind> <topic>", in order
 
 	// hooks, called without the lock
 	afterPreflight func(topic string)
@@ -73,6 +77,7 @@ type fakeFamily struct {
 	afterFetch     func(topic string)
 	beforeCommand  func(topic string, n int) // n: the commands taken, this one included
 	onReport       func(Report)
+	beforeReport   func(Report) // before the report is delivered
 	onWatch        func(n int)
 	wg             sync.WaitGroup
 	stop           chan struct{}
@@ -130,6 +135,7 @@ func facts2(ver, mac string) Facts {
 func (f *fakeFamily) Preflight(ctx context.Context, d Device) (Facts, error) {
 	f.mu.Lock()
 	fd := f.devs[d.Topic]
+	f.log = append(f.log, "preflight "+d.Topic)
 	fc := facts2(fd.version, fd.mac)
 	if fd.b == wrongChip {
 		fc.Chip = "esp32"
@@ -183,6 +189,13 @@ func (f *fakeFamily) Screen(fc Facts, img Image, have []string) string {
 
 func (f *fakeFamily) ReadSource() string { return "Status 2" }
 
+// logged is where entry is in the fake's log, -1 when it is not.
+func (f *fakeFamily) logged(entry string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Index(f.log, entry)
+}
+
 func (f *fakeFamily) commands(topic string) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -194,9 +207,9 @@ func (f *fakeFamily) Command(ctx context.Context, d Device, url string) error {
 	fd := f.devs[d.Topic]
 	fd.cmds++
 	fd.urls = append(fd.urls, url)
+	f.log = append(f.log, "command "+d.Topic)
 	n := fd.cmds
-	f.inflight++
-	f.maxInflight = max(f.maxInflight, f.inflight)
+	f.busyLocked(fd)
 	f.mu.Unlock()
 	f.wg.Add(1)
 	go f.script(fd, url, n)
@@ -216,6 +229,7 @@ func (f *fakeFamily) Command(ctx context.Context, d Device, url string) error {
 func (f *fakeFamily) report(fd *fakeDev, k ReportKind, words, ver string) {
 	r := Report{Topic: fd.topic, Kind: k, At: time.Now(), Words: words}
 	f.mu.Lock()
+	f.log = append(f.log, string(k)+" "+fd.topic)
 	switch k {
 	case ReportOffline:
 		fd.online = false
@@ -226,12 +240,15 @@ func (f *fakeFamily) report(fd *fakeDev, k ReportKind, words, ver string) {
 		r.Facts, r.Source = facts2(ver, fd.mac), "INFO1"
 		fd.version, fd.online = ver, true
 	}
-	fn, ctx, onReport := f.fn, f.wctx, f.onReport
+	fn, ctx, onReport, beforeReport := f.fn, f.wctx, f.onReport, f.beforeReport
 	watching := fn != nil && ctx != nil && ctx.Err() == nil
 	if !watching && !f.lose {
 		f.queue = append(f.queue, r)
 	}
 	f.mu.Unlock()
+	if h := beforeReport; h != nil {
+		h(r)
+	}
 	if watching {
 		fn(r)
 	}
@@ -240,14 +257,30 @@ func (f *fakeFamily) report(fd *fakeDev, k ReportKind, words, ver string) {
 	}
 }
 
-func (f *fakeFamily) fetchEnded() {
+// busyLocked counts fd among the devices busy fetching, once.
+func (f *fakeFamily) busyLocked(fd *fakeDev) {
+	if !fd.busy {
+		fd.busy = true
+		f.inflight++
+		f.maxInflight = max(f.maxInflight, f.inflight)
+	}
+}
+
+// fetchEnded: fd's upgrade fetches nothing more.
+func (f *fakeFamily) fetchEnded(fd *fakeDev) {
 	f.mu.Lock()
-	f.inflight--
+	if fd.busy {
+		fd.busy = false
+		f.inflight--
+	}
 	f.mu.Unlock()
 }
 
 // fetch gets url as an ESP8266 updater would; true on the whole file.
 func (f *fakeFamily) fetch(fd *fakeDev, url string) bool {
+	f.mu.Lock()
+	f.busyLocked(fd) // every fetch counts, whatever commanded it
+	f.mu.Unlock()
 	req, _ := http.NewRequest("GET", url, nil)
 	req.Header.Set("x-ESP8266-STA-MAC", fd.mac)
 	c := &http.Client{Timeout: 5 * time.Second}
@@ -271,28 +304,28 @@ func (f *fakeFamily) script(fd *fakeDev, url string, n int) {
 	f.report(fd, ReportStarted, "Version 14.3.0 from "+url, "")
 	switch b := fd.b; {
 	case b == hang:
-		f.fetchEnded()
+		f.fetchEnded(fd)
 		return
 	case b == failAlways || b == failThenSucceed && n == 1:
 		s()
-		f.fetchEnded()
+		f.fetchEnded(fd)
 		f.report(fd, ReportFailed, "Failed. HTTP error: connection lost", "")
 		return
 	case b == silentUpdate:
 		f.fetch(fd, url)
-		f.fetchEnded()
+		f.fetchEnded(fd)
 		f.mu.Lock()
 		fd.version = fakeNew
 		f.mu.Unlock()
 		return
-	case b == twoStep:
+	case b == twoStep || b == loaderFails:
 		min := strings.TrimSuffix(url, ".bin") + "-minimal.bin"
 		if !f.fetch(fd, min) {
-			f.fetchEnded()
+			f.fetchEnded(fd)
 			f.report(fd, ReportFailed, "Failed. HTTP error: 404", "")
 			return
 		}
-		f.fetchEnded()
+		// Still busy: the loader fetches the full image after its boot.
 		f.report(fd, ReportSuccess, "Successful. Restarting", "")
 		f.report(fd, ReportOffline, "", "")
 		s()
@@ -307,7 +340,9 @@ func (f *fakeFamily) script(fd *fakeDev, url string, n int) {
 			}
 		}
 		s()
-		if !f.fetch(fd, url) {
+		ok := b == twoStep && f.fetch(fd, url)
+		f.fetchEnded(fd)
+		if !ok {
 			f.report(fd, ReportFailed, "Failed. HTTP error: connection refused", "")
 			return
 		}
@@ -322,12 +357,12 @@ func (f *fakeFamily) script(fd *fakeDev, url string, n int) {
 		select {
 		case <-fd.hold:
 		case <-f.stop:
-			f.fetchEnded()
+			f.fetchEnded(fd)
 			return
 		}
 	}
 	ok := f.fetch(fd, url)
-	f.fetchEnded()
+	f.fetchEnded(fd)
 	f.mu.Lock()
 	afterFetch := f.afterFetch
 	f.mu.Unlock()

@@ -2,6 +2,7 @@ package rollout
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/ots-ota/ots-ota/upload"
@@ -92,10 +93,32 @@ type Family interface {
 
 // A Family may also have these methods, which the engine then uses:
 //   - Protocol() upload.Protocol: the results' protocol label (else Name);
-//   - ReadSource() string: Result.VersionSource of a verdict from Reread;
-//   - Loader(name string) bool: the served companion is a loader image
-//     (Tasmota's -minimal), which a device writes, boots, and then fetches
-//     the image from: it keeps its --max-fetches slot until its final boot.
+//   - ReadSource() string: Result.VersionSource of a verdict from Reread.
+//
+// (A device keeps its --max-fetches slot through a loader's boot: fetchOver.)
+
+// ErrNotSent is wrapped by a Family's Command error when the command
+// surely did not leave (a URL or topic it refused, a link that stayed
+// down): the device can be left pending. Any other Command error means
+// the command may still reach the device.
+var ErrNotSent = errors.New("the command was not sent")
+
+// URLChecker is an optional Family method: CheckURL refuses, with a
+// one-line error, an image URL its devices cannot be told (the family's
+// own rules on characters or schemes). The engine calls it before it
+// publishes anything.
+type URLChecker interface {
+	CheckURL(url string) error
+}
+
+// CompanionChecker is an optional Family method: CheckCompanions refuses,
+// with a one-line error, companion files that do not fit the image
+// (image is FIRMWARE's path, companions maps each served companion's name
+// to its path; empty when none is beside it). The engine calls it before
+// it publishes anything.
+type CompanionChecker interface {
+	CheckCompanions(image string, companions map[string]string) error
+}
 
 // Image is what the engine tells a family about the image it publishes.
 type Image struct {

@@ -339,6 +339,20 @@ func (s *State) update(fn func(*Record)) error {
 	return s.saveLocked()
 }
 
+// updateOr is update, but when the write fails undo takes the change
+// back (under the same lock, so that no other write records it): for a
+// change that must be on disk before it happens, or not at all.
+func (s *State) updateOr(fn, undo func(*Record)) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fn(&s.rec)
+	err := s.saveLocked()
+	if err != nil {
+		undo(&s.rec)
+	}
+	return err
+}
+
 func (s *State) saveLocked() error {
 	s.rec.Updated = time.Now().UTC()
 	b, err := json.MarshalIndent(s.rec, "", "  ")

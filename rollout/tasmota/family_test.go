@@ -4,7 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
+	"net"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -32,7 +36,7 @@ var idN atomic.Int32
 // newFamily connects a broker client and returns the family over it.
 func newFamily(t *testing.T, b *testbroker.Broker, opts Options) *Family {
 	t.Helper()
-	c, err := broker.Connect(ctxT(t), broker.Config{URL: b.URL(), ClientID: fmt.Sprintf("otsota%d", idN.Add(1))})
+	c, err := broker.Connect(ctxT(t), broker.Config{URL: b.URL(), ClientID: fmt.Sprintf("otsota%d", idN.Add(1)), Logger: opts.Logger})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,6 +132,24 @@ func answerStatus(d *fakeDevice, cmd, payload string) bool {
 	return true
 }
 
+// syncBuffer is a log destination safe for concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
 // reports collects a watch's reports.
 type reports struct {
 	mu  sync.Mutex
@@ -198,6 +220,12 @@ type cmndMonitor struct {
 
 func monitor(t *testing.T, b *testbroker.Broker, filter string) *cmndMonitor {
 	t.Helper()
+	m, _ := monitorClient(t, b, filter)
+	return m
+}
+
+func monitorClient(t *testing.T, b *testbroker.Broker, filter string) (*cmndMonitor, *broker.Client) {
+	t.Helper()
 	m := &cmndMonitor{}
 	c, err := broker.Connect(ctxT(t), broker.Config{URL: b.URL(), ClientID: fmt.Sprintf("mon%d", idN.Add(1))})
 	if err != nil {
@@ -214,21 +242,56 @@ func monitor(t *testing.T, b *testbroker.Broker, filter string) *cmndMonitor {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	return m
+	return m, c
 }
 
+// seen is what the monitor got, markers left out, and how many were
+// retained.
 func (m *cmndMonitor) seen() ([]string, int) {
+	got, retained := m.seenAll()
+	return slices.DeleteFunc(got, func(s string) bool { return strings.HasPrefix(s, markerTopic+" ") }), retained
+}
+
+func (m *cmndMonitor) seenAll() ([]string, int) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return append([]string(nil), m.got...), m.retained
+}
+
+// markerTopic is where markers go (no device has this topic).
+const markerTopic = "cmnd/zz/marker"
+
+var markerN atomic.Int32
+
+// sync publishes a marker from c and waits until m saw it: the broker
+// delivers in order, so what it sent m before (retained messages at the
+// subscribe, and whatever c published before) has arrived by then. A
+// negative assertion made after it needs no sleep.
+func (m *cmndMonitor) sync(t *testing.T, c *broker.Client) {
+	t.Helper()
+	payload := fmt.Sprintf("marker %d", markerN.Add(1))
+	if err := c.Publish(ctxT(t), markerTopic, []byte(payload)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		got, _ := m.seenAll()
+		if slices.Contains(got, markerTopic+" "+payload) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the marker never came back: %q", got)
+		}
+		time.Sleep(10 * time.Millisecond) // polls a condition
+	}
 }
 
 // noRetainedCommands asserts that a client subscribing now gets no
 // retained message under cmnd/#.
 func noRetainedCommands(t *testing.T, b *testbroker.Broker) {
 	t.Helper()
-	late := monitor(t, b, "cmnd/#")
-	time.Sleep(500 * time.Millisecond) // retained messages come right after SUBACK
+	late, c := monitorClient(t, b, "cmnd/#")
+	late.sync(t, c) // retained messages come at the subscribe, before it
 	if got, _ := late.seen(); len(got) > 0 {
 		t.Fatalf("retained under cmnd/#: %q", got)
 	}
@@ -265,7 +328,8 @@ func TestUpgradeReported(t *testing.T) {
 			d.statPub("RESULT", `{"OtaUrl":"`+otaURL.Load().(string)+`"}`)
 		}
 	})
-	f := newFamily(t, b, Options{})
+	var logs syncBuffer
+	f := newFamily(t, b, Options{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	d := rollout.Device{Name: "kitchen", Topic: "dev1"}
 
 	rs := newReports()
@@ -299,8 +363,18 @@ func TestUpgradeReported(t *testing.T) {
 	if boot.Topic != "dev1" || boot.Source != "INFO1" || !reflect.DeepEqual(boot.Facts, wantFacts) || boot.At.IsZero() {
 		t.Fatalf("booted: %+v", boot)
 	}
-	if got[1].Words != "Version 14.2.0(tasmota) from "+url || got[2].Words != "Successful. Restarting" {
+	if got[1].Words != "Version 14.2.0(tasmota) from http://10.0.0.2:8070/…/fw.bin" || got[2].Words != "Successful. Restarting" {
 		t.Fatalf("words: %q %q", got[1].Words, got[2].Words)
+	}
+	// The URL's token is a capability: in no report and no log line.
+	const token = "Zm9vYmFy"
+	for _, r := range got {
+		if s := fmt.Sprintf("%+v", r); strings.Contains(s, token) {
+			t.Errorf("the token in a report: %s", s)
+		}
+	}
+	if l := logs.String(); strings.Contains(l, token) || !strings.Contains(l, "commanded") {
+		t.Errorf("the token in the log, or no log: %s", l)
 	}
 
 	after, err := f.Reread(ctxT(t), d)
@@ -476,7 +550,7 @@ func TestRestoreEmptySendsNothing(t *testing.T) {
 	if err := f.Command(ctxT(t), rollout.Device{Topic: "tasmotas/#"}, "http://h/fw.bin"); err == nil {
 		t.Fatal("a wildcard topic taken")
 	}
-	time.Sleep(300 * time.Millisecond)
+	mon.sync(t, f.c) // after anything the family published
 	if seen, _ := mon.seen(); len(seen) != 0 {
 		t.Fatalf("sent %q", seen)
 	}
@@ -521,5 +595,206 @@ func TestWatchAcrossBrokerRestart(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// status0All is a Status0 answer in one message, as Tasmota 9.5 and later
+// send it.
+func status0All() string {
+	var all []string
+	for _, sub := range []string{"STATUS", "STATUS1", "STATUS2", "STATUS3", "STATUS4", "STATUS5", "STATUS6", "STATUS7", "STATUS10", "STATUS11"} {
+		all = append(all, status0Split[sub])
+	}
+	return strings.ReplaceAll(strings.Join(all, ""), "}{", ",")
+}
+
+// Retained INFO1..3 (InfoRetain 1), and a retained RESULT, UPGRADE and
+// STATUS0 (anyone's), are sent again by the broker on each subscribe,
+// after a broker restart too: none is a report, and none answers a read.
+// Only the LWT is taken from a retained message.
+func TestRetainedAreNotEvents(t *testing.T) {
+	b := testbroker.Start(t, testbroker.WithPersistence(), testbroker.KeepLogs())
+	dev := startDevice(t, b, "cmnd/ret/", "stat/ret/", "tele/ret/", nil)
+	dev.pubRetained("INFO1", `{"Info1":{"Module":"Generic","Version":"14.1.0(tasmota)"}}`)
+	dev.pubRetained("INFO2", `{"Info2":{"IPAddress":"192.168.1.9"}}`)
+	dev.pubRetained("INFO3", `{"Info3":{"RestartReason":"Power On","BootCount":3}}`)
+	dev.publish("stat/ret/RESULT", `{"Upgrade":"Version 14.1.0(tasmota) from http://h/fw.bin"}`, true)
+	dev.publish("stat/ret/UPGRADE", `{"Upgrade":"Failed Wrong MD5"}`, true)
+	dev.publish("stat/ret/STATUS0", status0All(), true)
+	// A retained marker on a filter subscribed after the family's: the
+	// broker sends it, on the first subscribe and after each reconnect,
+	// only once every retained message of the family's filters was sent.
+	dev.publish("zz/marker", "retained", true)
+
+	f := newFamily(t, b, Options{})
+	d := rollout.Device{Topic: "ret"}
+	rs := newReports()
+	// "mark" only ever sends live LWTs: a report of it, in order behind
+	// whatever the messages before it made.
+	if err := f.Watch(ctxT(t), []rollout.Device{d, {Topic: "mark"}}, rs.add); err != nil {
+		t.Fatal(err)
+	}
+	p, _, err := f.target(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.ensure(ctxT(t), p, readSubs); err != nil {
+		t.Fatal(err)
+	}
+	marks := make(chan struct{}, 10)
+	if err := f.c.Subscribe(ctxT(t), "zz/marker", func(broker.Message) { marks <- struct{}{} }); err != nil {
+		t.Fatal(err)
+	}
+	awaitMark := func() {
+		t.Helper()
+		select {
+		case <-marks:
+		case <-time.After(wait):
+			t.Fatal("no retained marker")
+		}
+	}
+	// onlyLWT sends the n-th live marker and, once it is reported,
+	// asserts that the device has only LWT reports.
+	onlyLWT := func(from *fakeDevice, n int, when string) {
+		t.Helper()
+		from.publish("tele/mark/LWT", "Online", false)
+		got := rs.until(t, fmt.Sprint("marker ", n), func(rs []rollout.Report) bool {
+			c := 0
+			for _, r := range rs {
+				if r.Topic == "mark" {
+					c++
+				}
+			}
+			return c >= n
+		})
+		lwt := 0
+		for _, r := range got {
+			if r.Topic == "ret" && r.Source != "LWT" {
+				t.Fatalf("%s: a retained message made a report: %+v", when, r)
+			}
+			if r.Topic == "ret" {
+				lwt++
+			}
+		}
+		if lwt == 0 {
+			t.Fatalf("%s: not even the retained LWT was reported", when)
+		}
+	}
+	awaitMark()
+	onlyLWT(dev, 1, "at the subscribe")
+
+	// A read waiting while the broker restarts: the retained STATUS0 sent
+	// again at the resubscribe is no answer.
+	pctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	type result struct {
+		f   rollout.Facts
+		err error
+	}
+	pre := make(chan result, 1)
+	go func() {
+		fa, err := f.Preflight(pctx, d)
+		pre <- result{fa, err}
+	}()
+	for deadline := time.Now().Add(wait); !slices.Contains(dev.commands(), "Status0 0"); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the read was not sent")
+		}
+	}
+	b.Restart()
+	awaitMark() // every filter subscribed again, retained messages sent again
+	// The device comes back (its client does not reconnect by itself).
+	dev2 := startDevice(t, b, "cmnd/ret/", "stat/ret/", "tele/ret/", nil)
+	onlyLWT(dev2, 2, "after the broker restarted")
+	cancel()
+	if r := <-pre; r.err == nil {
+		t.Fatalf("a retained STATUS0 answered the read: %+v", r.f)
+	}
+}
+
+// muteProxy forwards TCP to the broker; once muted it drops what the
+// broker sends (its acknowledgements among them).
+type muteProxy struct {
+	addr  string
+	muted atomic.Bool
+}
+
+func startMuteProxy(t *testing.T, upstream string) *muteProxy {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	p := &muteProxy{addr: l.Addr().String()}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", upstream)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			t.Cleanup(func() { c.Close(); u.Close() })
+			go func() { _, _ = io.Copy(u, c); u.Close() }()
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 4096)
+				for {
+					n, err := u.Read(buf)
+					if n > 0 && !p.muted.Load() {
+						if _, werr := c.Write(buf[:n]); werr != nil {
+							return
+						}
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return p
+}
+
+// Command's errors tell a command that may have left (no acknowledgement
+// in time: broker.ErrMaybeSent) from one that surely did not (the link
+// down: rollout.ErrNotSent), for the engine to leave the device pending.
+func TestCommandSentOrNot(t *testing.T) {
+	b := testbroker.Start(t)
+	px := startMuteProxy(t, b.Addr())
+	c, err := broker.Connect(ctxT(t), broker.Config{URL: "mqtt://" + px.addr, ClientID: fmt.Sprintf("otsota%d", idN.Add(1))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	f := New(c, Options{})
+	d := rollout.Device{Name: "kitchen", Topic: "dev"}
+	const u = "http://10.0.0.2:8070/Zm9vYmFy/fw.bin"
+	if err := f.Command(ctxT(t), d, u); err != nil {
+		t.Fatal(err)
+	}
+	px.muted.Store(true)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	err = f.Command(ctx, d, u)
+	if !errors.Is(err, broker.ErrMaybeSent) || errors.Is(err, rollout.ErrNotSent) {
+		t.Fatalf("no acknowledgement: %v", err)
+	}
+	b.Stop()
+	for deadline := time.Now().Add(wait); c.Connected(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the link never went down")
+		}
+	}
+	ctx2, cancel2 := context.WithTimeout(context.Background(), time.Second)
+	defer cancel2()
+	err = f.Command(ctx2, d, u)
+	if !errors.Is(err, rollout.ErrNotSent) || errors.Is(err, broker.ErrMaybeSent) || strings.Contains(err.Error(), "Zm9vYmFy") ||
+		!strings.HasPrefix(err.Error(), "kitchen: ") {
+		t.Fatalf("link down: %v", err)
 	}
 }

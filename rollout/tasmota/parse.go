@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"net"
 	"net/netip"
+	"net/url"
+	"path"
 	"strings"
 
 	"github.com/ots-ota/ots-ota/devinfo"
@@ -127,7 +129,9 @@ func jsonCount(m json.RawMessage) *int64 {
 
 // parseUpgrade reads a reply {"Upgrade":"…"} on stat/<t>/RESULT, or on
 // stat/<t>/UPGRADE (the outcome, and the reply itself with SetOption4):
-//   - "Version <running> from <url>": the device took the command;
+//   - "Version <running> from <url>": the device took the command (the
+//     URL is kept without its path: it holds the rollout's token, see
+//     redactFrom);
 //   - "Successful. Restarting": written, restarting;
 //   - "Failed <why>": every try failed, it keeps running;
 //   - "1 or ><version> to upgrade": it did not take the command (failed).
@@ -138,7 +142,7 @@ func parseUpgrade(b []byte) (rollout.ReportKind, string) {
 	if !ok {
 		return "", ""
 	}
-	w := oneline.Clean(v, maxWords)
+	w := oneline.Clean(redactFrom(v), maxWords)
 	low := strings.ToLower(w)
 	switch {
 	case strings.HasPrefix(low, "version "):
@@ -151,6 +155,31 @@ func parseUpgrade(b []byte) (rollout.ReportKind, string) {
 		return rollout.ReportFailed, "it did not take the command: " + w
 	}
 	return "", ""
+}
+
+// redactFrom hides the URL of "Version <running> from <url>": the
+// rollout's URL holds its token, a capability to fetch an image that
+// embeds the Wi-Fi credentials, and the words go to results, logs and the
+// state file. What is kept has the file server's LogURL shape,
+// scheme://host/…/name (no user info, no query).
+func redactFrom(v string) string {
+	i := strings.Index(strings.ToLower(v), " from ")
+	if i < 0 {
+		return v
+	}
+	return v[:i+len(" from ")] + logURL(strings.TrimSpace(v[i+len(" from "):]))
+}
+
+func logURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" || u.Scheme == "" {
+		return "…"
+	}
+	name := path.Base(u.Path)
+	if name == "." || name == "/" {
+		return u.Scheme + "://" + u.Host + "/…"
+	}
+	return u.Scheme + "://" + u.Host + "/…/" + name
 }
 
 // parseOtaURLReply reads the reply to OtaUrl: {"OtaUrl":"<the URL it

@@ -14,6 +14,11 @@
 //     them only on its first MQTT connection after a boot, so they are
 //     the proof of a boot. The three of one boot make ONE booted report
 //     (sent when INFO3 arrives, or 3 s after INFO1 without it);
+//   - retained messages other than the LWT (INFO1..3 with InfoRetain 1,
+//     or anything someone published retained) are left out: the broker
+//     sends them again on each subscribe, long after they were said, so
+//     they are neither a boot nor an answer (Discover still counts the
+//     device as seen);
 //   - stat/<t>/STATUS0 (or STATUS, STATUS1..11 from builds before 9.5)
 //     and STATUS2: the answers to Status0 and Status 2.
 //
@@ -23,17 +28,31 @@
 // upgrade can break the flash (arendst/Tasmota#21807).
 //
 // Every command goes to one device's own topic, at QoS 1, never retained
-// (the broker package retains nothing), never to a group topic.
+// (the broker package retains nothing), never to a group topic. QoS 1 can
+// deliver a command twice: when the link drops before the broker's
+// acknowledgement, the client resends it after the reconnect, and a broker
+// that had passed the first copy on passes the second on too (Tasmota
+// subscribes at QoS 0 and cannot tell). The device then answers twice and
+// may fetch, or even flash and restart, once more; the verdict takes the
+// second started, success or boot as the same update (a boot into the
+// target still gives updated after the stability window), and Tries counts
+// only the commands sent.
 package tasmota
 
 import (
+	"bytes"
 	"cmp"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/url"
+	"os"
+	"path"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -42,6 +61,7 @@ import (
 
 	"github.com/ots-ota/ots-ota/broker"
 	"github.com/ots-ota/ots-ota/image"
+	"github.com/ots-ota/ots-ota/internal/oneline"
 	"github.com/ots-ota/ots-ota/rollout"
 	"github.com/ots-ota/ots-ota/upload"
 )
@@ -110,6 +130,10 @@ type Family struct {
 	waiters  map[*waiter]struct{}
 	watchers map[*watcher]struct{}
 	boots    map[string]*boot
+	https    bool              // CheckURL's URL is https
+	urls     map[string]string // device key → the URL it was last told
+	chips    map[string]string // device key → the chip its last read told
+	served   map[string]bool   // CheckCompanions: the names served (nil = not told)
 
 	emitMu sync.Mutex // one report at a time, in order
 }
@@ -185,7 +209,11 @@ type boot struct {
 	timer *time.Timer
 }
 
-var _ rollout.Family = (*Family)(nil)
+var (
+	_ rollout.Family           = (*Family)(nil)
+	_ rollout.URLChecker       = (*Family)(nil)
+	_ rollout.CompanionChecker = (*Family)(nil)
+)
 
 // New returns the family over client. The FullTopic is checked on use
 // (CheckFullTopic checks it before).
@@ -202,6 +230,8 @@ func New(client *broker.Client, opts Options) *Family {
 		waiters:  map[*waiter]struct{}{},
 		watchers: map[*watcher]struct{}{},
 		boots:    map[string]*boot{},
+		urls:     map[string]string{},
+		chips:    map[string]string{},
 	}
 }
 
@@ -308,6 +338,19 @@ func (f *Family) handle(dev, sub string, msg broker.Message) {
 	t := parseMessage(sub, msg.Payload)
 	up := strings.ToUpper(sub)
 	f.mu.Lock()
+	if msg.Retained && up != "LWT" {
+		// Only the LWT is retained on purpose. A retained INFOn
+		// (InfoRetain 1), RESULT, UPGRADE or STATUSn was said at some time
+		// before, and the broker sends it again on every (re)subscribe: it
+		// is neither an event (a boot, an outcome) nor the answer to a read.
+		// It still tells that the device exists.
+		if t.info == 1 || t.info == 2 {
+			f.seen[dev] = true
+		}
+		f.mu.Unlock()
+		f.log.Debug("retained message left out", "topic", dev, "subtopic", up)
+		return
+	}
 	for w := range f.waiters {
 		if w.dev == dev && w.subs[up] {
 			select {
@@ -327,7 +370,11 @@ func (f *Family) handle(dev, sub string, msg broker.Message) {
 		f.seen[dev] = true
 		out = f.bootLocked(dev, t, msg.At)
 	case t.kind != "":
-		out = append(out, rollout.Report{Topic: dev, Kind: t.kind, At: msg.At, Words: t.words, Source: up})
+		r := rollout.Report{Topic: dev, Kind: t.kind, At: msg.At, Words: t.words, Source: up}
+		if r.Kind == rollout.ReportFailed {
+			f.gzFallbackLocked(dev, &r)
+		}
+		out = append(out, r)
 	}
 	f.mu.Unlock()
 	for _, r := range out {
@@ -608,27 +655,164 @@ func (f *Family) status(ctx context.Context, d rollout.Device, cmd, which string
 	if !ok {
 		return rollout.Facts{}, fmt.Errorf("%s did not answer %s in time (is it online, and is its MQTT topic %q?)", label(d), what, dev)
 	}
+	if facts.Chip != "" {
+		f.mu.Lock()
+		f.chips[dev] = facts.Chip
+		f.mu.Unlock()
+	}
 	return facts, nil
 }
 
+// told records the URL dev is told, for its failed reports.
+func (f *Family) told(dev, u string) {
+	f.mu.Lock()
+	f.urls[dev] = u
+	f.mu.Unlock()
+}
+
+// gzFallbackLocked: from its middle try on, an ESP8266 asks for the
+// image's name with ".gz" appended (facts §4). When that name is not
+// served, its final report is "Failed File Not Found (404)" whatever
+// failed on the tries before: not the image refused, but most likely a
+// download that broke. The report then says so, in the network class
+// (a further command may succeed). Not for a device that told another
+// chip, nor when the family was not told what is served. f.mu is held.
+func (f *Family) gzFallbackLocked(dev string, r *rollout.Report) {
+	low := strings.ToLower(r.Words)
+	if f.served == nil || !strings.Contains(low, "not found") && !strings.Contains(low, "404") {
+		return
+	}
+	if c := f.chips[dev]; c != "" && c != image.ChipESP8266.String() {
+		return
+	}
+	told, err := url.Parse(f.urls[dev])
+	if err != nil || told.Path == "" {
+		return
+	}
+	name := path.Base(told.Path)
+	if strings.Contains(strings.ToLower(name), ".gz") || f.served[name+".gz"] {
+		return
+	}
+	r.Class = upload.ClassNetwork
+	r.Words = oneline.Clean(r.Words+" (after its earlier tries failed, an ESP8266 falls back to "+name+".gz, which is not served: that 404 hides the first failure, most likely a broken download)", 2*maxWords)
+}
+
+// CheckCompanions refuses a compressed companion ("<name>.gz") that does
+// not unpack to the bytes of <name> beside it (the image, or its -minimal
+// image): a leftover of another build would be flashed on the tries that
+// fall back to it. It remembers which names are served, so that a
+// "Not Found" on the fallback to an unserved .gz is known for what it is.
+func (f *Family) CheckCompanions(imagePath string, comps map[string]string) error {
+	imgName := filepath.Base(imagePath)
+	paths := map[string]string{imgName: imagePath}
+	names := make([]string, 0, len(comps))
+	for n, p := range comps {
+		paths[n] = p
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		if !strings.HasSuffix(strings.ToLower(n), ".gz") {
+			continue
+		}
+		if err := checkGzip(n, comps[n], n[:len(n)-3], paths[n[:len(n)-3]]); err != nil {
+			return err
+		}
+	}
+	served := map[string]bool{imgName: true}
+	for _, n := range names {
+		served[n] = true
+	}
+	f.mu.Lock()
+	f.served = served
+	f.mu.Unlock()
+	return nil
+}
+
+// maxUnpacked bounds what a companion .gz is unpacked to when no
+// uncompressed file is beside it (ESP8266 flash is at most 16 MiB).
+const maxUnpacked = 16 << 20
+
+// checkGzip: gzName (at gzPath) must unpack to the bytes of plain (at
+// plainPath; "" when none is beside it: then it must only unpack).
+func checkGzip(gzName, gzPath, plain, plainPath string) error {
+	fixed := fmt.Sprintf("remove it, or make it again from %s (gzip -k -9 %s)", plain, plain)
+	zf, err := os.Open(gzPath)
+	if err != nil {
+		return fmt.Errorf("cannot read %s beside the image: %v", gzName, oneline.Clean(err.Error(), maxWords))
+	}
+	defer zf.Close()
+	zr, err := gzip.NewReader(zf)
+	if err != nil {
+		return fmt.Errorf("%s beside the image is not gzip: %s", gzName, fixed)
+	}
+	got := io.LimitReader(zr, maxUnpacked+1)
+	if plainPath == "" {
+		n, err := io.Copy(io.Discard, got)
+		if err != nil || n > maxUnpacked {
+			return fmt.Errorf("%s beside the image does not unpack: %s", gzName, fixed)
+		}
+		return nil
+	}
+	want, err := os.ReadFile(plainPath)
+	if err != nil {
+		return fmt.Errorf("cannot read %s beside the image: %v", plain, oneline.Clean(err.Error(), maxWords))
+	}
+	unpacked, err := io.ReadAll(io.LimitReader(zr, int64(len(want))+1))
+	if err != nil || !bytes.Equal(unpacked, want) {
+		return fmt.Errorf("%s beside the image does not unpack to the bytes of %s (a leftover of another build?): %s", gzName, plain, fixed)
+	}
+	return nil
+}
+
 // Command sends, once, cmnd/<t>/Backlog "OtaUrl <url>; Upgrade 1" at QoS
-// 1, not retained, and returns when the broker acknowledged it (an error
-// wrapping broker.ErrMaybeSent: it may still arrive). The device's
-// answers come to Watch. url must be http:// or https://, with no space,
-// ";" (Backlog's separator) or "%" (Tasmota fills %d in an OtaUrl), and
-// at most 100 bytes (Tasmota's documented limit; builds cut at 150).
+// 1, not retained, and returns when the broker acknowledged it. An error
+// wrapping broker.ErrMaybeSent: no acknowledgement before ctx ended, it
+// may still arrive. Any other error wraps rollout.ErrNotSent: the command
+// surely did not leave (a URL or topic refused, a link that stayed down).
+// The device's answers come to Watch. url must pass CheckURL.
+// It may reach the device twice (see the package doc).
 func (f *Family) Command(ctx context.Context, d rollout.Device, otaURL string) error {
 	p, dev, err := f.target(d)
 	if err != nil {
-		return fmt.Errorf("%s: %w", label(d), err)
+		return notSent{fmt.Errorf("%s: %w", label(d), err)}
 	}
 	if err := checkOtaURL(otaURL); err != nil {
+		return notSent{err}
+	}
+	f.told(dev, otaURL)
+	if err := f.send(ctx, p, dev, "Backlog", "OtaUrl "+otaURL+"; Upgrade 1"); err != nil {
+		err = fmt.Errorf("%s: the upgrade command: %w", label(d), err)
+		if !errors.Is(err, broker.ErrMaybeSent) {
+			err = notSent{err}
+		}
 		return err
 	}
-	if err := f.send(ctx, p, dev, "Backlog", "OtaUrl "+otaURL+"; Upgrade 1"); err != nil {
-		return fmt.Errorf("%s: the upgrade command: %w", label(d), err)
-	}
 	f.log.Info("commanded", "topic", dev)
+	return nil
+}
+
+// notSent marks an error of a command that surely did not leave: it is
+// rollout.ErrNotSent, with its own words.
+type notSent struct{ err error }
+
+func (e notSent) Error() string        { return e.err.Error() }
+func (e notSent) Unwrap() error        { return e.err }
+func (e notSent) Is(target error) bool { return target == rollout.ErrNotSent }
+
+// CheckURL refuses an image URL Tasmota cannot be told: not http:// or
+// https://, holding a space, ";" (Backlog's separator) or "%" (Tasmota
+// fills %d in an OtaUrl), or longer than 100 bytes (Tasmota's documented
+// limit; builds cut at 150). The engine calls it before publishing. An
+// https URL is remembered: Screen then refuses the ESP8266 devices, which
+// fetch over plain HTTP only.
+func (f *Family) CheckURL(u string) error {
+	if err := checkOtaURL(u); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	f.https = strings.HasPrefix(strings.ToLower(u), "https:")
+	f.mu.Unlock()
 	return nil
 }
 
@@ -716,13 +900,20 @@ func companions(name string) []string {
 }
 
 // Screen refuses, before any command, a device that told a chip other
-// than the image's, and an ESP8266 whose free program space (StatusMEM
+// than the image's, an ESP8266 when the URL CheckURL was given is https,
+// and an ESP8266 whose free program space (StatusMEM
 // .Free) is smaller than the image when no -minimal image is among have
 // (Tasmota then fails "Not Enough space" after its tries). "" = it may
 // take the image.
 func (f *Family) Screen(fa rollout.Facts, img rollout.Image, have []string) string {
 	if fa.Chip != "" && img.Chip != "" && fa.Chip != img.Chip {
 		return fmt.Sprintf("the device is an %s and the image is for an %s", fa.Chip, img.Chip)
+	}
+	f.mu.Lock()
+	https := f.https
+	f.mu.Unlock()
+	if https && fa.Chip == image.ChipESP8266.String() {
+		return "the device is an ESP8266, which fetches its image over plain HTTP only, and the image URL is https://: give an http:// --public-url"
 	}
 	if fa.Chip == image.ChipESP8266.String() && fa.FreeKiB != nil && img.Size > 0 && *fa.FreeKiB*1024 < img.Size {
 		if !slices.ContainsFunc(have, func(n string) bool { return strings.Contains(strings.ToLower(n), "-minimal") }) {

@@ -1,0 +1,35 @@
+package broker
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"syscall"
+	"testing"
+)
+
+// opErr wraps errno as the net package does for a dial or a read.
+func opErr(op string, errno error) error {
+	return &net.OpError{Op: op, Net: "tcp", Err: &os.SyscallError{Syscall: op, Err: errno}}
+}
+
+// The words of a refused or broken connection come from the system's
+// error numbers as the rest of ots-ota reads them (detect), so that
+// Windows' own numbers give the same words (words_windows_test.go).
+func TestNetWords(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{&dialError{opErr("connect", syscall.ECONNREFUSED)}, "connection refused"},
+		{opErr("read", syscall.ECONNRESET), "it closed the connection (is it an MQTT listener, TLS or plain as the URL says?)"},
+		{opErr("read", syscall.ECONNABORTED), "it closed the connection (is it an MQTT listener, TLS or plain as the URL says?)"},
+		{opErr("write", syscall.EPIPE), "it closed the connection (is it an MQTT listener, TLS or plain as the URL says?)"},
+		{fmt.Errorf("read: %w", io.EOF), "it closed the connection (is it an MQTT listener, TLS or plain as the URL says?)"},
+	} {
+		if got := netWords(tc.err); got != tc.want {
+			t.Errorf("netWords(%v) = %q, want %q", tc.err, got, tc.want)
+		}
+	}
+}

@@ -1,0 +1,769 @@
+package cmd
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ots-ota/ots-ota/auth"
+	"github.com/ots-ota/ots-ota/broker"
+	"github.com/ots-ota/ots-ota/fileserve"
+	"github.com/ots-ota/ots-ota/image"
+	"github.com/ots-ota/ots-ota/inventory"
+	"github.com/ots-ota/ots-ota/rollout"
+	"github.com/ots-ota/ots-ota/rollout/tasmota"
+	"github.com/ots-ota/ots-ota/upload"
+)
+
+type rolloutOptions struct {
+	Firmware string
+	Names    []string
+	ResumeID string
+
+	Family        string
+	ExpectVersion string
+	All           bool
+	Group         string
+
+	Canary      int
+	Waves       string
+	MaxFailures string
+	WavePause   time.Duration
+	Retries     int
+	MaxFetches  int
+
+	ServeAddr string
+	PublicURL string
+
+	Broker           string
+	FullTopic        string
+	DiscoverWait     time.Duration
+	MQTTUser         string
+	MQTTPassword     string
+	MQTTPasswordFile string
+	MQTTCA           string
+
+	Timeout       time.Duration
+	VerifyTimeout time.Duration
+	Stability     time.Duration
+
+	StateDir string
+	Resume   bool
+
+	// Resolved by validate.
+	plan     rollout.Plan
+	password auth.Secret
+	inv      *inventory.Inventory
+}
+
+const rolloutLong = `Rollout updates devices that fetch their image themselves, over the MQTT broker they
+already use: past one LAN, behind NAT, on networks this host is not on. It publishes
+FIRMWARE with a built-in file server under one unguessable URL, tells each device over
+the broker to fetch it, and watches what the devices report, in waves: --canary N devices
+first, then --waves steps counted cumulatively over the rest. The canary passes when none
+of its devices failed and at least one ended updated; a wave starts only when the one
+before it passed, its failures (anything but updated or skipped) within --max-failures,
+counted per wave and for the whole rollout (default: none allowed). A gate that stops the
+rollout leaves the rest not-started, and exit 1.
+
+Family tasmota: each device gets one Status 0 read, then one command, QoS 1 and never
+retained, on its own topic (cmnd/<topic>/Backlog OtaUrl <url>; Upgrade 1); then only
+its reports are read (LWT, stat/<topic>/UPGRADE, tele/<topic>/INFO1 and INFO3). A device
+that reports a failed download gets another command (--retries); one that restarted never
+does. It is updated once it boots on --expect-version (the numeric part of INFO1's
+Version, as push compares it) and stays online for --stability-window. Its old OtaUrl is
+put back afterwards. --expect-version is required: a .bin does not tell what Tasmota will
+report.
+
+Devices: NAMEs from the inventory (each with mqtt_topic:), or a device's MQTT topic
+itself; --group NAME, an inventory group; --all, every device the broker knows (retained
+tele/+/LWT, waited for --discover-wait) and every inventory device with an mqtt_topic:.
+Nothing is selected by default.
+
+The devices fetch http://<--serve-addr>/<token>/<file> (--serve-addr default: this host's
+address on the way to the broker), or --public-url as the base when they reach this host
+through NAT or a reverse proxy. At most --max-fetches devices fetch at once. The image
+holds the devices' Wi-Fi credentials: the URL's token is what guards it while the server
+runs; the server stops when the rollout ends.
+
+The rollout's state (never a password) is a file under --state-dir, locked while a rollout
+runs. After Ctrl-C, 'ots-ota rollout --resume [ID]' goes on where it stopped (the latest
+unfinished one without ID): devices that were commanded are only watched again, never
+commanded twice. 'ots-ota rollout status [ID]' tells where rollouts stand.
+
+Outcomes, the table, --json and the exit status are push's:
+  0    every device updated or skipped
+  1    a device failed, was refused, rolled back, stayed unchanged or was unreachable,
+       a gate left devices not-started, the broker could not be reached (nothing was
+       sent), or the image failed its local checks
+  2    usage error, before anything was published or sent
+  130  interrupted (Ctrl-C); the state is kept for --resume`
+
+func newRolloutCmd(a *app) *cobra.Command {
+	o := &rolloutOptions{}
+	c := &cobra.Command{
+		Use:   "rollout FIRMWARE --family tasmota --expect-version V --broker URL NAME... | --all | --group NAME",
+		Short: "Roll firmware out in waves to devices that fetch it over their MQTT broker (Tasmota)",
+		Long:  rolloutLong,
+		Example: `  ots-ota rollout tasmota32.bin --family tasmota --expect-version 15.1.0 \
+      --broker mqtts://broker.example.net --mqtt-user ota --mqtt-password-file ~/.mqtt-pw \
+      --public-url http://fw.example.net:8070 --serve-addr 192.168.1.10:8070 \
+      --all --canary 1 --waves 10%,50%,100% --max-failures 5%
+  ots-ota rollout tasmota.bin --family tasmota --expect-version 15.1.0 --broker mqtt://192.168.1.5 --group plugs
+  ots-ota rollout --resume
+  ots-ota rollout status`,
+		Args: cobra.ArbitraryArgs,
+	}
+	c.RunE = run(a, o, runRollout)
+	c.ValidArgsFunction = func(_ *cobra.Command, args []string, prefix string) ([]string, cobra.ShellCompDirective) {
+		if len(args) == 0 {
+			return []string{"bin", "gz"}, cobra.ShellCompDirectiveFilterFileExt
+		}
+		return targetCandidates(a, args, prefix, false), cobra.ShellCompDirectiveNoFileComp
+	}
+	f := c.Flags()
+	f.StringVar(&o.Family, "family", "", "the devices' firmware: tasmota (esphome comes later)")
+	f.StringVar(&o.ExpectVersion, "expect-version", "", "the version devices report once they run the image (Tasmota: the digits and dots of INFO1's Version); required")
+	f.BoolVar(&o.All, "all", false, "every device the broker knows and every inventory device with an mqtt_topic")
+	f.StringVar(&o.Group, "group", "", "the devices of an inventory group")
+	f.IntVar(&o.Canary, "canary", 0, "update N devices first; the waves start only if none of them failed and one at least ended updated")
+	f.StringVar(&o.Waves, "waves", "10%,50%,100%", "after the canary, the devices updated by the end of each wave: percentages or counts, cumulative, the last 100%")
+	f.StringVar(&o.MaxFailures, "max-failures", "", "failures a wave and the whole rollout may have, N or P% (default none)")
+	f.DurationVar(&o.WavePause, "wave-pause", 0, "wait this long after a wave passed before the next starts")
+	f.IntVar(&o.Retries, "retries", 1, "further commands to a device that reported a failed download (never to one that restarted)")
+	f.IntVar(&o.MaxFetches, "max-fetches", 10, "at most N devices commanded and fetching at once")
+	f.StringVar(&o.ServeAddr, "serve-addr", "", "the address the file server binds, IP or IP:PORT (default: this host's address on the way to the broker, any port)")
+	f.StringVar(&o.PublicURL, "public-url", "", "the base URL devices fetch from, when they reach this host through NAT or a reverse proxy (http:// or https://; default http://<serve-addr>)")
+	f.StringVar(&o.Broker, "broker", "", "the devices' MQTT broker: mqtt://HOST[:1883] or mqtts://HOST[:8883]; required")
+	f.StringVar(&o.FullTopic, "full-topic", "", "the devices' FullTopic when not Tasmota's default %prefix%/%topic%/ (the inventory's full_topic: wins)")
+	f.DurationVar(&o.DiscoverWait, "discover-wait", 3*time.Second, "with --all: how long to collect the devices the broker knows")
+	f.StringVar(&o.MQTTUser, "mqtt-user", "", "the broker's user name")
+	f.StringVar(&o.MQTTPassword, "mqtt-password", "", "the broker's password (prefer OTS_OTA_MQTT_PASSWORD or --mqtt-password-file: flags show in ps)")
+	f.StringVar(&o.MQTTPasswordFile, "mqtt-password-file", "", "read the broker's password from FILE (first line)")
+	f.StringVar(&o.MQTTCA, "mqtt-ca", "", "with mqtts://: PEM file of the CA that signs the broker's certificate (default: the system's)")
+	f.DurationVar(&o.Timeout, "timeout", 0, "bound on each device, from its command to its verdict (0 = from the image size at 8 KiB/s, plus --verify-timeout)")
+	f.DurationVar(&o.VerifyTimeout, "verify-timeout", 90*time.Second, "how long a device may take to restart before it is read once more (Status 2)")
+	f.DurationVar(&o.Stability, "stability-window", 30*time.Second, "how long a device must stay online on the new version to count as updated")
+	f.StringVar(&o.StateDir, "state-dir", "", "where rollouts keep their state (default: $OTS_OTA_STATE_DIR, else the user's state directory)")
+	f.BoolVar(&o.Resume, "resume", false, "go on with an interrupted rollout: ID, or the latest unfinished one")
+	_ = c.RegisterFlagCompletionFunc("group", completeGroups(a))
+	_ = c.RegisterFlagCompletionFunc("family", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+		return []string{"tasmota"}, cobra.ShellCompDirectiveNoFileComp
+	})
+	_ = c.MarkFlagFilename("mqtt-password-file")
+	_ = c.MarkFlagFilename("mqtt-ca", "pem", "crt")
+	_ = c.MarkFlagDirname("state-dir")
+	return c
+}
+
+// resumeFixed are the flags that define a rollout: --resume takes them
+// from its state file, so a typed one would be silently ignored.
+var resumeFixed = []string{"family", "expect-version", "all", "group", "canary", "waves", "max-failures", "wave-pause",
+	"serve-addr", "public-url", "broker", "full-topic", "discover-wait"}
+
+func (o *rolloutOptions) validate(a *app, args []string) error {
+	if o.Resume {
+		for _, name := range resumeFixed {
+			if a.typed(name) {
+				return a.flagError(name, "--resume goes on as the rollout was started (its state file holds it): drop --%s", name)
+			}
+		}
+		if len(args) > 1 {
+			return usageErrorf("rollout --resume takes one rollout ID at most (got %d arguments)", len(args))
+		}
+		if len(args) == 1 {
+			o.ResumeID = args[0]
+		}
+		return o.checkCommon(a)
+	}
+	if len(args) == 0 {
+		return usageErrorf("rollout needs a FIRMWARE file, then devices (NAME..., --all or --group); or --resume")
+	}
+	o.Firmware, o.Names = args[0], args[1:]
+	switch o.Family {
+	case "":
+		return usageErrorf("--family is required: the devices' firmware (tasmota)")
+	case "tasmota":
+	case "esphome":
+		return a.flagError("family", "ESPHome's rollout (its http_request update manifests) comes in a later release; on one LAN use push --protocol esphome")
+	default:
+		if strings.ToLower(o.Family) == "tasmota" {
+			return a.flagError("family", "family names are lower case: --family tasmota")
+		}
+		return a.flagError("family", "want tasmota")
+	}
+	switch {
+	case o.ExpectVersion == "":
+		return usageErrorf("--expect-version is required with --family tasmota: a .bin does not tell what Tasmota will report, so no device could be seen updated and no wave could pass")
+	case strings.Trim(o.ExpectVersion, "0123456789.") != "" || strings.Trim(o.ExpectVersion, ".") == "":
+		return a.flagError("expect-version", "Tasmota reports its release as digits and dots (14.3.0 of \"14.3.0(tasmota)\"): give that")
+	}
+	if o.Broker == "" {
+		return usageErrorf("--broker is required: the MQTT broker the devices use (mqtt://HOST or mqtts://HOST)")
+	}
+	var err error
+	if o.Broker, err = o.checkBroker(a); err != nil {
+		return err
+	}
+	if o.plan.Waves, err = rollout.ParseWaves(o.Waves); err != nil {
+		return a.flagError("waves", "%v", err)
+	}
+	if o.plan.MaxFailures, err = upload.ParseFailureBudget(o.MaxFailures); err != nil {
+		return a.flagError("max-failures", "%v", err)
+	}
+	if o.Canary < 0 {
+		return a.flagError("canary", "must not be negative")
+	}
+	if o.WavePause < 0 {
+		return a.flagError("wave-pause", "must not be negative")
+	}
+	o.plan.Canary, o.plan.WavePause = o.Canary, o.WavePause
+	if o.DiscoverWait <= 0 {
+		return a.flagError("discover-wait", "must be positive")
+	}
+	if o.PublicURL != "" {
+		if err := checkPublicURL(o.PublicURL); err != nil {
+			// Not flagError: the value may hold a user:password@.
+			return usageErrorf("--public-url %s: %v", auth.StripUserinfo(o.PublicURL), err)
+		}
+		o.PublicURL = strings.TrimSuffix(o.PublicURL, "/")
+	}
+	if o.ServeAddr != "" {
+		if err := checkServeAddr(o.ServeAddr); err != nil {
+			return a.flagError("serve-addr", "%v", err)
+		}
+	}
+	if o.FullTopic != "" {
+		if err := inventory.CheckFullTopic(o.FullTopic); err != nil {
+			return a.flagError("full-topic", "%v", err)
+		}
+		if err := tasmota.CheckFullTopic(o.FullTopic); err != nil {
+			return a.flagError("full-topic", "%v", err)
+		}
+	}
+	if err := o.checkCommon(a); err != nil {
+		return err
+	}
+	return o.checkSelection(a)
+}
+
+// checkCommon checks what a new rollout and --resume share: the broker's
+// credentials and the bounds of each device.
+func (o *rolloutOptions) checkCommon(a *app) error {
+	for _, c := range []struct {
+		name string
+		v    int
+	}{{"retries", o.Retries}, {"canary", o.Canary}} {
+		if c.v < 0 {
+			return a.flagError(c.name, "must not be negative")
+		}
+	}
+	if o.MaxFetches < 1 {
+		return a.flagError("max-fetches", "must be at least 1: a device that is not allowed to fetch is never updated")
+	}
+	for _, c := range []struct {
+		name string
+		v    time.Duration
+	}{{"timeout", o.Timeout}, {"verify-timeout", o.VerifyTimeout}, {"stability-window", o.Stability}} {
+		if c.v < 0 {
+			return a.flagError(c.name, "must not be negative")
+		}
+	}
+	if o.VerifyTimeout == 0 {
+		return a.flagError("verify-timeout", "must be positive")
+	}
+	keep, err := exclusive(a, "mqtt-password", "mqtt-password-file")
+	if err != nil {
+		return err
+	}
+	o.password = auth.NewSecret(o.MQTTPassword)
+	if o.MQTTPasswordFile != "" && keep != "mqtt-password" {
+		if o.password, err = readSecretFile(o.MQTTPasswordFile); err != nil {
+			return usageErrorf("--mqtt-password-file: %v", err)
+		}
+	}
+	a.secrets.AddBasic(o.MQTTUser, o.password)
+	if !o.password.IsZero() && o.MQTTUser == "" {
+		return usageErrorf("a broker password needs --mqtt-user: MQTT sends a password only with a user name")
+	}
+	if o.MQTTCA != "" {
+		data, err := readRegular(context.Background(), o.MQTTCA, 1<<20)
+		if err != nil {
+			return a.flagError("mqtt-ca", "%v", err)
+		}
+		if !x509.NewCertPool().AppendCertsFromPEM(data) {
+			return a.flagError("mqtt-ca", "no PEM certificate in it (want the CA's certificate, -----BEGIN CERTIFICATE-----)")
+		}
+	}
+	if o.StateDir == "" {
+		if o.StateDir, err = rollout.DefaultDir(); err != nil {
+			return usageErrorf("no state directory: %v; give --state-dir", err)
+		}
+	}
+	return nil
+}
+
+// checkBroker reads --broker: mqtt:// or mqtts://, a host, no path. A user
+// name in it is --mqtt-user's; a password in it is refused (it would show
+// in ps and shell history), and never repeated in the error.
+func (o *rolloutOptions) checkBroker(a *app) (string, error) {
+	u, err := url.Parse(o.Broker)
+	if err != nil || u.Host == "" || u.Hostname() == "" {
+		// url.Parse's error quotes the URL, userinfo and all.
+		return "", usageErrorf("--broker %s: not a broker URL like mqtt://HOST[:1883] or mqtts://HOST[:8883]", auth.StripUserinfo(o.Broker))
+	}
+	shown := auth.StripUserinfo(o.Broker)
+	if u.Scheme != "mqtt" && u.Scheme != "mqtts" {
+		return "", usageErrorf("--broker %s: scheme %q: want mqtt:// or mqtts:// (TLS)", shown, u.Scheme)
+	}
+	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+		return "", usageErrorf("--broker %s: a broker URL is mqtt://HOST[:PORT], with no path or query", shown)
+	}
+	if p := u.Port(); p != "" {
+		if n, err := net.LookupPort("tcp", p); err != nil || n < 1 || n > 65535 || strings.Trim(p, "0123456789") != "" {
+			return "", usageErrorf("--broker %s: port %q out of range", shown, p)
+		}
+	}
+	if u.User != nil {
+		if _, has := u.User.Password(); has {
+			return "", usageErrorf("--broker: the URL holds a password; give it with --mqtt-password-file, OTS_OTA_MQTT_PASSWORD or the config file (flags show in ps and shell history)")
+		}
+		name := u.User.Username()
+		if o.MQTTUser != "" && o.MQTTUser != name {
+			return "", usageErrorf("--broker names user %q, --mqtt-user %q: give one", name, o.MQTTUser)
+		}
+		o.MQTTUser = name
+	}
+	if o.MQTTCA != "" && u.Scheme != "mqtts" {
+		return "", usageErrorf("--mqtt-ca goes with an mqtts:// broker: %s is plain MQTT", shown)
+	}
+	return (&url.URL{Scheme: u.Scheme, Host: u.Host}).String(), nil
+}
+
+// checkPublicURL reads --public-url: the base devices fetch from.
+func checkPublicURL(s string) error {
+	u, err := url.Parse(s)
+	switch {
+	case err != nil || u.Host == "" || u.Hostname() == "":
+		return errors.New("not a URL like http://HOST[:PORT][/PATH]")
+	case u.Scheme != "http" && u.Scheme != "https":
+		return fmt.Errorf("scheme %q: devices fetch over http:// (ESP32 builds with HTTPS support also https://)", u.Scheme)
+	case u.User != nil:
+		return errors.New("no user:password@ here: devices would store it in their OtaUrl")
+	case u.RawQuery != "" || u.Fragment != "":
+		return errors.New("no query or fragment: the rollout adds /<token>/<file> to it")
+	}
+	return nil
+}
+
+// checkSelection checks NAME..., --all and --group against the inventory.
+func (o *rolloutOptions) checkSelection(a *app) error {
+	if o.All && o.Group != "" {
+		return usageErrorf("--all and --group do not go together: --all already takes every device")
+	}
+	if !o.All && o.Group == "" && len(o.Names) == 0 {
+		return usageErrorf("no devices: give NAMEs (inventory names or MQTT topics) after FIRMWARE, or --group NAME, or --all (every device the broker knows)")
+	}
+	var err error
+	if o.inv, err = loadInventory(a); err != nil {
+		return err
+	}
+	if o.Group != "" {
+		devs, err := o.inv.Group(o.Group)
+		if err != nil {
+			return usageError{err}
+		}
+		for _, d := range devs {
+			if d.MQTTTopic == "" {
+				return usageErrorf("group %s: device %s has no mqtt_topic in the inventory: add its Tasmota topic (mqtt_topic: …)", o.Group, d.Name)
+			}
+		}
+	}
+	for _, n := range o.Names {
+		if d, ok := o.inv.Device(n); ok {
+			if d.MQTTTopic == "" {
+				return usageErrorf("device %s has no mqtt_topic in the inventory: add its Tasmota topic (mqtt_topic: …), or give the topic itself", d.Name)
+			}
+			continue
+		}
+		if err := inventory.CheckTopic(n); err != nil {
+			return usageErrorf("%q is neither an inventory name nor an MQTT topic: %v", n, err)
+		}
+	}
+	// The inventory's FullTopics of the devices taken, as the family
+	// reads them.
+	for _, d := range o.devicesOf() {
+		if d.FullTopic == "" || d.FullTopic == o.FullTopic {
+			continue
+		}
+		if err := tasmota.CheckFullTopic(d.FullTopic); err != nil {
+			return usageErrorf("config file %s: inventory: device %q: full_topic: %v", a.cfg.Path(), d.Name, err)
+		}
+	}
+	return nil
+}
+
+// devicesOf is the selection as rollout devices, without the broker's
+// (--all adds those): inventory devices by their names, topics as they
+// are, in the order given, each once.
+func (o *rolloutOptions) devicesOf() []rollout.Device {
+	var out []rollout.Device
+	add := func(d rollout.Device) {
+		if d.FullTopic == "" {
+			d.FullTopic = o.FullTopic
+		}
+		if !slices.ContainsFunc(out, func(e rollout.Device) bool { return e.Topic == d.Topic }) {
+			out = append(out, d)
+		}
+	}
+	fromInv := func(d inventory.Device) rollout.Device {
+		return rollout.Device{Name: d.Name, Topic: d.MQTTTopic, FullTopic: d.FullTopic}
+	}
+	switch {
+	case o.All:
+		for _, d := range o.inv.Devices {
+			if d.MQTTTopic != "" {
+				add(fromInv(d))
+			}
+		}
+	case o.Group != "":
+		devs, _ := o.inv.Group(o.Group)
+		for _, d := range devs {
+			add(fromInv(d))
+		}
+	}
+	for _, n := range o.Names {
+		if d, ok := o.inv.Device(n); ok {
+			add(fromInv(d))
+			continue
+		}
+		add(rollout.Device{Name: n, Topic: n})
+	}
+	return out
+}
+
+// brokerTimeout bounds the first connect: an unreachable broker ends the
+// run before anything is published.
+const brokerTimeout = 15 * time.Second
+
+func runRollout(ctx context.Context, a *app, o *rolloutOptions) error {
+	if a.secrets.HasShort() {
+		a.log.Warn(fmt.Sprintf("a password shorter than %d bytes cannot be hidden reliably: output hides it only where it stands exactly as it is", auth.MinHiddenLen))
+	}
+	err := startRollout(ctx, a, o)
+	// --json: a run stopped before its rollout (Ctrl-C while connecting
+	// or listing devices) says so in its summary too.
+	if s := rolloutSummaryOf(a); s != nil && s.Interrupted != nil && exitCode(err) == ExitCancelled {
+		yes := true
+		s.Interrupted = &yes
+	}
+	return err
+}
+
+func startRollout(ctx context.Context, a *app, o *rolloutOptions) error {
+	if o.Resume {
+		return resumeRollout(ctx, a, o)
+	}
+	rolloutSummaryOf(a) // --json: the summary knows nothing yet
+	fw, err := rolloutImage(ctx, a, o.Firmware)
+	if err != nil {
+		return err
+	}
+	jsonRolloutImage(a, fw)
+	abs, err := filepath.Abs(o.Firmware)
+	if err != nil {
+		return withCode("unreadable", fmt.Errorf("firmware: %v; nothing was sent", err))
+	}
+	clientID := newClientID()
+	client, err := connectBroker(ctx, a, o, o.Broker, clientID)
+	if err != nil {
+		return err
+	}
+	// Until a state file names the session, nothing will come back for it.
+	var st *rollout.State
+	defer func() { client.end(st == nil || st.Record().Finished) }()
+	family := tasmota.New(client.Client, tasmota.Options{FullTopic: o.FullTopic, Logger: a.log})
+	devs := o.devicesOf()
+	if o.All {
+		found, err := family.Discover(ctx, o.DiscoverWait)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return withCode("broker", fmt.Errorf("cannot list the broker's devices: %v; nothing was sent", rootCause(err)))
+		}
+		devs = mergeDiscovered(devs, found, o.FullTopic)
+	}
+	if len(devs) == 0 {
+		msg, hint := "no devices found", "the broker holds no retained tele/+/LWT: check --broker and --full-topic, give a longer --discover-wait, or name the devices"
+		fmt.Fprintln(a.io.ErrOut, "ots-ota: "+msg+"; "+hint)
+		return silentError{code: ExitFailed, json: ptr(newErrorObject("no_devices", msg, hint))}
+	}
+	serve, err := o.serveAddr(ctx)
+	if err != nil {
+		return err
+	}
+	sum := sha256.Sum256(fw.Data)
+	st, err = rollout.CreateState(o.StateDir, rollout.Meta{
+		Family: "tasmota", Firmware: abs, SHA256: hex.EncodeToString(sum[:]), Size: fw.Size(), Expect: o.ExpectVersion,
+		Plan: o.plan, ServeAddr: serve, PublicURL: o.PublicURL, Broker: o.Broker, ClientID: clientID, Devices: devs,
+	})
+	if err != nil {
+		return withCode("state", fmt.Errorf("%v; nothing was sent", err))
+	}
+	defer st.Close()
+	cfg := o.engineConfig(family, st, devs, abs)
+	cfg.Plan, cfg.Expect, cfg.PublicURL, cfg.Serve.Addr = o.plan, o.ExpectVersion, o.PublicURL, serve
+	return rolloutRun(ctx, a, cfg, fw, st, false)
+}
+
+// engineConfig is what a new and a resumed rollout configure alike.
+func (o *rolloutOptions) engineConfig(family rollout.Family, st *rollout.State, devs []rollout.Device, path string) rollout.Config {
+	return rollout.Config{Family: family, Devices: devs, ImagePath: path, MaxFetches: o.MaxFetches, Retries: o.Retries,
+		Timeout: o.Timeout, RebootWindow: o.VerifyTimeout, Stability: o.Stability, State: st, Protocol: "tasmota-mqtt"}
+}
+
+// serveAddr is --serve-addr, else this host's address on the way to the
+// broker (the devices reach the broker; on its network they likely reach
+// this host too), any port.
+func (o *rolloutOptions) serveAddr(ctx context.Context) (string, error) {
+	if o.ServeAddr != "" {
+		ap, _ := parseServeAddr(o.ServeAddr)
+		return ap.String(), nil
+	}
+	u, _ := url.Parse(o.Broker)
+	host := u.Hostname()
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		ips, lerr := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+		if lerr != nil || len(ips) == 0 {
+			return "", withCode("serve", fmt.Errorf("cannot tell which address devices fetch from: %s does not resolve; give --serve-addr", host))
+		}
+		ip = ips[0]
+	}
+	local, err := fileserve.RouteAddr(ip.Unmap())
+	if err != nil {
+		return "", withCode("serve", fmt.Errorf("cannot tell which address devices fetch from (no route to the broker %s): give --serve-addr", host))
+	}
+	return netip.AddrPortFrom(local, 0).String(), nil
+}
+
+// mergeDiscovered adds the devices the broker knows to the inventory's
+// (which keep their names), each topic once.
+func mergeDiscovered(devs, found []rollout.Device, fullTopic string) []rollout.Device {
+	for _, d := range found {
+		if slices.ContainsFunc(devs, func(e rollout.Device) bool { return e.Topic == d.Topic }) {
+			continue
+		}
+		if d.Name == "" {
+			d.Name = d.Topic
+		}
+		if d.FullTopic == "" {
+			d.FullTopic = fullTopic
+		}
+		devs = append(devs, d)
+	}
+	return devs
+}
+
+func newClientID() string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return "ots-ota-" + hex.EncodeToString(b)
+}
+
+// brokerSession is the rollout's client and the config it connected
+// with: the broker keeps its session (subscriptions, queued reports) under
+// the client ID until it is forgotten.
+type brokerSession struct {
+	*broker.Client
+	cfg broker.Config
+	log interface{ Warn(string, ...any) }
+}
+
+// end closes the client; with forget, it also ends the session the
+// broker keeps (a rollout that finished, or one that never started, will
+// not come back for it: the broker would queue the fleet's reports for it
+// for ever).
+func (b *brokerSession) end(forget bool) {
+	b.Close()
+	if !forget {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), brokerTimeout)
+	defer cancel()
+	if err := broker.Forget(ctx, b.cfg); err != nil {
+		b.log.Warn("the broker keeps this rollout's MQTT session (client "+b.cfg.ClientID+"): "+err.Error(), "broker", b.cfg.URL)
+	}
+}
+
+// connectBroker makes the one bounded first connect: an unreachable
+// broker, refused credentials or a bad certificate end the run (exit 1)
+// before anything is published.
+func connectBroker(ctx context.Context, a *app, o *rolloutOptions, brokerURL, clientID string) (*brokerSession, error) {
+	cfg := broker.Config{URL: brokerURL, Username: o.MQTTUser, Password: o.password, CAFile: o.MQTTCA,
+		ClientID: clientID, Logger: a.log, OnLink: func(up bool, err error) {
+			if up {
+				a.log.Warn("the broker is back: the rollout goes on", "broker", brokerURL)
+				return
+			}
+			a.log.Warn("lost the broker: the rollout waits and reconnects", "broker", brokerURL, "err", err)
+		}}
+	cctx, cancel := context.WithTimeout(ctx, brokerTimeout)
+	defer cancel()
+	c, err := broker.Connect(cctx, cfg)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		msg := a.secrets.Redact(err.Error())
+		return nil, withCode("broker", fmt.Errorf("%s; nothing was published or sent", msg))
+	}
+	return &brokerSession{Client: c, cfg: cfg, log: a.log}, nil
+}
+
+// rolloutImage reads FIRMWARE once and applies the inspect rules, as push
+// does: a wrong file is one line per finding, exit 1, nothing sent.
+func rolloutImage(ctx context.Context, a *app, path string) (*upload.Firmware, error) {
+	data, err := readRegular(ctx, path, maxFileRead)
+	switch {
+	case err != nil && ctx.Err() != nil:
+		return nil, ctx.Err()
+	case err != nil:
+		return nil, withCode("unreadable", fmt.Errorf("firmware: %v; nothing was sent", err))
+	case len(data) == 0:
+		return nil, withCode(image.CodeNotApp, fmt.Errorf("%s is empty; nothing was sent", path))
+	}
+	rep := image.Validate(data, image.Policy{})
+	st := style{on: a.io.ErrTTY && !a.opts.NoColor && !a.io.NoColorEnv}
+	if len(rep.Errors) > 0 {
+		for _, f := range rep.Errors {
+			fmt.Fprintf(a.io.ErrOut, "%s %s: %s\n", st.red("error:"), path, f.Message)
+			if f.Hint != "" {
+				fmt.Fprintf(a.io.ErrOut, "       %s\n", f.Hint)
+			}
+			hint := f.Hint
+			if hint == "" {
+				hint = "see 'ots-ota inspect " + path + "'"
+			}
+			a.jsonFailure(newErrorObject(f.Code, path+": "+f.Message+"; nothing was sent", hint))
+		}
+		fmt.Fprintf(a.io.ErrOut, "ots-ota: %s is not uploadable; nothing was sent (see 'ots-ota inspect %s')\n", path, path)
+		jsonRolloutImage(a, upload.NewFirmware(path, data, false))
+		return nil, silentError{code: ExitFailed}
+	}
+	if !a.opts.Quiet {
+		for _, f := range rep.Warnings {
+			fmt.Fprintf(a.io.ErrOut, "%s %s: %s\n", st.yellow("warning:"), path, f.Message)
+		}
+	}
+	return upload.NewFirmware(path, data, false), nil
+}
+
+// rolloutRun runs the engine and renders it as push renders its runs.
+func rolloutRun(ctx context.Context, a *app, cfg rollout.Config, fw *upload.Firmware, st *rollout.State, resumed bool) error {
+	id := st.ID()
+	s := rolloutSummaryOf(a)
+	if s != nil {
+		s.ID, s.Resumed = &id, &resumed
+	}
+	if !a.opts.Quiet {
+		what := "started"
+		if resumed {
+			what = "resumed"
+		}
+		fmt.Fprintf(a.io.ErrOut, "ots-ota: rollout %s %s: %d device(s); state in %s\n", id, what, len(cfg.Devices), st.Path())
+	}
+	targets := make([]upload.Target, len(cfg.Devices))
+	for i, d := range cfg.Devices {
+		targets[i] = rolloutTarget(d)
+	}
+	r := newRolloutRenderer(a, fw, targets, cfg.Retries)
+	cfg.OnEvent, cfg.OnWave, cfg.Logger = r.event, r.wave, a.log
+	start := time.Now()
+	results, err := rollout.Run(ctx, cfg)
+	r.close()
+	if err != nil && len(results) == 0 {
+		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+			return ctx.Err()
+		}
+		return withCode("rollout", errors.New(a.secrets.Redact(rootCause(err).Error())))
+	}
+	code := pushExitCode(results, interrupted(ctx), false)
+	r.summary(results, time.Since(start), code)
+	if code == ExitCancelled && !a.opts.Quiet {
+		fmt.Fprintf(a.io.ErrOut, "ots-ota: rollout %s interrupted; devices already commanded will be watched, never commanded again: ots-ota rollout --resume %s\n", id, id)
+	}
+	if code == ExitOK {
+		return nil
+	}
+	e := pushFailure(results, code)
+	if code == ExitCancelled {
+		e = ptr(newErrorObject("interrupted", "interrupted: the rollout stopped; its state is kept", "go on with: ots-ota rollout --resume "+id))
+	}
+	return silentError{code: code, json: e}
+}
+
+// rolloutTarget is a device as the fleet view keys it: its topic.
+func rolloutTarget(d rollout.Device) upload.Target {
+	name := d.Name
+	if name == "" {
+		name = d.Topic
+	}
+	return upload.Target{Name: name, Host: d.Topic, Protocol: "tasmota-mqtt"}
+}
+
+// resumeRollout goes on with a rollout from its state file.
+func resumeRollout(ctx context.Context, a *app, o *rolloutOptions) error {
+	rolloutSummaryOf(a)
+	st, err := rollout.OpenState(o.StateDir, o.ResumeID)
+	if err != nil {
+		return withCode("state", err)
+	}
+	defer st.Close()
+	rec := st.Record()
+	if rec.Finished {
+		return withCode("state", fmt.Errorf("rollout %s has finished: nothing to resume (ots-ota rollout status %s)", rec.ID, rec.ID))
+	}
+	fw, err := rolloutImage(ctx, a, rec.Firmware.Path)
+	if err != nil {
+		return err
+	}
+	jsonRolloutImage(a, fw)
+	if sum := sha256.Sum256(fw.Data); hex.EncodeToString(sum[:]) != rec.Firmware.SHA256 {
+		return withCode("state", fmt.Errorf("%s changed since rollout %s started: devices may already run the old one; start a new rollout for the new file", rec.Firmware.Path, rec.ID))
+	}
+	meta, err := rec.Meta()
+	if err != nil {
+		return withCode("state", fmt.Errorf("rollout %s: %v", rec.ID, err))
+	}
+	o.Broker = meta.Broker
+	client, err := connectBroker(ctx, a, o, meta.Broker, meta.ClientID)
+	if err != nil {
+		return err
+	}
+	defer func() { client.end(st.Record().Finished) }()
+	family := tasmota.New(client.Client, tasmota.Options{Logger: a.log})
+	cfg := o.engineConfig(family, st, meta.Devices, meta.Firmware)
+	cfg.Plan, cfg.Expect, cfg.PublicURL = meta.Plan, meta.Expect, meta.PublicURL
+	// The same address and port as before: devices in flight may still
+	// fetch the URL they were told.
+	cfg.Serve.Addr = rec.Serve.Bound
+	if cfg.Serve.Addr == "" {
+		cfg.Serve.Addr = meta.ServeAddr
+	}
+	return rolloutRun(ctx, a, cfg, fw, st, true)
+}

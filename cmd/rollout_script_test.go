@@ -1,0 +1,297 @@
+package cmd
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rogpeppe/go-internal/testscript"
+
+	"github.com/ots-ota/ots-ota/broker"
+	"github.com/ots-ota/ots-ota/internal/testbroker"
+)
+
+// Script commands for rollout's scripts: a mosquitto of the script's own,
+// and a test subscriber on cmnd/# that counts the commands devices got.
+
+// scriptMQTT is one script's broker and watcher.
+type scriptMQTT struct {
+	url    string
+	client *broker.Client
+
+	mu   sync.Mutex
+	msgs []broker.Message
+	got  chan struct{}
+}
+
+var (
+	scriptMQTTMu sync.Mutex
+	scriptMQTTs  = map[*testscript.TestScript]*scriptMQTT{}
+)
+
+func mqttOf(ts *testscript.TestScript) *scriptMQTT {
+	scriptMQTTMu.Lock()
+	defer scriptMQTTMu.Unlock()
+	m := scriptMQTTs[ts]
+	if m == nil {
+		ts.Fatalf("no broker: run mqttbroker first")
+	}
+	return m
+}
+
+// cmdMQTTBroker starts mosquitto on 127.0.0.1 and a free port for the
+// script (stopped at its end), sets $BROKER (mqtt://127.0.0.1:PORT), and
+// subscribes the test's watcher to cmnd/#: `mqttbroker`.
+func cmdMQTTBroker(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 0 {
+		ts.Fatalf("usage: mqttbroker")
+	}
+	bin := testbroker.Binary()
+	if bin == "" {
+		ts.Fatalf("no mosquitto here (scripts check [mosquitto] first)")
+	}
+	dir := ts.MkAbs(".mosquitto")
+	ts.Check(os.MkdirAll(dir, 0o700))
+	var addr string
+	var cmd *exec.Cmd
+	for try := 0; ; try++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		ts.Check(err)
+		addr = l.Addr().String()
+		l.Close()
+		_, port, _ := net.SplitHostPort(addr)
+		conf := fmt.Sprintf("listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest file %s\n", port, filepath.Join(dir, "log"))
+		if os.Geteuid() == 0 {
+			conf += "user root\n" // else mosquitto drops to a user who cannot read the work directory
+		}
+		ts.Check(os.WriteFile(filepath.Join(dir, "conf"), []byte(conf), 0o600))
+		cmd = exec.Command(bin, "-c", filepath.Join(dir, "conf"))
+		ts.Check(cmd.Start())
+		exited := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(exited) }()
+		ts.Defer(func() {
+			_ = cmd.Process.Kill()
+			<-exited
+		})
+		if waitListen(addr, exited) {
+			break
+		}
+		if try == 4 {
+			log, _ := os.ReadFile(filepath.Join(dir, "log"))
+			ts.Fatalf("mosquitto never listened on %s: %s", addr, log)
+		}
+	}
+	m := &scriptMQTT{url: "mqtt://" + addr, got: make(chan struct{}, 1)}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := broker.Connect(ctx, broker.Config{URL: m.url, ClientID: fmt.Sprintf("script-watch-%d", time.Now().UnixNano())})
+	ts.Check(err)
+	m.client = c
+	ts.Defer(c.Close)
+	ts.Check(c.Subscribe(ctx, "cmnd/#", m.record))
+	scriptMQTTMu.Lock()
+	scriptMQTTs[ts] = m
+	scriptMQTTMu.Unlock()
+	ts.Defer(func() {
+		scriptMQTTMu.Lock()
+		delete(scriptMQTTs, ts)
+		scriptMQTTMu.Unlock()
+	})
+	ts.Setenv("BROKER", m.url)
+}
+
+// condMosquitto is the script condition [mosquitto]: without it a script
+// skips, unless CI=true, where a missing mosquitto fails the run.
+func condMosquitto() (bool, error) {
+	if testbroker.Binary() != "" {
+		return true, nil
+	}
+	if os.Getenv("CI") == "true" {
+		return false, fmt.Errorf("mosquitto is required (CI=true): install Debian's mosquitto package")
+	}
+	return false, nil
+}
+
+func waitListen(addr string, exited chan struct{}) bool {
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-exited:
+			return false
+		default:
+		}
+		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			c.Close()
+			return true
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return false
+}
+
+func (m *scriptMQTT) record(msg broker.Message) {
+	m.mu.Lock()
+	m.msgs = append(m.msgs, msg)
+	m.mu.Unlock()
+	select {
+	case m.got <- struct{}{}:
+	default:
+	}
+}
+
+// waitFor waits until n messages whose "TOPIC PAYLOAD" matches re arrived
+// under cmnd/# (deadline: 60 s).
+func (m *scriptMQTT) waitFor(ts *testscript.TestScript, re *regexp.Regexp, n int) {
+	deadline := time.After(60 * time.Second)
+	for {
+		m.mu.Lock()
+		got := 0
+		for _, msg := range m.msgs {
+			if re.MatchString(msg.Topic + " " + string(msg.Payload)) {
+				got++
+			}
+		}
+		m.mu.Unlock()
+		if got >= n {
+			return
+		}
+		select {
+		case <-m.got:
+		case <-deadline:
+			ts.Fatalf("%d of %d messages matching %q under cmnd/# within 60 s", got, n, re)
+		}
+	}
+}
+
+// cmdWaitMQTT waits for messages under cmnd/# ("TOPIC PAYLOAD" matching
+// the pattern): `waitmqtt [-n N] PATTERN` (default one). Devices publish
+// an empty cmnd/<topic>/POWER when they connect: waiting for N of those
+// waits for a fleet of N.
+func cmdWaitMQTT(ts *testscript.TestScript, neg bool, args []string) {
+	n := 1
+	if len(args) == 3 && args[0] == "-n" {
+		var err error
+		n, err = strconv.Atoi(args[1])
+		ts.Check(err)
+		args = args[2:]
+	}
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: waitmqtt [-n N] PATTERN")
+	}
+	re, err := regexp.Compile(args[0])
+	ts.Check(err)
+	mqttOf(ts).waitFor(ts, re, n)
+}
+
+// cmdMQTTCmds checks what devices were told: `mqttcmds [-max N]`. It
+// prints, sorted, one line per device topic, "TOPIC upgrades=N status=N",
+// the Upgrade commands (Backlog … Upgrade 1) and Status reads it got,
+// after a fence (everything published before it was delivered). It fails
+// when any message under cmnd/# was retained, when a fresh subscriber to
+// cmnd/# is handed a retained message, or (-max N) when a device got more
+// than N Upgrade commands. The device's own empty cmnd/<t>/POWER after
+// each connect is not a command of ours and is left out.
+func cmdMQTTCmds(ts *testscript.TestScript, neg bool, args []string) {
+	max := -1
+	switch {
+	case neg:
+		ts.Fatalf("usage: mqttcmds [-max N]")
+	case len(args) == 2 && args[0] == "-max":
+		n, err := strconv.Atoi(args[1])
+		ts.Check(err)
+		max = n
+	case len(args) != 0:
+		ts.Fatalf("usage: mqttcmds [-max N]")
+	}
+	m := mqttOf(ts)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// A fresh subscriber: the broker hands it every retained message
+	// under cmnd/# before the fence it publishes after subscribing.
+	fresh, err := broker.Connect(ctx, broker.Config{URL: m.url, ClientID: fmt.Sprintf("script-fresh-%d", time.Now().UnixNano())})
+	ts.Check(err)
+	defer fresh.Close()
+	fenceTopic := fmt.Sprintf("cmnd/ots-test-fence-%d/Fence", time.Now().UnixNano())
+	var freshMu sync.Mutex
+	var retained []string
+	fenced := make(chan struct{})
+	var once sync.Once
+	ts.Check(fresh.Subscribe(ctx, "cmnd/#", func(msg broker.Message) {
+		if msg.Topic == fenceTopic {
+			once.Do(func() { close(fenced) })
+			return
+		}
+		if msg.Retained {
+			freshMu.Lock()
+			retained = append(retained, msg.Topic)
+			freshMu.Unlock()
+		}
+	}))
+	ts.Check(fresh.Publish(ctx, fenceTopic, []byte("fence")))
+	select {
+	case <-fenced:
+	case <-ctx.Done():
+		ts.Fatalf("the fence never came back")
+	}
+	m.waitFor(ts, regexp.MustCompile("^"+regexp.QuoteMeta(fenceTopic)+" "), 1)
+	freshMu.Lock()
+	if len(retained) > 0 {
+		ts.Fatalf("retained messages remain under cmnd/#: %s", strings.Join(retained, ", "))
+	}
+	freshMu.Unlock()
+
+	type count struct{ upgrades, status int }
+	counts := map[string]*count{}
+	m.mu.Lock()
+	msgs := slices.Clone(m.msgs)
+	m.mu.Unlock()
+	for _, msg := range msgs {
+		if msg.Topic == fenceTopic || strings.HasPrefix(msg.Topic, "cmnd/ots-test-fence-") {
+			continue
+		}
+		if msg.Retained {
+			ts.Fatalf("a retained message under cmnd/#: %s %q", msg.Topic, msg.Payload)
+		}
+		parts := strings.Split(msg.Topic, "/")
+		if len(parts) < 3 {
+			continue
+		}
+		dev, cmd := strings.Join(parts[1:len(parts)-1], "/"), strings.ToLower(parts[len(parts)-1])
+		if cmd == "power" && len(msg.Payload) == 0 {
+			continue
+		}
+		c := counts[dev]
+		if c == nil {
+			c = &count{}
+			counts[dev] = c
+		}
+		payload := strings.ToLower(string(msg.Payload))
+		switch {
+		case cmd == "backlog" && strings.Contains(payload, "upgrade"), cmd == "upgrade":
+			c.upgrades++
+		case strings.HasPrefix(cmd, "status"):
+			c.status++
+		}
+	}
+	devs := make([]string, 0, len(counts))
+	for d := range counts {
+		devs = append(devs, d)
+	}
+	slices.Sort(devs)
+	for _, d := range devs {
+		c := counts[d]
+		fmt.Fprintf(ts.Stdout(), "%s upgrades=%d status=%d\n", d, c.upgrades, c.status)
+		if max >= 0 && c.upgrades > max {
+			ts.Fatalf("%s got %d Upgrade commands, at most %d allowed", d, c.upgrades, max)
+		}
+	}
+}

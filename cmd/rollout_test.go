@@ -1,0 +1,306 @@
+package cmd
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ots-ota/ots-ota/broker"
+	"github.com/ots-ota/ots-ota/internal/testbroker"
+	"github.com/ots-ota/ots-ota/rollout"
+	"github.com/ots-ota/ots-ota/upload"
+)
+
+// brokerLog records every message a broker delivers under a filter.
+type brokerLog struct {
+	mu   sync.Mutex
+	msgs []broker.Message
+	got  chan struct{} // a message arrived
+}
+
+// watchBroker subscribes to filter on b, as a test subscriber.
+func watchBroker(t *testing.T, url, filter string) *brokerLog {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := broker.Connect(ctx, broker.Config{URL: url, ClientID: fmt.Sprintf("test-watch-%d", time.Now().UnixNano())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	l := &brokerLog{got: make(chan struct{}, 1)}
+	if err := c.Subscribe(ctx, filter, func(m broker.Message) {
+		l.mu.Lock()
+		l.msgs = append(l.msgs, m)
+		l.mu.Unlock()
+		select {
+		case l.got <- struct{}{}:
+		default:
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// fence publishes a message on topic and waits until the log has it: every
+// message published before it has been delivered by then (one publisher's
+// QoS 1 messages arrive in order, and the broker forwards in order).
+func (l *brokerLog) fence(t *testing.T, url, topic string) []broker.Message {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := broker.Connect(ctx, broker.Config{URL: url, ClientID: fmt.Sprintf("test-fence-%d", time.Now().UnixNano())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Publish(ctx, topic, []byte("fence")); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		l.mu.Lock()
+		for i, m := range l.msgs {
+			if m.Topic == topic {
+				out := append([]broker.Message(nil), l.msgs[:i]...)
+				l.mu.Unlock()
+				return out
+			}
+		}
+		l.mu.Unlock()
+		select {
+		case <-l.got:
+		case <-ctx.Done():
+			t.Fatalf("the fence message on %s never arrived", topic)
+		}
+	}
+}
+
+const rolloutTestConfig = `inventory:
+  devices:
+    - {name: plug-1, address: 10.0.0.1, mqtt_topic: tasmota_A1}
+    - {name: plug-2, address: 10.0.0.2, mqtt_topic: tasmota_A2}
+    - {name: lamp, address: 10.0.0.3}
+    - {name: odd, address: 10.0.0.4, mqtt_topic: odd_1, full_topic: 'home/%prefix%/'}
+  groups:
+    plugs: [plug-1, plug-2]
+    mixed: [plug-1, lamp]
+`
+
+// TestRolloutUsage: every usage error exits 2 before anything is done:
+// nothing is published on the broker (a subscriber on # sees only the
+// fence), no state file is made, and a password never shows.
+func TestRolloutUsage(t *testing.T) {
+	b := testbroker.Start(t)
+	watch := watchBroker(t, b.URL(), "#")
+	home := t.TempDir()
+	t.Setenv("XDG_CONFIG_HOME", home)
+	t.Setenv("OTS_OTA_MQTT_PASSWORD", "")
+	t.Setenv("OTS_OTA_STATE_DIR", "")
+	if err := os.MkdirAll(filepath.Join(home, "ots-ota"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(home, "ots-ota", "config.yaml"), []byte(rolloutTestConfig), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state")
+	fw := writeTestFirmware(t, "1.0.1")
+	notPEM := filepath.Join(dir, "ca.txt")
+	pwFile := filepath.Join(dir, "pw")
+	for f, body := range map[string]string{notPEM: "not a certificate\n", pwFile: "pw-from-file-77\n"} {
+		if err := os.WriteFile(f, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const secret = "Hunter2-broker-pw"
+	good := []string{"rollout", fw, "--family", "tasmota", "--expect-version", "15.5.0", "--broker", b.URL(), "--state-dir", state}
+	with := func(extra ...string) []string { return append(append([]string{}, good...), extra...) }
+	without := func(flag string, extra ...string) []string {
+		var out []string
+		for i := 0; i < len(good); i++ {
+			if good[i] == flag {
+				i++
+				continue
+			}
+			out = append(out, good[i])
+		}
+		return append(out, extra...)
+	}
+	cases := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{"nothing", []string{"rollout"}, nil, "rollout needs a FIRMWARE file"},
+		{"no family", without("--family", "plug-1"), nil, "--family is required"},
+		{"esphome", with("--family", "esphome", "plug-1"), nil, "ESPHome's rollout (its http_request update manifests) comes in a later release"},
+		{"family case", with("--family", "Tasmota", "plug-1"), nil, "family names are lower case"},
+		{"family unknown", with("--family", "wled", "plug-1"), nil, "--family wled: want tasmota"},
+		{"no expect", without("--expect-version", "plug-1"), nil, "--expect-version is required with --family tasmota: a .bin does not tell what Tasmota will report"},
+		{"expect words", with("--expect-version", "v15.5", "plug-1"), nil, "digits and dots"},
+		{"no broker", without("--broker", "plug-1"), nil, "--broker is required"},
+		{"broker http", with("--broker", "http://127.0.0.1:1883", "plug-1"), nil, `scheme "http": want mqtt:// or mqtts://`},
+		{"broker password", with("--broker", "mqtt://ota:"+secret+"@127.0.0.1", "plug-1"), nil, "the URL holds a password; give it with --mqtt-password-file, OTS_OTA_MQTT_PASSWORD"},
+		{"broker path", with("--broker", "mqtt://127.0.0.1/x", "plug-1"), nil, "no path or query"},
+		{"broker port", with("--broker", "mqtt://127.0.0.1:99999", "plug-1"), nil, "out of range"},
+		{"broker not a URL", with("--broker", "127.0.0.1:1883", "plug-1"), nil, "not a broker URL"},
+		{"broker user twice", with("--broker", "mqtt://alice@127.0.0.1", "--mqtt-user", "bob", "plug-1"), nil, `--broker names user "alice", --mqtt-user "bob"`},
+		{"ca without tls", with("--mqtt-ca", notPEM, "plug-1"), nil, "--mqtt-ca goes with an mqtts:// broker"},
+		{"ca missing", with("--broker", "mqtts://127.0.0.1", "--mqtt-ca", filepath.Join(dir, "nope.pem"), "plug-1"), nil, "--mqtt-ca"},
+		{"ca not pem", with("--broker", "mqtts://127.0.0.1", "--mqtt-ca", notPEM, "plug-1"), nil, "no PEM certificate"},
+		{"password twice", with("--mqtt-user", "ota", "--mqtt-password", secret, "--mqtt-password-file", pwFile, "plug-1"), nil, "say the same thing"},
+		{"password file missing", with("--mqtt-user", "ota", "--mqtt-password-file", filepath.Join(dir, "nope"), "plug-1"), nil, "--mqtt-password-file"},
+		{"password without user", with("plug-1"), map[string]string{"OTS_OTA_MQTT_PASSWORD": secret}, "a broker password needs --mqtt-user"},
+		{"waves not 100%", with("--waves", "10%,50%", "plug-1"), nil, "--waves"},
+		{"waves words", with("--waves", "lots", "plug-1"), nil, "--waves lots"},
+		{"max failures", with("--max-failures", "some", "plug-1"), nil, "--max-failures some"},
+		{"canary negative", with("--canary", "-1", "plug-1"), nil, "--canary -1: must not be negative"},
+		{"retries negative", with("--retries", "-1", "plug-1"), nil, "--retries -1: must not be negative"},
+		{"max fetches 0", with("--max-fetches", "0", "plug-1"), nil, "--max-fetches 0: must be at least 1"},
+		{"wave pause negative", with("--wave-pause", "-1s", "plug-1"), nil, "--wave-pause -1s: must not be negative"},
+		{"timeout negative", with("--timeout", "-1s", "plug-1"), nil, "--timeout -1s: must not be negative"},
+		{"verify timeout 0", with("--verify-timeout", "0", "plug-1"), nil, "--verify-timeout 0s: must be positive"},
+		{"discover wait 0", with("--discover-wait", "0", "--all"), nil, "--discover-wait 0s: must be positive"},
+		{"public url ftp", with("--public-url", "ftp://fw.example.net", "plug-1"), nil, `scheme "ftp"`},
+		{"public url userinfo", with("--public-url", "http://u:"+secret+"@fw.example.net", "plug-1"), nil, "no user:password@ here"},
+		{"public url query", with("--public-url", "http://fw.example.net/?a=1", "plug-1"), nil, "no query or fragment"},
+		{"serve wildcard", with("--serve-addr", "0.0.0.0", "plug-1"), nil, "a wildcard address would serve the image on every network"},
+		{"serve name", with("--serve-addr", "fw.example.net", "plug-1"), nil, "want an IP address or IP:PORT"},
+		{"full topic no device", with("--full-topic", "%prefix%/home/", "plug-1"), nil, "names no device"},
+		{"full topic wildcard", with("--full-topic", "%prefix%/+/%topic%/", "plug-1"), nil, "--full-topic"},
+		{"no devices", with(), nil, "no devices: give NAMEs"},
+		{"all and group", with("--all", "--group", "plugs"), nil, "--all and --group do not go together"},
+		{"unknown group", with("--group", "nope"), nil, `no group "nope" (groups: mixed, plugs)`},
+		{"group without topic", with("--group", "mixed"), nil, "group mixed: device lamp has no mqtt_topic"},
+		{"name without topic", with("lamp"), nil, "device lamp has no mqtt_topic"},
+		{"bad topic", with("plug/+"), nil, `"plug/+" is neither an inventory name nor an MQTT topic`},
+		{"inventory full topic", with("odd"), nil, `device "odd": full_topic`},
+		{"resume with waves", []string{"rollout", "--resume", "--waves", "50%,100%", "--state-dir", state}, nil, "--resume goes on as the rollout was started (its state file holds it): drop --waves"},
+		{"resume two ids", []string{"rollout", "--resume", "a", "b", "--state-dir", state}, nil, "one rollout ID at most"},
+		{"status two ids", []string{"rollout", "status", "a", "b", "--state-dir", state}, nil, "one rollout ID at most"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			for k, v := range c.env {
+				t.Setenv(k, v)
+			}
+			for _, json := range []bool{false, true} {
+				args := c.args
+				if json {
+					args = append(append([]string{}, args...), "--json")
+				}
+				streams, out, errOut := TestStreams()
+				code := Execute(context.Background(), args, streams)
+				all := out.String() + errOut.String()
+				if code != ExitUsage {
+					t.Fatalf("%v: exit %d, want 2\n%s", args, code, all)
+				}
+				if strings.Contains(all, secret) {
+					t.Errorf("%v: the password printed:\n%s", args, all)
+				}
+				if json {
+					requireJSONRun(t, out.Bytes(), code)
+					if !strings.Contains(out.String(), `"code":"usage"`) {
+						t.Errorf("%v: no usage error line:\n%s", args, out)
+					}
+					continue
+				}
+				if !strings.Contains(errOut.String(), c.want) || out.Len() != 0 {
+					t.Errorf("%v: want %q on stderr and nothing on stdout, got:\n%s\n%s", args, c.want, errOut, out)
+				}
+			}
+		})
+	}
+	if got := watch.fence(t, b.URL(), "test/fence"); len(got) != 0 {
+		t.Errorf("usage errors published %d message(s), first on %s", len(got), got[0].Topic)
+	}
+	if _, err := os.Stat(filepath.Join(state, "rollouts")); !os.IsNotExist(err) {
+		t.Errorf("a usage error made the state directory: %v", err)
+	}
+}
+
+// TestRolloutBeforeBroker: what fails before the broker is told anything
+// exits 1 with nothing published and no state file: a firmware file that
+// is not an image (before any connect), and a broker nobody listens on.
+func TestRolloutBeforeBroker(t *testing.T) {
+	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state")
+	bad := filepath.Join(dir, "notes.txt")
+	if err := os.WriteFile(bad, []byte("not firmware at all, just words\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// A port nothing listens on: bound, then let go.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := "mqtt://" + l.Addr().String()
+	l.Close()
+	for _, c := range []struct {
+		name, fw, broker, want, code string
+	}{
+		{"not an image", bad, closed, "is not uploadable; nothing was sent", "not_app_image"},
+		{"no broker", writeTestFirmware(t, "1.0.1"), closed, "nothing was published or sent", "broker"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			for _, json := range []bool{false, true} {
+				args := []string{"rollout", c.fw, "--family", "tasmota", "--expect-version", "15.5.0", "--broker", c.broker,
+					"--state-dir", state, "tasmota_A1"}
+				if json {
+					args = append(args, "--json")
+				}
+				streams, out, errOut := TestStreams()
+				code := Execute(context.Background(), args, streams)
+				if code != ExitFailed {
+					t.Fatalf("exit %d, want 1\n%s\n%s", code, out, errOut)
+				}
+				if json {
+					requireJSONRun(t, out.Bytes(), code)
+					if !strings.Contains(out.String(), `"code":"`+c.code+`"`) {
+						t.Errorf("no %s error line:\n%s", c.code, out)
+					}
+					continue
+				}
+				if !strings.Contains(errOut.String(), c.want) {
+					t.Errorf("want %q on stderr, got:\n%s", c.want, errOut)
+				}
+			}
+			if _, err := os.Stat(filepath.Join(state, "rollouts")); !os.IsNotExist(err) {
+				t.Errorf("the state directory was made: %v", err)
+			}
+		})
+	}
+}
+
+// TestRolloutViewKeys: the terminal view keys devices by their target's
+// address, the engine its events by topic: every event lands on the
+// device it names, none adds a line of its own.
+func TestRolloutViewKeys(t *testing.T) {
+	streams, _, _ := TestStreams()
+	a := &app{io: streams, cfg: &config{origins: map[string]origin{}}}
+	devs := []rollout.Device{{Name: "pump", Topic: "barn_pump"}, {Name: "shed_light", Topic: "shed_light"}}
+	targets := []upload.Target{rolloutTarget(devs[0]), rolloutTarget(devs[1])}
+	view := makeFleetView(1000, targets, 2, &a.secrets)
+	r := &rolloutRenderer{&pushRenderer{a: a, view: view, last: map[string]upload.Phase{}}}
+	for _, d := range devs {
+		r.event(upload.FleetEvent{Event: upload.Event{Time: time.Now(), Target: d.Name, Phase: upload.PhaseConnecting, Try: 1},
+			Addr: d.Topic, Key: d.Topic, Protocol: "tasmota-mqtt"})
+	}
+	r.event(upload.FleetEvent{Event: upload.Event{Time: time.Now(), Target: "pump", Phase: upload.PhaseDone},
+		Addr: "barn_pump", Key: "barn_pump", Result: &upload.Result{Device: "pump", Addr: "barn_pump", Outcome: upload.OutcomeUpdated}})
+	if len(view.devs) != 2 {
+		t.Fatalf("%d lines in the view, want 2", len(view.devs))
+	}
+	if !view.devs[0].ended || view.devs[1].phase != upload.PhaseConnecting || view.devs[0].label != "pump" {
+		t.Errorf("view %+v %+v", *view.devs[0], *view.devs[1])
+	}
+}
