@@ -75,7 +75,9 @@ func (e *engine) preflight(ctx context.Context, d *dev, spec *DeviceSpec) bool {
 		d.mu.Lock()
 		d.before, d.withheld = &f, withheld
 		d.mu.Unlock()
-		e.save(func(r *Record) {
+		// Written with the command (or within a second): a device not
+		// commanded is read again by a resumed run.
+		e.cfg.State.updateSoon(func(r *Record) {
 			dr := &r.Devices[d.idx]
 			dr.Before, dr.BeforeAt, dr.OtaURLWithheld = safe, now.UTC(), withheld
 		})

@@ -324,6 +324,11 @@ func (e *engine) run(ctx context.Context) ([]upload.Result, error) {
 		}
 	}
 
+	defer func() {
+		if err := e.cfg.State.flush(); err != nil {
+			e.log.Warn("cannot save the rollout state", "err", err)
+		}
+	}()
 	wctx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	devs := make([]Device, len(e.devs))
@@ -603,12 +608,11 @@ func (e *engine) onReport(r Report) {
 		if r.Kind == ReportBooted || r.Kind == ReportStatus {
 			rr.Facts = safeFacts(&r.Facts)
 		}
-		e.save(func(rec *Record) {
+		// Written within a second, with the other reports of the burst;
+		// a crash loses at most those, and --resume reads the device.
+		e.cfg.State.updateSoon(func(rec *Record) {
 			dr := &rec.Devices[d.idx]
-			dr.Reports = append(dr.Reports, rr)
-			if n := len(dr.Reports); n > maxReports {
-				dr.Reports = slices.Delete(dr.Reports, 0, n-maxReports)
-			}
+			dr.Reports = trimReports(append(dr.Reports, rr))
 		})
 	}
 	select {

@@ -29,6 +29,7 @@ const (
 	current                   // already runs the target
 	wrongChip                 // tells another chip than the image's
 	loaderFails               // a two-step whose loader fails to fetch the full image
+	flappy                    // its link flaps 100 times between its success and its boot
 )
 
 const (
@@ -374,6 +375,12 @@ func (f *fakeFamily) script(fd *fakeDev, url string, n int) {
 		return
 	}
 	f.report(fd, ReportSuccess, "Successful. Restarting", "")
+	if fd.b == flappy {
+		for range 50 {
+			f.report(fd, ReportOffline, "", "")
+			f.report(fd, ReportOnline, "", "")
+		}
+	}
 	f.report(fd, ReportOffline, "", "")
 	s()
 	switch fd.b {

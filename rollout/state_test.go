@@ -1,9 +1,11 @@
 package rollout
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -147,5 +149,76 @@ func TestDefaultDir(t *testing.T) {
 		if d, _ := DefaultDir(); d != "/home/u/.local/state/ots-ota" {
 			t.Errorf("DefaultDir = %q", d)
 		}
+	}
+}
+
+// Reports are written in batches, not one file per report; the file keeps
+// what tells of the update when a flapping link fills it.
+func TestReportsSavedInBatches(t *testing.T) {
+	r := newRig(t, Plan{}, flappy)
+	got := r.run(context.Background())[0]
+	if got.Outcome != upload.OutcomeUpdated {
+		t.Fatalf("%s (%s)", got.Outcome, got.Message)
+	}
+	st := r.cfg.State
+	st.mu.Lock()
+	writes := st.writes
+	st.mu.Unlock()
+	if writes > 30 {
+		t.Errorf("%d writes of the state file for about 106 reports", writes)
+	}
+	rec, err := readRecord(st.Path()) // what is on disk at the end
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kinds []ReportKind
+	for _, rr := range rec.Devices[0].Reports {
+		if rr.Kind != ReportOnline && rr.Kind != ReportOffline {
+			kinds = append(kinds, rr.Kind)
+		}
+	}
+	if n := len(rec.Devices[0].Reports); n != maxReports || !slices.Equal(kinds, []ReportKind{ReportStarted, ReportSuccess, ReportBooted}) {
+		t.Errorf("%d reports kept on disk, those of the update %v", n, kinds)
+	}
+}
+
+// A change made with updateSoon reaches the file within flushDelay, or at
+// Close, whichever comes first; an update takes it along at once.
+func TestUpdateSoon(t *testing.T) {
+	for _, c := range []string{"timer", "update", "close"} {
+		t.Run(c, func(t *testing.T) {
+			dir := t.TempDir()
+			st, err := CreateState(dir, testMeta())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			st.updateSoon(func(r *Record) { r.Devices[0].Name = "renamed" })
+			onDisk := func() string {
+				rec, err := readRecord(st.Path())
+				if err != nil {
+					t.Fatal(err)
+				}
+				return rec.Devices[0].Name
+			}
+			switch c {
+			case "timer":
+				deadline := time.Now().Add(10 * time.Second)
+				for onDisk() != "renamed" && time.Now().Before(deadline) {
+					time.Sleep(50 * time.Millisecond)
+				}
+			case "update":
+				if err := st.update(func(r *Record) { r.Stopped = "x" }); err != nil {
+					t.Fatal(err)
+				}
+			case "close":
+				if err := st.Close(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if n := onDisk(); n != "renamed" {
+				t.Errorf("on disk %q", n)
+			}
+		})
 	}
 }
