@@ -290,8 +290,10 @@ func (e *engine) finish(ctx context.Context, d *dev, v Verdict, spec DeviceSpec)
 	// slot and a command past a budget this verdict exceeds.
 	e.tally(d, res)
 	e.release(d)
-	if len(spec.Commands) > 0 && ctx.Err() == nil {
-		if w := e.restore(ctx, d, v); w != "" {
+	pending := false
+	if len(spec.Commands) > 0 {
+		var w string
+		if w, pending = e.restore(ctx, d, res.Outcome); w != "" {
 			res.Warnings = append(res.Warnings, w)
 		}
 	}
@@ -301,39 +303,68 @@ func (e *engine) finish(ctx context.Context, d *dev, v Verdict, spec DeviceSpec)
 	d.mu.Unlock()
 	e.save(func(r *Record) {
 		dr := &r.Devices[d.idx]
-		dr.Phase, dr.Result = PhaseDone, ptr(res)
+		dr.Phase, dr.Result, dr.RestorePending = PhaseDone, ptr(res), pending
 	})
 	e.emitDone(d)
 }
 
+// restorePendingWarning is the warning of a device whose verdict came as
+// the run was interrupted, before its OTA URL was put back.
+const restorePendingWarning = "its previous OTA URL is not put back yet: the rollout was interrupted; --resume puts it back"
+
+// restoreLeft puts back the OTA URL of a device a run left done but not
+// restored (interrupted at its verdict), then emits its result.
+func (e *engine) restoreLeft(ctx context.Context, d *dev) {
+	w, pending := e.restore(ctx, d, d.res.Outcome)
+	if pending {
+		return
+	}
+	d.res.Warnings = slices.DeleteFunc(d.res.Warnings, func(s string) bool { return s == restorePendingWarning })
+	if w != "" {
+		d.res.Warnings = append(d.res.Warnings, w)
+	}
+	res := d.res
+	e.save(func(r *Record) {
+		dr := &r.Devices[d.idx]
+		dr.Result, dr.RestorePending = ptr(res), false
+	})
+}
+
 // restore puts back the OTA URL the device had before, once its final
-// image runs or it was given up, if it is online; "" or a warning.
-func (e *engine) restore(ctx context.Context, d *dev, v Verdict) string {
+// image runs or it was given up, if it is online: "" or a warning, and
+// whether it is still to do (ctx ended first).
+func (e *engine) restore(ctx context.Context, d *dev, o upload.Outcome) (string, bool) {
 	d.mu.Lock()
 	b, withheld, online := d.before, d.withheld, d.online
 	d.mu.Unlock()
 	if b == nil || b.OtaURL == nil {
 		if withheld {
-			return "its previous OTA URL held a password, which the state file does not keep: put it back by hand"
+			return "its previous OTA URL held a password, which the state file does not keep: put it back by hand", false
 		}
-		return ""
+		return "", false
 	}
 	if *b.OtaURL == e.url {
-		return ""
+		return "", false
 	}
-	up := v.Outcome != upload.OutcomeUnreachable
+	up := o != upload.OutcomeUnreachable
 	if online != nil {
 		up = *online
 	}
 	if !up {
-		return "its previous OTA URL was not put back: the device is offline"
+		return "its previous OTA URL was not put back: the device is offline", false
+	}
+	if ctx.Err() != nil {
+		return restorePendingWarning, true
 	}
 	rctx, cancel := context.WithTimeout(ctx, e.cfg.ReadTimeout)
 	defer cancel()
 	if err := e.cfg.Family.Restore(rctx, d.d, *b.OtaURL); err != nil {
-		return "its previous OTA URL could not be put back: " + oneLine(err)
+		if ctx.Err() != nil {
+			return restorePendingWarning, true
+		}
+		return "its previous OTA URL could not be put back: " + oneLine(err), false
 	}
-	return ""
+	return "", false
 }
 
 // cancelled: ctx ended while the device was in flight. The state keeps it

@@ -320,7 +320,9 @@ func (e *engine) run(ctx context.Context) ([]upload.Result, error) {
 		if r.Phase == PhaseDone && r.Result != nil {
 			d.res, d.done = *r.Result, true
 			e.tally(d, d.res)
-			e.emitDone(d)
+			if !r.RestorePending {
+				e.emitDone(d)
+			}
 		}
 	}
 
@@ -337,6 +339,15 @@ func (e *engine) run(ctx context.Context) ([]upload.Result, error) {
 	}
 	if err := e.cfg.Family.Watch(wctx, devs, e.onReport); err != nil {
 		return nil, err
+	}
+
+	// An interrupted run may have left devices done, their OTA URL not
+	// yet put back.
+	for _, d := range e.devs {
+		if d.done && e.rec.Devices[d.idx].RestorePending {
+			e.restoreLeft(ctx, d)
+			e.emitDone(d)
+		}
 	}
 
 	waves := e.waves()

@@ -78,7 +78,8 @@ type fakeFamily struct {
 	afterFetch     func(topic string)
 	beforeCommand  func(topic string, n int) // n: the commands taken, this one included
 	onReport       func(Report)
-	beforeReport   func(Report) // before the report is delivered
+	beforeReport   func(Report)                                  // before the report is delivered
+	beforeRestore  func(ctx context.Context, topic string) error // an error: the restore is not done
 	onWatch        func(n int)
 	wg             sync.WaitGroup
 	stop           chan struct{}
@@ -169,6 +170,14 @@ func (f *fakeFamily) Reread(ctx context.Context, d Device) (Facts, error) {
 }
 
 func (f *fakeFamily) Restore(ctx context.Context, d Device, u string) error {
+	f.mu.Lock()
+	h := f.beforeRestore
+	f.mu.Unlock()
+	if h != nil {
+		if err := h(ctx, d.Topic); err != nil {
+			return err
+		}
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.restores[d.Topic] = append(f.restores[d.Topic], u)

@@ -3,6 +3,7 @@ package rollout
 import (
 	"context"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -224,5 +225,61 @@ func TestResumeAfterCancel(t *testing.T) {
 				t.Errorf("devices were told %d URLs across the runs: %v", len(urls), urls)
 			}
 		})
+	}
+}
+
+// A run interrupted at a device's verdict, before its OTA URL was put
+// back, leaves that to the resumed run.
+func TestResumeRestoresLeftOtaURL(t *testing.T) {
+	r := newRig(t, Plan{}, succeed, succeed)
+	r.cfg.MaxFetches = 1
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r.f.beforeRestore = func(rctx context.Context, topic string) error {
+		if topic != r.devs[0].Topic {
+			return nil
+		}
+		cancel()
+		<-rctx.Done()
+		return rctx.Err()
+	}
+	res1 := r.run(ctx)
+	if o := res1[1].Outcome; res1[0].Outcome != upload.OutcomeUpdated || o != upload.OutcomeNotStarted && o != upload.OutcomeCancelled {
+		t.Fatalf("run 1: %s (%s), %s", res1[0].Outcome, res1[0].Message, res1[1].Outcome)
+	}
+	if !slices.Contains(res1[0].Warnings, restorePendingWarning) {
+		t.Errorf("run 1 warnings %q", res1[0].Warnings)
+	}
+	if d := r.cfg.State.Record().Devices[0]; d.Phase != PhaseDone || !d.RestorePending {
+		t.Fatalf("run 1 left %s, restore pending %v", d.Phase, d.RestorePending)
+	}
+
+	r.cfg.State.Close()
+	st, err := OpenState(filepath.Join(r.dir, "state"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	r.f.mu.Lock()
+	r.f.beforeRestore = nil
+	r.f.mu.Unlock()
+	r.cfg.State = st
+	res2 := r.run(context.Background())
+	for i, got := range res2 {
+		if got.Outcome != upload.OutcomeUpdated || len(got.Warnings) != 0 {
+			t.Errorf("run 2: %s %s warnings %q", got.Device, got.Outcome, got.Warnings)
+		}
+		r.f.mu.Lock()
+		restores := r.f.restores[r.devs[i].Topic]
+		r.f.mu.Unlock()
+		if len(restores) != 1 || !strings.Contains(restores[0], "ota.tasmota.com") {
+			t.Errorf("%s: restores %q, want its old OTA URL once", got.Device, restores)
+		}
+		if n := r.f.commands(r.devs[i].Topic); n != 1 {
+			t.Errorf("%s commanded %d times", got.Device, n)
+		}
+	}
+	if d := st.Record().Devices[0]; d.RestorePending || !st.Record().Finished {
+		t.Errorf("run 2: restore pending %v, finished %v", d.RestorePending, st.Record().Finished)
 	}
 }

@@ -120,6 +120,9 @@ type DeviceRecord struct {
 	// latest ones), so that a resumed run judges with them.
 	Reports []ReportRecord `json:"reports,omitempty"`
 	Result  *upload.Result `json:"result,omitempty"`
+	// RestorePending: done, but the run was interrupted before its OTA
+	// URL was put back; a resumed run puts it back.
+	RestorePending bool `json:"restore_pending,omitempty"`
 }
 
 // ReportRecord is a Report in the state file.
