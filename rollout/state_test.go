@@ -1,8 +1,12 @@
 package rollout
 
 import (
+	"bufio"
 	"context"
+	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -221,4 +225,80 @@ func TestUpdateSoon(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The lock holds across processes: a helper process (this test binary,
+// run again) holds a rollout; a second one on the same directory is
+// refused with one line naming it, until the helper ends.
+func TestStateLockAcrossProcesses(t *testing.T) {
+	if dir := os.Getenv("OTS_OTA_TEST_HOLD_STATE"); dir != "" {
+		st, err := CreateState(dir, testMeta())
+		if err != nil {
+			fmt.Println("error:", err)
+			os.Exit(1)
+		}
+		fmt.Println("locked", st.ID())
+		io.Copy(io.Discard, os.Stdin) // until the test closes it
+		st.Close()
+		os.Exit(0)
+	}
+	dir := t.TempDir()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Skip("cannot run the test binary again:", err)
+	}
+	cmd := exec.Command(exe, "-test.run=^TestStateLockAcrossProcesses$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "OTS_OTA_TEST_HOLD_STATE="+dir)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		stdin.Close()
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	lines := make(chan string, 1)
+	go func() {
+		l, _ := bufio.NewReader(stdout).ReadString('\n')
+		lines <- strings.TrimSpace(l)
+	}()
+	var line string
+	select {
+	case line = <-lines:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the helper process never said it holds the lock")
+	}
+	id, ok := strings.CutPrefix(line, "locked ")
+	if !ok {
+		t.Fatalf("helper: %q", line)
+	}
+
+	_, err = CreateState(dir, testMeta())
+	if err == nil || !strings.Contains(err.Error(), "rollout "+id+" is running") || strings.Contains(err.Error(), "\n") {
+		t.Errorf("CreateState beside another process's rollout: %v, want one line naming %s", err, id)
+	}
+	if _, err := OpenState(dir, id); err == nil || !strings.Contains(err.Error(), id) {
+		t.Errorf("OpenState of another process's rollout: %v", err)
+	}
+	if l, err := List(dir); err != nil || len(l) != 1 || !l[0].Running {
+		t.Errorf("List = %+v, %v; want it running", l, err)
+	}
+
+	stdin.Close()
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("helper: %v", err)
+	}
+	st, err := CreateState(dir, testMeta())
+	if err != nil {
+		t.Fatalf("CreateState once the other process ended: %v", err)
+	}
+	st.Close()
 }
