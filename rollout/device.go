@@ -23,6 +23,7 @@ func (e *engine) device(ctx context.Context, d *dev, resumed time.Time) {
 
 	if phase == PhaseCommanded {
 		// Interrupted in flight: watched again, never commanded again.
+		_, d.linkGen, _ = e.link()
 		spec.Resumed = resumed
 		if spec.Before != nil {
 			spec.Refusal = e.cfg.Family.Screen(*spec.Before, e.img, e.have)
@@ -58,11 +59,25 @@ func (e *engine) preflight(ctx context.Context, d *dev, spec *DeviceSpec) bool {
 	}
 	defer func() { <-e.pre }()
 	e.emit(d, upload.Event{Phase: upload.PhaseChecking, Message: "reading what the device tells"})
-	rctx, cancel := context.WithTimeout(ctx, e.cfg.ReadTimeout)
-	f, err := e.cfg.Family.Preflight(rctx, d.d)
-	cancel()
-	if ctx.Err() != nil {
-		return false
+	var f Facts
+	var err error
+	for {
+		if e.waitLink(ctx) != nil {
+			return false
+		}
+		_, gen, _ := e.link()
+		rctx, cancel := context.WithTimeout(ctx, e.cfg.ReadTimeout)
+		f, err = e.cfg.Family.Preflight(rctx, d.d)
+		cancel()
+		if ctx.Err() != nil {
+			return false
+		}
+		if up, now, _ := e.link(); err == nil || up && now == gen {
+			break
+		}
+		// Unanswered while the link was down, or went down: the device
+		// may well be there. Read it again once the link is back.
+		e.log.Debug("pre-flight read lost to a link outage; reading again", "device", d.d.label(), "err", err)
 	}
 	now := time.Now()
 	if err != nil {
@@ -144,6 +159,10 @@ func (e *engine) fetchOver(d *dev, spec DeviceSpec, now time.Time) bool {
 // rollout stops: no further command could be recorded either, and the
 // devices already commanded are still watched. false when not sent.
 func (e *engine) command(ctx context.Context, d *dev, spec *DeviceSpec) bool {
+	if e.waitLink(ctx) != nil {
+		return false
+	}
+	_, d.linkGen, _ = e.link() // an outage from now on may hide its reports
 	now := time.Now()
 	d.mu.Lock()
 	was := d.phase
@@ -184,6 +203,24 @@ func (e *engine) observe(ctx context.Context, d *dev, spec *DeviceSpec) {
 			e.cancelled(d)
 			return
 		}
+		// Nothing is concluded while the link is down. Once it is back,
+		// what the device told meanwhile may be lost: watch it as a
+		// resumed run would, from then on.
+		if up, gen, back := e.link(); !up {
+			if e.waitLink(ctx) != nil {
+				e.cancelled(d)
+				return
+			}
+			continue
+		} else if gen != d.linkGen {
+			d.linkGen = gen
+			if back.After(spec.Resumed) {
+				spec.Resumed, spec.Outage = back, true
+			}
+			if !spec.RereadAnswered {
+				spec.Reread = time.Time{} // the read may have been lost too
+			}
+		}
 		d.mu.Lock()
 		reps := slices.Clone(d.reports)
 		d.mu.Unlock()
@@ -210,16 +247,25 @@ func (e *engine) observe(ctx context.Context, d *dev, spec *DeviceSpec) {
 				e.cancelled(d)
 				return
 			}
-			if reason := e.stopped(); reason != "" || !e.command(ctx, d, spec) {
-				// The rollout stopped (a budget, or a state file that
-				// cannot record the command): its failure is its verdict.
-				v, _ := Decide(*spec, reps, now, true)
-				v.Message += "; not commanded again: the rollout stopped (" + e.stopped() + ")"
-				e.finish(ctx, d, v, *spec)
+			if e.stopped() == "" && e.command(ctx, d, spec) {
+				continue
+			}
+			if ctx.Err() != nil {
+				e.cancelled(d)
 				return
 			}
-			continue
+			// The rollout stopped (a budget, or a state file that cannot
+			// record the command): its failure is its verdict.
+			v, _ := Decide(*spec, reps, now, true)
+			v.Message += "; not commanded again: the rollout stopped (" + e.stopped() + ")"
+			e.finish(ctx, d, v, *spec)
+			return
 		case v.Reread:
+			if e.waitLink(ctx) != nil {
+				e.cancelled(d)
+				return
+			}
+			_, gen, _ := e.link()
 			spec.Reread = time.Now()
 			rctx, cancel := context.WithTimeout(ctx, e.cfg.ReadTimeout)
 			f, err := e.cfg.Family.Reread(rctx, d.d)
@@ -227,6 +273,9 @@ func (e *engine) observe(ctx context.Context, d *dev, spec *DeviceSpec) {
 			if ctx.Err() != nil {
 				e.cancelled(d)
 				return
+			}
+			if up, now, _ := e.link(); err != nil && (!up || now != gen) {
+				continue // lost to an outage: the loop's top handles it
 			}
 			if err == nil {
 				spec.RereadAnswered = true
@@ -353,7 +402,7 @@ func (e *engine) restore(ctx context.Context, d *dev, o upload.Outcome) (string,
 	if !up {
 		return "its previous OTA URL was not put back: the device is offline", false
 	}
-	if ctx.Err() != nil {
+	if ctx.Err() != nil || e.waitLink(ctx) != nil {
 		return restorePendingWarning, true
 	}
 	rctx, cancel := context.WithTimeout(ctx, e.cfg.ReadTimeout)

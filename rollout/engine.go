@@ -113,6 +113,16 @@ type engine struct {
 	wavePos  map[int]int // state wave index → position among waves()
 	waveSize map[int]int
 	nWaves   int
+
+	// The link to the devices (Linker; nil: always up), as last seen:
+	// linkGen counts the changes seen, linkBack is when it was last seen
+	// back up after one.
+	linker   Linker
+	linkM    sync.Mutex
+	linkUp   bool
+	linkCh   <-chan struct{}
+	linkGen  int
+	linkBack time.Time
 }
 
 // dev is one device's run.
@@ -132,6 +142,7 @@ type dev struct {
 	withheld bool   // the state dropped its OtaURL (it held userinfo)
 
 	holding bool // holds a MaxFetches slot
+	linkGen int  // the link's changes seen when it was last commanded or watched again
 	start   time.Time
 	res     upload.Result
 	done    bool // has its result for this run (cancelled included)
@@ -192,6 +203,11 @@ func newEngine(cfg Config) (*engine, error) {
 		}
 	}
 	e.total = len(e.devs)
+	e.linkUp = true
+	if l, ok := cfg.Family.(Linker); ok {
+		e.linker = l
+		e.linkUp, e.linkCh = l.Link()
+	}
 	e.waveFail, e.wavePos, e.waveSize = map[int]int{}, map[int]int{}, map[int]int{}
 	for i, w := range e.waves() {
 		e.wavePos[w[0].wave], e.waveSize[w[0].wave] = i, len(w)
@@ -339,6 +355,9 @@ func (e *engine) run(ctx context.Context) ([]upload.Result, error) {
 	}
 	if err := e.cfg.Family.Watch(wctx, devs, e.onReport); err != nil {
 		return nil, err
+	}
+	if e.linker != nil {
+		go e.watchLink(wctx)
 	}
 
 	// An interrupted run may have left devices done, their OTA URL not
@@ -552,6 +571,82 @@ func (e *engine) save(fn func(*Record)) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// link is the link's state now: up, the changes seen so far, and when it
+// was last seen back up after one.
+func (e *engine) link() (up bool, gen int, back time.Time) {
+	e.linkM.Lock()
+	defer e.linkM.Unlock()
+	e.pollLinkLocked()
+	return e.linkUp, e.linkGen, e.linkBack
+}
+
+func (e *engine) pollLinkLocked() {
+	for e.linkCh != nil {
+		select {
+		case <-e.linkCh:
+			e.linkUp, e.linkCh = e.linker.Link()
+			e.linkGen++
+			if e.linkUp {
+				e.linkBack = time.Now()
+			}
+		default:
+			return
+		}
+	}
+}
+
+// waitLink waits until the link is up; ctx's error if it ends first.
+func (e *engine) waitLink(ctx context.Context) error {
+	for {
+		e.linkM.Lock()
+		e.pollLinkLocked()
+		up, ch := e.linkUp, e.linkCh
+		e.linkM.Unlock()
+		if up {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// watchLink wakes every device at each change of the link, so that those
+// in flight stop concluding while it is down and start their windows
+// again once it is back.
+func (e *engine) watchLink(ctx context.Context) {
+	seen := -1
+	for {
+		e.linkM.Lock()
+		e.pollLinkLocked()
+		up, gen, ch := e.linkUp, e.linkGen, e.linkCh
+		e.linkM.Unlock()
+		if gen != seen {
+			if seen >= 0 {
+				if up {
+					e.log.Info("the link to the devices is back: devices in flight are watched again")
+				} else {
+					e.log.Warn("the link to the devices is down: the rollout waits for it")
+				}
+			}
+			seen = gen
+			for _, d := range e.devs {
+				select {
+				case d.notify <- struct{}{}:
+				default:
+				}
+			}
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
 
 // tally counts a device's verdict against the failure budgets, and stops
 // the rollout once one is exceeded (a canary: at its first failure).
