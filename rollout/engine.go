@@ -419,6 +419,21 @@ func (e *engine) run(ctx context.Context) ([]upload.Result, error) {
 		}
 	}
 
+	// Stopped by a gate: devices still in flight (a resumed run's, in a
+	// wave the loop did not reach) are watched to their verdicts all the
+	// same.
+	if ctx.Err() == nil {
+		var left []*dev
+		for _, d := range e.devs {
+			d.mu.Lock()
+			if !d.done && d.phase == PhaseCommanded {
+				left = append(left, d)
+			}
+			d.mu.Unlock()
+		}
+		e.runWave(ctx, left, resumed)
+	}
+
 	cancelled := ctx.Err() != nil
 	for _, d := range e.devs {
 		if d.done {
@@ -455,7 +470,7 @@ func (e *engine) run(ctx context.Context) ([]upload.Result, error) {
 // holds as in flight are watched at once. The others go in the wave's
 // order, each once it holds a MaxFetches slot: its read comes just before
 // its command, and none starts once a failure budget is exceeded (left
-// pending).
+// pending, as are all of them when the rollout stopped before the wave).
 func (e *engine) runWave(ctx context.Context, w []*dev, resumed time.Time) {
 	var wg sync.WaitGroup
 	start := func(d *dev) {
@@ -479,7 +494,7 @@ func (e *engine) runWave(ctx context.Context, w []*dev, resumed time.Time) {
 		}
 	}
 	for _, d := range fresh {
-		if !e.acquire(ctx, d) {
+		if e.stopped() != "" || !e.acquire(ctx, d) {
 			break // interrupted: the rest not started
 		}
 		if e.stopped() != "" {

@@ -283,3 +283,60 @@ func TestResumeRestoresLeftOtaURL(t *testing.T) {
 		t.Errorf("run 2: restore pending %v, finished %v", d.RestorePending, st.Record().Finished)
 	}
 }
+
+// A run interrupted after a budget was exceeded, with a device still in
+// flight: the resumed run stops at once, yet watches that device to its
+// verdict; the rest stay not-started.
+func TestResumeAfterAStopWatchesInFlight(t *testing.T) {
+	r := newRig(t, Plan{}, failAlways, succeed, succeed)
+	r.cfg.MaxFetches, r.cfg.Retries = 2, 0
+	hold0, hold1 := make(chan struct{}), make(chan struct{})
+	r.f.devs[r.devs[0].Topic].hold = hold0 // fails once dev1 is commanded
+	r.f.devs[r.devs[1].Topic].hold = hold1 // fetches once the run resumed
+	r.f.afterCommand = func(topic string) {
+		if topic == r.devs[1].Topic {
+			close(hold0)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r.cfg.OnEvent = func(e upload.FleetEvent) {
+		r.onEvent(e)
+		if e.Key == r.devs[0].Topic && e.Phase == upload.PhaseDone {
+			cancel()
+		}
+	}
+	res1 := r.run(ctx)
+	if res1[0].Outcome != upload.OutcomeFailed || res1[1].Outcome != upload.OutcomeCancelled {
+		t.Fatalf("run 1: %s, %s", res1[0].Outcome, res1[1].Outcome)
+	}
+
+	r.cfg.State.Close()
+	st, err := OpenState(filepath.Join(r.dir, "state"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	r.f.mu.Lock()
+	r.f.afterCommand = nil
+	r.f.mu.Unlock()
+	r.cfg.State, r.cfg.OnEvent = st, r.onEvent
+	r.f.onWatch = func(n int) {
+		if n == 2 {
+			close(hold1) // served again
+		}
+	}
+	res2 := r.run(context.Background())
+	want := []upload.Outcome{upload.OutcomeFailed, upload.OutcomeUpdated, upload.OutcomeNotStarted}
+	for i, got := range res2 {
+		if got.Outcome != want[i] {
+			t.Errorf("run 2: %s %s (%s), want %s", got.Device, got.Outcome, got.Message, want[i])
+		}
+	}
+	if n := r.f.commands(r.devs[2].Topic); n != 0 {
+		t.Errorf("dev2 commanded %d times past the budget", n)
+	}
+	if rec := st.Record(); !rec.Finished || rec.Stopped == "" || rec.Devices[1].Phase != PhaseDone {
+		t.Errorf("run 2 state: finished %v stopped %q dev1 %s", rec.Finished, rec.Stopped, rec.Devices[1].Phase)
+	}
+}
