@@ -495,7 +495,7 @@ func (e *engine) runWave(ctx context.Context, w []*dev, resumed time.Time) {
 	}
 	for _, d := range fresh {
 		if e.stopped() != "" || !e.acquire(ctx, d) {
-			break // interrupted: the rest not started
+			break // stopped or interrupted: the rest not started
 		}
 		if e.stopped() != "" {
 			e.release(d)
