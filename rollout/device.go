@@ -23,6 +23,7 @@ func (e *engine) device(ctx context.Context, d *dev, resumed time.Time) {
 
 	if phase == PhaseCommanded {
 		// Interrupted in flight: watched again, never commanded again.
+		_, d.linkGen, _ = e.link()
 		spec.Resumed = resumed
 		if spec.Before != nil {
 			spec.Refusal = e.cfg.Family.Screen(*spec.Before, e.img, e.have)
@@ -58,11 +59,25 @@ func (e *engine) preflight(ctx context.Context, d *dev, spec *DeviceSpec) bool {
 	}
 	defer func() { <-e.pre }()
 	e.emit(d, upload.Event{Phase: upload.PhaseChecking, Message: "reading what the device tells"})
-	rctx, cancel := context.WithTimeout(ctx, e.cfg.ReadTimeout)
-	f, err := e.cfg.Family.Preflight(rctx, d.d)
-	cancel()
-	if ctx.Err() != nil {
-		return false
+	var f Facts
+	var err error
+	for {
+		if e.waitLink(ctx) != nil {
+			return false
+		}
+		_, gen, _ := e.link()
+		rctx, cancel := context.WithTimeout(ctx, e.cfg.ReadTimeout)
+		f, err = e.cfg.Family.Preflight(rctx, d.d)
+		cancel()
+		if ctx.Err() != nil {
+			return false
+		}
+		if up, now, _ := e.link(); err == nil || up && now == gen {
+			break
+		}
+		// Unanswered while the link was down, or went down: the device
+		// may well be there. Read it again once the link is back.
+		e.log.Debug("pre-flight read lost to a link outage; reading again", "device", d.d.label(), "err", err)
 	}
 	now := time.Now()
 	if err != nil {
@@ -75,7 +90,9 @@ func (e *engine) preflight(ctx context.Context, d *dev, spec *DeviceSpec) bool {
 		d.mu.Lock()
 		d.before, d.withheld = &f, withheld
 		d.mu.Unlock()
-		e.save(func(r *Record) {
+		// Written with the command (or within a second): a device not
+		// commanded is read again by a resumed run.
+		e.cfg.State.updateSoon(func(r *Record) {
 			dr := &r.Devices[d.idx]
 			dr.Before, dr.BeforeAt, dr.OtaURLWithheld = safe, now.UTC(), withheld
 		})
@@ -142,6 +159,10 @@ func (e *engine) fetchOver(d *dev, spec DeviceSpec, now time.Time) bool {
 // rollout stops: no further command could be recorded either, and the
 // devices already commanded are still watched. false when not sent.
 func (e *engine) command(ctx context.Context, d *dev, spec *DeviceSpec) bool {
+	if e.waitLink(ctx) != nil {
+		return false
+	}
+	_, d.linkGen, _ = e.link() // an outage from now on may hide its reports
 	now := time.Now()
 	d.mu.Lock()
 	was := d.phase
@@ -182,6 +203,24 @@ func (e *engine) observe(ctx context.Context, d *dev, spec *DeviceSpec) {
 			e.cancelled(d)
 			return
 		}
+		// Nothing is concluded while the link is down. Once it is back,
+		// what the device told meanwhile may be lost: watch it as a
+		// resumed run would, from then on.
+		if up, gen, back := e.link(); !up {
+			if e.waitLink(ctx) != nil {
+				e.cancelled(d)
+				return
+			}
+			continue
+		} else if gen != d.linkGen {
+			d.linkGen = gen
+			if back.After(spec.Resumed) {
+				spec.Resumed, spec.Outage = back, true
+			}
+			if !spec.RereadAnswered {
+				spec.Reread = time.Time{} // the read may have been lost too
+			}
+		}
 		d.mu.Lock()
 		reps := slices.Clone(d.reports)
 		d.mu.Unlock()
@@ -208,16 +247,25 @@ func (e *engine) observe(ctx context.Context, d *dev, spec *DeviceSpec) {
 				e.cancelled(d)
 				return
 			}
-			if reason := e.stopped(); reason != "" || !e.command(ctx, d, spec) {
-				// The rollout stopped (a budget, or a state file that
-				// cannot record the command): its failure is its verdict.
-				v, _ := Decide(*spec, reps, now, true)
-				v.Message += "; not commanded again: the rollout stopped (" + e.stopped() + ")"
-				e.finish(ctx, d, v, *spec)
+			if e.stopped() == "" && e.command(ctx, d, spec) {
+				continue
+			}
+			if ctx.Err() != nil {
+				e.cancelled(d)
 				return
 			}
-			continue
+			// The rollout stopped (a budget, or a state file that cannot
+			// record the command): its failure is its verdict.
+			v, _ := Decide(*spec, reps, now, true)
+			v.Message += "; not commanded again: the rollout stopped (" + e.stopped() + ")"
+			e.finish(ctx, d, v, *spec)
+			return
 		case v.Reread:
+			if e.waitLink(ctx) != nil {
+				e.cancelled(d)
+				return
+			}
+			_, gen, _ := e.link()
 			spec.Reread = time.Now()
 			rctx, cancel := context.WithTimeout(ctx, e.cfg.ReadTimeout)
 			f, err := e.cfg.Family.Reread(rctx, d.d)
@@ -225,6 +273,9 @@ func (e *engine) observe(ctx context.Context, d *dev, spec *DeviceSpec) {
 			if ctx.Err() != nil {
 				e.cancelled(d)
 				return
+			}
+			if up, now, _ := e.link(); err != nil && (!up || now != gen) {
+				continue // lost to an outage: the loop's top handles it
 			}
 			if err == nil {
 				spec.RereadAnswered = true
@@ -288,8 +339,10 @@ func (e *engine) finish(ctx context.Context, d *dev, v Verdict, spec DeviceSpec)
 	// slot and a command past a budget this verdict exceeds.
 	e.tally(d, res)
 	e.release(d)
-	if len(spec.Commands) > 0 && ctx.Err() == nil {
-		if w := e.restore(ctx, d, v); w != "" {
+	pending := false
+	if len(spec.Commands) > 0 {
+		var w string
+		if w, pending = e.restore(ctx, d, res.Outcome); w != "" {
 			res.Warnings = append(res.Warnings, w)
 		}
 	}
@@ -299,39 +352,68 @@ func (e *engine) finish(ctx context.Context, d *dev, v Verdict, spec DeviceSpec)
 	d.mu.Unlock()
 	e.save(func(r *Record) {
 		dr := &r.Devices[d.idx]
-		dr.Phase, dr.Result = PhaseDone, ptr(res)
+		dr.Phase, dr.Result, dr.RestorePending = PhaseDone, ptr(res), pending
 	})
 	e.emitDone(d)
 }
 
+// restorePendingWarning is the warning of a device whose verdict came as
+// the run was interrupted, before its OTA URL was put back.
+const restorePendingWarning = "its previous OTA URL is not put back yet: the rollout was interrupted; --resume puts it back"
+
+// restoreLeft puts back the OTA URL of a device a run left done but not
+// restored (interrupted at its verdict), then emits its result.
+func (e *engine) restoreLeft(ctx context.Context, d *dev) {
+	w, pending := e.restore(ctx, d, d.res.Outcome)
+	if pending {
+		return
+	}
+	d.res.Warnings = slices.DeleteFunc(d.res.Warnings, func(s string) bool { return s == restorePendingWarning })
+	if w != "" {
+		d.res.Warnings = append(d.res.Warnings, w)
+	}
+	res := d.res
+	e.save(func(r *Record) {
+		dr := &r.Devices[d.idx]
+		dr.Result, dr.RestorePending = ptr(res), false
+	})
+}
+
 // restore puts back the OTA URL the device had before, once its final
-// image runs or it was given up, if it is online; "" or a warning.
-func (e *engine) restore(ctx context.Context, d *dev, v Verdict) string {
+// image runs or it was given up, if it is online: "" or a warning, and
+// whether it is still to do (ctx ended first).
+func (e *engine) restore(ctx context.Context, d *dev, o upload.Outcome) (string, bool) {
 	d.mu.Lock()
 	b, withheld, online := d.before, d.withheld, d.online
 	d.mu.Unlock()
 	if b == nil || b.OtaURL == nil {
 		if withheld {
-			return "its previous OTA URL held a password, which the state file does not keep: put it back by hand"
+			return "its previous OTA URL held a password, which the state file does not keep: put it back by hand", false
 		}
-		return ""
+		return "", false
 	}
 	if *b.OtaURL == e.url {
-		return ""
+		return "", false
 	}
-	up := v.Outcome != upload.OutcomeUnreachable
+	up := o != upload.OutcomeUnreachable
 	if online != nil {
 		up = *online
 	}
 	if !up {
-		return "its previous OTA URL was not put back: the device is offline"
+		return "its previous OTA URL was not put back: the device is offline", false
+	}
+	if ctx.Err() != nil || e.waitLink(ctx) != nil {
+		return restorePendingWarning, true
 	}
 	rctx, cancel := context.WithTimeout(ctx, e.cfg.ReadTimeout)
 	defer cancel()
 	if err := e.cfg.Family.Restore(rctx, d.d, *b.OtaURL); err != nil {
-		return "its previous OTA URL could not be put back: " + oneLine(err)
+		if ctx.Err() != nil {
+			return restorePendingWarning, true
+		}
+		return "its previous OTA URL could not be put back: " + oneLine(err), false
 	}
-	return ""
+	return "", false
 }
 
 // cancelled: ctx ended while the device was in flight. The state keeps it

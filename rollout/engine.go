@@ -114,6 +114,16 @@ type engine struct {
 	wavePos  map[int]int // state wave index → position among waves()
 	waveSize map[int]int
 	nWaves   int
+
+	// The link to the devices (Linker; nil: always up), as last seen:
+	// linkGen counts the changes seen, linkBack is when it was last seen
+	// back up after one.
+	linker   Linker
+	linkM    sync.Mutex
+	linkUp   bool
+	linkCh   <-chan struct{}
+	linkGen  int
+	linkBack time.Time
 }
 
 // dev is one device's run.
@@ -133,6 +143,7 @@ type dev struct {
 	withheld bool   // the state dropped its OtaURL (it held userinfo)
 
 	holding bool // holds a MaxFetches slot
+	linkGen int  // the link's changes seen when it was last commanded or watched again
 	start   time.Time
 	res     upload.Result
 	done    bool // has its result for this run (cancelled included)
@@ -193,6 +204,11 @@ func newEngine(cfg Config) (*engine, error) {
 		}
 	}
 	e.total = len(e.devs)
+	e.linkUp = true
+	if l, ok := cfg.Family.(Linker); ok {
+		e.linker = l
+		e.linkUp, e.linkCh = l.Link()
+	}
 	e.waveFail, e.wavePos, e.waveSize = map[int]int{}, map[int]int{}, map[int]int{}
 	for i, w := range e.waves() {
 		e.wavePos[w[0].wave], e.waveSize[w[0].wave] = i, len(w)
@@ -353,10 +369,17 @@ func (e *engine) run(ctx context.Context) ([]upload.Result, error) {
 		if r.Phase == PhaseDone && r.Result != nil {
 			d.res, d.done = *r.Result, true
 			e.tally(d, d.res)
-			e.emitDone(d)
+			if !r.RestorePending {
+				e.emitDone(d)
+			}
 		}
 	}
 
+	defer func() {
+		if err := e.cfg.State.flush(); err != nil {
+			e.log.Warn("cannot save the rollout state", "err", err)
+		}
+	}()
 	wctx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	devs := make([]Device, len(e.devs))
@@ -365,6 +388,18 @@ func (e *engine) run(ctx context.Context) ([]upload.Result, error) {
 	}
 	if err := e.cfg.Family.Watch(wctx, devs, e.onReport); err != nil {
 		return nil, err
+	}
+	if e.linker != nil {
+		go e.watchLink(wctx)
+	}
+
+	// An interrupted run may have left devices done, their OTA URL not
+	// yet put back.
+	for _, d := range e.devs {
+		if d.done && e.rec.Devices[d.idx].RestorePending {
+			e.restoreLeft(ctx, d)
+			e.emitDone(d)
+		}
 	}
 
 	waves := e.waves()
@@ -417,6 +452,21 @@ func (e *engine) run(ctx context.Context) ([]upload.Result, error) {
 		}
 	}
 
+	// Stopped by a gate: devices still in flight (a resumed run's, in a
+	// wave the loop did not reach) are watched to their verdicts all the
+	// same.
+	if ctx.Err() == nil {
+		var left []*dev
+		for _, d := range e.devs {
+			d.mu.Lock()
+			if !d.done && d.phase == PhaseCommanded {
+				left = append(left, d)
+			}
+			d.mu.Unlock()
+		}
+		e.runWave(ctx, left, resumed)
+	}
+
 	cancelled := ctx.Err() != nil
 	for _, d := range e.devs {
 		if d.done {
@@ -453,7 +503,7 @@ func (e *engine) run(ctx context.Context) ([]upload.Result, error) {
 // holds as in flight are watched at once. The others go in the wave's
 // order, each once it holds a MaxFetches slot: its read comes just before
 // its command, and none starts once a failure budget is exceeded (left
-// pending).
+// pending, as are all of them when the rollout stopped before the wave).
 func (e *engine) runWave(ctx context.Context, w []*dev, resumed time.Time) {
 	var wg sync.WaitGroup
 	start := func(d *dev) {
@@ -477,8 +527,8 @@ func (e *engine) runWave(ctx context.Context, w []*dev, resumed time.Time) {
 		}
 	}
 	for _, d := range fresh {
-		if !e.acquire(ctx, d) {
-			break // interrupted: the rest not started
+		if e.stopped() != "" || !e.acquire(ctx, d) {
+			break // stopped or interrupted: the rest not started
 		}
 		if e.stopped() != "" {
 			e.release(d)
@@ -570,6 +620,82 @@ func (e *engine) save(fn func(*Record)) {
 
 func ptr[T any](v T) *T { return &v }
 
+// link is the link's state now: up, the changes seen so far, and when it
+// was last seen back up after one.
+func (e *engine) link() (up bool, gen int, back time.Time) {
+	e.linkM.Lock()
+	defer e.linkM.Unlock()
+	e.pollLinkLocked()
+	return e.linkUp, e.linkGen, e.linkBack
+}
+
+func (e *engine) pollLinkLocked() {
+	for e.linkCh != nil {
+		select {
+		case <-e.linkCh:
+			e.linkUp, e.linkCh = e.linker.Link()
+			e.linkGen++
+			if e.linkUp {
+				e.linkBack = time.Now()
+			}
+		default:
+			return
+		}
+	}
+}
+
+// waitLink waits until the link is up; ctx's error if it ends first.
+func (e *engine) waitLink(ctx context.Context) error {
+	for {
+		e.linkM.Lock()
+		e.pollLinkLocked()
+		up, ch := e.linkUp, e.linkCh
+		e.linkM.Unlock()
+		if up {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// watchLink wakes every device at each change of the link, so that those
+// in flight stop concluding while it is down and start their windows
+// again once it is back.
+func (e *engine) watchLink(ctx context.Context) {
+	seen := -1
+	for {
+		e.linkM.Lock()
+		e.pollLinkLocked()
+		up, gen, ch := e.linkUp, e.linkGen, e.linkCh
+		e.linkM.Unlock()
+		if gen != seen {
+			if seen >= 0 {
+				if up {
+					e.log.Info("the link to the devices is back: devices in flight are watched again")
+				} else {
+					e.log.Warn("the link to the devices is down: the rollout waits for it")
+				}
+			}
+			seen = gen
+			for _, d := range e.devs {
+				select {
+				case d.notify <- struct{}{}:
+				default:
+				}
+			}
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
 // tally counts a device's verdict against the failure budgets, and stops
 // the rollout once one is exceeded (a canary: at its first failure).
 func (e *engine) tally(d *dev, res upload.Result) {
@@ -636,12 +762,11 @@ func (e *engine) onReport(r Report) {
 		if r.Kind == ReportBooted || r.Kind == ReportStatus {
 			rr.Facts = safeFacts(&r.Facts)
 		}
-		e.save(func(rec *Record) {
+		// Written within a second, with the other reports of the burst;
+		// a crash loses at most those, and --resume reads the device.
+		e.cfg.State.updateSoon(func(rec *Record) {
 			dr := &rec.Devices[d.idx]
-			dr.Reports = append(dr.Reports, rr)
-			if n := len(dr.Reports); n > maxReports {
-				dr.Reports = slices.Delete(dr.Reports, 0, n-maxReports)
-			}
+			dr.Reports = trimReports(append(dr.Reports, rr))
 		})
 	}
 	select {

@@ -29,6 +29,7 @@ const (
 	current                   // already runs the target
 	wrongChip                 // tells another chip than the image's
 	loaderFails               // a two-step whose loader fails to fetch the full image
+	flappy                    // its link flaps 100 times between its success and its boot
 )
 
 const (
@@ -71,16 +72,23 @@ type fakeFamily struct {
 	rereads               map[string]int
 	log                   []string // "preflight|command|<report kind> <topic>", in order
 
+	// The link (see linkFake): while down, nothing is sent (commands and
+	// restores wait for it), reads go unanswered, and reports are lost.
+	down   bool
+	linkCh chan struct{}
+
 	// hooks, called without the lock
-	afterPreflight func(topic string)
-	afterCommand   func(topic string)
-	afterFetch     func(topic string)
-	beforeCommand  func(topic string, n int) // n: the commands taken, this one included
-	onReport       func(Report)
-	beforeReport   func(Report) // before the report is delivered
-	onWatch        func(n int)
-	wg             sync.WaitGroup
-	stop           chan struct{}
+	afterPreflight  func(topic string)
+	afterCommand    func(topic string)
+	afterFetch      func(topic string)
+	beforeCommand   func(topic string, n int) // n: the commands taken, this one included
+	onReport        func(Report)
+	beforeReport    func(Report)                                  // before the report is delivered
+	beforeRestore   func(ctx context.Context, topic string) error // an error: the restore is not done
+	duringPreflight func(topic string)                            // in Preflight, before it answers
+	onWatch         func(n int)
+	wg              sync.WaitGroup
+	stop            chan struct{}
 }
 
 func newFake(t testing.TB, bs ...behaviour) (*fakeFamily, []Device) {
@@ -96,6 +104,7 @@ func newFake(t testing.TB, bs ...behaviour) (*fakeFamily, []Device) {
 		devs = append(devs, Device{Name: fmt.Sprintf("dev%d", i), Topic: topic})
 	}
 	f.stop = make(chan struct{})
+	f.linkCh = make(chan struct{})
 	t.Cleanup(f.wg.Wait)
 	t.Cleanup(func() { close(f.stop) }) // first: no script waits forever on a failed test
 	return f, devs
@@ -142,8 +151,15 @@ func (f *fakeFamily) Preflight(ctx context.Context, d Device) (Facts, error) {
 	}
 	f.mu.Unlock()
 	f.mu.Lock()
-	afterPreflight := f.afterPreflight
+	afterPreflight, during := f.afterPreflight, f.duringPreflight
 	f.mu.Unlock()
+	if during != nil {
+		during(d.Topic)
+	}
+	if f.isDown() {
+		<-ctx.Done() // the read or its answer is lost
+		return Facts{}, errors.New("no answer")
+	}
 	if h := afterPreflight; h != nil {
 		h(d.Topic)
 	}
@@ -160,7 +176,7 @@ func (f *fakeFamily) Reread(ctx context.Context, d Device) (Facts, error) {
 	f.rereads[d.Topic]++
 	online, v := fd.online, fd.version
 	f.mu.Unlock()
-	if !online {
+	if !online || f.isDown() {
 		<-ctx.Done()
 		return Facts{}, errors.New("no answer")
 	}
@@ -168,6 +184,17 @@ func (f *fakeFamily) Reread(ctx context.Context, d Device) (Facts, error) {
 }
 
 func (f *fakeFamily) Restore(ctx context.Context, d Device, u string) error {
+	if !f.waitUp(ctx) {
+		return errors.New("not sent: the link is down")
+	}
+	f.mu.Lock()
+	h := f.beforeRestore
+	f.mu.Unlock()
+	if h != nil {
+		if err := h(ctx, d.Topic); err != nil {
+			return err
+		}
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.restores[d.Topic] = append(f.restores[d.Topic], u)
@@ -189,6 +216,47 @@ func (f *fakeFamily) Screen(fc Facts, img Image, have []string) string {
 
 func (f *fakeFamily) ReadSource() string { return "Status 2" }
 
+// linkFake is the fake family with a link (Linker) the test drops.
+type linkFake struct{ *fakeFamily }
+
+func (l linkFake) Link() (bool, <-chan struct{}) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return !l.down, l.linkCh
+}
+
+// setLink takes the link down or brings it back.
+func (f *fakeFamily) setLink(up bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.down = !up
+	close(f.linkCh)
+	f.linkCh = make(chan struct{})
+}
+
+func (f *fakeFamily) isDown() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.down
+}
+
+// waitUp waits for the link, as a publish does; false when ctx ended.
+func (f *fakeFamily) waitUp(ctx context.Context) bool {
+	for {
+		f.mu.Lock()
+		down, ch := f.down, f.linkCh
+		f.mu.Unlock()
+		if !down {
+			return true
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
 // logged is where entry is in the fake's log, -1 when it is not.
 func (f *fakeFamily) logged(entry string) int {
 	f.mu.Lock()
@@ -203,6 +271,9 @@ func (f *fakeFamily) commands(topic string) int {
 }
 
 func (f *fakeFamily) Command(ctx context.Context, d Device, url string) error {
+	if !f.waitUp(ctx) {
+		return errors.New("not sent: the link is down")
+	}
 	f.mu.Lock()
 	fd := f.devs[d.Topic]
 	fd.cmds++
@@ -241,6 +312,12 @@ func (f *fakeFamily) report(fd *fakeDev, k ReportKind, words, ver string) {
 		fd.version, fd.online = ver, true
 	}
 	fn, ctx, onReport, beforeReport := f.fn, f.wctx, f.onReport, f.beforeReport
+	if f.down {
+		// Told while the link is down: lost (the devices publish at QoS 0).
+		f.log[len(f.log)-1] = "lost " + f.log[len(f.log)-1]
+		f.mu.Unlock()
+		return
+	}
 	watching := fn != nil && ctx != nil && ctx.Err() == nil
 	if !watching && !f.lose {
 		f.queue = append(f.queue, r)
@@ -374,6 +451,12 @@ func (f *fakeFamily) script(fd *fakeDev, url string, n int) {
 		return
 	}
 	f.report(fd, ReportSuccess, "Successful. Restarting", "")
+	if fd.b == flappy {
+		for range 50 {
+			f.report(fd, ReportOffline, "", "")
+			f.report(fd, ReportOnline, "", "")
+		}
+	}
 	f.report(fd, ReportOffline, "", "")
 	s()
 	switch fd.b {
