@@ -11,7 +11,7 @@ import (
 
 // device runs one device: the read before, the command, and the watch
 // until its verdict; a device the state holds as commanded is only
-// watched.
+// watched. Any other comes holding a MaxFetches slot.
 func (e *engine) device(ctx context.Context, d *dev, resumed time.Time) {
 	d.start = time.Now()
 	spec := DeviceSpec{Expect: e.cfg.Expect, Retries: e.cfg.Retries, Bound: e.bound,
@@ -23,6 +23,7 @@ func (e *engine) device(ctx context.Context, d *dev, resumed time.Time) {
 
 	if phase == PhaseCommanded {
 		// Interrupted in flight: watched again, never commanded again.
+		_, d.linkGen, _ = e.link()
 		spec.Resumed = resumed
 		if spec.Before != nil {
 			spec.Refusal = e.cfg.Family.Screen(*spec.Before, e.img, e.have)
@@ -33,13 +34,17 @@ func (e *engine) device(ctx context.Context, d *dev, resumed time.Time) {
 			return
 		}
 	} else {
+		// runWave gave it a MaxFetches slot.
 		if !e.preflight(ctx, d, &spec) {
+			e.release(d)
 			return
 		}
-		if !e.acquire(ctx, d) {
-			return // not started: left pending
+		if e.stopped() != "" || !e.command(ctx, d, &spec) {
+			// A budget was exceeded during the read, or the state file
+			// cannot record the command: not started, left pending.
+			e.release(d)
+			return
 		}
-		e.command(ctx, d, &spec)
 	}
 	e.observe(ctx, d, &spec)
 }
@@ -54,11 +59,25 @@ func (e *engine) preflight(ctx context.Context, d *dev, spec *DeviceSpec) bool {
 	}
 	defer func() { <-e.pre }()
 	e.emit(d, upload.Event{Phase: upload.PhaseChecking, Message: "reading what the device tells"})
-	rctx, cancel := context.WithTimeout(ctx, e.cfg.ReadTimeout)
-	f, err := e.cfg.Family.Preflight(rctx, d.d)
-	cancel()
-	if ctx.Err() != nil {
-		return false
+	var f Facts
+	var err error
+	for {
+		if e.waitLink(ctx) != nil {
+			return false
+		}
+		_, gen, _ := e.link()
+		rctx, cancel := context.WithTimeout(ctx, e.cfg.ReadTimeout)
+		f, err = e.cfg.Family.Preflight(rctx, d.d)
+		cancel()
+		if ctx.Err() != nil {
+			return false
+		}
+		if up, now, _ := e.link(); err == nil || up && now == gen {
+			break
+		}
+		// Unanswered while the link was down, or went down: the device
+		// may well be there. Read it again once the link is back.
+		e.log.Debug("pre-flight read lost to a link outage; reading again", "device", d.d.label(), "err", err)
 	}
 	now := time.Now()
 	if err != nil {
@@ -71,7 +90,9 @@ func (e *engine) preflight(ctx context.Context, d *dev, spec *DeviceSpec) bool {
 		d.mu.Lock()
 		d.before, d.withheld = &f, withheld
 		d.mu.Unlock()
-		e.save(func(r *Record) {
+		// Written with the command (or within a second): a device not
+		// commanded is read again by a resumed run.
+		e.cfg.State.updateSoon(func(r *Record) {
 			dr := &r.Devices[d.idx]
 			dr.Before, dr.BeforeAt, dr.OtaURLWithheld = safe, now.UTC(), withheld
 		})
@@ -101,46 +122,77 @@ func (e *engine) release(d *dev) {
 	}
 }
 
-// fetchOver reports whether the device's fetch after its last command has
-// ended: it told a result or restarted, or its bound is over.
+// fetchOver reports whether the device is done fetching after its last
+// command: it told a failed download, or it runs (booted, or answered a
+// read) a version that is no loader, or its bound is over (twice it once
+// a loader was seen). A success keeps the slot: it may be a two-step's
+// loader, which fetches the full image after its own boot.
 func (e *engine) fetchOver(d *dev, spec DeviceSpec, now time.Time) bool {
 	if len(spec.Commands) == 0 {
 		return true
 	}
 	last := spec.Commands[len(spec.Commands)-1]
-	if !now.Before(last.Add(spec.Bound)) {
-		return true
-	}
+	bound := spec.Bound
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, r := range d.reports {
-		if !r.At.Before(last) && (r.Kind == ReportSuccess || r.Kind == ReportFailed || r.Kind == ReportBooted) {
+		if r.At.Before(last) {
+			continue
+		}
+		f := r.Facts
+		switch {
+		case r.Kind == ReportFailed:
+			return true
+		case r.Kind != ReportBooted && r.Kind != ReportStatus:
+		case f.Intermediate != "":
+			bound = 2 * spec.Bound
+		case f.Version != "":
 			return true
 		}
 	}
-	return false
+	return !now.Before(last.Add(bound))
 }
 
-// command tells the device to fetch the image. The state says commanded
-// before the command is published, so no run can command it twice.
-func (e *engine) command(ctx context.Context, d *dev, spec *DeviceSpec) {
+// command tells the device to fetch the image, once the state file says
+// it is commanded, so that no run can command it twice. A command the file
+// cannot record is not sent (a --resume would send it again), and the
+// rollout stops: no further command could be recorded either, and the
+// devices already commanded are still watched. false when not sent.
+func (e *engine) command(ctx context.Context, d *dev, spec *DeviceSpec) bool {
+	if e.waitLink(ctx) != nil {
+		return false
+	}
+	_, d.linkGen, _ = e.link() // an outage from now on may hide its reports
 	now := time.Now()
+	d.mu.Lock()
+	was := d.phase
+	d.mu.Unlock()
+	err := e.cfg.State.updateOr(func(r *Record) {
+		dr := &r.Devices[d.idx]
+		dr.Phase = PhaseCommanded
+		dr.Commands = append(dr.Commands, now.UTC())
+	}, func(r *Record) {
+		dr := &r.Devices[d.idx]
+		dr.Phase = was
+		dr.Commands = dr.Commands[:len(dr.Commands)-1]
+	})
+	if err != nil {
+		e.log.Warn("command not sent: the state file cannot record it", "device", d.d.label(), "err", err)
+		e.stopWith("the state file cannot record commands (" + oneLine(err) + ")")
+		return false
+	}
 	spec.Commands = append(spec.Commands, now)
 	d.mu.Lock()
 	d.phase = PhaseCommanded
 	d.commands = append(d.commands, now)
 	d.mu.Unlock()
-	e.save(func(r *Record) {
-		dr := &r.Devices[d.idx]
-		dr.Phase = PhaseCommanded
-		dr.Commands = append(dr.Commands, now.UTC())
-	})
 	e.emit(d, upload.Event{Phase: upload.PhaseConnecting, Try: len(spec.Commands), Message: "commanded"})
 	if err := e.cfg.Family.Command(ctx, d.d, e.url); err != nil && ctx.Err() == nil {
 		// It may still have reached the device: watch it all the same.
 		e.log.Warn("command not confirmed", "device", d.d.label(), "err", err)
 		d.res.Warnings = append(d.res.Warnings, "the command may not have reached the device: "+oneLine(err))
 	}
+	return true
 }
 
 // observe watches the device until its verdict.
@@ -151,6 +203,24 @@ func (e *engine) observe(ctx context.Context, d *dev, spec *DeviceSpec) {
 			e.cancelled(d)
 			return
 		}
+		// Nothing is concluded while the link is down. Once it is back,
+		// what the device told meanwhile may be lost: watch it as a
+		// resumed run would, from then on.
+		if up, gen, back := e.link(); !up {
+			if e.waitLink(ctx) != nil {
+				e.cancelled(d)
+				return
+			}
+			continue
+		} else if gen != d.linkGen {
+			d.linkGen = gen
+			if back.After(spec.Resumed) {
+				spec.Resumed, spec.Outage = back, true
+			}
+			if !spec.RereadAnswered {
+				spec.Reread = time.Time{} // the read may have been lost too
+			}
+		}
 		d.mu.Lock()
 		reps := slices.Clone(d.reports)
 		d.mu.Unlock()
@@ -158,12 +228,12 @@ func (e *engine) observe(ctx context.Context, d *dev, spec *DeviceSpec) {
 		last := spec.Commands[len(spec.Commands)-1]
 		hard := maxTime(last, spec.Resumed).Add(2*spec.Bound + spec.RebootWindow + spec.Stability + 2*e.cfg.ReadTimeout)
 		v, done := Decide(*spec, reps, now, !now.Before(hard))
+		if done {
+			e.finish(ctx, d, v, *spec) // counts the verdict, then gives up the slot
+			return
+		}
 		if d.holding && e.fetchOver(d, *spec, now) {
 			e.release(d)
-		}
-		if done {
-			e.finish(ctx, d, v, *spec)
-			return
 		}
 		if v.Phase != "" && v.Phase != lastPhase {
 			lastPhase = v.Phase
@@ -177,9 +247,25 @@ func (e *engine) observe(ctx context.Context, d *dev, spec *DeviceSpec) {
 				e.cancelled(d)
 				return
 			}
-			e.command(ctx, d, spec)
-			continue
+			if e.stopped() == "" && e.command(ctx, d, spec) {
+				continue
+			}
+			if ctx.Err() != nil {
+				e.cancelled(d)
+				return
+			}
+			// The rollout stopped (a budget, or a state file that cannot
+			// record the command): its failure is its verdict.
+			v, _ := Decide(*spec, reps, now, true)
+			v.Message += "; not commanded again: the rollout stopped (" + e.stopped() + ")"
+			e.finish(ctx, d, v, *spec)
+			return
 		case v.Reread:
+			if e.waitLink(ctx) != nil {
+				e.cancelled(d)
+				return
+			}
+			_, gen, _ := e.link()
 			spec.Reread = time.Now()
 			rctx, cancel := context.WithTimeout(ctx, e.cfg.ReadTimeout)
 			f, err := e.cfg.Family.Reread(rctx, d.d)
@@ -187,6 +273,9 @@ func (e *engine) observe(ctx context.Context, d *dev, spec *DeviceSpec) {
 			if ctx.Err() != nil {
 				e.cancelled(d)
 				return
+			}
+			if up, now, _ := e.link(); err != nil && (!up || now != gen) {
+				continue // lost to an outage: the loop's top handles it
 			}
 			if err == nil {
 				spec.RereadAnswered = true
@@ -238,7 +327,6 @@ func phaseWords(p upload.Phase) string {
 // finish records a device's verdict, puts back the OTA URL it had where
 // it was commanded, and emits the result.
 func (e *engine) finish(ctx context.Context, d *dev, v Verdict, spec DeviceSpec) {
-	e.release(d)
 	res := e.baseResult(d)
 	res.Warnings = append(res.Warnings, d.res.Warnings...)
 	res.Outcome, res.Reason, res.Running, res.VersionSource = v.Outcome, v.Reason, v.Running, v.Source
@@ -247,8 +335,14 @@ func (e *engine) finish(ctx context.Context, d *dev, v Verdict, spec DeviceSpec)
 		res.Class = upload.ClassRejected
 	}
 	res.Duration = time.Since(d.start)
-	if len(spec.Commands) > 0 && ctx.Err() == nil {
-		if w := e.restore(ctx, d, v); w != "" {
+	// Counted before the slot is given up, so that no device takes the
+	// slot and a command past a budget this verdict exceeds.
+	e.tally(d, res)
+	e.release(d)
+	pending := false
+	if len(spec.Commands) > 0 {
+		var w string
+		if w, pending = e.restore(ctx, d, res.Outcome); w != "" {
 			res.Warnings = append(res.Warnings, w)
 		}
 	}
@@ -258,39 +352,68 @@ func (e *engine) finish(ctx context.Context, d *dev, v Verdict, spec DeviceSpec)
 	d.mu.Unlock()
 	e.save(func(r *Record) {
 		dr := &r.Devices[d.idx]
-		dr.Phase, dr.Result = PhaseDone, ptr(res)
+		dr.Phase, dr.Result, dr.RestorePending = PhaseDone, ptr(res), pending
 	})
 	e.emitDone(d)
 }
 
+// restorePendingWarning is the warning of a device whose verdict came as
+// the run was interrupted, before its OTA URL was put back.
+const restorePendingWarning = "its previous OTA URL is not put back yet: the rollout was interrupted; --resume puts it back"
+
+// restoreLeft puts back the OTA URL of a device a run left done but not
+// restored (interrupted at its verdict), then emits its result.
+func (e *engine) restoreLeft(ctx context.Context, d *dev) {
+	w, pending := e.restore(ctx, d, d.res.Outcome)
+	if pending {
+		return
+	}
+	d.res.Warnings = slices.DeleteFunc(d.res.Warnings, func(s string) bool { return s == restorePendingWarning })
+	if w != "" {
+		d.res.Warnings = append(d.res.Warnings, w)
+	}
+	res := d.res
+	e.save(func(r *Record) {
+		dr := &r.Devices[d.idx]
+		dr.Result, dr.RestorePending = ptr(res), false
+	})
+}
+
 // restore puts back the OTA URL the device had before, once its final
-// image runs or it was given up, if it is online; "" or a warning.
-func (e *engine) restore(ctx context.Context, d *dev, v Verdict) string {
+// image runs or it was given up, if it is online: "" or a warning, and
+// whether it is still to do (ctx ended first).
+func (e *engine) restore(ctx context.Context, d *dev, o upload.Outcome) (string, bool) {
 	d.mu.Lock()
 	b, withheld, online := d.before, d.withheld, d.online
 	d.mu.Unlock()
 	if b == nil || b.OtaURL == nil {
 		if withheld {
-			return "its previous OTA URL held a password, which the state file does not keep: put it back by hand"
+			return "its previous OTA URL held a password, which the state file does not keep: put it back by hand", false
 		}
-		return ""
+		return "", false
 	}
 	if *b.OtaURL == e.url {
-		return ""
+		return "", false
 	}
-	up := v.Outcome != upload.OutcomeUnreachable
+	up := o != upload.OutcomeUnreachable
 	if online != nil {
 		up = *online
 	}
 	if !up {
-		return "its previous OTA URL was not put back: the device is offline"
+		return "its previous OTA URL was not put back: the device is offline", false
+	}
+	if ctx.Err() != nil || e.waitLink(ctx) != nil {
+		return restorePendingWarning, true
 	}
 	rctx, cancel := context.WithTimeout(ctx, e.cfg.ReadTimeout)
 	defer cancel()
 	if err := e.cfg.Family.Restore(rctx, d.d, *b.OtaURL); err != nil {
-		return "its previous OTA URL could not be put back: " + oneLine(err)
+		if ctx.Err() != nil {
+			return restorePendingWarning, true
+		}
+		return "its previous OTA URL could not be put back: " + oneLine(err), false
 	}
-	return ""
+	return "", false
 }
 
 // cancelled: ctx ended while the device was in flight. The state keeps it

@@ -100,6 +100,29 @@ type engine struct {
 	pre   chan struct{}
 	emitM sync.Mutex
 	total int
+
+	// The running failure count: a wave's failures (by its index in the
+	// state) and the rollout's, updated as each verdict lands, so that a
+	// budget stops the rollout inside a wave, not only after it. stop is
+	// the first gate exceeded (it stays exceeded: the sizes are fixed);
+	// devices not yet commanded then end not-started.
+	gateM    sync.Mutex
+	waveFail map[int]int
+	allFail  int
+	stop     string
+	wavePos  map[int]int // state wave index → position among waves()
+	waveSize map[int]int
+	nWaves   int
+
+	// The link to the devices (Linker; nil: always up), as last seen:
+	// linkGen counts the changes seen, linkBack is when it was last seen
+	// back up after one.
+	linker   Linker
+	linkM    sync.Mutex
+	linkUp   bool
+	linkCh   <-chan struct{}
+	linkGen  int
+	linkBack time.Time
 }
 
 // dev is one device's run.
@@ -119,6 +142,7 @@ type dev struct {
 	withheld bool   // the state dropped its OtaURL (it held userinfo)
 
 	holding bool // holds a MaxFetches slot
+	linkGen int  // the link's changes seen when it was last commanded or watched again
 	start   time.Time
 	res     upload.Result
 	done    bool // has its result for this run (cancelled included)
@@ -179,6 +203,16 @@ func newEngine(cfg Config) (*engine, error) {
 		}
 	}
 	e.total = len(e.devs)
+	e.linkUp = true
+	if l, ok := cfg.Family.(Linker); ok {
+		e.linker = l
+		e.linkUp, e.linkCh = l.Link()
+	}
+	e.waveFail, e.wavePos, e.waveSize = map[int]int{}, map[int]int{}, map[int]int{}
+	for i, w := range e.waves() {
+		e.wavePos[w[0].wave], e.waveSize[w[0].wave] = i, len(w)
+		e.nWaves++
+	}
 	e.fetch = make(chan struct{}, cfg.MaxFetches)
 	e.pre = make(chan struct{}, preflightParallel)
 	if err := e.image(); err != nil {
@@ -332,10 +366,18 @@ func (e *engine) run(ctx context.Context) ([]upload.Result, error) {
 		}
 		if r.Phase == PhaseDone && r.Result != nil {
 			d.res, d.done = *r.Result, true
-			e.emitDone(d)
+			e.tally(d, d.res)
+			if !r.RestorePending {
+				e.emitDone(d)
+			}
 		}
 	}
 
+	defer func() {
+		if err := e.cfg.State.flush(); err != nil {
+			e.log.Warn("cannot save the rollout state", "err", err)
+		}
+	}()
 	wctx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	devs := make([]Device, len(e.devs))
@@ -345,11 +387,23 @@ func (e *engine) run(ctx context.Context) ([]upload.Result, error) {
 	if err := e.cfg.Family.Watch(wctx, devs, e.onReport); err != nil {
 		return nil, err
 	}
+	if e.linker != nil {
+		go e.watchLink(wctx)
+	}
+
+	// An interrupted run may have left devices done, their OTA URL not
+	// yet put back.
+	for _, d := range e.devs {
+		if d.done && e.rec.Devices[d.idx].RestorePending {
+			e.restoreLeft(ctx, d)
+			e.emitDone(d)
+		}
+	}
 
 	waves := e.waves()
-	stopped := ""
-	if e.rec.Stopped != "" {
-		stopped = e.rec.Stopped
+	stopped := e.rec.Stopped
+	if stopped == "" {
+		stopped = e.stopped()
 	}
 	for wi, w := range waves {
 		if stopped != "" || ctx.Err() != nil {
@@ -363,18 +417,7 @@ func (e *engine) run(ctx context.Context) ([]upload.Result, error) {
 		if pending {
 			ev.State = "started"
 			e.wave(ev)
-			var wg sync.WaitGroup
-			for _, d := range w {
-				if d.done {
-					continue
-				}
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					e.device(ctx, d, resumed)
-				}()
-			}
-			wg.Wait()
+			e.runWave(ctx, w, resumed)
 		}
 		if ctx.Err() != nil {
 			break
@@ -388,7 +431,11 @@ func (e *engine) run(ctx context.Context) ([]upload.Result, error) {
 				all = append(all, d.res)
 			}
 		}
-		if reason := e.cfg.Plan.Gate(ev.Canary, wi, len(waves), wr, all, e.total); reason != "" {
+		reason := e.stopped() // a budget exceeded inside the wave
+		if reason == "" {
+			reason = e.cfg.Plan.Gate(ev.Canary, wi, len(waves), wr, all, e.total)
+		}
+		if reason != "" {
 			stopped = reason
 			ev.State, ev.Reason = "stopped", reason
 		} else {
@@ -401,6 +448,21 @@ func (e *engine) run(ctx context.Context) ([]upload.Result, error) {
 			until := time.Now().Add(e.cfg.Plan.WavePause)
 			e.save(func(r *Record) { r.PauseUntil = until })
 		}
+	}
+
+	// Stopped by a gate: devices still in flight (a resumed run's, in a
+	// wave the loop did not reach) are watched to their verdicts all the
+	// same.
+	if ctx.Err() == nil {
+		var left []*dev
+		for _, d := range e.devs {
+			d.mu.Lock()
+			if !d.done && d.phase == PhaseCommanded {
+				left = append(left, d)
+			}
+			d.mu.Unlock()
+		}
+		e.runWave(ctx, left, resumed)
 	}
 
 	cancelled := ctx.Err() != nil
@@ -433,6 +495,46 @@ func (e *engine) run(ctx context.Context) ([]upload.Result, error) {
 		out = append(out, e.byTop[d.Topic].res)
 	}
 	return out, nil
+}
+
+// runWave runs the devices of a wave not done yet. Devices a resumed run
+// holds as in flight are watched at once. The others go in the wave's
+// order, each once it holds a MaxFetches slot: its read comes just before
+// its command, and none starts once a failure budget is exceeded (left
+// pending, as are all of them when the rollout stopped before the wave).
+func (e *engine) runWave(ctx context.Context, w []*dev, resumed time.Time) {
+	var wg sync.WaitGroup
+	start := func(d *dev) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e.device(ctx, d, resumed)
+		}()
+	}
+	var fresh []*dev
+	for _, d := range w {
+		d.mu.Lock()
+		inFlight := d.phase == PhaseCommanded
+		d.mu.Unlock()
+		switch {
+		case d.done:
+		case inFlight:
+			start(d)
+		default:
+			fresh = append(fresh, d)
+		}
+	}
+	for _, d := range fresh {
+		if e.stopped() != "" || !e.acquire(ctx, d) {
+			break // stopped or interrupted: the rest not started
+		}
+		if e.stopped() != "" {
+			e.release(d)
+			break
+		}
+		start(d)
+	}
+	wg.Wait()
 }
 
 // waves groups the devices by the wave the state file gave them.
@@ -516,6 +618,118 @@ func (e *engine) save(fn func(*Record)) {
 
 func ptr[T any](v T) *T { return &v }
 
+// link is the link's state now: up, the changes seen so far, and when it
+// was last seen back up after one.
+func (e *engine) link() (up bool, gen int, back time.Time) {
+	e.linkM.Lock()
+	defer e.linkM.Unlock()
+	e.pollLinkLocked()
+	return e.linkUp, e.linkGen, e.linkBack
+}
+
+func (e *engine) pollLinkLocked() {
+	for e.linkCh != nil {
+		select {
+		case <-e.linkCh:
+			e.linkUp, e.linkCh = e.linker.Link()
+			e.linkGen++
+			if e.linkUp {
+				e.linkBack = time.Now()
+			}
+		default:
+			return
+		}
+	}
+}
+
+// waitLink waits until the link is up; ctx's error if it ends first.
+func (e *engine) waitLink(ctx context.Context) error {
+	for {
+		e.linkM.Lock()
+		e.pollLinkLocked()
+		up, ch := e.linkUp, e.linkCh
+		e.linkM.Unlock()
+		if up {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// watchLink wakes every device at each change of the link, so that those
+// in flight stop concluding while it is down and start their windows
+// again once it is back.
+func (e *engine) watchLink(ctx context.Context) {
+	seen := -1
+	for {
+		e.linkM.Lock()
+		e.pollLinkLocked()
+		up, gen, ch := e.linkUp, e.linkGen, e.linkCh
+		e.linkM.Unlock()
+		if gen != seen {
+			if seen >= 0 {
+				if up {
+					e.log.Info("the link to the devices is back: devices in flight are watched again")
+				} else {
+					e.log.Warn("the link to the devices is down: the rollout waits for it")
+				}
+			}
+			seen = gen
+			for _, d := range e.devs {
+				select {
+				case d.notify <- struct{}{}:
+				default:
+				}
+			}
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// tally counts a device's verdict against the failure budgets, and stops
+// the rollout once one is exceeded (a canary: at its first failure).
+func (e *engine) tally(d *dev, res upload.Result) {
+	if !failed(res.Outcome) || res.Outcome == upload.OutcomeNotStarted || res.Outcome == upload.OutcomeCancelled {
+		return
+	}
+	e.gateM.Lock()
+	defer e.gateM.Unlock()
+	e.waveFail[d.wave]++
+	e.allFail++
+	if e.stop != "" {
+		return
+	}
+	if d.canary {
+		e.stop = fmt.Sprintf("the canary %s ended %s", res.Device, res.OutcomeText())
+		return
+	}
+	e.stop = e.cfg.Plan.over(e.wavePos[d.wave], e.nWaves, e.waveFail[d.wave], e.waveSize[d.wave], e.allFail, e.total)
+}
+
+// stopped is the gate that stopped the rollout so far, "" none.
+func (e *engine) stopped() string {
+	e.gateM.Lock()
+	defer e.gateM.Unlock()
+	return e.stop
+}
+
+// stopWith stops the rollout for reason, unless a gate already did.
+func (e *engine) stopWith(reason string) {
+	e.gateM.Lock()
+	defer e.gateM.Unlock()
+	if e.stop == "" {
+		e.stop = reason
+	}
+}
+
 // onReport receives the family's reports, from its goroutine.
 func (e *engine) onReport(r Report) {
 	d := e.byTop[r.Topic]
@@ -546,12 +760,11 @@ func (e *engine) onReport(r Report) {
 		if r.Kind == ReportBooted || r.Kind == ReportStatus {
 			rr.Facts = safeFacts(&r.Facts)
 		}
-		e.save(func(rec *Record) {
+		// Written within a second, with the other reports of the burst;
+		// a crash loses at most those, and --resume reads the device.
+		e.cfg.State.updateSoon(func(rec *Record) {
 			dr := &rec.Devices[d.idx]
-			dr.Reports = append(dr.Reports, rr)
-			if n := len(dr.Reports); n > maxReports {
-				dr.Reports = slices.Delete(dr.Reports, 0, n-maxReports)
-			}
+			dr.Reports = trimReports(append(dr.Reports, rr))
 		})
 	}
 	select {

@@ -2,6 +2,7 @@ package rollout
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -228,17 +229,24 @@ func TestRunVerdicts(t *testing.T) {
 	}
 }
 
+// At most MaxFetches devices are commanded and fetching at once: a
+// two-step device keeps its slot from its command to the end of its
+// second fetch, after its loader booted.
 func TestMaxFetches(t *testing.T) {
-	r := newRig(t, Plan{}, succeed, succeed, succeed, succeed, succeed, succeed, succeed)
-	r.cfg.MaxFetches = 2
-	r.f.step = 30 * time.Millisecond
-	for _, res := range r.run(context.Background()) {
-		if res.Outcome != upload.OutcomeUpdated {
-			t.Errorf("%s: %s (%s)", res.Device, res.Outcome, res.Message)
-		}
-	}
-	if r.f.maxInflight > 2 || r.f.maxInflight < 1 {
-		t.Errorf("%d devices fetching at once, --max-fetches 2", r.f.maxInflight)
+	for _, n := range []int{1, 2} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			r := newRig(t, Plan{}, twoStep, succeed, twoStep, succeed, succeed, twoStep, succeed)
+			r.cfg.MaxFetches = n
+			r.f.step = 30 * time.Millisecond
+			for _, res := range r.run(context.Background()) {
+				if res.Outcome != upload.OutcomeUpdated {
+					t.Errorf("%s: %s (%s)", res.Device, res.Outcome, res.Message)
+				}
+			}
+			if r.f.maxInflight > n || r.f.maxInflight < 1 {
+				t.Errorf("%d devices fetching at once, --max-fetches %d", r.f.maxInflight, n)
+			}
+		})
 	}
 }
 
@@ -268,6 +276,10 @@ func TestGatesLeaveNotStarted(t *testing.T) {
 			[]behaviour{noPreflight, wrongChip, succeed},
 			[]upload.Outcome{upload.OutcomeUnreachable, upload.OutcomeRefused, upload.OutcomeNotStarted}, "the rollout: 2 of its 3",
 			[]string{"0 started", "0 passed", "1 started", "1 stopped"}},
+		{"a canary that already runs the target took no image", Plan{Canary: 1, MaxFailures: n(5)},
+			[]behaviour{current, succeed, succeed},
+			[]upload.Outcome{upload.OutcomeSkipped, upload.OutcomeNotStarted, upload.OutcomeNotStarted}, "at least one must end updated",
+			[]string{"0 started", "0 stopped"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -360,4 +372,136 @@ func TestResumeRefusesAChangedImage(t *testing.T) {
 	if r.f.watches != watches || r.f.commands(r.devs[0].Topic) != 0 {
 		t.Errorf("watched or commanded with a changed image")
 	}
+}
+
+// A failure budget stops the rollout inside a wave, the default single
+// wave included: devices not yet commanded when it is exceeded end
+// not-started, left pending in the state, and are never commanded.
+func TestBudgetStopsInsideAWave(t *testing.T) {
+	n := func(k int) upload.FailureBudget { return upload.FailureBudget{Set: true, N: k} }
+	cases := []struct {
+		name    string
+		plan    Plan
+		bs      []behaviour
+		decided int    // the devices before the stop, which get their verdicts
+		stopped string // a part of the not-started devices' message
+	}{
+		{"one wave, none allowed", Plan{}, []behaviour{failAlways, succeed, succeed, succeed, succeed}, 1, "wave 1 of 1: 1 of its 5 devices failed, none is allowed"},
+		{"a wave's budget", Plan{Waves: steps("1,100%"), MaxFailures: n(1)},
+			[]behaviour{succeed, failAlways, failAlways, succeed, succeed}, 3, "wave 2 of 2: 2 of its 4 devices failed"},
+		{"the rollout's budget inside a wave", Plan{Waves: steps("1,100%"), MaxFailures: n(1)},
+			[]behaviour{failAlways, failAlways, succeed, succeed}, 2, "the rollout: 2 of its 4 devices failed so far"},
+		{"a canary of two", Plan{Canary: 2, MaxFailures: n(5)}, []behaviour{failAlways, succeed, succeed}, 1, "the canary dev0 ended failed"},
+		{"a rollback keeps its slot to its verdict", Plan{}, []behaviour{rollback, succeed, succeed}, 1, "wave 1 of 1: 1 of its 3 devices failed"},
+		{"a loader that fails", Plan{MaxFailures: n(0)}, []behaviour{loaderFails, succeed}, 1, "wave 1 of 1: 1 of its 2 devices failed"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := newRig(t, c.plan, c.bs...)
+			r.cfg.MaxFetches, r.cfg.Retries = 1, 0
+			res := r.run(context.Background())
+			rec := r.cfg.State.Record()
+			for i, got := range res {
+				cmds := r.f.commands(r.devs[i].Topic)
+				if i < c.decided {
+					if got.Outcome == upload.OutcomeNotStarted || cmds == 0 {
+						t.Errorf("%s: %s, %d commands; want a verdict", got.Device, got.Outcome, cmds)
+					}
+					continue
+				}
+				if got.Outcome != upload.OutcomeNotStarted || cmds != 0 || !strings.Contains(got.Message, c.stopped) {
+					t.Errorf("%s: %s (%s), %d commands; want not-started naming %q", got.Device, got.Outcome, got.Message, cmds, c.stopped)
+				}
+				if d := rec.Devices[i]; d.Phase != PhasePending || len(d.Commands) != 0 {
+					t.Errorf("%s: %s with %d commands in the state, want pending", got.Device, d.Phase, len(d.Commands))
+				}
+			}
+			if !rec.Finished || !strings.Contains(rec.Stopped, c.stopped) {
+				t.Errorf("state: finished %v, stopped %q", rec.Finished, rec.Stopped)
+			}
+		})
+	}
+}
+
+// A device is read just before its command: once it holds a MaxFetches
+// slot, not when its wave starts, so the facts screened and restored are
+// fresh however long it waited.
+func TestReadOnceHoldingASlot(t *testing.T) {
+	r := newRig(t, Plan{}, succeed, succeed)
+	r.cfg.MaxFetches = 1
+	for _, res := range r.run(context.Background()) {
+		if res.Outcome != upload.OutcomeUpdated {
+			t.Errorf("%s: %s (%s)", res.Device, res.Outcome, res.Message)
+		}
+	}
+	freed, read := r.f.logged("success "+r.devs[0].Topic), r.f.logged("preflight "+r.devs[1].Topic)
+	if freed < 0 || read < freed {
+		t.Errorf("dev1 was read at %d, before dev0 gave up its slot at %d: %v", read, freed, r.f.log)
+	}
+}
+
+// breakState makes every later write of the rig's state file fail, as a
+// full disk or a file held open on Windows would (even for root): its
+// directory is moved away and a plain file takes its name. It returns
+// where the file is now.
+func (r *rig) breakState() string {
+	rd := filepath.Join(r.dir, "state", "rollouts")
+	if err := os.Rename(rd, rd+".away"); err != nil {
+		r.t.Fatal(err)
+	}
+	if err := os.WriteFile(rd, nil, 0o600); err != nil {
+		r.t.Fatal(err)
+	}
+	return filepath.Join(rd+".away", filepath.Base(r.cfg.State.Path()))
+}
+
+// A command goes out only once the state file says so: when the file
+// cannot record it, nothing is sent, the rollout stops, and the file on
+// disk still tells what was sent.
+func TestCommandNotSentUnrecorded(t *testing.T) {
+	t.Run("first command", func(t *testing.T) {
+		r := newRig(t, Plan{MaxFailures: upload.FailureBudget{Set: true, Percent: 100}}, succeed, succeed)
+		r.cfg.MaxFetches = 1
+		var path string
+		var once sync.Once
+		r.f.afterPreflight = func(string) { once.Do(func() { path = r.breakState() }) }
+		res := r.run(context.Background())
+		for i, got := range res {
+			if n := r.f.commands(r.devs[i].Topic); n != 0 || got.Outcome != upload.OutcomeNotStarted ||
+				!strings.Contains(got.Message, "the state file cannot record commands") || strings.Contains(got.Message, "\n") {
+				t.Errorf("%s: %d commands, %s (%s)", got.Device, n, got.Outcome, got.Message)
+			}
+		}
+		rec, err := readRecord(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range rec.Devices {
+			if d.Phase != PhasePending || len(d.Commands) != 0 {
+				t.Errorf("%s on disk: %s, %d commands", d.Topic, d.Phase, len(d.Commands))
+			}
+		}
+	})
+	t.Run("retry", func(t *testing.T) {
+		r := newRig(t, Plan{}, failThenSucceed)
+		var path string
+		var once sync.Once
+		r.f.beforeReport = func(rep Report) {
+			if rep.Kind == ReportFailed {
+				once.Do(func() { path = r.breakState() })
+			}
+		}
+		got := r.run(context.Background())[0]
+		if n := r.f.commands(r.devs[0].Topic); n != 1 || got.Outcome != upload.OutcomeFailed || got.Tries != 1 ||
+			!strings.Contains(got.Message, "not commanded again: the rollout stopped (the state file cannot record commands") {
+			t.Errorf("%d commands, %s tries %d (%s)", n, got.Outcome, got.Tries, got.Message)
+		}
+		rec, err := readRecord(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := rec.Devices[0]; len(d.Commands) != 1 {
+			t.Errorf("on disk: %s, %d commands", d.Phase, len(d.Commands))
+		}
+	})
 }

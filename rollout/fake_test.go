@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -27,6 +28,8 @@ const (
 	noPreflight               // never answers
 	current                   // already runs the target
 	wrongChip                 // tells another chip than the image's
+	loaderFails               // a two-step whose loader fails to fetch the full image
+	flappy                    // its link flaps 100 times between its success and its boot
 )
 
 const (
@@ -44,6 +47,7 @@ type fakeDev struct {
 	cmds    int
 	urls    []string
 	fetched []string      // names fetched with their status
+	busy    bool          // commanded, or fetching, until its upgrade's last fetch ended
 	gate    chan struct{} // a two-step waits on its loader until closed
 	hold    chan struct{} // the fetch waits until closed
 }
@@ -62,20 +66,29 @@ type fakeFamily struct {
 	queue []Report
 	lose  bool
 
-	inflight, maxInflight int // commanded, no success/failed/boot yet
+	inflight, maxInflight int // devices busy: from a command, or any fetch, to the end of the upgrade's last fetch
 	watches               int
 	restores              map[string][]string
 	rereads               map[string]int
+	log                   []string // "preflight|command|<report kind> <topic>", in order
+
+	// The link (see linkFake): while down, nothing is sent (commands and
+	// restores wait for it), reads go unanswered, and reports are lost.
+	down   bool
+	linkCh chan struct{}
 
 	// hooks, called without the lock
-	afterPreflight func(topic string)
-	afterCommand   func(topic string)
-	afterFetch     func(topic string)
-	beforeCommand  func(topic string, n int) // n: the commands taken, this one included
-	onReport       func(Report)
-	onWatch        func(n int)
-	wg             sync.WaitGroup
-	stop           chan struct{}
+	afterPreflight  func(topic string)
+	afterCommand    func(topic string)
+	afterFetch      func(topic string)
+	beforeCommand   func(topic string, n int) // n: the commands taken, this one included
+	onReport        func(Report)
+	beforeReport    func(Report)                                  // before the report is delivered
+	beforeRestore   func(ctx context.Context, topic string) error // an error: the restore is not done
+	duringPreflight func(topic string)                            // in Preflight, before it answers
+	onWatch         func(n int)
+	wg              sync.WaitGroup
+	stop            chan struct{}
 }
 
 func newFake(t testing.TB, bs ...behaviour) (*fakeFamily, []Device) {
@@ -91,6 +104,7 @@ func newFake(t testing.TB, bs ...behaviour) (*fakeFamily, []Device) {
 		devs = append(devs, Device{Name: fmt.Sprintf("dev%d", i), Topic: topic})
 	}
 	f.stop = make(chan struct{})
+	f.linkCh = make(chan struct{})
 	t.Cleanup(f.wg.Wait)
 	t.Cleanup(func() { close(f.stop) }) // first: no script waits forever on a failed test
 	return f, devs
@@ -130,14 +144,22 @@ func facts2(ver, mac string) Facts {
 func (f *fakeFamily) Preflight(ctx context.Context, d Device) (Facts, error) {
 	f.mu.Lock()
 	fd := f.devs[d.Topic]
+	f.log = append(f.log, "preflight "+d.Topic)
 	fc := facts2(fd.version, fd.mac)
 	if fd.b == wrongChip {
 		fc.Chip = "esp32"
 	}
 	f.mu.Unlock()
 	f.mu.Lock()
-	afterPreflight := f.afterPreflight
+	afterPreflight, during := f.afterPreflight, f.duringPreflight
 	f.mu.Unlock()
+	if during != nil {
+		during(d.Topic)
+	}
+	if f.isDown() {
+		<-ctx.Done() // the read or its answer is lost
+		return Facts{}, errors.New("no answer")
+	}
 	if h := afterPreflight; h != nil {
 		h(d.Topic)
 	}
@@ -154,7 +176,7 @@ func (f *fakeFamily) Reread(ctx context.Context, d Device) (Facts, error) {
 	f.rereads[d.Topic]++
 	online, v := fd.online, fd.version
 	f.mu.Unlock()
-	if !online {
+	if !online || f.isDown() {
 		<-ctx.Done()
 		return Facts{}, errors.New("no answer")
 	}
@@ -162,6 +184,17 @@ func (f *fakeFamily) Reread(ctx context.Context, d Device) (Facts, error) {
 }
 
 func (f *fakeFamily) Restore(ctx context.Context, d Device, u string) error {
+	if !f.waitUp(ctx) {
+		return errors.New("not sent: the link is down")
+	}
+	f.mu.Lock()
+	h := f.beforeRestore
+	f.mu.Unlock()
+	if h != nil {
+		if err := h(ctx, d.Topic); err != nil {
+			return err
+		}
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.restores[d.Topic] = append(f.restores[d.Topic], u)
@@ -183,6 +216,54 @@ func (f *fakeFamily) Screen(fc Facts, img Image, have []string) string {
 
 func (f *fakeFamily) ReadSource() string { return "Status 2" }
 
+// linkFake is the fake family with a link (Linker) the test drops.
+type linkFake struct{ *fakeFamily }
+
+func (l linkFake) Link() (bool, <-chan struct{}) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return !l.down, l.linkCh
+}
+
+// setLink takes the link down or brings it back.
+func (f *fakeFamily) setLink(up bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.down = !up
+	close(f.linkCh)
+	f.linkCh = make(chan struct{})
+}
+
+func (f *fakeFamily) isDown() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.down
+}
+
+// waitUp waits for the link, as a publish does; false when ctx ended.
+func (f *fakeFamily) waitUp(ctx context.Context) bool {
+	for {
+		f.mu.Lock()
+		down, ch := f.down, f.linkCh
+		f.mu.Unlock()
+		if !down {
+			return true
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// logged is where entry is in the fake's log, -1 when it is not.
+func (f *fakeFamily) logged(entry string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Index(f.log, entry)
+}
+
 func (f *fakeFamily) commands(topic string) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -190,13 +271,16 @@ func (f *fakeFamily) commands(topic string) int {
 }
 
 func (f *fakeFamily) Command(ctx context.Context, d Device, url string) error {
+	if !f.waitUp(ctx) {
+		return errors.New("not sent: the link is down")
+	}
 	f.mu.Lock()
 	fd := f.devs[d.Topic]
 	fd.cmds++
 	fd.urls = append(fd.urls, url)
+	f.log = append(f.log, "command "+d.Topic)
 	n := fd.cmds
-	f.inflight++
-	f.maxInflight = max(f.maxInflight, f.inflight)
+	f.busyLocked(fd)
 	f.mu.Unlock()
 	f.wg.Add(1)
 	go f.script(fd, url, n)
@@ -216,6 +300,7 @@ func (f *fakeFamily) Command(ctx context.Context, d Device, url string) error {
 func (f *fakeFamily) report(fd *fakeDev, k ReportKind, words, ver string) {
 	r := Report{Topic: fd.topic, Kind: k, At: time.Now(), Words: words}
 	f.mu.Lock()
+	f.log = append(f.log, string(k)+" "+fd.topic)
 	switch k {
 	case ReportOffline:
 		fd.online = false
@@ -226,12 +311,21 @@ func (f *fakeFamily) report(fd *fakeDev, k ReportKind, words, ver string) {
 		r.Facts, r.Source = facts2(ver, fd.mac), "INFO1"
 		fd.version, fd.online = ver, true
 	}
-	fn, ctx, onReport := f.fn, f.wctx, f.onReport
+	fn, ctx, onReport, beforeReport := f.fn, f.wctx, f.onReport, f.beforeReport
+	if f.down {
+		// Told while the link is down: lost (the devices publish at QoS 0).
+		f.log[len(f.log)-1] = "lost " + f.log[len(f.log)-1]
+		f.mu.Unlock()
+		return
+	}
 	watching := fn != nil && ctx != nil && ctx.Err() == nil
 	if !watching && !f.lose {
 		f.queue = append(f.queue, r)
 	}
 	f.mu.Unlock()
+	if h := beforeReport; h != nil {
+		h(r)
+	}
 	if watching {
 		fn(r)
 	}
@@ -240,14 +334,30 @@ func (f *fakeFamily) report(fd *fakeDev, k ReportKind, words, ver string) {
 	}
 }
 
-func (f *fakeFamily) fetchEnded() {
+// busyLocked counts fd among the devices busy fetching, once.
+func (f *fakeFamily) busyLocked(fd *fakeDev) {
+	if !fd.busy {
+		fd.busy = true
+		f.inflight++
+		f.maxInflight = max(f.maxInflight, f.inflight)
+	}
+}
+
+// fetchEnded: fd's upgrade fetches nothing more.
+func (f *fakeFamily) fetchEnded(fd *fakeDev) {
 	f.mu.Lock()
-	f.inflight--
+	if fd.busy {
+		fd.busy = false
+		f.inflight--
+	}
 	f.mu.Unlock()
 }
 
 // fetch gets url as an ESP8266 updater would; true on the whole file.
 func (f *fakeFamily) fetch(fd *fakeDev, url string) bool {
+	f.mu.Lock()
+	f.busyLocked(fd) // every fetch counts, whatever commanded it
+	f.mu.Unlock()
 	req, _ := http.NewRequest("GET", url, nil)
 	req.Header.Set("x-ESP8266-STA-MAC", fd.mac)
 	c := &http.Client{Timeout: 5 * time.Second}
@@ -271,28 +381,28 @@ func (f *fakeFamily) script(fd *fakeDev, url string, n int) {
 	f.report(fd, ReportStarted, "Version 14.3.0 from "+url, "")
 	switch b := fd.b; {
 	case b == hang:
-		f.fetchEnded()
+		f.fetchEnded(fd)
 		return
 	case b == failAlways || b == failThenSucceed && n == 1:
 		s()
-		f.fetchEnded()
+		f.fetchEnded(fd)
 		f.report(fd, ReportFailed, "Failed. HTTP error: connection lost", "")
 		return
 	case b == silentUpdate:
 		f.fetch(fd, url)
-		f.fetchEnded()
+		f.fetchEnded(fd)
 		f.mu.Lock()
 		fd.version = fakeNew
 		f.mu.Unlock()
 		return
-	case b == twoStep:
+	case b == twoStep || b == loaderFails:
 		min := strings.TrimSuffix(url, ".bin") + "-minimal.bin"
 		if !f.fetch(fd, min) {
-			f.fetchEnded()
+			f.fetchEnded(fd)
 			f.report(fd, ReportFailed, "Failed. HTTP error: 404", "")
 			return
 		}
-		f.fetchEnded()
+		// Still busy: the loader fetches the full image after its boot.
 		f.report(fd, ReportSuccess, "Successful. Restarting", "")
 		f.report(fd, ReportOffline, "", "")
 		s()
@@ -307,7 +417,9 @@ func (f *fakeFamily) script(fd *fakeDev, url string, n int) {
 			}
 		}
 		s()
-		if !f.fetch(fd, url) {
+		ok := b == twoStep && f.fetch(fd, url)
+		f.fetchEnded(fd)
+		if !ok {
 			f.report(fd, ReportFailed, "Failed. HTTP error: connection refused", "")
 			return
 		}
@@ -322,12 +434,12 @@ func (f *fakeFamily) script(fd *fakeDev, url string, n int) {
 		select {
 		case <-fd.hold:
 		case <-f.stop:
-			f.fetchEnded()
+			f.fetchEnded(fd)
 			return
 		}
 	}
 	ok := f.fetch(fd, url)
-	f.fetchEnded()
+	f.fetchEnded(fd)
 	f.mu.Lock()
 	afterFetch := f.afterFetch
 	f.mu.Unlock()
@@ -339,6 +451,12 @@ func (f *fakeFamily) script(fd *fakeDev, url string, n int) {
 		return
 	}
 	f.report(fd, ReportSuccess, "Successful. Restarting", "")
+	if fd.b == flappy {
+		for range 50 {
+			f.report(fd, ReportOffline, "", "")
+			f.report(fd, ReportOnline, "", "")
+		}
+	}
 	f.report(fd, ReportOffline, "", "")
 	s()
 	switch fd.b {

@@ -114,6 +114,27 @@ type CompanionChecker interface {
 	CheckCompanions(image string, companions map[string]string) error
 }
 
+// Linker is an optional interface of a Family whose devices are reached
+// over a link that can drop (Tasmota: the MQTT broker). Without it the
+// link is taken as always up.
+//
+// While the link is down the engine sends nothing and concludes nothing:
+// it waits for the link before each pre-flight read, command, read
+// (Reread) and Restore. A pre-flight read that failed while the link was
+// down, or went down during it, is made again, never taken for an
+// unreachable device. What devices told during an outage may be lost, so
+// once the link is back every device in flight is watched as a --resume
+// watches it (DeviceSpec.Resumed = when the link came back): its reboot
+// and stability windows start again, and it is never commanded again.
+type Linker interface {
+	// Link tells whether the link is up now, and gives a channel closed at
+	// its next change (down, or back up); the two must agree (take them
+	// under one lock). Each change closes the channel, even one undone
+	// before the engine looked again: the engine takes any change for an
+	// outage, its reports maybe lost.
+	Link() (up bool, changed <-chan struct{})
+}
+
 // Image is what the engine tells a family about the image it publishes.
 type Image struct {
 	Name string // the served name (FIRMWARE's base name)

@@ -14,8 +14,8 @@ import (
 // Plan is how the devices are split into waves and when a wave may follow
 // the one before it.
 type Plan struct {
-	// Canary devices go first, as wave 0; the rest start only when every
-	// one of them ended updated (or skipped).
+	// Canary devices go first, as wave 0; the rest start only when none
+	// of them failed and at least one ended updated (the others skipped).
 	Canary int
 	// Waves are cumulative steps over the devices after the canary
 	// (ParseWaves("10%,50%,100%")); the last step must be 100%. Empty
@@ -145,37 +145,55 @@ func exceeded(b upload.FailureBudget, failures, total int) bool {
 // passed, else the reason, one line naming the gate. wave holds the
 // wave's results; all the results of every device decided so far (this
 // wave's included); total is the number of devices in the rollout.
+//
+// The canary passes only when none of its devices failed and at least one
+// ended updated: a canary of devices that already run the target (skipped)
+// took no image and shows nothing of it.
 func (p Plan) Gate(canary bool, index, of int, wave, all []upload.Result, total int) string {
 	if canary {
+		updated := 0
 		for _, r := range wave {
 			if failed(r.Outcome) {
 				return fmt.Sprintf("the canary %s ended %s", r.Device, r.OutcomeText())
 			}
+			if r.Outcome == upload.OutcomeUpdated {
+				updated++
+			}
 		}
-		// The canary's failures are none; the rollout's can only be fewer
-		// than its devices so far, which the checks below still bound.
+		if updated == 0 {
+			return "the canary took no image: its devices already run the target (skipped); at least one must end updated (choose canaries that run another version)"
+		}
 	}
-	budget := "none is allowed (--max-failures)"
-	if p.MaxFailures.Set {
-		budget = "more than --max-failures " + p.MaxFailures.String() + " allows"
-	}
+	return p.over(index, of, counted(wave), len(wave), counted(all), total)
+}
+
+// counted is how many results count against the failure budget; a device
+// a gate left not-started is no failure of its own.
+func counted(rs []upload.Result) int {
 	n := 0
-	for _, r := range wave {
-		if failed(r.Outcome) {
-			n++
-		}
-	}
-	if exceeded(p.MaxFailures, n, len(wave)) {
-		return fmt.Sprintf("wave %d of %d: %d of its %d devices failed, %s", index+1, of, n, len(wave), budget)
-	}
-	n = 0
-	for _, r := range all {
+	for _, r := range rs {
 		if failed(r.Outcome) && r.Outcome != upload.OutcomeNotStarted {
 			n++
 		}
 	}
-	if exceeded(p.MaxFailures, n, total) {
-		return fmt.Sprintf("the rollout: %d of its %d devices failed so far, %s", n, total, budget)
+	return n
+}
+
+// over is the reason the failures so far exceed a budget, "" while they
+// do not: waveFailed of the waveSize devices of wave index (of of), and
+// allFailed of the total. The sizes are fixed when the rollout starts, so
+// a budget once exceeded stays exceeded, and the engine may stop as soon
+// as it is, in the middle of a wave.
+func (p Plan) over(index, of, waveFailed, waveSize, allFailed, total int) string {
+	budget := "none is allowed (--max-failures)"
+	if p.MaxFailures.Set {
+		budget = "more than --max-failures " + p.MaxFailures.String() + " allows"
+	}
+	if exceeded(p.MaxFailures, waveFailed, waveSize) {
+		return fmt.Sprintf("wave %d of %d: %d of its %d devices failed, %s", index+1, of, waveFailed, waveSize, budget)
+	}
+	if exceeded(p.MaxFailures, allFailed, total) {
+		return fmt.Sprintf("the rollout: %d of its %d devices failed so far, %s", allFailed, total, budget)
 	}
 	return ""
 }

@@ -125,7 +125,10 @@ func TestGate(t *testing.T) {
 		want   string // "" passes; else a word the reason holds
 	}{
 		{"canary all updated", n(5), true, res(U, U), nil, 10, ""},
-		{"canary skipped counts as updated", n(5), true, res(U, S), nil, 10, ""},
+		{"canary skipped beside an updated passes", n(5), true, res(U, S), nil, 10, ""},
+		{"canary all skipped stops: it took no image", n(5), true, res(S, S), nil, 10, "the canary took no image"},
+		{"canary one skipped stops", pct(100), true, res(S), nil, 10, "at least one must end updated"},
+		{"not-started in the wave is no failure", n(0), false, res(U, NS, NS), nil, 10, ""},
 		{"canary one unverified stops despite a budget", n(5), true, res(U, UV), nil, 10, "canary d1 ended unverified"},
 		{"canary failed stops", pct(50), true, res(F), nil, 10, "canary d0 ended failed"},
 		{"no budget: none allowed", upload.FailureBudget{}, false, res(U, U, UR), nil, 10, "none is allowed"},

@@ -3,6 +3,7 @@ package rollout
 import (
 	"context"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -224,5 +225,118 @@ func TestResumeAfterCancel(t *testing.T) {
 				t.Errorf("devices were told %d URLs across the runs: %v", len(urls), urls)
 			}
 		})
+	}
+}
+
+// A run interrupted at a device's verdict, before its OTA URL was put
+// back, leaves that to the resumed run.
+func TestResumeRestoresLeftOtaURL(t *testing.T) {
+	r := newRig(t, Plan{}, succeed, succeed)
+	r.cfg.MaxFetches = 1
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r.f.beforeRestore = func(rctx context.Context, topic string) error {
+		if topic != r.devs[0].Topic {
+			return nil
+		}
+		cancel()
+		<-rctx.Done()
+		return rctx.Err()
+	}
+	res1 := r.run(ctx)
+	if o := res1[1].Outcome; res1[0].Outcome != upload.OutcomeUpdated || o != upload.OutcomeNotStarted && o != upload.OutcomeCancelled {
+		t.Fatalf("run 1: %s (%s), %s", res1[0].Outcome, res1[0].Message, res1[1].Outcome)
+	}
+	if !slices.Contains(res1[0].Warnings, restorePendingWarning) {
+		t.Errorf("run 1 warnings %q", res1[0].Warnings)
+	}
+	if d := r.cfg.State.Record().Devices[0]; d.Phase != PhaseDone || !d.RestorePending {
+		t.Fatalf("run 1 left %s, restore pending %v", d.Phase, d.RestorePending)
+	}
+
+	r.cfg.State.Close()
+	st, err := OpenState(filepath.Join(r.dir, "state"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	r.f.mu.Lock()
+	r.f.beforeRestore = nil
+	r.f.mu.Unlock()
+	r.cfg.State = st
+	res2 := r.run(context.Background())
+	for i, got := range res2 {
+		if got.Outcome != upload.OutcomeUpdated || len(got.Warnings) != 0 {
+			t.Errorf("run 2: %s %s warnings %q", got.Device, got.Outcome, got.Warnings)
+		}
+		r.f.mu.Lock()
+		restores := r.f.restores[r.devs[i].Topic]
+		r.f.mu.Unlock()
+		if len(restores) != 1 || !strings.Contains(restores[0], "ota.tasmota.com") {
+			t.Errorf("%s: restores %q, want its old OTA URL once", got.Device, restores)
+		}
+		if n := r.f.commands(r.devs[i].Topic); n != 1 {
+			t.Errorf("%s commanded %d times", got.Device, n)
+		}
+	}
+	if d := st.Record().Devices[0]; d.RestorePending || !st.Record().Finished {
+		t.Errorf("run 2: restore pending %v, finished %v", d.RestorePending, st.Record().Finished)
+	}
+}
+
+// A run interrupted after a budget was exceeded, with a device still in
+// flight: the resumed run stops at once, yet watches that device to its
+// verdict; the rest stay not-started.
+func TestResumeAfterAStopWatchesInFlight(t *testing.T) {
+	r := newRig(t, Plan{}, failAlways, succeed, succeed)
+	r.cfg.MaxFetches, r.cfg.Retries = 2, 0
+	hold0, hold1 := make(chan struct{}), make(chan struct{})
+	r.f.devs[r.devs[0].Topic].hold = hold0 // fails once dev1 is commanded
+	r.f.devs[r.devs[1].Topic].hold = hold1 // fetches once the run resumed
+	r.f.afterCommand = func(topic string) {
+		if topic == r.devs[1].Topic {
+			close(hold0)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r.cfg.OnEvent = func(e upload.FleetEvent) {
+		r.onEvent(e)
+		if e.Key == r.devs[0].Topic && e.Phase == upload.PhaseDone {
+			cancel()
+		}
+	}
+	res1 := r.run(ctx)
+	if res1[0].Outcome != upload.OutcomeFailed || res1[1].Outcome != upload.OutcomeCancelled {
+		t.Fatalf("run 1: %s, %s", res1[0].Outcome, res1[1].Outcome)
+	}
+
+	r.cfg.State.Close()
+	st, err := OpenState(filepath.Join(r.dir, "state"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	r.f.mu.Lock()
+	r.f.afterCommand = nil
+	r.f.mu.Unlock()
+	r.cfg.State, r.cfg.OnEvent = st, r.onEvent
+	r.f.onWatch = func(n int) {
+		if n == 2 {
+			close(hold1) // served again
+		}
+	}
+	res2 := r.run(context.Background())
+	want := []upload.Outcome{upload.OutcomeFailed, upload.OutcomeUpdated, upload.OutcomeNotStarted}
+	for i, got := range res2 {
+		if got.Outcome != want[i] {
+			t.Errorf("run 2: %s %s (%s), want %s", got.Device, got.Outcome, got.Message, want[i])
+		}
+	}
+	if n := r.f.commands(r.devs[2].Topic); n != 0 {
+		t.Errorf("dev2 commanded %d times past the budget", n)
+	}
+	if rec := st.Record(); !rec.Finished || rec.Stopped == "" || rec.Devices[1].Phase != PhaseDone {
+		t.Errorf("run 2 state: finished %v stopped %q dev1 %s", rec.Finished, rec.Stopped, rec.Devices[1].Phase)
 	}
 }

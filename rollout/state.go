@@ -120,6 +120,9 @@ type DeviceRecord struct {
 	// latest ones), so that a resumed run judges with them.
 	Reports []ReportRecord `json:"reports,omitempty"`
 	Result  *upload.Result `json:"result,omitempty"`
+	// RestorePending: done, but the run was interrupted before its OTA
+	// URL was put back; a resumed run puts it back.
+	RestorePending bool `json:"restore_pending,omitempty"`
 }
 
 // ReportRecord is a Report in the state file.
@@ -148,7 +151,18 @@ type State struct {
 
 	mu  sync.Mutex
 	rec Record
+	// Changes that may wait (reports) mark the record dirty; a timer
+	// writes it within flushDelay, and any write (update) or Close takes
+	// them along. writes counts the files written (for tests).
+	dirty  bool
+	timer  *time.Timer
+	closed bool
+	writes int
 }
+
+// flushDelay bounds how long a change made with updateSoon waits for its
+// write: reports come in bursts, and each write is the whole file, synced.
+const flushDelay = time.Second
 
 func rolloutsDir(dir string) string { return filepath.Join(dir, "rollouts") }
 
@@ -321,14 +335,25 @@ func (s *State) Record() Record {
 	return s.rec.clone()
 }
 
-// Close releases the locks (the file stays).
+// Close writes the changes still waiting and releases the locks (the
+// file stays). The error is that of the last write.
 func (s *State) Close() error {
+	s.mu.Lock()
+	var err error
+	if s.dirty && !s.closed {
+		err = s.saveLocked()
+	}
+	s.closed = true
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+	s.mu.Unlock()
 	if s.lock != nil {
 		_ = s.lock.Unlock()
 		s.lock = nil
 	}
 	s.unlockDir()
-	return nil
+	return err
 }
 
 // update changes the record and writes it, atomically.
@@ -339,13 +364,81 @@ func (s *State) update(fn func(*Record)) error {
 	return s.saveLocked()
 }
 
+// updateOr is update, but when the write fails undo takes the change
+// back (under the same lock, so that no other write records it): for a
+// change that must be on disk before it happens, or not at all.
+func (s *State) updateOr(fn, undo func(*Record)) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fn(&s.rec)
+	err := s.saveLocked()
+	if err != nil {
+		undo(&s.rec)
+	}
+	return err
+}
+
+// updateSoon changes the record now and writes it within flushDelay,
+// with whatever else changed by then: for what a crash may lose (a
+// resumed run reads the device again).
+func (s *State) updateSoon(fn func(*Record)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fn(&s.rec)
+	if !s.dirty && !s.closed {
+		s.dirty = true
+		s.timer = time.AfterFunc(flushDelay, s.flushLater)
+	}
+}
+
+// flushLater is the timer's write; a failed one is tried again later.
+func (s *State) flushLater() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.dirty || s.closed {
+		return
+	}
+	if s.saveLocked() != nil {
+		s.timer = time.AfterFunc(flushDelay, s.flushLater)
+	}
+}
+
+// flush writes the changes still waiting, if any.
+func (s *State) flush() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.dirty || s.closed {
+		return nil
+	}
+	return s.saveLocked()
+}
+
 func (s *State) saveLocked() error {
 	s.rec.Updated = time.Now().UTC()
 	b, err := json.MarshalIndent(s.rec, "", "  ")
 	if err != nil {
 		return fmt.Errorf("cannot write the state file: %v", err)
 	}
-	return writeAtomic(s.path, append(b, '\n'))
+	if err := writeAtomic(s.path, append(b, '\n')); err != nil {
+		return err
+	}
+	s.dirty = false
+	s.writes++
+	return nil
+}
+
+// trimReports keeps at most maxReports, dropping the oldest link reports
+// (online/offline: an LWT that flaps) before any that tells of the update
+// (started, success, failed, booted, a read).
+func trimReports(rs []ReportRecord) []ReportRecord {
+	for len(rs) > maxReports {
+		i := slices.IndexFunc(rs, func(r ReportRecord) bool { return r.Kind == ReportOnline || r.Kind == ReportOffline })
+		if i < 0 {
+			i = 0
+		}
+		rs = slices.Delete(rs, i, i+1)
+	}
+	return rs
 }
 
 // writeAtomic writes a temporary file beside path and renames it over

@@ -1,9 +1,15 @@
 package rollout
 
 import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -148,4 +154,151 @@ func TestDefaultDir(t *testing.T) {
 			t.Errorf("DefaultDir = %q", d)
 		}
 	}
+}
+
+// Reports are written in batches, not one file per report; the file keeps
+// what tells of the update when a flapping link fills it.
+func TestReportsSavedInBatches(t *testing.T) {
+	r := newRig(t, Plan{}, flappy)
+	got := r.run(context.Background())[0]
+	if got.Outcome != upload.OutcomeUpdated {
+		t.Fatalf("%s (%s)", got.Outcome, got.Message)
+	}
+	st := r.cfg.State
+	st.mu.Lock()
+	writes := st.writes
+	st.mu.Unlock()
+	if writes > 30 {
+		t.Errorf("%d writes of the state file for about 106 reports", writes)
+	}
+	rec, err := readRecord(st.Path()) // what is on disk at the end
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kinds []ReportKind
+	for _, rr := range rec.Devices[0].Reports {
+		if rr.Kind != ReportOnline && rr.Kind != ReportOffline {
+			kinds = append(kinds, rr.Kind)
+		}
+	}
+	if n := len(rec.Devices[0].Reports); n != maxReports || !slices.Equal(kinds, []ReportKind{ReportStarted, ReportSuccess, ReportBooted}) {
+		t.Errorf("%d reports kept on disk, those of the update %v", n, kinds)
+	}
+}
+
+// A change made with updateSoon reaches the file within flushDelay, or at
+// Close, whichever comes first; an update takes it along at once.
+func TestUpdateSoon(t *testing.T) {
+	for _, c := range []string{"timer", "update", "close"} {
+		t.Run(c, func(t *testing.T) {
+			dir := t.TempDir()
+			st, err := CreateState(dir, testMeta())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			st.updateSoon(func(r *Record) { r.Devices[0].Name = "renamed" })
+			onDisk := func() string {
+				rec, err := readRecord(st.Path())
+				if err != nil {
+					t.Fatal(err)
+				}
+				return rec.Devices[0].Name
+			}
+			switch c {
+			case "timer":
+				deadline := time.Now().Add(10 * time.Second)
+				for onDisk() != "renamed" && time.Now().Before(deadline) {
+					time.Sleep(50 * time.Millisecond)
+				}
+			case "update":
+				if err := st.update(func(r *Record) { r.Stopped = "x" }); err != nil {
+					t.Fatal(err)
+				}
+			case "close":
+				if err := st.Close(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if n := onDisk(); n != "renamed" {
+				t.Errorf("on disk %q", n)
+			}
+		})
+	}
+}
+
+// The lock holds across processes: a helper process (this test binary,
+// run again) holds a rollout; a second one on the same directory is
+// refused with one line naming it, until the helper ends.
+func TestStateLockAcrossProcesses(t *testing.T) {
+	if dir := os.Getenv("OTS_OTA_TEST_HOLD_STATE"); dir != "" {
+		st, err := CreateState(dir, testMeta())
+		if err != nil {
+			fmt.Println("error:", err)
+			os.Exit(1)
+		}
+		fmt.Println("locked", st.ID())
+		io.Copy(io.Discard, os.Stdin) // until the test closes it
+		st.Close()
+		os.Exit(0)
+	}
+	dir := t.TempDir()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Skip("cannot run the test binary again:", err)
+	}
+	cmd := exec.Command(exe, "-test.run=^TestStateLockAcrossProcesses$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "OTS_OTA_TEST_HOLD_STATE="+dir)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		stdin.Close()
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	lines := make(chan string, 1)
+	go func() {
+		l, _ := bufio.NewReader(stdout).ReadString('\n')
+		lines <- strings.TrimSpace(l)
+	}()
+	var line string
+	select {
+	case line = <-lines:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the helper process never said it holds the lock")
+	}
+	id, ok := strings.CutPrefix(line, "locked ")
+	if !ok {
+		t.Fatalf("helper: %q", line)
+	}
+
+	_, err = CreateState(dir, testMeta())
+	if err == nil || !strings.Contains(err.Error(), "rollout "+id+" is running") || strings.Contains(err.Error(), "\n") {
+		t.Errorf("CreateState beside another process's rollout: %v, want one line naming %s", err, id)
+	}
+	if _, err := OpenState(dir, id); err == nil || !strings.Contains(err.Error(), id) {
+		t.Errorf("OpenState of another process's rollout: %v", err)
+	}
+	if l, err := List(dir); err != nil || len(l) != 1 || !l[0].Running {
+		t.Errorf("List = %+v, %v; want it running", l, err)
+	}
+
+	stdin.Close()
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("helper: %v", err)
+	}
+	st, err := CreateState(dir, testMeta())
+	if err != nil {
+		t.Fatalf("CreateState once the other process ended: %v", err)
+	}
+	st.Close()
 }

@@ -40,6 +40,10 @@ type DeviceSpec struct {
 	// due no earlier than a reboot window after it, a stability window
 	// starts again then, and the device is never commanded again.
 	Resumed time.Time
+	// Outage: Resumed is when the link to the devices came back after an
+	// outage (Linker), not when a resumed run began; it changes only the
+	// words.
+	Outage bool
 }
 
 // Verdict is the per-device conclusion, or what the engine must do next.

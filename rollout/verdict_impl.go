@@ -155,6 +155,8 @@ func decide(spec DeviceSpec, reports []Report, now time.Time, final bool) (Verdi
 			v.Message += "; not commanded again: it restarted since the command"
 		case cls == upload.ClassRejected:
 			v.Message += "; not commanded again: the image itself was refused"
+		case !spec.Resumed.IsZero() && tries < 1+max(spec.Retries, 0) && spec.Outage:
+			v.Message += "; not commanded again: it was in flight while the link to the devices was down (what it told then may be lost)"
 		case !spec.Resumed.IsZero() && tries < 1+max(spec.Retries, 0):
 			v.Message += "; not commanded again: it was in flight when the rollout was interrupted (its download may have been cut then)"
 		case tries > 1:

@@ -216,6 +216,9 @@ func TestDecide(t *testing.T) {
 		{"resumed: a failed download is not commanded again", func(s *DeviceSpec) { s.Resumed = at(200) }, []Report{rFailed(201, "Failed")}, 202, false,
 			want{done: true, outcome: upload.OutcomeFailed, msg: "interrupted"}},
 		{"resumed: the read", func(s *DeviceSpec) { s.Resumed = at(200) }, []Report{rStarted(11)}, 230, false, want{reread: true}},
+		{"after a link outage: a failed download is not commanded again", func(s *DeviceSpec) { s.Resumed, s.Outage = at(50), true }, []Report{rFailed(51, "Failed")}, 52, false,
+			want{done: true, outcome: upload.OutcomeFailed, msg: "while the link to the devices was down"}},
+		{"after a link outage: the stability window starts again", func(s *DeviceSpec) { s.Resumed, s.Outage = at(70), true }, happy, 75, false, want{wake: 90}},
 	}
 	for _, c := range cases {
 		spec := baseSpec()
