@@ -118,6 +118,7 @@ type Client struct {
 	stop    chan struct{}  // Close
 	done    chan struct{}  // the delivery goroutine ended
 	linkUp  chan struct{}  // closed while the link is up; replaced when it goes down
+	changed chan struct{}  // closed at the link's next change (Link), then replaced
 
 	linkMu sync.Mutex
 	told   bool // OnLink's last word was "up" (true from the first connect)
@@ -256,6 +257,7 @@ func connect(ctx context.Context, cfg Config, clean bool) (*Client, error) {
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
 		linkUp:  make(chan struct{}),
+		changed: make(chan struct{}),
 		dialCtx: ctx,
 		told:    true,
 	}
@@ -306,6 +308,9 @@ func connect(ctx context.Context, cfg Config, clean bool) (*Client, error) {
 		c.abandon()
 		return nil, c.connectError(tok.(*mqtt.ConnectToken).ReturnCode(), err)
 	}
+	// Up from the start for Link and Publish, whenever paho's own
+	// callback runs.
+	c.sync(nil)
 	c.log.Info("connected to the MQTT broker")
 	return c, nil
 }
@@ -444,9 +449,17 @@ func oneLine(err error) string {
 // Close). Paho calls both on goroutines of their own, so they may run out
 // of order: each reads the link's actual state, and told (under linkMu)
 // is what OnLink last said, so that the last word is always the truth.
+//
+// After a reconnect the link counts as up (Link, Publish, OnLink) only
+// once every filter is subscribed again: a read sent before that could
+// have its answer dropped by a broker that lost the session.
 func (c *Client) up() {
 	if c.conns.Load() > 1 {
-		go c.resubscribe()
+		go func() {
+			c.resubscribe()
+			c.sync(nil)
+		}()
+		return
 	}
 	c.sync(nil)
 }
@@ -469,10 +482,12 @@ func (c *Client) sync(lost error) {
 	case <-c.linkUp:
 		if !open {
 			c.linkUp = make(chan struct{})
+			c.changeLocked()
 		}
 	default:
 		if open {
 			close(c.linkUp)
+			c.changeLocked()
 		}
 	}
 	c.mu.Unlock()
@@ -496,6 +511,27 @@ func (c *Client) sync(lost error) {
 	}
 }
 
+// changeLocked tells Link's callers that the link changed. c.mu is held.
+func (c *Client) changeLocked() {
+	close(c.changed)
+	c.changed = make(chan struct{})
+}
+
+// Link tells whether the link is up now (after a reconnect: once every
+// filter is subscribed again), and gives a channel closed at its next
+// change, down or back up; both read at one moment. A closed client is
+// down for good.
+func (c *Client) Link() (up bool, changed <-chan struct{}) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	select {
+	case <-c.linkUp:
+		up = !c.closed.Load()
+	default:
+	}
+	return up, c.changed
+}
+
 // resubscribe makes every subscription again after a reconnect. The
 // broker may have lost the session (a restart without persistence), and
 // even a kept session holds only QoS 1 messages: what a device publishes
@@ -511,14 +547,21 @@ func (c *Client) resubscribe() {
 	c.mu.Unlock()
 	for _, f := range filters {
 		tok := c.pc.Subscribe(f, 1, nil)
+		t := time.NewTimer(connectTimeout)
 		select {
 		case <-tok.Done():
 			if err := tok.Error(); err != nil {
 				c.log.Warn("subscribing again failed", "filter", f, "err", oneLine(err))
 			}
+		case <-t.C:
+			// The link dropped again, or the broker is stuck: the next
+			// reconnect subscribes again.
+			c.log.Warn("no confirmation of a subscription made again", "filter", f)
 		case <-c.stop:
+			t.Stop()
 			return
 		}
+		t.Stop()
 	}
 }
 
@@ -706,6 +749,9 @@ func (c *Client) Close() {
 	if c.closed.Swap(true) {
 		return
 	}
+	c.mu.Lock()
+	c.changeLocked() // down for good
+	c.mu.Unlock()
 	c.pc.Disconnect(250)
 	close(c.stop)
 	<-c.done

@@ -428,3 +428,52 @@ func TestForget(t *testing.T) {
 	}
 	in.none(t, time.Second)
 }
+
+// Link follows the link: up after Connect, a change when the broker goes
+// away, and up again only once the client subscribed again (the broker
+// restarted without its sessions): one message published then arrives.
+// Close is a last change, down for good.
+func TestLink(t *testing.T) {
+	b := testbroker.Start(t, testbroker.KeepLogs())
+	c := dial(t, b.URL(), "link1")
+	up, changed := c.Link()
+	if !up {
+		t.Fatal("down after Connect")
+	}
+	in := newInbox()
+	if err := c.Subscribe(ctxT(t), "stat/+/UPGRADE", in.add); err != nil {
+		t.Fatal(err)
+	}
+	b.Restart()
+	select {
+	case <-changed:
+	case <-time.After(wait):
+		t.Fatal("no change when the broker went away")
+	}
+	deadline := time.After(60 * time.Second)
+	for {
+		up, changed = c.Link()
+		if up {
+			break
+		}
+		select {
+		case <-changed:
+		case <-deadline:
+			t.Fatal("the link never came back")
+		}
+	}
+	dev := rawClient(t, b.Addr())
+	dev.publish(t, "stat/dev1/UPGRADE", `{"Upgrade":"Successful. Restarting"}`)
+	if m := in.next(t); m.Topic != "stat/dev1/UPGRADE" {
+		t.Fatalf("got %+v", m)
+	}
+	c.Close()
+	select {
+	case <-changed:
+	case <-time.After(wait):
+		t.Fatal("no change at Close")
+	}
+	if up, _ := c.Link(); up {
+		t.Fatal("up after Close")
+	}
+}

@@ -798,3 +798,41 @@ func TestCommandSentOrNot(t *testing.T) {
 		t.Fatalf("link down: %v", err)
 	}
 }
+
+// The family is a rollout.Linker over its broker client: a restart of the
+// broker (sessions lost) is a change, and once Link says up again the
+// subscriptions are back, so a read made then is answered.
+func TestLinkAcrossBrokerRestart(t *testing.T) {
+	b := testbroker.Start(t)
+	startDevice(t, b, "cmnd/l1/", "stat/l1/", "tele/l1/", answerStatusOnly)
+	f := newFamily(t, b, Options{})
+	d := rollout.Device{Topic: "l1"}
+	if _, err := f.Preflight(ctxT(t), d); err != nil {
+		t.Fatal(err)
+	}
+	var l rollout.Linker = f
+	up, changed := l.Link()
+	if !up {
+		t.Fatal("down at the start")
+	}
+	b.Restart()
+	select {
+	case <-changed:
+	case <-time.After(wait):
+		t.Fatal("no change when the broker went away")
+	}
+	for deadline := time.After(60 * time.Second); ; {
+		if up, changed = l.Link(); up {
+			break
+		}
+		select {
+		case <-changed:
+		case <-deadline:
+			t.Fatal("the link never came back")
+		}
+	}
+	startDevice(t, b, "cmnd/l1/", "stat/l1/", "tele/l1/", answerStatusOnly) // its own client does not reconnect
+	if fa, err := f.Preflight(ctxT(t), d); err != nil || fa.Release != "14.2.0" {
+		t.Fatalf("read after the link came back: %+v %v", fa, err)
+	}
+}

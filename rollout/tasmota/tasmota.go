@@ -213,6 +213,7 @@ var (
 	_ rollout.Family           = (*Family)(nil)
 	_ rollout.URLChecker       = (*Family)(nil)
 	_ rollout.CompanionChecker = (*Family)(nil)
+	_ rollout.Linker           = (*Family)(nil)
 )
 
 // New returns the family over client. The FullTopic is checked on use
@@ -234,6 +235,11 @@ func New(client *broker.Client, opts Options) *Family {
 		chips:    map[string]string{},
 	}
 }
+
+// Link is the broker link's state (rollout.Linker): up once connected
+// and, after a reconnect, subscribed again; the channel closes at its
+// next change.
+func (f *Family) Link() (up bool, changed <-chan struct{}) { return f.c.Link() }
 
 // Name is "tasmota".
 func (f *Family) Name() string { return "tasmota" }
