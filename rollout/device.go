@@ -2,6 +2,7 @@ package rollout
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"time"
 
@@ -40,6 +41,10 @@ func (e *engine) device(ctx context.Context, d *dev, resumed time.Time) {
 			return
 		}
 		if e.stopped() != "" || !e.command(ctx, d, &spec) {
+			if d.notSent != nil && ctx.Err() == nil {
+				e.finish(ctx, d, notSentVerdict(d.notSent, false), spec)
+				return
+			}
 			// A budget was exceeded during the read, or the state file
 			// cannot record the command: not started, left pending.
 			e.release(d)
@@ -187,12 +192,49 @@ func (e *engine) command(ctx context.Context, d *dev, spec *DeviceSpec) bool {
 	d.commands = append(d.commands, now)
 	d.mu.Unlock()
 	e.emit(d, upload.Event{Phase: upload.PhaseConnecting, Try: len(spec.Commands), Message: "commanded"})
-	if err := e.cfg.Family.Command(ctx, d.d, e.url); err != nil && ctx.Err() == nil {
+	err = e.cfg.Family.Command(ctx, d.d, e.url)
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrNotSent):
+		// It surely never left: the device is as it was before this
+		// command, and the state must not say otherwise (a --resume would
+		// only watch a device that was never told).
+		e.unrecord(d, spec, was)
+		d.notSent = err
+		return false
+	case ctx.Err() == nil:
 		// It may still have reached the device: watch it all the same.
 		e.log.Warn("command not confirmed", "device", d.d.label(), "err", err)
 		d.res.Warnings = append(d.res.Warnings, "the command may not have reached the device: "+oneLine(err))
 	}
 	return true
+}
+
+// unrecord takes back the command just recorded for d, which was not sent.
+func (e *engine) unrecord(d *dev, spec *DeviceSpec, was string) {
+	spec.Commands = spec.Commands[:len(spec.Commands)-1]
+	d.mu.Lock()
+	d.phase = was
+	d.commands = d.commands[:len(d.commands)-1]
+	d.mu.Unlock()
+	if err := e.cfg.State.update(func(r *Record) {
+		dr := &r.Devices[d.idx]
+		dr.Phase = was
+		dr.Commands = dr.Commands[:len(dr.Commands)-1]
+	}); err != nil {
+		// Left saying commanded: a --resume watches it, never commands it.
+		e.log.Warn("the state file still says commanded", "device", d.d.label(), "err", err)
+	}
+}
+
+// notSentVerdict ends a device whose command (the first, or a further
+// one) the family could not send at all, the run going on.
+func notSentVerdict(err error, further bool) Verdict {
+	what := "not commanded"
+	if further {
+		what = "the further command was not sent"
+	}
+	return Verdict{Outcome: upload.OutcomeRefused, Message: what + ": " + oneLine(err)}
 }
 
 // observe watches the device until its verdict.
@@ -254,9 +296,16 @@ func (e *engine) observe(ctx context.Context, d *dev, spec *DeviceSpec) {
 				e.cancelled(d)
 				return
 			}
+			v, _ := Decide(*spec, reps, now, true)
+			if d.notSent != nil {
+				// Its failure is its verdict, and the further command's
+				// fate is said.
+				v.Message += "; " + notSentVerdict(d.notSent, true).Message
+				e.finish(ctx, d, v, *spec)
+				return
+			}
 			// The rollout stopped (a budget, or a state file that cannot
 			// record the command): its failure is its verdict.
-			v, _ := Decide(*spec, reps, now, true)
 			v.Message += "; not commanded again: the rollout stopped (" + e.stopped() + ")"
 			e.finish(ctx, d, v, *spec)
 			return

@@ -138,6 +138,7 @@ type dev struct {
 	online   *bool // the last word on its link; nil = none
 	notify   chan struct{}
 	phase    string // as in the state
+	notSent  error  // the family could not send its last command at all
 	commands []time.Time
 	before   *Facts // this run's pre-flight read (OtaURL kept), else the state's
 	withheld bool   // the state dropped its OtaURL (it held userinfo)

@@ -505,3 +505,33 @@ func TestCommandNotSentUnrecorded(t *testing.T) {
 		}
 	})
 }
+
+// A command the family surely did not send (ErrNotSent) is taken back:
+// the device ends refused with the family's words, the state file says it
+// was never commanded, and the other devices go on.
+func TestCommandRefusedByFamily(t *testing.T) {
+	r := newRig(t, Plan{MaxFailures: upload.FailureBudget{Set: true, Percent: 100}}, succeed, succeed)
+	r.cfg.MaxFetches = 1
+	bad := r.devs[0].Topic
+	r.f.refuseCommand = func(topic string) error {
+		if topic == bad {
+			return fmt.Errorf("topic has a wildcard: %w", ErrNotSent)
+		}
+		return nil
+	}
+	res := r.run(context.Background())
+	if got := res[0]; got.Outcome != upload.OutcomeRefused || got.Tries != 0 || r.f.commands(bad) != 0 ||
+		!strings.Contains(got.Message, "not commanded: topic has a wildcard") {
+		t.Errorf("%s: %s, tries %d, %d commands (%s)", got.Device, got.Outcome, got.Tries, r.f.commands(bad), got.Message)
+	}
+	if got := res[1]; got.Outcome != upload.OutcomeUpdated || got.Tries != 1 {
+		t.Errorf("%s: %s, tries %d (%s)", got.Device, got.Outcome, got.Tries, got.Message)
+	}
+	rec, err := readRecord(r.cfg.State.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := rec.Devices[0]; len(d.Commands) != 0 {
+		t.Errorf("on disk: %s, %d commands", d.Phase, len(d.Commands))
+	}
+}

@@ -86,6 +86,7 @@ type fakeFamily struct {
 	beforeReport    func(Report)                                  // before the report is delivered
 	beforeRestore   func(ctx context.Context, topic string) error // an error: the restore is not done
 	duringPreflight func(topic string)                            // in Preflight, before it answers
+	refuseCommand   func(topic string) error                      // an error: Command returns it and sends nothing
 	onWatch         func(n int)
 	wg              sync.WaitGroup
 	stop            chan struct{}
@@ -273,6 +274,14 @@ func (f *fakeFamily) commands(topic string) int {
 func (f *fakeFamily) Command(ctx context.Context, d Device, url string) error {
 	if !f.waitUp(ctx) {
 		return errors.New("not sent: the link is down")
+	}
+	f.mu.Lock()
+	refuse := f.refuseCommand
+	f.mu.Unlock()
+	if refuse != nil {
+		if err := refuse(d.Topic); err != nil {
+			return err
+		}
 	}
 	f.mu.Lock()
 	fd := f.devs[d.Topic]
