@@ -218,9 +218,17 @@ func is(topic, fragment string) func(msg) bool {
 func expectSeq(t testing.TB, w *watcher, topic string, from int, want []string) {
 	t.Helper()
 	var got []msg
-	for i, m := range w.all() {
-		if i >= from && strings.Contains(m.Topic, "/"+topic+"/") && !strings.HasSuffix(m.Topic, "/STATE") {
-			got = append(got, m)
+	// The device's own event can come before the broker has passed its
+	// last messages on to the watcher: wait for as many as wanted.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		got = got[:0]
+		for i, m := range w.all() {
+			if i >= from && strings.Contains(m.Topic, "/"+topic+"/") && !strings.HasSuffix(m.Topic, "/STATE") {
+				got = append(got, m)
+			}
+		}
+		if len(got) >= len(want) || time.Now().After(deadline) {
+			break
 		}
 	}
 	bad := len(got) != len(want)
