@@ -604,7 +604,7 @@ func (e *engine) baseResult(d *dev) upload.Result {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.before != nil {
-		r.From = d.before.Version
+		r.From = shownVersion(*d.before)
 	}
 	r.Tries = len(d.commands)
 	return r

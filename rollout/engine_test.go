@@ -135,8 +135,13 @@ func TestRunVerdicts(t *testing.T) {
 		if got.Protocol != "fake" || got.Addr != r.devs[i].Topic || got.To != "14.3.0" {
 			t.Errorf("%s: protocol %q addr %q to %q", got.Device, got.Protocol, got.Addr, got.To)
 		}
-		if w.cmds > 0 && got.From != fakeOld {
-			t.Errorf("%s: from %q", got.Device, got.From)
+		// As push shows a Tasmota device: releases, not the whole Version
+		// ("14.2.0(tasmota)").
+		if w.cmds > 0 && got.From != "14.2.0" {
+			t.Errorf("%s: from %q, want 14.2.0", got.Device, got.From)
+		}
+		if w.outcome == upload.OutcomeUpdated && got.Running != "14.3.0" {
+			t.Errorf("%s: running %q, want 14.3.0", got.Device, got.Running)
 		}
 	}
 	if res[2].Words == "" || res[2].Class != upload.ClassNetwork {
