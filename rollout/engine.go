@@ -142,6 +142,11 @@ type dev struct {
 	before   *Facts // this run's pre-flight read (OtaURL kept), else the state's
 	withheld bool   // the state dropped its OtaURL (it held userinfo)
 
+	// fetched is the device's last fetch of the image (or its .gz) in
+	// this run, as the file server told it: the result's bytes and rate;
+	// nil when none was told to be the device's.
+	fetched *fileserve.Fetch
+
 	holding bool // holds a MaxFetches slot
 	linkGen int  // the link's changes seen when it was last commanded or watched again
 	start   time.Time
@@ -607,6 +612,12 @@ func (e *engine) baseResult(d *dev) upload.Result {
 		r.From = shownVersion(*d.before)
 	}
 	r.Tries = len(d.commands)
+	if f := d.fetched; f != nil {
+		r.Bytes = ptr(f.Bytes)
+		if f.Bytes > 0 && f.Duration > 0 {
+			r.Rate = float64(f.Bytes) / f.Duration.Seconds()
+		}
+	}
 	return r
 }
 
@@ -775,30 +786,46 @@ func (e *engine) onReport(r Report) {
 	}
 }
 
-// onFetch shows a device's fetch as byte progress, where the fetch can be
-// told to be that device's: by the MAC its updater sends, else by its
-// address as it told it.
-func (e *engine) onFetch(f fileserve.Fetch) {
+// fetcher is the commanded device a fetch can be told to be of: by the
+// MAC its updater sends, else by its address as it told it; nil when
+// none.
+func (e *engine) fetcher(f fileserve.Fetch) *dev {
 	if f.Name == "" || f.Method == "HEAD" {
-		return
+		return nil
 	}
 	host, _, _ := net.SplitHostPort(f.Remote)
 	for _, d := range e.devs {
 		d.mu.Lock()
-		b, tries, ok := d.before, len(d.commands), d.phase == PhaseCommanded
+		b, ok := d.before, d.phase == PhaseCommanded
 		d.mu.Unlock()
 		if !ok || b == nil {
 			continue
 		}
 		if f.MAC != "" && strings.EqualFold(b.MAC, f.MAC) || f.MAC == "" && host != "" && b.IP == host {
-			msg := "fetched " + f.Name
-			if f.Bytes < f.Length {
-				msg = "fetch of " + f.Name + " cut"
-			}
-			e.emit(d, upload.Event{Phase: upload.PhaseUploading, Done: f.Bytes, Total: f.Length, Try: tries, Message: msg})
-			return
+			return d
 		}
 	}
+	return nil
+}
+
+// onFetch shows the end of a device's fetch as byte progress, and keeps
+// its last fetch of the image for the result's bytes and rate.
+func (e *engine) onFetch(f fileserve.Fetch) {
+	d := e.fetcher(f)
+	if d == nil {
+		return
+	}
+	d.mu.Lock()
+	tries := len(d.commands)
+	if (f.Name == e.img.Name || f.Name == e.img.Name+".gz") && (f.Status == 200 || f.Status == 206) {
+		d.fetched = &f
+	}
+	d.mu.Unlock()
+	msg := "fetched " + f.Name
+	if f.Bytes < f.Length {
+		msg = "fetch of " + f.Name + " cut"
+	}
+	e.emit(d, upload.Event{Phase: upload.PhaseUploading, Done: f.Bytes, Total: f.Length, Try: tries, Message: msg})
 }
 
 func (e *engine) emit(d *dev, ev upload.Event) {

@@ -144,6 +144,21 @@ func TestRunVerdicts(t *testing.T) {
 			t.Errorf("%s: running %q, want 14.3.0", got.Device, got.Running)
 		}
 	}
+	// Bytes and rate: the device's last fetch of the image (a two-step's
+	// full image, not its loader's), unknown where nothing was fetched.
+	for i, b := range bs {
+		got := res[i]
+		switch b {
+		case succeed, failThenSucceed, rollback, neverBack, twoStep, silentUpdate:
+			if got.Bytes == nil || *got.Bytes != 40<<10 || got.Rate <= 0 {
+				t.Errorf("%s (behaviour %d): bytes %s rate %v, want the image's %d at a rate", got.Device, b, fmtBytes(got.Bytes), got.Rate, 40<<10)
+			}
+		default:
+			if got.Bytes != nil || got.Rate != 0 {
+				t.Errorf("%s (behaviour %d): bytes told %v rate %v, want unknown (nothing fetched)", got.Device, b, got.Bytes != nil, got.Rate)
+			}
+		}
+	}
 	if res[2].Words == "" || res[2].Class != upload.ClassNetwork {
 		t.Errorf("failed device: words %q class %q", res[2].Words, res[2].Class)
 	}
@@ -509,4 +524,11 @@ func TestCommandNotSentUnrecorded(t *testing.T) {
 			t.Errorf("on disk: %s, %d commands", d.Phase, len(d.Commands))
 		}
 	})
+}
+
+func fmtBytes(b *int64) string {
+	if b == nil {
+		return "unknown"
+	}
+	return fmt.Sprint(*b)
 }
