@@ -153,7 +153,12 @@ func runDiscover(ctx context.Context, a *app, o *discoverOptions) error {
 			a.log.Warn("could not save the device cache", "err", err)
 		}
 	}
-	targets := discover.Merge(found, inv.Devices)
+	for _, d := range inv.Devices {
+		if d.MQTTOnly() {
+			leftOutMQTTOnly(a, d, "not listed")
+		}
+	}
+	targets := discover.Merge(found, inv.Devices) // leaves those out
 	rows := make([]discoverRow, len(targets))
 	for i, t := range targets {
 		rows[i] = rowOf(t)

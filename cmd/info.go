@@ -116,9 +116,14 @@ type infoResult struct {
 
 func runInfo(ctx context.Context, a *app, o *infoOptions) error {
 	inv, cfg := o.inv, o.cfg
+	mqttOnly := 0
 	sel, err := discover.Select(ctx, discover.Selection{
 		Args: o.Targets, All: o.sel.All, Group: o.sel.Group, InventoryOnly: o.sel.InventoryOnly, Cached: o.sel.Cached,
 		Inventory: inv, Config: cfg, BrowseTimeout: o.Browse,
+		MQTTOnly: func(d inventory.Device) {
+			mqttOnly++
+			leftOutMQTTOnly(a, d, "not queried")
+		},
 	})
 	if err != nil {
 		if ctx.Err() != nil {
@@ -130,7 +135,11 @@ func runInfo(ctx context.Context, a *app, o *infoOptions) error {
 		return err
 	}
 	if len(sel) == 0 {
-		const msg, hint = "no devices found", "try a longer --browse-timeout, --interface, or the inventory"
+		msg, hint := "no devices found", "try a longer --browse-timeout, --interface, or the inventory"
+		if mqttOnly > 0 {
+			msg = fmt.Sprintf("no devices to ask: %d inventory device(s) have no address (reached over MQTT only)", mqttOnly)
+			hint = "give them address: in the inventory to reach them directly"
+		}
 		fmt.Fprintln(a.io.ErrOut, msg+"; "+hint)
 		return silentError{code: ExitFailed, json: ptr(newErrorObject("no_devices", msg, hint))}
 	}

@@ -221,6 +221,12 @@ func (o *pushOptions) validate(a *app, args []string) error {
 			return usageError{err}
 		}
 	}
+	// A named inventory device without an address is refused now.
+	for _, t := range o.Targets {
+		if d, ok := p.inv.Device(t); ok && d.MQTTOnly() {
+			return usageError{discover.CheckArgs([]string{t}, p.inv)}
+		}
+	}
 	if !o.sel.InventoryOnly {
 		if p.mdns, err = o.mdns.config(a); err != nil {
 			return err
@@ -623,6 +629,9 @@ func runPush(ctx context.Context, a *app, o *pushOptions) error {
 			// their own YAML: --all takes them only when asked.
 			msg = fmt.Sprintf("no devices to update: %d ESPHome device(s) found were left out (each takes only an image built from its own YAML)", pt.leftOut)
 			hint = "include them with --protocol esphome or --service _esphomelib._tcp"
+		} else if pt.mqttOnly > 0 {
+			msg = fmt.Sprintf("no devices to update: %d inventory device(s) have no address (reached over MQTT only)", pt.mqttOnly)
+			hint = "update them with ots-ota rollout, or give them address: in the inventory"
 		}
 		fmt.Fprintln(a.io.ErrOut, "ots-ota: "+msg+"; "+hint)
 		return silentError{code: ExitFailed, json: ptr(newErrorObject("no_devices", msg, hint))}

@@ -36,9 +36,11 @@ type pushTargets struct {
 	// inventory names): verification then reads fresh TXT records.
 	mdns *discover.Config
 	// leftOut counts the ESPHome devices --all found and left out
-	// (ESPHome was not asked for).
-	leftOut int
-	mu      sync.Mutex
+	// (ESPHome was not asked for); mqttOnly the inventory devices left
+	// out for having no address.
+	leftOut  int
+	mqttOnly int
+	mu       sync.Mutex
 }
 
 // needsDiscover says whether the targets need package discover: --all,
@@ -198,6 +200,10 @@ func (o *pushOptions) discoverTargets(ctx context.Context, a *app, p *pushPlan, 
 			return err == nil && n == devinfo.ESPHomeService
 		}),
 		SkippedESPHome: func(n int) { pt.leftOut = n },
+		MQTTOnly: func(d inventory.Device) {
+			pt.mqttOnly++
+			leftOutMQTTOnly(a, d, "not pushed")
+		},
 	})
 	if err != nil {
 		if ctx.Err() != nil {

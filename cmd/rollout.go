@@ -76,22 +76,29 @@ the broker to fetch it, and watches what the devices report, in waves: --canary 
 first, then --waves steps counted cumulatively over the rest. The canary passes when none
 of its devices failed and at least one ended updated; a wave starts only when the one
 before it passed, its failures (anything but updated or skipped) within --max-failures,
-counted per wave and for the whole rollout (default: none allowed). A gate that stops the
-rollout leaves the rest not-started, and exit 1.
+counted per wave and for the whole rollout as verdicts come in, while the wave runs
+(default: none allowed). A gate that stops the rollout leaves the devices not yet
+commanded not-started, and exit 1.
 
-Family tasmota: each device gets one Status 0 read, then one command, QoS 1 and never
-retained, on its own topic (cmnd/<topic>/Backlog OtaUrl <url>; Upgrade 1); then only
-its reports are read (LWT, stat/<topic>/UPGRADE, tele/<topic>/INFO1 and INFO3). A device
-that reports a failed download gets another command (--retries); one that restarted never
-does. It is updated once it boots on --expect-version (the numeric part of INFO1's
-Version, as push compares it) and stays online for --stability-window. Its old OtaUrl is
-put back afterwards. --expect-version is required: a .bin does not tell what Tasmota will
-report.
+Family tasmota: each device takes its --max-fetches slot, gets one Status 0 read, then
+one command, QoS 1 and never retained, on its own topic (cmnd/<topic>/Backlog OtaUrl
+<url>; Upgrade 1); then only its reports are read (LWT, stat/<topic>/UPGRADE,
+tele/<topic>/INFO1 and INFO3). A command is sent only once the state file records it: if
+the file cannot be written, nothing is sent and the rollout stops. In rare cases QoS 1
+delivers a command twice (after a broker reconnect): the device restarts its download,
+and the verdict is unaffected. A device that reports a failed download gets another
+command (--retries); one that restarted never does. It is updated once it boots on
+--expect-version (the numeric part of INFO1's Version, as push compares it) and stays
+online for --stability-window. Its old OtaUrl is put back afterwards. --expect-version is
+required: a .bin does not tell what Tasmota will report. ESP8266 devices fetch
+FIRMWARE.gz on their last tries, and a -minimal image first when the image does not fit:
+put fw.bin.gz and fw-minimal.bin (Tasmota's name: the file name cut at its last '-',
+then -minimal) beside fw.bin.
 
-Devices: NAMEs from the inventory (each with mqtt_topic:), or a device's MQTT topic
-itself; --group NAME, an inventory group; --all, every device the broker knows (retained
-tele/+/LWT, waited for --discover-wait) and every inventory device with an mqtt_topic:.
-Nothing is selected by default.
+Devices: NAMEs from the inventory (each with mqtt_topic:; an address: is not needed), or
+a device's MQTT topic itself; --group NAME, an inventory group; --all, every device the
+broker knows (retained tele/+/LWT, waited for --discover-wait) and every inventory device
+with an mqtt_topic:. Nothing is selected by default.
 
 The devices fetch http://<--serve-addr>/<token>/<file> (--serve-addr default: this host's
 address on the way to the broker), or --public-url as the base when they reach this host
@@ -102,7 +109,8 @@ runs; the server stops when the rollout ends.
 The rollout's state (never a password) is a file under --state-dir, locked while a rollout
 runs. After Ctrl-C, 'ots-ota rollout --resume [ID]' goes on where it stopped (the latest
 unfinished one without ID): devices that were commanded are only watched again, never
-commanded twice. 'ots-ota rollout status [ID]' tells where rollouts stand.
+commanded twice, and an OtaUrl left to put back is put back first. 'ots-ota rollout
+status [ID]' tells where rollouts stand.
 
 Outcomes, the table, --json and the exit status are push's:
   0    every device updated or skipped

@@ -1,6 +1,7 @@
 package cmd
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -117,6 +118,15 @@ func loadInventory(a *app) (*inventory.Inventory, error) {
 		return nil, usageErrorf("config file %s: inventory: %v", a.cfg.Path(), err)
 	}
 	return inv, nil
+}
+
+// leftOutMQTTOnly says, in one line on stderr, that an inventory device
+// without an address (reached over MQTT only) was left out; what is what
+// did not happen to it ("not pushed").
+func leftOutMQTTOnly(a *app, d inventory.Device, what string) {
+	if !a.opts.Quiet {
+		fmt.Fprintf(a.io.ErrOut, "ots-ota: %s: no address (reached over MQTT only); %s\n", a.secrets.Redact(d.Name), what)
+	}
 }
 
 // completeTargets offers the inventory's names and the hosts the last

@@ -54,6 +54,11 @@ type Selection struct {
 	// SkippedESPHome, when set, is told how many devices SkipESPHome left
 	// out (so that "no devices" can say why).
 	SkippedESPHome func(n int)
+	// MQTTOnly, when set, is told each inventory device that All or Group
+	// leaves out for having no address (it is reached over MQTT only, by
+	// rollout), so the caller can say so. Named, such a device is refused
+	// (CheckArgs).
+	MQTTOnly func(d inventory.Device)
 }
 
 // Selected is one target, or why it could not be used (the rest of the
@@ -99,6 +104,18 @@ func Select(ctx context.Context, s Selection) ([]Selected, error) {
 		return nil
 	}
 
+	// Devices without an address have nothing to connect to.
+	var devs []inventory.Device
+	leftOut := 0
+	for _, d := range inv.Devices {
+		if d.MQTTOnly() {
+			if s.All && s.MQTTOnly != nil {
+				s.MQTTOnly(d)
+			}
+			continue
+		}
+		devs = append(devs, d)
+	}
 	switch {
 	case s.All && s.Cached && !s.InventoryOnly:
 		ds, _, err := LoadCache()
@@ -111,18 +128,25 @@ func Select(ctx context.Context, s Selection) ([]Selected, error) {
 		for _, d := range ds {
 			res.Remember(d.Host, d.Addrs)
 		}
-		targets = Merge(browsed, inv.Devices)
+		targets = Merge(browsed, devs)
 	case s.All:
 		if err := browse(nil); err != nil {
 			return nil, err
 		}
-		targets = Merge(browsed, inv.Devices)
+		targets = Merge(browsed, devs)
 	case s.Group != "":
-		devs, err := inv.Group(s.Group)
+		members, err := inv.Group(s.Group)
 		if err != nil {
 			return nil, err
 		}
-		for _, d := range devs {
+		for _, d := range members {
+			if d.MQTTOnly() {
+				leftOut++
+				if s.MQTTOnly != nil {
+					s.MQTTOnly(d)
+				}
+				continue
+			}
 			targets = append(targets, FromInventory(d))
 		}
 	}
@@ -151,7 +175,7 @@ func Select(ctx context.Context, s Selection) ([]Selected, error) {
 		}
 		targets = append(targets, t)
 	}
-	if len(targets) == 0 && !s.All {
+	if len(targets) == 0 && !s.All && leftOut == 0 {
 		return nil, ErrNoTargets
 	}
 
@@ -274,12 +298,16 @@ func (e badTarget) Is(target error) bool { return target == ErrBadTarget }
 func badTargetf(format string, args ...any) error { return badTarget{fmt.Sprintf(format, args...)} }
 
 // CheckArgs parses every argument that is not an inventory name, so a
-// command can refuse a malformed one before it starts any work. The error
-// wraps ErrBadTarget.
+// command can refuse a malformed one before it starts any work, and
+// refuses an inventory name without an address (a device reached over
+// MQTT only). The error wraps ErrBadTarget.
 func CheckArgs(args []string, inv *inventory.Inventory) error {
 	for _, a := range args {
 		if inv != nil {
-			if _, ok := inv.Device(a); ok {
+			if d, ok := inv.Device(a); ok {
+				if d.MQTTOnly() {
+					return badTargetf("%s has no address in the inventory: it is reached over MQTT only (ots-ota rollout updates it); give it address: to reach it directly", d.Name)
+				}
 				continue
 			}
 		}

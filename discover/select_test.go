@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -303,5 +304,45 @@ func TestBrowseWLED(t *testing.T) {
 	}
 	if sw := Sweepable(got, nil); len(sw) != 1 {
 		t.Errorf("--all leaves the WLED out: %+v", sw)
+	}
+}
+
+// TestSelectMQTTOnly: an inventory device without an address (reached
+// over MQTT only) is left out of --group and --all, each one told to the
+// caller, and refused, as a bad target, when named.
+func TestSelectMQTTOnly(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("XDG_CACHE_HOME", dir)
+	t.Setenv("HOME", dir)
+	t.Setenv("LocalAppData", dir)
+	if err := SaveCache(nil); err != nil {
+		t.Fatal(err)
+	}
+	inv := &inventory.Inventory{
+		Devices: []inventory.Device{{Name: "lab", Address: "10.0.0.7"}, {Name: "barn", MQTTTopic: "barn_pump"}},
+		Groups:  map[string][]string{"all": {"lab", "barn"}, "far": {"barn"}},
+	}
+	noIf := Config{Interfaces: []*net.Interface{{Name: "none0", Index: 999, Flags: net.FlagUp | net.FlagMulticast}}}
+	for _, s := range []Selection{{Group: "all", InventoryOnly: true}, {All: true, Cached: true, Config: noIf}} {
+		var told []string
+		s.Inventory = inv
+		s.MQTTOnly = func(d inventory.Device) { told = append(told, d.Name) }
+		sel, err := Select(context.Background(), s)
+		if err != nil || len(sel) != 1 || sel[0].Target.Name != "lab" || !slices.Equal(told, []string{"barn"}) {
+			t.Errorf("group %q all %v: %+v %v, told %v", s.Group, s.All, sel, err, told)
+		}
+	}
+	// A group of such devices only: nothing selected, no error (the
+	// caller says why).
+	sel, err := Select(context.Background(), Selection{Group: "far", InventoryOnly: true, Inventory: inv})
+	if err != nil || len(sel) != 0 {
+		t.Errorf("group far: %+v %v", sel, err)
+	}
+	_, err = Select(context.Background(), Selection{Args: []string{"barn"}, InventoryOnly: true, Inventory: inv})
+	if !errors.Is(err, ErrBadTarget) || !strings.Contains(err.Error(), "barn has no address in the inventory: it is reached over MQTT only") {
+		t.Errorf("named: %v", err)
+	}
+	if ts := Merge(nil, inv.Devices); len(ts) != 1 || ts[0].Name != "lab" {
+		t.Errorf("Merge: %+v", ts)
 	}
 }

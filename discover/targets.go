@@ -112,7 +112,8 @@ func FromInventory(d inventory.Device) Target {
 // advertises both _ota._tcp and _arduino._tcp (the OTS firmware with the
 // extensions) is one target, described by _ota._tcp. An inventory entry
 // that matches a browsed device keeps its name, port, protocol and auth
-// and gains the device's TXT and addresses.
+// and gains the device's TXT and addresses. Inventory entries without an
+// address (reached over MQTT only) are left out: the caller says so.
 func Merge(found []Device, inv []inventory.Device) []Target {
 	var out []Target
 	// browsed: t is a browsed device. Two browsed instances are one device
@@ -153,6 +154,9 @@ func Merge(found []Device, inv []inventory.Device) []Target {
 		out = append(out, t)
 	}
 	for _, d := range inv {
+		if d.MQTTOnly() {
+			continue
+		}
 		t := FromInventory(d)
 		i := find(t, false)
 		if i < 0 {

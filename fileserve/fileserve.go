@@ -61,6 +61,12 @@ type Config struct {
 	// Close, which waits for it). It is never called after Close has
 	// returned.
 	OnFetch func(Fetch)
+	// OnStart, if set, is called when a GET is answered with a body (200
+	// or 206), after the headers and before the body goes: the Fetch as
+	// far as it is known (Bytes 0, no Duration). A caller shows the
+	// fetch's start with it; OnFetch follows for the same request, from the
+	// same goroutine. The rules of OnFetch apply. (Addition.)
+	OnStart func(Fetch)
 	// Logger receives one Info line per request (never the token) and
 	// Debug detail; nil logs nothing.
 	Logger *slog.Logger
@@ -89,6 +95,11 @@ type Fetch struct {
 	Method  string // the request's method
 	Version string // the device's x-ESP8266-version / x-ESP32-version (Tasmota: version and image); "" when not told
 	Length  int64  // the body length announced (Content-Length; 0 for HEAD); Bytes < Length means the transfer was cut
+	// Start is when the request came in; Duration how long it took from
+	// then to the end of its answer (0 in OnStart). Bytes / Duration is
+	// the fetch's rate.
+	Start    time.Time
+	Duration time.Duration
 }
 
 // file is one served name, as it was when the server started.
@@ -106,6 +117,7 @@ type Server struct {
 	urlHost netip.AddrPort // what goes into URLs
 	files   map[string]file
 	onFetch func(Fetch)
+	onStart func(Fetch)
 	log     *slog.Logger
 	stall   time.Duration
 
@@ -137,6 +149,7 @@ func Start(cfg Config) (*Server, error) {
 	s := &Server{
 		files:   make(map[string]file, len(cfg.Files)),
 		onFetch: cfg.OnFetch,
+		onStart: cfg.OnStart,
 		log:     cfg.Logger,
 		stall:   cmp.Or(cfg.stall, stallTimeout),
 		served:  make(chan struct{}),
@@ -361,6 +374,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 
 	cw := &countingWriter{w: w}
 	fe := Fetch{
+		Start:   time.Now(),
 		Remote:  r.RemoteAddr,
 		MAC:     deviceMAC(r.Header),
 		Range:   r.Header.Get("Range"),
@@ -380,6 +394,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		s.send(cw, r, f, &fe)
 	}
 	fe.Bytes = cw.n
+	fe.Duration = time.Since(fe.Start)
 
 	msg := "device fetched a file"
 	if fe.Status >= 400 || fe.Bytes < fe.Length {
@@ -478,6 +493,9 @@ func (s *Server) send(w *countingWriter, r *http.Request, f file, fe *Fetch) {
 	if r.Method == http.MethodHead {
 		fe.Length = 0
 		return
+	}
+	if s.onStart != nil {
+		s.onStart(*fe)
 	}
 	rc := http.NewResponseController(w.w)
 	defer rc.SetWriteDeadline(time.Time{}) // a kept-alive connection starts the next answer afresh

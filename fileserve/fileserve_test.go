@@ -814,3 +814,69 @@ func TestReusedToken(t *testing.T) {
 		}
 	}
 }
+
+// TestOnStart: a GET answered with a body is told at its start (headers
+// sent, no byte of the body yet) and then at its end, with when it began
+// and how long it took; HEAD and refused requests have no start.
+func TestOnStart(t *testing.T) {
+	data := pattern(100 << 10)
+	var mu sync.Mutex
+	var seen []string // "start|end name bytes/length"
+	var starts, ends []Fetch
+	srv, err := Start(Config{
+		Addr:  "127.0.0.1:0",
+		Files: writeFiles(t, map[string][]byte{"fw.bin": data}),
+		OnStart: func(f Fetch) {
+			mu.Lock()
+			defer mu.Unlock()
+			seen = append(seen, fmt.Sprintf("start %s %d/%d", f.Name, f.Bytes, f.Length))
+			starts = append(starts, f)
+		},
+		OnFetch: func(f Fetch) {
+			mu.Lock()
+			defer mu.Unlock()
+			seen = append(seen, fmt.Sprintf("end %s %d/%d", f.Name, f.Bytes, f.Length))
+			ends = append(ends, f)
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	tok := strings.Split(strings.TrimPrefix(srv.URL("fw.bin"), "http://"), "/")[1]
+	good := "/" + tok + "/fw.bin"
+	// OnFetch may trail the client's read: each request waits for it.
+	waitEnds := func(n int) {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			mu.Lock()
+			got := len(ends)
+			mu.Unlock()
+			if got >= n || time.Now().After(deadline) {
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	raw(t, srv.Addr(), "GET", good)
+	waitEnds(1)
+	raw(t, srv.Addr(), "GET", good, "Range: bytes=1000-")
+	waitEnds(2)
+	raw(t, srv.Addr(), "HEAD", good)
+	waitEnds(3)
+	raw(t, srv.Addr(), "GET", "/"+tok+"/other.bin")
+	waitEnds(4)
+	mu.Lock()
+	defer mu.Unlock()
+	want := []string{"start fw.bin 0/102400", "end fw.bin 102400/102400", "start fw.bin 0/101400", "end fw.bin 101400/101400",
+		"end fw.bin 0/0", "end  0/0"}
+	if strings.Join(seen, ", ") != strings.Join(want, ", ") {
+		t.Fatalf("events:\n%s\nwant:\n%s", strings.Join(seen, "\n"), strings.Join(want, "\n"))
+	}
+	for i, s := range starts {
+		e := ends[i]
+		if s.Start.IsZero() || !e.Start.Equal(s.Start) || s.Duration != 0 || e.Duration <= 0 {
+			t.Errorf("fetch %d: start %v/%v, duration %v then %v", i, s.Start, e.Start, s.Duration, e.Duration)
+		}
+	}
+}

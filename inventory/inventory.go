@@ -6,7 +6,7 @@
 //	inventory:
 //	  devices:
 //	    - name: kitchen
-//	      address: 192.168.1.40     # an IP or a host name (".local" works)
+//	      address: 192.168.1.40     # an IP or a host name (".local" works); none for a device reached only over MQTT
 //	      port: 3232                # OTA port; default 3232 (8266 for esp8266 espota)
 //	      protocol: http            # http, espota, form, elegantota, wled, tasmota or esphome; default: probed
 //	      web_port: 80              # the web app's port, for /api/status
@@ -38,8 +38,11 @@ const Key = "inventory"
 
 // Device is one hand-written (or saved) device.
 type Device struct {
-	Name     string `yaml:"name" json:"name"`
-	Address  string `yaml:"address" json:"address"`
+	Name string `yaml:"name" json:"name"`
+	// Address is "" only for a device reached over MQTT alone (it has an
+	// MQTTTopic): rollout reaches it through the broker; push, info and
+	// discover have nothing to connect to and leave it out (MQTTOnly).
+	Address  string `yaml:"address,omitempty" json:"address,omitempty"`
 	Port     int    `yaml:"port,omitempty" json:"port,omitempty"`
 	Protocol string `yaml:"protocol,omitempty" json:"protocol,omitempty"`
 	WebPort  int    `yaml:"web_port,omitempty" json:"web_port,omitempty"`
@@ -54,6 +57,11 @@ type Device struct {
 	// family's default ("%prefix%/%topic%/" for Tasmota).
 	FullTopic string `yaml:"full_topic,omitempty" json:"full_topic,omitempty"`
 }
+
+// MQTTOnly reports a device without an address: one reached only over
+// MQTT (its mqtt_topic:), by rollout. Commands that connect to devices
+// leave it out and say so.
+func (d Device) MQTTOnly() bool { return strings.TrimSpace(d.Address) == "" }
 
 // AuthRef says where a device's password is: an environment variable or a
 // file. It is a reference, never the secret.
@@ -265,8 +273,12 @@ func (inv *Inventory) Validate() error {
 			errs = append(errs, fmt.Errorf("%s: listed twice", where))
 		}
 		names[strings.ToLower(d.Name)] = true
-		if strings.TrimSpace(d.Address) == "" {
-			errs = append(errs, fmt.Errorf("%s: no address", where))
+		if d.MQTTOnly() {
+			// A device reached over the broker alone (the point of a
+			// rollout) needs no address; any other needs one.
+			if d.MQTTTopic == "" {
+				errs = append(errs, fmt.Errorf("%s: no address: give address:, or mqtt_topic: for a device reached over MQTT only", where))
+			}
 		} else if strings.ContainsAny(d.Address, " /:") {
 			if _, err := netip.ParseAddr(d.Address); err != nil {
 				// A URL's user:password@ is never printed back.

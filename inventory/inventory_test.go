@@ -201,3 +201,26 @@ func TestInventoryMQTTTopic(t *testing.T) {
 		t.Fatalf("topic where none was written: %+v", d)
 	}
 }
+
+// TestInventoryMQTTOnly: a device reached over MQTT only needs no address
+// when it has an mqtt_topic; any other still does, and is told how to fix it.
+func TestInventoryMQTTOnly(t *testing.T) {
+	inv, err := Parse([]byte("inventory:\n  devices:\n    - {name: barn, mqtt_topic: barn_pump}\n    - {name: lab, address: 10.0.0.1, mqtt_topic: lab_plug}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !inv.Devices[0].MQTTOnly() || inv.Devices[1].MQTTOnly() {
+		t.Errorf("MQTTOnly: %v %v", inv.Devices[0].MQTTOnly(), inv.Devices[1].MQTTOnly())
+	}
+	for _, y := range []string{"{name: a}", "{name: a, address: ' '}", "{name: a, full_topic: '%prefix%/%topic%/'}"} {
+		_, err := Parse([]byte("inventory:\n  devices:\n    - " + y + "\n"))
+		if err == nil || !strings.Contains(err.Error(), "no address: give address:, or mqtt_topic: for a device reached over MQTT only") {
+			t.Errorf("%s: %v", y, err)
+		}
+	}
+	// A saved inventory writes no empty address for it.
+	out, added, err := AddToYAML([]byte("inventory:\n  devices:\n    - {name: barn, mqtt_topic: barn_pump}\n"), []Device{{Name: "lab", Address: "10.0.0.9"}})
+	if err != nil || len(added) != 1 || strings.Contains(string(out), `address: ""`) {
+		t.Errorf("add beside an MQTT-only device: %v %v\n%s", err, added, out)
+	}
+}

@@ -239,7 +239,6 @@ func notSentVerdict(err error, further bool) Verdict {
 
 // observe watches the device until its verdict.
 func (e *engine) observe(ctx context.Context, d *dev, spec *DeviceSpec) {
-	var lastPhase upload.Phase
 	for {
 		if ctx.Err() != nil {
 			e.cancelled(d)
@@ -277,10 +276,7 @@ func (e *engine) observe(ctx context.Context, d *dev, spec *DeviceSpec) {
 		if d.holding && e.fetchOver(d, *spec, now) {
 			e.release(d)
 		}
-		if v.Phase != "" && v.Phase != lastPhase {
-			lastPhase = v.Phase
-			e.emit(d, upload.Event{Phase: v.Phase, Try: len(spec.Commands), Message: phaseWords(v.Phase)})
-		}
+		e.emitPhase(d, v.Phase, len(spec.Commands))
 		switch {
 		case v.Retry:
 			e.release(d)

@@ -143,6 +143,16 @@ type dev struct {
 	before   *Facts // this run's pre-flight read (OtaURL kept), else the state's
 	withheld bool   // the state dropped its OtaURL (it held userinfo)
 
+	// fetched is the device's last fetch of the image (or its .gz) in
+	// this run, as the file server told it: the result's bytes and rate;
+	// nil when none was told to be the device's.
+	fetched *fileserve.Fetch
+
+	// shown is the last progress event sent for the device, and whether
+	// it announced a fetch not yet ended; under the engine's emitM.
+	shown      upload.Phase
+	shownFetch bool
+
 	holding bool // holds a MaxFetches slot
 	linkGen int  // the link's changes seen when it was last commanded or watched again
 	start   time.Time
@@ -297,7 +307,7 @@ func (e *engine) publish() (*fileserve.Server, error) {
 	if err := e.checkFamily(e.url); err != nil {
 		return nil, err
 	}
-	sc.OnFetch = e.onFetch
+	sc.OnFetch, sc.OnStart = e.onFetch, e.onStart
 	srv, err := fileserve.Start(sc)
 	if err != nil {
 		return nil, err
@@ -605,9 +615,15 @@ func (e *engine) baseResult(d *dev) upload.Result {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.before != nil {
-		r.From = d.before.Version
+		r.From = shownVersion(*d.before)
 	}
 	r.Tries = len(d.commands)
+	if f := d.fetched; f != nil {
+		r.Bytes = ptr(f.Bytes)
+		if f.Bytes > 0 && f.Duration > 0 {
+			r.Rate = float64(f.Bytes) / f.Duration.Seconds()
+		}
+	}
 	return r
 }
 
@@ -776,40 +792,99 @@ func (e *engine) onReport(r Report) {
 	}
 }
 
-// onFetch shows a device's fetch as byte progress, where the fetch can be
-// told to be that device's: by the MAC its updater sends, else by its
-// address as it told it.
-func (e *engine) onFetch(f fileserve.Fetch) {
+// fetcher is the commanded device a fetch can be told to be of: by the
+// MAC its updater sends, else by its address as it told it; nil when
+// none.
+func (e *engine) fetcher(f fileserve.Fetch) *dev {
 	if f.Name == "" || f.Method == "HEAD" {
-		return
+		return nil
 	}
 	host, _, _ := net.SplitHostPort(f.Remote)
 	for _, d := range e.devs {
 		d.mu.Lock()
-		b, tries, ok := d.before, len(d.commands), d.phase == PhaseCommanded
+		b, ok := d.before, d.phase == PhaseCommanded
 		d.mu.Unlock()
 		if !ok || b == nil {
 			continue
 		}
 		if f.MAC != "" && strings.EqualFold(b.MAC, f.MAC) || f.MAC == "" && host != "" && b.IP == host {
-			msg := "fetched " + f.Name
-			if f.Bytes < f.Length {
-				msg = "fetch of " + f.Name + " cut"
-			}
-			e.emit(d, upload.Event{Phase: upload.PhaseUploading, Done: f.Bytes, Total: f.Length, Try: tries, Message: msg})
-			return
+			return d
 		}
 	}
+	return nil
 }
 
-func (e *engine) emit(d *dev, ev upload.Event) {
+// onStart shows the start of a device's fetch, unless a fetch is already
+// shown under way (the device said it took the command: its word came
+// first).
+func (e *engine) onStart(f fileserve.Fetch) {
+	d := e.fetcher(f)
+	if d == nil {
+		return
+	}
+	d.mu.Lock()
+	tries := len(d.commands)
+	d.mu.Unlock()
+	e.emitWhen(d, upload.Event{Phase: upload.PhaseUploading, Total: f.Length, Try: tries, Message: "fetching " + f.Name}, true,
+		func(d *dev) bool { return d.shown != upload.PhaseUploading || !d.shownFetch })
+}
+
+// onFetch shows the end of a device's fetch as byte progress, and keeps
+// its last fetch of the image for the result's bytes and rate (whether
+// shown or not).
+func (e *engine) onFetch(f fileserve.Fetch) {
+	d := e.fetcher(f)
+	if d == nil {
+		return
+	}
+	d.mu.Lock()
+	tries := len(d.commands)
+	if (f.Name == e.img.Name || f.Name == e.img.Name+".gz") && (f.Status == 200 || f.Status == 206) {
+		d.fetched = &f
+	}
+	d.mu.Unlock()
+	msg := "fetched " + f.Name
+	if f.Bytes < f.Length {
+		msg = "fetch of " + f.Name + " cut"
+	}
+	// Shown only while the fetch is the device's latest news: the server
+	// tells the end once its last bytes are out, and the device's word of
+	// what came next (restarting, failed) may be first.
+	e.emitWhen(d, upload.Event{Phase: upload.PhaseUploading, Done: f.Bytes, Total: f.Length, Try: tries, Message: msg}, false,
+		func(d *dev) bool { return d.shown == upload.PhaseUploading })
+}
+
+func (e *engine) emit(d *dev, ev upload.Event) { e.emitWhen(d, ev, false, nil) }
+
+// emitPhase shows where the verdict says the device stands, once per
+// change: a fetch the file server already showed is not announced again
+// (the device's word of it may come after the fetch), and the command and
+// a retry are shown where they are made, once each.
+func (e *engine) emitPhase(d *dev, p upload.Phase, tries int) {
+	switch p {
+	case "", upload.PhaseConnecting, upload.PhaseRetrying, upload.PhaseChecking:
+		return
+	}
+	e.emitWhen(d, upload.Event{Phase: p, Try: tries, Message: phaseWords(p)}, p == upload.PhaseUploading,
+		func(d *dev) bool { return d.shown != p })
+}
+
+// emitWhen sends ev when cond (nil: always), told what was shown last, says
+// so, at once, so that concurrent senders (the file server's, the
+// device's watch) see each other's events; fetching: ev announces a fetch
+// under way.
+func (e *engine) emitWhen(d *dev, ev upload.Event, fetching bool, cond func(*dev) bool) {
+	e.emitM.Lock()
+	defer e.emitM.Unlock()
+	if cond != nil && !cond(d) {
+		return
+	}
+	d.shown, d.shownFetch = ev.Phase, fetching
 	if e.cfg.OnEvent == nil {
 		return
 	}
 	ev.Time = time.Now()
 	ev.Target = d.d.label()
-	e.emitM.Lock()
-	defer e.emitM.Unlock()
 	fe := upload.FleetEvent{Event: ev, Addr: d.d.Topic, Key: d.d.Topic, Protocol: e.proto}
 	if ev.Phase == upload.PhaseDone {
 		fe.Result = ptr(d.res)

@@ -135,8 +135,28 @@ func TestRunVerdicts(t *testing.T) {
 		if got.Protocol != "fake" || got.Addr != r.devs[i].Topic || got.To != "14.3.0" {
 			t.Errorf("%s: protocol %q addr %q to %q", got.Device, got.Protocol, got.Addr, got.To)
 		}
-		if w.cmds > 0 && got.From != fakeOld {
-			t.Errorf("%s: from %q", got.Device, got.From)
+		// As push shows a Tasmota device: releases, not the whole Version
+		// ("14.2.0(tasmota)").
+		if w.cmds > 0 && got.From != "14.2.0" {
+			t.Errorf("%s: from %q, want 14.2.0", got.Device, got.From)
+		}
+		if w.outcome == upload.OutcomeUpdated && got.Running != "14.3.0" {
+			t.Errorf("%s: running %q, want 14.3.0", got.Device, got.Running)
+		}
+	}
+	// Bytes and rate: the device's last fetch of the image (a two-step's
+	// full image, not its loader's), unknown where nothing was fetched.
+	for i, b := range bs {
+		got := res[i]
+		switch b {
+		case succeed, failThenSucceed, rollback, neverBack, twoStep, silentUpdate:
+			if got.Bytes == nil || *got.Bytes != 40<<10 || got.Rate <= 0 {
+				t.Errorf("%s (behaviour %d): bytes %s rate %v, want the image's %d at a rate", got.Device, b, fmtBytes(got.Bytes), got.Rate, 40<<10)
+			}
+		default:
+			if got.Bytes != nil || got.Rate != 0 {
+				t.Errorf("%s (behaviour %d): bytes told %v rate %v, want unknown (nothing fetched)", got.Device, b, got.Bytes != nil, got.Rate)
+			}
 		}
 	}
 	if res[2].Words == "" || res[2].Class != upload.ClassNetwork {
@@ -533,5 +553,81 @@ func TestCommandRefusedByFamily(t *testing.T) {
 	}
 	if d := rec.Devices[0]; len(d.Commands) != 0 {
 		t.Errorf("on disk: %s, %d commands", d.Phase, len(d.Commands))
+	}
+}
+
+func fmtBytes(b *int64) string {
+	if b == nil {
+		return "unknown"
+	}
+	return fmt.Sprint(*b)
+}
+
+// TestProgressEvents: each device's progress reads in order: one
+// commanded event per command, every fetch shown under way before it is
+// shown ended, and a fetch shown ended is not announced again when the
+// device's word of it comes late; done last.
+func TestProgressEvents(t *testing.T) {
+	bs := []behaviour{succeed, startedLate, twoStep, failThenSucceed}
+	r := newRig(t, Plan{}, bs...)
+	res := r.run(context.Background())
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i, b := range bs {
+		if res[i].Outcome != upload.OutcomeUpdated {
+			t.Fatalf("%s (behaviour %d): %s (%s)", res[i].Device, b, res[i].Outcome, res[i].Message)
+		}
+		var seq []string
+		for _, e := range r.events {
+			if e.Key == r.devs[i].Topic {
+				seq = append(seq, string(e.Phase)+" "+e.Message)
+			}
+		}
+		t.Logf("%s: %q", res[i].Device, seq)
+		commanded, fetching, fetched, retrying := 0, 0, 0, 0
+		underway := false // a fetch shown started and not yet ended
+		for k, ev := range seq {
+			switch {
+			case ev == "connecting commanded":
+				commanded++
+			case strings.HasPrefix(ev, "uploading fetching"):
+				if underway {
+					t.Errorf("%s: a second fetching before the fetch ended (event %d): %q", res[i].Device, k, seq)
+				}
+				if k > 0 && strings.HasPrefix(seq[k-1], "uploading fetched") && ev == "uploading fetching" {
+					t.Errorf("%s: the fetch announced after it ended (event %d): %q", res[i].Device, k, seq)
+				}
+				underway = true
+				fetching++
+			case strings.HasPrefix(ev, "uploading fetched"), strings.HasPrefix(ev, "uploading fetch of"):
+				if !underway {
+					t.Errorf("%s: fetched before fetching (event %d): %q", res[i].Device, k, seq)
+				}
+				underway = false
+				fetched++
+			case strings.HasPrefix(ev, "retrying"):
+				retrying++
+				underway = false
+			case strings.HasPrefix(ev, "connecting"):
+				t.Errorf("%s: a connecting event that is no command (event %d): %q", res[i].Device, k, seq)
+			default:
+				underway = false // another phase: the device moved on
+			}
+		}
+		if commanded != res[i].Tries || commanded != r.f.commands(r.devs[i].Topic) || retrying != commanded-1 {
+			t.Errorf("%s: %d commanded and %d retrying events, %d commands: %q", res[i].Device, commanded, retrying, res[i].Tries, seq)
+		}
+		// A fetch's end is shown only while it is the device's latest news
+		// (its word of the restart may come first).
+		fetches := 1
+		if b == twoStep {
+			fetches = 2
+		}
+		if fetching == 0 || fetched > fetches {
+			t.Errorf("%s: %d fetching, %d fetched events, for %d fetches: %q", res[i].Device, fetching, fetched, fetches, seq)
+		}
+		if len(seq) == 0 || !strings.HasPrefix(seq[0], "checking") || !strings.HasPrefix(seq[len(seq)-1], "done") {
+			t.Errorf("%s: not checking first and done last: %q", res[i].Device, seq)
+		}
 	}
 }

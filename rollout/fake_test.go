@@ -30,6 +30,7 @@ const (
 	wrongChip                 // tells another chip than the image's
 	loaderFails               // a two-step whose loader fails to fetch the full image
 	flappy                    // its link flaps 100 times between its success and its boot
+	startedLate               // tells it took the command only once its fetch ended (its link was down meanwhile)
 )
 
 const (
@@ -387,7 +388,9 @@ func (f *fakeFamily) script(fd *fakeDev, url string, n int) {
 	defer f.wg.Done()
 	s := func() { time.Sleep(f.step) }
 	s()
-	f.report(fd, ReportStarted, "Version 14.3.0 from "+url, "")
+	if fd.b != startedLate {
+		f.report(fd, ReportStarted, "Version 14.3.0 from "+url, "")
+	}
 	switch b := fd.b; {
 	case b == hang:
 		f.fetchEnded(fd)
@@ -449,6 +452,10 @@ func (f *fakeFamily) script(fd *fakeDev, url string, n int) {
 	}
 	ok := f.fetch(fd, url)
 	f.fetchEnded(fd)
+	s() // writing the flash: the file server has told the fetch's end
+	if fd.b == startedLate {
+		f.report(fd, ReportStarted, "Version 14.3.0 from "+url, "")
+	}
 	f.mu.Lock()
 	afterFetch := f.afterFetch
 	f.mu.Unlock()

@@ -51,7 +51,7 @@ type Verdict struct {
 	Outcome upload.Outcome
 	Reason  upload.Reason
 	Class   upload.Class
-	Running string // the version seen after the command ("" none)
+	Running string // the version seen after the command, as results show it (its release; "" none)
 	Source  string // where Running came from (the report's Source)
 	Words   string // the device's own words, for failed
 	Message string

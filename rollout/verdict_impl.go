@@ -99,7 +99,7 @@ func decide(spec DeviceSpec, reports []Report, now time.Time, final bool) (Verdi
 	// The target, held through the stability window.
 	if w.target != nil {
 		t := w.target
-		v := Verdict{Running: t.Facts.Version, Source: t.source(), Phase: upload.PhaseVerifying}
+		v := Verdict{Running: shownVersion(t.Facts), Source: t.source(), Phase: upload.PhaseVerifying}
 		if !w.hold.IsZero() && w.hold.Before(spec.Resumed) {
 			// Nobody watched while the rollout was stopped: the window
 			// starts again when it resumed.
@@ -141,7 +141,7 @@ func decide(spec DeviceSpec, reports []Report, now time.Time, final bool) (Verdi
 		v := Verdict{Outcome: upload.OutcomeFailed, Class: cls, Words: f.Words}
 		if w.inter != nil {
 			// The loader failed to fetch the full image.
-			v.Running, v.Source = w.inter.Facts.Version, w.inter.source()
+			v.Running, v.Source = shownVersion(w.inter.Facts), w.inter.source()
 			v.Message = fmt.Sprintf("the device still runs its %s image (%s), a step of the upgrade, and its download of the new firmware failed (%s): it needs the full image installed (from its own web page, or roll out again)", w.inter.Facts.Intermediate, w.inter.Facts.Version, quoteWords(f.Words))
 			return v, true
 		}
@@ -252,7 +252,7 @@ func preflightVerdict(spec DeviceSpec) (Verdict, bool) {
 	case b == nil:
 		return Verdict{Outcome: upload.OutcomeUnreachable, Message: "did not answer the read before the update; not commanded"}, true
 	case b.Release != "" && b.Release == spec.Expect && b.Intermediate == "":
-		return Verdict{Outcome: upload.OutcomeSkipped, Running: b.Version, Message: "already runs " + b.Version}, true
+		return Verdict{Outcome: upload.OutcomeSkipped, Running: shownVersion(*b), Message: "already runs " + b.Version}, true
 	case spec.Refusal != "":
 		return Verdict{Outcome: upload.OutcomeRefused, Message: spec.Refusal}, true
 	}
@@ -341,7 +341,7 @@ func walk(spec DeviceSpec, reports []Report, c0, cl time.Time) (walked, Verdict,
 // loader, answered) another release than the target.
 func otherVerdict(spec DeviceSpec, w walked, r *Report) Verdict {
 	f := r.Facts
-	v := Verdict{Running: f.Version, Source: r.source()}
+	v := Verdict{Running: shownVersion(f), Source: r.source()}
 	switch {
 	case w.target != nil:
 		v.Outcome = upload.OutcomeRolledBack
@@ -370,7 +370,7 @@ func lastInterName(w walked, _ *Report) string {
 // bound) tells another release than the target, and no boot was seen.
 func oldVerdict(spec DeviceSpec, w walked, r *Report) Verdict {
 	f := r.Facts
-	v := Verdict{Running: f.Version, Source: r.source()}
+	v := Verdict{Running: shownVersion(f), Source: r.source()}
 	switch {
 	case w.successR != nil:
 		v.Outcome = upload.OutcomeRolledBack
@@ -388,7 +388,7 @@ func oldVerdict(spec DeviceSpec, w walked, r *Report) Verdict {
 // stuck: the device's latest state is a loader image, at its bound.
 func stuck(w walked) Verdict {
 	f := w.inter.Facts
-	v := Verdict{Running: f.Version, Source: w.inter.source()}
+	v := Verdict{Running: shownVersion(f), Source: w.inter.source()}
 	if w.offline {
 		v.Outcome = upload.OutcomeUnreachable
 		v.Message = fmt.Sprintf("last seen running its %s image (%s), a step of the upgrade, then went silent and did not come back", f.Intermediate, f.Version)
@@ -397,6 +397,18 @@ func stuck(w walked) Verdict {
 	v.Outcome = upload.OutcomeFailed
 	v.Message = fmt.Sprintf("the device still runs its %s image (%s), a step of the upgrade, and did not go on to the new firmware: it needs the full image installed (from its own web page, or roll out again)", f.Intermediate, f.Version)
 	return v
+}
+
+// shownVersion is a version as results show it beside To (the release
+// --expect-version names): the release, not the whole Version the device
+// tells ("15.4.0" of "15.4.0(tasmota32)"; messages keep the whole one);
+// the whole Version when it names a loader image, whose number is not a
+// release it runs ("15.5.0(minimal)"), or when it has no release.
+func shownVersion(f Facts) string {
+	if f.Release == "" || f.Intermediate != "" {
+		return f.Version
+	}
+	return f.Release
 }
 
 func quoteWords(w string) string {

@@ -65,6 +65,7 @@ type want struct {
 	source  string
 	msg     string // a part of the message
 	class   upload.Class
+	running string // Running; "" = not checked
 }
 
 func TestDecide(t *testing.T) {
@@ -81,7 +82,7 @@ func TestDecide(t *testing.T) {
 		{"preflight unanswered", func(s *DeviceSpec) { s.Before, s.Commands = nil, nil }, nil, 1, false,
 			want{done: true, outcome: upload.OutcomeUnreachable, msg: "not commanded"}},
 		{"preflight already runs it", func(s *DeviceSpec) { f := facts(newV); s.Before, s.Commands = &f, nil }, nil, 1, false,
-			want{done: true, outcome: upload.OutcomeSkipped, msg: "already runs 14.3.0(tasmota)"}},
+			want{done: true, outcome: upload.OutcomeSkipped, msg: "already runs 14.3.0(tasmota)", running: "14.3.0"}},
 		{"preflight on the loader of the target is not skipped", func(s *DeviceSpec) { f := facts(minV); s.Before, s.Commands = &f, nil }, nil, 1, false,
 			want{}},
 		{"preflight refused", func(s *DeviceSpec) { s.Commands, s.Refusal = nil, "the image is for esp32, the device is an esp8266" }, nil, 1, false,
@@ -91,7 +92,7 @@ func TestDecide(t *testing.T) {
 
 		// The normal course.
 		{"updated after the stability window", nil, happy, 81, false,
-			want{done: true, outcome: upload.OutcomeUpdated, source: "INFO1", msg: "stability window"}},
+			want{done: true, outcome: upload.OutcomeUpdated, source: "INFO1", msg: "runs 14.3.0(tasmota) (INFO1) and stayed online", running: "14.3.0"}},
 		// Tasmota's own order on ESP8266 (docs/protocols/tasmota-mqtt.md): the
 		// link drops while the body is fetched, no Offline for the planned
 		// restart, and the UPGRADE message may be lost.
@@ -122,7 +123,7 @@ func TestDecide(t *testing.T) {
 
 		// Crashes and rollbacks.
 		{"success then booted the old one: rolled back", nil, []Report{rSuccess(40), rOff(41), rBooted(61, oldV)}, 62, false,
-			want{done: true, outcome: upload.OutcomeRolledBack, source: "INFO1", msg: "came back on 14.2.0"}},
+			want{done: true, outcome: upload.OutcomeRolledBack, source: "INFO1", msg: "came back on 14.2.0", running: "14.2.0"}},
 		{"ran the target, then came back on the old one", nil, append(happy[:5:5], rOff(65), rBooted(70, oldV)), 71, false,
 			want{done: true, outcome: upload.OutcomeRolledBack, msg: "ran 14.3.0(tasmota), then came back on 14.2.0"}},
 		{"restarted without any result: unchanged", nil, []Report{rOff(20), rBooted(30, oldV)}, 31, false,
@@ -135,7 +136,7 @@ func TestDecide(t *testing.T) {
 			want{done: true, outcome: upload.OutcomeUnverified, reason: upload.ReasonTellsNothing}},
 		{"booted without a version, read tells the target", func(s *DeviceSpec) { s.Reread, s.RereadAnswered = at(91), true },
 			[]Report{rSuccess(40), rBooted(61, ""), rStatus(91.5, newV)}, 112, false,
-			want{done: true, outcome: upload.OutcomeUpdated, source: "Status 2"}},
+			want{done: true, outcome: upload.OutcomeUpdated, source: "Status 2", running: "14.3.0"}},
 		{"what it ran before is unknown, booted the target", func(s *DeviceSpec) { s.Before = &Facts{} },
 			[]Report{rOff(41), rBooted(61, newV)}, 82, false,
 			want{done: true, outcome: upload.OutcomeUnverified, reason: upload.ReasonBeforeUnknown}},
@@ -149,7 +150,7 @@ func TestDecide(t *testing.T) {
 		{"nothing, read unanswered", func(s *DeviceSpec) { s.Reread = at(110) }, nil, 111, false,
 			want{done: true, outcome: upload.OutcomeUnreachable, msg: "told nothing since the command"}},
 		{"nothing, read tells the old release", func(s *DeviceSpec) { s.Reread, s.RereadAnswered = at(110), true }, []Report{rStatus(110.5, oldV)}, 111, false,
-			want{done: true, outcome: upload.OutcomeUnchanged, source: "Status 2", msg: "still runs 14.2.0"}},
+			want{done: true, outcome: upload.OutcomeUnchanged, source: "Status 2", msg: "still runs 14.2.0", running: "14.2.0"}},
 		{"took the command, read tells the old release", func(s *DeviceSpec) { s.Reread, s.RereadAnswered = at(110), true },
 			[]Report{rStarted(11), rStatus(110.5, oldV)}, 111, false,
 			want{done: true, outcome: upload.OutcomeUnchanged, msg: "took the command"}},
@@ -199,7 +200,7 @@ func TestDecide(t *testing.T) {
 			want{done: true, outcome: upload.OutcomeUpdated}},
 		{"on the loader: no read, twice the bound", nil, []Report{rSuccess(40), rOff(41), rBooted(61, minV)}, 150, false, want{wake: 210}},
 		{"stuck on the loader", nil, []Report{rSuccess(40), rOff(41), rBooted(61, minV)}, 210, false,
-			want{done: true, outcome: upload.OutcomeFailed, msg: "still runs its minimal image"}},
+			want{done: true, outcome: upload.OutcomeFailed, msg: "still runs its minimal image", running: "14.3.0(minimal)"}},
 		{"silent after the loader", nil, []Report{rSuccess(40), rOff(41), rBooted(61, minV), rOff(70)}, 210, false,
 			want{done: true, outcome: upload.OutcomeUnreachable, msg: "then went silent"}},
 		{"the loader's download failed", nil, []Report{rSuccess(40), rBooted(61, minV), rFailed(80, "Failed")}, 81, false,
@@ -245,6 +246,8 @@ func TestDecide(t *testing.T) {
 			t.Errorf("%s: message %q, want it to say %q", c.name, v.Message, w.msg)
 		case w.class != "" && v.Class != w.class:
 			t.Errorf("%s: class %q, want %q", c.name, v.Class, w.class)
+		case w.running != "" && v.Running != w.running:
+			t.Errorf("%s: running %q, want %q", c.name, v.Running, w.running)
 		}
 		checkInvariants(t, c.name, spec, c.reports, at(c.now), c.final, v, done)
 	}
