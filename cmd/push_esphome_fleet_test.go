@@ -61,7 +61,7 @@ func TestPushESPHomeFleet(t *testing.T) {
 		{name: "ESP8266, SHA-256 or MD5", simArgs: withPW("--personality", "esphome-esp8266", "--chip", "esp8266", "--esphome", "project=acme.node", "--esphome", "auth=sha256-md5"),
 			n: 6, port: "8266", outcome: "refused", says: "ESP8266"},
 		{name: "build announcing another project_version", simArgs: esp32("--esphome", "identity=1.0.1:1.0.1-rc1:0badc0de"), n: 4, port: "3232",
-			outcome: "rolled-back", running: "1.0.1-rc1", tries: 1, says: "came back on 1.0.1-rc1"},
+			outcome: "rolled-back", running: "1.0.1-rc1", tries: 1, says: "1.0.1-rc1"},
 		{name: "no room (81)", simArgs: withPW(esp32("--esphome", "fail=81", "--esphome", "auth=md5")...), n: 4, port: "3232",
 			outcome: "failed", tries: 1, says: "0x81"},
 		{name: "Noise required", simArgs: esp32("--esphome", "noise=required"), n: 2, port: "3232", outcome: "refused", tries: 1, says: "Noise"},
