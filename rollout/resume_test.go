@@ -143,12 +143,7 @@ func TestResumeAfterCancel(t *testing.T) {
 			}
 			time.Sleep(4 * r.f.step)
 			id := r.cfg.State.ID()
-			r.cfg.State.Close()
-			st, err := OpenState(filepath.Join(r.dir, "state"), "")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer st.Close()
+			st := r.reopenState(t)
 			if st.ID() != id {
 				t.Fatalf("resumed %s, want the latest unfinished %s", st.ID(), id)
 			}
@@ -226,12 +221,7 @@ func TestResumeRestoresLeftOtaURL(t *testing.T) {
 		t.Fatalf("run 1 left %s, restore pending %v", d.Phase, d.RestorePending)
 	}
 
-	r.cfg.State.Close()
-	st, err := OpenState(filepath.Join(r.dir, "state"), "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := r.reopenState(t)
 	r.f.mu.Lock()
 	r.f.beforeRestore = nil
 	r.f.mu.Unlock()
@@ -283,12 +273,7 @@ func TestResumeAfterAStopWatchesInFlight(t *testing.T) {
 		t.Fatalf("run 1: %s, %s", res1[0].Outcome, res1[1].Outcome)
 	}
 
-	r.cfg.State.Close()
-	st, err := OpenState(filepath.Join(r.dir, "state"), "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := r.reopenState(t)
 	r.f.mu.Lock()
 	r.f.afterCommand = nil
 	r.f.mu.Unlock()
@@ -334,4 +319,17 @@ func cancelOnReport(r *rig, k ReportKind, cancel func()) func(Report) {
 			cancel()
 		}
 	}
+}
+
+// reopenState closes the run's state file and opens it again, as a
+// resumed run does; the test's end closes it.
+func (r *rig) reopenState(t *testing.T) *State {
+	t.Helper()
+	r.cfg.State.Close()
+	st, err := OpenState(filepath.Join(r.dir, "state"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
 }
