@@ -41,7 +41,7 @@
 //     servers, their multipart parsers, the Update class of both cores).
 //   - sim/internal/tasmotafw: what sim/tasmota and sim/tasmotamqtt share
 //     (the same firmware's minimal URL, version compare, hardware and
-//     uptime words, and the HTTP client of its upgrade by URL).
+//     uptime words, the HTTP client of its upgrade by URL and its errors).
 //   - sim/mdnsd: the mDNS responder that advertises fleets.
 //
 // A new device family is one package on sim/core, a Firmware per

@@ -141,39 +141,39 @@ func (d *device) fetch(ctx context.Context, raw string) (ok, tooLarge bool) {
 			u = e.NewUpload(ctx, "http", raw, "", 0)
 		}
 		u.Fail(0, "", "upgrade from "+raw+": "+why)
-		return false, why == "Not Enough space"
+		return false, why == tasmotafw.ErrNotEnoughSpace
 	}
 	pu, err := url.Parse(raw)
 	if err != nil || !strings.EqualFold(pu.Scheme, "http") || pu.Host == "" {
-		return fail(nil, "HTTP error: connection failed")
+		return fail(nil, tasmotafw.ErrConnect)
 	}
 	req, err := http.NewRequestWithContext(ctx, "GET", raw, nil)
 	if err != nil {
-		return fail(nil, "HTTP error: connection failed")
+		return fail(nil, tasmotafw.ErrConnect)
 	}
 	for _, h := range d.updateHeaders() {
 		req.Header[h.Name] = []string{h.Value}
 	}
 	resp, err := tasmotafw.Client(d.e.Config().AllowNonLoopback).Do(req)
 	if err != nil {
-		return fail(nil, "HTTP error: connection failed")
+		return fail(nil, tasmotafw.ErrConnect)
 	}
 	defer resp.Body.Close()
 	size := resp.ContentLength
 	u := e.NewUpload(ctx, "http", pu.Path, pu.Host, size)
 	switch {
 	case resp.StatusCode == 404:
-		return fail(u, "File Not Found (404)")
+		return fail(u, tasmotafw.ErrNotFound)
 	case resp.StatusCode == 403:
-		return fail(u, "Forbidden (403)")
+		return fail(u, tasmotafw.ErrForbidden)
 	case resp.StatusCode == 304:
 		return fail(u, "no update")
 	case resp.StatusCode != 200:
-		return fail(u, "Wrong HTTP Code")
+		return fail(u, tasmotafw.ErrWrongCode)
 	case size <= 0:
-		return fail(u, "Server Did Not Report Size")
+		return fail(u, tasmotafw.ErrNoSize)
 	case size > d.freeSketchSpace():
-		return fail(u, "Not Enough space")
+		return fail(u, tasmotafw.ErrNotEnoughSpace)
 	}
 	wantMD5 := strings.ToLower(resp.Header.Get("x-MD5"))
 	hash := md5.New()
@@ -189,7 +189,7 @@ func (d *device) fetch(ctx context.Context, raw string) (ok, tooLarge bool) {
 			if first {
 				first = false
 				if buf[0] != 0xE9 && !(d.esp8266 && buf[0] == 0x1F) {
-					return fail(u, "Verify Bin Header Failed")
+					return fail(u, tasmotafw.ErrHeader)
 				}
 			}
 			hash.Write(buf[:n])

@@ -80,7 +80,7 @@ func (d *device) otaStep(ctx context.Context) {
 				return
 			}
 			if !d.otaOK {
-				if d.esp8266 && !minimal && d.otaErr == errNotEnoughSpace {
+				if d.esp8266 && !minimal && d.otaErr == tasmotafw.ErrNotEnoughSpace {
 					d.mu.Lock()
 					d.otaLoader = true
 					d.mu.Unlock()
@@ -128,11 +128,11 @@ func (d *device) fetch(ctx context.Context, raw string, attempt int) (bool, stri
 	start := time.Now()
 	pu, err := url.Parse(raw)
 	if err != nil || !strings.EqualFold(pu.Scheme, "http") || pu.Host == "" {
-		return fail(errConnect)
+		return fail(tasmotafw.ErrConnect)
 	}
 	req, err := http.NewRequestWithContext(ctx, "GET", raw, nil)
 	if err != nil {
-		return fail(errConnect)
+		return fail(tasmotafw.ErrConnect)
 	}
 	d.mu.Lock()
 	ver := d.versionString()
@@ -164,7 +164,7 @@ func (d *device) fetch(ctx context.Context, raw string, attempt int) (bool, stri
 		if ctx.Err() != nil {
 			return false, ""
 		}
-		return fail(errConnect)
+		return fail(tasmotafw.ErrConnect)
 	}
 	defer resp.Body.Close()
 	size := resp.ContentLength
@@ -175,15 +175,15 @@ func (d *device) fetch(ctx context.Context, raw string, attempt int) (bool, stri
 		d.emit(Event{Event: EventFetched, URL: raw, Attempt: attempt, Text: "304 Not Modified: nothing written, counted a success"})
 		return true, ""
 	case resp.StatusCode == http.StatusNotFound:
-		return fail(errNotFound)
+		return fail(tasmotafw.ErrNotFound)
 	case resp.StatusCode == http.StatusForbidden:
-		return fail(errForbidden)
+		return fail(tasmotafw.ErrForbidden)
 	case resp.StatusCode != http.StatusOK:
-		return fail(errWrongCode)
+		return fail(tasmotafw.ErrWrongCode)
 	case size <= 0:
-		return fail(errNoSize)
+		return fail(tasmotafw.ErrNoSize)
 	case size > free:
-		return fail(errNotEnoughSpace)
+		return fail(tasmotafw.ErrNotEnoughSpace)
 	}
 	wantMD5 := strings.ToLower(resp.Header.Get("x-MD5"))
 	if d.esp8266 {
@@ -216,7 +216,7 @@ func (d *device) fetch(ctx context.Context, raw string, attempt int) (bool, stri
 		n, rerr := io.ReadFull(resp.Body, buf[:want])
 		if n > 0 {
 			if got == 0 && buf[0] != 0xE9 && !(d.esp8266 && buf[0] == 0x1F) {
-				return fail(errHeader) // both updaters peek at the first byte
+				return fail(tasmotafw.ErrHeader) // both updaters peek at the first byte
 			}
 			h.Write(buf[:n])
 			dl.add(buf[:n])

@@ -2,8 +2,8 @@
 // share: sim/tasmota (commands over HTTP, the web upload) and
 // sim/tasmotamqtt (commands over MQTT). The same firmware behaves the same
 // over either transport: how it derives the minimal image's URL, compares
-// versions, names its hardware, tells its uptime, and fetches an image by
-// URL. It is no personality of its own, and written from Tasmota's source,
+// versions, names its hardware, tells its uptime, fetches an image by URL
+// and words the fetch's errors. It is no personality of its own, and written from Tasmota's source,
 // never from the client (upload/).
 package tasmotafw
 
@@ -17,6 +17,18 @@ import (
 	"strconv"
 	"strings"
 	"time"
+)
+
+// The HTTP updater's own words in ESPhttpUpdate.getLastErrorString() (the
+// same on both cores), which UPGRADE "Failed …" and the sim's events carry.
+const (
+	ErrNotEnoughSpace = "Not Enough space" // HTTP_UE_TOO_LESS_SPACE
+	ErrNoSize         = "Server Did Not Report Size"
+	ErrNotFound       = "File Not Found (404)"
+	ErrForbidden      = "Forbidden (403)"
+	ErrWrongCode      = "Wrong HTTP Code"
+	ErrHeader         = "Verify Bin Header Failed"
+	ErrConnect        = "HTTP error: connection failed"
 )
 
 // MinimalURL is the OTA URL of the minimal image (support_tasmota.ino):
