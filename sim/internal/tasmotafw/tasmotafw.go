@@ -3,8 +3,8 @@
 // sim/tasmotamqtt (commands over MQTT). The same firmware behaves the same
 // over either transport: how it derives the minimal image's URL, compares
 // versions, names its hardware, tells its uptime, fetches an image by URL
-// and words the fetch's errors. It is no personality of its own, and written from Tasmota's source,
-// never from the client (upload/).
+// and words the fetch's errors. It is no personality of its own, and
+// written from Tasmota's source, never from the client (upload/).
 package tasmotafw
 
 import (
