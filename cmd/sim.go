@@ -785,34 +785,17 @@ func runSim(ctx context.Context, a *app, o *simOptions) error {
 		return runPullSim(ctx, a, o)
 	}
 	fc := o.fleet
-	// Events go to stdout (--json) or stderr; one writer at a time keeps lines
-	// whole. Until the fleet is up they are held back, so that a fleet that
-	// fails to start reports its error before the stopped events.
-	var mu sync.Mutex
-	var held []sim.Event
-	starting := true
-	emit := func(e sim.Event) {
+	ev := &heldEvents[sim.Event]{}
+	ev.emit = func(e sim.Event) {
 		if a.opts.JSON {
 			a.writeLine(simLineOf(e))
-		} else if !starting && !a.opts.Quiet {
+		} else if ev.started && !a.opts.Quiet {
 			fmt.Fprintln(a.io.ErrOut, a.secrets.Redact(eventLine(e)))
 		}
 	}
-	fc.OnEvent = func(e sim.Event) {
-		mu.Lock()
-		defer mu.Unlock()
-		if starting {
-			held = append(held, e)
-			return
-		}
-		emit(e)
-	}
-	runCtx := ctx
-	if o.Duration > 0 {
-		var cancel context.CancelFunc
-		runCtx, cancel = context.WithTimeout(ctx, o.Duration)
-		defer cancel()
-	}
+	fc.OnEvent = ev.add
+	runCtx, cancel := simRunContext(ctx, o.Duration)
+	defer cancel()
 	start := time.Now()
 	fleet, err := sim.StartFleet(runCtx, fc)
 	if err != nil {
@@ -822,15 +805,15 @@ func runSim(ctx context.Context, a *app, o *simOptions) error {
 		} else {
 			err = startError(err)
 		}
-		mu.Lock()
-		defer mu.Unlock()
+		ev.mu.Lock()
+		defer ev.mu.Unlock()
 		var stopped []sim.Event
-		for _, e := range held {
+		for _, e := range ev.held {
 			if e.Event == sim.EventStopped {
 				stopped = append(stopped, e)
 				continue
 			}
-			emit(e)
+			ev.emit(e)
 		}
 		if a.opts.JSON && ctx.Err() == nil {
 			// The device that failed and when, so the line reads in order
@@ -838,7 +821,7 @@ func runSim(ctx context.Context, a *app, o *simOptions) error {
 			simStartFailure(a, err, startErr, time.Now())
 		}
 		for _, e := range stopped {
-			emit(e)
+			ev.emit(e)
 		}
 		return err
 	}
@@ -847,22 +830,56 @@ func runSim(ctx context.Context, a *app, o *simOptions) error {
 	if a.opts.JSON {
 		summaryAs[*simSummary](a).Count = ptr(fleet.Len())
 	}
-	mu.Lock()
-	for _, e := range held {
-		emit(e)
+	ev.mu.Lock()
+	for _, e := range ev.held {
+		ev.emit(e)
 	}
-	held, starting = nil, false
+	ev.held, ev.started = nil, true
 	if !a.opts.JSON {
 		lr := &lineRedactor{a: a, w: a.io.Out}
 		renderFleet(lr, fleet, o.mdns, time.Since(start), o.Duration)
 		_ = lr.Close()
 	}
-	mu.Unlock()
+	ev.mu.Unlock()
+	return simWait(ctx, runCtx, a, func() { _ = fleet.Close() })
+}
 
+// heldEvents passes a fleet's events to emit, one at a time (one writer at
+// a time keeps lines whole). Until the fleet is up (started) they are held
+// back, so that a fleet that fails to start reports its error before the
+// stopped events; the caller empties held, under mu, as it starts.
+type heldEvents[E any] struct {
+	mu      sync.Mutex
+	held    []E
+	started bool
+	emit    func(E) // called with mu held
+}
+
+// add is the fleet's OnEvent.
+func (h *heldEvents[E]) add(e E) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.started {
+		h.held = append(h.held, e)
+		return
+	}
+	h.emit(e)
+}
+
+// simRunContext is ctx, ended after --duration when one is given.
+func simRunContext(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if d > 0 {
+		return context.WithTimeout(ctx, d)
+	}
+	return ctx, func() {}
+}
+
+// simWait runs the fleet until runCtx ends, then closes it. Ctrl-C is the
+// normal way to stop a simulator: exit 0, as after --duration.
+func simWait(ctx, runCtx context.Context, a *app, closeFleet func()) error {
 	<-runCtx.Done()
 	a.log.Info("stopping", "why", stopReason(ctx))
-	fleet.Close()
-	// Ctrl-C is the normal way to stop a simulator: exit 0, as after --duration.
+	closeFleet()
 	return nil
 }
 

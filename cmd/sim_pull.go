@@ -8,7 +8,6 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -229,32 +228,18 @@ func pullEventLine(e tasmotamqtt.Event) string {
 
 func runPullSim(ctx context.Context, a *app, o *simOptions) error {
 	cfg := *o.pull.cfg
-	var mu sync.Mutex
-	var held []tasmotamqtt.Event
-	starting := true
-	emit := func(e tasmotamqtt.Event) {
+	ev := &heldEvents[tasmotamqtt.Event]{}
+	ev.emit = func(e tasmotamqtt.Event) {
 		if a.opts.JSON {
 			a.writeLine(pullLineOf(e))
 		} else if !a.opts.Quiet {
 			fmt.Fprintln(a.io.ErrOut, a.secrets.Redact(pullEventLine(e)))
 		}
 	}
-	cfg.OnEvent = func(e tasmotamqtt.Event) {
-		mu.Lock()
-		defer mu.Unlock()
-		if starting {
-			held = append(held, e)
-			return
-		}
-		emit(e)
-	}
+	cfg.OnEvent = ev.add
 	cfg.Logger = a.log
-	runCtx := ctx
-	if o.Duration > 0 {
-		var cancel context.CancelFunc
-		runCtx, cancel = context.WithTimeout(ctx, o.Duration)
-		defer cancel()
-	}
+	runCtx, cancel := simRunContext(ctx, o.Duration)
+	defer cancel()
 	start := time.Now()
 	fleet, err := tasmotamqtt.Start(runCtx, cfg)
 	if err != nil {
@@ -271,22 +256,18 @@ func runPullSim(ctx context.Context, a *app, o *simOptions) error {
 	if a.opts.JSON {
 		summaryAs[*simSummary](a).Count = ptr(len(cfg.Devices))
 	}
-	mu.Lock()
+	ev.mu.Lock()
 	if !a.opts.JSON {
 		lr := &lineRedactor{a: a, w: a.io.Out}
 		renderPullFleet(lr, fleet, cfg.Broker, time.Since(start), o.Duration)
 		_ = lr.Close()
 	}
-	for _, e := range held {
-		emit(e)
+	for _, e := range ev.held {
+		ev.emit(e)
 	}
-	held, starting = nil, false
-	mu.Unlock()
-
-	<-runCtx.Done()
-	a.log.Info("stopping", "why", stopReason(ctx))
-	fleet.Close()
-	return nil
+	ev.held, ev.started = nil, true
+	ev.mu.Unlock()
+	return simWait(ctx, runCtx, a, fleet.Close)
 }
 
 func renderPullFleet(w io.Writer, f *tasmotamqtt.Fleet, broker string, took, duration time.Duration) {

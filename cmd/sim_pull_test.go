@@ -5,15 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/ots-ota/ots-ota/internal/testbroker"
 	"github.com/ots-ota/ots-ota/sim/tasmotamqtt"
 )
 
@@ -63,7 +59,7 @@ func TestSimPullJSON(t *testing.T) {
 // TestSimPullRun: three devices on a broker, --json: their boots, then the
 // summary; every line fits sim.json.
 func TestSimPullRun(t *testing.T) {
-	url := startMosquitto(t)
+	url := testbroker.Start(t).URL()
 	streams, out, errOut := TestStreams()
 	args := []string{"sim", "--personality", "tasmota-mqtt", "--broker", url, "--count", "3", "--chip", "esp8266",
 		"--fault", "no-info:1", "--fast", "--duration", "500ms", "--json"}
@@ -91,51 +87,5 @@ func TestSimPullRun(t *testing.T) {
 	}
 	if booted != 3 || faults != 1 || last["type"] != "summary" || last["count"] != float64(3) {
 		t.Fatalf("%d booted, %d faults; output:\n%s", booted, faults, out)
-	}
-}
-
-// startMosquitto runs mosquitto on 127.0.0.1 and a free port for the test
-// (a stand-in for internal/testbroker until it is merged); it skips
-// without mosquitto unless CI=true.
-func startMosquitto(t *testing.T) string {
-	t.Helper()
-	bin, err := exec.LookPath("mosquitto")
-	if err != nil {
-		bin = "/usr/sbin/mosquitto"
-	}
-	if _, err := os.Stat(bin); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("mosquitto is required (CI=true): install Debian's mosquitto package")
-		}
-		t.Skip("no mosquitto here: install it (Debian: apt-get install mosquitto) to run this test")
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	conf := filepath.Join(t.TempDir(), "mosquitto.conf")
-	text := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\n", port)
-	if os.Geteuid() == 0 {
-		text += "user root\n"
-	}
-	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "-c", conf)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			return "mqtt://" + addr
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("mosquitto did not start listening")
-		}
 	}
 }

@@ -384,6 +384,16 @@ func (f *fakeFamily) fetch(fd *fakeDev, url string) bool {
 	return ok
 }
 
+// restartInto is a written image's restart: success, the link lost for a
+// step, then the boot on version.
+func (f *fakeFamily) restartInto(fd *fakeDev, version string) {
+	f.report(fd, ReportSuccess, "Successful. Restarting", "")
+	f.report(fd, ReportOffline, "", "")
+	time.Sleep(f.step)
+	f.report(fd, ReportOnline, "", "")
+	f.report(fd, ReportBooted, "", version)
+}
+
 func (f *fakeFamily) script(fd *fakeDev, url string, n int) {
 	defer f.wg.Done()
 	s := func() { time.Sleep(f.step) }
@@ -415,11 +425,7 @@ func (f *fakeFamily) script(fd *fakeDev, url string, n int) {
 			return
 		}
 		// Still busy: the loader fetches the full image after its boot.
-		f.report(fd, ReportSuccess, "Successful. Restarting", "")
-		f.report(fd, ReportOffline, "", "")
-		s()
-		f.report(fd, ReportOnline, "", "")
-		f.report(fd, ReportBooted, "", fakeMin)
+		f.restartInto(fd, fakeMin)
 		if fd.gate != nil {
 			// The test cancels the rollout while the device sits on its loader.
 			select {
@@ -435,11 +441,7 @@ func (f *fakeFamily) script(fd *fakeDev, url string, n int) {
 			f.report(fd, ReportFailed, "Failed. HTTP error: connection refused", "")
 			return
 		}
-		f.report(fd, ReportSuccess, "Successful. Restarting", "")
-		f.report(fd, ReportOffline, "", "")
-		s()
-		f.report(fd, ReportOnline, "", "")
-		f.report(fd, ReportBooted, "", fakeNew)
+		f.restartInto(fd, fakeNew)
 		return
 	}
 	if fd.hold != nil {

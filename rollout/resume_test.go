@@ -34,11 +34,7 @@ func TestResumeAfterCancel(t *testing.T) {
 	}{
 		{name: "after the pre-flight read", bs: []behaviour{succeed, succeed, succeed, succeed},
 			arm: func(r *rig, cancel func()) {
-				r.f.afterPreflight = func(topic string) {
-					if topic == r.devs[0].Topic {
-						cancel()
-					}
-				}
+				r.f.afterPreflight = cancelOn(r.devs[0].Topic, cancel)
 			},
 			run1: []upload.Outcome{upload.OutcomeNotStarted, upload.OutcomeNotStarted, upload.OutcomeNotStarted, upload.OutcomeNotStarted}},
 		{name: "after commanding, fetched once the resumed run serves again", bs: []behaviour{succeed, succeed, succeed, succeed},
@@ -46,11 +42,7 @@ func TestResumeAfterCancel(t *testing.T) {
 				hold := make(chan struct{})
 				r.f.devs[r.devs[1].Topic].hold = hold
 				r.f.devs[r.devs[2].Topic].hold = hold
-				r.f.afterCommand = func(topic string) {
-					if topic == r.devs[1].Topic {
-						cancel()
-					}
-				}
+				r.f.afterCommand = cancelOn(r.devs[1].Topic, cancel)
 				r.f.onWatch = func(n int) {
 					if n == 2 {
 						close(hold)
@@ -63,51 +55,31 @@ func TestResumeAfterCancel(t *testing.T) {
 			arm: func(r *rig, cancel func()) {
 				hold := make(chan struct{})
 				r.f.devs[r.devs[0].Topic].hold = hold
-				r.f.afterCommand = func(topic string) {
-					if topic == r.devs[0].Topic {
-						cancel()
-					}
-				}
+				r.f.afterCommand = cancelOn(r.devs[0].Topic, cancel)
 				r.between = func() { close(hold) } // fetches while nothing serves
 			},
 			final: []upload.Outcome{upload.OutcomeFailed, upload.OutcomeUpdated, upload.OutcomeUpdated, upload.OutcomeUpdated}},
 		{name: "after the fetch, reports lost while away: the read tells", bs: []behaviour{succeed, succeed, succeed, succeed}, lose: true,
 			arm: func(r *rig, cancel func()) {
-				r.f.afterFetch = func(topic string) {
-					if topic == r.devs[0].Topic {
-						cancel()
-					}
-				}
+				r.f.afterFetch = cancelOn(r.devs[0].Topic, cancel)
 			},
-			run1:   []upload.Outcome{upload.OutcomeCancelled, upload.OutcomeNotStarted, upload.OutcomeNotStarted, upload.OutcomeNotStarted},
+			run1:   firstCancelled,
 			source: "Status 2"},
 		{name: "after success", bs: []behaviour{succeed, succeed, succeed, succeed},
 			arm: func(r *rig, cancel func()) {
-				r.f.onReport = func(rep Report) {
-					if rep.Topic == r.devs[0].Topic && rep.Kind == ReportSuccess {
-						cancel()
-					}
-				}
+				r.f.onReport = cancelOnReport(r, ReportSuccess, cancel)
 			},
-			run1: []upload.Outcome{upload.OutcomeCancelled, upload.OutcomeNotStarted, upload.OutcomeNotStarted, upload.OutcomeNotStarted}},
+			run1: firstCancelled},
 		{name: "after the target booted, in the stability window", bs: []behaviour{succeed, succeed, succeed, succeed},
 			arm: func(r *rig, cancel func()) {
-				r.f.onReport = func(rep Report) {
-					if rep.Topic == r.devs[0].Topic && rep.Kind == ReportBooted {
-						cancel()
-					}
-				}
+				r.f.onReport = cancelOnReport(r, ReportBooted, cancel)
 			},
-			run1: []upload.Outcome{upload.OutcomeCancelled, upload.OutcomeNotStarted, upload.OutcomeNotStarted, upload.OutcomeNotStarted}},
+			run1: firstCancelled},
 		{name: "on the loader of a two-step", bs: []behaviour{twoStep, succeed, succeed, succeed},
 			arm: func(r *rig, cancel func()) {
 				gate := make(chan struct{})
 				r.f.devs[r.devs[0].Topic].gate = gate
-				r.f.onReport = func(rep Report) {
-					if rep.Topic == r.devs[0].Topic && rep.Kind == ReportBooted {
-						cancel()
-					}
-				}
+				r.f.onReport = cancelOnReport(r, ReportBooted, cancel)
 				// The loader fetches the full image only once the resumed
 				// run serves it again, at the same URL.
 				r.f.onWatch = func(n int) {
@@ -116,7 +88,7 @@ func TestResumeAfterCancel(t *testing.T) {
 					}
 				}
 			},
-			run1: []upload.Outcome{upload.OutcomeCancelled, upload.OutcomeNotStarted, upload.OutcomeNotStarted, upload.OutcomeNotStarted}},
+			run1: firstCancelled},
 		{name: "in the pause between waves", bs: []behaviour{succeed, succeed, succeed, succeed}, pause: 300 * time.Millisecond,
 			arm: func(r *rig, cancel func()) {
 				r.cfg.OnWave = func(w WaveEvent) {
@@ -171,12 +143,7 @@ func TestResumeAfterCancel(t *testing.T) {
 			}
 			time.Sleep(4 * r.f.step)
 			id := r.cfg.State.ID()
-			r.cfg.State.Close()
-			st, err := OpenState(filepath.Join(r.dir, "state"), "")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer st.Close()
+			st := r.reopenState(t)
 			if st.ID() != id {
 				t.Fatalf("resumed %s, want the latest unfinished %s", st.ID(), id)
 			}
@@ -254,12 +221,7 @@ func TestResumeRestoresLeftOtaURL(t *testing.T) {
 		t.Fatalf("run 1 left %s, restore pending %v", d.Phase, d.RestorePending)
 	}
 
-	r.cfg.State.Close()
-	st, err := OpenState(filepath.Join(r.dir, "state"), "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := r.reopenState(t)
 	r.f.mu.Lock()
 	r.f.beforeRestore = nil
 	r.f.mu.Unlock()
@@ -311,12 +273,7 @@ func TestResumeAfterAStopWatchesInFlight(t *testing.T) {
 		t.Fatalf("run 1: %s, %s", res1[0].Outcome, res1[1].Outcome)
 	}
 
-	r.cfg.State.Close()
-	st, err := OpenState(filepath.Join(r.dir, "state"), "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := r.reopenState(t)
 	r.f.mu.Lock()
 	r.f.afterCommand = nil
 	r.f.mu.Unlock()
@@ -339,4 +296,40 @@ func TestResumeAfterAStopWatchesInFlight(t *testing.T) {
 	if rec := st.Record(); !rec.Finished || rec.Stopped == "" || rec.Devices[1].Phase != PhaseDone {
 		t.Errorf("run 2 state: finished %v stopped %q dev1 %s", rec.Finished, rec.Stopped, rec.Devices[1].Phase)
 	}
+}
+
+// firstCancelled is what a run cancelled while it works on the first of
+// four devices leaves.
+var firstCancelled = []upload.Outcome{upload.OutcomeCancelled, upload.OutcomeNotStarted, upload.OutcomeNotStarted, upload.OutcomeNotStarted}
+
+// cancelOn is a fake's hook that cancels once it runs for topic.
+func cancelOn(topic string, cancel func()) func(string) {
+	return func(t string) {
+		if t == topic {
+			cancel()
+		}
+	}
+}
+
+// cancelOnReport is a fake's onReport that cancels at the first device's
+// report of kind k.
+func cancelOnReport(r *rig, k ReportKind, cancel func()) func(Report) {
+	return func(rep Report) {
+		if rep.Topic == r.devs[0].Topic && rep.Kind == k {
+			cancel()
+		}
+	}
+}
+
+// reopenState closes the run's state file and opens it again, as a
+// resumed run does; the test's end closes it.
+func (r *rig) reopenState(t *testing.T) *State {
+	t.Helper()
+	r.cfg.State.Close()
+	st, err := OpenState(filepath.Join(r.dir, "state"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
 }

@@ -39,6 +39,9 @@
 //     itself (the ESP8266 minimal two-step).
 //   - sim/internal/arduino: what the web uploaders share (the Arduino web
 //     servers, their multipart parsers, the Update class of both cores).
+//   - sim/internal/tasmotafw: what sim/tasmota and sim/tasmotamqtt share
+//     (the same firmware's minimal URL, version compare, hardware and
+//     uptime words, the HTTP client of its upgrade by URL and its errors).
 //   - sim/mdnsd: the mDNS responder that advertises fleets.
 //
 // A new device family is one package on sim/core, a Firmware per

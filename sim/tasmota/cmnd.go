@@ -6,13 +6,14 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"github.com/ots-ota/ots-ota/sim/internal/ordered"
+	"github.com/ots-ota/ots-ota/sim/core"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/ots-ota/ots-ota/sim/core"
 	"github.com/ots-ota/ots-ota/sim/internal/arduino"
+	"github.com/ots-ota/ots-ota/sim/internal/ordered"
+	"github.com/ots-ota/ots-ota/sim/internal/tasmotafw"
 )
 
 // otaURLMax is the longest OtaUrl the sim keeps (the research notes'
@@ -89,7 +90,7 @@ func (d *device) execute(line string) string {
 			}
 			v := d.p.so128
 			d.p.mu.Unlock()
-			return `"SetOption128":"` + onOff(v) + `"`
+			return `"SetOption128":"` + tasmotafw.OnOff(v) + `"`
 		}
 	case "restart":
 		if data == "1" {
@@ -101,13 +102,6 @@ func (d *device) execute(line string) string {
 		return `"POWER":"OFF"`
 	}
 	return `"Command":"Unknown"`
-}
-
-func onOff(b bool) string {
-	if b {
-		return "ON"
-	}
-	return "OFF"
 }
 
 // runBacklog executes queued commands, the first at once, then one every
@@ -132,7 +126,7 @@ func (d *device) cmdOtaURL(data string) string {
 	defer d.p.mu.Unlock()
 	switch {
 	case data == "1":
-		d.p.otaURL = defaultOtaURL(d.esp8266)
+		d.p.otaURL = tasmotafw.DefaultOtaURL(d.esp8266)
 	case data != "":
 		if len(data) > otaURLMax {
 			data = data[:otaURLMax]
@@ -145,7 +139,7 @@ func (d *device) cmdOtaURL(data string) string {
 // cmdUpgrade is Upgrade: "1" (or a version above the running one) starts
 // the upgrade from OtaUrl.
 func (d *device) cmdUpgrade(data string) string {
-	if data != "1" && !(data != "" && versionAbove(data, d.version)) {
+	if data != "1" && !(data != "" && tasmotafw.NewerVersion(data, d.version)) {
 		return `"Upgrade":"1 or >` + d.version + ` to upgrade"`
 	}
 	d.p.mu.Lock()
@@ -153,24 +147,6 @@ func (d *device) cmdUpgrade(data string) string {
 	d.p.mu.Unlock()
 	d.startUpgrade()
 	return `"Upgrade":"Version ` + d.version + ` from ` + strings.ReplaceAll(url, `"`, `\"`) + `"`
-}
-
-// versionAbove compares dotted versions numerically.
-func versionAbove(a, b string) bool {
-	pa, pb := strings.Split(a, "."), strings.Split(b, ".")
-	for i := 0; i < max(len(pa), len(pb)); i++ {
-		var x, y int
-		if i < len(pa) {
-			x, _ = strconv.Atoi(pa[i])
-		}
-		if i < len(pb) {
-			y, _ = strconv.Atoi(pb[i])
-		}
-		if x != y {
-			return x > y
-		}
-	}
-	return false
 }
 
 // cmdStatus is Status: no argument the Status block alone, 0 (or Status0)
@@ -228,12 +204,6 @@ func (o object) MarshalJSON() ([]byte, error) {
 	return ordered.Marshal(o, func(e kv) (string, any) { return e.k, e.v })
 }
 
-// uptime is GetUptime(): "<days>T<hh>:<mm>:<ss>".
-func uptime(d time.Duration) string {
-	s := int64(d / time.Second)
-	return fmt.Sprintf("%dT%02d:%02d:%02d", s/86400, s/3600%24, s/60%60, s%60)
-}
-
 // buildEpoch is where the sim's build times start.
 var buildEpoch = time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)
 
@@ -281,7 +251,7 @@ func (d *device) statusPRM() object {
 	d.p.mu.Unlock()
 	started := time.Now().Add(-st.Uptime).UTC().Format("2006-01-02T15:04:05")
 	o := object{{"Baudrate", 115200}, {"SerialConfig", "8N1"}, {"GroupTopic", "tasmotas"}, {"OtaUrl", url},
-		{"RestartReason", d.restartReason(st)}, {"Uptime", uptime(st.Uptime)}, {"StartupUTC", started},
+		{"RestartReason", d.restartReason(st)}, {"Uptime", tasmotafw.Uptime(st.Uptime)}, {"StartupUTC", started},
 		{"Sleep", 50}, {"CfgHolder", 4617}, {"BootCount", st.BootCount}, {"BCResetTime", "2026-05-01T00:00:00"},
 		{"SaveCount", 10 + st.BootCount}}
 	if d.esp8266 {
@@ -297,7 +267,7 @@ func (d *device) statusFWR() object {
 	} else {
 		o = append(o, kv{"Core", "3_1_3"}, kv{"SDK", "5.3.2"}, kv{"CpuFrequency", 160})
 	}
-	return append(o, kv{"Hardware", d.hardware()}, kv{"CR", "404/699"})
+	return append(o, kv{"Hardware", tasmotafw.Hardware(d.esp8266, d.e.Config().Chip)}, kv{"CR", "404/699"})
 }
 
 func (d *device) statusLOG() object {
@@ -344,7 +314,7 @@ func (d *device) statusSNS() object {
 
 func (d *device) statusSTS() object {
 	st := d.e.State()
-	return object{{"Time", time.Now().UTC().Format("2006-01-02T15:04:05")}, {"Uptime", uptime(st.Uptime)},
+	return object{{"Time", time.Now().UTC().Format("2006-01-02T15:04:05")}, {"Uptime", tasmotafw.Uptime(st.Uptime)},
 		{"UptimeSec", int64(st.Uptime / time.Second)}, {"Heap", 25}, {"SleepMode", "Dynamic"}, {"Sleep", 50},
 		{"LoadAvg", 19}, {"MqttCount", 0},
 		{"Wifi", object{{"AP", 1}, {"SSId", "ots-sim"}, {"BSSId", "00:00:00:00:00:00"}, {"Channel", 1},

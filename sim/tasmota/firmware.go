@@ -15,6 +15,7 @@ import (
 	"github.com/ots-ota/ots-ota/image"
 	"github.com/ots-ota/ots-ota/sim/core"
 	"github.com/ots-ota/ots-ota/sim/internal/arduino"
+	"github.com/ots-ota/ots-ota/sim/internal/tasmotafw"
 	"github.com/ots-ota/ots-ota/sim/mdnsd"
 )
 
@@ -186,7 +187,7 @@ func newDevice(e *core.Env) *device {
 		kind = arduino.ESP8266WebServer
 	}
 	d.web, d.up = arduino.NewWeb(kind, e), arduino.NewUpdate(e)
-	d.p = e.Persistent(func() any { return &persist{otaURL: defaultOtaURL(d.esp8266)} }).(*persist)
+	d.p = e.Persistent(func() any { return &persist{otaURL: tasmotafw.DefaultOtaURL(d.esp8266)} }).(*persist)
 	d.image, d.version = d.identity()
 	d.p.mu.Lock()
 	safeboot := c.Safeboot && d.p.bootFactory
@@ -237,27 +238,6 @@ func (d *device) isMinimal() bool { return d.image == imageMinimal || d.image ==
 
 // runningFactory is EspRunningFactoryPartition() on the safeboot layout.
 func (d *device) runningFactory() bool { return d.image == imageSafeboot && d.e.Config().Safeboot }
-
-// defaultOtaURL is OTA_URL of the release builds.
-func defaultOtaURL(esp8266 bool) string {
-	if esp8266 {
-		return "http://ota.tasmota.com/tasmota/release/tasmota.bin.gz"
-	}
-	return "http://ota.tasmota.com/tasmota32/release/tasmota32.bin"
-}
-
-// hardware is GetDeviceHardware().
-func (d *device) hardware() string {
-	if d.esp8266 {
-		return "ESP8266EX"
-	}
-	switch chip := d.e.Config().Chip; chip {
-	case "esp32":
-		return "ESP32-D0WD-V3"
-	default:
-		return strings.ToUpper(strings.Replace(chip, "esp32", "ESP32-", 1))
-	}
-}
 
 // freeSketchSpace is ESP.getFreeSketchSpace(): on ESP8266 what the sketch
 // area (the sim's Config.SlotSize: from the sketch's start to the

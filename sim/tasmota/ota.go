@@ -4,18 +4,16 @@ import (
 	"context"
 	"crypto/md5"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/ots-ota/ots-ota/sim/core"
+	"github.com/ots-ota/ots-ota/sim/internal/tasmotafw"
 )
 
 // The upgrade by URL, as support_tasmota.ino runs it (Every250mSeconds,
@@ -91,7 +89,7 @@ func (d *device) upgradeTask(ctx context.Context) {
 		d.p.mu.Unlock()
 		if d.esp8266 {
 			if !d.isMinimal() && loader {
-				u = minimalURL(u)
+				u = tasmotafw.MinimalURL(u)
 			}
 			if retry < otaAttempts/2 {
 				if strings.Contains(strings.ToLower(u), ".gz") {
@@ -134,27 +132,6 @@ func (d *device) upgradeTask(ctx context.Context) {
 	}
 }
 
-// minimalURL is the OTA URL of the minimal image (support_tasmota.ino):
-// within the file name (after the last '/'), cut at its last '-' or else
-// its first '.', insert "-minimal", keep the type from the first '.'.
-func minimalURL(u string) string {
-	b := strings.LastIndexByte(u, '/') + 1
-	e := strings.IndexByte(u[b:], '.')
-	if e < 0 {
-		e = len(u)
-	} else {
-		e += b
-	}
-	typ := u[e:]
-	p := strings.LastIndexByte(u[b:], '-')
-	if p < 0 {
-		p = e
-	} else {
-		p += b
-	}
-	return u[:p] + "-minimal" + typ
-}
-
 // fetch is ESPhttpUpdate.update(url): false when the attempt failed,
 // tooLarge when it was HTTP_UE_TOO_LESS_SPACE.
 func (d *device) fetch(ctx context.Context, raw string) (ok, tooLarge bool) {
@@ -164,39 +141,39 @@ func (d *device) fetch(ctx context.Context, raw string) (ok, tooLarge bool) {
 			u = e.NewUpload(ctx, "http", raw, "", 0)
 		}
 		u.Fail(0, "", "upgrade from "+raw+": "+why)
-		return false, why == "Not Enough space"
+		return false, why == tasmotafw.ErrNotEnoughSpace
 	}
 	pu, err := url.Parse(raw)
 	if err != nil || !strings.EqualFold(pu.Scheme, "http") || pu.Host == "" {
-		return fail(nil, "HTTP error: connection failed")
+		return fail(nil, tasmotafw.ErrConnect)
 	}
 	req, err := http.NewRequestWithContext(ctx, "GET", raw, nil)
 	if err != nil {
-		return fail(nil, "HTTP error: connection failed")
+		return fail(nil, tasmotafw.ErrConnect)
 	}
 	for _, h := range d.updateHeaders() {
 		req.Header[h.Name] = []string{h.Value}
 	}
-	resp, err := d.client().Do(req)
+	resp, err := tasmotafw.Client(d.e.Config().AllowNonLoopback).Do(req)
 	if err != nil {
-		return fail(nil, "HTTP error: connection failed")
+		return fail(nil, tasmotafw.ErrConnect)
 	}
 	defer resp.Body.Close()
 	size := resp.ContentLength
 	u := e.NewUpload(ctx, "http", pu.Path, pu.Host, size)
 	switch {
 	case resp.StatusCode == 404:
-		return fail(u, "File Not Found (404)")
+		return fail(u, tasmotafw.ErrNotFound)
 	case resp.StatusCode == 403:
-		return fail(u, "Forbidden (403)")
+		return fail(u, tasmotafw.ErrForbidden)
 	case resp.StatusCode == 304:
 		return fail(u, "no update")
 	case resp.StatusCode != 200:
-		return fail(u, "Wrong HTTP Code")
+		return fail(u, tasmotafw.ErrWrongCode)
 	case size <= 0:
-		return fail(u, "Server Did Not Report Size")
+		return fail(u, tasmotafw.ErrNoSize)
 	case size > d.freeSketchSpace():
-		return fail(u, "Not Enough space")
+		return fail(u, tasmotafw.ErrNotEnoughSpace)
 	}
 	wantMD5 := strings.ToLower(resp.Header.Get("x-MD5"))
 	hash := md5.New()
@@ -212,7 +189,7 @@ func (d *device) fetch(ctx context.Context, raw string) (ok, tooLarge bool) {
 			if first {
 				first = false
 				if buf[0] != 0xE9 && !(d.esp8266 && buf[0] == 0x1F) {
-					return fail(u, "Verify Bin Header Failed")
+					return fail(u, tasmotafw.ErrHeader)
 				}
 			}
 			hash.Write(buf[:n])
@@ -259,45 +236,4 @@ func (d *device) updateHeaders() []core.Header {
 		{Name: p + "mode", Value: "sketch"},
 		{Name: p + "version", Value: d.version + "(" + d.image + ")"},
 	}
-}
-
-// client is the device's HTTP client: one connection per fetch, to
-// loopback only unless the device may leave it (Config.AllowNonLoopback).
-func (d *device) client() *http.Client {
-	allow := d.e.Config().AllowNonLoopback
-	dialer := &net.Dialer{Timeout: 5 * time.Second}
-	tr := &http.Transport{
-		DisableKeepAlives:     true,
-		DisableCompression:    true,
-		ResponseHeaderTimeout: 5 * time.Second,
-		Proxy:                 nil,
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			host, _, err := net.SplitHostPort(addr)
-			if err != nil {
-				return nil, err
-			}
-			ip, err := netip.ParseAddr(host)
-			if err != nil && host == "localhost" {
-				ip, err = netip.MustParseAddr("127.0.0.1"), nil
-				addr = net.JoinHostPort("127.0.0.1", addr[strings.LastIndexByte(addr, ':')+1:])
-			}
-			if err != nil {
-				return nil, errors.New("the sim resolves no host names")
-			}
-			if !ip.IsLoopback() && !allow {
-				return nil, errors.New("the sim fetches from loopback only")
-			}
-			c, err := dialer.DialContext(ctx, network, addr)
-			if tc, ok := c.(*net.TCPConn); ok {
-				// A device's receive window is a few KiB (lwIP's
-				// TCP_WND): the server cannot run megabytes ahead of what
-				// it has written to flash. 32 KiB, not lwIP's 5760 bytes:
-				// loopback's delayed ACKs make so small a window far
-				// slower than a device on Wi-Fi.
-				_ = tc.SetReadBuffer(32 << 10)
-			}
-			return c, err
-		},
-	}
-	return &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 }

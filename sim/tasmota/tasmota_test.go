@@ -337,23 +337,6 @@ func TestMinimalTwoStep(t *testing.T) {
 	}
 }
 
-// TestMinimalURL: how Tasmota derives the minimal image's URL.
-func TestMinimalURL(t *testing.T) {
-	for in, want := range map[string]string{
-		"http://h/tasmota.bin":                    "http://h/tasmota-minimal.bin",
-		"http://h/tasmota.bin.gz":                 "http://h/tasmota-minimal.bin.gz",
-		"http://h/tasmota-DE.bin.gz":              "http://h/tasmota-minimal.bin.gz",
-		"http://h:80/api/ard-uino/tasmota-DE.bin": "http://h:80/api/ard-uino/tasmota-minimal.bin",
-		"http://h/tasmota":                        "http://h/tasmota-minimal",
-		"http://127.0.0.1:9/tok-en/fw.bin":        "http://127.0.0.1:9/tok-en/fw-minimal.bin",
-		"http://h/tasmota.ino.bin":                "http://h/tasmota-minimal.ino.bin",
-	} {
-		if got := minimalURL(in); got != want {
-			t.Errorf("%s: got %s, want %s", in, got, want)
-		}
-	}
-}
-
 // TestSafeboot (ESP32 safeboot layout): Upgrade 1 restarts into safeboot,
 // which fetches OtaUrl and restarts into the new app; and the upload page's
 // way: /u4?u4=fct&api= ("false", restart), then "true", then /u2.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/ots-ota/ots-ota/sim/core"
 	"github.com/ots-ota/ots-ota/sim/internal/arduino"
+	"github.com/ots-ota/ots-ota/sim/internal/tasmotafw"
 )
 
 // How Tasmota answers (xdrv_01_9_webserver.ino): WSContentBegin sends the
@@ -29,7 +30,7 @@ const restartTick = time.Second
 // serverHeader is WSHeaderSend's Server: "Tasmota/<version> (<hardware>)"
 // in a 32-byte buffer.
 func (d *device) serverHeader() string {
-	s := "Tasmota/" + d.version + " (" + d.hardware() + ")"
+	s := "Tasmota/" + d.version + " (" + tasmotafw.Hardware(d.esp8266, d.e.Config().Chip) + ")"
 	if len(s) > 31 {
 		s = s[:31]
 	}

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ots-ota/ots-ota/sim/internal/tasmotafw"
 )
 
 // handle is MqttDataHandler → CommandHandler: the command is the topic's
@@ -84,7 +86,7 @@ func (d *device) execute(ctx context.Context, line string, retained bool) {
 			}
 			v := d.so4
 			d.mu.Unlock()
-			d.reply("SetOption4", object{{"SetOption4", onOff(v)}})
+			d.reply("SetOption4", object{{"SetOption4", tasmotafw.OnOff(v)}})
 			return
 		}
 	case "restart":
@@ -100,13 +102,6 @@ func (d *device) execute(ctx context.Context, line string, retained bool) {
 		return
 	}
 	d.reply("Command", object{{"Command", "Unknown"}})
-}
-
-func onOff(b bool) string {
-	if b {
-		return "ON"
-	}
-	return "OFF"
 }
 
 // reply publishes a command's answer on stat/<t>/RESULT, or with
@@ -129,7 +124,7 @@ func (d *device) cmdUpgrade(data string) {
 	running := d.version
 	d.mu.Unlock()
 	u := d.getOtaURL()
-	if data == "1" || (len(data) >= 3 && newerVersion(data, running)) {
+	if data == "1" || (len(data) >= 3 && tasmotafw.NewerVersion(data, running)) {
 		d.otaFlag = 3
 		d.dropArmed = d.cfg.has(FaultBrokerDrop)
 		d.upgrades.Add(1)
@@ -138,24 +133,6 @@ func (d *device) cmdUpgrade(data string) {
 		return
 	}
 	d.reply("Upgrade", object{{"Upgrade", "1 or >" + running + " to upgrade"}})
-}
-
-// newerVersion is NewerVersion: a dotted version above the running one.
-func newerVersion(a, b string) bool {
-	pa, pb := strings.Split(a, "."), strings.Split(b, ".")
-	for i := 0; i < max(len(pa), len(pb)); i++ {
-		var x, y int
-		if i < len(pa) {
-			x, _ = strconv.Atoi(pa[i])
-		}
-		if i < len(pb) {
-			y, _ = strconv.Atoi(pb[i])
-		}
-		if x != y {
-			return x > y
-		}
-	}
-	return false
 }
 
 // A status section: its number, name and topic.
@@ -254,7 +231,7 @@ func (d *device) state() object {
 	d.mu.Lock()
 	up := time.Since(d.bootAt)
 	d.mu.Unlock()
-	o := object{{"Time", now()}, {"Uptime", uptime(up)}, {"UptimeSec", int64(up / time.Second)}, {"Heap", 25},
+	o := object{{"Time", now()}, {"Uptime", tasmotafw.Uptime(up)}, {"UptimeSec", int64(up / time.Second)}, {"Heap", 25},
 		{"SleepMode", "Dynamic"}, {"Sleep", 50}, {"LoadAvg", 19}, {"MqttCount", 1}}
 	if d.esp8266 {
 		o = append(o, kv{"POWER", "OFF"})
@@ -316,12 +293,6 @@ func (o object) String() string {
 	return string(b)
 }
 
-// uptime is GetUptime(): "<days>T<hh>:<mm>:<ss>".
-func uptime(d time.Duration) string {
-	s := int64(d / time.Second)
-	return fmt.Sprintf("%dT%02d:%02d:%02d", s/86400, s/3600%24, s/60%60, s%60)
-}
-
 func now() string { return time.Now().UTC().Format("2006-01-02T15:04:05") }
 
 func (d *device) statusMain() object {
@@ -338,7 +309,7 @@ func (d *device) statusPRM() object {
 	defer d.mu.Unlock()
 	up := time.Since(d.bootAt)
 	o := object{{"Baudrate", 115200}, {"SerialConfig", "8N1"}, {"GroupTopic", d.cfg.GroupTopic}, {"OtaUrl", d.otaURL},
-		{"RestartReason", d.restartReason}, {"Uptime", uptime(up)}, {"StartupUTC", d.bootAt.UTC().Format("2006-01-02T15:04:05")},
+		{"RestartReason", d.restartReason}, {"Uptime", tasmotafw.Uptime(up)}, {"StartupUTC", d.bootAt.UTC().Format("2006-01-02T15:04:05")},
 		{"Sleep", 50}, {"CfgHolder", 4617}, {"BootCount", d.bootCount}, {"BCResetTime", "2026-05-01T00:00:00"},
 		{"SaveCount", 10 + d.bootCount}}
 	if d.esp8266 {
@@ -363,18 +334,7 @@ func (d *device) statusFWR() object {
 	} else {
 		o = append(o, kv{"Core", "3_1_3"}, kv{"SDK", "5.3.2"}, kv{"CpuFrequency", 160})
 	}
-	return append(o, kv{"Hardware", d.hardware()}, kv{"CR", "404/699"})
-}
-
-// hardware is GetDeviceHardware().
-func (d *device) hardware() string {
-	switch d.cfg.Chip {
-	case "esp8266":
-		return "ESP8266EX"
-	case "esp32":
-		return "ESP32-D0WD-V3"
-	}
-	return strings.ToUpper(strings.Replace(d.cfg.Chip, "esp32", "ESP32-", 1))
+	return append(o, kv{"Hardware", tasmotafw.Hardware(d.esp8266, d.cfg.Chip)}, kv{"CR", "404/699"})
 }
 
 func (d *device) statusLOG() object {
@@ -426,7 +386,7 @@ func (d *device) statusSTS() object {
 	d.mu.Lock()
 	up := time.Since(d.bootAt)
 	d.mu.Unlock()
-	return object{{"Time", now()}, {"Uptime", uptime(up)}, {"UptimeSec", int64(up / time.Second)}, {"Heap", 25},
+	return object{{"Time", now()}, {"Uptime", tasmotafw.Uptime(up)}, {"UptimeSec", int64(up / time.Second)}, {"Heap", 25},
 		{"SleepMode", "Dynamic"}, {"Sleep", 50}, {"LoadAvg", 19}, {"MqttCount", 1},
 		{"Wifi", object{{"AP", 1}, {"SSId", "ots-sim"}, {"BSSId", "00:00:00:00:00:00"}, {"Channel", 1},
 			{"Mode", "11n"}, {"RSSI", 80}, {"Signal", -60}, {"LinkCount", 1}, {"Downtime", "0T00:00:03"}}}}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/ots-ota/ots-ota/auth"
 	"github.com/ots-ota/ots-ota/image"
+	"github.com/ots-ota/ots-ota/sim/internal/tasmotafw"
 )
 
 // Fault is one misbehaviour a device shows (Device.Faults).
@@ -299,10 +300,7 @@ func (c *Config) resolve(i int, d Device, mac [6]byte) (Device, error) {
 		return d, fmt.Errorf("device %d: free and program sizes cannot be negative", i+1)
 	}
 	if d.OtaURL == "" {
-		d.OtaURL = "http://ota.tasmota.com/tasmota32/release/tasmota32.bin"
-		if esp8266 {
-			d.OtaURL = "http://ota.tasmota.com/tasmota/release/tasmota.bin.gz"
-		}
+		d.OtaURL = tasmotafw.DefaultOtaURL(esp8266)
 	}
 	if d.FlashRate == 0 {
 		d.FlashRate = DefaultFlashRate

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ots-ota/ots-ota/internal/testbroker"
 )
 
 // faultRun is one device on a fresh broker with an image server, commanded
@@ -20,7 +22,7 @@ type faultRun struct {
 
 func runFault(t *testing.T, dev Device, cfg func(*Config), files map[string][]byte, path string) *faultRun {
 	t.Helper()
-	b := startBroker(t)
+	b := testbroker.Start(t)
 	r := &faultRun{srv: serve(t, files)}
 	r.w = watch(t, b, "#")
 	c := testConfig(b, dev)
@@ -111,7 +113,7 @@ func TestFaultCrashOnBoot(t *testing.T) {
 
 func TestFaultNeverComesBack(t *testing.T) {
 	img := buildImage(t, "esp32", "tasmota32", "15.5.0", 0)
-	b := startBroker(t)
+	b := testbroker.Start(t)
 	srv := serve(t, map[string][]byte{"/fw.bin": img})
 	w := watch(t, b, "#")
 	f, ev := startFleet(t, testConfig(b, Device{Topic: "gone", Faults: []Fault{FaultNeverComesBack}}))
@@ -184,7 +186,7 @@ func TestKeepaliveDuringLongDownload(t *testing.T) {
 }
 
 func TestFaultSilentAndNoInfo(t *testing.T) {
-	b := startBroker(t)
+	b := testbroker.Start(t)
 	w := watch(t, b, "#")
 	startFleet(t, testConfig(b, Device{Topic: "quiet", Faults: []Fault{FaultSilent}}, Device{Topic: "blank", Faults: []Fault{FaultNoInfo}}))
 	i := w.waitFor(0, "INFO1 without Version", is("tele/blank/INFO1", `{"Info1":{"Module":"ESP32-DevKit","FallbackTopic"`))

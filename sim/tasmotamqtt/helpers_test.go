@@ -6,12 +6,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,86 +16,9 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/ots-ota/ots-ota/internal/testbroker"
 	"github.com/ots-ota/ots-ota/sim/tasmota"
 )
-
-// testBroker is a private stand-in for internal/testbroker (same names)
-// until that package is merged: mosquitto on 127.0.0.1 and a free port,
-// with a configuration file of its own.
-type testBroker struct {
-	t         testing.TB
-	bin, conf string
-	addr      string
-	cmd       *exec.Cmd
-}
-
-func (b *testBroker) URL() string  { return "mqtt://" + b.addr }
-func (b *testBroker) Addr() string { return b.addr }
-
-func startBroker(t testing.TB) *testBroker {
-	t.Helper()
-	bin, err := exec.LookPath("mosquitto")
-	if err != nil {
-		bin = "/usr/sbin/mosquitto"
-	}
-	if _, err := os.Stat(bin); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("mosquitto is required (CI=true): install Debian's mosquitto package")
-		}
-		t.Skip("no mosquitto here: install it (Debian: apt-get install mosquitto) to run this test")
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	conf := filepath.Join(t.TempDir(), "mosquitto.conf")
-	text := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\nmax_keepalive 65535\n", port)
-	if os.Geteuid() == 0 {
-		text += "user root\n"
-	}
-	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	b := &testBroker{t: t, bin: bin, conf: conf, addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port))}
-	t.Cleanup(b.stop)
-	b.start()
-	return b
-}
-
-func (b *testBroker) start() {
-	b.t.Helper()
-	b.cmd = exec.Command(b.bin, "-c", b.conf)
-	if err := b.cmd.Start(); err != nil {
-		b.t.Fatal(err)
-	}
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		if c, err := net.Dial("tcp", b.addr); err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			b.t.Fatal("mosquitto did not start listening")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func (b *testBroker) stop() {
-	if b.cmd != nil {
-		_ = b.cmd.Process.Kill()
-		_ = b.cmd.Wait()
-		b.cmd = nil
-	}
-}
-
-// restart stops the broker and starts it again on the same port (it keeps
-// nothing: no persistence).
-func (b *testBroker) restart() {
-	b.stop()
-	b.start()
-}
 
 // msg is one message a watcher saw.
 type msg struct {
@@ -125,7 +44,7 @@ type watcher struct {
 	sig     chan struct{}
 }
 
-func watch(t testing.TB, b *testBroker, filter string) *watcher {
+func watch(t testing.TB, b *testbroker.Broker, filter string) *watcher {
 	t.Helper()
 	w := &watcher{t: t, sig: make(chan struct{}, 1)}
 	w.handler = func(_ mqtt.Client, m mqtt.Message) {
@@ -138,7 +57,7 @@ func watch(t testing.TB, b *testBroker, filter string) *watcher {
 		}
 	}
 	subscribed := make(chan error, 1)
-	opts := mqtt.NewClientOptions().AddBroker("tcp://" + b.addr).SetClientID(fmt.Sprintf("watcher-%d", time.Now().UnixNano())).
+	opts := mqtt.NewClientOptions().AddBroker("tcp://" + b.Addr()).SetClientID(fmt.Sprintf("watcher-%d", time.Now().UnixNano())).
 		SetCleanSession(true).SetAutoReconnect(true).SetMaxReconnectInterval(100 * time.Millisecond).SetOrderMatters(true).
 		SetOnConnectHandler(func(c mqtt.Client) {
 			// On every connection: a broker restart forgets the session.
@@ -299,7 +218,7 @@ func buildImage(t testing.TB, chip, name, version string, size int) []byte {
 }
 
 // testConfig is a fleet on b with fast firmware timing.
-func testConfig(b *testBroker, devs ...Device) Config {
+func testConfig(b *testbroker.Broker, devs ...Device) Config {
 	for i := range devs {
 		if devs[i].FlashRate == 0 {
 			devs[i].FlashRate = -1

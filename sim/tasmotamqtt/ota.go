@@ -4,15 +4,15 @@ import (
 	"context"
 	"crypto/md5"
 	"encoding/hex"
-	"errors"
 	"io"
 	"net"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ots-ota/ots-ota/sim/internal/tasmotafw"
 )
 
 // attempts is OTA_ATTEMPTS (tasmota.h: ESP8266 10, ESP32 5): the counter
@@ -60,7 +60,7 @@ func (d *device) otaStep(ctx context.Context) {
 			minimal := d.isMinimal()
 			if d.esp8266 {
 				if !minimal && loader {
-					u = minimalURL(u)
+					u = tasmotafw.MinimalURL(u)
 				}
 				if d.otaRetry < d.attempts()/2 {
 					if strings.Contains(strings.ToLower(u), ".gz") {
@@ -80,7 +80,7 @@ func (d *device) otaStep(ctx context.Context) {
 				return
 			}
 			if !d.otaOK {
-				if d.esp8266 && !minimal && d.otaErr == errNotEnoughSpace {
+				if d.esp8266 && !minimal && d.otaErr == tasmotafw.ErrNotEnoughSpace {
 					d.mu.Lock()
 					d.otaLoader = true
 					d.mu.Unlock()
@@ -115,29 +115,6 @@ func (d *device) otaStep(ctx context.Context) {
 	}
 }
 
-// minimalURL is the minimal image's URL as the firmware makes it: after
-// the last '/', the name is cut at its last '-' (anywhere after the '/')
-// or else at its first '.', then "-minimal" and the type from that first
-// '.' follow: tasmota.bin.gz → tasmota-minimal.bin.gz, tasmota-DE.bin →
-// tasmota-minimal.bin, fw-1.2.bin → fw-minimal.bin.
-func minimalURL(u string) string {
-	b := strings.LastIndexByte(u, '/') + 1
-	e := strings.IndexByte(u[b:], '.')
-	if e < 0 {
-		e = len(u)
-	} else {
-		e += b
-	}
-	typ := u[e:]
-	p := strings.LastIndexByte(u[b:], '-')
-	if p < 0 {
-		p = e
-	} else {
-		p += b
-	}
-	return u[:p] + "-minimal" + typ
-}
-
 // fetch is ESPhttpUpdate.update(url): the GET with the core's headers,
 // the checks, the write at flash speed, x-MD5 at the end. The firmware's
 // loop does not run meanwhile: commands wait, and a download longer than
@@ -151,11 +128,11 @@ func (d *device) fetch(ctx context.Context, raw string, attempt int) (bool, stri
 	start := time.Now()
 	pu, err := url.Parse(raw)
 	if err != nil || !strings.EqualFold(pu.Scheme, "http") || pu.Host == "" {
-		return fail(errConnect)
+		return fail(tasmotafw.ErrConnect)
 	}
 	req, err := http.NewRequestWithContext(ctx, "GET", raw, nil)
 	if err != nil {
-		return fail(errConnect)
+		return fail(tasmotafw.ErrConnect)
 	}
 	d.mu.Lock()
 	ver := d.versionString()
@@ -182,12 +159,12 @@ func (d *device) fetch(ctx context.Context, raw string, attempt int) (bool, stri
 	for k, v := range hdr {
 		req.Header[k] = []string{v}
 	}
-	resp, err := d.client().Do(req)
+	resp, err := tasmotafw.Client(d.f.cfg.AllowNonLoopback).Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
 			return false, ""
 		}
-		return fail(errConnect)
+		return fail(tasmotafw.ErrConnect)
 	}
 	defer resp.Body.Close()
 	size := resp.ContentLength
@@ -198,15 +175,15 @@ func (d *device) fetch(ctx context.Context, raw string, attempt int) (bool, stri
 		d.emit(Event{Event: EventFetched, URL: raw, Attempt: attempt, Text: "304 Not Modified: nothing written, counted a success"})
 		return true, ""
 	case resp.StatusCode == http.StatusNotFound:
-		return fail(errNotFound)
+		return fail(tasmotafw.ErrNotFound)
 	case resp.StatusCode == http.StatusForbidden:
-		return fail(errForbidden)
+		return fail(tasmotafw.ErrForbidden)
 	case resp.StatusCode != http.StatusOK:
-		return fail(errWrongCode)
+		return fail(tasmotafw.ErrWrongCode)
 	case size <= 0:
-		return fail(errNoSize)
+		return fail(tasmotafw.ErrNoSize)
 	case size > free:
-		return fail(errNotEnoughSpace)
+		return fail(tasmotafw.ErrNotEnoughSpace)
 	}
 	wantMD5 := strings.ToLower(resp.Header.Get("x-MD5"))
 	if d.esp8266 {
@@ -239,7 +216,7 @@ func (d *device) fetch(ctx context.Context, raw string, attempt int) (bool, stri
 		n, rerr := io.ReadFull(resp.Body, buf[:want])
 		if n > 0 {
 			if got == 0 && buf[0] != 0xE9 && !(d.esp8266 && buf[0] == 0x1F) {
-				return fail(errHeader) // both updaters peek at the first byte
+				return fail(tasmotafw.ErrHeader) // both updaters peek at the first byte
 			}
 			h.Write(buf[:n])
 			dl.add(buf[:n])
@@ -302,41 +279,4 @@ func (d *device) fetch(ctx context.Context, raw string, attempt int) (bool, stri
 func (d *device) sketchMD5(version string) string {
 	sum := md5.Sum([]byte(d.id + " " + version))
 	return hex.EncodeToString(sum[:])
-}
-
-// client fetches one URL per connection, from loopback only unless the
-// fleet allows more. The receive buffer stands for a device's small TCP
-// window (32 KiB as sim/tasmota: lwIP's 5760 bytes make loopback's delayed
-// ACKs far slower than Wi-Fi).
-func (d *device) client() *http.Client {
-	allow := d.f.cfg.AllowNonLoopback
-	dialer := &net.Dialer{Timeout: 5 * time.Second}
-	tr := &http.Transport{
-		DisableKeepAlives:     true,
-		DisableCompression:    true,
-		ResponseHeaderTimeout: 5 * time.Second,
-		Proxy:                 nil,
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			host, port, err := net.SplitHostPort(addr)
-			if err != nil {
-				return nil, err
-			}
-			if host == "localhost" {
-				host, addr = "127.0.0.1", net.JoinHostPort("127.0.0.1", port)
-			}
-			ip, err := netip.ParseAddr(host)
-			if err != nil {
-				return nil, errors.New("the sim resolves no host names")
-			}
-			if !ip.IsLoopback() && !allow {
-				return nil, errors.New("the sim fetches from loopback only")
-			}
-			c, err := dialer.DialContext(ctx, network, addr)
-			if tc, ok := c.(*net.TCPConn); ok {
-				_ = tc.SetReadBuffer(32 << 10)
-			}
-			return c, err
-		},
-	}
-	return &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 }

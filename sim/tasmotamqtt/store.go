@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/ots-ota/ots-ota/image"
+	"github.com/ots-ota/ots-ota/sim/internal/tasmotafw"
 )
 
 // store is what a fleet shares about images: the bytes of downloads in
@@ -137,13 +138,13 @@ func inspect(data []byte, chip string) *imageInfo {
 	in := &imageInfo{sizeKiB: (len(data) + 1023) / 1024}
 	esp8266 := chip == "esp8266"
 	if len(data) == 0 {
-		in.why = errHeader
+		in.why = tasmotafw.ErrHeader
 		return in
 	}
 	parsed, _ := image.Parse(data)
 	if esp8266 {
 		if data[0] != 0xE9 && data[0] != 0x1F {
-			in.why = errHeader
+			in.why = tasmotafw.ErrHeader
 			return in
 		}
 		in.ok = true
@@ -165,7 +166,7 @@ func inspect(data []byte, chip string) *imageInfo {
 		return in
 	}
 	if data[0] != 0xE9 {
-		in.why = errHeader
+		in.why = tasmotafw.ErrHeader
 		return in
 	}
 	c, _ := image.ChipByName(chip)

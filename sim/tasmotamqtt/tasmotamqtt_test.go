@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ots-ota/ots-ota/internal/testbroker"
 )
 
 // bootSeq is what a subscriber sees when a device comes up after a boot
@@ -32,7 +34,7 @@ func waitBoot(w *watcher, topic, chip string, from int, version string) int {
 func TestUpgrade(t *testing.T) {
 	for _, chip := range []string{"esp32", "esp8266"} {
 		t.Run(chip, func(t *testing.T) {
-			b := startBroker(t)
+			b := testbroker.Start(t)
 			name := "tasmota32"
 			if chip == "esp8266" {
 				name = "tasmota"
@@ -98,7 +100,7 @@ func TestUpgrade(t *testing.T) {
 }
 
 func TestStatus(t *testing.T) {
-	b := startBroker(t)
+	b := testbroker.Start(t)
 	w := watch(t, b, "stat/#")
 	startFleet(t, testConfig(b, Device{Topic: "s1", Chip: "esp8266", Version: "14.2.0", FreeKiB: 300}))
 	up := w.waitFor(0, "the relay's state", is("stat/s1/POWER", "OFF")) + 1
@@ -126,7 +128,7 @@ func TestStatus(t *testing.T) {
 }
 
 func TestFullTopicAndOption4(t *testing.T) {
-	b := startBroker(t)
+	b := testbroker.Start(t)
 	w := watch(t, b, "#")
 	startFleet(t, testConfig(b, Device{Topic: "lamp", FullTopic: "tasmota/%topic%/%prefix%/", SetOption4: true}))
 	w.waitFor(0, "INFO1", is("tasmota/lamp/tele/INFO1", "Version"))
@@ -138,7 +140,7 @@ func TestFullTopicAndOption4(t *testing.T) {
 }
 
 func TestRetainedUpgradeRunsAgain(t *testing.T) {
-	b := startBroker(t)
+	b := testbroker.Start(t)
 	img := buildImage(t, "esp32", "tasmota32", "15.5.0", 0)
 	srv := serve(t, map[string][]byte{"/fw.bin": img})
 	w := watch(t, b, "#")
@@ -159,7 +161,7 @@ func TestRetainedUpgradeRunsAgain(t *testing.T) {
 }
 
 func TestStartErrors(t *testing.T) {
-	l := startBroker(t) // a port that then closes
+	l := testbroker.Start(t) // a port that then closes
 	addr := l.Addr()
 	_ = addr
 	for _, tc := range []struct {
@@ -182,7 +184,7 @@ func TestStartErrors(t *testing.T) {
 }
 
 func TestFleet200(t *testing.T) {
-	b := startBroker(t)
+	b := testbroker.Start(t)
 	img := buildImage(t, "esp32", "tasmota32", "15.5.0", 96<<10)
 	srv := serve(t, map[string][]byte{"/fw.bin": img})
 	devs := make([]Device, 200)
@@ -222,11 +224,11 @@ func TestFleet200(t *testing.T) {
 func TestBrokerRestart(t *testing.T) {
 	// A broker restart is a lost link, not a boot: the device reconnects at
 	// once and says Online, with no INFO.
-	b := startBroker(t)
+	b := testbroker.Start(t)
 	w := watch(t, b, "tele/#")
 	_, ev := startFleet(t, testConfig(b, Device{Topic: "br"}))
 	n := w.waitFor(0, "INFO3", is("tele/br/INFO3", "BootCount")) + 1
-	b.restart()
+	b.Restart()
 	// Live, or retained when the watcher resubscribed after the device.
 	i := w.waitFor(n, "LWT Online after the restart", is("tele/br/LWT", "Online"))
 	time.Sleep(10 * 20 * time.Millisecond)

@@ -3,20 +3,12 @@ package tasmotamqtt
 import "fmt"
 
 // The words of ESPhttpUpdate.getLastErrorString() that UPGRADE "Failed …"
-// carries: the HTTP updater's own errors (the same on both cores), and
-// "Update error: " with the Updater's error (ESP8266: printError's
-// "ERROR[n]: " and text; ESP32: the text alone).
-const (
-	errNotEnoughSpace = "Not Enough space"
-	errNoSize         = "Server Did Not Report Size"
-	errNotFound       = "File Not Found (404)"
-	errForbidden      = "Forbidden (403)"
-	errWrongCode      = "Wrong HTTP Code"
-	errHeader         = "Verify Bin Header Failed"
-	errConnect        = "HTTP error: connection failed"
-	// ESP32 only (UPDATE_ERROR_ACTIVATE: the image does not verify).
-	errActivate = "Update error: Could Not Activate The Firmware"
-)
+// carries: the HTTP updater's own errors (tasmotafw.Err…, the same on both
+// cores), and "Update error: " with the Updater's error (ESP8266:
+// printError's "ERROR[n]: " and text; ESP32: the text alone).
+
+// errActivate is ESP32's UPDATE_ERROR_ACTIVATE: the image does not verify.
+const errActivate = "Update error: Could Not Activate The Firmware"
 
 // streamError is UPDATE_ERROR_STREAM: the body ended (or stalled) before
 // Content-Length bytes.
