@@ -528,6 +528,7 @@ func startRollout(ctx context.Context, a *app, o *rolloutOptions) error {
 	st, err = rollout.CreateState(o.StateDir, rollout.Meta{
 		Family: "tasmota", Firmware: abs, SHA256: hex.EncodeToString(sum[:]), Size: fw.Size(), Expect: o.ExpectVersion,
 		Plan: o.plan, ServeAddr: serve, PublicURL: o.PublicURL, Broker: o.Broker, ClientID: clientID, Devices: devs,
+		Settings: ptr(o.settings()),
 	})
 	if err != nil {
 		return withCode("state", fmt.Errorf("%v; nothing was sent", err))
@@ -536,6 +537,53 @@ func startRollout(ctx context.Context, a *app, o *rolloutOptions) error {
 	cfg := o.engineConfig(family, st, devs, abs)
 	cfg.Plan, cfg.Expect, cfg.PublicURL, cfg.Serve.Addr = o.plan, o.ExpectVersion, o.PublicURL, serve
 	return rolloutRun(ctx, a, cfg, fw, st, false)
+}
+
+// settings are the run's bounds the state file keeps for --resume.
+func (o *rolloutOptions) settings() rollout.Settings {
+	return rollout.Settings{MaxFetches: o.MaxFetches, Retries: o.Retries, Timeout: o.Timeout,
+		VerifyTimeout: o.VerifyTimeout, Stability: o.Stability}
+}
+
+// resumeSettings takes the saved settings of a resumed rollout (nil: a
+// file from before they were kept, the flags' values stand) for every
+// flag not typed again. A typed one wins: a rollout resumed because it
+// fetched too much at once, or judged too slow devices, can be given a
+// better bound without starting again (refusing it would leave only
+// that); the change is said in one line and kept for the next --resume.
+func (o *rolloutOptions) resumeSettings(a *app, st *rollout.State, saved *rollout.Settings) error {
+	if saved == nil {
+		return st.SetSettings(o.settings())
+	}
+	var changed []string
+	num := func(name string, v *int, was int) {
+		switch {
+		case !a.typed(name):
+			*v = was
+		case *v != was:
+			changed = append(changed, fmt.Sprintf("--%s %d (was %d)", name, *v, was))
+		}
+	}
+	dur := func(name string, v *time.Duration, was time.Duration) {
+		switch {
+		case !a.typed(name):
+			*v = was
+		case *v != was:
+			changed = append(changed, fmt.Sprintf("--%s %s (was %s)", name, *v, was))
+		}
+	}
+	num("max-fetches", &o.MaxFetches, saved.MaxFetches)
+	num("retries", &o.Retries, saved.Retries)
+	dur("timeout", &o.Timeout, saved.Timeout)
+	dur("verify-timeout", &o.VerifyTimeout, saved.VerifyTimeout)
+	dur("stability-window", &o.Stability, saved.Stability)
+	if len(changed) == 0 {
+		return nil
+	}
+	if !a.opts.Quiet {
+		fmt.Fprintf(a.io.ErrOut, "ots-ota: rollout %s goes on with %s, given again; kept for its next --resume\n", st.ID(), strings.Join(changed, ", "))
+	}
+	return st.SetSettings(o.settings())
 }
 
 // engineConfig is what a new and a resumed rollout configure alike.
@@ -757,6 +805,9 @@ func resumeRollout(ctx context.Context, a *app, o *rolloutOptions) error {
 	meta, err := rec.Meta()
 	if err != nil {
 		return withCode("state", fmt.Errorf("rollout %s: %v", rec.ID, err))
+	}
+	if err := o.resumeSettings(a, st, meta.Settings); err != nil {
+		return withCode("state", fmt.Errorf("%v; nothing was sent", err))
 	}
 	o.Broker = meta.Broker
 	client, err := connectBroker(ctx, a, o, meta.Broker, meta.ClientID)

@@ -473,3 +473,70 @@ func clientIDOf(t *testing.T, state string) string {
 	}
 	return rec.ClientID
 }
+
+// TestRolloutResumeKeepsSettings: a rollout started with its own bounds,
+// interrupted, then resumed without them goes on with the saved ones
+// (the verdicts name the 2s stability window, not the 30s default); a
+// bound typed again wins, said in one line, and is kept in the file.
+func TestRolloutResumeKeepsSettings(t *testing.T) {
+	devs := make([]tasmotamqtt.Device, 3)
+	for i := range devs {
+		devs[i].FlashRate = 64 << 10 // slow enough to be caught in flight
+	}
+	rf := startRolloutFleet(t, devs)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	var code int
+	go func() {
+		defer close(done)
+		code, _, _ = runJSON(t, ctx, []string{"rollout", "--json", "--state-dir", rf.state, "--broker", rf.url,
+			"--serve-addr", "127.0.0.1", "--family", "tasmota", "--expect-version", "15.5.0", rf.fw, "--all", "--waves", "100%",
+			"--discover-wait", "1s", "--stability-window", "2s", "--verify-timeout", "15s", "--max-fetches", "1", "--retries", "0"})
+	}()
+	rf.waitEvent(t, tasmotamqtt.EventFetching)
+	cancel()
+	<-done
+	if code != ExitCancelled {
+		t.Fatalf("exit %d, want 130", code)
+	}
+	code, lines, errOut := runJSON(t, context.Background(), []string{"rollout", "--json", "--state-dir", rf.state, "--resume", "--max-fetches", "2"})
+	if code != ExitOK {
+		t.Fatalf("resume: exit %d, want 0\n%s", code, errOut)
+	}
+	if !strings.Contains(errOut, "--max-fetches 2 (was 1)") || strings.Contains(errOut, "stability-window") {
+		t.Errorf("resume stderr: want one line naming --max-fetches 2 (was 1) alone:\n%s", errOut)
+	}
+	n := 0
+	for _, l := range lines {
+		if l["type"] != "result" {
+			continue
+		}
+		n++
+		if msg, _ := l["message"].(string); !strings.Contains(msg, "the 2s stability window") {
+			t.Errorf("%v: %q, want the saved 2s stability window", l["address"], msg)
+		}
+	}
+	if n != len(devs) {
+		t.Errorf("%d results, want %d", n, len(devs))
+	}
+	files, _ := filepath.Glob(filepath.Join(rf.state, "rollouts", "*.json"))
+	if len(files) != 1 {
+		t.Fatalf("state files %v", files)
+	}
+	data, err := os.ReadFile(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec struct {
+		Settings map[string]any `json:"settings"`
+	}
+	if err := json.Unmarshal(data, &rec); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{"max_fetches": 2.0, "retries": 0.0, "verify_timeout": "15s", "stability_window": "2s"}
+	for k, v := range want {
+		if rec.Settings[k] != v {
+			t.Errorf("state settings %s = %v, want %v (all: %v)", k, rec.Settings[k], v, rec.Settings)
+		}
+	}
+}

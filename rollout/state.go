@@ -36,6 +36,29 @@ type Meta struct {
 	Broker    string // the broker URL; any userinfo is dropped
 	ClientID  string // the MQTT client id (persistent session)
 	Devices   []Device
+	// Settings are the run's bounds, kept so that --resume goes on with
+	// them; nil in Record.Meta: a file written before they were kept.
+	Settings *Settings
+}
+
+// Settings are a rollout's bounds beyond its Plan, as Config takes them:
+// a --resume without them keeps the user's bandwidth bound and verdict
+// rule instead of falling back to the defaults.
+type Settings struct {
+	MaxFetches    int
+	Retries       int
+	Timeout       time.Duration // 0 = from the image size
+	VerifyTimeout time.Duration // Config.RebootWindow
+	Stability     time.Duration
+}
+
+// SettingsRecord is Settings as flags spell them.
+type SettingsRecord struct {
+	MaxFetches      int    `json:"max_fetches"`
+	Retries         int    `json:"retries"`
+	Timeout         string `json:"timeout,omitempty"`
+	VerifyTimeout   string `json:"verify_timeout"`
+	StabilityWindow string `json:"stability_window"`
 }
 
 // The phases of a device in the state file.
@@ -47,18 +70,20 @@ const (
 
 // Record is the state file's content (JSON, see docs/rollout.md).
 type Record struct {
-	Format   int         `json:"format"`
-	ID       string      `json:"id"`
-	Created  time.Time   `json:"created"`
-	Updated  time.Time   `json:"updated"`
-	Finished bool        `json:"finished"` // the run ended on its own (every device done, or a gate stopped it)
-	Family   string      `json:"family"`
-	Firmware FileRecord  `json:"firmware"`
-	Expect   string      `json:"expect_version"`
-	Plan     PlanRecord  `json:"plan"`
-	Serve    ServeRecord `json:"serve"`
-	Broker   string      `json:"broker"`
-	ClientID string      `json:"client_id"`
+	Format   int        `json:"format"`
+	ID       string     `json:"id"`
+	Created  time.Time  `json:"created"`
+	Updated  time.Time  `json:"updated"`
+	Finished bool       `json:"finished"` // the run ended on its own (every device done, or a gate stopped it)
+	Family   string     `json:"family"`
+	Firmware FileRecord `json:"firmware"`
+	Expect   string     `json:"expect_version"`
+	Plan     PlanRecord `json:"plan"`
+	// Settings: nil in a file written before they were kept.
+	Settings *SettingsRecord `json:"settings,omitempty"`
+	Serve    ServeRecord     `json:"serve"`
+	Broker   string          `json:"broker"`
+	ClientID string          `json:"client_id"`
 	// PauseUntil: a wave pause in progress ends then (zero: none).
 	PauseUntil time.Time      `json:"pause_until,omitzero"`
 	Stopped    string         `json:"stopped,omitempty"` // the gate that stopped the rollout
@@ -190,6 +215,7 @@ func CreateState(dir string, meta Meta) (*State, error) {
 		Firmware: FileRecord{Path: fw, SHA256: meta.SHA256, Size: meta.Size},
 		Expect:   meta.Expect,
 		Plan:     planRecord(meta.Plan),
+		Settings: settingsRecord(meta.Settings),
 		Serve:    ServeRecord{Addr: meta.ServeAddr, PublicURL: stripUserinfo(meta.PublicURL)},
 		Broker:   stripUserinfo(meta.Broker),
 		ClientID: meta.ClientID,
@@ -501,7 +527,56 @@ func (r Record) Meta() (Meta, error) {
 	for _, d := range r.Devices {
 		m.Devices = append(m.Devices, Device{Name: d.Name, Topic: d.Topic, FullTopic: d.FullTopic})
 	}
+	if r.Settings != nil {
+		st, err := r.Settings.settings()
+		if err != nil {
+			return Meta{}, fmt.Errorf("the state file's settings: %v", err)
+		}
+		m.Settings = &st
+	}
 	return m, nil
+}
+
+// SetSettings records the run's settings (a --resume that changed one
+// keeps the change for the next --resume).
+func (s *State) SetSettings(st Settings) error {
+	return s.update(func(r *Record) { r.Settings = settingsRecord(&st) })
+}
+
+func settingsRecord(st *Settings) *SettingsRecord {
+	if st == nil {
+		return nil
+	}
+	sr := &SettingsRecord{MaxFetches: st.MaxFetches, Retries: st.Retries,
+		VerifyTimeout: st.VerifyTimeout.String(), StabilityWindow: st.Stability.String()}
+	if st.Timeout > 0 {
+		sr.Timeout = st.Timeout.String()
+	}
+	return sr
+}
+
+func (sr SettingsRecord) settings() (Settings, error) {
+	st := Settings{MaxFetches: sr.MaxFetches, Retries: sr.Retries}
+	if st.MaxFetches < 1 || st.Retries < 0 {
+		return Settings{}, fmt.Errorf("max_fetches %d, retries %d: out of range", sr.MaxFetches, sr.Retries)
+	}
+	for _, d := range []struct {
+		v   string
+		out *time.Duration
+	}{{sr.Timeout, &st.Timeout}, {sr.VerifyTimeout, &st.VerifyTimeout}, {sr.StabilityWindow, &st.Stability}} {
+		if d.v == "" {
+			continue
+		}
+		v, err := time.ParseDuration(d.v)
+		if err != nil || v < 0 {
+			return Settings{}, fmt.Errorf("duration %q: want one like 30s", d.v)
+		}
+		*d.out = v
+	}
+	if st.VerifyTimeout <= 0 {
+		return Settings{}, errors.New("verify_timeout: want a positive duration")
+	}
+	return st, nil
 }
 
 func planRecord(p Plan) PlanRecord {
