@@ -226,6 +226,10 @@ func (o *rolloutOptions) validate(a *app, args []string) error {
 	if o.Broker, err = o.checkBroker(a); err != nil {
 		return err
 	}
+	if strings.TrimSpace(o.Waves) == "" {
+		// An empty $WAVES in a script must not run the fleet as one wave.
+		return usageErrorf("--waves is empty: give the cumulative steps (10%%,50%%,100%%), or 100%% for one wave")
+	}
 	if o.plan.Waves, err = rollout.ParseWaves(o.Waves); err != nil {
 		return a.flagError("waves", "%v", err)
 	}

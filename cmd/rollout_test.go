@@ -160,6 +160,7 @@ func TestRolloutUsage(t *testing.T) {
 		{"password file missing", with("--mqtt-user", "ota", "--mqtt-password-file", filepath.Join(dir, "nope"), "plug-1"), nil, "--mqtt-password-file"},
 		{"password without user", with("plug-1"), map[string]string{"OTS_OTA_MQTT_PASSWORD": secret}, "a broker password needs --mqtt-user"},
 		{"waves not 100%", with("--waves", "10%,50%", "plug-1"), nil, "--waves"},
+		{"waves empty", with("--waves", "", "plug-1"), nil, "--waves is empty: give the cumulative steps"},
 		{"waves words", with("--waves", "lots", "plug-1"), nil, "--waves lots"},
 		{"max failures", with("--max-failures", "some", "plug-1"), nil, "--max-failures some"},
 		{"canary negative", with("--canary", "-1", "plug-1"), nil, "--canary -1: must not be negative"},

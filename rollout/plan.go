@@ -45,11 +45,12 @@ func (s Step) String() string {
 
 // ParseWaves reads --waves: comma-separated steps, each "P%" (0 < P ≤ 100)
 // or a device count N ≥ 1, cumulative over the devices after the canary,
-// growing, the last one "100%". "" is one step of 100%.
+// growing, the last one "100%". "" is refused: an empty $WAVES in a
+// script would otherwise run the whole fleet as one wave.
 func ParseWaves(s string) ([]Step, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
-		return []Step{{Percent: 100}}, nil
+		return nil, errors.New("no waves given: give the cumulative steps (10%,50%,100%), or 100% for one wave")
 	}
 	var steps []Step
 	for _, f := range strings.Split(s, ",") {

@@ -14,7 +14,6 @@ func TestParseWaves(t *testing.T) {
 		in   string
 		want []Step
 	}{
-		{"", []Step{{Percent: 100}}},
 		{"100%", []Step{{Percent: 100}}},
 		{"10%,50%,100%", []Step{{Percent: 10}, {Percent: 50}, {Percent: 100}}},
 		{" 2 , 12.5% ,100% ", []Step{{Count: 2}, {Percent: 12.5}, {Percent: 100}}},
@@ -26,7 +25,7 @@ func TestParseWaves(t *testing.T) {
 			t.Errorf("ParseWaves(%q) = %v, %v; want %v", c.in, got, err, c.want)
 		}
 	}
-	bad := []string{"10%,50%", "50%,10%,100%", "0%,100%", "101%", "-1,100%", "0,100%", "x", "10%,,100%", "5,3,100%", "100", "NaN%,100%", "100%,100%"}
+	bad := []string{"", " ", "10%,50%", "50%,10%,100%", "0%,100%", "101%", "-1,100%", "0,100%", "x", "10%,,100%", "5,3,100%", "100", "NaN%,100%", "100%,100%"}
 	for _, in := range bad {
 		if got, err := ParseWaves(in); err == nil {
 			t.Errorf("ParseWaves(%q) = %v, want an error", in, got)
@@ -36,7 +35,11 @@ func TestParseWaves(t *testing.T) {
 	}
 }
 
+// steps: "" is no steps (Plan's one wave of 100%).
 func steps(s string) []Step {
+	if s == "" {
+		return nil
+	}
 	w, err := ParseWaves(s)
 	if err != nil {
 		panic(err)
