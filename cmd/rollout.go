@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -258,6 +259,9 @@ func (o *rolloutOptions) validate(a *app, args []string) error {
 			return a.flagError("serve-addr", "%v", err)
 		}
 	}
+	if err := o.checkURLs(); err != nil {
+		return err
+	}
 	if o.FullTopic != "" {
 		if err := inventory.CheckFullTopic(o.FullTopic); err != nil {
 			return a.flagError("full-topic", "%v", err)
@@ -377,6 +381,41 @@ func checkPublicURL(s string) error {
 		return errors.New("no user:password@ here: devices would store it in their OtaUrl")
 	case u.RawQuery != "" || u.Fragment != "":
 		return errors.New("no query or fragment: the rollout adds /<token>/<file> to it")
+	}
+	return nil
+}
+
+// checkURLs checks, before anything is made, the URLs devices would be
+// told under --public-url (or --serve-addr with its port): at most
+// fileserve.MaxURLLen characters with the token and each file served
+// (the image and the companions beside it).
+func (o *rolloutOptions) checkURLs() error {
+	base, flag := o.PublicURL, "--public-url"
+	if base == "" {
+		ap, err := parseServeAddr(o.ServeAddr)
+		if o.ServeAddr == "" || err != nil || ap.Port() == 0 {
+			return nil // the port is known once bound: the engine checks
+		}
+		base, flag = "http://"+ap.String(), "--serve-addr"
+	}
+	tok, err := fileserve.NewToken()
+	if err != nil {
+		return err
+	}
+	fam := tasmota.New(nil, tasmota.Options{})
+	name := filepath.Base(o.Firmware)
+	names := []string{name}
+	for _, c := range fam.Companions(name) {
+		if st, err := os.Stat(filepath.Join(filepath.Dir(o.Firmware), c)); err == nil && st.Mode().IsRegular() {
+			names = append(names, c)
+		}
+	}
+	for _, n := range names {
+		u := base + "/" + tok + "/" + n
+		if len(u) > fileserve.MaxURLLen {
+			return usageErrorf("%s: the URL devices would be told for %s is %d characters (with its %d-character token), devices take at most %d: use a shorter %s or file name",
+				flag, n, len(u), len(tok), fileserve.MaxURLLen, flag)
+		}
 	}
 	return nil
 }
@@ -760,7 +799,18 @@ func rolloutRun(ctx context.Context, a *app, cfg rollout.Config, fw *upload.Firm
 		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
 			return ctx.Err()
 		}
-		return withCode("rollout", errors.New(a.secrets.Redact(rootCause(err).Error())))
+		msg := a.secrets.Redact(rootCause(err).Error())
+		// A new rollout that failed before any device was commanded has
+		// nothing to go on with: a file left "interrupted" would be what
+		// every bare --resume picks, and fails on, again.
+		if !resumed && st.Untouched() {
+			if derr := st.Discard(); derr != nil {
+				a.log.Warn(derr.Error())
+			} else {
+				msg += "; no device was commanded, and the rollout's state is dropped"
+			}
+		}
+		return withCode("rollout", errors.New(msg))
 	}
 	code := pushExitCode(results, interrupted(ctx), false)
 	r.summary(results, time.Since(start), code)

@@ -172,6 +172,7 @@ func TestRolloutUsage(t *testing.T) {
 		{"discover wait 0", with("--discover-wait", "0", "--all"), nil, "--discover-wait 0s: must be positive"},
 		{"public url ftp", with("--public-url", "ftp://fw.example.net", "plug-1"), nil, `scheme "ftp"`},
 		{"public url userinfo", with("--public-url", "http://u:"+secret+"@fw.example.net", "plug-1"), nil, "no user:password@ here"},
+		{"public url too long", with("--public-url", "http://"+strings.Repeat("a", 69)+".example.net:8070", "plug-1"), nil, "--public-url: the URL devices would be told for " + filepath.Base(fw) + " is 1"},
 		{"public url query", with("--public-url", "http://fw.example.net/?a=1", "plug-1"), nil, "no query or fragment"},
 		{"serve wildcard", with("--serve-addr", "0.0.0.0", "plug-1"), nil, "a wildcard address would serve the image on every network"},
 		{"serve name", with("--serve-addr", "fw.example.net", "plug-1"), nil, "want an IP address or IP:PORT"},
@@ -303,5 +304,36 @@ func TestRolloutViewKeys(t *testing.T) {
 	}
 	if !view.devs[0].ended || view.devs[1].phase != upload.PhaseConnecting || view.devs[0].label != "pump" {
 		t.Errorf("view %+v %+v", *view.devs[0], *view.devs[1])
+	}
+}
+
+// TestRolloutFailsBeforeCommand: a rollout whose run fails before any
+// device is commanded (a fw.bin.gz beside the image that is not gzip) exits 1 and leaves
+// no state file: no "interrupted" rollout for a bare --resume to pick.
+func TestRolloutFailsBeforeCommand(t *testing.T) {
+	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
+	t.Setenv("OTS_OTA_STATE_DIR", "")
+	b := testbroker.Start(t)
+	fw := writeTestFirmware(t, "1.0.1")
+	if err := os.WriteFile(fw+".gz", []byte("not gzip"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(t.TempDir(), "state")
+	streams, out, errOut := TestStreams()
+	code := Execute(context.Background(), []string{"rollout", fw, "--family", "tasmota", "--expect-version", "15.5.0",
+		"--broker", b.URL(), "--serve-addr", "127.0.0.1", "--state-dir", state, "tasmota_A1"}, streams)
+	if code != ExitFailed {
+		t.Fatalf("exit %d, want 1\n%s\n%s", code, out, errOut)
+	}
+	if !strings.Contains(errOut.String(), "no device was commanded, and the rollout's state is dropped") {
+		t.Errorf("stderr does not say the state is dropped:\n%s", errOut)
+	}
+	if left, _ := filepath.Glob(filepath.Join(state, "rollouts", "*.json")); len(left) != 0 {
+		t.Errorf("state files left: %v", left)
+	}
+	streams, out, errOut = TestStreams()
+	if code := Execute(context.Background(), []string{"rollout", "--resume", "--state-dir", state}, streams); code != ExitFailed ||
+		!strings.Contains(errOut.String(), "no unfinished rollout") {
+		t.Errorf("--resume after it: exit %d\n%s\n%s", code, out, errOut)
 	}
 }

@@ -382,6 +382,36 @@ func (s *State) Close() error {
 	return err
 }
 
+// Discard closes the state and removes its file: for a rollout that
+// ended before any device was commanded (nothing to go on with, and a
+// file left "interrupted" would be picked by every bare --resume). The
+// record then reads finished.
+func (s *State) Discard() error {
+	s.mu.Lock()
+	s.dirty = false
+	s.rec.Finished = true
+	s.mu.Unlock()
+	s.Close()
+	err := os.Remove(s.path)
+	_ = os.Remove(s.path + ".lock")
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("cannot remove the state file %s: %v", s.path, unwrapPath(err))
+	}
+	return nil
+}
+
+// Untouched reports whether no device was commanded yet.
+func (s *State) Untouched() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, d := range s.rec.Devices {
+		if d.Phase != PhasePending || len(d.Commands) > 0 {
+			return false
+		}
+	}
+	return true
+}
+
 // update changes the record and writes it, atomically.
 func (s *State) update(fn func(*Record)) error {
 	s.mu.Lock()
