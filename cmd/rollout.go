@@ -425,6 +425,13 @@ func (o *rolloutOptions) checkSelection(a *app) error {
 	if o.All && o.Group != "" {
 		return usageErrorf("--all and --group do not go together: --all already takes every device")
 	}
+	if o.All && len(o.Names) > 0 {
+		msg := fmt.Sprintf("--all and device NAMEs (%s) do not go together: --all already takes every device", strings.Join(o.Names, " "))
+		if n := firmwareLike(o.Names); n != "" {
+			msg += fmt.Sprintf("; %s looks like a firmware file: rollout takes one FIRMWARE, first", n)
+		}
+		return usageErrorf("%s", msg)
+	}
 	if !o.All && o.Group == "" && len(o.Names) == 0 {
 		return usageErrorf("no devices: give NAMEs (inventory names or MQTT topics) after FIRMWARE, or --group NAME, or --all (every device the broker knows)")
 	}
@@ -450,6 +457,11 @@ func (o *rolloutOptions) checkSelection(a *app) error {
 			}
 			continue
 		}
+		if firmwareLike([]string{n}) != "" {
+			if st, err := os.Stat(n); err == nil && st.Mode().IsRegular() {
+				return usageErrorf("%s is a firmware file, not a device: rollout takes one FIRMWARE, first, then devices", n)
+			}
+		}
 		if err := inventory.CheckTopic(n); err != nil {
 			return usageErrorf("%q is neither an inventory name nor an MQTT topic: %v", n, err)
 		}
@@ -465,6 +477,17 @@ func (o *rolloutOptions) checkSelection(a *app) error {
 		}
 	}
 	return nil
+}
+
+// firmwareLike is the first name that looks like a firmware file, "".
+func firmwareLike(names []string) string {
+	for _, n := range names {
+		l := strings.ToLower(n)
+		if strings.HasSuffix(l, ".bin") || strings.HasSuffix(l, ".bin.gz") {
+			return n
+		}
+	}
+	return ""
 }
 
 // devicesOf is the selection as rollout devices, without the broker's
@@ -728,8 +751,18 @@ func connectBroker(ctx context.Context, a *app, o *rolloutOptions, brokerURL, cl
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		msg := a.secrets.Redact(err.Error())
-		return nil, withCode("broker", fmt.Errorf("%s; nothing was published or sent", msg))
+		msg := a.secrets.Redact(err.Error()) + "; nothing was published or sent"
+		if errors.Is(err, broker.ErrBadCredentials) && (o.MQTTUser == "" || o.password.IsZero()) {
+			// It refused what was not given: say what to give.
+			hint := "give --mqtt-user and --mqtt-password-file (or OTS_OTA_MQTT_PASSWORD)"
+			if o.MQTTUser != "" {
+				hint = "give the password for --mqtt-user " + o.MQTTUser + ": --mqtt-password-file (or OTS_OTA_MQTT_PASSWORD)"
+			}
+			fmt.Fprintln(a.io.ErrOut, "ots-ota: "+msg)
+			fmt.Fprintln(a.io.ErrOut, "ots-ota: hint: "+hint)
+			return nil, silentError{code: ExitFailed, json: ptr(newErrorObject("broker", msg, hint))}
+		}
+		return nil, withCode("broker", errors.New(msg))
 	}
 	return &brokerSession{Client: c, cfg: cfg, log: a.log}, nil
 }

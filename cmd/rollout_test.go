@@ -180,6 +180,9 @@ func TestRolloutUsage(t *testing.T) {
 		{"full topic wildcard", with("--full-topic", "%prefix%/+/%topic%/", "plug-1"), nil, "--full-topic"},
 		{"no devices", with(), nil, "no devices: give NAMEs"},
 		{"all and group", with("--all", "--group", "plugs"), nil, "--all and --group do not go together"},
+		{"all and names", with("--all", "plug-1"), nil, "--all and device NAMEs (plug-1) do not go together"},
+		{"all and a firmware", with("--all", "extra.bin"), nil, "extra.bin looks like a firmware file: rollout takes one FIRMWARE, first"},
+		{"a second firmware", with(fw), nil, fw + " is a firmware file, not a device"},
 		{"unknown group", with("--group", "nope"), nil, `no group "nope" (groups: mixed, plugs)`},
 		{"group without topic", with("--group", "mixed"), nil, "group mixed: device lamp has no mqtt_topic"},
 		{"name without topic", with("lamp"), nil, "device lamp has no mqtt_topic"},
@@ -335,5 +338,27 @@ func TestRolloutFailsBeforeCommand(t *testing.T) {
 	if code := Execute(context.Background(), []string{"rollout", "--resume", "--state-dir", state}, streams); code != ExitFailed ||
 		!strings.Contains(errOut.String(), "no unfinished rollout") {
 		t.Errorf("--resume after it: exit %d\n%s\n%s", code, out, errOut)
+	}
+}
+
+// TestRolloutNoUserHint: a broker that wants a login, given none: exit 1,
+// and the hint says what to give, on stderr and in the JSON error.
+func TestRolloutNoUserHint(t *testing.T) {
+	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
+	t.Setenv("OTS_OTA_STATE_DIR", "")
+	t.Setenv("OTS_OTA_MQTT_PASSWORD", "")
+	b := testbroker.Start(t, testbroker.WithUser("ota", "Pw-for-the-broker-77"))
+	const want = "give --mqtt-user and --mqtt-password-file (or OTS_OTA_MQTT_PASSWORD)"
+	args := []string{"rollout", writeTestFirmware(t, "1.0.1"), "--family", "tasmota", "--expect-version", "15.5.0",
+		"--broker", b.URL(), "--state-dir", filepath.Join(t.TempDir(), "state"), "tasmota_A1"}
+	streams, out, errOut := TestStreams()
+	if code := Execute(context.Background(), args, streams); code != ExitFailed || !strings.Contains(errOut.String(), want) {
+		t.Errorf("exit %d, want 1 and the hint %q:\n%s%s", code, want, out, errOut)
+	}
+	streams, out, _ = TestStreams()
+	code := Execute(context.Background(), append(args, "--json"), streams)
+	requireJSONRun(t, out.Bytes(), code)
+	if !strings.Contains(out.String(), `"hint":"`+want+`"`) || !strings.Contains(out.String(), `"code":"broker"`) {
+		t.Errorf("no broker error with the hint:\n%s", out)
 	}
 }
