@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -114,7 +115,7 @@ func runRolloutStatus(_ context.Context, a *app, o *rolloutStatusOptions) error 
 	if o.ID != "" {
 		i := slices.IndexFunc(all, func(s rollout.Summary) bool { return s.ID == o.ID })
 		if i < 0 {
-			return withCode("not_found", fmt.Errorf("no rollout %s in %s (ots-ota rollout status lists them)", o.ID, o.StateDir))
+			return withCode("not_found", fmt.Errorf("no rollout %s under %s (ots-ota rollout status lists them)", o.ID, filepath.Join(o.StateDir, "rollouts")))
 		}
 		all = all[i : i+1]
 	}
@@ -127,7 +128,7 @@ func runRolloutStatus(_ context.Context, a *app, o *rolloutStatusOptions) error 
 		return nil
 	}
 	if len(all) == 0 {
-		fmt.Fprintf(a.io.Out, "no rollouts in %s\n", o.StateDir)
+		fmt.Fprintf(a.io.Out, "no rollouts under %s\n", filepath.Join(o.StateDir, "rollouts"))
 		return nil
 	}
 	for i, s := range all {

@@ -362,3 +362,21 @@ func TestRolloutNoUserHint(t *testing.T) {
 		t.Errorf("no broker error with the hint:\n%s", out)
 	}
 }
+
+// TestRolloutNoSuchID: --resume and status name the same directory for
+// a rollout that is not there.
+func TestRolloutNoSuchID(t *testing.T) {
+	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
+	state := filepath.Join(t.TempDir(), "state")
+	if err := os.MkdirAll(filepath.Join(state, "rollouts"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	want := "no rollout nosuch under " + filepath.Join(state, "rollouts")
+	for _, args := range [][]string{{"rollout", "--resume", "nosuch"}, {"rollout", "status", "nosuch"}} {
+		streams, out, errOut := TestStreams()
+		code := Execute(context.Background(), append(args, "--state-dir", state), streams)
+		if code != ExitFailed || !strings.Contains(errOut.String(), want) {
+			t.Errorf("%v: exit %d, want 1 and %q:\n%s%s", args, code, want, out, errOut)
+		}
+	}
+}

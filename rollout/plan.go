@@ -149,7 +149,7 @@ func exceeded(b upload.FailureBudget, failures, total int) bool {
 //
 // The canary passes only when none of its devices failed and at least one
 // ended updated: a canary of devices that already run the target (skipped)
-// took no image and shows nothing of it.
+// took no image and shows nothing of it (unless no wave follows it).
 func (p Plan) Gate(canary bool, index, of int, wave, all []upload.Result, total int) string {
 	if canary {
 		updated := 0
@@ -161,7 +161,10 @@ func (p Plan) Gate(canary bool, index, of int, wave, all []upload.Result, total 
 				updated++
 			}
 		}
-		if updated == 0 {
+		// It guards the waves after it: a canary that is the whole
+		// rollout (index+1 == of) has none to stop, and its skipped
+		// devices already run the target.
+		if updated == 0 && index+1 < of {
 			return "the canary took no image: its devices already run the target (skipped); at least one must end updated (choose canaries that run another version)"
 		}
 	}

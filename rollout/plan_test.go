@@ -149,11 +149,24 @@ func TestGate(t *testing.T) {
 		p := Plan{MaxFailures: c.budget}
 		all := append(append([]upload.Result{}, c.all...), c.wave...)
 		got := p.Gate(c.canary, 1, 3, c.wave, all, c.total)
+		if c.canary {
+			got = p.Gate(c.canary, 0, 3, c.wave, all, c.total)
+		}
 		switch {
 		case c.want == "" && got != "":
 			t.Errorf("%s: stopped: %s", c.name, got)
 		case c.want != "" && !strings.Contains(got, c.want):
 			t.Errorf("%s: gate %q, want it to say %q", c.name, got, c.want)
 		}
+	}
+	// A canary that is the whole rollout (--canary N ≥ the fleet) has no
+	// wave to guard: all skipped, it passes (the rollout finishes, exit 0,
+	// rather than "stopped" with nothing left not-started).
+	p := Plan{}
+	if got := p.Gate(true, 0, 1, res(S, S), res(S, S), 2); got != "" {
+		t.Errorf("whole-rollout canary, all skipped: stopped: %s", got)
+	}
+	if got := p.Gate(true, 0, 2, res(S, S), res(S, S), 3); !strings.Contains(got, "the canary took no image") {
+		t.Errorf("canary before a wave, all skipped: gate %q, want it to stop", got)
 	}
 }
