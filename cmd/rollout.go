@@ -580,6 +580,11 @@ func startRollout(ctx context.Context, a *app, o *rolloutOptions) error {
 			return withCode("broker", fmt.Errorf("cannot list the broker's devices: %v; nothing was sent", rootCause(err)))
 		}
 		devs = mergeDiscovered(devs, found, o.FullTopic)
+		if off := family.LeftOut(); len(off) > 0 {
+			// Their retained LWT says Offline: a device long gone, or one
+			// down now. Either way --all does not wait for it.
+			a.log.Warn(fmt.Sprintf("left out %d device(s) whose LWT on the broker says Offline: %s (name them to include them)", len(off), listSome(off, 5)))
+		}
 	}
 	if len(devs) == 0 {
 		msg, hint := "no devices found", "the broker holds no retained tele/+/LWT: check --broker and --full-topic, give a longer --discover-wait, or name the devices"
@@ -912,4 +917,12 @@ func resumeRollout(ctx context.Context, a *app, o *rolloutOptions) error {
 		cfg.Serve.Addr = meta.ServeAddr
 	}
 	return rolloutRun(ctx, a, cfg, fw, st, true)
+}
+
+// listSome is up to n of names, then "+k more".
+func listSome(names []string, n int) string {
+	if len(names) <= n {
+		return strings.Join(names, ", ")
+	}
+	return strings.Join(names[:n], ", ") + fmt.Sprintf(" +%d more", len(names)-n)
 }

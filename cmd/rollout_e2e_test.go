@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
 	"github.com/ots-ota/ots-ota/auth"
 	"github.com/ots-ota/ots-ota/broker"
 	"github.com/ots-ota/ots-ota/image"
@@ -197,11 +199,27 @@ func (rf *rolloutFleet) checkCommands(t *testing.T, max int) map[string]int {
 // with one command each; the wave lines tell each wave's start and pass.
 func TestRolloutCanaryWaves(t *testing.T) {
 	rf := startRolloutFleet(t, make([]tasmotamqtt.Device, 5))
+	// A device long gone leaves its retained Offline on the broker: --all
+	// leaves it out, and says so.
+	pub := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(strings.Replace(rf.url, "mqtt://", "tcp://", 1)).SetClientID("ghost-publisher"))
+	if tok := pub.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("publisher: %v", tok.Error())
+	}
+	if tok := pub.Publish("tele/ghost_1/LWT", 1, true, "Offline"); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("publish: %v", tok.Error())
+	}
+	pub.Disconnect(50)
 	code, lines, errOut := rf.rollout(t, context.Background(), "--all", "--canary", "1", "--waves", "50%,100%", "--discover-wait", "1s")
 	if code != ExitOK {
 		t.Fatalf("exit %d, want 0\n%s", code, errOut)
 	}
+	if !strings.Contains(errOut, "left out 1 device(s) whose LWT on the broker says Offline: ghost_1") {
+		t.Errorf("the device left out is not named:\n%s", errOut)
+	}
 	got := outcomes(lines)
+	if _, ok := got["ghost_1"]; ok {
+		t.Errorf("ghost_1 was in the rollout: %v", got)
+	}
 	for _, topic := range rf.fleet.Topics() {
 		if got[topic] != "updated" {
 			t.Errorf("%s: %q, want updated", topic, got[topic])

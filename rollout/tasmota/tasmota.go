@@ -127,6 +127,7 @@ type Family struct {
 	filters  map[string]*filterState
 	lwt      map[string]lwtSeen // the last LWT of each device key
 	seen     map[string]bool    // device keys seen by INFO1/INFO2
+	leftOut  []string           // the last Discover's devices whose LWT says Offline
 	waiters  map[*waiter]struct{}
 	watchers map[*watcher]struct{}
 	boots    map[string]*boot
@@ -540,14 +541,16 @@ func (f *Family) Discover(ctx context.Context, wait time.Duration) ([]rollout.De
 	}
 	f.mu.Lock()
 	keys := map[string]bool{}
-	offline := 0
+	var offline []string
 	for dev, l := range f.lwt {
 		if l.kind == rollout.ReportOffline {
-			offline++
+			offline = append(offline, dev)
 			continue
 		}
 		keys[dev] = true
 	}
+	slices.Sort(offline)
+	f.leftOut = offline
 	for dev := range f.seen {
 		keys[dev] = true
 	}
@@ -557,8 +560,16 @@ func (f *Family) Discover(ctx context.Context, wait time.Duration) ([]rollout.De
 		out = append(out, rollout.Device{Name: dev, Topic: dev})
 	}
 	slices.SortFunc(out, func(a, b rollout.Device) int { return cmp.Compare(a.Topic, b.Topic) })
-	f.log.Info("discovered", "devices", len(out), "offline_left_out", offline)
+	f.log.Info("discovered", "devices", len(out), "offline_left_out", len(offline))
 	return out, nil
+}
+
+// LeftOut names the devices the last Discover left out because their
+// retained LWT says Offline, sorted.
+func (f *Family) LeftOut() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.leftOut)
 }
 
 // read registers for the answers of dev (before the command is sent).
