@@ -455,7 +455,9 @@ func (e *engine) run(ctx context.Context) ([]upload.Result, error) {
 		}
 		if reason != "" {
 			stopped = reason
-			ev.State, ev.Reason = "stopped", reason
+			// The event is this wave's: its name is not said again
+			// ("wave 2 of 3: stopped: 1 of its 2 devices failed, …").
+			ev.State, ev.Reason = "stopped", strings.TrimPrefix(reason, fmt.Sprintf("wave %d of %d: ", ev.Index+1, ev.Of))
 		} else {
 			ev.State = "passed"
 		}
@@ -494,7 +496,8 @@ func (e *engine) run(ctx context.Context) ([]upload.Result, error) {
 		case cancelled:
 			d.res.Message = "interrupted before this device started"
 		default:
-			d.res.Message = "not started: " + stopped
+			// The outcome already says "not started": the message says why.
+			d.res.Message = stoppedWords(stopped)
 			d.done = true
 			e.save(func(r *Record) { r.Devices[d.idx].Result = ptr(d.res) })
 		}
@@ -816,6 +819,13 @@ func (e *engine) stopped() string {
 	e.gateM.Lock()
 	defer e.gateM.Unlock()
 	return e.stop
+}
+
+// stoppedWords says why the rollout stopped, for the devices it left:
+// "the rollout stopped: wave 2 of 3: …", "the rollout stopped: 2 of its 3
+// devices failed so far, …".
+func stoppedWords(reason string) string {
+	return "the rollout stopped: " + strings.TrimPrefix(reason, "the rollout: ")
 }
 
 // stopWith stops the rollout for reason, unless a gate already did.
