@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -210,5 +211,25 @@ func TestGzFallbackNotDecisive(t *testing.T) {
 	}
 	if r := failed(f, "plain", "Failed File Not Found (404)"); r.Class != "" {
 		t.Fatalf("both .gz served: %+v", r)
+	}
+}
+
+// The report log line holds only what the device told: no words="" or
+// version="" for facts it did not tell.
+func TestReportLogOnlyTold(t *testing.T) {
+	var buf bytes.Buffer
+	f := New(nil, Options{Logger: slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	f.emit(rollout.Report{Topic: "sec_2059A5", Kind: rollout.ReportOnline, Source: "LWT"})
+	n := int64(3)
+	f.emit(rollout.Report{Topic: "sec_2059A5", Kind: rollout.ReportBooted, Source: "INFO1", Facts: rollout.Facts{Version: "15.5.0(tasmota)", BootCount: &n}})
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("log: %q", buf.String())
+	}
+	if strings.Contains(lines[0], `=""`) || strings.Contains(lines[0], "words") || strings.Contains(lines[0], "version") || !strings.Contains(lines[0], "kind=online") {
+		t.Errorf("online report logged %q", lines[0])
+	}
+	if strings.Contains(lines[1], `=""`) || !strings.Contains(lines[1], "version=15.5.0(tasmota)") || !strings.Contains(lines[1], "boot_count=3") || strings.Contains(lines[1], "words") {
+		t.Errorf("booted report logged %q", lines[1])
 	}
 }
