@@ -431,7 +431,7 @@ func TestBudgetStopsInsideAWave(t *testing.T) {
 		{"a wave's budget", Plan{Waves: steps("1,100%"), MaxFailures: n(1)},
 			[]behaviour{succeed, failAlways, failAlways, succeed, succeed}, 3, "wave 2 of 2: 2 of its 4 devices failed"},
 		{"the rollout's budget inside a wave", Plan{Waves: steps("1,100%"), MaxFailures: n(1)},
-			[]behaviour{failAlways, failAlways, succeed, succeed}, 2, "the rollout: 2 of its 4 devices failed so far"},
+			[]behaviour{failAlways, failAlways, succeed, succeed}, 2, "2 of its 4 devices failed so far"},
 		{"a canary of two", Plan{Canary: 2, MaxFailures: n(5)}, []behaviour{failAlways, succeed, succeed}, 1, "the canary dev0 ended failed"},
 		{"a rollback keeps its slot to its verdict", Plan{}, []behaviour{rollback, succeed, succeed}, 1, "wave 1 of 1: 1 of its 3 devices failed"},
 		{"a loader that fails", Plan{MaxFailures: n(0)}, []behaviour{loaderFails, succeed}, 1, "wave 1 of 1: 1 of its 2 devices failed"},
