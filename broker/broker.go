@@ -423,6 +423,15 @@ func netWords(err error) string {
 	return lastPart(err)
 }
 
+// lostWords are netWords for a link that worked: a broker that closes it
+// is no wrong listener, so no hint about the URL (a restart, most often).
+func lostWords(err error) string {
+	if errors.Is(err, io.EOF) || detect.IsReset(err) {
+		return "the broker closed the connection"
+	}
+	return netWords(err)
+}
+
 // lastPart drops Go's "dial tcp a:b: connect:" prefixes.
 func lastPart(err error) string {
 	s := oneLine(err)
@@ -494,16 +503,22 @@ func (c *Client) sync(lost error) {
 	if c.closed.Load() {
 		return
 	}
+	// With OnLink the caller tells the user (once, in its words); the
+	// client's own lines are then details.
+	warn, info := c.log.Warn, c.log.Info
+	if c.onLink != nil {
+		warn, info = c.log.Debug, c.log.Debug
+	}
 	if lost != nil && c.told {
-		e := fmt.Errorf("lost the link to the MQTT broker at %s: %s (reconnecting)", c.addr, netWords(lost))
-		c.log.Warn("link to the MQTT broker lost", "err", e)
+		e := fmt.Errorf("lost the link to the MQTT broker at %s: %s (reconnecting)", c.addr, lostWords(lost))
+		warn("link to the MQTT broker lost", "err", e)
 		c.told = false
 		if c.onLink != nil {
 			c.onLink(false, e)
 		}
 	}
 	if open && !c.told {
-		c.log.Info("link to the MQTT broker is back")
+		info("link to the MQTT broker is back")
 		c.told = true
 		if c.onLink != nil {
 			c.onLink(true, nil)

@@ -267,8 +267,10 @@ func TestReconnectAfterRestart(t *testing.T) {
 	links := make(chan bool, 10)
 	var errText string
 	var mu sync.Mutex
+	logs := &lockedBuf{}
 	c := dial(t, b.URL(), "recon1", func(c *Config) {
 		c.Password = auth.NewSecret("")
+		c.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 		c.OnLink = func(up bool, err error) {
 			if !up {
 				mu.Lock()
@@ -294,7 +296,13 @@ func TestReconnectAfterRestart(t *testing.T) {
 		}
 	}
 	mu.Lock()
-	if !strings.Contains(errText, b.Addr()) || strings.Contains(errText, "\n") {
+	// OnLink tells the caller, who tells the user once: the client's
+	// own lines about the link are details.
+	if l := logs.String(); strings.Contains(l, "link to the MQTT broker") {
+		t.Errorf("the client logged the outage beside OnLink: %q", l)
+	}
+	// A broker that worked gets no hint about a wrong listener.
+	if !strings.Contains(errText, b.Addr()) || strings.Contains(errText, "\n") || strings.Contains(errText, "MQTT listener") {
 		t.Errorf("link error %q", errText)
 	}
 	mu.Unlock()
@@ -476,4 +484,22 @@ func TestLink(t *testing.T) {
 	if up, _ := c.Link(); up {
 		t.Fatal("up after Close")
 	}
+}
+
+// lockedBuf is a log sink written from the client's goroutines.
+type lockedBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -33,3 +33,20 @@ func TestNetWords(t *testing.T) {
 		}
 	}
 }
+
+// A link that worked and was closed gets no hint about the URL: the
+// listener was right a moment ago.
+func TestLostWords(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{opErr("read", syscall.ECONNRESET), "the broker closed the connection"},
+		{fmt.Errorf("read: %w", io.EOF), "the broker closed the connection"},
+		{&dialError{opErr("connect", syscall.ECONNREFUSED)}, "connection refused"},
+	} {
+		if got := lostWords(tc.err); got != tc.want {
+			t.Errorf("lostWords(%v) = %q, want %q", tc.err, got, tc.want)
+		}
+	}
+}

@@ -100,6 +100,11 @@ type Fetch struct {
 	// the fetch's rate.
 	Start    time.Time
 	Duration time.Duration
+	// Asked is the name asked for under the right token when no file of
+	// that name is served (Status 404, Name ""), cleaned to one line; ""
+	// otherwise. A device that derives a name (Tasmota's ".gz" fallback)
+	// can so be told what it really asked for. (Addition.)
+	Asked string
 }
 
 // file is one served name, as it was when the server started.
@@ -384,6 +389,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	name, f, ok := s.lookup(r)
 	switch {
 	case !ok:
+		fe.Asked = cleanHeader(name)
 		s.empty(cw, &fe, http.StatusNotFound)
 	case r.Method != http.MethodGet && r.Method != http.MethodHead:
 		fe.Name = name
@@ -435,7 +441,7 @@ func (s *Server) lookup(r *http.Request) (string, file, bool) {
 		// The token was right; saying which name was asked helps find a
 		// device that derives a companion's name (e.g. -minimal) we lack.
 		s.log.Debug("refused a request: name not served", "remote", r.RemoteAddr, "name", cleanHeader(name))
-		return "", file{}, false
+		return name, file{}, false
 	}
 	return name, f, true
 }

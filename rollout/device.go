@@ -190,6 +190,7 @@ func (e *engine) command(ctx context.Context, d *dev, spec *DeviceSpec) bool {
 	d.mu.Lock()
 	d.phase = PhaseCommanded
 	d.commands = append(d.commands, now)
+	d.fetches = nil
 	d.mu.Unlock()
 	e.emit(d, upload.Event{Phase: upload.PhaseConnecting, Try: len(spec.Commands), Message: "commanded"})
 	err = e.cfg.Family.Command(ctx, d.d, e.url)
@@ -268,6 +269,7 @@ func (e *engine) observe(ctx context.Context, d *dev, spec *DeviceSpec) {
 		now := time.Now()
 		last := spec.Commands[len(spec.Commands)-1]
 		hard := maxTime(last, spec.Resumed).Add(2*spec.Bound + spec.RebootWindow + spec.Stability + 2*e.cfg.ReadTimeout)
+		spec.Fetched = e.reading(d)
 		v, done := Decide(*spec, reps, now, !now.Before(hard))
 		if done {
 			e.finish(ctx, d, v, *spec) // counts the verdict, then gives up the slot
@@ -400,6 +402,14 @@ func (e *engine) finish(ctx context.Context, d *dev, v Verdict, spec DeviceSpec)
 		dr.Phase, dr.Result, dr.RestorePending = PhaseDone, ptr(res), pending
 	})
 	e.emitDone(d)
+}
+
+// reading is what the file server saw of the device's fetches since its
+// last command ("" none), for its verdict.
+func (e *engine) reading(d *dev) string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return fetchReading(d.fetches)
 }
 
 // restorePendingWarning is the warning of a device whose verdict came as

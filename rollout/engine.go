@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"net/url"
 	"os"
@@ -147,6 +148,10 @@ type dev struct {
 	// this run, as the file server told it: the result's bytes and rate;
 	// nil when none was told to be the device's.
 	fetched *fileserve.Fetch
+	// fetches are the device's requests to the file server since its
+	// last command (at most maxFetchesKept): what a failed verdict reads
+	// besides the device's words.
+	fetches []fileserve.Fetch
 
 	// shown is the last progress event sent for the device, and whether
 	// it announced a fetch not yet ended; under the engine's emitM.
@@ -450,7 +455,9 @@ func (e *engine) run(ctx context.Context) ([]upload.Result, error) {
 		}
 		if reason != "" {
 			stopped = reason
-			ev.State, ev.Reason = "stopped", reason
+			// The event is this wave's: its name is not said again
+			// ("wave 2 of 3: stopped: 1 of its 2 devices failed, …").
+			ev.State, ev.Reason = "stopped", strings.TrimPrefix(reason, fmt.Sprintf("wave %d of %d: ", ev.Index+1, ev.Of))
 		} else {
 			ev.State = "passed"
 		}
@@ -489,7 +496,8 @@ func (e *engine) run(ctx context.Context) ([]upload.Result, error) {
 		case cancelled:
 			d.res.Message = "interrupted before this device started"
 		default:
-			d.res.Message = "not started: " + stopped
+			// The outcome already says "not started": the message says why.
+			d.res.Message = stoppedWords(stopped)
 			d.done = true
 			e.save(func(r *Record) { r.Devices[d.idx].Result = ptr(d.res) })
 		}
@@ -620,11 +628,84 @@ func (e *engine) baseResult(d *dev) upload.Result {
 	r.Tries = len(d.commands)
 	if f := d.fetched; f != nil {
 		r.Bytes = ptr(f.Bytes)
-		if f.Bytes > 0 && f.Duration > 0 {
-			r.Rate = float64(f.Bytes) / f.Duration.Seconds()
-		}
+		r.Rate = fetchRate(*f)
 	}
 	return r
+}
+
+// minRateSpan is the shortest fetch whose rate is shown: a shorter one
+// measures the host's socket buffers, not the device.
+const minRateSpan = 50 * time.Millisecond
+
+// fetchRate is f's rate in bytes per second, 0 (unknown) unless f
+// delivered the whole body (a device that refuses an image, e.g. "Not
+// Enough space", drops the link at once: what the server wrote went to
+// socket buffers) and lasted long enough to measure.
+func fetchRate(f fileserve.Fetch) float64 {
+	if f.Status != 200 && f.Status != 206 || f.Length <= 0 || f.Bytes < f.Length || f.Duration < minRateSpan {
+		return 0
+	}
+	return float64(f.Bytes) / f.Duration.Seconds()
+}
+
+// maxFetchesKept bounds a device's fetch record (an ESP8266 makes at
+// most 9 tries per command).
+const maxFetchesKept = 32
+
+// fetchReading says what the file server saw of a device's fetches,
+// consecutive alike ones counted once: "the file server saw it fetch
+// fw.bin (sent whole), then fw-minimal.bin 2 times (each sent whole),
+// then ask for fw-minimal.bin.gz, which is not served"; "" for none.
+func fetchReading(fs []fileserve.Fetch) string {
+	type step struct {
+		what, end string
+		asked     bool // no file of that name is served
+		n         int
+	}
+	var steps []step
+	for _, f := range fs {
+		s := step{what: f.Name, n: 1}
+		switch {
+		case f.Name == "" && f.Asked != "":
+			s.what, s.asked = f.Asked, true
+		case f.Name == "":
+			s.what, s.asked = "a name", true
+		case f.Status != 200 && f.Status != 206:
+			s.end = fmt.Sprintf("answered HTTP %d", f.Status)
+		case f.Method == http.MethodHead:
+			s.end = "headers only"
+		case f.Bytes >= f.Length:
+			s.end = "sent whole"
+		default:
+			s.end = fmt.Sprintf("cut after %d of %d bytes", f.Bytes, f.Length)
+		}
+		if k := len(steps) - 1; k >= 0 && steps[k].what == s.what && steps[k].end == s.end && steps[k].asked == s.asked {
+			steps[k].n++
+			continue
+		}
+		steps = append(steps, s)
+	}
+	var parts []string
+	for i, s := range steps {
+		times, each := "", ""
+		if s.n > 1 {
+			times, each = fmt.Sprintf(" %d times", s.n), "each "
+		}
+		verb := "fetch "
+		if i > 0 {
+			verb = "then fetch "
+		}
+		if s.asked {
+			verb = strings.Replace(verb, "fetch ", "ask", 1)
+			parts = append(parts, fmt.Sprintf("%s%s for %s, which is not served", verb, times, s.what))
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("%s%s%s (%s%s)", verb, s.what, times, each, s.end))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return "the file server saw it " + strings.Join(parts, ", ")
 }
 
 // save changes the state; a failed write is logged (the run goes on: the
@@ -740,6 +821,13 @@ func (e *engine) stopped() string {
 	return e.stop
 }
 
+// stoppedWords says why the rollout stopped, for the devices it left:
+// "the rollout stopped: wave 2 of 3: …", "the rollout stopped: 2 of its 3
+// devices failed so far, …".
+func stoppedWords(reason string) string {
+	return "the rollout stopped: " + strings.TrimPrefix(reason, "the rollout: ")
+}
+
 // stopWith stops the rollout for reason, unless a gate already did.
 func (e *engine) stopWith(reason string) {
 	e.gateM.Lock()
@@ -796,7 +884,7 @@ func (e *engine) onReport(r Report) {
 // MAC its updater sends, else by its address as it told it; nil when
 // none.
 func (e *engine) fetcher(f fileserve.Fetch) *dev {
-	if f.Name == "" || f.Method == "HEAD" {
+	if f.Method == "HEAD" {
 		return nil
 	}
 	host, _, _ := net.SplitHostPort(f.Remote)
@@ -842,7 +930,13 @@ func (e *engine) onFetch(f fileserve.Fetch) {
 	if (f.Name == e.img.Name || f.Name == e.img.Name+".gz") && (f.Status == 200 || f.Status == 206) {
 		d.fetched = &f
 	}
+	if len(d.fetches) < maxFetchesKept {
+		d.fetches = append(d.fetches, f)
+	}
 	d.mu.Unlock()
+	if f.Name == "" {
+		return // a name not served: no progress, only the record
+	}
 	msg := "fetched " + f.Name
 	if f.Bytes < f.Length {
 		msg = "fetch of " + f.Name + " cut"

@@ -31,6 +31,7 @@ const (
 	loaderFails               // a two-step whose loader fails to fetch the full image
 	flappy                    // its link flaps 100 times between its success and its boot
 	startedLate               // tells it took the command only once its fetch ended (its link was down meanwhile)
+	gzFallback                // an ESP8266 short of space: the image, its -minimal, then the -minimal's .gz (not served)
 )
 
 const (
@@ -404,6 +405,16 @@ func (f *fakeFamily) script(fd *fakeDev, url string, n int) {
 	switch b := fd.b; {
 	case b == hang:
 		f.fetchEnded(fd)
+		return
+	case b == gzFallback:
+		min := strings.TrimSuffix(url, ".bin") + "-minimal.bin"
+		f.fetch(fd, url)
+		f.fetch(fd, min)
+		f.fetch(fd, min+".gz")
+		f.fetch(fd, min+".gz")
+		f.fetchEnded(fd)
+		s() // the server tells a fetch's end once answered: the device's word comes later
+		f.report(fd, ReportFailed, "Failed File Not Found (404)", "")
 		return
 	case b == failAlways || b == failThenSucceed && n == 1:
 		s()

@@ -40,6 +40,10 @@ type DeviceSpec struct {
 	// due no earlier than a reboot window after it, a stability window
 	// starts again then, and the device is never commanded again.
 	Resumed time.Time
+	// Fetched is ots-ota's reading of what the file server saw of the
+	// device's fetches since its last command ("" none seen): a failed
+	// verdict tells it after the device's quoted words.
+	Fetched string
 	// Outage: Resumed is when the link to the devices came back after an
 	// outage (Linker), not when a resumed run began; it changes only the
 	// words.

@@ -139,17 +139,22 @@ func decide(spec DeviceSpec, reports []Report, now time.Time, final bool) (Verdi
 		f := w.failed
 		cls := f.class()
 		v := Verdict{Outcome: upload.OutcomeFailed, Class: cls, Words: f.Words}
+		// The device's words quoted alone, then what the server saw.
+		said := quoteWords(f.Words)
+		if spec.Fetched != "" {
+			said += "; " + spec.Fetched
+		}
 		if w.inter != nil {
 			// The loader failed to fetch the full image.
 			v.Running, v.Source = shownVersion(w.inter.Facts), w.inter.source()
-			v.Message = fmt.Sprintf("the device still runs its %s image (%s), a step of the upgrade, and its download of the new firmware failed (%s): it needs the full image installed (from its own web page, or roll out again)", w.inter.Facts.Intermediate, w.inter.Facts.Version, quoteWords(f.Words))
+			v.Message = fmt.Sprintf("the device still runs its %s image (%s), a step of the upgrade, and its download of the new firmware failed (%s): it needs the full image installed (from its own web page, or roll out again)", w.inter.Facts.Intermediate, w.inter.Facts.Version, said)
 			return v, true
 		}
 		if !w.restart && cls != upload.ClassRejected && tries < 1+max(spec.Retries, 0) && spec.Resumed.IsZero() && !final {
 			return Verdict{Retry: true, Phase: upload.PhaseRetrying, Class: cls, Words: f.Words,
-				Message: fmt.Sprintf("reported a failed download (%s); commanding it again", quoteWords(f.Words))}, false
+				Message: fmt.Sprintf("reported a failed download (%s); commanding it again", said)}, false
 		}
-		v.Message = fmt.Sprintf("reported a failed download: %s", quoteWords(f.Words))
+		v.Message = fmt.Sprintf("reported a failed download: %s", said)
 		switch {
 		case w.restart:
 			v.Message += "; not commanded again: it restarted since the command"

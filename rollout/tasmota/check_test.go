@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -167,7 +168,8 @@ func TestGzFallbackNotDecisive(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := failed(f, "plain", "Failed File Not Found (404)")
-	if r.Class != upload.ClassNetwork || !strings.Contains(r.Words, "fw.bin.gz, which is not served") || !strings.HasPrefix(r.Words, "Failed File Not Found (404) ") {
+	// The device's words stay its own: what the server saw is the engine's.
+	if r.Class != upload.ClassNetwork || r.Words != "Failed File Not Found (404)" {
 		t.Fatalf("no .gz served: %+v", r)
 	}
 	for _, tc := range []struct{ dev, words string }{
@@ -192,7 +194,42 @@ func TestGzFallbackNotDecisive(t *testing.T) {
 	if err := f.CheckCompanions(img, map[string]string{"fw.bin.gz": img + ".gz"}); err != nil {
 		t.Fatal(err)
 	}
+	// The image's .gz alone: a device on the -minimal URL asks for
+	// fw-minimal.bin.gz, still not served.
+	if r := failed(f, "plain", "Failed File Not Found (404)"); r.Class != upload.ClassNetwork || r.Words != "Failed File Not Found (404)" {
+		t.Fatalf("only fw.bin.gz served: %+v", r)
+	}
+	min := filepath.Join(dir, "fw-minimal.bin")
+	if err := os.WriteFile(min, data[:50], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(min+".gz", gz(t, data[:50]), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.CheckCompanions(img, map[string]string{"fw.bin.gz": img + ".gz", "fw-minimal.bin": min, "fw-minimal.bin.gz": min + ".gz"}); err != nil {
+		t.Fatal(err)
+	}
 	if r := failed(f, "plain", "Failed File Not Found (404)"); r.Class != "" {
-		t.Fatalf(".gz served: %+v", r)
+		t.Fatalf("both .gz served: %+v", r)
+	}
+}
+
+// The report log line holds only what the device told: no words="" or
+// version="" for facts it did not tell.
+func TestReportLogOnlyTold(t *testing.T) {
+	var buf bytes.Buffer
+	f := New(nil, Options{Logger: slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	f.emit(rollout.Report{Topic: "sec_2059A5", Kind: rollout.ReportOnline, Source: "LWT"})
+	n := int64(3)
+	f.emit(rollout.Report{Topic: "sec_2059A5", Kind: rollout.ReportBooted, Source: "INFO1", Facts: rollout.Facts{Version: "15.5.0(tasmota)", BootCount: &n}})
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("log: %q", buf.String())
+	}
+	if strings.Contains(lines[0], `=""`) || strings.Contains(lines[0], "words") || strings.Contains(lines[0], "version") || !strings.Contains(lines[0], "kind=online") {
+		t.Errorf("online report logged %q", lines[0])
+	}
+	if strings.Contains(lines[1], `=""`) || !strings.Contains(lines[1], "version=15.5.0(tasmota)") || !strings.Contains(lines[1], "boot_count=3") || strings.Contains(lines[1], "words") {
+		t.Errorf("booted report logged %q", lines[1])
 	}
 }

@@ -441,11 +441,36 @@ func bootReport(dev string, b *boot) rollout.Report {
 	return rollout.Report{Topic: dev, Kind: rollout.ReportBooted, At: b.at, Facts: b.facts, Source: src}
 }
 
+// reportAttrs are r's log attributes: only what the device told (a fact
+// not told is left out, never logged as "").
+func reportAttrs(r rollout.Report) []any {
+	a := []any{"topic", r.Topic, "kind", r.Kind}
+	if r.Source != "" {
+		a = append(a, "source", r.Source)
+	}
+	if r.Words != "" {
+		a = append(a, "words", r.Words)
+	}
+	if r.Facts.Version != "" {
+		a = append(a, "version", r.Facts.Version)
+	}
+	if r.Facts.RestartReason != "" {
+		a = append(a, "restart_reason", r.Facts.RestartReason)
+	}
+	if r.Facts.BootCount != nil {
+		a = append(a, "boot_count", *r.Facts.BootCount)
+	}
+	if r.Facts.IP != "" {
+		a = append(a, "ip", r.Facts.IP)
+	}
+	return a
+}
+
 // emit queues r for every watcher of its device.
 func (f *Family) emit(r rollout.Report) {
 	f.emitMu.Lock()
 	defer f.emitMu.Unlock()
-	f.log.Debug("report", "topic", r.Topic, "kind", r.Kind, "words", r.Words, "version", r.Facts.Version)
+	f.log.Debug("report", reportAttrs(r)...)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for w := range f.watchers {
@@ -688,12 +713,14 @@ func (f *Family) told(dev, u string) {
 }
 
 // gzFallbackLocked: from its middle try on, an ESP8266 asks for the
-// image's name with ".gz" appended (facts §4). When that name is not
-// served, its final report is "Failed File Not Found (404)" whatever
-// failed on the tries before: not the image refused, but most likely a
-// download that broke. The report then says so, in the network class
-// (a further command may succeed). Not for a device that told another
-// chip, nor when the family was not told what is served. f.mu is held.
+// name it is on (the image's, or its -minimal's) with ".gz" appended
+// (facts §4). When that name is not served, its final report is "Failed
+// File Not Found (404)" whatever failed on the tries before: the 404
+// says nothing of the image, so the report is in the network class (a
+// further command may succeed). Its words stay the device's own: what
+// the file server saw is the engine's to tell. Not for a device that
+// told another chip, nor when the family was not told what is served.
+// f.mu is held.
 func (f *Family) gzFallbackLocked(dev string, r *rollout.Report) {
 	low := strings.ToLower(r.Words)
 	if f.served == nil || !strings.Contains(low, "not found") && !strings.Contains(low, "404") {
@@ -707,11 +734,15 @@ func (f *Family) gzFallbackLocked(dev string, r *rollout.Report) {
 		return
 	}
 	name := path.Base(told.Path)
-	if strings.Contains(strings.ToLower(name), ".gz") || f.served[name+".gz"] {
+	if strings.Contains(strings.ToLower(name), ".gz") {
 		return
 	}
-	r.Class = upload.ClassNetwork
-	r.Words = oneline.Clean(r.Words+" (after its earlier tries failed, an ESP8266 falls back to "+name+".gz, which is not served: that 404 hides the first failure, most likely a broken download)", 2*maxWords)
+	for _, n := range []string{name, companions(name)[0]} {
+		if !f.served[n+".gz"] {
+			r.Class = upload.ClassNetwork
+			return
+		}
+	}
 }
 
 // CheckCompanions refuses a compressed companion ("<name>.gz") that does

@@ -126,6 +126,18 @@ const topSize = 151
 // Called with d.mu held.
 func (d *device) versionString() string { return d.version + "(" + d.image + ")" }
 
+// imageName is the CODE_IMAGE_STR a build with this project tells: a
+// loader named as Tasmota names its files ("tasmota-minimal",
+// "tasmota32-safeboot") tells "minimal" / "safeboot", as the firmware does.
+func imageName(project string) string {
+	if i := strings.LastIndexByte(project, '-'); i >= 0 {
+		if p := project[i+1:]; p == "minimal" || p == "safeboot" {
+			return p
+		}
+	}
+	return project
+}
+
 func (d *device) isMinimal() bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -252,8 +264,15 @@ func (d *device) everySecond() {
 // the next boot's first connection. false: the device stays away.
 func (d *device) restart(ctx context.Context, next *install) bool {
 	d.disconnect()
+	loader := d.isMinimal()
 	d.mu.Lock()
 	old := d.versionString()
+	if loader && d.uptime < bootLoopTime {
+		// A real loader's boot outlasts BOOT_LOOP_TIME (Wi-Fi association,
+		// the OTA state machine's seconds, the download, the 2 s before the
+		// restart), which the sim's fast boot skips: it counts.
+		d.bootCount++
+	}
 	d.mu.Unlock()
 	reboot := d.cfg.RebootTime
 	reason := "Software reset CPU"
@@ -280,7 +299,7 @@ func (d *device) restart(ctx context.Context, next *install) bool {
 			d.emit(Event{Event: EventRolledBack, Version: old, Text: "fault crash-on-boot: the new image crashed at boot; the bootloader runs the old one"})
 		default:
 			d.mu.Lock()
-			d.image, d.version = next.info.project, next.info.version
+			d.image, d.version = imageName(next.info.project), next.info.version
 			if d.image == "" {
 				d.image = "tasmota"
 				if !d.esp8266 {

@@ -130,10 +130,18 @@ func TestFaultNeverComesBack(t *testing.T) {
 }
 
 func TestFaultTwoStep(t *testing.T) {
+	// The loader image may tell its build as the firmware does ("minimal")
+	// or by Tasmota's file name ("tasmota-minimal"): it runs as "(minimal)".
+	for _, project := range []string{"minimal", "tasmota-minimal"} {
+		t.Run(project, func(t *testing.T) { testTwoStep(t, project) })
+	}
+}
+
+func testTwoStep(t *testing.T, project string) {
 	// 64 KiB free: the 96 KiB full image does not fit, the 40 KiB minimal
 	// one does, and once it runs the full one fits.
 	full := buildImage(t, "esp8266", "tasmota", "15.5.0", 96<<10)
-	minimal := buildImage(t, "esp8266", "minimal", "15.5.0", 40<<10)
+	minimal := buildImage(t, "esp8266", project, "15.5.0", 40<<10)
 	r := runFault(t, Device{Topic: "two", Chip: "esp8266", Faults: []Fault{FaultTwoStep}}, nil,
 		map[string][]byte{"/fw.bin": full, "/fw-minimal.bin": minimal}, "/fw.bin")
 	waitBoot(r.w, "two", "esp8266", r.start, "15.5.0(tasmota)")
@@ -151,6 +159,16 @@ func TestFaultTwoStep(t *testing.T) {
 	}
 	if !slices.Equal(versions, []string{"15.5.0(minimal)", "15.5.0(tasmota)"}) {
 		t.Fatalf("booted %v", versions)
+	}
+	// Every boot counts: the power-on, the loader's, the final image's.
+	var counts []float64
+	for _, m := range r.w.all() {
+		if m.Topic == "tele/two/INFO3" {
+			counts = append(counts, field(t, m.Payload, "Info3.BootCount").(float64))
+		}
+	}
+	if len(counts) != 3 || !(counts[0] < counts[1] && counts[1] < counts[2]) {
+		t.Fatalf("BootCount over the boots %v, want 3 rising", counts)
 	}
 	if got := r.srv.requests(); !slices.Equal(got, []string{"/fw.bin", "/fw-minimal.bin", "/fw.bin"}) {
 		t.Fatalf("fetched %v", got)
