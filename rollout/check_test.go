@@ -44,7 +44,7 @@ func TestFamilyChecksBeforePublishing(t *testing.T) {
 		{name: "url refused", urlErr: errors.New("no % here")},
 		{name: "public url refused", public: "http://proxy.example/ota", urlErr: errors.New("no % here")},
 		{name: "companion refused", compErr: errors.New("fw.bin.gz is not fw.bin")},
-		{name: "accepted", public: "http://proxy.example/ota"},
+		{name: "accepted", public: "http://127.0.0.1:9/ota"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newRig(t, Plan{}, succeed)

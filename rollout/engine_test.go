@@ -369,7 +369,7 @@ func TestURLTooLongStopsBeforeAnything(t *testing.T) {
 		t.Errorf("an ftp public URL accepted")
 	}
 	// A short public URL is what devices are told.
-	r.cfg.PublicURL = "http://proxy.example:8080/ota/"
+	r.cfg.PublicURL = "http://127.0.0.1:9/ota/"
 	res, err := Run(context.Background(), r.cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -378,7 +378,7 @@ func TestURLTooLongStopsBeforeAnything(t *testing.T) {
 	u := r.f.devs[r.devs[0].Topic].urls
 	r.f.mu.Unlock()
 	for _, u := range u {
-		if !strings.HasPrefix(u, "http://proxy.example:8080/ota/") || !strings.HasSuffix(u, "/fw.bin") || len(u) > fileserve.MaxURLLen {
+		if !strings.HasPrefix(u, "http://127.0.0.1:9/ota/") || !strings.HasSuffix(u, "/fw.bin") || len(u) > fileserve.MaxURLLen {
 			t.Errorf("told %q", u)
 		}
 	}
