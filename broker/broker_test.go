@@ -83,6 +83,7 @@ func ctxT(t *testing.T) context.Context {
 }
 
 func TestPublishSubscribeNotRetained(t *testing.T) {
+	t.Parallel()
 	b := testbroker.Start(t, testbroker.KeepLogs())
 	sub := dial(t, b.URL(), "sub1")
 	pub := dial(t, b.URL(), "pub1")
@@ -110,6 +111,7 @@ func TestPublishSubscribeNotRetained(t *testing.T) {
 }
 
 func TestRetainedMessageIsMarked(t *testing.T) {
+	t.Parallel()
 	b := testbroker.Start(t)
 	dev := rawClient(t, b.Addr())
 	dev.publishRetained(t, "tele/dev1/LWT", "Online")
@@ -124,6 +126,7 @@ func TestRetainedMessageIsMarked(t *testing.T) {
 }
 
 func TestBadCredentials(t *testing.T) {
+	t.Parallel()
 	b := testbroker.Start(t, testbroker.WithUser("ots", "right-password"))
 	const pw = "wrong-password-123"
 	var logs bytes.Buffer
@@ -263,6 +266,7 @@ func TestMatchAndFilters(t *testing.T) {
 // link went down and came back, subscribes again, and publishes and
 // receives as before.
 func TestReconnectAfterRestart(t *testing.T) {
+	t.Parallel()
 	b := testbroker.Start(t, testbroker.KeepLogs())
 	links := make(chan bool, 10)
 	var errText string
@@ -325,6 +329,7 @@ func TestReconnectAfterRestart(t *testing.T) {
 
 // Publish while the broker is down waits for the link, then sends.
 func TestPublishWaitsForLink(t *testing.T) {
+	t.Parallel()
 	b := testbroker.Start(t)
 	c := dial(t, b.URL(), "waiter1")
 	b.Stop()
@@ -359,6 +364,7 @@ func TestPublishWaitsForLink(t *testing.T) {
 // messages published while the client was away are delivered after it
 // connects again, to the first Subscribe whose filter matches them.
 func TestPersistentSession(t *testing.T) {
+	t.Parallel()
 	b := testbroker.Start(t)
 	c := dial(t, b.URL(), "persist1")
 	if err := c.Subscribe(ctxT(t), "stat/+/UPGRADE", func(Message) {}); err != nil {
@@ -380,6 +386,7 @@ func TestPersistentSession(t *testing.T) {
 }
 
 func TestHandlerMayPublish(t *testing.T) {
+	t.Parallel()
 	b := testbroker.Start(t)
 	c := dial(t, b.URL(), "echo1")
 	in := newInbox()
@@ -416,6 +423,7 @@ func TestNewClientID(t *testing.T) {
 // Forget ends the kept session: nothing published after it is delivered
 // to the next connect with the same client ID.
 func TestForget(t *testing.T) {
+	t.Parallel()
 	b := testbroker.Start(t)
 	c := dial(t, b.URL(), "forget1")
 	if err := c.Subscribe(ctxT(t), "stat/+/UPGRADE", func(Message) {}); err != nil {
@@ -442,6 +450,7 @@ func TestForget(t *testing.T) {
 // restarted without its sessions): one message published then arrives.
 // Close is a last change, down for good.
 func TestLink(t *testing.T) {
+	t.Parallel()
 	b := testbroker.Start(t, testbroker.KeepLogs())
 	c := dial(t, b.URL(), "link1")
 	up, changed := c.Link()

@@ -53,6 +53,7 @@ func pki(t *testing.T) (caFile, certFile, keyFile string) {
 }
 
 func TestMQTTS(t *testing.T) {
+	t.Parallel()
 	caFile, certFile, keyFile := pki(t)
 	b := testbroker.Start(t, testbroker.WithTLS(certFile, keyFile), testbroker.KeepLogs())
 	if !strings.HasPrefix(b.URL(), "mqtts://") {

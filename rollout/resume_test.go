@@ -102,6 +102,7 @@ func TestResumeAfterCancel(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			t.Parallel() // each case has a rig of its own: state dir, family, file server
 			p := plan
 			if c.plan != nil {
 				p = *c.plan

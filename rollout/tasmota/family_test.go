@@ -301,6 +301,7 @@ func noRetainedCommands(t *testing.T, b *testbroker.Broker) {
 // started, success, offline, online, one booted report from INFO1..3,
 // the reread, and OtaUrl put back.
 func TestUpgradeReported(t *testing.T) {
+	t.Parallel()
 	b := testbroker.Start(t, testbroker.KeepLogs())
 	mon := monitor(t, b, "cmnd/#")
 	const url = "http://10.0.0.2:8070/Zm9vYmFy/fw.bin"
@@ -416,6 +417,7 @@ func TestUpgradeReported(t *testing.T) {
 // shapes (no Info wrapper) are read; INFO1 without INFO3 still gives one
 // booted report.
 func TestFailedAndOldShapes(t *testing.T) {
+	t.Parallel()
 	b := testbroker.Start(t)
 	dev := startDevice(t, b, "cmnd/old/", "stat/old/", "tele/old/", func(d *fakeDevice, cmd, payload string) {
 		if cmd == "Backlog" {
@@ -453,6 +455,7 @@ func TestFailedAndOldShapes(t *testing.T) {
 
 // Devices under their own FullTopic, and the default one, side by side.
 func TestOwnFullTopic(t *testing.T) {
+	t.Parallel()
 	b := testbroker.Start(t)
 	own := startDevice(t, b, "home/lamp/cmnd/", "home/lamp/stat/", "home/lamp/tele/", func(d *fakeDevice, cmd, payload string) {
 		answerStatus(d, cmd, payload)
@@ -495,6 +498,7 @@ func answerStatusOnly(d *fakeDevice, cmd, payload string) { answerStatus(d, cmd,
 // Discover lists the devices whose retained LWT says Online and leaves
 // out those that say Offline; a Watch after it is told the LWTs known.
 func TestDiscover(t *testing.T) {
+	t.Parallel()
 	b := testbroker.Start(t)
 	startDevice(t, b, "cmnd/a1/", "stat/a1/", "tele/a1/", nil)
 	startDevice(t, b, "cmnd/b2/", "stat/b2/", "tele/b2/", nil)
@@ -520,6 +524,7 @@ func TestDiscover(t *testing.T) {
 }
 
 func TestNoAnswer(t *testing.T) {
+	t.Parallel()
 	b := testbroker.Start(t)
 	f := newFamily(t, b, Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -537,6 +542,7 @@ func TestNoAnswer(t *testing.T) {
 }
 
 func TestRestoreEmptySendsNothing(t *testing.T) {
+	t.Parallel()
 	b := testbroker.Start(t)
 	mon := monitor(t, b, "cmnd/#")
 	f := newFamily(t, b, Options{})
@@ -560,6 +566,7 @@ func TestRestoreEmptySendsNothing(t *testing.T) {
 // (persistence) or forgotten (none). Either way the client subscribes
 // again, and a boot reported after the restart arrives.
 func TestWatchAcrossBrokerRestart(t *testing.T) {
+	t.Parallel()
 	for _, persist := range []bool{true, false} {
 		t.Run(fmt.Sprintf("persistence=%v", persist), func(t *testing.T) {
 			var opts []testbroker.Option
@@ -613,6 +620,7 @@ func status0All() string {
 // after a broker restart too: none is a report, and none answers a read.
 // Only the LWT is taken from a retained message.
 func TestRetainedAreNotEvents(t *testing.T) {
+	t.Parallel()
 	b := testbroker.Start(t, testbroker.WithPersistence(), testbroker.KeepLogs())
 	dev := startDevice(t, b, "cmnd/ret/", "stat/ret/", "tele/ret/", nil)
 	dev.pubRetained("INFO1", `{"Info1":{"Module":"Generic","Version":"14.1.0(tasmota)"}}`)
@@ -764,6 +772,7 @@ func startMuteProxy(t *testing.T, upstream string) *muteProxy {
 // in time: broker.ErrMaybeSent) from one that surely did not (the link
 // down: rollout.ErrNotSent), for the engine to leave the device pending.
 func TestCommandSentOrNot(t *testing.T) {
+	t.Parallel()
 	b := testbroker.Start(t)
 	px := startMuteProxy(t, b.Addr())
 	c, err := broker.Connect(ctxT(t), broker.Config{URL: "mqtt://" + px.addr, ClientID: fmt.Sprintf("otsota%d", idN.Add(1))})
@@ -803,6 +812,7 @@ func TestCommandSentOrNot(t *testing.T) {
 // broker (sessions lost) is a change, and once Link says up again the
 // subscriptions are back, so a read made then is answered.
 func TestLinkAcrossBrokerRestart(t *testing.T) {
+	t.Parallel()
 	b := testbroker.Start(t)
 	startDevice(t, b, "cmnd/l1/", "stat/l1/", "tele/l1/", answerStatusOnly)
 	f := newFamily(t, b, Options{})

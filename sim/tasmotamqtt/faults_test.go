@@ -55,6 +55,7 @@ func (r *faultRun) waitEvent(t *testing.T, topic string, k EventKind) {
 }
 
 func TestFaultDownloadCut(t *testing.T) {
+	t.Parallel()
 	t.Run("esp32", func(t *testing.T) {
 		img := buildImage(t, "esp32", "tasmota32", "15.5.0", 80<<10)
 		r := runFault(t, Device{Topic: "cut", Faults: []Fault{FaultDownloadCut}}, nil, map[string][]byte{"/fw.bin": img}, "/fw.bin")
@@ -88,6 +89,7 @@ func TestFaultDownloadCut(t *testing.T) {
 }
 
 func TestFaultMD5Mismatch(t *testing.T) {
+	t.Parallel()
 	img := buildImage(t, "esp32", "tasmota32", "15.5.0", 0)
 	r := runFault(t, Device{Topic: "md5", Faults: []Fault{FaultMD5Mismatch}}, nil, map[string][]byte{"/fw.bin": img}, "/fw.bin")
 	r.w.waitFor(r.start, "UPGRADE", is("stat/md5/UPGRADE", "Failed"))
@@ -98,6 +100,7 @@ func TestFaultMD5Mismatch(t *testing.T) {
 }
 
 func TestFaultCrashOnBoot(t *testing.T) {
+	t.Parallel()
 	img := buildImage(t, "esp32", "tasmota32", "15.5.0", 0)
 	r := runFault(t, Device{Topic: "crash", Faults: []Fault{FaultCrashOnBoot}}, nil, map[string][]byte{"/fw.bin": img}, "/fw.bin")
 	end := waitBoot(r.w, "crash", "esp32", r.start, "15.4.0(tasmota32)")
@@ -112,6 +115,7 @@ func TestFaultCrashOnBoot(t *testing.T) {
 }
 
 func TestFaultNeverComesBack(t *testing.T) {
+	t.Parallel()
 	img := buildImage(t, "esp32", "tasmota32", "15.5.0", 0)
 	b := testbroker.Start(t)
 	srv := serve(t, map[string][]byte{"/fw.bin": img})
@@ -179,6 +183,7 @@ func testTwoStep(t *testing.T, project string) {
 }
 
 func TestFaultBrokerDrop(t *testing.T) {
+	t.Parallel()
 	// The link breaks halfway through the download and the first reconnect
 	// fails: UPGRADE is published while down and lost; the restart comes
 	// first, and the new boot tells all.
@@ -192,6 +197,7 @@ func TestFaultBrokerDrop(t *testing.T) {
 }
 
 func TestKeepaliveDuringLongDownload(t *testing.T) {
+	t.Parallel()
 	// An ESP32 keeps its MQTT socket during the download but does not
 	// service it: past 1.5 × keepalive the broker drops it; afterwards the
 	// device reconnects (no INFO) before UPGRADE.
@@ -204,6 +210,7 @@ func TestKeepaliveDuringLongDownload(t *testing.T) {
 }
 
 func TestFaultSilentAndNoInfo(t *testing.T) {
+	t.Parallel()
 	b := testbroker.Start(t)
 	w := watch(t, b, "#")
 	startFleet(t, testConfig(b, Device{Topic: "quiet", Faults: []Fault{FaultSilent}}, Device{Topic: "blank", Faults: []Fault{FaultNoInfo}}))
@@ -223,6 +230,7 @@ func TestFaultSilentAndNoInfo(t *testing.T) {
 }
 
 func TestWrongChip(t *testing.T) {
+	t.Parallel()
 	t.Run("esp32 image on esp8266", func(t *testing.T) {
 		// The ESP8266 updater checks the first byte and the flash size only:
 		// an ESP32 image is written, and the device never boots again.

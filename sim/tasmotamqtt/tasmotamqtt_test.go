@@ -32,6 +32,7 @@ func waitBoot(w *watcher, topic, chip string, from int, version string) int {
 }
 
 func TestUpgrade(t *testing.T) {
+	t.Parallel()
 	for _, chip := range []string{"esp32", "esp8266"} {
 		t.Run(chip, func(t *testing.T) {
 			b := testbroker.Start(t)
@@ -100,6 +101,7 @@ func TestUpgrade(t *testing.T) {
 }
 
 func TestStatus(t *testing.T) {
+	t.Parallel()
 	b := testbroker.Start(t)
 	w := watch(t, b, "stat/#")
 	startFleet(t, testConfig(b, Device{Topic: "s1", Chip: "esp8266", Version: "14.2.0", FreeKiB: 300}))
@@ -128,6 +130,7 @@ func TestStatus(t *testing.T) {
 }
 
 func TestFullTopicAndOption4(t *testing.T) {
+	t.Parallel()
 	b := testbroker.Start(t)
 	w := watch(t, b, "#")
 	startFleet(t, testConfig(b, Device{Topic: "lamp", FullTopic: "tasmota/%topic%/%prefix%/", SetOption4: true}))
@@ -140,6 +143,7 @@ func TestFullTopicAndOption4(t *testing.T) {
 }
 
 func TestRetainedUpgradeRunsAgain(t *testing.T) {
+	t.Parallel()
 	b := testbroker.Start(t)
 	img := buildImage(t, "esp32", "tasmota32", "15.5.0", 0)
 	srv := serve(t, map[string][]byte{"/fw.bin": img})
@@ -161,6 +165,7 @@ func TestRetainedUpgradeRunsAgain(t *testing.T) {
 }
 
 func TestStartErrors(t *testing.T) {
+	t.Parallel()
 	l := testbroker.Start(t) // a port that then closes
 	addr := l.Addr()
 	_ = addr
@@ -184,6 +189,7 @@ func TestStartErrors(t *testing.T) {
 }
 
 func TestFleet200(t *testing.T) {
+	t.Parallel()
 	b := testbroker.Start(t)
 	img := buildImage(t, "esp32", "tasmota32", "15.5.0", 96<<10)
 	srv := serve(t, map[string][]byte{"/fw.bin": img})
@@ -222,6 +228,7 @@ func TestFleet200(t *testing.T) {
 }
 
 func TestBrokerRestart(t *testing.T) {
+	t.Parallel()
 	// A broker restart is a lost link, not a boot: the device reconnects at
 	// once and says Online, with no INFO.
 	b := testbroker.Start(t)
