@@ -1040,30 +1040,53 @@ func minimalURL(u string) string {
 	return u[:slash+1] + name + "-minimal" + ext
 }
 
-// fetch is ESPhttpUpdate.update: GET with the device's headers; 200,
-// Content-Length, room for it, the magic byte and the x-MD5 when sent.
-// Only loopback is fetched: a fake never reaches the network.
-func (d *TasmotaDevice) fetch(u string, free int64) (f TasmotaFetch, tooBig bool) {
-	f.URL = u
+// Why updaterGet refuses a URL before any request.
+var (
+	errNotHTTP     = errors.New("not an http URL")
+	errNotLoopback = errors.New("not on loopback")
+)
+
+// updaterGet is the GET of the Arduino HTTP updaters (ESP8266httpUpdate,
+// HTTPUpdate) as a fake makes it: http on loopback only (a fake never
+// reaches the network), no proxy, no redirect followed, one connection,
+// the device's User-Agent and x-<chip>-* headers. It is cut when done
+// closes or after timeout; stop closes the body and ends it.
+func updaterGet(done <-chan struct{}, u string, timeout time.Duration, chip string, hdr map[string]string) (resp *http.Response, stop func(), err error) {
 	pu, err := url.Parse(u)
 	if err != nil || pu.Scheme != "http" {
-		f.Err = "unsupported protocol"
-		return f, false
+		return nil, nil, errNotHTTP
 	}
 	if ip := net.ParseIP(pu.Hostname()); ip == nil || !ip.IsLoopback() {
-		f.Err = "connection failed: the fake fetches from loopback only"
-		return f, false
+		return nil, nil, errNotLoopback
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	go func() {
 		select {
-		case <-d.done:
+		case <-done:
 			cancel()
 		case <-ctx.Done():
 		}
 	}()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	req.Header.Set("User-Agent", chip+"-http-Update")
+	for k, v := range hdr {
+		req.Header.Set("x-"+chip+"-"+k, v)
+	}
+	c := http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err = c.Do(req)
+	if err != nil {
+		cancel()
+		return nil, nil, err
+	}
+	return resp, func() { resp.Body.Close(); cancel() }, nil
+}
+
+// fetch is ESPhttpUpdate.update: GET with the device's headers; 200,
+// Content-Length, room for it, the magic byte and the x-MD5 when sent.
+// Only loopback is fetched: a fake never reaches the network.
+func (d *TasmotaDevice) fetch(u string, free int64) (f TasmotaFetch, tooBig bool) {
+	f.URL = u
 	chip := "ESP32"
 	if d.cfg.ESP8266 {
 		chip = "ESP8266"
@@ -1071,19 +1094,21 @@ func (d *TasmotaDevice) fetch(u string, free int64) (f TasmotaFetch, tooBig bool
 	d.mu.Lock()
 	ver := d.running.Version + "(" + d.running.Image + ")"
 	d.mu.Unlock()
-	req.Header.Set("User-Agent", chip+"-http-Update")
-	for k, v := range map[string]string{"STA-MAC": "AA:BB:CC:A1:B2:C3", "AP-MAC": "AA:BB:CC:A1:B2:C4", "free-space": strconv.FormatInt(free, 10),
-		"sketch-size": "600000", "chip-size": strconv.FormatInt(d.cfg.FlashSize, 10), "sdk-version": "fake", "mode": "sketch", "version": ver} {
-		req.Header.Set("x-"+chip+"-"+k, v)
-	}
-	c := http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}, CheckRedirect: func(*http.Request, []*http.Request) error {
-		return http.ErrUseLastResponse
-	}}
-	resp, err := c.Do(req)
-	if err != nil {
+	resp, stop, err := updaterGet(d.done, u, 30*time.Second, chip, map[string]string{"STA-MAC": "AA:BB:CC:A1:B2:C3", "AP-MAC": "AA:BB:CC:A1:B2:C4",
+		"free-space": strconv.FormatInt(free, 10), "sketch-size": "600000", "chip-size": strconv.FormatInt(d.cfg.FlashSize, 10),
+		"sdk-version": "fake", "mode": "sketch", "version": ver})
+	switch {
+	case errors.Is(err, errNotHTTP):
+		f.Err = "unsupported protocol"
+		return f, false
+	case errors.Is(err, errNotLoopback):
+		f.Err = "connection failed: the fake fetches from loopback only"
+		return f, false
+	case err != nil:
 		f.Err = "connection failed"
 		return f, false
 	}
+	defer stop()
 	defer resp.Body.Close()
 	f.Status = resp.StatusCode
 	switch {

@@ -8,9 +8,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
-	"net"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -1177,24 +1175,6 @@ func (d *TasmotaMQTTDevice) fetch(u string, inLoader, minimal bool) (words strin
 	version := d.version
 	d.logf("fetch %s", u)
 	d.mu.Unlock()
-	pu, err := url.Parse(u)
-	if err != nil || pu.Scheme != "http" {
-		return "HTTP error: connection failed", false
-	}
-	// A fake never reaches past loopback.
-	if ip := net.ParseIP(pu.Hostname()); ip == nil || !ip.IsLoopback() {
-		return "HTTP error: connection failed", false
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	go func() {
-		select {
-		case <-d.done:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	chip := "ESP32"
 	if d.esp8266 {
 		chip = "ESP8266"
@@ -1203,18 +1183,13 @@ func (d *TasmotaMQTTDevice) fetch(u string, inLoader, minimal bool) (words strin
 	if inLoader {
 		free += 1 << 20 // the loader build is small: room for the full image
 	}
-	req.Header.Set("User-Agent", chip+"-http-Update")
-	for k, v := range map[string]string{"STA-MAC": macColons(d.mac), "AP-MAC": macColons(d.mac), "free-space": strconv.FormatInt(free, 10),
-		"sketch-size": "634880", "sketch-md5": "0123456789abcdef0123456789abcdef", "chip-size": "4194304", "sdk-version": "fake",
-		"mode": "sketch", "version": version} {
-		req.Header.Set("x-"+chip+"-"+k, v)
-	}
-	client := http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true},
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	resp, err := client.Do(req)
+	resp, stop, err := updaterGet(d.done, u, 60*time.Second, chip, map[string]string{"STA-MAC": macColons(d.mac), "AP-MAC": macColons(d.mac),
+		"free-space": strconv.FormatInt(free, 10), "sketch-size": "634880", "sketch-md5": "0123456789abcdef0123456789abcdef",
+		"chip-size": "4194304", "sdk-version": "fake", "mode": "sketch", "version": version})
 	if err != nil {
 		return "HTTP error: connection failed", false
 	}
+	defer stop()
 	defer resp.Body.Close()
 	switch {
 	case resp.StatusCode == http.StatusNotFound:
