@@ -65,7 +65,8 @@ const maxManifest = 1 << 20
 // unreachable endpoint take ten seconds to report).
 const maxRetries = 4
 
-// Store is an S3 bucket as a [store.Store].
+// Store is an S3 bucket as a [store.Store]. Its methods may be called from
+// several goroutines at once.
 type Store struct {
 	cfg    Config
 	public string // PublicURL without a trailing "/"
@@ -249,7 +250,7 @@ func describe(err error) string {
 		return "the secret key does not match the access key"
 	case r.Code == "AccessDenied":
 		return "access denied (check the access key, the secret key and the bucket's permissions)"
-	case r.Code != "" && r.Code != "UnexpectedEOF":
+	case r.Code != "":
 		msg := r.Code
 		if r.Message != "" {
 			msg += ": " + r.Message
@@ -273,7 +274,7 @@ func scrub(msg string, secret auth.Secret) string {
 	return msg
 }
 
-// ImageFolder is the folder PutImage puts these files in (name → content
+// imageFolder is the folder PutImage puts these files in (name → content
 // read from open): "<stem>-<20 lowercase base32 characters>", the hash
 // part SHA-256 over every name and content (names sorted, each framed by
 // its length so no two sets of files hash alike), the stem the shortest
@@ -366,11 +367,10 @@ func (s *Store) PutImage(ctx context.Context, files map[string]string) (map[stri
 		if err != nil && minio.ToErrorResponse(err).Code != "NoSuchKey" {
 			return nil, s.fail("cannot look for "+key, err)
 		}
-		f := opened[n]
-		if _, err := f.Seek(0, io.SeekStart); err != nil {
-			return nil, s.fail("", fmt.Errorf("cannot upload %s: %v", n, pathError(err)))
-		}
-		_, err = s.c.PutObject(ctx, s.cfg.Bucket, key, io.LimitReader(f, sizes[n]), sizes[n], minio.PutObjectOptions{
+		// A section reader can be read again when minio-go retries, and
+		// uploads exactly the bytes hashed even if the file grew since.
+		body := io.NewSectionReader(opened[n], 0, sizes[n])
+		_, err = s.c.PutObject(ctx, s.cfg.Bucket, key, body, sizes[n], minio.PutObjectOptions{
 			ContentType:  "application/octet-stream",
 			CacheControl: imageCacheControl,
 		})
