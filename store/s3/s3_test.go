@@ -9,10 +9,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -226,13 +228,40 @@ func TestPutImageSkipsExisting(t *testing.T) {
 	}
 }
 
-// Objects are private: the server refuses a request without a signature,
-// for an image, a manifest and the bucket's listing.
+// Objects are private: no request sets an ACL, and the server refuses a
+// request without a signature, for an image, a manifest and the bucket's
+// listing.
 func TestObjectsArePrivate(t *testing.T) {
 	t.Parallel()
 	srv := tests3.Start(t)
 	const public = "http://cdn.test"
-	st := open(t, srv, public)
+	// A recording proxy between the store and the server; the Host header
+	// stays the one signed.
+	target, _ := url.Parse(srv.Endpoint())
+	var mu sync.Mutex
+	var puts int
+	var acls []string
+	rec := httptest.NewServer(&httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
+		r.SetURL(target)
+		r.Out.Host = r.In.Host
+		mu.Lock()
+		defer mu.Unlock()
+		if r.In.Method == http.MethodPut {
+			puts++
+		}
+		for h := range r.In.Header {
+			if h = strings.ToLower(h); h == "x-amz-acl" || strings.HasPrefix(h, "x-amz-grant-") {
+				acls = append(acls, r.In.Method+" "+r.In.URL.Path+" "+h)
+			}
+		}
+	}})
+	t.Cleanup(rec.Close)
+	cfg := config(srv, public)
+	cfg.Endpoint = rec.URL
+	st, err := s3.Open(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	files, _ := image(t)
 	urls, err := st.PutImage(t.Context(), files)
 	if err != nil {
@@ -241,6 +270,11 @@ func TestObjectsArePrivate(t *testing.T) {
 	if _, err := st.PutFile(t.Context(), "manifest.json", []byte(`{}`)); err != nil {
 		t.Fatal(err)
 	}
+	mu.Lock()
+	if puts < 4 || len(acls) > 0 {
+		t.Errorf("%d PUT requests seen (want 4: 3 files, a manifest); ACL headers sent: %q", puts, acls)
+	}
+	mu.Unlock()
 	for _, key := range []string{keyOf(t, public, urls["tasmota32.bin"]), prefix + "/manifest.json", ""} {
 		u := srv.Endpoint() + "/" + srv.Bucket() + "/" + key
 		resp, err := http.Get(u)
