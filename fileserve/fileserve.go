@@ -367,6 +367,11 @@ func (s *Server) buildURL(host netip.AddrPort, name string) string {
 	return u.String()
 }
 
+// ValidName reports whether name can be served (Config.Files, Config.Open,
+// SetOpen): letters, digits, '.', '_' and '-', not starting with '.', at
+// most 64 characters. (Addition.)
+func ValidName(name string) bool { return validName(name) }
+
 // validName keeps served names to characters that need no escaping in a
 // URL, so a request path either equals /<token>/<name> byte for byte or is
 // refused; and no name is "." or "..".
