@@ -43,7 +43,16 @@ const Bucket = "ots-ota-test"
 
 // Binary returns versitygw's path: $OTS_OTA_VERSITYGW, else on PATH, else
 // in $GOPATH/bin (where `go install` puts it); "" when none is found.
+//
+// With $OTS_OTA_VERSITYGW_WAIT set (.ci/run builds versitygw in the
+// background while the tests run), it first waits, at most 10 minutes, for
+// that folder to hold "ok" (built: $OTS_OTA_VERSITYGW) or "failed" ("").
 func Binary() string {
+	if dir := os.Getenv("OTS_OTA_VERSITYGW_WAIT"); dir != "" {
+		if !waitBuilt(dir, 10*time.Minute) {
+			return ""
+		}
+	}
 	if p := os.Getenv("OTS_OTA_VERSITYGW"); p != "" {
 		return p
 	}
@@ -246,4 +255,20 @@ func (s *Server) Front(t testing.TB, prefix string) string {
 	ts := httptest.NewServer(p)
 	t.Cleanup(ts.Close)
 	return ts.URL
+}
+
+// waitBuilt waits for the background build's marker in dir: true for "ok",
+// false for "failed" or none within max.
+func waitBuilt(dir string, max time.Duration) bool {
+	end := time.Now().Add(max)
+	for time.Now().Before(end) {
+		if _, err := os.Stat(filepath.Join(dir, "ok")); err == nil {
+			return true
+		}
+		if _, err := os.Stat(filepath.Join(dir, "failed")); err == nil {
+			return false
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	return false
 }
