@@ -8,6 +8,11 @@
 // asked), and it stops with the push. The token never appears in full in
 // its logs or errors. What devices need from the answer, and what they send
 // (their MAC among it), is in docs/fileserve.md.
+//
+// Besides, it may serve "open" files at /<name> without the token
+// (Config.Open, SetOpen): announcements a device polls at a URL fixed
+// when it was built (an ESPHome manifest). They hold no image; they do
+// hold the image's URL, token included, as the devices must read it.
 package fileserve
 
 import (
