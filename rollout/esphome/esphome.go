@@ -672,13 +672,14 @@ func (f *Family) Ready(ctx context.Context, d rollout.Device) error {
 	defer cancel()
 	_, err := f.await(wctx, d)
 	var st State
-	has := false
+	has, offline := false, false
 	for err == nil {
 		f.mu.Lock()
 		r := f.resolveLocked(d)
 		if has = r.e != nil; has {
 			st = r.e.st
 		}
+		offline = r.status == rollout.ReportOffline
 		f.mu.Unlock()
 		if d.Entity == "" && len(r.ids) > 1 {
 			return errAmbiguous(d, r.ids)
@@ -700,13 +701,19 @@ func (f *Family) Ready(ctx context.Context, d rollout.Device) error {
 		return fmt.Errorf("the wait for it to tell latest %s was cut short", shown(f.cfg.Expect))
 	}
 	wait := f.cfg.CheckWait
+	var msg string
 	switch {
 	case !has:
 		return fmt.Errorf("told no update state within %s (--check-wait): is its MQTT topic prefix %q, with an update entity over MQTT?", wait, d.Topic)
 	case st.Latest == "":
-		return fmt.Errorf("told no latest version within %s (--check-wait): build it with a shorter update_interval, or check that it fetches %s", wait, manifestName(d))
+		msg = fmt.Sprintf("told no latest version within %s (--check-wait): build it with a shorter update_interval, or check that it fetches %s", wait, manifestName(d))
+	default:
+		msg = fmt.Sprintf("still told latest %s after %s (--check-wait): build it with a shorter update_interval, or check that it fetches %s", shown(st.Latest), wait, manifestName(d))
 	}
-	return fmt.Errorf("still told latest %s after %s (--check-wait): build it with a shorter update_interval, or check that it fetches %s", shown(st.Latest), wait, manifestName(d))
+	if offline {
+		msg += " (its status says offline)"
+	}
+	return errors.New(msg)
 }
 
 // Command publishes INSTALL, once, to <prefix>/update/<id>/command at QoS

@@ -406,7 +406,11 @@ func TestReadyTimesOut(t *testing.T) {
 	old := startESP(t, b, "old", "1.0.0")
 	old.check("1.0.0")
 	startESP(t, b, "fresh", "1.0.0") // booted, no check yet
+	gone := startESP(t, b, "gone", "1.0.0")
+	gone.check("1.0.0")
+	gone.publish("gone/status", "offline")
 	f := newFamily(t, b, Config{Expect: "1.1.0", CheckWait: 500 * time.Millisecond})
+	var wg sync.WaitGroup
 	for _, c := range []struct {
 		d    rollout.Device
 		want string
@@ -414,12 +418,16 @@ func TestReadyTimesOut(t *testing.T) {
 		{rollout.Device{Topic: "old"}, "still told latest 1.0.0 after 500ms (--check-wait): build it with a shorter update_interval, or check that it fetches manifest.json"},
 		{rollout.Device{Topic: "old", Manifest: "canary.json"}, "still told latest 1.0.0 after 500ms (--check-wait): build it with a shorter update_interval, or check that it fetches canary.json"},
 		{rollout.Device{Topic: "fresh"}, "told no latest version within 500ms (--check-wait): build it with a shorter update_interval, or check that it fetches manifest.json"},
+		{rollout.Device{Topic: "gone"}, "still told latest 1.0.0 after 500ms (--check-wait): build it with a shorter update_interval, or check that it fetches manifest.json (its status says offline)"},
 		{rollout.Device{Topic: "nobody"}, `told no update state within 500ms (--check-wait): is its MQTT topic prefix "nobody", with an update entity over MQTT?`},
 	} {
-		if err := f.Ready(ctxT(t), c.d); err == nil || err.Error() != c.want {
-			t.Errorf("%+v: %v\nwant %s", c.d, err, c.want)
-		}
+		wg.Go(func() { // the waits at once: the test takes one
+			if err := f.Ready(ctxT(t), c.d); err == nil || err.Error() != c.want {
+				t.Errorf("%+v: %v\nwant %s", c.d, err, c.want)
+			}
+		})
 	}
+	wg.Wait()
 	// Already on the version: ready at once.
 	done := startESP(t, b, "done", "1.1.0")
 	done.check("1.1.0")
