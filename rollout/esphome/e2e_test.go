@@ -31,19 +31,20 @@ type puller struct {
 	source  string
 	variant string
 	badMD5  bool
+	every   time.Duration // update_interval
 
 	url, md5 string // the last manifest's build
 }
 
 var loopback = &http.Client{Transport: &http.Transport{Proxy: nil}, Timeout: 5 * time.Second}
 
-func startPuller(t *testing.T, b *testbroker.Broker, prefix, project, source string) *puller {
-	p := &puller{fakeESP: startESP(t, b, prefix, project), source: source, variant: "ESP32"}
+func startPuller(t *testing.T, b *testbroker.Broker, prefix, project, source string, every time.Duration, ids ...string) *puller {
+	p := &puller{fakeESP: startESP(t, b, prefix, project, ids...), source: source, variant: "ESP32", every: every}
 	p.onInstall = func(*fakeESP) { p.flash() }
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	go func() {
-		tick := time.NewTicker(100 * time.Millisecond) // update_interval
+		tick := time.NewTicker(p.every)
 		defer tick.Stop()
 		for {
 			select {
@@ -136,14 +137,27 @@ func TestRolloutEndToEnd(t *testing.T) {
 	cmds := startSpy(t, b, "+/update/+/command")
 	var devs []rollout.Device
 	var pullers []*puller
-	for i, name := range []string{"canary", "good", "badmd5"} {
-		p := startPuller(t, b, name, "1.0.0", source)
-		p.check("1.0.0") // its check of the manifest it had before
+	// The canary booted since its last check, and its checks since found
+	// no manifest: it tells no version when it is read before the update
+	// (its check comes later), yet its update is shown.
+	for i, name := range []string{"fresh", "good", "badmd5", "two"} {
+		var ids []string
+		if name == "two" {
+			ids = []string{"firmware", "firmware_beta"}
+		}
+		every := 100 * time.Millisecond
+		if name == "fresh" {
+			every = time.Second
+		}
+		p := startPuller(t, b, name, "1.0.0", source, every, ids...)
+		if name != "fresh" {
+			p.check("1.0.0") // its check of a manifest it had before
+		}
 		pullers = append(pullers, p)
 		devs = append(devs, rollout.Device{Name: fmt.Sprintf("dev%d", i), Topic: name})
 	}
 	pullers[2].badMD5 = true
-	plan := rollout.Plan{Canary: 1, Waves: []rollout.Step{{Percent: 100}}}
+	plan := rollout.Plan{Canary: 1, Waves: []rollout.Step{{Percent: 100}}, MaxFailures: upload.FailureBudget{Set: true, N: 2}}
 	st, err := rollout.CreateState(filepath.Join(dir, "state"), rollout.Meta{Family: "esphome", Firmware: img, Expect: "1.1.0", Plan: plan,
 		ServeAddr: addr, Broker: b.URL(), ClientID: "otsotae2e", Devices: devs})
 	if err != nil {
@@ -159,7 +173,7 @@ func TestRolloutEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []upload.Outcome{upload.OutcomeUpdated, upload.OutcomeUpdated, upload.OutcomeUnchanged}
+	want := []upload.Outcome{upload.OutcomeUpdated, upload.OutcomeUpdated, upload.OutcomeUnchanged, upload.OutcomeRefused}
 	for i, r := range res {
 		if r.Outcome != want[i] || strings.Contains(r.Message, "\n") {
 			t.Errorf("%s: %s (%s), want %s", r.Device, r.Outcome, r.Message, want[i])
@@ -171,11 +185,18 @@ func TestRolloutEndToEnd(t *testing.T) {
 	if r := res[2]; !strings.Contains(r.Message, "took the command") || !strings.Contains(r.Message, "1.0.0") {
 		t.Errorf("bad MD5: %s", r.Message)
 	}
-	// One INSTALL per device, each acted on (the device was ready).
-	for i, p := range pullers {
+	if r := res[3]; !strings.Contains(r.Message, "not commanded: dev3 has 2 update entities (firmware, firmware_beta)") {
+		t.Errorf("two entities: %s", r.Message)
+	}
+	// One INSTALL per device, each acted on (the device was ready); none
+	// to the device with two entities.
+	for i, p := range pullers[:3] {
 		if ins := p.installsSeen(); len(ins) != 1 || !ins[0] {
 			t.Errorf("device %d: INSTALLs (acted on) %v", i, ins)
 		}
+	}
+	if ins := pullers[3].installsSeen(); len(ins) != 0 {
+		t.Errorf("two entities: INSTALLs %v", ins)
 	}
 	if ms := cmds.atLeast(t, 3); len(ms) != 3 {
 		t.Errorf("%d commands", len(ms))

@@ -17,7 +17,10 @@
 //     is seen as an installed_version "" after a non-empty one, or as an
 //     installed_version other than the last told; the first state after
 //     INSTALL is the device taking it (started); a failed install is
-//     invisible (no restart within the bound).
+//     invisible (no restart within the bound). A boot after INSTALL into
+//     another version than the one told before is also reported as
+//     success (ESPHome tells none), so that the change is shown even when
+//     the read before the update found no version yet.
 //
 // Retained messages only fill the family's cache (Preflight, Ready,
 // Reread, Discover): the broker sends them again on every (re)subscribe,
@@ -373,6 +376,15 @@ func (f *Family) stateLocked(prefix, id string, m broker.Message) []rollout.Repo
 		// an empty state: a boot, naming what it runs.
 		r.Kind, boot = rollout.ReportBooted, true
 	}
+	var out []rollout.Report
+	if r.Kind == rollout.ReportBooted && prevLast != "" && st.Installed != prevLast && !ds.commanded.IsZero() && !m.At.Before(ds.commanded) {
+		// It told another version before its restart, after the command:
+		// it wrote an image (ESPHome says nothing of it itself). This
+		// shows the change when the read before the update came before
+		// its first check (no version yet).
+		out = append(out, rollout.Report{Topic: prefix, Kind: rollout.ReportSuccess, At: m.At, Source: "state",
+			Words: "installed_version " + shown(prevLast) + " before its restart, " + shown(st.Installed) + " after"})
+	}
 	if ds.awaitStart && ds.cmdEntity == id && !m.At.Before(ds.commanded) {
 		ds.awaitStart = false
 		if !boot {
@@ -380,7 +392,7 @@ func (f *Family) stateLocked(prefix, id string, m broker.Message) []rollout.Repo
 			r.Kind, r.Words = rollout.ReportStarted, "took INSTALL: "+stateWords(st)
 		}
 	}
-	return []rollout.Report{r}
+	return append(out, r)
 }
 
 // reportAttrs are r's log attributes: only what the device told.
@@ -663,7 +675,9 @@ func (f *Family) noState(d rollout.Device) error {
 
 // Ready waits until the device tells latest_version == Expect (it read the
 // manifest), or installed_version == Expect, at most Config.CheckWait or
-// until ctx ends. Its error says what the device told last.
+// until ctx ends. Its error says what the device told last. A device with
+// several update entities and none named is ready at once: Command
+// refuses it (the verdict is then refused, not a timeout).
 func (f *Family) Ready(ctx context.Context, d rollout.Device) error {
 	if f.cfg.Expect == "" {
 		return errors.New("no version to wait for (--expect-version is required)")
@@ -682,7 +696,8 @@ func (f *Family) Ready(ctx context.Context, d rollout.Device) error {
 		offline = r.status == rollout.ReportOffline
 		f.mu.Unlock()
 		if d.Entity == "" && len(r.ids) > 1 {
-			return errAmbiguous(d, r.ids)
+			// Command refuses it (refused, not commanded).
+			return nil
 		}
 		if has && (st.Latest == f.cfg.Expect || st.Installed == f.cfg.Expect) {
 			return nil
@@ -695,7 +710,9 @@ func (f *Family) Ready(ctx context.Context, d rollout.Device) error {
 	}
 	var amb ambiguousError
 	switch {
-	case errors.As(err, &amb), wctx.Err() == nil:
+	case errors.As(err, &amb):
+		return nil
+	case wctx.Err() == nil:
 		return err
 	case ctx.Err() != nil:
 		return fmt.Errorf("the wait for it to tell latest %s was cut short", shown(f.cfg.Expect))
@@ -720,7 +737,9 @@ func (f *Family) Ready(ctx context.Context, d rollout.Device) error {
 // 1, not retained, and returns when the broker acknowledged it. The image
 // URL is the manifest's, not the command's. An error wrapping
 // broker.ErrMaybeSent: no acknowledgement before ctx ended, it may still
-// arrive. Any other error wraps rollout.ErrNotSent.
+// arrive. Any other error wraps rollout.ErrNotSent; among them, sent
+// nothing: a device with several update entities and none named, or one
+// that told installed_version == Expect since the read before the update.
 func (f *Family) Command(ctx context.Context, d rollout.Device, _ string) error {
 	if err := check(d); err != nil {
 		return notSent{err}
@@ -733,6 +752,12 @@ func (f *Family) Command(ctx context.Context, d rollout.Device, _ string) error 
 			return notSent{errAmbiguous(d, r.ids)}
 		}
 		return notSent{fmt.Errorf("%s: no update entity known (it told no update state)", label(d))}
+	}
+	if r.e != nil && f.cfg.Expect != "" && r.e.st.Installed == f.cfg.Expect {
+		// Told after the read before the update (which found no version
+		// yet): ESPHome would ignore INSTALL.
+		f.mu.Unlock()
+		return notSent{fmt.Errorf("%s already runs %s (it told so after the read before the update)", label(d), shown(f.cfg.Expect))}
 	}
 	ds := f.devLocked(d.Topic)
 	ds.commanded, ds.cmdEntity, ds.awaitStart = time.Now(), r.id, true
