@@ -377,7 +377,7 @@ func (f *Family) stateLocked(prefix, id string, m broker.Message) []rollout.Repo
 		r.Kind, boot = rollout.ReportBooted, true
 	}
 	var out []rollout.Report
-	if r.Kind == rollout.ReportBooted && prevLast != "" && st.Installed != prevLast && !ds.commanded.IsZero() && !m.At.Before(ds.commanded) {
+	if r.Kind == rollout.ReportBooted && prevLast != "" && st.Installed != prevLast && ds.cmdEntity == id && !ds.commanded.IsZero() && !m.At.Before(ds.commanded) {
 		// It told another version before its restart, after the command:
 		// it wrote an image (ESPHome says nothing of it itself). This
 		// shows the change when the read before the update came before
@@ -760,6 +760,7 @@ func (f *Family) Command(ctx context.Context, d rollout.Device, _ string) error 
 		return notSent{fmt.Errorf("%s already runs %s (it told so after the read before the update)", label(d), shown(f.cfg.Expect))}
 	}
 	ds := f.devLocked(d.Topic)
+	was, wasEntity := ds.commanded, ds.cmdEntity
 	ds.commanded, ds.cmdEntity, ds.awaitStart = time.Now(), r.id, true
 	f.mu.Unlock()
 	topic := commandTopic(d.Topic, r.id)
@@ -768,7 +769,7 @@ func (f *Family) Command(ctx context.Context, d rollout.Device, _ string) error 
 		err = fmt.Errorf("%s: INSTALL: %w", label(d), err)
 		if !errors.Is(err, broker.ErrMaybeSent) {
 			f.mu.Lock()
-			ds.awaitStart = false
+			ds.commanded, ds.cmdEntity, ds.awaitStart = was, wasEntity, false
 			f.mu.Unlock()
 			err = notSent{err}
 		}
