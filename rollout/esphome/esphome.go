@@ -640,16 +640,16 @@ func (f *Family) await(ctx context.Context, d rollout.Device) (resolved, error) 
 // Preflight is the device's update state as last told (the broker's
 // retained one, or any since): Version and Release its installed_version
 // (both "" before its first check after a boot), Latest its
-// latest_version. An error: the device has no state within ctx, its
-// retained status says offline, or it has several update entities and
-// none is named.
+// latest_version. An error: the device has no state within ctx, or its
+// retained status says offline. A device with several update entities and
+// none named told nothing here (Command refuses it).
 func (f *Family) Preflight(ctx context.Context, d rollout.Device) (rollout.Facts, error) {
 	r, err := f.await(ctx, d)
 	var amb ambiguousError
 	switch {
 	case errors.As(err, &amb):
-		// Refused by Ready, which the engine calls next: a read error
-		// would read as a device that did not answer.
+		// Refused by Command: a read error would read as a device that
+		// did not answer.
 		f.log.Debug("several update entities", "topic", d.Topic, "entities", strings.Join(amb.ids, ","))
 		return rollout.Facts{}, nil
 	case err != nil && ctx.Err() != nil:
