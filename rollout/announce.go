@@ -2,6 +2,7 @@ package rollout
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"net/url"
@@ -265,11 +266,11 @@ func (e *engine) revert(ctx context.Context) []string {
 // family), holding no slot. An error ends the device failed, never
 // commanded; false then, or when ctx ended or a gate stopped the rollout
 // (the device is then left not started).
-func (e *engine) ready(ctx context.Context, d *dev, rd Readier, spec DeviceSpec) bool {
+func (e *engine) ready(ctx context.Context, d *dev, rd Readier, spec DeviceSpec) (ok, self bool) {
 	e.emit(d, upload.Event{Phase: upload.PhaseChecking, Message: "waiting for the device to see the image announced"})
 	for {
 		if e.waitLink(ctx) != nil {
-			return false
+			return false, false
 		}
 		_, gen, _ := e.link()
 		rctx, cancel := context.WithCancel(ctx)
@@ -284,10 +285,13 @@ func (e *engine) ready(ctx context.Context, d *dev, rd Readier, spec DeviceSpec)
 		err := rd.Ready(rctx, d.d)
 		cancel()
 		if ctx.Err() != nil || e.stopped() != "" {
-			return false
+			return false, false
 		}
 		if err == nil {
-			return true
+			return true, false
+		}
+		if errors.Is(err, ErrTookAnnouncement) {
+			return true, true
 		}
 		if up, now, _ := e.link(); !up || now != gen {
 			// The link went down meanwhile: what the device told may be
@@ -297,6 +301,6 @@ func (e *engine) ready(ctx context.Context, d *dev, rd Readier, spec DeviceSpec)
 		}
 		e.finish(ctx, d, Verdict{Outcome: upload.OutcomeFailed, Class: upload.ClassTimeout,
 			Message: oneLine(err) + " (not commanded)"}, spec)
-		return false
+		return false, false
 	}
 }

@@ -143,6 +143,7 @@ type announceFamily struct {
 	look      func(name string) ([]byte, bool)
 	readyWait time.Duration
 	never     map[string]bool // topics that never see it
+	self      map[string]bool // topics that install it on their own once announced
 	barrier   int             // Ready answers only once this many were in Ready at once
 
 	am        sync.Mutex
@@ -179,6 +180,13 @@ func (a *announceFamily) Ready(ctx context.Context, d Device) error {
 		a.in--
 		a.am.Unlock()
 	}()
+	if a.self[d.Topic] {
+		a.mu.Lock()
+		fd := a.devs[d.Topic]
+		a.mu.Unlock()
+		a.restartInto(fd, "14.3.0") // an install-on-available automation
+		return fmt.Errorf("%s installed it on its own: %w", d.Topic, ErrTookAnnouncement)
+	}
 	deadline := time.Now().Add(a.readyWait)
 	for {
 		a.am.Lock()
@@ -474,6 +482,22 @@ func TestReadyBeforeTheSlot(t *testing.T) {
 		}
 		if rec := r.cfg.State.Record(); !strings.Contains(rec.Stopped, "2 of") {
 			t.Errorf("the budget did not count them: stopped %q", rec.Stopped)
+		}
+	})
+	t.Run("installed on its own", func(t *testing.T) {
+		// The announcement was its command: none is sent, and its boot
+		// on the target since the read makes it updated.
+		r, a := announceRig(t, Plan{}, newFakeStore(t, "s"), nil, succeed, succeed)
+		a.self = map[string]bool{r.devs[0].Topic: true}
+		res := r.run(context.Background())
+		if x := res[0]; x.Outcome != upload.OutcomeUpdated || r.f.commands(r.devs[0].Topic) != 0 {
+			t.Errorf("on its own: %s after %d commands (%s)", x.Outcome, r.f.commands(r.devs[0].Topic), x.Message)
+		}
+		if x := res[1]; x.Outcome != upload.OutcomeUpdated || r.f.commands(r.devs[1].Topic) != 1 {
+			t.Errorf("commanded: %s after %d commands (%s)", x.Outcome, r.f.commands(r.devs[1].Topic), x.Message)
+		}
+		if rec := r.cfg.State.Record(); rec.Devices[0].Phase != PhaseDone || len(rec.Devices[0].Commands) != 1 {
+			t.Errorf("state: the announcement not recorded as its command: %+v", rec.Devices[0])
 		}
 	})
 	t.Run("all at once", func(t *testing.T) {

@@ -39,10 +39,25 @@ func (e *engine) device(ctx context.Context, d *dev, resumed time.Time) {
 			// Read, then wait for the device to see the announcement (all
 			// the wave's devices at once, for as long as the family
 			// waits); only then a MaxFetches slot.
-			if !e.preflight(ctx, d, &spec) || !e.ready(ctx, d, rd, spec) {
+			if !e.preflight(ctx, d, &spec) {
+				return
+			}
+			ok, self := e.ready(ctx, d, rd, spec)
+			if !ok {
 				return
 			}
 			if e.stopped() != "" || !e.acquire(ctx, d) {
+				return
+			}
+			if self {
+				// Installing on its own since the read: no command; the
+				// reports since the read are its verdict's.
+				if _, ok := e.record(d, &spec, d.readAt); !ok {
+					e.release(d)
+					return
+				}
+				e.emit(d, upload.Event{Phase: upload.PhaseVerifying, Try: 1, Message: "installing on its own (the announcement was its command)"})
+				e.observe(ctx, d, &spec)
 				return
 			}
 		} else if !e.preflight(ctx, d, &spec) {
@@ -95,6 +110,7 @@ func (e *engine) preflight(ctx context.Context, d *dev, spec *DeviceSpec) bool {
 		e.log.Debug("pre-flight read lost to a link outage; reading again", "device", d.d.label(), "err", err)
 	}
 	now := time.Now()
+	d.readAt = now
 	if err != nil {
 		e.log.Debug("pre-flight read unanswered", "device", d.d.label(), "err", err)
 	} else {
@@ -178,32 +194,12 @@ func (e *engine) command(ctx context.Context, d *dev, spec *DeviceSpec) bool {
 		return false
 	}
 	_, d.linkGen, _ = e.link() // an outage from now on may hide its reports
-	now := time.Now()
-	d.mu.Lock()
-	was := d.phase
-	d.mu.Unlock()
-	err := e.cfg.State.updateOr(func(r *Record) {
-		dr := &r.Devices[d.idx]
-		dr.Phase = PhaseCommanded
-		dr.Commands = append(dr.Commands, now.UTC())
-	}, func(r *Record) {
-		dr := &r.Devices[d.idx]
-		dr.Phase = was
-		dr.Commands = dr.Commands[:len(dr.Commands)-1]
-	})
-	if err != nil {
-		e.log.Warn("command not sent: the state file cannot record it", "device", d.d.label(), "err", err)
-		e.stopWith("the state file cannot record commands (" + oneLine(err) + ")")
+	was, ok := e.record(d, spec, time.Now())
+	if !ok {
 		return false
 	}
-	spec.Commands = append(spec.Commands, now)
-	d.mu.Lock()
-	d.phase = PhaseCommanded
-	d.commands = append(d.commands, now)
-	d.fetches = nil
-	d.mu.Unlock()
 	e.emit(d, upload.Event{Phase: upload.PhaseConnecting, Try: len(spec.Commands), Message: "commanded"})
-	err = e.cfg.Family.Command(ctx, d.d, e.url)
+	err := e.cfg.Family.Command(ctx, d.d, e.url)
 	switch {
 	case err == nil:
 	case errors.Is(err, ErrNotSent):
@@ -219,6 +215,36 @@ func (e *engine) command(ctx context.Context, d *dev, spec *DeviceSpec) bool {
 		d.res.Warnings = append(d.res.Warnings, "the command may not have reached the device: "+oneLine(err))
 	}
 	return true
+}
+
+// record writes a command made at now into the state, then into d and
+// spec; false (and the rollout stopped) when the state file cannot record
+// it. was is the phase before.
+func (e *engine) record(d *dev, spec *DeviceSpec, now time.Time) (was string, ok bool) {
+	d.mu.Lock()
+	was = d.phase
+	d.mu.Unlock()
+	err := e.cfg.State.updateOr(func(r *Record) {
+		dr := &r.Devices[d.idx]
+		dr.Phase = PhaseCommanded
+		dr.Commands = append(dr.Commands, now.UTC())
+	}, func(r *Record) {
+		dr := &r.Devices[d.idx]
+		dr.Phase = was
+		dr.Commands = dr.Commands[:len(dr.Commands)-1]
+	})
+	if err != nil {
+		e.log.Warn("command not sent: the state file cannot record it", "device", d.d.label(), "err", err)
+		e.stopWith("the state file cannot record commands (" + oneLine(err) + ")")
+		return was, false
+	}
+	spec.Commands = append(spec.Commands, now)
+	d.mu.Lock()
+	d.phase = PhaseCommanded
+	d.commands = append(d.commands, now)
+	d.fetches = nil
+	d.mu.Unlock()
+	return was, true
 }
 
 // unrecord takes back the command just recorded for d, which was not sent.

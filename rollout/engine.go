@@ -174,8 +174,9 @@ type dev struct {
 	shown      upload.Phase
 	shownFetch bool
 
-	holding bool // holds a MaxFetches slot
-	linkGen int  // the link's changes seen when it was last commanded or watched again
+	holding bool      // holds a MaxFetches slot
+	linkGen int       // the link's changes seen when it was last commanded or watched again
+	readAt  time.Time // when this run's pre-flight read was made
 	start   time.Time
 	res     upload.Result
 	done    bool // has its result for this run (cancelled included)

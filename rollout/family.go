@@ -113,6 +113,14 @@ type Family interface {
 // the command may still reach the device.
 var ErrNotSent = errors.New("the command was not sent")
 
+// ErrTookAnnouncement is wrapped by a Readier's error when the device
+// began or finished installing the announced image on its own, with no
+// command (ESPHome: an automation that installs what its manifest
+// announces). The engine then sends no command: it takes the announcement
+// as the device's command, made when the device was read before it, and
+// watches the device to its verdict as it watches a commanded one.
+var ErrTookAnnouncement = errors.New("the device took the announced image on its own")
+
 // URLChecker is an optional Family method: CheckURL refuses, with a
 // one-line error, an image URL its devices cannot be told (the family's
 // own rules on characters or schemes). The engine calls it before it

@@ -699,7 +699,14 @@ func (f *Family) Ready(ctx context.Context, d rollout.Device) error {
 			// Command refuses it (refused, not commanded).
 			return nil
 		}
-		if has && (st.Latest == f.cfg.Expect || st.Installed == f.cfg.Expect) {
+		if has && st.Installed == f.cfg.Expect {
+			// Told since the read before the update (which would have
+			// skipped it): it installed what the manifest announced on its
+			// own (an install-on-available automation). INSTALL would be
+			// ignored; the engine watches it as commanded.
+			return fmt.Errorf("%s installed %s on its own: %w", label(d), shown(f.cfg.Expect), rollout.ErrTookAnnouncement)
+		}
+		if has && st.Latest == f.cfg.Expect {
 			return nil
 		}
 		select {
