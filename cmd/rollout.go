@@ -64,10 +64,24 @@ type rolloutOptions struct {
 	StateDir string
 	Resume   bool
 
+	// ESPHome (rollout_esphome.go).
+	CheckWait  time.Duration
+	Manifest   string
+	ChipFamily string
+
+	// The S3-compatible store (rollout_esphome.go).
+	Store        string
+	S3Endpoint   string
+	S3Region     string
+	S3AccessKey  string
+	S3SecretKey  string
+	S3SecretFile string
+
 	// Resolved by validate.
 	plan     rollout.Plan
 	password auth.Secret
 	inv      *inventory.Inventory
+	store    *storeSpec // nil: the built-in file server
 }
 
 const rolloutLong = `Rollout updates devices that fetch their image themselves, over the MQTT broker they
@@ -144,7 +158,7 @@ func newRolloutCmd(a *app) *cobra.Command {
 		return targetCandidates(a, args, prefix, false), cobra.ShellCompDirectiveNoFileComp
 	}
 	f := c.Flags()
-	f.StringVar(&o.Family, "family", "", "the devices' firmware: tasmota (esphome comes later)")
+	f.StringVar(&o.Family, "family", "", "the devices' firmware: tasmota or esphome")
 	f.StringVar(&o.ExpectVersion, "expect-version", "", "the version devices report once they run the image (Tasmota: the digits and dots of INFO1's Version); required")
 	f.BoolVar(&o.All, "all", false, "every device the broker knows and every inventory device with an mqtt_topic")
 	f.StringVar(&o.Group, "group", "", "the devices of an inventory group")
@@ -168,9 +182,10 @@ func newRolloutCmd(a *app) *cobra.Command {
 	f.DurationVar(&o.Stability, "stability-window", 30*time.Second, "how long a device must stay online on the new version to count as updated")
 	f.StringVar(&o.StateDir, "state-dir", "", "where rollouts keep their state (default: $OTS_OTA_STATE_DIR, else the user's state directory)")
 	f.BoolVar(&o.Resume, "resume", false, "go on with an interrupted rollout: ID, or the latest unfinished one")
+	o.addESPHomeFlags(c)
 	_ = c.RegisterFlagCompletionFunc("group", completeGroups(a))
 	_ = c.RegisterFlagCompletionFunc("family", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
-		return []string{"tasmota"}, cobra.ShellCompDirectiveNoFileComp
+		return []string{"tasmota", "esphome"}, cobra.ShellCompDirectiveNoFileComp
 	})
 	_ = c.MarkFlagFilename("mqtt-password-file")
 	_ = c.MarkFlagFilename("mqtt-ca", "pem", "crt")
@@ -181,7 +196,8 @@ func newRolloutCmd(a *app) *cobra.Command {
 // resumeFixed are the flags that define a rollout: --resume takes them
 // from its state file, so a typed one would be silently ignored.
 var resumeFixed = []string{"family", "expect-version", "all", "group", "canary", "waves", "max-failures", "wave-pause",
-	"serve-addr", "public-url", "broker", "full-topic", "discover-wait"}
+	"serve-addr", "public-url", "broker", "full-topic", "discover-wait",
+	"check-wait", "manifest", "chip-family", "store", "s3-endpoint", "s3-region"}
 
 func (o *rolloutOptions) validate(a *app, args []string) error {
 	if o.Resume {
@@ -204,21 +220,19 @@ func (o *rolloutOptions) validate(a *app, args []string) error {
 	o.Firmware, o.Names = args[0], args[1:]
 	switch o.Family {
 	case "":
-		return usageErrorf("--family is required: the devices' firmware (tasmota)")
-	case "tasmota":
-	case "esphome":
-		return a.flagError("family", "ESPHome's rollout (its http_request update manifests) comes in a later release; on one LAN use push --protocol esphome")
+		return usageErrorf("--family is required: the devices' firmware (tasmota or esphome)")
+	case "tasmota", "esphome":
 	default:
-		if strings.ToLower(o.Family) == "tasmota" {
-			return a.flagError("family", "family names are lower case: --family tasmota")
+		if l := strings.ToLower(o.Family); l == "tasmota" || l == "esphome" {
+			return a.flagError("family", "family names are lower case: --family %s", l)
 		}
-		return a.flagError("family", "want tasmota")
+		return a.flagError("family", "want tasmota or esphome")
 	}
-	switch {
-	case o.ExpectVersion == "":
-		return usageErrorf("--expect-version is required with --family tasmota: a .bin does not tell what Tasmota will report, so no device could be seen updated and no wave could pass")
-	case strings.Trim(o.ExpectVersion, "0123456789.") != "" || strings.Trim(o.ExpectVersion, ".") == "":
-		return a.flagError("expect-version", "Tasmota reports its release as digits and dots (14.3.0 of \"14.3.0(tasmota)\"): give that")
+	if err := o.checkExpect(a); err != nil {
+		return err
+	}
+	if err := o.checkFamilyFlags(a); err != nil {
+		return err
 	}
 	if o.Broker == "" {
 		return usageErrorf("--broker is required: the MQTT broker the devices use (mqtt://HOST or mqtts://HOST)")
@@ -258,6 +272,9 @@ func (o *rolloutOptions) validate(a *app, args []string) error {
 		if err := checkServeAddr(o.ServeAddr); err != nil {
 			return a.flagError("serve-addr", "%v", err)
 		}
+	}
+	if err := o.checkStore(a); err != nil {
+		return err
 	}
 	if err := o.checkURLs(); err != nil {
 		return err
@@ -398,9 +415,17 @@ func (o *rolloutOptions) checkURLs() error {
 		}
 		base, flag = "http://"+ap.String(), "--serve-addr"
 	}
+	if o.Family != "tasmota" {
+		return nil // only Tasmota's OtaUrl has a bound (100 characters)
+	}
 	tok, err := fileserve.NewToken()
 	if err != nil {
 		return err
+	}
+	if o.store != nil {
+		// <public-url>/<stem>-<20-character hash>/<file>: the hash stands
+		// where the token stands with the built-in server.
+		tok = storeFolder(filepath.Base(o.Firmware))
 	}
 	fam := tasmota.New(nil, tasmota.Options{})
 	name := filepath.Base(o.Firmware)
@@ -413,8 +438,12 @@ func (o *rolloutOptions) checkURLs() error {
 	for _, n := range names {
 		u := base + "/" + tok + "/" + n
 		if len(u) > fileserve.MaxURLLen {
-			return usageErrorf("%s: the URL devices would be told for %s is %d characters (with its %d-character token), devices take at most %d: use a shorter %s or file name",
-				flag, n, len(u), len(tok), fileserve.MaxURLLen, flag)
+			what := fmt.Sprintf("its %d-character token", len(tok))
+			if o.store != nil {
+				what = "the store's folder " + tok
+			}
+			return usageErrorf("%s: the URL devices would be told for %s is %d characters (with %s), devices take at most %d: use a shorter %s or file name",
+				flag, n, len(u), what, fileserve.MaxURLLen, flag)
 		}
 	}
 	return nil
@@ -446,14 +475,20 @@ func (o *rolloutOptions) checkSelection(a *app) error {
 		}
 		for _, d := range devs {
 			if d.MQTTTopic == "" {
-				return usageErrorf("group %s: device %s has no mqtt_topic in the inventory: add its Tasmota topic (mqtt_topic: …)", o.Group, d.Name)
+				return usageErrorf("group %s: device %s has no mqtt_topic in the inventory: add its %s (mqtt_topic: …)", o.Group, d.Name, o.topicWords())
+			}
+			if why := o.otherFamily(d); why != "" {
+				return usageErrorf("group %s: device %s %s", o.Group, d.Name, why)
 			}
 		}
 	}
 	for _, n := range o.Names {
 		if d, ok := o.inv.Device(n); ok {
 			if d.MQTTTopic == "" {
-				return usageErrorf("device %s has no mqtt_topic in the inventory: add its Tasmota topic (mqtt_topic: …), or give the topic itself", d.Name)
+				return usageErrorf("device %s has no mqtt_topic in the inventory: add its %s (mqtt_topic: …), or give the topic itself", d.Name, o.topicWords())
+			}
+			if why := o.otherFamily(d); why != "" {
+				return usageErrorf("device %s %s", d.Name, why)
 			}
 			continue
 		}
@@ -469,7 +504,7 @@ func (o *rolloutOptions) checkSelection(a *app) error {
 	// The inventory's FullTopics of the devices taken, as the family
 	// reads them.
 	for _, d := range o.devicesOf() {
-		if d.FullTopic == "" || d.FullTopic == o.FullTopic {
+		if o.Family != "tasmota" || d.FullTopic == "" || d.FullTopic == o.FullTopic {
 			continue
 		}
 		if err := tasmota.CheckFullTopic(d.FullTopic); err != nil {
@@ -477,6 +512,28 @@ func (o *rolloutOptions) checkSelection(a *app) error {
 		}
 	}
 	return nil
+}
+
+// otherFamily says why an inventory device is another family's ("" when
+// it may be this one's): its protocol: names the other, or (ESPHome) it has
+// a Tasmota full_topic:. --all leaves such devices out; named, they are
+// refused.
+func (o *rolloutOptions) otherFamily(d inventory.Device) string {
+	switch {
+	case (d.Protocol == "tasmota" || d.Protocol == "esphome") && d.Protocol != o.Family:
+		return fmt.Sprintf("is protocol: %s in the inventory, not --family %s", d.Protocol, o.Family)
+	case o.Family == "esphome" && d.FullTopic != "":
+		return "has a full_topic: (Tasmota's FullTopic) in the inventory, not an ESPHome device's"
+	}
+	return ""
+}
+
+// topicWords names what mqtt_topic: holds for the family.
+func (o *rolloutOptions) topicWords() string {
+	if o.Family == "esphome" {
+		return "ESPHome MQTT topic prefix"
+	}
+	return "Tasmota topic"
 }
 
 // firmwareLike is the first name that looks like a firmware file, "".
@@ -509,7 +566,7 @@ func (o *rolloutOptions) devicesOf() []rollout.Device {
 	switch {
 	case o.All:
 		for _, d := range o.inv.Devices {
-			if d.MQTTTopic != "" {
+			if d.MQTTTopic != "" && o.otherFamily(d) == "" {
 				add(fromInv(d))
 			}
 		}
@@ -560,6 +617,9 @@ func startRollout(ctx context.Context, a *app, o *rolloutOptions) error {
 	abs, err := filepath.Abs(o.Firmware)
 	if err != nil {
 		return withCode("unreadable", fmt.Errorf("firmware: %v; nothing was sent", err))
+	}
+	if o.Family == "esphome" {
+		return withCode("rollout", errors.New("TODO(issue 22): the esphome family is wired once rollout/esphome lands"))
 	}
 	clientID := newClientID()
 	client, err := connectBroker(ctx, a, o, o.Broker, clientID)
