@@ -189,7 +189,7 @@ func TestRolloutUsage(t *testing.T) {
 		{"store no public url", dropFlag(s3("node1"), "--public-url"), s3env, "--store needs --public-url: the base URL devices fetch the store's objects from"},
 		{"store no endpoint", dropFlag(s3("node1"), "--s3-endpoint"), s3env, "--store needs --s3-endpoint: the S3 service's URL"},
 		{"store endpoint path", s3("--s3-endpoint", "http://127.0.0.1:9/bucket", "node1"), s3env, "--s3-endpoint http://127.0.0.1:9/bucket: no path or query"},
-		{"store endpoint userinfo", s3("--s3-endpoint", "http://AKID:" + s3secret + "@127.0.0.1:9", "node1"), s3env, "--s3-endpoint http://127.0.0.1:9: no user:password@ here"},
+		{"store endpoint userinfo", s3("--s3-endpoint", "http://AKID:"+s3secret+"@127.0.0.1:9", "node1"), s3env, "--s3-endpoint http://127.0.0.1:9: no user:password@ here"},
 		{"store endpoint scheme", s3("--s3-endpoint", "ftp://127.0.0.1:9", "node1"), s3env, `scheme "ftp"`},
 		{"store region space", s3("--s3-region", "eu west", "node1"), s3env, `--s3-region "eu west": a region name has no spaces`},
 		{"store no secret", s3("node1"), nil, "s3://fw-bucket/site needs its credentials: OTS_OTA_S3_ACCESS_KEY and OTS_OTA_S3_SECRET_KEY"},
