@@ -21,6 +21,7 @@ import (
 	"github.com/ots-ota/ots-ota/fileserve"
 	"github.com/ots-ota/ots-ota/image"
 	"github.com/ots-ota/ots-ota/internal/oneline"
+	"github.com/ots-ota/ots-ota/store"
 	"github.com/ots-ota/ots-ota/upload"
 )
 
@@ -48,6 +49,14 @@ type Config struct {
 	// bounds each Preflight, Reread and Restore (default 15 s).
 	Protocol    upload.Protocol
 	ReadTimeout time.Duration
+
+	// Store, if set, is where the image, its companions and any
+	// announcements are published instead of the built-in file server:
+	// the image once, before any command, its URLs kept in the state for
+	// --resume (which must use the same store). The file server's fetch
+	// observation is then unknown: a device holds its --max-fetches slot
+	// from its command to its verdict. nil = the built-in file server.
+	Store store.Store
 }
 
 // WaveEvent tells a wave's start and end.
@@ -203,7 +212,7 @@ func newEngine(cfg Config) (*engine, error) {
 	}
 	// The state's devices, in wave order, must be the ones asked for.
 	for i, r := range e.rec.Devices {
-		d := &dev{d: Device{Name: r.Name, Topic: r.Topic, FullTopic: r.FullTopic}, idx: i, wave: r.Wave, canary: r.Canary,
+		d := &dev{d: r.device(), idx: i, wave: r.Wave, canary: r.Canary,
 			notify: make(chan struct{}, 1), phase: r.Phase, commands: slices.Clone(r.Commands), before: r.Before, withheld: r.OtaURLWithheld}
 		if _, dup := e.byTop[r.Topic]; dup {
 			return nil, fmt.Errorf("the state file %s names the device %s twice", cfg.State.Path(), r.Topic)
