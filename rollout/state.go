@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -39,6 +40,11 @@ type Meta struct {
 	// Settings are the run's bounds, kept so that --resume goes on with
 	// them; nil in Record.Meta: a file written before they were kept.
 	Settings *Settings
+
+	// Options are the caller's other flags that define the rollout (flag
+	// name → value: the family's and the store's), kept for --resume;
+	// never a secret. (Addition, issue 22.)
+	Options map[string]string
 }
 
 // Settings are a rollout's bounds beyond its Plan, as Config takes them:
@@ -95,6 +101,9 @@ type Record struct {
 	// Announcements are the files written for devices to poll (Announcer
 	// families), in the order first written.
 	Announcements []AnnouncementRecord `json:"announcements,omitempty"`
+
+	// Options: Meta.Options.
+	Options map[string]string `json:"options,omitempty"`
 }
 
 // StoreRecord is where a rollout published its image in a Store: a
@@ -266,6 +275,7 @@ func CreateState(dir string, meta Meta) (*State, error) {
 		Broker:   stripUserinfo(meta.Broker),
 		ClientID: meta.ClientID,
 	}
+	rec.Options = maps.Clone(meta.Options)
 	split := meta.Plan.Split(len(meta.Devices))
 	for w, idx := range split {
 		for _, i := range idx {
@@ -603,6 +613,7 @@ func (r Record) Meta() (Meta, error) {
 	for _, d := range r.Devices {
 		m.Devices = append(m.Devices, d.device())
 	}
+	m.Options = maps.Clone(r.Options)
 	if r.Settings != nil {
 		st, err := r.Settings.settings()
 		if err != nil {
