@@ -1,6 +1,7 @@
 package cmd
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -553,7 +554,7 @@ func firmwareLike(names []string) string {
 func (o *rolloutOptions) devicesOf() []rollout.Device {
 	var out []rollout.Device
 	add := func(d rollout.Device) {
-		if d.FullTopic == "" {
+		if d.FullTopic == "" && o.Family == "tasmota" {
 			d.FullTopic = o.FullTopic
 		}
 		if !slices.ContainsFunc(out, func(e rollout.Device) bool { return e.Topic == d.Topic }) {
@@ -561,6 +562,9 @@ func (o *rolloutOptions) devicesOf() []rollout.Device {
 		}
 	}
 	fromInv := func(d inventory.Device) rollout.Device {
+		if o.Family == "esphome" {
+			return rollout.Device{Name: d.Name, Topic: d.MQTTTopic, Manifest: cmp.Or(d.Manifest, o.Manifest)}
+		}
 		return rollout.Device{Name: d.Name, Topic: d.MQTTTopic, FullTopic: d.FullTopic}
 	}
 	switch {
@@ -579,6 +583,10 @@ func (o *rolloutOptions) devicesOf() []rollout.Device {
 	for _, n := range o.Names {
 		if d, ok := o.inv.Device(n); ok {
 			add(fromInv(d))
+			continue
+		}
+		if o.Family == "esphome" {
+			add(rollout.Device{Name: n, Topic: n, Manifest: o.Manifest})
 			continue
 		}
 		add(rollout.Device{Name: n, Topic: n})
@@ -618,8 +626,9 @@ func startRollout(ctx context.Context, a *app, o *rolloutOptions) error {
 	if err != nil {
 		return withCode("unreadable", fmt.Errorf("firmware: %v; nothing was sent", err))
 	}
-	if o.Family == "esphome" {
-		return withCode("rollout", errors.New("TODO(issue 22): the esphome family is wired once rollout/esphome lands"))
+	store, err := o.openStore(ctx, a, o.store)
+	if err != nil {
+		return err
 	}
 	clientID := newClientID()
 	client, err := connectBroker(ctx, a, o, o.Broker, clientID)
@@ -629,7 +638,7 @@ func startRollout(ctx context.Context, a *app, o *rolloutOptions) error {
 	// Until a state file names the session, nothing will come back for it.
 	var st *rollout.State
 	defer func() { client.end(st == nil || st.Record().Finished) }()
-	family := tasmota.New(client.Client, tasmota.Options{FullTopic: o.FullTopic, Logger: a.log})
+	family := o.family(a, client.Client)
 	devs := o.devicesOf()
 	if o.All {
 		found, err := family.Discover(ctx, o.DiscoverWait)
@@ -639,27 +648,34 @@ func startRollout(ctx context.Context, a *app, o *rolloutOptions) error {
 			}
 			return withCode("broker", fmt.Errorf("cannot list the broker's devices: %v; nothing was sent", rootCause(err)))
 		}
-		devs = mergeDiscovered(devs, found, o.FullTopic)
-		if off := family.LeftOut(); len(off) > 0 {
-			// Their retained LWT says Offline: a device long gone, or one
-			// down now. Either way --all does not wait for it.
-			a.log.Warn(fmt.Sprintf("left out %d device(s) whose LWT on the broker says Offline: %s (name them to include them)", len(off), listSome(off, 5)))
+		devs = o.mergeDiscovered(devs, found)
+		if lo, ok := family.(interface{ LeftOut() []string }); ok {
+			if off := lo.LeftOut(); len(off) > 0 {
+				// Their retained LWT says Offline: a device long gone, or
+				// one down now. Either way --all does not wait for it.
+				a.log.Warn(fmt.Sprintf("left out %d device(s) whose LWT on the broker says Offline: %s (name them to include them)", len(off), listSome(off, 5)))
+			}
 		}
 	}
 	if len(devs) == 0 {
 		msg, hint := "no devices found", "the broker holds no retained tele/+/LWT: check --broker and --full-topic, give a longer --discover-wait, or name the devices"
+		if o.Family == "esphome" {
+			hint = "the broker holds no retained <prefix>/update/+/state: check --broker (the devices' mqtt: broker), give a longer --discover-wait, or name the devices (their MQTT topic prefix)"
+		}
 		fmt.Fprintln(a.io.ErrOut, "ots-ota: "+msg+"; "+hint)
 		return silentError{code: ExitFailed, json: ptr(newErrorObject("no_devices", msg, hint))}
 	}
-	serve, err := o.serveAddr(ctx)
-	if err != nil {
-		return err
+	serve := ""
+	if o.store == nil {
+		if serve, err = o.serveAddr(ctx); err != nil {
+			return err
+		}
 	}
 	sum := sha256.Sum256(fw.Data)
 	st, err = rollout.CreateState(o.StateDir, rollout.Meta{
-		Family: "tasmota", Firmware: abs, SHA256: hex.EncodeToString(sum[:]), Size: fw.Size(), Expect: o.ExpectVersion,
+		Family: o.Family, Firmware: abs, SHA256: hex.EncodeToString(sum[:]), Size: fw.Size(), Expect: o.ExpectVersion,
 		Plan: o.plan, ServeAddr: serve, PublicURL: o.PublicURL, Broker: o.Broker, ClientID: clientID, Devices: devs,
-		Settings: ptr(o.settings()),
+		Settings: ptr(o.settings()), Options: o.options(),
 	})
 	if err != nil {
 		return withCode("state", fmt.Errorf("%v; nothing was sent", err))
@@ -667,6 +683,10 @@ func startRollout(ctx context.Context, a *app, o *rolloutOptions) error {
 	defer st.Close()
 	cfg := o.engineConfig(family, st, devs, abs)
 	cfg.Plan, cfg.Expect, cfg.PublicURL, cfg.Serve.Addr = o.plan, o.ExpectVersion, o.PublicURL, serve
+	if store != nil {
+		cfg.Store = store
+	}
+	o.sayManifests(a, devs, serve)
 	return rolloutRun(ctx, a, cfg, fw, st, false)
 }
 
@@ -720,7 +740,7 @@ func (o *rolloutOptions) resumeSettings(a *app, st *rollout.State, saved *rollou
 // engineConfig is what a new and a resumed rollout configure alike.
 func (o *rolloutOptions) engineConfig(family rollout.Family, st *rollout.State, devs []rollout.Device, path string) rollout.Config {
 	return rollout.Config{Family: family, Devices: devs, ImagePath: path, MaxFetches: o.MaxFetches, Retries: o.Retries,
-		Timeout: o.Timeout, RebootWindow: o.VerifyTimeout, Stability: o.Stability, State: st, Protocol: "tasmota-mqtt"}
+		Timeout: o.Timeout, RebootWindow: o.VerifyTimeout, Stability: o.Stability, State: st, Protocol: protocolOf(o.Family)}
 }
 
 // serveAddr is --serve-addr, else this host's address on the way to the
@@ -750,7 +770,7 @@ func (o *rolloutOptions) serveAddr(ctx context.Context) (string, error) {
 
 // mergeDiscovered adds the devices the broker knows to the inventory's
 // (which keep their names), each topic once.
-func mergeDiscovered(devs, found []rollout.Device, fullTopic string) []rollout.Device {
+func (o *rolloutOptions) mergeDiscovered(devs, found []rollout.Device) []rollout.Device {
 	for _, d := range found {
 		if slices.ContainsFunc(devs, func(e rollout.Device) bool { return e.Topic == d.Topic }) {
 			continue
@@ -758,8 +778,11 @@ func mergeDiscovered(devs, found []rollout.Device, fullTopic string) []rollout.D
 		if d.Name == "" {
 			d.Name = d.Topic
 		}
-		if d.FullTopic == "" {
-			d.FullTopic = fullTopic
+		if d.FullTopic == "" && o.Family == "tasmota" {
+			d.FullTopic = o.FullTopic
+		}
+		if d.Manifest == "" && o.Family == "esphome" {
+			d.Manifest = o.Manifest
 		}
 		devs = append(devs, d)
 	}
@@ -886,7 +909,7 @@ func rolloutRun(ctx context.Context, a *app, cfg rollout.Config, fw *upload.Firm
 	}
 	targets := make([]upload.Target, len(cfg.Devices))
 	for i, d := range cfg.Devices {
-		targets[i] = rolloutTarget(d)
+		targets[i] = rolloutTarget(d, cfg.Protocol)
 	}
 	r := newRolloutRenderer(a, fw, targets, cfg.Retries)
 	cfg.OnEvent, cfg.OnWave, cfg.Logger = r.event, r.wave, a.log
@@ -926,12 +949,12 @@ func rolloutRun(ctx context.Context, a *app, cfg rollout.Config, fw *upload.Firm
 }
 
 // rolloutTarget is a device as the fleet view keys it: its topic.
-func rolloutTarget(d rollout.Device) upload.Target {
+func rolloutTarget(d rollout.Device, p upload.Protocol) upload.Target {
 	name := d.Name
 	if name == "" {
 		name = d.Topic
 	}
-	return upload.Target{Name: name, Host: d.Topic, Protocol: "tasmota-mqtt"}
+	return upload.Target{Name: name, Host: d.Topic, Protocol: p}
 }
 
 // resumeRollout goes on with a rollout from its state file.
@@ -961,20 +984,32 @@ func resumeRollout(ctx context.Context, a *app, o *rolloutOptions) error {
 	if err := o.resumeSettings(a, st, meta.Settings); err != nil {
 		return withCode("state", fmt.Errorf("%v; nothing was sent", err))
 	}
-	o.Broker = meta.Broker
+	o.Broker, o.Family, o.ExpectVersion, o.PublicURL = meta.Broker, meta.Family, meta.Expect, meta.PublicURL
+	spec, err := o.resumeOptions(a, meta.Options)
+	if err != nil {
+		return err
+	}
+	store, err := o.openStore(ctx, a, spec)
+	if err != nil {
+		return err
+	}
 	client, err := connectBroker(ctx, a, o, meta.Broker, meta.ClientID)
 	if err != nil {
 		return err
 	}
 	defer func() { client.end(st.Record().Finished) }()
-	family := tasmota.New(client.Client, tasmota.Options{Logger: a.log})
+	family := o.family(a, client.Client)
 	cfg := o.engineConfig(family, st, meta.Devices, meta.Firmware)
 	cfg.Plan, cfg.Expect, cfg.PublicURL = meta.Plan, meta.Expect, meta.PublicURL
-	// The same address and port as before: devices in flight may still
-	// fetch the URL they were told.
-	cfg.Serve.Addr = rec.Serve.Bound
-	if cfg.Serve.Addr == "" {
-		cfg.Serve.Addr = meta.ServeAddr
+	if store != nil {
+		cfg.Store = store
+	} else {
+		// The same address and port as before: devices in flight may
+		// still fetch the URL they were told.
+		cfg.Serve.Addr = rec.Serve.Bound
+		if cfg.Serve.Addr == "" {
+			cfg.Serve.Addr = meta.ServeAddr
+		}
 	}
 	return rolloutRun(ctx, a, cfg, fw, st, true)
 }

@@ -1,8 +1,11 @@
 package cmd
 
 import (
+	"cmp"
+	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/url"
 	"os"
 	"slices"
@@ -12,7 +15,14 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ots-ota/ots-ota/auth"
+	"github.com/ots-ota/ots-ota/broker"
 	"github.com/ots-ota/ots-ota/inventory"
+	"github.com/ots-ota/ots-ota/rollout"
+	"github.com/ots-ota/ots-ota/rollout/esphome"
+	"github.com/ots-ota/ots-ota/rollout/tasmota"
+	"github.com/ots-ota/ots-ota/store"
+	"github.com/ots-ota/ots-ota/store/s3"
+	"github.com/ots-ota/ots-ota/upload"
 )
 
 // rollout's ESPHome and S3 flags, and their checks: every bad value or
@@ -34,7 +44,7 @@ type storeSpec struct {
 	URL       string // s3://bucket[/prefix], as shown (never a secret)
 	Bucket    string
 	Prefix    string // "" or "a/b", no leading or trailing '/'
-	Endpoint  string // http(s)://host[:port]
+	Endpoint  string // http(s)://host[:port]; "" = AWS S3
 	Region    string
 	AccessKey string
 	Secret    auth.Secret
@@ -46,7 +56,7 @@ func (o *rolloutOptions) addESPHomeFlags(c *cobra.Command) {
 	f.StringVar(&o.Manifest, "manifest", defaultManifest, "esphome: the name of the manifest devices poll, below --public-url or the store (the inventory's manifest: wins)")
 	f.StringVar(&o.ChipFamily, "chip-family", "", "esphome: the manifest's chipFamily (ESP32, ESP32-S3, ESP8266, …; default: from the image's chip)")
 	f.StringVar(&o.Store, "store", "", "publish the image (and manifests) in an S3-compatible bucket, s3://BUCKET[/PREFIX], which devices fetch through --public-url")
-	f.StringVar(&o.S3Endpoint, "s3-endpoint", "", "with --store: the S3 service's URL, http(s)://HOST[:PORT] (AWS: https://s3.REGION.amazonaws.com)")
+	f.StringVar(&o.S3Endpoint, "s3-endpoint", "", "with --store: the S3-compatible service's URL, http(s)://HOST[:PORT] (default: AWS S3)")
 	f.StringVar(&o.S3Region, "s3-region", "", "with --store: the bucket's region (default: the service's)")
 	f.StringVar(&o.S3AccessKey, "s3-access-key", "", "with --store: the access key ID (default: $AWS_ACCESS_KEY_ID)")
 	f.StringVar(&o.S3SecretKey, "s3-secret-key", "", "with --store: the secret key (prefer OTS_OTA_S3_SECRET_KEY or --s3-secret-file: flags show in ps; default: $AWS_SECRET_ACCESS_KEY)")
@@ -154,12 +164,11 @@ func (o *rolloutOptions) checkStore(a *app) error {
 	if o.PublicURL == "" {
 		return usageErrorf("--store needs --public-url: the base URL devices fetch the store's objects from (a CDN or proxy you run in front of the bucket: the objects are private)")
 	}
-	if o.S3Endpoint == "" {
-		return usageErrorf("--store needs --s3-endpoint: the S3 service's URL (AWS: https://s3.REGION.amazonaws.com; MinIO and others: http(s)://HOST:PORT)")
-	}
-	endpoint, err := checkEndpoint(o.S3Endpoint)
-	if err != nil {
-		return usageErrorf("--s3-endpoint %s: %v", auth.StripUserinfo(o.S3Endpoint), err)
+	endpoint := ""
+	if o.S3Endpoint != "" {
+		if endpoint, err = checkEndpoint(o.S3Endpoint); err != nil {
+			return usageErrorf("--s3-endpoint %s: %v", auth.StripUserinfo(o.S3Endpoint), err)
+		}
 	}
 	if strings.IndexFunc(o.S3Region, func(r rune) bool { return r <= ' ' || r == 0x7f || r == '/' }) >= 0 {
 		return a.flagError("s3-region", "a region name has no spaces or '/' (us-east-1, eu-central-1)")
@@ -252,4 +261,115 @@ func checkEndpoint(s string) (string, error) {
 func storeFolder(name string) string {
 	stem, _, _ := strings.Cut(name, ".")
 	return stem + "-" + strings.Repeat("a", 20)
+}
+
+// protocolOf labels a family's results.
+func protocolOf(family string) upload.Protocol {
+	if family == "esphome" {
+		return "esphome-mqtt"
+	}
+	return "tasmota-mqtt"
+}
+
+// family is the rollout's device family over the broker client.
+func (o *rolloutOptions) family(a *app, c *broker.Client) rollout.Family {
+	if o.Family == "esphome" {
+		return esphome.New(esphome.Config{Client: c, Expect: o.ExpectVersion, CheckWait: o.CheckWait, ChipFamily: o.ChipFamily,
+			Logger: a.log})
+	}
+	return tasmota.New(c, tasmota.Options{FullTopic: o.FullTopic, Logger: a.log})
+}
+
+// options are the flags the state file keeps for --resume beyond Meta's
+// own: the family's and the store's (never a credential).
+func (o *rolloutOptions) options() map[string]string {
+	m := map[string]string{}
+	if o.Family == "esphome" {
+		m["check-wait"] = o.CheckWait.String()
+		if o.ChipFamily != "" {
+			m["chip-family"] = o.ChipFamily
+		}
+	}
+	if s := o.store; s != nil {
+		m["store"] = s.URL
+		if s.Endpoint != "" {
+			m["s3-endpoint"] = s.Endpoint
+		}
+		if s.Region != "" {
+			m["s3-region"] = s.Region
+		}
+	}
+	if len(m) == 0 {
+		return nil
+	}
+	return m
+}
+
+// resumeOptions takes back what options() kept, and the store's
+// credentials (given again: the state file never holds them).
+func (o *rolloutOptions) resumeOptions(a *app, m map[string]string) (*storeSpec, error) {
+	if v, ok := m["check-wait"]; ok {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return nil, withCode("state", fmt.Errorf("the state file's check-wait %q is not a duration", v))
+		}
+		o.CheckWait = d
+	}
+	o.ChipFamily = m["chip-family"]
+	u, ok := m["store"]
+	if !ok {
+		for _, name := range storeOnly {
+			if a.typed(name) {
+				return nil, a.flagError(name, "goes with a rollout published to a --store: this one was not")
+			}
+		}
+		return nil, nil
+	}
+	bucket, prefix, err := parseStoreURL(u)
+	if err != nil {
+		return nil, withCode("state", fmt.Errorf("the state file's store %s: %v", u, err))
+	}
+	spec := &storeSpec{URL: u, Bucket: bucket, Prefix: prefix, Endpoint: m["s3-endpoint"], Region: m["s3-region"]}
+	if err := o.storeCredentials(a, spec); err != nil {
+		return nil, err
+	}
+	return spec, nil
+}
+
+// openStore opens the bucket (nil spec: none), checking that it exists and
+// takes the credentials, before anything is published: exit 1 otherwise.
+func (o *rolloutOptions) openStore(ctx context.Context, a *app, spec *storeSpec) (store.Store, error) {
+	if spec == nil {
+		return nil, nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, brokerTimeout)
+	defer cancel()
+	s, err := s3.Open(cctx, s3.Config{Bucket: spec.Bucket, Prefix: spec.Prefix, Endpoint: spec.Endpoint, Region: spec.Region,
+		AccessKey: spec.AccessKey, SecretKey: spec.Secret, PublicURL: o.PublicURL})
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, withCode("store", errors.New(a.secrets.Redact(oneLine(rootCause(err).Error()))+"; nothing was published or sent"))
+	}
+	return s, nil
+}
+
+// sayManifests tells, once, the URL of each manifest the devices poll:
+// the one built into them (update: source:).
+func (o *rolloutOptions) sayManifests(a *app, devs []rollout.Device, serve string) {
+	if o.Family != "esphome" || a.opts.Quiet {
+		return
+	}
+	count := map[string]int{}
+	for _, d := range devs {
+		count[cmp.Or(d.Manifest, defaultManifest)]++
+	}
+	base := o.PublicURL
+	if base == "" {
+		base = "http://" + serve
+	}
+	for _, n := range slices.Sorted(maps.Keys(count)) {
+		fmt.Fprintf(a.io.ErrOut, "ots-ota: %d device(s) poll %s/%s (their update: source:)\n", count[n], base, n)
+	}
 }

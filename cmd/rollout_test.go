@@ -187,7 +187,6 @@ func TestRolloutUsage(t *testing.T) {
 		{"store bucket chars", s3("--store", "s3://Fw_Bucket", "node1"), s3env, "a bucket name is lower-case letters"},
 		{"store prefix dots", s3("--store", "s3://fw-bucket/a/../b", "node1"), s3env, "no empty, '.' or '..' level in the prefix"},
 		{"store no public url", dropFlag(s3("node1"), "--public-url"), s3env, "--store needs --public-url: the base URL devices fetch the store's objects from"},
-		{"store no endpoint", dropFlag(s3("node1"), "--s3-endpoint"), s3env, "--store needs --s3-endpoint: the S3 service's URL"},
 		{"store endpoint path", s3("--s3-endpoint", "http://127.0.0.1:9/bucket", "node1"), s3env, "--s3-endpoint http://127.0.0.1:9/bucket: no path or query"},
 		{"store endpoint userinfo", s3("--s3-endpoint", "http://AKID:"+s3secret+"@127.0.0.1:9", "node1"), s3env, "--s3-endpoint http://127.0.0.1:9: no user:password@ here"},
 		{"store endpoint scheme", s3("--s3-endpoint", "ftp://127.0.0.1:9", "node1"), s3env, `scheme "ftp"`},
@@ -376,7 +375,7 @@ func TestRolloutViewKeys(t *testing.T) {
 	streams, _, _ := TestStreams()
 	a := &app{io: streams, cfg: &config{origins: map[string]origin{}}}
 	devs := []rollout.Device{{Name: "pump", Topic: "barn_pump"}, {Name: "shed_light", Topic: "shed_light"}}
-	targets := []upload.Target{rolloutTarget(devs[0]), rolloutTarget(devs[1])}
+	targets := []upload.Target{rolloutTarget(devs[0], "tasmota-mqtt"), rolloutTarget(devs[1], "tasmota-mqtt")}
 	view := makeFleetView(1000, targets, 2, &a.secrets)
 	r := &rolloutRenderer{&pushRenderer{a: a, view: view, last: map[string]upload.Phase{}}}
 	for _, d := range devs {
