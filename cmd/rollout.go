@@ -916,6 +916,7 @@ func rolloutRun(ctx context.Context, a *app, cfg rollout.Config, fw *upload.Firm
 	start := time.Now()
 	results, err := rollout.Run(ctx, cfg)
 	r.close()
+	jsonRolloutRan(a, st)
 	if err != nil && len(results) == 0 {
 		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
 			return ctx.Err()
