@@ -8,6 +8,11 @@
 // asked), and it stops with the push. The token never appears in full in
 // its logs or errors. What devices need from the answer, and what they send
 // (their MAC among it), is in docs/fileserve.md.
+//
+// Besides, it may serve "open" files at /<name> without the token
+// (Config.Open, SetOpen): announcements a device polls at a URL fixed
+// when it was built (an ESPHome manifest). They hold no image; they do
+// hold the image's URL, token included, as the devices must read it.
 package fileserve
 
 import (
@@ -366,6 +371,11 @@ func (s *Server) buildURL(host netip.AddrPort, name string) string {
 	u := url.URL{Scheme: "http", Host: host.String(), Path: "/" + s.token + "/" + name}
 	return u.String()
 }
+
+// ValidName reports whether name can be served (Config.Files, Config.Open,
+// SetOpen): letters, digits, '.', '_' and '-', not starting with '.', at
+// most 64 characters. (Addition.)
+func ValidName(name string) bool { return validName(name) }
 
 // validName keeps served names to characters that need no escaping in a
 // URL, so a request path either equals /<token>/<name> byte for byte or is

@@ -117,10 +117,10 @@ type StoreRecord struct {
 
 // The states of an announcement.
 const (
-	AnnouncementWritten  = "written"      // the rollout's content is there
-	AnnouncementPutBack  = "put_back"     // a gate stopped the rollout: the previous content is back
-	AnnouncementRemoved  = "removed"      // a gate stopped the rollout: the name held nothing before, and is gone again
-	AnnouncementRevertKO = "not_reverted" // the put back (or removal) failed: the rollout's content may still be there
+	AnnouncementWritten     = "written"      // the rollout's content is there
+	AnnouncementPutBack     = "put_back"     // a gate stopped the rollout: the previous content is back
+	AnnouncementRemoved     = "removed"      // a gate stopped the rollout: the name held nothing before, and is gone again
+	AnnouncementNotReverted = "not_reverted" // the put back (or removal) failed: the rollout's content may still be there
 )
 
 // AnnouncementRecord is one announcement file the rollout wrote.
