@@ -653,7 +653,11 @@ func startRollout(ctx context.Context, a *app, o *rolloutOptions) error {
 			if off := lo.LeftOut(); len(off) > 0 {
 				// Their retained LWT says Offline: a device long gone, or
 				// one down now. Either way --all does not wait for it.
-				a.log.Warn(fmt.Sprintf("left out %d device(s) whose LWT on the broker says Offline: %s (name them to include them)", len(off), listSome(off, 5)))
+				what := "LWT on the broker says Offline"
+				if o.Family == "esphome" {
+					what = "status on the broker says offline"
+				}
+				a.log.Warn(fmt.Sprintf("left out %d device(s) whose %s: %s (name them to include them)", len(off), what, listSome(off, 5)))
 			}
 		}
 	}

@@ -41,7 +41,7 @@ var esphomeChipFamilies = []string{"ESP32", "ESP32-C2", "ESP32-C3", "ESP32-C5", 
 
 // storeSpec is --store and what goes with it, resolved.
 type storeSpec struct {
-	URL       string // s3://bucket[/prefix], as shown (never a secret)
+	URL       string // s3://bucket[/prefix] (never a secret)
 	Bucket    string
 	Prefix    string // "" or "a/b", no leading or trailing '/'
 	Endpoint  string // http(s)://host[:port]; "" = AWS S3
@@ -154,9 +154,9 @@ func (o *rolloutOptions) checkStore(a *app) error {
 		}
 		return nil
 	}
-	bucket, prefix, err := parseStoreURL(o.Store)
+	bucket, prefix, err := s3.ParseURL(o.Store)
 	if err != nil {
-		return a.flagError("store", "%v", err)
+		return usageErrorf("--%v", err) // "store "s3://…": bucket …"
 	}
 	if a.typed("serve-addr") {
 		return usageErrorf("--serve-addr goes without --store: with --store devices fetch from the store, through --public-url")
@@ -214,30 +214,6 @@ func (o *rolloutOptions) storeCredentials(a *app, spec *storeSpec) error {
 		return usageErrorf("the S3 access key ID has a space or control character: check --s3-access-key (OTS_OTA_S3_ACCESS_KEY, AWS_ACCESS_KEY_ID)")
 	}
 	return nil
-}
-
-// parseStoreURL reads s3://BUCKET[/PREFIX]: a bucket name as S3 takes it,
-// and a prefix of plain key characters.
-func parseStoreURL(s string) (bucket, prefix string, err error) {
-	rest, ok := strings.CutPrefix(s, "s3://")
-	if !ok {
-		return "", "", errors.New("want s3://BUCKET[/PREFIX]")
-	}
-	bucket, prefix, _ = strings.Cut(rest, "/")
-	prefix = strings.Trim(prefix, "/")
-	switch {
-	case len(bucket) < 3 || len(bucket) > 63:
-		return "", "", errors.New("a bucket name is 3 to 63 characters")
-	case strings.Trim(bucket, "abcdefghijklmnopqrstuvwxyz0123456789.-") != "":
-		return "", "", errors.New("a bucket name is lower-case letters, digits, '.' and '-'")
-	case strings.ContainsAny(bucket[:1]+bucket[len(bucket)-1:], ".-"):
-		return "", "", errors.New("a bucket name starts and ends with a letter or digit")
-	case strings.Trim(prefix, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-/") != "":
-		return "", "", errors.New("a prefix of letters, digits, '.', '_', '-' and '/'")
-	case slices.ContainsFunc(strings.Split(prefix, "/"), func(p string) bool { return prefix != "" && (p == "" || p == "." || p == "..") }):
-		return "", "", errors.New("no empty, '.' or '..' level in the prefix")
-	}
-	return bucket, prefix, nil
 }
 
 // checkEndpoint reads --s3-endpoint: http(s)://HOST[:PORT], nothing more.
@@ -325,7 +301,7 @@ func (o *rolloutOptions) resumeOptions(a *app, m map[string]string) (*storeSpec,
 		}
 		return nil, nil
 	}
-	bucket, prefix, err := parseStoreURL(u)
+	bucket, prefix, err := s3.ParseURL(u)
 	if err != nil {
 		return nil, withCode("state", fmt.Errorf("the state file's store %s: %v", u, err))
 	}
