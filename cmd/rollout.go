@@ -87,14 +87,14 @@ type rolloutOptions struct {
 
 const rolloutLong = `Rollout updates devices that fetch their image themselves, over the MQTT broker they
 already use: past one LAN, behind NAT, on networks this host is not on. It publishes
-FIRMWARE with a built-in file server under one unguessable URL, tells each device over
-the broker to fetch it, and watches what the devices report, in waves: --canary N devices
-first, then --waves steps counted cumulatively over the rest. The canary passes when none
-of its devices failed and at least one ended updated; a wave starts only when the one
-before it passed, its failures (anything but updated or skipped) within --max-failures,
-counted per wave and for the whole rollout as verdicts come in, while the wave runs
-(default: none allowed). A gate that stops the rollout leaves the devices not yet
-commanded not-started, and exit 1.
+FIRMWARE with a built-in file server under one unguessable URL (or in an S3-compatible
+bucket, --store), tells each device over the broker to fetch it, and watches what the
+devices report, in waves: --canary N devices first, then --waves steps counted
+cumulatively over the rest. The canary passes when none of its devices failed and at
+least one ended updated; a wave starts only when the one before it passed, its failures
+(anything but updated or skipped) within --max-failures, counted per wave and for the
+whole rollout as verdicts come in, while the wave runs (default: none allowed). A gate
+that stops the rollout leaves the devices not yet commanded not-started, and exit 1.
 
 Family tasmota: each device takes its --max-fetches slot, gets one Status 0 read, then
 one command, QoS 1 and never retained, on its own topic (cmnd/<topic>/Backlog OtaUrl
@@ -111,16 +111,37 @@ FIRMWARE.gz on their last tries, and a -minimal image first when the image does 
 put fw.bin.gz and fw-minimal.bin (Tasmota's name: the file name cut at its last '-',
 then -minimal) beside fw.bin.
 
-Devices: NAMEs from the inventory (each with mqtt_topic:; an address: is not needed), or
-a device's MQTT topic itself; --group NAME, an inventory group; --all, every device the
-broker knows (retained tele/+/LWT, waited for --discover-wait) and every inventory device
-with an mqtt_topic:. Nothing is selected by default.
+Family esphome (update: platform: http_request, and mqtt:): when a wave starts, the
+rollout writes the manifest its devices poll (--manifest, manifest.json, or the
+inventory's manifest: per device; version = --expect-version, ota.path = the image's
+URL), served without a token at <public-url or http://<serve-addr>>/<name>, or in the
+store: the URL built into the devices (update: source:), so --serve-addr needs a fixed
+port. Each device is read (its retained <prefix>/update/<id>/state), then waited for, at
+most --check-wait, until its state shows the manifest's version as latest_version (a
+device that never does is failed, never commanded: build with a short update_interval);
+then it takes its slot and gets INSTALL on <prefix>/update/<id>/command, QoS 1, never
+retained. It is updated once it restarted and tells installed_version = --expect-version,
+online (<prefix>/status) for --stability-window (default 90s with esphome). --expect-version
+must equal the image's esphome: project: version: exactly: devices compare the two as text,
+and a difference makes them see "available" for ever. A gate that stops the rollout puts
+each manifest back as it was.
+
+Devices: NAMEs from the inventory (each with mqtt_topic:, ESPHome's topic prefix; an
+address: is not needed), or a device's MQTT topic (prefix) itself; --group NAME, an
+inventory group; --all, every device the broker knows (Tasmota: retained tele/+/LWT;
+ESPHome: retained +/update/+/state; waited for --discover-wait) and every inventory device
+with an mqtt_topic: (but those whose protocol: is the other family's). Nothing is selected
+by default.
 
 The devices fetch http://<--serve-addr>/<token>/<file> (--serve-addr default: this host's
 address on the way to the broker), or --public-url as the base when they reach this host
 through NAT or a reverse proxy. At most --max-fetches devices fetch at once. The image
 holds the devices' Wi-Fi credentials: the URL's token is what guards it while the server
-runs; the server stops when the rollout ends.
+runs; the server stops when the rollout ends. With --store s3://BUCKET/PREFIX the image
+goes to a content-addressed folder of the bucket (private objects) and devices fetch it
+through --public-url (required: your CDN or proxy in front of the bucket); the credentials
+come from OTS_OTA_S3_ACCESS_KEY and OTS_OTA_S3_SECRET_KEY (or --s3-secret-file), else
+AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, and never show.
 
 The rollout's state (never a password) is a file under --state-dir, locked while a rollout
 runs. After Ctrl-C, 'ots-ota rollout --resume [ID]' goes on where it stopped (the latest
@@ -131,22 +152,27 @@ status [ID]' tells where rollouts stand.
 Outcomes, the table, --json and the exit status are push's:
   0    every device updated or skipped
   1    a device failed, was refused, rolled back, stayed unchanged or was unreachable,
-       a gate left devices not-started, the broker could not be reached (nothing was
-       sent), or the image failed its local checks
+       a gate left devices not-started, the broker (or the store) could not be reached
+       (nothing was sent), or the image failed its local checks
   2    usage error, before anything was published or sent
   130  interrupted (Ctrl-C); the state is kept for --resume`
 
 func newRolloutCmd(a *app) *cobra.Command {
 	o := &rolloutOptions{}
 	c := &cobra.Command{
-		Use:   "rollout FIRMWARE --family tasmota --expect-version V --broker URL NAME... | --all | --group NAME",
-		Short: "Roll firmware out in waves to devices that fetch it over their MQTT broker (Tasmota)",
+		Use:   "rollout FIRMWARE --family tasmota|esphome --expect-version V --broker URL NAME... | --all | --group NAME",
+		Short: "Roll firmware out in waves to devices that fetch it over their MQTT broker (Tasmota, ESPHome)",
 		Long:  rolloutLong,
 		Example: `  ots-ota rollout tasmota32.bin --family tasmota --expect-version 15.1.0 \
       --broker mqtts://broker.example.net --mqtt-user ota --mqtt-password-file ~/.mqtt-pw \
       --public-url http://fw.example.net:8070 --serve-addr 192.168.1.10:8070 \
       --all --canary 1 --waves 10%,50%,100% --max-failures 5%
   ots-ota rollout tasmota.bin --family tasmota --expect-version 15.1.0 --broker mqtt://192.168.1.5 --group plugs
+  ots-ota rollout firmware.bin --family esphome --expect-version 2.4.2 --broker mqtt://192.168.1.5 \
+      --serve-addr 192.168.1.10:8070 --all --canary 1
+  ots-ota rollout firmware.bin --family esphome --expect-version 2.4.2 --broker mqtts://broker.example.net \
+      --store s3://fw-bucket/fleet --s3-endpoint https://s3.eu-central-1.amazonaws.com \
+      --public-url https://fw.example.net/fleet --all
   ots-ota rollout --resume
   ots-ota rollout status`,
 		Args: cobra.ArbitraryArgs,
@@ -160,7 +186,7 @@ func newRolloutCmd(a *app) *cobra.Command {
 	}
 	f := c.Flags()
 	f.StringVar(&o.Family, "family", "", "the devices' firmware: tasmota or esphome")
-	f.StringVar(&o.ExpectVersion, "expect-version", "", "the version devices report once they run the image (Tasmota: the digits and dots of INFO1's Version); required")
+	f.StringVar(&o.ExpectVersion, "expect-version", "", "the version devices report once they run the image (Tasmota: the digits and dots of INFO1's Version; ESPHome: esphome: project: version:, exactly); required")
 	f.BoolVar(&o.All, "all", false, "every device the broker knows and every inventory device with an mqtt_topic")
 	f.StringVar(&o.Group, "group", "", "the devices of an inventory group")
 	f.IntVar(&o.Canary, "canary", 0, "update N devices first; the waves start only if none of them failed and one at least ended updated")
@@ -180,7 +206,7 @@ func newRolloutCmd(a *app) *cobra.Command {
 	f.StringVar(&o.MQTTCA, "mqtt-ca", "", "with mqtts://: PEM file of the CA that signs the broker's certificate (default: the system's)")
 	f.DurationVar(&o.Timeout, "timeout", 0, "bound on each device, from its command to its verdict (0 = from the image size at 8 KiB/s, plus --verify-timeout)")
 	f.DurationVar(&o.VerifyTimeout, "verify-timeout", 90*time.Second, "how long a device may take to restart before it is read once more (Status 2)")
-	f.DurationVar(&o.Stability, "stability-window", 30*time.Second, "how long a device must stay online on the new version to count as updated")
+	f.DurationVar(&o.Stability, "stability-window", 30*time.Second, "how long a device must stay online on the new version to count as updated (esphome: default 90s)")
 	f.StringVar(&o.StateDir, "state-dir", "", "where rollouts keep their state (default: $OTS_OTA_STATE_DIR, else the user's state directory)")
 	f.BoolVar(&o.Resume, "resume", false, "go on with an interrupted rollout: ID, or the latest unfinished one")
 	o.addESPHomeFlags(c)

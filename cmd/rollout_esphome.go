@@ -67,6 +67,9 @@ func (o *rolloutOptions) addESPHomeFlags(c *cobra.Command) {
 	})
 }
 
+// esphomeStability is --stability-window's default with --family esphome.
+const esphomeStability = 90 * time.Second
+
 // esphomeOnly are the flags that mean something only with --family esphome.
 var esphomeOnly = []string{"check-wait", "manifest", "chip-family"}
 
@@ -109,6 +112,12 @@ func (o *rolloutOptions) checkFamilyFlags(a *app) error {
 	}
 	if a.typed("full-topic") {
 		return a.flagError("full-topic", "is Tasmota's FullTopic: ESPHome devices are named by their MQTT topic prefix (mqtt_topic: in the inventory)")
+	}
+	if !a.isSet("stability-window") {
+		// ESP32 ESPHome marks a new image good after a minute up
+		// (safe_mode's boot_is_good_after): a crash before that boots the
+		// old one again, which a shorter window would not wait for.
+		o.Stability = esphomeStability
 	}
 	if o.CheckWait <= 0 {
 		return a.flagError("check-wait", "must be positive: devices see the manifest only at their next check (update_interval)")
@@ -236,6 +245,9 @@ func checkEndpoint(s string) (string, error) {
 // when the URLs' length is checked: <stem>-<20 base32 characters>.
 func storeFolder(name string) string {
 	stem, _, _ := strings.Cut(name, ".")
+	if len(stem) > 24 { // store/s3 keeps the folder's stem short
+		stem = strings.TrimRight(stem[:24], "-_")
+	}
 	return stem + "-" + strings.Repeat("a", 20)
 }
 
