@@ -252,6 +252,16 @@ func TestRolloutESPHomeStore(t *testing.T) {
 			t.Errorf("status:\n%s", out)
 		}
 		secrets(t, "status", out.String())
+		_, st, _ := runJSON(t, context.Background(), []string{"rollout", "status", "--json", "--state-dir", state})
+		var put []any
+		for _, l := range st {
+			if l["type"] == "rollout" && l["state"] == "stopped" {
+				put = l["manifests"].([]any)
+			}
+		}
+		if len(put) != 1 || put[0].(map[string]any)["state"] != rollout.AnnouncementPutBack {
+			t.Errorf("status --json of the stopped rollout: manifests %v", put)
+		}
 	})
 }
 
