@@ -705,7 +705,7 @@ func startRollout(ctx context.Context, a *app, o *rolloutOptions) error {
 	st, err = rollout.CreateState(o.StateDir, rollout.Meta{
 		Family: o.Family, Firmware: abs, SHA256: hex.EncodeToString(sum[:]), Size: fw.Size(), Expect: o.ExpectVersion,
 		Plan: o.plan, ServeAddr: serve, PublicURL: o.PublicURL, Broker: o.Broker, ClientID: clientID, Devices: devs,
-		Settings: ptr(o.settings()), Options: o.options(),
+		Settings: ptr(o.settings()), Store: o.storeMeta(store), FamilyOptions: o.familyOptions(),
 	})
 	if err != nil {
 		return withCode("state", fmt.Errorf("%v; nothing was sent", err))
@@ -1016,7 +1016,7 @@ func resumeRollout(ctx context.Context, a *app, o *rolloutOptions) error {
 		return withCode("state", fmt.Errorf("%v; nothing was sent", err))
 	}
 	o.Broker, o.Family, o.ExpectVersion, o.PublicURL = meta.Broker, meta.Family, meta.Expect, meta.PublicURL
-	spec, err := o.resumeOptions(a, meta.Options)
+	spec, err := o.resumeOptions(a, meta)
 	if err != nil {
 		return err
 	}

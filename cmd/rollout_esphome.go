@@ -268,44 +268,42 @@ func (o *rolloutOptions) family(a *app, c *broker.Client) rollout.Family {
 	return tasmota.New(c, tasmota.Options{FullTopic: o.FullTopic, Logger: a.log})
 }
 
-// options are the flags the state file keeps for --resume beyond Meta's
-// own: the family's and the store's (never a credential).
-func (o *rolloutOptions) options() map[string]string {
-	m := map[string]string{}
-	if o.Family == "esphome" {
-		m["check-wait"] = o.CheckWait.String()
-		if o.ChipFamily != "" {
-			m["chip-family"] = o.ChipFamily
-		}
-	}
-	if s := o.store; s != nil {
-		m["store"] = s.URL
-		if s.Endpoint != "" {
-			m["s3-endpoint"] = s.Endpoint
-		}
-		if s.Region != "" {
-			m["s3-region"] = s.Region
-		}
-	}
-	if len(m) == 0 {
+// familyOptions are the family's flags the state file keeps for
+// --resume (Meta.FamilyOptions).
+func (o *rolloutOptions) familyOptions() map[string]string {
+	if o.Family != "esphome" {
 		return nil
+	}
+	m := map[string]string{"check_wait": o.CheckWait.String()}
+	if o.ChipFamily != "" {
+		m["chip_family"] = o.ChipFamily
 	}
 	return m
 }
 
-// resumeOptions takes back what options() kept, and the store's
-// credentials (given again: the state file never holds them).
-func (o *rolloutOptions) resumeOptions(a *app, m map[string]string) (*storeSpec, error) {
-	if v, ok := m["check-wait"]; ok {
+// storeMeta is where the opened store st is, for the state file: never a
+// credential.
+func (o *rolloutOptions) storeMeta(st store.Store) *rollout.StoreMeta {
+	if o.store == nil || st == nil {
+		return nil
+	}
+	return &rollout.StoreMeta{URL: st.String(), Endpoint: o.store.Endpoint, Region: o.store.Region, PublicURL: o.PublicURL}
+}
+
+// resumeOptions takes back what the state file kept of the family's
+// flags and the store, and the store's credentials (given again: the
+// state file never holds them).
+func (o *rolloutOptions) resumeOptions(a *app, m rollout.Meta) (*storeSpec, error) {
+	if v, ok := m.FamilyOptions["check_wait"]; ok {
 		d, err := time.ParseDuration(v)
 		if err != nil || d <= 0 {
-			return nil, withCode("state", fmt.Errorf("the state file's check-wait %q is not a duration", v))
+			return nil, withCode("state", fmt.Errorf("the state file's check_wait %q is not a duration", v))
 		}
 		o.CheckWait = d
 	}
-	o.ChipFamily = m["chip-family"]
-	u, ok := m["store"]
-	if !ok {
+	o.ChipFamily = m.FamilyOptions["chip_family"]
+	sm := m.Store
+	if sm == nil {
 		for _, name := range storeOnly {
 			if a.typed(name) {
 				return nil, a.flagError(name, "goes with a rollout published to a --store: this one was not")
@@ -313,11 +311,14 @@ func (o *rolloutOptions) resumeOptions(a *app, m map[string]string) (*storeSpec,
 		}
 		return nil, nil
 	}
-	bucket, prefix, err := s3.ParseURL(u)
+	bucket, prefix, err := s3.ParseURL(sm.URL)
 	if err != nil {
-		return nil, withCode("state", fmt.Errorf("the state file's store %s: %v", u, err))
+		return nil, withCode("state", fmt.Errorf("the state file's store: %v", err))
 	}
-	spec := &storeSpec{URL: u, Bucket: bucket, Prefix: prefix, Endpoint: m["s3-endpoint"], Region: m["s3-region"]}
+	spec := &storeSpec{URL: sm.URL, Bucket: bucket, Prefix: prefix, Endpoint: sm.Endpoint, Region: sm.Region}
+	if sm.PublicURL != "" {
+		o.PublicURL = sm.PublicURL
+	}
 	if err := o.storeCredentials(a, spec); err != nil {
 		return nil, err
 	}

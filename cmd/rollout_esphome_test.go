@@ -321,30 +321,43 @@ func TestRolloutStoreUnreachable(t *testing.T) {
 // TestRolloutOptionsKept: what the state keeps of the family's and the
 // store's flags comes back with --resume, never a credential.
 func TestRolloutOptionsKept(t *testing.T) {
-	o := &rolloutOptions{Family: "esphome", CheckWait: 3 * time.Minute, ChipFamily: "ESP32-C3",
+	o := &rolloutOptions{Family: "esphome", CheckWait: 3 * time.Minute, ChipFamily: "ESP32-C3", PublicURL: "http://cdn.test:8/f",
 		store: &storeSpec{URL: "s3://b-1/p", Bucket: "b-1", Prefix: "p", Endpoint: "http://127.0.0.1:9", Region: "eu-1",
 			AccessKey: "AKID", Secret: auth.NewSecret("s3-Secret-Z9")}}
-	m := o.options()
-	if s := fmt.Sprint(m); strings.Contains(s, "AKID") || strings.Contains(s, "s3-Secret-Z9") {
-		t.Errorf("options keep a credential: %v", m)
+	meta := rollout.Meta{FamilyOptions: o.familyOptions(), Store: o.storeMeta(namedStore("s3://b-1/p"))}
+	if s := fmt.Sprintf("%+v %+v", meta.FamilyOptions, *meta.Store); strings.Contains(s, "AKID") || strings.Contains(s, "s3-Secret-Z9") {
+		t.Errorf("the state would keep a credential: %s", s)
 	}
 	streams, _, _ := TestStreams()
 	a := &app{io: streams, cfg: &config{origins: map[string]origin{}}}
+	t.Setenv("OTS_OTA_S3_ACCESS_KEY", "")
+	t.Setenv("OTS_OTA_S3_SECRET_KEY", "")
 	t.Setenv("AWS_ACCESS_KEY_ID", "AKID")
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "s3-Secret-Z9")
 	back := &rolloutOptions{}
-	spec, err := back.resumeOptions(a, m)
+	spec, err := back.resumeOptions(a, meta)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if back.CheckWait != o.CheckWait || back.ChipFamily != o.ChipFamily || spec == nil ||
+	if back.CheckWait != o.CheckWait || back.ChipFamily != o.ChipFamily || back.PublicURL != o.PublicURL || spec == nil ||
 		spec.URL != o.store.URL || spec.Bucket != "b-1" || spec.Prefix != "p" || spec.Endpoint != o.store.Endpoint ||
 		spec.Region != "eu-1" || spec.AccessKey != "AKID" || spec.Secret.Reveal() != "s3-Secret-Z9" {
-		t.Errorf("resumed %+v %+v from %v", back, spec, m)
+		t.Errorf("resumed %+v %+v from %+v", back, spec, meta)
 	}
 	// A rollout without a store resumes without one.
 	tas := &rolloutOptions{Family: "tasmota"}
-	if spec, err := (&rolloutOptions{}).resumeOptions(a, tas.options()); err != nil || spec != nil {
+	if spec, err := (&rolloutOptions{}).resumeOptions(a, rollout.Meta{FamilyOptions: tas.familyOptions()}); err != nil || spec != nil {
 		t.Errorf("tasmota: %v %v", spec, err)
 	}
 }
+
+// namedStore is a store.Store that only has a name.
+type namedStore string
+
+func (n namedStore) String() string { return string(n) }
+func (namedStore) PutImage(context.Context, map[string]string) (map[string]string, error) {
+	return nil, nil
+}
+func (namedStore) PutFile(context.Context, string, []byte) (string, error) { return "", nil }
+func (namedStore) GetFile(context.Context, string) ([]byte, bool, error)   { return nil, false, nil }
+func (namedStore) DeleteFile(context.Context, string) error                { return nil }

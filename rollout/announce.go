@@ -27,7 +27,9 @@ func (e *engine) publishStore(ctx context.Context) error {
 	if e.rec.Serve.Bound != "" {
 		return fmt.Errorf("rollout %s published its image with the built-in file server: resume it without --store", e.rec.ID)
 	}
-	if r := e.rec.Store; r != nil && r.Name != name {
+	// The record names the store from the start (Meta.Store); only once
+	// the image is published there must a resumed run use the same.
+	if r := e.rec.Store; r != nil && len(r.URLs) > 0 && r.Name != name {
 		return fmt.Errorf("rollout %s published its image to %s, not %s: resume it with the same --store", e.rec.ID, r.Name, name)
 	}
 	if err := e.checkFamily(""); err != nil {
@@ -62,7 +64,10 @@ func (e *engine) publishStore(ctx context.Context) error {
 	e.url = urls[e.img.Name]
 	e.token = urlFolder(e.url)
 	return e.cfg.State.update(func(r *Record) {
-		r.Store = &StoreRecord{Name: name, SHA256: e.hash, URLs: maps.Clone(urls)}
+		if r.Store == nil {
+			r.Store = &StoreRecord{}
+		}
+		r.Store.Name, r.Store.SHA256, r.Store.URLs = name, e.hash, maps.Clone(urls)
 		if r.Firmware.SHA256 == "" {
 			r.Firmware.SHA256, r.Firmware.Size = e.hash, e.img.Size
 		}

@@ -259,6 +259,7 @@ func (r *rig) urlsTold(topic string) []string {
 // held before, the image is uploaded once and devices are told the
 // store's URL as it gave it.
 func TestAnnouncePerWave(t *testing.T) {
+	t.Parallel()
 	for _, mode := range []string{"store", "built-in"} {
 		t.Run(mode, func(t *testing.T) {
 			var st *fakeStore
@@ -383,6 +384,7 @@ func TestAnnouncePerWave(t *testing.T) {
 // A gate that stops the rollout puts back what each announcement held
 // before (or removes it), says so, and records it.
 func TestAnnounceRevertOnCanaryFailure(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name  string
 		store bool
@@ -441,6 +443,7 @@ func TestAnnounceRevertOnCanaryFailure(t *testing.T) {
 // budget: a canary's stops the rollout. Ready is asked of all of a wave's
 // devices at once, whatever --max-fetches.
 func TestReadyBeforeTheSlot(t *testing.T) {
+	t.Parallel()
 	t.Run("timeout", func(t *testing.T) {
 		plan := Plan{Canary: 1, Waves: []Step{{Percent: 100}}}
 		r, a := announceRig(t, plan, newFakeStore(t, "t"), nil, succeed, succeed)
@@ -463,7 +466,6 @@ func TestReadyBeforeTheSlot(t *testing.T) {
 		r, a := announceRig(t, Plan{}, newFakeStore(t, "b"), nil, succeed, succeed, succeed)
 		a.readyWait = 150 * time.Millisecond
 		a.never = map[string]bool{r.devs[0].Topic: true, r.devs[1].Topic: true}
-		r.f.beforeCommand = func(string, int) { time.Sleep(400 * time.Millisecond) } // the timeouts come first
 		r.cfg.MaxFetches = 1
 		r.cfg.Plan.MaxFailures = upload.FailureBudget{Set: true, N: 1}
 		res := r.run(context.Background())
@@ -491,6 +493,7 @@ func TestReadyBeforeTheSlot(t *testing.T) {
 // An interrupted rollout keeps its announcements; --resume writes them
 // again, uploads nothing again, and refuses another store (or none).
 func TestResumeReannounces(t *testing.T) {
+	t.Parallel()
 	st := newFakeStore(t, "s")
 	plan := Plan{Canary: 1, Waves: []Step{{Percent: 100}}}
 	r, _ := announceRig(t, plan, st, []string{"canary.json"}, succeed, succeed)

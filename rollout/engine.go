@@ -78,7 +78,8 @@ const floorRate = 8 << 10
 const preflightParallel = 16
 
 // Run rolls the image out. The error is only for what stops the whole run
-// before devices (file server, URL too long, broker); the results hold
+// before devices (file server, store, URL too long, an announcement the
+// family cannot make, broker); the results hold
 // every device, in Config.Devices order (not-started for those a gate
 // left).
 //
@@ -298,7 +299,7 @@ func (e *engine) publish(ctx context.Context) (*fileserve.Server, error) {
 	if e.cfg.Store != nil {
 		return nil, e.publishStore(ctx)
 	}
-	if e.rec.Store != nil {
+	if e.rec.Store != nil && len(e.rec.Store.URLs) > 0 {
 		return nil, fmt.Errorf("rollout %s published its image to %s: resume it with the same --store", e.rec.ID, e.rec.Store.Name)
 	}
 	if _, ok := e.cfg.Family.(Announcer); ok {

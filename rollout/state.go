@@ -40,11 +40,20 @@ type Meta struct {
 	// Settings are the run's bounds, kept so that --resume goes on with
 	// them; nil in Record.Meta: a file written before they were kept.
 	Settings *Settings
+	// Store is where the image is published instead of the built-in file
+	// server (nil: the built-in one), as --resume must find it again.
+	Store *StoreMeta
+	// FamilyOptions are the family's own settings as their flags spell
+	// them (e.g. "check_wait": "10m"), kept for --resume. Never a secret.
+	FamilyOptions map[string]string
+}
 
-	// Options are the caller's other flags that define the rollout (flag
-	// name → value: the family's and the store's), kept for --resume;
-	// never a secret. (Addition, issue 22.)
-	Options map[string]string
+// StoreMeta says where a Store is, without its credentials.
+type StoreMeta struct {
+	URL       string // Store.String(): "s3://bucket/prefix"
+	Endpoint  string // http(s)://host:port; userinfo dropped
+	Region    string
+	PublicURL string // the devices' base for the store's prefix
 }
 
 // Settings are a rollout's bounds beyond its Plan, as Config takes them:
@@ -98,21 +107,25 @@ type Record struct {
 	// Store: where the image was published instead of the built-in file
 	// server (nil: the built-in one, or nothing published yet).
 	Store *StoreRecord `json:"store,omitempty"`
+	// FamilyOptions: Meta.FamilyOptions.
+	FamilyOptions map[string]string `json:"family_options,omitempty"`
 	// Announcements are the files written for devices to poll (Announcer
 	// families), in the order first written.
 	Announcements []AnnouncementRecord `json:"announcements,omitempty"`
-
-	// Options: Meta.Options.
-	Options map[string]string `json:"options,omitempty"`
 }
 
 // StoreRecord is where a rollout published its image in a Store: a
 // --resume with the same store and image reuses the URLs, uploading
 // nothing.
 type StoreRecord struct {
-	Name   string            `json:"name"`   // Store.String(): never a secret
-	SHA256 string            `json:"sha256"` // the image published
-	URLs   map[string]string `json:"urls"`   // served name → device URL
+	Name      string `json:"name"` // Store.String(): never a secret
+	Endpoint  string `json:"endpoint,omitempty"`
+	Region    string `json:"region,omitempty"`
+	PublicURL string `json:"public_url,omitempty"`
+	// SHA256 and URLs: the image published and each served name's device
+	// URL; empty until the image is published.
+	SHA256 string            `json:"sha256,omitempty"`
+	URLs   map[string]string `json:"urls,omitempty"`
 }
 
 // The states of an announcement.
@@ -264,18 +277,21 @@ func CreateState(dir string, meta Meta) (*State, error) {
 	}
 	now := time.Now().UTC()
 	rec := Record{
-		Format:   stateFormat,
-		Created:  now,
-		Family:   meta.Family,
-		Firmware: FileRecord{Path: fw, SHA256: meta.SHA256, Size: meta.Size},
-		Expect:   meta.Expect,
-		Plan:     planRecord(meta.Plan),
-		Settings: settingsRecord(meta.Settings),
-		Serve:    ServeRecord{Addr: meta.ServeAddr, PublicURL: stripUserinfo(meta.PublicURL)},
-		Broker:   stripUserinfo(meta.Broker),
-		ClientID: meta.ClientID,
+		Format:        stateFormat,
+		Created:       now,
+		Family:        meta.Family,
+		Firmware:      FileRecord{Path: fw, SHA256: meta.SHA256, Size: meta.Size},
+		Expect:        meta.Expect,
+		Plan:          planRecord(meta.Plan),
+		Settings:      settingsRecord(meta.Settings),
+		Serve:         ServeRecord{Addr: meta.ServeAddr, PublicURL: stripUserinfo(meta.PublicURL)},
+		Broker:        stripUserinfo(meta.Broker),
+		ClientID:      meta.ClientID,
+		FamilyOptions: maps.Clone(meta.FamilyOptions),
 	}
-	rec.Options = maps.Clone(meta.Options)
+	if sm := meta.Store; sm != nil {
+		rec.Store = &StoreRecord{Name: sm.URL, Endpoint: stripUserinfo(sm.Endpoint), Region: sm.Region, PublicURL: stripUserinfo(sm.PublicURL)}
+	}
 	split := meta.Plan.Split(len(meta.Devices))
 	for w, idx := range split {
 		for _, i := range idx {
@@ -613,7 +629,10 @@ func (r Record) Meta() (Meta, error) {
 	for _, d := range r.Devices {
 		m.Devices = append(m.Devices, d.device())
 	}
-	m.Options = maps.Clone(r.Options)
+	if sr := r.Store; sr != nil {
+		m.Store = &StoreMeta{URL: sr.Name, Endpoint: sr.Endpoint, Region: sr.Region, PublicURL: sr.PublicURL}
+	}
+	m.FamilyOptions = maps.Clone(r.FamilyOptions)
 	if r.Settings != nil {
 		st, err := r.Settings.settings()
 		if err != nil {
