@@ -17,7 +17,10 @@
 //     is seen as an installed_version "" after a non-empty one, or as an
 //     installed_version other than the last told; the first state after
 //     INSTALL is the device taking it (started); a failed install is
-//     invisible (no restart within the bound).
+//     invisible (no restart within the bound). A boot after INSTALL into
+//     another version than the one told before is also reported as
+//     success (ESPHome tells none), so that the change is shown even when
+//     the read before the update found no version yet.
 //
 // Retained messages only fill the family's cache (Preflight, Ready,
 // Reread, Discover): the broker sends them again on every (re)subscribe,
@@ -373,6 +376,15 @@ func (f *Family) stateLocked(prefix, id string, m broker.Message) []rollout.Repo
 		// an empty state: a boot, naming what it runs.
 		r.Kind, boot = rollout.ReportBooted, true
 	}
+	var out []rollout.Report
+	if r.Kind == rollout.ReportBooted && prevLast != "" && st.Installed != prevLast && ds.cmdEntity == id && !ds.commanded.IsZero() && !m.At.Before(ds.commanded) {
+		// It told another version before its restart, after the command:
+		// it wrote an image (ESPHome says nothing of it itself). This
+		// shows the change when the read before the update came before
+		// its first check (no version yet).
+		out = append(out, rollout.Report{Topic: prefix, Kind: rollout.ReportSuccess, At: m.At, Source: "state",
+			Words: "installed_version " + shown(prevLast) + " before its restart, " + shown(st.Installed) + " after"})
+	}
 	if ds.awaitStart && ds.cmdEntity == id && !m.At.Before(ds.commanded) {
 		ds.awaitStart = false
 		if !boot {
@@ -380,7 +392,7 @@ func (f *Family) stateLocked(prefix, id string, m broker.Message) []rollout.Repo
 			r.Kind, r.Words = rollout.ReportStarted, "took INSTALL: "+stateWords(st)
 		}
 	}
-	return []rollout.Report{r}
+	return append(out, r)
 }
 
 // reportAttrs are r's log attributes: only what the device told.
@@ -628,16 +640,16 @@ func (f *Family) await(ctx context.Context, d rollout.Device) (resolved, error) 
 // Preflight is the device's update state as last told (the broker's
 // retained one, or any since): Version and Release its installed_version
 // (both "" before its first check after a boot), Latest its
-// latest_version. An error: the device has no state within ctx, its
-// retained status says offline, or it has several update entities and
-// none is named.
+// latest_version. An error: the device has no state within ctx, or its
+// retained status says offline. A device with several update entities and
+// none named told nothing here (Command refuses it).
 func (f *Family) Preflight(ctx context.Context, d rollout.Device) (rollout.Facts, error) {
 	r, err := f.await(ctx, d)
 	var amb ambiguousError
 	switch {
 	case errors.As(err, &amb):
-		// Refused by Ready, which the engine calls next: a read error
-		// would read as a device that did not answer.
+		// Refused by Command: a read error would read as a device that
+		// did not answer.
 		f.log.Debug("several update entities", "topic", d.Topic, "entities", strings.Join(amb.ids, ","))
 		return rollout.Facts{}, nil
 	case err != nil && ctx.Err() != nil:
@@ -663,7 +675,9 @@ func (f *Family) noState(d rollout.Device) error {
 
 // Ready waits until the device tells latest_version == Expect (it read the
 // manifest), or installed_version == Expect, at most Config.CheckWait or
-// until ctx ends. Its error says what the device told last.
+// until ctx ends. Its error says what the device told last. A device with
+// several update entities and none named is ready at once: Command
+// refuses it (the verdict is then refused, not a timeout).
 func (f *Family) Ready(ctx context.Context, d rollout.Device) error {
 	if f.cfg.Expect == "" {
 		return errors.New("no version to wait for (--expect-version is required)")
@@ -672,16 +686,18 @@ func (f *Family) Ready(ctx context.Context, d rollout.Device) error {
 	defer cancel()
 	_, err := f.await(wctx, d)
 	var st State
-	has := false
+	has, offline := false, false
 	for err == nil {
 		f.mu.Lock()
 		r := f.resolveLocked(d)
 		if has = r.e != nil; has {
 			st = r.e.st
 		}
+		offline = r.status == rollout.ReportOffline
 		f.mu.Unlock()
 		if d.Entity == "" && len(r.ids) > 1 {
-			return errAmbiguous(d, r.ids)
+			// Command refuses it (refused, not commanded).
+			return nil
 		}
 		if has && (st.Latest == f.cfg.Expect || st.Installed == f.cfg.Expect) {
 			return nil
@@ -694,26 +710,36 @@ func (f *Family) Ready(ctx context.Context, d rollout.Device) error {
 	}
 	var amb ambiguousError
 	switch {
-	case errors.As(err, &amb), wctx.Err() == nil:
+	case errors.As(err, &amb):
+		return nil
+	case wctx.Err() == nil:
 		return err
 	case ctx.Err() != nil:
 		return fmt.Errorf("the wait for it to tell latest %s was cut short", shown(f.cfg.Expect))
 	}
 	wait := f.cfg.CheckWait
+	var msg string
 	switch {
 	case !has:
 		return fmt.Errorf("told no update state within %s (--check-wait): is its MQTT topic prefix %q, with an update entity over MQTT?", wait, d.Topic)
 	case st.Latest == "":
-		return fmt.Errorf("told no latest version within %s (--check-wait): build it with a shorter update_interval, or check that it fetches %s", wait, manifestName(d))
+		msg = fmt.Sprintf("told no latest version within %s (--check-wait): build it with a shorter update_interval, or check that it fetches %s", wait, manifestName(d))
+	default:
+		msg = fmt.Sprintf("still told latest %s after %s (--check-wait): build it with a shorter update_interval, or check that it fetches %s", shown(st.Latest), wait, manifestName(d))
 	}
-	return fmt.Errorf("still told latest %s after %s (--check-wait): build it with a shorter update_interval, or check that it fetches %s", shown(st.Latest), wait, manifestName(d))
+	if offline {
+		msg += " (its status says offline)"
+	}
+	return errors.New(msg)
 }
 
 // Command publishes INSTALL, once, to <prefix>/update/<id>/command at QoS
 // 1, not retained, and returns when the broker acknowledged it. The image
 // URL is the manifest's, not the command's. An error wrapping
 // broker.ErrMaybeSent: no acknowledgement before ctx ended, it may still
-// arrive. Any other error wraps rollout.ErrNotSent.
+// arrive. Any other error wraps rollout.ErrNotSent; among them, sent
+// nothing: a device with several update entities and none named, or one
+// that told installed_version == Expect since the read before the update.
 func (f *Family) Command(ctx context.Context, d rollout.Device, _ string) error {
 	if err := check(d); err != nil {
 		return notSent{err}
@@ -727,7 +753,14 @@ func (f *Family) Command(ctx context.Context, d rollout.Device, _ string) error 
 		}
 		return notSent{fmt.Errorf("%s: no update entity known (it told no update state)", label(d))}
 	}
+	if r.e != nil && f.cfg.Expect != "" && r.e.st.Installed == f.cfg.Expect {
+		// Told after the read before the update (which found no version
+		// yet): ESPHome would ignore INSTALL.
+		f.mu.Unlock()
+		return notSent{fmt.Errorf("%s already runs %s (it told so after the read before the update)", label(d), shown(f.cfg.Expect))}
+	}
 	ds := f.devLocked(d.Topic)
+	was, wasEntity := ds.commanded, ds.cmdEntity
 	ds.commanded, ds.cmdEntity, ds.awaitStart = time.Now(), r.id, true
 	f.mu.Unlock()
 	topic := commandTopic(d.Topic, r.id)
@@ -736,7 +769,7 @@ func (f *Family) Command(ctx context.Context, d rollout.Device, _ string) error 
 		err = fmt.Errorf("%s: INSTALL: %w", label(d), err)
 		if !errors.Is(err, broker.ErrMaybeSent) {
 			f.mu.Lock()
-			ds.awaitStart = false
+			ds.commanded, ds.cmdEntity, ds.awaitStart = was, wasEntity, false
 			f.mu.Unlock()
 			err = notSent{err}
 		}
