@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"go/build"
 	"net"
+	"net/http/httptest"
+	"net/http/httputil"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -217,3 +219,31 @@ func (s *Server) Bucket() string { return s.bucket }
 // Stop ends the server now (a test of what a client says when its store
 // goes away); t.Cleanup stops it anyway.
 func (s *Server) Stop() { s.stop() }
+
+// Front starts what stands for the user's CDN or proxy in front of the
+// private bucket, on 127.0.0.1 (t.Cleanup stops it), and returns its base
+// URL: the public URL of the store prefix. A GET of <base>/<rest> is
+// signed (a presigned URL for <prefix>/<rest>) and forwarded with the
+// request's headers, Range included; the answer comes back as the server
+// gave it (206 and Content-Range for a range).
+func (s *Server) Front(t testing.TB, prefix string) string {
+	t.Helper()
+	c := s.Client(t)
+	prefix = strings.Trim(prefix, "/")
+	p := &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
+		key := strings.TrimPrefix(r.In.URL.Path, "/")
+		if prefix != "" {
+			key = prefix + "/" + key
+		}
+		u, err := c.PresignedGetObject(r.In.Context(), s.bucket, key, time.Hour, nil)
+		if err != nil {
+			t.Errorf("tests3: cannot sign a GET of %s: %v", key, err)
+			return
+		}
+		r.Out.URL = u
+		r.Out.Host = u.Host
+	}}
+	ts := httptest.NewServer(p)
+	t.Cleanup(ts.Close)
+	return ts.URL
+}

@@ -289,31 +289,11 @@ func TestObjectsArePrivate(t *testing.T) {
 	}
 }
 
-// cdn stands for the user's CDN or proxy in front of the private bucket:
-// it signs each request to the bucket (a presigned URL for the key under
-// the store prefix) and forwards the device's headers, Range included.
-func cdn(t *testing.T, srv *tests3.Server) *httptest.Server {
-	c := srv.Client(t)
-	p := &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
-		key := prefix + r.In.URL.Path
-		u, err := c.PresignedGetObject(r.In.Context(), srv.Bucket(), key, time.Minute, nil)
-		if err != nil {
-			t.Errorf("presign %s: %v", key, err)
-			return
-		}
-		r.Out.URL = u
-		r.Out.Host = u.Host
-	}}
-	ts := httptest.NewServer(p)
-	t.Cleanup(ts.Close)
-	return ts
-}
-
 func TestRangeThroughCDN(t *testing.T) {
 	t.Parallel()
 	srv := tests3.Start(t)
-	front := cdn(t, srv)
-	st := open(t, srv, front.URL)
+	front := srv.Front(t, prefix) // the user's CDN: signs requests to the private bucket
+	st := open(t, srv, front)
 	files, content := image(t)
 	urls, err := st.PutImage(t.Context(), files)
 	if err != nil {
@@ -378,7 +358,7 @@ func TestRangeThroughCDN(t *testing.T) {
 	if err := opts.SetRange(5, 9); err != nil {
 		t.Fatal(err)
 	}
-	if b := get(t, srv.Client(t), srv.Bucket(), keyOf(t, front.URL, urls["tasmota32.bin"]), opts); !bytes.Equal(b, img[5:10]) {
+	if b := get(t, srv.Client(t), srv.Bucket(), keyOf(t, front, urls["tasmota32.bin"]), opts); !bytes.Equal(b, img[5:10]) {
 		t.Errorf("GetObject bytes 5-9: %d bytes (%x), want %x", len(b), b, img[5:10])
 	}
 }
