@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"net/http/httptest"
-	"net/http/httputil"
 	"os"
 	"path/filepath"
 	"slices"
@@ -23,27 +21,6 @@ import (
 	"github.com/ots-ota/ots-ota/internal/tests3"
 	"github.com/ots-ota/ots-ota/rollout"
 )
-
-// storeCDN stands for the user's CDN or proxy in front of the private
-// bucket: it signs each request for <prefix>/<path> (a presigned GET) and
-// forwards the device's headers, Range included.
-func storeCDN(t *testing.T, srv *tests3.Server, prefix string) *httptest.Server {
-	t.Helper()
-	c := srv.Client(t)
-	p := &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
-		key := prefix + r.In.URL.Path
-		u, err := c.PresignedGetObject(r.In.Context(), srv.Bucket(), key, time.Minute, nil)
-		if err != nil {
-			t.Errorf("presign %s: %v", key, err)
-			return
-		}
-		r.Out.URL = u
-		r.Out.Host = u.Host
-	}}
-	ts := httptest.NewServer(p)
-	t.Cleanup(ts.Close)
-	return ts
-}
 
 // getObject reads an object of the bucket ("" and false when absent).
 func getObject(t *testing.T, srv *tests3.Server, key string) (string, bool) {
@@ -82,7 +59,7 @@ func TestRolloutESPHomeStore(t *testing.T) {
 	srv := tests3.Start(t)
 	secret := srv.SecretKey().Reveal()
 	b := testbroker.Start(t, testbroker.WithUser("ota", mqttPW))
-	cdn := storeCDN(t, srv, prefix)
+	cdn := srv.Front(t, prefix) // the user's CDN in front of the private bucket
 
 	home := t.TempDir()
 	t.Setenv("XDG_CONFIG_HOME", home)
@@ -116,7 +93,7 @@ func TestRolloutESPHomeStore(t *testing.T) {
 		put(t, prefix+"/"+m, before)
 	}
 	node := func(name, manifest string) fakedev.ESPHomePull {
-		return fakedev.ESPHomePull{Name: name, Source: cdn.URL + "/" + manifest, Version: "1.0.0", ChipFamily: chip,
+		return fakedev.ESPHomePull{Name: name, Source: cdn + "/" + manifest, Version: "1.0.0", ChipFamily: chip,
 			Username: "ota", Password: mqttPW}
 	}
 	nodes := fakedev.StartESPHomePull(t, b.URL(), node("es-canary", "canary.json"), node("es-a", "manifest.json"),
@@ -124,7 +101,7 @@ func TestRolloutESPHomeStore(t *testing.T) {
 	fw := writeTestFirmware(t, "2.0.0")
 	state := filepath.Join(t.TempDir(), "state")
 	base := []string{"rollout", "--json", "-vv", "--family", "esphome", "--broker", b.URL(), "--mqtt-user", "ota",
-		"--store", "s3://" + srv.Bucket() + "/" + prefix, "--s3-endpoint", srv.Endpoint(), "--public-url", cdn.URL,
+		"--store", "s3://" + srv.Bucket() + "/" + prefix, "--s3-endpoint", srv.Endpoint(), "--public-url", cdn,
 		"--state-dir", state, "--stability-window", "1s", "--verify-timeout", "10s", "--check-wait", "20s", fw}
 	secrets := func(t *testing.T, what, s string) {
 		t.Helper()
@@ -171,8 +148,8 @@ func TestRolloutESPHomeStore(t *testing.T) {
 		for _, m := range sum["manifests"].([]any) {
 			m := m.(map[string]any)
 			names = append(names, m["name"].(string))
-			if m["url"] != cdn.URL+"/"+m["name"].(string) || m["state"] != rollout.AnnouncementWritten {
-				t.Errorf("manifest %v: want its URL under %s, written", m, cdn.URL)
+			if m["url"] != cdn+"/"+m["name"].(string) || m["state"] != rollout.AnnouncementWritten {
+				t.Errorf("manifest %v: want its URL under %s, written", m, cdn)
 			}
 		}
 		if !slices.Equal(names, []string{"canary.json", "manifest.json"}) {
@@ -190,7 +167,7 @@ func TestRolloutESPHomeStore(t *testing.T) {
 				t.Errorf("%s after the rollout: %q", m, body)
 			}
 		}
-		if !strings.Contains(stderr, "ots-ota: 1 device(s) poll "+cdn.URL+"/canary.json (their update: source:)") {
+		if !strings.Contains(stderr, "ots-ota: 1 device(s) poll "+cdn+"/canary.json (their update: source:)") {
 			t.Errorf("stderr does not say where the canary polls:\n%s", stderr)
 		}
 	})
@@ -248,7 +225,7 @@ func TestRolloutESPHomeStore(t *testing.T) {
 		streams, out, _ := TestStreams()
 		Execute(context.Background(), []string{"rollout", "status", "--state-dir", state}, streams)
 		if !strings.Contains(out.String(), "store      s3://"+srv.Bucket()+"/"+prefix) ||
-			!strings.Contains(out.String(), "manifest   "+cdn.URL+"/bad.json (put back)") {
+			!strings.Contains(out.String(), "manifest   "+cdn+"/bad.json (put back)") {
 			t.Errorf("status:\n%s", out)
 		}
 		secrets(t, "status", out.String())
