@@ -206,7 +206,7 @@ func newRolloutCmd(a *app) *cobra.Command {
 	f.StringVar(&o.MQTTCA, "mqtt-ca", "", "with mqtts://: PEM file of the CA that signs the broker's certificate (default: the system's)")
 	f.DurationVar(&o.Timeout, "timeout", 0, "bound on each device, from its command to its verdict (0 = from the image size at 8 KiB/s, plus --verify-timeout)")
 	f.DurationVar(&o.VerifyTimeout, "verify-timeout", 90*time.Second, "how long a device may take to restart before it is read once more (Status 2)")
-	f.DurationVar(&o.Stability, "stability-window", 30*time.Second, "how long a device must stay online on the new version to count as updated (esphome: default 90s)")
+	f.DurationVar(&o.Stability, "stability-window", 30*time.Second, "how long a device must stay online on the new version to count as updated (with --family esphome, 90s unless given)")
 	f.StringVar(&o.StateDir, "state-dir", "", "where rollouts keep their state (default: $OTS_OTA_STATE_DIR, else the user's state directory)")
 	f.BoolVar(&o.Resume, "resume", false, "go on with an interrupted rollout: ID, or the latest unfinished one")
 	o.addESPHomeFlags(c)
