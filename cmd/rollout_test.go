@@ -181,6 +181,7 @@ func TestRolloutUsage(t *testing.T) {
 		{"tasmota manifest", with("--manifest", "m.json", "plug-1"), nil, "--manifest m.json: goes with --family esphome"},
 		{"tasmota chip family", with("--chip-family", "ESP32", "plug-1"), nil, "--chip-family ESP32: goes with --family esphome"},
 		{"s3 endpoint without store", espWith("--s3-endpoint", "http://127.0.0.1:9", "node1"), nil, "--s3-endpoint http://127.0.0.1:9: goes with --store"},
+		{"s3 secret without store", espWith("--s3-secret-key", s3secret, "node1"), nil, "--s3-secret-key ***: goes with --store"},
 		{"s3 secret file without store", espWith("--s3-secret-file", s3File, "node1"), nil, "--s3-secret-file ***: goes with --store"},
 		{"store not s3", s3("--store", "gs://fw-bucket", "node1"), s3env, `--store "gs://fw-bucket": expected s3://bucket or s3://bucket/prefix`},
 		{"store bucket case", s3("--store", "s3://FW", "node1"), s3env, `--store "s3://FW": bucket "FW": a bucket name is 3 to 63 characters`},
