@@ -121,6 +121,12 @@ var ErrNotSent = errors.New("the command was not sent")
 // watches the device to its verdict as it watches a commanded one.
 var ErrTookAnnouncement = errors.New("the device took the announced image on its own")
 
+// ErrAlreadyOn is wrapped by a Readier's error when the device turned out
+// to run the target already, though the read before the update could not
+// tell its version (ESPHome: no update check yet since its last boot), and
+// nothing since shows a restart. The engine ends it skipped, uncommanded.
+var ErrAlreadyOn = errors.New("the device already runs the target")
+
 // URLChecker is an optional Family method: CheckURL refuses, with a
 // one-line error, an image URL its devices cannot be told (the family's
 // own rules on characters or schemes). The engine calls it before it
