@@ -293,6 +293,11 @@ func (e *engine) ready(ctx context.Context, d *dev, rd Readier, spec DeviceSpec)
 		if errors.Is(err, ErrTookAnnouncement) {
 			return true, true
 		}
+		if errors.Is(err, ErrAlreadyOn) {
+			e.finish(ctx, d, Verdict{Outcome: upload.OutcomeSkipped, Running: spec.Expect,
+				Message: "already runs " + spec.Expect + " (told after the read before the update)"}, spec)
+			return false, false
+		}
 		if up, now, _ := e.link(); !up || now != gen {
 			// The link went down meanwhile: what the device told may be
 			// lost. Wait again once it is back.

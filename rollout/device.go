@@ -14,12 +14,12 @@ import (
 // until its verdict; a device the state holds as commanded is only
 // watched. Any other comes holding a MaxFetches slot.
 func (e *engine) device(ctx context.Context, d *dev, resumed time.Time) {
-	d.start = time.Now()
-	spec := DeviceSpec{Expect: e.cfg.Expect, Retries: e.cfg.Retries, Bound: e.bound,
-		RebootWindow: e.cfg.RebootWindow, Stability: e.cfg.Stability}
+	if d.start.IsZero() {
+		d.start = time.Now()
+	}
+	spec := e.spec(d)
 	d.mu.Lock()
 	phase := d.phase
-	spec.Before, spec.Commands = d.before, slices.Clone(d.commands)
 	d.mu.Unlock()
 
 	if phase == PhaseCommanded {
@@ -36,12 +36,13 @@ func (e *engine) device(ctx context.Context, d *dev, resumed time.Time) {
 		}
 	} else {
 		if rd, ok := e.cfg.Family.(Readier); ok {
-			// Read, then wait for the device to see the announcement (all
-			// the wave's devices at once, for as long as the family
-			// waits); only then a MaxFetches slot.
-			if !e.preflight(ctx, d, &spec) {
+			// Read before the wave's announcement (runWave), then wait for
+			// the device to see it (all the wave's devices at once, for as
+			// long as the family waits); only then a MaxFetches slot.
+			if !d.read {
 				return
 			}
+			spec = d.readSpec
 			ok, self := e.ready(ctx, d, rd, spec)
 			if !ok {
 				return
@@ -77,6 +78,16 @@ func (e *engine) device(ctx context.Context, d *dev, resumed time.Time) {
 		}
 	}
 	e.observe(ctx, d, &spec)
+}
+
+// spec is what the verdict knows of d before this run's read.
+func (e *engine) spec(d *dev) DeviceSpec {
+	spec := DeviceSpec{Expect: e.cfg.Expect, Retries: e.cfg.Retries, Bound: e.bound,
+		RebootWindow: e.cfg.RebootWindow, Stability: e.cfg.Stability}
+	d.mu.Lock()
+	spec.Before, spec.Commands = d.before, slices.Clone(d.commands)
+	d.mu.Unlock()
+	return spec
 }
 
 // preflight reads the device before any command; false when it is done
@@ -175,6 +186,10 @@ func (e *engine) fetchOver(d *dev, spec DeviceSpec, now time.Time) bool {
 		case r.Kind == ReportFailed:
 			return true
 		case r.Kind != ReportBooted && r.Kind != ReportStatus:
+		case r.Kind == ReportStatus && spec.Before != nil && f.Version == spec.Before.Version:
+			// Still the old version, told while it may be fetching (an
+			// ESPHome node's state during its download): no sign the fetch
+			// is over. A read that finds it so ends in a verdict anyway.
 		case f.Intermediate != "":
 			bound = 2 * spec.Bound
 		case f.Version != "":

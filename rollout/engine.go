@@ -177,9 +177,14 @@ type dev struct {
 	holding bool      // holds a MaxFetches slot
 	linkGen int       // the link's changes seen when it was last commanded or watched again
 	readAt  time.Time // when this run's pre-flight read was made
-	start   time.Time
-	res     upload.Result
-	done    bool // has its result for this run (cancelled included)
+	// read says runWave read it before the wave's announcement (a Readier
+	// family), readSpec what that read left; false: done in the read or
+	// interrupted.
+	read     bool
+	readSpec DeviceSpec
+	start    time.Time
+	res      upload.Result
+	done     bool // has its result for this run (cancelled included)
 }
 
 func (c Config) withDefaults() Config {
@@ -479,12 +484,13 @@ func (e *engine) run(ctx context.Context) ([]upload.Result, error) {
 			ev.State = "started"
 			e.wave(ev)
 			// Each wave's devices find the image announced only now (an
-			// Announcer family); --resume writes it again.
-			if err := e.announceWave(ctx, w); err != nil && ctx.Err() == nil {
-				e.log.Warn("cannot announce the image: the rollout stops", "err", err)
-				e.stopWith("cannot announce the image (" + oneLine(err) + ")")
-			}
-			e.runWave(ctx, w, resumed)
+			// Announcer family), once read; --resume writes it again.
+			e.runWave(ctx, w, resumed, func() {
+				if err := e.announceWave(ctx, w); err != nil && ctx.Err() == nil {
+					e.log.Warn("cannot announce the image: the rollout stops", "err", err)
+					e.stopWith("cannot announce the image (" + oneLine(err) + ")")
+				}
+			})
 		}
 		if ctx.Err() != nil {
 			break
@@ -534,7 +540,7 @@ func (e *engine) run(ctx context.Context) ([]upload.Result, error) {
 			}
 			d.mu.Unlock()
 		}
-		e.runWave(ctx, left, resumed)
+		e.runWave(ctx, left, resumed, nil)
 	}
 
 	cancelled := ctx.Err() != nil
@@ -579,7 +585,12 @@ func (e *engine) run(ctx context.Context) ([]upload.Result, error) {
 // order, each once it holds a MaxFetches slot: its read comes just before
 // its command, and none starts once a failure budget is exceeded (left
 // pending, as are all of them when the rollout stopped before the wave).
-func (e *engine) runWave(ctx context.Context, w []*dev, resumed time.Time) {
+//
+// announce, if not nil, publishes the wave's announcement: before the
+// devices are read, or, with a Readier family, once every fresh device was
+// read (a device that installs what it sees announced would otherwise be
+// read mid-restart).
+func (e *engine) runWave(ctx context.Context, w []*dev, resumed time.Time, announce func()) {
 	var wg sync.WaitGroup
 	start := func(d *dev) {
 		wg.Add(1)
@@ -602,6 +613,19 @@ func (e *engine) runWave(ctx context.Context, w []*dev, resumed time.Time) {
 		}
 	}
 	if _, ok := e.cfg.Family.(Readier); ok {
+		var reads sync.WaitGroup
+		for _, d := range fresh {
+			reads.Go(func() {
+				d.start = time.Now()
+				spec := e.spec(d)
+				d.read = e.preflight(ctx, d, &spec)
+				d.readSpec = spec
+			})
+		}
+		reads.Wait()
+		if announce != nil && ctx.Err() == nil {
+			announce()
+		}
 		// Each takes its slot once ready (device), not in the wave's order.
 		for _, d := range fresh {
 			if e.stopped() != "" || ctx.Err() != nil {
@@ -611,6 +635,9 @@ func (e *engine) runWave(ctx context.Context, w []*dev, resumed time.Time) {
 		}
 		wg.Wait()
 		return
+	}
+	if announce != nil {
+		announce()
 	}
 	for _, d := range fresh {
 		if e.stopped() != "" || !e.acquire(ctx, d) {

@@ -354,9 +354,17 @@ func otherVerdict(spec DeviceSpec, w walked, r *Report) Verdict {
 	case w.inter != nil || w.interSeen:
 		v.Outcome = upload.OutcomeRolledBack
 		v.Message = fmt.Sprintf("went through its %s image, then came back on %s, not %s", lastInterName(w, r), f.Version, spec.Expect)
+	case spec.Before != nil && spec.Before.Release != "" && f.Release != "" && f.Release != spec.Before.Release:
+		// Neither the old release nor the target: something was
+		// installed, but not what --expect-version names.
+		v.Outcome = upload.OutcomeUnverified
+		v.Message = fmt.Sprintf("came back on %s, neither %s as before nor %s: is --expect-version the image's own version?", f.Version, spec.Before.Version, spec.Expect)
 	case w.successR != nil:
 		v.Outcome = upload.OutcomeRolledBack
 		v.Message = fmt.Sprintf("told it wrote the image (%s), restarted, and came back on %s", quoteWords(w.successR.Words), f.Version)
+	case w.started != nil:
+		v.Outcome = upload.OutcomeUnchanged
+		v.Message = fmt.Sprintf("took the command (%s), restarted, and came back on %s (the new image was not written, or did not boot)", quoteWords(w.started.Words), f.Version)
 	default:
 		v.Outcome = upload.OutcomeUnchanged
 		v.Message = fmt.Sprintf("restarted without installing the image (it told no result): it runs %s", f.Version)

@@ -128,6 +128,10 @@ func TestDecide(t *testing.T) {
 			want{done: true, outcome: upload.OutcomeRolledBack, msg: "ran 14.3.0(tasmota), then came back on 14.2.0"}},
 		{"restarted without any result: unchanged", nil, []Report{rOff(20), rBooted(30, oldV)}, 31, false,
 			want{done: true, outcome: upload.OutcomeUnchanged, msg: "restarted without installing"}},
+		{"took the command, restarted on the old one: unchanged, no claim it did not install", nil, []Report{rStarted(11), rOff(20), rBooted(30, oldV)}, 31, false,
+			want{done: true, outcome: upload.OutcomeUnchanged, msg: "restarted, and came back on 14.2.0(tasmota) (the new image was not written, or did not boot)"}},
+		{"success, then a third version: unverified, not rolled back", nil, []Report{rSuccess(40), rOff(41), rBooted(61, "14.4.0(tasmota)")}, 62, false,
+			want{done: true, outcome: upload.OutcomeUnverified, msg: "neither 14.2.0(tasmota) as before nor 14.3.0", running: "14.4.0"}},
 
 		// Absent or contradicting facts.
 		{"booted without a version: the read after the window", nil, []Report{rSuccess(40), rBooted(61, "")}, 91, false, want{reread: true}},
