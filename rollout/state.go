@@ -309,8 +309,9 @@ const flushDelay = time.Second
 
 // minCompact is the journal size below which it is never compacted; above
 // it, once it is twice the snapshot's size (each compaction writes the
-// snapshot, so its cost stays proportional to the journal's growth).
-const minCompact = 8 << 20
+// snapshot, so its cost stays proportional to the journal's growth). A
+// variable for tests.
+var minCompact int64 = 8 << 20
 
 func rolloutsDir(dir string) string { return filepath.Join(dir, "rollouts") }
 
