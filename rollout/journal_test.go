@@ -305,10 +305,45 @@ func TestJournalGroupCommitAndFailure(t *testing.T) {
 
 // BenchmarkStateCommands records one command per device of a 10,000
 // device rollout whose records hold what a run writes (the pre-flight
-// facts, some reports): the cost per command, from 64 goroutines at once
-// as MaxFetches slots make them.
+// facts, some reports): the cost per command, one at a time (each waits
+// for its own sync) and from 64 goroutines at once, as MaxFetches slots
+// make them (syncs shared).
 func BenchmarkStateCommands(b *testing.B) {
-	const fleet = 10000
+	for _, par := range []int{1, 64} {
+		b.Run(fmt.Sprintf("callers=%d", par), func(b *testing.B) {
+			st := benchState(b, 10000)
+			defer st.Close()
+			at := time.Date(2026, 12, 8, 3, 0, 0, 0, time.UTC)
+			b.ResetTimer()
+			if par == 1 {
+				for i := range b.N {
+					if err := command(st, i%len(st.rec.Devices), at); err != nil {
+						b.Fatal(err)
+					}
+				}
+				return
+			}
+			var next sync.Mutex
+			n := 0
+			b.SetParallelism(max(1, par/runtime.GOMAXPROCS(0)))
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					next.Lock()
+					i := n % len(st.rec.Devices)
+					n++
+					next.Unlock()
+					if err := command(st, i, at); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.StopTimer()
+		})
+	}
+}
+
+func benchState(b *testing.B, fleet int) *State {
 	m := testMeta()
 	m.Devices = nil
 	for i := range fleet {
@@ -319,13 +354,13 @@ func BenchmarkStateCommands(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer st.Close()
 	ota := "http://ota.tasmota.com/tasmota/release/tasmota.bin.gz"
 	at := time.Date(2026, 12, 8, 3, 0, 0, 0, time.UTC)
 	if err := st.update(func(r *Record) {
 		for i := range r.Devices {
 			dr := &r.Devices[i]
-			dr.Before, dr.BeforeAt = &Facts{Version: "14.2.0(release-tasmota)", Release: "14.2.0", Chip: "esp32", MAC: "AA:BB:CC:DD:EE:FF", IP: "192.0.2.10", RestartReason: "Software/System restart", OtaURL: &ota}, at
+			dr.Before, dr.BeforeAt = &Facts{Version: "14.2.0(release-tasmota)", Release: "14.2.0", Chip: "esp32", MAC: "AA:BB:CC:DD:EE:FF",
+				IP: "192.0.2.10", RestartReason: "Software/System restart", OtaURL: &ota}, at
 			for k := range 8 {
 				dr.Reports = append(dr.Reports, ReportRecord{Kind: ReportStatus, At: at.Add(time.Duration(k) * time.Second), Words: "Upload progress 42%", Source: "Status 2"})
 			}
@@ -333,23 +368,7 @@ func BenchmarkStateCommands(b *testing.B) {
 	}); err != nil {
 		b.Fatal(err)
 	}
-	var next sync.Mutex
-	n := 0
-	b.SetParallelism(32) // 64 on 2 cores
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			next.Lock()
-			i := n % fleet
-			n++
-			next.Unlock()
-			if err := command(st, i, at); err != nil {
-				b.Error(err)
-				return
-			}
-		}
-	})
-	b.StopTimer()
+	return st
 }
 
 // The engine's side: a command the journal cannot record is not sent, and
