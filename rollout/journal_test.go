@@ -30,7 +30,7 @@ func command(st *State, i int, at time.Time) error {
 // A device's change is a journal line, not a new snapshot; readers see
 // snapshot and journal together, and a torn last line is ignored; a line
 // damaged before others is named.
-func TestJournalReplay(t *testing.T) {
+func TestStateJournalReplay(t *testing.T) {
 	dir := t.TempDir()
 	st, err := CreateState(dir, testMeta())
 	if err != nil {
@@ -140,7 +140,7 @@ func TestJournalReplay(t *testing.T) {
 
 // The journal is folded into the snapshot once past its bound, so that it
 // stays bounded whatever the rollout's length; the record reads the same.
-func TestJournalCompaction(t *testing.T) {
+func TestStateJournalCompaction(t *testing.T) {
 	old := minCompact
 	minCompact = 4 << 10
 	defer func() { minCompact = old }()
@@ -186,7 +186,7 @@ func TestJournalCompaction(t *testing.T) {
 // A crash after the snapshot was written but before the journal was
 // emptied: replaying the old lines over the newer snapshot changes
 // nothing, even where the snapshot holds a later change of their device.
-func TestJournalCrashBetweenSnapshotAndTruncate(t *testing.T) {
+func TestStateJournalCrashBetweenSnapshotAndTruncate(t *testing.T) {
 	dir := t.TempDir()
 	st, err := CreateState(dir, testMeta())
 	if err != nil {
@@ -230,7 +230,7 @@ func TestJournalCrashBetweenSnapshotAndTruncate(t *testing.T) {
 // Callers arriving while a line is synced share the next sync, and each
 // learns of its own line's fate; a journal that cannot be written fails
 // the command and takes it back, in memory and on disk.
-func TestJournalGroupCommitAndFailure(t *testing.T) {
+func TestStateJournalGroupCommitAndFailure(t *testing.T) {
 	m := testMeta()
 	for i := range 200 {
 		m.Devices = append(m.Devices, Device{Topic: fmt.Sprintf("g%d", i)})
@@ -373,7 +373,7 @@ func benchState(b *testing.B, fleet int) *State {
 
 // The engine's side: a command the journal cannot record is not sent, and
 // the rollout stops, as when the whole state file cannot be written.
-func TestCommandNotSentJournalUnwritable(t *testing.T) {
+func TestStateJournalUnwritableCommandNotSent(t *testing.T) {
 	r := newRig(t, Plan{MaxFailures: upload.FailureBudget{Set: true, Percent: 100}}, succeed, succeed)
 	r.cfg.MaxFetches = 1
 	jpath := journalPath(r.cfg.State.Path())

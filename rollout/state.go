@@ -779,7 +779,7 @@ func (s *State) snapshotLocked(needed bool) error {
 	s.mu.Unlock()
 	err = writeAtomic(s.path, append(b, '\n'))
 	var terr error
-	if err == nil {
+	if err == nil && !s.closed { // closed: Close removed the journal
 		terr = emptyJournal(s.jpath)
 	}
 	s.mu.Lock()
@@ -882,6 +882,13 @@ func writeAtomic(path string, b []byte) error {
 // readRecord reads a state file: the snapshot at path, with the journal
 // beside it applied.
 func readRecord(path string) (Record, error) {
+	// The journal first: a run compacting it meanwhile leaves lines that
+	// the newer snapshot holds (skipped), never a snapshot without them.
+	jpath := journalPath(path)
+	j, err := os.ReadFile(jpath)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return Record{}, fmt.Errorf("cannot read the state file %s: %v", jpath, unwrapPath(err))
+	}
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return Record{}, fmt.Errorf("cannot read the state file %s: %v", path, unwrapPath(err))
@@ -893,24 +900,17 @@ func readRecord(path string) (Record, error) {
 	if rec.Format != stateFormat {
 		return Record{}, fmt.Errorf("the state file %s has format %d, this ots-ota reads format %d", path, rec.Format, stateFormat)
 	}
-	if err := replay(&rec, journalPath(path)); err != nil {
+	if err := replay(&rec, j, jpath); err != nil {
 		return Record{}, err
 	}
 	return rec, nil
 }
 
-// replay applies the journal at jpath to rec: each line newer than the
-// snapshot replaces its device's record. A last line cut short (a crash
-// while it was written, before its sync returned: nothing acted on it) is
-// ignored. rec.JournalSeq becomes the last line's.
-func replay(rec *Record, jpath string) error {
-	b, err := os.ReadFile(jpath)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("cannot read the state file %s: %v", jpath, unwrapPath(err))
-	}
+// replay applies the journal b (read from jpath) to rec: each line newer
+// than the snapshot replaces its device's record. A last line cut short (a
+// crash while it was written, before its sync returned: nothing acted on
+// it) is ignored. rec.JournalSeq becomes the last line's.
+func replay(rec *Record, b []byte, jpath string) error {
 	last := rec.JournalSeq
 	for n := 1; len(b) > 0; n++ {
 		line, rest, complete := bytes.Cut(b, []byte{'\n'})
