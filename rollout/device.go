@@ -134,8 +134,7 @@ func (e *engine) preflight(ctx context.Context, d *dev, spec *DeviceSpec) bool {
 		d.mu.Unlock()
 		// Written with the command (or within a second): a device not
 		// commanded is read again by a resumed run.
-		e.cfg.State.updateSoon(func(r *Record) {
-			dr := &r.Devices[d.idx]
+		e.cfg.State.updateDevSoon(d.idx, func(dr *DeviceRecord) {
 			dr.Before, dr.BeforeAt, dr.OtaURLWithheld = safe, now.UTC(), withheld
 		})
 	}
@@ -239,12 +238,10 @@ func (e *engine) record(d *dev, spec *DeviceSpec, now time.Time) (was string, ok
 	d.mu.Lock()
 	was = d.phase
 	d.mu.Unlock()
-	err := e.cfg.State.updateOr(func(r *Record) {
-		dr := &r.Devices[d.idx]
+	err := e.cfg.State.updateDevOr(d.idx, func(dr *DeviceRecord) {
 		dr.Phase = PhaseCommanded
 		dr.Commands = append(dr.Commands, now.UTC())
-	}, func(r *Record) {
-		dr := &r.Devices[d.idx]
+	}, func(dr *DeviceRecord) {
 		dr.Phase = was
 		dr.Commands = dr.Commands[:len(dr.Commands)-1]
 	})
@@ -269,8 +266,7 @@ func (e *engine) unrecord(d *dev, spec *DeviceSpec, was string) {
 	d.phase = was
 	d.commands = d.commands[:len(d.commands)-1]
 	d.mu.Unlock()
-	if err := e.cfg.State.update(func(r *Record) {
-		dr := &r.Devices[d.idx]
+	if err := e.cfg.State.updateDev(d.idx, func(dr *DeviceRecord) {
 		dr.Phase = was
 		dr.Commands = dr.Commands[:len(dr.Commands)-1]
 	}); err != nil {
@@ -450,8 +446,7 @@ func (e *engine) finish(ctx context.Context, d *dev, v Verdict, spec DeviceSpec)
 	d.mu.Lock()
 	d.phase = PhaseDone
 	d.mu.Unlock()
-	e.save(func(r *Record) {
-		dr := &r.Devices[d.idx]
+	e.saveDev(d.idx, func(dr *DeviceRecord) {
 		dr.Phase, dr.Result, dr.RestorePending = PhaseDone, ptr(res), pending
 	})
 	e.emitDone(d)
@@ -481,8 +476,7 @@ func (e *engine) restoreLeft(ctx context.Context, d *dev) {
 		d.res.Warnings = append(d.res.Warnings, w)
 	}
 	res := d.res
-	e.save(func(r *Record) {
-		dr := &r.Devices[d.idx]
+	e.saveDev(d.idx, func(dr *DeviceRecord) {
 		dr.Result, dr.RestorePending = ptr(res), false
 	})
 }

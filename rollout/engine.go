@@ -561,7 +561,8 @@ func (e *engine) run(ctx context.Context) ([]upload.Result, error) {
 			// The outcome already says "not started": the message says why.
 			d.res.Message = stoppedWords(stopped)
 			d.done = true
-			e.save(func(r *Record) { r.Devices[d.idx].Result = ptr(d.res) })
+			res := d.res
+			e.saveDev(d.idx, func(dr *DeviceRecord) { dr.Result = ptr(res) })
 		}
 		e.emitDone(d)
 	}
@@ -810,6 +811,14 @@ func (e *engine) save(fn func(*Record)) {
 	}
 }
 
+// saveDev is save for one device's record (a journal line, not the whole
+// file).
+func (e *engine) saveDev(idx int, fn func(*DeviceRecord)) {
+	if err := e.cfg.State.updateDev(idx, fn); err != nil {
+		e.log.Warn("cannot save the rollout state", "err", err)
+	}
+}
+
 func ptr[T any](v T) *T { return &v }
 
 // link is the link's state now: up, the changes seen so far, and when it
@@ -973,8 +982,7 @@ func (e *engine) onReport(r Report) {
 		}
 		// Written within a second, with the other reports of the burst;
 		// a crash loses at most those, and --resume reads the device.
-		e.cfg.State.updateSoon(func(rec *Record) {
-			dr := &rec.Devices[d.idx]
+		e.cfg.State.updateDevSoon(d.idx, func(dr *DeviceRecord) {
 			dr.Reports = trimReports(append(dr.Reports, rr))
 		})
 	}

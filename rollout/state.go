@@ -1,6 +1,7 @@
 package rollout
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -107,6 +108,10 @@ type Record struct {
 	// Store: where the image was published instead of the built-in file
 	// server (nil: the built-in one, or nothing published yet).
 	Store *StoreRecord `json:"store,omitempty"`
+	// JournalSeq is the last journal line this snapshot holds: replay
+	// skips those up to it (written again by a crash between the snapshot
+	// and the journal's emptying).
+	JournalSeq int64 `json:"journal_seq,omitempty"`
 	// FamilyOptions: Meta.FamilyOptions.
 	FamilyOptions map[string]string `json:"family_options,omitempty"`
 	// Announcements are the files written for devices to poll (Announcer
@@ -236,26 +241,77 @@ const maxReports = 64
 
 // State is an open, locked rollout state file. Its methods are safe for
 // concurrent use.
+//
+// The file is a snapshot (<id>.json, the Record) and a journal beside it
+// (<id>.journal): a change of one device appends that device's whole
+// record as one JSON line, synced, so that a command or a verdict costs
+// that device's record, not the fleet's. Callers arriving while a line is
+// being synced share the next sync (group commit). Changes of the whole
+// record, which are rare, write the snapshot and empty the journal, as
+// does compaction once the journal outgrows the snapshot, and Close.
+// Readers apply the journal to the snapshot (readRecord).
 type State struct {
 	dir     string // dir/rollouts
 	path    string
+	jpath   string // the journal
 	dirLock *flock.Flock
 	lock    *flock.Flock
 
-	mu  sync.Mutex
-	rec Record
-	// Changes that may wait (reports) mark the record dirty; a timer
-	// writes it within flushDelay, and any write (update) or Close takes
-	// them along. writes counts the files written (for tests).
-	dirty  bool
-	timer  *time.Timer
-	closed bool
+	mu   sync.Mutex
+	cond *sync.Cond // signals the end of a journal write
+	rec  Record
+	// Changes that may wait (reports) mark the record (dirty) or one
+	// device (dirtyDevs) dirty; a timer writes them within flushDelay,
+	// and any write or Close takes them along.
+	dirty     bool
+	dirtyDevs map[int]bool
+	timer     *time.Timer
+	timerOn   bool
+	closed    bool
+	discarded bool // Discard: nothing more is written
+	// seq numbers the journal's lines; the snapshot records the last one
+	// it holds (Record.JournalSeq), so that replay skips older lines.
+	seq int64
+	// next collects what the following write must hold; writing says
+	// one is under way (s.mu is released during its I/O).
+	next    *jbatch
+	writing bool
+	// jsize is the journal's size as written; snapSize the snapshot's
+	// last size (compaction bound). jbroken: a failed journal write could
+	// not be taken back, so the next write is a snapshot.
+	jsize, snapSize int64
+	jbroken         bool
+	// writes counts the snapshots and journal writes (for tests).
 	writes int
 }
 
+// jbatch is one journal write: the lines of every caller that arrived
+// before it started.
+type jbatch struct {
+	devs  []int    // whose records to write
+	snap  bool     // write the whole record
+	undos []func() // run when the write fails
+	done  bool
+	err   error
+}
+
+// journalLine is one line of the journal: device Dev's whole record.
+type journalLine struct {
+	Seq    int64         `json:"seq"`
+	At     time.Time     `json:"at"`
+	Dev    int           `json:"dev"`
+	Device *DeviceRecord `json:"device"`
+}
+
 // flushDelay bounds how long a change made with updateSoon waits for its
-// write: reports come in bursts, and each write is the whole file, synced.
+// write: reports come in bursts.
 const flushDelay = time.Second
+
+// minCompact is the journal size below which it is never compacted; above
+// it, once it is twice the snapshot's size (each compaction writes the
+// snapshot, so its cost stays proportional to the journal's growth). A
+// variable for tests.
+var minCompact int64 = 8 << 20
 
 func rolloutsDir(dir string) string { return filepath.Join(dir, "rollouts") }
 
@@ -321,12 +377,26 @@ func CreateState(dir string, meta Meta) (*State, error) {
 		return nil, fmt.Errorf("cannot lock the state file %s", s.path)
 	}
 	s.rec = rec
-	if err := s.saveLocked(); err != nil {
+	s.initJournal()
+	s.mu.Lock()
+	err := s.commitLocked(-1, true, nil)
+	s.mu.Unlock()
+	if err != nil {
 		s.Close()
 		return nil, err
 	}
 	return s, nil
 }
+
+func (s *State) initJournal() {
+	s.cond = sync.NewCond(&s.mu)
+	s.jpath = journalPath(s.path)
+	s.dirtyDevs = map[int]bool{}
+	s.seq = s.rec.JournalSeq
+}
+
+// journalPath is the journal beside the snapshot path.
+func journalPath(path string) string { return strings.TrimSuffix(path, ".json") + ".journal" }
 
 // OpenState opens and locks the rollout id under dir ("" = the latest
 // unfinished one), for --resume. A finished rollout is not reopened.
@@ -364,6 +434,16 @@ func OpenState(dir, id string) (*State, error) {
 		return nil, fmt.Errorf("rollout %s has finished; start a new rollout to go on", id)
 	}
 	s.rec = rec
+	s.initJournal()
+	// A journal left by the run before (maybe ending in a torn line)
+	// goes into the snapshot, so that new lines never follow a torn one.
+	s.mu.Lock()
+	err = s.commitLocked(-1, true, nil)
+	s.mu.Unlock()
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -433,19 +513,30 @@ func (s *State) Record() Record {
 	return s.rec.clone()
 }
 
-// Close writes the changes still waiting and releases the locks (the
-// file stays). The error is that of the last write.
+// Close writes the changes still waiting into the snapshot, removes the
+// journal it then holds, and releases the locks (the file stays). The
+// error is that of the last write.
 func (s *State) Close() error {
-	s.mu.Lock()
 	var err error
-	if s.dirty && !s.closed {
-		err = s.saveLocked()
+	if s.cond != nil {
+		s.mu.Lock()
+		for s.writing {
+			s.cond.Wait()
+		}
+		if !s.closed && !s.discarded {
+			if s.dirty || len(s.dirtyDevs) > 0 || s.jsize > 0 || s.jbroken {
+				err = s.commitLocked(-1, true, nil)
+			}
+			if err == nil {
+				_ = os.Remove(s.jpath) // empty: the snapshot holds it all
+			}
+		}
+		s.closed = true
+		if s.timer != nil {
+			s.timer.Stop()
+		}
+		s.mu.Unlock()
 	}
-	s.closed = true
-	if s.timer != nil {
-		s.timer.Stop()
-	}
-	s.mu.Unlock()
 	if s.lock != nil {
 		_ = s.lock.Unlock()
 		s.lock = nil
@@ -460,11 +551,12 @@ func (s *State) Close() error {
 // record then reads finished.
 func (s *State) Discard() error {
 	s.mu.Lock()
-	s.dirty = false
+	s.discarded = true
 	s.rec.Finished = true
 	s.mu.Unlock()
 	s.Close()
 	err := os.Remove(s.path)
+	_ = os.Remove(s.jpath)
 	_ = os.Remove(s.path + ".lock")
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("cannot remove the state file %s: %v", s.path, unwrapPath(err))
@@ -484,26 +576,42 @@ func (s *State) Untouched() bool {
 	return true
 }
 
-// update changes the record and writes it, atomically.
+// update changes the record and writes it (the snapshot), atomically: for
+// changes beyond one device's record, which are rare.
 func (s *State) update(fn func(*Record)) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	fn(&s.rec)
-	return s.saveLocked()
+	return s.commitLocked(-1, true, nil)
 }
 
 // updateOr is update, but when the write fails undo takes the change
-// back (under the same lock, so that no other write records it): for a
-// change that must be on disk before it happens, or not at all.
+// back (before any other write, so that none records it): for a change
+// that must be on disk before it happens, or not at all.
 func (s *State) updateOr(fn, undo func(*Record)) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	fn(&s.rec)
-	err := s.saveLocked()
-	if err != nil {
-		undo(&s.rec)
-	}
-	return err
+	return s.commitLocked(-1, true, func() { undo(&s.rec) })
+}
+
+// updateDev changes device i's record and writes it (one journal line,
+// synced) before it returns.
+func (s *State) updateDev(i int, fn func(*DeviceRecord)) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fn(&s.rec.Devices[i])
+	return s.commitLocked(i, false, nil)
+}
+
+// updateDevOr is updateDev, but when the write fails undo takes the
+// change back before any other write: for a change that must be on disk
+// before it happens (a command), or not at all.
+func (s *State) updateDevOr(i int, fn, undo func(*DeviceRecord)) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fn(&s.rec.Devices[i])
+	return s.commitLocked(i, false, func() { undo(&s.rec.Devices[i]) })
 }
 
 // updateSoon changes the record now and writes it within flushDelay,
@@ -513,21 +621,33 @@ func (s *State) updateSoon(fn func(*Record)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	fn(&s.rec)
-	if !s.dirty && !s.closed {
-		s.dirty = true
+	s.dirty = true
+	s.armLocked()
+}
+
+// updateDevSoon is updateSoon for device i's record alone.
+func (s *State) updateDevSoon(i int, fn func(*DeviceRecord)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fn(&s.rec.Devices[i])
+	s.dirtyDevs[i] = true
+	s.armLocked()
+}
+
+func (s *State) armLocked() {
+	if !s.closed && !s.timerOn {
+		s.timerOn = true
 		s.timer = time.AfterFunc(flushDelay, s.flushLater)
 	}
 }
 
-// flushLater is the timer's write; a failed one is tried again later.
+// flushLater is the timer's write; a failed one arms the timer again.
 func (s *State) flushLater() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.dirty || s.closed {
-		return
-	}
-	if s.saveLocked() != nil {
-		s.timer = time.AfterFunc(flushDelay, s.flushLater)
+	s.timerOn = false
+	if !s.closed && (s.dirty || len(s.dirtyDevs) > 0) {
+		_ = s.commitLocked(-1, false, nil)
 	}
 }
 
@@ -535,24 +655,188 @@ func (s *State) flushLater() {
 func (s *State) flush() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.dirty || s.closed {
+	if s.closed || !s.dirty && len(s.dirtyDevs) == 0 {
 		return nil
 	}
-	return s.saveLocked()
+	return s.commitLocked(-1, false, nil)
 }
 
-func (s *State) saveLocked() error {
-	s.rec.Updated = time.Now().UTC()
-	b, err := json.MarshalIndent(s.rec, "", "  ")
-	if err != nil {
-		return fmt.Errorf("cannot write the state file: %v", err)
+// commitLocked has device dev's record (-1: none) or the whole record
+// (snap) written, with every change waiting, and returns once it is on
+// disk or could not be. Callers that arrive while a write is under way
+// join the next one, which the first of them to see the way free makes
+// (group commit). When that write fails, undo (if any) runs before any
+// other write starts. Called with s.mu held; it is released while
+// writing.
+func (s *State) commitLocked(dev int, snap bool, undo func()) error {
+	if s.next == nil {
+		s.next = &jbatch{}
 	}
-	if err := writeAtomic(s.path, append(b, '\n')); err != nil {
+	b := s.next
+	if dev >= 0 {
+		b.devs = append(b.devs, dev)
+	}
+	b.snap = b.snap || snap
+	if undo != nil {
+		b.undos = append(b.undos, undo)
+	}
+	for !b.done {
+		if s.writing {
+			s.cond.Wait()
+			continue
+		}
+		s.writeLocked()
+	}
+	return b.err
+}
+
+// writeLocked makes the write s.next asks for.
+func (s *State) writeLocked() {
+	b := s.next
+	s.next = nil
+	s.writing = true
+	var err error
+	if b.snap || s.dirty || s.jbroken || s.closed {
+		err = s.snapshotLocked(b.snap)
+	} else {
+		err = s.appendLocked(b.devs)
+	}
+	if err != nil {
+		for _, u := range slices.Backward(b.undos) {
+			u()
+		}
+	}
+	b.done, b.err = true, err
+	s.writing = false
+	s.cond.Broadcast()
+}
+
+// appendLocked writes the records of devs and of the devices changed
+// since (updateDevSoon) as journal lines, synced; then compacts the
+// journal when it outgrew its bound.
+func (s *State) appendLocked(devs []int) error {
+	for i := range s.dirtyDevs {
+		devs = append(devs, i)
+	}
+	clear(s.dirtyDevs)
+	slices.Sort(devs)
+	devs = slices.Compact(devs)
+	if len(devs) == 0 {
+		return nil
+	}
+	now := time.Now().UTC()
+	var buf []byte
+	for _, i := range devs {
+		s.seq++
+		line, err := json.Marshal(journalLine{Seq: s.seq, At: now, Dev: i, Device: &s.rec.Devices[i]})
+		if err != nil {
+			s.markDirtyLocked(devs)
+			return fmt.Errorf("cannot write the state file %s: %v", s.path, err)
+		}
+		buf = append(append(buf, line...), '\n')
+	}
+	off := s.jsize
+	s.mu.Unlock()
+	err, undone := appendSync(s.jpath, off, buf)
+	s.mu.Lock()
+	s.writes++
+	if err != nil {
+		// Still in memory: written with the next write (as taken back by
+		// the undos, if any).
+		s.markDirtyLocked(devs)
+		s.jbroken = s.jbroken || !undone
 		return err
 	}
-	s.dirty = false
-	s.writes++
+	s.jsize = off + int64(len(buf))
+	s.rec.Updated = now
+	if s.jsize > max(minCompact, 2*s.snapSize) {
+		_ = s.snapshotLocked(false) // the lines are on disk; a failed compaction is tried again later
+	}
 	return nil
+}
+
+func (s *State) markDirtyLocked(devs []int) {
+	for _, i := range devs {
+		s.dirtyDevs[i] = true
+	}
+	s.armLocked()
+}
+
+// snapshotLocked writes the whole record (atomically, synced), then
+// empties the journal it now holds: a crash in between leaves lines the
+// snapshot's JournalSeq tells replay to skip. needed: the record holds a
+// change only the snapshot writes (a failed write leaves it to the next
+// write).
+func (s *State) snapshotLocked(needed bool) error {
+	now := time.Now().UTC()
+	s.rec.Updated, s.rec.JournalSeq = now, s.seq
+	b, err := json.Marshal(s.rec)
+	if err != nil {
+		return fmt.Errorf("cannot write the state file %s: %v", s.path, err)
+	}
+	wasDirty, devs := s.dirty || needed, s.dirtyDevs
+	s.dirty, s.dirtyDevs = false, map[int]bool{}
+	s.mu.Unlock()
+	err = writeAtomic(s.path, append(b, '\n'))
+	var terr error
+	if err == nil && !s.closed { // closed: Close removed the journal
+		terr = emptyJournal(s.jpath)
+	}
+	s.mu.Lock()
+	s.writes++
+	if err != nil {
+		s.dirty = s.dirty || wasDirty
+		for i := range devs {
+			s.dirtyDevs[i] = true
+		}
+		if s.dirty || len(s.dirtyDevs) > 0 {
+			s.armLocked()
+		}
+		return err
+	}
+	s.snapSize = int64(len(b))
+	s.jbroken = terr != nil
+	if !s.jbroken {
+		s.jsize = 0
+	}
+	return nil
+}
+
+// appendSync writes b at off in the journal and syncs it. On failure it
+// cuts the journal back to off, so that no line follows a torn one;
+// undone is false when even that failed.
+func appendSync(path string, off int64, b []byte) (err error, undone bool) {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		// Opened by name each time: a journal gone (its folder moved or
+		// removed) is an error, not lines written nowhere.
+		return fmt.Errorf("cannot write the state file %s: %v", path, unwrapPath(err)), true
+	}
+	_, err = f.WriteAt(b, off)
+	if err == nil {
+		err = f.Sync()
+	}
+	undone = true
+	if err != nil {
+		undone = f.Truncate(off) == nil && f.Sync() == nil
+	}
+	if cerr := f.Close(); err == nil && cerr != nil {
+		err = cerr
+		undone = false
+	}
+	if err != nil {
+		return fmt.Errorf("cannot write the state file %s: %v", path, unwrapPath(err)), undone
+	}
+	return nil, true
+}
+
+// emptyJournal creates the journal, or empties it.
+func emptyJournal(path string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	return f.Close()
 }
 
 // trimReports keeps at most maxReports, dropping the oldest link reports
@@ -595,7 +879,16 @@ func writeAtomic(path string, b []byte) error {
 	return nil
 }
 
+// readRecord reads a state file: the snapshot at path, with the journal
+// beside it applied.
 func readRecord(path string) (Record, error) {
+	// The journal first: a run compacting it meanwhile leaves lines that
+	// the newer snapshot holds (skipped), never a snapshot without them.
+	jpath := journalPath(path)
+	j, err := os.ReadFile(jpath)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return Record{}, fmt.Errorf("cannot read the state file %s: %v", jpath, unwrapPath(err))
+	}
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return Record{}, fmt.Errorf("cannot read the state file %s: %v", path, unwrapPath(err))
@@ -607,7 +900,41 @@ func readRecord(path string) (Record, error) {
 	if rec.Format != stateFormat {
 		return Record{}, fmt.Errorf("the state file %s has format %d, this ots-ota reads format %d", path, rec.Format, stateFormat)
 	}
+	if err := replay(&rec, j, jpath); err != nil {
+		return Record{}, err
+	}
 	return rec, nil
+}
+
+// replay applies the journal b (read from jpath) to rec: each line newer
+// than the snapshot replaces its device's record. A last line cut short (a
+// crash while it was written, before its sync returned: nothing acted on
+// it) is ignored. rec.JournalSeq becomes the last line's.
+func replay(rec *Record, b []byte, jpath string) error {
+	last := rec.JournalSeq
+	for n := 1; len(b) > 0; n++ {
+		line, rest, complete := bytes.Cut(b, []byte{'\n'})
+		b = rest
+		var jl journalLine
+		err := json.Unmarshal(line, &jl)
+		ok := err == nil && jl.Device != nil && jl.Dev >= 0 && jl.Dev < len(rec.Devices) && jl.Device.Topic == rec.Devices[jl.Dev].Topic
+		if !complete || !ok {
+			if len(bytes.Trim(rest, "\x00 \t\r\n")) == 0 {
+				break // the last line, torn
+			}
+			return fmt.Errorf("the state file %s is damaged (line %d); move it and %s away to go on", jpath, n, filepath.Base(strings.TrimSuffix(jpath, ".journal")+".json"))
+		}
+		if jl.Seq <= rec.JournalSeq {
+			continue // the snapshot holds it already
+		}
+		rec.Devices[jl.Dev] = *jl.Device
+		last = max(last, jl.Seq)
+		if jl.At.After(rec.Updated) {
+			rec.Updated = jl.At
+		}
+	}
+	rec.JournalSeq = last
+	return nil
 }
 
 func (r Record) clone() Record {
