@@ -793,7 +793,8 @@ func (c *cdn) count(path string) int {
 // The S3 store over versitygw, the nodes polling and fetching through the
 // CDN: the previous manifest in the bucket is what they read before; a
 // canary wave with its own manifest, then the rest (one already on the
-// version, one whose downloads fail); the manifests stay the new ones.
+// version, one whose downloads fail), one download at a time; the
+// manifests stay the new ones.
 // Then a second rollout whose canary fails: its manifest is put back to
 // what it held, which the canary node reads again.
 func TestRollout22_S3(t *testing.T) {
@@ -808,7 +809,13 @@ func TestRollout22_S3(t *testing.T) {
 	}
 	cfg := g.config(rollout.Plan{Canary: 1, Waves: waves("100%"), MaxFailures: budget("100%")})
 	cfg.Store = st
+	// With a store no fetch is seen: a node holds its slot from its
+	// command to its verdict.
+	cfg.MaxFetches = 1
 	out := g.run(cfg)
+	if most := mostFetching22(g); most != 1 {
+		t.Errorf("%d nodes downloaded at once, --max-fetches is 1", most)
+	}
 	g.check(out, map[string]want22{
 		"s_canary":  {outcome: upload.OutcomeUpdated, tries: 1, running: expect22},
 		"s_ok":      {outcome: upload.OutcomeUpdated, tries: 1, running: expect22},
