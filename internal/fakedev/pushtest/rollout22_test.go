@@ -208,7 +208,7 @@ func (g *group22) run(cfg rollout.Config) out22 {
 
 // want22 is one device's expected verdict.
 type want22 struct {
-	outcome upload.Outcome
+	outcome upload.Outcome // "": any but updated
 	tries   int          // INSTALLs sent = Result.Tries = what the node and the spy saw
 	class   upload.Class // "" = not checked
 	running string       // Result.Running; "" = none
@@ -258,10 +258,13 @@ func (g *group22) check(out out22, wants map[string]want22) {
 			continue
 		}
 		if gp := w.gap; gp != nil && r.Outcome == gp.outcome && strings.Contains(r.Message, gp.message) && r.Outcome != w.outcome {
-			knownGap(g.t, "%s ends %s (%s), want %s: %s", name, r.OutcomeText(), r.Message, w.outcome, gp.why)
+			knownGap(g.t, "%s ends %s (%s), want %s: %s", name, r.OutcomeText(), r.Message, cmpOr22(string(w.outcome), "anything but updated"), gp.why)
 			w.outcome, w.running, w.message = r.Outcome, r.Running, ""
 		}
-		if r.Outcome != w.outcome {
+		switch {
+		case w.outcome == "" && r.Outcome == upload.OutcomeUpdated:
+			g.t.Errorf("%s: updated (%s), want anything but", name, r.Message)
+		case w.outcome != "" && r.Outcome != w.outcome:
 			g.t.Errorf("%s: %s (%s), want %s", name, r.OutcomeText(), r.Message, w.outcome)
 		}
 		if r.Tries != w.tries {
@@ -513,8 +516,10 @@ func TestRollout22_Fleet(t *testing.T) {
 			why: "the family's Reread takes the retained state of a node whose retained status is offline for its answer"}},
 		"p_drop":   {outcome: upload.OutcomeUpdated, tries: 1, running: expect22},
 		"p_silent": {outcome: upload.OutcomeUnreachable},
-		"p_wrong": {outcome: upload.OutcomeUnchanged, tries: 1, running: "2.0.1", message: "2.0.1", gap: &gap22{outcome: upload.OutcomeRolledBack,
-			message: "came back on 2.0.1", why: "the engine calls a boot into a third version a rollback (it runs neither the old nor the target)"}},
+		// Booted another version than announced: never updated, nor a
+		// rollback (it runs neither the old nor the target).
+		"p_wrong": {tries: 1, running: "2.0.1", message: "2.0.1", gap: &gap22{outcome: upload.OutcomeRolledBack,
+			message: "came back on 2.0.1", why: "the engine calls a boot into a third version a rollback"}},
 		"p_unreach":   {outcome: upload.OutcomeFailed, class: upload.ClassTimeout, message: "told no latest version"},
 		"p_chatty":    {outcome: upload.OutcomeUpdated, tries: 1, running: expect22},
 		"p_slow":      {outcome: upload.OutcomeUpdated, tries: 1, running: expect22},
