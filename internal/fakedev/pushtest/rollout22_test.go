@@ -209,10 +209,10 @@ func (g *group22) run(cfg rollout.Config) out22 {
 // want22 is one device's expected verdict.
 type want22 struct {
 	outcome upload.Outcome // "": any but updated
-	tries   int          // INSTALLs sent = Result.Tries = what the node and the spy saw
-	class   upload.Class // "" = not checked
-	running string       // Result.Running; "" = none
-	message string       // a part of Message; "" = not checked
+	tries   int            // INSTALLs sent = Result.Tries = what the node and the spy saw
+	class   upload.Class   // "" = not checked
+	running string         // Result.Running; "" = none
+	message string         // a part of Message; "" = not checked
 	// trips are the node's tripwires expected (parts), in order.
 	trips []string
 	// gap is the wrong verdict the engine or the family still gives here
