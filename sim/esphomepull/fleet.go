@@ -78,6 +78,7 @@ type Fleet struct {
 	addr   string
 	images *images
 	client *http.Client
+	conns  chan struct{} // MaxConns slots; nil = no bound
 	log    *slog.Logger
 	devs   []*device
 	byName map[string]*device
@@ -85,6 +86,9 @@ type Fleet struct {
 	wg     sync.WaitGroup
 	emitMu sync.Mutex
 }
+
+// maxFirstCheck is the scheduler's MAX_INTERVAL_DELAY.
+const maxFirstCheck = 5 * time.Second
 
 // connectParallel bounds how many nodes connect at once at Start (a
 // broker's listen backlog is finite).
@@ -113,6 +117,9 @@ func Start(ctx context.Context, cfg Config) (*Fleet, error) {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	f := &Fleet{cfg: cfg, addr: addr, images: newImages(), client: newClient(cfg.AllowNonLoopback), log: log, byName: map[string]*device{}}
+	if cfg.MaxConns > 0 {
+		f.conns = make(chan struct{}, cfg.MaxConns)
+	}
 	for i, dc := range cfg.Devices {
 		rd, err := cfg.resolve(i, dc)
 		if err != nil {
@@ -122,7 +129,9 @@ func Start(ctx context.Context, cfg Config) (*Fleet, error) {
 			return nil, fmt.Errorf("device %d: node name %q is taken by another device", i+1, rd.Name)
 		}
 		if rd.FirstCheck == 0 {
-			rd.FirstCheck = f.spread(i, rd.UpdateInterval/2)
+			// The scheduler's first run of an interval: a random offset
+			// below min(interval/2, 5 s).
+			rd.FirstCheck = f.spread(i, min(rd.UpdateInterval/2, maxFirstCheck))
 		}
 		d := newDevice(f, i, rd)
 		f.devs = append(f.devs, d)
@@ -261,4 +270,18 @@ func (f *Fleet) emit(e Event) {
 	f.emitMu.Lock()
 	defer f.emitMu.Unlock()
 	f.cfg.OnEvent(e)
+}
+
+// conn takes one of MaxConns slots for an HTTP request; the func gives it
+// back. false: ctx ended first.
+func (f *Fleet) conn(ctx context.Context) (func(), bool) {
+	if f.conns == nil {
+		return func() {}, true
+	}
+	select {
+	case f.conns <- struct{}{}:
+		return func() { <-f.conns }, true
+	case <-ctx.Done():
+		return nil, false
+	}
 }
