@@ -47,6 +47,9 @@ func (e *engine) device(ctx context.Context, d *dev, resumed time.Time) {
 			if !ok {
 				return
 			}
+			if !self && (spec.Before == nil || spec.Before.Release == "") {
+				e.readAgain(ctx, d, &spec)
+			}
 			if e.stopped() != "" || !e.acquire(ctx, d) {
 				return
 			}
@@ -78,6 +81,27 @@ func (e *engine) device(ctx context.Context, d *dev, resumed time.Time) {
 		}
 	}
 	e.observe(ctx, d, &spec)
+}
+
+// readAgain reads a device whose read before the update told no version
+// once more, now that it is ready (an ESPHome node tells its installed
+// version only after its first check): what it tells is the "before" of its
+// verdict and its result. Unanswered, the first read stands.
+func (e *engine) readAgain(ctx context.Context, d *dev, spec *DeviceSpec) {
+	rctx, cancel := context.WithTimeout(ctx, e.cfg.ReadTimeout)
+	f, err := e.cfg.Family.Reread(rctx, d.d)
+	cancel()
+	if err != nil || f.Release == "" {
+		return
+	}
+	spec.Before = &f
+	d.mu.Lock()
+	d.before = &f
+	d.mu.Unlock()
+	safe, now := safeFacts(&f), time.Now()
+	e.cfg.State.updateDevSoon(d.idx, func(dr *DeviceRecord) {
+		dr.Before, dr.BeforeAt = safe, now.UTC()
+	})
 }
 
 // spec is what the verdict knows of d before this run's read.
