@@ -291,7 +291,7 @@ func TestRestrictions(t *testing.T) {
 		{"esphome/update/firmware/state", true},
 		{"stat/a-b_c/RESULT", true},
 		{"stat/a*b/RESULT", true},
-		{"stat/*/RESULT", true}, // but as a filter it matches any level, as "+"
+		{"stat/*/RESULT", true},  // but as a filter it matches any level, as "+"
 		{"stat/>/RESULT", false}, // a whole level of ">" is a NATS wildcard
 		{"stat/a b/RESULT", false},
 	} {
