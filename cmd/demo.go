@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -15,8 +16,10 @@ import (
 
 	"github.com/ots-ota/ots-ota/auth"
 	"github.com/ots-ota/ots-ota/image"
+	"github.com/ots-ota/ots-ota/internal/embedbroker"
 	"github.com/ots-ota/ots-ota/sim"
 	"github.com/ots-ota/ots-ota/sim/mdnsd"
+	"github.com/ots-ota/ots-ota/sim/tasmotamqtt"
 )
 
 const demoLong = `Demo shows the whole product in under a minute, on any computer, without root
@@ -158,8 +161,12 @@ func runDemo(ctx context.Context, a *app, _ *demoOptions) (err error) {
 	if code != ExitFailed {
 		return d.failed(ctx, "push", code)
 	}
+	if err := d.rollout(ctx); err != nil {
+		return err
+	}
 	d.step("Done", "")
 	d.say("attic rolled back to 1.0.0 (its 1.0.1 crashed on boot), so push exited 1: a rollback is never an update.")
+	d.say("the rollout updated every plug over the broker, a canary first and then two waves: it exited 0.")
 	d.say("demo finished in %s; every simulated device is stopped and its files removed.", time.Since(start).Round(100*time.Millisecond))
 	d.say("next: ots-ota push --help, ots-ota sim --help, and the README's PlatformIO section")
 	return nil
@@ -344,4 +351,83 @@ func (d *demo) writeInventory(devs []*demoDevice) (string, error) {
 		return "", fmt.Errorf("demo: write the inventory: %v", err)
 	}
 	return path, nil
+}
+
+// The demo's rollout: Tasmota plugs that fetch their image themselves,
+// told over an MQTT broker that runs inside this process (real devices
+// keep their own broker).
+const (
+	demoPlugs        = 6
+	demoPlugVersion  = "15.5.0"
+	demoBrokerShown  = "mqtt://127.0.0.1:1883"
+	demoRolloutImage = "tasmota32.bin"
+)
+
+// demoRolloutLines are what a user types for the broker and the plugs.
+var demoRolloutLines = []string{
+	"mosquitto -p 1883 &   # or any MQTT broker; the demo runs one inside itself",
+	fmt.Sprintf("ots-ota sim --personality tasmota-mqtt --broker %s --count %d --topic-prefix plug &", demoBrokerShown, demoPlugs),
+}
+
+// rollout starts the broker and the plugs, and rolls an image out to them
+// with a canary and two waves, on rollout's built-in file server. The
+// broker and the plugs stop when it returns.
+func (d *demo) rollout(ctx context.Context) error {
+	d.step(fmt.Sprintf("Start an MQTT broker and %d simulated Tasmota plugs that fetch their updates themselves", demoPlugs),
+		strings.Join(demoRolloutLines, "\n"))
+	bdir := filepath.Join(d.dir, "broker")
+	b, err := embedbroker.Start(ctx, embedbroker.Config{Dir: bdir, Logger: d.a.log})
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("demo: %v", err)
+	}
+	defer b.Close()
+	devs := make([]tasmotamqtt.Device, demoPlugs)
+	for i := range devs {
+		// Quick plugs (a real one restarts in seconds, flashes at 100 KiB/s):
+		// the rollout's three waves take seconds.
+		devs[i] = tasmotamqtt.Device{Chip: "esp32", FlashRate: 2 << 20, RebootTime: 1500 * time.Millisecond}
+	}
+	fleet, err := tasmotamqtt.Start(ctx, tasmotamqtt.Config{Broker: b.URL(), Devices: devs, TopicPrefix: "plug", Seed: 1,
+		Tick: 100 * time.Millisecond, Logger: d.a.log})
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("demo: start the simulated plugs: %v", err)
+	}
+	// The plugs first: the broker then publishes their wills to no one.
+	defer fleet.Close()
+	d.say("  broker   %s  (nats-server's MQTT, inside this process)", b.URL())
+	topics := fleet.Topics()
+	slices.Sort(topics)
+	for _, topic := range topics {
+		d.say("  %-14s Tasmota %s on ESP32: fetches its updates itself, told over the broker", topic, fleet.Running(topic))
+	}
+
+	fw := filepath.Join(d.dir, demoRolloutImage)
+	data, err := image.Build(image.BuildOptions{Chip: image.ChipESP32, Project: "tasmota32", Version: demoPlugVersion,
+		Built: time.Now().UTC().Truncate(time.Second), Size: 400 << 10})
+	if err == nil {
+		err = os.WriteFile(fw, data, 0o644)
+	}
+	if err != nil {
+		return fmt.Errorf("demo: build the plugs' image: %v", err)
+	}
+	d.step(fmt.Sprintf("Roll %s out over the broker: one canary, then two waves", demoPlugVersion),
+		fmt.Sprintf("ots-ota rollout %s --family tasmota --expect-version %s --broker %s --all --canary 1 --waves 50%%,100%%",
+			demoRolloutImage, demoPlugVersion, demoBrokerShown))
+	code := d.exec(ctx, "rollout", fw, "--family", "tasmota", "--expect-version", demoPlugVersion,
+		"--broker", b.URL(), "--serve-addr", "127.0.0.1", "--state-dir", filepath.Join(d.dir, "rollouts"),
+		"--all", "--discover-wait", "1s", "--canary", "1", "--waves", "50%,100%",
+		"--stability-window", "2s", "--verify-timeout", "20s")
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if code != ExitOK {
+		return d.failed(ctx, "rollout", code)
+	}
+	return nil
 }

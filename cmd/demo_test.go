@@ -9,7 +9,8 @@ import (
 )
 
 // TestDemoLeavesNothing: after the demo every port it printed is free again,
-// TCP and UDP (espota) alike.
+// TCP and UDP (espota) alike, the embedded broker's too; the rollout
+// updated every plug, in three waves that passed.
 func TestDemoLeavesNothing(t *testing.T) {
 	streams, out, errOut := TestStreams()
 	if code := Execute(context.Background(), []string{"demo", "--no-color"}, streams); code != 0 {
@@ -40,6 +41,22 @@ func TestDemoLeavesNothing(t *testing.T) {
 				pc.Close()
 			}
 		}
+	}
+	plugs := regexp.MustCompile(`(?m)^plug_[0-9A-F]{6} +plug_[0-9A-F]{6} +tasmota-mqtt +15\.4\.0 → 15\.5\.0 +updated `).FindAllString(out.String(), -1)
+	if len(plugs) != demoPlugs {
+		t.Errorf("%d plugs updated by the rollout, want %d:\n%s", len(plugs), demoPlugs, out)
+	}
+	if n := strings.Count(errOut.String(), ": passed\n"); n != 3 {
+		t.Errorf("%d waves passed, want 3 (the canary and two waves):\n%s", n, errOut)
+	}
+	m := regexp.MustCompile(`(?m)^  broker +mqtt://(127\.0\.0\.1:\d+) `).FindStringSubmatch(out.String())
+	if m == nil {
+		t.Fatalf("no broker line:\n%s", out)
+	}
+	if ln, err := net.Listen("tcp", m[1]); err != nil {
+		t.Errorf("the broker's %s still taken after the demo: %v", m[1], err)
+	} else {
+		ln.Close()
 	}
 	if strings.Contains(out.String()+errOut.String(), demoToken) || strings.Contains(out.String()+errOut.String(), demoPassword) {
 		t.Error("a demo secret reached the output")
