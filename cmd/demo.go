@@ -28,8 +28,12 @@ and without hardware: it starts four simulated devices inside this process, on
 device with a token, an Arduino sketch with an espota password, and an OTS device
 whose new image crashes on boot), builds the firmware images, inspects the image,
 asks a device what it runs, pushes to all four (bars on a terminal, lines
-elsewhere), and ends with push's verification: two updated, the Arduino one
-unverified (ArduinoOTA shows no version), one rolled back.
+elsewhere), and shows push's verification: two updated, the Arduino one
+unverified (ArduinoOTA shows no version), one rolled back. Then it starts an
+MQTT broker inside this process (for its simulated devices only: real devices
+keep their own broker) and six simulated Tasmota plugs that fetch their updates
+themselves, and rolls an image out to them: one canary, then two waves, every
+plug updated.
 
 Each step prints the command that does the same against your own devices. mDNS
 discovery is shown only where the loopback interface carries multicast; nothing
