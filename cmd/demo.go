@@ -392,7 +392,7 @@ func (d *demo) rollout(ctx context.Context) error {
 	for i := range devs {
 		// Quick plugs (a real one restarts in seconds, flashes at 100 KiB/s):
 		// the rollout's three waves take seconds.
-		devs[i] = tasmotamqtt.Device{Chip: "esp32", FlashRate: 2 << 20, RebootTime: 1500 * time.Millisecond}
+		devs[i] = tasmotamqtt.Device{Chip: "esp32", FlashRate: 2 << 20, RebootTime: time.Second}
 	}
 	fleet, err := tasmotamqtt.Start(ctx, tasmotamqtt.Config{Broker: b.URL(), Devices: devs, TopicPrefix: "plug", Seed: 1,
 		Tick: 100 * time.Millisecond, Logger: d.a.log})
@@ -425,7 +425,7 @@ func (d *demo) rollout(ctx context.Context) error {
 			demoRolloutImage, demoPlugVersion, demoBrokerShown))
 	code := d.exec(ctx, "rollout", fw, "--family", "tasmota", "--expect-version", demoPlugVersion,
 		"--broker", b.URL(), "--serve-addr", "127.0.0.1", "--state-dir", filepath.Join(d.dir, "rollouts"),
-		"--all", "--discover-wait", "1s", "--canary", "1", "--waves", "50%,100%",
+		"--all", "--discover-wait", "500ms", "--canary", "1", "--waves", "50%,100%",
 		"--stability-window", "2s", "--verify-timeout", "20s")
 	if ctx.Err() != nil {
 		return ctx.Err()
