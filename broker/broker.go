@@ -30,6 +30,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -684,6 +685,34 @@ func (c *Client) Subscribe(ctx context.Context, filter string, h func(Message)) 
 		}
 	}
 	c.log.Debug("subscribed", "filter", filter)
+	return nil
+}
+
+// Unsubscribe ends every subscription to filter made here: its handlers
+// get no further message (one already queued may still arrive), and it
+// is not made again after a reconnect. Another filter that matches the
+// same topics keeps its own. For a subscription made only to have the
+// broker send a retained message again. An error: the broker did not
+// confirm it before ctx ended (the handlers are removed anyway).
+func (c *Client) Unsubscribe(ctx context.Context, filter string) error {
+	c.mu.Lock()
+	c.subs = slices.DeleteFunc(c.subs, func(s subscription) bool { return s.filter == filter })
+	c.mu.Unlock()
+	if !c.pc.IsConnectionOpen() {
+		// The broker drops the session's subscription at the next clean
+		// connect or keeps it: a message for it with no handler only waits
+		// in pending, bounded.
+		return nil
+	}
+	tok := c.pc.Unsubscribe(filter)
+	select {
+	case <-tok.Done():
+	case <-ctx.Done():
+		return fmt.Errorf("the MQTT broker at %s did not confirm the end of the subscription to %s %s", c.addr, filter, ctxWords(ctx))
+	}
+	if err := tok.Error(); err != nil {
+		return fmt.Errorf("the MQTT broker at %s: ending the subscription to %s: %s", c.addr, filter, oneLine(err))
+	}
 	return nil
 }
 

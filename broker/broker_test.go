@@ -512,3 +512,51 @@ func (l *lockedBuf) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// Unsubscribe ends a filter's handlers and the broker's subscription; a
+// wider filter keeps its own; subscribing again brings the retained
+// message again.
+func TestUnsubscribe(t *testing.T) {
+	t.Parallel()
+	b := testbroker.Start(t)
+	dev := rawClient(t, b.Addr())
+	dev.publishRetained(t, "node/update/fw/state", "v1")
+	c := dial(t, b.URL(), "unsub1")
+	wide, exact := newInbox(), newInbox()
+	if err := c.Subscribe(ctxT(t), "+/update/+/state", wide.add); err != nil {
+		t.Fatal(err)
+	}
+	if m := wide.next(t); !m.Retained || string(m.Payload) != "v1" {
+		t.Fatalf("wide: %+v", m)
+	}
+	if err := c.Subscribe(ctxT(t), "node/update/fw/state", exact.add); err != nil {
+		t.Fatal(err)
+	}
+	if m := exact.next(t); !m.Retained || string(m.Payload) != "v1" {
+		t.Fatalf("exact: %+v", m)
+	}
+	if m := wide.next(t); !m.Retained || string(m.Payload) != "v1" { // every matching handler gets each message
+		t.Fatalf("wide, at the exact subscribe: %+v", m)
+	}
+	if err := c.Unsubscribe(ctxT(t), "node/update/fw/state"); err != nil {
+		t.Fatal(err)
+	}
+	// The broker's subscription is gone too: the wide filter's handler
+	// gets the live message once (twice while both stood: the broker's
+	// copy for each, each to both handlers), then the marker behind it.
+	dev.publish(t, "node/update/fw/state", "v2")
+	dev.publish(t, "mark/update/x/state", "mark")
+	for _, want := range []string{"v2", "mark"} {
+		if m := wide.next(t); m.Retained || string(m.Payload) != want {
+			t.Fatalf("wide after, want %s: %+v", want, m)
+		}
+	}
+	exact.none(t, 0)
+	again := newInbox()
+	if err := c.Subscribe(ctxT(t), "node/update/fw/state", again.add); err != nil {
+		t.Fatal(err)
+	}
+	if m := again.next(t); !m.Retained || string(m.Payload) != "v1" {
+		t.Fatalf("again: %+v", m)
+	}
+}

@@ -1,6 +1,7 @@
 package cmd
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -64,22 +65,36 @@ type rolloutOptions struct {
 	StateDir string
 	Resume   bool
 
+	// ESPHome (rollout_esphome.go).
+	CheckWait  time.Duration
+	Manifest   string
+	ChipFamily string
+
+	// The S3-compatible store (rollout_esphome.go).
+	Store        string
+	S3Endpoint   string
+	S3Region     string
+	S3AccessKey  string
+	S3SecretKey  string
+	S3SecretFile string
+
 	// Resolved by validate.
 	plan     rollout.Plan
 	password auth.Secret
 	inv      *inventory.Inventory
+	store    *storeSpec // nil: the built-in file server
 }
 
 const rolloutLong = `Rollout updates devices that fetch their image themselves, over the MQTT broker they
 already use: past one LAN, behind NAT, on networks this host is not on. It publishes
-FIRMWARE with a built-in file server under one unguessable URL, tells each device over
-the broker to fetch it, and watches what the devices report, in waves: --canary N devices
-first, then --waves steps counted cumulatively over the rest. The canary passes when none
-of its devices failed and at least one ended updated; a wave starts only when the one
-before it passed, its failures (anything but updated or skipped) within --max-failures,
-counted per wave and for the whole rollout as verdicts come in, while the wave runs
-(default: none allowed). A gate that stops the rollout leaves the devices not yet
-commanded not-started, and exit 1.
+FIRMWARE with a built-in file server under one unguessable URL (or in an S3-compatible
+bucket, --store), tells each device over the broker to fetch it, and watches what the
+devices report, in waves: --canary N devices first, then --waves steps counted
+cumulatively over the rest. The canary passes when none of its devices failed and at
+least one ended updated; a wave starts only when the one before it passed, its failures
+(anything but updated or skipped) within --max-failures, counted per wave and for the
+whole rollout as verdicts come in, while the wave runs (default: none allowed). A gate
+that stops the rollout leaves the devices not yet commanded not-started, and exit 1.
 
 Family tasmota: each device takes its --max-fetches slot, gets one Status 0 read, then
 one command, QoS 1 and never retained, on its own topic (cmnd/<topic>/Backlog OtaUrl
@@ -96,16 +111,37 @@ FIRMWARE.gz on their last tries, and a -minimal image first when the image does 
 put fw.bin.gz and fw-minimal.bin (Tasmota's name: the file name cut at its last '-',
 then -minimal) beside fw.bin.
 
-Devices: NAMEs from the inventory (each with mqtt_topic:; an address: is not needed), or
-a device's MQTT topic itself; --group NAME, an inventory group; --all, every device the
-broker knows (retained tele/+/LWT, waited for --discover-wait) and every inventory device
-with an mqtt_topic:. Nothing is selected by default.
+Family esphome (update: platform: http_request, and mqtt:): when a wave starts, the
+rollout writes the manifest its devices poll (--manifest, manifest.json, or the
+inventory's manifest: per device; version = --expect-version, ota.path = the image's
+URL), served without a token at <public-url or http://<serve-addr>>/<name>, or in the
+store: the URL built into the devices (update: source:), so --serve-addr needs a fixed
+port. Each device is read (its retained <prefix>/update/<id>/state), then waited for, at
+most --check-wait, until its state shows the manifest's version as latest_version (a
+device that never does is failed, never commanded: build with a short update_interval);
+then it takes its slot and gets INSTALL on <prefix>/update/<id>/command, QoS 1, never
+retained. It is updated once it restarted and tells installed_version = --expect-version,
+online (<prefix>/status) for --stability-window (default 90s with esphome). --expect-version
+must equal the image's esphome: project: version: exactly: devices compare the two as text,
+and a difference makes them see "available" for ever. A gate that stops the rollout puts
+each manifest back as it was.
+
+Devices: NAMEs from the inventory (each with mqtt_topic:, ESPHome's topic prefix; an
+address: is not needed), or a device's MQTT topic (prefix) itself; --group NAME, an
+inventory group; --all, every device the broker knows (Tasmota: retained tele/+/LWT;
+ESPHome: retained +/update/+/state; waited for --discover-wait) and every inventory device
+with an mqtt_topic: (but those whose protocol: is the other family's). Nothing is selected
+by default.
 
 The devices fetch http://<--serve-addr>/<token>/<file> (--serve-addr default: this host's
 address on the way to the broker), or --public-url as the base when they reach this host
 through NAT or a reverse proxy. At most --max-fetches devices fetch at once. The image
 holds the devices' Wi-Fi credentials: the URL's token is what guards it while the server
-runs; the server stops when the rollout ends.
+runs; the server stops when the rollout ends. With --store s3://BUCKET/PREFIX the image
+goes to a content-addressed folder of the bucket (private objects) and devices fetch it
+through --public-url (required: your CDN or proxy in front of the bucket); the credentials
+come from OTS_OTA_S3_ACCESS_KEY and OTS_OTA_S3_SECRET_KEY (or --s3-secret-file), else
+AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, and never show.
 
 The rollout's state (never a password) is a file under --state-dir, locked while a rollout
 runs. After Ctrl-C, 'ots-ota rollout --resume [ID]' goes on where it stopped (the latest
@@ -116,22 +152,27 @@ status [ID]' tells where rollouts stand.
 Outcomes, the table, --json and the exit status are push's:
   0    every device updated or skipped
   1    a device failed, was refused, rolled back, stayed unchanged or was unreachable,
-       a gate left devices not-started, the broker could not be reached (nothing was
-       sent), or the image failed its local checks
+       a gate left devices not-started, the broker (or the store) could not be reached
+       (nothing was sent), or the image failed its local checks
   2    usage error, before anything was published or sent
   130  interrupted (Ctrl-C); the state is kept for --resume`
 
 func newRolloutCmd(a *app) *cobra.Command {
 	o := &rolloutOptions{}
 	c := &cobra.Command{
-		Use:   "rollout FIRMWARE --family tasmota --expect-version V --broker URL NAME... | --all | --group NAME",
-		Short: "Roll firmware out in waves to devices that fetch it over their MQTT broker (Tasmota)",
+		Use:   "rollout FIRMWARE --family tasmota|esphome --expect-version V --broker URL NAME... | --all | --group NAME",
+		Short: "Roll firmware out in waves to devices that fetch it over their MQTT broker (Tasmota, ESPHome)",
 		Long:  rolloutLong,
 		Example: `  ots-ota rollout tasmota32.bin --family tasmota --expect-version 15.1.0 \
       --broker mqtts://broker.example.net --mqtt-user ota --mqtt-password-file ~/.mqtt-pw \
       --public-url http://fw.example.net:8070 --serve-addr 192.168.1.10:8070 \
       --all --canary 1 --waves 10%,50%,100% --max-failures 5%
   ots-ota rollout tasmota.bin --family tasmota --expect-version 15.1.0 --broker mqtt://192.168.1.5 --group plugs
+  ots-ota rollout firmware.bin --family esphome --expect-version 2.4.2 --broker mqtt://192.168.1.5 \
+      --serve-addr 192.168.1.10:8070 --all --canary 1
+  ots-ota rollout firmware.bin --family esphome --expect-version 2.4.2 --broker mqtts://broker.example.net \
+      --store s3://fw-bucket/fleet --s3-endpoint https://s3.eu-central-1.amazonaws.com \
+      --public-url https://fw.example.net/fleet --all
   ots-ota rollout --resume
   ots-ota rollout status`,
 		Args: cobra.ArbitraryArgs,
@@ -144,8 +185,8 @@ func newRolloutCmd(a *app) *cobra.Command {
 		return targetCandidates(a, args, prefix, false), cobra.ShellCompDirectiveNoFileComp
 	}
 	f := c.Flags()
-	f.StringVar(&o.Family, "family", "", "the devices' firmware: tasmota (esphome comes later)")
-	f.StringVar(&o.ExpectVersion, "expect-version", "", "the version devices report once they run the image (Tasmota: the digits and dots of INFO1's Version); required")
+	f.StringVar(&o.Family, "family", "", "the devices' firmware: tasmota or esphome")
+	f.StringVar(&o.ExpectVersion, "expect-version", "", "the version devices report once they run the image (Tasmota: the digits and dots of INFO1's Version; ESPHome: esphome: project: version:, exactly); required")
 	f.BoolVar(&o.All, "all", false, "every device the broker knows and every inventory device with an mqtt_topic")
 	f.StringVar(&o.Group, "group", "", "the devices of an inventory group")
 	f.IntVar(&o.Canary, "canary", 0, "update N devices first; the waves start only if none of them failed and one at least ended updated")
@@ -165,12 +206,13 @@ func newRolloutCmd(a *app) *cobra.Command {
 	f.StringVar(&o.MQTTCA, "mqtt-ca", "", "with mqtts://: PEM file of the CA that signs the broker's certificate (default: the system's)")
 	f.DurationVar(&o.Timeout, "timeout", 0, "bound on each device, from its command to its verdict (0 = from the image size at 8 KiB/s, plus --verify-timeout)")
 	f.DurationVar(&o.VerifyTimeout, "verify-timeout", 90*time.Second, "how long a device may take to restart before it is read once more (Status 2)")
-	f.DurationVar(&o.Stability, "stability-window", 30*time.Second, "how long a device must stay online on the new version to count as updated")
+	f.DurationVar(&o.Stability, "stability-window", 30*time.Second, "how long a device must stay online on the new version to count as updated (with --family esphome, 90s unless given)")
 	f.StringVar(&o.StateDir, "state-dir", "", "where rollouts keep their state (default: $OTS_OTA_STATE_DIR, else the user's state directory)")
 	f.BoolVar(&o.Resume, "resume", false, "go on with an interrupted rollout: ID, or the latest unfinished one")
+	o.addESPHomeFlags(c)
 	_ = c.RegisterFlagCompletionFunc("group", completeGroups(a))
 	_ = c.RegisterFlagCompletionFunc("family", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
-		return []string{"tasmota"}, cobra.ShellCompDirectiveNoFileComp
+		return []string{"tasmota", "esphome"}, cobra.ShellCompDirectiveNoFileComp
 	})
 	_ = c.MarkFlagFilename("mqtt-password-file")
 	_ = c.MarkFlagFilename("mqtt-ca", "pem", "crt")
@@ -181,7 +223,8 @@ func newRolloutCmd(a *app) *cobra.Command {
 // resumeFixed are the flags that define a rollout: --resume takes them
 // from its state file, so a typed one would be silently ignored.
 var resumeFixed = []string{"family", "expect-version", "all", "group", "canary", "waves", "max-failures", "wave-pause",
-	"serve-addr", "public-url", "broker", "full-topic", "discover-wait"}
+	"serve-addr", "public-url", "broker", "full-topic", "discover-wait",
+	"check-wait", "manifest", "chip-family", "store", "s3-endpoint", "s3-region"}
 
 func (o *rolloutOptions) validate(a *app, args []string) error {
 	if o.Resume {
@@ -204,21 +247,19 @@ func (o *rolloutOptions) validate(a *app, args []string) error {
 	o.Firmware, o.Names = args[0], args[1:]
 	switch o.Family {
 	case "":
-		return usageErrorf("--family is required: the devices' firmware (tasmota)")
-	case "tasmota":
-	case "esphome":
-		return a.flagError("family", "ESPHome's rollout (its http_request update manifests) comes in a later release; on one LAN use push --protocol esphome")
+		return usageErrorf("--family is required: the devices' firmware (tasmota or esphome)")
+	case "tasmota", "esphome":
 	default:
-		if strings.ToLower(o.Family) == "tasmota" {
-			return a.flagError("family", "family names are lower case: --family tasmota")
+		if l := strings.ToLower(o.Family); l == "tasmota" || l == "esphome" {
+			return a.flagError("family", "family names are lower case: --family %s", l)
 		}
-		return a.flagError("family", "want tasmota")
+		return a.flagError("family", "want tasmota or esphome")
 	}
-	switch {
-	case o.ExpectVersion == "":
-		return usageErrorf("--expect-version is required with --family tasmota: a .bin does not tell what Tasmota will report, so no device could be seen updated and no wave could pass")
-	case strings.Trim(o.ExpectVersion, "0123456789.") != "" || strings.Trim(o.ExpectVersion, ".") == "":
-		return a.flagError("expect-version", "Tasmota reports its release as digits and dots (14.3.0 of \"14.3.0(tasmota)\"): give that")
+	if err := o.checkExpect(a); err != nil {
+		return err
+	}
+	if err := o.checkFamilyFlags(a); err != nil {
+		return err
 	}
 	if o.Broker == "" {
 		return usageErrorf("--broker is required: the MQTT broker the devices use (mqtt://HOST or mqtts://HOST)")
@@ -258,6 +299,9 @@ func (o *rolloutOptions) validate(a *app, args []string) error {
 		if err := checkServeAddr(o.ServeAddr); err != nil {
 			return a.flagError("serve-addr", "%v", err)
 		}
+	}
+	if err := o.checkStore(a); err != nil {
+		return err
 	}
 	if err := o.checkURLs(); err != nil {
 		return err
@@ -398,9 +442,17 @@ func (o *rolloutOptions) checkURLs() error {
 		}
 		base, flag = "http://"+ap.String(), "--serve-addr"
 	}
+	if o.Family != "tasmota" {
+		return nil // only Tasmota's OtaUrl has a bound (100 characters)
+	}
 	tok, err := fileserve.NewToken()
 	if err != nil {
 		return err
+	}
+	if o.store != nil {
+		// <public-url>/<stem>-<20-character hash>/<file>: the hash stands
+		// where the token stands with the built-in server.
+		tok = storeFolder(filepath.Base(o.Firmware))
 	}
 	fam := tasmota.New(nil, tasmota.Options{})
 	name := filepath.Base(o.Firmware)
@@ -413,8 +465,12 @@ func (o *rolloutOptions) checkURLs() error {
 	for _, n := range names {
 		u := base + "/" + tok + "/" + n
 		if len(u) > fileserve.MaxURLLen {
-			return usageErrorf("%s: the URL devices would be told for %s is %d characters (with its %d-character token), devices take at most %d: use a shorter %s or file name",
-				flag, n, len(u), len(tok), fileserve.MaxURLLen, flag)
+			what := fmt.Sprintf("its %d-character token", len(tok))
+			if o.store != nil {
+				what = "the store's folder " + tok
+			}
+			return usageErrorf("%s: the URL devices would be told for %s is %d characters (with %s), devices take at most %d: use a shorter %s or file name",
+				flag, n, len(u), what, fileserve.MaxURLLen, flag)
 		}
 	}
 	return nil
@@ -446,14 +502,20 @@ func (o *rolloutOptions) checkSelection(a *app) error {
 		}
 		for _, d := range devs {
 			if d.MQTTTopic == "" {
-				return usageErrorf("group %s: device %s has no mqtt_topic in the inventory: add its Tasmota topic (mqtt_topic: …)", o.Group, d.Name)
+				return usageErrorf("group %s: device %s has no mqtt_topic in the inventory: add its %s (mqtt_topic: …)", o.Group, d.Name, o.topicWords())
+			}
+			if why := o.otherFamily(d); why != "" {
+				return usageErrorf("group %s: device %s %s", o.Group, d.Name, why)
 			}
 		}
 	}
 	for _, n := range o.Names {
 		if d, ok := o.inv.Device(n); ok {
 			if d.MQTTTopic == "" {
-				return usageErrorf("device %s has no mqtt_topic in the inventory: add its Tasmota topic (mqtt_topic: …), or give the topic itself", d.Name)
+				return usageErrorf("device %s has no mqtt_topic in the inventory: add its %s (mqtt_topic: …), or give the topic itself", d.Name, o.topicWords())
+			}
+			if why := o.otherFamily(d); why != "" {
+				return usageErrorf("device %s %s", d.Name, why)
 			}
 			continue
 		}
@@ -469,7 +531,7 @@ func (o *rolloutOptions) checkSelection(a *app) error {
 	// The inventory's FullTopics of the devices taken, as the family
 	// reads them.
 	for _, d := range o.devicesOf() {
-		if d.FullTopic == "" || d.FullTopic == o.FullTopic {
+		if o.Family != "tasmota" || d.FullTopic == "" || d.FullTopic == o.FullTopic {
 			continue
 		}
 		if err := tasmota.CheckFullTopic(d.FullTopic); err != nil {
@@ -477,6 +539,28 @@ func (o *rolloutOptions) checkSelection(a *app) error {
 		}
 	}
 	return nil
+}
+
+// otherFamily says why an inventory device is another family's ("" when
+// it may be this one's): its protocol: names the other, or (ESPHome) it has
+// a Tasmota full_topic:. --all leaves such devices out; named, they are
+// refused.
+func (o *rolloutOptions) otherFamily(d inventory.Device) string {
+	switch {
+	case (d.Protocol == "tasmota" || d.Protocol == "esphome") && d.Protocol != o.Family:
+		return fmt.Sprintf("is protocol: %s in the inventory, not --family %s", d.Protocol, o.Family)
+	case o.Family == "esphome" && d.FullTopic != "":
+		return "has a full_topic: (Tasmota's FullTopic) in the inventory, not an ESPHome device's"
+	}
+	return ""
+}
+
+// topicWords names what mqtt_topic: holds for the family.
+func (o *rolloutOptions) topicWords() string {
+	if o.Family == "esphome" {
+		return "ESPHome MQTT topic prefix"
+	}
+	return "Tasmota topic"
 }
 
 // firmwareLike is the first name that looks like a firmware file, "".
@@ -496,7 +580,7 @@ func firmwareLike(names []string) string {
 func (o *rolloutOptions) devicesOf() []rollout.Device {
 	var out []rollout.Device
 	add := func(d rollout.Device) {
-		if d.FullTopic == "" {
+		if d.FullTopic == "" && o.Family == "tasmota" {
 			d.FullTopic = o.FullTopic
 		}
 		if !slices.ContainsFunc(out, func(e rollout.Device) bool { return e.Topic == d.Topic }) {
@@ -504,12 +588,15 @@ func (o *rolloutOptions) devicesOf() []rollout.Device {
 		}
 	}
 	fromInv := func(d inventory.Device) rollout.Device {
+		if o.Family == "esphome" {
+			return rollout.Device{Name: d.Name, Topic: d.MQTTTopic, Manifest: cmp.Or(d.Manifest, o.Manifest)}
+		}
 		return rollout.Device{Name: d.Name, Topic: d.MQTTTopic, FullTopic: d.FullTopic}
 	}
 	switch {
 	case o.All:
 		for _, d := range o.inv.Devices {
-			if d.MQTTTopic != "" {
+			if d.MQTTTopic != "" && o.otherFamily(d) == "" {
 				add(fromInv(d))
 			}
 		}
@@ -522,6 +609,10 @@ func (o *rolloutOptions) devicesOf() []rollout.Device {
 	for _, n := range o.Names {
 		if d, ok := o.inv.Device(n); ok {
 			add(fromInv(d))
+			continue
+		}
+		if o.Family == "esphome" {
+			add(rollout.Device{Name: n, Topic: n, Manifest: o.Manifest})
 			continue
 		}
 		add(rollout.Device{Name: n, Topic: n})
@@ -561,6 +652,10 @@ func startRollout(ctx context.Context, a *app, o *rolloutOptions) error {
 	if err != nil {
 		return withCode("unreadable", fmt.Errorf("firmware: %v; nothing was sent", err))
 	}
+	store, err := o.openStore(ctx, a, o.store)
+	if err != nil {
+		return err
+	}
 	clientID := newClientID()
 	client, err := connectBroker(ctx, a, o, o.Broker, clientID)
 	if err != nil {
@@ -569,7 +664,7 @@ func startRollout(ctx context.Context, a *app, o *rolloutOptions) error {
 	// Until a state file names the session, nothing will come back for it.
 	var st *rollout.State
 	defer func() { client.end(st == nil || st.Record().Finished) }()
-	family := tasmota.New(client.Client, tasmota.Options{FullTopic: o.FullTopic, Logger: a.log})
+	family := o.family(a, client.Client)
 	devs := o.devicesOf()
 	if o.All {
 		found, err := family.Discover(ctx, o.DiscoverWait)
@@ -579,27 +674,38 @@ func startRollout(ctx context.Context, a *app, o *rolloutOptions) error {
 			}
 			return withCode("broker", fmt.Errorf("cannot list the broker's devices: %v; nothing was sent", rootCause(err)))
 		}
-		devs = mergeDiscovered(devs, found, o.FullTopic)
-		if off := family.LeftOut(); len(off) > 0 {
-			// Their retained LWT says Offline: a device long gone, or one
-			// down now. Either way --all does not wait for it.
-			a.log.Warn(fmt.Sprintf("left out %d device(s) whose LWT on the broker says Offline: %s (name them to include them)", len(off), listSome(off, 5)))
+		devs = o.mergeDiscovered(devs, found)
+		if lo, ok := family.(interface{ LeftOut() []string }); ok {
+			if off := lo.LeftOut(); len(off) > 0 {
+				// Their retained LWT says Offline: a device long gone, or
+				// one down now. Either way --all does not wait for it.
+				what := "LWT on the broker says Offline"
+				if o.Family == "esphome" {
+					what = "status on the broker says offline"
+				}
+				a.log.Warn(fmt.Sprintf("left out %d device(s) whose %s: %s (name them to include them)", len(off), what, listSome(off, 5)))
+			}
 		}
 	}
 	if len(devs) == 0 {
 		msg, hint := "no devices found", "the broker holds no retained tele/+/LWT: check --broker and --full-topic, give a longer --discover-wait, or name the devices"
+		if o.Family == "esphome" {
+			hint = "the broker holds no retained <prefix>/update/+/state: check --broker (the devices' mqtt: broker), give a longer --discover-wait, or name the devices (their MQTT topic prefix)"
+		}
 		fmt.Fprintln(a.io.ErrOut, "ots-ota: "+msg+"; "+hint)
 		return silentError{code: ExitFailed, json: ptr(newErrorObject("no_devices", msg, hint))}
 	}
-	serve, err := o.serveAddr(ctx)
-	if err != nil {
-		return err
+	serve := ""
+	if o.store == nil {
+		if serve, err = o.serveAddr(ctx); err != nil {
+			return err
+		}
 	}
 	sum := sha256.Sum256(fw.Data)
 	st, err = rollout.CreateState(o.StateDir, rollout.Meta{
-		Family: "tasmota", Firmware: abs, SHA256: hex.EncodeToString(sum[:]), Size: fw.Size(), Expect: o.ExpectVersion,
+		Family: o.Family, Firmware: abs, SHA256: hex.EncodeToString(sum[:]), Size: fw.Size(), Expect: o.ExpectVersion,
 		Plan: o.plan, ServeAddr: serve, PublicURL: o.PublicURL, Broker: o.Broker, ClientID: clientID, Devices: devs,
-		Settings: ptr(o.settings()),
+		Settings: ptr(o.settings()), Store: o.storeMeta(store), FamilyOptions: o.familyOptions(),
 	})
 	if err != nil {
 		return withCode("state", fmt.Errorf("%v; nothing was sent", err))
@@ -607,6 +713,10 @@ func startRollout(ctx context.Context, a *app, o *rolloutOptions) error {
 	defer st.Close()
 	cfg := o.engineConfig(family, st, devs, abs)
 	cfg.Plan, cfg.Expect, cfg.PublicURL, cfg.Serve.Addr = o.plan, o.ExpectVersion, o.PublicURL, serve
+	if store != nil {
+		cfg.Store = store
+	}
+	o.sayManifests(a, devs, serve)
 	return rolloutRun(ctx, a, cfg, fw, st, false)
 }
 
@@ -660,7 +770,7 @@ func (o *rolloutOptions) resumeSettings(a *app, st *rollout.State, saved *rollou
 // engineConfig is what a new and a resumed rollout configure alike.
 func (o *rolloutOptions) engineConfig(family rollout.Family, st *rollout.State, devs []rollout.Device, path string) rollout.Config {
 	return rollout.Config{Family: family, Devices: devs, ImagePath: path, MaxFetches: o.MaxFetches, Retries: o.Retries,
-		Timeout: o.Timeout, RebootWindow: o.VerifyTimeout, Stability: o.Stability, State: st, Protocol: "tasmota-mqtt"}
+		Timeout: o.Timeout, RebootWindow: o.VerifyTimeout, Stability: o.Stability, State: st, Protocol: protocolOf(o.Family)}
 }
 
 // serveAddr is --serve-addr, else this host's address on the way to the
@@ -690,7 +800,7 @@ func (o *rolloutOptions) serveAddr(ctx context.Context) (string, error) {
 
 // mergeDiscovered adds the devices the broker knows to the inventory's
 // (which keep their names), each topic once.
-func mergeDiscovered(devs, found []rollout.Device, fullTopic string) []rollout.Device {
+func (o *rolloutOptions) mergeDiscovered(devs, found []rollout.Device) []rollout.Device {
 	for _, d := range found {
 		if slices.ContainsFunc(devs, func(e rollout.Device) bool { return e.Topic == d.Topic }) {
 			continue
@@ -698,8 +808,11 @@ func mergeDiscovered(devs, found []rollout.Device, fullTopic string) []rollout.D
 		if d.Name == "" {
 			d.Name = d.Topic
 		}
-		if d.FullTopic == "" {
-			d.FullTopic = fullTopic
+		if d.FullTopic == "" && o.Family == "tasmota" {
+			d.FullTopic = o.FullTopic
+		}
+		if d.Manifest == "" && o.Family == "esphome" {
+			d.Manifest = o.Manifest
 		}
 		devs = append(devs, d)
 	}
@@ -826,13 +939,14 @@ func rolloutRun(ctx context.Context, a *app, cfg rollout.Config, fw *upload.Firm
 	}
 	targets := make([]upload.Target, len(cfg.Devices))
 	for i, d := range cfg.Devices {
-		targets[i] = rolloutTarget(d)
+		targets[i] = rolloutTarget(d, cfg.Protocol)
 	}
 	r := newRolloutRenderer(a, fw, targets, cfg.Retries)
 	cfg.OnEvent, cfg.OnWave, cfg.Logger = r.event, r.wave, a.log
 	start := time.Now()
 	results, err := rollout.Run(ctx, cfg)
 	r.close()
+	jsonRolloutRan(a, st)
 	if err != nil && len(results) == 0 {
 		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
 			return ctx.Err()
@@ -866,12 +980,12 @@ func rolloutRun(ctx context.Context, a *app, cfg rollout.Config, fw *upload.Firm
 }
 
 // rolloutTarget is a device as the fleet view keys it: its topic.
-func rolloutTarget(d rollout.Device) upload.Target {
+func rolloutTarget(d rollout.Device, p upload.Protocol) upload.Target {
 	name := d.Name
 	if name == "" {
 		name = d.Topic
 	}
-	return upload.Target{Name: name, Host: d.Topic, Protocol: "tasmota-mqtt"}
+	return upload.Target{Name: name, Host: d.Topic, Protocol: p}
 }
 
 // resumeRollout goes on with a rollout from its state file.
@@ -901,20 +1015,32 @@ func resumeRollout(ctx context.Context, a *app, o *rolloutOptions) error {
 	if err := o.resumeSettings(a, st, meta.Settings); err != nil {
 		return withCode("state", fmt.Errorf("%v; nothing was sent", err))
 	}
-	o.Broker = meta.Broker
+	o.Broker, o.Family, o.ExpectVersion, o.PublicURL = meta.Broker, meta.Family, meta.Expect, meta.PublicURL
+	spec, err := o.resumeOptions(a, meta)
+	if err != nil {
+		return err
+	}
+	store, err := o.openStore(ctx, a, spec)
+	if err != nil {
+		return err
+	}
 	client, err := connectBroker(ctx, a, o, meta.Broker, meta.ClientID)
 	if err != nil {
 		return err
 	}
 	defer func() { client.end(st.Record().Finished) }()
-	family := tasmota.New(client.Client, tasmota.Options{Logger: a.log})
+	family := o.family(a, client.Client)
 	cfg := o.engineConfig(family, st, meta.Devices, meta.Firmware)
 	cfg.Plan, cfg.Expect, cfg.PublicURL = meta.Plan, meta.Expect, meta.PublicURL
-	// The same address and port as before: devices in flight may still
-	// fetch the URL they were told.
-	cfg.Serve.Addr = rec.Serve.Bound
-	if cfg.Serve.Addr == "" {
-		cfg.Serve.Addr = meta.ServeAddr
+	if store != nil {
+		cfg.Store = store
+	} else {
+		// The same address and port as before: devices in flight may
+		// still fetch the URL they were told.
+		cfg.Serve.Addr = rec.Serve.Bound
+		if cfg.Serve.Addr == "" {
+			cfg.Serve.Addr = meta.ServeAddr
+		}
 	}
 	return rolloutRun(ctx, a, cfg, fw, st, true)
 }

@@ -9,7 +9,7 @@ import (
 )
 
 // rollout --json: push's progress and result lines (protocol
-// "tasmota-mqtt"), a wave line when a wave starts and ends, then the error
+// "tasmota-mqtt" or "esphome-mqtt"), a wave line when a wave starts and ends, then the error
 // lines of a run that does not exit 0 and the summary (docs/json.md,
 // docs/schema/rollout.json).
 
@@ -35,6 +35,39 @@ type rolloutSummary struct {
 	Size        *int64         `json:"size"`
 	Counts      map[string]int `json:"counts"`
 	Devices     []resultLine   `json:"devices"`
+	Store       *string        `json:"store"`     // s3://bucket/prefix; null: the built-in file server
+	Manifests   []manifestLine `json:"manifests"` // null before the rollout started
+}
+
+// manifestLine is an announcement (ESPHome manifest) the rollout wrote:
+// where devices poll it, and what it holds now.
+type manifestLine struct {
+	Name  string `json:"name"`
+	URL   string `json:"url"`
+	State string `json:"state"` // written|put_back|removed|not_reverted
+}
+
+// manifestsOf are the state's announcements, as the JSON tells them.
+func manifestsOf(rec rollout.Record) []manifestLine {
+	out := []manifestLine{}
+	for _, m := range rec.Announcements {
+		out = append(out, manifestLine{Name: m.Name, URL: m.URL, State: m.State})
+	}
+	return out
+}
+
+// jsonRolloutRan fills in what the state file tells once the engine ran:
+// the store and the manifests.
+func jsonRolloutRan(a *app, st *rollout.State) {
+	s := rolloutSummaryOf(a)
+	if s == nil {
+		return
+	}
+	rec := st.Record()
+	s.Manifests = manifestsOf(rec)
+	if rec.Store != nil {
+		s.Store = &rec.Store.Name
+	}
 }
 
 // rolloutSummaryOf is the run's summary with --json, nil without.

@@ -3,6 +3,7 @@ package cmd
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -21,7 +22,7 @@ import (
 )
 
 // Script commands for rollout's scripts: a mosquitto of the script's own,
-// and a test subscriber on cmnd/# that counts the commands devices got.
+// and a test subscriber on # that counts the commands devices got.
 
 // scriptMQTT is one script's broker and watcher.
 type scriptMQTT struct {
@@ -50,7 +51,7 @@ func mqttOf(ts *testscript.TestScript) *scriptMQTT {
 
 // cmdMQTTBroker starts mosquitto on 127.0.0.1 and a free port for the
 // script (stopped at its end), sets $BROKER (mqtt://127.0.0.1:PORT), and
-// subscribes the test's watcher to cmnd/#: `mqttbroker`.
+// subscribes the test's watcher to #: `mqttbroker`.
 func cmdMQTTBroker(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) != 0 {
 		ts.Fatalf("usage: mqttbroker")
@@ -97,7 +98,7 @@ func cmdMQTTBroker(ts *testscript.TestScript, neg bool, args []string) {
 	ts.Check(err)
 	m.client = c
 	ts.Defer(c.Close)
-	ts.Check(c.Subscribe(ctx, "cmnd/#", m.record))
+	ts.Check(c.Subscribe(ctx, "#", m.record))
 	scriptMQTTMu.Lock()
 	scriptMQTTs[ts] = m
 	scriptMQTTMu.Unlock()
@@ -149,7 +150,7 @@ func (m *scriptMQTT) record(msg broker.Message) {
 }
 
 // waitFor waits until n messages whose "TOPIC PAYLOAD" matches re arrived
-// under cmnd/# (deadline: 60 s).
+// (deadline: 60 s).
 func (m *scriptMQTT) waitFor(ts *testscript.TestScript, re *regexp.Regexp, n int) {
 	deadline := time.After(60 * time.Second)
 	for {
@@ -167,15 +168,15 @@ func (m *scriptMQTT) waitFor(ts *testscript.TestScript, re *regexp.Regexp, n int
 		select {
 		case <-m.got:
 		case <-deadline:
-			ts.Fatalf("%d of %d messages matching %q under cmnd/# within 60 s", got, n, re)
+			ts.Fatalf("%d of %d messages matching %q within 60 s", got, n, re)
 		}
 	}
 }
 
-// cmdWaitMQTT waits for messages under cmnd/# ("TOPIC PAYLOAD" matching
-// the pattern): `waitmqtt [-n N] PATTERN` (default one). Devices publish
-// an empty cmnd/<topic>/POWER when they connect: waiting for N of those
-// waits for a fleet of N.
+// cmdWaitMQTT waits for messages on any topic ("TOPIC PAYLOAD" matching
+// the pattern): `waitmqtt [-n N] PATTERN` (default one). Tasmota devices
+// publish an empty cmnd/<topic>/POWER when they connect, ESPHome nodes
+// <node>/status online: waiting for N of those waits for a fleet of N.
 func cmdWaitMQTT(ts *testscript.TestScript, neg bool, args []string) {
 	n := 1
 	if len(args) == 3 && args[0] == "-n" {
@@ -255,7 +256,7 @@ func cmdMQTTCmds(ts *testscript.TestScript, neg bool, args []string) {
 	msgs := slices.Clone(m.msgs)
 	m.mu.Unlock()
 	for _, msg := range msgs {
-		if msg.Topic == fenceTopic || strings.HasPrefix(msg.Topic, "cmnd/ots-test-fence-") {
+		if !strings.HasPrefix(msg.Topic, "cmnd/") || strings.HasPrefix(msg.Topic, "cmnd/ots-test-fence-") {
 			continue
 		}
 		if msg.Retained {
@@ -292,6 +293,98 @@ func cmdMQTTCmds(ts *testscript.TestScript, neg bool, args []string) {
 		fmt.Fprintf(ts.Stdout(), "%s upgrades=%d status=%d\n", d, c.upgrades, c.status)
 		if max >= 0 && c.upgrades > max {
 			ts.Fatalf("%s got %d Upgrade commands, at most %d allowed", d, c.upgrades, max)
+		}
+	}
+}
+
+// cmdFreePort sets $NAME to a TCP port free on 127.0.0.1 now: `freeport
+// NAME` (an ESPHome node's manifest URL needs its port before the rollout
+// binds it).
+func cmdFreePort(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: freeport NAME")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	ts.Check(err)
+	_, port, _ := net.SplitHostPort(l.Addr().String())
+	l.Close()
+	ts.Setenv(args[0], port)
+}
+
+// cmdMQTTInstalls checks what ESPHome nodes were told: `mqttinstalls [-max
+// N]`. After a fence, it prints, sorted, one line per node topic prefix,
+// "PREFIX installs=N", the INSTALL commands on PREFIX/update/ID/command.
+// It fails when a command was retained (the watcher saw one, or a fresh
+// subscriber to +/update/+/command is handed one), when a command was
+// anything but INSTALL, or (-max N) when a node got more than N.
+func cmdMQTTInstalls(ts *testscript.TestScript, neg bool, args []string) {
+	max := -1
+	switch {
+	case neg:
+		ts.Fatalf("usage: mqttinstalls [-max N]")
+	case len(args) == 2 && args[0] == "-max":
+		n, err := strconv.Atoi(args[1])
+		ts.Check(err)
+		max = n
+	case len(args) != 0:
+		ts.Fatalf("usage: mqttinstalls [-max N]")
+	}
+	m := mqttOf(ts)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	fresh, err := broker.Connect(ctx, broker.Config{URL: m.url, ClientID: fmt.Sprintf("script-fresh-%d", time.Now().UnixNano())})
+	ts.Check(err)
+	defer fresh.Close()
+	fenceTopic := fmt.Sprintf("ots-test-fence-%d/update/fence/command", time.Now().UnixNano())
+	var freshMu sync.Mutex
+	var retained []string
+	fenced := make(chan struct{})
+	var once sync.Once
+	ts.Check(fresh.Subscribe(ctx, "+/update/+/command", func(msg broker.Message) {
+		if msg.Topic == fenceTopic {
+			once.Do(func() { close(fenced) })
+			return
+		}
+		if msg.Retained {
+			freshMu.Lock()
+			retained = append(retained, msg.Topic)
+			freshMu.Unlock()
+		}
+	}))
+	ts.Check(fresh.Publish(ctx, fenceTopic, []byte("fence")))
+	select {
+	case <-fenced:
+	case <-ctx.Done():
+		ts.Fatalf("the fence never came back")
+	}
+	m.waitFor(ts, regexp.MustCompile("^"+regexp.QuoteMeta(fenceTopic)+" "), 1)
+	freshMu.Lock()
+	if len(retained) > 0 {
+		ts.Fatalf("retained commands remain: %s", strings.Join(retained, ", "))
+	}
+	freshMu.Unlock()
+
+	counts := map[string]int{}
+	m.mu.Lock()
+	msgs := slices.Clone(m.msgs)
+	m.mu.Unlock()
+	for _, msg := range msgs {
+		parts := strings.Split(msg.Topic, "/")
+		if len(parts) < 4 || parts[len(parts)-1] != "command" || parts[len(parts)-3] != "update" || strings.HasPrefix(msg.Topic, "ots-test-fence-") {
+			continue
+		}
+		if msg.Retained {
+			ts.Fatalf("a retained command: %s %q", msg.Topic, msg.Payload)
+		}
+		if string(msg.Payload) != "INSTALL" {
+			ts.Fatalf("a command other than INSTALL: %s %q", msg.Topic, msg.Payload)
+		}
+		counts[strings.Join(parts[:len(parts)-3], "/")]++
+	}
+	for _, p := range slices.Sorted(maps.Keys(counts)) {
+		fmt.Fprintf(ts.Stdout(), "%s installs=%d\n", p, counts[p])
+		if max >= 0 && counts[p] > max {
+			ts.Fatalf("%s got %d INSTALL commands, at most %d allowed", p, counts[p], max)
 		}
 	}
 }

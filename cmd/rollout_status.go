@@ -175,6 +175,14 @@ func writeStand(w io.Writer, a *app, st rolloutStand) {
 		}
 		row("waves", fmt.Sprintf("%d of %s passed (%s)", st.passed, of, plan))
 	}
+	if !st.unchecked && st.rec.Store != nil {
+		row("store", st.rec.Store.Name)
+	}
+	if !st.unchecked {
+		for _, m := range st.rec.Announcements {
+			row("manifest", m.URL+" ("+strings.ReplaceAll(m.State, "_", " ")+")")
+		}
+	}
 	row("devices", fmt.Sprintf("%d: %s", s.Devices, standCounts(st)))
 	if len(st.inFlight) > 0 {
 		row("in flight", firstFew(st.inFlight))
@@ -245,6 +253,8 @@ type rolloutStatusLine struct {
 	InFlight    []string       `json:"in_flight"`
 	Stopped     *string        `json:"stopped"`
 	Path        string         `json:"path"`
+	Store       *string        `json:"store"`
+	Manifests   []manifestLine `json:"manifests"`
 }
 
 func rolloutStatusLineOf(st rolloutStand) rolloutStatusLine {
@@ -260,6 +270,10 @@ func rolloutStatusLineOf(st rolloutStand) rolloutStatusLine {
 	if !st.unchecked {
 		l.SHA256, l.Size, l.Broker = nullString(st.rec.Firmware.SHA256), nullPositive(st.rec.Firmware.Size), nullString(st.rec.Broker)
 		l.WavesPassed = &st.passed
+		l.Manifests = manifestsOf(st.rec)
+		if st.rec.Store != nil {
+			l.Store = &st.rec.Store.Name
+		}
 		if st.waves > 0 {
 			l.Waves = &st.waves
 		}

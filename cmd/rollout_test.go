@@ -88,6 +88,7 @@ const rolloutTestConfig = `inventory:
     - {name: plug-2, address: 10.0.0.2, mqtt_topic: tasmota_A2}
     - {name: lamp, address: 10.0.0.3}
     - {name: odd, address: 10.0.0.4, mqtt_topic: odd_1, full_topic: 'home/%prefix%/'}
+    - {name: node-1, mqtt_topic: node1, protocol: esphome, manifest: canary.json}
   groups:
     plugs: [plug-1, plug-2]
     mixed: [plug-1, lamp]
@@ -120,6 +121,25 @@ func TestRolloutUsage(t *testing.T) {
 		}
 	}
 	const secret = "Hunter2-broker-pw"
+	const s3secret = "S3-secret-Zq81-never-shown"
+	s3File := filepath.Join(dir, "s3secret")
+	if err := os.WriteFile(s3File, []byte(s3secret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("OTS_OTA_S3_ACCESS_KEY", "")
+	t.Setenv("OTS_OTA_S3_SECRET_KEY", "")
+	t.Setenv("AWS_ACCESS_KEY_ID", "")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "")
+	serve := freeServeAddr(t)
+	esp := []string{"rollout", fw, "--family", "esphome", "--expect-version", "2025.1.0", "--broker", b.URL(), "--state-dir", state,
+		"--serve-addr", serve}
+	espWith := func(extra ...string) []string { return append(append([]string{}, esp...), extra...) }
+	s3 := func(extra ...string) []string {
+		return append([]string{"rollout", fw, "--family", "esphome", "--expect-version", "2025.1.0", "--broker", b.URL(), "--state-dir", state,
+			"--store", "s3://fw-bucket/site", "--s3-endpoint", "http://127.0.0.1:9", "--public-url", "http://127.0.0.1:8/fw",
+			"--s3-access-key", "AKIDTEST"}, extra...)
+	}
+	s3env := map[string]string{"OTS_OTA_S3_SECRET_KEY": s3secret}
 	good := []string{"rollout", fw, "--family", "tasmota", "--expect-version", "15.5.0", "--broker", b.URL(), "--state-dir", state}
 	with := func(extra ...string) []string { return append(append([]string{}, good...), extra...) }
 	without := func(flag string, extra ...string) []string {
@@ -141,9 +161,45 @@ func TestRolloutUsage(t *testing.T) {
 	}{
 		{"nothing", []string{"rollout"}, nil, "rollout needs a FIRMWARE file"},
 		{"no family", without("--family", "plug-1"), nil, "--family is required"},
-		{"esphome", with("--family", "esphome", "plug-1"), nil, "ESPHome's rollout (its http_request update manifests) comes in a later release"},
-		{"family case", with("--family", "Tasmota", "plug-1"), nil, "family names are lower case"},
-		{"family unknown", with("--family", "wled", "plug-1"), nil, "--family wled: want tasmota"},
+		{"family case", with("--family", "Tasmota", "plug-1"), nil, "family names are lower case: --family tasmota"},
+		{"family case esphome", with("--family", "ESPHome", "plug-1"), nil, "family names are lower case: --family esphome"},
+		{"family unknown", with("--family", "wled", "plug-1"), nil, "--family wled: want tasmota or esphome"},
+		{"esphome no expect", append(without("--expect-version", "node1"), "--family", "esphome", "--serve-addr", serve), nil, "--expect-version is required with --family esphome: it is the manifest's version, and must equal the image's esphome: project: version:"},
+		{"esphome expect space", espWith("--expect-version", "1.0 beta", "node1"), nil, `--expect-version "1.0 beta": no spaces or control characters`},
+		{"esphome expect blank", espWith("--expect-version", " ", "node1"), nil, `--expect-version " ": no spaces`},
+		{"esphome no serve port", with("--family", "esphome", "--expect-version", "2025.1.0", "--serve-addr", "127.0.0.1", "node1"), nil, "--family esphome needs --serve-addr IP:PORT (or --store)"},
+		{"esphome no serve", with("--family", "esphome", "--expect-version", "2025.1.0", "node1"), nil, "--family esphome needs --serve-addr IP:PORT (or --store)"},
+		{"esphome check wait 0", espWith("--check-wait", "0", "node1"), nil, "--check-wait 0s: must be positive"},
+		{"esphome manifest folder", espWith("--manifest", "a/m.json", "node1"), nil, "--manifest a/m.json: a file name of letters"},
+		{"esphome manifest dot", espWith("--manifest", ".m.json", "node1"), nil, "--manifest .m.json: a name does not start with '.'"},
+		{"esphome chip family case", espWith("--chip-family", "esp32s3", "node1"), nil, "--chip-family esp32s3: ESPHome spells it ESP32-S3"},
+		{"esphome chip family unknown", espWith("--chip-family", "ESP99", "node1"), nil, "--chip-family ESP99: want one of ESP32,"},
+		{"esphome full topic", espWith("--full-topic", "%prefix%/%topic%/", "node1"), nil, "--full-topic %prefix%/%topic%/: is Tasmota's FullTopic"},
+		{"esphome a tasmota device", espWith("odd"), nil, "device odd has a full_topic: (Tasmota's FullTopic) in the inventory"},
+		{"tasmota an esphome device", with("node-1"), nil, "device node-1 is protocol: esphome in the inventory, not --family tasmota"},
+		{"tasmota check wait", with("--check-wait", "1m", "plug-1"), nil, "--check-wait 1m0s: goes with --family esphome"},
+		{"tasmota manifest", with("--manifest", "m.json", "plug-1"), nil, "--manifest m.json: goes with --family esphome"},
+		{"tasmota chip family", with("--chip-family", "ESP32", "plug-1"), nil, "--chip-family ESP32: goes with --family esphome"},
+		{"s3 endpoint without store", espWith("--s3-endpoint", "http://127.0.0.1:9", "node1"), nil, "--s3-endpoint http://127.0.0.1:9: goes with --store"},
+		{"s3 secret without store", espWith("--s3-secret-key", s3secret, "node1"), nil, "--s3-secret-key ***: goes with --store"},
+		{"s3 secret file without store", espWith("--s3-secret-file", s3File, "node1"), nil, "--s3-secret-file ***: goes with --store"},
+		{"store not s3", s3("--store", "gs://fw-bucket", "node1"), s3env, `--store "gs://fw-bucket": expected s3://bucket or s3://bucket/prefix`},
+		{"store bucket case", s3("--store", "s3://FW", "node1"), s3env, `--store "s3://FW": bucket "FW": a bucket name is 3 to 63 characters`},
+		{"store bucket chars", s3("--store", "s3://Fw_Bucket", "node1"), s3env, "a bucket name is lowercase letters"},
+		{"store prefix dots", s3("--store", "s3://fw-bucket/a/../b", "node1"), s3env, `--store "s3://fw-bucket/a/../b": `},
+		{"store no public url", dropFlag(s3("node1"), "--public-url"), s3env, "--store needs --public-url: the base URL devices fetch the store's objects from"},
+		{"store endpoint path", s3("--s3-endpoint", "http://127.0.0.1:9/bucket", "node1"), s3env, "--s3-endpoint http://127.0.0.1:9/bucket: no path or query"},
+		{"store endpoint userinfo", s3("--s3-endpoint", "http://AKID:"+s3secret+"@127.0.0.1:9", "node1"), s3env, "--s3-endpoint http://127.0.0.1:9: no user:password@ here"},
+		{"store endpoint scheme", s3("--s3-endpoint", "ftp://127.0.0.1:9", "node1"), s3env, `scheme "ftp"`},
+		{"store region space", s3("--s3-region", "eu west", "node1"), s3env, `--s3-region "eu west": a region name has no spaces`},
+		{"store no secret", s3("node1"), nil, "s3://fw-bucket/site needs its credentials: OTS_OTA_S3_ACCESS_KEY and OTS_OTA_S3_SECRET_KEY"},
+		{"store no access key", dropFlag(s3("node1"), "--s3-access-key"), s3env, "s3://fw-bucket/site needs its credentials"},
+		{"store aws secret, no key", dropFlag(s3("node1"), "--s3-access-key"), map[string]string{"AWS_SECRET_ACCESS_KEY": s3secret}, "s3://fw-bucket/site needs its credentials"},
+		{"store secret twice", s3("--s3-secret-key", s3secret, "--s3-secret-file", s3File, "node1"), nil, "--s3-secret-key and --s3-secret-file say the same thing"},
+		{"store secret file missing", s3("--s3-secret-file", filepath.Join(dir, "nope"), "node1"), nil, "--s3-secret-file: "},
+		{"store and serve addr", s3("--serve-addr", serve, "node1"), s3env, "--serve-addr goes without --store"},
+		{"store tasmota url too long", with("--store", "s3://fw-bucket", "--s3-endpoint", "http://127.0.0.1:9", "--s3-access-key", "AKIDTEST",
+			"--public-url", "http://"+strings.Repeat("a", 60)+".example.net", "plug-1"), s3env, "--public-url: the URL devices would be told for " + filepath.Base(fw) + " is 1"},
 		{"no expect", without("--expect-version", "plug-1"), nil, "--expect-version is required with --family tasmota: a .bin does not tell what Tasmota will report"},
 		{"expect words", with("--expect-version", "v15.5", "plug-1"), nil, "digits and dots"},
 		{"no broker", without("--broker", "plug-1"), nil, "--broker is required"},
@@ -189,6 +245,9 @@ func TestRolloutUsage(t *testing.T) {
 		{"bad topic", with("plug/+"), nil, `"plug/+" is neither an inventory name nor an MQTT topic`},
 		{"inventory full topic", with("odd"), nil, `device "odd": full_topic`},
 		{"resume with waves", []string{"rollout", "--resume", "--waves", "50%,100%", "--state-dir", state}, nil, "--resume goes on as the rollout was started (its state file holds it): drop --waves"},
+		{"resume with store", []string{"rollout", "--resume", "--store", "s3://fw-bucket", "--state-dir", state}, nil, "drop --store"},
+		{"resume with manifest", []string{"rollout", "--resume", "--manifest", "m.json", "--state-dir", state}, nil, "drop --manifest"},
+		{"resume with check wait", []string{"rollout", "--resume", "--check-wait", "1m", "--state-dir", state}, nil, "drop --check-wait"},
 		{"resume two ids", []string{"rollout", "--resume", "a", "b", "--state-dir", state}, nil, "one rollout ID at most"},
 		{"status two ids", []string{"rollout", "status", "a", "b", "--state-dir", state}, nil, "one rollout ID at most"},
 	}
@@ -208,8 +267,8 @@ func TestRolloutUsage(t *testing.T) {
 				if code != ExitUsage {
 					t.Fatalf("%v: exit %d, want 2\n%s", args, code, all)
 				}
-				if strings.Contains(all, secret) {
-					t.Errorf("%v: the password printed:\n%s", args, all)
+				if strings.Contains(all, secret) || strings.Contains(all, s3secret) {
+					t.Errorf("%v: a password printed:\n%s", args, all)
 				}
 				if json {
 					requireJSONRun(t, out.Bytes(), code)
@@ -230,6 +289,30 @@ func TestRolloutUsage(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(state, "rollouts")); !os.IsNotExist(err) {
 		t.Errorf("a usage error made the state directory: %v", err)
 	}
+}
+
+// dropFlag is args without flag and its value.
+func dropFlag(args []string, flag string) []string {
+	var out []string
+	for i := 0; i < len(args); i++ {
+		if args[i] == flag {
+			i++
+			continue
+		}
+		out = append(out, args[i])
+	}
+	return out
+}
+
+// freeServeAddr is 127.0.0.1 and a port free now.
+func freeServeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }
 
 // TestRolloutBeforeBroker: what fails before the broker is told anything
@@ -293,7 +376,7 @@ func TestRolloutViewKeys(t *testing.T) {
 	streams, _, _ := TestStreams()
 	a := &app{io: streams, cfg: &config{origins: map[string]origin{}}}
 	devs := []rollout.Device{{Name: "pump", Topic: "barn_pump"}, {Name: "shed_light", Topic: "shed_light"}}
-	targets := []upload.Target{rolloutTarget(devs[0]), rolloutTarget(devs[1])}
+	targets := []upload.Target{rolloutTarget(devs[0], "tasmota-mqtt"), rolloutTarget(devs[1], "tasmota-mqtt")}
 	view := makeFleetView(1000, targets, 2, &a.secrets)
 	r := &rolloutRenderer{&pushRenderer{a: a, view: view, last: map[string]upload.Phase{}}}
 	for _, d := range devs {

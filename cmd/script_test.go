@@ -115,10 +115,13 @@ func scriptParams(files []string) testscript.Params {
 			"mkflash":  cmdMkflash,
 			"httpget":  cmdHTTPGet,
 			// rollout's: a mosquitto of the script's own, and a
-			// subscriber on cmnd/# (rollout_script_test.go).
+			// subscriber on # (rollout_script_test.go).
 			"mqttbroker": cmdMQTTBroker,
 			"waitmqtt":   cmdWaitMQTT,
 			"mqttcmds":   cmdMQTTCmds,
+			// rollout --family esphome's.
+			"freeport":     cmdFreePort,
+			"mqttinstalls": cmdMQTTInstalls,
 		},
 	}
 }

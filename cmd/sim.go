@@ -81,7 +81,7 @@ type simOptions struct {
 
 	fleet sim.FleetConfig // resolved by validate
 	mdns  *net.Interface  // nil: no mDNS
-	pull  pullOptions     // --personality tasmota-mqtt
+	pull  pullOptions     // --personality tasmota-mqtt, esphome-pull
 }
 
 func newSimCmd(a *app) *cobra.Command {
@@ -127,13 +127,30 @@ DISCONNECT: no will) and come back after --boot-time telling their new Version. 
 (--fault KIND[:N], on N devices or all): download-cut, md5-mismatch, crash-on-boot (ESP32:
 back on the old version), never-comes-back, two-step (ESP8266 with little room: the
 -minimal image first), broker-drop (the link breaks mid-download, UPGRADE is lost), silent
-(no Status answers), no-info (INFO1 without Version).`,
+(no Status answers), no-info (INFO1 without Version).
+
+esphome-pull: ESPHome nodes built with update: platform: http_request and MQTT, N of them
+(--count) in this process, named --node-name (esphome-001 …, also their topic prefix),
+each connected to --broker (will <node>/status offline, then online, both retained). Each
+polls --manifest-url every --update-interval (the first poll soon after a boot), takes the
+build whose chipFamily is --chip-family (default from --chip: ESP32-S3), and publishes
+<node>/update/<--entity>/state {"installed_version","latest_version","title"} retained
+(versions "" until the boot's first poll). INSTALL on <node>/update/<entity>/command acts
+only when the manifest's version differs from --version: the node downloads ota.path at
+--write-rate, checks ota.md5, reboots (offline, online after --boot-time) and tells the
+manifest's version. --cohorts canary:1,manifest:rest splits the fleet over the manifests
+that {cohort} in --manifest-url names. Its faults (--fault KIND[:N|:P%]): download-cut,
+md5-mismatch, crash-on-boot (back on the old version), never-comes-back, broker-drop (the
+link breaks mid-download), silent (no state), manifest-unreachable (a wrong source URL),
+wrong-version (the image tells another version), auto-install (installs when available).`,
 		Example: `  ots-ota sim --devices 5 --personality ots --extensions
   ots-ota sim --devices 3 --personality seed --password secret --behave 1.0.2=crash-on-boot
   ots-ota sim --devices 3 --personality espeasy --chip esp8266
   ots-ota sim --personality elegantota --async --username admin --password secret
   ots-ota sim --devices 250 --json --fast
   ots-ota sim --personality tasmota-mqtt --broker mqtt://127.0.0.1:1883 --count 200 --fault download-cut:5
+  ots-ota sim --personality esphome-pull --broker mqtt://127.0.0.1:1883 --count 500 \
+      --manifest-url http://127.0.0.1:8070/{cohort}.json --cohorts canary:1,manifest:rest
   ots-ota sim image --version 1.0.1 --size 1.2M -o fw.bin`,
 		Args: argsNone,
 	}
@@ -283,7 +300,7 @@ func (o *simOptions) validate(a *app, _ []string) error {
 	}
 	for _, name := range pullFlags {
 		if a.typed(name) {
-			return usageErrorf("--%s applies to --personality tasmota-mqtt only", name)
+			return usageErrorf("--%s applies to --personality %s only", name, pullFlagOwners(name))
 		}
 	}
 	if o.NamePrefix != "" && !hostPrefix.MatchString(o.NamePrefix) {
@@ -783,6 +800,9 @@ func checkOpenFiles(a *app, devices, perDevice int) error {
 func runSim(ctx context.Context, a *app, o *simOptions) error {
 	if o.pull.cfg != nil {
 		return runPullSim(ctx, a, o)
+	}
+	if o.pull.esCfg != nil {
+		return runESPHomePullSim(ctx, a, o)
 	}
 	fc := o.fleet
 	ev := &heldEvents[sim.Event]{}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/ots-ota/ots-ota/auth"
 	"github.com/ots-ota/ots-ota/sim"
+	"github.com/ots-ota/ots-ota/sim/esphomepull"
 	"github.com/ots-ota/ots-ota/sim/tasmotamqtt"
 )
 
@@ -29,44 +30,88 @@ type pullOptions struct {
 	FreeKiB     int
 	MQTTUser    string
 	MQTTPWFile  string
+	// esphome-pull's (sim_esphomepull.go).
+	ManifestURL    string
+	Cohorts        string
+	NodeName       string
+	UpdateInterval time.Duration
+	Entity         string
+	ChipFamily     string
 
-	cfg *tasmotamqtt.Config // resolved by validatePull
+	cfg   *tasmotamqtt.Config // resolved by validatePull
+	esCfg *esphomepull.Config // resolved by validateESPHomePull
 }
 
-// pullFlags are the flags only tasmota-mqtt uses.
-var pullFlags = []string{"broker", "count", "topic-prefix", "full-topic", "free-kib", "mqtt-user", "mqtt-password-file"}
+// pullFlags are the flags only the pulling personalities use: both
+// (pullShared), tasmota-mqtt (tasmotaFlags), esphome-pull (esphomeFlags).
+var (
+	pullShared   = []string{"broker", "count", "mqtt-user", "mqtt-password-file"}
+	tasmotaFlags = []string{"topic-prefix", "full-topic", "free-kib"}
+	pullFlags    = slices.Concat(pullShared, tasmotaFlags, esphomeFlags)
+)
+
+// pullFlagOwners says which personalities a pull flag applies to.
+func pullFlagOwners(name string) string {
+	switch {
+	case slices.Contains(tasmotaFlags, name):
+		return "tasmota-mqtt"
+	case slices.Contains(esphomeFlags, name):
+		return "esphome-pull"
+	}
+	return "tasmota-mqtt or esphome-pull"
+}
 
 // pullUses are sim's other flags tasmota-mqtt uses.
 var pullUses = []string{"personality", "devices", "chip", "version", "project", "fault", "write-rate", "boot-time", "fast", "seed", "duration", "no-mdns"}
 
 func addPullFlags(f *pflag.FlagSet, o *pullOptions) {
-	f.StringVar(&o.Broker, "broker", "", "tasmota-mqtt: the MQTT broker the devices connect to, mqtt://HOST[:PORT]")
-	f.IntVar(&o.Count, "count", 0, "tasmota-mqtt: number of devices (the same as --devices)")
+	f.StringVar(&o.Broker, "broker", "", "tasmota-mqtt, esphome-pull: the MQTT broker the devices connect to, mqtt://HOST[:PORT]")
+	f.IntVar(&o.Count, "count", 0, "tasmota-mqtt, esphome-pull: number of devices (the same as --devices)")
 	f.StringVar(&o.TopicPrefix, "topic-prefix", "", "tasmota-mqtt: topics PREFIX_XXXXXX instead of tasmota_XXXXXX (XXXXXX from each device's MAC)")
 	f.StringVar(&o.FullTopic, "full-topic", "", "tasmota-mqtt: the devices' FullTopic pattern (default %prefix%/%topic%/)")
 	f.IntVar(&o.FreeKiB, "free-kib", 0, "tasmota-mqtt: free sketch space in KiB (default: ESP8266 408, 64 with --fault two-step; ESP32 2880)")
-	f.StringVar(&o.MQTTUser, "mqtt-user", "", "tasmota-mqtt: the user the devices log in with")
-	f.StringVar(&o.MQTTPWFile, "mqtt-password-file", "", "tasmota-mqtt: read the devices' broker password from FILE (also $OTS_OTA_MQTT_PASSWORD)")
+	f.StringVar(&o.MQTTUser, "mqtt-user", "", "tasmota-mqtt, esphome-pull: the user the devices log in with")
+	f.StringVar(&o.MQTTPWFile, "mqtt-password-file", "", "tasmota-mqtt, esphome-pull: read the devices' broker password from FILE (also $OTS_OTA_MQTT_PASSWORD)")
+	addESPHomePullFlags(f, o)
 }
 
-func isPull(p string) bool { return strings.EqualFold(strings.TrimSpace(p), string(sim.TasmotaMQTT)) }
+func isPull(p string) bool {
+	p = strings.TrimSpace(p)
+	return strings.EqualFold(p, string(sim.TasmotaMQTT)) || strings.EqualFold(p, string(sim.ESPHomePull))
+}
 
-// validatePull checks the flags of a tasmota-mqtt fleet and builds its
-// configuration.
-func (o *simOptions) validatePull(a *app) error {
-	p := &o.pull
+// dropInapplicable refuses a typed flag a pulling personality does not use
+// (own: its flags besides pullShared and pullUses); the same value from the
+// environment or the config file is ignored, and -v says so.
+func dropInapplicable(a *app, pers sim.Personality, own, uses []string) error {
 	var drop []string
 	a.cmd.LocalFlags().VisitAll(func(f *pflag.Flag) {
-		if !a.isSet(f.Name) || slices.Contains(pullFlags, f.Name) || slices.Contains(pullUses, f.Name) {
+		if !a.isSet(f.Name) || slices.Contains(pullShared, f.Name) || slices.Contains(own, f.Name) || slices.Contains(uses, f.Name) {
 			return
 		}
 		drop = append(drop, f.Name)
 	})
 	for _, name := range drop {
 		if a.typed(name) {
-			return usageErrorf("--%s does not apply to --personality tasmota-mqtt: its devices have no addresses, ports or servers of their own (they connect to --broker)", name)
+			if slices.Contains(pullFlags, name) {
+				return usageErrorf("--%s does not apply to --personality %s (it applies to --personality %s)", name, pers, pullFlagOwners(name))
+			}
+			return usageErrorf("--%s does not apply to --personality %s: its devices have no addresses, ports or servers of their own (they connect to --broker)", name, pers)
 		}
-		a.log.Info("ignoring a value the personality does not use", "from", a.source(name), "personality", string(sim.TasmotaMQTT))
+		a.log.Info("ignoring a value the personality does not use", "from", a.source(name), "personality", string(pers))
+	}
+	return nil
+}
+
+// validatePull checks the flags of a pulling fleet and builds its
+// configuration.
+func (o *simOptions) validatePull(a *app) error {
+	if strings.EqualFold(strings.TrimSpace(o.Personality), string(sim.ESPHomePull)) {
+		return o.validateESPHomePull(a)
+	}
+	p := &o.pull
+	if err := dropInapplicable(a, sim.TasmotaMQTT, tasmotaFlags, pullUses); err != nil {
+		return err
 	}
 	if p.Broker == "" {
 		return usageErrorf("--personality tasmota-mqtt needs --broker mqtt://HOST[:PORT]: the broker its devices connect to")

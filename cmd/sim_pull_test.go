@@ -23,7 +23,7 @@ func TestSimPullFlags(t *testing.T) {
 		{[]string{"--personality", "tasmota-mqtt"}, "needs --broker mqtt://HOST[:PORT]"},
 		{[]string{"--personality", "tasmota-mqtt", "--broker", "mqtts://127.0.0.1"}, "plain MQTT only"},
 		{[]string{"--personality", "tasmota-mqtt", "--broker", "mqtt://127.0.0.1", "--base-ip", "127.0.0.9"}, "--base-ip does not apply to --personality tasmota-mqtt"},
-		{[]string{"--personality", "seed", "--broker", "mqtt://127.0.0.1"}, "--broker applies to --personality tasmota-mqtt only"},
+		{[]string{"--personality", "seed", "--broker", "mqtt://127.0.0.1"}, "--broker applies to --personality tasmota-mqtt or esphome-pull only"},
 		{[]string{"--personality", "tasmota-mqtt", "--broker", "mqtt://127.0.0.1", "--fault", "two-step"}, "add --chip esp8266"},
 		{[]string{"--personality", "tasmota-mqtt", "--broker", "mqtt://127.0.0.1", "--chip", "esp8266", "--fault", "crash-on-boot"}, "no rollback"},
 		{[]string{"--personality", "tasmota-mqtt", "--broker", "mqtt://127.0.0.1", "--fault", "explode"}, `unknown fault "explode"`},

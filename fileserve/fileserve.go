@@ -8,6 +8,11 @@
 // asked), and it stops with the push. The token never appears in full in
 // its logs or errors. What devices need from the answer, and what they send
 // (their MAC among it), is in docs/fileserve.md.
+//
+// Besides, it may serve "open" files at /<name> without the token
+// (Config.Open, SetOpen): announcements a device polls at a URL fixed
+// when it was built (an ESPHome manifest). They hold no image; they do
+// hold the image's URL, token included, as the devices must read it.
 package fileserve
 
 import (
@@ -28,6 +33,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -78,6 +84,12 @@ type Config struct {
 	// At least 22 characters of the URL-safe base64 alphabet. (Addition to
 	// the session's API.)
 	Token string
+	// Open maps a served name (the rules of Files) to a body served at
+	// /<name> WITHOUT the token: announcements that devices poll at a URL
+	// fixed when they were built (a manifest). Each answer carries
+	// Cache-Control no-store and is never a 304; Range is honoured as for
+	// Files. SetOpen changes them while the server runs. (Addition.)
+	Open map[string][]byte
 
 	stall time.Duration // tests shorten stallTimeout
 }
@@ -105,6 +117,15 @@ type Fetch struct {
 	// otherwise. A device that derives a name (Tasmota's ".gz" fallback)
 	// can so be told what it really asked for. (Addition.)
 	Asked string
+	// Open: Name is one of the open files (Config.Open), served without
+	// the token; a poll, not a fetch of the image. (Addition.)
+	Open bool
+}
+
+// openFile is one open file's body, as last set.
+type openFile struct {
+	body []byte
+	md5  string
 }
 
 // file is one served name, as it was when the server started.
@@ -131,6 +152,7 @@ type Server struct {
 
 	mu       sync.Mutex
 	closed   bool
+	open     map[string]openFile // under mu: SetOpen replaces entries
 	inflight sync.WaitGroup
 	once     sync.Once
 	closeErr error
@@ -148,7 +170,7 @@ func Start(cfg Config) (*Server, error) {
 	} else if urlIP.IsUnspecified() {
 		return nil, fmt.Errorf("serve address %s binds every interface: devices need one address to fetch from; bind that address", cfg.Addr)
 	}
-	if len(cfg.Files) == 0 {
+	if len(cfg.Files) == 0 && len(cfg.Open) == 0 {
 		return nil, errors.New("file server: no files to serve")
 	}
 	s := &Server{
@@ -158,6 +180,7 @@ func Start(cfg Config) (*Server, error) {
 		log:     cfg.Logger,
 		stall:   cmp.Or(cfg.stall, stallTimeout),
 		served:  make(chan struct{}),
+		open:    map[string]openFile{},
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -184,6 +207,14 @@ func Start(cfg Config) (*Server, error) {
 		}
 		if n := len(s.buildURL(netip.AddrPortFrom(urlIP, port), name)); n > MaxURLLen {
 			return nil, fmt.Errorf("the URL for %s would be %d characters, devices take at most %d: serve it under a shorter name", name, n, MaxURLLen)
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(cfg.Open)) {
+		if !validName(name) {
+			return nil, fmt.Errorf("cannot serve a file under the name %q: use letters, digits, '.', '_' and '-' (not first)", name)
+		}
+		if body := cfg.Open[name]; body != nil {
+			s.open[name] = newOpenFile(body)
 		}
 	}
 	for _, name := range names {
@@ -264,6 +295,44 @@ func (s *Server) LogURL(name string) string {
 	return "http://" + s.urlHost.String() + "/…/" + name
 }
 
+// OpenURL is where a device polls the open file name:
+// "http://IP:PORT/<name>", whether it is served now or not; "" for a name
+// that cannot be served. It holds no secret. (Addition.)
+func (s *Server) OpenURL(name string) string {
+	if !validName(name) {
+		return ""
+	}
+	u := url.URL{Scheme: "http", Host: s.urlHost.String(), Path: "/" + name}
+	return u.String()
+}
+
+// SetOpen serves body at /<name> without the token from now on, replacing
+// what was there; a nil body stops serving it (404). A name that breaks
+// the rules of Config.Files is not served (logged). Requests under way
+// finish with the body they began with. (Addition.)
+func (s *Server) SetOpen(name string, body []byte) {
+	if !validName(name) {
+		s.log.Warn("cannot serve an open file under this name", "name", cleanHeader(name))
+		return
+	}
+	var f openFile
+	if body != nil {
+		f = newOpenFile(body)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if body == nil {
+		delete(s.open, name)
+		return
+	}
+	s.open[name] = f
+}
+
+func newOpenFile(body []byte) openFile {
+	sum := md5.Sum(body)
+	return openFile{body: slices.Clone(body), md5: hex.EncodeToString(sum[:])}
+}
+
 // Addr is the address the server is bound to.
 func (s *Server) Addr() netip.AddrPort { return s.addr }
 
@@ -302,6 +371,11 @@ func (s *Server) buildURL(host netip.AddrPort, name string) string {
 	u := url.URL{Scheme: "http", Host: host.String(), Path: "/" + s.token + "/" + name}
 	return u.String()
 }
+
+// ValidName reports whether name can be served (Config.Files, Config.Open,
+// SetOpen): letters, digits, '.', '_' and '-', not starting with '.', at
+// most 64 characters. (Addition.)
+func ValidName(name string) bool { return validName(name) }
 
 // validName keeps served names to characters that need no escaping in a
 // URL, so a request path either equals /<token>/<name> byte for byte or is
@@ -386,6 +460,23 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		Method:  r.Method,
 		Version: deviceVersion(r.Header),
 	}
+	if name, of, ok := s.lookupOpen(r); ok {
+		fe.Name, fe.Open = name, true
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			s.empty(cw, &fe, http.StatusMethodNotAllowed)
+		} else {
+			s.sendOpen(cw, r, of, &fe)
+		}
+		fe.Bytes = cw.n
+		fe.Duration = time.Since(fe.Start)
+		// Devices poll these, maybe thousands of them: Debug, not Info.
+		s.log.Debug("device polled an open file", "remote", fe.Remote, "name", fe.Name, "status", fe.Status, "bytes", fe.Bytes)
+		if s.onFetch != nil {
+			s.onFetch(fe)
+		}
+		return
+	}
 	name, f, ok := s.lookup(r)
 	switch {
 	case !ok:
@@ -444,6 +535,65 @@ func (s *Server) lookup(r *http.Request) (string, file, bool) {
 		return name, file{}, false
 	}
 	return name, f, true
+}
+
+// lookupOpen finds the open file a request's path asks for: /<name>
+// exactly as sent.
+func (s *Server) lookupOpen(r *http.Request) (string, openFile, bool) {
+	p := r.URL.EscapedPath()
+	if len(p) < 2 || p[0] != '/' {
+		return "", openFile{}, false
+	}
+	name := p[1:]
+	s.mu.Lock()
+	f, ok := s.open[name]
+	s.mu.Unlock()
+	return name, f, ok
+}
+
+// sendOpen answers GET or HEAD for an open file: 200, 206 or 416, never
+// 304 (no conditional request is honoured but If-Range), and no-store:
+// a device (or a cache between) must read the file again at each poll.
+func (s *Server) sendOpen(w *countingWriter, r *http.Request, f openFile, fe *Fetch) {
+	h := w.w.Header()
+	h.Set("Cache-Control", "no-store")
+	ctype := "application/octet-stream"
+	if strings.HasSuffix(fe.Name, ".json") {
+		ctype = "application/json"
+	}
+	h.Set("Content-Type", ctype)
+	h.Set("Accept-Ranges", "bytes")
+	etag := `"` + f.md5 + `"`
+	h.Set("ETag", etag)
+	size := int64(len(f.body))
+	kind, start, length := rangeNone, int64(0), size
+	if fe.Range != "" && ifRangeHolds(r.Header.Get("If-Range"), etag) {
+		var a, n int64
+		kind, a, n = parseRange(fe.Range, size)
+		if kind == rangeOne {
+			start, length = a, n
+		}
+	}
+	switch kind {
+	case rangeUnsatisfiable:
+		h.Set("Content-Range", "bytes */"+strconv.FormatInt(size, 10))
+		h.Del("ETag")
+		s.empty(w, fe, http.StatusRequestedRangeNotSatisfiable)
+		return
+	case rangeOne:
+		h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, start+length-1, size))
+		fe.Status = http.StatusPartialContent
+	default:
+		fe.Status = http.StatusOK
+	}
+	h.Set("Content-Length", strconv.FormatInt(length, 10))
+	fe.Length = length
+	w.w.WriteHeader(fe.Status)
+	if r.Method == http.MethodHead {
+		fe.Length = 0
+		return
+	}
+	_, _ = w.Write(f.body[start : start+length])
 }
 
 // send answers GET or HEAD for f: 200, 206 or 416.

@@ -13,6 +13,7 @@
 //	      auth: {env: KITCHEN_OTA_TOKEN}   # or {file: ~/.config/ots-ota/kitchen.token}
 //	      mqtt_topic: kitchen_plug  # rollout: the device's Tasmota %topic% on the broker
 //	      full_topic: "%prefix%/%topic%/"  # rollout: its FullTopic, when not the default
+//	      manifest: canary.json     # rollout --family esphome: the manifest it polls, when not --manifest's
 //	  groups:
 //	    downstairs: [kitchen, hall]
 package inventory
@@ -56,6 +57,10 @@ type Device struct {
 	// FullTopic is the device's FullTopic pattern when it is not the
 	// family's default ("%prefix%/%topic%/" for Tasmota).
 	FullTopic string `yaml:"full_topic,omitempty" json:"full_topic,omitempty"`
+	// Manifest is the name of the ESPHome update manifest the device
+	// polls (the file its http_request update's source: URL ends in), when
+	// not rollout's --manifest; "" = --manifest's.
+	Manifest string `yaml:"manifest,omitempty" json:"manifest,omitempty"`
 }
 
 // MQTTOnly reports a device without an address: one reached only over
@@ -133,7 +138,7 @@ func FromNode(n *yaml.Node) (*Inventory, error) {
 // Keys each level of the section may have.
 var (
 	sectionKeys = []string{"devices", "groups"}
-	deviceKeys  = []string{"name", "address", "port", "protocol", "web_port", "chip", "auth", "mqtt_topic", "full_topic"}
+	deviceKeys  = []string{"name", "address", "port", "protocol", "web_port", "chip", "auth", "mqtt_topic", "full_topic", "manifest"}
 	authKeys    = []string{"env", "file"}
 )
 
@@ -314,6 +319,13 @@ func (inv *Inventory) Validate() error {
 				errs = append(errs, fmt.Errorf("%s: full_topic without mqtt_topic: give the device's topic too", where))
 			}
 		}
+		if d.Manifest != "" {
+			if err := CheckManifest(d.Manifest); err != nil {
+				errs = append(errs, fmt.Errorf("%s: manifest %q: %v", where, d.Manifest, err))
+			} else if d.MQTTTopic == "" {
+				errs = append(errs, fmt.Errorf("%s: manifest without mqtt_topic: give the device's MQTT topic prefix too", where))
+			}
+		}
 	}
 	for g, members := range inv.Groups {
 		if g == "" {
@@ -351,6 +363,22 @@ func CheckTopic(t string) error {
 		return errors.New("a device's topic has no space or control character")
 	case strings.HasPrefix(t, "/") || strings.HasSuffix(t, "/") || strings.Contains(t, "//"):
 		return errors.New("an empty topic level (a leading, trailing or doubled /)")
+	}
+	return nil
+}
+
+// CheckManifest checks a manifest's name: one file below the rollout's
+// public URL, of letters, digits, '.', '_' and '-', not starting with '.'.
+func CheckManifest(n string) error {
+	switch {
+	case n == "":
+		return errors.New("empty: give a file name such as manifest.json")
+	case strings.HasPrefix(n, "."):
+		return errors.New("a name does not start with '.'")
+	case len(n) > 64:
+		return errors.New("longer than 64 characters")
+	case strings.Trim(n, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != "":
+		return errors.New("a file name of letters, digits, '.', '_' and '-' (no folder)")
 	}
 	return nil
 }

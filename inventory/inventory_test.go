@@ -75,6 +75,9 @@ func TestParseErrors(t *testing.T) {
 		"full topic wildcard":   {"inventory:\n  devices:\n    - {name: a, address: x, mqtt_topic: p, full_topic: '%prefix%/+/%topic%'}\n", "no + wildcard"},
 		"full topic space":      {"inventory:\n  devices:\n    - {name: a, address: x, mqtt_topic: p, full_topic: '%prefix%/a b/%topic%'}\n", "no space"},
 		"full topic alone":      {"inventory:\n  devices:\n    - {name: a, address: x, full_topic: '%prefix%/%topic%/'}\n", "full_topic without mqtt_topic"},
+		"manifest folder":       {"inventory:\n  devices:\n    - {name: a, mqtt_topic: p, manifest: 'site/m.json'}\n", `manifest "site/m.json": a file name of letters`},
+		"manifest dot":          {"inventory:\n  devices:\n    - {name: a, mqtt_topic: p, manifest: '.m.json'}\n", "does not start with '.'"},
+		"manifest alone":        {"inventory:\n  devices:\n    - {name: a, address: x, manifest: m.json}\n", "manifest without mqtt_topic"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := Parse([]byte(tc.yaml))
@@ -186,6 +189,21 @@ func TestInventoryChip(t *testing.T) {
 	}
 	if err == nil || !strings.Contains(err.Error(), `chip "esp99"`) {
 		t.Fatalf("unknown chip accepted: %v", err)
+	}
+}
+
+// TestInventoryManifest: manifest: is read for a device reached over MQTT
+// (rollout --family esphome's per-device manifest).
+func TestInventoryManifest(t *testing.T) {
+	inv, err := Parse([]byte("inventory:\n  devices:\n    - {name: a, mqtt_topic: barn, manifest: canary.json}\n    - {name: b, mqtt_topic: shed}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := inv.Devices[0].Manifest; m != "canary.json" {
+		t.Errorf("manifest %q, want canary.json", m)
+	}
+	if m := inv.Devices[1].Manifest; m != "" {
+		t.Errorf("manifest %q where none was written", m)
 	}
 }
 

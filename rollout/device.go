@@ -35,8 +35,18 @@ func (e *engine) device(ctx context.Context, d *dev, resumed time.Time) {
 			return
 		}
 	} else {
-		// runWave gave it a MaxFetches slot.
-		if !e.preflight(ctx, d, &spec) {
+		if rd, ok := e.cfg.Family.(Readier); ok {
+			// Read, then wait for the device to see the announcement (all
+			// the wave's devices at once, for as long as the family
+			// waits); only then a MaxFetches slot.
+			if !e.preflight(ctx, d, &spec) || !e.ready(ctx, d, rd, spec) {
+				return
+			}
+			if e.stopped() != "" || !e.acquire(ctx, d) {
+				return
+			}
+		} else if !e.preflight(ctx, d, &spec) {
+			// runWave gave it a MaxFetches slot.
 			e.release(d)
 			return
 		}
@@ -275,7 +285,9 @@ func (e *engine) observe(ctx context.Context, d *dev, spec *DeviceSpec) {
 			e.finish(ctx, d, v, *spec) // counts the verdict, then gives up the slot
 			return
 		}
-		if d.holding && e.fetchOver(d, *spec, now) {
+		// With a Store nothing is seen of the fetch: the slot is held to
+		// the verdict.
+		if d.holding && e.cfg.Store == nil && e.fetchOver(d, *spec, now) {
 			e.release(d)
 		}
 		e.emitPhase(d, v.Phase, len(spec.Commands))

@@ -1,7 +1,9 @@
 package rollout
 
 import (
+	"cmp"
 	"context"
+	"crypto/md5"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -21,6 +23,7 @@ import (
 	"github.com/ots-ota/ots-ota/fileserve"
 	"github.com/ots-ota/ots-ota/image"
 	"github.com/ots-ota/ots-ota/internal/oneline"
+	"github.com/ots-ota/ots-ota/store"
 	"github.com/ots-ota/ots-ota/upload"
 )
 
@@ -48,6 +51,14 @@ type Config struct {
 	// bounds each Preflight, Reread and Restore (default 15 s).
 	Protocol    upload.Protocol
 	ReadTimeout time.Duration
+
+	// Store, if set, is where the image, its companions and any
+	// announcements are published instead of the built-in file server:
+	// the image once, before any command, its URLs kept in the state for
+	// --resume (which must use the same store). The file server's fetch
+	// observation is then unknown: a device holds its --max-fetches slot
+	// from its command to its verdict. nil = the built-in file server.
+	Store store.Store
 }
 
 // WaveEvent tells a wave's start and end.
@@ -67,7 +78,8 @@ const floorRate = 8 << 10
 const preflightParallel = 16
 
 // Run rolls the image out. The error is only for what stops the whole run
-// before devices (file server, URL too long, broker); the results hold
+// before devices (file server, store, URL too long, an announcement the
+// family cannot make, broker); the results hold
 // every device, in Config.Devices order (not-started for those a gate
 // left).
 //
@@ -112,7 +124,8 @@ type engine struct {
 	waveFail map[int]int
 	allFail  int
 	stop     string
-	wavePos  map[int]int // state wave index → position among waves()
+	stopCh   chan struct{} // closed when stop is set
+	wavePos  map[int]int   // state wave index → position among waves()
 	waveSize map[int]int
 	nWaves   int
 
@@ -125,6 +138,9 @@ type engine struct {
 	linkCh   <-chan struct{}
 	linkGen  int
 	linkBack time.Time
+
+	srv *fileserve.Server    // the built-in file server; nil with a Store
+	ann []AnnouncementRecord // as in the state; only the run's goroutine
 }
 
 // dev is one device's run.
@@ -192,7 +208,8 @@ func newEngine(cfg Config) (*engine, error) {
 	if cfg.Family == nil || cfg.State == nil {
 		return nil, errors.New("rollout: no device family or no state file")
 	}
-	e := &engine{cfg: cfg, log: cfg.Logger, rec: cfg.State.Record(), byTop: map[string]*dev{}}
+	e := &engine{cfg: cfg, log: cfg.Logger, rec: cfg.State.Record(), byTop: map[string]*dev{}, stopCh: make(chan struct{})}
+	e.ann = e.rec.Announcements
 	e.proto = cfg.Protocol
 	if e.proto == "" {
 		if p, ok := cfg.Family.(interface{ Protocol() upload.Protocol }); ok {
@@ -203,7 +220,7 @@ func newEngine(cfg Config) (*engine, error) {
 	}
 	// The state's devices, in wave order, must be the ones asked for.
 	for i, r := range e.rec.Devices {
-		d := &dev{d: Device{Name: r.Name, Topic: r.Topic, FullTopic: r.FullTopic}, idx: i, wave: r.Wave, canary: r.Canary,
+		d := &dev{d: r.device(), idx: i, wave: r.Wave, canary: r.Canary,
 			notify: make(chan struct{}, 1), phase: r.Phase, commands: slices.Clone(r.Commands), before: r.Before, withheld: r.OtaURLWithheld}
 		if _, dup := e.byTop[r.Topic]; dup {
 			return nil, fmt.Errorf("the state file %s names the device %s twice", cfg.State.Path(), r.Topic)
@@ -215,9 +232,13 @@ func newEngine(cfg Config) (*engine, error) {
 		return nil, fmt.Errorf("the devices given differ from those of the state file %s", cfg.State.Path())
 	}
 	for _, d := range cfg.Devices {
-		if _, ok := e.byTop[d.Topic]; !ok {
+		dd, ok := e.byTop[d.Topic]
+		if !ok {
 			return nil, fmt.Errorf("the device %s is not in the state file %s", d.label(), cfg.State.Path())
 		}
+		// The state's word first; what it does not say, the caller's.
+		dd.d.Manifest = cmp.Or(dd.d.Manifest, d.Manifest)
+		dd.d.Entity = cmp.Or(dd.d.Entity, d.Entity)
 	}
 	e.total = len(e.devs)
 	e.linkUp = true
@@ -248,11 +269,12 @@ func (e *engine) image() error {
 	}
 	sum := sha256.Sum256(data)
 	hash := hex.EncodeToString(sum[:])
+	m := md5.Sum(data)
 	if e.rec.Firmware.SHA256 != "" && e.rec.Firmware.SHA256 != hash {
 		return fmt.Errorf("%s changed since rollout %s began (its SHA-256 differs); devices still fetching would get other bytes: start a new rollout", p, e.rec.ID)
 	}
 	e.hash = hash
-	e.img = Image{Name: filepath.Base(p), Size: int64(len(data))}
+	e.img = Image{Name: filepath.Base(p), Size: int64(len(data)), MD5: hex.EncodeToString(m[:])}
 	if img, err := image.Parse(data); err == nil && img.Kind == image.KindApp && (img.Header.ChipID.Known() || img.Header.ChipID.IsESP8266()) {
 		e.img.Chip = img.Header.ChipID.String()
 	}
@@ -271,9 +293,22 @@ func (e *engine) image() error {
 	return nil
 }
 
-// publish starts the file server under the rollout's token, after checking
-// the URL devices will be told.
-func (e *engine) publish() (*fileserve.Server, error) {
+// publish puts the image in the Store, or starts the file server under
+// the rollout's token, after checking the URL devices will be told.
+func (e *engine) publish(ctx context.Context) (*fileserve.Server, error) {
+	if e.cfg.Store != nil {
+		return nil, e.publishStore(ctx)
+	}
+	if e.rec.Store != nil && len(e.rec.Store.URLs) > 0 {
+		return nil, fmt.Errorf("rollout %s published its image to %s: resume it with the same --store", e.rec.ID, e.rec.Store.Name)
+	}
+	if _, ok := e.cfg.Family.(Announcer); ok {
+		// Devices poll the announcement at a URL fixed when they were
+		// built: a port picked afresh would lose them.
+		if ap, err := netip.ParseAddrPort(e.cfg.Serve.Addr); err == nil && ap.Port() == 0 {
+			return nil, fmt.Errorf("--serve-addr %s needs a fixed port: the devices poll their manifest at a URL built into them", e.cfg.Serve.Addr)
+		}
+	}
 	tok := e.rec.Serve.Token
 	if tok == "" {
 		var err error
@@ -363,11 +398,18 @@ func (e *engine) checkFamily(u string) error {
 }
 
 func (e *engine) run(ctx context.Context) ([]upload.Result, error) {
-	srv, err := e.publish()
+	srv, err := e.publish(ctx)
 	if err != nil {
 		return nil, err
 	}
-	defer srv.Close()
+	if srv != nil {
+		defer srv.Close()
+	}
+	e.srv = srv
+	if err := e.checkAnnounce(); err != nil {
+		return nil, err
+	}
+	e.serveAgain()
 	e.log.Info("publishing the image", "url", redactURL(e.url), "files", len(e.files))
 
 	// Restore what the state holds, before any new report: results, and
@@ -435,6 +477,12 @@ func (e *engine) run(ctx context.Context) ([]upload.Result, error) {
 		if pending {
 			ev.State = "started"
 			e.wave(ev)
+			// Each wave's devices find the image announced only now (an
+			// Announcer family); --resume writes it again.
+			if err := e.announceWave(ctx, w); err != nil && ctx.Err() == nil {
+				e.log.Warn("cannot announce the image: the rollout stops", "err", err)
+				e.stopWith("cannot announce the image (" + oneLine(err) + ")")
+			}
 			e.runWave(ctx, w, resumed)
 		}
 		if ctx.Err() != nil {
@@ -458,6 +506,9 @@ func (e *engine) run(ctx context.Context) ([]upload.Result, error) {
 			// The event is this wave's: its name is not said again
 			// ("wave 2 of 3: stopped: 1 of its 2 devices failed, …").
 			ev.State, ev.Reason = "stopped", strings.TrimPrefix(reason, fmt.Sprintf("wave %d of %d: ", ev.Index+1, ev.Of))
+			if said := e.revert(ctx); len(said) > 0 {
+				ev.Reason += "; " + strings.Join(said, "; ")
+			}
 		} else {
 			ev.State = "passed"
 		}
@@ -486,6 +537,10 @@ func (e *engine) run(ctx context.Context) ([]upload.Result, error) {
 	}
 
 	cancelled := ctx.Err() != nil
+	if stopped != "" && !cancelled {
+		// A gate stopped a run this one resumes: nothing announced stays.
+		e.revert(ctx)
+	}
 	for _, d := range e.devs {
 		if d.done {
 			continue
@@ -544,6 +599,17 @@ func (e *engine) runWave(ctx context.Context, w []*dev, resumed time.Time) {
 		default:
 			fresh = append(fresh, d)
 		}
+	}
+	if _, ok := e.cfg.Family.(Readier); ok {
+		// Each takes its slot once ready (device), not in the wave's order.
+		for _, d := range fresh {
+			if e.stopped() != "" || ctx.Err() != nil {
+				break
+			}
+			start(d)
+		}
+		wg.Wait()
+		return
 	}
 	for _, d := range fresh {
 		if e.stopped() != "" || !e.acquire(ctx, d) {
@@ -808,10 +874,20 @@ func (e *engine) tally(d *dev, res upload.Result) {
 		return
 	}
 	if d.canary {
-		e.stop = fmt.Sprintf("the canary %s ended %s", res.Device, res.OutcomeText())
+		e.setStopLocked(fmt.Sprintf("the canary %s ended %s", res.Device, res.OutcomeText()))
 		return
 	}
-	e.stop = e.cfg.Plan.over(e.wavePos[d.wave], e.nWaves, e.waveFail[d.wave], e.waveSize[d.wave], e.allFail, e.total)
+	e.setStopLocked(e.cfg.Plan.over(e.wavePos[d.wave], e.nWaves, e.waveFail[d.wave], e.waveSize[d.wave], e.allFail, e.total))
+}
+
+// setStopLocked stops the rollout for reason ("" = not) and wakes what
+// waits for the stop; under gateM, stop still "".
+func (e *engine) setStopLocked(reason string) {
+	if reason == "" {
+		return
+	}
+	e.stop = reason
+	close(e.stopCh)
 }
 
 // stopped is the gate that stopped the rollout so far, "" none.
@@ -833,7 +909,7 @@ func (e *engine) stopWith(reason string) {
 	e.gateM.Lock()
 	defer e.gateM.Unlock()
 	if e.stop == "" {
-		e.stop = reason
+		e.setStopLocked(reason)
 	}
 }
 
@@ -884,7 +960,7 @@ func (e *engine) onReport(r Report) {
 // MAC its updater sends, else by its address as it told it; nil when
 // none.
 func (e *engine) fetcher(f fileserve.Fetch) *dev {
-	if f.Method == "HEAD" {
+	if f.Method == "HEAD" || f.Open {
 		return nil
 	}
 	host, _, _ := net.SplitHostPort(f.Remote)

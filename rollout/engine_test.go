@@ -33,8 +33,18 @@ type rig struct {
 // and a Config with short windows and generous bounds.
 func newRig(t *testing.T, plan Plan, bs ...behaviour) *rig {
 	t.Helper()
+	return newRigWith(t, plan, nil, bs...)
+}
+
+// newRigWith is newRig, prep changing the devices before the state is
+// created.
+func newRigWith(t *testing.T, plan Plan, prep func([]Device), bs ...behaviour) *rig {
+	t.Helper()
 	r := &rig{t: t, dir: t.TempDir()}
 	r.f, r.devs = newFake(t, bs...)
+	if prep != nil {
+		prep(r.devs)
+	}
 	img := filepath.Join(r.dir, "fw.bin")
 	data := make([]byte, 40<<10)
 	for i := range data {

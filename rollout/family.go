@@ -13,6 +13,12 @@ type Device struct {
 	Name      string // label shown to the user: inventory name, else the topic
 	Topic     string // the family's key for the device (Tasmota: %topic%)
 	FullTopic string // the device's FullTopic pattern; "" = the family's default
+	// Manifest is the name of the announcement file the device polls
+	// (Announcer families); "" = the family's default.
+	Manifest string
+	// Entity is a family detail naming what on the device takes the
+	// update; "" = found by the family.
+	Entity string
 }
 
 // label is Name, else Topic.
@@ -39,6 +45,10 @@ type Facts struct {
 	// the file server can be matched to it (byte progress). "" = not told.
 	MAC string `json:"mac,omitempty"` // AA:BB:CC:DD:EE:FF, upper case
 	IP  string `json:"ip,omitempty"`
+
+	// Latest is the version the device says is available to it (what it
+	// read in an announcement); "" = not told.
+	Latest string `json:"latest,omitempty"`
 }
 
 // ReportKind is what a report tells.
@@ -146,4 +156,35 @@ type Image struct {
 	Name string // the served name (FIRMWARE's base name)
 	Size int64
 	Chip string // image package words, "" unknown
+	MD5  string // lower-case hex of the image
+}
+
+// Announcer is an optional interface of a Family whose devices learn of
+// an image by polling a file at a URL fixed when they were built (a
+// manifest), instead of being told the image's URL in the command.
+//
+// The engine publishes the files Announce returns at the start of each
+// wave (through Config.Store, else the built-in file server's open
+// files), before the wave's devices are readied. Before it first writes a
+// name in a rollout it keeps what the name held in the state file; when a
+// gate stops the rollout it puts that back (or removes the name), so that
+// devices left out see no image. A completed or interrupted rollout keeps
+// what it wrote (--resume writes it again).
+type Announcer interface {
+	// Announce returns the files to publish (name → body) for these
+	// devices (a wave's), given the image, its URL and MD5 (lower-case
+	// hex). Names follow fileserve's rules for served names.
+	Announce(devs []Device, img Image, url, md5 string) (map[string][]byte, error)
+}
+
+// Readier is an optional interface of a Family whose devices must first
+// show they saw the announcement before a command can work.
+//
+// The engine calls Ready for all of a wave's devices at once, each after
+// its pre-flight read and BEFORE it takes a --max-fetches slot. An error
+// (one line) ends the device failed (class timeout) without a command.
+type Readier interface {
+	// Ready blocks until the device shows it saw the announcement, at
+	// most the family's own wait, or until ctx ends.
+	Ready(ctx context.Context, d Device) error
 }

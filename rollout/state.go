@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -39,6 +40,20 @@ type Meta struct {
 	// Settings are the run's bounds, kept so that --resume goes on with
 	// them; nil in Record.Meta: a file written before they were kept.
 	Settings *Settings
+	// Store is where the image is published instead of the built-in file
+	// server (nil: the built-in one), as --resume must find it again.
+	Store *StoreMeta
+	// FamilyOptions are the family's own settings as their flags spell
+	// them (e.g. "check_wait": "10m"), kept for --resume. Never a secret.
+	FamilyOptions map[string]string
+}
+
+// StoreMeta says where a Store is, without its credentials.
+type StoreMeta struct {
+	URL       string // Store.String(): "s3://bucket/prefix"
+	Endpoint  string // http(s)://host:port; userinfo dropped
+	Region    string
+	PublicURL string // the devices' base for the store's prefix
 }
 
 // Settings are a rollout's bounds beyond its Plan, as Config takes them:
@@ -89,6 +104,52 @@ type Record struct {
 	Stopped    string         `json:"stopped,omitempty"` // the gate that stopped the rollout
 	Waves      []WaveRecord   `json:"waves,omitempty"`
 	Devices    []DeviceRecord `json:"devices"`
+	// Store: where the image was published instead of the built-in file
+	// server (nil: the built-in one, or nothing published yet).
+	Store *StoreRecord `json:"store,omitempty"`
+	// FamilyOptions: Meta.FamilyOptions.
+	FamilyOptions map[string]string `json:"family_options,omitempty"`
+	// Announcements are the files written for devices to poll (Announcer
+	// families), in the order first written.
+	Announcements []AnnouncementRecord `json:"announcements,omitempty"`
+}
+
+// StoreRecord is where a rollout published its image in a Store: a
+// --resume with the same store and image reuses the URLs, uploading
+// nothing.
+type StoreRecord struct {
+	Name      string `json:"name"` // Store.String(): never a secret
+	Endpoint  string `json:"endpoint,omitempty"`
+	Region    string `json:"region,omitempty"`
+	PublicURL string `json:"public_url,omitempty"`
+	// SHA256 and URLs: the image published and each served name's device
+	// URL; empty until the image is published.
+	SHA256 string            `json:"sha256,omitempty"`
+	URLs   map[string]string `json:"urls,omitempty"`
+}
+
+// The states of an announcement.
+const (
+	AnnouncementWritten     = "written"      // the rollout's content is there
+	AnnouncementPutBack     = "put_back"     // a gate stopped the rollout: the previous content is back
+	AnnouncementRemoved     = "removed"      // a gate stopped the rollout: the name held nothing before, and is gone again
+	AnnouncementNotReverted = "not_reverted" // the put back (or removal) failed: the rollout's content may still be there
+)
+
+// AnnouncementRecord is one announcement file the rollout wrote.
+type AnnouncementRecord struct {
+	Name string `json:"name"`
+	URL  string `json:"url,omitempty"` // where devices poll it
+	// Existed says the name held Previous before the rollout first wrote
+	// it (the built-in file server: never).
+	Existed  bool   `json:"existed"`
+	Previous []byte `json:"previous,omitempty"`
+	// Body is what the rollout last wrote (a --resume serves it again
+	// from the built-in file server).
+	Body  []byte `json:"body,omitempty"`
+	State string `json:"state"`
+	// Error: why the put back failed (State not_reverted).
+	Error string `json:"error,omitempty"`
 }
 
 // FileRecord identifies the image.
@@ -129,7 +190,9 @@ type DeviceRecord struct {
 	Name      string `json:"name"`
 	Topic     string `json:"topic"`
 	FullTopic string `json:"full_topic,omitempty"`
-	Phase     string `json:"phase"` // pending|commanded|done
+	Manifest  string `json:"manifest,omitempty"` // Device.Manifest
+	Entity    string `json:"entity,omitempty"`   // Device.Entity
+	Phase     string `json:"phase"`              // pending|commanded|done
 	Wave      int    `json:"wave"`
 	Canary    bool   `json:"canary,omitempty"`
 	// Commands are when each command was sent (len = commands sent).
@@ -148,6 +211,11 @@ type DeviceRecord struct {
 	// RestorePending: done, but the run was interrupted before its OTA
 	// URL was put back; a resumed run puts it back.
 	RestorePending bool `json:"restore_pending,omitempty"`
+}
+
+// device is the Device the record holds.
+func (d DeviceRecord) device() Device {
+	return Device{Name: d.Name, Topic: d.Topic, FullTopic: d.FullTopic, Manifest: d.Manifest, Entity: d.Entity}
 }
 
 // ReportRecord is a Report in the state file.
@@ -209,23 +277,27 @@ func CreateState(dir string, meta Meta) (*State, error) {
 	}
 	now := time.Now().UTC()
 	rec := Record{
-		Format:   stateFormat,
-		Created:  now,
-		Family:   meta.Family,
-		Firmware: FileRecord{Path: fw, SHA256: meta.SHA256, Size: meta.Size},
-		Expect:   meta.Expect,
-		Plan:     planRecord(meta.Plan),
-		Settings: settingsRecord(meta.Settings),
-		Serve:    ServeRecord{Addr: meta.ServeAddr, PublicURL: stripUserinfo(meta.PublicURL)},
-		Broker:   stripUserinfo(meta.Broker),
-		ClientID: meta.ClientID,
+		Format:        stateFormat,
+		Created:       now,
+		Family:        meta.Family,
+		Firmware:      FileRecord{Path: fw, SHA256: meta.SHA256, Size: meta.Size},
+		Expect:        meta.Expect,
+		Plan:          planRecord(meta.Plan),
+		Settings:      settingsRecord(meta.Settings),
+		Serve:         ServeRecord{Addr: meta.ServeAddr, PublicURL: stripUserinfo(meta.PublicURL)},
+		Broker:        stripUserinfo(meta.Broker),
+		ClientID:      meta.ClientID,
+		FamilyOptions: maps.Clone(meta.FamilyOptions),
+	}
+	if sm := meta.Store; sm != nil {
+		rec.Store = &StoreRecord{Name: sm.URL, Endpoint: stripUserinfo(sm.Endpoint), Region: sm.Region, PublicURL: stripUserinfo(sm.PublicURL)}
 	}
 	split := meta.Plan.Split(len(meta.Devices))
 	for w, idx := range split {
 		for _, i := range idx {
 			d := meta.Devices[i]
 			rec.Devices = append(rec.Devices, DeviceRecord{Name: d.Name, Topic: d.Topic, FullTopic: d.FullTopic,
-				Phase: PhasePending, Wave: w, Canary: meta.Plan.Canary > 0 && w == 0})
+				Manifest: d.Manifest, Entity: d.Entity, Phase: PhasePending, Wave: w, Canary: meta.Plan.Canary > 0 && w == 0})
 		}
 	}
 	// An id that sorts by time, made unique by the exclusive create.
@@ -555,8 +627,12 @@ func (r Record) Meta() (Meta, error) {
 	m := Meta{Family: r.Family, Firmware: r.Firmware.Path, SHA256: r.Firmware.SHA256, Size: r.Firmware.Size,
 		Expect: r.Expect, Plan: p, ServeAddr: r.Serve.Addr, PublicURL: r.Serve.PublicURL, Broker: r.Broker, ClientID: r.ClientID}
 	for _, d := range r.Devices {
-		m.Devices = append(m.Devices, Device{Name: d.Name, Topic: d.Topic, FullTopic: d.FullTopic})
+		m.Devices = append(m.Devices, d.device())
 	}
+	if sr := r.Store; sr != nil {
+		m.Store = &StoreMeta{URL: sr.Name, Endpoint: sr.Endpoint, Region: sr.Region, PublicURL: sr.PublicURL}
+	}
+	m.FamilyOptions = maps.Clone(r.FamilyOptions)
 	if r.Settings != nil {
 		st, err := r.Settings.settings()
 		if err != nil {

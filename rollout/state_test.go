@@ -302,3 +302,44 @@ func TestStateLockAcrossProcesses(t *testing.T) {
 	}
 	st.Close()
 }
+
+// What --resume needs of a pulled family's rollout reads back from the
+// file: each device's manifest and entity, the store (without userinfo)
+// and the family's options; Facts.Latest is kept with the facts.
+func TestStateKeepsStoreAndDeviceDetails(t *testing.T) {
+	m := testMeta()
+	m.Devices[0].Manifest, m.Devices[0].Entity = "canary.json", "firmware"
+	m.Store = &StoreMeta{URL: "s3://b/p", Endpoint: "https://k:s@s3.example:9000", Region: "eu", PublicURL: "https://cdn.example/p"}
+	m.FamilyOptions = map[string]string{"check_wait": "10m"}
+	st, err := CreateState(t.TempDir(), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if err := st.update(func(r *Record) { r.Devices[0].Before = &Facts{Version: "1.0", Latest: "2.0"} }); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := readRecord(st.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := rec.Meta()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := got.Devices[0]; d.Manifest != "canary.json" || d.Entity != "firmware" || got.Devices[1].Manifest != "" {
+		t.Errorf("devices: %+v", got.Devices)
+	}
+	if s := got.Store; s == nil || *s != (StoreMeta{URL: "s3://b/p", Endpoint: "https://s3.example:9000", Region: "eu", PublicURL: "https://cdn.example/p"}) {
+		t.Errorf("store: %+v", got.Store)
+	}
+	if got.FamilyOptions["check_wait"] != "10m" {
+		t.Errorf("family options: %v", got.FamilyOptions)
+	}
+	if b := rec.Devices[0].Before; b == nil || b.Latest != "2.0" {
+		t.Errorf("before: %+v", b)
+	}
+	if rec.Store.URLs != nil || rec.Store.SHA256 != "" {
+		t.Errorf("published before anything was: %+v", rec.Store)
+	}
+}

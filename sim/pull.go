@@ -7,6 +7,12 @@ package sim
 // tasmotamqtt.Start.
 const TasmotaMQTT Personality = "tasmota-mqtt"
 
+// ESPHomePull is the pulling ESPHome node (sim/esphomepull): nodes built
+// with update: platform: http_request and MQTT, which poll a manifest at a
+// URL fixed when they were built and install on INSTALL. Like TasmotaMQTT
+// it serves nothing: the CLI starts it with esphomepull.Start.
+const ESPHomePull Personality = "esphome-pull"
+
 // PullPersonalities lists the personalities whose devices pull their
 // updates.
-func PullPersonalities() []Personality { return []Personality{TasmotaMQTT} }
+func PullPersonalities() []Personality { return []Personality{TasmotaMQTT, ESPHomePull} }

@@ -6,7 +6,9 @@
 // WLED (StartWLED) and Tasmota (StartTasmota, which fetches an image by
 // URL itself, from loopback only), and a Tasmota that pulls its image when
 // told over MQTT (StartTasmotaMQTT, from the Tasmota MQTT facts and the
-// MQTT 3.1.1 specification, with a client of its own).
+// MQTT 3.1.1 specification, with a client of its own), and ESPHome nodes
+// that poll an update manifest and install on MQTT INSTALL
+// (StartESPHomePull, from the ESPHome http_request update facts).
 //
 // It exists to test push against devices written independently of the
 // client and of the simulator. It is written only from the device contract

@@ -1,0 +1,264 @@
+package esphomepull
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"log/slog"
+	"net/http"
+	"sort"
+	"sync"
+	"time"
+)
+
+// EventKind names an event. The values are stable (the CLI prints them);
+// those the tasmota-mqtt fleet has too mean the same.
+type EventKind string
+
+// Event kinds.
+const (
+	// EventOnline: connected to the broker, "online" published (Text
+	// "boot" on a boot's first connection, "reconnect" after).
+	EventOnline EventKind = "online"
+	// EventLinkDown: the link to the broker broke (Text says why).
+	EventLinkDown EventKind = "link_down"
+	// EventCommand: a command came on the command topic (Text: the payload,
+	// and why it did nothing when it did nothing).
+	EventCommand EventKind = "command"
+	// EventChecked: a check's outcome changed, or the boot's first check
+	// (Version: latest_version; Text "available" or "no update").
+	EventChecked EventKind = "checked"
+	// EventCheckFailed: a check failed (Text says why; told again only when
+	// the reason changes).
+	EventCheckFailed EventKind = "check_failed"
+	// EventUpgrade: an install began (URL: the image, Version: the
+	// manifest's).
+	EventUpgrade EventKind = "upgrade"
+	// EventFetching: the download began (URL).
+	EventFetching EventKind = "fetching"
+	// EventFetched: the image was written and its MD5 matched (Bytes).
+	EventFetched EventKind = "fetched"
+	// EventFetchFailed: the download or its check failed (Text says why).
+	EventFetchFailed EventKind = "fetch_failed"
+	// EventFault: a fault acted (Text says how).
+	EventFault EventKind = "fault"
+	// EventUpgradeFailed: the install failed; the state was published again
+	// (Text says why).
+	EventUpgradeFailed EventKind = "upgrade_failed"
+	// EventRestarting: the node reboots (Text: why).
+	EventRestarting EventKind = "restarting"
+	// EventBooted: a boot reached the network (Version: the project version
+	// it runs, BootCount).
+	EventBooted EventKind = "booted"
+	// EventRolledBack: the new image crashed at boot; the old one runs.
+	EventRolledBack EventKind = "rolled_back"
+	// EventGone: the node will not come back (Text says why).
+	EventGone EventKind = "gone"
+	// EventStopped: the fleet closed the node.
+	EventStopped EventKind = "stopped"
+)
+
+// Event is one thing a node did.
+type Event struct {
+	Time      time.Time `json:"time"`
+	Event     EventKind `json:"event"`
+	Device    string    `json:"device"` // its name (the topic prefix)
+	Version   string    `json:"version,omitempty"`
+	URL       string    `json:"url,omitempty"`
+	Bytes     int64     `json:"bytes,omitempty"`
+	BootCount int       `json:"boot_count,omitempty"`
+	Text      string    `json:"text,omitempty"`
+}
+
+// Fleet is a set of running nodes.
+type Fleet struct {
+	cfg    Config
+	addr   string
+	images *images
+	client *http.Client
+	log    *slog.Logger
+	devs   []*device
+	byName map[string]*device
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	emitMu sync.Mutex
+}
+
+// connectParallel bounds how many nodes connect at once at Start (a
+// broker's listen backlog is finite).
+const connectParallel = 32
+
+// Start connects every node to the broker (each publishes "online" and its
+// empty state, as after a power-on) and returns once all are online. An
+// unreachable broker, or one that refuses the nodes, is an error naming
+// it; nodes connected so far are stopped again.
+func Start(ctx context.Context, cfg Config) (*Fleet, error) {
+	addr, err := brokerAddr(cfg.Broker)
+	if err != nil {
+		return nil, err
+	}
+	if len(cfg.Devices) == 0 {
+		return nil, errors.New("no devices")
+	}
+	if cfg.KeepAlive <= 0 {
+		cfg.KeepAlive = DefaultKeepAlive
+	}
+	if cfg.ReconnectWait <= 0 {
+		cfg.ReconnectWait = DefaultReconnectWait
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	f := &Fleet{cfg: cfg, addr: addr, images: newImages(), client: newClient(cfg.AllowNonLoopback), log: log, byName: map[string]*device{}}
+	for i, dc := range cfg.Devices {
+		rd, err := cfg.resolve(i, dc)
+		if err != nil {
+			return nil, err
+		}
+		if f.byName[rd.Name] != nil {
+			return nil, fmt.Errorf("device %d: node name %q is taken by another device", i+1, rd.Name)
+		}
+		if rd.FirstCheck == 0 {
+			rd.FirstCheck = f.spread(i, rd.UpdateInterval/2)
+		}
+		d := newDevice(f, i, rd)
+		f.devs = append(f.devs, d)
+		f.byName[rd.Name] = d
+	}
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	f.cancel = cancel
+	// Connect first, all of them, so that an unreachable broker is one
+	// error before anything runs.
+	errs := make([]error, len(f.devs))
+	sem := make(chan struct{}, connectParallel)
+	var cw sync.WaitGroup
+	for i, d := range f.devs {
+		cw.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer cw.Done()
+			defer func() { <-sem }()
+			d.powerOn()
+			errs[i] = d.connect(ctx)
+		}()
+	}
+	cw.Wait()
+	if err := errors.Join(errs...); err != nil {
+		for _, d := range f.devs {
+			d.dropLink("") // the will: they were never really up
+		}
+		cancel()
+		for i, e := range errs {
+			if e != nil {
+				return nil, fmt.Errorf("%s: %w", f.devs[i].cfg.Name, e)
+			}
+		}
+	}
+	if ctx.Err() != nil {
+		for _, d := range f.devs {
+			d.dropLink("")
+		}
+		cancel()
+		return nil, ctx.Err()
+	}
+	for _, d := range f.devs {
+		f.wg.Add(1)
+		go func() {
+			defer f.wg.Done()
+			d.run(runCtx)
+		}()
+	}
+	go func() { // the caller's context ends the fleet too
+		select {
+		case <-ctx.Done():
+			cancel()
+		case <-runCtx.Done():
+		}
+	}()
+	return f, nil
+}
+
+// spread is a point in [10ms, within] that varies per node and Seed, so
+// that a fleet's checks do not all fall on the same instant.
+func (f *Fleet) spread(i int, within time.Duration) time.Duration {
+	const least = 10 * time.Millisecond
+	if within <= least {
+		return least
+	}
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%d/%d", f.cfg.Seed, i)
+	return least + time.Duration(h.Sum64()%uint64(within-least))
+}
+
+// Close stops every node: each drops its link as a power cut would (the
+// broker publishes their wills).
+func (f *Fleet) Close() {
+	f.cancel()
+	f.wg.Wait()
+}
+
+// Names lists the nodes' names in start order.
+func (f *Fleet) Names() []string {
+	out := make([]string, len(f.devs))
+	for i, d := range f.devs {
+		out[i] = d.cfg.Name
+	}
+	return out
+}
+
+// Installs is how many installs the node began (INSTALL taken, or an
+// automatic one); 0 for an unknown name.
+func (f *Fleet) Installs(name string) int {
+	if d := f.byName[name]; d != nil {
+		return int(d.installs.Load())
+	}
+	return 0
+}
+
+// Running is the project version the node runs; "" for an unknown name.
+func (f *Fleet) Running(name string) string {
+	if d := f.byName[name]; d != nil {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return d.version
+	}
+	return ""
+}
+
+// Devices is the resolved configuration of every node, in start order.
+func (f *Fleet) Devices() []Device {
+	out := make([]Device, len(f.devs))
+	for i, d := range f.devs {
+		out[i] = d.cfg
+	}
+	return out
+}
+
+// Counts tells how many nodes run each version, sorted.
+func (f *Fleet) Counts() []string {
+	m := map[string]int{}
+	for _, n := range f.Names() {
+		m[f.Running(n)]++
+	}
+	var out []string
+	for v, n := range m {
+		out = append(out, fmt.Sprintf("%d × %s", n, v))
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (f *Fleet) emit(e Event) {
+	if f.cfg.OnEvent == nil {
+		return
+	}
+	if e.Time.IsZero() {
+		e.Time = time.Now()
+	}
+	f.emitMu.Lock()
+	defer f.emitMu.Unlock()
+	f.cfg.OnEvent(e)
+}
