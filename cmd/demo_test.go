@@ -9,8 +9,8 @@ import (
 )
 
 // TestDemoLeavesNothing: after the demo every port it printed is free again,
-// TCP and UDP (espota) alike, the embedded broker's too; the rollout
-// updated every plug, in three waves that passed.
+// TCP and UDP (espota) alike, the embedded broker's too; the rollouts
+// updated every plug and every ESPHome node, each in three waves that passed.
 func TestDemoLeavesNothing(t *testing.T) {
 	streams, out, errOut := TestStreams()
 	if code := Execute(context.Background(), []string{"demo", "--no-color"}, streams); code != 0 {
@@ -46,8 +46,12 @@ func TestDemoLeavesNothing(t *testing.T) {
 	if len(plugs) != demoPlugs {
 		t.Errorf("%d plugs updated by the rollout, want %d:\n%s", len(plugs), demoPlugs, out)
 	}
-	if n := strings.Count(errOut.String(), ": passed\n"); n != 3 {
-		t.Errorf("%d waves passed, want 3 (the canary and two waves):\n%s", n, errOut)
+	nodes := regexp.MustCompile(`(?m)^sensor-\d +sensor-\d +esphome-mqtt +\S+ → 1\.1\.0 +updated `).FindAllString(out.String(), -1)
+	if len(nodes) != demoNodes {
+		t.Errorf("%d ESPHome nodes updated by the rollout, want %d:\n%s", len(nodes), demoNodes, out)
+	}
+	if n := strings.Count(errOut.String(), ": passed\n"); n != 6 {
+		t.Errorf("%d waves passed, want 6 (per rollout, the canary and two waves):\n%s", n, errOut)
 	}
 	m := regexp.MustCompile(`(?m)^  broker +mqtt://(127\.0\.0\.1:\d+) `).FindStringSubmatch(out.String())
 	if m == nil {
