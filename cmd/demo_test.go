@@ -6,6 +6,9 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/ots-ota/ots-ota/internal/embedbroker"
 )
 
 // TestDemoLeavesNothing: after the demo every port it printed is free again,
@@ -64,5 +67,37 @@ func TestDemoLeavesNothing(t *testing.T) {
 	}
 	if strings.Contains(out.String()+errOut.String(), demoToken) || strings.Contains(out.String()+errOut.String(), demoPassword) {
 		t.Error("a demo secret reached the output")
+	}
+}
+
+// TestDemoPullLinesRun: the sim commands the demo prints for its pulling
+// devices run as printed (against the demo's embedded broker instead of
+// mosquitto on 1883).
+func TestDemoPullLinesRun(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	b, err := embedbroker.Start(ctx, embedbroker.Config{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ran := 0
+	for _, line := range demoPullLines {
+		args, ok := strings.CutPrefix(strings.TrimSuffix(line, " &"), "ots-ota ")
+		if !ok {
+			continue // the broker's line
+		}
+		args = strings.ReplaceAll(args, demoBrokerShown, b.URL())
+		streams, out, errOut := TestStreams()
+		if code := Execute(ctx, append(strings.Fields(args), "--duration", "1s"), streams); code != ExitOK {
+			t.Errorf("%s: exit %d\n%s\n%s", line, code, out, errOut)
+		}
+		if !strings.Contains(out.String(), "started ") {
+			t.Errorf("%s: no fleet started:\n%s", line, out)
+		}
+		ran++
+	}
+	if ran != 2 {
+		t.Errorf("%d sim lines ran, want 2 (plugs and nodes)", ran)
 	}
 }
