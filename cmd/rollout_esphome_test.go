@@ -48,7 +48,9 @@ func getObject(t *testing.T, srv *tests3.Server, key string) (string, bool) {
 // INSTALL; the manifests stay; neither the S3 secret nor the broker's
 // password shows in output, the JSON or the state file. Then a rollout
 // whose canary rolls back: the gate stops it, the canary's manifest is
-// put back as it was before, the rest's never written.
+// put back as it was before, the rest's never written. Last, Ctrl-C while
+// nodes download, and --resume: the store and the family's settings come
+// from the state, each node gets one INSTALL in all.
 func TestRolloutESPHomeStore(t *testing.T) {
 	const (
 		mqttPW   = "Broker-pw-Kx71-never-shown"
@@ -89,7 +91,7 @@ func TestRolloutESPHomeStore(t *testing.T) {
 	}
 	const before = `{"name":"pump","version":"1.0.0","builds":[{"chipFamily":"` + chip +
 		`","ota":{"path":"http://127.0.0.1:9/old.bin","md5":"00000000000000000000000000000000","summary":"before"}}]}`
-	for _, m := range []string{"canary.json", "manifest.json", "bad.json", "rest.json"} {
+	for _, m := range []string{"canary.json", "manifest.json", "bad.json", "rest.json", "resume.json"} {
 		put(t, prefix+"/"+m, before)
 	}
 	node := func(name, manifest string) fakedev.ESPHomePull {
@@ -238,6 +240,56 @@ func TestRolloutESPHomeStore(t *testing.T) {
 		}
 		if len(put) != 1 || put[0].(map[string]any)["state"] != rollout.AnnouncementPutBack {
 			t.Errorf("status --json of the stopped rollout: manifests %v", put)
+		}
+	})
+
+	t.Run("resume", func(t *testing.T) {
+		// Slow downloads, so that Ctrl-C finds the nodes commanded and
+		// in flight; --resume finds the store and the family's settings
+		// in the state (the credentials from the environment again).
+		slow := func(name string) fakedev.ESPHomePull {
+			n := node(name, "resume.json")
+			n.FetchRate = 256 << 10
+			return n
+		}
+		rnodes := fakedev.StartESPHomePull(t, b.URL(), slow("es-r1"), slow("es-r2"))
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		var code int
+		var stderr string
+		go func() {
+			defer close(done)
+			code, _, stderr = runJSON(t, ctx, append(slices.Clone(base), "--expect-version", "2.0.0", "es-r1", "es-r2",
+				"--manifest", "resume.json", "--waves", "100%"))
+		}()
+		deadline := time.Now().Add(60 * time.Second)
+		for rnodes[0].InstallCommands()+rnodes[1].InstallCommands() == 0 && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		cancel()
+		<-done
+		if code != ExitCancelled {
+			t.Fatalf("exit %d, want 130\n%s", code, stderr)
+		}
+		rctx, rcancel := context.WithTimeout(context.Background(), 90*time.Second)
+		defer rcancel()
+		code, lines, stderr := runJSON(t, rctx, []string{"rollout", "--json", "-vv", "--resume", "--state-dir", state, "--mqtt-user", "ota"})
+		raw, _ := json.Marshal(lines)
+		secrets(t, "the output", string(raw)+stderr)
+		secrets(t, "the state file", stateFiles(t))
+		if code != ExitOK {
+			t.Fatalf("--resume: exit %d, want 0\n%s\n%s", code, raw, stderr)
+		}
+		if got := outcomes(lines); got["es-r1"] != "updated" || got["es-r2"] != "updated" {
+			t.Errorf("outcomes after --resume %v", got)
+		}
+		if sum := lines[len(lines)-1]; sum["store"] != "s3://"+srv.Bucket()+"/"+prefix || sum["resumed"] != true {
+			t.Errorf("summary after --resume: store %v, resumed %v", sum["store"], sum["resumed"])
+		}
+		for _, n := range rnodes {
+			if n.Running() != "2.0.0" || n.InstallCommands() != 1 || len(n.Tripwires()) > 0 {
+				t.Errorf("%s runs %q after %d INSTALL, tripwires %v", n.Name(), n.Running(), n.InstallCommands(), n.Tripwires())
+			}
 		}
 	})
 }

@@ -21,7 +21,7 @@ func TestSimWebUploaders(t *testing.T) {
 		{[]string{"--personality", "espeasy", "--username", "admin"}, ExitUsage, "--username does not apply to --personality espeasy"},
 		{[]string{"--personality", "seed", "--no-loop"}, ExitUsage, "--no-loop does not apply to --personality seed"},
 		{[]string{"--personality", "seed", "--chip", "esp8266"}, ExitUsage, "an ESP8266 runs the esp8266, httpupdateserver, espeasy, elegantota, wled, tasmota or esphome-esp8266 personality"},
-		{[]string{"--personality", "nope"}, ExitUsage, "have: seed, ots, arduino, esp8266, httpupdateserver, espeasy, elegantota, esphome, esphome-esp8266, wled, tasmota and tasmota-mqtt"},
+		{[]string{"--personality", "nope"}, ExitUsage, "have: seed, ots, arduino, esp8266, httpupdateserver, espeasy, elegantota, esphome, esphome-esp8266, wled, tasmota, tasmota-mqtt and esphome-pull"},
 		{[]string{"--personality", "elegantota", "--fault", "no-connect-back"}, ExitUsage, "acts on espota sessions only"},
 		{[]string{"--personality", "httpupdateserver", "--behave", "1.0.1=unstable"}, ExitUsage, "add --rollback-later"},
 		{[]string{"--personality", "espeasy", "--chip", "esp8266", "--behave", "1.0.1=crash-loop"}, ExitUsage, "cannot happen on the espeasy personality"},

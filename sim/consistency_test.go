@@ -17,3 +17,26 @@ func TestUptimeFirstStart(t *testing.T) {
 		t.Errorf("uptime right after start %v, want the 3 s boot time", up)
 	}
 }
+
+// TestPullPersonalities: the pulling personalities have names of their own,
+// which the device core does not know (the CLI starts them apart: a name
+// the core took too would start the wrong thing).
+func TestPullPersonalities(t *testing.T) {
+	seen := map[Personality]bool{}
+	for _, p := range Personalities() {
+		seen[p] = true
+	}
+	want := []Personality{TasmotaMQTT, ESPHomePull}
+	if got := PullPersonalities(); len(got) != len(want) {
+		t.Fatalf("pull personalities %v, want %v", got, want)
+	}
+	for i, p := range PullPersonalities() {
+		if p != want[i] || seen[p] {
+			t.Errorf("%q: listed twice or out of order (%v)", p, PullPersonalities())
+		}
+		seen[p] = true
+		if _, err := ParsePersonality(string(p)); err == nil {
+			t.Errorf("the device core takes %q", p)
+		}
+	}
+}

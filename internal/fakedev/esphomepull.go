@@ -93,8 +93,19 @@ type ESPHomePull struct {
 	// Both tell the one project version as installed_version.
 	SecondEntity, SecondSource string
 	// ProgressStates: that many more state publishes (the same JSON)
-	// during a download, as OTA progress callbacks that reach MQTT do.
+	// during a download. ESPHome's own blocks its main loop in the
+	// download, so its progress publishes never go out; this stands for a
+	// build whose do (and for any state that lands during a download).
 	ProgressStates int
+	// CheckTime is how long a manifest check takes on an ESP8266, where
+	// it runs inline and blocks the main loop: an INSTALL arriving then
+	// is handled after the check published its state (an ESP32 checks in
+	// a task of its own; the knob does nothing there).
+	CheckTime time.Duration
+	// CheckBeforeMQTT: the first check after a boot completes before the
+	// MQTT client connects, so the first state after the boot already
+	// tells the versions (ESPHome does not promise the "" state).
+	CheckBeforeMQTT bool
 	// DoubleStates: every state is published twice (a resend after a
 	// reconnect race): a client must not take the second for news.
 	DoubleStates bool
@@ -322,6 +333,9 @@ func newESPHomePull(testName, addr string, cfg ESPHomePull) (*ESPHomePullDevice,
 func (d *ESPHomePullDevice) Name() string   { return d.cfg.Name }
 func (d *ESPHomePullDevice) Prefix() string { return d.cfg.Prefix }
 
+// Source is the manifest URL the node was built with.
+func (d *ESPHomePullDevice) Source() string { return d.cfg.Source }
+
 // ObjectID is the (first) update entity's object id.
 func (d *ESPHomePullDevice) ObjectID() string { return d.cfg.ObjectID }
 
@@ -542,7 +556,18 @@ func (d *ESPHomePullDevice) live(plan ehpBoot) (next ehpBoot, ok bool) {
 	}()
 	reconnect := time.NewTimer(0)
 	defer reconnect.Stop()
-	check := time.NewTimer(d.cfg.FirstCheck)
+	// The scheduler runs an interval start to start: a check that took
+	// long is followed by the next one sooner (at once when overdue).
+	nextCheck := time.Now().Add(d.cfg.FirstCheck)
+	if d.cfg.CheckBeforeMQTT {
+		// The first check completed before the MQTT client connected: the
+		// first state after the boot already tells the versions.
+		if r := d.checkAll(plan.version); r != nil {
+			return *r, true
+		}
+		nextCheck = time.Now().Add(d.cfg.Interval)
+	}
+	check := time.NewTimer(time.Until(nextCheck))
 	defer check.Stop()
 	var crash <-chan time.Time
 	if plan.rollback != "" {
@@ -586,7 +611,8 @@ func (d *ESPHomePullDevice) live(plan ehpBoot) (next ehpBoot, ok bool) {
 			reconnect.Reset(d.cfg.ReconnectDelay)
 		case <-check.C:
 			r := d.checkAll(plan.version)
-			check.Reset(d.cfg.Interval)
+			nextCheck = nextCheck.Add(d.cfg.Interval)
+			check.Reset(max(time.Until(nextCheck), 0))
 			if after(r) {
 				return *r, true
 			}
@@ -707,7 +733,7 @@ func (d *ESPHomePullDevice) onConnect(c *mqttClient) {
 func (d *ESPHomePullDevice) discovery(e *ehpEntity) string {
 	return jsonOf(map[string]any{"name": e.id, "stat_t": d.StateTopic(e.id), "cmd_t": d.CommandTopic(e.id),
 		"avty_t": d.StatusTopic(), "uniq_id": d.mac + "-update-" + e.id, "schema": "json", "payload_install": "INSTALL",
-		"dev": map[string]any{"ids": d.mac, "name": d.cfg.Name, "sw": "esphome (fake)", "mf": "Espressif"}})
+		"dev": map[string]any{"ids": d.mac, "name": d.cfg.Name, "sw": locked(&d.mu, &d.version) + " (ESPHome 2025.11.0)", "mf": "Espressif"}})
 }
 
 // stateJSON is mqtt_update.cpp's payload, keys in its order.
@@ -785,6 +811,9 @@ func (d *ESPHomePullDevice) check(e *ehpEntity, running string) *ehpBoot {
 		return nil
 	}
 	body, problem := d.getManifest(e.source)
+	if d.cfg.CheckTime > 0 && d.esp8266() && !sleepOrDone(d.done, d.cfg.CheckTime) {
+		return nil
+	}
 	if problem != "" {
 		d.note("check %s: failed to fetch manifest: %s", e.source, problem)
 		return nil
@@ -871,6 +900,13 @@ func (d *ESPHomePullDevice) perform(e *ehpEntity, running string, auto bool) *eh
 	info := e.info
 	d.mu.Unlock()
 	d.publishState(nil, e)
+	if u := info.URL; !strings.HasPrefix(u, "http") || !strings.Contains(u, "://") || len(u) < 8 {
+		// The OTA component clears such a URL and flash() returns at
+		// once, with no OTA callback: the state stays INSTALLING until
+		// the next check sets it again.
+		d.note("flash: URL not set (%q is no URL): nothing done", u)
+		return nil
+	}
 	f := d.download(info, auto)
 	d.mu.Lock()
 	d.fetches = append(d.fetches, f)
@@ -892,14 +928,10 @@ func (d *ESPHomePullDevice) perform(e *ehpEntity, running string, auto bool) *eh
 }
 
 // download is do_ota_: GET, 200 and a length, the magic byte, the MD5.
-func (d *ESPHomePullDevice) download(info esphomeInfo, auto bool) ESPHomeFetch {
-	f := ESPHomeFetch{URL: info.URL, Start: time.Now(), Auto: auto}
+func (d *ESPHomePullDevice) download(info esphomeInfo, auto bool) (f ESPHomeFetch) {
+	f = ESPHomeFetch{URL: info.URL, Start: time.Now(), Auto: auto}
 	defer func() { f.End = time.Now() }()
 	d.note("fetch %s", info.URL)
-	if info.URL == "" {
-		f.Err = "URL not set"
-		return f
-	}
 	resp, stop, err := esphomeGet(d.done, info.URL, 60*time.Second)
 	if err != nil {
 		f.Err = "connection error: " + err.Error()
@@ -1004,7 +1036,7 @@ func (d *ESPHomePullDevice) esp8266() bool { return d.cfg.ChipFamily == "ESP8266
 // getManifest GETs a manifest; problem is why the device got none. A
 // manifest served without a 200 and a length is also a tripwire.
 func (d *ESPHomePullDevice) getManifest(u string) (body []byte, problem string) {
-	resp, stop, err := esphomeGet(d.done, u, 10*time.Second)
+	resp, stop, err := esphomeGet(d.done, u, 4500*time.Millisecond) // http_request's default timeout
 	if err != nil {
 		return nil, err.Error()
 	}

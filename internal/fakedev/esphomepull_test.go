@@ -160,7 +160,8 @@ func TestESPHomePullUpdate(t *testing.T) {
 	if d.Running() != "1.1.0" || d.Boots() != 2 || d.Installs() != 1 || d.InstallCommands() != 2 {
 		t.Errorf("running %q boots %d installs %d INSTALLs %d", d.Running(), d.Boots(), d.Installs(), d.InstallCommands())
 	}
-	if f := d.Fetches(); len(f) != 1 || f[0].Err != "" || f[0].Bytes != int64(len(img)) || f[0].URL != srv.URL+"/fw.bin" {
+	if f := d.Fetches(); len(f) != 1 || f[0].Err != "" || f[0].Bytes != int64(len(img)) || f[0].URL != srv.URL+"/fw.bin" ||
+		f[0].Start.IsZero() || f[0].End.Before(f[0].Start) || f[0].Auto {
 		t.Errorf("fetches %+v", f)
 	}
 	if d.Tripwires()[0] != "1 INSTALL while not available" || len(d.Tripwires()) != 1 {
@@ -556,5 +557,45 @@ func TestESPHomePullTripwires(t *testing.T) {
 	}
 	if n := f.srv.count("/moved"); n != 1 {
 		t.Errorf("the redirect was fetched %d times", n)
+	}
+}
+
+// TestESPHomePullQuirks: a first check done before the MQTT link (no ""
+// state after the boot), and a path the OTA cannot take ("http" inside a
+// relative path: kept as it is, then not a URL): INSTALL leaves the state
+// INSTALLING with no download, until the next check.
+func TestESPHomePullQuirks(t *testing.T) {
+	t.Parallel()
+	f := newPullFleet(t, "2.0")
+	f.srv.set("/quirk.json", manifest("2.0", "ESP32", "/fw/http-1.bin", md5Hex(f.img)))
+	ds := f.start(t,
+		ESPHomePull{Name: "early", Version: "1.0", CheckBeforeMQTT: true},
+		ESPHomePull{Name: "quirk", Version: "1.0", Source: f.srv.URL + "/quirk.json", Interval: 400 * time.Millisecond},
+	)
+	w := f.w
+	d := ds["early"]
+	i := w.wait(t, 0, "early's first state", func(m mqttMessage) bool { return m.Topic == d.StateTopic("") })
+	if !stateIs(d.StateTopic(""), "1.0", "2.0")(w.messages()[i]) {
+		t.Errorf("early's first state: %s", w.messages()[i].Payload)
+	}
+	from := f.install(t, d, "2.0")
+	at := w.waitIn(t, from, []string{"offline", "online", "state"}, is(d.StatusTopic(), "offline"), is(d.StatusTopic(), "online"),
+		func(m mqttMessage) bool { return m.Topic == d.StateTopic("") })
+	if !stateIs(d.StateTopic(""), "2.0", "2.0")(w.messages()[at[2]]) {
+		t.Errorf("early's first state after its boot: %s", w.messages()[at[2]].Payload)
+	}
+
+	d = ds["quirk"]
+	f.install(t, d, "2.0")
+	waitLong(t, "quirk's INSTALL", func() bool { return d.Installs() == 1 })
+	if s := d.State(""); s.State != "INSTALLING" {
+		t.Errorf("quirk: %+v, want INSTALLING until its next check", s)
+	}
+	waitLong(t, "quirk's next check", func() bool { return d.State("").State == "AVAILABLE" })
+	if len(d.Fetches()) != 0 || d.Boots() != 1 {
+		t.Errorf("quirk fetched %v, boots %d", d.Fetches(), d.Boots())
+	}
+	if b := d.BadManifests(); len(b) == 0 || !strings.Contains(b[0], `"/fw/http-1.bin" is not an absolute`) {
+		t.Errorf("quirk: %q", b)
 	}
 }

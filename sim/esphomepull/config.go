@@ -26,10 +26,12 @@ const (
 	// what was sent: the check against the manifest's md5 fails, nothing is
 	// booted, the state is published again (AVAILABLE).
 	FaultMD5Mismatch Fault = "md5-mismatch"
-	// FaultCrashOnBoot: the image is written and the node reboots, but the
-	// new image crashes at boot and the bootloader boots the old one: the
-	// node comes back on its old version (and sees the update available
-	// again at its first check).
+	// FaultCrashOnBoot: the image is written and the node reboots into it
+	// ("online", the empty state), but the new image crashes
+	// (Device.CrashAfter) before it is marked valid: the broker publishes
+	// the will "offline", and the bootloader boots the old image: the node
+	// comes back on its old version (and sees the update available again
+	// at its first check).
 	FaultCrashOnBoot Fault = "crash-on-boot"
 	// FaultNeverComesBack: the node reboots ("offline") into the new image
 	// and is never heard of again.
@@ -51,8 +53,10 @@ const (
 	// Device.WrongVersion (default the manifest's version + "-other"), so
 	// it sees the update available again.
 	FaultWrongVersion Fault = "wrong-version"
-	// FaultAutoInstall: an automation (on_update) installs as soon as a
-	// check finds an update available, without INSTALL.
+	// FaultAutoInstall: an automation (on_update_available: update.perform)
+	// installs when a check turns the state to AVAILABLE from another
+	// state, without INSTALL (after a failed install the state stays
+	// AVAILABLE: no retry; after every boot it fires again).
 	FaultAutoInstall Fault = "auto-install"
 )
 
@@ -186,8 +190,14 @@ type Device struct {
 	// UpdateInterval is the poll period (default DefaultUpdateInterval).
 	UpdateInterval time.Duration
 	// FirstCheck is boot → the first check (default: a point spread per
-	// node within the first half of UpdateInterval, at least 10 ms).
+	// node below min(UpdateInterval/2, 5 s), at least 10 ms, as ESPHome's
+	// scheduler offsets an interval's first run).
 	FirstCheck time.Duration
+	// CrashAfter is how long a FaultCrashOnBoot image runs before it
+	// crashes (default: half of FirstCheck, so it tells no version; the
+	// image is marked valid only after a minute, so any crash before that
+	// rolls back). A crash drops the link: the broker publishes the will.
+	CrashAfter time.Duration
 	// FlashRate: bytes per second the node writes (default
 	// DefaultFlashRate; negative = unlimited).
 	FlashRate int64
@@ -310,7 +320,7 @@ func (c *Config) resolve(i int, d Device) (Device, error) {
 	if d.RebootTime == 0 {
 		d.RebootTime = DefaultRebootTime
 	}
-	if d.UpdateInterval < 0 || d.FirstCheck < 0 || d.RebootTime < 0 || d.BootCount < 0 {
+	if d.UpdateInterval < 0 || d.FirstCheck < 0 || d.CrashAfter < 0 || d.RebootTime < 0 || d.BootCount < 0 {
 		return d, fmt.Errorf("device %d: durations and the boot count cannot be negative", i+1)
 	}
 	return d, nil

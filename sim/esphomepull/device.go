@@ -70,6 +70,9 @@ type device struct {
 	checks    int    // checks this boot
 	lastFail  string // the last check's error, "" after a good one
 	dropArmed bool   // FaultBrokerDrop: this install's download drops the link
+	// rollbackTo: FaultCrashOnBoot's new image runs this boot, and crashes
+	// back to this version.
+	rollbackTo string
 }
 
 // link is one connection to the broker.
@@ -122,7 +125,7 @@ func (d *device) powerOn() {
 func (d *device) startBoot() {
 	d.inbox = newInbox()
 	d.firstConn = true
-	d.info, d.state, d.checks, d.lastFail, d.dropArmed = updateInfo{}, stateUnknown, 0, "", false
+	d.info, d.state, d.checks, d.lastFail, d.dropArmed, d.rollbackTo = updateInfo{}, stateUnknown, 0, "", false, ""
 }
 
 // run is the node's life after Start's first connect: boots until the
@@ -148,6 +151,16 @@ func (d *device) run(ctx context.Context) {
 func (d *device) live(ctx context.Context) *installed {
 	check := time.NewTimer(d.cfg.FirstCheck)
 	defer check.Stop()
+	var crashC <-chan time.Time
+	if d.rollbackTo != "" {
+		after := d.cfg.CrashAfter
+		if after == 0 {
+			after = d.cfg.FirstCheck / 2
+		}
+		crash := time.NewTimer(after)
+		defer crash.Stop()
+		crashC = crash.C
+	}
 	var reconnect *time.Timer
 	var reconnectC <-chan time.Time
 	defer func() {
@@ -170,14 +183,16 @@ func (d *device) live(ctx context.Context) *installed {
 				}
 			}
 		case <-check.C:
-			d.check(ctx)
+			turned := d.check(ctx)
 			check.Reset(d.cfg.UpdateInterval)
-			if d.state == stateAvailable && d.cfg.has(FaultAutoInstall) {
+			if turned && d.cfg.has(FaultAutoInstall) {
 				d.emit(Event{Event: EventFault, Version: d.info.latest, Text: "fault auto-install: an automation installs the update it found, without INSTALL"})
 				if next := d.install(ctx); next != nil {
 					return next
 				}
 			}
+		case <-crashC:
+			return &installed{version: d.rollbackTo, crash: true}
 		case <-reconnectC:
 			reconnect, reconnectC = nil, nil
 			if !d.connected() {
@@ -208,41 +223,43 @@ func (d *device) handle(ctx context.Context, m message) *installed {
 }
 
 // reboot is App.safe_reboot(): the shutdown message "offline", a clean
-// DISCONNECT, the reboot, and the next boot's first connection. false: the
-// node stays away.
+// DISCONNECT, the reboot, and the next boot's first connection; or, when a
+// crashing image ends the boot, a crash (the link lost: the will) and the
+// bootloader's rollback. false: the node stays away.
 func (d *device) reboot(ctx context.Context, next *installed) bool {
-	d.publish(d.topic("status"), "offline", true)
-	d.disconnect()
-	reboot := d.cfg.RebootTime
-	if next != nil {
-		switch {
-		case d.cfg.has(FaultNeverComesBack):
+	rollback := ""
+	switch {
+	case next != nil && next.crash:
+		d.dropLink("fault crash-on-boot: the new image crashed before it was marked valid")
+		d.mu.Lock()
+		d.version = next.version
+		d.mu.Unlock()
+		d.emit(Event{Event: EventRolledBack, Version: next.version, Text: "fault crash-on-boot: the bootloader boots the old image again"})
+	default:
+		d.publish(d.topic("status"), "offline", true)
+		d.disconnect()
+		if next == nil {
+			break
+		}
+		if d.cfg.has(FaultNeverComesBack) {
 			d.emit(Event{Event: EventGone, Text: "fault never-comes-back: the new image never reaches the network"})
 			return false
-		case d.cfg.has(FaultCrashOnBoot):
-			// The new image crashes before it is marked valid; the
-			// bootloader boots the old one: two boots' time.
-			if !sleep(ctx, reboot) {
-				return false
-			}
-			d.mu.Lock()
-			d.bootCount++
-			old := d.version
-			d.mu.Unlock()
-			d.emit(Event{Event: EventRolledBack, Version: old, Text: "fault crash-on-boot: the new image crashed at boot; the bootloader runs the old one"})
-		default:
-			d.mu.Lock()
-			d.version = next.version
-			d.mu.Unlock()
 		}
+		d.mu.Lock()
+		if d.cfg.has(FaultCrashOnBoot) {
+			rollback = d.version
+		}
+		d.version = next.version
+		d.mu.Unlock()
 	}
-	if !sleep(ctx, reboot) {
+	if !sleep(ctx, d.cfg.RebootTime) {
 		return false
 	}
 	d.mu.Lock()
 	d.bootCount++
 	d.mu.Unlock()
 	d.startBoot()
+	d.rollbackTo = rollback
 	if err := d.connect(ctx); err != nil {
 		d.f.log.Debug("first connection after boot failed", "device", d.cfg.Name, "err", err)
 	}

@@ -86,6 +86,9 @@ type Fleet struct {
 	emitMu sync.Mutex
 }
 
+// maxFirstCheck is the scheduler's MAX_INTERVAL_DELAY.
+const maxFirstCheck = 5 * time.Second
+
 // connectParallel bounds how many nodes connect at once at Start (a
 // broker's listen backlog is finite).
 const connectParallel = 32
@@ -122,7 +125,9 @@ func Start(ctx context.Context, cfg Config) (*Fleet, error) {
 			return nil, fmt.Errorf("device %d: node name %q is taken by another device", i+1, rd.Name)
 		}
 		if rd.FirstCheck == 0 {
-			rd.FirstCheck = f.spread(i, rd.UpdateInterval/2)
+			// The scheduler's first run of an interval: a random offset
+			// below min(interval/2, 5 s).
+			rd.FirstCheck = f.spread(i, min(rd.UpdateInterval/2, maxFirstCheck))
 		}
 		d := newDevice(f, i, rd)
 		f.devs = append(f.devs, d)

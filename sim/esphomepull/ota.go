@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -18,7 +19,7 @@ import (
 const manifestLimit = 64 << 10
 
 // httpTimeout is http_request's timeout.
-const httpTimeout = 5 * time.Second
+const httpTimeout = 4500 * time.Millisecond
 
 // newClient is the fleet's HTTP client: a connection per request (a node
 // keeps none open between polls), redirects followed as http_request does
@@ -71,17 +72,17 @@ type manifest struct {
 // check is HttpRequestUpdate::update(): fetch the manifest, take this
 // build's entry, set update_info and the state, publish it. A failed check
 // changes nothing and publishes nothing.
-func (d *device) check(ctx context.Context) {
+func (d *device) check(ctx context.Context) (turnedAvailable bool) {
 	info, err := d.fetchManifest(ctx)
 	if ctx.Err() != nil {
-		return
+		return false
 	}
 	if err != nil {
 		if why := err.Error(); why != d.lastFail {
 			d.lastFail = why
 			d.emit(Event{Event: EventCheckFailed, URL: d.source, Text: why})
 		}
-		return
+		return false
 	}
 	d.lastFail = ""
 	old, oldState := d.info, d.state
@@ -95,6 +96,7 @@ func (d *device) check(ctx context.Context) {
 	if d.checks == 1 || old.latest != info.latest || oldState != d.state {
 		d.emit(Event{Event: EventChecked, Version: info.latest, Text: d.state.String()})
 	}
+	return d.state == stateAvailable && oldState != stateAvailable
 }
 
 func (d *device) fetchManifest(ctx context.Context) (updateInfo, error) {
@@ -111,7 +113,7 @@ func (d *device) fetchManifest(ctx context.Context) (updateInfo, error) {
 		return info, fmt.Errorf("cannot fetch the manifest: %s", describe(err))
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+	if resp.StatusCode != http.StatusOK {
 		return info, fmt.Errorf("the manifest's server answered HTTP %d", resp.StatusCode)
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, manifestLimit+1))
@@ -138,7 +140,7 @@ func (d *device) fetchManifest(ctx context.Context) (updateInfo, error) {
 		if b.OTA == nil || b.OTA.Path == nil || b.OTA.MD5 == nil {
 			return info, fmt.Errorf(`the manifest's %s build lacks "ota" with "path" and "md5"`, d.cfg.ChipFamily)
 		}
-		info = updateInfo{title: *m.Name, latest: *m.Version, firmwareURL: FirmwareURL(d.cfg.ManifestURL, *b.OTA.Path), md5: *b.OTA.MD5}
+		info = updateInfo{title: *m.Name, latest: *m.Version, firmwareURL: FirmwareURL(d.source, *b.OTA.Path), md5: *b.OTA.MD5}
 		if b.OTA.Summary != nil {
 			info.summary = *b.OTA.Summary
 		}
@@ -156,18 +158,27 @@ func (d *device) fetchManifest(ctx context.Context) (updateInfo, error) {
 // installed is an image written, to boot next.
 type installed struct {
 	version string // the project version it tells
+	// crash: no install, a crash of the running image; version is the
+	// old image the bootloader boots.
+	crash bool
 }
 
 // install is UpdateEntity::perform() while AVAILABLE: INSTALLING and the
-// state published, the download (the state again about once a second),
-// the MD5 check; on failure AVAILABLE and the state again. nil: the node
-// runs on.
+// state published, the download (the main loop blocked: no progress
+// reaches MQTT), the MD5 check; on failure AVAILABLE and the state again,
+// once. nil: the node runs on.
 func (d *device) install(ctx context.Context) *installed {
 	d.installs.Add(1)
 	d.state = stateInstalling
 	d.dropArmed = d.cfg.has(FaultBrokerDrop)
 	d.emit(Event{Event: EventUpgrade, URL: d.info.firmwareURL, Version: d.info.latest})
 	d.publishState()
+	if u := d.info.firmwareURL; !strings.HasPrefix(u, "http") || !strings.Contains(u, "://") || len(u) < 8 {
+		// set_url clears it, and flash() returns without an OTA callback:
+		// the state stays INSTALLING until the next check.
+		d.emit(Event{Event: EventUpgradeFailed, URL: u, Text: "URL not set: the image's URL is no http(s) URL; the state stays installing until the next check"})
+		return nil
+	}
 	n, err := d.download(ctx, d.info.firmwareURL, d.info.md5)
 	if ctx.Err() != nil {
 		return nil
@@ -192,9 +203,6 @@ func (d *device) install(ctx context.Context) *installed {
 	return &installed{version: v}
 }
 
-// progressEvery is how often the OTA's progress publishes the state.
-const progressEvery = time.Second
-
 // download is OtaHttpRequestComponent::flash(): GET the image, write it at
 // flash speed, check its MD5 against the manifest's. The bytes go through
 // the fleet's image store: the node keeps none.
@@ -211,7 +219,7 @@ func (d *device) download(ctx context.Context, raw, wantMD5 string) (int64, erro
 		return 0, fmt.Errorf("cannot fetch the image: %s", describe(err))
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+	if resp.StatusCode != http.StatusOK {
 		return 0, fmt.Errorf("the image's server answered HTTP %d", resp.StatusCode)
 	}
 	size := resp.ContentLength
@@ -226,7 +234,6 @@ func (d *device) download(ctx context.Context, raw, wantMD5 string) (int64, erro
 		drop = max(size/2, 1)
 	}
 	var dropAt time.Time
-	lastProgress := start
 	buf := getBuf()
 	defer putBuf(buf)
 	var got int64
@@ -271,10 +278,6 @@ func (d *device) download(ctx context.Context, raw, wantMD5 string) (int64, erro
 			dropAt = time.Time{}
 			_ = d.connect(ctx)
 		}
-		if time.Since(lastProgress) >= progressEvery {
-			lastProgress = time.Now()
-			d.publishState()
-		}
 		if rate := d.cfg.FlashRate; rate > 0 {
 			if due := start.Add(time.Duration(float64(got) / float64(rate) * float64(time.Second))); !sleep(ctx, time.Until(due)) {
 				return got, ctx.Err()
@@ -290,7 +293,8 @@ func (d *device) download(ctx context.Context, raw, wantMD5 string) (int64, erro
 		sum = hex.EncodeToString(corrupt[:])
 		d.emit(Event{Event: EventFault, URL: raw, Text: "fault md5-mismatch: the bytes written differ from those sent"})
 	}
-	if sum != wantMD5 {
+	// strncmp over 32 characters: an upper-case md5 fails.
+	if len(wantMD5) < 32 || wantMD5[:32] != sum {
 		return got, fmt.Errorf("MD5 mismatch: computed %s, the manifest says %s", sum, strconv.Quote(wantMD5))
 	}
 	return got, nil
