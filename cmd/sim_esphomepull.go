@@ -32,13 +32,32 @@ var esphomeUses = []string{"personality", "devices", "chip", "version", "fault",
 
 // Defaults of the esphome-pull flags.
 const (
-	defaultNodeName     = "esphome-%03d"
-	fastUpdateInterval  = 200 * time.Millisecond
-	fastReconnectWait   = 100 * time.Millisecond
-	cohortPlaceholder   = "{cohort}"
-	restCohort          = "rest"
-	esphomePullOpenFile = 2 // a broker link, and a manifest or image GET at times
+	defaultNodeName    = "esphome-%03d"
+	fastUpdateInterval = 200 * time.Millisecond
+	fastReconnectWait  = 100 * time.Millisecond
+	cohortPlaceholder  = "{cohort}"
+	restCohort         = "rest"
+	// esphomeFileReserve: open files kept for the process itself.
+	esphomeFileReserve = 128
+	// esphomeMinConns: fewer HTTP connections at once than this is too
+	// few for a fleet to fetch as one.
+	esphomeMinConns = 16
 )
+
+// esphomeConnSlots is how many HTTP connections the nodes may hold open at
+// once: each node holds its broker link, and what the open-file limit
+// leaves past that is for their GETs (0: no limit known).
+func esphomeConnSlots(a *app, n int) (int, error) {
+	limit, ok := openFileLimit()
+	if !ok {
+		return 0, nil
+	}
+	need := uint64(n) + esphomeFileReserve + esphomeMinConns
+	if need > limit {
+		return 0, a.flagError("count", "needs about %d open files, but this process may open %d: raise the limit (ulimit -n) or start fewer devices", need, limit)
+	}
+	return int(min(limit-uint64(n)-esphomeFileReserve, 1<<20)), nil
+}
 
 func addESPHomePullFlags(f *pflag.FlagSet, o *pullOptions) {
 	f.StringVar(&o.ManifestURL, "manifest-url", "", "esphome-pull: the manifest URL built into the nodes (http://HOST:PORT/PATH); with {cohort} in it, each --cohorts group gets its own")
@@ -164,7 +183,8 @@ func (o *simOptions) validateESPHomePull(a *app) error {
 	if n < 1 {
 		return a.flagError("count", "need at least 1 device")
 	}
-	if err := checkOpenFiles(a, n, esphomePullOpenFile); err != nil {
+	maxConns, err := esphomeConnSlots(a, n)
+	if err != nil {
 		return err
 	}
 	urls, err := manifestURLs(a, p.ManifestURL, p.Cohorts, n)
@@ -226,7 +246,7 @@ func (o *simOptions) validateESPHomePull(a *app) error {
 	if rebootTime < 0 || o.Duration < 0 {
 		return usageErrorf("a duration cannot be negative")
 	}
-	cfg := &esphomepull.Config{Broker: p.Broker, Username: p.MQTTUser, Seed: o.Seed, ReconnectWait: reconnect}
+	cfg := &esphomepull.Config{Broker: p.Broker, Username: p.MQTTUser, Seed: o.Seed, ReconnectWait: reconnect, MaxConns: maxConns}
 	if p.MQTTPWFile != "" {
 		pw, err := readSecretFile(p.MQTTPWFile)
 		if err != nil {

@@ -226,6 +226,11 @@ type Config struct {
 	// ReconnectWait is a lost link → the next attempt (default
 	// DefaultReconnectWait). Tests shorten it.
 	ReconnectWait time.Duration
+	// MaxConns bounds the HTTP connections the fleet's nodes hold open at
+	// once (manifest and image GETs); a node waits for one (0 = no bound).
+	// The CLI sets it from the open-file limit: each node holds its broker
+	// link, and only some fetch at any time.
+	MaxConns int
 	// Seed varies where in the first half-interval each node's first check
 	// falls.
 	Seed int64

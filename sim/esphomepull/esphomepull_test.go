@@ -185,7 +185,8 @@ func TestInstallIgnored(t *testing.T) {
 
 // TestCohortsAtScale: 500 nodes in one process, split over two manifests;
 // each is told INSTALL once it sees the update; all run the new version.
-// Every node makes its own GETs; the fleet holds the image once.
+// Every node makes its own GETs (32 connections at most at once); the
+// fleet holds the image once.
 func TestCohortsAtScale(t *testing.T) {
 	t.Parallel()
 	if testing.Short() {
@@ -210,7 +211,8 @@ func TestCohortsAtScale(t *testing.T) {
 	}
 	start := time.Now()
 	before := runtime.NumGoroutine()
-	f, ev := startFleet(t, Config{Broker: b.URL(), Devices: devs})
+	// MaxConns well below the fleet: nodes wait for a connection.
+	f, ev := startFleet(t, Config{Broker: b.URL(), Devices: devs, MaxConns: 32})
 	t.Logf("%d goroutines for %d nodes (%.1f each)", runtime.NumGoroutine()-before, n, float64(runtime.NumGoroutine()-before)/n)
 	// The canary cohort sees the update; the rest do not.
 	for i := range n {

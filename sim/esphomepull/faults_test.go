@@ -29,9 +29,9 @@ func TestFaults(t *testing.T) {
 		node("md5", FaultMD5Mismatch),
 		node("crash", FaultCrashOnBoot),
 		node("gone", FaultNeverComesBack),
-		// A download of a second at 64 KiB/s: the link drops halfway and
+		// A download of two seconds at 40 KiB/s: the link drops halfway and
 		// comes back (100 ms) while it goes on.
-		Device{Name: "drop", ManifestURL: url, Faults: []Fault{FaultBrokerDrop}, FlashRate: 64 << 10},
+		Device{Name: "drop", ManifestURL: url, Faults: []Fault{FaultBrokerDrop}, FlashRate: 40 << 10},
 		node("silent", FaultSilent),
 		node("unreachable", FaultManifestUnreachable),
 		node("wrong", FaultWrongVersion),

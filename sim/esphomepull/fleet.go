@@ -78,6 +78,7 @@ type Fleet struct {
 	addr   string
 	images *images
 	client *http.Client
+	conns  chan struct{} // MaxConns slots; nil = no bound
 	log    *slog.Logger
 	devs   []*device
 	byName map[string]*device
@@ -116,6 +117,9 @@ func Start(ctx context.Context, cfg Config) (*Fleet, error) {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	f := &Fleet{cfg: cfg, addr: addr, images: newImages(), client: newClient(cfg.AllowNonLoopback), log: log, byName: map[string]*device{}}
+	if cfg.MaxConns > 0 {
+		f.conns = make(chan struct{}, cfg.MaxConns)
+	}
 	for i, dc := range cfg.Devices {
 		rd, err := cfg.resolve(i, dc)
 		if err != nil {
@@ -266,4 +270,18 @@ func (f *Fleet) emit(e Event) {
 	f.emitMu.Lock()
 	defer f.emitMu.Unlock()
 	f.cfg.OnEvent(e)
+}
+
+// conn takes one of MaxConns slots for an HTTP request; the func gives it
+// back. false: ctx ended first.
+func (f *Fleet) conn(ctx context.Context) (func(), bool) {
+	if f.conns == nil {
+		return func() {}, true
+	}
+	select {
+	case f.conns <- struct{}{}:
+		return func() { <-f.conns }, true
+	case <-ctx.Done():
+		return nil, false
+	}
 }

@@ -101,6 +101,11 @@ func (d *device) check(ctx context.Context) (turnedAvailable bool) {
 
 func (d *device) fetchManifest(ctx context.Context) (updateInfo, error) {
 	var info updateInfo
+	release, ok := d.f.conn(ctx)
+	if !ok {
+		return info, ctx.Err()
+	}
+	defer release()
 	rctx, cancel := context.WithTimeout(ctx, 2*httpTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(rctx, "GET", d.source, nil)
@@ -207,6 +212,11 @@ func (d *device) install(ctx context.Context) *installed {
 // flash speed, check its MD5 against the manifest's. The bytes go through
 // the fleet's image store: the node keeps none.
 func (d *device) download(ctx context.Context, raw, wantMD5 string) (int64, error) {
+	release, ok := d.f.conn(ctx)
+	if !ok {
+		return 0, ctx.Err()
+	}
+	defer release()
 	d.emit(Event{Event: EventFetching, URL: raw})
 	start := time.Now()
 	req, err := http.NewRequestWithContext(ctx, "GET", raw, nil)
