@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -15,8 +16,11 @@ import (
 
 	"github.com/ots-ota/ots-ota/auth"
 	"github.com/ots-ota/ots-ota/image"
+	"github.com/ots-ota/ots-ota/internal/embedbroker"
 	"github.com/ots-ota/ots-ota/sim"
+	"github.com/ots-ota/ots-ota/sim/esphomepull"
 	"github.com/ots-ota/ots-ota/sim/mdnsd"
+	"github.com/ots-ota/ots-ota/sim/tasmotamqtt"
 )
 
 const demoLong = `Demo shows the whole product in under a minute, on any computer, without root
@@ -25,8 +29,12 @@ and without hardware: it starts four simulated devices inside this process, on
 device with a token, an Arduino sketch with an espota password, and an OTS device
 whose new image crashes on boot), builds the firmware images, inspects the image,
 asks a device what it runs, pushes to all four (bars on a terminal, lines
-elsewhere), and ends with push's verification: two updated, the Arduino one
-unverified (ArduinoOTA shows no version), one rolled back.
+elsewhere), and shows push's verification: two updated, the Arduino one
+unverified (ArduinoOTA shows no version), one rolled back. Then it starts an
+MQTT broker inside this process (for its simulated devices only: real devices
+keep their own broker), six simulated Tasmota plugs and three ESPHome nodes
+that fetch their updates themselves, and rolls an image out to each kind: one
+canary, then two waves, every device updated.
 
 Each step prints the command that does the same against your own devices. mDNS
 discovery is shown only where the loopback interface carries multicast; nothing
@@ -158,8 +166,12 @@ func runDemo(ctx context.Context, a *app, _ *demoOptions) (err error) {
 	if code != ExitFailed {
 		return d.failed(ctx, "push", code)
 	}
+	if err := d.rollout(ctx); err != nil {
+		return err
+	}
 	d.step("Done", "")
 	d.say("attic rolled back to 1.0.0 (its 1.0.1 crashed on boot), so push exited 1: a rollback is never an update.")
+	d.say("the rollouts updated every plug and every ESPHome node over the broker, a canary first and then two waves: each exited 0.")
 	d.say("demo finished in %s; every simulated device is stopped and its files removed.", time.Since(start).Round(100*time.Millisecond))
 	d.say("next: ots-ota push --help, ots-ota sim --help, and the README's PlatformIO section")
 	return nil
@@ -344,4 +356,133 @@ func (d *demo) writeInventory(devs []*demoDevice) (string, error) {
 		return "", fmt.Errorf("demo: write the inventory: %v", err)
 	}
 	return path, nil
+}
+
+// The demo's rollouts: Tasmota plugs and ESPHome nodes that fetch their
+// image themselves, told over an MQTT broker that runs inside this
+// process (real devices keep their own broker).
+const (
+	demoPlugs        = 6
+	demoPlugVersion  = "15.5.0"
+	demoNodes        = 3
+	demoNodeVersion  = "1.1.0"
+	demoBrokerShown  = "mqtt://127.0.0.1:1883"
+	demoServeShown   = "127.0.0.1:8070"
+	demoRolloutImage = "tasmota32.bin"
+	demoNodeImage    = "sensor.bin"
+)
+
+// demoPullLines are what a user types for the broker, the plugs and the
+// nodes.
+var demoPullLines = []string{
+	"mosquitto -p 1883 &   # or any MQTT broker; the demo runs one inside itself",
+	fmt.Sprintf("ots-ota sim --personality tasmota-mqtt --broker %s --count %d --chip esp32 --topic-prefix plug &", demoBrokerShown, demoPlugs),
+	fmt.Sprintf("ots-ota sim --personality esphome-pull --broker %s --count %d --chip esp32 --node-name sensor-%%d --manifest-url http://%s/manifest.json --update-interval 1s &",
+		demoBrokerShown, demoNodes, demoServeShown),
+}
+
+// rollout starts the broker, the plugs and the nodes, and rolls an image
+// out to each family with a canary and two waves, on rollout's built-in
+// file server. The broker and the devices stop when it returns.
+func (d *demo) rollout(ctx context.Context) error {
+	d.step(fmt.Sprintf("Start an MQTT broker, %d simulated Tasmota plugs and %d ESPHome nodes that fetch their updates themselves", demoPlugs, demoNodes),
+		strings.Join(demoPullLines, "\n"))
+	fail := func(what string, err error) error {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("demo: %s: %v", what, err)
+	}
+	b, err := embedbroker.Start(ctx, embedbroker.Config{Dir: filepath.Join(d.dir, "broker"), Logger: d.a.log})
+	if err != nil {
+		return fail("the MQTT broker", err)
+	}
+	defer b.Close()
+	devs := make([]tasmotamqtt.Device, demoPlugs)
+	for i := range devs {
+		// Quick devices (a real one restarts in seconds, flashes at 100 KiB/s):
+		// each rollout's three waves take seconds.
+		devs[i] = tasmotamqtt.Device{Chip: "esp32", FlashRate: 2 << 20, RebootTime: time.Second}
+	}
+	plugs, err := tasmotamqtt.Start(ctx, tasmotamqtt.Config{Broker: b.URL(), Devices: devs, TopicPrefix: "plug", Seed: 1,
+		Tick: 100 * time.Millisecond, Logger: d.a.log})
+	if err != nil {
+		return fail("start the simulated plugs", err)
+	}
+	// The devices stop before the broker (defers run last first).
+	defer plugs.Close()
+	// The nodes poll a manifest at a URL fixed when they were built: the
+	// rollout's file server binds that port.
+	serve, err := freeLoopbackAddr()
+	if err != nil {
+		return fail("a port for the file server", err)
+	}
+	nodesCfg := make([]esphomepull.Device, demoNodes)
+	for i := range nodesCfg {
+		nodesCfg[i] = esphomepull.Device{Name: fmt.Sprintf("sensor-%d", i+1), ManifestURL: "http://" + serve + "/manifest.json",
+			ChipFamily: "ESP32", UpdateInterval: time.Second, FlashRate: 2 << 20, RebootTime: time.Second}
+	}
+	nodes, err := esphomepull.Start(ctx, esphomepull.Config{Broker: b.URL(), Devices: nodesCfg, Seed: 1, Logger: d.a.log})
+	if err != nil {
+		return fail("start the simulated ESPHome nodes", err)
+	}
+	defer nodes.Close()
+	d.say("  broker    %s  (nats-server's MQTT, inside this process)", b.URL())
+	topics := plugs.Topics()
+	slices.Sort(topics)
+	for _, topic := range topics {
+		d.say("  %-14s Tasmota %s on ESP32: takes OtaUrl and Upgrade over the broker, fetches the image itself", topic, plugs.Running(topic))
+	}
+	for _, name := range nodes.Names() {
+		d.say("  %-14s ESPHome node, project version %s on ESP32: polls http://%s/manifest.json, installs when told", name, nodes.Running(name), serve)
+	}
+
+	images := []struct {
+		name string
+		opts image.BuildOptions
+	}{
+		{demoRolloutImage, image.BuildOptions{Chip: image.ChipESP32, Project: "tasmota32", Version: demoPlugVersion, Size: 400 << 10}},
+		{demoNodeImage, image.BuildOptions{Chip: image.ChipESP32, Project: "sensor", Version: demoNodeVersion, Size: 300 << 10}},
+	}
+	for _, im := range images {
+		im.opts.Built = time.Now().UTC().Truncate(time.Second)
+		data, err := image.Build(im.opts)
+		if err == nil {
+			err = os.WriteFile(filepath.Join(d.dir, im.name), data, 0o644)
+		}
+		if err != nil {
+			return fail("build "+im.name, err)
+		}
+	}
+	common := []string{"--broker", b.URL(), "--state-dir", filepath.Join(d.dir, "rollouts"), "--all", "--discover-wait", "500ms",
+		"--canary", "1", "--waves", "50%,100%", "--stability-window", "2s", "--verify-timeout", "20s"}
+
+	d.step(fmt.Sprintf("Roll %s out to the plugs over the broker: one canary, then two waves", demoPlugVersion),
+		fmt.Sprintf("ots-ota rollout %s --family tasmota --expect-version %s --broker %s --all --canary 1 --waves 50%%,100%%",
+			demoRolloutImage, demoPlugVersion, demoBrokerShown))
+	code := d.exec(ctx, append([]string{"rollout", filepath.Join(d.dir, demoRolloutImage), "--family", "tasmota",
+		"--expect-version", demoPlugVersion, "--serve-addr", "127.0.0.1"}, common...)...)
+	if code != ExitOK {
+		return d.failed(ctx, "rollout", code)
+	}
+
+	d.step(fmt.Sprintf("Roll %s out to the ESPHome nodes: each wave's nodes see it in the manifest they poll, then get INSTALL", demoNodeVersion),
+		fmt.Sprintf("ots-ota rollout %s --family esphome --expect-version %s --broker %s --serve-addr %s --all --canary 1 --waves 50%%,100%%",
+			demoNodeImage, demoNodeVersion, demoBrokerShown, demoServeShown))
+	code = d.exec(ctx, append([]string{"rollout", filepath.Join(d.dir, demoNodeImage), "--family", "esphome",
+		"--expect-version", demoNodeVersion, "--serve-addr", serve, "--check-wait", "30s"}, common...)...)
+	if code != ExitOK {
+		return d.failed(ctx, "rollout", code)
+	}
+	return nil
+}
+
+// freeLoopbackAddr is 127.0.0.1 and a port free a moment ago.
+func freeLoopbackAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
 }
