@@ -121,6 +121,41 @@ type devState struct {
 	commanded  time.Time
 	cmdEntity  string
 	awaitStart bool
+
+	// named are the update entities devices of this prefix name
+	// (rollout.Device.Entity): only their states make reports.
+	named map[string]bool
+	// read is the last Preflight of the prefix (nil: none yet).
+	read *readMark
+}
+
+// readMark is what the read before the update (Preflight) found, and
+// whether a restart has been seen since: Ready tells by it a device that
+// already ran the target (the read came before its first check) from one
+// that installed the announcement on its own.
+type readMark struct {
+	entity    string
+	before    string // the last installed_version told by then, "" none
+	restarted bool
+}
+
+// reportsFor says whether states of entity id make reports: it is the
+// one a device names, or, none named, the prefix's only one.
+func (ds *devState) reportsFor(id string) bool {
+	if len(ds.named) > 0 {
+		return ds.named[id]
+	}
+	return len(ds.entities) == 1 && ds.entities[id] != nil
+}
+
+func (ds *devState) name(id string) {
+	if id == "" {
+		return
+	}
+	if ds.named == nil {
+		ds.named = map[string]bool{}
+	}
+	ds.named[id] = true
 }
 
 // entState is one update entity's last state.
@@ -325,6 +360,11 @@ func (f *Family) statusLocked(prefix string, m broker.Message) []rollout.Report 
 		return nil
 	}
 	ds := f.devLocked(prefix)
+	if ds.read != nil && (!m.Retained || k != ds.status) {
+		// A connect or a loss since the read (a retained one only when it
+		// is news: the broker sends the same again at a resubscribe).
+		ds.read.restarted = true
+	}
 	ds.status = k
 	ds.touch()
 	if m.Retained {
@@ -357,7 +397,14 @@ func (f *Family) stateLocked(prefix, id string, m broker.Message) []rollout.Repo
 		e.empty = true
 	}
 	ds.touch()
-	if m.Retained {
+	if rd := ds.read; rd != nil && rd.entity == id && prevLast != "" &&
+		(st.Installed == "" && !prevEmpty || st.Installed != "" && st.Installed != prevLast) {
+		rd.restarted = true // versions emptied, or another one: a boot
+	}
+	if m.Retained || !ds.reportsFor(id) {
+		// Another entity's states on the prefix say nothing of the
+		// device's own (a second firmware entity reading the same
+		// manifest would pass for a boot).
 		return nil
 	}
 	r := rollout.Report{Topic: prefix, Kind: rollout.ReportStatus, At: m.At, Source: "state", Facts: facts(st), Words: stateWords(st)}
@@ -497,6 +544,9 @@ func (f *Family) Watch(ctx context.Context, devs []rollout.Device, fn func(rollo
 		}
 	}
 	f.mu.Lock()
+	for _, d := range devs {
+		f.devLocked(d.Topic).name(d.Entity)
+	}
 	f.watchers[w] = struct{}{}
 	f.mu.Unlock()
 	go w.run()
@@ -590,6 +640,7 @@ type resolved struct {
 // f.mu is held.
 func (f *Family) resolveLocked(d rollout.Device) resolved {
 	ds := f.devLocked(d.Topic)
+	ds.name(d.Entity)
 	r := resolved{status: ds.status, changed: ds.changed}
 	r.ids = slices.Sorted(maps.Keys(ds.entities))
 	switch {
@@ -657,12 +708,19 @@ func (f *Family) Preflight(ctx context.Context, d rollout.Device) (rollout.Facts
 	case err != nil:
 		return rollout.Facts{}, err
 	case r.status == rollout.ReportOffline:
-		return rollout.Facts{}, fmt.Errorf("%s is offline (its %s says offline)", label(d), statusTopic(d.Topic))
+		return rollout.Facts{}, f.offline(d)
 	}
 	f.mu.Lock()
 	st := r.e.st
+	// In the same hold as the state taken: whatever arrives after it
+	// is "since the read".
+	f.devLocked(d.Topic).read = &readMark{entity: r.id, before: r.e.last}
 	f.mu.Unlock()
 	return facts(st), nil
+}
+
+func (f *Family) offline(d rollout.Device) error {
+	return fmt.Errorf("%s is offline (its %s says offline)", label(d), statusTopic(d.Topic))
 }
 
 func (f *Family) noState(d rollout.Device) error {
@@ -678,6 +736,12 @@ func (f *Family) noState(d rollout.Device) error {
 // until ctx ends. Its error says what the device told last. A device with
 // several update entities and none named is ready at once: Command
 // refuses it (the verdict is then refused, not a timeout).
+//
+// installed_version == Expect is an error: wrapping rollout.ErrAlreadyOn
+// when the read before the update (Preflight) found no version and
+// nothing since shows a restart (it ran the target already, and told so
+// at its first check); else rollout.ErrTookAnnouncement (it installed the
+// announced image on its own, or no read of it is known).
 func (f *Family) Ready(ctx context.Context, d rollout.Device) error {
 	if f.cfg.Expect == "" {
 		return errors.New("no version to wait for (--expect-version is required)")
@@ -694,6 +758,11 @@ func (f *Family) Ready(ctx context.Context, d rollout.Device) error {
 			st = r.e.st
 		}
 		offline = r.status == rollout.ReportOffline
+		var rd readMark
+		hasRead := false
+		if p := f.devLocked(d.Topic).read; p != nil && p.entity == r.id {
+			rd, hasRead = *p, true
+		}
 		f.mu.Unlock()
 		if d.Entity == "" && len(r.ids) > 1 {
 			// Command refuses it (refused, not commanded).
@@ -701,10 +770,16 @@ func (f *Family) Ready(ctx context.Context, d rollout.Device) error {
 		}
 		if has && st.Installed == f.cfg.Expect {
 			// Told since the read before the update (which would have
-			// skipped it): it installed what the manifest announced on its
-			// own (an install-on-available automation). INSTALL would be
-			// ignored; the engine watches it as commanded.
-			return fmt.Errorf("%s installed %s on its own: %w", label(d), shown(f.cfg.Expect), rollout.ErrTookAnnouncement)
+			// skipped it had it told a version). INSTALL would be ignored.
+			if hasRead && !rd.restarted && (rd.before == "" || rd.before == f.cfg.Expect) {
+				// The read came before its first check since its last boot.
+				return tagged{fmt.Errorf("%s already runs %s (told at its first update check since the read)", label(d), shown(f.cfg.Expect)), rollout.ErrAlreadyOn}
+			}
+			// It restarted since the read, or ran another version then: it
+			// installed what the manifest announced on its own (an
+			// install-on-available automation). The engine watches it as
+			// commanded.
+			return tagged{fmt.Errorf("%s installed %s on its own", label(d), shown(f.cfg.Expect)), rollout.ErrTookAnnouncement}
 		}
 		if has && st.Latest == f.cfg.Expect {
 			return nil
@@ -746,7 +821,8 @@ func (f *Family) Ready(ctx context.Context, d rollout.Device) error {
 // broker.ErrMaybeSent: no acknowledgement before ctx ended, it may still
 // arrive. Any other error wraps rollout.ErrNotSent; among them, sent
 // nothing: a device with several update entities and none named, or one
-// that told installed_version == Expect since the read before the update.
+// that told installed_version == Expect after Ready (which tells that
+// case itself whenever the device says it in time).
 func (f *Family) Command(ctx context.Context, d rollout.Device, _ string) error {
 	if err := check(d); err != nil {
 		return notSent{err}
@@ -761,10 +837,11 @@ func (f *Family) Command(ctx context.Context, d rollout.Device, _ string) error 
 		return notSent{fmt.Errorf("%s: no update entity known (it told no update state)", label(d))}
 	}
 	if r.e != nil && f.cfg.Expect != "" && r.e.st.Installed == f.cfg.Expect {
-		// Told after the read before the update (which found no version
-		// yet): ESPHome would ignore INSTALL.
+		// A fallback: Ready tells this itself (already on it, or installed
+		// on its own); here the device said so only after Ready ended.
+		// ESPHome would ignore INSTALL.
 		f.mu.Unlock()
-		return notSent{fmt.Errorf("%s already runs %s (it told so after the read before the update)", label(d), shown(f.cfg.Expect))}
+		return notSent{fmt.Errorf("%s: not sent INSTALL: it told installed %s only after its wait for the manifest ended, so whether it ran it before is unknown", label(d), shown(f.cfg.Expect))}
 	}
 	ds := f.devLocked(d.Topic)
 	was, wasEntity := ds.commanded, ds.cmdEntity
@@ -793,9 +870,19 @@ func (e notSent) Error() string        { return e.err.Error() }
 func (e notSent) Unwrap() error        { return e.err }
 func (e notSent) Is(target error) bool { return target == rollout.ErrNotSent }
 
+// tagged is err, also matching tag (a rollout sentinel) without its
+// words in the message.
+type tagged struct{ err, tag error }
+
+func (e tagged) Error() string        { return e.err.Error() }
+func (e tagged) Unwrap() error        { return e.err }
+func (e tagged) Is(target error) bool { return target == e.tag }
+
 // Reread subscribes to the device's state topic once more and takes the
 // state the broker retains (the device's last word), then ends that
-// subscription. An error: none retained before ctx ended.
+// subscription. An error: none retained before ctx ended, or the device's
+// status says offline (its last word was said before it went away: no
+// answer now).
 func (f *Family) Reread(ctx context.Context, d rollout.Device) (rollout.Facts, error) {
 	r, err := f.await(ctx, d)
 	var amb ambiguousError
@@ -804,6 +891,8 @@ func (f *Family) Reread(ctx context.Context, d rollout.Device) (rollout.Facts, e
 		return rollout.Facts{}, f.noState(d)
 	case err != nil:
 		return rollout.Facts{}, err
+	case r.status == rollout.ReportOffline:
+		return rollout.Facts{}, f.offline(d)
 	}
 	topic := stateTopic(d.Topic, r.id)
 	f.mu.Lock()
@@ -836,6 +925,12 @@ func (f *Family) Reread(ctx context.Context, d rollout.Device) (rollout.Facts, e
 	}
 	select {
 	case st := <-got:
+		f.mu.Lock()
+		off := f.devLocked(d.Topic).status == rollout.ReportOffline
+		f.mu.Unlock()
+		if off {
+			return rollout.Facts{}, f.offline(d)
+		}
 		return facts(st), nil
 	case <-ctx.Done():
 		return rollout.Facts{}, fmt.Errorf("%s: the broker holds no update state of it on %s", label(d), topic)

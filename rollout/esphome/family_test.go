@@ -771,3 +771,130 @@ func mapsKeys[V any](m map[string]V) func(func(string) bool) {
 		}
 	}
 }
+
+// A device whose status says offline (the broker's will, or its clean
+// shutdown, and it never came back) answers no read: its retained state
+// is its last word from before, not an answer now.
+func TestRereadOffline(t *testing.T) {
+	t.Parallel()
+	b := testbroker.Start(t)
+	dev := startESP(t, b, "gone", "1.0.0")
+	dev.check("1.0.0")
+	d := rollout.Device{Name: "Gone", Topic: "gone"}
+	want := "Gone is offline (its gone/status says offline)"
+
+	// Watching as it goes away (live offline), as in a rollout.
+	f := newFamily(t, b, Config{})
+	rs := newReports()
+	if err := f.Watch(ctxT(t), []rollout.Device{d}, rs.add); err != nil {
+		t.Fatal(err)
+	}
+	if fa, err := f.Reread(ctxT(t), d); err != nil || fa.Release != "1.0.0" {
+		t.Fatalf("reread while online: %+v %v", fa, err)
+	}
+	dev.publish("gone/status", "offline")
+	rs.until(t, "offline", hasKind(rollout.ReportOffline))
+	if fa, err := f.Reread(ctxT(t), d); err == nil || err.Error() != want {
+		t.Fatalf("reread of an offline device: %+v %v", fa, err)
+	}
+
+	// A family that only finds the retained offline.
+	f2 := newFamily(t, b, Config{})
+	if fa, err := f2.Reread(ctxT(t), d); err == nil || err.Error() != want {
+		t.Fatalf("reread of a retained offline: %+v %v", fa, err)
+	}
+	if fa, err := f2.Preflight(ctxT(t), d); err == nil || err.Error() != want {
+		t.Fatalf("preflight of a retained offline: %+v %v", fa, err)
+	}
+}
+
+// A device with two update entities, one named: the other's states (a
+// boot's empty one, then its first check) make no report of the device.
+func TestOtherEntityNoReports(t *testing.T) {
+	t.Parallel()
+	b := testbroker.Start(t)
+	dev := startESP(t, b, "two", "1.0.0", "firmware", "beta")
+	dev.check("1.0.0")
+	f := newFamily(t, b, Config{Expect: "1.1.0"})
+	d := rollout.Device{Topic: "two", Entity: "firmware"}
+	rs := newReports()
+	if err := f.Watch(ctxT(t), []rollout.Device{d}, rs.add); err != nil {
+		t.Fatal(err)
+	}
+	if fa, err := f.Preflight(ctxT(t), d); err != nil || fa.Release != "1.0.0" {
+		t.Fatalf("preflight: %+v %v", fa, err)
+	}
+	dev.publish("two/update/beta/state", st("", ""))
+	dev.publish("two/update/beta/state", st("1.0.0", "1.1.0"))
+	dev.publish("two/update/beta/state", st("0.9.0", "1.1.0"))
+	dev.check("1.1.0") // the named entity's, behind beta's on the same connection
+	// Reports come in arrival order: beta's, published first on the
+	// same connection, would be before it.
+	got := rs.until(t, "the named entity's state", func(rs []rollout.Report) bool {
+		return slices.ContainsFunc(rs, func(r rollout.Report) bool { return r.Facts.Latest == "1.1.0" && r.Facts.Release == "1.0.0" })
+	})
+	if len(got) != 1 || got[0].Kind != rollout.ReportStatus || got[0].Facts != (rollout.Facts{Version: "1.0.0", Release: "1.0.0", Latest: "1.1.0"}) {
+		t.Fatalf("reports %q: %+v", kinds(got), got)
+	}
+}
+
+// Ready, once the device tells installed_version == Expect: already on
+// it when the read before found no version and nothing since shows a
+// restart; installed on its own when it restarted since, or told another
+// version at the read. Command's refusal stays a fallback.
+func TestReadyAlreadyOn(t *testing.T) {
+	t.Parallel()
+	b := testbroker.Start(t)
+	f := newFamily(t, b, Config{Expect: "1.1.0", CheckWait: wait})
+	readThen := func(dev *fakeESP, want rollout.Facts, then func()) error {
+		t.Helper()
+		d := rollout.Device{Name: dev.prefix, Topic: dev.prefix}
+		if fa, err := f.Preflight(ctxT(t), d); err != nil || fa != want {
+			t.Fatalf("%s: preflight %+v %v", dev.prefix, fa, err)
+		}
+		ready := make(chan error, 1)
+		go func() { ready <- f.Ready(ctxT(t), d) }()
+		then()
+		return <-ready
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		// Booted on 1.1.0, no check yet at the read.
+		cur := startESP(t, b, "cur", "1.1.0")
+		err := readThen(cur, rollout.Facts{}, func() { cur.check("1.1.0") })
+		if !errors.Is(err, rollout.ErrAlreadyOn) || errors.Is(err, rollout.ErrTookAnnouncement) || err.Error() != "cur already runs 1.1.0 (told at its first update check since the read)" {
+			t.Errorf("cur: %v", err)
+		}
+		// Had the engine commanded it anyway: refused, nothing sent.
+		err = f.Command(ctxT(t), rollout.Device{Name: "cur", Topic: "cur"}, imgURL)
+		if !errors.Is(err, rollout.ErrNotSent) || err.Error() != "cur: not sent INSTALL: it told installed 1.1.0 only after its wait for the manifest ended, so whether it ran it before is unknown" {
+			t.Errorf("cur: command: %v", err)
+		}
+		if ins := cur.installsSeen(); len(ins) != 0 {
+			t.Errorf("cur: INSTALLs %v", ins)
+		}
+	})
+	wg.Go(func() {
+		// No version at the read, then a restart into 1.1.0.
+		self := startESP(t, b, "self", "1.0.0")
+		err := readThen(self, rollout.Facts{}, func() { self.reboot("1.1.0"); self.check("1.1.0") })
+		if !errors.Is(err, rollout.ErrTookAnnouncement) || errors.Is(err, rollout.ErrAlreadyOn) || err.Error() != "self installed 1.1.0 on its own" {
+			t.Errorf("self: %v", err)
+		}
+	})
+	wg.Go(func() {
+		// 1.0.0 at the read, then 1.1.0 (its restart unseen).
+		other := startESP(t, b, "other", "1.0.0")
+		other.check("1.0.0")
+		err := readThen(other, rollout.Facts{Version: "1.0.0", Release: "1.0.0", Latest: "1.0.0"}, func() {
+			other.mu.Lock()
+			other.project = "1.1.0"
+			other.mu.Unlock()
+			other.check("1.1.0")
+		})
+		if !errors.Is(err, rollout.ErrTookAnnouncement) {
+			t.Errorf("other: %v", err)
+		}
+	})
+	wg.Wait()
+}
