@@ -140,11 +140,13 @@ func (s *fakeStore) putImages() int {
 // until the device's file announces the target, as it reads it (look).
 type announceFamily struct {
 	*fakeFamily
-	look      func(name string) ([]byte, bool)
-	readyWait time.Duration
-	never     map[string]bool // topics that never see it
-	self      map[string]bool // topics that install it on their own once announced
-	barrier   int             // Ready answers only once this many were in Ready at once
+	look       func(name string) ([]byte, bool)
+	readyWait  time.Duration
+	never      map[string]bool      // topics that never see it
+	self       map[string]bool      // topics that install it on their own once announced
+	barrier    int                  // Ready answers only once this many were in Ready at once
+	readyDelay time.Duration        // Ready answers no sooner
+	readyAt    map[string]time.Time // when Ready answered each device, ready
 
 	am        sync.Mutex
 	in, maxIn int
@@ -188,11 +190,24 @@ func (a *announceFamily) Ready(ctx context.Context, d Device) error {
 		return fmt.Errorf("%s installed it on its own: %w", d.Topic, ErrTookAnnouncement)
 	}
 	deadline := time.Now().Add(a.readyWait)
+	if a.readyDelay > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(a.readyDelay):
+		}
+	}
 	for {
 		a.am.Lock()
 		met := a.maxIn >= a.barrier
 		a.am.Unlock()
 		if b, ok := a.look(manifestOf(d)); ok && met && !a.never[d.Topic] && bytes.Contains(b, []byte(`"version":"14.3.0"`)) {
+			a.am.Lock()
+			if a.readyAt == nil {
+				a.readyAt = map[string]time.Time{}
+			}
+			a.readyAt[d.Topic] = time.Now()
+			a.am.Unlock()
 			return nil
 		}
 		if time.Now().After(deadline) {
@@ -466,6 +481,9 @@ func TestReadyBeforeTheSlot(t *testing.T) {
 		if res[1].Outcome != upload.OutcomeNotStarted || r.f.commands(r.devs[1].Topic) != 0 {
 			t.Errorf("after the canary: %s", res[1].Outcome)
 		}
+		if x.Duration < a.readyWait {
+			t.Errorf("ended before its slot: duration %v, not from its read (its wait alone was %v)", x.Duration, a.readyWait)
+		}
 		if rec := r.cfg.State.Record(); rec.Devices[0].Phase != PhaseDone || len(rec.Devices[0].Commands) != 0 {
 			t.Errorf("state: %+v", rec.Devices[0])
 		}
@@ -498,6 +516,19 @@ func TestReadyBeforeTheSlot(t *testing.T) {
 		}
 		if rec := r.cfg.State.Record(); rec.Devices[0].Phase != PhaseDone || len(rec.Devices[0].Commands) != 1 {
 			t.Errorf("state: the announcement not recorded as its command: %+v", rec.Devices[0])
+		}
+	})
+	t.Run("duration from the slot", func(t *testing.T) {
+		// The wait for the announcement is no part of the update's
+		// duration: it runs from the slot (just after Ready) to the verdict.
+		r, a := announceRig(t, Plan{}, newFakeStore(t, "d"), nil, succeed)
+		a.readyDelay = 300 * time.Millisecond
+		res := r.run(context.Background())
+		a.am.Lock()
+		at, ok := a.readyAt[r.devs[0].Topic]
+		a.am.Unlock()
+		if x := res[0]; x.Outcome != upload.OutcomeUpdated || !ok || x.Duration > time.Since(at) {
+			t.Errorf("%s (ready %v): duration %v, longer than since it was ready (%v)", x.Outcome, ok, x.Duration, time.Since(at))
 		}
 	})
 	t.Run("all at once", func(t *testing.T) {

@@ -53,6 +53,11 @@ func (e *engine) device(ctx context.Context, d *dev, resumed time.Time) {
 			if e.stopped() != "" || !e.acquire(ctx, d) {
 				return
 			}
+			// Its result's duration runs from its slot to its verdict, as
+			// a device without a Readier's does (the wait for the
+			// announcement is no part of its update); a device that ended
+			// before its slot keeps the read's start.
+			d.start = time.Now()
 			if self {
 				// Installing on its own since the read: no command; the
 				// reports since the read are its verdict's.
