@@ -214,10 +214,12 @@ func (e *engine) fetchOver(d *dev, spec DeviceSpec, now time.Time) bool {
 		case r.Kind == ReportFailed:
 			return true
 		case r.Kind != ReportBooted && r.Kind != ReportStatus:
-		case r.Kind == ReportStatus && spec.Before != nil && f.Version == spec.Before.Version:
-			// Still the old version, told while it may be fetching (an
-			// ESPHome node's state during its download): no sign the fetch
-			// is over. A read that finds it so ends in a verdict anyway.
+		case r.Kind == ReportStatus && f.Intermediate == "" && f.Release != spec.Expect:
+			// Not the target (the old version, most likely), told while it
+			// may be fetching (an ESPHome node's state during its
+			// download): no sign the fetch is over, whether or not the read
+			// before told the old version. A read that finds it so ends in
+			// a verdict anyway.
 		case f.Intermediate != "":
 			bound = 2 * spec.Bound
 		case f.Version != "":
