@@ -147,6 +147,7 @@ type announceFamily struct {
 	barrier    int                  // Ready answers only once this many were in Ready at once
 	readyDelay time.Duration        // Ready answers no sooner
 	readyAt    map[string]time.Time // when Ready answered each device, ready
+	readies    map[string]int       // Ready calls per device
 
 	am        sync.Mutex
 	in, maxIn int
@@ -176,6 +177,10 @@ func (a *announceFamily) Ready(ctx context.Context, d Device) error {
 	a.am.Lock()
 	a.in++
 	a.maxIn = max(a.maxIn, a.in)
+	if a.readies == nil {
+		a.readies = map[string]int{}
+	}
+	a.readies[d.Topic]++
 	a.am.Unlock()
 	defer func() {
 		a.am.Lock()
@@ -516,6 +521,36 @@ func TestReadyBeforeTheSlot(t *testing.T) {
 		}
 		if rec := r.cfg.State.Record(); rec.Devices[0].Phase != PhaseDone || len(rec.Devices[0].Commands) != 1 {
 			t.Errorf("state: the announcement not recorded as its command: %+v", rec.Devices[0])
+		}
+	})
+	t.Run("no longer ready at its command", func(t *testing.T) {
+		// Restarted while it waited for a slot: not commanded then, but
+		// waited for again, once; a second time it is refused.
+		r, a := announceRig(t, Plan{MaxFailures: upload.FailureBudget{Set: true, Percent: 100}}, newFakeStore(t, "n"), nil, succeed, succeed)
+		var mu sync.Mutex
+		refused := map[string]int{}
+		r.f.refuseCommand = func(topic string) error {
+			mu.Lock()
+			defer mu.Unlock()
+			if topic == r.devs[0].Topic && refused[topic] == 0 || topic == r.devs[1].Topic {
+				refused[topic]++
+				return fmt.Errorf("%s tells no latest 14.3.0 any more (restarted): %w %w", topic, ErrNotSent, ErrNotReady)
+			}
+			return nil
+		}
+		res := r.run(context.Background())
+		a.am.Lock()
+		n0, n1 := a.readies[r.devs[0].Topic], a.readies[r.devs[1].Topic]
+		a.am.Unlock()
+		if x := res[0]; x.Outcome != upload.OutcomeUpdated || r.f.commands(r.devs[0].Topic) != 1 || n0 != 2 {
+			t.Errorf("waited again: %s after %d commands, %d waits (%s)", x.Outcome, r.f.commands(r.devs[0].Topic), n0, x.Message)
+		}
+		if x := res[1]; x.Outcome != upload.OutcomeRefused || r.f.commands(r.devs[1].Topic) != 0 || n1 != 2 ||
+			!strings.Contains(x.Message, "not commanded: ") || !strings.Contains(x.Message, "any more") {
+			t.Errorf("twice not ready: %s after %d commands, %d waits (%s)", x.Outcome, r.f.commands(r.devs[1].Topic), n1, x.Message)
+		}
+		if rec := r.cfg.State.Record(); len(rec.Devices[1].Commands) != 0 {
+			t.Errorf("state: a command recorded that was not sent: %+v", rec.Devices[1])
 		}
 	})
 	t.Run("duration from the slot", func(t *testing.T) {
