@@ -850,9 +850,11 @@ func (f *Family) Ready(ctx context.Context, d rollout.Device) error {
 // URL is the manifest's, not the command's. An error wrapping
 // broker.ErrMaybeSent: no acknowledgement before ctx ended, it may still
 // arrive. Any other error wraps rollout.ErrNotSent; among them, sent
-// nothing: a device with several update entities and none named, or one
+// nothing: a device with several update entities and none named, one
 // that told installed_version == Expect after Ready (which tells that
-// case itself whenever the device says it in time).
+// case itself whenever the device says it in time), or one that no
+// longer tells latest_version == Expect (also wrapping
+// rollout.ErrNotReady: the engine waits for it again).
 func (f *Family) Command(ctx context.Context, d rollout.Device, _ string) error {
 	if err := check(d); err != nil {
 		return notSent{err}
@@ -873,6 +875,18 @@ func (f *Family) Command(ctx context.Context, d rollout.Device, _ string) error 
 		f.mu.Unlock()
 		return notSent{fmt.Errorf("%s: not sent INSTALL: it told installed %s only after its wait for the manifest ended, so whether it ran it before is unknown", label(d), shown(f.cfg.Expect))}
 	}
+	if r.e != nil && f.cfg.Expect != "" && r.e.st.Latest != f.cfg.Expect {
+		// Ready saw it tell latest == Expect; it told otherwise since
+		// (restarted while it waited for a slot: "" until its next
+		// check). ESPHome ignores INSTALL unless an update is available:
+		// the engine waits for it again.
+		now := "no latest version"
+		if r.e.st.Latest != "" {
+			now = "latest " + shown(r.e.st.Latest)
+		}
+		f.mu.Unlock()
+		return notReady{fmt.Errorf("%s: not sent INSTALL: it tells %s now, not %s (restarted since it saw the manifest?), so it would ignore it", label(d), now, shown(f.cfg.Expect))}
+	}
 	ds := f.devLocked(d.Topic)
 	was, wasEntity := ds.commanded, ds.cmdEntity
 	ds.commanded, ds.cmdEntity, ds.awaitStart = time.Now(), r.id, true
@@ -891,6 +905,16 @@ func (f *Family) Command(ctx context.Context, d rollout.Device, _ string) error 
 	}
 	f.log.Info("commanded", "topic", d.Topic, "entity", r.id)
 	return nil
+}
+
+// notReady is a command not sent because the device no longer tells the
+// announced version as available.
+type notReady struct{ err error }
+
+func (e notReady) Error() string { return e.err.Error() }
+func (e notReady) Unwrap() error { return e.err }
+func (e notReady) Is(target error) bool {
+	return target == rollout.ErrNotSent || target == rollout.ErrNotReady
 }
 
 // notSent marks an error of a command that surely did not leave.

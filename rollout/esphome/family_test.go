@@ -1009,3 +1009,51 @@ func readyChecking(t *testing.T, f *Family, d rollout.Device, dev *fakeESP, vers
 		}
 	}
 }
+
+// A node that restarted after Ready (while it waited for a slot) tells ""
+// until its next check and would ignore INSTALL: Command sends nothing and
+// says so (the engine waits for it again); after its check it is ready
+// and commanded.
+func TestCommandAfterRestartNotSent(t *testing.T) {
+	t.Parallel()
+	b := testbroker.Start(t)
+	cmds := startSpy(t, b, "+/update/+/command")
+	dev := startESP(t, b, "boot", "1.0.0")
+	dev.check("1.0.0")
+	f := newFamily(t, b, Config{Expect: "1.1.0", CheckWait: wait})
+	d := rollout.Device{Name: "Boot", Topic: "boot"}
+	rs := newReports()
+	if err := f.Watch(ctxT(t), []rollout.Device{d}, rs.add); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Preflight(ctxT(t), d); err != nil {
+		t.Fatal(err)
+	}
+	if err := readyChecking(t, f, d, dev, "1.1.0"); err != nil {
+		t.Fatal(err)
+	}
+	dev.reboot("1.0.0") // no check yet: "" versions
+	rs.until(t, "its empty state", func(rs []rollout.Report) bool {
+		return slices.ContainsFunc(rs, func(r rollout.Report) bool { return r.Kind == rollout.ReportStatus && r.Facts == (rollout.Facts{}) })
+	})
+	err := f.Command(ctxT(t), d, imgURL)
+	want := "Boot: not sent INSTALL: it tells no latest version now, not 1.1.0 (restarted since it saw the manifest?), so it would ignore it"
+	if !errors.Is(err, rollout.ErrNotSent) || !errors.Is(err, rollout.ErrNotReady) || err.Error() != want {
+		t.Fatalf("command: %v", err)
+	}
+	if err := readyChecking(t, f, d, dev, "1.1.0"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Command(ctxT(t), d, imgURL); err != nil {
+		t.Fatal(err)
+	}
+	if ms := cmds.atLeast(t, 1); len(ms) != 1 {
+		t.Fatalf("commands: %v", ms)
+	}
+	for deadline := time.Now().Add(wait); len(dev.installsSeen()) == 0 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if ins := dev.installsSeen(); !reflect.DeepEqual(ins, []bool{true}) {
+		t.Fatalf("INSTALLs (acted on): %v", ins)
+	}
+}
