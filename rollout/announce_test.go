@@ -140,11 +140,14 @@ func (s *fakeStore) putImages() int {
 // until the device's file announces the target, as it reads it (look).
 type announceFamily struct {
 	*fakeFamily
-	look      func(name string) ([]byte, bool)
-	readyWait time.Duration
-	never     map[string]bool // topics that never see it
-	self      map[string]bool // topics that install it on their own once announced
-	barrier   int             // Ready answers only once this many were in Ready at once
+	look       func(name string) ([]byte, bool)
+	readyWait  time.Duration
+	never      map[string]bool      // topics that never see it
+	self       map[string]bool      // topics that install it on their own once announced
+	barrier    int                  // Ready answers only once this many were in Ready at once
+	readyDelay time.Duration        // Ready answers no sooner
+	readyAt    map[string]time.Time // when Ready answered each device, ready
+	readies    map[string]int       // Ready calls per device
 
 	am        sync.Mutex
 	in, maxIn int
@@ -174,6 +177,10 @@ func (a *announceFamily) Ready(ctx context.Context, d Device) error {
 	a.am.Lock()
 	a.in++
 	a.maxIn = max(a.maxIn, a.in)
+	if a.readies == nil {
+		a.readies = map[string]int{}
+	}
+	a.readies[d.Topic]++
 	a.am.Unlock()
 	defer func() {
 		a.am.Lock()
@@ -188,11 +195,24 @@ func (a *announceFamily) Ready(ctx context.Context, d Device) error {
 		return fmt.Errorf("%s installed it on its own: %w", d.Topic, ErrTookAnnouncement)
 	}
 	deadline := time.Now().Add(a.readyWait)
+	if a.readyDelay > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(a.readyDelay):
+		}
+	}
 	for {
 		a.am.Lock()
 		met := a.maxIn >= a.barrier
 		a.am.Unlock()
 		if b, ok := a.look(manifestOf(d)); ok && met && !a.never[d.Topic] && bytes.Contains(b, []byte(`"version":"14.3.0"`)) {
+			a.am.Lock()
+			if a.readyAt == nil {
+				a.readyAt = map[string]time.Time{}
+			}
+			a.readyAt[d.Topic] = time.Now()
+			a.am.Unlock()
 			return nil
 		}
 		if time.Now().After(deadline) {
@@ -466,6 +486,9 @@ func TestReadyBeforeTheSlot(t *testing.T) {
 		if res[1].Outcome != upload.OutcomeNotStarted || r.f.commands(r.devs[1].Topic) != 0 {
 			t.Errorf("after the canary: %s", res[1].Outcome)
 		}
+		if x.Duration < a.readyWait {
+			t.Errorf("ended before its slot: duration %v, not from its read (its wait alone was %v)", x.Duration, a.readyWait)
+		}
 		if rec := r.cfg.State.Record(); rec.Devices[0].Phase != PhaseDone || len(rec.Devices[0].Commands) != 0 {
 			t.Errorf("state: %+v", rec.Devices[0])
 		}
@@ -498,6 +521,49 @@ func TestReadyBeforeTheSlot(t *testing.T) {
 		}
 		if rec := r.cfg.State.Record(); rec.Devices[0].Phase != PhaseDone || len(rec.Devices[0].Commands) != 1 {
 			t.Errorf("state: the announcement not recorded as its command: %+v", rec.Devices[0])
+		}
+	})
+	t.Run("no longer ready at its command", func(t *testing.T) {
+		// Restarted while it waited for a slot: not commanded then, but
+		// waited for again, once; a second time it is refused.
+		r, a := announceRig(t, Plan{MaxFailures: upload.FailureBudget{Set: true, Percent: 100}}, newFakeStore(t, "n"), nil, succeed, succeed)
+		var mu sync.Mutex
+		refused := map[string]int{}
+		r.f.refuseCommand = func(topic string) error {
+			mu.Lock()
+			defer mu.Unlock()
+			if topic == r.devs[0].Topic && refused[topic] == 0 || topic == r.devs[1].Topic {
+				refused[topic]++
+				return fmt.Errorf("%s tells no latest 14.3.0 any more (restarted): %w %w", topic, ErrNotSent, ErrNotReady)
+			}
+			return nil
+		}
+		res := r.run(context.Background())
+		a.am.Lock()
+		n0, n1 := a.readies[r.devs[0].Topic], a.readies[r.devs[1].Topic]
+		a.am.Unlock()
+		if x := res[0]; x.Outcome != upload.OutcomeUpdated || r.f.commands(r.devs[0].Topic) != 1 || n0 != 2 {
+			t.Errorf("waited again: %s after %d commands, %d waits (%s)", x.Outcome, r.f.commands(r.devs[0].Topic), n0, x.Message)
+		}
+		if x := res[1]; x.Outcome != upload.OutcomeRefused || r.f.commands(r.devs[1].Topic) != 0 || n1 != 2 ||
+			!strings.Contains(x.Message, "not commanded: ") || !strings.Contains(x.Message, "any more") {
+			t.Errorf("twice not ready: %s after %d commands, %d waits (%s)", x.Outcome, r.f.commands(r.devs[1].Topic), n1, x.Message)
+		}
+		if rec := r.cfg.State.Record(); len(rec.Devices[1].Commands) != 0 {
+			t.Errorf("state: a command recorded that was not sent: %+v", rec.Devices[1])
+		}
+	})
+	t.Run("duration from the slot", func(t *testing.T) {
+		// The wait for the announcement is no part of the update's
+		// duration: it runs from the slot (just after Ready) to the verdict.
+		r, a := announceRig(t, Plan{}, newFakeStore(t, "d"), nil, succeed)
+		a.readyDelay = 300 * time.Millisecond
+		res := r.run(context.Background())
+		a.am.Lock()
+		at, ok := a.readyAt[r.devs[0].Topic]
+		a.am.Unlock()
+		if x := res[0]; x.Outcome != upload.OutcomeUpdated || !ok || x.Duration > time.Since(at) {
+			t.Errorf("%s (ready %v): duration %v, longer than since it was ready (%v)", x.Outcome, ok, x.Duration, time.Since(at))
 		}
 	})
 	t.Run("all at once", func(t *testing.T) {

@@ -35,41 +35,62 @@ func (e *engine) device(ctx context.Context, d *dev, resumed time.Time) {
 			return
 		}
 	} else {
-		if rd, ok := e.cfg.Family.(Readier); ok {
-			// Read before the wave's announcement (runWave), then wait for
-			// the device to see it (all the wave's devices at once, for as
-			// long as the family waits); only then a MaxFetches slot.
+		rd, readier := e.cfg.Family.(Readier)
+		if readier {
+			// Read before the wave's announcement (runWave).
 			if !d.read {
 				return
 			}
 			spec = d.readSpec
-			ok, self := e.ready(ctx, d, rd, spec)
-			if !ok {
-				return
-			}
-			if !self && (spec.Before == nil || spec.Before.Release == "") {
-				e.readAgain(ctx, d, &spec)
-			}
-			if e.stopped() != "" || !e.acquire(ctx, d) {
-				return
-			}
-			if self {
-				// Installing on its own since the read: no command; the
-				// reports since the read are its verdict's.
-				if _, ok := e.record(d, &spec, d.readAt); !ok {
-					e.release(d)
+		}
+		for again := false; ; again = true {
+			if readier {
+				// Wait for the device to see the announcement (all the
+				// wave's devices at once, for as long as the family waits);
+				// only then a MaxFetches slot.
+				ok, self := e.ready(ctx, d, rd, spec)
+				if !ok {
 					return
 				}
-				e.emit(d, upload.Event{Phase: upload.PhaseVerifying, Try: 1, Message: "installing on its own (the announcement was its command)"})
-				e.observe(ctx, d, &spec)
+				if !self && (spec.Before == nil || spec.Before.Release == "") {
+					e.readAgain(ctx, d, &spec)
+				}
+				if e.stopped() != "" || !e.acquire(ctx, d) {
+					return
+				}
+				// Its result's duration runs from its slot to its verdict,
+				// as a device without a Readier's does (the wait for the
+				// announcement is no part of its update); a device that
+				// ended before its slot keeps the read's start.
+				d.start = time.Now()
+				if self {
+					// Installing on its own since the read: no command; the
+					// reports since the read are its verdict's.
+					if _, ok := e.record(d, &spec, d.readAt); !ok {
+						e.release(d)
+						return
+					}
+					e.emit(d, upload.Event{Phase: upload.PhaseVerifying, Try: 1, Message: "installing on its own (the announcement was its command)"})
+					e.observe(ctx, d, &spec)
+					return
+				}
+			} else if !e.preflight(ctx, d, &spec) {
+				// runWave gave it a MaxFetches slot.
+				e.release(d)
 				return
 			}
-		} else if !e.preflight(ctx, d, &spec) {
-			// runWave gave it a MaxFetches slot.
-			e.release(d)
-			return
-		}
-		if e.stopped() != "" || !e.command(ctx, d, &spec) {
+			if e.stopped() == "" && e.command(ctx, d, &spec) {
+				break
+			}
+			if readier && !again && errors.Is(d.notSent, ErrNotReady) && ctx.Err() == nil && e.stopped() == "" {
+				// No longer ready (restarted while it waited for a slot):
+				// the command would be ignored. Wait for it again, once,
+				// its slot given up meanwhile.
+				e.log.Info("no longer ready at its command; waiting again", "device", d.d.label(), "err", d.notSent)
+				d.notSent = nil
+				e.release(d)
+				continue
+			}
 			if d.notSent != nil && ctx.Err() == nil {
 				e.finish(ctx, d, notSentVerdict(d.notSent, false), spec)
 				return
@@ -209,10 +230,12 @@ func (e *engine) fetchOver(d *dev, spec DeviceSpec, now time.Time) bool {
 		case r.Kind == ReportFailed:
 			return true
 		case r.Kind != ReportBooted && r.Kind != ReportStatus:
-		case r.Kind == ReportStatus && spec.Before != nil && f.Version == spec.Before.Version:
-			// Still the old version, told while it may be fetching (an
-			// ESPHome node's state during its download): no sign the fetch
-			// is over. A read that finds it so ends in a verdict anyway.
+		case r.Kind == ReportStatus && f.Intermediate == "" && f.Release != spec.Expect:
+			// Not the target (the old version, most likely), told while it
+			// may be fetching (an ESPHome node's state during its
+			// download): no sign the fetch is over, whether or not the read
+			// before told the old version. A read that finds it so ends in
+			// a verdict anyway.
 		case f.Intermediate != "":
 			bound = 2 * spec.Bound
 		case f.Version != "":

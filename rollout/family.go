@@ -127,6 +127,14 @@ var ErrTookAnnouncement = errors.New("the device took the announced image on its
 // nothing since shows a restart. The engine ends it skipped, uncommanded.
 var ErrAlreadyOn = errors.New("the device already runs the target")
 
+// ErrNotReady is wrapped, with ErrNotSent, by a Readier family's Command
+// error when the device, ready before, no longer shows it saw the
+// announcement (ESPHome: it restarted while it waited for a slot, and
+// would ignore the command until its next check). The engine gives up
+// the device's slot and waits for it again (Ready), once; a second time
+// it ends refused, not commanded.
+var ErrNotReady = errors.New("the device is no longer ready for the command")
+
 // URLChecker is an optional Family method: CheckURL refuses, with a
 // one-line error, an image URL its devices cannot be told (the family's
 // own rules on characters or schemes). The engine calls it before it

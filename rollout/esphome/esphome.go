@@ -81,9 +81,11 @@ type Config struct {
 // device: a broker takes two filters better than thousands.
 const wildcardAt = 16
 
-// settle is how long after a subscription its retained messages are
-// taken to have arrived, when a device's update entity is to be found
-// among them (a broker sends them right after its acknowledgement).
+// settle is how long after a subscription, and after the last retained
+// update state of the device since, its retained messages are taken to have all
+// arrived, when a device's update entity is to be found among them (a
+// broker sends them right after its acknowledgement; a loaded machine may
+// hand them over late and one by one).
 const settle = 300 * time.Millisecond
 
 // Family is the ESPHome family over one broker client. It is safe for
@@ -125,6 +127,12 @@ type devState struct {
 	// named are the update entities devices of this prefix name
 	// (rollout.Device.Entity): only their states make reports.
 	named map[string]bool
+	// announced is when Announce was last asked for this prefix's
+	// manifest: Ready takes only a state told since.
+	announced time.Time
+	// heard is when a retained update state of the prefix last came
+	// (live ones may come without end, as progress).
+	heard time.Time
 	// read is the last Preflight of the prefix (nil: none yet).
 	read *readMark
 }
@@ -167,6 +175,11 @@ type entState struct {
 	// live); empty: the last state told "" (a boot with no check yet).
 	last  string
 	empty bool
+	// live is the last state told live (not a retained copy), at liveAt
+	// (zero: none yet): the broker hands retained copies again at any
+	// subscribe, so they may be older than any announcement.
+	live   State
+	liveAt time.Time
 }
 
 var (
@@ -391,10 +404,16 @@ func (f *Family) stateLocked(prefix, id string, m broker.Message) []rollout.Repo
 	}
 	prevLast, prevEmpty := e.last, e.empty
 	e.st, e.at, e.retained = st, m.At, m.Retained
+	if !m.Retained {
+		e.live, e.liveAt = st, m.At
+	}
 	if st.Installed != "" {
 		e.last, e.empty = st.Installed, false
 	} else {
 		e.empty = true
+	}
+	if m.Retained {
+		ds.heard = m.At
 	}
 	ds.touch()
 	if rd := ds.read; rd != nil && rd.entity == id && prevLast != "" &&
@@ -634,6 +653,7 @@ type resolved struct {
 	ids     []string  // every entity seen, sorted (for an ambiguous device)
 	status  rollout.ReportKind
 	changed <-chan struct{}
+	heard   time.Time // when a retained state of the prefix last came
 }
 
 // resolveLocked finds d's entity: d.Entity, else the only one seen.
@@ -641,7 +661,7 @@ type resolved struct {
 func (f *Family) resolveLocked(d rollout.Device) resolved {
 	ds := f.devLocked(d.Topic)
 	ds.name(d.Entity)
-	r := resolved{status: ds.status, changed: ds.changed}
+	r := resolved{status: ds.status, changed: ds.changed, heard: ds.heard}
 	r.ids = slices.Sorted(maps.Keys(ds.entities))
 	switch {
 	case d.Entity != "":
@@ -668,7 +688,7 @@ func (f *Family) await(ctx context.Context, d rollout.Device) (resolved, error) 
 		f.mu.Unlock()
 		var settled <-chan time.Time
 		if d.Entity == "" {
-			if wait := time.Until(at.Add(settle)); wait > 0 {
+			if wait := time.Until(latest(at, r.heard).Add(settle)); wait > 0 {
 				settled = time.After(wait)
 			}
 		}
@@ -731,9 +751,13 @@ func (f *Family) noState(d rollout.Device) error {
 	return fmt.Errorf("%s told no update state on %s in time (is its MQTT topic prefix %q, with an update entity over MQTT?)", label(d), what, d.Topic)
 }
 
-// Ready waits until the device tells latest_version == Expect (it read the
-// manifest), or installed_version == Expect, at most Config.CheckWait or
-// until ctx ends. Its error says what the device told last. A device with
+// Ready waits until the device tells latest_version == Expect in a live
+// state (not a retained copy) told since Ready began and since the last
+// Announce for it (it read this manifest: ESPHome publishes its state
+// after every check), or installed_version == Expect, at most
+// Config.CheckWait or until ctx ends. A state told earlier may come from
+// an older manifest naming the same version (a rollout a gate stopped, an
+// older build in the store): INSTALL would take that one's image. Its error says what the device told last. A device with
 // several update entities and none named is ready at once: Command
 // refuses it (the verdict is then refused, not a timeout).
 //
@@ -746,16 +770,20 @@ func (f *Family) Ready(ctx context.Context, d rollout.Device) error {
 	if f.cfg.Expect == "" {
 		return errors.New("no version to wait for (--expect-version is required)")
 	}
+	began := time.Now()
 	wctx, cancel := context.WithTimeout(ctx, f.cfg.CheckWait)
 	defer cancel()
 	_, err := f.await(wctx, d)
 	var st State
-	has, offline := false, false
+	has, offline, fresh := false, false, false
 	for err == nil {
 		f.mu.Lock()
 		r := f.resolveLocked(d)
+		fresh = false
 		if has = r.e != nil; has {
 			st = r.e.st
+			since := latest(began, f.devLocked(d.Topic).announced)
+			fresh = !r.e.liveAt.IsZero() && !r.e.liveAt.Before(since) && r.e.live.Latest == f.cfg.Expect
 		}
 		offline = r.status == rollout.ReportOffline
 		var rd readMark
@@ -781,7 +809,7 @@ func (f *Family) Ready(ctx context.Context, d rollout.Device) error {
 			// commanded.
 			return tagged{fmt.Errorf("%s installed %s on its own", label(d), shown(f.cfg.Expect)), rollout.ErrTookAnnouncement}
 		}
-		if has && st.Latest == f.cfg.Expect {
+		if fresh {
 			return nil
 		}
 		select {
@@ -804,6 +832,8 @@ func (f *Family) Ready(ctx context.Context, d rollout.Device) error {
 	switch {
 	case !has:
 		return fmt.Errorf("told no update state within %s (--check-wait): is its MQTT topic prefix %q, with an update entity over MQTT?", wait, d.Topic)
+	case st.Latest == f.cfg.Expect:
+		msg = fmt.Sprintf("told latest %s only before this announcement, and no update check since within %s (--check-wait): build it with a shorter update_interval, or check that it fetches %s", shown(st.Latest), wait, manifestName(d))
 	case st.Latest == "":
 		msg = fmt.Sprintf("told no latest version within %s (--check-wait): build it with a shorter update_interval, or check that it fetches %s", wait, manifestName(d))
 	default:
@@ -820,9 +850,11 @@ func (f *Family) Ready(ctx context.Context, d rollout.Device) error {
 // URL is the manifest's, not the command's. An error wrapping
 // broker.ErrMaybeSent: no acknowledgement before ctx ended, it may still
 // arrive. Any other error wraps rollout.ErrNotSent; among them, sent
-// nothing: a device with several update entities and none named, or one
+// nothing: a device with several update entities and none named, one
 // that told installed_version == Expect after Ready (which tells that
-// case itself whenever the device says it in time).
+// case itself whenever the device says it in time), or one that no
+// longer tells latest_version == Expect (also wrapping
+// rollout.ErrNotReady: the engine waits for it again).
 func (f *Family) Command(ctx context.Context, d rollout.Device, _ string) error {
 	if err := check(d); err != nil {
 		return notSent{err}
@@ -843,6 +875,18 @@ func (f *Family) Command(ctx context.Context, d rollout.Device, _ string) error 
 		f.mu.Unlock()
 		return notSent{fmt.Errorf("%s: not sent INSTALL: it told installed %s only after its wait for the manifest ended, so whether it ran it before is unknown", label(d), shown(f.cfg.Expect))}
 	}
+	if r.e != nil && f.cfg.Expect != "" && r.e.st.Latest != f.cfg.Expect {
+		// Ready saw it tell latest == Expect; it told otherwise since
+		// (restarted while it waited for a slot: "" until its next
+		// check). ESPHome ignores INSTALL unless an update is available:
+		// the engine waits for it again.
+		now := "no latest version"
+		if r.e.st.Latest != "" {
+			now = "latest " + shown(r.e.st.Latest)
+		}
+		f.mu.Unlock()
+		return notReady{fmt.Errorf("%s: not sent INSTALL: it tells %s now, not %s (restarted since it saw the manifest?), so it would ignore it", label(d), now, shown(f.cfg.Expect))}
+	}
 	ds := f.devLocked(d.Topic)
 	was, wasEntity := ds.commanded, ds.cmdEntity
 	ds.commanded, ds.cmdEntity, ds.awaitStart = time.Now(), r.id, true
@@ -861,6 +905,16 @@ func (f *Family) Command(ctx context.Context, d rollout.Device, _ string) error 
 	}
 	f.log.Info("commanded", "topic", d.Topic, "entity", r.id)
 	return nil
+}
+
+// notReady is a command not sent because the device no longer tells the
+// announced version as available.
+type notReady struct{ err error }
+
+func (e notReady) Error() string { return e.err.Error() }
+func (e notReady) Unwrap() error { return e.err }
+func (e notReady) Is(target error) bool {
+	return target == rollout.ErrNotSent || target == rollout.ErrNotReady
 }
 
 // notSent marks an error of a command that surely did not leave.
@@ -955,7 +1009,9 @@ func (f *Family) CheckURL(u string) error { return checkImageURL(u) }
 // Announce returns one manifest per distinct manifest name of devs (""
 // = DefaultManifest): {"name","version","builds":[{"chipFamily","ota":
 // {"path","md5","summary"}}]}, version Config.Expect, path the image's
-// absolute URL. An error: no Expect, a chip family neither given nor
+// absolute URL. It notes when each device's was asked for: Ready takes
+// only states told since (the engine's first call, for all devices before
+// anything is written, comes before any Ready). An error: no Expect, a chip family neither given nor
 // known from the image's chip, a URL or MD5 that cannot be.
 func (f *Family) Announce(devs []rollout.Device, img rollout.Image, url, md5 string) (map[string][]byte, error) {
 	if f.cfg.Expect == "" {
@@ -990,11 +1046,25 @@ func (f *Family) Announce(devs []rollout.Device, img rollout.Image, url, md5 str
 		return nil, fmt.Errorf("cannot write the manifest: %v", err)
 	}
 	out := map[string][]byte{}
+	now := time.Now()
+	f.mu.Lock()
 	for _, d := range devs {
 		out[manifestName(d)] = body
+		if checkPrefix(d.Topic) == nil {
+			f.devLocked(d.Topic).announced = now
+		}
 	}
+	f.mu.Unlock()
 	if len(out) == 0 {
 		out[DefaultManifest] = body
 	}
 	return out, nil
+}
+
+// latest is the later of a and b.
+func latest(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }

@@ -497,6 +497,12 @@ func TestTwoEntitiesRefused(t *testing.T) {
 	dev.check("1.1.0")
 	f := newFamily(t, b, Config{Expect: "1.1.0", CheckWait: wait})
 	d := rollout.Device{Name: "Two", Topic: "two"}
+	// Both retained states in the cache before the read, however late a
+	// loaded machine hands them over (settle is only a guess).
+	if err := f.Watch(ctxT(t), []rollout.Device{d}, func(rollout.Report) {}); err != nil {
+		t.Fatal(err)
+	}
+	entitiesSeen(t, f, "two", 2)
 	if fa, err := f.Preflight(ctxT(t), d); err != nil || fa != (rollout.Facts{}) {
 		t.Fatalf("preflight: %+v %v", fa, err)
 	}
@@ -508,7 +514,7 @@ func TestTwoEntitiesRefused(t *testing.T) {
 		t.Fatalf("command: %v", err)
 	}
 	d.Entity = "firmware"
-	if err := f.Ready(ctxT(t), d); err != nil {
+	if err := readyChecking(t, f, d, dev, "1.1.0"); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.Command(ctxT(t), d, imgURL); err != nil {
@@ -905,4 +911,157 @@ func TestReadyAlreadyOn(t *testing.T) {
 		}
 	})
 	wg.Wait()
+}
+
+// A node that already tells latest == the target from an earlier
+// manifest (a rollout a gate stopped, an older build in the store: another
+// image under the same version) is not ready until it checks again after
+// this announcement: its retained state, or a live one told before, may
+// name the old image, which INSTALL would take.
+func TestReadyOnlyAfterAnnouncement(t *testing.T) {
+	t.Parallel()
+	b := testbroker.Start(t)
+	cmds := startSpy(t, b, "+/update/+/command")
+	f := newFamily(t, b, Config{Expect: "1.1.0", CheckWait: wait})
+	for _, live := range []bool{false, true} {
+		prefix := fmt.Sprintf("stale%v", live)
+		dev := startESP(t, b, prefix, "1.0.0")
+		dev.check("1.1.0") // the old manifest, retained
+		d := rollout.Device{Topic: prefix}
+		if fa, err := f.Preflight(ctxT(t), d); err != nil || fa.Latest != "1.1.0" {
+			t.Fatalf("%s: preflight %+v %v", prefix, fa, err)
+		}
+		if live {
+			rs := newReports()
+			if err := f.Watch(ctxT(t), []rollout.Device{d}, rs.add); err != nil {
+				t.Fatal(err)
+			}
+			dev.check("1.1.0") // still the old manifest, told live
+			rs.until(t, "the live state", hasKind(rollout.ReportStatus))
+		}
+		if _, err := f.Announce([]rollout.Device{d}, rollout.Image{Name: "fw.bin", Chip: "esp32"}, imgURL, strings.Repeat("a", 32)); err != nil {
+			t.Fatal(err)
+		}
+		ready := make(chan error, 1)
+		go func() {
+			err := f.Ready(ctxT(t), d)
+			if err == nil {
+				err = f.Command(ctxT(t), d, imgURL)
+			}
+			ready <- err
+		}()
+		select {
+		case err := <-ready:
+			t.Fatalf("%s: ready (and commanded) on a state told before the announcement: %v", prefix, err)
+		case <-time.After(300 * time.Millisecond): // gives a wrong Ready the time to answer
+		}
+		if ms := cmds.messages(); len(ms) != 0 {
+			t.Fatalf("%s: commanded before its check: %v", prefix, ms)
+		}
+		dev.check("1.1.0") // the new manifest
+		if err := <-ready; err != nil {
+			t.Fatalf("%s: %v", prefix, err)
+		}
+		cmds.atLeast(t, 1)
+		for deadline := time.Now().Add(wait); len(dev.installsSeen()) == 0 && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if ins := dev.installsSeen(); len(ins) != 1 || !ins[0] {
+			t.Fatalf("%s: INSTALLs %v", prefix, ins)
+		}
+		cmds.mu.Lock()
+		cmds.got = nil
+		cmds.mu.Unlock()
+	}
+	// Its wait ends saying why.
+	dev := startESP(t, b, "late", "1.0.0")
+	dev.check("1.1.0")
+	f2 := newFamily(t, b, Config{Expect: "1.1.0", CheckWait: time.Second})
+	want := "told latest 1.1.0 only before this announcement, and no update check since within 1s (--check-wait): build it with a shorter update_interval, or check that it fetches manifest.json"
+	if err := f2.Ready(ctxT(t), rollout.Device{Topic: "late", Entity: "firmware"}); err == nil || err.Error() != want {
+		t.Fatalf("late: %v", err)
+	}
+}
+
+// entitiesSeen waits until the family's cache holds n update entities of
+// prefix.
+func entitiesSeen(t *testing.T, f *Family, prefix string, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(wait); ; time.Sleep(10 * time.Millisecond) {
+		f.mu.Lock()
+		got := len(f.devLocked(prefix).entities)
+		f.mu.Unlock()
+		if got >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %d update entities seen, want %d", prefix, got, n)
+		}
+	}
+}
+
+// readyChecking runs Ready while the device checks the manifest (finding
+// version) every 100 ms: Ready takes only a check after it began.
+func readyChecking(t *testing.T, f *Family, d rollout.Device, dev *fakeESP, version string) error {
+	t.Helper()
+	ready := make(chan error, 1)
+	go func() { ready <- f.Ready(ctxT(t), d) }()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-ready:
+			return err
+		case <-tick.C:
+			dev.check(version)
+		}
+	}
+}
+
+// A node that restarted after Ready (while it waited for a slot) tells ""
+// until its next check and would ignore INSTALL: Command sends nothing and
+// says so (the engine waits for it again); after its check it is ready
+// and commanded.
+func TestCommandAfterRestartNotSent(t *testing.T) {
+	t.Parallel()
+	b := testbroker.Start(t)
+	cmds := startSpy(t, b, "+/update/+/command")
+	dev := startESP(t, b, "boot", "1.0.0")
+	dev.check("1.0.0")
+	f := newFamily(t, b, Config{Expect: "1.1.0", CheckWait: wait})
+	d := rollout.Device{Name: "Boot", Topic: "boot"}
+	rs := newReports()
+	if err := f.Watch(ctxT(t), []rollout.Device{d}, rs.add); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Preflight(ctxT(t), d); err != nil {
+		t.Fatal(err)
+	}
+	if err := readyChecking(t, f, d, dev, "1.1.0"); err != nil {
+		t.Fatal(err)
+	}
+	dev.reboot("1.0.0") // no check yet: "" versions
+	rs.until(t, "its empty state", func(rs []rollout.Report) bool {
+		return slices.ContainsFunc(rs, func(r rollout.Report) bool { return r.Kind == rollout.ReportStatus && r.Facts == (rollout.Facts{}) })
+	})
+	err := f.Command(ctxT(t), d, imgURL)
+	want := "Boot: not sent INSTALL: it tells no latest version now, not 1.1.0 (restarted since it saw the manifest?), so it would ignore it"
+	if !errors.Is(err, rollout.ErrNotSent) || !errors.Is(err, rollout.ErrNotReady) || err.Error() != want {
+		t.Fatalf("command: %v", err)
+	}
+	if err := readyChecking(t, f, d, dev, "1.1.0"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Command(ctxT(t), d, imgURL); err != nil {
+		t.Fatal(err)
+	}
+	if ms := cmds.atLeast(t, 1); len(ms) != 1 {
+		t.Fatalf("commands: %v", ms)
+	}
+	for deadline := time.Now().Add(wait); len(dev.installsSeen()) == 0 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if ins := dev.installsSeen(); !reflect.DeepEqual(ins, []bool{true}) {
+		t.Fatalf("INSTALLs (acted on): %v", ins)
+	}
 }
