@@ -191,7 +191,7 @@ report() {
   cat "$OUT"/sim-"$phase"-"$family"-*.out | awk '
     /"type":"fetching"/ { n++ } /"type":"fetch_failed"/ { bad++ }
     /"type":"fetched"/ { if (match($0, /"bytes":[0-9]+/)) b += substr($0, RSTART + 8, RLENGTH - 8) }
-    END { printf "   file server: %d image requests (%d failed), %d bytes (%.1f MiB) written by the devices\n", n, bad, b, b / 1048576 }'
+    END { printf "   file server: %d image requests (%d failed), %.0f bytes (%.1f MiB) written by the devices\n", n, bad, b, b / 1048576 }'
 }
 
 # model PHASE FAMILY T1: Σ ⌈wave / N⌉ × t1 + the pauses.
