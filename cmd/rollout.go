@@ -589,7 +589,7 @@ func (o *rolloutOptions) devicesOf() []rollout.Device {
 	}
 	fromInv := func(d inventory.Device) rollout.Device {
 		if o.Family == "esphome" {
-			return rollout.Device{Name: d.Name, Topic: d.MQTTTopic, Manifest: cmp.Or(d.Manifest, o.Manifest)}
+			return rollout.Device{Name: d.Name, Topic: d.MQTTTopic, Manifest: cmp.Or(d.Manifest, o.Manifest), Entity: d.Entity}
 		}
 		return rollout.Device{Name: d.Name, Topic: d.MQTTTopic, FullTopic: d.FullTopic}
 	}
