@@ -193,7 +193,7 @@ func newRolloutCmd(a *app) *cobra.Command {
 	f.StringVar(&o.Waves, "waves", "10%,50%,100%", "after the canary, the devices updated by the end of each wave: percentages or counts, cumulative, the last 100%")
 	f.StringVar(&o.MaxFailures, "max-failures", "", "failures a wave and the whole rollout may have, N or P% (default none)")
 	f.DurationVar(&o.WavePause, "wave-pause", 0, "wait this long after a wave passed before the next starts")
-	f.IntVar(&o.Retries, "retries", 1, "further commands to a device that reported a failed download (never to one that restarted)")
+	f.IntVar(&o.Retries, "retries", 1, "further commands to a device that reported a failed download (never to one that restarted; tasmota only)")
 	f.IntVar(&o.MaxFetches, "max-fetches", 10, "at most N devices commanded and fetching at once")
 	f.StringVar(&o.ServeAddr, "serve-addr", "", "the address the file server binds, IP or IP:PORT (default: this host's address on the way to the broker, any port)")
 	f.StringVar(&o.PublicURL, "public-url", "", "the base URL devices fetch from, when they reach this host through NAT or a reverse proxy (http:// or https://; default http://<serve-addr>)")
@@ -1011,6 +1011,9 @@ func resumeRollout(ctx context.Context, a *app, o *rolloutOptions) error {
 	meta, err := rec.Meta()
 	if err != nil {
 		return withCode("state", fmt.Errorf("rollout %s: %v", rec.ID, err))
+	}
+	if meta.Family == "esphome" && a.typed("retries") {
+		return a.flagError("retries", "%s", esphomeNoRetries)
 	}
 	if err := o.resumeSettings(a, st, meta.Settings); err != nil {
 		return withCode("state", fmt.Errorf("%v; nothing was sent", err))

@@ -2,6 +2,8 @@ package cmd
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -453,5 +455,53 @@ func TestRolloutESPHomeEntity(t *testing.T) {
 	}
 	if !strings.Contains(string(body), `"entity":"firmware"`) {
 		t.Errorf("the state does not record es-two's entity:\n%s", body)
+	}
+}
+
+// TestRolloutESPHomeResumeRetries: --retries given again to --resume of
+// an ESPHome rollout is refused, exit 2, before anything is read from the
+// broker or kept in the state, as it is for a new one.
+func TestRolloutESPHomeResumeRetries(t *testing.T) {
+	fw := writeTestFirmware(t, "2.0.0")
+	waves, err := rollout.ParseWaves("100%")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(fw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(data)
+	dir := t.TempDir()
+	st, err := rollout.CreateState(dir, rollout.Meta{Family: "esphome", Firmware: fw, SHA256: hex.EncodeToString(sum[:]),
+		Size: int64(len(data)), Expect: "2.0.0", Plan: rollout.Plan{Waves: waves}, ServeAddr: "127.0.0.1:9",
+		Broker: "mqtt://127.0.0.1:9", ClientID: "ots-ota-test", Devices: []rollout.Device{{Name: "n", Topic: "n"}},
+		Settings: &rollout.Settings{MaxFetches: 10, Retries: 1, Timeout: time.Minute, VerifyTimeout: time.Minute, Stability: time.Second}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := filepath.Glob(filepath.Join(dir, "rollouts", "*.json"))
+	if len(before) != 1 {
+		t.Fatalf("state files %v", before)
+	}
+	streams, out, errOut := TestStreams()
+	code := Execute(context.Background(), []string{"rollout", "--resume", "--retries", "2", "--state-dir", dir}, streams)
+	if code != ExitUsage || !strings.Contains(errOut.String(), "--retries 2: does not go with --family esphome") {
+		t.Errorf("exit %d, want 2 and --retries refused:\n%s%s", code, out, errOut)
+	}
+	now, _ := os.ReadFile(before[0])
+	var rec struct {
+		Settings struct {
+			Retries int `json:"retries"`
+		} `json:"settings"`
+		Devices []struct {
+			Phase string `json:"phase"`
+		} `json:"devices"`
+	}
+	if err := json.Unmarshal(now, &rec); err != nil || rec.Settings.Retries != 1 || len(rec.Devices) != 1 || rec.Devices[0].Phase != "pending" {
+		t.Errorf("the refused --resume changed the state file (%v):\n%s", err, now)
 	}
 }
