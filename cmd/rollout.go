@@ -943,6 +943,10 @@ func rolloutRun(ctx context.Context, a *app, cfg rollout.Config, fw *upload.Firm
 	}
 	r := newRolloutRenderer(a, fw, targets, cfg.Retries)
 	cfg.OnEvent, cfg.OnWave, cfg.Logger = r.event, r.wave, a.log
+	// The built-in file server's line per image request is Info (-v), a
+	// manifest poll Debug (-vv): the default output stays quiet however
+	// many devices fetch.
+	cfg.Serve.Logger = a.log
 	start := time.Now()
 	results, err := rollout.Run(ctx, cfg)
 	r.close()

@@ -10,6 +10,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -421,7 +422,7 @@ func TestRolloutESPHomeEntity(t *testing.T) {
 	state := filepath.Join(t.TempDir(), "state")
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	code, lines, stderr := runJSON(t, ctx, []string{"rollout", "--json", "--family", "esphome", "--broker", b.URL(),
+	code, lines, stderr := runJSON(t, ctx, []string{"rollout", "--json", "-v", "--family", "esphome", "--broker", b.URL(),
 		"--serve-addr", addr, "--state-dir", state, "--stability-window", "1s", "--verify-timeout", "10s",
 		"--check-wait", "20s", "--expect-version", "2.0.0", "--waves", "100%", "--max-failures", "1", fw, "two", "ambig"})
 	raw, _ := json.Marshal(lines)
@@ -437,6 +438,17 @@ func TestRolloutESPHomeEntity(t *testing.T) {
 				t.Errorf("es-ambig's message %q: want the entities named and entity: asked for", r)
 			}
 		}
+	}
+	// -v: the built-in file server's line for each image request (and
+	// never its token); manifest polls only at -vv.
+	fetched := regexp.MustCompile(`(?m)^.*device fetched a file.*name=fw\.bin.*$`).FindString(stderr)
+	if fetched == "" || strings.Contains(stderr, "device polled an open file") {
+		t.Errorf("-v: want the file server's line for the image fetch, no manifest polls:\n%s", stderr)
+	}
+	var statefile struct {
+		Serve struct {
+			Token string `json:"token"`
+		} `json:"serve"`
 	}
 	two, ambig := nodes[0], nodes[1]
 	if two.Running() != "2.0.0" || two.InstallCommands() != 1 || len(two.Tripwires()) > 0 {
@@ -455,6 +467,12 @@ func TestRolloutESPHomeEntity(t *testing.T) {
 	}
 	if !strings.Contains(string(body), `"entity":"firmware"`) {
 		t.Errorf("the state does not record es-two's entity:\n%s", body)
+	}
+	if err := json.Unmarshal(body, &statefile); err != nil || statefile.Serve.Token == "" {
+		t.Fatalf("no token in the state file (%v)", err)
+	}
+	if strings.Contains(stderr, statefile.Serve.Token) {
+		t.Errorf("the token shows in the log:\n%s", stderr)
 	}
 }
 
