@@ -124,7 +124,9 @@ retained. It is updated once it restarted and tells installed_version = --expect
 online (<prefix>/status) for --stability-window (default 90s with esphome). --expect-version
 must equal the image's esphome: project: version: exactly: devices compare the two as text,
 and a difference makes them see "available" for ever. A gate that stops the rollout puts
-each manifest back as it was.
+each manifest back as it was. <id> is the device's one update entity, or the inventory's
+entity: for a device with two. ESPHome tells no failure over MQTT: --retries is refused.
+The manifest is served without a token and names the image: give it a name nobody guesses.
 
 Devices: NAMEs from the inventory (each with mqtt_topic:, ESPHome's topic prefix; an
 address: is not needed), or a device's MQTT topic (prefix) itself; --group NAME, an
