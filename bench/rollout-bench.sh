@@ -54,10 +54,17 @@ EPORT=8070         # the ESPHome rollout's file server (its URL is built into th
 TASMOTA=$((DEVICES - ESPHOME))
 
 if [ -z "${ROLLOUT_BENCH_NETNS:-}" ]; then
-  # Built before the namespace: a module download needs the network.
+  # What the bench runs, checked before anything starts.
+  command -v jq >/dev/null || { echo "rollout-bench: jq is required (apt-get install jq)" >&2; exit 2; }
+  [ -x /usr/bin/time ] || { echo "rollout-bench: /usr/bin/time is required (apt-get install time)" >&2; exit 2; }
+  { command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ]; } ||
+    { echo "rollout-bench: mosquitto is required (apt-get install mosquitto)" >&2; exit 2; }
   OUT=${OUT:-$(mktemp -d /tmp/rollout-bench.XXXXXX)}
   mkdir -p "$OUT"
-  go build -o "$OUT/ots-ota" .
+  # From the module cache only: the build contacts no proxy, checksum
+  # database or toolchain server.
+  GOPROXY=off GOSUMDB=off go build -o "$OUT/ots-ota" . ||
+    { echo "rollout-bench: go build failed with GOPROXY=off: a module is missing from the cache (go mod download, then run again)" >&2; exit 2; }
   export OUT
   exec unshare -n env ROLLOUT_BENCH_NETNS=1 bash -c 'ip link set lo up && exec bash "$0" "$@"' "$0" "$@"
 fi

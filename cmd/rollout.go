@@ -124,7 +124,9 @@ retained. It is updated once it restarted and tells installed_version = --expect
 online (<prefix>/status) for --stability-window (default 90s with esphome). --expect-version
 must equal the image's esphome: project: version: exactly: devices compare the two as text,
 and a difference makes them see "available" for ever. A gate that stops the rollout puts
-each manifest back as it was.
+each manifest back as it was. <id> is the device's one update entity, or the inventory's
+entity: for a device with two. ESPHome tells no failure over MQTT: --retries is refused.
+The manifest is served without a token and names the image: give it a name nobody guesses.
 
 Devices: NAMEs from the inventory (each with mqtt_topic:, ESPHome's topic prefix; an
 address: is not needed), or a device's MQTT topic (prefix) itself; --group NAME, an
@@ -193,7 +195,7 @@ func newRolloutCmd(a *app) *cobra.Command {
 	f.StringVar(&o.Waves, "waves", "10%,50%,100%", "after the canary, the devices updated by the end of each wave: percentages or counts, cumulative, the last 100%")
 	f.StringVar(&o.MaxFailures, "max-failures", "", "failures a wave and the whole rollout may have, N or P% (default none)")
 	f.DurationVar(&o.WavePause, "wave-pause", 0, "wait this long after a wave passed before the next starts")
-	f.IntVar(&o.Retries, "retries", 1, "further commands to a device that reported a failed download (never to one that restarted)")
+	f.IntVar(&o.Retries, "retries", 1, "further commands to a device that reported a failed download (never to one that restarted; tasmota only)")
 	f.IntVar(&o.MaxFetches, "max-fetches", 10, "at most N devices commanded and fetching at once")
 	f.StringVar(&o.ServeAddr, "serve-addr", "", "the address the file server binds, IP or IP:PORT (default: this host's address on the way to the broker, any port)")
 	f.StringVar(&o.PublicURL, "public-url", "", "the base URL devices fetch from, when they reach this host through NAT or a reverse proxy (http:// or https://; default http://<serve-addr>)")
@@ -589,7 +591,7 @@ func (o *rolloutOptions) devicesOf() []rollout.Device {
 	}
 	fromInv := func(d inventory.Device) rollout.Device {
 		if o.Family == "esphome" {
-			return rollout.Device{Name: d.Name, Topic: d.MQTTTopic, Manifest: cmp.Or(d.Manifest, o.Manifest)}
+			return rollout.Device{Name: d.Name, Topic: d.MQTTTopic, Manifest: cmp.Or(d.Manifest, o.Manifest), Entity: d.Entity}
 		}
 		return rollout.Device{Name: d.Name, Topic: d.MQTTTopic, FullTopic: d.FullTopic}
 	}
@@ -943,6 +945,10 @@ func rolloutRun(ctx context.Context, a *app, cfg rollout.Config, fw *upload.Firm
 	}
 	r := newRolloutRenderer(a, fw, targets, cfg.Retries)
 	cfg.OnEvent, cfg.OnWave, cfg.Logger = r.event, r.wave, a.log
+	// The built-in file server's line per image request is Info (-v), a
+	// manifest poll Debug (-vv): the default output stays quiet however
+	// many devices fetch.
+	cfg.Serve.Logger = a.log
 	start := time.Now()
 	results, err := rollout.Run(ctx, cfg)
 	r.close()
@@ -1011,6 +1017,9 @@ func resumeRollout(ctx context.Context, a *app, o *rolloutOptions) error {
 	meta, err := rec.Meta()
 	if err != nil {
 		return withCode("state", fmt.Errorf("rollout %s: %v", rec.ID, err))
+	}
+	if meta.Family == "esphome" && a.typed("retries") {
+		return a.flagError("retries", "%s", esphomeNoRetries)
 	}
 	if err := o.resumeSettings(a, st, meta.Settings); err != nil {
 		return withCode("state", fmt.Errorf("%v; nothing was sent", err))

@@ -99,6 +99,9 @@ func (o *rolloutOptions) checkExpect(a *app) error {
 	return nil
 }
 
+// esphomeNoRetries is why --retries is refused with --family esphome.
+const esphomeNoRetries = "does not go with --family esphome: ESPHome tells no failed download over MQTT, so a further INSTALL is never due"
+
 // checkFamilyFlags refuses a flag of the other family, and reads the
 // ESPHome ones.
 func (o *rolloutOptions) checkFamilyFlags(a *app) error {
@@ -112,6 +115,9 @@ func (o *rolloutOptions) checkFamilyFlags(a *app) error {
 	}
 	if a.typed("full-topic") {
 		return a.flagError("full-topic", "is Tasmota's FullTopic: ESPHome devices are named by their MQTT topic prefix (mqtt_topic: in the inventory)")
+	}
+	if a.typed("retries") {
+		return a.flagError("retries", "%s", esphomeNoRetries)
 	}
 	if !a.isSet("stability-window") {
 		// ESP32 ESPHome marks a new image good after a minute up

@@ -2,12 +2,15 @@ package cmd
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -390,3 +393,133 @@ func (namedStore) PutImage(context.Context, map[string]string) (map[string]strin
 func (namedStore) PutFile(context.Context, string, []byte) (string, error) { return "", nil }
 func (namedStore) GetFile(context.Context, string) ([]byte, bool, error)   { return nil, false, nil }
 func (namedStore) DeleteFile(context.Context, string) error                { return nil }
+
+// TestRolloutESPHomeEntity: the inventory's entity: names the update
+// entity of a node that has two (an ESPHome build with a beta channel):
+// the rollout commands that one, and the node ends updated; a node with
+// two and none named is refused, told to set entity:. The state records
+// the entity, for --resume.
+func TestRolloutESPHomeEntity(t *testing.T) {
+	b := testbroker.Start(t)
+	addr := freeServeAddr(t)
+	home := t.TempDir()
+	t.Setenv("XDG_CONFIG_HOME", home)
+	t.Setenv("OTS_OTA_STATE_DIR", "")
+	if err := os.MkdirAll(filepath.Join(home, "ots-ota"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	inv := "inventory:\n  devices:\n    - {name: two, mqtt_topic: es-two, entity: firmware}\n    - {name: ambig, mqtt_topic: es-ambig}\n"
+	if err := os.WriteFile(filepath.Join(home, "ots-ota", "config.yaml"), []byte(inv), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	node := func(name string) fakedev.ESPHomePull {
+		// The beta channel polls a manifest nobody writes.
+		return fakedev.ESPHomePull{Name: name, Source: "http://" + addr + "/manifest.json", Version: "1.0.0",
+			ChipFamily: "ESP32-S3", SecondEntity: "beta", SecondSource: "http://" + addr + "/beta.json"}
+	}
+	nodes := fakedev.StartESPHomePull(t, b.URL(), node("es-two"), node("es-ambig"))
+	fw := writeTestFirmware(t, "2.0.0")
+	state := filepath.Join(t.TempDir(), "state")
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	code, lines, stderr := runJSON(t, ctx, []string{"rollout", "--json", "-v", "--family", "esphome", "--broker", b.URL(),
+		"--serve-addr", addr, "--state-dir", state, "--stability-window", "1s", "--verify-timeout", "10s",
+		"--check-wait", "20s", "--expect-version", "2.0.0", "--waves", "100%", "--max-failures", "1", fw, "two", "ambig"})
+	raw, _ := json.Marshal(lines)
+	if code != ExitFailed {
+		t.Fatalf("exit %d, want 1 (one refused)\n%s\n%s", code, raw, stderr)
+	}
+	if got, want := outcomes(lines), map[string]string{"es-two": "updated", "es-ambig": "refused"}; !maps.Equal(got, want) {
+		t.Errorf("outcomes %v, want %v\n%s", got, want, raw)
+	}
+	for _, l := range lines {
+		if l["type"] == "result" && l["address"] == "es-ambig" {
+			if r, _ := l["message"].(string); !strings.Contains(r, "(beta, firmware)") || !strings.Contains(r, "entity:") {
+				t.Errorf("es-ambig's message %q: want the entities named and entity: asked for", r)
+			}
+		}
+	}
+	// -v: the built-in file server's line for each image request (and
+	// never its token); manifest polls only at -vv.
+	fetched := regexp.MustCompile(`(?m)^.*device fetched a file.*name=fw\.bin.*$`).FindString(stderr)
+	if fetched == "" || strings.Contains(stderr, "device polled an open file") {
+		t.Errorf("-v: want the file server's line for the image fetch, no manifest polls:\n%s", stderr)
+	}
+	var statefile struct {
+		Serve struct {
+			Token string `json:"token"`
+		} `json:"serve"`
+	}
+	two, ambig := nodes[0], nodes[1]
+	if two.Running() != "2.0.0" || two.InstallCommands() != 1 || len(two.Tripwires()) > 0 {
+		t.Errorf("es-two runs %q after %d INSTALL (%q), tripwires %v", two.Running(), two.InstallCommands(), two.Commands(), two.Tripwires())
+	}
+	if ambig.InstallCommands() != 0 || ambig.Running() != "1.0.0" {
+		t.Errorf("es-ambig runs %q after %d INSTALL", ambig.Running(), ambig.InstallCommands())
+	}
+	files, _ := filepath.Glob(filepath.Join(state, "rollouts", "*.json"))
+	if len(files) != 1 {
+		t.Fatalf("state files %v", files)
+	}
+	body, err := os.ReadFile(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(body), `"entity":"firmware"`) {
+		t.Errorf("the state does not record es-two's entity:\n%s", body)
+	}
+	if err := json.Unmarshal(body, &statefile); err != nil || statefile.Serve.Token == "" {
+		t.Fatalf("no token in the state file (%v)", err)
+	}
+	if strings.Contains(stderr, statefile.Serve.Token) {
+		t.Errorf("the token shows in the log:\n%s", stderr)
+	}
+}
+
+// TestRolloutESPHomeResumeRetries: --retries given again to --resume of
+// an ESPHome rollout is refused, exit 2, before anything is read from the
+// broker or kept in the state, as it is for a new one.
+func TestRolloutESPHomeResumeRetries(t *testing.T) {
+	fw := writeTestFirmware(t, "2.0.0")
+	waves, err := rollout.ParseWaves("100%")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(fw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(data)
+	dir := t.TempDir()
+	st, err := rollout.CreateState(dir, rollout.Meta{Family: "esphome", Firmware: fw, SHA256: hex.EncodeToString(sum[:]),
+		Size: int64(len(data)), Expect: "2.0.0", Plan: rollout.Plan{Waves: waves}, ServeAddr: "127.0.0.1:9",
+		Broker: "mqtt://127.0.0.1:9", ClientID: "ots-ota-test", Devices: []rollout.Device{{Name: "n", Topic: "n"}},
+		Settings: &rollout.Settings{MaxFetches: 10, Retries: 1, Timeout: time.Minute, VerifyTimeout: time.Minute, Stability: time.Second}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := filepath.Glob(filepath.Join(dir, "rollouts", "*.json"))
+	if len(before) != 1 {
+		t.Fatalf("state files %v", before)
+	}
+	streams, out, errOut := TestStreams()
+	code := Execute(context.Background(), []string{"rollout", "--resume", "--retries", "2", "--state-dir", dir}, streams)
+	if code != ExitUsage || !strings.Contains(errOut.String(), "--retries 2: does not go with --family esphome") {
+		t.Errorf("exit %d, want 2 and --retries refused:\n%s%s", code, out, errOut)
+	}
+	now, _ := os.ReadFile(before[0])
+	var rec struct {
+		Settings struct {
+			Retries int `json:"retries"`
+		} `json:"settings"`
+		Devices []struct {
+			Phase string `json:"phase"`
+		} `json:"devices"`
+	}
+	if err := json.Unmarshal(now, &rec); err != nil || rec.Settings.Retries != 1 || len(rec.Devices) != 1 || rec.Devices[0].Phase != "pending" {
+		t.Errorf("the refused --resume changed the state file (%v):\n%s", err, now)
+	}
+}

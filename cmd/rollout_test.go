@@ -175,6 +175,8 @@ func TestRolloutUsage(t *testing.T) {
 		{"esphome chip family case", espWith("--chip-family", "esp32s3", "node1"), nil, "--chip-family esp32s3: ESPHome spells it ESP32-S3"},
 		{"esphome chip family unknown", espWith("--chip-family", "ESP99", "node1"), nil, "--chip-family ESP99: want one of ESP32,"},
 		{"esphome full topic", espWith("--full-topic", "%prefix%/%topic%/", "node1"), nil, "--full-topic %prefix%/%topic%/: is Tasmota's FullTopic"},
+		{"esphome retries", espWith("--retries", "2", "node1"), nil, "--retries 2: does not go with --family esphome: ESPHome tells no failed download over MQTT"},
+		{"esphome retries 0", espWith("--retries", "0", "node1"), nil, "--retries 0: does not go with --family esphome"},
 		{"esphome a tasmota device", espWith("odd"), nil, "device odd has a full_topic: (Tasmota's FullTopic) in the inventory"},
 		{"tasmota an esphome device", with("node-1"), nil, "device node-1 is protocol: esphome in the inventory, not --family tasmota"},
 		{"tasmota check wait", with("--check-wait", "1m", "plug-1"), nil, "--check-wait 1m0s: goes with --family esphome"},

@@ -14,6 +14,7 @@
 //	      mqtt_topic: kitchen_plug  # rollout: the device's Tasmota %topic% on the broker
 //	      full_topic: "%prefix%/%topic%/"  # rollout: its FullTopic, when not the default
 //	      manifest: canary.json     # rollout --family esphome: the manifest it polls, when not --manifest's
+//	      entity: firmware          # rollout --family esphome: its update entity's object id, when it has two
 //	  groups:
 //	    downstairs: [kitchen, hall]
 package inventory
@@ -61,6 +62,10 @@ type Device struct {
 	// polls (the file its http_request update's source: URL ends in), when
 	// not rollout's --manifest; "" = --manifest's.
 	Manifest string `yaml:"manifest,omitempty" json:"manifest,omitempty"`
+	// Entity is the object id of the ESPHome update entity rollout
+	// commands (firmware for `name: Firmware`); "" = the device's only
+	// one, found over MQTT. A device with two update entities needs it.
+	Entity string `yaml:"entity,omitempty" json:"entity,omitempty"`
 }
 
 // MQTTOnly reports a device without an address: one reached only over
@@ -138,7 +143,7 @@ func FromNode(n *yaml.Node) (*Inventory, error) {
 // Keys each level of the section may have.
 var (
 	sectionKeys = []string{"devices", "groups"}
-	deviceKeys  = []string{"name", "address", "port", "protocol", "web_port", "chip", "auth", "mqtt_topic", "full_topic", "manifest"}
+	deviceKeys  = []string{"name", "address", "port", "protocol", "web_port", "chip", "auth", "mqtt_topic", "full_topic", "manifest", "entity"}
 	authKeys    = []string{"env", "file"}
 )
 
@@ -326,6 +331,13 @@ func (inv *Inventory) Validate() error {
 				errs = append(errs, fmt.Errorf("%s: manifest without mqtt_topic: give the device's MQTT topic prefix too", where))
 			}
 		}
+		if d.Entity != "" {
+			if err := CheckEntity(d.Entity); err != nil {
+				errs = append(errs, fmt.Errorf("%s: entity %q: %v", where, d.Entity, err))
+			} else if d.MQTTTopic == "" {
+				errs = append(errs, fmt.Errorf("%s: entity without mqtt_topic: give the device's MQTT topic prefix too", where))
+			}
+		}
 	}
 	for g, members := range inv.Groups {
 		if g == "" {
@@ -379,6 +391,21 @@ func CheckManifest(n string) error {
 		return errors.New("longer than 64 characters")
 	case strings.Trim(n, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != "":
 		return errors.New("a file name of letters, digits, '.', '_' and '-' (no folder)")
+	}
+	return nil
+}
+
+// CheckEntity checks an ESPHome update entity's object id: what ESPHome
+// makes of its name (lower case, '_' for spaces), one topic level of its
+// command topic <prefix>/update/<id>/command.
+func CheckEntity(id string) error {
+	switch {
+	case id == "":
+		return errors.New("empty: give the update entity's object id, such as firmware")
+	case len(id) > 200:
+		return errors.New("longer than 200 characters")
+	case strings.Trim(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") != "":
+		return errors.New("an object id of letters, digits, '_' and '-' (firmware for name: Firmware)")
 	}
 	return nil
 }

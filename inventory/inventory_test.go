@@ -78,6 +78,11 @@ func TestParseErrors(t *testing.T) {
 		"manifest folder":       {"inventory:\n  devices:\n    - {name: a, mqtt_topic: p, manifest: 'site/m.json'}\n", `manifest "site/m.json": a file name of letters`},
 		"manifest dot":          {"inventory:\n  devices:\n    - {name: a, mqtt_topic: p, manifest: '.m.json'}\n", "does not start with '.'"},
 		"manifest alone":        {"inventory:\n  devices:\n    - {name: a, address: x, manifest: m.json}\n", "manifest without mqtt_topic"},
+		"entity topic level":    {"inventory:\n  devices:\n    - {name: a, mqtt_topic: p, entity: 'update/firmware'}\n", `entity "update/firmware": an object id of letters`},
+		"entity wildcard":       {"inventory:\n  devices:\n    - {name: a, mqtt_topic: p, entity: '+'}\n", `entity "+": an object id of letters`},
+		"entity space":          {"inventory:\n  devices:\n    - {name: a, mqtt_topic: p, entity: 'My Firmware'}\n", "firmware for name: Firmware"},
+		"entity alone":          {"inventory:\n  devices:\n    - {name: a, address: x, entity: firmware}\n", "entity without mqtt_topic"},
+		"entity typo":           {"inventory:\n  devices:\n    - {name: a, mqtt_topic: p, entity_id: firmware}\n", `unknown key "entity_id"`},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := Parse([]byte(tc.yaml))
@@ -204,6 +209,21 @@ func TestInventoryManifest(t *testing.T) {
 	}
 	if m := inv.Devices[1].Manifest; m != "" {
 		t.Errorf("manifest %q where none was written", m)
+	}
+}
+
+// TestInventoryEntity: entity: names the update entity rollout --family
+// esphome commands on a device with more than one.
+func TestInventoryEntity(t *testing.T) {
+	inv, err := Parse([]byte("inventory:\n  devices:\n    - {name: a, mqtt_topic: barn, entity: firmware_beta-2}\n    - {name: b, mqtt_topic: shed}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := inv.Devices[0].Entity; e != "firmware_beta-2" {
+		t.Errorf("entity %q, want firmware_beta-2", e)
+	}
+	if e := inv.Devices[1].Entity; e != "" {
+		t.Errorf("entity %q where none was written", e)
 	}
 }
 
