@@ -175,6 +175,11 @@ type entState struct {
 	// live); empty: the last state told "" (a boot with no check yet).
 	last  string
 	empty bool
+	// emptyAt is when the empty state that made empty true came: when
+	// the device had booted. The first version after it is that boot's,
+	// so its booted report is dated then (a boot before the command is
+	// no boot after it, however late the device's first check).
+	emptyAt time.Time
 	// live is the last state told live (not a retained copy), at liveAt
 	// (zero: none yet): the broker hands retained copies again at any
 	// subscribe, so they may be older than any announcement.
@@ -410,6 +415,9 @@ func (f *Family) stateLocked(prefix, id string, m broker.Message) []rollout.Repo
 	if st.Installed != "" {
 		e.last, e.empty = st.Installed, false
 	} else {
+		if !e.empty || e.emptyAt.IsZero() {
+			e.emptyAt = m.At
+		}
 		e.empty = true
 	}
 	if m.Retained {
@@ -441,6 +449,9 @@ func (f *Family) stateLocked(prefix, id string, m broker.Message) []rollout.Repo
 		// Another version than the last told, or the first version after
 		// an empty state: a boot, naming what it runs.
 		r.Kind, boot = rollout.ReportBooted, true
+		if prevEmpty && !e.emptyAt.IsZero() && e.emptyAt.Before(r.At) {
+			r.At = e.emptyAt // the boot came with the empty state
+		}
 	}
 	var out []rollout.Report
 	if r.Kind == rollout.ReportBooted && prevLast != "" && st.Installed != prevLast && ds.cmdEntity == id && !ds.commanded.IsZero() && !m.At.Before(ds.commanded) {

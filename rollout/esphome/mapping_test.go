@@ -118,3 +118,40 @@ func TestOverlappingFiltersTakeOnce(t *testing.T) {
 		t.Fatalf("reports %+v", w.queue)
 	}
 }
+
+// A node that booted before the command and checks for the first time
+// only after it: its first version is that earlier boot's, dated at its
+// empty state, so no restart after the command is claimed (the demo's
+// canary once ended "restarted without installing the image").
+func TestFirstCheckAfterCommandIsNoRestart(t *testing.T) {
+	f := New(Config{})
+	now := time.Now()
+	f.filters[statusTopic("n")] = &filterState{at: now}
+	f.filters[statesFilter("n")] = &filterState{at: now}
+	w := &watcher{devs: map[string]bool{"n": true}}
+	f.watchers[w] = struct{}{}
+	at := func(s float64) time.Time { return now.Add(time.Duration(s * float64(time.Second))) }
+	f.arrive(statesFilter("n"), broker.Message{Topic: "n/update/fw/state", Payload: []byte(st("", "")), Retained: true, At: at(1)})
+	f.mu.Lock()
+	ds := f.devLocked("n")
+	ds.commanded, ds.cmdEntity, ds.awaitStart = at(2), "fw", true
+	f.mu.Unlock()
+	f.arrive(statesFilter("n"), broker.Message{Topic: "n/update/fw/state", Payload: []byte(st("1.0.0", "1.1.0")), At: at(3)})
+	var booted []rollout.Report
+	for _, r := range w.queue {
+		if r.Kind == rollout.ReportBooted {
+			booted = append(booted, r)
+		}
+	}
+	if len(booted) != 1 || !booted[0].At.Equal(at(1)) || booted[0].Facts.Version != "1.0.0" {
+		t.Fatalf("reports %+v: want one booted 1.0.0 dated at its empty state", w.queue)
+	}
+	// After the command, a real restart: empty, then the new version,
+	// dated at the empty state (after the command).
+	f.arrive(statesFilter("n"), broker.Message{Topic: "n/update/fw/state", Payload: []byte(st("", "")), At: at(10)})
+	f.arrive(statesFilter("n"), broker.Message{Topic: "n/update/fw/state", Payload: []byte(st("1.1.0", "1.1.0")), At: at(12)})
+	last := w.queue[len(w.queue)-1]
+	if last.Kind != rollout.ReportBooted || last.Facts.Version != "1.1.0" || !last.At.Equal(at(10)) {
+		t.Fatalf("last report %+v: want booted 1.1.0 at its empty state", last)
+	}
+}
