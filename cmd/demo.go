@@ -3,7 +3,9 @@ package cmd
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -428,14 +430,30 @@ func (d *demo) rollout(ctx context.Context) error {
 	}
 	nodesCfg := make([]esphomepull.Device, demoNodes)
 	for i := range nodesCfg {
-		nodesCfg[i] = esphomepull.Device{Name: fmt.Sprintf("sensor-%d", i+1), ManifestURL: "http://" + serve + "/manifest.json",
+		nodesCfg[i] = esphomepull.Device{Name: fmt.Sprintf("sensor-%d", i+1), Version: demoNodeOld, ManifestURL: "http://" + serve + "/manifest.json",
 			ChipFamily: "ESP32", UpdateInterval: demoUpdateInterval, FlashRate: 4 << 20, RebootTime: demoRebootTime}
 	}
-	nodes, err := esphomepull.Start(ctx, esphomepull.Config{Broker: b.URL(), Devices: nodesCfg, Seed: 1, Logger: d.a.log})
+	// The nodes first read the manifest of the version they run, as a
+	// fleet that polled its manifest before: their state then tells that
+	// version (a node that never had a good check tells none, and its
+	// first version told during the rollout would look like a restart).
+	checked := make(chan string, 4*demoNodes)
+	nodes, err := esphomepull.Start(ctx, esphomepull.Config{Broker: b.URL(), Devices: nodesCfg, Seed: 1, Logger: d.a.log,
+		OnEvent: func(e esphomepull.Event) {
+			if e.Event == esphomepull.EventChecked && e.Version == demoNodeOld {
+				select {
+				case checked <- e.Device:
+				default:
+				}
+			}
+		}})
 	if err != nil {
 		return fail("start the simulated ESPHome nodes", err)
 	}
 	defer nodes.Close()
+	if err := serveEarlierManifest(ctx, serve, checked); err != nil {
+		return fail("the nodes' earlier manifest", err)
+	}
 	d.say("  broker    %s  (nats-server's MQTT, inside this process)", b.URL())
 	topics := plugs.Topics()
 	slices.Sort(topics)
@@ -488,6 +506,42 @@ func (d *demo) rollout(ctx context.Context) error {
 		"--expect-version", demoNodeVersion, "--serve-addr", serve, "--check-wait", demoCheckWait.String()}, common...)...)
 	if code != ExitOK {
 		return d.failed(ctx, "rollout", code)
+	}
+	return nil
+}
+
+// demoNodeOld is the version the demo's nodes run, and the manifest they
+// read before the rollout announces.
+const demoNodeOld = "1.0.0"
+
+// serveEarlierManifest serves, at addr, a manifest of demoNodeOld until
+// each node said it checked it (checked names them), then frees the port
+// for the rollout's file server.
+func serveEarlierManifest(ctx context.Context, addr string, checked <-chan string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	body := `{"name":"sensor","version":"` + demoNodeOld + `","builds":[{"chipFamily":"ESP32","ota":{"path":"http://` + addr +
+		`/old.bin","md5":"00112233445566778899aabbccddeeff","summary":"the version they run"}}]}`
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, body)
+	}), ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Close()
+	seen := map[string]bool{}
+	deadline := time.NewTimer(30 * time.Second)
+	defer deadline.Stop()
+	for len(seen) < demoNodes {
+		select {
+		case n := <-checked:
+			seen[n] = true
+		case <-deadline.C:
+			return fmt.Errorf("%d of %d nodes read it in 30s", len(seen), demoNodes)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	return nil
 }

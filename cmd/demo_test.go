@@ -71,7 +71,7 @@ func TestDemoLeavesNothing(t *testing.T) {
 	if len(plugs) != demoPlugs {
 		t.Errorf("%d plugs updated by the rollout, want %d:\n%s", len(plugs), demoPlugs, out)
 	}
-	nodes := regexp.MustCompile(`(?m)^sensor-\d +sensor-\d +esphome-mqtt +\S+ → 1\.1\.0 +updated `).FindAllString(out.String(), -1)
+	nodes := regexp.MustCompile(`(?m)^sensor-\d +sensor-\d +esphome-mqtt +1\.0\.0 → 1\.1\.0 +updated `).FindAllString(out.String(), -1)
 	if len(nodes) != demoNodes {
 		t.Errorf("%d ESPHome nodes updated by the rollout, want %d:\n%s", len(nodes), demoNodes, out)
 	}
