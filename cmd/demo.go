@@ -3,7 +3,9 @@ package cmd
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -370,6 +372,15 @@ const (
 	demoServeShown   = "127.0.0.1:8070"
 	demoRolloutImage = "tasmota32.bin"
 	demoNodeImage    = "sensor.bin"
+
+	// The simulated pulling devices' speed and the rollouts' waits to
+	// match (real devices: seconds to restart, update_interval of hours,
+	// the commands' defaults).
+	demoRebootTime     = 200 * time.Millisecond
+	demoUpdateInterval = 500 * time.Millisecond
+	demoStability      = 300 * time.Millisecond
+	demoDiscoverWait   = 300 * time.Millisecond
+	demoCheckWait      = 10 * time.Second
 )
 
 // demoPullLines are what a user types for the broker, the plugs and the
@@ -377,7 +388,7 @@ const (
 var demoPullLines = []string{
 	"mosquitto -p 1883 &   # or any MQTT broker; the demo runs one inside itself",
 	fmt.Sprintf("ots-ota sim --personality tasmota-mqtt --broker %s --count %d --chip esp32 --topic-prefix plug &", demoBrokerShown, demoPlugs),
-	fmt.Sprintf("ots-ota sim --personality esphome-pull --broker %s --count %d --chip esp32 --node-name sensor-%%d --manifest-url http://%s/manifest.json --update-interval 1s &",
+	fmt.Sprintf("ots-ota sim --personality esphome-pull --broker %s --count %d --chip esp32 --node-name sensor-%%d --manifest-url http://%s/manifest.json --update-interval 500ms &",
 		demoBrokerShown, demoNodes, demoServeShown),
 }
 
@@ -401,11 +412,11 @@ func (d *demo) rollout(ctx context.Context) error {
 	devs := make([]tasmotamqtt.Device, demoPlugs)
 	for i := range devs {
 		// Quick devices (a real one restarts in seconds, flashes at 100 KiB/s):
-		// each rollout's three waves take seconds.
-		devs[i] = tasmotamqtt.Device{Chip: "esp32", FlashRate: 2 << 20, RebootTime: time.Second}
+		// both rollouts' six waves take a few seconds together.
+		devs[i] = tasmotamqtt.Device{Chip: "esp32", FlashRate: 4 << 20, RebootTime: demoRebootTime}
 	}
 	plugs, err := tasmotamqtt.Start(ctx, tasmotamqtt.Config{Broker: b.URL(), Devices: devs, TopicPrefix: "plug", Seed: 1,
-		Tick: 100 * time.Millisecond, Logger: d.a.log})
+		Tick: 50 * time.Millisecond, Logger: d.a.log})
 	if err != nil {
 		return fail("start the simulated plugs", err)
 	}
@@ -419,14 +430,30 @@ func (d *demo) rollout(ctx context.Context) error {
 	}
 	nodesCfg := make([]esphomepull.Device, demoNodes)
 	for i := range nodesCfg {
-		nodesCfg[i] = esphomepull.Device{Name: fmt.Sprintf("sensor-%d", i+1), ManifestURL: "http://" + serve + "/manifest.json",
-			ChipFamily: "ESP32", UpdateInterval: time.Second, FlashRate: 2 << 20, RebootTime: time.Second}
+		nodesCfg[i] = esphomepull.Device{Name: fmt.Sprintf("sensor-%d", i+1), Version: demoNodeOld, ManifestURL: "http://" + serve + "/manifest.json",
+			ChipFamily: "ESP32", UpdateInterval: demoUpdateInterval, FlashRate: 4 << 20, RebootTime: demoRebootTime}
 	}
-	nodes, err := esphomepull.Start(ctx, esphomepull.Config{Broker: b.URL(), Devices: nodesCfg, Seed: 1, Logger: d.a.log})
+	// The nodes first read the manifest of the version they run, as a
+	// fleet that polled its manifest before: their state then tells that
+	// version (a node that never had a good check tells none, and its
+	// first version told during the rollout would look like a restart).
+	checked := make(chan string, 4*demoNodes)
+	nodes, err := esphomepull.Start(ctx, esphomepull.Config{Broker: b.URL(), Devices: nodesCfg, Seed: 1, Logger: d.a.log,
+		OnEvent: func(e esphomepull.Event) {
+			if e.Event == esphomepull.EventChecked && e.Version == demoNodeOld {
+				select {
+				case checked <- e.Device:
+				default:
+				}
+			}
+		}})
 	if err != nil {
 		return fail("start the simulated ESPHome nodes", err)
 	}
 	defer nodes.Close()
+	if err := serveEarlierManifest(ctx, serve, checked); err != nil {
+		return fail("the nodes' earlier manifest", err)
+	}
 	d.say("  broker    %s  (nats-server's MQTT, inside this process)", b.URL())
 	topics := plugs.Topics()
 	slices.Sort(topics)
@@ -454,8 +481,14 @@ func (d *demo) rollout(ctx context.Context) error {
 			return fail("build "+im.name, err)
 		}
 	}
-	common := []string{"--broker", b.URL(), "--state-dir", filepath.Join(d.dir, "rollouts"), "--all", "--discover-wait", "500ms",
-		"--canary", "1", "--waves", "50%,100%", "--stability-window", "2s", "--verify-timeout", "20s"}
+	// Waits suited to these devices, not to real ones: said so before
+	// the rollouts run.
+	common := []string{"--broker", b.URL(), "--state-dir", filepath.Join(d.dir, "rollouts"), "--all", "--discover-wait", demoDiscoverWait.String(),
+		"--canary", "1", "--waves", "50%,100%", "--stability-window", demoStability.String(), "--verify-timeout", "20s"}
+	d.say("  these simulated devices restart in %s and the nodes check their manifest every %s, so the rollouts below run with\n"+
+		"  --stability-window %s --discover-wait %s (--check-wait %s for the nodes); with real devices keep the defaults\n"+
+		"  (--stability-window 30s, 90s with esphome; --discover-wait 3s; --check-wait 10m, or longer than their update_interval)",
+		demoRebootTime, demoUpdateInterval, demoStability, demoDiscoverWait, demoCheckWait)
 
 	d.step(fmt.Sprintf("Roll %s out to the plugs over the broker: one canary, then two waves", demoPlugVersion),
 		fmt.Sprintf("ots-ota rollout %s --family tasmota --expect-version %s --broker %s --all --canary 1 --waves 50%%,100%%",
@@ -470,9 +503,45 @@ func (d *demo) rollout(ctx context.Context) error {
 		fmt.Sprintf("ots-ota rollout %s --family esphome --expect-version %s --broker %s --serve-addr %s --all --canary 1 --waves 50%%,100%%",
 			demoNodeImage, demoNodeVersion, demoBrokerShown, demoServeShown))
 	code = d.exec(ctx, append([]string{"rollout", filepath.Join(d.dir, demoNodeImage), "--family", "esphome",
-		"--expect-version", demoNodeVersion, "--serve-addr", serve, "--check-wait", "30s"}, common...)...)
+		"--expect-version", demoNodeVersion, "--serve-addr", serve, "--check-wait", demoCheckWait.String()}, common...)...)
 	if code != ExitOK {
 		return d.failed(ctx, "rollout", code)
+	}
+	return nil
+}
+
+// demoNodeOld is the version the demo's nodes run, and the manifest they
+// read before the rollout announces.
+const demoNodeOld = "1.0.0"
+
+// serveEarlierManifest serves, at addr, a manifest of demoNodeOld until
+// each node said it checked it (checked names them), then frees the port
+// for the rollout's file server.
+func serveEarlierManifest(ctx context.Context, addr string, checked <-chan string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	body := `{"name":"sensor","version":"` + demoNodeOld + `","builds":[{"chipFamily":"ESP32","ota":{"path":"http://` + addr +
+		`/old.bin","md5":"00112233445566778899aabbccddeeff","summary":"the version they run"}}]}`
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, body)
+	}), ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Close()
+	seen := map[string]bool{}
+	deadline := time.NewTimer(30 * time.Second)
+	defer deadline.Stop()
+	for len(seen) < demoNodes {
+		select {
+		case n := <-checked:
+			seen[n] = true
+		case <-deadline.C:
+			return fmt.Errorf("%d of %d nodes read it in 30s", len(seen), demoNodes)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	return nil
 }

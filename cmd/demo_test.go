@@ -14,10 +14,32 @@ import (
 // TestDemoLeavesNothing: after the demo every port it printed is free again,
 // TCP and UDP (espota) alike, the embedded broker's too; the rollouts
 // updated every plug and every ESPHome node, each in three waves that passed.
+// Its text output shows each step and the command a user types for it
+// (this is the one text run: demo.txtar runs --json).
 func TestDemoLeavesNothing(t *testing.T) {
 	streams, out, errOut := TestStreams()
 	if code := Execute(context.Background(), []string{"demo", "--no-color"}, streams); code != 0 {
 		t.Fatalf("demo: exit %d\n%s\n%s", code, out, errOut)
+	}
+	for _, re := range []string{
+		`^==> 1\. Build the firmware images`,
+		`^\$ ots-ota inspect `,
+		`^\$ OTS_OTA_PASSWORD=… ots-ota push `,
+		`^attic +127\.0\.0\.1:[0-9]+ +http .*rolled-back`,
+		`^kitchen .*updated`,
+		`^hall .*updated`,
+		`^garage .*espota`,
+		`^==> [0-9]+\. Start an MQTT broker, 6 simulated Tasmota plugs and 3 ESPHome nodes`,
+		`^\$ ots-ota rollout tasmota32\.bin --family tasmota .*--canary 1 --waves 50%,100%`,
+		`^6 device\(s\): 6 updated`,
+		`^\$ ots-ota rollout sensor\.bin --family esphome .*--canary 1 --waves 50%,100%`,
+		`^3 device\(s\): 3 updated`,
+		// The quick devices' waits are said, with the real defaults.
+		`--stability-window 300ms --discover-wait 300ms \(--check-wait 10s for the nodes\); with real devices keep the defaults`,
+	} {
+		if !regexp.MustCompile(`(?m)` + re).MatchString(out.String()) {
+			t.Errorf("no line matches %s:\n%s", re, out)
+		}
 	}
 	if !regexp.MustCompile(`(?m)^attic .*rolled-back`).MatchString(out.String()) {
 		t.Errorf("no rolled-back row:\n%s", out)
@@ -49,7 +71,7 @@ func TestDemoLeavesNothing(t *testing.T) {
 	if len(plugs) != demoPlugs {
 		t.Errorf("%d plugs updated by the rollout, want %d:\n%s", len(plugs), demoPlugs, out)
 	}
-	nodes := regexp.MustCompile(`(?m)^sensor-\d +sensor-\d +esphome-mqtt +\S+ → 1\.1\.0 +updated `).FindAllString(out.String(), -1)
+	nodes := regexp.MustCompile(`(?m)^sensor-\d +sensor-\d +esphome-mqtt +1\.0\.0 → 1\.1\.0 +updated `).FindAllString(out.String(), -1)
 	if len(nodes) != demoNodes {
 		t.Errorf("%d ESPHome nodes updated by the rollout, want %d:\n%s", len(nodes), demoNodes, out)
 	}

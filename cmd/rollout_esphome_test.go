@@ -107,7 +107,7 @@ func TestRolloutESPHomeStore(t *testing.T) {
 	state := filepath.Join(t.TempDir(), "state")
 	base := []string{"rollout", "--json", "-vv", "--family", "esphome", "--broker", b.URL(), "--mqtt-user", "ota",
 		"--store", "s3://" + srv.Bucket() + "/" + prefix, "--s3-endpoint", srv.Endpoint(), "--public-url", cdn,
-		"--state-dir", state, "--stability-window", "1s", "--verify-timeout", "10s", "--check-wait", "20s", fw}
+		"--state-dir", state, "--stability-window", "500ms", "--verify-timeout", "10s", "--check-wait", "20s", fw}
 	secrets := func(t *testing.T, what, s string) {
 		t.Helper()
 		for _, x := range []string{secret, mqttPW} {
@@ -190,7 +190,9 @@ func TestRolloutESPHomeStore(t *testing.T) {
 		badNodes := fakedev.StartESPHomePull(t, b.URL(), bad, rest)
 		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 		defer cancel()
-		code, lines, stderr := runJSON(t, ctx, append(slices.Clone(base), "--expect-version", "2.0.0",
+		// A window that surely outlasts the bad canary's CrashAfter, on a
+		// loaded machine too (the flag given last wins).
+		code, lines, stderr := runJSON(t, ctx, append(slices.Clone(base), "--expect-version", "2.0.0", "--stability-window", "1s",
 			"bad-canary", "es-rest", "--manifest", "rest.json", "--canary", "1", "--waves", "100%"))
 		raw, _ := json.Marshal(lines)
 		secrets(t, "the output", string(raw)+stderr)
