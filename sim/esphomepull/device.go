@@ -3,17 +3,15 @@ package esphomepull
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/ots-ota/ots-ota/sim/internal/mqttlink"
 )
 
 // updateState is UpdateState.
@@ -58,12 +56,10 @@ type device struct {
 	version   string     // the project version that runs
 	bootCount int
 
-	// The link to the broker (one per connection).
-	linkMu sync.Mutex
-	link   *link
+	link mqttlink.Slot // the link to the broker (one per connection)
 
 	// Per boot, owned by the node's goroutine.
-	inbox     *inbox
+	inbox     *mqttlink.Inbox
 	firstConn bool
 	info      updateInfo
 	state     updateState
@@ -73,13 +69,6 @@ type device struct {
 	// rollbackTo: FaultCrashOnBoot's new image runs this boot, and crashes
 	// back to this version.
 	rollbackTo string
-}
-
-// link is one connection to the broker.
-type link struct {
-	client mqtt.Client
-	conn   net.Conn
-	lost   atomic.Bool
 }
 
 func newDevice(f *Fleet, idx int, cfg Device) *device {
@@ -123,7 +112,7 @@ func (d *device) powerOn() {
 
 // startBoot resets what a boot starts without: update_info is empty.
 func (d *device) startBoot() {
-	d.inbox = newInbox()
+	d.inbox = mqttlink.NewInbox()
 	d.firstConn = true
 	d.info, d.state, d.checks, d.lastFail, d.dropArmed, d.rollbackTo = updateInfo{}, stateUnknown, 0, "", false, ""
 }
@@ -176,8 +165,8 @@ func (d *device) live(ctx context.Context) *installed {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-d.inbox.ready():
-			for _, m := range d.inbox.take() {
+		case <-d.inbox.Ready():
+			for _, m := range d.inbox.Take() {
 				if next := d.handle(ctx, m); next != nil {
 					return next
 				}
@@ -206,12 +195,12 @@ func (d *device) live(ctx context.Context) *installed {
 
 // handle is the command topic's callback: INSTALL performs the install,
 // which acts only when an update is available.
-func (d *device) handle(ctx context.Context, m message) *installed {
-	if m.topic != d.commandTopic() {
+func (d *device) handle(ctx context.Context, m mqttlink.Message) *installed {
+	if m.Topic != d.commandTopic() {
 		return nil
 	}
-	if m.payload != "INSTALL" {
-		d.emit(Event{Event: EventCommand, Text: fmt.Sprintf("%q ignored: unknown update payload", m.payload)})
+	if m.Payload != "INSTALL" {
+		d.emit(Event{Event: EventCommand, Text: fmt.Sprintf("%q ignored: unknown update payload", m.Payload)})
 		return nil
 	}
 	if d.state != stateAvailable {
@@ -252,7 +241,7 @@ func (d *device) reboot(ctx context.Context, next *installed) bool {
 		d.version = next.version
 		d.mu.Unlock()
 	}
-	if !sleep(ctx, d.cfg.RebootTime) {
+	if !mqttlink.Sleep(ctx, d.cfg.RebootTime) {
 		return false
 	}
 	d.mu.Lock()
@@ -266,11 +255,7 @@ func (d *device) reboot(ctx context.Context, next *installed) bool {
 	return true
 }
 
-func (d *device) connected() bool {
-	d.linkMu.Lock()
-	defer d.linkMu.Unlock()
-	return d.link != nil && !d.link.lost.Load()
-}
+func (d *device) connected() bool { return d.link.Up() }
 
 // connect is MQTTClientComponent's connection: CONNECT with the will
 // <prefix>/status "offline" (retained), the subscription to the command
@@ -278,60 +263,22 @@ func (d *device) connected() bool {
 // (send_initial_state, retained).
 func (d *device) connect(ctx context.Context) error {
 	cfg := d.f.cfg
-	l := &link{}
 	wake := d.inbox
-	opts := mqtt.NewClientOptions().
-		AddBroker("tcp://"+d.f.addr).
-		SetClientID(d.clientID).
-		SetCleanSession(true).
-		SetKeepAlive(cfg.KeepAlive).
-		SetWill(d.topic("status"), "offline", 0, true).
-		SetAutoReconnect(false).
-		SetConnectRetry(false).
-		SetConnectTimeout(5 * time.Second).
-		SetWriteTimeout(5 * time.Second).
-		SetOrderMatters(false).
-		SetCustomOpenConnectionFn(func(u *url.URL, _ mqtt.ClientOptions) (net.Conn, error) {
-			c, err := d.dial(ctx, u.Host)
-			if err == nil {
-				l.conn = c
-			}
-			return c, err
-		}).
-		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
-			if l.lost.Swap(true) {
-				return // the node's own doing, told already
-			}
-			why := "the broker closed the connection"
-			if err != nil && !errors.Is(err, net.ErrClosed) {
-				why += " (" + err.Error() + ")"
-			}
+	l, err := mqttlink.Dial(ctx, mqttlink.Options{
+		Addr: d.f.addr, ClientID: d.clientID, KeepAlive: cfg.KeepAlive,
+		WillTopic: d.topic("status"), WillPayload: "offline", WillQoS: 0,
+		Username: cfg.Username, Password: cfg.Password.Reveal(),
+		AllowNonLoopback: cfg.AllowNonLoopback,
+		OnLost: func(why string) {
 			d.emit(Event{Event: EventLinkDown, Text: why})
-			wake.wake()
-		})
-	if cfg.Username != "" {
-		opts.SetUsername(cfg.Username)
-		opts.SetPassword(cfg.Password.Reveal())
-	}
-	c := mqtt.NewClient(opts)
-	tok := c.Connect()
-	if !tok.WaitTimeout(6 * time.Second) {
-		c.Disconnect(0)
-		return fmt.Errorf("cannot reach the broker at %s: no answer", d.f.addr)
-	}
-	if err := tok.Error(); err != nil {
-		return fmt.Errorf("cannot connect to the broker at %s: %v", d.f.addr, err)
-	}
-	l.client = c
-	d.linkMu.Lock()
-	d.link = l
-	d.linkMu.Unlock()
-
-	in := d.inbox
-	st := c.Subscribe(d.commandTopic(), 0, func(_ mqtt.Client, m mqtt.Message) {
-		in.put(message{topic: m.Topic(), payload: string(m.Payload()), retained: m.Retained()})
+			wake.Wake()
+		},
 	})
-	if !st.WaitTimeout(5*time.Second) || st.Error() != nil {
+	if err != nil {
+		return err
+	}
+	d.link.Set(l)
+	if !l.Subscribe(d.commandTopic(), d.inbox) {
 		d.dropLink("")
 		return fmt.Errorf("the broker at %s did not take the subscription to %s", d.f.addr, d.commandTopic())
 	}
@@ -373,134 +320,22 @@ func (d *device) publishState() {
 	d.publish(d.stateTopic(), string(b), true)
 }
 
-// dial opens the link's socket: loopback only unless allowed.
-func (d *device) dial(ctx context.Context, addr string) (net.Conn, error) {
-	addr, err := checkAddr(addr, d.f.cfg.AllowNonLoopback)
-	if err != nil {
-		return nil, err
-	}
-	var dl net.Dialer
-	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	return dl.DialContext(dctx, "tcp", addr)
-}
-
-// checkAddr maps localhost to 127.0.0.1 and refuses host names, and hosts
-// outside loopback unless allowed.
-func checkAddr(addr string, allowNonLoopback bool) (string, error) {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return "", err
-	}
-	if host == "localhost" {
-		host, addr = "127.0.0.1", net.JoinHostPort("127.0.0.1", port)
-	}
-	ip, err := netip.ParseAddr(host)
-	if err != nil {
-		return "", errors.New("the simulated devices resolve no host names: give an IP address")
-	}
-	if !ip.IsLoopback() && !allowNonLoopback {
-		return "", errors.New("the simulated devices reach loopback only")
-	}
-	return addr, nil
-}
-
 // publish is QoS 0; lost when the link is down (the firmware goes on).
 func (d *device) publish(topic, payload string, retained bool) bool {
-	d.linkMu.Lock()
-	l := d.link
-	d.linkMu.Unlock()
-	if l == nil || l.lost.Load() {
-		return false
-	}
-	t := l.client.Publish(topic, 0, retained, payload)
-	return t.WaitTimeout(5*time.Second) && t.Error() == nil
+	return d.link.Publish(topic, payload, retained)
 }
 
 // disconnect is a clean DISCONNECT: no will.
-func (d *device) disconnect() {
-	d.linkMu.Lock()
-	l := d.link
-	d.link = nil
-	d.linkMu.Unlock()
-	if l != nil && !l.lost.Load() {
-		l.lost.Store(true)
-		l.client.Disconnect(50)
-	}
-}
+func (d *device) disconnect() { d.link.Disconnect() }
 
 // dropLink breaks the link without a DISCONNECT (the broker publishes the
 // will), as a power cut or an expired keepalive does. why "" says nothing.
 func (d *device) dropLink(why string) {
-	d.linkMu.Lock()
-	l := d.link
-	d.linkMu.Unlock()
-	if l == nil || l.lost.Swap(true) {
-		return
-	}
-	if why != "" {
-		d.emit(Event{Event: EventLinkDown, Text: why})
-	}
-	if l.conn != nil {
-		_ = l.conn.Close()
-	}
-	go l.client.Disconnect(0) // paho's goroutines end; the socket is already gone
-}
-
-// message is one delivered PUBLISH.
-type message struct {
-	topic, payload string
-	retained       bool
-}
-
-// inbox holds delivered messages until the node's loop takes them: paho
-// never waits for a node busy downloading.
-type inbox struct {
-	mu   sync.Mutex
-	msgs []message
-	sig  chan struct{}
-}
-
-func newInbox() *inbox { return &inbox{sig: make(chan struct{}, 1)} }
-
-func (b *inbox) put(m message) {
-	b.mu.Lock()
-	b.msgs = append(b.msgs, m)
-	b.mu.Unlock()
-	b.wake()
-}
-
-// wake makes the loop look again (a lost link, too).
-func (b *inbox) wake() {
-	select {
-	case b.sig <- struct{}{}:
-	default:
-	}
-}
-
-func (b *inbox) ready() <-chan struct{} { return b.sig }
-
-func (b *inbox) take() []message {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	m := b.msgs
-	b.msgs = nil
-	return m
-}
-
-// sleep waits d or until ctx ends; false when ctx ended.
-func sleep(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
+	d.link.Drop(func() {
+		if why != "" {
+			d.emit(Event{Event: EventLinkDown, Text: why})
+		}
+	})
 }
 
 // describe is a short form of an error for an event.

@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ots-ota/ots-ota/sim/internal/mqttlink"
 )
 
 // manifestLimit bounds what a node reads of a manifest (its buffer).
@@ -32,7 +34,7 @@ func newClient(allowNonLoopback bool) *http.Client {
 		ResponseHeaderTimeout: httpTimeout,
 		Proxy:                 nil,
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			addr, err := checkAddr(addr, allowNonLoopback)
+			addr, err := mqttlink.CheckAddr(addr, allowNonLoopback)
 			if err != nil {
 				return nil, err
 			}
@@ -289,7 +291,7 @@ func (d *device) download(ctx context.Context, raw, wantMD5 string) (int64, erro
 			_ = d.connect(ctx)
 		}
 		if rate := d.cfg.FlashRate; rate > 0 {
-			if due := start.Add(time.Duration(float64(got) / float64(rate) * float64(time.Second))); !sleep(ctx, time.Until(due)) {
+			if due := start.Add(time.Duration(float64(got) / float64(rate) * float64(time.Second))); !mqttlink.Sleep(ctx, time.Until(due)) {
 				return got, ctx.Err()
 			}
 		}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ots-ota/ots-ota/sim/internal/mqttlink"
 	"github.com/ots-ota/ots-ota/sim/internal/tasmotafw"
 )
 
@@ -18,16 +19,16 @@ import (
 // last level, the payload its data. Retained messages are run like any
 // other: the firmware has no check (so a retained Upgrade runs again after
 // every reconnect).
-func (d *device) handle(ctx context.Context, m message) {
-	name := m.topic[strings.LastIndexByte(m.topic, '/')+1:]
+func (d *device) handle(ctx context.Context, m mqttlink.Message) {
+	name := m.Topic[strings.LastIndexByte(m.Topic, '/')+1:]
 	if name == "" {
 		return
 	}
 	line := name
-	if m.payload != "" {
-		line += " " + m.payload
+	if m.Payload != "" {
+		line += " " + m.Payload
 	}
-	d.execute(ctx, line, m.retained)
+	d.execute(ctx, line, m.Retained)
 }
 
 // execute runs one command line and publishes its reply.

@@ -2,17 +2,14 @@ package tasmotamqtt
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net"
 	"net/netip"
-	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/ots-ota/ots-ota/sim/internal/mqttlink"
 )
 
 // device is one simulated Tasmota across its boots.
@@ -43,12 +40,10 @@ type device struct {
 	restartReason any // a string, or a crash dump object
 	bootAt        time.Time
 
-	// The link to the broker (one per connection).
-	linkMu sync.Mutex
-	link   *link
+	link mqttlink.Slot // the link to the broker (one per connection)
 
 	// Per boot, owned by the boot's goroutine.
-	inbox       *inbox
+	inbox       *mqttlink.Inbox
 	firstConn   bool // Mqtt.initial_connection_state: INFO1–3 not sent yet this boot
 	backlog     []string
 	backlogDue  time.Time
@@ -67,13 +62,6 @@ type device struct {
 // install is an image written, to run from the next boot.
 type install struct {
 	info *imageInfo
-}
-
-// link is one connection to the broker.
-type link struct {
-	client mqtt.Client
-	conn   net.Conn
-	lost   atomic.Bool
 }
 
 func newDevice(f *Fleet, idx int, cfg Device, mac [6]byte) *device {
@@ -164,7 +152,7 @@ func (d *device) powerOn() {
 // startBoot resets what a boot starts without; a minimal build told to
 // go on (RtcSettings.ota_loader) fetches OtaUrl once the network is up.
 func (d *device) startBoot() {
-	d.inbox = newInbox()
+	d.inbox = mqttlink.NewInbox()
 	d.firstConn = true
 	d.backlog, d.otaFlag, d.restartFlag, d.retryWait, d.dropArmed, d.pending = nil, 0, 0, 0, false, nil
 	d.uptime, d.tele = 0, 0
@@ -209,8 +197,8 @@ func (d *device) live(ctx context.Context) *install {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-d.inbox.ready():
-			for _, m := range d.inbox.take() {
+		case <-d.inbox.Ready():
+			for _, m := range d.inbox.Take() {
 				d.handle(ctx, m)
 			}
 		case <-backlogTimer:
@@ -290,7 +278,7 @@ func (d *device) restart(ctx context.Context, next *install) bool {
 		case d.cfg.has(FaultCrashOnBoot):
 			// The new image crashes before it is marked valid; the
 			// bootloader boots the old one. Two boots' time.
-			if !sleep(ctx, reboot) {
+			if !mqttlink.Sleep(ctx, reboot) {
 				return false
 			}
 			reboot = d.cfg.RebootTime
@@ -317,7 +305,7 @@ func (d *device) restart(ctx context.Context, next *install) bool {
 			d.mu.Unlock()
 		}
 	}
-	if !sleep(ctx, reboot) {
+	if !mqttlink.Sleep(ctx, reboot) {
 		return false
 	}
 	d.mu.Lock()
@@ -350,78 +338,34 @@ func (d *device) mqttCheck(ctx context.Context) {
 	}
 }
 
-func (d *device) connected() bool {
-	d.linkMu.Lock()
-	defer d.linkMu.Unlock()
-	return d.link != nil && !d.link.lost.Load()
-}
+func (d *device) connected() bool { return d.link.Up() }
 
 // connect is MqttReconnect and MqttConnected: CONNECT with the will, LWT
 // Online, the empty POWER publish, the subscriptions, and on the boot's
 // first connection INFO1–3.
 func (d *device) connect(ctx context.Context) error {
 	cfg := d.f.cfg
-	l := &link{}
-	opts := mqtt.NewClientOptions().
-		AddBroker("tcp://"+d.f.addr).
-		SetClientID(d.clientID).
-		SetCleanSession(true).
-		SetKeepAlive(cfg.KeepAlive).
-		SetWill(d.topic(prefixTele, "LWT"), "Offline", 1, true).
-		SetAutoReconnect(false).
-		SetConnectRetry(false).
-		SetConnectTimeout(5 * time.Second).
-		SetWriteTimeout(5 * time.Second).
-		SetOrderMatters(false).
-		SetCustomOpenConnectionFn(func(u *url.URL, _ mqtt.ClientOptions) (net.Conn, error) {
-			c, err := d.dial(ctx, u.Host)
-			if err == nil {
-				l.conn = c
-			}
-			return c, err
-		}).
-		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
-			if l.lost.Swap(true) {
-				return // the device's own doing, told already
-			}
-			why := "the broker closed the connection"
-			if err != nil && !errors.Is(err, net.ErrClosed) {
-				why += " (" + err.Error() + ")"
-			}
-			d.emit(Event{Event: EventLinkDown, Text: why})
-		})
-	if cfg.Username != "" {
-		opts.SetUsername(cfg.Username)
-		opts.SetPassword(cfg.Password.Reveal())
+	l, err := mqttlink.Dial(ctx, mqttlink.Options{
+		Addr: d.f.addr, ClientID: d.clientID, KeepAlive: cfg.KeepAlive,
+		WillTopic: d.topic(prefixTele, "LWT"), WillPayload: "Offline", WillQoS: 1,
+		Username: cfg.Username, Password: cfg.Password.Reveal(),
+		AllowNonLoopback: cfg.AllowNonLoopback,
+		OnLost:           func(why string) { d.emit(Event{Event: EventLinkDown, Text: why}) },
+	})
+	if err != nil {
+		return err
 	}
-	c := mqtt.NewClient(opts)
-	tok := c.Connect()
-	if !tok.WaitTimeout(6 * time.Second) {
-		c.Disconnect(0)
-		return fmt.Errorf("cannot reach the broker at %s: no answer", d.f.addr)
-	}
-	if err := tok.Error(); err != nil {
-		return fmt.Errorf("cannot connect to the broker at %s: %v", d.f.addr, err)
-	}
-	l.client = c
-	d.linkMu.Lock()
-	d.link = l
-	d.linkMu.Unlock()
+	d.link.Set(l)
 
 	d.publish(d.topic(prefixTele, "LWT"), "Online", true)
 	d.publish(d.topic(prefixCmnd, "POWER"), "", false) // for iobroker (SetOption90 off)
-	in := d.inbox
-	handler := func(_ mqtt.Client, m mqtt.Message) {
-		in.put(message{topic: m.Topic(), payload: string(m.Payload()), retained: m.Retained()})
-	}
 	subs := []string{d.topic(prefixCmnd, "#")}
 	if strings.Contains(d.cfg.FullTopic, "%topic%") {
 		subs = append(subs, topicOf(d.cfg.FullTopic, prefixCmnd, d.cfg.GroupTopic, d.hostname, d.id, "#"),
 			"cmnd/"+d.clientID+"_fb/#")
 	}
 	for _, s := range subs {
-		st := c.Subscribe(s, 0, handler)
-		if !st.WaitTimeout(5*time.Second) || st.Error() != nil {
+		if !l.Subscribe(s, d.inbox) {
 			d.dropLink("")
 			return fmt.Errorf("the broker at %s did not take the subscription to %s", d.f.addr, s)
 		}
@@ -444,124 +388,26 @@ func (d *device) connect(ctx context.Context) error {
 	return nil
 }
 
-// dial opens the link's socket: loopback only unless allowed.
-func (d *device) dial(ctx context.Context, addr string) (net.Conn, error) {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return nil, err
-	}
-	if host == "localhost" {
-		addr = net.JoinHostPort("127.0.0.1", addr[strings.LastIndexByte(addr, ':')+1:])
-		host = "127.0.0.1"
-	}
-	ip, err := netip.ParseAddr(host)
-	if err != nil {
-		return nil, errors.New("the simulated devices resolve no host names: give the broker's IP address")
-	}
-	if !ip.IsLoopback() && !d.f.cfg.AllowNonLoopback {
-		return nil, errors.New("the simulated devices reach loopback only")
-	}
-	var dl net.Dialer
-	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	return dl.DialContext(dctx, "tcp", addr)
-}
-
 // publish is MqttPublishPayload: QoS 0; lost when the link is down (the
 // firmware logs it and goes on).
 func (d *device) publish(topic, payload string, retained bool) bool {
-	d.linkMu.Lock()
-	l := d.link
-	d.linkMu.Unlock()
-	if l == nil || l.lost.Load() {
-		return false
-	}
-	t := l.client.Publish(topic, 0, retained, payload)
-	return t.WaitTimeout(5*time.Second) && t.Error() == nil
+	return d.link.Publish(topic, payload, retained)
 }
 
 // disconnect is MqttDisconnect: a clean DISCONNECT, no will.
-func (d *device) disconnect() {
-	d.linkMu.Lock()
-	l := d.link
-	d.link = nil
-	d.linkMu.Unlock()
-	if l != nil && !l.lost.Load() {
-		l.lost.Store(true)
-		l.client.Disconnect(50)
-	}
-}
+func (d *device) disconnect() { d.link.Disconnect() }
 
 // dropLink breaks the link without a DISCONNECT (the broker publishes the
 // will), as a power cut or an expired keepalive does. why "" says nothing.
 func (d *device) dropLink(why string) {
-	d.linkMu.Lock()
-	l := d.link
-	d.linkMu.Unlock()
-	if l == nil || l.lost.Swap(true) {
-		return
-	}
-	if why != "" {
-		d.emit(Event{Event: EventLinkDown, Text: why})
-	}
-	if l.conn != nil {
-		_ = l.conn.Close()
-	}
-	go l.client.Disconnect(0) // paho's goroutines end; the socket is already gone
+	d.link.Drop(func() {
+		if why != "" {
+			d.emit(Event{Event: EventLinkDown, Text: why})
+		}
+	})
 }
 
 // topic is the device's topic for prefix and subtopic.
 func (d *device) topic(prefix, subtopic string) string {
 	return topicOf(d.cfg.FullTopic, prefix, d.cfg.Topic, d.hostname, d.id, subtopic)
-}
-
-// message is one delivered PUBLISH.
-type message struct {
-	topic, payload string
-	retained       bool
-}
-
-// inbox holds delivered messages until the device's loop takes them: paho
-// never waits for a device busy downloading.
-type inbox struct {
-	mu   sync.Mutex
-	msgs []message
-	sig  chan struct{}
-}
-
-func newInbox() *inbox { return &inbox{sig: make(chan struct{}, 1)} }
-
-func (b *inbox) put(m message) {
-	b.mu.Lock()
-	b.msgs = append(b.msgs, m)
-	b.mu.Unlock()
-	select {
-	case b.sig <- struct{}{}:
-	default:
-	}
-}
-
-func (b *inbox) ready() <-chan struct{} { return b.sig }
-
-func (b *inbox) take() []message {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	m := b.msgs
-	b.msgs = nil
-	return m
-}
-
-// sleep waits d or until ctx ends (false).
-func sleep(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

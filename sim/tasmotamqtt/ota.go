@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ots-ota/ots-ota/sim/internal/mqttlink"
 	"github.com/ots-ota/ots-ota/sim/internal/tasmotafw"
 )
 
@@ -244,7 +245,7 @@ func (d *device) fetch(ctx context.Context, raw string, attempt int) (bool, stri
 			d.dropLink("the download outlasted 1.5 × the keepalive: the broker dropped the link")
 		}
 		if rate > 0 {
-			if due := start.Add(time.Duration(float64(got) / float64(rate) * float64(time.Second))); !sleep(ctx, time.Until(due)) {
+			if due := start.Add(time.Duration(float64(got) / float64(rate) * float64(time.Second))); !mqttlink.Sleep(ctx, time.Until(due)) {
 				return false, ""
 			}
 		}
