@@ -8,9 +8,10 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"sort"
 	"sync"
 	"time"
+
+	"github.com/ots-ota/ots-ota/sim/internal/fleetrun"
 )
 
 // EventKind names an event. The values are stable (the CLI prints them);
@@ -82,17 +83,12 @@ type Fleet struct {
 	log    *slog.Logger
 	devs   []*device
 	byName map[string]*device
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	run    *fleetrun.Runner
 	emitMu sync.Mutex
 }
 
 // maxFirstCheck is the scheduler's MAX_INTERVAL_DELAY.
 const maxFirstCheck = 5 * time.Second
-
-// connectParallel bounds how many nodes connect at once at Start (a
-// broker's listen backlog is finite).
-const connectParallel = 32
 
 // Start connects every node to the broker (each publishes "online" and its
 // empty state, as after a power-on) and returns once all are online. An
@@ -137,56 +133,13 @@ func Start(ctx context.Context, cfg Config) (*Fleet, error) {
 		f.devs = append(f.devs, d)
 		f.byName[rd.Name] = d
 	}
-	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	f.cancel = cancel
-	// Connect first, all of them, so that an unreachable broker is one
-	// error before anything runs.
-	errs := make([]error, len(f.devs))
-	sem := make(chan struct{}, connectParallel)
-	var cw sync.WaitGroup
+	nodes := make([]fleetrun.Device, len(f.devs))
 	for i, d := range f.devs {
-		cw.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer cw.Done()
-			defer func() { <-sem }()
-			d.powerOn()
-			errs[i] = d.connect(ctx)
-		}()
+		nodes[i] = node{d}
 	}
-	cw.Wait()
-	if err := errors.Join(errs...); err != nil {
-		for _, d := range f.devs {
-			d.dropLink("") // the will: they were never really up
-		}
-		cancel()
-		for i, e := range errs {
-			if e != nil {
-				return nil, fmt.Errorf("%s: %w", f.devs[i].cfg.Name, e)
-			}
-		}
+	if f.run, err = fleetrun.Start(ctx, nodes); err != nil {
+		return nil, err
 	}
-	if ctx.Err() != nil {
-		for _, d := range f.devs {
-			d.dropLink("")
-		}
-		cancel()
-		return nil, ctx.Err()
-	}
-	for _, d := range f.devs {
-		f.wg.Add(1)
-		go func() {
-			defer f.wg.Done()
-			d.run(runCtx)
-		}()
-	}
-	go func() { // the caller's context ends the fleet too
-		select {
-		case <-ctx.Done():
-			cancel()
-		case <-runCtx.Done():
-		}
-	}()
 	return f, nil
 }
 
@@ -205,8 +158,7 @@ func (f *Fleet) spread(i int, within time.Duration) time.Duration {
 // Close stops every node: each drops its link as a power cut would (the
 // broker publishes their wills).
 func (f *Fleet) Close() {
-	f.cancel()
-	f.wg.Wait()
+	f.run.Close()
 }
 
 // Names lists the nodes' names in start order.
@@ -248,16 +200,11 @@ func (f *Fleet) Devices() []Device {
 
 // Counts tells how many nodes run each version, sorted.
 func (f *Fleet) Counts() []string {
-	m := map[string]int{}
+	var vs []string
 	for _, n := range f.Names() {
-		m[f.Running(n)]++
+		vs = append(vs, f.Running(n))
 	}
-	var out []string
-	for v, n := range m {
-		out = append(out, fmt.Sprintf("%d × %s", n, v))
-	}
-	sort.Strings(out)
-	return out
+	return fleetrun.Counts(vs)
 }
 
 func (f *Fleet) emit(e Event) {
@@ -285,3 +232,12 @@ func (f *Fleet) conn(ctx context.Context) (func(), bool) {
 		return nil, false
 	}
 }
+
+// node is a device as fleetrun drives it.
+type node struct{ *device }
+
+func (n node) Name() string                      { return n.cfg.Name }
+func (n node) PowerOn()                          { n.powerOn() }
+func (n node) Connect(ctx context.Context) error { return n.connect(ctx) }
+func (n node) Drop()                             { n.dropLink("") }
+func (n node) Run(ctx context.Context)           { n.run(ctx) }

@@ -8,9 +8,10 @@ import (
 	"hash/fnv"
 	"io"
 	"log/slog"
-	"sort"
 	"sync"
 	"time"
+
+	"github.com/ots-ota/ots-ota/sim/internal/fleetrun"
 )
 
 // EventKind names an event. The values are stable (the CLI prints them).
@@ -70,14 +71,9 @@ type Fleet struct {
 	log    *slog.Logger
 	devs   []*device
 	byTop  map[string]*device
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	run    *fleetrun.Runner
 	emitMu sync.Mutex
 }
-
-// connectParallel bounds how many devices connect at once at Start (a
-// broker's listen backlog is finite).
-const connectParallel = 32
 
 // Start connects every device to the broker (each publishes LWT Online and
 // INFO1–3, as after a power-on) and returns once all are online. An
@@ -121,53 +117,13 @@ func Start(ctx context.Context, cfg Config) (*Fleet, error) {
 		f.devs = append(f.devs, d)
 		f.byTop[rd.Topic] = d
 	}
-	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	f.cancel = cancel
-	// Connect first, all of them, so that an unreachable broker is one
-	// error before anything runs.
-	errs := make([]error, len(f.devs))
-	sem := make(chan struct{}, connectParallel)
-	var cw sync.WaitGroup
+	nodes := make([]fleetrun.Device, len(f.devs))
 	for i, d := range f.devs {
-		cw.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer cw.Done()
-			defer func() { <-sem }()
-			d.powerOn()
-			errs[i] = d.connect(ctx)
-		}()
+		nodes[i] = node{d}
 	}
-	cw.Wait()
-	if err := errors.Join(errs...); err != nil {
-		for _, d := range f.devs {
-			d.dropLink("") // the will: they were never really up
-		}
-		cancel()
-		for i, e := range errs {
-			if e != nil {
-				return nil, fmt.Errorf("%s: %w", f.devs[i].cfg.Topic, e)
-			}
-		}
+	if f.run, err = fleetrun.Start(ctx, nodes); err != nil {
+		return nil, err
 	}
-	if ctx.Err() != nil {
-		cancel()
-		return nil, ctx.Err()
-	}
-	for _, d := range f.devs {
-		f.wg.Add(1)
-		go func() {
-			defer f.wg.Done()
-			d.run(runCtx)
-		}()
-	}
-	go func() { // the caller's context ends the fleet too
-		select {
-		case <-ctx.Done():
-			cancel()
-		case <-runCtx.Done():
-		}
-	}()
 	return f, nil
 }
 
@@ -198,8 +154,7 @@ func (f *Fleet) macs(n int) [][6]byte {
 // Close stops every device: each drops its link as a power cut would (the
 // broker publishes their wills).
 func (f *Fleet) Close() {
-	f.cancel()
-	f.wg.Wait()
+	f.run.Close()
 }
 
 // Topics lists the devices' topics in start order.
@@ -243,16 +198,11 @@ func (f *Fleet) Devices() []Device {
 
 // Counts tells how many devices run each version string, sorted.
 func (f *Fleet) Counts() []string {
-	m := map[string]int{}
-	for _, t := range f.Topics() {
-		m[f.Running(t)]++
+	var vs []string
+	for _, n := range f.Topics() {
+		vs = append(vs, f.Running(n))
 	}
-	var out []string
-	for v, n := range m {
-		out = append(out, fmt.Sprintf("%d × %s", n, v))
-	}
-	sort.Strings(out)
-	return out
+	return fleetrun.Counts(vs)
 }
 
 func (f *Fleet) emit(e Event) {
@@ -266,3 +216,12 @@ func (f *Fleet) emit(e Event) {
 	defer f.emitMu.Unlock()
 	f.cfg.OnEvent(e)
 }
+
+// node is a device as fleetrun drives it.
+type node struct{ *device }
+
+func (n node) Name() string                      { return n.cfg.Topic }
+func (n node) PowerOn()                          { n.powerOn() }
+func (n node) Connect(ctx context.Context) error { return n.connect(ctx) }
+func (n node) Drop()                             { n.dropLink("") }
+func (n node) Run(ctx context.Context)           { n.run(ctx) }
