@@ -2,7 +2,6 @@ package cmd
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -290,46 +289,16 @@ func esphomePullEventLine(e esphomepull.Event) string {
 
 func runESPHomePullSim(ctx context.Context, a *app, o *simOptions) error {
 	cfg := *o.pull.esCfg
-	ev := &heldEvents[esphomepull.Event]{}
-	ev.emit = func(e esphomepull.Event) {
-		if a.opts.JSON {
-			a.writeLine(esphomePullLineOf(e))
-		} else if !a.opts.Quiet {
-			fmt.Fprintln(a.io.ErrOut, a.secrets.Redact(esphomePullEventLine(e)))
-		}
-	}
-	cfg.OnEvent = ev.add
 	cfg.Logger = a.log
-	runCtx, cancel := simRunContext(ctx, o.Duration)
-	defer cancel()
-	start := time.Now()
-	fleet, err := esphomepull.Start(runCtx, cfg)
-	if err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		err = withCode("sim_start", errors.New("cannot start the simulated devices: "+err.Error()))
-		if a.opts.JSON {
-			simStartFailure(a, err, nil, time.Now())
-		}
-		return err
-	}
-	a.log.Info("fleet started", "devices", len(cfg.Devices), "took", time.Since(start).Round(time.Millisecond))
-	if a.opts.JSON {
-		summaryAs[*simSummary](a).Count = ptr(len(cfg.Devices))
-	}
-	ev.mu.Lock()
-	if !a.opts.JSON {
-		lr := &lineRedactor{a: a, w: a.io.Out}
-		renderESPHomePullFleet(lr, fleet, cfg.Broker, time.Since(start), o.Duration)
-		_ = lr.Close()
-	}
-	for _, e := range ev.held {
-		ev.emit(e)
-	}
-	ev.held, ev.started = nil, true
-	ev.mu.Unlock()
-	return simWait(ctx, runCtx, a, fleet.Close)
+	return runPulling(ctx, a, o, len(cfg.Devices), esphomePullLineOf, esphomePullEventLine,
+		func(ctx context.Context, onEvent func(esphomepull.Event)) (func(), func(io.Writer, time.Duration), error) {
+			cfg.OnEvent = onEvent
+			f, err := esphomepull.Start(ctx, cfg)
+			if err != nil {
+				return nil, nil, err
+			}
+			return f.Close, func(w io.Writer, took time.Duration) { renderESPHomePullFleet(w, f, cfg.Broker, took, o.Duration) }, nil
+		})
 }
 
 func renderESPHomePullFleet(w io.Writer, f *esphomepull.Fleet, broker string, took, duration time.Duration) {
@@ -338,20 +307,8 @@ func renderESPHomePullFleet(w io.Writer, f *esphomepull.Fleet, broker string, to
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tCHIP FAMILY\tMANIFEST\tINTERVAL\tRUNNING\tFAULTS")
 	for _, d := range devs {
-		faults := "-"
-		if len(d.Faults) > 0 {
-			var s []string
-			for _, x := range d.Faults {
-				s = append(s, string(x))
-			}
-			faults = strings.Join(s, ",")
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%s\n", d.Name, d.ChipFamily, d.ManifestURL, d.UpdateInterval, f.Running(d.Name), faults)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%s\n", d.Name, d.ChipFamily, d.ManifestURL, d.UpdateInterval, f.Running(d.Name), faultsCell(d.Faults))
 	}
 	_ = tw.Flush()
-	if duration > 0 {
-		fmt.Fprintf(w, "running for %v or until interrupted (Ctrl-C); events follow on stderr\n", duration)
-	} else {
-		fmt.Fprintln(w, "running until interrupted (Ctrl-C); events follow on stderr")
-	}
+	runningFor(w, duration)
 }

@@ -273,20 +273,36 @@ func pullEventLine(e tasmotamqtt.Event) string {
 
 func runPullSim(ctx context.Context, a *app, o *simOptions) error {
 	cfg := *o.pull.cfg
-	ev := &heldEvents[tasmotamqtt.Event]{}
-	ev.emit = func(e tasmotamqtt.Event) {
+	cfg.Logger = a.log
+	return runPulling(ctx, a, o, len(cfg.Devices), pullLineOf, pullEventLine,
+		func(ctx context.Context, onEvent func(tasmotamqtt.Event)) (func(), func(io.Writer, time.Duration), error) {
+			cfg.OnEvent = onEvent
+			f, err := tasmotamqtt.Start(ctx, cfg)
+			if err != nil {
+				return nil, nil, err
+			}
+			return f.Close, func(w io.Writer, took time.Duration) { renderPullFleet(w, f, cfg.Broker, took, o.Duration) }, nil
+		})
+}
+
+// runPulling runs a pulling family's fleet of n devices: its events on
+// stdout (--json, as jsonLine) or stderr (textLine), held until the fleet's
+// table is out; then until the duration ends or an interrupt. start starts
+// the fleet, and returns its Close and the table's renderer.
+func runPulling[E any](ctx context.Context, a *app, o *simOptions, n int, jsonLine func(E) pullLine, textLine func(E) string,
+	start func(ctx context.Context, onEvent func(E)) (func(), func(io.Writer, time.Duration), error)) error {
+	ev := &heldEvents[E]{}
+	ev.emit = func(e E) {
 		if a.opts.JSON {
-			a.writeLine(pullLineOf(e))
+			a.writeLine(jsonLine(e))
 		} else if !a.opts.Quiet {
-			fmt.Fprintln(a.io.ErrOut, a.secrets.Redact(pullEventLine(e)))
+			fmt.Fprintln(a.io.ErrOut, a.secrets.Redact(textLine(e)))
 		}
 	}
-	cfg.OnEvent = ev.add
-	cfg.Logger = a.log
 	runCtx, cancel := simRunContext(ctx, o.Duration)
 	defer cancel()
-	start := time.Now()
-	fleet, err := tasmotamqtt.Start(runCtx, cfg)
+	t0 := time.Now()
+	closeFleet, render, err := start(runCtx, ev.add)
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -297,14 +313,14 @@ func runPullSim(ctx context.Context, a *app, o *simOptions) error {
 		}
 		return err
 	}
-	a.log.Info("fleet started", "devices", len(cfg.Devices), "took", time.Since(start).Round(time.Millisecond))
+	a.log.Info("fleet started", "devices", n, "took", time.Since(t0).Round(time.Millisecond))
 	if a.opts.JSON {
-		summaryAs[*simSummary](a).Count = ptr(len(cfg.Devices))
+		summaryAs[*simSummary](a).Count = ptr(n)
 	}
 	ev.mu.Lock()
 	if !a.opts.JSON {
 		lr := &lineRedactor{a: a, w: a.io.Out}
-		renderPullFleet(lr, fleet, cfg.Broker, time.Since(start), o.Duration)
+		render(lr, time.Since(t0))
 		_ = lr.Close()
 	}
 	for _, e := range ev.held {
@@ -312,7 +328,28 @@ func runPullSim(ctx context.Context, a *app, o *simOptions) error {
 	}
 	ev.held, ev.started = nil, true
 	ev.mu.Unlock()
-	return simWait(ctx, runCtx, a, fleet.Close)
+	return simWait(ctx, runCtx, a, closeFleet)
+}
+
+// faultsCell is a FAULTS column's cell: the faults joined, "-" for none.
+func faultsCell[F ~string](fs []F) string {
+	if len(fs) == 0 {
+		return "-"
+	}
+	s := make([]string, len(fs))
+	for i, x := range fs {
+		s[i] = string(x)
+	}
+	return strings.Join(s, ",")
+}
+
+// runningFor ends a fleet's table: how long it runs.
+func runningFor(w io.Writer, duration time.Duration) {
+	if duration > 0 {
+		fmt.Fprintf(w, "running for %v or until interrupted (Ctrl-C); events follow on stderr\n", duration)
+	} else {
+		fmt.Fprintln(w, "running until interrupted (Ctrl-C); events follow on stderr")
+	}
 }
 
 func renderPullFleet(w io.Writer, f *tasmotamqtt.Fleet, broker string, took, duration time.Duration) {
@@ -321,20 +358,8 @@ func renderPullFleet(w io.Writer, f *tasmotamqtt.Fleet, broker string, took, dur
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "TOPIC\tCHIP\tFULLTOPIC\tRUNNING\tFAULTS")
 	for _, d := range devs {
-		faults := "-"
-		if len(d.Faults) > 0 {
-			var s []string
-			for _, x := range d.Faults {
-				s = append(s, string(x))
-			}
-			faults = strings.Join(s, ",")
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.Topic, d.Chip, d.FullTopic, f.Running(d.Topic), faults)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.Topic, d.Chip, d.FullTopic, f.Running(d.Topic), faultsCell(d.Faults))
 	}
 	_ = tw.Flush()
-	if duration > 0 {
-		fmt.Fprintf(w, "running for %v or until interrupted (Ctrl-C); events follow on stderr\n", duration)
-	} else {
-		fmt.Fprintln(w, "running until interrupted (Ctrl-C); events follow on stderr")
-	}
+	runningFor(w, duration)
 }
