@@ -46,6 +46,7 @@ import (
 
 	"github.com/ots-ota/ots-ota/broker"
 	"github.com/ots-ota/ots-ota/rollout"
+	"github.com/ots-ota/ots-ota/rollout/internal/watch"
 	"github.com/ots-ota/ots-ota/upload"
 )
 
@@ -99,7 +100,7 @@ type Family struct {
 	filters  map[string]*filterState
 	wild     bool // the wildcard filters are (being) subscribed
 	devs     map[string]*devState
-	watchers map[*watcher]struct{}
+	watchers watch.Set
 	leftOut  []string
 	rereads  map[string]*sync.Mutex // state topic → one Reread at a time
 
@@ -208,7 +209,7 @@ func New(cfg Config) *Family {
 		c: cfg.Client, cfg: cfg, log: log,
 		filters:  map[string]*filterState{},
 		devs:     map[string]*devState{},
-		watchers: map[*watcher]struct{}{},
+		watchers: watch.Set{},
 		rereads:  map[string]*sync.Mutex{},
 	}
 }
@@ -497,54 +498,7 @@ func (f *Family) emit(r rollout.Report) {
 	f.log.Debug("report", reportAttrs(r)...)
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for w := range f.watchers {
-		if w.devs == nil || w.devs[r.Topic] {
-			w.push(r)
-		}
-	}
-}
-
-// watcher is one Watch: its reports wait in queue for its own goroutine,
-// so that fn may block (even read a device) without holding up the
-// messages behind it.
-type watcher struct {
-	devs map[string]bool // nil = every device
-	fn   func(rollout.Report)
-	ctx  context.Context
-
-	mu    sync.Mutex
-	queue []rollout.Report
-	wake  chan struct{} // capacity 1
-}
-
-func (w *watcher) push(r rollout.Report) {
-	w.mu.Lock()
-	w.queue = append(w.queue, r)
-	w.mu.Unlock()
-	select {
-	case w.wake <- struct{}{}:
-	default:
-	}
-}
-
-func (w *watcher) run() {
-	for {
-		w.mu.Lock()
-		q := w.queue
-		w.queue = nil
-		w.mu.Unlock()
-		for _, r := range q {
-			if w.ctx.Err() != nil {
-				return
-			}
-			w.fn(r)
-		}
-		select {
-		case <-w.wake:
-		case <-w.ctx.Done():
-			return
-		}
-	}
+	f.watchers.Push(r)
 }
 
 // Watch delivers the reports of devs (of every one-level prefix when devs
@@ -555,17 +509,15 @@ func (w *watcher) run() {
 // filters, else each device's own two. An error: a device's prefix or
 // entity cannot be, or a subscription failed.
 func (f *Family) Watch(ctx context.Context, devs []rollout.Device, fn func(rollout.Report)) error {
-	w := &watcher{fn: fn, ctx: ctx, wake: make(chan struct{}, 1)}
+	w := watch.New(ctx, fn)
 	var own []string
 	ones := 0
 	if len(devs) > 0 {
-		w.devs = map[string]bool{}
 		for _, d := range devs {
 			if err := check(d); err != nil {
 				return err
 			}
-			if !w.devs[d.Topic] {
-				w.devs[d.Topic] = true
+			if w.Add(d.Topic) {
 				own = append(own, d.Topic)
 				if oneLevel(d.Topic) {
 					ones++
@@ -579,12 +531,7 @@ func (f *Family) Watch(ctx context.Context, devs []rollout.Device, fn func(rollo
 	}
 	f.watchers[w] = struct{}{}
 	f.mu.Unlock()
-	go w.run()
-	context.AfterFunc(ctx, func() {
-		f.mu.Lock()
-		delete(f.watchers, w)
-		f.mu.Unlock()
-	})
+	w.Go(&f.mu, f.watchers)
 	if len(devs) == 0 || ones >= wildcardAt {
 		if err := f.wildcards(ctx); err != nil {
 			return err

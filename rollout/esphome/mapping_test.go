@@ -1,6 +1,7 @@
 package esphome
 
 import (
+	"context"
 	"fmt"
 	"reflect"
 	"strings"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/ots-ota/ots-ota/broker"
 	"github.com/ots-ota/ots-ota/rollout"
+	"github.com/ots-ota/ots-ota/rollout/internal/watch"
 )
 
 // step is one message to the family (or an INSTALL sent).
@@ -71,7 +73,8 @@ func TestReportMapping(t *testing.T) {
 			f.filters[statusTopic("n")] = &filterState{at: now}
 			f.filters[statesFilter("n")] = &filterState{at: now}
 			var got []rollout.Report
-			w := &watcher{devs: map[string]bool{"n": true}}
+			w := watch.New(context.Background(), nil)
+			w.Add("n")
 			f.watchers[w] = struct{}{}
 			for i, s := range c.steps {
 				at := now.Add(time.Duration(i+1) * time.Second)
@@ -87,7 +90,7 @@ func TestReportMapping(t *testing.T) {
 				}
 				f.arrive(filter, broker.Message{Topic: s.topic, Payload: []byte(s.payload), Retained: s.retained, At: at})
 			}
-			got = w.queue
+			got = w.Queued()
 			var kinds []string
 			for _, r := range got {
 				kinds = append(kinds, string(r.Kind)+" "+r.Facts.Version)
@@ -109,13 +112,13 @@ func TestOverlappingFiltersTakeOnce(t *testing.T) {
 	now := time.Now()
 	f.filters[statesFilter("n")] = &filterState{at: now}
 	f.filters[wildStates] = &filterState{at: now}
-	w := &watcher{}
+	w := watch.New(context.Background(), nil)
 	f.watchers[w] = struct{}{}
 	m := broker.Message{Topic: "n/update/fw/state", Payload: []byte(st("1.0.0", "1.0.0")), At: now}
 	f.arrive(statesFilter("n"), m)
 	f.arrive(wildStates, m)
-	if len(w.queue) != 1 {
-		t.Fatalf("reports %+v", w.queue)
+	if len(w.Queued()) != 1 {
+		t.Fatalf("reports %+v", w.Queued())
 	}
 }
 
@@ -128,7 +131,8 @@ func TestFirstCheckAfterCommandIsNoRestart(t *testing.T) {
 	now := time.Now()
 	f.filters[statusTopic("n")] = &filterState{at: now}
 	f.filters[statesFilter("n")] = &filterState{at: now}
-	w := &watcher{devs: map[string]bool{"n": true}}
+	w := watch.New(context.Background(), nil)
+	w.Add("n")
 	f.watchers[w] = struct{}{}
 	at := func(s float64) time.Time { return now.Add(time.Duration(s * float64(time.Second))) }
 	f.arrive(statesFilter("n"), broker.Message{Topic: "n/update/fw/state", Payload: []byte(st("", "")), Retained: true, At: at(1)})
@@ -138,19 +142,19 @@ func TestFirstCheckAfterCommandIsNoRestart(t *testing.T) {
 	f.mu.Unlock()
 	f.arrive(statesFilter("n"), broker.Message{Topic: "n/update/fw/state", Payload: []byte(st("1.0.0", "1.1.0")), At: at(3)})
 	var booted []rollout.Report
-	for _, r := range w.queue {
+	for _, r := range w.Queued() {
 		if r.Kind == rollout.ReportBooted {
 			booted = append(booted, r)
 		}
 	}
 	if len(booted) != 1 || !booted[0].At.Equal(at(1)) || booted[0].Facts.Version != "1.0.0" {
-		t.Fatalf("reports %+v: want one booted 1.0.0 dated at its empty state", w.queue)
+		t.Fatalf("reports %+v: want one booted 1.0.0 dated at its empty state", w.Queued())
 	}
 	// After the command, a real restart: empty, then the new version,
 	// dated at the empty state (after the command).
 	f.arrive(statesFilter("n"), broker.Message{Topic: "n/update/fw/state", Payload: []byte(st("", "")), At: at(10)})
 	f.arrive(statesFilter("n"), broker.Message{Topic: "n/update/fw/state", Payload: []byte(st("1.1.0", "1.1.0")), At: at(12)})
-	last := w.queue[len(w.queue)-1]
+	last := w.Queued()[len(w.Queued())-1]
 	if last.Kind != rollout.ReportBooted || last.Facts.Version != "1.1.0" || !last.At.Equal(at(10)) {
 		t.Fatalf("last report %+v: want booted 1.1.0 at its empty state", last)
 	}

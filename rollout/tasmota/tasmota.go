@@ -63,6 +63,7 @@ import (
 	"github.com/ots-ota/ots-ota/image"
 	"github.com/ots-ota/ots-ota/internal/oneline"
 	"github.com/ots-ota/ots-ota/rollout"
+	"github.com/ots-ota/ots-ota/rollout/internal/watch"
 	"github.com/ots-ota/ots-ota/upload"
 )
 
@@ -129,7 +130,7 @@ type Family struct {
 	seen     map[string]bool    // device keys seen by INFO1/INFO2
 	leftOut  []string           // the last Discover's devices whose LWT says Offline
 	waiters  map[*waiter]struct{}
-	watchers map[*watcher]struct{}
+	watchers watch.Set
 	boots    map[string]*boot
 	https    bool              // CheckURL's URL is https
 	urls     map[string]string // device key → the URL it was last told
@@ -161,49 +162,6 @@ type waiter struct {
 	ch   chan told
 }
 
-// watcher is one Watch: its reports wait in queue for its own goroutine,
-// so that fn may block (even read a device) without holding up the
-// messages behind it.
-type watcher struct {
-	devs map[string]bool // nil = every device
-	fn   func(rollout.Report)
-	ctx  context.Context
-
-	mu    sync.Mutex
-	queue []rollout.Report
-	wake  chan struct{} // capacity 1
-}
-
-func (w *watcher) push(r rollout.Report) {
-	w.mu.Lock()
-	w.queue = append(w.queue, r)
-	w.mu.Unlock()
-	select {
-	case w.wake <- struct{}{}:
-	default:
-	}
-}
-
-func (w *watcher) run() {
-	for {
-		w.mu.Lock()
-		q := w.queue
-		w.queue = nil
-		w.mu.Unlock()
-		for _, r := range q {
-			if w.ctx.Err() != nil {
-				return
-			}
-			w.fn(r)
-		}
-		select {
-		case <-w.wake:
-		case <-w.ctx.Done():
-			return
-		}
-	}
-}
-
 type boot struct {
 	facts rollout.Facts
 	at    time.Time
@@ -230,7 +188,7 @@ func New(client *broker.Client, opts Options) *Family {
 		lwt:      map[string]lwtSeen{},
 		seen:     map[string]bool{},
 		waiters:  map[*waiter]struct{}{},
-		watchers: map[*watcher]struct{}{},
+		watchers: watch.Set{},
 		boots:    map[string]*boot{},
 		urls:     map[string]string{},
 		chips:    map[string]string{},
@@ -473,11 +431,7 @@ func (f *Family) emit(r rollout.Report) {
 	f.log.Debug("report", reportAttrs(r)...)
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for w := range f.watchers {
-		if w.devs == nil || w.devs[r.Topic] {
-			w.push(r)
-		}
-	}
+	f.watchers.Push(r)
 }
 
 // Watch delivers the reports of devs (of every device of the family's
@@ -487,7 +441,7 @@ func (f *Family) emit(r rollout.Report) {
 // (Discover's) is reported first, with the time it arrived. An error
 // means a subscription failed.
 func (f *Family) Watch(ctx context.Context, devs []rollout.Device, fn func(rollout.Report)) error {
-	w := &watcher{fn: fn, ctx: ctx, wake: make(chan struct{}, 1)}
+	w := watch.New(ctx, fn)
 	pats := map[string]pattern{}
 	if len(devs) == 0 {
 		p, err := parsePattern(f.opts.FullTopic)
@@ -496,14 +450,13 @@ func (f *Family) Watch(ctx context.Context, devs []rollout.Device, fn func(rollo
 		}
 		pats[p.raw] = p
 	} else {
-		w.devs = map[string]bool{}
 		for _, d := range devs {
 			p, dev, err := f.target(d)
 			if err != nil {
 				return fmt.Errorf("%s: %w", label(d), err)
 			}
 			pats[p.raw] = p
-			w.devs[dev] = true
+			w.Add(dev)
 		}
 	}
 	// The LWTs known go first, under the lock that emit takes: no report
@@ -512,21 +465,18 @@ func (f *Family) Watch(ctx context.Context, devs []rollout.Device, fn func(rollo
 	f.mu.Lock()
 	var known []rollout.Report
 	for dev, l := range f.lwt {
-		if w.devs == nil || w.devs[dev] {
+		if w.Wants(dev) {
 			known = append(known, rollout.Report{Topic: dev, Kind: l.kind, At: l.at, Source: "LWT"})
 		}
 	}
 	slices.SortFunc(known, func(a, b rollout.Report) int { return cmp.Compare(a.Topic, b.Topic) })
-	w.queue = known
+	for _, r := range known {
+		w.Push(r)
+	}
 	f.watchers[w] = struct{}{}
 	f.mu.Unlock()
 	f.emitMu.Unlock()
-	go w.run()
-	context.AfterFunc(ctx, func() {
-		f.mu.Lock()
-		delete(f.watchers, w)
-		f.mu.Unlock()
-	})
+	w.Go(&f.mu, f.watchers)
 	for _, p := range sortedPatterns(pats) {
 		if err := f.ensure(ctx, p, watchSubs); err != nil {
 			return err
