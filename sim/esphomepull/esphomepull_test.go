@@ -99,7 +99,7 @@ func TestBootSequence(t *testing.T) {
 		t.Fatalf("first check: %+v", c)
 	}
 	expectNode(t, w, "kitchen", "online", "/", "1.0.0/2.0.0")
-	w.publish("kitchen/update/firmware/command", "INSTALL", false)
+	w.Publish("kitchen/update/firmware/command", "INSTALL", false)
 	ev.wait(t, "kitchen", EventChecked, 2) // the new boot's first check
 	expectNode(t, w, "kitchen", "online", "/", "1.0.0/2.0.0", "1.0.0/2.0.0", "offline", "online", "/", "2.0.0/2.0.0")
 	if got := f.Running("kitchen"); got != "2.0.0" {
@@ -113,7 +113,7 @@ func TestBootSequence(t *testing.T) {
 	}
 	// Every state the node publishes is retained, and so are online and
 	// offline; the state JSON has the summary the manifest gave.
-	for _, m := range w.all() {
+	for _, m := range w.All() {
 		if strings.HasPrefix(m.Topic, "kitchen/update/firmware/state") && strings.Contains(m.Payload, `"latest_version":"2.0.0"`) &&
 			!strings.Contains(m.Payload, `"title":"sim","release_summary":"s"`) {
 			t.Errorf("state %s", m.Payload)
@@ -121,13 +121,13 @@ func TestBootSequence(t *testing.T) {
 	}
 	r := watch(t, b, "kitchen/#") // a late subscriber gets the retained copies
 	deadline := time.Now().Add(10 * time.Second)
-	for len(r.all()) < 2 && time.Now().Before(deadline) {
+	for len(r.All()) < 2 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	if got := strings.Join(r.node("kitchen"), " | "); got != "online | 2.0.0/2.0.0" {
+	if got := strings.Join(nodeMsgs(r, "kitchen"), " | "); got != "online | 2.0.0/2.0.0" {
 		t.Errorf("retained: %s", got)
 	}
-	for _, m := range r.all() {
+	for _, m := range r.All() {
 		if !m.Retained {
 			t.Errorf("not retained: %s", m)
 		}
@@ -146,7 +146,7 @@ func TestInstallIgnored(t *testing.T) {
 	srv.put("/same.json", manifestFor("1.0.0", "ESP32-S3", "/fw.bin", img))
 	w := watch(t, b, "#")
 	// A retained INSTALL waits for the node on the broker.
-	w.publish("retained/update/firmware/command", "INSTALL", true)
+	w.Publish("retained/update/firmware/command", "INSTALL", true)
 	devs := fast(
 		Device{Name: "same", ManifestURL: srv.url("/same.json")},
 		Device{Name: "early", ManifestURL: srv.url("/same.json"), FirstCheck: time.Hour},
@@ -156,9 +156,9 @@ func TestInstallIgnored(t *testing.T) {
 	if c := ev.wait(t, "same", EventChecked, 1); c.Text != "no update" {
 		t.Fatalf("check: %+v", c)
 	}
-	w.publish("same/update/firmware/command", "INSTALL", false)
-	w.publish("same/update/firmware/command", "install", false)
-	w.publish("early/update/firmware/command", "INSTALL", false)
+	w.Publish("same/update/firmware/command", "INSTALL", false)
+	w.Publish("same/update/firmware/command", "install", false)
+	w.Publish("early/update/firmware/command", "INSTALL", false)
 	if c := ev.wait(t, "same", EventCommand, 1); !strings.Contains(c.Text, "ignored: the state is no update") {
 		t.Errorf("same: %+v", c)
 	}
@@ -235,7 +235,7 @@ func TestCohortsAtScale(t *testing.T) {
 	}
 	var toks []mqtt.Token
 	for _, d := range devs {
-		toks = append(toks, w.client.Publish(d.Name+"/update/firmware/command", 1, false, "INSTALL"))
+		toks = append(toks, w.Client().Publish(d.Name+"/update/firmware/command", 1, false, "INSTALL"))
 	}
 	for _, tok := range toks {
 		if !tok.WaitTimeout(20*time.Second) || tok.Error() != nil {

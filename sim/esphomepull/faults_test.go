@@ -50,7 +50,7 @@ func TestFaults(t *testing.T) {
 			ev.wait(t, d.Name, EventChecked, 1)
 		}
 		if d.Name != "auto" && d.Name != "loop" {
-			w.publish(d.Name+"/update/firmware/command", "INSTALL", false)
+			w.Publish(d.Name+"/update/firmware/command", "INSTALL", false)
 		}
 	}
 
@@ -139,7 +139,7 @@ func TestFaults(t *testing.T) {
 		if e := ev.wait(t, "quirk", EventUpgradeFailed, 1); !strings.Contains(e.Text, "URL not set") {
 			t.Errorf("%+v", e)
 		}
-		w.publish("quirk/update/firmware/command", "INSTALL", false)
+		w.Publish("quirk/update/firmware/command", "INSTALL", false)
 		if c := ev.wait(t, "quirk", EventCommand, 2); !strings.Contains(c.Text, "ignored: the state is installing") {
 			t.Errorf("%+v", c)
 		}

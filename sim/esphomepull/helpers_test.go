@@ -14,80 +14,28 @@ import (
 	"testing"
 	"time"
 
-	mqtt "github.com/eclipse/paho.mqtt.golang"
-
 	"github.com/ots-ota/ots-ota/internal/testbroker"
 	"github.com/ots-ota/ots-ota/sim"
+	"github.com/ots-ota/ots-ota/sim/internal/simtest"
 )
 
-// msg is one message a watcher saw.
-type msg struct {
-	Topic, Payload string
-	Retained       bool
-}
-
-func (m msg) String() string {
-	r := ""
-	if m.Retained {
-		r = " (retained)"
-	}
-	return m.Topic + " " + m.Payload + r
-}
-
-// watcher subscribes to a filter and keeps what it sees, in order.
-type watcher struct {
-	t      testing.TB
-	client mqtt.Client
-	mu     sync.Mutex
-	msgs   []msg
-	sig    chan struct{}
-}
+// msg and watcher are simtest's MQTT watcher.
+type (
+	msg     = simtest.Msg
+	watcher = simtest.Watcher
+)
 
 func watch(t testing.TB, b *testbroker.Broker, filter string) *watcher {
 	t.Helper()
-	w := &watcher{t: t, sig: make(chan struct{}, 1)}
-	handler := func(_ mqtt.Client, m mqtt.Message) {
-		w.mu.Lock()
-		w.msgs = append(w.msgs, msg{m.Topic(), string(m.Payload()), m.Retained()})
-		w.mu.Unlock()
-		select {
-		case w.sig <- struct{}{}:
-		default:
-		}
-	}
-	opts := mqtt.NewClientOptions().AddBroker("tcp://" + b.Addr()).SetClientID(fmt.Sprintf("watcher-%d", time.Now().UnixNano())).
-		SetCleanSession(true).SetAutoReconnect(false).SetOrderMatters(true)
-	w.client = mqtt.NewClient(opts)
-	if tok := w.client.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		t.Fatalf("watcher: connect: %v", tok.Error())
-	}
-	if tok := w.client.Subscribe(filter, 1, handler); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		t.Fatalf("watcher: subscribe: %v", tok.Error())
-	}
-	t.Cleanup(func() { w.client.Disconnect(50) })
-	return w
-}
-
-func (w *watcher) all() []msg {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return append([]msg(nil), w.msgs...)
-}
-
-func (w *watcher) publish(topic, payload string, retained bool) {
-	w.t.Helper()
-	tok := w.client.Publish(topic, 1, retained, payload)
-	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		w.t.Fatalf("publish %s: %v", topic, tok.Error())
-	}
+	return simtest.Watch(t, b.Addr(), filter)
 }
 
 // node is what a watcher saw of one node, in a short form: "online",
 // "offline" for <node>/status, and "I/L" for a state (installed_version
 // and latest_version; "/" for the empty state).
-func (w *watcher) node(name string) []string {
+func nodeMsgs(w *watcher, name string) []string {
 	var out []string
-	for _, m := range w.all() {
+	for _, m := range w.All() {
 		switch {
 		case m.Topic == name+"/status":
 			out = append(out, m.Payload)
@@ -109,7 +57,7 @@ func expectNode(t testing.TB, w *watcher, name string, want ...string) {
 	t.Helper()
 	var got []string
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if got = w.node(name); len(got) >= len(want) {
+		if got = nodeMsgs(w, name); len(got) >= len(want) {
 			break
 		}
 	}
@@ -124,7 +72,7 @@ func expectInOrder(t testing.TB, w *watcher, name string, want ...string) {
 	t.Helper()
 	var got []string
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		got = w.node(name)
+		got = nodeMsgs(w, name)
 		i := 0
 		for _, g := range got {
 			if i < len(want) && g == want[i] {

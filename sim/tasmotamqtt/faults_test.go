@@ -33,7 +33,7 @@ func runFault(t *testing.T, dev Device, cfg func(*Config), files map[string][]by
 	d := r.f.Devices()[0]
 	r.start = waitBoot(r.w, d.Topic, d.Chip, 0, d.Version+"("+d.Image+")") + 1
 	r.url = r.srv.url(path)
-	r.w.publish("cmnd/"+d.Topic+"/Backlog", "OtaUrl "+r.url+"; Upgrade 1", false)
+	r.w.Publish("cmnd/"+d.Topic+"/Backlog", "OtaUrl "+r.url+"; Upgrade 1", false)
 	return r
 }
 
@@ -48,7 +48,7 @@ func (r *faultRun) waitEvent(t *testing.T, topic string, k EventKind) {
 	deadline := time.Now().Add(30 * time.Second)
 	for !r.ev.has(topic, k) {
 		if time.Now().After(deadline) {
-			t.Fatalf("no %s event; events %v; messages:\n%s", k, r.ev.kinds(topic), r.w.dump())
+			t.Fatalf("no %s event; events %v; messages:\n%s", k, r.ev.kinds(topic), r.w.Dump())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -59,7 +59,7 @@ func TestFaultDownloadCut(t *testing.T) {
 	t.Run("esp32", func(t *testing.T) {
 		img := buildImage(t, "esp32", "tasmota32", "15.5.0", 80<<10)
 		r := runFault(t, Device{Topic: "cut", Faults: []Fault{FaultDownloadCut}}, nil, map[string][]byte{"/fw.bin": img}, "/fw.bin")
-		r.w.waitFor(r.start, "UPGRADE", is("stat/cut/UPGRADE", "Failed"))
+		r.w.WaitFor(r.start, "UPGRADE", is("stat/cut/UPGRADE", "Failed"))
 		expectSeq(t, r.w, "cut", r.start, append(r.commanded(), `UPGRADE {"Upgrade":"Failed Update error: Stream Read Timeout"}`))
 		if got := r.srv.requests(); len(got) != 4 {
 			t.Fatalf("ESP32 tries OTA_ATTEMPTS-1 = 4 times; fetched %v", got)
@@ -74,7 +74,7 @@ func TestFaultDownloadCut(t *testing.T) {
 		// which is not there: the last try's words are the 404's.
 		img := buildImage(t, "esp8266", "tasmota", "15.5.0", 40<<10)
 		r := runFault(t, Device{Topic: "cut8", Chip: "esp8266", Faults: []Fault{FaultDownloadCut}}, nil, map[string][]byte{"/fw.bin": img}, "/fw.bin")
-		r.w.waitFor(r.start, "UPGRADE", is("stat/cut8/UPGRADE", "Failed"))
+		r.w.WaitFor(r.start, "UPGRADE", is("stat/cut8/UPGRADE", "Failed"))
 		want := r.commanded()
 		for range 5 {
 			want = append(want, "LWT Offline", "LWT Online", "POWER ")
@@ -92,7 +92,7 @@ func TestFaultMD5Mismatch(t *testing.T) {
 	t.Parallel()
 	img := buildImage(t, "esp32", "tasmota32", "15.5.0", 0)
 	r := runFault(t, Device{Topic: "md5", Faults: []Fault{FaultMD5Mismatch}}, nil, map[string][]byte{"/fw.bin": img}, "/fw.bin")
-	r.w.waitFor(r.start, "UPGRADE", is("stat/md5/UPGRADE", "Failed"))
+	r.w.WaitFor(r.start, "UPGRADE", is("stat/md5/UPGRADE", "Failed"))
 	expectSeq(t, r.w, "md5", r.start, append(r.commanded(), `UPGRADE {"Upgrade":"Failed Update error: MD5 Check Failed"}`))
 	if r.f.Running("md5") != "15.4.0(tasmota32)" {
 		t.Fatalf("running %s", r.f.Running("md5"))
@@ -106,7 +106,7 @@ func TestFaultCrashOnBoot(t *testing.T) {
 	end := waitBoot(r.w, "crash", "esp32", r.start, "15.4.0(tasmota32)")
 	expectSeq(t, r.w, "crash", r.start, append(append(r.commanded(), `UPGRADE {"Upgrade":"Successful. Restarting"}`), bootSeq("esp32")...))
 	// ESP32: a panic resets through a software CPU reset, as any restart.
-	if v := field(t, r.w.all()[end].Payload, "Info3.RestartReason"); v != "Software reset CPU" {
+	if v := field(t, r.w.All()[end].Payload, "Info3.RestartReason"); v != "Software reset CPU" {
 		t.Fatalf("RestartReason %v", v)
 	}
 	if !r.ev.has("crash", EventRolledBack) || r.f.Running("crash") != "15.4.0(tasmota32)" {
@@ -122,7 +122,7 @@ func TestFaultNeverComesBack(t *testing.T) {
 	w := watch(t, b, "#")
 	f, ev := startFleet(t, testConfig(b, Device{Topic: "gone", Faults: []Fault{FaultNeverComesBack}}))
 	start := waitBoot(w, "gone", "esp32", 0, "15.4.0(tasmota32)") + 1
-	w.publish("cmnd/gone/Backlog", "OtaUrl "+srv.url("/fw.bin")+"; Upgrade 1", false)
+	w.Publish("cmnd/gone/Backlog", "OtaUrl "+srv.url("/fw.bin")+"; Upgrade 1", false)
 	r := &faultRun{w: w, ev: ev, url: srv.url("/fw.bin")}
 	r.waitEvent(t, "gone", EventGone)
 	time.Sleep(20 * f.cfg.Tick)
@@ -130,7 +130,7 @@ func TestFaultNeverComesBack(t *testing.T) {
 	// The restart was a clean DISCONNECT: no will, and the retained LWT a
 	// newcomer reads still says Online.
 	late := watch(t, b, "tele/gone/LWT")
-	late.waitFor(0, "the retained LWT", func(m msg) bool { return m.Retained && m.Payload == "Online" })
+	late.WaitFor(0, "the retained LWT", func(m msg) bool { return m.Retained && m.Payload == "Online" })
 }
 
 func TestFaultTwoStep(t *testing.T) {
@@ -156,7 +156,7 @@ func testTwoStep(t *testing.T, project string) {
 	want = append(want, bootSeq("esp8266")...)
 	expectSeq(t, r.w, "two", r.start, want)
 	var versions []string
-	for _, m := range r.w.all()[r.start:] {
+	for _, m := range r.w.All()[r.start:] {
 		if m.Topic == "tele/two/INFO1" {
 			versions = append(versions, field(t, m.Payload, "Info1.Version").(string))
 		}
@@ -166,7 +166,7 @@ func testTwoStep(t *testing.T, project string) {
 	}
 	// Every boot counts: the power-on, the loader's, the final image's.
 	var counts []float64
-	for _, m := range r.w.all() {
+	for _, m := range r.w.All() {
 		if m.Topic == "tele/two/INFO3" {
 			counts = append(counts, field(t, m.Payload, "Info3.BootCount").(float64))
 		}
@@ -214,19 +214,19 @@ func TestFaultSilentAndNoInfo(t *testing.T) {
 	b := testbroker.Start(t)
 	w := watch(t, b, "#")
 	startFleet(t, testConfig(b, Device{Topic: "quiet", Faults: []Fault{FaultSilent}}, Device{Topic: "blank", Faults: []Fault{FaultNoInfo}}))
-	i := w.waitFor(0, "INFO1 without Version", is("tele/blank/INFO1", `{"Info1":{"Module":"ESP32-DevKit","FallbackTopic"`))
+	i := w.WaitFor(0, "INFO1 without Version", is("tele/blank/INFO1", `{"Info1":{"Module":"ESP32-DevKit","FallbackTopic"`))
 	waitBoot(w, "quiet", "esp32", 0, "15.4.0(tasmota32)")
-	w.publish("cmnd/quiet/Status", "0", false)
-	w.publish("cmnd/quiet/Status", "2", false)
-	w.publish("cmnd/quiet/OtaUrl", "", false)
-	j := w.waitFor(i, "the OtaUrl reply", is("stat/quiet/RESULT", "OtaUrl"))
-	for _, m := range w.all()[:j] {
+	w.Publish("cmnd/quiet/Status", "0", false)
+	w.Publish("cmnd/quiet/Status", "2", false)
+	w.Publish("cmnd/quiet/OtaUrl", "", false)
+	j := w.WaitFor(i, "the OtaUrl reply", is("stat/quiet/RESULT", "OtaUrl"))
+	for _, m := range w.All()[:j] {
 		if strings.HasPrefix(m.Topic, "stat/quiet/STATUS") {
 			t.Fatalf("a silent device answered %s", m)
 		}
 	}
-	w.publish("cmnd/blank/Status", "2", false)
-	w.waitFor(i, "STATUS2 of the no-info device", is("stat/blank/STATUS2", `"Version":"15.4.0(tasmota32)"`))
+	w.Publish("cmnd/blank/Status", "2", false)
+	w.WaitFor(i, "STATUS2 of the no-info device", is("stat/blank/STATUS2", `"Version":"15.4.0(tasmota32)"`))
 }
 
 func TestWrongChip(t *testing.T) {
@@ -242,7 +242,7 @@ func TestWrongChip(t *testing.T) {
 	t.Run("esp32s3 image on esp32", func(t *testing.T) {
 		img := buildImage(t, "esp32s3", "tasmota32", "15.5.0", 0)
 		r := runFault(t, Device{Topic: "wrong"}, nil, map[string][]byte{"/fw.bin": img}, "/fw.bin")
-		r.w.waitFor(r.start, "UPGRADE", is("stat/wrong/UPGRADE", "Failed"))
+		r.w.WaitFor(r.start, "UPGRADE", is("stat/wrong/UPGRADE", "Failed"))
 		expectSeq(t, r.w, "wrong", r.start, append(r.commanded(), `UPGRADE {"Upgrade":"Failed Update error: Could Not Activate The Firmware"}`))
 	})
 }

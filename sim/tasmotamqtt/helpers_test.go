@@ -14,115 +14,20 @@ import (
 	"testing"
 	"time"
 
-	mqtt "github.com/eclipse/paho.mqtt.golang"
-
 	"github.com/ots-ota/ots-ota/internal/testbroker"
+	"github.com/ots-ota/ots-ota/sim/internal/simtest"
 	"github.com/ots-ota/ots-ota/sim/tasmota"
 )
 
-// msg is one message a watcher saw.
-type msg struct {
-	Topic, Payload string
-	Retained       bool
-}
-
-func (m msg) String() string {
-	r := ""
-	if m.Retained {
-		r = " (retained)"
-	}
-	return m.Topic + " " + m.Payload + r
-}
-
-// watcher subscribes to everything and keeps what it sees, in order.
-type watcher struct {
-	t       testing.TB
-	client  mqtt.Client
-	handler mqtt.MessageHandler
-	mu      sync.Mutex
-	msgs    []msg
-	sig     chan struct{}
-}
+// msg and watcher are simtest's MQTT watcher.
+type (
+	msg     = simtest.Msg
+	watcher = simtest.Watcher
+)
 
 func watch(t testing.TB, b *testbroker.Broker, filter string) *watcher {
 	t.Helper()
-	w := &watcher{t: t, sig: make(chan struct{}, 1)}
-	w.handler = func(_ mqtt.Client, m mqtt.Message) {
-		w.mu.Lock()
-		w.msgs = append(w.msgs, msg{m.Topic(), string(m.Payload()), m.Retained()})
-		w.mu.Unlock()
-		select {
-		case w.sig <- struct{}{}:
-		default:
-		}
-	}
-	subscribed := make(chan error, 1)
-	opts := mqtt.NewClientOptions().AddBroker("tcp://" + b.Addr()).SetClientID(fmt.Sprintf("watcher-%d", time.Now().UnixNano())).
-		SetCleanSession(true).SetAutoReconnect(true).SetMaxReconnectInterval(100 * time.Millisecond).SetOrderMatters(true).
-		SetOnConnectHandler(func(c mqtt.Client) {
-			// On every connection: a broker restart forgets the session.
-			tok := c.Subscribe(filter, 1, w.handler)
-			tok.WaitTimeout(10 * time.Second)
-			select {
-			case subscribed <- tok.Error():
-			default:
-			}
-		})
-	w.client = mqtt.NewClient(opts)
-	if tok := w.client.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		t.Fatalf("watcher: connect: %v", tok.Error())
-	}
-	select {
-	case err := <-subscribed:
-		if err != nil {
-			t.Fatalf("watcher: subscribe: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("watcher: no subscription")
-	}
-	t.Cleanup(func() { w.client.Disconnect(50) })
-	return w
-}
-
-func (w *watcher) all() []msg {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return append([]msg(nil), w.msgs...)
-}
-
-// waitFor waits until a message from index from on satisfies ok; returns
-// its index.
-func (w *watcher) waitFor(from int, what string, ok func(msg) bool) int {
-	w.t.Helper()
-	deadline := time.After(30 * time.Second)
-	for {
-		for i, m := range w.all() {
-			if i >= from && ok(m) {
-				return i
-			}
-		}
-		select {
-		case <-w.sig:
-		case <-deadline:
-			w.t.Fatalf("no %s; saw:\n%s", what, w.dump())
-		}
-	}
-}
-
-func (w *watcher) dump() string {
-	var b strings.Builder
-	for i, m := range w.all() {
-		fmt.Fprintf(&b, "  %3d %s\n", i, m)
-	}
-	return b.String()
-}
-
-func (w *watcher) publish(topic, payload string, retained bool) {
-	w.t.Helper()
-	tok := w.client.Publish(topic, 1, retained, payload)
-	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		w.t.Fatalf("publish %s: %v", topic, tok.Error())
-	}
+	return simtest.Watch(t, b.Addr(), filter)
 }
 
 // is matches a message by topic and a payload fragment.
@@ -141,7 +46,7 @@ func expectSeq(t testing.TB, w *watcher, topic string, from int, want []string) 
 	// last messages on to the watcher: wait for as many as wanted.
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		got = got[:0]
-		for i, m := range w.all() {
+		for i, m := range w.All() {
 			if i >= from && strings.Contains(m.Topic, "/"+topic+"/") && !strings.HasSuffix(m.Topic, "/STATE") {
 				got = append(got, m)
 			}

@@ -23,12 +23,11 @@ func bootSeq(chip string) []string {
 // waitBoot waits for the INFO3 of a boot that runs version (its INFO1
 // first) and returns the index of the boot's last message.
 func waitBoot(w *watcher, topic, chip string, from int, version string) int {
-	w.t.Helper()
-	i := w.waitFor(from, "INFO1 with "+version, is("tele/"+topic+"/INFO1", `"Version":"`+version+`"`))
+	i := w.WaitFor(from, "INFO1 with "+version, is("tele/"+topic+"/INFO1", `"Version":"`+version+`"`))
 	if chip == "esp8266" {
-		return w.waitFor(i, "the relay's state", func(m msg) bool { return m.Topic == "stat/"+topic+"/POWER" && m.Payload == "OFF" })
+		return w.WaitFor(i, "the relay's state", func(m msg) bool { return m.Topic == "stat/"+topic+"/POWER" && m.Payload == "OFF" })
 	}
-	return w.waitFor(i, "INFO3", is("tele/"+topic+"/INFO3", "BootCount"))
+	return w.WaitFor(i, "INFO3", is("tele/"+topic+"/INFO3", "BootCount"))
 }
 
 func TestUpgrade(t *testing.T) {
@@ -48,7 +47,7 @@ func TestUpgrade(t *testing.T) {
 			if got := f.Running("plug1"); got != "15.4.0("+name+")" {
 				t.Fatalf("running %q", got)
 			}
-			w.publish("cmnd/plug1/Backlog", "OtaUrl "+srv.url("/fw.bin")+"; Upgrade 1", false)
+			w.Publish("cmnd/plug1/Backlog", "OtaUrl "+srv.url("/fw.bin")+"; Upgrade 1", false)
 			end := waitBoot(w, "plug1", chip, start+1, "15.5.0("+name+")")
 			want := []string{
 				"Backlog OtaUrl",
@@ -64,7 +63,7 @@ func TestUpgrade(t *testing.T) {
 			want = append(want, bootSeq(chip)...)
 			expectSeq(t, w, "plug1", start+1, want)
 			var info3 string
-			for _, m := range w.all()[:end+1] {
+			for _, m := range w.All()[:end+1] {
 				if m.Topic == "tele/plug1/INFO3" {
 					info3 = m.Payload
 				}
@@ -90,7 +89,7 @@ func TestUpgrade(t *testing.T) {
 			}
 			if chip == "esp32" {
 				// A clean restart leaves no "Offline" anywhere.
-				for _, m := range w.all() {
+				for _, m := range w.All() {
 					if m.Payload == "Offline" {
 						t.Fatalf("the will was published: %s", m)
 					}
@@ -105,28 +104,28 @@ func TestStatus(t *testing.T) {
 	b := testbroker.Start(t)
 	w := watch(t, b, "stat/#")
 	startFleet(t, testConfig(b, Device{Topic: "s1", Chip: "esp8266", Version: "14.2.0", FreeKiB: 300}))
-	up := w.waitFor(0, "the relay's state", is("stat/s1/POWER", "OFF")) + 1
-	w.publish("cmnd/s1/Status", "0", false)
-	last := w.waitFor(up, "STATUS11", is("stat/s1/STATUS11", `"StatusSTS"`))
+	up := w.WaitFor(0, "the relay's state", is("stat/s1/POWER", "OFF")) + 1
+	w.Publish("cmnd/s1/Status", "0", false)
+	last := w.WaitFor(up, "STATUS11", is("stat/s1/STATUS11", `"StatusSTS"`))
 	expectSeq(t, w, "s1", up, []string{"STATUS {\"Status\":{\"Module\"", "STATUS1 {\"StatusPRM\":", "STATUS2 {\"StatusFWR\":{\"Version\":\"14.2.0(tasmota)\"",
 		"STATUS3 {\"StatusLOG\"", "STATUS4 {\"StatusMEM\"", "STATUS5 {\"StatusNET\"", "STATUS6 {\"StatusMQT\"", "STATUS7 {\"StatusTIM\"",
 		"STATUS10 {\"StatusSNS\"", "STATUS11 {\"StatusSTS\""})
-	all := w.all()
+	all := w.All()
 	if v := field(t, all[up+4].Payload, "StatusMEM.Free"); v != float64(300) {
 		t.Fatalf("Free %v", v)
 	}
 	if v := field(t, all[up+1].Payload, "StatusPRM.OtaUrl"); v != "http://ota.tasmota.com/tasmota/release/tasmota.bin.gz" {
 		t.Fatalf("OtaUrl %v", v)
 	}
-	w.publish("cmnd/s1/Status0", "", false)
-	i := w.waitFor(last+1, "STATUS0", is("stat/s1/STATUS0", `"StatusFWR"`))
+	w.Publish("cmnd/s1/Status0", "", false)
+	i := w.WaitFor(last+1, "STATUS0", is("stat/s1/STATUS0", `"StatusFWR"`))
 	for _, k := range []string{"Status.Topic", "StatusPRM.OtaUrl", "StatusFWR.Version", "StatusMEM.Free", "StatusSTS.UptimeSec"} {
-		if field(t, w.all()[i].Payload, k) == nil {
-			t.Fatalf("STATUS0 lacks %s: %s", k, w.all()[i].Payload)
+		if field(t, w.All()[i].Payload, k) == nil {
+			t.Fatalf("STATUS0 lacks %s: %s", k, w.All()[i].Payload)
 		}
 	}
-	w.publish("cmnd/s1/Status", "2", false)
-	w.waitFor(i+1, "STATUS2", is("stat/s1/STATUS2", `{"StatusFWR":{"Version":"14.2.0(tasmota)"`))
+	w.Publish("cmnd/s1/Status", "2", false)
+	w.WaitFor(i+1, "STATUS2", is("stat/s1/STATUS2", `{"StatusFWR":{"Version":"14.2.0(tasmota)"`))
 }
 
 func TestFullTopicAndOption4(t *testing.T) {
@@ -134,12 +133,12 @@ func TestFullTopicAndOption4(t *testing.T) {
 	b := testbroker.Start(t)
 	w := watch(t, b, "#")
 	startFleet(t, testConfig(b, Device{Topic: "lamp", FullTopic: "tasmota/%topic%/%prefix%/", SetOption4: true}))
-	w.waitFor(0, "INFO1", is("tasmota/lamp/tele/INFO1", "Version"))
-	w.publish("tasmota/lamp/cmnd/OtaUrl", "http://127.0.0.1:1/x.bin", false)
-	w.waitFor(0, "the OtaUrl reply on its own topic", is("tasmota/lamp/stat/OTAURL", `{"OtaUrl":"http://127.0.0.1:1/x.bin"}`))
+	w.WaitFor(0, "INFO1", is("tasmota/lamp/tele/INFO1", "Version"))
+	w.Publish("tasmota/lamp/cmnd/OtaUrl", "http://127.0.0.1:1/x.bin", false)
+	w.WaitFor(0, "the OtaUrl reply on its own topic", is("tasmota/lamp/stat/OTAURL", `{"OtaUrl":"http://127.0.0.1:1/x.bin"}`))
 	// The group topic reaches it too.
-	w.publish("tasmota/tasmotas/cmnd/Upgrade", "0.1", false)
-	w.waitFor(0, "the Upgrade refusal", is("tasmota/lamp/stat/UPGRADE", `{"Upgrade":"1 or >15.4.0 to upgrade"}`))
+	w.Publish("tasmota/tasmotas/cmnd/Upgrade", "0.1", false)
+	w.WaitFor(0, "the Upgrade refusal", is("tasmota/lamp/stat/UPGRADE", `{"Upgrade":"1 or >15.4.0 to upgrade"}`))
 }
 
 func TestRetainedUpgradeRunsAgain(t *testing.T) {
@@ -149,16 +148,16 @@ func TestRetainedUpgradeRunsAgain(t *testing.T) {
 	srv := serve(t, map[string][]byte{"/fw.bin": img})
 	w := watch(t, b, "#")
 	f, _ := startFleet(t, testConfig(b, Device{Topic: "r1"}))
-	w.waitFor(0, "INFO3", is("tele/r1/INFO3", "BootCount"))
-	w.publish("cmnd/r1/Backlog", "OtaUrl "+srv.url("/fw.bin")+"; Upgrade 1", true)
+	w.WaitFor(0, "INFO3", is("tele/r1/INFO3", "BootCount"))
+	w.Publish("cmnd/r1/Backlog", "OtaUrl "+srv.url("/fw.bin")+"; Upgrade 1", true)
 	// The retained command runs again after every restart's resubscribe:
 	// the device reflashes in a loop (and, each boot shorter than
 	// BOOT_LOOP_TIME, its boot count stands still).
 	i := 0
 	for range 3 {
-		i = w.waitFor(i, "another boot", is("tele/r1/INFO1", "15.5.0(tasmota32)")) + 1
+		i = w.WaitFor(i, "another boot", is("tele/r1/INFO1", "15.5.0(tasmota32)")) + 1
 	}
-	w.publish("cmnd/r1/Backlog", "", true) // clear it
+	w.Publish("cmnd/r1/Backlog", "", true) // clear it
 	if n := f.Commands("r1"); n < 3 {
 		t.Fatalf("a retained Upgrade was taken %d times", n)
 	}
@@ -202,7 +201,7 @@ func TestFleet200(t *testing.T) {
 	if len(topics) != 200 {
 		t.Fatalf("%d topics", len(topics))
 	}
-	w.publish("cmnd/tasmotas/Backlog", "OtaUrl "+srv.url("/fw.bin")+"; Upgrade 1", false)
+	w.Publish("cmnd/tasmotas/Backlog", "OtaUrl "+srv.url("/fw.bin")+"; Upgrade 1", false)
 	deadline := time.Now().Add(2 * time.Minute)
 	for _, tp := range topics {
 		for f.Running(tp) != "15.5.0(tasmota32)" {
@@ -234,12 +233,12 @@ func TestBrokerRestart(t *testing.T) {
 	b := testbroker.Start(t)
 	w := watch(t, b, "tele/#")
 	_, ev := startFleet(t, testConfig(b, Device{Topic: "br"}))
-	n := w.waitFor(0, "INFO3", is("tele/br/INFO3", "BootCount")) + 1
+	n := w.WaitFor(0, "INFO3", is("tele/br/INFO3", "BootCount")) + 1
 	b.Restart()
 	// Live, or retained when the watcher resubscribed after the device.
-	i := w.waitFor(n, "LWT Online after the restart", is("tele/br/LWT", "Online"))
+	i := w.WaitFor(n, "LWT Online after the restart", is("tele/br/LWT", "Online"))
 	time.Sleep(10 * 20 * time.Millisecond)
-	for _, m := range w.all()[i:] {
+	for _, m := range w.All()[i:] {
 		if strings.Contains(m.Topic, "/INFO") {
 			t.Fatalf("INFO after a reconnect: %s", m)
 		}
