@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ots-ota/ots-ota/sim/internal/fleetrun"
+	"github.com/ots-ota/ots-ota/sim/internal/mqttlink"
 )
 
 // EventKind names an event. The values are stable (the CLI prints them);
@@ -95,7 +96,7 @@ const maxFirstCheck = 5 * time.Second
 // unreachable broker, or one that refuses the nodes, is an error naming
 // it; nodes connected so far are stopped again.
 func Start(ctx context.Context, cfg Config) (*Fleet, error) {
-	addr, err := brokerAddr(cfg.Broker)
+	addr, err := mqttlink.BrokerAddr(cfg.Broker)
 	if err != nil {
 		return nil, err
 	}

@@ -1,10 +1,8 @@
 package tasmotamqtt
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -12,6 +10,7 @@ import (
 
 	"github.com/ots-ota/ots-ota/auth"
 	"github.com/ots-ota/ots-ota/image"
+	"github.com/ots-ota/ots-ota/sim/internal/mqttlink"
 	"github.com/ots-ota/ots-ota/sim/internal/tasmotafw"
 )
 
@@ -214,31 +213,8 @@ type Config struct {
 // CheckBroker says what is wrong with a broker URL for the devices, nil
 // when nothing is (nothing is connected).
 func CheckBroker(raw string) error {
-	_, err := brokerAddr(raw)
+	_, err := mqttlink.BrokerAddr(raw)
 	return err
-}
-
-// brokerAddr checks Broker and returns host:port.
-func brokerAddr(raw string) (string, error) {
-	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" {
-		return "", fmt.Errorf("broker %q: give mqtt://HOST[:PORT]", raw)
-	}
-	switch strings.ToLower(u.Scheme) {
-	case "mqtt", "tcp":
-	case "mqtts", "ssl", "tls":
-		return "", errors.New("the simulated devices speak plain MQTT only: give an mqtt:// broker")
-	default:
-		return "", fmt.Errorf("broker %q: give mqtt://HOST[:PORT]", raw)
-	}
-	if u.User != nil {
-		return "", errors.New("give the devices' broker user and password apart from the broker URL")
-	}
-	host, port := u.Hostname(), u.Port()
-	if port == "" {
-		port = "1883"
-	}
-	return host + ":" + port, nil
 }
 
 // resolve fills a device's defaults; i is its index.

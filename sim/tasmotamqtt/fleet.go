@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ots-ota/ots-ota/sim/internal/fleetrun"
+	"github.com/ots-ota/ots-ota/sim/internal/mqttlink"
 )
 
 // EventKind names an event. The values are stable (the CLI prints them).
@@ -80,7 +81,7 @@ type Fleet struct {
 // unreachable broker, or one that refuses the devices, is an error naming
 // it; devices started so far are stopped again.
 func Start(ctx context.Context, cfg Config) (*Fleet, error) {
-	addr, err := brokerAddr(cfg.Broker)
+	addr, err := mqttlink.BrokerAddr(cfg.Broker)
 	if err != nil {
 		return nil, err
 	}

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -255,4 +256,28 @@ func Sleep(ctx context.Context, d time.Duration) bool {
 	case <-t.C:
 		return true
 	}
+}
+
+// BrokerAddr checks a broker URL for the simulated devices (plain MQTT,
+// no user in it) and returns its host:port (port 1883 by default).
+func BrokerAddr(raw string) (string, error) {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return "", fmt.Errorf("broker %q: give mqtt://HOST[:PORT]", raw)
+	}
+	switch strings.ToLower(u.Scheme) {
+	case "mqtt", "tcp":
+	case "mqtts", "ssl", "tls":
+		return "", errors.New("the simulated devices speak plain MQTT only: give an mqtt:// broker")
+	default:
+		return "", fmt.Errorf("broker %q: give mqtt://HOST[:PORT]", raw)
+	}
+	if u.User != nil {
+		return "", errors.New("give the devices' broker user and password apart from the broker URL")
+	}
+	host, port := u.Hostname(), u.Port()
+	if port == "" {
+		port = "1883"
+	}
+	return host + ":" + port, nil
 }
