@@ -18,16 +18,23 @@ import (
 	"github.com/ots-ota/ots-ota/broker"
 	"github.com/ots-ota/ots-ota/internal/testbroker"
 	"github.com/ots-ota/ots-ota/rollout"
+	"github.com/ots-ota/ots-ota/rollout/internal/familytest"
 )
 
-// wait bounds every wait on an event.
-const wait = 20 * time.Second
+// The families' shared test helpers, by their names here.
+const wait = familytest.Wait
 
-func ctxT(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	t.Cleanup(cancel)
-	return ctx
-}
+var ctxT = familytest.Ctx
+
+type (
+	reports    = familytest.Reports
+	syncBuffer = familytest.SyncBuffer
+)
+
+var (
+	newReports = familytest.NewReports
+	hasKind    = familytest.HasKind
+)
 
 var idN atomic.Int32
 
@@ -183,50 +190,6 @@ func (d *fakeESP) installsSeen() []bool {
 }
 
 // reports collects a watch's reports.
-type reports struct {
-	mu  sync.Mutex
-	got []rollout.Report
-	ch  chan struct{}
-}
-
-func newReports() *reports { return &reports{ch: make(chan struct{}, 10000)} }
-
-func (r *reports) add(rep rollout.Report) {
-	r.mu.Lock()
-	r.got = append(r.got, rep)
-	r.mu.Unlock()
-	r.ch <- struct{}{}
-}
-
-func (r *reports) snapshot() []rollout.Report {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return slices.Clone(r.got)
-}
-
-// until waits until pred holds over the reports so far.
-func (r *reports) until(t *testing.T, what string, pred func([]rollout.Report) bool) []rollout.Report {
-	t.Helper()
-	deadline := time.After(wait)
-	for {
-		got := r.snapshot()
-		if pred(got) {
-			return got
-		}
-		select {
-		case <-r.ch:
-		case <-deadline:
-			t.Fatalf("no %s; reports: %+v", what, got)
-		}
-	}
-}
-
-func hasKind(k rollout.ReportKind) func([]rollout.Report) bool {
-	return func(rs []rollout.Report) bool {
-		return slices.ContainsFunc(rs, func(r rollout.Report) bool { return r.Kind == k })
-	}
-}
-
 func kinds(rs []rollout.Report) []string {
 	var out []string
 	for _, r := range rs {
@@ -314,23 +277,6 @@ func noRetainedCommands(t *testing.T, b *testbroker.Broker) {
 	}
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // The whole update as an ESPHome node tells it: the read from the
 // retained state, Ready waiting for the manifest's version, one INSTALL
 // (QoS 1, not retained, acted on), started, the state of the install,
@@ -354,7 +300,7 @@ func TestUpdateReported(t *testing.T) {
 	rs := newReports()
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
-	if err := f.Watch(ctx, []rollout.Device{d}, rs.add); err != nil {
+	if err := f.Watch(ctx, []rollout.Device{d}, rs.Add); err != nil {
 		t.Fatal(err)
 	}
 	before, err := f.Preflight(ctxT(t), d)
@@ -377,7 +323,7 @@ func TestUpdateReported(t *testing.T) {
 	if err := f.Command(ctxT(t), d, imgURL); err != nil {
 		t.Fatal(err)
 	}
-	got := rs.until(t, "booted", hasKind(rollout.ReportBooted))
+	got := rs.Until(t, "booted", hasKind(rollout.ReportBooted))
 	want := []string{"status 1.0.0", "status 1.0.0", "started 1.0.0", "status 1.0.0", "offline ", "online ", "status ", "success ", "booted 1.1.0"}
 	if !reflect.DeepEqual(kinds(got), want) {
 		t.Fatalf("reports %q, want %q", kinds(got), want)
@@ -465,7 +411,7 @@ func TestInstallOnlyAfterReady(t *testing.T) {
 	f := newFamily(t, b, Config{Expect: "1.1.0", CheckWait: wait})
 	d := rollout.Device{Topic: "n1"}
 	rs := newReports()
-	if err := f.Watch(ctxT(t), []rollout.Device{d}, rs.add); err != nil {
+	if err := f.Watch(ctxT(t), []rollout.Device{d}, rs.Add); err != nil {
 		t.Fatal(err)
 	}
 	ready := make(chan error, 1)
@@ -481,7 +427,7 @@ func TestInstallOnlyAfterReady(t *testing.T) {
 	if err := <-ready; err != nil {
 		t.Fatal(err)
 	}
-	rs.until(t, "started", hasKind(rollout.ReportStarted))
+	rs.Until(t, "started", hasKind(rollout.ReportStarted))
 	if ins := dev.installsSeen(); !reflect.DeepEqual(ins, []bool{true}) {
 		t.Fatalf("INSTALLs (acted on): %v", ins)
 	}
@@ -571,13 +517,13 @@ func TestRetainedNeverReports(t *testing.T) {
 	f := newFamily(t, b, Config{})
 	rs := newReports()
 	devs := []rollout.Device{{Topic: "ret"}, {Topic: "mark"}}
-	if err := f.Watch(ctxT(t), devs, rs.add); err != nil {
+	if err := f.Watch(ctxT(t), devs, rs.Add); err != nil {
 		t.Fatal(err)
 	}
 	onlyMarks := func(n int, when string) {
 		t.Helper()
 		mark.check(fmt.Sprint(n)) // a live state, behind the retained ones
-		got := rs.until(t, when, func(rs []rollout.Report) bool {
+		got := rs.Until(t, when, func(rs []rollout.Report) bool {
 			return len(slices.DeleteFunc(slices.Clone(rs), func(r rollout.Report) bool { return r.Topic != "mark" })) >= n
 		})
 		for _, r := range got {
@@ -632,7 +578,7 @@ func TestManyDevices(t *testing.T) {
 	}
 	f := newFamily(t, b, Config{})
 	rs := newReports()
-	if err := f.Watch(ctxT(t), devs, rs.add); err != nil {
+	if err := f.Watch(ctxT(t), devs, rs.Add); err != nil {
 		t.Fatal(err)
 	}
 	f.mu.Lock()
@@ -656,7 +602,7 @@ func TestManyDevices(t *testing.T) {
 	if err := pub.Publish(ctxT(t), "stranger/update/firmware/state", []byte(st("2.0.0", "2.0.0"))); err != nil {
 		t.Fatal(err)
 	}
-	got := rs.until(t, "three boots", func(rs []rollout.Report) bool { return len(rs) >= 3 })
+	got := rs.Until(t, "three boots", func(rs []rollout.Report) bool { return len(rs) >= 3 })
 	var topics []string
 	for _, r := range got {
 		if r.Kind != rollout.ReportBooted || r.Facts.Release != "2.0.0" {
@@ -735,7 +681,7 @@ func TestLinkOutageResubscribes(t *testing.T) {
 	f := newFamily(t, b, Config{})
 	d := rollout.Device{Topic: "l1"}
 	rs := newReports()
-	if err := f.Watch(ctxT(t), []rollout.Device{d}, rs.add); err != nil {
+	if err := f.Watch(ctxT(t), []rollout.Device{d}, rs.Add); err != nil {
 		t.Fatal(err)
 	}
 	var l rollout.Linker = f
@@ -770,7 +716,7 @@ func TestLinkOutageResubscribes(t *testing.T) {
 		}
 	}
 	dev.check("1.1.0")
-	got := rs.until(t, "booted", hasKind(rollout.ReportBooted))
+	got := rs.Until(t, "booted", hasKind(rollout.ReportBooted))
 	if last := got[len(got)-1]; last.Facts.Release != "1.1.0" {
 		t.Fatalf("reports %q", kinds(got))
 	}
@@ -800,14 +746,14 @@ func TestRereadOffline(t *testing.T) {
 	// Watching as it goes away (live offline), as in a rollout.
 	f := newFamily(t, b, Config{})
 	rs := newReports()
-	if err := f.Watch(ctxT(t), []rollout.Device{d}, rs.add); err != nil {
+	if err := f.Watch(ctxT(t), []rollout.Device{d}, rs.Add); err != nil {
 		t.Fatal(err)
 	}
 	if fa, err := f.Reread(ctxT(t), d); err != nil || fa.Release != "1.0.0" {
 		t.Fatalf("reread while online: %+v %v", fa, err)
 	}
 	dev.publish("gone/status", "offline")
-	rs.until(t, "offline", hasKind(rollout.ReportOffline))
+	rs.Until(t, "offline", hasKind(rollout.ReportOffline))
 	if fa, err := f.Reread(ctxT(t), d); err == nil || err.Error() != want {
 		t.Fatalf("reread of an offline device: %+v %v", fa, err)
 	}
@@ -832,7 +778,7 @@ func TestOtherEntityNoReports(t *testing.T) {
 	f := newFamily(t, b, Config{Expect: "1.1.0"})
 	d := rollout.Device{Topic: "two", Entity: "firmware"}
 	rs := newReports()
-	if err := f.Watch(ctxT(t), []rollout.Device{d}, rs.add); err != nil {
+	if err := f.Watch(ctxT(t), []rollout.Device{d}, rs.Add); err != nil {
 		t.Fatal(err)
 	}
 	if fa, err := f.Preflight(ctxT(t), d); err != nil || fa.Release != "1.0.0" {
@@ -844,7 +790,7 @@ func TestOtherEntityNoReports(t *testing.T) {
 	dev.check("1.1.0") // the named entity's, behind beta's on the same connection
 	// Reports come in arrival order: beta's, published first on the
 	// same connection, would be before it.
-	got := rs.until(t, "the named entity's state", func(rs []rollout.Report) bool {
+	got := rs.Until(t, "the named entity's state", func(rs []rollout.Report) bool {
 		return slices.ContainsFunc(rs, func(r rollout.Report) bool { return r.Facts.Latest == "1.1.0" && r.Facts.Release == "1.0.0" })
 	})
 	if len(got) != 1 || got[0].Kind != rollout.ReportStatus || got[0].Facts != (rollout.Facts{Version: "1.0.0", Release: "1.0.0", Latest: "1.1.0"}) {
@@ -933,11 +879,11 @@ func TestReadyOnlyAfterAnnouncement(t *testing.T) {
 		}
 		if live {
 			rs := newReports()
-			if err := f.Watch(ctxT(t), []rollout.Device{d}, rs.add); err != nil {
+			if err := f.Watch(ctxT(t), []rollout.Device{d}, rs.Add); err != nil {
 				t.Fatal(err)
 			}
 			dev.check("1.1.0") // still the old manifest, told live
-			rs.until(t, "the live state", hasKind(rollout.ReportStatus))
+			rs.Until(t, "the live state", hasKind(rollout.ReportStatus))
 		}
 		if _, err := f.Announce([]rollout.Device{d}, rollout.Image{Name: "fw.bin", Chip: "esp32"}, imgURL, strings.Repeat("a", 32)); err != nil {
 			t.Fatal(err)
@@ -1031,7 +977,7 @@ func TestCommandAfterRestartNotSent(t *testing.T) {
 	f := newFamily(t, b, Config{Expect: "1.1.0", CheckWait: wait})
 	d := rollout.Device{Name: "Boot", Topic: "boot"}
 	rs := newReports()
-	if err := f.Watch(ctxT(t), []rollout.Device{d}, rs.add); err != nil {
+	if err := f.Watch(ctxT(t), []rollout.Device{d}, rs.Add); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := f.Preflight(ctxT(t), d); err != nil {
@@ -1041,7 +987,7 @@ func TestCommandAfterRestartNotSent(t *testing.T) {
 		t.Fatal(err)
 	}
 	dev.reboot("1.0.0") // no check yet: "" versions
-	rs.until(t, "its empty state", func(rs []rollout.Report) bool {
+	rs.Until(t, "its empty state", func(rs []rollout.Report) bool {
 		return slices.ContainsFunc(rs, func(r rollout.Report) bool { return r.Kind == rollout.ReportStatus && r.Facts == (rollout.Facts{}) })
 	})
 	err := f.Command(ctxT(t), d, imgURL)

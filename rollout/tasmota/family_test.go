@@ -20,16 +20,23 @@ import (
 	"github.com/ots-ota/ots-ota/broker"
 	"github.com/ots-ota/ots-ota/internal/testbroker"
 	"github.com/ots-ota/ots-ota/rollout"
+	"github.com/ots-ota/ots-ota/rollout/internal/familytest"
 )
 
-// wait bounds every wait on an event.
-const wait = 20 * time.Second
+// The families' shared test helpers, by their names here.
+const wait = familytest.Wait
 
-func ctxT(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	t.Cleanup(cancel)
-	return ctx
-}
+var ctxT = familytest.Ctx
+
+type (
+	reports    = familytest.Reports
+	syncBuffer = familytest.SyncBuffer
+)
+
+var (
+	newReports = familytest.NewReports
+	hasKind    = familytest.HasKind
+)
 
 var idN atomic.Int32
 
@@ -132,82 +139,13 @@ func answerStatus(d *fakeDevice, cmd, payload string) bool {
 	return true
 }
 
-// syncBuffer is a log destination safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // reports collects a watch's reports.
-type reports struct {
-	mu  sync.Mutex
-	got []rollout.Report
-	ch  chan struct{}
-}
-
-func newReports() *reports { return &reports{ch: make(chan struct{}, 1000)} }
-
-func (r *reports) add(rep rollout.Report) {
-	r.mu.Lock()
-	r.got = append(r.got, rep)
-	r.mu.Unlock()
-	r.ch <- struct{}{}
-}
-
-// until waits until pred holds over the reports so far.
-func (r *reports) until(t *testing.T, what string, pred func([]rollout.Report) bool) []rollout.Report {
-	t.Helper()
-	deadline := time.After(wait)
-	for {
-		r.mu.Lock()
-		got := append([]rollout.Report(nil), r.got...)
-		r.mu.Unlock()
-		if pred(got) {
-			return got
-		}
-		select {
-		case <-r.ch:
-		case <-deadline:
-			t.Fatalf("no %s; reports: %+v", what, got)
-		}
-	}
-}
-
-func (r *reports) snapshot() []rollout.Report {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]rollout.Report(nil), r.got...)
-}
-
 func kinds(rs []rollout.Report) []rollout.ReportKind {
 	var out []rollout.ReportKind
 	for _, r := range rs {
 		out = append(out, r.Kind)
 	}
 	return out
-}
-
-func hasKind(k rollout.ReportKind) func([]rollout.Report) bool {
-	return func(rs []rollout.Report) bool {
-		for _, r := range rs {
-			if r.Kind == k {
-				return true
-			}
-		}
-		return false
-	}
 }
 
 // cmndMonitor subscribes to cmnd/# as a second client: it records every
@@ -336,10 +274,10 @@ func TestUpgradeReported(t *testing.T) {
 	rs := newReports()
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
-	if err := f.Watch(ctx, []rollout.Device{d}, rs.add); err != nil {
+	if err := f.Watch(ctx, []rollout.Device{d}, rs.Add); err != nil {
 		t.Fatal(err)
 	}
-	rs.until(t, "retained LWT", hasKind(rollout.ReportOnline))
+	rs.Until(t, "retained LWT", hasKind(rollout.ReportOnline))
 
 	before, err := f.Preflight(ctxT(t), d)
 	if err != nil {
@@ -354,7 +292,7 @@ func TestUpgradeReported(t *testing.T) {
 	if err := f.Command(ctxT(t), d, url); err != nil {
 		t.Fatal(err)
 	}
-	got := rs.until(t, "booted", hasKind(rollout.ReportBooted))
+	got := rs.Until(t, "booted", hasKind(rollout.ReportBooted))
 	want := []rollout.ReportKind{rollout.ReportOnline, rollout.ReportStarted, rollout.ReportSuccess, rollout.ReportOffline, rollout.ReportOnline, rollout.ReportBooted}
 	if !reflect.DeepEqual(kinds(got), want) {
 		t.Fatalf("kinds %v, want %v", kinds(got), want)
@@ -428,26 +366,26 @@ func TestFailedAndOldShapes(t *testing.T) {
 	f := newFamily(t, b, Options{})
 	d := rollout.Device{Topic: "old"}
 	rs := newReports()
-	if err := f.Watch(ctxT(t), []rollout.Device{d}, rs.add); err != nil {
+	if err := f.Watch(ctxT(t), []rollout.Device{d}, rs.Add); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.Command(ctxT(t), d, "http://h/fw.bin"); err != nil {
 		t.Fatal(err)
 	}
-	got := rs.until(t, "failed", hasKind(rollout.ReportFailed))
+	got := rs.Until(t, "failed", hasKind(rollout.ReportFailed))
 	last := got[len(got)-1]
 	if last.Words != "Failed Wrong MD5" || last.Topic != "old" || last.Source != "UPGRADE" {
 		t.Fatalf("failed: %+v", last)
 	}
 	dev.telePub("INFO1", `{"Module":"Generic","Version":"9.3.1(minimal)","FallbackTopic":"x","GroupTopic":"y"}`)
-	got = rs.until(t, "booted", hasKind(rollout.ReportBooted))
+	got = rs.Until(t, "booted", hasKind(rollout.ReportBooted))
 	boot := got[len(got)-1]
 	if boot.Facts.Version != "9.3.1(minimal)" || boot.Facts.Intermediate != "minimal" || boot.Facts.RestartReason != "" {
 		t.Fatalf("booted: %+v", boot)
 	}
 	// INFO3 alone (its INFO1 lost): a boot that told no version.
 	dev.telePub("INFO3", `{"RestartReason":"Power On"}`)
-	got = rs.until(t, "second booted", func(rs []rollout.Report) bool { return len(kinds(rs)) > 0 && rs[len(rs)-1].Source == "INFO3" })
+	got = rs.Until(t, "second booted", func(rs []rollout.Report) bool { return len(kinds(rs)) > 0 && rs[len(rs)-1].Source == "INFO3" })
 	if b := got[len(got)-1]; b.Kind != rollout.ReportBooted || b.Facts.Version != "" || b.Facts.RestartReason != "Power On" {
 		t.Fatalf("INFO3 alone: %+v", b)
 	}
@@ -469,10 +407,10 @@ func TestOwnFullTopic(t *testing.T) {
 	lamp := rollout.Device{Topic: "lamp", FullTopic: "home/%topic%/%prefix%/"}
 	plug := rollout.Device{Topic: "plug"}
 	rs := newReports()
-	if err := f.Watch(ctxT(t), []rollout.Device{lamp, plug}, rs.add); err != nil {
+	if err := f.Watch(ctxT(t), []rollout.Device{lamp, plug}, rs.Add); err != nil {
 		t.Fatal(err)
 	}
-	rs.until(t, "two LWTs", func(rs []rollout.Report) bool { return len(rs) >= 2 })
+	rs.Until(t, "two LWTs", func(rs []rollout.Report) bool { return len(rs) >= 2 })
 	for _, d := range []rollout.Device{lamp, plug} {
 		if facts, err := f.Preflight(ctxT(t), d); err != nil || facts.Release != "14.2.0" {
 			t.Fatalf("%s: %+v %v", d.Topic, facts, err)
@@ -481,7 +419,7 @@ func TestOwnFullTopic(t *testing.T) {
 	if err := f.Command(ctxT(t), lamp, "http://h/fw.bin"); err != nil {
 		t.Fatal(err)
 	}
-	got := rs.until(t, "started", hasKind(rollout.ReportStarted))
+	got := rs.Until(t, "started", hasKind(rollout.ReportStarted))
 	if got[len(got)-1].Topic != "lamp" {
 		t.Fatalf("%+v", got)
 	}
@@ -514,10 +452,10 @@ func TestDiscover(t *testing.T) {
 		t.Fatalf("discovered %+v", devs)
 	}
 	rs := newReports()
-	if err := f.Watch(ctxT(t), devs, rs.add); err != nil {
+	if err := f.Watch(ctxT(t), devs, rs.Add); err != nil {
 		t.Fatal(err)
 	}
-	got := rs.until(t, "known LWTs", func(rs []rollout.Report) bool { return len(rs) >= 2 })
+	got := rs.Until(t, "known LWTs", func(rs []rollout.Report) bool { return len(rs) >= 2 })
 	if got[0].Topic != "a1" || got[1].Topic != "b2" || got[0].Kind != rollout.ReportOnline {
 		t.Fatalf("%+v", got)
 	}
@@ -577,10 +515,10 @@ func TestWatchAcrossBrokerRestart(t *testing.T) {
 			startDevice(t, b, "cmnd/r1/", "stat/r1/", "tele/r1/", nil)
 			f := newFamily(t, b, Options{})
 			rs := newReports()
-			if err := f.Watch(ctxT(t), []rollout.Device{{Topic: "r1"}}, rs.add); err != nil {
+			if err := f.Watch(ctxT(t), []rollout.Device{{Topic: "r1"}}, rs.Add); err != nil {
 				t.Fatal(err)
 			}
-			rs.until(t, "LWT", hasKind(rollout.ReportOnline))
+			rs.Until(t, "LWT", hasKind(rollout.ReportOnline))
 			b.Restart()
 			// The device comes back as Tasmota does after a boot: LWT
 			// Online (retained), INFO1, INFO3. The family's client may
@@ -592,13 +530,13 @@ func TestWatchAcrossBrokerRestart(t *testing.T) {
 				dev.telePub("INFO3", `{"Info3":{"RestartReason":"Software/System restart","BootCount":2}}`)
 				select {
 				case <-time.After(500 * time.Millisecond):
-				case <-rs.ch:
+				case <-rs.Arrived():
 				}
-				if hasKind(rollout.ReportBooted)(rs.snapshot()) {
+				if hasKind(rollout.ReportBooted)(rs.Snapshot()) {
 					break
 				}
 				if time.Now().After(deadline) {
-					t.Fatalf("no booted report after the broker restarted: %+v", rs.snapshot())
+					t.Fatalf("no booted report after the broker restarted: %+v", rs.Snapshot())
 				}
 			}
 		})
@@ -639,7 +577,7 @@ func TestRetainedAreNotEvents(t *testing.T) {
 	rs := newReports()
 	// "mark" only ever sends live LWTs: a report of it, in order behind
 	// whatever the messages before it made.
-	if err := f.Watch(ctxT(t), []rollout.Device{d, {Topic: "mark"}}, rs.add); err != nil {
+	if err := f.Watch(ctxT(t), []rollout.Device{d, {Topic: "mark"}}, rs.Add); err != nil {
 		t.Fatal(err)
 	}
 	p, _, err := f.target(d)
@@ -666,7 +604,7 @@ func TestRetainedAreNotEvents(t *testing.T) {
 	onlyLWT := func(from *fakeDevice, n int, when string) {
 		t.Helper()
 		from.publish("tele/mark/LWT", "Online", false)
-		got := rs.until(t, fmt.Sprint("marker ", n), func(rs []rollout.Report) bool {
+		got := rs.Until(t, fmt.Sprint("marker ", n), func(rs []rollout.Report) bool {
 			c := 0
 			for _, r := range rs {
 				if r.Topic == "mark" {
