@@ -473,29 +473,11 @@ func (f *Family) stateLocked(prefix, id string, m broker.Message) []rollout.Repo
 	return append(out, r)
 }
 
-// reportAttrs are r's log attributes: only what the device told.
-func reportAttrs(r rollout.Report) []any {
-	a := []any{"topic", r.Topic, "kind", r.Kind}
-	if r.Source != "" {
-		a = append(a, "source", r.Source)
-	}
-	if r.Words != "" {
-		a = append(a, "words", r.Words)
-	}
-	if r.Facts.Version != "" {
-		a = append(a, "version", r.Facts.Version)
-	}
-	if r.Facts.Latest != "" {
-		a = append(a, "latest", r.Facts.Latest)
-	}
-	return a
-}
-
 // emit queues r for every watcher of its device.
 func (f *Family) emit(r rollout.Report) {
 	f.emitMu.Lock()
 	defer f.emitMu.Unlock()
-	f.log.Debug("report", reportAttrs(r)...)
+	f.log.Debug("report", watch.LogAttrs(r)...)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.watchers.Push(r)

@@ -399,36 +399,11 @@ func bootReport(dev string, b *boot) rollout.Report {
 	return rollout.Report{Topic: dev, Kind: rollout.ReportBooted, At: b.at, Facts: b.facts, Source: src}
 }
 
-// reportAttrs are r's log attributes: only what the device told (a fact
-// not told is left out, never logged as "").
-func reportAttrs(r rollout.Report) []any {
-	a := []any{"topic", r.Topic, "kind", r.Kind}
-	if r.Source != "" {
-		a = append(a, "source", r.Source)
-	}
-	if r.Words != "" {
-		a = append(a, "words", r.Words)
-	}
-	if r.Facts.Version != "" {
-		a = append(a, "version", r.Facts.Version)
-	}
-	if r.Facts.RestartReason != "" {
-		a = append(a, "restart_reason", r.Facts.RestartReason)
-	}
-	if r.Facts.BootCount != nil {
-		a = append(a, "boot_count", *r.Facts.BootCount)
-	}
-	if r.Facts.IP != "" {
-		a = append(a, "ip", r.Facts.IP)
-	}
-	return a
-}
-
 // emit queues r for every watcher of its device.
 func (f *Family) emit(r rollout.Report) {
 	f.emitMu.Lock()
 	defer f.emitMu.Unlock()
-	f.log.Debug("report", reportAttrs(r)...)
+	f.log.Debug("report", watch.LogAttrs(r)...)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.watchers.Push(r)

@@ -103,3 +103,22 @@ func (w *Watcher) Queued() []rollout.Report {
 	defer w.mu.Unlock()
 	return w.queue
 }
+
+// LogAttrs are r's log attributes: only what the device told (a fact not
+// told is left out, never logged as "").
+func LogAttrs(r rollout.Report) []any {
+	a := []any{"topic", r.Topic, "kind", r.Kind}
+	for _, kv := range [][2]string{{"source", r.Source}, {"words", r.Words}, {"version", r.Facts.Version},
+		{"latest", r.Facts.Latest}, {"restart_reason", r.Facts.RestartReason}} {
+		if kv[1] != "" {
+			a = append(a, kv[0], kv[1])
+		}
+	}
+	if r.Facts.BootCount != nil {
+		a = append(a, "boot_count", *r.Facts.BootCount)
+	}
+	if r.Facts.IP != "" {
+		a = append(a, "ip", r.Facts.IP)
+	}
+	return a
+}
