@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -13,7 +12,6 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/ots-ota/ots-ota/auth"
 	"github.com/ots-ota/ots-ota/sim"
 	"github.com/ots-ota/ots-ota/sim/esphomepull"
 	"github.com/ots-ota/ots-ota/sim/tasmotamqtt"
@@ -246,19 +244,11 @@ func (o *simOptions) validateESPHomePull(a *app) error {
 		return usageErrorf("a duration cannot be negative")
 	}
 	cfg := &esphomepull.Config{Broker: p.Broker, Username: p.MQTTUser, Seed: o.Seed, ReconnectWait: reconnect, MaxConns: maxConns}
-	if p.MQTTPWFile != "" {
-		pw, err := readSecretFile(p.MQTTPWFile)
-		if err != nil {
-			return usageErrorf("--mqtt-password-file: %v", err)
-		}
-		cfg.Password = pw
-	} else if v := os.Getenv("OTS_OTA_MQTT_PASSWORD"); v != "" {
-		cfg.Password = auth.NewSecret(v)
+	pw, err := p.brokerPassword(a)
+	if err != nil {
+		return err
 	}
-	if cfg.Password.Reveal() != "" && p.MQTTUser == "" {
-		return usageErrorf("a broker password needs --mqtt-user")
-	}
-	a.secrets.Add(cfg.Password)
+	cfg.Password = pw
 	for i := range n {
 		name := fmt.Sprintf(p.NodeName, i+1)
 		if err := esphomepull.CheckName(name); err != nil {

@@ -197,19 +197,11 @@ func (o *simOptions) validatePull(a *app) error {
 		return usageErrorf("a duration cannot be negative")
 	}
 	cfg := &tasmotamqtt.Config{Broker: p.Broker, Username: p.MQTTUser, Tick: tick, Seed: o.Seed, TopicPrefix: p.TopicPrefix}
-	if p.MQTTPWFile != "" {
-		pw, err := readSecretFile(p.MQTTPWFile)
-		if err != nil {
-			return usageErrorf("--mqtt-password-file: %v", err)
-		}
-		cfg.Password = pw
-	} else if v := os.Getenv("OTS_OTA_MQTT_PASSWORD"); v != "" {
-		cfg.Password = auth.NewSecret(v)
+	pw, err := p.brokerPassword(a)
+	if err != nil {
+		return err
 	}
-	if cfg.Password.Reveal() != "" && p.MQTTUser == "" {
-		return usageErrorf("a broker password needs --mqtt-user")
-	}
-	a.secrets.Add(cfg.Password)
+	cfg.Password = pw
 	if err := tasmotamqtt.CheckBroker(p.Broker); err != nil {
 		return a.flagError("broker", "%s", err)
 	}
@@ -222,6 +214,27 @@ func (o *simOptions) validatePull(a *app) error {
 	}
 	p.cfg = cfg
 	return nil
+}
+
+// brokerPassword is the pulling devices' broker password: from
+// --mqtt-password-file, else OTS_OTA_MQTT_PASSWORD; it needs --mqtt-user,
+// and is redacted from all output from now on.
+func (p *pullOptions) brokerPassword(a *app) (auth.Secret, error) {
+	var pw auth.Secret
+	if p.MQTTPWFile != "" {
+		s, err := readSecretFile(p.MQTTPWFile)
+		if err != nil {
+			return pw, usageErrorf("--mqtt-password-file: %v", err)
+		}
+		pw = s
+	} else if v := os.Getenv("OTS_OTA_MQTT_PASSWORD"); v != "" {
+		pw = auth.NewSecret(v)
+	}
+	if pw.Reveal() != "" && p.MQTTUser == "" {
+		return pw, usageErrorf("a broker password needs --mqtt-user")
+	}
+	a.secrets.Add(pw)
+	return pw, nil
 }
 
 // pullLine is one tasmota-mqtt event in --json (docs/schema/sim.json,
