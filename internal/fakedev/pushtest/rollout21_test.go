@@ -53,7 +53,7 @@ type group21 struct {
 	b     *testbroker.Broker
 	dir   string
 	img   string // FIRMWARE
-	spy   *spy21
+	spy   *spy
 	names []string
 	fakes map[string]*fakedev.TasmotaMQTTDevice
 	cfgs  map[string]fakedev.TasmotaMQTT
@@ -338,7 +338,7 @@ func (g *group21) finish() {
 			g.t.Errorf("a command to %s, which is no device's own topic: %q", m.topic, m.payload)
 		}
 	}
-	noRetainedCommands(g.t, g.b)
+	noRetained(g.t, g.b, isCommand)
 }
 
 // backlogs are the indexes of the upgrade commands the spy saw sent to
@@ -353,9 +353,9 @@ func isCommand(topic string) bool {
 	return strings.HasPrefix(topic, "cmnd/") || strings.Contains(topic, "/cmnd/")
 }
 
-// spy21 is a test subscriber to every topic: what went over the broker, in
+// spy is a test subscriber to every topic: what went over the broker, in
 // the order it passed.
-type spy21 struct {
+type spy struct {
 	mu   sync.Mutex
 	msgs []spyMsg
 }
@@ -366,9 +366,9 @@ type spyMsg struct {
 	at             time.Time
 }
 
-func startSpy21(t *testing.T, b *testbroker.Broker) *spy21 {
+func startSpy21(t *testing.T, b *testbroker.Broker) *spy {
 	t.Helper()
-	s := &spy21{}
+	s := &spy{}
 	// paho itself, for the DUP flag: the broker sends a message again,
 	// marked DUP, when the spy's acknowledgement was lost (a broker
 	// restart); that is one message, not a second command. A command
@@ -395,7 +395,7 @@ func startSpy21(t *testing.T, b *testbroker.Broker) *spy21 {
 	return s
 }
 
-func (s *spy21) all() []spyMsg {
+func (s *spy) all() []spyMsg {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return slices.Clone(s.msgs)
@@ -403,7 +403,7 @@ func (s *spy21) all() []spyMsg {
 
 // index is the first message at or after from on topic whose payload
 // holds part; -1 when none.
-func (s *spy21) index(from int, topic, part string) int {
+func (s *spy) index(from int, topic, part string) int {
 	ms := s.all()
 	for i := max(from, 0); i < len(ms); i++ {
 		if ms[i].topic == topic && strings.Contains(ms[i].payload, part) {
@@ -413,10 +413,10 @@ func (s *spy21) index(from int, topic, part string) int {
 	return -1
 }
 
-func (s *spy21) at(i int) time.Time { return s.all()[i].at }
+func (s *spy) at(i int) time.Time { return s.all()[i].at }
 
 // indexes are those of the messages on topic.
-func (s *spy21) indexes(topic string) []int {
+func (s *spy) indexes(topic string) []int {
 	var out []int
 	for i, m := range s.all() {
 		if m.topic == topic {
@@ -426,9 +426,10 @@ func (s *spy21) indexes(topic string) []int {
 	return out
 }
 
-// noRetainedCommands subscribes afresh to every topic: a retained command
-// would come first, before a marker published after the subscription.
-func noRetainedCommands(t *testing.T, b *testbroker.Broker) {
+// noRetained subscribes afresh to every topic: a retained command (by
+// isCmd) would come first, before a marker published after the
+// subscription.
+func noRetained(t *testing.T, b *testbroker.Broker, isCmd func(topic string) bool) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -451,7 +452,7 @@ func noRetainedCommands(t *testing.T, b *testbroker.Broker) {
 			if m.Topic == marker {
 				return
 			}
-			if m.Retained && isCommand(m.Topic) {
+			if m.Retained && isCmd(m.Topic) {
 				t.Errorf("a retained command remains on the broker: %s %q", m.Topic, m.Payload)
 			}
 		case <-ctx.Done():

@@ -58,7 +58,7 @@ type group22 struct {
 	img   string // FIRMWARE
 	addr  string // the built-in file server's fixed address
 	base  string // where the nodes poll their manifests: http://addr or the CDN
-	spy   *spy22
+	spy   *spy
 	names []string
 	fakes map[string]*fakedev.ESPHomePullDevice
 	cfgs  map[string]fakedev.ESPHomePull
@@ -320,18 +320,14 @@ func (g *group22) finish() {
 			g.t.Errorf("a command to %s, no node's own", m.topic)
 		}
 	}
-	noRetained22(g.t, g.b)
+	noRetained(g.t, g.b, func(topic string) bool { return strings.HasSuffix(topic, "/command") })
 }
 
-// spy22 records every message on the broker, in the order it passed.
-type spy22 struct {
-	mu   sync.Mutex
-	msgs []spyMsg
-}
-
-func startSpy22(t *testing.T, b *testbroker.Broker) *spy22 {
+// startSpy22 is a spy through the project's broker client; it leaves the
+// broker's retained store out.
+func startSpy22(t *testing.T, b *testbroker.Broker) *spy {
 	t.Helper()
-	s := &spy22{}
+	s := &spy{}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	c, err := broker.Connect(ctx, broker.Config{URL: b.URL(), ClientID: broker.NewClientID()})
@@ -352,14 +348,8 @@ func startSpy22(t *testing.T, b *testbroker.Broker) *spy22 {
 	return s
 }
 
-func (s *spy22) all() []spyMsg {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return slices.Clone(s.msgs)
-}
-
 // on is every message on topic.
-func (s *spy22) on(topic string) []spyMsg {
+func (s *spy) on(topic string) []spyMsg {
 	var out []spyMsg
 	for _, m := range s.all() {
 		if m.topic == topic {
@@ -371,47 +361,13 @@ func (s *spy22) on(topic string) []spyMsg {
 
 // first is the first message on topic whose payload holds part; ok false
 // when none.
-func (s *spy22) first(topic, part string) (spyMsg, bool) {
+func (s *spy) first(topic, part string) (spyMsg, bool) {
 	for _, m := range s.all() {
 		if m.topic == topic && strings.Contains(m.payload, part) {
 			return m, true
 		}
 	}
 	return spyMsg{}, false
-}
-
-// noRetained22 subscribes afresh to every topic: a retained command would
-// come before a marker published after the subscription.
-func noRetained22(t *testing.T, b *testbroker.Broker) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	c, err := broker.Connect(ctx, broker.Config{URL: b.URL(), ClientID: broker.NewClientID()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	got := make(chan broker.Message, 1000)
-	if err := c.Subscribe(ctx, "#", func(m broker.Message) { got <- m }); err != nil {
-		t.Fatal(err)
-	}
-	marker := "zz_spy_marker/" + broker.NewClientID()
-	if err := c.Publish(ctx, marker, []byte("1")); err != nil {
-		t.Fatal(err)
-	}
-	for {
-		select {
-		case m := <-got:
-			if m.Topic == marker {
-				return
-			}
-			if m.Retained && strings.HasSuffix(m.Topic, "/command") {
-				t.Errorf("a retained command remains on the broker: %s %q", m.Topic, m.Payload)
-			}
-		case <-ctx.Done():
-			t.Fatal("the marker did not come back")
-		}
-	}
 }
 
 // getStatus GETs u and returns its status and body.
