@@ -193,40 +193,38 @@ func cmdWaitMQTT(ts *testscript.TestScript, neg bool, args []string) {
 	mqttOf(ts).waitFor(ts, re, n)
 }
 
-// cmdMQTTCmds checks what devices were told: `mqttcmds [-max N]`. It
-// prints, sorted, one line per device topic, "TOPIC upgrades=N status=N",
-// the Upgrade commands (Backlog … Upgrade 1) and Status reads it got,
-// after a fence (everything published before it was delivered). It fails
-// when any message under cmnd/# was retained, when a fresh subscriber to
-// cmnd/# is handed a retained message, or (-max N) when a device got more
-// than N Upgrade commands. The device's own empty cmnd/<t>/POWER after
-// each connect is not a command of ours and is left out.
-func cmdMQTTCmds(ts *testscript.TestScript, neg bool, args []string) {
-	max := -1
+// maxArg is a command's [-max N] (-1 without); anything else, or a
+// negation, is a usage error.
+func maxArg(ts *testscript.TestScript, neg bool, args []string, name string) int {
 	switch {
 	case neg:
-		ts.Fatalf("usage: mqttcmds [-max N]")
+		ts.Fatalf("usage: %s [-max N]", name)
 	case len(args) == 2 && args[0] == "-max":
 		n, err := strconv.Atoi(args[1])
 		ts.Check(err)
-		max = n
+		return n
 	case len(args) != 0:
-		ts.Fatalf("usage: mqttcmds [-max N]")
+		ts.Fatalf("usage: %s [-max N]", name)
 	}
-	m := mqttOf(ts)
+	return -1
+}
+
+// fenced publishes fenceTopic (under filter) from a fresh subscriber to
+// filter and waits until both it and the watcher have it back: everything
+// published before has been delivered. It fails (retainedWords: the list)
+// when the fresh subscriber was handed a retained message, and returns
+// what the watcher saw.
+func (m *scriptMQTT) fenced(ts *testscript.TestScript, filter, fenceTopic, retainedWords string) []broker.Message {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	// A fresh subscriber: the broker hands it every retained message
-	// under cmnd/# before the fence it publishes after subscribing.
 	fresh, err := broker.Connect(ctx, broker.Config{URL: m.url, ClientID: fmt.Sprintf("script-fresh-%d", time.Now().UnixNano())})
 	ts.Check(err)
 	defer fresh.Close()
-	fenceTopic := fmt.Sprintf("cmnd/ots-test-fence-%d/Fence", time.Now().UnixNano())
 	var freshMu sync.Mutex
 	var retained []string
 	fenced := make(chan struct{})
 	var once sync.Once
-	ts.Check(fresh.Subscribe(ctx, "cmnd/#", func(msg broker.Message) {
+	ts.Check(fresh.Subscribe(ctx, filter, func(msg broker.Message) {
 		if msg.Topic == fenceTopic {
 			once.Do(func() { close(fenced) })
 			return
@@ -246,15 +244,31 @@ func cmdMQTTCmds(ts *testscript.TestScript, neg bool, args []string) {
 	m.waitFor(ts, regexp.MustCompile("^"+regexp.QuoteMeta(fenceTopic)+" "), 1)
 	freshMu.Lock()
 	if len(retained) > 0 {
-		ts.Fatalf("retained messages remain under cmnd/#: %s", strings.Join(retained, ", "))
+		ts.Fatalf("%s: %s", retainedWords, strings.Join(retained, ", "))
 	}
 	freshMu.Unlock()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.msgs)
+}
+
+// cmdMQTTCmds checks what devices were told: `mqttcmds [-max N]`. It
+// prints, sorted, one line per device topic, "TOPIC upgrades=N status=N",
+// the Upgrade commands (Backlog … Upgrade 1) and Status reads it got,
+// after a fence (everything published before it was delivered). It fails
+// when any message under cmnd/# was retained, when a fresh subscriber to
+// cmnd/# is handed a retained message, or (-max N) when a device got more
+// than N Upgrade commands. The device's own empty cmnd/<t>/POWER after
+// each connect is not a command of ours and is left out.
+func cmdMQTTCmds(ts *testscript.TestScript, neg bool, args []string) {
+	max := maxArg(ts, neg, args, "mqttcmds")
+	m := mqttOf(ts)
+	// A fresh subscriber: the broker hands it every retained message
+	// under cmnd/# before the fence it publishes after subscribing.
+	msgs := m.fenced(ts, "cmnd/#", fmt.Sprintf("cmnd/ots-test-fence-%d/Fence", time.Now().UnixNano()), "retained messages remain under cmnd/#")
 
 	type count struct{ upgrades, status int }
 	counts := map[string]*count{}
-	m.mu.Lock()
-	msgs := slices.Clone(m.msgs)
-	m.mu.Unlock()
 	for _, msg := range msgs {
 		if !strings.HasPrefix(msg.Topic, "cmnd/") || strings.HasPrefix(msg.Topic, "cmnd/ots-test-fence-") {
 			continue
@@ -318,56 +332,11 @@ func cmdFreePort(ts *testscript.TestScript, neg bool, args []string) {
 // subscriber to +/update/+/command is handed one), when a command was
 // anything but INSTALL, or (-max N) when a node got more than N.
 func cmdMQTTInstalls(ts *testscript.TestScript, neg bool, args []string) {
-	max := -1
-	switch {
-	case neg:
-		ts.Fatalf("usage: mqttinstalls [-max N]")
-	case len(args) == 2 && args[0] == "-max":
-		n, err := strconv.Atoi(args[1])
-		ts.Check(err)
-		max = n
-	case len(args) != 0:
-		ts.Fatalf("usage: mqttinstalls [-max N]")
-	}
+	max := maxArg(ts, neg, args, "mqttinstalls")
 	m := mqttOf(ts)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	fresh, err := broker.Connect(ctx, broker.Config{URL: m.url, ClientID: fmt.Sprintf("script-fresh-%d", time.Now().UnixNano())})
-	ts.Check(err)
-	defer fresh.Close()
-	fenceTopic := fmt.Sprintf("ots-test-fence-%d/update/fence/command", time.Now().UnixNano())
-	var freshMu sync.Mutex
-	var retained []string
-	fenced := make(chan struct{})
-	var once sync.Once
-	ts.Check(fresh.Subscribe(ctx, "+/update/+/command", func(msg broker.Message) {
-		if msg.Topic == fenceTopic {
-			once.Do(func() { close(fenced) })
-			return
-		}
-		if msg.Retained {
-			freshMu.Lock()
-			retained = append(retained, msg.Topic)
-			freshMu.Unlock()
-		}
-	}))
-	ts.Check(fresh.Publish(ctx, fenceTopic, []byte("fence")))
-	select {
-	case <-fenced:
-	case <-ctx.Done():
-		ts.Fatalf("the fence never came back")
-	}
-	m.waitFor(ts, regexp.MustCompile("^"+regexp.QuoteMeta(fenceTopic)+" "), 1)
-	freshMu.Lock()
-	if len(retained) > 0 {
-		ts.Fatalf("retained commands remain: %s", strings.Join(retained, ", "))
-	}
-	freshMu.Unlock()
+	msgs := m.fenced(ts, "+/update/+/command", fmt.Sprintf("ots-test-fence-%d/update/fence/command", time.Now().UnixNano()), "retained commands remain")
 
 	counts := map[string]int{}
-	m.mu.Lock()
-	msgs := slices.Clone(m.msgs)
-	m.mu.Unlock()
 	for _, msg := range msgs {
 		parts := strings.Split(msg.Topic, "/")
 		if len(parts) < 4 || parts[len(parts)-1] != "command" || parts[len(parts)-3] != "update" || strings.HasPrefix(msg.Topic, "ots-test-fence-") {
