@@ -117,24 +117,6 @@ func (d *device) startBoot() {
 	d.info, d.state, d.checks, d.lastFail, d.dropArmed, d.rollbackTo = updateInfo{}, stateUnknown, 0, "", false, ""
 }
 
-// run is the node's life after Start's first connect: boots until the
-// fleet closes.
-func (d *device) run(ctx context.Context) {
-	defer d.emit(Event{Event: EventStopped})
-	for {
-		next := d.live(ctx)
-		if ctx.Err() != nil {
-			d.dropLink("")
-			return
-		}
-		if !d.reboot(ctx, next) {
-			d.dropLink("")
-			<-ctx.Done()
-			return
-		}
-	}
-}
-
 // live runs one boot from its first connection to its reboot (the image
 // installed, to boot next).
 func (d *device) live(ctx context.Context) *installed {

@@ -241,4 +241,6 @@ func (n node) Name() string                      { return n.cfg.Name }
 func (n node) PowerOn()                          { n.powerOn() }
 func (n node) Connect(ctx context.Context) error { return n.connect(ctx) }
 func (n node) Drop()                             { n.dropLink("") }
-func (n node) Run(ctx context.Context)           { n.run(ctx) }
+func (n node) Run(ctx context.Context) {
+	fleetrun.Life(ctx, n.live, n.reboot, func() { n.dropLink("") }, func() { n.emit(Event{Event: EventStopped}) })
+}

@@ -166,24 +166,6 @@ func (d *device) startBoot() {
 	}
 }
 
-// run is the device's life after Start's first connect: boots until the
-// fleet closes.
-func (d *device) run(ctx context.Context) {
-	defer d.emit(Event{Event: EventStopped})
-	for {
-		next := d.live(ctx)
-		if ctx.Err() != nil {
-			d.dropLink("")
-			return
-		}
-		if !d.restart(ctx, next) {
-			d.dropLink("")
-			<-ctx.Done()
-			return
-		}
-	}
-}
-
 // live runs one boot from its first connection to its restart (the
 // install to boot, nil for a plain restart).
 func (d *device) live(ctx context.Context) *install {

@@ -225,4 +225,6 @@ func (n node) Name() string                      { return n.cfg.Topic }
 func (n node) PowerOn()                          { n.powerOn() }
 func (n node) Connect(ctx context.Context) error { return n.connect(ctx) }
 func (n node) Drop()                             { n.dropLink("") }
-func (n node) Run(ctx context.Context)           { n.run(ctx) }
+func (n node) Run(ctx context.Context) {
+	fleetrun.Life(ctx, n.live, n.restart, func() { n.dropLink("") }, func() { n.emit(Event{Event: EventStopped}) })
+}

@@ -99,3 +99,23 @@ func Counts(versions []string) []string {
 	sort.Strings(out)
 	return out
 }
+
+// Life is a device's life after Start's first connect: boots until ctx
+// ends. live runs one boot and returns what to boot next; reboot boots it
+// (false: the device will not come back). The link is dropped (the will)
+// at the end, and stopped told.
+func Life[N any](ctx context.Context, live func(context.Context) N, reboot func(context.Context, N) bool, drop, stopped func()) {
+	defer stopped()
+	for {
+		next := live(ctx)
+		if ctx.Err() != nil {
+			drop()
+			return
+		}
+		if !reboot(ctx, next) {
+			drop()
+			<-ctx.Done()
+			return
+		}
+	}
+}
