@@ -44,13 +44,7 @@ func TestSimESPHomePullFlags(t *testing.T) {
 		{[]string{"--personality", "tasmota-mqtt", "--broker", "mqtt://127.0.0.1", "--manifest-url", "http://127.0.0.1/m.json"}, "--manifest-url does not apply to --personality tasmota-mqtt (it applies to --personality esphome-pull)"},
 		{[]string{"--personality", "seed", "--cohorts", "a:1"}, "--cohorts applies to --personality esphome-pull only"},
 	} {
-		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
-			streams, out, errOut := TestStreams()
-			code := Execute(context.Background(), append([]string{"sim"}, c.args...), streams)
-			if code != ExitUsage || !strings.Contains(errOut.String(), c.want) {
-				t.Fatalf("exit %d, want %d and %q\nstdout: %s\nstderr: %s", code, ExitUsage, c.want, out, errOut)
-			}
-		})
+		t.Run(strings.Join(c.args, " "), func(t *testing.T) { simUsage(t, c.args, c.want) })
 	}
 }
 

@@ -31,13 +31,17 @@ func TestSimPullFlags(t *testing.T) {
 		{[]string{"--personality", "tasmota-mqtt", "--broker", "mqtt://127.0.0.1", "--count", "0"}, "need at least 1 device"},
 		{[]string{"--personality", "tasmota-mqtt", "--broker", "mqtt://127.0.0.1", "--full-topic", "%prefix%/x/"}, "must hold %topic%"},
 	} {
-		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
-			streams, out, errOut := TestStreams()
-			code := Execute(context.Background(), append([]string{"sim"}, c.args...), streams)
-			if code != ExitUsage || !strings.Contains(errOut.String(), c.want) {
-				t.Fatalf("exit %d, want %d and %q\nstdout: %s\nstderr: %s", code, ExitUsage, c.want, out, errOut)
-			}
-		})
+		t.Run(strings.Join(c.args, " "), func(t *testing.T) { simUsage(t, c.args, c.want) })
+	}
+}
+
+// simUsage runs `sim args` and wants a usage error whose words hold want.
+func simUsage(t *testing.T, args []string, want string) {
+	t.Helper()
+	streams, out, errOut := TestStreams()
+	code := Execute(context.Background(), append([]string{"sim"}, args...), streams)
+	if code != ExitUsage || !strings.Contains(errOut.String(), want) {
+		t.Fatalf("exit %d, want %d and %q\nstdout: %s\nstderr: %s", code, ExitUsage, want, out, errOut)
 	}
 }
 
