@@ -23,6 +23,9 @@
 //     is just '*' or '>' is a NATS wildcard: a filter "a/>/b" is refused,
 //     and a filter "a/*/b" matches any level, as "a/+/b".
 //   - An empty client ID needs the clean session on.
+//   - A retained message just cleared (an empty retained publish) may
+//     still reach a new subscriber for a moment, as an empty retained
+//     message: subscribers take an empty payload for nothing.
 //   - Every QoS 1 subscription of a persistent session is a JetStream
 //     consumer holding up to MaxAckPending unacknowledged messages; the
 //     sum over a session's subscriptions cannot pass 65535 ('#' filters

@@ -151,13 +151,32 @@ func TestRetainedToNewSubscriber(t *testing.T) {
 	if err := c.Subscribe(ctxT(t), "tele/+/LWT", in.h); err != nil {
 		t.Fatal(err)
 	}
-	m := in.next(t, "the retained LWT")
-	if m.Topic != "tele/dev2/LWT" || string(m.Payload) != "Online" || !m.Retained {
-		t.Errorf("got %s %q retained=%v, want tele/dev2/LWT Online retained", m.Topic, m.Payload, m.Retained)
+	// nats-server may still hand out the cleared message, as an empty
+	// retained one, shortly after the clear (its store catches up
+	// asynchronously): a subscriber takes an empty payload for nothing, as
+	// the families do. Any other copy of it is a failure.
+	seen := false
+	deadline := time.After(wait)
+	for !seen {
+		var m broker.Message
+		select {
+		case m = <-in:
+		case <-deadline:
+			t.Fatal("no retained LWT of dev2")
+		}
+		switch {
+		case m.Topic == "tele/dev2/LWT" && string(m.Payload) == "Online" && m.Retained:
+			seen = true
+		case m.Topic == "tele/gone/LWT" && len(m.Payload) == 0:
+		default:
+			t.Errorf("got %s %q retained=%v, want tele/dev2/LWT Online retained", m.Topic, m.Payload, m.Retained)
+		}
 	}
 	select {
 	case m := <-in:
-		t.Errorf("a cleared retained message came: %s %q", m.Topic, m.Payload)
+		if m.Topic != "tele/gone/LWT" || len(m.Payload) != 0 {
+			t.Errorf("a cleared retained message came: %s %q", m.Topic, m.Payload)
+		}
 	case <-time.After(500 * time.Millisecond):
 	}
 }
