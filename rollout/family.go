@@ -210,3 +210,25 @@ type Readier interface {
 	// most the family's own wait, or until ctx ends.
 	Ready(ctx context.Context, d Device) error
 }
+
+// Tag returns err, its words unchanged, matching each of sentinels too
+// (errors.Is): how a family marks a Command or Ready error as ErrNotSent,
+// ErrNotReady, ErrAlreadyOn or ErrTookAnnouncement without repeating the
+// sentinel's words in the device's message.
+func Tag(err error, sentinels ...error) error { return tagged{err, sentinels} }
+
+type tagged struct {
+	err  error
+	tags []error
+}
+
+func (e tagged) Error() string { return e.err.Error() }
+func (e tagged) Unwrap() error { return e.err }
+func (e tagged) Is(target error) bool {
+	for _, t := range e.tags {
+		if target == t {
+			return true
+		}
+	}
+	return false
+}

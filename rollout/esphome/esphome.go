@@ -741,13 +741,13 @@ func (f *Family) Ready(ctx context.Context, d rollout.Device) error {
 			// skipped it had it told a version). INSTALL would be ignored.
 			if hasRead && !rd.restarted && (rd.before == "" || rd.before == f.cfg.Expect) {
 				// The read came before its first check since its last boot.
-				return tagged{fmt.Errorf("%s already runs %s (told at its first update check since the read)", label(d), shown(f.cfg.Expect)), rollout.ErrAlreadyOn}
+				return rollout.Tag(fmt.Errorf("%s already runs %s (told at its first update check since the read)", label(d), shown(f.cfg.Expect)), rollout.ErrAlreadyOn)
 			}
 			// It restarted since the read, or ran another version then: it
 			// installed what the manifest announced on its own (an
 			// install-on-available automation). The engine watches it as
 			// commanded.
-			return tagged{fmt.Errorf("%s installed %s on its own", label(d), shown(f.cfg.Expect)), rollout.ErrTookAnnouncement}
+			return rollout.Tag(fmt.Errorf("%s installed %s on its own", label(d), shown(f.cfg.Expect)), rollout.ErrTookAnnouncement)
 		}
 		if fresh {
 			return nil
@@ -797,23 +797,23 @@ func (f *Family) Ready(ctx context.Context, d rollout.Device) error {
 // rollout.ErrNotReady: the engine waits for it again).
 func (f *Family) Command(ctx context.Context, d rollout.Device, _ string) error {
 	if err := check(d); err != nil {
-		return notSent{err}
+		return rollout.Tag(err, rollout.ErrNotSent)
 	}
 	f.mu.Lock()
 	r := f.resolveLocked(d)
 	if r.id == "" {
 		f.mu.Unlock()
 		if len(r.ids) > 1 {
-			return notSent{errAmbiguous(d, r.ids)}
+			return rollout.Tag(errAmbiguous(d, r.ids), rollout.ErrNotSent)
 		}
-		return notSent{fmt.Errorf("%s: no update entity known (it told no update state)", label(d))}
+		return rollout.Tag(fmt.Errorf("%s: no update entity known (it told no update state)", label(d)), rollout.ErrNotSent)
 	}
 	if r.e != nil && f.cfg.Expect != "" && r.e.st.Installed == f.cfg.Expect {
 		// A fallback: Ready tells this itself (already on it, or installed
 		// on its own); here the device said so only after Ready ended.
 		// ESPHome would ignore INSTALL.
 		f.mu.Unlock()
-		return notSent{fmt.Errorf("%s: not sent INSTALL: it told installed %s only after its wait for the manifest ended, so whether it ran it before is unknown", label(d), shown(f.cfg.Expect))}
+		return rollout.Tag(fmt.Errorf("%s: not sent INSTALL: it told installed %s only after its wait for the manifest ended, so whether it ran it before is unknown", label(d), shown(f.cfg.Expect)), rollout.ErrNotSent)
 	}
 	if r.e != nil && f.cfg.Expect != "" && r.e.st.Latest != f.cfg.Expect {
 		// Ready saw it tell latest == Expect; it told otherwise since
@@ -825,7 +825,7 @@ func (f *Family) Command(ctx context.Context, d rollout.Device, _ string) error 
 			now = "latest " + shown(r.e.st.Latest)
 		}
 		f.mu.Unlock()
-		return notReady{fmt.Errorf("%s: not sent INSTALL: it tells %s now, not %s (restarted since it saw the manifest?), so it would ignore it", label(d), now, shown(f.cfg.Expect))}
+		return rollout.Tag(fmt.Errorf("%s: not sent INSTALL: it tells %s now, not %s (restarted since it saw the manifest?), so it would ignore it", label(d), now, shown(f.cfg.Expect)), rollout.ErrNotSent, rollout.ErrNotReady)
 	}
 	ds := f.devLocked(d.Topic)
 	was, wasEntity := ds.commanded, ds.cmdEntity
@@ -839,38 +839,13 @@ func (f *Family) Command(ctx context.Context, d rollout.Device, _ string) error 
 			f.mu.Lock()
 			ds.commanded, ds.cmdEntity, ds.awaitStart = was, wasEntity, false
 			f.mu.Unlock()
-			err = notSent{err}
+			err = rollout.Tag(err, rollout.ErrNotSent)
 		}
 		return err
 	}
 	f.log.Info("commanded", "topic", d.Topic, "entity", r.id)
 	return nil
 }
-
-// notReady is a command not sent because the device no longer tells the
-// announced version as available.
-type notReady struct{ err error }
-
-func (e notReady) Error() string { return e.err.Error() }
-func (e notReady) Unwrap() error { return e.err }
-func (e notReady) Is(target error) bool {
-	return target == rollout.ErrNotSent || target == rollout.ErrNotReady
-}
-
-// notSent marks an error of a command that surely did not leave.
-type notSent struct{ err error }
-
-func (e notSent) Error() string        { return e.err.Error() }
-func (e notSent) Unwrap() error        { return e.err }
-func (e notSent) Is(target error) bool { return target == rollout.ErrNotSent }
-
-// tagged is err, also matching tag (a rollout sentinel) without its
-// words in the message.
-type tagged struct{ err, tag error }
-
-func (e tagged) Error() string        { return e.err.Error() }
-func (e tagged) Unwrap() error        { return e.err }
-func (e tagged) Is(target error) bool { return target == e.tag }
 
 // Reread subscribes to the device's state topic once more and takes the
 // state the broker retains (the device's last word), then ends that

@@ -748,30 +748,22 @@ func checkGzip(gzName, gzPath, plain, plainPath string) error {
 func (f *Family) Command(ctx context.Context, d rollout.Device, otaURL string) error {
 	p, dev, err := f.target(d)
 	if err != nil {
-		return notSent{fmt.Errorf("%s: %w", label(d), err)}
+		return rollout.Tag(fmt.Errorf("%s: %w", label(d), err), rollout.ErrNotSent)
 	}
 	if err := checkOtaURL(otaURL); err != nil {
-		return notSent{err}
+		return rollout.Tag(err, rollout.ErrNotSent)
 	}
 	f.told(dev, otaURL)
 	if err := f.send(ctx, p, dev, "Backlog", "OtaUrl "+otaURL+"; Upgrade 1"); err != nil {
 		err = fmt.Errorf("%s: the upgrade command: %w", label(d), err)
 		if !errors.Is(err, broker.ErrMaybeSent) {
-			err = notSent{err}
+			err = rollout.Tag(err, rollout.ErrNotSent)
 		}
 		return err
 	}
 	f.log.Info("commanded", "topic", dev)
 	return nil
 }
-
-// notSent marks an error of a command that surely did not leave: it is
-// rollout.ErrNotSent, with its own words.
-type notSent struct{ err error }
-
-func (e notSent) Error() string        { return e.err.Error() }
-func (e notSent) Unwrap() error        { return e.err }
-func (e notSent) Is(target error) bool { return target == rollout.ErrNotSent }
 
 // CheckURL refuses an image URL Tasmota cannot be told: not http:// or
 // https://, holding a space, ";" (Backlog's separator) or "%" (Tasmota
